@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= python3
+SYSTEMS ?= 1
+MQTT_URL ?=
+PYTEST_ARGS ?=
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test check lint typecheck docs docs-check bench deps clean help
+
+help:
+	@echo "make run    start the whole stack with a simulated battery (SYSTEMS=N, MQTT_URL=...)"
+	@echo "make test   install what the tests need and run the suite"
+	@echo "make check  ruff + mypy;  make docs  regenerate docs/ from the code;  make bench"
+
+# uv itself, when the machine has none: a private venv, so no system Python is touched
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet 'uv>=0.5,<1'
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	@touch $@
+
+run: $(VENV)/.synced
+	$(PY) -m services --systems $(SYSTEMS) $(if $(MQTT_URL),--mqtt-url $(MQTT_URL))
+
+deps:
+	@bash deploy/install-system-deps.sh
+
+test: deps $(VENV)/.synced check docs-check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(VENV)/bin/mypy shared services
+
+docs: $(VENV)/.synced
+	$(PY) -m shared.docgen
+
+docs-check: $(VENV)/.synced
+	$(PY) -m shared.docgen --check
+
+bench: $(VENV)/.synced
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the system packages the test suite needs, when missing (Debian/Ubuntu, as root or
+# with password-less sudo). Safe to run again.
+set -euo pipefail
+
+want=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have mosquitto || want+=(mosquitto)
+have socat || want+=(socat)
+have mbpoll || want+=(mbpoll)
+python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
+
+if [ ${#want[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif sudo -n true 2>/dev/null; then
+  sudo=(sudo -n)
+else
+  echo "missing system packages: ${want[*]} (install them with: sudo apt-get install -y ${want[*]})" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${want[*]}; this script knows only apt-get" >&2
+  exit 1
+fi
+echo "installing: ${want[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${want[@]}"
+# the Debian package starts a system-wide broker on 1883; the stack starts its own
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,287 @@
+"""Start the whole stack with a simulated battery: `make run` / `python -m services`.
+
+Starts a broker (local mosquitto, else the embedded amqtt broker) unless one is given,
+publishes the demo configuration of every system, and runs every service that exists as its
+own process with prefixed logs. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port
+from shared.bus import MqttBus
+from shared.config import SystemConfig, demo_config
+from shared.messages import ConfigMessage
+from shared.settings import parse_mqtt_url
+from shared.topics import CONFIG
+
+SERVICES_DIR = Path(__file__).resolve().parent
+COLOURS = ("36", "33", "35", "32", "34", "31")
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    name: str
+    per_system: bool = True
+
+
+# Start order: data producers first, then the master, then the gateways and the UI.
+PLAN = (
+    ServicePlan("slave_agent"),
+    ServicePlan("master_core"),
+    ServicePlan("modbus_gateway"),
+    ServicePlan("can_gateway"),
+    ServicePlan("config_ui", per_system=False),
+)
+
+
+def available_services() -> list[ServicePlan]:
+    """Services that exist in this checkout (a service joins once it has a `__main__`)."""
+    return [p for p in PLAN if (SERVICES_DIR / p.name / "__main__.py").exists()]
+
+
+def system_ids(count: int) -> list[str]:
+    return ["demo"] if count == 1 else [f"demo{i + 1}" for i in range(count)]
+
+
+class _Broker(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    def start(self, timeout_s: float = ...) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Child:
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+    colour: str
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+def _pump(stream: IO[bytes], prefix: str, out: IO[str], lock: threading.Lock) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        with lock:
+            out.write(f"{prefix} {line}\n")
+            out.flush()
+
+
+class Launcher:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.systems = system_ids(args.systems)
+        self.broker: _Broker | None = None
+        self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
+        self.children: list[Child] = []
+        self.buses: list[MqttBus] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            print(f"\033[1m[launcher]\033[0m {text}", flush=True)
+
+    def start_broker(self) -> str:
+        if self.args.mqtt_url:
+            parse_mqtt_url(self.args.mqtt_url)
+            self.say(f"using the broker at {self.args.mqtt_url}")
+            return str(self.args.mqtt_url)
+        port = self.args.broker_port
+        with contextlib.suppress(OSError):
+            if port and _port_in_use(port):
+                self.say(f"port {port} is taken, picking a free one")
+                port = 0
+        port = port or free_port()
+        if find_mosquitto() and self.args.broker != "embedded":
+            self.broker = MosquittoBroker(port)
+            kind = "mosquitto"
+        else:
+            self.broker = EmbeddedBroker(port)
+            self.protocol = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
+            kind = "embedded amqtt broker (MQTT 3.1.1)"
+        self.broker.start()
+        self.say(f"started {kind} at {self.broker.url}")
+        return self.broker.url
+
+    def publish_configs(self, url: str) -> None:
+        for system in self.systems:
+            bus = MqttBus(
+                parse_mqtt_url(url),
+                system=system,
+                service="launcher",
+                kind="launcher",
+                protocol=self.protocol,
+            )
+            if not bus.start(wait_s=10):
+                raise SystemExit(f"cannot reach the broker at {url}")
+            config = demo_config(system)
+            bus.publish(CONFIG, ConfigMessage(config=config))
+            self.buses.append(bus)
+            self.say(f"published the configuration of system {system!r} ({_describe(config)})")
+
+    def plan_children(self, url: str) -> None:
+        services = available_services()
+        for i, plan in enumerate(services):
+            for system in self.systems if plan.per_system else self.systems[:1]:
+                label = (
+                    plan.name
+                    if not plan.per_system or len(self.systems) == 1
+                    else f"{plan.name}:{system}"
+                )
+                env = dict(os.environ)
+                env.update(
+                    BMS_MQTT_URL=url,
+                    BMS_SYSTEM=system,
+                    BMS_MQTT_PROTOCOL=self.protocol,
+                    PYTHONUNBUFFERED="1",
+                )
+                argv = [sys.executable, "-m", f"services.{plan.name}"]
+                self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
+        if not services:
+            self.say("no services in this checkout yet; the broker and the configuration are up")
+
+    def spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            child.argv,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        prefix = f"\033[{child.colour}m[{child.label}]\033[0m"
+        assert child.proc.stdout is not None
+        t = threading.Thread(
+            target=_pump, args=(child.proc.stdout, prefix, sys.stdout, self.lock), daemon=True
+        )
+        t.start()
+        child.threads.append(t)
+
+    def supervise(self) -> None:
+        """Restart crashed services with a growing delay, as a process manager would."""
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if child.proc is None or child.proc.poll() is None:
+                    if child.proc is None and time.monotonic() >= child.next_start:
+                        self.spawn(child)
+                    continue
+                code = child.proc.returncode
+                child.proc = None
+                child.restarts += 1
+                delay = min(30.0, 2.0 * child.restarts)
+                child.next_start = time.monotonic() + delay
+                self.say(f"{child.label} exited with {code}; restarting in {delay:.0f} s")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for child in self.children:
+            if child.proc and child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+        for bus in self.buses:
+            bus.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        self.say("stopped")
+
+    def run(self) -> int:
+        url = self.start_broker()
+        try:
+            self.publish_configs(url)
+            self.plan_children(url)
+            for child in self.children:
+                self.spawn(child)
+            self.where_to_look(url)
+            if self.args.exit_after_s:
+                self.stopping.wait(self.args.exit_after_s)
+                return 0
+            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+            self.supervise()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+        return 0
+
+    def where_to_look(self, url: str) -> None:
+        systems = ", ".join(self.systems)
+        first = self.systems[0]
+        tap = f"{sys.executable} -m shared.tap"
+        if self.protocol != "5":
+            tap += f" --protocol {self.protocol}"
+        self.say(
+            "\n".join(
+                [
+                    f"stack is up: broker {url}, systems {systems}",
+                    f"  services:     {', '.join(c.label for c in self.children) or 'none yet'}",
+                    f"  watch it:     {tap} --mqtt-url {url} 'bms/v1/{first}/#'",
+                    "  topic tree:   docs/topics.md, docs/asyncapi.yaml",
+                    "  stop:         Ctrl-C",
+                ]
+            )
+        )
+
+
+def _port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _describe(config: SystemConfig) -> str:
+    topo = config.topology
+    return f"{config.chemistry}, {topo.modules} modules x {topo.cells_per_module} cells"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    parser.add_argument(
+        "--mqtt-url",
+        default=os.environ.get("MQTT_URL") or None,
+        help="use this broker instead of starting one (mqtt://host:port)",
+    )
+    parser.add_argument(
+        "--systems",
+        type=int,
+        default=int(os.environ.get("SYSTEMS", "1")),
+        help="number of simulated systems (default 1)",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("auto", "embedded"),
+        default="auto",
+        help="auto: mosquitto when installed, else the embedded broker",
+    )
+    parser.add_argument("--broker-port", type=int, default=1883, help="port of the started broker")
+    parser.add_argument("--exit-after-s", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.systems <= 50:
+        parser.error("--systems must be between 1 and 50")
+    return Launcher(args).run()

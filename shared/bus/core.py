@@ -1,0 +1,242 @@
+"""What every bus adapter shares: subscriptions, the inbox, decoding, stamping and counters.
+
+Messages arrive on the adapter's network thread and only go into a bounded inbox there;
+decoding and handlers run in the service's own loop (`process`), so a slow handler never
+stalls the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from paho.mqtt.client import topic_matches_sub
+
+from shared.codec import EncodeError, PayloadError, decode, encode
+from shared.messages import Message, ServiceStatus
+from shared.topics import SERVICE_STATUS, TopicSpec
+
+M = TypeVar("M", bound=Message)
+log = logging.getLogger("shared.bus")
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    """A decoded message as handed to a handler."""
+
+    topic: str
+    system: str
+    params: dict[str, str]
+    message: M
+    retained: bool
+    received_ts: float
+
+
+Handler = Callable[[Delivery[M]], None]
+RawHandler = Callable[[str, bytes, bool], None]
+ErrorHandler = Callable[[PayloadError], None]
+
+
+@dataclass
+class _Subscription:
+    filter: str
+    spec: TopicSpec[Any] | None
+    handler: Callable[..., None]
+    qos: int
+
+
+@dataclass
+class _Inbound:
+    topic: str
+    payload: bytes
+    retained: bool
+    received_ts: float = field(default_factory=time.time)
+
+
+class BusCore:
+    """Adapter-independent half of a bus. Subclasses implement `_send` and `_subscribe_filter`."""
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        service: str,
+        kind: str,
+        version: str = "",
+        max_inbox: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.system = system
+        self.service = service
+        self.kind = kind
+        self.version = version
+        self.clock = clock
+        self.started_ts = clock()
+        self.counters: Counter[str] = Counter()
+        self._subs: list[_Subscription] = []
+        self._inbox: queue.Queue[_Inbound] = queue.Queue(maxsize=max_inbox)
+        self._seq: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._wakeup: Callable[[], None] | None = None
+        self._error_handlers: list[ErrorHandler] = []
+
+    # --- publishing -------------------------------------------------------------------------
+    def publish(
+        self, spec: TopicSpec[M], message: M, *, system: str | None = None, **params: str | int
+    ) -> None:
+        """Publish on the topic of `spec`, with QoS and retain flag from the spec."""
+        topic = spec.topic(system or self.system, **params)
+        try:
+            payload = self.encode_for(topic, message)
+        except EncodeError:
+            self.counters["publish_errors"] += 1
+            log.exception("not published on %s", topic)
+            return
+        self.counters["published"] += 1
+        self._send(topic, payload, spec.qos, spec.retain, spec)
+
+    def encode_for(self, topic: str, message: Message) -> bytes:
+        with self._lock:
+            seq = self._seq.get(topic, -1) + 1
+            self._seq[topic] = seq
+        return encode(message, source=self.service, seq=seq, ts=self.clock())
+
+    def status_message(self, state: str) -> ServiceStatus:
+        return ServiceStatus(
+            service=self.service,
+            kind=self.kind,
+            state="online" if state == "online" else "offline",
+            version=self.version,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_ts=self.started_ts,
+        )
+
+    def status_payload(self, state: str) -> tuple[str, bytes]:
+        topic = SERVICE_STATUS.topic(self.system, service=self.service)
+        return topic, self.encode_for(topic, self.status_message(state))
+
+    # --- subscribing ------------------------------------------------------------------------
+    def subscribe(
+        self,
+        spec: TopicSpec[M],
+        handler: Handler[M],
+        *,
+        system: str | None = None,
+        **params: str | int,
+    ) -> str:
+        """Call `handler` with each valid message on `spec`; params left out match any value.
+
+        `system="+"` subscribes across every system on the broker.
+        """
+        flt = spec.filter(system or self.system, **params)
+        self._add(_Subscription(flt, spec, handler, spec.qos))
+        return flt
+
+    def subscribe_raw(self, topic_filter: str, handler: RawHandler, qos: int = 0) -> None:
+        """Undecoded bytes for any filter (tools and bridges)."""
+        self._add(_Subscription(topic_filter, None, handler, qos))
+
+    def on_payload_error(self, handler: ErrorHandler) -> None:
+        self._error_handlers.append(handler)
+
+    def _add(self, sub: _Subscription) -> None:
+        with self._lock:
+            self._subs.append(sub)
+        self._subscribe_filter(sub.filter, sub.qos)
+
+    # --- receiving --------------------------------------------------------------------------
+    def set_wakeup(self, wakeup: Callable[[], None] | None) -> None:
+        """Called (from the network thread) whenever a message lands in the inbox."""
+        self._wakeup = wakeup
+
+    def _enqueue(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            self._inbox.put_nowait(_Inbound(topic, payload, retained))
+        except queue.Full:
+            self.counters["inbox_dropped"] += 1
+            if (
+                self.counters["inbox_dropped"] in (1, 10, 100)
+                or self.counters["inbox_dropped"] % 1000 == 0
+            ):
+                log.error("inbox full (%d), dropped a message on %s", self._inbox.maxsize, topic)
+            return
+        if self._wakeup is not None:
+            self._wakeup()
+
+    def pending(self) -> int:
+        return self._inbox.qsize()
+
+    def process(self, timeout_s: float = 0.0, max_messages: int = 10_000) -> int:
+        """Run handlers for waiting messages in the caller's thread; returns how many."""
+        done = 0
+        try:
+            item = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return 0
+        while True:
+            self._dispatch(item)
+            done += 1
+            if done >= max_messages:
+                return done
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return done
+
+    def _dispatch(self, item: _Inbound) -> None:
+        self.counters["received"] += 1
+        with self._lock:
+            subs = list(self._subs)
+        decoded: dict[int, Delivery[Any] | None] = {}
+        for sub in subs:
+            if not topic_matches_sub(sub.filter, item.topic):
+                continue
+            try:
+                if sub.spec is None:
+                    sub.handler(item.topic, item.payload, item.retained)
+                    continue
+                key = id(sub.spec)
+                if key not in decoded:
+                    decoded[key] = self._decode(sub.spec, item)
+                delivery = decoded[key]
+                if delivery is not None:
+                    sub.handler(delivery)
+            except Exception:
+                self.counters["handler_errors"] += 1
+                log.exception("handler for %s failed", item.topic)
+
+    def _decode(self, spec: TopicSpec[M], item: _Inbound) -> Delivery[M] | None:
+        parsed = spec.parse(item.topic)
+        if parsed is None:
+            return None
+        try:
+            message = decode(spec.payload, item.topic, item.payload)
+        except PayloadError as err:
+            self.counters["payload_errors"] += 1
+            self.counters[f"payload_errors.{spec.name}"] += 1
+            n = self.counters[f"payload_errors.{spec.name}"]
+            if n <= 10 or n % 1000 == 0:
+                log.warning("refused payload (%d on %s): %s", n, spec.name, err)
+            for handler in self._error_handlers:
+                handler(err)
+            return None
+        system, params = parsed
+        return Delivery(item.topic, system, params, message, item.retained, item.received_ts)
+
+    # --- adapter hooks ----------------------------------------------------------------------
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, spec: TopicSpec[Any] | None
+    ) -> None:
+        raise NotImplementedError
+
+    def _subscribe_filter(self, topic_filter: str, qos: int) -> None:
+        raise NotImplementedError

@@ -1,0 +1,215 @@
+"""The bus on a real MQTT broker, with paho-mqtt 2.x."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import threading
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from shared.bus.core import BusCore
+from shared.codec import CONTENT_TYPE
+from shared.settings import MqttEndpoint, ServiceSettings
+from shared.topics import TopicSpec
+
+log = logging.getLogger("shared.bus.mqtt")
+
+
+def unique_client_id(kind: str, system: str, service: str) -> str:
+    """Unique per process, so racks started from one image never take over each other."""
+    host = socket.gethostname().split(".")[0][:20]
+    return f"{kind}.{system}.{service}.{host}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+
+
+class MqttBus(BusCore):
+    """Connects with retry and backoff, re-subscribes after reconnects, sets a last will and a
+    retained online status, and republishes its retained topics after every reconnect (a
+    broker without persistence forgets them)."""
+
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        *,
+        system: str,
+        service: str,
+        kind: str,
+        version: str = "",
+        protocol: str = "5",
+        client_id: str | None = None,
+        keepalive_s: int = 10,
+        max_queued_out: int = 10_000,
+        max_inbox: int = 10_000,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+    ) -> None:
+        super().__init__(
+            system=system, service=service, kind=kind, version=version, max_inbox=max_inbox
+        )
+        self.endpoint = endpoint
+        self.keepalive_s = keepalive_s
+        self.client_id = client_id or unique_client_id(kind, system, service)
+        self._v5 = protocol == "5"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else True,
+        )
+        if endpoint.username:
+            self._client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
+            self._client.tls_set(
+                ca_certs=tls_ca_file,
+                certfile=tls_cert_file,
+                keyfile=tls_key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        self._client.reconnect_delay_set(
+            min_delay=max(1, int(reconnect_min_s)), max_delay=int(reconnect_max_s)
+        )
+        self._client.max_queued_messages_set(max_queued_out)
+        self._client.max_inflight_messages_set(100)
+        will_topic, will_payload = self.status_payload("offline")
+        self._client.will_set(will_topic, will_payload, qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._connected = threading.Event()
+        self._filters: dict[str, int] = {}
+        self._retained: dict[str, tuple[bytes, int]] = {}
+        self._props: dict[str, Properties] = {}
+        self._started = False
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings, *, kind: str, version: str = "") -> MqttBus:
+        return cls(
+            settings.endpoint,
+            system=settings.system,
+            service=settings.instance or kind,
+            kind=kind,
+            version=version,
+            protocol=settings.mqtt_protocol,
+            client_id=settings.mqtt_client_id,
+            keepalive_s=settings.mqtt_keepalive_s,
+            tls_ca_file=settings.mqtt_ca_file,
+            tls_cert_file=settings.mqtt_cert_file,
+            tls_key_file=settings.mqtt_key_file,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self, wait_s: float | None = None) -> bool:
+        """Connect in the background (retrying until the broker is up); optionally wait."""
+        if not self._started:
+            self._started = True
+            self._client.connect_async(self.endpoint.host, self.endpoint.port, self.keepalive_s)
+            self._client.loop_start()
+        return self.wait_connected(wait_s) if wait_s else self.connected
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Say offline (retained), then disconnect; the last will is not sent."""
+        if not self._started:
+            return
+        if self.connected:
+            topic, payload = self.status_payload("offline")
+            info = self._client.publish(topic, payload, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout_s)
+        self._connected.clear()  # an intended disconnect is not worth a warning
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._started = False
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT so the broker sends the last will (tests)."""
+        sock = self._client.socket()
+        self._client.loop_stop()
+        if sock is not None:
+            sock.close()
+        self._started = False
+        self._connected.clear()
+
+    # --- paho callbacks (network thread: never block here) ----------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.counters["connect_refused"] += 1
+            log.error(
+                "broker %s:%s refused the connection: %s",
+                self.endpoint.host,
+                self.endpoint.port,
+                reason,
+            )
+            return
+        self.counters["connects"] += 1
+        with self._lock:
+            # set under the lock: a concurrent subscribe() is either in this snapshot or sees
+            # the connection up and subscribes itself
+            self._connected.set()
+            filters = list(self._filters.items())
+            retained = list(self._retained.items())
+        if filters:
+            client.subscribe([(f, q) for f, q in filters])
+        topic, payload = self.status_payload("online")
+        client.publish(topic, payload, qos=1, retain=True)
+        for t, (p, q) in retained:
+            client.publish(t, p, qos=q, retain=True)
+        log.info("connected to %s:%s as %s", self.endpoint.host, self.endpoint.port, self.client_id)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self._connected.is_set():
+            self.counters["disconnects"] += 1
+            log.warning("disconnected from broker: %s", reason)
+        self._connected.clear()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._enqueue(msg.topic, bytes(msg.payload), bool(msg.retain))
+
+    # --- adapter hooks ----------------------------------------------------------------------
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, spec: TopicSpec[Any] | None
+    ) -> None:
+        if retain:
+            with self._lock:
+                self._retained[topic] = (payload, qos)
+        props = self._properties(spec) if self._v5 else None
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self.counters["publish_dropped_queue_full"] += 1
+        elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
+            self.counters["publish_dropped_offline"] += 1
+
+    def _properties(self, spec: TopicSpec[Any] | None) -> Properties | None:
+        key = spec.name if spec is not None else ""
+        props = self._props.get(key)
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = CONTENT_TYPE
+            if spec is not None and spec.expiry_s:
+                props.MessageExpiryInterval = spec.expiry_s
+            self._props[key] = props
+        return props
+
+    def _subscribe_filter(self, topic_filter: str, qos: int) -> None:
+        with self._lock:
+            self._filters[topic_filter] = max(qos, self._filters.get(topic_filter, 0))
+            up = self.connected
+        if up:
+            self._client.subscribe(topic_filter, qos)

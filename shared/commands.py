@@ -1,0 +1,214 @@
+"""Request/reply over the bus: correlation id, reply topic and expiry in the payload.
+
+A command whose expiry has passed is refused, never executed late (MQTT 3.1.1 clients replay
+queued QoS 1 messages after a reconnect, so late delivery is a real case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.bus.core import BusCore, Delivery
+from shared.messages import COMMAND_ARGS, CommandArgs, CommandReply, CommandRequest
+from shared.topics import COMMAND, COMMAND_REPLY
+
+log = logging.getLogger("shared.commands")
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    accepted: bool
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+CommandHandler = Callable[[CommandArgs], CommandOutcome]
+
+
+def refusal_reason(
+    req: CommandRequest, *, topic_command: str, system: str, now: float
+) -> str | None:
+    """Why a request must not run, or None when it may (pure; the master's gate)."""
+    if req.command != topic_command:
+        return f"command {req.command!r} does not match its topic ({topic_command!r})"
+    if now > req.expires_at:
+        return f"expired {now - req.expires_at:.3f} s ago"
+    parsed = COMMAND_REPLY.parse(req.reply_to)
+    if parsed is None or parsed[0] != system:
+        return f"reply_to {req.reply_to!r} is not a reply topic of system {system!r}"
+    return None
+
+
+def parse_args(command: str, args: dict[str, Any]) -> CommandArgs:
+    """Typed arguments of a known command; ValueError with a readable reason otherwise."""
+    model = COMMAND_ARGS.get(command)
+    if model is None:
+        raise ValueError(f"unknown command {command!r}; known: {', '.join(sorted(COMMAND_ARGS))}")
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"invalid arguments for {command}: {problems}") from exc
+
+
+class CommandServer:
+    """Serves `cmd/{command}` for one system with one handler per command."""
+
+    def __init__(
+        self,
+        bus: BusCore,
+        handlers: dict[str, CommandHandler],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.handlers = handlers
+        self.clock = clock
+        bus.subscribe(COMMAND, self._on_request)
+
+    def _on_request(self, delivery: Delivery[CommandRequest]) -> None:
+        req = delivery.message
+        counters = self.bus.counters
+        reason = refusal_reason(
+            req, topic_command=delivery.params["command"], system=self.bus.system, now=self.clock()
+        )
+        outcome: CommandOutcome
+        if reason is not None:
+            counters[
+                "commands_expired" if reason.startswith("expired") else "commands_refused"
+            ] += 1
+            outcome = CommandOutcome(False, reason)
+        else:
+            try:
+                args = parse_args(req.command, req.args)
+                handler = self.handlers.get(req.command)
+                if handler is None:
+                    raise ValueError(f"command {req.command!r} is not served here")
+                outcome = handler(args)
+            except ValueError as exc:
+                outcome = CommandOutcome(False, str(exc))
+            counters["commands_accepted" if outcome.accepted else "commands_refused"] += 1
+        if not outcome.accepted:
+            log.warning("refused %s (%s): %s", req.command, req.correlation_id, outcome.reason)
+        parsed = COMMAND_REPLY.parse(req.reply_to)
+        if parsed is None or parsed[0] != self.bus.system:
+            return  # never publish to a topic a client chose freely
+        reply = CommandReply(
+            command=req.command,
+            correlation_id=req.correlation_id,
+            status="accepted" if outcome.accepted else "refused",
+            reason=outcome.reason,
+            result=outcome.result,
+        )
+        self.bus.publish(COMMAND_REPLY, reply, client=parsed[1]["client"])
+
+
+@dataclass
+class _Pending:
+    expires_at: float
+    callback: Callable[[CommandReply | None], None]
+
+
+class CommandClient:
+    """Sends commands and matches replies by correlation id."""
+
+    def __init__(self, bus: BusCore, *, clock: Callable[[], float] = time.time) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.client = f"{bus.service}-{uuid.uuid4().hex[:8]}"
+        self.reply_topic = COMMAND_REPLY.topic(bus.system, client=self.client)
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        bus.subscribe(COMMAND_REPLY, self._on_reply, client=self.client)
+
+    def send(
+        self,
+        command: str,
+        args: CommandArgs | None = None,
+        *,
+        ttl_s: float = 5.0,
+        on_reply: Callable[[CommandReply | None], None] | None = None,
+    ) -> str:
+        """Publish a request; `on_reply` gets the reply, or None once it has expired."""
+        cid = uuid.uuid4().hex
+        expires_at = self.clock() + ttl_s
+        if on_reply is not None:
+            with self._lock:
+                self._pending[cid] = _Pending(expires_at, on_reply)
+        req = CommandRequest(
+            command=command,
+            correlation_id=cid,
+            reply_to=self.reply_topic,
+            expires_at=expires_at,
+            args=args.model_dump() if args is not None else {},
+        )
+        self.bus.publish(COMMAND, req, command=command)
+        return cid
+
+    def request(
+        self, command: str, args: CommandArgs | None = None, *, ttl_s: float = 5.0
+    ) -> CommandReply | None:
+        """Send and wait for the reply, driving the bus from this thread."""
+        done = threading.Event()
+        box: list[CommandReply | None] = []
+
+        def got(reply: CommandReply | None) -> None:
+            box.append(reply)
+            done.set()
+
+        self.send(command, args, ttl_s=ttl_s, on_reply=got)
+        deadline = time.monotonic() + ttl_s
+        while not done.is_set() and time.monotonic() < deadline:
+            self.bus.process(timeout_s=0.05)
+        self.expire()
+        return box[0] if box else None
+
+    async def request_async(
+        self, command: str, args: CommandArgs | None = None, *, ttl_s: float = 5.0
+    ) -> CommandReply | None:
+        """Send and await the reply; the bus must be processed by the service's loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CommandReply | None] = loop.create_future()
+
+        def resolve(reply: CommandReply | None) -> None:
+            if not future.done():
+                future.set_result(reply)
+
+        def got(reply: CommandReply | None) -> None:
+            loop.call_soon_threadsafe(resolve, reply)
+
+        self.send(command, args, ttl_s=ttl_s, on_reply=got)
+        try:
+            return await asyncio.wait_for(future, ttl_s)
+        except TimeoutError:
+            self.expire()
+            return None
+
+    def expire(self) -> int:
+        """Give up on requests past their expiry; returns how many."""
+        now = self.clock()
+        with self._lock:
+            late = [cid for cid, p in self._pending.items() if p.expires_at < now]
+            gone = [self._pending.pop(cid) for cid in late]
+        for p in gone:
+            p.callback(None)
+        return len(gone)
+
+    def _on_reply(self, delivery: Delivery[CommandReply]) -> None:
+        with self._lock:
+            pending = self._pending.pop(delivery.message.correlation_id, None)
+        if pending is None:
+            self.bus.counters["replies_unmatched"] += 1
+            return
+        pending.callback(delivery.message)

@@ -1,0 +1,351 @@
+"""Cell-chemistry presets: voltage and temperature limits plus an OCV(SOC) table per chemistry.
+
+The numbers live in `data/chemistry_presets.json` (with a source per value) and the OCV tables in
+the CSV files beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Literal, Self, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from shared.config._base import ConfigModel, fmt, raise_problems
+from shared.config.limits import (
+    CELL_TEMPERATURE_MAX_C,
+    CELL_TEMPERATURE_MIN_C,
+    CELL_VOLTAGE_MAX_V,
+    CELL_VOLTAGE_MIN_V,
+)
+
+ChemistryName = Literal["LFP", "NMC", "NCA", "LCO", "LTO", "NA_ION"]
+CHEMISTRY_NAMES: tuple[str, ...] = get_args(ChemistryName)
+
+OCV_WINDOW_TOLERANCE_V = 0.10
+"""How far the OCV table's end points may lie inside [discharge_cutoff_v, charge_v].
+
+Tables are rested OCV while the charge voltage is reached under CV current, so a small gap at the
+top is normal (LibreSolar NMC ends at 4.198 V for a 4.20 V charge); 0.1 V is about twice the ±50 mV
+cell-voltage accuracy. A table of another chemistry misses the window by far more (the foxBMS 2
+default pairs a 4.12 V NMC curve with 2.8 V LTO limits).
+"""
+
+# (lower field, upper field, strict) in ascending voltage order.
+_VOLTAGE_CHAIN: tuple[tuple[str, str, bool], ...] = (
+    ("deep_discharge_v", "uv_limit_v", False),
+    ("uv_limit_v", "uv_alarm_v", True),
+    ("uv_alarm_v", "uv_warning_v", True),
+    ("uv_warning_v", "ov_warning_v", True),
+    ("ov_warning_v", "ov_alarm_v", True),
+    ("ov_alarm_v", "ov_limit_v", True),
+    ("uv_alarm_v", "discharge_cutoff_v", False),
+    ("discharge_cutoff_v", "nominal_v", True),
+    ("nominal_v", "charge_v", True),
+    ("charge_v", "ov_alarm_v", False),
+    ("uv_limit_v", "uv_reset_v", True),
+    ("ov_reset_v", "ov_limit_v", True),
+    ("discharge_cutoff_v", "balance_start_v", False),
+    ("balance_start_v", "charge_v", False),
+)
+
+_VOLTAGE_FIELDS = (
+    "nominal_v",
+    "charge_v",
+    "discharge_cutoff_v",
+    "ov_warning_v",
+    "ov_alarm_v",
+    "ov_limit_v",
+    "ov_reset_v",
+    "uv_warning_v",
+    "uv_alarm_v",
+    "uv_limit_v",
+    "uv_reset_v",
+    "deep_discharge_v",
+    "balance_start_v",
+)
+
+
+class ChemistryPreset(ConfigModel):
+    """Per-cell limits of one chemistry.
+
+    Three voltages per side, as LibreSolar stores them: operating (charge_v / discharge_cutoff_v),
+    reset (release after a trip) and absolute (ov_limit_v / uv_limit_v, open the contactors),
+    plus the warning and alarm levels between them.
+    """
+
+    name: str = Field(min_length=1, max_length=32)
+    description: str = Field("", max_length=200)
+    nominal_v: float
+    charge_v: float
+    """CV charge voltage (the charge voltage limit sent to the inverter, per cell)."""
+    discharge_cutoff_v: float
+    """Lowest operating voltage: discharge stops here."""
+    ov_warning_v: float
+    ov_alarm_v: float
+    ov_limit_v: float
+    ov_reset_v: float
+    uv_warning_v: float
+    uv_alarm_v: float
+    uv_limit_v: float
+    uv_reset_v: float
+    deep_discharge_v: float
+    """Below this the cell is considered damaged: latched fault until the cell is replaced."""
+    charge_temp_min_c: float
+    charge_temp_max_c: float
+    discharge_temp_min_c: float
+    discharge_temp_max_c: float
+    balance_start_v: float
+    """Balancing only above this cell voltage (the OCV slope is too flat below)."""
+    ocv_table_soc_pct: tuple[float, ...]
+    ocv_table_v: tuple[float, ...]
+    ocv_source: str = Field("", max_length=300)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        raise_problems(self.problems())
+        return self
+
+    def problems(self) -> list[str]:
+        """Every inconsistency of this preset, in words; empty when the preset is usable."""
+        out: list[str] = []
+        for name in _VOLTAGE_FIELDS:
+            value: float = getattr(self, name)
+            if not CELL_VOLTAGE_MIN_V <= value <= CELL_VOLTAGE_MAX_V:
+                out.append(
+                    f"{name}: {fmt(value, 'V')} is outside the cell-voltage measurement range "
+                    f"{fmt(CELL_VOLTAGE_MIN_V, 'V')} to {fmt(CELL_VOLTAGE_MAX_V, 'V')}"
+                )
+        for low, high, strict in _VOLTAGE_CHAIN:
+            lo: float = getattr(self, low)
+            hi: float = getattr(self, high)
+            if lo > hi or (strict and lo == hi):
+                word = "below" if strict else "at most"
+                out.append(f"{low}: {fmt(lo, 'V')} must be {word} {high} {fmt(hi, 'V')}")
+        out.extend(self._temperature_problems())
+        out.extend(self._ocv_problems())
+        return out
+
+    def _temperature_problems(self) -> list[str]:
+        out: list[str] = []
+        windows = (
+            ("charge", self.charge_temp_min_c, self.charge_temp_max_c),
+            ("discharge", self.discharge_temp_min_c, self.discharge_temp_max_c),
+        )
+        for kind, t_min, t_max in windows:
+            if t_min >= t_max:
+                out.append(
+                    f"{kind}_temp_min_c: the {kind} temperature window {fmt(t_min, 'degC')} to "
+                    f"{fmt(t_max, 'degC')} is empty (minimum must be below maximum)"
+                )
+            for name, value in ((f"{kind}_temp_min_c", t_min), (f"{kind}_temp_max_c", t_max)):
+                if not CELL_TEMPERATURE_MIN_C <= value <= CELL_TEMPERATURE_MAX_C:
+                    out.append(
+                        f"{name}: {fmt(value, 'degC')} is outside the temperature sensor range "
+                        f"{fmt(CELL_TEMPERATURE_MIN_C, 'degC')} to "
+                        f"{fmt(CELL_TEMPERATURE_MAX_C, 'degC')}"
+                    )
+        # Charging is the more restricted operation (lithium plating when cold).
+        if (
+            self.charge_temp_min_c < self.discharge_temp_min_c
+            or self.charge_temp_max_c > self.discharge_temp_max_c
+        ):
+            charge = (
+                f"{fmt(self.charge_temp_min_c, 'degC')} to {fmt(self.charge_temp_max_c, 'degC')}"
+            )
+            discharge = (
+                f"{fmt(self.discharge_temp_min_c, 'degC')} to "
+                f"{fmt(self.discharge_temp_max_c, 'degC')}"
+            )
+            out.append(
+                f"charge_temp_min_c: the charge temperature window {charge} must lie inside the "
+                f"discharge window {discharge}"
+            )
+        return out
+
+    def _ocv_problems(self) -> list[str]:
+        soc, volts = self.ocv_table_soc_pct, self.ocv_table_v
+        if len(soc) != len(volts):
+            return [
+                f"ocv_table_v: the OCV table has {len(soc)} SOC points but {len(volts)} voltages"
+            ]
+        if len(soc) < 2:
+            return ["ocv_table_soc_pct: the OCV table needs at least two points"]
+        out: list[str] = []
+        if soc[0] != 0.0 or soc[-1] != 100.0:
+            out.append(
+                f"ocv_table_soc_pct: the OCV table must run from 0 % to 100 % SOC, "
+                f"not {soc[0]:g} % to {soc[-1]:g} %"
+            )
+        for i in range(1, len(soc)):
+            if soc[i] <= soc[i - 1]:
+                out.append(
+                    f"ocv_table_soc_pct: SOC must strictly increase, but point {i} ({soc[i]:g} %) "
+                    f"follows {soc[i - 1]:g} %"
+                )
+                break
+        for i in range(1, len(volts)):
+            if volts[i] < volts[i - 1]:
+                out.append(
+                    f"ocv_table_v: OCV must not decrease with SOC, but {fmt(volts[i], 'V')} at "
+                    f"{soc[i]:g} % follows {fmt(volts[i - 1], 'V')} at {soc[i - 1]:g} %"
+                )
+                break
+        lo, hi = min(volts), max(volts)
+        if lo < CELL_VOLTAGE_MIN_V or hi > CELL_VOLTAGE_MAX_V:
+            out.append(
+                f"ocv_table_v: the OCV table ({fmt(lo, 'V')} to {fmt(hi, 'V')}) leaves the "
+                f"cell-voltage measurement range {fmt(CELL_VOLTAGE_MIN_V, 'V')} to "
+                f"{fmt(CELL_VOLTAGE_MAX_V, 'V')}"
+            )
+        window = (
+            f"the operating window {fmt(self.discharge_cutoff_v, 'V')} to {fmt(self.charge_v, 'V')}"
+        )
+        if volts[0] > self.discharge_cutoff_v + OCV_WINDOW_TOLERANCE_V:
+            out.append(
+                f"ocv_table_v: the OCV table starts at {fmt(volts[0], 'V')} (0 % SOC), above "
+                f"discharge_cutoff_v {fmt(self.discharge_cutoff_v, 'V')}, so it does not span "
+                f"{window}; is it the table of another cell?"
+            )
+        if volts[-1] < self.charge_v - OCV_WINDOW_TOLERANCE_V:
+            out.append(
+                f"ocv_table_v: the OCV table ends at {fmt(volts[-1], 'V')} (100 % SOC), below "
+                f"charge_v {fmt(self.charge_v, 'V')}, so it does not span {window}; "
+                f"is it the table of another cell?"
+            )
+        return out
+
+    def ocv_v(self, soc_pct: float) -> float:
+        """Open-circuit voltage at `soc_pct` (linear interpolation, clamped to 0-100 %)."""
+        soc, volts = self.ocv_table_soc_pct, self.ocv_table_v
+        if soc_pct <= soc[0]:
+            return volts[0]
+        if soc_pct >= soc[-1]:
+            return volts[-1]
+        i = bisect_right(soc, soc_pct)
+        s0, s1, v0, v1 = soc[i - 1], soc[i], volts[i - 1], volts[i]
+        return v0 + (v1 - v0) * (soc_pct - s0) / (s1 - s0)
+
+    def soc_from_ocv_pct(self, ocv_v: float) -> float:
+        """SOC in % for a rested cell voltage (inverse of `ocv_v`, clamped to the table).
+
+        On a flat stretch of the table the lowest SOC of that stretch is returned.
+        """
+        soc, volts = self.ocv_table_soc_pct, self.ocv_table_v
+        if ocv_v <= volts[0]:
+            return soc[0]
+        if ocv_v >= volts[-1]:
+            return soc[-1]
+        i = bisect_left(volts, ocv_v)
+        if volts[i] == ocv_v:
+            return soc[i]
+        s0, s1, v0, v1 = soc[i - 1], soc[i], volts[i - 1], volts[i]
+        return s0 + (s1 - s0) * (ocv_v - v0) / (v1 - v0)
+
+
+class ChemistryOverrides(ConfigModel):
+    """Values that replace those of the chosen preset (e.g. from the actual cell datasheet)."""
+
+    nominal_v: float | None = None
+    charge_v: float | None = None
+    discharge_cutoff_v: float | None = None
+    ov_warning_v: float | None = None
+    ov_alarm_v: float | None = None
+    ov_limit_v: float | None = None
+    ov_reset_v: float | None = None
+    uv_warning_v: float | None = None
+    uv_alarm_v: float | None = None
+    uv_limit_v: float | None = None
+    uv_reset_v: float | None = None
+    deep_discharge_v: float | None = None
+    charge_temp_min_c: float | None = None
+    charge_temp_max_c: float | None = None
+    discharge_temp_min_c: float | None = None
+    discharge_temp_max_c: float | None = None
+    balance_start_v: float | None = None
+    ocv_table_soc_pct: tuple[float, ...] | None = None
+    ocv_table_v: tuple[float, ...] | None = None
+    ocv_source: str | None = Field(None, max_length=300)
+
+    def is_empty(self) -> bool:
+        return not self.model_dump(exclude_none=True)
+
+    def apply(self, preset: ChemistryPreset) -> ChemistryPreset:
+        """The preset with these values replaced; raises ValidationError if inconsistent."""
+        if self.is_empty():
+            return preset
+        return ChemistryPreset.model_validate(
+            {**preset.model_dump(), **self.model_dump(exclude_none=True)}
+        )
+
+
+def get_preset(name: str) -> ChemistryPreset:
+    """The preset called `name` (case-insensitive); ValueError naming the choices otherwise."""
+    key = normalise_chemistry_name(name)
+    if key not in CHEMISTRY_PRESETS:
+        raise ValueError(
+            f"unknown chemistry {name!r}; choose one of {', '.join(CHEMISTRY_PRESETS)}"
+        )
+    return CHEMISTRY_PRESETS[key]
+
+
+def normalise_chemistry_name(name: str) -> str:
+    """'na-ion', 'Na_Ion' -> 'NA_ION'."""
+    return name.strip().upper().replace("-", "_")
+
+
+class _ChemistryFileEntry(ConfigModel):
+    description: str
+    ocv: dict[str, str | float]
+    values: dict[str, float]
+    sources: dict[str, str]
+
+    @field_validator("ocv")
+    @classmethod
+    def _ocv_keys(cls, value: dict[str, str | float]) -> dict[str, str | float]:
+        if set(value) != {"file", "soc_column", "soc_scale", "column", "source"}:
+            raise ValueError(f"unexpected OCV reference keys {sorted(value)}")
+        return value
+
+
+def _read_text(name: str) -> str:
+    return resources.files("shared.config").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def _csv_columns(name: str) -> dict[str, list[float]]:
+    lines = [ln for ln in _read_text(name).splitlines() if ln and not ln.startswith("#")]
+    rows = list(csv.reader(io.StringIO("\n".join(lines))))
+    header, body = rows[0], rows[1:]
+    return {col: [float(row[i]) for row in body] for i, col in enumerate(header)}
+
+
+def _load_presets() -> dict[str, ChemistryPreset]:
+    raw: dict[str, Any] = json.loads(_read_text("chemistry_presets.json"))["presets"]
+    if tuple(raw) != CHEMISTRY_NAMES:
+        raise RuntimeError(f"chemistry_presets.json lists {tuple(raw)}, expected {CHEMISTRY_NAMES}")
+    tables: dict[str, dict[str, list[float]]] = {}
+    presets: dict[str, ChemistryPreset] = {}
+    for key, item in raw.items():
+        entry = _ChemistryFileEntry.model_validate(item)
+        ocv = entry.ocv
+        columns = tables.setdefault(str(ocv["file"]), _csv_columns(str(ocv["file"])))
+        scale = float(ocv["soc_scale"])
+        presets[key] = ChemistryPreset(
+            name=key,
+            description=entry.description,
+            ocv_table_soc_pct=tuple(round(s * scale, 6) for s in columns[str(ocv["soc_column"])]),
+            ocv_table_v=tuple(columns[str(ocv["column"])]),
+            ocv_source=str(ocv["source"]),
+            **entry.values,
+        )
+    return presets
+
+
+CHEMISTRY_PRESETS: Mapping[str, ChemistryPreset] = MappingProxyType(_load_presets())
+"""The shipped presets by name: LFP, NMC, NCA, LCO, LTO, NA_ION."""

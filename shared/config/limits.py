@@ -1,0 +1,30 @@
+"""Hardware limits of the product: no configuration may exceed them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+CELL_VOLTAGE_MIN_V: Final = 1.00
+CELL_VOLTAGE_MAX_V: Final = 4.95
+"""Measurement range of a cell-voltage channel."""
+
+CELL_VOLTAGE_ACCURACY_V: Final = 0.050
+"""Specified cell-voltage accuracy (±); sets the tolerance of plausibility checks."""
+
+PACK_VOLTAGE_MAX_V: Final = 980.0
+
+CURRENT_MIN_A: Final = -200.0
+CURRENT_MAX_A: Final = 200.0
+"""Pack-current measurement range; positive = charge."""
+
+BALANCING_CURRENT_MAX_MA: Final = 500.0
+"""Exclusive: the balancing current must stay strictly below this value."""
+
+CELLS_IN_SERIES_MAX: Final = 196
+
+CELL_TEMPERATURE_MIN_C: Final = -40.0
+CELL_TEMPERATURE_MAX_C: Final = 125.0
+"""Measurement range of a cell-temperature sensor."""
+
+INSULATION_MIN_OHM_PER_V: Final = 100.0
+"""Minimum DC isolation resistance per volt of the bus (UNECE R100 / ISO 6469-3)."""

@@ -1,0 +1,209 @@
+"""Generate the third-party docs from the topic registry: `python -m shared.docgen [--check]`.
+
+Writes `docs/asyncapi.yaml` (AsyncAPI 3) and `docs/topics.md`; `--check` fails when the
+committed files differ from what the code gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared import SCHEMA_VERSION
+from shared.codec import CONTENT_TYPE
+from shared.messages import COMMAND_ARGS
+from shared.topics import ROOT, TOPICS, TopicSpec
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+REF = "#/components/schemas/{model}"
+
+PARAM_TEXT = {
+    "system": "System id: one string of up to 196 series cells (lower-case, digits, '-', '_').",
+    "module": "Module index within the system, from 0.",
+    "command": "Command name: " + ", ".join(sorted(COMMAND_ARGS)) + ".",
+    "client": "Reply channel of one command client, named in the request's `reply_to`.",
+    "service": "Service instance name, e.g. `master_core` or `slave_agent-rack1`.",
+}
+
+
+def _schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for spec in TOPICS:
+        schema = spec.payload.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[spec.payload.__name__] = schema
+    for model in _command_arg_models():
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return dict(sorted(schemas.items()))
+
+
+def _command_arg_models() -> list[type[BaseModel]]:
+    return [COMMAND_ARGS[name] for name in sorted(COMMAND_ARGS)]
+
+
+def _address(spec: TopicSpec[Any]) -> str:
+    return f"{ROOT}/{{system}}/{spec.template}"
+
+
+def asyncapi() -> dict[str, Any]:
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for spec in TOPICS:
+        model = spec.payload.__name__
+        messages[model] = {
+            "name": model,
+            "title": model,
+            "contentType": CONTENT_TYPE,
+            "summary": (spec.payload.__doc__ or model).strip().splitlines()[0],
+            "payload": {"$ref": REF.format(model=model)},
+        }
+        params = ("system", *spec.params)
+        channels[spec.name] = {
+            "address": _address(spec),
+            "description": spec.description,
+            "parameters": {p: {"description": PARAM_TEXT[p]} for p in params},
+            "messages": {model: {"$ref": f"#/components/messages/{model}"}},
+            "x-publishers": list(spec.publishers),
+            "x-subscribers": list(spec.subscribers),
+            "x-rate": spec.rate,
+            **({"x-last-will": True} if spec.last_will else {}),
+        }
+        operation_binding: dict[str, Any] = {"qos": spec.qos, "retain": spec.retain}
+        if spec.expiry_s:
+            operation_binding["messageExpiryInterval"] = spec.expiry_s
+        operation_binding["bindingVersion"] = "0.2.0"
+        operations[spec.name] = {
+            "action": "send",
+            "summary": f"Published by {', '.join(spec.publishers)} ({spec.rate}).",
+            "channel": {"$ref": f"#/channels/{spec.name}"},
+            "messages": [{"$ref": f"#/channels/{spec.name}/messages/{model}"}],
+            "bindings": {"mqtt": operation_binding},
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "BMS bus",
+            "version": f"{SCHEMA_VERSION}.0.0",
+            "description": (
+                "Topic tree of the battery management system. Payloads are msgpack maps with "
+                "string keys; every message carries `schema_version`, `source`, a per-topic "
+                "monotonic `seq` and a Unix time stamp `ts`. Commands carry their correlation "
+                "id, reply topic and expiry in the payload, so MQTT 3.1.1 clients can use them."
+            ),
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "servers": {
+            "local": {
+                "host": "localhost:1883",
+                "protocol": "mqtt",
+                "protocolVersion": "5",
+                "description": "The stack's broker; MQTT 3.1.1 clients are served as well.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": _schemas()},
+    }
+
+
+def _type_text(schema: dict[str, Any] | bool) -> str:
+    if not isinstance(schema, dict):
+        return "any"
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return " or ".join(_type_text(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return " / ".join(f"`{v}`" for v in schema["enum"])
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {_type_text(schema.get('items', {}))}"
+    if kind == "object" and "additionalProperties" in schema:
+        return f"map of {_type_text(schema['additionalProperties'])}"
+    bounds = [f"{k} {schema[k]}" for k in ("minimum", "maximum") if k in schema]
+    return str(kind) + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def topics_markdown() -> str:
+    lines = [
+        "# Topic tree",
+        "",
+        "Generated from `shared/topics.py` by `python -m shared.docgen`; do not edit by hand.",
+        "",
+        f"Every topic sits under `{ROOT}/{{system}}/`. Payloads are msgpack maps with string keys "
+        f"(`{CONTENT_TYPE}`), schema version {SCHEMA_VERSION}. Every payload carries "
+        "`schema_version`, `source` (the publishing service instance), `seq` (monotonic per "
+        "topic and publisher) and `ts` (Unix seconds).",
+        "",
+        "| Topic | Payload | QoS | Retained | Published by | Read by | Rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in TOPICS:
+        retained = "yes" + (", last will" if spec.last_will else "") if spec.retain else "no"
+        lines.append(
+            f"| `{_address(spec)}` | {spec.payload.__name__} | {spec.qos} | {retained} | "
+            f"{', '.join(spec.publishers)} | {', '.join(spec.subscribers)} | {spec.rate} |"
+        )
+    lines += ["", "## Topics", ""]
+    for spec in TOPICS:
+        lines += [f"### `{spec.template}`", "", spec.description, ""]
+    lines += ["## Payloads", ""]
+    schemas = _schemas()
+    for name, schema in schemas.items():
+        props = schema.get("properties")
+        if not props:
+            continue
+        required = set(schema.get("required", []))
+        lines += [f"### {name}", ""]
+        doc = schema.get("description")
+        if doc:
+            lines += [" ".join(str(doc).split()), ""]
+        lines += ["| Field | Type | Required |", "|---|---|---|"]
+        for field_name, field_schema in props.items():
+            lines.append(
+                f"| `{field_name}` | {_type_text(field_schema)} | "
+                f"{'yes' if field_name in required else 'no'} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render() -> dict[Path, str]:
+    import yaml
+
+    return {
+        DOCS / "asyncapi.yaml": yaml.safe_dump(asyncapi(), sort_keys=False, width=100),
+        DOCS / "topics.md": topics_markdown(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if the docs are out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in render().items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print("out of date (run `make docs`): " + ", ".join(str(p) for p in stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

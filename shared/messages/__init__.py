@@ -1,0 +1,54 @@
+"""Payload models of every topic (pydantic v2, sent as msgpack maps with string keys)."""
+
+from shared.messages.commands import (
+    COMMAND_ARGS,
+    CommandArgs,
+    CommandReply,
+    CommandRequest,
+    ContactorsArgs,
+    EventsQueryArgs,
+    HeartbeatArgs,
+    ResetFaultsArgs,
+    SetModeArgs,
+)
+from shared.messages.config import ConfigAck, ConfigMessage
+from shared.messages.envelope import Message
+from shared.messages.events import Event
+from shared.messages.pack import CellLocation, CellSnapshot, Limits, PackState
+from shared.messages.service import ServiceStatus
+from shared.messages.sim import GroundTruth, SimControl
+from shared.messages.slave import (
+    BalanceCommand,
+    CellTelemetry,
+    ChannelFlag,
+    SlaveModeCommand,
+    SlaveStatus,
+)
+
+__all__ = [
+    "COMMAND_ARGS",
+    "BalanceCommand",
+    "CellLocation",
+    "CellSnapshot",
+    "CellTelemetry",
+    "ChannelFlag",
+    "CommandArgs",
+    "CommandReply",
+    "CommandRequest",
+    "ConfigAck",
+    "ConfigMessage",
+    "ContactorsArgs",
+    "Event",
+    "EventsQueryArgs",
+    "GroundTruth",
+    "HeartbeatArgs",
+    "Limits",
+    "Message",
+    "PackState",
+    "ResetFaultsArgs",
+    "ServiceStatus",
+    "SetModeArgs",
+    "SimControl",
+    "SlaveModeCommand",
+    "SlaveStatus",
+]

@@ -1,0 +1,69 @@
+"""Request/reply commands carried on `cmd/{command}` with the reply topic in the payload.
+
+Correlation id, reply topic and expiry live in the payload, so commands work on MQTT 3.1.1
+brokers as well as MQTT 5.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.messages.envelope import Message, Timestamp
+from shared.messages.events import EventLevel
+from shared.messages.slave import SlaveMode
+
+
+class CommandArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ContactorsArgs(CommandArgs):
+    action: Literal["close", "open"]
+
+
+class ResetFaultsArgs(CommandArgs):
+    pass
+
+
+class SetModeArgs(CommandArgs):
+    mode: SlaveMode
+
+
+class HeartbeatArgs(CommandArgs):
+    """Controller heartbeat: the master falls back to safe limits when it stops."""
+
+    counter: int = Field(ge=0, le=2**32 - 1)
+
+
+class EventsQueryArgs(CommandArgs):
+    since_ts: Timestamp = 0.0
+    min_level: EventLevel = "info"
+    limit: int = Field(100, ge=1, le=1000)
+
+
+COMMAND_ARGS: dict[str, type[CommandArgs]] = {
+    "contactors": ContactorsArgs,
+    "reset_faults": ResetFaultsArgs,
+    "set_mode": SetModeArgs,
+    "heartbeat": HeartbeatArgs,
+    "events_query": EventsQueryArgs,
+}
+"""Every command the master accepts, with its arguments."""
+
+
+class CommandRequest(Message):
+    command: str = Field(pattern=r"^[a-z_]{1,32}$")
+    correlation_id: str = Field(min_length=1, max_length=64)
+    reply_to: str = Field(min_length=1, max_length=256)
+    expires_at: Timestamp
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandReply(Message):
+    command: str = Field(pattern=r"^[a-z_]{1,32}$")
+    correlation_id: str = Field(min_length=1, max_length=64)
+    status: Literal["accepted", "refused"]
+    reason: str = Field("", max_length=500)
+    result: dict[str, Any] = Field(default_factory=dict)

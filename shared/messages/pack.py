@@ -1,0 +1,79 @@
+"""Pack-level state published by the master."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.messages.envelope import Message
+from shared.messages.slave import MAX_CELLS_PER_MODULE, CelsiusReading, SlaveMode
+
+ContactorState = Literal["standby", "precharge", "closed", "opening", "fault"]
+Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+PackVolts = Annotated[float, Field(ge=0.0, le=1200.0, allow_inf_nan=False)]
+PackAmps = Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
+CellVolts = Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]
+NonNegAmps = Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)]
+Code = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class CellLocation(BaseModel):
+    """Where an extreme value sits: module and index within the module."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    module: int = Field(ge=0)
+    index: int = Field(ge=0)
+
+
+class Limits(BaseModel):
+    """Limits for the inverter: positive magnitudes, with the reason that limits each."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    charge_voltage_v: PackVolts
+    discharge_voltage_v: PackVolts
+    charge_current_a: NonNegAmps
+    discharge_current_a: NonNegAmps
+    charge_reason: str = Field("", max_length=64)
+    discharge_reason: str = Field("", max_length=64)
+
+
+class PackState(Message):
+    """The state of one system (string of series cells), published at 10 Hz.
+
+    `current` is positive while charging.
+    """
+
+    soc: Percent
+    soh: Percent
+    voltage: PackVolts
+    current: PackAmps
+    contactors: ContactorState
+    mode: SlaveMode
+    cell_v_min: CellVolts
+    cell_v_max: CellVolts
+    cell_v_avg: CellVolts
+    cell_v_min_at: CellLocation | None = None
+    cell_v_max_at: CellLocation | None = None
+    sum_of_cells_v: PackVolts = 0.0
+    temp_min_c: CelsiusReading | None = None
+    temp_max_c: CelsiusReading | None = None
+    temp_avg_c: CelsiusReading | None = None
+    temp_min_at: CellLocation | None = None
+    temp_max_at: CellLocation | None = None
+    limits: Limits
+    faults: list[Code] = Field(default_factory=list, max_length=64)
+    alarms: list[Code] = Field(default_factory=list, max_length=64)
+    warnings: list[Code] = Field(default_factory=list, max_length=64)
+    stale_modules: list[int] = Field(default_factory=list, max_length=MAX_CELLS_PER_MODULE)
+
+
+class CellSnapshot(Message):
+    """Every cell voltage and temperature of the system, in series order."""
+
+    cell_v: list[CellVolts] = Field(max_length=MAX_CELLS_PER_MODULE)
+    temp_c: list[CelsiusReading | None] = Field(max_length=4 * MAX_CELLS_PER_MODULE)
+    balancing: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE)
+    module_of_cell: list[int] = Field(max_length=MAX_CELLS_PER_MODULE)

@@ -1,0 +1,49 @@
+"""Simulation control and ground truth (simulated hardware only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from shared.messages.envelope import Message, Timestamp
+from shared.messages.slave import MAX_CELLS_PER_MODULE, ModuleIndex
+
+FaultKind = Literal[
+    "cell_drift",
+    "over_temperature",
+    "under_temperature",
+    "open_wire",
+    "stuck_sensor",
+    "noisy_channel",
+    "dropout",
+    "slow_samples",
+    "late_samples",
+    "crash",
+    "clear",
+]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SimControl(Message):
+    """Inject or clear a fault in the simulated hardware at run time."""
+
+    fault: FaultKind
+    module: ModuleIndex | None = None
+    """None targets every module."""
+    channel: int | None = Field(None, ge=0, lt=MAX_CELLS_PER_MODULE)
+    value: Finite | None = None
+    """Fault magnitude in the unit of the fault (V/s drift, °C, noise V, delay s)."""
+    duration_s: Finite | None = Field(None, gt=0.0)
+    expires_at: Timestamp | None = None
+
+
+class GroundTruth(Message):
+    """True state of the simulated cells of one module, for measuring estimators."""
+
+    module: ModuleIndex
+    sample_ts: Timestamp
+    soc_pct: list[Annotated[float, Field(ge=-5.0, le=105.0, allow_inf_nan=False)]]
+    cell_v: list[Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]]
+    temp_c: list[Annotated[float, Field(ge=-60.0, le=200.0, allow_inf_nan=False)]]
+    current_a: Finite

@@ -1,0 +1,108 @@
+"""Payloads published by and to slave modules."""
+
+from __future__ import annotations
+
+from enum import IntFlag
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from shared.messages.envelope import Message, Timestamp, TopicLevel
+
+MAX_CELLS_PER_MODULE = 196
+MAX_TEMPS_PER_MODULE = 64
+MAX_MODULES = 196
+
+CellMillivolts = Annotated[int, Field(ge=0, le=6000)]
+"""A measured cell voltage in mV; readings outside 1000–4950 mV carry OUT_OF_RANGE."""
+CelsiusReading = Annotated[float, Field(ge=-60.0, le=200.0, allow_inf_nan=False)]
+ModuleIndex = Annotated[int, Field(ge=0, lt=MAX_MODULES)]
+SlaveMode = Literal["working", "standby"]
+
+
+class ChannelFlag(IntFlag):
+    """Measurement flags of one cell-voltage or temperature channel (bit mask)."""
+
+    NONE = 0
+    OPEN_WIRE = 1
+    OUT_OF_RANGE = 2
+    SENSOR_FAULT = 4
+
+
+ChannelFlags = Annotated[
+    int,
+    Field(
+        ge=0, le=int(ChannelFlag.OPEN_WIRE | ChannelFlag.OUT_OF_RANGE | ChannelFlag.SENSOR_FAULT)
+    ),
+]
+
+
+class CellTelemetry(Message):
+    """One sample of every cell and temperature sensor of a module."""
+
+    module: ModuleIndex
+    mode: SlaveMode
+    sample_ts: Timestamp
+    cell_mv: list[CellMillivolts] = Field(min_length=1, max_length=MAX_CELLS_PER_MODULE)
+    cell_flags: list[ChannelFlags]
+    balancing: list[bool]
+    temp_c: list[CelsiusReading] = Field(max_length=MAX_TEMPS_PER_MODULE)
+    temp_flags: list[ChannelFlags]
+    overruns: int = Field(0, ge=0)
+    """Samples that missed their slot since the agent started."""
+
+    @model_validator(mode="after")
+    def _lengths_match(self) -> Self:
+        n = len(self.cell_mv)
+        if len(self.cell_flags) != n or len(self.balancing) != n:
+            raise ValueError(
+                f"cell_flags ({len(self.cell_flags)}) and balancing ({len(self.balancing)}) "
+                f"must have one entry per cell ({n})"
+            )
+        if len(self.temp_flags) != len(self.temp_c):
+            raise ValueError(
+                f"temp_flags ({len(self.temp_flags)}) must have one entry per sensor "
+                f"({len(self.temp_c)})"
+            )
+        return self
+
+
+class SlaveStatus(Message):
+    """Retained presence of a module; the agent's last will sets it offline."""
+
+    module: ModuleIndex
+    state: Literal["online", "offline"]
+    mode: SlaveMode | None = None
+    driver: str = Field("", max_length=32)
+    service: TopicLevel | None = None
+
+
+class BalanceCommand(Message):
+    """Which cells of a module to balance, valid until `expires_at`.
+
+    `discharge` bleeds a cell (passive) or takes charge from it (active); `charge` feeds a cell
+    from the active DC/DC converter. An expired or malformed command is refused by the slave.
+    """
+
+    module: ModuleIndex
+    expires_at: Timestamp
+    discharge: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE)
+    charge: list[bool] = Field(default_factory=list, max_length=MAX_CELLS_PER_MODULE)
+    reason: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _no_cell_both_ways(self) -> Self:
+        if self.charge and len(self.charge) != len(self.discharge):
+            raise ValueError("charge and discharge must have one entry per cell")
+        both = [
+            i for i, (d, c) in enumerate(zip(self.discharge, self.charge, strict=False)) if d and c
+        ]
+        if both:
+            raise ValueError(f"cells {both} are asked to charge and discharge at once")
+        return self
+
+
+class SlaveModeCommand(Message):
+    """Retained operating mode for every slave of a system."""
+
+    mode: SlaveMode

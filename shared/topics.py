@@ -1,0 +1,292 @@
+"""The topic tree: every topic declared once, with its payload, QoS, retain flag and rate.
+
+All topics live under `bms/v1/{system}/`, one system being one string of series cells.
+Docs (`docs/asyncapi.yaml`, `docs/topics.md`) are generated from this registry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from shared.config import SYSTEM_ID_RE
+from shared.messages import (
+    BalanceCommand,
+    CellSnapshot,
+    CellTelemetry,
+    CommandReply,
+    CommandRequest,
+    ConfigAck,
+    ConfigMessage,
+    Event,
+    GroundTruth,
+    Message,
+    PackState,
+    ServiceStatus,
+    SimControl,
+    SlaveModeCommand,
+    SlaveStatus,
+)
+
+ROOT = "bms/v1"
+LEVEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+M = TypeVar("M", bound=Message, covariant=True)
+
+# Roles named in `publishers` / `subscribers`.
+SLAVE = "slave_agent"
+MASTER = "master_core"
+MODBUS = "modbus_gateway"
+CAN = "can_gateway"
+UI = "config_ui"
+THIRD_PARTY = "third_party"
+ANY = "any_service"
+SIM = "simulation"
+
+
+class TopicError(ValueError):
+    """A topic parameter that cannot be used as a topic level."""
+
+
+@dataclass(frozen=True)
+class TopicSpec(Generic[M]):
+    name: str
+    template: str
+    """Path below `bms/v1/{system}/`, with `{param}` placeholders."""
+    payload: type[M]
+    qos: Literal[0, 1, 2]
+    retain: bool
+    publishers: tuple[str, ...]
+    subscribers: tuple[str, ...]
+    rate: str
+    description: str
+    last_will: bool = False
+    expiry_s: int | None = None
+    """Message expiry set on MQTT 5 brokers; never relied upon (payloads carry their own)."""
+    params: tuple[str, ...] = field(init=False)
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        params = tuple(re.findall(r"{(\w+)}", self.template))
+        pattern = re.escape(f"{ROOT}/") + r"(?P<_system>[^/]+)/"
+        pattern += re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(self.template))
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "_regex", re.compile(f"^{pattern}$"))
+
+    def topic(self, system: str, **params: str | int) -> str:
+        """The concrete topic for one system and parameter set."""
+        _check_system(system)
+        missing = set(self.params) - params.keys()
+        if missing or params.keys() - set(self.params):
+            raise TopicError(f"{self.name} needs parameters {self.params}, got {sorted(params)}")
+        values = {k: _level(k, v) for k, v in params.items()}
+        return f"{ROOT}/{system}/" + self.template.format(**values)
+
+    def filter(self, system: str = "+", **params: str | int) -> str:
+        """A subscription filter; parameters left out match any value."""
+        if system != "+":
+            _check_system(system)
+        values = {p: _level(p, params[p]) if p in params else "+" for p in self.params}
+        return f"{ROOT}/{system}/" + self.template.format(**values)
+
+    def parse(self, topic: str) -> tuple[str, dict[str, str]] | None:
+        """(system, parameters) when `topic` belongs to this spec, else None."""
+        m = self._regex.match(topic)
+        if m is None:
+            return None
+        values = m.groupdict()
+        return values.pop("_system"), values
+
+
+def _level(name: str, value: str | int) -> str:
+    text = str(value)
+    if not LEVEL_RE.match(text):
+        raise TopicError(f"{name}={text!r} is not a valid topic level")
+    return text
+
+
+def _check_system(system: str) -> None:
+    if not SYSTEM_ID_RE.match(system):
+        raise TopicError(
+            f"system id {system!r} must be 1-32 lower-case letters, digits, '-' or '_'"
+        )
+
+
+SLAVE_TELEMETRY = TopicSpec(
+    "slave_telemetry",
+    "slave/{module}/telemetry",
+    CellTelemetry,
+    0,
+    False,
+    (SLAVE,),
+    (MASTER, THIRD_PARTY),
+    "10 Hz working, 0.2-1 Hz standby",
+    "Cell voltages, temperatures, balancing state and measurement flags of one module.",
+    expiry_s=5,
+)
+SLAVE_STATUS = TopicSpec(
+    "slave_status",
+    "slave/{module}/status",
+    SlaveStatus,
+    1,
+    True,
+    (SLAVE,),
+    (MASTER, UI, THIRD_PARTY),
+    "on change",
+    "Presence of one module; the hosting agent's last will sets it offline.",
+    last_will=True,
+)
+SLAVE_BALANCE = TopicSpec(
+    "slave_balance",
+    "slave/{module}/balance",
+    BalanceCommand,
+    1,
+    False,
+    (MASTER,),
+    (SLAVE,),
+    "1 Hz while balancing",
+    "Balancing command to one module; refused once `expires_at` has passed.",
+    expiry_s=10,
+)
+SLAVE_MODE = TopicSpec(
+    "slave_mode",
+    "slaves/mode",
+    SlaveModeCommand,
+    1,
+    True,
+    (MASTER,),
+    (SLAVE,),
+    "on change",
+    "Working or standby mode for every slave of the system (standby samples slowly, no balancing).",
+)
+PACK_STATE = TopicSpec(
+    "pack_state",
+    "pack/state",
+    PackState,
+    0,
+    True,
+    (MASTER,),
+    (MODBUS, CAN, UI, SLAVE, THIRD_PARTY),
+    "10 Hz",
+    "SOC, SOH, voltage, current (positive charging), contactors, mode, limits and active "
+    "faults, alarms and warnings.",
+    expiry_s=5,
+)
+PACK_CELLS = TopicSpec(
+    "pack_cells",
+    "pack/cells",
+    CellSnapshot,
+    0,
+    True,
+    (MASTER,),
+    (MODBUS, CAN, UI, THIRD_PARTY),
+    "1-10 Hz",
+    "Every cell voltage and temperature of the system in series order.",
+    expiry_s=5,
+)
+EVENTS = TopicSpec(
+    "events",
+    "events",
+    Event,
+    1,
+    False,
+    (MASTER, ANY),
+    (UI, MODBUS, CAN, THIRD_PARTY),
+    "on event",
+    "Raise and clear of every warning, alarm and fault; mode changes, commands, config changes.",
+)
+COMMAND = TopicSpec(
+    "command",
+    "cmd/{command}",
+    CommandRequest,
+    1,
+    False,
+    (MODBUS, CAN, UI),
+    (MASTER,),
+    "on demand",
+    "A command to the master; the reply goes to `reply_to` before `expires_at` or not at all.",
+    expiry_s=30,
+)
+COMMAND_REPLY = TopicSpec(
+    "command_reply",
+    "reply/{client}",
+    CommandReply,
+    1,
+    False,
+    (MASTER,),
+    (MODBUS, CAN, UI),
+    "on demand",
+    "Reply to a command: accepted, or refused with the reason.",
+    expiry_s=30,
+)
+CONFIG = TopicSpec(
+    "config",
+    "config",
+    ConfigMessage,
+    1,
+    True,
+    (UI,),
+    (ANY,),
+    "on change",
+    "The active system configuration, with its version.",
+)
+CONFIG_ACK = TopicSpec(
+    "config_ack",
+    "config/ack/{service}",
+    ConfigAck,
+    1,
+    True,
+    (ANY,),
+    (UI,),
+    "on change",
+    "A service's acknowledgement of a configuration version: applied, or refused with errors.",
+)
+SERVICE_STATUS = TopicSpec(
+    "service_status",
+    "service/{service}/status",
+    ServiceStatus,
+    1,
+    True,
+    (ANY,),
+    (UI, THIRD_PARTY),
+    "on change",
+    "Presence of each service instance; its last will sets it offline.",
+    last_will=True,
+)
+SIM_CONTROL = TopicSpec(
+    "sim_control",
+    "sim/control",
+    SimControl,
+    1,
+    False,
+    (SIM,),
+    (SLAVE,),
+    "on demand",
+    "Fault injection into the simulated battery (simulation only).",
+)
+SIM_TRUTH = TopicSpec(
+    "sim_truth",
+    "sim/truth/{module}",
+    GroundTruth,
+    0,
+    False,
+    (SLAVE,),
+    (SIM,),
+    "1 Hz",
+    "True SOC, cell voltage and temperature of the simulated cells (simulation only).",
+)
+
+TOPICS: tuple[TopicSpec[Message], ...] = (
+    SLAVE_TELEMETRY, SLAVE_STATUS, SLAVE_BALANCE, SLAVE_MODE,
+    PACK_STATE, PACK_CELLS, EVENTS, COMMAND, COMMAND_REPLY,
+    CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, SIM_TRUTH,
+)  # fmt: skip
+
+
+def spec_for(topic: str) -> TopicSpec[Message] | None:
+    """The spec a concrete topic belongs to."""
+    for spec in TOPICS:
+        if spec.parse(topic) is not None:
+            return spec
+    return None

@@ -1,0 +1,138 @@
+"""Contract round trips and malformed input: decoding only ever raises PayloadError."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.codec import MAX_PAYLOAD_BYTES, PayloadError, decode, encode, unpack
+from shared.messages import CellTelemetry, Message, PackState
+from shared.topics import TOPICS
+
+from .strategies import any_message, cell_telemetry
+
+TOPIC = "bms/v1/demo/slave/0/telemetry"
+
+
+def valid_telemetry_dict() -> dict[str, object]:
+    msg = CellTelemetry(
+        module=2, mode="working", sample_ts=1.7e9, cell_mv=[3300, 3301, 3302],
+        cell_flags=[0, 0, 0], balancing=[False, True, False], temp_c=[25.0], temp_flags=[0],
+    )  # fmt: skip
+    return msg.stamped(source="slave_agent", seq=7, ts=1.7e9)
+
+
+@given(any_message)
+@settings(max_examples=300)
+def test_every_payload_survives_a_round_trip(message: Message) -> None:
+    raw = encode(message, source="svc", seq=42, ts=123.5)
+    back = decode(type(message), "bms/v1/demo/x", raw)
+    assert back.source == "svc" and back.seq == 42 and back.ts == 123.5
+    assert back.model_dump(exclude=Message.ENVELOPE_FIELDS) == message.model_dump(
+        exclude=Message.ENVELOPE_FIELDS
+    )
+
+
+@given(cell_telemetry())
+def test_envelope_set_by_the_publisher_is_kept(message: CellTelemetry) -> None:
+    fixed = message.model_copy(update={"seq": 9, "source": "rack1"})
+    back = decode(CellTelemetry, TOPIC, encode(fixed, source="other", seq=1, ts=1.0))
+    assert (back.seq, back.source) == (9, "rack1")
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=500)
+def test_random_bytes_raise_only_payload_error(raw: bytes) -> None:
+    for spec in TOPICS:
+        try:
+            decode(spec.payload, TOPIC, raw)
+        except PayloadError as err:
+            assert err.topic == TOPIC and err.field
+
+
+@given(cell_telemetry(), st.data())
+def test_truncated_msgpack_is_refused(message: CellTelemetry, data: st.DataObject) -> None:
+    raw = encode(message, source="s", seq=0, ts=1.0)
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(PayloadError) as exc:
+        decode(CellTelemetry, TOPIC, raw[:cut])
+    assert exc.value.field == "<payload>"
+
+
+def refuse(data: object) -> PayloadError:
+    with pytest.raises(PayloadError) as exc:
+        decode(CellTelemetry, TOPIC, msgpack.packb(data, use_bin_type=True))
+    return exc.value
+
+
+def test_a_valid_payload_is_accepted() -> None:
+    msg = decode(CellTelemetry, TOPIC, msgpack.packb(valid_telemetry_dict()))
+    assert msg.cell_mv == [3300, 3301, 3302] and msg.seq == 7
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"cell_mv": [3300, "3301", 3302]}, "cell_mv.1", "integer"),
+        ({"cell_mv": [3300, 7000, 3302]}, "cell_mv.1", "less than or equal to 6000"),
+        ({"cell_mv": [3300, 3.3, 3302]}, "cell_mv.1", "integer"),
+        ({"module": True}, "module", "integer"),
+        ({"module": 196}, "module", "less than 196"),
+        ({"mode": "sleeping"}, "mode", "working"),
+        ({"temp_c": [float("nan")]}, "temp_c.0", "finite"),
+        ({"balancing": [False]}, "<payload>", "one entry per cell"),
+        ({"schema_version": 2}, "schema_version", "unsupported schema version 2"),
+        ({"seq": -1}, "seq", "greater than or equal to 0"),
+        ({"seq": None}, "envelope", "required"),
+    ],
+)
+def test_bad_fields_are_named(change: dict[str, object], field: str, words: str) -> None:
+    err = refuse(valid_telemetry_dict() | change)
+    assert err.field == field
+    assert words in err.reason
+    assert str(err).startswith(f"{TOPIC}: {field}: ")
+
+
+def test_missing_schema_version_is_refused() -> None:
+    data = valid_telemetry_dict()
+    del data["schema_version"]
+    assert refuse(data).field == "schema_version"
+
+
+@pytest.mark.parametrize("data", [[1, 2, 3], "text", 12, None, {1: "int key"}])
+def test_payload_must_be_a_map_with_string_keys(data: object) -> None:
+    assert refuse(data).field == "<payload>"
+
+
+def test_oversized_payload_is_refused_before_unpacking() -> None:
+    with pytest.raises(PayloadError, match="exceeds"):
+        unpack(TOPIC, b"\x00" * (MAX_PAYLOAD_BYTES + 1))
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    msg = decode(CellTelemetry, TOPIC, msgpack.packb(valid_telemetry_dict() | {"new_field": 1}))
+    assert not hasattr(msg, "new_field")
+
+
+def test_pack_state_of_wrong_type_is_refused() -> None:
+    with pytest.raises(PayloadError) as exc:
+        decode(PackState, "bms/v1/demo/pack/state", msgpack.packb(valid_telemetry_dict()))
+    assert exc.value.field in {"soc", "soh", "voltage"}
+
+
+def test_unencodable_message_raises_encode_error_and_the_bus_counts_it() -> None:
+    from shared.bus import InMemoryBroker, InMemoryBus
+    from shared.codec import EncodeError
+    from shared.messages import CommandRequest
+    from shared.topics import COMMAND
+
+    req = CommandRequest(
+        command="heartbeat", correlation_id="c", reply_to="r", expires_at=1.0, args={"n": 2**70}
+    )
+    with pytest.raises(EncodeError, match="CommandRequest"):
+        encode(req, source="s", seq=0, ts=0.0)
+    bus = InMemoryBus(InMemoryBroker(), system="demo", service="s", kind="k")
+    bus.publish(COMMAND, req, command="heartbeat")
+    assert bus.counters["publish_errors"] == 1 and bus.sent == []

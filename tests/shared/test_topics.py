@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt.client import topic_matches_sub
+
+from shared.topics import (
+    COMMAND,
+    ROOT,
+    SLAVE_TELEMETRY,
+    TOPICS,
+    TopicError,
+    spec_for,
+)
+
+levels = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
+systems = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,31}", fullmatch=True)
+
+
+@given(systems, st.data())
+def test_every_topic_round_trips_and_is_unambiguous(system: str, data: st.DataObject) -> None:
+    for spec in TOPICS:
+        params = {p: data.draw(levels) for p in spec.params}
+        topic = spec.topic(system, **params)
+        assert topic.startswith(f"{ROOT}/{system}/")
+        assert spec.parse(topic) == (system, params)
+        assert topic_matches_sub(spec.filter(), topic)
+        assert topic_matches_sub(spec.filter(system), topic)
+        assert [s for s in TOPICS if s.parse(topic)] == [spec]
+        assert spec_for(topic) is spec
+
+
+def test_names_and_templates_are_unique() -> None:
+    assert len({s.name for s in TOPICS}) == len(TOPICS)
+    assert len({s.template for s in TOPICS}) == len(TOPICS)
+
+
+@pytest.mark.parametrize("bad", ["a/b", "+", "#", "", " x", "x y"])
+def test_parameters_must_be_single_levels(bad: str) -> None:
+    with pytest.raises(TopicError):
+        SLAVE_TELEMETRY.topic("demo", module=bad)
+
+
+@pytest.mark.parametrize("bad", ["Demo", "a/b", "+", "", "x" * 33])
+def test_system_ids_are_checked(bad: str) -> None:
+    with pytest.raises(TopicError, match="system id"):
+        SLAVE_TELEMETRY.topic(bad, module=1)
+
+
+def test_missing_or_extra_parameters_are_refused() -> None:
+    with pytest.raises(TopicError, match="needs parameters"):
+        SLAVE_TELEMETRY.topic("demo")
+    with pytest.raises(TopicError, match="needs parameters"):
+        COMMAND.topic("demo", command="x", extra="y")
+
+
+def test_filters_leave_out_parameters_as_wildcards() -> None:
+    assert SLAVE_TELEMETRY.filter("demo") == "bms/v1/demo/slave/+/telemetry"
+    assert SLAVE_TELEMETRY.filter(module=3) == "bms/v1/+/slave/3/telemetry"
+
+
+def test_retained_topics_are_state_not_streams_of_commands() -> None:
+    for spec in TOPICS:
+        if spec.name.startswith(("command", "events", "slave_balance", "sim_control")):
+            assert not spec.retain, spec.name
+        if spec.last_will:
+            assert spec.retain and spec.qos == 1, spec.name
