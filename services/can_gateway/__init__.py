@@ -1,0 +1,1 @@
+"""CAN gateway: inverter protocols (LV 0x35x, Pylontech HV) and a native BMS profile."""

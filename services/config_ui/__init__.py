@@ -1,0 +1,1 @@
+"""Config UI: the web application to configure, watch and operate the system."""

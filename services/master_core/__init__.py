@@ -1,0 +1,1 @@
+"""Master core: pack state, protection, contactors, SOC/SOH, limits, balancing strategy, events."""

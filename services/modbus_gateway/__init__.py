@@ -1,0 +1,1 @@
+"""Modbus gateway: SunSpec-compliant RTU and TCP server for SCADA and inverters."""
