@@ -136,3 +136,25 @@ def test_unencodable_message_raises_encode_error_and_the_bus_counts_it() -> None
     bus = InMemoryBus(InMemoryBroker(), system="demo", service="s", kind="k")
     bus.publish(COMMAND, req, command="heartbeat")
     assert bus.counters["publish_errors"] == 1 and bus.sent == []
+
+
+@pytest.mark.parametrize("chemistry", ["LFP", "NMC", "NCA", "LCO", "LTO", "NA_ION"])
+def test_configuration_of_every_preset_survives_the_bus(chemistry: str) -> None:
+    from shared.config import SystemConfig
+    from shared.messages import ConfigMessage
+
+    config = SystemConfig.from_preset(chemistry, modules=4, cells_per_module=12)
+    raw = encode(ConfigMessage(config=config), source="config_ui", seq=0, ts=1.0)
+    assert decode(ConfigMessage, "bms/v1/demo/config", raw).config == config
+
+
+def test_invalid_configuration_is_refused_with_the_reason() -> None:
+    from shared.config import demo_config
+    from shared.messages import ConfigMessage
+
+    data = ConfigMessage(config=demo_config()).stamped(source="ui", seq=0, ts=1.0)
+    data["config"]["balancing"]["current_ma"] = 600.0
+    with pytest.raises(PayloadError) as exc:
+        decode(ConfigMessage, "bms/v1/demo/config", msgpack.packb(data))
+    assert exc.value.field == "config.balancing.current_ma"
+    assert "below the hardware limit" in exc.value.reason
