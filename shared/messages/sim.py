@@ -32,6 +32,8 @@ class SimControl(Message):
     module: ModuleIndex | None = None
     """None targets every module."""
     channel: int | None = Field(None, ge=0, lt=MAX_CELLS_PER_MODULE)
+    target: Literal["cell", "temp"] | None = None
+    """Which kind of channel a sensor fault hits (default: the fault's natural target)."""
     value: Finite | None = None
     """Fault magnitude in the unit of the fault (V/s drift, °C, noise V, delay s)."""
     duration_s: Finite | None = Field(None, gt=0.0)

@@ -1,0 +1,1 @@
+"""Slave module agent: cell measurement and balancing, on simulated cells or a Modbus board."""

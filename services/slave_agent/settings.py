@@ -1,0 +1,59 @@
+"""Settings of the slave agent (flags or BMS_* variables)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+def parse_modules(spec: str) -> list[int]:
+    """'0-6', '1,3,5' or '0-2,7' -> sorted module indices."""
+    out: set[int] = set()
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"modules: {spec!r} is not like '0-6' or '0,2,4'")
+        a, b = int(lo), int(hi) if hi else int(lo)
+        if a > b:
+            raise ValueError(f"modules: range {part!r} runs backwards")
+        out.update(range(a, b + 1))
+    if not out or max(out) > 195:
+        raise ValueError(f"modules: {spec!r} must name modules 0 to 195")
+    return sorted(out)
+
+
+class SlaveAgentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(cli_prog_name="python -m services.slave_agent")
+
+    modules: str = Field("all", description="modules hosted here: 'all', '0-6' or '0,2,4'")
+    driver: Literal["simulated", "modbus"] = Field("simulated", description="hardware driver")
+    master_silence_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="stop balancing when the master is silent this long"
+    )
+    truth_period_s: float = Field(1.0, gt=0, description="ground truth period (simulation)")
+    seed: int = Field(0, ge=0, description="random seed of the simulated cells")
+    initial_soc_pct: float = Field(50.0, ge=0, le=100, description="initial SOC (simulation)")
+    ambient_c: float = Field(25.0, ge=-40, le=80, description="ambient temperature (simulation)")
+    modbus_port: str = Field("/dev/ttyUSB0", description="serial port of the boards (modbus)")
+    modbus_baudrate: int = Field(115200, description="serial baud rate (modbus)")
+    modbus_parity: Literal["N", "E", "O"] = Field("N", description="serial parity (modbus)")
+    modbus_stopbits: Literal[1, 2] = Field(1, description="serial stop bits (modbus)")
+    modbus_map_file: str | None = Field(None, description="JSON register map of the boards")
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, value: str) -> str:
+        if value != "all":
+            parse_modules(value)
+        return value
+
+    def module_list(self, total_modules: int) -> list[int]:
+        if self.modules == "all":
+            return list(range(total_modules))
+        return [m for m in parse_modules(self.modules) if m < total_modules]

@@ -1,0 +1,120 @@
+"""The `simulated` driver: one physics model per hosted module, built from the system config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.slave_agent.driver import DriverError, ModuleReading
+from services.slave_agent.sim import (
+    ActiveBalancer,
+    CellBankParams,
+    MeasurementParams,
+    SimulatedModule,
+    Truth,
+)
+from shared.config import SystemConfig
+from shared.messages import SimControl
+
+# Handled by the agent loop, not by the cell physics.
+LOOP_FAULTS = frozenset({"dropout", "slow_samples", "late_samples", "crash"})
+
+
+def cells_of_module(config: SystemConfig, module: int) -> int:
+    topo = config.topology
+    if topo.module_cell_counts is not None:
+        return topo.module_cell_counts[module]
+    return topo.cells_per_module
+
+
+class SimulatedDriver:
+    def __init__(
+        self,
+        config: SystemConfig,
+        modules: Sequence[int],
+        *,
+        seed: int = 0,
+        initial_soc_pct: float = 50.0,
+        ambient_c: float = 25.0,
+    ) -> None:
+        chem = config.cell_chemistry
+        balancing = config.balancing
+        self.modules: dict[int, SimulatedModule] = {}
+        for m in modules:
+            params = CellBankParams(
+                n_cells=cells_of_module(config, m),
+                capacity_ah=config.cell_capacity_ah,
+                initial_soc_pct=initial_soc_pct,
+                ambient_c=ambient_c,
+                bleed_resistance_ohm=balancing.bleed_resistor_ohm,
+                ocv_soc_pct=chem.ocv_table_soc_pct,
+                ocv_v=chem.ocv_table_v,
+                seed=seed * 1000 + m,
+            )
+            active = (
+                ActiveBalancer(
+                    current_a=balancing.current_ma / 1000.0, efficiency=balancing.active_efficiency
+                )
+                if balancing.mode == "active"
+                else None
+            )
+            self.modules[m] = SimulatedModule(
+                params,
+                n_temp_sensors=config.topology.temp_sensors_per_module,
+                measurement=MeasurementParams(seed=seed * 1000 + 500 + m),
+                active_balancer=active,
+            )
+        self._discharge = {
+            m: np.zeros(sim.n_cells, dtype=np.bool_) for m, sim in self.modules.items()
+        }
+        self._charge = {m: np.zeros(sim.n_cells, dtype=np.bool_) for m, sim in self.modules.items()}
+
+    def _module(self, module: int) -> SimulatedModule:
+        sim = self.modules.get(module)
+        if sim is None:
+            raise DriverError(f"module {module} is not simulated here")
+        return sim
+
+    def read(self, module: int) -> ModuleReading:
+        r = self._module(module).read()
+        return ModuleReading(
+            cell_mv=[int(v) for v in r.cell_mv],
+            cell_flags=[int(f) for f in r.cell_flags],
+            temp_c=[round(float(t), 1) for t in r.temp_c],
+            temp_flags=[int(f) for f in r.temp_flags],
+        )
+
+    def set_balancing(self, module: int, discharge: Sequence[bool], charge: Sequence[bool]) -> None:
+        sim = self._module(module)
+        self._discharge[module] = np.array(discharge, dtype=np.bool_).reshape(sim.n_cells)
+        self._charge[module] = (
+            np.array(charge, dtype=np.bool_).reshape(sim.n_cells)
+            if len(charge)
+            else np.zeros(sim.n_cells, dtype=np.bool_)
+        )
+
+    def advance(self, dt_s: float, current_a: float) -> None:
+        for m, sim in self.modules.items():
+            sim.advance(dt_s, current_a, self._discharge[m], self._charge[m])
+
+    def truth(self, module: int) -> Truth:
+        return self._module(module).truth()
+
+    def inject(self, control: SimControl) -> list[int]:
+        """Apply a cell-level fault to the targeted modules; returns the modules hit."""
+        targets = list(self.modules) if control.module is None else [control.module]
+        hit = [m for m in targets if m in self.modules]
+        for m in hit:
+            faults = self.modules[m].faults
+            if control.fault == "clear":
+                faults.clear()
+            else:
+                faults.activate(
+                    control.fault, channel=control.channel, value=control.value,
+                    duration_s=control.duration_s,
+                )  # fmt: skip
+        return hit
+
+    def close(self) -> None:
+        pass
