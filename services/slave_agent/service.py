@@ -46,6 +46,9 @@ from shared.topics import (
 
 log = logging.getLogger("slave_agent")
 
+STATUS_PERIOD_S = 5.0
+"""How often the service status (with its error counters) is refreshed."""
+
 DriverFactory = Callable[[SystemConfig, list[int]], Driver]
 
 
@@ -81,6 +84,7 @@ class SlaveAgent:
         self._loop_faults: dict[str, _LoopFault] = {}
         self._last_advance_s = monotonic()
         self._last_truth_s = 0.0
+        self._last_status_s = monotonic()
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(PACK_STATE, self._on_pack_state)
         bus.subscribe(SLAVE_MODE, self._on_mode)
@@ -272,6 +276,9 @@ class SlaveAgent:
         ):
             self._last_truth_s = now
             self._publish_truth(self.driver, wall)
+        if now - self._last_status_s >= STATUS_PERIOD_S:
+            self._last_status_s = now
+            self.bus.publish_status()
         slow = self._fault("slow_samples", now)
         if slow is not None:
             time.sleep(slow.value)

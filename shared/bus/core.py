@@ -118,7 +118,13 @@ class BusCore:
             host=socket.gethostname(),
             pid=os.getpid(),
             started_ts=self.started_ts,
+            counters=dict(sorted(self.counters.items())[:256]) if state == "online" else {},
         )
+
+    def publish_status(self) -> None:
+        """Re-publish the retained online status with the current counters (health)."""
+        topic, payload = self.status_payload("online")
+        self._send(topic, payload, SERVICE_STATUS.qos, True, SERVICE_STATUS)
 
     def status_payload(self, state: str) -> tuple[str, bytes]:
         topic = SERVICE_STATUS.topic(self.system, service=self.service)

@@ -17,4 +17,5 @@ class ServiceStatus(Message):
     host: str = Field("", max_length=128)
     pid: int = Field(0, ge=0)
     started_ts: Timestamp = 0.0
-    counters: dict[str, int] = Field(default_factory=dict, max_length=64)
+    counters: dict[str, int] = Field(default_factory=dict, max_length=256)
+    """Health counters of the instance (refused payloads, dropped messages, overruns, ...)."""

@@ -15,9 +15,16 @@ import pytest
 from shared.broker import MosquittoBroker
 from shared.bus import MqttBus
 from shared.config import SystemConfig
-from shared.messages import BalanceCommand, ChannelFlag, Limits, PackState, SlaveModeCommand
+from shared.messages import (
+    BalanceCommand,
+    ChannelFlag,
+    GroundTruth,
+    Limits,
+    PackState,
+    SlaveModeCommand,
+)
 from shared.settings import parse_mqtt_url
-from shared.topics import PACK_STATE, SLAVE_BALANCE, SLAVE_MODE
+from shared.topics import PACK_STATE, SIM_TRUTH, SLAVE_BALANCE, SLAVE_MODE
 
 from .agents import ROOT, Recorder, ServiceProcess, publish_config, wait_until
 
@@ -234,3 +241,59 @@ def test_crash_leaves_last_wills(stack: dict, system_id: str) -> None:
     assert wait_until(lambda: agent.proc.poll() is not None, 5)
     assert wait_until(lambda: all(rec.slave_status[m][-1].state == "offline" for m in (0, 1)), 5)
     assert rec.service_status["slave_agent"][-1].state == "offline"
+
+
+def test_bad_commands_are_counted_and_never_crash_the_agent(stack: dict, system_id: str) -> None:
+    agent = stack["agent"](small_config(system_id))
+    rec: Recorder = stack["recorder"]
+    master: MqttBus = stack["master"]
+    assert wait_until(lambda: rec.latest(0) is not None, 15)
+    master.publish(PACK_STATE, pack_state())
+    topic = SLAVE_BALANCE.topic(system_id, module=0)
+    for payload in (b"\xc1", b"\x93\x01\x02", b"\x81\xa6module\xa3one", b""):
+        master._client.publish(topic, payload, qos=1)
+    too_many = BalanceCommand(module=0, expires_at=time.time() + 30, discharge=[True] * 9)
+    master.publish(SLAVE_BALANCE, too_many, module=0)
+    master.publish(SLAVE_MODE, SlaveModeCommand(mode="working"))
+    master._client.publish(SLAVE_MODE.topic(system_id), b"\x81\xa4mode\xa5sleep", qos=1)
+
+    def counters() -> dict[str, int]:
+        statuses = rec.service_status["slave_agent"]
+        return statuses[-1].counters if statuses else {}
+
+    assert wait_until(lambda: counters().get("payload_errors.slave_balance", 0) >= 4, 10), (
+        counters()
+    )
+    assert counters().get("payload_errors.slave_mode", 0) >= 1
+    assert counters().get("balance_refused", 0) >= 1
+    assert "refused" in agent.log()
+    t0 = time.time()
+    time.sleep(0.5)
+    assert len(rec.since(0, t0)) >= 4 and agent.proc.poll() is None
+
+
+def test_two_racks_on_one_broker_with_ground_truth(
+    stack: dict, system_id: str, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    config = small_config(system_id, modules=4, cells=3)
+    stack["agent"](config, modules="0-1")
+    stack["procs"].append(
+        ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path / "..", modules="2,3")
+    )
+    rec: Recorder = stack["recorder"]
+    assert wait_until(lambda: all(rec.latest(m) for m in range(4)), 15)
+    assert {"slave_agent-0-1", "slave_agent-2_3"} <= set(rec.service_status)
+    sources = {rec.latest(m).source for m in range(4)}  # type: ignore[union-attr]
+    assert sources == {"slave_agent-0-1", "slave_agent-2_3"}
+
+    truths: list[GroundTruth] = []
+    watcher = MqttBus(parse_mqtt_url(mosquitto.url), system=system_id, service="bench", kind="test")
+    watcher.subscribe(SIM_TRUTH, lambda d: truths.append(d.message), module=3)
+    assert watcher.start(wait_s=5)
+    assert wait_until(lambda: watcher.process(0.1) >= 0 and bool(truths), 5)
+    watcher.stop()
+    truth = truths[-1]
+    reading = rec.latest(3)
+    assert reading is not None and len(truth.cell_v) == 3
+    for true_v, mv in zip(truth.cell_v, reading.cell_mv, strict=True):
+        assert abs(true_v * 1000 - mv) <= 50  # the specified ±0.05 V accuracy
