@@ -1,0 +1,152 @@
+"""Aggregation of slave telemetry into the pack picture (pure: time is passed in).
+
+Keeps the latest sample of every module, detects stale or missing modules and sequence gaps,
+and computes min, max and average with their locations, the spread and the sum of cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shared.config import Topology
+from shared.messages import CellLocation, CellTelemetry, ChannelFlag
+
+
+@dataclass(frozen=True)
+class PackSnapshot:
+    cell_v: NDArray[np.float64]
+    """Every cell in series order; NaN where the module is stale or missing."""
+    temp_c: NDArray[np.float64]
+    balancing: NDArray[np.bool_]
+    module_of_cell: NDArray[np.int64]
+    stale_modules: tuple[int, ...]
+    cell_v_min: float | None
+    cell_v_max: float | None
+    cell_v_avg: float | None
+    cell_v_min_at: CellLocation | None
+    cell_v_max_at: CellLocation | None
+    temp_min_c: float | None
+    temp_max_c: float | None
+    temp_avg_c: float | None
+    temp_min_at: CellLocation | None
+    temp_max_at: CellLocation | None
+    spread_v: float | None
+    sum_of_cells_v: float | None
+    """Only when every module is fresh: a partial sum would not be a pack voltage."""
+    open_wire: bool
+    out_of_range: bool
+    sensor_fault: bool
+
+    @property
+    def complete(self) -> bool:
+        return not self.stale_modules
+
+
+@dataclass
+class _ModuleState:
+    telemetry: CellTelemetry | None = None
+    received_s: float | None = None
+    last_seq: int | None = None
+
+
+@dataclass
+class PackAggregator:
+    topology: Topology
+    timeout_periods: int
+    modules: list[_ModuleState] = field(init=False)
+    gaps: int = 0
+    """Telemetry samples lost, counted from sequence-number gaps."""
+
+    def __post_init__(self) -> None:
+        self.modules = [_ModuleState() for _ in range(self.topology.modules)]
+        counts = (
+            self.topology.module_cell_counts
+            or (self.topology.cells_per_module,) * self.topology.modules
+        )
+        self._counts = list(counts)
+        self._offsets = np.concatenate(([0], np.cumsum(counts)))
+        self._module_of_cell = np.repeat(np.arange(self.topology.modules), counts)
+
+    def on_telemetry(self, msg: CellTelemetry, now_s: float) -> str | None:
+        """Take a sample, or say why it was refused. Sequence gaps are counted."""
+        if msg.module >= len(self.modules):
+            return f"module {msg.module} is not part of this system ({len(self.modules)} modules)"
+        if len(msg.cell_mv) != self._counts[msg.module]:
+            return (f"module {msg.module} reports {len(msg.cell_mv)} cells, "
+                    f"the configuration has {self._counts[msg.module]}")  # fmt: skip
+        state = self.modules[msg.module]
+        seq = msg.seq if msg.seq is not None else 0
+        if state.last_seq is not None and seq > state.last_seq + 1:
+            self.gaps += seq - state.last_seq - 1
+        state.last_seq = seq
+        state.telemetry = msg
+        state.received_s = now_s
+        return None
+
+    def stale(self, now_s: float, period_s: float) -> tuple[int, ...]:
+        limit = self.timeout_periods * period_s
+        return tuple(
+            m
+            for m, s in enumerate(self.modules)
+            if s.received_s is None or now_s - s.received_s > limit
+        )
+
+    def snapshot(self, now_s: float, period_s: float) -> PackSnapshot:
+        n = int(self._offsets[-1])
+        cell_v = np.full(n, np.nan)
+        balancing = np.zeros(n, dtype=np.bool_)
+        temps: list[float] = []
+        temp_loc: list[CellLocation] = []
+        flags = 0
+        stale = self.stale(now_s, period_s)
+        for m, state in enumerate(self.modules):
+            t = state.telemetry
+            if t is None or m in stale:
+                continue
+            lo = int(self._offsets[m])
+            cell_v[lo : lo + len(t.cell_mv)] = np.asarray(t.cell_mv, dtype=np.float64) / 1000.0
+            balancing[lo : lo + len(t.balancing)] = t.balancing
+            for i, (temp, tf) in enumerate(zip(t.temp_c, t.temp_flags, strict=True)):
+                flags |= tf
+                if not tf:
+                    temps.append(temp)
+                    temp_loc.append(CellLocation(module=m, index=i))
+            for f in t.cell_flags:
+                flags |= f
+        valid = ~np.isnan(cell_v)
+        v_min = v_max = v_avg = None
+        at_min = at_max = None
+        if valid.any():
+            i_min = int(np.nanargmin(cell_v))
+            i_max = int(np.nanargmax(cell_v))
+            v_min, v_max = float(cell_v[i_min]), float(cell_v[i_max])
+            v_avg = float(np.nanmean(cell_v))
+            at_min, at_max = self._location(i_min), self._location(i_max)
+        t_min = t_max = t_avg = None
+        at_tmin = at_tmax = None
+        if temps:
+            arr = np.asarray(temps)
+            j_min, j_max = int(arr.argmin()), int(arr.argmax())
+            t_min, t_max, t_avg = float(arr[j_min]), float(arr[j_max]), float(arr.mean())
+            at_tmin, at_tmax = temp_loc[j_min], temp_loc[j_max]
+        complete = not stale and bool(valid.all())
+        return PackSnapshot(
+            cell_v=cell_v, temp_c=np.asarray(temps), balancing=balancing,
+            module_of_cell=self._module_of_cell, stale_modules=stale,
+            cell_v_min=v_min, cell_v_max=v_max, cell_v_avg=v_avg,
+            cell_v_min_at=at_min, cell_v_max_at=at_max,
+            temp_min_c=t_min, temp_max_c=t_max, temp_avg_c=t_avg,
+            temp_min_at=at_tmin, temp_max_at=at_tmax,
+            spread_v=(v_max - v_min) if v_min is not None and v_max is not None else None,
+            sum_of_cells_v=float(np.sum(cell_v)) if complete else None,
+            open_wire=bool(flags & ChannelFlag.OPEN_WIRE),
+            out_of_range=bool(flags & ChannelFlag.OUT_OF_RANGE),
+            sensor_fault=bool(flags & ChannelFlag.SENSOR_FAULT),
+        )  # fmt: skip
+
+    def _location(self, cell: int) -> CellLocation:
+        m = int(self._module_of_cell[cell])
+        return CellLocation(module=m, index=cell - int(self._offsets[m]))

@@ -1,0 +1,87 @@
+"""SQLite persistence of the master: the event log and a small key-value state store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from shared.messages import Event
+
+LEVELS = ("info", "warning", "alarm", "fault")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    level TEXT NOT NULL,
+    level_rank INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    code TEXT NOT NULL,
+    text TEXT NOT NULL,
+    source TEXT NOT NULL,
+    values_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value_json TEXT NOT NULL,
+    updated_ts REAL NOT NULL
+);
+"""
+
+
+class Store:
+    """One SQLite file per system; WAL so readers never block the 10 Hz loop."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def add_event(self, event: Event, *, ts: float, source: str) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO events (ts, level, level_rank, kind, code, text, source, values_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (ts, event.level, LEVELS.index(event.level), event.kind, event.code, event.text,
+                 source, json.dumps(event.values)),
+            )  # fmt: skip
+            return int(cur.lastrowid or 0)
+
+    def events(
+        self, *, since_ts: float = 0.0, min_level: str = "info", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, ts, level, kind, code, text, source, values_json FROM events"
+                " WHERE ts >= ? AND level_rank >= ? ORDER BY id DESC LIMIT ?",
+                (since_ts, LEVELS.index(min_level), limit),
+            ).fetchall()
+        keys = ("id", "ts", "level", "kind", "code", "text", "source")
+        return [dict(zip(keys, r[:7], strict=True)) | {"values": json.loads(r[7])} for r in rows]
+
+    def put(self, key: str, value: Any, *, ts: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO state (key, value_json, updated_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json,"
+                " updated_ts = excluded.updated_ts",
+                (key, json.dumps(value), ts),
+            )
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._db.execute("SELECT value_json FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

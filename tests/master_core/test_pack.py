@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.master_core.pack import PackAggregator
+from shared.config import Topology
+from shared.messages import CellLocation, CellTelemetry
+
+TOPO = Topology(modules=3, cells_per_module=4, temp_sensors_per_module=2)
+
+
+def tele(
+    module: int,
+    mv: list[int],
+    seq: int,
+    flags: list[int] | None = None,
+    temps: list[float] | None = None,
+) -> CellTelemetry:
+    return CellTelemetry(
+        module=module, mode="working", sample_ts=1.0, cell_mv=mv, cell_flags=flags or [0] * len(mv),
+        balancing=[False] * len(mv), temp_c=temps or [25.0, 26.0], temp_flags=[0, 0], seq=seq,
+    )  # fmt: skip
+
+
+def full(agg: PackAggregator, now: float, seq: int = 0) -> None:
+    agg.on_telemetry(tele(0, [3700, 3710, 3690, 3705], seq), now)
+    agg.on_telemetry(tele(1, [3720, 3650, 3700, 3700], seq, temps=[24.0, 31.5]), now)
+    agg.on_telemetry(tele(2, [3700, 3700, 3700, 3760], seq), now)
+
+
+def test_extremes_with_locations_and_sum() -> None:
+    agg = PackAggregator(TOPO, timeout_periods=5)
+    full(agg, now=0.0)
+    s = agg.snapshot(now_s=0.05, period_s=0.1)
+    assert s.complete and s.stale_modules == ()
+    assert s.cell_v_min == 3.65 and s.cell_v_min_at == CellLocation(module=1, index=1)
+    assert s.cell_v_max == 3.76 and s.cell_v_max_at == CellLocation(module=2, index=3)
+    assert math.isclose(s.spread_v or 0, 0.11)
+    assert math.isclose(
+        s.sum_of_cells_v or 0,
+        sum([3700, 3710, 3690, 3705, 3720, 3650, 3700, 3700, 3700, 3700, 3700, 3760]) / 1000,
+    )
+    assert s.temp_max_c == 31.5 and s.temp_max_at == CellLocation(module=1, index=1)
+    assert s.temp_min_c == 24.0
+
+
+def test_stale_module_after_timeout_periods_and_no_sum() -> None:
+    agg = PackAggregator(TOPO, timeout_periods=5)
+    full(agg, now=0.0)
+    agg.on_telemetry(tele(0, [3700] * 4, 1), 0.6)
+    agg.on_telemetry(tele(2, [3700] * 4, 1), 0.6)
+    assert agg.snapshot(0.5, 0.1).stale_modules == ()
+    s = agg.snapshot(0.61, 0.1)
+    assert s.stale_modules == (1,)
+    assert s.sum_of_cells_v is None and not s.complete
+    assert math.isnan(s.cell_v[5])
+    assert agg.snapshot(0.61, 2.0).stale_modules == ()  # standby samples slowly
+
+
+def test_missing_module_is_stale_from_the_start() -> None:
+    agg = PackAggregator(TOPO, timeout_periods=5)
+    agg.on_telemetry(tele(0, [3700] * 4, 0), 0.0)
+    assert agg.snapshot(0.0, 0.1).stale_modules == (1, 2)
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=50))
+def test_sequence_gaps_are_counted(steps: list[int]) -> None:
+    agg = PackAggregator(TOPO, timeout_periods=5)
+    seq = 0
+    agg.on_telemetry(tele(0, [3700] * 4, seq), 0.0)
+    for s in steps:
+        seq += s
+        agg.on_telemetry(tele(0, [3700] * 4, seq), 0.0)
+    assert agg.gaps == sum(s - 1 for s in steps)
+
+
+def test_flags_and_refusals() -> None:
+    agg = PackAggregator(TOPO, timeout_periods=5)
+    full(agg, 0.0)
+    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, 1, 0, 0]), 0.0)
+    s = agg.snapshot(0.0, 0.1)
+    assert s.open_wire and not s.out_of_range
+    assert agg.on_telemetry(tele(5, [3700] * 4, 0), 0.0) is not None
+    assert "3 cells" in (agg.on_telemetry(tele(0, [3700] * 3, 0), 0.0) or "")

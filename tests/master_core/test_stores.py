@@ -1,0 +1,43 @@
+"""The event log and state store on a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.master_core.stores import Store
+from shared.messages import Event
+
+
+def test_events_persist_and_query_by_level_and_time(tmp_path: Path) -> None:
+    db = tmp_path / "demo.sqlite"
+    store = Store(db)
+    store.add_event(Event(level="info", kind="mode", code="mode_working"), ts=10.0, source="m")
+    store.add_event(
+        Event(level="fault", kind="raise", code="cell_overvoltage", values={"v": 4.3}),
+        ts=11.0,
+        source="m",
+    )
+    store.add_event(
+        Event(level="warning", kind="clear", code="cell_imbalance"), ts=12.0, source="m"
+    )
+    store.close()
+    again = Store(db)
+    assert [e["code"] for e in again.events()] == [
+        "cell_imbalance",
+        "cell_overvoltage",
+        "mode_working",
+    ]
+    assert [e["code"] for e in again.events(min_level="alarm")] == ["cell_overvoltage"]
+    assert again.events(min_level="alarm")[0]["values"] == {"v": 4.3}
+    assert [e["code"] for e in again.events(since_ts=11.5)] == ["cell_imbalance"]
+    assert len(again.events(limit=2)) == 2
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "state.sqlite"
+    store = Store(db)
+    store.put("soc", {"cells": [50.0, 51.5]}, ts=1.0)
+    store.put("soc", {"cells": [49.0, 50.5]}, ts=2.0)
+    store.close()
+    assert Store(db).get("soc") == {"cells": [49.0, 50.5]}
+    assert Store(db).get("missing") is None
