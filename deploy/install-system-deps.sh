@@ -8,6 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have mosquitto || want+=(mosquitto)
 have socat || want+=(socat)
 have mbpoll || want+=(mbpoll)
+have openssl || want+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 
 if [ ${#want[@]} -eq 0 ]; then
