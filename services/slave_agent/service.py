@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from services.slave_agent.core import AgentCore, BalancingLimits
 from services.slave_agent.driver import Driver, DriverError
-from services.slave_agent.schedule import FixedRateSchedule
 from services.slave_agent.settings import SlaveAgentSettings
 from services.slave_agent.sim_driver import LOOP_FAULTS, SimulatedDriver, cells_of_module
 from shared.bus import BusCore, Delivery
@@ -32,6 +31,7 @@ from shared.messages import (
     SlaveModeCommand,
     SlaveStatus,
 )
+from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
     CONFIG_ACK,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.slave_agent.schedule import FixedRateSchedule
+from shared.schedule import FixedRateSchedule
 
 
 @given(st.lists(st.floats(0.0, 0.09), min_size=1, max_size=500))

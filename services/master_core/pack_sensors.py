@@ -1,0 +1,85 @@
+"""The master's own measurements: pack current and pack voltage, through a driver interface.
+
+The simulated driver stands for the current sensor, the voltage divider and the inverter:
+the inverter draws what its load profile asks for, within the BMS limits, and only while
+the contactors are closed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.master_core.load_profiles import LoadProfile
+
+CURRENT_ACCURACY_A = 0.1
+PACK_VOLTAGE_ACCURACY_V = 1.0
+CURRENT_RANGE_A = 200.0
+
+
+@dataclass(frozen=True)
+class PackMeasurement:
+    current_a: float | None
+    """Positive while charging; None when the sensor failed."""
+    pack_voltage_v: float | None
+    bus_voltage_v: float | None
+    """DC-link side of the contactors (for precharge)."""
+
+
+class PackSensors(Protocol):
+    def measure(self, now_s: float) -> PackMeasurement: ...
+
+
+@dataclass
+class InverterState:
+    """What the simulated inverter needs from the BMS each cycle."""
+
+    contactors_closed: bool
+    charge_limit_a: float
+    discharge_limit_a: float
+    soc_pct: float
+    cell_v_min: float
+    cell_v_max: float
+    sum_of_cells_v: float | None
+    bus_voltage_v: float
+
+
+class SimulatedPackSensors:
+    def __init__(self, profile: LoadProfile, *, seed: int = 0) -> None:
+        self.profile = profile
+        self.state: InverterState | None = None
+        self.current_offset_a = 0.0
+        self.voltage_offset_v = 0.0
+        self.sensor_failed = False
+        self._rng = random.Random(seed)
+        self._t0: float | None = None
+
+    def update(self, state: InverterState) -> None:
+        self.state = state
+
+    def true_current_a(self, now_s: float) -> float:
+        s = self.state
+        if s is None or not s.contactors_closed:
+            return 0.0
+        if self._t0 is None:
+            self._t0 = now_s
+        want = self.profile.current_a(now_s - self._t0, soc_pct=s.soc_pct,
+                                      cell_v_min=s.cell_v_min, cell_v_max=s.cell_v_max)  # fmt: skip
+        want = max(-s.discharge_limit_a, min(s.charge_limit_a, want))
+        return max(-CURRENT_RANGE_A, min(CURRENT_RANGE_A, want))
+
+    def measure(self, now_s: float) -> PackMeasurement:
+        s = self.state
+        current = self.true_current_a(now_s)
+        noise_a = self._rng.uniform(-0.5, 0.5) * CURRENT_ACCURACY_A
+        pack_v = None
+        if s is not None and s.sum_of_cells_v is not None:
+            pack_v = s.sum_of_cells_v + self.voltage_offset_v + self._rng.uniform(-0.5, 0.5)
+        return PackMeasurement(
+            current_a=None
+            if self.sensor_failed
+            else round(current + self.current_offset_a + noise_a, 2),
+            pack_voltage_v=pack_v,
+            bus_voltage_v=s.bus_voltage_v if s is not None else 0.0,
+        )

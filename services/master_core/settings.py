@@ -1,0 +1,33 @@
+"""Settings of the master core (flags or BMS_* variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.master_core.load_profiles import parse_profile
+from shared.settings import ServiceSettings
+
+
+class MasterCoreSettings(ServiceSettings):
+    model_config = SettingsConfigDict(cli_prog_name="python -m services.master_core")
+
+    data_dir: str = Field("var", description="directory of the SQLite file (events, SOC, latches)")
+    load_profile: str = Field(
+        "cycle:30:40:20:80",
+        description="simulated inverter: constant:A, pulses:A:A:period_s[:duty], "
+        "cycle:charge_A:discharge_A[:soc_low:soc_high] or csv:file (time_s,current_a)",
+    )
+    auto_close: bool = Field(True, description="close the contactors at start (simulation)")
+    cells_period_s: float = Field(0.5, gt=0, le=10, description="period of pack/cells")
+    balancing_period_s: float = Field(1.0, gt=0, le=60, description="period of balancing commands")
+    heartbeat_timeout_s: float = Field(
+        0.0, ge=0, description="fall back to safe limits without a controller heartbeat (0: off)"
+    )
+    seed: int = Field(0, ge=0, description="random seed of the simulated sensors")
+
+    @field_validator("load_profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        parse_profile(value)
+        return value
