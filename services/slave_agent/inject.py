@@ -19,7 +19,7 @@ def inject_main(argv: list[str]) -> int:
         prog="python -m services.slave_agent inject",
         description="Inject a fault into the simulated battery of a running system.",
     )
-    parser.add_argument("fault", choices=get_args(FaultKind))
+    parser.add_argument("fault", choices=[*get_args(FaultKind), "clear"])
     parser.add_argument("--module", type=int, help="module index (default: every module)")
     parser.add_argument("--channel", type=int, help="cell or sensor channel within the module")
     parser.add_argument("--target", choices=("cell", "temp"), help="channel kind of sensor faults")

@@ -20,15 +20,15 @@ FaultKind = Literal[
     "slow_samples",
     "late_samples",
     "crash",
-    "clear",
 ]
+"""Faults the simulated hardware can play."""
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class SimControl(Message):
     """Inject or clear a fault in the simulated hardware at run time."""
 
-    fault: FaultKind
+    fault: FaultKind | Literal["clear"]
     module: ModuleIndex | None = None
     """None targets every module."""
     channel: int | None = Field(None, ge=0, lt=MAX_CELLS_PER_MODULE)

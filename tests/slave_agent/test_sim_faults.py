@@ -7,8 +7,9 @@ import pytest
 
 from services.slave_agent.sim.cells import CellBankParams
 from services.slave_agent.sim.faults import FAULT_KINDS, FaultKind, FaultSet, FaultTarget
-from services.slave_agent.sim.measurement import ChannelFlag, MeasurementParams
+from services.slave_agent.sim.measurement import MeasurementParams
 from services.slave_agent.sim.module import SimulatedModule
+from shared.messages.slave import ChannelFlag
 
 N, SENSORS = 14, 4
 WIRE, OUT = int(ChannelFlag.OPEN_WIRE), int(ChannelFlag.OUT_OF_RANGE)

@@ -101,11 +101,3 @@ def test_a_module_without_temperature_sensors() -> None:
     chain = MeasurementChain(6, 0)
     assert chain.sensor_temp_c(np.full(6, 25.0)).shape == (0,)
     assert chain.measure_temps_c(np.zeros(0)).shape == (0,)
-
-
-def test_flag_values_match_the_bus_contract() -> None:
-    try:
-        from shared.messages.slave import ChannelFlag as ContractFlag
-    except ImportError as exc:  # the contract package may not import while it is being edited
-        pytest.skip(f"shared.messages does not import: {exc}")
-    assert {f.name: int(f) for f in ContractFlag} == {f.name: int(f) for f in ChannelFlag}

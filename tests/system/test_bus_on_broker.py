@@ -23,16 +23,7 @@ from shared.netfault import TcpFaultProxy
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, SERVICE_STATUS
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return predicate()
+from .agents import ROOT, wait_until
 
 
 class Pump:

@@ -9,8 +9,9 @@ from services.slave_agent.sim.balancing import (
 )
 from services.slave_agent.sim.cells import LFP_OCV_V, NMC_OCV_V, CellBank, CellBankParams
 from services.slave_agent.sim.faults import ActiveFault, FaultKind, FaultSet, FaultTarget
-from services.slave_agent.sim.measurement import ChannelFlag, MeasurementChain, MeasurementParams
+from services.slave_agent.sim.measurement import MeasurementChain, MeasurementParams
 from services.slave_agent.sim.module import Reading, SimulatedModule, Truth
+from shared.messages.slave import ChannelFlag
 
 __all__ = [
     "BALANCING_CURRENT_LIMIT_A",

@@ -40,7 +40,8 @@ from typing import Final, Literal, get_args
 import numpy as np
 from numpy.typing import NDArray
 
-from services.slave_agent.sim.measurement import ChannelFlag
+from shared.messages.sim import FaultKind
+from shared.messages.slave import ChannelFlag
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -62,18 +63,6 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-FaultKind = Literal[
-    "cell_drift",
-    "over_temperature",
-    "under_temperature",
-    "open_wire",
-    "stuck_sensor",
-    "noisy_channel",
-    "dropout",
-    "slow_samples",
-    "late_samples",
-    "crash",
-]
 FaultTarget = Literal["cell", "temp", "module"]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 

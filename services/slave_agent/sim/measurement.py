@@ -20,33 +20,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntFlag
 from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.config.limits import (
+    CELL_TEMPERATURE_MAX_C,
+    CELL_TEMPERATURE_MIN_C,
+    CELL_VOLTAGE_ACCURACY_V,
+    CELL_VOLTAGE_MAX_V,
+    CELL_VOLTAGE_MIN_V,
+)
+from shared.messages.slave import ChannelFlag
+
 FloatArray = NDArray[np.float64]
 
 
-class ChannelFlag(IntFlag):
-    """Flags of one reading (bit mask).
-
-    Same values as `shared.messages.slave.ChannelFlag`, the bus contract; keep them equal.
-    """
-
-    NONE = 0
-    OPEN_WIRE = 1
-    OUT_OF_RANGE = 2
-    SENSOR_FAULT = 4
-
-
-# Same values as shared/config/limits.py (the product's hardware limits).
-CELL_VOLTAGE_ACCURACY_V: Final = 0.050
-CELL_VOLTAGE_MIN_MV: Final = 1000
-CELL_VOLTAGE_MAX_MV: Final = 4950
-CELL_TEMPERATURE_MIN_C: Final = -40.0
-CELL_TEMPERATURE_MAX_C: Final = 125.0
+CELL_VOLTAGE_MIN_MV: Final = round(CELL_VOLTAGE_MIN_V * 1000)
+CELL_VOLTAGE_MAX_MV: Final = round(CELL_VOLTAGE_MAX_V * 1000)
 
 # Where the converters saturate; also the bounds of the telemetry payload fields.
 ADC_FULL_SCALE_MV: Final = 6000

@@ -23,12 +23,12 @@ from services.slave_agent.sim.measurement import (
     ADC_FULL_SCALE_MV,
     TEMP_READING_MAX_C,
     TEMP_READING_MIN_C,
-    ChannelFlag,
     MeasurementChain,
     MeasurementParams,
     cell_range_flags,
     temp_range_flags,
 )
+from shared.messages.slave import ChannelFlag
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
