@@ -13,6 +13,9 @@ CELL_VOLTAGE_ACCURACY_V: Final = 0.050
 
 PACK_VOLTAGE_MAX_V: Final = 980.0
 
+PACK_VOLTAGE_ACCURACY_V: Final = 1.0
+"""Specified pack-voltage accuracy (±) of the master's measurement."""
+
 CURRENT_MIN_A: Final = -200.0
 CURRENT_MAX_A: Final = 200.0
 """Pack-current measurement range; positive = charge."""

@@ -20,6 +20,7 @@ from shared.config.limits import (
     CELL_VOLTAGE_MIN_V,
     CURRENT_MAX_A,
     CURRENT_MIN_A,
+    PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
 )
 
@@ -310,7 +311,10 @@ class ProtectionConfig(ConfigModel):
             ),
             deep_discharge_v=p.deep_discharge_v,
             # Worst case: every cell reading off by its full accuracy in the same direction.
-            pack_plausibility_tolerance_v=round(max(0.1, n * CELL_VOLTAGE_ACCURACY_V), 2),
+            # worst case of the pack sensor (±1 V) plus every cell channel (±50 mV each)
+            pack_plausibility_tolerance_v=round(
+                PACK_VOLTAGE_ACCURACY_V + n * CELL_VOLTAGE_ACCURACY_V, 2
+            ),
         )
 
 

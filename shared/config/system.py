@@ -22,9 +22,11 @@ from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig
 from shared.config.limits import (
     BALANCING_CURRENT_MAX_MA,
     CELL_TEMPERATURE_MIN_C,
+    CELL_VOLTAGE_ACCURACY_V,
     CELLS_IN_SERIES_MAX,
     CURRENT_MAX_A,
     INSULATION_MIN_OHM_PER_V,
+    PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
 )
 from shared.config.protection import ProtectionConfig
@@ -405,7 +407,9 @@ class SystemConfig(ConfigModel):
                 f"{INSULATION_MIN_OHM_PER_V:g} Ω/V x {fmt(ov_fault, 'V')} = {fmt(floor_ohm, 'ohm')}"
             )
         nominal = self.nominal_pack_voltage_v
-        if p.pack_plausibility_tolerance_v > 0.1 * nominal:
+        # the sensors' own error sets a floor; beyond it, 10 % of the pack is the useful limit
+        floor_v = PACK_VOLTAGE_ACCURACY_V + self.total_cells * CELL_VOLTAGE_ACCURACY_V
+        if p.pack_plausibility_tolerance_v > max(0.1 * nominal, floor_v):
             out.append(
                 f"protection.pack_plausibility_tolerance_v: "
                 f"{fmt(p.pack_plausibility_tolerance_v, 'V')} is more than 10 % of the nominal "

@@ -68,6 +68,8 @@ class PackState(Message):
     alarms: list[Code] = Field(default_factory=list, max_length=64)
     warnings: list[Code] = Field(default_factory=list, max_length=64)
     stale_modules: list[int] = Field(default_factory=list, max_length=MAX_CELLS_PER_MODULE)
+    balancing: str = Field("", max_length=200)
+    """Why balancing runs, or why it does not."""
 
 
 class CellSnapshot(Message):
