@@ -86,6 +86,9 @@ class PackAggregator:
         state.received_s = now_s
         return None
 
+    def seen_modules(self) -> frozenset[int]:
+        return frozenset(m for m, s in enumerate(self.modules) if s.received_s is not None)
+
     def stale(self, now_s: float, period_s: float) -> tuple[int, ...]:
         limit = self.timeout_periods * period_s
         return tuple(

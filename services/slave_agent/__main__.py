@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["inject"]:
         return inject_main(args[1:])
-    settings = CliApp.run(SlaveAgentSettings, cli_args=args, cli_settings_source=None)
+    settings = CliApp.run(SlaveAgentSettings, cli_args=args)
     return run(settings)
 
 

@@ -1,0 +1,157 @@
+"""Fault-reaction latency: injected cell over-voltage -> contactors open, for 1 and 10 systems.
+
+Each system runs a real slave agent and a real master on one mosquitto. A cell is driven
+over its fault threshold; the latency runs from the first telemetry sample beyond the
+threshold to the first pack state with the contactors in fault. Prints p50/p99 and the
+overhead beyond the configured delay. Figures only: no pass/fail.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.broker import MosquittoBroker, find_mosquitto  # noqa: E402
+from shared.bus import Delivery, MqttBus  # noqa: E402
+from shared.commands import CommandClient  # noqa: E402
+from shared.config import SystemConfig  # noqa: E402
+from shared.messages import (  # noqa: E402
+    CellTelemetry,
+    ConfigMessage,
+    ContactorsArgs,
+    PackState,
+    ResetFaultsArgs,
+    SimControl,
+)
+from shared.settings import parse_mqtt_url  # noqa: E402
+from shared.topics import CONFIG, PACK_STATE, SIM_CONTROL, SLAVE_TELEMETRY  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+
+
+class System:
+    def __init__(self, url: str, system: str, tmp: Path) -> None:
+        self.id = system
+        self.config = SystemConfig.from_preset(
+            "NMC", system_id=system, modules=2, cells_per_module=4
+        )
+        self.fault = self.config.protection.cell_overvoltage.fault
+        self.bus = MqttBus(parse_mqtt_url(url), system=system, service="bench", kind="bench")
+        self.crossed: float | None = None
+        self.tripped: float | None = None
+        self.state: PackState | None = None
+        self.bus.subscribe(SLAVE_TELEMETRY, self._telemetry, module=1)
+        self.bus.subscribe(PACK_STATE, self._state)
+        self.client = CommandClient(self.bus)
+        self.bus.start(wait_s=10)
+        self.bus.publish(CONFIG, ConfigMessage(config=self.config))
+        env = dict(os.environ, BMS_MQTT_URL=url, BMS_SYSTEM=system, PYTHONPATH=str(ROOT),
+                   BMS_DATA_DIR=str(tmp / system), BMS_LOAD_PROFILE="constant:0")  # fmt: skip
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name in ("slave_agent", "master_core")
+        ]
+
+    def _telemetry(self, d: Delivery[CellTelemetry]) -> None:
+        if self.crossed is None and d.message.cell_mv[2] > self.fault.threshold * 1000:
+            self.crossed = d.message.sample_ts
+
+    def _state(self, d: Delivery[PackState]) -> None:
+        self.state = d.message
+        if self.crossed is not None and self.tripped is None and d.message.contactors == "fault":
+            self.tripped = d.message.ts
+
+    def inject(self, fault: str, value: float | None = None) -> None:
+        self.bus.publish(SIM_CONTROL, SimControl(fault=fault, module=1, channel=2, value=value))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(10)
+        self.bus.stop()
+
+
+def pump(systems: list[System], seconds: float, until: object = None) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for s in systems:
+            s.bus.process()
+        if callable(until) and until():
+            return
+        time.sleep(0.005)
+
+
+def run(n: int, url: str, tmp: Path) -> list[float]:
+    systems = [System(url, f"bench{i}", tmp) for i in range(n)]
+    latencies: list[float] = []
+    try:
+        pump(systems, 60, lambda: all(s.state and s.state.contactors == "closed" for s in systems))
+        for _ in range(ROUNDS):
+            for s in systems:
+                s.crossed = s.tripped = None
+                s.inject("cell_drift", 5.0)  # abrupt: crosses the threshold within a sample
+            pump(systems, 10, lambda: all(s.tripped for s in systems))
+            latencies += [s.tripped - s.crossed for s in systems if s.tripped and s.crossed]
+            for s in systems:
+                s.inject("clear")
+            pump(systems, 1.5)
+            for s in systems:
+                s.client.send("reset_faults", ResetFaultsArgs())
+            pump(systems, 1.0)
+            for s in systems:
+                s.client.send("contactors", ContactorsArgs(action="close"))
+            pump(
+                systems,
+                20,
+                lambda: all(s.state and s.state.contactors == "closed" for s in systems),
+            )
+    finally:
+        for s in systems:
+            s.close()
+    return latencies
+
+
+def report(n: int, latencies: list[float], delay_s: float) -> None:
+    if not latencies:
+        print(f"{n:>2} system(s): no trips measured")
+        return
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    ms = [1000 * x for x in (p50, p99, delay_s, p50 - delay_s, p99 - delay_s)]
+    print(
+        f"{n:>2} system(s), {len(ordered)} trips: p50 {ms[0]:6.0f} ms  p99 {ms[1]:6.0f} ms"
+        f"  overhead beyond the {ms[2]:.0f} ms delay: p50 {ms[3]:5.0f} ms  p99 {ms[4]:5.0f} ms"
+    )
+
+
+def main() -> None:
+    if find_mosquitto() is None:
+        print("mosquitto not installed: skipped")
+        return
+    delay = SystemConfig.from_preset(
+        "NMC", modules=2, cells_per_module=4
+    ).protection.cell_overvoltage.fault.delay_s
+    print("fault reaction: cell over-voltage -> contactors open (sample 0.1 s)")
+    with MosquittoBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        for n in (1, 10):
+            report(n, run(n, broker.url, Path(tmp)), delay)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""`python -m services.master_core [--help]`: the master of one system."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pydantic_settings import CliApp
+
+from services.master_core.service import MasterCore
+from services.master_core.settings import MasterCoreSettings
+from services.master_core.stores import Store
+from shared.bus import MqttBus
+from shared.settings import configure_logging
+
+KIND = "master_core"
+
+
+def run(settings: MasterCoreSettings) -> int:
+    configure_logging(settings.log_level)
+    bus = MqttBus.from_settings(settings, kind=KIND)
+    store = Store(Path(settings.data_dir) / f"master_core-{settings.system}.sqlite")
+    master = MasterCore(settings, bus, store)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    bus.start()
+    try:
+        master.run(stop.is_set)
+    finally:
+        master.stop()
+        bus.stop()
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return run(CliApp.run(MasterCoreSettings, cli_args=args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,649 @@
+"""Per-cell state of charge: coulomb counting with OCV and anchor corrections, and a 1RC EKF.
+
+Conventions: SOC in % (0-100) on the OCV table's scale, pack current in A (positive =
+charging, the same current flows through every series cell), cell voltages in V as a numpy array
+in series order (NaN = not measured this time), time in s passed in by the caller. Everything is
+vectorised over cells; no Python loop per cell.
+
+Why voltage corrections are guarded: the cell-voltage accuracy is ±50 mV. A voltage error maps
+to a SOC error of error / (dOCV/dSOC): about 5 % on NMC (9 mV/%) but 20-250 % on the LFP plateau
+(0.2-2.4 mV/%). Both estimators therefore look at the OCV slope before trusting a voltage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from shared.config.chemistry import ChemistryPreset
+from shared.config.system import SystemConfig
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+STATE_VERSION = 1
+_P = TypeVar("_P")
+
+# Added per index to the OCV table for the inverse lookup: np.interp needs strictly increasing
+# x, and a table may hold the same voltage twice on a plateau. 1 nV is far below any sensor.
+_FLAT_RAMP_V = 1e-9
+
+
+class OcvCurve:
+    """OCV(SOC) table: vectorised lookup, inverse and slope (linear interpolation, clamped)."""
+
+    def __init__(self, soc_pct: Sequence[float], ocv_v: Sequence[float]) -> None:
+        soc = np.asarray(soc_pct, dtype=np.float64)
+        volts = np.asarray(ocv_v, dtype=np.float64)
+        if soc.ndim != 1 or soc.shape != volts.shape or len(soc) < 2:
+            raise ValueError("the OCV table needs two equally long lists of at least 2 points")
+        if soc[0] != 0.0 or soc[-1] != 100.0 or np.any(np.diff(soc) <= 0.0):
+            raise ValueError("OCV table SOC must rise strictly from 0 % to 100 %")
+        if np.any(np.diff(volts) < 0.0) or not np.all(np.isfinite(volts)):
+            raise ValueError("OCV table voltages must be finite and must not fall with SOC")
+        self.soc_pct: FloatArray = soc
+        self.ocv_v: FloatArray = volts
+        self._v_inverse: FloatArray = volts + _FLAT_RAMP_V * np.arange(len(volts))
+        segment = np.diff(volts) / np.diff(soc)
+        # Slope at the table points = mean of the two segments: continuous in SOC, so the EKF
+        # gain does not jump when the estimate crosses a table point.
+        knots = np.empty_like(soc)
+        knots[0], knots[-1] = segment[0], segment[-1]
+        knots[1:-1] = 0.5 * (segment[:-1] + segment[1:])
+        self._slope_v_per_pct: FloatArray = knots
+
+    @classmethod
+    def from_preset(cls, preset: ChemistryPreset) -> Self:
+        return cls(preset.ocv_table_soc_pct, preset.ocv_table_v)
+
+    def voltage(self, soc_pct: ArrayLike) -> FloatArray:
+        return np.interp(np.asarray(soc_pct, dtype=np.float64), self.soc_pct, self.ocv_v)
+
+    def slope_v_per_pct(self, soc_pct: ArrayLike) -> FloatArray:
+        """dOCV/dSOC in V per % SOC."""
+        s = np.asarray(soc_pct, dtype=np.float64)
+        return np.interp(s, self.soc_pct, self._slope_v_per_pct)
+
+    def soc(self, ocv_v: ArrayLike) -> FloatArray:
+        """SOC in % of a rested voltage (inverse lookup, clamped to 0-100 %)."""
+        return np.interp(np.asarray(ocv_v, dtype=np.float64), self._v_inverse, self.soc_pct)
+
+    def soc_spread_pct(self, ocv_v: ArrayLike, error_v: float) -> FloatArray:
+        """Half the SOC span that a voltage reading ± `error_v` is compatible with."""
+        v = np.asarray(ocv_v, dtype=np.float64)
+        return 0.5 * (self.soc(v + error_v) - self.soc(v - error_v))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"soc_pct": self.soc_pct.tolist(), "ocv_v": self.ocv_v.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cls(data["soc_pct"], data["ocv_v"])
+
+
+def pack_soc_pct(cell_soc_pct: ArrayLike) -> float:
+    """SOC of a series string from its cell SOCs (NaN cells ignored; NaN if none is known).
+
+    A series string is empty when its weakest cell is empty and full when its highest cell is
+    full, so 0 % must mean "the first cell reached empty" and 100 % "the first cell reached
+    full": SOC = min / (min + (100 - max)) x 100. It equals the cell SOC for a balanced string,
+    and the charge the string can still deliver and take stays proportional to SOC and 100 - SOC.
+    With one cell empty and another full the string can do neither; the result is then 0 %
+    (discharge is the side that must stop first).
+    """
+    soc = np.asarray(cell_soc_pct, dtype=np.float64)
+    known = soc[np.isfinite(soc)]
+    if known.size == 0:
+        return math.nan
+    low = float(np.clip(known.min(), 0.0, 100.0))
+    high = float(np.clip(known.max(), 0.0, 100.0))
+    room = low + (100.0 - high)
+    if room <= 0.0:
+        return 0.0
+    return 100.0 * low / room
+
+
+def _clip_pct(x: FloatArray) -> FloatArray:
+    # Two ufuncs: np.clip's Python wrapper costs more than the work on 196 cells.
+    out: FloatArray = np.minimum(np.maximum(x, 0.0), 100.0)
+    return out
+
+
+def _cells(value: ArrayLike, n_cells: int, name: str) -> FloatArray:
+    out = np.broadcast_to(np.asarray(value, dtype=np.float64), (n_cells,)).copy()
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name}: every cell needs a finite value")
+    return out
+
+
+def _voltages(cell_v: ArrayLike | None, n_cells: int) -> FloatArray | None:
+    if cell_v is None:
+        return None
+    v = np.asarray(cell_v, dtype=np.float64)
+    if v.shape != (n_cells,):
+        raise ValueError(f"expected {n_cells} cell voltages, got shape {v.shape}")
+    return v
+
+
+def _params_from_dict(cls: type[_P], data: Mapping[str, Any]) -> _P:
+    # Unknown keys are dropped so a state written by a newer version still loads.
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: float(v) for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class CoulombParams:
+    """Settings of the coulomb counter; the defaults suit the ±50 mV / ±0.1 A hardware."""
+
+    charge_efficiency: float = 0.999
+    """Coulombic efficiency applied to charge current (Li-ion > 99.9 % when new)."""
+    rest_c_rate: float = 0.02
+    """|I| below this (x capacity) counts as rest: 2 A on 100 Ah, twenty times the 0.1 A
+    accuracy (robust to a 1 %-of-C offset); the IR drop at C/50 is a few mV."""
+    rest_time_s: float = 900.0
+    """Rest needed before the OCV is trusted. The RC relaxation is over after 5 tau (1RC fits of
+    PyBaMM cells: tau 25-60 s); PyBaMM NMC/LFP cells are within 1 mV of OCV after 15 min."""
+    ocv_average_s: float = 10.0
+    """Time constant of the voltage average taken during rest (removes sample noise)."""
+    voltage_error_v: float = 0.05
+    """Cell-voltage accuracy (offset + noise). Sets how much an OCV reading is worth."""
+    max_ocv_soc_error_pct: float = 10.0
+    """No OCV correction where the reading ± voltage_error_v spans more than ± this SOC, i.e.
+    where the mean OCV slope over that span is below voltage_error_v / this: 5 mV/% at ±50 mV
+    (see `min_ocv_slope_mv_per_pct`). The LFP plateau (0.2-2.4 mV/%) is skipped, Chen2020 NMC
+    (7-12 mV/% over most of the range) is used. A flatter curve is skipped rather than weighted
+    down: a weight treats the error as random, but a channel offset is the same at every rest;
+    on the LFP plateau a +50 mV offset points 30-40 % too high (bms-practice §2.3: +41.8 % after
+    an OCV reset). Hysteresis is not modelled: for LFP, include it in voltage_error_v."""
+
+    @property
+    def min_ocv_slope_mv_per_pct(self) -> float:
+        return 1000.0 * self.voltage_error_v / self.max_ocv_soc_error_pct
+
+    current_error_a: float = 0.1
+    """Current offset + noise: the SOC uncertainty grows by this x time / capacity."""
+    current_gain_error: float = 0.01
+    """Relative error of the counted charge (sensor gain, capacity estimate)."""
+    full_margin_v: float = 0.05
+    """Full anchor: cell voltage >= charge_v - this while the current has fallen to the tail
+    current within full_window_s of charging (end of the CV phase). The voltage accuracy: a cell
+    held at charge_v reads at least charge_v - 50 mV."""
+    full_tail_c_rate: float = 0.05
+    """Tail current (x capacity) of the CV phase below which a cell at charge_v is full (C/20)."""
+    full_window_s: float = 60.0
+    """The full anchor needs charge current within this time. A cell resting for long near
+    charge_v is left to the OCV correction: at rest 4.15 V is only ~96 % on NMC."""
+    empty_margin_v: float = 0.0
+    """Empty anchor: cell voltage <= discharge_cutoff_v + this, while discharging gently."""
+    empty_max_c_rate: float = 0.2
+    """Empty anchor only below this discharge rate: at high current the IR drop reaches the
+    cut-off long before the cell is empty (NMC 1RC: ~0.2 V at 1C)."""
+    anchor_hold_s: float = 10.0
+    """An anchor condition must hold this long (filters single noisy samples)."""
+    anchor_std_pct: float = 2.0
+    """SOC uncertainty right after an anchor."""
+    max_gap_s: float = 5.0
+    """Longer gaps between samples are not integrated (the current in between is unknown);
+    the SOC uncertainty grows by the charge the larger of both currents could have moved."""
+
+
+class CoulombCounter:
+    """Per-cell coulomb counting with OCV correction after rest and full/empty anchors.
+
+    Each cell has a SOC and a standard deviation (%) that grows with the counting error and
+    shrinks at corrections. An OCV correction after rest is a weighted blend, w = var_cc /
+    (var_cc + var_ocv) with sd_ocv = the SOC spread of the ±voltage_error_v reading, and is
+    skipped where that spread exceeds max_ocv_soc_error_pct. One correction per rest:
+    the voltage offset of a channel is the same in every sample, so repeating it would count the
+    same error again.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_cells: int,
+        capacity_ah: ArrayLike,
+        ocv: OcvCurve,
+        charge_v: float,
+        discharge_cutoff_v: float,
+        params: CoulombParams | None = None,
+        initial_soc_pct: ArrayLike = 50.0,
+        initial_std_pct: ArrayLike = 30.0,
+    ) -> None:
+        if n_cells < 1:
+            raise ValueError("n_cells must be at least 1")
+        self.n_cells = n_cells
+        self.ocv = ocv
+        self.charge_v = float(charge_v)
+        self.discharge_cutoff_v = float(discharge_cutoff_v)
+        self.params = params or CoulombParams()
+        self.capacity_ah = _cells(capacity_ah, n_cells, "capacity_ah")
+        if np.any(self.capacity_ah <= 0.0):
+            raise ValueError("capacity_ah must be positive")
+        self.soc_pct = np.clip(_cells(initial_soc_pct, n_cells, "initial_soc_pct"), 0.0, 100.0)
+        self.soc_std_pct = np.abs(_cells(initial_std_pct, n_cells, "initial_std_pct"))
+        self._last_s: float | None = None
+        self._last_current_a = 0.0
+        self.rest_s = 0.0
+        self._ocv_done = False
+        self._rest_v = np.full(n_cells, np.nan)
+        self._full_s = np.zeros(n_cells)
+        self._since_charge_s = math.inf
+        self._empty_s = np.zeros(n_cells)
+        self.ocv_corrections = 0
+        self.anchors = 0
+        self.reference_soc_pct = np.full(n_cells, np.nan)
+        """SOC known independently of counting in the last update (OCV after rest or anchor),
+        NaN elsewhere: the points a capacity estimate needs (`SohEstimator.add_reference`)."""
+        self.reference_std_pct = np.full(n_cells, np.nan)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SystemConfig,
+        params: CoulombParams | None = None,
+        initial_soc_pct: ArrayLike = 50.0,
+        initial_std_pct: ArrayLike = 30.0,
+    ) -> Self:
+        chem = config.cell_chemistry
+        return cls(
+            n_cells=config.total_cells,
+            capacity_ah=config.cell_capacity_ah,
+            ocv=OcvCurve.from_preset(chem),
+            charge_v=chem.charge_v,
+            discharge_cutoff_v=chem.discharge_cutoff_v,
+            params=params,
+            initial_soc_pct=initial_soc_pct,
+            initial_std_pct=initial_std_pct,
+        )
+
+    def start_from_rest(self, cell_v: ArrayLike) -> FloatArray:
+        """Initial SOC from rested voltages (first start, no stored state).
+
+        The OCV guess is used everywhere, also on flat curves (there is nothing better), but its
+        uncertainty is the SOC spread of the ±voltage_error_v reading, so later corrections
+        weigh it accordingly. NaN voltages keep their SOC.
+        """
+        v = _voltages(cell_v, self.n_cells)
+        assert v is not None
+        ok = np.isfinite(v)
+        spread = self.ocv.soc_spread_pct(np.where(ok, v, 0.0), self.params.voltage_error_v)
+        self.soc_pct = np.where(ok, self.ocv.soc(np.where(ok, v, 0.0)), self.soc_pct)
+        self.soc_std_pct = np.where(ok, np.maximum(spread, 0.5), self.soc_std_pct)
+        return self.soc_pct
+
+    def update(self, now_s: float, current_a: float, cell_v: ArrayLike | None = None) -> FloatArray:
+        """Take one sample; returns the cell SOCs (%). `cell_v` None: counting only."""
+        p = self.params
+        v = _voltages(cell_v, self.n_cells)
+        self.reference_soc_pct = np.full(self.n_cells, np.nan)
+        self.reference_std_pct = np.full(self.n_cells, np.nan)
+        current = float(current_a) if math.isfinite(current_a) else 0.0
+        dt = 0.0 if self._last_s is None else now_s - self._last_s
+        if dt < 0.0:
+            dt = 0.0  # clock stepped back: take the sample, count nothing
+        if 0.0 < dt <= p.max_gap_s:
+            mean_a = 0.5 * (self._last_current_a + current)
+            eff = p.charge_efficiency if mean_a > 0.0 else 1.0
+            moved = 100.0 * eff * mean_a * dt / (3600.0 * self.capacity_ah)
+            self.soc_pct = _clip_pct(self.soc_pct + moved)
+            self.soc_std_pct = self.soc_std_pct + 100.0 * dt * (
+                p.current_error_a + p.current_gain_error * abs(mean_a)
+            ) / (3600.0 * self.capacity_ah)
+        elif dt > p.max_gap_s:
+            worst = max(abs(self._last_current_a), abs(current)) + p.current_error_a
+            self.soc_std_pct = self.soc_std_pct + 100.0 * worst * dt / (3600.0 * self.capacity_ah)
+        self._last_s = now_s
+        self._last_current_a = current
+        # Never claim more certainty than a perfect count would have, nor more than 0-100 % holds.
+        self.soc_std_pct = _clip_pct(self.soc_std_pct)
+        self._track_rest(dt, current, v)
+        if v is not None:
+            self._anchors(dt, current, v)
+        return self.soc_pct
+
+    @property
+    def pack_soc_pct(self) -> float:
+        return pack_soc_pct(self.soc_pct)
+
+    def _track_rest(self, dt: float, current: float, v: FloatArray | None) -> None:
+        p = self.params
+        resting = abs(current) < p.rest_c_rate * float(self.capacity_ah.min())
+        if not resting:
+            if self.rest_s > 0.0 or self._ocv_done:
+                self.rest_s = 0.0
+                self._ocv_done = False
+                self._rest_v = np.full(self.n_cells, np.nan)
+            return
+        self.rest_s += dt
+        if v is None:
+            return
+        alpha = dt / (p.ocv_average_s + dt) if dt > 0.0 else 1.0
+        fresh = np.isnan(self._rest_v)
+        self._rest_v = np.where(
+            fresh,
+            v,
+            np.where(np.isfinite(v), self._rest_v + alpha * (v - self._rest_v), self._rest_v),
+        )
+        if self.rest_s >= p.rest_time_s and not self._ocv_done:
+            self._ocv_done = True
+            self._ocv_correct(self._rest_v)
+
+    def _ocv_correct(self, v: FloatArray) -> None:
+        p = self.params
+        ok = np.isfinite(v)
+        v0 = np.where(ok, v, 0.0)
+        # The SOC span the reading ± error allows: the curve's slope at the sensor's resolution.
+        spread = self.ocv.soc_spread_pct(v0, p.voltage_error_v)
+        use = ok & (spread <= p.max_ocv_soc_error_pct)
+        if not np.any(use):
+            return
+        ocv_std = np.maximum(spread, 1e-3)
+        var_cc = self.soc_std_pct**2
+        weight = var_cc / (var_cc + ocv_std**2)
+        target = self.ocv.soc(v0)
+        self.soc_pct = np.where(use, self.soc_pct + weight * (target - self.soc_pct), self.soc_pct)
+        self.soc_std_pct = np.where(use, np.sqrt((1.0 - weight) * var_cc), self.soc_std_pct)
+        self.ocv_corrections += int(np.count_nonzero(use))
+        self.reference_soc_pct = np.where(use, target, self.reference_soc_pct)
+        self.reference_std_pct = np.where(use, ocv_std, self.reference_std_pct)
+
+    def _anchors(self, dt: float, current: float, v: FloatArray) -> None:
+        p = self.params
+        c_min = float(self.capacity_ah.min())
+        # The rest band on the other side tolerates current-sensor noise around zero.
+        rest_a = p.rest_c_rate * c_min
+        self._since_charge_s = 0.0 if current >= rest_a else self._since_charge_s + dt
+        tail = -rest_a < current <= p.full_tail_c_rate * c_min
+        tail = tail and self._since_charge_s <= p.full_window_s
+        gentle = -p.empty_max_c_rate * c_min <= current < rest_a
+        if not (tail or gentle):
+            if self._full_s.any() or self._empty_s.any():
+                self._full_s = np.zeros(self.n_cells)
+                self._empty_s = np.zeros(self.n_cells)
+            return
+        with np.errstate(invalid="ignore"):
+            at_full = tail & (v >= self.charge_v - p.full_margin_v)
+            at_empty = gentle & (v <= self.discharge_cutoff_v + p.empty_margin_v)
+        self._full_s = np.where(at_full, self._full_s + dt, 0.0)
+        self._empty_s = np.where(at_empty, self._empty_s + dt, 0.0)
+        full = self._full_s >= p.anchor_hold_s
+        empty = self._empty_s >= p.anchor_hold_s
+        hit = full | empty
+        if np.any(hit):
+            self.soc_pct = np.where(full, 100.0, np.where(empty, 0.0, self.soc_pct))
+            self.soc_std_pct = np.where(hit, p.anchor_std_pct, self.soc_std_pct)
+            self.reference_soc_pct = np.where(hit, self.soc_pct, self.reference_soc_pct)
+            self.reference_std_pct = np.where(hit, p.anchor_std_pct, self.reference_std_pct)
+            held = np.maximum(self._full_s, self._empty_s)
+            self.anchors += int(np.count_nonzero(hit & (held - dt < p.anchor_hold_s)))
+
+    def load_state(self, data: Mapping[str, Any]) -> bool:
+        """Take the SOC of a stored `to_dict()`; False (state unchanged) if the cell count differs.
+
+        Only SOC and its uncertainty are taken: rest timers start again after a restart, and
+        capacity and settings come from the current configuration.
+        """
+        soc = np.asarray(data.get("soc_pct", ()), dtype=np.float64)
+        std = np.asarray(data.get("soc_std_pct", ()), dtype=np.float64)
+        if soc.shape != (self.n_cells,) or std.shape != (self.n_cells,):
+            return False
+        if not (np.all(np.isfinite(soc)) and np.all(np.isfinite(std))):
+            return False
+        self.soc_pct = np.clip(soc, 0.0, 100.0)
+        self.soc_std_pct = np.clip(np.abs(std), 0.0, 100.0)
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state (lists and floats), for the SQLite state store."""
+        return {
+            "kind": "coulomb_counter",
+            "version": STATE_VERSION,
+            "soc_pct": self.soc_pct.tolist(),
+            "soc_std_pct": self.soc_std_pct.tolist(),
+            "capacity_ah": self.capacity_ah.tolist(),
+            "charge_v": self.charge_v,
+            "discharge_cutoff_v": self.discharge_cutoff_v,
+            "ocv": self.ocv.to_dict(),
+            "params": asdict(self.params),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        if data.get("kind") != "coulomb_counter" or data.get("version") != STATE_VERSION:
+            raise ValueError("not a coulomb counter state of this version")
+        soc = list(data["soc_pct"])
+        return cls(
+            n_cells=len(soc),
+            capacity_ah=data["capacity_ah"],
+            ocv=OcvCurve.from_dict(data["ocv"]),
+            charge_v=float(data["charge_v"]),
+            discharge_cutoff_v=float(data["discharge_cutoff_v"]),
+            params=_params_from_dict(CoulombParams, data["params"]),
+            initial_soc_pct=soc,
+            initial_std_pct=data["soc_std_pct"],
+        )
+
+
+@dataclass(frozen=True)
+class EkfParams:
+    """1RC cell model and noise settings of `EkfSoc` (defaults: ±50 mV, ±0.1 A hardware)."""
+
+    r0_ohm: float
+    r1_ohm: float
+    c1_f: float
+    charge_efficiency: float = 0.999
+    voltage_error_v: float = 0.05
+    """Measurement noise (1 sigma) of a cell voltage: sensor error plus 1RC model error."""
+    current_noise_a: float = 0.1
+    soc_walk_pct_per_sqrt_h: float = 0.5
+    """Process noise of SOC beyond the current noise (current offset, capacity error)."""
+    v_rc_walk_v_per_sqrt_s: float = 0.002
+    """Process noise of V_rc: the 1RC model misses diffusion and temperature effects."""
+    max_soc_error_pct: float = 10.0
+    """No voltage update where the OCV slope at the estimate is below voltage_error_v / this
+    (5 mV/% at ±50 mV, `min_ocv_slope_mv_per_pct`), unless the cell rests at a voltage whose
+    ± voltage_error_v span is within ± this SOC (a reading on a knee still corrects an estimate
+    stuck on a plateau). The SOC gain falls with the slope anyway (K_soc = (slope x p11 + p12)
+    / S, tested), but a filter updating 10 times a second averages the noise away and keeps
+    the channel offset: the estimate converges to offset / slope, here at most 10 % SOC; on the
+    LFP plateau (0.2-2.4 mV/%) it would be 20-250 %."""
+    rest_c_rate: float = 0.02
+    """|I| below this (x capacity) is rest for the reading-side slope check. Under load the
+    1RC model misses tens of mV of LFP overpotential, which would fake a knee."""
+    max_gap_s: float = 5.0
+
+    @property
+    def min_ocv_slope_mv_per_pct(self) -> float:
+        return 1000.0 * self.voltage_error_v / self.max_soc_error_pct
+
+
+class EkfSoc:
+    """Extended Kalman filter on a 1RC model, one independent 2-state filter per cell.
+
+    State [SOC %, V_rc V]; terminal voltage = OCV(SOC) + V_rc + R0 x I (I positive charging),
+    H = [dOCV/dSOC, 1]. The 2 x 2 covariance of every cell is kept as three arrays (p11, p12,
+    p22), so one update is a few numpy operations for all cells. Cells on a flat part of the OCV
+    curve (or with a NaN voltage) only count coulombs; `updated` and `gain_soc` show which cells
+    used their voltage and with which gain.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_cells: int,
+        capacity_ah: ArrayLike,
+        ocv: OcvCurve,
+        params: EkfParams,
+        initial_soc_pct: ArrayLike = 50.0,
+        initial_std_pct: ArrayLike = 30.0,
+    ) -> None:
+        if n_cells < 1:
+            raise ValueError("n_cells must be at least 1")
+        if min(params.r0_ohm, params.r1_ohm, params.c1_f) <= 0.0:
+            raise ValueError("R0, R1 and C1 must be positive")
+        self.n_cells = n_cells
+        self.ocv = ocv
+        self.params = params
+        self.capacity_ah = _cells(capacity_ah, n_cells, "capacity_ah")
+        if np.any(self.capacity_ah <= 0.0):
+            raise ValueError("capacity_ah must be positive")
+        self.soc_pct = np.clip(_cells(initial_soc_pct, n_cells, "initial_soc_pct"), 0.0, 100.0)
+        self.v_rc = np.zeros(n_cells)
+        std = np.abs(_cells(initial_std_pct, n_cells, "initial_std_pct"))
+        self.p11 = std**2
+        self.p12 = np.zeros(n_cells)
+        # V_rc is unknown at start: up to R1 x the largest current.
+        self.p22 = np.full(n_cells, (params.r1_ohm * 0.5 * float(self.capacity_ah.min())) ** 2)
+        self._last_s: float | None = None
+        self._last_current_a = 0.0
+        self.updated = np.zeros(n_cells, dtype=np.bool_)
+        """Cells whose voltage was used in the last update (False on flat OCV or NaN)."""
+        self.gain_soc = np.zeros(n_cells)
+        """Kalman gain of SOC (% per V) in the last update; 0 where no update was made."""
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SystemConfig,
+        params: EkfParams,
+        initial_soc_pct: ArrayLike = 50.0,
+        initial_std_pct: ArrayLike = 30.0,
+    ) -> Self:
+        return cls(
+            n_cells=config.total_cells,
+            capacity_ah=config.cell_capacity_ah,
+            ocv=OcvCurve.from_preset(config.cell_chemistry),
+            params=params,
+            initial_soc_pct=initial_soc_pct,
+            initial_std_pct=initial_std_pct,
+        )
+
+    @property
+    def soc_std_pct(self) -> FloatArray:
+        out: FloatArray = np.sqrt(np.maximum(self.p11, 0.0))
+        return out
+
+    @property
+    def pack_soc_pct(self) -> float:
+        return pack_soc_pct(self.soc_pct)
+
+    def update(self, now_s: float, current_a: float, cell_v: ArrayLike | None) -> FloatArray:
+        """Predict to `now_s` with the current, then correct with the cell voltages."""
+        current = float(current_a) if math.isfinite(current_a) else 0.0
+        dt = 0.0 if self._last_s is None else max(now_s - self._last_s, 0.0)
+        self._predict(dt, current)
+        self._last_s = now_s
+        self._last_current_a = current
+        v = _voltages(cell_v, self.n_cells)
+        if v is None:
+            self.updated = np.zeros(self.n_cells, dtype=np.bool_)
+            self.gain_soc = np.zeros(self.n_cells)
+        else:
+            self._correct(current, v)
+        return self.soc_pct
+
+    def _predict(self, dt: float, current: float) -> None:
+        p = self.params
+        if dt <= 0.0:
+            return
+        a = math.exp(-dt / (p.r1_ohm * p.c1_f))
+        as_pct = 100.0 / (3600.0 * self.capacity_ah)
+        if dt <= p.max_gap_s:
+            mean_a = 0.5 * (self._last_current_a + current)
+            eff = p.charge_efficiency if mean_a > 0.0 else 1.0
+            self.soc_pct = _clip_pct(self.soc_pct + eff * mean_a * dt * as_pct)
+            self.v_rc = a * self.v_rc + p.r1_ohm * (1.0 - a) * mean_a
+            q_soc = (p.current_noise_a * dt * as_pct) ** 2
+            q_rc = (p.r1_ohm * (1.0 - a) * p.current_noise_a) ** 2
+        else:
+            # The current during the gap is unknown: count nothing, widen by what it could do.
+            worst = max(abs(self._last_current_a), abs(current)) + p.current_noise_a
+            self.v_rc = a * self.v_rc
+            q_soc = (worst * dt * as_pct) ** 2
+            q_rc = (p.r1_ohm * (1.0 - a) * worst) ** 2
+        q_soc = q_soc + p.soc_walk_pct_per_sqrt_h**2 * dt / 3600.0
+        q_rc = q_rc + p.v_rc_walk_v_per_sqrt_s**2 * dt
+        # P = F P F' + Q with F = diag(1, a).
+        self.p11 = self.p11 + q_soc
+        self.p12 = a * self.p12
+        self.p22 = a * a * self.p22 + q_rc
+
+    def _correct(self, current: float, v: FloatArray) -> None:
+        p = self.params
+        slope = self.ocv.slope_v_per_pct(self.soc_pct)
+        finite = np.isfinite(v)
+        ok = finite & (1000.0 * np.abs(slope) >= p.min_ocv_slope_mv_per_pct)
+        if abs(current) < p.rest_c_rate * float(self.capacity_ah.min()):
+            measured_ocv = np.where(finite, v, 0.0) - p.r0_ohm * current - self.v_rc
+            spread = self.ocv.soc_spread_pct(measured_ocv, p.voltage_error_v)
+            ok |= finite & (spread <= p.max_soc_error_pct)
+        self.updated = ok
+        if not np.any(ok):
+            self.gain_soc = np.zeros(self.n_cells)
+            return
+        predicted = self.ocv.voltage(self.soc_pct) + self.v_rc + p.r0_ohm * current
+        innovation = np.where(ok, v - predicted, 0.0)
+        # H = [slope, 1]: m = P H', S = H P H' + R, K = m / S, P -= K m'.
+        m1 = slope * self.p11 + self.p12
+        m2 = slope * self.p12 + self.p22
+        s = slope * m1 + m2 + p.voltage_error_v**2
+        k1 = np.where(ok, m1 / s, 0.0)
+        k2 = np.where(ok, m2 / s, 0.0)
+        self.soc_pct = _clip_pct(self.soc_pct + k1 * innovation)
+        self.v_rc = self.v_rc + k2 * innovation
+        self.p11 = np.maximum(self.p11 - k1 * m1, 1e-6)
+        self.p12 = self.p12 - k1 * m2
+        self.p22 = np.maximum(self.p22 - k2 * m2, 1e-12)
+        self.gain_soc = k1
+
+    def load_state(self, data: Mapping[str, Any]) -> bool:
+        """Take the filter state of a stored `to_dict()`; False if the cell count differs.
+
+        V_rc is taken too: it has decayed during a restart of seconds, and its variance covers
+        the rest. Parameters and capacity come from the current configuration.
+        """
+        keys = ("soc_pct", "v_rc", "p11", "p12", "p22")
+        arrays = {k: np.asarray(data.get(k, ()), dtype=np.float64) for k in keys}
+        if any(a.shape != (self.n_cells,) or not np.all(np.isfinite(a)) for a in arrays.values()):
+            return False
+        self.soc_pct = np.clip(arrays["soc_pct"], 0.0, 100.0)
+        self.v_rc = arrays["v_rc"]
+        self.p11 = np.maximum(arrays["p11"], 1e-6)
+        self.p12 = arrays["p12"]
+        self.p22 = np.maximum(arrays["p22"], 1e-12)
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state (lists and floats), for the SQLite state store."""
+        return {
+            "kind": "ekf_soc",
+            "version": STATE_VERSION,
+            "soc_pct": self.soc_pct.tolist(),
+            "v_rc": self.v_rc.tolist(),
+            "p11": self.p11.tolist(),
+            "p12": self.p12.tolist(),
+            "p22": self.p22.tolist(),
+            "capacity_ah": self.capacity_ah.tolist(),
+            "ocv": self.ocv.to_dict(),
+            "params": asdict(self.params),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        if data.get("kind") != "ekf_soc" or data.get("version") != STATE_VERSION:
+            raise ValueError("not an EKF SOC state of this version")
+        ekf = cls(
+            n_cells=len(data["soc_pct"]),
+            capacity_ah=data["capacity_ah"],
+            ocv=OcvCurve.from_dict(data["ocv"]),
+            params=_params_from_dict(EkfParams, data["params"]),
+        )
+        if not ekf.load_state(data):
+            raise ValueError("EKF state arrays are inconsistent")
+        return ekf

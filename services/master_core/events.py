@@ -1,0 +1,41 @@
+"""The event log: every event is stored in SQLite and published with QoS 1."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from services.master_core.stores import Store
+from shared.bus import BusCore
+from shared.messages import Event
+from shared.messages.events import EventKind, EventLevel, EventValue
+from shared.topics import EVENTS
+
+log = logging.getLogger("master_core.events")
+_LOG_LEVEL = {
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "alarm": logging.ERROR,
+    "fault": logging.CRITICAL,
+}
+
+
+class EventLog:
+    def __init__(self, store: Store, bus: BusCore, wall: Callable[[], float]) -> None:
+        self.store = store
+        self.bus = bus
+        self.wall = wall
+
+    def emit(
+        self,
+        level: EventLevel,
+        kind: EventKind,
+        code: str,
+        text: str = "",
+        **values: EventValue,
+    ) -> None:
+        event = Event(level=level, kind=kind, code=code, text=text[:500], values=values)
+        ts = self.wall()
+        self.store.add_event(event, ts=ts, source=self.bus.service)
+        self.bus.publish(EVENTS, event.model_copy(update={"ts": ts}))
+        log.log(_LOG_LEVEL[level], "%s %s %s %s", kind, code, text, values or "")

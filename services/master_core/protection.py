@@ -1,0 +1,289 @@
+"""Protection: three-level supervision of every quantity, latched faults and their reset.
+
+Pure: the caller builds `ProtectionInputs` from the pack state each cycle and passes the
+monotonic time; nothing here reads a clock, logs or does I/O. One evaluation costs a few
+dozen scalar comparisons (the caller supplies max/min over the cells).
+
+- Three-level quantities (`ProtectionConfig.quantities()`): warning and alarm clear by
+  themselves once past their release; faults latch until `reset()`.
+- Fault-only quantities: deep_discharge and the plausibility/communication checks below.
+- deep_discharge is reset only with `service_override=True` (the cell may be damaged), and
+  like every latched fault it survives restarts through `latched_state()` / `restore()`.
+- A reset clears a latched fault only while its last sample is known and past its release.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.master_core.level_monitor import LEVEL_ORDER, Change, Level, LevelMonitor
+from services.master_core.protection_actions import Actions, derive_actions
+from services.master_core.protection_inputs import (
+    CHARGE_WINDOW,
+    VALUE_OF,
+    ProtectionInputs,
+    Reader,
+)
+from shared.config.limits import CELL_VOLTAGE_ACCURACY_V
+from shared.config.protection import ProtectionConfig
+from shared.config.system import SystemConfig
+
+FLAG_THRESHOLD = 0.5
+"""Flags (1.0/0.0) and the stale-module count trip above this and clear below it."""
+PLAUSIBILITY_RELEASE_FRACTION = 0.8
+CONTACTOR_MISMATCH_DELAY_S = 0.2
+"""The caller already waits the contactor feedback timeout; this rides over a bouncing
+auxiliary contact (two samples)."""
+
+HIDES: dict[str, tuple[str, ...]] = {
+    "open_wire": ("cell_overvoltage", "cell_undervoltage"),
+    "measurement_out_of_range": (
+        "cell_overvoltage",
+        "cell_undervoltage",
+        "cell_overtemp_discharge",
+        "cell_undertemp_discharge",
+    ),
+    "sensor_fault": (
+        "cell_overvoltage",
+        "cell_undervoltage",
+        "cell_overtemp_discharge",
+        "cell_undertemp_discharge",
+    ),
+    "current_sensor_failure": ("charge_overcurrent", "discharge_overcurrent"),
+}
+"""A failure that hides quantities trips within the shortest fault delay of those quantities."""
+
+OVERRIDE_ONLY = frozenset({"deep_discharge"})
+"""Latched faults that only a service reset clears."""
+
+LATCHED_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A level raised or cleared: one event for the log."""
+
+    kind: Change
+    level: Level
+    code: str
+    value: float | None
+    threshold: float
+    release: float
+    unit: str
+    at_s: float
+
+
+@dataclass(frozen=True)
+class ProtectionResult:
+    warnings: tuple[str, ...]
+    alarms: tuple[str, ...]
+    faults: tuple[str, ...]
+    """Active faults, latched ones included."""
+    unknown: tuple[str, ...]
+    """Codes not evaluated this cycle because their input is unknown."""
+    transitions: tuple[Transition, ...]
+    actions: Actions
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    cleared: tuple[Transition, ...]
+    still_latched: dict[str, str]
+    """Code -> why it stayed latched."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.still_latched
+
+
+@dataclass
+class _Quantity:
+    code: str
+    unit: str
+    read: Reader
+    charge_window: bool
+    levels: dict[Level, LevelMonitor]
+    """In LEVEL_ORDER, so the last active one is the highest."""
+
+
+def _flag_fault(delay_s: float) -> dict[Level, LevelMonitor]:
+    return {"fault": LevelMonitor("high", FLAG_THRESHOLD, FLAG_THRESHOLD, delay_s, latching=True)}
+
+
+def _build(config: ProtectionConfig, ride_through_s: float) -> list[_Quantity]:
+    out: list[_Quantity] = []
+
+    def add(code: str, unit: str, levels: dict[Level, LevelMonitor]) -> None:
+        out.append(_Quantity(code, unit, VALUE_OF[code], code in CHARGE_WINDOW, levels))
+
+    for code, item in config.quantities():
+        levels = {
+            level: LevelMonitor(
+                item.direction, lv.threshold, lv.release, lv.delay_s, latching=level == "fault"
+            )
+            for level, lv in zip(LEVEL_ORDER, (item.warning, item.alarm, item.fault), strict=True)
+        }
+        add(code, item.unit, levels)
+
+    # Release one measurement accuracy above the limit: an edge reading is not a recovery.
+    deep = LevelMonitor(
+        "low",
+        config.deep_discharge_v,
+        config.deep_discharge_v + CELL_VOLTAGE_ACCURACY_V,
+        config.cell_undervoltage.fault.delay_s,
+        latching=True,
+    )
+    add("deep_discharge", "V", {"fault": deep})
+    masked = {code: min(_fault_delay(config, q) for q in hidden) for code, hidden in HIDES.items()}
+    for code in ("open_wire", "measurement_out_of_range", "sensor_fault"):
+        add(code, "", _flag_fault(masked[code]))
+    tolerance = config.pack_plausibility_tolerance_v
+    plausibility = LevelMonitor(
+        "high",
+        tolerance,
+        tolerance * PLAUSIBILITY_RELEASE_FRACTION,
+        config.pack_plausibility_delay_s,
+        latching=True,
+    )
+    add("pack_voltage_plausibility", "V", {"fault": plausibility})
+    # Staleness is already debounced by the caller (module_timeout_periods), so the fault
+    # waits only the configured ride-through (0 for open_immediately).
+    add("communication_loss", "", _flag_fault(ride_through_s))
+    add("current_sensor_failure", "", _flag_fault(masked["current_sensor_failure"]))
+    add("contactor_feedback_mismatch", "", _flag_fault(CONTACTOR_MISMATCH_DELAY_S))
+    return out
+
+
+def _fault_delay(config: ProtectionConfig, code: str) -> float:
+    delay: float = getattr(config, code).fault.delay_s
+    return delay
+
+
+class Protection:
+    """All protection quantities of one system."""
+
+    def __init__(self, config: ProtectionConfig, *, comm_loss_ride_through_s: float = 0.0) -> None:
+        self._quantities = _build(config, comm_loss_ride_through_s)
+        self._by_code = {q.code: q for q in self._quantities}
+        # Nothing has been measured yet.
+        self._unknown: tuple[str, ...] = tuple(sorted(self._by_code))
+
+    @classmethod
+    def from_system(cls, system: SystemConfig) -> Protection:
+        policy = system.comm_loss
+        ride = policy.ride_through_s if policy.action == "ride_through" else 0.0
+        return cls(system.protection, comm_loss_ride_through_s=ride)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(self._by_code)
+
+    def monitors(self, code: str) -> Mapping[Level, LevelMonitor]:
+        """The level monitors of one code (read-only use)."""
+        return self._by_code[code].levels
+
+    def evaluate(self, inputs: ProtectionInputs, now_s: float) -> ProtectionResult:
+        charging = inputs.charging
+        transitions: list[Transition] = []
+        unknown: list[str] = []
+        for q in self._quantities:
+            value = q.read(inputs)
+            if value is None or math.isnan(value):
+                value = None
+                unknown.append(q.code)
+            armed = charging or not q.charge_window
+            for level, m in q.levels.items():
+                change = m.update(value, now_s, armed=armed)
+                if change is not None:
+                    transitions.append(
+                        Transition(
+                            change, level, q.code, value, m.threshold, m.release, q.unit, now_s
+                        )
+                    )
+        self._unknown = tuple(sorted(unknown))
+        return self._result(tuple(transitions))
+
+    def status(self) -> ProtectionResult:
+        """The current state without evaluating (e.g. after `restore` or `reset`)."""
+        return self._result(())
+
+    def reset(self, now_s: float, *, service_override: bool = False) -> ResetResult:
+        """Clear latched faults whose condition has released; report the others and why."""
+        cleared: list[Transition] = []
+        still: dict[str, str] = {}
+        for q in self._quantities:
+            m = q.levels["fault"]
+            if not m.active:
+                continue
+            if q.code in OVERRIDE_ONLY and not service_override:
+                still[q.code] = "needs a service reset (service_override): the cell may be damaged"
+                continue
+            value = m.last_value
+            if m.reset():
+                cleared.append(
+                    Transition(
+                        "clear", "fault", q.code, value, m.threshold, m.release, q.unit, now_s
+                    )
+                )
+            else:
+                still[q.code] = _why_latched(q, m)
+        return ResetResult(tuple(cleared), dict(sorted(still.items())))
+
+    def latched_state(self) -> dict[str, Any]:
+        """The latched faults, JSON-able, for persisting across restarts."""
+        faults: dict[str, dict[str, float | None]] = {}
+        for q in self._quantities:
+            m = q.levels["fault"]
+            if m.active:
+                v = m.trip_value
+                faults[q.code] = {"value": v if v is not None and math.isfinite(v) else None}
+        return {"version": LATCHED_STATE_VERSION, "faults": faults}
+
+    def restore(self, latched: Mapping[str, Any]) -> tuple[str, ...]:
+        """Latch again the faults of `latched_state()`; returns the restored codes.
+
+        Raises ValueError on data it does not understand, rather than dropping a fault.
+        """
+        if latched.get("version") != LATCHED_STATE_VERSION:
+            raise ValueError(f"latched state version {latched.get('version')!r} is not supported")
+        faults = latched.get("faults")
+        if not isinstance(faults, Mapping):
+            raise ValueError("latched state has no 'faults' mapping")
+        unknown = sorted(set(faults) - set(self._by_code))
+        if unknown:
+            raise ValueError(f"latched state names unknown fault codes {unknown}")
+        for code, info in faults.items():
+            m = self._by_code[code].levels["fault"]
+            value = info.get("value") if isinstance(info, Mapping) else None
+            if not m.active:
+                m.force_latched(float(value) if isinstance(value, int | float) else None)
+        return tuple(sorted(faults))
+
+    def _result(self, transitions: tuple[Transition, ...]) -> ProtectionResult:
+        active: dict[Level, list[str]] = {level: [] for level in LEVEL_ORDER}
+        top: dict[str, Level] = {}
+        for q in self._quantities:
+            for level, m in q.levels.items():
+                if m.active:
+                    active[level].append(q.code)
+                    top[q.code] = level
+        return ProtectionResult(
+            warnings=tuple(sorted(active["warning"])),
+            alarms=tuple(sorted(active["alarm"])),
+            faults=tuple(sorted(active["fault"])),
+            unknown=self._unknown,
+            transitions=transitions,
+            actions=derive_actions(top, self._unknown),
+        )
+
+
+def _why_latched(q: _Quantity, m: LevelMonitor) -> str:
+    if m.last_value is None:
+        return "value unknown: needs a measurement past the release"
+    if q.unit == "":
+        return "condition still present"
+    side = "below" if m.direction == "high" else "above"
+    return f"{m.last_value:g} {q.unit} is not {side} the release {m.release:g} {q.unit}"

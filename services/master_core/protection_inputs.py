@@ -1,0 +1,114 @@
+"""What protection sees each cycle, and which value each supervised quantity reads from it.
+
+Every field may be None while unknown (no telemetry yet, module lost, sensor missing). An
+unknown value never counts as safe: its quantities are not evaluated (levels neither trip nor
+clear, faults cannot be reset), they are listed in `ProtectionResult.unknown`, and they stop
+the directions they concern. Opening the contactors for missing data is the job of
+communication_loss (stale modules) and current_sensor_failure, with their own delays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CHARGING_THRESHOLD_A = 0.5
+"""Above this (positive = charge) the pack counts as charging: the narrower charge-window
+temperature quantities apply. Below it sensor offset and balancing currents dominate."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtectionInputs:
+    max_cell_v: float | None = None
+    min_cell_v: float | None = None
+    pack_v: float | None = None
+    """Measured pack voltage."""
+    sum_of_cells_v: float | None = None
+    max_temp_c: float | None = None
+    min_temp_c: float | None = None
+    current_a: float | None = None
+    """Pack current, positive while charging."""
+    cell_spread_v: float | None = None
+    """max - min cell voltage; derived from max/min when None."""
+    open_wire: bool | None = None
+    """Any cell channel reports an open sense wire."""
+    out_of_range: bool | None = None
+    """Any channel reads outside its measurement range."""
+    sensor_fault: bool | None = None
+    stale_modules: frozenset[int] = frozenset()
+    """Modules stale or missing, as decided by the caller after module_timeout_periods."""
+    current_sensor_ok: bool | None = None
+    contactor_mismatch: bool | None = None
+    """Contactor feedback disagrees with the command (after the caller's feedback timeout)."""
+
+    @property
+    def charging(self) -> bool:
+        """True while charging, and while the current is unknown (so no window is skipped)."""
+        # Written as `not <=` so that NaN counts as unknown, hence charging.
+        return self.current_a is None or not self.current_a <= CHARGING_THRESHOLD_A
+
+
+def _flag(value: bool | None) -> float | None:
+    # Flags become 1.0/0.0 and are supervised as high-side values against 0.5.
+    return None if value is None else float(value)
+
+
+def _pack_v(i: ProtectionInputs) -> float | None:
+    # The sum of cells is an equally valid pack voltage; plausibility compares the two.
+    return i.pack_v if i.pack_v is not None else i.sum_of_cells_v
+
+
+def _spread(i: ProtectionInputs) -> float | None:
+    if i.cell_spread_v is not None:
+        return i.cell_spread_v
+    if i.max_cell_v is None or i.min_cell_v is None:
+        return None
+    return i.max_cell_v - i.min_cell_v
+
+
+def _charge_a(i: ProtectionInputs) -> float | None:
+    return None if i.current_a is None else max(i.current_a, 0.0)
+
+
+def _discharge_a(i: ProtectionInputs) -> float | None:
+    return None if i.current_a is None else max(-i.current_a, 0.0)
+
+
+def _plausibility(i: ProtectionInputs) -> float | None:
+    if i.pack_v is None or i.sum_of_cells_v is None:
+        return None
+    return abs(i.pack_v - i.sum_of_cells_v)
+
+
+def _current_sensor_failed(i: ProtectionInputs) -> float | None:
+    return None if i.current_sensor_ok is None else float(not i.current_sensor_ok)
+
+
+Reader = Callable[[ProtectionInputs], float | None]
+
+VALUE_OF: dict[str, Reader] = {
+    "cell_overvoltage": lambda i: i.max_cell_v,
+    "cell_undervoltage": lambda i: i.min_cell_v,
+    "pack_overvoltage": _pack_v,
+    "pack_undervoltage": _pack_v,
+    "cell_overtemp_charge": lambda i: i.max_temp_c,
+    "cell_overtemp_discharge": lambda i: i.max_temp_c,
+    "cell_undertemp_charge": lambda i: i.min_temp_c,
+    "cell_undertemp_discharge": lambda i: i.min_temp_c,
+    "charge_overcurrent": _charge_a,
+    "discharge_overcurrent": _discharge_a,
+    "cell_imbalance": _spread,
+    "deep_discharge": lambda i: i.min_cell_v,
+    "open_wire": lambda i: _flag(i.open_wire),
+    "measurement_out_of_range": lambda i: _flag(i.out_of_range),
+    "sensor_fault": lambda i: _flag(i.sensor_fault),
+    "pack_voltage_plausibility": _plausibility,
+    "communication_loss": lambda i: float(len(i.stale_modules)),
+    "current_sensor_failure": _current_sensor_failed,
+    "contactor_feedback_mismatch": lambda i: _flag(i.contactor_mismatch),
+}
+"""Code -> the value its levels supervise."""
+
+CHARGE_WINDOW = frozenset({"cell_overtemp_charge", "cell_undertemp_charge"})
+"""Trip only while charging. Their discharge-window twins are supervised always, and the
+charge window lies inside the discharge window, so the stricter bound is never skipped."""

@@ -1,0 +1,507 @@
+"""The master loop: aggregate, estimate, protect, switch, limit, balance, publish, persist.
+
+Wiring only: each decision lives in its own pure module (pack, protection, contactors,
+estimation, limits, balancing_strategy); this file feeds them and carries out their outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.master_core.balancing_strategy import BalancingStrategy
+from services.master_core.contactor_sim import SimulatedContactors
+from services.master_core.contactors import CommLossGate, ContactorStateMachine
+from services.master_core.estimator import PackEstimator
+from services.master_core.events import EventLog
+from services.master_core.limits import LimitCalculator, LimitInputs
+from services.master_core.load_profiles import parse_profile
+from services.master_core.pack import PackAggregator, PackSnapshot
+from services.master_core.pack_sensors import InverterState, SimulatedPackSensors
+from services.master_core.protection import Protection, ProtectionResult, Transition
+from services.master_core.protection_inputs import ProtectionInputs
+from services.master_core.settings import MasterCoreSettings
+from services.master_core.stores import Store
+from shared.bus import BusCore, Delivery
+from shared.commands import CommandOutcome, CommandServer
+from shared.config import SystemConfig, explain_errors
+from shared.messages import (
+    CellSnapshot,
+    CellTelemetry,
+    CommandArgs,
+    ConfigAck,
+    ConfigMessage,
+    ContactorsArgs,
+    EventsQueryArgs,
+    Limits,
+    PackState,
+    SetModeArgs,
+    SlaveModeCommand,
+)
+from shared.messages.events import EventLevel
+from shared.messages.slave import SlaveMode
+from shared.schedule import FixedRateSchedule
+from shared.topics import (
+    CONFIG,
+    CONFIG_ACK,
+    PACK_CELLS,
+    PACK_STATE,
+    SLAVE_BALANCE,
+    SLAVE_MODE,
+    SLAVE_TELEMETRY,
+)
+
+log = logging.getLogger("master_core")
+
+PERIOD_S = 0.05
+"""Protection runs at twice the slave sample rate, so a limit crossing is seen within half a
+sample period of its arrival."""
+PUBLISH_EVERY = 2
+"""Pack state goes out every second cycle (10 Hz), and at once when the contactors change."""
+PERSIST_PERIOD_S = 10.0
+STATUS_PERIOD_S = 5.0
+STARTUP_GRACE_S = 10.0
+"""Modules never heard of count as lost only after this; until then the pack is incomplete
+(limits 0, contactors stay open) but no fault latches."""
+
+
+@dataclass
+class _Runtime:
+    """Everything built from one configuration."""
+
+    config: SystemConfig
+    aggregator: PackAggregator
+    protection: Protection
+    contactors: ContactorStateMachine
+    contactor_sim: SimulatedContactors
+    comm_gate: CommLossGate
+    estimator: PackEstimator
+    limits: LimitCalculator
+    balancing: BalancingStrategy
+    sensors: SimulatedPackSensors
+
+
+class MasterCore:
+    def __init__(
+        self,
+        settings: MasterCoreSettings,
+        bus: BusCore,
+        store: Store,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+        self.monotonic = monotonic
+        self.wall = wall
+        self.events = EventLog(store, bus, wall)
+        self.rt: _Runtime | None = None
+        self.mode: SlaveMode = "working"
+        self.schedule = FixedRateSchedule(PERIOD_S, monotonic())
+        self.last_limits: Limits | None = None
+        self._last_cells_s = 0.0
+        self._last_balance_s = 0.0
+        self._last_persist_s = monotonic()
+        self._last_status_s = monotonic()
+        self._last_cycle_s = monotonic()
+        self._heartbeat_s: float | None = None
+        self._contactor_state = "standby"
+        self.balancing_reason = "no data yet"
+        self._balancing_was_running = False
+        self._auto_close = False
+        self._contactor_reset = False
+        self.started_s = monotonic()
+        self._cycles = 0
+        self._published_contactors = ""
+        bus.subscribe(CONFIG, self._on_config)
+        bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        CommandServer(
+            bus,
+            {
+                "contactors": self._cmd_contactors,
+                "reset_faults": self._cmd_reset,
+                "set_mode": self._cmd_mode,
+                "heartbeat": self._cmd_heartbeat,
+                "events_query": self._cmd_events,
+            },
+            clock=wall,
+        )
+
+    # --- configuration ----------------------------------------------------------------------
+    def _on_config(self, d: Delivery[ConfigMessage]) -> None:
+        config = d.message.config
+        errors: list[str] = []
+        if config.system_id != self.bus.system:
+            errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
+        else:
+            try:
+                self.apply_config(config)
+            except ValueError as exc:
+                errors = explain_errors(exc) if hasattr(exc, "errors") else [str(exc)]  # type: ignore[arg-type]
+        self.bus.publish(
+            CONFIG_ACK,
+            ConfigAck(
+                service=self.bus.service,
+                config_version=config.config_version,
+                accepted=not errors,
+                errors=errors,
+            ),
+            service=self.bus.service,
+        )
+        if errors:
+            log.error("configuration %d refused: %s", config.config_version, "; ".join(errors))
+
+    def apply_config(self, config: SystemConfig) -> None:
+        old = self.rt
+        rt = _Runtime(
+            config=config,
+            aggregator=PackAggregator(config.topology, config.protection.module_timeout_periods),
+            protection=Protection.from_system(config),
+            contactors=ContactorStateMachine(config.contactors),
+            contactor_sim=SimulatedContactors(config.contactors),
+            comm_gate=CommLossGate(config.comm_loss),
+            estimator=PackEstimator(config),
+            limits=LimitCalculator(config),
+            balancing=BalancingStrategy(config),
+            sensors=SimulatedPackSensors(
+                parse_profile(self.settings.load_profile), seed=self.settings.seed
+            ),
+        )
+        saved_latches = self.store.get("protection_latched")
+        if saved_latches:
+            rt.protection.restore(saved_latches)
+            log.warning("restored latched faults: %s", ", ".join(sorted(saved_latches)) or "-")
+        saved_soc = self.store.get("estimator")
+        if saved_soc:
+            try:
+                rt.estimator.restore(saved_soc)
+                log.info("restored SOC %.1f %%", rt.estimator.pack_soc_pct)
+            except (KeyError, ValueError) as exc:
+                log.warning("stored SOC not usable (%s): starting from the OCV", exc)
+        if old is not None:
+            rt.contactor_sim = old.contactor_sim
+        self.rt = rt
+        self.events.emit(
+            "info",
+            "config",
+            "config_applied",
+            f"configuration {config.config_version}",
+            version=config.config_version,
+            chemistry=config.chemistry,
+            cells=config.topology.total_cells,
+        )
+        self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=self.mode))
+        self._auto_close = self.settings.auto_close and old is None
+
+    # --- inputs -----------------------------------------------------------------------------
+    def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
+        if self.rt is None:
+            return
+        reason = self.rt.aggregator.on_telemetry(d.message, self.monotonic())
+        if reason is not None:
+            self.bus.counters["telemetry_refused"] += 1
+            log.warning("telemetry refused: %s", reason)
+
+    # --- commands ---------------------------------------------------------------------------
+    def _request_close(self, now: float, why: str) -> str | None:
+        assert self.rt is not None
+        if self.mode == "standby":
+            return "standby mode: switch to working first"
+        refusal = self.rt.contactors.request_close(now)
+        self.events.emit(
+            "info",
+            "command",
+            "contactors_close",
+            f"close ({why})" + (f" refused: {refusal}" if refusal else ""),
+        )
+        return refusal
+
+    def _cmd_contactors(self, args: CommandArgs) -> CommandOutcome:
+        assert isinstance(args, ContactorsArgs)
+        if self.rt is None:
+            return CommandOutcome(False, "no configuration yet")
+        now = self.monotonic()
+        if args.action == "close":
+            refusal = self._request_close(now, "command")
+            return CommandOutcome(refusal is None, refusal or "")
+        self.rt.contactors.request_open(now)
+        self.events.emit("info", "command", "contactors_open", "open (command)")
+        return CommandOutcome(True, result={"state": self.rt.contactors.state})
+
+    def _cmd_reset(self, _args: CommandArgs) -> CommandOutcome:
+        if self.rt is None:
+            return CommandOutcome(False, "no configuration yet")
+        now = self.monotonic()
+        reset = self.rt.protection.reset(now)
+        for t in reset.cleared:
+            self._emit_transition(t)
+        self._persist_latches()
+        if not reset.ok:
+            why = "; ".join(
+                f"{code}: {reason}" for code, reason in sorted(reset.still_latched.items())
+            )
+            self.events.emit("warning", "command", "reset_faults", f"reset refused: {why}")
+            return CommandOutcome(False, f"still latched: {why}")
+        self._contactor_reset = self.rt.contactors.state == "fault"
+        self.events.emit("info", "command", "reset_faults", "faults reset")
+        return CommandOutcome(True, result={"state": self.rt.contactors.state})
+
+    def _cmd_mode(self, args: CommandArgs) -> CommandOutcome:
+        assert isinstance(args, SetModeArgs)
+        if args.mode != self.mode:
+            self.mode = args.mode
+            if args.mode == "standby" and self.rt is not None:
+                self.rt.contactors.request_open(self.monotonic())
+            self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=args.mode))
+            self.events.emit("info", "mode", f"mode_{args.mode}", f"mode {args.mode}")
+        return CommandOutcome(True, result={"mode": self.mode})
+
+    def _cmd_heartbeat(self, _args: CommandArgs) -> CommandOutcome:
+        if (
+            self._heartbeat_s is None
+            or self.monotonic() - self._heartbeat_s > self.settings.heartbeat_timeout_s > 0
+        ):
+            self.events.emit("info", "info", "controller_heartbeat", "controller heartbeat present")
+        self._heartbeat_s = self.monotonic()
+        return CommandOutcome(True)
+
+    def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
+        assert isinstance(args, EventsQueryArgs)
+        rows = self.store.events(since_ts=args.since_ts, min_level=args.min_level, limit=args.limit)
+        return CommandOutcome(True, result={"events": rows})
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        while not should_stop():
+            wait = self.schedule.deadline_s - self.monotonic()
+            if wait > 0:
+                self.bus.process(timeout_s=min(wait, 0.2))
+                continue
+            self.bus.process()
+            try:
+                self.cycle()
+            except Exception:  # one bad cycle must not end supervision
+                self.bus.counters["cycle_errors"] += 1
+                log.exception("cycle failed")
+            missed = self.schedule.advance(self.monotonic())
+            if missed:
+                self.bus.counters["overruns"] += missed
+
+    def slave_period_s(self) -> float:
+        assert self.rt is not None
+        timing = self.rt.config.timing
+        return (
+            timing.sample_period_standby_s
+            if self.mode == "standby"
+            else timing.sample_period_working_s
+        )
+
+    def cycle(self) -> None:
+        rt = self.rt
+        if rt is None:
+            return
+        now, wall = self.monotonic(), self.wall()
+        dt = now - self._last_cycle_s
+        self._last_cycle_s = now
+        snap = rt.aggregator.snapshot(now, self.slave_period_s())
+        closed = rt.contactors.state == "closed"
+        limits = self.last_limits
+        rt.sensors.update(
+            InverterState(
+                contactors_closed=closed,
+                charge_limit_a=limits.charge_current_a if limits else 0.0,
+                discharge_limit_a=limits.discharge_current_a if limits else 0.0,
+                soc_pct=rt.estimator.pack_soc_pct,
+                cell_v_min=snap.cell_v_min or 0.0,
+                cell_v_max=snap.cell_v_max or 0.0,
+                sum_of_cells_v=snap.sum_of_cells_v,
+                bus_voltage_v=rt.contactor_sim.bus_voltage_v,
+            )
+        )
+        meas = rt.sensors.measure(now)
+        current = meas.current_a if meas.current_a is not None else 0.0
+        rt.estimator.update(snap, current if closed else 0.0, dt, now)
+
+        result = rt.protection.evaluate(
+            self._protection_inputs(snap, meas.current_a, meas.pack_voltage_v), now
+        )
+        for t in result.transitions:
+            self._emit_transition(t)
+        if any(t.level == "fault" for t in result.transitions):
+            self._persist_latches()
+        comm_lost = bool(self._lost_modules(snap))
+        open_for_comm = rt.comm_gate.should_open(now, comm_lost, last_values_safe=not result.alarms)
+        if (result.actions.open_contactors or open_for_comm) and rt.contactors.state not in (
+            "fault",
+            "standby",
+        ):
+            reason = ", ".join(result.actions.open_contactors) or "loss of communication"
+            rt.contactors.trip(now, reason)
+        pack_v = meas.pack_voltage_v if meas.pack_voltage_v is not None else 0.0
+        outputs = rt.contactors.step(
+            now,
+            pack_voltage_v=pack_v,
+            bus_voltage_v=rt.contactor_sim.bus_voltage_v,
+            feedback=rt.contactor_sim.feedback,
+            fault_latched=bool(result.faults),
+        )
+        rt.contactor_sim.step(dt, outputs, pack_v)
+        if outputs.state != self._contactor_state:
+            level: EventLevel = "fault" if outputs.state == "fault" else "info"
+            self.events.emit(level, "info", f"contactors_{outputs.state}", outputs.reason)
+            self._contactor_state = outputs.state
+        if self._contactor_reset and not result.faults:
+            # the state machine accepts a reset once it has seen the fault released
+            refusal = rt.contactors.reset(now)
+            self._contactor_reset = False
+            if refusal:
+                self.events.emit("warning", "command", "contactors_reset", f"refused: {refusal}")
+        if (
+            self._auto_close
+            and snap.complete
+            and not result.faults
+            and rt.contactors.state == "standby"
+        ):
+            self._auto_close = self._request_close(now, "start-up") is not None
+        stale = bool(snap.stale_modules) or self._heartbeat_lost(now)
+        self.last_limits = rt.limits.update(
+            LimitInputs.from_pack(
+                snap, soc_pct=rt.estimator.pack_soc_pct, actions=result.actions, stale=stale
+            ),
+            now,
+        )
+        self._cycles += 1
+        if self._cycles % PUBLISH_EVERY == 0 or self._published_contactors != rt.contactors.state:
+            self._published_contactors = rt.contactors.state
+            self._publish_state(snap, result, current, pack_v)
+        if now - self._last_cells_s >= self.settings.cells_period_s:
+            self._last_cells_s = now
+            self._publish_cells(snap)
+        if now - self._last_balance_s >= self.settings.balancing_period_s:
+            self._last_balance_s = now
+            self._balance(snap, current, wall, now, stale)
+        if now - self._last_persist_s >= PERSIST_PERIOD_S:
+            self._last_persist_s = now
+            self.store.put("estimator", rt.estimator.state(), ts=wall)
+        if now - self._last_status_s >= STATUS_PERIOD_S:
+            self._last_status_s = now
+            self.bus.counters["telemetry_gaps"] = rt.aggregator.gaps
+            self.bus.publish_status()
+
+    def _emit_transition(self, t: Transition) -> None:
+        verb = "raised" if t.kind == "raise" else "cleared"
+        value = "unknown" if t.value is None else f"{t.value:.3f} {t.unit}"
+        limits = f"threshold {t.threshold:g} {t.unit}, release {t.release:g}"
+        text = f"{t.code} {t.level} {verb}: {value} ({limits})"
+        self.events.emit(t.level, t.kind, t.code, text, value=t.value, threshold=t.threshold)
+
+    def _heartbeat_lost(self, now: float) -> bool:
+        timeout = self.settings.heartbeat_timeout_s
+        return timeout > 0 and self._heartbeat_s is not None and now - self._heartbeat_s > timeout
+
+    def _protection_inputs(
+        self, snap: PackSnapshot, current: float | None, pack_v: float | None
+    ) -> ProtectionInputs:
+        assert self.rt is not None
+        return ProtectionInputs(
+            max_cell_v=snap.cell_v_max,
+            min_cell_v=snap.cell_v_min,
+            pack_v=pack_v,
+            sum_of_cells_v=snap.sum_of_cells_v,
+            max_temp_c=snap.temp_max_c,
+            min_temp_c=snap.temp_min_c,
+            current_a=current,
+            cell_spread_v=snap.spread_v,
+            open_wire=snap.open_wire,
+            out_of_range=snap.out_of_range,
+            sensor_fault=snap.sensor_fault,
+            stale_modules=self._lost_modules(snap),
+            current_sensor_ok=current is not None,
+            contactor_mismatch=self.rt.contactors.outputs.feedback_mismatch,
+        )
+
+    def _lost_modules(self, snap: PackSnapshot) -> frozenset[int]:
+        """Stale modules that count as lost: seen before, or still missing after the start-up
+        grace (slaves may start after the master)."""
+        assert self.rt is not None
+        if self.monotonic() - self.started_s > STARTUP_GRACE_S:
+            return frozenset(snap.stale_modules)
+        seen = self.rt.aggregator.seen_modules()
+        return frozenset(m for m in snap.stale_modules if m in seen)
+
+    def _persist_latches(self) -> None:
+        assert self.rt is not None
+        self.store.put("protection_latched", self.rt.protection.latched_state(), ts=self.wall())
+
+    def _publish_state(
+        self, snap: PackSnapshot, result: ProtectionResult, current: float, pack_v: float
+    ) -> None:
+        rt = self.rt
+        assert rt is not None and self.last_limits is not None
+        self.bus.publish(
+            PACK_STATE,
+            PackState(
+                soc=rt.estimator.pack_soc_pct,
+                soh=rt.estimator.soh_pct,
+                voltage=max(0.0, pack_v),
+                current=current,
+                contactors=rt.contactors.state,
+                mode=self.mode,
+                cell_v_min=snap.cell_v_min or 0.0,
+                cell_v_max=snap.cell_v_max or 0.0,
+                cell_v_avg=snap.cell_v_avg or 0.0,
+                cell_v_min_at=snap.cell_v_min_at,
+                cell_v_max_at=snap.cell_v_max_at,
+                sum_of_cells_v=snap.sum_of_cells_v or 0.0,
+                temp_min_c=snap.temp_min_c,
+                temp_max_c=snap.temp_max_c,
+                temp_avg_c=snap.temp_avg_c,
+                temp_min_at=snap.temp_min_at,
+                temp_max_at=snap.temp_max_at,
+                limits=self.last_limits,
+                faults=list(result.faults),
+                alarms=list(result.alarms),
+                warnings=list(result.warnings),
+                stale_modules=list(snap.stale_modules),
+                balancing=self.balancing_reason,
+            ),
+        )
+
+    def _publish_cells(self, snap: PackSnapshot) -> None:
+        import numpy as np
+
+        cell_v = np.nan_to_num(snap.cell_v, nan=0.0)
+        self.bus.publish(
+            PACK_CELLS,
+            CellSnapshot(
+                cell_v=[round(float(v), 3) for v in cell_v],
+                temp_c=[float(t) for t in snap.temp_c],
+                balancing=[bool(b) for b in snap.balancing],
+                module_of_cell=[int(m) for m in snap.module_of_cell],
+            ),
+        )
+
+    def _balance(
+        self, snap: PackSnapshot, current: float, wall: float, now: float, stale: bool
+    ) -> None:
+        rt = self.rt
+        assert rt is not None
+        standby = self.mode == "standby"
+        decision = rt.balancing.decide_pack(
+            snap, current, rt.estimator.cell_soc_pct, now, stale=stale or standby
+        )
+        self.balancing_reason = "standby" if standby else decision.reason
+        if decision.running or self._balancing_was_running:
+            ttl = 3 * self.settings.balancing_period_s
+            for cmd in decision.commands(now_wall_s=wall, ttl_s=ttl):
+                self.bus.publish(SLAVE_BALANCE, cmd, module=cmd.module)
+        self._balancing_was_running = decision.running
+
+    def stop(self) -> None:
+        if self.rt is not None:
+            self.store.put("estimator", self.rt.estimator.state(), ts=self.wall())
+            self._persist_latches()

@@ -1,0 +1,475 @@
+"""SOC and SOH estimation: counting, OCV correction and its limits, anchors, EKF, SOH, state."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from services.master_core.estimation import (
+    CoulombCounter,
+    CoulombParams,
+    EkfParams,
+    EkfSoc,
+    OcvCurve,
+    SohEstimator,
+    SohParams,
+    pack_soc_pct,
+)
+from services.master_core.stores import Store
+from shared.config import demo_config
+from shared.config.chemistry import get_preset
+
+NMC = get_preset("NMC")
+LFP = get_preset("LFP")
+CAP_AH = 100.0
+ECM = {"r0_ohm": 0.0015, "r1_ohm": 0.001, "c1_f": 40_000.0}  # 100 Ah cell, tau 40 s
+
+
+def counter(chem: str = "NMC", n: int = 1, **kw: float) -> CoulombCounter:
+    preset = get_preset(chem)
+    soc = kw.pop("soc", 50.0)
+    std = kw.pop("std", 30.0)
+    return CoulombCounter(
+        n_cells=n,
+        capacity_ah=CAP_AH,
+        ocv=OcvCurve.from_preset(preset),
+        charge_v=preset.charge_v,
+        discharge_cutoff_v=preset.discharge_cutoff_v,
+        params=CoulombParams(**kw),
+        initial_soc_pct=soc,
+        initial_std_pct=std,
+    )
+
+
+@dataclass
+class EcmCells:
+    """1RC cells (the model the EKF assumes) as a stand-in battery for fast tests."""
+
+    ocv: OcvCurve
+    soc_pct: NDArray[np.float64]
+    capacity_ah: float = CAP_AH
+    r0: float = ECM["r0_ohm"]
+    r1: float = ECM["r1_ohm"]
+    tau_s: float = ECM["r1_ohm"] * ECM["c1_f"]
+    v_rc: NDArray[np.float64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.v_rc = np.zeros_like(self.soc_pct)
+
+    def step(self, dt: float, current: float) -> NDArray[np.float64]:
+        self.soc_pct = self.soc_pct + 100.0 * current * dt / (3600.0 * self.capacity_ah)
+        a = math.exp(-dt / self.tau_s)
+        self.v_rc = a * self.v_rc + self.r1 * (1.0 - a) * current
+        return self.voltage(current)
+
+    def voltage(self, current: float) -> NDArray[np.float64]:
+        return self.ocv.voltage(self.soc_pct) + self.v_rc + self.r0 * current
+
+
+def rest(est: CoulombCounter, volts: NDArray[np.float64], t0: float, seconds: float) -> float:
+    t = t0
+    while t < t0 + seconds:
+        t += 1.0
+        est.update(t, 0.0, volts)
+    return t
+
+
+# --- OCV curve and pack SOC ---------------------------------------------------------------
+
+
+def test_ocv_curve_lookup_inverse_and_slope() -> None:
+    ocv = OcvCurve.from_preset(NMC)
+    soc = np.array([0.0, 12.5, 50.0, 77.0, 100.0])
+    assert np.allclose(ocv.soc(ocv.voltage(soc)), soc, atol=1e-6)
+    assert ocv.voltage(-5.0) == NMC.ocv_table_v[0] and ocv.voltage(105.0) == NMC.ocv_table_v[-1]
+    for s in (30.0, 62.5, 90.0):
+        assert math.isclose(float(ocv.voltage(s)), NMC.ocv_v(s))
+    # 45-50 % and 50-55 % segments: 3.8 and 4.0 mV/%; the point between gets their mean.
+    assert math.isclose(float(ocv.slope_v_per_pct(50.0)), 0.0039, rel_tol=1e-9)
+    with pytest.raises(ValueError):
+        OcvCurve([0.0, 50.0], [3.0, 3.5])
+
+
+def test_pack_soc_rule() -> None:
+    assert pack_soc_pct([40.0, 40.0, 40.0]) == pytest.approx(40.0)
+    # 0 % when the weakest cell is empty, 100 % when the highest is full.
+    assert pack_soc_pct([20.0, 50.0, 90.0]) == pytest.approx(100.0 * 20.0 / 30.0)
+    assert pack_soc_pct([0.0, 50.0]) == 0.0
+    assert pack_soc_pct([60.0, 100.0]) == 100.0
+    assert pack_soc_pct([0.0, 100.0]) == 0.0
+    assert pack_soc_pct([np.nan, 30.0, 50.0]) == pytest.approx(100.0 * 30.0 / 80.0)
+    assert math.isnan(pack_soc_pct([np.nan, np.nan]))
+
+
+# --- coulomb counting ----------------------------------------------------------------------
+
+
+def test_coulomb_counting_is_exact() -> None:
+    est = counter(n=3, soc=[50.0, 60.0, 70.0], charge_efficiency=0.98)
+    t = 0.0
+    est.update(t, -50.0)
+    for _ in range(3600):  # 6 min at 10 Hz: 5 Ah out
+        t += 0.1
+        est.update(t, -50.0)
+    assert np.allclose(est.soc_pct, [45.0, 55.0, 65.0], atol=1e-9)
+    est.update(t + 0.1, 0.0)  # the step down is counted as a trapezoid: 2.5 A x 0.1 s
+    t += 0.1
+    est.update(t + 0.1, 20.0)
+    t += 0.1
+    for _ in range(9000):  # 15 min at 20 A: 5 Ah in, 4.9 Ah stored at 98 %
+        t += 0.1
+        est.update(t, 20.0)
+    moved = -50.0 * 0.05 / 3600.0 + 0.98 * (20.0 * 0.05 + 5.0 * 3600.0) / 3600.0
+    assert np.allclose(est.soc_pct, np.array([45.0, 55.0, 65.0]) + moved, atol=1e-9)
+    # The uncertainty grows with time and throughput.
+    assert np.all(est.soc_std_pct > 30.0)
+
+
+def test_gap_is_not_integrated_but_widens_uncertainty() -> None:
+    est = counter(std=1.0)
+    est.update(0.0, -100.0)
+    est.update(60.0, -100.0)  # a minute without samples
+    assert est.soc_pct[0] == 50.0
+    assert est.soc_std_pct[0] > 1.0 + 100.0 * 100.0 * 60.0 / 3600.0 / CAP_AH - 1e-9
+
+
+# --- OCV correction ------------------------------------------------------------------------
+
+
+def test_ocv_correction_after_rest_on_nmc() -> None:
+    # True 75 % (NMC table slope 6-8 mV/%), estimate 50 % with 30 % uncertainty.
+    rng = np.random.default_rng(1)
+    est = counter("NMC", n=4, soc=50.0, std=30.0)
+    volts = NMC.ocv_v(75.0) + rng.uniform(-0.02, 0.02, 4)
+    t = rest(est, volts, 0.0, 800.0)
+    assert np.all(est.soc_pct == 50.0), "no correction before rest_time_s"
+    rest(est, volts, t, 200.0)
+    assert est.ocv_corrections == 4
+    assert np.all(np.abs(est.soc_pct - 75.0) < 5.0)
+    assert np.all(est.soc_std_pct < 10.0)
+    # Once per rest: the same offset is not counted twice.
+    rest(est, volts + 0.05, 1000.0, 600.0)
+    assert est.ocv_corrections == 4
+
+
+def test_ocv_correction_is_weighted_by_confidence() -> None:
+    # A count that is already good (std 1 %) barely moves towards a ±50 mV reading.
+    est = counter("NMC", soc=70.0, std=1.0)
+    rest(est, np.array([NMC.ocv_v(75.0)]), 0.0, 1000.0)
+    assert 70.0 < est.soc_pct[0] < 70.2
+
+
+def test_no_ocv_correction_on_the_lfp_plateau() -> None:
+    # True 60 %, estimate 30 %: on the plateau the reading is worth ±30 % SOC, so the wrong SOC
+    # stays wrong instead of jumping to a plateau guess.
+    for offset in (0.0, 0.05, -0.05):
+        est = counter("LFP", n=2, soc=30.0)
+        volts = np.full(2, LFP.ocv_v(60.0) + offset)
+        rest(est, volts, 0.0, 3600.0)
+        assert np.all(est.soc_pct == 30.0)
+        assert est.ocv_corrections == 0
+
+
+def test_lfp_corrects_below_the_plateau() -> None:
+    est = counter("LFP", soc=30.0)
+    rest(est, np.array([LFP.ocv_v(5.0)]), 0.0, 1000.0)  # 2.5-5 %: 60 mV/%
+    assert abs(est.soc_pct[0] - 5.0) < 2.0
+
+
+# --- anchors --------------------------------------------------------------------------------
+
+
+def test_full_anchor_at_the_end_of_cv_charge() -> None:
+    est = counter("NMC", n=2, soc=80.0)
+    t = 0.0
+    for current in (50.0, 30.0, 10.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.2, 1.0, 0.9, 0.8, 0.7, 0.6):
+        t += 1.0
+        est.update(t, current, np.array([4.2, 4.05]))
+    # The cell held at charge_v with the tail current is full; the other is not.
+    assert est.soc_pct[0] == 100.0
+    assert est.soc_pct[1] < 100.0
+    assert est.anchors == 1
+    assert est.reference_soc_pct[0] == 100.0 and math.isnan(est.reference_soc_pct[1])
+
+
+def test_no_full_anchor_for_a_long_resting_high_cell() -> None:
+    # 4.16 V after an hour of rest is ~96 %: the OCV correction decides, not the anchor.
+    est = counter("NMC", soc=80.0, std=1.0)
+    rest(est, np.array([4.16]), 0.0, 120.0)
+    assert est.soc_pct[0] < 100.0
+
+
+def test_empty_anchor_at_cutoff_with_small_current_only() -> None:
+    est = counter("NMC", n=2, soc=20.0)
+    t = 0.0
+    for _ in range(20):  # -100 A (1C): the IR drop, not an empty cell
+        t += 1.0
+        est.update(t, -100.0, np.array([3.15, 3.4]))
+    assert np.all(est.soc_pct > 10.0)
+    for _ in range(12):
+        t += 1.0
+        est.update(t, -5.0, np.array([3.15, 3.4]))
+    assert est.soc_pct[0] == 0.0
+    assert est.soc_pct[1] > 10.0
+
+
+def test_nan_voltages_only_count() -> None:
+    est = counter("NMC", n=2, soc=50.0)
+    volts = np.array([np.nan, NMC.ocv_v(75.0)])
+    rest(est, volts, 0.0, 1000.0)
+    assert est.soc_pct[0] == 50.0 and est.soc_pct[1] > 60.0
+
+
+# --- EKF --------------------------------------------------------------------------------------
+
+
+def test_ekf_converges_from_20_percent_error_on_nmc() -> None:
+    # 8 cells, true SOC 82-90 % and falling to ~60 % (the steep part of the NMC table),
+    # estimates start 20 % wrong either way; per-channel offset ±30 mV + 10 mV noise, current
+    # offset 0.1 A + 0.1 A noise.
+    rng = np.random.default_rng(3)
+    n = 8
+    ocv = OcvCurve.from_preset(NMC)
+    cells = EcmCells(ocv, np.linspace(82.0, 90.0, n))
+    start = np.clip(cells.soc_pct + np.where(np.arange(n) % 2 == 0, 20.0, -20.0), 0.0, 100.0)
+    ekf = EkfSoc(
+        n_cells=n,
+        capacity_ah=CAP_AH,
+        ocv=ocv,
+        params=EkfParams(**ECM),
+        initial_soc_pct=start,
+        initial_std_pct=20.0,
+    )
+    offset = rng.uniform(-0.03, 0.03, n)
+    t, dt = 0.0, 1.0
+    current = 0.0
+    errors = []
+    for k in range(3600):
+        if k % 30 == 0:
+            current = float(rng.uniform(-90.0, 30.0))
+        v = cells.step(dt, current) + offset + rng.normal(0.0, 0.01, n)
+        t += dt
+        ekf.update(t, current + 0.1 + float(rng.normal(0.0, 0.1)), v)
+        errors.append(ekf.soc_pct - cells.soc_pct)
+    err = np.array(errors)
+    assert np.all(np.abs(start - np.linspace(82.0, 90.0, n)) >= 10.0)
+    late = err[900:]  # after 15 min
+    assert np.sqrt(np.mean(late**2)) < 4.0
+    assert np.max(np.abs(late)) < 7.0  # offset / slope: 30 mV / ~6 mV/% = 5 %
+    assert np.all(ekf.soc_std_pct < 10.0)
+
+
+def test_ekf_gain_on_flat_ocv_and_the_gate() -> None:
+    """On the LFP plateau a single update moves SOC by only s^2 P / (s^2 P + R) of the way
+    the reading points (a few %), but 10 updates a second compound that: a +50 mV offset drags
+    an ungated filter far. The default gate skips the update entirely."""
+    ocv = OcvCurve.from_preset(LFP)
+
+    def ekf(max_err: float) -> EkfSoc:
+        params = EkfParams(**ECM, max_soc_error_pct=max_err)
+        return EkfSoc(n_cells=1, capacity_ah=CAP_AH, ocv=ocv, params=params, initial_soc_pct=60.0)
+
+    volts = np.array([LFP.ocv_v(60.0) + 0.05])
+    ungated = ekf(1e9)
+    ungated.update(0.0, 0.0, volts)
+    s = float(ocv.slope_v_per_pct(60.0))
+    fraction = ungated.gain_soc[0] * s  # share of the reading's implied SOC step
+    assert 0.0 < fraction < 0.1
+    for k in range(1, 600):
+        ungated.update(k * 0.1, 0.0, volts)
+    assert ungated.soc_pct[0] > 75.0
+
+    gated = ekf(10.0)
+    for k in range(600):
+        gated.update(k * 0.1, 0.0, volts)
+    assert gated.soc_pct[0] == pytest.approx(60.0, abs=1e-9)
+    assert not gated.updated[0] and gated.gain_soc[0] == 0.0
+    # On steep NMC the same filter does use the voltage.
+    nmc = EkfSoc(
+        n_cells=1, capacity_ah=CAP_AH, ocv=OcvCurve.from_preset(NMC), params=EkfParams(**ECM)
+    )
+    nmc.update(0.0, 0.0, np.array([NMC.ocv_v(75.0)]))
+    assert nmc.updated[0] and nmc.gain_soc[0] > 0.0
+
+
+def test_ekf_reading_on_a_knee_corrects_an_estimate_on_the_plateau() -> None:
+    ocv = OcvCurve.from_preset(LFP)
+    ekf = EkfSoc(
+        n_cells=1, capacity_ah=CAP_AH, ocv=ocv, params=EkfParams(**ECM), initial_soc_pct=60.0
+    )
+    for k in range(300):  # resting at 3 % SOC (60 mV/%)
+        ekf.update(float(k), 0.0, np.array([LFP.ocv_v(3.0)]))
+    assert abs(ekf.soc_pct[0] - 3.0) < 3.0
+
+
+# --- SOH --------------------------------------------------------------------------------------
+
+
+def test_soh_capacity_from_full_rest_partial_cycle() -> None:
+    """A 90 Ah cell in a system configured for 100 Ah: CV charge to full (anchor), discharge,
+    rest (OCV point), and the charge counted between both points gives the capacity."""
+    ocv = OcvCurve.from_preset(NMC)
+    cells = EcmCells(ocv, np.array([85.0]), capacity_ah=90.0)
+    est = counter("NMC", soc=85.0, std=5.0)
+    soh = SohEstimator(1, SohParams(nominal_capacity_ah=CAP_AH))
+    rng = np.random.default_rng(5)
+    t, dt = 0.0, 1.0
+
+    def step(current: float) -> None:
+        nonlocal t
+        v = cells.step(dt, current) + rng.normal(0.0, 0.005, 1)
+        t += dt
+        est.update(t, current, v)
+        soh.update(t, current, v)
+        soh.add_reference(est.reference_soc_pct, est.reference_std_pct)
+
+    current = 30.0
+    while current > 2.0:  # CC 30 A, then CV at 4.2 V until 2 A (C/50)
+        step(current)
+        headroom = NMC.charge_v - float(cells.ocv.voltage(cells.soc_pct)[0] + cells.v_rc[0])
+        current = min(30.0, headroom / cells.r0)
+    for _ in range(30):
+        step(0.0)
+    assert est.soc_pct[0] == 100.0
+    for _ in range(int(79.0 * 3600 / 100.0)):  # 79 Ah out: ~12 % left of 90 Ah
+        step(-100.0)
+    for _ in range(1000):
+        step(0.0)
+    assert est.ocv_corrections == 1
+    assert soh.capacity_samples[0] == 1
+    assert soh.capacity_ah[0] == pytest.approx(90.0, rel=0.03)
+    assert soh.soh_pct[0] == pytest.approx(90.0, abs=3.0)
+    assert soh.pack_soh_pct == pytest.approx(soh.soh_pct[0])
+
+
+def test_soh_needs_a_wide_soc_span() -> None:
+    soh = SohEstimator(2, SohParams(nominal_capacity_ah=CAP_AH))
+    soh.update(0.0, 0.0)
+    soh.add_reference([80.0, 80.0], [2.0, 2.0])
+    soh.update(1.0, -36_000.0 * 0.2)  # 1 s at an absurd 7200 A: 2 Ah out
+    soh.update(2.0, 0.0)
+    assert soh.add_reference([70.0, 79.0], [2.0, 2.0]) == 0  # 10 % and 1 %: too short
+    assert np.all(np.isnan(soh.capacity_ah))
+
+
+def test_resistance_from_current_steps() -> None:
+    r0 = np.array([0.001, 0.0012, 0.0015, 0.002])
+    soh = SohEstimator(4, SohParams(nominal_capacity_ah=CAP_AH, nominal_resistance_ohm=0.001))
+    rng = np.random.default_rng(2)
+    offset = rng.uniform(-0.05, 0.05, 4)  # offsets cancel in dV
+    t = 0.0
+    for k in range(600):
+        current = (-80.0, 0.0, 40.0, 0.0)[(k // 5) % 4]
+        t += 0.1
+        soh.update(t, current, 3.7 + offset + r0 * current + rng.normal(0.0, 0.002, 4))
+    assert np.allclose(soh.resistance_ohm, r0, rtol=0.05)
+    assert np.allclose(soh.resistance_growth_pct, [0.0, 20.0, 50.0, 100.0], atol=6.0)
+    assert np.all(soh.resistance_samples > 50)
+
+
+def test_energy_throughput_and_equivalent_cycles() -> None:
+    soh = SohEstimator(98, SohParams(nominal_capacity_ah=CAP_AH))
+    t = 0.0
+    for current in (100.0, -100.0):
+        for _ in range(3600):
+            soh.update(t, current, pack_v=350.0)
+            t += 1.0
+    # 3599 one-second steps each way; the switch from +100 to -100 A is a trapezoid of 0 Ah.
+    assert soh.charge_in_ah == pytest.approx(100.0 * 3599 / 3600, rel=1e-9)
+    assert soh.charge_out_ah == pytest.approx(100.0 * 3599 / 3600, rel=1e-9)
+    assert soh.energy_in_wh == pytest.approx(350.0 * soh.charge_in_ah, rel=1e-9)
+    assert soh.energy_out_wh == pytest.approx(350.0 * soh.charge_out_ah, rel=1e-9)
+    assert soh.equivalent_cycles == pytest.approx(
+        (soh.charge_in_ah + soh.charge_out_ah) / 200.0, rel=1e-12
+    )
+    assert soh.equivalent_cycles == pytest.approx(1.0, abs=0.001)
+
+
+# --- persistence --------------------------------------------------------------------------------
+
+
+def test_state_round_trip_through_json_and_the_store(tmp_path: Path) -> None:
+    cfg = demo_config()
+    n = cfg.total_cells
+    rng = np.random.default_rng(4)
+    cc = CoulombCounter.from_config(cfg, initial_soc_pct=rng.uniform(20, 80, n))
+    ekf = EkfSoc.from_config(cfg, EkfParams(**ECM), initial_soc_pct=rng.uniform(20, 80, n))
+    soh = SohEstimator(n, SohParams(nominal_capacity_ah=cfg.cell_capacity_ah))
+    for k in range(50):
+        v = 3.7 + rng.normal(0.0, 0.01, n)
+        current = -60.0 if k % 10 < 5 else 10.0
+        for est in (cc, ekf):
+            est.update(k * 0.1, current, v)
+        soh.update(k * 0.1, current, v)
+    soh.add_reference(np.full(n, 50.0), np.full(n, 2.0))
+
+    store = Store(tmp_path / "state.sqlite")
+    for key, obj in (("cc", cc), ("ekf", ekf), ("soh", soh)):
+        store.put(key, obj.to_dict(), ts=1.0)
+    store.close()
+    again = Store(tmp_path / "state.sqlite")
+    cc2 = CoulombCounter.from_dict(again.get("cc"))
+    ekf2 = EkfSoc.from_dict(again.get("ekf"))
+    soh2 = SohEstimator.from_dict(again.get("soh"))
+    again.close()
+
+    assert json.loads(json.dumps(cc.to_dict())) == cc2.to_dict()
+    assert json.loads(json.dumps(ekf.to_dict())) == ekf2.to_dict()
+    assert json.loads(json.dumps(soh.to_dict())) == soh2.to_dict()
+    assert np.array_equal(cc2.soc_pct, cc.soc_pct) and np.array_equal(ekf2.p12, ekf.p12)
+    # A restored filter continues like the original.
+    v = 3.7 + rng.normal(0.0, 0.01, n)
+    ekf.update(10.0, -20.0, v)
+    ekf2.update(10.0, -20.0, v)
+    assert np.array_equal(ekf.soc_pct, ekf2.soc_pct)
+    # The service path: current configuration, stored SOC.
+    fresh = CoulombCounter.from_config(cfg)
+    assert fresh.load_state(cc.to_dict())
+    assert np.array_equal(fresh.soc_pct, cc.soc_pct)
+    assert not CoulombCounter.from_config(cfg).load_state({"soc_pct": [50.0]})
+    assert not EkfSoc.from_config(cfg, EkfParams(**ECM)).load_state({"soc_pct": [50.0] * 3})
+
+
+# --- properties -----------------------------------------------------------------------------
+
+_samples = st.lists(
+    st.tuples(
+        st.floats(0.0, 10.0),  # dt
+        st.floats(-200.0, 200.0),  # current
+        st.one_of(st.floats(1.5, 5.0), st.just(math.nan)),  # cell voltage
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(samples=_samples, chem=st.sampled_from(["NMC", "LFP"]), start=st.floats(0.0, 100.0))
+def test_soc_stays_in_range_for_any_trace(
+    samples: list[tuple[float, float, float]], chem: str, start: float
+) -> None:
+    preset = get_preset(chem)
+    ocv = OcvCurve.from_preset(preset)
+    # A tiny capacity so that a short trace crosses 0 % and 100 %.
+    cc = counter(chem, n=2, soc=start, rest_time_s=5.0)
+    cc.capacity_ah = np.full(2, 0.01)
+    ekf = EkfSoc(
+        n_cells=2, capacity_ah=0.01, ocv=ocv, params=EkfParams(**ECM), initial_soc_pct=start
+    )
+    t = 0.0
+    for dt, current, volts in samples:
+        t += dt
+        v = np.array([volts, volts + 0.01])
+        for est in (cc, ekf):
+            soc = est.update(t, current, v)
+            assert np.all((soc >= 0.0) & (soc <= 100.0))
+            assert np.all(np.isfinite(est.soc_std_pct))
+        assert 0.0 <= cc.pack_soc_pct <= 100.0

@@ -1,0 +1,192 @@
+"""The master with real slave agents on a real broker: protection reaches the contactors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.broker import MosquittoBroker
+from shared.bus import Delivery, MqttBus
+from shared.commands import CommandClient
+from shared.config import SystemConfig
+from shared.messages import (
+    ContactorsArgs,
+    Event,
+    EventsQueryArgs,
+    PackState,
+    ResetFaultsArgs,
+    SetModeArgs,
+)
+from shared.settings import parse_mqtt_url
+from shared.topics import EVENTS, PACK_STATE
+
+from .agents import Recorder, ServiceProcess, publish_config, wait_until
+from .test_slave_agent import inject
+
+
+class Watch:
+    """Pack state and events as a third party sees them."""
+
+    def __init__(self, url: str, system: str) -> None:
+        self.bus = MqttBus(parse_mqtt_url(url), system=system, service="watch", kind="test")
+        self.states: list[PackState] = []
+        self.events: list[Event] = []
+        self.lock = threading.Lock()
+        self.bus.subscribe(PACK_STATE, self._state)
+        self.bus.subscribe(EVENTS, self._event)
+        self.client = CommandClient(self.bus)
+        self.stop = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+        assert self.bus.start(wait_s=10)
+
+    def _pump(self) -> None:
+        while not self.stop.is_set():
+            self.bus.process(0.05)
+
+    def _state(self, d: Delivery[PackState]) -> None:
+        with self.lock:
+            self.states.append(d.message)
+
+    def _event(self, d: Delivery[Event]) -> None:
+        with self.lock:
+            self.events.append(d.message)
+
+    def latest(self) -> PackState | None:
+        with self.lock:
+            return self.states[-1] if self.states else None
+
+    def command(self, name: str, args: Any) -> Any:
+        replies: list[Any] = []
+        done = threading.Event()
+        self.client.send(name, args, ttl_s=5, on_reply=lambda r: (replies.append(r), done.set()))
+        assert done.wait(6), f"no reply to {name}"
+        return replies[0]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.bus.stop(timeout_s=0.5)
+
+
+@pytest.fixture
+def system(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    ui = publish_config(mosquitto.url, config)
+    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, initial_soc_pct="60")
+    data = tmp_path / "data"
+    env = {"data_dir": str(data), "load_profile": "constant:-10"}
+    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path, **env)
+    watch = Watch(mosquitto.url, system_id)
+    rec = Recorder(mosquitto.url, system_id)
+    made: dict[str, Any] = dict(
+        config=config,
+        slaves=slaves,
+        master=master,
+        watch=watch,
+        rec=rec,
+        url=mosquitto.url,
+        env=env,
+        tmp=tmp_path,
+    )
+    assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed", 20), (
+        master.log()
+    )
+    yield made
+    watch.close()
+    rec.close()
+    made["master"].stop()
+    made["slaves"].stop()
+    ui.stop()
+
+
+def test_overvoltage_opens_contactors_within_the_delay_plus_one_sample(
+    system: dict[str, Any], system_id: str
+) -> None:
+    watch: Watch = system["watch"]
+    rec: Recorder = system["rec"]
+    fault = system["config"].protection.cell_overvoltage.fault
+    inject(
+        system["url"], system_id, "cell_drift", "--module", "1", "--channel", "2", "--value", "1.0"
+    )
+    assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "fault", 10), (
+        system["master"].log()
+    )
+    state = next(s for s in watch.states if s.contactors == "fault")
+    crossed = next(t for t in rec.telemetry[1] if t.cell_mv[2] > fault.threshold * 1000)
+    reaction_s = (state.ts or 0) - crossed.sample_ts
+    assert reaction_s <= fault.delay_s + 0.1 + 0.15, reaction_s  # + one sample + bus latency
+    assert reaction_s >= fault.delay_s - 0.1  # not before its delay
+    assert "cell_overvoltage" in state.faults
+    assert any(
+        e.code == "cell_overvoltage" and e.level == "fault" and e.kind == "raise"
+        for e in watch.events
+    )
+
+    reply = watch.command("reset_faults", ResetFaultsArgs())
+    assert reply.status == "refused" and "cell_overvoltage" in reply.reason
+    inject(system["url"], system_id, "clear")
+    assert wait_until(lambda: rec.latest(1).cell_mv[2] < 4100, 5)  # type: ignore[union-attr]
+    time.sleep(0.5)
+    reply = watch.command("reset_faults", ResetFaultsArgs())
+    assert reply.status == "accepted", reply.reason
+    assert wait_until(lambda: watch.latest().contactors == "standby", 2)  # type: ignore[union-attr]
+    reply = watch.command("contactors", ContactorsArgs(action="close"))
+    assert reply.status == "accepted", reply.reason
+    assert wait_until(lambda: watch.latest().contactors == "closed", 10)  # type: ignore[union-attr]
+
+
+def test_killing_a_slave_raises_loss_of_communication(system: dict[str, Any]) -> None:
+    watch: Watch = system["watch"]
+    os.kill(system["slaves"].proc.pid, signal.SIGKILL)
+    assert wait_until(lambda: "communication_loss" in watch.latest().faults, 5)  # type: ignore[union-attr]
+    assert wait_until(lambda: watch.latest().contactors == "fault", 2)  # type: ignore[union-attr]
+    assert sorted(watch.latest().stale_modules) == [0, 1]  # type: ignore[union-attr]
+    limits = watch.latest().limits  # type: ignore[union-attr]
+    assert limits.charge_current_a == 0 and limits.discharge_current_a == 0
+
+
+def test_restart_restores_soc_and_latched_faults(
+    system: dict[str, Any], system_id: str, mosquitto: MosquittoBroker
+) -> None:
+    watch: Watch = system["watch"]
+    inject(
+        system["url"], system_id, "cell_drift", "--module", "0", "--channel", "0", "--value", "1.0"
+    )
+    assert wait_until(lambda: watch.latest().contactors == "fault", 10)  # type: ignore[union-attr]
+    inject(system["url"], system_id, "clear")
+    time.sleep(1.0)
+    soc_before = watch.latest().soc  # type: ignore[union-attr]
+    system["master"].stop()
+    system["master"] = ServiceProcess(
+        "master_core", mosquitto.url, system_id, system["tmp"] / "..", **system["env"]
+    )
+    t0 = time.time()
+    assert wait_until(lambda: (s := watch.latest()) is not None and (s.ts or 0) > t0 + 0.5, 15)
+    after = watch.latest()
+    assert after is not None
+    assert "cell_overvoltage" in after.faults
+    assert after.contactors in ("fault", "standby")
+    assert abs(after.soc - soc_before) < 1.0
+
+
+def test_standby_mode_opens_contactors_and_slows_the_slaves(system: dict[str, Any]) -> None:
+    watch: Watch = system["watch"]
+    rec: Recorder = system["rec"]
+    assert watch.command("set_mode", SetModeArgs(mode="standby")).status == "accepted"
+    assert wait_until(
+        lambda: watch.latest().mode == "standby" and watch.latest().contactors == "standby", 5
+    )  # type: ignore[union-attr]
+    assert wait_until(lambda: rec.latest(0).mode == "standby", 5)  # type: ignore[union-attr]
+    reply = watch.command("contactors", ContactorsArgs(action="close"))
+    assert reply.status == "refused" and "standby" in reply.reason
+    time.sleep(3)
+    assert "communication_loss" not in watch.latest().faults  # type: ignore[union-attr]
+    reply = watch.command("events_query", EventsQueryArgs(limit=50))
+    codes = [e["code"] for e in reply.result["events"]]
+    assert "mode_standby" in codes and "config_applied" in codes
