@@ -135,7 +135,8 @@ def sensors(
 
 def initial_soc(trace: Trace, n_cells: int) -> FloatArray:
     sign = np.where(np.arange(n_cells) % 2 == 0, 1.0, -1.0)
-    return np.clip(trace.true_soc_pct[0] + sign * INITIAL_ERROR_PCT, 0.0, 100.0)
+    start: FloatArray = np.clip(trace.true_soc_pct[0] + sign * INITIAL_ERROR_PCT, 0.0, 100.0)
+    return start
 
 
 def estimators(trace: Trace, n_cells: int, case: str) -> dict[str, CoulombCounter | EkfSoc]:

@@ -210,22 +210,18 @@ def rest_residual(
     t: FloatArray, i: FloatArray, v: FloatArray, soc: FloatArray, ocv_soc: FloatArray,
     ocv_v: FloatArray,
 ) -> list[dict[str, float]]:  # fmt: skip
-    """Terminal voltage minus OCV(true SOC) after 5, 10, 15 and 20 min of each rest."""
+    """Terminal voltage minus OCV(true SOC) after 5, 10 and 15 min of each rest, in mV."""
     out: list[dict[str, float]] = []
     at_rest = np.abs(i) < 1e-9
-    start = None
-    for k in range(len(t)):
-        if at_rest[k] and start is None:
-            start = k
-        if (not at_rest[k] or k == len(t) - 1) and start is not None:
-            entry: dict[str, float] = {"rest_start_s": float(t[start])}
-            for minutes in (5, 10, 15, 20):
-                j = start + int(minutes * 60 / PERIOD_S)
-                if j < k or (at_rest[k] and j <= k):
-                    err = v[j] - float(np.interp(soc[j], ocv_soc, ocv_v))
-                    entry[f"after_{minutes}_min"] = round(err * 1000.0, 2)
-            out.append(entry)
-            start = None
+    starts = np.flatnonzero(at_rest & ~np.roll(at_rest, 1))
+    for k0 in starts:
+        entry = {"rest_start_s": round(float(t[k0]), 1)}
+        for minutes in (5, 10, 15):
+            k = int(np.searchsorted(t, t[k0] + 60.0 * minutes))
+            if k < len(t) and bool(np.all(at_rest[k0 : k + 1])):
+                err = v[k] - np.interp(soc[k], ocv_soc, ocv_v)
+                entry[f"after_{minutes}_min"] = round(float(err) * 1000.0, 2)
+        out.append(entry)
     return out
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.master_core.estimation.soc import CoulombCounter
+from services.master_core.estimation.soh import SohEstimator, SohParams
 from services.master_core.pack import PackSnapshot
 from shared.config import SystemConfig
 
@@ -22,8 +23,10 @@ STATE_VERSION = 1
 class PackEstimator:
     def __init__(self, config: SystemConfig) -> None:
         self.counter = CoulombCounter.from_config(config)
+        self.soh = SohEstimator(
+            config.total_cells, SohParams(nominal_capacity_ah=config.cell_capacity_ah)
+        )
         self._started = False
-        self.soh_pct = 100.0
 
     @property
     def started(self) -> bool:
@@ -32,6 +35,11 @@ class PackEstimator:
     @property
     def pack_soc_pct(self) -> float:
         return float(np.clip(self.counter.pack_soc_pct, 0.0, 100.0)) if self._started else 0.0
+
+    @property
+    def soh_pct(self) -> float:
+        value = self.soh.pack_soh_pct
+        return float(np.clip(value, 0.0, 100.0)) if np.isfinite(value) else 100.0
 
     @property
     def cell_soc_pct(self) -> NDArray[np.float64] | None:
@@ -43,7 +51,11 @@ class PackEstimator:
                 return  # wait for every module: a partial start would guess missing cells
             self.counter.start_from_rest(snap.cell_v)
             self._started = True
-        self.counter.update(now_s, current_a, snap.cell_v if snap.complete else None)
+        cell_v = snap.cell_v if snap.complete else None
+        self.counter.update(now_s, current_a, cell_v)
+        self.soh.update(now_s, current_a, cell_v)
+        # rested OCV points and full/empty anchors are the ends of a capacity measurement
+        self.soh.add_reference(self.counter.reference_soc_pct, self.counter.reference_std_pct)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -55,5 +67,8 @@ class PackEstimator:
     def restore(self, data: dict[str, Any]) -> None:
         if data.get("version") != STATE_VERSION or not self.counter.load_state(data["counter"]):
             raise ValueError("stored estimator state does not fit this configuration")
-        self.soh_pct = float(data.get("soh_pct", 100.0))
+        if "soh" in data:
+            soh = SohEstimator.from_dict(data["soh"])
+            if soh.n_cells == self.soh.n_cells:
+                self.soh = soh
         self._started = True

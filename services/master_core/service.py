@@ -468,6 +468,9 @@ class MasterCore:
                 warnings=list(result.warnings),
                 stale_modules=list(snap.stale_modules),
                 balancing=self.balancing_reason,
+                energy_in_wh=rt.estimator.soh.energy_in_wh,
+                energy_out_wh=rt.estimator.soh.energy_out_wh,
+                equivalent_cycles=rt.estimator.soh.equivalent_cycles,
             ),
         )
 

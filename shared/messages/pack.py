@@ -68,6 +68,11 @@ class PackState(Message):
     alarms: list[Code] = Field(default_factory=list, max_length=64)
     warnings: list[Code] = Field(default_factory=list, max_length=64)
     stale_modules: list[int] = Field(default_factory=list, max_length=MAX_CELLS_PER_MODULE)
+    energy_in_wh: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    """Energy charged since commissioning (sum over cells)."""
+    energy_out_wh: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    equivalent_cycles: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    """Charge throughput / (2 x nominal capacity)."""
     balancing: str = Field("", max_length=200)
     """Why balancing runs, or why it does not."""
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from services.master_core.estimation import (
     CoulombCounter,
@@ -33,10 +33,10 @@ CAP_AH = 100.0
 ECM = {"r0_ohm": 0.0015, "r1_ohm": 0.001, "c1_f": 40_000.0}  # 100 Ah cell, tau 40 s
 
 
-def counter(chem: str = "NMC", n: int = 1, **kw: float) -> CoulombCounter:
+def counter(
+    chem: str = "NMC", n: int = 1, soc: ArrayLike = 50.0, std: float = 30.0, **kw: float
+) -> CoulombCounter:
     preset = get_preset(chem)
-    soc = kw.pop("soc", 50.0)
-    std = kw.pop("std", 30.0)
     return CoulombCounter(
         n_cells=n,
         capacity_ah=CAP_AH,
@@ -182,6 +182,16 @@ def test_lfp_corrects_below_the_plateau() -> None:
     est = counter("LFP", soc=30.0)
     rest(est, np.array([LFP.ocv_v(5.0)]), 0.0, 1000.0)  # 2.5-5 %: 60 mV/%
     assert abs(est.soc_pct[0] - 5.0) < 2.0
+
+
+def test_start_from_rest_carries_the_reading_uncertainty() -> None:
+    nmc = counter("NMC", n=2)
+    nmc.start_from_rest([NMC.ocv_v(80.0), np.nan])
+    assert nmc.soc_pct[0] == pytest.approx(80.0) and nmc.soc_pct[1] == 50.0
+    assert nmc.soc_std_pct[0] < 10.0  # ±50 mV at 6-8 mV/%
+    lfp = counter("LFP")
+    lfp.start_from_rest([LFP.ocv_v(60.0)])
+    assert lfp.soc_std_pct[0] > 25.0  # the plateau: a guess, and known to be one
 
 
 # --- anchors --------------------------------------------------------------------------------
@@ -416,10 +426,11 @@ def test_state_round_trip_through_json_and_the_store(tmp_path: Path) -> None:
         store.put(key, obj.to_dict(), ts=1.0)
     store.close()
     again = Store(tmp_path / "state.sqlite")
-    cc2 = CoulombCounter.from_dict(again.get("cc"))
-    ekf2 = EkfSoc.from_dict(again.get("ekf"))
-    soh2 = SohEstimator.from_dict(again.get("soh"))
+    stored = {key: again.get(key) for key in ("cc", "ekf", "soh")}
     again.close()
+    cc2 = CoulombCounter.from_dict(stored["cc"] or {})
+    ekf2 = EkfSoc.from_dict(stored["ekf"] or {})
+    soh2 = SohEstimator.from_dict(stored["soh"] or {})
 
     assert json.loads(json.dumps(cc.to_dict())) == cc2.to_dict()
     assert json.loads(json.dumps(ekf.to_dict())) == ekf2.to_dict()

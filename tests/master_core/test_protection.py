@@ -139,25 +139,29 @@ def test_nominal_pack_raises_nothing(config: SystemConfig) -> None:
 @settings(max_examples=120, deadline=None)
 @given(st.data())
 def test_composed_levels_follow_the_rules(data: st.DataObject) -> None:
+    """Runs of one value each (the monitor tests vary values sample by sample)."""
     config = data.draw(st.sampled_from(CONFIGS), label="config")
     code = data.draw(st.sampled_from(THREE_LEVEL), label="code")
     period = data.draw(st.sampled_from((0.1, 0.1, 0.5, 2.0)), label="period")
+    t0 = data.draw(st.floats(0.0, 1e5), label="t0")
     specs = level_specs(getattr(config.protection, code))
     p = Protection(config.protection)
-    now = data.draw(st.floats(0.0, 1e5))
     before = active_set(p.status())
-    for _ in range(data.draw(st.integers(1, 10))):
+    k = 0
+    for _ in range(data.draw(st.integers(1, 12), label="runs")):
         level = data.draw(st.sampled_from(LEVEL_ORDER))
-        zone = data.draw(st.sampled_from(ZONES))
+        value = zone_value(data.draw, specs[level], data.draw(st.sampled_from(ZONES)))
+        if value is not None and code.endswith("overcurrent"):
+            value = max(value, 0.0)  # a magnitude: the other direction reads as 0 A
         charging = data.draw(st.booleans())
-        for _ in range(data.draw(st.integers(1, 50))):
-            value = zone_value(data.draw, specs[level], zone)
-            if value is not None and code.endswith("overcurrent"):
-                value = max(value, 0.0)  # a magnitude: the other direction reads as 0 A
-            current = 10.0 if charging else -10.0
-            extra = {} if code.endswith("overcurrent") else {"current_a": current}
+        extra = {} if code.endswith("overcurrent") else {"current_a": 10.0 if charging else -10.0}
+        armed = charging or not code.endswith("_charge")
+        samples = data.draw(st.integers(1, 60))
+        reset_at = data.draw(st.integers(0, 2 * samples))
+        for i in range(samples):
+            now = t0 + k * period
+            k += 1
             result = p.evaluate(inputs_for(config, code, value, **extra), now)
-            armed = charging or not code.endswith("_charge")
             for lv, spec in specs.items():
                 spec.step(value, now, code in getattr(result, PLURAL[lv]), armed=armed)
             after = active_set(result)
@@ -166,11 +170,10 @@ def test_composed_levels_follow_the_rules(data: st.DataObject) -> None:
                 ("clear", lv, c) for lv, c in before - after
             }
             before = after
-            if data.draw(st.integers(0, 20)) == 0:
+            if i == reset_at:
                 reset = p.reset(now)
                 specs["fault"].reset(code in {t.code for t in reset.cleared})
                 before = active_set(p.status())
-            now += period
 
 
 @settings(max_examples=60, deadline=None)

@@ -2,7 +2,7 @@
 
 The traces come from bench/soc_pybamm_traces.py (PyBaMM SPMe, Chen2020 NMC and Prada2013 LFP);
 the sensor cases and estimator settings are those of bench/bench_soc_accuracy.py, run on 8 cells.
-Bounds are the errors measured when the estimators were written x 1.5 + 0.5 % SOC.
+Bounds: the errors that run gives (MEASURED) x 1.5 + 0.5 % SOC.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from shared.config.chemistry import ChemistryPreset
 from shared.config.system import SystemConfig
 
 FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
 
 STATE_VERSION = 1
 _P = TypeVar("_P")
@@ -89,12 +88,12 @@ class OcvCurve:
 def pack_soc_pct(cell_soc_pct: ArrayLike) -> float:
     """SOC of a series string from its cell SOCs (NaN cells ignored; NaN if none is known).
 
-    A series string is empty when its weakest cell is empty and full when its highest cell is
+    A series string is empty when its lowest cell is empty and full when its highest cell is
     full, so 0 % must mean "the first cell reached empty" and 100 % "the first cell reached
-    full": SOC = min / (min + (100 - max)) x 100. It equals the cell SOC for a balanced string,
-    and the charge the string can still deliver and take stays proportional to SOC and 100 - SOC.
-    With one cell empty and another full the string can do neither; the result is then 0 %
-    (discharge is the side that must stop first).
+    full": SOC = min / (min + (100 - max)) x 100, the share of the string's usable charge
+    (min x C still to deliver, (100 - max) x C still to take) that it can deliver. It equals the
+    cell SOC for a balanced string. With one cell empty and another full the string can do
+    neither; the result is then 0 % (discharge is the side that must stop first).
     """
     soc = np.asarray(cell_soc_pct, dtype=np.float64)
     known = soc[np.isfinite(soc)]
@@ -155,15 +154,12 @@ class CoulombParams:
     max_ocv_soc_error_pct: float = 10.0
     """No OCV correction where the reading ± voltage_error_v spans more than ± this SOC, i.e.
     where the mean OCV slope over that span is below voltage_error_v / this: 5 mV/% at ±50 mV
-    (see `min_ocv_slope_mv_per_pct`). The LFP plateau (0.2-2.4 mV/%) is skipped, Chen2020 NMC
-    (7-12 mV/% over most of the range) is used. A flatter curve is skipped rather than weighted
-    down: a weight treats the error as random, but a channel offset is the same at every rest;
-    on the LFP plateau a +50 mV offset points 30-40 % too high (bms-practice §2.3: +41.8 % after
-    an OCV reset). Hysteresis is not modelled: for LFP, include it in voltage_error_v."""
-
-    @property
-    def min_ocv_slope_mv_per_pct(self) -> float:
-        return 1000.0 * self.voltage_error_v / self.max_ocv_soc_error_pct
+    (`min_ocv_slope_mv_per_pct`). At ±50 mV the shipped presets are corrected at: LFP 0-7.5 %
+    and 100 % (the plateau, 0.2-2.4 mV/%, never), NMC 0-15 % and 57.5-100 %, NCA everywhere.
+    A flatter curve is skipped rather than weighted down: a weight treats the error as random,
+    but a channel offset is the same at every rest; on the LFP plateau a +50 mV offset points
+    30-40 % too high (bms-practice §2.3: +41.8 % after an OCV reset). Hysteresis is not
+    modelled: for LFP, include it in voltage_error_v."""
 
     current_error_a: float = 0.1
     """Current offset + noise: the SOC uncertainty grows by this x time / capacity."""
@@ -190,6 +186,10 @@ class CoulombParams:
     max_gap_s: float = 5.0
     """Longer gaps between samples are not integrated (the current in between is unknown);
     the SOC uncertainty grows by the charge the larger of both currents could have moved."""
+
+    @property
+    def min_ocv_slope_mv_per_pct(self) -> float:
+        return 1000.0 * self.voltage_error_v / self.max_ocv_soc_error_pct
 
 
 class CoulombCounter:
@@ -230,6 +230,7 @@ class CoulombCounter:
         self._last_s: float | None = None
         self._last_current_a = 0.0
         self.rest_s = 0.0
+        self._in_rest = False
         self._ocv_done = False
         self._rest_v = np.full(n_cells, np.nan)
         self._full_s = np.zeros(n_cells)
@@ -241,6 +242,7 @@ class CoulombCounter:
         """SOC known independently of counting in the last update (OCV after rest or anchor),
         NaN elsewhere: the points a capacity estimate needs (`SohEstimator.add_reference`)."""
         self.reference_std_pct = np.full(n_cells, np.nan)
+        self._has_reference = False
 
     @classmethod
     def from_config(
@@ -270,7 +272,8 @@ class CoulombCounter:
         weigh it accordingly. NaN voltages keep their SOC.
         """
         v = _voltages(cell_v, self.n_cells)
-        assert v is not None
+        if v is None:
+            raise ValueError("start_from_rest needs cell voltages")
         ok = np.isfinite(v)
         spread = self.ocv.soc_spread_pct(np.where(ok, v, 0.0), self.params.voltage_error_v)
         self.soc_pct = np.where(ok, self.ocv.soc(np.where(ok, v, 0.0)), self.soc_pct)
@@ -281,8 +284,10 @@ class CoulombCounter:
         """Take one sample; returns the cell SOCs (%). `cell_v` None: counting only."""
         p = self.params
         v = _voltages(cell_v, self.n_cells)
-        self.reference_soc_pct = np.full(self.n_cells, np.nan)
-        self.reference_std_pct = np.full(self.n_cells, np.nan)
+        if self._has_reference:
+            self.reference_soc_pct = np.full(self.n_cells, np.nan)
+            self.reference_std_pct = np.full(self.n_cells, np.nan)
+            self._has_reference = False
         current = float(current_a) if math.isfinite(current_a) else 0.0
         dt = 0.0 if self._last_s is None else now_s - self._last_s
         if dt < 0.0:
@@ -300,7 +305,7 @@ class CoulombCounter:
             self.soc_std_pct = self.soc_std_pct + 100.0 * worst * dt / (3600.0 * self.capacity_ah)
         self._last_s = now_s
         self._last_current_a = current
-        # Never claim more certainty than a perfect count would have, nor more than 0-100 % holds.
+        # A sigma beyond 100 % says nothing more than "unknown".
         self.soc_std_pct = _clip_pct(self.soc_std_pct)
         self._track_rest(dt, current, v)
         if v is not None:
@@ -315,11 +320,13 @@ class CoulombCounter:
         p = self.params
         resting = abs(current) < p.rest_c_rate * float(self.capacity_ah.min())
         if not resting:
-            if self.rest_s > 0.0 or self._ocv_done:
+            if self._in_rest:
+                self._in_rest = False
                 self.rest_s = 0.0
                 self._ocv_done = False
                 self._rest_v = np.full(self.n_cells, np.nan)
             return
+        self._in_rest = True
         self.rest_s += dt
         if v is None:
             return
@@ -352,6 +359,7 @@ class CoulombCounter:
         self.ocv_corrections += int(np.count_nonzero(use))
         self.reference_soc_pct = np.where(use, target, self.reference_soc_pct)
         self.reference_std_pct = np.where(use, ocv_std, self.reference_std_pct)
+        self._has_reference = True
 
     def _anchors(self, dt: float, current: float, v: FloatArray) -> None:
         p = self.params
@@ -380,6 +388,7 @@ class CoulombCounter:
             self.soc_std_pct = np.where(hit, p.anchor_std_pct, self.soc_std_pct)
             self.reference_soc_pct = np.where(hit, self.soc_pct, self.reference_soc_pct)
             self.reference_std_pct = np.where(hit, p.anchor_std_pct, self.reference_std_pct)
+            self._has_reference = True
             held = np.maximum(self._full_s, self._empty_s)
             self.anchors += int(np.count_nonzero(hit & (held - dt < p.anchor_hold_s)))
 
@@ -449,10 +458,11 @@ class EkfParams:
     """No voltage update where the OCV slope at the estimate is below voltage_error_v / this
     (5 mV/% at ±50 mV, `min_ocv_slope_mv_per_pct`), unless the cell rests at a voltage whose
     ± voltage_error_v span is within ± this SOC (a reading on a knee still corrects an estimate
-    stuck on a plateau). The SOC gain falls with the slope anyway (K_soc = (slope x p11 + p12)
-    / S, tested), but a filter updating 10 times a second averages the noise away and keeps
-    the channel offset: the estimate converges to offset / slope, here at most 10 % SOC; on the
-    LFP plateau (0.2-2.4 mV/%) it would be 20-250 %."""
+    stuck on a plateau). Without the cut the gain is small but not small enough: one update
+    moves SOC by slope^2 x p11 / S of the way the reading points (8 % on the LFP plateau from a
+    30 % uncertain start, tested), but 10 updates a second compound that, and a channel offset
+    is the same in every sample: the estimate converges to offset / slope. Here that is at most
+    10 % SOC; on the LFP plateau (0.2-2.4 mV/%) it would be 20-250 %."""
     rest_c_rate: float = 0.02
     """|I| below this (x capacity) is rest for the reading-side slope check. Under load the
     1RC model misses tens of mV of LFP overpotential, which would fake a knee."""
@@ -498,7 +508,7 @@ class EkfSoc:
         std = np.abs(_cells(initial_std_pct, n_cells, "initial_std_pct"))
         self.p11 = std**2
         self.p12 = np.zeros(n_cells)
-        # V_rc is unknown at start: up to R1 x the largest current.
+        # V_rc is unknown at start: R1 x a 0.5C current as its sigma.
         self.p22 = np.full(n_cells, (params.r1_ohm * 0.5 * float(self.capacity_ah.min())) ** 2)
         self._last_s: float | None = None
         self._last_current_a = 0.0
@@ -526,6 +536,8 @@ class EkfSoc:
 
     @property
     def soc_std_pct(self) -> FloatArray:
+        """The filter's SOC sigma. It treats the voltage error as white noise, so a channel
+        offset adds up to offset / slope that this does not show."""
         out: FloatArray = np.sqrt(np.maximum(self.p11, 0.0))
         return out
 
@@ -570,7 +582,8 @@ class EkfSoc:
         q_soc = q_soc + p.soc_walk_pct_per_sqrt_h**2 * dt / 3600.0
         q_rc = q_rc + p.v_rc_walk_v_per_sqrt_s**2 * dt
         # P = F P F' + Q with F = diag(1, a).
-        self.p11 = self.p11 + q_soc
+        # Capped at (100 %)^2: beyond that SOC is simply unknown (months without a voltage).
+        self.p11 = np.minimum(self.p11 + q_soc, 1e4)
         self.p12 = a * self.p12
         self.p22 = a * a * self.p22 + q_rc
 
@@ -587,14 +600,17 @@ class EkfSoc:
         if not np.any(ok):
             self.gain_soc = np.zeros(self.n_cells)
             return
-        predicted = self.ocv.voltage(self.soc_pct) + self.v_rc + p.r0_ohm * current
-        innovation = np.where(ok, v - predicted, 0.0)
+        innovation = v - (self.ocv.voltage(self.soc_pct) + self.v_rc + p.r0_ohm * current)
         # H = [slope, 1]: m = P H', S = H P H' + R, K = m / S, P -= K m'.
         m1 = slope * self.p11 + self.p12
         m2 = slope * self.p12 + self.p22
         s = slope * m1 + m2 + p.voltage_error_v**2
-        k1 = np.where(ok, m1 / s, 0.0)
-        k2 = np.where(ok, m2 / s, 0.0)
+        k1 = m1 / s
+        k2 = m2 / s
+        if not ok.all():
+            innovation = np.where(ok, innovation, 0.0)
+            k1 = np.where(ok, k1, 0.0)
+            k2 = np.where(ok, k2, 0.0)
         self.soc_pct = _clip_pct(self.soc_pct + k1 * innovation)
         self.v_rc = self.v_rc + k2 * innovation
         self.p11 = np.maximum(self.p11 - k1 * m1, 1e-6)

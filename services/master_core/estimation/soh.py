@@ -26,6 +26,8 @@ from numpy.typing import ArrayLike, NDArray
 FloatArray = NDArray[np.float64]
 
 STATE_VERSION = 1
+_MAX_RESISTANCE_OHM = 1.0
+"""A step giving more is a wiring or sensor fault (cells here have 0.5-50 mOhm)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,8 @@ class SohEstimator:
         self._last_cell_v = v
 
     def add_reference(self, soc_pct: ArrayLike, std_pct: ArrayLike) -> int:
-        """SOC points known without counting, at the time of the last `update` (NaN = none).
+        """SOC points known without counting, at the time of the last `update` (NaN = none):
+        call it after `update` of the same sample, e.g. with `CoulombCounter.reference_soc_pct`.
 
         Pairs each point with the previous one of that cell; returns the number of capacity
         samples taken. The point then replaces the previous one: the charge counted since an
@@ -184,7 +187,8 @@ class SohEstimator:
         if abs(d_i) < p.step_min_c_rate * p.nominal_capacity_ah:
             return
         r = (v - self._last_cell_v) / d_i
-        ok = np.isfinite(r) & (r > 0.0)
+        # Negative samples are noise and stay in: dropping them would bias the mean upwards.
+        ok = np.isfinite(r) & (np.abs(r) < _MAX_RESISTANCE_OHM)
         n = self.resistance_samples + ok
         # Plain mean for the first samples, then a moving average over resistance_samples.
         alpha = np.where(ok, 1.0 / np.minimum(np.maximum(n, 1), p.resistance_samples), 0.0)
