@@ -15,7 +15,7 @@ Writes tests/master_core/data/pybamm_<chem>.csv.gz (time_s, current_a positive =
 terminal_v, true_soc_pct) and pybamm_<chem>.json (capacity, 41-point OCV table from the same set,
 1RC parameters fitted to a PyBaMM 1C/30 s pulse at 50 % SOC, provenance).
 
-Needs PyBaMM (not a project dependency): `uv pip install --python .venv/bin/python pybamm`.
+Needs PyBaMM, the `validation` dependency group: `uv sync --frozen --all-extras --group validation`.
 Usage: python bench/soc_pybamm_traces.py
 """
 
