@@ -56,10 +56,11 @@ from shared.topics import (
 log = logging.getLogger("master_core")
 
 PERIOD_S = 0.05
-"""Protection runs at twice the slave sample rate, so a limit crossing is seen within half a
-sample period of its arrival."""
-PUBLISH_EVERY = 2
-"""Pack state goes out every second cycle (10 Hz), and at once when the contactors change."""
+"""The fixed grid of the loop; fresh telemetry also starts a cycle (see `run`)."""
+MIN_CYCLE_S = 0.02
+"""Telemetry of several modules arriving together is judged in one cycle."""
+PUBLISH_PERIOD_S = 0.1
+"""Pack state at 10 Hz, and at once when the contactors change."""
 PERSIST_PERIOD_S = 10.0
 STATUS_PERIOD_S = 5.0
 STARTUP_GRACE_S = 10.0
@@ -115,7 +116,8 @@ class MasterCore:
         self._auto_close = False
         self._contactor_reset = False
         self.started_s = monotonic()
-        self._cycles = 0
+        self._last_publish_s = 0.0
+        self._fresh = False
         self._published_contactors = ""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
@@ -173,8 +175,10 @@ class MasterCore:
         )
         saved_latches = self.store.get("protection_latched")
         if saved_latches:
-            rt.protection.restore(saved_latches)
-            log.warning("restored latched faults: %s", ", ".join(sorted(saved_latches)) or "-")
+            # a latch that cannot be read back must not be dropped silently: refuse to run
+            codes = rt.protection.restore(saved_latches)
+            if codes:
+                log.warning("restored latched faults: %s", ", ".join(codes))
         saved_soc = self.store.get("estimator")
         if saved_soc:
             try:
@@ -202,7 +206,9 @@ class MasterCore:
         if self.rt is None:
             return
         reason = self.rt.aggregator.on_telemetry(d.message, self.monotonic())
-        if reason is not None:
+        if reason is None:
+            self._fresh = True
+        else:
             self.bus.counters["telemetry_refused"] += 1
             log.warning("telemetry refused: %s", reason)
 
@@ -276,20 +282,27 @@ class MasterCore:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
+        """Cycle on the fixed grid, and also as soon as fresh telemetry arrives, so a limit
+        crossing is judged within milliseconds of its sample rather than at the next slot."""
         while not should_stop():
-            wait = self.schedule.deadline_s - self.monotonic()
-            if wait > 0:
-                self.bus.process(timeout_s=min(wait, 0.2))
+            now = self.monotonic()
+            wait = self.schedule.deadline_s - now
+            fresh = self._fresh and now - self._last_cycle_s >= MIN_CYCLE_S
+            if wait > 0 and not fresh:
+                timeout = wait if not self._fresh else min(wait, MIN_CYCLE_S)
+                self.bus.process(timeout_s=min(timeout, 0.2))
                 continue
             self.bus.process()
+            self._fresh = False
             try:
                 self.cycle()
             except Exception:  # one bad cycle must not end supervision
                 self.bus.counters["cycle_errors"] += 1
                 log.exception("cycle failed")
-            missed = self.schedule.advance(self.monotonic())
-            if missed:
-                self.bus.counters["overruns"] += missed
+            if wait <= 0:
+                missed = self.schedule.advance(self.monotonic())
+                if missed:
+                    self.bus.counters["overruns"] += missed
 
     def slave_period_s(self) -> float:
         assert self.rt is not None
@@ -374,8 +387,11 @@ class MasterCore:
             ),
             now,
         )
-        self._cycles += 1
-        if self._cycles % PUBLISH_EVERY == 0 or self._published_contactors != rt.contactors.state:
+        if (
+            now - self._last_publish_s >= PUBLISH_PERIOD_S - 0.005
+            or self._published_contactors != rt.contactors.state
+        ):
+            self._last_publish_s = now
             self._published_contactors = rt.contactors.state
             self._publish_state(snap, result, current, pack_v)
         if now - self._last_cells_s >= self.settings.cells_period_s:

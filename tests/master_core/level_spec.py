@@ -5,6 +5,7 @@ protection tests: no missed trip, no early trip, release only past hysteresis, l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -39,11 +40,11 @@ class LevelSpec:
     def step(
         self, value: float | None, now_s: float, active_after: bool, armed: bool = True
     ) -> None:
-        known = value is not None and not math.isnan(value)
-        self.last = value if known else None
-        hot = known and armed and self.beyond(value)  # type: ignore[arg-type]
-        out = known and self.released(value)  # type: ignore[arg-type]
-        if known and not hot:
+        v = None if value is None or math.isnan(value) else value
+        self.last = v
+        hot = v is not None and armed and self.beyond(v)
+        out = v is not None and self.released(v)
+        if v is not None and not hot:
             self.stretch_start = None
         elif hot and self.stretch_start is None:
             self.stretch_start = now_s
@@ -71,7 +72,9 @@ class LevelSpec:
             self.active = False
 
 
-def zone_value(draw: st.DrawFn, spec: LevelSpec, zone: Zone) -> float | None:
+def zone_value(
+    draw: Callable[[st.SearchStrategy[float]], float], spec: LevelSpec, zone: Zone
+) -> float | None:
     """A value in `zone` of the level: beyond, at threshold, inside the band, at release..."""
     high = spec.direction == "high"
     sign = 1.0 if high else -1.0

@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from services.master_core.level_monitor import LevelMonitor
+from shared.config.protection import Direction
 from tests.master_core.level_spec import ZONES, LevelSpec, zone_value
 
 PERIOD_S = 0.1
@@ -16,7 +17,7 @@ PERIOD_S = 0.1
 
 @st.composite
 def specs(draw: st.DrawFn) -> LevelSpec:
-    direction = draw(st.sampled_from(("high", "low")))
+    direction: Direction = draw(st.sampled_from(("high", "low")))
     threshold = draw(st.floats(-1000.0, 1000.0))
     hysteresis = draw(st.one_of(st.just(0.0), st.floats(0.0, 100.0)))
     release = threshold - hysteresis if direction == "high" else threshold + hysteresis

@@ -120,7 +120,7 @@ def test_overvoltage_opens_contactors_within_the_delay_plus_one_sample(
     state = next(s for s in watch.states if s.contactors == "fault")
     crossed = next(t for t in rec.telemetry[1] if t.cell_mv[2] > fault.threshold * 1000)
     reaction_s = (state.ts or 0) - crossed.sample_ts
-    assert reaction_s <= fault.delay_s + 0.1 + 0.15, reaction_s  # + one sample + bus latency
+    assert reaction_s <= fault.delay_s + 0.1 + 0.1, reaction_s  # + one sample + scheduling margin
     assert reaction_s >= fault.delay_s - 0.1  # not before its delay
     assert "cell_overvoltage" in state.faults
     assert any(
@@ -146,7 +146,7 @@ def test_killing_a_slave_raises_loss_of_communication(system: dict[str, Any]) ->
     os.kill(system["slaves"].proc.pid, signal.SIGKILL)
     assert wait_until(lambda: "communication_loss" in watch.latest().faults, 5)  # type: ignore[union-attr]
     assert wait_until(lambda: watch.latest().contactors == "fault", 2)  # type: ignore[union-attr]
-    assert sorted(watch.latest().stale_modules) == [0, 1]  # type: ignore[union-attr]
+    assert wait_until(lambda: sorted(watch.latest().stale_modules) == [0, 1], 2)  # type: ignore[union-attr]
     limits = watch.latest().limits  # type: ignore[union-attr]
     assert limits.charge_current_a == 0 and limits.discharge_current_a == 0
 
