@@ -103,7 +103,8 @@ class BalancingConfig(ConfigModel):
     threshold_v: float = Field(0.02, gt=0.0, le=0.5)
     """Balance a cell when it is this much above the lowest cell (LibreSolar/Orion 10-20 mV)."""
     min_cell_voltage_v: float
-    """No balancing while any cell is below this (the OCV is too flat to compare cells)."""
+    """A cell below this is never bled (too little charge to spare, or a voltage too flat to
+    compare cells); the others may still balance."""
     max_temperature_c: float
     current_ma: float = 100.0
     bleed_resistor_ohm: float = Field(DEFAULT_BLEED_RESISTOR_OHM, gt=0.0, le=10_000.0)
