@@ -45,9 +45,11 @@ typecheck: $(VENV)/.synced
 
 docs: $(VENV)/.synced
 	$(PY) -m shared.docgen
+	$(PY) -m services.modbus_gateway.docgen
 
 docs-check: $(VENV)/.synced
 	$(PY) -m shared.docgen --check
+	$(PY) -m services.modbus_gateway.docgen --check
 
 bench: $(VENV)/.synced
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

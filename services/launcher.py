@@ -28,6 +28,8 @@ from shared.topics import CONFIG
 
 SERVICES_DIR = Path(__file__).resolve().parent
 COLOURS = ("36", "33", "35", "32", "34", "31")
+MODBUS_TCP_BASE_PORT = 5020
+"""System i serves Modbus TCP on 5020 + i (502 needs root)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Launcher:
         self.broker: _Broker | None = None
         self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
         self.children: list[Child] = []
+        self.endpoints: list[str] = []
         self.buses: list[MqttBus] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -153,6 +156,10 @@ class Launcher:
                     BMS_MQTT_PROTOCOL=self.protocol,
                     PYTHONUNBUFFERED="1",
                 )
+                if plan.name == "modbus_gateway":
+                    port = MODBUS_TCP_BASE_PORT + self.systems.index(system)
+                    env.setdefault("BMS_TCP_PORT", str(port))
+                    self.endpoints.append(f"Modbus TCP {system}: 127.0.0.1:{env['BMS_TCP_PORT']}")
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
         if not services:
@@ -240,6 +247,7 @@ class Launcher:
                 [
                     f"stack is up: broker {url}, systems {systems}",
                     f"  services:     {', '.join(c.label for c in self.children) or 'none yet'}",
+                    *(f"  {e}" for e in self.endpoints),
                     f"  watch it:     {tap} --mqtt-url {url} 'bms/v1/{first}/#'",
                     "  topic tree:   docs/topics.md, docs/asyncapi.yaml",
                     "  stop:         Ctrl-C",

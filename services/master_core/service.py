@@ -118,6 +118,7 @@ class MasterCore:
         self.started_s = monotonic()
         self._last_publish_s = 0.0
         self._fresh = False
+        self._hb_lost_reported = False
         self._published_contactors = ""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
@@ -380,7 +381,17 @@ class MasterCore:
             and rt.contactors.state == "standby"
         ):
             self._auto_close = self._request_close(now, "start-up") is not None
-        stale = bool(snap.stale_modules) or self._heartbeat_lost(now)
+        hb_lost = self._heartbeat_lost(now)
+        if hb_lost != self._hb_lost_reported:
+            self._hb_lost_reported = hb_lost
+            if hb_lost:
+                self.events.emit(
+                    "warning",
+                    "raise",
+                    "controller_heartbeat_lost",
+                    "no controller heartbeat: limits fall back to 0 A",
+                )
+        stale = bool(snap.stale_modules) or hb_lost
         self.last_limits = rt.limits.update(
             LimitInputs.from_pack(
                 snap, soc_pct=rt.estimator.pack_soc_pct, actions=result.actions, stale=stale

@@ -1,0 +1,283 @@
+"""The Modbus gateway with independent clients: pysunspec2 (TCP and RTU), mbpoll, pymodbus."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.framer import FramerType
+from sunspec2.modbus import client as sunspec
+
+from shared.broker import MosquittoBroker, free_port, wait_for_port
+from shared.bus import MqttBus
+from shared.commands import CommandOutcome, CommandServer
+from shared.config import SystemConfig
+from shared.messages import CellSnapshot, CommandArgs, ContactorsArgs, Limits, PackState
+from shared.settings import parse_mqtt_url
+from shared.topics import PACK_CELLS, PACK_STATE
+
+from .agents import ServiceProcess, publish_config, wait_until
+
+# A pty refuses parity settings (EINVAL), so the serial tests run 8N1; real RS-485 lines use
+# the configured parity.
+
+pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+
+
+def pack_state(soc: float = 63.4) -> PackState:
+    return PackState(
+        soc=soc,
+        soh=97.0,
+        voltage=30.2,
+        current=-12.5,
+        contactors="closed",
+        mode="working",
+        cell_v_min=3.71,
+        cell_v_max=3.79,
+        cell_v_avg=3.75,
+        limits=Limits(
+            charge_voltage_v=33.6,
+            discharge_voltage_v=24.0,
+            charge_current_a=50.0,
+            discharge_current_a=80.0,
+        ),
+        warnings=["cell_imbalance"],
+    )
+
+
+class FakeMaster:
+    """Publishes pack data like the master and answers commands, recording them."""
+
+    def __init__(self, url: str, system: str) -> None:
+        self.bus = MqttBus(parse_mqtt_url(url), system=system, service="master_core", kind="test")
+        self.commands: list[tuple[str, CommandArgs]] = []
+        self.refuse_close = True
+        self.publishing = True
+        self.soc = 63.4
+
+        def contactors(args: CommandArgs) -> CommandOutcome:
+            self.commands.append(("contactors", args))
+            assert isinstance(args, ContactorsArgs)
+            if args.action == "close" and self.refuse_close:
+                return CommandOutcome(False, "a fault is latched")
+            return CommandOutcome(True)
+
+        def other(name: str) -> Any:
+            return lambda args: (self.commands.append((name, args)), CommandOutcome(True))[1]
+
+        CommandServer(
+            self.bus,
+            {
+                "contactors": contactors,
+                "reset_faults": other("reset_faults"),
+                "heartbeat": other("heartbeat"),
+                "set_mode": other("set_mode"),
+            },
+        )
+        self.stop = threading.Event()
+        assert self.bus.start(wait_s=10)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            if self.publishing and n % 5 == 0:
+                self.bus.publish(PACK_STATE, pack_state(self.soc))
+                cells = [3.71, 3.75, 3.76, 3.79, 3.74, 3.75, 3.73, 3.77]
+                self.bus.publish(
+                    PACK_CELLS,
+                    CellSnapshot(
+                        cell_v=cells,
+                        temp_c=[25.0, 26.0, 24.5, 25.5],
+                        balancing=[False] * 8,
+                        module_of_cell=[0] * 4 + [1] * 4,
+                    ),
+                )
+            self.bus.process(0.02)
+            n += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.bus.stop()
+
+
+@pytest.fixture
+def gateway(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    ui = publish_config(mosquitto.url, config)
+    master = FakeMaster(mosquitto.url, system_id)
+    links = tmp_path / "gw", tmp_path / "client"
+    socat = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={links[0]}", f"pty,raw,echo=0,link={links[1]}"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert wait_until(lambda: links[0].exists() and links[1].exists(), 5)
+    port = free_port()
+    proc = ServiceProcess(
+        "modbus_gateway",
+        mosquitto.url,
+        system_id,
+        tmp_path,
+        tcp_port=str(port),
+        tcp_host="127.0.0.1",
+        rtu_port=str(links[0]),
+        rtu_baudrate="19200",
+        rtu_parity="N",
+        unit_id="1",
+        stale_after_s="1.5",
+    )
+    wait_for_port("127.0.0.1", port, 15)
+    yield dict(port=port, rtu=str(links[1]), master=master, proc=proc, config=config)
+    proc.stop()
+    socat.kill()
+    master.close()
+    ui.stop()
+
+
+def test_pysunspec2_scans_and_reads_over_tcp(gateway: dict[str, Any]) -> None:
+    d = sunspec.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=gateway["port"])
+    try:
+        time.sleep(0.5)
+        d.scan()
+        assert [m for m in d.models if isinstance(m, int)][:3] == [1, 802, 804]
+        assert len(d.models[805]) == 2
+        battery = d.models[802][0]
+        battery.read()
+        assert battery.SoC.cvalue == pytest.approx(63.4, abs=0.1)
+        assert battery.SoH.cvalue == pytest.approx(97.0, abs=0.1)
+        assert battery.V.cvalue == pytest.approx(30.2, abs=0.1)
+        assert battery.A.cvalue == pytest.approx(-12.5, abs=0.1)
+        assert battery.AChaMax.cvalue == pytest.approx(50.0, abs=0.1)
+        assert battery.CellVMax.cvalue == pytest.approx(3.79, abs=0.001)
+    finally:
+        d.close()
+
+
+def test_pysunspec2_and_mbpoll_over_rtu(gateway: dict[str, Any]) -> None:
+    d = sunspec.SunSpecModbusClientDeviceRTU(
+        slave_id=1, name=gateway["rtu"], baudrate=19200, parity="N", timeout=2
+    )
+    try:
+        time.sleep(0.5)
+        d.scan()
+        battery = d.models[802][0]
+        battery.read()
+        assert battery.SoC.cvalue == pytest.approx(63.4, abs=0.1)
+    finally:
+        d.close()
+    if shutil.which("mbpoll") is None:
+        pytest.skip("mbpoll is not installed")
+    out = subprocess.run(
+        [
+            "mbpoll",
+            "-m",
+            "rtu",
+            "-a",
+            "1",
+            "-b",
+            "19200",
+            "-P",
+            "none",
+            "-t",
+            "4:hex",
+            "-r",
+            "40001",
+            "-c",
+            "2",
+            "-1",
+            gateway["rtu"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0x5375" in out.stdout and "0x6E53" in out.stdout.upper().replace("0X", "0x")
+
+
+def test_exceptions_and_commands(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    client = ModbusTcpClient("127.0.0.1", port=gateway["port"], timeout=3)
+    assert client.connect()
+    try:
+        time.sleep(0.5)
+        base = 40000
+        regs = client.read_holding_registers(base, count=2, device_id=1)
+        assert regs.registers == [0x5375, 0x6E53]
+        write_ro = client.write_register(base + 2, 7, device_id=1)  # the model id is read only
+        assert write_ro.isError() and write_ro.exception_code == 2
+        unmapped = client.read_holding_registers(30000, count=2, device_id=1)
+        assert unmapped.isError() and unmapped.exception_code == 2
+        setop = _point(gateway, 802, "SetOp")
+        refused = client.write_register(setop, 1, device_id=1)  # connect, refused by the master
+        assert refused.isError() and refused.exception_code == 4
+        bad = client.write_register(setop, 7, device_id=1)
+        assert bad.isError() and bad.exception_code == 3
+        master.refuse_close = False
+        ok = client.write_register(setop, 1, device_id=1)
+        assert not ok.isError()
+        assert [name for name, _ in master.commands][-2:] == ["contactors", "contactors"]
+        alm = client.write_register(_point(gateway, 802, "AlmRst"), 1, device_id=1)
+        assert not alm.isError() and master.commands[-1][0] == "reset_faults"
+    finally:
+        client.close()
+
+
+def test_rtu_is_silent_for_other_unit_ids(gateway: dict[str, Any]) -> None:
+    client = ModbusSerialClient(
+        gateway["rtu"], framer=FramerType.RTU, baudrate=19200, parity="N", timeout=0.5, retries=0
+    )
+    assert client.connect()
+    try:
+        time.sleep(0.3)
+        mine = client.read_holding_registers(40000, count=2, device_id=1)
+        assert mine.registers == [0x5375, 0x6E53]
+        from pymodbus.exceptions import ModbusIOException
+
+        try:
+            other = client.read_holding_registers(40000, count=2, device_id=7)
+            assert other.isError()
+        except ModbusIOException:
+            pass  # no answer at all, as on a shared RS-485 line
+        again = client.read_holding_registers(40000, count=2, device_id=1)
+        assert again.registers == [0x5375, 0x6E53]
+    finally:
+        client.close()
+
+
+def test_stale_data_reads_not_implemented(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    soc = _point(gateway, 802, "SoC")
+    client = ModbusTcpClient("127.0.0.1", port=gateway["port"], timeout=3)
+    assert client.connect()
+    try:
+        assert wait_until(
+            lambda: client.read_holding_registers(soc, count=1, device_id=1).registers[0] != 0xFFFF,
+            5,
+        )
+        master.publishing = False
+        assert wait_until(
+            lambda: client.read_holding_registers(soc, count=1, device_id=1).registers[0] == 0xFFFF,
+            5,
+        )
+        master.publishing = True
+        assert wait_until(
+            lambda: client.read_holding_registers(soc, count=1, device_id=1).registers[0] != 0xFFFF,
+            5,
+        )
+    finally:
+        client.close()
+
+
+def _point(gateway: dict[str, Any], model: int, name: str) -> int:
+    from services.modbus_gateway.register_map import register_map
+
+    rmap = register_map(gateway["config"])
+    return next(p.address for p in rmap.points if p.model == model and p.name == name)
