@@ -20,6 +20,7 @@ from shared.messages import (
     ContactorsArgs,
     Event,
     EventsQueryArgs,
+    HeartbeatArgs,
     PackState,
     ResetFaultsArgs,
     SetModeArgs,
@@ -190,3 +191,38 @@ def test_standby_mode_opens_contactors_and_slows_the_slaves(system: dict[str, An
     reply = watch.command("events_query", EventsQueryArgs(limit=50))
     codes = [e["code"] for e in reply.result["events"]]
     assert "mode_standby" in codes and "config_applied" in codes
+
+
+def test_controller_heartbeat_watchdog_falls_back_to_safe_limits(
+    system: dict[str, Any], system_id: str, mosquitto: MosquittoBroker
+) -> None:
+    watch: Watch = system["watch"]
+    system["master"].stop()
+    env = system["env"] | {"heartbeat_timeout_s": "1.5"}
+    t0 = time.time()
+    system["master"] = ServiceProcess(
+        "master_core", mosquitto.url, system_id, system["tmp"] / "..", **env
+    )
+    assert wait_until(
+        lambda: (
+            (s := watch.latest()) is not None and (s.ts or 0) > t0 + 1 and s.contactors == "closed"
+        ),
+        20,
+    )
+    beating = threading.Event()
+    beating.set()
+
+    def beat() -> None:
+        counter = 0
+        while beating.is_set():
+            watch.client.send("heartbeat", HeartbeatArgs(counter=counter), ttl_s=2)
+            counter += 1
+            time.sleep(0.3)
+
+    threading.Thread(target=beat, daemon=True).start()
+    # limits rise only after the recovery hold that follows the start-up
+    assert wait_until(lambda: watch.latest().limits.discharge_current_a > 0, 30)  # type: ignore[union-attr]
+    beating.clear()
+    assert wait_until(lambda: watch.latest().limits.discharge_current_a == 0, 4)  # type: ignore[union-attr]
+    assert watch.latest().limits.discharge_reason == "stale_data"  # type: ignore[union-attr]
+    assert wait_until(lambda: any(e.code == "controller_heartbeat_lost" for e in watch.events), 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -281,3 +282,89 @@ def _point(gateway: dict[str, Any], model: int, name: str) -> int:
 
     rmap = register_map(gateway["config"])
     return next(p.address for p in rmap.points if p.model == model and p.name == name)
+
+
+def test_fuzzed_requests_never_crash_the_server(gateway: dict[str, Any]) -> None:
+    """Random and malformed frames over TCP and RTU: answered or ignored, never fatal."""
+    import random
+    import socket
+
+    rng = random.Random(1234)
+    port = gateway["port"]
+    for _ in range(120):
+        size = rng.randint(0, 40)
+        frame = bytes(rng.getrandbits(8) for _ in range(size))
+        if rng.random() < 0.5 and size >= 8:  # a valid MBAP header around a random PDU
+            pdu = frame[7:]
+            frame = bytes([0, 1, 0, 0]) + (len(pdu) + 1).to_bytes(2, "big") + bytes([1]) + pdu
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.settimeout(0.2)
+            sock.sendall(frame)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                sock.recv(512)
+    with open(gateway["rtu"], "wb", buffering=0) as tty:
+        for _ in range(100):
+            tty.write(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 30))))
+    time.sleep(1.0)
+    assert gateway["proc"].proc.poll() is None
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+    assert client.connect()
+    try:
+        assert client.read_holding_registers(40000, count=2, device_id=1).registers == [
+            0x5375,
+            0x6E53,
+        ]
+    finally:
+        client.close()
+    rtu = ModbusSerialClient(
+        gateway["rtu"], framer=FramerType.RTU, baudrate=19200, timeout=1, retries=2
+    )
+    assert rtu.connect()
+    try:
+        assert rtu.read_holding_registers(40000, count=2, device_id=1).registers == [0x5375, 0x6E53]
+    finally:
+        rtu.close()
+
+
+def test_broadcast_write_is_executed_without_a_reply(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    client = ModbusSerialClient(
+        gateway["rtu"], framer=FramerType.RTU, baudrate=19200, timeout=0.5, retries=0
+    )
+    assert client.connect()
+    try:
+        time.sleep(0.3)
+        before = len(master.commands)
+        client.write_register(
+            _point(gateway, 802, "AlmRst"), 1, device_id=0, no_response_expected=True
+        )
+        assert wait_until(lambda: len(master.commands) > before, 5)
+        assert master.commands[-1][0] == "reset_faults"
+        assert client.read_holding_registers(40000, count=2, device_id=1).registers == [
+            0x5375,
+            0x6E53,
+        ]
+    finally:
+        client.close()
+
+
+def test_several_tcp_clients_at_once(gateway: dict[str, Any]) -> None:
+    results: list[list[int]] = []
+
+    def read() -> None:
+        c = ModbusTcpClient("127.0.0.1", port=gateway["port"], timeout=3)
+        assert c.connect()
+        try:
+            for _ in range(20):
+                results.append(
+                    c.read_holding_registers(40000, count=125, device_id=1).registers[:2]
+                )
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 80 and all(r == [0x5375, 0x6E53] for r in results)
