@@ -227,6 +227,14 @@ def test_exceptions_and_commands(gateway: dict[str, Any]) -> None:
         assert [name for name, _ in master.commands][-2:] == ["contactors", "contactors"]
         alm = client.write_register(_point(gateway, 802, "AlmRst"), 1, device_id=1)
         assert not alm.isError() and master.commands[-1][0] == "reset_faults"
+        hb = client.write_register(_point(gateway, 802, "CtrlHb"), 42, device_id=1)
+        assert not hb.isError() and master.commands[-1][0] == "heartbeat"
+        assert master.commands[-1][1].counter == 42  # type: ignore[attr-defined]
+        mode = client.write_register(_native(gateway, "Mode"), 0, device_id=1)
+        assert not mode.isError() and master.commands[-1][0] == "set_mode"
+        assert master.commands[-1][1].mode == "standby"  # type: ignore[attr-defined]
+        cells = client.read_holding_registers(_native(gateway, "CellV1"), count=8, device_id=1)
+        assert cells.registers == [3710, 3750, 3760, 3790, 3740, 3750, 3730, 3770]
     finally:
         client.close()
 
@@ -368,3 +376,10 @@ def test_several_tcp_clients_at_once(gateway: dict[str, Any]) -> None:
     for t in threads:
         t.join(30)
     assert len(results) == 80 and all(r == [0x5375, 0x6E53] for r in results)
+
+
+def _native(gateway: dict[str, Any], name: str) -> int:
+    from services.modbus_gateway.register_map import register_map
+
+    rmap = register_map(gateway["config"])
+    return next(p.address for p in rmap.points if p.block == "native" and p.name == name)
