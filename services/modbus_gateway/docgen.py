@@ -118,7 +118,10 @@ factors stay valid.
 contactors), `AlmRst` (1 = reset faults), `CtrlHb` (controller heartbeat, forwarded to the
 master's watchdog) and native `Mode` (0 = standby, 1 = working). A write touching any other
 address is refused with exception 02 (illegal data address); an unsupported value or a
-quantity outside 1–123 with exception 03 (illegal data value).
+quantity outside 1–123 with exception 03 (illegal data value). Each accepted write becomes a
+command to the master; a command the master refuses, or does not answer in time, returns
+exception 04 (server device failure). On RTU the gateway answers only its own unit id and
+executes broadcast writes (unit id 0) without a reply.
 """
 
 
