@@ -18,12 +18,12 @@ from services.modbus_gateway.register_map import (
     NATIVE_CELLS_BASE,
     NATIVE_TEMPS_BASE,
     OTHER_CODE_BIT,
-    PROTECTION_CODES,
     Point,
     register_map,
 )
 from services.modbus_gateway.sunspec import BASE_ADDRESS
 from shared.config import demo_config
+from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
 
 ROOT = Path(__file__).resolve().parents[2]

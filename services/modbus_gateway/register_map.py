@@ -32,7 +32,7 @@ from services.modbus_gateway.sunspec import (
     ModelPoint,
     load_model,
 )
-from shared.config.protection import ProtectionConfig, ThreeLevel
+from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
 from shared.messages.pack import CellSnapshot, PackState
 
@@ -52,21 +52,7 @@ MAX_WRITE_REGISTERS = 123  # FC16 limit
 CONTACTOR_STATES = ("standby", "precharge", "closed", "opening", "fault")
 MODES = ("standby", "working")
 
-EXTRA_CODES = (
-    "deep_discharge",
-    "open_wire",
-    "measurement_out_of_range",
-    "sensor_fault",
-    "pack_voltage_plausibility",
-    "communication_loss",
-    "current_sensor_failure",
-    "contactor_feedback_mismatch",
-)
-PROTECTION_CODES: tuple[str, ...] = (
-    *(name for name, f in ProtectionConfig.model_fields.items() if f.annotation is ThreeLevel),
-    *EXTRA_CODES,
-)
-"""Bit n of the native (and vendor event) bit fields = PROTECTION_CODES[n]."""
+# Bit n of the native (and vendor event) bit fields = PROTECTION_CODES[n].
 OTHER_CODE_BIT = 31
 """Set for a code that is not in PROTECTION_CODES (a newer master)."""
 

@@ -372,3 +372,22 @@ def _current_levels(fault_a: float) -> ThreeLevel:
         ),
         delays_s=CURRENT_DELAYS_S,
     )
+
+
+FAULT_ONLY_CODES: tuple[str, ...] = (
+    "deep_discharge",
+    "open_wire",
+    "measurement_out_of_range",
+    "sensor_fault",
+    "pack_voltage_plausibility",
+    "communication_loss",
+    "current_sensor_failure",
+    "contactor_feedback_mismatch",
+)
+"""Protection codes with a fault level only; the others are the ThreeLevel fields above."""
+
+PROTECTION_CODES: tuple[str, ...] = (
+    *(name for name, f in ProtectionConfig.model_fields.items() if f.annotation is ThreeLevel),
+    *FAULT_ONLY_CODES,
+)
+"""Every code that can appear in `faults`, `alarms` and `warnings` of the pack state."""

@@ -17,7 +17,7 @@ from services.master_core.protection import Protection, ProtectionResult, Transi
 from services.master_core.protection_actions import CONCERNS, Actions, derive_actions
 from services.master_core.protection_inputs import VALUE_OF, ProtectionInputs
 from shared.config.chemistry import CHEMISTRY_NAMES, get_preset
-from shared.config.protection import ThreeLevel
+from shared.config.protection import FAULT_ONLY_CODES, ThreeLevel
 from shared.config.system import CommLossPolicy, SystemConfig, demo_config
 from tests.master_core.level_spec import ZONES, LevelSpec, zone_value
 
@@ -27,16 +27,7 @@ CONFIGS = [DEMO] + [
     SystemConfig.from_preset(name, modules=4, cells_per_module=12) for name in CHEMISTRY_NAMES
 ]
 THREE_LEVEL = tuple(code for code, _ in DEMO.protection.quantities())
-FAULT_ONLY = (
-    "deep_discharge",
-    "open_wire",
-    "measurement_out_of_range",
-    "sensor_fault",
-    "pack_voltage_plausibility",
-    "communication_loss",
-    "current_sensor_failure",
-    "contactor_feedback_mismatch",
-)
+FAULT_ONLY = FAULT_ONLY_CODES
 PLURAL: dict[Level, str] = {"warning": "warnings", "alarm": "alarms", "fault": "faults"}
 
 
@@ -508,3 +499,9 @@ def test_evaluation_is_cheap() -> None:
         p.evaluate(inputs, k * PERIOD_S)
     per_eval = (time.perf_counter() - start) / n
     assert per_eval < 1e-3  # a 0.1 s cycle has far more room; this catches accidental O(cells)
+
+
+def test_the_contract_lists_every_code_protection_can_raise() -> None:
+    from shared.config.protection import PROTECTION_CODES
+
+    assert set(Protection.from_system(DEMO).codes) == set(PROTECTION_CODES)
