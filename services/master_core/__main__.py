@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from pydantic_settings import CliApp
@@ -13,6 +11,7 @@ from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import MqttBus
+from shared.runtime import run_until_signalled
 from shared.settings import configure_logging
 
 KIND = "master_core"
@@ -23,17 +22,10 @@ def run(settings: MasterCoreSettings) -> int:
     bus = MqttBus.from_settings(settings, kind=KIND)
     store = Store(Path(settings.data_dir) / f"master_core-{settings.system}.sqlite")
     master = MasterCore(settings, bus, store)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bus.start()
     try:
-        master.run(stop.is_set)
+        return run_until_signalled(bus, master.run, master.stop)
     finally:
-        master.stop()
-        bus.stop()
         store.close()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

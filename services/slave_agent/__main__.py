@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 from pydantic_settings import CliApp
 
@@ -19,6 +17,7 @@ from shared.bus.presence import PresenceLink
 from shared.codec import encode
 from shared.config import SystemConfig
 from shared.messages import SlaveStatus
+from shared.runtime import run_until_signalled
 from shared.settings import configure_logging
 from shared.topics import SLAVE_STATUS
 
@@ -68,18 +67,13 @@ def run(settings: SlaveAgentSettings) -> int:
     agent = SlaveAgent(
         settings, bus, lambda c, m: make_driver(settings, c, m), on_modules=start_presence
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bus.start()
-    try:
-        agent.run(stop.is_set)
-    finally:
+
+    def cleanup() -> None:
         agent.stop()
         for link in presence:
             link.stop()
-        bus.stop()
-    return 0
+
+    return run_until_signalled(bus, agent.run, cleanup)
 
 
 def main(argv: list[str] | None = None) -> int:
