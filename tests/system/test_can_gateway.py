@@ -1,0 +1,161 @@
+"""The CAN gateway on a real broker, with an inverter on python-can's virtual bus decoding
+every frame with cantools and the repository's DBC."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import can
+import pytest
+
+from services.can_gateway.codec import load_dbc
+from services.can_gateway.service import CanGateway
+from shared.broker import MosquittoBroker
+from shared.bus import MqttBus
+from shared.config import SystemConfig
+from shared.messages import Event, Limits, PackState
+from shared.settings import parse_mqtt_url
+from shared.topics import EVENTS, PACK_STATE
+
+from .agents import publish_config, wait_until
+
+
+def pack_state() -> PackState:
+    return PackState(
+        soc=71.0,
+        soh=99.0,
+        voltage=52.4,
+        current=-18.2,
+        contactors="closed",
+        mode="working",
+        cell_v_min=3.27,
+        cell_v_max=3.30,
+        cell_v_avg=3.28,
+        temp_min_c=21.0,
+        temp_max_c=24.0,
+        limits=Limits(
+            charge_voltage_v=55.2,
+            discharge_voltage_v=44.8,
+            charge_current_a=90.0,
+            discharge_current_a=120.0,
+        ),
+    )
+
+
+class Inverter:
+    def __init__(self, channel: str) -> None:
+        self.bus = can.Bus(interface="virtual", channel=channel)
+        self.frames: dict[int, list[tuple[float, bytes]]] = defaultdict(list)
+        self.notifier = can.Notifier(self.bus, [self._on])
+
+    def _on(self, msg: can.Message) -> None:
+        self.frames[msg.arbitration_id].append((time.monotonic(), bytes(msg.data)))
+
+    def latest(self, frame_id: int) -> dict[str, Any]:
+        db = load_dbc("victron_0x35x")
+        return dict(db.decode_message(frame_id, self.frames[frame_id][-1][1], decode_choices=False))
+
+    def close(self) -> None:
+        self.notifier.stop()
+        self.bus.shutdown()
+
+
+@pytest.fixture
+def rig(mosquitto: MosquittoBroker, system_id: str) -> Iterator[dict[str, Any]]:
+    config = SystemConfig.from_preset("LFP", system_id=system_id, modules=1, cells_per_module=16)
+    assert config.interfaces.can.profiles == ("victron_0x35x",)
+    ui = publish_config(mosquitto.url, config)
+    master = MqttBus(
+        parse_mqtt_url(mosquitto.url), system=system_id, service="master_core", kind="test"
+    )
+    assert master.start(wait_s=10)
+    feeding = threading.Event()
+    feeding.set()
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            if feeding.is_set():
+                master.publish(PACK_STATE, pack_state())
+            time.sleep(0.1)
+
+    threading.Thread(target=feed, daemon=True).start()
+    channel = f"can-{uuid.uuid4().hex[:8]}"
+    bus = MqttBus(
+        parse_mqtt_url(mosquitto.url), system=system_id, service="can_gateway", kind="test"
+    )
+    gateway = CanGateway(
+        bus,
+        can.Bus(interface="virtual", channel=channel),
+        stale_after_s=1.0,
+        keepalive_timeout_s=1.5,
+    )
+    events: list[Event] = []
+    watcher = MqttBus(parse_mqtt_url(mosquitto.url), system=system_id, service="watch", kind="test")
+    watcher.subscribe(EVENTS, lambda d: events.append(d.message))
+    assert watcher.start(wait_s=10)
+
+    def pump() -> None:
+        while not stop.is_set():
+            watcher.process(0.1)
+
+    threading.Thread(target=pump, daemon=True).start()
+    inverter = Inverter(channel)
+    assert bus.start(wait_s=10)
+    runner = threading.Thread(target=gateway.run, args=(stop.is_set,), daemon=True)
+    runner.start()
+    yield dict(inverter=inverter, feeding=feeding, events=events, gateway=gateway)
+    stop.set()
+    runner.join(5)
+    gateway.close()
+    inverter.close()
+    for b in (bus, watcher, master, ui):
+        b.stop()
+
+
+def test_frames_once_a_second_with_the_pack_values(rig: dict[str, Any]) -> None:
+    inv: Inverter = rig["inverter"]
+    assert wait_until(lambda: len(inv.frames[0x351]) >= 4, 8)
+    for frame_id in (0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F):
+        times = [t for t, _ in inv.frames[frame_id]][-3:]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(0.8 <= g <= 1.2 for g in gaps), (hex(frame_id), gaps)
+    limits = inv.latest(0x351)
+    assert limits["ChargeCurrentLimit"] == pytest.approx(90.0, abs=0.1)
+    assert limits["DischargeCurrentLimit"] == pytest.approx(120.0, abs=0.1)
+    assert limits["ChargeVoltageLimit"] == pytest.approx(55.2, abs=0.1)
+    assert inv.latest(0x355)["StateOfCharge"] == 71
+    meas = inv.latest(0x356)
+    assert meas["BatteryVoltage"] == pytest.approx(52.4, abs=0.01)
+    assert meas["BatteryCurrent"] == pytest.approx(-18.2, abs=0.1)
+
+
+def test_stale_pack_state_stops_charge_and_discharge(rig: dict[str, Any]) -> None:
+    inv: Inverter = rig["inverter"]
+    assert wait_until(lambda: len(inv.frames[0x351]) >= 1, 5)
+    rig["feeding"].clear()
+    assert wait_until(lambda: inv.latest(0x351)["ChargeCurrentLimit"] == 0, 5)
+    limits = inv.latest(0x351)
+    assert limits["DischargeCurrentLimit"] == 0
+    assert inv.latest(0x35A)["AlarmGeneral"] == 1
+    rig["feeding"].set()
+    assert wait_until(lambda: inv.latest(0x351)["ChargeCurrentLimit"] > 0, 5)
+
+
+def test_missing_inverter_keepalive_raises_an_event(rig: dict[str, Any]) -> None:
+    events: list[Event] = rig["events"]
+    inv: Inverter = rig["inverter"]
+
+    def seen(kind: str) -> bool:
+        return any(e.code == "inverter_keepalive_lost" and e.kind == kind for e in events)
+
+    assert wait_until(lambda: seen("raise"), 5)
+    assert not seen("clear")
+    inv.bus.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))
+    assert wait_until(lambda: seen("clear"), 3)
