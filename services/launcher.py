@@ -160,6 +160,10 @@ class Launcher:
                     port = MODBUS_TCP_BASE_PORT + self.systems.index(system)
                     env.setdefault("BMS_TCP_PORT", str(port))
                     self.endpoints.append(f"Modbus TCP {system}: 127.0.0.1:{env['BMS_TCP_PORT']}")
+                if plan.name == "can_gateway":
+                    # the simulated stack has no CAN hardware: python-can's in-process bus
+                    env.setdefault("BMS_CAN_INTERFACE", "virtual")
+                    env.setdefault("BMS_CAN_CHANNEL", f"bms-{system}")
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
         if not services:

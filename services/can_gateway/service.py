@@ -56,7 +56,10 @@ class CanGateway:
         self.notifier = can.Notifier(can_bus, [self._on_frame])
 
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
-        self.config = d.message.config
+        self.apply_config(d.message.config)
+
+    def apply_config(self, config: SystemConfig) -> None:
+        self.config = config
         unknown = [p for p in self.config.interfaces.can.profiles if p not in CYCLIC_PERIOD_S]
         if unknown:
             log.warning("profiles %s are not served by this gateway", unknown)

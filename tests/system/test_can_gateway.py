@@ -4,11 +4,14 @@ every frame with cantools and the repository's DBC."""
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import can
@@ -23,7 +26,7 @@ from shared.messages import Event, Limits, PackState
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_STATE
 
-from .agents import publish_config, wait_until
+from .agents import ServiceProcess, publish_config, wait_until
 
 
 def pack_state() -> PackState:
@@ -114,6 +117,7 @@ def rig(mosquitto: MosquittoBroker, system_id: str) -> Iterator[dict[str, Any]]:
     stop.set()
     runner.join(5)
     gateway.close()
+    gateway.can.shutdown()
     inverter.close()
     for b in (bus, watcher, master, ui):
         b.stop()
@@ -159,3 +163,48 @@ def test_missing_inverter_keepalive_raises_an_event(rig: dict[str, Any]) -> None
     assert not seen("clear")
     inv.bus.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))
     assert wait_until(lambda: seen("clear"), 3)
+
+
+@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+def test_slcan_adapter_over_a_serial_link(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """The service process drives an slcan (USB-CAN) adapter on a pty; the inverter side reads
+    the Lawicel frames with python-can's slcan interface and decodes them with the DBC."""
+    config = SystemConfig.from_preset("LFP", system_id=system_id, modules=1, cells_per_module=16)
+    ui = publish_config(mosquitto.url, config)
+    gw_end, inv_end = tmp_path / "gw", tmp_path / "inv"
+    socat = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={gw_end}", f"pty,raw,echo=0,link={inv_end}"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert wait_until(lambda: gw_end.exists() and inv_end.exists(), 5)
+    proc = ServiceProcess(
+        "can_gateway",
+        mosquitto.url,
+        system_id,
+        tmp_path,
+        can_interface="slcan",
+        can_channel=str(gw_end),
+        stale_after_s="2",
+    )
+    inverter = can.Bus(interface="slcan", channel=str(inv_end), sleep_after_open=0)
+    try:
+        frames: dict[int, bytes] = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not {0x351, 0x35A} <= frames.keys():
+            msg = inverter.recv(timeout=0.5)
+            if msg is not None:
+                frames[msg.arbitration_id] = bytes(msg.data)
+        assert {0x351, 0x35A} <= frames.keys(), proc.log()
+        limits = load_dbc("victron_0x35x").decode_message(0x351, frames[0x351])
+        assert limits["ChargeCurrentLimit"] == 0  # no pack state yet: fail-safe
+        alarms = load_dbc("victron_0x35x").decode_message(
+            0x35A, frames[0x35A], decode_choices=False
+        )
+        assert alarms["AlarmGeneral"] == 1
+    finally:
+        inverter.shutdown()
+        proc.stop()
+        socat.kill()
+        ui.stop()

@@ -1,0 +1,77 @@
+"""Bootstrap: `python -m services.can_gateway [--help]`.
+
+The CAN channel is opened once the system configuration is known (interface, channel and bit
+rate come from it, unless the flags override them).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import can
+from pydantic_settings import CliApp
+
+from services.can_gateway.service import CanGateway
+from services.can_gateway.settings import CanGatewaySettings
+from shared.bus import MqttBus
+from shared.config import SystemConfig
+from shared.settings import configure_logging
+from shared.topics import CONFIG
+
+KIND = "can_gateway"
+log = logging.getLogger("can_gateway")
+
+
+def open_can(settings: CanGatewaySettings, config: SystemConfig) -> can.BusABC:
+    cfg = config.interfaces.can
+    interface = settings.can_interface or cfg.interface
+    channel = settings.can_channel or cfg.channel
+    bitrate = settings.can_bitrate or cfg.bitrate
+    log.info("CAN on %s %s at %d bit/s", interface, channel, bitrate)
+    if interface == "virtual":
+        return can.Bus(interface=interface, channel=channel)
+    return can.Bus(interface=interface, channel=channel, bitrate=bitrate)
+
+
+def run(settings: CanGatewaySettings) -> int:
+    configure_logging(settings.log_level)
+    bus = MqttBus.from_settings(settings, kind=KIND)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    first: list[SystemConfig] = []
+    bus.subscribe(CONFIG, lambda d: first.append(d.message.config) if not first else None)
+    bus.start()
+    gateway: CanGateway | None = None
+    try:
+        while not first and not stop.is_set():
+            bus.process(timeout_s=0.2)
+        if stop.is_set():
+            return 0
+        try:
+            can_bus = open_can(settings, first[0])
+        except (can.CanError, OSError, ValueError) as exc:
+            log.error("cannot open the CAN channel: %s", exc)
+            return 1
+        gateway = CanGateway(
+            bus,
+            can_bus,
+            stale_after_s=settings.stale_after_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+        )
+        gateway.apply_config(first[0])
+        gateway.run(stop.is_set)
+    finally:
+        if gateway is not None:
+            gateway.close()
+            gateway.can.shutdown()
+        bus.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return run(CliApp.run(CanGatewaySettings, cli_args=args))
