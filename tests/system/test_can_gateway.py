@@ -24,7 +24,7 @@ from shared.bus import MqttBus
 from shared.config import SystemConfig
 from shared.messages import Event, Limits, PackState
 from shared.settings import parse_mqtt_url
-from shared.topics import EVENTS, PACK_STATE
+from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
 
 from .agents import ServiceProcess, publish_config, wait_until
 
@@ -208,3 +208,176 @@ def test_slcan_adapter_over_a_serial_link(
         proc.stop()
         socat.kill()
         ui.stop()
+
+
+def test_native_profile_values_cells_and_commands(
+    mosquitto: MosquittoBroker, system_id: str
+) -> None:
+    from services.can_gateway import native
+    from shared.commands import CommandOutcome, CommandServer
+    from shared.messages import CellSnapshot
+
+    base = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    can_cfg = base.interfaces.can.model_copy(update={"profiles": ("native",)})
+    config = base.model_copy(
+        update={"interfaces": base.interfaces.model_copy(update={"can": can_cfg})}
+    )
+    ui = publish_config(mosquitto.url, config)
+    master = MqttBus(
+        parse_mqtt_url(mosquitto.url), system=system_id, service="master_core", kind="test"
+    )
+    executed: list[str] = []
+
+    def contactors(args: Any) -> CommandOutcome:
+        executed.append(args.action)
+        return CommandOutcome(
+            args.action == "open", "" if args.action == "open" else "fault latched"
+        )
+
+    CommandServer(master, {"contactors": contactors})
+    assert master.start(wait_s=10)
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            master.publish(PACK_STATE, pack_state())
+            cells = [3.70 + 0.01 * i for i in range(8)]
+            master.publish(
+                PACK_CELLS,
+                CellSnapshot(
+                    cell_v=cells,
+                    temp_c=[25.0, 26.0, 24.0, 23.0],
+                    balancing=[False] * 8,
+                    module_of_cell=[0] * 4 + [1] * 4,
+                ),
+            )
+            master.process(0.1)
+
+    threading.Thread(target=feed, daemon=True).start()
+    channel = f"can-{uuid.uuid4().hex[:8]}"
+    bus = MqttBus(
+        parse_mqtt_url(mosquitto.url), system=system_id, service="can_gateway", kind="test"
+    )
+    gateway = CanGateway(bus, can.Bus(interface="virtual", channel=channel))
+    assert bus.start(wait_s=10)
+    runner = threading.Thread(target=gateway.run, args=(stop.is_set,), daemon=True)
+    runner.start()
+    controller = Inverter(channel)
+    try:
+        db = native.load_native_dbc()
+        assert wait_until(lambda: len(controller.frames[native.STATUS_ID]) >= 10, 10)
+        times = [t for t, _ in controller.frames[native.STATUS_ID]][-6:]
+        assert 0.08 <= (times[-1] - times[0]) / 5 <= 0.12  # 100 ms
+        status = db.decode_message(
+            native.STATUS_ID, controller.frames[native.STATUS_ID][-1][1], decode_choices=False
+        )
+        assert (
+            status["PackVoltage"] == pytest.approx(52.4, abs=0.1)
+            if "PackVoltage" in status
+            else True
+        )
+        assert wait_until(lambda: len(controller.frames[native.CELL_VOLTAGES_ID]) >= 66, 10)
+        seen = {}
+        for _, data in controller.frames[native.CELL_VOLTAGES_ID]:
+            seen.update({k: v for k, v in db.decode_message(native.CELL_VOLTAGES_ID, data).items()})
+        cell_values = sorted(
+            v for k, v in seen.items() if isinstance(v, (int, float)) and 3000 <= v < 4000
+        )
+        assert cell_values == [3700 + 10 * i for i in range(8)]
+
+        for command_id, counter in ((2, 7), (1, 8)):
+            controller.bus.send(
+                can.Message(
+                    arbitration_id=native.COMMAND_ID,
+                    data=bytes([command_id, counter]),
+                    is_extended_id=False,
+                )
+            )
+        assert wait_until(lambda: len(controller.frames[native.ACK_ID]) >= 2, 5)
+        acks = [
+            db.decode_message(native.ACK_ID, d, decode_choices=False)
+            for _, d in controller.frames[native.ACK_ID]
+        ]
+        by_counter = {a["AckCounter"]: a for a in acks}
+        assert executed == ["open", "close"]
+        assert (by_counter[7]["AckStatus"], by_counter[8]["AckStatus"]) == (1, 0)
+        assert by_counter[8]["AckReason"] == native.AckReason.REFUSED_BY_MASTER
+        controller.bus.send(
+            can.Message(arbitration_id=native.COMMAND_ID, data=bytes([99, 9]), is_extended_id=False)
+        )
+        assert wait_until(lambda: len(controller.frames[native.ACK_ID]) >= 3, 5)
+        last = db.decode_message(
+            native.ACK_ID, controller.frames[native.ACK_ID][-1][1], decode_choices=False
+        )
+        assert (last["AckCounter"], last["AckStatus"]) == (9, 0)
+        assert last["AckReason"] == native.AckReason.UNKNOWN_COMMAND
+    finally:
+        stop.set()
+        runner.join(5)
+        gateway.close()
+        gateway.can.shutdown()
+        controller.close()
+        for b in (bus, master, ui):
+            b.stop()
+
+
+def test_pylontech_hv_answers_requests(mosquitto: MosquittoBroker, system_id: str) -> None:
+    from services.can_gateway import pylon_hv
+    from shared.config import demo_config
+
+    config = demo_config(system_id)
+    assert config.interfaces.can.profiles == ("pylon_hv",)
+    ui = publish_config(mosquitto.url, config)
+    master = MqttBus(
+        parse_mqtt_url(mosquitto.url), system=system_id, service="master_core", kind="test"
+    )
+    assert master.start(wait_s=10)
+    hv = pack_state().model_copy(update={"voltage": 380.5, "current": 25.0, "soc": 64.0})
+    stop = threading.Event()
+    feeding = threading.Event()
+    feeding.set()
+
+    def feed() -> None:
+        while not stop.is_set():
+            if feeding.is_set():
+                master.publish(PACK_STATE, hv)
+            time.sleep(0.1)
+
+    threading.Thread(target=feed, daemon=True).start()
+    channel = f"can-{uuid.uuid4().hex[:8]}"
+    bus = MqttBus(
+        parse_mqtt_url(mosquitto.url), system=system_id, service="can_gateway", kind="test"
+    )
+    gateway = CanGateway(bus, can.Bus(interface="virtual", channel=channel), stale_after_s=1.0)
+    assert bus.start(wait_s=10)
+    runner = threading.Thread(target=gateway.run, args=(stop.is_set,), daemon=True)
+    runner.start()
+    inverter = Inverter(channel)
+    db = pylon_hv.load_pylon_hv_dbc()
+    request = can.Message(arbitration_id=pylon_hv.REQUEST_ID, data=bytes(8), is_extended_id=True)
+    try:
+        time.sleep(1.0)
+        assert not inverter.frames[0x4210]  # request-driven: nothing unasked
+        inverter.bus.send(request)
+        assert wait_until(lambda: all(inverter.frames[i] for i in range(0x4210, 0x4291, 0x10)), 5)
+        values = db.decode_message(0x4210, inverter.frames[0x4210][-1][1])
+        assert values[next(k for k in values if "olt" in k)] == pytest.approx(380.5, abs=0.1)
+        limits = db.decode_message(0x4220, inverter.frames[0x4220][-1][1])
+        assert any(v == pytest.approx(90.0, abs=0.1) for v in limits.values())
+        feeding.clear()
+        time.sleep(1.5)
+        inverter.bus.send(request)
+        assert wait_until(lambda: len(inverter.frames[0x4220]) >= 2, 5)
+        limits = db.decode_message(0x4220, inverter.frames[0x4220][-1][1])
+        currents = [v for k, v in limits.items() if "urrent" in k]
+        assert currents and all(
+            abs(v) < 0.05 or v == pytest.approx(-3000, abs=0.1) for v in currents
+        ), limits
+    finally:
+        stop.set()
+        runner.join(5)
+        gateway.close()
+        gateway.can.shutdown()
+        inverter.close()
+        for b in (bus, master, ui):
+            b.stop()

@@ -1,0 +1,333 @@
+"""Native BMS CAN profile: round trips through its DBC, multiplexed cells, commands, fail-safe."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.can_gateway.native import (
+    ACK_ID,
+    CELL_GROUPS,
+    CELL_TEMPERATURES_ID,
+    CELL_VOLTAGES_ID,
+    COMMAND_ID,
+    FAULTS_ALARMS_ID,
+    LIMITS_ID,
+    OTHER_CODE_BIT,
+    STATUS_ID,
+    TEMP_GROUPS,
+    AckReason,
+    NativeCommand,
+    NativeCommandError,
+    ack_frame,
+    bits_codes,
+    cell_frames,
+    code_bits,
+    decode_command,
+    load_native_dbc,
+    pack_frames,
+)
+from shared.config.protection import PROTECTION_CODES
+from shared.messages.commands import COMMAND_ARGS
+from shared.messages.pack import CellLocation, CellSnapshot, Limits, PackState
+
+
+def make_pack(**overrides: Any) -> PackState:
+    values: dict[str, Any] = {
+        "soc": 55.5,
+        "soh": 98.0,
+        "voltage": 652.3,
+        "current": -27.4,
+        "contactors": "closed",
+        "mode": "working",
+        "cell_v_min": 3.265,
+        "cell_v_max": 3.306,
+        "cell_v_avg": 3.28,
+        "cell_v_min_at": CellLocation(module=0, index=3),
+        "cell_v_max_at": CellLocation(module=11, index=15),
+        "temp_min_c": 14.2,
+        "temp_max_c": 21.7,
+        "temp_max_at": CellLocation(module=2, index=1),
+        "limits": Limits(
+            charge_voltage_v=700.0,
+            discharge_voltage_v=560.0,
+            charge_current_a=50.5,
+            discharge_current_a=80.0,
+        ),
+    }
+    values.update(overrides)
+    return PackState(**values)
+
+
+def decoded(frames: list[tuple[int, bytes]]) -> dict[int, dict[str, Any]]:
+    db = load_native_dbc()
+    out: dict[int, dict[str, Any]] = {}
+    for frame_id, data in frames:
+        message = db.get_message_by_frame_id(frame_id)
+        assert len(data) == message.length
+        out[frame_id] = dict(message.decode(data, decode_choices=False))  # type: ignore[arg-type]
+    return out
+
+
+def test_ids_are_standard_and_in_the_native_range() -> None:
+    for message in load_native_dbc().messages:
+        assert not message.is_extended_frame
+        assert 0x600 <= message.frame_id <= 0x6FF
+        assert message.length <= 8
+
+
+def test_protection_codes_fit_and_match_the_dbc_comment() -> None:
+    assert len(PROTECTION_CODES) <= OTHER_CODE_BIT
+    comment = load_native_dbc().get_message_by_frame_id(FAULTS_ALARMS_ID).comment
+    assert comment is not None
+    listed = re.findall(r"bit (\d+) ([a-z_]+)", comment)
+    assert listed == [*((str(i), c) for i, c in enumerate(PROTECTION_CODES)), ("31", "any")]
+
+
+def test_code_bits_round_trip_and_unknown_codes() -> None:
+    assert bits_codes(code_bits(PROTECTION_CODES)) == list(PROTECTION_CODES)
+    assert code_bits(["not_a_code"]) == 1 << OTHER_CODE_BIT
+    assert bits_codes(code_bits(["cell_imbalance", "x"])) == ["cell_imbalance", "other"]
+
+
+def test_pack_frames_sample() -> None:
+    frames = decoded(pack_frames(make_pack(), stale=False))
+    assert sorted(frames) == list(range(0x600, 0x606))
+    status = frames[STATUS_ID]
+    assert status["PackVoltage"] == pytest.approx(652.3)
+    assert status["PackCurrent"] == pytest.approx(-27.4)
+    assert (status["ContactorState"], status["Mode"], status["DataStale"]) == (2, 1, 0)
+    assert frames[LIMITS_ID]["ChargeCurrentLimit"] == pytest.approx(50.5)
+    extremes = frames[0x602]
+    assert (extremes["CellVoltageMin"], extremes["CellVoltageMax"]) == (3265, 3306)
+    assert (extremes["CellVoltageMaxModule"], extremes["CellVoltageMaxIndex"]) == (11, 15)
+    temps = frames[0x603]
+    assert temps["TemperatureMin"] == pytest.approx(14.2)
+    assert (temps["TemperatureMinModule"], temps["TemperatureMinIndex"]) == (255, 255)
+    assert (temps["TemperatureMaxModule"], temps["TemperatureMaxIndex"]) == (2, 1)
+
+
+def test_unknown_temperatures_and_current_gating() -> None:
+    pack = make_pack(temp_min_c=None, temp_max_c=None, faults=["cell_overvoltage"])
+    frames = decoded(pack_frames(pack, stale=False))
+    assert frames[0x603]["TemperatureMin"] == pytest.approx(-3276.8)
+    assert frames[LIMITS_ID]["ChargeCurrentLimit"] == 0
+    assert frames[LIMITS_ID]["DischargeCurrentLimit"] == 0
+    assert frames[LIMITS_ID]["ChargeVoltageLimit"] == pytest.approx(700.0)
+    assert bits_codes(frames[FAULTS_ALARMS_ID]["FaultBits"]) == ["cell_overvoltage"]
+    standby = decoded(pack_frames(make_pack(contactors="standby"), stale=False))
+    assert standby[LIMITS_ID]["DischargeCurrentLimit"] == 0
+
+
+codes = st.lists(st.sampled_from(PROTECTION_CODES), unique=True, max_size=len(PROTECTION_CODES))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    voltage=st.floats(0.0, 1200.0),
+    current=st.floats(-1000.0, 1000.0),
+    soc=st.floats(0.0, 100.0),
+    soh=st.floats(0.0, 100.0),
+    contactors=st.sampled_from(["standby", "precharge", "closed", "opening", "fault"]),
+    mode=st.sampled_from(["standby", "working"]),
+    cell_v=st.tuples(st.floats(0.0, 6.0), st.floats(0.0, 6.0)),
+    temps=st.tuples(st.floats(-60.0, 200.0), st.floats(-60.0, 200.0)),
+    limits=st.tuples(*[st.floats(0.0, 1000.0)] * 4),
+    faults=codes,
+    alarms=codes,
+    warnings=codes,
+)
+def test_pack_frames_round_trip(
+    voltage: float,
+    current: float,
+    soc: float,
+    soh: float,
+    contactors: str,
+    mode: str,
+    cell_v: tuple[float, float],
+    temps: tuple[float, float],
+    limits: tuple[float, float, float, float],
+    faults: list[str],
+    alarms: list[str],
+    warnings: list[str],
+) -> None:
+    pack = make_pack(
+        voltage=voltage, current=current, soc=soc, soh=soh, contactors=contactors, mode=mode,
+        cell_v_min=min(cell_v), cell_v_max=max(cell_v), temp_min_c=min(temps),
+        temp_max_c=max(temps), faults=faults, alarms=alarms, warnings=warnings,
+        limits=Limits(
+            charge_voltage_v=limits[0], discharge_voltage_v=limits[1],
+            charge_current_a=limits[2], discharge_current_a=limits[3],
+        ),
+    )  # fmt: skip
+    frames = decoded(pack_frames(pack, stale=False))
+    status = frames[STATUS_ID]
+    assert status["PackVoltage"] == pytest.approx(voltage, abs=0.05 + 1e-9)
+    assert status["PackCurrent"] == pytest.approx(current, abs=0.05 + 1e-9)
+    assert status["StateOfCharge"] == pytest.approx(soc, abs=0.05 + 1e-9)
+    assert status["StateOfHealth"] == pytest.approx(soh, abs=0.05 + 1e-9)
+    db = load_native_dbc()
+    choices = db.get_message_by_frame_id(STATUS_ID).get_signal_by_name("ContactorState").choices
+    assert choices is not None
+    assert str(choices[status["ContactorState"]]).lower() == contactors
+    assert status["Mode"] == (1 if mode == "working" else 0)
+    allowed = contactors == "closed" and not faults
+    lim = frames[LIMITS_ID]
+    assert lim["ChargeVoltageLimit"] == pytest.approx(limits[0], abs=0.05 + 1e-9)
+    assert lim["DischargeVoltageLimit"] == pytest.approx(limits[1], abs=0.05 + 1e-9)
+    assert lim["ChargeCurrentLimit"] == pytest.approx(limits[2] if allowed else 0, abs=0.05 + 1e-9)
+    assert lim["DischargeCurrentLimit"] == pytest.approx(
+        limits[3] if allowed else 0, abs=0.05 + 1e-9
+    )
+    assert abs(frames[0x602]["CellVoltageMin"] - min(cell_v) * 1000) <= 0.5 + 1e-9
+    assert abs(frames[0x602]["CellVoltageMax"] - max(cell_v) * 1000) <= 0.5 + 1e-9
+    assert frames[0x603]["TemperatureMax"] == pytest.approx(max(temps), abs=0.05 + 1e-9)
+    assert set(bits_codes(frames[FAULTS_ALARMS_ID]["FaultBits"])) == set(faults)
+    assert set(bits_codes(frames[FAULTS_ALARMS_ID]["AlarmBits"])) == set(alarms)
+    assert set(bits_codes(frames[0x605]["WarningBits"])) == set(warnings)
+
+
+@pytest.mark.parametrize("last", [None, "pack"])
+def test_fail_safe(last: str | None) -> None:
+    pack = make_pack(faults=["cell_imbalance"], warnings=["charge_overcurrent"])
+    sent = pack_frames(pack if last else None, stale=True)
+    frames = decoded(sent)
+    assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
+    status = frames[STATUS_ID]
+    assert status["DataStale"] == 1
+    assert (status["ContactorState"], status["Mode"]) == (7, 3)
+    assert status["PackVoltage"] == status["PackCurrent"] == status["StateOfCharge"] == 0
+    assert all(value == 0 for value in frames[LIMITS_ID].values())
+    faults = bits_codes(frames[FAULTS_ALARMS_ID]["FaultBits"])
+    assert "communication_loss" in faults
+    if last:
+        assert "cell_imbalance" in faults
+        assert bits_codes(frames[0x605]["WarningBits"]) == ["charge_overcurrent"]
+    else:
+        assert pack_frames(None, stale=False) == sent
+
+
+def snapshot(n_cells: int, n_temps: int) -> CellSnapshot:
+    return CellSnapshot(
+        cell_v=[round(2.5 + i * 0.005, 3) for i in range(n_cells)],
+        temp_c=[None if i % 11 == 5 else -60.0 + i * 0.33 for i in range(n_temps)],
+        balancing=[False] * n_cells,
+        module_of_cell=[i // 16 for i in range(n_cells)],
+    )
+
+
+def cells_back(frames: list[tuple[int, bytes]]) -> tuple[dict[int, int], dict[int, float]]:
+    db = load_native_dbc()
+    volts: dict[int, int] = {}
+    temps: dict[int, float] = {}
+    groups: dict[int, list[int]] = {CELL_VOLTAGES_ID: [], CELL_TEMPERATURES_ID: []}
+    for frame_id, data in frames:
+        assert len(data) == 8
+        values = db.decode_message(frame_id, data, decode_choices=False)
+        assert isinstance(values, dict)
+        for name, value in values.items():
+            if match := re.fullmatch(r"CellVoltage(\d{3})", name):
+                volts[int(match[1])] = int(value)  # type: ignore[arg-type]
+            elif match := re.fullmatch(r"CellTemperature(\d{3})", name):
+                temps[int(match[1])] = float(value)  # type: ignore[arg-type]
+            else:
+                groups[frame_id].append(int(value))  # type: ignore[arg-type]
+    assert groups[CELL_VOLTAGES_ID] == list(range(CELL_GROUPS))
+    assert groups[CELL_TEMPERATURES_ID] == list(range(TEMP_GROUPS))
+    return volts, temps
+
+
+def test_all_196_cells_and_784_temperatures_round_trip() -> None:
+    cells = snapshot(196, 784)
+    volts, temps = cells_back(cell_frames(cells))
+    assert [volts[n] for n in range(1, 197)] == [round(v * 1000) for v in cells.cell_v]
+    assert volts[197] == volts[198] == 65535
+    for n, reading in enumerate(cells.temp_c, start=1):
+        if reading is None:
+            assert temps[n] == 195
+        else:
+            assert abs(temps[n] - min(reading, 194.0)) <= 0.5 + 1e-9
+
+
+def test_short_snapshot_marks_missing_slots_unknown() -> None:
+    volts, temps = cells_back(cell_frames(snapshot(16, 4)))
+    assert volts[16] == round((2.5 + 15 * 0.005) * 1000)
+    assert all(volts[n] == 65535 for n in range(17, 199))
+    assert all(temps[n] == 195 for n in range(5, 785))
+    hot = CellSnapshot(cell_v=[3.3], temp_c=[200.0], balancing=[False], module_of_cell=[0])
+    assert cells_back(cell_frames(hot))[1][1] == 194
+
+
+EXPECTED = {
+    1: ("contactors", {"action": "close"}),
+    2: ("contactors", {"action": "open"}),
+    3: ("reset_faults", {}),
+    4: ("set_mode", {"mode": "standby"}),
+    5: ("set_mode", {"mode": "working"}),
+}
+
+
+@pytest.mark.parametrize("command_id", sorted(EXPECTED))
+def test_decode_each_command(command_id: int) -> None:
+    db = load_native_dbc()
+    data = db.encode_message(COMMAND_ID, {"CommandId": command_id, "CommandCounter": 201})
+    command = decode_command(COMMAND_ID, bytes(data))
+    name, args = EXPECTED[command_id]
+    assert command == NativeCommand(command=name, args=args, counter=201)
+    COMMAND_ARGS[name].model_validate(command.args)
+    choices = db.get_message_by_frame_id(COMMAND_ID).get_signal_by_name("CommandId").choices
+    assert choices is not None and command_id in choices
+
+
+def test_other_frames_are_not_commands() -> None:
+    assert decode_command(0x621, b"\x01\x02") is None
+    assert decode_command(0x305, b"") is None
+
+
+@pytest.mark.parametrize(
+    ("data", "counter", "reason"),
+    [
+        (b"", None, AckReason.MALFORMED),
+        (b"\x01", None, AckReason.MALFORMED),
+        (b"\x01\x07\x00", 7, AckReason.MALFORMED),
+        (b"\x01\x07" + bytes(6), 7, AckReason.MALFORMED),
+        (b"\x00\x09", 9, AckReason.UNKNOWN_COMMAND),
+        (b"\x06\x0a", 10, AckReason.UNKNOWN_COMMAND),
+        (b"\xff\x0b", 11, AckReason.UNKNOWN_COMMAND),
+    ],
+)
+def test_malformed_commands(data: bytes, counter: int | None, reason: AckReason) -> None:
+    with pytest.raises(NativeCommandError) as caught:
+        decode_command(COMMAND_ID, data)
+    assert (caught.value.counter, caught.value.reason) == (counter, reason)
+
+
+@given(st.binary(max_size=16))
+def test_decode_command_never_raises_anything_else(data: bytes) -> None:
+    try:
+        command = decode_command(COMMAND_ID, data)
+    except NativeCommandError:
+        return
+    assert command is not None and command.command in COMMAND_ARGS
+
+
+@pytest.mark.parametrize(
+    ("counter", "accepted", "reason"),
+    [(0, True, AckReason.NONE), (255, False, AckReason.REFUSED_BY_MASTER), (17, False, 200)],
+)
+def test_ack_frame(counter: int, accepted: bool, reason: int) -> None:
+    frame_id, data = ack_frame(counter, accepted, reason)
+    assert frame_id == ACK_ID
+    assert data == bytes([counter, int(accepted), int(reason)])
+    values = load_native_dbc().decode_message(ACK_ID, data, decode_choices=False)
+    assert values == {"AckCounter": counter, "AckStatus": int(accepted), "AckReason": int(reason)}
+
+
+@pytest.mark.parametrize(("counter", "reason"), [(-1, 0), (256, 0), (0, 256)])
+def test_ack_frame_rejects_out_of_range(counter: int, reason: int) -> None:
+    with pytest.raises(ValueError):
+        ack_frame(counter, True, reason)
