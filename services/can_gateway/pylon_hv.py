@@ -39,10 +39,10 @@ Normal operation:
 - An unknown temperature is sent as -100 degC (raw 0), which inverters read as too cold to charge.
 
 Fail-safe (`stale` is true or `pack` is None): the ensemble answer is still sent, so that the
-inverter sees the battery and its stop request, but no measurement is passed off as current:
-- 0x4210: voltage 0 V, current 0 A, temperature -100 degC, SOC 0 %, SOH 0 %.
+inverter sees the battery and its stop request, but no measurement is passed off as current
+(and never SOC 0 %, which some inverters answer with a forced charge):
+- 0x4210, 0x4230, 0x4240, 0x4260, 0x4270 (measurements) are not sent.
 - 0x4220: CVL/DVL = configured pack charge/discharge voltages, CCL = 0 A, DCL = 0 A.
-- 0x4230/0x4240/0x4260/0x4270: all zero raw values (0 V, -100 degC, numbers 0).
 - 0x4250: status sleep (0); InternalCommError and OtherError set; AlarmSystemLowVoltage,
   AlarmSystemHighVoltage, ProtectSystemLowVoltage and ProtectSystemHighVoltage set; plus the
   bits of the last pack's codes, if any.
@@ -69,6 +69,8 @@ Frame = tuple[int, bytes]
 ByteOrder = Literal["little", "big"]
 
 REQUEST_ID = 0x4200
+MEASUREMENT_IDS = frozenset({0x4210, 0x4230, 0x4240, 0x4260, 0x4270})
+"""Frames carrying measured values; withheld while the pack state is stale."""
 SLEEP_WAKE_ID = 0x8200
 RELAY_ID = 0x8210
 REQUEST_ENSEMBLE = 0x00
@@ -162,6 +164,9 @@ def responses_for(
         return []
     if request[0] == REQUEST_ENSEMBLE:
         frames = _ensemble(None if stale else pack, pack, config, current_offset_a)
+        if stale or pack is None:
+            # no invented measurements (never SOC 0 %): limits, alarms and the forbid flags only
+            frames = [(fid, data) for fid, data in frames if fid not in MEASUREMENT_IDS]
     elif request[0] == REQUEST_SYSTEM:
         frames = _system(config)
     else:
