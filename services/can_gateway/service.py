@@ -99,6 +99,9 @@ class CanGateway:
     def _on_frame(self, msg: can.Message) -> None:
         """CAN receive thread: note keep-alives, queue commands, never block."""
         data = bytes(msg.data)
+        if len(data) > 8 or msg.is_error_frame or msg.is_remote_frame:
+            self.bus.counters["can_frames_refused"] += 1  # CAN FD, error or remote: not ours
+            return
         if is_keepalive(msg.arbitration_id, data):
             self.keepalive_s = self.monotonic()
         elif msg.arbitration_id == pylon_hv.REQUEST_ID and "pylon_hv" in self.profiles():
@@ -117,6 +120,8 @@ class CanGateway:
                 return
             if command is not None:
                 self._commands.put(command)
+        else:
+            self.bus.counters["can_frames_ignored"] += 1
 
     @property
     def stale(self) -> bool:
@@ -176,6 +181,7 @@ class CanGateway:
             except queue.Empty:
                 return
             if isinstance(item, native.NativeCommandError):
+                self.bus.counters["can_commands_refused"] += 1
                 log.warning("CAN command refused: %s", item)
                 if item.counter is not None:
                     self._ack(item.counter, False, item.reason)

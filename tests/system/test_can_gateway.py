@@ -381,3 +381,22 @@ def test_pylontech_hv_answers_requests(mosquitto: MosquittoBroker, system_id: st
         inverter.close()
         for b in (bus, master, ui):
             b.stop()
+
+
+def test_bad_frames_are_counted_and_never_stop_the_gateway(rig: dict[str, Any]) -> None:
+    inv: Inverter = rig["inverter"]
+    gateway: CanGateway = rig["gateway"]
+    assert wait_until(lambda: len(inv.frames[0x351]) >= 1, 5)
+    bad = [
+        can.Message(arbitration_id=0x123, data=b"\x01\x02", is_extended_id=False),  # unknown
+        can.Message(arbitration_id=0x1FFFFFFF, data=bytes(8), is_extended_id=True),  # unknown
+        can.Message(arbitration_id=0x305, data=bytes(64), is_fd=True),  # oversized
+        can.Message(arbitration_id=0x620, data=b"\xff", is_extended_id=False),  # not our profile
+        can.Message(arbitration_id=0x351, is_remote_frame=True),
+    ]
+    for msg in bad * 20:
+        inv.bus.send(msg)
+    assert wait_until(lambda: gateway.bus.counters["can_frames_ignored"] >= 60, 5)
+    assert gateway.bus.counters["can_frames_refused"] >= 40
+    count = len(inv.frames[0x351])
+    assert wait_until(lambda: len(inv.frames[0x351]) > count + 1, 3)  # still sending
