@@ -25,10 +25,12 @@ Acknowledged by the BMS (`ack_frame`): 0x621 CommandAck (3 bytes: echoed counter
 1 accepted / 0 refused, `AckReason`).
 
 Fail-safe (`stale` is true or `pack` is None): no measurement is sent as if it were current.
-0x600 carries DataStale = 1, contactor state and mode Unknown and 0 for every measurement;
-0x601 carries 0 for all four limits (no charge, no discharge); 0x604/0x605 carry the last
-pack's codes (if any) with the `communication_loss` fault bit set. 0x602 and 0x603 are not
-sent. Cell frames are only built from a snapshot the caller holds as current.
+0x600 carries DataStale = 1, contactor state and mode Unknown and 0 for every measurement; it
+is not sent at all before the first pack state (never a SOC of 0 % at start-up). 0x601
+carries CCL = DCL = 0 (no charge, no discharge) and the configured pack charge and discharge
+voltages as CVL/DVL (never 0 V). 0x604/0x605 carry the last pack's codes (if any) with the
+`communication_loss` fault bit set. 0x602 and 0x603 are not sent. Cell frames are only built
+from a snapshot the caller holds as current.
 """
 
 from __future__ import annotations
@@ -152,8 +154,18 @@ def bits_codes(bits: int) -> list[str]:
     return [*codes, "other"] if bits >> OTHER_CODE_BIT & 1 else codes
 
 
-def pack_frames(pack: PackState | None, *, stale: bool) -> list[Frame]:
-    """Frames 0x600-0x605 of one 100 ms cycle (fail-safe when stale or None, see above)."""
+def pack_frames(
+    pack: PackState | None,
+    *,
+    stale: bool,
+    voltage_limits_v: tuple[float, float] | None = None,
+) -> list[Frame]:
+    """Frames 0x600-0x605 of one 100 ms cycle (fail-safe when stale or None, see above).
+
+    `voltage_limits_v` (charge, discharge pack voltage from the configuration) replaces the
+    zero CVL/DVL of the fail-safe frame: a controller must never read a 0 V charge limit.
+    Before the first pack state, 0x600 is not sent at all, so no SOC 0 % ever goes out.
+    """
     db = load_native_dbc()
     fresh = None if stale else pack
     faults = list(pack.faults) if pack is not None else []
@@ -179,13 +191,15 @@ def pack_frames(pack: PackState | None, *, stale: bool) -> list[Frame]:
                 db,
                 LIMITS_ID,
                 {
-                    "ChargeVoltageLimit": 0.0,
-                    "DischargeVoltageLimit": 0.0,
+                    "ChargeVoltageLimit": voltage_limits_v[0] if voltage_limits_v else 0.0,
+                    "DischargeVoltageLimit": voltage_limits_v[1] if voltage_limits_v else 0.0,
                     "ChargeCurrentLimit": 0.0,
                     "DischargeCurrentLimit": 0.0,
                 },
             ),
         ]
+        if pack is None:
+            frames = frames[1:]
     else:
         frames = _fresh_frames(db, fresh)
     frames += [

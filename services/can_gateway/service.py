@@ -141,7 +141,9 @@ class CanGateway:
         wanted: dict[int, tuple[bytes, float]] = {}
         for profile in self.profiles():
             if profile == "native":
-                for frame_id, data in native.pack_frames(self.pack, stale=stale):
+                limits_v = (self.config.charge_pack_voltage_v, self.config.discharge_pack_voltage_v)
+                frames = native.pack_frames(self.pack, stale=stale, voltage_limits_v=limits_v)
+                for frame_id, data in frames:
                     wanted[frame_id] = (data, NATIVE_PACK_PERIOD_S)
                 continue
             if profile not in CYCLIC_PERIOD_S:

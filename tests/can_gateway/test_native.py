@@ -194,21 +194,26 @@ def test_pack_frames_round_trip(
 @pytest.mark.parametrize("last", [None, "pack"])
 def test_fail_safe(last: str | None) -> None:
     pack = make_pack(faults=["cell_imbalance"], warnings=["charge_overcurrent"])
-    sent = pack_frames(pack if last else None, stale=True)
+    sent = pack_frames(pack if last else None, stale=True, voltage_limits_v=(410.0, 300.0))
     frames = decoded(sent)
-    assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
-    status = frames[STATUS_ID]
-    assert status["DataStale"] == 1
-    assert (status["ContactorState"], status["Mode"]) == (7, 3)
-    assert status["PackVoltage"] == status["PackCurrent"] == status["StateOfCharge"] == 0
-    assert all(value == 0 for value in frames[LIMITS_ID].values())
+    if last:
+        assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
+        status = frames[STATUS_ID]
+        assert status["DataStale"] == 1
+        assert (status["ContactorState"], status["Mode"]) == (7, 3)
+        assert status["PackVoltage"] == status["PackCurrent"] == 0
+    else:  # before the first pack state: no status frame, so never a SOC of 0 %
+        assert sorted(frames) == [LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
+    limits = frames[LIMITS_ID]
+    assert limits["ChargeCurrentLimit"] == limits["DischargeCurrentLimit"] == 0
+    assert (limits["ChargeVoltageLimit"], limits["DischargeVoltageLimit"]) == (410.0, 300.0)
     faults = bits_codes(frames[FAULTS_ALARMS_ID]["FaultBits"])
     assert "communication_loss" in faults
     if last:
         assert "cell_imbalance" in faults
         assert bits_codes(frames[0x605]["WarningBits"]) == ["charge_overcurrent"]
     else:
-        assert pack_frames(None, stale=False) == sent
+        assert pack_frames(None, stale=False, voltage_limits_v=(410.0, 300.0)) == sent
 
 
 def snapshot(n_cells: int, n_temps: int) -> CellSnapshot:
