@@ -61,6 +61,8 @@ def run(settings: CanGatewaySettings) -> int:
             can_bus,
             stale_after_s=settings.stale_after_s,
             keepalive_timeout_s=settings.keepalive_timeout_s,
+            hv_byte_order=settings.pylon_hv_byte_order,
+            hv_current_offset_a=settings.pylon_hv_current_offset_a,
         )
         gateway.apply_config(first[0])
         gateway.run(stop.is_set)

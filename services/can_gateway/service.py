@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import can
 
@@ -53,12 +54,16 @@ class CanGateway:
         *,
         stale_after_s: float = 3.0,
         keepalive_timeout_s: float = 600.0,
+        hv_byte_order: Literal["little", "big"] = "little",
+        hv_current_offset_a: float = 3000.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.can = can_bus
         self.stale_after_s = stale_after_s
         self.keepalive_timeout_s = keepalive_timeout_s
+        self.hv_byte_order: Literal["little", "big"] = hv_byte_order
+        self.hv_current_offset_a = hv_current_offset_a
         self.monotonic = monotonic
         self.config: SystemConfig | None = None
         self.pack: PackState | None = None

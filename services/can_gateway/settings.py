@@ -3,6 +3,8 @@ the system configuration unless set here."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -22,4 +24,10 @@ class CanGatewaySettings(ServiceSettings):
     )
     keepalive_timeout_s: float = Field(
         600.0, gt=0, description="raise an event when the inverter keep-alive stops this long"
+    )
+    pylon_hv_byte_order: Literal["little", "big"] = Field(
+        "little", description="Pylontech HV: byte order of 16-bit fields"
+    )
+    pylon_hv_current_offset_a: float = Field(
+        3000.0, ge=0, le=10000, description="Pylontech HV: current offset (0: signed current)"
     )
