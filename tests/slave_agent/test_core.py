@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from services.slave_agent.core import AgentCore, BalancingLimits
 from services.slave_agent.driver import ModuleReading
-from shared.messages import BalanceCommand, Limits, PackState
+from shared.messages import BalanceCommand
+from tests.factories import pack_state
 
 LIMITS = BalancingLimits(
     min_cell_voltage_v=3.3, max_temperature_c=55.0, active=False, master_silence_timeout_s=3.0
@@ -24,18 +25,9 @@ def command(
     return BalanceCommand(module=0, expires_at=expires_at, discharge=discharge, charge=charge or [])
 
 
-def pack(contactors: str = "closed", current: float = 12.5) -> PackState:
-    return PackState(
-        soc=50, soh=100, voltage=350, current=current, contactors=contactors, mode="working",  # type: ignore[arg-type]
-        cell_v_min=3.6, cell_v_max=3.7, cell_v_avg=3.65,
-        limits=Limits(charge_voltage_v=400, discharge_voltage_v=300, charge_current_a=50,
-                      discharge_current_a=50),
-    )  # fmt: skip
-
-
 def core() -> AgentCore:
     c = AgentCore({0: 4}, LIMITS)
-    c.on_pack_state(pack(), now_s=0.0)
+    c.on_pack_state(pack_state(), now_s=0.0)
     return c
 
 
@@ -49,7 +41,7 @@ def test_fresh_command_runs() -> None:
 @given(st.floats(0, 100), st.floats(0, 100))
 def test_expired_command_never_runs(expires_at: float, now: float) -> None:
     c = AgentCore({0: 4}, LIMITS)
-    c.on_pack_state(pack(), now_s=now)
+    c.on_pack_state(pack_state(), now_s=now)
     reason = c.on_balance(command([True] * 4, expires_at=expires_at), now_s=now)
     d = c.balancing(0, reading([3900] * 4), now_s=now)
     if now > expires_at:
@@ -62,7 +54,7 @@ def test_expired_command_never_runs(expires_at: float, now: float) -> None:
 def test_command_stops_when_it_expires_later() -> None:
     c = core()
     c.on_balance(command([True] * 4, expires_at=2.0), now_s=1.0)
-    c.on_pack_state(pack(), now_s=2.5)
+    c.on_pack_state(pack_state(), now_s=2.5)
     d = c.balancing(0, reading([3900] * 4), now_s=2.5)
     assert not any(d.discharge) and d.reason == "command expired"
 
@@ -126,6 +118,6 @@ def test_string_current_flows_only_through_closed_contactors(
     contactors: str, current: float
 ) -> None:
     c = AgentCore({0: 4}, LIMITS)
-    c.on_pack_state(pack(contactors, current), now_s=0.0)
+    c.on_pack_state(pack_state(contactors=contactors, current=current), now_s=0.0)
     expected = current if contactors in ("closed", "precharge") else 0.0
     assert c.string_current_a == expected

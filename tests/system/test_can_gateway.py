@@ -22,33 +22,23 @@ from services.can_gateway.service import CanGateway
 from shared.broker import MosquittoBroker
 from shared.bus import MqttBus
 from shared.config import SystemConfig
-from shared.messages import Event, Limits, PackState
+from shared.messages import Event, PackState
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
+from tests.factories import limits
+from tests.factories import pack_state as base_pack_state
 
 from .agents import ServiceProcess, publish_config, wait_until
 
 
 def pack_state() -> PackState:
-    return PackState(
-        soc=71.0,
-        soh=99.0,
-        voltage=52.4,
-        current=-18.2,
-        contactors="closed",
-        mode="working",
-        cell_v_min=3.27,
-        cell_v_max=3.30,
-        cell_v_avg=3.28,
-        temp_min_c=21.0,
-        temp_max_c=24.0,
-        limits=Limits(
-            charge_voltage_v=55.2,
-            discharge_voltage_v=44.8,
-            charge_current_a=90.0,
-            discharge_current_a=120.0,
-        ),
-    )
+    """A 16-cell LFP pack as the inverter tests expect it."""
+    return base_pack_state(
+        soc=71.0, soh=99.0, voltage=52.4, current=-18.2, cell_v_min=3.27, cell_v_max=3.30,
+        cell_v_avg=3.28, temp_min_c=21.0, temp_max_c=24.0,
+        limits_=limits(charge_voltage_v=55.2, discharge_voltage_v=44.8, charge_current_a=90.0,
+                       discharge_current_a=120.0),
+    )  # fmt: skip
 
 
 class Inverter:

@@ -20,9 +20,11 @@ from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig
-from shared.messages import CellSnapshot, CommandArgs, ContactorsArgs, Limits, PackState
+from shared.messages import CellSnapshot, CommandArgs, ContactorsArgs, PackState
 from shared.settings import parse_mqtt_url
 from shared.topics import PACK_CELLS, PACK_STATE
+from tests.factories import limits
+from tests.factories import pack_state as base_pack_state
 
 from .agents import ServiceProcess, publish_config, wait_until
 
@@ -33,24 +35,12 @@ pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is 
 
 
 def pack_state(soc: float = 63.4) -> PackState:
-    return PackState(
-        soc=soc,
-        soh=97.0,
-        voltage=30.2,
-        current=-12.5,
-        contactors="closed",
-        mode="working",
-        cell_v_min=3.71,
-        cell_v_max=3.79,
-        cell_v_avg=3.75,
-        limits=Limits(
-            charge_voltage_v=33.6,
-            discharge_voltage_v=24.0,
-            charge_current_a=50.0,
-            discharge_current_a=80.0,
-        ),
-        warnings=["cell_imbalance"],
-    )
+    return base_pack_state(
+        soc=soc, soh=97.0, voltage=30.2, current=-12.5, cell_v_min=3.71, cell_v_max=3.79,
+        cell_v_avg=3.75, warnings=["cell_imbalance"],
+        limits_=limits(charge_voltage_v=33.6, discharge_voltage_v=24.0, charge_current_a=50.0,
+                       discharge_current_a=80.0),
+    )  # fmt: skip
 
 
 class FakeMaster:

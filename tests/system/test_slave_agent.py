@@ -19,12 +19,11 @@ from shared.messages import (
     BalanceCommand,
     ChannelFlag,
     GroundTruth,
-    Limits,
-    PackState,
     SlaveModeCommand,
 )
 from shared.settings import parse_mqtt_url
 from shared.topics import PACK_STATE, SIM_TRUTH, SLAVE_BALANCE, SLAVE_MODE
+from tests.factories import pack_state
 
 from .agents import ROOT, Recorder, ServiceProcess, publish_config, wait_until
 
@@ -60,15 +59,6 @@ def stack(
         b.stop()
     recorder.close()
     master.stop()
-
-
-def pack_state(current: float = 0.0, contactors: str = "closed") -> PackState:
-    return PackState(
-        soc=50, soh=100, voltage=30, current=current, contactors=contactors, mode="working",  # type: ignore[arg-type]
-        cell_v_min=3.6, cell_v_max=3.7, cell_v_avg=3.65,
-        limits=Limits(charge_voltage_v=34, discharge_voltage_v=26, charge_current_a=50,
-                      discharge_current_a=50),
-    )  # fmt: skip
 
 
 def inject(url: str, system: str, *args: str) -> None:
