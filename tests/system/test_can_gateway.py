@@ -353,16 +353,16 @@ def test_pylontech_hv_answers_requests(mosquitto: MosquittoBroker, system_id: st
         values = db.decode_message(0x4210, inverter.frames[0x4210][-1][1])
         assert values[next(k for k in values if "olt" in k)] == pytest.approx(380.5, abs=0.1)
         limits = db.decode_message(0x4220, inverter.frames[0x4220][-1][1])
-        assert any(v == pytest.approx(90.0, abs=0.1) for v in limits.values())
+        assert limits["MaxChargeCurrent"] == pytest.approx(90.0, abs=0.1)
         feeding.clear()
         time.sleep(1.5)
+        measured = len(inverter.frames[0x4210])
         inverter.bus.send(request)
         assert wait_until(lambda: len(inverter.frames[0x4220]) >= 2, 5)
         limits = db.decode_message(0x4220, inverter.frames[0x4220][-1][1])
-        currents = [v for k, v in limits.items() if "urrent" in k]
-        assert currents and all(
-            abs(v) < 0.05 or v == pytest.approx(-3000, abs=0.1) for v in currents
-        ), limits
+        assert limits["MaxChargeCurrent"] == pytest.approx(0.0, abs=0.1)
+        assert limits["MaxDischargeCurrent"] == pytest.approx(0.0, abs=0.1)
+        assert len(inverter.frames[0x4210]) == measured  # no measurements while stale
     finally:
         stop.set()
         runner.join(5)
