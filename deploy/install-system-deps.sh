@@ -9,6 +9,7 @@ have mosquitto || want+=(mosquitto)
 have socat || want+=(socat)
 have mbpoll || want+=(mbpoll)
 have openssl || want+=(openssl)
+have chromium || want+=(chromium)  # the UI's browser test (Playwright drives Debian's build)
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 
 if [ ${#want[@]} -eq 0 ]; then

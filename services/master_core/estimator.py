@@ -24,7 +24,11 @@ class PackEstimator:
     def __init__(self, config: SystemConfig) -> None:
         self.counter = CoulombCounter.from_config(config)
         self.soh = SohEstimator(
-            config.total_cells, SohParams(nominal_capacity_ah=config.cell_capacity_ah)
+            config.total_cells,
+            SohParams(
+                nominal_capacity_ah=config.cell_capacity_ah,
+                nominal_resistance_ohm=(config.cell_resistance_mohm or 0.0) / 1000.0,
+            ),
         )
         self._started = False
 

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict
 class ConfigModel(BaseModel):
     """Immutable, and strict about unknown keys: a typo in a config file must be an error."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
 
 def fmt(value: float, unit: str) -> str:

@@ -214,6 +214,9 @@ class SystemConfig(ConfigModel):
     chemistry: ChemistryName
     chemistry_overrides: ChemistryOverrides = ChemistryOverrides()
     cell_capacity_ah: float = Field(gt=0.0, le=10_000.0)
+    cell_resistance_mohm: float | None = Field(None, gt=0.0, le=1000.0)
+    """DC internal resistance of a new cell (datasheet); the reference for resistance growth
+    in the state of health. Empty: the first settled estimate becomes the reference."""
     protection: ProtectionConfig
     balancing: BalancingConfig
     current_sensor: CurrentSensorConfig = CurrentSensorConfig()
