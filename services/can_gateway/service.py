@@ -22,6 +22,7 @@ from services.can_gateway.profiles import frames_for, is_keepalive
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
 from shared.config import SystemConfig
+from shared.config_ack import acknowledge_config
 from shared.messages import (
     COMMAND_ARGS,
     CellSnapshot,
@@ -87,7 +88,13 @@ class CanGateway:
         self.notifier = can.Notifier(can_bus, [self._on_frame])
 
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
-        self.apply_config(d.message.config)
+        config = d.message.config
+        if config.system_id != self.bus.system:
+            errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
+            acknowledge_config(self.bus, config.config_version, errors)
+            return
+        self.apply_config(config)
+        acknowledge_config(self.bus, config.config_version)
 
     def apply_config(self, config: SystemConfig) -> None:
         self.config = config

@@ -27,11 +27,11 @@ from services.master_core.stores import Store
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig, explain_errors
+from shared.config_ack import acknowledge_config
 from shared.messages import (
     CellSnapshot,
     CellTelemetry,
     CommandArgs,
-    ConfigAck,
     ConfigMessage,
     ContactorsArgs,
     EventsQueryArgs,
@@ -45,7 +45,6 @@ from shared.messages.slave import SlaveMode
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
-    CONFIG_ACK,
     PACK_CELLS,
     PACK_STATE,
     SLAVE_BALANCE,
@@ -140,23 +139,13 @@ class MasterCore:
         errors: list[str] = []
         if config.system_id != self.bus.system:
             errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
-        else:
+        elif self.rt is None or self.rt.config != config:
+            # the same configuration again (a publisher's reconnect) must not reset the runtime
             try:
                 self.apply_config(config)
             except ValueError as exc:
                 errors = explain_errors(exc) if hasattr(exc, "errors") else [str(exc)]  # type: ignore[arg-type]
-        self.bus.publish(
-            CONFIG_ACK,
-            ConfigAck(
-                service=self.bus.service,
-                config_version=config.config_version,
-                accepted=not errors,
-                errors=errors,
-            ),
-            service=self.bus.service,
-        )
-        if errors:
-            log.error("configuration %d refused: %s", config.config_version, "; ".join(errors))
+        acknowledge_config(self.bus, config.config_version, errors)
 
     def apply_config(self, config: SystemConfig) -> None:
         old = self.rt

@@ -54,6 +54,10 @@ class GatewayData:
     def update_cells(self, cells: CellSnapshot) -> None:
         self.cells, self._dirty = cells, True
 
+    def replace_config(self, config: SystemConfig) -> None:
+        """A new configuration with the same register layout (limits, names, thresholds)."""
+        self.config, self._dirty = config, True
+
     @property
     def stale(self) -> bool:
         return self.pack_s is None or self.monotonic() - self.pack_s > self.stale_after_s

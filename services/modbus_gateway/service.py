@@ -10,10 +10,11 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from services.modbus_gateway.register_map import Command, Identity
-from services.modbus_gateway.server import GatewayData, drop_foreign_units, make_device
+from services.modbus_gateway.server import GatewayData, blocks, drop_foreign_units, make_device
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
+from shared.config_ack import acknowledge_config
 from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, PackState
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
 
@@ -35,15 +36,25 @@ class ModbusGateway:
 
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
         config = d.message.config
-        if self.data is not None and self.data.config == config:
-            return
-        identity = Identity(serial=f"{config.system_id}", device_address=self.settings.unit_id)
-        old = self.data
-        self.data = GatewayData(config, identity, self.settings.stale_after_s)
-        if old is not None:
-            log.warning("configuration changed: restart the gateway to serve the new register map")
-            self.data = old
-        self._configured.set()
+        errors: list[str] = []
+        if config.system_id != self.bus.system:
+            errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
+        elif self.data is None:
+            identity = Identity(serial=config.system_id, device_address=self.settings.unit_id)
+            self.data = GatewayData(config, identity, self.settings.stale_after_s)
+            self._configured.set()
+        elif self.data.config != config:
+            # the servers' register blocks are fixed once they listen; values may change freely
+            new = GatewayData(config, self.data.identity, self.settings.stale_after_s)
+            if blocks(new.image()) == blocks(self.data.image()):
+                self.data.replace_config(config)
+            else:
+                errors = [
+                    f"the register layout changes ({config.topology.total_cells} cells); restart "
+                    f"the gateway to serve it (it still serves version "
+                    f"{self.data.config.config_version})"
+                ]
+        acknowledge_config(self.bus, config.config_version, errors)
 
     def _on_pack(self, d: Delivery[PackState]) -> None:
         if self.data is not None:

@@ -20,10 +20,10 @@ from services.slave_agent.settings import SlaveAgentSettings
 from services.slave_agent.sim_driver import LOOP_FAULTS, SimulatedDriver, cells_of_module
 from shared.bus import BusCore, Delivery
 from shared.config import SystemConfig, explain_errors
+from shared.config_ack import acknowledge_config
 from shared.messages import (
     BalanceCommand,
     CellTelemetry,
-    ConfigAck,
     ConfigMessage,
     GroundTruth,
     PackState,
@@ -34,7 +34,6 @@ from shared.messages import (
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
-    CONFIG_ACK,
     PACK_STATE,
     SIM_CONTROL,
     SIM_TRUTH,
@@ -95,17 +94,13 @@ class SlaveAgent:
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
         config = d.message.config
         errors: list[str] = []
-        try:
-            self.apply_config(config)
-        except (ValueError, DriverError) as exc:
-            errors = explain_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
-            log.error("configuration %d refused: %s", config.config_version, "; ".join(errors))
-        self.bus.publish(
-            CONFIG_ACK,
-            ConfigAck(service=self.bus.service, config_version=config.config_version,
-                      accepted=not errors, errors=errors),
-            service=self.bus.service,
-        )  # fmt: skip
+        if self.config != config:
+            # the same configuration again (a publisher's reconnect) must not restart the driver
+            try:
+                self.apply_config(config)
+            except (ValueError, DriverError) as exc:
+                errors = explain_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        acknowledge_config(self.bus, config.config_version, errors)
 
     def apply_config(self, config: SystemConfig) -> None:
         modules = self.settings.module_list(config.topology.modules)

@@ -1,0 +1,29 @@
+"""Every service acknowledges each configuration it receives, so the UI can show who runs what."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from shared.bus.core import BusCore
+from shared.messages import ConfigAck
+from shared.topics import CONFIG_ACK
+
+log = logging.getLogger("shared.config_ack")
+
+
+def acknowledge_config(bus: BusCore, config_version: int, errors: Sequence[str] = ()) -> None:
+    """Publish the retained ack of `config_version`: applied, or refused with the reasons."""
+    problems = [e[:500] for e in errors][:50]
+    if problems:
+        log.error("configuration %d refused: %s", config_version, "; ".join(problems))
+    bus.publish(
+        CONFIG_ACK,
+        ConfigAck(
+            service=bus.service,
+            config_version=config_version,
+            accepted=not problems,
+            errors=problems,
+        ),
+        service=bus.service,
+    )
