@@ -1,8 +1,9 @@
 """Start the whole stack with a simulated battery: `make run` / `python -m services`.
 
-Starts a broker (local mosquitto, else the embedded amqtt broker) unless one is given,
-publishes the demo configuration of every system, and runs every service that exists as its
-own process with prefixed logs. Ctrl-C stops everything.
+Starts a broker (local mosquitto, else the embedded amqtt broker) unless one is given, and
+runs every service as its own process with prefixed logs. The user access application of each
+system publishes the demo configuration at its first start and prints the admin password
+once. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -30,6 +33,9 @@ SERVICES_DIR = Path(__file__).resolve().parent
 COLOURS = ("36", "33", "35", "32", "34", "31")
 MODBUS_TCP_BASE_PORT = 5020
 """System i serves Modbus TCP on 5020 + i (502 needs root)."""
+UI_BASE_PORT = 8000
+"""System i serves its user access application on 8000 + i."""
+ADMIN_PASSWORD_LINE = re.compile(r"first start: user '(\w+)', password '([^']+)'")
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ PLAN = (
     ServicePlan("master_core"),
     ServicePlan("modbus_gateway"),
     ServicePlan("can_gateway"),
-    ServicePlan("config_ui", per_system=False),
+    ServicePlan("config_ui"),
 )
 
 
@@ -78,12 +84,20 @@ class Child:
     threads: list[threading.Thread] = field(default_factory=list)
 
 
-def _pump(stream: IO[bytes], prefix: str, out: IO[str], lock: threading.Lock) -> None:
+def _pump(
+    stream: IO[bytes],
+    prefix: str,
+    out: IO[str],
+    lock: threading.Lock,
+    on_line: Callable[[str], None] | None = None,
+) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
         with lock:
             out.write(f"{prefix} {line}\n")
             out.flush()
+        if on_line is not None:
+            on_line(line)
 
 
 class Launcher:
@@ -125,6 +139,9 @@ class Launcher:
         return self.broker.url
 
     def publish_configs(self, url: str) -> None:
+        """Without the UI (which owns the configuration), publish the demo configuration."""
+        if any(p.name == "config_ui" for p in available_services()):
+            return
         for system in self.systems:
             bus = MqttBus(
                 parse_mqtt_url(url),
@@ -160,6 +177,14 @@ class Launcher:
                     port = MODBUS_TCP_BASE_PORT + self.systems.index(system)
                     env.setdefault("BMS_TCP_PORT", str(port))
                     self.endpoints.append(f"Modbus TCP {system}: 127.0.0.1:{env['BMS_TCP_PORT']}")
+                if plan.name == "config_ui":
+                    port = UI_BASE_PORT + self.systems.index(system)
+                    env.setdefault("BMS_UI_PORT", str(port))
+                    # the UI owns the configuration; on a fresh store it seeds the demo system
+                    env.setdefault("BMS_UI_SEED_CONFIG", "demo")
+                    self.endpoints.append(
+                        f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
+                    )
                 if plan.name == "can_gateway":
                     # the simulated stack has no CAN hardware: python-can's in-process bus
                     env.setdefault("BMS_CAN_INTERFACE", "virtual")
@@ -180,10 +205,23 @@ class Launcher:
         prefix = f"\033[{child.colour}m[{child.label}]\033[0m"
         assert child.proc.stdout is not None
         t = threading.Thread(
-            target=_pump, args=(child.proc.stdout, prefix, sys.stdout, self.lock), daemon=True
+            target=_pump,
+            args=(child.proc.stdout, prefix, sys.stdout, self.lock, self._watch(child)),
+            daemon=True,
         )
         t.start()
         child.threads.append(t)
+
+    def _watch(self, child: Child) -> Callable[[str], None]:
+        def on_line(line: str) -> None:
+            match = ADMIN_PASSWORD_LINE.search(line)
+            if match:
+                self.say(
+                    f"\033[1m{child.label}: log in as {match.group(1)!r} with password "
+                    f"{match.group(2)!r}\033[0m (first start only; it is not shown again)"
+                )
+
+        return on_line
 
     def supervise(self) -> None:
         """Restart crashed services with a growing delay, as a process manager would."""

@@ -1,0 +1,100 @@
+"""`python -m services.config_ui [--help]`: the user access application of one system."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+from pydantic_settings import CliApp
+
+from services.config_ui.app import create_app
+from services.config_ui.bridge import BusBridge
+from services.config_ui.config_store import ConfigStore
+from services.config_ui.context import UiContext
+from services.config_ui.live import LiveView
+from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.users import UserStore
+from shared.bus import MqttBus
+from shared.config import demo_config
+from shared.settings import configure_logging
+
+KIND = "config_ui"
+ADOPT_WAIT_S = 3.0
+"""How long to wait for a retained configuration on the broker before seeding one."""
+log = logging.getLogger("config_ui")
+
+
+def first_admin(users: UserStore, settings: ConfigUiSettings) -> None:
+    initial = None
+    if settings.ui_admin_password_file:
+        initial = Path(settings.ui_admin_password_file).read_text().strip() or None
+    password = users.ensure_admin(initial)
+    if password and not initial:
+        # shown once: only its hash is stored
+        print(
+            f"\n*** first start: user 'admin', password '{password}' "
+            "(shown once; you will be asked to change it) ***\n",
+            flush=True,
+        )
+
+
+def settle_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> None:
+    """Publish the stored configuration; with none, adopt the broker's or seed the demo."""
+    while not bus.wait_connected(1.0):
+        if stop.is_set():
+            return
+    if ctx.publish_latest() is not None:
+        return
+    ctx.bridge.config_seen.wait(ADOPT_WAIT_S)
+    seen = ctx.live.broker_config
+    if seen is not None and seen.system_id == ctx.system:
+        ctx.apply(seen, user="system", source="adopted", comment="running on the broker")
+    elif ctx.settings.ui_seed_config == "demo":
+        ctx.apply(demo_config(ctx.system), user="system", source="seed", comment="demo system")
+    else:
+        log.warning("no configuration yet: open the wizard to configure system %r", ctx.system)
+
+
+def run(settings: ConfigUiSettings) -> int:
+    configure_logging(settings.log_level)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = data_dir / f"config_ui-{settings.system}.sqlite"
+    store, users = ConfigStore(db), UserStore(db)
+    first_admin(users, settings)
+    live = LiveView(history_s=settings.ui_history_s)
+    bus = MqttBus.from_settings(settings, kind=KIND)
+    bridge = BusBridge(bus, live, command_timeout_s=settings.ui_command_timeout_s)
+    ctx = UiContext(settings=settings, store=store, users=users, live=live, bridge=bridge)
+    stop = threading.Event()
+    bus.start()
+    bridge.start()
+    threading.Thread(target=settle_config, args=(ctx, bus, stop), daemon=True).start()
+    print(f"UI at http://{settings.ui_host}:{settings.ui_port}/ (system {settings.system})")
+    try:
+        uvicorn.run(
+            create_app(ctx),
+            host=settings.ui_host,
+            port=settings.ui_port,
+            log_level=settings.log_level.lower(),
+            access_log=settings.log_level == "DEBUG",
+        )
+    finally:
+        stop.set()
+        bridge.stop()
+        bus.stop()
+        store.close()
+        users.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return run(CliApp.run(ConfigUiSettings, cli_args=args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

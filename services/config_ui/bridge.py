@@ -1,0 +1,69 @@
+"""The UI's edge to the bus: feeds the live view, publishes configurations, sends commands."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from services.config_ui.live import LiveView
+from shared.bus import BusCore
+from shared.commands import CommandClient
+from shared.config import SystemConfig
+from shared.messages import CommandArgs, CommandReply, ConfigMessage, EventsQueryArgs
+from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_CELLS, PACK_STATE, SERVICE_STATUS
+
+log = logging.getLogger("config_ui.bridge")
+
+
+class BusBridge:
+    def __init__(self, bus: BusCore, live: LiveView, *, command_timeout_s: float = 5.0) -> None:
+        self.bus = bus
+        self.live = live
+        self.command_timeout_s = command_timeout_s
+        self.commands = CommandClient(bus)
+        self.config_seen = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        bus.subscribe(PACK_STATE, lambda d: live.on_pack(d.message))
+        bus.subscribe(PACK_CELLS, lambda d: live.on_cells(d.message))
+        bus.subscribe(SERVICE_STATUS, lambda d: live.on_status(d.message))
+        bus.subscribe(CONFIG_ACK, lambda d: live.on_ack(d.message))
+        bus.subscribe(EVENTS, lambda d: live.on_event(d.message))
+        bus.subscribe(CONFIG, self._on_config)
+
+    def _on_config(self, d: Any) -> None:
+        self.live.on_config(d.message.config)
+        self.config_seen.set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run the bus handlers in a thread of their own (the web server owns the main one)."""
+        self._thread = threading.Thread(target=self._loop, name="bus", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.bus.process(timeout_s=0.1)
+            self.commands.expire()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    # --- actions ----------------------------------------------------------------------------
+    def publish_config(self, config: SystemConfig) -> None:
+        self.bus.publish(CONFIG, ConfigMessage(config=config))
+        log.info("published configuration %d", config.config_version)
+
+    async def command(self, name: str, args: CommandArgs | None = None) -> CommandReply | None:
+        """The master's reply, or None when none came in time."""
+        return await self.commands.request_async(name, args, ttl_s=self.command_timeout_s)
+
+    async def events(self, query: EventsQueryArgs) -> list[dict[str, Any]] | None:
+        reply = await self.command("events_query", query)
+        if reply is None or reply.status != "accepted":
+            return None
+        events = reply.result.get("events", [])
+        return [e for e in events if isinstance(e, dict)]

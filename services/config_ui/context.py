@@ -1,0 +1,100 @@
+"""Everything a request handler needs, and the one way a configuration gets applied."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.config_ui import wizard
+from services.config_ui.bridge import BusBridge
+from services.config_ui.config_store import (
+    ConfigSource,
+    ConfigStore,
+    ConfigVersion,
+    StoredConfigError,
+)
+from services.config_ui.live import LiveView
+from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.users import UserStore
+from shared.config import SystemConfig
+
+log = logging.getLogger("config_ui")
+
+
+class InvalidConfigError(ValueError):
+    """A configuration that does not validate; `errors` maps field paths to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{p or 'config'}: {m}" for p, ms in errors.items() for m in ms))
+        self.errors = errors
+
+
+@dataclass
+class UiContext:
+    settings: ConfigUiSettings
+    store: ConfigStore
+    users: UserStore
+    live: LiveView
+    bridge: BusBridge
+    drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
+    _apply_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def system(self) -> str:
+        return self.settings.system
+
+    def validate(self, data: Any) -> SystemConfig:
+        if not isinstance(data, dict):
+            raise InvalidConfigError({"": ["the configuration must be a JSON object"]})
+        data = {**data, "system_id": self.system}
+        config, errors = wizard.validate(data)
+        if config is None:
+            raise InvalidConfigError(errors or {"": ["invalid configuration"]})
+        return config
+
+    def apply(
+        self, config: SystemConfig, *, user: str, source: ConfigSource, comment: str = ""
+    ) -> ConfigVersion:
+        """Store a new version and publish it (retained); services acknowledge what they run."""
+        with self._apply_lock:
+            version = self.store.save(config, user=user, source=source, comment=comment)
+            self.bridge.publish_config(version.config)
+        log.info("configuration %d applied by %s (%s)", version.version, user, source)
+        return version
+
+    def latest(self) -> ConfigVersion | None:
+        """The newest stored version; None (and an error in the log) when it no longer loads."""
+        try:
+            return self.store.latest()
+        except StoredConfigError as exc:
+            log.error("stored configuration %d cannot be used: %s", exc.version, exc)
+            return None
+
+    def rollback(self, version: int, *, user: str, comment: str = "") -> ConfigVersion:
+        """A new version with the content of `version`, published at once."""
+        with self._apply_lock:
+            new = self.store.rollback(version, user=user, comment=comment)
+            self.bridge.publish_config(new.config)
+        log.info("configuration %d (rollback to %d) applied by %s", new.version, version, user)
+        return new
+
+    def publish_latest(self) -> ConfigVersion | None:
+        latest = self.latest()
+        if latest is not None:
+            self.bridge.publish_config(latest.config)
+        return latest
+
+    def draft_for(self, user: str) -> dict[str, Any]:
+        draft = self.drafts.get(user)
+        if draft is None:
+            latest = self.latest()
+            draft = (
+                wizard.draft_from_config(latest.config)
+                if latest is not None
+                else wizard.new_draft(self.system)
+            )
+            self.drafts[user] = draft
+        return draft

@@ -1,0 +1,161 @@
+"""What the UI knows of the running system: the latest pack state and cells, a SOC and voltage
+history, recent events, and each service's presence and configuration acknowledgement.
+
+Fed by bus handlers (any thread), read by web requests; no I/O here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.config import SystemConfig
+from shared.messages import CellSnapshot, ConfigAck, Event, PackState, ServiceStatus
+
+STALE_AFTER_S = 2.0
+"""The master publishes at 10 Hz; two seconds of silence means the values are not live."""
+HISTORY_PERIOD_S = 1.0
+RECENT_EVENTS = 200
+
+
+@dataclass
+class ServiceView:
+    service: str
+    kind: str = ""
+    state: str = "unknown"
+    host: str = ""
+    version: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    ack_version: int | None = None
+    ack_accepted: bool | None = None
+    ack_errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "kind": self.kind,
+            "state": self.state,
+            "host": self.host,
+            "version": self.version,
+            "config_version": self.ack_version,
+            "config_accepted": self.ack_accepted,
+            "config_errors": self.ack_errors,
+            "counters": self.counters,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    ts: float
+    soc_pct: float
+    voltage_v: float
+    current_a: float
+
+
+class LiveView:
+    def __init__(
+        self,
+        *,
+        history_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self.pack: PackState | None = None
+        self.pack_ts: float | None = None
+        self.cells: CellSnapshot | None = None
+        self.broker_config: SystemConfig | None = None
+        self._services: dict[str, ServiceView] = {}
+        self._history: deque[HistoryPoint] = deque(maxlen=int(history_s / HISTORY_PERIOD_S) + 1)
+        self._events: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        self._lock = threading.Lock()
+
+    # --- updates (bus thread) ---------------------------------------------------------------
+    def on_pack(self, pack: PackState) -> None:
+        now = self.clock()
+        with self._lock:
+            self.pack, self.pack_ts = pack, now
+            last = self._history[-1].ts if self._history else None
+            if last is None or now - last >= HISTORY_PERIOD_S:
+                self._history.append(HistoryPoint(now, pack.soc, pack.voltage, pack.current))
+
+    def on_cells(self, cells: CellSnapshot) -> None:
+        with self._lock:
+            self.cells = cells
+
+    def on_config(self, config: SystemConfig) -> None:
+        with self._lock:
+            self.broker_config = config
+
+    def on_status(self, status: ServiceStatus) -> None:
+        with self._lock:
+            view = self._services.setdefault(status.service, ServiceView(status.service))
+            view.kind, view.state, view.host = status.kind, status.state, status.host
+            view.version, view.counters = status.version, dict(status.counters)
+
+    def on_ack(self, ack: ConfigAck) -> None:
+        with self._lock:
+            view = self._services.setdefault(ack.service, ServiceView(ack.service))
+            view.ack_version, view.ack_accepted = ack.config_version, ack.accepted
+            view.ack_errors = list(ack.errors)
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    # --- reads ------------------------------------------------------------------------------
+    def stale(self) -> bool:
+        return self.pack_ts is None or self.clock() - self.pack_ts > STALE_AFTER_S
+
+    def services(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [v.as_dict() for _, v in sorted(self._services.items())]
+
+    def history(self, seconds: float) -> list[HistoryPoint]:
+        since = self.clock() - seconds
+        with self._lock:
+            return [p for p in self._history if p.ts >= since]
+
+    def recent_events(self, limit: int = 50) -> list[Event]:
+        with self._lock:
+            return list(self._events)[-limit:][::-1]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the dashboard shows, as JSON-ready data."""
+        with self._lock:
+            pack, cells, pack_ts = self.pack, self.cells, self.pack_ts
+        out: dict[str, Any] = {
+            "ts": self.clock(),
+            "stale": self.stale(),
+            "pack_age_s": None if pack_ts is None else round(self.clock() - pack_ts, 2),
+            "pack": None if pack is None else pack_view(pack),
+            "cells": None if cells is None else cells_view(cells),
+        }
+        return out
+
+
+def pack_view(pack: PackState) -> dict[str, Any]:
+    data = pack.model_dump(mode="json", exclude={"schema_version", "source", "seq"})
+    data["power_w"] = round(pack.voltage * pack.current, 1)
+    return data
+
+
+def cells_view(cells: CellSnapshot) -> dict[str, Any]:
+    volts = cells.cell_v
+    i_min = min(range(len(volts)), key=volts.__getitem__) if volts else None
+    i_max = max(range(len(volts)), key=volts.__getitem__) if volts else None
+    modules = max(cells.module_of_cell, default=-1) + 1
+    per_module = len(cells.temp_c) // modules if modules else 0
+    temps = [cells.temp_c[m * per_module : (m + 1) * per_module] for m in range(modules)]
+    return {
+        "cell_v": volts,
+        "min_index": i_min,
+        "max_index": i_max,
+        "spread_mv": round(1000.0 * (max(volts) - min(volts)), 1) if volts else None,
+        "balancing": cells.balancing,
+        "module_of_cell": cells.module_of_cell,
+        "temp_c_by_module": temps,
+    }

@@ -1,0 +1,369 @@
+"""Server-rendered pages; the live parts (dashboard, event log) fetch the REST API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from services.config_ui import wizard
+from services.config_ui.api import diff_info, review, set_session_cookie, summary
+from services.config_ui.auth import SESSION_COOKIE, ctx_of, require, session_of
+from services.config_ui.config_diff import config_diff
+from services.config_ui.context import InvalidConfigError, UiContext
+from services.config_ui.users import LoginThrottled, Session, UserError, role_allows
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(include_in_schema=False)
+Viewer = Annotated[Session, Depends(require("viewer"))]
+Admin = Annotated[Session, Depends(require("admin"))]
+Ctx = Annotated[UiContext, Depends(ctx_of)]
+
+
+def render(
+    request: Request, name: str, session: Session | None, status_code: int = 200, **values: Any
+) -> HTMLResponse:
+    ctx = ctx_of(request)
+    values.update(
+        session=session,
+        system=ctx.system,
+        can_operate=session is not None and role_allows(session.role, "operator"),
+        is_admin=session is not None and role_allows(session.role, "admin"),
+        path=request.url.path,
+    )
+    return TEMPLATES.TemplateResponse(request, name, values, status_code=status_code)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# --- login ------------------------------------------------------------------------------------
+@router.get("/login")
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", None, next=_safe_next(next), error="")
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    ctx: Ctx,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    next: Annotated[str, Form(max_length=500)] = "/",
+) -> Response:
+    try:
+        user = ctx.users.authenticate(username, password)
+    except LoginThrottled as exc:
+        error = f"Too many failed logins; try again in {exc.retry_after_s:.0f} s."
+        return render(request, "login.html", None, 429, next=next, error=error)
+    if user is None:
+        return render(
+            request, "login.html", None, 401, next=next, error="Wrong user name or password."
+        )
+    session = ctx.users.create_session(user)
+    target = "/account" if user.must_change_password else _safe_next(next)
+    response = redirect(target)
+    set_session_cookie(response, session.token, secure=ctx.settings.ui_secure_cookies)
+    return response
+
+
+def _safe_next(url: str) -> str:
+    """Only paths of this site: an open redirect would help phishing."""
+    return url if url.startswith("/") and not url.startswith("//") else "/"
+
+
+@router.post("/logout")
+def logout(session: Viewer, ctx: Ctx) -> Response:
+    ctx.users.delete_session(session.token)
+    response = redirect("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/account")
+def account(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
+    user = ctx.users.get_user(session.username)
+    return render(request, "account.html", session, user=user, error="", done=False)
+
+
+@router.post("/account")
+def account_submit(
+    request: Request,
+    session: Viewer,
+    ctx: Ctx,
+    current_password: Annotated[str, Form(max_length=256)],
+    new_password: Annotated[str, Form(max_length=256)],
+) -> HTMLResponse:
+    user = ctx.users.get_user(session.username)
+    error = ""
+    if ctx.users.authenticate(session.username, current_password) is None:
+        error = "The current password is wrong."
+    else:
+        try:
+            ctx.users.set_password(
+                session.username, new_password, by=session.username, keep_token=session.token
+            )
+        except UserError as exc:
+            error = str(exc)
+    user = ctx.users.get_user(session.username)
+    return render(
+        request, "account.html", session, 422 if error else 200, user=user, error=error,
+        done=not error,
+    )  # fmt: skip
+
+
+# --- dashboard and events ---------------------------------------------------------------------
+@router.get("/")
+def dashboard(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
+    latest = ctx.latest()
+    return render(
+        request,
+        "dashboard.html",
+        session,
+        config=latest.config if latest else None,
+        version=latest.version if latest else None,
+    )
+
+
+@router.get("/events")
+def events_page(request: Request, session: Viewer) -> HTMLResponse:
+    return render(request, "events.html", session)
+
+
+# --- configuration ----------------------------------------------------------------------------
+@router.get("/config")
+def config_page(request: Request, session: Viewer, ctx: Ctx, error: str = "") -> HTMLResponse:
+    history = ctx.store.history(200)
+    return render(
+        request,
+        "config.html",
+        session,
+        history=history,
+        summaries={v.version: summary(v) for v in history},
+        services=ctx.live.services(),
+        active=history[0].version if history else None,
+        error=error,
+    )
+
+
+@router.get("/config/diff")
+def config_diff_page(
+    request: Request, session: Viewer, ctx: Ctx, from_version: int, to_version: int
+) -> HTMLResponse:
+    try:
+        entries = ctx.store.diff(from_version, to_version)
+    except (KeyError, ValueError) as exc:
+        raise HTTPException(404, f"no such versions: {exc}") from exc
+    return render(
+        request,
+        "diff.html",
+        session,
+        entries=diff_info(entries),
+        from_version=from_version,
+        to_version=to_version,
+    )
+
+
+@router.post("/config/rollback/{version}")
+def config_rollback(version: int, session: Admin, ctx: Ctx) -> Response:
+    try:
+        ctx.rollback(version, user=session.username, comment=f"rollback to version {version}")
+    except (KeyError, ValueError) as exc:
+        return redirect(f"/config?error={quote(str(exc))}")
+    return redirect("/config")
+
+
+@router.post("/config/import")
+async def config_import(file: UploadFile, session: Admin, ctx: Ctx) -> Response:
+    try:
+        data = json.loads(await file.read(1_000_001))
+        if isinstance(data, dict) and data.get("format") == "bms-config":
+            data = data.get("config")
+        config = ctx.validate(data)
+        ctx.apply(
+            config, user=session.username, source="import", comment=f"imported {file.filename}"
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return redirect(f"/config?error={quote(f'not a JSON file: {exc}')}")
+    except InvalidConfigError as exc:
+        return redirect(f"/config?error={quote(str(exc)[:1500])}")
+    except ValueError as exc:
+        return redirect(f"/config?error={quote(str(exc))}")
+    return redirect("/config")
+
+
+# --- wizard -----------------------------------------------------------------------------------
+@router.get("/wizard")
+def wizard_start(session: Admin) -> Response:
+    return redirect(f"/wizard/{wizard.STEPS[0].key}")
+
+
+@router.post("/wizard/discard")
+def wizard_discard(session: Admin, ctx: Ctx) -> Response:
+    ctx.drafts.pop(session.username, None)
+    return redirect(f"/wizard/{wizard.STEPS[0].key}")
+
+
+@router.get("/wizard/{key}")
+def wizard_page(request: Request, key: str, session: Admin, ctx: Ctx) -> HTMLResponse:
+    return _wizard_render(request, key, session, ctx, {}, rederived=False)
+
+
+def _wizard_render(
+    request: Request,
+    key: str,
+    session: Session,
+    ctx: UiContext,
+    parse_errors: dict[str, list[str]],
+    *,
+    rederived: bool,
+    status: int = 200,
+) -> HTMLResponse:
+    try:
+        step = wizard.step(key)
+    except KeyError as exc:
+        raise HTTPException(404, f"no wizard step {key!r}") from exc
+    draft = ctx.draft_for(session.username)
+    _, errors = wizard.validate({**draft, "system_id": ctx.system})
+    values: dict[str, Any] = {}
+    if step.key == "review":
+        values["review"] = review(ctx, session.username)
+    if step.key == "protection":
+        values["charts"] = wizard.level_charts(draft)
+    step_errors = {**wizard.errors_for_step(key, errors), **parse_errors}
+    fields = wizard.fields_for_step(key, draft)
+    known = {f.path for f in fields}
+    return render(
+        request,
+        "wizard.html",
+        session,
+        status,
+        step=step,
+        steps=wizard.STEPS,
+        fields=fields,
+        groups=_grouped(fields),
+        errors=step_errors,
+        # model-level problems of a group ("protection.cell_overvoltage: ...") show above it
+        other_errors={p: m for p, m in step_errors.items() if p not in known},
+        steps_with_errors={s.key for s in wizard.STEPS if wizard.errors_for_step(s.key, errors)},
+        prev=wizard.prev_step(key),
+        next=wizard.next_step(key),
+        rederived=rederived,
+        **values,
+    )
+
+
+def _grouped(fields: list[wizard.FieldSpec]) -> list[tuple[str, list[wizard.FieldSpec]]]:
+    groups: dict[str, list[wizard.FieldSpec]] = {}
+    for f in fields:
+        groups.setdefault(f.group, []).append(f)
+    return list(groups.items())
+
+
+@router.post("/wizard/{key}")
+async def wizard_submit(request: Request, key: str, session: Admin, ctx: Ctx) -> Response:
+    try:
+        wizard.step(key)
+    except KeyError as exc:
+        raise HTTPException(404, f"no wizard step {key!r}") from exc
+    form = await request.form()
+    values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf_token"}
+    # a multiselect sends one value per choice: join them as the wizard expects
+    for k in set(form.keys()):
+        many = [v for v in form.getlist(k) if isinstance(v, str)]
+        if len(many) > 1:
+            values[k] = ",".join(many)
+    go = values.get("go", "next")
+    if key == "review" and go == "apply":
+        return _wizard_apply(request, session, ctx, values.get("comment", "")[:500])
+    if key == "review":
+        keys = {s.key for s in wizard.STEPS}
+        return redirect(
+            f"/wizard/{wizard.prev_step(key) if go == 'prev' else go if go in keys else key}"
+        )
+    result = wizard.apply_form(key, ctx.draft_for(session.username), values)
+    ctx.drafts[session.username] = result.draft
+    _, errors = wizard.validate({**result.draft, "system_id": ctx.system})
+    if result.errors or (go == "next" and wizard.errors_for_step(key, errors)):
+        return _wizard_render(
+            request, key, session, ctx, result.errors, rederived=result.rederived, status=422
+        )
+    target = (
+        wizard.next_step(key) if go == "next" else wizard.prev_step(key) if go == "prev" else key
+    )
+    if go not in ("next", "prev") and go in {s.key for s in wizard.STEPS}:
+        target = go
+    suffix = "?rederived=1" if result.rederived else ""
+    return redirect(f"/wizard/{target or key}{suffix}")
+
+
+def _wizard_apply(request: Request, session: Session, ctx: UiContext, comment: str) -> Response:
+    try:
+        config = ctx.validate(ctx.draft_for(session.username))
+        version = ctx.apply(config, user=session.username, source="wizard", comment=comment)
+    except InvalidConfigError:
+        return _wizard_render(request, "review", session, ctx, {}, rederived=False, status=422)
+    except ValueError as exc:
+        return _wizard_render(
+            request, "review", session, ctx, {"": [str(exc)]}, rederived=False, status=409
+        )
+    ctx.drafts.pop(session.username, None)
+    return redirect(f"/config?applied={version.version}")
+
+
+# --- users ------------------------------------------------------------------------------------
+@router.get("/users")
+def users_page(request: Request, session: Admin, ctx: Ctx, error: str = "") -> HTMLResponse:
+    return render(request, "users.html", session, users=ctx.users.list_users(), error=error)
+
+
+@router.post("/users")
+def users_create(
+    session: Admin,
+    ctx: Ctx,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    role: Annotated[str, Form(max_length=16)],
+) -> Response:
+    try:
+        if role not in ("viewer", "operator", "admin"):
+            raise UserError(f"unknown role {role!r}")
+        ctx.users.create_user(username, password, role, created_by=session.username)  # type: ignore[arg-type]
+    except UserError as exc:
+        return redirect(f"/users?error={quote(str(exc))}")
+    return redirect("/users")
+
+
+@router.post("/users/{username}/role")
+def users_role(
+    username: str, session: Admin, ctx: Ctx, role: Annotated[str, Form(max_length=16)]
+) -> Response:
+    try:
+        if role not in ("viewer", "operator", "admin"):
+            raise UserError(f"unknown role {role!r}")
+        ctx.users.set_role(username, role, by=session.username)  # type: ignore[arg-type]
+    except UserError as exc:
+        return redirect(f"/users?error={quote(str(exc))}")
+    return redirect("/users")
+
+
+@router.post("/users/{username}/delete")
+def users_delete(username: str, session: Admin, ctx: Ctx) -> Response:
+    try:
+        ctx.users.delete_user(username, by=session.username)
+    except UserError as exc:
+        return redirect(f"/users?error={quote(str(exc))}")
+    return redirect("/users")
+
+
+def page_session(request: Request) -> Session | None:
+    return session_of(request)
+
+
+__all__ = ["config_diff", "router"]

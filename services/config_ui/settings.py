@@ -1,0 +1,36 @@
+"""Settings of the user access application (flags or BMS_* variables)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class ConfigUiSettings(ServiceSettings):
+    model_config = SettingsConfigDict(cli_prog_name="python -m services.config_ui")
+
+    ui_host: str = Field("127.0.0.1", description="address to serve on (0.0.0.0: every interface)")
+    ui_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
+    data_dir: str = Field("var", description="directory of the SQLite file (configs, users)")
+    ui_seed_config: Literal["", "demo"] = Field(
+        "", description="demo: publish the demo configuration when the store is empty"
+    )
+    ui_admin_password_file: str | None = Field(
+        None, description="file holding the first admin password (default: generate one)"
+    )
+    ui_secure_cookies: bool = Field(
+        False, description="mark session cookies Secure (behind an HTTPS proxy)"
+    )
+    ui_live_period_s: float = Field(
+        0.25, ge=0.05, le=5.0, description="period of the dashboard's live updates"
+    )
+    ui_history_s: float = Field(
+        3600.0, ge=60.0, le=7 * 86400.0, description="span of the SOC and voltage history"
+    )
+    ui_command_timeout_s: float = Field(
+        5.0, gt=0.0, le=60.0, description="how long to wait for the master's reply"
+    )

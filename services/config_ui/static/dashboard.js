@@ -1,0 +1,163 @@
+// Live dashboard: server-sent events from /api/live, Chart.js for cells and history.
+"use strict";
+
+const fmt = (v, digits) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+let cellsChart = null;
+let historyChart = null;
+let lastHistoryTs = 0;
+
+function setText(id, text) {
+  const el = document.getElementById(id);
+  if (el) el.textContent = text;
+}
+
+function cellColours(cells) {
+  return cells.cell_v.map((_, i) =>
+    i === cells.min_index ? "#1f6feb" : i === cells.max_index ? "#d1242f" : cells.balancing[i] ? "#bf8700" : "#8c959f");
+}
+
+function showCells(cells) {
+  const labels = cells.cell_v.map((_, i) => `M${cells.module_of_cell[i] + 1} C${i + 1}`);
+  const colours = cellColours(cells);
+  if (!cellsChart) {
+    cellsChart = new Chart(document.getElementById("cells-chart"), {
+      type: "bar",
+      data: { labels, datasets: [{ label: "cell voltage (V)", data: cells.cell_v, backgroundColor: colours, borderWidth: 0 }] },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        plugins: { legend: { display: false } },
+        scales: { x: { ticks: { autoSkip: true, maxRotation: 0 } }, y: { title: { display: true, text: "V" } } },
+      },
+    });
+  } else {
+    cellsChart.data.labels = labels;
+    cellsChart.data.datasets[0].data = cells.cell_v;
+    cellsChart.data.datasets[0].backgroundColor = colours;
+    const lo = Math.min(...cells.cell_v), hi = Math.max(...cells.cell_v);
+    cellsChart.options.scales.y.min = Math.floor((lo - 0.02) * 50) / 50;
+    cellsChart.options.scales.y.max = Math.ceil((hi + 0.02) * 50) / 50;
+    cellsChart.update("none");
+  }
+  const n = cells.balancing.filter(Boolean).length;
+  setText("balancing-text", n ? `balancing ${n} cell(s)` : "no cell balancing");
+  setText("c-spread", fmt(cells.spread_mv, 1));
+  showHeatmap(cells.temp_c_by_module);
+}
+
+function heatColour(t) {
+  if (t === null || t === undefined) return "#d0d7de";
+  const x = Math.max(0, Math.min(1, (t - 10) / 45)); // 10 °C blue … 55 °C red
+  return `hsl(${Math.round(220 - 220 * x)}, 70%, 55%)`;
+}
+
+function showHeatmap(modules) {
+  const box = document.getElementById("heatmap");
+  if (!box) return;
+  box.replaceChildren(...modules.map((temps, m) => {
+    const row = document.createElement("div");
+    row.className = "hrow";
+    const name = document.createElement("span");
+    name.textContent = `M${m + 1}`;
+    row.appendChild(name);
+    temps.forEach((t, i) => {
+      const cell = document.createElement("span");
+      cell.className = "hcell";
+      cell.style.background = heatColour(t);
+      cell.textContent = t === null ? "?" : t.toFixed(1);
+      cell.title = `module ${m + 1} sensor ${i + 1}: ${t === null ? "no reading" : t.toFixed(1) + " °C"}`;
+      row.appendChild(cell);
+    });
+    return row;
+  }));
+}
+
+function showAlarms(pack) {
+  const list = document.getElementById("alarms");
+  const items = [
+    ...pack.faults.map((c) => ["fault", c]),
+    ...pack.alarms.map((c) => ["alarm", c]),
+    ...pack.warnings.map((c) => ["warning", c]),
+  ];
+  if (pack.stale_modules.length) items.push(["alarm", `no data from module(s) ${pack.stale_modules.map((m) => m + 1).join(", ")}`]);
+  list.replaceChildren(...(items.length ? items : [["none", "none"]]).map(([level, code]) => {
+    const li = document.createElement("li");
+    li.className = level;
+    li.textContent = level === "none" ? "none" : `${level}: ${code}`;
+    return li;
+  }));
+}
+
+function showPack(p) {
+  setText("v-voltage", fmt(p.voltage, 1));
+  setText("v-current", fmt(p.current, 1));
+  setText("v-power", fmt(p.power_w / 1000, 2));
+  setText("v-soc", fmt(p.soc, 1));
+  setText("v-soh", fmt(p.soh, 1));
+  setText("v-mode", p.mode);
+  setText("v-contactors", p.contactors);
+  const l = p.limits;
+  setText("l-cvl", `${fmt(l.charge_voltage_v, 1)} V`);
+  setText("l-dvl", `${fmt(l.discharge_voltage_v, 1)} V`);
+  setText("l-ccl", `${fmt(l.charge_current_a, 1)} A`);
+  setText("l-dcl", `${fmt(l.discharge_current_a, 1)} A`);
+  setText("l-ccl-reason", l.charge_reason);
+  setText("l-dcl-reason", l.discharge_reason);
+  setText("c-min", fmt(p.cell_v_min, 3));
+  setText("c-max", fmt(p.cell_v_max, 3));
+  setText("t-min", fmt(p.temp_min_c, 1));
+  setText("t-max", fmt(p.temp_max_c, 1));
+  showAlarms(p);
+}
+
+async function loadHistory() {
+  const r = await api("GET", "/api/history?seconds=3600");
+  if (!r.ok) return;
+  const points = r.data;
+  const data = {
+    labels: points.map((p) => new Date(p.ts * 1000).toLocaleTimeString()),
+    datasets: [
+      { label: "SOC (%)", data: points.map((p) => p.soc), yAxisID: "soc", borderColor: "#1f6feb", pointRadius: 0 },
+      { label: "voltage (V)", data: points.map((p) => p.voltage), yAxisID: "v", borderColor: "#bf8700", pointRadius: 0 },
+    ],
+  };
+  lastHistoryTs = points.length ? points[points.length - 1].ts : 0;
+  if (!historyChart) {
+    historyChart = new Chart(document.getElementById("history-chart"), {
+      type: "line", data,
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        scales: { soc: { position: "left", min: 0, max: 100 }, v: { position: "right", grid: { drawOnChartArea: false } } },
+      },
+    });
+  } else {
+    historyChart.data = data;
+    historyChart.update("none");
+  }
+}
+
+function connect() {
+  const status = document.getElementById("live-status");
+  const source = new EventSource("/api/live");
+  let updates = 0;
+  source.addEventListener("state", (ev) => {
+    const s = JSON.parse(ev.data);
+    updates += 1;
+    if (s.pack) showPack(s.pack);
+    if (s.cells) showCells(s.cells);
+    status.className = s.stale ? "stale" : "live";
+    status.textContent = s.stale
+      ? (s.pack ? `no fresh data from the master for ${fmt(s.pack_age_s, 0)} s` : "no data from the master yet")
+      : `live · updated ${new Date(s.ts * 1000).toLocaleTimeString()}`;
+    status.dataset.updates = String(updates);
+  });
+  source.onerror = () => {
+    status.className = "stale";
+    status.textContent = "connection to the UI lost; retrying…";
+  };
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  connect();
+  loadHistory();
+  setInterval(loadHistory, 10000);
+});

@@ -1,0 +1,101 @@
+"""The UI app on an in-memory bus, with a stand-in master answering commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+
+from services.config_ui.app import create_app
+from services.config_ui.bridge import BusBridge
+from services.config_ui.config_store import ConfigStore
+from services.config_ui.context import UiContext
+from services.config_ui.live import LiveView
+from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.users import UserStore
+from shared.bus import InMemoryBroker, InMemoryBus
+from shared.commands import CommandOutcome, CommandServer
+from shared.messages import CommandArgs, EventsQueryArgs, SetModeArgs
+
+SYSTEM = "ui-test"
+ADMIN_PASSWORD = "admin-password-1"
+
+
+@dataclass
+class StandInMaster:
+    """Answers the UI's commands as the master would, recording what it got."""
+
+    bus: InMemoryBus
+    received: list[tuple[str, CommandArgs]]
+    events: list[dict[str, object]]
+
+    def handle(self, name: str, args: CommandArgs) -> CommandOutcome:
+        self.received.append((name, args))
+        if name == "events_query":
+            assert isinstance(args, EventsQueryArgs)
+            rows = [e for e in self.events if float(str(e["ts"])) >= args.since_ts]
+            return CommandOutcome(True, result={"events": rows[: args.limit]})
+        if isinstance(args, SetModeArgs) and args.mode == "standby":
+            return CommandOutcome(False, "refused for the test")
+        return CommandOutcome(True)
+
+
+@dataclass
+class UiHarness:
+    ctx: UiContext
+    client: TestClient
+    master: StandInMaster
+    broker: InMemoryBroker
+
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        r = self.client.post("/api/session", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        token: str = r.json()["csrf_token"]
+        self.client.headers["X-CSRF-Token"] = token
+        return token
+
+
+def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[UiHarness]:
+    broker = InMemoryBroker()
+    settings = ConfigUiSettings(system=SYSTEM, data_dir=str(tmp_path))
+    db = tmp_path / "ui.sqlite"
+    users = UserStore(db, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    users.ensure_admin(ADMIN_PASSWORD)
+    store = ConfigStore(db)
+    live = LiveView(history_s=600)
+    bus = InMemoryBus(broker, system=SYSTEM, service="config_ui", kind="config_ui")
+    bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s)
+    ctx = UiContext(settings=settings, store=store, users=users, live=live, bridge=bridge)
+    master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
+    master = StandInMaster(master_bus, [], [])
+    names = ("set_mode", "contactors", "reset_faults", "events_query")
+    CommandServer(master_bus, {n: (lambda a, n=n: master.handle(n, a)) for n in names})
+    bus.start()
+    master_bus.start()
+    bridge.start()
+    import threading
+
+    stop = threading.Event()
+
+    def serve_master() -> None:
+        while not stop.is_set():
+            master_bus.process(timeout_s=0.05)
+
+    thread = threading.Thread(target=serve_master, daemon=True)
+    thread.start()
+    with TestClient(create_app(ctx)) as client:
+        yield UiHarness(ctx, client, master, broker)
+    stop.set()
+    thread.join(1)
+    bridge.stop()
+    store.close()
+    users.close()
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> Iterator[UiHarness]:
+    yield from make_harness(tmp_path)

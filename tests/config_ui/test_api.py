@@ -1,0 +1,364 @@
+"""The REST API and the pages on an in-memory bus: auth, roles, CSRF, config, commands, events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+from services.config_ui.users import Role
+from shared.codec import decode
+from shared.config import SystemConfig, demo_config
+from shared.messages import ConfigAck, ConfigMessage, Event
+from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE
+from tests.config_ui.conftest import ADMIN_PASSWORD, SYSTEM, UiHarness
+from tests.factories import pack_state
+
+
+def config_json(**changes: object) -> dict[str, object]:
+    data = SystemConfig.from_preset("LFP", system_id=SYSTEM, modules=2, cells_per_module=8)
+    return {**data.model_dump(mode="json"), **changes}
+
+
+def add_user(ui: UiHarness, name: str, role: Role) -> None:
+    ui.ctx.users.create_user(name, f"{name}-password-1", role, created_by="admin")
+
+
+def retained_config(ui: UiHarness) -> SystemConfig:
+    topic = CONFIG.topic(SYSTEM)
+    return decode(ConfigMessage, topic, ui.broker.retained[topic]).config
+
+
+def wait_for(check, timeout_s: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# --- authentication ---------------------------------------------------------------------------
+def test_api_needs_a_session_and_pages_send_to_the_login(ui: UiHarness) -> None:
+    assert ui.client.get("/api/state").status_code == 401
+    r = ui.client.get("/config", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=/config"
+
+
+def test_wrong_password_is_refused_and_throttled(ui: UiHarness) -> None:
+    for _ in range(5):
+        r = ui.client.post("/api/session", json={"username": "admin", "password": "nope-nope-1"})
+        assert r.status_code == 401
+    r = ui.client.post("/api/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) > 0
+
+
+def test_login_sets_an_http_only_strict_cookie(ui: UiHarness) -> None:
+    r = ui.client.post("/api/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert r.json()["role"] == "admin"
+    assert ui.client.get("/api/session").json()["username"] == "admin"
+
+
+def test_writes_need_the_csrf_token(ui: UiHarness) -> None:
+    token = ui.login()
+    del ui.client.headers["X-CSRF-Token"]
+    r = ui.client.post("/api/commands/reset_faults")
+    assert r.status_code == 403
+    assert "CSRF" in r.json()["detail"]
+    r = ui.client.post("/api/commands/reset_faults", headers={"X-CSRF-Token": "forged"})
+    assert r.status_code == 403
+    r = ui.client.post("/api/commands/reset_faults", headers={"X-CSRF-Token": token})
+    assert r.status_code == 200
+
+
+def test_page_forms_need_the_csrf_field(ui: UiHarness) -> None:
+    token = ui.login()
+    del ui.client.headers["X-CSRF-Token"]
+    form = {"username": "newbie", "password": "long-enough-1", "role": "viewer"}
+    r = ui.client.post("/users", data=form, follow_redirects=False)
+    assert r.status_code == 403
+    assert ui.ctx.users.get_user("newbie") is None
+    r = ui.client.post("/users", data={**form, "csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    assert ui.ctx.users.get_user("newbie") is not None
+
+
+def test_roles_viewer_reads_operator_commands_admin_configures(ui: UiHarness) -> None:
+    add_user(ui, "vera", "viewer")
+    add_user(ui, "otto", "operator")
+    ui.login("vera", "vera-password-1")
+    assert ui.client.get("/api/state").status_code == 200
+    assert ui.client.post("/api/commands/reset_faults").status_code == 403
+    ui.login("otto", "otto-password-1")
+    assert ui.client.post("/api/commands/reset_faults").json()["status"] == "accepted"
+    r = ui.client.post("/api/config", json={"config": config_json()})
+    assert r.status_code == 403
+    assert "admin" in r.json()["detail"]
+    assert ui.client.get("/api/users").status_code == 403
+
+
+def test_logout_ends_the_session(ui: UiHarness) -> None:
+    ui.login()
+    assert ui.client.delete("/api/session").status_code == 204
+    assert ui.client.get("/api/state").status_code == 401
+
+
+def test_password_change_needs_the_current_one(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.post(
+        "/api/account/password",
+        json={"current_password": "wrong-wrong-1", "new_password": "brand-new-pass-1"},
+    )
+    assert r.status_code == 403
+    r = ui.client.post(
+        "/api/account/password",
+        json={"current_password": ADMIN_PASSWORD, "new_password": "brand-new-pass-1"},
+    )
+    assert r.status_code == 204
+    assert ui.ctx.users.authenticate("admin", "brand-new-pass-1") is not None
+
+
+# --- configuration ----------------------------------------------------------------------------
+def test_apply_stores_a_version_with_its_user_and_publishes_it_retained(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.post("/api/config", json={"config": config_json(), "comment": "first"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["version"], body["user"], body["source"]) == (1, "admin", "api")
+    published = retained_config(ui)
+    assert published.config_version == 1
+    assert published.chemistry == "LFP"
+    assert ui.client.get("/api/config").json()["config"]["topology"]["modules"] == 2
+
+
+def test_invalid_config_is_refused_with_errors_at_their_fields(ui: UiHarness) -> None:
+    ui.login()
+    bad = config_json()
+    prot = bad["protection"]
+    assert isinstance(prot, dict)
+    prot["cell_overvoltage"]["alarm"]["threshold"] = 9.0
+    bad["cell_capacity_ah"] = -1
+    r = ui.client.post("/api/config", json={"config": bad})
+    assert r.status_code == 422
+    errors = r.json()["errors"]
+    assert any(p.startswith("protection.cell_overvoltage") for p in errors), errors
+    assert "cell_capacity_ah" in errors
+    assert ui.ctx.store.latest() is None
+    assert CONFIG.topic(SYSTEM) not in ui.broker.retained
+    r = ui.client.post("/api/config/validate", json=bad)
+    assert r.json()["valid"] is False
+
+
+def test_config_for_another_system_is_pinned_to_this_one(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.post("/api/config", json={"config": config_json(system_id="other")})
+    assert r.status_code == 201
+    assert retained_config(ui).system_id == SYSTEM
+
+
+def test_history_diff_rollback_and_export_import(ui: UiHarness) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    ui.client.post("/api/config", json={"config": config_json(cell_capacity_ah=120.0)})
+    versions = ui.client.get("/api/config/versions").json()
+    assert versions["count"] == 2
+    assert [v["version"] for v in versions["versions"]] == [2, 1]
+    diff = ui.client.get("/api/config/diff?from_version=1&to_version=2").json()
+    assert {"path": "cell_capacity_ah", "old": 100.0, "new": 120.0, "change": "changed"} in diff
+    r = ui.client.post("/api/config/rollback/1", json={"comment": "back"})
+    assert r.status_code == 201
+    assert (r.json()["version"], r.json()["based_on"]) == (3, 1)
+    assert retained_config(ui).cell_capacity_ah == 100.0
+    exported = ui.client.get("/api/config/export?version=2")
+    assert "attachment" in exported.headers["content-disposition"]
+    r = ui.client.post("/api/config/import", json=exported.json())
+    assert r.status_code == 201
+    assert r.json()["version"] == 4
+    assert r.json()["source"] == "import"
+    assert retained_config(ui).cell_capacity_ah == 120.0
+    assert ui.client.get("/api/config/versions/99").status_code == 404
+
+
+def test_import_of_garbage_is_refused(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.post("/api/config/import", json={"format": "bms-config", "config": {"x": 1}})
+    assert r.status_code == 422
+    assert "topology" in r.json()["errors"]
+
+
+def test_services_show_the_version_they_acknowledged(ui: UiHarness) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    master = ui.master.bus
+    ack = ConfigAck(service="master_core", config_version=1, accepted=True)
+    master.publish(CONFIG_ACK, ack, service="master_core")
+    refused = ConfigAck(service="gw", config_version=1, accepted=False, errors=["restart me"])
+    master.publish(CONFIG_ACK, refused, service="gw")
+
+    def acks() -> dict[str, object]:
+        rows = ui.client.get("/api/services").json()["services"]
+        return {s["service"]: (s["config_version"], s["config_accepted"]) for s in rows}
+
+    wait_for(lambda: acks().get("gw") == (1, False))
+    assert acks()["master_core"] == (1, True)
+    page = ui.client.get("/config").text
+    assert "restart me" in page and "(refused)" in page
+
+
+# --- live values, commands and events ---------------------------------------------------------
+def test_state_and_history_follow_the_pack(ui: UiHarness) -> None:
+    ui.login()
+    assert ui.client.get("/api/state").json()["stale"] is True
+    ui.master.bus.publish(PACK_STATE, pack_state(soc=55.5, voltage=320.0, current=-10.0))
+    wait_for(lambda: ui.client.get("/api/state").json()["pack"] is not None)
+    state = ui.client.get("/api/state").json()
+    assert state["stale"] is False
+    assert state["pack"]["soc"] == 55.5
+    assert state["pack"]["power_w"] == -3200.0
+    history = ui.client.get("/api/history?seconds=60").json()
+    assert history[-1]["soc"] == 55.5
+
+
+def test_live_stream_sends_state_events(ui: UiHarness) -> None:
+    ui.login()
+    ui.master.bus.publish(PACK_STATE, pack_state(soc=42.0))
+    wait_for(lambda: ui.ctx.live.pack is not None)
+    with ui.client.stream("GET", "/api/live") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        for line in r.iter_lines():
+            lines.append(line)
+            if line.startswith("data:"):
+                break
+    assert "event: state" in lines
+    assert '"soc": 42.0' in lines[-1]
+
+
+def test_commands_return_the_masters_reply(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.post("/api/commands/contactors", json={"action": "open"})
+    assert r.json() == {"command": "contactors", "status": "accepted", "reason": "", "result": {}}
+    r = ui.client.post("/api/commands/set_mode", json={"mode": "standby"})
+    assert r.json()["status"] == "refused"
+    assert r.json()["reason"] == "refused for the test"
+    assert [name for name, _ in ui.master.received] == ["contactors", "set_mode"]
+    assert ui.client.post("/api/commands/set_mode", json={"mode": "sleep"}).status_code == 422
+
+
+def test_events_are_filtered_and_exported_as_csv(ui: UiHarness) -> None:
+    ui.login()
+    now = time.time()
+    ui.master.events.extend(
+        [
+            {"id": 3, "ts": now, "level": "fault", "kind": "raise", "code": "cell_overvoltage",
+             "text": "cell 4 at 4.31 V", "source": "master_core", "values": {"cell": 4}},
+            {"id": 2, "ts": now - 1, "level": "info", "kind": "command", "code": "contactors",
+             "text": "close", "source": "master_core", "values": {}},
+            {"id": 1, "ts": now - 2, "level": "warning", "kind": "raise", "code": "cell_imbalance",
+             "text": "spread", "source": "master_core", "values": {}},
+        ]
+    )  # fmt: skip
+    assert len(ui.client.get("/api/events").json()) == 3
+    assert [e["id"] for e in ui.client.get("/api/events?kind=raise").json()] == [3, 1]
+    assert [e["id"] for e in ui.client.get("/api/events?code=overvolt").json()] == [3]
+    assert [e["id"] for e in ui.client.get("/api/events?text=CELL%204").json()] == [3]
+    assert [e["id"] for e in ui.client.get(f"/api/events?until_ts={now - 0.5}").json()] == [2, 1]
+    r = ui.client.get("/api/events.csv?kind=raise")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [row["code"] for row in rows] == ["cell_overvoltage", "cell_imbalance"]
+    assert rows[0]["values"] == '{"cell": 4}'
+
+
+def test_recent_bus_events_reach_the_live_view(ui: UiHarness) -> None:
+    ui.master.bus.publish(EVENTS, Event(level="alarm", kind="raise", code="x_y", text="t"))
+    wait_for(lambda: bool(ui.ctx.live.recent_events()))
+    assert ui.ctx.live.recent_events()[0].code == "x_y"
+
+
+# --- users ------------------------------------------------------------------------------------
+def test_users_are_managed_by_admins(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.post(
+        "/api/users", json={"username": "olga", "password": "olga-password-1", "role": "operator"}
+    )
+    assert r.status_code == 201
+    assert r.json()["created_by"] == "admin"
+    weak = {"username": "weak", "password": "short", "role": "viewer"}
+    assert ui.client.post("/api/users", json=weak).status_code == 422
+    assert ui.client.patch("/api/users/olga", json={"role": "viewer"}).json()["role"] == "viewer"
+    assert ui.client.delete("/api/users/admin").status_code == 422  # yourself / the last admin
+    assert ui.client.delete("/api/users/olga").status_code == 204
+    assert [u["username"] for u in ui.client.get("/api/users").json()] == ["admin"]
+
+
+# --- pages ------------------------------------------------------------------------------------
+def test_login_page_logs_in_and_pages_render(ui: UiHarness) -> None:
+    r = ui.client.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "next": "/events"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == "/events"
+    for path in ("/", "/events", "/config", "/users", "/account", "/wizard/chemistry"):
+        page = ui.client.get(path)
+        assert page.status_code == 200, path
+        assert 'name="csrf-token"' in page.text
+
+
+def test_login_page_refuses_open_redirects(ui: UiHarness) -> None:
+    r = ui.client.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/"
+
+
+def test_security_headers_and_health(ui: UiHarness) -> None:
+    r = ui.client.get("/healthz")
+    assert r.json()["status"] == "ok"
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
+    token = ui.login()
+    r = ui.client.post(
+        "/wizard/chemistry",
+        data={"csrf_token": token, "chemistry": "NMC", "name": "Rack A", "go": "next"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["location"].startswith("/wizard/cells")
+    page = ui.client.get("/wizard/protection")
+    assert 'data-testid="level-chart-cell_overvoltage"' in page.text
+    review = ui.client.get("/wizard/review").text
+    assert "Rack A" in review
+    r = ui.client.post(
+        "/wizard/review", data={"csrf_token": token, "go": "apply", "comment": "wizard"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303
+    latest = ui.ctx.store.latest()
+    assert latest is not None
+    assert (latest.user, latest.source, latest.config.chemistry) == ("admin", "wizard", "NMC")
+    assert retained_config(ui).name == "Rack A"
+
+
+def test_wizard_shows_an_error_at_its_field(ui: UiHarness) -> None:
+    token = ui.login()
+    ui.ctx.apply(demo_config(SYSTEM), user="admin", source="api")
+    r = ui.client.post(
+        "/wizard/topology",
+        data={"csrf_token": token, "topology.modules": "30", "topology.cells_per_module": "14",
+              "topology.temp_sensors_per_module": "2", "go": "next"},
+    )  # fmt: skip
+    assert r.status_code == 422
+    assert 'class="field has-error" data-path="topology.modules"' in r.text or (
+        'data-path="topology"' in r.text
+    )
+    assert "196" in r.text

@@ -1,0 +1,644 @@
+"""The configuration wizard: fields by introspection, form round trips, re-derivation, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, get_args
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from services.config_ui import wizard
+from services.config_ui.wizard import (
+    STEPS,
+    FieldSpec,
+    apply_form,
+    errors_for_step,
+    fields_for_step,
+    first_step_with_errors,
+    level_charts,
+    new_draft,
+    validate,
+)
+from shared.config import (
+    CHEMISTRY_NAMES,
+    CanProfile,
+    SystemConfig,
+    get_preset,
+)
+from shared.config.interfaces import CAN_BITRATES, MODBUS_BAUDRATES
+from shared.config.limits import CELLS_IN_SERIES_MAX
+
+STEP_KEYS = [s.key for s in STEPS]
+FORM_STEPS = [k for k in STEP_KEYS if k != "review"]
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else key)
+    else:
+        yield prefix
+
+
+def _get(draft: Mapping[str, Any], path: str) -> Any:
+    node: Any = draft
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def _form(fields: list[FieldSpec]) -> dict[str, str]:
+    """What a browser posts for the rendered fields: unticked checkboxes are left out."""
+    return {f.path: f.value for f in fields if not (f.kind == "checkbox" and f.value == "")}
+
+
+def _post(key: str, draft: Mapping[str, Any], **changes: str) -> wizard.FormResult:
+    form = _form(fields_for_step(key, draft))
+    form.update({path.replace("__", "."): value for path, value in changes.items()})
+    return apply_form(key, draft, form)
+
+
+def _field(key: str, draft: Mapping[str, Any], path: str) -> FieldSpec:
+    return next(f for f in fields_for_step(key, draft) if f.path == path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def test_steps_in_order_with_navigation() -> None:
+    assert STEP_KEYS == [
+        "chemistry",
+        "cells",
+        "topology",
+        "protection",
+        "balancing",
+        "contactors",
+        "current_sensor",
+        "interfaces",
+        "review",
+    ]
+    assert wizard.step("protection").sections == ("protection",)
+    assert wizard.next_step("chemistry") == "cells"
+    assert wizard.next_step("review") is None
+    assert wizard.prev_step("cells") == "chemistry"
+    assert wizard.prev_step("chemistry") is None
+    assert all(s.title and s.help for s in STEPS)
+    with pytest.raises(KeyError):
+        wizard.step("nope")
+    with pytest.raises(KeyError):
+        fields_for_step("nope", new_draft("demo"))
+
+
+def test_every_top_level_setting_belongs_to_exactly_one_step() -> None:
+    for name in SystemConfig.model_fields:
+        owners = [s.key for s in STEPS if name in s.sections]
+        expected = 0 if name in ("system_id", "config_version") else 1
+        assert len(owners) == expected, (name, owners)
+
+
+# ---------------------------------------------------------------------------------------------
+# Introspection
+
+
+def test_every_config_leaf_appears_in_exactly_one_step() -> None:
+    draft = SystemConfig.from_preset("NMC", modules=7, cells_per_module=14).model_dump(mode="json")
+    expected = {
+        p
+        for p in _leaves(draft)
+        if p not in ("system_id", "config_version")
+        and not (p.startswith("protection.") and p.rsplit(".", 1)[1] in ("direction", "unit"))
+    }
+    seen: dict[str, list[str]] = {}
+    for key in STEP_KEYS:
+        for f in fields_for_step(key, draft):
+            seen.setdefault(f.path, []).append(key)
+    assert set(seen) == expected
+    assert {p: keys for p, keys in seen.items() if len(keys) != 1} == {}
+    assert fields_for_step("review", draft) == []
+
+
+def test_fields_carry_kind_unit_choices_bounds_and_description() -> None:
+    draft = new_draft("demo", "LFP")
+    ov = _field("protection", draft, "protection.cell_overvoltage.fault.threshold")
+    assert (ov.kind, ov.unit, ov.group, ov.label) == (
+        "number",
+        "V",
+        "Cell overvoltage",
+        "Fault threshold",
+    )
+    assert ov.group_path == "protection.cell_overvoltage"
+    assert ov.value == "3.8"
+    hot = _field("protection", draft, "protection.cell_overtemp_charge.alarm.release")
+    assert hot.unit == "°C"
+    delay = _field("protection", draft, "protection.charge_overcurrent.fault.delay_s")
+    assert (delay.unit, delay.minimum, delay.maximum) == ("s", 0.0, 3600.0)
+    assert _field("protection", draft, "protection.charge_overcurrent.fault.threshold").unit == "A"
+
+    units = {
+        "cells": {"cell_capacity_ah": "Ah", "cell_resistance_mohm": "mΩ"},
+        "balancing": {"balancing.bleed_resistor_ohm": "Ω", "balancing.current_ma": "mA"},
+        "contactors": {"contactors.dc_link_capacitance_f": "F", "comm_loss.ride_through_s": "s"},
+        "current_sensor": {"current_sensor.gain": ""},
+    }
+    for key, by_path in units.items():
+        for path, unit in by_path.items():
+            assert _field(key, draft, path).unit == unit, path
+
+    resistance = _field("cells", draft, "cell_resistance_mohm")
+    assert resistance.optional and resistance.value == ""
+    assert "internal resistance" in resistance.description
+    sensors = _field("topology", draft, "topology.temp_sensors_per_module")
+    assert (sensors.kind, sensors.minimum, sensors.maximum) == ("integer", 1.0, 64.0)
+
+    chem = _field("chemistry", draft, "chemistry")
+    assert chem.kind == "select" and chem.choices == CHEMISTRY_NAMES and chem.value == "LFP"
+    baud = _field("interfaces", draft, "interfaces.modbus.rtu_baudrate")
+    assert baud.kind == "select" and baud.choices == tuple(str(b) for b in MODBUS_BAUDRATES)
+    bitrate = _field("interfaces", draft, "interfaces.can.bitrate")
+    assert bitrate.choices == tuple(str(b) for b in CAN_BITRATES)
+    profiles = _field("interfaces", draft, "interfaces.can.profiles")
+    assert profiles.kind == "multiselect" and profiles.choices == get_args(CanProfile)
+    assert _field("interfaces", draft, "interfaces.modbus.tcp_enabled").kind == "checkbox"
+    assert _field("interfaces", draft, "interfaces.modbus.rtu_stop_bits").choices == ("1", "2")
+
+
+def test_chemistry_overrides_are_optional_and_name_the_preset_value() -> None:
+    draft = new_draft("demo", "LFP")
+    overrides = [
+        f for f in fields_for_step("cells", draft) if f.path.startswith("chemistry_overrides.")
+    ]
+    assert overrides and all(f.optional and f.value == "" for f in overrides)
+    charge = next(f for f in overrides if f.path == "chemistry_overrides.charge_v")
+    assert charge.unit == "V"
+    assert f"{get_preset('LFP').charge_v:g} V" in charge.description
+    ocv = next(f for f in overrides if f.path == "chemistry_overrides.ocv_table_v")
+    assert ocv.kind == "text"
+
+
+def test_fields_render_from_an_invalid_draft() -> None:
+    draft: dict[str, Any] = {"protection": {"cell_overvoltage": "x"}, "topology": [1, 2]}
+    for key in STEP_KEYS:
+        fields = fields_for_step(key, draft)
+        assert all(isinstance(f.value, str) for f in fields)
+    assert _field("protection", draft, "protection.cell_overvoltage.fault.threshold").value == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Form round trip
+
+
+@pytest.mark.parametrize("chemistry", CHEMISTRY_NAMES)
+@pytest.mark.parametrize("key", FORM_STEPS)
+def test_posting_the_rendered_fields_back_changes_nothing(chemistry: str, key: str) -> None:
+    draft = new_draft("demo", chemistry, modules=7, cells_per_module=14)
+    result = apply_form(key, draft, _form(fields_for_step(key, draft)))
+    assert result.errors == {}
+    assert not result.rederived
+    assert result.draft == draft
+
+
+@st.composite
+def drafts(draw: st.DrawFn) -> dict[str, Any]:
+    chemistry = draw(st.sampled_from(CHEMISTRY_NAMES))
+    modules = draw(st.integers(1, 16))
+    cells_per_module = draw(st.integers(1, CELLS_IN_SERIES_MAX // modules))
+    capacity = draw(st.floats(1.0, 2000.0).map(lambda c: round(c, 2)))
+    try:
+        return new_draft(
+            "demo",
+            chemistry,
+            modules=modules,
+            cells_per_module=cells_per_module,
+            cell_capacity_ah=capacity,
+        )
+    except ValueError:
+        assume(False)
+        raise
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(draft=drafts(), key=st.sampled_from(FORM_STEPS))
+def test_round_trip_for_any_preset_and_topology(draft: dict[str, Any], key: str) -> None:
+    result = apply_form(key, draft, _form(fields_for_step(key, draft)))
+    assert (result.draft, result.errors, result.rederived) == (draft, {}, False)
+    assert validate(result.draft)[1] == {}
+
+
+def test_apply_form_does_not_mutate_its_input() -> None:
+    draft = new_draft("demo", "LFP")
+    before = new_draft("demo", "LFP")
+    _post("protection", draft, protection__cell_overvoltage__fault__threshold="3.7")
+    _post("chemistry", draft, chemistry="NMC")
+    assert draft == before
+
+
+def test_missing_text_fields_keep_their_value() -> None:
+    draft = new_draft("demo", "LFP")
+    result = apply_form("topology", draft, {"topology.modules": "3"})
+    assert result.draft["topology"]["cells_per_module"] == 8
+    assert result.draft["topology"]["modules"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-derivation from the preset
+
+
+def test_chemistry_change_rederives_protection_and_clears_overrides() -> None:
+    draft = new_draft("demo", "LFP")
+    draft["chemistry_overrides"]["charge_v"] = 3.5
+    draft["name"] = "Garage battery"
+    # settings the user made that a new chemistry must not undo
+    draft["current_sensor"]["range_a"] = 150.0
+    draft["comm_loss"] = {"action": "ride_through", "ride_through_s": 2.0}
+    draft["timing"]["sample_period_standby_s"] = 3.0
+    draft["interfaces"]["modbus"]["tcp_port"] = 1502
+    draft["contactors"]["precharge_resistor_ohm"] = 47.0
+    draft["topology"]["temp_sensors_per_module"] = 4
+    draft["cell_resistance_mohm"] = 0.3
+
+    result = _post("chemistry", draft, chemistry="NMC")
+    new = result.draft
+    assert result.rederived and result.errors == {}
+    nmc = SystemConfig.from_preset("NMC", modules=2, cells_per_module=8)
+    assert new["chemistry"] == "NMC"
+    assert (
+        new["protection"]["cell_overvoltage"]["fault"]["threshold"] == get_preset("NMC").ov_limit_v
+    )
+    assert new["protection"] == nmc.model_dump(mode="json")["protection"]
+    assert new["balancing"] == nmc.model_dump(mode="json")["balancing"]
+    assert new["contactors"]["precharge_voltage_diff_v"] == nmc.contactors.precharge_voltage_diff_v
+    assert all(v is None for v in new["chemistry_overrides"].values())
+    assert new["name"] == "Garage battery"
+    assert new["current_sensor"]["range_a"] == 150.0
+    assert new["comm_loss"] == {"action": "ride_through", "ride_through_s": 2.0}
+    assert new["timing"]["sample_period_standby_s"] == 3.0
+    assert new["interfaces"]["modbus"]["tcp_port"] == 1502
+    assert new["contactors"]["precharge_resistor_ohm"] == 47.0
+    assert new["topology"]["temp_sensors_per_module"] == 4
+    assert new["cell_resistance_mohm"] == 0.3
+    assert validate(new)[1] == {}
+
+
+def test_topology_change_rederives_pack_thresholds_and_keeps_overrides() -> None:
+    draft = new_draft("demo", "LFP", modules=2, cells_per_module=8)
+    draft["chemistry_overrides"]["charge_v"] = 3.45
+    result = _post("topology", draft, topology__modules="4", topology__temp_sensors_per_module="3")
+    new = result.draft
+    assert result.rederived
+    cell_fault = new["protection"]["cell_overvoltage"]["fault"]["threshold"]
+    assert new["protection"]["pack_overvoltage"]["fault"]["threshold"] == pytest.approx(
+        32 * cell_fault
+    )
+    assert new["topology"] == {
+        "modules": 4,
+        "cells_per_module": 8,
+        "temp_sensors_per_module": 3,
+        "module_cell_counts": None,
+    }
+    assert new["chemistry_overrides"]["charge_v"] == 3.45
+    config, errors = validate(new)
+    assert errors == {} and config is not None and config.total_cells == 32
+
+
+def test_module_cell_counts_set_the_cell_count_for_the_thresholds() -> None:
+    draft = new_draft("demo", "NMC", modules=3, cells_per_module=14)
+    result = _post("topology", draft, topology__module_cell_counts="14, 14, 12")
+    assert result.rederived
+    assert result.draft["topology"]["module_cell_counts"] == [14, 14, 12]
+    expected = SystemConfig.from_preset("NMC", modules=1, cells_per_module=40)
+    assert result.draft["protection"] == expected.model_dump(mode="json")["protection"]
+    assert validate(result.draft)[1] == {}
+
+
+def test_capacity_change_rederives_current_thresholds() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, cell_capacity_ah="50")
+    assert result.rederived
+    assert result.draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 50.0
+    # the resistance is not a sizing value
+    result = _post("cells", draft, cell_resistance_mohm="0.25")
+    assert not result.rederived and result.draft["cell_resistance_mohm"] == 0.25
+
+
+def test_no_rederivation_outside_the_sizing_steps_or_without_a_change() -> None:
+    draft = new_draft("demo", "LFP")
+    assert not _post("chemistry", draft, name="Other name").rederived
+    assert not _post("topology", draft, topology__temp_sensors_per_module="4").rederived
+    assert not _post("topology", draft, topology__modules="abc").rederived
+
+
+def test_unusable_new_size_is_not_rederived() -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post("topology", draft, topology__modules="40")  # 320 cells: beyond the hardware
+    assert not result.rederived
+    assert result.draft["topology"]["modules"] == 40
+    assert result.draft["protection"] == draft["protection"]
+    _, errors = validate(result.draft)
+    assert "topology.modules" in errors
+    assert first_step_with_errors(errors) == "topology"
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation errors at their fields
+
+
+def test_alarm_above_fault_is_reported_at_the_quantity_in_the_protection_step() -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post("protection", draft, protection__cell_overvoltage__alarm__threshold="3.9")
+    assert result.errors == {}
+    assert result.draft["protection"]["cell_overvoltage"]["alarm"]["threshold"] == 3.9
+    config, errors = validate(result.draft)
+    assert config is None
+    assert list(errors) == ["protection.cell_overvoltage"]
+    assert any(
+        "alarm threshold" in m and "fault threshold" in m
+        for m in errors["protection.cell_overvoltage"]
+    )
+    assert errors_for_step("protection", errors) == errors
+    assert errors_for_step("balancing", errors) == {}
+    assert first_step_with_errors(errors) == "protection"
+    group_paths = {f.group_path for f in fields_for_step("protection", result.draft)}
+    assert "protection.cell_overvoltage" in group_paths
+
+
+def test_system_level_problems_land_on_their_field() -> None:
+    draft = new_draft("demo", "LFP")
+    draft["balancing"]["threshold_v"] = 0.3  # above the imbalance warning
+    config, errors = validate(draft)
+    assert config is None
+    assert set(errors) == {"balancing.threshold_v"}
+    assert "cell_imbalance warning" in errors["balancing.threshold_v"][0]
+    assert first_step_with_errors(errors) == "balancing"
+    # a field error: the system-level checks only run once every field is valid
+    draft["cell_resistance_mohm"] = -1.0
+    _, errors = validate(draft)
+    assert errors == {"cell_resistance_mohm": ["must be greater than 0.0 (got -1.0)"]}
+    assert first_step_with_errors(errors) == "cells"
+    assert errors_for_step("cells", errors) == errors
+
+
+def test_errors_below_a_field_map_to_the_field_and_unknown_keys_to_the_review() -> None:
+    draft = new_draft("demo", "LFP")
+    draft["topology"]["module_cell_counts"] = [8, "x"]
+    draft["surprise"] = 1
+    draft["protection"]["cell_overvoltage"]["direction"] = "sideways"
+    _, errors = validate(draft)
+    assert errors["topology.module_cell_counts"][0].startswith("1: ")
+    assert "protection.cell_overvoltage" in errors  # direction is not a field of the form
+    assert "surprise" in errors
+    assert errors_for_step("review", errors) == {"surprise": errors["surprise"]}
+    assert first_step_with_errors(errors) == "topology"
+
+
+def test_non_number_reports_a_parse_error_and_keeps_the_old_value() -> None:
+    draft = new_draft("demo", "LFP")
+    path = "protection.cell_overvoltage.fault.threshold"
+    result = apply_form(
+        "protection", draft, {**_form(fields_for_step("protection", draft)), path: "3,8x"}
+    )
+    assert result.errors == {path: ["not a number"]}
+    assert _get(result.draft, path) == 3.8
+    result = _post("topology", draft, topology__modules="2.5", topology__cells_per_module="")
+    assert result.errors == {
+        "topology.modules": ["not a whole number"],
+        "topology.cells_per_module": ["a value is required"],
+    }
+    assert result.draft["topology"] == draft["topology"]
+    result = _post("current_sensor", draft, current_sensor__gain="nan")
+    assert result.errors == {"current_sensor.gain": ["not a finite number"]}
+
+
+def test_empty_optional_is_none_and_lists_parse() -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post(
+        "cells",
+        draft,
+        cell_resistance_mohm="0.4",
+        chemistry_overrides__charge_v="3.55",
+        chemistry_overrides__ocv_table_soc_pct="0, 50, 100",
+        chemistry_overrides__ocv_table_v="2.8; 3.3 3.6",
+    )
+    assert result.errors == {}
+    new = result.draft
+    assert new["cell_resistance_mohm"] == 0.4
+    assert new["chemistry_overrides"]["charge_v"] == 3.55
+    assert new["chemistry_overrides"]["ocv_table_soc_pct"] == [0.0, 50.0, 100.0]
+    assert new["chemistry_overrides"]["ocv_table_v"] == [2.8, 3.3, 3.6]
+    assert validate(new)[1] == {}
+    back = _post("cells", new, cell_resistance_mohm="", chemistry_overrides__ocv_table_v=" ")
+    assert back.draft["cell_resistance_mohm"] is None
+    assert back.draft["chemistry_overrides"]["ocv_table_v"] is None
+    bad = _post("cells", new, chemistry_overrides__ocv_table_v="2.8, x")
+    assert bad.errors == {"chemistry_overrides.ocv_table_v": ["'x': not a number"]}
+
+
+def test_select_accepts_only_its_choices() -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post(
+        "interfaces",
+        draft,
+        interfaces__modbus__rtu_baudrate="19200",
+        interfaces__modbus__rtu_stop_bits="2",
+    )
+    assert result.draft["interfaces"]["modbus"]["rtu_baudrate"] == 19200
+    assert result.draft["interfaces"]["modbus"]["rtu_stop_bits"] == 2
+    result = _post("interfaces", draft, interfaces__modbus__rtu_baudrate="12345")
+    assert result.errors["interfaces.modbus.rtu_baudrate"][0].startswith("choose one of 1200, 2400")
+    assert result.draft["interfaces"]["modbus"]["rtu_baudrate"] == 9600
+    result = _post("chemistry", draft, chemistry="Graphene")
+    assert "choose one of LFP, NMC" in result.errors["chemistry"][0]
+    assert result.draft["chemistry"] == "LFP" and not result.rederived
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkbox and multiselect
+
+
+def test_checkbox_semantics() -> None:
+    draft = new_draft("demo", "LFP")
+    assert draft["interfaces"]["modbus"]["tcp_enabled"] is True
+    form = _form(fields_for_step("interfaces", draft))
+    assert form["interfaces.modbus.tcp_enabled"] == "true"
+    assert "interfaces.modbus.rtu_enabled" not in form  # unticked: the browser leaves it out
+
+    del form["interfaces.modbus.tcp_enabled"]
+    form["interfaces.modbus.rtu_enabled"] = "on"  # a browser's default checkbox value
+    new = apply_form("interfaces", draft, form).draft
+    assert new["interfaces"]["modbus"]["tcp_enabled"] is False
+    assert new["interfaces"]["modbus"]["rtu_enabled"] is True
+    for off in ("", "false", "0", "off"):
+        form["interfaces.modbus.rtu_enabled"] = off
+        assert (
+            apply_form("interfaces", draft, form).draft["interfaces"]["modbus"]["rtu_enabled"]
+            is False
+        )
+    assert _field("interfaces", new, "interfaces.modbus.tcp_enabled").value == ""
+    assert _field("interfaces", new, "interfaces.modbus.rtu_enabled").value == "true"
+
+
+def test_multiselect_of_can_profiles() -> None:
+    draft = new_draft("demo", "NMC", modules=7, cells_per_module=14)
+    assert _field("interfaces", draft, "interfaces.can.profiles").value == "pylon_hv"
+    result = _post("interfaces", draft, interfaces__can__profiles="pylon_hv,native")
+    assert result.draft["interfaces"]["can"]["profiles"] == ["pylon_hv", "native"]
+    assert _field("interfaces", result.draft, "interfaces.can.profiles").value == "pylon_hv,native"
+    assert validate(result.draft)[1] == {}
+
+    result = _post("interfaces", draft, interfaces__can__profiles="victron_0x35x,pylon_v12")
+    _, errors = validate(result.draft)
+    assert "interfaces.can.profiles" in errors
+
+    form = _form(fields_for_step("interfaces", draft))
+    del form["interfaces.can.profiles"]  # nothing selected
+    result = apply_form("interfaces", draft, form)
+    assert result.draft["interfaces"]["can"]["profiles"] == []
+    _, errors = validate(result.draft)
+    assert any("no profile" in m for m in errors["interfaces.can.profiles"])
+    assert first_step_with_errors(errors) == "interfaces"
+
+    result = _post("interfaces", draft, interfaces__can__profiles="pylon_hv,bogus")
+    assert "choose one of" in result.errors["interfaces.can.profiles"][0]
+    assert result.draft["interfaces"]["can"]["profiles"] == ["pylon_hv"]
+
+
+def test_small_lfp_pack_derives_the_victron_profile() -> None:
+    draft = new_draft("demo", "NMC", modules=7, cells_per_module=14)
+    result = _post("chemistry", draft, chemistry="LFP")
+    result = _post("topology", result.draft, topology__modules="2", topology__cells_per_module="8")
+    assert result.rederived
+    assert result.draft["interfaces"]["can"]["profiles"] == ["victron_0x35x"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Level charts
+
+
+def test_level_charts_match_the_config() -> None:
+    config = SystemConfig.from_preset("NMC", modules=7, cells_per_module=14)
+    draft = wizard.draft_from_config(config)
+    charts = {c.quantity: c for c in level_charts(draft)}
+    assert set(charts) == {name for name, _ in config.protection.quantities()}
+    for name, three in config.protection.quantities():
+        chart = charts[name]
+        assert chart.direction == three.direction
+        assert chart.levels == tuple(
+            (level, lv.threshold, lv.release, lv.delay_s) for level, lv in three.levels()
+        )
+        values = [v for _, t, r, _ in chart.levels for v in (t, r)] + list(chart.normal or ())
+        assert chart.axis[0] < min(values) or chart.axis[0] == 0.0 == min(values)
+        assert chart.axis[1] > max(values)
+    preset = get_preset("NMC")
+    assert charts["cell_overvoltage"].normal == (preset.discharge_cutoff_v, preset.charge_v)
+    assert charts["cell_overvoltage"].title == "Cell overvoltage"
+    assert charts["cell_overvoltage"].unit == "V"
+    assert charts["cell_overtemp_charge"].unit == "°C"
+    assert charts["pack_undervoltage"].normal == pytest.approx(
+        (98 * preset.discharge_cutoff_v, 98 * preset.charge_v)
+    )
+    assert charts["cell_imbalance"].normal == (0.0, config.balancing.threshold_v)
+    assert charts["charge_overcurrent"].normal is None
+
+
+def test_level_charts_use_the_overrides_and_skip_what_cannot_be_read() -> None:
+    draft = new_draft("demo", "LFP")
+    draft["chemistry_overrides"]["charge_v"] = 3.45
+    draft["protection"]["cell_undervoltage"]["alarm"]["threshold"] = "low"
+    del draft["protection"]["pack_overvoltage"]
+    charts = {c.quantity: c for c in level_charts(draft)}
+    assert charts["cell_overvoltage"].normal == (get_preset("LFP").discharge_cutoff_v, 3.45)
+    assert "cell_undervoltage" not in charts and "pack_overvoltage" not in charts
+    assert len(charts) == 9
+    assert level_charts({}) == []
+    assert level_charts({"protection": "x", "chemistry": 5}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _check_errors(errors: dict[str, list[str]]) -> None:
+    assert errors
+    assert all(
+        isinstance(p, str) and m and all(isinstance(x, str) for x in m) for p, m in errors.items()
+    )
+    assert first_step_with_errors(errors) is not None
+
+
+@settings(max_examples=150, deadline=None)
+@given(draft=json_values)
+def test_validate_never_raises_on_garbage(draft: Any) -> None:
+    config, errors = validate(draft)
+    assert config is None
+    _check_errors(errors)
+    level_charts(draft if isinstance(draft, Mapping) else {})
+
+
+@st.composite
+def damaged_drafts(draw: st.DrawFn) -> dict[str, Any]:
+    draft = new_draft("demo", draw(st.sampled_from(CHEMISTRY_NAMES)))
+    paths = sorted(_leaves(draft))
+    for _ in range(draw(st.integers(1, 4))):
+        path = draw(st.sampled_from(paths))
+        node = draft
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        if draw(st.booleans()):
+            node[last] = draw(json_values)
+        else:
+            node.pop(last, None)
+    return draft
+
+
+@settings(max_examples=150, deadline=None)
+@given(draft=damaged_drafts())
+def test_validate_never_raises_on_damaged_drafts(draft: dict[str, Any]) -> None:
+    config, errors = validate(draft)
+    if config is None:
+        _check_errors(errors)
+    for key in STEP_KEYS:
+        fields_for_step(key, draft)
+    level_charts(draft)
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.sampled_from(FORM_STEPS), data=st.data())
+def test_apply_form_never_raises_on_garbage_text(key: str, data: st.DataObject) -> None:
+    draft = new_draft("demo", "LFP")
+    fields = fields_for_step(key, draft)
+    form = {f.path: data.draw(st.text(max_size=12)) for f in fields}
+    result = apply_form(key, draft, form)
+    assert set(result.errors) <= {f.path for f in fields}
+    config, errors = validate(result.draft)
+    if config is None:
+        _check_errors(errors)
+
+
+def test_validate_accepts_a_valid_draft() -> None:
+    draft = new_draft("site-1", "LTO", modules=4, cells_per_module=12)
+    config, errors = validate(draft)
+    assert errors == {} and config is not None
+    assert config.system_id == "site-1" and config.total_cells == 48
+    assert wizard.draft_from_config(config) == draft
+
+
+def test_draft_changes_for_the_review() -> None:
+    draft = new_draft("demo", "LFP")
+    new = _post("interfaces", draft, interfaces__modbus__tcp_port="1502").draft
+    assert wizard.draft_changes(draft, new) == [("interfaces.modbus.tcp_port", "502", "1502")]
+    assert wizard.draft_changes(draft, draft) == []
