@@ -239,6 +239,8 @@ def _wizard_render(
     step_errors = {**wizard.errors_for_step(key, errors), **parse_errors}
     fields = wizard.fields_for_step(key, draft)
     known = {f.path for f in fields}
+    groups = _grouped(fields, step_errors)
+    placed = {p for _, _, group_errors in groups for p in group_errors}
     return render(
         request,
         "wizard.html",
@@ -247,10 +249,10 @@ def _wizard_render(
         step=step,
         steps=wizard.STEPS,
         fields=fields,
-        groups=_grouped(fields),
+        groups=groups,
         errors=step_errors,
-        # model-level problems of a group ("protection.cell_overvoltage: ...") show above it
-        other_errors={p: m for p, m in step_errors.items() if p not in known},
+        # model-level problems without a field or group of their own show above the form
+        other_errors={p: m for p, m in step_errors.items() if p not in known | placed},
         steps_with_errors={s.key for s in wizard.STEPS if wizard.errors_for_step(s.key, errors)},
         prev=wizard.prev_step(key),
         next=wizard.next_step(key),
@@ -259,11 +261,36 @@ def _wizard_render(
     )
 
 
-def _grouped(fields: list[wizard.FieldSpec]) -> list[tuple[str, list[wizard.FieldSpec]]]:
+def _grouped(
+    fields: list[wizard.FieldSpec], errors: dict[str, list[str]]
+) -> list[tuple[str, list[wizard.FieldSpec], dict[str, list[str]]]]:
+    """Fields by group, with the group-level problems (e.g. levels out of order) of each."""
     groups: dict[str, list[wizard.FieldSpec]] = {}
     for f in fields:
         groups.setdefault(f.group, []).append(f)
-    return list(groups.items())
+    prefixes = {name: _common_prefix([f.path for f in members]) for name, members in groups.items()}
+    owner: dict[str, str] = {}
+    for path in errors:
+        # a problem belongs to the innermost group around it (cell_overvoltage, not protection)
+        around = [n for n, pre in prefixes.items() if path == pre or path.startswith(pre + ".")]
+        if path and around and path not in {f.path for f in fields}:
+            owner[path] = max(around, key=lambda n: len(prefixes[n]))
+    return [
+        (name, members, {p: m for p, m in errors.items() if owner.get(p) == name})
+        for name, members in groups.items()
+    ]
+
+
+def _common_prefix(paths: list[str]) -> str:
+    parts = [p.split(".") for p in paths]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if len(paths) == 1:
+        common = common[:-1]
+    return ".".join(common)
 
 
 @router.post("/wizard/{key}")

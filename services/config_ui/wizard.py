@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel, ValidationError
 
 from shared.config import (
     ChemistryOverrides,
     ChemistryPreset,
+    ProtectionConfig,
     SystemConfig,
     ThreeLevel,
     explain_errors,
@@ -367,13 +367,17 @@ def _kind_of(
 
 
 def _bounds(metadata: list[Any]) -> tuple[float | None, float | None]:
+    """(minimum, maximum) from pydantic's ge/gt/le/lt constraints."""
     low: float | None = None
     high: float | None = None
     for m in metadata:
-        if isinstance(m, annotated_types.Ge | annotated_types.Gt):
-            low = float(m.ge if isinstance(m, annotated_types.Ge) else m.gt)  # type: ignore[arg-type]
-        elif isinstance(m, annotated_types.Le | annotated_types.Lt):
-            high = float(m.le if isinstance(m, annotated_types.Le) else m.lt)  # type: ignore[arg-type]
+        for attr in ("ge", "gt", "le", "lt"):
+            value = getattr(m, attr, None)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if attr in ("ge", "gt"):
+                    low = float(value)
+                else:
+                    high = float(value)
     return low, high
 
 
@@ -459,9 +463,10 @@ def _leaves() -> tuple[_Leaf, ...]:
 @cache
 def _step_leaves(key: str) -> tuple[_Leaf, ...]:
     sections = step(key).sections
-    leaves = [leaf for leaf in _leaves() if _in_sections(leaf.path, sections)]
-    # Top-level settings (capacity, name) read best before the grouped ones.
-    return tuple(sorted(leaves, key=lambda leaf: leaf.group != ""))
+    # In the order of the step's sections: its main setting (e.g. the chemistry) comes first.
+    return tuple(
+        leaf for section in sections for leaf in _leaves() if _in_sections(leaf.path, (section,))
+    )
 
 
 @cache
@@ -588,13 +593,10 @@ def _parse(leaf: _Leaf, raw: str | None) -> Any:
     return leaf.item(text)
 
 
-def _description(leaf: _Leaf, draft: Mapping[str, Any], unit: str) -> str:
-    if not leaf.fallback:
+def _description(leaf: _Leaf, preset: ChemistryPreset | None, unit: str) -> str:
+    if not leaf.fallback or preset is None:
         return leaf.description
-    chem = _preset_of(draft)
-    if chem is None:
-        return leaf.description
-    value = getattr(chem, leaf.fallback, None)
+    value = getattr(preset, leaf.fallback, None)
     if isinstance(value, tuple):
         shown = "the preset's table"
     elif value is None or value == "":
@@ -607,6 +609,9 @@ def _description(leaf: _Leaf, draft: Mapping[str, Any], unit: str) -> str:
 def fields_for_step(key: str, draft: Mapping[str, Any]) -> list[FieldSpec]:
     """The form fields of step `key` with their current values from `draft` (may be invalid)."""
     title = step(key).title
+    chemistry = _chemistry_name(draft)
+    # the bare preset: an empty override falls back to it, not to the other overrides
+    preset = get_preset(chemistry) if chemistry is not None else None
     out: list[FieldSpec] = []
     for leaf in _step_leaves(key):
         unit = leaf.unit
@@ -623,7 +628,7 @@ def fields_for_step(key: str, draft: Mapping[str, Any]) -> list[FieldSpec]:
                 unit=unit,
                 choices=leaf.choices,
                 optional=leaf.optional,
-                description=_description(leaf, draft, unit),
+                description=_description(leaf, preset, unit),
                 minimum=leaf.minimum,
                 maximum=leaf.maximum,
                 group_path=leaf.group_path,
@@ -763,20 +768,6 @@ def apply_form(key: str, draft: Mapping[str, Any], form: Mapping[str, str]) -> F
     return FormResult(draft=new, errors=errors, rederived=rederived)
 
 
-def draft_changes(
-    before: Mapping[str, Any], after: Mapping[str, Any]
-) -> list[tuple[str, str, str]]:
-    """(path, old text, new text) of every wizard field that differs, for the review step."""
-    out: list[tuple[str, str, str]] = []
-    for leaf in _leaves():
-        old, new = _get(before, leaf.path), _get(after, leaf.path)
-        if old is _MISSING and new is _MISSING:
-            continue
-        if old is _MISSING or new is _MISSING or not _same(old, new):
-            out.append((leaf.path, _render(leaf, old), _render(leaf, new)))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation
 
@@ -873,13 +864,10 @@ _CELL_VOLTAGE = frozenset({"cell_overvoltage", "cell_undervoltage"})
 _PACK_VOLTAGE = frozenset({"pack_overvoltage", "pack_undervoltage"})
 
 
-@cache
 def _three_level_names() -> tuple[str, ...]:
-    fields = SystemConfig.model_fields["protection"].annotation
-    assert isinstance(fields, type) and issubclass(fields, BaseModel)
     return tuple(
         name
-        for name, info in fields.model_fields.items()
+        for name, info in ProtectionConfig.model_fields.items()
         if isinstance(info.annotation, type) and issubclass(info.annotation, ThreeLevel)
     )
 

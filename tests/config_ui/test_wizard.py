@@ -153,6 +153,7 @@ def test_fields_carry_kind_unit_choices_bounds_and_description() -> None:
     sensors = _field("topology", draft, "topology.temp_sensors_per_module")
     assert (sensors.kind, sensors.minimum, sensors.maximum) == ("integer", 1.0, 64.0)
 
+    assert [f.path for f in fields_for_step("chemistry", draft)] == ["chemistry", "name"]
     chem = _field("chemistry", draft, "chemistry")
     assert chem.kind == "select" and chem.choices == CHEMISTRY_NAMES and chem.value == "LFP"
     baud = _field("interfaces", draft, "interfaces.modbus.rtu_baudrate")
@@ -176,6 +177,11 @@ def test_chemistry_overrides_are_optional_and_name_the_preset_value() -> None:
     assert f"{get_preset('LFP').charge_v:g} V" in charge.description
     ocv = next(f for f in overrides if f.path == "chemistry_overrides.ocv_table_v")
     assert ocv.kind == "text"
+    # the value an empty override falls back to is the preset's, whatever else is overridden
+    draft["chemistry_overrides"]["charge_v"] = 3.45
+    charge = _field("cells", draft, "chemistry_overrides.charge_v")
+    assert charge.value == "3.45"
+    assert f"{get_preset('LFP').charge_v:g} V" in charge.description
 
 
 def test_fields_render_from_an_invalid_draft() -> None:
@@ -476,6 +482,9 @@ def test_checkbox_semantics() -> None:
             is False
         )
     assert _field("interfaces", new, "interfaces.modbus.tcp_enabled").value == ""
+    # a hidden empty input before the checkbox, joined with it by the page: ",true"
+    form["interfaces.modbus.rtu_enabled"] = ",true"
+    assert apply_form("interfaces", draft, form).draft["interfaces"]["modbus"]["rtu_enabled"]
     assert _field("interfaces", new, "interfaces.modbus.rtu_enabled").value == "true"
 
 
@@ -498,6 +507,9 @@ def test_multiselect_of_can_profiles() -> None:
     _, errors = validate(result.draft)
     assert any("no profile" in m for m in errors["interfaces.can.profiles"])
     assert first_step_with_errors(errors) == "interfaces"
+
+    result = _post("interfaces", draft, interfaces__can__profiles=",native")  # hidden "" first
+    assert result.draft["interfaces"]["can"]["profiles"] == ["native"]
 
     result = _post("interfaces", draft, interfaces__can__profiles="pylon_hv,bogus")
     assert "choose one of" in result.errors["interfaces.can.profiles"][0]
@@ -635,10 +647,3 @@ def test_validate_accepts_a_valid_draft() -> None:
     assert errors == {} and config is not None
     assert config.system_id == "site-1" and config.total_cells == 48
     assert wizard.draft_from_config(config) == draft
-
-
-def test_draft_changes_for_the_review() -> None:
-    draft = new_draft("demo", "LFP")
-    new = _post("interfaces", draft, interfaces__modbus__tcp_port="1502").draft
-    assert wizard.draft_changes(draft, new) == [("interfaces.modbus.tcp_port", "502", "1502")]
-    assert wizard.draft_changes(draft, draft) == []
