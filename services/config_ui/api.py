@@ -255,8 +255,8 @@ async def query_events(
 
 
 class EventFilter(BaseModel):
-    since_ts: float = Field(0.0, ge=0.0, le=1e11)
-    until_ts: float | None = Field(None, ge=0.0, le=1e11)
+    since_ts: float = Field(0.0, ge=0.0, le=1e10)
+    until_ts: float | None = Field(None, ge=0.0, le=1e10)
     min_level: EventLevel = "info"
     kind: Literal["raise", "clear", "mode", "command", "config", "info"] | None = None
     code: str | None = Field(None, max_length=64)
@@ -432,7 +432,9 @@ def rollback(
 
 
 @router.get("/config/export", tags=["config"])
-def export(_: Viewer, ctx: Ctx, version: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+def export(
+    _: Viewer, ctx: Ctx, version: Annotated[int | None, Query(ge=1, le=2**31)] = None
+) -> JSONResponse:
     """The configuration as a JSON file (the newest unless `version` is given)."""
     try:
         data = ctx.store.export_json(version)
