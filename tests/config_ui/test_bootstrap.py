@@ -1,0 +1,43 @@
+"""First start: the admin password is generated, shown once, and `make run` repeats it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+
+from services.config_ui.__main__ import first_admin
+from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.users import UserStore
+from services.launcher import ADMIN_PASSWORD_LINE
+
+
+def store(tmp_path: Path) -> UserStore:
+    hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    return UserStore(tmp_path / "ui.sqlite", hasher=hasher)
+
+
+def test_first_start_prints_a_generated_password_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users = store(tmp_path)
+    first_admin(users, ConfigUiSettings())
+    match = ADMIN_PASSWORD_LINE.search(capsys.readouterr().out)
+    assert match is not None
+    user, password = match.groups()
+    assert users.authenticate(user, password) is not None
+    assert users.get_user(user).must_change_password  # type: ignore[union-attr]
+    first_admin(users, ConfigUiSettings())
+    assert ADMIN_PASSWORD_LINE.search(capsys.readouterr().out) is None
+
+
+def test_password_file_sets_the_first_password_and_is_not_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-a-secret-file\n")
+    users = store(tmp_path)
+    first_admin(users, ConfigUiSettings(ui_admin_password_file=str(secret)))
+    assert "from-a-secret-file" not in capsys.readouterr().out
+    assert users.authenticate("admin", "from-a-secret-file") is not None
