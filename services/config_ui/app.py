@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.config_ui import api, pages
@@ -26,6 +26,8 @@ SECURITY_HEADERS = {
 
 def create_app(ctx: UiContext) -> FastAPI:
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="BMS user access application",
         version="1",
         description=(
@@ -38,6 +40,11 @@ def create_app(ctx: UiContext) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        """Swagger UI served from this site, so it works without internet access."""
+        return HTMLResponse(API_DOCS_HTML)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, object]:
@@ -79,6 +86,14 @@ def create_app(ctx: UiContext) -> FastAPI:
         return response
 
     return app
+
+
+API_DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>BMS API</title>
+<link rel="stylesheet" href="/static/vendor/swagger-ui-5.35.0.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/vendor/swagger-ui-5.35.0-bundle.js"></script>
+<script src="/static/api-docs.js"></script></body></html>"""
 
 
 def _is_api(request: Request) -> bool:

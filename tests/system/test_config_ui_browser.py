@@ -156,6 +156,11 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(stack: str) ->
             page.goto(f"{stack}/events")
             expect(page.locator('[data-testid="events-table"] tbody tr').first).to_be_visible()
             page.screenshot(path=shots / "08-events.png", full_page=True)
+
+            # the API documentation renders from the site's own files
+            page.goto(f"{stack}/docs")
+            expect(page.get_by_text("/api/commands/contactors").first).to_be_visible()
+            page.screenshot(path=shots / "09-api-docs.png")
         except Exception:
             page.screenshot(path=shots / "failure.png", full_page=True)
             raise
