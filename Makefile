@@ -9,7 +9,11 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test check lint typecheck docs docs-check bench deps clean help
+# Each container image installs its service's extra, pinned from uv.lock.
+IMAGE_SERVICES := slave_agent master_core modbus_gateway can_gateway config_ui
+EXPORT = $(UV) export --frozen --no-hashes --no-dev --no-emit-project --extra
+
+.PHONY: run test check lint typecheck docs docs-check requirements bench deps clean help
 
 help:
 	@echo "make run    start the whole stack with a simulated battery (SYSTEMS=N, MQTT_URL=...)"
@@ -43,13 +47,23 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy shared services
 
-docs: $(VENV)/.synced
+docs: $(VENV)/.synced requirements
 	$(PY) -m shared.docgen
 	$(PY) -m services.modbus_gateway.docgen
+	$(PY) -m shared.deploy.acl
 
 docs-check: $(VENV)/.synced
 	$(PY) -m shared.docgen --check
 	$(PY) -m services.modbus_gateway.docgen --check
+	$(PY) -m shared.deploy.acl --check
+	@for s in $(IMAGE_SERVICES); do \
+	  $(EXPORT) $$s | diff -q deploy/requirements/$$s.txt - >/dev/null || \
+	  { echo "deploy/requirements/$$s.txt does not match uv.lock: run make requirements"; exit 1; }; \
+	done
+
+requirements: | $(UV)
+	@mkdir -p deploy/requirements
+	@for s in $(IMAGE_SERVICES); do $(EXPORT) $$s > deploy/requirements/$$s.txt || exit 1; done
 
 bench: $(VENV)/.synced
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

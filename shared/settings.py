@@ -3,46 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import unquote, urlsplit
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config import SYSTEM_ID_RE
+from shared.endpoint import (
+    DEFAULT_MQTT_URL,
+    MqttEndpoint,
+    parse_mqtt_url,
+    read_secret,
+    with_credentials,
+)
 
-DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
-
-
-@dataclass(frozen=True)
-class MqttEndpoint:
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """`mqtt://[user:pass@]host[:port]`, or `mqtts://` for TLS (default ports 1883 / 8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"MQTT URL {url!r} must start with mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ValueError(f"MQTT URL {url!r} has no host")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"MQTT URL {url!r} has an invalid port") from exc
-    tls = parts.scheme == "mqtts"
-    return MqttEndpoint(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+__all__ = [
+    "DEFAULT_MQTT_URL",
+    "MqttEndpoint",
+    "ServiceSettings",
+    "configure_logging",
+    "parse_mqtt_url",
+    "read_secret",
+]
 
 
 class ServiceSettings(BaseSettings):
@@ -56,6 +38,12 @@ class ServiceSettings(BaseSettings):
         DEFAULT_MQTT_URL, description="broker: mqtt://[user:pass@]host:port, mqtts:// for TLS"
     )
     mqtt_protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    mqtt_username: str | None = Field(
+        None, description="broker user name (a user name in the URL takes precedence)"
+    )
+    mqtt_password_file: str | None = Field(
+        None, description="file holding the broker password (a password in the URL wins)"
+    )
     mqtt_ca_file: str | None = Field(None, description="CA certificate for mqtts://")
     mqtt_cert_file: str | None = Field(None, description="client certificate for mqtts://")
     mqtt_key_file: str | None = Field(None, description="client key for mqtts://")
@@ -64,6 +52,15 @@ class ServiceSettings(BaseSettings):
     system: str = Field("demo", description="system id: one string of up to 196 series cells")
     instance: str | None = Field(None, description="instance name (default: the service name)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @field_validator(
+        "mqtt_username", "mqtt_password_file", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose files pass optional settings as `${VAR:-}`, i.e. empty when unset
+        return None if value == "" else value
 
     @field_validator("mqtt_url")
     @classmethod
@@ -78,9 +75,18 @@ class ServiceSettings(BaseSettings):
             raise ValueError("must be 1-32 lower-case letters, digits, '-' or '_'")
         return value
 
+    @model_validator(mode="after")
+    def _usable_credentials(self) -> Self:
+        self.endpoint  # noqa: B018 - refuse unreadable secrets at start-up, not at connect
+        return self
+
     @property
     def endpoint(self) -> MqttEndpoint:
-        return parse_mqtt_url(self.mqtt_url)
+        """The broker address with credentials: from the URL, else the user name and password
+        file settings (a file keeps the secret out of the environment and the process list)."""
+        return with_credentials(
+            parse_mqtt_url(self.mqtt_url), self.mqtt_username, self.mqtt_password_file
+        )
 
 
 def configure_logging(level: str, prefix: str = "") -> None:

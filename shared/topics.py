@@ -227,7 +227,7 @@ CONFIG = TopicSpec(
     1,
     True,
     (UI,),
-    (ANY,),
+    (ANY, THIRD_PARTY),
     "on change",
     "The active system configuration, with its version.",
 )

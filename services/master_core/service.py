@@ -63,7 +63,8 @@ PUBLISH_PERIOD_S = 0.1
 PERSIST_PERIOD_S = 10.0
 STATUS_PERIOD_S = 5.0
 STARTUP_GRACE_S = 10.0
-"""Modules never heard of count as lost only after this; until then the pack is incomplete
+"""Modules never heard of count as lost only this long after the first configuration (slaves
+start sampling once they have one, however late it comes); until then the pack is incomplete
 (limits 0, contactors stay open) but no fault latches."""
 
 
@@ -190,6 +191,8 @@ class MasterCore:
         )
         self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=self.mode))
         self._auto_close = self.settings.auto_close and old is None
+        if old is None:
+            self.started_s = self.monotonic()
 
     # --- inputs -----------------------------------------------------------------------------
     def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:

@@ -37,9 +37,7 @@ def make_driver(settings: SlaveAgentSettings, config: SystemConfig, modules: lis
 
 def run(settings: SlaveAgentSettings) -> int:
     configure_logging(settings.log_level)
-    if settings.instance is None:
-        rack = "" if settings.modules == "all" else "-" + settings.modules.replace(",", "_")
-        settings = settings.model_copy(update={"instance": KIND + rack})
+    settings = settings.model_copy(update={"instance": settings.instance_name()})
     bus = MqttBus.from_settings(settings, kind=KIND)
     presence: list[PresenceLink] = []
 
@@ -59,7 +57,8 @@ def run(settings: SlaveAgentSettings) -> int:
                 settings.endpoint, client_id=f"{bus.client_id}.m{m}", topic=topic,
                 online=status("online"), offline=status("offline"),
                 protocol=settings.mqtt_protocol, keepalive_s=settings.mqtt_keepalive_s,
-                tls_ca_file=settings.mqtt_ca_file,
+                tls_ca_file=settings.mqtt_ca_file, tls_cert_file=settings.mqtt_cert_file,
+                tls_key_file=settings.mqtt_key_file,
             )  # fmt: skip
             link.start()
             presence.append(link)

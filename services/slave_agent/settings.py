@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import socket
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.slave_agent.rack import rack_index, rack_instance, rack_modules
 from shared.settings import ServiceSettings
 
 
@@ -32,6 +34,12 @@ class SlaveAgentSettings(ServiceSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m services.slave_agent")
 
     modules: str = Field("all", description="modules hosted here: 'all', '0-6' or '0,2,4'")
+    rack: str | None = Field(
+        None,
+        description="rack number (hosts modules rack*modules_per_rack onwards), or 'ordinal': "
+        "the number ending the host name (a Kubernetes StatefulSet pod)",
+    )
+    modules_per_rack: int = Field(0, ge=0, le=196, description="modules per rack, with --rack")
     driver: Literal["simulated", "modbus"] = Field("simulated", description="hardware driver")
     master_silence_timeout_s: float = Field(
         3.0, gt=0, le=60, description="stop balancing when the master is silent this long"
@@ -52,6 +60,28 @@ class SlaveAgentSettings(ServiceSettings):
         if value != "all":
             parse_modules(value)
         return value
+
+    @model_validator(mode="after")
+    def _rack(self) -> Self:
+        """A rack setting becomes the module range and the instance name."""
+        if self.rack is None:
+            return self
+        if self.modules != "all":
+            raise ValueError("set either modules or rack, not both")
+        index = rack_index(self.rack, socket.gethostname())
+        self.modules = rack_modules(index, self.modules_per_rack)
+        self.rack = str(index)
+        if self.instance is None:
+            self.instance = rack_instance(index)
+        return self
+
+    def instance_name(self) -> str:
+        """The instance on `service/{instance}/status`: set, per rack, or per module range."""
+        if self.instance is not None:
+            return self.instance
+        if self.modules == "all":
+            return "slave_agent"
+        return "slave_agent-" + self.modules.replace(",", "_")
 
     def module_list(self, total_modules: int) -> list[int]:
         if self.modules == "all":

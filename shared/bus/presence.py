@@ -28,6 +28,8 @@ class PresenceLink:
         protocol: str = "5",
         keepalive_s: int = 10,
         tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
         self.topic = topic
         self._online = online
@@ -42,7 +44,8 @@ class PresenceLink:
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
-            self._client.tls_set(ca_certs=tls_ca_file)
+            # the same client certificate as the agent's main connection (brokers may require one)
+            self._client.tls_set(ca_certs=tls_ca_file, certfile=tls_cert_file, keyfile=tls_key_file)
         self._client.reconnect_delay_set(1, 10)
         self._client.will_set(topic, offline, qos=1, retain=True)
         self._client.on_connect = self._on_connect

@@ -15,9 +15,9 @@ from typing import Any
 
 from shared.bus import Delivery, MqttBus
 from shared.config import SystemConfig
-from shared.messages import CellTelemetry, ConfigMessage, ServiceStatus, SlaveStatus
+from shared.messages import CellTelemetry, ConfigMessage, Event, ServiceStatus, SlaveStatus
 from shared.settings import parse_mqtt_url
-from shared.topics import CONFIG, SERVICE_STATUS, SLAVE_STATUS, SLAVE_TELEMETRY
+from shared.topics import CONFIG, EVENTS, SERVICE_STATUS, SLAVE_STATUS, SLAVE_TELEMETRY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,3 +116,15 @@ def publish_config(url: str, config: SystemConfig) -> MqttBus:
 def publish_and_wait(bus: MqttBus, spec: Any, message: Any, **params: Any) -> None:
     bus.publish(spec, message, **params)
     time.sleep(0.05)
+
+
+def assert_event_crosses(sender: MqttBus, receiver: MqttBus, code: str) -> None:
+    """An event published by `sender` reaches `receiver` (both started) within 5 s."""
+    got: list[str] = []
+    receiver.subscribe(EVENTS, lambda d: got.append(d.message.code))
+    time.sleep(0.3)
+    sender.publish(EVENTS, Event(level="info", kind="info", code=code))
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        receiver.process(0.1)
+    assert got == [code]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
-from shared.messages import Event
 from shared.settings import parse_mqtt_url
-from shared.topics import EVENTS
+from tests.system.agents import assert_event_crosses
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 
@@ -49,17 +47,10 @@ def test_mqtts_url_with_a_ca_file(tmp_path: Path, system_id: str) -> None:
         plain = MqttBus(parse_mqtt_url(broker.url), system=system_id, service="plain", kind="test")
         bad = MqttBus(parse_mqtt_url(url), system=system_id, service="untrusted", kind="test",
                       tls_ca_file=str(other_ca))  # fmt: skip
-        got: list[str] = []
         try:
             assert good.start(wait_s=10)
             assert plain.start(wait_s=10)
-            plain.subscribe(EVENTS, lambda d: got.append(d.message.code))
-            time.sleep(0.3)
-            good.publish(EVENTS, Event(level="info", kind="info", code="over_tls"))
-            deadline = time.monotonic() + 5
-            while not got and time.monotonic() < deadline:
-                plain.process(0.1)
-            assert got == ["over_tls"]
+            assert_event_crosses(good, plain, "over_tls")
             assert not bad.start(wait_s=3)  # certificate not signed by the CA it trusts
         finally:
             for bus in (good, plain, bad):

@@ -1,0 +1,24 @@
+# SunSpec Modbus TCP (and RTU, with a serial device passed in) for SCADA and inverters.
+# Build from the repository root: docker build -f deploy/docker/modbus_gateway.Dockerfile .
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN groupadd --system --gid 10001 bms \
+ && useradd --system --uid 10001 --gid bms --no-create-home --home-dir /app bms
+WORKDIR /app
+# dependencies first: this layer is rebuilt only when uv.lock changes
+COPY deploy/requirements/modbus_gateway.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY shared/ shared/
+COPY services/__init__.py services/
+COPY services/modbus_gateway/ services/modbus_gateway/
+# compiled now: the non-root user cannot write __pycache__ at run time
+RUN python -m compileall -q shared services
+# numeric, so Kubernetes can verify runAsNonRoot
+USER 10001:10001
+# 502 needs root; the stack maps a host port onto 5020
+ENV BMS_TCP_PORT=5020
+EXPOSE 5020
+HEALTHCHECK --interval=10s --timeout=8s --start-period=60s --retries=3 \
+  CMD ["python", "-m", "shared.healthcheck", "modbus_gateway"]
+CMD ["python", "-m", "services.modbus_gateway"]

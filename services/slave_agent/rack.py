@@ -1,0 +1,52 @@
+"""Racks: one agent (one container) per rack, hosting a contiguous range of modules.
+
+Rack r with n modules per rack hosts modules r*n .. r*n+n-1 (0-based, as module numbers are).
+In a Kubernetes StatefulSet the rack is the pod's ordinal, read from the end of its host name
+(`bms-rack-2` is rack 2), so one manifest scales to any number of racks.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_MODULE = 195
+ORDINAL = "ordinal"
+_ORDINAL_RE = re.compile(r"-(\d+)$")
+
+
+def ordinal_from_hostname(hostname: str) -> int:
+    """The ordinal of a StatefulSet pod from its host name (`<set>-<ordinal>`)."""
+    short = hostname.split(".", 1)[0]
+    m = _ORDINAL_RE.search(short)
+    if m is None:
+        raise ValueError(
+            f"host name {hostname!r} does not end in '-<ordinal>' (a StatefulSet pod name)"
+        )
+    return int(m.group(1))
+
+
+def rack_index(rack: str, hostname: str) -> int:
+    """`rack` is a number, or 'ordinal' for the pod ordinal in `hostname`."""
+    if rack == ORDINAL:
+        return ordinal_from_hostname(hostname)
+    if not rack.isdigit():
+        raise ValueError(f"rack {rack!r} must be a number or {ORDINAL!r}")
+    return int(rack)
+
+
+def rack_modules(index: int, per_rack: int) -> str:
+    """The module range of rack `index`, as a `modules` setting ('4-7')."""
+    if per_rack < 1:
+        raise ValueError("a rack needs modules_per_rack of at least 1")
+    first = index * per_rack
+    if first > MAX_MODULE:
+        raise ValueError(
+            f"rack {index} would start at module {first}, past the last ({MAX_MODULE})"
+        )
+    last = min(first + per_rack - 1, MAX_MODULE)
+    return f"{first}-{last}" if last > first else str(first)
+
+
+def rack_instance(index: int) -> str:
+    """The instance name a rack announces itself with (`service/slave_agent-rack2/status`)."""
+    return f"slave_agent-rack{index}"

@@ -1,0 +1,1 @@
+"""Deployment helpers: the broker ACL generated from the topic registry, and credentials."""

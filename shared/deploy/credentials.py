@@ -1,0 +1,149 @@
+"""Broker credentials made at first start, never committed.
+
+`init STORE` makes one random password per broker user (`STORE/<user>/password`) when it is
+missing, the web UI's first admin password (`STORE/config_ui/admin_password`), and writes the
+broker's password file (`STORE/broker/passwd`, mosquitto's PBKDF2-SHA512 format) from them.
+It runs again at every start: existing secrets are kept, the password file is rewritten, so a
+user added in a new release gets a secret without touching the others. Service secrets belong
+to the services' user (`--uid`), the rest to root only.
+
+`show NAME` prints a user's password (`ui_admin`: the UI admin's); `k8s` prints Kubernetes
+Secrets with fresh passwords for `kubectl create -f -`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from shared.deploy.acl import SERVICE_ROLES, USERS
+from shared.topics import UI
+
+SERVICE_UID = 10001
+"""The non-root user every service image runs as."""
+PBKDF2_ITERATIONS = 101
+"""mosquitto_passwd's default for the `$7$` (PBKDF2-SHA512) format."""
+UI_ADMIN = "ui_admin"
+UI_ADMIN_FILE = "admin_password"
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
+    """A mosquitto 2 password file hash: `$7$iterations$salt$pbkdf2-sha512`, base64."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    b64 = base64.b64encode
+    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def password_file(passwords: dict[str, str]) -> str:
+    return "".join(f"{user}:{mosquitto_hash(pw)}\n" for user, pw in passwords.items())
+
+
+def _write(path: Path, text: str, uid: int | None, mode: int) -> None:
+    """Write through a temporary file, so a reader never sees half a secret."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    if uid is not None and os.geteuid() == 0:
+        os.chown(tmp, uid, uid)
+    tmp.replace(path)
+
+
+def _ensure(path: Path, uid: int | None) -> tuple[str, bool]:
+    if path.exists() and path.read_text().strip():
+        if uid is not None and os.geteuid() == 0:
+            os.chown(path, uid, uid)  # the volume may have been made by an older image
+        return path.read_text().strip(), False
+    secret = new_secret()
+    _write(path, secret + "\n", uid, 0o400)
+    return secret, True
+
+
+def init(store: Path, uid: int | None = SERVICE_UID) -> list[str]:
+    """Make what is missing under `store`; returns the names of the new secrets. Service
+    secrets go to `uid` when running as root (None: leave ownership alone)."""
+    made: list[str] = []
+    passwords: dict[str, str] = {}
+    for user in USERS:
+        owner = uid if user in SERVICE_ROLES else None
+        passwords[user], new = _ensure(store / user / "password", owner)
+        if new:
+            made.append(user)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(store / user, owner, owner)  # the service reads its directory's volume
+    _, new = _ensure(store / UI / UI_ADMIN_FILE, uid)
+    if new:
+        made.append(UI_ADMIN)
+    _write(store / "broker" / "passwd", password_file(passwords), None, 0o600)
+    return made
+
+
+def show(store: Path, name: str) -> str:
+    path = store / UI / UI_ADMIN_FILE if name == UI_ADMIN else store / name / "password"
+    if name not in (*USERS, UI_ADMIN):
+        raise SystemExit(f"unknown name {name!r}; known: {', '.join((*USERS, UI_ADMIN))}")
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist yet: start the stack once")
+    return path.read_text().strip()
+
+
+def k8s_secrets(namespace: str) -> str:
+    """Secrets for the Kubernetes manifests in deploy/k8s, as a JSON list (valid YAML)."""
+    passwords = {user: new_secret() for user in USERS}
+
+    def secret(name: str, data: dict[str, str]) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": data,
+        }
+
+    items = [
+        secret(f"bms-mqtt-{u.replace('_', '-')}", {"password": p}) for u, p in passwords.items()
+    ]
+    items.append(secret("bms-broker-passwd", {"passwd": password_file(passwords)}))
+    items.append(secret("bms-ui-admin", {UI_ADMIN_FILE: new_secret()}))
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.deploy.credentials",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_init = sub.add_parser("init", help="make missing secrets and the broker password file")
+    p_init.add_argument("store", type=Path, nargs="?", default=Path("/credentials"))
+    p_init.add_argument("--uid", type=int, default=SERVICE_UID, help="owner of service secrets")
+    p_show = sub.add_parser("show", help="print a password")
+    p_show.add_argument("name", help=f"a broker user or {UI_ADMIN}")
+    p_show.add_argument("--store", type=Path, default=Path("/credentials"))
+    p_k8s = sub.add_parser("k8s", help="print Kubernetes Secrets with fresh passwords")
+    p_k8s.add_argument("--namespace", default="bms")
+    args = parser.parse_args(argv)
+    if args.cmd == "init":
+        made = init(args.store, args.uid)
+        print(f"credentials in {args.store}: " + (f"made {', '.join(made)}" if made else "kept"))
+    elif args.cmd == "show":
+        print(show(args.store, args.name))
+    else:
+        print(k8s_secrets(args.namespace))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The generated ACL and password file on a real mosquitto: every role may publish and read
+exactly what the topic registry grants it, and nobody gets in without a valid password."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
+from shared.deploy import acl, credentials
+from shared.topics import TOPICS, TopicSpec
+
+pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+
+SYSTEM = "plant1"
+NOT_AUTHORIZED = 0x87
+
+
+class Client:
+    def __init__(self, port: int, user: str, password: str) -> None:
+        self.received: set[str] = set()
+        self.pubacks: dict[int, int] = {}
+        self.refused: list[int] = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        client_id = f"{user or 'anonymous'}-{uuid.uuid4().hex[:6]}"
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if user:
+            self.c.username_pw_set(user, password)
+        self.c.on_connect = self._on_connect
+        self.c.on_message = lambda _c, _u, m: self._add(self.received, m.topic)
+        self.c.on_publish = self._on_publish
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def _add(self, into: set[str], topic: str) -> None:
+        with self.lock:
+            into.add(topic)
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.refused.append(int(reason.value))
+        else:
+            self.connected.set()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self.lock:
+            self.pubacks[mid] = int(reason.value)
+
+    def publish(self, topic: str) -> int:
+        info = self.c.publish(topic, b"x", qos=1)
+        deadline = time.monotonic() + 5
+        while info.mid not in self.pubacks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.pubacks[info.mid]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    store = tmp_path_factory.mktemp("credentials")
+    credentials.init(store, uid=None)
+    acl_file = store / "acl"
+    acl_file.write_text(acl.render())
+    port = free_port()
+    extra = (
+        f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {store / 'broker' / 'passwd'}\nacl_file {acl_file}\n"
+    )
+    with MosquittoBroker(extra_config=extra):
+        wait_for_port("127.0.0.1", port, 5)
+        yield port, store
+
+
+def concrete(spec: TopicSpec[Any]) -> str:
+    return spec.topic(SYSTEM, **{p: "1" for p in spec.params})
+
+
+def login(broker: tuple[int, Path], user: str) -> Client:
+    port, store = broker
+    client = Client(port, user, credentials.show(store, user))
+    assert client.connected.wait(5), f"{user} could not log in: {client.refused}"
+    return client
+
+
+def test_each_role_publishes_exactly_what_the_registry_grants(broker: tuple[int, Path]) -> None:
+    for user in acl.USERS:
+        client = login(broker, user)
+        try:
+            for spec in TOPICS:
+                allowed = any(g.write and g.pattern == acl.pattern(spec) for g in acl.grants(user))
+                code = client.publish(concrete(spec))
+                assert (code != NOT_AUTHORIZED) == allowed, (user, spec.name, hex(code))
+        finally:
+            client.close()
+
+
+def test_each_role_reads_exactly_what_the_registry_grants(broker: tuple[int, Path]) -> None:
+    readers = {user: login(broker, user) for user in acl.USERS}
+    try:
+        for client in readers.values():
+            client.c.subscribe(f"bms/v1/{SYSTEM}/#", qos=1)
+        time.sleep(0.3)
+        # each topic published by a role allowed to: the broker then decides who receives it
+        for spec in TOPICS:
+            writer = next(u for u in acl.USERS if any(
+                g.write and g.pattern == acl.pattern(spec) for g in acl.grants(u)))  # fmt: skip
+            assert readers[writer].publish(concrete(spec)) == 0
+        time.sleep(0.5)
+        for user, client in readers.items():
+            expected = {
+                concrete(spec)
+                for spec in TOPICS
+                if any(g.read and g.pattern == acl.pattern(spec) for g in acl.grants(user))
+            }
+            assert client.received == expected, user
+    finally:
+        for client in readers.values():
+            client.close()
+
+
+def test_third_party_reads_state_but_cannot_command(broker: tuple[int, Path]) -> None:
+    grants = {g.pattern: g for g in acl.grants("third_party")}
+    assert not any(g.write for g in grants.values())
+    for name in ("pack/state", "pack/cells", "events", "config", "service/+/status"):
+        assert grants[f"bms/v1/+/{name}"].read
+    client = login(broker, "third_party")
+    try:
+        assert client.publish(f"bms/v1/{SYSTEM}/cmd/reset_faults") == NOT_AUTHORIZED
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("password", ["wrong", ""])
+def test_a_wrong_password_or_anonymous_is_refused(broker: tuple[int, Path], password: str) -> None:
+    port, _ = broker
+    client = Client(port, "master_core" if password else "", password)
+    try:
+        assert not client.connected.wait(2)
+        assert client.refused, "no CONNACK refusal"
+    finally:
+        client.close()

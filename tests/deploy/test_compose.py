@@ -1,0 +1,194 @@
+"""The compose files and Dockerfiles, read as data: every service healthy-checked, restarted,
+logged in as its own broker user with its own secret; racks cover every module once."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.slave_agent.settings import SlaveAgentSettings, parse_modules
+from shared.config import demo_config
+from shared.deploy.acl import SERVICE_ROLES
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+IMAGES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui")
+DEMO_MODULES = demo_config().topology.modules
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / name).read_text())
+    return data
+
+
+def mount(volume: str) -> tuple[str, str]:
+    """(source, target) of a short volume syntax; sources may hold `${VAR:-default}`."""
+    plain = re.sub(r"\$\{[^}]*\}", "VAR", volume)
+    source_len = len(volume) - len(plain) + len(plain.split(":")[0])
+    return volume[:source_len], plain.split(":")[1]
+
+
+def merged(*names: str) -> dict[str, Any]:
+    """Compose's merge of override files, for the keys these files use."""
+    out: dict[str, Any] = {}
+    for name in names:
+        for svc, spec in load(name)["services"].items():
+            base = out.setdefault(svc, {})
+            for key, value in spec.items():
+                if key == "environment":
+                    base[key] = {**base.get(key, {}), **value}
+                elif key == "volumes":
+                    targets = {mount(v)[1]: v for v in [*base.get(key, []), *value]}
+                    base[key] = list(targets.values())
+                else:
+                    base[key] = value
+    return out
+
+
+def dockerfile(svc: dict[str, Any]) -> str:
+    return (DEPLOY.parent / svc["build"]["dockerfile"]).read_text()
+
+
+def racks(services: dict[str, Any]) -> list[int]:
+    hosted = []
+    for name, svc in services.items():
+        env = svc.get("environment", {})
+        if name.startswith("slave-rack"):
+            settings = SlaveAgentSettings(rack=env["BMS_RACK"], modules_per_rack=int(
+                re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(env["BMS_MODULES_PER_RACK"]))))  # fmt: skip
+            hosted += settings.module_list(DEMO_MODULES)
+    return sorted(hosted)
+
+
+def test_every_service_restarts_and_has_a_health_check() -> None:
+    for name, svc in load("compose.yaml")["services"].items():
+        if name == "credentials":
+            assert svc["restart"] == "no"
+            continue
+        assert svc["restart"] == "unless-stopped", name
+        own = "test" in svc.get("healthcheck", {})
+        assert own or "\nHEALTHCHECK " in dockerfile(svc), name
+
+
+def test_each_service_logs_in_as_its_own_user_with_its_own_secret() -> None:
+    services = load("compose.yaml")["services"]
+    made_by_init = {mount(v)[1]: mount(v)[0] for v in services["credentials"]["volumes"]}
+    users = set()
+    for name, svc in services.items():
+        env = svc.get("environment", {})
+        if "BMS_MQTT_URL" not in env:
+            continue
+        user = env["BMS_MQTT_USERNAME"]
+        assert user in SERVICE_ROLES, name
+        assert svc["image"].startswith(f"bms/{user}:"), name
+        secret_dir = str(Path(env["BMS_MQTT_PASSWORD_FILE"]).parent)
+        mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
+        assert mounted[secret_dir] == f"secret-{user}", name
+        assert made_by_init[f"/credentials/{user}"] == f"secret-{user}"
+        users.add(user)
+    assert users == set(SERVICE_ROLES)
+
+
+def test_broker_requires_logins_and_keeps_retained_state() -> None:
+    broker = load("compose.yaml")["services"]["broker"]
+    assert broker["image"] == "eclipse-mosquitto:2"
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "acl_file" in conf and "password_file" in conf
+    assert "persistence true" in conf
+    assert any(v.startswith("broker-data:/mosquitto/data") for v in broker["volumes"])
+    depends = broker["depends_on"]["credentials"]["condition"]
+    assert depends == "service_completed_successfully"
+
+
+def test_dockerfiles_are_slim_non_root_and_install_only_their_extra() -> None:
+    for image in IMAGES:
+        text = (DEPLOY / "docker" / f"{image}.Dockerfile").read_text()
+        instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+        assert instructions[0] == "FROM python:3.11-slim", image
+        assert re.search(r"^USER 10001:10001$", text, re.M) and "--uid 10001" in text, image
+        assert f"COPY deploy/requirements/{image}.txt" in text, image
+        assert "--no-cache-dir" in text and "\nHEALTHCHECK " in text, image
+        copied = set(re.findall(r"^COPY services/(\w+)/", text, re.M))
+        assert copied == {image}, image
+        requirements = (DEPLOY / "requirements" / f"{image}.txt").read_text()
+        assert f"--extra {image}" in requirements.splitlines()[1], image
+        assert "pytest" not in requirements and "mypy" not in requirements
+
+
+def test_the_racks_of_each_layout_host_every_demo_module_once() -> None:
+    assert racks(merged("compose.yaml")) == list(range(DEMO_MODULES))
+    assert racks(merged("compose.yaml", "compose.racks.yaml")) == list(range(DEMO_MODULES))
+
+
+def test_added_racks_look_like_the_base_ones() -> None:
+    def without_rack(svc: dict[str, Any]) -> dict[str, Any]:
+        env = {k: v for k, v in svc["environment"].items() if k != "BMS_RACK"}
+        return {**svc, "environment": env}
+
+    base = without_rack(merged("compose.yaml")["slave-rack1"])
+    base["environment"]["BMS_MODULES_PER_RACK"] = "2"
+    for name, svc in merged("compose.yaml", "compose.racks.yaml").items():
+        if name.startswith("slave-rack"):
+            assert without_rack(svc) == base, name
+
+
+def test_remote_racks_need_the_broker_address_and_rack_number() -> None:
+    rack = load("compose.rack-remote.yaml")["services"]["rack"]
+    env = rack["environment"]
+    assert env["BMS_MQTT_URL"].startswith("${BMS_MQTT_URL:?")
+    assert env["BMS_RACK"].startswith("${BMS_RACK:?")
+    assert env["BMS_MQTT_USERNAME"] == "slave_agent"
+    assert rack["restart"] == "unless-stopped"
+    assert "HEALTHCHECK" in (DEPLOY / "docker" / "slave_agent.Dockerfile").read_text()
+
+
+def test_tls_override_moves_every_service_to_mqtts_with_the_ca() -> None:
+    services = merged("compose.yaml", "compose.tls.yaml")
+    for name, svc in services.items():
+        env = svc.get("environment", {})
+        if "BMS_MQTT_URL" in env:
+            assert env["BMS_MQTT_URL"] == "mqtts://broker:8883", name
+            sources = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
+            assert sources[env["BMS_MQTT_CA_FILE"]].endswith("/ca.crt"), name
+    assert services["broker"]["environment"]["MOSQUITTO_EXTRA_CONF"].endswith("tls.conf")
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose missing")
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["compose.yaml"],
+        ["compose.yaml", "compose.racks.yaml"],
+        ["compose.yaml", "compose.tls.yaml"],
+        ["compose.rack-remote.yaml"],
+    ],
+)
+def test_docker_compose_accepts_the_files(files: list[str]) -> None:
+    argv = [str(shutil.which("docker-compose")), "-p", "bmscheck"]
+    for f in files:
+        argv += ["-f", str(DEPLOY / f)]
+    env = {"BMS_MQTT_URL": "mqtt://central:1883", "BMS_RACK": "2"}  # nothing else set
+    done = subprocess.run([*argv, "config", "-q"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_ordinal_racks_cover_the_modules_of_a_scaled_statefulset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the Kubernetes StatefulSet in deploy/k8s/racks.yaml does with 2 replicas."""
+    sts = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "racks.yaml").read_text())
+               if d["kind"] == "StatefulSet")  # fmt: skip
+    env = {e["name"]: e["value"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BMS_RACK"] == "ordinal"
+    hosted = []
+    for ordinal in range(sts["spec"]["replicas"]):
+        monkeypatch.setattr("socket.gethostname", lambda o=ordinal: f"bms-rack-{o}")
+        settings = SlaveAgentSettings(rack="ordinal", modules_per_rack=env["BMS_MODULES_PER_RACK"])
+        assert settings.instance_name() == f"slave_agent-rack{ordinal}"
+        hosted += parse_modules(settings.modules)
+    assert [m for m in hosted if m < DEMO_MODULES] == list(range(DEMO_MODULES))

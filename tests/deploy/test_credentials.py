@@ -1,0 +1,86 @@
+"""Credentials made at first start: kept across restarts, private, and mosquitto-compatible."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shared.deploy import credentials
+from shared.deploy.acl import SERVICE_ROLES, USERS
+
+
+def test_first_start_makes_a_secret_per_user_and_the_password_file(tmp_path: Path) -> None:
+    made = credentials.init(tmp_path, uid=None)
+    assert set(made) == {*USERS, credentials.UI_ADMIN}
+    secrets = {u: credentials.show(tmp_path, u) for u in USERS}
+    assert len(set(secrets.values())) == len(USERS)  # all different
+    assert all(len(s) >= 32 for s in secrets.values())
+    passwd = (tmp_path / "broker" / "passwd").read_text().splitlines()
+    assert [line.split(":", 1)[0] for line in passwd] == list(USERS)
+    for path in [tmp_path / "broker" / "passwd", *(tmp_path / u / "password" for u in USERS)]:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path  # owner only
+
+
+def test_a_restart_keeps_secrets_and_adds_what_is_missing(tmp_path: Path) -> None:
+    credentials.init(tmp_path, uid=None)
+    before = {u: credentials.show(tmp_path, u) for u in USERS}
+    (tmp_path / "third_party" / "password").unlink()
+    assert credentials.init(tmp_path, uid=None) == ["third_party"]
+    after = {u: credentials.show(tmp_path, u) for u in USERS}
+    assert {u for u in USERS if before[u] != after[u]} == {"third_party"}
+    assert credentials.init(tmp_path, uid=None) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership changes need root")
+def test_service_secrets_belong_to_the_service_user_the_rest_to_root(tmp_path: Path) -> None:
+    credentials.init(tmp_path, uid=12345)
+    for user in USERS:
+        owner = (tmp_path / user / "password").stat().st_uid
+        assert owner == (12345 if user in SERVICE_ROLES else 0), user
+    assert (tmp_path / "broker" / "passwd").stat().st_uid == 0
+
+
+def test_hash_is_mosquittos_pbkdf2_sha512_format() -> None:
+    salt = bytes(range(12))
+    line = credentials.mosquitto_hash("secret", salt)
+    kind, iterations, salt_b64, digest_b64 = line.split("$")[1:]
+    assert (kind, iterations) == ("7", "101")
+    assert base64.b64decode(salt_b64) == salt
+    expected = hashlib.pbkdf2_hmac("sha512", b"secret", salt, 101)
+    assert base64.b64decode(digest_b64) == expected
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd missing")
+def test_mosquitto_passwd_reads_our_file(tmp_path: Path) -> None:
+    """mosquitto_passwd rewrites entries it can parse; a line it cannot parse makes it fail."""
+    path = tmp_path / "passwd"
+    path.write_text(credentials.password_file({"alice": "a", "bob": "b"}))
+    subprocess.run(["mosquitto_passwd", "-b", str(path), "carol", "c"], check=True)
+    users = [line.split(":")[0] for line in path.read_text().splitlines()]
+    assert users == ["alice", "bob", "carol"]
+
+
+def test_show_refuses_unknown_names(tmp_path: Path) -> None:
+    credentials.init(tmp_path, uid=None)
+    with pytest.raises(SystemExit, match="unknown name"):
+        credentials.show(tmp_path, "root")
+    assert credentials.show(tmp_path, credentials.UI_ADMIN)
+
+
+def test_kubernetes_secrets_have_one_secret_per_user_and_the_password_file() -> None:
+    doc = json.loads(credentials.k8s_secrets("bms"))
+    names = {item["metadata"]["name"]: item["stringData"] for item in doc["items"]}
+    for user in USERS:
+        assert names[f"bms-mqtt-{user.replace('_', '-')}"]["password"]
+    passwd = names["bms-broker-passwd"]["passwd"].splitlines()
+    assert [line.split(":")[0] for line in passwd] == list(USERS)
+    assert names["bms-ui-admin"][credentials.UI_ADMIN_FILE]
+    assert {item["metadata"]["namespace"] for item in doc["items"]} == {"bms"}
