@@ -17,7 +17,7 @@ from sse_starlette.sse import EventSourceResponse
 from services.config_ui import wizard
 from services.config_ui.auth import SESSION_COOKIE, ctx_of, require, session_of
 from services.config_ui.config_diff import DiffEntry
-from services.config_ui.config_store import ConfigImportError, ConfigVersion
+from services.config_ui.config_store import ConfigImportError, ConfigVersion, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
 from services.config_ui.users import LoginThrottled, Role, Session, UserError
 from shared.config import CHEMISTRY_PRESETS
@@ -28,10 +28,13 @@ from shared.messages import (
     ResetFaultsArgs,
     SetModeArgs,
 )
-from shared.messages.events import EventLevel
+from shared.messages.events import EventKind, EventLevel
 
 router = APIRouter(prefix="/api")
+MAX_VERSION = 2**31
+"""Configuration versions count from 1; larger numbers are refused before they reach SQLite."""
 Viewer = Annotated[Session, Depends(require("viewer"))]
+AccountOwner = Annotated[Session, Depends(require("viewer", before_password_change=True))]
 Operator = Annotated[Session, Depends(require("operator"))]
 Admin = Annotated[Session, Depends(require("admin"))]
 Ctx = Annotated[UiContext, Depends(ctx_of)]
@@ -78,6 +81,10 @@ class UserPatch(BaseModel):
 
 class PasswordChange(BaseModel):
     current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=256)
+
+
+class PasswordReset(BaseModel):
     new_password: str = Field(min_length=1, max_length=256)
 
 
@@ -149,7 +156,7 @@ def set_session_cookie(response: Response, token: str, *, secure: bool) -> None:
 
 
 @router.get("/session", tags=["session"])
-def current(session: Viewer, ctx: Ctx) -> SessionInfo:
+def current(session: AccountOwner, ctx: Ctx) -> SessionInfo:
     user = ctx.users.get_user(session.username)
     return SessionInfo(
         username=session.username,
@@ -160,13 +167,13 @@ def current(session: Viewer, ctx: Ctx) -> SessionInfo:
 
 
 @router.delete("/session", tags=["session"], status_code=204)
-def logout(request: Request, response: Response, session: Viewer, ctx: Ctx) -> None:
+def logout(request: Request, response: Response, session: AccountOwner, ctx: Ctx) -> None:
     ctx.users.delete_session(session.token)
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
 @router.post("/account/password", tags=["session"], status_code=204)
-def change_password(body: PasswordChange, session: Viewer, ctx: Ctx) -> None:
+def change_password(body: PasswordChange, session: AccountOwner, ctx: Ctx) -> None:
     if ctx.users.authenticate(session.username, body.current_password) is None:
         raise HTTPException(403, "the current password is wrong")
     try:
@@ -222,57 +229,33 @@ def services(_: Viewer, ctx: Ctx) -> dict[str, Any]:
 EVENT_COLUMNS = ("ts", "level", "kind", "code", "text", "source", "values")
 
 
-async def query_events(
-    ctx: UiContext,
-    *,
-    since_ts: float,
-    until_ts: float | None,
-    min_level: EventLevel,
-    kind: str | None,
-    code: str | None,
-    text: str | None,
-    limit: int,
-) -> list[dict[str, Any]]:
-    rows = await ctx.bridge.events(
-        EventsQueryArgs(since_ts=since_ts, min_level=min_level, limit=1000)
-    )
+async def query_events(ctx: UiContext, f: EventFilter) -> list[dict[str, Any]]:
+    """The master filters its whole log, so an old window or a rare code is found too."""
+    rows = await ctx.bridge.events(EventsQueryArgs(**f.model_dump()))
     if rows is None:
         raise HTTPException(504, "the master did not answer the event query")
-    out = []
-    for row in rows:
-        if until_ts is not None and float(row.get("ts", 0.0)) > until_ts:
-            continue
-        if kind and row.get("kind") != kind:
-            continue
-        if code and code not in str(row.get("code", "")):
-            continue
-        if text and text.lower() not in str(row.get("text", "")).lower():
-            continue
-        out.append(row)
-        if len(out) >= limit:
-            break
-    return out
+    return rows
 
 
 class EventFilter(BaseModel):
     since_ts: float = Field(0.0, ge=0.0, le=1e10)
     until_ts: float | None = Field(None, ge=0.0, le=1e10)
     min_level: EventLevel = "info"
-    kind: Literal["raise", "clear", "mode", "command", "config", "info"] | None = None
-    code: str | None = Field(None, max_length=64)
-    text: str | None = Field(None, max_length=100)
+    kind: EventKind | None = None
+    code: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$", description="part of the code")
+    text: str | None = Field(None, min_length=1, max_length=100, description="part of the text")
     limit: int = Field(500, ge=1, le=1000)
 
 
 @router.get("/events", tags=["events"])
 async def events(_: Viewer, ctx: Ctx, f: Annotated[EventFilter, Query()]) -> list[dict[str, Any]]:
     """The master's event log, newest first, filtered."""
-    return await query_events(ctx, **f.model_dump())
+    return await query_events(ctx, f)
 
 
 @router.get("/events.csv", tags=["events"], response_class=StreamingResponse)
 async def events_csv(_: Viewer, ctx: Ctx, f: Annotated[EventFilter, Query()]) -> Response:
-    rows = await query_events(ctx, **f.model_dump())
+    rows = await query_events(ctx, f)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow([*EVENT_COLUMNS[:1], "time_utc", *EVENT_COLUMNS[1:]])
@@ -387,7 +370,7 @@ def versions(
 
 @router.get("/config/versions/{version}", tags=["config"])
 def get_version(
-    version: Annotated[int, Path(ge=1, le=2**31)], _: Viewer, ctx: Ctx
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)], _: Viewer, ctx: Ctx
 ) -> dict[str, Any]:
     return version_info(_get(ctx, version))
 
@@ -405,8 +388,8 @@ def _get(ctx: UiContext, version: int) -> ConfigVersion:
 def diff(
     _: Viewer,
     ctx: Ctx,
-    from_version: Annotated[int, Query(ge=1, le=2**31)],
-    to_version: Annotated[int, Query(ge=1, le=2**31)],
+    from_version: Annotated[int, Query(ge=1, le=MAX_VERSION)],
+    to_version: Annotated[int, Query(ge=1, le=MAX_VERSION)],
 ) -> list[dict[str, Any]]:
     """What changed between two versions, field by field."""
     _get(ctx, from_version)
@@ -416,7 +399,7 @@ def diff(
 
 @router.post("/config/rollback/{version}", tags=["config"], status_code=201)
 def rollback(
-    version: Annotated[int, Path(ge=1, le=2**31)],
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
     session: Admin,
     ctx: Ctx,
     body: RollbackBody | None = None,
@@ -433,7 +416,7 @@ def rollback(
 
 @router.get("/config/export", tags=["config"])
 def export(
-    _: Viewer, ctx: Ctx, version: Annotated[int | None, Query(ge=1, le=2**31)] = None
+    _: Viewer, ctx: Ctx, version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None
 ) -> JSONResponse:
     """The configuration as a JSON file (the newest unless `version` is given)."""
     try:
@@ -447,14 +430,15 @@ def export(
 @router.post("/config/import", tags=["config"], status_code=201)
 def import_config(session: Admin, ctx: Ctx, data: Annotated[dict[str, Any], Body()]) -> Any:
     """Import an exported file (or a bare configuration) as a new version and apply it."""
-    config_data = data.get("config", data) if data.get("format") == "bms-config" else data
     try:
-        config = ctx.validate(config_data)
+        config = ctx.validate(unwrap_import(data))
+    except ConfigImportError as exc:
+        return rejected({"": exc.lines})
     except InvalidConfigError as exc:
         return rejected(exc.errors)
     try:
         version = ctx.apply(config, user=session.username, source="import", comment="imported")
-    except (ValueError, ConfigImportError) as exc:
+    except ValueError as exc:
         raise HTTPException(409, str(exc)) from exc
     return version_info(version)
 
@@ -569,11 +553,22 @@ def list_users(_: Admin, ctx: Ctx) -> list[dict[str, Any]]:
 def create_user(body: UserCreate, session: Admin, ctx: Ctx) -> dict[str, Any]:
     try:
         user = ctx.users.create_user(
-            body.username, body.password, body.role, created_by=session.username
-        )
+            body.username, body.password, body.role, created_by=session.username,
+            must_change_password=True,
+        )  # fmt: skip
     except UserError as exc:
         raise HTTPException(422, str(exc)) from exc
     return user_info(user)
+
+
+@router.post("/users/{username}/password", tags=["users"], status_code=204)
+def reset_password(username: str, body: PasswordReset, session: Admin, ctx: Ctx) -> None:
+    """Set a user's password (a forgotten one); their sessions end and they must choose
+    their own at the next login."""
+    try:
+        ctx.users.set_password(username, body.new_password, by=session.username)
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from exc
 
 
 @router.patch("/users/{username}", tags=["users"])

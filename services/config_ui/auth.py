@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from services.config_ui.context import UiContext
 from services.config_ui.users import Role, Session, role_allows
@@ -17,6 +18,7 @@ SESSION_COOKIE = "bms_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CHANGE_PASSWORD_FIRST = "set your own password first (POST /api/account/password)"
 
 
 def ctx_of(request: Request) -> UiContext:
@@ -42,13 +44,22 @@ async def _csrf_token(request: Request) -> str | None:
     return None
 
 
-def require(role: Role) -> Callable[[Request], Awaitable[Session]]:
-    """A dependency: the caller's session, with at least `role`, and a CSRF token on writes."""
+def require(
+    role: Role, *, before_password_change: bool = False
+) -> Callable[[Request], Awaitable[Session]]:
+    """A dependency: the caller's session, with at least `role`, and a CSRF token on writes.
+
+    A user whose password was generated or set by someone else may only change it, see their
+    session and log out (`before_password_change`) until they have.
+    """
 
     async def dependency(request: Request) -> Session:
-        session = session_of(request)
+        # a SQLite write (last_seen): off the event loop, which also carries the live streams
+        session = await run_in_threadpool(session_of, request)
         if session is None:
             raise HTTPException(401, "log in first")
+        if session.must_change_password and not before_password_change:
+            raise HTTPException(403, CHANGE_PASSWORD_FIRST)
         if not role_allows(session.role, role):
             raise HTTPException(403, f"needs the {role} role; you are {session.role}")
         if request.method not in SAFE_METHODS:

@@ -384,6 +384,16 @@ class ConfigStore:
 def parse_import(data: Any) -> SystemConfig:
     """The configuration in an export document, a bare configuration dict or JSON text of
     either; ConfigImportError with one line per problem otherwise."""
+    try:
+        return SystemConfig.model_validate(unwrap_import(data))
+    except ValidationError as exc:
+        raise ConfigImportError(explain_errors(exc)) from exc
+
+
+def unwrap_import(data: Any) -> dict[str, Any]:
+    """The configuration object in an export document (its format and version checked), a
+    bare configuration dict or JSON text of either, not yet validated; ConfigImportError with
+    one line per problem otherwise."""
     if isinstance(data, bytes | bytearray):
         try:
             data = data.decode("utf-8")
@@ -425,10 +435,7 @@ def parse_import(data: Any) -> SystemConfig:
             )
         if problems:
             raise ConfigImportError(problems)
-    try:
-        return SystemConfig.model_validate(body)
-    except ValidationError as exc:
-        raise ConfigImportError(explain_errors(exc)) from exc
+    return dict(body)
 
 
 def _json_type(value: Any) -> str:

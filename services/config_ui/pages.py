@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import pathlib
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from services.config_ui import wizard
-from services.config_ui.api import diff_info, review, set_session_cookie, summary
+from services.config_ui.api import MAX_VERSION, diff_info, review, set_session_cookie, summary
 from services.config_ui.auth import SESSION_COOKIE, ctx_of, require, session_of
 from services.config_ui.config_diff import config_diff
+from services.config_ui.config_store import ConfigImportError, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
 from services.config_ui.users import LoginThrottled, Session, UserError, role_allows
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+TEMPLATES = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 Viewer = Annotated[Session, Depends(require("viewer"))]
+AccountOwner = Annotated[Session, Depends(require("viewer", before_password_change=True))]
 Admin = Annotated[Session, Depends(require("admin"))]
 Ctx = Annotated[UiContext, Depends(ctx_of)]
+MAX_IMPORT_BYTES = 1_000_000
+VersionQuery = Annotated[int, Query(ge=1, le=MAX_VERSION)]
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
 def render(
@@ -79,7 +84,7 @@ def _safe_next(url: str) -> str:
 
 
 @router.post("/logout")
-def logout(session: Viewer, ctx: Ctx) -> Response:
+def logout(session: AccountOwner, ctx: Ctx) -> Response:
     ctx.users.delete_session(session.token)
     response = redirect("/login")
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -87,7 +92,7 @@ def logout(session: Viewer, ctx: Ctx) -> Response:
 
 
 @router.get("/account")
-def account(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
+def account(request: Request, session: AccountOwner, ctx: Ctx) -> HTMLResponse:
     user = ctx.users.get_user(session.username)
     return render(request, "account.html", session, user=user, error="", done=False)
 
@@ -95,7 +100,7 @@ def account(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
 @router.post("/account")
 def account_submit(
     request: Request,
-    session: Viewer,
+    session: AccountOwner,
     ctx: Ctx,
     current_password: Annotated[str, Form(max_length=256)],
     new_password: Annotated[str, Form(max_length=256)],
@@ -154,7 +159,11 @@ def config_page(request: Request, session: Viewer, ctx: Ctx, error: str = "") ->
 
 @router.get("/config/diff")
 def config_diff_page(
-    request: Request, session: Viewer, ctx: Ctx, from_version: int, to_version: int
+    request: Request,
+    session: Viewer,
+    ctx: Ctx,
+    from_version: VersionQuery,
+    to_version: VersionQuery,
 ) -> HTMLResponse:
     try:
         entries = ctx.store.diff(from_version, to_version)
@@ -171,7 +180,7 @@ def config_diff_page(
 
 
 @router.post("/config/rollback/{version}")
-def config_rollback(version: int, session: Admin, ctx: Ctx) -> Response:
+def config_rollback(version: VersionPath, session: Admin, ctx: Ctx) -> Response:
     try:
         ctx.rollback(version, user=session.username, comment=f"rollback to version {version}")
     except (KeyError, ValueError) as exc:
@@ -182,15 +191,13 @@ def config_rollback(version: int, session: Admin, ctx: Ctx) -> Response:
 @router.post("/config/import")
 async def config_import(file: UploadFile, session: Admin, ctx: Ctx) -> Response:
     try:
-        data = json.loads(await file.read(1_000_001))
-        if isinstance(data, dict) and data.get("format") == "bms-config":
-            data = data.get("config")
-        config = ctx.validate(data)
-        ctx.apply(
-            config, user=session.username, source="import", comment=f"imported {file.filename}"
-        )
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return redirect(f"/config?error={quote(f'not a JSON file: {exc}')}")
+        config = ctx.validate(unwrap_import(await file.read(MAX_IMPORT_BYTES + 1)))
+        await run_in_threadpool(
+            ctx.apply,
+            config, user=session.username, source="import", comment=f"imported {file.filename}",
+        )  # fmt: skip
+    except ConfigImportError as exc:
+        return redirect(f"/config?error={quote('; '.join(exc.lines)[:1500])}")
     except InvalidConfigError as exc:
         return redirect(f"/config?error={quote(str(exc)[:1500])}")
     except ValueError as exc:
@@ -198,7 +205,6 @@ async def config_import(file: UploadFile, session: Admin, ctx: Ctx) -> Response:
     return redirect("/config")
 
 
-# --- wizard -----------------------------------------------------------------------------------
 @router.get("/wizard")
 def wizard_start(session: Admin) -> Response:
     return redirect(f"/wizard/{wizard.STEPS[0].key}")
@@ -306,6 +312,13 @@ async def wizard_submit(request: Request, key: str, session: Admin, ctx: Ctx) ->
         many = [v for v in form.getlist(k) if isinstance(v, str)]
         if len(many) > 1:
             values[k] = ",".join(many)
+    # the rest touches SQLite: off the event loop, so live streams keep flowing
+    return await run_in_threadpool(_wizard_step, request, key, values, session, ctx)
+
+
+def _wizard_step(
+    request: Request, key: str, values: dict[str, str], session: Session, ctx: UiContext
+) -> Response:
     go = values.get("go", "next")
     if key == "review" and go == "apply":
         return _wizard_apply(request, session, ctx, values.get("comment", "")[:500])
@@ -361,7 +374,10 @@ def users_create(
     try:
         if role not in ("viewer", "operator", "admin"):
             raise UserError(f"unknown role {role!r}")
-        ctx.users.create_user(username, password, role, created_by=session.username)  # type: ignore[arg-type]
+        ctx.users.create_user(
+            username, password, role, created_by=session.username,  # type: ignore[arg-type]
+            must_change_password=True,
+        )  # fmt: skip
     except UserError as exc:
         return redirect(f"/users?error={quote(str(exc))}")
     return redirect("/users")
@@ -375,6 +391,17 @@ def users_role(
         if role not in ("viewer", "operator", "admin"):
             raise UserError(f"unknown role {role!r}")
         ctx.users.set_role(username, role, by=session.username)  # type: ignore[arg-type]
+    except UserError as exc:
+        return redirect(f"/users?error={quote(str(exc))}")
+    return redirect("/users")
+
+
+@router.post("/users/{username}/password")
+def users_password(
+    username: str, session: Admin, ctx: Ctx, new_password: Annotated[str, Form(max_length=256)]
+) -> Response:
+    try:
+        ctx.users.set_password(username, new_password, by=session.username)
     except UserError as exc:
         return redirect(f"/users?error={quote(str(exc))}")
     return redirect("/users")

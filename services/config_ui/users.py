@@ -100,6 +100,8 @@ class Session:
     """Read from the users table on every lookup, so a role change applies at once."""
     created_ts: float
     last_seen_ts: float
+    must_change_password: bool = False
+    """Read with the role: until the user sets their own password, nothing else is allowed."""
 
 
 class LoginThrottled(Exception):  # noqa: N818  (the name says what happened)
@@ -419,7 +421,10 @@ class UserStore:
                 "last_seen_ts) VALUES (?, ?, ?, ?, ?)",
                 (_token_digest(token), csrf_token, user.username, now, now),
             )
-        return Session(token, csrf_token, user.username, cast(Role, row["role"]), now, now)
+        return Session(
+            token, csrf_token, user.username, cast(Role, row["role"]), now, now,
+            must_change_password=bool(row["must_change_password"]),
+        )  # fmt: skip
 
     def get_session(self, token: str) -> Session | None:
         """The live session for `token`, its last_seen_ts updated; None when unknown, expired
@@ -430,7 +435,8 @@ class UserStore:
         now = self._clock()
         with self._lock, transaction(self._conn):
             row = self._conn.execute(
-                "SELECT s.csrf_token, s.username, s.created_ts, s.last_seen_ts, u.role "
+                "SELECT s.csrf_token, s.username, s.created_ts, s.last_seen_ts, u.role, "
+                "u.must_change_password "
                 "FROM sessions s JOIN users u ON u.username = s.username "
                 "WHERE s.token_sha256 = ?",
                 (digest,),
@@ -452,6 +458,7 @@ class UserStore:
             role=cast(Role, row["role"]),
             created_ts=created_ts,
             last_seen_ts=now,
+            must_change_password=bool(row["must_change_password"]),
         )
 
     def delete_session(self, token: str) -> None:

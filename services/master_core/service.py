@@ -270,7 +270,7 @@ class MasterCore:
 
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, EventsQueryArgs)
-        rows = self.store.events(since_ts=args.since_ts, min_level=args.min_level, limit=args.limit)
+        rows = self.store.events(**args.model_dump())
         return CommandOutcome(True, result={"events": rows})
 
     # --- the loop ---------------------------------------------------------------------------

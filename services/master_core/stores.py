@@ -56,15 +56,37 @@ class Store:
             return int(cur.lastrowid or 0)
 
     def events(
-        self, *, since_ts: float = 0.0, min_level: str = "info", limit: int = 100
+        self,
+        *,
+        since_ts: float = 0.0,
+        until_ts: float | None = None,
+        min_level: str = "info",
+        kind: str | None = None,
+        code: str | None = None,
+        text: str | None = None,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Newest first."""
+        """Newest first. `code` and `text` match a part, `text` ignoring case."""
+        where = ["ts >= ?", "level_rank >= ?"]
+        params: list[Any] = [since_ts, LEVELS.index(min_level)]
+        if until_ts is not None:
+            where.append("ts <= ?")
+            params.append(until_ts)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if code:
+            where.append("instr(code, ?) > 0")
+            params.append(code)
+        if text:
+            where.append("instr(lower(text), lower(?)) > 0")
+            params.append(text)
+        sql = (
+            "SELECT id, ts, level, kind, code, text, source, values_json FROM events"
+            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        )
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, ts, level, kind, code, text, source, values_json FROM events"
-                " WHERE ts >= ? AND level_rank >= ? ORDER BY id DESC LIMIT ?",
-                (since_ts, LEVELS.index(min_level), limit),
-            ).fetchall()
+            rows = self._db.execute(sql, (*params, limit)).fetchall()
         keys = ("id", "ts", "level", "kind", "code", "text", "source")
         return [dict(zip(keys, r[:7], strict=True)) | {"values": json.loads(r[7])} for r in rows]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.messages.envelope import Message, Timestamp
-from shared.messages.events import EventLevel
+from shared.messages.events import EventKind, EventLevel
 from shared.messages.slave import SlaveMode
 
 
@@ -38,8 +38,14 @@ class HeartbeatArgs(CommandArgs):
 
 
 class EventsQueryArgs(CommandArgs):
+    """A filter on the master's event log; the newest `limit` matches come back, newest first."""
+
     since_ts: Timestamp = 0.0
+    until_ts: Timestamp | None = None
     min_level: EventLevel = "info"
+    kind: EventKind | None = None
+    code: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$", description="part of the code")
+    text: str | None = Field(None, min_length=1, max_length=100, description="part of the text")
     limit: int = Field(100, ge=1, le=1000)
 
 

@@ -17,6 +17,7 @@ from services.config_ui.context import UiContext
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserStore
+from services.master_core.stores import Store as EventStore
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.commands import CommandOutcome, CommandServer
 from shared.messages import CommandArgs, EventsQueryArgs, SetModeArgs
@@ -27,18 +28,18 @@ ADMIN_PASSWORD = "admin-password-1"
 
 @dataclass
 class StandInMaster:
-    """Answers the UI's commands as the master would, recording what it got."""
+    """Answers the UI's commands as the master would, recording what it got; the event log
+    is the master's own SQLite store."""
 
     bus: InMemoryBus
     received: list[tuple[str, CommandArgs]]
-    events: list[dict[str, object]]
+    events: EventStore
 
     def handle(self, name: str, args: CommandArgs) -> CommandOutcome:
         self.received.append((name, args))
         if name == "events_query":
             assert isinstance(args, EventsQueryArgs)
-            rows = [e for e in self.events if float(str(e["ts"])) >= args.since_ts]
-            return CommandOutcome(True, result={"events": rows[: args.limit]})
+            return CommandOutcome(True, result={"events": self.events.events(**args.model_dump())})
         if isinstance(args, SetModeArgs) and args.mode == "standby":
             return CommandOutcome(False, "refused for the test")
         return CommandOutcome(True)
@@ -71,7 +72,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s)
     ctx = UiContext(settings=settings, store=store, users=users, live=live, bridge=bridge)
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
-    master = StandInMaster(master_bus, [], [])
+    master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
     names = ("set_mode", "contactors", "reset_faults", "events_query")
     CommandServer(master_bus, {n: (lambda a, n=n: master.handle(n, a)) for n in names})
     bus.start()
@@ -94,6 +95,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     bridge.stop()
     store.close()
     users.close()
+    master.events.close()
 
 
 @pytest.fixture

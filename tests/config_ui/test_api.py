@@ -6,10 +6,12 @@ import csv
 import io
 import time
 
+from services.config_ui.auth import CHANGE_PASSWORD_FIRST
 from services.config_ui.users import Role
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config
 from shared.messages import ConfigAck, ConfigMessage, Event
+from shared.messages.events import EventKind, EventLevel, EventValue
 from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE
 from tests.config_ui.conftest import ADMIN_PASSWORD, SYSTEM, UiHarness
 from tests.factories import pack_state
@@ -118,6 +120,56 @@ def test_password_change_needs_the_current_one(ui: UiHarness) -> None:
     )
     assert r.status_code == 204
     assert ui.ctx.users.authenticate("admin", "brand-new-pass-1") is not None
+
+
+def test_a_password_set_by_someone_else_must_be_changed_before_anything_else(
+    ui: UiHarness,
+) -> None:
+    ui.login()
+    ui.client.post(
+        "/api/users", json={"username": "olga", "password": "olga-password-1", "role": "admin"}
+    )
+    ui.client.cookies.clear()
+    info = ui.client.post(
+        "/api/session", json={"username": "olga", "password": "olga-password-1"}
+    ).json()
+    assert info["must_change_password"] is True
+    ui.client.headers["X-CSRF-Token"] = info["csrf_token"]
+    for path in ("/api/state", "/api/config", "/api/users", "/api/events"):
+        r = ui.client.get(path)
+        assert (r.status_code, r.json()["detail"]) == (403, CHANGE_PASSWORD_FIRST), path
+    assert ui.client.post("/api/commands/reset_faults").status_code == 403
+    page = ui.client.get("/config", follow_redirects=False)
+    assert (page.status_code, page.headers["location"]) == (303, "/account")
+    assert ui.client.get("/account").status_code == 200
+    assert ui.client.get("/api/session").json()["must_change_password"] is True
+    change = {"current_password": "olga-password-1", "new_password": "olga-own-password-2"}
+    assert ui.client.post("/api/account/password", json=change).status_code == 204
+    assert ui.client.get("/api/state").status_code == 200
+    assert ui.client.get("/api/session").json()["must_change_password"] is False
+
+
+def test_admin_resets_a_forgotten_password(ui: UiHarness) -> None:
+    ui.login()
+    ui.client.post(
+        "/api/users", json={"username": "olga", "password": "olga-password-1", "role": "viewer"}
+    )
+    reset = {"new_password": "olga-reset-password-3"}
+    assert ui.client.post("/api/users/olga/password", json=reset).status_code == 204
+    assert ui.ctx.users.authenticate("olga", "olga-password-1") is None
+    olga = ui.ctx.users.authenticate("olga", "olga-reset-password-3")
+    assert olga is not None and olga.must_change_password
+    assert ui.client.post("/api/users/nobody/password", json=reset).status_code == 422
+    short = {"new_password": "short"}
+    assert ui.client.post("/api/users/olga/password", json=short).status_code == 422
+
+
+def test_version_numbers_beyond_sqlite_are_refused_not_crashed(ui: UiHarness) -> None:
+    ui.login()
+    huge = 10**20
+    assert ui.client.get(f"/config/diff?from_version={huge}&to_version=1").status_code == 422
+    assert ui.client.post(f"/config/rollback/{huge}").status_code == 422
+    assert ui.client.get(f"/api/config/versions/{huge}").status_code == 422
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -247,29 +299,43 @@ def test_commands_return_the_masters_reply(ui: UiHarness) -> None:
     assert ui.client.post("/api/commands/set_mode", json={"mode": "sleep"}).status_code == 422
 
 
+def add_event(ui: UiHarness, ts: float, level: EventLevel, kind: EventKind, code: str, text: str,
+              **values: EventValue) -> None:  # fmt: skip
+    event = Event(level=level, kind=kind, code=code, text=text, values=values)
+    ui.master.events.add_event(event, ts=ts, source="master_core")
+
+
 def test_events_are_filtered_and_exported_as_csv(ui: UiHarness) -> None:
     ui.login()
     now = time.time()
-    ui.master.events.extend(
-        [
-            {"id": 3, "ts": now, "level": "fault", "kind": "raise", "code": "cell_overvoltage",
-             "text": "cell 4 at 4.31 V", "source": "master_core", "values": {"cell": 4}},
-            {"id": 2, "ts": now - 1, "level": "info", "kind": "command", "code": "contactors",
-             "text": "close", "source": "master_core", "values": {}},
-            {"id": 1, "ts": now - 2, "level": "warning", "kind": "raise", "code": "cell_imbalance",
-             "text": "spread", "source": "master_core", "values": {}},
-        ]
-    )  # fmt: skip
+    add_event(ui, now - 2, "warning", "raise", "cell_imbalance", "spread")
+    add_event(ui, now - 1, "info", "command", "contactors", "close")
+    add_event(ui, now, "fault", "raise", "cell_overvoltage", "cell 4 at 4.31 V", cell=4)
     assert len(ui.client.get("/api/events").json()) == 3
     assert [e["id"] for e in ui.client.get("/api/events?kind=raise").json()] == [3, 1]
     assert [e["id"] for e in ui.client.get("/api/events?code=overvolt").json()] == [3]
     assert [e["id"] for e in ui.client.get("/api/events?text=CELL%204").json()] == [3]
     assert [e["id"] for e in ui.client.get(f"/api/events?until_ts={now - 0.5}").json()] == [2, 1]
+    assert [e["id"] for e in ui.client.get("/api/events?min_level=warning").json()] == [3, 1]
     r = ui.client.get("/api/events.csv?kind=raise")
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["code"] for row in rows] == ["cell_overvoltage", "cell_imbalance"]
     assert rows[0]["values"] == '{"cell": 4}'
+
+
+def test_event_filters_reach_past_the_newest_thousand(ui: UiHarness) -> None:
+    """A rare old event is found under 1500 newer ones, and an old time window is complete."""
+    ui.login()
+    start = time.time() - 10_000
+    add_event(ui, start, "fault", "raise", "welded_contactor", "main positive welded")
+    for i in range(1500):
+        add_event(ui, start + 1 + i, "info", "command", "heartbeat", f"beat {i}")
+    found = ui.client.get("/api/events?code=welded").json()
+    assert [e["code"] for e in found] == ["welded_contactor"]
+    window = ui.client.get(f"/api/events?since_ts={start}&until_ts={start + 10.5}&limit=1000")
+    assert len(window.json()) == 11
+    assert ui.client.get("/api/events?code=Not-A-Code").status_code == 422
 
 
 def test_recent_bus_events_reach_the_live_view(ui: UiHarness) -> None:

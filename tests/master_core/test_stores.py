@@ -31,6 +31,18 @@ def test_events_persist_and_query_by_level_and_time(tmp_path: Path) -> None:
     assert again.events(min_level="alarm")[0]["values"] == {"v": 4.3}
     assert [e["code"] for e in again.events(since_ts=11.5)] == ["cell_imbalance"]
     assert len(again.events(limit=2)) == 2
+    assert [e["code"] for e in again.events(until_ts=11.0)] == ["cell_overvoltage", "mode_working"]
+    assert [e["code"] for e in again.events(kind="raise")] == ["cell_overvoltage"]
+    assert [e["code"] for e in again.events(code="cell_")] == ["cell_imbalance", "cell_overvoltage"]
+
+
+def test_event_text_filter_ignores_case_and_takes_wildcards_literally(tmp_path: Path) -> None:
+    store = Store(tmp_path / "demo.sqlite")
+    for i, text in enumerate(("Cell 4 at 4.31 V", "100% SOC", "cell_4 open wire")):
+        store.add_event(Event(level="info", kind="info", code="x", text=text), ts=i, source="m")
+    assert [e["text"] for e in store.events(text="CELL 4")] == ["Cell 4 at 4.31 V"]
+    assert [e["text"] for e in store.events(text="%")] == ["100% SOC"]
+    assert [e["text"] for e in store.events(text="l_4")] == ["cell_4 open wire"]
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
