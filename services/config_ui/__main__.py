@@ -16,7 +16,7 @@ from services.config_ui.config_store import ConfigStore
 from services.config_ui.context import UiContext
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
-from services.config_ui.users import UserStore
+from services.config_ui.users import UserError, UserStore
 from shared.bus import MqttBus
 from shared.config import demo_config
 from shared.settings import configure_logging
@@ -64,7 +64,11 @@ def run(settings: ConfigUiSettings) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     db = data_dir / f"config_ui-{settings.system}.sqlite"
     store, users = ConfigStore(db), UserStore(db)
-    first_admin(users, settings)
+    try:
+        first_admin(users, settings)
+    except (OSError, UserError) as exc:
+        log.error("cannot create the first admin from %s: %s", settings.ui_admin_password_file, exc)
+        return 2
     live = LiveView(history_s=settings.ui_history_s)
     bus = MqttBus.from_settings(settings, kind=KIND)
     bridge = BusBridge(bus, live, command_timeout_s=settings.ui_command_timeout_s)

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -13,9 +14,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 
 from services.config_ui import wizard
-from services.config_ui.auth import SESSION_COOKIE, ctx_of, require, session_of
+from services.config_ui.auth import SESSION_COOKIE, client_of, ctx_of, require, session_of
 from services.config_ui.config_diff import DiffEntry
 from services.config_ui.config_store import ConfigImportError, ConfigVersion, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
@@ -31,6 +33,8 @@ from shared.messages import (
 from shared.messages.events import EventKind, EventLevel
 
 router = APIRouter(prefix="/api")
+SESSION_RECHECK_S = 5.0
+"""How often a live stream checks that its session still exists."""
 MAX_VERSION = 2**31
 """Configuration versions count from 1; larger numbers are refused before they reach SQLite."""
 Viewer = Annotated[Session, Depends(require("viewer"))]
@@ -130,7 +134,7 @@ def rejected(errors: dict[str, list[str]]) -> JSONResponse:
 def login(body: LoginBody, request: Request, response: Response, ctx: Ctx) -> SessionInfo:
     """Log in: sets the session cookie and returns the CSRF token for writes."""
     try:
-        user = ctx.users.authenticate(body.username, body.password)
+        user = ctx.login(body.username, body.password, client=client_of(request))
     except LoginThrottled as exc:
         raise HTTPException(
             429,
@@ -197,7 +201,15 @@ async def live(request: Request, _: Viewer, ctx: Ctx) -> EventSourceResponse:
     period = ctx.settings.ui_live_period_s
 
     async def stream() -> AsyncIterator[dict[str, str]]:
+        checked_s = time.monotonic()
         while not await request.is_disconnected():
+            if time.monotonic() - checked_s >= SESSION_RECHECK_S:
+                # a stream lives for hours: a logout or a deleted user must end it too
+                checked_s = time.monotonic()
+                session = await run_in_threadpool(session_of, request)
+                if session is None or session.must_change_password:
+                    yield {"event": "session_ended", "data": "{}"}
+                    return
             yield {"event": "state", "data": json.dumps(ctx.live.snapshot())}
             await asyncio.sleep(period)
 
@@ -565,6 +577,8 @@ def create_user(body: UserCreate, session: Admin, ctx: Ctx) -> dict[str, Any]:
 def reset_password(username: str, body: PasswordReset, session: Admin, ctx: Ctx) -> None:
     """Set a user's password (a forgotten one); their sessions end and they must choose
     their own at the next login."""
+    if username == session.username:
+        raise HTTPException(422, "change your own password with POST /api/account/password")
     try:
         ctx.users.set_password(username, body.new_password, by=session.username)
     except UserError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -15,6 +16,7 @@ from services.config_ui import api, pages
 from services.config_ui.auth import CHANGE_PASSWORD_FIRST
 from services.config_ui.context import UiContext
 
+log = logging.getLogger("config_ui.http")
 STATIC_DIR = Path(__file__).parent / "static"
 SECURITY_HEADERS = {
     # all scripts and styles are files of this site: no inline code, nothing from elsewhere
@@ -51,10 +53,18 @@ def create_app(ctx: UiContext) -> FastAPI:
     def healthz() -> dict[str, object]:
         """Up, and whether the broker is connected."""
         connected = bool(getattr(ctx.bridge.bus, "connected", True))
-        return {"status": "ok", "mqtt_connected": connected, "system": ctx.system}
+        return {
+            "status": "ok", "mqtt_connected": connected, "system": ctx.system,
+            "counters": ctx.counters(),
+        }  # fmt: skip
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        ctx.count(f"http_{exc.status_code}")
+        if exc.status_code in (403, 409, 429) or exc.status_code >= 500:
+            log.warning(
+                "%s %s: %d %s", request.method, request.url.path, exc.status_code, exc.detail
+            )
         if not _is_api(request) and exc.status_code == 401:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -75,7 +85,16 @@ def create_app(ctx: UiContext) -> FastAPI:
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
             for e in exc.errors()
         ]
+        ctx.count("http_invalid_request")
+        log.warning("%s %s refused: %s", request.method, request.url.path, "; ".join(problems[:5]))
         return JSONResponse({"detail": "invalid request", "problems": problems}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # a bug, not bad input: logged with its traceback and counted, the service goes on
+        ctx.count("http_internal_errors")
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error; the service log has the details"}, 500)
 
     @app.middleware("http")
     async def headers(

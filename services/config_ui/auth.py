@@ -26,6 +26,11 @@ def ctx_of(request: Request) -> UiContext:
     return ctx
 
 
+def client_of(request: Request) -> str:
+    """The peer address, for the log (behind a proxy: the proxy's)."""
+    return request.client.host if request.client else "unknown"
+
+
 def session_of(request: Request) -> Session | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 200:

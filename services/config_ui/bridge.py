@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from services.config_ui.live import LiveView
@@ -14,6 +15,7 @@ from shared.messages import CommandArgs, CommandReply, ConfigMessage, EventsQuer
 from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_CELLS, PACK_STATE, SERVICE_STATUS
 
 log = logging.getLogger("config_ui.bridge")
+STATUS_PERIOD_S = 10.0
 
 
 class BusBridge:
@@ -43,9 +45,13 @@ class BusBridge:
         self._thread.start()
 
     def _loop(self) -> None:
+        last_status_s = time.monotonic()
         while not self._stop.is_set():
             self.bus.process(timeout_s=0.1)
             self.commands.expire()
+            if time.monotonic() - last_status_s >= STATUS_PERIOD_S:
+                last_status_s = time.monotonic()
+                self.bus.publish_status()  # with the counters: refused requests, logins, ...
 
     def stop(self) -> None:
         self._stop.set()

@@ -17,7 +17,7 @@ from services.config_ui.config_store import (
 )
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
-from services.config_ui.users import UserStore
+from services.config_ui.users import LoginThrottled, User, UserStore
 from shared.config import SystemConfig
 
 log = logging.getLogger("config_ui")
@@ -41,10 +41,38 @@ class UiContext:
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
     _apply_lock: threading.Lock = field(default_factory=threading.Lock)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def system(self) -> str:
         return self.settings.system
+
+    def count(self, name: str) -> None:
+        """A health counter, published with the service status and shown on /healthz."""
+        with self._count_lock:
+            self.bridge.bus.counters[name] += 1
+
+    def counters(self) -> dict[str, int]:
+        with self._count_lock:
+            return dict(sorted(self.bridge.bus.counters.items()))
+
+    def login(self, username: str, password: str, *, client: str) -> User | None:
+        """The user when the password matches; every attempt is logged and counted (an audit
+        trail of who got in and of guessing). LoginThrottled while the name is locked."""
+        try:
+            user = self.users.authenticate(username, password)
+        except LoginThrottled as exc:
+            self.count("login_throttled")
+            log.warning("login for %r from %s throttled (%.0f s)", username, client,
+                        exc.retry_after_s)  # fmt: skip
+            raise
+        if user is None:
+            self.count("login_failed")
+            log.warning("failed login for %r from %s", username, client)
+        else:
+            self.count("logins")
+            log.info("%s (%s) logged in from %s", user.username, user.role, client)
+        return user
 
     def validate(self, data: Any) -> SystemConfig:
         if not isinstance(data, dict):

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.config_ui import wizard
 from services.config_ui.api import MAX_VERSION, diff_info, review, set_session_cookie, summary
-from services.config_ui.auth import SESSION_COOKIE, ctx_of, require, session_of
+from services.config_ui.auth import SESSION_COOKIE, client_of, ctx_of, require, session_of
 from services.config_ui.config_diff import config_diff
 from services.config_ui.config_store import ConfigImportError, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
@@ -63,7 +63,7 @@ def login_submit(
     next: Annotated[str, Form(max_length=500)] = "/",
 ) -> Response:
     try:
-        user = ctx.users.authenticate(username, password)
+        user = ctx.login(username, password, client=client_of(request))
     except LoginThrottled as exc:
         error = f"Too many failed logins; try again in {exc.retry_after_s:.0f} s."
         return render(request, "login.html", None, 429, next=next, error=error)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.messages.envelope import Message
-from shared.messages.slave import MAX_CELLS_PER_MODULE, CelsiusReading, SlaveMode
+from shared.messages.slave import MAX_CELLS_PER_MODULE, MAX_MODULES, CelsiusReading, SlaveMode
 
 ContactorState = Literal["standby", "precharge", "closed", "opening", "fault"]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
@@ -15,6 +15,7 @@ PackVolts = Annotated[float, Field(ge=0.0, le=1200.0, allow_inf_nan=False)]
 PackAmps = Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
 CellVolts = Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]
 NonNegAmps = Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)]
+ModuleIndex = Annotated[int, Field(ge=0, lt=MAX_MODULES)]
 Code = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
 
 
@@ -83,4 +84,15 @@ class CellSnapshot(Message):
     cell_v: list[CellVolts] = Field(max_length=MAX_CELLS_PER_MODULE)
     temp_c: list[CelsiusReading | None] = Field(max_length=4 * MAX_CELLS_PER_MODULE)
     balancing: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE)
-    module_of_cell: list[int] = Field(max_length=MAX_CELLS_PER_MODULE)
+    module_of_cell: list[ModuleIndex] = Field(max_length=MAX_CELLS_PER_MODULE)
+
+    @model_validator(mode="after")
+    def _one_entry_per_cell(self) -> CellSnapshot:
+        # readers index one list by another; a short list would misplace every cell after it
+        n = len(self.cell_v)
+        if len(self.balancing) != n or len(self.module_of_cell) != n:
+            raise ValueError(
+                f"cell_v, balancing and module_of_cell must have one entry per cell; got "
+                f"{n}, {len(self.balancing)} and {len(self.module_of_cell)}"
+            )
+        return self

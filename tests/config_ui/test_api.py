@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 
+import pytest
+from fastapi.testclient import TestClient
+
+from services.config_ui import api
 from services.config_ui.auth import CHANGE_PASSWORD_FIRST
 from services.config_ui.users import Role
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config
-from shared.messages import ConfigAck, ConfigMessage, Event
+from shared.messages import ConfigAck, ConfigMessage, Event, ServiceStatus
 from shared.messages.events import EventKind, EventLevel, EventValue
-from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE
+from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE, SERVICE_STATUS
 from tests.config_ui.conftest import ADMIN_PASSWORD, SYSTEM, UiHarness
 from tests.factories import pack_state
 
@@ -160,6 +165,7 @@ def test_admin_resets_a_forgotten_password(ui: UiHarness) -> None:
     olga = ui.ctx.users.authenticate("olga", "olga-reset-password-3")
     assert olga is not None and olga.must_change_password
     assert ui.client.post("/api/users/nobody/password", json=reset).status_code == 422
+    assert ui.client.post("/api/users/admin/password", json=reset).status_code == 422
     short = {"new_password": "short"}
     assert ui.client.post("/api/users/olga/password", json=short).status_code == 422
 
@@ -238,6 +244,10 @@ def test_import_of_garbage_is_refused(ui: UiHarness) -> None:
     r = ui.client.post("/api/config/import", json={"format": "bms-config", "config": {"x": 1}})
     assert r.status_code == 422
     assert "topology" in r.json()["errors"]
+    newer = {"format": "bms-config", "format_version": 99, "config": config_json()}
+    r = ui.client.post("/api/config/import", json=newer)
+    assert r.status_code == 422
+    assert "format_version: 99 is not supported" in r.json()["errors"][""][0]
 
 
 def test_services_show_the_version_they_acknowledged(ui: UiHarness) -> None:
@@ -286,6 +296,22 @@ def test_live_stream_sends_state_events(ui: UiHarness) -> None:
                 break
     assert "event: state" in lines
     assert '"soc": 42.0' in lines[-1]
+
+
+def test_live_stream_ends_with_its_session(ui: UiHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "SESSION_RECHECK_S", 0.0)
+    ui.login()
+    with ui.client.stream("GET", "/api/live") as r:
+        events = []
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                events.append(line.removeprefix("event:").strip())
+                if len(events) == 2:  # open: the session is checked and the state follows
+                    ui.ctx.users.delete_sessions_of("admin")
+            if "session_ended" in events:
+                break
+    assert events[:2] == ["state", "state"]
+    assert events[-1] == "session_ended"
 
 
 def test_commands_return_the_masters_reply(ui: UiHarness) -> None:
@@ -428,3 +454,51 @@ def test_wizard_shows_an_error_at_its_field(ui: UiHarness) -> None:
         'data-path="topology"' in r.text
     )
     assert "196" in r.text
+
+
+# --- bad input: a clear answer, a log line and a counter ---------------------------------------
+def test_bad_requests_are_logged_and_counted(
+    ui: UiHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="config_ui")
+    r = ui.client.post("/api/session", json={"username": "admin", "password": "not-it-at-all"})
+    assert r.status_code == 401
+    assert "failed login for 'admin' from testclient" in caplog.text
+    ui.login()
+    assert "admin (admin) logged in from testclient" in caplog.text
+    r = ui.client.post("/api/commands/set_mode", json={"mode": "sleep"})
+    assert r.status_code == 422 and r.json()["problems"]
+    assert "POST /api/commands/set_mode refused: body.mode" in caplog.text
+    counters = ui.client.get("/healthz").json()["counters"]
+    assert counters["login_failed"] == 1
+    assert counters["logins"] == 1
+    assert counters["http_invalid_request"] == 1
+    assert counters["http_401"] == 1
+
+
+def test_an_internal_error_is_a_clear_500_and_the_service_goes_on(
+    ui: UiHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = TestClient(ui.client.app, raise_server_exceptions=False)
+    r = client.post("/api/session", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert r.status_code == 200
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("snapshot exploded")
+
+    monkeypatch.setattr(ui.ctx.live, "snapshot", broken)
+    r = client.get("/api/state")
+    assert (r.status_code, r.json()["detail"]) == (
+        500, "internal error; the service log has the details"
+    )  # fmt: skip
+    assert "snapshot exploded" in caplog.text
+    assert client.get("/api/services").status_code == 200
+    assert ui.ctx.counters()["http_internal_errors"] == 1
+
+
+def test_the_service_status_carries_the_counters(ui: UiHarness) -> None:
+    ui.client.post("/api/session", json={"username": "admin", "password": "not-it-at-all"})
+    ui.ctx.bridge.bus.publish_status()
+    topic = SERVICE_STATUS.topic(SYSTEM, service="config_ui")
+    status = decode(ServiceStatus, topic, ui.broker.retained[topic])
+    assert status.counters["login_failed"] == 1

@@ -25,7 +25,7 @@ EXAMPLES_PER_OPERATION = 30
 
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[UiHarness]:
-    yield from make_harness(tmp_path, command_timeout_s=0.3)
+    yield from make_harness(tmp_path, command_timeout_s=2.0)
 
 
 def test_no_generated_request_gives_a_server_error(ui: UiHarness) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from services.config_ui.__main__ import first_admin
+from services.config_ui.__main__ import first_admin, run
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserStore
 from services.launcher import ADMIN_PASSWORD_LINE
@@ -41,3 +41,15 @@ def test_password_file_sets_the_first_password_and_is_not_printed(
     first_admin(users, ConfigUiSettings(ui_admin_password_file=str(secret)))
     assert "from-a-secret-file" not in capsys.readouterr().out
     assert users.authenticate("admin", "from-a-secret-file") is not None
+
+
+@pytest.mark.parametrize("content", [None, "short"])
+def test_an_unusable_password_file_stops_the_start_with_a_clear_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str | None
+) -> None:
+    secret = tmp_path / "pw"
+    if content is not None:
+        secret.write_text(content)
+    settings = ConfigUiSettings(data_dir=str(tmp_path), ui_admin_password_file=str(secret))
+    assert run(settings) == 2
+    assert f"cannot create the first admin from {secret}" in caplog.text

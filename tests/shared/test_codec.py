@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.codec import MAX_PAYLOAD_BYTES, PayloadError, decode, encode, unpack
-from shared.messages import CellTelemetry, Message, PackState
+from shared.messages import CellSnapshot, CellTelemetry, Message, PackState
 from shared.topics import TOPICS
 
 from .strategies import any_message, cell_telemetry
@@ -158,3 +158,20 @@ def test_invalid_configuration_is_refused_with_the_reason() -> None:
         decode(ConfigMessage, "bms/v1/demo/config", msgpack.packb(data))
     assert exc.value.field == "config.balancing.current_ma"
     assert "below the hardware limit" in exc.value.reason
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"balancing": [False]}, "one entry per cell"),
+        ({"module_of_cell": [0, 0, 1]}, "one entry per cell"),
+        ({"module_of_cell": [0, 10**9]}, "less than 196"),
+        ({"module_of_cell": [0, -1]}, "greater than or equal to 0"),
+    ],
+)
+def test_cell_snapshot_lists_must_line_up(change: dict[str, object], words: str) -> None:
+    good = CellSnapshot(cell_v=[3.3, 3.4], temp_c=[20.0], balancing=[False, True],
+                        module_of_cell=[0, 0]).stamped(source="m", seq=1, ts=1.7e9)  # fmt: skip
+    with pytest.raises(PayloadError) as exc:
+        decode(CellSnapshot, "bms/v1/demo/pack/cells", msgpack.packb(good | change))
+    assert words in str(exc.value)

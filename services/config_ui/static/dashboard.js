@@ -150,6 +150,10 @@ function connect() {
       : `live · updated ${new Date(s.ts * 1000).toLocaleTimeString()}`;
     status.dataset.updates = String(updates);
   });
+  source.addEventListener("session_ended", () => {
+    source.close();
+    window.location.assign("/login?next=/");
+  });
   source.onerror = () => {
     status.className = "stale";
     status.textContent = "connection to the UI lost; retrying…";
