@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from shared.broker import MosquittoBroker, free_port
 from tests.system.agents import ROOT, ServiceProcess, wait_until
+from tests.system.test_slave_agent import inject
 
 pytestmark = pytest.mark.broker
 
@@ -30,10 +32,18 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("BMS_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
 PASSWORD = "browser-test-password"
+MIN_COLOUR, MAX_COLOUR = "#1f6feb", "#d1242f"  # as dashboard.js marks them
+
+
+@dataclass
+class Stack:
+    base: str
+    mqtt_url: str
+    system: str
 
 
 @pytest.fixture
-def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[str]:
+def running(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Stack]:
     """Slaves, master and UI; no configuration until the wizard applies one."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (deploy/install-system-deps.sh does it)")
@@ -62,21 +72,29 @@ def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterato
 
     try:
         assert wait_until(up, 20), procs[2].log()
-        yield base
+        yield Stack(base, mosquitto.url, system_id)
     finally:
         for p in procs:
             p.stop()
 
 
-def test_wizard_configures_the_system_and_the_dashboard_goes_live(stack: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack) -> None:
+    from playwright.sync_api import Dialog, expect, sync_playwright
+
+    stack = running.base
+    dialogs: list[str] = []
+    answers: list[bool] = []  # the answers to the next confirmations; then: yes
+
+    def confirm(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept() if (answers.pop(0) if answers else True) else dialog.dismiss()
 
     shots = ARTIFACTS / "config_ui"
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("dialog", lambda dialog: dialog.accept())  # every confirmation: yes
+        page.on("dialog", confirm)
         try:
             page.goto(f"{stack}/")
             expect(page).to_have_url(re.compile(r"/login\?next=/$"))
@@ -118,6 +136,9 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(stack: str) ->
             page.screenshot(path=shots / "04-wizard-review.png", full_page=True)
             page.click('[data-testid="apply"]')
             expect(page.locator('[data-testid="applied"]')).to_contain_text("Version 1 applied")
+            assert dialogs == [
+                "Apply this configuration? It is published to every service at once."
+            ]
 
             # every service acknowledges version 1
             def acknowledged() -> bool:
@@ -141,26 +162,72 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(stack: str) ->
             assert updates >= 4, f"{updates} updates in 2 s"
             expect(page.locator('[data-testid="pack-contactors"]')).not_to_have_text("–")
             expect(page.locator("#heatmap .hrow")).to_have_count(2)
+            expect(page.locator("#heatmap .hrow").first.locator(".hcell")).not_to_have_count(0)
+            # the tiles show what the master publishes
+            state = page.request.get(f"{stack}/api/state").json()["pack"]
+            soc = float(page.locator('[data-testid="pack-soc"]').inner_text())
+            assert abs(soc - state["soc"]) < 1.0, (soc, state["soc"])
+            assert 0 < float(page.locator('[data-testid="pack-soh"]').inner_text()) <= 100
+            expect(page.locator('[data-testid="pack-mode"]')).to_have_text(state["mode"])
+            expect(page.locator('[data-testid="limit-charge"]')).to_have_text(re.compile(r"\d"))
+            expect(page.locator("#l-dcl-reason")).not_to_be_empty()
+            expect(page.locator("#balancing-text")).to_have_text(
+                re.compile(r"^(balancing \d+ cell\(s\)|no cell balancing)$")
+            )
+            # all 16 cells in the bar chart, the lowest and the highest marked
+            bars = page.evaluate(
+                "[cellsChart.data.datasets[0].data, cellsChart.data.datasets[0].backgroundColor]"
+            )
+            volts, colours = bars
+            assert len(volts) == len(colours) == 16
+            assert colours[volts.index(min(volts))] == MIN_COLOUR
+            assert colours[volts.index(max(volts))] == MAX_COLOUR
             assert page.locator('[data-testid="cells-chart"]').bounding_box() is not None
+            # the history plot grows with the live values
+            points = page.evaluate("historyChart.data.datasets.map((d) => d.data.length)")
+            time.sleep(2.5)
+            more = page.evaluate("historyChart.data.datasets.map((d) => d.data.length)")
+            assert more[0] == more[1] >= points[0] + 2, (points, more)
             page.screenshot(path=shots / "06-dashboard-live.png", full_page=True)
 
-            # a control asks for confirmation and shows the master's reply
-            page.click('button[data-command="contactors"][data-args*="open"]')
+            # a control asks for confirmation; "no" sends nothing, "yes" shows the reply
             reply = page.locator('[data-testid="command-reply"]')
+            answers.append(False)
+            page.click('button[data-command="contactors"][data-args*="open"]')
+            assert dialogs[-1] == "Open the contactors? Charging and discharging stop."
+            time.sleep(1.0)
+            expect(reply).to_be_empty()
+            asked = len(dialogs)
+            page.click('button[data-command="contactors"][data-args*="open"]')
+            assert len(dialogs) == asked + 1
             expect(reply).to_contain_text("accepted by the master", timeout=10_000)
             expect(page.locator('[data-testid="pack-contactors"]')).to_have_text(
                 re.compile("standby|opening"), timeout=10_000
             )
             page.screenshot(path=shots / "07-dashboard-opened.png", full_page=True)
 
+            # a cell runs away: the fault shows among the alarms, and a reset is refused
+            # while the cell is still high, with the master's reason
+            inject(running.mqtt_url, running.system, "cell_drift", "--module", "1",
+                   "--channel", "2", "--value", "1.0")  # fmt: skip
+            alarms = page.locator('[data-testid="alarms"]')
+            expect(alarms).to_contain_text("fault: cell_overvoltage", timeout=15_000)
+            page.click('button[data-command="reset_faults"]')
+            assert dialogs[-1] == "Reset latched faults whose cause has gone?"
+            expect(reply).to_contain_text("refused", timeout=10_000)
+            expect(reply).to_contain_text("cell_overvoltage")
+            page.screenshot(path=shots / "08-dashboard-fault.png", full_page=True)
+            inject(running.mqtt_url, running.system, "clear")
+
             page.goto(f"{stack}/events")
             expect(page.locator('[data-testid="events-table"] tbody tr').first).to_be_visible()
-            page.screenshot(path=shots / "08-events.png", full_page=True)
+            expect(page.locator('[data-testid="events-table"]')).to_contain_text("cell_overvoltage")
+            page.screenshot(path=shots / "09-events.png", full_page=True)
 
             # the API documentation renders from the site's own files
             page.goto(f"{stack}/docs")
             expect(page.get_by_text("/api/commands/contactors").first).to_be_visible()
-            page.screenshot(path=shots / "09-api-docs.png")
+            page.screenshot(path=shots / "10-api-docs.png")
         except Exception:
             page.screenshot(path=shots / "failure.png", full_page=True)
             raise

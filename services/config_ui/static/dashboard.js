@@ -135,6 +135,21 @@ async function loadHistory() {
   }
 }
 
+// between reloads of /api/history, the live values extend the plot (one point a second)
+function appendHistory(ts, pack) {
+  if (!historyChart || ts - lastHistoryTs < 1) return;
+  lastHistoryTs = ts;
+  const data = historyChart.data;
+  data.labels.push(new Date(ts * 1000).toLocaleTimeString());
+  data.datasets[0].data.push(pack.soc);
+  data.datasets[1].data.push(pack.voltage);
+  if (data.labels.length > 3600) {
+    data.labels.shift();
+    data.datasets.forEach((d) => d.data.shift());
+  }
+  historyChart.update("none");
+}
+
 function connect() {
   const status = document.getElementById("live-status");
   const source = new EventSource("/api/live");
@@ -143,6 +158,7 @@ function connect() {
     const s = JSON.parse(ev.data);
     updates += 1;
     if (s.pack) showPack(s.pack);
+    if (s.pack && !s.stale) appendHistory(s.ts, s.pack);
     if (s.cells) showCells(s.cells);
     status.className = s.stale ? "stale" : "live";
     status.textContent = s.stale
