@@ -50,12 +50,10 @@ typecheck: $(VENV)/.synced
 docs: $(VENV)/.synced requirements
 	$(PY) -m shared.docgen
 	$(PY) -m services.modbus_gateway.docgen
-	$(PY) -m shared.deploy.acl
 
 docs-check: $(VENV)/.synced
 	$(PY) -m shared.docgen --check
 	$(PY) -m services.modbus_gateway.docgen --check
-	$(PY) -m shared.deploy.acl --check
 	@for s in $(IMAGE_SERVICES); do \
 	  $(EXPORT) $$s | diff -q deploy/requirements/$$s.txt - >/dev/null || \
 	  { echo "deploy/requirements/$$s.txt does not match uv.lock: run make requirements"; exit 1; }; \

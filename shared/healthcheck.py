@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from shared import SCHEMA_VERSION
 from shared.endpoint import DEFAULT_MQTT_URL, MqttEndpoint, parse_mqtt_url, with_credentials
+from shared.racks import rack_credentials
 
 STATUS_FILTER = "bms/v1/{system}/service/+/status"
 """`shared.topics.SERVICE_STATUS.filter(system)`, spelled out to keep the import light."""
@@ -54,9 +55,11 @@ def target_from_env(env: Mapping[str, str]) -> Target:
         return env.get(f"BMS_{name}") or None
 
     url = opt("MQTT_URL") or DEFAULT_MQTT_URL
-    endpoint = with_credentials(
-        parse_mqtt_url(url), opt("MQTT_USERNAME"), opt("MQTT_PASSWORD_FILE")
-    )
+    username, password_file = opt("MQTT_USERNAME"), opt("MQTT_PASSWORD_FILE")
+    rack, password_dir = opt("RACK"), opt("MQTT_PASSWORD_DIR")
+    if rack and password_dir:  # a rack of a StatefulSet: as SlaveAgentSettings.endpoint
+        username, password_file = rack_credentials(rack, password_dir, socket.gethostname())
+    endpoint = with_credentials(parse_mqtt_url(url), username, password_file)
     return Target(
         endpoint, opt("MQTT_PROTOCOL") or "5", opt("SYSTEM") or "demo",
         opt("MQTT_CA_FILE"), opt("MQTT_CERT_FILE"), opt("MQTT_KEY_FILE"),

@@ -1,13 +1,14 @@
 #!/bin/sh
 # Broker entry point (POSIX sh: the official image is Alpine, others Debian). mosquitto reads
 # its password and ACL files after dropping to the "mosquitto" user, so copies owned by that
-# user are made here; the credentials step left the password file root-only in its volume.
+# user are made here; the credentials step left both root-only in its volume (the ACL lists
+# the racks of the deployed layout, so it is made there too).
 # MOSQUITTO_EXTRA_CONF names more configuration files to append (the TLS listener).
 set -eu
 run=/mosquitto/run
 mkdir -p "$run"
 cp /mosquitto/auth/passwd "$run/passwd"
-cp /mosquitto/config/acl "$run/acl"
+cp /mosquitto/auth/acl "$run/acl"
 cat /mosquitto/config/mosquitto.conf > "$run/mosquitto.conf"
 for extra in ${MOSQUITTO_EXTRA_CONF:-}; do
   cat "$extra" >> "$run/mosquitto.conf"

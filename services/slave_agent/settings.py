@@ -8,7 +8,8 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.slave_agent.rack import rack_index, rack_instance, rack_modules
+from shared.endpoint import MqttEndpoint, parse_mqtt_url, with_credentials
+from shared.racks import rack_credentials, rack_index, rack_instance, rack_modules
 from shared.settings import ServiceSettings
 
 
@@ -53,6 +54,22 @@ class SlaveAgentSettings(ServiceSettings):
     modbus_parity: Literal["N", "E", "O"] = Field("N", description="serial parity (modbus)")
     modbus_stopbits: Literal[1, 2] = Field(1, description="serial stop bits (modbus)")
     modbus_map_file: str | None = Field(None, description="JSON register map of the boards")
+
+    mqtt_password_dir: str | None = Field(
+        None,
+        description="with --rack: a directory holding every rack's broker password, each in a "
+        "file named after its user (the rack's instance name, also the default user name); "
+        "one Kubernetes Secret serves a whole StatefulSet",
+    )
+
+    @property
+    def endpoint(self) -> MqttEndpoint:
+        if self.rack is None or not self.mqtt_password_dir:
+            return super().endpoint
+        user, password_file = rack_credentials(
+            self.rack, self.mqtt_password_dir, socket.gethostname()
+        )
+        return with_credentials(parse_mqtt_url(self.mqtt_url), user, password_file)
 
     @field_validator("modules")
     @classmethod

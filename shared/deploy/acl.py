@@ -1,9 +1,15 @@
 """The broker's access control list, generated from the topic registry (`shared/topics.py`).
 
-One broker user per role. A role may publish what the registry lists it as a publisher of,
-and read what it lists it as a subscriber of; `any_service` stands for every service role.
-Third parties only read. `python -m shared.deploy.acl` writes `deploy/mosquitto/acl`;
-`--check` fails when that file no longer matches the registry.
+One broker user per service, and one per rack of slave modules. A role may publish what the
+registry lists it as a publisher of, and read what it lists it as a subscriber of;
+`any_service` stands for every service role. Each user publishes its presence and
+configuration acknowledgement under its own name only (the user name is the instance name),
+and a rack (`slave_agent-rack<r>`) only the topics of its own modules, so a rack cannot speak
+for another's cells. Third parties only read.
+
+The rack users depend on the layout (racks x modules per rack), so the ACL is not a file of
+the repository: the credentials step writes the deployed layout's at every start, and
+`python -m shared.deploy.acl --racks N --modules-per-rack n` prints it.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from shared.racks import rack_instance
 from shared.topics import (
     ANY,
     CAN,
@@ -30,14 +36,51 @@ from shared.topics import (
 )
 
 SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI)
-USERS = (*SERVICE_ROLES, THIRD_PARTY, SIM)
-"""Broker users: one per service, a read-only one for third parties, and the simulation's
-fault injection (demo stacks only)."""
+CENTRAL_USERS = (MASTER, MODBUS, CAN, UI, THIRD_PARTY, SIM)
+"""Broker users besides the racks: one per central service, a read-only one for third
+parties, and the simulation's fault injection (demo stacks only)."""
+MAX_MODULES = 196
+
+
+@dataclass(frozen=True)
+class RackLayout:
+    """Rack r hosts modules r*n .. r*n+n-1 (as services/slave_agent/rack.py)."""
+
+    racks: int = 2
+    modules_per_rack: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.racks <= MAX_MODULES or not 1 <= self.modules_per_rack <= MAX_MODULES:
+            raise ValueError("racks and modules_per_rack must be between 1 and 196")
+        if (self.racks - 1) * self.modules_per_rack >= MAX_MODULES:
+            raise ValueError(f"{self.racks} racks of {self.modules_per_rack} pass module 195")
+
+    def modules(self, rack: int) -> range:
+        first = rack * self.modules_per_rack
+        return range(first, min(first + self.modules_per_rack, MAX_MODULES))
+
+    def users(self) -> tuple[str, ...]:
+        return tuple(rack_user(r) for r in range(self.racks))
+
+
+DEFAULT_LAYOUT = RackLayout()
+
+
+def rack_user(rack: int) -> str:
+    """The broker user of a rack: its instance name."""
+    return rack_instance(rack)
+
+
+def users(layout: RackLayout = DEFAULT_LAYOUT) -> tuple[str, ...]:
+    return (*layout.users(), *CENTRAL_USERS)
+
+
+def role_of(user: str) -> str:
+    return SLAVE if user.startswith(f"{SLAVE}-rack") else user
+
 
 HEALTH_READS: tuple[TopicSpec[Any], ...] = (SERVICE_STATUS,)
 """Every service also reads presence: its container health check reads its own status."""
-
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
 
 
 @dataclass(frozen=True)
@@ -60,8 +103,8 @@ def _has(roles: tuple[str, ...], role: str) -> bool:
     return role in roles or (ANY in roles and role in SERVICE_ROLES)
 
 
-def grants(role: str) -> list[Grant]:
-    """What `role` may read and write, in registry order."""
+def role_grants(role: str) -> list[Grant]:
+    """What any user of `role` may read and write, in registry order."""
     out: list[Grant] = []
     for spec in TOPICS:
         write = _has(spec.publishers, role)
@@ -71,33 +114,64 @@ def grants(role: str) -> list[Grant]:
     return out
 
 
-def render() -> str:
+def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
+    """What `user` may read and write: its role's grants, narrowed to its own name on
+    per-service topics and, for a rack, to its own modules on per-module topics."""
+    role = role_of(user)
+    modules = layout.modules(int(user.rsplit("rack", 1)[1])) if role == SLAVE else None
+    out: list[Grant] = []
+    for spec in TOPICS:
+        write = _has(spec.publishers, role)
+        read = _has(spec.subscribers, role) or (role in SERVICE_ROLES and spec in HEALTH_READS)
+        if not (read or write):
+            continue
+        if write and "service" in spec.params:
+            if read:
+                out.append(Grant(pattern(spec), True, False))
+            out.append(Grant(spec.filter("+", service=user), False, True))
+        elif modules is not None and "module" in spec.params:
+            out += [Grant(spec.filter("+", module=m), read, write) for m in modules]
+        else:
+            out.append(Grant(pattern(spec), read, write))
+    return out
+
+
+def may(user: str, access: str, topic: str, layout: RackLayout = DEFAULT_LAYOUT) -> bool:
+    """Whether the ACL lets `user` read or write `topic` (MQTT filter matching)."""
+    return any(
+        (g.read if access == "read" else g.write) and _matches(g.pattern, topic)
+        for g in grants(user, layout)
+    )
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    p, t = pattern.split("/"), topic.split("/")
+    return len(p) == len(t) and all(a in ("+", b) for a, b in zip(p, t, strict=True))
+
+
+def render(layout: RackLayout = DEFAULT_LAYOUT) -> str:
     lines = [
-        "# Broker access control, one user per role. Generated from shared/topics.py by",
-        "# `python -m shared.deploy.acl`; do not edit (make docs regenerates it).",
+        "# Broker access control: one user per service and per rack. Generated from",
+        "# shared/topics.py by `python -m shared.deploy.acl`; do not edit.",
+        f"# Layout: {layout.racks} racks of {layout.modules_per_rack} modules.",
         f"# Every topic is under {ROOT}/<system>/; '+' in the system level admits every system.",
     ]
-    for role in USERS:
-        lines += ["", f"user {role}"]
-        lines += [f"topic {g.access} {g.pattern}" for g in grants(role)]
+    for user in users(layout):
+        lines += ["", f"user {user}"]
+        lines += [f"topic {g.access} {g.pattern}" for g in grants(user, layout)]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.deploy.acl", description=__doc__)
-    parser.add_argument("--output", type=Path, default=DEFAULT_PATH)
-    parser.add_argument("--check", action="store_true", help="fail when the file is outdated")
+    parser.add_argument("--racks", type=int, default=DEFAULT_LAYOUT.racks)
+    parser.add_argument("--modules-per-rack", type=int, default=DEFAULT_LAYOUT.modules_per_rack)
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.output.read_text() if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is outdated: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
+    try:
+        layout = RackLayout(args.racks, args.modules_per_rack)
+    except ValueError as exc:
+        parser.error(str(exc))
+    sys.stdout.write(render(layout))
     return 0
 
 

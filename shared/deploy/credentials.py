@@ -2,10 +2,11 @@
 
 `init STORE` makes one random password per broker user (`STORE/<user>/password`) when it is
 missing, the web UI's first admin password (`STORE/config_ui/admin_password`), and writes the
-broker's password file (`STORE/broker/passwd`, mosquitto's PBKDF2-SHA512 format) from them.
-It runs again at every start: existing secrets are kept, the password file is rewritten, so a
-user added in a new release gets a secret without touching the others. Service secrets belong
-to the services' user (`--uid`), the rest to root only.
+broker's password file (`STORE/broker/passwd`, mosquitto's PBKDF2-SHA512 format) and its ACL
+(`STORE/broker/acl`) for the rack layout (`--racks`, `--modules-per-rack`, or BMS_RACKS and
+BMS_MODULES_PER_RACK). It runs again at every start: existing secrets are kept, the password
+file and ACL are rewritten, so a rack or user added later gets a secret without touching the
+others. Service secrets belong to the services' user (`--uid`), the rest to root only.
 
 `show NAME` prints a user's password (`ui_admin`: the UI admin's); `k8s` prints Kubernetes
 Secrets with fresh passwords for `kubectl create -f -`.
@@ -22,8 +23,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from shared.deploy.acl import SERVICE_ROLES, USERS
-from shared.topics import UI
+from shared.deploy.acl import DEFAULT_LAYOUT, RackLayout, render, role_of, users
+from shared.topics import SIM, THIRD_PARTY, UI
 
 SERVICE_UID = 10001
 """The non-root user every service image runs as."""
@@ -70,13 +71,15 @@ def _ensure(path: Path, uid: int | None) -> tuple[str, bool]:
     return secret, True
 
 
-def init(store: Path, uid: int | None = SERVICE_UID) -> list[str]:
+def init(
+    store: Path, uid: int | None = SERVICE_UID, layout: RackLayout = DEFAULT_LAYOUT
+) -> list[str]:
     """Make what is missing under `store`; returns the names of the new secrets. Service
     secrets go to `uid` when running as root (None: leave ownership alone)."""
     made: list[str] = []
     passwords: dict[str, str] = {}
-    for user in USERS:
-        owner = uid if user in SERVICE_ROLES else None
+    for user in users(layout):
+        owner = uid if role_of(user) not in (THIRD_PARTY, SIM) else None
         passwords[user], new = _ensure(store / user / "password", owner)
         if new:
             made.append(user)
@@ -86,21 +89,27 @@ def init(store: Path, uid: int | None = SERVICE_UID) -> list[str]:
     if new:
         made.append(UI_ADMIN)
     _write(store / "broker" / "passwd", password_file(passwords), None, 0o600)
+    _write(store / "broker" / "acl", render(layout), None, 0o600)
     return made
 
 
 def show(store: Path, name: str) -> str:
     path = store / UI / UI_ADMIN_FILE if name == UI_ADMIN else store / name / "password"
-    if name not in (*USERS, UI_ADMIN):
-        raise SystemExit(f"unknown name {name!r}; known: {', '.join((*USERS, UI_ADMIN))}")
+    known = sorted(p.parent.name for p in store.glob("*/password"))
+    if name != UI_ADMIN and name not in known:
+        raise SystemExit(f"unknown name {name!r}; known: {', '.join([*known, UI_ADMIN])}")
     if not path.exists():
         raise SystemExit(f"{path} does not exist yet: start the stack once")
     return path.read_text().strip()
 
 
-def k8s_secrets(namespace: str) -> str:
+RACKS_SECRET = "bms-mqtt-racks"
+"""One Secret for every rack: a key per rack user, the pod picks its own by its ordinal."""
+
+
+def k8s_secrets(namespace: str, layout: RackLayout = DEFAULT_LAYOUT) -> str:
     """Secrets for the Kubernetes manifests in deploy/k8s, as a JSON list (valid YAML)."""
-    passwords = {user: new_secret() for user in USERS}
+    passwords = {user: new_secret() for user in users(layout)}
 
     def secret(name: str, data: dict[str, str]) -> dict[str, object]:
         return {
@@ -111,10 +120,15 @@ def k8s_secrets(namespace: str) -> str:
             "stringData": data,
         }
 
+    racks = {u: p for u, p in passwords.items() if u in layout.users()}
     items = [
-        secret(f"bms-mqtt-{u.replace('_', '-')}", {"password": p}) for u, p in passwords.items()
+        secret(f"bms-mqtt-{u.replace('_', '-')}", {"password": p})
+        for u, p in passwords.items()
+        if u not in racks
     ]
-    items.append(secret("bms-broker-passwd", {"passwd": password_file(passwords)}))
+    items.append(secret(RACKS_SECRET, racks))
+    broker = {"passwd": password_file(passwords), "acl": render(layout)}
+    items.append(secret("bms-broker-passwd", broker))
     items.append(secret("bms-ui-admin", {UI_ADMIN_FILE: new_secret()}))
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2)
 
@@ -129,20 +143,36 @@ def main(argv: list[str] | None = None) -> int:
     p_init = sub.add_parser("init", help="make missing secrets and the broker password file")
     p_init.add_argument("store", type=Path, nargs="?", default=Path("/credentials"))
     p_init.add_argument("--uid", type=int, default=SERVICE_UID, help="owner of service secrets")
+    for p in (p_init, p_k8s := sub.add_parser("k8s", help="print Kubernetes Secrets")):
+        p.add_argument("--racks", type=int, default=_env_int("BMS_RACKS", DEFAULT_LAYOUT.racks))
+        p.add_argument(
+            "--modules-per-rack",
+            type=int,
+            default=_env_int("BMS_MODULES_PER_RACK", DEFAULT_LAYOUT.modules_per_rack),
+        )
     p_show = sub.add_parser("show", help="print a password")
     p_show.add_argument("name", help=f"a broker user or {UI_ADMIN}")
     p_show.add_argument("--store", type=Path, default=Path("/credentials"))
-    p_k8s = sub.add_parser("k8s", help="print Kubernetes Secrets with fresh passwords")
     p_k8s.add_argument("--namespace", default="bms")
     args = parser.parse_args(argv)
-    if args.cmd == "init":
-        made = init(args.store, args.uid)
-        print(f"credentials in {args.store}: " + (f"made {', '.join(made)}" if made else "kept"))
-    elif args.cmd == "show":
+    if args.cmd == "show":
         print(show(args.store, args.name))
+        return 0
+    try:
+        layout = RackLayout(args.racks, args.modules_per_rack)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.cmd == "init":
+        made = init(args.store, args.uid, layout)
+        print(f"credentials in {args.store}: " + (f"made {', '.join(made)}" if made else "kept"))
     else:
-        print(k8s_secrets(args.namespace))
+        print(k8s_secrets(args.namespace, layout))
     return 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
 
 
 if __name__ == "__main__":

@@ -32,7 +32,16 @@ from shared.messages import (
     ServiceStatus,
 )
 from shared.settings import MqttEndpoint
-from shared.topics import COMMAND, CONFIG, EVENTS, PACK_STATE, SERVICE_STATUS, TOPICS, TopicSpec
+from shared.topics import (
+    COMMAND,
+    CONFIG,
+    EVENTS,
+    PACK_STATE,
+    SERVICE_STATUS,
+    SLAVE_TELEMETRY,
+    TOPICS,
+    TopicSpec,
+)  # fmt: skip
 from tests.containers.conftest import TAG
 from tests.containers.stack import COMPOSE_FILE, IMAGES, ComposeStack
 
@@ -57,7 +66,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
 class ThirdParty:
     """A read-only client as a third party would write it: paho, MQTT 5, shared.codec."""
 
-    def __init__(self, stack: ComposeStack) -> None:
+    def __init__(self, stack: ComposeStack, user: str = "third_party") -> None:
         self.lock = threading.Lock()
         self.latest: dict[str, bytes] = {}
         self.events: list[Event] = []
@@ -66,14 +75,14 @@ class ThirdParty:
             CallbackAPIVersion.VERSION2, client_id=f"tp-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )  # fmt: skip
-        self.client.username_pw_set("third_party", stack.password("third_party"))
+        self.client.username_pw_set(user, stack.password(user))
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.connected = threading.Event()
         self.client.on_connect = lambda c, _u, _f, rc, _p: rc.is_failure or self.connected.set()
         self.client.connect(stack.host, stack.port("broker", 1883))
         self.client.loop_start()
-        assert self.connected.wait(10), "the third party could not log in"
+        assert self.connected.wait(10), f"{user} could not log in"
         for spec in (PACK_STATE, EVENTS, CONFIG, SERVICE_STATUS):
             self.client.subscribe(spec.filter(SYSTEM), qos=1)
 
@@ -172,6 +181,19 @@ def test_third_party_can_publish_nothing(third_party: ThirdParty) -> None:
     assert not any(e.code == "contactors_open" for e in third_party.events)
 
 
+def test_a_rack_cannot_speak_for_another_racks_modules(stack: ComposeStack) -> None:
+    """Rack 0 (modules 0-3) logs in with its own secret; module 5 belongs to rack 1."""
+    rack0 = ThirdParty(stack, user="slave_agent-rack0")
+    try:
+        foreign = SLAVE_TELEMETRY.topic(SYSTEM, module=5)
+        assert rack0.publish(foreign, b"\x80") == NOT_AUTHORIZED
+        assert rack0.publish(SLAVE_TELEMETRY.topic(SYSTEM, module=2), b"\x80") < 0x80
+        other = SERVICE_STATUS.topic(SYSTEM, service="master_core")
+        assert rack0.publish(other, b"\x80") == NOT_AUTHORIZED
+    finally:
+        rack0.close()
+
+
 def test_modbus_and_web_ui_are_published(stack: ComposeStack) -> None:
     modbus = ModbusTcpClient(stack.host, port=stack.port("modbus-gateway", 5020))
     assert modbus.connect()
@@ -247,11 +269,11 @@ def test_a_rack_on_another_machine_takes_over_through_the_broker(
     stack: ComposeStack, third_party: ThirdParty, tmp_path: Path
 ) -> None:
     """compose.rack-remote.yaml: the rack finds the central broker by host name and logs in
-    with the slave_agent password copied from the central machine."""
+    with its own rack user's password copied from the central machine."""
     assert wait_until(lambda: closed(third_party), 60)
     secrets = tmp_path / "secrets"
     secrets.mkdir(mode=0o755)
-    (secrets / "password").write_text(stack.password("slave_agent") + "\n")
+    (secrets / "password").write_text(stack.password("slave_agent-rack1") + "\n")
     (secrets / "password").chmod(0o644)  # the image's user (uid 10001) reads it
     remote = ComposeStack(
         stack.client,

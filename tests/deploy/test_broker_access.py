@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is n
 
 SYSTEM = "plant1"
 NOT_AUTHORIZED = 0x87
+ACCEPTED_BELOW = 0x80  # MQTT 5 reason codes: 0x10 'no matching subscribers' is a success
 
 
 class Client:
@@ -83,8 +84,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
         yield port, store
 
 
-def concrete(spec: TopicSpec[Any]) -> str:
-    return spec.topic(SYSTEM, **{p: "1" for p in spec.params})
+def concrete(spec: TopicSpec[Any], module: int = 1, service: str = "nobody") -> str:
+    values = {"module": module, "service": service}
+    return spec.topic(SYSTEM, **{p: values.get(p, "1") for p in spec.params})
 
 
 def login(broker: tuple[int, Path], user: str) -> Client:
@@ -94,40 +96,67 @@ def login(broker: tuple[int, Path], user: str) -> Client:
     return client
 
 
-def test_each_role_publishes_exactly_what_the_registry_grants(broker: tuple[int, Path]) -> None:
-    for user in acl.USERS:
+def test_each_user_publishes_exactly_what_the_acl_grants(broker: tuple[int, Path]) -> None:
+    """Every topic, for a module of rack 0 and one of rack 1, under the user's own name and
+    another's: the broker agrees with `acl.may` everywhere."""
+    for user in acl.users():
         client = login(broker, user)
         try:
             for spec in TOPICS:
-                allowed = any(g.write and g.pattern == acl.pattern(spec) for g in acl.grants(user))
-                code = client.publish(concrete(spec))
-                assert (code != NOT_AUTHORIZED) == allowed, (user, spec.name, hex(code))
+                for topic in {concrete(spec, m, s) for m in (1, 5) for s in (user, "other")}:
+                    code = client.publish(topic)
+                    allowed = acl.may(user, "write", topic)
+                    assert (code != NOT_AUTHORIZED) == allowed, (user, topic, hex(code))
         finally:
             client.close()
 
 
-def test_each_role_reads_exactly_what_the_registry_grants(broker: tuple[int, Path]) -> None:
-    readers = {user: login(broker, user) for user in acl.USERS}
+def test_each_user_reads_exactly_what_the_acl_grants(broker: tuple[int, Path]) -> None:
+    readers = {user: login(broker, user) for user in acl.users()}
     try:
         for client in readers.values():
             client.c.subscribe(f"bms/v1/{SYSTEM}/#", qos=1)
         time.sleep(0.3)
-        # each topic published by a role allowed to: the broker then decides who receives it
+        # each topic published by a user allowed to: the broker then decides who receives it
+        published = []
         for spec in TOPICS:
-            writer = next(u for u in acl.USERS if any(
-                g.write and g.pattern == acl.pattern(spec) for g in acl.grants(u)))  # fmt: skip
-            assert readers[writer].publish(concrete(spec)) == 0
+            writer = next(u for u in acl.users() if acl.may(u, "write", concrete(spec, 1, u)))
+            published.append(concrete(spec, 1, writer))
+            assert readers[writer].publish(published[-1]) < ACCEPTED_BELOW
         time.sleep(0.5)
         for user, client in readers.items():
-            expected = {
-                concrete(spec)
-                for spec in TOPICS
-                if any(g.read and g.pattern == acl.pattern(spec) for g in acl.grants(user))
-            }
-            assert client.received == expected, user
+            assert client.received == {t for t in published if acl.may(user, "read", t)}, user
     finally:
         for client in readers.values():
             client.close()
+
+
+def test_a_rack_speaks_only_for_its_own_modules(broker: tuple[int, Path]) -> None:
+    """Two racks of four: rack 0 owns modules 0-3, rack 1 modules 4-7."""
+    rack0, rack1 = login(broker, "slave_agent-rack0"), login(broker, "slave_agent-rack1")
+    try:
+        for topic in ("slave/3/telemetry", "slave/3/status"):
+            assert rack0.publish(f"bms/v1/{SYSTEM}/{topic}") < ACCEPTED_BELOW
+            assert rack1.publish(f"bms/v1/{SYSTEM}/{topic}") == NOT_AUTHORIZED
+        assert rack1.publish(f"bms/v1/{SYSTEM}/slave/4/telemetry") < ACCEPTED_BELOW
+        assert rack0.publish(f"bms/v1/{SYSTEM}/slave/4/telemetry") == NOT_AUTHORIZED
+        # presence and acknowledgements under its own name only
+        assert rack0.publish(f"bms/v1/{SYSTEM}/service/slave_agent-rack0/status") < ACCEPTED_BELOW
+        assert rack0.publish(f"bms/v1/{SYSTEM}/service/master_core/status") == NOT_AUTHORIZED
+        assert rack0.publish(f"bms/v1/{SYSTEM}/config/ack/master_core") == NOT_AUTHORIZED
+    finally:
+        rack0.close()
+        rack1.close()
+
+
+def test_services_cannot_forge_each_others_presence(broker: tuple[int, Path]) -> None:
+    gateway = login(broker, "modbus_gateway")
+    try:
+        assert gateway.publish(f"bms/v1/{SYSTEM}/service/modbus_gateway/status") < ACCEPTED_BELOW
+        assert gateway.publish(f"bms/v1/{SYSTEM}/service/master_core/status") == NOT_AUTHORIZED
+        assert gateway.publish(f"bms/v1/{SYSTEM}/slave/1/telemetry") == NOT_AUTHORIZED
+    finally:
+        gateway.close()
 
 
 def test_third_party_reads_state_but_cannot_command(broker: tuple[int, Path]) -> None:
@@ -138,6 +167,7 @@ def test_third_party_reads_state_but_cannot_command(broker: tuple[int, Path]) ->
     client = login(broker, "third_party")
     try:
         assert client.publish(f"bms/v1/{SYSTEM}/cmd/reset_faults") == NOT_AUTHORIZED
+        assert client.publish(f"bms/v1/{SYSTEM}/slave/1/telemetry") == NOT_AUTHORIZED
     finally:
         client.close()
 

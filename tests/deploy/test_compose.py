@@ -14,7 +14,8 @@ import yaml
 
 from services.slave_agent.settings import SlaveAgentSettings, parse_modules
 from shared.config import demo_config
-from shared.deploy.acl import SERVICE_ROLES
+from shared.deploy.acl import SERVICE_ROLES, RackLayout, rack_user, role_of
+from shared.topics import SLAVE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui")
@@ -59,8 +60,9 @@ def racks(services: dict[str, Any]) -> list[int]:
     for name, svc in services.items():
         env = svc.get("environment", {})
         if name.startswith("slave-rack"):
-            settings = SlaveAgentSettings(rack=env["BMS_RACK"], modules_per_rack=int(
-                re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(env["BMS_MODULES_PER_RACK"]))))  # fmt: skip
+            settings = SlaveAgentSettings(
+                rack=env["BMS_RACK"], modules_per_rack=int(default_of(env["BMS_MODULES_PER_RACK"]))
+            )
             hosted += settings.module_list(DEMO_MODULES)
     return sorted(hosted)
 
@@ -78,20 +80,44 @@ def test_every_service_restarts_and_has_a_health_check() -> None:
 def test_each_service_logs_in_as_its_own_user_with_its_own_secret() -> None:
     services = load("compose.yaml")["services"]
     made_by_init = {mount(v)[1]: mount(v)[0] for v in services["credentials"]["volumes"]}
-    users = set()
+    roles = set()
     for name, svc in services.items():
         env = svc.get("environment", {})
         if "BMS_MQTT_URL" not in env:
             continue
         user = env["BMS_MQTT_USERNAME"]
-        assert user in SERVICE_ROLES, name
-        assert svc["image"].startswith(f"bms/{user}:"), name
+        role = role_of(user)
+        assert role in SERVICE_ROLES and svc["image"].startswith(f"bms/{role}:"), name
+        volume = f"secret-{user}"
+        if role == SLAVE:  # a rack: its own user and secret
+            assert user == rack_user(int(env["BMS_RACK"])), name
+            volume = f"secret-rack{env['BMS_RACK']}"
         secret_dir = str(Path(env["BMS_MQTT_PASSWORD_FILE"]).parent)
         mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
-        assert mounted[secret_dir] == f"secret-{user}", name
-        assert made_by_init[f"/credentials/{user}"] == f"secret-{user}"
-        users.add(user)
-    assert users == set(SERVICE_ROLES)
+        assert mounted[secret_dir] == volume, name
+        assert made_by_init[f"/credentials/{user}"] == volume, name
+        roles.add(role)
+    assert roles == set(SERVICE_ROLES)
+
+
+@pytest.mark.parametrize("files", [("compose.yaml",), ("compose.yaml", "compose.racks.yaml")])
+def test_the_credentials_step_knows_every_rack_of_the_layout(files: tuple[str, ...]) -> None:
+    """The ACL it writes names each rack's modules: it must match the racks that run."""
+    services = merged(*files)
+    env = services["credentials"]["environment"]
+    layout = RackLayout(int(default_of(env["BMS_RACKS"])),
+                        int(default_of(env["BMS_MODULES_PER_RACK"])))  # fmt: skip
+    rack_envs = [svc["environment"] for n, svc in services.items() if n.startswith("slave-rack")]
+    assert sorted(int(e["BMS_RACK"]) for e in rack_envs) == list(range(layout.racks))
+    for e in rack_envs:
+        assert int(default_of(e["BMS_MODULES_PER_RACK"])) == layout.modules_per_rack
+    made = {mount(v)[1] for v in services["credentials"]["volumes"]}
+    assert {f"/credentials/{u}" for u in layout.users()} <= made
+
+
+def default_of(value: object) -> str:
+    """`${VAR:-4}` -> '4' (what compose uses with VAR unset)."""
+    return re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(value))
 
 
 def test_broker_requires_logins_and_keeps_retained_state() -> None:
@@ -127,8 +153,10 @@ def test_the_racks_of_each_layout_host_every_demo_module_once() -> None:
 
 def test_added_racks_look_like_the_base_ones() -> None:
     def without_rack(svc: dict[str, Any]) -> dict[str, Any]:
-        env = {k: v for k, v in svc["environment"].items() if k != "BMS_RACK"}
-        return {**svc, "environment": env}
+        # the rack number, and with it the broker user and its secret, differ
+        env = {k: v for k, v in svc["environment"].items()
+               if k not in ("BMS_RACK", "BMS_MQTT_USERNAME")}  # fmt: skip
+        return {**svc, "environment": env, "volumes": None}
 
     base = without_rack(merged("compose.yaml")["slave-rack1"])
     base["environment"]["BMS_MODULES_PER_RACK"] = "2"
@@ -142,7 +170,7 @@ def test_remote_racks_need_the_broker_address_and_rack_number() -> None:
     env = rack["environment"]
     assert env["BMS_MQTT_URL"].startswith("${BMS_MQTT_URL:?")
     assert env["BMS_RACK"].startswith("${BMS_RACK:?")
-    assert env["BMS_MQTT_USERNAME"] == "slave_agent"
+    assert env["BMS_MQTT_USERNAME"] == "slave_agent-rack${BMS_RACK}"
     assert rack["restart"] == "unless-stopped"
     assert "HEALTHCHECK" in (DEPLOY / "docker" / "slave_agent.Dockerfile").read_text()
 

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from shared.deploy import credentials
-from shared.deploy.acl import SERVICE_ROLES, USERS
+from shared.deploy.acl import RackLayout, render, users
+from shared.topics import SIM, THIRD_PARTY
+
+USERS = users()
 
 
 def test_first_start_makes_a_secret_per_user_and_the_password_file(tmp_path: Path) -> None:
@@ -25,8 +28,35 @@ def test_first_start_makes_a_secret_per_user_and_the_password_file(tmp_path: Pat
     assert all(len(s) >= 32 for s in secrets.values())
     passwd = (tmp_path / "broker" / "passwd").read_text().splitlines()
     assert [line.split(":", 1)[0] for line in passwd] == list(USERS)
-    for path in [tmp_path / "broker" / "passwd", *(tmp_path / u / "password" for u in USERS)]:
+    assert (tmp_path / "broker" / "acl").read_text() == render()
+    for path in [tmp_path / "broker" / "passwd", tmp_path / "broker" / "acl",
+                 *(tmp_path / u / "password" for u in USERS)]:  # fmt: skip
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path  # owner only
+
+
+def test_more_racks_get_their_secrets_and_the_acl_follows_the_layout(tmp_path: Path) -> None:
+    credentials.init(tmp_path, uid=None)
+    kept = credentials.show(tmp_path, "slave_agent-rack1")
+    layout = RackLayout(racks=4, modules_per_rack=2)
+    assert credentials.init(tmp_path, uid=None, layout=layout) == [
+        "slave_agent-rack2", "slave_agent-rack3"
+    ]  # fmt: skip
+    assert credentials.show(tmp_path, "slave_agent-rack1") == kept
+    acl_text = (tmp_path / "broker" / "acl").read_text()
+    assert acl_text == render(layout)
+    assert "user slave_agent-rack3\ntopic write bms/v1/+/slave/6/telemetry\n" in acl_text
+
+
+def test_the_layout_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BMS_RACKS", "3")
+    monkeypatch.setenv("BMS_MODULES_PER_RACK", "5")
+    assert credentials.main(["init", str(tmp_path), "--uid", "0"]) == 0
+    assert (tmp_path / "broker" / "acl").read_text() == render(RackLayout(3, 5))
+    monkeypatch.setenv("BMS_RACKS", "90")
+    with pytest.raises(SystemExit):
+        credentials.main(["init", str(tmp_path)])  # 90 racks of 5 pass module 195
 
 
 def test_a_restart_keeps_secrets_and_adds_what_is_missing(tmp_path: Path) -> None:
@@ -44,7 +74,7 @@ def test_service_secrets_belong_to_the_service_user_the_rest_to_root(tmp_path: P
     credentials.init(tmp_path, uid=12345)
     for user in USERS:
         owner = (tmp_path / user / "password").stat().st_uid
-        assert owner == (12345 if user in SERVICE_ROLES else 0), user
+        assert owner == (0 if user in (THIRD_PARTY, SIM) else 12345), user
     assert (tmp_path / "broker" / "passwd").stat().st_uid == 0
 
 
@@ -79,7 +109,10 @@ def test_kubernetes_secrets_have_one_secret_per_user_and_the_password_file() -> 
     doc = json.loads(credentials.k8s_secrets("bms"))
     names = {item["metadata"]["name"]: item["stringData"] for item in doc["items"]}
     for user in USERS:
-        assert names[f"bms-mqtt-{user.replace('_', '-')}"]["password"]
+        if user.startswith("slave_agent-rack"):
+            assert names[credentials.RACKS_SECRET][user]
+        else:
+            assert names[f"bms-mqtt-{user.replace('_', '-')}"]["password"]
     passwd = names["bms-broker-passwd"]["passwd"].splitlines()
     assert [line.split(":")[0] for line in passwd] == list(USERS)
     assert names["bms-ui-admin"][credentials.UI_ADMIN_FILE]

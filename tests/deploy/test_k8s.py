@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from shared.deploy import credentials
-from shared.deploy.acl import SERVICE_ROLES
+from shared.deploy.acl import SERVICE_ROLES, RackLayout, render
+from shared.topics import SLAVE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUSTOMIZATION = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
@@ -37,8 +38,14 @@ def test_services_select_a_workload() -> None:
         assert any(selector.items() <= lab.items() for lab in labels), svc["metadata"]["name"]
 
 
+def secret_of(pod: dict[str, Any], container: dict[str, Any], directory: str) -> str:
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    return str(next(v["secret"]["secretName"] for v in pod["volumes"]
+                    if v["name"] == mounts[directory]))  # fmt: skip
+
+
 def test_every_service_pod_is_non_root_probed_and_logs_in_with_its_own_secret() -> None:
-    users = set()
+    roles = set()
     for name, pod in pods():
         (container,) = pod["containers"]
         if not container["image"].startswith("bms/"):
@@ -47,24 +54,31 @@ def test_every_service_pod_is_non_root_probed_and_logs_in_with_its_own_secret() 
         assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
         assert "readinessProbe" in container, name
         env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["BMS_MQTT_URL"] == "mqtt://bms-broker:1883", name
+        if "BMS_MQTT_PASSWORD_DIR" in env:  # the racks: each pod picks its user by ordinal
+            assert "BMS_MQTT_USERNAME" not in env and env["BMS_RACK"] == "ordinal", name
+            secret = secret_of(pod, container, env["BMS_MQTT_PASSWORD_DIR"])
+            assert secret == credentials.RACKS_SECRET, name
+            roles.add(SLAVE)
+            continue
         user = env["BMS_MQTT_USERNAME"]
         assert user in SERVICE_ROLES and container["image"].startswith(f"bms/{user}:"), name
-        assert env["BMS_MQTT_URL"] == "mqtt://bms-broker:1883", name
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        volume = mounts[str(Path(env["BMS_MQTT_PASSWORD_FILE"]).parent)]
-        secret = next(v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == volume)
+        secret = secret_of(pod, container, str(Path(env["BMS_MQTT_PASSWORD_FILE"]).parent))
         assert secret == f"bms-mqtt-{user.replace('_', '-')}" and secret in SECRETS, name
-        users.add(user)
-    assert users == set(SERVICE_ROLES)
+        roles.add(user)
+    assert roles == set(SERVICE_ROLES)
 
 
-def test_broker_gets_the_password_file_secret_and_the_generated_config() -> None:
-    _, pod = next(p for p in pods() if p[0] == "bms-broker")
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["auth"]["secret"]["secretName"] == "bms-broker-passwd" in SECRETS
-    config_map = KUSTOMIZATION["configMapGenerator"][0]["name"]
-    assert volumes["config"]["configMap"]["name"] == config_map
-    assert "passwd" in SECRETS["bms-broker-passwd"]["stringData"]
+def test_the_racks_secret_and_the_acl_cover_the_statefulset_replicas() -> None:
+    sts = next(w for w in WORKLOADS if w["metadata"]["name"] == "bms-rack")
+    env = {e["name"]: e["value"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    layout = RackLayout(sts["spec"]["replicas"], int(env["BMS_MODULES_PER_RACK"]))
+    assert set(SECRETS[credentials.RACKS_SECRET]["stringData"]) == set(layout.users())
+    assert SECRETS["bms-broker-passwd"]["stringData"]["acl"] == render(layout)
+    bigger = RackLayout(6, 4)
+    doc = json.loads(credentials.k8s_secrets("bms", bigger))
+    racks = next(i for i in doc["items"] if i["metadata"]["name"] == credentials.RACKS_SECRET)
+    assert set(racks["stringData"]) == {f"slave_agent-rack{r}" for r in range(6)}
 
 
 def test_ui_admin_password_comes_from_its_secret() -> None:

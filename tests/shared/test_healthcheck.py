@@ -51,6 +51,24 @@ def test_reads_the_environment_as_the_service_settings_do(
     )  # fmt: skip
 
 
+def test_a_statefulset_rack_logs_in_as_the_agent_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.slave_agent.settings import SlaveAgentSettings
+
+    (tmp_path / "slave_agent-rack3").write_text("rack-3-secret\n")
+    env = {"BMS_RACK": "ordinal", "BMS_MODULES_PER_RACK": "4",
+           "BMS_MQTT_PASSWORD_DIR": str(tmp_path), "BMS_MQTT_URL": "mqtt://bms-broker"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("socket.gethostname", lambda: "bms-rack-3")
+    target = target_from_env(env)
+    assert (target.endpoint.username, target.endpoint.password) == (
+        "slave_agent-rack3", "rack-3-secret"
+    )  # fmt: skip
+    assert target.endpoint == SlaveAgentSettings().endpoint
+
+
 def test_online_only_for_a_service_of_its_kind_on_its_host(
     mosquitto: MosquittoBroker, system_id: str
 ) -> None:

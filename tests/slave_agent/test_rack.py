@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.slave_agent import rack
 from services.slave_agent.settings import SlaveAgentSettings, parse_modules
+from shared import racks as rack
+from shared.deploy import acl
 
 
 @pytest.mark.parametrize(
@@ -76,3 +79,34 @@ def test_without_a_rack_the_instance_follows_the_modules() -> None:
 def test_inconsistent_rack_settings_are_refused(kwargs: dict[str, object], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         SlaveAgentSettings(**kwargs)
+
+
+def test_a_pod_picks_its_own_password_from_the_racks_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for r in range(3):
+        (tmp_path / acl.rack_user(r)).write_text(f"password-of-rack-{r}\n")
+    monkeypatch.setattr("socket.gethostname", lambda: "bms-rack-2")
+    settings = SlaveAgentSettings(
+        rack="ordinal", modules_per_rack=4, mqtt_password_dir=str(tmp_path),
+        mqtt_url="mqtt://bms-broker:1883",
+    )  # fmt: skip
+    endpoint = settings.endpoint
+    assert (endpoint.username, endpoint.password) == ("slave_agent-rack2", "password-of-rack-2")
+
+
+def test_a_rack_missing_from_the_secret_stops_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "bms-rack-5")
+    with pytest.raises(ValidationError, match="slave_agent-rack5"):
+        SlaveAgentSettings(rack="ordinal", modules_per_rack=4, mqtt_password_dir=str(tmp_path))
+
+
+@given(st.integers(0, 48))
+def test_the_broker_user_of_a_rack_is_its_instance_name(index: int) -> None:
+    assert acl.rack_user(index) == rack.rack_instance(index)
+    layout = acl.RackLayout(racks=49, modules_per_rack=4)
+    assert rack.rack_modules(index, 4) == (
+        f"{layout.modules(index)[0]}-{layout.modules(index)[-1]}"
+    )

@@ -2,12 +2,16 @@
 
 Rack r with n modules per rack hosts modules r*n .. r*n+n-1 (0-based, as module numbers are).
 In a Kubernetes StatefulSet the rack is the pod's ordinal, read from the end of its host name
-(`bms-rack-2` is rack 2), so one manifest scales to any number of racks.
+(`bms-rack-2` is rack 2), so one manifest scales to any number of racks. A rack's instance
+name is also its broker user, which the ACL allows its own modules' topics only.
+
+Standard library only: the container health check imports it.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 MAX_MODULE = 195
 ORDINAL = "ordinal"
@@ -50,3 +54,10 @@ def rack_modules(index: int, per_rack: int) -> str:
 def rack_instance(index: int) -> str:
     """The instance name a rack announces itself with (`service/slave_agent-rack2/status`)."""
     return f"slave_agent-rack{index}"
+
+
+def rack_credentials(rack: str, password_dir: str, hostname: str) -> tuple[str, str]:
+    """The broker user and password file of a rack whose passwords sit in one directory,
+    a file per rack user (one Kubernetes Secret for a whole StatefulSet)."""
+    user = rack_instance(rack_index(rack, hostname))
+    return user, str(Path(password_dir) / user)
