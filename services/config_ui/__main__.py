@@ -14,6 +14,7 @@ from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
 from services.config_ui.config_store import ConfigStore
 from services.config_ui.context import UiContext
+from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserError, UserStore
@@ -71,8 +72,11 @@ def run(settings: ConfigUiSettings) -> int:
         return 2
     live = LiveView(history_s=settings.ui_history_s)
     bus = MqttBus.from_settings(settings, kind=KIND)
-    bridge = BusBridge(bus, live, command_timeout_s=settings.ui_command_timeout_s)
-    ctx = UiContext(settings=settings, store=store, users=users, live=live, bridge=bridge)
+    history = HistoryStore(db, retention_s=settings.ui_history_retention_days * 86400)
+    bridge = BusBridge(bus, live, command_timeout_s=settings.ui_command_timeout_s, history=history)
+    ctx = UiContext(
+        settings=settings, store=store, users=users, live=live, bridge=bridge, history=history
+    )
     stop = threading.Event()
     bus.start()
     bridge.start()
@@ -92,6 +96,7 @@ def run(settings: ConfigUiSettings) -> int:
         bus.stop()
         store.close()
         users.close()
+        history.close()
     return 0
 
 

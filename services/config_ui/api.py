@@ -218,12 +218,13 @@ async def live(request: Request, _: Viewer, ctx: Ctx) -> EventSourceResponse:
 
 @router.get("/history", tags=["live"])
 def history(
-    _: Viewer, ctx: Ctx, seconds: Annotated[float, Query(gt=0, le=7 * 86400)] = 3600
+    _: Viewer, ctx: Ctx, seconds: Annotated[float, Query(gt=0, le=3660 * 86400)] = 3600
 ) -> list[dict[str, float]]:
-    """SOC, voltage and current once a second, oldest first."""
+    """SOC, voltage and current, oldest first: once a second over the last hour, averaged
+    from the stored 10 s points over longer spans (at most 1500 points)."""
     return [
         {"ts": p.ts, "soc": p.soc_pct, "voltage": p.voltage_v, "current": p.current_a}
-        for p in ctx.live.history(seconds)
+        for p in ctx.history_points(seconds)
     ]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from typing import Any
 
+from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import LiveView
 from shared.bus import BusCore
 from shared.commands import CommandClient
@@ -16,12 +18,21 @@ from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_CELLS, PACK_STATE, SE
 
 log = logging.getLogger("config_ui.bridge")
 STATUS_PERIOD_S = 10.0
+PRUNE_PERIOD_S = 3600.0
 
 
 class BusBridge:
-    def __init__(self, bus: BusCore, live: LiveView, *, command_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        bus: BusCore,
+        live: LiveView,
+        *,
+        command_timeout_s: float = 5.0,
+        history: HistoryStore | None = None,
+    ) -> None:
         self.bus = bus
         self.live = live
+        self.history = history
         self.command_timeout_s = command_timeout_s
         self.commands = CommandClient(bus)
         self.config_seen = threading.Event()
@@ -45,13 +56,33 @@ class BusBridge:
         self._thread.start()
 
     def _loop(self) -> None:
-        last_status_s = time.monotonic()
+        last_status_s = last_persist_s = time.monotonic()
+        last_prune_s = 0.0
         while not self._stop.is_set():
             self.bus.process(timeout_s=0.1)
             self.commands.expire()
-            if time.monotonic() - last_status_s >= STATUS_PERIOD_S:
-                last_status_s = time.monotonic()
+            now = time.monotonic()
+            if now - last_status_s >= STATUS_PERIOD_S:
+                last_status_s = now
                 self.bus.publish_status()  # with the counters: refused requests, logins, ...
+            if self.history is not None and now - last_persist_s >= PERSIST_PERIOD_S:
+                last_persist_s = now
+                self.persist_history(prune=now - last_prune_s >= PRUNE_PERIOD_S)
+                last_prune_s = now if now - last_prune_s >= PRUNE_PERIOD_S else last_prune_s
+
+    def persist_history(self, *, prune: bool = False) -> None:
+        """Store the newest history point (a SQLite failure is logged, never fatal)."""
+        assert self.history is not None
+        point = self.live.latest_point()
+        try:
+            latest = self.history.latest_ts()
+            if point is not None and (latest is None or point.ts > latest):
+                self.history.add(point)
+            if prune:
+                self.history.prune(time.time())
+        except sqlite3.Error as exc:
+            self.bus.counters["history_errors"] += 1
+            log.error("cannot store the SOC and voltage history: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -15,7 +15,8 @@ from services.config_ui.config_store import (
     ConfigVersion,
     StoredConfigError,
 )
-from services.config_ui.live import LiveView
+from services.config_ui.history_store import HistoryStore
+from services.config_ui.live import HistoryPoint, LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import LoginThrottled, User, UserStore
 from shared.config import SystemConfig
@@ -38,6 +39,8 @@ class UiContext:
     users: UserStore
     live: LiveView
     bridge: BusBridge
+    history: HistoryStore | None = None
+    """The stored history beyond what the live view keeps in memory."""
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
     _apply_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,6 +95,13 @@ class UiContext:
             self.bridge.publish_config(version.config)
         log.info("configuration %d applied by %s (%s)", version.version, user, source)
         return version
+
+    def history_points(self, seconds: float, max_points: int = 1500) -> list[HistoryPoint]:
+        """The last hour at 1 s from memory; longer spans from the store, averaged."""
+        if seconds <= self.live.history_span_s() or self.history is None:
+            return self.live.history(seconds)
+        now = self.live.clock()
+        return self.history.query(now - seconds, now, max_points)
 
     def latest(self) -> ConfigVersion | None:
         """The newest stored version; None (and an error in the log) when it no longer loads."""

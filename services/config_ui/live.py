@@ -119,6 +119,14 @@ class LiveView:
         with self._lock:
             return [p for p in self._history if p.ts >= since]
 
+    def history_span_s(self) -> float:
+        """How far back the in-memory history reaches at most."""
+        return (self._history.maxlen or 1) * HISTORY_PERIOD_S
+
+    def latest_point(self) -> HistoryPoint | None:
+        with self._lock:
+            return self._history[-1] if self._history else None
+
     def recent_events(self, limit: int = 50) -> list[Event]:
         with self._lock:
             return list(self._events)[-limit:][::-1]

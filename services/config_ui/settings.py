@@ -29,7 +29,10 @@ class ConfigUiSettings(ServiceSettings):
         0.25, ge=0.05, le=5.0, description="period of the dashboard's live updates"
     )
     ui_history_s: float = Field(
-        3600.0, ge=60.0, le=7 * 86400.0, description="span of the SOC and voltage history"
+        3600.0, ge=60.0, le=86400.0, description="span of the 1 s SOC and voltage history"
+    )
+    ui_history_retention_days: float = Field(
+        30.0, gt=0.0, le=3660.0, description="days of the stored 10 s history"
     )
     ui_command_timeout_s: float = Field(
         5.0, gt=0.0, le=60.0, description="how long to wait for the master's reply"

@@ -14,6 +14,7 @@ from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
 from services.config_ui.config_store import ConfigStore
 from services.config_ui.context import UiContext
+from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserStore
@@ -69,8 +70,11 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     store = ConfigStore(db)
     live = LiveView(history_s=600)
     bus = InMemoryBus(broker, system=SYSTEM, service="config_ui", kind="config_ui")
-    bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s)
-    ctx = UiContext(settings=settings, store=store, users=users, live=live, bridge=bridge)
+    history = HistoryStore(db, retention_s=30 * 86400)
+    bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s, history=history)
+    ctx = UiContext(
+        settings=settings, store=store, users=users, live=live, bridge=bridge, history=history
+    )
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
     names = ("set_mode", "contactors", "reset_faults", "events_query")
@@ -96,6 +100,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     store.close()
     users.close()
     master.events.close()
+    history.close()
 
 
 @pytest.fixture

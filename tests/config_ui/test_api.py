@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from services.config_ui import api
 from services.config_ui.auth import CHANGE_PASSWORD_FIRST
+from services.config_ui.live import HistoryPoint
 from services.config_ui.users import Role
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config
@@ -502,3 +503,19 @@ def test_the_service_status_carries_the_counters(ui: UiHarness) -> None:
     topic = SERVICE_STATUS.topic(SYSTEM, service="config_ui")
     status = decode(ServiceStatus, topic, ui.broker.retained[topic])
     assert status.counters["login_failed"] == 1
+
+
+def test_long_history_comes_from_the_store_and_survives_a_restart(ui: UiHarness) -> None:
+    ui.login()
+    now = time.time()
+    ui.master.bus.publish(PACK_STATE, pack_state(soc=42.0))
+    wait_for(lambda: ui.ctx.live.latest_point() is not None)
+    ui.ctx.bridge.persist_history()
+    ui.ctx.bridge.persist_history()  # the same point is stored once
+    assert ui.ctx.history is not None
+    for hours_ago in (30, 20, 10):  # what an earlier run stored
+        ui.ctx.history.add(HistoryPoint(now - hours_ago * 3600, 80.0 - hours_ago, 400.0, 5.0))
+    day = ui.client.get("/api/history?seconds=86400").json()
+    assert [round(p["soc"]) for p in day] == [60, 70, 42]
+    hour = ui.client.get("/api/history?seconds=3600").json()
+    assert [p["soc"] for p in hour] == [42.0]  # the last hour: the 1 s points in memory

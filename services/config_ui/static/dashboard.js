@@ -109,12 +109,18 @@ function showPack(p) {
   showAlarms(p);
 }
 
+function historySpan() {
+  const select = document.getElementById("history-range");
+  return select ? Number(select.value) : 3600;
+}
+
 async function loadHistory() {
-  const r = await api("GET", "/api/history?seconds=3600");
+  const span = historySpan();
+  const r = await api("GET", `/api/history?seconds=${span}`);
   if (!r.ok) return;
   const points = r.data;
   const data = {
-    labels: points.map((p) => new Date(p.ts * 1000).toLocaleTimeString()),
+    labels: points.map((p) => (span > 86400 ? new Date(p.ts * 1000).toLocaleString() : new Date(p.ts * 1000).toLocaleTimeString())),
     datasets: [
       { label: "SOC (%)", data: points.map((p) => p.soc), yAxisID: "soc", borderColor: "#1f6feb", pointRadius: 0 },
       { label: "voltage (V)", data: points.map((p) => p.voltage), yAxisID: "v", borderColor: "#bf8700", pointRadius: 0 },
@@ -137,7 +143,7 @@ async function loadHistory() {
 
 // between reloads of /api/history, the live values extend the plot (one point a second)
 function appendHistory(ts, pack) {
-  if (!historyChart || ts - lastHistoryTs < 1) return;
+  if (!historyChart || historySpan() !== 3600 || ts - lastHistoryTs < 1) return;
   lastHistoryTs = ts;
   const data = historyChart.data;
   data.labels.push(new Date(ts * 1000).toLocaleTimeString());
@@ -180,4 +186,6 @@ document.addEventListener("DOMContentLoaded", () => {
   connect();
   loadHistory();
   setInterval(loadHistory, 10000);
+  const range = document.getElementById("history-range");
+  if (range) range.addEventListener("change", loadHistory);
 });
