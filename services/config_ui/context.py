@@ -63,7 +63,7 @@ class UiContext:
         """The user when the password matches; every attempt is logged and counted (an audit
         trail of who got in and of guessing). LoginThrottled while the name is locked."""
         try:
-            user = self.users.authenticate(username, password)
+            user = self.users.authenticate(username, password, client=client)
         except LoginThrottled as exc:
             self.count("login_throttled")
             log.warning("login for %r from %s throttled (%.0f s)", username, client,

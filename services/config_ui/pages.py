@@ -152,7 +152,7 @@ def config_page(request: Request, session: Viewer, ctx: Ctx, error: str = "") ->
         history=history,
         summaries={v.version: summary(v) for v in history},
         services=ctx.live.services(),
-        active=history[0].version if history else None,
+        active=None if (latest := ctx.latest()) is None else latest.version,
         error=error,
     )
 

@@ -120,6 +120,10 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _throttle_key(name: str, client: str) -> str:
+    return f"{name[:_THROTTLE_KEY_CHARS]}@{client[:64]}" if client else name[:_THROTTLE_KEY_CHARS]
+
+
 def _throttle_delay_s(lockouts: int) -> float:
     return min(THROTTLE_FIRST_S * 2.0 ** min(lockouts - 1, 32), THROTTLE_MAX_S)
 
@@ -329,15 +333,17 @@ class UserStore:
 
     # -- login -----------------------------------------------------------------------------
 
-    def authenticate(self, username: str, password: str) -> User | None:
+    def authenticate(self, username: str, password: str, *, client: str = "") -> User | None:
         """The user when the password matches, else None.
 
-        After THROTTLE_AFTER_FAILURES consecutive failures for one user name (known or not),
-        every attempt raises LoginThrottled for 30 s; each further failure doubles that, up to
-        15 min. A successful login resets the count.
+        After THROTTLE_AFTER_FAILURES consecutive failures for one user name (known or not)
+        from one `client` address, every attempt of that pair raises LoginThrottled for 30 s;
+        each further failure doubles that, up to 15 min. A successful login resets the count.
+        Keyed by the address too, so guessing from one host cannot lock the user out of
+        every other.
         """
         name = username.strip().lower()
-        key = name[:_THROTTLE_KEY_CHARS]
+        key = _throttle_key(name, client)
         now = self._clock()
         with self._lock, transaction(self._conn):
             self._count_attempt(key, now)
@@ -394,9 +400,9 @@ class UserStore:
             (key, failures, lockouts, locked_until, now),
         )
 
-    def throttled_for(self, username: str) -> float:
-        """Seconds until `username` may try to log in again; 0 when it may now."""
-        key = username.strip().lower()[:_THROTTLE_KEY_CHARS]
+    def throttled_for(self, username: str, *, client: str = "") -> float:
+        """Seconds until `username` may try to log in again from `client`; 0 when it may."""
+        key = _throttle_key(username.strip().lower(), client)
         with self._lock:
             row = self._conn.execute(
                 "SELECT locked_until FROM login_failures WHERE username = ?", (key,)

@@ -161,6 +161,18 @@ def test_throttling_after_five_failures_and_its_expiry(
     assert users.throttled_for("admin") == 0.0
 
 
+def test_guessing_from_one_host_does_not_lock_the_user_out_of_another(
+    users: UserStore, admin_password: str
+) -> None:
+    for _ in range(5):
+        assert users.authenticate("admin", "wrong password", client="10.0.0.66") is None
+    with pytest.raises(LoginThrottled):
+        users.authenticate("admin", admin_password, client="10.0.0.66")
+    assert users.throttled_for("admin", client="10.0.0.66") > 0
+    assert users.throttled_for("admin", client="192.168.1.10") == 0.0
+    assert users.authenticate("admin", admin_password, client="192.168.1.10") is not None
+
+
 def test_throttle_doubles_up_to_fifteen_minutes(
     users: UserStore, admin_password: str, clock: FakeClock
 ) -> None:
