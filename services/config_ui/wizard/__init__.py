@@ -1,0 +1,42 @@
+"""The configuration wizard: steps, their form fields and the draft configuration they edit.
+
+Pure logic for the web pages. A draft is the JSON form of a configuration
+(`SystemConfig.model_dump(mode="json")`) that may be invalid while it is being edited. The form
+fields are found by walking `SystemConfig`'s pydantic fields, so a new setting appears in the
+step that owns its section without any change here.
+"""
+
+from __future__ import annotations
+
+from services.config_ui.wizard.charts import LevelChart, level_charts
+from services.config_ui.wizard.drafts import FormResult, apply_form, draft_from_config, new_draft
+from services.config_ui.wizard.fields import FieldSpec, fields_for_step
+from services.config_ui.wizard.steps import (
+    STEPS,
+    WizardStep,
+    next_step,
+    prev_step,
+    step,
+    step_of_path,
+)
+from services.config_ui.wizard.validation import errors_for_step, first_step_with_errors, validate
+
+__all__ = [
+    "STEPS",
+    "FieldSpec",
+    "FormResult",
+    "LevelChart",
+    "WizardStep",
+    "apply_form",
+    "draft_from_config",
+    "errors_for_step",
+    "fields_for_step",
+    "first_step_with_errors",
+    "level_charts",
+    "new_draft",
+    "next_step",
+    "prev_step",
+    "step",
+    "step_of_path",
+    "validate",
+]
