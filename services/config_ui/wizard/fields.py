@@ -23,7 +23,6 @@ from shared.config import (
 )
 from shared.config.interfaces import CAN_BITRATES, MODBUS_BAUDRATES
 
-
 FieldKind = Literal["number", "integer", "text", "select", "checkbox", "multiselect"]
 
 
