@@ -10,7 +10,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from services.config_ui import api
+from services.config_ui.api import live as live_api
 from services.config_ui.auth import CHANGE_PASSWORD_FIRST
 from services.config_ui.live import HistoryPoint
 from services.config_ui.users import Role
@@ -300,7 +300,7 @@ def test_live_stream_sends_state_events(ui: UiHarness) -> None:
 
 
 def test_live_stream_ends_with_its_session(ui: UiHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "SESSION_RECHECK_S", 0.0)
+    monkeypatch.setattr(live_api, "SESSION_RECHECK_S", 0.0)
     ui.login()
     with ui.client.stream("GET", "/api/live") as r:
         events = []

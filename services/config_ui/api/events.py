@@ -1,0 +1,78 @@
+"""The master's event log, filtered, as JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.config_ui.api.deps import Ctx, Viewer
+from services.config_ui.context import UiContext
+from shared.messages import (
+    EventsQueryArgs,
+)
+from shared.messages.events import EventKind, EventLevel
+
+router = APIRouter()
+
+
+EVENT_COLUMNS = ("ts", "level", "kind", "code", "text", "source", "values")
+
+
+async def query_events(ctx: UiContext, f: EventFilter) -> list[dict[str, Any]]:
+    """The master filters its whole log, so an old window or a rare code is found too."""
+    rows = await ctx.bridge.events(EventsQueryArgs(**f.model_dump()))
+    if rows is None:
+        raise HTTPException(504, "the master did not answer the event query")
+    return rows
+
+
+class EventFilter(BaseModel):
+    since_ts: float = Field(0.0, ge=0.0, le=1e10)
+    until_ts: float | None = Field(None, ge=0.0, le=1e10)
+    min_level: EventLevel = "info"
+    kind: EventKind | None = None
+    code: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$", description="part of the code")
+    text: str | None = Field(None, min_length=1, max_length=100, description="part of the text")
+    limit: int = Field(500, ge=1, le=1000)
+
+
+@router.get("/events", tags=["events"])
+async def events(_: Viewer, ctx: Ctx, f: Annotated[EventFilter, Query()]) -> list[dict[str, Any]]:
+    """The master's event log, newest first, filtered."""
+    return await query_events(ctx, f)
+
+
+@router.get("/events.csv", tags=["events"], response_class=StreamingResponse)
+async def events_csv(_: Viewer, ctx: Ctx, f: Annotated[EventFilter, Query()]) -> Response:
+    rows = await query_events(ctx, f)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*EVENT_COLUMNS[:1], "time_utc", *EVENT_COLUMNS[1:]])
+    for row in rows:
+        ts = float(row.get("ts", 0.0))
+        writer.writerow(
+            [
+                f"{ts:.3f}",
+                _iso(ts),
+                *(row.get(c, "") for c in EVENT_COLUMNS[1:-1]),
+                json.dumps(row.get("values", {}), sort_keys=True),
+            ]
+        )
+    name = f"events-{ctx.system}.csv"
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")

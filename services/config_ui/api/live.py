@@ -1,0 +1,69 @@
+"""Live values: the pack state, a server-sent event stream, the history and the services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from services.config_ui.api.deps import Ctx, Viewer
+from services.config_ui.auth import session_of
+
+router = APIRouter()
+SESSION_RECHECK_S = 5.0
+"""How often a live stream checks that its session still exists."""
+
+
+@router.get("/state", tags=["live"])
+def state(_: Viewer, ctx: Ctx) -> dict[str, Any]:
+    """The latest pack state and cells (`stale` when the master has gone quiet)."""
+    return ctx.live.snapshot()
+
+
+@router.get("/live", tags=["live"], response_class=EventSourceResponse)
+async def live(request: Request, _: Viewer, ctx: Ctx) -> EventSourceResponse:
+    """Server-sent events: a `state` event with the `/api/state` data several times a second."""
+    period = ctx.settings.ui_live_period_s
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        checked_s = time.monotonic()
+        while not await request.is_disconnected():
+            if time.monotonic() - checked_s >= SESSION_RECHECK_S:
+                # a stream lives for hours: a logout or a deleted user must end it too
+                checked_s = time.monotonic()
+                session = await run_in_threadpool(session_of, request)
+                if session is None or session.must_change_password:
+                    yield {"event": "session_ended", "data": "{}"}
+                    return
+            yield {"event": "state", "data": json.dumps(ctx.live.snapshot())}
+            await asyncio.sleep(period)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+@router.get("/history", tags=["live"])
+def history(
+    _: Viewer, ctx: Ctx, seconds: Annotated[float, Query(gt=0, le=3660 * 86400)] = 3600
+) -> list[dict[str, float]]:
+    """SOC, voltage and current, oldest first: once a second over the last hour, averaged
+    from the stored 10 s points over longer spans (at most 1500 points)."""
+    return [
+        {"ts": p.ts, "soc": p.soc_pct, "voltage": p.voltage_v, "current": p.current_a}
+        for p in ctx.history_points(seconds)
+    ]
+
+
+@router.get("/services", tags=["live"])
+def services(_: Viewer, ctx: Ctx) -> dict[str, Any]:
+    """Each service: online or not, and the configuration version it acknowledged."""
+    latest = ctx.latest()
+    return {
+        "active_version": None if latest is None else latest.version,
+        "services": ctx.live.services(),
+    }

@@ -1,0 +1,103 @@
+"""The wizard's steps as JSON: the draft, its fields, a step submitted, review and apply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException
+
+from services.config_ui import wizard
+from services.config_ui.api.configuration import RollbackBody, diff_info, version_info
+from services.config_ui.api.deps import Admin, Ctx, Viewer, rejected
+from services.config_ui.context import InvalidConfigError, UiContext
+
+router = APIRouter()
+
+
+@router.get("/wizard/steps", tags=["wizard"])
+def wizard_steps(_: Viewer) -> list[dict[str, Any]]:
+    return [{"key": s.key, "title": s.title, "help": s.help} for s in wizard.STEPS]
+
+
+@router.get("/wizard/draft", tags=["wizard"])
+def wizard_draft(session: Admin, ctx: Ctx) -> dict[str, Any]:
+    """Your draft, with the problems it still has by field."""
+    draft = ctx.draft_for(session.username)
+    _, errors = wizard.validate(draft)
+    return {"draft": draft, "errors": errors}
+
+
+@router.get("/wizard/steps/{key}", tags=["wizard"])
+def wizard_fields(key: str, session: Admin, ctx: Ctx) -> dict[str, Any]:
+    """The fields of one step, with values from your draft and their problems."""
+    _step(key)
+    draft = ctx.draft_for(session.username)
+    _, errors = wizard.validate(draft)
+    return {
+        "fields": [f.__dict__ for f in wizard.fields_for_step(key, draft)],
+        "errors": wizard.errors_for_step(key, errors),
+    }
+
+
+@router.put("/wizard/steps/{key}", tags=["wizard"])
+def wizard_submit(
+    key: str, session: Admin, ctx: Ctx, form: Annotated[dict[str, str], Body()]
+) -> dict[str, Any]:
+    """Set the fields of one step (values as text, as a form sends them)."""
+    _step(key)
+    result = wizard.apply_form(key, ctx.draft_for(session.username), form)
+    ctx.drafts[session.username] = result.draft
+    _, errors = wizard.validate(result.draft)
+    step_errors = {**wizard.errors_for_step(key, errors), **result.errors}
+    return {"errors": step_errors, "rederived": result.rederived, "next": wizard.next_step(key)}
+
+
+@router.delete("/wizard/draft", tags=["wizard"], status_code=204)
+def wizard_discard(session: Admin, ctx: Ctx) -> None:
+    """Start again from the active configuration."""
+    ctx.drafts.pop(session.username, None)
+
+
+@router.get("/wizard/review", tags=["wizard"])
+def wizard_review(session: Admin, ctx: Ctx) -> dict[str, Any]:
+    """The draft against the active configuration, field by field, and what blocks applying."""
+    return review(ctx, session.username)
+
+
+def review(ctx: UiContext, user: str) -> dict[str, Any]:
+    from services.config_ui.config_diff import config_diff
+
+    draft = {**ctx.draft_for(user), "system_id": ctx.system}
+    latest = ctx.latest()
+    _, errors = wizard.validate(draft)
+    old = latest.config.model_dump(mode="json") if latest else None
+    return {
+        "active_version": latest.version if latest else None,
+        "diff": diff_info(config_diff(old, draft)),
+        "errors": errors,
+        "first_step_with_errors": wizard.first_step_with_errors(errors),
+    }
+
+
+@router.post("/wizard/apply", tags=["wizard"], status_code=201)
+def wizard_apply(session: Admin, ctx: Ctx, body: RollbackBody | None = None) -> Any:
+    """Apply your draft: a new version, published to every service."""
+    try:
+        config = ctx.validate(ctx.draft_for(session.username))
+    except InvalidConfigError as exc:
+        return rejected(exc.errors)
+    try:
+        version = ctx.apply(
+            config, user=session.username, source="wizard", comment=body.comment if body else ""
+        )
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    ctx.drafts.pop(session.username, None)
+    return version_info(version)
+
+
+def _step(key: str) -> wizard.WizardStep:
+    try:
+        return wizard.step(key)
+    except KeyError as exc:
+        raise HTTPException(404, f"no wizard step {key!r}") from exc
