@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         service="tap",
         kind="tap",
         protocol=args.protocol,
+        presence=False,  # a watcher, not a service: works as the read-only third party
     )
     seen = 0
 

@@ -1,7 +1,8 @@
 # A rack of slave modules: cell measurement and balancing (simulated battery by default).
 # Build from the repository root: docker build -f deploy/docker/slave_agent.Dockerfile .
 # A rack is chosen with BMS_RACK (a number, or "ordinal" in a StatefulSet) and
-# BMS_MODULES_PER_RACK, or a module range with BMS_MODULES.
+# BMS_MODULES_PER_RACK; the stack's broker knows racks only (user slave_agent-rack<r>), so a
+# free module range (BMS_MODULES) is for brokers without the generated ACL.
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore

@@ -39,7 +39,7 @@ def inject_main(argv: list[str]) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     bus = MqttBus(parse_mqtt_url(args.mqtt_url), system=args.system, service="inject",
-                  kind="inject", protocol=args.mqtt_protocol)  # fmt: skip
+                  kind="inject", protocol=args.mqtt_protocol, presence=False)  # fmt: skip
     if not bus.start(wait_s=5):
         parser.exit(2, f"cannot reach the broker at {args.mqtt_url}\n")
     bus.publish(SIM_CONTROL, control)

@@ -53,7 +53,11 @@ class MqttBus(BusCore):
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
+        presence: bool = True,
     ) -> None:
+        """`presence=False` for tools (tap, fault injection): no last will and no status, so
+        a user that may publish no presence (third party, simulation) can connect at all;
+        mosquitto refuses a connection whose will it may not publish."""
         super().__init__(
             system=system, service=service, kind=kind, version=version, max_inbox=max_inbox
         )
@@ -81,8 +85,10 @@ class MqttBus(BusCore):
         )
         self._client.max_queued_messages_set(max_queued_out)
         self._client.max_inflight_messages_set(100)
-        will_topic, will_payload = self.status_payload("offline")
-        self._client.will_set(will_topic, will_payload, qos=1, retain=True)
+        self._presence = presence
+        if presence:
+            will_topic, will_payload = self.status_payload("offline")
+            self._client.will_set(will_topic, will_payload, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -128,7 +134,7 @@ class MqttBus(BusCore):
         """Say offline (retained), then disconnect; the last will is not sent."""
         if not self._started:
             return
-        if self.connected:
+        if self.connected and self._presence:
             topic, payload = self.status_payload("offline")
             info = self._client.publish(topic, payload, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -167,8 +173,9 @@ class MqttBus(BusCore):
             retained = list(self._retained.items())
         if filters:
             client.subscribe([(f, q) for f, q in filters])
-        topic, payload = self.status_payload("online")
-        client.publish(topic, payload, qos=1, retain=True)
+        if self._presence:
+            topic, payload = self.status_payload("online")
+            client.publish(topic, payload, qos=1, retain=True)
         for t, (p, q) in retained:
             client.publish(t, p, qos=q, retain=True)
         log.info("connected to %s:%s as %s", self.endpoint.host, self.endpoint.port, self.client_id)

@@ -3,6 +3,8 @@ exactly what the topic registry grants it, and nobody gets in without a valid pa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -15,12 +17,15 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
+from shared.bus import MqttBus
 from shared.deploy import acl, credentials
+from shared.endpoint import MqttEndpoint
 from shared.topics import TOPICS, TopicSpec
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
 SYSTEM = "plant1"
+ROOT = Path(__file__).resolve().parents[2]
 NOT_AUTHORIZED = 0x87
 ACCEPTED_BELOW = 0x80  # MQTT 5 reason codes: 0x10 'no matching subscribers' is a success
 
@@ -181,3 +186,76 @@ def test_a_wrong_password_or_anonymous_is_refused(broker: tuple[int, Path], pass
         assert client.refused, "no CONNACK refusal"
     finally:
         client.close()
+
+
+def bus_as(
+    broker: tuple[int, Path], user: str, *, presence: bool, service: str = "tool"
+) -> MqttBus:
+    port, store = broker
+    endpoint = MqttEndpoint("127.0.0.1", port, False, user, credentials.show(store, user))
+    return MqttBus(endpoint, system=SYSTEM, service=service, kind="tool", presence=presence)
+
+
+def test_tools_log_in_as_users_that_may_publish_no_presence(broker: tuple[int, Path]) -> None:
+    """Newer mosquitto releases refuse a connection whose last will the user may not publish:
+    the tap (as the third party) and fault injection (as the simulation) set none, and
+    publish no presence."""
+    seen: list[str] = []
+    tap = bus_as(broker, "third_party", presence=False)
+    tap.subscribe_raw(f"bms/v1/{SYSTEM}/pack/state", lambda t, _p, _r: seen.append(t))
+    try:
+        assert tap.start(wait_s=5)
+        master = login(broker, "master_core")
+        try:
+            assert master.publish(f"bms/v1/{SYSTEM}/pack/state") < ACCEPTED_BELOW
+        finally:
+            master.close()
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            tap.process(timeout_s=0.1)
+        assert seen == [f"bms/v1/{SYSTEM}/pack/state"]
+    finally:
+        tap.stop()
+
+
+@pytest.mark.parametrize("presence", [True, False])
+def test_a_bus_without_presence_publishes_no_status(
+    broker: tuple[int, Path], presence: bool
+) -> None:
+    topic = f"bms/v1/{SYSTEM}/service/modbus_gateway/status"
+    owner = login(broker, "modbus_gateway")
+    owner.c.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)  # no retained status
+    owner.close()
+    watcher = login(broker, "config_ui")
+    watcher.c.subscribe(topic, qos=1)
+    time.sleep(0.3)
+    bus = bus_as(broker, "modbus_gateway", presence=presence, service="modbus_gateway")
+    try:
+        assert bus.start(wait_s=5)
+        time.sleep(0.5)
+    finally:
+        bus.stop()
+        time.sleep(0.3)
+        watcher.close()
+    assert bool(watcher.received) == presence
+
+
+def test_fault_injection_runs_as_the_simulation_user(broker: tuple[int, Path]) -> None:
+    port, store = broker
+    rack0 = login(broker, "slave_agent-rack0")
+    rack0.c.subscribe(f"bms/v1/{SYSTEM}/sim/control", qos=1)
+    time.sleep(0.3)
+    url = f"mqtt://simulation:{credentials.show(store, 'simulation')}@127.0.0.1:{port}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "services.slave_agent", "inject", "clear", "--mqtt-url", url,
+             "--system", SYSTEM],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 5
+        while not rack0.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rack0.received == {f"bms/v1/{SYSTEM}/sim/control"}
+    finally:
+        rack0.close()
