@@ -114,6 +114,9 @@ def main() -> int:
                 time.sleep(0.2)
             r = http.post("/api/session", json={"username": "admin", "password": PASSWORD})
             r.raise_for_status()
+            http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+            change = {"current_password": PASSWORD, "new_password": "bench-own-password-2"}
+            http.post("/api/account/password", json=change).raise_for_status()
             while http.get("/api/state").json()["cells"] is None:
                 time.sleep(0.2)
             size = len(http.get("/api/state").content)

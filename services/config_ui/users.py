@@ -224,13 +224,13 @@ class UserStore:
     def ensure_admin(self, initial_password: str | None = None) -> str | None:
         """Create the user "admin" when there are no users; the password it set, else None.
 
-        Without `initial_password` a random one is generated and must be changed at the first
-        login. There is never a default password.
+        Without `initial_password` a random one is generated. Either way it must be changed
+        at the first login: it was shown on a console or sits in a secret file, so others may
+        know it. There is never a default password.
         """
         with self._lock:
             if self._conn.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None:
                 return None
-        generated = initial_password is None
         password = secrets.token_urlsafe(12) if initial_password is None else initial_password
         check_password(INITIAL_ADMIN, password)
         password_hash = self._hasher.hash(password)
@@ -240,7 +240,7 @@ class UserStore:
             self._conn.execute(
                 "INSERT INTO users (username, role, password_hash, created_ts, created_by, "
                 "must_change_password) VALUES (?, 'admin', ?, ?, 'system', ?)",
-                (INITIAL_ADMIN, password_hash, self._clock(), int(generated)),
+                (INITIAL_ADMIN, password_hash, self._clock(), 1),
             )
         return password
 

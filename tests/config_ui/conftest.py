@@ -67,6 +67,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     db = tmp_path / "ui.sqlite"
     users = UserStore(db, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     users.ensure_admin(ADMIN_PASSWORD)
+    users.set_password("admin", ADMIN_PASSWORD, by="admin")  # as after the first login
     store = ConfigStore(db)
     live = LiveView(history_s=600)
     bus = InMemoryBus(broker, system=SYSTEM, service="config_ui", kind="config_ui")

@@ -40,7 +40,8 @@ def test_password_file_sets_the_first_password_and_is_not_printed(
     users = store(tmp_path)
     first_admin(users, ConfigUiSettings(ui_admin_password_file=str(secret)))
     assert "from-a-secret-file" not in capsys.readouterr().out
-    assert users.authenticate("admin", "from-a-secret-file") is not None
+    admin = users.authenticate("admin", "from-a-secret-file")
+    assert admin is not None and admin.must_change_password
 
 
 @pytest.mark.parametrize("content", [None, "short"])

@@ -21,6 +21,7 @@ from tests.system.agents import ServiceProcess, publish_config, wait_until
 
 pytestmark = pytest.mark.broker
 PASSWORD = "system-test-password"
+OWN_PASSWORD = "admins-own-password"
 SERVICES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway")
 
 
@@ -36,15 +37,21 @@ class Ui:
         )
         self.proc: ServiceProcess | None = None
         self.http = httpx.Client(base_url=self.base, timeout=10)
+        self.first_login = True
 
     def start(self) -> None:
         self.proc = ServiceProcess(
             "config_ui", self.url, self.system, self.tmp, **self.settings, **self.env
         )
         assert wait_until(self._up, 20), self.proc.log()
-        r = self.http.post("/api/session", json={"username": "admin", "password": PASSWORD})
+        password = PASSWORD if self.first_login else OWN_PASSWORD
+        r = self.http.post("/api/session", json={"username": "admin", "password": password})
         r.raise_for_status()
         self.http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        if r.json()["must_change_password"]:  # the file's password only opens the door
+            change = {"current_password": password, "new_password": OWN_PASSWORD}
+            self.http.post("/api/account/password", json=change).raise_for_status()
+            self.first_login = False
 
     def _up(self) -> bool:
         try:
