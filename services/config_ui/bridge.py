@@ -98,9 +98,10 @@ class BusBridge:
         """The master's reply, or None when none came in time."""
         return await self.commands.request_async(name, args, ttl_s=self.command_timeout_s)
 
-    async def events(self, query: EventsQueryArgs) -> list[dict[str, Any]] | None:
+    async def events(self, query: EventsQueryArgs) -> list[dict[str, Any]] | CommandReply | None:
+        """The events; the master's reply when it refused the query; None without a reply."""
         reply = await self.command("events_query", query)
         if reply is None or reply.status != "accepted":
-            return None
+            return reply
         events = reply.result.get("events", [])
         return [e for e in events if isinstance(e, dict)]

@@ -15,7 +15,7 @@ from services.config_ui.config_store import (
     ConfigVersion,
     StoredConfigError,
 )
-from services.config_ui.history_store import HistoryStore
+from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import HistoryPoint, LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import LoginThrottled, User, UserStore
@@ -97,10 +97,18 @@ class UiContext:
         return version
 
     def history_points(self, seconds: float, max_points: int = 1500) -> list[HistoryPoint]:
-        """The last hour at 1 s from memory; longer spans from the store, averaged."""
-        if seconds <= self.live.history_span_s() or self.history is None:
-            return self.live.history(seconds)
+        """The last hour at 1 s from memory; longer spans from the store, averaged. After a
+        restart, the stored points fill what memory does not reach back to yet."""
         now = self.live.clock()
+        recent = self.live.history(seconds)
+        if self.history is None:
+            return recent
+        if seconds <= self.live.history_span_s():
+            since = now - seconds
+            if recent and recent[0].ts - since <= 2 * PERSIST_PERIOD_S:
+                return recent
+            until = recent[0].ts - 1e-3 if recent else now
+            return [*self.history.query(since, until, max_points), *recent]
         return self.history.query(now - seconds, now, max_points)
 
     def latest(self) -> ConfigVersion | None:

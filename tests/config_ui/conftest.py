@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -35,9 +35,13 @@ class StandInMaster:
     bus: InMemoryBus
     received: list[tuple[str, CommandArgs]]
     events: EventStore
+    refuse: dict[str, str] = field(default_factory=dict)
+    """Commands to refuse, with the reason."""
 
     def handle(self, name: str, args: CommandArgs) -> CommandOutcome:
         self.received.append((name, args))
+        if name in self.refuse:
+            return CommandOutcome(False, self.refuse[name])
         if name == "events_query":
             assert isinstance(args, EventsQueryArgs)
             return CommandOutcome(True, result={"events": self.events.events(**args.model_dump())})

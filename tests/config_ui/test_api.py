@@ -351,6 +351,14 @@ def test_events_are_filtered_and_exported_as_csv(ui: UiHarness) -> None:
     assert rows[0]["values"] == '{"cell": 4}'
 
 
+def test_a_refused_event_query_says_why(ui: UiHarness) -> None:
+    ui.login()
+    ui.master.refuse["events_query"] = "the event log is being rotated"
+    r = ui.client.get("/api/events")
+    assert r.status_code == 502
+    assert r.json()["detail"].endswith("the event log is being rotated")
+
+
 def test_event_filters_reach_past_the_newest_thousand(ui: UiHarness) -> None:
     """A rare old event is found under 1500 newer ones, and an old time window is complete."""
     ui.login()
@@ -513,9 +521,11 @@ def test_long_history_comes_from_the_store_and_survives_a_restart(ui: UiHarness)
     ui.ctx.bridge.persist_history()
     ui.ctx.bridge.persist_history()  # the same point is stored once
     assert ui.ctx.history is not None
-    for hours_ago in (30, 20, 10):  # what an earlier run stored
+    for hours_ago in (30, 20, 10, 0.5):  # what an earlier run stored
         ui.ctx.history.add(HistoryPoint(now - hours_ago * 3600, 80.0 - hours_ago, 400.0, 5.0))
     day = ui.client.get("/api/history?seconds=86400").json()
-    assert [round(p["soc"]) for p in day] == [60, 70, 42]
+    assert [round(p["soc"]) for p in day] == [60, 70, 80, 42]
+    # the last hour: the 1 s points in memory, and before them (this UI started a moment
+    # ago) what the store has
     hour = ui.client.get("/api/history?seconds=3600").json()
-    assert [p["soc"] for p in hour] == [42.0]  # the last hour: the 1 s points in memory
+    assert [p["soc"] for p in hour] == [79.5, 42.0]

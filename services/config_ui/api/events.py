@@ -29,6 +29,8 @@ async def query_events(ctx: UiContext, f: EventFilter) -> list[dict[str, Any]]:
     rows = await ctx.bridge.events(EventsQueryArgs(**f.model_dump()))
     if rows is None:
         raise HTTPException(504, "the master did not answer the event query")
+    if not isinstance(rows, list):
+        raise HTTPException(502, f"the master refused the event query: {rows.reason}")
     return rows
 
 
