@@ -38,8 +38,8 @@ def rack_index(rack: str, hostname: str) -> int:
     return int(rack)
 
 
-def rack_modules(index: int, per_rack: int) -> str:
-    """The module range of rack `index`, as a `modules` setting ('4-7')."""
+def rack_module_range(index: int, per_rack: int) -> range:
+    """The modules of rack `index` (the last rack may be short)."""
     if per_rack < 1:
         raise ValueError("a rack needs modules_per_rack of at least 1")
     first = index * per_rack
@@ -47,7 +47,13 @@ def rack_modules(index: int, per_rack: int) -> str:
         raise ValueError(
             f"rack {index} would start at module {first}, past the last ({MAX_MODULE})"
         )
-    last = min(first + per_rack - 1, MAX_MODULE)
+    return range(first, min(first + per_rack, MAX_MODULE + 1))
+
+
+def rack_modules(index: int, per_rack: int) -> str:
+    """The module range of rack `index`, as a `modules` setting ('4-7')."""
+    modules = rack_module_range(index, per_rack)
+    first, last = modules[0], modules[-1]
     return f"{first}-{last}" if last > first else str(first)
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.config_ui import api, pages
-from services.config_ui.auth import CHANGE_PASSWORD_FIRST
+from services.config_ui.auth import PasswordChangeRequired
 from services.config_ui.context import UiContext
 
 log = logging.getLogger("config_ui.http")
@@ -68,7 +68,7 @@ def create_app(ctx: UiContext) -> FastAPI:
         if not _is_api(request) and exc.status_code == 401:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-        if not _is_api(request) and exc.detail == CHANGE_PASSWORD_FIRST:
+        if not _is_api(request) and isinstance(exc, PasswordChangeRequired):
             return RedirectResponse("/account", status_code=303)
         if not _is_api(request):
             return pages.render(

@@ -21,6 +21,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHANGE_PASSWORD_FIRST = "set your own password first (POST /api/account/password)"
 
 
+class PasswordChangeRequired(HTTPException):
+    """403 until the user has chosen their own password; pages send them to /account."""
+
+    def __init__(self) -> None:
+        super().__init__(403, CHANGE_PASSWORD_FIRST)
+
+
 def ctx_of(request: Request) -> UiContext:
     ctx: UiContext = request.app.state.ctx
     return ctx
@@ -64,7 +71,7 @@ def require(
         if session is None:
             raise HTTPException(401, "log in first")
         if session.must_change_password and not before_password_change:
-            raise HTTPException(403, CHANGE_PASSWORD_FIRST)
+            raise PasswordChangeRequired()
         if not role_allows(session.role, role):
             raise HTTPException(403, f"needs the {role} role; you are {session.role}")
         if request.method not in SAFE_METHODS:

@@ -67,16 +67,18 @@ class BusBridge:
                 self.bus.publish_status()  # with the counters: refused requests, logins, ...
             if self.history is not None and now - last_persist_s >= PERSIST_PERIOD_S:
                 last_persist_s = now
-                self.persist_history(prune=now - last_prune_s >= PRUNE_PERIOD_S)
-                last_prune_s = now if now - last_prune_s >= PRUNE_PERIOD_S else last_prune_s
+                prune = now - last_prune_s >= PRUNE_PERIOD_S
+                if prune:
+                    last_prune_s = now
+                self.persist_history(prune=prune)
 
     def persist_history(self, *, prune: bool = False) -> None:
-        """Store the newest history point (a SQLite failure is logged, never fatal)."""
+        """Store the newest history point, once (its time is the key); a SQLite failure is
+        logged and counted, never fatal."""
         assert self.history is not None
         point = self.live.latest_point()
         try:
-            latest = self.history.latest_ts()
-            if point is not None and (latest is None or point.ts > latest):
+            if point is not None:
                 self.history.add(point)
             if prune:
                 self.history.prune(time.time())

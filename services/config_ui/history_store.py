@@ -40,11 +40,6 @@ class HistoryStore:
                 (point.ts, point.soc_pct, point.voltage_v, point.current_a),
             )
 
-    def latest_ts(self) -> float | None:
-        with self._lock:
-            row = self._conn.execute("SELECT MAX(ts) FROM pack_history").fetchone()
-        return None if row[0] is None else float(row[0])
-
     def prune(self, now: float) -> int:
         """Forget points older than the retention; how many went."""
         with self._lock:

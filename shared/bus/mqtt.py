@@ -57,7 +57,7 @@ class MqttBus(BusCore):
     ) -> None:
         """`presence=False` for tools (tap, fault injection): no last will and no status, so
         a user that may publish no presence (third party, simulation) can connect at all;
-        mosquitto refuses a connection whose will it may not publish."""
+        newer mosquitto releases refuse a connection whose will it may not publish."""
         super().__init__(
             system=system, service=service, kind=kind, version=version, max_inbox=max_inbox
         )

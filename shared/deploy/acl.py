@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from shared.racks import rack_instance
+from shared.racks import rack_instance, rack_module_range
 from shared.topics import (
     ANY,
     CAN,
@@ -39,36 +39,29 @@ SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI)
 CENTRAL_USERS = (MASTER, MODBUS, CAN, UI, THIRD_PARTY, SIM)
 """Broker users besides the racks: one per central service, a read-only one for third
 parties, and the simulation's fault injection (demo stacks only)."""
-MAX_MODULES = 196
 
 
 @dataclass(frozen=True)
 class RackLayout:
-    """Rack r hosts modules r*n .. r*n+n-1 (as services/slave_agent/rack.py)."""
+    """`racks` racks of `modules_per_rack` modules each (see shared/racks.py)."""
 
     racks: int = 2
     modules_per_rack: int = 4
 
     def __post_init__(self) -> None:
-        if not 1 <= self.racks <= MAX_MODULES or not 1 <= self.modules_per_rack <= MAX_MODULES:
-            raise ValueError("racks and modules_per_rack must be between 1 and 196")
-        if (self.racks - 1) * self.modules_per_rack >= MAX_MODULES:
-            raise ValueError(f"{self.racks} racks of {self.modules_per_rack} pass module 195")
+        if self.racks < 1:
+            raise ValueError("a layout needs at least one rack")
+        self.modules(self.racks - 1)  # the last rack must start at a real module
 
     def modules(self, rack: int) -> range:
-        first = rack * self.modules_per_rack
-        return range(first, min(first + self.modules_per_rack, MAX_MODULES))
+        return rack_module_range(rack, self.modules_per_rack)
 
     def users(self) -> tuple[str, ...]:
-        return tuple(rack_user(r) for r in range(self.racks))
+        """The racks' broker users: their instance names."""
+        return tuple(rack_instance(r) for r in range(self.racks))
 
 
 DEFAULT_LAYOUT = RackLayout()
-
-
-def rack_user(rack: int) -> str:
-    """The broker user of a rack: its instance name."""
-    return rack_instance(rack)
 
 
 def users(layout: RackLayout = DEFAULT_LAYOUT) -> tuple[str, ...]:
@@ -101,17 +94,6 @@ def pattern(spec: TopicSpec[Any]) -> str:
 
 def _has(roles: tuple[str, ...], role: str) -> bool:
     return role in roles or (ANY in roles and role in SERVICE_ROLES)
-
-
-def role_grants(role: str) -> list[Grant]:
-    """What any user of `role` may read and write, in registry order."""
-    out: list[Grant] = []
-    for spec in TOPICS:
-        write = _has(spec.publishers, role)
-        read = _has(spec.subscribers, role) or (role in SERVICE_ROLES and spec in HEALTH_READS)
-        if read or write:
-            out.append(Grant(pattern(spec), read, write))
-    return out
 
 
 def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:

@@ -23,8 +23,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from shared.deploy.acl import DEFAULT_LAYOUT, RackLayout, render, role_of, users
-from shared.topics import SIM, THIRD_PARTY, UI
+from shared.deploy.acl import DEFAULT_LAYOUT, SERVICE_ROLES, RackLayout, render, role_of, users
+from shared.topics import UI
 
 SERVICE_UID = 10001
 """The non-root user every service image runs as."""
@@ -79,7 +79,7 @@ def init(
     made: list[str] = []
     passwords: dict[str, str] = {}
     for user in users(layout):
-        owner = uid if role_of(user) not in (THIRD_PARTY, SIM) else None
+        owner = uid if role_of(user) in SERVICE_ROLES else None
         passwords[user], new = _ensure(store / user / "password", owner)
         if new:
             made.append(user)

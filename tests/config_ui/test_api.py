@@ -521,6 +521,7 @@ def test_long_history_comes_from_the_store_and_survives_a_restart(ui: UiHarness)
     ui.ctx.bridge.persist_history()
     ui.ctx.bridge.persist_history()  # the same point is stored once
     assert ui.ctx.history is not None
+    assert len(ui.ctx.history.query(now - 60, now + 60, max_points=10_000)) == 1
     for hours_ago in (30, 20, 10, 0.5):  # what an earlier run stored
         ui.ctx.history.add(HistoryPoint(now - hours_ago * 3600, 80.0 - hours_ago, 400.0, 5.0))
     day = ui.client.get("/api/history?seconds=86400").json()

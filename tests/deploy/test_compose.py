@@ -14,7 +14,8 @@ import yaml
 
 from services.slave_agent.settings import SlaveAgentSettings, parse_modules
 from shared.config import demo_config
-from shared.deploy.acl import SERVICE_ROLES, RackLayout, rack_user, role_of
+from shared.deploy.acl import SERVICE_ROLES, RackLayout, role_of
+from shared.racks import rack_instance
 from shared.topics import SLAVE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -90,7 +91,7 @@ def test_each_service_logs_in_as_its_own_user_with_its_own_secret() -> None:
         assert role in SERVICE_ROLES and svc["image"].startswith(f"bms/{role}:"), name
         volume = f"secret-{user}"
         if role == SLAVE:  # a rack: its own user and secret
-            assert user == rack_user(int(env["BMS_RACK"])), name
+            assert user == rack_instance(int(env["BMS_RACK"])), name
             volume = f"secret-rack{env['BMS_RACK']}"
         secret_dir = str(Path(env["BMS_MQTT_PASSWORD_FILE"]).parent)
         mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}

@@ -85,7 +85,7 @@ def test_a_pod_picks_its_own_password_from_the_racks_secret(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for r in range(3):
-        (tmp_path / acl.rack_user(r)).write_text(f"password-of-rack-{r}\n")
+        (tmp_path / rack.rack_instance(r)).write_text(f"password-of-rack-{r}\n")
     monkeypatch.setattr("socket.gethostname", lambda: "bms-rack-2")
     settings = SlaveAgentSettings(
         rack="ordinal", modules_per_rack=4, mqtt_password_dir=str(tmp_path),
@@ -104,9 +104,9 @@ def test_a_rack_missing_from_the_secret_stops_at_start(
 
 
 @given(st.integers(0, 48))
-def test_the_broker_user_of_a_rack_is_its_instance_name(index: int) -> None:
-    assert acl.rack_user(index) == rack.rack_instance(index)
+def test_an_agent_announces_itself_as_the_acl_user_of_its_modules(index: int) -> None:
+    """The agent's instance name is the ACL user allowed exactly the modules it hosts."""
     layout = acl.RackLayout(racks=49, modules_per_rack=4)
-    assert rack.rack_modules(index, 4) == (
-        f"{layout.modules(index)[0]}-{layout.modules(index)[-1]}"
-    )
+    agent = SlaveAgentSettings(rack=str(index), modules_per_rack=4)
+    assert agent.instance_name() == layout.users()[index]
+    assert parse_modules(agent.modules) == list(layout.modules(index))
