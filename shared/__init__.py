@@ -5,5 +5,8 @@ The topic tree and payload models (`shared.topics`, `shared.messages`), the msgp
 service settings (`shared.settings`) and the system configuration model (`shared.config`).
 """
 
-SCHEMA_VERSION = 1
-"""Version of the payload schemas on `bms/v1/...`; decoding refuses any other."""
+SCHEMA_VERSION = 2
+"""Version of the payload schemas on `bms/v1/...`; decoding refuses any other.
+
+2: unknown values are None (pack state), and the cell snapshot is positional per module.
+"""

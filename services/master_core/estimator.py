@@ -37,13 +37,20 @@ class PackEstimator:
         return self._started
 
     @property
-    def pack_soc_pct(self) -> float:
-        return float(np.clip(self.counter.pack_soc_pct, 0.0, 100.0)) if self._started else 0.0
+    def pack_soc_pct(self) -> float | None:
+        """None until the estimator has started from a complete pack."""
+        if not self._started:
+            return None
+        # the counter may run a little past either end; the published SOC is a percentage
+        return float(np.clip(self.counter.pack_soc_pct, 0.0, 100.0))
 
     @property
-    def soh_pct(self) -> float:
+    def soh_pct(self) -> float | None:
+        """None until the estimator has started (a fresh estimator knows nothing yet)."""
         value = self.soh.pack_soh_pct
-        return float(np.clip(value, 0.0, 100.0)) if np.isfinite(value) else 100.0
+        if not self._started or not np.isfinite(value):
+            return None
+        return float(np.clip(value, 0.0, 100.0))
 
     @property
     def cell_soc_pct(self) -> NDArray[np.float64] | None:

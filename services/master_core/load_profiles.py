@@ -16,7 +16,7 @@ from typing import Protocol
 
 class LoadProfile(Protocol):
     def current_a(
-        self, t_s: float, *, soc_pct: float, cell_v_min: float, cell_v_max: float
+        self, t_s: float, *, soc_pct: float | None, cell_v_min: float, cell_v_max: float
     ) -> float: ...
 
 
@@ -25,7 +25,7 @@ class Constant:
     amps: float
 
     def current_a(
-        self, t_s: float, *, soc_pct: float, cell_v_min: float, cell_v_max: float
+        self, t_s: float, *, soc_pct: float | None, cell_v_min: float, cell_v_max: float
     ) -> float:
         return self.amps
 
@@ -40,7 +40,7 @@ class Pulses:
     duty: float = 0.5
 
     def current_a(
-        self, t_s: float, *, soc_pct: float, cell_v_min: float, cell_v_max: float
+        self, t_s: float, *, soc_pct: float | None, cell_v_min: float, cell_v_max: float
     ) -> float:
         phase = math.fmod(t_s, self.period_s) / self.period_s
         return self.high_a if phase < self.duty else self.low_a
@@ -68,7 +68,7 @@ class DriveCycle:
         return cls(tuple(times), tuple(amps))
 
     def current_a(
-        self, t_s: float, *, soc_pct: float, cell_v_min: float, cell_v_max: float
+        self, t_s: float, *, soc_pct: float | None, cell_v_min: float, cell_v_max: float
     ) -> float:
         span = self.times_s[-1] - self.times_s[0]
         t = self.times_s[0] + math.fmod(t_s, span)
@@ -93,9 +93,11 @@ class ChargeDischargeCycle:
     charging: bool = True
 
     def current_a(
-        self, t_s: float, *, soc_pct: float, cell_v_min: float, cell_v_max: float
+        self, t_s: float, *, soc_pct: float | None, cell_v_min: float, cell_v_max: float
     ) -> float:
-        if self.charging and soc_pct >= self.soc_high_pct:
+        if soc_pct is None:  # an inverter that sees no SOC keeps its direction
+            pass
+        elif self.charging and soc_pct >= self.soc_high_pct:
             self.charging = False
         elif not self.charging and soc_pct <= self.soc_low_pct:
             self.charging = True

@@ -2,6 +2,11 @@
 
 Keeps the latest sample of every module, detects stale or missing modules and sequence gaps,
 and computes min, max and average with their locations, the spread and the sum of cells.
+
+Every channel keeps its place: a stale module's channels and a flagged channel (open wire, out
+of range, sensor fault) are NaN in the arrays and None in the published snapshot. They leave
+the statistics that protection reads; their flags raise their own codes instead (an open-wire
+0 V reading is not a deep discharge).
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.config import Topology
-from shared.messages import CellLocation, CellTelemetry, ChannelFlag
+from shared.messages import CellLocation, CellSnapshot, CellTelemetry, ChannelFlag, ModuleCells
 
 
 @dataclass(frozen=True)
 class PackSnapshot:
     cell_v: NDArray[np.float64]
-    """Every cell in series order; NaN where the module is stale or missing."""
+    """Every cell in series order; NaN where the module is stale or missing or the channel
+    is flagged."""
     temp_c: NDArray[np.float64]
+    """Every temperature sensor, module by module; NaN where unknown."""
     balancing: NDArray[np.bool_]
     module_of_cell: NDArray[np.int64]
+    cell_flags: NDArray[np.int64]
+    temp_flags: NDArray[np.int64]
     stale_modules: tuple[int, ...]
     cell_v_min: float | None
     cell_v_max: float | None
@@ -99,26 +108,28 @@ class PackAggregator:
 
     def snapshot(self, now_s: float, period_s: float) -> PackSnapshot:
         n = int(self._offsets[-1])
+        per = self.topology.temp_sensors_per_module
         cell_v = np.full(n, np.nan)
+        cell_flags = np.zeros(n, dtype=np.int64)
         balancing = np.zeros(n, dtype=np.bool_)
-        temps: list[float] = []
-        temp_loc: list[CellLocation] = []
-        flags = 0
+        temp_c = np.full(per * len(self.modules), np.nan)
+        temp_flags = np.zeros(per * len(self.modules), dtype=np.int64)
         stale = self.stale(now_s, period_s)
         for m, state in enumerate(self.modules):
             t = state.telemetry
             if t is None or m in stale:
                 continue
             lo = int(self._offsets[m])
-            cell_v[lo : lo + len(t.cell_mv)] = np.asarray(t.cell_mv, dtype=np.float64) / 1000.0
-            balancing[lo : lo + len(t.balancing)] = t.balancing
-            for i, (temp, tf) in enumerate(zip(t.temp_c, t.temp_flags, strict=True)):
-                flags |= tf
-                if not tf:
-                    temps.append(temp)
-                    temp_loc.append(CellLocation(module=m, index=i))
-            for f in t.cell_flags:
-                flags |= f
+            hi = lo + len(t.cell_mv)
+            cell_v[lo:hi] = np.asarray(t.cell_mv, dtype=np.float64) / 1000.0
+            cell_flags[lo:hi] = t.cell_flags
+            balancing[lo:hi] = t.balancing
+            k = min(per, len(t.temp_c))  # sensors beyond the configured count have no place
+            temp_c[m * per : m * per + k] = t.temp_c[:k]
+            temp_flags[m * per : m * per + k] = t.temp_flags[:k]
+        cell_v[cell_flags != 0] = np.nan
+        temp_c[temp_flags != 0] = np.nan
+        flags = int(np.bitwise_or.reduce(cell_flags)) | int(np.bitwise_or.reduce(temp_flags))
         valid = ~np.isnan(cell_v)
         v_min = v_max = v_avg = None
         at_min = at_max = None
@@ -130,15 +141,17 @@ class PackAggregator:
             at_min, at_max = self._location(i_min), self._location(i_max)
         t_min = t_max = t_avg = None
         at_tmin = at_tmax = None
-        if temps:
-            arr = np.asarray(temps)
-            j_min, j_max = int(arr.argmin()), int(arr.argmax())
-            t_min, t_max, t_avg = float(arr[j_min]), float(arr[j_max]), float(arr.mean())
-            at_tmin, at_tmax = temp_loc[j_min], temp_loc[j_max]
+        if not np.isnan(temp_c).all():
+            j_min, j_max = int(np.nanargmin(temp_c)), int(np.nanargmax(temp_c))
+            t_min, t_max = float(temp_c[j_min]), float(temp_c[j_max])
+            t_avg = float(np.nanmean(temp_c))
+            at_tmin = CellLocation(module=j_min // per, index=j_min % per)
+            at_tmax = CellLocation(module=j_max // per, index=j_max % per)
         complete = not stale and bool(valid.all())
         return PackSnapshot(
-            cell_v=cell_v, temp_c=np.asarray(temps), balancing=balancing,
-            module_of_cell=self._module_of_cell, stale_modules=stale,
+            cell_v=cell_v, temp_c=temp_c, balancing=balancing,
+            module_of_cell=self._module_of_cell, cell_flags=cell_flags, temp_flags=temp_flags,
+            stale_modules=stale,
             cell_v_min=v_min, cell_v_max=v_max, cell_v_avg=v_avg,
             cell_v_min_at=at_min, cell_v_max_at=at_max,
             temp_min_c=t_min, temp_max_c=t_max, temp_avg_c=t_avg,
@@ -150,6 +163,30 @@ class PackAggregator:
             sensor_fault=bool(flags & ChannelFlag.SENSOR_FAULT),
         )  # fmt: skip
 
+    def cell_snapshot(self, snap: PackSnapshot) -> CellSnapshot:
+        """The snapshot as published: per module, each channel in its place, None unknown."""
+        per = self.topology.temp_sensors_per_module
+        stale = set(snap.stale_modules)
+        modules = []
+        for m in range(len(self.modules)):
+            lo, hi = int(self._offsets[m]), int(self._offsets[m + 1])
+            modules.append(
+                ModuleCells(
+                    module=m,
+                    fresh=m not in stale,
+                    cell_v=[_known(v, 3) for v in snap.cell_v[lo:hi]],
+                    cell_flags=[int(f) for f in snap.cell_flags[lo:hi]],
+                    balancing=[bool(b) for b in snap.balancing[lo:hi]],
+                    temp_c=[_known(t, 1) for t in snap.temp_c[m * per : (m + 1) * per]],
+                    temp_flags=[int(f) for f in snap.temp_flags[m * per : (m + 1) * per]],
+                )
+            )
+        return CellSnapshot(modules=modules)
+
     def _location(self, cell: int) -> CellLocation:
         m = int(self._module_of_cell[cell])
         return CellLocation(module=m, index=cell - int(self._offsets[m]))
+
+
+def _known(value: float, digits: int) -> float | None:
+    return None if np.isnan(value) else round(float(value), digits)

@@ -38,7 +38,7 @@ class InverterState:
     contactors_closed: bool
     charge_limit_a: float
     discharge_limit_a: float
-    soc_pct: float
+    soc_pct: float | None
     cell_v_min: float
     cell_v_max: float
     sum_of_cells_v: float | None

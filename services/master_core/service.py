@@ -396,7 +396,7 @@ class MasterCore:
         ):
             self._last_publish_s = now
             self._published_contactors = rt.contactors.state
-            self._publish_state(snap, result, current, pack_v)
+            self._publish_state(snap, result, meas.current_a, meas.pack_voltage_v)
         if now - self._last_cells_s >= self.settings.cells_period_s:
             self._last_cells_s = now
             self._publish_cells(snap)
@@ -457,25 +457,30 @@ class MasterCore:
         self.store.put("protection_latched", self.rt.protection.latched_state(), ts=self.wall())
 
     def _publish_state(
-        self, snap: PackSnapshot, result: ProtectionResult, current: float, pack_v: float
+        self,
+        snap: PackSnapshot,
+        result: ProtectionResult,
+        current: float | None,
+        pack_v: float | None,
     ) -> None:
         rt = self.rt
         assert rt is not None and self.last_limits is not None
+        started = rt.estimator.started
         self.bus.publish(
             PACK_STATE,
             PackState(
                 soc=rt.estimator.pack_soc_pct,
                 soh=rt.estimator.soh_pct,
-                voltage=max(0.0, pack_v),
+                voltage=pack_v,
                 current=current,
                 contactors=rt.contactors.state,
                 mode=self.mode,
-                cell_v_min=snap.cell_v_min or 0.0,
-                cell_v_max=snap.cell_v_max or 0.0,
-                cell_v_avg=snap.cell_v_avg or 0.0,
+                cell_v_min=snap.cell_v_min,
+                cell_v_max=snap.cell_v_max,
+                cell_v_avg=snap.cell_v_avg,
                 cell_v_min_at=snap.cell_v_min_at,
                 cell_v_max_at=snap.cell_v_max_at,
-                sum_of_cells_v=snap.sum_of_cells_v or 0.0,
+                sum_of_cells_v=snap.sum_of_cells_v,
                 temp_min_c=snap.temp_min_c,
                 temp_max_c=snap.temp_max_c,
                 temp_avg_c=snap.temp_avg_c,
@@ -487,25 +492,15 @@ class MasterCore:
                 warnings=list(result.warnings),
                 stale_modules=list(snap.stale_modules),
                 balancing=self.balancing_reason,
-                energy_in_wh=rt.estimator.soh.energy_in_wh,
-                energy_out_wh=rt.estimator.soh.energy_out_wh,
-                equivalent_cycles=rt.estimator.soh.equivalent_cycles,
+                energy_in_wh=rt.estimator.soh.energy_in_wh if started else None,
+                energy_out_wh=rt.estimator.soh.energy_out_wh if started else None,
+                equivalent_cycles=rt.estimator.soh.equivalent_cycles if started else None,
             ),
         )
 
     def _publish_cells(self, snap: PackSnapshot) -> None:
-        import numpy as np
-
-        cell_v = np.nan_to_num(snap.cell_v, nan=0.0)
-        self.bus.publish(
-            PACK_CELLS,
-            CellSnapshot(
-                cell_v=[round(float(v), 3) for v in cell_v],
-                temp_c=[float(t) for t in snap.temp_c],
-                balancing=[bool(b) for b in snap.balancing],
-                module_of_cell=[int(m) for m in snap.module_of_cell],
-            ),
-        )
+        assert self.rt is not None
+        self.bus.publish(PACK_CELLS, self.rt.aggregator.cell_snapshot(snap))
 
     def _balance(
         self, snap: PackSnapshot, current: float, wall: float, now: float, stale: bool

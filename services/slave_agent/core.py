@@ -54,9 +54,8 @@ class AgentCore:
     def on_pack_state(self, state: PackState, now_s: float) -> None:
         """Cells in series carry the string current, which flows only with contactors closed."""
         self.master_seen_s = now_s
-        self.string_current_a = (
-            state.current if state.contactors in ("closed", "precharge") else 0.0
-        )
+        flowing = state.contactors in ("closed", "precharge") and state.current is not None
+        self.string_current_a = state.current if flowing and state.current is not None else 0.0
 
     def on_mode(self, mode: SlaveMode, now_s: float) -> bool:
         """Returns True when the mode changed."""

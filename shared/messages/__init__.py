@@ -14,7 +14,15 @@ from shared.messages.commands import (
 from shared.messages.config import ConfigAck, ConfigMessage
 from shared.messages.envelope import Message
 from shared.messages.events import Event
-from shared.messages.pack import CellLocation, CellSnapshot, Limits, PackState
+from shared.messages.pack import (
+    CellLocation,
+    CellPoint,
+    CellSnapshot,
+    Limits,
+    ModuleCells,
+    PackState,
+    TempPoint,
+)
 from shared.messages.service import ServiceStatus
 from shared.messages.sim import GroundTruth, SimControl
 from shared.messages.slave import (
@@ -29,6 +37,7 @@ __all__ = [
     "COMMAND_ARGS",
     "BalanceCommand",
     "CellLocation",
+    "CellPoint",
     "CellSnapshot",
     "CellTelemetry",
     "ChannelFlag",
@@ -43,6 +52,7 @@ __all__ = [
     "GroundTruth",
     "HeartbeatArgs",
     "Limits",
+    "ModuleCells",
     "Message",
     "PackState",
     "ResetFaultsArgs",
@@ -51,4 +61,5 @@ __all__ = [
     "SimControl",
     "SlaveModeCommand",
     "SlaveStatus",
+    "TempPoint",
 ]

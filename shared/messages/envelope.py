@@ -6,6 +6,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import SCHEMA_VERSION
+
 TopicLevel = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 """An identifier that is safe as one MQTT topic level (no '/', '+', '#')."""
 
@@ -23,7 +25,7 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     source: str = Field("", max_length=128)
     seq: int | None = Field(None, ge=0, le=2**63 - 1)
     ts: Timestamp | None = None

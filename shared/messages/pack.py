@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.config.limits import CELLS_IN_SERIES_MAX as MAX_CELLS_IN_SERIES
 from shared.messages.envelope import Message
-from shared.messages.slave import MAX_CELLS_PER_MODULE, MAX_MODULES, CelsiusReading, SlaveMode
+from shared.messages.slave import (
+    MAX_CELLS_PER_MODULE,
+    MAX_MODULES,
+    MAX_TEMPS_PER_MODULE,
+    CelsiusReading,
+    ChannelFlags,
+    SlaveMode,
+)
 
 ContactorState = Literal["standby", "precharge", "closed", "opening", "fault"]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
@@ -44,21 +54,27 @@ class Limits(BaseModel):
 class PackState(Message):
     """The state of one system (string of series cells), published at 10 Hz.
 
-    `current` is positive while charging.
+    `current` is positive while charging. Every measured or estimated value is None while it
+    is unknown (before the first complete sample, while a module or the sensor is lost, before
+    the estimator has started): a subscriber must never see a number that was not measured.
     """
 
-    soc: Percent
-    soh: Percent
-    voltage: PackVolts
-    current: PackAmps
+    soc: Percent | None
+    """None until the estimator has started from a complete pack."""
+    soh: Percent | None
+    voltage: PackVolts | None
+    """Measured pack voltage; None while the sensor is unknown."""
+    current: PackAmps | None
     contactors: ContactorState
     mode: SlaveMode
-    cell_v_min: CellVolts
-    cell_v_max: CellVolts
-    cell_v_avg: CellVolts
+    cell_v_min: CellVolts | None
+    """Over the cells with a valid reading: stale modules and flagged channels are left out."""
+    cell_v_max: CellVolts | None
+    cell_v_avg: CellVolts | None
     cell_v_min_at: CellLocation | None = None
     cell_v_max_at: CellLocation | None = None
-    sum_of_cells_v: PackVolts = 0.0
+    sum_of_cells_v: PackVolts | None = None
+    """Only when every cell is known: a partial sum is not a pack voltage."""
     temp_min_c: CelsiusReading | None = None
     temp_max_c: CelsiusReading | None = None
     temp_avg_c: CelsiusReading | None = None
@@ -68,31 +84,119 @@ class PackState(Message):
     faults: list[Code] = Field(default_factory=list, max_length=64)
     alarms: list[Code] = Field(default_factory=list, max_length=64)
     warnings: list[Code] = Field(default_factory=list, max_length=64)
-    stale_modules: list[int] = Field(default_factory=list, max_length=MAX_CELLS_PER_MODULE)
-    energy_in_wh: float = Field(0.0, ge=0.0, allow_inf_nan=False)
-    """Energy charged since commissioning (sum over cells)."""
-    energy_out_wh: float = Field(0.0, ge=0.0, allow_inf_nan=False)
-    equivalent_cycles: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    stale_modules: list[ModuleIndex] = Field(default_factory=list, max_length=MAX_MODULES)
+    energy_in_wh: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    """Energy charged since commissioning (sum over cells); None until the estimator runs."""
+    energy_out_wh: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    equivalent_cycles: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     """Charge throughput / (2 x nominal capacity)."""
     balancing: str = Field("", max_length=200)
     """Why balancing runs, or why it does not."""
 
+    @property
+    def power_w(self) -> float | None:
+        if self.voltage is None or self.current is None:
+            return None
+        return self.voltage * self.current
 
-class CellSnapshot(Message):
-    """Every cell voltage and temperature of the system, in series order."""
 
-    cell_v: list[CellVolts] = Field(max_length=MAX_CELLS_PER_MODULE)
-    temp_c: list[CelsiusReading | None] = Field(max_length=4 * MAX_CELLS_PER_MODULE)
+class ModuleCells(BaseModel):
+    """The channels of one module, each in its own place; None where the value is unknown.
+
+    A channel is unknown while its module is stale or missing (`fresh` False) and while the
+    slave flags it (open wire, out of range, sensor fault; the flag stays beside it).
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    module: ModuleIndex
+    fresh: bool
+    """Telemetry within the module timeout."""
+    cell_v: list[CellVolts | None] = Field(max_length=MAX_CELLS_PER_MODULE)
+    cell_flags: list[ChannelFlags] = Field(max_length=MAX_CELLS_PER_MODULE)
     balancing: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE)
-    module_of_cell: list[ModuleIndex] = Field(max_length=MAX_CELLS_PER_MODULE)
+    temp_c: list[CelsiusReading | None] = Field(max_length=MAX_TEMPS_PER_MODULE)
+    temp_flags: list[ChannelFlags] = Field(max_length=MAX_TEMPS_PER_MODULE)
 
     @model_validator(mode="after")
-    def _one_entry_per_cell(self) -> CellSnapshot:
-        # readers index one list by another; a short list would misplace every cell after it
+    def _one_entry_per_channel(self) -> ModuleCells:
+        # readers index one list by another; a short list would misplace every channel after it
         n = len(self.cell_v)
-        if len(self.balancing) != n or len(self.module_of_cell) != n:
+        if len(self.cell_flags) != n or len(self.balancing) != n:
             raise ValueError(
-                f"cell_v, balancing and module_of_cell must have one entry per cell; got "
-                f"{n}, {len(self.balancing)} and {len(self.module_of_cell)}"
+                f"module {self.module}: cell_v, cell_flags and balancing must have one entry per "
+                f"cell; got {n}, {len(self.cell_flags)} and {len(self.balancing)}"
+            )
+        if len(self.temp_flags) != len(self.temp_c):
+            raise ValueError(
+                f"module {self.module}: temp_c and temp_flags must have one entry per sensor; "
+                f"got {len(self.temp_c)} and {len(self.temp_flags)}"
             )
         return self
+
+
+@dataclass(frozen=True)
+class CellPoint:
+    """One cell of a snapshot: where it sits, and its reading (None when unknown)."""
+
+    series_index: int
+    """0-based position in the string."""
+    module: int
+    index: int
+    """0-based position within its module."""
+    voltage_v: float | None
+    flags: int
+    balancing: bool
+
+
+@dataclass(frozen=True)
+class TempPoint:
+    """One temperature sensor of a snapshot, at its own place (None when unknown)."""
+
+    sensor_index: int
+    """0-based position over the whole system, module by module."""
+    module: int
+    index: int
+    temp_c: float | None
+    flags: int
+
+
+class CellSnapshot(Message):
+    """Every cell voltage and temperature of the system, module by module, each channel in
+    its own place. Read it through `cells()` and `temperatures()`."""
+
+    modules: list[ModuleCells] = Field(max_length=MAX_MODULES)
+
+    @model_validator(mode="after")
+    def _in_module_order(self) -> CellSnapshot:
+        wrong = [i for i, m in enumerate(self.modules) if m.module != i]
+        if wrong:
+            raise ValueError(f"modules must be listed in order 0..n-1; entries {wrong} are not")
+        total = sum(len(m.cell_v) for m in self.modules)
+        if total > MAX_CELLS_IN_SERIES:
+            raise ValueError(f"{total} cells exceed the {MAX_CELLS_IN_SERIES} cells of a system")
+        return self
+
+    def cells(self) -> Iterator[CellPoint]:
+        """Every cell in series order."""
+        k = 0
+        for m in self.modules:
+            for i, (v, f, b) in enumerate(zip(m.cell_v, m.cell_flags, m.balancing, strict=True)):
+                yield CellPoint(k, m.module, i, v, f, b)
+                k += 1
+
+    def temperatures(self) -> Iterator[TempPoint]:
+        """Every temperature sensor, module by module, at its own place."""
+        k = 0
+        for m in self.modules:
+            for i, (t, f) in enumerate(zip(m.temp_c, m.temp_flags, strict=True)):
+                yield TempPoint(k, m.module, i, t, f)
+                k += 1
+
+    @property
+    def cell_count(self) -> int:
+        return sum(len(m.cell_v) for m in self.modules)
+
+    @property
+    def temp_count(self) -> int:
+        return sum(len(m.temp_c) for m in self.modules)

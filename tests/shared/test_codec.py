@@ -83,7 +83,7 @@ def test_a_valid_payload_is_accepted() -> None:
         ({"mode": "sleeping"}, "mode", "working"),
         ({"temp_c": [float("nan")]}, "temp_c.0", "finite"),
         ({"balancing": [False]}, "<payload>", "one entry per cell"),
-        ({"schema_version": 2}, "schema_version", "unsupported schema version 2"),
+        ({"schema_version": 1}, "schema_version", "unsupported schema version 1"),
         ({"seq": -1}, "seq", "greater than or equal to 0"),
         ({"seq": None}, "envelope", "required"),
     ],
@@ -160,18 +160,39 @@ def test_invalid_configuration_is_refused_with_the_reason() -> None:
     assert "below the hardware limit" in exc.value.reason
 
 
+def _module(m: int, **change: object) -> dict[str, object]:
+    base: dict[str, object] = {"module": m, "fresh": True, "cell_v": [3.3, None],
+                               "cell_flags": [0, 1], "balancing": [False, True],
+                               "temp_c": [None, 21.0], "temp_flags": [4, 0]}  # fmt: skip
+    return base | change
+
+
 @pytest.mark.parametrize(
-    "change, words",
+    "modules, words",
     [
-        ({"balancing": [False]}, "one entry per cell"),
-        ({"module_of_cell": [0, 0, 1]}, "one entry per cell"),
-        ({"module_of_cell": [0, 10**9]}, "less than 196"),
-        ({"module_of_cell": [0, -1]}, "greater than or equal to 0"),
+        ([_module(0, balancing=[False])], "one entry per cell"),
+        ([_module(0, cell_flags=[0])], "one entry per cell"),
+        ([_module(0, temp_flags=[0, 0, 0])], "one entry per sensor"),
+        ([_module(0), _module(2)], "in order"),
+        ([_module(0, module=10**9)], "less than 196"),
+        ([_module(m, cell_v=[3.3] * 20, cell_flags=[0] * 20, balancing=[False] * 20)
+          for m in range(10)], "exceed the 196 cells"),
     ],
-)
-def test_cell_snapshot_lists_must_line_up(change: dict[str, object], words: str) -> None:
-    good = CellSnapshot(cell_v=[3.3, 3.4], temp_c=[20.0], balancing=[False, True],
-                        module_of_cell=[0, 0]).stamped(source="m", seq=1, ts=1.7e9)  # fmt: skip
+)  # fmt: skip
+def test_cell_snapshot_lists_must_line_up(modules: list[dict[str, object]], words: str) -> None:
+    data = CellSnapshot(modules=[]).stamped(source="m", seq=1, ts=1.7e9) | {"modules": modules}
     with pytest.raises(PayloadError) as exc:
-        decode(CellSnapshot, "bms/v1/demo/pack/cells", msgpack.packb(good | change))
+        decode(CellSnapshot, "bms/v1/demo/pack/cells", msgpack.packb(data))
     assert words in str(exc.value)
+
+
+def test_cell_snapshot_keeps_every_channel_in_its_place() -> None:
+    """An unknown channel is None at its own position; later channels do not move."""
+    data = CellSnapshot(modules=[]).stamped(source="m", seq=1, ts=1.7e9)
+    data["modules"] = [_module(0), _module(1, fresh=False, cell_v=[None, None],
+                       cell_flags=[0, 0], temp_c=[None, None], temp_flags=[0, 0])]  # fmt: skip
+    snap = decode(CellSnapshot, "bms/v1/demo/pack/cells", msgpack.packb(data))
+    cells = [(c.series_index, c.module, c.index, c.voltage_v, c.flags) for c in snap.cells()]
+    assert cells == [(0, 0, 0, 3.3, 0), (1, 0, 1, None, 1), (2, 1, 0, None, 0), (3, 1, 1, None, 0)]
+    temps = [(t.sensor_index, t.module, t.index, t.temp_c) for t in snap.temperatures()]
+    assert temps == [(0, 0, 0, None), (1, 0, 1, 21.0), (2, 1, 0, None), (3, 1, 1, None)]
