@@ -17,8 +17,9 @@ from services.master_core.protection import Protection, ProtectionResult, Transi
 from services.master_core.protection_actions import CONCERNS, Actions, derive_actions
 from services.master_core.protection_inputs import VALUE_OF, ProtectionInputs
 from shared.config.chemistry import CHEMISTRY_NAMES, get_preset
-from shared.config.protection import FAULT_ONLY_CODES, ThreeLevel
+from shared.config.protection import ThreeLevel
 from shared.config.system import CommLossPolicy, SystemConfig, demo_config
+from shared.protection_codes import SPECS, ProtectionCode, codes_where
 from tests.master_core.level_spec import ZONES, LevelSpec, zone_value
 
 PERIOD_S = 0.1
@@ -27,7 +28,7 @@ CONFIGS = [DEMO] + [
     SystemConfig.from_preset(name, modules=4, cells_per_module=12) for name in CHEMISTRY_NAMES
 ]
 THREE_LEVEL = tuple(code for code, _ in DEMO.protection.quantities())
-FAULT_ONLY = FAULT_ONLY_CODES
+FAULT_ONLY = tuple(c.value for c in codes_where(lambda s: s.levels == ("fault",)))
 PLURAL: dict[Level, str] = {"warning": "warnings", "alarm": "alarms", "fault": "faults"}
 
 
@@ -106,13 +107,23 @@ def run(
 
 
 def test_every_code_has_a_value_and_a_concern() -> None:
-    p = Protection(DEMO.protection)
-    assert set(p.codes) == set(THREE_LEVEL) | set(FAULT_ONLY)
-    assert set(p.codes) == set(VALUE_OF) == set(CONCERNS)
+    p = Protection(DEMO.protection, insulation_monitor=True)
+    assert set(p.codes) == set(THREE_LEVEL) | set(FAULT_ONLY) | {"insulation_low"}
+    assert set(p.codes) == set(VALUE_OF) == set(CONCERNS) == set(ProtectionCode)
     for code in FAULT_ONLY:
         assert list(p.monitors(code)) == ["fault"]
     for code in THREE_LEVEL:
         assert list(p.monitors(code)) == list(LEVEL_ORDER)
+    for code in p.codes:
+        assert tuple(p.monitors(code)) == SPECS[ProtectionCode(code)].levels
+
+
+def test_without_an_insulation_monitor_insulation_is_not_supervised() -> None:
+    p = Protection(DEMO.protection)
+    assert set(p.codes) == set(ProtectionCode) - {ProtectionCode.INSULATION_LOW}
+    result = p.evaluate(nominal(DEMO), 0.0)
+    assert "insulation_low" not in result.unknown
+    assert not result.actions.stop_charge and not result.actions.stop_discharge
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.chemistry)
@@ -502,6 +513,5 @@ def test_evaluation_is_cheap() -> None:
 
 
 def test_the_contract_lists_every_code_protection_can_raise() -> None:
-    from shared.config.protection import PROTECTION_CODES
-
-    assert set(Protection.from_system(DEMO).codes) == set(PROTECTION_CODES)
+    codes = Protection.from_system(DEMO, insulation_monitor=True).codes
+    assert set(codes) == set(ProtectionCode)
