@@ -68,7 +68,8 @@ def fault_matrix_markdown() -> str:
         f"fields (Modbus native block, SunSpec `EvtVnd1`/`EvtVnd2`, CAN 0x604/0x605); bit "
         f"{OTHER_CODE_BIT} is any code the reader does not know. `Evt1` is the SunSpec 802/804 "
         "bit. A quantity whose value is unknown is not evaluated and stops the directions it "
-        "concerns (its code is listed as unknown, not raised).",
+        "concerns (its code is listed as unknown, not raised). `insulation_low` is supervised "
+        "only where an insulation monitor exists (the simulated plant has one).",
         "",
         "| Code | Level | Action | Clears | Native bit | Evt1 bit | Victron 0x35A | "
         "Pylontech 0x359 | Pylontech HV 0x4250 |",

@@ -27,7 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, TypeVar
+
+K = TypeVar("K")
 
 Flow = Literal["charge", "discharge"]
 Level = Literal["warning", "alarm", "fault"]
@@ -251,12 +253,12 @@ def evt1_bits(faults_and_alarms: Iterable[str], warnings: Iterable[str]) -> int:
 
 
 def signals_by_code(
-    field: Callable[[CodeSpec], str | None],
-) -> dict[str, tuple[ProtectionCode, ...]]:
+    field: Callable[[CodeSpec], K | None],
+) -> dict[K, tuple[ProtectionCode, ...]]:
     """One profile's mapping, signal -> its codes (bit order), e.g.
     `signals_by_code(lambda s: s.victron_0x35a)`. Signals without a code are the profile's own
     business (general bits, unsupported conditions)."""
-    out: dict[str, list[ProtectionCode]] = {}
+    out: dict[K, list[ProtectionCode]] = {}
     for spec in CODE_TABLE:
         signal = field(spec)
         if signal is not None:
@@ -276,3 +278,12 @@ def _check_table() -> None:
 
 
 _check_table()
+
+VICTRON_0X35A = signals_by_code(lambda s: s.victron_0x35a)
+"""0x35A condition (without the Alarm/Warn prefix) -> its codes."""
+PYLON_0X359 = signals_by_code(lambda s: s.pylon_0x359)
+"""0x359 (protection flag, alarm flag) -> its codes."""
+PYLON_HV_FLAGS = signals_by_code(lambda s: s.pylon_hv_flag)
+"""0x4250 flag (without the Alarm/Protect prefix) -> its codes."""
+PYLON_HV_ERRORS = signals_by_code(lambda s: s.pylon_hv_error)
+"""0x4250 error bit -> its fault codes."""

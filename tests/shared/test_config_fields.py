@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.bus import InMemoryBroker, InMemoryBus
-from shared.config import SystemConfig, demo_config
+from shared.config import CHEMISTRY_NAMES, SystemConfig, demo_config
 from shared.config.fields import (
     CAN,
     FIELD_USES,
@@ -160,3 +162,37 @@ def test_the_acknowledgement_lists_the_fields_that_need_a_restart() -> None:
         (8, False, []),
         (9, True, []),
     ]
+
+
+configs = st.builds(
+    SystemConfig.from_preset,
+    st.sampled_from(CHEMISTRY_NAMES),
+    modules=st.integers(1, 8),
+    cells_per_module=st.integers(4, 16),
+    temp_sensors_per_module=st.integers(1, 4),
+    cell_capacity_ah=st.sampled_from((50.0, 100.0)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs, configs)
+def test_changed_fields_are_exactly_the_differing_leaves(a: SystemConfig, b: SystemConfig) -> None:
+    changed = changed_fields(a, b)
+    assert (changed == []) == (a == b)
+    dumped_a, dumped_b = a.model_dump(), b.model_dump()
+    for c in changed:
+        assert c.old != c.new
+        node_a, node_b = dumped_a, dumped_b
+        for part in c.path.split("."):
+            node_a = node_a[part] if isinstance(node_a, dict) else None
+            node_b = node_b[part] if isinstance(node_b, dict) else None
+        assert (node_a, node_b) == (c.old, c.new)
+    # applying the changes to a gives b
+    data = a.model_dump()
+    for c in changed:
+        *parents, last = c.path.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = c.new
+    assert SystemConfig.model_validate(data) == b

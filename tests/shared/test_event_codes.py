@@ -13,6 +13,7 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -135,9 +136,9 @@ def test_dynamic_codes_expand_to_catalogued_codes() -> None:
     from shared.messages.pack import ContactorState
     from shared.messages.slave import SlaveMode
 
-    for mode in SlaveMode.__args__:  # type: ignore[attr-defined]
+    for mode in get_args(SlaveMode):
         assert f"mode_{mode}" in BY_CODE
-    for state in ContactorState.__args__:  # type: ignore[attr-defined]
+    for state in get_args(ContactorState):
         assert f"contactors_{state}" in BY_CODE
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,13 +14,16 @@ from shared.protection_codes import (
     BY_BIT,
     CODE_TABLE,
     OTHER_CODE_BIT,
+    PYLON_0X359,
+    PYLON_HV_ERRORS,
+    PYLON_HV_FLAGS,
     SPECS,
     THREE_LEVELS,
+    VICTRON_0X35A,
     ProtectionCode,
     bits_codes,
     code_bits,
     evt1_bits,
-    signals_by_code,
     spec_of,
 )
 
@@ -95,24 +101,18 @@ def test_evt1_uses_each_codes_pair_and_the_other_bits() -> None:
 # --- the gateway tables this table replaces (drop once the gateways read it) -----------------
 
 
-def _names(mapping: dict[str, tuple[ProtectionCode, ...]]) -> dict[str, set[str]]:
-    return {signal: {c.value for c in codes} for signal, codes in mapping.items()}
-
-
-def _nonempty(mapping: object) -> dict[str, set[str]]:
-    assert isinstance(mapping, dict)
-    return {str(k): set(v) for k, v in mapping.items() if v}
+def _names(mapping: Mapping[Any, Iterable[str]]) -> dict[Any, set[str]]:
+    return {signal: {str(c) for c in codes} for signal, codes in mapping.items() if codes}
 
 
 def test_same_mapping_as_the_can_gateway_tables() -> None:
     from services.can_gateway.alarms import PYLON_FLAGS, VICTRON_CONDITIONS
     from services.can_gateway.pylon_hv import HV_ERRORS, HV_FLAGS
 
-    assert _names(signals_by_code(lambda s: s.victron_0x35a)) == _nonempty(dict(VICTRON_CONDITIONS))
-    pylon = signals_by_code(lambda s: None if s.pylon_0x359 is None else "|".join(s.pylon_0x359))
-    assert _names(pylon) == {"|".join(k): set(v) for k, v in PYLON_FLAGS.items()}
-    assert _names(signals_by_code(lambda s: s.pylon_hv_flag)) == _nonempty(dict(HV_FLAGS))
-    assert _names(signals_by_code(lambda s: s.pylon_hv_error)) == _nonempty(dict(HV_ERRORS))
+    assert _names(VICTRON_0X35A) == _names(VICTRON_CONDITIONS)
+    assert _names(PYLON_0X359) == _names(PYLON_FLAGS)
+    assert _names(PYLON_HV_FLAGS) == _names(HV_FLAGS)
+    assert _names(PYLON_HV_ERRORS) == _names(HV_ERRORS)
 
 
 def test_same_evt1_pairs_as_the_register_map() -> None:
