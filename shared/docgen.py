@@ -1,8 +1,8 @@
 """Generate the third-party docs from the topic registry: `python -m shared.docgen [--check]`.
 
-Writes `docs/asyncapi.yaml` (AsyncAPI 3), `docs/topics.md`, `docs/event-codes.md` and
-`docs/fault-matrix.md`; `--check` fails when the
-committed files differ from what the code gives.
+Writes `docs/asyncapi.yaml` (AsyncAPI 3), `docs/topics.md`, `docs/event-codes.md`,
+`docs/fault-matrix.md` and `docs/configuration-fields.md`; `--check` fails when the committed
+files differ from what the code gives.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from pydantic import BaseModel
 
 from shared import SCHEMA_VERSION
 from shared.codec import CONTENT_TYPE
-from shared.docgen_codes import event_codes_markdown, fault_matrix_markdown
+from shared.docgen_codes import (
+    config_fields_markdown,
+    event_codes_markdown,
+    fault_matrix_markdown,
+)
 from shared.messages import COMMAND_ARGS
 from shared.topics import ROOT, TOPICS, TopicSpec
 
@@ -187,6 +191,7 @@ def render() -> dict[Path, str]:
         DOCS / "topics.md": topics_markdown(),
         DOCS / "event-codes.md": event_codes_markdown(),
         DOCS / "fault-matrix.md": fault_matrix_markdown(),
+        DOCS / "configuration-fields.md": config_fields_markdown(),
     }
 
 

@@ -1,7 +1,9 @@
-"""Markdown of the protection code table and the event catalogue, for `shared.docgen`."""
+"""Markdown of the protection code table, the event catalogue and the configuration field
+table, for `shared.docgen`."""
 
 from __future__ import annotations
 
+from shared.config.fields import FIELD_USES
 from shared.event_codes import EVENT_CODES
 from shared.protection_codes import (
     CODE_TABLE,
@@ -104,4 +106,28 @@ def event_codes_markdown() -> str:
             f"| `{e.code}` | {e.source} | {', '.join(e.kinds)} | {', '.join(e.levels)} | "
             f"{e.description} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def config_fields_markdown() -> str:
+    lines = [
+        "# Configuration fields",
+        "",
+        _HEADER.format(src="shared/config/fields.py"),
+        "",
+        "Who reads each field of the system configuration, and how a change takes effect: "
+        "*live* as soon as the service accepts the configuration, *restart* only after that "
+        "service restarts (its acknowledgement lists the field under `restart_required`). "
+        "`validation` means the field only bounds other fields. A `*` matches one path segment.",
+        "",
+        "| Field | Read by | Note |",
+        "|---|---|---|",
+    ]
+    for use in FIELD_USES:
+        services: dict[str, str] = {}
+        for r in use.readers:
+            if services.get(r.service) != "restart":
+                services[r.service] = r.apply
+        readers = ", ".join(f"{s} ({a})" for s, a in services.items()) or "**nothing**"
+        lines.append(f"| `{use.pattern}` | {readers} | {use.note} |")
     return "\n".join(lines) + "\n"

@@ -74,6 +74,7 @@ _CG = "services/can_gateway/"
 _SYS = "shared/config/system.py"
 _PROT = _MC + "protection.py"
 # The Modbus register layout depends on the cell and sensor counts: refused until a restart.
+_PRESET_ONLY = "the thresholds are in `protection`; nothing derives them from this override"
 _LAYOUT = _r(MODBUS, _MB + "register_map.py", "restart", "total_cells")
 
 
@@ -114,18 +115,24 @@ FIELD_USES: tuple[FieldUse, ...] = (
     )),
     FieldUse("chemistry_overrides.uv_limit_v", (_r(VALIDATION, _SYS),)),
     FieldUse("chemistry_overrides.deep_discharge_v", (_r(VALIDATION, _SYS),)),
-    FieldUse("chemistry_overrides.*_temp_m??_c", (_r(MASTER, _MC + "derating_tables.py"),)),
+    *(
+        FieldUse(f"chemistry_overrides.{name}", (_r(MASTER, _MC + "derating_tables.py"),))
+        for name in (
+            "charge_temp_min_c", "charge_temp_max_c", "discharge_temp_min_c",
+            "discharge_temp_max_c",
+        )
+    ),
     FieldUse("chemistry_overrides.balance_start_v", (_r(MASTER, _MC + "balancing_strategy.py"),)),
     FieldUse("chemistry_overrides.ocv_table_*", (
         _r(MASTER, _MC + "estimation/soc.py"), _r(SLAVE, _SA + "sim_driver.py"),
     )),
-    FieldUse("chemistry_overrides.ov_warning_v", ()),
-    FieldUse("chemistry_overrides.ov_alarm_v", ()),
-    FieldUse("chemistry_overrides.ov_reset_v", ()),
-    FieldUse("chemistry_overrides.uv_warning_v", ()),
-    FieldUse("chemistry_overrides.uv_alarm_v", ()),
-    FieldUse("chemistry_overrides.uv_reset_v", ()),
-    FieldUse("chemistry_overrides.ocv_source", ()),
+    FieldUse("chemistry_overrides.ov_warning_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.ov_alarm_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.ov_reset_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.uv_warning_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.uv_alarm_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.uv_reset_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.ocv_source", (), "a citation for the OCV table"),
     FieldUse("cell_capacity_ah", (
         _r(MASTER, _MC + "estimator.py"), _r(CAN, _CG + "profiles.py"),
         _r(MODBUS, _MB + "register_map.py"),
@@ -148,11 +155,12 @@ FIELD_USES: tuple[FieldUse, ...] = (
         _r(MASTER, _MC + "balancing_strategy.py"), _r(SLAVE, _SA + "service.py"),
     )),
     FieldUse("balancing.threshold_v", (_r(MASTER, _MC + "balancing_strategy.py"),)),
-    FieldUse("balancing.m??_*", (
-        _r(MASTER, _MC + "balancing_strategy.py", "live", "min_cell_voltage_v",
-           "max_temperature_c"),
-        _r(SLAVE, _SA + "service.py", "live", "min_cell_voltage_v", "max_temperature_c"),
-    )),
+    *(
+        FieldUse(f"balancing.{name}", (
+            _r(MASTER, _MC + "balancing_strategy.py"), _r(SLAVE, _SA + "service.py"),
+        ))
+        for name in ("min_cell_voltage_v", "max_temperature_c")
+    ),
     FieldUse("balancing.current_ma", (_r(SLAVE, _SA + "sim_driver.py"),)),
     FieldUse("balancing.bleed_resistor_ohm", (_r(SLAVE, _SA + "sim_driver.py"),)),
     FieldUse("balancing.active_efficiency", (_r(SLAVE, _SA + "sim_driver.py"),)),
