@@ -12,11 +12,29 @@ from shared.topics import CONFIG_ACK
 log = logging.getLogger("shared.config_ack")
 
 
-def acknowledge_config(bus: BusCore, config_version: int, errors: Sequence[str] = ()) -> None:
-    """Publish the retained ack of `config_version`: applied, or refused with the reasons."""
+def acknowledge_config(
+    bus: BusCore,
+    config_version: int,
+    errors: Sequence[str] = (),
+    *,
+    restart_required: Sequence[str] = (),
+) -> None:
+    """Publish the retained ack of `config_version`: applied, or refused with the reasons.
+
+    `restart_required`: the changed fields this service applies only after a restart
+    (`shared.config.fields.restart_required`); they are logged and listed in the ack.
+    """
     problems = [e[:500] for e in errors][:50]
+    restart = [] if problems else list(restart_required)[:200]
     if problems:
         log.error("configuration %d refused: %s", config_version, "; ".join(problems))
+    elif restart:
+        log.warning(
+            "configuration %d accepted; restart %s to apply: %s",
+            config_version,
+            bus.service,
+            ", ".join(restart),
+        )
     bus.publish(
         CONFIG_ACK,
         ConfigAck(
@@ -24,6 +42,7 @@ def acknowledge_config(bus: BusCore, config_version: int, errors: Sequence[str] 
             config_version=config_version,
             accepted=not problems,
             errors=problems,
+            restart_required=restart,
         ),
         service=bus.service,
     )

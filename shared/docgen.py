@@ -1,7 +1,8 @@
 """Generate the third-party docs from the topic registry: `python -m shared.docgen [--check]`.
 
-Writes `docs/asyncapi.yaml` (AsyncAPI 3) and `docs/topics.md`; `--check` fails when the
-committed files differ from what the code gives.
+Writes `docs/asyncapi.yaml` (AsyncAPI 3), `docs/topics.md`, `docs/event-codes.md`,
+`docs/fault-matrix.md` and `docs/configuration-fields.md`; `--check` fails when the committed
+files differ from what the code gives.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pydantic import BaseModel
 
 from shared import SCHEMA_VERSION
 from shared.codec import CONTENT_TYPE
+from shared.docgen_codes import (
+    config_fields_markdown,
+    event_codes_markdown,
+    fault_matrix_markdown,
+)
 from shared.messages import COMMAND_ARGS
 from shared.topics import ROOT, TOPICS, TopicSpec
 
@@ -183,6 +189,9 @@ def render() -> dict[Path, str]:
     return {
         DOCS / "asyncapi.yaml": yaml.safe_dump(asyncapi(), sort_keys=False, width=100),
         DOCS / "topics.md": topics_markdown(),
+        DOCS / "event-codes.md": event_codes_markdown(),
+        DOCS / "fault-matrix.md": fault_matrix_markdown(),
+        DOCS / "configuration-fields.md": config_fields_markdown(),
     }
 
 

@@ -1,4 +1,8 @@
-"""The event log: every event is stored in SQLite and published with QoS 1."""
+"""The event log: every event is stored in SQLite and published with QoS 1.
+
+Codes come from the catalogue `shared/event_codes.py`; an uncatalogued code is still logged
+and published, and counted as `uncatalogued_event_codes`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Callable
 
 from services.master_core.stores import Store
 from shared.bus import BusCore
+from shared.event_codes import known_event_code
 from shared.messages import Event
 from shared.messages.events import EventKind, EventLevel, EventValue
 from shared.topics import EVENTS
@@ -34,6 +39,10 @@ class EventLog:
         text: str = "",
         **values: EventValue,
     ) -> None:
+        if not known_event_code(code):
+            # still sent: an event is never dropped, but the catalogue (and docs) lack it
+            self.bus.counters["uncatalogued_event_codes"] += 1
+            log.error("event code %r is not in shared/event_codes.py", code)
         event = Event(level=level, kind=kind, code=code, text=text[:500], values=values)
         ts = self.wall()
         self.store.add_event(event, ts=ts, source=self.bus.service)

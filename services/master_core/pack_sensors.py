@@ -2,7 +2,7 @@
 
 The simulated driver stands for the current sensor, the voltage divider and the inverter:
 the inverter draws what its load profile asks for, within the BMS limits, and only while
-the contactors are closed.
+the contactors are closed. It also stands for an insulation monitor (10 MOhm, healthy).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from services.master_core.load_profiles import LoadProfile
 CURRENT_ACCURACY_A = 0.1
 PACK_VOLTAGE_ACCURACY_V = 1.0
 CURRENT_RANGE_A = 200.0
+HEALTHY_INSULATION_OHM = 10e6
+"""A dry, intact installation (IEC 61557-8 monitors read several MOhm)."""
+INSULATION_ACCURACY = 0.05
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class PackMeasurement:
     pack_voltage_v: float | None
     bus_voltage_v: float | None
     """DC-link side of the contactors (for precharge)."""
+    insulation_ohm: float | None = None
+    """Insulation resistance between the pack and earth; None without a monitor."""
 
 
 class PackSensors(Protocol):
@@ -52,6 +57,8 @@ class SimulatedPackSensors:
         self.current_offset_a = 0.0
         self.voltage_offset_v = 0.0
         self.sensor_failed = False
+        self.insulation_ohm = HEALTHY_INSULATION_OHM
+        """The simulated insulation; lower it to inject an insulation fault."""
         self._rng = random.Random(seed)
         self._t0: float | None = None
 
@@ -82,4 +89,6 @@ class SimulatedPackSensors:
             else round(current + self.current_offset_a + noise_a, 2),
             pack_voltage_v=pack_v,
             bus_voltage_v=s.bus_voltage_v if s is not None else 0.0,
+            insulation_ohm=self.insulation_ohm
+            * (1.0 + self._rng.uniform(-1.0, 1.0) * INSULATION_ACCURACY),
         )

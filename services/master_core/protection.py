@@ -7,6 +7,9 @@ dozen scalar comparisons (the caller supplies max/min over the cells).
 - Three-level quantities (`ProtectionConfig.quantities()`): warning and alarm clear by
   themselves once past their release; faults latch until `reset()`.
 - Fault-only quantities: deep_discharge and the plausibility/communication checks below.
+- insulation_low (when an insulation monitor exists): low-side warning and latched fault
+  against `insulation_warning_ohm` / `insulation_fault_ohm`.
+- Level semantics, resets and directions per code come from `shared.protection_codes`.
 - deep_discharge is reset only with `service_override=True` (the cell may be damaged), and
   like every latched fault it survives restarts through `latched_state()` / `restore()`.
 - A reset clears a latched fault only while its last sample is known and past its release.
@@ -28,8 +31,13 @@ from services.master_core.protection_inputs import (
     Reader,
 )
 from shared.config.limits import CELL_VOLTAGE_ACCURACY_V
-from shared.config.protection import ProtectionConfig
+from shared.config.protection import (
+    INSULATION_DELAYS_S,
+    INSULATION_RELEASE_FACTOR,
+    ProtectionConfig,
+)
 from shared.config.system import SystemConfig
+from shared.protection_codes import CODE_TABLE, ProtectionCode
 
 FLAG_THRESHOLD = 0.5
 """Flags (1.0/0.0) and the stale-module count trip above this and clear below it."""
@@ -56,8 +64,8 @@ HIDES: dict[str, tuple[str, ...]] = {
 }
 """A failure that hides quantities trips within the shortest fault delay of those quantities."""
 
-OVERRIDE_ONLY = frozenset({"deep_discharge"})
-"""Latched faults that only a service reset clears."""
+OVERRIDE_ONLY = frozenset(s.code.value for s in CODE_TABLE if s.reset == "service")
+"""Latched faults that only a service reset clears (`CODE_TABLE`)."""
 
 LATCHED_STATE_VERSION = 1
 
@@ -113,7 +121,9 @@ def _flag_fault(delay_s: float) -> dict[Level, LevelMonitor]:
     return {"fault": LevelMonitor("high", FLAG_THRESHOLD, FLAG_THRESHOLD, delay_s, latching=True)}
 
 
-def _build(config: ProtectionConfig, ride_through_s: float) -> list[_Quantity]:
+def _build(
+    config: ProtectionConfig, ride_through_s: float, insulation_monitor: bool
+) -> list[_Quantity]:
     out: list[_Quantity] = []
 
     def add(code: str, unit: str, levels: dict[Level, LevelMonitor]) -> None:
@@ -154,7 +164,30 @@ def _build(config: ProtectionConfig, ride_through_s: float) -> list[_Quantity]:
     add("communication_loss", "", _flag_fault(ride_through_s))
     add("current_sensor_failure", "", _flag_fault(masked["current_sensor_failure"]))
     add("contactor_feedback_mismatch", "", _flag_fault(CONTACTOR_MISMATCH_DELAY_S))
+    if insulation_monitor:
+        add(ProtectionCode.INSULATION_LOW.value, "ohm", _insulation_levels(config))
     return out
+
+
+def _insulation_levels(config: ProtectionConfig) -> dict[Level, LevelMonitor]:
+    # Low-side, warning and fault only; each releases INSULATION_RELEASE_FACTOR above its limit.
+    warning_delay_s, fault_delay_s = INSULATION_DELAYS_S
+    return {
+        "warning": LevelMonitor(
+            "low",
+            config.insulation_warning_ohm,
+            config.insulation_warning_ohm * INSULATION_RELEASE_FACTOR,
+            warning_delay_s,
+            latching=False,
+        ),
+        "fault": LevelMonitor(
+            "low",
+            config.insulation_fault_ohm,
+            config.insulation_fault_ohm * INSULATION_RELEASE_FACTOR,
+            fault_delay_s,
+            latching=True,
+        ),
+    }
 
 
 def _fault_delay(config: ProtectionConfig, code: str) -> float:
@@ -165,17 +198,30 @@ def _fault_delay(config: ProtectionConfig, code: str) -> float:
 class Protection:
     """All protection quantities of one system."""
 
-    def __init__(self, config: ProtectionConfig, *, comm_loss_ride_through_s: float = 0.0) -> None:
-        self._quantities = _build(config, comm_loss_ride_through_s)
+    def __init__(
+        self,
+        config: ProtectionConfig,
+        *,
+        comm_loss_ride_through_s: float = 0.0,
+        insulation_monitor: bool = False,
+    ) -> None:
+        """`insulation_monitor`: an insulation monitor feeds `ProtectionInputs.insulation_ohm`.
+        Without one, insulation_low is not supervised at all (rather than unknown, which would
+        stop both directions for good)."""
+        self._quantities = _build(config, comm_loss_ride_through_s, insulation_monitor)
         self._by_code = {q.code: q for q in self._quantities}
         # Nothing has been measured yet.
         self._unknown: tuple[str, ...] = tuple(sorted(self._by_code))
 
     @classmethod
-    def from_system(cls, system: SystemConfig) -> Protection:
+    def from_system(cls, system: SystemConfig, *, insulation_monitor: bool = False) -> Protection:
         policy = system.comm_loss
         ride = policy.ride_through_s if policy.action == "ride_through" else 0.0
-        return cls(system.protection, comm_loss_ride_through_s=ride)
+        return cls(
+            system.protection,
+            comm_loss_ride_through_s=ride,
+            insulation_monitor=insulation_monitor,
+        )
 
     @property
     def codes(self) -> tuple[str, ...]:

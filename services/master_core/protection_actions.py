@@ -10,39 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from services.master_core.level_monitor import Level
+from shared.protection_codes import BOTH, CODE_TABLE, Flow
 
-Flow = Literal["charge", "discharge"]
-CHARGE: frozenset[Flow] = frozenset({"charge"})
-DISCHARGE: frozenset[Flow] = frozenset({"discharge"})
-BOTH: frozenset[Flow] = frozenset({"charge", "discharge"})
-
-CONCERNS: dict[str, frozenset[Flow]] = {
-    "cell_overvoltage": CHARGE,
-    "cell_undervoltage": DISCHARGE,
-    "pack_overvoltage": CHARGE,
-    "pack_undervoltage": DISCHARGE,
-    # The charge window only restricts charging; the discharge window bounds any current.
-    "cell_overtemp_charge": CHARGE,
-    "cell_overtemp_discharge": BOTH,
-    "cell_undertemp_charge": CHARGE,
-    "cell_undertemp_discharge": BOTH,
-    "charge_overcurrent": CHARGE,
-    "discharge_overcurrent": DISCHARGE,
-    # Charging an imbalanced string drives its highest cell into over-voltage.
-    "cell_imbalance": CHARGE,
-    "deep_discharge": BOTH,
-    "open_wire": BOTH,
-    "measurement_out_of_range": BOTH,
-    "sensor_fault": BOTH,
-    "pack_voltage_plausibility": BOTH,
-    "communication_loss": BOTH,
-    "current_sensor_failure": BOTH,
-    "contactor_feedback_mismatch": BOTH,
-}
-"""Code -> the current directions its warning and alarm levels act on."""
+CONCERNS: Mapping[str, frozenset[Flow]] = {s.code: s.concerns for s in CODE_TABLE}
+"""Code -> the current directions its warning and alarm levels act on (`CODE_TABLE`)."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ class ProtectionInputs:
     current_sensor_ok: bool | None = None
     contactor_mismatch: bool | None = None
     """Contactor feedback disagrees with the command (after the caller's feedback timeout)."""
+    insulation_ohm: float | None = None
+    """Insulation resistance between the pack and earth (None: no reading)."""
 
     @property
     def charging(self) -> bool:
@@ -106,6 +108,7 @@ VALUE_OF: dict[str, Reader] = {
     "communication_loss": lambda i: float(len(i.stale_modules)),
     "current_sensor_failure": _current_sensor_failed,
     "contactor_feedback_mismatch": lambda i: _flag(i.contactor_mismatch),
+    "insulation_low": lambda i: i.insulation_ohm,
 }
 """Code -> the value its levels supervise."""
 

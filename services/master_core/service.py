@@ -153,7 +153,8 @@ class MasterCore:
         rt = _Runtime(
             config=config,
             aggregator=PackAggregator(config.topology, config.protection.module_timeout_periods),
-            protection=Protection.from_system(config),
+            # the simulated plant includes an insulation monitor (pack_sensors)
+            protection=Protection.from_system(config, insulation_monitor=True),
             contactors=ContactorStateMachine(config.contactors),
             contactor_sim=SimulatedContactors(config.contactors),
             comm_gate=CommLossGate(config.comm_loss),
@@ -333,7 +334,10 @@ class MasterCore:
         rt.estimator.update(snap, current if closed else 0.0, dt, now)
 
         result = rt.protection.evaluate(
-            self._protection_inputs(snap, meas.current_a, meas.pack_voltage_v), now
+            self._protection_inputs(
+                snap, meas.current_a, meas.pack_voltage_v, insulation_ohm=meas.insulation_ohm
+            ),
+            now,
         )
         for t in result.transitions:
             self._emit_transition(t)
@@ -423,7 +427,12 @@ class MasterCore:
         return timeout > 0 and self._heartbeat_s is not None and now - self._heartbeat_s > timeout
 
     def _protection_inputs(
-        self, snap: PackSnapshot, current: float | None, pack_v: float | None
+        self,
+        snap: PackSnapshot,
+        current: float | None,
+        pack_v: float | None,
+        *,
+        insulation_ohm: float | None = None,
     ) -> ProtectionInputs:
         assert self.rt is not None
         return ProtectionInputs(
@@ -441,6 +450,7 @@ class MasterCore:
             stale_modules=self._lost_modules(snap),
             current_sensor_ok=current is not None,
             contactor_mismatch=self.rt.contactors.outputs.feedback_mismatch,
+            insulation_ohm=insulation_ohm,
         )
 
     def _lost_modules(self, snap: PackSnapshot) -> frozenset[int]:

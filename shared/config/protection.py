@@ -23,6 +23,7 @@ from shared.config.limits import (
     PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
 )
+from shared.protection_codes import CODE_TABLE, ProtectionCode
 
 Direction = Literal["high", "low"]
 """high: trips when the value rises above the threshold (warning < alarm < fault);
@@ -38,6 +39,11 @@ VOLTAGE_DELAYS_S = (2.0, 1.0, 0.5)
 CURRENT_DELAYS_S = (5.0, 2.0, 0.2)
 TEMPERATURE_DELAYS_S = (5.0, 3.0, 1.0)
 IMBALANCE_DELAYS_S = (30.0, 10.0, 5.0)  # slow quantity; spikes under load are not imbalance
+
+# Insulation monitors measure slowly (a Bender iso165C cycle takes seconds): warning, fault.
+INSULATION_DELAYS_S = (10.0, 5.0)
+INSULATION_RELEASE_FACTOR = 1.2
+"""An insulation level clears once the resistance is 20 % above its threshold."""
 
 VOLTAGE_WARNING_HYSTERESIS_V = 0.05
 TEMPERATURE_HYSTERESIS_C = 5.0  # LibreSolar
@@ -374,20 +380,9 @@ def _current_levels(fault_a: float) -> ThreeLevel:
     )
 
 
-FAULT_ONLY_CODES: tuple[str, ...] = (
-    "deep_discharge",
-    "open_wire",
-    "measurement_out_of_range",
-    "sensor_fault",
-    "pack_voltage_plausibility",
-    "communication_loss",
-    "current_sensor_failure",
-    "contactor_feedback_mismatch",
+PROTECTION_CODES: tuple[str, ...] = tuple(
+    spec.code.value for spec in CODE_TABLE if spec.code is not ProtectionCode.INSULATION_LOW
 )
-"""Protection codes with a fault level only; the others are the ThreeLevel fields above."""
-
-PROTECTION_CODES: tuple[str, ...] = (
-    *(name for name, f in ProtectionConfig.model_fields.items() if f.annotation is ThreeLevel),
-    *FAULT_ONLY_CODES,
-)
-"""Every code that can appear in `faults`, `alarms` and `warnings` of the pack state."""
+"""Bit layout 1 (bits 0-18), which the gateways still read; `shared.protection_codes` is the
+table of every code. Until the gateways read the table, they send a newer code
+(insulation_low) as the "other code" bit, as any reader of an older layout does."""

@@ -21,3 +21,5 @@ class ConfigAck(Message):
     config_version: int = Field(ge=0)
     accepted: bool
     errors: list[str] = Field(default_factory=list, max_length=50)
+    restart_required: list[str] = Field(default_factory=list, max_length=200)
+    """Accepted fields (dotted paths) this service applies only after a restart."""

@@ -17,8 +17,9 @@ from services.master_core.protection import Protection, ProtectionResult, Transi
 from services.master_core.protection_actions import CONCERNS, Actions, derive_actions
 from services.master_core.protection_inputs import VALUE_OF, ProtectionInputs
 from shared.config.chemistry import CHEMISTRY_NAMES, get_preset
-from shared.config.protection import FAULT_ONLY_CODES, ThreeLevel
+from shared.config.protection import INSULATION_DELAYS_S, INSULATION_RELEASE_FACTOR, ThreeLevel
 from shared.config.system import CommLossPolicy, SystemConfig, demo_config
+from shared.protection_codes import SPECS, ProtectionCode, codes_where
 from tests.master_core.level_spec import ZONES, LevelSpec, zone_value
 
 PERIOD_S = 0.1
@@ -27,7 +28,7 @@ CONFIGS = [DEMO] + [
     SystemConfig.from_preset(name, modules=4, cells_per_module=12) for name in CHEMISTRY_NAMES
 ]
 THREE_LEVEL = tuple(code for code, _ in DEMO.protection.quantities())
-FAULT_ONLY = FAULT_ONLY_CODES
+FAULT_ONLY = tuple(c.value for c in codes_where(lambda s: s.levels == ("fault",)))
 PLURAL: dict[Level, str] = {"warning": "warnings", "alarm": "alarms", "fault": "faults"}
 
 
@@ -39,7 +40,7 @@ def nominal(config: SystemConfig, **override: Any) -> ProtectionInputs:
         max_cell_v=cell + 0.01, min_cell_v=cell - 0.01, pack_v=pack, sum_of_cells_v=pack,
         max_temp_c=26.0, min_temp_c=24.0, current_a=10.0, cell_spread_v=0.02, open_wire=False,
         out_of_range=False, sensor_fault=False, stale_modules=frozenset(),
-        current_sensor_ok=True, contactor_mismatch=False,
+        current_sensor_ok=True, contactor_mismatch=False, insulation_ohm=10e6,
     )  # fmt: skip
     values.update(override)
     return ProtectionInputs(**values)
@@ -106,13 +107,23 @@ def run(
 
 
 def test_every_code_has_a_value_and_a_concern() -> None:
-    p = Protection(DEMO.protection)
-    assert set(p.codes) == set(THREE_LEVEL) | set(FAULT_ONLY)
-    assert set(p.codes) == set(VALUE_OF) == set(CONCERNS)
+    p = Protection(DEMO.protection, insulation_monitor=True)
+    assert set(p.codes) == set(THREE_LEVEL) | set(FAULT_ONLY) | {"insulation_low"}
+    assert set(p.codes) == set(VALUE_OF) == set(CONCERNS) == set(ProtectionCode)
     for code in FAULT_ONLY:
         assert list(p.monitors(code)) == ["fault"]
     for code in THREE_LEVEL:
         assert list(p.monitors(code)) == list(LEVEL_ORDER)
+    for code in p.codes:
+        assert tuple(p.monitors(code)) == SPECS[ProtectionCode(code)].levels
+
+
+def test_without_an_insulation_monitor_insulation_is_not_supervised() -> None:
+    p = Protection(DEMO.protection)
+    assert set(p.codes) == set(ProtectionCode) - {ProtectionCode.INSULATION_LOW}
+    result = p.evaluate(nominal(DEMO), 0.0)
+    assert "insulation_low" not in result.unknown
+    assert not result.actions.stop_charge and not result.actions.stop_discharge
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.chemistry)
@@ -274,6 +285,83 @@ def test_communication_loss_waits_the_ride_through() -> None:
     _, _, seen = run(p, nominal(DEMO, stale_modules=frozenset({0, 1})), 0.0, 3.0)
     assert [tr.code for _, tr in seen] == ["communication_loss"]
     assert seen[0][0] == pytest.approx(2.0)
+
+
+# --- insulation ------------------------------------------------------------------------------
+
+
+def insulation_specs(config: SystemConfig) -> dict[Level, LevelSpec]:
+    c = config.protection
+    warning_delay_s, fault_delay_s = INSULATION_DELAYS_S
+    f = INSULATION_RELEASE_FACTOR
+    return {
+        "warning": LevelSpec(
+            "low", c.insulation_warning_ohm, c.insulation_warning_ohm * f, warning_delay_s, False
+        ),
+        "fault": LevelSpec(
+            "low", c.insulation_fault_ohm, c.insulation_fault_ohm * f, fault_delay_s, True
+        ),
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_insulation_levels_follow_the_rules(data: st.DataObject) -> None:
+    """No missed trip, no early trip, release only past hysteresis, the fault latches."""
+    config = data.draw(st.sampled_from(CONFIGS), label="config")
+    period = data.draw(st.sampled_from((0.1, 0.5, 2.0)), label="period")
+    t0 = data.draw(st.floats(0.0, 1e5), label="t0")
+    specs = insulation_specs(config)
+    p = Protection(config.protection, insulation_monitor=True)
+    k = 0
+    for _ in range(data.draw(st.integers(1, 12), label="runs")):
+        level = data.draw(st.sampled_from(("warning", "fault")))
+        zone = data.draw(st.sampled_from(ZONES))
+        value = zone_value(data.draw, specs[level], zone)
+        if value is not None and zone in ("beyond", "released"):
+            # resistances move in kilo-ohms, not ohms
+            scale = data.draw(st.floats(0.0, 5e5))
+            value = value - scale if zone == "beyond" else value + scale
+            value = max(value, 0.0)
+        samples = data.draw(st.integers(1, 80))
+        reset_at = data.draw(st.integers(0, 2 * samples))
+        for i in range(samples):
+            now = t0 + k * period
+            k += 1
+            result = p.evaluate(nominal(config, insulation_ohm=value), now)
+            assert "insulation_low" not in result.alarms
+            for lv, spec in specs.items():
+                spec.step(value, now, "insulation_low" in getattr(result, PLURAL[lv]))
+            if i == reset_at:
+                reset = p.reset(now)
+                specs["fault"].reset("insulation_low" in {t.code for t in reset.cleared})
+
+
+def test_insulation_drop_warns_then_faults_and_latches() -> None:
+    c = DEMO.protection
+    p = Protection.from_system(DEMO, insulation_monitor=True)
+    t, result, seen = run(p, nominal(DEMO), 0.0, 20.0)
+    assert seen == [] and result.unknown == ()
+    between = (c.insulation_warning_ohm + c.insulation_fault_ohm) / 2
+    t, result, _ = run(p, nominal(DEMO, insulation_ohm=between), t, INSULATION_DELAYS_S[0])
+    assert result.warnings == ("insulation_low",) and not result.faults
+    assert result.actions.derate_charge == result.actions.derate_discharge == ("insulation_low",)
+    assert not result.actions.stop_charge
+    t, result, _ = run(p, nominal(DEMO, insulation_ohm=100e3), t, INSULATION_DELAYS_S[1])
+    assert result.faults == ("insulation_low",)
+    assert result.actions.open_contactors == ("insulation_low",)
+    # back above the warning level: the warning clears, the fault stays until a reset
+    t, result, _ = run(p, nominal(DEMO, insulation_ohm=c.insulation_warning_ohm * 1.1), t, 1.0)
+    assert result.faults == ("insulation_low",)
+    assert p.reset(t).still_latched == {}
+    assert p.status().faults == ()
+
+
+def test_unknown_insulation_stops_current_when_a_monitor_exists() -> None:
+    p = Protection(DEMO.protection, insulation_monitor=True)
+    _, result, _ = run(p, nominal(DEMO, insulation_ohm=None), 0.0, 1.0)
+    assert result.unknown == ("insulation_low",)
+    assert result.actions.stop_charge == result.actions.stop_discharge == ("insulation_low",)
 
 
 # --- charge and discharge temperature windows -------------------------------------------------
@@ -502,6 +590,5 @@ def test_evaluation_is_cheap() -> None:
 
 
 def test_the_contract_lists_every_code_protection_can_raise() -> None:
-    from shared.config.protection import PROTECTION_CODES
-
-    assert set(Protection.from_system(DEMO).codes) == set(PROTECTION_CODES)
+    codes = Protection.from_system(DEMO, insulation_monitor=True).codes
+    assert set(codes) == set(ProtectionCode)

@@ -1,0 +1,256 @@
+"""Who reads each configuration field, and whether a change applies live or needs a restart.
+
+`FIELD_USES` covers every leaf field of `SystemConfig` (a test checks it is complete, that each
+declared reader really reads the field, and that no field is left without a reader except the
+ones listed in `UNREAD`). Paths are dotted; a `*` segment matches one segment
+(`protection.*.warning.threshold`).
+
+- live: the reading service applies a new value as soon as it accepts the configuration.
+- restart: the service keeps the old value until it is restarted; its acknowledgement lists
+  the field under `restart_required`.
+
+`changed_fields(old, new)` lists the leaves that differ, with the services that read them and
+how each applies the change.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from shared.config.system import SystemConfig
+
+Apply = Literal["live", "restart"]
+
+MASTER = "master_core"
+SLAVE = "slave_agent"
+MODBUS = "modbus_gateway"
+CAN = "can_gateway"
+VALIDATION = "validation"
+"""Every service validates each configuration: a field that only bounds other fields."""
+
+
+@dataclass(frozen=True)
+class Reader:
+    service: str
+    module: str
+    """Repository path of the module that reads the field."""
+    apply: Apply = "live"
+    tokens: tuple[str, ...] = ()
+    """Attribute names the module reads for the field (default: the field's own name)."""
+
+
+@dataclass(frozen=True)
+class FieldUse:
+    pattern: str
+    readers: tuple[Reader, ...]
+    note: str = ""
+
+    @property
+    def apply(self) -> Apply:
+        """restart when any reader needs a restart for it."""
+        return "restart" if any(r.apply == "restart" for r in self.readers) else "live"
+
+    def matches(self, path: str) -> bool:
+        parts, pattern = path.split("."), self.pattern.split(".")
+        return len(parts) == len(pattern) and all(
+            fnmatchcase(p, q) for p, q in zip(parts, pattern, strict=True)
+        )
+
+
+def _r(service: str, module: str, apply: Apply = "live", *tokens: str) -> Reader:
+    return Reader(service, module, apply, tuple(tokens))
+
+
+_MC = "services/master_core/"
+_SA = "services/slave_agent/"
+_MB = "services/modbus_gateway/"
+_CG = "services/can_gateway/"
+_SYS = "shared/config/system.py"
+_PROT = _MC + "protection.py"
+# The Modbus register layout depends on the cell and sensor counts: refused until a restart.
+_PRESET_ONLY = "the thresholds are in `protection`; nothing derives them from this override"
+_LAYOUT = _r(MODBUS, _MB + "register_map.py", "restart", "total_cells")
+
+
+FIELD_USES: tuple[FieldUse, ...] = (
+    FieldUse("system_id", (
+        _r(MASTER, _MC + "service.py", "restart"), _r(MODBUS, _MB + "service.py", "restart"),
+    ), "the topic namespace: a configuration for another system is refused"),
+    FieldUse("name", (_r(CAN, _CG + "profiles.py"), _r(CAN, _CG + "pylon_hv.py"))),
+    FieldUse("config_version", (_r(MASTER, _MC + "service.py"), _r(SLAVE, _SA + "service.py"))),
+    FieldUse("topology.modules", (
+        _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "service.py"), _LAYOUT,
+        _r(CAN, _CG + "pylon_hv.py"),
+    )),
+    FieldUse("topology.cells_per_module", (
+        _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "sim_driver.py"), _LAYOUT,
+    )),
+    FieldUse("topology.temp_sensors_per_module", (
+        _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "sim_driver.py"),
+        _r(MODBUS, _MB + "register_map.py", "restart"),
+    )),
+    FieldUse("topology.module_cell_counts", (
+        _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "sim_driver.py"), _LAYOUT,
+    )),
+    FieldUse("chemistry", (
+        _r(MASTER, _MC + "limits.py", "live", "cell_chemistry"), _r(SLAVE, _SA + "service.py"),
+        _r(MODBUS, _MB + "register_map.py", "live", "cell_chemistry"),
+    )),
+    # Overrides act through SystemConfig.cell_chemistry: readers read the preset's attribute.
+    FieldUse("chemistry_overrides.nominal_v", (
+        _r(MASTER, _MC + "derating_tables.py"), _r(MODBUS, _MB + "register_map.py"),
+    )),
+    FieldUse("chemistry_overrides.charge_v", (_r(MASTER, _MC + "limits.py"),)),
+    FieldUse("chemistry_overrides.discharge_cutoff_v", (
+        _r(MASTER, _MC + "balancing_strategy.py"),
+    )),
+    FieldUse("chemistry_overrides.ov_limit_v", (
+        _r(MASTER, _MC + "derating_tables.py"), _r(MODBUS, _MB + "register_map.py"),
+    )),
+    FieldUse("chemistry_overrides.uv_limit_v", (_r(VALIDATION, _SYS),)),
+    FieldUse("chemistry_overrides.deep_discharge_v", (_r(VALIDATION, _SYS),)),
+    *(
+        FieldUse(f"chemistry_overrides.{name}", (_r(MASTER, _MC + "derating_tables.py"),))
+        for name in (
+            "charge_temp_min_c", "charge_temp_max_c", "discharge_temp_min_c",
+            "discharge_temp_max_c",
+        )
+    ),
+    FieldUse("chemistry_overrides.balance_start_v", (_r(MASTER, _MC + "balancing_strategy.py"),)),
+    FieldUse("chemistry_overrides.ocv_table_*", (
+        _r(MASTER, _MC + "estimation/soc.py"), _r(SLAVE, _SA + "sim_driver.py"),
+    )),
+    FieldUse("chemistry_overrides.ov_warning_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.ov_alarm_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.ov_reset_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.uv_warning_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.uv_alarm_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.uv_reset_v", (), _PRESET_ONLY),
+    FieldUse("chemistry_overrides.ocv_source", (), "a citation for the OCV table"),
+    FieldUse("cell_capacity_ah", (
+        _r(MASTER, _MC + "estimator.py"), _r(CAN, _CG + "profiles.py"),
+        _r(MODBUS, _MB + "register_map.py"),
+    )),
+    FieldUse("cell_resistance_mohm", (_r(MASTER, _MC + "estimator.py"),)),
+    FieldUse("protection.*.direction", (_r(MASTER, _PROT, "live", "quantities", "direction"),)),
+    FieldUse("protection.*.unit", (_r(MASTER, _PROT, "live", "quantities", "unit"),)),
+    FieldUse("protection.*.*.threshold", (_r(MASTER, _PROT, "live", "quantities", "threshold"),)),
+    FieldUse("protection.*.*.release", (_r(MASTER, _PROT, "live", "quantities", "release"),)),
+    FieldUse("protection.*.*.delay_s", (_r(MASTER, _PROT, "live", "quantities", "delay_s"),)),
+    FieldUse("protection.deep_discharge_v", (_r(MASTER, _PROT),)),
+    FieldUse("protection.pack_plausibility_*", (
+        _r(MASTER, _PROT, "live", "pack_plausibility_tolerance_v", "pack_plausibility_delay_s"),
+    )),
+    FieldUse("protection.module_timeout_periods", (_r(MASTER, _MC + "service.py"),)),
+    FieldUse("protection.insulation_*_ohm", (
+        _r(MASTER, _PROT, "live", "insulation_warning_ohm", "insulation_fault_ohm"),
+    )),
+    FieldUse("balancing.mode", (
+        _r(MASTER, _MC + "balancing_strategy.py"), _r(SLAVE, _SA + "service.py"),
+    )),
+    FieldUse("balancing.threshold_v", (_r(MASTER, _MC + "balancing_strategy.py"),)),
+    *(
+        FieldUse(f"balancing.{name}", (
+            _r(MASTER, _MC + "balancing_strategy.py"), _r(SLAVE, _SA + "service.py"),
+        ))
+        for name in ("min_cell_voltage_v", "max_temperature_c")
+    ),
+    FieldUse("balancing.current_ma", (_r(SLAVE, _SA + "sim_driver.py"),)),
+    FieldUse("balancing.bleed_resistor_ohm", (_r(SLAVE, _SA + "sim_driver.py"),)),
+    FieldUse("balancing.active_efficiency", (_r(SLAVE, _SA + "sim_driver.py"),)),
+    FieldUse("current_sensor.range_a", (
+        _r(MASTER, _MC + "limits.py"), _r(MODBUS, _MB + "register_map.py"),
+    )),
+    FieldUse("current_sensor.offset_a", (), "the master does not apply the calibration yet"),
+    FieldUse("current_sensor.gain", (), "the master does not apply the calibration yet"),
+    FieldUse("contactors.precharge_resistor_ohm", (_r(MASTER, _MC + "contactor_sim.py"),)),
+    FieldUse("contactors.dc_link_capacitance_f", (_r(MASTER, _MC + "contactor_sim.py"),)),
+    FieldUse("contactors.precharge_*", (_r(MASTER, _MC + "contactors.py"),)),
+    FieldUse("contactors.feedback_timeout_s", (_r(MASTER, _MC + "contactors.py"),)),
+    FieldUse("comm_loss.*", (_r(MASTER, _PROT, "live", "comm_loss", "ride_through_s"),)),
+    FieldUse("interfaces.modbus.*", (),
+             "the Modbus gateway reads its BMS_* settings instead (issue 12, item 7)"),
+    FieldUse("interfaces.can.enabled", (_r(CAN, _CG + "service.py"),)),
+    FieldUse("interfaces.can.profiles", (_r(CAN, _CG + "service.py"),)),
+    # The channel is opened once, at start (can_gateway/main.py open_can).
+    FieldUse("interfaces.can.interface", (_r(CAN, _CG + "main.py", "restart"),)),
+    FieldUse("interfaces.can.channel", (_r(CAN, _CG + "main.py", "restart"),)),
+    FieldUse("interfaces.can.bitrate", (_r(CAN, _CG + "main.py", "restart"),)),
+    FieldUse("timing.*", (_r(MASTER, _MC + "service.py"), _r(SLAVE, _SA + "service.py"))),
+)  # fmt: skip
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
+def leaf_paths(model: type[BaseModel] = SystemConfig, prefix: str = "") -> Iterator[str]:
+    """Every leaf field of `model`, as a dotted path, in declaration order."""
+    for name, info in model.model_fields.items():
+        nested = _nested_model(info.annotation)
+        if nested is None:
+            yield prefix + name
+        else:
+            yield from leaf_paths(nested, f"{prefix}{name}.")
+
+
+def use_of(path: str) -> FieldUse:
+    """The first entry of `FIELD_USES` matching `path` (KeyError when none does)."""
+    for use in FIELD_USES:
+        if use.matches(path):
+            return use
+    raise KeyError(f"configuration field {path} has no entry in FIELD_USES")
+
+
+UNREAD: tuple[str, ...] = tuple(p for p in leaf_paths() if not use_of(p).readers)
+"""Fields no service reads today (the wizard may still edit them)."""
+
+
+def _value(config: BaseModel, path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        if node is None:
+            return None
+        node = getattr(node, part)
+    return node
+
+
+@dataclass(frozen=True)
+class ChangedField:
+    path: str
+    old: Any
+    new: Any
+    use: FieldUse
+
+    def needs_restart(self, service: str) -> bool:
+        return any(r.service == service and r.apply == "restart" for r in self.use.readers)
+
+
+def changed_fields(old: SystemConfig | None, new: SystemConfig) -> list[ChangedField]:
+    """The leaves whose value differs (every leaf when there is no old configuration)."""
+    out: list[ChangedField] = []
+    for path in leaf_paths():
+        before = None if old is None else _value(old, path)
+        after = _value(new, path)
+        if old is None or before != after:
+            out.append(ChangedField(path, before, after, use_of(path)))
+    return out
+
+
+def restart_required(service: str, old: SystemConfig | None, new: SystemConfig) -> list[str]:
+    """The changed fields that `service` applies only after a restart (none on a first config:
+    the service starts with it)."""
+    if old is None:
+        return []
+    return [c.path for c in changed_fields(old, new) if c.needs_restart(service)]

@@ -1,0 +1,133 @@
+"""Markdown of the protection code table, the event catalogue and the configuration field
+table, for `shared.docgen`."""
+
+from __future__ import annotations
+
+from shared.config.fields import FIELD_USES
+from shared.event_codes import EVENT_CODES
+from shared.protection_codes import (
+    CODE_TABLE,
+    EVT1_OTHER_ALARM,
+    EVT1_OTHER_WARNING,
+    OTHER_CODE_BIT,
+    CodeSpec,
+    Level,
+)
+
+_HEADER = "Generated from `{src}` by `python -m shared.docgen`; do not edit by hand."
+
+
+def _flows(spec: CodeSpec) -> str:
+    return " and ".join(sorted(spec.concerns))
+
+
+def _action(spec: CodeSpec, level: Level) -> str:
+    if level == "warning":
+        return f"derate {_flows(spec)}"
+    if level == "alarm":
+        return f"stop {_flows(spec)} (limit 0 A)"
+    return "open the contactors; stop charge and discharge"
+
+
+def _clears(spec: CodeSpec, level: Level) -> str:
+    if level != "fault":
+        return "by itself, past its release"
+    if spec.reset == "service":
+        return "latched: service reset (`reset_faults` with `service_override`)"
+    return "latched: operator reset (`reset_faults`), past its release"
+
+
+def _evt1(spec: CodeSpec, level: Level) -> int:
+    if spec.evt1 is None:
+        return EVT1_OTHER_WARNING if level == "warning" else EVT1_OTHER_ALARM
+    return spec.evt1[1 if level == "warning" else 0]
+
+
+def _can(spec: CodeSpec, level: Level) -> str:
+    fault = level == "fault"
+    victron = f"{'Alarm' if fault else 'Warn'}{spec.victron_0x35a or 'General'}"
+    if spec.pylon_0x359 is not None:
+        pylon = spec.pylon_0x359[0 if fault else 1]
+    else:
+        pylon = "ProtectSystemError" if fault else "-"
+    if spec.pylon_hv_flag is not None:
+        hv = f"{'Protect' if fault else 'Alarm'}{spec.pylon_hv_flag}"
+    elif spec.pylon_hv_error is not None:
+        hv = spec.pylon_hv_error if fault else "-"
+    else:
+        hv = "OtherError" if fault else "-"
+    return f"{victron} | {pylon} | {hv}"
+
+
+def fault_matrix_markdown() -> str:
+    lines = [
+        "# Fault matrix",
+        "",
+        _HEADER.format(src="shared/protection_codes.py"),
+        "",
+        "One row per protection code and level: what the BMS does, what clears it, and where it",
+        "shows in each protocol. The native bit is the bit in the 32-bit fault, alarm and warning",
+        f"fields (Modbus native block, SunSpec `EvtVnd1`/`EvtVnd2`, CAN 0x604/0x605); bit "
+        f"{OTHER_CODE_BIT} is any code the reader does not know. `Evt1` is the SunSpec 802/804 "
+        "bit. A quantity whose value is unknown is not evaluated and stops the directions it "
+        "concerns (its code is listed as unknown, not raised). `insulation_low` is supervised "
+        "only where an insulation monitor exists (the simulated plant has one).",
+        "",
+        "| Code | Level | Action | Clears | Native bit | Evt1 bit | Victron 0x35A | "
+        "Pylontech 0x359 | Pylontech HV 0x4250 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for spec in CODE_TABLE:
+        for level in spec.levels:
+            lines.append(
+                f"| `{spec.code.value}` | {level} | {_action(spec, level)} | "
+                f"{_clears(spec, level)} | {spec.bit} | {_evt1(spec, level)} | "
+                f"{_can(spec, level)} |"
+            )
+    lines += ["", "## Codes", ""]
+    lines += [f"- `{spec.code.value}`: {spec.description}" for spec in CODE_TABLE]
+    return "\n".join(lines) + "\n"
+
+
+def event_codes_markdown() -> str:
+    lines = [
+        "# Event codes",
+        "",
+        _HEADER.format(src="shared/event_codes.py"),
+        "",
+        "Every `code` an `Event` on `bms/v1/{system}/events` may carry. Protection codes are "
+        "raised and cleared per level (see [fault-matrix.md](fault-matrix.md)).",
+        "",
+        "| Code | Source | Kind | Level | Meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for e in EVENT_CODES:
+        lines.append(
+            f"| `{e.code}` | {e.source} | {', '.join(e.kinds)} | {', '.join(e.levels)} | "
+            f"{e.description} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def config_fields_markdown() -> str:
+    lines = [
+        "# Configuration fields",
+        "",
+        _HEADER.format(src="shared/config/fields.py"),
+        "",
+        "Who reads each field of the system configuration, and how a change takes effect: "
+        "*live* as soon as the service accepts the configuration, *restart* only after that "
+        "service restarts (its acknowledgement lists the field under `restart_required`). "
+        "`validation` means the field only bounds other fields. A `*` matches one path segment.",
+        "",
+        "| Field | Read by | Note |",
+        "|---|---|---|",
+    ]
+    for use in FIELD_USES:
+        services: dict[str, str] = {}
+        for r in use.readers:
+            if services.get(r.service) != "restart":
+                services[r.service] = r.apply
+        readers = ", ".join(f"{s} ({a})" for s, a in services.items()) or "**nothing**"
+        lines.append(f"| `{use.pattern}` | {readers} | {use.note} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,102 @@
+"""The catalogue of event codes: every `code` a service may put in an `Event` on `events`.
+
+Protection codes come from `shared.protection_codes` (raised and cleared per level); the
+others are listed here. `docs/event-codes.md` is generated from this catalogue, and a test
+scans the services' event emissions against it, so a new code is documented before it ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+from shared.messages.events import EventKind, EventLevel
+from shared.messages.pack import ContactorState
+from shared.messages.slave import SlaveMode
+from shared.protection_codes import CODE_TABLE, ProtectionCode
+
+
+@dataclass(frozen=True)
+class EventCode:
+    code: str
+    source: str
+    """The service that emits it."""
+    kinds: tuple[EventKind, ...]
+    levels: tuple[EventLevel, ...]
+    description: str
+
+
+MASTER = "master_core"
+CAN = "can_gateway"
+
+
+def _protection() -> tuple[EventCode, ...]:
+    return tuple(
+        EventCode(
+            spec.code.value,
+            MASTER,
+            ("raise", "clear"),
+            spec.levels,
+            f"{spec.description} Raised and cleared per level; values: value, threshold.",
+        )
+        for spec in CODE_TABLE
+    )
+
+
+def _contactor_states() -> tuple[EventCode, ...]:
+    return tuple(
+        EventCode(
+            f"contactors_{state}",
+            MASTER,
+            ("info",),
+            ("fault",) if state == "fault" else ("info",),
+            f"The contactors entered the state {state}; the text gives the reason.",
+        )
+        for state in get_args(ContactorState)
+    )
+
+
+def _modes() -> tuple[EventCode, ...]:
+    return tuple(
+        EventCode(f"mode_{mode}", MASTER, ("mode",), ("info",), f"The system switched to {mode}.")
+        for mode in get_args(SlaveMode)
+    )
+
+
+EVENT_CODES: tuple[EventCode, ...] = (
+    *_protection(),
+    EventCode("config_applied", MASTER, ("config",), ("info",),
+              "A configuration version was applied; values: version, chemistry, cells."),
+    *_contactor_states(),
+    EventCode("contactors_close", MASTER, ("command",), ("info",),
+              "A close request (command or start-up), with the refusal if refused."),
+    EventCode("contactors_open", MASTER, ("command",), ("info",), "An open command."),
+    EventCode("contactors_reset", MASTER, ("command",), ("warning",),
+              "The contactor state machine refused the reset after a fault reset."),
+    EventCode("reset_faults", MASTER, ("command",), ("info", "warning"),
+              "A fault reset: done (info) or refused with the faults still latched (warning)."),
+    *_modes(),
+    EventCode("controller_heartbeat", MASTER, ("info",), ("info",),
+              "A controller heartbeat is present (first, or again after a loss)."),
+    EventCode("controller_heartbeat_lost", MASTER, ("raise",), ("warning",),
+              "No controller heartbeat within the timeout: limits fall back to 0 A."),
+    EventCode("inverter_keepalive_lost", CAN, ("raise", "clear"), ("warning",),
+              "No inverter keep-alive (0x305/0x307) within the timeout, and its return."),
+)  # fmt: skip
+
+BY_CODE: dict[str, EventCode] = {e.code: e for e in EVENT_CODES}
+
+
+def known_event_code(code: str) -> bool:
+    return code in BY_CODE
+
+
+def _check() -> None:
+    if len(BY_CODE) != len(EVENT_CODES):
+        raise RuntimeError("an event code is listed twice")
+    missing = set(ProtectionCode) - set(BY_CODE)
+    if missing:
+        raise RuntimeError(f"protection codes missing from the event catalogue: {missing}")
+
+
+_check()
