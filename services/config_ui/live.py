@@ -202,11 +202,11 @@ def cells_view(cells: CellSnapshot) -> dict[str, Any]:
         "min_index": None if lo is None else lo[1],
         "max_index": None if hi is None else hi[1],
         "spread_mv": None if lo is None or hi is None else round(1000.0 * (hi[0] - lo[0]), 1),
-        "temperatures_by_module": [
+        "modules": [
             {
                 "module": m,
                 "fresh": fresh[m],
-                "sensors": [
+                "temperatures": [
                     {
                         "sensor_index": t.sensor_index,
                         "index": t.index,

@@ -153,13 +153,13 @@ def test_cells_view_keeps_every_channel_at_its_own_place() -> None:
     # extremes and spread over the known cells only: an unknown is not 0 V
     assert (view["min_index"], view["max_index"]) == (2, 0)
     assert view["spread_mv"] == 50.0
-    m0, m1 = view["temperatures_by_module"]
+    m0, m1 = view["modules"]
     assert (m0["module"], m0["fresh"], m1["module"], m1["fresh"]) == (0, True, 1, False)
     # the faulted first sensor leaves the later sensors at their places
-    assert [s["temp_c"] for s in m0["sensors"]] == [None, 24.0, 25.0]
-    assert [s["flags"] for s in m0["sensors"]] == [["sensor_fault"], [], []]
-    assert [s["sensor_index"] for s in m1["sensors"]] == [3, 4, 5]
-    assert [s["temp_c"] for s in m1["sensors"]] == [None, None, None]
+    assert [s["temp_c"] for s in m0["temperatures"]] == [None, 24.0, 25.0]
+    assert [s["flags"] for s in m0["temperatures"]] == [["sensor_fault"], [], []]
+    assert [s["sensor_index"] for s in m1["temperatures"]] == [3, 4, 5]
+    assert [s["temp_c"] for s in m1["temperatures"]] == [None, None, None]
 
 
 def test_cells_view_without_a_known_cell_has_no_extremes() -> None:

@@ -1,7 +1,8 @@
 // Live dashboard: server-sent events from /api/live, Chart.js for cells and history.
 "use strict";
 
-const fmt = (v, digits) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+// unknown is a dash, never 0; a tiny negative value is no "-0.0"
+const fmt = (v, digits) => (v === null || v === undefined ? "–" : (Number(v) + 0).toFixed(digits).replace(/^-(0\.?0*)$/, "$1"));
 let cellsChart = null;
 let historyChart = null;
 let lastHistoryTs = 0;
@@ -61,7 +62,7 @@ function showCells(cells) {
             },
           },
         },
-        scales: { x: { ticks: { autoSkip: true, maxRotation: 0 } }, y: { title: { display: true, text: "V" } } },
+        scales: { x: { ticks: { autoSkip: true, maxRotation: 0 } }, y: { title: { display: true, text: "V" }, ticks: {} } },
       },
     });
   }
@@ -72,13 +73,20 @@ function showCells(cells) {
   cellsChart.data.datasets[1].data = bands;
   cellsChart.options.scales.y.min = known.length ? lo : undefined;
   cellsChart.options.scales.y.max = known.length ? hi : undefined;
+  cellsChart.options.scales.y.ticks.display = known.length > 0; // no volt scale without a volt
   cellsChart.update("none");
   const n = cells.balancing.filter(Boolean).length;
   setText("balancing-text", n ? `balancing ${n} cell(s)` : "no cell balancing");
   setText("c-spread", fmt(cells.spread_mv, 1));
-  const unknown = cells.cell_v.map((v, i) => (v === null ? `${cellName(cells, i)} (${whyUnknown(cells.cell_flags[i])})` : null)).filter(Boolean);
+  // a silent module in one word; a flagged cell by name and reason
+  const silent = cells.modules.filter((m) => !m.fresh).map((m) => m.module);
+  const unknown = [
+    ...silent.map((m) => `M${m + 1} (no data from the module)`),
+    ...cells.cell_v.map((v, i) => (v === null && !silent.includes(cells.module_of_cell[i])
+      ? `${cellName(cells, i)} (${whyUnknown(cells.cell_flags[i])})` : null)).filter(Boolean),
+  ];
   setText("cells-unknown", unknown.length ? `unknown: ${unknown.join(", ")}` : "");
-  showHeatmap(cells.temperatures_by_module);
+  showHeatmap(cells.modules);
 }
 
 function heatColour(t) {
@@ -98,7 +106,7 @@ function showHeatmap(modules) {
     name.textContent = `M${mod.module + 1}`;
     name.title = mod.fresh ? "" : `module ${mod.module + 1}: no data`;
     row.appendChild(name);
-    mod.sensors.forEach((s) => {
+    mod.temperatures.forEach((s) => {
       const cell = document.createElement("span");
       const t = s.temp_c;
       cell.className = s.flags.length ? "hcell flagged" : t === null ? "hcell unknown" : "hcell";
