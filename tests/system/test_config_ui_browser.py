@@ -389,6 +389,10 @@ def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
             assert wait_until(lambda: None not in bars(), 10)
             expect(page.locator("#heatmap .hrow.stale")).to_have_count(0)
             expect(page.locator('[data-testid="cells-unknown"]')).to_be_empty()
+            # the SOC line: a gap while it was unknown, then the values, and never a 0
+            assert wait_until(lambda: page.evaluate("historyChart.data.datasets[0].data.at(-1)"), 5)
+            soc_line = page.evaluate("historyChart.data.datasets[0].data")
+            assert None in soc_line and 0 not in soc_line, soc_line
 
             # the first temperature sensor of module 1 fails, and a cell wire of module 2
             # opens: each is marked at its own place, and every later channel stays at its own

@@ -174,8 +174,8 @@ async function loadHistory() {
     labels: points.map((p) => (span > 86400 ? new Date(p.ts * 1000).toLocaleString() : new Date(p.ts * 1000).toLocaleTimeString())),
     datasets: [
       // null where unknown: the line breaks there (spanGaps false), it never drops to 0
-      { label: "SOC (%)", data: points.map((p) => p.soc), yAxisID: "soc", borderColor: "#1f6feb", pointRadius: 0, spanGaps: false },
-      { label: "voltage (V)", data: points.map((p) => p.voltage), yAxisID: "v", borderColor: "#bf8700", pointRadius: 0, spanGaps: false },
+      { label: "SOC (%)", data: points.map((p) => p.soc), yAxisID: "soc", borderColor: "#1f6feb", backgroundColor: "#1f6feb", pointRadius: 0, spanGaps: false },
+      { label: "voltage (V)", data: points.map((p) => p.voltage), yAxisID: "v", borderColor: "#bf8700", backgroundColor: "#bf8700", pointRadius: 0, spanGaps: false },
     ],
   };
   lastHistoryTs = points.length ? points[points.length - 1].ts : 0;
