@@ -24,7 +24,7 @@ import httpx  # noqa: E402
 from shared.broker import MosquittoBroker, find_mosquitto, free_port  # noqa: E402
 from shared.bus import MqttBus  # noqa: E402
 from shared.config import SystemConfig  # noqa: E402
-from shared.messages import CellSnapshot, ConfigMessage  # noqa: E402
+from shared.messages import CellSnapshot, ConfigMessage, ModuleCells  # noqa: E402
 from shared.settings import parse_mqtt_url  # noqa: E402
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE  # noqa: E402
 from tests.factories import pack_state  # noqa: E402
@@ -55,10 +55,18 @@ def feed(url: str, stop: threading.Event) -> None:
     config = SystemConfig.from_preset("LFP", system_id=SYSTEM, modules=14, cells_per_module=14)
     bus.publish(CONFIG, ConfigMessage(config=config))
     cells = CellSnapshot(
-        cell_v=[3.3 + 0.001 * (i % 50) for i in range(CELLS)],
-        temp_c=[25.0 + 0.1 * i for i in range(14 * 4)],
-        balancing=[i % 9 == 0 for i in range(CELLS)],
-        module_of_cell=[i // 14 for i in range(CELLS)],
+        modules=[
+            ModuleCells(
+                module=m,
+                fresh=True,
+                cell_v=[3.3 + 0.001 * ((14 * m + i) % 50) for i in range(14)],
+                cell_flags=[0] * 14,
+                balancing=[(14 * m + i) % 9 == 0 for i in range(14)],
+                temp_c=[25.0 + 0.1 * (4 * m + k) for k in range(4)],
+                temp_flags=[0] * 4,
+            )
+            for m in range(CELLS // 14)
+        ]
     )
     n = 0
     while not stop.is_set():

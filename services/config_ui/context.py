@@ -15,8 +15,8 @@ from services.config_ui.config_store import (
     ConfigVersion,
     StoredConfigError,
 )
-from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
-from services.config_ui.live import HistoryPoint, LiveView
+from services.config_ui.history_store import GAP_BUCKETS, PERSIST_PERIOD_S, HistoryStore
+from services.config_ui.live import HistoryPoint, LiveView, with_gaps
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import LoginThrottled, User, UserStore
 from shared.config import SystemConfig
@@ -108,7 +108,8 @@ class UiContext:
             if recent and recent[0].ts - since <= 2 * PERSIST_PERIOD_S:
                 return recent
             until = recent[0].ts - 1e-3 if recent else now
-            return [*self.history.query(since, until, max_points), *recent]
+            stored = self.history.query(since, until, max_points)
+            return with_gaps([*stored, *recent], GAP_BUCKETS * PERSIST_PERIOD_S)
         return self.history.query(now - seconds, now, max_points)
 
     def latest(self) -> ConfigVersion | None:

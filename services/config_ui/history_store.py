@@ -1,32 +1,54 @@
 """The long SOC and voltage history in SQLite: one point every PERSIST_PERIOD_S, kept for the
-retention period, read back averaged into at most `max_points` buckets for a plot."""
+retention period, read back averaged into at most `max_points` buckets for a plot.
+
+An unknown value is stored as NULL and read back as None, never as a number: a bucket averages
+only its known values, and a span without points reads as a gap.
+"""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from services.config_ui.config_store import open_database
-from services.config_ui.live import HistoryPoint
+from services.config_ui.config_store import migrate, open_database
+from services.config_ui.live import HistoryPoint, with_gaps
 
 PERSIST_PERIOD_S = 10.0
 """Resolution of the stored history; the last hour is also kept at 1 s in memory."""
+GAP_BUCKETS = 3
+"""Buckets without a point that break the plot's line (one empty bucket is timing jitter)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pack_history (
-    ts REAL PRIMARY KEY,
-    soc_pct REAL NOT NULL,
-    voltage_v REAL NOT NULL,
-    current_a REAL NOT NULL
-);
-"""
+SCHEMA_COMPONENT = "pack_history"
+# Version 1 stored an unknown start-up state as 0 % at 0 V, in NOT NULL columns. Version 2 keeps
+# that history and turns those points (no pack reads 0 V at 0 % SOC) into what they were:
+# unknown.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE IF NOT EXISTS pack_history (ts REAL PRIMARY KEY, soc_pct REAL NOT NULL,"
+        " voltage_v REAL NOT NULL, current_a REAL NOT NULL)",
+    ),
+    2: (
+        "ALTER TABLE pack_history RENAME TO pack_history_v1",
+        "CREATE TABLE pack_history (ts REAL PRIMARY KEY, soc_pct REAL, voltage_v REAL,"
+        " current_a REAL)",
+        "INSERT INTO pack_history SELECT ts, soc_pct, voltage_v, current_a FROM pack_history_v1"
+        " WHERE NOT (soc_pct = 0 AND voltage_v = 0)",
+        "INSERT INTO pack_history (ts) SELECT ts FROM pack_history_v1"
+        " WHERE soc_pct = 0 AND voltage_v = 0",
+        "DROP TABLE pack_history_v1",
+    ),
+}
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 class HistoryStore:
     def __init__(self, path: Path | str, *, retention_s: float) -> None:
         self.retention_s = retention_s
         self._conn = open_database(path)
-        self._conn.executescript(_SCHEMA)
+        migrate(self._conn, SCHEMA_COMPONENT, _MIGRATIONS)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -49,7 +71,8 @@ class HistoryStore:
             return cur.rowcount
 
     def query(self, since_ts: float, until_ts: float, max_points: int) -> list[HistoryPoint]:
-        """Oldest first; averaged over equal time buckets when there are more points."""
+        """Oldest first; averaged over equal time buckets when there are more points. A run of
+        empty buckets reads as one unknown point."""
         bucket_s = max((until_ts - since_ts) / max(max_points, 1), PERSIST_PERIOD_S)
         with self._lock:
             rows = self._conn.execute(
@@ -57,4 +80,7 @@ class HistoryStore:
                 " WHERE ts >= ? AND ts <= ? GROUP BY CAST((ts - ?) / ? AS INTEGER) ORDER BY 1",
                 (since_ts, until_ts, since_ts, bucket_s),
             ).fetchall()
-        return [HistoryPoint(float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows]
+        points = (
+            HistoryPoint(float(r[0]), _number(r[1]), _number(r[2]), _number(r[3])) for r in rows
+        )
+        return with_gaps(points, GAP_BUCKETS * bucket_s)

@@ -9,12 +9,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 from shared.config import SystemConfig
-from shared.messages import CellSnapshot, ConfigAck, Event, PackState, ServiceStatus
+from shared.messages import (
+    CellSnapshot,
+    ChannelFlag,
+    ConfigAck,
+    Event,
+    PackState,
+    ServiceStatus,
+)
 
 STALE_AFTER_S = 2.0
 """The master publishes at 10 Hz; two seconds of silence means the values are not live."""
@@ -50,10 +58,27 @@ class ServiceView:
 
 @dataclass(frozen=True)
 class HistoryPoint:
+    """One point of the SOC and voltage plot; None where the value was unknown (a gap)."""
+
     ts: float
-    soc_pct: float
-    voltage_v: float
-    current_a: float
+    soc_pct: float | None
+    voltage_v: float | None
+    current_a: float | None
+
+    @property
+    def unknown(self) -> bool:
+        return self.soc_pct is None and self.voltage_v is None and self.current_a is None
+
+
+def with_gaps(points: Iterable[HistoryPoint], max_step_s: float) -> list[HistoryPoint]:
+    """The points with an unknown point wherever two lie more than `max_step_s` apart, so a
+    plot breaks its line where nothing was recorded instead of bridging the silence."""
+    out: list[HistoryPoint] = []
+    for p in points:
+        if out and not out[-1].unknown and p.ts - out[-1].ts > max_step_s:
+            out.append(HistoryPoint(out[-1].ts + max_step_s / 2, None, None, None))
+        out.append(p)
+    return out
 
 
 class LiveView:
@@ -117,7 +142,8 @@ class LiveView:
     def history(self, seconds: float) -> list[HistoryPoint]:
         since = self.clock() - seconds
         with self._lock:
-            return [p for p in self._history if p.ts >= since]
+            points = [p for p in self._history if p.ts >= since]
+        return with_gaps(points, STALE_AFTER_S + HISTORY_PERIOD_S)
 
     def history_span_s(self) -> float:
         """How far back the in-memory history reaches at most."""
@@ -146,24 +172,50 @@ class LiveView:
 
 
 def pack_view(pack: PackState) -> dict[str, Any]:
+    """The pack state as JSON: every unknown is null, and so is the power when voltage or
+    current is unknown."""
     data = pack.model_dump(mode="json", exclude={"schema_version", "source", "seq"})
-    data["power_w"] = round(pack.voltage * pack.current, 1)
+    power_w = pack.power_w
+    data["power_w"] = None if power_w is None else round(power_w, 1)
     return data
 
 
+def flag_names(flags: int) -> list[str]:
+    """The channel flags by name (`open_wire`, `out_of_range`, `sensor_fault`)."""
+    return [str(f.name).lower() for f in ChannelFlag if f and flags & f]
+
+
 def cells_view(cells: CellSnapshot) -> dict[str, Any]:
-    volts = cells.cell_v
-    i_min = min(range(len(volts)), key=volts.__getitem__) if volts else None
-    i_max = max(range(len(volts)), key=volts.__getitem__) if volts else None
-    modules = max(cells.module_of_cell, default=-1) + 1
-    per_module = len(cells.temp_c) // modules if modules else 0
-    temps = [cells.temp_c[m * per_module : (m + 1) * per_module] for m in range(modules)]
+    """Every cell and temperature sensor at its own place, null where unknown, with its flags.
+    The extremes and the spread are over the known cells (null when none is known)."""
+    points = list(cells.cells())
+    known = [(p.voltage_v, p.series_index) for p in points if p.voltage_v is not None]
+    lo, hi = min(known, default=None), max(known, default=None)
+    fresh = {m.module: m.fresh for m in cells.modules}
+    sensors = {m: list(ts) for m, ts in groupby(cells.temperatures(), key=lambda t: t.module)}
     return {
-        "cell_v": volts,
-        "min_index": i_min,
-        "max_index": i_max,
-        "spread_mv": round(1000.0 * (max(volts) - min(volts)), 1) if volts else None,
-        "balancing": cells.balancing,
-        "module_of_cell": cells.module_of_cell,
-        "temp_c_by_module": temps,
+        "cell_v": [p.voltage_v for p in points],
+        "cell_flags": [flag_names(p.flags) for p in points],
+        "balancing": [p.balancing for p in points],
+        "module_of_cell": [p.module for p in points],
+        "index_in_module": [p.index for p in points],
+        "min_index": None if lo is None else lo[1],
+        "max_index": None if hi is None else hi[1],
+        "spread_mv": None if lo is None or hi is None else round(1000.0 * (hi[0] - lo[0]), 1),
+        "modules": [
+            {
+                "module": m,
+                "fresh": fresh[m],
+                "temperatures": [
+                    {
+                        "sensor_index": t.sensor_index,
+                        "index": t.index,
+                        "temp_c": t.temp_c,
+                        "flags": flag_names(t.flags),
+                    }
+                    for t in sensors.get(m, [])
+                ],
+            }
+            for m in sorted(fresh)
+        ],
     }

@@ -112,7 +112,7 @@ class SimulatedDriver:
             else:
                 faults.activate(
                     control.fault, channel=control.channel, value=control.value,
-                    duration_s=control.duration_s,
+                    duration_s=control.duration_s, target=control.target,
                 )  # fmt: skip
         return hit
 

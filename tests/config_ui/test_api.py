@@ -284,6 +284,24 @@ def test_state_and_history_follow_the_pack(ui: UiHarness) -> None:
     assert history[-1]["soc"] == 55.5
 
 
+def test_unknown_values_are_null_in_the_state_and_the_history(ui: UiHarness) -> None:
+    """Issue 12: before every module reported, the API says null, never 0."""
+    ui.login()
+    unknown = dict(soc=None, soh=None, voltage=None, current=-2.0, cell_v_min=None,
+                   cell_v_max=None, cell_v_avg=None)  # fmt: skip
+    ui.master.bus.publish(PACK_STATE, pack_state(**unknown))
+    wait_for(lambda: ui.client.get("/api/state").json()["pack"] is not None)
+    pack = ui.client.get("/api/state").json()["pack"]
+    assert {k: pack[k] for k in unknown} == unknown
+    assert pack["power_w"] is None  # the current alone is not a power
+    (point,) = ui.client.get("/api/history?seconds=60").json()
+    assert (point["soc"], point["voltage"], point["current"]) == (None, None, -2.0)
+    ui.ctx.bridge.persist_history()  # stored as NULL, read back as null after a restart
+    assert ui.ctx.history is not None
+    (stored,) = ui.ctx.history.query(point["ts"] - 1, point["ts"] + 1, max_points=10)
+    assert (stored.soc_pct, stored.voltage_v, stored.current_a) == (None, None, -2.0)
+
+
 def test_live_stream_sends_state_events(ui: UiHarness) -> None:
     ui.login()
     ui.master.bus.publish(PACK_STATE, pack_state(soc=42.0))
@@ -525,8 +543,10 @@ def test_long_history_comes_from_the_store_and_survives_a_restart(ui: UiHarness)
     for hours_ago in (30, 20, 10, 0.5):  # what an earlier run stored
         ui.ctx.history.add(HistoryPoint(now - hours_ago * 3600, 80.0 - hours_ago, 400.0, 5.0))
     day = ui.client.get("/api/history?seconds=86400").json()
-    assert [round(p["soc"]) for p in day] == [60, 70, 80, 42]
+    # hours without a stored point read as gaps: the plot must not bridge them
+    socs = [None if p["soc"] is None else round(p["soc"]) for p in day]
+    assert socs == [60, None, 70, None, 80, None, 42]
     # the last hour: the 1 s points in memory, and before them (this UI started a moment
     # ago) what the store has
     hour = ui.client.get("/api/history?seconds=3600").json()
-    assert [p["soc"] for p in hour] == [79.5, 42.0]
+    assert [p["soc"] for p in hour] == [79.5, None, 42.0]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from services.config_ui.live import STALE_AFTER_S, LiveView, cells_view
-from shared.messages import CellSnapshot, ConfigAck, ServiceStatus
+from shared.messages import CellSnapshot, ChannelFlag, ConfigAck, ModuleCells, ServiceStatus
 from tests.factories import pack_state
 
 
@@ -42,19 +44,6 @@ def test_history_keeps_one_point_a_second_within_its_span() -> None:
     assert len(live.history(10)) in (10, 11)
 
 
-def test_cells_view_marks_extremes_and_groups_temperatures_by_module() -> None:
-    cells = CellSnapshot(
-        cell_v=[3.30, 3.41, 3.25, 3.30],
-        temp_c=[20.0, 21.0, None, 30.0],
-        balancing=[False, True, False, False],
-        module_of_cell=[0, 0, 1, 1],
-    )
-    view = cells_view(cells)
-    assert (view["min_index"], view["max_index"]) == (2, 1)
-    assert view["spread_mv"] == 160.0
-    assert view["temp_c_by_module"] == [[20.0, 21.0], [None, 30.0]]
-
-
 def test_services_merge_presence_and_acknowledgements() -> None:
     live = LiveView()
     live.on_ack(ConfigAck(service="gw", config_version=3, accepted=False, errors=["restart"]))
@@ -62,3 +51,124 @@ def test_services_merge_presence_and_acknowledgements() -> None:
     (gw,) = live.services()
     assert (gw["state"], gw["config_version"], gw["config_accepted"]) == ("online", 3, False)
     assert gw["config_errors"] == ["restart"]
+
+
+# --- unknown stays unknown (issue 12) ----------------------------------------------------------
+UNKNOWN_AT_START = dict(
+    soc=None,
+    soh=None,
+    voltage=None,
+    current=None,
+    cell_v_min=None,
+    cell_v_max=None,
+    cell_v_avg=None,
+)
+
+
+def test_unknown_pack_values_are_null_never_zero() -> None:
+    live = LiveView(clock=Clock())
+    live.on_pack(pack_state(**UNKNOWN_AT_START))
+    pack = live.snapshot()["pack"]
+    assert {k: pack[k] for k in (*UNKNOWN_AT_START, "power_w")} == dict.fromkeys(
+        (*UNKNOWN_AT_START, "power_w")
+    )
+
+
+@pytest.mark.parametrize(("voltage", "current"), [(None, -10.0), (320.0, None)])
+def test_power_is_null_when_voltage_or_current_is(
+    voltage: float | None, current: float | None
+) -> None:
+    live = LiveView(clock=Clock())
+    live.on_pack(pack_state(voltage=voltage, current=current))
+    assert live.snapshot()["pack"]["power_w"] is None
+
+
+def test_history_records_an_unknown_as_none_not_zero() -> None:
+    clock = Clock()
+    live = LiveView(clock=clock)
+    live.on_pack(pack_state(**UNKNOWN_AT_START))
+    clock.now += 1.0
+    live.on_pack(pack_state(soc=61.0, voltage=None, current=-4.0))
+    first, second = live.history(60)
+    assert (first.soc_pct, first.voltage_v, first.current_a) == (None, None, None)
+    assert (second.soc_pct, second.voltage_v, second.current_a) == (61.0, None, -4.0)
+
+
+def test_history_breaks_where_the_master_was_silent() -> None:
+    clock = Clock()
+    live = LiveView(clock=clock)
+    live.on_pack(pack_state(soc=50.0))
+    clock.now += 60.0  # a minute without a pack state: the plot must not draw a line across
+    live.on_pack(pack_state(soc=40.0))
+    socs = [p.soc_pct for p in live.history(3600)]
+    assert socs == [50.0, None, 40.0]
+
+
+def module(
+    m: int,
+    *,
+    fresh: bool = True,
+    cells: list[float | None],
+    cell_flags: list[int],
+    temps: list[float | None],
+    temp_flags: list[int],
+) -> ModuleCells:
+    return ModuleCells(
+        module=m,
+        fresh=fresh,
+        cell_v=cells,
+        cell_flags=cell_flags,
+        balancing=[False] * len(cells),
+        temp_c=temps,
+        temp_flags=temp_flags,
+    )
+
+
+def test_cells_view_keeps_every_channel_at_its_own_place() -> None:
+    open_wire, sensor_fault = int(ChannelFlag.OPEN_WIRE), int(ChannelFlag.SENSOR_FAULT)
+    cells = CellSnapshot(
+        modules=[
+            module(
+                0,
+                cells=[3.30, None, 3.25],
+                cell_flags=[0, open_wire, 0],
+                temps=[None, 24.0, 25.0],
+                temp_flags=[sensor_fault, 0, 0],
+            ),
+            module(
+                1,
+                fresh=False,
+                cells=[None, None, None],
+                cell_flags=[0, 0, 0],
+                temps=[None, None, None],
+                temp_flags=[0, 0, 0],
+            ),
+        ]
+    )
+    view = cells_view(cells)
+    assert view["cell_v"] == [3.30, None, 3.25, None, None, None]
+    assert view["cell_flags"] == [[], ["open_wire"], [], [], [], []]
+    assert view["module_of_cell"] == [0, 0, 0, 1, 1, 1]
+    assert view["index_in_module"] == [0, 1, 2, 0, 1, 2]
+    # extremes and spread over the known cells only: an unknown is not 0 V
+    assert (view["min_index"], view["max_index"]) == (2, 0)
+    assert view["spread_mv"] == 50.0
+    m0, m1 = view["modules"]
+    assert (m0["module"], m0["fresh"], m1["module"], m1["fresh"]) == (0, True, 1, False)
+    # the faulted first sensor leaves the later sensors at their places
+    assert [s["temp_c"] for s in m0["temperatures"]] == [None, 24.0, 25.0]
+    assert [s["flags"] for s in m0["temperatures"]] == [["sensor_fault"], [], []]
+    assert [s["sensor_index"] for s in m1["temperatures"]] == [3, 4, 5]
+    assert [s["temp_c"] for s in m1["temperatures"]] == [None, None, None]
+
+
+def test_cells_view_without_a_known_cell_has_no_extremes() -> None:
+    cells = CellSnapshot(
+        modules=[
+            module(
+                0, fresh=False, cells=[None, None], cell_flags=[0, 0], temps=[None], temp_flags=[0]
+            )
+        ]
+    )
+    view = cells_view(cells)
+    assert (view["min_index"], view["max_index"], view["spread_mv"]) == (None, None, None)

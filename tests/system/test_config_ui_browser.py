@@ -10,14 +10,16 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from shared.broker import MosquittoBroker, free_port
+from shared.config import SystemConfig
 from tests.system.agents import ROOT, ServiceProcess, wait_until
 from tests.system.test_slave_agent import inject
 
@@ -174,7 +176,12 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             state = page.request.get(f"{stack}/api/state").json()["pack"]
             soc = float(page.locator('[data-testid="pack-soc"]').inner_text())
             assert abs(soc - state["soc"]) < 1.0, (soc, state["soc"])
-            assert 0 < float(page.locator('[data-testid="pack-soh"]').inner_text()) <= 100
+            # SOH as the master knows it: a dash while unknown, never a made-up 100 or 0
+            soh = page.locator('[data-testid="pack-soh"]').inner_text()
+            if state["soh"] is None:
+                assert soh == "–", soh
+            else:
+                assert 0 < float(soh) <= 100 and abs(float(soh) - state["soh"]) < 0.2
             expect(page.locator('[data-testid="pack-mode"]')).to_have_text(state["mode"])
             expect(page.locator('[data-testid="limit-charge"]')).to_have_text(re.compile(r"\d"))
             expect(page.locator("#l-dcl-reason")).not_to_be_empty()
@@ -242,6 +249,180 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.screenshot(path=shots / "10-api-docs.png")
         except Exception:
             page.screenshot(path=shots / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+# --- issue 12: unknown is a dash, and every sensor keeps its place ------------------------------
+SENSORS_PER_MODULE = 3
+
+
+@pytest.fixture
+def without_slaves(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> Iterator[tuple[Stack, Callable[[str], None]]]:
+    """Master and UI configured for 2 modules; the slave agents start when the test says so,
+    one module each (a cold start where the modules appear one by one)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (deploy/install-system-deps.sh does it)")
+    secret = tmp_path / "admin-password"
+    secret.write_text(PASSWORD)
+    port = free_port()
+    procs = [
+        ServiceProcess(
+            "master_core", mosquitto.url, system_id, tmp_path,
+            data_dir=str(tmp_path / "master"), load_profile="constant:-8",
+        ),
+        ServiceProcess(
+            "config_ui", mosquitto.url, system_id, tmp_path,
+            data_dir=str(tmp_path / "ui"), ui_port=str(port),
+            ui_admin_password_file=str(secret), ui_live_period_s="0.25",
+        ),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def start_slave(modules: str) -> None:
+        log_dir = tmp_path / f"slave-{modules}"
+        log_dir.mkdir()
+        procs.append(ServiceProcess("slave_agent", mosquitto.url, system_id, log_dir,
+                                    modules=modules, initial_soc_pct="60"))  # fmt: skip
+
+    http = httpx.Client(base_url=base, timeout=10)
+    try:
+        assert wait_until(lambda: _up(http), 20), procs[1].log()
+        r = http.post("/api/session", json={"username": "admin", "password": PASSWORD})
+        http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        change = {"current_password": PASSWORD, "new_password": OWN_PASSWORD}
+        http.post("/api/account/password", json=change).raise_for_status()
+        config = SystemConfig.from_preset(
+            "LFP", system_id=system_id, modules=2, cells_per_module=8,
+            temp_sensors_per_module=SENSORS_PER_MODULE, cell_capacity_ah=50.0,
+        )  # fmt: skip
+        http.post("/api/config", json={"config": config.model_dump(mode="json")}).raise_for_status()
+        yield Stack(base, mosquitto.url, system_id), start_slave
+    finally:
+        http.close()
+        for p in procs:
+            p.stop()
+
+
+OWN_PASSWORD = "admins-own-password"
+
+
+def _up(http: httpx.Client) -> bool:
+    try:
+        return http.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
+    without_slaves: tuple[Stack, Callable[[str], None]],
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    stack, start_slave = without_slaves
+    shots = ARTIFACTS / "config_ui"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{stack.base}/login")
+            page.fill('input[name="username"]', "admin")
+            page.fill('input[name="password"]', OWN_PASSWORD)
+            page.click('button[type="submit"]')
+            page.goto(f"{stack.base}/")
+
+            def state() -> dict[str, Any]:
+                got: dict[str, Any] = page.request.get(f"{stack.base}/api/state").json()
+                return got
+
+            def bars() -> list[float | None]:
+                got: list[float | None] = page.evaluate("cellsChart.data.datasets[0].data")
+                return got
+
+            # cold start: the master publishes, but no module has reported yet
+            expect(page.locator('[data-testid="live-status"]')).to_have_class(
+                "live", timeout=30_000
+            )
+            pack = state()["pack"]
+            assert pack["soc"] is None and pack["cell_v_min"] is None, pack
+            time.sleep(1.5)  # a few updates and a few history points
+            for testid in ("pack-soc", "pack-power"):
+                expect(page.locator(f'[data-testid="{testid}"]')).to_have_text("–")
+            expect(page.locator("#c-min")).to_have_text("–")
+            expect(page.locator("#c-max")).to_have_text("–")
+            expect(page.locator("#c-spread")).to_have_text("–")
+            # the history plot has gaps where SOC was unknown, never a 0
+            soc_line = page.evaluate("historyChart.data.datasets[0].data")
+            assert soc_line and all(v is None for v in soc_line), soc_line
+            assert page.evaluate("historyChart.data.datasets.map((d) => d.spanGaps)") == [
+                False, False
+            ]  # fmt: skip
+            # every cell has its place, grey and unknown
+            assert bars() == [None] * 16, bars()
+            expect(page.locator('[data-testid="cells-unknown"]')).to_have_text(
+                "unknown: M1 (no data from the module), M2 (no data from the module)"
+            )
+            expect(page.locator("#heatmap .hrow.stale")).to_have_count(2)
+            expect(page.locator("#heatmap .hcell")).to_have_text(["–"] * 2 * SENSORS_PER_MODULE)
+            page.screenshot(path=shots / "11-cold-start-unknown.png", full_page=True)
+
+            # module 1 reports: its cells appear at their places, module 2 stays a gap, and
+            # the SOC stays unknown until the pack is complete
+            start_slave("0")
+            assert wait_until(lambda: None not in bars()[:8], 20)
+            assert bars()[8:] == [None] * 8, bars()
+            assert state()["pack"]["soc"] is None
+            expect(page.locator('[data-testid="pack-soc"]')).to_have_text("–")
+            expect(page.locator("#c-min")).to_have_text(re.compile(r"^\d\.\d{3}$"))
+            expect(page.locator("#heatmap .hrow.stale")).to_have_count(1)
+            page.screenshot(path=shots / "12-one-module-reported.png", full_page=True)
+
+            # both modules: everything known
+            start_slave("1")
+            expect(page.locator('[data-testid="pack-soc"]')).to_have_text(
+                re.compile(r"^\d+\.\d$"), timeout=20_000
+            )
+            assert wait_until(lambda: None not in bars(), 10)
+            expect(page.locator("#heatmap .hrow.stale")).to_have_count(0)
+            expect(page.locator('[data-testid="cells-unknown"]')).to_be_empty()
+            # the SOC line: a gap while it was unknown, then the values, and never a 0
+            assert wait_until(lambda: page.evaluate("historyChart.data.datasets[0].data.at(-1)"), 5)
+            soc_line = page.evaluate("historyChart.data.datasets[0].data")
+            assert None in soc_line and 0 not in soc_line, soc_line
+
+            # the first temperature sensor of module 1 fails, and a cell wire of module 2
+            # opens: each is marked at its own place, and every later channel stays at its own
+            inject(stack.mqtt_url, stack.system, "open_wire", "--module", "0",
+                   "--channel", "0", "--target", "temp")  # fmt: skip
+            inject(stack.mqtt_url, stack.system, "open_wire", "--module", "1",
+                   "--channel", "2")  # fmt: skip
+            first = page.locator('#heatmap .hcell[data-sensor="0"]')
+            expect(first).to_have_class(re.compile(r"\bflagged\b"), timeout=15_000)
+            # an open sensor reads -55 °C, below its range too: both flags are shown
+            expect(first).to_have_attribute("data-flags", re.compile(r"\bopen_wire\b"))
+            assert wait_until(lambda: bars()[10] is None, 15)
+            expect(page.locator('[data-testid="cells-unknown"]')).to_have_text(
+                re.compile(r"^unknown: M2 C3 \(open wire[^)]*\)$")
+            )
+            page.screenshot(path=shots / "13-sensor-fault-and-open-wire.png", full_page=True)
+            cells = state()["cells"]
+            assert cells["cell_v"][10] is None and "open_wire" in cells["cell_flags"][10]
+            assert None not in cells["cell_v"][:10] + cells["cell_v"][11:]
+            sensors = [s for m in cells["modules"] for s in m["temperatures"]]
+            assert [s["sensor_index"] for s in sensors] == list(range(2 * SENSORS_PER_MODULE))
+            assert sensors[0]["temp_c"] is None and "open_wire" in sensors[0]["flags"]
+            # the heat map shows each later sensor's own reading at its own place
+            tiles = page.locator("#heatmap .hcell")
+            expect(tiles).to_have_count(2 * SENSORS_PER_MODULE)
+            for s in sensors[1:]:
+                shown = float(tiles.nth(s["sensor_index"]).inner_text())
+                assert abs(shown - s["temp_c"]) <= 0.5, (s, shown)
+        except Exception:
+            page.screenshot(path=shots / "failure-unknown.png", full_page=True)
             raise
         finally:
             browser.close()

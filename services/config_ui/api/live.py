@@ -22,7 +22,9 @@ SESSION_RECHECK_S = 5.0
 
 @router.get("/state", tags=["live"])
 def state(_: Viewer, ctx: Ctx) -> dict[str, Any]:
-    """The latest pack state and cells (`stale` when the master has gone quiet)."""
+    """The latest pack state and cells (`stale` when the master has gone quiet). Every unknown
+    value is null (`power_w` too when voltage or current is); each cell and temperature
+    sensor sits at its own place, null with its flags when unknown."""
     return ctx.live.snapshot()
 
 
@@ -50,9 +52,10 @@ async def live(request: Request, _: Viewer, ctx: Ctx) -> EventSourceResponse:
 @router.get("/history", tags=["live"])
 def history(
     _: Viewer, ctx: Ctx, seconds: Annotated[float, Query(gt=0, le=3660 * 86400)] = 3600
-) -> list[dict[str, float]]:
+) -> list[dict[str, float | None]]:
     """SOC, voltage and current, oldest first: once a second over the last hour, averaged
-    from the stored 10 s points over longer spans (at most 1500 points)."""
+    from the stored 10 s points over longer spans (at most 1500 points). A value is null where
+    it was unknown, and a point of nulls marks a span where nothing was recorded."""
     return [
         {"ts": p.ts, "soc": p.soc_pct, "voltage": p.voltage_v, "current": p.current_a}
         for p in ctx.history_points(seconds)

@@ -1,47 +1,92 @@
 // Live dashboard: server-sent events from /api/live, Chart.js for cells and history.
 "use strict";
 
-const fmt = (v, digits) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+// unknown is a dash, never 0; a tiny negative value is no "-0.0"
+const fmt = (v, digits) => (v === null || v === undefined ? "–" : (Number(v) + 0).toFixed(digits).replace(/^-(0\.?0*)$/, "$1"));
 let cellsChart = null;
 let historyChart = null;
 let lastHistoryTs = 0;
+const HISTORY_GAP_S = 3; // as the server breaks its 1 s history
 
 function setText(id, text) {
   const el = document.getElementById(id);
   if (el) el.textContent = text;
 }
 
+// Unknown is never drawn as a number: an unknown cell is a gap with a grey band behind it,
+// an unknown sensor a grey tile with a dash, and a flagged channel says why.
+const UNKNOWN_COLOUR = "rgba(140, 149, 159, 0.25)";
+const FLAG_SHORT = { open_wire: "open", sensor_fault: "fault", out_of_range: "range" };
+const FLAG_TEXT = { open_wire: "open wire", sensor_fault: "sensor fault", out_of_range: "out of range" };
+
 function cellColours(cells) {
   return cells.cell_v.map((_, i) =>
     i === cells.min_index ? "#1f6feb" : i === cells.max_index ? "#d1242f" : cells.balancing[i] ? "#bf8700" : "#8c959f");
 }
 
+function cellName(cells, i) {
+  return `M${cells.module_of_cell[i] + 1} C${cells.index_in_module[i] + 1}`;
+}
+
+function whyUnknown(flags) {
+  return flags.length ? flags.map((f) => FLAG_TEXT[f] || f).join(", ") : "no data";
+}
+
 function showCells(cells) {
-  const labels = cells.cell_v.map((_, i) => `M${cells.module_of_cell[i] + 1} C${i + 1}`);
+  const labels = cells.cell_v.map((v, i) => cellName(cells, i) + (cells.cell_flags[i].length ? " ⚠" : v === null ? " ?" : ""));
   const colours = cellColours(cells);
+  const known = cells.cell_v.filter((v) => v !== null);
+  const lo = known.length ? Math.floor((Math.min(...known) - 0.02) * 50) / 50 : 0;
+  const hi = known.length ? Math.ceil((Math.max(...known) + 0.02) * 50) / 50 : 1;
+  // a full-height band where a cell is unknown, behind its (empty) place
+  const bands = cells.cell_v.map((v) => (v === null ? [lo, hi] : null));
   if (!cellsChart) {
     cellsChart = new Chart(document.getElementById("cells-chart"), {
       type: "bar",
-      data: { labels, datasets: [{ label: "cell voltage (V)", data: cells.cell_v, backgroundColor: colours, borderWidth: 0 }] },
+      data: {
+        labels,
+        datasets: [
+          { label: "cell voltage (V)", data: cells.cell_v, backgroundColor: colours, borderWidth: 0, grouped: false },
+          { label: "unknown", data: bands, backgroundColor: UNKNOWN_COLOUR, borderWidth: 0, grouped: false },
+        ],
+      },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false,
-        plugins: { legend: { display: false } },
-        scales: { x: { ticks: { autoSkip: true, maxRotation: 0 } }, y: { title: { display: true, text: "V" } } },
+        plugins: {
+          legend: { display: false },
+          tooltip: {
+            callbacks: {
+              label: (c) => (cellsChart.data.datasets[0].data[c.dataIndex] === null
+                ? `unknown: ${whyUnknown(cellsChart.$cells.cell_flags[c.dataIndex])}`
+                : `${Number(c.raw).toFixed(3)} V`),
+            },
+          },
+        },
+        scales: { x: { ticks: { autoSkip: true, maxRotation: 0 } }, y: { title: { display: true, text: "V" }, ticks: {} } },
       },
     });
-  } else {
-    cellsChart.data.labels = labels;
-    cellsChart.data.datasets[0].data = cells.cell_v;
-    cellsChart.data.datasets[0].backgroundColor = colours;
-    const lo = Math.min(...cells.cell_v), hi = Math.max(...cells.cell_v);
-    cellsChart.options.scales.y.min = Math.floor((lo - 0.02) * 50) / 50;
-    cellsChart.options.scales.y.max = Math.ceil((hi + 0.02) * 50) / 50;
-    cellsChart.update("none");
   }
+  cellsChart.$cells = cells;
+  cellsChart.data.labels = labels;
+  cellsChart.data.datasets[0].data = cells.cell_v;
+  cellsChart.data.datasets[0].backgroundColor = colours;
+  cellsChart.data.datasets[1].data = bands;
+  cellsChart.options.scales.y.min = known.length ? lo : undefined;
+  cellsChart.options.scales.y.max = known.length ? hi : undefined;
+  cellsChart.options.scales.y.ticks.display = known.length > 0; // no volt scale without a volt
+  cellsChart.update("none");
   const n = cells.balancing.filter(Boolean).length;
   setText("balancing-text", n ? `balancing ${n} cell(s)` : "no cell balancing");
   setText("c-spread", fmt(cells.spread_mv, 1));
-  showHeatmap(cells.temp_c_by_module);
+  // a silent module in one word; a flagged cell by name and reason
+  const silent = cells.modules.filter((m) => !m.fresh).map((m) => m.module);
+  const unknown = [
+    ...silent.map((m) => `M${m + 1} (no data from the module)`),
+    ...cells.cell_v.map((v, i) => (v === null && !silent.includes(cells.module_of_cell[i])
+      ? `${cellName(cells, i)} (${whyUnknown(cells.cell_flags[i])})` : null)).filter(Boolean),
+  ];
+  setText("cells-unknown", unknown.length ? `unknown: ${unknown.join(", ")}` : "");
+  showHeatmap(cells.modules);
 }
 
 function heatColour(t) {
@@ -53,18 +98,24 @@ function heatColour(t) {
 function showHeatmap(modules) {
   const box = document.getElementById("heatmap");
   if (!box) return;
-  box.replaceChildren(...modules.map((temps, m) => {
+  box.replaceChildren(...modules.map((mod) => {
     const row = document.createElement("div");
-    row.className = "hrow";
+    row.className = mod.fresh ? "hrow" : "hrow stale";
+    row.dataset.module = String(mod.module);
     const name = document.createElement("span");
-    name.textContent = `M${m + 1}`;
+    name.textContent = `M${mod.module + 1}`;
+    name.title = mod.fresh ? "" : `module ${mod.module + 1}: no data`;
     row.appendChild(name);
-    temps.forEach((t, i) => {
+    mod.temperatures.forEach((s) => {
       const cell = document.createElement("span");
-      cell.className = "hcell";
+      const t = s.temp_c;
+      cell.className = s.flags.length ? "hcell flagged" : t === null ? "hcell unknown" : "hcell";
       cell.style.background = heatColour(t);
-      cell.textContent = t === null ? "?" : t.toFixed(1);
-      cell.title = `module ${m + 1} sensor ${i + 1}: ${t === null ? "no reading" : t.toFixed(1) + " °C"}`;
+      cell.dataset.sensor = String(s.sensor_index);
+      cell.dataset.flags = s.flags.join(" ");
+      cell.textContent = t !== null ? t.toFixed(1) : s.flags.length ? FLAG_SHORT[s.flags[0]] || "–" : "–";
+      const what = t !== null ? `${t.toFixed(1)} °C` : mod.fresh ? whyUnknown(s.flags) : "no data from the module";
+      cell.title = `module ${mod.module + 1} sensor ${s.index + 1}: ${what}`;
       row.appendChild(cell);
     });
     return row;
@@ -90,7 +141,7 @@ function showAlarms(pack) {
 function showPack(p) {
   setText("v-voltage", fmt(p.voltage, 1));
   setText("v-current", fmt(p.current, 1));
-  setText("v-power", fmt(p.power_w / 1000, 2));
+  setText("v-power", fmt(p.power_w === null ? null : p.power_w / 1000, 2));
   setText("v-soc", fmt(p.soc, 1));
   setText("v-soh", fmt(p.soh, 1));
   setText("v-mode", p.mode);
@@ -122,8 +173,9 @@ async function loadHistory() {
   const data = {
     labels: points.map((p) => (span > 86400 ? new Date(p.ts * 1000).toLocaleString() : new Date(p.ts * 1000).toLocaleTimeString())),
     datasets: [
-      { label: "SOC (%)", data: points.map((p) => p.soc), yAxisID: "soc", borderColor: "#1f6feb", pointRadius: 0 },
-      { label: "voltage (V)", data: points.map((p) => p.voltage), yAxisID: "v", borderColor: "#bf8700", pointRadius: 0 },
+      // null where unknown: the line breaks there (spanGaps false), it never drops to 0
+      { label: "SOC (%)", data: points.map((p) => p.soc), yAxisID: "soc", borderColor: "#1f6feb", backgroundColor: "#1f6feb", pointRadius: 0, spanGaps: false },
+      { label: "voltage (V)", data: points.map((p) => p.voltage), yAxisID: "v", borderColor: "#bf8700", backgroundColor: "#bf8700", pointRadius: 0, spanGaps: false },
     ],
   };
   lastHistoryTs = points.length ? points[points.length - 1].ts : 0;
@@ -144,8 +196,13 @@ async function loadHistory() {
 // between reloads of /api/history, the live values extend the plot (one point a second)
 function appendHistory(ts, pack) {
   if (!historyChart || historySpan() !== 3600 || ts - lastHistoryTs < 1) return;
-  lastHistoryTs = ts;
   const data = historyChart.data;
+  if (lastHistoryTs && ts - lastHistoryTs > HISTORY_GAP_S) {
+    // the master was silent: break the line rather than bridge the silence
+    data.labels.push("");
+    data.datasets.forEach((d) => d.data.push(null));
+  }
+  lastHistoryTs = ts;
   data.labels.push(new Date(ts * 1000).toLocaleTimeString());
   data.datasets[0].data.push(pack.soc);
   data.datasets[1].data.push(pack.voltage);
