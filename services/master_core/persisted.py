@@ -4,7 +4,7 @@ Each item has its own key, version and fit check, so that a record that does not
 other item with it. What a record that does not fit means is decided per item (`ON_REFUSAL`):
 
 - SOC (`SocRecord`, per cell): another version or cell count is refused; the SOC starts from
-  the rested OCV, as on a first start.
+  the rested OCV, as on a first start. The SOC an older master stored is taken over.
 - SOH (`SohRecord`, per-cell capacity and resistance estimates): another version, cell count or
   nominal capacity (other cells) is refused; the estimate starts again from unknown (published
   as None), never from 100 %.
@@ -45,6 +45,12 @@ class PersistedRecord(BaseModel):
         """Why this record does not belong to `config`; None when it does."""
         return None
 
+    @classmethod
+    def from_legacy(cls, store: Store) -> Self | None:
+        """The item as an older master stored it under another key, converted; None when
+        there is none. Raises ValidationError when that cannot be read."""
+        return None
+
 
 def _cell_count(name: str, n_stored: int, config: SystemConfig) -> str | None:
     if n_stored != config.total_cells:
@@ -73,6 +79,28 @@ class SocRecord(PersistedRecord):
 
     def misfit(self, config: SystemConfig) -> str | None:
         return _cell_count("SOC", len(self.soc_pct), config)
+
+    @classmethod
+    def from_legacy(cls, store: Store) -> Self | None:
+        raw = store.get(_LegacyEstimator.KEY)
+        if raw is None:
+            return None
+        return cls.model_validate(_LegacyEstimator.model_validate(raw).counter.model_dump())
+
+
+class _LegacyCounter(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    soc_pct: list[float]
+    soc_std_pct: list[float]
+
+
+class _LegacyEstimator(BaseModel):
+    """What masters before these records stored: the coulomb counter (its SOH was lost)."""
+
+    model_config = ConfigDict(extra="ignore")
+    KEY: ClassVar[str] = "estimator"
+    version: Literal[1]
+    counter: _LegacyCounter
 
 
 class SohRecord(PersistedRecord):
@@ -156,12 +184,12 @@ class Loaded(Generic[R]):
 def load(store: Store, cls: type[R], config: SystemConfig) -> Loaded[R]:
     """Read `cls.KEY` and check that it fits `config`; never raises on stored content."""
     raw = store.get(cls.KEY)
-    if raw is None:
-        return Loaded()
     try:
-        record = cls.model_validate(raw)
+        record = cls.model_validate(raw) if raw is not None else cls.from_legacy(store)
     except ValidationError as exc:
         return Loaded(refusal="; ".join(explain_errors(exc)))
+    if record is None:
+        return Loaded()
     why = record.misfit(config)
     return Loaded(refusal=why) if why else Loaded(record=record)
 

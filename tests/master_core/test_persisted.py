@@ -173,3 +173,33 @@ def test_system_counters_fit_any_cell_count(tmp_path: Path) -> None:
 def test_nothing_stored_is_neither_a_record_nor_a_refusal(tmp_path: Path) -> None:
     loaded = load(Store(tmp_path / "m.sqlite"), SohRecord, config_for(8))
     assert loaded.record is None and loaded.refusal is None
+
+
+def test_the_soc_an_older_master_stored_is_taken_over(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.sqlite")
+    legacy = {
+        "version": 1,
+        "counter": {"kind": "coulomb_counter", "version": 1, "soc_pct": [61.5] * 8,
+                    "soc_std_pct": [3.0] * 8, "capacity_ah": [100.0] * 8},
+        "soh_pct": None,
+    }  # fmt: skip
+    store.put("estimator", legacy, ts=1.0)
+    loaded = load(store, SocRecord, config_for(8))
+    assert loaded.record == SocRecord(soc_pct=[61.5] * 8, soc_std_pct=[3.0] * 8)
+    assert load(store, SocRecord, config_for(12)).refusal == (
+        "SOC of 8 cells, the configuration has 12"
+    )
+    store.put("estimator", legacy | {"version": 2}, ts=2.0)
+    assert "version" in (load(store, SocRecord, config_for(8)).refusal or "")
+    save(store, SocRecord(soc_pct=[40.0] * 8, soc_std_pct=[1.0] * 8), ts=3.0)
+    assert load(store, SocRecord, config_for(8)).record == SocRecord(
+        soc_pct=[40.0] * 8, soc_std_pct=[1.0] * 8
+    )  # the current record wins
+
+
+def test_the_architecture_page_lists_every_record() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    keys = [cls.KEY for cls in PersistedRecord.__subclasses__()]
+    assert len(keys) == 5
+    for key in keys:
+        assert f"| `{key}` |" in page, key
