@@ -119,4 +119,4 @@ class EstimatorRecords:
     cycles: CyclesRecord | None = None
 
     def all(self) -> tuple[PersistedRecord, ...]:
-        return tuple(r for r in (self.soc, self.soh, self.throughput, self.cycles) if r)
+        return tuple(r for r in (self.soc, self.soh, self.throughput, self.cycles) if r is not None)

@@ -7,9 +7,12 @@ estimation, limits, balancing_strategy); this file feeds them and carries out th
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from pydantic import ValidationError
 
 from services.master_core.balancing_strategy import BalancingStrategy
 from services.master_core.contactor_sim import SimulatedContactors
@@ -457,11 +460,16 @@ class MasterCore:
         save(self.store, latches, ts=self.wall())
 
     def _persist(self, rt: _Runtime) -> None:
-        """The estimator's records (none before it has started) and the latched faults."""
-        records = rt.estimator.records()
-        for record in records.all() if records else ():
-            save(self.store, record, ts=self.wall())
-        self._persist_latches(rt)
+        """The estimator's records (none before it has started) and the latched faults. A
+        failure is logged and counted; it must stop neither the loop nor a configuration."""
+        try:
+            records = rt.estimator.records()
+            for record in records.all() if records else ():
+                save(self.store, record, ts=self.wall())
+            self._persist_latches(rt)
+        except (ValidationError, sqlite3.Error):
+            self.bus.counters["persist_errors"] += 1
+            log.exception("saving the state failed")
 
     def _load(self, cls: type[R], config: SystemConfig) -> R | None:
         """A stored record that fits `config`; a refusal is logged and counted, and where the

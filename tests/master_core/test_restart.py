@@ -5,6 +5,7 @@ logged and counted, and a latch that cannot be read keeps the master from runnin
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,20 @@ def test_latched_faults_that_cannot_be_read_keep_the_master_from_running(
     rig.run(1.0)
     assert rig.states == []
     assert Store(tmp_path / "m.sqlite").get(LatchesRecord.KEY) == stored  # not overwritten
+
+
+def test_a_failing_save_is_counted_and_stops_neither_the_loop_nor_a_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = Rig(tmp_path / "m.sqlite", persist_period_s="1")
+    rig.configure(CONFIG_8)
+    rig.run(1.0)
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(rig.core.store, "put", disk_full)
+    rig.run(2.5)  # a cycle that raised would end this run
+    assert rig.core.bus.counters["persist_errors"] >= 2
+    rig.configure(CONFIG_8.model_copy(update={"config_version": 2}))
+    assert rig.acks[-1].accepted and rig.acks[-1].config_version == 2
