@@ -2,12 +2,12 @@
 
 Coulomb counting with OCV correction after rest and full/empty anchors is the primary SOC, as
 in the field-proven BMSs; it is initialised from the rested OCV on a first start and from the
-stored state after a restart.
+stored records after a restart (`persisted`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,9 +15,14 @@ from numpy.typing import NDArray
 from services.master_core.estimation.soc import CoulombCounter
 from services.master_core.estimation.soh import SohEstimator, SohParams
 from services.master_core.pack import PackSnapshot
+from services.master_core.persisted import (
+    CyclesRecord,
+    PersistedRecord,
+    SocRecord,
+    SohRecord,
+    ThroughputRecord,
+)
 from shared.config import SystemConfig
-
-STATE_VERSION = 1
 
 
 class PackEstimator:
@@ -68,18 +73,50 @@ class PackEstimator:
         # rested OCV points and full/empty anchors are the ends of a capacity measurement
         self.soh.add_reference(self.counter.reference_soc_pct, self.counter.reference_std_pct)
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "counter": self.counter.to_dict(),
-            "soh_pct": self.soh_pct,
-        }
+    def records(self) -> EstimatorRecords | None:
+        """What a restart needs; None before the estimator has started: its SOC is a guess
+        then, and a stored record it did not take must stay stored until a complete pack of
+        this layout has been seen."""
+        if not self._started:
+            return None
+        soh = self.soh
+        return EstimatorRecords(
+            soc=SocRecord(
+                soc_pct=self.counter.soc_pct.tolist(), soc_std_pct=self.counter.soc_std_pct.tolist()
+            ),
+            soh=soh.health_record(),
+            throughput=ThroughputRecord(
+                charge_in_ah=soh.charge_in_ah,
+                charge_out_ah=soh.charge_out_ah,
+                energy_in_wh=soh.energy_in_wh,
+                energy_out_wh=soh.energy_out_wh,
+            ),
+            cycles=CyclesRecord(equivalent_cycles=soh.equivalent_cycles),
+        )
 
-    def restore(self, data: dict[str, Any]) -> None:
-        if data.get("version") != STATE_VERSION or not self.counter.load_state(data["counter"]):
-            raise ValueError("stored estimator state does not fit this configuration")
-        if "soh" in data:
-            soh = SohEstimator.from_dict(data["soh"])
-            if soh.n_cells == self.soh.n_cells:
-                self.soh = soh
-        self._started = True
+    def restore(self, records: EstimatorRecords) -> None:
+        """Take stored records that fit this configuration (`persisted.load`); a restored SOC
+        starts the estimator, without one it starts from the rested OCV of a complete pack."""
+        if records.soh is not None:
+            self.soh.load_health(records.soh)
+        if records.throughput is not None:
+            t = records.throughput
+            self.soh.charge_in_ah, self.soh.charge_out_ah = t.charge_in_ah, t.charge_out_ah
+            self.soh.energy_in_wh, self.soh.energy_out_wh = t.energy_in_wh, t.energy_out_wh
+        if records.cycles is not None:
+            self.soh.equivalent_cycles = records.cycles.equivalent_cycles
+        if records.soc is not None:
+            if not self.counter.load_state(records.soc.model_dump()):
+                raise ValueError("the SOC record does not fit this configuration")
+            self._started = True
+
+
+@dataclass(frozen=True)
+class EstimatorRecords:
+    soc: SocRecord | None = None
+    soh: SohRecord | None = None
+    throughput: ThroughputRecord | None = None
+    cycles: CyclesRecord | None = None
+
+    def all(self) -> tuple[PersistedRecord, ...]:
+        return tuple(r for r in (self.soc, self.soh, self.throughput, self.cycles) if r is not None)

@@ -7,19 +7,32 @@ estimation, limits, balancing_strategy); this file feeds them and carries out th
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from services.master_core.balancing_strategy import BalancingStrategy
 from services.master_core.contactor_sim import SimulatedContactors
 from services.master_core.contactors import CommLossGate, ContactorStateMachine
-from services.master_core.estimator import PackEstimator
+from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.events import EventLog
 from services.master_core.limits import LimitCalculator, LimitInputs
 from services.master_core.load_profiles import parse_profile
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.pack_sensors import InverterState, SimulatedPackSensors
+from services.master_core.persisted import (
+    CyclesRecord,
+    LatchesRecord,
+    R,
+    SocRecord,
+    SohRecord,
+    ThroughputRecord,
+    load,
+    save,
+)
 from services.master_core.protection import Protection, ProtectionResult, Transition
 from services.master_core.protection_inputs import ProtectionInputs
 from services.master_core.settings import MasterCoreSettings
@@ -29,7 +42,6 @@ from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
 from shared.messages import (
-    CellSnapshot,
     CellTelemetry,
     CommandArgs,
     ConfigMessage,
@@ -60,7 +72,6 @@ MIN_CYCLE_S = 0.02
 """Telemetry of several modules arriving together is judged in one cycle."""
 PUBLISH_PERIOD_S = 0.1
 """Pack state at 10 Hz, and at once when the contactors change."""
-PERSIST_PERIOD_S = 10.0
 STATUS_PERIOD_S = 5.0
 STARTUP_GRACE_S = 10.0
 """Modules never heard of count as lost only this long after the first configuration (slaves
@@ -150,6 +161,8 @@ class MasterCore:
 
     def apply_config(self, config: SystemConfig) -> None:
         old = self.rt
+        if old is not None:
+            self._persist(old)  # the new runtime restores what the old one has counted so far
         rt = _Runtime(
             config=config,
             aggregator=PackAggregator(config.topology, config.protection.module_timeout_periods),
@@ -165,19 +178,7 @@ class MasterCore:
                 parse_profile(self.settings.load_profile), seed=self.settings.seed
             ),
         )
-        saved_latches = self.store.get("protection_latched")
-        if saved_latches:
-            # a latch that cannot be read back must not be dropped silently: refuse to run
-            codes = rt.protection.restore(saved_latches)
-            if codes:
-                log.warning("restored latched faults: %s", ", ".join(codes))
-        saved_soc = self.store.get("estimator")
-        if saved_soc:
-            try:
-                rt.estimator.restore(saved_soc)
-                log.info("restored SOC %.1f %%", rt.estimator.pack_soc_pct)
-            except (KeyError, ValueError) as exc:
-                log.warning("stored SOC not usable (%s): starting from the OCV", exc)
+        self._restore(rt)
         if old is not None:
             rt.contactor_sim = old.contactor_sim
         self.rt = rt
@@ -407,9 +408,9 @@ class MasterCore:
         if now - self._last_balance_s >= self.settings.balancing_period_s:
             self._last_balance_s = now
             self._balance(snap, current, wall, now, stale)
-        if now - self._last_persist_s >= PERSIST_PERIOD_S:
+        if now - self._last_persist_s >= self.settings.persist_period_s:
             self._last_persist_s = now
-            self.store.put("estimator", rt.estimator.state(), ts=wall)
+            self._persist(rt)
         if now - self._last_status_s >= STATUS_PERIOD_S:
             self._last_status_s = now
             self.bus.counters["telemetry_gaps"] = rt.aggregator.gaps
@@ -462,9 +463,58 @@ class MasterCore:
         seen = self.rt.aggregator.seen_modules()
         return frozenset(m for m in snap.stale_modules if m in seen)
 
-    def _persist_latches(self) -> None:
-        assert self.rt is not None
-        self.store.put("protection_latched", self.rt.protection.latched_state(), ts=self.wall())
+    def _persist_latches(self, rt: _Runtime | None = None) -> None:
+        rt = rt or self.rt
+        assert rt is not None
+        latches = LatchesRecord.model_validate(rt.protection.latched_state())
+        save(self.store, latches, ts=self.wall())
+
+    def _persist(self, rt: _Runtime) -> None:
+        """The estimator's records (none before it has started) and the latched faults. A
+        failure is logged and counted; it must stop neither the loop nor a configuration."""
+        try:
+            records = rt.estimator.records()
+            for record in records.all() if records else ():
+                save(self.store, record, ts=self.wall())
+            self._persist_latches(rt)
+        except (ValidationError, sqlite3.Error):
+            self.bus.counters["persist_errors"] += 1
+            log.exception("saving the state failed")
+
+    def _load(self, cls: type[R], config: SystemConfig) -> R | None:
+        """A stored record that fits `config`; a refusal is logged and counted, and where the
+        item says so (`ON_REFUSAL`) it refuses the configuration."""
+        loaded = load(self.store, cls, config)
+        if loaded.refusal is None:
+            return loaded.record
+        self.bus.counters["persisted_refused"] += 1
+        if cls.ON_REFUSAL == "refuse_to_run":
+            log.error("stored %s refused (%s): refusing to run", cls.KEY, loaded.refusal)
+            raise ValueError(f"stored {cls.KEY} cannot be read ({loaded.refusal})")
+        log.warning("stored %s refused (%s): starting it afresh", cls.KEY, loaded.refusal)
+        return None
+
+    def _restore(self, rt: _Runtime) -> None:
+        """Latched faults first: one that cannot be read back refuses the configuration, so
+        the contactors stay open (never dropped silently)."""
+        latches = self._load(LatchesRecord, rt.config)
+        if latches is not None and latches.faults:
+            try:
+                codes = rt.protection.restore(latches.model_dump())
+            except ValueError as exc:
+                self.bus.counters["persisted_refused"] += 1
+                log.error("stored %s refused (%s): refusing to run", LatchesRecord.KEY, exc)
+                raise
+            log.warning("restored latched faults: %s", ", ".join(codes))
+        records = EstimatorRecords(
+            soc=self._load(SocRecord, rt.config),
+            soh=self._load(SohRecord, rt.config),
+            throughput=self._load(ThroughputRecord, rt.config),
+            cycles=self._load(CyclesRecord, rt.config),
+        )
+        rt.estimator.restore(records)
+        if records.all():
+            log.info("restored %s", ", ".join(r.KEY for r in records.all()))
 
     def _publish_state(
         self,
@@ -530,5 +580,4 @@ class MasterCore:
 
     def stop(self) -> None:
         if self.rt is not None:
-            self.store.put("estimator", self.rt.estimator.state(), ts=self.wall())
-            self._persist_latches()
+            self._persist(self.rt)

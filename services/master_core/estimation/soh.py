@@ -23,6 +23,8 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from services.master_core.persisted import SohRecord
+
 FloatArray = NDArray[np.float64]
 
 STATE_VERSION = 1
@@ -81,6 +83,9 @@ class SohEstimator:
         self.charge_out_ah = 0.0
         self.energy_in_wh = 0.0
         self.energy_out_wh = 0.0
+        self.equivalent_cycles = 0.0
+        """Charge throughput / (2 x nominal capacity): one full charge plus discharge = 1. Counted
+        as it goes, so that cycles already made keep the nominal capacity of their time."""
         self._counted_ah = 0.0
         """Net charge (with charge efficiency) since start: references are differences of it."""
         self._elapsed_s = 0.0
@@ -166,6 +171,7 @@ class SohEstimator:
     def _integrate(self, dt: float, current: float, pack_v: float) -> None:
         mean_a = 0.5 * (self._last_current_a + current)
         ah = mean_a * dt / 3600.0
+        self.equivalent_cycles += abs(ah) / (2.0 * self.params.nominal_capacity_ah)
         if ah > 0.0:
             self.charge_in_ah += ah
             self._counted_ah += self.params.charge_efficiency * ah
@@ -234,12 +240,6 @@ class SohEstimator:
         growth: FloatArray = 100.0 * (self._r_mean / self._r_ref - 1.0)
         return growth
 
-    @property
-    def equivalent_cycles(self) -> float:
-        """Charge throughput / (2 x nominal capacity): one full charge plus discharge = 1."""
-        throughput = self.charge_in_ah + self.charge_out_ah
-        return throughput / (2.0 * self.params.nominal_capacity_ah)
-
     # --- persistence --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +259,7 @@ class SohEstimator:
             "charge_out_ah": self.charge_out_ah,
             "energy_in_wh": self.energy_in_wh,
             "energy_out_wh": self.energy_out_wh,
+            "equivalent_cycles": self.equivalent_cycles,
         }
 
     @classmethod
@@ -279,7 +280,32 @@ class SohEstimator:
         soh.charge_out_ah = float(data["charge_out_ah"])
         soh.energy_in_wh = float(data["energy_in_wh"])
         soh.energy_out_wh = float(data["energy_out_wh"])
+        soh.equivalent_cycles = float(data["equivalent_cycles"])
         return soh
+
+    def health_record(self) -> SohRecord:
+        """The capacity and resistance estimates, for the master's state store."""
+        return SohRecord(
+            nominal_capacity_ah=self.params.nominal_capacity_ah,
+            capacity_num=self._cap_num.tolist(),
+            capacity_den=self._cap_den.tolist(),
+            capacity_samples=self.capacity_samples.tolist(),
+            resistance_ohm=_nan_to_none(self._r_mean),
+            resistance_ref_ohm=_nan_to_none(self._r_ref),
+            resistance_samples=self.resistance_samples.tolist(),
+        )
+
+    def load_health(self, record: SohRecord) -> None:
+        """Take stored estimates (a record that fits: same cells). A datasheet resistance in
+        the settings stays the reference; otherwise the stored settled estimate is."""
+        n = self.n_cells
+        self._cap_num = _array(record.capacity_num, n)
+        self._cap_den = _array(record.capacity_den, n)
+        self.capacity_samples = np.asarray(record.capacity_samples, dtype=np.int64)
+        self._r_mean = _array(record.resistance_ohm, n)
+        if not self.params.nominal_resistance_ohm > 0:
+            self._r_ref = _array(record.resistance_ref_ohm, n)
+        self.resistance_samples = np.asarray(record.resistance_samples, dtype=np.int64)
 
 
 def _nan_to_none(values: FloatArray) -> list[float | None]:

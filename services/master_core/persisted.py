@@ -1,0 +1,198 @@
+"""The master's state that outlives a restart: one versioned record per item in the `Store`.
+
+Each item has its own key, version and fit check, so that a record that does not fit takes no
+other item with it. What a record that does not fit means is decided per item (`ON_REFUSAL`):
+
+- SOC (`SocRecord`, per cell): another version or cell count is refused; the SOC starts from
+  the rested OCV, as on a first start. The SOC an older master stored is taken over.
+- SOH (`SohRecord`, per-cell capacity and resistance estimates): another version, cell count or
+  nominal capacity (other cells) is refused; the estimate starts again from unknown (published
+  as None), never from 100 %.
+- Throughput and energy (`ThroughputRecord`) and equivalent cycles (`CyclesRecord`): counters of
+  the system, so only another version is refused; a new cell count keeps them.
+- Latched faults (`LatchesRecord`): a record that cannot be read is never dropped: the master
+  refuses the configuration and its contactors stay open.
+
+A refused record is logged and counted, and stays stored: the estimator saves nothing before it
+has started on the new layout (`PackEstimator.records`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.master_core.stores import Store
+from shared.config import SystemConfig, explain_errors
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+OnRefusal = Literal["start_fresh", "refuse_to_run"]
+
+
+class PersistedRecord(BaseModel):
+    """One stored item. JSON floats round-trip exactly, so store -> model is the identity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    KEY: ClassVar[str]
+    ON_REFUSAL: ClassVar[OnRefusal] = "start_fresh"
+
+    def misfit(self, config: SystemConfig) -> str | None:
+        """Why this record does not belong to `config`; None when it does."""
+        return None
+
+    @classmethod
+    def from_legacy(cls, store: Store) -> Self | None:
+        """The item as an older master stored it under another key, converted; None when
+        there is none. Raises ValidationError when that cannot be read."""
+        return None
+
+
+def _cell_count(name: str, n_stored: int, config: SystemConfig) -> str | None:
+    if n_stored != config.total_cells:
+        return f"{name} of {n_stored} cells, the configuration has {config.total_cells}"
+    return None
+
+
+def _same_lengths(*lists: list[Any]) -> None:
+    lengths = {len(x) for x in lists}
+    if len(lengths) != 1:
+        raise ValueError(f"per-cell lists of different lengths {sorted(lengths)}")
+
+
+class SocRecord(PersistedRecord):
+    """The coulomb counter: SOC and its 1-sigma uncertainty per cell, in %."""
+
+    KEY: ClassVar[str] = "soc"
+    version: Literal[1] = 1
+    soc_pct: list[Percent] = Field(min_length=1)
+    soc_std_pct: list[Percent] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _per_cell(self) -> Self:
+        _same_lengths(self.soc_pct, self.soc_std_pct)
+        return self
+
+    def misfit(self, config: SystemConfig) -> str | None:
+        return _cell_count("SOC", len(self.soc_pct), config)
+
+    @classmethod
+    def from_legacy(cls, store: Store) -> Self | None:
+        raw = store.get(_LegacyEstimator.KEY)
+        if raw is None:
+            return None
+        return cls.model_validate(_LegacyEstimator.model_validate(raw).counter.model_dump())
+
+
+class _LegacyCounter(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    soc_pct: list[float]
+    soc_std_pct: list[float]
+
+
+class _LegacyEstimator(BaseModel):
+    """What masters before these records stored: the coulomb counter (its SOH was lost)."""
+
+    model_config = ConfigDict(extra="ignore")
+    KEY: ClassVar[str] = "estimator"
+    version: Literal[1]
+    counter: _LegacyCounter
+
+
+class SohRecord(PersistedRecord):
+    """The SOH estimator: weighted capacity sums and R0 estimates per cell (None: unknown).
+
+    The SOC reference points are not stored: the charge moved while the master was down is
+    unknown, so a restart starts a new capacity span."""
+
+    KEY: ClassVar[str] = "soh"
+    version: Literal[1] = 1
+    nominal_capacity_ah: float = Field(gt=0.0, allow_inf_nan=False)
+    capacity_num: list[NonNegative] = Field(min_length=1)
+    capacity_den: list[NonNegative] = Field(min_length=1)
+    capacity_samples: list[Count] = Field(min_length=1)
+    resistance_ohm: list[Finite | None] = Field(min_length=1)
+    resistance_ref_ohm: list[Finite | None] = Field(min_length=1)
+    resistance_samples: list[Count] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _per_cell(self) -> Self:
+        _same_lengths(
+            self.capacity_num, self.capacity_den, self.capacity_samples, self.resistance_ohm,
+            self.resistance_ref_ohm, self.resistance_samples,
+        )  # fmt: skip
+        return self
+
+    def misfit(self, config: SystemConfig) -> str | None:
+        if self.nominal_capacity_ah != config.cell_capacity_ah:
+            return (
+                f"SOH of {self.nominal_capacity_ah:g} Ah cells, the configuration has "
+                f"{config.cell_capacity_ah:g} Ah cells"
+            )
+        return _cell_count("SOH", len(self.capacity_num), config)
+
+
+class ThroughputRecord(PersistedRecord):
+    """Charge and energy through the pack since commissioning (positive = into the pack)."""
+
+    KEY: ClassVar[str] = "throughput"
+    version: Literal[1] = 1
+    charge_in_ah: NonNegative
+    charge_out_ah: NonNegative
+    energy_in_wh: NonNegative
+    energy_out_wh: NonNegative
+
+
+class CyclesRecord(PersistedRecord):
+    """Equivalent full cycles, each counted against the nominal capacity of its time."""
+
+    KEY: ClassVar[str] = "equivalent_cycles"
+    version: Literal[1] = 1
+    equivalent_cycles: NonNegative
+
+
+class LatchedFault(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    value: Finite | None = None
+    """The value that tripped it; None when unknown."""
+
+
+class LatchesRecord(PersistedRecord):
+    """The latched protection faults (`Protection.latched_state()`)."""
+
+    KEY: ClassVar[str] = "protection_latched"
+    ON_REFUSAL: ClassVar[OnRefusal] = "refuse_to_run"
+    version: Literal[1] = 1
+    faults: dict[str, LatchedFault]
+
+
+R = TypeVar("R", bound=PersistedRecord)
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[R]):
+    """A stored record, or why it was refused; both None when nothing is stored."""
+
+    record: R | None = None
+    refusal: str | None = None
+
+
+def load(store: Store, cls: type[R], config: SystemConfig) -> Loaded[R]:
+    """Read `cls.KEY` and check that it fits `config`; never raises on stored content."""
+    raw = store.get(cls.KEY)
+    try:
+        record = cls.model_validate(raw) if raw is not None else cls.from_legacy(store)
+    except ValidationError as exc:
+        return Loaded(refusal="; ".join(explain_errors(exc)))
+    if record is None:
+        return Loaded()
+    why = record.misfit(config)
+    return Loaded(refusal=why) if why else Loaded(record=record)
+
+
+def save(store: Store, record: PersistedRecord, *, ts: float) -> None:
+    store.put(record.KEY, record.model_dump(mode="json"), ts=ts)
