@@ -20,9 +20,16 @@ from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig
-from shared.messages import CellSnapshot, CommandArgs, ContactorsArgs, PackState
+from shared.messages import (
+    CellSnapshot,
+    CommandArgs,
+    ConfigAck,
+    ContactorsArgs,
+    ModuleCells,
+    PackState,
+)
 from shared.settings import parse_mqtt_url
-from shared.topics import PACK_CELLS, PACK_STATE
+from shared.topics import CONFIG_ACK, PACK_CELLS, PACK_STATE
 from tests.factories import limits
 from tests.factories import pack_state as base_pack_state
 
@@ -34,24 +41,72 @@ from .agents import ServiceProcess, publish_config, wait_until
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
 
 
-def pack_state(soc: float = 63.4) -> PackState:
+def pack_state(soc: float | None = 63.4, stale_modules: list[int] | None = None) -> PackState:
     return base_pack_state(
         soc=soc, soh=97.0, voltage=30.2, current=-12.5, cell_v_min=3.71, cell_v_max=3.79,
-        cell_v_avg=3.75, warnings=["cell_imbalance"],
+        cell_v_avg=3.75, warnings=["cell_imbalance"], stale_modules=stale_modules or [],
         limits_=limits(charge_voltage_v=33.6, discharge_voltage_v=24.0, charge_current_a=50.0,
                        discharge_current_a=80.0),
     )  # fmt: skip
 
 
+CELL_V = [3.71, 3.75, 3.76, 3.79, 3.74, 3.75, 3.73, 3.77, 3.72, 3.78, 3.70, 3.74]
+
+
+def snapshot(modules: int, stale: frozenset[int] = frozenset()) -> CellSnapshot:
+    """Four cells and two sensors per module; a stale module's channels are None in place."""
+    return CellSnapshot(
+        modules=[
+            ModuleCells(
+                module=m,
+                fresh=m not in stale,
+                cell_v=[None if m in stale else v for v in CELL_V[4 * m : 4 * m + 4]],
+                cell_flags=[0] * 4,
+                balancing=[False] * 4,
+                temp_c=[None if m in stale else 25.0 + m for _ in range(2)],
+                temp_flags=[0] * 2,
+            )
+            for m in range(modules)
+        ]
+    )
+
+
+def gateway_config(
+    system_id: str,
+    *,
+    tcp_port: int,
+    rtu_port: str,
+    modules: int = 2,
+    parity: str = "N",
+    tcp: bool = True,
+    rtu: bool = True,
+    version: int = 1,
+) -> SystemConfig:
+    """The Modbus interface as the wizard would set it in the system configuration."""
+    base = SystemConfig.from_preset(
+        "NMC", system_id=system_id, modules=modules, cells_per_module=4, config_version=version
+    )
+    data = base.model_dump(mode="json")
+    data["interfaces"]["modbus"] = dict(
+        tcp_enabled=tcp, tcp_host="127.0.0.1", tcp_port=tcp_port, rtu_enabled=rtu,
+        rtu_port=rtu_port, rtu_baudrate=19200, rtu_parity=parity, rtu_stop_bits=1, unit_id=1,
+    )  # fmt: skip
+    return SystemConfig.model_validate(data)
+
+
 class FakeMaster:
     """Publishes pack data like the master and answers commands, recording them."""
 
-    def __init__(self, url: str, system: str) -> None:
+    def __init__(self, url: str, system: str, modules: int = 2) -> None:
         self.bus = MqttBus(parse_mqtt_url(url), system=system, service="master_core", kind="test")
         self.commands: list[tuple[str, CommandArgs]] = []
         self.refuse_close = True
         self.publishing = True
-        self.soc = 63.4
+        self.soc: float | None = 63.4
+        self.modules = modules
+        self.stale: frozenset[int] = frozenset()
+        self.acks: list[ConfigAck] = []
+        self.bus.subscribe(CONFIG_ACK, lambda d: self.acks.append(d.message))
 
         def contactors(args: CommandArgs) -> CommandOutcome:
             self.commands.append(("contactors", args))
@@ -80,17 +135,8 @@ class FakeMaster:
         n = 0
         while not self.stop.is_set():
             if self.publishing and n % 5 == 0:
-                self.bus.publish(PACK_STATE, pack_state(self.soc))
-                cells = [3.71, 3.75, 3.76, 3.79, 3.74, 3.75, 3.73, 3.77]
-                self.bus.publish(
-                    PACK_CELLS,
-                    CellSnapshot(
-                        cell_v=cells,
-                        temp_c=[25.0, 26.0, 24.5, 25.5],
-                        balancing=[False] * 8,
-                        module_of_cell=[0] * 4 + [1] * 4,
-                    ),
-                )
+                self.bus.publish(PACK_STATE, pack_state(self.soc, sorted(self.stale)))
+                self.bus.publish(PACK_CELLS, snapshot(self.modules, self.stale))
             self.bus.process(0.02)
             n += 1
 
@@ -100,34 +146,32 @@ class FakeMaster:
 
 
 @pytest.fixture
-def gateway(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
-    ui = publish_config(mosquitto.url, config)
-    master = FakeMaster(mosquitto.url, system_id)
-    links = tmp_path / "gw", tmp_path / "client"
+def links(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A socat pty pair: (the gateway's end, the client's end)."""
+    pair = tmp_path / "gw", tmp_path / "client"
     socat = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={links[0]}", f"pty,raw,echo=0,link={links[1]}"],
+        ["socat", f"pty,raw,echo=0,link={pair[0]}", f"pty,raw,echo=0,link={pair[1]}"],
         stderr=subprocess.DEVNULL,
     )
-    assert wait_until(lambda: links[0].exists() and links[1].exists(), 5)
-    port = free_port()
-    proc = ServiceProcess(
-        "modbus_gateway",
-        mosquitto.url,
-        system_id,
-        tmp_path,
-        tcp_port=str(port),
-        tcp_host="127.0.0.1",
-        rtu_port=str(links[0]),
-        rtu_baudrate="19200",
-        rtu_parity="N",
-        unit_id="1",
-        stale_after_s="1.5",
-    )
-    wait_for_port("127.0.0.1", port, 15)
-    yield dict(port=port, rtu=str(links[1]), master=master, proc=proc, config=config)
-    proc.stop()
+    assert wait_until(lambda: pair[0].exists() and pair[1].exists(), 5)
+    yield pair
     socat.kill()
+    socat.wait()
+
+
+@pytest.fixture
+def gateway(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    config = gateway_config(system_id, tcp_port=port, rtu_port=str(links[0]))
+    ui = publish_config(mosquitto.url, config)
+    master = FakeMaster(mosquitto.url, system_id)
+    # Every protocol parameter comes from the system configuration; nothing is overridden.
+    proc = ServiceProcess("modbus_gateway", mosquitto.url, system_id, tmp_path, stale_after_s="1.5")
+    wait_for_port("127.0.0.1", port, 15)
+    yield dict(port=port, rtu=str(links[1]), master=master, proc=proc, config=config, ui=ui)
+    proc.stop()
     master.close()
     ui.stop()
 
