@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 from sunspec2.modbus import client as sunspec
 
@@ -417,3 +418,101 @@ def _native(gateway: dict[str, Any], name: str) -> int:
 
     rmap = register_map(gateway["config"])
     return next(p.address for p in rmap.points if p.block == "native" and p.name == name)
+
+
+# --- item 8: bugs seen from outside -------------------------------------------------------------
+
+
+def _standalone(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, config: SystemConfig
+) -> tuple[ServiceProcess, MqttBus]:
+    """A gateway on `config`, with the same parameters as BMS_* settings too (an older gateway
+    read only those), so each test states the behaviour whichever source is read."""
+    m = config.interfaces.modbus
+    ui = publish_config(mosquitto.url, config)
+    proc = ServiceProcess(
+        "modbus_gateway", mosquitto.url, system_id, tmp_path,
+        tcp_enabled=str(m.tcp_enabled).lower(), tcp_host=m.tcp_host, tcp_port=str(m.tcp_port),
+        rtu_port=m.rtu_port, rtu_baudrate=str(m.rtu_baudrate), rtu_parity=m.rtu_parity,
+        unit_id=str(m.unit_id),
+    )  # fmt: skip
+    return proc, ui
+
+
+def test_a_parity_the_port_refuses_stops_only_rtu(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> None:
+    """A pty refuses parity E (EINVAL), as some USB adapters do: TCP must go on serving."""
+    port = free_port()
+    config = gateway_config(system_id, tcp_port=port, rtu_port=str(links[0]), parity="E")
+    proc, ui = _standalone(mosquitto, system_id, tmp_path, config)
+    try:
+        wait_for_port("127.0.0.1", port, 15)
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+        assert client.connect()
+        try:
+            assert wait_until(lambda: "parity E" in proc.log(), 10), proc.log()
+            time.sleep(0.5)
+            regs = client.read_holding_registers(40000, count=2, device_id=1)
+            assert regs.registers == [0x5375, 0x6E53]
+        finally:
+            client.close()
+        assert proc.proc.poll() is None, proc.log()
+        line = next(x for x in proc.log().splitlines() if "parity E" in x)
+        assert str(links[0]) in line
+    finally:
+        proc.stop()
+        ui.stop()
+
+
+def test_nothing_to_serve_exits_nonzero_naming_the_parity(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> None:
+    config = gateway_config(
+        system_id, tcp_port=free_port(), rtu_port=str(links[0]), parity="E", tcp=False
+    )
+    proc, ui = _standalone(mosquitto, system_id, tmp_path, config)
+    try:
+        assert wait_until(lambda: proc.proc.poll() is not None, 20), proc.log()
+        assert proc.proc.returncode != 0, proc.log()
+        assert "parity E" in proc.log() and str(links[0]) in proc.log()
+    finally:
+        proc.stop()
+        ui.stop()
+
+
+def test_foreign_unit_ids_and_coils(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> None:
+    """RTU requests for other unit ids: no answer and no traceback. Coils and discrete inputs:
+    exception 01 (illegal function), not 02."""
+    port = free_port()
+    config = gateway_config(system_id, tcp_port=port, rtu_port=str(links[0]))
+    proc, ui = _standalone(mosquitto, system_id, tmp_path, config)
+    rtu = ModbusSerialClient(
+        str(links[1]), framer=FramerType.RTU, baudrate=19200, parity="N", timeout=0.5, retries=0
+    )
+    tcp = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+    try:
+        wait_for_port("127.0.0.1", port, 15)
+        assert rtu.connect() and tcp.connect()
+        time.sleep(0.5)
+        for _ in range(3):
+            with contextlib.suppress(ModbusIOException):
+                other = rtu.read_holding_registers(40000, count=2, device_id=7)
+                assert other.isError()
+        mine = rtu.read_holding_registers(40000, count=2, device_id=1)
+        assert mine.registers == [0x5375, 0x6E53]
+        time.sleep(0.3)
+        assert "Traceback" not in proc.log(), proc.log()
+        for read in (tcp.read_coils, tcp.read_discrete_inputs, rtu.read_coils):
+            answer = read(40000, count=8, device_id=1)
+            assert answer.isError() and answer.exception_code == 1, answer
+        written = tcp.write_coil(40000, True, device_id=1)
+        assert written.isError() and written.exception_code == 1
+        assert "Traceback" not in proc.log(), proc.log()
+    finally:
+        rtu.close()
+        tcp.close()
+        proc.stop()
+        ui.stop()
