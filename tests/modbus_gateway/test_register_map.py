@@ -543,7 +543,8 @@ def test_every_measured_point_has_a_source(config: SystemConfig) -> None:
     missing = [
         p.key
         for p in rmap.points
-        if p.type not in ("pad", "string") and p.block != "end"
+        if p.type not in ("pad", "string")
+        and p.block != "end"
         and read_raw(img, p) is None
         and p.name.rsplit(".", 1)[-1] not in NOT_SERVED.get(p.model or 0, frozenset())
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 from sunspec2.modbus import client as sunspec
 
+from services.modbus_gateway.register_map import register_map
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.commands import CommandOutcome, CommandServer
@@ -25,12 +27,13 @@ from shared.messages import (
     CellSnapshot,
     CommandArgs,
     ConfigAck,
+    ConfigMessage,
     ContactorsArgs,
     ModuleCells,
     PackState,
 )
 from shared.settings import parse_mqtt_url
-from shared.topics import CONFIG_ACK, PACK_CELLS, PACK_STATE
+from shared.topics import CONFIG, CONFIG_ACK, PACK_CELLS, PACK_STATE
 from tests.factories import limits
 from tests.factories import pack_state as base_pack_state
 
@@ -516,3 +519,110 @@ def test_foreign_unit_ids_and_coils(
         tcp.close()
         proc.stop()
         ui.stop()
+
+
+# --- unknown at start-up, live topology and interface changes --------------------------------
+
+
+def _scan(port: int) -> Any:
+    d = sunspec.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port)
+    d.scan()
+    return d
+
+
+def test_pysunspec2_reads_not_implemented_until_every_module_has_reported(
+    gateway: dict[str, Any],
+) -> None:
+    master: FakeMaster = gateway["master"]
+    master.soc, master.stale = None, frozenset({1})  # the estimator waits for module 2
+    time.sleep(1.0)
+    d = _scan(gateway["port"])
+    try:
+        battery = d.models[802][0]
+        battery.read()
+        assert battery.SoC.cvalue is None and battery.DoD.cvalue is None
+        assert battery.Evt1.value & 1 == 1  # COMMUNICATION_ERROR
+        assert battery.V.cvalue == pytest.approx(30.2, abs=0.1)  # what is known stays known
+        first, second = d.models[805]
+        first.read()
+        second.read()
+        cells = "lithium-ion-module-cell"
+        assert first.groups[cells][0].CellV.cvalue == pytest.approx(3.71, abs=0.001)
+        assert [c.CellV.cvalue for c in second.groups[cells]] == [None] * 4
+        master.soc, master.stale = 63.4, frozenset()
+        time.sleep(1.0)
+        battery.read()
+        second.read()
+        assert battery.SoC.cvalue == pytest.approx(63.4, abs=0.1)
+        assert battery.Evt1.value & 1 == 0
+        assert second.groups[cells][0].CellV.cvalue == pytest.approx(3.74, abs=0.001)
+    finally:
+        d.close()
+
+
+def test_a_topology_change_is_served_live(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    ui: MqttBus = gateway["ui"]
+    port = gateway["port"]
+    old: SystemConfig = gateway["config"]
+    new = gateway_config(
+        old.system_id, tcp_port=port, rtu_port=old.interfaces.modbus.rtu_port, modules=3,
+        version=2,
+    )  # fmt: skip
+    master.publishing = False  # the master has not applied the new topology yet
+    ui.publish(CONFIG, ConfigMessage(config=new))
+    assert wait_until(lambda: any(a.config_version == 2 for a in master.acks), 10)
+    ack = next(a for a in master.acks if a.config_version == 2)
+    assert ack.accepted, ack.errors
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+    assert client.connect()
+    try:
+        native = {p.name: p.address for p in register_map(new).points if p.block == "native"}
+        head = client.read_holding_registers(1000, count=native["NTmp"] - 1000 + 1, device_id=1)
+        regs = head.registers
+        assert regs[native["NCell"] - 1000] == 12 and regs[native["NTmp"] - 1000] == 6
+        assert regs[native["Stale"] - 1000] == 1
+        assert regs[native["V"] - 1000] == 0xFFFF  # no old value in the new layout
+        d = _scan(port)
+        try:
+            assert len(d.models[805]) == 3
+            assert d.models[802][0].SoC.cvalue is None
+        finally:
+            d.close()
+        master.modules, master.publishing = 3, True
+        assert wait_until(
+            lambda: client.read_holding_registers(native["Stale"], count=1).registers[0] == 0, 5
+        )
+        cells = client.read_holding_registers(native["CellV1"], count=12, device_id=1)
+        assert cells.registers == [round(v * 1000) for v in CELL_V]
+        d = _scan(port)
+        try:
+            third = d.models[805][2]
+            assert third.groups["lithium-ion-module-cell"][0].CellV.cvalue == pytest.approx(3.72)
+        finally:
+            d.close()
+    finally:
+        client.close()
+
+
+def test_a_new_tcp_port_is_served_live(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    old: SystemConfig = gateway["config"]
+    new_port = free_port()
+    new = gateway_config(
+        old.system_id, tcp_port=new_port, rtu_port=old.interfaces.modbus.rtu_port, version=3
+    )
+    gateway["ui"].publish(CONFIG, ConfigMessage(config=new))
+    wait_for_port("127.0.0.1", new_port, 10)
+    assert wait_until(lambda: any(a.config_version == 3 for a in master.acks), 10)
+    ack = next(a for a in master.acks if a.config_version == 3)
+    assert ack.accepted and ack.errors == []
+    client = ModbusTcpClient("127.0.0.1", port=new_port, timeout=3)
+    assert client.connect()
+    try:
+        assert client.read_holding_registers(40000, count=2).registers == [0x5375, 0x6E53]
+    finally:
+        client.close()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", gateway["port"]), 1):
+        pass
+    assert "Modbus TCP on 127.0.0.1:" + str(new_port) in gateway["proc"].log()
