@@ -139,7 +139,9 @@ master's watchdog) and native `Mode` (0 = standby, 1 = working). A write touchin
 address is refused with exception 02 (illegal data address); an unsupported value or a
 quantity outside 1–123 with exception 03 (illegal data value). Each accepted write becomes a
 command to the master; a command the master refuses, or does not answer in time, returns
-exception 04 (server device failure). On RTU the gateway answers only its own unit id and
+exception 04 (server device failure). The device has no coils or discrete inputs: function
+codes 1, 2, 5 and 15 answer exception 01 (illegal function). On RTU the gateway answers only
+its own unit id (requests for other unit ids get no answer, as on a shared RS-485 line) and
 executes broadcast writes (unit id 0) without a reply.
 """
 
