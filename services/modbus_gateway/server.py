@@ -59,6 +59,7 @@ class GatewayData:
     _image_stale: bool | None = None
     _dirty: bool = True
     _refused: frozenset[str] = frozenset()
+    _foreign_said: bool = False
 
     def update_pack(self, pack: PackState) -> None:
         if self.awaiting_layout:
@@ -68,12 +69,25 @@ class GatewayData:
     def update_cells(self, cells: CellSnapshot) -> None:
         if not layout_matches(self.config, cells):
             self.foreign_snapshots += 1
+            if not self._foreign_said:
+                self._foreign_said = True
+                log.log(
+                    logging.INFO if self.awaiting_layout else logging.WARNING,
+                    "cell snapshot with %d cells and %d sensors does not match the configured "
+                    "topology (%d cells, %d sensors): not served (%d so far)",
+                    cells.cell_count,
+                    cells.temp_count,
+                    self.config.topology.total_cells,
+                    self.config.topology.total_temp_sensors,
+                    self.foreign_snapshots,
+                )
             if self.cells is not None:
                 self.cells, self._dirty = None, True
             return
         if self.awaiting_layout:
             log.info("the master reports the new layout: serving its data")
         self.cells, self.awaiting_layout, self._dirty = cells, False, True
+        self._foreign_said = False
 
     def replace_config(self, config: SystemConfig, identity: Identity) -> None:
         """A new configuration; with another topology the register layout changes at once."""

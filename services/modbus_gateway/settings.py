@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config.interfaces import ModbusConfig
+from shared.config.interfaces import MODBUS_BAUDRATES, ModbusConfig
 from shared.settings import ServiceSettings
 
 DEVICE_NAMES = frozenset({"tcp_host", "rtu_port"})
@@ -40,11 +40,21 @@ class ModbusGatewaySettings(ServiceSettings):
     rtu_stop_bits: Literal[1, 2] | None = Field(
         None, description="override interfaces.modbus.rtu_stop_bits"
     )
-    unit_id: int | None = Field(None, description="override interfaces.modbus.unit_id")
+    unit_id: int | None = Field(
+        None, ge=1, le=247, description="override interfaces.modbus.unit_id"
+    )
     stale_after_s: float = Field(
         3.0, gt=0, le=60, description="pack data older than this reads 'not implemented'"
     )
     command_timeout_s: float = Field(2.0, gt=0, le=30, description="wait for the master's reply")
+
+    @field_validator("rtu_baudrate")
+    @classmethod
+    def _baudrate(cls, value: int | None) -> int | None:
+        if value is not None and value not in MODBUS_BAUDRATES:
+            choices = ", ".join(str(b) for b in MODBUS_BAUDRATES)
+            raise ValueError(f"Modbus RTU baud rate {value} is not supported; use one of {choices}")
+        return value
 
     def overrides(self) -> dict[str, object]:
         """The `interfaces.modbus` fields this host sets, by field name."""

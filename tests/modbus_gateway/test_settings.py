@@ -40,9 +40,11 @@ def test_each_setting_that_changes_a_field_is_said() -> None:
     ]
 
 
-def test_an_invalid_override_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="BMS_RTU_BAUDRATE"):
-        settings(rtu_baudrate=12345).resolve(CONFIGURED)
+def test_an_invalid_override_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="baud rate 12345 is not supported"):
+        settings(rtu_baudrate=12345)
+    with pytest.raises(ValueError, match="unit_id"):
+        settings(unit_id=0)
 
 
 def test_endpoints_restart_only_on_their_own_fields() -> None:
