@@ -371,6 +371,10 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
 )
 
 
+def _na(typ: str) -> str:
+    return f"Not available: 0x{NATIVE_NOT_AVAILABLE[typ]:X}."
+
+
 def _native_points(config: SystemConfig) -> list[Point]:
     out: list[Point] = []
     address = NATIVE_BASE
@@ -387,7 +391,7 @@ def _native_points(config: SystemConfig) -> list[Point]:
                 f.units,
                 f.sf,
                 f.access,
-                f.description,
+                f.description if f.source is None else f"{f.description} {_na(f.type)}",
                 f.source is not None,
             )
         )
@@ -405,7 +409,7 @@ def _native_points(config: SystemConfig) -> list[Point]:
                 "V",
                 -3,
                 "R",
-                f"Cell {i + 1} voltage (mV), series order.",
+                f"Cell {i + 1} voltage (mV), series order. {_na('uint16')}",
             )
         )
     for i in range(topo.total_temp_sensors):
@@ -421,7 +425,7 @@ def _native_points(config: SystemConfig) -> list[Point]:
                 "C",
                 -1,
                 "R",
-                f"Module {module + 1} sensor {sensor + 1} temperature.",
+                f"Module {module + 1} sensor {sensor + 1} temperature. {_na('int16')}",
             )
         )
     return out
