@@ -626,3 +626,33 @@ def test_a_new_tcp_port_is_served_live(gateway: dict[str, Any]) -> None:
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", gateway["port"]), 1):
         pass
     assert "Modbus TCP on 127.0.0.1:" + str(new_port) in gateway["proc"].log()
+
+
+def test_new_rtu_parameters_are_served_live(gateway: dict[str, Any]) -> None:
+    """The RTU server restarts in the gateway's process with the new unit id and baud rate."""
+    master: FakeMaster = gateway["master"]
+    old: SystemConfig = gateway["config"]
+    data = old.model_dump(mode="json")
+    data["config_version"] = 4
+    data["interfaces"]["modbus"].update(unit_id=5, rtu_baudrate=9600)
+    gateway["ui"].publish(CONFIG, ConfigMessage(config=SystemConfig.model_validate(data)))
+    assert wait_until(lambda: any(a.config_version == 4 for a in master.acks), 10)
+    ack = next(a for a in master.acks if a.config_version == 4)
+    assert ack.accepted and ack.errors == []
+    assert wait_until(lambda: "unit id 5" in gateway["proc"].log(), 5)
+    client = ModbusSerialClient(
+        gateway["rtu"], framer=FramerType.RTU, baudrate=9600, parity="N", timeout=0.5, retries=1
+    )
+    assert client.connect()
+    try:
+        time.sleep(0.3)
+        assert client.read_holding_registers(40000, count=2, device_id=5).registers == [
+            0x5375,
+            0x6E53,
+        ]
+        with contextlib.suppress(ModbusIOException):
+            assert client.read_holding_registers(40000, count=2, device_id=1).isError()
+    finally:
+        client.close()
+    # The TCP server was not restarted.
+    assert gateway["proc"].log().count("Modbus TCP on") == 1
