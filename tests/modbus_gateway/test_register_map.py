@@ -629,3 +629,40 @@ def test_docs_list_every_point() -> None:
     _, table = docgen.render()
     assert len(table.strip().splitlines()) == 1 + len(register_map(CONFIG).points)
     assert math.isfinite(len(table))
+
+
+# --- properties: unknown is never a number, every channel at its own place ---------------------
+
+OPTIONAL_PACK_FIELDS = ("soc", "soh", "voltage", "current", "cell_v_min", "cell_v_max",
+                        "cell_v_avg", "equivalent_cycles")  # fmt: skip
+SOURCES = {"soc": "SoC", "soh": "SoH", "voltage": "V", "current": "A", "cell_v_min": "CellVMin",
+           "cell_v_max": "CellVMax", "cell_v_avg": "CellVAvg"}  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    unknown=st.sets(st.sampled_from(OPTIONAL_PACK_FIELDS)),
+    stale=st.frozensets(st.integers(0, TOPO.modules - 1)),
+    open_cells=st.frozensets(st.integers(0, TOPO.total_cells - 1), max_size=5),
+    faulted=st.frozensets(st.integers(0, TOPO.total_temp_sensors - 1), max_size=4),
+)
+def test_unknown_is_never_a_number_and_channels_keep_their_place(
+    unknown: set[str], stale: frozenset[int], open_cells: frozenset[int], faulted: frozenset[int]
+) -> None:
+    pack = make_pack(stale_modules=sorted(stale), **dict.fromkeys(unknown))
+    cells = make_cells(stale=stale, open_cells=open_cells, faulted_temps=faulted)
+    img = image(pack, cells)
+    for field_name, name in SOURCES.items():
+        for block in ("battery", "string", "native"):
+            got = value(img, f"{block}.{name}")
+            assert (got is None) == (field_name in unknown), (block, name)
+    assert (value(img, "battery.Evt1") & 1 == 1) == bool(unknown - {"soh", "equivalent_cycles"}
+                                                          or stale)  # fmt: skip
+    for c in cells.cells():
+        got = value(img, f"native.CellV{c.series_index + 1}")
+        want = c.voltage_v
+        assert (got is None) == (want is None) and (want is None or got == pytest.approx(want))
+    for t in cells.temperatures():
+        got = value(img, f"native.Tmp{t.sensor_index + 1}")
+        want = t.temp_c
+        assert (got is None) == (want is None) and (want is None or got == pytest.approx(want))
