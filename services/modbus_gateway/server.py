@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,8 +54,9 @@ class GatewayData:
     pack_s: float | None = None
     awaiting_layout: bool = False
     """True after a topology change until the master reports the new layout."""
-    foreign_snapshots: int = 0
-    """Cell snapshots dropped because their layout is not the configured one."""
+    counters: Counter[str] = field(default_factory=Counter)
+    """Health counters (the bus's, in the service): `cell_snapshots_of_another_layout`,
+    `values_refused` (values that did not fit their registers, once per new point)."""
     _image: dict[int, int] = field(default_factory=dict)
     _image_stale: bool | None = None
     _dirty: bool = True
@@ -68,7 +70,7 @@ class GatewayData:
 
     def update_cells(self, cells: CellSnapshot) -> None:
         if not layout_matches(self.config, cells):
-            self.foreign_snapshots += 1
+            self.counters["cell_snapshots_of_another_layout"] += 1
             if not self._foreign_said:
                 self._foreign_said = True
                 log.log(
@@ -79,7 +81,7 @@ class GatewayData:
                     cells.temp_count,
                     self.config.topology.total_cells,
                     self.config.topology.total_temp_sensors,
-                    self.foreign_snapshots,
+                    self.counters["cell_snapshots_of_another_layout"],
                 )
             if self.cells is not None:
                 self.cells, self._dirty = None, True
@@ -120,7 +122,8 @@ class GatewayData:
                 refused=refused,
             )
             self._image_stale, self._dirty = stale, False
-            if frozenset(refused) - self._refused:
+            if new := frozenset(refused) - self._refused:
+                self.counters["values_refused"] += len(new)
                 log.warning(
                     "values that do not fit their registers read 'not available': %s",
                     ", ".join(refused),
@@ -189,11 +192,15 @@ class ForeignUnits:
     flood, only a counter and one debug line each."""
 
     unit_ids: frozenset[int]
-    ignored: int = 0
+    counters: Counter[str] = field(default_factory=Counter)
 
     def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
         if sending or pdu.dev_id == 0 or pdu.dev_id in self.unit_ids:
             return pdu
-        self.ignored += 1
-        log.debug("RTU request for unit id %d ignored (%d so far)", pdu.dev_id, self.ignored)
+        self.counters["rtu_requests_for_other_units"] += 1
+        log.debug(
+            "RTU request for unit id %d ignored (%d so far)",
+            pdu.dev_id,
+            self.counters["rtu_requests_for_other_units"],
+        )
         return None  # pymodbus then handles nothing and sends nothing

@@ -32,6 +32,9 @@ log = logging.getLogger("modbus_gateway")
 
 Server = ModbusTcpServer | ModbusSerialServer
 
+STATUS_PERIOD_S = 10.0
+"""How often the service status (with its health counters) is refreshed."""
+
 
 class NothingToServeError(RuntimeError):
     """Neither Modbus TCP nor RTU can be served."""
@@ -115,7 +118,9 @@ class ModbusGateway:
                 log.info("%s", note)
         identity = Identity(serial=config.system_id, device_address=modbus.unit_id)
         if self.data is None:
-            self.data = GatewayData(config, identity, self.settings.stale_after_s)
+            self.data = GatewayData(
+                config, identity, self.settings.stale_after_s, counters=self.bus.counters
+            )
         elif self.data.config != config or self.data.identity != identity:
             self.data.replace_config(config, identity)
         self._pending = _Pending(config.config_version, modbus)
@@ -147,8 +152,12 @@ class ModbusGateway:
             loop.call_soon_threadsafe(wake.set)
 
         self.bus.set_wakeup(wakeup)
+        status_due = loop.time() + STATUS_PERIOD_S
         while not stop.is_set():
             self.bus.process()
+            if loop.time() >= status_due:
+                status_due = loop.time() + STATUS_PERIOD_S
+                self.bus.publish_status()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), 0.2)
             wake.clear()
@@ -209,7 +218,7 @@ class ModbusGateway:
                 make_device(self.data, 0, self.send), address=(m.tcp_host, m.tcp_port)
             )
         else:
-            self.foreign_units = ForeignUnits(frozenset({m.unit_id}))
+            self.foreign_units = ForeignUnits(frozenset({m.unit_id}), self.bus.counters)
             server = ModbusSerialServer(
                 make_device(self.data, m.unit_id, self.send),
                 framer=FramerType.RTU,

@@ -33,7 +33,7 @@ def test_a_topology_change_serves_nothing_old_until_the_new_layout_is_reported()
     data.update_pack(make_pack())
     data.update_cells(make_cells())
     assert native(data, "Stale") == 1 and native(data, "CellV1") is None
-    assert data.foreign_snapshots == 1
+    assert data.counters["cell_snapshots_of_another_layout"] == 1
     # The master reports the new layout: its data is served.
     data.update_cells(make_cells(BIGGER))
     data.update_pack(make_pack())
