@@ -94,11 +94,6 @@ class ModbusGateway:
         bus.subscribe(PACK_STATE, self._on_pack)
         bus.subscribe(PACK_CELLS, self._on_cells)
 
-    @property
-    def tcp_port(self) -> int | None:
-        running = self.servers.get("tcp")
-        return None if running is None else int(running[0].params[2])
-
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
         config = d.message.config
         if config.system_id != self.bus.system:
@@ -116,6 +111,12 @@ class ModbusGateway:
         if modbus != self.modbus:
             for note in notes:
                 log.info("%s", note)
+            if self.settings.rtu_port and not modbus.rtu_enabled:
+                log.warning(
+                    "BMS_RTU_PORT names %s, but Modbus RTU is disabled in the system "
+                    "configuration (interfaces.modbus.rtu_enabled)",
+                    self.settings.rtu_port,
+                )
         identity = Identity(serial=config.system_id, device_address=modbus.unit_id)
         if self.data is None:
             self.data = GatewayData(
@@ -184,12 +185,6 @@ class ModbusGateway:
 
     async def _apply(self, modbus: ModbusConfig) -> list[str]:
         """Start, restart or stop each server for `modbus`; the reasons any cannot run."""
-        if self.settings.rtu_port and not modbus.rtu_enabled:
-            log.warning(
-                "BMS_RTU_PORT names %s, but Modbus RTU is disabled in the system configuration "
-                "(interfaces.modbus.rtu_enabled)",
-                self.settings.rtu_port,
-            )
         self.modbus = modbus
         errors: list[str] = []
         for name, wanted in endpoints(modbus).items():
@@ -205,7 +200,8 @@ class ModbusGateway:
             try:
                 self.servers[name] = (wanted, await self._start(name, modbus))
                 log.info("%s (SunSpec at 40000)", wanted.describe)
-            except Exception as exc:
+            except Exception as exc:  # every cause is reported and none stops the other server
+                self.bus.counters[f"{name}_start_failures"] += 1
                 errors.append(_cannot_start(wanted, modbus, exc))
                 log.error("%s", errors[-1])
         return errors
