@@ -16,6 +16,7 @@ from services.modbus_gateway.register_map import (
     EVT1_COMMUNICATION_ERROR,
     NATIVE_BASE,
     NATIVE_CELLS_BASE,
+    NATIVE_NOT_AVAILABLE,
     NATIVE_TEMPS_BASE,
     OTHER_CODE_BIT,
     Point,
@@ -84,6 +85,10 @@ def _title(block: str) -> str:
     return _BLOCK_TITLES[block]
 
 
+def _native_na() -> str:
+    return ", ".join(f"{typ} 0x{raw:X}" for typ, raw in NATIVE_NOT_AVAILABLE.items())
+
+
 def _header(config: SystemConfig, chain_end: int) -> str:
     topo = config.topology
     bits = ", ".join(f"{i} = {code}" for i, code in enumerate(PROTECTION_CODES))
@@ -108,11 +113,25 @@ voltages in mV from {NATIVE_CELLS_BASE} (series order, up to 196), temperatures 
 {NATIVE_TEMPS_BASE} (module by module). Bit fields (native Faults/Alarms/Warnings, 802/804
 EvtVnd1 = faults, EvtVnd2 = alarms): {bits}; bit {OTHER_CODE_BIT} = any other code.
 
-**Stale data.** When the master's data is stale or missing, every measured point reads the
-SunSpec "not implemented" value of its type (int16 0x8000, uint16/enum16 0xFFFF, uint32 and
-bitfield32 0xFFFFFFFF, strings all NUL), the 802/804 `Evt1` bit {EVT1_COMMUNICATION_ERROR}
-(COMMUNICATION_ERROR) is set and native `Stale` reads 1. Identity, ratings, counts and scale
-factors stay valid.
+**Unknown and stale data.** A value the BMS does not know (the pack data is stale or missing,
+a module has not reported, the state of charge before the estimator has started, an open-wire
+cell or a faulted sensor) is never sent as a number. In the SunSpec models it reads the
+"not implemented" value of its type (int16 and sunssf 0x8000, uint16/enum16 0xFFFF, uint32
+and bitfield32 0xFFFFFFFF, strings all NUL), and the 802/804 `Evt1` bit \
+{EVT1_COMMUNICATION_ERROR} (COMMUNICATION_ERROR) is set while any part of the pack data is
+unknown or stale. The native block uses its own "not available" values: \
+{_native_na()}; its `Stale` register reads 1 while the pack data is stale or missing (and
+while the layout changes, until the master reports the new topology). Each cell and sensor
+keeps its own register: an unknown channel reads "not available" at its place and never
+shifts the channels after it. Identity, ratings, counts and scale factors stay valid. A value
+that does not fit its register is refused (it reads "not available" and the gateway logs it),
+never clamped.
+
+**Topology changes.** A configuration with another topology is applied live: the SunSpec chain
+and the native cell and temperature registers take the new layout at once (clients re-scan
+the chain; `NCell`/`NTmp` give the native counts), and until the master publishes data for
+the new topology every measured point reads "not available", so old values never appear in
+the new layout.
 
 **Writes.** Only the points with access RW accept writes: 802 `SetOp` (1 = close, 2 = open the
 contactors), `AlmRst` (1 = reset faults), `CtrlHb` (controller heartbeat, forwarded to the
@@ -120,7 +139,9 @@ master's watchdog) and native `Mode` (0 = standby, 1 = working). A write touchin
 address is refused with exception 02 (illegal data address); an unsupported value or a
 quantity outside 1–123 with exception 03 (illegal data value). Each accepted write becomes a
 command to the master; a command the master refuses, or does not answer in time, returns
-exception 04 (server device failure). On RTU the gateway answers only its own unit id and
+exception 04 (server device failure). The device has no coils or discrete inputs: function
+codes 1, 2, 5 and 15 answer exception 01 (illegal function). On RTU the gateway answers only
+its own unit id (requests for other unit ids get no answer, as on a shared RS-485 line) and
 executes broadcast writes (unit id 0) without a reply.
 """
 

@@ -9,7 +9,7 @@ import sys
 
 from pydantic_settings import CliApp
 
-from services.modbus_gateway.service import ModbusGateway
+from services.modbus_gateway.service import ModbusGateway, NothingToServeError
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import MqttBus
 from shared.settings import configure_logging
@@ -29,11 +29,19 @@ async def run(settings: ModbusGatewaySettings) -> int:
     bus.start()
     pump = asyncio.create_task(gateway.pump_bus(stop))
     serve = asyncio.create_task(gateway.serve())
+    exit_code = 0
 
     def served(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("cannot serve Modbus: %r", task.exception())
-            stop.set()
+        nonlocal exit_code
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, NothingToServeError):
+            log.error("nothing to serve, stopping: %s", exc)
+        else:
+            log.error("cannot serve Modbus: %r", exc)
+        exit_code = 1
+        stop.set()
 
     serve.add_done_callback(served)
     try:
@@ -43,7 +51,7 @@ async def run(settings: ModbusGatewaySettings) -> int:
         await gateway.close()
         await pump
         bus.stop()
-    return 0
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

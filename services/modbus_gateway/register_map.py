@@ -10,10 +10,17 @@ Two areas, both 0-based PDU addresses (register number = address + 1):
   of cell and temperature registers): status, limits, bit fields, every cell voltage (1100…)
   and every temperature sensor (1300…).
 
-Stale data: when the master's data is stale or missing, every measured point carries the
-SunSpec "not implemented" value of its type (0x8000 int16, 0xFFFF uint16/enum16, 0xFFFFFFFF
-uint32 …), 802/804 `Evt1` has COMMUNICATION_ERROR set and the native `Stale` register is 1.
-Ratings, counts, indices and scale factors stay valid so that a client can still scan the map.
+Unknown data: a value the BMS does not know (stale or missing pack data, a module that has not
+reported, a flagged channel, SOC before the estimator starts) reads the SunSpec "not
+implemented" value of its type in the chain and `NATIVE_NOT_AVAILABLE` in the native block;
+802/804 `Evt1` has COMMUNICATION_ERROR set while any pack data is unknown or stale, and the
+native `Stale` register is 1 while the pack data is stale or missing. Each channel keeps its
+own register. Ratings, counts, indices and scale factors stay valid so that a client can
+still scan the map.
+
+Value sources: the pack-level points declare their source beside them (`NATIVE_FIELDS`,
+`BATTERY_SOURCES`, `STRING_SOURCES`, typed accessors of `PackState`); cells and sensors come
+from `CellSnapshot.cells()` / `.temperatures()`. `build_image` refuses a value with no point.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from services.modbus_gateway.sunspec import (
 )
 from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
-from shared.messages.pack import CellSnapshot, PackState
+from shared.messages.pack import CellLocation, CellSnapshot, PackState
 
 Access = Literal["R", "RW"]
 Value = int | float | str | None
@@ -44,6 +51,14 @@ NATIVE_CELLS_BASE = 1100
 NATIVE_TEMPS_BASE = 1300
 NATIVE_LAYOUT_VERSION = 1
 MAX_CELLS = 196
+
+NATIVE_NOT_AVAILABLE: dict[str, int] = {
+    "uint16": 0xFFFF,
+    "enum16": 0xFFFF,
+    "int16": 0x8000,
+    "bitfield32": 0xFFFFFFFF,
+}
+"""The native block's raw "not available" value per type (documented in the register map)."""
 
 ILLEGAL_DATA_ADDRESS = 2
 ILLEGAL_DATA_VALUE = 3
@@ -241,56 +256,144 @@ def _model_points(
     return out
 
 
-_NATIVE_FIXED: tuple[tuple[str, str, str, int | None, Access, bool, str], ...] = (
-    ("LayoutVersion", "uint16", "", None, "R", False, "Version of this native layout."),
-    ("Stale", "uint16", "", None, "R", False, "1 = data stale or missing: values are invalid."),
-    (
+PackSource = Callable[[PackState], Value]
+"""A typed accessor of the pack state: the value source of a point."""
+
+
+@dataclass(frozen=True)
+class NativeField:
+    """A fixed point of the native block and where its value comes from."""
+
+    name: str
+    type: str
+    units: str
+    sf: int | None
+    description: str
+    source: PackSource | None
+    """None: metadata filled from the configuration (valid while the data is stale)."""
+    access: Access = "R"
+
+
+def _contactor_index(state: str) -> int:
+    return CONTACTOR_STATES.index(state)
+
+
+def _mode_index(mode: str) -> int:
+    return MODES.index(mode)
+
+
+NATIVE_FIELDS: tuple[NativeField, ...] = (
+    NativeField("LayoutVersion", "uint16", "", None, "Version of this native layout.", None),
+    NativeField(
+        "Stale",
+        "uint16",
+        "",
+        None,
+        "1 = pack data stale or missing (or the layout is changing): values read not available.",
+        None,
+    ),
+    NativeField(
         "Contactors",
         "enum16",
         "",
         None,
-        "R",
-        True,
         "0=standby; 1=precharge; 2=closed; 3=opening; 4=fault.",
+        lambda p: _contactor_index(p.contactors),
     ),
-    (
+    NativeField(
         "Mode",
         "enum16",
         "",
         None,
-        "RW",
-        True,
         "0=standby; 1=working. Write: command set_mode {mode}.",
+        lambda p: _mode_index(p.mode),
+        "RW",
     ),
-    ("SoC", "uint16", "%", -1, "R", True, "State of charge."),
-    ("SoH", "uint16", "%", -1, "R", True, "State of health."),
-    ("V", "uint16", "V", -1, "R", True, "Pack voltage."),
-    ("A", "int16", "A", -1, "R", True, "Pack current, positive = charging."),
-    ("CVL", "uint16", "V", -1, "R", True, "Charge voltage limit."),
-    ("DVL", "uint16", "V", -1, "R", True, "Discharge voltage limit."),
-    ("CCL", "uint16", "A", -1, "R", True, "Charge current limit."),
-    ("DCL", "uint16", "A", -1, "R", True, "Discharge current limit."),
-    ("CellVMin", "uint16", "V", -3, "R", True, "Lowest cell voltage (mV)."),
-    ("CellVMax", "uint16", "V", -3, "R", True, "Highest cell voltage (mV)."),
-    ("CellVAvg", "uint16", "V", -3, "R", True, "Average cell voltage (mV)."),
-    ("TmpMin", "int16", "C", -1, "R", True, "Lowest temperature."),
-    ("TmpMax", "int16", "C", -1, "R", True, "Highest temperature."),
-    ("NCell", "uint16", "", None, "R", False, "Cells in series (cell registers from 1100)."),
-    ("NTmp", "uint16", "", None, "R", False, "Temperature sensors (registers from 1300)."),
-    ("NStaleMod", "uint16", "", None, "R", True, "Modules whose telemetry is stale."),
-    ("Faults", "bitfield32", "", None, "R", True, "Active faults, one bit per code."),
-    ("Alarms", "bitfield32", "", None, "R", True, "Active alarms, one bit per code."),
-    ("Warnings", "bitfield32", "", None, "R", True, "Active warnings, one bit per code."),
+    NativeField("SoC", "uint16", "%", -1, "State of charge.", lambda p: p.soc),
+    NativeField("SoH", "uint16", "%", -1, "State of health.", lambda p: p.soh),
+    NativeField("V", "uint16", "V", -1, "Pack voltage.", lambda p: p.voltage),
+    NativeField("A", "int16", "A", -1, "Pack current, positive = charging.", lambda p: p.current),
+    NativeField(
+        "CVL", "uint16", "V", -1, "Charge voltage limit.", lambda p: p.limits.charge_voltage_v
+    ),
+    NativeField(
+        "DVL", "uint16", "V", -1, "Discharge voltage limit.", lambda p: p.limits.discharge_voltage_v
+    ),
+    NativeField(
+        "CCL", "uint16", "A", -1, "Charge current limit.", lambda p: p.limits.charge_current_a
+    ),
+    NativeField(
+        "DCL", "uint16", "A", -1, "Discharge current limit.", lambda p: p.limits.discharge_current_a
+    ),
+    NativeField("CellVMin", "uint16", "V", -3, "Lowest cell voltage (mV).", lambda p: p.cell_v_min),
+    NativeField(
+        "CellVMax", "uint16", "V", -3, "Highest cell voltage (mV).", lambda p: p.cell_v_max
+    ),
+    NativeField(
+        "CellVAvg", "uint16", "V", -3, "Average cell voltage (mV).", lambda p: p.cell_v_avg
+    ),
+    NativeField("TmpMin", "int16", "C", -1, "Lowest temperature.", lambda p: p.temp_min_c),
+    NativeField("TmpMax", "int16", "C", -1, "Highest temperature.", lambda p: p.temp_max_c),
+    NativeField("NCell", "uint16", "", None, "Cells in series (cell registers from 1100).", None),
+    NativeField("NTmp", "uint16", "", None, "Temperature sensors (registers from 1300).", None),
+    NativeField(
+        "NStaleMod",
+        "uint16",
+        "",
+        None,
+        "Modules whose telemetry is stale.",
+        lambda p: len(p.stale_modules),
+    ),
+    NativeField(
+        "Faults",
+        "bitfield32",
+        "",
+        None,
+        "Active faults, one bit per code.",
+        lambda p: _bits(p.faults),
+    ),
+    NativeField(
+        "Alarms",
+        "bitfield32",
+        "",
+        None,
+        "Active alarms, one bit per code.",
+        lambda p: _bits(p.alarms),
+    ),
+    NativeField(
+        "Warnings",
+        "bitfield32",
+        "",
+        None,
+        "Active warnings, one bit per code.",
+        lambda p: _bits(p.warnings),
+    ),
 )
+
+
+def _na(typ: str) -> str:
+    return f"Not available: 0x{NATIVE_NOT_AVAILABLE[typ]:X}."
 
 
 def _native_points(config: SystemConfig) -> list[Point]:
     out: list[Point] = []
     address = NATIVE_BASE
-    for name, typ, units, sf, access, measured, desc in _NATIVE_FIXED:
-        size = 2 if typ.endswith("32") else 1
+    for f in NATIVE_FIELDS:
+        size = 2 if f.type.endswith("32") else 1
         out.append(
-            Point("native", None, name, address, size, typ, units, sf, access, desc, measured)
+            Point(
+                "native",
+                None,
+                f.name,
+                address,
+                size,
+                f.type,
+                f.units,
+                f.sf,
+                f.access,
+                f.description if f.source is None else f"{f.description} {_na(f.type)}",
+                f.source is not None,
+            )
         )
         address += size
     topo = config.topology
@@ -306,7 +409,7 @@ def _native_points(config: SystemConfig) -> list[Point]:
                 "V",
                 -3,
                 "R",
-                f"Cell {i + 1} voltage (mV), series order.",
+                f"Cell {i + 1} voltage (mV), series order. {_na('uint16')}",
             )
         )
     for i in range(topo.total_temp_sensors):
@@ -322,7 +425,7 @@ def _native_points(config: SystemConfig) -> list[Point]:
                 "C",
                 -1,
                 "R",
-                f"Module {module + 1} sensor {sensor + 1} temperature.",
+                f"Module {module + 1} sensor {sensor + 1} temperature. {_na('int16')}",
             )
         )
     return out
@@ -425,44 +528,61 @@ def _to_raw(value: float, sf: int) -> int:
     return round(value * factor) if sf <= 0 else round(value / factor)
 
 
-def encode_point(point: Point, value: Value, sf: int | None) -> list[int]:
-    """The registers of `point` holding `value` (None = "not implemented")."""
+def not_available(point: Point) -> int:
+    """The raw "not available" value of `point`: SunSpec's unimplemented value of its type in
+    the SunSpec chain, `NATIVE_NOT_AVAILABLE` in the native block."""
+    if point.block == "native":
+        return NATIVE_NOT_AVAILABLE[point.type]
+    return UNIMPLEMENTED[point.type]
+
+
+# The range a raw value may take: the extremes are kept clear of the "not available" values.
+_RAW_RANGE: dict[str, tuple[int, int]] = {
+    "int16": (-0x7FFF, 0x7FFF),
+    "sunssf": (-0x7FFF, 0x7FFF),
+    "uint16": (0, 0xFFFE),
+    "enum16": (0, 0xFFFE),
+    "uint32": (0, 0xFFFFFFFE),
+    "bitfield32": (0, 0xFFFFFFFF),
+}
+
+
+def encode_point(point: Point, value: Value, sf: int | None) -> list[int] | None:
+    """The registers of `point` holding `value` (None = "not available").
+
+    Returns None when `value` does not fit the register: it is refused, never clamped (the
+    caller serves "not available" and says so).
+    """
     typ = point.type
     if typ == "string":
         text = "" if value is None else str(value)
         data = text.encode("ascii", "replace")[: 2 * point.size].ljust(2 * point.size, b"\0")
         return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
     if value is None or typ == "pad":
-        raw = UNIMPLEMENTED[typ]
+        raw = not_available(point)
     else:
         number = value if isinstance(value, int | float) else float(value)
         scaled = _to_raw(float(number), sf) if sf is not None else round(number)
-        raw = _clamp(typ, scaled)
+        if typ not in _RAW_RANGE:
+            raise ValueError(f"unsupported type {typ}")
+        low, high = _RAW_RANGE[typ]
+        if not low <= scaled <= high:
+            return None
+        if typ == "bitfield32" and scaled == 0xFFFFFFFF:
+            scaled &= 0x7FFFFFFF
+        raw = scaled & (0xFFFF if point.size == 1 else 0xFFFFFFFF)
     if point.size == 2:
         return [(raw >> 16) & 0xFFFF, raw & 0xFFFF]
     return [raw & 0xFFFF]
 
 
-def _clamp(typ: str, raw: int) -> int:
-    # Keep clear of the "not implemented" values, which would read as missing data.
-    if typ in ("int16", "sunssf"):
-        return max(-0x7FFF, min(0x7FFF, raw)) & 0xFFFF
-    if typ in ("uint16", "enum16"):
-        return max(0, min(0xFFFE, raw))
-    if typ == "uint32":
-        return max(0, min(0xFFFFFFFE, raw))
-    if typ == "bitfield32":
-        return raw & 0x7FFFFFFF if raw == 0xFFFFFFFF else raw & 0xFFFFFFFF
-    raise ValueError(f"unsupported type {typ}")
-
-
 def read_raw(image: dict[int, int], point: Point) -> int | str | None:
-    """The raw value of `point` in `image`; None for "not implemented"."""
+    """The raw value of `point` in `image`; None for "not available"."""
     regs = [image[point.address + i] for i in range(point.size)]
     if point.type == "string":
         return b"".join(r.to_bytes(2, "big") for r in regs).rstrip(b"\0").decode("ascii")
     raw = regs[0] if point.size == 1 else (regs[0] << 16) | regs[1]
-    if point.type != "pad" and raw == UNIMPLEMENTED[point.type]:
+    if point.type != "pad" and raw == not_available(point):
         return None
     if point.type in ("int16", "sunssf") and raw >= 0x8000:
         raw -= 0x10000
@@ -496,10 +616,15 @@ def _bits(codes: Iterable[str]) -> int:
     return out
 
 
-def _evt1(pack: PackState | None) -> int:
-    if pack is None:
-        return 1 << EVT1_COMMUNICATION_ERROR
-    out = 0
+def pack_data_unknown(pack: PackState) -> bool:
+    """True while part of the pack is unknown: a module is stale, or a pack measurement or the
+    state of charge is not known yet. SunSpec says so with the Evt1 COMMUNICATION_ERROR bit."""
+    core = (pack.voltage, pack.current, pack.soc, pack.cell_v_min, pack.cell_v_max, pack.cell_v_avg)
+    return bool(pack.stale_modules) or any(v is None for v in core)
+
+
+def _evt1(pack: PackState) -> int:
+    out = 1 << EVT1_COMMUNICATION_ERROR if pack_data_unknown(pack) else 0
     for codes, warning in ((pack.faults, False), (pack.alarms, False), (pack.warnings, True)):
         for code in codes:
             pair = _EVT1_BITS.get(code)
@@ -510,13 +635,15 @@ def _evt1(pack: PackState | None) -> int:
     return out
 
 
-def _cha_st(pack: PackState) -> int:
+def _cha_st(pack: PackState) -> int | None:
     if pack.contactors != "closed":
         return 1  # OFF
+    if pack.current is None:
+        return None
     if pack.current > IDLE_CURRENT_A:
-        return 5 if pack.soc >= 100.0 else 4  # FULL / CHARGING
+        return 5 if pack.soc is not None and pack.soc >= 100.0 else 4  # FULL / CHARGING
     if pack.current < -IDLE_CURRENT_A:
-        return 2 if pack.soc <= 0.0 else 3  # EMPTY / DISCHARGING
+        return 2 if pack.soc is not None and pack.soc <= 0.0 else 3  # EMPTY / DISCHARGING
     return 6  # HOLDING
 
 
@@ -526,41 +653,119 @@ def _state(pack: PackState) -> int:
     return {"closed": 3, "precharge": 2, "opening": 6}.get(pack.contactors, 1)
 
 
+def _module_number(at: CellLocation | None) -> int | None:
+    return None if at is None else at.module + 1
+
+
+def _string_number(at: CellLocation | None) -> int | None:
+    return None if at is None else 1
+
+
+# Value sources of the pack-level SunSpec points, by point name (tests check every name).
+_PACK_COMMON: dict[str, PackSource] = {
+    "SoC": lambda p: p.soc,
+    "DoD": lambda p: None if p.soc is None else 100.0 - p.soc,
+    "SoH": lambda p: p.soh,
+    "NCyc": lambda p: None if p.equivalent_cycles is None else int(p.equivalent_cycles),
+    "A": lambda p: p.current,
+    "V": lambda p: p.voltage,
+    "CellVMax": lambda p: p.cell_v_max,
+    "CellVMaxMod": lambda p: _module_number(p.cell_v_max_at),
+    "CellVMin": lambda p: p.cell_v_min,
+    "CellVMinMod": lambda p: _module_number(p.cell_v_min_at),
+    "CellVAvg": lambda p: p.cell_v_avg,
+    "Evt1": _evt1,
+    "Evt2": lambda p: 0,
+    "EvtVnd1": lambda p: _bits(p.faults),
+    "EvtVnd2": lambda p: _bits(p.alarms),
+}
+
+BATTERY_SOURCES: dict[str, PackSource] = {
+    **_PACK_COMMON,
+    "ChaSt": _cha_st,
+    "Hb": lambda p: None if p.ts is None else int(p.ts) % 0x10000,
+    "CtrlHb": lambda p: 0,
+    "AlmRst": lambda p: 0,
+    "State": _state,
+    "StateVnd": lambda p: _contactor_index(p.contactors),
+    "VMax": lambda p: p.limits.charge_voltage_v,
+    "VMin": lambda p: p.limits.discharge_voltage_v,
+    "CellVMaxStr": lambda p: _string_number(p.cell_v_max_at),
+    "CellVMinStr": lambda p: _string_number(p.cell_v_min_at),
+    "AChaMax": lambda p: p.limits.charge_current_a,
+    "ADisChaMax": lambda p: p.limits.discharge_current_a,
+    "W": lambda p: p.power_w,
+    "ReqInvState": lambda p: 0,
+    "SetOp": lambda p: 1 if p.contactors == "closed" else 2,
+}
+"""Model 802 points filled from the pack state."""
+
+STRING_SOURCES: dict[str, PackSource] = {
+    **_PACK_COMMON,
+    "St": lambda p: 1 | (2 if p.contactors == "closed" else 0),
+    "ConFail": lambda p: 8 if p.faults else (6 if p.contactors == "fault" else 0),
+    "ModTmpMax": lambda p: p.temp_max_c,
+    "ModTmpMaxMod": lambda p: _module_number(p.temp_max_at),
+    "ModTmpMin": lambda p: p.temp_min_c,
+    "ModTmpMinMod": lambda p: _module_number(p.temp_min_at),
+    "ModTmpAvg": lambda p: p.temp_avg_c,
+    "ConSt": lambda p: 1 if p.contactors == "closed" else 0,
+}
+"""Model 804 points filled from the pack state (the module groups come from the cells)."""
+
+NOT_SERVED: dict[int, frozenset[str]] = {
+    802: frozenset(
+        {"DisChaRte", "SoCMax", "SoCMin", "SocRsvMax", "SoCRsvMin", "WarrDt", "ReqW"}
+        | {"SetInvState"}
+    ),
+    804: frozenset({"SetEna", "SetCon", "ModSoC", "ModSoH"}),
+    805: frozenset({"SoC", "DoD", "SoH", "NCyc", "SN"}),
+}
+"""Measured SunSpec points this BMS does not know: they always read "not implemented"."""
+
+
+def layout_matches(config: SystemConfig, cells: CellSnapshot) -> bool:
+    """True when the snapshot has the modules, cells and sensors of `config`'s topology."""
+    topo = config.topology
+    return len(cells.modules) == topo.modules and all(
+        len(m.cell_v) == topo.cells_in_module(m.module)
+        and len(m.temp_c) == topo.temp_sensors_per_module
+        for m in cells.modules
+    )
+
+
 @dataclass(frozen=True)
 class _Cell:
-    v: float
+    v: float | None
     tmp: float | None
-    balancing: bool
+    balancing: bool | None
 
 
 def _modules(
-    config: SystemConfig, pack: PackState | None, cells: CellSnapshot | None
+    config: SystemConfig, pack: PackState, cells: CellSnapshot | None
 ) -> list[list[_Cell] | None]:
-    """Cells per module, None where the data is missing, inconsistent or stale."""
+    """Cells per module (None for a module that is stale or missing), each at its place."""
     topo = config.topology
-    out: list[list[_Cell] | None] = [None] * topo.modules
-    if pack is None or cells is None or len(cells.cell_v) != topo.total_cells:
-        return out
-    if len(cells.module_of_cell) != len(cells.cell_v):
-        return out
-    temps_ok = len(cells.temp_c) == topo.total_temp_sensors
-    per = topo.temp_sensors_per_module
-    groups: dict[int, list[int]] = {}
-    for i, m in enumerate(cells.module_of_cell):
-        groups.setdefault(m, []).append(i)
-    for m in range(topo.modules):
-        idx = groups.get(m, [])
-        if len(idx) != topo.cells_in_module(m) or m in pack.stale_modules:
+    if cells is None or not layout_matches(config, cells):
+        return [None] * topo.modules
+    temps: dict[int, list[float | None]] = {}
+    for t in cells.temperatures():
+        temps.setdefault(t.module, []).append(t.temp_c)
+    volts: dict[int, list[tuple[float | None, bool]]] = {}
+    for c in cells.cells():
+        volts.setdefault(c.module, []).append((c.voltage_v, c.balancing))
+    out: list[list[_Cell] | None] = []
+    for m in cells.modules:
+        if not m.fresh or m.module in pack.stale_modules:
+            out.append(None)
             continue
-        sensors = cells.temp_c[m * per : (m + 1) * per] if temps_ok else [None] * per
-        out[m] = [
-            _Cell(
-                v=cells.cell_v[i],
-                tmp=sensors[k * per // len(idx)],
-                balancing=i < len(cells.balancing) and cells.balancing[i],
-            )
-            for k, i in enumerate(idx)
-        ]
+        sensors, channels = temps[m.module], volts[m.module]
+        out.append(
+            [
+                _Cell(v, sensors[k * len(sensors) // len(channels)], balancing)
+                for k, (v, balancing) in enumerate(channels)
+            ]
+        )
     return out
 
 
@@ -572,25 +777,31 @@ def _extreme(values: list[float | None], pick: Callable[..., float]) -> tuple[fl
     return best, next(i for v, i in present if v == best) + 1
 
 
-def _module_stats(prefix: str, cells: list[_Cell] | None, out: dict[str, Value]) -> None:
-    """CellVMax/Cell, CellVMin/Cell, CellVAvg, CellTmpMax/Cell, … under `prefix`."""
+def _module_stats(cells: list[_Cell] | None) -> dict[str, Value]:
+    """CellVMax/Cell, CellVMin/Cell, CellVAvg, CellTmpMax/Cell, … over the known channels."""
+    out: dict[str, Value] = {}
     if cells is None:
-        return
-    volts: list[float | None] = [c.v for c in cells]
-    temps = [c.tmp for c in cells]
-    for kind, values in (("CellV", volts), ("CellTmp", temps)):
+        return out
+    for kind, values in (("CellV", [c.v for c in cells]), ("CellTmp", [c.tmp for c in cells])):
         for label, pick in (("Max", max), ("Min", min)):
             found = _extreme(values, pick)
             if found:
-                out[f"{prefix}{kind}{label}"], out[f"{prefix}{kind}{label}Cell"] = found
+                out[f"{kind}{label}"], out[f"{kind}{label}Cell"] = found
         present = [v for v in values if v is not None]
         if present:
-            out[f"{prefix}{kind}Avg"] = sum(present) / len(present)
+            out[f"{kind}Avg"] = sum(present) / len(present)
+    return out
 
 
-def _values(
-    config: SystemConfig, pack: PackState | None, cells: CellSnapshot | None, identity: Identity
-) -> dict[str, Value]:
+def _sum_if_known(values: Iterable[float | bool | None]) -> float | None:
+    items = list(values)
+    if any(v is None for v in items):
+        return None
+    return float(sum(v for v in items if v is not None))
+
+
+def _metadata(config: SystemConfig, identity: Identity) -> dict[str, Value]:
+    """Identity, ratings, counts and scale factors: valid while the data is stale."""
     topo = config.topology
     chem = config.cell_chemistry
     nominal_v = chem.nominal_v * topo.total_cells
@@ -615,129 +826,67 @@ def _values(
         "battery.W_SF": _fit_sf(w_max, 0x7FFF),
         "battery.LocRemCtl": 0,
         "battery.Typ": 99 if config.chemistry == "NA_ION" else 4,
-        "battery.Evt1": _evt1(pack),
-        "string.Evt1": _evt1(pack),
         "string.Idx": 1,
         "string.NMod": topo.modules,
         "native.LayoutVersion": NATIVE_LAYOUT_VERSION,
-        "native.Stale": 1 if pack is None else 0,
         "native.NCell": topo.total_cells,
         "native.NTmp": topo.total_temp_sensors,
     }
-    for block in ("battery", "string", *(f"module{m + 1}" for m in range(topo.modules))):
+    blocks = [("battery", 802), ("string", 804)]
+    blocks += [(f"module{m + 1}", 805) for m in range(topo.modules)]
+    for block, model_id in blocks:
+        names = {p.name for p in load_model(model_id).points}
         for name, sf in _FIXED_SF.items():
-            v[f"{block}.{name}"] = sf
+            if name in names:
+                v[f"{block}.{name}"] = sf
     for m in range(topo.modules):
         v[f"string.Mod{m + 1}.ModNCell"] = topo.cells_in_module(m)
         v[f"module{m + 1}.StrIdx"] = 1
         v[f"module{m + 1}.ModIdx"] = m + 1
         v[f"module{m + 1}.NCell"] = topo.cells_in_module(m)
-    for block in ("battery", "string"):
-        for name in ("Evt2", "EvtVnd1", "EvtVnd2"):
-            v[f"{block}.{name}"] = 0
-    for name in ("Faults", "Alarms", "Warnings"):
-        v[f"native.{name}"] = 0
+    return v
+
+
+def _values(
+    config: SystemConfig, pack: PackState | None, cells: CellSnapshot | None, identity: Identity
+) -> dict[str, Value]:
+    v = _metadata(config, identity)
+    v["native.Stale"] = 1 if pack is None else 0
     if pack is None:
+        v["battery.Evt1"] = v["string.Evt1"] = 1 << EVT1_COMMUNICATION_ERROR
         return v
+    for block, sources in (("battery", BATTERY_SOURCES), ("string", STRING_SOURCES)):
+        for name, source in sources.items():
+            v[f"{block}.{name}"] = source(pack)
+    for f in NATIVE_FIELDS:
+        if f.source is not None:
+            v[f"native.{f.name}"] = f.source(pack)
 
     modules = _modules(config, pack, cells)
-    faults, alarms, warnings = _bits(pack.faults), _bits(pack.alarms), _bits(pack.warnings)
-    closed = pack.contactors == "closed"
-    lim = pack.limits
-    vmax_mod = pack.cell_v_max_at.module + 1 if pack.cell_v_max_at else None
-    vmin_mod = pack.cell_v_min_at.module + 1 if pack.cell_v_min_at else None
-    balancing = (
-        sum(c.balancing for mod in modules if mod for c in mod)
-        if all(mod is not None for mod in modules)
-        else None
-    )
-    common = {
-        "SoC": pack.soc,
-        "DoD": 100.0 - pack.soc,
-        "SoH": pack.soh,
-        "NCyc": int(pack.equivalent_cycles),
-        "A": pack.current,
-        "V": pack.voltage,
-        "CellVMax": pack.cell_v_max,
-        "CellVMin": pack.cell_v_min,
-        "CellVAvg": pack.cell_v_avg,
-        "EvtVnd1": faults,
-        "EvtVnd2": alarms,
-        "NCellBal": balancing,
-    }
-    for name, value in common.items():
-        v[f"battery.{name}"] = v[f"string.{name}"] = value
-    v.update(
-        {
-            "battery.ChaSt": _cha_st(pack),
-            "battery.Hb": int(pack.ts) % 0x10000 if pack.ts is not None else None,
-            "battery.CtrlHb": 0,
-            "battery.AlmRst": 0,
-            "battery.State": _state(pack),
-            "battery.StateVnd": CONTACTOR_STATES.index(pack.contactors),
-            "battery.VMax": lim.charge_voltage_v,
-            "battery.VMin": lim.discharge_voltage_v,
-            "battery.CellVMaxStr": 1,
-            "battery.CellVMaxMod": vmax_mod,
-            "battery.CellVMinStr": 1,
-            "battery.CellVMinMod": vmin_mod,
-            "battery.AChaMax": lim.charge_current_a,
-            "battery.ADisChaMax": lim.discharge_current_a,
-            "battery.W": pack.voltage * pack.current,
-            "battery.ReqInvState": 0,
-            "battery.SetOp": 1 if closed else 2,
-            "string.St": 1 | (2 if closed else 0),
-            "string.ConFail": 8 if pack.faults else (6 if pack.contactors == "fault" else 0),
-            "string.CellVMaxMod": vmax_mod,
-            "string.CellVMinMod": vmin_mod,
-            "string.ModTmpMax": pack.temp_max_c,
-            "string.ModTmpMaxMod": pack.temp_max_at.module + 1 if pack.temp_max_at else None,
-            "string.ModTmpMin": pack.temp_min_c,
-            "string.ModTmpMinMod": pack.temp_min_at.module + 1 if pack.temp_min_at else None,
-            "string.ModTmpAvg": pack.temp_avg_c,
-            "string.ConSt": 1 if closed else 0,
-            "native.Contactors": CONTACTOR_STATES.index(pack.contactors),
-            "native.Mode": MODES.index(pack.mode),
-            "native.SoC": pack.soc,
-            "native.SoH": pack.soh,
-            "native.V": pack.voltage,
-            "native.A": pack.current,
-            "native.CVL": lim.charge_voltage_v,
-            "native.DVL": lim.discharge_voltage_v,
-            "native.CCL": lim.charge_current_a,
-            "native.DCL": lim.discharge_current_a,
-            "native.CellVMin": pack.cell_v_min,
-            "native.CellVMax": pack.cell_v_max,
-            "native.CellVAvg": pack.cell_v_avg,
-            "native.TmpMin": pack.temp_min_c,
-            "native.TmpMax": pack.temp_max_c,
-            "native.NStaleMod": len(pack.stale_modules),
-            "native.Faults": faults,
-            "native.Alarms": alarms,
-            "native.Warnings": warnings,
-        }
-    )
+    known = [mod for mod in modules if mod is not None]
+    if len(known) == len(modules):
+        v["string.NCellBal"] = _sum_if_known(c.balancing for mod in known for c in mod)
     for m, mod in enumerate(modules):
         block, group = f"module{m + 1}", f"string.Mod{m + 1}."
-        stats: dict[str, Value] = {}
-        _module_stats("", mod, stats)
-        for key, stat in stats.items():
+        for key, stat in _module_stats(mod).items():
             v[f"{block}.{key}"] = stat
             v[f"{group}Mod{key}"] = stat
         if mod is None:
             continue
-        v[f"{block}.V"] = sum(c.v for c in mod)
-        v[f"{block}.NCellBal"] = sum(c.balancing for c in mod)
+        v[f"{block}.V"] = _sum_if_known(c.v for c in mod)
+        v[f"{block}.NCellBal"] = _sum_if_known(c.balancing for c in mod)
         for i, cell in enumerate(mod):
             v[f"{block}.Cell{i + 1}.CellV"] = cell.v
             v[f"{block}.Cell{i + 1}.CellTmp"] = cell.tmp
-            v[f"{block}.Cell{i + 1}.CellSt"] = 1 if cell.balancing else 0
-    if cells is not None and len(cells.cell_v) == topo.total_cells:
-        for i, volts in enumerate(cells.cell_v):
-            v[f"native.CellV{i + 1}"] = volts
-    if cells is not None and len(cells.temp_c) == topo.total_temp_sensors:
-        for i, temp in enumerate(cells.temp_c):
-            v[f"native.Tmp{i + 1}"] = temp
+            v[f"{block}.Cell{i + 1}.CellSt"] = (
+                None if cell.balancing is None else int(cell.balancing)
+            )
+    if cells is not None and layout_matches(config, cells):
+        stale = set(pack.stale_modules)
+        for c in cells.cells():
+            v[f"native.CellV{c.series_index + 1}"] = None if c.module in stale else c.voltage_v
+        for t in cells.temperatures():
+            v[f"native.Tmp{t.sensor_index + 1}"] = None if t.module in stale else t.temp_c
     return v
 
 
@@ -748,13 +897,19 @@ def build_image(
     *,
     stale: bool,
     identity: Identity,
+    refused: list[str] | None = None,
 ) -> dict[int, int]:
     """Every register (0-based address → uint16) of both areas.
 
-    With `stale` or no `pack`, measured points read "not implemented" (module docstring).
+    With `stale` or no `pack`, measured points read "not available" (module docstring). A value
+    that does not fit its register reads "not available" too, and its point key is appended to
+    `refused`.
     """
     rmap = register_map(config)
     values = _values(config, None if stale else pack, None if stale else cells, identity)
+    unresolved = set(values) - set(rmap.by_key)
+    if unresolved:
+        raise AssertionError(f"value sources without a point: {sorted(unresolved)}")
     # The model IDs and lengths come from the layout itself.
     for model_id, block in ((1, "common"), (802, "battery"), (804, "string")):
         values[f"{block}.ID"] = model_id
@@ -768,7 +923,7 @@ def build_image(
             raise AssertionError("model chain out of order")
     for point in rmap.points:
         if point.block == "chain":
-            regs = list(MARKER)
+            regs: list[int] | None = list(MARKER)
         elif point.block == "end":
             regs = [END_MODEL_ID if point.name == "ID" else 0]
         else:
@@ -779,6 +934,11 @@ def build_image(
                 found = values.get(f"{point.block}.{point.sf}")
                 sf = found if isinstance(found, int) else None
             regs = encode_point(point, values.get(point.key), sf)
+            if regs is None:
+                if refused is not None:
+                    refused.append(point.key)
+                regs = encode_point(point, None, sf)
+        assert regs is not None
         for i, reg in enumerate(regs):
             image[point.address + i] = reg
     return image

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from services.modbus_gateway.register_map import (
@@ -21,6 +23,7 @@ from services.modbus_gateway.register_map import (
     WriteError,
     build_image,
     decode_write,
+    layout_matches,
 )
 from shared.config import SystemConfig
 from shared.messages import CellSnapshot, PackState
@@ -35,7 +38,12 @@ CommandSender = Callable[[Command], Awaitable[str | None]]
 
 @dataclass
 class GatewayData:
-    """The latest pack data and the register image built from it."""
+    """The configuration, the latest pack data and the register image built from them.
+
+    The image is always built from one configuration and data that belong to it: after a
+    topology change the pack data is dropped and nothing measured is served until a cell
+    snapshot of the new layout arrives (the master then runs the new topology).
+    """
 
     config: SystemConfig
     identity: Identity
@@ -44,19 +52,58 @@ class GatewayData:
     pack: PackState | None = None
     cells: CellSnapshot | None = None
     pack_s: float | None = None
+    awaiting_layout: bool = False
+    """True after a topology change until the master reports the new layout."""
+    counters: Counter[str] = field(default_factory=Counter)
+    """Health counters (the bus's, in the service): `cell_snapshots_of_another_layout`,
+    `values_refused` (values that did not fit their registers, once per new point)."""
     _image: dict[int, int] = field(default_factory=dict)
     _image_stale: bool | None = None
     _dirty: bool = True
+    _refused: frozenset[str] = frozenset()
+    _foreign_said: bool = False
 
     def update_pack(self, pack: PackState) -> None:
+        if self.awaiting_layout:
+            return
         self.pack, self.pack_s, self._dirty = pack, self.monotonic(), True
 
     def update_cells(self, cells: CellSnapshot) -> None:
-        self.cells, self._dirty = cells, True
+        if not layout_matches(self.config, cells):
+            self.counters["cell_snapshots_of_another_layout"] += 1
+            if not self._foreign_said:
+                self._foreign_said = True
+                log.log(
+                    logging.INFO if self.awaiting_layout else logging.WARNING,
+                    "cell snapshot with %d cells and %d sensors does not match the configured "
+                    "topology (%d cells, %d sensors): not served (%d so far)",
+                    cells.cell_count,
+                    cells.temp_count,
+                    self.config.topology.total_cells,
+                    self.config.topology.total_temp_sensors,
+                    self.counters["cell_snapshots_of_another_layout"],
+                )
+            if self.cells is not None:
+                self.cells, self._dirty = None, True
+            return
+        if self.awaiting_layout:
+            log.info("the master reports the new layout: serving its data")
+        self.cells, self.awaiting_layout, self._dirty = cells, False, True
+        self._foreign_said = False
 
-    def replace_config(self, config: SystemConfig) -> None:
-        """A new configuration with the same register layout (limits, names, thresholds)."""
-        self.config, self._dirty = config, True
+    def replace_config(self, config: SystemConfig, identity: Identity) -> None:
+        """A new configuration; with another topology the register layout changes at once."""
+        relayout = config.topology != self.config.topology
+        self.config, self.identity, self._dirty = config, identity, True
+        if relayout:
+            self.pack = self.cells = self.pack_s = None
+            self.awaiting_layout = True
+            log.info(
+                "new topology (%d cells, %d sensors): the register layout changes now; values "
+                "read 'not available' until the master reports it",
+                config.topology.total_cells,
+                config.topology.total_temp_sensors,
+            )
 
     @property
     def stale(self) -> bool:
@@ -65,26 +112,39 @@ class GatewayData:
     def image(self) -> dict[int, int]:
         stale = self.stale
         if self._dirty or stale != self._image_stale:
+            refused: list[str] = []
             self._image = build_image(
-                self.config, self.pack, self.cells, stale=stale, identity=self.identity
+                self.config,
+                self.pack,
+                self.cells,
+                stale=stale,
+                identity=self.identity,
+                refused=refused,
             )
             self._image_stale, self._dirty = stale, False
+            if new := frozenset(refused) - self._refused:
+                self.counters["values_refused"] += len(new)
+                log.warning(
+                    "values that do not fit their registers read 'not available': %s",
+                    ", ".join(refused),
+                )
+            self._refused = frozenset(refused)
         return self._image
 
 
-def blocks(image: dict[int, int]) -> list[tuple[int, int]]:
-    """Contiguous (start, count) runs of the image: the addresses that exist."""
-    runs: list[tuple[int, int]] = []
-    for address in sorted(image):
-        if runs and runs[-1][0] + runs[-1][1] == address:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((address, 1))
-    return runs
+BIT_CODES = frozenset({1, 2, 5, 15})
+"""Coils and discrete inputs: this device has none."""
+
+ADDRESS_SPACE = 0x10000
 
 
 def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevice:
-    """`unit_id` 0 answers every unit id (TCP); a number answers only that one (RTU)."""
+    """`unit_id` 0 answers every unit id (TCP); a number answers only that one (RTU).
+
+    The device spans the whole address space and the action answers from the current image,
+    so the layout can change while the server runs; an address outside the image answers
+    exception 02, a coil or discrete-input function exception 01.
+    """
 
     async def action(
         function_code: int,
@@ -94,16 +154,21 @@ def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevi
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
+        if function_code in BIT_CODES:
+            return ExcCodes.ILLEGAL_FUNCTION
         if set_values is not None and function_code in WRITE_CODES:
             return await _write(address, [int(v) for v in set_values], send)
-        image = data.image()
+        image = data.image()  # one image for the whole request: never a mix of two layouts
+        if any(a not in image for a in range(address, address + count)):
+            return ExcCodes.ILLEGAL_ADDRESS
         for i in range(count):
-            registers[address - start_address + i] = image.get(address + i, 0)
+            registers[address - start_address + i] = image[address + i]
         return None
 
     simdata = [
-        SimData(address=start, count=count, values=0, datatype=DataType.REGISTERS, readonly=False)
-        for start, count in blocks(data.image())
+        SimData(
+            address=0, count=ADDRESS_SPACE, values=0, datatype=DataType.REGISTERS, readonly=False
+        )
     ]
     return SimDevice(id=unit_id, simdata=simdata, action=action)
 
@@ -121,12 +186,21 @@ async def _write(address: int, values: Sequence[int], send: CommandSender) -> Ex
     return None
 
 
-def drop_foreign_units(unit_ids: frozenset[int]) -> Callable[[bool, bytes], bytes]:
-    """RTU: stay silent for other unit ids on a shared RS-485 line (pymodbus would answer 04)."""
+@dataclass
+class ForeignUnits:
+    """RTU: requests for other unit ids on a shared RS-485 line get no answer and no log
+    flood, only a counter and one debug line each."""
 
-    def trace(sending: bool, packet: bytes) -> bytes:
-        if sending and packet and packet[0] not in unit_ids:
-            return b""
-        return packet
+    unit_ids: frozenset[int]
+    counters: Counter[str] = field(default_factory=Counter)
 
-    return trace
+    def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        if sending or pdu.dev_id == 0 or pdu.dev_id in self.unit_ids:
+            return pdu
+        self.counters["rtu_requests_for_other_units"] += 1
+        log.debug(
+            "RTU request for unit id %d ignored (%d so far)",
+            pdu.dev_id,
+            self.counters["rtu_requests_for_other_units"],
+        )
+        return None  # pymodbus then handles nothing and sends nothing

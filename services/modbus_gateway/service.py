@@ -1,24 +1,81 @@
-"""Wiring of the gateway: bus subscriptions, command replies, and the TCP and RTU servers."""
+"""Wiring of the gateway: bus subscriptions, command replies, and the TCP and RTU servers.
+
+Every configuration is applied live: a new topology changes the register layout at once
+(`GatewayData.replace_config`), and new interface parameters restart the affected server in
+this process. The acknowledgement names every interface that could not be started.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from services.modbus_gateway.register_map import Command, Identity
-from services.modbus_gateway.server import GatewayData, blocks, drop_foreign_units, make_device
+from services.modbus_gateway.server import ForeignUnits, GatewayData, make_device
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
+from shared.config.interfaces import ModbusConfig
 from shared.config_ack import acknowledge_config
 from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, PackState
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
 
 log = logging.getLogger("modbus_gateway")
+
+Server = ModbusTcpServer | ModbusSerialServer
+
+STATUS_PERIOD_S = 10.0
+"""How often the service status (with its health counters) is refreshed."""
+
+
+class NothingToServeError(RuntimeError):
+    """Neither Modbus TCP nor RTU can be served."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server: which interface, the parameters it runs with, and how to describe it."""
+
+    name: str
+    params: tuple[Any, ...]
+    """The configuration fields it depends on; a change restarts it."""
+    enabled: bool
+    describe: str
+
+
+def endpoints(modbus: ModbusConfig) -> dict[str, Endpoint]:
+    """The TCP and RTU endpoints that `modbus` asks for."""
+    m = modbus
+    stop = "stop bit" if m.rtu_stop_bits == 1 else "stop bits"
+    return {
+        "tcp": Endpoint(
+            "tcp",
+            (m.tcp_enabled, m.tcp_host, m.tcp_port),
+            m.tcp_enabled,
+            f"Modbus TCP on {m.tcp_host}:{m.tcp_port}",
+        ),
+        "rtu": Endpoint(
+            "rtu",
+            (m.rtu_enabled, m.rtu_port, m.rtu_baudrate, m.rtu_parity, m.rtu_stop_bits, m.unit_id),
+            m.rtu_enabled,
+            f"Modbus RTU on {m.rtu_port} at {m.rtu_baudrate} baud, parity {m.rtu_parity}, "
+            f"{m.rtu_stop_bits} {stop}, unit id {m.unit_id}",
+        ),
+    }
+
+
+@dataclass
+class _Pending:
+    version: int
+    modbus: ModbusConfig
 
 
 class ModbusGateway:
@@ -27,34 +84,48 @@ class ModbusGateway:
         self.bus = bus
         self.client = CommandClient(bus)
         self.data: GatewayData | None = None
-        self.servers: list[ModbusTcpServer | ModbusSerialServer] = []
-        self.tcp_port: int | None = None
-        self._configured = asyncio.Event()
+        self.servers: dict[str, tuple[Endpoint, Server]] = {}
+        self.modbus: ModbusConfig | None = None
+        """The interface parameters in effect."""
+        self.foreign_units: ForeignUnits | None = None
+        self._pending: _Pending | None = None
+        self._changed = asyncio.Event()
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(PACK_STATE, self._on_pack)
         bus.subscribe(PACK_CELLS, self._on_cells)
 
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
         config = d.message.config
-        errors: list[str] = []
         if config.system_id != self.bus.system:
-            errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
-        elif self.data is None:
-            identity = Identity(serial=config.system_id, device_address=self.settings.unit_id)
-            self.data = GatewayData(config, identity, self.settings.stale_after_s)
-            self._configured.set()
-        elif self.data.config != config:
-            # the servers' register blocks are fixed once they listen; values may change freely
-            new = GatewayData(config, self.data.identity, self.settings.stale_after_s)
-            if blocks(new.image()) == blocks(self.data.image()):
-                self.data.replace_config(config)
-            else:
-                errors = [
-                    f"the register layout changes ({config.topology.total_cells} cells); restart "
-                    f"the gateway to serve it (it still serves version "
-                    f"{self.data.config.config_version})"
-                ]
-        acknowledge_config(self.bus, config.config_version, errors)
+            acknowledge_config(
+                self.bus,
+                config.config_version,
+                [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"],
+            )
+            return
+        try:
+            modbus, notes = self.settings.resolve(config.interfaces.modbus)
+        except ValueError as exc:
+            acknowledge_config(self.bus, config.config_version, [str(exc)])
+            return
+        if modbus != self.modbus:
+            for note in notes:
+                log.info("%s", note)
+            if self.settings.rtu_port and not modbus.rtu_enabled:
+                log.warning(
+                    "BMS_RTU_PORT names %s, but Modbus RTU is disabled in the system "
+                    "configuration (interfaces.modbus.rtu_enabled)",
+                    self.settings.rtu_port,
+                )
+        identity = Identity(serial=config.system_id, device_address=modbus.unit_id)
+        if self.data is None:
+            self.data = GatewayData(
+                config, identity, self.settings.stale_after_s, counters=self.bus.counters
+            )
+        elif self.data.config != config or self.data.identity != identity:
+            self.data.replace_config(config, identity)
+        self._pending = _Pending(config.config_version, modbus)
+        self._changed.set()
 
     def _on_pack(self, d: Delivery[PackState]) -> None:
         if self.data is not None:
@@ -82,48 +153,103 @@ class ModbusGateway:
             loop.call_soon_threadsafe(wake.set)
 
         self.bus.set_wakeup(wakeup)
+        status_due = loop.time() + STATUS_PERIOD_S
         while not stop.is_set():
             self.bus.process()
+            if loop.time() >= status_due:
+                status_due = loop.time() + STATUS_PERIOD_S
+                self.bus.publish_status()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), 0.2)
             wake.clear()
 
     async def serve(self) -> None:
-        await self._configured.wait()
+        """Apply each configuration's interface parameters and acknowledge it.
+
+        Raises NothingToServeError when the first configuration leaves no server running.
+        """
+        first = True
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            errors = await self._apply(pending.modbus)
+            acknowledge_config(self.bus, pending.version, errors)
+            if first and not self.servers:
+                raise NothingToServeError(
+                    "; ".join(errors) or "Modbus TCP and RTU are both disabled"
+                )
+            first = False
+
+    async def _apply(self, modbus: ModbusConfig) -> list[str]:
+        """Start, restart or stop each server for `modbus`; the reasons any cannot run."""
+        self.modbus = modbus
+        errors: list[str] = []
+        for name, wanted in endpoints(modbus).items():
+            running = self.servers.get(name)
+            if running is not None and running[0] == wanted:
+                continue
+            if running is not None:
+                await running[1].shutdown()  # type: ignore[no-untyped-call]
+                del self.servers[name]
+                log.info("%s stopped", running[0].describe)
+            if not wanted.enabled:
+                continue
+            try:
+                self.servers[name] = (wanted, await self._start(name, modbus))
+                log.info("%s (SunSpec at 40000)", wanted.describe)
+            except Exception as exc:  # every cause is reported and none stops the other server
+                self.bus.counters[f"{name}_start_failures"] += 1
+                errors.append(_cannot_start(wanted, modbus, exc))
+                log.error("%s", errors[-1])
+        return errors
+
+    async def _start(self, name: str, m: ModbusConfig) -> Server:
         assert self.data is not None
-        s = self.settings
-        if s.tcp_port or (s.tcp_port == 0 and s.rtu_port is None):
-            tcp = ModbusTcpServer(
-                make_device(self.data, 0, self.send), address=(s.tcp_host, s.tcp_port)
+        server: Server
+        if name == "tcp":
+            server = ModbusTcpServer(
+                make_device(self.data, 0, self.send), address=(m.tcp_host, m.tcp_port)
             )
-            await tcp.serve_forever(background=True)
-            self.servers.append(tcp)
-            self.tcp_port = s.tcp_port
-            log.info(
-                "Modbus TCP on %s:%s (SunSpec at 40000, unit id any)", s.tcp_host, self.tcp_port
-            )
-        if s.rtu_port:
-            rtu = ModbusSerialServer(
-                make_device(self.data, s.unit_id, self.send),
+        else:
+            self.foreign_units = ForeignUnits(frozenset({m.unit_id}), self.bus.counters)
+            server = ModbusSerialServer(
+                make_device(self.data, m.unit_id, self.send),
                 framer=FramerType.RTU,
-                port=s.rtu_port,
-                baudrate=s.rtu_baudrate,
-                parity=s.rtu_parity,
-                stopbits=s.rtu_stopbits,
+                port=m.rtu_port,
+                baudrate=m.rtu_baudrate,
+                parity=m.rtu_parity,
+                stopbits=m.rtu_stop_bits,
                 broadcast_enable=True,
-                trace_packet=drop_foreign_units(frozenset({s.unit_id})),
+                trace_pdu=cast(
+                    Callable[[bool, ModbusPDU], ModbusPDU], self.foreign_units.trace_pdu
+                ),
             )
-            await rtu.serve_forever(background=True)
-            self.servers.append(rtu)
-            log.info(
-                "Modbus RTU on %s, %d baud %s%d, unit id %d",
-                s.rtu_port,
-                s.rtu_baudrate,
-                s.rtu_parity,
-                s.rtu_stopbits,
-                s.unit_id,
-            )
+        try:
+            await server.serve_forever(background=True)
+        except BaseException:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+            raise
+        return server
 
     async def close(self) -> None:
-        for server in self.servers:
+        for _, server in self.servers.values():
             await server.shutdown()  # type: ignore[no-untyped-call]
+        self.servers.clear()
+
+
+def _cannot_start(endpoint: Endpoint, m: ModbusConfig, exc: Exception) -> str:
+    reason = str(exc) or type(exc).__name__
+    if endpoint.name == "rtu":
+        return (
+            f"Modbus RTU cannot open serial port {m.rtu_port} with parity {m.rtu_parity} "
+            f"({m.rtu_baudrate} baud, {m.rtu_stop_bits} stop bit(s)): {reason}. Choose a parity "
+            f"the port supports (interfaces.modbus.rtu_parity or BMS_RTU_PARITY) or check the "
+            f"device; the other interfaces keep serving"
+        )
+    return (
+        f"Modbus TCP cannot listen on {m.tcp_host}:{m.tcp_port}: {reason}; the other "
+        f"interfaces keep serving"
+    )

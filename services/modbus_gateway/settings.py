@@ -1,26 +1,88 @@
-"""Settings of the Modbus gateway (flags or BMS_* variables)."""
+"""Settings of the Modbus gateway (flags or BMS_* variables).
+
+The protocol parameters come from the system configuration (`interfaces.modbus`). A BMS_*
+setting of the same name only names the device on this host (`tcp_host`, `rtu_port`) or
+overrides the configured value; every one that is set is logged as such.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.config.interfaces import MODBUS_BAUDRATES, ModbusConfig
 from shared.settings import ServiceSettings
+
+DEVICE_NAMES = frozenset({"tcp_host", "rtu_port"})
+"""Settings that name the device on this host rather than change the protocol."""
 
 
 class ModbusGatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m services.modbus_gateway")
 
-    tcp_host: str = Field("0.0.0.0", description="Modbus TCP listen address")
-    tcp_port: int = Field(5020, ge=0, le=65535, description="Modbus TCP port (0: TCP off)")
-    rtu_port: str | None = Field(None, description="serial port for Modbus RTU (none: RTU off)")
-    rtu_baudrate: int = Field(19200, description="RTU baud rate")
-    rtu_parity: Literal["N", "E", "O"] = Field("E", description="RTU parity")
-    rtu_stopbits: Literal[1, 2] = Field(1, description="RTU stop bits")
-    unit_id: int = Field(1, ge=1, le=247, description="RTU unit id (others get no answer)")
+    tcp_host: str | None = Field(
+        None, description="Modbus TCP listen address (default: interfaces.modbus.tcp_host)"
+    )
+    rtu_port: str | None = Field(
+        None, description="serial device for Modbus RTU (default: interfaces.modbus.rtu_port)"
+    )
+    tcp_enabled: bool | None = Field(None, description="override interfaces.modbus.tcp_enabled")
+    tcp_port: int | None = Field(
+        None, ge=1, le=65535, description="override interfaces.modbus.tcp_port"
+    )
+    rtu_enabled: bool | None = Field(None, description="override interfaces.modbus.rtu_enabled")
+    rtu_baudrate: int | None = Field(None, description="override interfaces.modbus.rtu_baudrate")
+    rtu_parity: Literal["N", "E", "O"] | None = Field(
+        None, description="override interfaces.modbus.rtu_parity"
+    )
+    rtu_stop_bits: Literal[1, 2] | None = Field(
+        None, description="override interfaces.modbus.rtu_stop_bits"
+    )
+    unit_id: int | None = Field(
+        None, ge=1, le=247, description="override interfaces.modbus.unit_id"
+    )
     stale_after_s: float = Field(
         3.0, gt=0, le=60, description="pack data older than this reads 'not implemented'"
     )
     command_timeout_s: float = Field(2.0, gt=0, le=30, description="wait for the master's reply")
+
+    @field_validator("rtu_baudrate")
+    @classmethod
+    def _baudrate(cls, value: int | None) -> int | None:
+        if value is not None and value not in MODBUS_BAUDRATES:
+            choices = ", ".join(str(b) for b in MODBUS_BAUDRATES)
+            raise ValueError(f"Modbus RTU baud rate {value} is not supported; use one of {choices}")
+        return value
+
+    def overrides(self) -> dict[str, object]:
+        """The `interfaces.modbus` fields this host sets, by field name."""
+        names = ModbusConfig.model_fields.keys() & type(self).model_fields.keys()
+        return {n: getattr(self, n) for n in sorted(names) if getattr(self, n) is not None}
+
+    def resolve(self, configured: ModbusConfig) -> tuple[ModbusConfig, list[str]]:
+        """The interface parameters in effect, and one line per setting that changed one.
+
+        Raises ValueError naming the setting when an override is not a valid value.
+        """
+        overrides = self.overrides()
+        try:
+            effective = ModbusConfig.model_validate(configured.model_dump() | overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"BMS_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ValueError(f"Modbus settings on this host are not valid: {problems}") from exc
+        notes = []
+        for name, value in overrides.items():
+            was = getattr(configured, name)
+            if value == was:
+                continue
+            kind = "names the device" if name in DEVICE_NAMES else "overrides"
+            notes.append(
+                f"BMS_{name.upper()}={value} {kind}: interfaces.modbus.{name} is {was!r} in the "
+                f"system configuration"
+            )
+        return effective, notes

@@ -40,7 +40,7 @@ def test_pysunspec2_reads_the_map() -> None:
     module = d.models[805][1]
     cells = module.groups["lithium-ion-module-cell"]
     assert len(cells) == topo.cells_per_module
-    assert cells[0].CellV.cvalue == pytest.approx(make_cells().cell_v[topo.cells_per_module])
+    assert cells[0].CellV.cvalue == pytest.approx(3.6 + 0.001 * topo.cells_per_module)
 
 
 def test_pysunspec2_reads_stale_as_missing() -> None:
@@ -48,3 +48,19 @@ def test_pysunspec2_reads_stale_as_missing() -> None:
     assert d.battery[0].SoC.cvalue is None
     assert d.battery[0].V.cvalue is None
     assert d.models[805][0].groups["lithium-ion-module-cell"][0].CellV.cvalue is None
+
+
+def test_pysunspec2_reads_unknown_at_start_up_as_missing() -> None:
+    """Before the estimator has started and before module 2 has reported."""
+    pack = make_pack(soc=None, stale_modules=[1])
+    d = scanned(build_image(CONFIG, pack, make_cells(stale=frozenset({1})), stale=False,
+                            identity=IDENTITY))  # fmt: skip
+    battery = d.battery[0]
+    assert battery.SoC.cvalue is None and battery.DoD.cvalue is None
+    assert battery.Evt1.value & 1 == 1  # COMMUNICATION_ERROR
+    assert battery.V.cvalue == pytest.approx(356.2)
+    cells = "lithium-ion-module-cell"
+    assert d.models[805][0].groups[cells][0].CellV.cvalue == pytest.approx(3.6)
+    assert all(c.CellV.cvalue is None for c in d.models[805][1].groups[cells])
+    assert all(c.CellTmp.cvalue is None for c in d.models[805][1].groups[cells])
+    assert d.models[805][1].V.cvalue is None

@@ -11,9 +11,12 @@ from hypothesis import strategies as st
 
 from services.modbus_gateway import docgen
 from services.modbus_gateway.register_map import (
+    BATTERY_SOURCES,
     ILLEGAL_DATA_ADDRESS,
     ILLEGAL_DATA_VALUE,
+    NOT_SERVED,
     PROTECTION_CODES,
+    STRING_SOURCES,
     Command,
     Identity,
     WriteError,
@@ -28,11 +31,16 @@ from services.modbus_gateway.sunspec import load_model
 from shared.config import demo_config
 from shared.config.system import SystemConfig
 from shared.messages.commands import COMMAND_ARGS
-from shared.messages.pack import CellLocation, CellSnapshot, Limits, PackState
+from shared.messages.pack import CellLocation, CellSnapshot, Limits, ModuleCells, PackState
+from shared.messages.slave import ChannelFlag
 
 CONFIG = demo_config()
 IDENTITY = Identity(manufacturer="ACME", model="BMS-1", version="1.2.3", serial="SN42")
 TOPO = CONFIG.topology
+ODD_CONFIG = SystemConfig.from_preset(
+    "LFP", system_id="odd", modules=3, cells_per_module=16, temp_sensors_per_module=3,
+    cell_capacity_ah=280.0,
+)  # fmt: skip
 
 
 def make_pack(**overrides: Any) -> PackState:
@@ -69,16 +77,44 @@ def make_pack(**overrides: Any) -> PackState:
     return PackState(**fields)
 
 
-def make_cells(config: SystemConfig = CONFIG) -> CellSnapshot:
+def make_cells(
+    config: SystemConfig = CONFIG,
+    *,
+    stale: frozenset[int] = frozenset(),
+    faulted_temps: frozenset[int] = frozenset(),
+    open_cells: frozenset[int] = frozenset(),
+) -> CellSnapshot:
+    """Cell i reads 3.6 + 0.001·i V, sensor k reads 20 + 0.5·k °C (series and sensor order);
+    `stale` modules, `faulted_temps` sensors and `open_cells` cells are None at their place."""
     topo = config.topology
-    module_of_cell = [m for m in range(topo.modules) for _ in range(topo.cells_in_module(m))]
-    n = len(module_of_cell)
-    return CellSnapshot(
-        cell_v=[3.6 + 0.001 * i for i in range(n)],
-        temp_c=[20.0 + 0.5 * i for i in range(topo.total_temp_sensors)],
-        balancing=[i % 5 == 0 for i in range(n)],
-        module_of_cell=module_of_cell,
-    )
+    modules, k, t = [], 0, 0
+    for m in range(topo.modules):
+        n, per = topo.cells_in_module(m), topo.temp_sensors_per_module
+        volts: list[float | None] = []
+        flags: list[int] = []
+        for i in range(k, k + n):
+            bad = m in stale or i in open_cells
+            volts.append(None if bad else 3.6 + 0.001 * i)
+            flags.append(int(ChannelFlag.OPEN_WIRE) if i in open_cells else 0)
+        temps: list[float | None] = []
+        tflags: list[int] = []
+        for j in range(t, t + per):
+            bad = m in stale or j in faulted_temps
+            temps.append(None if bad else 20.0 + 0.5 * j)
+            tflags.append(int(ChannelFlag.SENSOR_FAULT) if j in faulted_temps else 0)
+        modules.append(
+            ModuleCells(
+                module=m,
+                fresh=m not in stale,
+                cell_v=volts,
+                cell_flags=flags,
+                balancing=[i % 5 == 0 for i in range(k, k + n)],
+                temp_c=temps,
+                temp_flags=tflags,
+            )
+        )
+        k, t = k + n, t + per
+    return CellSnapshot(modules=modules)
 
 
 def image(
@@ -115,14 +151,7 @@ def walk_chain(img: dict[int, int]) -> list[tuple[int, int, int]]:
     "config",
     [
         CONFIG,
-        SystemConfig.from_preset(
-            "LFP",
-            system_id="odd",
-            modules=3,
-            cells_per_module=16,
-            temp_sensors_per_module=3,
-            cell_capacity_ah=280.0,
-        ).model_copy(update={}),
+        ODD_CONFIG,
     ],
     ids=["demo", "lfp-3x16"],
 )
@@ -215,20 +244,23 @@ def test_cells_and_modules() -> None:
     cells = make_cells()
     img = image(make_pack(), cells)
     n = TOPO.cells_per_module
-    for i, volts in enumerate(cells.cell_v):
-        assert value(img, f"native.CellV{i + 1}") == pytest.approx(volts, abs=5e-4)
+    for c in cells.cells():
+        i = c.series_index
+        assert value(img, f"native.CellV{i + 1}") == pytest.approx(c.voltage_v, abs=5e-4)
         m, k = divmod(i, n)
-        assert value(img, f"module{m + 1}.Cell{k + 1}.CellV") == pytest.approx(volts, abs=5e-4)
-        assert value(img, f"module{m + 1}.Cell{k + 1}.CellSt") == int(cells.balancing[i])
-    for i, temp in enumerate(cells.temp_c):
-        assert value(img, f"native.Tmp{i + 1}") == pytest.approx(temp, abs=0.05)
-    module = cells.cell_v[n : 2 * n]
+        assert value(img, f"module{m + 1}.Cell{k + 1}.CellV") == pytest.approx(
+            c.voltage_v, abs=5e-4
+        )
+        assert value(img, f"module{m + 1}.Cell{k + 1}.CellSt") == int(c.balancing)
+    for t in cells.temperatures():
+        assert value(img, f"native.Tmp{t.sensor_index + 1}") == pytest.approx(t.temp_c, abs=0.05)
+    module = [3.6 + 0.001 * i for i in range(n, 2 * n)]
     assert value(img, "module2.V") == pytest.approx(sum(module), abs=0.05)
     assert value(img, "module2.CellVMax") == pytest.approx(max(module), abs=5e-4)
     assert value(img, "module2.CellVMaxCell") == n
     assert value(img, "string.Mod2.ModCellVMin") == pytest.approx(min(module), abs=5e-4)
     assert value(img, "module1.CellTmpMax") == pytest.approx(20.5, abs=0.05)
-    assert value(img, "module1.NCellBal") == sum(cells.balancing[:n])
+    assert value(img, "module1.NCellBal") == sum(i % 5 == 0 for i in range(n))
     # A stale module reads "not implemented", the others stay valid.
     img = image(make_pack(stale_modules=[1]), cells)
     assert value(img, "module2.Cell1.CellV") is None
@@ -322,9 +354,12 @@ def test_round_trip(
     assert value(img, "native.TmpMin") == pytest.approx(tmin, abs=0.05 + EPS)
     assert value(img, "string.ModTmpMax") == pytest.approx(tmax, abs=0.05 + EPS)
     sf = value(img, "battery.W_SF")
-    # Beyond the configured sensor range the power saturates at the int16 limit.
-    watts = max(-32767 * 10**sf, min(32767 * 10**sf, voltage * current))
-    assert value(img, "battery.W") == pytest.approx(watts, abs=0.5 * 10**sf)
+    # Beyond the configured sensor range the power does not fit: refused, never clamped.
+    watts = voltage * current
+    if abs(round(watts / 10**sf)) <= 32767:
+        assert value(img, "battery.W") == pytest.approx(watts, abs=0.5 * 10**sf)
+    else:
+        assert value(img, "battery.W") is None
     assert value(img, "battery.DoD") == pytest.approx(100.0 - soc, abs=0.05)
     assert value(img, "native.Contactors") == [
         "standby",
@@ -387,34 +422,133 @@ def test_stale_reads_not_implemented(case: str) -> None:
         if (
             point.measured
             and point.type in UNIMPL
-            and point.key
-            not in (
-                "battery.Evt1",
-                "string.Evt1",
-                "battery.Evt2",
-                "string.Evt2",
-                "battery.EvtVnd1",
-                "battery.EvtVnd2",
-                "string.EvtVnd1",
-                "string.EvtVnd2",
-                "native.Faults",
-                "native.Alarms",
-                "native.Warnings",
-                "native.NStaleMod",
-                "battery.CtrlHb",
-                "battery.AlmRst",
-            )
+            and point.key not in ("battery.Evt1", "string.Evt1")
         ):
             assert read_raw(img, point) is None, point.key
 
 
-def test_inconsistent_cells_read_not_implemented() -> None:
-    cells = make_cells()
-    short = cells.model_copy(update={"cell_v": cells.cell_v[:-1]})
-    img = image(make_pack(), short)
+def test_a_snapshot_of_another_layout_reads_not_implemented() -> None:
+    """During a topology change the old snapshot never fills the new layout."""
+    other = SystemConfig.from_preset(
+        "NMC", system_id="demo", modules=TOPO.modules + 1, cells_per_module=TOPO.cells_per_module
+    )
+    img = image(make_pack(), make_cells(other))
     assert value(img, "module1.Cell1.CellV") is None
     assert value(img, "native.CellV1") is None
+    assert value(img, "native.Tmp1") is None
     assert value(img, "battery.SoC") is not None
+
+
+# --- unknown values and positions -------------------------------------------------------------
+
+
+def test_unknown_pack_values_read_not_implemented_with_the_communication_bit() -> None:
+    """Start-up: the estimator has not started and a module has not reported yet."""
+    pack = make_pack(
+        soc=None,
+        soh=None,
+        voltage=None,
+        cell_v_min=None,
+        cell_v_max=None,
+        cell_v_avg=None,
+        cell_v_min_at=None,
+        cell_v_max_at=None,
+        equivalent_cycles=None,
+        stale_modules=[2],
+    )
+    img = image(pack, make_cells(stale=frozenset({2})))
+    for key in (
+        "battery.SoC",
+        "battery.DoD",
+        "battery.SoH",
+        "battery.V",
+        "battery.W",
+        "battery.NCyc",
+        "battery.CellVMin",
+        "battery.CellVMinMod",
+        "string.SoC",
+        "string.V",
+        "native.SoC",
+        "native.V",
+        "native.CellVMin",
+        "module3.Cell1.CellV",
+        "module3.V",
+        "native.CellV" + str(2 * TOPO.cells_per_module + 1),
+        "native.Tmp" + str(2 * TOPO.temp_sensors_per_module + 1),
+        "string.NCellBal",
+    ):
+        assert value(img, key) is None, key
+    assert value(img, "battery.Evt1") & 1 == 1  # COMMUNICATION_ERROR
+    assert value(img, "string.Evt1") & 1 == 1
+    assert value(img, "native.Stale") == 0
+    assert value(img, "native.NStaleMod") == 1
+    # What is known stays known.
+    assert value(img, "battery.A") == pytest.approx(-12.3, abs=0.05)
+    assert value(img, "module1.Cell1.CellV") == pytest.approx(3.6, abs=5e-4)
+    # And once every module has reported, the bit clears.
+    assert value(image(make_pack(), make_cells()), "battery.Evt1") & 1 == 0
+
+
+def test_a_faulted_sensor_does_not_shift_later_sensors() -> None:
+    per = TOPO.temp_sensors_per_module
+    faulted = per + 0  # module 2, first sensor
+    img = image(make_pack(), make_cells(faulted_temps=frozenset({faulted})))
+    assert value(img, f"native.Tmp{faulted + 1}") is None
+    for k in range(TOPO.total_temp_sensors):
+        if k != faulted:
+            assert value(img, f"native.Tmp{k + 1}") == pytest.approx(20.0 + 0.5 * k, abs=0.05), k
+    # Model 805: module 2's cells nearest to the faulted sensor read unknown, the others the
+    # sensor nearest to them, unshifted.
+    n = TOPO.cells_per_module
+    assert value(img, "module2.Cell1.CellTmp") is None
+    assert value(img, f"module2.Cell{n}.CellTmp") == pytest.approx(20.0 + 0.5 * (2 * per - 1))
+    assert value(img, "module3.Cell1.CellTmp") == pytest.approx(20.0 + 0.5 * 2 * per)
+
+
+def test_an_open_wire_cell_is_unknown_at_its_own_place() -> None:
+    img = image(make_pack(), make_cells(open_cells=frozenset({3})))
+    assert value(img, "native.CellV4") is None
+    assert value(img, "module1.Cell4.CellV") is None
+    assert value(img, "native.CellV5") == pytest.approx(3.604, abs=5e-4)
+    assert value(img, "module1.Cell5.CellV") == pytest.approx(3.604, abs=5e-4)
+    assert value(img, "module1.V") is None  # a partial sum is not a module voltage
+    assert value(img, "module1.CellVMin") == pytest.approx(3.6, abs=5e-4)
+
+
+def test_a_value_that_does_not_fit_is_refused_not_clamped() -> None:
+    refused: list[str] = []
+    pack = make_pack(voltage=1200.0, current=1000.0)  # beyond the W scale of this pack
+    img = build_image(CONFIG, pack, make_cells(), stale=False, identity=IDENTITY, refused=refused)
+    assert value(img, "battery.W") is None
+    assert refused == ["battery.W"]
+
+
+# --- value sources ----------------------------------------------------------------------------
+
+
+def test_every_value_source_names_a_point_of_its_model() -> None:
+    names = {m: {p.name for p in load_model(m).points + load_model(m).group_points} for m in
+             (802, 804, 805)}  # fmt: skip
+    assert set(BATTERY_SOURCES) <= names[802], set(BATTERY_SOURCES) - names[802]
+    assert set(STRING_SOURCES) <= names[804], set(STRING_SOURCES) - names[804]
+    for model_id, unserved in NOT_SERVED.items():
+        assert unserved <= names[model_id], unserved - names[model_id]
+
+
+@pytest.mark.parametrize("config", [CONFIG, ODD_CONFIG], ids=["demo", "lfp-3x16"])
+def test_every_measured_point_has_a_source(config: SystemConfig) -> None:
+    """With complete data every point reads a value, except those declared not served."""
+    img = image(make_pack(), make_cells(config), config=config)
+    rmap = register_map(config)
+    missing = [
+        p.key
+        for p in rmap.points
+        if p.type not in ("pad", "string")
+        and p.block != "end"
+        and read_raw(img, p) is None
+        and p.name.rsplit(".", 1)[-1] not in NOT_SERVED.get(p.model or 0, frozenset())
+    ]
+    assert missing == []
 
 
 # --- writes -----------------------------------------------------------------------------------
@@ -495,3 +629,40 @@ def test_docs_list_every_point() -> None:
     _, table = docgen.render()
     assert len(table.strip().splitlines()) == 1 + len(register_map(CONFIG).points)
     assert math.isfinite(len(table))
+
+
+# --- properties: unknown is never a number, every channel at its own place ---------------------
+
+OPTIONAL_PACK_FIELDS = ("soc", "soh", "voltage", "current", "cell_v_min", "cell_v_max",
+                        "cell_v_avg", "equivalent_cycles")  # fmt: skip
+SOURCES = {"soc": "SoC", "soh": "SoH", "voltage": "V", "current": "A", "cell_v_min": "CellVMin",
+           "cell_v_max": "CellVMax", "cell_v_avg": "CellVAvg"}  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    unknown=st.sets(st.sampled_from(OPTIONAL_PACK_FIELDS)),
+    stale=st.frozensets(st.integers(0, TOPO.modules - 1)),
+    open_cells=st.frozensets(st.integers(0, TOPO.total_cells - 1), max_size=5),
+    faulted=st.frozensets(st.integers(0, TOPO.total_temp_sensors - 1), max_size=4),
+)
+def test_unknown_is_never_a_number_and_channels_keep_their_place(
+    unknown: set[str], stale: frozenset[int], open_cells: frozenset[int], faulted: frozenset[int]
+) -> None:
+    pack = make_pack(stale_modules=sorted(stale), **dict.fromkeys(unknown))
+    cells = make_cells(stale=stale, open_cells=open_cells, faulted_temps=faulted)
+    img = image(pack, cells)
+    for field_name, name in SOURCES.items():
+        for block in ("battery", "string", "native"):
+            got = value(img, f"{block}.{name}")
+            assert (got is None) == (field_name in unknown), (block, name)
+    assert (value(img, "battery.Evt1") & 1 == 1) == bool(unknown - {"soh", "equivalent_cycles"}
+                                                          or stale)  # fmt: skip
+    for c in cells.cells():
+        got = value(img, f"native.CellV{c.series_index + 1}")
+        want = c.voltage_v
+        assert (got is None) == (want is None) and (want is None or got == pytest.approx(want))
+    for t in cells.temperatures():
+        got = value(img, f"native.Tmp{t.sensor_index + 1}")
+        want = t.temp_c
+        assert (got is None) == (want is None) and (want is None or got == pytest.approx(want))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -13,16 +14,26 @@ from typing import Any
 
 import pytest
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 from sunspec2.modbus import client as sunspec
 
+from services.modbus_gateway.register_map import register_map
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig
-from shared.messages import CellSnapshot, CommandArgs, ContactorsArgs, PackState
+from shared.messages import (
+    CellSnapshot,
+    CommandArgs,
+    ConfigAck,
+    ConfigMessage,
+    ContactorsArgs,
+    ModuleCells,
+    PackState,
+)
 from shared.settings import parse_mqtt_url
-from shared.topics import PACK_CELLS, PACK_STATE
+from shared.topics import CONFIG, CONFIG_ACK, PACK_CELLS, PACK_STATE
 from tests.factories import limits
 from tests.factories import pack_state as base_pack_state
 
@@ -34,24 +45,72 @@ from .agents import ServiceProcess, publish_config, wait_until
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
 
 
-def pack_state(soc: float = 63.4) -> PackState:
+def pack_state(soc: float | None = 63.4, stale_modules: list[int] | None = None) -> PackState:
     return base_pack_state(
         soc=soc, soh=97.0, voltage=30.2, current=-12.5, cell_v_min=3.71, cell_v_max=3.79,
-        cell_v_avg=3.75, warnings=["cell_imbalance"],
+        cell_v_avg=3.75, warnings=["cell_imbalance"], stale_modules=stale_modules or [],
         limits_=limits(charge_voltage_v=33.6, discharge_voltage_v=24.0, charge_current_a=50.0,
                        discharge_current_a=80.0),
     )  # fmt: skip
 
 
+CELL_V = [3.71, 3.75, 3.76, 3.79, 3.74, 3.75, 3.73, 3.77, 3.72, 3.78, 3.70, 3.74]
+
+
+def snapshot(modules: int, stale: frozenset[int] = frozenset()) -> CellSnapshot:
+    """Four cells and two sensors per module; a stale module's channels are None in place."""
+    return CellSnapshot(
+        modules=[
+            ModuleCells(
+                module=m,
+                fresh=m not in stale,
+                cell_v=[None if m in stale else v for v in CELL_V[4 * m : 4 * m + 4]],
+                cell_flags=[0] * 4,
+                balancing=[False] * 4,
+                temp_c=[None if m in stale else 25.0 + m for _ in range(2)],
+                temp_flags=[0] * 2,
+            )
+            for m in range(modules)
+        ]
+    )
+
+
+def gateway_config(
+    system_id: str,
+    *,
+    tcp_port: int,
+    rtu_port: str,
+    modules: int = 2,
+    parity: str = "N",
+    tcp: bool = True,
+    rtu: bool = True,
+    version: int = 1,
+) -> SystemConfig:
+    """The Modbus interface as the wizard would set it in the system configuration."""
+    base = SystemConfig.from_preset(
+        "NMC", system_id=system_id, modules=modules, cells_per_module=4, config_version=version
+    )
+    data = base.model_dump(mode="json")
+    data["interfaces"]["modbus"] = dict(
+        tcp_enabled=tcp, tcp_host="127.0.0.1", tcp_port=tcp_port, rtu_enabled=rtu,
+        rtu_port=rtu_port, rtu_baudrate=19200, rtu_parity=parity, rtu_stop_bits=1, unit_id=1,
+    )  # fmt: skip
+    return SystemConfig.model_validate(data)
+
+
 class FakeMaster:
     """Publishes pack data like the master and answers commands, recording them."""
 
-    def __init__(self, url: str, system: str) -> None:
+    def __init__(self, url: str, system: str, modules: int = 2) -> None:
         self.bus = MqttBus(parse_mqtt_url(url), system=system, service="master_core", kind="test")
         self.commands: list[tuple[str, CommandArgs]] = []
         self.refuse_close = True
         self.publishing = True
-        self.soc = 63.4
+        self.soc: float | None = 63.4
+        self.modules = modules
+        self.stale: frozenset[int] = frozenset()
+        self.acks: list[ConfigAck] = []
+        self.bus.subscribe(CONFIG_ACK, lambda d: self.acks.append(d.message))
 
         def contactors(args: CommandArgs) -> CommandOutcome:
             self.commands.append(("contactors", args))
@@ -80,17 +139,8 @@ class FakeMaster:
         n = 0
         while not self.stop.is_set():
             if self.publishing and n % 5 == 0:
-                self.bus.publish(PACK_STATE, pack_state(self.soc))
-                cells = [3.71, 3.75, 3.76, 3.79, 3.74, 3.75, 3.73, 3.77]
-                self.bus.publish(
-                    PACK_CELLS,
-                    CellSnapshot(
-                        cell_v=cells,
-                        temp_c=[25.0, 26.0, 24.5, 25.5],
-                        balancing=[False] * 8,
-                        module_of_cell=[0] * 4 + [1] * 4,
-                    ),
-                )
+                self.bus.publish(PACK_STATE, pack_state(self.soc, sorted(self.stale)))
+                self.bus.publish(PACK_CELLS, snapshot(self.modules, self.stale))
             self.bus.process(0.02)
             n += 1
 
@@ -100,34 +150,32 @@ class FakeMaster:
 
 
 @pytest.fixture
-def gateway(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
-    ui = publish_config(mosquitto.url, config)
-    master = FakeMaster(mosquitto.url, system_id)
-    links = tmp_path / "gw", tmp_path / "client"
+def links(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A socat pty pair: (the gateway's end, the client's end)."""
+    pair = tmp_path / "gw", tmp_path / "client"
     socat = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={links[0]}", f"pty,raw,echo=0,link={links[1]}"],
+        ["socat", f"pty,raw,echo=0,link={pair[0]}", f"pty,raw,echo=0,link={pair[1]}"],
         stderr=subprocess.DEVNULL,
     )
-    assert wait_until(lambda: links[0].exists() and links[1].exists(), 5)
-    port = free_port()
-    proc = ServiceProcess(
-        "modbus_gateway",
-        mosquitto.url,
-        system_id,
-        tmp_path,
-        tcp_port=str(port),
-        tcp_host="127.0.0.1",
-        rtu_port=str(links[0]),
-        rtu_baudrate="19200",
-        rtu_parity="N",
-        unit_id="1",
-        stale_after_s="1.5",
-    )
-    wait_for_port("127.0.0.1", port, 15)
-    yield dict(port=port, rtu=str(links[1]), master=master, proc=proc, config=config)
-    proc.stop()
+    assert wait_until(lambda: pair[0].exists() and pair[1].exists(), 5)
+    yield pair
     socat.kill()
+    socat.wait()
+
+
+@pytest.fixture
+def gateway(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    config = gateway_config(system_id, tcp_port=port, rtu_port=str(links[0]))
+    ui = publish_config(mosquitto.url, config)
+    master = FakeMaster(mosquitto.url, system_id)
+    # Every protocol parameter comes from the system configuration; nothing is overridden.
+    proc = ServiceProcess("modbus_gateway", mosquitto.url, system_id, tmp_path, stale_after_s="1.5")
+    wait_for_port("127.0.0.1", port, 15)
+    yield dict(port=port, rtu=str(links[1]), master=master, proc=proc, config=config, ui=ui)
+    proc.stop()
     master.close()
     ui.stop()
 
@@ -373,3 +421,238 @@ def _native(gateway: dict[str, Any], name: str) -> int:
 
     rmap = register_map(gateway["config"])
     return next(p.address for p in rmap.points if p.block == "native" and p.name == name)
+
+
+# --- item 8: bugs seen from outside -------------------------------------------------------------
+
+
+def _standalone(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, config: SystemConfig
+) -> tuple[ServiceProcess, MqttBus]:
+    """A gateway on `config`, with the same parameters as BMS_* settings too (an older gateway
+    read only those), so each test states the behaviour whichever source is read."""
+    m = config.interfaces.modbus
+    ui = publish_config(mosquitto.url, config)
+    proc = ServiceProcess(
+        "modbus_gateway", mosquitto.url, system_id, tmp_path,
+        tcp_enabled=str(m.tcp_enabled).lower(), tcp_host=m.tcp_host, tcp_port=str(m.tcp_port),
+        rtu_port=m.rtu_port, rtu_baudrate=str(m.rtu_baudrate), rtu_parity=m.rtu_parity,
+        unit_id=str(m.unit_id),
+    )  # fmt: skip
+    return proc, ui
+
+
+def test_a_parity_the_port_refuses_stops_only_rtu(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> None:
+    """A pty refuses parity E (EINVAL), as some USB adapters do: TCP must go on serving."""
+    port = free_port()
+    config = gateway_config(system_id, tcp_port=port, rtu_port=str(links[0]), parity="E")
+    proc, ui = _standalone(mosquitto, system_id, tmp_path, config)
+    try:
+        wait_for_port("127.0.0.1", port, 15)
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+        assert client.connect()
+        try:
+            assert wait_until(lambda: "parity E" in proc.log(), 10), proc.log()
+            time.sleep(0.5)
+            regs = client.read_holding_registers(40000, count=2, device_id=1)
+            assert regs.registers == [0x5375, 0x6E53]
+        finally:
+            client.close()
+        assert proc.proc.poll() is None, proc.log()
+        line = next(x for x in proc.log().splitlines() if "parity E" in x)
+        assert str(links[0]) in line
+    finally:
+        proc.stop()
+        ui.stop()
+
+
+def test_nothing_to_serve_exits_nonzero_naming_the_parity(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> None:
+    config = gateway_config(
+        system_id, tcp_port=free_port(), rtu_port=str(links[0]), parity="E", tcp=False
+    )
+    proc, ui = _standalone(mosquitto, system_id, tmp_path, config)
+    try:
+        assert wait_until(lambda: proc.proc.poll() is not None, 20), proc.log()
+        assert proc.proc.returncode != 0, proc.log()
+        assert "parity E" in proc.log() and str(links[0]) in proc.log()
+    finally:
+        proc.stop()
+        ui.stop()
+
+
+def test_foreign_unit_ids_and_coils(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, links: tuple[Path, Path]
+) -> None:
+    """RTU requests for other unit ids: no answer and no traceback. Coils and discrete inputs:
+    exception 01 (illegal function), not 02."""
+    port = free_port()
+    config = gateway_config(system_id, tcp_port=port, rtu_port=str(links[0]))
+    proc, ui = _standalone(mosquitto, system_id, tmp_path, config)
+    rtu = ModbusSerialClient(
+        str(links[1]), framer=FramerType.RTU, baudrate=19200, parity="N", timeout=0.5, retries=0
+    )
+    tcp = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+    try:
+        wait_for_port("127.0.0.1", port, 15)
+        assert rtu.connect() and tcp.connect()
+        time.sleep(0.5)
+        for _ in range(3):
+            with contextlib.suppress(ModbusIOException):
+                other = rtu.read_holding_registers(40000, count=2, device_id=7)
+                assert other.isError()
+        mine = rtu.read_holding_registers(40000, count=2, device_id=1)
+        assert mine.registers == [0x5375, 0x6E53]
+        time.sleep(0.3)
+        assert "Traceback" not in proc.log(), proc.log()
+        for read in (tcp.read_coils, tcp.read_discrete_inputs, rtu.read_coils):
+            answer = read(40000, count=8, device_id=1)
+            assert answer.isError() and answer.exception_code == 1, answer
+        written = tcp.write_coil(40000, True, device_id=1)
+        assert written.isError() and written.exception_code == 1
+        assert "Traceback" not in proc.log(), proc.log()
+    finally:
+        rtu.close()
+        tcp.close()
+        proc.stop()
+        ui.stop()
+
+
+# --- unknown at start-up, live topology and interface changes --------------------------------
+
+
+def _scan(port: int) -> Any:
+    d = sunspec.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port)
+    d.scan()
+    return d
+
+
+def test_pysunspec2_reads_not_implemented_until_every_module_has_reported(
+    gateway: dict[str, Any],
+) -> None:
+    master: FakeMaster = gateway["master"]
+    master.soc, master.stale = None, frozenset({1})  # the estimator waits for module 2
+    time.sleep(1.0)
+    d = _scan(gateway["port"])
+    try:
+        battery = d.models[802][0]
+        battery.read()
+        assert battery.SoC.cvalue is None and battery.DoD.cvalue is None
+        assert battery.Evt1.value & 1 == 1  # COMMUNICATION_ERROR
+        assert battery.V.cvalue == pytest.approx(30.2, abs=0.1)  # what is known stays known
+        first, second = d.models[805]
+        first.read()
+        second.read()
+        cells = "lithium-ion-module-cell"
+        assert first.groups[cells][0].CellV.cvalue == pytest.approx(3.71, abs=0.001)
+        assert [c.CellV.cvalue for c in second.groups[cells]] == [None] * 4
+        master.soc, master.stale = 63.4, frozenset()
+        time.sleep(1.0)
+        battery.read()
+        second.read()
+        assert battery.SoC.cvalue == pytest.approx(63.4, abs=0.1)
+        assert battery.Evt1.value & 1 == 0
+        assert second.groups[cells][0].CellV.cvalue == pytest.approx(3.74, abs=0.001)
+    finally:
+        d.close()
+
+
+def test_a_topology_change_is_served_live(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    ui: MqttBus = gateway["ui"]
+    port = gateway["port"]
+    old: SystemConfig = gateway["config"]
+    new = gateway_config(
+        old.system_id, tcp_port=port, rtu_port=old.interfaces.modbus.rtu_port, modules=3,
+        version=2,
+    )  # fmt: skip
+    master.publishing = False  # the master has not applied the new topology yet
+    ui.publish(CONFIG, ConfigMessage(config=new))
+    assert wait_until(lambda: any(a.config_version == 2 for a in master.acks), 10)
+    ack = next(a for a in master.acks if a.config_version == 2)
+    assert ack.accepted, ack.errors
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+    assert client.connect()
+    try:
+        native = {p.name: p.address for p in register_map(new).points if p.block == "native"}
+        head = client.read_holding_registers(1000, count=native["NTmp"] - 1000 + 1, device_id=1)
+        regs = head.registers
+        assert regs[native["NCell"] - 1000] == 12 and regs[native["NTmp"] - 1000] == 6
+        assert regs[native["Stale"] - 1000] == 1
+        assert regs[native["V"] - 1000] == 0xFFFF  # no old value in the new layout
+        d = _scan(port)
+        try:
+            assert len(d.models[805]) == 3
+            assert d.models[802][0].SoC.cvalue is None
+        finally:
+            d.close()
+        master.modules, master.publishing = 3, True
+        assert wait_until(
+            lambda: client.read_holding_registers(native["Stale"], count=1).registers[0] == 0, 5
+        )
+        cells = client.read_holding_registers(native["CellV1"], count=12, device_id=1)
+        assert cells.registers == [round(v * 1000) for v in CELL_V]
+        d = _scan(port)
+        try:
+            third = d.models[805][2]
+            assert third.groups["lithium-ion-module-cell"][0].CellV.cvalue == pytest.approx(3.72)
+        finally:
+            d.close()
+    finally:
+        client.close()
+
+
+def test_a_new_tcp_port_is_served_live(gateway: dict[str, Any]) -> None:
+    master: FakeMaster = gateway["master"]
+    old: SystemConfig = gateway["config"]
+    new_port = free_port()
+    new = gateway_config(
+        old.system_id, tcp_port=new_port, rtu_port=old.interfaces.modbus.rtu_port, version=3
+    )
+    gateway["ui"].publish(CONFIG, ConfigMessage(config=new))
+    wait_for_port("127.0.0.1", new_port, 10)
+    assert wait_until(lambda: any(a.config_version == 3 for a in master.acks), 10)
+    ack = next(a for a in master.acks if a.config_version == 3)
+    assert ack.accepted and ack.errors == []
+    client = ModbusTcpClient("127.0.0.1", port=new_port, timeout=3)
+    assert client.connect()
+    try:
+        assert client.read_holding_registers(40000, count=2).registers == [0x5375, 0x6E53]
+    finally:
+        client.close()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", gateway["port"]), 1):
+        pass
+    assert "Modbus TCP on 127.0.0.1:" + str(new_port) in gateway["proc"].log()
+
+
+def test_new_rtu_parameters_are_served_live(gateway: dict[str, Any]) -> None:
+    """The RTU server restarts in the gateway's process with the new unit id and baud rate."""
+    master: FakeMaster = gateway["master"]
+    old: SystemConfig = gateway["config"]
+    data = old.model_dump(mode="json")
+    data["config_version"] = 4
+    data["interfaces"]["modbus"].update(unit_id=5, rtu_baudrate=9600)
+    gateway["ui"].publish(CONFIG, ConfigMessage(config=SystemConfig.model_validate(data)))
+    assert wait_until(lambda: any(a.config_version == 4 for a in master.acks), 10)
+    ack = next(a for a in master.acks if a.config_version == 4)
+    assert ack.accepted and ack.errors == []
+    assert wait_until(lambda: "unit id 5" in gateway["proc"].log(), 5)
+    client = ModbusSerialClient(
+        gateway["rtu"], framer=FramerType.RTU, baudrate=9600, parity="N", timeout=0.5, retries=1
+    )
+    assert client.connect()
+    try:
+        time.sleep(0.3)
+        assert client.read_holding_registers(40000, count=2, device_id=5).registers == [
+            0x5375,
+            0x6E53,
+        ]
+        with contextlib.suppress(ModbusIOException):
+            assert client.read_holding_registers(40000, count=2, device_id=1).isError()
+    finally:
+        client.close()
+    # The TCP server was not restarted.
+    assert gateway["proc"].log().count("Modbus TCP on") == 1
