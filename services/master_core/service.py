@@ -29,7 +29,6 @@ from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
 from shared.messages import (
-    CellSnapshot,
     CellTelemetry,
     CommandArgs,
     ConfigMessage,
