@@ -4,6 +4,7 @@ python-can's virtual bus, read by an independent client that decodes with the DB
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,11 +13,13 @@ import can
 import pytest
 
 from services.can_gateway import pylon_hv
+from services.can_gateway.channel import ChannelOpener
+from services.can_gateway.codec import load_dbc
 from services.can_gateway.service import CanGateway
 from shared.bus.memory import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig, demo_config
-from shared.messages import PackState
-from shared.topics import PACK_STATE
+from shared.messages import ConfigAck, ConfigMessage, PackState
+from shared.topics import CONFIG, CONFIG_ACK, PACK_STATE
 from tests.factories import pack_state
 
 
@@ -81,8 +84,6 @@ def test_pylon_hv_byte_order_reaches_the_frames(hv_rig: Rig) -> None:
     hv_rig.master.publish(PACK_STATE, hv_pack())
     hv_rig.cycle()
     hv_rig.send(pylon_hv.REQUEST_ID, bytes(8))
-    import time
-
     time.sleep(0.2)
     hv_rig.cycle()
     frames = {m.arbitration_id: bytes(m.data) for m in hv_rig.received()}
@@ -94,8 +95,6 @@ def test_relay_frame_without_0xaa_is_no_command(hv_rig: Rig) -> None:
     hv_rig.master.publish(PACK_STATE, hv_pack())
     hv_rig.cycle()
     hv_rig.send(pylon_hv.RELAY_ID, bytes(8))
-    import time
-
     time.sleep(0.2)
     hv_rig.cycle(3)
     assert hv_rig.commands == []
@@ -108,3 +107,98 @@ def test_no_false_not_served_warning(caplog: pytest.LogCaptureFixture, hv_rig: R
     assert "not served" not in caplog.text
     assert "not registered" not in caplog.text
     assert [p.name for p in hv_rig.gateway.profiles] == ["pylon_hv"]
+
+
+def test_a_bms_setting_overrides_the_configuration_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="can_gateway"):
+        rig = Rig(demo_config("hv"), protocol_overrides={"pylon_hv_byte_order": "big"})
+    try:
+        assert (
+            "BMS_PYLON_HV_BYTE_ORDER=big overrides interfaces.can.pylon_hv_byte_order=little"
+            in (caplog.text)
+        )
+        rig.master.publish(PACK_STATE, hv_pack())
+        rig.cycle()
+        rig.send(pylon_hv.REQUEST_ID, bytes(8))
+        time.sleep(0.2)
+        rig.cycle()
+        frames = {m.arbitration_id: bytes(m.data) for m in rig.received()}
+        assert int.from_bytes(frames[0x4210][0:2], "big") == 3805
+    finally:
+        rig.close()
+
+
+LV = SystemConfig.from_preset("LFP", system_id="lv", modules=1, cells_per_module=16)
+
+
+def test_a_frame_beyond_its_range_is_withheld_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(LV)
+    try:
+        rig.master.publish(PACK_STATE, pack_state(voltage=600.0))  # a false reading, say
+        with caplog.at_level(logging.ERROR, logger="can_gateway"):
+            rig.cycle(5)
+        assert rig.bus.counters["can_frames_withheld"] == 5
+        assert len(caplog.records) == 1
+        assert "BatteryVoltage = 600" in caplog.text
+        ids = {m.arbitration_id for m in rig.received(0.5)}
+        assert 0x351 in ids and 0x356 not in ids
+    finally:
+        rig.close()
+
+
+def test_a_channel_change_reopens_the_bus_without_a_restart() -> None:
+    """Item 7: a CAN channel or bit-rate change was acknowledged but needed a restart."""
+    broker = InMemoryBroker()
+    ui = InMemoryBus(broker, system="lv", service="config_ui", kind="test")
+    acks: list[ConfigAck] = []
+    ui.subscribe(CONFIG_ACK, lambda d: acks.append(d.message), service="can_gateway")
+    ui.start()
+    bus = InMemoryBus(broker, system="lv", service="can_gateway", kind="test")
+    bus.start()
+    first, second = (f"t-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    config = with_can(LV, interface="virtual", channel=first)
+    opener = ChannelOpener()
+    params = opener.params(config.interfaces.can)
+    gateway = CanGateway(bus, opener.open(params), opener=opener)
+    gateway.bus_params = params
+    gateway.apply_config(config)
+    old, new = (can.Bus(interface="virtual", channel=c) for c in (first, second))
+    try:
+        gateway.step()
+        assert old.recv(timeout=1.0) is not None
+        moved = with_can(config, channel=second, bitrate=250_000).model_copy(
+            update={"config_version": 2}
+        )
+        ui.publish(CONFIG, ConfigMessage(config=moved))
+        bus.process(0.0)
+        gateway.step()
+        ui.process(0.0)
+        assert acks[-1].config_version == 2 and acks[-1].accepted, acks
+        assert gateway.bus_params is not None and gateway.bus_params.channel == second
+        assert gateway.bus_params.bitrate == 250_000
+        msg = new.recv(timeout=1.0)
+        assert msg is not None and msg.arbitration_id in {
+            m.frame_id for m in load_dbc("victron_0x35x").messages
+        }
+        while old.recv(timeout=0.3) is not None:  # drain what was queued before the move
+            pass
+        gateway.step()
+        assert old.recv(timeout=0.5) is None  # the old channel is closed
+        broken = with_can(moved, interface="no_such_interface").model_copy(
+            update={"config_version": 3}
+        )
+        ui.publish(CONFIG, ConfigMessage(config=broken))
+        bus.process(0.0)
+        ui.process(0.0)
+        assert not acks[-1].accepted
+        assert "cannot open" in acks[-1].errors[0] and second in acks[-1].errors[0]
+        assert new.recv(timeout=1.0) is not None  # still sending on the working channel
+    finally:
+        gateway.close()
+        gateway.can.shutdown()
+        for b in (old, new):
+            b.shutdown()
