@@ -41,7 +41,8 @@ Normal operation:
   from the pack faults; alarm word from alarms and warnings, protection word from faults (see
   `HV_FLAGS`, `HV_ERRORS`; a fault with no bit of its own sets OtherError).
 - 0x4260: the highest and lowest module voltage (sum of the module's cells, from the cell
-  snapshot) with 1-based module numbers; a module above 65.535 V withholds the frame.
+  snapshot) with 1-based module numbers, only while every cell is known; a module above
+  65.535 V withholds the frame.
   0x4270: the cell temperature extremes with the 1-based module that holds them.
 - 0x4280: 0xAA (forbidden) when the limit as sent is 0, else 0x00. 0x4290: 0 (the reference
   names no bits).
@@ -362,7 +363,8 @@ def _sent_positive(current_limit_a: float) -> bool:
 
 
 def _module_voltages(view: PackView) -> list[tuple[int, float]]:
-    """(1-based module number, sum of its cells) for each module whose cells are all known."""
+    """(1-based module number, sum of its cells) for every module; empty unless every cell is
+    known (the extremes over some modules would claim a minimum that may be false)."""
     if view.cells is None or view.stale:
         return []
     sums: dict[int, float] = {}
@@ -372,7 +374,9 @@ def _module_voltages(view: PackView) -> list[tuple[int, float]]:
             unknown.add(cell.module)
         else:
             sums[cell.module] = sums.get(cell.module, 0.0) + cell.voltage_v
-    return [(m + 1, v) for m, v in sorted(sums.items()) if m not in unknown]
+    if unknown:
+        return []
+    return [(m + 1, v) for m, v in sorted(sums.items())]
 
 
 def _current_limits(ccl: float, dcl: float, options: ProtocolOptions) -> dict[str, float | None]:
