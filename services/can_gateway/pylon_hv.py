@@ -243,8 +243,11 @@ class PylonHv:
                 frames=batch.frames, keepalive=True, refused=[str(e) for e in batch.refused]
             )
         command = decode_command(arbitration_id, data)
+        if command is None and arbitration_id == RELAY_ID:
+            return Handling()  # no 0xAA: the inverter asks for nothing
         if command is None:
-            return Handling(refused=[f"0x{arbitration_id:X} {data.hex()} is no command"])
+            first = f"0x{data[0]:02X}" if data else "missing"
+            return Handling(refused=[f"0x{arbitration_id:X} byte 0 {first}: not 0x55 or 0xAA"])
         requests: list[MasterRequest] = []
         if command.sleep is not None:
             mode = SetModeArgs(mode="standby" if command.sleep else "working")

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import can
 
@@ -43,12 +43,17 @@ log = logging.getLogger("can_gateway")
 MIN_PERIOD_S = 0.2
 """Inverters: never the same id faster than every 200 ms (SMA inhibit time)."""
 COMMAND_TTL_S = 2.0
-WITHHELD_LOG_INTERVAL_S = 60.0
+LOG_INTERVAL_S = 60.0
+"""The same withheld frame or refused command is logged at most once a minute (and counted)."""
 
 
 def protocol_options(cfg: CanConfig, overrides: Mapping[str, object]) -> ProtocolOptions:
     """The profiles' protocol options from the configuration, with the BMS_* overrides."""
-    options = ProtocolOptions(**{f.name: getattr(cfg, f.name) for f in fields(ProtocolOptions)})
+    options = ProtocolOptions(
+        pylon_hv_byte_order=cfg.pylon_hv_byte_order,
+        pylon_hv_current_offset_a=cfg.pylon_hv_current_offset_a,
+        pylon_hv_discharge_limit_sign=cfg.pylon_hv_discharge_limit_sign,
+    )
     for name, value in overrides.items():
         if value != getattr(options, name):
             log.info(
@@ -92,7 +97,7 @@ class CanGateway:
         self.started_s = monotonic()
         self.keepalive_s: float | None = None
         self.keepalive_lost = False
-        self._withheld_logged: dict[str, float] = {}
+        self._logged_s: dict[str, float] = {}
         self._lock = threading.Lock()
         self._received: queue.SimpleQueue[can.Message] = queue.SimpleQueue()
         self.client = CommandClient(bus)
@@ -240,7 +245,7 @@ class CanGateway:
             self.keepalive_s = self.monotonic()
         for reason in handling.refused:
             self.bus.counters["can_commands_refused"] += 1
-            log.warning("CAN frame refused: %s", reason)
+            self._log_limited(reason, logging.WARNING, "CAN frame refused: %s", reason)
         self._send(handling.frames)
         for request in handling.requests:
             self._forward(request)
@@ -263,14 +268,18 @@ class CanGateway:
 
     def _withheld(self, errors: list[FrameEncodeError]) -> None:
         """Count each withheld frame; log each reason once a minute at most."""
-        now = self.monotonic()
         for err in errors:
             self.bus.counters["can_frames_withheld"] += 1
             key = f"{err.frame_id}:{err.signal}" if isinstance(err, FrameRangeError) else str(err)
-            last = self._withheld_logged.get(key)
-            if last is None or now - last >= WITHHELD_LOG_INTERVAL_S:
-                self._withheld_logged[key] = now
-                log.error("CAN frame withheld: %s", err)
+            self._log_limited(key, logging.ERROR, "CAN frame withheld: %s", err)
+
+    def _log_limited(self, key: str, level: int, text: str, *args: object) -> None:
+        """Log once per `key` and minute: a misbehaving peer must not flood the log."""
+        now = self.monotonic()
+        last = self._logged_s.get(key)
+        if last is None or now - last >= LOG_INTERVAL_S:
+            self._logged_s[key] = now
+            log.log(level, text, *args)
 
     def supervise(self) -> None:
         now = self.monotonic()
