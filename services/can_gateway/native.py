@@ -342,6 +342,7 @@ class Native:
 
     def __init__(self) -> None:
         self._cursor = 0
+        self._encoded: tuple[CellSnapshot, FrameBatch] | None = None
 
     def cyclic(self, view: PackView) -> FrameBatch:
         limits_v = (view.config.charge_pack_voltage_v, view.config.discharge_pack_voltage_v)
@@ -350,10 +351,15 @@ class Native:
     def burst(self, view: PackView) -> FrameBatch:
         if view.cells is None or view.stale:
             return FrameBatch(load_native_dbc())
-        batch = cell_batch(view.cells)
+        new = self._encoded is None or self._encoded[0] is not view.cells
+        if new:
+            self._encoded = (view.cells, cell_batch(view.cells))  # encoded once per snapshot
+        assert self._encoded is not None
+        batch = self._encoded[1]
         frames = batch.frames
         sent = FrameBatch(batch.db)
-        sent.refused = batch.refused
+        if new:  # a withheld group is reported once per snapshot
+            sent.refused = batch.refused
         for _ in range(min(CELL_FRAMES_PER_CYCLE, len(frames))):
             sent.frames.append(frames[self._cursor % len(frames)])
             self._cursor += 1

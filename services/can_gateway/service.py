@@ -117,20 +117,24 @@ class CanGateway:
 
     def apply_config(self, config: SystemConfig) -> list[str]:
         """Apply `config` live (profiles, options, channel); the problems, if any."""
+        if config == self.config:
+            return []  # the same configuration again (a publisher's reconnect): nothing to do
         cfg = config.interfaces.can
         problems = self._apply_channel(cfg)
         self.config = config
         self.options = protocol_options(cfg, self.overrides)
-        profiles: list[Profile] = []
-        for name in cfg.profiles if cfg.enabled else ():
-            try:
-                profiles.append(load_profile(name))
-            except UnknownProfileError as err:
-                log.warning("%s", err)
-                problems.append(f"interfaces.can.profiles: {err}")
-        self.profiles = profiles
-        self._stop_tasks()  # a removed profile's frames stop; the next refresh sends the rest
-        log.info("CAN profiles %s", [p.name for p in profiles])
+        names = list(cfg.profiles) if cfg.enabled else []
+        if names != [p.name for p in self.profiles]:
+            profiles: list[Profile] = []
+            for name in names:
+                try:
+                    profiles.append(load_profile(name))
+                except UnknownProfileError as err:
+                    log.warning("%s", err)
+                    problems.append(f"interfaces.can.profiles: {err}")
+            self.profiles = profiles
+            self._stop_tasks()  # a removed profile's frames stop; the next refresh sends the rest
+            log.info("CAN profiles %s", [p.name for p in profiles])
         return problems
 
     def _apply_channel(self, cfg: CanConfig) -> list[str]:

@@ -202,3 +202,24 @@ def test_a_channel_change_reopens_the_bus_without_a_restart() -> None:
         gateway.can.shutdown()
         for b in (old, new):
             b.shutdown()
+
+
+def test_the_same_configuration_again_keeps_the_cyclic_frames_running() -> None:
+    rig = Rig(LV)
+    try:
+        rig.master.publish(PACK_STATE, pack_state())
+        rig.cycle()
+        tasks = dict(rig.gateway.tasks)
+        assert 0x351 in tasks
+        rig.gateway.apply_config(LV.model_copy())  # a publisher's reconnect re-sends it
+        rig.cycle()
+        assert rig.gateway.tasks == tasks  # same tasks: no gap, no restart of the timing
+        renamed = LV.model_copy(update={"name": "bank two", "config_version": 2})
+        rig.gateway.apply_config(renamed)
+        rig.cycle()
+        assert rig.gateway.tasks.keys() == tasks.keys()
+        task: Any = rig.gateway.tasks[0x370]  # python-can keeps the data it sends
+        names = load_dbc("victron_0x35x").decode_message(0x370, task.messages[0].data)
+        assert names["Char0"] == ord("b")  # the new name goes out in the running task
+    finally:
+        rig.close()
