@@ -121,3 +121,18 @@ def test_pylon_hv_offset_zero_narrows_the_current() -> None:
     data["interfaces"]["can"]["pylon_hv_current_offset_a"] = 100.0  # -100 A at most
     with pytest.raises(ValidationError, match="current up to"):
         SystemConfig.model_validate(data)
+
+
+def test_the_wizard_refuses_victron_for_a_614_v_pack() -> None:
+    """Item 9 as a user saw it: the wizard accepted victron_0x35x for a 614 V pack."""
+    from services.config_ui.wizard import apply_form, fields_for_step, new_draft, validate
+
+    draft = new_draft("demo", "LFP", modules=12, cells_per_module=16)
+    fields = fields_for_step("interfaces", draft)  # as a browser posts them
+    form = {f.path: f.value for f in fields if not (f.kind == "checkbox" and f.value == "")}
+    form["interfaces.can.profiles"] = "victron_0x35x"
+    result = apply_form("interfaces", draft, form)
+    assert result.draft["interfaces"]["can"]["profiles"] == ["victron_0x35x"]
+    assert result.draft["interfaces"]["can"]["enabled"]
+    _, errors = validate(result.draft)
+    assert any("327.67 V" in m for m in errors["interfaces.can.profiles"]), errors
