@@ -116,11 +116,17 @@ class CanGateway:
         acknowledge_config(self.bus, config.config_version, self.apply_config(config))
 
     def apply_config(self, config: SystemConfig) -> list[str]:
-        """Apply `config` live (profiles, options, channel); the problems, if any."""
+        """Apply `config` live (channel, profiles, options); the problems, if any.
+
+        A channel that cannot be opened refuses the whole configuration: the gateway goes on
+        with the previous one (and its channel), as the refusal says.
+        """
         if config == self.config:
             return []  # the same configuration again (a publisher's reconnect): nothing to do
         cfg = config.interfaces.can
         problems = self._apply_channel(cfg)
+        if problems:
+            return problems
         self.config = config
         self.options = protocol_options(cfg, self.overrides)
         names = list(cfg.profiles) if cfg.enabled else []

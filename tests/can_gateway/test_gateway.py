@@ -196,6 +196,7 @@ def test_a_channel_change_reopens_the_bus_without_a_restart() -> None:
         ui.process(0.0)
         assert not acks[-1].accepted
         assert "cannot open" in acks[-1].errors[0] and second in acks[-1].errors[0]
+        assert gateway.config == moved  # refused: the previous configuration stays in force
         assert new.recv(timeout=1.0) is not None  # still sending on the working channel
     finally:
         gateway.close()
