@@ -1,7 +1,8 @@
 """Bootstrap: `python -m services.can_gateway [--help]`.
 
 The CAN channel is opened once the system configuration is known (interface, channel and bit
-rate come from it, unless the flags override them).
+rate come from it, unless a BMS_* setting names the device), and reopened when a new
+configuration moves it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import can
 from pydantic_settings import CliApp
 
+from services.can_gateway.channel import ChannelOpener
 from services.can_gateway.service import CanGateway
 from services.can_gateway.settings import CanGatewaySettings
 from shared.bus import MqttBus
@@ -25,17 +27,6 @@ KIND = "can_gateway"
 log = logging.getLogger("can_gateway")
 
 
-def open_can(settings: CanGatewaySettings, config: SystemConfig) -> can.BusABC:
-    cfg = config.interfaces.can
-    interface = settings.can_interface or cfg.interface
-    channel = settings.can_channel or cfg.channel
-    bitrate = settings.can_bitrate or cfg.bitrate
-    log.info("CAN on %s %s at %d bit/s", interface, channel, bitrate)
-    if interface == "virtual":
-        return can.Bus(interface=interface, channel=channel)
-    return can.Bus(interface=interface, channel=channel, bitrate=bitrate)
-
-
 def run(settings: CanGatewaySettings) -> int:
     configure_logging(settings.log_level)
     bus = MqttBus.from_settings(settings, kind=KIND)
@@ -45,25 +36,28 @@ def run(settings: CanGatewaySettings) -> int:
     first: list[SystemConfig] = []
     bus.subscribe(CONFIG, lambda d: first.append(d.message.config) if not first else None)
     bus.start()
+    opener = ChannelOpener(settings.can_interface, settings.can_channel, settings.can_bitrate)
     gateway: CanGateway | None = None
     try:
         while not first and not stop.is_set():
             bus.process(timeout_s=0.2)
         if stop.is_set():
             return 0
+        params = opener.params(first[0].interfaces.can)
         try:
-            can_bus = open_can(settings, first[0])
+            can_bus = opener.open(params)
         except (can.CanError, OSError, ValueError) as exc:
-            log.error("cannot open the CAN channel: %s", exc)
+            log.error("cannot open the CAN channel %s: %s", params, exc)
             return 1
         gateway = CanGateway(
             bus,
             can_bus,
+            opener=opener,
             stale_after_s=settings.stale_after_s,
             keepalive_timeout_s=settings.keepalive_timeout_s,
-            hv_byte_order=settings.pylon_hv_byte_order,
-            hv_current_offset_a=settings.pylon_hv_current_offset_a,
+            protocol_overrides=settings.protocol_overrides(),
         )
+        gateway.bus_params = params
         gateway.apply_config(first[0])
         gateway.run(stop.is_set)
     finally:

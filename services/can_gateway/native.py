@@ -4,51 +4,52 @@ The profile is defined by `dbc/native.dbc`: standard 11-bit ids in 0x600-0x6FF, 
 
 Sent by the BMS, every 100 ms (`pack_frames`):
 - 0x600 PackStatus: pack voltage (0.1 V), current (0.1 A, positive while charging), SOC and
-  SOH (0.1 %), contactor state, mode, DataStale bit.
+  SOH (0.1 %), contactor state, mode, DataStale bit. An unknown value is the DBC's
+  not-available raw value (`NotAvailableRaw`: 0xFFFF V, 0x8000 A, 1023 for SOC/SOH).
 - 0x601 Limits: CVL, DVL (0.1 V), CCL, DCL (0.1 A). CCL and DCL are 0 unless the contactors
   are closed and there is no fault.
-- 0x602 CellVoltageExtremes: min/max cell voltage (mV) with module and index (255 = unknown).
+- 0x602 CellVoltageExtremes: min/max cell voltage (mV) with module and index (255 = unknown);
+  only while both extremes are known.
 - 0x603 TemperatureExtremes: min/max temperature (0.1 degC, raw 0x8000 = unknown) with
-  module and index (255 = unknown).
+  module and index (255 = unknown); only while a temperature is known.
 - 0x604 FaultsAlarms (FaultBits, AlarmBits) and 0x605 Warnings (WarningBits): bit i is
   `PROTECTION_CODES[i]`, bit 31 (`OTHER_CODE_BIT`) any code outside that table.
 
 Sent by the BMS, one frame per multiplexer group (`cell_frames`):
 - 0x610 CellVoltages: group g (byte 0, 0-65) carries cells 3g+1..3g+3 in series order as
-  16-bit mV; 65535 = no such cell. 66 groups cover 196 cells.
+  16-bit mV; 65535 = not available (no such cell, or unknown). 66 groups cover 196 cells.
 - 0x611 CellTemperatures: group g (byte 0, 0-111) carries sensors 7g+1..7g+7 as one byte each
-  (1 degC, offset -60; readings are clamped to -60..194); raw 255 = no reading. 112 groups
-  cover 784 sensors.
+  (1 degC, offset -60, -60..194); raw 255 = not available. 112 groups cover 784 sensors.
+  Each cell and sensor sits at its own place (`CellSnapshot.cells()` / `.temperatures()`): an
+  unknown channel is not available at its slot and never shifts the later ones. A reading
+  beyond the range withholds its group frame (never clamped).
 
 From the controller (`decode_command`): 0x620 Command (2 bytes: command id, counter).
 Acknowledged by the BMS (`ack_frame`): 0x621 CommandAck (3 bytes: echoed counter,
 1 accepted / 0 refused, `AckReason`).
 
-Fail-safe (`stale` is true or `pack` is None): no measurement is sent as if it were current.
-0x600 carries DataStale = 1, contactor state and mode Unknown and 0 for every measurement; it
-is not sent at all before the first pack state (never a SOC of 0 % at start-up). 0x601
-carries CCL = DCL = 0 (no charge, no discharge) and the configured pack charge and discharge
-voltages as CVL/DVL (never 0 V). 0x604/0x605 carry the last pack's codes (if any) with the
-`communication_loss` fault bit set. 0x602 and 0x603 are not sent. Cell frames are only built
-from a snapshot the caller holds as current.
+Fail-safe (the pack state is stale or missing): no measurement is sent as if it were current.
+0x600 carries DataStale = 1, contactor state and mode Unknown and every measurement not
+available (never a SOC of 0 % at start-up). 0x601 carries CCL = DCL = 0 (no charge, no
+discharge) and the configured pack charge and discharge voltages as CVL/DVL (never 0 V); so
+it does while the pack's voltage, current or cell extremes are unknown. 0x604/0x605 carry
+the last pack's codes (if any) with the `communication_loss` fault bit set. 0x602 and 0x603
+are not sent. Cell frames are only sent while the pack state is current.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import cache
-from importlib import resources
 
-import cantools
-from cantools.database.can import Database, Message
+from cantools.database.can import Database
 
-from services.can_gateway.codec import FrameEncodeError, encode, signal_range
+from services.can_gateway.codec import Frame, FrameBatch, FrameEncodeError, encode, load_dbc
+from services.can_gateway.profile import Handling, MasterRequest, PackView
 from shared.config.protection import PROTECTION_CODES
+from shared.messages import COMMAND_ARGS, CommandReply
 from shared.messages.pack import CellLocation, CellSnapshot, PackState
-
-Frame = tuple[int, bytes]
 
 STATUS_ID = 0x600
 LIMITS_ID = 0x601
@@ -61,6 +62,10 @@ CELL_TEMPERATURES_ID = 0x611
 COMMAND_ID = 0x620
 ACK_ID = 0x621
 
+PACK_PERIOD_S = 0.1
+"""The native profile is for supervisory controllers: pack values every 100 ms."""
+CELL_FRAMES_PER_CYCLE = 18
+"""Cell and temperature group frames sent per gateway cycle: every cell about once a second."""
 CELLS_PER_GROUP = 3
 CELL_GROUPS = 66
 TEMPS_PER_GROUP = 7
@@ -127,14 +132,9 @@ COMMANDS: dict[int, tuple[str, dict[str, str]]] = {
 }
 
 
-@cache
 def load_native_dbc() -> Database:
     """`dbc/native.dbc`, parsed once."""
-    text = resources.files("services.can_gateway").joinpath("dbc", "native.dbc").read_text("utf-8")
-    db = cantools.database.load_string(text, database_format="dbc", strict=True)
-    if not isinstance(db, Database):
-        raise FrameEncodeError("native.dbc is not a CAN database")
-    return db
+    return load_dbc("native")
 
 
 def code_bits(codes: Iterable[str]) -> int:
@@ -160,55 +160,63 @@ def pack_frames(
     stale: bool,
     voltage_limits_v: tuple[float, float] | None = None,
 ) -> list[Frame]:
-    """Frames 0x600-0x605 of one 100 ms cycle (fail-safe when stale or None, see above).
+    """Frames 0x600-0x605 of one 100 ms cycle (see the module docstring).
 
-    `voltage_limits_v` (charge, discharge pack voltage from the configuration) replaces the
-    zero CVL/DVL of the fail-safe frame: a controller must never read a 0 V charge limit.
-    Before the first pack state, 0x600 is not sent at all, so no SOC 0 % ever goes out.
+    `voltage_limits_v` (charge, discharge pack voltage from the configuration) is the CVL/DVL
+    of the fail-safe frame: a controller must never read a 0 V charge limit.
     """
-    db = load_native_dbc()
+    return _pack_batch(pack, stale=stale or pack is None, voltage_limits_v=voltage_limits_v).frames
+
+
+def _pack_batch(
+    pack: PackState | None, *, stale: bool, voltage_limits_v: tuple[float, float] | None
+) -> FrameBatch:
+    batch = FrameBatch(load_native_dbc())
     fresh = None if stale else pack
+    known = None if fresh is None or None in (
+        fresh.voltage, fresh.current, fresh.cell_v_min, fresh.cell_v_max
+    ) else fresh  # fmt: skip
     faults = list(pack.faults) if pack is not None else []
     alarms = list(pack.alarms) if pack is not None else []
     warnings = list(pack.warnings) if pack is not None else []
     if fresh is None:
         faults.append(STALE_FAULT)
-        frames = [
-            encode(
-                db,
-                STATUS_ID,
-                {
-                    "PackVoltage": 0.0,
-                    "PackCurrent": 0.0,
-                    "StateOfCharge": 0.0,
-                    "StateOfHealth": 0.0,
-                    "ContactorState": CONTACTOR_UNKNOWN,
-                    "Mode": MODE_UNKNOWN,
-                    "DataStale": 1,
-                },
-            ),
-            encode(
-                db,
-                LIMITS_ID,
-                {
-                    "ChargeVoltageLimit": voltage_limits_v[0] if voltage_limits_v else 0.0,
-                    "DischargeVoltageLimit": voltage_limits_v[1] if voltage_limits_v else 0.0,
-                    "ChargeCurrentLimit": 0.0,
-                    "DischargeCurrentLimit": 0.0,
-                },
-            ),
-        ]
-        if pack is None:
-            frames = frames[1:]
+    batch.add(
+        STATUS_ID,
+        {
+            "PackVoltage": None if fresh is None else fresh.voltage,
+            "PackCurrent": None if fresh is None else fresh.current,
+            "StateOfCharge": None if fresh is None else fresh.soc,
+            "StateOfHealth": None if fresh is None else fresh.soh,
+            "ContactorState": CONTACTOR_UNKNOWN if fresh is None else CONTACTOR_STATES[
+                fresh.contactors],
+            "Mode": MODE_UNKNOWN if fresh is None else MODES[fresh.mode],
+            "DataStale": int(fresh is None),
+        },
+    )  # fmt: skip
+    if known is None:
+        cvl, dvl = voltage_limits_v if voltage_limits_v is not None else (None, None)
+        limits: dict[str, float | None] = {
+            "ChargeVoltageLimit": cvl,
+            "DischargeVoltageLimit": dvl,
+            "ChargeCurrentLimit": 0.0,
+            "DischargeCurrentLimit": 0.0,
+        }
     else:
-        frames = _fresh_frames(db, fresh)
-    frames += [
-        encode(
-            db, FAULTS_ALARMS_ID, {"FaultBits": code_bits(faults), "AlarmBits": code_bits(alarms)}
-        ),
-        encode(db, WARNINGS_ID, {"WarningBits": code_bits(warnings)}),
-    ]
-    return frames
+        allowed = known.contactors == "closed" and not known.faults
+        lim = known.limits
+        limits = {
+            "ChargeVoltageLimit": lim.charge_voltage_v,
+            "DischargeVoltageLimit": lim.discharge_voltage_v,
+            "ChargeCurrentLimit": lim.charge_current_a if allowed else 0.0,
+            "DischargeCurrentLimit": lim.discharge_current_a if allowed else 0.0,
+        }
+    batch.add(LIMITS_ID, limits)
+    if fresh is not None:
+        _add_extremes(batch, fresh)
+    batch.add(FAULTS_ALARMS_ID, {"FaultBits": code_bits(faults), "AlarmBits": code_bits(alarms)})
+    batch.add(WARNINGS_ID, {"WarningBits": code_bits(warnings)})
+    return batch
 
 
 def _location(at: CellLocation | None) -> tuple[int, int]:
@@ -217,106 +225,72 @@ def _location(at: CellLocation | None) -> tuple[int, int]:
     return min(at.module, LOCATION_UNKNOWN), min(at.index, LOCATION_UNKNOWN)
 
 
-def _fresh_frames(db: Database, pack: PackState) -> list[Frame]:
-    allowed = pack.contactors == "closed" and not pack.faults
-    lim = pack.limits
-    v_min_mod, v_min_idx = _location(pack.cell_v_min_at)
-    v_max_mod, v_max_idx = _location(pack.cell_v_max_at)
-    t_min_mod, t_min_idx = _location(pack.temp_min_at)
-    t_max_mod, t_max_idx = _location(pack.temp_max_at)
-    return [
-        encode(
-            db,
-            STATUS_ID,
-            {
-                "PackVoltage": pack.voltage,
-                "PackCurrent": pack.current,
-                "StateOfCharge": pack.soc,
-                "StateOfHealth": pack.soh,
-                "ContactorState": CONTACTOR_STATES[pack.contactors],
-                "Mode": MODES[pack.mode],
-                "DataStale": 0,
-            },
-        ),
-        encode(
-            db,
-            LIMITS_ID,
-            {
-                "ChargeVoltageLimit": lim.charge_voltage_v,
-                "DischargeVoltageLimit": lim.discharge_voltage_v,
-                "ChargeCurrentLimit": lim.charge_current_a if allowed else 0.0,
-                "DischargeCurrentLimit": lim.discharge_current_a if allowed else 0.0,
-            },
-        ),
-        encode(
-            db,
+def _millivolts(volts: float | None) -> float | None:
+    return None if volts is None else round(volts * 1000)
+
+
+def _add_extremes(batch: FrameBatch, pack: PackState) -> None:
+    """0x602 while the cell extremes are known, 0x603 while a temperature is."""
+    if pack.cell_v_min is not None and pack.cell_v_max is not None:
+        v_min_mod, v_min_idx = _location(pack.cell_v_min_at)
+        v_max_mod, v_max_idx = _location(pack.cell_v_max_at)
+        batch.add(
             CELL_VOLTAGE_EXTREMES_ID,
             {
-                "CellVoltageMin": round(pack.cell_v_min * 1000),
-                "CellVoltageMax": round(pack.cell_v_max * 1000),
+                "CellVoltageMin": _millivolts(pack.cell_v_min),
+                "CellVoltageMax": _millivolts(pack.cell_v_max),
                 "CellVoltageMinModule": v_min_mod,
                 "CellVoltageMinIndex": v_min_idx,
                 "CellVoltageMaxModule": v_max_mod,
                 "CellVoltageMaxIndex": v_max_idx,
             },
-        ),
-        encode(
-            db,
+        )
+    if pack.temp_min_c is not None or pack.temp_max_c is not None:
+        t_min_mod, t_min_idx = _location(pack.temp_min_at)
+        t_max_mod, t_max_idx = _location(pack.temp_max_at)
+        batch.add(
             TEMPERATURE_EXTREMES_ID,
             {
-                "TemperatureMin": TEMP_UNKNOWN_C if pack.temp_min_c is None else pack.temp_min_c,
-                "TemperatureMax": TEMP_UNKNOWN_C if pack.temp_max_c is None else pack.temp_max_c,
+                "TemperatureMin": pack.temp_min_c,
+                "TemperatureMax": pack.temp_max_c,
                 "TemperatureMinModule": t_min_mod,
                 "TemperatureMinIndex": t_min_idx,
                 "TemperatureMaxModule": t_max_mod,
                 "TemperatureMaxIndex": t_max_idx,
             },
-        ),
-    ]
-
-
-def _encode_group(message: Message, group: int, values: Mapping[str, float]) -> Frame:
-    """One multiplexed frame: the multiplexer and the signals of `group`, clamped."""
-    out: dict[str, float] = {}
-    for name, value in values.items():
-        lo, hi = signal_range(message.get_signal_by_name(name))
-        out[name] = min(max(value, lo), hi)
-    mux = next(s.name for s in message.signals if s.is_multiplexer)
-    data = message.encode({mux: group, **out}, scaling=True, strict=True)
-    return message.frame_id, bytes(data)
-
-
-def _cell_values(cell_v: Sequence[float], group: int) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for n in range(group * CELLS_PER_GROUP, (group + 1) * CELLS_PER_GROUP):
-        mv = min(round(cell_v[n] * 1000), CELL_MV_UNKNOWN - 1) if n < len(cell_v) else None
-        values[f"CellVoltage{n + 1:03d}"] = CELL_MV_UNKNOWN if mv is None else mv
-    return values
-
-
-def _temp_values(temp_c: Sequence[float | None], group: int) -> dict[str, float]:
-    lo, hi = CELL_TEMP_RANGE_C
-    values: dict[str, float] = {}
-    for n in range(group * TEMPS_PER_GROUP, (group + 1) * TEMPS_PER_GROUP):
-        reading = temp_c[n] if n < len(temp_c) else None
-        name = f"CellTemperature{n + 1:03d}"
-        values[name] = CELL_TEMP_UNKNOWN_C if reading is None else min(max(reading, lo), hi)
-    return values
+        )
 
 
 def cell_frames(cells: CellSnapshot) -> list[Frame]:
-    """Every 0x610 and 0x611 group frame of a snapshot (all groups, unused slots "unknown")."""
-    if len(cells.cell_v) > MAX_CELLS or len(cells.temp_c) > MAX_TEMPS:
+    """Every 0x610 and 0x611 group frame of a snapshot (see `cell_batch`)."""
+    return cell_batch(cells).frames
+
+
+def cell_batch(cells: CellSnapshot) -> FrameBatch:
+    """Every 0x610 and 0x611 group frame: each cell and sensor at its own slot (its place in
+    the string, module by module), unknown and unused slots not available. A reading beyond
+    the signal's range withholds its group frame (never clamped)."""
+    if cells.cell_count > MAX_CELLS or cells.temp_count > MAX_TEMPS:
         raise FrameEncodeError(
-            f"{len(cells.cell_v)} cells / {len(cells.temp_c)} temperatures exceed "
+            f"{cells.cell_count} cells / {cells.temp_count} temperatures exceed "
             f"{MAX_CELLS} / {MAX_TEMPS}"
         )
-    db = load_native_dbc()
-    volts = db.get_message_by_frame_id(CELL_VOLTAGES_ID)
-    temps = db.get_message_by_frame_id(CELL_TEMPERATURES_ID)
-    frames = [_encode_group(volts, g, _cell_values(cells.cell_v, g)) for g in range(CELL_GROUPS)]
-    frames += [_encode_group(temps, g, _temp_values(cells.temp_c, g)) for g in range(TEMP_GROUPS)]
-    return frames
+    volts: list[float | None] = [None] * MAX_CELLS
+    for cell in cells.cells():
+        volts[cell.series_index] = _millivolts(cell.voltage_v)
+    temps: list[float | None] = [None] * MAX_TEMPS
+    for sensor in cells.temperatures():
+        temps[sensor.sensor_index] = sensor.temp_c
+    batch = FrameBatch(load_native_dbc())
+    for g in range(CELL_GROUPS):
+        slots = range(g * CELLS_PER_GROUP, (g + 1) * CELLS_PER_GROUP)
+        batch.add_group(CELL_VOLTAGES_ID, g, {f"CellVoltage{n + 1:03d}": volts[n] for n in slots})
+    for g in range(TEMP_GROUPS):
+        slots = range(g * TEMPS_PER_GROUP, (g + 1) * TEMPS_PER_GROUP)
+        batch.add_group(
+            CELL_TEMPERATURES_ID, g, {f"CellTemperature{n + 1:03d}": temps[n] for n in slots}
+        )
+    return batch
 
 
 def decode_command(arbitration_id: int, data: bytes) -> NativeCommand | None:
@@ -356,3 +330,61 @@ def ack_frame(counter: int, accepted: bool, reason_code: int) -> Frame:
         ACK_ID,
         {"AckCounter": counter, "AckStatus": int(accepted), "AckReason": reason_code},
     )
+
+
+class Native:
+    """The native profile as a `Profile`: pack frames every 100 ms, a slice of the cell frames
+    each gateway cycle (every cell about once a second), commands acknowledged on 0x621."""
+
+    name = "native"
+    period_s: float | None = PACK_PERIOD_S
+    supervises_keepalive = False
+
+    def __init__(self) -> None:
+        self._cursor = 0
+        self._encoded: tuple[CellSnapshot, FrameBatch] | None = None
+
+    def cyclic(self, view: PackView) -> FrameBatch:
+        limits_v = (view.config.charge_pack_voltage_v, view.config.discharge_pack_voltage_v)
+        return _pack_batch(view.pack, stale=view.stale, voltage_limits_v=limits_v)
+
+    def burst(self, view: PackView) -> FrameBatch:
+        if view.cells is None or view.stale:
+            return FrameBatch(load_native_dbc())
+        new = self._encoded is None or self._encoded[0] is not view.cells
+        if new:
+            self._encoded = (view.cells, cell_batch(view.cells))  # encoded once per snapshot
+        assert self._encoded is not None
+        batch = self._encoded[1]
+        frames = batch.frames
+        sent = FrameBatch(batch.db)
+        if new:  # a withheld group is reported once per snapshot
+            sent.refused = batch.refused
+        for _ in range(min(CELL_FRAMES_PER_CYCLE, len(frames))):
+            sent.frames.append(frames[self._cursor % len(frames)])
+            self._cursor += 1
+        return sent
+
+    def accepts(self, arbitration_id: int, is_extended_id: bool) -> bool:
+        return not is_extended_id and arbitration_id == COMMAND_ID
+
+    def handle(self, arbitration_id: int, data: bytes, view: PackView) -> Handling:
+        try:
+            command = decode_command(arbitration_id, data)
+        except NativeCommandError as err:
+            frames = [] if err.counter is None else [ack_frame(err.counter, False, err.reason)]
+            return Handling(frames=frames, refused=[str(err)])
+        if command is None:
+            return Handling()
+        counter = command.counter
+        if view.stale:
+            return Handling(frames=[ack_frame(counter, False, AckReason.STALE)])
+
+        def replied(reply: CommandReply | None) -> list[Frame]:
+            if reply is None:
+                return [ack_frame(counter, False, AckReason.TIMEOUT)]
+            ok = reply.status == "accepted"
+            return [ack_frame(counter, ok, AckReason.NONE if ok else AckReason.REFUSED_BY_MASTER)]
+
+        args = COMMAND_ARGS[command.command].model_validate(command.args)
+        return Handling(requests=[MasterRequest(command.command, args, replied)])

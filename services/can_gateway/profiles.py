@@ -1,7 +1,8 @@
 """Inverter CAN profiles: the master's pack state as CAN frames (pure, no bus I/O or clocks).
 
-`frames_for(profile, pack, stale=..., config=...)` returns `[(arbitration_id, payload), ...]`
-(11-bit IDs, little-endian fields) for one transmit cycle; the caller sends them periodically.
+`Victron0x35x` and `PylonV12` implement `profile.Profile`: 11-bit IDs, little-endian fields,
+every frame once a second; `frames_for(profile, pack, stale=..., config=...)` is the same
+as a plain list. Both read the inverter's keep-alive (0x305/0x307).
 
 Profile "victron_0x35x" (Victron GX / SMA Sunny Island / generic "CAN-BMS"):
 0x351 limits, 0x355 SOC/SOH/HiRes SOC (6 bytes), 0x356 voltage/current/temperature,
@@ -13,24 +14,32 @@ Profile "pylon_v12" (Pylontech US protocol v1.2, read by Deye, Growatt, Sofar, V
 0x35C charge/discharge enable, 0x35E "PYLON   " (inverters recognise the battery by this name).
 
 Normal operation:
+Unknown values (None in the pack state) are never sent as numbers: a measurement frame goes
+out only while its values are known (0x355 needs SOC and SOH, 0x356 voltage and current, 0x373
+the cell extremes, 0x378 the energy counters), so an inverter never sees SOC 0 % at start-up.
+An unknown temperature is the DBC's not-available value (0x356 raw 0x8000, 0x373 raw 0xFFFF).
+A value beyond its frame's range withholds that frame (see `codec`), never clamped.
+
+Normal operation (the pack state is fresh and its voltage, current and cell extremes known):
 - 0x351: CVL/DVL from `pack.limits` (CVL 0 is replaced by the configured pack charge voltage,
   since Victron reads CVL 0 as over-voltage). CCL/DCL from `pack.limits`, but 0 unless the
   contactors are closed and there is no fault.
-- 0x356 temperature: the average cell temperature (else the mean of min and max); raw 0x8000
-  ("invalid" for SMA) when unknown. 0x373 temperatures: 65535 K when unknown.
+- 0x356 temperature: the average cell temperature (else the mean of min and max).
 - 0x35A / 0x359: see `services.can_gateway.alarms` (faults -> alarm/protection,
   alarms and warnings -> warning/alarm bits).
 - 0x35C: charge enable = CCL as sent > 0, discharge enable = DCL as sent > 0.
 
-Fail-safe (`stale` is true or `pack` is None): no measurement is sent as if it were current.
+Fail-safe (the pack state is stale, missing, or its voltage, current or cell extremes are
+unknown): no measurement is sent as if it were current.
 - 0x351: CVL = configured pack charge voltage, CCL = 0 A, DCL = 0 A,
   DVL = configured pack discharge voltage.
 - victron_0x35x: 0x35A with AlarmGeneral and AlarmBmsInternal active (plus the last pack's codes,
   if any), every other supported pair from the last pack's codes or OK; 0x372 with 0 modules
   online and every module offline and blocking charge and discharge; 0x35E, 0x35F, 0x370,
-  0x371, 0x379 (configuration only). 0x355, 0x356, 0x373, 0x378 are not sent.
+  0x371, 0x379 (configuration only). 0x355, 0x356, 0x373, 0x378 only from a fresh pack state
+  whose values they carry are known.
 - pylon_v12: 0x359 with ProtectSystemError and AlarmInternalComm set (plus the last pack's codes),
-  0x35C = 0x00 (charge and discharge disabled), 0x35E. 0x355 and 0x356 are not sent.
+  0x35C = 0x00 (charge and discharge disabled), 0x35E. 0x355 and 0x356 as above.
 """
 
 from __future__ import annotations
@@ -38,21 +47,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.can_gateway.alarms import pylon_flags, victron_pairs
-from services.can_gateway.codec import ascii_values, encode, load_dbc
+from services.can_gateway.codec import Frame, FrameBatch, ascii_values, load_dbc
+from services.can_gateway.profile import Handling, PackView
 from shared.config.system import SystemConfig
 from shared.messages.pack import PackState
 
-Frame = tuple[int, bytes]
-
 PROFILES = ("victron_0x35x", "pylon_v12")
 
+PERIOD_S = 1.0
+"""Inverter profiles send each frame once a second (never faster than 200 ms per id)."""
 KEEPALIVE_IDS = frozenset({0x305, 0x307})
 VICTRON_MANUFACTURER = "BMSSTACK"
 PYLON_MANUFACTURER = "PYLON"
 FIRMWARE_VERSION = (0, 1)
 BATTERY_TYPE_LI = int.from_bytes(b"Li", "little")
-TEMP_UNKNOWN_C = -3276.8  # raw 0x8000 in 0x356, "invalid" per SMA
-TEMP_UNKNOWN_K = 65535.0  # raw 0xFFFF in 0x373
 # Pylontech US3000 module capacity: inverters derive limits from the 0x359 module count.
 PYLON_MODULE_AH = 74.0
 
@@ -67,7 +75,7 @@ def frames_for(
             f"CAN profile {profile!r} has no frame builder here; "
             f"choose one of {', '.join(PROFILES)}"
         )
-    return builder(None if stale else pack, pack, config)
+    return builder(PackView(config=config, pack=pack, stale=stale or pack is None)).frames
 
 
 def is_keepalive(arbitration_id: int, data: bytes) -> bool:
@@ -79,7 +87,7 @@ def is_keepalive(arbitration_id: int, data: bytes) -> bool:
     return arbitration_id in KEEPALIVE_IDS and len(data) <= 8
 
 
-def _limits(pack: PackState | None, config: SystemConfig) -> dict[str, float]:
+def _limits(pack: PackState | None, config: SystemConfig) -> dict[str, float | None]:
     if pack is None:
         return {
             "ChargeVoltageLimit": config.charge_pack_voltage_v,
@@ -97,9 +105,9 @@ def _limits(pack: PackState | None, config: SystemConfig) -> dict[str, float]:
     }
 
 
-def _sent_positive(current_limit_a: float) -> bool:
+def _sent_positive(current_limit_a: float | None) -> bool:
     # Compare what 0x351 carries (0.1 A steps): 0.03 A goes out as 0 and must not enable.
-    return round(current_limit_a * 10) > 0
+    return current_limit_a is not None and round(current_limit_a * 10) > 0
 
 
 def _pack_temperature(pack: PackState) -> float | None:
@@ -110,17 +118,31 @@ def _pack_temperature(pack: PackState) -> float | None:
     return None
 
 
-def _measurements(pack: PackState) -> dict[str, float]:
-    temp = _pack_temperature(pack)
-    return {
-        "BatteryVoltage": pack.voltage,
-        "BatteryCurrent": pack.current,
-        "BatteryTemperature": TEMP_UNKNOWN_C if temp is None else temp,
-    }
+def _add_measurements(batch: FrameBatch, fresh: PackState | None, *, hires: bool) -> None:
+    """0x355 and 0x356, each only while the values it carries are known."""
+    if fresh is None:
+        return
+    if fresh.soc is not None and fresh.soh is not None:
+        soc: dict[str, float | None] = {
+            "StateOfCharge": round(fresh.soc),
+            "StateOfHealth": round(fresh.soh),
+        }
+        if hires:
+            soc["StateOfChargeHiRes"] = fresh.soc
+        batch.add(0x355, soc)
+    if fresh.voltage is not None and fresh.current is not None:
+        batch.add(
+            0x356,
+            {
+                "BatteryVoltage": fresh.voltage,
+                "BatteryCurrent": fresh.current,
+                "BatteryTemperature": _pack_temperature(fresh),
+            },
+        )
 
 
-def _kelvin(celsius: float | None) -> float:
-    return TEMP_UNKNOWN_K if celsius is None else round(celsius + 273.15)
+def _kelvin(celsius: float | None) -> float | None:
+    return None if celsius is None else round(celsius + 273.15)
 
 
 def _codes(pack: PackState | None) -> tuple[list[str], list[str]]:
@@ -129,128 +151,125 @@ def _codes(pack: PackState | None) -> tuple[list[str], list[str]]:
     return list(pack.faults), [*pack.alarms, *pack.warnings]
 
 
-def _victron(fresh: PackState | None, last: PackState | None, config: SystemConfig) -> list[Frame]:
-    db = load_dbc("victron_0x35x")
-    faults, warnings = _codes(last)
-    limits = _limits(fresh, config)
+def _victron(view: PackView) -> FrameBatch:
+    config, fresh, known = view.config, view.fresh, view.known
+    batch = FrameBatch(load_dbc("victron_0x35x"))
+    faults, warnings = _codes(view.pack)
+    limits = _limits(known, config)
     modules = config.topology.modules
     name = (config.name or config.system_id)[:16]
-    frames = [encode(db, 0x351, limits)]
-    if fresh is not None:
-        frames += [
-            encode(
-                db,
-                0x355,
-                {
-                    "StateOfCharge": round(fresh.soc),
-                    "StateOfHealth": round(fresh.soh),
-                    "StateOfChargeHiRes": fresh.soc,
-                },
-            ),
-            encode(db, 0x356, _measurements(fresh)),
-        ]
-    force = () if fresh is not None else ("General", "BmsInternal")
-    frames += [
-        encode(db, 0x35A, victron_pairs(faults, warnings, force_alarms=force)),
-        encode(db, 0x35E, ascii_values(VICTRON_MANUFACTURER)),
-        encode(
-            db,
-            0x35F,
-            {
-                "BatteryType": BATTERY_TYPE_LI,
-                "FirmwareMajor": FIRMWARE_VERSION[0],
-                "FirmwareMinor": FIRMWARE_VERSION[1],
-                "CapacityAh": round(config.cell_capacity_ah),
-            },
-        ),
-        encode(db, 0x370, ascii_values(name[:8], pad="\0")),
-        encode(db, 0x371, ascii_values(name[8:], pad="\0")),
-    ]
-    if fresh is None:
-        counts = {"online": 0, "charge": modules, "discharge": modules, "offline": modules}
+    batch.add(0x351, limits)
+    _add_measurements(batch, fresh, hires=True)
+    force = () if known is not None else ("General", "BmsInternal")
+    batch.add(0x35A, victron_pairs(faults, warnings, force_alarms=force))
+    batch.add(0x35E, ascii_values(VICTRON_MANUFACTURER))
+    batch.add(
+        0x35F,
+        {
+            "BatteryType": BATTERY_TYPE_LI,
+            "FirmwareMajor": FIRMWARE_VERSION[0],
+            "FirmwareMinor": FIRMWARE_VERSION[1],
+            "CapacityAh": round(config.cell_capacity_ah),
+        },
+    )
+    batch.add(0x370, ascii_values(name[:8], pad="\0"))
+    batch.add(0x371, ascii_values(name[8:], pad="\0"))
+    if known is None:
+        offline = modules if fresh is None else len(set(fresh.stale_modules))
+        counts = {"online": modules - offline, "charge": modules, "discharge": modules}
     else:
-        offline = len(set(fresh.stale_modules))
+        offline = len(set(known.stale_modules))
         counts = {
             "online": max(modules - offline, 0),
             "charge": 0 if _sent_positive(limits["ChargeCurrentLimit"]) else modules,
             "discharge": 0 if _sent_positive(limits["DischargeCurrentLimit"]) else modules,
-            "offline": offline,
         }
-    frames.append(
-        encode(
-            db,
-            0x372,
+    batch.add(
+        0x372,
+        {
+            "ModulesOnline": counts["online"],
+            "ModulesBlockingCharge": counts["charge"],
+            "ModulesBlockingDischarge": counts["discharge"],
+            "ModulesOffline": offline,
+        },
+    )
+    if fresh is not None and fresh.cell_v_min is not None and fresh.cell_v_max is not None:
+        batch.add(
+            0x373,
             {
-                "ModulesOnline": counts["online"],
-                "ModulesBlockingCharge": counts["charge"],
-                "ModulesBlockingDischarge": counts["discharge"],
-                "ModulesOffline": counts["offline"],
+                "MinCellVoltage": fresh.cell_v_min,
+                "MaxCellVoltage": fresh.cell_v_max,
+                "MinCellTemperature": _kelvin(fresh.temp_min_c),
+                "MaxCellTemperature": _kelvin(fresh.temp_max_c),
             },
         )
-    )
-    if fresh is not None:
-        frames += [
-            encode(
-                db,
-                0x373,
-                {
-                    "MinCellVoltage": fresh.cell_v_min,
-                    "MaxCellVoltage": fresh.cell_v_max,
-                    "MinCellTemperature": _kelvin(fresh.temp_min_c),
-                    "MaxCellTemperature": _kelvin(fresh.temp_max_c),
-                },
-            ),
-            encode(
-                db,
-                0x378,
-                {
-                    "ChargedEnergy": fresh.energy_in_wh / 1000.0,
-                    "DischargedEnergy": fresh.energy_out_wh / 1000.0,
-                },
-            ),
-        ]
-    frames.append(encode(db, 0x379, {"InstalledCapacity": round(config.cell_capacity_ah)}))
-    return frames
-
-
-def _pylon(fresh: PackState | None, last: PackState | None, config: SystemConfig) -> list[Frame]:
-    db = load_dbc("pylon_v12")
-    faults, warnings = _codes(last)
-    limits = _limits(fresh, config)
-    frames = [encode(db, 0x351, limits)]
-    if fresh is not None:
-        frames += [
-            encode(
-                db, 0x355, {"StateOfCharge": round(fresh.soc), "StateOfHealth": round(fresh.soh)}
-            ),
-            encode(db, 0x356, _measurements(fresh)),
-        ]
-    force = () if fresh is not None else ("ProtectSystemError", "AlarmInternalComm")
-    flags = pylon_flags(faults, warnings, force=force)
-    module_count = min(max(round(config.cell_capacity_ah / PYLON_MODULE_AH), 1), 255)
-    frames += [
-        encode(
-            db,
-            0x359,
-            {**flags, "ModuleCount": module_count, "MarkerP": ord("P"), "MarkerN": ord("N")},
-        ),
-        encode(
-            db,
-            0x35C,
+    if fresh is not None and fresh.energy_in_wh is not None and fresh.energy_out_wh is not None:
+        batch.add(
+            0x378,
             {
-                "ChargeEnable": float(_sent_positive(limits["ChargeCurrentLimit"])),
-                "DischargeEnable": float(_sent_positive(limits["DischargeCurrentLimit"])),
-                "ForceChargeRequest1": 0,
-                "ForceChargeRequest2": 0,
-                "FullChargeRequest": 0,
+                "ChargedEnergy": fresh.energy_in_wh / 1000.0,
+                "DischargedEnergy": fresh.energy_out_wh / 1000.0,
             },
-        ),
-        encode(db, 0x35E, ascii_values(PYLON_MANUFACTURER)),
-    ]
-    return frames
+        )
+    batch.add(0x379, {"InstalledCapacity": round(config.cell_capacity_ah)})
+    return batch
 
 
-_BUILDERS: dict[str, Callable[[PackState | None, PackState | None, SystemConfig], list[Frame]]] = {
+def _pylon(view: PackView) -> FrameBatch:
+    config, known = view.config, view.known
+    batch = FrameBatch(load_dbc("pylon_v12"))
+    faults, warnings = _codes(view.pack)
+    limits = _limits(known, config)
+    batch.add(0x351, limits)
+    _add_measurements(batch, view.fresh, hires=False)
+    force = () if known is not None else ("ProtectSystemError", "AlarmInternalComm")
+    flags: dict[str, float | None] = dict(pylon_flags(faults, warnings, force=force))
+    module_count = min(max(round(config.cell_capacity_ah / PYLON_MODULE_AH), 1), 255)
+    batch.add(0x359, {**flags, "ModuleCount": module_count, "MarkerP": ord("P"),
+                      "MarkerN": ord("N")})  # fmt: skip
+    batch.add(
+        0x35C,
+        {
+            "ChargeEnable": float(_sent_positive(limits["ChargeCurrentLimit"])),
+            "DischargeEnable": float(_sent_positive(limits["DischargeCurrentLimit"])),
+            "ForceChargeRequest1": 0,
+            "ForceChargeRequest2": 0,
+            "FullChargeRequest": 0,
+        },
+    )
+    batch.add(0x35E, ascii_values(PYLON_MANUFACTURER))
+    return batch
+
+
+_BUILDERS: dict[str, Callable[[PackView], FrameBatch]] = {
     "victron_0x35x": _victron,
     "pylon_v12": _pylon,
 }
+
+
+class _LowVoltageInverter:
+    """The 0x35x family: every frame once a second, the inverter's keep-alive read."""
+
+    name = ""
+    period_s: float | None = PERIOD_S
+    supervises_keepalive = True
+
+    def cyclic(self, view: PackView) -> FrameBatch:
+        return _BUILDERS[self.name](view)
+
+    def burst(self, view: PackView) -> FrameBatch:
+        return FrameBatch(load_dbc(self.name))
+
+    def accepts(self, arbitration_id: int, is_extended_id: bool) -> bool:
+        return not is_extended_id and arbitration_id in KEEPALIVE_IDS
+
+    def handle(self, arbitration_id: int, data: bytes, view: PackView) -> Handling:
+        return Handling(keepalive=is_keepalive(arbitration_id, data))
+
+
+class Victron0x35x(_LowVoltageInverter):
+    name = "victron_0x35x"
+
+
+class PylonV12(_LowVoltageInverter):
+    name = "pylon_v12"

@@ -1,5 +1,9 @@
-"""Settings of the CAN gateway (flags or BMS_* variables); the CAN channel itself comes from
-the system configuration unless set here."""
+"""Settings of the CAN gateway (flags or BMS_* variables).
+
+The protocol parameters (profiles, channel, bit rate, the Pylontech HV options) come from the
+system configuration (`interfaces.can`). A setting here only names the device (interface,
+channel) or overrides a configured value, and the log says so each time it does.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +19,29 @@ class CanGatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m services.can_gateway")
 
     can_interface: str | None = Field(
-        None, description="python-can interface: socketcan, slcan, virtual (default: config)"
+        None, description="python-can interface (socketcan, slcan, virtual); default: config"
     )
-    can_channel: str | None = Field(None, description="CAN channel, e.g. can0 or /dev/ttyACM0")
-    can_bitrate: int | None = Field(None, description="bit rate (default: config)")
+    can_channel: str | None = Field(
+        None, description="CAN channel, e.g. can0 or /dev/ttyACM0; default: config"
+    )
+    can_bitrate: int | None = Field(None, description="override the configured bit rate")
     stale_after_s: float = Field(
         3.0, gt=0, le=60, description="pack state older than this is stale"
     )
     keepalive_timeout_s: float = Field(
         600.0, gt=0, description="raise an event when the inverter keep-alive stops this long"
     )
-    pylon_hv_byte_order: Literal["little", "big"] = Field(
-        "little", description="Pylontech HV: byte order of 16-bit fields"
+    pylon_hv_byte_order: Literal["little", "big"] | None = Field(
+        None, description="override interfaces.can.pylon_hv_byte_order"
     )
-    pylon_hv_current_offset_a: float = Field(
-        3000.0, ge=0, le=10000, description="Pylontech HV: current offset (0: signed current)"
+    pylon_hv_current_offset_a: float | None = Field(
+        None, ge=0, le=6553.5, description="override interfaces.can.pylon_hv_current_offset_a"
     )
+    pylon_hv_discharge_limit_sign: Literal["negative", "positive"] | None = Field(
+        None, description="override interfaces.can.pylon_hv_discharge_limit_sign"
+    )
+
+    def protocol_overrides(self) -> dict[str, object]:
+        """The protocol options set here (they override the configuration)."""
+        names = [n for n in type(self).model_fields if n.startswith("pylon_hv_")]
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}

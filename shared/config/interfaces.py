@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from shared.config._base import ConfigModel, raise_problems
+from shared.config.can_ranges import PYLON_HV_DEFAULT_CURRENT_OFFSET_A
 
 MODBUS_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 CAN_BITRATES = (125_000, 250_000, 500_000, 1_000_000)
@@ -54,6 +55,14 @@ class CanConfig(ConfigModel):
     channel: str = Field("can0", min_length=1, max_length=64)
     bitrate: int = 500_000
     profiles: tuple[CanProfile, ...] = ("pylon_hv",)
+    pylon_hv_byte_order: Literal["little", "big"] = "little"
+    """Pylontech HV: byte order of the 16-bit fields (diyBMS and ai-republic send little-endian,
+    Battery-Emulator big-endian by default)."""
+    pylon_hv_current_offset_a: float = Field(PYLON_HV_DEFAULT_CURRENT_OFFSET_A, ge=0.0, le=6553.5)
+    """Pylontech HV: raw current = (I + offset) x 10; 0 sends a signed 16-bit current."""
+    pylon_hv_discharge_limit_sign: Literal["negative", "positive"] = "negative"
+    """Pylontech HV 0x4220 discharge limit: negative = raw (offset - DCL) x 10 (diyBMS:
+    30000 - DCL x 10); positive = raw (offset + DCL) x 10 (Battery-Emulator, ai-republic)."""
 
     @field_validator("bitrate")
     @classmethod

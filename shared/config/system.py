@@ -9,6 +9,7 @@ from typing import Any, Literal, Self, cast
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shared.config._base import ConfigModel, fmt, raise_problems
+from shared.config.can_ranges import CAN_PROFILE_RANGES, pylon_hv_range
 from shared.config.chemistry import (
     CHEMISTRY_NAMES,
     ChemistryName,
@@ -260,6 +261,7 @@ class SystemConfig(ConfigModel):
             + self._pack_problems(chem)
             + self._balancing_problems(chem)
             + self._contactor_problems()
+            + self._can_problems(chem)
         )
         return self
 
@@ -477,6 +479,29 @@ class SystemConfig(ConfigModel):
                 f"the DC link needs {needed:.2f} s to come within "
                 f"{fmt(c.precharge_voltage_diff_v, 'V')} of {fmt(self.charge_pack_voltage_v, 'V')}"
             )
+        return out
+
+    def _can_problems(self, chem: ChemistryPreset) -> list[str]:
+        """Every CAN profile must carry the pack's whole voltage and current range: a frame
+        cannot hold a value beyond its range, and a clamped safety value would be a lie."""
+        can = self.interfaces.can
+        if not can.enabled:
+            return []
+        voltage_v = self.total_cells * chem.ov_limit_v
+        current_a = self.current_sensor.range_a
+        out: list[str] = []
+        for profile in can.profiles:
+            span = (
+                pylon_hv_range(can.pylon_hv_current_offset_a)
+                if profile == "pylon_hv"
+                else CAN_PROFILE_RANGES[profile]
+            )
+            for problem in span.problems(profile, voltage_v, current_a):
+                out.append(
+                    f"interfaces.can.profiles: {problem} ({self.total_cells} cells x "
+                    f"{fmt(chem.ov_limit_v, 'V')}, current_sensor.range_a "
+                    f"{fmt(current_a, 'A')}); choose a profile that can"
+                )
         return out
 
     @classmethod

@@ -13,6 +13,7 @@ from services.can_gateway.native import (
     ACK_ID,
     CELL_GROUPS,
     CELL_TEMPERATURES_ID,
+    CELL_VOLTAGE_EXTREMES_ID,
     CELL_VOLTAGES_ID,
     COMMAND_ID,
     FAULTS_ALARMS_ID,
@@ -20,11 +21,13 @@ from services.can_gateway.native import (
     OTHER_CODE_BIT,
     STATUS_ID,
     TEMP_GROUPS,
+    TEMPERATURE_EXTREMES_ID,
     AckReason,
     NativeCommand,
     NativeCommandError,
     ack_frame,
     bits_codes,
+    cell_batch,
     cell_frames,
     code_bits,
     decode_command,
@@ -33,7 +36,8 @@ from services.can_gateway.native import (
 )
 from shared.config.protection import PROTECTION_CODES
 from shared.messages.commands import COMMAND_ARGS
-from shared.messages.pack import CellLocation, CellSnapshot, Limits, PackState
+from shared.messages.pack import CellLocation, CellSnapshot, Limits, ModuleCells, PackState
+from shared.messages.slave import ChannelFlag
 
 
 def make_pack(**overrides: Any) -> PackState:
@@ -114,13 +118,42 @@ def test_pack_frames_sample() -> None:
 def test_unknown_temperatures_and_current_gating() -> None:
     pack = make_pack(temp_min_c=None, temp_max_c=None, faults=["cell_overvoltage"])
     frames = decoded(pack_frames(pack, stale=False))
-    assert frames[0x603]["TemperatureMin"] == pytest.approx(-3276.8)
+    assert TEMPERATURE_EXTREMES_ID not in frames  # no temperature known: nothing to say
+    one = decoded(pack_frames(make_pack(temp_min_c=None, temp_max_c=30.0), stale=False))
+    raw = raw_values(pack_frames(make_pack(temp_min_c=None, temp_max_c=30.0), stale=False))
+    assert raw[TEMPERATURE_EXTREMES_ID]["TemperatureMin"] == -32768  # the DBC's not available
+    assert one[TEMPERATURE_EXTREMES_ID]["TemperatureMax"] == pytest.approx(30.0)
     assert frames[LIMITS_ID]["ChargeCurrentLimit"] == 0
     assert frames[LIMITS_ID]["DischargeCurrentLimit"] == 0
     assert frames[LIMITS_ID]["ChargeVoltageLimit"] == pytest.approx(700.0)
     assert bits_codes(frames[FAULTS_ALARMS_ID]["FaultBits"]) == ["cell_overvoltage"]
     standby = decoded(pack_frames(make_pack(contactors="standby"), stale=False))
     assert standby[LIMITS_ID]["DischargeCurrentLimit"] == 0
+
+
+def raw_values(frames: list[tuple[int, bytes]]) -> dict[int, dict[str, Any]]:
+    db = load_native_dbc()
+    out: dict[int, dict[str, Any]] = {}
+    for frame_id, data in frames:
+        values = db.decode_message(frame_id, data, decode_choices=False, scaling=False)
+        assert isinstance(values, dict)
+        out[frame_id] = values
+    return out
+
+
+def test_unknown_pack_values_are_not_available_and_limits_fail_safe() -> None:
+    """Start-up: SOC, SOH, voltage and cell extremes unknown: never sent as 0."""
+    pack = make_pack(soc=None, soh=None, voltage=None, cell_v_min=None, cell_v_max=None,
+                     cell_v_avg=None)  # fmt: skip
+    sent = pack_frames(pack, stale=False, voltage_limits_v=(410.0, 300.0))
+    raw = raw_values(sent)
+    assert raw[STATUS_ID]["PackVoltage"] == 0xFFFF
+    assert raw[STATUS_ID]["StateOfCharge"] == raw[STATUS_ID]["StateOfHealth"] == 1023
+    assert raw[STATUS_ID]["DataStale"] == 0
+    assert CELL_VOLTAGE_EXTREMES_ID not in raw
+    limits = decoded(sent)[LIMITS_ID]
+    assert limits["ChargeCurrentLimit"] == limits["DischargeCurrentLimit"] == 0
+    assert (limits["ChargeVoltageLimit"], limits["DischargeVoltageLimit"]) == (410.0, 300.0)
 
 
 codes = st.lists(st.sampled_from(PROTECTION_CODES), unique=True, max_size=len(PROTECTION_CODES))
@@ -196,14 +229,13 @@ def test_fail_safe(last: str | None) -> None:
     pack = make_pack(faults=["cell_imbalance"], warnings=["charge_overcurrent"])
     sent = pack_frames(pack if last else None, stale=True, voltage_limits_v=(410.0, 300.0))
     frames = decoded(sent)
-    if last:
-        assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
-        status = frames[STATUS_ID]
-        assert status["DataStale"] == 1
-        assert (status["ContactorState"], status["Mode"]) == (7, 3)
-        assert status["PackVoltage"] == status["PackCurrent"] == 0
-    else:  # before the first pack state: no status frame, so never a SOC of 0 %
-        assert sorted(frames) == [LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
+    assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
+    status = raw_values(sent)[STATUS_ID]
+    assert status["DataStale"] == 1
+    assert (status["ContactorState"], status["Mode"]) == (7, 3)
+    # not available, never 0 (and never a SOC of 0 % before the first pack state)
+    assert (status["PackVoltage"], status["PackCurrent"]) == (0xFFFF, -32768)
+    assert status["StateOfCharge"] == 1023
     limits = frames[LIMITS_ID]
     assert limits["ChargeCurrentLimit"] == limits["DischargeCurrentLimit"] == 0
     assert (limits["ChargeVoltageLimit"], limits["DischargeVoltageLimit"]) == (410.0, 300.0)
@@ -216,13 +248,30 @@ def test_fail_safe(last: str | None) -> None:
         assert pack_frames(None, stale=False, voltage_limits_v=(410.0, 300.0)) == sent
 
 
-def snapshot(n_cells: int, n_temps: int) -> CellSnapshot:
-    return CellSnapshot(
-        cell_v=[round(2.5 + i * 0.005, 3) for i in range(n_cells)],
-        temp_c=[None if i % 11 == 5 else -60.0 + i * 0.33 for i in range(n_temps)],
-        balancing=[False] * n_cells,
-        module_of_cell=[i // 16 for i in range(n_cells)],
-    )
+def snapshot(
+    cells_per_module: list[int],
+    temps_per_module: int,
+    *,
+    cell_v: Any = None,
+    temp_c: Any = None,
+    temp_flags: dict[int, int] | None = None,
+) -> CellSnapshot:
+    """A positional snapshot; `cell_v(k)` / `temp_c(k)` give the k-th reading of the string."""
+    cell_v = cell_v or (lambda k: round(2.5 + k * 0.005, 3))
+    temp_c = temp_c or (lambda k: None if k % 11 == 5 else round(-60.0 + (k * 0.33) % 254, 2))
+    flags = temp_flags or {}
+    modules, k, t = [], 0, 0
+    for m, n in enumerate(cells_per_module):
+        volts = [cell_v(k + i) for i in range(n)]
+        temps = [None if t + i in flags else temp_c(t + i) for i in range(temps_per_module)]
+        modules.append(
+            ModuleCells(
+                module=m, fresh=True, cell_v=volts, cell_flags=[0] * n, balancing=[False] * n,
+                temp_c=temps, temp_flags=[flags.get(t + i, 0) for i in range(temps_per_module)],
+            )
+        )  # fmt: skip
+        k, t = k + n, t + temps_per_module
+    return CellSnapshot(modules=modules)
 
 
 def cells_back(frames: list[tuple[int, bytes]]) -> tuple[dict[int, int], dict[int, float]]:
@@ -247,24 +296,52 @@ def cells_back(frames: list[tuple[int, bytes]]) -> tuple[dict[int, int], dict[in
 
 
 def test_all_196_cells_and_784_temperatures_round_trip() -> None:
-    cells = snapshot(196, 784)
+    cells = snapshot([14] * 14, 56)
     volts, temps = cells_back(cell_frames(cells))
-    assert [volts[n] for n in range(1, 197)] == [round(v * 1000) for v in cells.cell_v]
+    assert [volts[p.series_index + 1] for p in cells.cells()] == [
+        round(p.voltage_v * 1000) for p in cells.cells() if p.voltage_v is not None
+    ]
     assert volts[197] == volts[198] == 65535
-    for n, reading in enumerate(cells.temp_c, start=1):
-        if reading is None:
-            assert temps[n] == 195
+    for point in cells.temperatures():
+        n = point.sensor_index + 1
+        if point.temp_c is None:
+            assert temps[n] == 195  # raw 255: not available
         else:
-            assert abs(temps[n] - min(reading, 194.0)) <= 0.5 + 1e-9
+            assert abs(temps[n] - point.temp_c) <= 0.5 + 1e-9
 
 
 def test_short_snapshot_marks_missing_slots_unknown() -> None:
-    volts, temps = cells_back(cell_frames(snapshot(16, 4)))
+    volts, temps = cells_back(cell_frames(snapshot([16], 4)))
     assert volts[16] == round((2.5 + 15 * 0.005) * 1000)
     assert all(volts[n] == 65535 for n in range(17, 199))
     assert all(temps[n] == 195 for n in range(5, 785))
-    hot = CellSnapshot(cell_v=[3.3], temp_c=[200.0], balancing=[False], module_of_cell=[0])
-    assert cells_back(cell_frames(hot))[1][1] == 194
+
+
+def test_a_reading_beyond_the_range_withholds_its_group_never_clamps() -> None:
+    hot = snapshot([1], 8, temp_c=lambda k: 199.0 if k == 1 else 25.0)
+    batch = cell_batch(hot)
+    assert len(batch.refused) == 1 and "CellTemperature002" in str(batch.refused[0])
+    temps = [d for f, d in batch.frames if f == CELL_TEMPERATURES_ID]
+    assert len(temps) == TEMP_GROUPS - 1  # group 0 withheld, the others still go out
+
+
+def test_a_faulted_sensor_keeps_every_later_sensor_at_its_place() -> None:
+    """Issue 12 item 5: one faulted sensor shifted every later sensor in the native frames."""
+    readings = lambda k: 20.0 + k  # noqa: E731 - sensor k reads 20 + k degC
+    faulted = snapshot([4, 4, 4], 3, cell_v=lambda k: 3.3, temp_c=readings,
+                       temp_flags={4: int(ChannelFlag.SENSOR_FAULT)})  # fmt: skip
+    # an independent reader: every 0x611 frame decoded with cantools from the DBC
+    _, temps = cells_back(cell_frames(faulted))
+    assert temps[5] == 195  # module 1, sensor 1: not available at its own slot
+    assert [temps[n] for n in (1, 2, 3, 4, 6, 7, 8, 9)] == [20, 21, 22, 23, 25, 26, 27, 28]
+    assert all(temps[n] == 195 for n in range(10, 785))
+    stale = snapshot([4, 4], 2, cell_v=lambda k: 3.3 + k / 1000, temp_c=readings)
+    gone = stale.model_copy(update={"modules": [
+        stale.modules[0].model_copy(update={"fresh": False, "cell_v": [None] * 4}),
+        stale.modules[1],
+    ]})  # fmt: skip
+    volts, _ = cells_back(cell_frames(gone))
+    assert [volts[n] for n in range(1, 9)] == [65535] * 4 + [3304, 3305, 3306, 3307]
 
 
 EXPECTED = {

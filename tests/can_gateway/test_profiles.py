@@ -226,11 +226,28 @@ def test_pylon_frame_set() -> None:
     assert data[0x35E] == b"PYLON   "
 
 
-def test_out_of_range_values_are_clamped() -> None:
+def test_a_value_beyond_its_frame_is_withheld_never_clamped() -> None:
+    """Item 9: 600 V was sent to the inverter as 327.67 V."""
     pack = make_pack(voltage=600.0, current=-1000.0)
-    d = decoded("victron_0x35x", frames_for("victron_0x35x", pack, stale=False, config=CONFIG))
-    assert d[0x356]["BatteryVoltage"] == pytest.approx(327.67)
-    assert d[0x356]["BatteryCurrent"] == pytest.approx(-1000.0)
+    sent = frames_for("victron_0x35x", pack, stale=False, config=CONFIG)
+    d = decoded("victron_0x35x", sent)
+    assert 0x356 not in d  # withheld: the inverter sees no voltage rather than a false one
+    assert d[0x351]["ChargeCurrentLimit"] == pytest.approx(50.0)  # the other frames go out
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_start_up_sends_no_invented_measurement(profile: str) -> None:
+    """Item 5: before the estimator and every module have reported, nothing is sent as 0."""
+    unknown = make_pack(soc=None, soh=None, voltage=None, current=None, cell_v_min=None,
+                        cell_v_max=None, cell_v_avg=None, temp_min_c=None, temp_max_c=None,
+                        temp_avg_c=None, energy_in_wh=None, energy_out_wh=None)  # fmt: skip
+    d = decoded(profile, frames_for(profile, unknown, stale=False, config=CONFIG))
+    assert not {0x355, 0x356, 0x373, 0x378} & set(d)  # no SOC 0 %, no 0 V
+    assert d[0x351]["ChargeCurrentLimit"] == d[0x351]["DischargeCurrentLimit"] == 0
+    soc_only = make_pack(voltage=None)
+    d = decoded(profile, frames_for(profile, soc_only, stale=False, config=CONFIG))
+    assert 0x355 in d and 0x356 not in d  # each frame as soon as its own values are known
+    assert d[0x351]["ChargeCurrentLimit"] == 0  # the pack itself is still unknown
 
 
 def test_unknown_temperature_is_sent_as_invalid() -> None:

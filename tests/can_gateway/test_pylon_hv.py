@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.can_gateway.codec import FrameRangeError
 from services.can_gateway.pylon_hv import (
     ENSEMBLE_IDS,
     FORBIDDEN,
@@ -24,7 +25,7 @@ from services.can_gateway.pylon_hv import (
 )
 from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
-from shared.messages.pack import CellLocation, Limits, PackState
+from shared.messages.pack import CellLocation, CellSnapshot, Limits, ModuleCells, PackState
 
 CONFIG = SystemConfig.from_preset(
     "LFP", system_id="hv1", name="High voltage bank", modules=12, cells_per_module=16,
@@ -130,7 +131,7 @@ def test_ensemble_round_trip(
         ),
     )
     d = ensemble(pack)
-    assert list(d) == list(ENSEMBLE_IDS)
+    assert list(d) == [i for i in ENSEMBLE_IDS if i != 0x4260]  # module voltages need cells
     assert close(d[0x4210]["PileVoltage"], voltage, 0.1)
     assert close(d[0x4210]["PileCurrent"], current, 0.1)
     assert close(d[0x4210]["BmsTemperature"], t_lo + t_span / 2, 0.1)
@@ -144,7 +145,6 @@ def test_ensemble_round_trip(
     assert close(d[0x4230]["MinCellVoltage"], cell_lo, 0.001)
     assert close(d[0x4240]["MaxCellTemperature"], t_lo + t_span, 0.1)
     assert close(d[0x4240]["MinCellTemperature"], t_lo, 0.1)
-    assert close(d[0x4260]["MaxModuleVoltage"], min(voltage / 12, 65.535), 0.001)  # 1 mV U16
     assert d[0x4280]["ChargeForbidden"] == (0 if round(ccl * 10) > 0 else FORBIDDEN)
     assert d[0x4280]["DischargeForbidden"] == (0 if round(dcl * 10) > 0 else FORBIDDEN)
 
@@ -176,9 +176,40 @@ def test_positions_status_and_flags() -> None:
 def test_unknown_temperature_reads_as_minus_100() -> None:
     pack = make_pack(temp_min_c=None, temp_max_c=None, temp_avg_c=None)
     d = ensemble(pack)
-    data = dict(responses_for(ENSEMBLE, pack, stale=False, config=CONFIG))
-    assert d[0x4210]["BmsTemperature"] == -100
-    assert data[0x4240][:4] == bytes(4)
+    assert d[0x4210]["BmsTemperature"] == -100  # the DBC's not-available raw 0
+    assert 0x4240 not in d and 0x4270 not in d  # no temperature known: nothing to say
+    one = dict(responses_for(ENSEMBLE, make_pack(temp_min_c=None), stale=False, config=CONFIG))
+    assert one[0x4240][2:4] == bytes(2)
+
+
+def test_unknown_measurements_are_withheld_and_limits_fail_safe() -> None:
+    """Start-up: SOC, voltage and cell extremes unknown; nothing invented, never SOC 0 %."""
+    pack = make_pack(soc=None, soh=None, voltage=None, cell_v_min=None, cell_v_max=None,
+                     cell_v_avg=None, equivalent_cycles=None)  # fmt: skip
+    d = ensemble(pack)
+    assert 0x4210 not in d and 0x4230 not in d
+    assert d[0x4220]["MaxChargeCurrent"] == d[0x4220]["MaxDischargeCurrent"] == 0
+    assert d[0x4280] == {"ChargeForbidden": FORBIDDEN, "DischargeForbidden": FORBIDDEN}
+    raw = dict(responses_for(ENSEMBLE, pack, stale=False, config=CONFIG))[0x4250]
+    assert raw[1:3] == b"\xff\xff"  # cycles not available
+
+
+def test_module_voltages_from_the_cell_snapshot() -> None:
+    cells = CellSnapshot(modules=[
+        ModuleCells(module=m, fresh=True, cell_v=[3.2 + 0.01 * m] * 16, cell_flags=[0] * 16,
+                    balancing=[False] * 16, temp_c=[20.0], temp_flags=[0])
+        for m in range(12)
+    ])  # fmt: skip
+    d = decoded(responses_for(ENSEMBLE, make_pack(), stale=False, config=CONFIG, cells=cells))
+    assert close(d[0x4260]["MaxModuleVoltage"], 16 * 3.31, 0.001)
+    assert close(d[0x4260]["MinModuleVoltage"], 16 * 3.2, 0.001)
+    assert (d[0x4260]["MaxModuleVoltageNumber"], d[0x4260]["MinModuleVoltageNumber"]) == (12, 1)
+    # module 1 (the lowest) has an unknown cell: never summed short, and the extremes of the
+    # other modules would be a false minimum, so the frame is withheld
+    first = cells.modules[0].model_copy(update={"cell_v": [None] + [3.2] * 15})
+    partial = cells.model_copy(update={"modules": [first, *cells.modules[1:]]})
+    d = decoded(responses_for(ENSEMBLE, make_pack(), stale=False, config=CONFIG, cells=partial))
+    assert 0x4260 not in d
 
 
 @pytest.mark.parametrize("code", PROTECTION_CODES)
@@ -202,9 +233,9 @@ def test_flag_tables_use_known_codes() -> None:
 
 def test_request_dispatch() -> None:
     pack = make_pack()
-    assert [i for i, _ in responses_for(ENSEMBLE, pack, stale=False, config=CONFIG)] == list(
-        ENSEMBLE_IDS
-    )
+    assert [i for i, _ in responses_for(ENSEMBLE, pack, stale=False, config=CONFIG)] == [
+        i for i in ENSEMBLE_IDS if i != 0x4260
+    ]
     assert [i for i, _ in responses_for(SYSTEM, pack, stale=False, config=CONFIG)] == list(
         SYSTEM_IDS
     )
@@ -232,12 +263,13 @@ def test_commands() -> None:
     assert decode_command(0x8200, b"\x55" + bytes(7)) == InverterCommand(sleep=True)
     assert decode_command(0x8200, b"\xaa" + bytes(7)) == InverterCommand(sleep=False)
     assert decode_command(0x8200, b"\x12") is None
-    assert decode_command(0x8210, b"\xaa\x00") == InverterCommand(
-        close_charge_relay=True, close_discharge_relay=False
-    )
+    assert decode_command(0x8210, b"\xaa\x00") == InverterCommand(close_charge_relay=True)
     assert decode_command(0x8210, b"\x00\xaa" + bytes(6)) == InverterCommand(
-        close_charge_relay=False, close_discharge_relay=True
+        close_discharge_relay=True
     )
+    # only 0xAA is a command: anything else asks for nothing (item 8: it opened the contactors)
+    for data in (bytes(8), b"\x55\x55", b"\x01\xff"):
+        assert decode_command(0x8210, data) is None
     assert decode_command(0x4200, ENSEMBLE) is None
     db = load_pylon_hv_dbc()
     assert db.get_message_by_frame_id(0x8200).decode(b"\x55" + bytes(7)) == {"SleepWake": "Sleep"}
@@ -271,7 +303,6 @@ def test_big_endian_swaps_every_word() -> None:
         (0.0, 12.5, 125),
         (0.0, -42.3, 0x10000 - 423),
         (1000.0, -1000.0, 0),
-        (100.0, -1000.0, 0),  # clamped to the unsigned range
     ],
 )
 def test_current_offset(offset: float, current: float, raw: int) -> None:
@@ -283,10 +314,23 @@ def test_current_offset(offset: float, current: float, raw: int) -> None:
     assert int.from_bytes(limits[6:8], "little") == round((offset - 80.0) * 10) & 0xFFFF
 
 
-def test_signed_current_clamps() -> None:
-    assert current_value(-5000.0, 0.0) == pytest.approx(0x8000 * 0.1 - 3000)
-    assert current_value(5000.0, 0.0) == pytest.approx(0x7FFF * 0.1 - 3000)
-    assert current_value(9000.0, 3000.0) == pytest.approx(65535 * 0.1 - 3000)
+def test_a_current_beyond_the_raw_range_is_refused_never_clamped() -> None:
+    assert current_value(-3276.8, 0.0) == pytest.approx(0x8000 * 0.1 - 3000)
+    for current, offset in ((-5000.0, 0.0), (5000.0, 0.0), (9000.0, 3000.0), (-1000.0, 100.0)):
+        with pytest.raises(FrameRangeError):
+            current_value(current, offset)
+    pack = make_pack(current=-1000.0)
+    d = dict(responses_for(ENSEMBLE, pack, stale=False, config=CONFIG, current_offset_a=100.0))
+    assert 0x4210 not in d  # withheld: -1000 A does not fit (I + 100) x 10 >= 0
+    assert 0x4220 in d  # the limits still go out
+
+
+@pytest.mark.parametrize(("sign", "raw"), [("negative", 30000 - 800), ("positive", 30000 + 800)])
+def test_discharge_limit_sign(sign: str, raw: int) -> None:
+    """Item 8: diyBMS sends 30000 - DCL x 10, Battery-Emulator a positive DCL."""
+    data = dict(responses_for(ENSEMBLE, make_pack(), stale=False, config=CONFIG,
+                              discharge_limit_sign=sign))  # type: ignore[arg-type]  # fmt: skip
+    assert int.from_bytes(data[0x4220][6:8], "little") == raw
 
 
 # --- fail-safe ------------------------------------------------------------------------------
