@@ -25,6 +25,13 @@ from services.master_core.persisted import (
 from shared.config import SystemConfig
 
 
+SOH_PRIOR_PCT = 100.0
+"""SOH before the first capacity measurement: the cells hold the capacity the configuration
+names (new cells at commissioning; the datasheet is the only knowledge there is). A stored
+health record that no longer fits the cells removes the prior: SOH is then unknown (None)
+until measured, never a guess dressed as a measurement."""
+
+
 class PackEstimator:
     def __init__(self, config: SystemConfig) -> None:
         self.counter = CoulombCounter.from_config(config)
@@ -36,6 +43,7 @@ class PackEstimator:
             ),
         )
         self._started = False
+        self.soh_prior_pct: float | None = SOH_PRIOR_PCT
 
     @property
     def started(self) -> bool:
@@ -51,10 +59,12 @@ class PackEstimator:
 
     @property
     def soh_pct(self) -> float | None:
-        """None until the estimator has started (a fresh estimator knows nothing yet)."""
-        value = self.soh.pack_soh_pct
-        if not self._started or not np.isfinite(value):
+        """The weakest cell's measured SOH, else the prior; None before the estimator starts."""
+        if not self._started:
             return None
+        value = self.soh.pack_soh_pct
+        if not np.isfinite(value):
+            return self.soh_prior_pct
         return float(np.clip(value, 0.0, 100.0))
 
     @property

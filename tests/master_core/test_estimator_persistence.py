@@ -105,3 +105,18 @@ def test_a_restored_estimator_publishes_what_the_saved_one_did(
     assert again.soh.energy_out_wh == est.soh.energy_out_wh
     assert again.soh.equivalent_cycles == est.soh.equivalent_cycles
     assert again.records() == records
+
+
+def test_soh_is_the_commissioning_prior_until_measured_and_unknown_before_start() -> None:
+    """A new pack reads the configured capacity as 100 % once the estimator runs; before it
+    runs nothing is known, and without the prior (another pack's record refused) SOH is None."""
+    from services.master_core.estimator import SOH_PRIOR_PCT, PackEstimator
+    from shared.config import SystemConfig
+
+    estimator = PackEstimator(SystemConfig.from_preset("NMC", system_id="s", modules=1,
+                                                       cells_per_module=4))  # fmt: skip
+    assert estimator.soh_pct is None
+    estimator._started = True  # as after a complete pack
+    assert estimator.soh_pct == SOH_PRIOR_PCT
+    estimator.soh_prior_pct = None
+    assert estimator.soh_pct is None
