@@ -7,8 +7,9 @@ dozen scalar comparisons (the caller supplies max/min over the cells).
 - Three-level quantities (`ProtectionConfig.quantities()`): warning and alarm clear by
   themselves once past their release; faults latch until `reset()`.
 - Fault-only quantities: deep_discharge and the plausibility/communication checks below.
-- deep_discharge is reset only with `service_override=True` (the cell may be damaged), and
-  like every latched fault it survives restarts through `latched_state()` / `restore()`.
+- What a reset of each code needs is data (`shared/reset_needs.py`): deep_discharge needs
+  `service_override=True` (the cell may be damaged). Every latched fault survives restarts
+  through `latched_state()` / `restore()`.
 - A reset clears a latched fault only while its last sample is known and past its release.
 """
 
@@ -30,6 +31,7 @@ from services.master_core.protection_inputs import (
 from shared.config.limits import CELL_VOLTAGE_ACCURACY_V
 from shared.config.protection import ProtectionConfig
 from shared.config.system import SystemConfig
+from shared.reset_needs import reset_need
 
 FLAG_THRESHOLD = 0.5
 """Flags (1.0/0.0) and the stale-module count trip above this and clear below it."""
@@ -55,9 +57,6 @@ HIDES: dict[str, tuple[str, ...]] = {
     "current_sensor_failure": ("charge_overcurrent", "discharge_overcurrent"),
 }
 """A failure that hides quantities trips within the shortest fault delay of those quantities."""
-
-OVERRIDE_ONLY = frozenset({"deep_discharge"})
-"""Latched faults that only a service reset clears."""
 
 LATCHED_STATE_VERSION = 1
 
@@ -218,8 +217,8 @@ class Protection:
             m = q.levels["fault"]
             if not m.active:
                 continue
-            if q.code in OVERRIDE_ONLY and not service_override:
-                still[q.code] = "needs a service reset (service_override): the cell may be damaged"
+            if reset_need(q.code) == "service" and not service_override:
+                still[q.code] = "needs a service reset (admin, with a reason): cells may be damaged"
                 continue
             value = m.last_value
             if m.reset():

@@ -9,6 +9,8 @@ from shared.messages.commands import (
     EventsQueryArgs,
     HeartbeatArgs,
     ResetFaultsArgs,
+    ServiceOverride,
+    ServiceResetArgs,
     SetModeArgs,
 )
 from shared.messages.config import ConfigAck, ConfigMessage
@@ -52,10 +54,12 @@ __all__ = [
     "GroundTruth",
     "HeartbeatArgs",
     "Limits",
-    "ModuleCells",
     "Message",
+    "ModuleCells",
     "PackState",
     "ResetFaultsArgs",
+    "ServiceOverride",
+    "ServiceResetArgs",
     "ServiceStatus",
     "SetModeArgs",
     "SimControl",
