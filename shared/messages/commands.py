@@ -6,9 +6,9 @@ brokers as well as MQTT 5.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.messages.envelope import Message, Timestamp
 from shared.messages.events import EventKind, EventLevel
@@ -23,13 +23,20 @@ class ContactorsArgs(CommandArgs):
     action: Literal["close", "open"]
 
 
+OverrideReason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=200),
+    Field(description="why the latch may be cleared (e.g. the cell was checked or replaced)"),
+]
+
+
 class ServiceOverride(CommandArgs):
     """A service engineer's authority to clear latches whose reset needs "service" (see
     `shared/reset_needs.py`), e.g. a deep discharge after the cell has been checked. Logged
     with the user and the reason."""
 
     user: str = Field(min_length=1, max_length=64, description="who authorised the reset")
-    reason: str = Field(min_length=3, max_length=200, description="why the latch may be cleared")
+    reason: OverrideReason
 
 
 class ResetFaultsArgs(CommandArgs):
