@@ -1,0 +1,140 @@
+"""The README's fault demos on the demo system, each to its end: the fault opens the
+contactors, the cause goes away, the reset the fault needs is sent through the web
+application's REST API, and the contactors close again with no other operator action.
+
+Real mosquitto, slave agent, master and web application as processes; faults go in through
+the same `inject` tool the README uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.broker import MosquittoBroker
+from shared.messages import ResetFaultsArgs, ServiceOverride
+
+from .agents import ServiceProcess, wait_until
+from .test_config_ui import Ui
+from .test_master_core import Watch
+from .test_slave_agent import inject
+
+pytestmark = pytest.mark.broker
+
+
+class Demo:
+    def __init__(self, url: str, system: str, watch: Watch, ui: Ui) -> None:
+        self.url, self.system, self.watch, self.ui = url, system, watch, ui
+
+    def inject(self, *args: str) -> None:
+        inject(self.url, self.system, *args)
+
+    def contactors(self) -> str | None:
+        state = self.watch.latest()
+        return None if state is None else state.contactors
+
+    def faults(self) -> list[str]:
+        state = self.watch.latest()
+        return [] if state is None else state.faults
+
+    def faults_ever(self) -> set[str]:
+        with self.watch.lock:
+            return {code for s in self.watch.states for code in s.faults}
+
+    def wait_for_fault(self, code: str, timeout_s: float = 20) -> None:
+        assert wait_until(lambda: code in self.faults(), timeout_s), self.faults()
+        assert wait_until(lambda: self.contactors() == "fault", 5), self.contactors()
+
+    def post(self, command: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        r = self.ui.http.post(f"/api/commands/{command}", json=body)
+        assert r.status_code == 200, r.text
+        reply: dict[str, Any] = r.json()
+        return reply
+
+    def reset_until_accepted(self, command: str = "reset_faults", **body: Any) -> None:
+        """The operator's reset, repeated while the master says the cause is still present."""
+        replies: list[dict[str, Any]] = []
+
+        def accepted() -> bool:
+            replies.append(self.post(command, body or None))
+            return replies[-1]["status"] == "accepted"
+
+        assert wait_until(accepted, 30, step_s=1.0), replies[-3:]
+
+    def back_to_closed(self) -> None:
+        assert wait_until(lambda: self.contactors() == "closed", 20), (
+            self.contactors(),
+            self.faults(),
+        )
+        assert self.faults() == []
+
+
+@pytest.fixture
+def demo(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Demo]:
+    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path)
+    master = ServiceProcess(
+        "master_core", mosquitto.url, system_id, tmp_path, data_dir=str(tmp_path / "master")
+    )
+    ui = Ui(mosquitto.url, system_id, tmp_path, ui_seed_config="demo")
+    watch = Watch(mosquitto.url, system_id)
+    try:
+        ui.start()
+        d = Demo(mosquitto.url, system_id, watch, ui)
+        assert wait_until(lambda: d.contactors() == "closed", 40), (master.log(), d.faults())
+        yield d
+    finally:
+        watch.close()
+        ui.stop()
+        master.stop()
+        slaves.stop()
+
+
+def test_open_wire_raises_open_wire_never_deep_discharge_and_one_reset_recovers(
+    demo: Demo,
+) -> None:
+    demo.inject("open_wire", "--module", "2", "--channel", "7")
+    demo.wait_for_fault("open_wire")
+    refused = demo.post("reset_faults")
+    assert refused["status"] == "refused" and "open_wire" in refused["reason"]
+    demo.inject("clear")
+    demo.reset_until_accepted()
+    demo.back_to_closed()
+    assert "deep_discharge" not in demo.faults_ever()
+    assert "cell_undervoltage" not in demo.faults_ever()
+
+
+def test_over_temperature_cell_drift_and_deep_discharge_demos_end_closed(demo: Demo) -> None:
+    demo.inject("over_temperature", "--module", "1", "--channel", "0", "--value", "70")
+    demo.wait_for_fault("cell_overtemp_discharge", 60)
+    demo.inject("clear")  # the heat source is gone; the cells cool as the README shows
+    demo.inject("under_temperature", "--module", "1", "--channel", "0", "--value", "25",
+                "--duration-s", "30")  # fmt: skip
+    demo.reset_until_accepted()
+    demo.back_to_closed()
+
+    demo.inject("cell_drift", "--module", "3", "--channel", "5", "--value", "0.5")
+    demo.wait_for_fault("cell_overvoltage")
+    demo.inject("clear")
+    demo.reset_until_accepted()
+    demo.back_to_closed()
+
+    # a real deep discharge needs the service reset: a normal one is refused, and so is an
+    # override on the ordinary command topic
+    demo.inject("cell_drift", "--module", "3", "--channel", "5", "--value", "-0.5")
+    demo.wait_for_fault("deep_discharge")
+    demo.inject("clear")
+    override = ServiceOverride(user="mallory", reason="no admin here")
+    sneaked = demo.watch.command("reset_faults", ResetFaultsArgs(service_override=override))
+    assert sneaked.status == "refused" and "cmd/service_reset" in sneaked.reason
+    assert "deep_discharge" in demo.faults()
+    refused = demo.post("reset_faults")
+    assert refused["status"] == "refused" and "service reset" in refused["reason"]
+    demo.reset_until_accepted("service_reset", reason="cell 3/5 checked after the demo")
+    demo.back_to_closed()
+    audit = [e for e in demo.watch.events if e.code == "service_reset" and e.kind == "command"]
+    assert audit[-1].values["user"] == "admin"
+    assert audit[-1].values["reason"] == "cell 3/5 checked after the demo"
+    assert "deep_discharge" in str(audit[-1].values["cleared"])
