@@ -26,8 +26,14 @@ pytestmark = pytest.mark.broker
 
 
 class Demo:
-    def __init__(self, url: str, system: str, watch: Watch, ui: Ui) -> None:
-        self.url, self.system, self.watch, self.ui = url, system, watch, ui
+    def __init__(self, url: str, system: str, watch: Watch, ui: Ui, tmp: Path) -> None:
+        self.url, self.system, self.watch, self.ui, self.tmp = url, system, watch, ui, tmp
+        self.slaves = ServiceProcess("slave_agent", url, system, tmp)
+
+    def restart_slaves(self) -> None:
+        """What `make run`'s launcher does when a service exits."""
+        self.slaves.stop()
+        self.slaves = ServiceProcess("slave_agent", self.url, self.system, self.tmp)
 
     def inject(self, *args: str) -> None:
         inject(self.url, self.system, *args)
@@ -74,22 +80,21 @@ class Demo:
 
 @pytest.fixture
 def demo(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Demo]:
-    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path)
     master = ServiceProcess(
         "master_core", mosquitto.url, system_id, tmp_path, data_dir=str(tmp_path / "master")
     )
     ui = Ui(mosquitto.url, system_id, tmp_path, ui_seed_config="demo")
     watch = Watch(mosquitto.url, system_id)
+    d = Demo(mosquitto.url, system_id, watch, ui, tmp_path)
     try:
         ui.start()
-        d = Demo(mosquitto.url, system_id, watch, ui)
         assert wait_until(lambda: d.contactors() == "closed", 40), (master.log(), d.faults())
         yield d
     finally:
         watch.close()
         ui.stop()
         master.stop()
-        slaves.stop()
+        d.slaves.stop()
 
 
 def test_open_wire_raises_open_wire_never_deep_discharge_and_one_reset_recovers(
@@ -138,3 +143,12 @@ def test_over_temperature_cell_drift_and_deep_discharge_demos_end_closed(demo: D
     assert audit[-1].values["user"] == "admin"
     assert audit[-1].values["reason"] == "cell 3/5 checked after the demo"
     assert "deep_discharge" in str(audit[-1].values["cleared"])
+
+
+def test_a_crashed_agent_restarted_by_its_supervisor_recovers_with_one_reset(demo: Demo) -> None:
+    demo.inject("crash")
+    demo.wait_for_fault("communication_loss")
+    assert wait_until(lambda: demo.slaves.proc.poll() is not None, 5)
+    demo.restart_slaves()
+    demo.reset_until_accepted()
+    demo.back_to_closed()
