@@ -23,6 +23,15 @@ from .test_master_core import Watch
 from .test_slave_agent import inject
 
 pytestmark = pytest.mark.broker
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+OPEN_WIRE = "open_wire --module 2 --channel 7"
+OVER_TEMPERATURE = "over_temperature --module 1 --channel 0 --value 70"
+COOL = "under_temperature --module 1 --channel 0 --value 25 --duration-s 30"
+DRIFT_UP = "cell_drift --module 3 --channel 5 --value 0.5"
+DRIFT_DOWN = "cell_drift --module 3 --channel 5 --value -0.5"
+DEMO_LINES = (OPEN_WIRE, OVER_TEMPERATURE, COOL, DRIFT_UP, DRIFT_DOWN, "clear", "crash")
+"""The README's demo lines, as these tests run them."""
 
 
 class Demo:
@@ -35,8 +44,8 @@ class Demo:
         self.slaves.stop()
         self.slaves = ServiceProcess("slave_agent", self.url, self.system, self.tmp)
 
-    def inject(self, *args: str) -> None:
-        inject(self.url, self.system, *args)
+    def inject(self, line: str) -> None:
+        inject(self.url, self.system, *line.split())
 
     def contactors(self) -> str | None:
         state = self.watch.latest()
@@ -97,10 +106,18 @@ def demo(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator
         d.slaves.stop()
 
 
+def test_the_readme_shows_the_demos_these_tests_run() -> None:
+    text = README.read_text()
+    for line in DEMO_LINES:
+        assert f"inject {line}" in text, line
+    for path in ("/api/commands/reset_faults", "/api/commands/service_reset"):
+        assert path in text
+
+
 def test_open_wire_raises_open_wire_never_deep_discharge_and_one_reset_recovers(
     demo: Demo,
 ) -> None:
-    demo.inject("open_wire", "--module", "2", "--channel", "7")
+    demo.inject(OPEN_WIRE)
     demo.wait_for_fault("open_wire")
     refused = demo.post("reset_faults")
     assert refused["status"] == "refused" and "open_wire" in refused["reason"]
@@ -112,15 +129,14 @@ def test_open_wire_raises_open_wire_never_deep_discharge_and_one_reset_recovers(
 
 
 def test_over_temperature_cell_drift_and_deep_discharge_demos_end_closed(demo: Demo) -> None:
-    demo.inject("over_temperature", "--module", "1", "--channel", "0", "--value", "70")
+    demo.inject(OVER_TEMPERATURE)
     demo.wait_for_fault("cell_overtemp_discharge", 60)
     demo.inject("clear")  # the heat source is gone; the cells cool as the README shows
-    demo.inject("under_temperature", "--module", "1", "--channel", "0", "--value", "25",
-                "--duration-s", "30")  # fmt: skip
+    demo.inject(COOL)
     demo.reset_until_accepted()
     demo.back_to_closed()
 
-    demo.inject("cell_drift", "--module", "3", "--channel", "5", "--value", "0.5")
+    demo.inject(DRIFT_UP)
     demo.wait_for_fault("cell_overvoltage")
     demo.inject("clear")
     demo.reset_until_accepted()
@@ -128,7 +144,7 @@ def test_over_temperature_cell_drift_and_deep_discharge_demos_end_closed(demo: D
 
     # a real deep discharge needs the service reset: a normal one is refused, and so is an
     # override on the ordinary command topic
-    demo.inject("cell_drift", "--module", "3", "--channel", "5", "--value", "-0.5")
+    demo.inject(DRIFT_DOWN)
     demo.wait_for_fault("deep_discharge")
     demo.inject("clear")
     override = ServiceOverride(user="mallory", reason="no admin here")
