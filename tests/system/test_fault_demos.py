@@ -168,3 +168,47 @@ def test_a_crashed_agent_restarted_by_its_supervisor_recovers_with_one_reset(dem
     demo.restart_slaves()
     demo.reset_until_accepted()
     demo.back_to_closed()
+
+
+def test_the_dashboard_service_reset_asks_the_admin_for_a_reason(demo: Demo) -> None:
+    from playwright.sync_api import Dialog, expect, sync_playwright
+
+    from .test_config_ui import OWN_PASSWORD
+    from .test_config_ui_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (deploy/install-system-deps.sh does it)")
+    demo.inject(DRIFT_DOWN)
+    demo.wait_for_fault("deep_discharge")
+    demo.inject("clear")
+    assert wait_until(lambda: (demo.watch.latest().cell_v_min or 0) > 3.0, 10)  # type: ignore[union-attr]
+    prompts: list[str] = []
+    reasons: list[str] = []  # typed into the next prompts; then nothing
+
+    def answer(dialog: Dialog) -> None:
+        prompts.append(dialog.message)
+        dialog.accept(reasons.pop(0) if reasons else "")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("dialog", answer)
+            page.goto(f"{demo.ui.base}/login")
+            page.fill('input[name="username"]', "admin")
+            page.fill('input[name="password"]', OWN_PASSWORD)
+            page.click('button[type="submit"]')
+            reply = page.locator('[data-testid="command-reply"]')
+            button = page.locator('[data-testid="service-reset"]')
+            button.click()
+            expect(reply).to_contain_text("not sent, a reason is required")
+            assert "Reason" in prompts[-1]
+            assert "deep_discharge" in demo.faults()  # nothing was sent
+            reasons.append("cell 3/5 checked in the browser")
+            button.click()
+            expect(reply).to_contain_text("service_reset: accepted by the master", timeout=10_000)
+        finally:
+            browser.close()
+    demo.back_to_closed()
+    audit = [e for e in demo.watch.events if e.code == "service_reset" and e.kind == "command"]
+    assert audit[-1].values["reason"] == "cell 3/5 checked in the browser"
