@@ -24,10 +24,12 @@ from shared.messages import (
     CommandArgs,
     CommandReply,
     ConfigMessage,
+    ContactorsArgs,
     Event,
     ResetFaultsArgs,
     ServiceOverride,
     ServiceResetArgs,
+    SetModeArgs,
 )
 from shared.topics import CONFIG, EVENTS, SLAVE_TELEMETRY
 
@@ -47,14 +49,15 @@ class Clock:
 class Stack:
     """A master on an in-memory bus, fed telemetry by the test, commanded like the UI."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, auto_close: bool = True) -> None:
         broker = InMemoryBroker()
         self.clock = Clock()
         self.store_path = tmp_path / "master.sqlite"
         self.bus = InMemoryBus(broker, system="demo", service="master_core", kind="master_core")
         self.bus.start()
         self.core = MasterCore(
-            MasterCoreSettings(load_profile="constant:0"), self.bus, Store(self.store_path),
+            MasterCoreSettings(load_profile="constant:0", auto_close=auto_close),
+            self.bus, Store(self.store_path),
             monotonic=self.clock, wall=self.clock,
         )  # fmt: skip
         self.slaves = InMemoryBus(broker, system="demo", service="slaves", kind="test")
@@ -143,6 +146,33 @@ def test_open_wire_raises_its_own_code_and_a_normal_reset_clears_it(stack: Stack
     stack.run(5.0)
     assert stack.faults() == ()
     assert stack.contactors == "closed"  # the reset was the only operator action
+
+
+def test_without_auto_close_a_reset_leaves_the_contactors_open(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, auto_close=False)
+    stack.run(2.0)
+    assert stack.command("contactors", ContactorsArgs(action="close")).status == "accepted"
+    stack.run(5.0)
+    assert stack.contactors == "closed"
+    open_wire(stack, 0, 0)
+    stack.run(3.0)
+    fix_wire(stack, 0, 0)
+    stack.run(1.0)
+    assert stack.command("reset_faults", ResetFaultsArgs()).status == "accepted"
+    stack.run(5.0)
+    assert stack.contactors == "standby"
+
+
+def test_a_reset_in_standby_mode_does_not_close_the_contactors(stack: Stack) -> None:
+    open_wire(stack, 0, 0)
+    stack.run(3.0)
+    fix_wire(stack, 0, 0)
+    assert stack.command("set_mode", SetModeArgs(mode="standby")).status == "accepted"
+    stack.run(1.0)
+    assert stack.command("reset_faults", ResetFaultsArgs()).status == "accepted"
+    stack.run(5.0)
+    assert stack.contactors in ("standby", "fault")
+    assert stack.contactors != "closed"
 
 
 def deep_discharge(stack: Stack) -> None:
