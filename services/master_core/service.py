@@ -271,9 +271,8 @@ class MasterCore:
             self.events.emit("warning", "command", "reset_faults", f"reset refused: {why}")
             return CommandOutcome(False, f"still latched: {why}")
         self._contactor_reset = self.rt.contactors.state == "fault"
-        self._auto_close = (
-            self._contactor_reset and self.settings.auto_close and self.mode == "working"
-        )
+        if self._contactor_reset and self.mode == "working":
+            self._auto_close = self.settings.auto_close  # a pending start-up close stays
         self.events.emit("info", "command", "reset_faults", "faults reset")
         return CommandOutcome(True, result={"state": self.rt.contactors.state})
 

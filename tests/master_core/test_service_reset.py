@@ -226,3 +226,21 @@ def test_the_override_clears_only_what_it_covers(stack: Stack) -> None:
     [audit] = [e for e in stack.events if e.code == "service_reset"]
     cleared = str(audit.values["cleared"]).split(", ")
     assert "deep_discharge" in cleared and "cell_overvoltage" not in cleared
+
+
+def test_a_deep_discharge_latched_before_a_restart_is_cleared_by_the_service_reset(
+    tmp_path: Path,
+) -> None:
+    before = Stack(tmp_path)
+    before.run(5.0)
+    deep_discharge(before)
+    before.core.stop()
+    after = Stack(tmp_path)  # the same SQLite file: the latch comes back
+    after.run(1.0)
+    assert "deep_discharge" in after.faults()
+    assert after.command("reset_faults", ResetFaultsArgs()).status == "refused"
+    reply = after.command("service_reset", ServiceResetArgs(service_override=OVERRIDE))
+    assert reply.status == "accepted", reply.reason
+    after.run(5.0)
+    assert after.faults() == () and after.contactors == "closed"
+    assert Store(after.store_path).get("protection_latched")["faults"] == {}
