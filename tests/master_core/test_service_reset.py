@@ -11,13 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.master_core.protection import LATCHED_STATE_VERSION, Protection
+from services.master_core.protection_inputs import VALUE_OF
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.commands import CommandClient
 from shared.config import SystemConfig
+from shared.config.system import demo_config
 from shared.messages import (
     CellTelemetry,
     ChannelFlag,
@@ -31,7 +36,9 @@ from shared.messages import (
     ServiceResetArgs,
     SetModeArgs,
 )
+from shared.reset_needs import reset_need
 from shared.topics import CONFIG, EVENTS, SLAVE_TELEMETRY
+from tests.master_core.test_protection import nominal
 
 STEP_S = 0.05
 HEALTHY_MV = 3700
@@ -244,3 +251,25 @@ def test_a_deep_discharge_latched_before_a_restart_is_cleared_by_the_service_res
     after.run(5.0)
     assert after.faults() == () and after.contactors == "closed"
     assert Store(after.store_path).get("protection_latched")["faults"] == {}
+
+
+@given(
+    latched=st.sets(st.sampled_from(sorted(VALUE_OF)), min_size=1),
+    override=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_reset_clears_exactly_what_its_authority_covers(
+    latched: set[str], override: bool
+) -> None:
+    """Every condition has released: a normal reset clears every latch whose reset needs only
+    a release and none that needs service; an override clears them all."""
+    config = demo_config()
+    p = Protection.from_system(config)
+    p.restore({"version": LATCHED_STATE_VERSION, "faults": {c: {"value": None} for c in latched}})
+    p.evaluate(nominal(config), 0.0)
+    reset = p.reset(1.0, service_override=override)
+    service = {c for c in latched if reset_need(c) == "service"}
+    expected = latched if override else latched - service
+    assert {t.code for t in reset.cleared} == expected
+    assert set(reset.still_latched) == latched - expected
+    assert set(p.status().faults) == latched - expected
