@@ -26,7 +26,6 @@ from shared.config import SystemConfig  # noqa: E402
 from shared.messages import (  # noqa: E402
     CellTelemetry,
     ConfigMessage,
-    ContactorsArgs,
     PackState,
     ResetFaultsArgs,
     SimControl,
@@ -112,9 +111,6 @@ def run(n: int, url: str, tmp: Path) -> list[float]:
             pump(systems, 1.5)
             for s in systems:
                 s.client.send("reset_faults", ResetFaultsArgs())
-            pump(systems, 1.0)
-            for s in systems:
-                s.client.send("contactors", ContactorsArgs(action="close"))
             pump(
                 systems,
                 20,

@@ -22,7 +22,7 @@ from shared.docgen_codes import (
     fault_matrix_markdown,
 )
 from shared.messages import COMMAND_ARGS
-from shared.topics import ROOT, TOPICS, TopicSpec
+from shared.topics import COMMAND_SENDERS, ROOT, TOPICS, TopicSpec
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 REF = "#/components/schemas/{model}"
@@ -30,7 +30,9 @@ REF = "#/components/schemas/{model}"
 PARAM_TEXT = {
     "system": "System id: one string of up to 196 series cells (lower-case, digits, '-', '_').",
     "module": "Module index within the system, from 0.",
-    "command": "Command name: " + ", ".join(sorted(COMMAND_ARGS)) + ".",
+    "command": "Command name, with who may send it (the broker ACL grants each one): "
+    + "; ".join(f"{c} ({', '.join(COMMAND_SENDERS[c])})" for c in sorted(COMMAND_ARGS))
+    + ".",
     "client": "Reply channel of one command client, named in the request's `reply_to`.",
     "service": "Service instance name, e.g. `master_core` or `slave_agent-rack1`.",
 }
@@ -162,6 +164,16 @@ def topics_markdown() -> str:
     lines += ["", "## Topics", ""]
     for spec in TOPICS:
         lines += [f"### `{spec.template}`", "", spec.description, ""]
+        if "command" in spec.params:
+            lines += [
+                "| Command | Arguments | Sent by (the broker ACL grants each) |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| `{c}` | {COMMAND_ARGS[c].__name__} | {', '.join(COMMAND_SENDERS[c])} |"
+                for c in sorted(COMMAND_ARGS)
+            ]
+            lines.append("")
     lines += ["## Payloads", ""]
     schemas = _schemas()
     for name, schema in schemas.items():

@@ -201,6 +201,13 @@ def spec_of(code: str) -> CodeSpec | None:
         return None
 
 
+def reset_need(code: str) -> Reset:
+    """What clearing a latch of `code` needs; a code this table does not know needs an
+    operator reset once released (the safe default is never *less* than that)."""
+    spec = spec_of(code)
+    return "operator" if spec is None else spec.reset
+
+
 def codes_where(predicate: Callable[[CodeSpec], bool]) -> tuple[ProtectionCode, ...]:
     """The codes whose spec satisfies `predicate`, in bit order."""
     return tuple(s.code for s in CODE_TABLE if predicate(s))

@@ -208,6 +208,17 @@ COMMAND = TopicSpec(
     "A command to the master; the reply goes to `reply_to` before `expires_at` or not at all.",
     expiry_s=30,
 )
+COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
+    "contactors": (MODBUS, CAN, UI),
+    "reset_faults": (MODBUS, CAN, UI),
+    "set_mode": (MODBUS, CAN, UI),
+    "heartbeat": (MODBUS, CAN, UI),
+    "events_query": (UI,),
+    "service_reset": (UI,),
+}
+"""Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
+from this, so `cmd/service_reset` (a reset with a service override) is the web application's
+alone, which sends it for its admin role only."""
 COMMAND_REPLY = TopicSpec(
     "command_reply",
     "reply/{client}",

@@ -10,8 +10,9 @@ dozen scalar comparisons (the caller supplies max/min over the cells).
 - insulation_low (when an insulation monitor exists): low-side warning and latched fault
   against `insulation_warning_ohm` / `insulation_fault_ohm`.
 - Level semantics, resets and directions per code come from `shared.protection_codes`.
-- deep_discharge is reset only with `service_override=True` (the cell may be damaged), and
-  like every latched fault it survives restarts through `latched_state()` / `restore()`.
+- What a reset of each code needs is data (`CODE_TABLE`): deep_discharge needs
+  `service_override=True` (the cell may be damaged). Every latched fault survives restarts
+  through `latched_state()` / `restore()`.
 - A reset clears a latched fault only while its last sample is known and past its release.
 """
 
@@ -37,7 +38,7 @@ from shared.config.protection import (
     ProtectionConfig,
 )
 from shared.config.system import SystemConfig
-from shared.protection_codes import CODE_TABLE, ProtectionCode
+from shared.protection_codes import ProtectionCode, reset_need
 
 FLAG_THRESHOLD = 0.5
 """Flags (1.0/0.0) and the stale-module count trip above this and clear below it."""
@@ -63,9 +64,6 @@ HIDES: dict[str, tuple[str, ...]] = {
     "current_sensor_failure": ("charge_overcurrent", "discharge_overcurrent"),
 }
 """A failure that hides quantities trips within the shortest fault delay of those quantities."""
-
-OVERRIDE_ONLY = frozenset(s.code.value for s in CODE_TABLE if s.reset == "service")
-"""Latched faults that only a service reset clears (`CODE_TABLE`)."""
 
 LATCHED_STATE_VERSION = 1
 
@@ -264,8 +262,8 @@ class Protection:
             m = q.levels["fault"]
             if not m.active:
                 continue
-            if q.code in OVERRIDE_ONLY and not service_override:
-                still[q.code] = "needs a service reset (service_override): the cell may be damaged"
+            if reset_need(q.code) == "service" and not service_override:
+                still[q.code] = "needs a service reset (admin, with a reason): cells may be damaged"
                 continue
             value = m.last_value
             if m.reset():

@@ -49,6 +49,8 @@ from shared.messages import (
     EventsQueryArgs,
     Limits,
     PackState,
+    ResetFaultsArgs,
+    ServiceResetArgs,
     SetModeArgs,
     SlaveModeCommand,
 )
@@ -138,6 +140,7 @@ class MasterCore:
             {
                 "contactors": self._cmd_contactors,
                 "reset_faults": self._cmd_reset,
+                "service_reset": self._cmd_reset,
                 "set_mode": self._cmd_mode,
                 "heartbeat": self._cmd_heartbeat,
                 "events_query": self._cmd_events,
@@ -233,14 +236,37 @@ class MasterCore:
         self.events.emit("info", "command", "contactors_open", "open (command)")
         return CommandOutcome(True, result={"state": self.rt.contactors.state})
 
-    def _cmd_reset(self, _args: CommandArgs) -> CommandOutcome:
+    def _cmd_reset(self, args: CommandArgs) -> CommandOutcome:
+        """`reset_faults`, and `service_reset` (the same with an override, on a topic the broker
+        lets only the web application's admin path publish). After a reset of a trip, the
+        contactors close again when `auto_close` is set: the reset is the one operator action."""
+        assert isinstance(args, ResetFaultsArgs)
         if self.rt is None:
             return CommandOutcome(False, "no configuration yet")
+        override = args.service_override
+        if override is not None and not isinstance(args, ServiceResetArgs):
+            why = (
+                "a service override is accepted only on cmd/service_reset (admin only); "
+                "nothing was reset"
+            )
+            self.events.emit(
+                "warning", "command", "service_reset", f"refused: {why}",
+                user=override.user, reason=override.reason,
+            )  # fmt: skip
+            return CommandOutcome(False, why)
         now = self.monotonic()
-        reset = self.rt.protection.reset(now)
+        reset = self.rt.protection.reset(now, service_override=override is not None)
         for t in reset.cleared:
             self._emit_transition(t)
         self._persist_latches()
+        if override is not None:
+            cleared = ", ".join(t.code for t in reset.cleared)
+            self.events.emit(
+                "warning", "command", "service_reset",
+                f"service reset by {override.user} ({override.reason}): "
+                f"cleared {cleared or 'nothing'}",
+                user=override.user, reason=override.reason, cleared=cleared,
+            )  # fmt: skip
         if not reset.ok:
             why = "; ".join(
                 f"{code}: {reason}" for code, reason in sorted(reset.still_latched.items())
@@ -248,6 +274,8 @@ class MasterCore:
             self.events.emit("warning", "command", "reset_faults", f"reset refused: {why}")
             return CommandOutcome(False, f"still latched: {why}")
         self._contactor_reset = self.rt.contactors.state == "fault"
+        if self._contactor_reset and self.mode == "working":
+            self._auto_close = self.settings.auto_close  # a pending start-up close stays
         self.events.emit("info", "command", "reset_faults", "faults reset")
         return CommandOutcome(True, result={"state": self.rt.contactors.state})
 

@@ -18,7 +18,9 @@ class MasterCoreSettings(ServiceSettings):
         description="simulated inverter: constant:A, pulses:A:A:period_s[:duty], "
         "cycle:charge_A:discharge_A[:soc_low:soc_high] or csv:file (time_s,current_a)",
     )
-    auto_close: bool = Field(True, description="close the contactors at start (simulation)")
+    auto_close: bool = Field(
+        True, description="close the contactors at start and after a reset of a trip (simulation)"
+    )
     cells_period_s: float = Field(0.5, gt=0, le=10, description="period of pack/cells")
     balancing_period_s: float = Field(1.0, gt=0, le=60, description="period of balancing commands")
     persist_period_s: float = Field(

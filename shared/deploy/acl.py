@@ -2,10 +2,11 @@
 
 One broker user per service, and one per rack of slave modules. A role may publish what the
 registry lists it as a publisher of, and read what it lists it as a subscriber of;
-`any_service` stands for every service role. Each user publishes its presence and
-configuration acknowledgement under its own name only (the user name is the instance name),
-and a rack (`slave_agent-rack<r>`) only the topics of its own modules, so a rack cannot speak
-for another's cells. Third parties only read.
+`any_service` stands for every service role. Commands are granted one by one from
+`COMMAND_SENDERS`, so only the web application may send `cmd/service_reset`. Each user
+publishes its presence and configuration acknowledgement under its own name only (the user
+name is the instance name), and a rack (`slave_agent-rack<r>`) only the topics of its own
+modules, so a rack cannot speak for another's cells. Third parties only read.
 
 The rack users depend on the layout (racks x modules per rack), so the ACL is not a file of
 the repository: the credentials step writes the deployed layout's at every start, and
@@ -23,6 +24,8 @@ from shared.racks import rack_instance, rack_module_range
 from shared.topics import (
     ANY,
     CAN,
+    COMMAND,
+    COMMAND_SENDERS,
     MASTER,
     MODBUS,
     ROOT,
@@ -72,6 +75,12 @@ def role_of(user: str) -> str:
     return SLAVE if user.startswith(f"{SLAVE}-rack") else user
 
 
+NARROWED_WRITES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    COMMAND.name: ("command", COMMAND_SENDERS),
+}
+"""Topics whose publishers differ by the value of one parameter: spec -> (parameter, value ->
+roles). The ACL then grants each value's topic on its own (MQTT ACLs filter by topic only)."""
+
 HEALTH_READS: tuple[TopicSpec[Any], ...] = (SERVICE_STATUS,)
 """Every service also reads presence: its container health check reads its own status."""
 
@@ -107,7 +116,16 @@ def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
         read = _has(spec.subscribers, role) or (role in SERVICE_ROLES and spec in HEALTH_READS)
         if not (read or write):
             continue
-        if write and "service" in spec.params:
+        if write and spec.name in NARROWED_WRITES:
+            param, writers = NARROWED_WRITES[spec.name]
+            if read:
+                out.append(Grant(pattern(spec), True, False))
+            out += [
+                Grant(spec.filter("+", **{param: value}), False, True)
+                for value, roles in writers.items()
+                if _has(roles, role)
+            ]
+        elif write and "service" in spec.params:
             if read:
                 out.append(Grant(pattern(spec), True, False))
             out.append(Grant(spec.filter("+", service=user), False, True))

@@ -9,6 +9,8 @@ from shared.messages.commands import (
     EventsQueryArgs,
     HeartbeatArgs,
     ResetFaultsArgs,
+    ServiceOverride,
+    ServiceResetArgs,
     SetModeArgs,
 )
 from shared.messages.config import ConfigAck, ConfigMessage
@@ -56,6 +58,8 @@ __all__ = [
     "ModuleCells",
     "PackState",
     "ResetFaultsArgs",
+    "ServiceOverride",
+    "ServiceResetArgs",
     "ServiceStatus",
     "SetModeArgs",
     "SimControl",

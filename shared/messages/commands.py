@@ -6,9 +6,9 @@ brokers as well as MQTT 5.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.messages.envelope import Message, Timestamp
 from shared.messages.events import EventKind, EventLevel
@@ -23,8 +23,35 @@ class ContactorsArgs(CommandArgs):
     action: Literal["close", "open"]
 
 
+OverrideReason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=200),
+    Field(description="why the latch may be cleared (e.g. the cell was checked or replaced)"),
+]
+
+
+class ServiceOverride(CommandArgs):
+    """A service engineer's authority to clear latches whose reset needs "service" (see
+    `shared/protection_codes.py`), e.g. a deep discharge after the cell has been checked. Logged
+    with the user and the reason."""
+
+    user: str = Field(min_length=1, max_length=64, description="who authorised the reset")
+    reason: OverrideReason
+
+
 class ResetFaultsArgs(CommandArgs):
-    pass
+    """Clear latched faults whose condition has released.
+
+    `service_override` is accepted only on `cmd/service_reset`, which the broker lets only the
+    web application publish (for its admin role); on `cmd/reset_faults` it is refused."""
+
+    service_override: ServiceOverride | None = None
+
+
+class ServiceResetArgs(ResetFaultsArgs):
+    """`reset_faults` with the override it needs, on its own topic `cmd/service_reset`."""
+
+    service_override: ServiceOverride
 
 
 class SetModeArgs(CommandArgs):
@@ -52,6 +79,7 @@ class EventsQueryArgs(CommandArgs):
 COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "contactors": ContactorsArgs,
     "reset_faults": ResetFaultsArgs,
+    "service_reset": ServiceResetArgs,
     "set_mode": SetModeArgs,
     "heartbeat": HeartbeatArgs,
     "events_query": EventsQueryArgs,

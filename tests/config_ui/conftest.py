@@ -82,7 +82,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     )
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
-    names = ("set_mode", "contactors", "reset_faults", "events_query")
+    names = ("set_mode", "contactors", "reset_faults", "service_reset", "events_query")
     CommandServer(master_bus, {n: (lambda a, n=n: master.handle(n, a)) for n in names})
     bus.start()
     master_bus.start()

@@ -16,7 +16,14 @@ from services.config_ui.live import HistoryPoint
 from services.config_ui.users import Role
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config
-from shared.messages import ConfigAck, ConfigMessage, Event, ServiceStatus
+from shared.messages import (
+    ConfigAck,
+    ConfigMessage,
+    Event,
+    ServiceOverride,
+    ServiceResetArgs,
+    ServiceStatus,
+)
 from shared.messages.events import EventKind, EventLevel, EventValue
 from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE, SERVICE_STATUS
 from tests.config_ui.conftest import ADMIN_PASSWORD, SYSTEM, UiHarness
@@ -105,6 +112,37 @@ def test_roles_viewer_reads_operator_commands_admin_configures(ui: UiHarness) ->
     assert r.status_code == 403
     assert "admin" in r.json()["detail"]
     assert ui.client.get("/api/users").status_code == 403
+
+
+def test_only_an_admin_sends_a_service_reset_with_a_reason_under_their_own_name(
+    ui: UiHarness,
+) -> None:
+    add_user(ui, "otto", "operator")
+    ui.login("otto", "otto-password-1")
+    r = ui.client.post("/api/commands/service_reset", json={"reason": "cell replaced"})
+    assert r.status_code == 403 and "admin" in r.json()["detail"]
+    ui.login()
+    for body in ({}, {"reason": "  "}, {"reason": "cell replaced", "user": "mallory"}):
+        assert ui.client.post("/api/commands/service_reset", json=body).status_code == 422, body
+    assert not [name for name, _ in ui.master.received if name == "service_reset"]
+    r = ui.client.post("/api/commands/service_reset", json={"reason": "cell replaced"})
+    assert r.json()["status"] == "accepted", r.json()
+    name, args = ui.master.received[-1]
+    assert name == "service_reset"
+    assert args == ServiceResetArgs(
+        service_override=ServiceOverride(user="admin", reason="cell replaced")
+    )
+
+
+def test_the_dashboard_offers_the_service_reset_to_admins_only(ui: UiHarness) -> None:
+    add_user(ui, "otto", "operator")
+    ui.login("otto", "otto-password-1")
+    page = ui.client.get("/").text
+    assert 'data-command="reset_faults"' in page
+    assert 'data-command="service_reset"' not in page
+    ui.login()
+    page = ui.client.get("/").text
+    assert 'data-command="service_reset"' in page and "data-reason=" in page
 
 
 def test_logout_ends_the_session(ui: UiHarness) -> None:

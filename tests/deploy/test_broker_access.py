@@ -20,7 +20,7 @@ from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_p
 from shared.bus import MqttBus
 from shared.deploy import acl, credentials
 from shared.endpoint import MqttEndpoint
-from shared.topics import TOPICS, TopicSpec
+from shared.topics import COMMAND_SENDERS, TOPICS, TopicSpec
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
@@ -89,9 +89,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
         yield port, store
 
 
-def concrete(spec: TopicSpec[Any], module: int = 1, service: str = "nobody") -> str:
-    values = {"module": module, "service": service}
+def concrete(
+    spec: TopicSpec[Any], module: int = 1, service: str = "nobody", command: str = "set_mode"
+) -> str:
+    values = {"module": module, "service": service, "command": command}
     return spec.topic(SYSTEM, **{p: values.get(p, "1") for p in spec.params})
+
+
+def every_command(spec: TopicSpec[Any], module: int, service: str) -> set[str]:
+    """One topic per command (and one no command has) where the spec names a command."""
+    commands = [*COMMAND_SENDERS, "unknown"] if "command" in spec.params else ["set_mode"]
+    return {concrete(spec, module, service, c) for c in commands}
 
 
 def login(broker: tuple[int, Path], user: str) -> Client:
@@ -108,7 +116,10 @@ def test_each_user_publishes_exactly_what_the_acl_grants(broker: tuple[int, Path
         client = login(broker, user)
         try:
             for spec in TOPICS:
-                for topic in {concrete(spec, m, s) for m in (1, 5) for s in (user, "other")}:
+                topics = set().union(
+                    *(every_command(spec, m, s) for m in (1, 5) for s in (user, "other"))
+                )
+                for topic in sorted(topics):
                     code = client.publish(topic)
                     allowed = acl.may(user, "write", topic)
                     assert (code != NOT_AUTHORIZED) == allowed, (user, topic, hex(code))
@@ -125,9 +136,12 @@ def test_each_user_reads_exactly_what_the_acl_grants(broker: tuple[int, Path]) -
         # each topic published by a user allowed to: the broker then decides who receives it
         published = []
         for spec in TOPICS:
-            writer = next(u for u in acl.users() if acl.may(u, "write", concrete(spec, 1, u)))
-            published.append(concrete(spec, 1, writer))
-            assert readers[writer].publish(published[-1]) < ACCEPTED_BELOW
+            for command in COMMAND_SENDERS if "command" in spec.params else ["set_mode"]:
+                writer = next(
+                    u for u in acl.users() if acl.may(u, "write", concrete(spec, 1, u, command))
+                )
+                published.append(concrete(spec, 1, writer, command))
+                assert readers[writer].publish(published[-1]) < ACCEPTED_BELOW
         time.sleep(0.5)
         for user, client in readers.items():
             assert client.received == {t for t in published if acl.may(user, "read", t)}, user
@@ -162,6 +176,31 @@ def test_services_cannot_forge_each_others_presence(broker: tuple[int, Path]) ->
         assert gateway.publish(f"bms/v1/{SYSTEM}/slave/1/telemetry") == NOT_AUTHORIZED
     finally:
         gateway.close()
+
+
+def test_only_the_web_application_may_send_a_service_reset(broker: tuple[int, Path]) -> None:
+    """A reset with a service override travels on its own topic so that the ACL, which
+    filters by topic only, can keep it to the web application (which checks the admin role);
+    the gateways keep their ordinary commands."""
+    topic = f"bms/v1/{SYSTEM}/cmd/service_reset"
+    assert [u for u in acl.users() if acl.may(u, "write", topic)] == ["config_ui"]
+    for user in ("modbus_gateway", "can_gateway", "third_party", "simulation"):
+        client = login(broker, user)
+        try:
+            assert client.publish(topic) == NOT_AUTHORIZED, user
+        finally:
+            client.close()
+    for user in ("modbus_gateway", "config_ui"):
+        client = login(broker, user)
+        try:
+            assert client.publish(f"bms/v1/{SYSTEM}/cmd/reset_faults") < ACCEPTED_BELOW, user
+        finally:
+            client.close()
+    ui = login(broker, "config_ui")
+    try:
+        assert ui.publish(topic) < ACCEPTED_BELOW
+    finally:
+        ui.close()
 
 
 def test_third_party_reads_state_but_cannot_command(broker: tuple[int, Path]) -> None:

@@ -5,11 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
+from shared.messages import COMMAND_ARGS
 from shared.topics import (
     COMMAND,
+    COMMAND_SENDERS,
     ROOT,
     SLAVE_TELEMETRY,
     TOPICS,
+    UI,
     TopicError,
     spec_for,
 )
@@ -66,3 +69,10 @@ def test_retained_topics_are_state_not_streams_of_commands() -> None:
             assert not spec.retain, spec.name
         if spec.last_will:
             assert spec.retain and spec.qos == 1, spec.name
+
+
+def test_every_command_names_its_senders_and_only_the_ui_sends_a_service_reset() -> None:
+    assert set(COMMAND_SENDERS) == set(COMMAND_ARGS)
+    senders = {role for roles in COMMAND_SENDERS.values() for role in roles}
+    assert senders == set(COMMAND.publishers)
+    assert COMMAND_SENDERS["service_reset"] == (UI,)

@@ -37,11 +37,22 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.querySelectorAll("button[data-command]").forEach((button) => {
     button.addEventListener("click", async () => {
-      if (!window.confirm(button.dataset.confirm)) return;
       const out = document.getElementById("command-reply");
+      const args = JSON.parse(button.dataset.args);
+      if (button.dataset.reason) {
+        // the dialog is the confirmation; an empty reason sends nothing
+        const reason = window.prompt(button.dataset.reason, "");
+        if (reason === null) return;
+        if (!reason.trim()) {
+          out.textContent = `${button.textContent}: not sent, a reason is required`;
+          out.className = "reply error";
+          return;
+        }
+        args.reason = reason.trim();
+      } else if (!window.confirm(button.dataset.confirm)) return;
       out.textContent = `${button.textContent}: sent, waiting for the master…`;
       out.className = "reply";
-      const r = await api("POST", `/api/commands/${button.dataset.command}`, JSON.parse(button.dataset.args));
+      const r = await api("POST", `/api/commands/${button.dataset.command}`, args);
       out.textContent = describeReply(r);
       out.className = "reply " + (r.ok && r.data.status === "accepted" ? "ok" : "error");
     });
