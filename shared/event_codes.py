@@ -75,6 +75,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "The contactor state machine refused the reset after a fault reset."),
     EventCode("reset_faults", MASTER, ("command",), ("info", "warning"),
               "A fault reset: done (info) or refused with the faults still latched (warning)."),
+    EventCode("service_reset", MASTER, ("command",), ("warning",),
+              "A service reset (admin, with a reason): who, why and what it cleared; or an "
+              "override refused because it came on the ordinary reset topic."),
     *_modes(),
     EventCode("controller_heartbeat", MASTER, ("info",), ("info",),
               "A controller heartbeat is present (first, or again after a loss)."),

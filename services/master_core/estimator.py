@@ -24,7 +24,6 @@ from services.master_core.persisted import (
 )
 from shared.config import SystemConfig
 
-
 SOH_PRIOR_PCT = 100.0
 """SOH before the first capacity measurement: the cells hold the capacity the configuration
 names (new cells at commissioning; the datasheet is the only knowledge there is). A stored

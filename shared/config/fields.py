@@ -178,10 +178,11 @@ FIELD_USES: tuple[FieldUse, ...] = (
              "the Modbus gateway reads its BMS_* settings instead (issue 12, item 7)"),
     FieldUse("interfaces.can.enabled", (_r(CAN, _CG + "service.py"),)),
     FieldUse("interfaces.can.profiles", (_r(CAN, _CG + "service.py"),)),
-    # The channel is opened once, at start (can_gateway/main.py open_can).
-    FieldUse("interfaces.can.interface", (_r(CAN, _CG + "main.py", "restart"),)),
-    FieldUse("interfaces.can.channel", (_r(CAN, _CG + "main.py", "restart"),)),
-    FieldUse("interfaces.can.bitrate", (_r(CAN, _CG + "main.py", "restart"),)),
+    # A new interface, channel or bit rate reopens the bus in the running gateway.
+    FieldUse("interfaces.can.interface", (_r(CAN, _CG + "channel.py"),)),
+    FieldUse("interfaces.can.channel", (_r(CAN, _CG + "channel.py"),)),
+    FieldUse("interfaces.can.bitrate", (_r(CAN, _CG + "channel.py"),)),
+    FieldUse("interfaces.can.pylon_hv_*", (_r(CAN, _CG + "pylon_hv.py"),)),
     FieldUse("timing.*", (_r(MASTER, _MC + "service.py"), _r(SLAVE, _SA + "service.py"))),
 )  # fmt: skip
 

@@ -100,7 +100,7 @@ def test_the_reader_check_catches_a_module_that_does_not_read() -> None:
 
 
 def test_tags() -> None:
-    assert use_of("interfaces.can.channel").apply == "restart"
+    assert use_of("interfaces.can.channel").apply == "live"  # the gateway reopens the bus
     assert use_of("protection.cell_overvoltage.fault.threshold").apply == "live"
     assert use_of("topology.modules").apply == "restart"  # the Modbus layout
 
@@ -119,7 +119,7 @@ def test_a_first_configuration_changes_every_field_and_needs_no_restart() -> Non
     assert restart_required(CAN, None, DEMO) == []
 
 
-def test_a_can_channel_change_needs_a_can_gateway_restart() -> None:
+def test_a_can_channel_change_is_applied_live() -> None:
     data = DEMO.model_dump(mode="json")
     data["interfaces"]["can"]["channel"] = "can1"
     data["interfaces"]["can"]["bitrate"] = 250_000
@@ -127,7 +127,7 @@ def test_a_can_channel_change_needs_a_can_gateway_restart() -> None:
     changed = changed_fields(DEMO, new)
     assert [c.path for c in changed] == ["interfaces.can.channel", "interfaces.can.bitrate"]
     assert changed[0].old == "can0" and changed[0].new == "can1"
-    assert restart_required(CAN, DEMO, new) == ["interfaces.can.channel", "interfaces.can.bitrate"]
+    assert restart_required(CAN, DEMO, new) == []  # the gateway reopens the bus
     assert restart_required(MASTER, DEMO, new) == []
 
 
