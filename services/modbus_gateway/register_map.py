@@ -21,6 +21,10 @@ still scan the map.
 Value sources: the pack-level points declare their source beside them (`NATIVE_FIELDS`,
 `BATTERY_SOURCES`, `STRING_SOURCES`, typed accessors of `PackState`); cells and sensors come
 from `CellSnapshot.cells()` / `.temperatures()`. `build_image` refuses a value with no point.
+
+Protection codes: the bit fields (native Faults/Alarms/Warnings, 802/804 EvtVnd1/EvtVnd2) and
+the code bits of `Evt1` come from the one code table (`shared.protection_codes`); only the
+`Evt1` COMMUNICATION_ERROR bit for unknown data is the gateway's own.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ from services.modbus_gateway.sunspec import (
     ModelPoint,
     load_model,
 )
-from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
 from shared.messages.pack import CellLocation, CellSnapshot, PackState
+from shared.protection_codes import EVT1_COMMUNICATION_ERROR, code_bits, evt1_bits
 
 Access = Literal["R", "RW"]
 Value = int | float | str | None
@@ -67,32 +71,7 @@ MAX_WRITE_REGISTERS = 123  # FC16 limit
 CONTACTOR_STATES = ("standby", "precharge", "closed", "opening", "fault")
 MODES = ("standby", "working")
 
-# Bit n of the native (and vendor event) bit fields = PROTECTION_CODES[n].
-OTHER_CODE_BIT = 31
-"""Set for a code that is not in PROTECTION_CODES (a newer master)."""
-
 IDLE_CURRENT_A = 0.5  # below this the battery counts as holding, not (dis)charging
-
-# SunSpec 802/804 Evt1 bits: (alarm-or-fault bit, warning bit) per protection code.
-_EVT1_BITS: dict[str, tuple[int, int]] = {
-    "cell_overvoltage": (9, 10),
-    "pack_overvoltage": (9, 10),
-    "cell_undervoltage": (11, 12),
-    "pack_undervoltage": (11, 12),
-    "deep_discharge": (11, 12),
-    "cell_overtemp_charge": (1, 2),
-    "cell_overtemp_discharge": (1, 2),
-    "cell_undertemp_charge": (3, 4),
-    "cell_undertemp_discharge": (3, 4),
-    "charge_overcurrent": (5, 6),
-    "discharge_overcurrent": (7, 8),
-    "cell_imbalance": (17, 17),  # SunSpec has only a voltage-imbalance warning
-    "communication_loss": (0, 0),
-    "contactor_feedback_mismatch": (20, 20),
-}
-EVT1_COMMUNICATION_ERROR = 0
-EVT1_OTHER_ALARM = 25
-EVT1_OTHER_WARNING = 26
 
 # Points that accept writes; other points that SunSpec marks RW are served read-only.
 _SUNSPEC_WRITABLE = {802: frozenset({"SetOp", "AlmRst", "CtrlHb"})}
@@ -350,7 +329,7 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
         "",
         None,
         "Active faults, one bit per code.",
-        lambda p: _bits(p.faults),
+        lambda p: code_bits(p.faults),
     ),
     NativeField(
         "Alarms",
@@ -358,7 +337,7 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
         "",
         None,
         "Active alarms, one bit per code.",
-        lambda p: _bits(p.alarms),
+        lambda p: code_bits(p.alarms),
     ),
     NativeField(
         "Warnings",
@@ -366,7 +345,7 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
         "",
         None,
         "Active warnings, one bit per code.",
-        lambda p: _bits(p.warnings),
+        lambda p: code_bits(p.warnings),
     ),
 )
 
@@ -608,14 +587,6 @@ def read_value(rmap: RegisterMap, image: dict[int, int], point: Point) -> float 
 # --- values -----------------------------------------------------------------------------------
 
 
-def _bits(codes: Iterable[str]) -> int:
-    out = 0
-    for code in codes:
-        bit = PROTECTION_CODES.index(code) if code in PROTECTION_CODES else OTHER_CODE_BIT
-        out |= 1 << bit
-    return out
-
-
 def pack_data_unknown(pack: PackState) -> bool:
     """True while part of the pack is unknown: a module is stale, or a pack measurement or the
     state of charge is not known yet. SunSpec says so with the Evt1 COMMUNICATION_ERROR bit."""
@@ -624,15 +595,10 @@ def pack_data_unknown(pack: PackState) -> bool:
 
 
 def _evt1(pack: PackState) -> int:
-    out = 1 << EVT1_COMMUNICATION_ERROR if pack_data_unknown(pack) else 0
-    for codes, warning in ((pack.faults, False), (pack.alarms, False), (pack.warnings, True)):
-        for code in codes:
-            pair = _EVT1_BITS.get(code)
-            if pair is None:
-                out |= 1 << (EVT1_OTHER_WARNING if warning else EVT1_OTHER_ALARM)
-            else:
-                out |= 1 << pair[1 if warning else 0]
-    return out
+    """Each code's `Evt1` bit (the shared table), and COMMUNICATION_ERROR, which the gateway
+    sets itself while part of the pack is unknown."""
+    comm = 1 << EVT1_COMMUNICATION_ERROR if pack_data_unknown(pack) else 0
+    return comm | evt1_bits([*pack.faults, *pack.alarms], pack.warnings)
 
 
 def _cha_st(pack: PackState) -> int | None:
@@ -676,8 +642,8 @@ _PACK_COMMON: dict[str, PackSource] = {
     "CellVAvg": lambda p: p.cell_v_avg,
     "Evt1": _evt1,
     "Evt2": lambda p: 0,
-    "EvtVnd1": lambda p: _bits(p.faults),
-    "EvtVnd2": lambda p: _bits(p.alarms),
+    "EvtVnd1": lambda p: code_bits(p.faults),
+    "EvtVnd2": lambda p: code_bits(p.alarms),
 }
 
 BATTERY_SOURCES: dict[str, PackSource] = {

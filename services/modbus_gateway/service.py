@@ -2,7 +2,9 @@
 
 Every configuration is applied live: a new topology changes the register layout at once
 (`GatewayData.replace_config`), and new interface parameters restart the affected server in
-this process. The acknowledgement names every interface that could not be started.
+this process. The acknowledgement names every interface that could not be started, and lists
+the changed fields that the field table (`shared.config.fields`) marks restart-required for
+this gateway (none today). A field that a BMS_* setting of this host pins is said in the log.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from services.modbus_gateway.server import ForeignUnits, GatewayData, make_devic
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
+from shared.config.fields import MODBUS, restart_required
 from shared.config.interfaces import ModbusConfig
+from shared.config.system import SystemConfig
 from shared.config_ack import acknowledge_config
 from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, PackState
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
@@ -76,6 +80,7 @@ def endpoints(modbus: ModbusConfig) -> dict[str, Endpoint]:
 class _Pending:
     version: int
     modbus: ModbusConfig
+    restart_required: list[str]
 
 
 class ModbusGateway:
@@ -88,6 +93,8 @@ class ModbusGateway:
         self.modbus: ModbusConfig | None = None
         """The interface parameters in effect."""
         self.foreign_units: ForeignUnits | None = None
+        self.started_with: SystemConfig | None = None
+        """The first accepted configuration: restart-required fields keep its values."""
         self._pending: _Pending | None = None
         self._changed = asyncio.Event()
         bus.subscribe(CONFIG, self._on_config)
@@ -108,6 +115,11 @@ class ModbusGateway:
         except ValueError as exc:
             acknowledge_config(self.bus, config.config_version, [str(exc)])
             return
+        if self.data is not None:
+            for line in self.settings.pinned(
+                self.data.config.interfaces.modbus, config.interfaces.modbus
+            ):
+                log.warning("configuration %d: %s", config.config_version, line)
         if modbus != self.modbus:
             for note in notes:
                 log.info("%s", note)
@@ -124,7 +136,10 @@ class ModbusGateway:
             )
         elif self.data.config != config or self.data.identity != identity:
             self.data.replace_config(config, identity)
-        self._pending = _Pending(config.config_version, modbus)
+        if self.started_with is None:
+            self.started_with = config
+        restart = restart_required(MODBUS, self.started_with, config)
+        self._pending = _Pending(config.config_version, modbus, restart)
         self._changed.set()
 
     def _on_pack(self, d: Delivery[PackState]) -> None:
@@ -176,7 +191,9 @@ class ModbusGateway:
             if pending is None:
                 continue
             errors = await self._apply(pending.modbus)
-            acknowledge_config(self.bus, pending.version, errors)
+            acknowledge_config(
+                self.bus, pending.version, errors, restart_required=pending.restart_required
+            )
             if first and not self.servers:
                 raise NothingToServeError(
                     "; ".join(errors) or "Modbus TCP and RTU are both disabled"

@@ -86,3 +86,16 @@ class ModbusGatewaySettings(ServiceSettings):
                 f"system configuration"
             )
         return effective, notes
+
+    def pinned(self, old: ModbusConfig, new: ModbusConfig) -> list[str]:
+        """One line per field that the configuration changes from `old` to `new` while a
+        BMS_* setting of this host keeps it: the change does not take effect here."""
+        lines = []
+        for name, value in self.overrides().items():
+            before, after = getattr(old, name), getattr(new, name)
+            if before != after:
+                lines.append(
+                    f"the configuration changes interfaces.modbus.{name} from {before!r} to "
+                    f"{after!r}, but BMS_{name.upper()}={value} on this host keeps {value!r}"
+                )
+        return lines

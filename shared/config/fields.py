@@ -73,9 +73,11 @@ _MB = "services/modbus_gateway/"
 _CG = "services/can_gateway/"
 _SYS = "shared/config/system.py"
 _PROT = _MC + "protection.py"
-# The Modbus register layout depends on the cell and sensor counts: refused until a restart.
 _PRESET_ONLY = "the thresholds are in `protection`; nothing derives them from this override"
-_LAYOUT = _r(MODBUS, _MB + "register_map.py", "restart", "total_cells")
+# The Modbus gateway rebuilds its register map for a new topology (GatewayData.replace_config).
+_LAYOUT = _r(MODBUS, _MB + "register_map.py", "live", "total_cells")
+# It restarts only the server whose parameters changed, in the same process (service.py).
+_MODBUS_IFACE = _r(MODBUS, _MB + "service.py")
 
 
 FIELD_USES: tuple[FieldUse, ...] = (
@@ -93,7 +95,7 @@ FIELD_USES: tuple[FieldUse, ...] = (
     )),
     FieldUse("topology.temp_sensors_per_module", (
         _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "sim_driver.py"),
-        _r(MODBUS, _MB + "register_map.py", "restart"),
+        _r(MODBUS, _MB + "register_map.py", "live", "temp_sensors_per_module"),
     )),
     FieldUse("topology.module_cell_counts", (
         _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "sim_driver.py"), _LAYOUT,
@@ -174,8 +176,8 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("contactors.precharge_*", (_r(MASTER, _MC + "contactors.py"),)),
     FieldUse("contactors.feedback_timeout_s", (_r(MASTER, _MC + "contactors.py"),)),
     FieldUse("comm_loss.*", (_r(MASTER, _PROT, "live", "comm_loss", "ride_through_s"),)),
-    FieldUse("interfaces.modbus.*", (),
-             "the Modbus gateway reads its BMS_* settings instead (issue 12, item 7)"),
+    FieldUse("interfaces.modbus.*", (_MODBUS_IFACE,),
+             "a BMS_* setting of the same name on the gateway's host overrides it"),
     FieldUse("interfaces.can.enabled", (_r(CAN, _CG + "service.py"),)),
     FieldUse("interfaces.can.profiles", (_r(CAN, _CG + "service.py"),)),
     # A new interface, channel or bit rate reopens the bus in the running gateway.

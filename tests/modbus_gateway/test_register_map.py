@@ -15,7 +15,6 @@ from services.modbus_gateway.register_map import (
     ILLEGAL_DATA_ADDRESS,
     ILLEGAL_DATA_VALUE,
     NOT_SERVED,
-    PROTECTION_CODES,
     STRING_SOURCES,
     Command,
     Identity,
@@ -33,6 +32,13 @@ from shared.config.system import SystemConfig
 from shared.messages.commands import COMMAND_ARGS
 from shared.messages.pack import CellLocation, CellSnapshot, Limits, ModuleCells, PackState
 from shared.messages.slave import ChannelFlag
+from shared.protection_codes import (
+    CODE_TABLE,
+    ProtectionCode,
+    bits_codes,
+    code_bits,
+    evt1_bits,
+)
 
 CONFIG = demo_config()
 IDENTITY = Identity(manufacturer="ACME", model="BMS-1", version="1.2.3", serial="SN42")
@@ -232,12 +238,57 @@ def test_events_and_bits() -> None:
     img = image(pack, make_cells())
     evt1 = value(img, "battery.Evt1")
     assert evt1 == (1 << 20) | (1 << 1) | (1 << 17) | (1 << 26)
-    assert value(img, "native.Faults") == 1 << PROTECTION_CODES.index("contactor_feedback_mismatch")
-    assert value(img, "native.Alarms") == 1 << PROTECTION_CODES.index("cell_overtemp_charge")
-    assert value(img, "native.Warnings") == (1 << PROTECTION_CODES.index("cell_imbalance")) | (
-        1 << 31
-    )
+    assert value(img, "native.Faults") == 1 << 18  # contactor_feedback_mismatch
+    assert value(img, "native.Alarms") == 1 << 4  # cell_overtemp_charge
+    assert value(img, "native.Warnings") == (1 << 10) | (1 << 31)  # cell_imbalance, other
+    assert value(img, "battery.EvtVnd1") == 1 << 18
+    assert value(img, "battery.EvtVnd2") == 1 << 4
     assert value(img, "battery.State") == 99
+
+
+def test_insulation_low_has_its_own_native_bit_and_the_ground_fault_bit() -> None:
+    faulted = image(make_pack(faults=["insulation_low"], alarms=[], warnings=[]), make_cells())
+    for key in ("native.Faults", "battery.EvtVnd1", "string.EvtVnd1"):
+        assert value(faulted, key) == 1 << 19, key
+    assert value(faulted, "battery.Evt1") == 1 << 22  # GROUND_FAULT
+    warned = image(make_pack(faults=[], alarms=[], warnings=["insulation_low"]), make_cells())
+    assert value(warned, "native.Warnings") == 1 << 19
+    assert value(warned, "battery.Evt1") == 1 << 26  # SunSpec has no insulation warning
+
+
+code_names = st.sampled_from([*(c.value for c in ProtectionCode), "brand_new_code"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sets(code_names, max_size=6),
+    st.sets(code_names, max_size=6),
+    st.sets(code_names, max_size=6),
+    st.booleans(),
+)
+def test_bit_fields_are_the_shared_code_table(
+    faults: set[str], alarms: set[str], warnings: set[str], soc_known: bool
+) -> None:
+    pack = make_pack(
+        faults=sorted(faults),
+        alarms=sorted(alarms),
+        warnings=sorted(warnings),
+        soc=55.5 if soc_known else None,
+    )
+    img = image(pack, make_cells())
+    for codes, keys in (
+        (faults, ("native.Faults", "battery.EvtVnd1", "string.EvtVnd1")),
+        (alarms, ("native.Alarms", "battery.EvtVnd2", "string.EvtVnd2")),
+        (warnings, ("native.Warnings",)),
+    ):
+        for key in keys:
+            assert value(img, key) == code_bits(codes), key
+            decoded = bits_codes(value(img, key))
+            assert {c.value for c in decoded.codes} == codes - {"brand_new_code"}
+            assert decoded.other == ("brand_new_code" in codes)
+    # the gateway's own COMMUNICATION_ERROR bit while part of the pack is unknown
+    expected_evt1 = evt1_bits([*faults, *alarms], warnings) | (0 if soc_known else 1)
+    assert value(img, "battery.Evt1") == value(img, "string.Evt1") == expected_evt1
 
 
 def test_cells_and_modules() -> None:
@@ -623,6 +674,16 @@ def test_docs_are_up_to_date() -> None:
     assert docgen.MD_PATH.read_text("utf-8") == md, "run python -m services.modbus_gateway.docgen"
     assert docgen.CSV_PATH.read_text("utf-8") == table
     assert docgen.main(["--check"]) == 0
+
+
+def test_docs_list_every_code_at_its_bit() -> None:
+    md, _ = docgen.render()
+    listed = " ".join(md.split())  # the header wraps lines
+    for spec in CODE_TABLE:
+        assert f" {spec.bit} = {spec.code.value}," in listed or (
+            f" {spec.bit} = {spec.code.value};" in listed
+        )
+    assert "bit 31 = any other code" in listed
 
 
 def test_docs_list_every_point() -> None:

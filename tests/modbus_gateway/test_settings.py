@@ -53,3 +53,18 @@ def test_endpoints_restart_only_on_their_own_fields() -> None:
     assert before["tcp"] == after["tcp"]
     assert before["rtu"] != after["rtu"]
     assert "parity E" in after["rtu"].describe and "/dev/ttyUSB0" in after["rtu"].describe
+
+
+def test_a_configured_change_that_a_setting_pins_is_said_once_per_field() -> None:
+    host = settings(tcp_port=5020, rtu_port="/dev/ttyS1")
+    changed = CONFIGURED.model_copy(
+        update={"tcp_port": 1503, "rtu_port": "/dev/ttyUSB1", "unit_id": 9}
+    )
+    assert host.pinned(CONFIGURED, changed) == [
+        "the configuration changes interfaces.modbus.rtu_port from '/dev/ttyUSB0' to "
+        "'/dev/ttyUSB1', but BMS_RTU_PORT=/dev/ttyS1 on this host keeps '/dev/ttyS1'",
+        "the configuration changes interfaces.modbus.tcp_port from 1502 to 1503, but "
+        "BMS_TCP_PORT=5020 on this host keeps 5020",
+    ]
+    assert host.pinned(CONFIGURED, CONFIGURED) == []
+    assert settings().pinned(CONFIGURED, changed) == []  # unit_id is not pinned

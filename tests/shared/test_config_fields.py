@@ -44,16 +44,6 @@ KNOWN_UNREAD = {
     # The master does not calibrate its current measurement.
     "current_sensor.offset_a",
     "current_sensor.gain",
-    # The Modbus gateway reads its own BMS_* settings (issue 12, item 7).
-    "interfaces.modbus.tcp_enabled",
-    "interfaces.modbus.tcp_host",
-    "interfaces.modbus.tcp_port",
-    "interfaces.modbus.rtu_enabled",
-    "interfaces.modbus.rtu_port",
-    "interfaces.modbus.rtu_baudrate",
-    "interfaces.modbus.rtu_parity",
-    "interfaces.modbus.rtu_stop_bits",
-    "interfaces.modbus.unit_id",
 }
 """Fields nothing reads today. A new field nobody reads fails the test; so does a field on this
 list that a service starts reading (take it off the list and declare the reader)."""
@@ -102,7 +92,8 @@ def test_the_reader_check_catches_a_module_that_does_not_read() -> None:
 def test_tags() -> None:
     assert use_of("interfaces.can.channel").apply == "live"  # the gateway reopens the bus
     assert use_of("protection.cell_overvoltage.fault.threshold").apply == "live"
-    assert use_of("topology.modules").apply == "restart"  # the Modbus layout
+    assert use_of("topology.modules").apply == "live"  # the Modbus gateway rebuilds its map
+    assert use_of("interfaces.modbus.rtu_parity").apply == "live"
 
 
 # --- changes --------------------------------------------------------------------------------
@@ -139,10 +130,24 @@ def test_a_threshold_change_is_live() -> None:
     assert all(restart_required(s, DEMO, new) == [] for s in (MASTER, CAN, MODBUS))
 
 
-def test_a_new_module_count_needs_a_modbus_restart_only() -> None:
+def test_a_new_module_count_needs_no_restart() -> None:
     new = SystemConfig.from_preset("NMC", modules=6, cells_per_module=14)
-    assert "topology.modules" in restart_required(MODBUS, DEMO, new)
-    assert restart_required(MASTER, DEMO, new) == []
+    assert "topology.modules" in [c.path for c in changed_fields(DEMO, new)]
+    assert all(restart_required(s, DEMO, new) == [] for s in (MASTER, CAN, MODBUS))
+
+
+def test_modbus_interface_parameters_are_read_by_the_gateway_and_live() -> None:
+    data = DEMO.model_dump(mode="json")
+    data["interfaces"]["modbus"] |= {"tcp_port": 1502, "rtu_parity": "O", "unit_id": 7}
+    new = SystemConfig.model_validate(data)
+    changed = changed_fields(DEMO, new)
+    assert {c.path for c in changed} == {
+        "interfaces.modbus.tcp_port",
+        "interfaces.modbus.rtu_parity",
+        "interfaces.modbus.unit_id",
+    }
+    assert all(MODBUS in {r.service for r in c.use.readers} for c in changed)
+    assert restart_required(MODBUS, DEMO, new) == []
 
 
 def test_the_acknowledgement_lists_the_fields_that_need_a_restart() -> None:

@@ -98,7 +98,7 @@ def test_evt1_uses_each_codes_pair_and_the_other_bits() -> None:
     assert evt1_bits(["insulation_low"], ["insulation_low"]) == 1 << 22 | 1 << 26
 
 
-# --- the gateway tables this table replaces (drop once the gateways read it) -----------------
+# --- the CAN gateway tables this table replaces (drop once the CAN gateway reads it) ----------
 
 
 def _names(mapping: Mapping[Any, Iterable[str]]) -> dict[Any, set[str]]:
@@ -115,9 +115,15 @@ def test_same_mapping_as_the_can_gateway_tables() -> None:
     assert _names(PYLON_HV_ERRORS) == _names(HV_ERRORS)
 
 
-def test_same_evt1_pairs_as_the_register_map() -> None:
-    from services.modbus_gateway import register_map
+# --- the Modbus gateway packs its bit fields with this table -----------------------------------
 
-    legacy: dict[str, tuple[int, int]] = register_map._EVT1_BITS
-    ours = {s.code.value: s.evt1 for s in CODE_TABLE if s.evt1 is not None}
-    assert {c: p for c, p in ours.items() if c in PROTECTION_CODES} == legacy
+
+def test_the_register_map_has_no_bit_tables_of_its_own() -> None:
+    from services.modbus_gateway import docgen, register_map
+
+    for module in (register_map, docgen):
+        private = {"_EVT1_BITS", "_bits", "PROTECTION_CODES", "EVT1_OTHER_ALARM"}
+        assert private.isdisjoint(vars(module)), module.__name__
+    assert register_map.code_bits is code_bits
+    assert register_map.evt1_bits is evt1_bits
+    # tests/modbus_gateway/test_register_map.py checks every bit field against the table

@@ -656,3 +656,48 @@ def test_new_rtu_parameters_are_served_live(gateway: dict[str, Any]) -> None:
         client.close()
     # The TCP server was not restarted.
     assert gateway["proc"].log().count("Modbus TCP on") == 1
+
+
+def test_a_configured_port_that_a_host_setting_pins_is_said_and_kept(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """BMS_TCP_PORT overrides interfaces.modbus.tcp_port: a new configured port is accepted
+    (nothing needs a restart), logged as pinned, and the override port keeps serving."""
+    pinned_port, configured = free_port(), free_port()
+    config = gateway_config(system_id, tcp_port=configured, rtu_port="/dev/null", rtu=False)
+    ui = publish_config(mosquitto.url, config)
+    acks: list[ConfigAck] = []
+    ui.subscribe(CONFIG_ACK, lambda d: acks.append(d.message))
+    proc = ServiceProcess(
+        "modbus_gateway", mosquitto.url, system_id, tmp_path, tcp_port=str(pinned_port)
+    )
+    try:
+        wait_for_port("127.0.0.1", pinned_port, 15)
+        moved = config.model_copy(
+            update={
+                "config_version": 2,
+                "interfaces": config.interfaces.model_copy(
+                    update={
+                        "modbus": config.interfaces.modbus.model_copy(
+                            update={"tcp_port": free_port()}
+                        )
+                    }
+                ),
+            }
+        )
+        ui.publish(CONFIG, ConfigMessage(config=moved))
+        assert wait_until(
+            lambda: (ui.process(0.05), any(a.config_version == 2 for a in acks))[1], 10
+        )
+        ack = next(a for a in acks if a.config_version == 2)
+        assert ack.accepted and ack.errors == [] and ack.restart_required == []
+        assert wait_until(lambda: f"BMS_TCP_PORT={pinned_port} on this host keeps" in proc.log(), 5)
+        client = ModbusTcpClient("127.0.0.1", port=pinned_port, timeout=3)
+        assert client.connect()
+        try:
+            assert client.read_holding_registers(40000, count=2).registers == [0x5375, 0x6E53]
+        finally:
+            client.close()
+    finally:
+        proc.stop()
+        ui.stop()
