@@ -34,8 +34,11 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 
 class ServiceProcess:
     """`python -m services.<name>` as its own process, with BMS_* settings."""
 
-    def __init__(self, name: str, url: str, system: str, log_dir: Path, **env: str) -> None:
-        self.log_path = log_dir / f"{name}-{system}.log"
+    def __init__(
+        self, name: str, url: str, system: str, log_dir: Path, *, label: str = "", **env: str
+    ) -> None:
+        """`label` tells apart the logs of several instances of one service (e.g. racks)."""
+        self.log_path = log_dir / f"{name}{label}-{system}.log"
         self._log = self.log_path.open("wb")
         full_env = dict(os.environ, BMS_MQTT_URL=url, BMS_SYSTEM=system, PYTHONPATH=str(ROOT))
         full_env.update({f"BMS_{k.upper()}": v for k, v in env.items()})

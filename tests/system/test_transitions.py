@@ -185,10 +185,10 @@ class Stack:
                 "can_channel": str(self.gw_end),
                 "stale_after_s": "2",
             },
-        }.get(name.split(":")[0], {})
-        key = name
-        self.procs[key] = ServiceProcess(
-            name.split(":")[0], self.broker.url, self.system, self.tmp, **settings, **env
+        }.get(name.partition(":")[0], {})
+        service, _, label = name.partition(":")
+        self.procs[name] = ServiceProcess(
+            service, self.broker.url, self.system, self.tmp, label=label, **settings, **env
         )
 
     def stop(self, name: str) -> None:
