@@ -383,6 +383,6 @@ def _current_levels(fault_a: float) -> ThreeLevel:
 PROTECTION_CODES: tuple[str, ...] = tuple(
     spec.code.value for spec in CODE_TABLE if spec.code is not ProtectionCode.INSULATION_LOW
 )
-"""Bit layout 1 (bits 0-18), which the gateways still read; `shared.protection_codes` is the
-table of every code. Until the gateways read the table, they send a newer code
-(insulation_low) as the "other code" bit, as any reader of an older layout does."""
+"""Bit layout 1 (bits 0-18), which the Modbus gateway still reads (the CAN gateway reads
+`shared.protection_codes`, the table of every code). Until it reads the table, it sends a newer
+code (insulation_low) as the "other code" bit, as any reader of an older layout does."""
