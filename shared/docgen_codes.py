@@ -10,6 +10,9 @@ from shared.protection_codes import (
     EVT1_OTHER_ALARM,
     EVT1_OTHER_WARNING,
     OTHER_CODE_BIT,
+    PYLON_0X359_OTHER_FAULT,
+    PYLON_HV_OTHER_FAULT,
+    VICTRON_0X35A_GENERAL,
     CodeSpec,
     Level,
 )
@@ -45,17 +48,17 @@ def _evt1(spec: CodeSpec, level: Level) -> int:
 
 def _can(spec: CodeSpec, level: Level) -> str:
     fault = level == "fault"
-    victron = f"{'Alarm' if fault else 'Warn'}{spec.victron_0x35a or 'General'}"
+    victron = f"{'Alarm' if fault else 'Warn'}{spec.victron_0x35a or VICTRON_0X35A_GENERAL}"
     if spec.pylon_0x359 is not None:
         pylon = spec.pylon_0x359[0 if fault else 1]
     else:
-        pylon = "ProtectSystemError" if fault else "-"
+        pylon = PYLON_0X359_OTHER_FAULT if fault else "-"
     if spec.pylon_hv_flag is not None:
         hv = f"{'Protect' if fault else 'Alarm'}{spec.pylon_hv_flag}"
     elif spec.pylon_hv_error is not None:
         hv = spec.pylon_hv_error if fault else "-"
     else:
-        hv = "OtherError" if fault else "-"
+        hv = PYLON_HV_OTHER_FAULT if fault else "-"
     return f"{victron} | {pylon} | {hv}"
 
 

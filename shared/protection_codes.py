@@ -16,7 +16,7 @@ Every code that can appear in `faults`, `alarms` and `warnings` of the pack stat
 - Per CAN profile: its Victron 0x35A condition, its Pylontech 0x359 (protection, alarm) flag
   pair, its Pylontech HV 0x4250 flag (alarm and protection words) or error bit (faults only).
   None means the profile has no bit of its own for it: the profile's general or "other" bit
-  carries it.
+  carries it (`VICTRON_0X35A_GENERAL`, `PYLON_0X359_OTHER_FAULT`, `PYLON_HV_OTHER_FAULT`).
 
 `code_bits` / `bits_codes` are the one bit packing of code sets; the per-profile mappings are
 read through `signals_by_code`.
@@ -52,6 +52,15 @@ OTHER_CODE_BIT = 31
 EVT1_COMMUNICATION_ERROR = 0
 EVT1_OTHER_ALARM = 25
 EVT1_OTHER_WARNING = 26
+
+# The bit each CAN profile sets for a code without a signal of its own (None in its column).
+VICTRON_0X35A_GENERAL = "General"
+"""0x35A AlarmGeneral / WarnGeneral: set for any fault / any alarm or warning."""
+PYLON_0X359_OTHER_FAULT = "ProtectSystemError"
+"""0x359: a fault without a flag pair of its own; its warning and alarm set nothing."""
+PYLON_HV_OTHER_FAULT = "OtherError"
+"""0x4250 error bit of a fault without a flag or error bit of its own; its warning and alarm
+set nothing."""
 
 
 class ProtectionCode(StrEnum):

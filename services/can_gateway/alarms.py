@@ -1,63 +1,63 @@
-"""Protection codes mapped to the inverter alarm bits of 0x35A and Pylontech 0x359 (data only).
+"""Protection codes as the inverter alarm bits of 0x35A and Pylontech 0x359.
+
+Which code sets which bit is `shared.protection_codes` (`victron_0x35a`, `pylon_0x359`); this
+module holds only each frame's layout (its signals, from the DBC) and sets the bits.
 
 Levels: pack `faults` go to the alarm half of 0x35A and to the protection bytes of 0x359;
 `alarms` and `warnings` go to the warning half of 0x35A and to the alarm bytes of 0x359.
 An alarm on 0x35A puts an SMA inverter into standby, which is what a BMS fault means; a BMS alarm
 or warning only derates the limits, which the BMS already does through 0x351.
+A code without a bit of its own in a frame (see the table) still shows: 0x35A General is set for
+any code of its level, and a fault without a 0x359 flag sets `PYLON_0X359_OTHER_FAULT`, so that
+every fault stops the inverter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-_INTERNAL = (
-    "open_wire",
-    "measurement_out_of_range",
-    "sensor_fault",
-    "pack_voltage_plausibility",
-    "communication_loss",
-    "current_sensor_failure",
+from shared.protection_codes import PYLON_0X359_OTHER_FAULT, VICTRON_0X35A_GENERAL, spec_of
+
+# 0x35A conditions (signal names without the Alarm/Warn prefix) that the BMS reports.
+# "ShortCircuit" has no code (a short trips discharge_overcurrent), so its pair stays 0 =
+# not supported.
+VICTRON_CONDITIONS: tuple[str, ...] = (
+    VICTRON_0X35A_GENERAL,
+    "HighVoltage",
+    "LowVoltage",
+    "HighTemp",
+    "LowTemp",
+    "HighTempCharge",
+    "LowTempCharge",
+    "HighDischargeCurrent",
+    "HighChargeCurrent",
+    "Contactor",
+    "BmsInternal",
+    "CellImbalance",
 )
-
-# 0x35A condition (signal name without the Alarm/Warn prefix) -> protection codes.
-# "General" is active for any code of the level, mapped or not. "ShortCircuit" has no code of
-# its own (a short trips discharge_overcurrent), so its pair stays 0 = not supported.
-VICTRON_CONDITIONS: Mapping[str, tuple[str, ...]] = {
-    "General": (),
-    "HighVoltage": ("cell_overvoltage", "pack_overvoltage"),
-    "LowVoltage": ("cell_undervoltage", "pack_undervoltage", "deep_discharge"),
-    "HighTemp": ("cell_overtemp_discharge",),
-    "LowTemp": ("cell_undertemp_discharge",),
-    "HighTempCharge": ("cell_overtemp_charge",),
-    "LowTempCharge": ("cell_undertemp_charge",),
-    "HighDischargeCurrent": ("discharge_overcurrent",),
-    "HighChargeCurrent": ("charge_overcurrent",),
-    "Contactor": ("contactor_feedback_mismatch",),
-    "BmsInternal": _INTERNAL,
-    "CellImbalance": ("cell_imbalance",),
-}
 UNSUPPORTED_CONDITIONS = ("ShortCircuit",)
 
 PAIR_NOT_SUPPORTED = 0
 PAIR_ACTIVE = 1
 PAIR_OK = 2
 
-# Pylontech 0x359: (protection signal, alarm signal) -> protection codes.
-PYLON_FLAGS: Mapping[tuple[str, str], tuple[str, ...]] = {
-    ("ProtectOverVoltage", "AlarmHighVoltage"): ("cell_overvoltage", "pack_overvoltage"),
-    ("ProtectUnderVoltage", "AlarmLowVoltage"): (
-        "cell_undervoltage",
-        "pack_undervoltage",
-        "deep_discharge",
-    ),
-    ("ProtectOverTemp", "AlarmHighTemp"): ("cell_overtemp_charge", "cell_overtemp_discharge"),
-    ("ProtectUnderTemp", "AlarmLowTemp"): ("cell_undertemp_charge", "cell_undertemp_discharge"),
-    ("ProtectDischargeOverCurrent", "AlarmDischargeHighCurrent"): ("discharge_overcurrent",),
-    ("ProtectChargeOverCurrent", "AlarmChargeHighCurrent"): ("charge_overcurrent",),
-    ("ProtectSystemError", "AlarmInternalComm"): _INTERNAL,
-}
-# A fault without a bit of its own (e.g. contactor, imbalance) still has to stop the inverter.
-PYLON_UNMAPPED_FAULT = "ProtectSystemError"
+# Pylontech 0x359 flag pairs: (protection signal, alarm signal).
+PYLON_PAIRS: tuple[tuple[str, str], ...] = (
+    ("ProtectOverVoltage", "AlarmHighVoltage"),
+    ("ProtectUnderVoltage", "AlarmLowVoltage"),
+    ("ProtectOverTemp", "AlarmHighTemp"),
+    ("ProtectUnderTemp", "AlarmLowTemp"),
+    ("ProtectDischargeOverCurrent", "AlarmDischargeHighCurrent"),
+    ("ProtectChargeOverCurrent", "AlarmChargeHighCurrent"),
+    ("ProtectSystemError", "AlarmInternalComm"),
+)
+
+
+def victron_conditions(codes: Iterable[str]) -> set[str]:
+    """The 0x35A conditions `codes` set: General for any code, plus each code's own."""
+    listed = list(codes)
+    own = {spec.victron_0x35a for spec in map(spec_of, listed) if spec is not None}
+    return {c for c in own if c is not None} | ({VICTRON_0X35A_GENERAL} if listed else set())
 
 
 def victron_pairs(
@@ -67,13 +67,13 @@ def victron_pairs(
 
     `force_alarms` lists conditions whose alarm pair is set active regardless of the codes.
     """
-    forced = set(force_alarms)
     out: dict[str, float] = {}
-    for prefix, codes in (("Alarm", set(faults)), ("Warn", set(warnings))):
-        for condition, mapped in VICTRON_CONDITIONS.items():
-            hit = bool(codes) if condition == "General" else bool(codes.intersection(mapped))
-            hit = hit or (prefix == "Alarm" and condition in forced)
-            out[prefix + condition] = PAIR_ACTIVE if hit else PAIR_OK
+    for prefix, active in (
+        ("Alarm", victron_conditions(faults) | set(force_alarms)),
+        ("Warn", victron_conditions(warnings)),
+    ):
+        for condition in VICTRON_CONDITIONS:
+            out[prefix + condition] = PAIR_ACTIVE if condition in active else PAIR_OK
         for condition in UNSUPPORTED_CONDITIONS:
             out[prefix + condition] = PAIR_NOT_SUPPORTED
     return out
@@ -86,13 +86,13 @@ def pylon_flags(
 
     `force` lists flag signals set regardless of the codes.
     """
-    fault_set, warn_set, forced = set(faults), set(warnings), set(force)
-    out: dict[str, float] = {}
-    mapped_all: set[str] = set()
-    for (protect, alarm), mapped in PYLON_FLAGS.items():
-        mapped_all.update(mapped)
-        out[protect] = float(bool(fault_set.intersection(mapped)) or protect in forced)
-        out[alarm] = float(bool(warn_set.intersection(mapped)) or alarm in forced)
-    if fault_set - mapped_all:
-        out[PYLON_UNMAPPED_FAULT] = 1.0
-    return out
+    active = set(force)
+    for code in faults:
+        spec = spec_of(code)
+        pair = spec.pylon_0x359 if spec is not None else None
+        active.add(pair[0] if pair is not None else PYLON_0X359_OTHER_FAULT)
+    for code in warnings:
+        spec = spec_of(code)
+        if spec is not None and spec.pylon_0x359 is not None:
+            active.add(spec.pylon_0x359[1])
+    return {signal: float(signal in active) for pair in PYLON_PAIRS for signal in pair}

@@ -12,8 +12,9 @@ Sent by the BMS, every 100 ms (`pack_frames`):
   only while both extremes are known.
 - 0x603 TemperatureExtremes: min/max temperature (0.1 degC, raw 0x8000 = unknown) with
   module and index (255 = unknown); only while a temperature is known.
-- 0x604 FaultsAlarms (FaultBits, AlarmBits) and 0x605 Warnings (WarningBits): bit i is
-  `PROTECTION_CODES[i]`, bit 31 (`OTHER_CODE_BIT`) any code outside that table.
+- 0x604 FaultsAlarms (FaultBits, AlarmBits) and 0x605 Warnings (WarningBits): each code's
+  native bit (`shared.protection_codes.code_bits`, the same fields as the Modbus native
+  block), bit 31 (`OTHER_CODE_BIT`) any code outside that table.
 
 Sent by the BMS, one frame per multiplexer group (`cell_frames`):
 - 0x610 CellVoltages: group g (byte 0, 0-65) carries cells 3g+1..3g+3 in series order as
@@ -39,7 +40,6 @@ are not sent. Cell frames are only sent while the pack state is current.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -47,9 +47,9 @@ from cantools.database.can import Database
 
 from services.can_gateway.codec import Frame, FrameBatch, FrameEncodeError, encode, load_dbc
 from services.can_gateway.profile import Handling, MasterRequest, PackView
-from shared.config.protection import PROTECTION_CODES
 from shared.messages import COMMAND_ARGS, CommandReply
 from shared.messages.pack import CellLocation, CellSnapshot, PackState
+from shared.protection_codes import ProtectionCode, code_bits
 
 STATUS_ID = 0x600
 LIMITS_ID = 0x601
@@ -77,16 +77,12 @@ CELL_TEMP_UNKNOWN_C = 195.0  # raw 255
 CELL_TEMP_RANGE_C = (-60.0, 194.0)
 TEMP_UNKNOWN_C = -3276.8  # raw 0x8000 in 0x603
 LOCATION_UNKNOWN = 255
-OTHER_CODE_BIT = 31
-STALE_FAULT = "communication_loss"
+STALE_FAULT = ProtectionCode.COMMUNICATION_LOSS.value
 
 CONTACTOR_STATES = {"standby": 0, "precharge": 1, "closed": 2, "opening": 3, "fault": 4}
 CONTACTOR_UNKNOWN = 7
 MODES = {"standby": 0, "working": 1}
 MODE_UNKNOWN = 3
-
-if len(PROTECTION_CODES) > OTHER_CODE_BIT:
-    raise RuntimeError(f"{len(PROTECTION_CODES)} protection codes do not fit the 32-bit fields")
 
 
 class AckReason(IntEnum):
@@ -135,23 +131,6 @@ COMMANDS: dict[int, tuple[str, dict[str, str]]] = {
 def load_native_dbc() -> Database:
     """`dbc/native.dbc`, parsed once."""
     return load_dbc("native")
-
-
-def code_bits(codes: Iterable[str]) -> int:
-    """The 32-bit field of `codes`: bit i for `PROTECTION_CODES[i]`, bit 31 for any other."""
-    bits = 0
-    for code in codes:
-        try:
-            bits |= 1 << PROTECTION_CODES.index(code)
-        except ValueError:
-            bits |= 1 << OTHER_CODE_BIT
-    return bits
-
-
-def bits_codes(bits: int) -> list[str]:
-    """The protection codes set in a 32-bit field (bit 31 reported as "other")."""
-    codes = [code for i, code in enumerate(PROTECTION_CODES) if bits >> i & 1]
-    return [*codes, "other"] if bits >> OTHER_CODE_BIT & 1 else codes
 
 
 def pack_frames(

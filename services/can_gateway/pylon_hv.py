@@ -38,8 +38,8 @@ Normal operation:
   CCL/DCL from `pack.limits`, but 0 unless the contactors are closed and there is no fault.
 - 0x4230/0x4240: cell extremes with 1-based cell / sensor numbers (0 = location unknown).
 - 0x4250: status sleep/charge/discharge/idle from contactors and current; cycle count; error byte
-  from the pack faults; alarm word from alarms and warnings, protection word from faults (see
-  `HV_FLAGS`, `HV_ERRORS`; a fault with no bit of its own sets OtherError).
+  from the pack faults; alarm word from alarms and warnings, protection word from faults (the
+  bits of `shared.protection_codes`; a fault with no bit of its own sets OtherError).
 - 0x4260: the highest and lowest module voltage (sum of the module's cells, from the cell
   snapshot) with 1-based module numbers, only while every cell is known; a module above
   65.535 V withholds the frame.
@@ -80,6 +80,7 @@ from services.can_gateway.profile import Handling, MasterRequest, PackView, Prot
 from shared.config.system import SystemConfig, Topology
 from shared.messages import ContactorsArgs, SetModeArgs
 from shared.messages.pack import CellLocation, CellSnapshot, PackState
+from shared.protection_codes import PYLON_HV_OTHER_FAULT, spec_of
 
 ByteOrder = Literal["little", "big"]
 DischargeLimitSign = Literal["negative", "positive"]
@@ -106,36 +107,37 @@ FIRMWARE_VERSION = (0, 1)
 STATUS_SLEEP, STATUS_CHARGE, STATUS_DISCHARGE, STATUS_IDLE = 0, 1, 2, 3
 IDLE_CURRENT_A = 0.5  # |I| below this counts as idle
 
-# 0x4250 alarm word (bytes 4-5) and protection word (bytes 6-7), same bit layout:
-# flag (signal name without the Alarm/Protect prefix) -> protection codes. Module low/high
-# voltage have no code of their own (no module voltages in the pack state) and stay 0.
-HV_FLAGS: Mapping[str, tuple[str, ...]] = {
-    "CellLowVoltage": ("cell_undervoltage", "deep_discharge"),
-    "CellHighVoltage": ("cell_overvoltage",),
-    "SystemLowVoltage": ("pack_undervoltage",),
-    "SystemHighVoltage": ("pack_overvoltage",),
-    "ChargeLowTemp": ("cell_undertemp_charge",),
-    "ChargeHighTemp": ("cell_overtemp_charge",),
-    "DischargeLowTemp": ("cell_undertemp_discharge",),
-    "DischargeHighTemp": ("cell_overtemp_discharge",),
-    "ChargeOverCurrent": ("charge_overcurrent",),
-    "DischargeOverCurrent": ("discharge_overcurrent",),
-    "ModuleLowVoltage": (),
-    "ModuleHighVoltage": (),
-}
-# 0x4250 error byte (byte 3): error signal -> fault codes.
-HV_ERRORS: Mapping[str, tuple[str, ...]] = {
-    "VoltageSensorError": ("open_wire", "pack_voltage_plausibility"),
-    "TemperatureSensorError": ("sensor_fault",),
-    "InternalCommError": ("communication_loss",),
-    "InputOverVoltageError": (),
-    "InputReversalError": (),
-    "RelayCheckError": ("contactor_feedback_mismatch",),
-    "BatteryDamageError": (),
-    "OtherError": ("measurement_out_of_range", "current_sensor_failure"),
-}
-# A fault with no bit of its own (e.g. cell imbalance) still has to stop the inverter.
-HV_UNMAPPED_FAULT = "OtherError"
+# 0x4250 layout; which code sets which bit is `shared.protection_codes` (`pylon_hv_flag`,
+# `pylon_hv_error`). Alarm word (bytes 4-5) and protection word (bytes 6-7), same bit layout:
+# flags without the Alarm/Protect prefix. Module low/high voltage have no code (no module
+# voltages in the pack state) and stay 0.
+HV_FLAGS: tuple[str, ...] = (
+    "CellLowVoltage",
+    "CellHighVoltage",
+    "SystemLowVoltage",
+    "SystemHighVoltage",
+    "ChargeLowTemp",
+    "ChargeHighTemp",
+    "DischargeLowTemp",
+    "DischargeHighTemp",
+    "ChargeOverCurrent",
+    "DischargeOverCurrent",
+    "ModuleLowVoltage",
+    "ModuleHighVoltage",
+)
+# Error byte (byte 3), set by faults only. Input over-voltage, input reversal and battery
+# damage have no code and stay 0; a fault with no bit of its own (e.g. cell imbalance) sets
+# `PYLON_HV_OTHER_FAULT`, so that it still stops the inverter.
+HV_ERRORS: tuple[str, ...] = (
+    "VoltageSensorError",
+    "TemperatureSensorError",
+    "InternalCommError",
+    "InputOverVoltageError",
+    "InputReversalError",
+    "RelayCheckError",
+    "BatteryDamageError",
+    PYLON_HV_OTHER_FAULT,
+)
 # Set, beyond the last pack's codes, when the pack state is stale or missing.
 FAILSAFE_ERRORS = ("InternalCommError", "OtherError")
 FAILSAFE_FLAGS = ("SystemLowVoltage", "SystemHighVoltage")
@@ -293,20 +295,26 @@ def hv_status(
     force_errors: Iterable[str] = (),
     force_flags: Iterable[str] = (),
 ) -> dict[str, float]:
-    """0x4250 error, alarm and protection bits from the codes (see `HV_FLAGS`, `HV_ERRORS`)."""
-    fault_set, warn_set = set(faults), set(warnings)
-    errors, flags = set(force_errors), set(force_flags)
-    out: dict[str, float] = {}
-    mapped: set[str] = set()
-    for name, codes in HV_ERRORS.items():
-        mapped.update(codes)
-        out[name] = float(bool(fault_set.intersection(codes)) or name in errors)
-    for name, codes in HV_FLAGS.items():
-        mapped.update(codes)
-        out["Alarm" + name] = float(bool(warn_set.intersection(codes)) or name in flags)
-        out["Protect" + name] = float(bool(fault_set.intersection(codes)) or name in flags)
-    if fault_set - mapped:
-        out[HV_UNMAPPED_FAULT] = 1.0
+    """0x4250 error, alarm and protection bits: each fault's flag (protection word) or error
+    bit, else `PYLON_HV_OTHER_FAULT`; each warning's or alarm's flag (alarm word).
+    `force_errors` / `force_flags` are set regardless of the codes (a flag in both words)."""
+    errors, protect, alarm = set(force_errors), set(force_flags), set(force_flags)
+    for code in faults:
+        spec = spec_of(code)
+        if spec is not None and spec.pylon_hv_flag is not None:
+            protect.add(spec.pylon_hv_flag)
+        elif spec is not None and spec.pylon_hv_error is not None:
+            errors.add(spec.pylon_hv_error)
+        else:
+            errors.add(PYLON_HV_OTHER_FAULT)
+    for code in warnings:
+        spec = spec_of(code)
+        if spec is not None and spec.pylon_hv_flag is not None:
+            alarm.add(spec.pylon_hv_flag)
+    out = {name: float(name in errors) for name in HV_ERRORS}
+    for name in HV_FLAGS:
+        out["Alarm" + name] = float(name in alarm)
+        out["Protect" + name] = float(name in protect)
     return out
 
 

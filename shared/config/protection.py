@@ -23,7 +23,6 @@ from shared.config.limits import (
     PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
 )
-from shared.protection_codes import CODE_TABLE, ProtectionCode
 
 Direction = Literal["high", "low"]
 """high: trips when the value rises above the threshold (warning < alarm < fault);
@@ -378,11 +377,3 @@ def _current_levels(fault_a: float) -> ThreeLevel:
         ),
         delays_s=CURRENT_DELAYS_S,
     )
-
-
-PROTECTION_CODES: tuple[str, ...] = tuple(
-    spec.code.value for spec in CODE_TABLE if spec.code is not ProtectionCode.INSULATION_LOW
-)
-"""Bit layout 1 (bits 0-18), which the gateways still read; `shared.protection_codes` is the
-table of every code. Until the gateways read the table, they send a newer code
-(insulation_low) as the "other code" bit, as any reader of an older layout does."""

@@ -18,26 +18,32 @@ from services.can_gateway.native import (
     COMMAND_ID,
     FAULTS_ALARMS_ID,
     LIMITS_ID,
-    OTHER_CODE_BIT,
     STATUS_ID,
     TEMP_GROUPS,
     TEMPERATURE_EXTREMES_ID,
+    WARNINGS_ID,
     AckReason,
     NativeCommand,
     NativeCommandError,
     ack_frame,
-    bits_codes,
     cell_batch,
     cell_frames,
-    code_bits,
     decode_command,
     load_native_dbc,
     pack_frames,
 )
-from shared.config.protection import PROTECTION_CODES
 from shared.messages.commands import COMMAND_ARGS
 from shared.messages.pack import CellLocation, CellSnapshot, Limits, ModuleCells, PackState
 from shared.messages.slave import ChannelFlag
+from shared.protection_codes import CODE_TABLE, OTHER_CODE_BIT, ProtectionCode
+from shared.protection_codes import bits_codes as decode_bits
+
+ALL_CODES = [c.value for c in ProtectionCode]
+
+
+def bits_codes(bits: int) -> list[str]:
+    """A decoded bit field's code names, "other" last (the reader's view)."""
+    return decode_bits(bits).names()
 
 
 def make_pack(**overrides: Any) -> PackState:
@@ -84,18 +90,22 @@ def test_ids_are_standard_and_in_the_native_range() -> None:
         assert message.length <= 8
 
 
-def test_protection_codes_fit_and_match_the_dbc_comment() -> None:
-    assert len(PROTECTION_CODES) <= OTHER_CODE_BIT
+def test_the_dbc_comment_lists_every_code_at_its_table_bit() -> None:
     comment = load_native_dbc().get_message_by_frame_id(FAULTS_ALARMS_ID).comment
     assert comment is not None
     listed = re.findall(r"bit (\d+) ([a-z_]+)", comment)
-    assert listed == [*((str(i), c) for i, c in enumerate(PROTECTION_CODES)), ("31", "any")]
+    table = [(str(s.bit), s.code.value) for s in sorted(CODE_TABLE, key=lambda s: s.bit)]
+    assert listed == [*table, (str(OTHER_CODE_BIT), "any")]
 
 
-def test_code_bits_round_trip_and_unknown_codes() -> None:
-    assert bits_codes(code_bits(PROTECTION_CODES)) == list(PROTECTION_CODES)
-    assert code_bits(["not_a_code"]) == 1 << OTHER_CODE_BIT
-    assert bits_codes(code_bits(["cell_imbalance", "x"])) == ["cell_imbalance", "other"]
+@pytest.mark.parametrize("level", ["faults", "alarms", "warnings"])
+def test_insulation_low_has_its_own_bit_19(level: str) -> None:
+    # Before the gateway read the shared table, insulation_low went out as "other" (bit 31).
+    field = {"faults": "FaultBits", "alarms": "AlarmBits", "warnings": "WarningBits"}[level]
+    frame_id = WARNINGS_ID if level == "warnings" else FAULTS_ALARMS_ID
+    frames = decoded(pack_frames(make_pack(**{level: ["insulation_low", "x"]}), stale=False))
+    assert frames[frame_id][field] == 1 << 19 | 1 << OTHER_CODE_BIT
+    assert bits_codes(frames[frame_id][field]) == ["insulation_low", "other"]
 
 
 def test_pack_frames_sample() -> None:
@@ -156,7 +166,7 @@ def test_unknown_pack_values_are_not_available_and_limits_fail_safe() -> None:
     assert (limits["ChargeVoltageLimit"], limits["DischargeVoltageLimit"]) == (410.0, 300.0)
 
 
-codes = st.lists(st.sampled_from(PROTECTION_CODES), unique=True, max_size=len(PROTECTION_CODES))
+codes = st.lists(st.sampled_from(ALL_CODES), unique=True, max_size=len(ALL_CODES))
 
 
 @settings(max_examples=150, deadline=None)

@@ -11,16 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.can_gateway.alarms import (
-    PYLON_FLAGS,
+    PYLON_PAIRS,
     UNSUPPORTED_CONDITIONS,
     VICTRON_CONDITIONS,
     pylon_flags,
 )
 from services.can_gateway.codec import FrameEncodeError, encode, load_dbc
 from services.can_gateway.profiles import PROFILES, frames_for, is_keepalive
-from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
 from shared.messages.pack import CellLocation, Limits, PackState
+from shared.protection_codes import PYLON_0X359, VICTRON_0X35A
 
 CONFIG = SystemConfig.from_preset(
     "LFP", system_id="bank1", name="Garage bank one", modules=2, cells_per_module=8,
@@ -324,10 +324,15 @@ def test_stale_pack_codes_are_kept_in_fail_safe() -> None:
 # --- alarm mapping --------------------------------------------------------------------------
 
 
-def test_every_protection_code_has_a_0x35a_condition() -> None:
-    mapped = {code for codes in VICTRON_CONDITIONS.values() for code in codes}
-    assert set(PROTECTION_CODES) <= mapped
-    assert mapped <= set(PROTECTION_CODES)
+def test_layouts_are_the_dbc_signals_and_hold_the_table_signals() -> None:
+    conditions = {*VICTRON_CONDITIONS, *UNSUPPORTED_CONDITIONS}
+    signals = {s.name for s in load_dbc("victron_0x35x").get_message_by_frame_id(0x35A).signals}
+    assert {p + c for p in ("Alarm", "Warn") for c in conditions} == signals
+    assert set(VICTRON_0X35A) <= set(VICTRON_CONDITIONS)
+    flags = {s.name for s in load_dbc("pylon_v12").get_message_by_frame_id(0x359).signals}
+    layout = {f for pair in PYLON_PAIRS for f in pair}
+    assert layout == flags - {"ModuleCount", "MarkerP", "MarkerN"}
+    assert set(PYLON_0X359) <= set(PYLON_PAIRS)
 
 
 @pytest.mark.parametrize(
@@ -361,8 +366,6 @@ def test_unknown_fault_code_sets_general_alarm_only() -> None:
 
 
 def test_pylon_flags() -> None:
-    mapped = {code for codes in PYLON_FLAGS.values() for code in codes}
-    assert set(PROTECTION_CODES) - mapped == {"cell_imbalance", "contactor_feedback_mismatch"}
     flags = pylon_flags(["charge_overcurrent"], ["cell_undervoltage"])
     assert {k for k, v in flags.items() if v} == {"ProtectChargeOverCurrent", "AlarmLowVoltage"}
     flags = pylon_flags(["contactor_feedback_mismatch"], ["cell_imbalance"])

@@ -23,9 +23,9 @@ from services.can_gateway.pylon_hv import (
     responses_for,
     swap_words,
 )
-from shared.config.protection import PROTECTION_CODES
 from shared.config.system import SystemConfig
 from shared.messages.pack import CellLocation, CellSnapshot, Limits, ModuleCells, PackState
+from shared.protection_codes import PYLON_HV_ERRORS, PYLON_HV_FLAGS, ProtectionCode
 
 CONFIG = SystemConfig.from_preset(
     "LFP", system_id="hv1", name="High voltage bank", modules=12, cells_per_module=16,
@@ -212,7 +212,7 @@ def test_module_voltages_from_the_cell_snapshot() -> None:
     assert 0x4260 not in d
 
 
-@pytest.mark.parametrize("code", PROTECTION_CODES)
+@pytest.mark.parametrize("code", [*ProtectionCode, "something_new"])
 def test_every_fault_stops_the_inverter(code: str) -> None:
     d = ensemble(make_pack(faults=[code]))
     status = d[0x4250]
@@ -221,11 +221,14 @@ def test_every_fault_stops_the_inverter(code: str) -> None:
     assert d[0x4280] == {"ChargeForbidden": FORBIDDEN, "DischargeForbidden": FORBIDDEN}
 
 
-def test_flag_tables_use_known_codes() -> None:
-    for codes in (*HV_FLAGS.values(), *HV_ERRORS.values()):
-        assert set(codes) <= set(PROTECTION_CODES)
+def test_layout_is_the_dbc_signals_and_holds_the_table_signals() -> None:
     signals = {s.name for s in load_pylon_hv_dbc().get_message_by_frame_id(0x4250).signals}
-    assert {p + f for f in HV_FLAGS for p in ("Alarm", "Protect")} | set(HV_ERRORS) <= signals
+    status = {"BasicStatus", "ForceChargeRequest", "BalanceChargeRequest", "CyclePeriod"}
+    assert {p + f for f in HV_FLAGS for p in ("Alarm", "Protect")} | set(HV_ERRORS) | status == (
+        signals
+    )
+    assert set(PYLON_HV_FLAGS) <= set(HV_FLAGS)
+    assert set(PYLON_HV_ERRORS) <= set(HV_ERRORS)
 
 
 # --- dispatch -------------------------------------------------------------------------------

@@ -6,20 +6,26 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.config.protection import PROTECTION_CODES, ProtectionConfig, ThreeLevel
+from services.can_gateway.codec import load_dbc
+from services.can_gateway.native import pack_frames
+from services.can_gateway.profiles import frames_for
+from services.can_gateway.pylon_hv import responses_for
+from shared.config.protection import ProtectionConfig, ThreeLevel
+from shared.config.system import SystemConfig
+from shared.messages.pack import Limits, PackState
 from shared.protection_codes import (
     BY_BIT,
     CODE_TABLE,
     OTHER_CODE_BIT,
-    PYLON_0X359,
-    PYLON_HV_ERRORS,
-    PYLON_HV_FLAGS,
+    PYLON_0X359_OTHER_FAULT,
+    PYLON_HV_OTHER_FAULT,
     SPECS,
     THREE_LEVELS,
-    VICTRON_0X35A,
+    VICTRON_0X35A_GENERAL,
+    Level,
     ProtectionCode,
     bits_codes,
     code_bits,
@@ -45,8 +51,6 @@ unknown = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True).filter(
 
 def test_bit_positions_are_the_published_layout() -> None:
     assert [BY_BIT[i].value for i in range(len(BY_BIT))] == list(PUBLISHED_BITS)
-    # the layout the gateways read today is a prefix of it
-    assert PUBLISHED_BITS[: len(PROTECTION_CODES)] == PROTECTION_CODES
 
 
 def test_three_level_codes_are_the_three_level_thresholds() -> None:
@@ -98,21 +102,128 @@ def test_evt1_uses_each_codes_pair_and_the_other_bits() -> None:
     assert evt1_bits(["insulation_low"], ["insulation_low"]) == 1 << 22 | 1 << 26
 
 
-# --- the CAN gateway tables this table replaces (drop once the CAN gateway reads it) ----------
+# --- the CAN frames are built from this table ------------------------------------------------
+# Each profile's frame, decoded with cantools from its DBC, carries a code at the bit its column
+# names, or the profile's general / "other" bit where the column is None.
+
+CAN_CONFIG = SystemConfig.from_preset(
+    "LFP", system_id="t", name="table test", modules=2, cells_per_module=8, cell_capacity_ah=100.0
+)
+HV_STATUS_FIELDS = {"BasicStatus", "ForceChargeRequest", "BalanceChargeRequest", "CyclePeriod"}
+NATIVE_FIELDS: Mapping[Level, str] = {
+    "fault": "FaultBits", "alarm": "AlarmBits", "warning": "WarningBits"
+}  # fmt: skip
+PACK_FIELDS: Mapping[Level, str] = {"fault": "faults", "alarm": "alarms", "warning": "warnings"}
 
 
-def _names(mapping: Mapping[Any, Iterable[str]]) -> dict[Any, set[str]]:
-    return {signal: {str(c) for c in codes} for signal, codes in mapping.items() if codes}
+def _pack(codes: Mapping[Level, Iterable[str]]) -> PackState:
+    """A fresh pack state, every value known, with `codes` at their levels."""
+    return PackState(
+        soc=55.0, soh=98.0, voltage=52.3, current=-10.0, contactors="closed", mode="working",
+        cell_v_min=3.26, cell_v_max=3.31, cell_v_avg=3.28, temp_min_c=15.0, temp_max_c=21.0,
+        temp_avg_c=18.0, energy_in_wh=1000.0, energy_out_wh=900.0, equivalent_cycles=3.0,
+        limits=Limits(charge_voltage_v=55.2, discharge_voltage_v=48.0, charge_current_a=50.0,
+                      discharge_current_a=80.0),
+        **{PACK_FIELDS[level]: list(c) for level, c in codes.items()},
+    )  # fmt: skip
 
 
-def test_same_mapping_as_the_can_gateway_tables() -> None:
-    from services.can_gateway.alarms import PYLON_FLAGS, VICTRON_CONDITIONS
-    from services.can_gateway.pylon_hv import HV_ERRORS, HV_FLAGS
+def _frame(profile: str, frames: list[tuple[int, bytes]], frame_id: int) -> dict[str, Any]:
+    message = load_dbc(profile).get_message_by_frame_id(frame_id)
+    values = message.decode(dict(frames)[frame_id], decode_choices=False)
+    assert isinstance(values, dict)
+    return values
 
-    assert _names(VICTRON_0X35A) == _names(VICTRON_CONDITIONS)
-    assert _names(PYLON_0X359) == _names(PYLON_FLAGS)
-    assert _names(PYLON_HV_FLAGS) == _names(HV_FLAGS)
-    assert _names(PYLON_HV_ERRORS) == _names(HV_ERRORS)
+
+def sent_bits(pack: PackState) -> dict[str, set[str] | int]:
+    """What each profile's frame says, decoded with cantools: the active 0x35A pairs, the set
+    0x359 flags, the set 0x4250 error/alarm/protection bits, the native 32-bit fields."""
+    victron = _frame("victron_0x35x", frames_for("victron_0x35x", pack, stale=False,
+                     config=CAN_CONFIG), 0x35A)  # fmt: skip
+    pylon = _frame("pylon_v12", frames_for("pylon_v12", pack, stale=False, config=CAN_CONFIG),
+                   0x359)  # fmt: skip
+    hv = _frame("pylon_hv", responses_for(b"\x00", pack, stale=False, config=CAN_CONFIG), 0x4250)
+    native = _frame("native", pack_frames(pack, stale=False), 0x604) | _frame(
+        "native", pack_frames(pack, stale=False), 0x605
+    )
+    return {
+        "victron": {k for k, v in victron.items() if v == 1},
+        "pylon": {k for k, v in pylon.items() if k.startswith(("Protect", "Alarm")) and v == 1},
+        "hv": {k for k, v in hv.items() if k not in HV_STATUS_FIELDS and v == 1},
+        **{field: int(native[field]) for field in NATIVE_FIELDS.values()},
+    }
+
+
+def table_bits(codes: Mapping[Level, Iterable[str]]) -> dict[str, set[str] | int]:
+    """What the table says each profile's frame carries for `codes` at their levels."""
+    victron: set[str] = set()
+    pylon: set[str] = set()
+    hv: set[str] = set()
+    native = dict.fromkeys(NATIVE_FIELDS.values(), 0)
+    for level, listed in codes.items():
+        fault = level == "fault"
+        prefix = "Alarm" if fault else "Warn"
+        for code in listed:
+            spec = spec_of(code)
+            native[NATIVE_FIELDS[level]] |= 1 << (OTHER_CODE_BIT if spec is None else spec.bit)
+            victron.add(prefix + VICTRON_0X35A_GENERAL)
+            if spec is not None and spec.victron_0x35a is not None:
+                victron.add(prefix + spec.victron_0x35a)
+            pair = None if spec is None else spec.pylon_0x359
+            flag = None if spec is None else spec.pylon_hv_flag
+            error = None if spec is None else spec.pylon_hv_error
+            if fault:
+                pylon.add(PYLON_0X359_OTHER_FAULT if pair is None else pair[0])
+                hv.add(f"Protect{flag}" if flag else error or PYLON_HV_OTHER_FAULT)
+            else:
+                pylon.update([] if pair is None else [pair[1]])
+                hv.update([] if flag is None else [f"Alarm{flag}"])
+    return {"victron": victron, "pylon": pylon, "hv": hv, **native}
+
+
+@pytest.mark.parametrize(
+    ("code", "level"), [(s.code.value, level) for s in CODE_TABLE for level in s.levels]
+)
+def test_each_code_is_sent_at_its_table_bit_in_every_profile(code: str, level: Level) -> None:
+    codes = {level: [code]}
+    assert sent_bits(_pack(codes)) == table_bits(codes)
+
+
+def test_a_code_unknown_to_the_table_sets_the_general_and_other_bits() -> None:
+    codes: dict[Level, list[str]] = {"fault": ["newer_code"], "warning": ["newer_code"]}
+    assert sent_bits(_pack(codes)) == {
+        "victron": {"AlarmGeneral", "WarnGeneral"},
+        "pylon": {"ProtectSystemError"},
+        "hv": {"OtherError"},
+        "FaultBits": 1 << 31,
+        "AlarmBits": 0,
+        "WarningBits": 1 << 31,
+    }
+
+
+def test_insulation_low_is_native_bit_19_and_the_general_bits_elsewhere() -> None:
+    # No CAN inverter profile has an insulation bit: the table maps none, and a fault still
+    # stops the inverter through each profile's general / other bit.
+    assert sent_bits(_pack({"fault": ["insulation_low"]})) == {
+        "victron": {"AlarmGeneral"},
+        "pylon": {"ProtectSystemError"},
+        "hv": {"OtherError"},
+        "FaultBits": 1 << 19,
+        "AlarmBits": 0,
+        "WarningBits": 0,
+    }
+
+
+some_codes = st.lists(st.one_of(known.map(str), unknown), max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(some_codes, some_codes, some_codes)
+def test_any_code_sets_are_sent_as_the_union_of_their_table_bits(
+    faults: list[str], alarms: list[str], warnings: list[str]
+) -> None:
+    codes: dict[Level, list[str]] = {"fault": faults, "alarm": alarms, "warning": warnings}
+    assert sent_bits(_pack(codes)) == table_bits(codes)
 
 
 # --- the Modbus gateway packs its bit fields with this table -----------------------------------
