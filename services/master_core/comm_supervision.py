@@ -10,8 +10,8 @@ Terms (`CommSupervisionConfig`, all from the system configuration):
 * `timeout_periods`: `protection.module_timeout_periods`.
 * `mode_grace_s` = (`timeout_periods` + 1) x the slower period: the longest a mode switch is
   allowed to take, from the command to a sample in the new mode.
-* `join_grace_s` = max(`JOIN_GRACE_S`, `timeout_periods` x the slower period): the time the
-  slaves have to rebuild their drivers and report after a configuration apply.
+* `join_grace_s` = max(`JOIN_GRACE_S`, `timeout_periods` x the slower period): the time a
+  module has to report after a layout change (slaves rebuild their drivers first).
 
 Rules, for each module of the configured layout:
 
@@ -24,15 +24,17 @@ Rules, for each module of the configured layout:
    mode, for at most `mode_grace_s` after the switch. A configuration apply that changes the
    current mode's period is judged the same way (the slave may still sample on the old one),
    for `mode_grace_s`; no sample can end that early, since samples carry no configuration.
-3. **Configuration apply**: every apply starts a join grace of `join_grace_s`, since every
-   slave agent restarts its driver on a new configuration. During it no module is lost (a
-   stale module is only left out of the pack). A new layout (module count, cells or sensors
-   per module; the first configuration too) forgets every module's history: a module not yet
-   heard since the apply is "not yet seen". The same layout keeps the history.
-4. **Lost**: stale, outside any join grace. A module that was seen and then stops is lost after
-   its timeout as before; a real loss inside a grace is detected at the latest when the grace
-   ends. So a module silent longer than `timeout_periods` x the slower period is lost from the
-   end of the join grace on, and any grace lasts at most `max(join_grace_s, mode_grace_s)`.
+3. **Layout change**: a configuration with a new layout (module count, cells or sensors per
+   module; the first configuration too) forgets every module's samples and starts a join
+   grace of `join_grace_s`. A module not heard since is "not yet seen": stale (no data) but
+   not lost until the join grace ends. A configuration with the same layout keeps every
+   module's history and starts no join grace. A mode grace still running carries over.
+4. **Lost**: every stale module that has been seen since the last layout change, and every
+   stale module once the join grace is over. A module that was seen and then stops is lost
+   after its timeout (never masked by the join grace); at most `timeout_periods` x the
+   slower period after its last sample, and on its own mode's period once no mode grace runs.
+   Every grace is bounded: `join_grace_s` after a layout change, `mode_grace_s` after a
+   switch or a period change.
 5. **Ride-through** (`comm_loss`): with any module lost, `open_immediately` opens the
    contactors at once; `ride_through` opens them once the loss has lasted `ride_through_s`,
    or at once when the last values were not safe (an alarm was active). Once a loss episode
@@ -145,17 +147,21 @@ class CommSupervision:
         """Apply a configuration; True when the layout is unchanged (history kept)."""
         old = self.config
         kept = old is not None and old.layout == config.layout
-        if kept:
-            assert old is not None
-            before, after = old.period_s(self.mode), config.period_s(self.mode)
-            if before != after:
-                grace = max(old.mode_grace_s, config.mode_grace_s)
-                for m in self._modules:
-                    self._slow_down(m, max(before, after), now_s + grace, None, now_s)
-        else:
-            self._modules = [_Module() for _ in config.layout]
+        if not kept:
+            # slaves of a kept position may sample on in their old mode until they retime
+            pending = [
+                _Module(None, m.slow_period_s, m.slow_until_s, m.slow_mode) for m in self._modules
+            ]
+            pending += [_Module() for _ in range(len(config.layout) - len(pending))]
+            self._modules = pending[: len(config.layout)]
+            self._join_until_s = now_s + config.join_grace_s
+        if old is not None and old.period_s(self.mode) != config.period_s(self.mode):
+            # the slaves may sample on the old period until they have the configuration
+            slow = max(old.period_s(self.mode), config.period_s(self.mode))
+            until = now_s + max(old.mode_grace_s, config.mode_grace_s)
+            for m in self._modules:
+                self._slow_down(m, slow, until, None, now_s)
         self.config = config
-        self._join_until_s = now_s + config.join_grace_s
         return kept
 
     def on_mode(self, mode: SlaveMode, now_s: float) -> None:
@@ -183,7 +189,10 @@ class CommSupervision:
         if config is None:
             return ModuleStatus((), frozenset())
         stale = tuple(i for i, m in enumerate(self._modules) if self._stale(config, m, now_s))
-        lost = frozenset(stale) if now_s >= self._join_until_s else frozenset()
+        joining = now_s < self._join_until_s
+        lost = frozenset(
+            i for i in stale if not joining or self._modules[i].last_sample_s is not None
+        )
         return ModuleStatus(stale, lost)
 
     def should_open(self, status: ModuleStatus, now_s: float, *, last_values_safe: bool) -> bool:

@@ -89,9 +89,8 @@ def test_freshness_on_the_commanded_mode_period() -> None:
     assert sup.status(1.5) == ModuleStatus((), frozenset())
     sup.on_sample(0, "working", 1.5)
     assert sup.status(1.51).stale_modules == (1,)
-    assert sup.status(1.51).lost_modules == frozenset()  # inside the join grace
-    assert sup.status(10.0).lost_modules == {0, 1}  # the join grace is over
-    assert sup.status(10.0).stale_modules == (0, 1)
+    assert sup.status(1.51).lost_modules == {1}  # seen, then silent: no join grace for it
+    assert sup.status(10.0) == ModuleStatus((0, 1), frozenset({0, 1}))
 
 
 def test_standby_to_working_waits_for_a_working_sample() -> None:
@@ -143,15 +142,19 @@ def test_a_new_layout_forgets_history_and_the_same_keeps_it() -> None:
     assert not sup.configure(cfg(3, cells=5), 30.0)  # same count, other cells: new layout
 
 
-def test_a_loss_inside_a_join_grace_is_detected_when_it_ends() -> None:
+def test_the_join_grace_covers_only_modules_not_yet_seen() -> None:
     sup = CommSupervision()
-    sup.configure(cfg(), 0.0)
+    sup.configure(cfg(2), 0.0)
     feed(sup, range(2), "working", 20.0)
-    sup.configure(cfg(timeout=4), 20.0)  # same layout: a join grace until 30 s
-    sup.on_sample(0, "working", 21.0)  # module 1 died at 20 s
-    assert sup.status(29.9).lost_modules == frozenset()
-    assert sup.status(29.9).stale_modules == (0, 1)
-    assert sup.status(30.0).lost_modules == {0, 1}
+    assert not sup.configure(cfg(3), 20.0)  # a join grace until 30 s
+    sup.on_sample(0, "working", 20.05)  # module 1 died; module 2 is not yet seen
+    assert sup.status(20.5) == ModuleStatus((1, 2), frozenset())
+    assert sup.status(20.56) == ModuleStatus((0, 1, 2), frozenset({0}))  # seen, then silent
+    assert sup.status(29.9).lost_modules == {0}
+    assert sup.status(30.0).lost_modules == {0, 1, 2}
+    feed(sup, range(3), "working", 31.0)
+    assert sup.configure(cfg(3, timeout=4), 31.0)  # the same layout: no new join grace
+    assert sup.status(31.41).lost_modules == {0, 1, 2}
 
 
 def test_a_period_change_is_judged_on_the_slower_one_for_the_mode_grace() -> None:
@@ -231,14 +234,17 @@ MODE_LATENCY_MAX_S = 0.5
 @dataclass
 class Slave:
     """One simulated slave module, as the agent behaves: a fixed-rate schedule, retimed (first
-    sample at once) when a mode command arrives or after rebuilding its driver."""
+    sample at once) when a mode command reaches it or when it has rebuilt its driver for a new
+    configuration; until then it samples on in its old configuration."""
 
+    config: CommSupervisionConfig
     mode: SlaveMode
-    period_s: float
     alive: bool = True
-    rejoin_at_s: float | None = None
-    """Rebuilding its driver after a configuration apply: silent until then."""
     schedule: FixedRateSchedule | None = None
+    rejoin: tuple[float, CommSupervisionConfig] | None = None
+    """Rebuilding its driver: takes this configuration at that time."""
+    refused: bool = False
+    """Its samples do not fit the master's layout (until it rejoins)."""
     mode_commands: list[tuple[float, SlaveMode]] = field(default_factory=list)
 
 
@@ -278,25 +284,29 @@ OPS = st.one_of(
 
 
 def apply(w: World, config: CommSupervisionConfig, delay_fraction: float) -> None:
+    old = w.config
     kept = w.sup.configure(config, w.now)
-    assert kept == (config.layout == w.config.layout)
+    assert kept == (config.layout == old.layout)
     if not kept:
         w.last_sample.clear()
-        old = w.slaves
-        w.slaves = [
-            Slave(w.mode, config.period_s(w.mode), alive=old[i].alive if i < len(old) else True)
-            for i in range(len(config.layout))
+        w.join_until_s = w.now + config.join_grace_s
+        w.slaves = w.slaves[: len(config.layout)] + [
+            Slave(old, w.mode, schedule=None, refused=True)
+            for _ in range(len(config.layout) - len(w.slaves))
         ]
-        for s, o in zip(w.slaves, old, strict=False):
-            s.mode, s.mode_commands = o.mode, o.mode_commands
-    if config.period_s(w.mode) != w.config.period_s(w.mode):
-        w.settled_s = max(w.settled_s, w.now + max(config.mode_grace_s, w.config.mode_grace_s))
+        for i, s in enumerate(w.slaves):
+            # samples that no longer fit are refused until the slave has rebuilt its driver
+            s.refused = s.refused or i >= len(old.layout) or old.layout[i] != config.layout[i]
+    if old.period_s(w.mode) != config.period_s(w.mode):
+        w.settled_s = max(w.settled_s, w.now + max(config.mode_grace_s, old.mode_grace_s))
+    for s in w.slaves:
+        if s.refused:  # not yet seen: rejoins within the join grace of its layout change
+            at = s.rejoin[0] if kept and s.rejoin else w.now + delay_fraction * config.join_grace_s
+        else:  # samples on in the old configuration, and retimes within the mode grace
+            at = w.now + delay_fraction * min(config.mode_grace_s, old.mode_grace_s)
+        s.rejoin = (at, config)
     w.config = config
     w.slowest_s = max(w.slowest_s, config.slower_period_s)
-    w.join_until_s = w.now + config.join_grace_s
-    for s in w.slaves:  # every agent rebuilds its driver, within the join grace
-        s.schedule = None
-        s.rejoin_at_s = w.now + delay_fraction * config.join_grace_s
 
 
 def step(w: World) -> None:
@@ -307,13 +317,14 @@ def step(w: World) -> None:
             if mode != s.mode:
                 s.mode = mode
                 if s.schedule is not None:
-                    s.schedule.retime(w.config.period_s(mode), w.now)
-        if s.rejoin_at_s is not None and w.now >= s.rejoin_at_s:
-            s.rejoin_at_s = None
-            s.schedule = FixedRateSchedule(w.config.period_s(s.mode), w.now)
+                    s.schedule.retime(s.config.period_s(mode), w.now)
+        if s.rejoin is not None and w.now >= s.rejoin[0]:
+            s.config, s.rejoin, s.refused = s.rejoin[1], None, False
+            s.schedule = FixedRateSchedule(s.config.period_s(s.mode), w.now)
         if s.alive and s.schedule is not None and s.schedule.deadline_s <= w.now:
-            w.sup.on_sample(i, s.mode, w.now)
-            w.last_sample[i] = w.now
+            if not s.refused:
+                w.sup.on_sample(i, s.mode, w.now)
+                w.last_sample[i] = w.now
             s.schedule.advance(w.now)
     status = w.sup.status(w.now)
     c = w.config
@@ -321,13 +332,12 @@ def step(w: World) -> None:
     assert status.lost_modules <= set(status.stale_modules)
     for i, s in enumerate(w.slaves):
         lost = i in status.lost_modules
+        last = w.last_sample.get(i)
         if s.alive:
             assert not lost, f"false latch of module {i} at {w.now:.2f} s"
-        if w.now < w.join_until_s:
-            assert not lost, "lost inside a join grace"
-            continue
-        last = w.last_sample.get(i)
-        if last is None or w.now - last > c.timeout_periods * w.slowest_s:
+        if w.now < w.join_until_s and last is None:
+            assert not lost, "a module not yet seen is lost inside the join grace"
+        elif last is None or w.now - last > c.timeout_periods * w.slowest_s:
             assert lost, f"missed loss of module {i} at {w.now:.2f} s"
         elif w.now >= w.settled_s and w.now - last > c.timeout_periods * c.period_s(w.mode):
             assert lost, f"missed loss of module {i} after every grace, at {w.now:.2f} s"
@@ -339,9 +349,7 @@ def test_property_no_false_latch_no_missed_loss(
     first: CommSupervisionConfig, mode: SlaveMode, ops: list[tuple]
 ) -> None:
     sup = CommSupervision(mode=mode)
-    w = World(first, sup, [], mode=mode)
-    w.slaves = [Slave(mode, first.period_s(mode)) for _ in first.layout]
-    w.config = cfg(0)  # so that the first apply is a layout change
+    w = World(cfg(0), sup, [], mode=mode)  # the first apply is a layout change
     apply(w, first, 0.0)
     for op in ops:
         kind = op[0]
@@ -363,7 +371,7 @@ def test_property_no_false_latch_no_missed_loss(
         elif kind in ("die", "revive") and op[1] < len(w.slaves):
             s = w.slaves[op[1]]
             if kind == "revive" and not s.alive and s.schedule is not None:
-                s.schedule.retime(w.config.period_s(s.mode), w.now)  # a restart samples at once
+                s.schedule.retime(s.config.period_s(s.mode), w.now)  # a restart samples at once
             s.alive = kind == "revive"
         step(w)
         w.now += CYCLE_S

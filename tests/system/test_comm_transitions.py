@@ -87,6 +87,24 @@ def test_a_new_module_count_latches_nothing_and_closes_again(
     assert_slaves_healthy(stack["slaves"])
 
 
+def test_the_same_layout_again_latches_nothing_and_stays_closed(
+    stack: dict[str, Any], system_id: str
+) -> None:
+    watch: Watch = stack["watch"]
+    time.sleep(max(0.0, stack["closed_s"] + 11.0 - time.time()))  # past any start-up grace
+    t0 = time.time()
+    same = preset(system_id, 8, 14, version=2).model_copy(update={"name": "renamed"})
+    stack["ui"].publish(CONFIG, ConfigMessage(config=same))
+    assert wait_until(
+        lambda: (
+            (s := watch.latest()) is not None and (s.ts or 0) > t0 + 3 and s.contactors == "closed"
+        ),
+        20,
+    ), (comm_losses(watch), stack["master"].log()[-3000:])
+    assert not comm_losses(watch), comm_losses(watch)
+    assert_slaves_healthy(stack["slaves"])
+
+
 def test_standby_and_back_ten_times_latches_nothing(stack: dict[str, Any]) -> None:
     watch: Watch = stack["watch"]
     rec: Recorder = stack["rec"]
