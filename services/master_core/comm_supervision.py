@@ -21,9 +21,10 @@ Rules, for each module of the configured layout:
 2. **Judging period**: the period of the commanded mode. After a mode switch the slaves retime
    only when the command reaches them, so until a module delivers a sample tagged with the new
    mode it is judged against the slowest period commanded since it last sampled in the current
-   mode, for at most `mode_grace_s` after the switch. A configuration apply that changes the
-   current mode's period is judged the same way (the slave may still sample on the old one),
-   for `mode_grace_s`; no sample can end that early, since samples carry no configuration.
+   mode, for at most `mode_grace_s` after the switch. After a configuration apply that changes
+   a sample period, every module is judged against the slowest old or new period for
+   `mode_grace_s` (the slaves sample on the old periods until they have the configuration,
+   and may switch mode meanwhile); no sample can end that early: samples carry no version.
 3. **Layout change**: a configuration with a new layout (module count, cells or sensors per
    module; the first configuration too) forgets every module's samples and starts a join
    grace of `join_grace_s`. A module not heard since is "not yet seen": stale (no data) but
@@ -106,6 +107,10 @@ class CommSupervisionConfig:
         return self.standby_period_s if mode == "standby" else self.working_period_s
 
     @property
+    def periods_s(self) -> tuple[float, float]:
+        return (self.working_period_s, self.standby_period_s)
+
+    @property
     def slower_period_s(self) -> float:
         return max(self.working_period_s, self.standby_period_s)
 
@@ -155,9 +160,10 @@ class CommSupervision:
             pending += [_Module() for _ in range(len(config.layout) - len(pending))]
             self._modules = pending[: len(config.layout)]
             self._join_until_s = now_s + config.join_grace_s
-        if old is not None and old.period_s(self.mode) != config.period_s(self.mode):
-            # the slaves may sample on the old period until they have the configuration
-            slow = max(old.period_s(self.mode), config.period_s(self.mode))
+        if old is not None and old.periods_s != config.periods_s:
+            # the slaves sample on the old periods until they have the configuration (and may
+            # switch mode meanwhile)
+            slow = max(old.slower_period_s, config.slower_period_s)
             until = now_s + max(old.mode_grace_s, config.mode_grace_s)
             for m in self._modules:
                 self._slow_down(m, slow, until, None, now_s)

@@ -39,12 +39,14 @@ def cfg(
     working: float = 0.1,
     standby: float = 2.0,
     cells: int = 4,
-    join: float = 10.0,
+    join: float | None = None,
     ride: float | None = None,
 ) -> CommSupervisionConfig:
+    """A configuration; the join grace as `from_system` derives it unless given."""
+    join_s = max(JOIN_GRACE_S, timeout * max(working, standby)) if join is None else join
     return CommSupervisionConfig(
         layout=((cells, 2),) * modules, timeout_periods=timeout, working_period_s=working,
-        standby_period_s=standby, ride_through_s=ride, join_grace_s=join,
+        standby_period_s=standby, ride_through_s=ride, join_grace_s=join_s,
     )  # fmt: skip
 
 
@@ -157,13 +159,29 @@ def test_the_join_grace_covers_only_modules_not_yet_seen() -> None:
     assert sup.status(31.41).lost_modules == {0, 1, 2}
 
 
+def test_a_mode_grace_carries_over_a_layout_change() -> None:
+    sup = CommSupervision(mode="standby")
+    sup.configure(cfg(2), 0.0)
+    feed(sup, range(2), "standby", 20.0)
+    sup.on_mode("working", 20.0)
+    assert not sup.configure(cfg(3), 20.01)
+    sup.on_sample(0, "standby", 20.02)  # sampled before the mode command reached it
+    assert 0 not in sup.status(21.0).lost_modules  # judged on 2 s until a working sample
+    sup.on_sample(0, "working", 21.0)
+    assert sup.status(21.6).lost_modules == {0}
+
+
 def test_a_period_change_is_judged_on_the_slower_one_for_the_mode_grace() -> None:
     sup = CommSupervision()
     sup.configure(cfg(working=0.5, join=1.0), 0.0)
     feed(sup, range(2), "working", 5.0)
     sup.configure(cfg(working=0.1, join=1.0), 5.0)  # the slaves still sample every 0.5 s
-    assert not sup.status(7.4).stale_modules  # 5 x 0.5 s
-    assert sup.status(7.6).lost_modules == {0, 1}
+    # judged on the slowest period (standby 2 s) for the mode grace: 6 x 2 s, until 17 s
+    assert not sup.status(14.9).stale_modules
+    assert sup.status(15.1).lost_modules == {0, 1}
+    feed(sup, range(2), "working", 16.9)
+    assert not sup.status(17.39).stale_modules
+    assert sup.status(17.41).lost_modules == {0, 1}  # 5 x 0.1 s once the grace is over
 
 
 # -- ride-through ------------------------------------------------------------------------------
@@ -271,7 +289,6 @@ CONFIGS = st.builds(
     working=st.sampled_from([0.05, 0.1, 0.2, 0.5]),
     standby=st.sampled_from([1.0, 2.0, 5.0]),
     cells=st.sampled_from([4, 6]),
-    join=st.sampled_from([2.0, 10.0, 20.0]),
 )
 OPS = st.one_of(
     st.tuples(st.just("wait"), st.floats(0.0, 30.0)),
@@ -297,7 +314,7 @@ def apply(w: World, config: CommSupervisionConfig, delay_fraction: float) -> Non
         for i, s in enumerate(w.slaves):
             # samples that no longer fit are refused until the slave has rebuilt its driver
             s.refused = s.refused or i >= len(old.layout) or old.layout[i] != config.layout[i]
-    if old.period_s(w.mode) != config.period_s(w.mode):
+    if old.periods_s != config.periods_s:
         w.settled_s = max(w.settled_s, w.now + max(config.mode_grace_s, old.mode_grace_s))
     for s in w.slaves:
         if s.refused:  # not yet seen: rejoins within the join grace of its layout change
