@@ -64,7 +64,8 @@ __all__ = [
 ]
 
 JOIN_GRACE_S: Final = 10.0
-"""The least time slaves get to report after a configuration apply (drivers restart)."""
+"""The least time a module gets to report after a layout change (its slave rebuilds its driver
+first); above every sample period, so a slave sampling on in its old layout is seen in time."""
 
 ModuleLayout = tuple[tuple[int, int], ...]
 """Per module: (cells, temperature sensors). Samples of one layout fit no other."""
