@@ -91,6 +91,7 @@ def test_a_new_module_count_does_not_latch_while_the_slaves_reconfigure(tmp_path
     assert "communication_loss" not in rig.latched()
     rig.run(3.0, range(3), 0.1, "working")
     assert "communication_loss" not in rig.latched()
+    assert rig.contactors == "closed"  # auto-close: the new contactor sequence closes again
 
 
 def test_the_same_module_count_does_not_latch_either(tmp_path: Path) -> None:
@@ -125,4 +126,5 @@ def test_standby_to_working_does_not_latch(tmp_path: Path) -> None:
         rig.core.cycle()  # the slave has not yet received the mode
         rig.run(1.0, range(2), 0.1, "working")
         assert "communication_loss" not in rig.latched()
-    assert rig.contactors in ("standby", "closed")
+        rig.run(3.0, range(2), 0.1, "working")
+        assert rig.contactors == "closed"  # auto-close: back to work closes again
