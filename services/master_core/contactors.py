@@ -1,4 +1,6 @@
-"""Main contactor and precharge state machine, and the comm-loss gate: pure logic, no I/O.
+"""Main contactor and precharge state machine: pure logic, no I/O.
+
+Whether a loss of communication opens the contactors is decided in `comm_supervision.py`.
 
 The caller passes the monotonic time `now_s` and the measurements on every cycle and writes the
 returned coil commands to the hardware. States (`ContactorState`):
@@ -26,12 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from shared.config import CommLossPolicy, ContactorConfig
+from shared.config import ContactorConfig
 from shared.messages.pack import ContactorState
 
 __all__ = [
     "CONTACTORS",
-    "CommLossGate",
     "ContactorFeedback",
     "ContactorName",
     "ContactorOutputs",
@@ -298,33 +299,3 @@ class ContactorStateMachine:
                 else:
                     out.append(f"{name} commanded open but reads closed (welded?)")
         return out
-
-
-class CommLossGate:
-    """Whether the loss of module telemetry must open the contactors now.
-
-    `comm_lost` is the detected loss (after the protection's module timeout); ride-through time
-    counts from the first call that reports it. Once a loss episode decides to open, it keeps
-    saying so until communication is back, so the contactors cannot chatter.
-    """
-
-    def __init__(self, policy: CommLossPolicy) -> None:
-        self._policy = policy
-        self._lost_since_s: float | None = None
-        self._open = False
-
-    @property
-    def lost_since_s(self) -> float | None:
-        return self._lost_since_s
-
-    def should_open(self, now_s: float, comm_lost: bool, last_values_safe: bool) -> bool:
-        if not comm_lost:
-            self._lost_since_s = None
-            self._open = False
-            return False
-        if self._lost_since_s is None:
-            self._lost_since_s = now_s
-        immediate = self._policy.action == "open_immediately" or not last_values_safe
-        expired = now_s - self._lost_since_s >= self._policy.ride_through_s
-        self._open = self._open or immediate or expired
-        return self._open

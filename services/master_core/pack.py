@@ -1,7 +1,8 @@
 """Aggregation of slave telemetry into the pack picture (pure: time is passed in).
 
-Keeps the latest sample of every module, detects stale or missing modules and sequence gaps,
-and computes min, max and average with their locations, the spread and the sum of cells.
+Keeps the latest sample of every module, counts sequence gaps, and computes min, max and
+average with their locations, the spread and the sum of cells. Which modules are stale is not
+decided here but by the communication supervision (`comm_supervision.py`), and passed in.
 
 Every channel keeps its place: a stale module's channels and a flagged channel (open wire, out
 of range, sensor fault) are NaN in the arrays and None in the published snapshot. They leave
@@ -57,14 +58,12 @@ class PackSnapshot:
 @dataclass
 class _ModuleState:
     telemetry: CellTelemetry | None = None
-    received_s: float | None = None
     last_seq: int | None = None
 
 
 @dataclass
 class PackAggregator:
     topology: Topology
-    timeout_periods: int
     modules: list[_ModuleState] = field(init=False)
     gaps: int = 0
     """Telemetry samples lost, counted from sequence-number gaps."""
@@ -79,7 +78,7 @@ class PackAggregator:
         self._offsets = np.concatenate(([0], np.cumsum(counts)))
         self._module_of_cell = np.repeat(np.arange(self.topology.modules), counts)
 
-    def on_telemetry(self, msg: CellTelemetry, now_s: float) -> str | None:
+    def on_telemetry(self, msg: CellTelemetry) -> str | None:
         """Take a sample, or say why it was refused. Sequence gaps are counted."""
         if msg.module >= len(self.modules):
             return f"module {msg.module} is not part of this system ({len(self.modules)} modules)"
@@ -92,21 +91,11 @@ class PackAggregator:
             self.gaps += seq - state.last_seq - 1
         state.last_seq = seq
         state.telemetry = msg
-        state.received_s = now_s
         return None
 
-    def seen_modules(self) -> frozenset[int]:
-        return frozenset(m for m, s in enumerate(self.modules) if s.received_s is not None)
-
-    def stale(self, now_s: float, period_s: float) -> tuple[int, ...]:
-        limit = self.timeout_periods * period_s
-        return tuple(
-            m
-            for m, s in enumerate(self.modules)
-            if s.received_s is None or now_s - s.received_s > limit
-        )
-
-    def snapshot(self, now_s: float, period_s: float) -> PackSnapshot:
+    def snapshot(self, stale_modules: tuple[int, ...]) -> PackSnapshot:
+        """The pack picture; `stale_modules` (the supervision's decision, in module order) and
+        modules never heard of leave it."""
         n = int(self._offsets[-1])
         per = self.topology.temp_sensors_per_module
         cell_v = np.full(n, np.nan)
@@ -114,7 +103,8 @@ class PackAggregator:
         balancing = np.zeros(n, dtype=np.bool_)
         temp_c = np.full(per * len(self.modules), np.nan)
         temp_flags = np.zeros(per * len(self.modules), dtype=np.int64)
-        stale = self.stale(now_s, period_s)
+        missing = tuple(m for m, st in enumerate(self.modules) if st.telemetry is None)
+        stale = tuple(sorted(set(stale_modules) | set(missing)))
         for m, state in enumerate(self.modules):
             t = state.telemetry
             if t is None or m in stale:

@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from services.master_core.balancing_strategy import BalancingStrategy
+from services.master_core.comm_supervision import (
+    CommSupervision,
+    CommSupervisionConfig,
+    ModuleStatus,
+)
 from services.master_core.contactor_sim import SimulatedContactors
-from services.master_core.contactors import CommLossGate, ContactorStateMachine
+from services.master_core.contactors import ContactorStateMachine
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.events import EventLog
 from services.master_core.limits import LimitCalculator, LimitInputs
@@ -75,10 +80,6 @@ MIN_CYCLE_S = 0.02
 PUBLISH_PERIOD_S = 0.1
 """Pack state at 10 Hz, and at once when the contactors change."""
 STATUS_PERIOD_S = 5.0
-STARTUP_GRACE_S = 10.0
-"""Modules never heard of count as lost only this long after the first configuration (slaves
-start sampling once they have one, however late it comes); until then the pack is incomplete
-(limits 0, contactors stay open) but no fault latches."""
 
 
 @dataclass
@@ -90,7 +91,6 @@ class _Runtime:
     protection: Protection
     contactors: ContactorStateMachine
     contactor_sim: SimulatedContactors
-    comm_gate: CommLossGate
     estimator: PackEstimator
     limits: LimitCalculator
     balancing: BalancingStrategy
@@ -115,6 +115,8 @@ class MasterCore:
         self.events = EventLog(store, bus, wall)
         self.rt: _Runtime | None = None
         self.mode: SlaveMode = "working"
+        self.comm = CommSupervision(mode=self.mode)
+        """Module freshness and the grace after transitions; outlives each configuration."""
         self.schedule = FixedRateSchedule(PERIOD_S, monotonic())
         self.last_limits: Limits | None = None
         self._last_cells_s = 0.0
@@ -128,7 +130,6 @@ class MasterCore:
         self._balancing_was_running = False
         self._auto_close = False
         self._contactor_reset = False
-        self.started_s = monotonic()
         self._last_publish_s = 0.0
         self._fresh = False
         self._hb_lost_reported = False
@@ -168,12 +169,11 @@ class MasterCore:
             self._persist(old)  # the new runtime restores what the old one has counted so far
         rt = _Runtime(
             config=config,
-            aggregator=PackAggregator(config.topology, config.protection.module_timeout_periods),
+            aggregator=PackAggregator(config.topology),
             # the simulated plant includes an insulation monitor (pack_sensors)
             protection=Protection.from_system(config, insulation_monitor=True),
             contactors=ContactorStateMachine(config.contactors),
             contactor_sim=SimulatedContactors(config.contactors),
-            comm_gate=CommLossGate(config.comm_loss),
             estimator=PackEstimator(config),
             limits=LimitCalculator(config),
             balancing=BalancingStrategy(config),
@@ -184,6 +184,13 @@ class MasterCore:
         self._restore(rt)
         if old is not None:
             rt.contactor_sim = old.contactor_sim
+            if (old.config.contactors, old.config.topology) == (config.contactors, config.topology):
+                # a threshold or interface change must not open the contactors under load;
+                # a new layout or contactor sequence starts open and closes again (auto-close)
+                rt.contactors = old.contactors
+        if self.comm.configure(CommSupervisionConfig.from_system(config), self.monotonic()):
+            assert old is not None
+            rt.aggregator = old.aggregator  # the same modules: their samples stay valid
         self.rt = rt
         self.events.emit(
             "info",
@@ -195,16 +202,19 @@ class MasterCore:
             cells=config.topology.total_cells,
         )
         self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=self.mode))
-        self._auto_close = self.settings.auto_close and old is None
-        if old is None:
-            self.started_s = self.monotonic()
+        # the new contactor sequence starts open: close again where it was closed or closing
+        was_closing = old is not None and (
+            self._auto_close or old.contactors.state in ("precharge", "closed")
+        )
+        self._auto_close = self.settings.auto_close and (old is None or was_closing)
 
     # --- inputs -----------------------------------------------------------------------------
     def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
         if self.rt is None:
             return
-        reason = self.rt.aggregator.on_telemetry(d.message, self.monotonic())
+        reason = self.rt.aggregator.on_telemetry(d.message)
         if reason is None:
+            self.comm.on_sample(d.message.module, d.message.mode, self.monotonic())
             self._fresh = True
         else:
             self.bus.counters["telemetry_refused"] += 1
@@ -283,8 +293,11 @@ class MasterCore:
         assert isinstance(args, SetModeArgs)
         if args.mode != self.mode:
             self.mode = args.mode
+            self.comm.on_mode(args.mode, self.monotonic())
             if args.mode == "standby" and self.rt is not None:
                 self.rt.contactors.request_open(self.monotonic())
+            # back to work closes again where the start-up would (simulated inverter)
+            self._auto_close = self.settings.auto_close and args.mode == "working"
             self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=args.mode))
             self.events.emit("info", "mode", f"mode_{args.mode}", f"mode {args.mode}")
         return CommandOutcome(True, result={"mode": self.mode})
@@ -327,15 +340,6 @@ class MasterCore:
                 if missed:
                     self.bus.counters["overruns"] += missed
 
-    def slave_period_s(self) -> float:
-        assert self.rt is not None
-        timing = self.rt.config.timing
-        return (
-            timing.sample_period_standby_s
-            if self.mode == "standby"
-            else timing.sample_period_working_s
-        )
-
     def cycle(self) -> None:
         rt = self.rt
         if rt is None:
@@ -343,7 +347,8 @@ class MasterCore:
         now, wall = self.monotonic(), self.wall()
         dt = now - self._last_cycle_s
         self._last_cycle_s = now
-        snap = rt.aggregator.snapshot(now, self.slave_period_s())
+        modules = self.comm.status(now)
+        snap = rt.aggregator.snapshot(modules.stale_modules)
         closed = rt.contactors.state == "closed"
         limits = self.last_limits
         rt.sensors.update(
@@ -364,7 +369,11 @@ class MasterCore:
 
         result = rt.protection.evaluate(
             self._protection_inputs(
-                snap, meas.current_a, meas.pack_voltage_v, insulation_ohm=meas.insulation_ohm
+                snap,
+                modules,
+                meas.current_a,
+                meas.pack_voltage_v,
+                insulation_ohm=meas.insulation_ohm,
             ),
             now,
         )
@@ -372,8 +381,7 @@ class MasterCore:
             self._emit_transition(t)
         if any(t.level == "fault" for t in result.transitions):
             self._persist_latches()
-        comm_lost = bool(self._lost_modules(snap))
-        open_for_comm = rt.comm_gate.should_open(now, comm_lost, last_values_safe=not result.alarms)
+        open_for_comm = self.comm.should_open(modules, now, last_values_safe=not result.alarms)
         if (result.actions.open_contactors or open_for_comm) and rt.contactors.state not in (
             "fault",
             "standby",
@@ -458,6 +466,7 @@ class MasterCore:
     def _protection_inputs(
         self,
         snap: PackSnapshot,
+        modules: ModuleStatus,
         current: float | None,
         pack_v: float | None,
         *,
@@ -476,20 +485,11 @@ class MasterCore:
             open_wire=snap.open_wire,
             out_of_range=snap.out_of_range,
             sensor_fault=snap.sensor_fault,
-            stale_modules=self._lost_modules(snap),
+            stale_modules=modules.lost_modules,
             current_sensor_ok=current is not None,
             contactor_mismatch=self.rt.contactors.outputs.feedback_mismatch,
             insulation_ohm=insulation_ohm,
         )
-
-    def _lost_modules(self, snap: PackSnapshot) -> frozenset[int]:
-        """Stale modules that count as lost: seen before, or still missing after the start-up
-        grace (slaves may start after the master)."""
-        assert self.rt is not None
-        if self.monotonic() - self.started_s > STARTUP_GRACE_S:
-            return frozenset(snap.stale_modules)
-        seen = self.rt.aggregator.seen_modules()
-        return frozenset(m for m in snap.stale_modules if m in seen)
 
     def _persist_latches(self, rt: _Runtime | None = None) -> None:
         rt = rt or self.rt

@@ -27,7 +27,8 @@ class Driver(Protocol):
         ...
 
     def set_balancing(self, module: int, discharge: Sequence[bool], charge: Sequence[bool]) -> None:
-        """Switch balancing per cell; all False turns balancing off. DriverError on failure."""
+        """Switch balancing per cell: one switch per cell in each list, all False turns
+        balancing off. DriverError on failure or on a list of the wrong length."""
         ...
 
     def advance(self, dt_s: float, current_a: float) -> None:

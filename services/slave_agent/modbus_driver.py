@@ -114,7 +114,7 @@ class ModbusBoardDriver:
         )
 
     def set_balancing(self, module: int, discharge: Sequence[bool], charge: Sequence[bool]) -> None:
-        """Write one bleed coil per cell; an empty `discharge` switches every bleed off."""
+        """Write one bleed coil per cell (one switch per cell in each list)."""
         unit = self._unit(module)
         if any(charge):
             raise DriverError(
@@ -122,11 +122,11 @@ class ModbusBoardDriver:
                 "resistors) and has no active balancer, so cells cannot be charged"
             )
         count = self._map.cell_count
-        bits = list(discharge) if discharge else [False] * count
-        if len(bits) != count:
+        bits = list(discharge)
+        if len(bits) != count or len(charge) != count:
             raise DriverError(
-                f"module {module} (unit id {unit}): {len(bits)} balancing switches given, "
-                f"the board has {count} cells"
+                f"module {module} (unit id {unit}): {len(bits)} discharge and {len(charge)} "
+                f"charge balancing switches given, the board has {count} cells"
             )
         address = self._map.balancing_coil_address
         self._transact(

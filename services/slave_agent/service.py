@@ -151,8 +151,8 @@ class SlaveAgent:
         if self.core.on_mode(d.message.mode, self.monotonic()) and self.schedule is not None:
             self.schedule.retime(self._period_s(), self.monotonic())
             if d.message.mode == "standby" and self.driver is not None:
-                for m in self.modules:
-                    self._set_balancing(m, [], [])
+                for m, cells in self.core.modules.items():
+                    self._set_balancing(m, [False] * cells, [False] * cells)
             log.info("mode %s: sampling every %.2f s", d.message.mode, self._period_s())
 
     def _on_balance(self, d: Delivery[BalanceCommand]) -> None:

@@ -87,12 +87,13 @@ class SimulatedDriver:
 
     def set_balancing(self, module: int, discharge: Sequence[bool], charge: Sequence[bool]) -> None:
         sim = self._module(module)
-        self._discharge[module] = np.array(discharge, dtype=np.bool_).reshape(sim.n_cells)
-        self._charge[module] = (
-            np.array(charge, dtype=np.bool_).reshape(sim.n_cells)
-            if len(charge)
-            else np.zeros(sim.n_cells, dtype=np.bool_)
-        )
+        if len(discharge) != sim.n_cells or len(charge) != sim.n_cells:
+            raise DriverError(
+                f"module {module}: {len(discharge)} discharge and {len(charge)} charge "
+                f"balancing switches given, the module has {sim.n_cells} cells"
+            )
+        self._discharge[module] = np.array(discharge, dtype=np.bool_)
+        self._charge[module] = np.array(charge, dtype=np.bool_)
 
     def advance(self, dt_s: float, current_a: float) -> None:
         for m, sim in self.modules.items():

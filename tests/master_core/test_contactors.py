@@ -14,13 +14,12 @@ from hypothesis import strategies as st
 from services.master_core.contactor_sim import SimulatedContactors
 from services.master_core.contactors import (
     CONTACTORS,
-    CommLossGate,
     ContactorFeedback,
     ContactorName,
     ContactorOutputs,
     ContactorStateMachine,
 )
-from shared.config import CommLossPolicy, ContactorConfig, demo_config
+from shared.config import ContactorConfig, demo_config
 from shared.messages.pack import ContactorState
 
 DEMO = demo_config()
@@ -614,56 +613,6 @@ def test_property_closed_loop_with_simulated_faults(
             rig.sim.precharge_short()
         else:
             rig.sim.clear_faults()
-
-
-# -- comm-loss gate ----------------------------------------------------------------------------
-
-
-def test_comm_loss_open_immediately() -> None:
-    gate = CommLossGate(CommLossPolicy(action="open_immediately"))
-    assert not gate.should_open(0.0, comm_lost=False, last_values_safe=True)
-    assert gate.should_open(1.0, comm_lost=True, last_values_safe=True)
-    assert gate.lost_since_s == 1.0
-    assert not gate.should_open(1.1, comm_lost=False, last_values_safe=True)
-    assert gate.lost_since_s is None
-
-
-def test_comm_loss_ride_through() -> None:
-    gate = CommLossGate(CommLossPolicy(action="ride_through", ride_through_s=2.0))
-    assert not gate.should_open(10.0, comm_lost=True, last_values_safe=True)
-    assert not gate.should_open(11.99, comm_lost=True, last_values_safe=True)
-    assert gate.should_open(12.0, comm_lost=True, last_values_safe=True)
-    # Back, then lost again: the ride-through starts over.
-    assert not gate.should_open(13.0, comm_lost=False, last_values_safe=True)
-    assert not gate.should_open(14.0, comm_lost=True, last_values_safe=True)
-    # Last values outside the safe window: open at once, and stay open for this loss.
-    assert gate.should_open(14.5, comm_lost=True, last_values_safe=False)
-    assert gate.should_open(14.6, comm_lost=True, last_values_safe=True)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.floats(0.01, 5.0),
-    st.lists(st.tuples(st.floats(0.0, 3.0), st.booleans(), st.booleans()), max_size=40),
-)
-def test_property_ride_through_gate(ride_s: float, calls: list[tuple[float, bool, bool]]) -> None:
-    gate = CommLossGate(CommLossPolicy(action="ride_through", ride_through_s=ride_s))
-    immediate = CommLossGate(CommLossPolicy(action="open_immediately"))
-    now = 0.0
-    lost_since: float | None = None
-    unsafe_seen = False
-    for dt, lost, safe in calls:
-        now += dt
-        if lost:
-            lost_since = now if lost_since is None else lost_since
-            unsafe_seen = unsafe_seen or not safe
-        else:
-            lost_since, unsafe_seen = None, False
-        expected = lost_since is not None and (unsafe_seen or now - lost_since >= ride_s)
-        assert gate.should_open(now, comm_lost=lost, last_values_safe=safe) == expected
-        assert immediate.should_open(now, comm_lost=lost, last_values_safe=safe) == lost
-        if lost and not safe:
-            assert expected  # unsafe values never ride through
 
 
 # -- the simulator on its own ------------------------------------------------------------------

@@ -25,16 +25,16 @@ def tele(
     )  # fmt: skip
 
 
-def full(agg: PackAggregator, now: float, seq: int = 0) -> None:
-    agg.on_telemetry(tele(0, [3700, 3710, 3690, 3705], seq), now)
-    agg.on_telemetry(tele(1, [3720, 3650, 3700, 3700], seq, temps=[24.0, 31.5]), now)
-    agg.on_telemetry(tele(2, [3700, 3700, 3700, 3760], seq), now)
+def full(agg: PackAggregator, seq: int = 0) -> None:
+    agg.on_telemetry(tele(0, [3700, 3710, 3690, 3705], seq))
+    agg.on_telemetry(tele(1, [3720, 3650, 3700, 3700], seq, temps=[24.0, 31.5]))
+    agg.on_telemetry(tele(2, [3700, 3700, 3700, 3760], seq))
 
 
 def test_extremes_with_locations_and_sum() -> None:
-    agg = PackAggregator(TOPO, timeout_periods=5)
-    full(agg, now=0.0)
-    s = agg.snapshot(now_s=0.05, period_s=0.1)
+    agg = PackAggregator(TOPO)
+    full(agg)
+    s = agg.snapshot(stale_modules=())
     assert s.complete and s.stale_modules == ()
     assert s.cell_v_min == 3.65 and s.cell_v_min_at == CellLocation(module=1, index=1)
     assert s.cell_v_max == 3.76 and s.cell_v_max_at == CellLocation(module=2, index=3)
@@ -47,41 +47,40 @@ def test_extremes_with_locations_and_sum() -> None:
     assert s.temp_min_c == 24.0
 
 
-def test_stale_module_after_timeout_periods_and_no_sum() -> None:
-    agg = PackAggregator(TOPO, timeout_periods=5)
-    full(agg, now=0.0)
-    agg.on_telemetry(tele(0, [3700] * 4, 1), 0.6)
-    agg.on_telemetry(tele(2, [3700] * 4, 1), 0.6)
-    assert agg.snapshot(0.5, 0.1).stale_modules == ()
-    s = agg.snapshot(0.61, 0.1)
+def test_a_stale_module_leaves_the_picture_and_the_sum() -> None:
+    agg = PackAggregator(TOPO)
+    full(agg)
+    assert agg.snapshot(()).stale_modules == ()
+    s = agg.snapshot((1,))  # as the communication supervision decided
     assert s.stale_modules == (1,)
     assert s.sum_of_cells_v is None and not s.complete
-    assert math.isnan(s.cell_v[5])
-    assert agg.snapshot(0.61, 2.0).stale_modules == ()  # standby samples slowly
+    assert math.isnan(s.cell_v[5]) and not math.isnan(s.cell_v[3])
+    assert agg.cell_snapshot(s).modules[1].cell_v == [None] * 4
+    assert s.cell_v_min == 3.69  # module 1's 3.65 V no longer counts
 
 
 def test_missing_module_is_stale_from_the_start() -> None:
-    agg = PackAggregator(TOPO, timeout_periods=5)
-    agg.on_telemetry(tele(0, [3700] * 4, 0), 0.0)
-    assert agg.snapshot(0.0, 0.1).stale_modules == (1, 2)
+    agg = PackAggregator(TOPO)
+    agg.on_telemetry(tele(0, [3700] * 4, 0))
+    assert agg.snapshot(()).stale_modules == (1, 2)
 
 
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=50))
 def test_sequence_gaps_are_counted(steps: list[int]) -> None:
-    agg = PackAggregator(TOPO, timeout_periods=5)
+    agg = PackAggregator(TOPO)
     seq = 0
-    agg.on_telemetry(tele(0, [3700] * 4, seq), 0.0)
+    agg.on_telemetry(tele(0, [3700] * 4, seq))
     for s in steps:
         seq += s
-        agg.on_telemetry(tele(0, [3700] * 4, seq), 0.0)
+        agg.on_telemetry(tele(0, [3700] * 4, seq))
     assert agg.gaps == sum(s - 1 for s in steps)
 
 
 def test_flags_and_refusals() -> None:
-    agg = PackAggregator(TOPO, timeout_periods=5)
-    full(agg, 0.0)
-    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, 1, 0, 0]), 0.0)
-    s = agg.snapshot(0.0, 0.1)
+    agg = PackAggregator(TOPO)
+    full(agg)
+    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, 1, 0, 0]))
+    s = agg.snapshot(())
     assert s.open_wire and not s.out_of_range
-    assert agg.on_telemetry(tele(5, [3700] * 4, 0), 0.0) is not None
-    assert "3 cells" in (agg.on_telemetry(tele(0, [3700] * 3, 0), 0.0) or "")
+    assert agg.on_telemetry(tele(5, [3700] * 4, 0)) is not None
+    assert "3 cells" in (agg.on_telemetry(tele(0, [3700] * 3, 0)) or "")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.master_core.service import STARTUP_GRACE_S, MasterCore
+from services.master_core.comm_supervision import CommSupervisionConfig
+from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import InMemoryBroker, InMemoryBus
@@ -44,12 +45,13 @@ def master(tmp_path: Path) -> tuple[MasterCore, InMemoryBus, Clock, SystemConfig
 
 def test_a_late_configuration_gets_the_full_grace(tmp_path: Path) -> None:
     core, ui, clock, config = master(tmp_path)
-    clock.now += 3 * STARTUP_GRACE_S  # the configuration comes late
+    grace_s = CommSupervisionConfig.from_system(config).join_grace_s
+    clock.now += 3 * grace_s  # the configuration comes late
     ui.publish(CONFIG, ConfigMessage(config=config))
     core.bus.process()
-    clock.now += STARTUP_GRACE_S / 2
+    clock.now += grace_s / 2
     core.cycle()
     assert "communication_loss" not in latched(core)
-    clock.now += STARTUP_GRACE_S
+    clock.now += grace_s
     core.cycle()
     assert "communication_loss" in latched(core)  # the grace still ends

@@ -339,7 +339,7 @@ def test_balancing_writes_coils(board: BoardServer, make_driver: MakeDriver) -> 
     driver = make_driver(board_map)
     pattern = [True, False, True, True, False, True]
 
-    driver.set_balancing(0, pattern, [])
+    driver.set_balancing(0, pattern, [False] * 6)
     driver.set_balancing(1, [False, True, False, False, False, False], [False] * 6)
 
     assert board.coils(1, 8, 6) == pattern
@@ -347,8 +347,10 @@ def test_balancing_writes_coils(board: BoardServer, make_driver: MakeDriver) -> 
     assert board.coils(1, 0, 8) == [False] * 8  # nothing outside the map's coils
     assert board.coils(1, 14, 8) == [False] * 8
 
-    driver.set_balancing(0, [], [])
+    driver.set_balancing(0, [False] * 6, [False] * 6)
     assert board.coils(1, 8, 6) == [False] * 6
+    with pytest.raises(DriverError, match="the board has 6 cells"):
+        driver.set_balancing(0, [], [])  # one switch per cell, never an empty list
 
 
 def test_charge_request_is_refused_by_a_passive_board(
@@ -358,7 +360,7 @@ def test_charge_request_is_refused_by_a_passive_board(
     with pytest.raises(DriverError, match="no active balancer"):
         driver.set_balancing(0, [False, False, True], [True, False, False])
     with pytest.raises(DriverError, match="3 cells"):
-        driver.set_balancing(0, [True, False], [])
+        driver.set_balancing(0, [True, False], [False] * 3)
     assert board.coils(1, 0, 3) == [False] * 3
     assert not [r for r in board.requests if r.function_code == 15]
 
@@ -378,7 +380,7 @@ def test_exception_response_becomes_driver_error(
 
     with pytest.raises(DriverError, match="coil 500"):
         make_driver(BoardRegisterMap(cell_count=2, balancing_coil_address=500)).set_balancing(
-            0, [True, True], []
+            0, [True, True], [False, False]
         )
 
 

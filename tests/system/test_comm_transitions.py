@@ -1,0 +1,124 @@
+"""Transitions on a live stack (real mosquitto, real slave agents, real master): a configuration
+apply with a new module count and standby -> working, repeated, latch no `communication_loss`,
+the contactors close again by themselves (auto-close), and no slave agent fails on the way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.broker import MosquittoBroker
+from shared.config import SystemConfig
+from shared.messages import ConfigMessage, SetModeArgs
+from shared.topics import CONFIG
+
+from .agents import Recorder, ServiceProcess, publish_config, wait_until
+from .test_master_core import Watch
+
+
+def preset(system_id: str, modules: int, cells: int, version: int = 1) -> SystemConfig:
+    config = SystemConfig.from_preset(
+        "NMC", system_id=system_id, modules=modules, cells_per_module=cells
+    )
+    return config.model_copy(update={"config_version": version})
+
+
+@pytest.fixture
+def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A 112-cell system (8 modules of 14 cells), as in the report."""
+    config = preset(system_id, 8, 14)
+    ui = publish_config(mosquitto.url, config)
+    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, initial_soc_pct="60")
+    env = {"data_dir": str(tmp_path / "data"), "load_profile": "constant:-10"}
+    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path, **env)
+    watch = Watch(mosquitto.url, system_id)
+    rec = Recorder(mosquitto.url, system_id)
+    made = dict(ui=ui, slaves=slaves, master=master, watch=watch, rec=rec, config=config)
+    assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed", 30), (
+        master.log()
+    )
+    made["closed_s"] = time.time()
+    yield made
+    watch.close()
+    rec.close()
+    master.stop()
+    slaves.stop()
+    ui.stop()
+
+
+def comm_losses(watch: Watch) -> list[str]:
+    with watch.lock:
+        states = [f"{s.ts}: {s.faults}" for s in watch.states if "communication_loss" in s.faults]
+        events = [
+            f"{e.ts}: {e.code} {e.text}" for e in watch.events if e.code == "communication_loss"
+        ]
+    return states[:3] + events
+
+
+def assert_slaves_healthy(slaves: ServiceProcess) -> None:
+    log = slaves.log()
+    assert "Traceback" not in log and "cannot reshape" not in log, log[-3000:]
+
+
+def test_a_new_module_count_latches_nothing_and_closes_again(
+    stack: dict[str, Any], system_id: str
+) -> None:
+    watch: Watch = stack["watch"]
+    rec: Recorder = stack["rec"]
+    time.sleep(max(0.0, stack["closed_s"] + 11.0 - time.time()))  # past any start-up grace
+    t0 = time.time()
+    stack["ui"].publish(CONFIG, ConfigMessage(config=preset(system_id, 9, 14, version=2)))
+    assert wait_until(lambda: rec.latest(8) is not None, 15), stack["slaves"].log()[-3000:]
+
+    def settled() -> bool:
+        s = watch.latest()
+        return (
+            s is not None and (s.ts or 0) > t0 and s.contactors == "closed" and not s.stale_modules
+        )
+
+    assert wait_until(settled, 20), stack["master"].log()[-3000:]
+    time.sleep(1.0)
+    assert not comm_losses(watch), comm_losses(watch)
+    assert watch.latest().contactors == "closed"  # type: ignore[union-attr]
+    assert_slaves_healthy(stack["slaves"])
+
+
+def test_the_same_layout_again_latches_nothing_and_stays_closed(
+    stack: dict[str, Any], system_id: str
+) -> None:
+    watch: Watch = stack["watch"]
+    time.sleep(max(0.0, stack["closed_s"] + 11.0 - time.time()))  # past any start-up grace
+    t0 = time.time()
+    same = preset(system_id, 8, 14, version=2).model_copy(update={"name": "renamed"})
+    stack["ui"].publish(CONFIG, ConfigMessage(config=same))
+    assert wait_until(
+        lambda: (
+            (s := watch.latest()) is not None and (s.ts or 0) > t0 + 3 and s.contactors == "closed"
+        ),
+        20,
+    ), (comm_losses(watch), stack["master"].log()[-3000:])
+    assert not comm_losses(watch), comm_losses(watch)
+    assert_slaves_healthy(stack["slaves"])
+
+
+def test_standby_and_back_ten_times_latches_nothing(stack: dict[str, Any]) -> None:
+    watch: Watch = stack["watch"]
+    rec: Recorder = stack["rec"]
+    for i in range(10):
+        assert watch.command("set_mode", SetModeArgs(mode="standby")).status == "accepted"
+        assert wait_until(lambda: (t := rec.latest(0)) is not None and t.mode == "standby", 5)
+        last = rec.latest(0)
+        assert last is not None
+        # the last standby sample is older than 5 working periods when the mode switches back
+        time.sleep(max(0.0, last.sample_ts + 0.8 + 0.1 * (i % 10) - time.time()))
+        assert watch.command("set_mode", SetModeArgs(mode="working")).status == "accepted"
+        assert wait_until(
+            lambda: (s := watch.latest()) is not None and s.mode == "working"
+            and s.contactors == "closed", 15,
+        ), (comm_losses(watch), stack["master"].log()[-3000:])  # fmt: skip
+        assert not comm_losses(watch), (i, comm_losses(watch))
+    assert_slaves_healthy(stack["slaves"])
