@@ -21,9 +21,10 @@ Rules, for each module of the configured layout:
 2. **Judging period**: the period of the commanded mode. After a mode switch the slaves retime
    only when the command reaches them, so until a module delivers a sample tagged with the new
    mode it is judged against the slowest period commanded since it last sampled in the current
-   mode, for at most `mode_grace_s` after the switch. After a configuration apply that changes
-   a sample period, every module is judged against the slowest old or new period for
-   `mode_grace_s` (the slaves sample on the old periods until they have the configuration,
+   mode, for at most `mode_grace_s` after the switch; a second switch while the first is still
+   pending ends only with that bound (a sample in the new mode may predate the first switch).
+   After a configuration apply that changes a sample period, every module is judged against
+   the slowest old or new period for `mode_grace_s` (the slaves sample on the old periods until they have the configuration,
    and may switch mode meanwhile); no sample can end that early: samples carry no version.
 3. **Layout change**: a configuration with a new layout (module count, cells or sensors per
    module; the first configuration too) forgets every module's samples and starts a join
@@ -224,8 +225,10 @@ class CommSupervision:
         active = m.slow_period_s is not None and now_s < m.slow_until_s
         m.slow_period_s = max(period_s, m.slow_period_s or 0.0) if active else period_s
         m.slow_until_s = max(until_s, m.slow_until_s) if active else until_s
-        # a pending configuration change keeps judging slowly: samples do not tell its end
-        m.slow_mode = None if active and m.slow_mode is None else mode
+        # While an earlier switch or a configuration change is still pending, a sample tagged
+        # with the new mode may predate it (working -> standby -> working): samples no longer
+        # tell the end, so the slow judging lasts until `slow_until_s` (still bounded).
+        m.slow_mode = None if active else mode
 
     def _stale(self, config: CommSupervisionConfig, m: _Module, now_s: float) -> bool:
         if m.last_sample_s is None:

@@ -402,3 +402,12 @@ def test_a_slow_rejoin_inside_the_grace_is_no_loss(delay: float) -> None:
     while w.now < 3 * c.join_grace_s:
         step(w)
         w.now += CYCLE_S
+
+
+def test_a_switch_back_before_the_first_arrived_is_no_false_latch() -> None:
+    """Found by the property after the merge: working -> standby -> working in quick succession;
+    a sample tagged "working" taken before the standby command arrived must not end the slow
+    judging of the first switch."""
+    first = cfg(modules=1, timeout=2, working=0.05, standby=1.0, cells=4)
+    ops = [("mode", "standby", 0.25), ("mode", "working", 0.5), ("wait", 1.0)]
+    test_property_no_false_latch_no_missed_loss.hypothesis.inner_test(first, "working", ops)  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ def run_cycle(est: PackEstimator, config: SystemConfig) -> None:
     apart, so the SOH estimate is measured, not nominal. Cell voltages are the OCV of the
     true SOC plus the IR drop (the true capacity is TRUE_CAPACITY_SHARE of nominal)."""
     ocv = OcvCurve.from_preset(config.cell_chemistry)
-    agg = PackAggregator(config.topology, config.protection.module_timeout_periods)
+    agg = PackAggregator(config.topology)
     capacity_ah = config.cell_capacity_ah * TRUE_CAPACITY_SHARE
     soc = 88.0
     t = 0.0
@@ -53,9 +53,9 @@ def run_cycle(est: PackEstimator, config: SystemConfig) -> None:
                     cell_flags=[0] * per, balancing=[False] * per, temp_c=[], temp_flags=[],
                     seq=seq,
                 )  # fmt: skip
-                assert agg.on_telemetry(msg, t) is None
+                assert agg.on_telemetry(msg) is None
             seq += 1
-            est.update(agg.snapshot(t, STEP_S), current, STEP_S, t)
+            est.update(agg.snapshot(()), current, STEP_S, t)
 
 
 def restore_all(store: Store, config: SystemConfig) -> EstimatorRecords:
