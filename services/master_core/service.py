@@ -359,7 +359,7 @@ class MasterCore:
                 soc_pct=rt.estimator.pack_soc_pct,
                 cell_v_min=snap.cell_v_min or 0.0,
                 cell_v_max=snap.cell_v_max or 0.0,
-                sum_of_cells_v=snap.sum_of_cells_v,
+                sum_of_cells_v=_plant_voltage_v(snap),
                 bus_voltage_v=rt.contactor_sim.bus_voltage_v,
             )
         )
@@ -611,3 +611,13 @@ class MasterCore:
     def stop(self) -> None:
         if self.rt is not None:
             self._persist(self.rt)
+
+
+def _plant_voltage_v(snap: PackSnapshot) -> float | None:
+    """What the simulated pack-voltage sensor reads: the whole string, a cell the master cannot
+    measure (open sense wire, flagged channel) included; estimated from the known cells."""
+    if snap.sum_of_cells_v is not None:
+        return snap.sum_of_cells_v
+    if snap.cell_v_avg is None:
+        return None
+    return snap.cell_v_avg * len(snap.cell_v)
