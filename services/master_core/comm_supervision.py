@@ -24,8 +24,9 @@ Rules, for each module of the configured layout:
    mode, for at most `mode_grace_s` after the switch; a second switch while the first is still
    pending ends only with that bound (a sample in the new mode may predate the first switch).
    After a configuration apply that changes a sample period, every module is judged against
-   the slowest old or new period for `mode_grace_s` (the slaves sample on the old periods until they have the configuration,
-   and may switch mode meanwhile); no sample can end that early: samples carry no version.
+   the slowest old or new period for `mode_grace_s` (the slaves sample on the old periods
+   until they have the configuration, and may switch mode meanwhile); no sample can end that
+   early: samples carry no version.
 3. **Layout change**: a configuration with a new layout (module count, cells or sensors per
    module; the first configuration too) forgets every module's samples and starts a join
    grace of `join_grace_s`. A module not heard since is "not yet seen": stale (no data) but
