@@ -26,9 +26,9 @@ from shared.config import SystemConfig
 
 SOH_PRIOR_PCT = 100.0
 """SOH before the first capacity measurement: the cells hold the capacity the configuration
-names (new cells at commissioning; the datasheet is the only knowledge there is). A stored
-health record that no longer fits the cells removes the prior: SOH is then unknown (None)
-until measured, never a guess dressed as a measurement."""
+names. SOH is defined against that capacity, so at commissioning (and when a stored health
+record is of other cells, or of another rated capacity) the configured capacity is the whole
+knowledge there is, until the estimator measures one."""
 
 
 class PackEstimator:
@@ -42,7 +42,6 @@ class PackEstimator:
             ),
         )
         self._started = False
-        self.soh_prior_pct: float | None = SOH_PRIOR_PCT
 
     @property
     def started(self) -> bool:
@@ -63,7 +62,7 @@ class PackEstimator:
             return None
         value = self.soh.pack_soh_pct
         if not np.isfinite(value):
-            return self.soh_prior_pct
+            return SOH_PRIOR_PCT
         return float(np.clip(value, 0.0, 100.0))
 
     @property

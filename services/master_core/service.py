@@ -541,8 +541,6 @@ class MasterCore:
             cycles=self._load(CyclesRecord, rt.config),
         )
         rt.estimator.restore(records)
-        if records.soh is None and self.store.get(SohRecord.KEY) is not None:
-            rt.estimator.soh_prior_pct = None  # the stored health is of other cells
         if records.all():
             log.info("restored %s", ", ".join(r.KEY for r in records.all()))
 

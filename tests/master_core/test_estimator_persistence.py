@@ -109,7 +109,7 @@ def test_a_restored_estimator_publishes_what_the_saved_one_did(
 
 def test_soh_is_the_commissioning_prior_until_measured_and_unknown_before_start() -> None:
     """A new pack reads the configured capacity as 100 % once the estimator runs; before it
-    runs nothing is known, and without the prior (another pack's record refused) SOH is None."""
+    runs nothing is known."""
     from services.master_core.estimator import SOH_PRIOR_PCT, PackEstimator
     from shared.config import SystemConfig
 
@@ -118,5 +118,3 @@ def test_soh_is_the_commissioning_prior_until_measured_and_unknown_before_start(
     assert estimator.soh_pct is None
     estimator._started = True  # as after a complete pack
     assert estimator.soh_pct == SOH_PRIOR_PCT
-    estimator.soh_prior_pct = None
-    assert estimator.soh_pct is None

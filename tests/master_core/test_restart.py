@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.master_core.estimator import SOH_PRIOR_PCT
 from services.master_core.persisted import LatchesRecord, SohRecord, load
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
@@ -162,7 +163,8 @@ def test_a_stored_soh_of_other_cells_is_refused_and_kept_until_the_new_layout_ru
     assert load(rig.core.store, SohRecord, CONFIG_8).record == SOH_92  # still stored
     rig.run(3.0, modules=3)
     assert rig.core.rt.estimator.started  # type: ignore[union-attr]
-    assert rig.states[-1].soh is None  # unknown on the new cells, never 100 %
+    # the new cells hold their configured capacity until the estimator measures one
+    assert rig.states[-1].soh == SOH_PRIOR_PCT
     assert load(rig.core.store, SohRecord, config_12).record is not None
 
 
