@@ -119,7 +119,7 @@ class PackAggregator:
             temp_flags[m * per : m * per + k] = t.temp_flags[:k]
         cell_v[cell_flags != 0] = np.nan
         temp_c[temp_flags != 0] = np.nan
-        flags = int(np.bitwise_or.reduce(cell_flags)) | int(np.bitwise_or.reduce(temp_flags))
+        flags = _channel_faults(cell_flags) | _channel_faults(temp_flags)
         valid = ~np.isnan(cell_v)
         v_min = v_max = v_avg = None
         at_min = at_max = None
@@ -180,3 +180,11 @@ class PackAggregator:
 
 def _known(value: float, digits: int) -> float | None:
     return None if np.isnan(value) else round(float(value), digits)
+
+
+def _channel_faults(flags: NDArray[np.int64]) -> int:
+    """The fault flags over channels; an open sense wire reads out of range by nature, so such
+    a channel raises open_wire only (one cause, one code)."""
+    open_wire = int(ChannelFlag.OPEN_WIRE)
+    own = np.where(flags & open_wire, open_wire, flags)
+    return int(np.bitwise_or.reduce(own)) if own.size else 0

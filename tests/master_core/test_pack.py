@@ -84,3 +84,18 @@ def test_flags_and_refusals() -> None:
     assert s.open_wire and not s.out_of_range
     assert agg.on_telemetry(tele(5, [3700] * 4, 0)) is not None
     assert "3 cells" in (agg.on_telemetry(tele(0, [3700] * 3, 0)) or "")
+
+
+def test_an_open_wire_reading_is_one_cause_and_leaves_the_statistics() -> None:
+    """The slave flags a 0 V open-wire channel as open wire and out of range: protection sees
+    open_wire alone, and the 0 V never enters the minimum (no deep discharge, no out-of-range
+    fault); a separate out-of-range channel still raises its own flag."""
+    agg = PackAggregator(TOPO)
+    full(agg)
+    both = 1 | 2  # OPEN_WIRE | OUT_OF_RANGE, as the slave reports an open sense wire
+    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, both, 0, 0]))
+    s = agg.snapshot(())
+    assert s.open_wire and not s.out_of_range
+    assert s.cell_v_min == 3.65 and math.isnan(s.cell_v[9]) and s.sum_of_cells_v is None
+    agg.on_telemetry(tele(1, [3720, 5100, 3700, 3700], 1, flags=[0, 2, 0, 0]))
+    assert agg.snapshot(()).out_of_range
