@@ -35,6 +35,7 @@ from services.can_gateway.codec import load_dbc
 from shared.broker import MosquittoBroker, free_port
 from shared.bus import Delivery, MqttBus
 from shared.config import SystemConfig
+from shared.config.system import COMM_LOSS_RIDE_THROUGH_MAX_S
 from shared.messages import CellSnapshot, CellTelemetry, Event, PackState
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_CELLS, PACK_STATE, SLAVE_TELEMETRY
@@ -422,15 +423,15 @@ def test_open_wire_then_clear_and_reset(stack: Stack) -> None:
         10,
     )
     assert wait_until(lambda: not stack.watch.latest().faults, 5)  # type: ignore[union-attr]
-    r = stack.ui.http.post("/api/commands/contactors", json={"action": "close"})
-    assert r.json()["status"] == "accepted", r.text
+    # the reset is the only operator action the fault needs: the contactors close by themselves
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()
     assert stack.watch.faults_raised_since(t0) == {"open_wire"}
+    assert_truthful(stack)
 
 
 def test_one_faulted_temperature_sensor_keeps_the_others_in_place(stack: Stack) -> None:
     _running(stack)
-    inject(stack.broker.url, stack.system, "stuck_sensor", "--module", "0", "--channel", "0",
+    inject(stack.broker.url, stack.system, "open_wire", "--module", "0", "--channel", "0",
            "--target", "temp")  # fmt: skip
     assert wait_until(
         lambda: (c := stack.watch.cells) is not None and next(c.temperatures()).flags != 0,
@@ -444,15 +445,15 @@ def test_one_faulted_temperature_sensor_keeps_the_others_in_place(stack: Stack) 
     assert_sensors_in_place(stack)
     state = stack.watch.latest()
     assert state is not None
-    assert_truthful(stack, allowed_faults=frozenset({"sensor_fault"}))
+    assert_truthful(stack, allowed_faults=frozenset({"open_wire", "sensor_fault"}))
 
 
 def test_over_temperature_then_cool_and_reset(stack: Stack) -> None:
     t0 = _running(stack)
     config = system_config(stack.system)
     fault_c = config["protection"]["cell_overtemp_discharge"]["fault"]["threshold"]
-    inject(stack.broker.url, stack.system, "over_temperature", "--module", "2", "--value",
-           str(fault_c + 5))  # fmt: skip
+    inject(stack.broker.url, stack.system, "over_temperature", "--module", "2", "--channel", "0",
+           "--value", str(fault_c + 5))  # fmt: skip
     assert wait_until(lambda: "cell_overtemp_discharge" in stack.watch.latest().faults, 20)  # type: ignore[union-attr]
     assert_truthful(
         stack, allowed_faults=frozenset({"cell_overtemp_discharge", "cell_overtemp_charge"})
@@ -503,10 +504,15 @@ def test_master_slave_and_broker_restarts(stack: Stack) -> None:
         ),
         20,
     )
-    r = stack.ui.http.post("/api/commands/contactors", json={"action": "close"})
-    assert r.json()["status"] == "accepted", r.text
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()
 
+    # a broker restart is a short loss of every module: with a ride-through policy the master
+    # holds the contactors (limits 0 A meanwhile) and nothing latches once the bus is back
+    riding = system_config(stack.system)
+    riding["comm_loss"] = {"action": "ride_through", "ride_through_s": COMM_LOSS_RIDE_THROUGH_MAX_S}
+    version = stack.apply(riding)
+    assert wait_until(lambda: stack.ui.all_acked(version), 20), stack.ui.acks()
+    assert closed(stack)
     t1 = time.time()
     stack.broker.kill()
     time.sleep(1.0)
