@@ -170,7 +170,7 @@ PACK_STATE = TopicSpec(
     (MODBUS, CAN, UI, SLAVE, THIRD_PARTY),
     "10 Hz",
     "SOC, SOH, voltage, current (positive charging), contactors, mode, limits and active "
-    "faults, alarms and warnings.",
+    "faults, alarms and warnings; None for every value that is unknown.",
     expiry_s=5,
 )
 PACK_CELLS = TopicSpec(
@@ -182,7 +182,8 @@ PACK_CELLS = TopicSpec(
     (MASTER,),
     (MODBUS, CAN, UI, THIRD_PARTY),
     "1-10 Hz",
-    "Every cell voltage and temperature of the system in series order.",
+    "Every cell voltage and temperature, module by module, each channel at its own place; "
+    "None where unknown (stale module, flagged channel).",
     expiry_s=5,
 )
 EVENTS = TopicSpec(
