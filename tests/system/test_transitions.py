@@ -317,6 +317,17 @@ def assert_sensors_in_place(stack: Stack) -> None:
         assert t.temp_c == pytest.approx(sample.temp_c[t.index], abs=1.0), (t, sample.temp_c)
 
 
+def reset_until_accepted(stack: Stack, timeout_s: float) -> None:
+    """Press reset once a second, as an operator would, until the master accepts it."""
+    replies: list[dict[str, Any]] = []
+
+    def accepted() -> bool:
+        replies.append(stack.ui.http.post("/api/commands/reset_faults", json={}).json())
+        return replies[-1]["status"] == "accepted"
+
+    assert wait_until(accepted, timeout_s, step_s=1.0), (replies[-1], stack.logs())
+
+
 def closed(stack: Stack) -> bool:
     s = stack.watch.latest()
     return s is not None and s.contactors == "closed"
@@ -416,12 +427,7 @@ def test_open_wire_then_clear_and_reset(stack: Stack) -> None:
     assert cell.voltage_v is None and cell.flags, "the open channel is unknown at its own place"
     inject(stack.broker.url, stack.system, "clear")
     assert wait_until(lambda: stack.watch.telemetry[1].cell_flags[2] == 0, 5)
-    assert wait_until(
-        lambda: (
-            stack.ui.http.post("/api/commands/reset_faults", json={}).json()["status"] == "accepted"
-        ),
-        10,
-    )
+    reset_until_accepted(stack, 10)
     assert wait_until(lambda: not stack.watch.latest().faults, 5)  # type: ignore[union-attr]
     # the reset is the only operator action the fault needs: the contactors close by themselves
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()
@@ -458,15 +464,10 @@ def test_over_temperature_then_cool_and_reset(stack: Stack) -> None:
     assert_truthful(
         stack, allowed_faults=frozenset({"cell_overtemp_discharge", "cell_overtemp_charge"})
     )
-    inject(stack.broker.url, stack.system, "clear")
-    assert wait_until(
-        lambda: (
-            stack.ui.http.post("/api/commands/reset_faults", json={}).json()["status"] == "accepted"
-        ),
-        60,
-    )
-    r = stack.ui.http.post("/api/commands/contactors", json={"action": "close"})
-    assert r.json()["status"] == "accepted", r.text
+    inject(stack.broker.url, stack.system, "clear")  # the heat source is gone; now cool them
+    inject(stack.broker.url, stack.system, "under_temperature", "--module", "2", "--channel", "0",
+           "--value", "25", "--duration-s", "30")  # fmt: skip
+    reset_until_accepted(stack, 60)
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()
     assert stack.watch.faults_raised_since(t0) <= {
         "cell_overtemp_discharge",
@@ -498,12 +499,7 @@ def test_master_slave_and_broker_restarts(stack: Stack) -> None:
     assert wait_until(lambda: (s := stack.watch.latest()) is not None and s.cell_v_min is None, 5)
     assert_truthful(stack, allowed_faults=frozenset({"communication_loss"}))
     stack.start("slave_agent")
-    assert wait_until(
-        lambda: (
-            stack.ui.http.post("/api/commands/reset_faults", json={}).json()["status"] == "accepted"
-        ),
-        20,
-    )
+    reset_until_accepted(stack, 20)
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()
 
     # a broker restart is a short loss of every module: with a ride-through policy the master
