@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.master_core.contactors import ContactorFeedback
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
@@ -117,7 +118,7 @@ def test_the_same_module_count_does_not_latch_either(tmp_path: Path) -> None:
 
 def assert_waiting_for(rig: Rig, missing: set[int]) -> None:
     """Every state published since `rig.states` was cleared: contactors open, no fault, the
-    missing modules listed as stale, limits 0 A."""
+    missing modules listed as stale, limits 0 A, every contact open."""
     assert rig.states
     for s in rig.states:
         assert s.contactors == "standby", s
@@ -126,6 +127,8 @@ def assert_waiting_for(rig: Rig, missing: set[int]) -> None:
         assert (s.limits.charge_current_a, s.limits.discharge_current_a) == (0.0, 0.0)
     assert set(rig.states[-1].stale_modules) == missing
     assert not rig.latched()
+    assert rig.core.rt is not None
+    assert rig.core.rt.contactor_sim.feedback == ContactorFeedback()  # every contact reads open
 
 
 def test_a_module_that_never_reports_is_waited_for_with_the_contactors_open(
