@@ -30,11 +30,11 @@ Rules, for each module of the configured layout:
    since is "not yet seen": it is waited for, however long it takes (slave racks on other
    machines boot long after the master, which has the retained configuration at once). It is
    stale (no data: the pack is incomplete, limits are 0 A) but never lost: nothing was ever
-   supervised, so there is nothing to lose. The master keeps the contactors open while any
+   supervised, so there is nothing to lose. The master never closes the contactors while any
    module is stale (a new layout starts a new contactor sequence, open, and a close is refused
-   until every module has reported), so no cell nobody measures is ever connected. A
-   configuration with the same layout keeps every module's history. A mode grace still
-   running carries over.
+   until every module has reported), so a module not yet seen exists only with the contactors
+   open. A configuration with the same layout keeps every module's history. A mode grace
+   still running carries over.
 4. **Lost**: every stale module that has been seen since the last layout change. A module
    that was seen and then stops is lost after its timeout: at most `timeout_periods` x the
    slower period after its last sample, and on its own mode's period once no mode grace runs.
