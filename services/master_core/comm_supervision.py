@@ -10,8 +10,6 @@ Terms (`CommSupervisionConfig`, all from the system configuration):
 * `timeout_periods`: `protection.module_timeout_periods`.
 * `mode_grace_s` = (`timeout_periods` + 1) x the slower period: the longest a mode switch is
   allowed to take, from the command to a sample in the new mode.
-* `join_grace_s` = max(`JOIN_GRACE_S`, `timeout_periods` x the slower period): the time a
-  module has to report after a layout change (slaves rebuild their drivers first).
 
 Rules, for each module of the configured layout:
 
@@ -28,46 +26,44 @@ Rules, for each module of the configured layout:
    until they have the configuration, and may switch mode meanwhile); no sample can end that
    early: samples carry no version.
 3. **Layout change**: a configuration with a new layout (module count, cells or sensors per
-   module; the first configuration too) forgets every module's samples and starts a join
-   grace of `join_grace_s`. A module not heard since is "not yet seen": stale (no data) but
-   not lost until the join grace ends. A configuration with the same layout keeps every
-   module's history and starts no join grace. A mode grace still running carries over.
-4. **Lost**: every stale module that has been seen since the last layout change, and every
-   stale module once the join grace is over. A module that was seen and then stops is lost
-   after its timeout (never masked by the join grace); at most `timeout_periods` x the
+   module; the first configuration too) forgets every module's samples. A module not heard
+   since is "not yet seen": it is waited for, however long it takes (slave racks on other
+   machines boot long after the master, which has the retained configuration at once). It is
+   stale (no data: the pack is incomplete, limits are 0 A) but never lost: nothing was ever
+   supervised, so there is nothing to lose. The master never closes the contactors while any
+   module is stale (a new layout starts a new contactor sequence, open, and a close is refused
+   until every module has reported), so a module not yet seen exists only with the contactors
+   open. A configuration with the same layout keeps every module's history. A mode grace
+   still running carries over.
+4. **Lost**: every stale module that has been seen since the last layout change. A module
+   that was seen and then stops is lost after its timeout: at most `timeout_periods` x the
    slower period after its last sample, and on its own mode's period once no mode grace runs.
-   Every grace is bounded: `join_grace_s` after a layout change, `mode_grace_s` after a
-   switch or a period change.
+   Every grace is bounded: `mode_grace_s` after a switch or a period change.
 5. **Ride-through** (`comm_loss`): with any module lost, `open_immediately` opens the
    contactors at once; `ride_through` opens them once the loss has lasted `ride_through_s`,
    or at once when the last values were not safe (an alarm was active). Once a loss episode
    decides to open it keeps saying so until no module is lost, so the contactors cannot chatter.
 
 Properties (tests/master_core/test_comm_supervision.py): a module that delivers on its mode's
-period is never lost (no false latch); a module silent longer than its timeout plus the
-applicable grace is always lost (no missed loss); every grace is bounded.
+period is never lost (no false latch); a module not seen since the last layout change is never
+lost; a seen module silent longer than its timeout plus the applicable grace is always lost (no
+missed loss); every grace is bounded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
 
 from shared.config import SystemConfig, Topology
 from shared.messages.slave import SlaveMode
 
 __all__ = [
-    "JOIN_GRACE_S",
     "CommSupervision",
     "CommSupervisionConfig",
     "ModuleLayout",
     "ModuleStatus",
     "module_layout",
 ]
-
-JOIN_GRACE_S: Final = 10.0
-"""The least time a module gets to report after a layout change (its slave rebuilds its driver
-first); above every sample period, so a slave sampling on in its old layout is seen in time."""
 
 ModuleLayout = tuple[tuple[int, int], ...]
 """Per module: (cells, temperature sensors). Samples of one layout fit no other."""
@@ -89,21 +85,17 @@ class CommSupervisionConfig:
     standby_period_s: float
     ride_through_s: float | None
     """`comm_loss.ride_through_s` under `ride_through`; None under `open_immediately`."""
-    join_grace_s: float
 
     @classmethod
     def from_system(cls, config: SystemConfig) -> CommSupervisionConfig:
-        timeout = config.protection.module_timeout_periods
         timing = config.timing
-        slower = max(timing.sample_period_working_s, timing.sample_period_standby_s)
         policy = config.comm_loss
         return cls(
             layout=module_layout(config.topology),
-            timeout_periods=timeout,
+            timeout_periods=config.protection.module_timeout_periods,
             working_period_s=timing.sample_period_working_s,
             standby_period_s=timing.sample_period_standby_s,
             ride_through_s=policy.ride_through_s if policy.action == "ride_through" else None,
-            join_grace_s=max(JOIN_GRACE_S, timeout * slower),
         )
 
     def period_s(self, mode: SlaveMode) -> float:
@@ -127,7 +119,7 @@ class ModuleStatus:
     stale_modules: tuple[int, ...]
     """Modules whose data is not current: left out of the pack picture, in module order."""
     lost_modules: frozenset[int]
-    """Stale modules that count as lost (`communication_loss`)."""
+    """Stale modules that count as lost (`communication_loss`): seen, then silent."""
 
 
 @dataclass
@@ -147,7 +139,6 @@ class CommSupervision:
     mode: SlaveMode = "working"
     config: CommSupervisionConfig | None = None
     _modules: list[_Module] = field(default_factory=list)
-    _join_until_s: float = 0.0
     _lost_since_s: float | None = None
     _opening: bool = False
 
@@ -162,7 +153,6 @@ class CommSupervision:
             ]
             pending += [_Module() for _ in range(len(config.layout) - len(pending))]
             self._modules = pending[: len(config.layout)]
-            self._join_until_s = now_s + config.join_grace_s
         if old is not None and old.periods_s != config.periods_s:
             # the slaves sample on the old periods until they have the configuration (and may
             # switch mode meanwhile)
@@ -198,10 +188,8 @@ class CommSupervision:
         if config is None:
             return ModuleStatus((), frozenset())
         stale = tuple(i for i, m in enumerate(self._modules) if self._stale(config, m, now_s))
-        joining = now_s < self._join_until_s
-        lost = frozenset(
-            i for i in stale if not joining or self._modules[i].last_sample_s is not None
-        )
+        # a module not yet seen is waited for: never supervised, so never lost
+        lost = frozenset(i for i in stale if self._modules[i].last_sample_s is not None)
         return ModuleStatus(stale, lost)
 
     def should_open(self, status: ModuleStatus, now_s: float, *, last_values_safe: bool) -> bool:

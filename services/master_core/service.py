@@ -97,6 +97,13 @@ class _Runtime:
     sensors: SimulatedPackSensors
 
 
+def unsupervised(stale_modules: tuple[int, ...]) -> str:
+    """Why a close is refused while modules are stale."""
+    which = ", ".join(str(m) for m in stale_modules)
+    verb = "module {} has" if len(stale_modules) == 1 else "modules {} have"
+    return f"{verb.format(which)} not reported: the pack is not fully supervised"
+
+
 class MasterCore:
     def __init__(
         self,
@@ -222,10 +229,17 @@ class MasterCore:
 
     # --- commands ---------------------------------------------------------------------------
     def _request_close(self, now: float, why: str) -> str | None:
+        """Close (command or auto-close); returns why not. Never over cells nobody measures: a
+        stale module (not yet seen after a layout change, or silent) refuses the close; the
+        auto-close waits for a complete snapshot, so it never asks meanwhile."""
         assert self.rt is not None
         if self.mode == "standby":
             return "standby mode: switch to working first"
-        refusal = self.rt.contactors.request_close(now)
+        stale = self.comm.status(now).stale_modules
+        if stale:
+            refusal: str | None = unsupervised(stale)
+        else:
+            refusal = self.rt.contactors.request_close(now)
         self.events.emit(
             "info",
             "command",

@@ -149,7 +149,7 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("protection.pack_plausibility_*", (
         _r(MASTER, _PROT, "live", "pack_plausibility_tolerance_v", "pack_plausibility_delay_s"),
     )),
-    FieldUse("protection.module_timeout_periods", (_r(MASTER, _MC + "service.py"),)),
+    FieldUse("protection.module_timeout_periods", (_r(MASTER, _MC + "comm_supervision.py"),)),
     FieldUse("protection.insulation_*_ohm", (
         _r(MASTER, _PROT, "live", "insulation_warning_ohm", "insulation_fault_ohm"),
     )),
@@ -185,7 +185,9 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("interfaces.can.channel", (_r(CAN, _CG + "channel.py"),)),
     FieldUse("interfaces.can.bitrate", (_r(CAN, _CG + "channel.py"),)),
     FieldUse("interfaces.can.pylon_hv_*", (_r(CAN, _CG + "pylon_hv.py"),)),
-    FieldUse("timing.*", (_r(MASTER, _MC + "service.py"), _r(SLAVE, _SA + "service.py"))),
+    FieldUse("timing.*", (
+        _r(MASTER, _MC + "comm_supervision.py"), _r(SLAVE, _SA + "service.py"),
+    )),
 )  # fmt: skip
 
 

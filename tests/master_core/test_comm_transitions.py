@@ -1,19 +1,22 @@
 """The master through the transitions that latched `communication_loss` without a cause:
 a configuration apply (with a new module count or the same one) while the slaves reconfigure,
-and standby -> working while the slaves still sample on the 2 s standby period."""
+standby -> working while the slaves still sample on the 2 s standby period, and a cold start
+with slave racks that boot long after the master (a module never seen is waited for, with the
+contactors open, and never lost)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from services.master_core.contactors import ContactorFeedback
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
-from shared.bus import InMemoryBroker, InMemoryBus
+from shared.bus import Delivery, InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
-from shared.messages import CellTelemetry, ConfigMessage, SetModeArgs
+from shared.messages import CellTelemetry, ConfigMessage, ContactorsArgs, PackState, SetModeArgs
 from shared.messages.slave import SlaveMode
-from shared.topics import CONFIG, SLAVE_TELEMETRY
+from shared.topics import CONFIG, PACK_STATE, SLAVE_TELEMETRY
 
 
 class Clock:
@@ -36,8 +39,14 @@ class Rig:
         bus.start()
         self.peer = InMemoryBus(broker, system="demo", service="slave_agent", kind="test")
         self.peer.start()
+        self.states: list[PackState] = []
+        """Every state the master published (each contactor change is published at once)."""
+        self.peer.subscribe(PACK_STATE, self._state)
         self.seq = 0
         self.apply(modules)
+
+    def _state(self, d: Delivery[PackState]) -> None:
+        self.states.append(d.message)
 
     def config(self, modules: int, version: int = 1) -> SystemConfig:
         c = SystemConfig.from_preset("NMC", system_id="demo", modules=modules, cells_per_module=4)
@@ -68,6 +77,7 @@ class Rig:
                 self.sample(modules, mode)
                 next_sample += period_s
             self.core.cycle()
+            self.peer.process()
             self.clock.now += 0.05
 
     def latched(self) -> set[str]:
@@ -106,12 +116,63 @@ def test_the_same_module_count_does_not_latch_either(tmp_path: Path) -> None:
     assert rig.contactors == "closed"
 
 
-def test_a_module_missing_after_the_apply_is_lost_once_the_grace_ends(tmp_path: Path) -> None:
+def assert_waiting_for(rig: Rig, missing: set[int]) -> None:
+    """Every state published since `rig.states` was cleared: contactors open, no fault, the
+    missing modules listed as stale, limits 0 A, every contact open."""
+    assert rig.states
+    for s in rig.states:
+        assert s.contactors == "standby", s
+        assert not s.faults, s.faults
+        assert missing <= set(s.stale_modules), s.stale_modules
+        assert (s.limits.charge_current_a, s.limits.discharge_current_a) == (0.0, 0.0)
+    assert set(rig.states[-1].stale_modules) == missing
+    assert not rig.latched()
+    assert rig.core.rt is not None
+    assert rig.core.rt.contactor_sim.feedback == ContactorFeedback()  # every contact reads open
+
+
+def test_a_module_that_never_reports_is_waited_for_with_the_contactors_open(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, modules=2)
+    rig.run(15.0, range(2), 0.1, "working")
+    assert rig.contactors == "closed"
+    rig.apply(modules=3, version=2)  # module 2's rack is still booting
+    rig.states.clear()
+    rig.run(180.0, range(2), 0.1, "working")
+    assert_waiting_for(rig, {2})
+    reply = rig.core._cmd_contactors(ContactorsArgs(action="close"))
+    assert not reply.accepted
+    assert "module 2 has not reported: the pack is not fully supervised" in reply.reason
+    rig.run(0.5, range(2), 0.1, "working")
+    assert rig.contactors == "standby"  # the refused command left nothing pending
+    rig.run(3.0, range(3), 0.1, "working")  # the rack is up
+    assert rig.contactors == "closed" and not rig.latched()  # auto-close
+
+
+def test_a_cold_start_with_racks_booting_one_by_one_latches_nothing(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, modules=3)  # the retained configuration is there at once
+    rig.run(45.0, range(0), 0.1, "working")
+    assert_waiting_for(rig, {0, 1, 2})
+    rig.states.clear()
+    rig.run(45.0, range(1), 0.1, "working")
+    assert_waiting_for(rig, {1, 2})
+    rig.states.clear()
+    rig.run(45.0, range(2), 0.1, "working")
+    assert_waiting_for(rig, {2})
+    rig.run(3.0, range(3), 0.1, "working")
+    assert rig.contactors == "closed" and not rig.latched()
+
+
+def test_a_module_seen_after_the_apply_and_then_silent_is_lost(tmp_path: Path) -> None:
     rig = Rig(tmp_path, modules=2)
     rig.run(15.0, range(2), 0.1, "working")
     rig.apply(modules=3, version=2)
-    rig.run(30.0, range(2), 0.1, "working")  # module 2 never reports
+    rig.run(3.0, range(3), 0.1, "working")
+    assert rig.contactors == "closed"
+    rig.run(1.0, range(2), 0.1, "working")  # module 2 stops: 5 x 0.1 s is its timeout
     assert "communication_loss" in rig.latched()
+    assert rig.contactors == "fault"
 
 
 def test_standby_to_working_does_not_latch(tmp_path: Path) -> None:

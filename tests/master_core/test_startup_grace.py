@@ -1,19 +1,19 @@
-"""The start-up grace for missing modules runs from the first configuration, not from the
-process start: in a container stack the configuration may come long after the master starts,
-and slaves only sample once they have it."""
+"""Start-up: a module is supervised from its first sample after the configuration, never from
+the process start. In a container stack the configuration may come long after the master
+starts, slaves only sample once they have it, and racks on other machines boot later still: a
+module not yet seen is waited for (stale, not lost), and once seen its timeout applies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from services.master_core.comm_supervision import CommSupervisionConfig
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
-from shared.messages import ConfigMessage
-from shared.topics import CONFIG
+from shared.messages import CellTelemetry, ConfigMessage
+from shared.topics import CONFIG, SLAVE_TELEMETRY
 
 
 class Clock:
@@ -43,15 +43,28 @@ def master(tmp_path: Path) -> tuple[MasterCore, InMemoryBus, Clock, SystemConfig
     return core, ui, clock, config
 
 
-def test_a_late_configuration_gets_the_full_grace(tmp_path: Path) -> None:
+def sample(ui: InMemoryBus, module: int, now: float) -> None:
+    ui.publish(
+        SLAVE_TELEMETRY,
+        CellTelemetry(module=module, mode="working", sample_ts=now, cell_mv=[3700] * 4,
+                      cell_flags=[0] * 4, balancing=[False] * 4, temp_c=[25.0, 25.0],
+                      temp_flags=[0, 0], seq=1),
+        module=module,
+    )  # fmt: skip
+
+
+def test_a_late_configuration_waits_for_its_modules_and_then_supervises(tmp_path: Path) -> None:
     core, ui, clock, config = master(tmp_path)
-    grace_s = CommSupervisionConfig.from_system(config).join_grace_s
-    clock.now += 3 * grace_s  # the configuration comes late
+    clock.now += 600.0  # the configuration comes late
     ui.publish(CONFIG, ConfigMessage(config=config))
     core.bus.process()
-    clock.now += grace_s / 2
-    core.cycle()
+    for _ in range(120):  # two minutes without a sample: the racks are still booting
+        clock.now += 1.0
+        core.cycle()
     assert "communication_loss" not in latched(core)
-    clock.now += grace_s
+    sample(ui, 0, clock.now)
+    core.bus.process()
     core.cycle()
-    assert "communication_loss" in latched(core)  # the grace still ends
+    clock.now += 0.6  # module 0 was seen and is silent longer than 5 x 0.1 s
+    core.cycle()
+    assert "communication_loss" in latched(core)

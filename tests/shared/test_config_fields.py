@@ -85,7 +85,7 @@ def test_each_declared_reader_reads_the_field(path: str) -> None:
 def test_the_reader_check_catches_a_module_that_does_not_read() -> None:
     assert reader_problems("timing.x", Reader(MASTER, "services/master_core/pack.py", "live"))
     assert reader_problems("timing.x", Reader(MASTER, "services/master_core/nope.py", "live"))
-    ok = Reader(MASTER, "services/master_core/service.py", "live")
+    ok = Reader(MASTER, "services/master_core/comm_supervision.py", "live")
     assert reader_problems("timing.sample_period_working_s", ok) == []
 
 

@@ -1,6 +1,7 @@
 """Transitions on a live stack (real mosquitto, real slave agents, real master): a configuration
 apply with a new module count and standby -> working, repeated, latch no `communication_loss`,
-the contactors close again by themselves (auto-close), and no slave agent fails on the way."""
+the contactors close again by themselves (auto-close), and no slave agent fails on the way. A
+rack that boots long after the master is waited for with the contactors open, latching nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from shared.broker import MosquittoBroker
 from shared.config import SystemConfig
-from shared.messages import ConfigMessage, SetModeArgs
+from shared.messages import ConfigMessage, ContactorsArgs, SetModeArgs
 from shared.topics import CONFIG
 
 from .agents import Recorder, ServiceProcess, publish_config, wait_until
@@ -41,7 +42,6 @@ def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterato
     assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed", 30), (
         master.log()
     )
-    made["closed_s"] = time.time()
     yield made
     watch.close()
     rec.close()
@@ -69,7 +69,6 @@ def test_a_new_module_count_latches_nothing_and_closes_again(
 ) -> None:
     watch: Watch = stack["watch"]
     rec: Recorder = stack["rec"]
-    time.sleep(max(0.0, stack["closed_s"] + 11.0 - time.time()))  # past any start-up grace
     t0 = time.time()
     stack["ui"].publish(CONFIG, ConfigMessage(config=preset(system_id, 9, 14, version=2)))
     assert wait_until(lambda: rec.latest(8) is not None, 15), stack["slaves"].log()[-3000:]
@@ -91,7 +90,6 @@ def test_the_same_layout_again_latches_nothing_and_stays_closed(
     stack: dict[str, Any], system_id: str
 ) -> None:
     watch: Watch = stack["watch"]
-    time.sleep(max(0.0, stack["closed_s"] + 11.0 - time.time()))  # past any start-up grace
     t0 = time.time()
     same = preset(system_id, 8, 14, version=2).model_copy(update={"name": "renamed"})
     stack["ui"].publish(CONFIG, ConfigMessage(config=same))
@@ -122,3 +120,45 @@ def test_standby_and_back_ten_times_latches_nothing(stack: dict[str, Any]) -> No
         ), (comm_losses(watch), stack["master"].log()[-3000:])  # fmt: skip
         assert not comm_losses(watch), (i, comm_losses(watch))
     assert_slaves_healthy(stack["slaves"])
+
+
+LATE_RACK_S = 25.0
+"""How long the last rack stays down: well past any timeout of a module that was seen."""
+
+
+def test_a_rack_that_boots_late_is_waited_for_with_the_contactors_open(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    ui = publish_config(mosquitto.url, preset(system_id, 3, 4))
+    env = {"data_dir": str(tmp_path / "data"), "load_profile": "constant:-10"}
+    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path, **env)
+    watch = Watch(mosquitto.url, system_id)
+    early = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, label="-0-1",
+                           modules="0-1")  # fmt: skip
+    late: ServiceProcess | None = None
+    try:
+        assert wait_until(lambda: (s := watch.latest()) is not None and s.stale_modules == [2], 20)
+        t0 = time.time()
+        time.sleep(LATE_RACK_S)
+        with watch.lock:
+            waiting = [s for s in watch.states if (s.ts or 0) >= t0]
+        assert len(waiting) > 5 * LATE_RACK_S  # published every 0.1 s
+        for s in waiting:
+            assert s.contactors == "standby" and not s.faults, s
+            assert s.stale_modules == [2], s.stale_modules
+            assert (s.limits.charge_current_a, s.limits.discharge_current_a) == (0.0, 0.0)
+            assert s.soc is None and s.sum_of_cells_v is None
+        reply = watch.command("contactors", ContactorsArgs(action="close"))
+        assert reply.status == "refused"
+        assert reply.reason == "module 2 has not reported: the pack is not fully supervised"
+        late = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, label="-2",
+                              modules="2")  # fmt: skip
+        assert wait_until(lambda: watch.latest().contactors == "closed", 20), master.log()[-3000:]  # type: ignore[union-attr]
+        assert not comm_losses(watch), comm_losses(watch)
+        assert watch.latest().stale_modules == []  # type: ignore[union-attr]
+    finally:
+        watch.close()
+        for p in (late, early, master):
+            if p is not None:
+                p.stop()
+        ui.stop()
