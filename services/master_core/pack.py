@@ -85,6 +85,11 @@ class PackAggregator:
         if len(msg.cell_mv) != self._counts[msg.module]:
             return (f"module {msg.module} reports {len(msg.cell_mv)} cells, "
                     f"the configuration has {self._counts[msg.module]}")  # fmt: skip
+        sensors = self.topology.temp_sensors_per_module
+        if len(msg.temp_c) != sensors:
+            # a sensor missing from the sample would go unsupervised without a flag
+            return (f"module {msg.module} reports {len(msg.temp_c)} temperature sensors, "
+                    f"the configuration has {sensors}")  # fmt: skip
         state = self.modules[msg.module]
         seq = msg.seq if msg.seq is not None else 0
         if state.last_seq is not None and seq > state.last_seq + 1:
@@ -114,9 +119,8 @@ class PackAggregator:
             cell_v[lo:hi] = np.asarray(t.cell_mv, dtype=np.float64) / 1000.0
             cell_flags[lo:hi] = t.cell_flags
             balancing[lo:hi] = t.balancing
-            k = min(per, len(t.temp_c))  # sensors beyond the configured count have no place
-            temp_c[m * per : m * per + k] = t.temp_c[:k]
-            temp_flags[m * per : m * per + k] = t.temp_flags[:k]
+            temp_c[m * per : (m + 1) * per] = t.temp_c
+            temp_flags[m * per : (m + 1) * per] = t.temp_flags
         cell_v[cell_flags != 0] = np.nan
         temp_c[temp_flags != 0] = np.nan
         flags = _channel_faults(cell_flags) | _channel_faults(temp_flags)

@@ -6,8 +6,8 @@ other item with it. What a record that does not fit means is decided per item (`
 - SOC (`SocRecord`, per cell): another version or cell count is refused; the SOC starts from
   the rested OCV, as on a first start. The SOC an older master stored is taken over.
 - SOH (`SohRecord`, per-cell capacity and resistance estimates): another version, cell count or
-  nominal capacity (other cells) is refused; the estimate starts again from unknown (published
-  as None), never from 100 %.
+  nominal capacity (other cells) is refused; the estimate starts again from the configured
+  capacity (SOH 100 %, `estimator.SOH_PRIOR_PCT`) until the estimator measures one.
 - Throughput and energy (`ThroughputRecord`) and equivalent cycles (`CyclesRecord`): counters of
   the system, so only another version is refused; a new cell count keeps them.
 - Latched faults (`LatchesRecord`): a record that cannot be read is never dropped: the master

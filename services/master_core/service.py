@@ -136,6 +136,8 @@ class MasterCore:
         self.balancing_reason = "no data yet"
         self._balancing_was_running = False
         self._auto_close = False
+        self._held_open = False
+        """An operator opened the contactors: nothing closes them again but a close command."""
         self._contactor_reset = False
         self._last_publish_s = 0.0
         self._fresh = False
@@ -255,7 +257,10 @@ class MasterCore:
         now = self.monotonic()
         if args.action == "close":
             refusal = self._request_close(now, "command")
+            if refusal is None:
+                self._held_open = False
             return CommandOutcome(refusal is None, refusal or "")
+        self._held_open, self._auto_close = True, False
         self.rt.contactors.request_open(now)
         self.events.emit("info", "command", "contactors_open", "open (command)")
         return CommandOutcome(True, result={"state": self.rt.contactors.state})
@@ -298,7 +303,7 @@ class MasterCore:
             self.events.emit("warning", "command", "reset_faults", f"reset refused: {why}")
             return CommandOutcome(False, f"still latched: {why}")
         self._contactor_reset = self.rt.contactors.state == "fault"
-        if self._contactor_reset and self.mode == "working":
+        if self._contactor_reset and self.mode == "working" and not self._held_open:
             self._auto_close = self.settings.auto_close  # a pending start-up close stays
         self.events.emit("info", "command", "reset_faults", "faults reset")
         return CommandOutcome(True, result={"state": self.rt.contactors.state})
@@ -311,7 +316,9 @@ class MasterCore:
             if args.mode == "standby" and self.rt is not None:
                 self.rt.contactors.request_open(self.monotonic())
             # back to work closes again where the start-up would (simulated inverter)
-            self._auto_close = self.settings.auto_close and args.mode == "working"
+            self._auto_close = (
+                self.settings.auto_close and args.mode == "working" and not self._held_open
+            )
             self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=args.mode))
             self.events.emit("info", "mode", f"mode_{args.mode}", f"mode {args.mode}")
         return CommandOutcome(True, result={"mode": self.mode})

@@ -19,7 +19,9 @@ class MasterCoreSettings(ServiceSettings):
         "cycle:charge_A:discharge_A[:soc_low:soc_high] or csv:file (time_s,current_a)",
     )
     auto_close: bool = Field(
-        True, description="close the contactors at start and after a reset of a trip (simulation)"
+        True,
+        description="close the contactors by themselves at start, back in working mode and "
+        "after the reset of a trip; never after an operator's open command",
     )
     cells_period_s: float = Field(0.5, gt=0, le=10, description="period of pack/cells")
     balancing_period_s: float = Field(1.0, gt=0, le=60, description="period of balancing commands")

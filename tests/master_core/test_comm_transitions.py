@@ -189,3 +189,25 @@ def test_standby_to_working_does_not_latch(tmp_path: Path) -> None:
         assert "communication_loss" not in rig.latched()
         rig.run(3.0, range(2), 0.1, "working")
         assert rig.contactors == "closed"  # auto-close: back to work closes again
+
+
+def test_an_operators_open_holds_through_a_mode_switch_until_a_close_command(
+    tmp_path: Path,
+) -> None:
+    """Auto-close serves start-up, back-to-work and a trip's reset, never against an operator:
+    contactors opened by command stay open through standby and working until a close."""
+    from shared.messages import ContactorsArgs
+
+    rig = Rig(tmp_path, modules=2)
+    rig.run(15.0, range(2), 0.1, "working")
+    assert rig.contactors == "closed"
+    assert rig.core._cmd_contactors(ContactorsArgs(action="open")).accepted
+    rig.run(2.0, range(2), 0.1, "working")
+    rig.core._cmd_mode(SetModeArgs(mode="standby"))
+    rig.run(4.0, range(2), 2.0, "standby")
+    rig.core._cmd_mode(SetModeArgs(mode="working"))
+    rig.run(10.0, range(2), 0.1, "working")
+    assert rig.contactors == "standby"
+    assert rig.core._cmd_contactors(ContactorsArgs(action="close")).accepted
+    rig.run(5.0, range(2), 0.1, "working")
+    assert rig.contactors == "closed"

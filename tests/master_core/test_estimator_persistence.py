@@ -47,10 +47,12 @@ def run_cycle(est: PackEstimator, config: SystemConfig) -> None:
             soc += 100.0 * current * STEP_S / 3600.0 / capacity_ah
             mv = round((float(ocv.voltage(soc)) + current * CELL_R_OHM) * 1000.0)
             per = config.topology.cells_per_module
+            temps = config.topology.temp_sensors_per_module
             for m in range(config.topology.modules):
                 msg = CellTelemetry(
                     module=m, mode="working", sample_ts=t, cell_mv=[mv] * per,
-                    cell_flags=[0] * per, balancing=[False] * per, temp_c=[], temp_flags=[],
+                    cell_flags=[0] * per, balancing=[False] * per, temp_c=[25.0] * temps,
+                    temp_flags=[0] * temps,
                     seq=seq,
                 )  # fmt: skip
                 assert agg.on_telemetry(msg) is None

@@ -99,3 +99,14 @@ def test_an_open_wire_reading_is_one_cause_and_leaves_the_statistics() -> None:
     assert s.cell_v_min == 3.65 and math.isnan(s.cell_v[9]) and s.sum_of_cells_v is None
     agg.on_telemetry(tele(1, [3720, 5100, 3700, 3700], 1, flags=[0, 2, 0, 0]))
     assert agg.snapshot(()).out_of_range
+
+
+def test_a_sample_missing_a_temperature_sensor_is_refused() -> None:
+    """A sensor absent from the sample would stay unknown without a flag, unsupervised."""
+    agg = PackAggregator(TOPO)
+    short = CellTelemetry(
+        module=0, mode="working", sample_ts=1.0, cell_mv=[3700] * 4, cell_flags=[0] * 4,
+        balancing=[False] * 4, temp_c=[25.0], temp_flags=[0], seq=0,
+    )  # fmt: skip
+    reason = agg.on_telemetry(short)
+    assert reason is not None and "1 temperature sensors, the configuration has 2" in reason
