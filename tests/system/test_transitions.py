@@ -37,6 +37,7 @@ from shared.bus import Delivery, MqttBus
 from shared.config import SystemConfig
 from shared.config.system import COMM_LOSS_RIDE_THROUGH_MAX_S
 from shared.messages import CellSnapshot, CellTelemetry, Event, PackState
+from shared.protection_codes import EVT1_COMMUNICATION_ERROR
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_CELLS, PACK_STATE, SLAVE_TELEMETRY
 
@@ -254,14 +255,17 @@ def rest_pack(stack: Stack) -> dict[str, Any]:
 
 
 SUNSPEC_OF: dict[str, tuple[str, float]] = {
-    "soc": ("SoC", 0.5),
-    "soh": ("SoH", 0.5),
-    "voltage": ("V", 0.6),
-    "current": ("A", 0.6),
-    "cell_v_min": ("CellVMin", 0.002),
-    "cell_v_max": ("CellVMax", 0.002),
+    "soc": ("SoC", 0.1),
+    "soh": ("SoH", 0.1),
+    "voltage": ("V", 0.1),
+    "current": ("A", 0.1),
+    "cell_v_min": ("CellVMin", 0.001),
+    "cell_v_max": ("CellVMax", 0.001),
 }
-"""PackState field -> SunSpec 802 point and the tolerance of its scaling."""
+"""PackState field -> SunSpec 802 point and the resolution of its scaling."""
+DRIFT = {"soc": 0.2, "soh": 0.0, "voltage": 1.5, "current": 1.0, "cell_v_min": 0.01,
+         "cell_v_max": 0.01}  # fmt: skip
+"""How far a value may move while the clients are read one after the other (noise, load)."""
 
 
 def assert_truthful(stack: Stack, *, allowed_faults: frozenset[str] = frozenset()) -> None:
@@ -274,13 +278,21 @@ def assert_truthful(stack: Stack, *, allowed_faults: frozenset[str] = frozenset(
     again = stack.watch.latest()
     assert again is not None
     for field, (point, tol) in SUNSPEC_OF.items():
-        mqtt_now, mqtt_then = getattr(again, field), getattr(state, field)
+        then, now = getattr(state, field), getattr(again, field)
+        if (then is None) != (now is None):
+            continue  # it became known (or unknown) while the clients were read
         for label, value in (("REST", rest[field]), ("SunSpec", spec[point])):
-            if mqtt_now is None and mqtt_then is None:
+            if now is None:
                 assert value is None, f"{label} shows {field}={value} while it is unknown"
-            elif mqtt_now is not None and mqtt_then is not None and value is not None:
-                lo, hi = sorted((mqtt_then, mqtt_now))
-                assert lo - tol - 0.5 <= value <= hi + tol + 0.5, (label, field, value, lo, hi)
+                continue
+            assert value is not None, f"{label} says {field} is unknown while it is {now}"
+            lo, hi = sorted((then, now))
+            slack = tol + DRIFT[field]
+            assert lo - slack <= value <= hi + slack, (label, field, value, then, now)
+    unknown = any(getattr(again, f) is None for f in SUNSPEC_OF) or bool(again.stale_modules)
+    evt1 = int(spec["Evt1"] or 0)
+    if unknown:
+        assert evt1 >> EVT1_COMMUNICATION_ERROR & 1, "Evt1 must flag the unknown data"
     t0 = time.monotonic()
     time.sleep(2.2)  # every cyclic CAN frame at least twice
     soc_frames = stack.inverter.decoded_since("victron_0x35x", 0x355, t0)
@@ -299,7 +311,8 @@ def assert_truthful(stack: Stack, *, allowed_faults: frozenset[str] = frozenset(
     meas = stack.inverter.decoded_since("victron_0x35x", 0x356, t0)
     if latest.voltage is None:
         assert not meas, "0x356 sent a voltage while it is unknown"
-    elif meas:
+    elif latest.current is not None:
+        assert meas, "no 0x356 frame although voltage and current are known"
         assert meas[-1]["BatteryVoltage"] == pytest.approx(latest.voltage, abs=1.5)
 
 
@@ -315,6 +328,14 @@ def assert_sensors_in_place(stack: Stack) -> None:
             continue
         assert sample.temp_flags[t.index] == 0
         assert t.temp_c == pytest.approx(sample.temp_c[t.index], abs=1.0), (t, sample.temp_c)
+    for c in snap.cells():
+        sample = telemetry.get(c.module)
+        if sample is None:
+            continue
+        if sample.cell_flags[c.index]:
+            assert c.voltage_v is None, f"flagged cell {c} published as a number"
+        elif c.voltage_v is not None:  # within the drift of one 0.1 s sample
+            assert c.voltage_v == pytest.approx(sample.cell_mv[c.index] / 1000, abs=0.02), c
 
 
 def reset_until_accepted(stack: Stack, timeout_s: float) -> None:
