@@ -90,7 +90,7 @@ def test_make_run_prints_where_to_log_in_and_the_ui_goes_live(launched: Launched
     def live() -> bool:
         state = http.get("/api/state").json()
         pack = state["pack"]
-        return pack is not None and not state["stale"] and pack["sum_of_cells_v"] > 0
+        return pack is not None and not state["stale"] and (pack["sum_of_cells_v"] or 0) > 0
 
     assert wait_until(live, 60, step_s=0.5), "\n".join(launched.lines[-60:])
     pack = http.get("/api/state").json()["pack"]
