@@ -389,6 +389,15 @@ def test_clearing_an_override_returns_its_level_to_the_preset() -> None:
     assert result.draft["protection"] == new_draft("demo", "NMC")["protection"]
 
 
+def test_an_inconsistent_override_moves_no_level_and_is_reported() -> None:
+    draft = new_draft("demo", "NMC")
+    result = _post("cells", draft, chemistry_overrides__ov_alarm_v="4.18")  # below charge_v 4.2
+    assert not result.rederived
+    assert result.draft["protection"] == draft["protection"]
+    _, errors = validate(result.draft)
+    assert first_step_with_errors(errors) == "cells"
+
+
 def test_a_new_size_keeps_the_overridden_levels() -> None:
     draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
     draft = _post("cells", draft, chemistry_overrides__uv_alarm_v="3.15").draft

@@ -82,24 +82,34 @@ def _overrides(draft: Mapping[str, Any]) -> ChemistryOverrides:
         return ChemistryOverrides()
 
 
-def _reference(draft: Mapping[str, Any], sizing: tuple[str, float, int]) -> dict[str, Any] | None:
-    """The derived sections for `sizing`, with protection from the chemistry as overridden."""
+def _reference(sizing: tuple[str, float, int]) -> dict[str, Any] | None:
+    """The derived sections of the bare preset for `sizing`; None if it cannot be built."""
     chem, capacity, cells = sizing
     try:
         # The derived sections depend only on the total cell count, so one module of `cells`
         # also serves strings with module_cell_counts.
-        config = SystemConfig.from_preset(
+        return SystemConfig.from_preset(
             chem, modules=1, cells_per_module=cells, cell_capacity_ah=capacity
-        )
-        reference = config.model_dump(mode="json")
-        overridden = config.model_copy(update={"chemistry_overrides": _overrides(draft)})
-        protection = ProtectionConfig.from_chemistry(
-            overridden.cell_chemistry, cells_in_series=cells, cell_capacity_ah=capacity
-        )
+        ).model_dump(mode="json")
     except ValueError:  # includes ValidationError: e.g. a capacity outside the model's range
         return None
-    reference["protection"] = protection.model_dump(mode="json")
-    return reference
+
+
+def _protection(draft: Mapping[str, Any], sizing: tuple[str, float, int]) -> dict[str, Any] | None:
+    """Protection derived from the draft's chemistry as overridden; None while the overrides
+    are inconsistent with the preset (validation reports that at the overrides)."""
+    chem, capacity, cells = sizing
+    try:
+        bare = SystemConfig.from_preset(
+            chem, modules=1, cells_per_module=cells, cell_capacity_ah=capacity
+        )
+        config = bare.model_copy(update={"chemistry_overrides": _overrides(draft)})
+        protection = ProtectionConfig.from_chemistry(
+            config.cell_chemistry, cells_in_series=cells, cell_capacity_ah=capacity
+        )
+    except ValueError:
+        return None
+    return protection.model_dump(mode="json")
 
 
 def _differing_leaves(a: Any, b: Any, path: str) -> Iterator[str]:
@@ -121,21 +131,22 @@ def _rederive(old: Mapping[str, Any], new: dict[str, Any]) -> bool:
     before, after = _sizing(old), _sizing(new)
     if after is None:
         return False
-    reference = _reference(new, after)
-    if reference is None:
-        return False
     if before != after:
+        reference = _reference(after)
+        if reference is None:
+            return False
+        reference["protection"] = _protection(new, after) or reference["protection"]
         for path in _DERIVED_PATHS:
             set_path(new, path, get_path(reference, path))
         return True
     if _overrides(old) == _overrides(new):
         return False
-    previous = _reference(old, after)
-    if previous is None:
+    previous, current = _protection(old, after), _protection(new, after)
+    if previous is None or current is None:
         return False
-    moved = list(_differing_leaves(previous["protection"], reference["protection"], "protection"))
+    moved = list(_differing_leaves(previous, current, "protection"))
     for path in moved:
-        set_path(new, path, get_path(reference, path))
+        set_path(new, path, get_path({"protection": current}, path))
     return bool(moved)
 
 
