@@ -242,6 +242,8 @@ def _wizard_render(
         values["review"] = review(ctx, session.username)
     if step.key == "protection":
         values["charts"] = wizard.level_charts(draft)
+    if step.key == "cells":
+        values["ocv_source"] = wizard.ocv_source(draft)
     step_errors = {**wizard.errors_for_step(key, errors), **parse_errors}
     fields = wizard.fields_for_step(key, draft)
     known = {f.path for f in fields}

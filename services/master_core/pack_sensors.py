@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.master_core.current_calibration import CurrentCalibration
 from services.master_core.load_profiles import LoadProfile
 
 CURRENT_ACCURACY_A = 0.1
@@ -51,8 +52,18 @@ class InverterState:
 
 
 class SimulatedPackSensors:
-    def __init__(self, profile: LoadProfile, *, seed: int = 0) -> None:
+    """The simulated plant; `measure` reports the RAW current of a sensor with `calibration`
+    (so that the master's calibrated current is the plant's true current, within accuracy)."""
+
+    def __init__(
+        self,
+        profile: LoadProfile,
+        *,
+        seed: int = 0,
+        calibration: CurrentCalibration | None = None,
+    ) -> None:
         self.profile = profile
+        self.calibration = calibration or CurrentCalibration()
         self.state: InverterState | None = None
         self.current_offset_a = 0.0
         self.voltage_offset_v = 0.0
@@ -83,10 +94,9 @@ class SimulatedPackSensors:
         pack_v = None
         if s is not None and s.sum_of_cells_v is not None:
             pack_v = s.sum_of_cells_v + self.voltage_offset_v + self._rng.uniform(-0.5, 0.5)
+        sensed_a = current + self.current_offset_a + noise_a  # with the injected offset error
         return PackMeasurement(
-            current_a=None
-            if self.sensor_failed
-            else round(current + self.current_offset_a + noise_a, 2),
+            current_a=None if self.sensor_failed else round(self.calibration.raw_a(sensed_a), 2),
             pack_voltage_v=pack_v,
             bus_voltage_v=s.bus_voltage_v if s is not None else 0.0,
             insulation_ohm=self.insulation_ohm

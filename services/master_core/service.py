@@ -22,6 +22,7 @@ from services.master_core.comm_supervision import (
 )
 from services.master_core.contactor_sim import SimulatedContactors
 from services.master_core.contactors import ContactorStateMachine
+from services.master_core.current_calibration import CurrentCalibration
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.events import EventLog
 from services.master_core.limits import LimitCalculator, LimitInputs
@@ -95,6 +96,7 @@ class _Runtime:
     limits: LimitCalculator
     balancing: BalancingStrategy
     sensors: SimulatedPackSensors
+    current_calibration: CurrentCalibration
 
 
 def unsupervised(stale_modules: tuple[int, ...]) -> str:
@@ -187,8 +189,11 @@ class MasterCore:
             limits=LimitCalculator(config),
             balancing=BalancingStrategy(config),
             sensors=SimulatedPackSensors(
-                parse_profile(self.settings.load_profile), seed=self.settings.seed
+                parse_profile(self.settings.load_profile),
+                seed=self.settings.seed,
+                calibration=CurrentCalibration.from_config(config.current_sensor),
             ),
+            current_calibration=CurrentCalibration.from_config(config.current_sensor),
         )
         self._restore(rt)
         if old is not None:
@@ -384,7 +389,7 @@ class MasterCore:
                 bus_voltage_v=rt.contactor_sim.bus_voltage_v,
             )
         )
-        meas = rt.sensors.measure(now)
+        meas = rt.current_calibration.apply(rt.sensors.measure(now))
         current = meas.current_a if meas.current_a is not None else 0.0
         rt.estimator.update(snap, current if closed else 0.0, dt, now)
 

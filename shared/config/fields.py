@@ -33,6 +33,8 @@ MODBUS = "modbus_gateway"
 CAN = "can_gateway"
 VALIDATION = "validation"
 """Every service validates each configuration: a field that only bounds other fields."""
+CONFIG_UI = "config_ui"
+"""The web application: its wizard derives other fields from the field, or shows it."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,14 @@ _MB = "services/modbus_gateway/"
 _CG = "services/can_gateway/"
 _SYS = "shared/config/system.py"
 _PROT = _MC + "protection.py"
-_PRESET_ONLY = "the thresholds are in `protection`; nothing derives them from this override"
+_CU = "services/config_ui/"
+# The wizard derives the cell and pack voltage levels in `protection` from the overridden
+# chemistry (SystemConfig.cell_chemistry into ProtectionConfig.from_chemistry).
+_LEVELS_FROM_OVERRIDE = (
+    _r(CONFIG_UI, _CU + "wizard/drafts.py", "live", "cell_chemistry", "from_chemistry"),
+    _r(CONFIG_UI, "shared/config/protection.py"),
+)
+_SETS_LEVELS = "the wizard sets the protection levels from it; the master reads those levels"
 # The Modbus gateway rebuilds its register map for a new topology (GatewayData.replace_config).
 _LAYOUT = _r(MODBUS, _MB + "register_map.py", "live", "total_cells")
 # It restarts only the server whose parameters changed, in the same process (service.py).
@@ -128,13 +137,15 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("chemistry_overrides.ocv_table_*", (
         _r(MASTER, _MC + "estimation/soc.py"), _r(SLAVE, _SA + "sim_driver.py"),
     )),
-    FieldUse("chemistry_overrides.ov_warning_v", (), _PRESET_ONLY),
-    FieldUse("chemistry_overrides.ov_alarm_v", (), _PRESET_ONLY),
-    FieldUse("chemistry_overrides.ov_reset_v", (), _PRESET_ONLY),
-    FieldUse("chemistry_overrides.uv_warning_v", (), _PRESET_ONLY),
-    FieldUse("chemistry_overrides.uv_alarm_v", (), _PRESET_ONLY),
-    FieldUse("chemistry_overrides.uv_reset_v", (), _PRESET_ONLY),
-    FieldUse("chemistry_overrides.ocv_source", (), "a citation for the OCV table"),
+    *(
+        FieldUse(f"chemistry_overrides.{name}", _LEVELS_FROM_OVERRIDE, _SETS_LEVELS)
+        for name in (
+            "ov_warning_v", "ov_alarm_v", "ov_reset_v", "uv_warning_v", "uv_alarm_v",
+            "uv_reset_v",
+        )
+    ),
+    FieldUse("chemistry_overrides.ocv_source", (_r(CONFIG_UI, _CU + "wizard/draft_access.py"),),
+             "a citation for the OCV table, shown with the cell data"),
     FieldUse("cell_capacity_ah", (
         _r(MASTER, _MC + "estimator.py"), _r(CAN, _CG + "profiles.py"),
         _r(MODBUS, _MB + "register_map.py"),
@@ -169,8 +180,8 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("current_sensor.range_a", (
         _r(MASTER, _MC + "limits.py"), _r(MODBUS, _MB + "register_map.py"),
     )),
-    FieldUse("current_sensor.offset_a", (), "the master does not apply the calibration yet"),
-    FieldUse("current_sensor.gain", (), "the master does not apply the calibration yet"),
+    FieldUse("current_sensor.offset_a", (_r(MASTER, _MC + "current_calibration.py"),)),
+    FieldUse("current_sensor.gain", (_r(MASTER, _MC + "current_calibration.py"),)),
     FieldUse("contactors.precharge_resistor_ohm", (_r(MASTER, _MC + "contactor_sim.py"),)),
     FieldUse("contactors.dc_link_capacitance_f", (_r(MASTER, _MC + "contactor_sim.py"),)),
     FieldUse("contactors.precharge_*", (_r(MASTER, _MC + "contactors.py"),)),

@@ -15,7 +15,7 @@ from services.config_ui.auth import CHANGE_PASSWORD_FIRST
 from services.config_ui.live import HistoryPoint
 from services.config_ui.users import Role
 from shared.codec import decode
-from shared.config import SystemConfig, demo_config
+from shared.config import SystemConfig, demo_config, get_preset
 from shared.messages import (
     ConfigAck,
     ConfigMessage,
@@ -504,6 +504,35 @@ def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
     assert latest is not None
     assert (latest.user, latest.source, latest.config.chemistry) == ("admin", "wizard", "NMC")
     assert retained_config(ui).name == "Rack A"
+
+
+def test_wizard_cell_data_override_becomes_the_applied_protection_level(ui: UiHarness) -> None:
+    token = ui.login()
+    page = ui.client.get("/wizard/cells").text
+    chemistry = ui.ctx.draft_for("admin")["chemistry"]
+    assert f'data-testid="ocv-source">OCV table source: {get_preset(chemistry).ocv_source}' in page
+    warning_v = round(get_preset(chemistry).ov_warning_v - 0.03, 3)
+    r = ui.client.post(
+        "/wizard/cells",
+        data={
+            "csrf_token": token, "go": "next",
+            "chemistry_overrides.ov_warning_v": str(warning_v),
+            "chemistry_overrides.ocv_source": "Maker X datasheet rev 3",
+        },
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303, r.text
+    page = ui.client.get("/wizard/cells").text
+    assert 'data-testid="ocv-source">OCV table source: Maker X datasheet rev 3' in page
+    r = ui.client.post(
+        "/wizard/review", data={"csrf_token": token, "go": "apply", "comment": "datasheet"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303, r.text
+    latest = ui.ctx.store.latest()
+    assert latest is not None
+    assert latest.config.protection.cell_overvoltage.warning.threshold == warning_v
+    assert latest.config.chemistry_overrides.ov_warning_v == warning_v
 
 
 def test_wizard_shows_an_error_at_its_field(ui: UiHarness) -> None:

@@ -329,6 +329,97 @@ def test_capacity_change_rederives_current_thresholds() -> None:
     assert not result.rederived and result.draft["cell_resistance_mohm"] == 0.25
 
 
+# override -> (value, protection levels it sets) for an NMC cell (warning 4.15, alarm 4.20,
+# reset 4.05; UV warning 3.30, alarm 3.20, reset 3.50)
+_HYST_V = 0.05
+OVERRIDE_LEVELS = {
+    "ov_warning_v": (4.12, {"cell_overvoltage.warning.threshold": 4.12,
+                            "cell_overvoltage.warning.release": round(4.12 - _HYST_V, 3)}),
+    "ov_alarm_v": (4.22, {"cell_overvoltage.alarm.threshold": 4.22}),
+    "ov_reset_v": (4.0, {"cell_overvoltage.alarm.release": 4.0,
+                         "cell_overvoltage.fault.release": 4.0}),
+    "uv_warning_v": (3.35, {"cell_undervoltage.warning.threshold": 3.35,
+                            "cell_undervoltage.warning.release": round(3.35 + _HYST_V, 3)}),
+    "uv_alarm_v": (3.15, {"cell_undervoltage.alarm.threshold": 3.15}),
+    "uv_reset_v": (3.45, {"cell_undervoltage.alarm.release": 3.45,
+                          "cell_undervoltage.fault.release": 3.45}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("override", sorted(OVERRIDE_LEVELS))
+def test_a_voltage_override_becomes_its_protection_level(override: str) -> None:
+    draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
+    # a hand-tuned value the override does not move
+    draft["protection"]["cell_imbalance"]["warning"]["threshold"] = 0.09
+    value, levels = OVERRIDE_LEVELS[override]
+    result = _post("cells", draft, **{f"chemistry_overrides__{override}": str(value)})
+    new = result.draft
+    assert result.rederived and result.errors == {}
+    assert new["chemistry_overrides"][override] == value
+    for path, expected in levels.items():
+        assert _get(new["protection"], path) == expected, path
+        cell_path = path.split(".", 1)[1]
+        pack = "pack_" + path.split(".")[0].removeprefix("cell_")
+        assert _get(new["protection"], f"{pack}.{cell_path}") == pytest.approx(16 * expected)
+    # only what the override moves: every other protection value stays as it was
+    before, after = dict(_protection_leaves(draft)), dict(_protection_leaves(new))
+    moved = {p for p in before if before[p] != after[p]}
+    assert moved == {p for c in levels for p in (c, _pack_of(c))}
+    assert new["protection"]["cell_imbalance"]["warning"]["threshold"] == 0.09
+    config, errors = validate(new)
+    assert errors == {} and config is not None
+    assert config.cell_chemistry.model_dump()[override] == value
+
+
+def _pack_of(cell_path: str) -> str:
+    quantity, rest = cell_path.split(".", 1)
+    return f"pack_{quantity.removeprefix('cell_')}.{rest}"
+
+
+def _protection_leaves(draft: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    for path in _leaves(draft["protection"]):
+        yield path, _get(draft["protection"], path)
+
+
+def test_clearing_an_override_returns_its_level_to_the_preset() -> None:
+    draft = new_draft("demo", "NMC")
+    draft = _post("cells", draft, chemistry_overrides__ov_warning_v="4.12").draft
+    result = _post("cells", draft, chemistry_overrides__ov_warning_v="")
+    assert result.rederived
+    assert result.draft["protection"] == new_draft("demo", "NMC")["protection"]
+
+
+def test_an_inconsistent_override_moves_no_level_and_is_reported() -> None:
+    draft = new_draft("demo", "NMC")
+    result = _post("cells", draft, chemistry_overrides__ov_alarm_v="4.18")  # below charge_v 4.2
+    assert not result.rederived
+    assert result.draft["protection"] == draft["protection"]
+    _, errors = validate(result.draft)
+    assert first_step_with_errors(errors) == "cells"
+
+
+def test_a_new_size_keeps_the_overridden_levels() -> None:
+    draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
+    draft = _post("cells", draft, chemistry_overrides__uv_alarm_v="3.15").draft
+    result = _post("topology", draft, topology__modules="3")
+    assert result.rederived
+    assert result.draft["protection"]["cell_undervoltage"]["alarm"]["threshold"] == 3.15
+    assert result.draft["protection"]["pack_undervoltage"]["alarm"]["threshold"] == pytest.approx(
+        24 * 3.15
+    )
+
+
+def test_the_ocv_source_is_the_override_or_the_preset_table_s() -> None:
+    draft = new_draft("demo", "NMC")
+    assert wizard.ocv_source(draft) == get_preset("NMC").ocv_source != ""
+    draft["chemistry_overrides"]["ocv_source"] = "Cell maker X datasheet rev 3, table 4"
+    assert wizard.ocv_source(draft) == "Cell maker X datasheet rev 3, table 4"
+    draft["chemistry_overrides"]["ocv_source"] = None
+    draft["chemistry_overrides"]["ocv_table_v"] = [3.0, 4.2]
+    assert wizard.ocv_source(draft) == ""  # the preset's citation is not this table's
+    assert wizard.ocv_source({"chemistry": "nonsense"}) == ""
+
+
 def test_no_rederivation_outside_the_sizing_steps_or_without_a_change() -> None:
     draft = new_draft("demo", "LFP")
     assert not _post("chemistry", draft, name="Other name").rederived

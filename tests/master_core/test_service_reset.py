@@ -55,14 +55,21 @@ class Clock:
 class Stack:
     """A master on an in-memory bus, fed telemetry by the test, commanded like the UI."""
 
-    def __init__(self, tmp_path: Path, *, auto_close: bool = True) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        auto_close: bool = True,
+        load_profile: str = "constant:0",
+        config: SystemConfig | None = None,
+    ) -> None:
         broker = InMemoryBroker()
         self.clock = Clock()
         self.store_path = tmp_path / "master.sqlite"
         self.bus = InMemoryBus(broker, system="demo", service="master_core", kind="master_core")
         self.bus.start()
         self.core = MasterCore(
-            MasterCoreSettings(load_profile="constant:0", auto_close=auto_close),
+            MasterCoreSettings(load_profile=load_profile, auto_close=auto_close),
             self.bus, Store(self.store_path),
             monotonic=self.clock, wall=self.clock,
         )  # fmt: skip
@@ -73,7 +80,7 @@ class Stack:
         self.client = CommandClient(self.ui, clock=self.clock)
         self.events: list[Event] = []
         self.ui.subscribe(EVENTS, lambda d: self.events.append(d.message))
-        self.config = SystemConfig.from_preset(
+        self.config = config or SystemConfig.from_preset(
             "NMC", system_id="demo", modules=2, cells_per_module=4
         )
         self.ui.publish(CONFIG, ConfigMessage(config=self.config))

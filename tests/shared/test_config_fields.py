@@ -31,20 +31,7 @@ from shared.topics import CONFIG_ACK
 ROOT = Path(__file__).resolve().parents[2]
 LEAVES = list(leaf_paths())
 
-KNOWN_UNREAD = {
-    # Preset levels the thresholds are derived from once; the thresholds themselves are in
-    # `protection` and the wizard derives them from the bare preset.
-    "chemistry_overrides.ov_warning_v",
-    "chemistry_overrides.ov_alarm_v",
-    "chemistry_overrides.ov_reset_v",
-    "chemistry_overrides.uv_warning_v",
-    "chemistry_overrides.uv_alarm_v",
-    "chemistry_overrides.uv_reset_v",
-    "chemistry_overrides.ocv_source",  # a citation for the table, not a setting
-    # The master does not calibrate its current measurement.
-    "current_sensor.offset_a",
-    "current_sensor.gain",
-}
+KNOWN_UNREAD: set[str] = set()
 """Fields nothing reads today. A new field nobody reads fails the test; so does a field on this
 list that a service starts reading (take it off the list and declare the reader)."""
 

@@ -9,6 +9,7 @@ step that owns its section without any change here.
 from __future__ import annotations
 
 from services.config_ui.wizard.charts import LevelChart, level_charts
+from services.config_ui.wizard.draft_access import ocv_source
 from services.config_ui.wizard.drafts import FormResult, apply_form, draft_from_config, new_draft
 from services.config_ui.wizard.fields import FieldSpec, fields_for_step
 from services.config_ui.wizard.steps import (
@@ -35,6 +36,7 @@ __all__ = [
     "level_charts",
     "new_draft",
     "next_step",
+    "ocv_source",
     "prev_step",
     "step",
     "step_of_path",

@@ -82,6 +82,24 @@ def chemistry_name(draft: Mapping[str, Any]) -> str | None:
         return None
 
 
+_OCV_TABLE = ("ocv_table_soc_pct", "ocv_table_v")
+
+
+def ocv_source(draft: Mapping[str, Any]) -> str:
+    """The citation of the draft's OCV table: the override's, else the preset's table's.
+
+    An overridden table without a source of its own has none ('').
+    """
+    own = get_path(draft, "chemistry_overrides.ocv_source")
+    if isinstance(own, str) and own.strip():
+        return own.strip()
+    overridden = (get_path(draft, f"chemistry_overrides.{k}") for k in _OCV_TABLE)
+    chem = chemistry_name(draft)
+    if chem is None or any(v not in (None, MISSING) for v in overridden):
+        return ""
+    return get_preset(chem).ocv_source
+
+
 def total_cells(draft: Mapping[str, Any]) -> int | None:
     counts = get_path(draft, "topology.module_cell_counts")
     try:

@@ -32,7 +32,7 @@ STEPS: tuple[WizardStep, ...] = (
         ("cell_capacity_ah", "cell_resistance_mohm", "chemistry_overrides"),
         "Enter capacity and resistance from the cell datasheet, and override preset values only "
         "where the datasheet differs (empty = preset value). A new capacity derives the current "
-        "thresholds again.",
+        "thresholds again; an overridden cell voltage level sets its protection levels.",
     ),
     WizardStep(
         "topology",
