@@ -59,7 +59,12 @@ STEADY_S = 60.0
 """Longest a step may take to settle (the UI's fast paths are well under this)."""
 
 
-def system_config(system_id: str, modules: int = MODULES, version: int = 1) -> dict[str, Any]:
+def system_config(
+    system_id: str,
+    modules: int = MODULES,
+    version: int = 1,
+    can_profiles: tuple[str, ...] = CAN_PROFILES,
+) -> dict[str, Any]:
     config = SystemConfig.from_preset(
         "NMC", system_id=system_id, modules=modules, cells_per_module=CELLS
     )
@@ -67,7 +72,7 @@ def system_config(system_id: str, modules: int = MODULES, version: int = 1) -> d
     data["config_version"] = version
     data["topology"]["temp_sensors_per_module"] = TEMPS
     data["interfaces"]["can"]["enabled"] = True
-    data["interfaces"]["can"]["profiles"] = list(CAN_PROFILES)
+    data["interfaces"]["can"]["profiles"] = list(can_profiles)
     return data
 
 
