@@ -84,11 +84,13 @@ def test_bad_frames_are_counted_logged_once_and_reception_goes_on(
     try:
         for _ in range(3):
             send(sensor_bus, [(0x530, bytes(6)), (0x521, bytes(3))])
+            sensor_bus.send(can.Message(arbitration_id=0x521, is_remote_frame=True, dlc=6))
+            sensor_bus.send(can.Message(arbitration_id=0x521, data=bytes(6), is_extended_id=True))
         sim.counters[Quantity.CURRENT_A] = 7  # a lost frame before this one
         send(sensor_bus, sim.round())
         assert wait_until(lambda: driver.reading(time.monotonic()).current_a is not None)
-        assert driver.rejected() == {"unknown_id": 3, "wrong_length": 3}
-        assert len(caplog.records) == 2
+        assert driver.rejected() == {"unknown_id": 6, "wrong_length": 3, "not_a_data_frame": 3}
+        assert len(caplog.records) == 3
         sim.values[Quantity.CURRENT_A] = 5.0
         send(sensor_bus, sim.round())
         assert wait_until(lambda: driver.reading(time.monotonic()).current_a == 5.0)

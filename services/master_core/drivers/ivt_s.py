@@ -144,6 +144,7 @@ class RejectReason(enum.StrEnum):
     WRONG_LENGTH = "wrong_length"
     UNDECODABLE = "undecodable"
     MUX_MISMATCH = "mux_mismatch"
+    NOT_A_DATA_FRAME = "not_a_data_frame"  # an error or remote frame
 
 
 @dataclass(frozen=True)

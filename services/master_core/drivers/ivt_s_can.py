@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 import can
 
 from services.master_core.drivers.ivt_s import (
+    CurrentSensor,
     CurrentSensorReading,
     IvtSCore,
     Quantity,
@@ -45,12 +46,15 @@ class IvtSCanDriver(can.Listener):
         self._notifier = can.Notifier(bus, [self], timeout=0.1)
 
     def on_message_received(self, msg: can.Message) -> None:
-        if msg.is_error_frame or msg.is_remote_frame or msg.is_extended_id:
-            reason: RejectReason | None = RejectReason.UNKNOWN_ID
-            with self._lock:
-                self.core.rejected[RejectReason.UNKNOWN_ID] += 1
-        else:
-            with self._lock:
+        reason: RejectReason | None
+        with self._lock:
+            if msg.is_error_frame or msg.is_remote_frame:
+                reason = RejectReason.NOT_A_DATA_FRAME
+                self.core.rejected[reason] += 1
+            elif msg.is_extended_id:  # the IVT-S speaks 11-bit ids only
+                reason = RejectReason.UNKNOWN_ID
+                self.core.rejected[reason] += 1
+            else:
                 reason = self.core.feed(msg.arbitration_id, bytes(msg.data), self._clock())
         if reason is not None:
             self._log_once(
@@ -106,3 +110,8 @@ class IvtSCanDriver(can.Listener):
 
     def close(self) -> None:
         self._notifier.stop()
+
+
+def as_current_sensor(driver: IvtSCanDriver) -> CurrentSensor:
+    """The driver as the master holds it; mypy checks here that it meets the Protocol."""
+    return driver
