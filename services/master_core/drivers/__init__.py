@@ -1,0 +1,1 @@
+"""Hardware drivers of the master, each behind a small Protocol."""
