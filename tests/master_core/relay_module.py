@@ -3,7 +3,8 @@
 A pymodbus server (TCP, or RTU on a serial port such as one end of a socat pty pair) on its own
 event loop in a thread. Input `wiring[coil]` follows coil `coil` after `follow_delay_s`; a change
 back before the delay cancels the move. Faults: `weld(input)` (reads closed whatever the coil),
-`stick_open(input)` (reads open), `silent = True` (answers nothing).
+`stick_open(input)` (reads open), `silent = True` (answers nothing), `dead_coils` (a coil output
+that stays off whatever is written).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class RelayModule:
         self.silent = False
         self.welded: set[int] = set()
         self.stuck_open: set[int] = set()
+        self.dead_coils: set[int] = set()
         self.coil_writes: list[tuple[float, int, bool]] = []
         """(monotonic time, coil, value) of every coil write the module received."""
         self._contacts = [False] * COILS
@@ -96,6 +98,8 @@ class RelayModule:
             values = pdu.bits if pdu.function_code == 15 else [pdu.bits[0]]
             for i, value in enumerate(values):
                 self.coil_writes.append((time.monotonic(), pdu.address + i, bool(value)))
+            if pdu.function_code == 5 and pdu.address in self.dead_coils:
+                pdu.bits = [False]
         return pdu
 
     async def _start_follower(self) -> None:

@@ -233,7 +233,7 @@ def test_a_welded_contact_stays_closed_after_opening(rig: tuple[RelayModule, Mak
     module.weld(0)
     io.write(outputs(False, False, False))
     assert module.coils()[:3] == [False, False, False]
-    feedback = settle(io, lambda f: f.main_negative is False)
+    settle(io, lambda f: f.main_negative is False)
     time.sleep(3 * FOLLOW_S)
     feedback = io.read(time.monotonic() + 10.0)
     assert feedback.to_feedback() == ContactorFeedback(True, False, False)
@@ -259,3 +259,15 @@ def test_no_module_at_all_is_a_connection_error() -> None:
     assert feedback.stale
     assert io.error_counts["connection"] == 2, feedback.errors
     assert "link unavailable" in feedback.errors[0]
+
+
+def test_a_coil_that_does_not_take_the_write_is_reported(rig: tuple[RelayModule, MakeIo]) -> None:
+    module, make = rig
+    module.dead_coils.add(1)
+    io = make()
+    io.write(outputs(False, True, True))
+    assert module.coils()[:3] == [False, False, True]
+    errors = io.read(time.monotonic()).errors
+    assert len(errors) == 1
+    assert errors[0].endswith("coils read back wrong: main_negative reads False, commanded True")
+    assert io.error_counts["readback"] == 1

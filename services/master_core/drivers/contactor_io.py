@@ -235,7 +235,9 @@ class ModbusContactorIo:
                 return
             got = bits_at(self._coil_span, actual, self._addresses.coils)
             wrong = [
-                f"{n} {got[n]} (commanded {wanted[n]})" for n in CONTACTORS if got[n] != wanted[n]
+                f"{n} reads {got[n]}, commanded {wanted[n]}"
+                for n in CONTACTORS
+                if got[n] != wanted[n]
             ]
             if wrong:
                 self._record(
