@@ -13,6 +13,7 @@ from shared.config.chemistry import (
     ChemistryPreset,
     get_preset,
 )
+from shared.config.contactor_io import ContactorIoConfig
 from shared.config.errors import explain_errors
 from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig, ModbusConfig
 from shared.config.protection import Direction, LevelThreshold, ProtectionConfig, ThreeLevel
@@ -43,6 +44,7 @@ __all__ = [
     "ChemistryPreset",
     "CommLossPolicy",
     "ContactorConfig",
+    "ContactorIoConfig",
     "CurrentSensorConfig",
     "Direction",
     "InterfacesConfig",

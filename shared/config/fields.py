@@ -186,6 +186,8 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("contactors.dc_link_capacitance_f", (_r(MASTER, _MC + "contactor_sim.py"),)),
     FieldUse("contactors.precharge_*", (_r(MASTER, _MC + "contactors.py"),)),
     FieldUse("contactors.feedback_timeout_s", (_r(MASTER, _MC + "contactors.py"),)),
+    FieldUse("contactors.io.*", (_r(MASTER, _MC + "drivers/contactor_io.py", "restart"),),
+             "the relay module's transport and addresses: the driver opens it at start-up"),
     FieldUse("comm_loss.*", (_r(MASTER, _PROT, "live", "comm_loss", "ride_through_s"),)),
     FieldUse("interfaces.modbus.*", (_MODBUS_IFACE,),
              "a BMS_* setting of the same name on the gateway's host overrides it"),

@@ -18,6 +18,7 @@ from shared.config.chemistry import (
     get_preset,
     normalise_chemistry_name,
 )
+from shared.config.contactor_io import ContactorIoConfig
 from shared.config.errors import explain_errors
 from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig
 from shared.config.limits import (
@@ -162,6 +163,8 @@ class ContactorConfig(ConfigModel):
     dc_link_capacitance_f: float = Field(0.002, gt=0.0, le=1.0)
     feedback_timeout_s: float = Field(0.5, gt=0.0, le=10.0)
     """Time for a contactor's auxiliary contact to confirm a close or open command."""
+    io: ContactorIoConfig = ContactorIoConfig()
+    """The Modbus relay module that drives the coils and reads the auxiliary contacts."""
 
     def precharge_time_s(self, pack_voltage_v: float) -> float:
         """Time for the DC link to come within `precharge_voltage_diff_v` of the pack (RC)."""
