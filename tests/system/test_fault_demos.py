@@ -200,6 +200,10 @@ def test_the_dashboard_service_reset_asks_the_admin_for_a_reason(demo: Demo) -> 
             page.click('button[type="submit"]')
             reply = page.locator('[data-testid="command-reply"]')
             button = page.locator('[data-testid="service-reset"]')
+            # the dashboard's script is running once the live stream is (its handlers too)
+            expect(page.locator('[data-testid="live-status"]')).to_have_class(
+                "live", timeout=30_000
+            )
             button.click()
             expect(reply).to_contain_text("not sent, a reason is required")
             assert "Reason" in prompts[-1]
