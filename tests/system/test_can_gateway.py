@@ -137,7 +137,8 @@ def test_stale_pack_state_stops_charge_and_discharge(rig: dict[str, Any]) -> Non
     assert wait_until(lambda: inv.latest(0x351)["ChargeCurrentLimit"] == 0, 5)
     limits = inv.latest(0x351)
     assert limits["DischargeCurrentLimit"] == 0
-    assert inv.latest(0x35A)["AlarmGeneral"] == 1
+    # 0x35A is its own cyclic frame: it carries the alarm at its next send (1 Hz)
+    assert wait_until(lambda: inv.latest(0x35A)["AlarmGeneral"] == 1, 2.5)
     rig["feeding"].set()
     assert wait_until(lambda: inv.latest(0x351)["ChargeCurrentLimit"] > 0, 5)
 

@@ -30,6 +30,7 @@ from typing import Any
 import can
 import pytest
 import sunspec2.modbus.client as sunspec
+from sunspec2.modbus.modbus import ModbusClientError
 
 from services.can_gateway.codec import load_dbc
 from shared.broker import MosquittoBroker, free_port
@@ -298,7 +299,10 @@ def _compare_clients(stack: Stack) -> list[str]:
     that still says unknown for a known value, which it returns (to be read again)."""
     state = stack.watch.latest()
     rest = rest_pack(stack)
-    spec = sunspec_battery(stack.modbus_port)
+    try:
+        spec = sunspec_battery(stack.modbus_port)
+    except ModbusClientError as exc:  # the gateway (re)starts its server for a new configuration
+        return [f"SunSpec not reachable: {exc}"]
     again = stack.watch.latest()
     assert state is not None and again is not None
     lagging: list[str] = []
