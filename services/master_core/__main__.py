@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic_settings import CliApp
 
+from services.master_core.hardware import PackIoFactory
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
@@ -17,11 +18,18 @@ from shared.settings import configure_logging
 KIND = "master_core"
 
 
+def make_io(settings: MasterCoreSettings, bus: MqttBus) -> PackIoFactory:
+    """The hardware the settings choose; the simulation lives in the plant package."""
+    from services.plant.in_process import in_process_factory
+
+    return in_process_factory(bus, load_profile=settings.load_profile, seed=settings.seed)
+
+
 def run(settings: MasterCoreSettings) -> int:
     configure_logging(settings.log_level)
     bus = MqttBus.from_settings(settings, kind=KIND)
     store = Store(Path(settings.data_dir) / f"master_core-{settings.system}.sqlite")
-    master = MasterCore(settings, bus, store)
+    master = MasterCore(settings, bus, store, make_io(settings, bus))
     try:
         return run_until_signalled(bus, master.run, master.stop)
     finally:

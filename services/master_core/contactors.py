@@ -106,6 +106,8 @@ class ContactorStateMachine:
         self._fault_latched: bool | None = None
         self._feedback: ContactorFeedback | None = None
         self._mismatch = False
+        self._feedback_after_open = False
+        """A step has read the feedback since every coil was last commanded off."""
 
     # -- read-only view ----------------------------------------------------------------------
 
@@ -187,6 +189,8 @@ class ContactorStateMachine:
             return "no measurements yet: call step() first"
         if self._fault_latched:
             return "a protection fault is still latched"
+        if not self._feedback_after_open:
+            return "the contacts have not been read since the coils dropped: call step() first"
         closed = [name for name in CONTACTORS if self._feedback.closed(name)]
         if closed:
             return f"feedback shows {', '.join(closed)} closed"
@@ -207,6 +211,8 @@ class ContactorStateMachine:
         """One control cycle: supervise the feedback, advance the sequence, return the coils."""
         self._fault_latched = fault_latched
         self._feedback = feedback
+        if not any(self._command.values()):
+            self._feedback_after_open = True
         mismatches = self._supervise(now_s, feedback)
         self._mismatch = bool(mismatches)
 
@@ -278,6 +284,8 @@ class ContactorStateMachine:
         self._state_since_s = now_s
 
     def _set_command(self, now_s: float, coils: tuple[bool, bool, bool]) -> None:
+        if any(coils) or any(self._command.values()):
+            self._feedback_after_open = False
         for name, on in zip(CONTACTORS, coils, strict=True):
             if self._command[name] != on or self._command_since[name] is None:
                 self._command[name] = on

@@ -7,13 +7,9 @@ read what an uncalibrated sensor would: calibrating its raw reading gives the tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from shared.config.system import CurrentSensorConfig
-
-if TYPE_CHECKING:
-    from services.master_core.pack_sensors import PackMeasurement
 
 
 @dataclass(frozen=True)
@@ -33,7 +29,3 @@ class CurrentCalibration:
     def raw_a(self, true_a: float) -> float:
         """The raw reading a sensor with this calibration gives for `true_a`."""
         return (true_a - self.offset_a) / self.gain
-
-    def apply(self, measurement: PackMeasurement) -> PackMeasurement:
-        """`measurement` with its raw current calibrated."""
-        return replace(measurement, current_a=self.measured_a(measurement.current_a))

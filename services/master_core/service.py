@@ -9,26 +9,16 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from services.master_core.balancing_strategy import BalancingStrategy
-from services.master_core.comm_supervision import (
-    CommSupervision,
-    CommSupervisionConfig,
-    ModuleStatus,
-)
-from services.master_core.contactor_sim import SimulatedContactors
-from services.master_core.contactors import ContactorStateMachine
-from services.master_core.current_calibration import CurrentCalibration
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.events import EventLog
-from services.master_core.limits import LimitCalculator, LimitInputs
-from services.master_core.load_profiles import parse_profile
+from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.pack import PackAggregator, PackSnapshot
-from services.master_core.pack_sensors import InverterState, SimulatedPackSensors
 from services.master_core.persisted import (
     CyclesRecord,
     LatchesRecord,
@@ -39,10 +29,15 @@ from services.master_core.persisted import (
     load,
     save,
 )
-from services.master_core.protection import Protection, ProtectionResult, Transition
-from services.master_core.protection_inputs import ProtectionInputs
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
+from services.master_core.supervisor import (
+    Decisions,
+    Supervisor,
+    SupervisorEvent,
+    SupervisorInputs,
+    SupervisorOutputs,
+)
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig, explain_errors
@@ -60,7 +55,6 @@ from shared.messages import (
     SetModeArgs,
     SlaveModeCommand,
 )
-from shared.messages.events import EventLevel
 from shared.messages.slave import SlaveMode
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
@@ -85,25 +79,13 @@ STATUS_PERIOD_S = 5.0
 
 @dataclass
 class _Runtime:
-    """Everything built from one configuration."""
+    """Everything built from one configuration besides the supervisor's decisions."""
 
     config: SystemConfig
     aggregator: PackAggregator
-    protection: Protection
-    contactors: ContactorStateMachine
-    contactor_sim: SimulatedContactors
     estimator: PackEstimator
-    limits: LimitCalculator
     balancing: BalancingStrategy
-    sensors: SimulatedPackSensors
-    current_calibration: CurrentCalibration
-
-
-def unsupervised(stale_modules: tuple[int, ...]) -> str:
-    """Why a close is refused while modules are stale."""
-    which = ", ".join(str(m) for m in stale_modules)
-    verb = "module {} has" if len(stale_modules) == 1 else "modules {} have"
-    return f"{verb.format(which)} not reported: the pack is not fully supervised"
+    io: PackIo
 
 
 class MasterCore:
@@ -112,6 +94,7 @@ class MasterCore:
         settings: MasterCoreSettings,
         bus: BusCore,
         store: Store,
+        make_io: PackIoFactory,
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -119,31 +102,25 @@ class MasterCore:
         self.settings = settings
         self.bus = bus
         self.store = store
+        self.make_io = make_io
         self.monotonic = monotonic
         self.wall = wall
         self.events = EventLog(store, bus, wall)
         self.rt: _Runtime | None = None
-        self.mode: SlaveMode = "working"
-        self.comm = CommSupervision(mode=self.mode)
-        """Module freshness and the grace after transitions; outlives each configuration."""
+        self.supervisor = Supervisor(
+            auto_close=settings.auto_close, heartbeat_timeout_s=settings.heartbeat_timeout_s
+        )
         self.schedule = FixedRateSchedule(PERIOD_S, monotonic())
-        self.last_limits: Limits | None = None
+        self.last: SupervisorOutputs | None = None
         self._last_cells_s = 0.0
         self._last_balance_s = 0.0
         self._last_persist_s = monotonic()
         self._last_status_s = monotonic()
         self._last_cycle_s = monotonic()
-        self._heartbeat_s: float | None = None
-        self._contactor_state = "standby"
         self.balancing_reason = "no data yet"
         self._balancing_was_running = False
-        self._auto_close = False
-        self._held_open = False
-        """An operator opened the contactors: nothing closes them again but a close command."""
-        self._contactor_reset = False
         self._last_publish_s = 0.0
         self._fresh = False
-        self._hb_lost_reported = False
         self._published_contactors = ""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
@@ -159,6 +136,18 @@ class MasterCore:
             },
             clock=wall,
         )
+
+    @property
+    def mode(self) -> SlaveMode:
+        return self.supervisor.mode
+
+    @property
+    def last_limits(self) -> Limits | None:
+        return self.last.limits if self.last is not None else None
+
+    def _log_events(self, events: Iterable[SupervisorEvent] | None = None) -> None:
+        for e in self.supervisor.drain_events() if events is None else events:
+            self.events.emit(e.level, e.kind, e.code, e.text, **e.values)
 
     # --- configuration ----------------------------------------------------------------------
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
@@ -178,31 +167,20 @@ class MasterCore:
         old = self.rt
         if old is not None:
             self._persist(old)  # the new runtime restores what the old one has counted so far
+        decisions = Supervisor.prepare(config, insulation_monitor=True)
+        estimator = PackEstimator(config)
+        self._restore(config, decisions, estimator)
+        io = self.make_io(config, old.io if old is not None else None)
+        if old is not None and io is not old.io:
+            old.io.close()
         rt = _Runtime(
             config=config,
             aggregator=PackAggregator(config.topology),
-            # the simulated plant includes an insulation monitor (pack_sensors)
-            protection=Protection.from_system(config, insulation_monitor=True),
-            contactors=ContactorStateMachine(config.contactors),
-            contactor_sim=SimulatedContactors(config.contactors),
-            estimator=PackEstimator(config),
-            limits=LimitCalculator(config),
+            estimator=estimator,
             balancing=BalancingStrategy(config),
-            sensors=SimulatedPackSensors(
-                parse_profile(self.settings.load_profile),
-                seed=self.settings.seed,
-                calibration=CurrentCalibration.from_config(config.current_sensor),
-            ),
-            current_calibration=CurrentCalibration.from_config(config.current_sensor),
+            io=io,
         )
-        self._restore(rt)
-        if old is not None:
-            rt.contactor_sim = old.contactor_sim
-            if (old.config.contactors, old.config.topology) == (config.contactors, config.topology):
-                # a threshold or interface change must not open the contactors under load;
-                # a new layout or contactor sequence starts open and closes again (auto-close)
-                rt.contactors = old.contactors
-        if self.comm.configure(CommSupervisionConfig.from_system(config), self.monotonic()):
+        if self.supervisor.adopt(decisions, self.monotonic()):
             assert old is not None
             rt.aggregator = old.aggregator  # the same modules: their samples stay valid
         self.rt = rt
@@ -216,11 +194,6 @@ class MasterCore:
             cells=config.topology.total_cells,
         )
         self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=self.mode))
-        # the new contactor sequence starts open: close again where it was closed or closing
-        was_closing = old is not None and (
-            self._auto_close or old.contactors.state in ("precharge", "closed")
-        )
-        self._auto_close = self.settings.auto_close and (old is None or was_closing)
 
     # --- inputs -----------------------------------------------------------------------------
     def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
@@ -228,54 +201,32 @@ class MasterCore:
             return
         reason = self.rt.aggregator.on_telemetry(d.message)
         if reason is None:
-            self.comm.on_sample(d.message.module, d.message.mode, self.monotonic())
+            self.supervisor.comm.on_sample(d.message.module, d.message.mode, self.monotonic())
             self._fresh = True
         else:
             self.bus.counters["telemetry_refused"] += 1
             log.warning("telemetry refused: %s", reason)
 
     # --- commands ---------------------------------------------------------------------------
-    def _request_close(self, now: float, why: str) -> str | None:
-        """Close (command or auto-close); returns why not. Never over cells nobody measures: a
-        stale module (not yet seen after a layout change, or silent) refuses the close; the
-        auto-close waits for a complete snapshot, so it never asks meanwhile."""
-        assert self.rt is not None
-        if self.mode == "standby":
-            return "standby mode: switch to working first"
-        stale = self.comm.status(now).stale_modules
-        if stale:
-            refusal: str | None = unsupervised(stale)
-        else:
-            refusal = self.rt.contactors.request_close(now)
-        self.events.emit(
-            "info",
-            "command",
-            "contactors_close",
-            f"close ({why})" + (f" refused: {refusal}" if refusal else ""),
-        )
-        return refusal
-
     def _cmd_contactors(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, ContactorsArgs)
         if self.rt is None:
             return CommandOutcome(False, "no configuration yet")
         now = self.monotonic()
         if args.action == "close":
-            refusal = self._request_close(now, "command")
-            if refusal is None:
-                self._held_open = False
-            return CommandOutcome(refusal is None, refusal or "")
-        self._held_open, self._auto_close = True, False
-        self.rt.contactors.request_open(now)
-        self.events.emit("info", "command", "contactors_open", "open (command)")
-        return CommandOutcome(True, result={"state": self.rt.contactors.state})
+            result = self.supervisor.close(now, "command")
+            self._log_events()
+            return CommandOutcome(result.ok, result.why)
+        self.supervisor.open(now)
+        self._log_events()
+        return CommandOutcome(True, result={"state": self.supervisor.contactor_state})
 
     def _cmd_reset(self, args: CommandArgs) -> CommandOutcome:
         """`reset_faults`, and `service_reset` (the same with an override, on a topic the broker
         lets only the web application's admin path publish). After a reset of a trip, the
         contactors close again when `auto_close` is set: the reset is the one operator action."""
         assert isinstance(args, ResetFaultsArgs)
-        if self.rt is None:
+        if self.rt is None or self.supervisor.d is None:
             return CommandOutcome(False, "no configuration yet")
         override = args.service_override
         if override is not None and not isinstance(args, ServiceResetArgs):
@@ -288,18 +239,16 @@ class MasterCore:
                 user=override.user, reason=override.reason,
             )  # fmt: skip
             return CommandOutcome(False, why)
-        now = self.monotonic()
-        reset = self.rt.protection.reset(now, service_override=override is not None)
-        for t in reset.cleared:
-            self._emit_transition(t)
+        reset = self.supervisor.reset(self.monotonic(), service_override=override is not None)
+        self._log_events()
         self._persist_latches()
         if override is not None:
-            cleared = ", ".join(t.code for t in reset.cleared)
+            codes = ", ".join(t.code for t in reset.cleared)
             self.events.emit(
                 "warning", "command", "service_reset",
                 f"service reset by {override.user} ({override.reason}): "
-                f"cleared {cleared or 'nothing'}",
-                user=override.user, reason=override.reason, cleared=cleared,
+                f"cleared {codes or 'nothing'}",
+                user=override.user, reason=override.reason, cleared=codes,
             )  # fmt: skip
         if not reset.ok:
             why = "; ".join(
@@ -307,34 +256,19 @@ class MasterCore:
             )
             self.events.emit("warning", "command", "reset_faults", f"reset refused: {why}")
             return CommandOutcome(False, f"still latched: {why}")
-        self._contactor_reset = self.rt.contactors.state == "fault"
-        if self._contactor_reset and self.mode == "working" and not self._held_open:
-            self._auto_close = self.settings.auto_close  # a pending start-up close stays
         self.events.emit("info", "command", "reset_faults", "faults reset")
-        return CommandOutcome(True, result={"state": self.rt.contactors.state})
+        return CommandOutcome(True, result={"state": self.supervisor.contactor_state})
 
     def _cmd_mode(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, SetModeArgs)
-        if args.mode != self.mode:
-            self.mode = args.mode
-            self.comm.on_mode(args.mode, self.monotonic())
-            if args.mode == "standby" and self.rt is not None:
-                self.rt.contactors.request_open(self.monotonic())
-            # back to work closes again where the start-up would (simulated inverter)
-            self._auto_close = (
-                self.settings.auto_close and args.mode == "working" and not self._held_open
-            )
+        if self.supervisor.set_mode(args.mode, self.monotonic()):
             self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=args.mode))
-            self.events.emit("info", "mode", f"mode_{args.mode}", f"mode {args.mode}")
+            self._log_events()
         return CommandOutcome(True, result={"mode": self.mode})
 
     def _cmd_heartbeat(self, _args: CommandArgs) -> CommandOutcome:
-        if (
-            self._heartbeat_s is None
-            or self.monotonic() - self._heartbeat_s > self.settings.heartbeat_timeout_s > 0
-        ):
-            self.events.emit("info", "info", "controller_heartbeat", "controller heartbeat present")
-        self._heartbeat_s = self.monotonic()
+        self.supervisor.heartbeat(self.monotonic())
+        self._log_events()
         return CommandOutcome(True)
 
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
@@ -373,103 +307,38 @@ class MasterCore:
         now, wall = self.monotonic(), self.wall()
         dt = now - self._last_cycle_s
         self._last_cycle_s = now
-        modules = self.comm.status(now)
+        sup = self.supervisor
+        modules = sup.module_status(now)
         snap = rt.aggregator.snapshot(modules.stale_modules)
-        closed = rt.contactors.state == "closed"
-        limits = self.last_limits
-        rt.sensors.update(
-            InverterState(
-                contactors_closed=closed,
-                charge_limit_a=limits.charge_current_a if limits else 0.0,
-                discharge_limit_a=limits.discharge_current_a if limits else 0.0,
-                soc_pct=rt.estimator.pack_soc_pct,
-                cell_v_min=snap.cell_v_min or 0.0,
-                cell_v_max=snap.cell_v_max or 0.0,
-                sum_of_cells_v=_plant_voltage_v(snap),
-                bus_voltage_v=rt.contactor_sim.bus_voltage_v,
-            )
-        )
-        meas = rt.current_calibration.apply(rt.sensors.measure(now))
-        current = meas.current_a if meas.current_a is not None else 0.0
-        rt.estimator.update(snap, current if closed else 0.0, dt, now)
-
-        result = rt.protection.evaluate(
-            self._protection_inputs(
-                snap,
-                modules,
-                meas.current_a,
-                meas.pack_voltage_v,
-                insulation_ohm=meas.insulation_ohm,
+        reading = rt.io.read(now)
+        assert sup.d is not None
+        current = sup.d.calibration.measured_a(reading.current_a)
+        closed = sup.contactor_state == "closed"
+        rt.estimator.update(snap, (current or 0.0) if closed else 0.0, dt, now)
+        out = sup.step(
+            SupervisorInputs(
+                snapshot=snap, modules=modules, reading=reading, soc_pct=rt.estimator.pack_soc_pct
             ),
             now,
         )
-        for t in result.transitions:
-            self._emit_transition(t)
-        if any(t.level == "fault" for t in result.transitions):
+        rt.io.write_coils(out.coils, now)
+        self.last = out
+        self._log_events(out.events)
+        if out.latches_changed:
             self._persist_latches()
-        open_for_comm = self.comm.should_open(modules, now, last_values_safe=not result.alarms)
-        if (result.actions.open_contactors or open_for_comm) and rt.contactors.state not in (
-            "fault",
-            "standby",
-        ):
-            reason = ", ".join(result.actions.open_contactors) or "loss of communication"
-            rt.contactors.trip(now, reason)
-        pack_v = meas.pack_voltage_v if meas.pack_voltage_v is not None else 0.0
-        outputs = rt.contactors.step(
-            now,
-            pack_voltage_v=pack_v,
-            bus_voltage_v=rt.contactor_sim.bus_voltage_v,
-            feedback=rt.contactor_sim.feedback,
-            fault_latched=bool(result.faults),
-        )
-        rt.contactor_sim.step(dt, outputs, pack_v)
-        if outputs.state != self._contactor_state:
-            level: EventLevel = "fault" if outputs.state == "fault" else "info"
-            self.events.emit(level, "info", f"contactors_{outputs.state}", outputs.reason)
-            self._contactor_state = outputs.state
-        if self._contactor_reset and not result.faults:
-            # the state machine accepts a reset once it has seen the fault released
-            refusal = rt.contactors.reset(now)
-            self._contactor_reset = False
-            if refusal:
-                self.events.emit("warning", "command", "contactors_reset", f"refused: {refusal}")
-        if (
-            self._auto_close
-            and snap.complete
-            and not result.faults
-            and rt.contactors.state == "standby"
-        ):
-            self._auto_close = self._request_close(now, "start-up") is not None
-        hb_lost = self._heartbeat_lost(now)
-        if hb_lost != self._hb_lost_reported:
-            self._hb_lost_reported = hb_lost
-            if hb_lost:
-                self.events.emit(
-                    "warning",
-                    "raise",
-                    "controller_heartbeat_lost",
-                    "no controller heartbeat: limits fall back to 0 A",
-                )
-        stale = bool(snap.stale_modules) or hb_lost
-        self.last_limits = rt.limits.update(
-            LimitInputs.from_pack(
-                snap, soc_pct=rt.estimator.pack_soc_pct, actions=result.actions, stale=stale
-            ),
-            now,
-        )
         if (
             now - self._last_publish_s >= PUBLISH_PERIOD_S - 0.005
-            or self._published_contactors != rt.contactors.state
+            or self._published_contactors != sup.contactor_state
         ):
             self._last_publish_s = now
-            self._published_contactors = rt.contactors.state
-            self._publish_state(snap, result, meas.current_a, meas.pack_voltage_v)
+            self._published_contactors = sup.contactor_state
+            self._publish_state(snap, out)
         if now - self._last_cells_s >= self.settings.cells_period_s:
             self._last_cells_s = now
             self._publish_cells(snap)
         if now - self._last_balance_s >= self.settings.balancing_period_s:
             self._last_balance_s = now
-            self._balance(snap, current, wall, now, stale)
+            self._balance(snap, current or 0.0, wall, now, out.stale)
         if now - self._last_persist_s >= self.settings.persist_period_s:
             self._last_persist_s = now
             self._persist(rt)
@@ -478,49 +347,10 @@ class MasterCore:
             self.bus.counters["telemetry_gaps"] = rt.aggregator.gaps
             self.bus.publish_status()
 
-    def _emit_transition(self, t: Transition) -> None:
-        verb = "raised" if t.kind == "raise" else "cleared"
-        value = "unknown" if t.value is None else f"{t.value:.3f} {t.unit}"
-        limits = f"threshold {t.threshold:g} {t.unit}, release {t.release:g}"
-        text = f"{t.code} {t.level} {verb}: {value} ({limits})"
-        self.events.emit(t.level, t.kind, t.code, text, value=t.value, threshold=t.threshold)
-
-    def _heartbeat_lost(self, now: float) -> bool:
-        timeout = self.settings.heartbeat_timeout_s
-        return timeout > 0 and self._heartbeat_s is not None and now - self._heartbeat_s > timeout
-
-    def _protection_inputs(
-        self,
-        snap: PackSnapshot,
-        modules: ModuleStatus,
-        current: float | None,
-        pack_v: float | None,
-        *,
-        insulation_ohm: float | None = None,
-    ) -> ProtectionInputs:
-        assert self.rt is not None
-        return ProtectionInputs(
-            max_cell_v=snap.cell_v_max,
-            min_cell_v=snap.cell_v_min,
-            pack_v=pack_v,
-            sum_of_cells_v=snap.sum_of_cells_v,
-            max_temp_c=snap.temp_max_c,
-            min_temp_c=snap.temp_min_c,
-            current_a=current,
-            cell_spread_v=snap.spread_v,
-            open_wire=snap.open_wire,
-            out_of_range=snap.out_of_range,
-            sensor_fault=snap.sensor_fault,
-            stale_modules=modules.lost_modules,
-            current_sensor_ok=current is not None,
-            contactor_mismatch=self.rt.contactors.outputs.feedback_mismatch,
-            insulation_ohm=insulation_ohm,
-        )
-
-    def _persist_latches(self, rt: _Runtime | None = None) -> None:
-        rt = rt or self.rt
-        assert rt is not None
-        latches = LatchesRecord.model_validate(rt.protection.latched_state())
+    def _persist_latches(self) -> None:
+        d = self.supervisor.d
+        assert d is not None
+        latches = LatchesRecord.model_validate(d.protection.latched_state())
         save(self.store, latches, ts=self.wall())
 
     def _persist(self, rt: _Runtime) -> None:
@@ -530,7 +360,7 @@ class MasterCore:
             records = rt.estimator.records()
             for record in records.all() if records else ():
                 save(self.store, record, ts=self.wall())
-            self._persist_latches(rt)
+            self._persist_latches()
         except (ValidationError, sqlite3.Error):
             self.bus.counters["persist_errors"] += 1
             log.exception("saving the state failed")
@@ -548,46 +378,41 @@ class MasterCore:
         log.warning("stored %s refused (%s): starting it afresh", cls.KEY, loaded.refusal)
         return None
 
-    def _restore(self, rt: _Runtime) -> None:
+    def _restore(self, config: SystemConfig, d: Decisions, estimator: PackEstimator) -> None:
         """Latched faults first: one that cannot be read back refuses the configuration, so
         the contactors stay open (never dropped silently)."""
-        latches = self._load(LatchesRecord, rt.config)
+        latches = self._load(LatchesRecord, config)
         if latches is not None and latches.faults:
             try:
-                codes = rt.protection.restore(latches.model_dump())
+                codes = d.protection.restore(latches.model_dump())
             except ValueError as exc:
                 self.bus.counters["persisted_refused"] += 1
                 log.error("stored %s refused (%s): refusing to run", LatchesRecord.KEY, exc)
                 raise
             log.warning("restored latched faults: %s", ", ".join(codes))
         records = EstimatorRecords(
-            soc=self._load(SocRecord, rt.config),
-            soh=self._load(SohRecord, rt.config),
-            throughput=self._load(ThroughputRecord, rt.config),
-            cycles=self._load(CyclesRecord, rt.config),
+            soc=self._load(SocRecord, config),
+            soh=self._load(SohRecord, config),
+            throughput=self._load(ThroughputRecord, config),
+            cycles=self._load(CyclesRecord, config),
         )
-        rt.estimator.restore(records)
+        estimator.restore(records)
         if records.all():
             log.info("restored %s", ", ".join(r.KEY for r in records.all()))
 
-    def _publish_state(
-        self,
-        snap: PackSnapshot,
-        result: ProtectionResult,
-        current: float | None,
-        pack_v: float | None,
-    ) -> None:
+    def _publish_state(self, snap: PackSnapshot, out: SupervisorOutputs) -> None:
         rt = self.rt
-        assert rt is not None and self.last_limits is not None
+        assert rt is not None
+        result = out.protection
         started = rt.estimator.started
         self.bus.publish(
             PACK_STATE,
             PackState(
                 soc=rt.estimator.pack_soc_pct,
                 soh=rt.estimator.soh_pct,
-                voltage=pack_v,
-                current=current,
-                contactors=rt.contactors.state,
+                voltage=out.pack_voltage_v,
+                current=out.current_a,
+                contactors=self.supervisor.contactor_state,
                 mode=self.mode,
                 cell_v_min=snap.cell_v_min,
                 cell_v_max=snap.cell_v_max,
@@ -600,7 +425,7 @@ class MasterCore:
                 temp_avg_c=snap.temp_avg_c,
                 temp_min_at=snap.temp_min_at,
                 temp_max_at=snap.temp_max_at,
-                limits=self.last_limits,
+                limits=out.limits,
                 faults=list(result.faults),
                 alarms=list(result.alarms),
                 warnings=list(result.warnings),
@@ -635,13 +460,4 @@ class MasterCore:
     def stop(self) -> None:
         if self.rt is not None:
             self._persist(self.rt)
-
-
-def _plant_voltage_v(snap: PackSnapshot) -> float | None:
-    """What the simulated pack-voltage sensor reads: the whole string, a cell the master cannot
-    measure (open sense wire, flagged channel) included; estimated from the known cells."""
-    if snap.sum_of_cells_v is not None:
-        return snap.sum_of_cells_v
-    if snap.cell_v_avg is None:
-        return None
-    return snap.cell_v_avg * len(snap.cell_v)
+            self.rt.io.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.master_core.load_profiles import parse_profile
+from services.plant.load_profiles import parse_profile
 from shared.settings import ServiceSettings
 
 
@@ -13,10 +15,16 @@ class MasterCoreSettings(ServiceSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m services.master_core")
 
     data_dir: str = Field("var", description="directory of the SQLite file (events, SOC, latches)")
+    hardware: Literal["simulated"] = Field(
+        "simulated",
+        description="the master's devices: 'simulated' runs the plant in this process "
+        "(current sensor, voltages, insulation monitor, relay module and the inverter)",
+    )
     load_profile: str = Field(
         "cycle:30:40:20:80",
-        description="simulated inverter: constant:A, pulses:A:A:period_s[:duty], "
-        "cycle:charge_A:discharge_A[:soc_low:soc_high] or csv:file (time_s,current_a)",
+        description="hardware=simulated: the simulated inverter: constant:A, "
+        "pulses:A:A:period_s[:duty], cycle:charge_A:discharge_A[:soc_low:soc_high] "
+        "or csv:file (time_s,current_a)",
     )
     auto_close: bool = Field(
         True,
@@ -35,7 +43,9 @@ class MasterCoreSettings(ServiceSettings):
     heartbeat_timeout_s: float = Field(
         0.0, ge=0, description="fall back to safe limits without a controller heartbeat (0: off)"
     )
-    seed: int = Field(0, ge=0, description="random seed of the simulated sensors")
+    seed: int = Field(
+        0, ge=0, description="hardware=simulated: random seed of the simulated sensors"
+    )
 
     @field_validator("load_profile")
     @classmethod

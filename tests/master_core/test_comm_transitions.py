@@ -12,6 +12,7 @@ from services.master_core.contactors import ContactorFeedback
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
+from services.plant.in_process import in_process_factory
 from shared.bus import Delivery, InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, ConfigMessage, ContactorsArgs, PackState, SetModeArgs
@@ -34,6 +35,7 @@ class Rig:
         bus = InMemoryBus(broker, system="demo", service="master_core", kind="master_core")
         self.core = MasterCore(
             MasterCoreSettings(auto_close=True), bus, Store(tmp_path / "m.sqlite"),
+            in_process_factory(bus, load_profile="cycle:30:40:20:80"),
             monotonic=self.clock, wall=self.clock,
         )  # fmt: skip
         bus.start()
@@ -82,12 +84,12 @@ class Rig:
 
     def latched(self) -> set[str]:
         assert self.core.rt is not None
-        return set(self.core.rt.protection.latched_state()["faults"])
+        return set(self.core.supervisor.d.protection.latched_state()["faults"])
 
     @property
     def contactors(self) -> str:
         assert self.core.rt is not None
-        return self.core.rt.contactors.state
+        return self.core.supervisor.contactor_state
 
 
 def test_a_new_module_count_does_not_latch_while_the_slaves_reconfigure(tmp_path: Path) -> None:
@@ -128,7 +130,7 @@ def assert_waiting_for(rig: Rig, missing: set[int]) -> None:
     assert set(rig.states[-1].stale_modules) == missing
     assert not rig.latched()
     assert rig.core.rt is not None
-    assert rig.core.rt.contactor_sim.feedback == ContactorFeedback()  # every contact reads open
+    assert rig.core.rt.io.contactors.feedback == ContactorFeedback()  # every contact reads open
 
 
 def test_a_module_that_never_reports_is_waited_for_with_the_contactors_open(

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.master_core.contactor_sim import SimulatedContactors
 from services.master_core.contactors import (
     CONTACTORS,
     ContactorFeedback,
@@ -19,6 +18,7 @@ from services.master_core.contactors import (
     ContactorOutputs,
     ContactorStateMachine,
 )
+from services.plant.contactors import SimulatedContactors
 from shared.config import ContactorConfig, demo_config
 from shared.messages.pack import ContactorState
 
@@ -459,10 +459,25 @@ def test_reset_needs_feedback_open_even_after_a_trip_between_steps() -> None:
     rig = Rig()
     rig.close()
     rig.sm.trip(rig.now, "insulation fault")
-    # The last feedback seen still shows the contacts closed.
+    # Nothing has read the contacts since the coils dropped.
+    assert "not been read since the coils dropped" in (rig.sm.reset(rig.now) or "")
+    rig.tick()  # the feedback read in that step was taken before the coils dropped
     assert rig.sm.reset(rig.now) == "feedback shows main_positive, main_negative closed"
     rig.run(0.2)
     assert rig.sm.reset(rig.now) is None
+
+
+def test_reset_right_after_a_trip_is_refused_while_a_contact_is_still_closing() -> None:
+    """Found by the closed-loop property: close, one step (the contacts pull in), trip, reset:
+    the last feedback the machine saw was from before the close, all open."""
+    rig = Rig()
+    rig.tick()
+    assert rig.sm.request_close(rig.now) is None
+    rig.set_dt(0.1)  # longer than the pull-in time
+    rig.tick()
+    assert not rig.feedback.all_open
+    rig.sm.trip(rig.now, "trip")
+    assert rig.sm.reset(rig.now) is not None
 
 
 def test_trip_before_any_step() -> None:

@@ -9,12 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.master_core.current_calibration import CurrentCalibration
-from services.master_core.load_profiles import Constant
-from services.master_core.pack_sensors import (
+from services.plant.load_profiles import Constant
+from services.plant.sensors import (
     CURRENT_ACCURACY_A,
     CURRENT_RANGE_A,
     InverterState,
-    PackMeasurement,
     SimulatedPackSensors,
 )
 from shared.config import SystemConfig
@@ -40,10 +39,6 @@ def test_measured_is_gain_times_raw_plus_offset_and_none_stays_none() -> None:
     assert cal.measured_a(0.0) == 5.0
     assert cal.measured_a(None) is None
     assert CurrentCalibration().measured_a(-42.0) == -42.0
-    failed = PackMeasurement(current_a=None, pack_voltage_v=400.0, bus_voltage_v=400.0)
-    assert cal.apply(failed) == failed
-    ok = PackMeasurement(current_a=10.0, pack_voltage_v=400.0, bus_voltage_v=0.0)
-    assert cal.apply(ok) == PackMeasurement(20.0, 400.0, 0.0)
 
 
 @given(gains, offsets, currents)
@@ -105,7 +100,7 @@ def test_a_calibration_does_not_change_the_published_current_of_the_plant(
     assert all(a is not None and abs(a + 20.0) <= 0.06 for a in tuned_a), tuned_a
     # what the sensor reads raw differs, and so does what a raw reading maps to
     assert plain.core.rt is not None and tuned.core.rt is not None
-    tuned_raw = tuned.core.rt.sensors.measure(plain.clock.now).current_a
+    tuned_raw = tuned.core.rt.io.sensors.measure(plain.clock.now).current_a
     assert tuned_raw is not None and abs(tuned_raw - (-25.0 / 1.5)) <= 0.1
-    assert plain.core.rt.current_calibration.measured_a(10.0) == 10.0
-    assert tuned.core.rt.current_calibration.measured_a(10.0) == 20.0
+    assert plain.core.supervisor.d.calibration.measured_a(10.0) == 10.0
+    assert tuned.core.supervisor.d.calibration.measured_a(10.0) == 20.0

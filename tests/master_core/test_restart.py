@@ -16,6 +16,7 @@ from services.master_core.persisted import LatchesRecord, SohRecord, load
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
+from services.plant.in_process import in_process_factory
 from shared.bus import Delivery, InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, ConfigAck, ConfigMessage, PackState
@@ -61,7 +62,11 @@ class Rig:
 
     def start_master(self) -> MasterCore:
         bus = InMemoryBus(self.broker, system="demo", service="master_core", kind="master_core")
-        core = MasterCore(self.settings, bus, Store(self.db), monotonic=self.clock, wall=self.clock)
+        core = MasterCore(
+            self.settings, bus, Store(self.db),
+            in_process_factory(bus, load_profile=self.settings.load_profile),
+            monotonic=self.clock, wall=self.clock,
+        )  # fmt: skip
         bus.start()
         return core
 
@@ -112,7 +117,8 @@ def test_a_restart_brings_back_every_persisted_field(tmp_path: Path) -> None:
     assert before.equivalent_cycles and before.equivalent_cycles > 0
     est = rig.core.rt.estimator  # type: ignore[union-attr]
     # a latched fault that needs a service reset
-    rig.core.rt.protection.restore({"version": 1, "faults": {"deep_discharge": {"value": 2.4}}})  # type: ignore[union-attr]
+    latched = {"version": 1, "faults": {"deep_discharge": {"value": 2.4}}}
+    rig.core.supervisor.d.protection.restore(latched)  # type: ignore[union-attr,arg-type]
     rig.run(0.2)
     before = rig.states[-1]
     assert "deep_discharge" in before.faults and before.contactors != "closed"

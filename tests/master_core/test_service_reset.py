@@ -18,6 +18,7 @@ from services.master_core.protection import LATCHED_STATE_VERSION, Protection
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
+from services.plant.in_process import in_process_factory
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.commands import CommandClient
 from shared.config import SystemConfig
@@ -71,6 +72,7 @@ class Stack:
         self.core = MasterCore(
             MasterCoreSettings(load_profile=load_profile, auto_close=auto_close),
             self.bus, Store(self.store_path),
+            in_process_factory(self.bus, load_profile=load_profile),
             monotonic=self.clock, wall=self.clock,
         )  # fmt: skip
         self.slaves = InMemoryBus(broker, system="demo", service="slaves", kind="test")
@@ -109,12 +111,12 @@ class Stack:
 
     def faults(self) -> tuple[str, ...]:
         assert self.core.rt is not None
-        return self.core.rt.protection.status().faults
+        return self.core.supervisor.d.protection.status().faults
 
     @property
     def contactors(self) -> str:
         assert self.core.rt is not None
-        return self.core.rt.contactors.state
+        return self.core.supervisor.contactor_state
 
     def command(self, name: str, args: CommandArgs) -> CommandReply:
         replies: list[CommandReply | None] = []

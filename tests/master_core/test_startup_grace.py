@@ -10,6 +10,7 @@ from pathlib import Path
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
+from services.plant.in_process import in_process_factory
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, ConfigMessage
@@ -26,7 +27,7 @@ class Clock:
 
 def latched(core: MasterCore) -> set[str]:
     assert core.rt is not None
-    return set(core.rt.protection.latched_state()["faults"])
+    return set(core.supervisor.d.protection.latched_state()["faults"])
 
 
 def master(tmp_path: Path) -> tuple[MasterCore, InMemoryBus, Clock, SystemConfig]:
@@ -34,7 +35,12 @@ def master(tmp_path: Path) -> tuple[MasterCore, InMemoryBus, Clock, SystemConfig
     clock = Clock()
     bus = InMemoryBus(broker, system="demo", service="master_core", kind="master_core")
     core = MasterCore(
-        MasterCoreSettings(), bus, Store(tmp_path / "m.sqlite"), monotonic=clock, wall=clock
+        MasterCoreSettings(),
+        bus,
+        Store(tmp_path / "m.sqlite"),
+        in_process_factory(bus, load_profile="cycle:30:40:20:80"),
+        monotonic=clock,
+        wall=clock,
     )
     bus.start()
     ui = InMemoryBus(broker, system="demo", service="config_ui", kind="test")

@@ -18,12 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from services.master_core.contactors import (
-    CONTACTORS,
-    ContactorFeedback,
-    ContactorName,
-    ContactorOutputs,
-)
+from services.master_core.contactors import CONTACTORS, ContactorFeedback, ContactorName
+from services.master_core.hardware import CoilCommands
 from shared.config import ContactorConfig
 
 __all__ = ["SimulatedContactors"]
@@ -119,9 +115,11 @@ class SimulatedContactors:
 
     # -- physics -------------------------------------------------------------------------------
 
-    def step(
-        self, dt_s: float, outputs: ContactorOutputs, pack_voltage_v: float
-    ) -> ContactorFeedback:
+    def reconfigure(self, config: ContactorConfig) -> None:
+        """New precharge resistor or DC-link capacitance; the contacts stay where they are."""
+        self._config = config
+
+    def step(self, dt_s: float, outputs: CoilCommands, pack_voltage_v: float) -> ContactorFeedback:
         """Apply the coil outputs at the start of the interval and advance `dt_s` seconds."""
         if dt_s < 0.0:
             raise ValueError(f"dt_s must not be negative, got {dt_s:g}")

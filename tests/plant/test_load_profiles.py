@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from services.master_core.load_profiles import (
+from services.plant.load_profiles import (
     ChargeDischargeCycle,
     DriveCycle,
     Pulses,

@@ -1,6 +1,6 @@
-"""The master's own measurements: pack current and pack voltage, through a driver interface.
+"""The plant's pack sensors and inverter: current, pack voltage and insulation (pure physics).
 
-The simulated driver stands for the current sensor, the voltage divider and the inverter:
+They stand for the current sensor, the voltage divider, the insulation monitor and the inverter:
 the inverter draws what its load profile asks for, within the BMS limits, and only while
 the contactors are closed. It also stands for an insulation monitor (10 MOhm, healthy).
 """
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Protocol
 
 from services.master_core.current_calibration import CurrentCalibration
-from services.master_core.load_profiles import LoadProfile
+from services.plant.load_profiles import LoadProfile
 
 CURRENT_ACCURACY_A = 0.1
 PACK_VOLTAGE_ACCURACY_V = 1.0
@@ -31,10 +30,6 @@ class PackMeasurement:
     """DC-link side of the contactors (for precharge)."""
     insulation_ohm: float | None = None
     """Insulation resistance between the pack and earth; None without a monitor."""
-
-
-class PackSensors(Protocol):
-    def measure(self, now_s: float) -> PackMeasurement: ...
 
 
 @dataclass

@@ -1,0 +1,346 @@
+"""The master's decisions as one pure step: `Supervisor.step(inputs, now) -> outputs`.
+
+No I/O, no clock: the service loop gathers the inputs (pack snapshot, the hardware reading,
+the SOC), calls `step`, and carries out the outputs (coils to the relay module, limits and
+state to the bus, events to the log). Commands are pure calls too (`close`, `open`, `reset`,
+`set_mode`, `heartbeat`), each answering with its outcome; their events come out of the next
+`drain_events`.
+
+What is decided here, and nowhere else:
+
+* trips: protection faults, and loss of module communication (`comm_supervision`);
+* the contactor sequence and its coils (`contactors`); coils are all off in the same step as
+  a trip, and never on while a fault latches (the state machine's own rule);
+* auto-close: at start-up once every module reported, back in working mode, and after the
+  reset of a trip; never after an operator's open, which holds until a close command;
+* resets: a protection reset, then the contactor state machine's own reset once the fault is
+  released and the contacts read open;
+* heartbeat loss of the controller: limits fall back to 0 A;
+* the start-up and mode-switch graces (`comm_supervision`).
+
+A configuration is adopted in two steps: `prepare(config)` builds its decisions, so the
+caller can restore latched faults into them (and refuse the configuration when that fails)
+before `adopt` switches over, keeping the contactors where layout and sequence are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.master_core.comm_supervision import (
+    CommSupervision,
+    CommSupervisionConfig,
+    ModuleStatus,
+)
+from services.master_core.contactors import ContactorOutputs, ContactorStateMachine
+from services.master_core.current_calibration import CurrentCalibration
+from services.master_core.hardware import CURRENT_SENSOR, HardwareReading
+from services.master_core.limits import LimitCalculator, LimitInputs
+from services.master_core.pack import PackSnapshot
+from services.master_core.protection import (
+    Protection,
+    ProtectionResult,
+    ResetResult,
+    Transition,
+)
+from services.master_core.protection_inputs import ProtectionInputs
+from shared.config import SystemConfig
+from shared.messages import Limits
+from shared.messages.events import EventKind, EventLevel
+from shared.messages.pack import ContactorState
+from shared.messages.slave import SlaveMode
+
+EventValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class SupervisorEvent:
+    """One line for the event log."""
+
+    level: EventLevel
+    kind: EventKind
+    code: str
+    text: str
+    values: dict[str, EventValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SupervisorInputs:
+    snapshot: PackSnapshot
+    modules: ModuleStatus
+    """Module freshness, from `module_status(now)` before the snapshot was taken."""
+    reading: HardwareReading
+    """Raw, as the hardware gave it (the calibration is applied here)."""
+    soc_pct: float | None
+
+
+@dataclass(frozen=True)
+class SupervisorOutputs:
+    coils: ContactorOutputs
+    limits: Limits
+    protection: ProtectionResult
+    current_a: float | None
+    """Calibrated pack current."""
+    pack_voltage_v: float | None
+    stale: bool
+    """Supervision incomplete (stale modules or a lost controller heartbeat)."""
+    latches_changed: bool
+    """A fault latched this step: the caller persists the latches at once."""
+    events: tuple[SupervisorEvent, ...]
+
+
+@dataclass
+class Decisions:
+    """Everything built from one configuration."""
+
+    config: SystemConfig
+    protection: Protection
+    contactors: ContactorStateMachine
+    limits: LimitCalculator
+    calibration: CurrentCalibration
+
+
+def unsupervised(stale_modules: tuple[int, ...]) -> str:
+    """Why a close is refused while modules are stale."""
+    which = ", ".join(str(m) for m in stale_modules)
+    verb = "module {} has" if len(stale_modules) == 1 else "modules {} have"
+    return f"{verb.format(which)} not reported: the pack is not fully supervised"
+
+
+def transition_event(t: Transition) -> SupervisorEvent:
+    verb = "raised" if t.kind == "raise" else "cleared"
+    value = "unknown" if t.value is None else f"{t.value:.3f} {t.unit}"
+    limits = f"threshold {t.threshold:g} {t.unit}, release {t.release:g}"
+    return SupervisorEvent(
+        t.level, t.kind, t.code, f"{t.code} {t.level} {verb}: {value} ({limits})",
+        {"value": t.value, "threshold": t.threshold},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    ok: bool
+    why: str = ""
+
+
+class Supervisor:
+    """See the module docstring. One per master; it outlives configurations."""
+
+    def __init__(self, *, auto_close: bool, heartbeat_timeout_s: float) -> None:
+        self.auto_close_enabled = auto_close
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.mode: SlaveMode = "working"
+        self.comm = CommSupervision(mode=self.mode)
+        self.d: Decisions | None = None
+        self._auto_close = False
+        self._held_open = False
+        """An operator opened the contactors: nothing closes them again but a close command."""
+        self._contactor_reset = False
+        self._heartbeat_s: float | None = None
+        self._hb_lost_reported = False
+        self._contactor_state = "standby"
+        self._events: list[SupervisorEvent] = []
+
+    # --- configuration -------------------------------------------------------------------------
+    @staticmethod
+    def prepare(config: SystemConfig, *, insulation_monitor: bool) -> Decisions:
+        return Decisions(
+            config=config,
+            protection=Protection.from_system(config, insulation_monitor=insulation_monitor),
+            contactors=ContactorStateMachine(config.contactors),
+            limits=LimitCalculator(config),
+            calibration=CurrentCalibration.from_config(config.current_sensor),
+        )
+
+    def adopt(self, new: Decisions, now_s: float) -> bool:
+        """Switch to `new`; returns True when the modules are the same (their samples stay
+        valid). A threshold or interface change keeps the contactor sequence (it must not open
+        under load); a new layout or sequence starts open and closes again where the old one
+        was closed or closing."""
+        old = self.d
+        if old is not None and (old.config.contactors, old.config.topology) == (
+            new.config.contactors,
+            new.config.topology,
+        ):
+            new.contactors = old.contactors
+        same_modules = self.comm.configure(CommSupervisionConfig.from_system(new.config), now_s)
+        self.d = new
+        was_closing = old is not None and (
+            self._auto_close or old.contactors.state in ("precharge", "closed")
+        )
+        self._auto_close = self.auto_close_enabled and (old is None or was_closing)
+        return same_modules
+
+    # --- queries -------------------------------------------------------------------------------
+    def module_status(self, now_s: float) -> ModuleStatus:
+        return self.comm.status(now_s)
+
+    @property
+    def contactor_state(self) -> ContactorState:
+        return self.d.contactors.state if self.d is not None else "standby"
+
+    def drain_events(self) -> tuple[SupervisorEvent, ...]:
+        events, self._events = tuple(self._events), []
+        return events
+
+    def _emit(
+        self, level: EventLevel, kind: EventKind, code: str, text: str, **values: EventValue
+    ) -> None:
+        self._events.append(SupervisorEvent(level, kind, code, text, values))
+
+    # --- commands ------------------------------------------------------------------------------
+    def close(self, now_s: float, why: str) -> CommandResult:
+        """Close (command or auto-close). Never over cells nobody measures: a stale module
+        refuses the close; the auto-close waits for a complete snapshot, so it never asks."""
+        assert self.d is not None
+        if self.mode == "standby":
+            return CommandResult(False, "standby mode: switch to working first")
+        stale = self.comm.status(now_s).stale_modules
+        refusal = unsupervised(stale) if stale else self.d.contactors.request_close(now_s)
+        self._emit(
+            "info", "command", "contactors_close",
+            f"close ({why})" + (f" refused: {refusal}" if refusal else ""),
+        )  # fmt: skip
+        if refusal is None and why == "command":
+            self._held_open = False
+        return CommandResult(refusal is None, refusal or "")
+
+    def open(self, now_s: float) -> None:
+        assert self.d is not None
+        self._held_open, self._auto_close = True, False
+        self.d.contactors.request_open(now_s)
+        self._emit("info", "command", "contactors_open", "open (command)")
+
+    def reset(self, now_s: float, *, service_override: bool) -> ResetResult:
+        """Reset the protection (the cleared levels' events are emitted)."""
+        assert self.d is not None
+        result = self.d.protection.reset(now_s, service_override=service_override)
+        for t in result.cleared:
+            self._events.append(transition_event(t))
+        if result.ok:
+            self._contactor_reset = self.d.contactors.state == "fault"
+            if self._contactor_reset and self.mode == "working" and not self._held_open:
+                self._auto_close = self.auto_close_enabled  # a pending start-up close stays
+        return result
+
+    def set_mode(self, mode: SlaveMode, now_s: float) -> bool:
+        """True when the mode changed."""
+        if mode == self.mode:
+            return False
+        self.mode = mode
+        self.comm.on_mode(mode, now_s)
+        if mode == "standby" and self.d is not None:
+            self.d.contactors.request_open(now_s)
+        # back to work closes again where the start-up would
+        self._auto_close = self.auto_close_enabled and mode == "working" and not self._held_open
+        self._emit("info", "mode", f"mode_{mode}", f"mode {mode}")
+        return True
+
+    def heartbeat(self, now_s: float) -> None:
+        if self._heartbeat_s is None or now_s - self._heartbeat_s > self.heartbeat_timeout_s > 0:
+            self._emit("info", "info", "controller_heartbeat", "controller heartbeat present")
+        self._heartbeat_s = now_s
+
+    def heartbeat_lost(self, now_s: float) -> bool:
+        timeout = self.heartbeat_timeout_s
+        return timeout > 0 and self._heartbeat_s is not None and now_s - self._heartbeat_s > timeout
+
+    # --- the step ------------------------------------------------------------------------------
+    def step(self, inputs: SupervisorInputs, now_s: float) -> SupervisorOutputs:
+        d = self.d
+        assert d is not None, "step before a configuration"
+        snap, reading = inputs.snapshot, inputs.reading
+        current = d.calibration.measured_a(reading.current_a)
+        result = d.protection.evaluate(self._protection_inputs(inputs, current), now_s)
+        for t in result.transitions:
+            self._events.append(transition_event(t))
+        latches_changed = any(t.level == "fault" for t in result.transitions)
+
+        contactors = d.contactors
+        open_for_comm = self.comm.should_open(
+            inputs.modules, now_s, last_values_safe=not result.alarms
+        )
+        trip_reasons = list(result.actions.open_contactors)
+        if open_for_comm:
+            trip_reasons.append("loss of communication")
+        if reading.feedback is None:
+            trip_reasons.append("contactor feedback unknown")
+        if trip_reasons and contactors.state not in ("fault", "standby"):
+            contactors.trip(now_s, ", ".join(trip_reasons))
+        if reading.feedback is None:
+            coils = contactors.outputs  # no sequence without feedback; a trip is already off
+        else:
+            coils = contactors.step(
+                now_s,
+                pack_voltage_v=reading.pack_voltage_v or 0.0,
+                bus_voltage_v=reading.link_voltage_v or 0.0,
+                feedback=reading.feedback,
+                fault_latched=bool(result.faults),
+            )
+        if coils.state != self._contactor_state:
+            level: EventLevel = "fault" if coils.state == "fault" else "info"
+            self._emit(level, "info", f"contactors_{coils.state}", coils.reason)
+            self._contactor_state = coils.state
+        if self._contactor_reset and not result.faults and reading.feedback is not None:
+            # the state machine accepts a reset once it has seen the fault released
+            refusal = contactors.reset(now_s)
+            self._contactor_reset = False
+            if refusal:
+                self._emit("warning", "command", "contactors_reset", f"refused: {refusal}")
+        if (
+            self._auto_close
+            and snap.complete
+            and not result.faults
+            and contactors.state == "standby"
+        ):
+            self._auto_close = not self.close(now_s, "start-up").ok
+
+        hb_lost = self.heartbeat_lost(now_s)
+        if hb_lost != self._hb_lost_reported:
+            self._hb_lost_reported = hb_lost
+            if hb_lost:
+                self._emit(
+                    "warning", "raise", "controller_heartbeat_lost",
+                    "no controller heartbeat: limits fall back to 0 A",
+                )  # fmt: skip
+        stale = bool(snap.stale_modules) or hb_lost
+        limits = d.limits.update(
+            LimitInputs.from_pack(
+                snap, soc_pct=inputs.soc_pct, actions=result.actions, stale=stale
+            ),
+            now_s,
+        )
+        return SupervisorOutputs(
+            coils=coils,
+            limits=limits,
+            protection=result,
+            current_a=current,
+            pack_voltage_v=reading.pack_voltage_v,
+            stale=stale,
+            latches_changed=latches_changed,
+            events=self.drain_events(),
+        )
+
+    def _protection_inputs(
+        self, inputs: SupervisorInputs, current_a: float | None
+    ) -> ProtectionInputs:
+        assert self.d is not None
+        snap, reading = inputs.snapshot, inputs.reading
+        sensor_ok = reading.device_ok(CURRENT_SENSOR) and reading.current_a is not None
+        return ProtectionInputs(
+            max_cell_v=snap.cell_v_max,
+            min_cell_v=snap.cell_v_min,
+            pack_v=reading.pack_voltage_v,
+            sum_of_cells_v=snap.sum_of_cells_v,
+            max_temp_c=snap.temp_max_c,
+            min_temp_c=snap.temp_min_c,
+            current_a=current_a,
+            cell_spread_v=snap.spread_v,
+            open_wire=snap.open_wire,
+            out_of_range=snap.out_of_range,
+            sensor_fault=snap.sensor_fault,
+            stale_modules=inputs.modules.lost_modules,
+            current_sensor_ok=sensor_ok,
+            contactor_mismatch=self.d.contactors.outputs.feedback_mismatch,
+            insulation_ohm=reading.insulation_ohm,
+        )
