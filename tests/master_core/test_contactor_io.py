@@ -23,8 +23,8 @@ from services.master_core.drivers.contactor_io import (
     fresh_feedback,
     span_of,
 )
+from services.plant.devices.relay import RelayModule
 from shared.config import ContactorIoConfig, SystemConfig, demo_config
-from tests.master_core.relay_module import RelayModule
 from tests.slave_agent.test_modbus_driver import SOCAT, SocatLink
 
 FOLLOW_S = 0.03

@@ -19,7 +19,7 @@ from services.master_core.drivers.ivt_s import (
     set_mode_frame,
     set_result_config_frame,
 )
-from tests.master_core.ivt_s_sim import SimulatedIvtS
+from services.plant.devices.ivt_s import SimulatedIvtS
 
 INT32 = (-(2**31), 2**31 - 1)
 

@@ -17,7 +17,7 @@ from can.interfaces.virtual import VirtualBus
 
 from services.master_core.drivers.ivt_s import Quantity, TriggerMode
 from services.master_core.drivers.ivt_s_can import IvtSCanDriver
-from tests.master_core.ivt_s_sim import SimulatedIvtS, send, serve_commands
+from services.plant.devices.ivt_s import SimulatedIvtS, send, serve_commands
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:

@@ -1,6 +1,6 @@
-"""A simulated IVT-S for tests: encodes its result frames with cantools from the driver's DBC and
-answers SET_MODE / SET_CONFIG_RESULT commands like the datasheet describes (response id =
-command id | 0x80). The plant (issue 13) may grow this into its CAN device."""
+"""A simulated IVT-S (the plant's current sensor): encodes its result frames with cantools from
+the driver's DBC and answers SET_MODE / SET_CONFIG_RESULT commands like the datasheet describes
+(response id = command id | 0x80)."""
 
 from __future__ import annotations
 
