@@ -1,0 +1,187 @@
+"""The pure supervisor in closed loop with the plant's contactor physics, over random sequences
+of cell voltages, temperatures, commands, module silence and contactor I/O dropouts.
+
+Properties: no missed trip, no early trip, no coil on while a fault latches, no close
+accepted while a fault latches, and a dead relay module leaves every coil off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.master_core.hardware import CONTACTOR_IO, HardwareReading
+from services.master_core.pack import PackSnapshot
+from services.master_core.supervisor import Supervisor, SupervisorInputs, SupervisorOutputs
+from services.plant.contactors import SimulatedContactors
+from shared.config import demo_config
+
+CONFIG = demo_config()
+OV = CONFIG.protection.cell_overvoltage.fault
+MODULES = CONFIG.topology.modules
+CELLS = CONFIG.topology.total_cells
+DT_S = 0.05
+
+
+def snapshot(cell_v: float, temp_c: float, stale: tuple[int, ...] = ()) -> PackSnapshot:
+    per = CONFIG.topology.cells_per_module
+    cells = np.full(CELLS, cell_v)
+    module_of = np.repeat(np.arange(MODULES), per)
+    for m in stale:
+        cells[module_of == m] = np.nan
+    temps = np.full(MODULES * CONFIG.topology.temp_sensors_per_module, temp_c)
+    known = not stale
+    return PackSnapshot(
+        cell_v=cells, temp_c=temps, balancing=np.zeros(CELLS, dtype=bool),
+        module_of_cell=module_of, cell_flags=np.zeros(CELLS, dtype=np.int64),
+        temp_flags=np.zeros(len(temps), dtype=np.int64), stale_modules=stale,
+        cell_v_min=cell_v, cell_v_max=cell_v, cell_v_avg=cell_v,
+        cell_v_min_at=None, cell_v_max_at=None,
+        temp_min_c=temp_c, temp_max_c=temp_c, temp_avg_c=temp_c,
+        temp_min_at=None, temp_max_at=None, spread_v=0.0,
+        sum_of_cells_v=cell_v * CELLS if known else None,
+        open_wire=False, out_of_range=False, sensor_fault=False,
+    )  # fmt: skip
+
+
+@dataclass
+class Rig:
+    sup: Supervisor = field(
+        default_factory=lambda: Supervisor(auto_close=True, heartbeat_timeout_s=0.0)
+    )
+    plant: SimulatedContactors = field(
+        default_factory=lambda: SimulatedContactors(CONFIG.contactors)
+    )
+    now: float = 0.0
+    cell_v: float = 3.7
+    temp_c: float = 25.0
+    silent: set[int] = field(default_factory=set)
+    io_dead: bool = False
+    over_since: float | None = None
+    """When the cells went above the overvoltage fault threshold (None: not above)."""
+
+    def __post_init__(self) -> None:
+        self.sup.adopt(Supervisor.prepare(CONFIG, insulation_monitor=False), self.now)
+
+    def step(self) -> SupervisorOutputs:
+        self.now += DT_S
+        for m in range(MODULES):
+            if m not in self.silent:
+                self.sup.comm.on_sample(m, self.sup.mode, self.now)
+        modules = self.sup.module_status(self.now)
+        pack_v = self.cell_v * CELLS
+        reading = HardwareReading(
+            current_a=0.0,
+            pack_voltage_v=pack_v,
+            link_voltage_v=self.plant.bus_voltage_v,
+            feedback=None if self.io_dead else self.plant.feedback,
+            device_errors={CONTACTOR_IO: ("no answer",)} if self.io_dead else {},
+        )
+        inputs = SupervisorInputs(
+            snapshot=snapshot(self.cell_v, self.temp_c, modules.stale_modules),
+            modules=modules, reading=reading, soc_pct=50.0,
+        )  # fmt: skip
+        out = self.sup.step(inputs, self.now)
+        if not self.io_dead:
+            self.plant.step(DT_S, out.coils, pack_v)
+        return out
+
+
+action = st.one_of(
+    st.tuples(st.just("steps"), st.integers(1, 40)),
+    st.tuples(st.just("cell_v"), st.sampled_from([3.7, 4.0, OV.threshold + 0.02, 4.4, 3.6])),
+    st.tuples(st.just("temp_c"), st.sampled_from([25.0, 58.0, 65.0])),
+    st.tuples(st.just("close"), st.none()),
+    st.tuples(st.just("open"), st.none()),
+    st.tuples(st.just("reset"), st.none()),
+    st.tuples(st.just("mode"), st.sampled_from(["working", "standby"])),
+    st.tuples(st.just("silence"), st.integers(0, MODULES - 1)),
+    st.tuples(st.just("talk"), st.none()),
+    st.tuples(st.just("io_dead"), st.booleans()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(action, max_size=30))
+def test_no_missed_trip_no_early_trip_no_coil_on_while_a_fault_latches(
+    actions: list[tuple[str, object]],
+) -> None:
+    rig = Rig()
+    for _ in range(20):
+        rig.step()
+    for kind, arg in actions:
+        if kind == "steps":
+            assert isinstance(arg, int)
+            for _ in range(arg):
+                above = rig.cell_v > OV.threshold
+                if above and rig.over_since is None:
+                    rig.over_since = rig.now + DT_S  # first seen in the next step
+                elif not above:
+                    rig.over_since = None
+                out = rig.step()
+                latched = "cell_overvoltage" in out.protection.faults
+                if out.protection.faults:
+                    assert not (out.coils.main_positive or out.coils.precharge), out
+                    assert out.coils.state == "fault" or out.coils.all_off
+                if rig.io_dead:
+                    assert out.coils.all_off
+                if rig.over_since is not None and rig.now - rig.over_since >= OV.delay_s + DT_S:
+                    assert latched, "missed trip"
+                raised = [t for t in out.protection.transitions if t.code == "cell_overvoltage"]
+                if any(t.kind == "raise" and t.level == "fault" for t in raised):
+                    assert rig.over_since is not None
+                    assert rig.now - rig.over_since >= OV.delay_s - 1e-9, "early trip"
+        elif kind == "cell_v":
+            assert isinstance(arg, float)
+            rig.cell_v = arg
+        elif kind == "temp_c":
+            assert isinstance(arg, float)
+            rig.temp_c = arg
+        elif kind == "close":
+            d = rig.sup.d
+            assert d is not None
+            latched_before = bool(d.protection.latched_state()["faults"])
+            if rig.sup.close(rig.now, "command").ok:
+                assert not latched_before, "close accepted while a fault latches"
+        elif kind == "open":
+            rig.sup.open(rig.now)
+        elif kind == "reset":
+            rig.sup.reset(rig.now, service_override=False)
+        elif kind == "mode":
+            assert arg in ("working", "standby")
+            rig.sup.set_mode(arg, rig.now)  # type: ignore[arg-type]
+        elif kind == "silence":
+            assert isinstance(arg, int)
+            rig.silent.add(arg)
+        elif kind == "talk":
+            rig.silent.clear()
+        elif kind == "io_dead":
+            assert isinstance(arg, bool)
+            rig.io_dead = arg
+
+
+def test_the_rig_closes_and_an_overvoltage_trips_it() -> None:
+    """The property above is not vacuous: the loop closes, and the trip opens it."""
+    rig = Rig()
+    for _ in range(100):
+        out = rig.step()
+    assert out.coils.state == "closed" and out.coils.main_positive
+    rig.cell_v = OV.threshold + 0.05
+    for _ in range(round(OV.delay_s / DT_S) + 2):
+        out = rig.step()
+    assert "cell_overvoltage" in out.protection.faults
+    assert out.coils.all_off and out.coils.state == "fault"
+
+
+def test_a_dead_relay_module_trips_and_nothing_closes_until_it_answers() -> None:
+    rig = Rig()
+    for _ in range(100):
+        out = rig.step()
+    assert out.coils.state == "closed"
+    rig.io_dead = True
+    out = rig.step()
+    assert out.coils.all_off and out.coils.state == "fault"
+    assert "contactor feedback unknown" in out.coils.reason
+    assert not rig.sup.close(rig.now, "command").ok
