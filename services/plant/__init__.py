@@ -1,0 +1,1 @@
+"""The plant simulation: devices the BMS talks to."""

@@ -1,0 +1,1 @@
+"""Simulated devices of the plant."""
