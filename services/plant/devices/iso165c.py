@@ -278,7 +278,7 @@ _HANDLERS: dict[Command, _Handler] = {
 class Iso165cRunner(can.Listener):
     """Runs `device` on `bus`: IMD_Info every `info_period_s`, a response to each request.
 
-    `start()` begins, `stop()` ends (the bus stays open; its owner shuts it down). Set
+    `start()` begins, `close()` ends (the bus stays open; its owner shuts it down). Set
     `sending_info = False` to silence the cyclic frame (a device gone quiet). `lock` guards the
     device: hold it to change several fields at once.
     """
@@ -306,7 +306,7 @@ class Iso165cRunner(can.Listener):
         self._notifier = can.Notifier(self.bus, [self], timeout=0.1)
         self._thread.start()
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
