@@ -409,12 +409,16 @@ class Iso165cCore:
             return InsulationReading(None, InsulationState.STALE, ("info:stale",), True, None, None)
         effects = list(info.effects)
         errors = [name for name, _ in info.effects] + list(info.notes)
-        for timed in (self._status_ext, self._error_response):
+        # internal self-test results void the value; a refused command is only reported
+        for timed, effect in (
+            (self._status_ext, Effect.DEVICE_ERROR),
+            (self._error_response, None),
+        ):
             fresh = self._fresh_timed(timed, now_s)
             if fresh is not None:
                 errors.extend(fresh.conditions)
-                if timed is self._status_ext:
-                    effects.extend((c, Effect.DEVICE_ERROR) for c in fresh.conditions)
+                if effect is not None:
+                    effects.extend((c, effect) for c in fresh.conditions)
         worst = max((effect for _, effect in effects), default=None)
         state = InsulationState.MEASURING if worst is None else EFFECT_STATE[worst]
         value_ok = all(effect in VALUE_KEPT for _, effect in effects)

@@ -94,6 +94,7 @@ class Iso165cCanDriver(can.Listener):
         self._clock = clock
         self._changed = threading.Condition()
         self._send_lock = threading.Lock()
+        self._log_lock = threading.Lock()
         self._logged_s: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._stop = threading.Event()
@@ -134,12 +135,13 @@ class Iso165cCanDriver(can.Listener):
     def _log_limited(self, key: str, fmt: str, *args: object) -> None:
         """At most one line per key per log_interval_s; the next one says how many were not."""
         now_s = self._clock()
-        last_s = self._logged_s.get(key)
-        if last_s is not None and now_s - last_s < self.log_interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._logged_s[key] = now_s
-        skipped = self._suppressed.pop(key, 0)
+        with self._log_lock:  # called from the Notifier's thread and the caller's
+            last_s = self._logged_s.get(key)
+            if last_s is not None and now_s - last_s < self.log_interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._logged_s[key] = now_s
+            skipped = self._suppressed.pop(key, 0)
         if skipped:
             log.warning(fmt + " (%d more not logged)", *args, skipped)
         else:
