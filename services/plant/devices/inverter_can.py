@@ -34,7 +34,21 @@ def open_bus(interface: str, channel: str, bitrate: int = 500_000) -> can.BusABC
     return can.Bus(interface=interface, channel=channel, bitrate=bitrate)
 
 
-class InverterCan(can.Listener):
+class _Receiver(can.Listener):
+    """The python-can Listener of an `InverterCan` (its own object: `Listener.stop` is called
+    by the Notifier and must not stop the adapter)."""
+
+    def __init__(self, adapter: InverterCan) -> None:
+        self.adapter = adapter
+
+    def on_message_received(self, msg: can.Message) -> None:
+        self.adapter.on_message_received(msg)
+
+    def on_error(self, exc: Exception) -> None:
+        self.adapter.on_error(exc)
+
+
+class InverterCan:
     """`inverter` on `bus` (the caller owns the bus and shuts it down); `start` / `stop`."""
 
     def __init__(
@@ -59,7 +73,7 @@ class InverterCan(can.Listener):
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> InverterCan:
         self._stop.clear()
-        self._notifier = can.Notifier(self.bus, [self])
+        self._notifier = can.Notifier(self.bus, [_Receiver(self)])
         self._sender = threading.Thread(target=self._send_loop, name="inverter-can", daemon=True)
         self._sender.start()
         return self
@@ -113,7 +127,7 @@ class InverterCan(can.Listener):
         with self.lock:
             return self.inverter.allowed_a(self.clock(), pack_voltage_v=pack_voltage_v)
 
-    # --- can.Listener ------------------------------------------------------------------------
+    # --- from the Listener ------------------------------------------------------------------------
     def on_message_received(self, msg: can.Message) -> None:
         if msg.is_error_frame or msg.is_remote_frame or len(msg.data) > 8:
             self.counters["frames_refused"] += 1  # CAN FD, error or remote: no inverter reads it
