@@ -435,6 +435,62 @@ def test_end_to_end_over_virtual_can(name: str) -> None:
     run_end_to_end(name, lambda: open_bus("virtual", channel))
 
 
+def test_the_adapter_refuses_what_no_inverter_reads_and_keeps_running() -> None:
+    channel = f"inv-{uuid.uuid4().hex[:8]}"
+    bms, inverter_bus = open_bus("virtual", channel), open_bus("virtual", channel)
+    adapter = InverterCan(SimulatedInverter("victron_0x35x", "constant:5"), inverter_bus).start()
+    try:
+        for msg in (
+            can.Message(arbitration_id=0x351, is_remote_frame=True, is_extended_id=False),
+            can.Message(arbitration_id=0x351, data=bytes(12), is_fd=True, is_extended_id=False),
+            can.Message(arbitration_id=0x351, is_error_frame=True, is_extended_id=False),
+            can.Message(arbitration_id=0x351, data=b"\x01", is_extended_id=False),
+        ):
+            bms.send(msg)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and (
+            adapter.counters["frames_refused"] < 3 or adapter.inverter.counters["frames_bad"] < 1
+        ):
+            time.sleep(0.05)
+        assert adapter.counters["frames_refused"] == 3
+        assert adapter.inverter.counters["frames_bad"] == 1
+        bms.send(can.Message(arbitration_id=0x351, data=bytes.fromhex("2802640064000000"),
+                             is_extended_id=False))  # fmt: skip
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and adapter.reading().limits is None:
+            time.sleep(0.05)
+        assert adapter.allowed_a() == pytest.approx((10.0, 10.0))
+        assert adapter.current_a(time.monotonic(), **LOAD) == 5.0
+        heard = {m.arbitration_id for m in iter(lambda: bms.recv(0.5), None)}
+        assert heard == {0x305, 0x307}  # the keep-alives go out meanwhile
+    finally:
+        adapter.stop()
+        bms.shutdown()
+        inverter_bus.shutdown()
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_end_to_end_over_slcan_on_a_serial_link(name: str, tmp_path: Path) -> None:
+    """The gateway on one end of a socat pty pair, the inverter on the other (USB-CAN adapters
+    speaking Lawicel slcan)."""
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed")
+    ends = [tmp_path / "bms", tmp_path / "inverter"]
+    socat = subprocess.Popen(
+        ["socat", *(f"pty,raw,echo=0,link={end}" for end in ends)], stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10.0
+        while not all(end.exists() for end in ends) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        opening = iter(ends)  # the gateway opens first, then the inverter
+        run_end_to_end(name, lambda: can.Bus(interface="slcan", channel=str(next(opening)),
+                                             bitrate=500_000, sleep_after_open=0))  # fmt: skip
+    finally:
+        socat.kill()
+        socat.wait()
+
+
 NETNS_ENV = "BMS_TEST_INVERTER_NETNS"
 UDP_GROUP = "239.74.163.2"  # python-can's UdpMulticastBus.DEFAULT_GROUP_IPv4
 
