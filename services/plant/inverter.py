@@ -217,8 +217,11 @@ _DISCHARGE_SIGN = {"negative": -1.0, "positive": 1.0}
 
 
 def hv_current_a(d: Decoded, name: str, options: ProtocolOptions) -> float:
-    """A Pylontech HV current: raw = (I + offset) x scale⁻¹, a signed 16-bit raw with offset 0
-    (the inverse of what `interfaces.can.pylon_hv_current_offset_a` describes)."""
+    """A Pylontech HV current from its raw value: raw = (I + offset) / 0.1 A, read as signed
+    16 bits when the offset is 0 (`interfaces.can.pylon_hv_current_offset_a`, reference §1.8).
+
+    The DBC fixes the offset at 3000 A, so the raw value is taken, not the DBC's physical one.
+    """
     raw = d.raw[name]
     offset = options.pylon_hv_current_offset_a
     if offset == 0 and raw >= 0x8000:
