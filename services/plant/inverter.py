@@ -143,6 +143,11 @@ class Sent:
     period_s: float
 
 
+def as_sent(frame_id: int, data: bytes, options: ProtocolOptions) -> bytes:
+    """The payload as it arrived: already in the DBC's byte order."""
+    return data
+
+
 @dataclass(frozen=True)
 class InverterProfile:
     """How an inverter of one CAN profile reads the BMS and what it sends."""
@@ -155,6 +160,8 @@ class InverterProfile:
     status: Mapping[int, Callable[[Decoded, ProtocolOptions], Status]]
     timeout_s: float
     sends: tuple[Sent, ...] = ()
+    wire_to_dbc: Callable[[int, bytes, ProtocolOptions], bytes] = as_sent
+    """The payload in the DBC's byte order (Pylontech HV may be sent big-endian)."""
 
     @property
     def reads(self) -> frozenset[int]:
@@ -237,6 +244,13 @@ def _hv_limits(d: Decoded, options: ProtocolOptions) -> Limits:
         charge_voltage_v=d.value["ChargeCutoffVoltage"],
         discharge_voltage_v=d.value["DischargeCutoffVoltage"],
     )
+
+
+def _hv_wire_to_dbc(frame_id: int, data: bytes, options: ProtocolOptions) -> bytes:
+    """Big-endian mode swaps every 16-bit word (`pylon_hv.swap_words`, from the DBC)."""
+    if options.pylon_hv_byte_order == "little":
+        return data
+    return swap_words(frame_id, data.ljust(8, b"\0"))[: len(data)]
 
 
 def _soc(d: Decoded, _: ProtocolOptions) -> float | None:
@@ -349,6 +363,7 @@ INVERTER_PROFILES: Mapping[str, InverterProfile] = MappingProxyType(
             soc=_soc,
             status={0x4250: _hv_status, 0x4280: _hv_forbidden},
             timeout_s=STALE_AFTER_S,
+            wire_to_dbc=_hv_wire_to_dbc,
             sends=(
                 Sent(0x4200, _hv_request(0x00), KEEPALIVE_PERIOD_S),
                 Sent(0x4200, _hv_request(0x02), 10.0),
@@ -430,9 +445,8 @@ class SimulatedInverter:
         try:
             if len(data) > 8:
                 raise DecodeError(f"frame 0x{frame_id:X} carries {len(data)} bytes (CAN FD)")
-            if self.profile.dbc == "pylon_hv" and self.options.pylon_hv_byte_order == "big":
-                data = swap_words(frame_id, data.ljust(8, b"\0"))[: len(data)]
-            decoded = decode(self._db, frame_id, data)
+            dbc_data = self.profile.wire_to_dbc(frame_id, data, self.options)
+            decoded = decode(self._db, frame_id, dbc_data)
         except DecodeError as err:
             self.counters["frames_bad"] += 1
             self._log_limited(f"bad:{frame_id}", now_s, "inverter: frame refused: %s", err)
