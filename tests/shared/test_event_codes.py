@@ -24,11 +24,20 @@ from shared.protection_codes import ProtectionCode
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
+EMITTERS = ("emit", "_emit")
+"""Methods taking (level, kind, code, ...): EventLog.emit and the supervisor's _emit."""
+EVENT_TYPES = ("Event", "SupervisorEvent")
+"""Constructors taking the code as keyword or third positional argument."""
+
 ROUTED = {
     # Transition.code is a Protection quantity: test_protection_codes_are_catalogued
-    ("master_core/service.py", "t.code"),
-    # EventLog.emit itself: its callers are scanned here, and it counts an unknown code
+    ("master_core/supervisor.py", "t.code"),
+    # EventLog.emit and Supervisor._emit themselves: their callers are scanned here, and
+    # EventLog counts an unknown code
     ("master_core/events.py", "code"),
+    ("master_core/supervisor.py", "code"),
+    # the loop logs the supervisor's events, each built (and scanned) in supervisor.py
+    ("master_core/service.py", "e.code"),
 }
 
 
@@ -45,7 +54,10 @@ def _code_arg(call: ast.Call) -> ast.expr | None:
         if kw.arg == "code":
             return kw.value
     func = call.func
-    if isinstance(func, ast.Attribute) and func.attr == "emit" and len(call.args) >= 3:
+    positional = (isinstance(func, ast.Attribute) and func.attr in EMITTERS) or (
+        isinstance(func, ast.Name) and func.id in EVENT_TYPES
+    )
+    if positional and len(call.args) >= 3:
         return call.args[2]
     return None
 
@@ -62,8 +74,8 @@ def _emissions() -> list[Emission]:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            is_emit = isinstance(func, ast.Attribute) and func.attr == "emit"
-            is_event = isinstance(func, ast.Name) and func.id == "Event"
+            is_emit = isinstance(func, ast.Attribute) and func.attr in EMITTERS
+            is_event = isinstance(func, ast.Name) and func.id in EVENT_TYPES
             code = _code_arg(node) if is_emit or is_event else None
             if code is None:
                 continue
@@ -103,7 +115,7 @@ EMISSIONS = _emissions()
 def test_the_scan_finds_the_emissions() -> None:
     # guards the scan itself: the master emits through EventLog.emit, the CAN gateway builds Event
     paths = {e.path for e in EMISSIONS}
-    assert "master_core/service.py" in paths and "can_gateway/service.py" in paths
+    assert "master_core/supervisor.py" in paths and "can_gateway/service.py" in paths
     assert len([e for e in EMISSIONS if e.path.startswith("master_core/")]) >= 10
 
 
