@@ -19,6 +19,12 @@ from shared.config.chemistry import (
     normalise_chemistry_name,
 )
 from shared.config.contactor_io import ContactorIoConfig
+from shared.config.devices import (
+    CurrentSensorDriver,
+    DeviceCanConfig,
+    InsulationMonitorConfig,
+    check_cycle,
+)
 from shared.config.errors import explain_errors
 from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig
 from shared.config.limits import (
@@ -126,6 +132,12 @@ class BalancingConfig(ConfigModel):
 
 
 class CurrentSensorConfig(ConfigModel):
+    driver: CurrentSensorDriver = "ivt_s"
+    """ivt_s: Isabellenhütte IVT-S on CAN (current, U1 battery side, U2 DC link)."""
+    can: DeviceCanConfig = DeviceCanConfig()
+    """The CAN bus the sensor sits on."""
+    cycle_time_ms: int = Field(20, ge=1, le=1000)
+    """The sensor is set at start to send current, U1 and U2 cyclically at this period."""
     range_a: float = CURRENT_MAX_A
     """Full-scale of the sensor (symmetric, ±)."""
     offset_a: float = 0.0
@@ -147,6 +159,7 @@ class CurrentSensorConfig(ConfigModel):
             )
         if not 0.5 <= self.gain <= 2.0:
             problems.append(f"gain: {self.gain:g} is outside 0.5 to 2.0; check the calibration")
+        problems.extend(check_cycle(self.cycle_time_ms, self.can, "current sensor"))
         raise_problems(problems)
         return self
 
@@ -225,6 +238,7 @@ class SystemConfig(ConfigModel):
     balancing: BalancingConfig
     current_sensor: CurrentSensorConfig = CurrentSensorConfig()
     contactors: ContactorConfig = ContactorConfig()
+    insulation_monitor: InsulationMonitorConfig = InsulationMonitorConfig()
     comm_loss: CommLossPolicy = CommLossPolicy()
     interfaces: InterfacesConfig = InterfacesConfig()
     timing: TimingConfig = TimingConfig()

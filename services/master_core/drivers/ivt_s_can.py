@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 import can
 
 from services.master_core.drivers.ivt_s import (
+    DEFAULT_EXPECTED,
     CurrentSensor,
     CurrentSensorReading,
     IvtSCore,
@@ -36,9 +37,10 @@ class IvtSCanDriver(can.Listener):
         bus: can.BusABC,
         stale_after_s: float,
         clock: Callable[[], float] = time.monotonic,
+        expected: tuple[Quantity, ...] = DEFAULT_EXPECTED,
     ) -> None:
         self.bus = bus
-        self.core = IvtSCore(stale_after_s=stale_after_s)
+        self.core = IvtSCore(stale_after_s=stale_after_s, expected=expected)
         self.bus_errors = 0
         self._clock = clock
         self._lock = threading.Lock()
