@@ -134,8 +134,10 @@ class Rig:
         return io
 
 
-def system_config(can_interface: str, channel: str, io: dict[str, object]) -> SystemConfig:
-    base = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+def system_config(
+    can_interface: str, channel: str, io: dict[str, object], system_id: str = "demo"
+) -> SystemConfig:
+    base = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
     data = base.model_dump(mode="json")
     data["current_sensor"] |= {
         "can": {"interface": can_interface, "channel": channel, "stale_after_s": 0.3},
