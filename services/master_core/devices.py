@@ -240,6 +240,28 @@ class RelaySample:
     errors: tuple[str, ...]
 
 
+def relay_sample(
+    contacts: ContactorFeedback | None,
+    sampled_at_s: float | None,
+    errors: tuple[str, ...],
+    now_s: float,
+    max_age_s: float,
+) -> RelaySample:
+    """The worker's last turn as the master sees it at `now_s`: the contacts while at most
+    `max_age_s` old, else None with a reason first (never the last value)."""
+    if sampled_at_s is None:
+        return RelaySample(None, errors or ("no feedback read yet",))
+    # A sample stamped after the caller took `now_s` is a race between threads, not a clock
+    # step: small negative ages are fresh.
+    age_s = now_s - sampled_at_s
+    if not -max_age_s <= age_s <= max_age_s:
+        stale = f"feedback {age_s:.3f} s old (fresh for {max_age_s:g} s)"
+        return RelaySample(None, (stale, *errors))
+    if contacts is None:
+        return RelaySample(None, errors or ("feedback unknown",))
+    return RelaySample(contacts, errors)
+
+
 class RelayWorker:
     """Owns one `ContactorIo` in a thread: writes the commanded coils, polls the contacts."""
 
@@ -319,17 +341,7 @@ class RelayWorker:
         """The contacts of the last poll while fresh; errors of the last turn of the worker."""
         with self._lock:
             contacts, at_s, errors = self._contacts, self._sampled_at_s, self._errors
-        if at_s is None:
-            return RelaySample(None, errors or ("no feedback read yet",))
-        # A sample stamped after the caller took `now_s` is a race between threads, not a
-        # clock step: small negative ages are fresh.
-        age_s = now_s - at_s
-        if not -self._max_age_s <= age_s <= self._max_age_s:
-            stale = f"feedback {age_s:.3f} s old (fresh for {self._max_age_s:g} s)"
-            return RelaySample(None, (stale, *errors))
-        if contacts is None:
-            return RelaySample(None, errors or ("feedback unknown",))
-        return RelaySample(contacts, errors)
+        return relay_sample(contacts, at_s, errors, now_s, self._max_age_s)
 
     def stop(self, *, release: bool) -> None:
         """End the thread; `release` switches every coil off first (the outputs move)."""

@@ -15,25 +15,35 @@ from typing import Any
 
 import can
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.master_core.contactors import ContactorFeedback, ContactorOutputs
 from services.master_core.devices import (
     CYCLIC,
     DevicePackIo,
+    InsulationSample,
+    OpenCan,
     device_factory,
     ivt_s_cycles,
+    relay_sample,
     sensor_errors,
 )
 from services.master_core.drivers.ivt_s import COMMAND_ID, Quantity, TriggerMode
-from services.master_core.hardware import CONTACTOR_IO, CURRENT_SENSOR, HardwareReading
+from services.master_core.hardware import (
+    CONTACTOR_IO,
+    CURRENT_SENSOR,
+    INSULATION_MONITOR,
+    HardwareReading,
+)
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from services.plant.devices.ivt_s import SimulatedIvtS, send
 from services.plant.devices.relay import RelayModule
 from shared.bus import InMemoryBroker, InMemoryBus
-from shared.config import CurrentSensorConfig, SystemConfig
+from shared.config import CurrentSensorConfig, InsulationMonitorConfig, SystemConfig
 from shared.config.errors import explain_errors
 from shared.messages import CellTelemetry, ConfigMessage, PackState
 from shared.topics import CONFIG, PACK_STATE, SLAVE_TELEMETRY
@@ -230,6 +240,30 @@ def test_over_current_detection_and_unused_results_are_not_sensor_errors() -> No
     assert sensor_errors(errors) == ("u2_v:channel_error", "current_a:stale")
 
 
+@given(
+    contacts=st.none() | st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    sampled_at_s=st.none() | st.floats(0.0, 1e6),
+    age_s=st.floats(-10.0, 10.0),
+    max_age_s=st.floats(0.001, 5.0),
+    errors=st.lists(st.text(min_size=1, max_size=5), max_size=2).map(tuple),
+)
+def test_relay_feedback_is_the_last_sample_while_fresh_and_unknown_with_a_reason_after(
+    contacts: tuple[bool, bool, bool] | None,
+    sampled_at_s: float | None,
+    age_s: float,
+    max_age_s: float,
+    errors: tuple[str, ...],
+) -> None:
+    feedback = None if contacts is None else ContactorFeedback(*contacts)
+    now_s = (sampled_at_s or 0.0) + age_s
+    got = relay_sample(feedback, sampled_at_s, errors, now_s, max_age_s)
+    fresh = sampled_at_s is not None and abs(now_s - sampled_at_s) <= max_age_s
+    assert got.feedback == (feedback if fresh else None)
+    if got.feedback is None:
+        assert got.errors, "unknown feedback always says why"
+    assert set(errors) <= set(got.errors)
+
+
 def test_a_freshness_window_shorter_than_three_cycles_is_refused_readably() -> None:
     with pytest.raises(ValidationError) as info:
         CurrentSensorConfig.model_validate({"cycle_time_ms": 100, "can": {"stale_after_s": 0.2}})
@@ -330,6 +364,47 @@ def test_a_bus_that_cannot_open_is_an_error_not_a_crash(rig: Rig) -> None:
     reading = io.read(time.monotonic())
     assert reading.current_a is None and reading.pack_voltage_v is None
     assert "no such adapter" in reading.device_errors[CURRENT_SENSOR][0]
+
+
+@dataclass
+class FakeMonitor:
+    """Stands in for an insulation monitor driver in the registry slot."""
+
+    config: InsulationMonitorConfig
+    resistance_ohm: float | None = 2.0e6
+    errors: tuple[str, ...] = ()
+    closed: bool = False
+
+    def sample(self, now_s: float) -> InsulationSample:
+        return InsulationSample(self.resistance_ohm, self.errors)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_insulation_slot_feeds_the_reading(rig: Rig) -> None:
+    opened: list[FakeMonitor] = []
+
+    def open_fake(config: InsulationMonitorConfig, open_can: OpenCan, clock: object) -> FakeMonitor:
+        opened.append(FakeMonitor(config))
+        return opened[-1]
+
+    make = device_factory(insulation_monitors={"none": open_fake})
+    io = make(rig.config, None)
+    assert isinstance(io, DevicePackIo)
+    rig.ios.append(io)
+    reading = io.read(time.monotonic())
+    assert reading.insulation_monitor and reading.insulation_ohm == 2.0e6
+    assert INSULATION_MONITOR not in reading.device_errors
+    opened[0].resistance_ohm, opened[0].errors = None, ("stale",)
+    reading = io.read(time.monotonic())
+    assert reading.insulation_ohm is None
+    assert reading.device_errors[INSULATION_MONITOR] == ("stale",)
+    sensor, relay = io.sensor, io.relay
+    make(changed(rig.config, "insulation_monitor.can.stale_after_s", 3.0), io)
+    assert opened[0].closed and len(opened) == 2
+    assert opened[1].config.can.stale_after_s == 3.0
+    assert (io.sensor, io.relay, io.reopened) == (sensor, relay, [INSULATION_MONITOR])
 
 
 def test_the_factory_reopens_only_the_device_whose_section_changed(rig: Rig) -> None:
