@@ -84,6 +84,65 @@ def open_can_bus(config: DeviceCanConfig) -> can.BusABC:
     return can.Bus(interface=config.interface, channel=config.channel, bitrate=config.bitrate)
 
 
+@dataclass
+class _SharedBus:
+    bus: can.BusABC
+    notifier: can.Notifier
+    bitrate: int
+    listeners: list[can.Listener]
+
+
+class CanBuses:
+    """One python-can bus and one Notifier per CAN channel, shared by the devices on it: a
+    serial adapter (slcan) cannot be opened twice, and two readers of one bus would split its
+    frames between them. Used from the master's thread only; the Notifier thread calls the
+    listeners, which lock their own state."""
+
+    def __init__(self, open_can: OpenCan) -> None:
+        self._open_can = open_can
+        self._buses: dict[tuple[str, str], _SharedBus] = {}
+        self.opened = 0
+        """Buses opened since start (for tests and logs)."""
+
+    @staticmethod
+    def _key(config: DeviceCanConfig) -> tuple[str, str]:
+        return (config.interface, config.channel)
+
+    def bus(self, config: DeviceCanConfig) -> can.BusABC:
+        """The channel's bus, opened now if no device uses it yet (python-can errors pass)."""
+        shared = self._buses.get(self._key(config))
+        if shared is None:
+            bus = self._open_can(config)
+            self.opened += 1
+            shared = _SharedBus(bus, can.Notifier(bus, [], timeout=0.1), config.bitrate, [])
+            self._buses[self._key(config)] = shared
+        elif shared.bitrate != config.bitrate:  # refused by the configuration's validation
+            raise ValueError(
+                f"CAN {config.interface} {config.channel} is open at {shared.bitrate} bit/s, "
+                f"not {config.bitrate}"
+            )
+        return shared.bus
+
+    def listen(self, config: DeviceCanConfig, listener: can.Listener) -> None:
+        """Feed `listener` from the channel's Notifier (after `bus`)."""
+        shared = self._buses[self._key(config)]
+        shared.listeners.append(listener)
+        shared.notifier.add_listener(listener)
+
+    def release(self, config: DeviceCanConfig, listener: can.Listener | None) -> None:
+        """`listener` stops listening; the last device on a channel closes its bus."""
+        shared = self._buses.get(self._key(config))
+        if shared is None:
+            return
+        if listener is not None and listener in shared.listeners:
+            shared.listeners.remove(listener)
+            shared.notifier.remove_listener(listener)
+        if not shared.listeners:
+            shared.notifier.stop()
+            shared.bus.shutdown()
+            del self._buses[self._key(config)]
+
+
 class _LogOnce:
     """Rate-limits a log line per key (once per `every_s`)."""
 
@@ -131,11 +190,10 @@ def sensor_errors(errors: tuple[str, ...]) -> tuple[str, ...]:
 class IvtSCurrentSensor:
     """The IVT-S of `current_sensor`: opened, configured, read; reopened after a failed open."""
 
-    def __init__(self, config: CurrentSensorConfig, open_can: OpenCan, clock: Clock) -> None:
+    def __init__(self, config: CurrentSensorConfig, buses: CanBuses, clock: Clock) -> None:
         self.config = config
-        self._open_can = open_can
+        self._buses = buses
         self._clock = clock
-        self._bus: can.BusABC | None = None
         self.driver: IvtSCanDriver | None = None
         self._open_error = ""
         self._opened_at_s: float | None = None
@@ -151,13 +209,16 @@ class IvtSCurrentSensor:
         self._opened_at_s = now_s
         c = self.config.can
         try:
-            self._bus = self._open_can(c)
+            bus = self._buses.bus(c)
         except Exception as exc:  # python-can raises many kinds (CanError, OSError, ImportError)
             self._open_error = f"cannot open CAN {c.interface}:{c.channel}: {exc}"
             self._log.warning("open", "current sensor: %s; retrying every %g s", exc, REOPEN_S)
             return
         self._open_error = ""
-        self.driver = IvtSCanDriver(self._bus, c.stale_after_s, self._clock, expected=CYCLIC)
+        self.driver = IvtSCanDriver(
+            bus, c.stale_after_s, self._clock, expected=CYCLIC, own_notifier=False
+        )
+        self._buses.listen(c, self.driver)
         self._configure(now_s)
 
     def _commands(self) -> list[int]:
@@ -215,9 +276,7 @@ class IvtSCurrentSensor:
 
     def close(self) -> None:
         if self.driver is not None:
-            self.driver.close()
-        if self._bus is not None:
-            self._bus.shutdown()
+            self._buses.release(self.config.can, self.driver)
 
 
 # --- contactor I/O ---------------------------------------------------------------------------
@@ -371,17 +430,21 @@ class InsulationSource(Protocol):
     def close(self) -> None: ...
 
 
-OpenInsulation = Callable[[InsulationMonitorConfig, OpenCan, Clock], "InsulationSource | None"]
+OpenInsulation = Callable[[InsulationMonitorConfig, CanBuses, Clock], "InsulationSource | None"]
 
 
-def _no_monitor(config: InsulationMonitorConfig, open_can: OpenCan, clock: Clock) -> None:
+def _no_monitor(config: InsulationMonitorConfig, buses: CanBuses, clock: Clock) -> None:
     return None
 
 
 INSULATION_MONITORS: dict[str, OpenInsulation] = {"none": _no_monitor}
 """`insulation_monitor.driver` -> how to open it (None: nothing installed). A new driver adds
-an entry and its name to `InsulationMonitorDriver` (shared/config/devices.py); its builder opens
-`open_can(config.can)`, wraps the driver and honours `config.can.stale_after_s`."""
+an entry and its name to `InsulationMonitorDriver` (shared/config/devices.py). Its builder takes
+`bus = buses.bus(config.can)` (shared with the current sensor when on the same channel),
+builds its driver without a Notifier of its own, `buses.listen(config.can, driver)`, and wraps
+it in an `InsulationSource` whose `close` calls `buses.release(config.can, driver)`; values
+older than `config.can.stale_after_s` are None. A bus that fails to open must become an error
+of `sample`, not an exception."""
 
 
 # --- the PackIo ------------------------------------------------------------------------------
@@ -405,27 +468,36 @@ class DevicePackIo:
         clock: Clock = time.monotonic,
         insulation_monitors: Mapping[str, OpenInsulation] = INSULATION_MONITORS,
     ) -> None:
-        self._open_can = open_can
+        self.buses = CanBuses(open_can)
         self._open_relay = open_relay
         self._clock = clock
         self._monitors = insulation_monitors
         self.config = config
-        self.sensor = IvtSCurrentSensor(config.current_sensor, open_can, clock)
+        self.sensor = IvtSCurrentSensor(config.current_sensor, self.buses, clock)
         self.relay = RelayWorker(open_relay(config.contactors.io), config.contactors.io, clock)
         self.insulation = self._open_insulation(config.insulation_monitor)
         self.reopened: list[str] = []
         """Devices reopened by `apply`, in order (for logs and tests)."""
 
     def _open_insulation(self, config: InsulationMonitorConfig) -> InsulationSource | None:
-        return self._monitors[config.driver](config, self._open_can, self._clock)
+        return self._monitors[config.driver](config, self.buses, self._clock)
 
     def apply(self, config: SystemConfig) -> None:
-        """Reopen only the devices whose section changed; the others keep running."""
+        """Reopen only the devices whose section changed; the others keep running. The CAN
+        devices are all closed before any reopens (a shared channel may change its rate)."""
         old, self.config = self.config, config
-        if current_section(old) != current_section(config):
+        sensor = current_section(old) != current_section(config)
+        monitor = old.insulation_monitor != config.insulation_monitor
+        if sensor:
             self.sensor.close()
-            self.sensor = IvtSCurrentSensor(config.current_sensor, self._open_can, self._clock)
+        if monitor and self.insulation is not None:
+            self.insulation.close()
+        if sensor:
+            self.sensor = IvtSCurrentSensor(config.current_sensor, self.buses, self._clock)
             self.reopened.append(CURRENT_SENSOR)
+        if monitor:
+            self.insulation = self._open_insulation(config.insulation_monitor)
+            self.reopened.append(INSULATION_MONITOR)
         if old.contactors.io != config.contactors.io:
             moved = any(
                 getattr(old.contactors.io, f) != getattr(config.contactors.io, f)
@@ -436,11 +508,6 @@ class DevicePackIo:
             io = self._open_relay(config.contactors.io)
             self.relay = RelayWorker(io, config.contactors.io, self._clock, coils)
             self.reopened.append(CONTACTOR_IO)
-        if old.insulation_monitor != config.insulation_monitor:
-            if self.insulation is not None:
-                self.insulation.close()
-            self.insulation = self._open_insulation(config.insulation_monitor)
-            self.reopened.append(INSULATION_MONITOR)
 
     def read(self, now_s: float) -> HardwareReading:
         current = self.sensor.sample(now_s)

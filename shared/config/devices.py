@@ -6,6 +6,7 @@ its own section (`contactors.io`, shared/config/contactor_io.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
@@ -64,3 +65,18 @@ class InsulationMonitorConfig(ConfigModel):
     driver: InsulationMonitorDriver = "none"
     can: DeviceCanConfig = DeviceCanConfig(stale_after_s=2.0)
     """Its CAN bus; an insulation measurement takes seconds, hence the longer freshness."""
+
+
+def bit_rate_conflicts(buses: Mapping[str, tuple[str, str, int]]) -> list[str]:
+    """Sections (`name -> (interface, channel, bitrate)`) on one CAN channel must agree on
+    its bit rate: a channel runs at one rate, and the devices on it share one adapter."""
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    out: list[str] = []
+    for section, (interface, channel, bitrate) in buses.items():
+        first, rate = seen.setdefault((interface, channel), (section, bitrate))
+        if rate != bitrate:
+            out.append(
+                f"{section}.bitrate: {bitrate} bit/s on {interface} {channel}, where {first} "
+                f"runs at {rate} bit/s; devices on one CAN channel share its bit rate"
+            )
+    return out

@@ -23,6 +23,7 @@ from shared.config.devices import (
     CurrentSensorDriver,
     DeviceCanConfig,
     InsulationMonitorConfig,
+    bit_rate_conflicts,
     check_cycle,
 )
 from shared.config.errors import explain_errors
@@ -279,6 +280,7 @@ class SystemConfig(ConfigModel):
             + self._balancing_problems(chem)
             + self._contactor_problems()
             + self._can_problems(chem)
+            + self._device_problems()
         )
         return self
 
@@ -497,6 +499,17 @@ class SystemConfig(ConfigModel):
                 f"{fmt(c.precharge_voltage_diff_v, 'V')} of {fmt(self.charge_pack_voltage_v, 'V')}"
             )
         return out
+
+    def _device_problems(self) -> list[str]:
+        """Devices on one CAN channel (the inverter's included) must agree on its bit rate."""
+        sections = {"current_sensor.can": self.current_sensor.can}
+        if self.insulation_monitor.driver != "none":
+            sections["insulation_monitor.can"] = self.insulation_monitor.can
+        buses = {name: (c.interface, c.channel, c.bitrate) for name, c in sections.items()}
+        inverter = self.interfaces.can
+        if inverter.enabled:
+            buses["interfaces.can"] = (inverter.interface, inverter.channel, inverter.bitrate)
+        return bit_rate_conflicts(buses)
 
     def _can_problems(self, chem: ChemistryPreset) -> list[str]:
         """Every CAN profile must carry the pack's whole voltage and current range: a frame

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from services.master_core.contactors import ContactorFeedback, ContactorOutputs
 from services.master_core.devices import (
     CYCLIC,
+    CanBuses,
     DevicePackIo,
     InsulationSample,
-    OpenCan,
     device_factory,
     ivt_s_cycles,
     relay_sample,
@@ -385,7 +385,7 @@ class FakeMonitor:
 def test_the_insulation_slot_feeds_the_reading(rig: Rig) -> None:
     opened: list[FakeMonitor] = []
 
-    def open_fake(config: InsulationMonitorConfig, open_can: OpenCan, clock: object) -> FakeMonitor:
+    def open_fake(config: InsulationMonitorConfig, buses: CanBuses, clock: object) -> FakeMonitor:
         opened.append(FakeMonitor(config))
         return opened[-1]
 
@@ -405,6 +405,48 @@ def test_the_insulation_slot_feeds_the_reading(rig: Rig) -> None:
     assert opened[0].closed and len(opened) == 2
     assert opened[1].config.can.stale_after_s == 3.0
     assert (io.sensor, io.relay, io.reopened) == (sensor, relay, [INSULATION_MONITOR])
+
+
+class Counting(can.Listener):
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def on_message_received(self, msg: can.Message) -> None:
+        self.frames += 1
+
+
+def test_devices_on_one_channel_share_one_bus_and_its_notifier(rig: Rig) -> None:
+    rig.ivt.set(current_a=1.0, u1_v=29.6, u2_v=29.6)
+    io = rig.make()
+    read_until(io, lambda r: r.current_a is not None)
+    other = Counting()
+    can_config = rig.config.current_sensor.can
+    assert io.buses.bus(can_config) is io.sensor.driver.bus  # type: ignore[union-attr]
+    io.buses.listen(can_config, other)
+    wait_for("the second device hears the channel", lambda: other.frames > 10)
+    assert io.buses.opened == 1
+    io.buses.release(can_config, other)
+    seen = other.frames
+    time.sleep(0.1)
+    assert other.frames <= seen + 1  # released: at most one frame in flight
+    assert io.read(time.monotonic()).current_a is not None  # the sensor still listens
+    with pytest.raises(ValueError, match="is open at 500000 bit/s, not 250000"):
+        io.buses.bus(can_config.model_copy(update={"bitrate": 250_000}))
+
+
+def test_devices_on_one_channel_must_agree_on_its_bit_rate() -> None:
+    base = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    data = base.model_dump(mode="json")
+    data["current_sensor"]["can"] = {"interface": "socketcan", "channel": "can0", "bitrate": 250000}
+    with pytest.raises(ValidationError) as info:
+        SystemConfig.model_validate(data)
+    assert any(
+        "interfaces.can.bitrate: 500000 bit/s on socketcan can0, where current_sensor.can runs "
+        "at 250000 bit/s" in line
+        for line in explain_errors(info.value)
+    ), explain_errors(info.value)
+    data["interfaces"]["can"]["enabled"] = False
+    SystemConfig.model_validate(data)
 
 
 def test_the_factory_reopens_only_the_device_whose_section_changed(rig: Rig) -> None:
