@@ -501,15 +501,15 @@ class SystemConfig(ConfigModel):
         return out
 
     def _device_problems(self) -> list[str]:
-        """Devices on one CAN channel (the inverter's included) must agree on its bit rate."""
+        """The master's CAN devices on one channel must agree on its bit rate. The inverter's
+        bus (interfaces.can) is left out: the CAN gateway may run on another host, where the
+        same channel name is another bus."""
         sections = {"current_sensor.can": self.current_sensor.can}
         if self.insulation_monitor.driver != "none":
             sections["insulation_monitor.can"] = self.insulation_monitor.can
-        buses = {name: (c.interface, c.channel, c.bitrate) for name, c in sections.items()}
-        inverter = self.interfaces.can
-        if inverter.enabled:
-            buses["interfaces.can"] = (inverter.interface, inverter.channel, inverter.bitrate)
-        return bit_rate_conflicts(buses)
+        return bit_rate_conflicts(
+            {name: (c.interface, c.channel, c.bitrate) for name, c in sections.items()}
+        )
 
     def _can_problems(self, chem: ChemistryPreset) -> list[str]:
         """Every CAN profile must carry the pack's whole voltage and current range: a frame
