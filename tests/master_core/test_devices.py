@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from services.master_core.contactors import ContactorFeedback, ContactorOutputs
 from services.master_core.devices import (
+    CONFIG_ATTEMPTS,
+    CONFIG_RETRY_S,
     CYCLIC,
     CanBuses,
     DevicePackIo,
@@ -82,6 +84,7 @@ class IvtSRunner:
         self.sim = SimulatedIvtS()
         self.update = update
         self.silent = False
+        self.answer = True
         self.commands = 0
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -96,7 +99,7 @@ class IvtSRunner:
                 with self.lock:
                     response = self.sim.command(bytes(msg.data))
                     self.commands += 1
-                if response is not None:
+                if response is not None and self.answer:
                     send(self.bus, [response])
                 continue
             if time.monotonic() >= next_s:
@@ -302,6 +305,21 @@ def test_fresh_readings_after_configuring_the_sensor(rig: Rig) -> None:
         assert {q for q, m in rig.ivt.sim.trigger.items() if m is TriggerMode.CYCLIC} == set(CYCLIC)
         assert all(rig.ivt.sim.cycle_ms[q] == CYCLE_MS for q in CYCLIC)
         assert rig.ivt.sim.running
+
+
+def test_an_unacknowledged_configuration_is_sent_again_a_few_times(rig: Rig) -> None:
+    rig.ivt.answer = False
+    rig.ivt.set(current_a=2.0, u1_v=29.6, u2_v=29.6)
+    io = rig.make()
+    per_attempt = 2 + len(Quantity)  # stop, one SET_CONFIG_RESULT per result, run
+    deadline = time.monotonic() + CONFIG_RETRY_S * (CONFIG_ATTEMPTS + 2)
+    while time.monotonic() < deadline:
+        reading = io.read(time.monotonic())
+        time.sleep(0.02)
+    assert rig.ivt.commands == per_attempt * CONFIG_ATTEMPTS
+    assert not io.sensor.configured
+    assert reading.current_a == pytest.approx(2.0, abs=1e-3)  # values flow: no device error
+    assert CURRENT_SENSOR not in reading.device_errors
 
 
 def test_a_silent_sensor_reads_none_and_says_stale(rig: Rig) -> None:
