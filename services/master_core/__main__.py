@@ -11,15 +11,19 @@ from services.master_core.hardware import PackIoFactory
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
-from shared.bus import MqttBus
+from shared.bus import BusCore, MqttBus
 from shared.runtime import run_until_signalled
 from shared.settings import configure_logging
 
 KIND = "master_core"
 
 
-def make_io(settings: MasterCoreSettings, bus: MqttBus) -> PackIoFactory:
+def make_io(settings: MasterCoreSettings, bus: BusCore) -> PackIoFactory:
     """The hardware the settings choose; the simulation lives in the plant package."""
+    if settings.hardware == "devices":
+        from services.master_core.devices import device_factory
+
+        return device_factory()
     from services.plant.in_process import in_process_factory
 
     return in_process_factory(bus, load_profile=settings.load_profile, seed=settings.seed)

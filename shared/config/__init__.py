@@ -14,6 +14,7 @@ from shared.config.chemistry import (
     get_preset,
 )
 from shared.config.contactor_io import ContactorIoConfig
+from shared.config.devices import DeviceCanConfig, InsulationMonitorConfig
 from shared.config.errors import explain_errors
 from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig, ModbusConfig
 from shared.config.protection import Direction, LevelThreshold, ProtectionConfig, ThreeLevel
@@ -46,7 +47,9 @@ __all__ = [
     "ContactorConfig",
     "ContactorIoConfig",
     "CurrentSensorConfig",
+    "DeviceCanConfig",
     "Direction",
+    "InsulationMonitorConfig",
     "InterfacesConfig",
     "LevelThreshold",
     "ModbusConfig",

@@ -75,6 +75,7 @@ _MB = "services/modbus_gateway/"
 _CG = "services/can_gateway/"
 _SYS = "shared/config/system.py"
 _PROT = _MC + "protection.py"
+_DEV = _MC + "devices.py"
 _CU = "services/config_ui/"
 # The wizard derives the cell and pack voltage levels in `protection` from the overridden
 # chemistry (SystemConfig.cell_chemistry into ProtectionConfig.from_chemistry).
@@ -180,14 +181,26 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("current_sensor.range_a", (
         _r(MASTER, _MC + "limits.py"), _r(MODBUS, _MB + "register_map.py"),
     )),
+    # The device factory (devices.py) reopens only the device whose section changed.
+    FieldUse("current_sensor.driver", (_r(MASTER, _DEV),),
+             "hardware=devices: the current sensor's driver"),
+    FieldUse("current_sensor.can.*", (_r(MASTER, _DEV),),
+             "hardware=devices: a new value reopens the sensor's CAN bus"),
+    FieldUse("current_sensor.cycle_time_ms", (_r(MASTER, _DEV),),
+             "hardware=devices: sent to the sensor at start"),
     FieldUse("current_sensor.offset_a", (_r(MASTER, _MC + "current_calibration.py"),)),
     FieldUse("current_sensor.gain", (_r(MASTER, _MC + "current_calibration.py"),)),
     FieldUse("contactors.precharge_resistor_ohm", (_r(MASTER, "services/plant/contactors.py"),)),
     FieldUse("contactors.dc_link_capacitance_f", (_r(MASTER, "services/plant/contactors.py"),)),
     FieldUse("contactors.precharge_*", (_r(MASTER, _MC + "contactors.py"),)),
     FieldUse("contactors.feedback_timeout_s", (_r(MASTER, _MC + "contactors.py"),)),
-    FieldUse("contactors.io.*", (_r(MASTER, _MC + "drivers/contactor_io.py", "restart"),),
-             "the relay module's transport and addresses: the driver opens it at start-up"),
+    FieldUse("contactors.io.*", (_r(MASTER, _MC + "drivers/contactor_io.py"),),
+             "hardware=devices: the relay module's transport and addresses; a new value "
+             "reopens the module and writes the commanded coils again"),
+    FieldUse("insulation_monitor.driver", (_r(MASTER, _DEV),),
+             "hardware=devices: none = no monitor installed"),
+    FieldUse("insulation_monitor.can.*", (_r(MASTER, _DEV),),
+             "hardware=devices: a new value reopens the monitor's CAN bus"),
     FieldUse("comm_loss.*", (_r(MASTER, _PROT, "live", "comm_loss", "ride_through_s"),)),
     FieldUse("interfaces.modbus.*", (_MODBUS_IFACE,),
              "a BMS_* setting of the same name on the gateway's host overrides it"),

@@ -19,6 +19,13 @@ from shared.config.chemistry import (
     normalise_chemistry_name,
 )
 from shared.config.contactor_io import ContactorIoConfig
+from shared.config.devices import (
+    CurrentSensorDriver,
+    DeviceCanConfig,
+    InsulationMonitorConfig,
+    bit_rate_conflicts,
+    check_cycle,
+)
 from shared.config.errors import explain_errors
 from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig
 from shared.config.limits import (
@@ -126,6 +133,12 @@ class BalancingConfig(ConfigModel):
 
 
 class CurrentSensorConfig(ConfigModel):
+    driver: CurrentSensorDriver = "ivt_s"
+    """ivt_s: Isabellenhütte IVT-S on CAN (current, U1 battery side, U2 DC link)."""
+    can: DeviceCanConfig = DeviceCanConfig()
+    """The CAN bus the sensor sits on."""
+    cycle_time_ms: int = Field(20, ge=1, le=1000)
+    """The sensor is set at start to send current, U1 and U2 cyclically at this period."""
     range_a: float = CURRENT_MAX_A
     """Full-scale of the sensor (symmetric, ±)."""
     offset_a: float = 0.0
@@ -147,6 +160,7 @@ class CurrentSensorConfig(ConfigModel):
             )
         if not 0.5 <= self.gain <= 2.0:
             problems.append(f"gain: {self.gain:g} is outside 0.5 to 2.0; check the calibration")
+        problems.extend(check_cycle(self.cycle_time_ms, self.can, "current sensor"))
         raise_problems(problems)
         return self
 
@@ -225,6 +239,7 @@ class SystemConfig(ConfigModel):
     balancing: BalancingConfig
     current_sensor: CurrentSensorConfig = CurrentSensorConfig()
     contactors: ContactorConfig = ContactorConfig()
+    insulation_monitor: InsulationMonitorConfig = InsulationMonitorConfig()
     comm_loss: CommLossPolicy = CommLossPolicy()
     interfaces: InterfacesConfig = InterfacesConfig()
     timing: TimingConfig = TimingConfig()
@@ -265,6 +280,7 @@ class SystemConfig(ConfigModel):
             + self._balancing_problems(chem)
             + self._contactor_problems()
             + self._can_problems(chem)
+            + self._device_problems()
         )
         return self
 
@@ -483,6 +499,17 @@ class SystemConfig(ConfigModel):
                 f"{fmt(c.precharge_voltage_diff_v, 'V')} of {fmt(self.charge_pack_voltage_v, 'V')}"
             )
         return out
+
+    def _device_problems(self) -> list[str]:
+        """The master's CAN devices on one channel must agree on its bit rate. The inverter's
+        bus (interfaces.can) is left out: the CAN gateway may run on another host, where the
+        same channel name is another bus."""
+        sections = {"current_sensor.can": self.current_sensor.can}
+        if self.insulation_monitor.driver != "none":
+            sections["insulation_monitor.can"] = self.insulation_monitor.can
+        return bit_rate_conflicts(
+            {name: (c.interface, c.channel, c.bitrate) for name, c in sections.items()}
+        )
 
     def _can_problems(self, chem: ChemistryPreset) -> list[str]:
         """Every CAN profile must carry the pack's whole voltage and current range: a frame

@@ -64,9 +64,10 @@ STEPS: tuple[WizardStep, ...] = (
     ),
     WizardStep(
         "current_sensor",
-        "Current sensor",
-        ("current_sensor",),
-        "Range and calibration of the pack current sensor (current = gain x raw + offset).",
+        "Current sensor and insulation monitor",
+        ("current_sensor", "insulation_monitor"),
+        "Range and calibration of the pack current sensor (current = gain x raw + offset), and "
+        "the CAN bus each of these devices sits on.",
     ),
     WizardStep(
         "interfaces",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 import can
 
 from services.master_core.drivers.ivt_s import (
+    DEFAULT_EXPECTED,
     CurrentSensor,
     CurrentSensorReading,
     IvtSCore,
@@ -36,14 +37,19 @@ class IvtSCanDriver(can.Listener):
         bus: can.BusABC,
         stale_after_s: float,
         clock: Callable[[], float] = time.monotonic,
+        expected: tuple[Quantity, ...] = DEFAULT_EXPECTED,
+        *,
+        own_notifier: bool = True,
     ) -> None:
+        """`own_notifier=False`: the caller feeds this listener from a Notifier it shares
+        with other devices on the same bus (one reader per bus), and stops it itself."""
         self.bus = bus
-        self.core = IvtSCore(stale_after_s=stale_after_s)
+        self.core = IvtSCore(stale_after_s=stale_after_s, expected=expected)
         self.bus_errors = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._logged: set[str] = set()
-        self._notifier = can.Notifier(bus, [self], timeout=0.1)
+        self._notifier = can.Notifier(bus, [self], timeout=0.1) if own_notifier else None
 
     def on_message_received(self, msg: can.Message) -> None:
         reason: RejectReason | None
@@ -109,7 +115,8 @@ class IvtSCanDriver(can.Listener):
             self.set_running(True)
 
     def close(self) -> None:
-        self._notifier.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
 
 
 def as_current_sensor(driver: IvtSCanDriver) -> CurrentSensor:
