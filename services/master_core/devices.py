@@ -55,7 +55,7 @@ from services.master_core.hardware import (
     PackIoFactory,
 )
 from shared.config import ContactorIoConfig, CurrentSensorConfig, SystemConfig
-from shared.config.devices import DeviceCanConfig, InsulationMonitorConfig
+from shared.config.devices import DeviceCanConfig
 
 log = logging.getLogger(__name__)
 
@@ -430,14 +430,22 @@ class InsulationSource(Protocol):
     def close(self) -> None: ...
 
 
-OpenInsulation = Callable[[InsulationMonitorConfig, CanBuses, Clock], "InsulationSource | None"]
+OpenInsulation = Callable[[SystemConfig, CanBuses, Clock], "InsulationSource | None"]
+"""Opens the monitor of `insulation_monitor` (the whole configuration: the device may also
+take the protection thresholds)."""
 
 
-def _no_monitor(config: InsulationMonitorConfig, buses: CanBuses, clock: Clock) -> None:
+def _no_monitor(config: SystemConfig, buses: CanBuses, clock: Clock) -> None:
     return None
 
 
-INSULATION_MONITORS: dict[str, OpenInsulation] = {"none": _no_monitor}
+def _iso165c(config: SystemConfig, buses: CanBuses, clock: Clock) -> InsulationSource:
+    from services.master_core.insulation_sources import Iso165cInsulation
+
+    return Iso165cInsulation(config, buses, clock)
+
+
+INSULATION_MONITORS: dict[str, OpenInsulation] = {"none": _no_monitor, "iso165c": _iso165c}
 """`insulation_monitor.driver` -> how to open it (None: nothing installed). A new driver adds
 an entry and its name to `InsulationMonitorDriver` (shared/config/devices.py). Its builder takes
 `bus = buses.bus(config.can)` (shared with the current sensor when on the same channel),
@@ -454,6 +462,12 @@ def current_section(c: SystemConfig) -> tuple[object, ...]:
     """What the current sensor is opened with (not its calibration: the master applies it)."""
     s = c.current_sensor
     return (s.driver, s.can, s.cycle_time_ms)
+
+
+def insulation_section(c: SystemConfig) -> tuple[object, ...]:
+    """What the insulation monitor is opened with: the device takes the thresholds too."""
+    p = c.protection
+    return (c.insulation_monitor, p.insulation_fault_ohm, p.insulation_warning_ohm)
 
 
 class DevicePackIo:
@@ -475,19 +489,19 @@ class DevicePackIo:
         self.config = config
         self.sensor = IvtSCurrentSensor(config.current_sensor, self.buses, clock)
         self.relay = RelayWorker(open_relay(config.contactors.io), config.contactors.io, clock)
-        self.insulation = self._open_insulation(config.insulation_monitor)
+        self.insulation = self._open_insulation(config)
         self.reopened: list[str] = []
         """Devices reopened by `apply`, in order (for logs and tests)."""
 
-    def _open_insulation(self, config: InsulationMonitorConfig) -> InsulationSource | None:
-        return self._monitors[config.driver](config, self.buses, self._clock)
+    def _open_insulation(self, config: SystemConfig) -> InsulationSource | None:
+        return self._monitors[config.insulation_monitor.driver](config, self.buses, self._clock)
 
     def apply(self, config: SystemConfig) -> None:
         """Reopen only the devices whose section changed; the others keep running. The CAN
         devices are all closed before any reopens (a shared channel may change its rate)."""
         old, self.config = self.config, config
         sensor = current_section(old) != current_section(config)
-        monitor = old.insulation_monitor != config.insulation_monitor
+        monitor = insulation_section(old) != insulation_section(config)
         if sensor:
             self.sensor.close()
         if monitor and self.insulation is not None:
@@ -496,7 +510,7 @@ class DevicePackIo:
             self.sensor = IvtSCurrentSensor(config.current_sensor, self.buses, self._clock)
             self.reopened.append(CURRENT_SENSOR)
         if monitor:
-            self.insulation = self._open_insulation(config.insulation_monitor)
+            self.insulation = self._open_insulation(config)
             self.reopened.append(INSULATION_MONITOR)
         if old.contactors.io != config.contactors.io:
             moved = any(
@@ -508,6 +522,10 @@ class DevicePackIo:
             io = self._open_relay(config.contactors.io)
             self.relay = RelayWorker(io, config.contactors.io, self._clock, coils)
             self.reopened.append(CONTACTOR_IO)
+
+    @property
+    def has_insulation_monitor(self) -> bool:
+        return self.insulation is not None
 
     def read(self, now_s: float) -> HardwareReading:
         current = self.sensor.sample(now_s)

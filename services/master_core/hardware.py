@@ -59,6 +59,12 @@ class CoilCommands(Protocol):
 class PackIo(Protocol):
     """The master's hardware. `read` and `write_coils` are called once per control cycle."""
 
+    @property
+    def has_insulation_monitor(self) -> bool:
+        """An insulation monitor is installed: insulation_low is supervised, and the
+        monitor's silence is a fault."""
+        ...
+
     def read(self, now_s: float) -> HardwareReading: ...
 
     def write_coils(self, coils: CoilCommands, now_s: float) -> None: ...

@@ -167,12 +167,12 @@ class MasterCore:
         old = self.rt
         if old is not None:
             self._persist(old)  # the new runtime restores what the old one has counted so far
-        decisions = Supervisor.prepare(config, insulation_monitor=True)
-        estimator = PackEstimator(config)
-        self._restore(config, decisions, estimator)
         io = self.make_io(config, old.io if old is not None else None)
         if old is not None and io is not old.io:
             old.io.close()
+        decisions = Supervisor.prepare(config, insulation_monitor=io.has_insulation_monitor)
+        estimator = PackEstimator(config)
+        self._restore(config, decisions, estimator)
         rt = _Runtime(
             config=config,
             aggregator=PackAggregator(config.topology),

@@ -91,6 +91,10 @@ class InProcessPlant:
         return total
 
     # --- PackIo -------------------------------------------------------------------------------
+    @property
+    def has_insulation_monitor(self) -> bool:
+        return self.insulation_monitor
+
     def read(self, now_s: float) -> HardwareReading:
         string_v = self.string_voltage_v()
         state = self._state

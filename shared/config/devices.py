@@ -43,8 +43,13 @@ class DeviceCanConfig(ConfigModel):
 
 
 CurrentSensorDriver = Literal["ivt_s"]
-InsulationMonitorDriver = Literal["none"]
-"""`none`: no insulation monitor is installed (its protection quantity is not built)."""
+InsulationMonitorDriver = Literal["none", "iso165c"]
+"""`none`: no insulation monitor is installed (its protection quantity is not built);
+`iso165c`: a Bender iso165C on CAN."""
+ISO165C_ERROR_THRESHOLD_OHM = (30_000.0, 1_000_000.0)
+ISO165C_WARNING_THRESHOLD_OHM = (40_000.0, 2_000_000.0)
+"""The iso165C's own threshold ranges (manual D00154, as foxBMS 2 encodes them); the master
+sets the device's thresholds from `protection.insulation_fault_ohm` / `_warning_ohm`."""
 
 
 def check_cycle(cycle_time_ms: int, can: DeviceCanConfig, device: str) -> list[str]:

@@ -20,6 +20,8 @@ from shared.config.chemistry import (
 )
 from shared.config.contactor_io import ContactorIoConfig
 from shared.config.devices import (
+    ISO165C_ERROR_THRESHOLD_OHM,
+    ISO165C_WARNING_THRESHOLD_OHM,
     CurrentSensorDriver,
     DeviceCanConfig,
     InsulationMonitorConfig,
@@ -507,9 +509,22 @@ class SystemConfig(ConfigModel):
         sections = {"current_sensor.can": self.current_sensor.can}
         if self.insulation_monitor.driver != "none":
             sections["insulation_monitor.can"] = self.insulation_monitor.can
-        return bit_rate_conflicts(
+        out = bit_rate_conflicts(
             {name: (c.interface, c.channel, c.bitrate) for name, c in sections.items()}
         )
+        if self.insulation_monitor.driver == "iso165c":
+            p = self.protection
+            for name, value, (low, high) in (
+                ("insulation_fault_ohm", p.insulation_fault_ohm, ISO165C_ERROR_THRESHOLD_OHM),
+                ("insulation_warning_ohm", p.insulation_warning_ohm, ISO165C_WARNING_THRESHOLD_OHM),
+            ):
+                if not low <= value <= high:
+                    out.append(
+                        f"protection.{name}: {fmt(value, 'ohm')} is outside the iso165C's range "
+                        f"{fmt(low, 'ohm')} to {fmt(high, 'ohm')}; the master sets the "
+                        f"monitor's own threshold to it"
+                    )
+        return out
 
     def _can_problems(self, chem: ChemistryPreset) -> list[str]:
         """Every CAN profile must carry the pack's whole voltage and current range: a frame

@@ -45,7 +45,7 @@ from services.master_core.stores import Store
 from services.plant.devices.ivt_s import SimulatedIvtS, send
 from services.plant.devices.relay import RelayModule
 from shared.bus import InMemoryBroker, InMemoryBus
-from shared.config import CurrentSensorConfig, InsulationMonitorConfig, SystemConfig
+from shared.config import CurrentSensorConfig, SystemConfig
 from shared.config.devices import bit_rate_conflicts
 from shared.config.errors import explain_errors
 from shared.messages import CellTelemetry, ConfigMessage, PackState
@@ -389,7 +389,7 @@ def test_a_bus_that_cannot_open_is_an_error_not_a_crash(rig: Rig) -> None:
 class FakeMonitor:
     """Stands in for an insulation monitor driver in the registry slot."""
 
-    config: InsulationMonitorConfig
+    config: SystemConfig
     resistance_ohm: float | None = 2.0e6
     errors: tuple[str, ...] = ()
     closed: bool = False
@@ -404,7 +404,7 @@ class FakeMonitor:
 def test_the_insulation_slot_feeds_the_reading(rig: Rig) -> None:
     opened: list[FakeMonitor] = []
 
-    def open_fake(config: InsulationMonitorConfig, buses: CanBuses, clock: object) -> FakeMonitor:
+    def open_fake(config: SystemConfig, buses: CanBuses, clock: object) -> FakeMonitor:
         opened.append(FakeMonitor(config))
         return opened[-1]
 
@@ -422,7 +422,7 @@ def test_the_insulation_slot_feeds_the_reading(rig: Rig) -> None:
     sensor, relay = io.sensor, io.relay
     make(changed(rig.config, "insulation_monitor.can.stale_after_s", 3.0), io)
     assert opened[0].closed and len(opened) == 2
-    assert opened[1].config.can.stale_after_s == 3.0
+    assert opened[1].config.insulation_monitor.can.stale_after_s == 3.0
     assert (io.sensor, io.relay, io.reopened) == (sensor, relay, [INSULATION_MONITOR])
 
 

@@ -85,7 +85,11 @@ class Iso165cCanDriver(can.Listener):
         stale_after_s: float,
         clock: Callable[[], float] = time.monotonic,
         log_interval_s: float = 60.0,
+        *,
+        own_notifier: bool = True,
     ) -> None:
+        """`own_notifier=False`: the caller feeds this listener from a Notifier it shares
+        with other devices on the same bus (one reader per bus), and stops it itself."""
         self.bus = bus
         self.core = Iso165cCore(stale_after_s=stale_after_s)
         self.bus_errors = 0
@@ -100,7 +104,7 @@ class Iso165cCanDriver(can.Listener):
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._info_seen_s: float | None = None
-        self._notifier = can.Notifier(bus, [self], timeout=0.1)
+        self._notifier = can.Notifier(bus, [self], timeout=0.1) if own_notifier else None
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -346,7 +350,8 @@ class Iso165cCanDriver(can.Listener):
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5.0)
-        self._notifier.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
 
 
 def as_insulation_monitor(driver: Iso165cCanDriver) -> InsulationMonitor:
