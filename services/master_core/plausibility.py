@@ -1,0 +1,524 @@
+"""Plausibility checks: the values of the plausibility protection codes, from raw facts.
+
+Pure: no I/O, no clock; the caller passes the monotonic time `now_s` and this cycle's facts.
+Each check turns measurements that are individually in range into one value per code; the
+levels, delays and latches are `Protection`'s (thresholds in `ProtectionConfig`). A value of
+None means "not evaluated" (the check does not apply now, or an input it needs is unknown):
+`Protection` then holds the code's levels without counting it as unknown
+(`protection_inputs.PLAUSIBILITY`).
+
+| Check | ProtectionInputs field | Code |
+|---|---|---|
+| pack - sum of cells: `ProtectionInputs.pack_v`, `sum_of_cells_v` | - | pack_voltage_plausibility |
+| `open_string_current_a` | open_string_current_a | current_on_open_string |
+| `CurrentOffsetEstimator` | current_offset_a | current_offset_high |
+| `WeldCheck` | contactor_welded | contactor_welded |
+| `PrechargeCheck` | precharge_failed | precharge_failure |
+| `DriverWatch` (insulation monitor) | insulation_monitor_age_s | insulation_monitor_failure |
+| `DriverWatch` (relay module) | contactor_io_age_s | contactor_io_failure |
+| `module_temperature_spread_c` | module_temp_spread_c | temperature_spread |
+| `StuckChannels` (cells / temperatures) | stuck_*_channels | stuck_*_channel |
+
+`PlausibilityChecks` bundles them for the supervisor: construct it from the configuration,
+call `update` once per cycle, splat `PlausibilityValues.inputs()` into `ProtectionInputs`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.master_core.protection_inputs import ChannelPosition
+from shared.config.limits import PACK_VOLTAGE_ACCURACY_V
+from shared.config.protection import ProtectionConfig
+from shared.config.system import ContactorConfig, SystemConfig
+
+Reading = float | None
+"""A sample; None or NaN is unknown."""
+
+PRECHARGE_MARGIN_V = 2 * PACK_VOLTAGE_ACCURACY_V
+"""Pack and DC-link voltage are two measurements, each off by up to its accuracy."""
+
+
+def _known(value: Reading) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+# --- current on an open string ----------------------------------------------------------------
+
+
+def open_string_current_a(current_a: Reading, all_open: bool | None) -> float | None:
+    """|current| while every contactor reads open, None while any reads closed or unknown.
+
+    With every contact open no current can flow through the sensor: a reading above the
+    sensor's noise is a path bypassing the contactors (a welded main contact whose auxiliary
+    contact reads open) or a wrong sensor.
+    """
+    current = _known(current_a)
+    if all_open is not True or current is None:
+        return None
+    return abs(current)
+
+
+# --- zero offset --------------------------------------------------------------------------------
+
+
+class CurrentOffsetEstimator:
+    """The current sensor's zero offset: the mean current over the last `window_s` of an
+    uninterrupted stretch with the string open (no current can flow then).
+
+    The estimate is kept after the string closes (it is the last measured offset); it is None
+    until the first full window. An unknown current sample or a closed contact restarts the
+    stretch.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if not window_s > 0.0:
+            raise ValueError(f"window {window_s!r} s must be positive")
+        self.window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque()
+        self._sum_a = 0.0
+        self._since_s: float | None = None
+        self.offset_a: float | None = None
+        """The last estimate (signed, positive = reads charge at rest)."""
+
+    def update(self, now_s: float, current_a: Reading, *, all_open: bool | None) -> float | None:
+        current = _known(current_a)
+        if all_open is not True or current is None:
+            self._samples.clear()
+            self._sum_a = 0.0
+            self._since_s = None
+            return self.offset_a
+        if self._since_s is None:
+            self._since_s = now_s
+        self._samples.append((now_s, current))
+        self._sum_a += current
+        while self._samples and self._samples[0][0] < now_s - self.window_s:
+            self._sum_a -= self._samples.popleft()[1]
+        if now_s - self._since_s >= self.window_s and self._samples:
+            # Summing again avoids drift of the running sum over days of rest.
+            self._sum_a = math.fsum(a for _, a in self._samples)
+            self.offset_a = self._sum_a / len(self._samples)
+        return self.offset_a
+
+
+# --- welded contactor ---------------------------------------------------------------------------
+
+
+class WeldCheck:
+    """After a completed open command the string must no longer conduct.
+
+    The open is completed `feedback_timeout_s` after every coil was commanded off (the time the
+    auxiliary contacts have to confirm it). From then on the string is welded while
+    |current| > `current_a` (current can only flow through closed contacts); and, if the DC
+    link has a discharge path (`discharge_s` not None), while the link is still within
+    `voltage_v` of the pack `discharge_s` after the open command: it should have fallen.
+
+    Value: True (welded), False (checked, open), None while any coil is commanded on, before
+    the open has completed, or while an input it needs is unknown. Evaluated continuously while
+    open, so a latched weld can only be reset when the string is seen open.
+    """
+
+    def __init__(
+        self,
+        *,
+        feedback_timeout_s: float,
+        current_a: float,
+        voltage_v: float,
+        discharge_s: float | None,
+    ) -> None:
+        self.feedback_timeout_s = feedback_timeout_s
+        self.current_a = current_a
+        self.voltage_v = voltage_v
+        self.discharge_s = discharge_s
+        self._open_since_s: float | None = None
+
+    def update(
+        self,
+        now_s: float,
+        *,
+        commanded_open: bool,
+        current_a: Reading,
+        pack_v: Reading,
+        link_v: Reading,
+    ) -> bool | None:
+        if not commanded_open:
+            self._open_since_s = None
+            return None
+        if self._open_since_s is None:
+            self._open_since_s = now_s
+        elapsed_s = now_s - self._open_since_s
+        if elapsed_s < self.feedback_timeout_s:
+            return None
+        current = _known(current_a)
+        if current is not None and abs(current) > self.current_a:
+            return True
+        verdicts = [None if current is None else False]
+        if self.discharge_s is not None and elapsed_s >= self.discharge_s:
+            pack, link = _known(pack_v), _known(link_v)
+            if pack is not None and link is not None:
+                if abs(pack - link) <= self.voltage_v:
+                    return True
+                verdicts.append(False)
+            else:
+                verdicts.append(None)
+        return None if None in verdicts else False
+
+
+# --- precharge ----------------------------------------------------------------------------------
+
+
+class PrechargeCheck:
+    """The DC link during precharge against its RC curve, and the state machine's give-up.
+
+    While the precharge path is closed (main negative and precharge relay read closed, main
+    positive open), the link follows V(t) = Vp - (Vp - V0) exp(-t / tau), tau = R_pre x C_link
+    (`ContactorConfig`), from the link voltage V0 at the first sample with the path closed.
+    It fails when the link is
+
+    - above the curve of tau / `tau_tolerance` plus `margin_v`: it rises too fast (the
+      resistor is bypassed, e.g. a welded main positive, or there is no link capacitance);
+    - below the curve of tau x `tau_tolerance` minus `margin_v`: it does not rise (a short
+      across the link, an open precharge resistor, a far larger load than the configuration).
+
+    This needs a sample period well below tau to see a too-fast rise; the slow side works at
+    any period. A failed close sequence of the state machine (every try timed out,
+    `ContactorStateMachine.precharge_failures` grew) is a failure too.
+
+    Value: True while the running attempt has failed and the path is still closed, and on the
+    sample where the failure count grew; False otherwise; None while the path is closed and a
+    voltage is unknown.
+    """
+
+    def __init__(
+        self, *, tau_s: float, tau_tolerance: float, margin_v: float = PRECHARGE_MARGIN_V
+    ) -> None:
+        if not (tau_s > 0.0 and tau_tolerance > 1.0 and margin_v >= 0.0):
+            raise ValueError("tau_s > 0, tau_tolerance > 1 and margin_v >= 0 are required")
+        self.tau_s = tau_s
+        self.tau_tolerance = tau_tolerance
+        self.margin_v = margin_v
+        self._start: tuple[float, float] | None = None
+        """(time, link voltage) at the first sample of the attempt."""
+        self._failed = False
+        self._failures: int | None = None
+        self.reason: str | None = None
+        """Why the last failure was raised (for the event text)."""
+
+    def bounds_v(self, elapsed_s: float, pack_v: float, start_v: float) -> tuple[float, float]:
+        """(lowest, highest) plausible link voltage `elapsed_s` into the attempt."""
+        gap = pack_v - start_v
+        fast = pack_v - gap * math.exp(-elapsed_s * self.tau_tolerance / self.tau_s)
+        slow = pack_v - gap * math.exp(-elapsed_s / (self.tau_s * self.tau_tolerance))
+        low, high = min(fast, slow), max(fast, slow)
+        return low - self.margin_v, high + self.margin_v
+
+    def update(
+        self,
+        now_s: float,
+        *,
+        path_closed: bool,
+        pack_v: Reading,
+        link_v: Reading,
+        failures: int = 0,
+    ) -> bool | None:
+        gave_up = self._failures is not None and failures > self._failures
+        self._failures = failures
+        if gave_up:
+            self.reason = "every precharge try timed out"
+        if not path_closed:
+            self._start = None
+            self._failed = False
+            return gave_up
+        pack, link = _known(pack_v), _known(link_v)
+        if self._failed or gave_up:
+            return True
+        if pack is None or link is None:
+            return None
+        if self._start is None:
+            self._start = (now_s, link)
+        start_s, start_v = self._start
+        elapsed_s = now_s - start_s
+        low, high = self.bounds_v(elapsed_s, pack, start_v)
+        if link > high:
+            self._failed = True
+            self.reason = (
+                f"DC link {link:.1f} V after {elapsed_s:.2f} s is above {high:.1f} V: it rises "
+                f"faster than R x C allows (resistor bypassed or no capacitance)"
+            )
+        elif link < low:
+            self._failed = True
+            self.reason = (
+                f"DC link {link:.1f} V after {elapsed_s:.2f} s is below {low:.1f} V: it does "
+                f"not rise (short, open resistor or too large a load)"
+            )
+        return self._failed
+
+
+# --- driver health ------------------------------------------------------------------------------
+
+
+class DriverWatch:
+    """Seconds since a driver's last good reading (fresh and without errors).
+
+    Counted from the first update when there never was one; `Protection` trips the driver's
+    failure code once the age passes its timeout, so one bad read never trips.
+    """
+
+    def __init__(self) -> None:
+        self._last_good_s: float | None = None
+        self._first_s: float | None = None
+
+    def update(self, now_s: float, good: bool | None) -> float:
+        """`good`: this cycle's reading is fresh and error-free; False or None: it is not."""
+        if self._first_s is None:
+            self._first_s = now_s
+        if good is True:
+            self._last_good_s = now_s
+        since = self._last_good_s if self._last_good_s is not None else self._first_s
+        return max(now_s - since, 0.0)
+
+
+# --- temperatures within a module ---------------------------------------------------------------
+
+
+def module_temperature_spread_c(temps_by_module: Sequence[Sequence[Reading]]) -> float | None:
+    """The largest warmest-minus-coldest spread within one module; modules with fewer than two
+    known sensors do not count; None when no module has two."""
+    spreads = []
+    for sensors in temps_by_module:
+        known = [t for t in (_known(v) for v in sensors) if t is not None]
+        if len(known) >= 2:
+            spreads.append(max(known) - min(known))
+    return max(spreads) if spreads else None
+
+
+# --- stuck channels -----------------------------------------------------------------------------
+
+
+class StuckChannels:
+    """Channels that repeat the same reading while the pack is under load.
+
+    Fed one fresh sample vector per module each time new telemetry arrives. A sample counts
+    against a channel when it equals the channel's previous reading exactly, |current| is
+    above `current_a`, and at least one other channel of the pack changed in the same sample
+    (the acquisition is live; a noise-free plateau where every channel holds is not a stuck
+    channel). A channel is stuck after `samples` such samples; any change of its reading, an
+    unknown reading or a new layout restarts its count. Samples at low or unknown current
+    neither count nor restart.
+    """
+
+    def __init__(self, *, samples: int, current_a: float) -> None:
+        if samples < 1:
+            raise ValueError(f"samples {samples!r} must be at least 1")
+        self.samples = samples
+        self.current_a = current_a
+        self._layout: tuple[int, ...] = ()
+        self._last: list[float | None] = []
+        self._runs: list[int] = []
+
+    def update(
+        self, by_module: Sequence[Sequence[Reading]], current_a: Reading
+    ) -> frozenset[ChannelPosition]:
+        layout = tuple(len(m) for m in by_module)
+        values = [_known(v) for m in by_module for v in m]
+        if layout != self._layout:
+            self._layout = layout
+            self._last = list(values)
+            self._runs = [0] * len(values)
+            return self.stuck
+        current = _known(current_a)
+        loaded = current is not None and abs(current) > self.current_a
+        changed = [
+            v is not None and last is not None and v != last
+            for v, last in zip(values, self._last, strict=True)
+        ]
+        moved = sum(changed)
+        for i, (v, last) in enumerate(zip(values, self._last, strict=True)):
+            if v is None or last is None or changed[i]:
+                self._runs[i] = 0
+            elif loaded and moved > 0:
+                self._runs[i] += 1
+        self._last = values
+        return self.stuck
+
+    @property
+    def stuck(self) -> frozenset[ChannelPosition]:
+        out: set[ChannelPosition] = set()
+        i = 0
+        for module, count in enumerate(self._layout):
+            for index in range(count):
+                if self._runs[i] >= self.samples:
+                    out.add((module, index))
+                i += 1
+        return frozenset(out)
+
+
+def by_module(values: Sequence[float], module_of: Sequence[int]) -> list[list[float]]:
+    """Split a pack-order vector into per-module vectors (`module_of[i]` = module of value i,
+    as `PackSnapshot.module_of_cell`)."""
+    out: list[list[float]] = [[] for _ in range(max(module_of, default=-1) + 1)]
+    for value, module in zip(values, module_of, strict=True):
+        out[module].append(float(value))
+    return out
+
+
+def split_even(values: Sequence[float], per_module: int) -> list[list[float]]:
+    """Split a module-by-module vector with `per_module` values each (`PackSnapshot.temp_c`)."""
+    if per_module < 1 or len(values) % per_module:
+        raise ValueError(f"{len(values)} values do not split into modules of {per_module}")
+    return [
+        [float(v) for v in values[i : i + per_module]] for i in range(0, len(values), per_module)
+    ]
+
+
+# --- all checks, for the supervisor -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlausibilityFacts:
+    """One cycle's raw facts. Unknown values are None (or NaN)."""
+
+    current_a: Reading
+    """Calibrated pack current, positive = charge."""
+    pack_v: Reading
+    """Measured pack voltage (the master's sensor)."""
+    link_v: Reading
+    """Measured DC-link (bus) voltage behind the contactors."""
+    feedback_all_open: bool | None
+    """Every auxiliary contact reads open; None while the feedback is unknown."""
+    commanded_open: bool
+    """Every coil is commanded off (`ContactorOutputs.all_off`)."""
+    precharge_path_closed: bool
+    """Main negative and precharge relay read closed, main positive open."""
+    precharge_failures: int = 0
+    """`ContactorStateMachine.precharge_failures`."""
+    cells_by_module: Sequence[Sequence[Reading]] | None = None
+    """A fresh cell sample vector per module, or None when no new telemetry came this cycle."""
+    temps_by_module: Sequence[Sequence[Reading]] | None = None
+    insulation_good: bool | None = None
+    """The insulation monitor's reading is fresh and error-free (None: not read this cycle)."""
+    contactor_io_good: bool | None = None
+    """The relay module's read is fresh and error-free (None: not read this cycle)."""
+
+
+@dataclass(frozen=True)
+class PlausibilityValues:
+    open_string_current_a: float | None
+    current_offset_a: float | None
+    contactor_welded: bool | None
+    precharge_failed: bool | None
+    insulation_monitor_age_s: float | None
+    contactor_io_age_s: float | None
+    module_temp_spread_c: float | None
+    stuck_cell_voltage_channels: frozenset[ChannelPosition] | None
+    """None until the first cell sample vector."""
+    stuck_temperature_channels: frozenset[ChannelPosition] | None
+    precharge_reason: str | None = field(default=None)
+
+    def inputs(self) -> dict[str, Any]:
+        """The `ProtectionInputs` fields: `ProtectionInputs(**values.inputs(), ...)`."""
+        return {
+            "open_string_current_a": self.open_string_current_a,
+            "current_offset_a": self.current_offset_a,
+            "contactor_welded": self.contactor_welded,
+            "precharge_failed": self.precharge_failed,
+            "insulation_monitor_age_s": self.insulation_monitor_age_s,
+            "contactor_io_age_s": self.contactor_io_age_s,
+            "module_temp_spread_c": self.module_temp_spread_c,
+            "stuck_cell_voltage_channels": self.stuck_cell_voltage_channels,
+            "stuck_temperature_channels": self.stuck_temperature_channels,
+        }
+
+
+class PlausibilityChecks:
+    """Every plausibility check of one string, fed once per cycle."""
+
+    def __init__(
+        self,
+        protection: ProtectionConfig,
+        contactors: ContactorConfig,
+        *,
+        insulation_monitor: bool = False,
+        contactor_io: bool = False,
+    ) -> None:
+        """`insulation_monitor` / `contactor_io`: the hardware exists; without it its age is
+        None (not evaluated)."""
+        p = protection
+        self.offset = CurrentOffsetEstimator(p.current_offset_window_s)
+        self.weld = WeldCheck(
+            feedback_timeout_s=contactors.feedback_timeout_s,
+            current_a=p.open_string_current_a,
+            voltage_v=p.contactor_weld_voltage_v,
+            discharge_s=p.contactor_weld_discharge_s,
+        )
+        self.precharge = PrechargeCheck(
+            tau_s=contactors.precharge_resistor_ohm * contactors.dc_link_capacitance_f,
+            tau_tolerance=p.precharge_tau_tolerance,
+        )
+        self.insulation = DriverWatch() if insulation_monitor else None
+        self.contactor_io = DriverWatch() if contactor_io else None
+        self.stuck_cells = StuckChannels(
+            samples=p.stuck_cell_voltage_samples, current_a=p.stuck_channel_current_a
+        )
+        self.stuck_temps = StuckChannels(
+            samples=p.stuck_temperature_samples, current_a=p.stuck_channel_current_a
+        )
+        self._temp_spread_c: float | None = None
+        self._cells_seen = self._temps_seen = False
+
+    @classmethod
+    def from_system(
+        cls, system: SystemConfig, *, insulation_monitor: bool = False, contactor_io: bool = False
+    ) -> PlausibilityChecks:
+        return cls(
+            system.protection,
+            system.contactors,
+            insulation_monitor=insulation_monitor,
+            contactor_io=contactor_io,
+        )
+
+    def update(self, now_s: float, facts: PlausibilityFacts) -> PlausibilityValues:
+        f = facts
+        if f.cells_by_module is not None:
+            self.stuck_cells.update(f.cells_by_module, f.current_a)
+            self._cells_seen = True
+        if f.temps_by_module is not None:
+            self.stuck_temps.update(f.temps_by_module, f.current_a)
+            self._temps_seen = True
+            self._temp_spread_c = module_temperature_spread_c(f.temps_by_module)
+        return PlausibilityValues(
+            open_string_current_a=open_string_current_a(f.current_a, f.feedback_all_open),
+            current_offset_a=self.offset.update(now_s, f.current_a, all_open=f.feedback_all_open),
+            contactor_welded=self.weld.update(
+                now_s,
+                commanded_open=f.commanded_open,
+                current_a=f.current_a,
+                pack_v=f.pack_v,
+                link_v=f.link_v,
+            ),
+            precharge_failed=self.precharge.update(
+                now_s,
+                path_closed=f.precharge_path_closed,
+                pack_v=f.pack_v,
+                link_v=f.link_v,
+                failures=f.precharge_failures,
+            ),
+            insulation_monitor_age_s=(
+                None
+                if self.insulation is None
+                else self.insulation.update(now_s, f.insulation_good)
+            ),
+            contactor_io_age_s=(
+                None
+                if self.contactor_io is None
+                else self.contactor_io.update(now_s, f.contactor_io_good)
+            ),
+            module_temp_spread_c=self._temp_spread_c,
+            stuck_cell_voltage_channels=self.stuck_cells.stuck if self._cells_seen else None,
+            stuck_temperature_channels=self.stuck_temps.stuck if self._temps_seen else None,
+            precharge_reason=self.precharge.reason,
+        )
