@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.master_core.level_monitor import TIME_TOLERANCE_S
 from services.master_core.protection_inputs import ChannelPosition
 from shared.config.limits import PACK_VOLTAGE_ACCURACY_V
 from shared.config.protection import ProtectionConfig
@@ -98,7 +99,7 @@ class CurrentOffsetEstimator:
         self._sum_a += current
         while self._samples and self._samples[0][0] < now_s - self.window_s:
             self._sum_a -= self._samples.popleft()[1]
-        if now_s - self._since_s >= self.window_s and self._samples:
+        if now_s - self._since_s >= self.window_s - TIME_TOLERANCE_S and self._samples:
             # Summing again avoids drift of the running sum over days of rest.
             self._sum_a = math.fsum(a for _, a in self._samples)
             self.offset_a = self._sum_a / len(self._samples)
@@ -174,23 +175,26 @@ class WeldCheck:
 class PrechargeCheck:
     """The DC link during precharge against its RC curve, and the state machine's give-up.
 
-    While the precharge path is closed (main negative and precharge relay read closed, main
-    positive open), the link follows V(t) = Vp - (Vp - V0) exp(-t / tau), tau = R_pre x C_link
-    (`ContactorConfig`), from the link voltage V0 at the first sample with the path closed.
-    It fails when the link is
+    Through the precharge resistor the link follows V(t) = Vp - (Vp - V0) exp(-t / tau),
+    tau = R_pre x C_link (`ContactorConfig`). An attempt fails when the link is
 
     - above the curve of tau / `tau_tolerance` plus `margin_v`: it rises too fast (the
-      resistor is bypassed, e.g. a welded main positive, or there is no link capacitance);
+      resistor is bypassed, e.g. a welded main positive, or the link has no capacitance).
+      This curve starts at the last sample before the precharge coils were first seen
+      commanded, with that sample's link voltage: the contacts cannot close earlier, so a
+      late closing only makes the real rise slower. It needs a sample period below about
+      tau to see anything;
     - below the curve of tau x `tau_tolerance` minus `margin_v`: it does not rise (a short
-      across the link, an open precharge resistor, a far larger load than the configuration).
+      across the link, an open precharge resistor, a far larger load than configured). This
+      curve starts at the first sample whose feedback shows the precharge path closed (main
+      negative and precharge relay closed, main positive open), with that sample's voltage.
 
-    This needs a sample period well below tau to see a too-fast rise; the slow side works at
-    any period. A failed close sequence of the state machine (every try timed out,
+    A close sequence the state machine gave up on (every try timed out:
     `ContactorStateMachine.precharge_failures` grew) is a failure too.
 
-    Value: True while the running attempt has failed and the path is still closed, and on the
-    sample where the failure count grew; False otherwise; None while the path is closed and a
-    voltage is unknown.
+    Value: True from a failed check until the attempt ends (coils off and path open), and on
+    the sample where the failure count grew; False otherwise; None while the attempt runs and
+    a voltage is unknown.
     """
 
     def __init__(
@@ -201,60 +205,76 @@ class PrechargeCheck:
         self.tau_s = tau_s
         self.tau_tolerance = tau_tolerance
         self.margin_v = margin_v
-        self._start: tuple[float, float] | None = None
-        """(time, link voltage) at the first sample of the attempt."""
+        self._previous: tuple[float, float | None] | None = None
+        """(time, link voltage) of the last sample."""
+        self._fast_from: tuple[float, float | None] | None = None
+        self._slow_from: tuple[float, float] | None = None
         self._failed = False
         self._failures: int | None = None
         self.reason: str | None = None
         """Why the last failure was raised (for the event text)."""
 
-    def bounds_v(self, elapsed_s: float, pack_v: float, start_v: float) -> tuple[float, float]:
-        """(lowest, highest) plausible link voltage `elapsed_s` into the attempt."""
-        gap = pack_v - start_v
-        fast = pack_v - gap * math.exp(-elapsed_s * self.tau_tolerance / self.tau_s)
-        slow = pack_v - gap * math.exp(-elapsed_s / (self.tau_s * self.tau_tolerance))
-        low, high = min(fast, slow), max(fast, slow)
-        return low - self.margin_v, high + self.margin_v
+    def fast_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
+        """The highest plausible link voltage `elapsed_s` after the precharge command."""
+        decay = math.exp(-max(elapsed_s, 0.0) * self.tau_tolerance / self.tau_s)
+        return pack_v - (pack_v - start_v) * decay + self.margin_v
+
+    def slow_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
+        """The lowest plausible link voltage `elapsed_s` after the path was seen closed."""
+        decay = math.exp(-max(elapsed_s, 0.0) / (self.tau_s * self.tau_tolerance))
+        return pack_v - (pack_v - start_v) * decay - self.margin_v
 
     def update(
         self,
         now_s: float,
         *,
+        commanded: bool,
         path_closed: bool,
         pack_v: Reading,
         link_v: Reading,
         failures: int = 0,
     ) -> bool | None:
+        """`commanded`: main negative and precharge coils on, as written after the previous
+        sample; `path_closed`: their feedback reads closed and main positive open."""
+        pack, link = _known(pack_v), _known(link_v)
+        previous, self._previous = self._previous, (now_s, link)
         gave_up = self._failures is not None and failures > self._failures
         self._failures = failures
         if gave_up:
             self.reason = "every precharge try timed out"
-        if not path_closed:
-            self._start = None
+        if not (commanded or path_closed):
+            self._fast_from = self._slow_from = None
             self._failed = False
             return gave_up
-        pack, link = _known(pack_v), _known(link_v)
+        if self._fast_from is None:
+            self._fast_from = previous if previous is not None else (now_s, link)
         if self._failed or gave_up:
+            self._failed = True
             return True
         if pack is None or link is None:
             return None
-        if self._start is None:
-            self._start = (now_s, link)
-        start_s, start_v = self._start
-        elapsed_s = now_s - start_s
-        low, high = self.bounds_v(elapsed_s, pack, start_v)
-        if link > high:
-            self._failed = True
-            self.reason = (
-                f"DC link {link:.1f} V after {elapsed_s:.2f} s is above {high:.1f} V: it rises "
-                f"faster than R x C allows (resistor bypassed or no capacitance)"
-            )
-        elif link < low:
-            self._failed = True
-            self.reason = (
-                f"DC link {link:.1f} V after {elapsed_s:.2f} s is below {low:.1f} V: it does "
-                f"not rise (short, open resistor or too large a load)"
-            )
+        if path_closed and self._slow_from is None:
+            self._slow_from = (now_s, link)
+        fast_s, fast_v = self._fast_from
+        if fast_v is not None:
+            high = self.fast_bound_v(now_s - fast_s, pack, fast_v)
+            if link > high:
+                self._failed = True
+                self.reason = (
+                    f"DC link {link:.1f} V {now_s - fast_s:.2f} s after the precharge command is "
+                    f"above {high:.1f} V: it rises faster than R x C allows (resistor bypassed or "
+                    f"no capacitance)"
+                )
+        if self._slow_from is not None and not self._failed:
+            slow_s, slow_v = self._slow_from
+            low = self.slow_bound_v(now_s - slow_s, pack, slow_v)
+            if link < low:
+                self._failed = True
+                self.reason = (
+                    f"DC link {link:.1f} V {now_s - slow_s:.2f} s after the precharge path "
+                    f"closed is below {low:.1f} V: it does not rise (short, open resistor or too "
+                    f"large a load)"
+                )
         return self._failed
 
 
@@ -392,6 +412,9 @@ class PlausibilityFacts:
     """Every auxiliary contact reads open; None while the feedback is unknown."""
     commanded_open: bool
     """Every coil is commanded off (`ContactorOutputs.all_off`)."""
+    precharge_commanded: bool
+    """Main negative and precharge coils on, as written after the previous sample
+    (`ContactorOutputs` before this cycle's `step`)."""
     precharge_path_closed: bool
     """Main negative and precharge relay read closed, main positive open."""
     precharge_failures: int = 0
@@ -502,6 +525,7 @@ class PlausibilityChecks:
             ),
             precharge_failed=self.precharge.update(
                 now_s,
+                commanded=f.precharge_commanded,
                 path_closed=f.precharge_path_closed,
                 pack_v=f.pack_v,
                 link_v=f.link_v,

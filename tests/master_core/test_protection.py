@@ -41,6 +41,10 @@ def nominal(config: SystemConfig, **override: Any) -> ProtectionInputs:
         max_temp_c=26.0, min_temp_c=24.0, current_a=10.0, cell_spread_v=0.02, open_wire=False,
         out_of_range=False, sensor_fault=False, stale_modules=frozenset(),
         current_sensor_ok=True, contactor_mismatch=False, insulation_ohm=10e6,
+        open_string_current_a=0.0, current_offset_a=0.02, contactor_welded=False,
+        precharge_failed=False, insulation_monitor_age_s=0.1, contactor_io_age_s=0.1,
+        module_temp_spread_c=2.0, stuck_cell_voltage_channels=frozenset(),
+        stuck_temperature_channels=frozenset(),
     )  # fmt: skip
     values.update(override)
     return ProtectionInputs(**values)
