@@ -322,13 +322,14 @@ def module_temperature_spread_c(temps_by_module: Sequence[Sequence[Reading]]) ->
 class StuckChannels:
     """Channels that repeat the same reading while the pack is under load.
 
-    Fed one fresh sample vector per module each time new telemetry arrives. A sample counts
+    Fed the per-module sample vectors, every cycle or on new telemetry. A sample counts
     against a channel when it equals the channel's previous reading exactly, |current| is
-    above `current_a`, and at least one other channel of the pack changed in the same sample
-    (the acquisition is live; a noise-free plateau where every channel holds is not a stuck
-    channel). A channel is stuck after `samples` such samples; any change of its reading, an
-    unknown reading or a new layout restarts its count. Samples at low or unknown current
-    neither count nor restart.
+    above `current_a`, and another channel of the same module changed in the same sample (that
+    module's acquisition is live: a module whose telemetry has not refreshed, or a noise-free
+    plateau where every channel holds, counts nothing). A channel is stuck after `samples`
+    such samples; any change of its reading, an unknown reading or a new layout restarts its
+    count. Samples at low or unknown current neither count nor restart. A whole module frozen
+    at once is not a stuck channel but stale telemetry (communication supervision).
     """
 
     def __init__(self, *, samples: int, current_a: float) -> None:
@@ -336,45 +337,41 @@ class StuckChannels:
             raise ValueError(f"samples {samples!r} must be at least 1")
         self.samples = samples
         self.current_a = current_a
-        self._layout: tuple[int, ...] = ()
-        self._last: list[float | None] = []
-        self._runs: list[int] = []
+        self._last: list[list[float | None]] = []
+        self._runs: list[list[int]] = []
 
     def update(
         self, by_module: Sequence[Sequence[Reading]], current_a: Reading
     ) -> frozenset[ChannelPosition]:
-        layout = tuple(len(m) for m in by_module)
-        values = [_known(v) for m in by_module for v in m]
-        if layout != self._layout:
-            self._layout = layout
-            self._last = list(values)
-            self._runs = [0] * len(values)
+        values = [[_known(v) for v in m] for m in by_module]
+        if [len(m) for m in values] != [len(m) for m in self._last]:
+            self._last = values
+            self._runs = [[0] * len(m) for m in values]
             return self.stuck
         current = _known(current_a)
         loaded = current is not None and abs(current) > self.current_a
-        changed = [
-            v is not None and last is not None and v != last
-            for v, last in zip(values, self._last, strict=True)
-        ]
-        moved = sum(changed)
-        for i, (v, last) in enumerate(zip(values, self._last, strict=True)):
-            if v is None or last is None or changed[i]:
-                self._runs[i] = 0
-            elif loaded and moved > 0:
-                self._runs[i] += 1
+        for now, last, runs in zip(values, self._last, self._runs, strict=True):
+            changed = [
+                v is not None and prev is not None and v != prev
+                for v, prev in zip(now, last, strict=True)
+            ]
+            live = any(changed)
+            for i, (v, prev) in enumerate(zip(now, last, strict=True)):
+                if v is None or prev is None or changed[i]:
+                    runs[i] = 0
+                elif loaded and live:
+                    runs[i] += 1
         self._last = values
         return self.stuck
 
     @property
     def stuck(self) -> frozenset[ChannelPosition]:
-        out: set[ChannelPosition] = set()
-        i = 0
-        for module, count in enumerate(self._layout):
-            for index in range(count):
-                if self._runs[i] >= self.samples:
-                    out.add((module, index))
-                i += 1
-        return frozenset(out)
+        return frozenset(
+            (module, index)
+            for module, runs in enumerate(self._runs)
+            for index, run in enumerate(runs)
+            if run >= self.samples
+        )
 
 
 def by_module(values: Sequence[float], module_of: Sequence[int]) -> list[list[float]]:

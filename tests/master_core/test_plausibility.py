@@ -747,6 +747,20 @@ def test_a_plateau_where_every_channel_holds_is_not_stuck(steps: int, unknown_at
         assert tracker.update([[3.3, value], [3.3, 3.3]], 50.0) == frozenset()
 
 
+@given(steps=st.integers(1, 80), pattern=st.lists(st.booleans(), min_size=1, max_size=10))
+def test_modules_that_refresh_at_different_times_are_not_stuck(
+    steps: int, pattern: list[bool]
+) -> None:
+    """Fed every cycle, a module whose telemetry did not refresh repeats its readings while
+    another module moves: that is not a stuck channel."""
+    tracker = StuckChannels(samples=2, current_a=5.0)
+    fresh = [[3.30, 3.31], [3.28, 3.29]]
+    for k in range(steps):
+        if pattern[k % len(pattern)]:
+            fresh[k % 2] = [v + 0.001 for v in fresh[k % 2]]
+        assert tracker.update([list(m) for m in fresh], 80.0) == frozenset()
+
+
 def test_an_unknown_reading_restarts_the_count() -> None:
     tracker = StuckChannels(samples=3, current_a=5.0)
     seq = [3.30, 3.30, 3.30, None, 3.30, 3.30, 3.30, 3.30]
