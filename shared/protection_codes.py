@@ -239,11 +239,11 @@ CODE_TABLE: tuple[CodeSpec, ...] = (
     # A frozen channel leaves its cell unsupervised, as a sensor fault does.
     _spec(C.STUCK_CELL_VOLTAGE_CHANNEL, 27, FAULT_ONLY, NEITHER,
           "A cell-voltage channel repeats the same reading while current flows and the other "
-          "channels move.",
+          "channels of its module move.",
           victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError"),
     _spec(C.STUCK_TEMPERATURE_CHANNEL, 28, FAULT_ONLY, NEITHER,
           "A temperature channel repeats the same reading while current flows and the other "
-          "channels move.",
+          "channels of its module move.",
           victron="BmsInternal", pylon=_INTERNAL, hv_error="TemperatureSensorError"),
 )  # fmt: skip
 
