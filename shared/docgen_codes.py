@@ -25,6 +25,8 @@ def _flows(spec: CodeSpec) -> str:
 
 
 def _action(spec: CodeSpec, level: Level) -> str:
+    if level != "fault" and not spec.concerns:
+        return "flag only"
     if level == "warning":
         return f"derate {_flows(spec)}"
     if level == "alarm":
@@ -73,8 +75,11 @@ def fault_matrix_markdown() -> str:
         f"fields (Modbus native block, SunSpec `EvtVnd1`/`EvtVnd2`, CAN 0x604/0x605); bit "
         f"{OTHER_CODE_BIT} is any code the reader does not know. `Evt1` is the SunSpec 802/804 "
         "bit. A quantity whose value is unknown is not evaluated and stops the directions it "
-        "concerns (its code is listed as unknown, not raised). `insulation_low` is supervised "
-        "only where an insulation monitor exists (the simulated plant has one).",
+        "concerns (its code is listed as unknown, not raised). `insulation_low` and "
+        "`insulation_monitor_failure` are supervised only where an insulation monitor exists "
+        "(the simulated plant has one). The plausibility codes (from `current_on_open_string` "
+        "on) are not evaluated while their check does not apply (e.g. the open-string check "
+        "while the contactors are closed): then they hold their state and stop nothing.",
         "",
         "| Code | Level | Action | Clears | Native bit | Evt1 bit | Victron 0x35A | "
         "Pylontech 0x359 | Pylontech HV 0x4250 |",

@@ -44,6 +44,11 @@ BOTH: frozenset[Flow] = frozenset({"charge", "discharge"})
 THREE_LEVELS: tuple[Level, ...] = ("warning", "alarm", "fault")
 FAULT_ONLY: tuple[Level, ...] = ("fault",)
 WARNING_AND_FAULT: tuple[Level, ...] = ("warning", "fault")
+WARNING_ONLY: tuple[Level, ...] = ("warning",)
+WARNING_AND_ALARM: tuple[Level, ...] = ("warning", "alarm")
+NEITHER: frozenset[Flow] = frozenset()
+"""For codes that act on no direction below fault: a warning only flags, and an unknown value
+stops nothing."""
 
 WORD_BITS = 32
 OTHER_CODE_BIT = 31
@@ -84,6 +89,15 @@ class ProtectionCode(StrEnum):
     CURRENT_SENSOR_FAILURE = "current_sensor_failure"
     CONTACTOR_FEEDBACK_MISMATCH = "contactor_feedback_mismatch"
     INSULATION_LOW = "insulation_low"
+    CURRENT_ON_OPEN_STRING = "current_on_open_string"
+    CURRENT_OFFSET_HIGH = "current_offset_high"
+    CONTACTOR_WELDED = "contactor_welded"
+    PRECHARGE_FAILURE = "precharge_failure"
+    INSULATION_MONITOR_FAILURE = "insulation_monitor_failure"
+    CONTACTOR_IO_FAILURE = "contactor_io_failure"
+    TEMPERATURE_SPREAD = "temperature_spread"
+    STUCK_CELL_VOLTAGE_CHANNEL = "stuck_cell_voltage_channel"
+    STUCK_TEMPERATURE_CHANNEL = "stuck_temperature_channel"
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,41 @@ CODE_TABLE: tuple[CodeSpec, ...] = (
     _spec(C.INSULATION_LOW, 19, WARNING_AND_FAULT, BOTH,
           "Insulation resistance between the pack and earth too low.",
           evt1=(22, EVT1_OTHER_WARNING)),  # GROUND_FAULT; SunSpec has no insulation warning
+    # Plausibility checks (services/master_core/plausibility.py). They cross-check quantities
+    # that have codes of their own, so they concern no direction below fault.
+    _spec(C.CURRENT_ON_OPEN_STRING, 20, FAULT_ONLY, NEITHER,
+          "Current measured while every contactor reads open: a path bypasses the contactors "
+          "or the current sensor is wrong."),
+    # Coulomb counting drifts by the offset; nothing else is at risk, so it only flags.
+    _spec(C.CURRENT_OFFSET_HIGH, 21, WARNING_ONLY, NEITHER,
+          "The current sensor's zero offset, measured while the string is open, is too large."),
+    # The string has lost one of its isolating breaks: inspect before it may close again.
+    _spec(C.CONTACTOR_WELDED, 22, FAULT_ONLY, NEITHER,
+          "After an open command the string still conducts (current, or the DC link follows "
+          "the pack): a contactor is welded.",
+          reset="service", evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError"),
+    _spec(C.PRECHARGE_FAILURE, 23, FAULT_ONLY, NEITHER,
+          "Precharge failed: the DC link did not rise as the precharge circuit predicts (short, "
+          "open resistor, bypassed resistor or no capacitor), or every try timed out."),
+    _spec(C.INSULATION_MONITOR_FAILURE, 24, FAULT_ONLY, NEITHER,
+          "The insulation monitor stopped reporting or reports an error."),
+    # The contactors can no longer be commanded or verified.
+    _spec(C.CONTACTOR_IO_FAILURE, 25, FAULT_ONLY, NEITHER,
+          "The contactor relay module stopped answering or reports errors.",
+          evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError"),
+    # A hot spot, a cooling failure or a sensor off its cell: derate, then stop both ways.
+    _spec(C.TEMPERATURE_SPREAD, 26, WARNING_AND_ALARM, BOTH,
+          "Spread between the warmest and coldest sensor of one module too wide.",
+          evt1=(18, 19)),  # TEMPERATURE_IMBALANCE_ALARM / _WARNING
+    # A frozen channel leaves its cell unsupervised, as a sensor fault does.
+    _spec(C.STUCK_CELL_VOLTAGE_CHANNEL, 27, FAULT_ONLY, NEITHER,
+          "A cell-voltage channel repeats the same reading while current flows and the other "
+          "channels of its module move.",
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError"),
+    _spec(C.STUCK_TEMPERATURE_CHANNEL, 28, FAULT_ONLY, NEITHER,
+          "A temperature channel repeats the same reading while current flows and the other "
+          "channels of its module move.",
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="TemperatureSensorError"),
 )  # fmt: skip
 
 SPECS: Mapping[ProtectionCode, CodeSpec] = {s.code: s for s in CODE_TABLE}

@@ -108,6 +108,7 @@ class ContactorStateMachine:
         self._mismatch = False
         self._feedback_after_open = False
         """A step has read the feedback since every coil was last commanded off."""
+        self._precharge_failures = 0
 
     # -- read-only view ----------------------------------------------------------------------
 
@@ -128,6 +129,12 @@ class ContactorStateMachine:
     def precharge_attempt(self) -> int:
         """Number of precharge tries started in the current (or last) close sequence."""
         return self._attempt
+
+    @property
+    def precharge_failures(self) -> int:
+        """Close sequences that ran out of precharge tries since start-up (only grows; the
+        plausibility check raises precharge_failure when it does)."""
+        return self._precharge_failures
 
     @property
     def precharge_phase(self) -> PrechargePhase:
@@ -250,6 +257,7 @@ class ContactorStateMachine:
                 self._set_command(now_s, _OPEN)
                 tries = self._attempt
                 if tries > cfg.precharge_retries:
+                    self._precharge_failures += 1
                     self.trip(now_s, f"precharge failed after {tries} tries")
                     return
                 self._enter_phase(now_s, "wait")

@@ -13,13 +13,17 @@ dozen scalar comparisons (the caller supplies max/min over the cells).
 - What a reset of each code needs is data (`CODE_TABLE`): deep_discharge needs
   `service_override=True` (the cell may be damaged). Every latched fault survives restarts
   through `latched_state()` / `restore()`.
+- Plausibility codes (`protection_inputs.PLAUSIBILITY`, values from `plausibility.py`): a
+  None value there is "not evaluated": it holds the levels like an unknown value but is neither
+  listed in `unknown` nor stops a direction. insulation_monitor_failure is supervised only
+  with an insulation monitor, as insulation_low.
 - A reset clears a latched fault only while its last sample is known and past its release.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +31,19 @@ from services.master_core.level_monitor import LEVEL_ORDER, Change, Level, Level
 from services.master_core.protection_actions import Actions, derive_actions
 from services.master_core.protection_inputs import (
     CHARGE_WINDOW,
+    PLAUSIBILITY,
     VALUE_OF,
     ProtectionInputs,
     Reader,
 )
 from shared.config.limits import CELL_VOLTAGE_ACCURACY_V
 from shared.config.protection import (
+    CURRENT_OFFSET_DELAY_S,
+    CURRENT_OFFSET_RELEASE_FRACTION,
     INSULATION_DELAYS_S,
     INSULATION_RELEASE_FACTOR,
+    TEMPERATURE_DELAYS_S,
+    TEMPERATURE_SPREAD_HYSTERESIS_C,
     ProtectionConfig,
 )
 from shared.config.system import SystemConfig
@@ -64,6 +73,8 @@ HIDES: dict[str, tuple[str, ...]] = {
     "current_sensor_failure": ("charge_overcurrent", "discharge_overcurrent"),
 }
 """A failure that hides quantities trips within the shortest fault delay of those quantities."""
+AGE_RELEASE_FRACTION = 0.5
+"""A driver-age fault releases once a good reading is this fraction of its timeout old."""
 
 LATCHED_STATE_VERSION = 1
 
@@ -164,7 +175,74 @@ def _build(
     add("contactor_feedback_mismatch", "", _flag_fault(CONTACTOR_MISMATCH_DELAY_S))
     if insulation_monitor:
         add(ProtectionCode.INSULATION_LOW.value, "ohm", _insulation_levels(config))
+    _add_plausibility(config, insulation_monitor, add)
     return out
+
+
+def _add_plausibility(
+    config: ProtectionConfig,
+    insulation_monitor: bool,
+    add: Callable[[str, str, dict[Level, LevelMonitor]], None],
+) -> None:
+    c = config
+    open_a = c.open_string_current_a
+    add(
+        "current_on_open_string",
+        "A",
+        {
+            "fault": LevelMonitor(
+                "high",
+                open_a,
+                open_a * PLAUSIBILITY_RELEASE_FRACTION,
+                c.open_string_delay_s,
+                latching=True,
+            )
+        },
+    )
+    offset_a = c.current_offset_warning_a
+    add(
+        "current_offset_high",
+        "A",
+        {
+            "warning": LevelMonitor(
+                "high",
+                offset_a,
+                offset_a * CURRENT_OFFSET_RELEASE_FRACTION,
+                CURRENT_OFFSET_DELAY_S,
+            )
+        },
+    )
+    # The checks wait their own timeouts (open completed, RC curve): a single sample trips.
+    add("contactor_welded", "", _flag_fault(0.0))
+    add("precharge_failure", "", _flag_fault(0.0))
+    if insulation_monitor:
+        add("insulation_monitor_failure", "s", _age_fault(c.insulation_monitor_timeout_s))
+    add("contactor_io_failure", "s", _age_fault(c.contactor_io_timeout_s))
+    h = TEMPERATURE_SPREAD_HYSTERESIS_C
+    warning_delay_s, alarm_delay_s, _ = TEMPERATURE_DELAYS_S
+    add(
+        "temperature_spread",
+        "degC",
+        {
+            "warning": LevelMonitor(
+                "high", c.temperature_spread_warning_c, c.temperature_spread_warning_c - h,
+                warning_delay_s,
+            ),
+            "alarm": LevelMonitor(
+                "high", c.temperature_spread_alarm_c, c.temperature_spread_alarm_c - h,
+                alarm_delay_s,
+            ),
+        },
+    )  # fmt: skip
+    # The tracker counts the samples itself (stuck_*_samples).
+    add("stuck_cell_voltage_channel", "", _flag_fault(0.0))
+    add("stuck_temperature_channel", "", _flag_fault(0.0))
+
+
+def _age_fault(timeout_s: float) -> dict[Level, LevelMonitor]:
+    # The age is its own debounce: it trips once no good reading came for `timeout_s`.
+    release_s = timeout_s * AGE_RELEASE_FRACTION
+    return {"fault": LevelMonitor("high", timeout_s, release_s, 0.0, latching=True)}
 
 
 def _insulation_levels(config: ProtectionConfig) -> dict[Level, LevelMonitor]:
@@ -209,7 +287,7 @@ class Protection:
         self._quantities = _build(config, comm_loss_ride_through_s, insulation_monitor)
         self._by_code = {q.code: q for q in self._quantities}
         # Nothing has been measured yet.
-        self._unknown: tuple[str, ...] = tuple(sorted(self._by_code))
+        self._unknown: tuple[str, ...] = tuple(sorted(set(self._by_code) - PLAUSIBILITY))
 
     @classmethod
     def from_system(cls, system: SystemConfig, *, insulation_monitor: bool = False) -> Protection:
@@ -237,7 +315,8 @@ class Protection:
             value = q.read(inputs)
             if value is None or math.isnan(value):
                 value = None
-                unknown.append(q.code)
+                if q.code not in PLAUSIBILITY:
+                    unknown.append(q.code)
             armed = charging or not q.charge_window
             for level, m in q.levels.items():
                 change = m.update(value, now_s, armed=armed)
@@ -259,8 +338,8 @@ class Protection:
         cleared: list[Transition] = []
         still: dict[str, str] = {}
         for q in self._quantities:
-            m = q.levels["fault"]
-            if not m.active:
+            m = q.levels.get("fault")
+            if m is None or not m.active:
                 continue
             if reset_need(q.code) == "service" and not service_override:
                 still[q.code] = "needs a service reset (admin, with a reason): cells may be damaged"
@@ -280,8 +359,8 @@ class Protection:
         """The latched faults, JSON-able, for persisting across restarts."""
         faults: dict[str, dict[str, float | None]] = {}
         for q in self._quantities:
-            m = q.levels["fault"]
-            if m.active:
+            m = q.levels.get("fault")
+            if m is not None and m.active:
                 v = m.trip_value
                 faults[q.code] = {"value": v if v is not None and math.isfinite(v) else None}
         return {"version": LATCHED_STATE_VERSION, "faults": faults}
@@ -296,7 +375,8 @@ class Protection:
         faults = latched.get("faults")
         if not isinstance(faults, Mapping):
             raise ValueError("latched state has no 'faults' mapping")
-        unknown = sorted(set(faults) - set(self._by_code))
+        latching = {q.code for q in self._quantities if "fault" in q.levels}
+        unknown = sorted(set(faults) - latching)
         if unknown:
             raise ValueError(f"latched state names unknown fault codes {unknown}")
         for code, info in faults.items():

@@ -5,12 +5,22 @@ unknown value never counts as safe: its quantities are not evaluated (levels nei
 clear, faults cannot be reset), they are listed in `ProtectionResult.unknown`, and they stop
 the directions they concern. Opening the contactors for missing data is the job of
 communication_loss (stale modules) and current_sensor_failure, with their own delays.
+
+The plausibility fields (`PLAUSIBILITY`, computed by `services.master_core.plausibility`)
+differ: None there means "not evaluated" (the check does not apply now, e.g. the open-string
+check while the contactors are closed, or the caller has no such check). Their levels hold as
+for an unknown value (nothing trips or clears, a latch cannot be reset), but they are not
+listed as unknown and stop nothing: the quantities they cross-check are supervised, and
+stopped when unknown, by their own codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+ChannelPosition = tuple[int, int]
+"""(module index, channel index within the module), both from 0."""
 
 CHARGING_THRESHOLD_A = 0.5
 """Above this (positive = charge) the pack counts as charging: the narrower charge-window
@@ -42,6 +52,24 @@ class ProtectionInputs:
     """Contactor feedback disagrees with the command (after the caller's feedback timeout)."""
     insulation_ohm: float | None = None
     """Insulation resistance between the pack and earth (None: no reading)."""
+    # --- plausibility (None: not evaluated) ---
+    open_string_current_a: float | None = None
+    """|current| while every contactor reads open; None while any reads closed."""
+    current_offset_a: float | None = None
+    """Zero offset of the current sensor (mean current with the string open); None before the
+    first full window."""
+    contactor_welded: bool | None = None
+    """The string still conducts after a completed open command; None while closed."""
+    precharge_failed: bool | None = None
+    """The running precharge departs from its RC curve, or a close sequence ran out of tries."""
+    insulation_monitor_age_s: float | None = None
+    """Seconds since the insulation monitor's last good reading."""
+    contactor_io_age_s: float | None = None
+    """Seconds since the contactor relay module's last good read."""
+    module_temp_spread_c: float | None = None
+    """Largest warmest-minus-coldest sensor spread within one module."""
+    stuck_cell_voltage_channels: frozenset[ChannelPosition] | None = None
+    stuck_temperature_channels: frozenset[ChannelPosition] | None = None
 
     @property
     def charging(self) -> bool:
@@ -82,6 +110,14 @@ def _plausibility(i: ProtectionInputs) -> float | None:
     return abs(i.pack_v - i.sum_of_cells_v)
 
 
+def _count(channels: frozenset[ChannelPosition] | None) -> float | None:
+    return None if channels is None else float(len(channels))
+
+
+def _abs(value: float | None) -> float | None:
+    return None if value is None else abs(value)
+
+
 def _current_sensor_failed(i: ProtectionInputs) -> float | None:
     return None if i.current_sensor_ok is None else float(not i.current_sensor_ok)
 
@@ -109,9 +145,33 @@ VALUE_OF: dict[str, Reader] = {
     "current_sensor_failure": _current_sensor_failed,
     "contactor_feedback_mismatch": lambda i: _flag(i.contactor_mismatch),
     "insulation_low": lambda i: i.insulation_ohm,
+    "current_on_open_string": lambda i: _abs(i.open_string_current_a),
+    "current_offset_high": lambda i: _abs(i.current_offset_a),
+    "contactor_welded": lambda i: _flag(i.contactor_welded),
+    "precharge_failure": lambda i: _flag(i.precharge_failed),
+    "insulation_monitor_failure": lambda i: i.insulation_monitor_age_s,
+    "contactor_io_failure": lambda i: i.contactor_io_age_s,
+    "temperature_spread": lambda i: i.module_temp_spread_c,
+    "stuck_cell_voltage_channel": lambda i: _count(i.stuck_cell_voltage_channels),
+    "stuck_temperature_channel": lambda i: _count(i.stuck_temperature_channels),
 }
 """Code -> the value its levels supervise."""
 
 CHARGE_WINDOW = frozenset({"cell_overtemp_charge", "cell_undertemp_charge"})
 """Trip only while charging. Their discharge-window twins are supervised always, and the
 charge window lies inside the discharge window, so the stricter bound is never skipped."""
+
+PLAUSIBILITY = frozenset(
+    {
+        "current_on_open_string",
+        "current_offset_high",
+        "contactor_welded",
+        "precharge_failure",
+        "insulation_monitor_failure",
+        "contactor_io_failure",
+        "temperature_spread",
+        "stuck_cell_voltage_channel",
+        "stuck_temperature_channel",
+    }
+)
+"""Codes whose None value means "not evaluated": not unknown, stops nothing (see above)."""

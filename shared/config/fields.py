@@ -76,6 +76,7 @@ _CG = "services/can_gateway/"
 _SYS = "shared/config/system.py"
 _PROT = _MC + "protection.py"
 _DEV = _MC + "devices.py"
+_PLAUS = _MC + "plausibility.py"
 _CU = "services/config_ui/"
 # The wizard derives the cell and pack voltage levels in `protection` from the overridden
 # chemistry (SystemConfig.cell_chemistry into ProtectionConfig.from_chemistry).
@@ -165,6 +166,27 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("protection.insulation_*_ohm", (
         _r(MASTER, _PROT, "live", "insulation_warning_ohm", "insulation_fault_ohm"),
     )),
+    # Plausibility: levels in protection.py, windows and counts in plausibility.py (built by
+    # the supervisor from the configuration).
+    FieldUse("protection.open_string_current_a", (
+        _r(MASTER, _PROT), _r(MASTER, _PLAUS),
+    )),
+    *(
+        FieldUse(f"protection.{name}", (_r(MASTER, _PROT),))
+        for name in (
+            "open_string_delay_s", "current_offset_warning_a", "insulation_monitor_timeout_s",
+            "contactor_io_timeout_s", "temperature_spread_warning_c",
+            "temperature_spread_alarm_c",
+        )
+    ),
+    *(
+        FieldUse(f"protection.{name}", (_r(MASTER, _PLAUS),))
+        for name in (
+            "current_offset_window_s", "contactor_weld_voltage_v", "contactor_weld_discharge_s",
+            "precharge_tau_tolerance", "stuck_channel_current_a", "stuck_cell_voltage_samples",
+            "stuck_temperature_samples",
+        )
+    ),
     FieldUse("balancing.mode", (
         _r(MASTER, _MC + "balancing_strategy.py"), _r(SLAVE, _SA + "service.py"),
     )),
@@ -190,10 +212,16 @@ FIELD_USES: tuple[FieldUse, ...] = (
              "hardware=devices: sent to the sensor at start"),
     FieldUse("current_sensor.offset_a", (_r(MASTER, _MC + "current_calibration.py"),)),
     FieldUse("current_sensor.gain", (_r(MASTER, _MC + "current_calibration.py"),)),
-    FieldUse("contactors.precharge_resistor_ohm", (_r(MASTER, "services/plant/contactors.py"),)),
-    FieldUse("contactors.dc_link_capacitance_f", (_r(MASTER, "services/plant/contactors.py"),)),
+    FieldUse("contactors.precharge_resistor_ohm", (
+        _r(MASTER, "services/plant/contactors.py"), _r(MASTER, _PLAUS),
+    )),
+    FieldUse("contactors.dc_link_capacitance_f", (
+        _r(MASTER, "services/plant/contactors.py"), _r(MASTER, _PLAUS),
+    )),
     FieldUse("contactors.precharge_*", (_r(MASTER, _MC + "contactors.py"),)),
-    FieldUse("contactors.feedback_timeout_s", (_r(MASTER, _MC + "contactors.py"),)),
+    FieldUse("contactors.feedback_timeout_s", (
+        _r(MASTER, _MC + "contactors.py"), _r(MASTER, _PLAUS),
+    )),
     FieldUse("contactors.io.*", (_r(MASTER, _MC + "drivers/contactor_io.py"),),
              "hardware=devices: the relay module's transport and addresses; a new value "
              "reopens the module and writes the commanded coils again"),

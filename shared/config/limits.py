@@ -20,6 +20,9 @@ CURRENT_MIN_A: Final = -200.0
 CURRENT_MAX_A: Final = 200.0
 """Pack-current measurement range; positive = charge."""
 
+CURRENT_ACCURACY_A: Final = 0.1
+"""Specified pack-current accuracy (±) around zero; sets the noise bound of current checks."""
+
 BALANCING_CURRENT_MAX_MA: Final = 500.0
 """Exclusive: the balancing current must stay strictly below this value."""
 

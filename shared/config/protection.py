@@ -18,6 +18,7 @@ from shared.config.limits import (
     CELL_VOLTAGE_ACCURACY_V,
     CELL_VOLTAGE_MAX_V,
     CELL_VOLTAGE_MIN_V,
+    CURRENT_ACCURACY_A,
     CURRENT_MAX_A,
     CURRENT_MIN_A,
     PACK_VOLTAGE_ACCURACY_V,
@@ -48,6 +49,35 @@ VOLTAGE_WARNING_HYSTERESIS_V = 0.05
 TEMPERATURE_HYSTERESIS_C = 5.0  # LibreSolar
 CURRENT_RELEASE_FRACTION = 0.9
 IMBALANCE_RELEASE_FRACTION = 0.8
+# --- plausibility checks (services/master_core/plausibility.py) ---
+# foxBMS 2 diag_cfg.c: "current on open string" after 10 x 10 ms + 100 ms (bms-practice §4.2).
+OPEN_STRING_DELAY_S = 0.2
+OPEN_STRING_CURRENT_A = 10 * CURRENT_ACCURACY_A
+"""Ten times the sensor's zero accuracy: a leak path or a welded contact draws far more; a
+smaller standing reading is an offset (current_offset_high)."""
+CURRENT_OFFSET_WARNING_A = 5 * CURRENT_ACCURACY_A
+"""bms-practice §2.2 (Movassagh 2021): 0.5 A offset on 100 Ah drifts the SOC by 0.5 %/h."""
+CURRENT_OFFSET_RELEASE_FRACTION = 0.8
+CURRENT_OFFSET_DELAY_S = 0.0
+"""The estimate already averages a window."""
+# Pesaran (NREL, "Battery thermal management in EVs and HEVs", 2001): a pack's cell-to-cell
+# temperature variation should stay below 5 °C. Twice and three times that within one module
+# point to a hot spot, a cooling failure or a sensor off its cell.
+TEMPERATURE_SPREAD_WARNING_C = 10.0
+TEMPERATURE_SPREAD_ALARM_C = 15.0
+TEMPERATURE_SPREAD_HYSTERESIS_C = 2.0
+# A stuck channel needs this much current: at rest a healthy cell may read the same for long.
+STUCK_CHANNEL_CURRENT_A = 5.0
+STUCK_CELL_VOLTAGE_SAMPLES = 50  # 5 s at 0.1 s sampling; cell readings move every sample
+STUCK_TEMPERATURE_SAMPLES = 600  # temperatures move slowly: minutes of samples
+CONTACTOR_WELD_VOLTAGE_V = 5.0
+"""The DC link within this of the pack, long after an open, means it is still connected.
+At least both measurements' error (2 x PACK_VOLTAGE_ACCURACY_V)."""
+PRECHARGE_TAU_TOLERANCE = 3.0
+"""The DC link may charge up to this factor faster or slower than R x C predicts."""
+INSULATION_MONITOR_TIMEOUT_S = 10.0  # a few of its measuring cycles (Bender iso165C: seconds)
+CONTACTOR_IO_TIMEOUT_S = 1.0  # ten control cycles without a good read of the relay module
+
 # Fault current as a C-rate of the cell capacity (LibreSolar: over-current at 1C).
 OVERCURRENT_FAULT_C_RATE = 1.0
 # Imbalance levels as a fraction of the nominal cell voltage (dbus-serialbattery: 5 % = imbalanced).
@@ -181,6 +211,34 @@ class ProtectionConfig(ConfigModel):
     """A module is lost after this many sample periods without telemetry."""
     insulation_warning_ohm: float = Field(750_000.0, gt=0.0)  # foxBMS 2 imd.h
     insulation_fault_ohm: float = Field(500_000.0, gt=0.0)
+    open_string_current_a: float = Field(OPEN_STRING_CURRENT_A, gt=0.0, le=CURRENT_MAX_A)
+    """|current| above this while every contactor reads open: current_on_open_string."""
+    open_string_delay_s: float = Field(OPEN_STRING_DELAY_S, ge=0.0, le=3600.0)
+    current_offset_warning_a: float = Field(CURRENT_OFFSET_WARNING_A, gt=0.0, le=CURRENT_MAX_A)
+    """|zero offset| (mean current with the string open) above this: current_offset_high."""
+    current_offset_window_s: float = Field(10.0, gt=0.0, le=3600.0)
+    """The zero offset is the mean current over this long with the string open."""
+    contactor_weld_voltage_v: float = Field(
+        CONTACTOR_WELD_VOLTAGE_V, ge=2 * PACK_VOLTAGE_ACCURACY_V, le=PACK_VOLTAGE_MAX_V
+    )
+    contactor_weld_discharge_s: float | None = Field(None, gt=0.0, le=3600.0)
+    """Time the DC link needs to fall below the pack by `contactor_weld_voltage_v` after an
+    open (inverter bleed resistor or active discharge). None: the link has no known discharge
+    path and may hold its voltage, so only current after the open detects a weld."""
+    precharge_tau_tolerance: float = Field(PRECHARGE_TAU_TOLERANCE, gt=1.0, le=100.0)
+    insulation_monitor_timeout_s: float = Field(INSULATION_MONITOR_TIMEOUT_S, gt=0.0, le=3600.0)
+    """No good insulation reading for this long: insulation_monitor_failure."""
+    contactor_io_timeout_s: float = Field(CONTACTOR_IO_TIMEOUT_S, gt=0.0, le=60.0)
+    """No good read of the contactor relay module for this long: contactor_io_failure."""
+    temperature_spread_warning_c: float = Field(TEMPERATURE_SPREAD_WARNING_C, gt=0.0, le=165.0)
+    temperature_spread_alarm_c: float = Field(TEMPERATURE_SPREAD_ALARM_C, gt=0.0, le=165.0)
+    """Warmest minus coldest sensor within one module."""
+    stuck_channel_current_a: float = Field(STUCK_CHANNEL_CURRENT_A, gt=0.0, le=CURRENT_MAX_A)
+    """Stuck channels are only counted while |current| is above this."""
+    stuck_cell_voltage_samples: int = Field(STUCK_CELL_VOLTAGE_SAMPLES, ge=2, le=1_000_000)
+    stuck_temperature_samples: int = Field(STUCK_TEMPERATURE_SAMPLES, ge=2, le=1_000_000)
+    """A channel is stuck after this many samples equal to the one before (see
+    plausibility.StuckChannels)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -228,6 +286,12 @@ class ProtectionConfig(ConfigModel):
                 f"deep_discharge_v: {fmt(self.deep_discharge_v, 'V')} must lie between the "
                 f"measurement minimum {fmt(CELL_VOLTAGE_MIN_V, 'V')} and the cell_undervoltage "
                 f"fault threshold {fmt(uv_fault, 'V')}"
+            )
+        if self.temperature_spread_warning_c >= self.temperature_spread_alarm_c:
+            out.append(
+                f"temperature_spread_warning_c: {fmt(self.temperature_spread_warning_c, 'degC')} "
+                f"must be below temperature_spread_alarm_c "
+                f"{fmt(self.temperature_spread_alarm_c, 'degC')}"
             )
         if self.insulation_fault_ohm >= self.insulation_warning_ohm:
             out.append(
@@ -315,12 +379,14 @@ class ProtectionConfig(ConfigModel):
                 delays_s=IMBALANCE_DELAYS_S,
             ),
             deep_discharge_v=p.deep_discharge_v,
-            # Worst case: every cell reading off by its full accuracy in the same direction.
-            # worst case of the pack sensor (±1 V) plus every cell channel (±50 mV each)
-            pack_plausibility_tolerance_v=round(
-                PACK_VOLTAGE_ACCURACY_V + n * CELL_VOLTAGE_ACCURACY_V, 2
-            ),
+            pack_plausibility_tolerance_v=pack_plausibility_floor_v(n),
         )
+
+
+def pack_plausibility_floor_v(cells_in_series: int) -> float:
+    """The worst-case |pack voltage - sum of cells| of healthy sensors: the pack sensor off by
+    its accuracy (±1 V) and every cell channel off by its own (±50 mV) the other way."""
+    return round(PACK_VOLTAGE_ACCURACY_V + cells_in_series * CELL_VOLTAGE_ACCURACY_V, 2)
 
 
 def _scaled(cell: ThreeLevel, n: int) -> ThreeLevel:

@@ -40,7 +40,7 @@ from shared.config.limits import (
     PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
 )
-from shared.config.protection import ProtectionConfig
+from shared.config.protection import ProtectionConfig, pack_plausibility_floor_v
 
 # A system id is one MQTT topic level of the tree (shared.topics uses this rule too).
 SYSTEM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -435,7 +435,15 @@ class SystemConfig(ConfigModel):
             )
         nominal = self.nominal_pack_voltage_v
         # the sensors' own error sets a floor; beyond it, 10 % of the pack is the useful limit
-        floor_v = PACK_VOLTAGE_ACCURACY_V + self.total_cells * CELL_VOLTAGE_ACCURACY_V
+        floor_v = pack_plausibility_floor_v(self.total_cells)
+        if p.pack_plausibility_tolerance_v < floor_v - 1e-9:
+            out.append(
+                f"protection.pack_plausibility_tolerance_v: "
+                f"{fmt(p.pack_plausibility_tolerance_v, 'V')} is below the sensors' worst-case "
+                f"error {fmt(PACK_VOLTAGE_ACCURACY_V, 'V')} + {self.total_cells} cells x "
+                f"{fmt(CELL_VOLTAGE_ACCURACY_V, 'V')} = {fmt(floor_v, 'V')}: healthy sensors "
+                f"could trip it"
+            )
         if p.pack_plausibility_tolerance_v > max(0.1 * nominal, floor_v):
             out.append(
                 f"protection.pack_plausibility_tolerance_v: "

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from services.master_core.level_monitor import LEVEL_ORDER, Level
 from services.master_core.protection import Protection, ProtectionResult, Transition
 from services.master_core.protection_actions import CONCERNS, Actions, derive_actions
-from services.master_core.protection_inputs import VALUE_OF, ProtectionInputs
+from services.master_core.protection_inputs import PLAUSIBILITY, VALUE_OF, ProtectionInputs
 from shared.config.chemistry import CHEMISTRY_NAMES, get_preset
 from shared.config.protection import INSULATION_DELAYS_S, INSULATION_RELEASE_FACTOR, ThreeLevel
 from shared.config.system import CommLossPolicy, SystemConfig, demo_config
@@ -41,6 +41,10 @@ def nominal(config: SystemConfig, **override: Any) -> ProtectionInputs:
         max_temp_c=26.0, min_temp_c=24.0, current_a=10.0, cell_spread_v=0.02, open_wire=False,
         out_of_range=False, sensor_fault=False, stale_modules=frozenset(),
         current_sensor_ok=True, contactor_mismatch=False, insulation_ohm=10e6,
+        open_string_current_a=0.0, current_offset_a=0.02, contactor_welded=False,
+        precharge_failed=False, insulation_monitor_age_s=0.1, contactor_io_age_s=0.1,
+        module_temp_spread_c=2.0, stuck_cell_voltage_channels=frozenset(),
+        stuck_temperature_channels=frozenset(),
     )  # fmt: skip
     values.update(override)
     return ProtectionInputs(**values)
@@ -108,7 +112,8 @@ def run(
 
 def test_every_code_has_a_value_and_a_concern() -> None:
     p = Protection(DEMO.protection, insulation_monitor=True)
-    assert set(p.codes) == set(THREE_LEVEL) | set(FAULT_ONLY) | {"insulation_low"}
+    others = {"insulation_low", "current_offset_high", "temperature_spread"}
+    assert set(p.codes) == set(THREE_LEVEL) | set(FAULT_ONLY) | others
     assert set(p.codes) == set(VALUE_OF) == set(CONCERNS) == set(ProtectionCode)
     for code in FAULT_ONLY:
         assert list(p.monitors(code)) == ["fault"]
@@ -120,7 +125,10 @@ def test_every_code_has_a_value_and_a_concern() -> None:
 
 def test_without_an_insulation_monitor_insulation_is_not_supervised() -> None:
     p = Protection(DEMO.protection)
-    assert set(p.codes) == set(ProtectionCode) - {ProtectionCode.INSULATION_LOW}
+    assert set(p.codes) == set(ProtectionCode) - {
+        ProtectionCode.INSULATION_LOW,
+        ProtectionCode.INSULATION_MONITOR_FAILURE,
+    }
     result = p.evaluate(nominal(DEMO), 0.0)
     assert "insulation_low" not in result.unknown
     assert not result.actions.stop_charge and not result.actions.stop_discharge
@@ -402,7 +410,8 @@ def test_discharge_window_applies_always() -> None:
 def test_before_any_measurement_everything_is_unknown_and_current_is_stopped() -> None:
     p = Protection(DEMO.protection)
     status = p.status()
-    assert set(status.unknown) == set(p.codes)
+    # plausibility checks are "not evaluated" until fed, never unknown
+    assert set(status.unknown) == set(p.codes) - PLAUSIBILITY
     assert status.actions.stop_charge and status.actions.stop_discharge
     assert not status.actions.open_contactors
 
@@ -411,7 +420,7 @@ def test_all_unknown_inputs_never_raise_and_never_count_as_safe() -> None:
     p = Protection(DEMO.protection)
     _, result, seen = run(p, ProtectionInputs(), 0.0, 30.0)
     assert seen == [] and active_set(result) == set()
-    assert set(result.unknown) == set(p.codes) - {"communication_loss"}
+    assert set(result.unknown) == set(p.codes) - {"communication_loss"} - PLAUSIBILITY
     assert "cell_overvoltage" in result.actions.stop_charge
     assert "cell_undervoltage" in result.actions.stop_discharge
     assert not result.actions.open_contactors

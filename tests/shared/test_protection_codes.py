@@ -40,7 +40,10 @@ PUBLISHED_BITS = (
     "cell_undertemp_discharge", "charge_overcurrent", "discharge_overcurrent", "cell_imbalance",
     "deep_discharge", "open_wire", "measurement_out_of_range", "sensor_fault",
     "pack_voltage_plausibility", "communication_loss", "current_sensor_failure",
-    "contactor_feedback_mismatch", "insulation_low",
+    "contactor_feedback_mismatch", "insulation_low", "current_on_open_string",
+    "current_offset_high", "contactor_welded", "precharge_failure", "insulation_monitor_failure",
+    "contactor_io_failure", "temperature_spread", "stuck_cell_voltage_channel",
+    "stuck_temperature_channel",
 )  # fmt: skip
 
 known = st.sampled_from(list(ProtectionCode))
@@ -58,8 +61,10 @@ def test_three_level_codes_are_the_three_level_thresholds() -> None:
     assert {s.code.value for s in CODE_TABLE if s.levels == THREE_LEVELS} == fields
 
 
-def test_only_deep_discharge_needs_a_service_reset() -> None:
-    assert {s.code for s in CODE_TABLE if s.reset == "service"} == {"deep_discharge"}
+def test_only_damage_needs_a_service_reset() -> None:
+    # a damaged cell, and a string that lost one of its isolating breaks
+    service = {s.code for s in CODE_TABLE if s.reset == "service"}
+    assert service == {"deep_discharge", "contactor_welded"}
 
 
 @given(st.sets(known))

@@ -1,0 +1,545 @@
+"""Plausibility checks: the values of the plausibility protection codes, from raw facts.
+
+Pure: no I/O, no clock; the caller passes the monotonic time `now_s` and this cycle's facts.
+Each check turns measurements that are individually in range into one value per code; the
+levels, delays and latches are `Protection`'s (thresholds in `ProtectionConfig`). A value of
+None means "not evaluated" (the check does not apply now, or an input it needs is unknown):
+`Protection` then holds the code's levels without counting it as unknown
+(`protection_inputs.PLAUSIBILITY`).
+
+| Check | ProtectionInputs field | Code |
+|---|---|---|
+| pack - sum of cells: `ProtectionInputs.pack_v`, `sum_of_cells_v` | - | pack_voltage_plausibility |
+| `open_string_current_a` | open_string_current_a | current_on_open_string |
+| `CurrentOffsetEstimator` | current_offset_a | current_offset_high |
+| `WeldCheck` | contactor_welded | contactor_welded |
+| `PrechargeCheck` | precharge_failed | precharge_failure |
+| `DriverWatch` (insulation monitor) | insulation_monitor_age_s | insulation_monitor_failure |
+| `DriverWatch` (relay module) | contactor_io_age_s | contactor_io_failure |
+| `module_temperature_spread_c` | module_temp_spread_c | temperature_spread |
+| `StuckChannels` (cells / temperatures) | stuck_*_channels | stuck_*_channel |
+
+`PlausibilityChecks` bundles them for the supervisor: construct it from the configuration,
+call `update` once per cycle, splat `PlausibilityValues.inputs()` into `ProtectionInputs`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.master_core.level_monitor import TIME_TOLERANCE_S
+from services.master_core.protection_inputs import ChannelPosition
+from shared.config.limits import PACK_VOLTAGE_ACCURACY_V
+from shared.config.protection import ProtectionConfig
+from shared.config.system import ContactorConfig, SystemConfig
+
+Reading = float | None
+"""A sample; None or NaN is unknown."""
+
+PRECHARGE_MARGIN_V = 2 * PACK_VOLTAGE_ACCURACY_V
+"""Pack and DC-link voltage are two measurements, each off by up to its accuracy."""
+
+
+def _known(value: Reading) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+# --- current on an open string ----------------------------------------------------------------
+
+
+def open_string_current_a(current_a: Reading, all_open: bool | None) -> float | None:
+    """|current| while every contactor reads open, None while any reads closed or unknown.
+
+    With every contact open no current can flow through the sensor: a reading above the
+    sensor's noise is a path bypassing the contactors (a welded main contact whose auxiliary
+    contact reads open) or a wrong sensor.
+    """
+    current = _known(current_a)
+    if all_open is not True or current is None:
+        return None
+    return abs(current)
+
+
+# --- zero offset --------------------------------------------------------------------------------
+
+
+class CurrentOffsetEstimator:
+    """The current sensor's zero offset: the mean current over the last `window_s` of an
+    uninterrupted stretch with the string open (no current can flow then).
+
+    The estimate is kept after the string closes (it is the last measured offset); it is None
+    until the first full window. An unknown current sample or a closed contact restarts the
+    stretch.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if not window_s > 0.0:
+            raise ValueError(f"window {window_s!r} s must be positive")
+        self.window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque()
+        self._sum_a = 0.0
+        self._since_s: float | None = None
+        self.offset_a: float | None = None
+        """The last estimate (signed, positive = reads charge at rest)."""
+
+    def update(self, now_s: float, current_a: Reading, *, all_open: bool | None) -> float | None:
+        current = _known(current_a)
+        if all_open is not True or current is None:
+            self._samples.clear()
+            self._sum_a = 0.0
+            self._since_s = None
+            return self.offset_a
+        if self._since_s is None:
+            self._since_s = now_s
+        self._samples.append((now_s, current))
+        self._sum_a += current
+        while self._samples and self._samples[0][0] < now_s - self.window_s:
+            self._sum_a -= self._samples.popleft()[1]
+        if now_s - self._since_s >= self.window_s - TIME_TOLERANCE_S and self._samples:
+            # Summing again avoids drift of the running sum over days of rest.
+            self._sum_a = math.fsum(a for _, a in self._samples)
+            self.offset_a = self._sum_a / len(self._samples)
+        return self.offset_a
+
+
+# --- welded contactor ---------------------------------------------------------------------------
+
+
+class WeldCheck:
+    """After a completed open command the string must no longer conduct.
+
+    The open is completed `feedback_timeout_s` after every coil was commanded off (the time the
+    auxiliary contacts have to confirm it). From then on the string is welded while
+    |current| > `current_a` (current can only flow through closed contacts); and, if the DC
+    link has a discharge path (`discharge_s` not None), while the link is still within
+    `voltage_v` of the pack `discharge_s` after the open command: it should have fallen.
+
+    Value: True (welded), False (checked, open), None while any coil is commanded on, before
+    the open has completed, or while an input it needs is unknown. Evaluated continuously while
+    open, so a latched weld can only be reset when the string is seen open.
+    """
+
+    def __init__(
+        self,
+        *,
+        feedback_timeout_s: float,
+        current_a: float,
+        voltage_v: float,
+        discharge_s: float | None,
+    ) -> None:
+        self.feedback_timeout_s = feedback_timeout_s
+        self.current_a = current_a
+        self.voltage_v = voltage_v
+        self.discharge_s = discharge_s
+        self._open_since_s: float | None = None
+
+    def update(
+        self,
+        now_s: float,
+        *,
+        commanded_open: bool,
+        current_a: Reading,
+        pack_v: Reading,
+        link_v: Reading,
+    ) -> bool | None:
+        if not commanded_open:
+            self._open_since_s = None
+            return None
+        if self._open_since_s is None:
+            self._open_since_s = now_s
+        elapsed_s = now_s - self._open_since_s
+        if elapsed_s < self.feedback_timeout_s:
+            return None
+        current = _known(current_a)
+        if current is not None and abs(current) > self.current_a:
+            return True
+        verdicts = [None if current is None else False]
+        if self.discharge_s is not None and elapsed_s >= self.discharge_s:
+            pack, link = _known(pack_v), _known(link_v)
+            if pack is not None and link is not None:
+                if abs(pack - link) <= self.voltage_v:
+                    return True
+                verdicts.append(False)
+            else:
+                verdicts.append(None)
+        return None if None in verdicts else False
+
+
+# --- precharge ----------------------------------------------------------------------------------
+
+
+class PrechargeCheck:
+    """The DC link during precharge against its RC curve, and the state machine's give-up.
+
+    Through the precharge resistor the link follows V(t) = Vp - (Vp - V0) exp(-t / tau),
+    tau = R_pre x C_link (`ContactorConfig`). An attempt fails when the link is
+
+    - above the curve of tau / `tau_tolerance` plus `margin_v`: it rises too fast (the
+      resistor is bypassed, e.g. a welded main positive, or the link has no capacitance).
+      This curve starts at the last sample before the precharge coils were first seen
+      commanded, with that sample's link voltage: the contacts cannot close earlier, so a
+      late closing only makes the real rise slower. It needs a sample period below about
+      tau to see anything;
+    - below the curve of tau x `tau_tolerance` minus `margin_v`: it does not rise (a short
+      across the link, an open precharge resistor, a far larger load than configured). This
+      curve starts at the first sample whose feedback shows the precharge path closed (main
+      negative and precharge relay closed, main positive open), with that sample's voltage.
+
+    A close sequence the state machine gave up on (every try timed out:
+    `ContactorStateMachine.precharge_failures` grew) is a failure too.
+
+    Value: True from a failed check until the attempt ends (coils off and path open), and on
+    the sample where the failure count grew; False otherwise; None while the attempt runs and
+    a voltage is unknown.
+    """
+
+    def __init__(
+        self, *, tau_s: float, tau_tolerance: float, margin_v: float = PRECHARGE_MARGIN_V
+    ) -> None:
+        if not (tau_s > 0.0 and tau_tolerance > 1.0 and margin_v >= 0.0):
+            raise ValueError("tau_s > 0, tau_tolerance > 1 and margin_v >= 0 are required")
+        self.tau_s = tau_s
+        self.tau_tolerance = tau_tolerance
+        self.margin_v = margin_v
+        self._previous: tuple[float, float | None] | None = None
+        """(time, link voltage) of the last sample."""
+        self._fast_from: tuple[float, float | None] | None = None
+        self._slow_from: tuple[float, float] | None = None
+        self._failed = False
+        self._failures: int | None = None
+        self.reason: str | None = None
+        """Why the last failure was raised (for the event text)."""
+
+    def fast_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
+        """The highest plausible link voltage `elapsed_s` after the precharge command."""
+        decay = math.exp(-max(elapsed_s, 0.0) * self.tau_tolerance / self.tau_s)
+        return pack_v - (pack_v - start_v) * decay + self.margin_v
+
+    def slow_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
+        """The lowest plausible link voltage `elapsed_s` after the path was seen closed."""
+        decay = math.exp(-max(elapsed_s, 0.0) / (self.tau_s * self.tau_tolerance))
+        return pack_v - (pack_v - start_v) * decay - self.margin_v
+
+    def update(
+        self,
+        now_s: float,
+        *,
+        commanded: bool,
+        path_closed: bool,
+        pack_v: Reading,
+        link_v: Reading,
+        failures: int = 0,
+    ) -> bool | None:
+        """`commanded`: main negative and precharge coils on, as written after the previous
+        sample; `path_closed`: their feedback reads closed and main positive open."""
+        pack, link = _known(pack_v), _known(link_v)
+        previous, self._previous = self._previous, (now_s, link)
+        gave_up = self._failures is not None and failures > self._failures
+        self._failures = failures
+        if gave_up:
+            self.reason = "every precharge try timed out"
+        if not (commanded or path_closed):
+            self._fast_from = self._slow_from = None
+            self._failed = False
+            return gave_up
+        if self._fast_from is None:
+            self._fast_from = previous if previous is not None else (now_s, link)
+        if self._failed or gave_up:
+            self._failed = True
+            return True
+        if pack is None or link is None:
+            return None
+        if path_closed and self._slow_from is None:
+            self._slow_from = (now_s, link)
+        fast_s, fast_v = self._fast_from
+        if fast_v is not None:
+            high = self.fast_bound_v(now_s - fast_s, pack, fast_v)
+            if link > high:
+                self._failed = True
+                self.reason = (
+                    f"DC link {link:.1f} V {now_s - fast_s:.2f} s after the precharge command is "
+                    f"above {high:.1f} V: it rises faster than R x C allows (resistor bypassed or "
+                    f"no capacitance)"
+                )
+        if self._slow_from is not None and not self._failed:
+            slow_s, slow_v = self._slow_from
+            low = self.slow_bound_v(now_s - slow_s, pack, slow_v)
+            if link < low:
+                self._failed = True
+                self.reason = (
+                    f"DC link {link:.1f} V {now_s - slow_s:.2f} s after the precharge path "
+                    f"closed is below {low:.1f} V: it does not rise (short, open resistor or too "
+                    f"large a load)"
+                )
+        return self._failed
+
+
+# --- driver health ------------------------------------------------------------------------------
+
+
+class DriverWatch:
+    """Seconds since a driver's last good reading (fresh and without errors).
+
+    Counted from the first update when there never was one; `Protection` trips the driver's
+    failure code once the age passes its timeout, so one bad read never trips.
+    """
+
+    def __init__(self) -> None:
+        self._last_good_s: float | None = None
+        self._first_s: float | None = None
+
+    def update(self, now_s: float, good: bool | None) -> float:
+        """`good`: this cycle's reading is fresh and error-free; False or None: it is not."""
+        if self._first_s is None:
+            self._first_s = now_s
+        if good is True:
+            self._last_good_s = now_s
+        since = self._last_good_s if self._last_good_s is not None else self._first_s
+        return max(now_s - since, 0.0)
+
+
+# --- temperatures within a module ---------------------------------------------------------------
+
+
+def module_temperature_spread_c(temps_by_module: Sequence[Sequence[Reading]]) -> float | None:
+    """The largest warmest-minus-coldest spread within one module; modules with fewer than two
+    known sensors do not count; None when no module has two."""
+    spreads = []
+    for sensors in temps_by_module:
+        known = [t for t in (_known(v) for v in sensors) if t is not None]
+        if len(known) >= 2:
+            spreads.append(max(known) - min(known))
+    return max(spreads) if spreads else None
+
+
+# --- stuck channels -----------------------------------------------------------------------------
+
+
+class StuckChannels:
+    """Channels that repeat the same reading while the pack is under load.
+
+    Fed the per-module sample vectors, every cycle or on new telemetry. A sample counts
+    against a channel when it equals the channel's previous reading exactly, |current| is
+    above `current_a`, and another channel of the same module changed in the same sample (that
+    module's acquisition is live: a module whose telemetry has not refreshed, or a noise-free
+    plateau where every channel holds, counts nothing). A channel is stuck after `samples`
+    such samples; any change of its reading, an unknown reading or a new layout restarts its
+    count. Samples at low or unknown current neither count nor restart. A whole module frozen
+    at once is not a stuck channel but stale telemetry (communication supervision).
+    """
+
+    def __init__(self, *, samples: int, current_a: float) -> None:
+        if samples < 1:
+            raise ValueError(f"samples {samples!r} must be at least 1")
+        self.samples = samples
+        self.current_a = current_a
+        self._last: list[list[float | None]] = []
+        self._runs: list[list[int]] = []
+
+    def update(
+        self, by_module: Sequence[Sequence[Reading]], current_a: Reading
+    ) -> frozenset[ChannelPosition]:
+        values = [[_known(v) for v in m] for m in by_module]
+        if [len(m) for m in values] != [len(m) for m in self._last]:
+            self._last = values
+            self._runs = [[0] * len(m) for m in values]
+            return self.stuck
+        current = _known(current_a)
+        loaded = current is not None and abs(current) > self.current_a
+        for now, last, runs in zip(values, self._last, self._runs, strict=True):
+            changed = [
+                v is not None and prev is not None and v != prev
+                for v, prev in zip(now, last, strict=True)
+            ]
+            live = any(changed)
+            for i, (v, prev) in enumerate(zip(now, last, strict=True)):
+                if v is None or prev is None or changed[i]:
+                    runs[i] = 0
+                elif loaded and live:
+                    runs[i] += 1
+        self._last = values
+        return self.stuck
+
+    @property
+    def stuck(self) -> frozenset[ChannelPosition]:
+        return frozenset(
+            (module, index)
+            for module, runs in enumerate(self._runs)
+            for index, run in enumerate(runs)
+            if run >= self.samples
+        )
+
+
+def by_module(values: Sequence[float], module_of: Sequence[int]) -> list[list[float]]:
+    """Split a pack-order vector into per-module vectors (`module_of[i]` = module of value i,
+    as `PackSnapshot.module_of_cell`)."""
+    out: list[list[float]] = [[] for _ in range(max(module_of, default=-1) + 1)]
+    for value, module in zip(values, module_of, strict=True):
+        out[module].append(float(value))
+    return out
+
+
+def split_even(values: Sequence[float], per_module: int) -> list[list[float]]:
+    """Split a module-by-module vector with `per_module` values each (`PackSnapshot.temp_c`)."""
+    if per_module < 1 or len(values) % per_module:
+        raise ValueError(f"{len(values)} values do not split into modules of {per_module}")
+    return [
+        [float(v) for v in values[i : i + per_module]] for i in range(0, len(values), per_module)
+    ]
+
+
+# --- all checks, for the supervisor -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlausibilityFacts:
+    """One cycle's raw facts. Unknown values are None (or NaN)."""
+
+    current_a: Reading
+    """Calibrated pack current, positive = charge."""
+    pack_v: Reading
+    """Measured pack voltage (the master's sensor)."""
+    link_v: Reading
+    """Measured DC-link (bus) voltage behind the contactors."""
+    feedback_all_open: bool | None
+    """Every auxiliary contact reads open; None while the feedback is unknown."""
+    commanded_open: bool
+    """Every coil is commanded off (`ContactorOutputs.all_off`)."""
+    precharge_commanded: bool
+    """Main negative and precharge coils on, as written after the previous sample
+    (`ContactorOutputs` before this cycle's `step`)."""
+    precharge_path_closed: bool
+    """Main negative and precharge relay read closed, main positive open."""
+    precharge_failures: int = 0
+    """`ContactorStateMachine.precharge_failures`."""
+    cells_by_module: Sequence[Sequence[Reading]] | None = None
+    """A fresh cell sample vector per module, or None when no new telemetry came this cycle."""
+    temps_by_module: Sequence[Sequence[Reading]] | None = None
+    insulation_good: bool | None = None
+    """The insulation monitor's reading is fresh and error-free (None: not read this cycle)."""
+    contactor_io_good: bool | None = None
+    """The relay module's read is fresh and error-free (None: not read this cycle)."""
+
+
+@dataclass(frozen=True)
+class PlausibilityValues:
+    open_string_current_a: float | None
+    current_offset_a: float | None
+    contactor_welded: bool | None
+    precharge_failed: bool | None
+    insulation_monitor_age_s: float | None
+    contactor_io_age_s: float | None
+    module_temp_spread_c: float | None
+    stuck_cell_voltage_channels: frozenset[ChannelPosition] | None
+    """None until the first cell sample vector."""
+    stuck_temperature_channels: frozenset[ChannelPosition] | None
+    precharge_reason: str | None = field(default=None)
+
+    def inputs(self) -> dict[str, Any]:
+        """The `ProtectionInputs` fields: `ProtectionInputs(**values.inputs(), ...)`."""
+        return {
+            "open_string_current_a": self.open_string_current_a,
+            "current_offset_a": self.current_offset_a,
+            "contactor_welded": self.contactor_welded,
+            "precharge_failed": self.precharge_failed,
+            "insulation_monitor_age_s": self.insulation_monitor_age_s,
+            "contactor_io_age_s": self.contactor_io_age_s,
+            "module_temp_spread_c": self.module_temp_spread_c,
+            "stuck_cell_voltage_channels": self.stuck_cell_voltage_channels,
+            "stuck_temperature_channels": self.stuck_temperature_channels,
+        }
+
+
+class PlausibilityChecks:
+    """Every plausibility check of one string, fed once per cycle."""
+
+    def __init__(
+        self,
+        protection: ProtectionConfig,
+        contactors: ContactorConfig,
+        *,
+        insulation_monitor: bool = False,
+        contactor_io: bool = False,
+    ) -> None:
+        """`insulation_monitor` / `contactor_io`: the hardware exists; without it its age is
+        None (not evaluated)."""
+        p = protection
+        self.offset = CurrentOffsetEstimator(p.current_offset_window_s)
+        self.weld = WeldCheck(
+            feedback_timeout_s=contactors.feedback_timeout_s,
+            current_a=p.open_string_current_a,
+            voltage_v=p.contactor_weld_voltage_v,
+            discharge_s=p.contactor_weld_discharge_s,
+        )
+        self.precharge = PrechargeCheck(
+            tau_s=contactors.precharge_resistor_ohm * contactors.dc_link_capacitance_f,
+            tau_tolerance=p.precharge_tau_tolerance,
+        )
+        self.insulation = DriverWatch() if insulation_monitor else None
+        self.contactor_io = DriverWatch() if contactor_io else None
+        self.stuck_cells = StuckChannels(
+            samples=p.stuck_cell_voltage_samples, current_a=p.stuck_channel_current_a
+        )
+        self.stuck_temps = StuckChannels(
+            samples=p.stuck_temperature_samples, current_a=p.stuck_channel_current_a
+        )
+        self._temp_spread_c: float | None = None
+        self._cells_seen = self._temps_seen = False
+
+    @classmethod
+    def from_system(
+        cls, system: SystemConfig, *, insulation_monitor: bool = False, contactor_io: bool = False
+    ) -> PlausibilityChecks:
+        return cls(
+            system.protection,
+            system.contactors,
+            insulation_monitor=insulation_monitor,
+            contactor_io=contactor_io,
+        )
+
+    def update(self, now_s: float, facts: PlausibilityFacts) -> PlausibilityValues:
+        f = facts
+        if f.cells_by_module is not None:
+            self.stuck_cells.update(f.cells_by_module, f.current_a)
+            self._cells_seen = True
+        if f.temps_by_module is not None:
+            self.stuck_temps.update(f.temps_by_module, f.current_a)
+            self._temps_seen = True
+            self._temp_spread_c = module_temperature_spread_c(f.temps_by_module)
+        return PlausibilityValues(
+            open_string_current_a=open_string_current_a(f.current_a, f.feedback_all_open),
+            current_offset_a=self.offset.update(now_s, f.current_a, all_open=f.feedback_all_open),
+            contactor_welded=self.weld.update(
+                now_s,
+                commanded_open=f.commanded_open,
+                current_a=f.current_a,
+                pack_v=f.pack_v,
+                link_v=f.link_v,
+            ),
+            precharge_failed=self.precharge.update(
+                now_s,
+                commanded=f.precharge_commanded,
+                path_closed=f.precharge_path_closed,
+                pack_v=f.pack_v,
+                link_v=f.link_v,
+                failures=f.precharge_failures,
+            ),
+            insulation_monitor_age_s=(
+                None
+                if self.insulation is None
+                else self.insulation.update(now_s, f.insulation_good)
+            ),
+            contactor_io_age_s=(
+                None
+                if self.contactor_io is None
+                else self.contactor_io.update(now_s, f.contactor_io_good)
+            ),
+            module_temp_spread_c=self._temp_spread_c,
+            stuck_cell_voltage_channels=self.stuck_cells.stuck if self._cells_seen else None,
+            stuck_temperature_channels=self.stuck_temps.stuck if self._temps_seen else None,
+            precharge_reason=self.precharge.reason,
+        )
