@@ -76,6 +76,8 @@ class Boards:
         self.server = BoardServer(board_map, ctx.core.modules, s.modbus_host, s.boards_port)
         self._due_s: float | None = None
         self.balancing_errors = 0
+        # Never serve zeros: a board shows a measurement from its first answer on.
+        self.server.publish({m: self.core.read_board(m) for m in self.core.modules})
 
     def tick(self, now_s: float, state: PlantState) -> None:
         if self._due_s is not None and now_s < self._due_s:
