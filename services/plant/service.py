@@ -100,7 +100,13 @@ class PlantService:
         if reopen:
             self.close_devices()
             self.core = core
-            self.open_devices(config)
+            try:
+                self.open_devices(config)
+            except BaseException:
+                # Without its devices the plant serves nothing: the same configuration
+                # published again retries from scratch.
+                self.core = None
+                raise
         else:
             self.core = core
             if self.context is not None:

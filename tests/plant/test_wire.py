@@ -35,6 +35,7 @@ from shared.bus.memory import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig, demo_config
 from shared.messages import ChannelFlag, PlantControl
 from shared.topics import PLANT_CONTROL
+from tests.plant.conftest import require_multicast
 
 PROFILE_A = 20.0
 WAIT_S = 10.0
@@ -68,6 +69,7 @@ def close_coils(**on: bool) -> CoilState:
 @pytest.fixture(params=["udp_multicast", "virtual"])
 def plant(request: pytest.FixtureRequest) -> Iterator[RunningPlant]:
     if request.param == "udp_multicast":
+        require_multicast()
         can_args = {"interface": "udp_multicast", "channel": "239.74.163.9"}
     else:
         can_args = {"interface": "virtual", "channel": f"plant-{uuid.uuid4().hex}"}
