@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import can
 
@@ -31,6 +31,7 @@ from shared.config import SystemConfig
 log = logging.getLogger("plant")
 
 
+@runtime_checkable
 class PlantDevice(Protocol):
     def tick(self, now_s: float, state: PlantState) -> None:
         """Serve `state`; feed the core what arrived on the wire."""

@@ -28,7 +28,9 @@ log = logging.getLogger("plant")
 
 STATUS_PERIOD_S = 5.0
 InverterFactory = Callable[[LoadProfile], LoadProfile]
-"""Builds the inverter (a current demand within the BMS limits it reads) around its profile."""
+"""Builds the inverter (a current demand within the BMS limits it reads) around its profile.
+When what it returns is also a `PlantDevice` (`tick(now_s, state)`, `close()`), it is ticked
+after the devices every step (e.g. to read the BMS limits off the CAN bus) and closed at stop."""
 
 
 def params_of(settings: PlantSettings) -> PlantParams:
@@ -183,6 +185,8 @@ class PlantService:
         state = core.state()
         for device in self.devices.values():
             device.tick(now_s, state)
+        if isinstance(core.demand, PlantDevice):
+            core.demand.tick(now_s, state)
         if now_s - self._last_truth_s >= self.settings.truth_period_s:
             self._last_truth_s = now_s
             self._publish_truth(core)
@@ -209,3 +213,5 @@ class PlantService:
 
     def stop(self) -> None:
         self.close_devices()
+        if self.core is not None and isinstance(self.core.demand, PlantDevice):
+            self.core.demand.close()

@@ -28,7 +28,7 @@ class PlantSettings(ServiceSettings):
     )
     modbus_host: str = Field("127.0.0.1", description="address the Modbus TCP servers bind")
     boards_port: int = Field(
-        5020, ge=1, le=65535, description="Modbus TCP port of the slave boards (one unit/module)"
+        5120, ge=1, le=65535, description="Modbus TCP port of the slave boards (one unit/module)"
     )
     board_map_file: str = Field(
         DEFAULT_BOARD_MAP, description="JSON register map of the boards (as the agent's)"

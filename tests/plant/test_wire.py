@@ -20,7 +20,13 @@ import pytest
 
 from services.master_core.contactors import ContactorFeedback
 from services.master_core.drivers.contactor_io import ModbusContactorIo
-from services.master_core.drivers.ivt_s import CurrentSensorReading
+from services.master_core.drivers.ivt_s import (
+    SET_CONFIG_RESULT,
+    SET_MODE,
+    CurrentSensorReading,
+    Quantity,
+    TriggerMode,
+)
 from services.master_core.drivers.ivt_s_can import IvtSCanDriver
 from services.plant.core import CoilState
 from services.plant.service import PlantService
@@ -230,3 +236,19 @@ def test_slave_agent_driver_reads_the_simulated_boards_and_balances_over_tcp(
     with pytest.raises(DriverError, match=r"module 1 \(unit id 2\)"):
         boards.read(1)
     boards.read(0)  # the others still answer
+
+
+def test_ivt_s_takes_its_configuration_commands_like_the_real_one(
+    plant: RunningPlant, ivt: IvtSCanDriver
+) -> None:
+    wait_for("IVT-S results", lambda: not fresh(ivt).stale)
+    ivt.configure([(Quantity.CURRENT_A, TriggerMode.CYCLIC, 200)])
+    wait_for("stop, configure and run acknowledged", lambda: ivt.acknowledged(SET_MODE) >= 2)
+    assert ivt.acknowledged(SET_CONFIG_RESULT + Quantity.CURRENT_A.value) == 1
+    # The current now comes every 200 ms: about 5 frames a second instead of 50.
+    gaps = dict(ivt.counter_gaps())
+    before = ivt.core._last_count[Quantity.CURRENT_A]
+    time.sleep(1.0)
+    after = ivt.core._last_count[Quantity.CURRENT_A]
+    assert (after - before) % 16 in range(3, 8)
+    assert ivt.counter_gaps() == gaps
