@@ -27,6 +27,7 @@ from shared.topics import CONFIG, PLANT_CONTROL, SIM_TRUTH
 log = logging.getLogger("plant")
 
 STATUS_PERIOD_S = 5.0
+STEP_ERROR_LOG_EVERY = 1000
 InverterFactory = Callable[[LoadProfile], LoadProfile]
 """Builds the inverter (a current demand within the BMS limits it reads) around its profile.
 When what it returns is also a `PlantDevice` (`tick(now_s, state)`, `close()`), it is ticked
@@ -171,7 +172,9 @@ class PlantService:
                 self.tick(self.monotonic())
             except Exception:  # one bad step must not stop the plant
                 self.bus.counters["step_errors"] += 1
-                log.exception("plant step failed")
+                n = self.bus.counters["step_errors"]
+                if n == 1 or n % STEP_ERROR_LOG_EVERY == 0:  # e.g. a device gone: 100 a second
+                    log.exception("plant step failed (%d so far)", n)
             self._next_s += period
             if self._next_s < self.monotonic() - period:
                 self.bus.counters["overruns"] += 1

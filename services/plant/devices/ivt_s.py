@@ -4,6 +4,7 @@ the driver's DBC and answers SET_MODE / SET_CONFIG_RESULT commands like the data
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from services.master_core.drivers.ivt_s import (
     ivt_s_dbc,
     result_message,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,6 +116,8 @@ class IvtSCanDevice:
         self.silent = False
         self.sent = 0
         self.send_errors = 0
+        self.bad_commands = 0
+        """Command frames that did not decode (ignored, as the sensor does)."""
         self._due_s: dict[Quantity, float] = {}
         self._last_s: float | None = None
 
@@ -127,7 +132,12 @@ class IvtSCanDevice:
                 try:
                     response = self.sim.command(bytes(msg.data))
                 except (KeyError, ValueError):
-                    continue  # a malformed command: the real sensor ignores it too
+                    # a malformed command: the real sensor ignores it too
+                    self.bad_commands += 1
+                    if self.bad_commands == 1:
+                        log.warning("IVT-S: malformed command %s ignored (further ones counted)",
+                                    bytes(msg.data).hex())  # fmt: skip
+                    continue
                 if response is not None:
                     self._send([response])
         values = self.sim.values

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
@@ -26,6 +27,8 @@ COILS: Final = 8
 """Coils and discrete inputs 0-7; higher addresses answer ILLEGAL_ADDRESS."""
 FC_COILS, FC_INPUTS = 1, 2
 TICK_S: Final = 0.002
+COIL_WRITES_KEPT: Final = 10_000
+"""A plant runs for days: only the latest coil writes are kept."""
 T = TypeVar("T")
 
 
@@ -52,8 +55,8 @@ class RelayModule:
         self.welded: set[int] = set()
         self.stuck_open: set[int] = set()
         self.dead_coils: set[int] = set()
-        self.coil_writes: list[tuple[float, int, bool]] = []
-        """(monotonic time, coil, value) of every coil write the module received."""
+        self.coil_writes: deque[tuple[float, int, bool]] = deque(maxlen=COIL_WRITES_KEPT)
+        """(monotonic time, coil, value) of the latest coil writes the module received."""
         self._contacts = [False] * size
         self._pending: dict[int, tuple[bool, float]] = {}  # input -> (target, due time)
         self._loop = asyncio.new_event_loop()
