@@ -74,6 +74,13 @@ class Boards:
         self.core = ctx.core
         self.period_s = s.board_period_s
         board_map = load_board_map(s.board_map_file, ctx.config)
+        counts = ctx.config.topology.module_cell_counts
+        if counts is not None and set(counts) != {board_map.cell_count}:
+            # The agent's Modbus driver reads one cell count from every board.
+            raise ValueError(
+                f"the boards' register map has {board_map.cell_count} cells per board; "
+                f"modules with {sorted(set(counts))} cells cannot be served"
+            )
         self.server = BoardServer(board_map, ctx.core.modules, s.modbus_host, s.boards_port)
         self._due_s: float | None = None
         self.balancing_errors = 0
