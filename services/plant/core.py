@@ -330,6 +330,8 @@ class PlantCore:
             raise ValueError(
                 f"{control.fault} is a fault of the slave agent's loop, not of the plant"
             )
+        if control.duration_s is not None and control.fault not in PLANT_CELL_FAULTS:
+            raise ValueError(f"{control.fault} takes no duration: it lasts until clear")
         return handler(self, control)
 
     def _inject_cells(self, control: PlantControl) -> str:
@@ -380,7 +382,9 @@ class PlantCore:
 
     def _feedback_stuck(self, control: PlantControl) -> str:
         name = _contactor(control)
-        closed = bool(control.value) if control.value is not None else False
+        if control.value not in (None, 0.0, 1.0):
+            raise ValueError(f"feedback_stuck: value 1 (closed) or 0 (open), got {control.value}")
+        closed = control.value == 1.0
         self.faults.feedback_stuck[name] = closed
         return f"{name} auxiliary contact stuck {'closed' if closed else 'open'}"
 

@@ -118,6 +118,11 @@ class Relay:
         size = max([*self.coil_of.values(), *self.input_of.values()]) + 1
         self.module = RelayModule(unit=io.unit_id, size=max(size, 8), follow=False)
         port = ctx.settings.relay_port or io.tcp_port
+        if io.transport != "tcp":
+            log.warning(
+                "contactors.io is Modbus %s; the plant serves the relay module on Modbus TCP "
+                "only, at %s:%d", io.transport.upper(), ctx.settings.modbus_host, port,
+            )  # fmt: skip
         try:
             self.module.start_tcp(port, ctx.settings.modbus_host)
         except BaseException:

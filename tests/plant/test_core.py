@@ -245,3 +245,17 @@ def test_a_new_configuration_keeps_the_contacts_and_restarts_cells_only_when_nee
                                       cell_capacity_ah=50.0)  # fmt: skip
     assert core.configure(bigger) is True
     assert core.modules == [0, 1, 2] and core.state().contacts.main_positive
+
+
+def test_plant_faults_last_until_clear_and_take_only_sensible_values(config: SystemConfig) -> None:
+    core = make(config)
+    with pytest.raises(ValueError, match="until clear"):
+        core.inject(PlantControl(fault="current_dropout", duration_s=5.0))
+    with pytest.raises(ValueError, match="1 \\(closed\\) or 0"):
+        core.inject(PlantControl(fault="feedback_stuck", contactor="precharge", value=0.5))
+    assert core.state().sensed_current_a is not None
+    # cell faults keep their own duration
+    core.inject(PlantControl(fault="open_wire", module=0, channel=1, duration_s=0.5))
+    assert core.read_board(0).cell_flags[1] & ChannelFlag.OPEN_WIRE
+    run(core, 0.6)
+    assert not core.read_board(0).cell_flags[1] & ChannelFlag.OPEN_WIRE
