@@ -23,6 +23,7 @@ from shared.messages import (
     GroundTruth,
     Message,
     PackState,
+    PlantControl,
     ServiceStatus,
     SimControl,
     SlaveModeCommand,
@@ -43,6 +44,7 @@ UI = "config_ui"
 THIRD_PARTY = "third_party"
 ANY = "any_service"
 SIM = "simulation"
+PLANT = "plant"
 
 
 class TopicError(ValueError):
@@ -277,13 +279,25 @@ SIM_CONTROL = TopicSpec(
     "on demand",
     "Fault injection into the simulated battery (simulation only).",
 )
+PLANT_CONTROL = TopicSpec(
+    "plant_control",
+    "sim/plant/control",
+    PlantControl,
+    1,
+    False,
+    (SIM,),
+    (PLANT,),
+    "on demand",
+    "Fault injection into the plant service: cells, boards, sensors, contactors, insulation, "
+    "inverter (simulation only).",
+)
 SIM_TRUTH = TopicSpec(
     "sim_truth",
     "sim/truth/{module}",
     GroundTruth,
     0,
     False,
-    (SLAVE,),
+    (SLAVE, PLANT),
     (SIM,),
     "1 Hz",
     "True SOC, cell voltage and temperature of the simulated cells (simulation only).",
@@ -292,7 +306,7 @@ SIM_TRUTH = TopicSpec(
 TOPICS: tuple[TopicSpec[Message], ...] = (
     SLAVE_TELEMETRY, SLAVE_STATUS, SLAVE_BALANCE, SLAVE_MODE,
     PACK_STATE, PACK_CELLS, EVENTS, COMMAND, COMMAND_REPLY,
-    CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, SIM_TRUTH,
+    CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, PLANT_CONTROL, SIM_TRUTH,
 )  # fmt: skip
 
 

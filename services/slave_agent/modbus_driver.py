@@ -1,4 +1,5 @@
-"""Driver for a real slave board on RS-485, read as a Modbus RTU client."""
+"""Driver for slave boards read as a Modbus client: RTU on RS-485, or Modbus TCP (a gateway,
+or the plant simulation serving the same register map)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
-from pymodbus.client import ModbusSerialClient
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
@@ -40,10 +41,11 @@ def _exception_name(code: int) -> str:
 
 
 class ModbusBoardDriver:
-    """`Driver` for passive-balancing slave boards that share one RS-485 line.
+    """`Driver` for passive-balancing slave boards that share one RS-485 line (or one Modbus
+    TCP server when `serial.port` is tcp://host:port).
 
-    Module m is the board at unit id `board_map.unit_id_base + m`. The serial port opens on
-    first use and reopens after it dropped; every failure surfaces as `DriverError`.
+    Module m is the board at unit id `board_map.unit_id_base + m`. The link opens on first use
+    and reopens after it dropped; every failure surfaces as `DriverError`.
     """
 
     def __init__(
@@ -52,17 +54,28 @@ class ModbusBoardDriver:
         self._serial = serial
         self._map = board_map
         self._units = {module: board_map.unit_id(module) for module in modules}
-        self._client = ModbusSerialClient(
-            serial.port,
-            framer=FramerType.RTU,
-            baudrate=serial.baudrate,
-            bytesize=serial.bytesize,
-            parity=serial.parity,
-            stopbits=serial.stopbits,
-            timeout=serial.timeout_s,
-            retries=serial.retries,
-            name=f"slave-boards {serial.port}",
-        )
+        self._client: ModbusSerialClient | ModbusTcpClient
+        tcp = serial.tcp
+        if tcp is not None:
+            self._client = ModbusTcpClient(
+                tcp[0],
+                port=tcp[1],
+                timeout=serial.timeout_s,
+                retries=serial.retries,
+                name=f"slave-boards {serial.port}",
+            )
+        else:
+            self._client = ModbusSerialClient(
+                serial.port,
+                framer=FramerType.RTU,
+                baudrate=serial.baudrate,
+                bytesize=serial.bytesize,
+                parity=serial.parity,
+                stopbits=serial.stopbits,
+                timeout=serial.timeout_s,
+                retries=serial.retries,
+                name=f"slave-boards {serial.port}",
+            )
         # One transaction at a time: read and set_balancing may come from different threads.
         self._lock = threading.Lock()
         self._closed = False
@@ -201,7 +214,7 @@ class ModbusBoardDriver:
                     self._close_port()
                     if attempt == 0:
                         continue
-                    raise DriverError(f"{prefix}: serial port {port} unavailable ({exc})") from exc
+                    raise DriverError(f"{prefix}: link {port} unavailable ({exc})") from exc
                 except ModbusIOException as exc:
                     raise DriverError(
                         f"{prefix}: no valid reply within {self._serial.timeout_s} s "

@@ -1,4 +1,4 @@
-"""Register map and serial settings of a slave board read over Modbus RTU (pure data, no I/O).
+"""Register map and link settings of slave boards read over Modbus RTU or TCP (pure, no I/O).
 
 Addresses are PDU addresses (0-based, as sent on the wire), not the 3xxxx/4xxxx numbers of
 some data sheets. Bit masks (open wire, sensor fault) hold one bit per channel: channel i is
@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pymodbus.client import ModbusSerialClient
@@ -303,13 +304,34 @@ class BoardRegisterMap(BaseModel):
         return [c & 0xFFFF for c in counts]
 
 
+TCP_SCHEME: Final = "tcp://"
+
+
+def parse_tcp_port(port: str) -> tuple[str, int] | None:
+    """`tcp://host:port` -> (host, port) for Modbus TCP; None for a serial device or pyserial URL.
+
+    ValueError for a tcp:// address without a host or a valid port.
+    """
+    if not port.startswith(TCP_SCHEME):
+        return None
+    parts = urlsplit(port)
+    try:
+        number = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{port!r}: {exc}") from None
+    if not parts.hostname or number is None or parts.path not in ("", "/"):
+        raise ValueError(f"{port!r} is not like tcp://127.0.0.1:5020")
+    return parts.hostname, number
+
+
 class SerialSettings(BaseModel):
-    """The RS-485 port of the agent."""
+    """The link of the agent: an RS-485 port (Modbus RTU) or a Modbus TCP server (gateway or
+    the plant simulation); the serial fields are ignored for TCP."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     port: str = Field(min_length=1)
-    """Device path or pyserial URL, e.g. /dev/ttyUSB0."""
+    """Device path or pyserial URL, e.g. /dev/ttyUSB0; or tcp://host:port for Modbus TCP."""
     baudrate: int = Field(19200, gt=0, le=4_000_000)
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1
@@ -318,6 +340,17 @@ class SerialSettings(BaseModel):
     """Time to wait for a reply before a request counts as lost."""
     retries: int = Field(1, ge=0, le=10)
     """Extra attempts after a lost reply (not after an exception response)."""
+
+    @field_validator("port")
+    @classmethod
+    def _tcp_address(cls, value: str) -> str:
+        parse_tcp_port(value)
+        return value
+
+    @property
+    def tcp(self) -> tuple[str, int] | None:
+        """(host, port) of a Modbus TCP link; None for a serial port."""
+        return parse_tcp_port(self.port)
 
     @field_validator("bytesize")
     @classmethod

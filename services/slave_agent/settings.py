@@ -49,7 +49,11 @@ class SlaveAgentSettings(ServiceSettings):
     seed: int = Field(0, ge=0, description="random seed of the simulated cells")
     initial_soc_pct: float = Field(50.0, ge=0, le=100, description="initial SOC (simulation)")
     ambient_c: float = Field(25.0, ge=-40, le=80, description="ambient temperature (simulation)")
-    modbus_port: str = Field("/dev/ttyUSB0", description="serial port of the boards (modbus)")
+    modbus_port: str = Field(
+        "/dev/ttyUSB0",
+        description="link to the boards (modbus): a serial port for RTU, or tcp://host:port "
+        "for Modbus TCP (e.g. the plant simulation)",
+    )
     modbus_baudrate: int = Field(115200, description="serial baud rate (modbus)")
     modbus_parity: Literal["N", "E", "O"] = Field("N", description="serial parity (modbus)")
     modbus_stopbits: Literal[1, 2] = Field(1, description="serial stop bits (modbus)")

@@ -26,7 +26,7 @@ from shared.messages.pack import (
     TempPoint,
 )
 from shared.messages.service import ServiceStatus
-from shared.messages.sim import GroundTruth, SimControl
+from shared.messages.sim import GroundTruth, PlantControl, SimControl
 from shared.messages.slave import (
     BalanceCommand,
     CellTelemetry,
@@ -57,6 +57,7 @@ __all__ = [
     "Message",
     "ModuleCells",
     "PackState",
+    "PlantControl",
     "ResetFaultsArgs",
     "ServiceOverride",
     "ServiceResetArgs",

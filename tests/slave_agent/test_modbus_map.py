@@ -20,6 +20,7 @@ from services.slave_agent.modbus_map import (
     decode_mask,
     encode_mask,
     mask_registers,
+    parse_tcp_port,
     split_reads,
 )
 
@@ -355,3 +356,25 @@ def test_mask_round_trip(bits: list[bool]) -> None:
     registers = encode_mask(bits)
     assert len(registers) == mask_registers(len(bits))
     assert decode_mask(registers, len(bits)) == bits
+
+
+@pytest.mark.parametrize(
+    ("port", "want"),
+    [
+        ("tcp://127.0.0.1:5020", ("127.0.0.1", 5020)),
+        ("tcp://plant.local:502/", ("plant.local", 502)),
+        ("/dev/ttyUSB0", None),
+        ("rfc2217://host:4000", None),
+    ],
+)
+def test_tcp_ports_are_told_from_serial_ports(port: str, want: tuple[str, int] | None) -> None:
+    assert parse_tcp_port(port) == want
+    assert SerialSettings(port=port).tcp == want
+
+
+@pytest.mark.parametrize("port", ["tcp://127.0.0.1", "tcp://:5020", "tcp://h:99999", "tcp://h:1/x"])
+def test_bad_tcp_ports_are_refused(port: str) -> None:
+    with pytest.raises(ValueError, match="tcp://"):
+        parse_tcp_port(port)
+    with pytest.raises(ValueError):
+        SerialSettings(port=port)

@@ -5,6 +5,9 @@ event loop in a thread. Input `wiring[coil]` follows coil `coil` after `follow_d
 back before the delay cancels the move. Faults: `weld(input)` (reads closed whatever the coil),
 `stick_open(input)` (reads open), `silent = True` (answers nothing), `dead_coils` (a coil output
 that stays off whatever is written).
+
+With `follow=False` the inputs do not follow the coils by themselves: the plant service reads the
+coils and writes the inputs from its contactor physics (`exchange`), once per step.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
@@ -23,22 +27,37 @@ COILS: Final = 8
 """Coils and discrete inputs 0-7; higher addresses answer ILLEGAL_ADDRESS."""
 FC_COILS, FC_INPUTS = 1, 2
 TICK_S: Final = 0.002
+COIL_WRITES_KEPT: Final = 10_000
+"""A plant runs for days: only the latest coil writes are kept."""
 T = TypeVar("T")
 
 
 class RelayModule:
     """The server side; `start_tcp` or `start_rtu` opens it, `stop` closes it."""
 
-    def __init__(self, *, follow_delay_s: float = 0.02, wiring: dict[int, int] | None = None):
+    def __init__(
+        self,
+        *,
+        follow_delay_s: float = 0.02,
+        wiring: dict[int, int] | None = None,
+        unit: int = UNIT,
+        size: int = COILS,
+        follow: bool = True,
+    ):
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.unit = unit
+        self.size = size
+        self.follow = follow
         self.follow_delay_s = follow_delay_s
         self.wiring = wiring if wiring is not None else {i: i for i in range(COILS)}
         self.silent = False
         self.welded: set[int] = set()
         self.stuck_open: set[int] = set()
         self.dead_coils: set[int] = set()
-        self.coil_writes: list[tuple[float, int, bool]] = []
-        """(monotonic time, coil, value) of every coil write the module received."""
-        self._contacts = [False] * COILS
+        self.coil_writes: deque[tuple[float, int, bool]] = deque(maxlen=COIL_WRITES_KEPT)
+        """(monotonic time, coil, value) of the latest coil writes the module received."""
+        self._contacts = [False] * size
         self._pending: dict[int, tuple[bool, float]] = {}  # input -> (target, due time)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="relay-module")
@@ -46,11 +65,10 @@ class RelayModule:
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._follower: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def _device() -> SimDevice:
-        bits = [False] * COILS
+    def _device(self) -> SimDevice:
+        bits = [False] * self.size
         return SimDevice(
-            id=UNIT,
+            id=self.unit,
             simdata=(
                 [SimData(address=0, values=list(bits), datatype=DataType.BITS)],
                 [SimData(address=0, values=list(bits), datatype=DataType.BITS)],
@@ -59,11 +77,11 @@ class RelayModule:
             ),
         )
 
-    def start_tcp(self, port: int) -> None:
+    def start_tcp(self, port: int, host: str = "127.0.0.1") -> None:
         async def start() -> ModbusTcpServer:
             server = ModbusTcpServer(
                 self._device(),
-                address=("127.0.0.1", port),
+                address=(host, port),
                 trace_packet=self._gate,
                 trace_pdu=self._record,
             )
@@ -71,7 +89,8 @@ class RelayModule:
             return server
 
         self._server = self._call(start())
-        self._call(self._start_follower())
+        if self.follow:
+            self._call(self._start_follower())
 
     def start_rtu(self, port: str, baudrate: int) -> None:
         async def start() -> ModbusSerialServer:
@@ -88,7 +107,8 @@ class RelayModule:
             return server
 
         self._server = self._call(start())
-        self._call(self._start_follower())
+        if self.follow:
+            self._call(self._start_follower())
 
     def _gate(self, sending: bool, data: bytes) -> bytes:
         return b"" if sending and self.silent else data
@@ -108,7 +128,7 @@ class RelayModule:
     async def _follow(self) -> None:
         assert self._server is not None
         while True:
-            coils = await self._server.async_getValues(UNIT, FC_COILS, 0, COILS)
+            coils = await self._server.async_getValues(self.unit, FC_COILS, 0, self.size)
             now = time.monotonic()
             for coil, contact in self.wiring.items():
                 target = bool(coils[coil])
@@ -124,7 +144,7 @@ class RelayModule:
                 (c or i in self.welded) and i not in self.stuck_open
                 for i, c in enumerate(self._contacts)
             ]
-            await self._server.async_setValues(UNIT, FC_INPUTS, 0, shown)
+            await self._server.async_setValues(self.unit, FC_INPUTS, 0, shown)
             await asyncio.sleep(TICK_S)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -132,12 +152,29 @@ class RelayModule:
 
     def coils(self) -> list[bool]:
         assert self._server is not None
-        return [bool(v) for v in self._call(self._server.async_getValues(UNIT, FC_COILS, 0, COILS))]
+        values = self._call(self._server.async_getValues(self.unit, FC_COILS, 0, self.size))
+        return [bool(v) for v in values]
 
     def inputs(self) -> list[bool]:
         assert self._server is not None
-        values = self._call(self._server.async_getValues(UNIT, FC_INPUTS, 0, COILS))
+        values = self._call(self._server.async_getValues(self.unit, FC_INPUTS, 0, self.size))
         return [bool(v) for v in values]
+
+    def exchange(self, inputs: dict[int, bool]) -> list[bool]:
+        """Set discrete inputs (address -> closed) and read every coil, in one round trip.
+
+        `welded` / `stuck_open` still apply on top (the module's own faults)."""
+        server = self._server
+        assert server is not None
+
+        async def swap() -> list[bool]:
+            for address, closed in inputs.items():
+                shown = (closed or address in self.welded) and address not in self.stuck_open
+                await server.async_setValues(self.unit, FC_INPUTS, address, [shown])
+            coils = await server.async_getValues(self.unit, FC_COILS, 0, self.size)
+            return [bool(v) for v in coils]
+
+        return self._call(swap())
 
     def weld(self, contact: int) -> None:
         self.welded.add(contact)

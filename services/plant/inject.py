@@ -1,0 +1,60 @@
+"""`python -m services.plant inject FAULT [options]`: fault injection into a running plant.
+
+Published on `sim/plant/control` (PLANT_CONTROL), the way the slave agent's `inject` publishes
+on `sim/control`: the plant is an MQTT client anyway, so no extra socket or port is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import get_args
+
+from services.master_core.contactors import CONTACTORS
+from shared.bus import MqttBus
+from shared.messages import PlantControl
+from shared.messages.sim import PLANT_CELL_FAULTS, PlantFaultKind
+from shared.settings import DEFAULT_MQTT_URL, parse_mqtt_url
+from shared.topics import PLANT_CONTROL
+
+FAULTS = (*PLANT_CELL_FAULTS, *get_args(PlantFaultKind), "clear")
+
+
+def inject_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.plant inject",
+        description="Inject a fault into the running plant service of a system.",
+    )
+    parser.add_argument("fault", choices=FAULTS)
+    parser.add_argument("--module", type=int, help="module (cell faults, board_dropout; "
+                        "default: every module)")  # fmt: skip
+    parser.add_argument("--channel", type=int, help="cell or sensor channel within the module")
+    parser.add_argument("--target", choices=("cell", "temp"), help="channel kind of sensor faults")
+    parser.add_argument("--contactor", choices=CONTACTORS,
+                        help="contactor_weld, feedback_stuck")  # fmt: skip
+    parser.add_argument("--value", type=float,
+                        help="V/s cell_drift, °C temperatures, σ V noisy_channel, A "
+                             "current_offset, ohm insulation_fault, 1/0 feedback_stuck "
+                             "closed/open")  # fmt: skip
+    parser.add_argument("--duration-s", type=float, help="cell faults: end after this long")
+    parser.add_argument("--mqtt-url", default=os.environ.get("BMS_MQTT_URL", DEFAULT_MQTT_URL))
+    parser.add_argument("--mqtt-protocol", default=os.environ.get("BMS_MQTT_PROTOCOL", "5"))
+    parser.add_argument("--system", default=os.environ.get("BMS_SYSTEM", "demo"))
+    args = parser.parse_args(argv)
+    try:
+        control = PlantControl(
+            fault=args.fault, module=args.module, channel=args.channel, target=args.target,
+            contactor=args.contactor, value=args.value, duration_s=args.duration_s,
+            expires_at=time.time() + 10,
+        )  # fmt: skip
+    except ValueError as exc:
+        parser.error(str(exc))
+    bus = MqttBus(parse_mqtt_url(args.mqtt_url), system=args.system, service="inject",
+                  kind="inject", protocol=args.mqtt_protocol, presence=False)  # fmt: skip
+    if not bus.start(wait_s=5):
+        parser.exit(2, f"cannot reach the broker at {args.mqtt_url}\n")
+    bus.publish(PLANT_CONTROL, control)
+    bus.stop()
+    print(f"injected {args.fault} into the plant of system {args.system}")
+    return 0
