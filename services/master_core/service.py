@@ -434,6 +434,8 @@ class MasterCore:
                 energy_in_wh=rt.estimator.soh.energy_in_wh if started else None,
                 energy_out_wh=rt.estimator.soh.energy_out_wh if started else None,
                 equivalent_cycles=rt.estimator.soh.equivalent_cycles if started else None,
+                dc_link_voltage=out.link_voltage_v,
+                current_offset_a=out.plausibility.current_offset_a,
             ),
         )
 

@@ -34,9 +34,21 @@ from services.master_core.comm_supervision import (
 )
 from services.master_core.contactors import ContactorOutputs, ContactorStateMachine
 from services.master_core.current_calibration import CurrentCalibration
-from services.master_core.hardware import CURRENT_SENSOR, HardwareReading
+from services.master_core.hardware import (
+    CONTACTOR_IO,
+    CURRENT_SENSOR,
+    INSULATION_MONITOR,
+    HardwareReading,
+)
 from services.master_core.limits import LimitCalculator, LimitInputs
 from services.master_core.pack import PackSnapshot
+from services.master_core.plausibility import (
+    PlausibilityChecks,
+    PlausibilityFacts,
+    PlausibilityValues,
+    by_module,
+    split_even,
+)
 from services.master_core.protection import (
     Protection,
     ProtectionResult,
@@ -82,6 +94,8 @@ class SupervisorOutputs:
     current_a: float | None
     """Calibrated pack current."""
     pack_voltage_v: float | None
+    link_voltage_v: float | None
+    plausibility: PlausibilityValues
     stale: bool
     """Supervision incomplete (stale modules or a lost controller heartbeat)."""
     latches_changed: bool
@@ -98,6 +112,7 @@ class Decisions:
     contactors: ContactorStateMachine
     limits: LimitCalculator
     calibration: CurrentCalibration
+    plausibility: PlausibilityChecks
 
 
 def unsupervised(stale_modules: tuple[int, ...]) -> str:
@@ -107,12 +122,29 @@ def unsupervised(stale_modules: tuple[int, ...]) -> str:
     return f"{verb.format(which)} not reported: the pack is not fully supervised"
 
 
-def transition_event(t: Transition) -> SupervisorEvent:
+def _evidence(code: str, checks: PlausibilityValues | None) -> str:
+    """Where a plausibility fault is: the stuck channels (module/channel, from 0), or why the
+    precharge failed."""
+    if checks is None:
+        return ""
+    stuck = {
+        "stuck_cell_voltage_channel": checks.stuck_cell_voltage_channels,
+        "stuck_temperature_channel": checks.stuck_temperature_channels,
+    }.get(code)
+    if stuck:
+        return "; channels " + ", ".join(f"{m}/{c}" for m, c in sorted(stuck))
+    if code == "precharge_failure" and checks.precharge_reason:
+        return f"; {checks.precharge_reason}"
+    return ""
+
+
+def transition_event(t: Transition, checks: PlausibilityValues | None = None) -> SupervisorEvent:
     verb = "raised" if t.kind == "raise" else "cleared"
     value = "unknown" if t.value is None else f"{t.value:.3f} {t.unit}"
     limits = f"threshold {t.threshold:g} {t.unit}, release {t.release:g}"
+    evidence = _evidence(t.code, checks) if t.kind == "raise" else ""
     return SupervisorEvent(
-        t.level, t.kind, t.code, f"{t.code} {t.level} {verb}: {value} ({limits})",
+        t.level, t.kind, t.code, f"{t.code} {t.level} {verb}: {value} ({limits}){evidence}",
         {"value": t.value, "threshold": t.threshold},
     )  # fmt: skip
 
@@ -150,6 +182,9 @@ class Supervisor:
             contactors=ContactorStateMachine(config.contactors),
             limits=LimitCalculator(config),
             calibration=CurrentCalibration.from_config(config.current_sensor),
+            plausibility=PlausibilityChecks.from_system(
+                config, insulation_monitor=insulation_monitor, contactor_io=True
+            ),
         )
 
     def adopt(self, new: Decisions, now_s: float) -> bool:
@@ -251,9 +286,10 @@ class Supervisor:
         assert d is not None, "step before a configuration"
         snap, reading = inputs.snapshot, inputs.reading
         current = d.calibration.measured_a(reading.current_a)
-        result = d.protection.evaluate(self._protection_inputs(inputs, current), now_s)
+        checks = d.plausibility.update(now_s, self._facts(inputs, current))
+        result = d.protection.evaluate(self._protection_inputs(inputs, current, checks), now_s)
         for t in result.transitions:
-            self._events.append(transition_event(t))
+            self._events.append(transition_event(t, checks))
         latches_changed = any(t.level == "fault" for t in result.transitions)
 
         contactors = d.contactors
@@ -263,12 +299,12 @@ class Supervisor:
         trip_reasons = list(result.actions.open_contactors)
         if open_for_comm:
             trip_reasons.append("loss of communication")
-        if reading.feedback is None:
-            trip_reasons.append("contactor feedback unknown")
         if trip_reasons and contactors.state not in ("fault", "standby"):
             contactors.trip(now_s, ", ".join(trip_reasons))
         if reading.feedback is None:
-            coils = contactors.outputs  # no sequence without feedback; a trip is already off
+            # the sequence waits blind (the relay module holds its outputs) until the feedback
+            # returns or contactor_io_failure trips; a trip above has already dropped the coils
+            coils = contactors.outputs
         else:
             coils = contactors.step(
                 now_s,
@@ -316,13 +352,44 @@ class Supervisor:
             protection=result,
             current_a=current,
             pack_voltage_v=reading.pack_voltage_v,
+            link_voltage_v=reading.link_voltage_v,
+            plausibility=checks,
             stale=stale,
             latches_changed=latches_changed,
             events=self.drain_events(),
         )
 
+    def _facts(self, inputs: SupervisorInputs, current_a: float | None) -> PlausibilityFacts:
+        """The plausibility checks' raw facts; the coils as written after the last cycle."""
+        assert self.d is not None
+        snap, reading, fb = inputs.snapshot, inputs.reading, inputs.reading.feedback
+        out = self.d.contactors.outputs
+        insulation_good: bool | None = None  # a monitor starting up: unknown, not failed
+        if not reading.device_ok(INSULATION_MONITOR):
+            insulation_good = False
+        elif reading.insulation_ohm is not None:
+            insulation_good = True
+        per_module = self.d.config.topology.temp_sensors_per_module
+        return PlausibilityFacts(
+            current_a=current_a,
+            pack_v=reading.pack_voltage_v,
+            link_v=reading.link_voltage_v,
+            feedback_all_open=None if fb is None else fb.all_open,
+            commanded_open=out.all_off,
+            precharge_commanded=out.main_negative and out.precharge,
+            precharge_path_closed=fb is not None
+            and fb.main_negative
+            and fb.precharge
+            and not fb.main_positive,
+            precharge_failures=self.d.contactors.precharge_failures,
+            cells_by_module=by_module(snap.cell_v.tolist(), snap.module_of_cell.tolist()),
+            temps_by_module=split_even(snap.temp_c.tolist(), per_module) if per_module else None,
+            insulation_good=insulation_good,
+            contactor_io_good=fb is not None and reading.device_ok(CONTACTOR_IO),
+        )
+
     def _protection_inputs(
-        self, inputs: SupervisorInputs, current_a: float | None
+        self, inputs: SupervisorInputs, current_a: float | None, checks: PlausibilityValues
     ) -> ProtectionInputs:
         assert self.d is not None
         snap, reading = inputs.snapshot, inputs.reading
@@ -343,4 +410,5 @@ class Supervisor:
             current_sensor_ok=sensor_ok,
             contactor_mismatch=self.d.contactors.outputs.feedback_mismatch,
             insulation_ohm=reading.insulation_ohm,
+            **checks.inputs(),
         )

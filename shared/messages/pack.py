@@ -92,6 +92,11 @@ class PackState(Message):
     """Charge throughput / (2 x nominal capacity)."""
     balancing: str = Field("", max_length=200)
     """Why balancing runs, or why it does not."""
+    dc_link_voltage: PackVolts | None = None
+    """Measured DC-link (inverter side of the contactors) voltage; None while unknown."""
+    current_offset_a: float | None = Field(None, allow_inf_nan=False)
+    """The current sensor's zero offset, estimated while the string is open; None until
+    estimated."""
 
     @property
     def power_w(self) -> float | None:

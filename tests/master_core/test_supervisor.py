@@ -2,7 +2,7 @@
 of cell voltages, temperatures, commands, module silence and contactor I/O dropouts.
 
 Properties: no missed trip, no early trip, no coil on while a fault latches, no close
-accepted while a fault latches, and a dead relay module leaves every coil off."""
+accepted while a fault latches; a dead relay module trips contactor_io_failure."""
 
 from __future__ import annotations
 
@@ -125,8 +125,6 @@ def test_no_missed_trip_no_early_trip_no_coil_on_while_a_fault_latches(
                 if out.protection.faults:
                     assert not (out.coils.main_positive or out.coils.precharge), out
                     assert out.coils.state == "fault" or out.coils.all_off
-                if rig.io_dead:
-                    assert out.coils.all_off
                 if rig.over_since is not None and rig.now - rig.over_since >= OV.delay_s + DT_S:
                     assert latched, "missed trip"
                 raised = [t for t in out.protection.transitions if t.code == "cell_overvoltage"]
@@ -181,7 +179,13 @@ def test_a_dead_relay_module_trips_and_nothing_closes_until_it_answers() -> None
         out = rig.step()
     assert out.coils.state == "closed"
     rig.io_dead = True
-    out = rig.step()
+    timeout_s = CONFIG.protection.contactor_io_timeout_s
+    for _ in range(round(timeout_s / DT_S) - 2):
+        out = rig.step()
+        # blind, the sequence holds: the relay module keeps its outputs
+        assert out.coils.state == "closed" and "contactor_io_failure" not in out.protection.faults
+    for _ in range(6):
+        out = rig.step()
+    assert "contactor_io_failure" in out.protection.faults
     assert out.coils.all_off and out.coils.state == "fault"
-    assert "contactor feedback unknown" in out.coils.reason
     assert not rig.sup.close(rig.now, "command").ok
