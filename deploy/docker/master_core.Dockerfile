@@ -14,6 +14,9 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.
 COPY shared/ shared/
 COPY services/__init__.py services/
 COPY services/master_core/ services/master_core/
+# the in-process simulated plant, for BMS_HARDWARE=simulated (the demo); a real installation
+# runs BMS_HARDWARE=devices and never imports it
+COPY services/plant/ services/plant/
 # compiled now: the non-root user cannot write __pycache__ at run time
 RUN python -m compileall -q shared services
 # numeric, so Kubernetes can verify runAsNonRoot
