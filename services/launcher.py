@@ -185,6 +185,8 @@ class Launcher:
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
                     )
+                if plan.name == "master_core":
+                    env.setdefault("BMS_HARDWARE", "simulated")  # the plant in its process
                 if plan.name == "can_gateway":
                     # the simulated stack has no CAN hardware: python-can's in-process bus
                     env.setdefault("BMS_CAN_INTERFACE", "virtual")

@@ -15,12 +15,12 @@ class MasterCoreSettings(ServiceSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m services.master_core")
 
     data_dir: str = Field("var", description="directory of the SQLite file (events, SOC, latches)")
-    hardware: Literal["simulated", "devices"] = Field(
-        "simulated",
-        description="the master's devices: 'simulated' runs the plant in this process "
-        "(current sensor, voltages, insulation monitor, relay module and the inverter); "
-        "'devices' opens the drivers the configuration names (current_sensor, "
-        "contactors.io, insulation_monitor)",
+    hardware: Literal["devices", "simulated"] = Field(
+        "devices",
+        description="the master's devices: 'devices' opens the drivers the configuration "
+        "names (current_sensor, contactors.io, insulation_monitor); 'simulated' runs the "
+        "plant in this process (current sensor, voltages, insulation monitor, relay module "
+        "and the inverter), for demos and tests only",
     )
     load_profile: str = Field(
         "cycle:30:40:20:80",

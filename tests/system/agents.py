@@ -41,6 +41,8 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}{label}-{system}.log"
         self._log = self.log_path.open("wb")
         full_env = dict(os.environ, BMS_MQTT_URL=url, BMS_SYSTEM=system, PYTHONPATH=str(ROOT))
+        if name == "master_core":
+            full_env.setdefault("BMS_HARDWARE", "simulated")  # the in-process plant
         full_env.update({f"BMS_{k.upper()}": v for k, v in env.items()})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=full_env,
