@@ -59,6 +59,9 @@ class Rig:
     temp_c: float = 25.0
     silent: set[int] = field(default_factory=set)
     io_dead: bool = False
+    current_a: float = 0.0
+    """What flows while both main contacts are closed (a welded contact conducts too)."""
+    sensor_offset_a: float = 0.0
     over_since: float | None = None
     """When the cells went above the overvoltage fault threshold (None: not above)."""
 
@@ -72,8 +75,10 @@ class Rig:
                 self.sup.comm.on_sample(m, self.sup.mode, self.now)
         modules = self.sup.module_status(self.now)
         pack_v = self.cell_v * CELLS
+        fb = self.plant.feedback
+        flowing = self.current_a if fb.main_positive and fb.main_negative else 0.0
         reading = HardwareReading(
-            current_a=0.0,
+            current_a=flowing + self.sensor_offset_a,
             pack_voltage_v=pack_v,
             link_voltage_v=self.plant.bus_voltage_v,
             feedback=None if self.io_dead else self.plant.feedback,
@@ -189,3 +194,43 @@ def test_a_dead_relay_module_trips_and_nothing_closes_until_it_answers() -> None
     assert "contactor_io_failure" in out.protection.faults
     assert out.coils.all_off and out.coils.state == "fault"
     assert not rig.sup.close(rig.now, "command").ok
+
+
+def test_a_sensor_reading_current_on_the_open_string_trips_current_on_open_string() -> None:
+    rig = Rig()
+    rig.sup.set_mode("standby", rig.now)
+    for _ in range(10):
+        rig.step()
+    rig.sensor_offset_a = 3.0  # 3 A where nothing can flow
+    delay_s = CONFIG.protection.open_string_delay_s
+    for _ in range(round(delay_s / DT_S) + 3):
+        out = rig.step()
+    assert "current_on_open_string" in out.protection.faults
+    assert out.coils.all_off
+
+
+def test_a_shorted_dc_link_fails_the_precharge_on_the_first_attempt() -> None:
+    rig = Rig()
+    rig.plant.precharge_short()
+    for _ in range(60):
+        out = rig.step()
+        if "precharge_failure" in out.protection.faults:
+            break
+    assert "precharge_failure" in out.protection.faults
+    assert rig.sup.d is not None and rig.sup.d.contactors.precharge_attempt <= 1
+    assert out.coils.all_off and out.coils.state == "fault"
+
+
+def test_current_after_the_open_is_a_welded_contactor_that_needs_a_service_reset() -> None:
+    rig = Rig(current_a=-20.0)
+    for _ in range(100):
+        out = rig.step()
+    assert out.coils.state == "closed"
+    rig.plant.weld("main_positive")
+    rig.plant.weld("main_negative")
+    rig.sup.open(rig.now)
+    timeout_s = CONFIG.contactors.feedback_timeout_s
+    for _ in range(round(timeout_s / DT_S) + 20):
+        out = rig.step()
+    assert "contactor_welded" in out.protection.faults
+    assert not rig.sup.reset(rig.now, service_override=False).ok
