@@ -42,6 +42,9 @@ Reading = float | None
 
 PRECHARGE_MARGIN_V = 2 * PACK_VOLTAGE_ACCURACY_V
 """Pack and DC-link voltage are two measurements, each off by up to its accuracy."""
+PRECHARGE_LATENCY_S = 0.1
+"""A reading may be this much older than the cycle that judges it: one current-sensor cycle
+(20 ms), one relay-module poll (50 ms) and a control cycle's jitter."""
 
 
 def _known(value: Reading) -> float | None:
@@ -198,10 +201,20 @@ class PrechargeCheck:
     """
 
     def __init__(
-        self, *, tau_s: float, tau_tolerance: float, margin_v: float = PRECHARGE_MARGIN_V
+        self,
+        *,
+        tau_s: float,
+        tau_tolerance: float,
+        margin_v: float = PRECHARGE_MARGIN_V,
+        latency_s: float = PRECHARGE_LATENCY_S,
     ) -> None:
-        if not (tau_s > 0.0 and tau_tolerance > 1.0 and margin_v >= 0.0):
-            raise ValueError("tau_s > 0, tau_tolerance > 1 and margin_v >= 0 are required")
+        if not (tau_s > 0.0 and tau_tolerance > 1.0 and margin_v >= 0.0 and latency_s >= 0.0):
+            raise ValueError(
+                "tau_s > 0, tau_tolerance > 1, margin_v >= 0 and latency_s >= 0 are required"
+            )
+        self.latency_s = latency_s
+        """How much older than its sample time a voltage or contact reading may be: the
+        bounds are widened by it (a late reading must never look like a failure)."""
         self.tau_s = tau_s
         self.tau_tolerance = tau_tolerance
         self.margin_v = margin_v
@@ -216,11 +229,13 @@ class PrechargeCheck:
 
     def fast_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
         """The highest plausible link voltage `elapsed_s` after the precharge command."""
+        elapsed_s += self.latency_s
         decay = math.exp(-max(elapsed_s, 0.0) * self.tau_tolerance / self.tau_s)
         return pack_v - (pack_v - start_v) * decay + self.margin_v
 
     def slow_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
         """The lowest plausible link voltage `elapsed_s` after the path was seen closed."""
+        elapsed_s -= self.latency_s
         decay = math.exp(-max(elapsed_s, 0.0) / (self.tau_s * self.tau_tolerance))
         return pack_v - (pack_v - start_v) * decay - self.margin_v
 

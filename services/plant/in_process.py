@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.master_core.contactors import CONTACTORS, ContactorName
 from services.master_core.current_calibration import CurrentCalibration
 from services.master_core.hardware import (
     CURRENT_SENSOR,
@@ -29,6 +30,14 @@ from shared.messages.slave import ChannelFlag
 from shared.topics import PACK_STATE, SLAVE_TELEMETRY
 
 _UNMEASURABLE = ChannelFlag.OPEN_WIRE | ChannelFlag.OUT_OF_RANGE | ChannelFlag.SENSOR_FAULT
+
+
+@dataclass(frozen=True)
+class _Coils:
+    on: dict[ContactorName, bool]
+
+    def commanded(self, name: ContactorName) -> bool:
+        return self.on[name]
 
 
 @dataclass
@@ -56,6 +65,7 @@ class InProcessPlant:
         self._modules: dict[int, _ModuleVoltage] = {}
         self._state: PackState | None = None
         self._last_s: float | None = None
+        self._coils = _Coils(dict.fromkeys(CONTACTORS, False))
         self.configure(config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
         bus.subscribe(PACK_STATE, self._on_state)
@@ -95,7 +105,14 @@ class InProcessPlant:
     def has_insulation_monitor(self) -> bool:
         return self.insulation_monitor
 
+    def _advance(self, now_s: float) -> None:
+        """The physics up to `now_s` under the coils last written: a reading is of now."""
+        dt = 0.0 if self._last_s is None else max(now_s - self._last_s, 0.0)
+        self._last_s = now_s
+        self.contactors.step(dt, self._coils, self.string_voltage_v() or 0.0)
+
     def read(self, now_s: float) -> HardwareReading:
+        self._advance(now_s)
         string_v = self.string_voltage_v()
         state = self._state
         limits = state.limits if state is not None else None
@@ -126,9 +143,8 @@ class InProcessPlant:
         )
 
     def write_coils(self, coils: CoilCommands, now_s: float) -> None:
-        dt = 0.0 if self._last_s is None else max(now_s - self._last_s, 0.0)
-        self._last_s = now_s
-        self.contactors.step(dt, coils, self.string_voltage_v() or 0.0)
+        self._advance(now_s)
+        self._coils = _Coils({name: coils.commanded(name) for name in CONTACTORS})
 
     def close(self) -> None:
         pass
