@@ -346,8 +346,10 @@ class Launcher:
         systems = ", ".join(self.systems)
         first = self.systems[0]
         tap = f"{sys.executable} -m shared.tap"
+        protocol = ""
         if self.protocol != "5":
             tap += f" --protocol {self.protocol}"
+            protocol = f" --mqtt-protocol {self.protocol}"
         self.say(
             "\n".join(
                 [
@@ -355,6 +357,14 @@ class Launcher:
                     f"  services:     {', '.join(c.label for c in self.children) or 'none yet'}",
                     *(f"  {e}" for e in self.endpoints),
                     f"  watch it:     {tap} --mqtt-url {url} 'bms/v1/{first}/#'",
+                    *(
+                        [
+                            f"  inject:       {sys.executable} -m services.plant inject "
+                            f"insulation_fault --mqtt-url {url} --system {first}{protocol}"
+                        ]
+                        if self.in_loop
+                        else []
+                    ),
                     "  topic tree:   docs/topics.md, docs/asyncapi.yaml",
                     "  stop:         Ctrl-C",
                 ]
