@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -166,7 +167,7 @@ class Launcher:
             return
         from shared.can_bus import multicast_problem
 
-        problem = multicast_problem()
+        problem = multicast_problem() or self.stored_elsewhere()
         if problem is None:
             self.in_loop = True
             self.say("software in the loop: plant on Modbus TCP and CAN (udp_multicast)")
@@ -175,6 +176,30 @@ class Launcher:
                 f"\033[1m{problem}: falling back to the in-process simulation (master "
                 "--hardware simulated, simulated slave agent, CAN gateway on virtual)\033[0m"
             )
+
+    def stored_elsewhere(self) -> str | None:
+        """What is wrong when a system's stored configuration (the UI's, from an earlier run)
+        does not put its devices where the plant serves them: the master would find none."""
+        from services.config_ui.config_store import ConfigStore, StoredConfigError
+
+        data_dir = Path(os.environ.get("BMS_DATA_DIR", "var"))
+        for index, system in enumerate(self.systems):
+            db = data_dir / f"config_ui-{system}.sqlite"
+            if not db.exists():
+                continue
+            try:
+                with ConfigStore(db) as store:
+                    latest = store.latest()
+            except (StoredConfigError, OSError, sqlite3.Error):
+                continue  # the UI reports it; the plant's wiring cannot be judged
+            if latest is not None and plant_wiring(latest.config) != plant_wiring(
+                plant_demo_config(system, index)
+            ):
+                return (
+                    f"the stored configuration of system {system!r} puts its devices elsewhere "
+                    f"than the plant (remove {db} to run in the loop)"
+                )
+        return None
 
     def config_of(self, system: str) -> SystemConfig:
         index = self.systems.index(system)
@@ -370,6 +395,17 @@ class Launcher:
                 ]
             )
         )
+
+
+def plant_wiring(config: SystemConfig) -> tuple[object, ...]:
+    """Where a configuration puts the devices the plant serves."""
+    io, monitor = config.contactors.io, config.insulation_monitor
+    buses = (config.interfaces.can, config.current_sensor.can, monitor.can)
+    return (
+        *((b.interface, b.channel) for b in buses),
+        monitor.driver,
+        (io.transport, io.host, io.tcp_port),
+    )
 
 
 def _port_in_use(port: int) -> bool:
