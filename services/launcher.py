@@ -4,6 +4,14 @@ Starts a broker (local mosquitto, else the embedded amqtt broker) unless one is 
 runs every service as its own process with prefixed logs. The user access application of each
 system publishes the demo configuration at its first start and prints the admin password
 once. Ctrl-C stops everything.
+
+Software in the loop (the default): per system the plant (`python -m services.plant`) serves
+the slave boards and the relay module on Modbus TCP and the IVT-S, the iso165C and an inverter
+on CAN (python-can udp_multicast); the slave agent reads the boards (`--driver modbus`), the
+master reads the devices (`--hardware devices`), the CAN gateway talks to the plant's
+inverter. The configuration (`shared.config.plant_demo_config`) says where every device is.
+Where udp_multicast frames do not come back (no multicast route), or with `--in-process`, the
+stack falls back to the simulation inside the master and the slave agent, and says so.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from services.plant.settings import DEFAULT_BOARD_MAP
 from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port
 from shared.bus import MqttBus
-from shared.config import SystemConfig, demo_config
+from shared.config import SystemConfig, demo_config, plant_demo_config
 from shared.messages import ConfigMessage
 from shared.settings import parse_mqtt_url
 from shared.topics import CONFIG
@@ -44,8 +54,13 @@ class ServicePlan:
     per_system: bool = True
 
 
+PLANT_BOARDS_BASE_PORT = 5120
+"""System i's plant serves its slave boards on Modbus TCP 5120 + i (its relay module on
+`PLANT_MODBUS_BASE_PORT` + i, from the configuration)."""
+
 # Start order: data producers first, then the master, then the gateways and the UI.
 PLAN = (
+    ServicePlan("plant"),
     ServicePlan("slave_agent"),
     ServicePlan("master_core"),
     ServicePlan("modbus_gateway"),
@@ -54,9 +69,14 @@ PLAN = (
 )
 
 
-def available_services() -> list[ServicePlan]:
-    """Services that exist in this checkout (a service joins once it has a `__main__`)."""
-    return [p for p in PLAN if (SERVICES_DIR / p.name / "__main__.py").exists()]
+def available_services(*, plant: bool = True) -> list[ServicePlan]:
+    """Services that exist in this checkout (a service joins once it has a `__main__`); the
+    plant only in the loop."""
+    return [
+        p
+        for p in PLAN
+        if (SERVICES_DIR / p.name / "__main__.py").exists() and (plant or p.name != "plant")
+    ]
 
 
 def system_ids(count: int) -> list[str]:
@@ -111,6 +131,8 @@ class Launcher:
         self.buses: list[MqttBus] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.in_loop = False
+        """True: the plant on the wire (software in the loop); False: the in-process simulation."""
 
     def say(self, text: str) -> None:
         with self.lock:
@@ -138,9 +160,54 @@ class Launcher:
         self.say(f"started {kind} at {self.broker.url}")
         return self.broker.url
 
+    def choose_simulation(self) -> None:
+        """In the loop when udp_multicast works here, else the in-process simulation."""
+        if self.args.in_process:
+            self.say("in-process simulation (--in-process): no plant, CAN gateway on virtual")
+            return
+        from shared.can_bus import multicast_problem
+
+        problem = multicast_problem() or self.stored_elsewhere()
+        if problem is None:
+            self.in_loop = True
+            self.say("software in the loop: plant on Modbus TCP and CAN (udp_multicast)")
+        else:
+            self.say(
+                f"\033[1m{problem}: falling back to the in-process simulation (master "
+                "--hardware simulated, simulated slave agent, CAN gateway on virtual)\033[0m"
+            )
+
+    def stored_elsewhere(self) -> str | None:
+        """What is wrong when a system's stored configuration (the UI's, from an earlier run)
+        does not put its devices where the plant serves them: the master would find none."""
+        from services.config_ui.config_store import ConfigStore, StoredConfigError
+
+        data_dir = Path(os.environ.get("BMS_DATA_DIR", "var"))
+        for index, system in enumerate(self.systems):
+            db = data_dir / f"config_ui-{system}.sqlite"
+            if not db.exists():
+                continue
+            try:
+                with ConfigStore(db) as store:
+                    latest = store.latest()
+            except (StoredConfigError, OSError, sqlite3.Error):
+                continue  # the UI reports it; the plant's wiring cannot be judged
+            if latest is not None and plant_wiring(latest.config) != plant_wiring(
+                plant_demo_config(system, index)
+            ):
+                return (
+                    f"the stored configuration of system {system!r} puts its devices elsewhere "
+                    f"than the plant (remove {db} to run in the loop)"
+                )
+        return None
+
+    def config_of(self, system: str) -> SystemConfig:
+        index = self.systems.index(system)
+        return plant_demo_config(system, index) if self.in_loop else demo_config(system)
+
     def publish_configs(self, url: str) -> None:
         """Without the UI (which owns the configuration), publish the demo configuration."""
-        if any(p.name == "config_ui" for p in available_services()):
+        if any(p.name == "config_ui" for p in available_services(plant=self.in_loop)):
             return
         for system in self.systems:
             bus = MqttBus(
@@ -152,13 +219,13 @@ class Launcher:
             )
             if not bus.start(wait_s=10):
                 raise SystemExit(f"cannot reach the broker at {url}")
-            config = demo_config(system)
+            config = self.config_of(system)
             bus.publish(CONFIG, ConfigMessage(config=config))
             self.buses.append(bus)
             self.say(f"published the configuration of system {system!r} ({_describe(config)})")
 
     def plan_children(self, url: str) -> None:
-        services = available_services()
+        services = available_services(plant=self.in_loop)
         for i, plan in enumerate(services):
             for system in self.systems if plan.per_system else self.systems[:1]:
                 label = (
@@ -173,28 +240,49 @@ class Launcher:
                     BMS_MQTT_PROTOCOL=self.protocol,
                     PYTHONUNBUFFERED="1",
                 )
+                index = self.systems.index(system)
                 if plan.name == "modbus_gateway":
-                    port = MODBUS_TCP_BASE_PORT + self.systems.index(system)
+                    port = MODBUS_TCP_BASE_PORT + index
                     env.setdefault("BMS_TCP_PORT", str(port))
                     self.endpoints.append(f"Modbus TCP {system}: 127.0.0.1:{env['BMS_TCP_PORT']}")
                 if plan.name == "config_ui":
-                    port = UI_BASE_PORT + self.systems.index(system)
+                    port = UI_BASE_PORT + index
                     env.setdefault("BMS_UI_PORT", str(port))
                     # the UI owns the configuration; on a fresh store it seeds the demo system
-                    env.setdefault("BMS_UI_SEED_CONFIG", "demo")
+                    env.setdefault("BMS_UI_SEED_CONFIG", "plant" if self.in_loop else "demo")
+                    env.setdefault("BMS_UI_SEED_INDEX", str(index))
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
                     )
-                if plan.name == "master_core":
-                    env.setdefault("BMS_HARDWARE", "simulated")  # the plant in its process
-                if plan.name == "can_gateway":
-                    # the simulated stack has no CAN hardware: python-can's in-process bus
-                    env.setdefault("BMS_CAN_INTERFACE", "virtual")
-                    env.setdefault("BMS_CAN_CHANNEL", f"bms-{system}")
+                env.update(self._wiring(plan.name, index, system))
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
         if not services:
             self.say("no services in this checkout yet; the broker and the configuration are up")
+
+    def _wiring(self, service: str, index: int, system: str) -> dict[str, str]:
+        """How a service reaches the plant's devices (in the loop) or the simulation."""
+        if not self.in_loop:
+            if service == "master_core":
+                return {"BMS_HARDWARE": "simulated"}  # the plant in the master's process
+            if service == "can_gateway":
+                # no CAN here: python-can's in-process bus (the master simulates the inverter)
+                return {
+                    "BMS_CAN_INTERFACE": os.environ.get("BMS_CAN_INTERFACE", "virtual"),
+                    "BMS_CAN_CHANNEL": os.environ.get("BMS_CAN_CHANNEL", f"bms-{system}"),
+                }
+            return {}
+        boards = f"tcp://127.0.0.1:{PLANT_BOARDS_BASE_PORT + index}"
+        wiring = {
+            "plant": {"BMS_BOARDS_PORT": str(PLANT_BOARDS_BASE_PORT + index)},
+            "slave_agent": {
+                "BMS_DRIVER": "modbus",
+                "BMS_MODBUS_PORT": boards,
+                "BMS_MODBUS_MAP_FILE": DEFAULT_BOARD_MAP,
+            },
+            "master_core": {"BMS_HARDWARE": "devices"},
+        }
+        return wiring.get(service, {})
 
     def spawn(self, child: Child) -> None:
         child.proc = subprocess.Popen(
@@ -264,6 +352,7 @@ class Launcher:
     def run(self) -> int:
         url = self.start_broker()
         try:
+            self.choose_simulation()
             self.publish_configs(url)
             self.plan_children(url)
             for child in self.children:
@@ -284,8 +373,10 @@ class Launcher:
         systems = ", ".join(self.systems)
         first = self.systems[0]
         tap = f"{sys.executable} -m shared.tap"
+        protocol = ""
         if self.protocol != "5":
             tap += f" --protocol {self.protocol}"
+            protocol = f" --mqtt-protocol {self.protocol}"
         self.say(
             "\n".join(
                 [
@@ -293,11 +384,30 @@ class Launcher:
                     f"  services:     {', '.join(c.label for c in self.children) or 'none yet'}",
                     *(f"  {e}" for e in self.endpoints),
                     f"  watch it:     {tap} --mqtt-url {url} 'bms/v1/{first}/#'",
+                    *(
+                        [
+                            f"  inject:       {sys.executable} -m services.plant inject "
+                            f"insulation_fault --mqtt-url {url} --system {first}{protocol}"
+                        ]
+                        if self.in_loop
+                        else []
+                    ),
                     "  topic tree:   docs/topics.md, docs/asyncapi.yaml",
                     "  stop:         Ctrl-C",
                 ]
             )
         )
+
+
+def plant_wiring(config: SystemConfig) -> tuple[object, ...]:
+    """Where a configuration puts the devices the plant serves."""
+    io, monitor = config.contactors.io, config.insulation_monitor
+    buses = (config.interfaces.can, config.current_sensor.can, monitor.can)
+    return (
+        *((b.interface, b.channel) for b in buses),
+        monitor.driver,
+        (io.transport, io.host, io.tcp_port),
+    )
 
 
 def _port_in_use(port: int) -> bool:
@@ -332,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: mosquitto when installed, else the embedded broker",
     )
     parser.add_argument("--broker-port", type=int, default=1883, help="port of the started broker")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="simulate the devices inside the master and the slave agent (no plant service)",
+    )
     parser.add_argument("--exit-after-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.systems <= 50:

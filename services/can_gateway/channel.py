@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import can
 
+from shared.can_bus import open_can
 from shared.config import CanConfig
 
 log = logging.getLogger("can_gateway")
@@ -57,6 +58,4 @@ class ChannelOpener:
 
     def open(self, params: BusParams) -> can.BusABC:
         log.info("CAN on %s", params)
-        if params.interface == "virtual":
-            return can.Bus(interface=params.interface, channel=params.channel)
-        return can.Bus(interface=params.interface, channel=params.channel, bitrate=params.bitrate)
+        return open_can(params.interface, params.channel, params.bitrate)

@@ -19,7 +19,7 @@ from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserError, UserStore
 from shared.bus import MqttBus
-from shared.config import demo_config
+from shared.config import demo_config, plant_demo_config
 from shared.settings import configure_logging
 
 KIND = "config_ui"
@@ -55,6 +55,9 @@ def settle_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> None:
         ctx.apply(seen, user="system", source="adopted", comment="running on the broker")
     elif ctx.settings.ui_seed_config == "demo":
         ctx.apply(demo_config(ctx.system), user="system", source="seed", comment="demo system")
+    elif ctx.settings.ui_seed_config == "plant":
+        config = plant_demo_config(ctx.system, ctx.settings.ui_seed_index)
+        ctx.apply(config, user="system", source="seed", comment="demo system on the plant")
     else:
         log.warning("no configuration yet: open the wizard to configure system %r", ctx.system)
 

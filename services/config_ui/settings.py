@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.config.system import PLANT_SYSTEMS_MAX
 from shared.settings import ServiceSettings
 
 
@@ -16,9 +17,15 @@ class ConfigUiSettings(ServiceSettings):
     ui_host: str = Field("127.0.0.1", description="address to serve on (0.0.0.0: every interface)")
     ui_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
     data_dir: str = Field("var", description="directory of the SQLite file (configs, users)")
-    ui_seed_config: Literal["", "demo"] = Field(
-        "", description="demo: publish the demo configuration when the store is empty"
+    ui_seed_config: Literal["", "demo", "plant"] = Field(
+        "",
+        description="publish this configuration when the store is empty: demo (simulated "
+        "devices in the master) or plant (the demo wired to `python -m services.plant`)",
     )
+    ui_seed_index: int = Field(
+        0, ge=0, lt=PLANT_SYSTEMS_MAX, description="plant: which system of `make run` (its "
+        "CAN groups and Modbus ports, shared.config.plant_demo_config)",
+    )  # fmt: skip
     ui_admin_password_file: str | None = Field(
         None, description="file holding the first admin password (default: generate one)"
     )

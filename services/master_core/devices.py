@@ -54,6 +54,7 @@ from services.master_core.hardware import (
     PackIo,
     PackIoFactory,
 )
+from shared.can_bus import open_can
 from shared.config import ContactorIoConfig, CurrentSensorConfig, SystemConfig
 from shared.config.devices import DeviceCanConfig
 
@@ -80,8 +81,8 @@ A change of timing alone reopens the same outputs and keeps them as they are."""
 
 
 def open_can_bus(config: DeviceCanConfig) -> can.BusABC:
-    """The python-can bus of a device section."""
-    return can.Bus(interface=config.interface, channel=config.channel, bitrate=config.bitrate)
+    """The python-can bus of a device section (`shared.can_bus.open_can`)."""
+    return open_can(config.interface, config.channel, config.bitrate)
 
 
 @dataclass

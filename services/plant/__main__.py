@@ -10,6 +10,7 @@ import sys
 from pydantic_settings import CliApp
 
 from services.plant.inject import inject_main
+from services.plant.registry import CanInverter
 from services.plant.service import PlantService
 from services.plant.settings import DEFAULT_BOARD_MAP, PlantSettings
 from shared.bus import MqttBus
@@ -23,7 +24,7 @@ def run(settings: PlantSettings) -> int:
     configure_logging(settings.log_level)
     settings = settings.model_copy(update={"instance": settings.instance or KIND})
     bus = MqttBus.from_settings(settings, kind=KIND)
-    plant = PlantService(settings, bus)
+    plant = PlantService(settings, bus, inverter=CanInverter if settings.inverter else None)
     return run_until_signalled(bus, plant.run, plant.stop)
 
 

@@ -223,6 +223,11 @@ class PlantCore:
     def time_s(self) -> float:
         return self._now_s
 
+    @property
+    def start_s(self) -> float:
+        """When the core started: `demand` and `profile` get `now_s - start_s`."""
+        return self._start_s
+
     def step(self, now_s: float) -> None:
         """Advance to `now_s` (a time before the last one advances nothing)."""
         dt_s = now_s - self._now_s

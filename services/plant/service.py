@@ -28,10 +28,22 @@ log = logging.getLogger("plant")
 
 STATUS_PERIOD_S = 5.0
 STEP_ERROR_LOG_EVERY = 1000
-InverterFactory = Callable[[LoadProfile], LoadProfile]
-"""Builds the inverter (a current demand within the BMS limits it reads) around its profile.
-When what it returns is also a `PlantDevice` (`tick(now_s, state)`, `close()`), it is ticked
-after the devices every step (e.g. to read the BMS limits off the CAN bus) and closed at stop."""
+InverterFactory = Callable[[LoadProfile, DeviceContext], LoadProfile]
+"""Builds the inverter (a current demand within the BMS limits it reads) around its load
+profile, where the context's configuration puts it (`registry.CanInverter`: on
+`interfaces.can`). When what it returns is also a `PlantDevice` (`tick(now_s, state)`,
+`close()`), it is ticked after the devices every step and closed when it is replaced (a new
+`interfaces.can`) or the plant stops."""
+
+
+def wiring(config: SystemConfig) -> tuple[object, ...]:
+    """What the devices serve and where: a change reopens them."""
+    return (
+        config.topology,
+        config.contactors.io,
+        config.current_sensor.can,
+        config.insulation_monitor,
+    )
 
 
 def params_of(settings: PlantSettings) -> PlantParams:
@@ -90,13 +102,11 @@ class PlantService:
         old = self.core
         if old is None:
             profile = parse_profile(self.settings.load_profile)
-            demand = self.inverter(profile) if self.inverter is not None else None
-            core = PlantCore(config, params_of(self.settings), profile, demand=demand, start_s=now)
-            reopen = True
+            core = PlantCore(config, params_of(self.settings), profile, start_s=now)
+            reopen = new_inverter = True
         else:
-            reopen = config.topology != old.config.topology or (
-                config.contactors.io != old.config.contactors.io
-            )
+            reopen = wiring(config) != wiring(old.config)
+            new_inverter = config.interfaces.can != old.config.interfaces.can
             if old.configure(config):
                 log.warning("cell physics changed: the simulated cells start again")
             core = old
@@ -108,18 +118,43 @@ class PlantService:
             except BaseException:
                 # Without its devices the plant serves nothing: the same configuration
                 # published again retries from scratch.
+                self.close_inverter()
                 self.core = None
                 raise
         else:
             self.core = core
             if self.context is not None:
                 self.context.config = config
+        if new_inverter:
+            try:
+                self.open_inverter()
+            except BaseException:
+                self.close_devices()
+                self.core = None
+                raise
         self._next_s = now
         log.info("configured: %d modules, devices %s", len(core.modules), ", ".join(self.devices))
 
+    def open_inverter(self) -> None:
+        """The inverter (if the plant has one) where the configuration puts it."""
+        self.close_inverter()
+        if self.inverter is None or self.core is None or self.context is None:
+            return
+        self.core.demand = self.inverter(self.core.profile, self.context)
+
+    def close_inverter(self) -> None:
+        if self.core is None:
+            return
+        demand, self.core.demand = self.core.demand, None
+        if isinstance(demand, PlantDevice):
+            try:
+                demand.close()
+            except Exception:
+                log.exception("closing the inverter failed")
+
     def open_devices(self, config: SystemConfig) -> None:
         assert self.core is not None
-        ctx = DeviceContext(self.core, self.settings, config)
+        ctx = DeviceContext(self.core, self.settings, config, clock=self.monotonic)
         if self.open_can is not None:
             ctx.open_can = self.open_can
         self.context = ctx
@@ -215,6 +250,5 @@ class PlantService:
             )
 
     def stop(self) -> None:
+        self.close_inverter()
         self.close_devices()
-        if self.core is not None and isinstance(self.core.demand, PlantDevice):
-            self.core.demand.close()

@@ -1,4 +1,9 @@
-"""Settings of the plant service (flags or BMS_* variables)."""
+"""Settings of the plant service (flags or BMS_* variables).
+
+Where each device is comes from the system configuration (contactors.io, current_sensor.can,
+insulation_monitor.can, interfaces.can), the one source both the master and the plant read;
+here is only what the configuration does not hold (the slave boards' port and register map,
+the physics)."""
 
 from __future__ import annotations
 
@@ -14,17 +19,20 @@ from shared.settings import ServiceSettings
 DEFAULT_BOARD_MAP: Final = str(Path(__file__).with_name("data") / "board_map.json")
 """The register map the simulated boards serve; give the same file to the agent's
 `--modbus-map-file`."""
-IVT_CAN_GROUP: Final = "239.74.163.3"
-"""udp_multicast group of the IVT-S bus: IPv4 (works on a namespace's loopback with a route
-for 224.0.0.0/4), next to python-can's default group 239.74.163.2 left to the inverter bus."""
 
 
 class PlantSettings(ServiceSettings):
     model_config = SettingsConfigDict(cli_prog_name="python -m services.plant")
 
     devices: str = Field(
-        "boards,relay,ivt_s",
-        description="simulated devices to serve, comma separated (see services/plant/registry.py)",
+        "boards,relay,ivt_s,iso165c",
+        description="simulated devices to serve, comma separated (see services/plant/registry.py); "
+        "each at the address the system configuration gives it",
+    )
+    inverter: bool = Field(
+        True,
+        description="an inverter on the configured inverter bus (interfaces.can) reads the BMS "
+        "limits and keeps the load within them; false: the load profile alone, unclipped",
     )
     modbus_host: str = Field("127.0.0.1", description="address the Modbus TCP servers bind")
     boards_port: int = Field(
@@ -33,14 +41,6 @@ class PlantSettings(ServiceSettings):
     board_map_file: str = Field(
         DEFAULT_BOARD_MAP, description="JSON register map of the boards (as the agent's)"
     )
-    relay_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535,
-        description="Modbus TCP port of the relay module (default: contactors.io.tcp_port)",
-    )
-    ivt_can_interface: str = Field("udp_multicast", description="python-can interface (IVT-S)")
-    ivt_can_channel: str = Field(IVT_CAN_GROUP, description="python-can channel (IVT-S)")
     ivt_cycle_ms: int = Field(20, ge=1, le=10_000, description="IVT-S cyclic result period")
     step_period_s: float = Field(0.01, gt=0, le=1.0, description="physics step period")
     cell_period_s: float = Field(0.1, gt=0, le=10.0, description="cell model step period")

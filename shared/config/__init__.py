@@ -29,6 +29,7 @@ from shared.config.system import (
     TimingConfig,
     Topology,
     demo_config,
+    plant_demo_config,
 )
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "demo_config",
     "explain_errors",
     "get_preset",
+    "plant_demo_config",
 ]

@@ -637,4 +637,43 @@ def demo_config(system_id: str = "demo") -> SystemConfig:
     )
 
 
+PLANT_MODBUS_BASE_PORT = 5220
+"""`plant_demo_config(index=i)`: the plant's relay module listens on Modbus TCP 5220 + i
+(502 needs root; 5020 + i is the Modbus gateway's, 5120 + i the plant's slave boards')."""
+PLANT_CAN_GROUP = "239.74.{subnet}.{bus}"
+"""`plant_demo_config(index=i)`: python-can udp_multicast groups, one /24 per system
+(subnet 10 + i): bus 1 is the inverter bus (interfaces.can), bus 2 the IVT-S's, bus 3 the
+iso165C's. The two devices could share one bus (their identifiers differ), but each of the
+master's drivers counts and logs every frame it does not know."""
+PLANT_SYSTEMS_MAX = 200
+
+
+def plant_demo_config(system_id: str = "demo", index: int = 0) -> SystemConfig:
+    """The demo system wired to the simulated plant (`python -m services.plant`, software in
+    the loop): every device address the plant serves, for system `index` of `make run`.
+
+    CAN on python-can `udp_multicast` groups (`PLANT_CAN_GROUP`), the relay module on Modbus
+    TCP 127.0.0.1:`PLANT_MODBUS_BASE_PORT + index`, a Bender iso165C as insulation monitor.
+    Distinct indices never share a group or a port.
+    """
+    if not 0 <= index < PLANT_SYSTEMS_MAX:
+        raise ValueError(f"plant system index {index} is outside 0..{PLANT_SYSTEMS_MAX - 1}")
+    data = demo_config(system_id).model_dump(mode="json")
+    subnet = 10 + index
+    inverter_bus = PLANT_CAN_GROUP.format(subnet=subnet, bus=1)
+    data["name"] = f"{data['name']} (plant)"
+    data["interfaces"]["can"].update(interface="udp_multicast", channel=inverter_bus)
+    data["current_sensor"]["can"].update(
+        interface="udp_multicast", channel=PLANT_CAN_GROUP.format(subnet=subnet, bus=2)
+    )
+    data["insulation_monitor"]["driver"] = "iso165c"
+    data["insulation_monitor"]["can"].update(
+        interface="udp_multicast", channel=PLANT_CAN_GROUP.format(subnet=subnet, bus=3)
+    )
+    data["contactors"]["io"].update(
+        transport="tcp", host="127.0.0.1", tcp_port=PLANT_MODBUS_BASE_PORT + index
+    )
+    return SystemConfig.model_validate(data)
+
+
 DEMO_SYSTEM = demo_config()

@@ -27,7 +27,7 @@ from services.plant.settings import DEFAULT_BOARD_MAP
 from services.slave_agent.sim import MeasurementParams
 from shared.broker import MosquittoBroker, free_port
 from shared.bus import Delivery
-from shared.config import SystemConfig
+from shared.config import DeviceCanConfig, SystemConfig
 from shared.messages import ChannelFlag, GroundTruth
 from shared.topics import SIM_TRUTH
 from tests.plant.conftest import require_multicast
@@ -62,11 +62,14 @@ def stack(
     relay_port, boards_port = free_port(), free_port()
     base = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
     io = base.contactors.io.model_copy(update={"tcp_port": relay_port})
-    config = base.model_copy(update={"contactors": base.contactors.model_copy(update={"io": io})})
+    ivt = base.current_sensor.model_copy(update={"can": DeviceCanConfig(
+        interface="udp_multicast", channel=CAN_GROUP)})  # fmt: skip
+    config = base.model_copy(update={"contactors": base.contactors.model_copy(update={"io": io}),
+                                     "current_sensor": ivt})  # fmt: skip
     ui = publish_config(mosquitto.url, config)
     plant = ServiceProcess(
         "plant", mosquitto.url, system_id, tmp_path, boards_port=str(boards_port),
-        devices=devices, ivt_can_channel=CAN_GROUP, load_profile=f"constant:{PROFILE_A}",
+        devices=devices, inverter="false", load_profile=f"constant:{PROFILE_A}",
         truth_period_s="0.2",
     )  # fmt: skip
     agent = ServiceProcess(
@@ -195,5 +198,5 @@ def test_help_lists_the_settings() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0
-    for flag in ("--boards-port", "--relay-port", "--ivt-can-channel", "--load-profile"):
+    for flag in ("--boards-port", "--devices", "--inverter", "--load-profile"):
         assert flag in done.stdout

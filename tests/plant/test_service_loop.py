@@ -111,7 +111,13 @@ def rig(probes: list[Probe]) -> Iterator[Rig]:
     ui.start()
     clock = Clock()
     settings = PlantSettings(devices="probe", load_profile="constant:40", truth_period_s=1.0)
-    service = PlantService(settings, bus, inverter=Limited, monotonic=clock, wall=lambda: 1.7e9)
+    service = PlantService(
+        settings,
+        bus,
+        inverter=lambda profile, _ctx: Limited(profile),
+        monotonic=clock,
+        wall=lambda: 1.7e9,
+    )
     truth: list[GroundTruth] = []
     ui.subscribe(SIM_TRUTH, lambda d: truth.append(d.message))
     yield Rig(service, ui, clock, truth)

@@ -38,7 +38,7 @@ from services.slave_agent.modbus_map import SerialSettings
 from services.slave_agent.sim import MeasurementParams
 from shared.broker import free_port
 from shared.bus.memory import InMemoryBroker, InMemoryBus
-from shared.config import SystemConfig, demo_config
+from shared.config import DeviceCanConfig, SystemConfig, demo_config
 from shared.messages import ChannelFlag, PlantControl
 from shared.topics import PLANT_CONTROL
 from tests.plant.conftest import require_multicast
@@ -82,11 +82,13 @@ def plant(request: pytest.FixtureRequest) -> Iterator[RunningPlant]:
     relay_port = free_port()
     base = demo_config()
     io = base.contactors.io.model_copy(update={"tcp_port": relay_port})
-    config = base.model_copy(update={"contactors": base.contactors.model_copy(update={"io": io})})
+    ivt = base.current_sensor.model_copy(update={"can": DeviceCanConfig(**can_args)})
+    config = base.model_copy(
+        update={"contactors": base.contactors.model_copy(update={"io": io}), "current_sensor": ivt}
+    )
     settings = PlantSettings(
         boards_port=free_port(),
-        ivt_can_interface=can_args["interface"],
-        ivt_can_channel=can_args["channel"],
+        devices="boards,relay,ivt_s",
         load_profile=f"constant:{PROFILE_A}",
         current_noise_a=0.0,
     )

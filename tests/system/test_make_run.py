@@ -1,5 +1,9 @@
 """`make run` (python -m services): the whole stack starts, prints the UI address and the
-first admin password, and that password logs in to a UI showing live values."""
+first admin password, and that password logs in to a UI showing live values; in the loop
+(udp_multicast works: run in a network namespace with a multicast route) the master measures
+the plant's string current over CAN, closes the plant's contactors through its relay module,
+and trips on a fault injected into the plant. `--in-process` (the fallback where multicast does
+not work) runs the same UI test on the simulation inside the master."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +21,22 @@ import httpx
 import pytest
 
 from shared.broker import MosquittoBroker, free_port
+from shared.bus import MqttBus
+from shared.can_bus import multicast_problem
+from shared.messages import GroundTruth, PackState
+from shared.settings import parse_mqtt_url
+from shared.topics import PACK_STATE, SIM_TRUTH
 from tests.system.agents import ROOT, wait_until
+
+
+def require_multicast() -> None:
+    problem = multicast_problem()
+    if problem is not None:
+        pytest.skip(
+            f"{problem}; in a network namespace: ip link set lo multicast on; "
+            "ip route add 224.0.0.0/4 dev lo"
+        )
+
 
 pytestmark = pytest.mark.broker
 UI_LINE = re.compile(r"UI demo:\s+(http://127\.0\.0\.1:\d+/)")
@@ -47,20 +67,34 @@ class Launched:
         return found[0]
 
 
+IN_LOOP_LINE = re.compile(r"\[launcher\] (software in the loop): plant")
+FALLBACK_LINE = re.compile(r"\[launcher\] .*(falling back|--in-process)")
+BROKER_LINE = re.compile(r"\[launcher\] started \S+ at (mqtt://\S+)")
+
+
+@pytest.fixture(params=["in_loop", "in_process"])
+def mode(request: pytest.FixtureRequest) -> str:
+    if request.param == "in_loop":
+        require_multicast()
+    return str(request.param)
+
+
 @pytest.fixture
-def launched(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Launched]:
+def launched(mosquitto: MosquittoBroker, tmp_path: Path, mode: str) -> Iterator[Launched]:
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
         BMS_DATA_DIR=str(tmp_path),
         BMS_UI_PORT=str(free_port()),
         BMS_TCP_PORT=str(free_port()),
-        BMS_CAN_CHANNEL=f"bms-{tmp_path.name}",
     )
+    if mode == "in_process":
+        env["BMS_CAN_CHANNEL"] = f"bms-{tmp_path.name}"
     # a broker of its own, as `make run` on a fresh machine would start (free port: the
     # default 1883 may be taken)
+    args = ["--in-process"] if mode == "in_process" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services", "--broker-port", "0"],
+        [sys.executable, "-m", "services", "--broker-port", "0", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
@@ -75,7 +109,10 @@ def launched(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Launched]:
             proc.wait()
 
 
-def test_make_run_prints_where_to_log_in_and_the_ui_goes_live(launched: Launched) -> None:
+def test_make_run_prints_where_to_log_in_and_the_ui_goes_live(
+    launched: Launched, mode: str
+) -> None:
+    launched.find(IN_LOOP_LINE if mode == "in_loop" else FALLBACK_LINE, 30)
     base = launched.find(UI_LINE, 30)
     password = launched.find(PASSWORD_LINE, 30)
     http = httpx.Client(base_url=base, timeout=5)
@@ -106,3 +143,102 @@ def _up(http: httpx.Client) -> bool:
         return http.get("/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.parametrize("mode", ["in_loop"], indirect=True)
+def test_make_run_closes_the_loop_through_the_plant(launched: Launched) -> None:
+    launched.find(IN_LOOP_LINE, 30)
+    url = launched.find(BROKER_LINE, 30)
+    watch = Watch(url)
+    try:
+        _closes_the_loop(launched, watch, url)
+    finally:
+        watch.close()
+
+
+class Watch:
+    """The master's pack state and the plant's ground truth, as a third party sees them."""
+
+    def __init__(self, url: str) -> None:
+        self.bus = MqttBus(parse_mqtt_url(url), system="demo", service="watch", kind="test",
+                           presence=False)  # fmt: skip
+        self.states: list[tuple[float, PackState]] = []
+        self.truths: list[tuple[float, GroundTruth]] = []
+        self.bus.subscribe(PACK_STATE, lambda d: self.states.append((time.monotonic(), d.message)))
+        self.bus.subscribe(SIM_TRUTH, lambda d: self.truths.append((time.monotonic(), d.message)))
+        self._stop = threading.Event()
+        self._pump = threading.Thread(target=self._run, daemon=True)
+        self._pump.start()
+        assert self.bus.start(wait_s=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.bus.process(timeout_s=0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pump.join(timeout=5)
+        self.bus.stop()
+
+    def state(self) -> PackState | None:
+        return self.states[-1][1] if self.states else None
+
+
+def _closes_the_loop(launched: Launched, watch: Watch, url: str) -> None:
+    def log() -> str:
+        return "\n".join(launched.lines[-80:])
+
+    def closed_and_flowing() -> bool:
+        s = watch.state()
+        return (
+            s is not None
+            and s.contactors == "closed"
+            and s.soc is not None
+            and bool(watch.truths and abs(watch.truths[-1][1].current_a) > 1.0)
+        )
+
+    # the master closes the contactors through the plant's relay module: only then does the
+    # plant's string carry the inverter's current (the demo cycles between 30 A and -40 A)
+    assert wait_until(closed_and_flowing, 90, step_s=0.5), log()
+    soc_start = watch.state().soc  # type: ignore[union-attr]
+
+    # the pack current the master publishes is the plant's string current, over the IVT-S
+    def current_matches() -> bool:
+        truth_at, truth = watch.truths[-1]
+        near = [s.current for t, s in watch.states if abs(t - truth_at) < 0.15]
+        return bool(near) and all(c is not None and abs(c - truth.current_a) < 1.0 for c in near)
+
+    assert wait_until(current_matches, 20, step_s=0.5), (
+        f"truth {watch.truths[-1][1].current_a:.2f} A, master {watch.state().current} A"  # type: ignore[union-attr]
+    )
+    # the inverter keeps within the limits the CAN gateway sends it
+    state = watch.state()
+    assert state is not None
+    truth_a = watch.truths[-1][1].current_a
+    assert -state.limits.discharge_current_a - 1.0 <= truth_a <= state.limits.charge_current_a + 1.0
+
+    # SOC moves with the plant's current
+    assert wait_until(
+        lambda: abs((watch.state().soc or 0.0) - (soc_start or 0.0)) >= 0.05,  # type: ignore[union-attr]
+        60, step_s=1.0,
+    ), log()  # fmt: skip
+
+    # a fault injected into the plant trips the master: the insulation falls below the trip
+    # threshold, the iso165C reports it on CAN, the master opens the contactors
+    subprocess.run(
+        [sys.executable, "-m", "services.plant", "inject", "insulation_fault", "--mqtt-url", url,
+         "--system", "demo"],
+        cwd=ROOT, check=True, timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+
+    def tripped() -> bool:
+        s = watch.state()
+        return s is not None and bool(s.faults) and s.contactors != "closed"
+
+    assert wait_until(tripped, 60, step_s=0.5), log()
+    state = watch.state()
+    assert state is not None
+    assert any("insulation" in f for f in state.faults), state.faults
+    # with the contactors open the plant's string carries no current
+    assert wait_until(lambda: abs(watch.truths[-1][1].current_a) < 0.5, 20, step_s=0.5), log()

@@ -1,0 +1,73 @@
+"""The launcher's choice between the loop and the in-process simulation (no processes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from services import launcher
+from services.config_ui.config_store import ConfigStore
+from services.launcher import Launcher, plant_wiring
+from shared.config import SystemConfig, demo_config, plant_demo_config
+
+
+def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, systems: int = 1) -> Launcher:
+    monkeypatch.setenv("BMS_DATA_DIR", str(tmp_path))
+    args = argparse.Namespace(in_process=False, systems=systems)
+    return Launcher(args)
+
+
+def store(tmp_path: Path, system: str, config: SystemConfig) -> None:
+    with ConfigStore(tmp_path / f"config_ui-{system}.sqlite") as s:
+        s.save(config, user="system", source="seed", comment="test")
+
+
+def test_multicast_and_a_fresh_store_run_in_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("shared.can_bus.multicast_problem", lambda: None)
+    run = make(tmp_path, monkeypatch, systems=2)
+    run.choose_simulation()
+    assert run.in_loop
+    assert run.config_of("demo2") == plant_demo_config("demo2", 1)
+    assert "software in the loop" in capsys.readouterr().out
+
+
+def test_without_multicast_it_falls_back_and_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("shared.can_bus.multicast_problem", lambda: "no multicast route")
+    run = make(tmp_path, monkeypatch)
+    run.choose_simulation()
+    assert not run.in_loop
+    assert run.config_of("demo") == demo_config("demo")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "no multicast route: falling back" in out[0]
+    assert [p.name for p in launcher.available_services(plant=False)].count("plant") == 0
+
+
+def test_a_stored_configuration_off_the_plant_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("shared.can_bus.multicast_problem", lambda: None)
+    store(tmp_path, "demo", demo_config("demo"))  # an earlier run's demo, on socketcan
+    run = make(tmp_path, monkeypatch)
+    run.choose_simulation()
+    assert not run.in_loop
+    assert "puts its devices elsewhere" in capsys.readouterr().out
+
+
+def test_a_stored_configuration_on_the_plant_stays_in_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.can_bus.multicast_problem", lambda: None)
+    config = plant_demo_config("demo", 0)
+    # a threshold changed in the UI does not move a device
+    changed = config.model_copy(update={"name": "renamed"})
+    store(tmp_path, "demo", changed)
+    assert plant_wiring(changed) == plant_wiring(config)
+    run = make(tmp_path, monkeypatch)
+    run.choose_simulation()
+    assert run.in_loop
