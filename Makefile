@@ -13,12 +13,13 @@ export UV_PYTHON_DOWNLOADS := never
 IMAGE_SERVICES := slave_agent master_core modbus_gateway can_gateway config_ui
 EXPORT = $(UV) export --frozen --no-hashes --no-dev --no-emit-project --extra
 
-.PHONY: run test check lint typecheck docs docs-check requirements bench deps clean help
+.PHONY: run test check lint typecheck docs docs-check requirements bench fault-matrix deps clean help
 
 help:
 	@echo "make run    start the whole stack with a simulated battery (SYSTEMS=N, MQTT_URL=...)"
 	@echo "make test   install what the tests need and run the suite"
 	@echo "make check  ruff + mypy;  make docs  regenerate docs/ from the code;  make bench"
+	@echo "make fault-matrix  inject every fault into the plant, write docs/data/fault-matrix.json"
 
 # uv itself, when the machine has none: a private venv, so no system Python is touched
 $(CURDIR)/.tools/bin/uv:
@@ -65,6 +66,11 @@ requirements: | $(UV)
 
 bench: $(VENV)/.synced
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Every injectable fault through the plant (own network namespace, about 10 min), then the docs.
+fault-matrix: $(VENV)/.synced
+	$(PY) bench/fault_matrix.py $(FAULT_MATRIX_ARGS)
+	$(PY) -m shared.docgen
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from shared.config.fields import FIELD_USES
 from shared.event_codes import EVENT_CODES
+from shared.fault_matrix import MatrixResults, matrix_markdown
 from shared.protection_codes import (
     CODE_TABLE,
     EVT1_OTHER_ALARM,
@@ -64,11 +65,12 @@ def _can(spec: CodeSpec, level: Level) -> str:
     return f"{victron} | {pylon} | {hv}"
 
 
-def fault_matrix_markdown() -> str:
+def fault_matrix_markdown(results: MatrixResults | None = None) -> str:
+    """The code table, then the measured matrix (`results`: the committed bench results)."""
     lines = [
         "# Fault matrix",
         "",
-        _HEADER.format(src="shared/protection_codes.py"),
+        _HEADER.format(src="shared/protection_codes.py` and `docs/data/fault-matrix.json"),
         "",
         "One row per protection code and level: what the BMS does, what clears it, and where it",
         "shows in each protocol. The native bit is the bit in the 32-bit fault, alarm and warning",
@@ -94,7 +96,8 @@ def fault_matrix_markdown() -> str:
             )
     lines += ["", "## Codes", ""]
     lines += [f"- `{spec.code.value}`: {spec.description}" for spec in CODE_TABLE]
-    return "\n".join(lines) + "\n"
+    lines += ["", matrix_markdown(results)]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def event_codes_markdown() -> str:
