@@ -47,6 +47,9 @@ REASON_TEMPERATURE_HIGH: Final = "temperature_high"
 REASON_SOC: Final = "soc"
 REASON_RAMP: Final = "ramp"
 """The limit is rising towards the computed value at the ramp rate."""
+REASON_CONTACTORS_FAULT: Final = "contactors_fault"
+"""The contactors are in fault (opened by their own supervision: a feedback mismatch, a failed
+precharge): no current until a reset, whatever protection says."""
 
 WARNING_DERATE_FRACTION: Final = 0.5
 """Derate factor while a protection warning concerns a direction (`LimitInputs.from_pack`)."""
@@ -61,6 +64,7 @@ REASONS: Final = (
     REASON_TEMPERATURE_HIGH,
     REASON_SOC,
     REASON_RAMP,
+    REASON_CONTACTORS_FAULT,
 )
 
 
@@ -112,6 +116,8 @@ class LimitInputs:
     discharge_derate: float = 1.0
     stale: bool = False
     """Telemetry is stale or incomplete: both currents 0."""
+    contactors_fault: bool = False
+    """The contactors are in fault: both currents 0."""
 
     @classmethod
     def from_pack(
@@ -121,6 +127,7 @@ class LimitInputs:
         soc_pct: float | None,
         actions: ProtectionDirections,
         stale: bool,
+        contactors_fault: bool = False,
         warning_derate: float = WARNING_DERATE_FRACTION,
     ) -> LimitInputs:
         """From the pack snapshot and the protection actions (codes per direction)."""
@@ -136,6 +143,7 @@ class LimitInputs:
             charge_derate=warning_derate if actions.derate_charge else 1.0,
             discharge_derate=warning_derate if actions.derate_discharge else 1.0,
             stale=stale,
+            contactors_fault=contactors_fault,
         )
 
 
@@ -361,6 +369,8 @@ class LimitCalculator:
             target, reason = 0.0, REASON_STALE
         elif stop:
             target, reason = 0.0, REASON_ALARM
+        elif inputs.contactors_fault:
+            target, reason = 0.0, REASON_CONTACTORS_FAULT
         else:
             # Ties go to the earlier entry, so an all-1.0 set reads "max_current".
             fraction, reason = 1.0, REASON_MAX_CURRENT

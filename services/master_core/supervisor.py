@@ -171,6 +171,10 @@ class Supervisor:
         self._heartbeat_s: float | None = None
         self._hb_lost_reported = False
         self._contactor_state = "standby"
+        self._mismatch_seen = False
+        """The state machine saw a contact disagree with its coil: contactor_feedback_mismatch
+        is held until protection has latched it (after its trip the contact may agree again,
+        and a trip must never stay without its code)."""
         self._events: list[SupervisorEvent] = []
 
     # --- configuration -------------------------------------------------------------------------
@@ -291,6 +295,8 @@ class Supervisor:
         for t in result.transitions:
             self._events.append(transition_event(t, checks))
         latches_changed = any(t.level == "fault" for t in result.transitions)
+        if "contactor_feedback_mismatch" in result.faults:
+            self._mismatch_seen = False
 
         contactors = d.contactors
         open_for_comm = self.comm.should_open(
@@ -313,6 +319,7 @@ class Supervisor:
                 feedback=reading.feedback,
                 fault_latched=bool(result.faults),
             )
+        self._mismatch_seen = self._mismatch_seen or coils.feedback_mismatch
         if coils.state != self._contactor_state:
             level: EventLevel = "fault" if coils.state == "fault" else "info"
             self._emit(level, "info", f"contactors_{coils.state}", coils.reason)
@@ -342,7 +349,11 @@ class Supervisor:
         stale = bool(snap.stale_modules) or hb_lost
         limits = d.limits.update(
             LimitInputs.from_pack(
-                snap, soc_pct=inputs.soc_pct, actions=result.actions, stale=stale
+                snap,
+                soc_pct=inputs.soc_pct,
+                actions=result.actions,
+                stale=stale,
+                contactors_fault=contactors.state == "fault",
             ),
             now_s,
         )
@@ -408,7 +419,7 @@ class Supervisor:
             sensor_fault=snap.sensor_fault,
             stale_modules=inputs.modules.lost_modules,
             current_sensor_ok=sensor_ok,
-            contactor_mismatch=self.d.contactors.outputs.feedback_mismatch,
+            contactor_mismatch=self.d.contactors.outputs.feedback_mismatch or self._mismatch_seen,
             insulation_ohm=reading.insulation_ohm,
             **checks.inputs(),
         )

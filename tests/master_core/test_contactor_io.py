@@ -271,3 +271,21 @@ def test_a_coil_that_does_not_take_the_write_is_reported(rig: tuple[RelayModule,
     assert len(errors) == 1
     assert errors[0].endswith("coils read back wrong: main_negative reads False, commanded True")
     assert io.error_counts["readback"] == 1
+
+
+def test_a_failed_coil_write_still_drops_the_others_and_energises_nothing(
+    rig: tuple[RelayModule, MakeIo],
+) -> None:
+    """Found by the fault matrix: the writes stopped at the first failure, so a trip left main
+    negative on. Main positive is wired to an address the module refuses (ILLEGAL_ADDRESS)."""
+    module, make = rig
+    good = make()
+    good.write(outputs(False, True, True))
+    assert module.coils()[:3] == [False, True, True]
+    good.close()  # a serial port takes one client
+    broken = make(coil_main_positive=1000)  # the module has no such coil
+    broken.write(outputs(False, False, False))
+    assert module.coils()[1:3] == [False, False], "the other coils must drop"
+    assert any("write coil" in e for e in broken.read(time.monotonic()).errors)
+    broken.write(outputs(True, True, False))  # on after a failed off-write: nothing energised
+    assert module.coils()[:3] == [False, False, False]

@@ -245,7 +245,33 @@ def test_a_healthy_precharge_never_fails_on_late_readings_and_irregular_cycles(
     """Found live: cycles run on a grid and on fresh telemetry, and a reading is one cycle
     old; a healthy DC link must still pass the precharge check."""
     rig = Rig()
-    for dt_s in periods_s:
+    for dt_s in [*periods_s, *[DT_S] * 60]:  # then long enough on the grid to end the sequence
         out = rig.step(dt_s)
         assert "precharge_failure" not in out.protection.faults, out.plausibility.precharge_reason
     assert out.coils.state == "closed"
+
+
+def test_a_contact_stuck_open_latches_its_code_and_the_limits_fall_to_zero() -> None:
+    """Found by the fault matrix: the sequence tripped on the mismatch, then command and
+    feedback agreed again, so the code never latched and the limits stayed up."""
+    rig = Rig()
+    rig.plant.stuck_open("main_positive")
+    for _ in range(100):
+        out = rig.step()
+    assert out.coils.state == "fault" and out.coils.all_off
+    assert "contactor_feedback_mismatch" in out.protection.faults
+    assert out.limits.charge_current_a == 0.0 and out.limits.discharge_current_a == 0.0
+
+
+def test_contactors_in_fault_without_a_protection_code_give_zero_limits() -> None:
+    rig = Rig()
+    for _ in range(100):
+        out = rig.step()
+    assert out.limits.charge_current_a > 0.0
+    d = rig.sup.d
+    assert d is not None
+    d.contactors.trip(rig.now, "test")  # the sequence's own trip, no protection code
+    out = rig.step()
+    assert not out.protection.faults and out.coils.state == "fault"
+    assert (out.limits.charge_current_a, out.limits.discharge_current_a) == (0.0, 0.0)
+    assert out.limits.charge_reason == "contactors_fault"

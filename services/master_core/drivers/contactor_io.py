@@ -217,18 +217,32 @@ class ModbusContactorIo:
         self._polled_at_s: float | None = None
 
     def write(self, coils: CoilCommands) -> None:
-        """Set each coil, then read the coils back; failures become errors of the next read."""
+        """Set each coil, then read the coils back; failures become errors of the next read.
+
+        Coils going off are written first, and a failed write does not stop the others: a
+        module that misses one request must still get every other coil dropped (found by the
+        fault matrix: a silent module kept main negative on after a trip)."""
         wanted = {name: bool(coils.commanded(name)) for name in CONTACTORS}
+        order = sorted(CONTACTORS, key=lambda name: wanted[name])  # off before on
         with self._lock:
-            try:
-                for name in CONTACTORS:
-                    address = self._addresses.coils[name]
+            failed: TransactionError | None = None
+            for name in order:
+                address = self._addresses.coils[name]
+                try:
                     self._transact(
                         f"write coil {address} ({name})",
                         partial(
                             self._client.write_coil, address, wanted[name], device_id=self._unit
                         ),
                     )
+                except TransactionError as exc:
+                    failed = failed or exc
+                    if wanted[name]:
+                        break  # never energise a coil after a failed write
+            if failed is not None:
+                self._record(failed)
+                return
+            try:
                 actual = self._read_bits("read back coils", self._coil_span, coils=True)
             except TransactionError as exc:
                 self._record(exc)
