@@ -52,11 +52,12 @@ from services.plant.core import PlantCore, PlantState  # noqa: E402
 from services.plant.load_profiles import parse_profile  # noqa: E402
 from services.plant.registry import Relay  # noqa: E402
 from services.plant.service import PlantService  # noqa: E402
-from services.plant.settings import DEFAULT_BOARD_MAP, IVT_CAN_GROUP, PlantSettings  # noqa: E402
+from services.plant.settings import DEFAULT_BOARD_MAP, PlantSettings  # noqa: E402
 from shared.broker import MosquittoBroker, find_mosquitto  # noqa: E402
 from shared.bus import Delivery, MqttBus  # noqa: E402
 from shared.commands import CommandClient  # noqa: E402
 from shared.config import SystemConfig  # noqa: E402
+from shared.config.protection import INSULATION_DELAYS_S  # noqa: E402
 from shared.fault_matrix import (  # noqa: E402
     DATA_FILE,
     KNOWN_GAPS,
@@ -89,9 +90,13 @@ EXIT_SKIP = 77
 NETNS_ENV = "BMS_FAULT_MATRIX_NETNS"
 BOARDS_PORT = 5120
 RELAY_PORT = 5020
+IVT_CAN_GROUP = "239.74.200.2"
+ISO_CAN_GROUP = "239.74.200.3"
+"""The iso165C on a group of its own (the IVT-S's frames would be rejected noise to it)."""
 CHARGE_A = 30.0
 DISCHARGE_A = -40.0
 OVERCURRENT_A = 110.0
+INSULATION_FAULT_OHM = 200_000.0
 STATE_PROFILE_A: dict[OperatingState, float] = {
     "standby": 0.0,
     "precharge": 0.0,
@@ -285,6 +290,10 @@ def rows_of(config: SystemConfig) -> list[Row]:
         Row("offset_small/standby", "current_offset --value 0.8", "standby",
             (C.CURRENT_OFFSET_HIGH,), "warning", "injection", "injection",
             p.current_offset_window_s, timeout_s=30.0, reps=1),
+        Row("insulation/closed_idle", f"insulation_fault --value {INSULATION_FAULT_OHM:g}",
+            "closed_idle", (C.INSULATION_LOW,), "fault", "injection", "injection",
+            INSULATION_DELAYS_S[1], timeout_s=30.0, reps=1,
+            note="the iso165C reports the resistance in its next cycles; then the fault delay"),
         Row("feedback_open/closed_idle", "feedback_stuck --contactor main_positive --value 0",
             "closed_idle", (C.CONTACTOR_FEEDBACK_MISMATCH,), "fault", "injection", "injection",
             config.contactors.feedback_timeout_s, reps=1),
@@ -354,6 +363,10 @@ def matrix_config() -> SystemConfig:
     data = base.model_dump(mode="json")
     data["current_sensor"]["can"] |= {"interface": "udp_multicast", "channel": IVT_CAN_GROUP}
     data["contactors"]["io"] |= {"transport": "tcp", "host": "127.0.0.1", "tcp_port": RELAY_PORT}
+    data["insulation_monitor"] = {
+        "driver": "iso165c",
+        "can": {"interface": "udp_multicast", "channel": ISO_CAN_GROUP, "stale_after_s": 2.0},
+    }
     return SystemConfig.model_validate(data)
 
 
@@ -419,6 +432,7 @@ class Stack:
         self.bus.publish(CONFIG, ConfigMessage(config=self.config))
         settings = PlantSettings(mqtt_url=url, system=SYSTEM, instance="plant",
                                  boards_port=BOARDS_PORT, load_profile="constant:0",
+                                 inverter=False,
                                  log_level="WARNING")  # fmt: skip
         self.plant_bus = MqttBus.from_settings(settings, kind="plant")
         self.plant = ProbedPlant(settings, self.plant_bus)
