@@ -33,19 +33,17 @@ NOT_REACHABLE: Final[dict[ProtectionCode, str]] = {
         "or flags the reading (open wire, out of range); the plant needs a fault that offsets "
         "U1 (or a cell reading without a flag)"
     ),
-    ProtectionCode.INSULATION_LOW: (
-        "not injectable yet: `insulation_fault` sets the plant's insulation resistance, but on "
-        "this branch the plant serves no insulation monitor (the iso165C device is being wired), "
-        "so the master on devices runs without one and does not supervise insulation"
-    ),
     ProtectionCode.INSULATION_MONITOR_FAILURE: (
-        "not injectable yet: needs the plant's iso165C device (see insulation_low) and a fault "
-        "that silences it"
+        "not injectable yet: the plant has no fault that silences its iso165C or sets its "
+        "device-error bits (the driver's tests over CAN cover both: "
+        "tests/master_core/test_insulation_sources.py)"
     ),
     ProtectionCode.CONTACTOR_WELDED: (
-        "not raised yet: row weld/discharging welds main positive and opens; the feedback "
-        "mismatch trips it (safe state reached), but `contactor_welded` is a plausibility check "
-        "the master's supervisor does not feed on this branch yet"
+        "caught first by another code: row weld/discharging welds main positive and opens; main "
+        "negative still breaks the string, so no current flows after the open and the DC-link "
+        "voltage test is off by default (contactor_weld_discharge_s); the auxiliary contact "
+        "disagrees with its coil and contactor_feedback_mismatch trips (safe state reached). "
+        "A welded pair is covered by tests/master_core/test_supervisor.py"
     ),
     ProtectionCode.STUCK_TEMPERATURE_CHANNEL: (
         "not reachable within the matrix's time bound: the check needs 600 identical samples "
@@ -56,25 +54,7 @@ NOT_REACHABLE: Final[dict[ProtectionCode, str]] = {
 """Code -> why no ok row of the matrix raises it: no injection reaches it, or (said so) the
 row that injects its cause is caught by another code."""
 
-_NOT_FED = (
-    "the master's supervisor does not feed the plausibility checks "
-    "(services/master_core/plausibility.py) on this branch yet, so {code} never rises"
-)
-KNOWN_GAPS: Final[dict[str, str]] = {
-    "spread/closed_idle": _NOT_FED.format(code="`temperature_spread`"),
-    "stuck_cell/charging": _NOT_FED.format(code="`stuck_cell_voltage_channel`"),
-    "offset_open/standby": _NOT_FED.format(code="`current_on_open_string`"),
-    "offset_small/standby": _NOT_FED.format(code="`current_offset_high`"),
-    "precharge_short/precharge": _NOT_FED.format(code="`precharge_failure`")
-    + "; the sequence aborts each try on its timeout and ends in `fault`, with no code and "
-    "the limits left at their normal values",
-    "relay_silent/closed_idle": _NOT_FED.format(code="`contactor_io_failure`")
-    + "; the contactors go to `fault` with no code and the limits left at their normal values",
-    "feedback_open/closed_idle": "the contactor sequence trips on the mismatch within tens of "
-    "ms and drops every coil; command and feedback then agree, so `contactor_feedback_mismatch` "
-    "(0.2 s debounce) never latches: the contactors show `fault` with no code and the limits "
-    "left at their normal values",
-}
+KNOWN_GAPS: Final[dict[str, str]] = {}
 """Row id -> why that row, run as it should be, does not (yet) raise its code. A row listed
 here is expected not to be ok; once it is, its entry must go (a test says so)."""
 
