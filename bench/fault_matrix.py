@@ -97,6 +97,7 @@ CHARGE_A = 30.0
 DISCHARGE_A = -40.0
 OVERCURRENT_A = 110.0
 INSULATION_FAULT_OHM = 200_000.0
+U1_OFFSET_V = 5.0
 STATE_PROFILE_A: dict[OperatingState, float] = {
     "standby": 0.0,
     "precharge": 0.0,
@@ -294,6 +295,16 @@ def rows_of(config: SystemConfig) -> list[Row]:
             "closed_idle", (C.INSULATION_LOW,), "fault", "injection", "injection",
             INSULATION_DELAYS_S[1], timeout_s=30.0, reps=1,
             note="the iso165C reports the resistance in its next cycles; then the fault delay"),
+        Row("u1_offset/closed_idle", f"voltage_offset --value {U1_OFFSET_V:g}", "closed_idle",
+            (C.PACK_VOLTAGE_PLAUSIBILITY,), "fault", "injection", "injection",
+            p.pack_plausibility_delay_s, reps=1,
+            note=f"U1 {U1_OFFSET_V:g} V off the sum of the cells (tolerance "
+            f"{p.pack_plausibility_tolerance_v:g} V)"),
+        Row("iso_silent/closed_idle", "insulation_monitor_silent", "closed_idle",
+            (C.INSULATION_MONITOR_FAILURE,), "fault", "injection", "injection",
+            p.insulation_monitor_timeout_s, timeout_s=40.0, reps=1,
+            note="delay: no good reading for insulation_monitor_timeout_s, counted from the "
+            "last info frame (stale after insulation_monitor.can.stale_after_s)"),
         Row("feedback_open/closed_idle", "feedback_stuck --contactor main_positive --value 0",
             "closed_idle", (C.CONTACTOR_FEEDBACK_MISMATCH,), "fault", "injection", "injection",
             config.contactors.feedback_timeout_s, reps=1),

@@ -28,16 +28,6 @@ Status = Literal["ok", "not_detected", "unsafe"]
 expected code within the row's timeout; unsafe: detected, but the safe state was not reached."""
 
 NOT_REACHABLE: Final[dict[ProtectionCode, str]] = {
-    ProtectionCode.PACK_VOLTAGE_PLAUSIBILITY: (
-        "not injectable yet: every plant fault moves the true cells and the IVT-S U1 together, "
-        "or flags the reading (open wire, out of range); the plant needs a fault that offsets "
-        "U1 (or a cell reading without a flag)"
-    ),
-    ProtectionCode.INSULATION_MONITOR_FAILURE: (
-        "not injectable yet: the plant has no fault that silences its iso165C or sets its "
-        "device-error bits (the driver's tests over CAN cover both: "
-        "tests/master_core/test_insulation_sources.py)"
-    ),
     ProtectionCode.CONTACTOR_WELDED: (
         "caught first by another code: row weld/discharging welds main positive and opens; main "
         "negative still breaks the string, so no current flows after the open and the DC-link "

@@ -113,7 +113,9 @@ class PlantState:
     sensed_current_a: float | None
     """What the current sensor reads (raw, before the master's calibration); None: silent."""
     string_voltage_v: float
-    """Sum of the true cell terminal voltages (IVT-S U1)."""
+    """Sum of the true cell terminal voltages."""
+    sensed_string_voltage_v: float
+    """What the IVT-S reads as U1 (the string voltage, plus an injected offset)."""
     link_voltage_v: float
     """DC-link side of the contactors (IVT-S U2)."""
     u3_v: float
@@ -124,6 +126,7 @@ class PlantState:
     feedback: Mapping[ContactorName, bool]
     """What the auxiliary contacts report (a stuck contact differs from the truth)."""
     silent_boards: frozenset[int]
+    insulation_monitor_silent: bool = False
 
 
 @dataclass
@@ -135,6 +138,8 @@ class _Faults:
     feedback_stuck: dict[ContactorName, bool] = field(default_factory=dict)
     insulation_ohm: float | None = None
     ignore_limits: bool = False
+    voltage_offset_v: float = 0.0
+    insulation_monitor_silent: bool = False
     silent_boards: set[int] = field(default_factory=set)
     """Empty set with `all_boards_silent` False: every board answers."""
     all_boards_silent: bool = False
@@ -315,6 +320,7 @@ class PlantCore:
             current_a=self._current_a,
             sensed_current_a=sensed,
             string_voltage_v=self._string_v,
+            sensed_string_voltage_v=self._string_v + f.voltage_offset_v,
             link_voltage_v=self.contactors.bus_voltage_v,
             u3_v=self.params.u3_v,
             sensor_temperature_c=self.params.sensor_temperature_c,
@@ -324,6 +330,7 @@ class PlantCore:
             contacts=self.contactors.feedback,
             feedback=self.feedback(),
             silent_boards=silent,
+            insulation_monitor_silent=f.insulation_monitor_silent,
         )
 
     # --- fault injection -------------------------------------------------------------------
@@ -408,6 +415,16 @@ class PlantCore:
         self.faults.ignore_limits = True
         return "inverter ignores the BMS limits"
 
+    def _voltage_offset(self, control: PlantControl) -> str:
+        if control.value is None:
+            raise ValueError("voltage_offset needs a value (V)")
+        self.faults.voltage_offset_v = control.value
+        return f"current sensor U1 off by {control.value:g} V"
+
+    def _insulation_monitor_silent(self, control: PlantControl) -> str:
+        self.faults.insulation_monitor_silent = True
+        return "insulation monitor silent"
+
 
 def _contactor(control: PlantControl) -> ContactorName:
     if control.contactor is None:
@@ -426,5 +443,7 @@ _FAULT_HANDLERS: Final[dict[str, Callable[[PlantCore, PlantControl], str]]] = {
     "insulation_fault": PlantCore._insulation_fault,
     "precharge_short": PlantCore._precharge_short,
     "inverter_ignores_limits": PlantCore._ignore_limits,
+    "voltage_offset": PlantCore._voltage_offset,
+    "insulation_monitor_silent": PlantCore._insulation_monitor_silent,
 }
 """Fault -> handler: a table, so each fault has one obvious place."""

@@ -165,7 +165,7 @@ class IvtS:
         self.device.tick(
             now_s,
             state.sensed_current_a,
-            state.string_voltage_v,
+            state.sensed_string_voltage_v,
             state.link_voltage_v,
             state.u3_v,
             state.sensor_temperature_c,
@@ -196,6 +196,7 @@ class Iso165c:
             return
         with self.runner.lock:
             self.runner.device.resistance_ohm = state.insulation_ohm
+            self.runner.sending_info = not state.insulation_monitor_silent
 
     def close(self) -> None:
         if self.runner is not None:

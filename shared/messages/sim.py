@@ -49,11 +49,14 @@ PlantFaultKind = Literal[
     "insulation_fault",
     "precharge_short",
     "inverter_ignores_limits",
+    "voltage_offset",
+    "insulation_monitor_silent",
 ]
 """Faults of the plant service beyond the cells: a slave board that stops answering, the current
 sensor (offset A, silence), a welded contactor, an auxiliary contact stuck (value 1 closed,
 0 open), an insulation fault (value ohm), a short across the DC link during precharge, an
-inverter drawing its load profile whatever the BMS limits."""
+inverter drawing its load profile whatever the BMS limits, the current sensor's pack voltage
+U1 off by `value` V, an insulation monitor that stops sending."""
 PLANT_CELL_FAULTS: tuple[FaultKind, ...] = (
     "cell_drift",
     "over_temperature",

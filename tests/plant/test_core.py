@@ -259,3 +259,27 @@ def test_plant_faults_last_until_clear_and_take_only_sensible_values(config: Sys
     assert core.read_board(0).cell_flags[1] & ChannelFlag.OPEN_WIRE
     run(core, 0.6)
     assert not core.read_board(0).cell_flags[1] & ChannelFlag.OPEN_WIRE
+
+
+def test_a_voltage_offset_moves_only_what_the_sensor_reads(config: SystemConfig) -> None:
+    core = make(config)
+    run(core, 0.2)
+    before = core.state()
+    assert before.sensed_string_voltage_v == before.string_voltage_v
+    core.inject(PlantControl(fault="voltage_offset", value=5.0))
+    after = core.state()
+    assert after.sensed_string_voltage_v == pytest.approx(after.string_voltage_v + 5.0)
+    assert after.string_voltage_v == pytest.approx(before.string_voltage_v)
+    with pytest.raises(ValueError, match="needs a value"):
+        core.inject(PlantControl(fault="voltage_offset"))
+    core.inject(PlantControl(fault="clear"))
+    assert core.state().sensed_string_voltage_v == core.state().string_voltage_v
+
+
+def test_a_silent_insulation_monitor_until_cleared(config: SystemConfig) -> None:
+    core = make(config)
+    assert not core.state().insulation_monitor_silent
+    core.inject(PlantControl(fault="insulation_monitor_silent"))
+    assert core.state().insulation_monitor_silent
+    core.inject(PlantControl(fault="clear"))
+    assert not core.state().insulation_monitor_silent

@@ -39,15 +39,18 @@ def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterato
     watch = Watch(mosquitto.url, system_id)
     rec = Recorder(mosquitto.url, system_id)
     made = dict(ui=ui, slaves=slaves, master=master, watch=watch, rec=rec, config=config)
-    assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed", 30), (
-        master.log()
-    )
-    yield made
-    watch.close()
-    rec.close()
-    master.stop()
-    slaves.stop()
-    ui.stop()
+    try:  # a failed start must not leave the services running
+        closed = wait_until(
+            lambda: (s := watch.latest()) is not None and s.contactors == "closed", 30
+        )
+        assert closed, master.log()
+        yield made
+    finally:
+        watch.close()
+        rec.close()
+        master.stop()
+        slaves.stop()
+        ui.stop()
 
 
 def comm_losses(watch: Watch) -> list[str]:

@@ -95,15 +95,18 @@ def system(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterat
         env=env,
         tmp=tmp_path,
     )
-    assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed", 20), (
-        master.log()
-    )
-    yield made
-    watch.close()
-    rec.close()
-    made["master"].stop()
-    made["slaves"].stop()
-    ui.stop()
+    try:  # a failed start must not leave the services running
+        closed = wait_until(
+            lambda: (s := watch.latest()) is not None and s.contactors == "closed", 20
+        )
+        assert closed, master.log()
+        yield made
+    finally:
+        watch.close()
+        rec.close()
+        made["master"].stop()
+        made["slaves"].stop()
+        ui.stop()
 
 
 def test_overvoltage_opens_contactors_within_the_delay_plus_one_sample(
