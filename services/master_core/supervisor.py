@@ -25,6 +25,7 @@ before `adopt` switches over, keeping the contactors where layout and sequence a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from services.master_core.comm_supervision import (
@@ -120,6 +121,10 @@ def unsupervised(stale_modules: tuple[int, ...]) -> str:
     which = ", ".join(str(m) for m in stale_modules)
     verb = "module {} has" if len(stale_modules) == 1 else "modules {} have"
     return f"{verb.format(which)} not reported: the pack is not fully supervised"
+
+
+def _nan_if_unknown(value_v: float | None) -> float:
+    return math.nan if value_v is None else value_v
 
 
 def _evidence(code: str, checks: PlausibilityValues | None) -> str:
@@ -314,8 +319,10 @@ class Supervisor:
         else:
             coils = contactors.step(
                 now_s,
-                pack_voltage_v=reading.pack_voltage_v or 0.0,
-                bus_voltage_v=reading.link_voltage_v or 0.0,
+                # unknown is NaN, which the sequence can only time out on (never 0 V: |0 - 0|
+                # would read as a finished precharge)
+                pack_voltage_v=_nan_if_unknown(reading.pack_voltage_v),
+                bus_voltage_v=_nan_if_unknown(reading.link_voltage_v),
                 feedback=reading.feedback,
                 fault_latched=bool(result.faults),
             )

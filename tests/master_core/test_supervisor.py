@@ -275,3 +275,28 @@ def test_contactors_in_fault_without_a_protection_code_give_zero_limits() -> Non
     assert not out.protection.faults and out.coils.state == "fault"
     assert (out.limits.charge_current_a, out.limits.discharge_current_a) == (0.0, 0.0)
     assert out.limits.charge_reason == "contactors_fault"
+
+
+def test_unknown_voltages_never_complete_a_precharge() -> None:
+    """Found in review: an unknown U1/U2 went to the sequence as 0 V, and |0 - 0| V reads as
+    a finished precharge: main positive would close over a DC link nobody measured."""
+    rig = Rig()
+    real = rig.plant.bus_voltage_v
+    assert real == 0.0
+    sup = rig.sup
+    for _ in range(60):
+        rig.now += DT_S
+        for m in range(MODULES):
+            sup.comm.on_sample(m, sup.mode, rig.now)
+        modules = sup.module_status(rig.now)
+        reading = HardwareReading(
+            current_a=0.0, pack_voltage_v=None, link_voltage_v=None,
+            feedback=rig.plant.feedback,
+        )  # fmt: skip
+        out = sup.step(
+            SupervisorInputs(snapshot=snapshot(3.7, 25.0, modules.stale_modules),
+                             modules=modules, reading=reading, soc_pct=50.0),
+            rig.now,
+        )  # fmt: skip
+        rig.plant.step(DT_S, out.coils, 3.7 * CELLS)
+        assert not out.coils.main_positive, out.coils.reason
