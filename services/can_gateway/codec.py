@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
 
-import cantools
 from cantools.database.can import Database, Message, Signal
+
+from shared.dbc import packaged_dbc
 
 DBC_NAMES = ("victron_0x35x", "pylon_v12", "pylon_hv", "native")
 NOT_AVAILABLE_ATTRIBUTE = "NotAvailableRaw"
@@ -45,11 +45,10 @@ def load_dbc(name: str) -> Database:
     """The DBC `services/can_gateway/dbc/<name>.dbc`, parsed once."""
     if name not in DBC_NAMES:
         raise FrameEncodeError(f"unknown DBC {name!r}; choose one of {', '.join(DBC_NAMES)}")
-    text = resources.files("services.can_gateway").joinpath("dbc", f"{name}.dbc").read_text("utf-8")
-    db = cantools.database.load_string(text, database_format="dbc", strict=True)
-    if not isinstance(db, Database):  # load_string may also return a diagnostics database
-        raise FrameEncodeError(f"{name}.dbc is not a CAN database")
-    return db
+    try:
+        return packaged_dbc("services.can_gateway", name)
+    except TypeError as exc:
+        raise FrameEncodeError(str(exc)) from exc
 
 
 def signal_range(signal: Signal) -> tuple[float, float]:

@@ -47,11 +47,12 @@ import enum
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Protocol
 
 import cantools
 from cantools.database.can import Database, Message
+
+from shared.dbc import packaged_dbc
 
 INFO_ID = 0x37
 REQUEST_ID = 0x22
@@ -173,11 +174,7 @@ STATUS_EXT_BITS: dict[str, str] = {
 @cache
 def iso165c_dbc() -> Database:
     """`services/master_core/dbc/iso165c.dbc`, parsed strictly once."""
-    text = resources.files("services.master_core").joinpath("dbc", "iso165c.dbc").read_text("utf-8")
-    db = cantools.database.load_string(text, database_format="dbc", strict=True)
-    if not isinstance(db, Database):
-        raise TypeError("iso165c.dbc is not a CAN database")
-    return db
+    return packaged_dbc("services.master_core", "iso165c")
 
 
 def message(frame_id: int) -> Message:

@@ -31,11 +31,12 @@ import enum
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Protocol
 
 import cantools
 from cantools.database.can import Database, Message
+
+from shared.dbc import packaged_dbc
 
 COMMAND_ID = 0x411
 RESPONSE_ID = 0x511
@@ -94,11 +95,7 @@ DEFAULT_EXPECTED = (
 @cache
 def ivt_s_dbc() -> Database:
     """`services/master_core/dbc/ivt_s.dbc`, parsed strictly once."""
-    text = resources.files("services.master_core").joinpath("dbc", "ivt_s.dbc").read_text("utf-8")
-    db = cantools.database.load_string(text, database_format="dbc", strict=True)
-    if not isinstance(db, Database):
-        raise TypeError("ivt_s.dbc is not a CAN database")
-    return db
+    return packaged_dbc("services.master_core", "ivt_s")
 
 
 def result_message(quantity: Quantity) -> Message:
