@@ -12,10 +12,10 @@ import time
 from typing import get_args
 
 from services.master_core.contactors import CONTACTORS
-from shared.bus import MqttBus
+from shared.bus.oneshot import publish_once
 from shared.messages import PlantControl
 from shared.messages.sim import PLANT_CELL_FAULTS, PlantFaultKind
-from shared.settings import DEFAULT_MQTT_URL, parse_mqtt_url
+from shared.settings import DEFAULT_MQTT_URL
 from shared.topics import PLANT_CONTROL
 
 FAULTS = (*PLANT_CELL_FAULTS, *get_args(PlantFaultKind), "clear")
@@ -50,11 +50,7 @@ def inject_main(argv: list[str]) -> int:
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))
-    bus = MqttBus(parse_mqtt_url(args.mqtt_url), system=args.system, service="inject",
-                  kind="inject", protocol=args.mqtt_protocol, presence=False)  # fmt: skip
-    if not bus.start(wait_s=5):
+    if not publish_once(args.mqtt_url, args.system, args.mqtt_protocol, PLANT_CONTROL, control):
         parser.exit(2, f"cannot reach the broker at {args.mqtt_url}\n")
-    bus.publish(PLANT_CONTROL, control)
-    bus.stop()
     print(f"injected {args.fault} into the plant of system {args.system}")
     return 0

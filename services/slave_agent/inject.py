@@ -7,10 +7,10 @@ import os
 import time
 from typing import get_args
 
-from shared.bus import MqttBus
+from shared.bus.oneshot import publish_once
 from shared.messages import SimControl
 from shared.messages.sim import FaultKind
-from shared.settings import DEFAULT_MQTT_URL, parse_mqtt_url
+from shared.settings import DEFAULT_MQTT_URL
 from shared.topics import SIM_CONTROL
 
 
@@ -38,11 +38,7 @@ def inject_main(argv: list[str]) -> int:
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))
-    bus = MqttBus(parse_mqtt_url(args.mqtt_url), system=args.system, service="inject",
-                  kind="inject", protocol=args.mqtt_protocol, presence=False)  # fmt: skip
-    if not bus.start(wait_s=5):
+    if not publish_once(args.mqtt_url, args.system, args.mqtt_protocol, SIM_CONTROL, control):
         parser.exit(2, f"cannot reach the broker at {args.mqtt_url}\n")
-    bus.publish(SIM_CONTROL, control)
-    bus.stop()
     print(f"injected {args.fault} into system {args.system}")
     return 0
