@@ -196,6 +196,14 @@ class SlaveAgent:
             except ValueError as exc:
                 self.bus.counters["sim_control_refused"] += 1
                 log.warning("fault injection refused: %s", exc)
+        else:
+            # the cells are real boards (or the plant's): nothing here can change them
+            self.bus.counters["sim_control_ignored"] += 1
+            log.warning(
+                "fault injection %s ignored: this agent reads boards (driver %s); inject cell "
+                "faults into the plant: python -m services.plant inject %s ...",
+                ctrl.fault, self.settings.driver, ctrl.fault,
+            )  # fmt: skip
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:

@@ -70,3 +70,39 @@ def test_the_simulated_driver_refuses_a_wrong_size_with_a_driver_error() -> None
     driver.set_balancing(1, [True, False, True, False], [False] * 4)
     reading: ModuleReading = driver.read(1)
     assert len(reading.cell_mv) == 4
+
+
+class BoardDriver:
+    """Stands for real boards: not a `SimulatedDriver`, reading through one."""
+
+    def __init__(self, config: SystemConfig, modules: list[int]) -> None:
+        self._inner = SimulatedDriver(config, modules)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_a_cell_fault_for_an_agent_on_boards_is_refused_with_a_log_line_and_a_counter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found in review: in the loop the agent reads the plant's boards, and a cell fault sent
+    to it vanished without a word (the README still told users to send it there)."""
+    import time
+
+    from shared.messages import SimControl
+    from shared.topics import SIM_CONTROL
+
+    broker = InMemoryBroker()
+    bus = InMemoryBus(broker, system="demo", service="slave_agent", kind="slave_agent")
+    a = SlaveAgent(SlaveAgentSettings(driver="modbus"), bus, BoardDriver)  # type: ignore[arg-type]
+    bus.start()
+    tool = InMemoryBus(broker, system="demo", service="inject", kind="inject")
+    tool.start()
+    tool.publish(CONFIG, ConfigMessage(config=CONFIG_2X4))
+    bus.process()
+    tool.publish(SIM_CONTROL, SimControl(fault="cell_drift", module=0, channel=1, value=1.0,
+                                         expires_at=time.time() + 10))  # fmt: skip
+    bus.process()
+    assert a.bus.counters["sim_control_ignored"] == 1
+    assert "services.plant inject cell_drift" in caplog.text
+    assert a.bus.counters["sim_control_refused"] == 0
