@@ -1,7 +1,8 @@
 """Request/reply over the bus: correlation id, reply topic and expiry in the payload.
 
 A command whose expiry has passed is refused, never executed late (MQTT 3.1.1 clients replay
-queued QoS 1 messages after a reconnect, so late delivery is a real case).
+queued QoS 1 messages after a reconnect, so late delivery is a real case). A command runs at most
+once per correlation id: a duplicate delivery gets the first reply again (`CommandLedger`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.bus.core import BusCore, Delivery
+from shared.command_ledger import MAX_LIFETIME_S, CommandLedger
+from shared.log_limit import LimitedLog
 from shared.messages import COMMAND_ARGS, CommandArgs, CommandReply, CommandRequest
 from shared.topics import COMMAND, COMMAND_REPLY
 
 log = logging.getLogger("shared.commands")
+limited = LimitedLog(log, every_s=10.0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ def refusal_reason(
         return f"command {req.command!r} does not match its topic ({topic_command!r})"
     if now > req.expires_at:
         return f"expired {now - req.expires_at:.3f} s ago"
+    if req.expires_at - now > MAX_LIFETIME_S:
+        return (
+            f"expires {req.expires_at - now:.0f} s ahead, more than the {MAX_LIFETIME_S:g} s a "
+            "command may live (is the sender's clock right?)"
+        )
     parsed = COMMAND_REPLY.parse(req.reply_to)
     if parsed is None or parsed[0] != system:
         return f"reply_to {req.reply_to!r} is not a reply topic of system {system!r}"
@@ -75,20 +84,39 @@ class CommandServer:
         self.bus = bus
         self.handlers = handlers
         self.clock = clock
+        self.ledger = CommandLedger()
         bus.subscribe(COMMAND, self._on_request)
 
     def _on_request(self, delivery: Delivery[CommandRequest]) -> None:
         req = delivery.message
         counters = self.bus.counters
+        now = self.clock()
         reason = refusal_reason(
-            req, topic_command=delivery.params["command"], system=self.bus.system, now=self.clock()
+            req, topic_command=delivery.params["command"], system=self.bus.system, now=now
         )
+        verdict = self.ledger.check(req, now) if reason is None else None
         outcome: CommandOutcome
+        if verdict is not None and verdict.reply is not None:
+            counters["commands_duplicate"] += 1
+            limited.info(
+                "duplicate",
+                "duplicate %s (%s): first reply sent again (commands_duplicate counts them)",
+                req.command,
+                req.correlation_id,
+            )
+            self._reply(req, verdict.reply)
+            return
         if reason is not None:
             counters[
                 "commands_expired" if reason.startswith("expired") else "commands_refused"
             ] += 1
             outcome = CommandOutcome(False, reason)
+        elif verdict is not None and verdict.kind == "reused":
+            counters["commands_refused"] += 1
+            counters["commands_id_reused"] += 1
+            outcome = CommandOutcome(
+                False, f"correlation id {req.correlation_id!r} was already used by another request"
+            )
         else:
             try:
                 args = parse_args(req.command, req.args)
@@ -100,10 +128,13 @@ class CommandServer:
                 outcome = CommandOutcome(False, str(exc))
             counters["commands_accepted" if outcome.accepted else "commands_refused"] += 1
         if not outcome.accepted:
-            log.warning("refused %s (%s): %s", req.command, req.correlation_id, outcome.reason)
-        parsed = COMMAND_REPLY.parse(req.reply_to)
-        if parsed is None or parsed[0] != self.bus.system:
-            return  # never publish to a topic a client chose freely
+            limited.warning(
+                f"refused {req.command} {outcome.reason.split(' ', 1)[0]}",
+                "refused %s (%s): %s",
+                req.command,
+                req.correlation_id,
+                outcome.reason,
+            )
         reply = CommandReply(
             command=req.command,
             correlation_id=req.correlation_id,
@@ -111,6 +142,16 @@ class CommandServer:
             reason=outcome.reason,
             result=outcome.result,
         )
+        if verdict is not None and verdict.kind == "new":
+            evicted = self.ledger.evicted
+            self.ledger.record(req, reply, now)
+            counters["commands_forgotten"] += self.ledger.evicted - evicted
+        self._reply(req, reply)
+
+    def _reply(self, req: CommandRequest, reply: CommandReply) -> None:
+        parsed = COMMAND_REPLY.parse(req.reply_to)
+        if parsed is None or parsed[0] != self.bus.system:
+            return  # never publish to a topic a client chose freely
         self.bus.publish(COMMAND_REPLY, reply, client=parsed[1]["client"])
 
 

@@ -57,6 +57,7 @@ from services.master_core.hardware import (
 from shared.can_bus import open_can
 from shared.config import ContactorIoConfig, CurrentSensorConfig, SystemConfig
 from shared.config.devices import DeviceCanConfig
+from shared.log_limit import LimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -144,21 +145,6 @@ class CanBuses:
             del self._buses[self._key(config)]
 
 
-class _LogOnce:
-    """Rate-limits a log line per key (once per `every_s`)."""
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-
-    def warning(self, key: str, fmt: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is None or now - last >= self.every_s:
-            self._last[key] = now
-            log.warning(fmt, *args)
-
-
 # --- current sensor --------------------------------------------------------------------------
 
 
@@ -203,7 +189,7 @@ class IvtSCurrentSensor:
         self._acks_before: dict[int, int] = {}
         self.configured = False
         self.send_errors = 0
-        self._log = _LogOnce()
+        self._log = LimitedLog(log)
         self._open(clock())
 
     def _open(self, now_s: float) -> None:
@@ -346,7 +332,7 @@ class RelayWorker:
         self._contacts: ContactorFeedback | None = None
         self._sampled_at_s: float | None = None
         self._errors: tuple[str, ...] = ()
-        self._log = _LogOnce()
+        self._log = LimitedLog(log)
         self.loops = 0
         self._thread = threading.Thread(target=self._run, name="contactor-io", daemon=True)
         self._thread.start()

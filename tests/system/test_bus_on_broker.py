@@ -278,3 +278,61 @@ def test_connection_reset_is_detected_at_once(
     assert wait_until(lambda: not bus.connected, 3)
     proxy.restore()
     assert bus.wait_connected(15)
+
+
+def test_resent_command_bytes_run_once_and_get_the_first_reply(
+    mosquitto: MosquittoBroker, system_id: str, buses: Any
+) -> None:
+    """Issue: resent bytes of a `contactors close` closed the contactors again. A third party
+    captures the request on the wire and publishes the same bytes twice more, then a new request
+    under the same correlation id: the handler runs once, both duplicates get the first reply
+    again, the reused id is refused."""
+    import paho.mqtt.client as paho
+
+    master = buses(mosquitto.url, system_id, "master_core")
+    executed: list[object] = []
+    CommandServer(master, {"contactors": lambda a: executed.append(a) or CommandOutcome(True)})
+    ui = buses(mosquitto.url, system_id, "ui")
+    client = CommandClient(ui)
+    address = parse_mqtt_url(mosquitto.url)
+    captured: list[tuple[str, bytes]] = []
+    replies: list[tuple[str, bytes]] = []
+    spy = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"spy-{system_id}")
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        (replies if "/reply/" in msg.topic else captured).append((msg.topic, msg.payload))
+
+    spy.on_message = on_message
+    spy.connect(address.host, address.port)
+    spy.subscribe(f"bms/v1/{system_id}/cmd/#", qos=1)
+    spy.subscribe(f"bms/v1/{system_id}/reply/#", qos=1)
+    spy.loop_start()
+    try:
+        time.sleep(0.3)
+        first = client.request("contactors", ContactorsArgs(action="close"), ttl_s=30.0)
+        assert first is not None and first.status == "accepted"
+        assert wait_until(lambda: len(captured) == 1 and len(replies) == 1, 5)
+        topic, payload = captured[0]
+        for _ in range(2):
+            spy.publish(topic, payload, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: len(replies) == 3, 5), replies
+        assert len(executed) == 1
+        assert master.counters["commands_duplicate"] == 2
+        from shared.codec import decode, encode
+        from shared.messages import CommandReply, CommandRequest
+
+        again = [decode(CommandReply, t, p) for t, p in replies]
+        assert {(r.status, r.correlation_id, str(r.result)) for r in again} == {
+            ("accepted", first.correlation_id, str(first.result))
+        }
+
+        original = decode(CommandRequest, topic, payload)
+        reused = original.model_copy(update={"args": {"action": "open"}})
+        spy.publish(topic, encode(reused, source="spy", seq=1, ts=time.time()), qos=1)
+        assert wait_until(lambda: len(replies) == 4, 5)
+        refusal = decode(CommandReply, replies[3][0], replies[3][1])
+        assert refusal.status == "refused" and "already used" in refusal.reason
+        assert len(executed) == 1 and master.counters["commands_id_reused"] == 1
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
