@@ -85,6 +85,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "No controller heartbeat within the timeout: limits fall back to 0 A."),
     EventCode("inverter_keepalive_lost", CAN, ("raise", "clear"), ("warning",),
               "No inverter keep-alive (0x305/0x307) within the timeout, and its return."),
+    EventCode("can_link_down", CAN, ("raise", "clear"), ("warning",),
+              "The CAN channel failed on receive (errors in a row) and is being reopened with "
+              "back-off; cleared once it is open again."),
 )  # fmt: skip
 
 BY_CODE: dict[str, EventCode] = {e.code: e for e in EVENT_CODES}

@@ -11,6 +11,7 @@ once a minute per frame and signal), never clamped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -32,6 +33,7 @@ from services.can_gateway.profile import (
 )
 from services.can_gateway.registry import UnknownProfileError, load_profile
 from shared.bus import BusCore, Delivery
+from shared.can_link import LinkEvent, LinkHealth
 from shared.commands import CommandClient
 from shared.config import CanConfig, SystemConfig
 from shared.config_ack import acknowledge_config
@@ -44,6 +46,8 @@ MIN_PERIOD_S = 0.2
 """Inverters: never the same id faster than every 200 ms (SMA inhibit time)."""
 COMMAND_TTL_S = 2.0
 LOG_INTERVAL_S = 60.0
+STATUS_PERIOD_S = 10.0
+"""The retained status (with the counters) is republished this often, not only on connect."""
 """The same withheld frame or refused command is logged at most once a minute (and counted)."""
 
 
@@ -64,6 +68,20 @@ def protocol_options(cfg: CanConfig, overrides: Mapping[str, object]) -> Protoco
                 getattr(options, name),
             )
     return replace(options, **overrides)  # type: ignore[arg-type]
+
+
+class _Receiver(can.Listener):
+    """python-can's receive thread stops on an exception no listener handles: this one handles
+    them all (counted, judged by `LinkHealth`)."""
+
+    def __init__(self, gateway: CanGateway) -> None:
+        self.gateway = gateway
+
+    def on_message_received(self, msg: can.Message) -> None:
+        self.gateway._on_frame(msg)
+
+    def on_error(self, exc: Exception) -> None:
+        self.gateway._on_receive_error(exc)
 
 
 class CanGateway:
@@ -101,10 +119,17 @@ class CanGateway:
         self._lock = threading.Lock()
         self._received: queue.SimpleQueue[can.Message] = queue.SimpleQueue()
         self.client = CommandClient(bus)
+        self.link = LinkHealth()
+        self._link_lock = threading.Lock()
+        self._link_events: queue.SimpleQueue[tuple[LinkEvent, str]] = queue.SimpleQueue()
+        self.status_due_s = monotonic() + STATUS_PERIOD_S
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(PACK_STATE, self._on_pack)
         bus.subscribe(PACK_CELLS, self._on_cells)
-        self.notifier = can.Notifier(can_bus, [self._on_frame])
+        self.notifier = self._listen(can_bus)
+
+    def _listen(self, can_bus: can.BusABC) -> can.Notifier:
+        return can.Notifier(can_bus, [_Receiver(self)], timeout=0.1)
 
     # --- configuration ----------------------------------------------------------------------
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
@@ -162,8 +187,64 @@ class CanGateway:
         self._stop_tasks()
         self.can.shutdown()
         self.can, self.bus_params = new_bus, params
-        self.notifier = can.Notifier(new_bus, [self._on_frame])
+        self.notifier = self._listen(new_bus)
         return []
+
+    # --- the link ---------------------------------------------------------------------------
+    def _on_receive_error(self, exc: Exception) -> None:
+        """CAN receive thread: count, log (limited), and let `LinkHealth` judge the link."""
+        with self._link_lock:
+            was_up = self.link.up
+            event = self.link.error(self.monotonic())
+        if not was_up:
+            time.sleep(0.05)  # the channel is about to be replaced: do not spin on its errors
+            return
+        self.bus.counters["can_receive_errors"] += 1
+        cause = exc.__cause__ or exc
+        self._log_limited(
+            f"rx:{type(cause).__name__}", logging.WARNING, "CAN receive error: %s (%r)", exc, cause
+        )
+        if event is not None:
+            self._link_events.put(
+                (
+                    event,
+                    f"CAN receive failed {self.link.errors_in_a_row} "
+                    f"times in a row ({cause!r}): reopening the channel",
+                )
+            )
+
+    def supervise_link(self) -> None:
+        """Reopen a channel that went down (back-off in `LinkHealth`); report transitions."""
+        now = self.monotonic()
+        with self._link_lock:
+            due = self.link.reopen_due(now)
+        if due and self.opener is not None and self.bus_params is not None:
+            self.notifier.stop()
+            with contextlib.suppress(can.CanError, OSError):
+                self.can.shutdown()
+            try:
+                new_bus = self.opener.open(self.bus_params)
+            except (can.CanError, OSError, ValueError) as exc:
+                with self._link_lock:
+                    self.link.reopened(now, ok=False)
+                self.bus.counters["can_reopen_failures"] += 1
+                self._log_limited("reopen", logging.ERROR, "cannot reopen %s: %s",
+                                  self.bus_params, exc)  # fmt: skip
+            else:
+                self.can = new_bus
+                with self._link_lock:
+                    event = self.link.reopened(now, ok=True)
+                self.notifier = self._listen(new_bus)
+                self.bus.counters["can_reopens"] += 1
+                self._stop_tasks()  # cyclic tasks were on the old bus; the next refresh restarts
+                if event is not None:
+                    self._link_events.put((event, f"CAN channel {self.bus_params} reopened"))
+        while not self._link_events.empty():
+            event, text = self._link_events.get()
+            up = event == "up"
+            (log.info if up else log.warning)("%s", text)
+            self.bus.publish(EVENTS, Event(level="warning", kind="clear" if up else "raise",
+                                           code="can_link_down", text=text))  # fmt: skip
 
     # --- inputs -----------------------------------------------------------------------------
     def _on_pack(self, d: Delivery[PackState]) -> None:
@@ -174,6 +255,8 @@ class CanGateway:
 
     def _on_frame(self, msg: can.Message) -> None:
         """CAN receive thread: refuse what is not classic CAN data, queue the rest."""
+        with self._link_lock:
+            self.link.frame()
         if len(msg.data) > 8 or msg.is_error_frame or msg.is_remote_frame:
             self.bus.counters["can_frames_refused"] += 1  # CAN FD, error or remote: not ours
             return
@@ -319,10 +402,14 @@ class CanGateway:
         while not should_stop():
             self.bus.process(timeout_s=period_s)
             try:
+                self.supervise_link()
                 self.step()
             except Exception:  # a bad state must not stop the fail-safe frames
                 self.bus.counters["cycle_errors"] += 1
                 log.exception("CAN cycle failed")
+            if self.monotonic() >= self.status_due_s:
+                self.status_due_s = self.monotonic() + STATUS_PERIOD_S
+                self.bus.publish_status()  # the counters (and the link's) without a reconnect
 
     def _stop_tasks(self) -> None:
         with self._lock:
