@@ -22,6 +22,7 @@ import sys
 from typing import Final
 
 import can
+from can.interfaces.slcan import slcanBus as SlcanBus
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +84,27 @@ def _probe(group: str, timeout_s: float) -> str | None:
             with contextlib.suppress(Exception):
                 bus.shutdown()
     return None
+
+
+class ClearLineAfterError(can.Listener):
+    """Clears a serial adapter's line buffer after a receive error, on the Notifier's thread.
+
+    python-can 4.6's slcan keeps bytes it cannot decode (`\\xff\\r`) in its line buffer, so every
+    later read fails too and the device falls silent for good. `SlcanBus.flush()` (public) drops
+    that buffer and the serial input: the frames in flight are lost, the next ones arrive.
+    Other interfaces recover by themselves; nothing is done for them.
+    """
+
+    def __init__(self, bus: can.BusABC) -> None:
+        self.bus = bus
+        self.cleared = 0
+
+    def on_message_received(self, msg: can.Message) -> None:
+        pass
+
+    def on_error(self, exc: Exception) -> None:
+        flush = getattr(self.bus, "flush", None)
+        if isinstance(self.bus, SlcanBus) and callable(flush):
+            with contextlib.suppress(can.CanError, OSError, ValueError):
+                flush()
+                self.cleared += 1

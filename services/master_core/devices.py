@@ -54,7 +54,7 @@ from services.master_core.hardware import (
     PackIo,
     PackIoFactory,
 )
-from shared.can_bus import open_can
+from shared.can_bus import ClearLineAfterError, open_can
 from shared.config import ContactorIoConfig, CurrentSensorConfig, SystemConfig
 from shared.config.devices import DeviceCanConfig
 from shared.log_limit import LimitedLog
@@ -116,7 +116,9 @@ class CanBuses:
         if shared is None:
             bus = self._open_can(config)
             self.opened += 1
-            shared = _SharedBus(bus, can.Notifier(bus, [], timeout=0.1), config.bitrate, [])
+            shared = _SharedBus(
+                bus, can.Notifier(bus, [ClearLineAfterError(bus)], timeout=0.1), config.bitrate, []
+            )
             self._buses[self._key(config)] = shared
         elif shared.bitrate != config.bitrate:  # refused by the configuration's validation
             raise ValueError(

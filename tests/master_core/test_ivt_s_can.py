@@ -187,3 +187,41 @@ def test_the_driver_over_slcan_on_a_serial_link(tmp_path: Path) -> None:
         sensor_bus.shutdown()
         socat.kill()
         socat.wait()
+
+
+def test_an_undecodable_serial_line_does_not_silence_the_sensor(tmp_path: Path) -> None:
+    """Found from outside on the CAN gateway: python-can's slcan keeps an undecodable line
+    (`\\xff\\r`) in its buffer and fails on every later read. The driver's Notifier clears the
+    line after an error, so the sensor's next results arrive."""
+    driver_end, sensor_end = tmp_path / "bms", tmp_path / "ivt"
+    socat = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={driver_end}", f"pty,raw,echo=0,link={sensor_end}"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert wait_until(lambda: driver_end.exists() and sensor_end.exists())
+    driver_bus = can.Bus(interface="slcan", channel=str(driver_end), sleep_after_open=0)
+    sensor_bus = can.Bus(interface="slcan", channel=str(sensor_end), sleep_after_open=0)
+    driver, sim = IvtSCanDriver(driver_bus, stale_after_s=1.0), _sim()
+    try:
+        send(sensor_bus, sim.round())
+        assert wait_until(lambda: not driver.reading(time.monotonic()).stale)
+        line = os.open(sensor_end, os.O_WRONLY | os.O_NOCTTY)
+        try:
+            os.write(line, b"\xff\r")
+        finally:
+            os.close(line)
+        assert wait_until(lambda: driver.bus_errors == 1)
+        sim.values[Quantity.U1_V] = 111.0
+
+        def fresh() -> bool:
+            send(sensor_bus, sim.round())
+            return driver.reading(time.monotonic()).u1_v == pytest.approx(111.0)
+
+        assert wait_until(fresh)
+        assert driver.bus_errors == 1
+    finally:
+        driver.close()
+        driver_bus.shutdown()
+        sensor_bus.shutdown()
+        socat.kill()
+        socat.wait()

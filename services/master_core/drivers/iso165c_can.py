@@ -51,6 +51,7 @@ from services.master_core.drivers.iso165c import (
     unlock_frame,
     warning_threshold_frame,
 )
+from shared.can_bus import ClearLineAfterError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,11 @@ class Iso165cCanDriver(can.Listener):
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._info_seen_s: float | None = None
-        self._notifier = can.Notifier(bus, [self], timeout=0.1) if own_notifier else None
+        self._notifier = (
+            can.Notifier(bus, [self, ClearLineAfterError(bus)], timeout=0.1)
+            if own_notifier
+            else None
+        )
 
     # --- receiving ----------------------------------------------------------------------------
 

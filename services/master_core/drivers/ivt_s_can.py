@@ -25,6 +25,7 @@ from services.master_core.drivers.ivt_s import (
     set_mode_frame,
     set_result_config_frame,
 )
+from shared.can_bus import ClearLineAfterError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,11 @@ class IvtSCanDriver(can.Listener):
         self._clock = clock
         self._lock = threading.Lock()
         self._logged: set[str] = set()
-        self._notifier = can.Notifier(bus, [self], timeout=0.1) if own_notifier else None
+        self._notifier = (
+            can.Notifier(bus, [self, ClearLineAfterError(bus)], timeout=0.1)
+            if own_notifier
+            else None
+        )
 
     def on_message_received(self, msg: can.Message) -> None:
         reason: RejectReason | None
