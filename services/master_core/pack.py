@@ -12,11 +12,13 @@ the statistics that protection reads; their flags raise their own codes instead 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from services.master_core.freshness import Refusal, SampleGate
 from shared.config import Topology
 from shared.messages import CellLocation, CellSnapshot, CellTelemetry, ChannelFlag, ModuleCells
 
@@ -58,18 +60,24 @@ class PackSnapshot:
 @dataclass
 class _ModuleState:
     telemetry: CellTelemetry | None = None
-    last_seq: int | None = None
 
 
 @dataclass
 class PackAggregator:
     topology: Topology
+    max_sample_age_s: float = 5.0
+    """`comm_loss.max_sample_age_s`: older samples are refused (`freshness.py`)."""
     modules: list[_ModuleState] = field(init=False)
     gaps: int = 0
     """Telemetry samples lost, counted from sequence-number gaps."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Samples refused by `SampleGate`, by kind (replayed, too_old, from_the_future)."""
 
     def __post_init__(self) -> None:
         self.modules = [_ModuleState() for _ in range(self.topology.modules)]
+        self.gate = SampleGate(self.topology.modules, self.max_sample_age_s)
+        self.last_refusal: Refusal | None = None
+        """Why the gate refused the last sample (None: admitted, or refused for its shape)."""
         counts = (
             self.topology.module_cell_counts
             or (self.topology.cells_per_module,) * self.topology.modules
@@ -78,8 +86,10 @@ class PackAggregator:
         self._offsets = np.concatenate(([0], np.cumsum(counts)))
         self._module_of_cell = np.repeat(np.arange(self.topology.modules), counts)
 
-    def on_telemetry(self, msg: CellTelemetry) -> str | None:
-        """Take a sample, or say why it was refused. Sequence gaps are counted."""
+    def on_telemetry(self, msg: CellTelemetry, now_s: float) -> str | None:
+        """Take a sample, or say why it was refused (`now_s`: wall clock). Sequence gaps are
+        counted; replays and old samples are refused and counted apart."""
+        self.last_refusal = None
         if msg.module >= len(self.modules):
             return f"module {msg.module} is not part of this system ({len(self.modules)} modules)"
         if len(msg.cell_mv) != self._counts[msg.module]:
@@ -90,12 +100,15 @@ class PackAggregator:
             # a sensor missing from the sample would go unsupervised without a flag
             return (f"module {msg.module} reports {len(msg.temp_c)} temperature sensors, "
                     f"the configuration has {sensors}")  # fmt: skip
-        state = self.modules[msg.module]
-        seq = msg.seq if msg.seq is not None else 0
-        if state.last_seq is not None and seq > state.last_seq + 1:
-            self.gaps += seq - state.last_seq - 1
-        state.last_seq = seq
-        state.telemetry = msg
+        admission = self.gate.admit(msg.module, msg.boot_id, msg.seq, msg.sample_ts, now_s)
+        self.last_refusal = admission.refused
+        if admission.refused is not None:
+            self.refused[admission.refused] += 1
+            age_s = now_s - msg.sample_ts
+            return (f"module {msg.module}: sample {admission.refused.replace('_', ' ')} "
+                    f"(seq {msg.seq}, age {age_s:.3f} s)")  # fmt: skip
+        self.gaps += admission.gap
+        self.modules[msg.module].telemetry = msg
         return None
 
     def snapshot(self, stale_modules: tuple[int, ...]) -> PackSnapshot:

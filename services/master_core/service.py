@@ -42,6 +42,7 @@ from shared.bus import BusCore, Delivery
 from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
+from shared.log_limit import LimitedLog
 from shared.messages import (
     CellTelemetry,
     CommandArgs,
@@ -105,6 +106,7 @@ class MasterCore:
         self.make_io = make_io
         self.monotonic = monotonic
         self.wall = wall
+        self._limited_log = LimitedLog(log, every_s=10.0)
         self.events = EventLog(store, bus, wall)
         self.rt: _Runtime | None = None
         self.supervisor = Supervisor(
@@ -175,7 +177,7 @@ class MasterCore:
         self._restore(config, decisions, estimator)
         rt = _Runtime(
             config=config,
-            aggregator=PackAggregator(config.topology),
+            aggregator=PackAggregator(config.topology, config.comm_loss.max_sample_age_s),
             estimator=estimator,
             balancing=BalancingStrategy(config),
             io=io,
@@ -199,13 +201,16 @@ class MasterCore:
     def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
         if self.rt is None:
             return
-        reason = self.rt.aggregator.on_telemetry(d.message)
+        reason = self.rt.aggregator.on_telemetry(d.message, self.wall())
         if reason is None:
             self.supervisor.comm.on_sample(d.message.module, d.message.mode, self.monotonic())
             self._fresh = True
         else:
+            kind = self.rt.aggregator.last_refusal
             self.bus.counters["telemetry_refused"] += 1
-            log.warning("telemetry refused: %s", reason)
+            if kind is not None:
+                self.bus.counters[f"telemetry_{kind}"] += 1
+            self._limited_log.warning(reason.split(" (")[0], "telemetry refused: %s", reason)
 
     # --- commands ---------------------------------------------------------------------------
     def _cmd_contactors(self, args: CommandArgs) -> CommandOutcome:

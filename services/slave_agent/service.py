@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,6 +81,8 @@ class SlaveAgent:
         self.schedule: FixedRateSchedule | None = None
         self.modules: list[int] = []
         self._seq: dict[int, int] = {}
+        self.boot_id = uuid.uuid4().hex
+        """This start of the agent: the master orders samples by (boot_id, seq)."""
         self._loop_faults: dict[str, _LoopFault] = {}
         self._last_advance_s = monotonic()
         self._last_truth_s = 0.0
@@ -269,7 +272,7 @@ class SlaveAgent:
                     cell_mv=reading.cell_mv, cell_flags=reading.cell_flags,
                     balancing=decision.switched,
                     temp_c=reading.temp_c, temp_flags=reading.temp_flags,
-                    overruns=self.schedule.overruns, seq=seq,
+                    overruns=self.schedule.overruns, seq=seq, boot_id=self.boot_id,
                 ),
                 module=m,
             )  # fmt: skip

@@ -196,6 +196,10 @@ class CommLossPolicy(ConfigModel):
     action: Literal["open_immediately", "ride_through"] = "open_immediately"
     ride_through_s: float = 0.0
     """ride_through: keep the contactors closed this long, with charge and discharge stopped."""
+    max_sample_age_s: float = Field(5.0, ge=0.5, le=60.0)
+    """A module sample whose time stamp is further than this from the master's clock (either
+    way) is refused, as is a replayed one: the module goes stale. Slave and master clocks must
+    agree within this (NTP or PTP on every machine of a rack)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -50,6 +50,10 @@ class CellTelemetry(Message):
     temp_flags: list[ChannelFlags]
     overruns: int = Field(0, ge=0)
     """Samples that missed their slot since the agent started."""
+    boot_id: str | None = Field(None, pattern=r"^[0-9a-f]{8,32}$")
+    """Random per start of the agent: with the envelope's `seq` (per module, counted by the
+    agent) it orders the samples, so the master refuses replays. None: a publisher that does
+    not say (then only the sample's age is checked)."""
 
     @model_validator(mode="after")
     def _lengths_match(self) -> Self:

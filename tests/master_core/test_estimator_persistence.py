@@ -55,7 +55,7 @@ def run_cycle(est: PackEstimator, config: SystemConfig) -> None:
                     temp_flags=[0] * temps,
                     seq=seq,
                 )  # fmt: skip
-                assert agg.on_telemetry(msg) is None
+                assert agg.on_telemetry(msg, t) is None
             seq += 1
             est.update(agg.snapshot(()), current, STEP_S, t)
 

@@ -9,6 +9,7 @@ from services.master_core.pack import PackAggregator
 from shared.config import Topology
 from shared.messages import CellLocation, CellTelemetry
 
+NOW = 1.0
 TOPO = Topology(modules=3, cells_per_module=4, temp_sensors_per_module=2)
 
 
@@ -26,9 +27,9 @@ def tele(
 
 
 def full(agg: PackAggregator, seq: int = 0) -> None:
-    agg.on_telemetry(tele(0, [3700, 3710, 3690, 3705], seq))
-    agg.on_telemetry(tele(1, [3720, 3650, 3700, 3700], seq, temps=[24.0, 31.5]))
-    agg.on_telemetry(tele(2, [3700, 3700, 3700, 3760], seq))
+    agg.on_telemetry(tele(0, [3700, 3710, 3690, 3705], seq), NOW)
+    agg.on_telemetry(tele(1, [3720, 3650, 3700, 3700], seq, temps=[24.0, 31.5]), NOW)
+    agg.on_telemetry(tele(2, [3700, 3700, 3700, 3760], seq), NOW)
 
 
 def test_extremes_with_locations_and_sum() -> None:
@@ -61,7 +62,7 @@ def test_a_stale_module_leaves_the_picture_and_the_sum() -> None:
 
 def test_missing_module_is_stale_from_the_start() -> None:
     agg = PackAggregator(TOPO)
-    agg.on_telemetry(tele(0, [3700] * 4, 0))
+    agg.on_telemetry(tele(0, [3700] * 4, 0), NOW)
     assert agg.snapshot(()).stale_modules == (1, 2)
 
 
@@ -69,21 +70,21 @@ def test_missing_module_is_stale_from_the_start() -> None:
 def test_sequence_gaps_are_counted(steps: list[int]) -> None:
     agg = PackAggregator(TOPO)
     seq = 0
-    agg.on_telemetry(tele(0, [3700] * 4, seq))
+    agg.on_telemetry(tele(0, [3700] * 4, seq), NOW)
     for s in steps:
         seq += s
-        agg.on_telemetry(tele(0, [3700] * 4, seq))
+        agg.on_telemetry(tele(0, [3700] * 4, seq), NOW)
     assert agg.gaps == sum(s - 1 for s in steps)
 
 
 def test_flags_and_refusals() -> None:
     agg = PackAggregator(TOPO)
     full(agg)
-    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, 1, 0, 0]))
+    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, 1, 0, 0]), NOW)
     s = agg.snapshot(())
     assert s.open_wire and not s.out_of_range
-    assert agg.on_telemetry(tele(5, [3700] * 4, 0)) is not None
-    assert "3 cells" in (agg.on_telemetry(tele(0, [3700] * 3, 0)) or "")
+    assert agg.on_telemetry(tele(5, [3700] * 4, 0), NOW) is not None
+    assert "3 cells" in (agg.on_telemetry(tele(0, [3700] * 3, 0), NOW) or "")
 
 
 def test_an_open_wire_reading_is_one_cause_and_leaves_the_statistics() -> None:
@@ -93,11 +94,11 @@ def test_an_open_wire_reading_is_one_cause_and_leaves_the_statistics() -> None:
     agg = PackAggregator(TOPO)
     full(agg)
     both = 1 | 2  # OPEN_WIRE | OUT_OF_RANGE, as the slave reports an open sense wire
-    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, both, 0, 0]))
+    agg.on_telemetry(tele(2, [3700, 0, 3700, 3700], 1, flags=[0, both, 0, 0]), NOW)
     s = agg.snapshot(())
     assert s.open_wire and not s.out_of_range
     assert s.cell_v_min == 3.65 and math.isnan(s.cell_v[9]) and s.sum_of_cells_v is None
-    agg.on_telemetry(tele(1, [3720, 5100, 3700, 3700], 1, flags=[0, 2, 0, 0]))
+    agg.on_telemetry(tele(1, [3720, 5100, 3700, 3700], 1, flags=[0, 2, 0, 0]), NOW)
     assert agg.snapshot(()).out_of_range
 
 
@@ -108,5 +109,5 @@ def test_a_sample_missing_a_temperature_sensor_is_refused() -> None:
         module=0, mode="working", sample_ts=1.0, cell_mv=[3700] * 4, cell_flags=[0] * 4,
         balancing=[False] * 4, temp_c=[25.0], temp_flags=[0], seq=0,
     )  # fmt: skip
-    reason = agg.on_telemetry(short)
+    reason = agg.on_telemetry(short, NOW)
     assert reason is not None and "1 temperature sensors, the configuration has 2" in reason
