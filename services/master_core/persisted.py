@@ -196,3 +196,8 @@ def load(store: Store, cls: type[R], config: SystemConfig) -> Loaded[R]:
 
 def save(store: Store, record: PersistedRecord, *, ts: float) -> None:
     store.put(record.KEY, record.model_dump(mode="json"), ts=ts)
+
+
+def save_all(store: Store, records: list[PersistedRecord], *, ts: float) -> None:
+    """All `records` in one transaction: SOC, SOH, counters and latches always belong together."""
+    store.put_many([(r.KEY, r.model_dump(mode="json")) for r in records], ts=ts)

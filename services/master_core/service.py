@@ -22,12 +22,14 @@ from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
     CyclesRecord,
     LatchesRecord,
+    PersistedRecord,
     R,
     SocRecord,
     SohRecord,
     ThroughputRecord,
     load,
     save,
+    save_all,
 )
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
@@ -352,21 +354,23 @@ class MasterCore:
             self.bus.counters["telemetry_gaps"] = rt.aggregator.gaps
             self.bus.publish_status()
 
-    def _persist_latches(self) -> None:
+    def _latches(self) -> LatchesRecord:
         d = self.supervisor.d
         assert d is not None
-        latches = LatchesRecord.model_validate(d.protection.latched_state())
-        save(self.store, latches, ts=self.wall())
+        return LatchesRecord.model_validate(d.protection.latched_state())
+
+    def _persist_latches(self) -> None:
+        save(self.store, self._latches(), ts=self.wall())
 
     def _persist(self, rt: _Runtime) -> None:
-        """The estimator's records (none before it has started) and the latched faults. A
-        failure is logged and counted; it must stop neither the loop nor a configuration."""
+        """The estimator's records (none before it has started) and the latched faults, in one
+        transaction. A failure is logged and counted; it must stop neither the loop nor a
+        configuration."""
         try:
             records = rt.estimator.records()
-            for record in records.all() if records else ():
-                save(self.store, record, ts=self.wall())
-            self._persist_latches()
-        except (ValidationError, sqlite3.Error):
+            estimated: list[PersistedRecord] = list(records.all()) if records else []
+            save_all(self.store, [*estimated, self._latches()], ts=self.wall())
+        except (ValidationError, sqlite3.Error, TypeError, ValueError):
             self.bus.counters["persist_errors"] += 1
             log.exception("saving the state failed")
 

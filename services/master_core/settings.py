@@ -36,11 +36,12 @@ class MasterCoreSettings(ServiceSettings):
     cells_period_s: float = Field(0.5, gt=0, le=10, description="period of pack/cells")
     balancing_period_s: float = Field(1.0, gt=0, le=60, description="period of balancing commands")
     persist_period_s: float = Field(
-        10.0,
+        1.0,
         ge=0.5,
         le=3600,
-        description="period of saving SOC, SOH, throughput and cycles (a power cut loses what "
-        "was counted since; latched faults are saved at once)",
+        description="period of saving SOC, SOH, throughput, cycles and latches in one "
+        "transaction (a power cut loses what was counted since; latched faults are also saved "
+        "at once)",
     )
     heartbeat_timeout_s: float = Field(
         0.0, ge=0, description="fall back to safe limits without a controller heartbeat (0: off)"

@@ -99,6 +99,23 @@ class Store:
                 (key, json.dumps(value), ts),
             )
 
+    def put_many(self, items: list[tuple[str, Any]], *, ts: float) -> None:
+        """Every item or none: one transaction (a kill mid-way leaves the previous set)."""
+        rows = [(key, json.dumps(value), ts) for key, value in items]  # may raise: nothing sent
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO state (key, value_json, updated_ts) VALUES (?, ?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json,"
+                    " updated_ts = excluded.updated_ts",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def get(self, key: str) -> Any | None:
         with self._lock:
             row = self._db.execute("SELECT value_json FROM state WHERE key = ?", (key,)).fetchone()

@@ -210,6 +210,7 @@ def test_a_failing_save_is_counted_and_stops_neither_the_loop_nor_a_configuratio
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(rig.core.store, "put", disk_full)
+    monkeypatch.setattr(rig.core.store, "put_many", disk_full)
     rig.run(2.5)  # a cycle that raised would end this run
     assert rig.core.bus.counters["persist_errors"] >= 2
     rig.configure(CONFIG_8.model_copy(update={"config_version": 2}))

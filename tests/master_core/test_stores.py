@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from services.master_core.stores import Store
 from shared.messages import Event
@@ -53,3 +56,30 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     store.close()
     assert Store(db).get("soc") == {"cells": [49.0, 50.5]}
     assert Store(db).get("missing") is None
+
+
+def test_a_set_of_records_is_saved_whole_or_not_at_all(tmp_path: Path) -> None:
+    db = tmp_path / "state.sqlite"
+    store = Store(db)
+    store.put_many([("soc", {"cells": [50.0]}), ("latches", {"codes": []})], ts=1.0)
+    with pytest.raises(TypeError):  # the second value cannot be stored: nothing is
+        store.put_many([("soc", {"cells": [40.0]}), ("latches", {"codes": {object()}})], ts=2.0)
+    store.put("other", 1, ts=3.0)  # the connection is usable after the failed set
+    store.close()
+    again = Store(db)
+    assert again.get("soc") == {"cells": [50.0]} and again.get("latches") == {"codes": []}
+    assert again.get("other") == 1
+
+
+def test_a_failure_inside_the_transaction_rolls_it_back(tmp_path: Path) -> None:
+    db = tmp_path / "state.sqlite"
+    store = Store(db)
+    store.put_many([("a", 1), ("b", 2)], ts=1.0)
+    with sqlite3.connect(db) as other:  # a constraint that fails on the second row
+        other.execute(
+            "CREATE TRIGGER refuse_b BEFORE UPDATE ON state WHEN NEW.key = 'b' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    with pytest.raises(sqlite3.IntegrityError):
+        store.put_many([("a", 10), ("b", 20)], ts=2.0)
+    assert store.get("a") == 1 and store.get("b") == 2
