@@ -238,3 +238,19 @@ def mbap(protocol: int, length: int, rest: bytes = b"") -> bytes:
 )
 def test_mbap_checks(buf: bytes, expected: MbapCheck | None) -> None:
     assert check_mbap(buf) == expected
+
+
+# --- docs -------------------------------------------------------------------------------------
+
+
+def test_the_docs_list_the_function_codes_from_the_table() -> None:
+    from services.modbus_gateway import docgen
+
+    md, _ = docgen.render()
+    section = md[md.index("## Function codes") : md.index("## SunSpec marker")]
+    for fc, layout in SERVED.items():
+        assert f"| {fc} | {layout.name} |" in section
+    for key, r in REASONS.items():
+        code = "no reply" if r.exception_code is None else f"{r.exception_code:02d}"
+        assert f"| `{key}` | {r.says} | {code} |" in section
+    assert "answered 01: 0–2, 5, 7–15, 17–127." in section
