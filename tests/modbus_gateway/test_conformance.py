@@ -126,16 +126,37 @@ def test_every_reason_names_a_reply() -> None:
     assert {r.exception_code for r in REASONS.values()} <= {None, 1, 2, 3, 4}
 
 
-@given(st.sampled_from(sorted(SERVED)), st.binary(max_size=260))
-def test_whatever_the_table_serves_pymodbus_decodes_alike(fc: int, data: bytes) -> None:
-    """The table never lets through a request pymodbus would answer with `80 01`."""
-    pdu = bytes([fc]) + data
+@st.composite
+def near_requests(draw: st.DrawFn) -> bytes:
+    """Served function codes with quantities, byte counts and lengths near their limits."""
+    fc = draw(st.sampled_from(sorted(SERVED)))
+    quantity = draw(st.sampled_from([0, 1, 2, 122, 123, 124, 125, 126, 0xFFFF]))
+    byte_count = draw(st.sampled_from([2 * quantity & 0xFF, draw(st.integers(0, 255))]))
+    head = struct.pack(">BHH", fc, draw(st.integers(0, 0xFFFF)), quantity)
+    body = bytes([byte_count]) + bytes(byte_count) if fc == 16 else b""
+    pdu = head + body
+    return pdu[: draw(st.integers(1, len(pdu) + 2))] + bytes(draw(st.integers(0, 2)))
+
+
+@given(near_requests())
+def test_whatever_the_table_serves_pymodbus_decodes_alike(pdu: bytes) -> None:
+    """The table never lets through a request pymodbus would answer with `80 01`, and lets
+    through only requests of the exact length."""
     if refusal(pdu) is not None:
         return
     decoded = DecodePDU(True).decode(pdu)
-    assert decoded is not None and decoded.function_code == fc
-    assert decoded.address == int.from_bytes(data[:2], "big")
+    assert decoded is not None and decoded.function_code == pdu[0]
+    assert decoded.address == int.from_bytes(pdu[1:3], "big")
     assert expected_len(pdu) == len(pdu)
+
+
+@given(near_requests())
+def test_pymodbus_fails_on_what_the_table_refuses_for_its_quantity(pdu: bytes) -> None:
+    """Why the table exists: pymodbus cannot decode a read of a quantity out of range, so it
+    answers `80 01` where exception 03 on the request's function code is due."""
+    r = refusal(pdu)
+    if r is not None and r.reason == "illegal_quantity" and pdu[0] in (3, 4):
+        assert DecodePDU(True).decode(pdu) is None
 
 
 @given(st.integers(0, 0xFFFF), st.integers(1, 125), st.lists(st.integers(0, 0xFFFF),

@@ -337,6 +337,16 @@ def test_a_function_code_reserved_for_exceptions_gets_no_reply(
     assert ask(read(3, SUNS, 2)) == bytes.fromhex("03 04") + b"SunS"
 
 
+def test_function_code_0_is_an_illegal_function(ask: Callable[..., bytes]) -> None:
+    assert ask(bytes([0, 0, 0, 0, 1])) == exc(0, 1)
+
+
+def test_rtu_a_refused_broadcast_gets_no_reply(harness: Harness) -> None:
+    for pdu in (bytes([17]), read(3, SUNS, 0), write_multiple(ALMRST, [1], byte_count=4)):
+        assert harness.wire.rtu(pdu, unit=0, timeout_s=0.5) == NO_REPLY
+    assert harness.wire.rtu(read(3, SUNS, 2)) == bytes.fromhex("03 04") + b"SunS"
+
+
 def test_rtu_requests_for_other_units_get_no_reply_even_when_refused(harness: Harness) -> None:
     for pdu in (bytes([17]), read(3, SUNS, 0), bytes([0x83, 2])):
         assert harness.wire.rtu(pdu, unit=7, timeout_s=0.5) == NO_REPLY
