@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 ILLEGAL_FUNCTION = 0x01
-ILLEGAL_DATA_ADDRESS = 0x02
 ILLEGAL_DATA_VALUE = 0x03
 SERVER_DEVICE_FAILURE = 0x04
 
