@@ -17,6 +17,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from services.modbus_gateway.conformance import SERVED
 from services.modbus_gateway.register_map import (
     Command,
     Identity,
@@ -30,7 +31,7 @@ from shared.messages import CellSnapshot, PackState
 
 log = logging.getLogger("modbus_gateway")
 
-WRITE_CODES = frozenset({5, 6, 15, 16, 22, 23})
+WRITE_CODES = frozenset(fc for fc, layout in SERVED.items() if layout.writes)
 
 CommandSender = Callable[[Command], Awaitable[str | None]]
 """Sends a command to the master; returns None when accepted, else why not."""
@@ -132,9 +133,6 @@ class GatewayData:
         return self._image
 
 
-BIT_CODES = frozenset({1, 2, 5, 15})
-"""Coils and discrete inputs: this device has none."""
-
 ADDRESS_SPACE = 0x10000
 
 
@@ -143,7 +141,9 @@ def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevi
 
     The device spans the whole address space and the action answers from the current image,
     so the layout can change while the server runs; an address outside the image answers
-    exception 02, a coil or discrete-input function exception 01.
+    exception 02. The server's guard (`guard.guard_server`) refuses every function code
+    `conformance.SERVED` does not list before the action runs; the action refuses them too,
+    so a device without the guard never serves them.
     """
 
     async def action(
@@ -154,7 +154,7 @@ def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevi
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        if function_code in BIT_CODES:
+        if function_code not in SERVED:
             return ExcCodes.ILLEGAL_FUNCTION
         if set_values is not None and function_code in WRITE_CODES:
             return await _write(address, [int(v) for v in set_values], send)

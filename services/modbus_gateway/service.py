@@ -20,6 +20,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
+from services.modbus_gateway.guard import RequestGuard, guard_server
 from services.modbus_gateway.register_map import Command, Identity
 from services.modbus_gateway.server import ForeignUnits, GatewayData, make_device
 from services.modbus_gateway.settings import ModbusGatewaySettings
@@ -29,6 +30,7 @@ from shared.config.fields import MODBUS, restart_required
 from shared.config.interfaces import ModbusConfig
 from shared.config.system import SystemConfig
 from shared.config_ack import acknowledge_config
+from shared.log_limit import LimitedLog
 from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, PackState
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
 
@@ -97,6 +99,8 @@ class ModbusGateway:
         """The first accepted configuration: restart-required fields keep its values."""
         self._pending: _Pending | None = None
         self._changed = asyncio.Event()
+        self._limited = LimitedLog(log)
+        """One rate limit for what peers send, across restarts of the servers."""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(PACK_STATE, self._on_pack)
         bus.subscribe(PACK_CELLS, self._on_cells)
@@ -244,6 +248,7 @@ class ModbusGateway:
                     Callable[[bool, ModbusPDU], ModbusPDU], self.foreign_units.trace_pdu
                 ),
             )
+        guard_server(server, RequestGuard(name, self.bus.counters, self._limited))
         try:
             await server.serve_forever(background=True)
         except BaseException:

@@ -701,3 +701,67 @@ def test_a_configured_port_that_a_host_setting_pins_is_said_and_kept(
     finally:
         proc.stop()
         ui.stop()
+
+
+# --- replies the Modbus specification requires (raw requests and mbpoll) ----------------------
+
+
+def _mbpoll(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["mbpoll", "-1", "-o", "2", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_every_function_code_and_count_edge_on_the_running_gateway(
+    gateway: dict[str, Any],
+) -> None:
+    """The service process as deployed: every function code 1–127 and the count edges over
+    TCP and RTU get the reply the specification requires, nothing is logged with a
+    traceback, and the log says each kind of refusal once."""
+    from tests.modbus_gateway.test_wire import Wire, exc, expected_for_probe, read
+
+    proc: ServiceProcess = gateway["proc"]
+    wire = Wire(gateway["port"], gateway["rtu"])
+    try:
+        time.sleep(0.5)
+        for ask in (wire.tcp, wire.rtu):
+            replies = {fc: ask(bytes([fc, 0, 0, 0, 1])) for fc in range(1, 128)}
+            assert {fc: r for fc, r in replies.items() if r != expected_for_probe(fc)} == {}
+            for _ in range(20):  # a flood of the same bad requests
+                for count, reply in ((0, exc(3, 3)), (126, exc(3, 3)), (0xFFFF, exc(4, 3))):
+                    assert ask(read(3 if reply[0] == 0x83 else 4, 40000, count)) == reply
+                assert ask(bytes.fromhex("08 0099 0000")) == exc(8, 1)
+            assert ask(read(3, 40000, 125))[:2] == bytes([3, 250])
+            assert ask(read(4, 40000, 1)) == bytes.fromhex("04 02 53 75")
+            assert ask(bytes.fromhex("10 9c40 007c f8") + bytes(248)) == exc(16, 3)
+            assert ask(bytes.fromhex("10 9c40 0000 00")) == exc(16, 3)
+            assert ask(bytes.fromhex("10 9c40 0001 04 0001")) == exc(16, 3)
+            assert ask(bytes([17])) == exc(17, 1)
+    finally:
+        wire.close()
+    time.sleep(0.3)
+    log = proc.log()
+    assert "Traceback" not in log and "Unable to decode" not in log, log
+    assert "Pymodbus" not in log
+    refused = [line for line in log.splitlines() if "refused (" in line]
+    # one line per interface, reason and function code: 127 - 4 unserved codes, plus the
+    # quantity and length refusals of FC3, FC4 and FC16, on each interface
+    assert 0 < len(refused) <= 2 * (123 + 6), "\n".join(refused[:20])
+    assert proc.proc.poll() is None
+
+
+@pytest.mark.skipif(shutil.which("mbpoll") is None, reason="mbpoll is not installed")
+def test_mbpoll_sees_illegal_function_for_coils_and_report_server_id(
+    gateway: dict[str, Any],
+) -> None:
+    """An independent client: coils (FC1) over TCP and Report Server ID (FC17, `mbpoll -u`)
+    over RTU are illegal functions; input registers (FC4) read the map."""
+    port = str(gateway["port"])
+    coils = _mbpoll("-m", "tcp", "-p", port, "-a", "1", "-t", "0", "-r", "1", "127.0.0.1")
+    assert "Illegal function" in coils.stdout + coils.stderr, coils.stdout + coils.stderr
+    rtu = ["-m", "rtu", "-a", "1", "-b", "19200", "-P", "none"]
+    ident = _mbpoll(*rtu, "-u", gateway["rtu"])
+    out = ident.stdout + ident.stderr
+    assert "Illegal function" in out and "Pymodbus" not in out, out
+    regs = _mbpoll(*rtu, "-t", "3:hex", "-r", "40001", "-c", "2", gateway["rtu"])
+    assert regs.returncode == 0 and "0x5375" in regs.stdout, regs.stdout + regs.stderr
