@@ -73,6 +73,18 @@ def largest_config() -> dict[str, Any]:
     return {**ENVELOPE, "config": data}
 
 
+def invalid_config() -> dict[str, Any]:
+    """The largest configuration with every entry of its lists of the wrong type."""
+    data = largest_config()
+    config = data["config"]
+    config["topology"]["module_cell_counts"] = ["x"] * N
+    config["chemistry_overrides"] = {
+        "ocv_table_soc_pct": ["x"] * OCV_TABLE_POINTS_MAX,
+        "ocv_table_v": ["x"] * OCV_TABLE_POINTS_MAX,
+    }
+    return data
+
+
 def _interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
     for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False):
         if x0 <= x <= x1:
@@ -80,12 +92,12 @@ def _interp(x: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
     raise ValueError(x)
 
 
-def dispatch_timer(spec: TopicSpec[Any], raw: bytes) -> Callable[[], None]:
+def dispatch_timer(spec: TopicSpec[Any], raw: bytes) -> tuple[Callable[[], None], InMemoryBus]:
     """One message through the bus core as the master's loop handles it (limit, decode)."""
     bus = InMemoryBus(InMemoryBroker(), system=SYSTEM, service="bench", kind="bench")
     bus.subscribe(spec, lambda _d: None)
     topic = spec.topic(SYSTEM, **dict.fromkeys(spec.params, "0"))
-    return lambda: bus._dispatch(_Inbound(topic, raw, False))
+    return (lambda: bus._dispatch(_Inbound(topic, raw, False))), bus
 
 
 def time_ms(fn: Callable[[], None], runs: int) -> tuple[float, float]:
@@ -107,6 +119,8 @@ def decode_figures(runs: int) -> dict[str, bytes]:
          packed(telemetry(cell_flags=[9] * n_bad)), "refused (1 error)"),
         ("largest valid configuration (196 modules, 101-point OCV)", CONFIG,
          packed(largest_config()), "accepted"),
+        ("largest configuration, every list entry invalid", CONFIG,
+         packed(invalid_config()), "refused (398 errors)"),
         ("issue: telemetry with 900,000 cell_flags", SLAVE_TELEMETRY,
          packed(telemetry(cells=14, temps=2, cell_flags=[9] * 900_000)), "refused unread"),
         ("issue: configuration with a 450,000-entry list", CONFIG,
@@ -116,10 +130,13 @@ def decode_figures(runs: int) -> dict[str, bytes]:
     ]  # fmt: skip
     print(f"{'payload':58} {'bytes':>8} {'limit':>7} {'median ms':>10} {'max ms':>8}  outcome")
     for name, spec, raw, outcome in cases:
-        med, worst = time_ms(dispatch_timer(spec, raw), runs)
+        run, bus = dispatch_timer(spec, raw)
+        med, worst = time_ms(run, runs)
+        refused = bus.counters["payload_errors"] > 0
+        assert refused == outcome.startswith("refused"), (name, dict(bus.counters))
         print(f"{name:58} {len(raw):>8} {spec.byte_limit:>7} {med:>10.3f} {worst:>8.3f}  {outcome}")
     print("without the byte limit (codec alone; the model's length bounds still apply):")
-    for name, spec, raw, _ in cases[3:]:
+    for name, spec, raw, _ in cases[4:]:
         med, worst = time_ms(_decoder(spec, raw), runs)
         print(f"  {name:56} {len(raw):>8} {'-':>7} {med:>10.3f} {worst:>8.3f}")
     return {name: raw for name, _, raw, _ in cases}

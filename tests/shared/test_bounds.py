@@ -11,13 +11,14 @@ from typing import Any
 import annotated_types
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from shared import SCHEMA_VERSION
 from shared.bounds import UnboundedFieldError, max_encoded_bytes
 from shared.broker import MosquittoBroker
+from shared.codec import encode
 from shared.config import ChemistryOverrides, ChemistryPreset, get_preset
 from shared.config.interfaces import CanConfig
 from shared.config.limits import (
@@ -36,11 +37,14 @@ from shared.messages import (
     ConfigAck,
     Event,
     GroundTruth,
+    Message,
     ModuleCells,
     PackState,
     ServiceStatus,
 )
 from shared.topics import BROKER_MESSAGE_SIZE_LIMIT, COMMAND_REPLY, TOPICS
+
+from .strategies import any_message
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVELOPE = {"schema_version": SCHEMA_VERSION, "source": "s", "seq": 0, "ts": 1.0}
@@ -250,3 +254,13 @@ def test_the_brokers_drop_payloads_over_the_largest_topic_limit() -> None:
     broker = MosquittoBroker.__new__(MosquittoBroker)  # the rendered config only, no process
     broker._port, broker._host, broker._persistence_dir = 1883, "127.0.0.1", None
     assert line in broker._render_config("").splitlines()
+
+
+@given(any_message)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_valid_payload_exceeds_its_derived_size(message: Message) -> None:
+    spec = next(s for s in TOPICS if s.payload is type(message))
+    raw = encode(message, source="s" * 128, seq=2**63 - 1, ts=1.0e10)
+    assert len(raw) <= spec.byte_limit
+    if spec.payload_bytes is None:
+        assert len(raw) <= max_encoded_bytes(spec.payload)
