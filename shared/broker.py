@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from shared.topics import BROKER_MESSAGE_SIZE_LIMIT
+
 __all__ = [
     "BrokerStartError",
     "EmbeddedBroker",
@@ -176,6 +178,9 @@ class MosquittoBroker:
         lines = [
             f"listener {self._port} {self._host}",
             "allow_anonymous true",
+            # as deploy/mosquitto/mosquitto.conf: the broker drops any payload over the largest
+            # topic limit (the bus refuses payloads over their own topic's limit)
+            f"message_size_limit {BROKER_MESSAGE_SIZE_LIMIT}",
             "log_dest stderr",
             "log_timestamp_format %H:%M:%S",
         ]

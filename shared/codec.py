@@ -1,6 +1,9 @@
 """msgpack encoding and validating decoding of bus payloads.
 
-Decoding never raises anything but `PayloadError`, which names the topic and the field.
+Decoding never raises anything but `PayloadError`, which names the topic and the field. Its cost
+is bounded: the bus refuses a payload over its topic's byte limit before calling `decode`, every
+list of a model has a length bound, and list fields stop at their first bad item (`fail_fast`),
+so a refusal builds a handful of errors, never one per item.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from shared.messages import Message
 M = TypeVar("M", bound=Message)
 
 MAX_PAYLOAD_BYTES = 1 << 20
+"""Absolute cap for callers without a topic limit (tools); topics have their own, smaller."""
 CONTENT_TYPE = "application/msgpack"
 
 
@@ -46,10 +50,10 @@ def _pack(data: dict[str, Any]) -> bytes:
     return packed
 
 
-def unpack(topic: str, raw: bytes) -> dict[str, Any]:
-    """The msgpack map in `raw`, or PayloadError."""
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(topic, "<payload>", f"{len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+def unpack(topic: str, raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """The msgpack map in `raw`, or PayloadError (also when `raw` is over `max_bytes`)."""
+    if len(raw) > max_bytes:
+        raise PayloadError(topic, "<payload>", f"{len(raw)} bytes exceeds {max_bytes}")
     try:
         data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
@@ -71,9 +75,11 @@ def validate(model: type[M], topic: str, data: dict[str, Any]) -> M:
     try:
         message = model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
+        # one message for the first error: no URL, context or input copied for the others
+        count = exc.error_count()
+        first = exc.errors(include_url=False, include_context=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "<payload>"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        more = f" (+{count - 1} more)" if count > 1 else ""
         raise PayloadError(topic, where, f"{first['msg']}{more}") from exc
     except Exception as exc:  # a validator bug must not take the service down
         raise PayloadError(topic, "<payload>", f"{type(exc).__name__}: {exc}") from exc
@@ -82,5 +88,5 @@ def validate(model: type[M], topic: str, data: dict[str, Any]) -> M:
     return message
 
 
-def decode(model: type[M], topic: str, raw: bytes) -> M:
-    return validate(model, topic, unpack(topic, raw))
+def decode(model: type[M], topic: str, raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> M:
+    return validate(model, topic, unpack(topic, raw, max_bytes))

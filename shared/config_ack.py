@@ -25,7 +25,7 @@ def acknowledge_config(
     (`shared.config.fields.restart_required`); they are logged and listed in the ack.
     """
     problems = [e[:500] for e in errors][:50]
-    restart = [] if problems else list(restart_required)[:200]
+    restart = [] if problems else [r[:128] for r in restart_required][:200]
     if problems:
         log.error("configuration %d refused: %s", config_version, "; ".join(problems))
     elif restart:

@@ -24,7 +24,7 @@ from shared.docgen_codes import (
 )
 from shared.fault_matrix import load as load_matrix
 from shared.messages import COMMAND_ARGS
-from shared.topics import COMMAND_SENDERS, ROOT, TOPICS, TopicSpec
+from shared.topics import BROKER_MESSAGE_SIZE_LIMIT, COMMAND_SENDERS, ROOT, TOPICS, TopicSpec
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 REF = "#/components/schemas/{model}"
@@ -83,6 +83,7 @@ def asyncapi() -> dict[str, Any]:
             "x-publishers": list(spec.publishers),
             "x-subscribers": list(spec.subscribers),
             "x-rate": spec.rate,
+            "x-max-payload-bytes": spec.byte_limit,
             **({"x-last-will": True} if spec.last_will else {}),
         }
         operation_binding: dict[str, Any] = {"qos": spec.qos, "retain": spec.retain}
@@ -154,14 +155,20 @@ def topics_markdown() -> str:
         "`schema_version`, `source` (the publishing service instance), `seq` (monotonic per "
         "topic and publisher) and `ts` (Unix seconds).",
         "",
-        "| Topic | Payload | QoS | Retained | Published by | Read by | Rate |",
-        "|---|---|---|---|---|---|---|",
+        "Each topic has a byte limit, derived from the length bounds of its payload model "
+        "(every list, map and string has one) with room for fields of newer publishers: a "
+        "larger payload is refused before it is decoded, counted and logged. The broker drops "
+        f"any payload over {BROKER_MESSAGE_SIZE_LIMIT} bytes (`message_size_limit`).",
+        "",
+        "| Topic | Payload | QoS | Retained | Published by | Read by | Rate | Max bytes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for spec in TOPICS:
         retained = "yes" + (", last will" if spec.last_will else "") if spec.retain else "no"
         lines.append(
             f"| `{_address(spec)}` | {spec.payload.__name__} | {spec.qos} | {retained} | "
-            f"{', '.join(spec.publishers)} | {', '.join(spec.subscribers)} | {spec.rate} |"
+            f"{', '.join(spec.publishers)} | {', '.join(spec.subscribers)} | {spec.rate} | "
+            f"{spec.byte_limit} |"
         )
     lines += ["", "## Topics", ""]
     for spec in TOPICS:

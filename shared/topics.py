@@ -1,6 +1,9 @@
 """The topic tree: every topic declared once, with its payload, QoS, retain flag and rate.
 
 All topics live under `bms/v1/{system}/`, one system being one string of series cells.
+Each topic has a byte limit derived from its bounded payload model (`shared/bounds.py`): the
+bus refuses a larger payload before decoding it, and the broker's `message_size_limit` is the
+largest of them (`BROKER_MESSAGE_SIZE_LIMIT`).
 Docs (`docs/asyncapi.yaml`, `docs/topics.md`) are generated from this registry.
 """
 
@@ -10,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from shared.bounds import max_encoded_bytes, topic_limit_bytes
 from shared.config import SYSTEM_ID_RE
 from shared.messages import (
     BalanceCommand,
@@ -66,7 +70,12 @@ class TopicSpec(Generic[M]):
     last_will: bool = False
     expiry_s: int | None = None
     """Message expiry set on MQTT 5 brokers; never relied upon (payloads carry their own)."""
+    payload_bytes: int | None = None
+    """The largest valid payload; None derives it from the model's bounds."""
     params: tuple[str, ...] = field(init=False)
+    byte_limit: int = field(init=False)
+    """Payloads above this are refused before decoding (the largest valid one plus room for
+    fields of a newer publisher)."""
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +83,8 @@ class TopicSpec(Generic[M]):
         pattern = re.escape(f"{ROOT}/") + r"(?P<_system>[^/]+)/"
         pattern += re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(self.template))
         object.__setattr__(self, "params", params)
+        largest = self.payload_bytes or max_encoded_bytes(self.payload)
+        object.__setattr__(self, "byte_limit", topic_limit_bytes(largest))
         object.__setattr__(self, "_regex", re.compile(f"^{pattern}$"))
 
     def topic(self, system: str, **params: str | int) -> str:
@@ -187,6 +198,7 @@ PACK_CELLS = TopicSpec(
     "Every cell voltage and temperature, module by module, each channel at its own place; "
     "None where unknown (stale module, flagged channel).",
     expiry_s=5,
+    payload_bytes=CellSnapshot.max_encoded_bytes(),
 )
 EVENTS = TopicSpec(
     "events",
@@ -222,6 +234,9 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
 """Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
 alone, which sends it for its admin role only."""
+COMMAND_REPLY_MAX_BYTES = 192 * 1024
+"""Replies carry open results (an events query returns up to 1000 rows of the event log): the
+master trims rows to fit (services/master_core/service.py), everything else is far smaller."""
 COMMAND_REPLY = TopicSpec(
     "command_reply",
     "reply/{client}",
@@ -233,6 +248,7 @@ COMMAND_REPLY = TopicSpec(
     "on demand",
     "Reply to a command: accepted, or refused with the reason.",
     expiry_s=30,
+    payload_bytes=COMMAND_REPLY_MAX_BYTES,
 )
 CONFIG = TopicSpec(
     "config",
@@ -308,6 +324,12 @@ TOPICS: tuple[TopicSpec[Message], ...] = (
     PACK_STATE, PACK_CELLS, EVENTS, COMMAND, COMMAND_REPLY,
     CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, PLANT_CONTROL, SIM_TRUTH,
 )  # fmt: skip
+
+
+BROKER_MESSAGE_SIZE_LIMIT = -(-max(spec.byte_limit for spec in TOPICS) // 1024) * 1024
+"""mosquitto's `message_size_limit` (deploy/mosquitto/mosquitto.conf, shared/broker.py): the
+largest topic limit, rounded up to KiB. The broker drops a larger publish without forwarding it
+(and without disconnecting the client, unlike `max_packet_size`; mosquitto.conf(5), 2.0)."""
 
 
 def spec_for(topic: str) -> TopicSpec[Message] | None:

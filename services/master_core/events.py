@@ -13,7 +13,7 @@ from services.master_core.stores import Store
 from shared.bus import BusCore
 from shared.event_codes import known_event_code
 from shared.messages import Event
-from shared.messages.events import EventKind, EventLevel, EventValue
+from shared.messages.events import EVENT_TEXT_MAX, EventKind, EventLevel, EventValue
 from shared.topics import EVENTS
 
 log = logging.getLogger("master_core.events")
@@ -43,7 +43,11 @@ class EventLog:
             # still sent: an event is never dropped, but the catalogue (and docs) lack it
             self.bus.counters["uncatalogued_event_codes"] += 1
             log.error("event code %r is not in shared/event_codes.py", code)
-        event = Event(level=level, kind=kind, code=code, text=text[:500], values=values)
+        # the payload's bounds: an event is truncated, never lost to a validation error
+        fitted = {
+            k[:64]: v[:EVENT_TEXT_MAX] if isinstance(v, str) else v for k, v in values.items()
+        }
+        event = Event(level=level, kind=kind, code=code, text=text[:EVENT_TEXT_MAX], values=fitted)
         ts = self.wall()
         self.store.add_event(event, ts=ts, source=self.bus.service)
         self.bus.publish(EVENTS, event.model_copy(update={"ts": ts}))

@@ -11,7 +11,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import msgpack
 from pydantic import ValidationError
 
 from services.master_core.balancing_strategy import BalancingStrategy
@@ -61,6 +63,7 @@ from shared.messages import (
 from shared.messages.slave import SlaveMode
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
+    COMMAND_REPLY_MAX_BYTES,
     CONFIG,
     PACK_CELLS,
     PACK_STATE,
@@ -78,6 +81,10 @@ MIN_CYCLE_S = 0.02
 PUBLISH_PERIOD_S = 0.1
 """Pack state at 10 Hz, and at once when the contactors change."""
 STATUS_PERIOD_S = 5.0
+INBOX_BUDGET_S = 0.02
+"""Time the loop spends on waiting messages before it cycles again. Decoding runs on this
+thread, so it is bounded: one message costs at most the decoding of the largest valid payload
+(topic byte limits, bench/bench_oversize.py), and a burst is cut into slices of this budget."""
 
 
 @dataclass
@@ -89,6 +96,20 @@ class _Runtime:
     estimator: PackEstimator
     balancing: BalancingStrategy
     io: PackIo
+
+
+EVENTS_REPLY_BUDGET_BYTES = COMMAND_REPLY_MAX_BYTES - 16 * 1024
+"""Rows of an events query that fit the reply topic's byte limit, with room for the rest."""
+
+
+def fit_rows(rows: list[dict[str, Any]], budget_bytes: int) -> list[dict[str, Any]]:
+    """The leading rows whose msgpack encodings add up to at most `budget_bytes`."""
+    used = 0
+    for i, row in enumerate(rows):
+        used += len(msgpack.packb(row, use_bin_type=True))
+        if used > budget_bytes:
+            return rows[:i]
+    return rows
 
 
 class MasterCore:
@@ -281,7 +302,11 @@ class MasterCore:
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, EventsQueryArgs)
         rows = self.store.events(**args.model_dump())
-        return CommandOutcome(True, result={"events": rows})
+        kept = fit_rows(rows, EVENTS_REPLY_BUDGET_BYTES)
+        result: dict[str, object] = {"events": kept}
+        if len(kept) < len(rows):
+            result["truncated"] = True  # the newest rows; ask again with an earlier until_ts
+        return CommandOutcome(True, result=result)
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
@@ -293,9 +318,9 @@ class MasterCore:
             fresh = self._fresh and now - self._last_cycle_s >= MIN_CYCLE_S
             if wait > 0 and not fresh:
                 timeout = wait if not self._fresh else min(wait, MIN_CYCLE_S)
-                self.bus.process(timeout_s=min(timeout, 0.2))
+                self.bus.process(timeout_s=min(timeout, 0.2), budget_s=INBOX_BUDGET_S)
                 continue
-            self.bus.process()
+            self.bus.process(budget_s=INBOX_BUDGET_S)
             self._fresh = False
             try:
                 self.cycle()

@@ -2,7 +2,9 @@
 
 Messages arrive on the adapter's network thread and only go into a bounded inbox there;
 decoding and handlers run in the service's own loop (`process`), so a slow handler never
-stalls the connection.
+stalls the connection. A payload over its topic's byte limit (`TopicSpec.byte_limit`) is refused
+before it is decoded, so the costliest message a loop can meet is the largest valid one;
+`process(budget_s=...)` hands control back to the loop once its time is spent.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from typing import Any, Generic, TypeVar
 from paho.mqtt.client import topic_matches_sub
 
 from shared.codec import EncodeError, PayloadError, decode, encode
+from shared.log_limit import LimitedLog
 from shared.messages import Message, ServiceStatus
+from shared.messages.service import COUNTER_NAME_MAX, COUNTERS_MAX
 from shared.topics import SERVICE_STATUS, TopicSpec
 
 M = TypeVar("M", bound=Message)
 log = logging.getLogger("shared.bus")
+REFUSAL_LOG_EVERY_S = 60.0
+"""One line per topic and kind of refusal a minute; the counters carry the exact figures."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class BusCore:
         self._lock = threading.Lock()
         self._wakeup: Callable[[], None] | None = None
         self._error_handlers: list[ErrorHandler] = []
+        self._refusals = LimitedLog(log, every_s=REFUSAL_LOG_EVERY_S)
 
     # --- publishing -------------------------------------------------------------------------
     def publish(
@@ -118,8 +125,12 @@ class BusCore:
             host=socket.gethostname(),
             pid=os.getpid(),
             started_ts=self.started_ts,
-            counters=dict(sorted(self.counters.items())[:256]) if state == "online" else {},
+            counters=self._status_counters() if state == "online" else {},
         )
+
+    def _status_counters(self) -> dict[str, int]:
+        named = sorted((k, v) for k, v in self.counters.items() if len(k) <= COUNTER_NAME_MAX)
+        return dict(named[:COUNTERS_MAX])
 
     def publish_status(self) -> None:
         """Re-publish the retained online status with the current counters (health)."""
@@ -181,17 +192,27 @@ class BusCore:
     def pending(self) -> int:
         return self._inbox.qsize()
 
-    def process(self, timeout_s: float = 0.0, max_messages: int = 10_000) -> int:
-        """Run handlers for waiting messages in the caller's thread; returns how many."""
+    def process(
+        self, timeout_s: float = 0.0, max_messages: int = 10_000, budget_s: float | None = None
+    ) -> int:
+        """Run handlers for waiting messages in the caller's thread; returns how many.
+
+        With `budget_s`, stop taking messages once that much time has passed since the first
+        (the rest wait for the next call): a burst never holds up the caller's cycle for long.
+        """
         done = 0
         try:
             item = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else self._inbox.get_nowait()
         except queue.Empty:
             return 0
+        until = None if budget_s is None else time.monotonic() + budget_s
         while True:
             self._dispatch(item)
             done += 1
             if done >= max_messages:
+                return done
+            if until is not None and time.monotonic() >= until:
+                self.counters["process_budget_spent"] += 1
                 return done
             try:
                 item = self._inbox.get_nowait()
@@ -224,19 +245,35 @@ class BusCore:
         parsed = spec.parse(item.topic)
         if parsed is None:
             return None
+        size = len(item.payload)
         try:
+            if size > spec.byte_limit:
+                # refused unread: decoding cost grows with the size, the limit bounds it
+                raise PayloadError(
+                    item.topic,
+                    "<payload>",
+                    f"{size} bytes exceeds the {spec.byte_limit}-byte limit of {spec.name}",
+                )
             message = decode(spec.payload, item.topic, item.payload)
         except PayloadError as err:
-            self.counters["payload_errors"] += 1
-            self.counters[f"payload_errors.{spec.name}"] += 1
-            n = self.counters[f"payload_errors.{spec.name}"]
-            if n <= 10 or n % 1000 == 0:
-                log.warning("refused payload (%d on %s): %s", n, spec.name, err)
-            for handler in self._error_handlers:
-                handler(err)
+            self._refused(spec, err, "payload_oversize" if size > spec.byte_limit else "")
             return None
         system, params = parsed
         return Delivery(item.topic, system, params, message, item.retained, item.received_ts)
+
+    def _refused(self, spec: TopicSpec[Any], err: PayloadError, kind: str) -> None:
+        """Count, log (once a minute per topic and kind) and report a refused payload."""
+        self.counters["payload_errors"] += 1
+        self.counters[f"payload_errors.{spec.name}"] += 1
+        if kind:
+            self.counters[kind] += 1
+            self.counters[f"{kind}.{spec.name}"] += 1
+        n = self.counters[f"payload_errors.{spec.name}"]
+        self._refusals.warning(
+            f"{spec.name}:{kind}", "refused payload (%d on %s so far): %s", n, spec.name, err
+        )
+        for handler in self._error_handlers:
+            handler(err)
 
     # --- adapter hooks ----------------------------------------------------------------------
     def _send(

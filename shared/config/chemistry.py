@@ -23,6 +23,7 @@ from shared.config.limits import (
     CELL_TEMPERATURE_MIN_C,
     CELL_VOLTAGE_MAX_V,
     CELL_VOLTAGE_MIN_V,
+    OCV_TABLE_POINTS_MAX,
 )
 
 ChemistryName = Literal["LFP", "NMC", "NCA", "LCO", "LTO", "NA_ION"]
@@ -103,8 +104,8 @@ class ChemistryPreset(ConfigModel):
     discharge_temp_max_c: float
     balance_start_v: float
     """Balancing only above this cell voltage (the OCV slope is too flat below)."""
-    ocv_table_soc_pct: tuple[float, ...]
-    ocv_table_v: tuple[float, ...]
+    ocv_table_soc_pct: tuple[float, ...] = Field(max_length=OCV_TABLE_POINTS_MAX)
+    ocv_table_v: tuple[float, ...] = Field(max_length=OCV_TABLE_POINTS_MAX)
     ocv_source: str = Field("", max_length=300)
 
     @model_validator(mode="after")
@@ -269,8 +270,8 @@ class ChemistryOverrides(ConfigModel):
     discharge_temp_min_c: float | None = None
     discharge_temp_max_c: float | None = None
     balance_start_v: float | None = None
-    ocv_table_soc_pct: tuple[float, ...] | None = None
-    ocv_table_v: tuple[float, ...] | None = None
+    ocv_table_soc_pct: tuple[float, ...] | None = Field(None, max_length=OCV_TABLE_POINTS_MAX)
+    ocv_table_v: tuple[float, ...] | None = Field(None, max_length=OCV_TABLE_POINTS_MAX)
     ocv_source: str | None = Field(None, max_length=300)
 
     def is_empty(self) -> bool:

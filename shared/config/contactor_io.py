@@ -21,10 +21,10 @@ class ContactorIoConfig(ConfigModel):
     """The relay module driving the contactors (read by the master's contactor I/O driver)."""
 
     transport: Literal["tcp", "rtu"] = "tcp"
-    host: str = Field("127.0.0.1", min_length=1)
+    host: str = Field("127.0.0.1", min_length=1, max_length=255)
     """Modbus TCP: the module's host name or address."""
     tcp_port: int = Field(502, ge=1, le=65535)
-    serial_port: str = Field("/dev/ttyUSB1", min_length=1)
+    serial_port: str = Field("/dev/ttyUSB1", min_length=1, max_length=255)
     """Modbus RTU: device path or pyserial URL."""
     baudrate: int = Field(19200, gt=0, le=4_000_000)
     parity: Literal["N", "E", "O"] = "E"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +16,8 @@ CanProfile = Literal["victron_0x35x", "pylon_v12", "pylon_hv", "native"]
 
 # Profiles that send the same 11-bit IDs (0x351/0x355/0x356/0x35E) and so cannot share a bus.
 _CONFLICTING_PROFILES = frozenset({"victron_0x35x", "pylon_v12"})
+CAN_PROFILES_MAX = len(get_args(CanProfile)) - len(_CONFLICTING_PROFILES) + 1
+"""Profiles one channel can run together."""
 
 
 class ModbusConfig(ConfigModel):
@@ -54,7 +56,8 @@ class CanConfig(ConfigModel):
     """python-can interface name."""
     channel: str = Field("can0", min_length=1, max_length=64)
     bitrate: int = 500_000
-    profiles: tuple[CanProfile, ...] = ("pylon_hv",)
+    profiles: tuple[CanProfile, ...] = Field(("pylon_hv",), max_length=CAN_PROFILES_MAX)
+    """Each profile at most once; victron_0x35x and pylon_v12 exclude each other."""
     pylon_hv_byte_order: Literal["little", "big"] = "little"
     """Pylontech HV: byte order of the 16-bit fields (diyBMS and ai-republic send little-endian,
     Battery-Emulator big-endian by default)."""

@@ -28,6 +28,17 @@ BALANCING_CURRENT_MAX_MA: Final = 500.0
 
 CELLS_IN_SERIES_MAX: Final = 196
 
+MODULES_MAX: Final = CELLS_IN_SERIES_MAX
+"""Slave modules of one system: each holds at least one of the cells in series."""
+CELLS_PER_MODULE_MAX: Final = CELLS_IN_SERIES_MAX
+"""Cell channels of one slave module: a single module may carry the whole string."""
+TEMP_SENSORS_PER_MODULE_MAX: Final = 64
+"""Temperature channels of one slave module."""
+
+OCV_TABLE_POINTS_MAX: Final = 101
+"""Points of an OCV(SOC) table: one per percent of SOC at most. The shipped tables have 21 and
+22 points; a finer table adds nothing at the ±50 mV cell-voltage accuracy."""
+
 CELL_TEMPERATURE_MIN_C: Final = -40.0
 CELL_TEMPERATURE_MAX_C: Final = 125.0
 """Measurement range of a cell-temperature sensor."""

@@ -37,6 +37,7 @@ from shared.config.limits import (
     CELLS_IN_SERIES_MAX,
     CURRENT_MAX_A,
     INSULATION_MIN_OHM_PER_V,
+    MODULES_MAX,
     PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
 )
@@ -59,7 +60,7 @@ class Topology(ConfigModel):
     cells_per_module: int = Field(ge=1)
     """Cell channels of one module (the cell count of every module unless listed below)."""
     temp_sensors_per_module: int = Field(2, ge=1, le=64)
-    module_cell_counts: tuple[int, ...] | None = None
+    module_cell_counts: tuple[int, ...] | None = Field(None, max_length=MODULES_MAX)
     """Cells of each module, for strings whose modules differ; each at most cells_per_module."""
 
     @model_validator(mode="after")
@@ -230,7 +231,7 @@ class TimingConfig(ConfigModel):
 class SystemConfig(ConfigModel):
     """Everything the services need to run one system (one string of series cells)."""
 
-    system_id: str
+    system_id: str = Field(json_schema_extra={"maxLength": 32})  # SYSTEM_ID_RE checks it
     """Used as an MQTT topic level: 1-32 of a-z, 0-9, '_' and '-'."""
     name: str = Field("", max_length=100)
     config_version: int = Field(1, ge=0)

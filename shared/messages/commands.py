@@ -71,7 +71,9 @@ class EventsQueryArgs(CommandArgs):
     until_ts: Timestamp | None = None
     min_level: EventLevel = "info"
     kind: EventKind | None = None
-    code: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$", description="part of the code")
+    code: str | None = Field(
+        None, max_length=64, pattern=r"^[a-z0-9_]{1,64}$", description="part of the code"
+    )
     text: str | None = Field(None, min_length=1, max_length=100, description="part of the text")
     limit: int = Field(100, ge=1, le=1000)
 
@@ -87,17 +89,34 @@ COMMAND_ARGS: dict[str, type[CommandArgs]] = {
 """Every command the master accepts, with its arguments."""
 
 
+ARG_TEXT_MAX = 256
+"""Longest text argument (the override reason, 200 characters, with surrounding blanks)."""
+ArgName = Annotated[str, StringConstraints(max_length=32)]
+ArgScalar = bool | int | float | Annotated[str, StringConstraints(max_length=ARG_TEXT_MAX)] | None
+ArgValue = ArgScalar | Annotated[dict[ArgName, ArgScalar], Field(max_length=4)]
+"""An argument: a scalar, or one level of named scalars (`service_override`)."""
+ARGS_MAX = 8
+"""Arguments of one command (EventsQueryArgs has 7)."""
+RESULT_MAX = 16
+
+
 class CommandRequest(Message):
-    command: str = Field(pattern=r"^[a-z_]{1,32}$")
+    command: str = Field(max_length=32, pattern=r"^[a-z_]{1,32}$")
     correlation_id: str = Field(min_length=1, max_length=64)
     reply_to: str = Field(min_length=1, max_length=256)
     expires_at: Timestamp
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[ArgName, ArgValue] = Field(default_factory=dict, max_length=ARGS_MAX)
+    """Checked against the command's model in `COMMAND_ARGS` by the server."""
 
 
 class CommandReply(Message):
-    command: str = Field(pattern=r"^[a-z_]{1,32}$")
+    """The reply to one command: accepted, or refused with the reason.
+
+    `result` is open (an events query returns rows of the event log), so the reply topic's
+    byte limit is set in `shared/topics.py`, not derived from this model."""
+
+    command: str = Field(max_length=32, pattern=r"^[a-z_]{1,32}$")
     correlation_id: str = Field(min_length=1, max_length=64)
     status: Literal["accepted", "refused"]
     reason: str = Field("", max_length=500)
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict, max_length=RESULT_MAX)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, StringConstraints
 
 from shared.config import SystemConfig
 from shared.messages.envelope import Message
@@ -20,6 +22,10 @@ class ConfigAck(Message):
     service: str = Field(max_length=64)
     config_version: int = Field(ge=0)
     accepted: bool
-    errors: list[str] = Field(default_factory=list, max_length=50)
-    restart_required: list[str] = Field(default_factory=list, max_length=200)
+    errors: list[Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=list, max_length=50, fail_fast=True
+    )
+    restart_required: list[Annotated[str, StringConstraints(max_length=128)]] = Field(
+        default_factory=list, max_length=200, fail_fast=True
+    )
     """Accepted fields (dotted paths) this service applies only after a restart."""

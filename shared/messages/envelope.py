@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared import SCHEMA_VERSION
 
-TopicLevel = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+TopicLevel = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 """An identifier that is safe as one MQTT topic level (no '/', '+', '#')."""
 
 Timestamp = Annotated[float, Field(ge=0.0, le=1.0e10, allow_inf_nan=False)]

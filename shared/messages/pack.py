@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.bounds import list_item_bytes, max_encoded_bytes
 from shared.config.limits import CELLS_IN_SERIES_MAX as MAX_CELLS_IN_SERIES
 from shared.messages.envelope import Message
 from shared.messages.slave import (
@@ -26,7 +27,7 @@ PackAmps = Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
 CellVolts = Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]
 NonNegAmps = Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)]
 ModuleIndex = Annotated[int, Field(ge=0, lt=MAX_MODULES)]
-Code = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+Code = Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]{1,64}$")]
 
 
 class CellLocation(BaseModel):
@@ -81,10 +82,12 @@ class PackState(Message):
     temp_min_at: CellLocation | None = None
     temp_max_at: CellLocation | None = None
     limits: Limits
-    faults: list[Code] = Field(default_factory=list, max_length=64)
-    alarms: list[Code] = Field(default_factory=list, max_length=64)
-    warnings: list[Code] = Field(default_factory=list, max_length=64)
-    stale_modules: list[ModuleIndex] = Field(default_factory=list, max_length=MAX_MODULES)
+    faults: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
+    alarms: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
+    warnings: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
+    stale_modules: list[ModuleIndex] = Field(
+        default_factory=list, max_length=MAX_MODULES, fail_fast=True
+    )
     energy_in_wh: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     """Energy charged since commissioning (sum over cells); None until the estimator runs."""
     energy_out_wh: float | None = Field(None, ge=0.0, allow_inf_nan=False)
@@ -117,11 +120,11 @@ class ModuleCells(BaseModel):
     module: ModuleIndex
     fresh: bool
     """Telemetry within the module timeout."""
-    cell_v: list[CellVolts | None] = Field(max_length=MAX_CELLS_PER_MODULE)
-    cell_flags: list[ChannelFlags] = Field(max_length=MAX_CELLS_PER_MODULE)
-    balancing: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE)
-    temp_c: list[CelsiusReading | None] = Field(max_length=MAX_TEMPS_PER_MODULE)
-    temp_flags: list[ChannelFlags] = Field(max_length=MAX_TEMPS_PER_MODULE)
+    cell_v: list[CellVolts | None] = Field(max_length=MAX_CELLS_PER_MODULE, fail_fast=True)
+    cell_flags: list[ChannelFlags] = Field(max_length=MAX_CELLS_PER_MODULE, fail_fast=True)
+    balancing: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE, fail_fast=True)
+    temp_c: list[CelsiusReading | None] = Field(max_length=MAX_TEMPS_PER_MODULE, fail_fast=True)
+    temp_flags: list[ChannelFlags] = Field(max_length=MAX_TEMPS_PER_MODULE, fail_fast=True)
 
     @model_validator(mode="after")
     def _one_entry_per_channel(self) -> ModuleCells:
@@ -170,7 +173,7 @@ class CellSnapshot(Message):
     """Every cell voltage and temperature of the system, module by module, each channel in
     its own place. Read it through `cells()` and `temperatures()`."""
 
-    modules: list[ModuleCells] = Field(max_length=MAX_MODULES)
+    modules: list[ModuleCells] = Field(max_length=MAX_MODULES, fail_fast=True)
 
     @model_validator(mode="after")
     def _in_module_order(self) -> CellSnapshot:
@@ -197,6 +200,16 @@ class CellSnapshot(Message):
             for i, (t, f) in enumerate(zip(m.temp_c, m.temp_flags, strict=True)):
                 yield TempPoint(k, m.module, i, t, f)
                 k += 1
+
+    @classmethod
+    def max_encoded_bytes(cls) -> int:
+        """The largest snapshot: every module with every temperature sensor, but at most
+        `MAX_CELLS_IN_SERIES` cells in all (the per-list bounds alone would allow 196 x 196)."""
+        per_cell = sum(
+            list_item_bytes(ModuleCells, f) for f in ("cell_v", "cell_flags", "balancing")
+        )
+        surplus = MAX_MODULES * MAX_CELLS_PER_MODULE - MAX_CELLS_IN_SERIES
+        return max_encoded_bytes(cls) - surplus * per_cell
 
     @property
     def cell_count(self) -> int:

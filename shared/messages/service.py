@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from shared.messages.envelope import Message, Timestamp
+
+COUNTERS_MAX = 256
+COUNTER_NAME_MAX = 128
 
 
 class ServiceStatus(Message):
@@ -17,5 +20,7 @@ class ServiceStatus(Message):
     host: str = Field("", max_length=128)
     pid: int = Field(0, ge=0)
     started_ts: Timestamp = 0.0
-    counters: dict[str, int] = Field(default_factory=dict, max_length=256)
+    counters: dict[Annotated[str, StringConstraints(max_length=COUNTER_NAME_MAX)], int] = Field(
+        default_factory=dict, max_length=COUNTERS_MAX
+    )
     """Health counters of the instance (refused payloads, dropped messages, overruns, ...)."""

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from shared.messages.envelope import Message, Timestamp
-from shared.messages.slave import MAX_CELLS_PER_MODULE, ModuleIndex
+from shared.messages.slave import MAX_CELLS_PER_MODULE, MAX_TEMPS_PER_MODULE, ModuleIndex
 
 FaultKind = Literal[
     "cell_drift",
@@ -91,7 +91,13 @@ class GroundTruth(Message):
 
     module: ModuleIndex
     sample_ts: Timestamp
-    soc_pct: list[Annotated[float, Field(ge=-5.0, le=105.0, allow_inf_nan=False)]]
-    cell_v: list[Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]]
-    temp_c: list[Annotated[float, Field(ge=-60.0, le=200.0, allow_inf_nan=False)]]
+    soc_pct: list[Annotated[float, Field(ge=-5.0, le=105.0, allow_inf_nan=False)]] = Field(
+        max_length=MAX_CELLS_PER_MODULE, fail_fast=True
+    )
+    cell_v: list[Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]] = Field(
+        max_length=MAX_CELLS_PER_MODULE, fail_fast=True
+    )
+    temp_c: list[Annotated[float, Field(ge=-60.0, le=200.0, allow_inf_nan=False)]] = Field(
+        max_length=MAX_TEMPS_PER_MODULE, fail_fast=True
+    )
     current_a: Finite

@@ -7,11 +7,13 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
+from shared.config.limits import CELLS_PER_MODULE_MAX, MODULES_MAX, TEMP_SENSORS_PER_MODULE_MAX
 from shared.messages.envelope import Message, Timestamp, TopicLevel
 
-MAX_CELLS_PER_MODULE = 196
-MAX_TEMPS_PER_MODULE = 64
-MAX_MODULES = 196
+# Every list of a slave payload is bounded by the hardware (shared/config/limits.py).
+MAX_CELLS_PER_MODULE = CELLS_PER_MODULE_MAX
+MAX_TEMPS_PER_MODULE = TEMP_SENSORS_PER_MODULE_MAX
+MAX_MODULES = MODULES_MAX
 
 CellMillivolts = Annotated[int, Field(ge=0, le=6000)]
 """A measured cell voltage in mV; readings outside 1000–4950 mV carry OUT_OF_RANGE."""
@@ -43,11 +45,13 @@ class CellTelemetry(Message):
     module: ModuleIndex
     mode: SlaveMode
     sample_ts: Timestamp
-    cell_mv: list[CellMillivolts] = Field(min_length=1, max_length=MAX_CELLS_PER_MODULE)
-    cell_flags: list[ChannelFlags]
-    balancing: list[bool]
-    temp_c: list[CelsiusReading] = Field(max_length=MAX_TEMPS_PER_MODULE)
-    temp_flags: list[ChannelFlags]
+    cell_mv: list[CellMillivolts] = Field(
+        min_length=1, max_length=MAX_CELLS_PER_MODULE, fail_fast=True
+    )
+    cell_flags: list[ChannelFlags] = Field(max_length=MAX_CELLS_PER_MODULE, fail_fast=True)
+    balancing: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE, fail_fast=True)
+    temp_c: list[CelsiusReading] = Field(max_length=MAX_TEMPS_PER_MODULE, fail_fast=True)
+    temp_flags: list[ChannelFlags] = Field(max_length=MAX_TEMPS_PER_MODULE, fail_fast=True)
     overruns: int = Field(0, ge=0)
     """Samples that missed their slot since the agent started."""
     boot_id: str | None = Field(None, pattern=r"^[0-9a-f]{8,32}$")
@@ -90,8 +94,10 @@ class BalanceCommand(Message):
 
     module: ModuleIndex
     expires_at: Timestamp
-    discharge: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE)
-    charge: list[bool] = Field(default_factory=list, max_length=MAX_CELLS_PER_MODULE)
+    discharge: list[bool] = Field(max_length=MAX_CELLS_PER_MODULE, fail_fast=True)
+    charge: list[bool] = Field(
+        default_factory=list, max_length=MAX_CELLS_PER_MODULE, fail_fast=True
+    )
     reason: str = Field("", max_length=200)
 
     @model_validator(mode="after")
