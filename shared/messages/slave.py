@@ -54,7 +54,7 @@ class CellTelemetry(Message):
     temp_flags: list[ChannelFlags] = Field(max_length=MAX_TEMPS_PER_MODULE, fail_fast=True)
     overruns: int = Field(0, ge=0)
     """Samples that missed their slot since the agent started."""
-    boot_id: str | None = Field(None, pattern=r"^[0-9a-f]{8,32}$")
+    boot_id: str | None = Field(None, min_length=8, max_length=32, pattern=r"^[0-9a-f]+$")
     """Random per start of the agent: with the envelope's `seq` (per module, counted by the
     agent) it orders the samples, so the master refuses replays. None: a publisher that does
     not say (then only the sample's age is checked)."""
