@@ -83,6 +83,15 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "A controller heartbeat is present (first, or again after a loss)."),
     EventCode("controller_heartbeat_lost", MASTER, ("raise",), ("warning",),
               "No controller heartbeat within the timeout: limits fall back to 0 A."),
+    EventCode("broker_connection_lost", MASTER, ("raise", "clear"), ("warning",),
+              "The master's own broker connection dropped (no telemetry can arrive), and its "
+              "return with the outage's length: named as the cause of a communication loss."),
+    EventCode("communication_loss_recovered", MASTER, ("info",), ("warning",),
+              "comm_loss.recovery auto: every module is back and no other fault holds, so the "
+              "communication_loss latch was cleared without an operator (n of the hour's limit)."),
+    EventCode("communication_loss_recovery_exhausted", MASTER, ("info",), ("warning",),
+              "The hour's automatic recoveries are used up: communication_loss stays latched "
+              "until an operator resets it."),
     EventCode("inverter_keepalive_lost", CAN, ("raise", "clear"), ("warning",),
               "No inverter keep-alive (0x305/0x307) within the timeout, and its return."),
     EventCode("can_link_down", CAN, ("raise", "clear"), ("warning",),

@@ -333,13 +333,20 @@ class Protection:
         """The current state without evaluating (e.g. after `restore` or `reset`)."""
         return self._result(())
 
-    def reset(self, now_s: float, *, service_override: bool = False) -> ResetResult:
-        """Clear latched faults whose condition has released; report the others and why."""
+    def reset(
+        self,
+        now_s: float,
+        *,
+        service_override: bool = False,
+        codes: frozenset[str] | None = None,
+    ) -> ResetResult:
+        """Clear latched faults whose condition has released; report the others and why.
+        `codes`: only these (an automatic recovery clears its own code, nothing else)."""
         cleared: list[Transition] = []
         still: dict[str, str] = {}
         for q in self._quantities:
             m = q.levels.get("fault")
-            if m is None or not m.active:
+            if m is None or not m.active or (codes is not None and q.code not in codes):
                 continue
             if reset_need(q.code) == "service" and not service_override:
                 still[q.code] = "needs a service reset (admin, with a reason): cells may be damaged"

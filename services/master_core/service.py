@@ -349,7 +349,11 @@ class MasterCore:
         rt.estimator.update(snap, (current or 0.0) if closed else 0.0, dt, now)
         out = sup.step(
             SupervisorInputs(
-                snapshot=snap, modules=modules, reading=reading, soc_pct=rt.estimator.pack_soc_pct
+                snapshot=snap,
+                modules=modules,
+                reading=reading,
+                soc_pct=rt.estimator.pack_soc_pct,
+                broker_connected=self.bus.connected,
             ),
             now,
         )

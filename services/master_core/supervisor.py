@@ -14,7 +14,8 @@ What is decided here, and nowhere else:
 * auto-close: at start-up once every module reported, back in working mode, and after the
   reset of a trip; never after an operator's open, which holds until a close command;
 * resets: a protection reset, then the contactor state machine's own reset once the fault is
-  released and the contacts read open;
+  released and the contacts read open; the automatic recovery from a communication loss
+  (`comm_recovery`), limited per hour;
 * heartbeat loss of the controller: limits fall back to 0 A;
 * the start-up and mode-switch graces (`comm_supervision`).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from services.master_core.comm_recovery import BrokerOutages, CommLossRecovery
 from services.master_core.comm_supervision import (
     CommSupervision,
     CommSupervisionConfig,
@@ -85,6 +87,8 @@ class SupervisorInputs:
     reading: HardwareReading
     """Raw, as the hardware gave it (the calibration is applied here)."""
     soc_pct: float | None
+    broker_connected: bool = True
+    """The master's own broker connection (a loss it explains is named as the cause)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,10 @@ class Supervisor:
         is held until protection has latched it (after its trip the contact may agree again,
         and a trip must never stay without its code)."""
         self._events: list[SupervisorEvent] = []
+        self.recovery = CommLossRecovery(policy="auto", per_hour=3)
+        """Outlives configurations: the hour's recoveries count across them."""
+        self.broker = BrokerOutages()
+        self._comm_loss_since_s: float | None = None
 
     # --- configuration -------------------------------------------------------------------------
     @staticmethod
@@ -208,6 +216,8 @@ class Supervisor:
         ):
             new.contactors = old.contactors
         same_modules = self.comm.configure(CommSupervisionConfig.from_system(new.config), now_s)
+        self.recovery.policy = new.config.comm_loss.recovery
+        self.recovery.per_hour = new.config.comm_loss.auto_recoveries_per_hour
         self.d = new
         was_closing = old is not None and (
             self._auto_close or old.contactors.state in ("precharge", "closed")
@@ -300,6 +310,10 @@ class Supervisor:
         for t in result.transitions:
             self._events.append(transition_event(t, checks))
         latches_changed = any(t.level == "fault" for t in result.transitions)
+        self._note_broker(inputs.broker_connected, now_s)
+        if any(t.code == "communication_loss" and t.kind == "raise" and t.level == "fault"
+               for t in result.transitions):  # fmt: skip
+            self._comm_loss_since_s = now_s
         if "contactor_feedback_mismatch" in result.faults:
             self._mismatch_seen = False
 
@@ -345,6 +359,9 @@ class Supervisor:
         ):
             self._auto_close = not self.close(now_s, "start-up").ok
 
+        # after the contactor logic: a recovery takes effect from the next step
+        latches_changed = self._recover_comm_loss(result, inputs, now_s) or latches_changed
+
         hb_lost = self.heartbeat_lost(now_s)
         if hb_lost != self._hb_lost_reported:
             self._hb_lost_reported = hb_lost
@@ -376,6 +393,56 @@ class Supervisor:
             latches_changed=latches_changed,
             events=self.drain_events(),
         )
+
+    def _note_broker(self, connected: bool, now_s: float) -> None:
+        edge = self.broker.update(connected, now_s)
+        if edge == "lost":
+            self._emit(
+                "warning",
+                "raise",
+                "broker_connection_lost",
+                "the master lost its broker connection: no module telemetry can arrive",
+            )
+        elif edge == "back" and self.broker.last_outage is not None:
+            start, end = self.broker.last_outage
+            self._emit("warning", "clear", "broker_connection_lost",
+                       f"broker connection back after {end - start:.1f} s",
+                       down_s=round(end - start, 3))  # fmt: skip
+
+    def _recover_comm_loss(
+        self, result: ProtectionResult, inputs: SupervisorInputs, now_s: float
+    ) -> bool:
+        """`comm_recovery`: clear a latched communication loss once every module is back; True
+        when a latch was cleared."""
+        assert self.d is not None
+        verdict = self.recovery.decide(
+            now_s,
+            latched_faults=result.faults,
+            every_module_fresh=inputs.snapshot.complete and not inputs.modules.stale_modules,
+        )
+        cause = self.broker.cause(self._comm_loss_since_s)
+        limit = self.recovery.per_hour
+        if verdict == "exhausted":
+            self._emit("warning", "info", "communication_loss_recovery_exhausted",
+                       f"communication restored ({cause}), but {limit} automatic recoveries in "
+                       "the last hour: the fault stays latched until an operator resets it",
+                       limit=limit)  # fmt: skip
+            return False
+        if verdict != "recover":
+            return False
+        reset = self.d.protection.reset(now_s, codes=frozenset({"communication_loss"}))
+        if not reset.cleared:
+            return False
+        used = self.recovery.recovered(now_s)
+        self._events.extend(transition_event(t) for t in reset.cleared)
+        self._emit("warning", "info", "communication_loss_recovered",
+                   f"communication restored ({cause}): latch cleared automatically, recovery "
+                   f"{used} of {limit} allowed per hour", recoveries=used, limit=limit)  # fmt: skip
+        self._comm_loss_since_s = None
+        self._contactor_reset = self.d.contactors.state == "fault"
+        if self.mode == "working" and not self._held_open:
+            self._auto_close = self.auto_close_enabled
+        return True
 
     def _facts(self, inputs: SupervisorInputs, current_a: float | None) -> PlausibilityFacts:
         """The plausibility checks' raw facts; the coils as written after the last cycle."""

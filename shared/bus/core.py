@@ -132,6 +132,11 @@ class BusCore:
         named = sorted((k, v) for k, v in self.counters.items() if len(k) <= COUNTER_NAME_MAX)
         return dict(named[:COUNTERS_MAX])
 
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker now (adapters override)."""
+        return True
+
     def publish_status(self) -> None:
         """Re-publish the retained online status with the current counters (health)."""
         topic, payload = self.status_payload("online")

@@ -229,6 +229,8 @@ FIELD_USES: tuple[FieldUse, ...] = (
              "hardware=devices: none = no monitor installed"),
     FieldUse("insulation_monitor.can.*", (_r(MASTER, _DEV),),
              "hardware=devices: a new value reopens the monitor's CAN bus"),
+    FieldUse("comm_loss.recovery", (_r(MASTER, _MC + "supervisor.py"),)),
+    FieldUse("comm_loss.auto_recoveries_per_hour", (_r(MASTER, _MC + "supervisor.py"),)),
     FieldUse("comm_loss.max_sample_age_s", (_r(MASTER, _MC + "service.py"),),
              "applies to the next sample"),
     FieldUse("comm_loss.*", (_r(MASTER, _PROT, "live", "comm_loss", "ride_through_s"),)),

@@ -197,6 +197,11 @@ class CommLossPolicy(ConfigModel):
     action: Literal["open_immediately", "ride_through"] = "open_immediately"
     ride_through_s: float = 0.0
     """ride_through: keep the contactors closed this long, with charge and discharge stopped."""
+    recovery: Literal["auto", "latch"] = "auto"
+    """auto: once every module is fresh again and no other fault holds, the latch clears and
+    the contactors may close by themselves; latch: an operator must reset it."""
+    auto_recoveries_per_hour: int = Field(3, ge=1, le=20)
+    """auto: at most this many recoveries in any hour; beyond, the loss latches."""
     max_sample_age_s: float = Field(5.0, ge=0.5, le=60.0)
     """A module sample whose time stamp is further than this from the master's clock (either
     way) is refused, as is a replayed one: the module goes stale. Slave and master clocks must

@@ -62,6 +62,7 @@ class Rig:
     current_a: float = 0.0
     """What flows while both main contacts are closed (a welded contact conducts too)."""
     sensor_offset_a: float = 0.0
+    broker_connected: bool = True
     over_since: float | None = None
     """When the cells went above the overvoltage fault threshold (None: not above)."""
 
@@ -86,7 +87,7 @@ class Rig:
         )
         inputs = SupervisorInputs(
             snapshot=snapshot(self.cell_v, self.temp_c, modules.stale_modules),
-            modules=modules, reading=reading, soc_pct=50.0,
+            modules=modules, reading=reading, soc_pct=50.0, broker_connected=self.broker_connected,
         )  # fmt: skip
         out = self.sup.step(inputs, self.now)
         if not self.io_dead:
