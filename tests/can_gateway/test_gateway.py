@@ -19,7 +19,7 @@ from services.can_gateway.service import CanGateway
 from shared.bus.memory import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig, demo_config
 from shared.messages import ConfigAck, ConfigMessage, PackState
-from shared.topics import CONFIG, CONFIG_ACK, PACK_STATE
+from shared.topics import CONFIG, CONFIG_ACK, PACK_STATE, SERVICE_STATUS
 from tests.factories import pack_state
 
 
@@ -222,5 +222,32 @@ def test_the_same_configuration_again_keeps_the_cyclic_frames_running() -> None:
         task: Any = rig.gateway.tasks[0x370]  # python-can keeps the data it sends
         names = load_dbc("victron_0x35x").decode_message(0x370, task.messages[0].data)
         assert names["Char0"] == ord("b")  # the new name goes out in the running task
+    finally:
+        rig.close()
+
+
+def test_the_status_with_its_counters_is_republished_while_running() -> None:
+    """Found from outside: the gateway never republished its status, so its counters showed
+    only after a reconnect."""
+    clock = [0.0]
+    rig = Rig(demo_config("st"), monotonic=lambda: clock[0])
+    seen: list[dict[str, int]] = []
+    rig.master.subscribe(SERVICE_STATUS, lambda d: seen.append(dict(d.message.counters)),
+                         service="can_gateway")  # fmt: skip
+    rig.master.process(0.0)
+    seen.clear()
+    rig.gateway.bus.counters["can_frames_refused"] += 7
+    ticks = iter(range(100))
+
+    def should_stop() -> bool:
+        clock[0] += 0.5  # 50 iterations: 25 s of gateway time
+        rig.master.process(0.0)
+        return next(ticks) >= 50
+
+    rig.gateway.run(should_stop, period_s=0.0)
+    rig.master.process(0.0)
+    try:
+        assert len(seen) == 2, seen  # at 10 s and 20 s
+        assert all(s.get("can_frames_refused") == 7 for s in seen)
     finally:
         rig.close()
