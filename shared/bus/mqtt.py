@@ -165,6 +165,7 @@ class MqttBus(BusCore):
             )
             return
         self.counters["connects"] += 1
+        _no_delay(client.socket())
         with self._lock:
             # set under the lock: a concurrent subscribe() is either in this snapshot or sees
             # the connection up and subscribes itself
@@ -220,3 +221,11 @@ class MqttBus(BusCore):
             up = self.connected
         if up:
             self._client.subscribe(topic_filter, qos)
+
+
+def _no_delay(sock: object) -> None:
+    """TCP_NODELAY: a telemetry or trip message goes out at once, not held by Nagle's
+    algorithm for the previous one's acknowledgement (tens of ms of added latency)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

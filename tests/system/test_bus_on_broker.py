@@ -336,3 +336,14 @@ def test_resent_command_bytes_run_once_and_get_the_first_reply(
     finally:
         spy.loop_stop()
         spy.disconnect()
+
+
+def test_the_bus_socket_sends_without_nagle_delay(
+    mosquitto: MosquittoBroker, system_id: str, buses: Any
+) -> None:
+    import socket
+
+    bus = buses(mosquitto.url, system_id, "nodelay")
+    sock = bus._client.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
