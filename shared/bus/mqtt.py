@@ -39,7 +39,8 @@ def ping_interval_s(keepalive_s: int) -> int:
     after the cut, two for a cut just after a ping. With the configured keepalive as the
     interval that took up to 2 x keepalive (12-19 s seen for 10 s); with half of it, at most
     keepalive + 1 s. The broker drops a client silent for 1.5 intervals (MQTT 5 section
-    3.1.2.10), so it also fires the last will sooner. A ping is 2 bytes each way per interval.
+    3.1.2.10; mosquitto 2.0 checks only every few seconds), so the will is not later than it
+    was. A ping is 2 bytes each way per interval.
     """
     return keepalive_s if keepalive_s <= 0 else max(1, keepalive_s // 2)
 
