@@ -47,7 +47,13 @@ class ServiceSettings(BaseSettings):
     mqtt_ca_file: str | None = Field(None, description="CA certificate for mqtts://")
     mqtt_cert_file: str | None = Field(None, description="client certificate for mqtts://")
     mqtt_key_file: str | None = Field(None, description="client key for mqtts://")
-    mqtt_keepalive_s: int = Field(10, ge=2, le=600, description="MQTT keepalive")
+    mqtt_keepalive_s: int = Field(
+        10,
+        ge=2,
+        le=600,
+        description="MQTT keepalive: a dead connection is noticed within 1.5x this (the bus "
+        "pings the broker every half of it)",
+    )
     mqtt_client_id: str | None = Field(None, description="client id (default: unique per process)")
     system: str = Field("demo", description="system id: one string of up to 196 series cells")
     instance: str | None = Field(None, description="instance name (default: the service name)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -62,6 +63,15 @@ def settle_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> None:
         log.warning("no configuration yet: open the wizard to configure system %r", ctx.system)
 
 
+def note_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT only set `stop`. uvicorn takes both over while it serves and, once
+    it has shut down, raises them again against the handlers it found: with the default ones
+    that re-raise killed the process (exit -15) before the bus said offline and disconnected,
+    leaving the broker to fire the last will. With these, `run` cleans up and returns 0."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
 def run(settings: ConfigUiSettings) -> int:
     configure_logging(settings.log_level)
     data_dir = Path(settings.data_dir)
@@ -81,11 +91,14 @@ def run(settings: ConfigUiSettings) -> int:
         settings=settings, store=store, users=users, live=live, bridge=bridge, history=history
     )
     stop = threading.Event()
+    note_stop_signals(stop)
     bus.start()
     bridge.start()
     threading.Thread(target=settle_config, args=(ctx, bus, stop), daemon=True).start()
     print(f"UI at http://{settings.ui_host}:{settings.ui_port}/ (system {settings.system})")
     try:
+        if stop.is_set():  # stopped while starting: uvicorn would not know
+            return 0
         uvicorn.run(
             create_app(ctx),
             host=settings.ui_host,

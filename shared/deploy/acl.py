@@ -8,18 +8,26 @@ publishes its presence and configuration acknowledgement under its own name only
 name is the instance name), and a rack (`slave_agent-rack<r>`) only the topics of its own
 modules, so a rack cannot speak for another's cells. Third parties only read.
 
+Every entry names the deployed system (`bms/v1/<system>/...`, never `+`): the users of a
+broker act for that one system and can neither publish nor read another system's topics.
+mosquitto's `pattern` substitution (`%u`, `%c`) is not used: it must fill a whole topic level
+and applies to every user alike, while the system level is fixed per deployment and not part
+of any user or client name, and the third party must write nothing at all.
+
 The rack users depend on the layout (racks x modules per rack), so the ACL is not a file of
 the repository: the credentials step writes the deployed layout's at every start, and
-`python -m shared.deploy.acl --racks N --modules-per-rack n` prints it.
+`python -m shared.deploy.acl --system S --racks N --modules-per-rack n` prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
+from shared.config import SYSTEM_ID_RE
 from shared.racks import rack_instance, rack_module_range
 from shared.topics import (
     ANY,
@@ -65,6 +73,8 @@ class RackLayout:
 
 
 DEFAULT_LAYOUT = RackLayout()
+DEFAULT_SYSTEM = "demo"
+"""The system a deployment serves unless BMS_SYSTEM says otherwise (as the services)."""
 
 
 def users(layout: RackLayout = DEFAULT_LAYOUT) -> tuple[str, ...]:
@@ -96,18 +106,24 @@ class Grant:
         return "readwrite" if self.read and self.write else "read" if self.read else "write"
 
 
-def pattern(spec: TopicSpec[Any]) -> str:
-    """The topic filter of a spec across every system: `bms/v1/+/slave/+/telemetry`."""
-    return spec.filter("+")
+def pattern(spec: TopicSpec[Any], system: str) -> str:
+    """The topic filter of a spec in one system: `bms/v1/demo/slave/+/telemetry`."""
+    return spec.filter(system)
 
 
 def _has(roles: tuple[str, ...], role: str) -> bool:
     return role in roles or (ANY in roles and role in SERVICE_ROLES)
 
 
-def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
-    """What `user` may read and write: its role's grants, narrowed to its own name on
-    per-service topics and, for a rack, to its own modules on per-module topics."""
+def grants(
+    user: str, layout: RackLayout = DEFAULT_LAYOUT, system: str = DEFAULT_SYSTEM
+) -> list[Grant]:
+    """What `user` may read and write in `system`: its role's grants, narrowed to its own
+    name on per-service topics and, for a rack, to its own modules on per-module topics."""
+    if not SYSTEM_ID_RE.fullmatch(system):  # `+` or `#` would admit every system again
+        raise ValueError(
+            f"system id {system!r} must be 1-32 lower-case letters, digits, '-' or '_'"
+        )
     role = role_of(user)
     modules = layout.modules(int(user.rsplit("rack", 1)[1])) if role == SLAVE else None
     out: list[Grant] = []
@@ -119,28 +135,34 @@ def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
         if write and spec.name in NARROWED_WRITES:
             param, writers = NARROWED_WRITES[spec.name]
             if read:
-                out.append(Grant(pattern(spec), True, False))
+                out.append(Grant(pattern(spec, system), True, False))
             out += [
-                Grant(spec.filter("+", **{param: value}), False, True)
+                Grant(spec.filter(system, **{param: value}), False, True)
                 for value, roles in writers.items()
                 if _has(roles, role)
             ]
         elif write and "service" in spec.params:
             if read:
-                out.append(Grant(pattern(spec), True, False))
-            out.append(Grant(spec.filter("+", service=user), False, True))
+                out.append(Grant(pattern(spec, system), True, False))
+            out.append(Grant(spec.filter(system, service=user), False, True))
         elif modules is not None and "module" in spec.params:
-            out += [Grant(spec.filter("+", module=m), read, write) for m in modules]
+            out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
         else:
-            out.append(Grant(pattern(spec), read, write))
+            out.append(Grant(pattern(spec, system), read, write))
     return out
 
 
-def may(user: str, access: str, topic: str, layout: RackLayout = DEFAULT_LAYOUT) -> bool:
-    """Whether the ACL lets `user` read or write `topic` (MQTT filter matching)."""
+def may(
+    user: str,
+    access: str,
+    topic: str,
+    layout: RackLayout = DEFAULT_LAYOUT,
+    system: str = DEFAULT_SYSTEM,
+) -> bool:
+    """Whether the ACL of `system` lets `user` read or write `topic` (MQTT filter matching)."""
     return any(
         (g.read if access == "read" else g.write) and _matches(g.pattern, topic)
-        for g in grants(user, layout)
+        for g in grants(user, layout, system)
     )
 
 
@@ -149,30 +171,37 @@ def _matches(pattern: str, topic: str) -> bool:
     return len(p) == len(t) and all(a in ("+", b) for a, b in zip(p, t, strict=True))
 
 
-def render(layout: RackLayout = DEFAULT_LAYOUT) -> str:
+def render(layout: RackLayout = DEFAULT_LAYOUT, system: str = DEFAULT_SYSTEM) -> str:
     lines = [
         "# Broker access control: one user per service and per rack. Generated from",
         "# shared/topics.py by `python -m shared.deploy.acl`; do not edit.",
-        f"# Layout: {layout.racks} racks of {layout.modules_per_rack} modules.",
-        f"# Every topic is under {ROOT}/<system>/; '+' in the system level admits every system.",
+        f"# System {system}, {layout.racks} racks of {layout.modules_per_rack} modules.",
+        f"# Every entry is under {ROOT}/{system}/: no user may touch another system's topics.",
     ]
     for user in users(layout):
         lines += ["", f"user {user}"]
-        lines += [f"topic {g.access} {g.pattern}" for g in grants(user, layout)]
+        lines += [f"topic {g.access} {g.pattern}" for g in grants(user, layout, system)]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.deploy.acl", description=__doc__)
+    parser.add_argument("--system", default=env_system(), help="the system id (BMS_SYSTEM)")
     parser.add_argument("--racks", type=int, default=DEFAULT_LAYOUT.racks)
     parser.add_argument("--modules-per-rack", type=int, default=DEFAULT_LAYOUT.modules_per_rack)
     args = parser.parse_args(argv)
     try:
         layout = RackLayout(args.racks, args.modules_per_rack)
+        text = render(layout, args.system)
     except ValueError as exc:
         parser.error(str(exc))
-    sys.stdout.write(render(layout))
+    sys.stdout.write(text)
     return 0
+
+
+def env_system() -> str:
+    """The system of the deployment: BMS_SYSTEM, as every service reads it."""
+    return os.environ.get("BMS_SYSTEM") or DEFAULT_SYSTEM
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 `init STORE` makes one random password per broker user (`STORE/<user>/password`) when it is
 missing, the web UI's first admin password (`STORE/config_ui/admin_password`), and writes the
 broker's password file (`STORE/broker/passwd`, mosquitto's PBKDF2-SHA512 format) and its ACL
-(`STORE/broker/acl`) for the rack layout (`--racks`, `--modules-per-rack`, or BMS_RACKS and
-BMS_MODULES_PER_RACK). It runs again at every start: existing secrets are kept, the password
-file and ACL are rewritten, so a rack or user added later gets a secret without touching the
-others. Service secrets belong to the services' user (`--uid`), the rest to root only.
+(`STORE/broker/acl`) for the deployed system (`--system` or BMS_SYSTEM) and rack layout
+(`--racks`, `--modules-per-rack`, or BMS_RACKS and BMS_MODULES_PER_RACK). It runs again at
+every start: existing secrets are kept, the password file and ACL are rewritten, so a rack or
+user added later gets a secret without touching the others. Service secrets belong to the
+services' user (`--uid`), the rest to root only.
 
 `show NAME` prints a user's password (`ui_admin`: the UI admin's); `k8s` prints Kubernetes
 Secrets with fresh passwords for `kubectl create -f -`.
@@ -23,7 +24,16 @@ import secrets
 import sys
 from pathlib import Path
 
-from shared.deploy.acl import DEFAULT_LAYOUT, SERVICE_ROLES, RackLayout, render, role_of, users
+from shared.deploy.acl import (
+    DEFAULT_LAYOUT,
+    DEFAULT_SYSTEM,
+    SERVICE_ROLES,
+    RackLayout,
+    env_system,
+    render,
+    role_of,
+    users,
+)
 from shared.topics import UI
 
 SERVICE_UID = 10001
@@ -72,10 +82,14 @@ def _ensure(path: Path, uid: int | None) -> tuple[str, bool]:
 
 
 def init(
-    store: Path, uid: int | None = SERVICE_UID, layout: RackLayout = DEFAULT_LAYOUT
+    store: Path,
+    uid: int | None = SERVICE_UID,
+    layout: RackLayout = DEFAULT_LAYOUT,
+    system: str = DEFAULT_SYSTEM,
 ) -> list[str]:
     """Make what is missing under `store`; returns the names of the new secrets. Service
     secrets go to `uid` when running as root (None: leave ownership alone)."""
+    acl = render(layout, system)  # refuses a bad system id before anything is written
     made: list[str] = []
     passwords: dict[str, str] = {}
     for user in users(layout):
@@ -89,7 +103,7 @@ def init(
     if new:
         made.append(UI_ADMIN)
     _write(store / "broker" / "passwd", password_file(passwords), None, 0o600)
-    _write(store / "broker" / "acl", render(layout), None, 0o600)
+    _write(store / "broker" / "acl", acl, None, 0o600)
     return made
 
 
@@ -107,7 +121,9 @@ RACKS_SECRET = "bms-mqtt-racks"
 """One Secret for every rack: a key per rack user, the pod picks its own by its ordinal."""
 
 
-def k8s_secrets(namespace: str, layout: RackLayout = DEFAULT_LAYOUT) -> str:
+def k8s_secrets(
+    namespace: str, layout: RackLayout = DEFAULT_LAYOUT, system: str = DEFAULT_SYSTEM
+) -> str:
     """Secrets for the Kubernetes manifests in deploy/k8s, as a JSON list (valid YAML)."""
     passwords = {user: new_secret() for user in users(layout)}
 
@@ -127,7 +143,7 @@ def k8s_secrets(namespace: str, layout: RackLayout = DEFAULT_LAYOUT) -> str:
         if u not in racks
     ]
     items.append(secret(RACKS_SECRET, racks))
-    broker = {"passwd": password_file(passwords), "acl": render(layout)}
+    broker = {"passwd": password_file(passwords), "acl": render(layout, system)}
     items.append(secret("bms-broker-passwd", broker))
     items.append(secret("bms-ui-admin", {UI_ADMIN_FILE: new_secret()}))
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2)
@@ -144,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("store", type=Path, nargs="?", default=Path("/credentials"))
     p_init.add_argument("--uid", type=int, default=SERVICE_UID, help="owner of service secrets")
     for p in (p_init, p_k8s := sub.add_parser("k8s", help="print Kubernetes Secrets")):
+        p.add_argument("--system", default=env_system(), help="the system id (BMS_SYSTEM)")
         p.add_argument("--racks", type=int, default=_env_int("BMS_RACKS", DEFAULT_LAYOUT.racks))
         p.add_argument(
             "--modules-per-rack",
@@ -160,13 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         layout = RackLayout(args.racks, args.modules_per_rack)
+        render(layout, args.system)
     except ValueError as exc:
         parser.error(str(exc))
     if args.cmd == "init":
-        made = init(args.store, args.uid, layout)
+        made = init(args.store, args.uid, layout, args.system)
         print(f"credentials in {args.store}: " + (f"made {', '.join(made)}" if made else "kept"))
     else:
-        print(k8s_secrets(args.namespace, layout))
+        print(k8s_secrets(args.namespace, layout, args.system))
     return 0
 
 

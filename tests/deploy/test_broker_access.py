@@ -76,9 +76,9 @@ class Client:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     store = tmp_path_factory.mktemp("credentials")
-    credentials.init(store, uid=None)
+    credentials.init(store, uid=None, system=SYSTEM)
     acl_file = store / "acl"
-    acl_file.write_text(acl.render())
+    acl_file.write_text(acl.render(system=SYSTEM))
     port = free_port()
     extra = (
         f"listener {port} 127.0.0.1\nallow_anonymous false\n"
@@ -121,7 +121,7 @@ def test_each_user_publishes_exactly_what_the_acl_grants(broker: tuple[int, Path
                 )
                 for topic in sorted(topics):
                     code = client.publish(topic)
-                    allowed = acl.may(user, "write", topic)
+                    allowed = acl.may(user, "write", topic, system=SYSTEM)
                     assert (code != NOT_AUTHORIZED) == allowed, (user, topic, hex(code))
         finally:
             client.close()
@@ -138,13 +138,17 @@ def test_each_user_reads_exactly_what_the_acl_grants(broker: tuple[int, Path]) -
         for spec in TOPICS:
             for command in COMMAND_SENDERS if "command" in spec.params else ["set_mode"]:
                 writer = next(
-                    u for u in acl.users() if acl.may(u, "write", concrete(spec, 1, u, command))
+                    u
+                    for u in acl.users()
+                    if acl.may(u, "write", concrete(spec, 1, u, command), system=SYSTEM)
                 )
                 published.append(concrete(spec, 1, writer, command))
                 assert readers[writer].publish(published[-1]) < ACCEPTED_BELOW
         time.sleep(0.5)
         for user, client in readers.items():
-            assert client.received == {t for t in published if acl.may(user, "read", t)}, user
+            assert client.received == {
+                t for t in published if acl.may(user, "read", t, system=SYSTEM)
+            }, user
     finally:
         for client in readers.values():
             client.close()
@@ -183,7 +187,7 @@ def test_only_the_web_application_may_send_a_service_reset(broker: tuple[int, Pa
     filters by topic only, can keep it to the web application (which checks the admin role);
     the gateways keep their ordinary commands."""
     topic = f"bms/v1/{SYSTEM}/cmd/service_reset"
-    assert [u for u in acl.users() if acl.may(u, "write", topic)] == ["config_ui"]
+    assert [u for u in acl.users() if acl.may(u, "write", topic, system=SYSTEM)] == ["config_ui"]
     for user in ("modbus_gateway", "can_gateway", "third_party", "simulation"):
         client = login(broker, user)
         try:
@@ -204,10 +208,10 @@ def test_only_the_web_application_may_send_a_service_reset(broker: tuple[int, Pa
 
 
 def test_third_party_reads_state_but_cannot_command(broker: tuple[int, Path]) -> None:
-    grants = {g.pattern: g for g in acl.grants("third_party")}
+    grants = {g.pattern: g for g in acl.grants("third_party", system=SYSTEM)}
     assert not any(g.write for g in grants.values())
     for name in ("pack/state", "pack/cells", "events", "config", "service/+/status"):
-        assert grants[f"bms/v1/+/{name}"].read
+        assert grants[f"bms/v1/{SYSTEM}/{name}"].read
     client = login(broker, "third_party")
     try:
         assert client.publish(f"bms/v1/{SYSTEM}/cmd/reset_faults") == NOT_AUTHORIZED

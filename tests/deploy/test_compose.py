@@ -116,6 +116,19 @@ def test_the_credentials_step_knows_every_rack_of_the_layout(files: tuple[str, .
     assert {f"/credentials/{u}" for u in layout.users()} <= made
 
 
+@pytest.mark.parametrize("files", [("compose.yaml",), ("compose.yaml", "compose.racks.yaml")])
+def test_the_credentials_step_scopes_the_acl_to_the_system_the_services_run(
+    files: tuple[str, ...],
+) -> None:
+    """The ACL grants one system's topics: the credentials step must be told the same system
+    (the same variable, with the same default) as every service."""
+    services = merged(*files)
+    systems = {n: str(svc["environment"]["BMS_SYSTEM"]) for n, svc in services.items()
+               if "environment" in svc and n != "broker"}  # fmt: skip
+    assert systems["credentials"] == "${BMS_SYSTEM:-demo}"
+    assert set(systems.values()) == {"${BMS_SYSTEM:-demo}"}, systems
+
+
 def default_of(value: object) -> str:
     """`${VAR:-4}` -> '4' (what compose uses with VAR unset)."""
     return re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(value))

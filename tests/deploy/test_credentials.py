@@ -44,7 +44,7 @@ def test_more_racks_get_their_secrets_and_the_acl_follows_the_layout(tmp_path: P
     assert credentials.show(tmp_path, "slave_agent-rack1") == kept
     acl_text = (tmp_path / "broker" / "acl").read_text()
     assert acl_text == render(layout)
-    assert "user slave_agent-rack3\ntopic write bms/v1/+/slave/6/telemetry\n" in acl_text
+    assert "user slave_agent-rack3\ntopic write bms/v1/demo/slave/6/telemetry\n" in acl_text
 
 
 def test_the_layout_comes_from_the_environment(
@@ -52,11 +52,26 @@ def test_the_layout_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("BMS_RACKS", "3")
     monkeypatch.setenv("BMS_MODULES_PER_RACK", "5")
+    monkeypatch.setenv("BMS_SYSTEM", "plant-7")
     assert credentials.main(["init", str(tmp_path), "--uid", "0"]) == 0
-    assert (tmp_path / "broker" / "acl").read_text() == render(RackLayout(3, 5))
+    acl_text = (tmp_path / "broker" / "acl").read_text()
+    assert acl_text == render(RackLayout(3, 5), "plant-7")
+    assert "topic write bms/v1/plant-7/slave/14/telemetry" in acl_text
+    assert "bms/v1/+/" not in acl_text and "bms/v1/demo/" not in acl_text
     monkeypatch.setenv("BMS_RACKS", "90")
     with pytest.raises(SystemExit):
         credentials.main(["init", str(tmp_path)])  # 90 racks of 5 pass module 195
+
+
+@pytest.mark.parametrize("system", ["+", "#", "Demo", "a/b", "", "demo\n"])
+def test_a_system_id_that_is_no_topic_level_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, system: str
+) -> None:
+    """`+` would admit every system again; the credentials step refuses it before writing."""
+    monkeypatch.delenv("BMS_SYSTEM", raising=False)
+    with pytest.raises(SystemExit):
+        credentials.main(["init", str(tmp_path), "--uid", "0", "--system", system])
+    assert not (tmp_path / "broker").exists()
 
 
 def test_a_restart_keeps_secrets_and_adds_what_is_missing(tmp_path: Path) -> None:

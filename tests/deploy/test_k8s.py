@@ -81,6 +81,21 @@ def test_the_racks_secret_and_the_acl_cover_the_statefulset_replicas() -> None:
     assert set(racks["stringData"]) == {f"slave_agent-rack{r}" for r in range(6)}
 
 
+def test_the_acl_secret_grants_the_system_the_pods_run() -> None:
+    systems = {
+        e["value"]
+        for _, pod in pods()
+        for c in pod["containers"]
+        for e in c.get("env", [])
+        if e["name"] == "BMS_SYSTEM"
+    }
+    assert len(systems) == 1
+    (system,) = systems
+    acl_text = SECRETS["bms-broker-passwd"]["stringData"]["acl"]
+    topics = [line.split()[-1] for line in acl_text.splitlines() if line.startswith("topic ")]
+    assert topics and all(t.startswith(f"bms/v1/{system}/") for t in topics)
+
+
 def test_ui_admin_password_comes_from_its_secret() -> None:
     _, pod = next(p for p in pods() if p[0] == "bms-config-ui")
     (container,) = pod["containers"]
