@@ -280,8 +280,7 @@ class MasterCore:
 
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, EventsQueryArgs)
-        rows = self.store.events(**args.model_dump())
-        return CommandOutcome(True, result={"events": rows})
+        return CommandOutcome(True, result=self.events.query(args))
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:

@@ -65,10 +65,21 @@ class Store:
         code: str | None = None,
         text: str | None = None,
         limit: int = 100,
+        after_id: int | None = None,
+        source: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first. `code` and `text` match a part, `text` ignoring case."""
+        """Newest first. `code` and `text` match a part, `text` ignoring case.
+
+        With `after_id`, the rows after that id oldest first instead: a consumer that missed
+        events pages through the gap with the last id it got (ids are the events' `seq`)."""
         where = ["ts >= ?", "level_rank >= ?"]
         params: list[Any] = [since_ts, LEVELS.index(min_level)]
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
         if until_ts is not None:
             where.append("ts <= ?")
             params.append(until_ts)
@@ -83,7 +94,8 @@ class Store:
             params.append(text)
         sql = (
             "SELECT id, ts, level, kind, code, text, source, values_json FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+            f" WHERE {' AND '.join(where)} ORDER BY id {'DESC' if after_id is None else 'ASC'}"
+            " LIMIT ?"
         )
         with self._lock:
             rows = self._db.execute(sql, (*params, limit)).fetchall()
