@@ -51,7 +51,10 @@ PERSISTENCE_SETTINGS = ("autosave_on_changes true", "autosave_interval 1")
 same, a test checks): after every change (a queued QoS 1 message for an offline persistent
 session, a retained message, a subscription), not once every `autosave_interval` seconds. With
 the default-style `autosave_interval 60`, a SIGKILL lost every event queued in the last minute
-for an offline persistent subscriber (6 of 6 in tests/system/test_event_persistence.py)."""
+for an offline persistent subscriber (6 of 6 in tests/system/test_event_persistence.py).
+The cost is a rewrite of the whole (small) file per change: about 20 a second in a running
+stack, whose pack state and cells are retained at 10 Hz each (measured: 196 retained
+publishes, 196 saves)."""
 
 
 class BrokerStartError(RuntimeError):
