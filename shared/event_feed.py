@@ -2,9 +2,10 @@
 
 Subscribes to `events/+`, hands each event on once with `source` set from the topic level
 (the broker ACL pins that level to the publishing user; the payload's own `source` is only a
-claim, counted and logged when it differs), and when the master's `seq` jumps, fetches the
-missing rows with `events_query` (`after_id`) and hands them on as they come. Gaps of other
-sources are counted and logged (their events are not in the master's log).
+claim, counted and logged when it differs), and when a source's `seq` jumps, fetches the
+missing ones with `events_query` (`after_id`; for a source other than the master also
+`source` and `seq_epoch`: the master keeps the events it received from the others) and hands
+them on as they come. What the master's log lacks is counted as lost.
 
 The logic is `shared.event_sequence.EventSequencer`; this adapter only wires it. It runs in
 the thread that drives the bus (`process`); call `poll()` from that loop to retry fetches.
@@ -12,6 +13,7 @@ the thread that drives the bus (`process`); call `poll()` from that loop to retr
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,7 +48,7 @@ class EventFeed:
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`commands`: the client to send `events_query` with (None: detect gaps, fetch
-        nothing). `master`: the source whose gaps its event log fills."""
+        nothing). `master`: the source whose `seq` is its log's row id."""
         self.bus = bus
         self.on_event = on_event
         self.commands = commands
@@ -54,6 +56,7 @@ class EventFeed:
         self.clock = clock or bus.clock
         self.sequencer = EventSequencer(first_seq={master: FIRST_SEQ[MASTER]})
         self._retry_at: float | None = None
+        self._sources_with_gaps: set[str] = set()
         self._log = LimitedLog(log)
         bus.subscribe(EVENTS, self._on_delivery)
 
@@ -80,7 +83,7 @@ class EventFeed:
         if seen.gap is not None:
             self.bus.counters["events_gaps"] += 1
             self.bus.counters["events_missed"] += seen.gap.size
-            fetchable = source == self.master and self.commands is not None
+            self._sources_with_gaps.add(source)
             self._log.warning(
                 f"gap.{source}",
                 "missed %d event(s) of %s (seq %d-%d)%s",
@@ -88,7 +91,7 @@ class EventFeed:
                 source,
                 seen.gap.first,
                 seen.gap.last,
-                ", fetching them" if fetchable else "",
+                ", fetching them" if self.commands is not None else "",
             )
         if seen.lost:
             self.bus.counters["events_lost"] += seen.lost
@@ -107,13 +110,29 @@ class EventFeed:
     def _fetch(self) -> None:
         if self.commands is None or self._retry_at is not None:
             return
-        gap = self.sequencer.next_fetch(self.master, FETCH_ROWS)
-        if gap is None:
-            return
-        args = EventsQueryArgs(after_id=gap.first - 1, source=self.master, limit=gap.size)
-        self.commands.send(
-            "events_query", args, ttl_s=FETCH_TTL_S, on_reply=lambda r: self._fetched(gap, r)
-        )
+        for source in sorted(self._sources_with_gaps):
+            if not self.sequencer.missing(source):
+                self._sources_with_gaps.discard(source)
+                continue
+            gap = self.sequencer.next_fetch(source, FETCH_ROWS)
+            if gap is None:
+                continue  # one under way
+            epoch = None if source == self.master else gap.epoch_s
+            if source != self.master and epoch is None:
+                # an unsequenced stream cannot be asked for: give the gap up
+                self.bus.counters["events_lost"] += self.sequencer.fetch_done(
+                    gap, covered_to=gap.last
+                )
+                continue
+            args = EventsQueryArgs(
+                after_id=gap.first - 1, source=source, seq_epoch=epoch, limit=gap.size
+            )
+            self.commands.send(
+                "events_query",
+                args,
+                ttl_s=FETCH_TTL_S,
+                on_reply=functools.partial(self._fetched, gap),
+            )
 
     def _fetched(self, gap: Gap, reply: CommandReply | None) -> None:
         if reply is None or reply.status != "accepted":
@@ -145,7 +164,7 @@ class EventFeed:
             last = max(last, event.seq)
             if gap.first <= event.seq <= gap.last:
                 self.bus.counters["events_fetched"] += 1
-                self._accept(self.master, event)
+                self._accept(gap.source, event.model_copy(update={"source": gap.source}))
         covered = gap.last if len(rows) < gap.size else last
         self.bus.counters["events_lost"] += self.sequencer.fetch_done(gap, covered_to=covered)
         self._fetch()  # the next page or the next gap

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.master_core.stores import Store
-from shared.bus import BusCore
+from shared.bus import BusCore, Delivery
 from shared.event_codes import known_event_code
 from shared.messages import Event, EventsQueryArgs
 from shared.messages.events import EventKind, EventLevel, EventValue
@@ -64,7 +64,26 @@ class EventLog:
         self.bus.publish(EVENTS, event.model_copy(update=stamp))
         log.log(_LOG_LEVEL[level], "%s %s %s %s", kind, code, text, values or "")
 
+    def on_event(self, d: Delivery[Event]) -> None:
+        """Keep the events of the other services too (under the topic's source, which the
+        broker ACL pins to the publisher), so a consumer that missed one fetches it here."""
+        source = d.params["source"]
+        if source == self.bus.service:
+            return  # stored before it was published
+        event = d.message
+        if self.store.add_source_event(event, source=source, ts=event.ts or self.wall()):
+            self.bus.counters["source_events_kept"] += 1
+
     def query(self, args: EventsQueryArgs) -> dict[str, Any]:
         """The `events_query` answer: the rows, each with the id it was published as `seq`
         with, and the epoch those ids belong to."""
-        return {"events": self.store.events(**args.model_dump()), "seq_epoch": self.epoch_s}
+        if args.source not in (None, self.bus.service) and args.seq_epoch is not None:
+            rows = self.store.source_events(
+                source=args.source,
+                seq_epoch=args.seq_epoch,
+                after_seq=-1 if args.after_id is None else args.after_id,
+                limit=args.limit,
+            )
+            return {"events": rows, "seq_epoch": args.seq_epoch}
+        query = args.model_dump(exclude={"seq_epoch"})
+        return {"events": self.store.events(**query), "seq_epoch": self.epoch_s}

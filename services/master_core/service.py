@@ -62,6 +62,7 @@ from shared.messages.slave import SlaveMode
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
+    EVENTS,
     PACK_CELLS,
     PACK_STATE,
     SLAVE_BALANCE,
@@ -128,6 +129,7 @@ class MasterCore:
         self._published_contactors = ""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        bus.subscribe(EVENTS, self.events.on_event)
         CommandServer(
             bus,
             {

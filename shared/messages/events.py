@@ -21,7 +21,9 @@ class Event(Message):
     id of its SQLite event log and its `seq_epoch` the time that log was created: durable
     across restarts, and a gap is fetched with `events_query` (`after_id`). Any other source
     counts from 0 per process and its `seq_epoch` is the process start time; a new epoch starts
-    a new count (what was lost of the old one's tail cannot be known).
+    a new count (what was lost of the old one's tail cannot be known). The master keeps the
+    events it receives from the other sources, so their gaps are fetched the same way (with
+    `source` and `seq_epoch`).
     """
 
     seq_epoch: Timestamp | None = None

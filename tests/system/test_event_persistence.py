@@ -89,6 +89,7 @@ class Master:
         self.store = Store(db)
         self.log = EventLog(self.store, self.bus, time.time)
         CommandServer(self.bus, {"events_query": self._query})
+        self.bus.subscribe(EVENTS, self.log.on_event)
         assert self.bus.start(wait_s=10)
         closing.append(Pumped(self.bus))
 
@@ -182,8 +183,9 @@ def test_a_consumer_that_was_away_fetches_what_it_missed_and_ends_complete(
     mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, closing: list[Pumped]
 ) -> None:
     """A clean-session consumer (the web application's feed) loses its connection and misses
-    events meanwhile (a clean session has nothing queued); the next live event shows the jump
-    in `seq` and it fetches the rest from the master's log with `events_query`."""
+    events of the master and of a gateway meanwhile (a clean session has nothing queued); the
+    next live event of each shows the jump in `seq` and it fetches the rest from the master
+    with `events_query` (the master keeps the gateway's events too)."""
     master = Master(mosquitto.url, system_id, tmp_path / "master.db", closing)
     got: list[Event] = []
     bus = make_bus(mosquitto.url, system_id, "config_ui")
@@ -194,14 +196,31 @@ def test_a_consumer_that_was_away_fetches_what_it_missed_and_ends_complete(
     master.log.emit("info", "info", "config_applied", "e1")
     wait_until(lambda: len(got) == 1, 10, "no live event")
 
+    gateway = make_bus(mosquitto.url, system_id, "can_gateway")
+    assert gateway.start(wait_s=10)
+    closing.append(Pumped(gateway))
+    gateway.publish(EVENTS, Event(level="warning", kind="raise", code="can_link_down", text="g0"))
+    wait_until(lambda: len(got) == 2, 10, "no live gateway event")
+
     bus.abort()  # connection lost
     for i in range(2, 12):
         master.log.emit("info", "info", "config_applied", f"e{i}")
+    for i in range(1, 4):
+        gateway.publish(
+            EVENTS, Event(level="warning", kind="clear", code="can_link_down", text=f"g{i}")
+        )
+    kept = master.bus.counters
+    wait_until(lambda: kept["source_events_kept"] == 4, 10, "the master did not keep them")
     assert bus.start(wait_s=10)
     time.sleep(0.5)  # subscribed again
     master.log.emit("info", "info", "config_applied", "e12")
-    wait_until(lambda: len(got) == 12, 15, f"got only {[e.seq for e in got]}")
-    assert [e.seq for e in got] == [1, 12, *range(2, 12)]  # the gap comes after the jump
-    assert sorted(e.text for e in got) == sorted(f"e{i}" for i in range(1, 13))
-    assert bus.counters["events_gaps"] == 1 and bus.counters["events_fetched"] == 10
+    gateway.publish(EVENTS, Event(level="warning", kind="clear", code="can_link_down", text="g4"))
+    wait_until(lambda: len(got) == 17, 15, f"got only {[(e.source, e.seq) for e in got]}")
+    mine = [e for e in got if e.source == "master_core"]
+    assert [e.seq for e in mine] == [1, 12, *range(2, 12)]  # the gap comes after the jump
+    assert sorted(e.text for e in mine) == sorted(f"e{i}" for i in range(1, 13))
+    theirs = [e for e in got if e.source == "can_gateway"]
+    assert sorted(e.seq or 0 for e in theirs) == [0, 1, 2, 3, 4]
+    assert sorted(e.text for e in theirs) == [f"g{i}" for i in range(5)]
+    assert bus.counters["events_gaps"] == 2 and bus.counters["events_fetched"] == 13
     assert bus.counters["events_lost"] == 0 and bus.counters["events_duplicates"] == 0
