@@ -37,6 +37,8 @@ PARAM_TEXT = {
     + ".",
     "client": "Reply channel of one command client, named in the request's `reply_to`.",
     "service": "Service instance name, e.g. `master_core` or `slave_agent-rack1`.",
+    "source": "The publishing service instance (`master_core`, `can_gateway`, ...): filled in "
+    "by the bus, and the broker ACL lets each user publish under its own name only.",
 }
 
 

@@ -106,8 +106,8 @@ def event_codes_markdown() -> str:
         "",
         _HEADER.format(src="shared/event_codes.py"),
         "",
-        "Every `code` an `Event` on `bms/v1/{system}/events` may carry. Protection codes are "
-        "raised and cleared per level (see [fault-matrix.md](fault-matrix.md)).",
+        "Every `code` an `Event` on `bms/v1/{system}/events/{source}` may carry. Protection "
+        "codes are raised and cleared per level (see [fault-matrix.md](fault-matrix.md)).",
         "",
         "| Code | Source | Kind | Level | Meaning |",
         "|---|---|---|---|---|",

@@ -202,14 +202,19 @@ PACK_CELLS = TopicSpec(
 )
 EVENTS = TopicSpec(
     "events",
-    "events",
+    "events/{source}",
     Event,
     1,
     False,
     (MASTER, ANY),
-    (UI, MODBUS, CAN, THIRD_PARTY),
+    (MASTER, UI, MODBUS, CAN, THIRD_PARTY),
     "on event",
-    "Raise and clear of every warning, alarm and fault; mode changes, commands, config changes.",
+    "Raise and clear of every warning, alarm and fault; mode changes, commands, config changes. "
+    "`{source}` is the publishing service (the bus fills it in, the broker ACL pins it to the "
+    "user), so trust it over the payload's `source`. `seq` counts up within `seq_epoch` per "
+    "source: the master's is its event log's row id; it also keeps the other sources' "
+    "events, so fetch a gap of any source with `events_query` (`after_id`, `source`, "
+    "`seq_epoch`).",
 )
 COMMAND = TopicSpec(
     "command",

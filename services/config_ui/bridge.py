@@ -13,8 +13,9 @@ from services.config_ui.live import LiveView
 from shared.bus import BusCore
 from shared.commands import CommandClient
 from shared.config import SystemConfig
+from shared.event_feed import EventFeed
 from shared.messages import CommandArgs, CommandReply, ConfigMessage, EventsQueryArgs
-from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_CELLS, PACK_STATE, SERVICE_STATUS
+from shared.topics import CONFIG, CONFIG_ACK, PACK_CELLS, PACK_STATE, SERVICE_STATUS
 
 log = logging.getLogger("config_ui.bridge")
 STATUS_PERIOD_S = 10.0
@@ -42,7 +43,8 @@ class BusBridge:
         bus.subscribe(PACK_CELLS, lambda d: live.on_cells(d.message))
         bus.subscribe(SERVICE_STATUS, lambda d: live.on_status(d.message))
         bus.subscribe(CONFIG_ACK, lambda d: live.on_ack(d.message))
-        bus.subscribe(EVENTS, lambda d: live.on_event(d.message))
+        # events once each, source as the topic says, the master's gaps fetched from its log
+        self.events_feed = EventFeed(bus, live.on_event, commands=self.commands)
         bus.subscribe(CONFIG, self._on_config)
 
     def _on_config(self, d: Any) -> None:
@@ -61,6 +63,7 @@ class BusBridge:
         while not self._stop.is_set():
             self.bus.process(timeout_s=0.1)
             self.commands.expire()
+            self.events_feed.poll()
             now = time.monotonic()
             if now - last_status_s >= STATUS_PERIOD_S:
                 last_status_s = now

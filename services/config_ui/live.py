@@ -155,7 +155,9 @@ class LiveView:
 
     def recent_events(self, limit: int = 50) -> list[Event]:
         with self._lock:
-            return list(self._events)[-limit:][::-1]
+            # by time: events fetched to fill a gap arrive after newer ones
+            ordered = sorted(self._events, key=lambda e: e.ts or 0.0)
+        return ordered[-limit:][::-1]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the dashboard shows, as JSON-ready data."""

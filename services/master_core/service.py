@@ -65,6 +65,7 @@ from shared.schedule import FixedRateSchedule
 from shared.topics import (
     COMMAND_REPLY_MAX_BYTES,
     CONFIG,
+    EVENTS,
     PACK_CELLS,
     PACK_STATE,
     SLAVE_BALANCE,
@@ -149,6 +150,7 @@ class MasterCore:
         self._published_contactors = ""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        bus.subscribe(EVENTS, self.events.on_event)
         CommandServer(
             bus,
             {
@@ -301,11 +303,13 @@ class MasterCore:
 
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, EventsQueryArgs)
-        rows = self.store.events(**args.model_dump())
+        result: dict[str, Any] = dict(self.events.query(args))
+        rows = result["events"]
         kept = fit_rows(rows, EVENTS_REPLY_BUDGET_BYTES)
-        result: dict[str, object] = {"events": kept}
+        result["events"] = kept
         if len(kept) < len(rows):
-            result["truncated"] = True  # the newest rows; ask again with an earlier until_ts
+            # the leading rows (newest, or oldest after an after_id): ask again from the last
+            result["truncated"] = True
         return CommandOutcome(True, result=result)
 
     # --- the loop ---------------------------------------------------------------------------

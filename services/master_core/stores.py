@@ -25,6 +25,19 @@ CREATE TABLE IF NOT EXISTS events (
     values_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE TABLE IF NOT EXISTS source_events (
+    source TEXT NOT NULL,
+    seq_epoch REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    code TEXT NOT NULL,
+    text TEXT NOT NULL,
+    values_json TEXT NOT NULL,
+    PRIMARY KEY (source, seq_epoch, seq)
+);
+CREATE INDEX IF NOT EXISTS source_events_ts ON source_events (ts);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value_json TEXT NOT NULL,
@@ -55,6 +68,35 @@ class Store:
             )  # fmt: skip
             return int(cur.lastrowid or 0)
 
+    def add_source_event(self, event: Event, *, source: str, ts: float) -> bool:
+        """Keep an event another service published (its `seq` within its `seq_epoch`), so a
+        consumer that missed it can fetch it from here; False for one kept already."""
+        if event.seq is None or event.seq_epoch is None:
+            return False
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO source_events"
+                " (source, seq_epoch, seq, ts, level, kind, code, text, values_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (source, event.seq_epoch, event.seq, ts, event.level, event.kind, event.code,
+                 event.text, json.dumps(event.values)),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
+    def source_events(
+        self, *, source: str, seq_epoch: float, after_seq: int, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Another service's events of one epoch after `after_seq`, oldest first; each row's
+        `id` is the event's `seq`, as in the master's own rows."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, ts, level, kind, code, text, source, values_json FROM source_events"
+                " WHERE source = ? AND seq_epoch = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (source, seq_epoch, after_seq, limit),
+            ).fetchall()
+        keys = ("id", "ts", "level", "kind", "code", "text", "source")
+        return [dict(zip(keys, r[:7], strict=True)) | {"values": json.loads(r[7])} for r in rows]
+
     def events(
         self,
         *,
@@ -65,10 +107,21 @@ class Store:
         code: str | None = None,
         text: str | None = None,
         limit: int = 100,
+        after_id: int | None = None,
+        source: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first. `code` and `text` match a part, `text` ignoring case."""
+        """Newest first. `code` and `text` match a part, `text` ignoring case.
+
+        With `after_id`, the rows after that id oldest first instead: a consumer that missed
+        events pages through the gap with the last id it got (ids are the events' `seq`)."""
         where = ["ts >= ?", "level_rank >= ?"]
         params: list[Any] = [since_ts, LEVELS.index(min_level)]
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
         if until_ts is not None:
             where.append("ts <= ?")
             params.append(until_ts)
@@ -83,7 +136,8 @@ class Store:
             params.append(text)
         sql = (
             "SELECT id, ts, level, kind, code, text, source, values_json FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+            f" WHERE {' AND '.join(where)} ORDER BY id {'DESC' if after_id is None else 'ASC'}"
+            " LIMIT ?"
         )
         with self._lock:
             rows = self._db.execute(sql, (*params, limit)).fetchall()

@@ -32,6 +32,8 @@ M = TypeVar("M", bound=Message)
 log = logging.getLogger("shared.bus")
 REFUSAL_LOG_EVERY_S = 60.0
 """One line per topic and kind of refusal a minute; the counters carry the exact figures."""
+PUBLISHER_LEVEL = "source"
+"""The topic level that names the publisher (`events/{source}`)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,15 @@ class BusCore:
     def publish(
         self, spec: TopicSpec[M], message: M, *, system: str | None = None, **params: str | int
     ) -> None:
-        """Publish on the topic of `spec`, with QoS and retain flag from the spec."""
+        """Publish on the topic of `spec`, with QoS and retain flag from the spec.
+
+        A `{source}` level is this bus's own service name (the broker ACL lets each user
+        publish only under its own name), so callers leave it out."""
+        if PUBLISHER_LEVEL in spec.params:
+            params[PUBLISHER_LEVEL] = self.service
+            if getattr(message, "seq_epoch", 0) is None and message.seq is None:
+                # the bus counts `seq` per topic from 0 in this process: that is the epoch
+                message = message.model_copy(update={"seq_epoch": self.started_ts})
         topic = spec.topic(system or self.system, **params)
         try:
             payload = self.encode_for(topic, message)

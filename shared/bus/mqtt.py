@@ -75,10 +75,18 @@ class MqttBus(BusCore):
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
         presence: bool = True,
+        session_expiry_s: int | None = None,
     ) -> None:
         """`presence=False` for tools (tap, fault injection): no last will and no status, so
         a user that may publish no presence (third party, simulation) can connect at all;
-        newer mosquitto releases refuse a connection whose will it may not publish."""
+        newer mosquitto releases refuse a connection whose will it may not publish.
+
+        `session_expiry_s`: a persistent session (MQTT 5 session expiry, or MQTT 3.1.1
+        clean_session false) under a fixed `client_id`: the broker keeps the subscriptions and
+        queues QoS 1 messages while this client is away, and delivers them when it returns
+        (a broker with persistence keeps them across its own restart). None: a clean session."""
+        if session_expiry_s is not None and client_id is None:
+            raise ValueError("a persistent session needs a fixed client_id")
         super().__init__(
             system=system, service=service, kind=kind, version=version, max_inbox=max_inbox
         )
@@ -90,8 +98,9 @@ class MqttBus(BusCore):
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-            clean_session=None if self._v5 else True,
+            clean_session=None if self._v5 else session_expiry_s is None,
         )
+        self._session_expiry_s = session_expiry_s
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
@@ -141,7 +150,18 @@ class MqttBus(BusCore):
         if not self._started:
             self._started = True
             interval_s = ping_interval_s(self.keepalive_s)
-            self._client.connect_async(self.endpoint.host, self.endpoint.port, interval_s)
+            if self._v5 and self._session_expiry_s is not None:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = self._session_expiry_s
+                self._client.connect_async(
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    interval_s,
+                    clean_start=False,
+                    properties=props,
+                )
+            else:
+                self._client.connect_async(self.endpoint.host, self.endpoint.port, interval_s)
             self._client.loop_start()
         return self.wait_connected(wait_s) if wait_s else self.connected
 

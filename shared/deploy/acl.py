@@ -4,9 +4,10 @@ One broker user per service, and one per rack of slave modules. A role may publi
 registry lists it as a publisher of, and read what it lists it as a subscriber of;
 `any_service` stands for every service role. Commands are granted one by one from
 `COMMAND_SENDERS`, so only the web application may send `cmd/service_reset`. Each user
-publishes its presence and configuration acknowledgement under its own name only (the user
-name is the instance name), and a rack (`slave_agent-rack<r>`) only the topics of its own
-modules, so a rack cannot speak for another's cells. Third parties only read.
+publishes its presence, configuration acknowledgement and events under its own name only (the
+user name is the instance name), so nobody else can publish an event as the master; and a
+rack (`slave_agent-rack<r>`) only the topics of its own modules, so a rack cannot speak for
+another's cells. Third parties only read.
 
 Every entry names the deployed system (`bms/v1/<system>/...`, never `+`): the users of a
 broker act for that one system and can neither publish nor read another system's topics.
@@ -91,6 +92,10 @@ NARROWED_WRITES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
 """Topics whose publishers differ by the value of one parameter: spec -> (parameter, value ->
 roles). The ACL then grants each value's topic on its own (MQTT ACLs filter by topic only)."""
 
+OWN_NAME_LEVELS = frozenset({"service", "source"})
+"""Levels that name the publisher: a user may write them under its own name only, so an
+event on `events/master_core` comes from the master's user and no other."""
+
 HEALTH_READS: tuple[TopicSpec[Any], ...] = (SERVICE_STATUS,)
 """Every service also reads presence: its container health check reads its own status."""
 
@@ -141,10 +146,10 @@ def grants(
                 for value, roles in writers.items()
                 if _has(roles, role)
             ]
-        elif write and "service" in spec.params:
+        elif write and (own := OWN_NAME_LEVELS & set(spec.params)):
             if read:
                 out.append(Grant(pattern(spec, system), True, False))
-            out.append(Grant(spec.filter(system, service=user), False, True))
+            out.append(Grant(spec.filter(system, **dict.fromkeys(own, user)), False, True))
         elif modules is not None and "module" in spec.params:
             out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
         else:

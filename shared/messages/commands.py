@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.messages.envelope import Message, Timestamp
+from shared.messages.envelope import Message, Timestamp, TopicLevel
 from shared.messages.events import EventKind, EventLevel
 from shared.messages.slave import SlaveMode
 
@@ -65,7 +65,14 @@ class HeartbeatArgs(CommandArgs):
 
 
 class EventsQueryArgs(CommandArgs):
-    """A filter on the master's event log; the newest `limit` matches come back, newest first."""
+    """A filter on the master's event log; the newest `limit` matches come back, newest first.
+
+    With `after_id`, the oldest `limit` matches after that id come back, oldest first: a
+    consumer that saw a jump in the master's event `seq` (the log's row id) fetches the gap
+    with `after_id` = the last `seq` it had, and pages on with the last id it got. For another
+    `source` with its `seq_epoch`, the master answers from the events of that source it
+    received (ids are then that source's `seq`; the other filters do not apply).
+    """
 
     since_ts: Timestamp = 0.0
     until_ts: Timestamp | None = None
@@ -76,6 +83,11 @@ class EventsQueryArgs(CommandArgs):
     )
     text: str | None = Field(None, min_length=1, max_length=100, description="part of the text")
     limit: int = Field(100, ge=1, le=1000)
+    after_id: int | None = Field(
+        None, ge=-1, le=2**63 - 1, description="rows after this id (-1: from a count's start)"
+    )
+    source: TopicLevel | None = Field(None, description="only events of this source")
+    seq_epoch: Timestamp | None = Field(None, description="with `source`: its epoch")
 
 
 COMMAND_ARGS: dict[str, type[CommandArgs]] = {

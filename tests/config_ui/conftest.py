@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserStore
+from services.master_core.events import EventLog
 from services.master_core.stores import Store as EventStore
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.commands import CommandOutcome, CommandServer
@@ -37,6 +39,8 @@ class StandInMaster:
     events: EventStore
     refuse: dict[str, str] = field(default_factory=dict)
     """Commands to refuse, with the reason."""
+    log: EventLog | None = None
+    """The master's event log on that store (publishes with `seq`, answers `after_id`)."""
 
     def handle(self, name: str, args: CommandArgs) -> CommandOutcome:
         self.received.append((name, args))
@@ -44,6 +48,8 @@ class StandInMaster:
             return CommandOutcome(False, self.refuse[name])
         if name == "events_query":
             assert isinstance(args, EventsQueryArgs)
+            if self.log is not None:
+                return CommandOutcome(True, result=self.log.query(args))
             return CommandOutcome(True, result={"events": self.events.events(**args.model_dump())})
         if isinstance(args, SetModeArgs) and args.mode == "standby":
             return CommandOutcome(False, "refused for the test")
@@ -82,6 +88,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     )
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
+    master.log = EventLog(master.events, master_bus, time.time)
     names = ("set_mode", "contactors", "reset_faults", "service_reset", "events_query")
     CommandServer(master_bus, {n: (lambda a, n=n: master.handle(n, a)) for n in names})
     bus.start()

@@ -14,12 +14,14 @@ from services.config_ui.api import live as live_api
 from services.config_ui.auth import CHANGE_PASSWORD_FIRST
 from services.config_ui.live import HistoryPoint
 from services.config_ui.users import Role
+from shared.bus import InMemoryBus
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config, get_preset
 from shared.messages import (
     ConfigAck,
     ConfigMessage,
     Event,
+    EventsQueryArgs,
     ServiceOverride,
     ServiceResetArgs,
     ServiceStatus,
@@ -433,6 +435,43 @@ def test_recent_bus_events_reach_the_live_view(ui: UiHarness) -> None:
     ui.master.bus.publish(EVENTS, Event(level="alarm", kind="raise", code="x_y", text="t"))
     wait_for(lambda: bool(ui.ctx.live.recent_events()))
     assert ui.ctx.live.recent_events()[0].code == "x_y"
+
+
+def test_live_events_the_ui_missed_are_fetched_from_the_master_log(ui: UiHarness) -> None:
+    assert ui.master.log is not None
+    ui.login()
+    ui.master.log.emit("info", "config", "config_applied", "one")
+    wait_for(lambda: len(ui.ctx.live.recent_events()) == 1)
+    ui.broker.detach(ui.ctx.bridge.bus)  # the UI is away: these never reach it live
+    for text in ("two", "three", "four"):
+        ui.master.log.emit("info", "config", "config_applied", text)
+    ui.broker.attach(ui.ctx.bridge.bus)
+    ui.master.log.emit("info", "config", "config_applied", "five")
+    wait_for(lambda: len(ui.ctx.live.recent_events()) == 5)
+    shown = ui.client.get("/api/events/recent").json()
+    assert [e["text"] for e in shown] == ["five", "four", "three", "two", "one"]
+    assert [e["seq"] for e in shown] == [5, 4, 3, 2, 1]
+    assert {e["source"] for e in shown} == {"master_core"}
+    counters = ui.ctx.bridge.bus.counters
+    assert counters["events_fetched"] == 3 and counters["events_lost"] == 0
+    assert [a.after_id for n, a in ui.master.received if isinstance(a, EventsQueryArgs)] == [1]
+
+
+def test_an_event_claiming_to_be_the_masters_is_shown_with_its_real_source(
+    ui: UiHarness,
+) -> None:
+    """The issue: any user could publish a `fault` event claiming `source: master_core` and
+    the UI showed it as the master's. The UI shows the topic level (which the broker ACL pins
+    to the publishing user) instead."""
+    intruder = InMemoryBus(ui.broker, system=SYSTEM, service="modbus_gateway", kind="x")
+    intruder.start()
+    fake = Event(level="fault", kind="raise", code="welded_contactor", source="master_core")
+    intruder.publish(EVENTS, fake)
+    wait_for(lambda: bool(ui.ctx.live.recent_events()))
+    ui.login()
+    shown = ui.client.get("/api/events/recent").json()
+    assert [(e["code"], e["source"]) for e in shown] == [("welded_contactor", "modbus_gateway")]
+    assert ui.ctx.bridge.bus.counters["events_source_mismatch"] == 1
 
 
 # --- users ------------------------------------------------------------------------------------

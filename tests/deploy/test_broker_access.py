@@ -92,7 +92,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
 def concrete(
     spec: TopicSpec[Any], module: int = 1, service: str = "nobody", command: str = "set_mode"
 ) -> str:
-    values = {"module": module, "service": service, "command": command}
+    values = {"module": module, "service": service, "source": service, "command": command}
     return spec.topic(SYSTEM, **{p: values.get(p, "1") for p in spec.params})
 
 
@@ -207,10 +207,28 @@ def test_only_the_web_application_may_send_a_service_reset(broker: tuple[int, Pa
         ui.close()
 
 
+def test_only_the_master_publishes_events_as_the_master(broker: tuple[int, Path]) -> None:
+    """The issue: any user could publish a fault event claiming to be the master. Now the
+    source is a topic level, and each user may write events under its own name only."""
+    master_topic = f"bms/v1/{SYSTEM}/events/master_core"
+    for user in acl.users():
+        client = login(broker, user)
+        try:
+            code = client.publish(master_topic)
+            if user == "master_core":
+                assert code < ACCEPTED_BELOW
+            else:
+                assert code == NOT_AUTHORIZED, user
+            if user not in ("third_party", "simulation"):
+                assert client.publish(f"bms/v1/{SYSTEM}/events/{user}") < ACCEPTED_BELOW, user
+        finally:
+            client.close()
+
+
 def test_third_party_reads_state_but_cannot_command(broker: tuple[int, Path]) -> None:
     grants = {g.pattern: g for g in acl.grants("third_party", system=SYSTEM)}
     assert not any(g.write for g in grants.values())
-    for name in ("pack/state", "pack/cells", "events", "config", "service/+/status"):
+    for name in ("pack/state", "pack/cells", "events/+", "config", "service/+/status"):
         assert grants[f"bms/v1/{SYSTEM}/{name}"].read
     client = login(broker, "third_party")
     try:

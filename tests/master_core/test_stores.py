@@ -11,6 +11,24 @@ from services.master_core.stores import Store
 from shared.messages import Event
 
 
+def test_after_id_pages_forward_oldest_first(tmp_path: Path) -> None:
+    """A consumer fills a gap in the master's `seq` (the row id) page by page."""
+    store = Store(tmp_path / "log.sqlite")
+    ids = [
+        store.add_event(Event(level="info", kind="info", code=f"e{i}"), ts=float(i), source="m")
+        for i in range(7)
+    ]
+    assert ids == list(range(1, 8))
+    page = store.events(after_id=2, limit=3)
+    assert [e["id"] for e in page] == [3, 4, 5]
+    assert [e["id"] for e in store.events(after_id=page[-1]["id"], limit=3)] == [6, 7]
+    assert store.events(after_id=7) == []
+    assert [e["id"] for e in store.events(limit=2)] == [7, 6]  # without it: newest first
+    store.add_event(Event(level="info", kind="info", code="x"), ts=9.0, source="other")
+    assert [e["source"] for e in store.events(after_id=5, source="m")] == ["m", "m"]
+    store.close()
+
+
 def test_events_persist_and_query_by_level_and_time(tmp_path: Path) -> None:
     db = tmp_path / "demo.sqlite"
     store = Store(db)

@@ -25,6 +25,10 @@ def test_messages_reach_subscribers_with_a_sequence_per_topic() -> None:
     assert [d.message.seq for d in got] == [0, 1, 2]
     assert {d.message.source for d in got} == {"pub"}
     assert got[0].system == "demo"
+    # events: the publisher's name is a topic level, and its count's epoch the bus's start
+    assert {d.topic for d in got} == {"bms/v1/demo/events/pub"}
+    assert {d.params["source"] for d in got} == {"pub"}
+    assert {d.message.seq_epoch for d in got} == {pub.started_ts}
 
 
 def test_retained_status_and_last_will() -> None:
@@ -52,7 +56,7 @@ def test_bad_payload_is_counted_and_other_handlers_keep_running() -> None:
 
     bus.subscribe(EVENTS, explode)
     bus.subscribe(EVENTS, lambda d: good.append(d.message.code))
-    broker.route(EVENTS.topic("demo"), b"\xc1garbage", False)
+    broker.route(EVENTS.topic("demo", source="x"), b"\xc1garbage", False)
     bus.publish(EVENTS, Event(level="info", kind="info", code="ok"))
     bus.process()
     assert len(errors) == 1 and errors[0].field == "<payload>"

@@ -70,3 +70,15 @@ def services(_: Viewer, ctx: Ctx) -> dict[str, Any]:
         "active_version": None if latest is None else latest.version,
         "services": ctx.live.services(),
     }
+
+
+@router.get("/events/recent", tags=["live"])
+def recent_events(
+    _: Viewer, ctx: Ctx, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[dict[str, Any]]:
+    """The events received on the bus, newest first, each once (gaps in the master's `seq`
+    are fetched from its log). `source` is the topic level the broker let the publisher
+    write, never the payload's claim."""
+    return [
+        e.model_dump(mode="json", exclude={"schema_version"}) for e in ctx.live.recent_events(limit)
+    ]
