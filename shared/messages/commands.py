@@ -107,8 +107,8 @@ ArgName = Annotated[str, StringConstraints(max_length=32)]
 ArgScalar = bool | int | float | Annotated[str, StringConstraints(max_length=ARG_TEXT_MAX)] | None
 ArgValue = ArgScalar | Annotated[dict[ArgName, ArgScalar], Field(max_length=4)]
 """An argument: a scalar, or one level of named scalars (`service_override`)."""
-ARGS_MAX = 8
-"""Arguments of one command (EventsQueryArgs has 7)."""
+ARGS_MAX = max(len(model.model_fields) for model in COMMAND_ARGS.values())
+"""Arguments of one command: as many as the largest command takes (events_query)."""
 RESULT_MAX = 16
 
 

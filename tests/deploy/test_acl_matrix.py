@@ -63,7 +63,8 @@ def expected(user: str, access: str, topic: str) -> bool:
     """The oracle, read off the registry: a role may publish what it is a publisher of and
     read what it is a subscriber of (`any_service`: every service); each command by its
     senders; presence and acknowledgements under its own name; a rack its own modules only;
-    every service reads presence; and nothing at all outside the deployed system."""
+    every service reads presence; events under its own name; and nothing at all outside the
+    deployed system."""
     spec = spec_for(topic)
     assert spec is not None, topic
     parsed = spec.parse(topic)
@@ -80,8 +81,9 @@ def expected(user: str, access: str, topic: str) -> bool:
         ok = listed(spec.publishers)
         if "command" in params:
             ok = ok and listed(COMMAND_SENDERS.get(params["command"], ()))
-        if "service" in params:
-            ok = ok and params["service"] == user
+        for own in ("service", "source"):  # levels that name the publisher itself
+            if own in params:
+                ok = ok and params[own] == user
     else:
         ok = listed(spec.subscribers) or (spec is SERVICE_STATUS and role in SERVICES)
     if "module" in params and role == SLAVE:
@@ -97,6 +99,7 @@ def topics_of(spec: TopicSpec[Any], services: tuple[str, ...]) -> set[str]:
         "module": ["1", "5"],
         "command": [*COMMAND_SENDERS, "unknown"],
         "service": list(services),
+        "source": list(services),
         "client": ["c1"],
     }
     out: set[str] = set()
@@ -280,7 +283,9 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
         ("slave_agent-rack0", "write", f"bms/v1/{OWN}/slave/5/telemetry", False),
         ("slave_agent-rack1", "write", f"bms/v1/{FOREIGN}/service/slave_agent-rack1/status", False),
         ("master_core", "write", f"bms/v1/{FOREIGN}/pack/state", False),
-        ("master_core", "write", f"bms/v1/{FOREIGN}/events", False),
+        ("master_core", "write", f"bms/v1/{FOREIGN}/events/master_core", False),
+        ("master_core", "write", f"bms/v1/{OWN}/events/master_core", True),
+        ("modbus_gateway", "write", f"bms/v1/{OWN}/events/master_core", False),
         ("config_ui", "write", f"bms/v1/{FOREIGN}/cmd/service_reset", False),
         ("config_ui", "write", f"bms/v1/{OWN}/cmd/service_reset", True),
         ("modbus_gateway", "write", f"bms/v1/{OWN}/cmd/service_reset", False),

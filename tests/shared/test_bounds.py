@@ -42,6 +42,7 @@ from shared.messages import (
     PackState,
     ServiceStatus,
 )
+from shared.messages.commands import ARGS_MAX
 from shared.topics import BROKER_MESSAGE_SIZE_LIMIT, COMMAND_REPLY, TOPICS
 
 from .strategies import any_message
@@ -114,7 +115,7 @@ LARGEST: dict[type[BaseModel], dict[str, Any]] = {
     },
     CommandRequest: {
         **ENVELOPE, "command": "events_query", "correlation_id": "c", "reply_to": "r",
-        "expires_at": 2.0, "args": {f"a{i}": {"x": 1, "y": "z" * 256} for i in range(8)},
+        "expires_at": 2.0, "args": {f"a{i}": {"x": 1, "y": "z" * 256} for i in range(ARGS_MAX)},
     },
     CommandReply: {
         **ENVELOPE, "command": "x", "correlation_id": "c", "status": "accepted",
