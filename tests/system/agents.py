@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,8 @@ from services.plant.settings import DEFAULT_BOARD_MAP
 from shared.broker import free_port
 from shared.bus import Delivery, MqttBus
 from shared.can_bus import multicast_problem
-from shared.config import SystemConfig
+from shared.config import SystemConfig, plant_demo_config
+from shared.config.system import PLANT_SYSTEMS_MAX
 from shared.messages import CellTelemetry, ConfigMessage, Event, ServiceStatus, SlaveStatus
 from shared.settings import parse_mqtt_url
 from shared.topics import CONFIG, EVENTS, SERVICE_STATUS, SLAVE_STATUS, SLAVE_TELEMETRY
@@ -185,6 +187,27 @@ class PlantWiring:
             relay = free_port()
         return cls(system_id, boards, relay, *group)
 
+    @classmethod
+    def demo_index(cls, system_id: str) -> tuple[PlantWiring, int]:
+        """The wiring of `plant_demo_config(system_id, index)` (the UI's `plant` seed), at an
+        index from the system id in the upper half of the range (away from `make run`'s
+        systems) whose relay port is free; the boards on a free port."""
+        config = None
+        start = int(hashlib.sha256(system_id.encode()).hexdigest(), 16)
+        half = PLANT_SYSTEMS_MAX // 2
+        for k in range(half):
+            index = half + (start + k) % half
+            config = plant_demo_config(system_id, index)
+            if _port_free(config.contactors.io.tcp_port):
+                break
+        assert config is not None
+        wiring = cls(
+            system_id, free_port(), config.contactors.io.tcp_port,
+            config.interfaces.can.channel, config.current_sensor.can.channel,
+            config.insulation_monitor.can.channel,
+        )  # fmt: skip
+        return wiring, index
+
     def wire(self, config: ConfigT, *, inverter_bus: bool = False) -> ConfigT:
         """`config` with every device where this plant serves it; `inverter_bus`: also put
         `interfaces.can` (the CAN gateway's bus) on the plant inverter's group."""
@@ -222,6 +245,15 @@ class PlantWiring:
         return {"boards_port": str(self.boards_port), "modbus_host": "127.0.0.1"}
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def inject_plant(url: str, system: str, *args: str) -> None:
     """`python -m services.plant inject ARGS` (its own code, without a fork per fault)."""
     assert inject_main([*args, "--mqtt-url", url, "--system", system]) == 0
@@ -246,11 +278,12 @@ class WireStack:
         load_profile: str = "constant:0",
         inverter: bool = False,
         initial_soc_pct: float = 60.0,
+        wiring: PlantWiring | None = None,
         **plant_env: str,
     ) -> None:
         skip_without_multicast()
         self.url, self.system, self.log_dir = url, system_id, log_dir
-        self.wiring = PlantWiring.for_system(system_id)
+        self.wiring = wiring or PlantWiring.for_system(system_id)
         self.procs: dict[str, ServiceProcess] = {}
         env = self.wiring.plant_env() | {
             "load_profile": load_profile,
@@ -273,6 +306,12 @@ class WireStack:
         proc = ServiceProcess("master_core", self.url, self.system, self.log_dir, label=label,
                               **({"hardware": "devices"} | env))  # fmt: skip
         self.procs[f"master_core{label}"] = proc
+        return proc
+
+    def service(self, name: str, label: str = "", **env: str) -> ServiceProcess:
+        """Another service of the system (a gateway, the UI), stopped with the stack."""
+        proc = ServiceProcess(name, self.url, self.system, self.log_dir, label=label, **env)
+        self.procs[f"{name}{label}"] = proc
         return proc
 
     def inject(self, *args: str) -> None:
