@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from services.plant.inject import inject_main
 from services.plant.settings import DEFAULT_BOARD_MAP
 from shared.broker import free_port
@@ -155,8 +157,6 @@ test from hearing another test's (or a stale process's) frames."""
 
 def skip_without_multicast() -> None:
     """The wire path needs udp_multicast frames to come back (a multicast route)."""
-    import pytest
-
     problem = multicast_problem()
     if problem is not None:
         pytest.skip(f"{problem}: ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo")
