@@ -72,7 +72,17 @@ HIDES: dict[str, tuple[str, ...]] = {
     ),
     "current_sensor_failure": ("charge_overcurrent", "discharge_overcurrent"),
 }
-"""A failure that hides quantities trips within the shortest fault delay of those quantities."""
+"""A failure that hides quantities trips within the shortest fault delay of those quantities.
+
+While such a flag is present, the quantities it hides are not known for every channel (the
+extreme over the channels still measured may look released while the flagged channel is
+past its threshold: a drifting cell read out of range): their latched faults refuse a reset
+until the flag has gone, even before the flag's own fault has tripped."""
+HIDDEN_BY: dict[str, tuple[str, ...]] = {
+    hidden: tuple(flag for flag, codes in HIDES.items() if hidden in codes)
+    for hidden in sorted({code for codes in HIDES.values() for code in codes})
+}
+"""Quantity -> the flags that hide it (`HIDES` inverted)."""
 AGE_RELEASE_FRACTION = 0.5
 """A driver-age fault releases once a good reading is this fraction of its timeout old."""
 
@@ -351,6 +361,10 @@ class Protection:
             if reset_need(q.code) == "service" and not service_override:
                 still[q.code] = "needs a service reset (admin, with a reason): cells may be damaged"
                 continue
+            hiding = [flag for flag in HIDDEN_BY.get(q.code, ()) if self._flag_present(flag)]
+            if hiding:
+                still[q.code] = f"not every channel is measured ({', '.join(hiding)})"
+                continue
             value = m.last_value
             if m.reset():
                 cleared.append(
@@ -361,6 +375,12 @@ class Protection:
             else:
                 still[q.code] = _why_latched(q, m)
         return ResetResult(tuple(cleared), dict(sorted(still.items())))
+
+    def _flag_present(self, code: str) -> bool:
+        """The flag quantity `code` read set in the last evaluation (raised or not yet)."""
+        q = self._by_code.get(code)
+        m = None if q is None else q.levels.get("fault")
+        return m is not None and m.last_value is not None and m.last_value > FLAG_THRESHOLD
 
     def latched_state(self) -> dict[str, Any]:
         """The latched faults, JSON-able, for persisting across restarts."""

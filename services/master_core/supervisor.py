@@ -17,7 +17,11 @@ What is decided here, and nowhere else:
   released and the contacts read open; the automatic recovery from a communication loss
   (`comm_recovery`), limited per hour;
 * heartbeat loss of the controller: limits fall back to 0 A;
-* the start-up and mode-switch graces (`comm_supervision`).
+* the start-up and mode-switch graces (`comm_supervision`), and the current sensor's start-up
+  grace: a sensor not heard from since the master started is unknown (nothing closes) for
+  `CURRENT_SENSOR_START_GRACE_S`, then failed; once it has answered, every lost reading counts
+  (current_sensor_failure after its own delay). A master that boots before its sensor (they
+  power up together; the master configures the sensor once it answers) latches nothing.
 
 A configuration is adopted in two steps: `prepare(config)` builds its decisions, so the
 caller can restore latched faults into them (and refuse the configuration when that fails)
@@ -120,6 +124,15 @@ class Decisions:
     plausibility: PlausibilityChecks
 
 
+CURRENT_SENSOR_START_GRACE_S = 10.0
+"""How long a current sensor that has not answered since the master started is waited for
+(contactors open, current unknown) before current_sensor_failure counts: a sensor powered up
+with the master needs its boot and the master's configuration (the IVT-S's cyclic results
+start once the master has set them up, about a second). A sensor that never answers still
+latches the fault, ten seconds after the start."""
+NO_CURRENT_SENSOR_YET = "the current sensor has not answered yet: the current is not supervised"
+
+
 def unsupervised(stale_modules: tuple[int, ...]) -> str:
     """Why a close is refused while modules are stale."""
     which = ", ".join(str(m) for m in stale_modules)
@@ -189,6 +202,14 @@ class Supervisor:
         """Outlives configurations: the hour's recoveries count across them."""
         self.broker = BrokerOutages()
         self._comm_loss_since_s: float | None = None
+        self._started_s: float | None = None
+        """The first step: the current sensor's start-up grace runs from here."""
+        self._current_sensor_seen = False
+        """The current sensor has given a good reading since the master started."""
+        self._faults_latched = False
+        """The last step's protection latched a fault. The close checks it here: the contactor
+        state machine learns it only in its own step, which is skipped while the relay module
+        gives no feedback (a dead relay module latches contactor_io_failure just so)."""
 
     # --- configuration -------------------------------------------------------------------------
     @staticmethod
@@ -250,7 +271,14 @@ class Supervisor:
         if self.mode == "standby":
             return CommandResult(False, "standby mode: switch to working first")
         stale = self.comm.status(now_s).stale_modules
-        refusal = unsupervised(stale) if stale else self.d.contactors.request_close(now_s)
+        if stale:
+            refusal: str | None = unsupervised(stale)
+        elif self._faults_latched:
+            refusal = "a protection fault is latched"
+        elif not self._current_sensor_seen:
+            refusal = NO_CURRENT_SENSOR_YET
+        else:
+            refusal = self.d.contactors.request_close(now_s)
         self._emit(
             "info", "command", "contactors_close",
             f"close ({why})" + (f" refused: {refusal}" if refusal else ""),
@@ -306,7 +334,10 @@ class Supervisor:
         snap, reading = inputs.snapshot, inputs.reading
         current = d.calibration.measured_a(reading.current_a)
         checks = d.plausibility.update(now_s, self._facts(inputs, current))
-        result = d.protection.evaluate(self._protection_inputs(inputs, current, checks), now_s)
+        sensor_ok = self._current_sensor_ok(reading, now_s)
+        result = d.protection.evaluate(
+            self._protection_inputs(inputs, current, checks, sensor_ok), now_s
+        )
         for t in result.transitions:
             self._events.append(transition_event(t, checks))
         latches_changed = any(t.level == "fault" for t in result.transitions)
@@ -314,6 +345,7 @@ class Supervisor:
         if any(t.code == "communication_loss" and t.kind == "raise" and t.level == "fault"
                for t in result.transitions):  # fmt: skip
             self._comm_loss_since_s = now_s
+        self._faults_latched = bool(result.faults)
         if "contactor_feedback_mismatch" in result.faults:
             self._mismatch_seen = False
 
@@ -354,6 +386,7 @@ class Supervisor:
         if (
             self._auto_close
             and snap.complete
+            and self._current_sensor_seen
             and not result.faults
             and contactors.state == "standby"
         ):
@@ -439,6 +472,7 @@ class Supervisor:
                    f"communication restored ({cause}): latch cleared automatically, recovery "
                    f"{used} of {limit} allowed per hour", recoveries=used, limit=limit)  # fmt: skip
         self._comm_loss_since_s = None
+        self._faults_latched = False  # the only latched fault is gone: a close may go through
         self._contactor_reset = self.d.contactors.state == "fault"
         if self.mode == "working" and not self._held_open:
             self._auto_close = self.auto_close_enabled
@@ -473,12 +507,25 @@ class Supervisor:
             contactor_io_good=fb is not None and reading.device_ok(CONTACTOR_IO),
         )
 
+    def _current_sensor_ok(self, reading: HardwareReading, now_s: float) -> bool | None:
+        """This step's verdict on the current sensor: None (unknown, not evaluated) while a
+        sensor that never answered is still within its start-up grace."""
+        if self._started_s is None:
+            self._started_s = now_s
+        ok = reading.device_ok(CURRENT_SENSOR) and reading.current_a is not None
+        self._current_sensor_seen = self._current_sensor_seen or ok
+        waiting = now_s - self._started_s < CURRENT_SENSOR_START_GRACE_S
+        return None if not self._current_sensor_seen and waiting else ok
+
     def _protection_inputs(
-        self, inputs: SupervisorInputs, current_a: float | None, checks: PlausibilityValues
+        self,
+        inputs: SupervisorInputs,
+        current_a: float | None,
+        checks: PlausibilityValues,
+        sensor_ok: bool | None,
     ) -> ProtectionInputs:
         assert self.d is not None
         snap, reading = inputs.snapshot, inputs.reading
-        sensor_ok = reading.device_ok(CURRENT_SENSOR) and reading.current_a is not None
         return ProtectionInputs(
             max_cell_v=snap.cell_v_max,
             min_cell_v=snap.cell_v_min,

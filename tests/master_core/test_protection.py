@@ -287,6 +287,31 @@ def test_single_level_fault_trips_after_its_delay_and_latches(
     assert code not in p.status().faults
 
 
+@pytest.mark.parametrize("flag", ["out_of_range", "open_wire", "sensor_fault"])
+def test_a_fault_whose_cell_went_unmeasured_refuses_the_reset_until_the_flag_goes(
+    flag: str,
+) -> None:
+    """A cell drifts over the fault threshold, then out of the board's range: the maximum over
+    the cells still measured looks released, but the cell is not. Before the flag's own fault
+    has tripped (within its delay), a reset must not clear cell_overvoltage."""
+    p = Protection(DEMO.protection)
+    fault = DEMO.protection.cell_overvoltage.fault
+    t, _, _ = run(p, nominal(DEMO), 0.0, 1.0)
+    t, result, _ = run(p, nominal(DEMO, max_cell_v=fault.threshold + 0.2), t, fault.delay_s + 0.2)
+    assert "cell_overvoltage" in result.faults
+    released_v = fault.release - 0.1
+    flagged = nominal(DEMO, max_cell_v=released_v, **{flag: True})
+    result = p.evaluate(flagged, t)  # the first flagged sample: the flag's delay runs
+    assert "cell_overvoltage" in result.faults
+    reset = p.reset(t)
+    assert "cell_overvoltage" in reset.still_latched, reset
+    assert "not every channel is measured" in reset.still_latched["cell_overvoltage"]
+    # the channel is measured again, below the release: the reset clears it
+    t, _, _ = run(p, nominal(DEMO, max_cell_v=released_v), t + PERIOD_S, 0.2)
+    reset = p.reset(t)
+    assert "cell_overvoltage" in {tr.code for tr in reset.cleared}, reset
+
+
 def test_communication_loss_waits_the_ride_through() -> None:
     policy = CommLossPolicy(action="ride_through", ride_through_s=2.0)
     p = Protection.from_system(DEMO.model_copy(update={"comm_loss": policy}))

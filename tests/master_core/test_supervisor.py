@@ -12,9 +12,16 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.master_core.hardware import CONTACTOR_IO, HardwareReading
+from services.master_core.hardware import CONTACTOR_IO, CURRENT_SENSOR, HardwareReading
 from services.master_core.pack import PackSnapshot
-from services.master_core.supervisor import Supervisor, SupervisorInputs, SupervisorOutputs
+from services.master_core.supervisor import (
+    CURRENT_SENSOR_START_GRACE_S,
+    NO_CURRENT_SENSOR_YET,
+    CommandResult,
+    Supervisor,
+    SupervisorInputs,
+    SupervisorOutputs,
+)
 from services.plant.contactors import SimulatedContactors
 from shared.config import demo_config
 
@@ -59,6 +66,8 @@ class Rig:
     temp_c: float = 25.0
     silent: set[int] = field(default_factory=set)
     io_dead: bool = False
+    sensor_silent: bool = False
+    """The current sensor gives no reading (not booted yet, or lost)."""
     current_a: float = 0.0
     """What flows while both main contacts are closed (a welded contact conducts too)."""
     sensor_offset_a: float = 0.0
@@ -78,12 +87,15 @@ class Rig:
         pack_v = self.cell_v * CELLS
         fb = self.plant.feedback
         flowing = self.current_a if fb.main_positive and fb.main_negative else 0.0
+        errors = {CONTACTOR_IO: ("no answer",)} if self.io_dead else {}
+        if self.sensor_silent:
+            errors[CURRENT_SENSOR] = ("no answer",)
         reading = HardwareReading(
-            current_a=flowing + self.sensor_offset_a,
+            current_a=None if self.sensor_silent else flowing + self.sensor_offset_a,
             pack_voltage_v=pack_v,
             link_voltage_v=self.plant.bus_voltage_v,
             feedback=None if self.io_dead else self.plant.feedback,
-            device_errors={CONTACTOR_IO: ("no answer",)} if self.io_dead else {},
+            device_errors=errors,
         )
         inputs = SupervisorInputs(
             snapshot=snapshot(self.cell_v, self.temp_c, modules.stale_modules),
@@ -196,6 +208,69 @@ def test_a_dead_relay_module_trips_and_nothing_closes_until_it_answers() -> None
     assert "contactor_io_failure" in out.protection.faults
     assert out.coils.all_off and out.coils.state == "fault"
     assert not rig.sup.close(rig.now, "command").ok
+
+
+def test_a_dead_relay_module_in_standby_refuses_the_close_command() -> None:
+    """contactor_io_failure latched with the contactors open: the sequence gets no step while
+    the relay module is silent, so the supervisor itself refuses the close."""
+    rig = Rig()
+    for _ in range(20):
+        rig.step()
+    rig.sup.open(rig.now)
+    for _ in range(10):
+        out = rig.step()
+    assert out.coils.state == "standby"
+    rig.io_dead = True
+    for _ in range(round(CONFIG.protection.contactor_io_timeout_s / DT_S) + 4):
+        out = rig.step()
+    assert "contactor_io_failure" in out.protection.faults and out.coils.state == "standby"
+    refused = CommandResult(False, "a protection fault is latched")
+    assert rig.sup.close(rig.now, "command") == refused
+
+
+def test_a_current_sensor_that_boots_after_the_master_is_waited_for_and_latches_nothing() -> None:
+    """The master and its sensor power up together; the sensor answers a few seconds later.
+    Until then nothing closes (the current is not supervised); then the start-up close runs."""
+    rig = Rig(sensor_silent=True)
+    for _ in range(round(3.0 / DT_S)):
+        out = rig.step()
+        assert out.coils.all_off and out.coils.state == "standby", out
+        assert not out.protection.faults, out.protection.faults
+    assert rig.sup.close(rig.now, "command").why == NO_CURRENT_SENSOR_YET
+    rig.sensor_silent = False
+    for _ in range(100):
+        out = rig.step()
+    assert out.coils.state == "closed" and not out.protection.faults
+
+
+def test_a_current_sensor_that_never_answers_latches_its_failure_after_the_grace() -> None:
+    rig = Rig(sensor_silent=True)
+    while rig.now < CURRENT_SENSOR_START_GRACE_S - DT_S:
+        out = rig.step()
+        assert "current_sensor_failure" not in out.protection.faults
+        assert out.coils.all_off
+    for _ in range(round(1.0 / DT_S)):
+        out = rig.step()
+    assert "current_sensor_failure" in out.protection.faults
+    assert out.coils.all_off
+    # answering late does not undo the latch: it takes a reset
+    rig.sensor_silent = False
+    for _ in range(10):
+        out = rig.step()
+    assert "current_sensor_failure" in out.protection.faults and out.coils.all_off
+
+
+def test_a_current_sensor_lost_after_it_answered_trips_without_a_grace() -> None:
+    rig = Rig()
+    for _ in range(100):
+        out = rig.step()
+    assert out.coils.state == "closed"
+    rig.sensor_silent = True
+    for _ in range(round(1.0 / DT_S)):
+        out = rig.step()
+    assert rig.now < CURRENT_SENSOR_START_GRACE_S
+    assert "current_sensor_failure" in out.protection.faults
+    assert out.coils.all_off and out.coils.state == "fault"
 
 
 def test_a_sensor_reading_current_on_the_open_string_trips_current_on_open_string() -> None:

@@ -1,7 +1,10 @@
 """Transitions on a live stack (real mosquitto, real slave agents, real master): a configuration
 apply with a new module count and standby -> working, repeated, latch no `communication_loss`,
 the contactors close again by themselves (auto-close), and no slave agent fails on the way. A
-rack that boots long after the master is waited for with the contactors open, latching nothing."""
+rack that boots long after the master is waited for with the contactors open, latching nothing.
+
+On the wire path (`WireStack`): the plant serves the boards (the agents read them over Modbus
+TCP), the relay module and the sensors; it draws 10 A while the contactors are closed."""
 
 from __future__ import annotations
 
@@ -17,39 +20,41 @@ from shared.config import SystemConfig
 from shared.messages import ConfigMessage, ContactorsArgs, SetModeArgs
 from shared.topics import CONFIG
 
-from .agents import Recorder, ServiceProcess, publish_config, wait_until
+from .agents import Recorder, ServiceProcess, WireStack, publish_config, wait_until
 from .test_master_core import Watch
 
 
-def preset(system_id: str, modules: int, cells: int, version: int = 1) -> SystemConfig:
+def preset(
+    wire: WireStack, system_id: str, modules: int, cells: int, version: int = 1
+) -> SystemConfig:
     config = SystemConfig.from_preset(
         "NMC", system_id=system_id, modules=modules, cells_per_module=cells
     )
-    return config.model_copy(update={"config_version": version})
+    return wire.wire(config.model_copy(update={"config_version": version}))
 
 
 @pytest.fixture
 def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A 112-cell system (8 modules of 14 cells), as in the report."""
-    config = preset(system_id, 8, 14)
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-10")
+    config = preset(wire, system_id, 8, 14)
     ui = publish_config(mosquitto.url, config)
-    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, initial_soc_pct="60")
-    env = {"data_dir": str(tmp_path / "data"), "load_profile": "constant:-10"}
-    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path, **env)
+    slaves = wire.agent()
+    master = wire.master(data_dir=str(tmp_path / "data"))
     watch = Watch(mosquitto.url, system_id)
     rec = Recorder(mosquitto.url, system_id)
-    made = dict(ui=ui, slaves=slaves, master=master, watch=watch, rec=rec, config=config)
+    made = dict(ui=ui, slaves=slaves, master=master, watch=watch, rec=rec, config=config,
+                wire=wire)  # fmt: skip
     try:  # a failed start must not leave the services running
         closed = wait_until(
             lambda: (s := watch.latest()) is not None and s.contactors == "closed", 30
         )
-        assert closed, master.log()
+        assert closed, wire.logs()
         yield made
     finally:
         watch.close()
         rec.close()
-        master.stop()
-        slaves.stop()
+        wire.stop()
         ui.stop()
 
 
@@ -73,7 +78,9 @@ def test_a_new_module_count_latches_nothing_and_closes_again(
     watch: Watch = stack["watch"]
     rec: Recorder = stack["rec"]
     t0 = time.time()
-    stack["ui"].publish(CONFIG, ConfigMessage(config=preset(system_id, 9, 14, version=2)))
+    stack["ui"].publish(
+        CONFIG, ConfigMessage(config=preset(stack["wire"], system_id, 9, 14, version=2))
+    )
     assert wait_until(lambda: rec.latest(8) is not None, 15), stack["slaves"].log()[-3000:]
 
     def settled() -> bool:
@@ -94,7 +101,7 @@ def test_the_same_layout_again_latches_nothing_and_stays_closed(
 ) -> None:
     watch: Watch = stack["watch"]
     t0 = time.time()
-    same = preset(system_id, 8, 14, version=2).model_copy(update={"name": "renamed"})
+    same = preset(stack["wire"], system_id, 8, 14, version=2).model_copy(update={"name": "renamed"})
     stack["ui"].publish(CONFIG, ConfigMessage(config=same))
     assert wait_until(
         lambda: (
@@ -132,13 +139,11 @@ LATE_RACK_S = 25.0
 def test_a_rack_that_boots_late_is_waited_for_with_the_contactors_open(
     mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
 ) -> None:
-    ui = publish_config(mosquitto.url, preset(system_id, 3, 4))
-    env = {"data_dir": str(tmp_path / "data"), "load_profile": "constant:-10"}
-    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path, **env)
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-10")
+    ui = publish_config(mosquitto.url, preset(wire, system_id, 3, 4))
+    master = wire.master(data_dir=str(tmp_path / "data"))
     watch = Watch(mosquitto.url, system_id)
-    early = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, label="-0-1",
-                           modules="0-1")  # fmt: skip
-    late: ServiceProcess | None = None
+    wire.agent(label="-0-1", modules="0-1")
     try:
         assert wait_until(lambda: (s := watch.latest()) is not None and s.stale_modules == [2], 20)
         t0 = time.time()
@@ -154,14 +159,11 @@ def test_a_rack_that_boots_late_is_waited_for_with_the_contactors_open(
         reply = watch.command("contactors", ContactorsArgs(action="close"))
         assert reply.status == "refused"
         assert reply.reason == "module 2 has not reported: the pack is not fully supervised"
-        late = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, label="-2",
-                              modules="2")  # fmt: skip
+        wire.agent(label="-2", modules="2")
         assert wait_until(lambda: watch.latest().contactors == "closed", 20), master.log()[-3000:]  # type: ignore[union-attr]
         assert not comm_losses(watch), comm_losses(watch)
         assert watch.latest().stale_modules == []  # type: ignore[union-attr]
     finally:
         watch.close()
-        for p in (late, early, master):
-            if p is not None:
-                p.stop()
+        wire.stop()
         ui.stop()

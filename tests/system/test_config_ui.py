@@ -3,6 +3,11 @@
 Seeding, adoption of a configuration already on the broker, acknowledgements of every
 service, a change every service takes, a register-layout change every service takes live,
 and a restart that republishes without resetting the master.
+
+The services run on the wire as `make run` runs them (`WireStack`): the UI seeds the demo
+system wired to the plant (`plant` seed, `plant_demo_config` at an index of this test's own),
+the agent reads the plant's boards, the master its devices, the CAN gateway talks to the
+plant's inverter on the configured bus.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import pytest
 
 from shared.broker import MosquittoBroker, free_port
 from shared.config import SystemConfig, demo_config
-from tests.system.agents import ServiceProcess, publish_config, wait_until
+from tests.system.agents import PlantWiring, ServiceProcess, WireStack, publish_config, wait_until
 
 pytestmark = pytest.mark.broker
 PASSWORD = "system-test-password"
@@ -74,27 +79,25 @@ class Ui:
 
 @pytest.fixture
 def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    procs = [
-        ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path),
-        ServiceProcess("master_core", mosquitto.url, system_id, tmp_path,
-                       data_dir=str(tmp_path / "master")),
-        ServiceProcess("modbus_gateway", mosquitto.url, system_id, tmp_path,
-                       tcp_port=str(free_port())),
-        ServiceProcess("can_gateway", mosquitto.url, system_id, tmp_path,
-                       can_interface="virtual", can_channel=f"ui-{system_id}"),
-    ]  # fmt: skip
-    made: dict[str, Any] = {"procs": procs, "url": mosquitto.url, "tmp": tmp_path}
+    wiring, index = PlantWiring.demo_index(system_id)
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="cycle:30:40:20:80",
+                     inverter=True, wiring=wiring)  # fmt: skip
+    wire.agent()
+    wire.master(data_dir=str(tmp_path / "master"))
+    wire.service("modbus_gateway", tcp_port=str(free_port()))
+    wire.service("can_gateway")
+    made: dict[str, Any] = {"wire": wire, "index": index, "url": mosquitto.url, "tmp": tmp_path}
     try:
         yield made
     finally:
         if "ui" in made:
             made["ui"].stop()
-        for p in procs:
-            p.stop()
+        wire.stop()
 
 
 def test_seed_apply_refuse_and_restart(stack: dict[str, Any], system_id: str) -> None:
-    ui = Ui(stack["url"], system_id, stack["tmp"], ui_seed_config="demo")
+    ui = Ui(stack["url"], system_id, stack["tmp"], ui_seed_config="plant",
+            ui_seed_index=str(stack["index"]))  # fmt: skip
     stack["ui"] = ui
     ui.start()
     assert wait_until(lambda: ui.all_acked(1), 30), ui.acks()

@@ -2,6 +2,11 @@
 
 Logs in, configures a system with the wizard, applies it, and watches the dashboard update
 with live values from the master; screenshots go to build/test-artifacts/config_ui/.
+
+The services run on the wire (`WireStack`): the plant serves the boards (the agents read them
+over Modbus TCP), the relay module, the IVT-S and the iso165C, and draws 8 A while the
+contactors are closed; the wizard's device steps are filled in with where this test's plant
+serves them, as a commissioner enters where the devices are. Faults go to the plant.
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ import pytest
 
 from shared.broker import MosquittoBroker, free_port
 from shared.config import SystemConfig
-from tests.system.agents import ROOT, ServiceProcess, wait_until
-from tests.system.test_slave_agent import inject
+from tests.system.agents import ROOT, PlantWiring, WireStack, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -42,6 +46,10 @@ class Stack:
     base: str
     mqtt_url: str
     system: str
+    wire: WireStack
+
+    def inject(self, *args: str) -> None:
+        self.wire.inject(*args)
 
 
 @pytest.fixture
@@ -52,18 +60,13 @@ def running(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
     secret = tmp_path / "admin-password"
     secret.write_text(PASSWORD)
     port = free_port()
-    procs = [
-        ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, initial_soc_pct="60"),
-        ServiceProcess(
-            "master_core", mosquitto.url, system_id, tmp_path,
-            data_dir=str(tmp_path / "master"), load_profile="constant:-8",
-        ),
-        ServiceProcess(
-            "config_ui", mosquitto.url, system_id, tmp_path,
-            data_dir=str(tmp_path / "ui"), ui_port=str(port),
-            ui_admin_password_file=str(secret), ui_live_period_s="0.25",
-        ),
-    ]  # fmt: skip
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-8")
+    wire.agent()
+    wire.master(data_dir=str(tmp_path / "master"))
+    ui = wire.service(
+        "config_ui", data_dir=str(tmp_path / "ui"), ui_port=str(port),
+        ui_admin_password_file=str(secret), ui_live_period_s="0.25",
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -73,11 +76,28 @@ def running(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
             return False
 
     try:
-        assert wait_until(up, 20), procs[2].log()
-        yield Stack(base, mosquitto.url, system_id)
+        assert wait_until(up, 20), ui.log()
+        yield Stack(base, mosquitto.url, system_id, wire)
     finally:
-        for p in procs:
-            p.stop()
+        wire.stop()
+
+
+def device_fields(wiring: PlantWiring) -> dict[str, dict[str, str]]:
+    """Wizard step title -> the device fields a commissioner fills in for this test's plant."""
+    return {
+        "Contactors": {
+            "contactors.io.transport": "tcp",
+            "contactors.io.host": "127.0.0.1",
+            "contactors.io.tcp_port": str(wiring.relay_port),
+        },
+        "Current sensor": {
+            "current_sensor.can.interface": "udp_multicast",
+            "current_sensor.can.channel": wiring.ivt_group,
+            "insulation_monitor.driver": "iso165c",
+            "insulation_monitor.can.interface": "udp_multicast",
+            "insulation_monitor.can.channel": wiring.iso_group,
+        },
+    }
 
 
 def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack) -> None:
@@ -135,9 +155,16 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.screenshot(path=shots / "03-wizard-protection-error.png", full_page=True)
             page.fill(field, good)
             page.click('[data-testid="next"]')
-            # 5-8: balancing, contactors, current sensor, interfaces keep their defaults
+            # 5-8: balancing and interfaces keep their defaults; the devices are where the
+            # plant serves them
+            devices = device_fields(running.wire.wiring)
             for title in ("Balancing", "Contactors", "Current sensor", "Interfaces"):
                 expect(page.locator('[data-testid="wizard-title"]')).to_contain_text(title)
+                for name, value in devices.get(title, {}).items():
+                    if page.locator(f'select[name="{name}"]').count():
+                        page.select_option(f'select[name="{name}"]', value)
+                    else:
+                        page.fill(f'input[name="{name}"]', value)
                 page.click('[data-testid="next"]')
             # 9: review as a diff, then apply
             expect(page.locator('[data-testid="diff-table"]')).to_contain_text("Browser rack")
@@ -227,8 +254,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
 
             # a cell runs away: the fault shows among the alarms, and a reset is refused
             # while the cell is still high, with the master's reason
-            inject(running.mqtt_url, running.system, "cell_drift", "--module", "1",
-                   "--channel", "2", "--value", "1.0")  # fmt: skip
+            running.inject("cell_drift", "--module", "1", "--channel", "2", "--value", "1.0")
             alarms = page.locator('[data-testid="alarms"]')
             expect(alarms).to_contain_text("fault: cell_overvoltage", timeout=15_000)
             page.click('button[data-command="reset_faults"]')
@@ -236,7 +262,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(reply).to_contain_text("refused", timeout=10_000)
             expect(reply).to_contain_text("cell_overvoltage")
             page.screenshot(path=shots / "08-dashboard-fault.png", full_page=True)
-            inject(running.mqtt_url, running.system, "clear")
+            running.inject("clear")
 
             page.goto(f"{stack}/events")
             expect(page.locator('[data-testid="events-table"] tbody tr').first).to_be_visible()
@@ -269,28 +295,20 @@ def without_slaves(
     secret = tmp_path / "admin-password"
     secret.write_text(PASSWORD)
     port = free_port()
-    procs = [
-        ServiceProcess(
-            "master_core", mosquitto.url, system_id, tmp_path,
-            data_dir=str(tmp_path / "master"), load_profile="constant:-8",
-        ),
-        ServiceProcess(
-            "config_ui", mosquitto.url, system_id, tmp_path,
-            data_dir=str(tmp_path / "ui"), ui_port=str(port),
-            ui_admin_password_file=str(secret), ui_live_period_s="0.25",
-        ),
-    ]  # fmt: skip
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-8")
+    wire.master(data_dir=str(tmp_path / "master"))
+    ui = wire.service(
+        "config_ui", data_dir=str(tmp_path / "ui"), ui_port=str(port),
+        ui_admin_password_file=str(secret), ui_live_period_s="0.25",
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
 
     def start_slave(modules: str) -> None:
-        log_dir = tmp_path / f"slave-{modules}"
-        log_dir.mkdir()
-        procs.append(ServiceProcess("slave_agent", mosquitto.url, system_id, log_dir,
-                                    modules=modules, initial_soc_pct="60"))  # fmt: skip
+        wire.agent(label=f"-{modules}", modules=modules)
 
     http = httpx.Client(base_url=base, timeout=10)
     try:
-        assert wait_until(lambda: _up(http), 20), procs[1].log()
+        assert wait_until(lambda: _up(http), 20), ui.log()
         r = http.post("/api/session", json={"username": "admin", "password": PASSWORD})
         http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
         change = {"current_password": PASSWORD, "new_password": OWN_PASSWORD}
@@ -299,12 +317,12 @@ def without_slaves(
             "LFP", system_id=system_id, modules=2, cells_per_module=8,
             temp_sensors_per_module=SENSORS_PER_MODULE, cell_capacity_ah=50.0,
         )  # fmt: skip
-        http.post("/api/config", json={"config": config.model_dump(mode="json")}).raise_for_status()
-        yield Stack(base, mosquitto.url, system_id), start_slave
+        wired = wire.wire(config).model_dump(mode="json")
+        http.post("/api/config", json={"config": wired}).raise_for_status()
+        yield Stack(base, mosquitto.url, system_id, wire), start_slave
     finally:
         http.close()
-        for p in procs:
-            p.stop()
+        wire.stop()
 
 
 OWN_PASSWORD = "admins-own-password"
@@ -350,8 +368,15 @@ def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
             pack = state()["pack"]
             assert pack["soc"] is None and pack["cell_v_min"] is None, pack
             time.sleep(1.5)  # a few updates and a few history points
-            for testid in ("pack-soc", "pack-power"):
-                expect(page.locator(f'[data-testid="{testid}"]')).to_have_text("–")
+            expect(page.locator('[data-testid="pack-soc"]')).to_have_text("–")
+            # the IVT-S measures pack voltage and current without any module: the power is
+            # known (0 with the contactors open), a dash only while one of them is unknown
+            pack = state()["pack"]
+            power = page.locator('[data-testid="pack-power"]')
+            if pack["voltage"] is None or pack["current"] is None:
+                expect(power).to_have_text("–")
+            else:
+                expect(power).to_have_text(re.compile(r"^-?\d+\.\d\d$"))
             expect(page.locator("#c-min")).to_have_text("–")
             expect(page.locator("#c-max")).to_have_text("–")
             expect(page.locator("#c-spread")).to_have_text("–")
@@ -396,14 +421,13 @@ def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
 
             # the first temperature sensor of module 1 fails, and a cell wire of module 2
             # opens: each is marked at its own place, and every later channel stays at its own
-            inject(stack.mqtt_url, stack.system, "open_wire", "--module", "0",
-                   "--channel", "0", "--target", "temp")  # fmt: skip
-            inject(stack.mqtt_url, stack.system, "open_wire", "--module", "1",
-                   "--channel", "2")  # fmt: skip
+            stack.inject("open_wire", "--module", "0", "--channel", "0", "--target", "temp")
+            stack.inject("open_wire", "--module", "1", "--channel", "2")
             first = page.locator('#heatmap .hcell[data-sensor="0"]')
             expect(first).to_have_class(re.compile(r"\bflagged\b"), timeout=15_000)
-            # an open sensor reads -55 °C, below its range too: both flags are shown
-            expect(first).to_have_attribute("data-flags", re.compile(r"\bopen_wire\b"))
+            # the boards report an open thermistor in their sensor-fault mask (the register map
+            # has no open-wire bit for temperature channels): the agent's flag is sensor_fault
+            expect(first).to_have_attribute("data-flags", re.compile(r"\bsensor_fault\b"))
             assert wait_until(lambda: bars()[10] is None, 15)
             expect(page.locator('[data-testid="cells-unknown"]')).to_have_text(
                 re.compile(r"^unknown: M2 C3 \(open wire[^)]*\)$")
@@ -414,7 +438,7 @@ def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
             assert None not in cells["cell_v"][:10] + cells["cell_v"][11:]
             sensors = [s for m in cells["modules"] for s in m["temperatures"]]
             assert [s["sensor_index"] for s in sensors] == list(range(2 * SENSORS_PER_MODULE))
-            assert sensors[0]["temp_c"] is None and "open_wire" in sensors[0]["flags"]
+            assert sensors[0]["temp_c"] is None and "sensor_fault" in sensors[0]["flags"]
             # the heat map shows each later sensor's own reading at its own place
             tiles = page.locator("#heatmap .hcell")
             expect(tiles).to_have_count(2 * SENSORS_PER_MODULE)

@@ -2,8 +2,11 @@
 contactors, the cause goes away, the reset the fault needs is sent through the web
 application's REST API, and the contactors close again with no other operator action.
 
-Real mosquitto, slave agent, master and web application as processes; faults go in through
-the same `inject` tool the README uses.
+Real mosquitto, plant, slave agent, master, CAN gateway and web application as processes, on
+the wire as `make run` runs them (`WireStack`): the agent reads the plant's boards over Modbus
+TCP, the master its IVT-S, iso165C and relay module, the plant's inverter draws its load
+profile within the limits the CAN gateway sends. Faults go in through the same `inject` tools
+the README uses: cell faults into the plant, `crash` into the slave agent.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 import pytest
 
 from shared.broker import MosquittoBroker
+from shared.config import demo_config
 from shared.messages import ResetFaultsArgs, ServiceOverride
 
-from .agents import ServiceProcess, wait_until
+from .agents import WireStack, wait_until
 from .test_config_ui import Ui
 from .test_master_core import Watch
 from .test_slave_agent import inject
@@ -34,18 +38,30 @@ DEMO_LINES = (OPEN_WIRE, OVER_TEMPERATURE, COOL, DRIFT_UP, DRIFT_DOWN, "clear", 
 """The README's demo lines, as these tests run them."""
 
 
+AGENT_FAULTS = {"crash"}
+"""Faults of the agent process (`python -m services.slave_agent inject`); the rest are the
+plant's (README: cell faults go to the plant, the loop's agent refuses them)."""
+
+
 class Demo:
-    def __init__(self, url: str, system: str, watch: Watch, ui: Ui, tmp: Path) -> None:
-        self.url, self.system, self.watch, self.ui, self.tmp = url, system, watch, ui, tmp
-        self.slaves = ServiceProcess("slave_agent", url, system, tmp)
+    def __init__(self, wire: WireStack, watch: Watch, ui: Ui) -> None:
+        self.wire, self.watch, self.ui = wire, watch, ui
+        self.url, self.system = wire.url, wire.system
+        self.restarts = 0
+        self.slaves = wire.agent()
 
     def restart_slaves(self) -> None:
         """What `make run`'s launcher does when a service exits."""
         self.slaves.stop()
-        self.slaves = ServiceProcess("slave_agent", self.url, self.system, self.tmp)
+        self.restarts += 1
+        self.slaves = self.wire.agent(label=f"-{self.restarts}")
 
     def inject(self, line: str) -> None:
-        inject(self.url, self.system, *line.split())
+        words = line.split()
+        if words[0] in AGENT_FAULTS:
+            inject(self.url, self.system, *words)
+        else:
+            self.wire.inject(*words)
 
     def contactors(self) -> str | None:
         state = self.watch.latest()
@@ -89,21 +105,25 @@ class Demo:
 
 @pytest.fixture
 def demo(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Demo]:
-    master = ServiceProcess(
-        "master_core", mosquitto.url, system_id, tmp_path, data_dir=str(tmp_path / "master")
-    )
-    ui = Ui(mosquitto.url, system_id, tmp_path, ui_seed_config="demo")
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="cycle:30:40:20:80",
+                     inverter=True)  # fmt: skip
+    wire.master(data_dir=str(tmp_path / "master"))
+    wire.service("can_gateway")
+    # the demo system wired to this test's plant, applied as the UI's first configuration
+    ui = Ui(mosquitto.url, system_id, tmp_path, ui_seed_config="")
     watch = Watch(mosquitto.url, system_id)
-    d = Demo(mosquitto.url, system_id, watch, ui, tmp_path)
+    d = Demo(wire, watch, ui)
     try:
         ui.start()
-        assert wait_until(lambda: d.contactors() == "closed", 40), (master.log(), d.faults())
+        config = wire.wire(demo_config(system_id), inverter_bus=True).model_dump(mode="json")
+        r = ui.http.post("/api/config", json={"config": config, "comment": "demo on the plant"})
+        assert r.status_code == 201, r.text
+        assert wait_until(lambda: d.contactors() == "closed", 60), (wire.logs(), d.faults())
         yield d
     finally:
         watch.close()
         ui.stop()
-        master.stop()
-        d.slaves.stop()
+        wire.stop()
 
 
 def test_the_readme_shows_the_demos_these_tests_run() -> None:

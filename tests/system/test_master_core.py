@@ -1,4 +1,8 @@
-"""The master with real slave agents on a real broker: protection reaches the contactors."""
+"""The master with real slave agents on a real broker: protection reaches the contactors.
+
+On the wire path (`WireStack`): the plant process serves the boards, the relay module, the
+IVT-S and the iso165C; faults are injected into the plant. The plant draws 10 A (discharge)
+whenever the contactors are closed."""
 
 from __future__ import annotations
 
@@ -28,8 +32,7 @@ from shared.messages import (
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_STATE
 
-from .agents import Recorder, ServiceProcess, publish_config, wait_until
-from .test_slave_agent import inject
+from .agents import Recorder, WireStack, publish_config, wait_until
 
 
 class Watch:
@@ -77,12 +80,14 @@ class Watch:
 
 @pytest.fixture
 def system(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-10")
+    config = wire.wire(
+        SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    )
     ui = publish_config(mosquitto.url, config)
-    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, initial_soc_pct="60")
-    data = tmp_path / "data"
-    env = {"data_dir": str(data), "load_profile": "constant:-10"}
-    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path, **env)
+    slaves = wire.agent()
+    env = {"data_dir": str(tmp_path / "data")}
+    master = wire.master(**env)
     watch = Watch(mosquitto.url, system_id)
     rec = Recorder(mosquitto.url, system_id)
     made: dict[str, Any] = dict(
@@ -94,18 +99,18 @@ def system(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterat
         url=mosquitto.url,
         env=env,
         tmp=tmp_path,
+        wire=wire,
     )
     try:  # a failed start must not leave the services running
         closed = wait_until(
-            lambda: (s := watch.latest()) is not None and s.contactors == "closed", 20
+            lambda: (s := watch.latest()) is not None and s.contactors == "closed", 30
         )
-        assert closed, master.log()
+        assert closed, wire.logs()
         yield made
     finally:
         watch.close()
         rec.close()
-        made["master"].stop()
-        made["slaves"].stop()
+        wire.stop()
         ui.stop()
 
 
@@ -115,9 +120,8 @@ def test_overvoltage_opens_contactors_within_the_delay_plus_one_sample(
     watch: Watch = system["watch"]
     rec: Recorder = system["rec"]
     fault = system["config"].protection.cell_overvoltage.fault
-    inject(
-        system["url"], system_id, "cell_drift", "--module", "1", "--channel", "2", "--value", "1.0"
-    )
+    wire: WireStack = system["wire"]
+    wire.inject("cell_drift", "--module", "1", "--channel", "2", "--value", "1.0")
     assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "fault", 10), (
         system["master"].log()
     )
@@ -134,7 +138,7 @@ def test_overvoltage_opens_contactors_within_the_delay_plus_one_sample(
 
     reply = watch.command("reset_faults", ResetFaultsArgs())
     assert reply.status == "refused" and "cell_overvoltage" in reply.reason
-    inject(system["url"], system_id, "clear")
+    wire.inject("clear")
     assert wait_until(lambda: rec.latest(1).cell_mv[2] < 4100, 5)  # type: ignore[union-attr]
     time.sleep(0.5)
     reply = watch.command("reset_faults", ResetFaultsArgs())
@@ -157,17 +161,14 @@ def test_restart_restores_soc_and_latched_faults(
     system: dict[str, Any], system_id: str, mosquitto: MosquittoBroker
 ) -> None:
     watch: Watch = system["watch"]
-    inject(
-        system["url"], system_id, "cell_drift", "--module", "0", "--channel", "0", "--value", "1.0"
-    )
+    wire: WireStack = system["wire"]
+    wire.inject("cell_drift", "--module", "0", "--channel", "0", "--value", "1.0")
     assert wait_until(lambda: watch.latest().contactors == "fault", 10)  # type: ignore[union-attr]
-    inject(system["url"], system_id, "clear")
+    wire.inject("clear")
     time.sleep(1.0)
     soc_before = watch.latest().soc  # type: ignore[union-attr]
     system["master"].stop()
-    system["master"] = ServiceProcess(
-        "master_core", mosquitto.url, system_id, system["tmp"] / "..", **system["env"]
-    )
+    system["master"] = wire.master(**system["env"])
     t0 = time.time()
     assert wait_until(lambda: (s := watch.latest()) is not None and (s.ts or 0) > t0 + 0.5, 15)
     after = watch.latest()
@@ -201,9 +202,7 @@ def test_controller_heartbeat_watchdog_falls_back_to_safe_limits(
     system["master"].stop()
     env = system["env"] | {"heartbeat_timeout_s": "1.5"}
     t0 = time.time()
-    system["master"] = ServiceProcess(
-        "master_core", mosquitto.url, system_id, system["tmp"] / "..", **env
-    )
+    system["master"] = system["wire"].master(**env)
     assert wait_until(
         lambda: (
             (s := watch.latest()) is not None and (s.ts or 0) > t0 + 1 and s.contactors == "closed"

@@ -1,6 +1,9 @@
 """A real master process on a real broker, killed and restarted: what `pack/state` publishes
 after the restart (SOC, SOH, energy in and out, equivalent cycles, latched faults) is what it
-published before. SIGKILL leaves only the periodic persist; SIGTERM the persist at stop."""
+published before. SIGKILL leaves only the periodic persist; SIGTERM the persist at stop.
+
+On the wire path (`WireStack`): the plant draws 10 A whenever the contactors are closed, the
+master counts it from the plant's IVT-S; faults are injected into the plant."""
 
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ from shared.broker import MosquittoBroker
 from shared.config import SystemConfig
 from shared.messages import ContactorsArgs, PackState, ResetFaultsArgs
 
-from .agents import ServiceProcess, publish_config, wait_until
+from .agents import ServiceProcess, WireStack, publish_config, wait_until
 from .test_master_core import Watch
-from .test_slave_agent import inject
 
 SOH_92 = SohRecord(
     nominal_capacity_ah=100.0, capacity_num=[0.92] * 8, capacity_den=[0.01] * 8,
@@ -33,29 +35,32 @@ SOH_92 = SohRecord(
 
 @pytest.fixture
 def stack(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-10")
+    config = wire.wire(
+        SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    )
     data = tmp_path / "data"
     seed = Store(data / f"master_core-{system_id}.sqlite")
     seed.put(SohRecord.KEY, SOH_92.model_dump(mode="json"), ts=time.time())
     seed.close()
     ui = publish_config(mosquitto.url, config)
-    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path, initial_soc_pct="60")
-    env = {"data_dir": str(data), "load_profile": "constant:-10"}
+    wire.agent()
+    env = {"data_dir": str(data)}
     watch = Watch(mosquitto.url, system_id)
-    made: dict[str, Any] = dict(url=mosquitto.url, env=env, tmp=tmp_path, watch=watch)
+    made: dict[str, Any] = dict(url=mosquitto.url, env=env, tmp=tmp_path, watch=watch, wire=wire)
+    starts = iter(range(1000))
 
     def master(**extra: str) -> ServiceProcess:
-        made["master"] = ServiceProcess(
-            "master_core", mosquitto.url, system_id, tmp_path, **(env | extra)
-        )
+        made["master"] = wire.master(label=f"-{next(starts)}", **(env | extra))
         return made["master"]
 
     made["start_master"] = master
-    yield made
-    watch.close()
-    made["master"].stop()
-    slaves.stop()
-    ui.stop()
+    try:
+        yield made
+    finally:
+        watch.close()
+        wire.stop()
+        ui.stop()
 
 
 def same_persisted_fields(after: PackState, before: PackState) -> None:
@@ -67,7 +72,7 @@ def same_persisted_fields(after: PackState, before: PackState) -> None:
 
 
 def discharged(watch: Watch, more_than_wh: float) -> None:
-    """The simulated inverter draws 10 A once the limits have risen (after their hold)."""
+    """The plant draws 10 A while the contactors are closed."""
     assert wait_until(lambda: (watch.latest().energy_out_wh or 0) > more_than_wh, 40), (  # type: ignore[union-attr]
         watch.latest()
     )
@@ -86,9 +91,9 @@ def trip_overvoltage_and_clear(stack: dict[str, Any], system_id: str) -> PackSta
     state stays what was saved."""
     watch: Watch = stack["watch"]
     drift = ("cell_drift", "--module", "0", "--channel", "1", "--value", "1.0")
-    inject(stack["url"], system_id, *drift)
+    stack["wire"].inject(*drift)
     assert wait_until(lambda: watch.latest().contactors == "fault", 10)  # type: ignore[union-attr]
-    inject(stack["url"], system_id, "clear")
+    stack["wire"].inject("clear")
     time.sleep(2.5)  # more than two persist periods after the contactors opened
     state = watch.latest()
     assert state is not None and "cell_overvoltage" in state.faults

@@ -1,18 +1,22 @@
 """Commissioning transitions, end to end: a live stack on a real mosquitto, read from outside.
 
-The whole stack runs as processes (simulated slaves, master, Modbus gateway, CAN gateway on an
-slcan link over a socat pty, web application), and is driven through the transitions an
-integrator meets: cold start with modules appearing one by one, configuration applies (same
-and new topology), standby and back, sensor faults, over-temperature, and restarts of the
-master, a slave and the broker. In every state it is read through independent clients:
-pysunspec2 over Modbus TCP, python-can with cantools and each profile's DBC, the REST API and
-MQTT. Each checkpoint asserts that
+The whole stack runs as processes (the plant, slave agents reading its boards over Modbus TCP,
+the master on its devices: the plant's IVT-S, iso165C and relay module; Modbus gateway, CAN
+gateway on an slcan link over a socat pty, web application), and is driven through the
+transitions an integrator meets: cold start with modules appearing one by one, configuration
+applies (same and new topology), standby and back, sensor faults, over-temperature, and
+restarts of the master, a slave and the broker. In every state it is read through independent
+clients: pysunspec2 over Modbus TCP, python-can with cantools and each profile's DBC, the REST
+API and MQTT. Each checkpoint asserts that
 
 - no fault latches without its physical cause;
 - no unknown is presented as a number (SunSpec unimplemented, CAN frame withheld, JSON null);
 - no value is clamped (what the clients read equals the pack state within scaling);
 - every sensor stays at its own place;
 - the contactors return to closed without an operator where no fault needs one.
+
+The plant has no inverter here (the CAN gateway talks to this test's slcan reader): it draws
+5 A whenever the contactors are closed. Faults are injected into the plant.
 """
 
 from __future__ import annotations
@@ -42,9 +46,8 @@ from shared.protection_codes import EVT1_COMMUNICATION_ERROR
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_CELLS, PACK_STATE, SLAVE_TELEMETRY
 
-from .agents import ServiceProcess, wait_until
+from .agents import ServiceProcess, WireStack, wait_until
 from .test_config_ui import Ui
-from .test_slave_agent import inject
 
 pytestmark = [
     pytest.mark.broker,
@@ -180,6 +183,7 @@ class Stack:
         assert wait_until(lambda: gw_end.exists() and inv_end.exists(), 5)
         self.gw_end = gw_end
         self.procs: dict[str, ServiceProcess] = {}
+        self.wire = WireStack(broker.url, system_id, tmp, load_profile="constant:-5")
         self.ui = Ui(broker.url, system_id, tmp)
         self.ui.start()
         self.watch = Watch(broker.url, system_id)
@@ -189,7 +193,7 @@ class Stack:
     # --- processes ----------------------------------------------------------------------------
     def start(self, name: str, **env: str) -> None:
         settings: dict[str, str] = {
-            "master_core": {"data_dir": str(self.tmp / "master"), "load_profile": "constant:-5"},
+            "master_core": {"data_dir": str(self.tmp / "master")},
             "modbus_gateway": {"tcp_port": str(self.modbus_port)},
             "can_gateway": {
                 "can_interface": "slcan",
@@ -198,9 +202,18 @@ class Stack:
             },
         }.get(name.partition(":")[0], {})
         service, _, label = name.partition(":")
-        self.procs[name] = ServiceProcess(
-            service, self.broker.url, self.system, self.tmp, label=label, **settings, **env
-        )
+        if service == "master_core":
+            self.procs[name] = self.wire.master(label=label, **settings, **env)
+        elif service == "slave_agent":
+            self.procs[name] = self.wire.agent(label=label, **settings, **env)
+        else:
+            self.procs[name] = ServiceProcess(
+                service, self.broker.url, self.system, self.tmp, label=label, **settings, **env
+            )
+
+    def inject(self, *args: str) -> None:
+        """A fault into the plant (`python -m services.plant inject`)."""
+        self.wire.inject(*args)
 
     def stop(self, name: str) -> None:
         self.procs.pop(name).stop()
@@ -211,11 +224,14 @@ class Stack:
         proc.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{p.log()[-3000:]}" for n, p in self.procs.items())
+        procs = {"plant": self.wire.plant, **self.procs}
+        return "\n".join(f"--- {n}\n{p.log()[-3000:]}" for n, p in procs.items())
 
     # --- configuration through the REST API ------------------------------------------------
     def apply(self, config: dict[str, Any]) -> int:
-        r = self.ui.http.post("/api/config", json={"config": config, "comment": "transition"})
+        """Applies `config` with its devices where this test's plant serves them."""
+        wired = self.wire.wire(config)
+        r = self.ui.http.post("/api/config", json={"config": wired, "comment": "transition"})
         assert r.status_code == 201, r.text
         self.version = int(r.json()["version"])
         return self.version
@@ -223,8 +239,9 @@ class Stack:
     def close(self) -> None:
         self.watch.close()
         self.inverter.close()
-        for name in list(self.procs):
-            self.stop(name)
+        for name in sorted(self.procs, key=lambda n: not n.startswith("master_core")):
+            self.stop(name)  # the master first: it releases the relay module's coils
+        self.wire.stop()
         self.ui.stop()
         self.socat.kill()
 
@@ -479,14 +496,14 @@ def test_standby_and_working_ten_times(stack: Stack) -> None:
 
 def test_open_wire_then_clear_and_reset(stack: Stack) -> None:
     t0 = _running(stack)
-    inject(stack.broker.url, stack.system, "open_wire", "--module", "1", "--channel", "2")
+    stack.inject("open_wire", "--module", "1", "--channel", "2")
     assert wait_until(lambda: "open_wire" in stack.watch.latest().faults, 10), stack.logs()  # type: ignore[union-attr]
     assert_truthful(stack, allowed_faults=frozenset({"open_wire"}))
     snap = stack.watch.cells
     assert snap is not None
     cell = next(c for c in snap.cells() if (c.module, c.index) == (1, 2))
     assert cell.voltage_v is None and cell.flags, "the open channel is unknown at its own place"
-    inject(stack.broker.url, stack.system, "clear")
+    stack.inject("clear")
     assert wait_until(lambda: stack.watch.telemetry[1].cell_flags[2] == 0, 5)
     reset_until_accepted(stack, 10)
     assert wait_until(lambda: not stack.watch.latest().faults, 5)  # type: ignore[union-attr]
@@ -498,7 +515,7 @@ def test_open_wire_then_clear_and_reset(stack: Stack) -> None:
 
 def test_one_faulted_temperature_sensor_keeps_the_others_in_place(stack: Stack) -> None:
     _running(stack)
-    inject(stack.broker.url, stack.system, "open_wire", "--module", "0", "--channel", "0",
+    stack.inject("open_wire", "--module", "0", "--channel", "0",
            "--target", "temp")  # fmt: skip
     assert wait_until(
         lambda: (c := stack.watch.cells) is not None and next(c.temperatures()).flags != 0,
@@ -519,14 +536,14 @@ def test_over_temperature_then_cool_and_reset(stack: Stack) -> None:
     t0 = _running(stack)
     config = system_config(stack.system)
     fault_c = config["protection"]["cell_overtemp_discharge"]["fault"]["threshold"]
-    inject(stack.broker.url, stack.system, "over_temperature", "--module", "2", "--channel", "0",
+    stack.inject("over_temperature", "--module", "2", "--channel", "0",
            "--value", str(fault_c + 5))  # fmt: skip
     assert wait_until(lambda: "cell_overtemp_discharge" in stack.watch.latest().faults, 20)  # type: ignore[union-attr]
     assert_truthful(
         stack, allowed_faults=frozenset({"cell_overtemp_discharge", "cell_overtemp_charge"})
     )
-    inject(stack.broker.url, stack.system, "clear")  # the heat source is gone; now cool them
-    inject(stack.broker.url, stack.system, "under_temperature", "--module", "2", "--channel", "0",
+    stack.inject("clear")  # the heat source is gone; now cool them
+    stack.inject("under_temperature", "--module", "2", "--channel", "0",
            "--value", "25", "--duration-s", "30")  # fmt: skip
     reset_until_accepted(stack, 60)
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()

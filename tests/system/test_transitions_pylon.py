@@ -1,6 +1,7 @@
 """The Pylontech profiles through commissioning transitions, on the live stack of
-`test_transitions` (slaves, master, Modbus gateway, CAN gateway on an slcan link over a socat
-pty, web application, a real mosquitto), read by an independent inverter: python-can on the far
+`test_transitions` (the plant, slave agents on its boards, the master on its devices, Modbus
+gateway, CAN gateway on an slcan link over a socat pty, web application, a real mosquitto;
+faults injected into the plant), read by an independent inverter: python-can on the far
 end of the pty, every frame decoded by cantools from the profile's DBC.
 
 - `pylon_v12` sends its frames once a second; `pylon_hv` answers the 0x4200 requests that the
@@ -27,7 +28,6 @@ from shared.messages import PackState
 from shared.protection_codes import spec_of
 
 from .agents import wait_until
-from .test_slave_agent import inject
 from .test_transitions import (
     CELLS,
     STEADY_S,
@@ -331,11 +331,11 @@ def test_pylon_cold_start_live_values_and_open_wire(stack: Stack, profile: str) 
     no_fault_raised(stack, t0)
 
     # (c) one open sense wire: the profile's own fault bit; clear and reset: closed again
-    inject(stack.broker.url, stack.system, "open_wire", "--module", "1", "--channel", "2")
+    stack.inject("open_wire", "--module", "1", "--channel", "2")
     assert wait_until(lambda: "open_wire" in stack.watch.latest().faults, 10), stack.logs()  # type: ignore[union-attr]
     time.sleep(0.5)  # the gateway has the faulted state, too
     assert_open_wire_shown(stack, profile, read(stack, profile))
-    inject(stack.broker.url, stack.system, "clear")
+    stack.inject("clear")
     assert wait_until(lambda: stack.watch.telemetry[1].cell_flags[2] == 0, 5)
     reset_until_accepted(stack, 10)
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()
