@@ -13,7 +13,7 @@ from shared.broker import MosquittoBroker
 from shared.config import SystemConfig
 from shared.messages import EventsQueryArgs
 
-from .agents import ServiceProcess, publish_config, wait_until
+from .agents import WireStack, publish_config, wait_until
 from .test_master_core import Watch
 
 
@@ -21,12 +21,13 @@ def test_a_three_second_broker_restart_recovers_without_an_operator(
     restartable_mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
 ) -> None:
     broker = restartable_mosquitto
-    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    stack = WireStack(broker.url, system_id, tmp_path, load_profile="constant:-10")
+    config = stack.wire(
+        SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    )
     ui = publish_config(broker.url, config)
-    # The in-process plant: the outage concerns the bus only.
-    slaves = ServiceProcess("slave_agent", broker.url, system_id, tmp_path, initial_soc_pct="60")
-    master = ServiceProcess("master_core", broker.url, system_id, tmp_path, hardware="simulated",
-                            data_dir=str(tmp_path / "data"))  # fmt: skip
+    stack.agent()
+    master = stack.master(data_dir=str(tmp_path / "data"))
     watch = Watch(broker.url, system_id)
     try:
         closed = wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed",
@@ -56,6 +57,5 @@ def test_a_three_second_broker_restart_recovers_without_an_operator(
         ]  # newest first
     finally:
         watch.close()
-        master.stop()
-        slaves.stop()
+        stack.stop()
         ui.stop()

@@ -20,21 +20,20 @@ from shared.broker import MosquittoBroker
 from shared.config import SystemConfig
 from shared.settings import parse_mqtt_url
 
-from .agents import Recorder, ServiceProcess, publish_config, wait_until
+from .agents import Recorder, WireStack, publish_config, wait_until
 from .test_master_core import Watch
 
 
 def test_replayed_telemetry_of_a_killed_agent_does_not_keep_the_contactors_closed(
     mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
 ) -> None:
-    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    stack = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-10")
+    config = stack.wire(
+        SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    )
     ui = publish_config(mosquitto.url, config)
-    # The in-process plant: the replay concerns the telemetry topic only.
-    slaves = ServiceProcess("slave_agent", mosquitto.url, system_id, tmp_path,
-                            initial_soc_pct="60")  # fmt: skip
-    master = ServiceProcess("master_core", mosquitto.url, system_id, tmp_path,
-                            hardware="simulated", data_dir=str(tmp_path / "data"),
-                            load_profile="constant:-10")  # fmt: skip
+    slaves = stack.agent()
+    master = stack.master(data_dir=str(tmp_path / "data"))
     watch = Watch(mosquitto.url, system_id)
     rec = Recorder(mosquitto.url, system_id)
     address = parse_mqtt_url(mosquitto.url)
@@ -53,7 +52,7 @@ def test_replayed_telemetry_of_a_killed_agent_does_not_keep_the_contactors_close
     try:
         closed = wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "closed",
                             30)  # fmt: skip
-        assert closed, master.log()
+        assert closed, stack.logs()
         time.sleep(6.0)  # 60 samples per module captured
         with lock:
             capture = list(captured[-100:])
@@ -99,6 +98,5 @@ def test_replayed_telemetry_of_a_killed_agent_does_not_keep_the_contactors_close
         spy.disconnect()
         watch.close()
         rec.close()
-        master.stop()
-        slaves.stop()
+        stack.stop()
         ui.stop()
