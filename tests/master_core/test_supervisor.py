@@ -197,6 +197,23 @@ def test_a_dead_relay_module_trips_and_nothing_closes_until_it_answers() -> None
     assert not rig.sup.close(rig.now, "command").ok
 
 
+def test_a_relay_module_dead_in_standby_shows_the_contactors_in_fault() -> None:
+    """Found by the fault matrix (relay_silent/standby): with no feedback the sequence was never
+    stepped, so a fault latched in standby left the contactors in standby, unlike every other
+    code latched there."""
+    rig = Rig(sup=Supervisor(auto_close=False, heartbeat_timeout_s=0.0))
+    rig.sup.set_mode("standby", rig.now)
+    for _ in range(20):
+        out = rig.step()
+    assert out.coils.state == "standby"
+    rig.io_dead = True
+    for _ in range(round(CONFIG.protection.contactor_io_timeout_s / DT_S) + 8):
+        out = rig.step()
+    assert "contactor_io_failure" in out.protection.faults
+    assert out.coils.all_off and out.coils.state == "fault"
+    assert not rig.sup.close(rig.now, "command").ok
+
+
 def test_a_sensor_reading_current_on_the_open_string_trips_current_on_open_string() -> None:
     rig = Rig()
     rig.sup.set_mode("standby", rig.now)
