@@ -19,7 +19,7 @@ help:
 	@echo "make run    start the whole stack with a simulated battery (SYSTEMS=N, MQTT_URL=...)"
 	@echo "make test   install what the tests need and run the suite"
 	@echo "make check  ruff + mypy;  make docs  regenerate docs/ from the code;  make bench"
-	@echo "make fault-matrix  inject every fault into the plant, write docs/data/fault-matrix.json"
+	@echo "make fault-matrix  inject every fault in every operating state into the plant (~30 min)"
 
 # uv itself, when the machine has none: a private venv, so no system Python is touched
 $(CURDIR)/.tools/bin/uv:

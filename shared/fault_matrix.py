@@ -5,16 +5,22 @@ operating state and writes what the BMS did to `docs/data/fault-matrix.json` (`M
 The docs render that committed file (`python -m shared.docgen`), never a new run, so `--check`
 stays deterministic.
 
-`NOT_REACHABLE` is the other half of the evidence: every protection code with no row in the
-results says here why no injection reaches it (yet). A test holds the two together: each code
-of `CODE_TABLE` is detected by at least one row, or has its reason here.
+The matrix is a grid: every fault kind of `FAULT_KINDS` (each a fault the plant's `inject`
+plays, or a bench action standing in for one) in every operating state of `OPERATING_STATES`.
+Each cell of the grid is either a row of the results or a reason in `NOT_APPLICABLE` (why the
+fault cannot occur, or cannot be told apart, in that state), never both: a test holds the grid
+to that.
+
+`NOT_REACHABLE` is the other half of the evidence for the code table: every protection code
+with no row in the results says here why no injection reaches it (yet). A test holds the two
+together: each code of `CODE_TABLE` is detected by at least one row, or has its reason here.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,9 +29,92 @@ from shared.protection_codes import Level, ProtectionCode
 DATA_FILE: Final = Path(__file__).resolve().parent.parent / "docs" / "data" / "fault-matrix.json"
 
 OperatingState = Literal["standby", "precharge", "closed_idle", "charging", "discharging"]
+OPERATING_STATES: Final[tuple[OperatingState, ...]] = get_args(OperatingState)
+"""The grid's columns. precharge: the close command issued and the precharge coil on (the fault
+is injected while the DC link charges); closed idle: contactors closed, no current."""
 Status = Literal["ok", "not_detected", "unsafe"]
 """ok: an expected code was raised and the row reached its safe state; not_detected: no
 expected code within the row's timeout; unsafe: detected, but the safe state was not reached."""
+
+FAULT_KINDS: Final[dict[str, str]] = {
+    "cell_ov": "cell over-voltage: one cell drifts up (`cell_drift`)",
+    "pack_ov": "pack over-voltage: every cell drifts up (`cell_drift`)",
+    "cell_uv": "cell under-voltage: one cell drifts down (`cell_drift`)",
+    "deep_discharge": "deep discharge: one cell drifts below the deep-discharge voltage",
+    "pack_uv": "pack under-voltage: every cell drifts down (`cell_drift`)",
+    "imbalance": "imbalance: one cell drifts slowly down (`cell_drift`)",
+    "over_temp": "over-temperature: one sensor's cells heat (`over_temperature`)",
+    "under_temp": "under-temperature: one sensor's cells cool (`under_temperature`)",
+    "spread": "temperature spread: one sensor's cells heat, below the over-temperature fault",
+    "chg_oc": "charge over-current: the inverter ignores the limits (`inverter_ignores_limits`)",
+    "dis_oc": "discharge over-current: the inverter ignores the limits",
+    "open_wire": "open cell sense wire (`open_wire`)",
+    "sensor_fault": "open temperature sensor (`open_wire --target temp`)",
+    "out_of_range": "out-of-range noise on one cell channel (`noisy_channel`)",
+    "stuck_cell": "stuck cell voltage channel (`stuck_sensor`)",
+    "board_dropout": "a slave board stops answering (`board_dropout`)",
+    "current_dropout": "the current sensor falls silent (`current_dropout`)",
+    "offset_open": "current-sensor offset of 5 A (`current_offset`)",
+    "offset_small": "current-sensor offset of 0.8 A (`current_offset`)",
+    "insulation": "insulation fault (`insulation_fault`)",
+    "u1_offset": "IVT-S U1 off the sum of the cells (`voltage_offset`)",
+    "iso_silent": "the iso165C falls silent (`insulation_monitor_silent`)",
+    "feedback_stuck": "an auxiliary contact stuck (`feedback_stuck`)",
+    "weld": "a welded contactor, then an open command (`contactor_weld`)",
+    "precharge_short": "a short across the DC link (`precharge_short`)",
+    "relay_silent": "the relay module answers nothing (bench: the simulated module falls silent)",
+}
+"""Fault kind -> what is injected: the grid's rows, in order."""
+
+_OPEN_STRING = (
+    "with every contactor open no current flows whatever the inverter asks; a current read "
+    "there is the open-string check's (row offset_open in standby)"
+)
+_PRECHARGE_CURRENT = (
+    "main positive is open: only the precharge current (pack - DC link) / R_pre, under 1 A, "
+    "flows and the inverter is not connected yet"
+)
+_OFFSET_OPEN_ONLY = (
+    "the check runs only while every contactor reads open: with the string closed (or "
+    "precharging) an offset is indistinguishable from a real current, which only this sensor "
+    "measures"
+)
+_STUCK_NEEDS_CURRENT = (
+    "the stuck-channel check runs only while |current| > stuck_channel_current_a (5 A): at "
+    "rest a cell voltage legitimately holds still"
+)
+_SHORT_ONLY_PRECHARGING = (
+    "a short across the DC link shows as such only while precharging: with main positive "
+    "closed it is a short of the pack (an over-current: rows chg_oc, dis_oc), with the string "
+    "open nothing drives it"
+)
+NOT_APPLICABLE: Final[dict[tuple[str, OperatingState], str]] = {
+    ("chg_oc", "standby"): _OPEN_STRING,
+    ("chg_oc", "precharge"): _PRECHARGE_CURRENT,
+    ("dis_oc", "standby"): _OPEN_STRING,
+    ("dis_oc", "precharge"): _PRECHARGE_CURRENT,
+    ("stuck_cell", "standby"): _STUCK_NEEDS_CURRENT,
+    ("stuck_cell", "precharge"): _STUCK_NEEDS_CURRENT + "; the precharge current is under 1 A",
+    ("stuck_cell", "closed_idle"): _STUCK_NEEDS_CURRENT,
+    **{
+        ("offset_open", s): _OFFSET_OPEN_ONLY
+        for s in ("precharge", "closed_idle", "charging", "discharging")
+    },
+    **{
+        ("offset_small", s): _OFFSET_OPEN_ONLY
+        for s in ("precharge", "closed_idle", "charging", "discharging")
+    },
+    ("weld", "standby"): (
+        "a contact welds while it closes on or carries current; in standby every contact is "
+        "open and stays open (the plant's weld would close it, which no standby fault does)"
+    ),
+    **{
+        ("precharge_short", s): _SHORT_ONLY_PRECHARGING
+        for s in ("standby", "closed_idle", "charging", "discharging")
+    },
+}
+"""(fault kind, state) -> why that fault has no row in that state: it cannot occur there, or
+the BMS cannot tell it from normal operation there (and says so by design)."""
 
 NOT_REACHABLE: Final[dict[ProtectionCode, str]] = {
     ProtectionCode.CONTACTOR_WELDED: (
@@ -72,6 +161,9 @@ class RowResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
+    """`<kind>/<state>`."""
+    kind: str
+    """A key of `FAULT_KINDS`."""
     fault: str
     """The injected fault as given to `python -m services.plant inject` (or a bench action)."""
     state: OperatingState
@@ -91,7 +183,12 @@ class RowResult(BaseModel):
     safe_state: SafeState
     """As seen at the end of the last repetition, before the clear."""
     reached_safe_state: bool
+    injected_in_state: bool
+    """Every repetition injected its fault in the row's state (precharge: the precharge coil on
+    and main positive off when the plant applied the fault)."""
     status: Status
+    duration_s: float = Field(ge=0.0)
+    """Wall time of the row, every repetition with its set-up and recovery."""
     note: str = ""
 
 
@@ -116,6 +213,29 @@ def dump(results: MatrixResults, path: Path = DATA_FILE) -> None:
     path.write_text(json.dumps(results.model_dump(mode="json"), indent=1) + "\n")
 
 
+def merge(old: MatrixResults, new: MatrixResults) -> MatrixResults:
+    """`old` with the rows of `new` put in (same id: replaced); the durations follow."""
+    fresh = {r.id: r for r in new.rows}
+    kept = [r for r in old.rows if r.id not in fresh]
+    dropped_s = sum(r.duration_s for r in old.rows if r.id in fresh)
+    order = {f"{k}/{s}": i for i, (k, s) in enumerate(
+        (k, s) for k in FAULT_KINDS for s in OPERATING_STATES)}  # fmt: skip
+    rows = sorted([*kept, *new.rows], key=lambda r: order.get(r.id, len(order)))
+    duration_s = old.duration_s - dropped_s + sum(r.duration_s for r in new.rows)
+    return old.model_copy(update={"rows": rows, "duration_s": round(duration_s)})
+
+
+def grid(results: MatrixResults) -> dict[tuple[str, OperatingState], RowResult]:
+    """(fault kind, state) -> its row (a ValueError for two rows in one cell)."""
+    cells: dict[tuple[str, OperatingState], RowResult] = {}
+    for r in results.rows:
+        key = (r.kind, r.state)
+        if key in cells:
+            raise ValueError(f"two rows for {r.kind} in {r.state}: {cells[key].id}, {r.id}")
+        cells[key] = r
+    return cells
+
+
 def covered_codes(results: MatrixResults) -> set[str]:
     """Codes an ok row raised at its expected level or above."""
     return {c for r in results.rows if r.status == "ok" for c in r.expected if c in r.detected}
@@ -132,10 +252,13 @@ def matrix_markdown(results: MatrixResults | None) -> str:
         "",
         "Generated from `docs/data/fault-matrix.json`, which `make fault-matrix` "
         "(`bench/fault_matrix.py`) writes: a real broker, the plant, a slave agent on Modbus TCP "
-        "and the master with `--hardware devices`. Each row injects one fault into the plant in "
-        "one operating state. Reaction: from the first out-of-bounds sample (the plant's truth "
-        "crossing the fault threshold, or the injection itself for a discrete fault) to the first "
-        "coil-off write the relay module received; `-` where no coil was on (standby). Detection: "
+        "and the master with `--hardware devices`. Each row injects one fault kind into the plant "
+        "in one operating state, every kind in every state it can occur in (the grid below; "
+        "precharge: injected once the precharge coil is on, while the DC link charges). "
+        "Reaction: from the first out-of-bounds sample (the plant's truth crossing the fault "
+        "threshold, or the injection itself for a discrete fault) to the first coil write the "
+        "relay module received after which every coil is off; `-` where no coil was on "
+        "(standby). p50 and p99 are over the row's repetitions (n). Detection: "
         "from the same onset to the first pack state carrying the code. Safe state: every coil "
         "off, contactors `fault`, both limits 0 A (for a fault); limits 0 A in the directions "
         "concerned (alarm); the code flagged (warning). A reaction a little shorter than the "
@@ -147,7 +270,11 @@ def matrix_markdown(results: MatrixResults | None) -> str:
     if results is None:
         return "\n".join([*lines, "No results committed yet.", ""])
     lines += [
-        f"Run: `{results.command}`; {results.setup}; {results.duration_s:.0f} s in all.",
+        f"Run: `{results.command}`; {results.setup}; {results.duration_s:.0f} s in all, "
+        f"{len(results.rows)} rows, {sum(r.status == 'ok' for r in results.rows)} ok.",
+        "",
+        *grid_markdown(results),
+        "### Every row",
         "",
         "| Fault | State | Expected | Detected | Level | Delay ms | Reaction p50 / p99 ms (n) "
         "| Detection p50 ms | Safe state | Status |",
@@ -184,6 +311,46 @@ def matrix_markdown(results: MatrixResults | None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _grid_cell(row: RowResult | None, footnote: int | None) -> str:
+    if row is None:
+        return "**missing**" if footnote is None else f"n/a [{footnote}]"
+    status = row.status.replace("_", " ")
+    if row.reaction.n:
+        return f"{status}, {_ms(row.reaction.p50_s)} ms"
+    if row.detection.n:
+        return f"{status}, det. {_ms(row.detection.p50_s)} ms"
+    return status
+
+
+def grid_markdown(results: MatrixResults) -> list[str]:
+    """Fault kind x operating state: the status and the reaction p50 (detection p50 where no
+    coil was on), or n/a with a numbered reason from `NOT_APPLICABLE`."""
+    cells = grid(results)
+    reasons: dict[str, int] = {}
+    for key in ((k, s) for k in FAULT_KINDS for s in OPERATING_STATES):
+        if key not in cells and key in NOT_APPLICABLE:
+            reasons.setdefault(NOT_APPLICABLE[key], len(reasons) + 1)
+    lines = [
+        "### Fault x state",
+        "",
+        "Each cell: the row's status and its reaction p50 (onset to the coils off), or its "
+        "detection p50 (`det.`) where no coil was on; `n/a` cells cannot occur in that state "
+        "(the numbered reasons below the grid).",
+        "",
+        "| Fault | " + " | ".join(s.replace("_", " ") for s in OPERATING_STATES) + " |",
+        "|---" * (len(OPERATING_STATES) + 1) + "|",
+    ]
+    for kind, label in FAULT_KINDS.items():
+        shown = []
+        for state in OPERATING_STATES:
+            why = NOT_APPLICABLE.get((kind, state))
+            row = cells.get((kind, state))
+            shown.append(_grid_cell(row, None if row is not None or why is None else reasons[why]))
+        lines.append(f"| `{kind}`: {label} | " + " | ".join(shown) + " |")
+    lines += ["", *(f"{n}. {why}." for why, n in reasons.items()), ""]
+    return lines
 
 
 def _a(value: float | None) -> str:

@@ -361,6 +361,9 @@ class Supervisor:
         if reading.feedback is None:
             # the sequence waits blind (the relay module holds its outputs) until the feedback
             # returns or contactor_io_failure trips; a trip above has already dropped the coils
+            if result.faults and contactors.state == "standby":
+                # what step() does with a latch: unstepped, standby would hide it
+                contactors.trip(now_s, "protection fault latched")
             coils = contactors.outputs
         else:
             coils = contactors.step(

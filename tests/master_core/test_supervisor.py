@@ -223,7 +223,8 @@ def test_a_dead_relay_module_in_standby_refuses_the_close_command() -> None:
     rig.io_dead = True
     for _ in range(round(CONFIG.protection.contactor_io_timeout_s / DT_S) + 4):
         out = rig.step()
-    assert "contactor_io_failure" in out.protection.faults and out.coils.state == "standby"
+    # the supervisor puts the sequence in fault itself (see the next test)
+    assert "contactor_io_failure" in out.protection.faults and out.coils.state == "fault"
     refused = CommandResult(False, "a protection fault is latched")
     assert rig.sup.close(rig.now, "command") == refused
 
@@ -271,6 +272,23 @@ def test_a_current_sensor_lost_after_it_answered_trips_without_a_grace() -> None
     assert rig.now < CURRENT_SENSOR_START_GRACE_S
     assert "current_sensor_failure" in out.protection.faults
     assert out.coils.all_off and out.coils.state == "fault"
+
+
+def test_a_relay_module_dead_in_standby_shows_the_contactors_in_fault() -> None:
+    """Found by the fault matrix (relay_silent/standby): with no feedback the sequence was never
+    stepped, so a fault latched in standby left the contactors in standby, unlike every other
+    code latched there."""
+    rig = Rig(sup=Supervisor(auto_close=False, heartbeat_timeout_s=0.0))
+    rig.sup.set_mode("standby", rig.now)
+    for _ in range(20):
+        out = rig.step()
+    assert out.coils.state == "standby"
+    rig.io_dead = True
+    for _ in range(round(CONFIG.protection.contactor_io_timeout_s / DT_S) + 8):
+        out = rig.step()
+    assert "contactor_io_failure" in out.protection.faults
+    assert out.coils.all_off and out.coils.state == "fault"
+    assert not rig.sup.close(rig.now, "command").ok
 
 
 def test_a_sensor_reading_current_on_the_open_string_trips_current_on_open_string() -> None:
