@@ -26,8 +26,11 @@ from shared.topics import (
     CAN,
     COMMAND,
     COMMAND_SENDERS,
+    INTEGRATIONS,
     MASTER,
     MODBUS,
+    OUTSIDE_ROOT_WRITES,
+    READS_AS,
     ROOT,
     SERVICE_STATUS,
     SIM,
@@ -38,8 +41,8 @@ from shared.topics import (
     TopicSpec,
 )
 
-SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI)
-CENTRAL_USERS = (MASTER, MODBUS, CAN, UI, THIRD_PARTY, SIM)
+SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
+CENTRAL_USERS = (MASTER, MODBUS, CAN, UI, INTEGRATIONS, THIRD_PARTY, SIM)
 """Broker users besides the racks: one per central service, a read-only one for third
 parties, and the simulation's fault injection (demo stacks only)."""
 
@@ -113,7 +116,9 @@ def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
     out: list[Grant] = []
     for spec in TOPICS:
         write = _has(spec.publishers, role)
-        read = _has(spec.subscribers, role) or (role in SERVICE_ROLES and spec in HEALTH_READS)
+        read = _has(spec.subscribers, READS_AS.get(role, role)) or (
+            role in SERVICE_ROLES and spec in HEALTH_READS
+        )
         if not (read or write):
             continue
         if write and spec.name in NARROWED_WRITES:
@@ -133,6 +138,7 @@ def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
             out += [Grant(spec.filter("+", module=m), read, write) for m in modules]
         else:
             out.append(Grant(pattern(spec), read, write))
+    out += [Grant(p, False, True) for p in OUTSIDE_ROOT_WRITES.get(role, ())]
     return out
 
 
