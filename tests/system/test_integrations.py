@@ -1,0 +1,238 @@
+"""The integrations bridge as its own process on mosquitto, each integration checked by an
+independent consumer: a plain paho client validating the JSON mirror against the published
+AsyncAPI schema (jsonschema), Home Assistant's discovery documents against
+ha-mqtt-discoverable's models with their templates rendered over the mirror (Jinja2), and a
+real Prometheus scraping `/metrics`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.integrations.ha import BINARY_SENSORS, SENSORS
+from shared.broker import MosquittoBroker, free_port, wait_for_port
+from shared.bus import MqttBus
+from shared.messages import CellSnapshot, Event, ModuleCells
+from shared.settings import parse_mqtt_url
+from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
+from tests.factories import pack_state
+from tests.integrations.test_ha import (
+    BINARY_EXTRA,
+    TRANSPORT_KEYS,
+    StrictBinarySensor,
+    StrictSensor,
+)
+
+from .agents import ServiceProcess, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+ASYNCAPI = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+
+
+class Consumer:
+    """A third party: plain paho, JSON only, no code of the stack."""
+
+    def __init__(self, broker: MosquittoBroker, *filters: str) -> None:
+        self.got: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = self._on
+        self.c.connect(broker.host, broker.port)
+        for f in filters:
+            self.c.subscribe(f, qos=1)
+        self.c.loop_start()
+
+    def _on(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.got[msg.topic].append((time.monotonic(), json.loads(msg.payload)))
+
+    def on(self, topic: str) -> list[Any]:
+        with self.lock:
+            return [d for _t, d in self.got[topic]]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def schema_of(model: str) -> dict[str, Any]:
+    """The payload schema of the AsyncAPI document, references resolved in the document."""
+    return {"$ref": f"#/components/schemas/{model}", "components": ASYNCAPI["components"]}
+
+
+def snapshot() -> CellSnapshot:
+    return CellSnapshot(
+        modules=[
+            ModuleCells(module=m, fresh=True, cell_v=[3.30, 3.31, 3.32], cell_flags=[0, 0, 0],
+                        balancing=[False] * 3, temp_c=[24.5], temp_flags=[0])
+            for m in range(2)
+        ]
+    )  # fmt: skip
+
+
+class Master:
+    """A stand-in master publishing state at 10 Hz and cells at 2 Hz (values the test knows)."""
+
+    def __init__(self, broker: MosquittoBroker, system: str) -> None:
+        self.bus = MqttBus(parse_mqtt_url(broker.url), system=system, service="master_core",
+                           kind="master_core")  # fmt: skip
+        assert self.bus.start(wait_s=10)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.wait(0.1):
+            self.bus.publish(PACK_STATE, pack_state(soc=61.5, voltage=52.0, current=-4.0,
+                                                    alarms=["cell_ov"]))  # fmt: skip
+            if i % 5 == 0:
+                self.bus.publish(PACK_CELLS, snapshot())
+            i += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bus.stop()
+
+
+@pytest.fixture
+def bridge(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, int]]:
+    port = free_port()
+    proc = ServiceProcess(
+        "integrations", mosquitto.url, system_id, tmp_path, all_systems="false",
+        json_state_period_s="0.5", ha_discovery="true", ha_cell_sensors="true",
+        metrics_port=str(port),
+    )  # fmt: skip
+    try:
+        yield proc, port
+    finally:
+        assert proc.stop() == 0, proc.log()
+        assert "Traceback" not in proc.log(), proc.log()
+
+
+def test_json_mirror_and_home_assistant_discovery(
+    mosquitto: MosquittoBroker, system_id: str, bridge: tuple[ServiceProcess, int]
+) -> None:
+    proc, _port = bridge
+    node = f"bms_{system_id}"
+    consumer = Consumer(mosquitto, f"bms/v1/{system_id}/json/#", f"homeassistant/+/{node}/+/config")
+    master = Master(mosquitto, system_id)
+    base = f"bms/v1/{system_id}/json"
+    try:
+        assert wait_until(lambda: len(consumer.on(f"{base}/pack/state")) >= 2, 20), proc.log()
+        master.bus.publish(EVENTS, Event(level="alarm", kind="raise", code="cell_ov", text="hi"))
+        started = time.monotonic()
+        time.sleep(3.0)
+        window = [t for t, _d in consumer.got[f"{base}/pack/state"] if t >= started]
+        # 10 Hz in, one per 0.5 s out: 6 in 3 s, give or take the edges and a loaded machine
+        assert 4 <= len(window) <= 7, len(window)
+        assert wait_until(lambda: len(consumer.on(f"{base}/events")) == 1, 10)
+        states = consumer.on(f"{base}/pack/state")
+        checks = {
+            "PackState": states,
+            "CellSnapshot": consumer.on(f"{base}/pack/cells"),
+            "Event": consumer.on(f"{base}/events"),
+            "ServiceStatus": consumer.on(f"{base}/service/master_core/status"),
+        }
+        for name, items in checks.items():
+            assert items, name
+            for item in items:
+                jsonschema.validate(item, schema_of(name))
+        assert states[-1]["soc"] == 61.5 and states[-1]["source"] == "master_core"
+        assert consumer.on(f"{base}/events")[0]["code"] == "cell_ov"
+
+        # Home Assistant: every entity announced, valid, and its template reads the mirror
+        expected = len(SENSORS) + len(BINARY_SENSORS) + 6  # + one per cell (2 x 3)
+        configs = lambda: {t: v[-1][1] for t, v in consumer.got.items() if t.endswith("/config")}  # noqa: E731
+        assert wait_until(lambda: len(configs()) == expected, 10), sorted(configs())
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        rendered = {}
+        for topic, doc in configs().items():
+            component, obj = topic.split("/")[1], topic.split("/")[3]
+            model = StrictSensor if component == "sensor" else StrictBinarySensor
+            skip = TRANSPORT_KEYS | (BINARY_EXTRA if component == "binary_sensor" else set())
+            keep = {k: v for k, v in doc.items() if k not in skip}
+            model.model_validate({"component": component, **keep})
+            source = consumer.on(doc["state_topic"])[-1]
+            rendered[obj] = env.from_string(doc["value_template"]).render(value_json=source)
+        assert rendered["soc"] == "61.5" and rendered["power"] == "-208.0"
+        assert rendered["alarm_active"] == "ON" and rendered["fault_active"] == "OFF"
+        assert float(rendered["cell_01_02"]) == 3.32
+
+        # availability follows the master's presence
+        soc_doc = configs()[f"homeassistant/sensor/{node}/soc/config"]
+        avail = env.from_string(soc_doc["availability_template"])
+        status = lambda: consumer.on(soc_doc["availability_topic"])[-1]  # noqa: E731
+        assert avail.render(value_json=status()) == soc_doc["payload_available"]
+        master.close()
+        assert wait_until(
+            lambda: avail.render(value_json=status()) == soc_doc["payload_not_available"], 10
+        )
+    finally:
+        master.stop.set()
+        consumer.close()
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed")
+def test_prometheus_scrapes_the_bridge(
+    mosquitto: MosquittoBroker, system_id: str, bridge: tuple[ServiceProcess, int], tmp_path: Path
+) -> None:
+    proc, port = bridge
+    prom_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: bms\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    master = Master(mosquitto, system_id)
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expr}
+        )
+        with urllib.request.urlopen(url, timeout=5) as r:
+            result: list[dict[str, Any]] = json.load(r)["data"]["result"]
+            return result
+
+    try:
+        wait_for_port("127.0.0.1", prom_port, 30)
+        soc = f'bms_pack_soc_percent{{system="{system_id}"}}'
+        assert wait_until(lambda: bool(query(soc)), 60, 0.5), proc.log()
+        assert float(query(soc)[0]["value"][1]) == 61.5
+        cells = query(f'count(bms_cell_voltage_volts{{system="{system_id}"}})')
+        assert float(cells[0]["value"][1]) == 6
+        received = query('bms_bus_received_total{service="integrations"}')
+        assert float(received[0]["value"][1]) > 0
+        assert query('up{job="bms"}')[0]["value"][1] == "1"
+        assert query("bms_integrations_handle_seconds_count")
+    finally:
+        master.close()
+        prom.terminate()
+        prom.wait(10)
+        log.close()
