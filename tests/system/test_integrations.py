@@ -31,6 +31,7 @@ from shared.bus import MqttBus
 from shared.messages import CellSnapshot, Event, ModuleCells
 from shared.settings import parse_mqtt_url
 from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
+from tests.deploy.test_grafana import queries as dashboard_queries
 from tests.factories import pack_state
 from tests.integrations.test_ha import (
     BINARY_EXTRA,
@@ -101,7 +102,8 @@ class Master:
         i = 0
         while not self.stop.wait(0.1):
             self.bus.publish(PACK_STATE, pack_state(soc=61.5, voltage=52.0, current=-4.0,
-                                                    alarms=["cell_ov"]))  # fmt: skip
+                                                    alarms=["cell_ov"], temp_min_c=20.0,
+                                                    temp_max_c=25.0, temp_avg_c=22.0))  # fmt: skip
             if i % 5 == 0:
                 self.bus.publish(PACK_CELLS, snapshot())
             i += 1
@@ -231,6 +233,11 @@ def test_prometheus_scrapes_the_bridge(
         assert float(received[0]["value"][1]) > 0
         assert query('up{job="bms"}')[0]["value"][1] == "1"
         assert query("bms_integrations_handle_seconds_count")
+        # every panel of the Grafana dashboard parses in Prometheus and finds data
+        for title, expr in dashboard_queries():
+            if not expr.startswith("label_values"):
+                concrete = expr.replace("$system", system_id)
+                assert wait_until(lambda: bool(query(concrete)), 15, 0.5), title  # noqa: B023
     finally:
         master.close()
         prom.terminate()
