@@ -131,6 +131,7 @@ class Launcher:
         self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
         self.children: list[Child] = []
         self.endpoints: list[str] = []
+        self.metrics_ports: list[str] = []
         self.buses: list[MqttBus] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -257,6 +258,10 @@ class Launcher:
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
                     )
+                if plan.name != "integrations":
+                    # every service serves its own /metrics; the bridge's port is the known one
+                    env.setdefault("BMS_METRICS_PORT", str(free_port()))
+                    self.metrics_ports.append(f"{label} {env['BMS_METRICS_PORT']}")
                 if plan.name == "integrations":
                     env.setdefault("BMS_METRICS_PORT", str(_free_or(METRICS_PORT)))
                     self.endpoints.append(
@@ -395,6 +400,11 @@ class Launcher:
                     f"stack is up: broker {url}, systems {systems}",
                     f"  services:     {', '.join(c.label for c in self.children) or 'none yet'}",
                     *(f"  {e}" for e in self.endpoints),
+                    *(
+                        [f"  /metrics:      {', '.join(self.metrics_ports)}"]
+                        if self.metrics_ports
+                        else []
+                    ),
                     f"  watch it:     {tap} --mqtt-url {url} 'bms/v1/{first}/#'",
                     *(
                         [

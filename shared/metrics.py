@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared.bus import BusCore
+from shared.settings import ServiceSettings
 
 log = logging.getLogger("shared.metrics")
 
@@ -32,7 +33,7 @@ BUS_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "bms_bus_reconnects": (("disconnects",), "Broker connections lost (each is retried)."),
     "bms_bus_handler_errors": (("handler_errors",), "Handlers that raised."),
-    "bms_bus_overruns": (("process_budget_spent",), "Loop turns that ran out of message budget."),
+    "bms_bus_overruns": (("overruns",), "Loop slots missed: the service ran late."),
 }
 """Named families over the bus counters; every counter is also in `bms_service_counter`."""
 
@@ -97,3 +98,14 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def serve_metrics(bus: BusCore, settings: ServiceSettings, *collectors: Collector) -> MetricsServer:
+    """The service's bus counters and `collectors` (its histograms) on BMS_METRICS_PORT, when
+    set; the caller stops the server when it stops."""
+    registry = service_registry(bus)
+    for collector in collectors:
+        registry.register(collector)
+    server = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
+    server.start()
+    return server

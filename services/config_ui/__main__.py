@@ -20,6 +20,7 @@ from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserError, UserStore
 from shared.bus import MqttBus
 from shared.config import demo_config, plant_demo_config
+from shared.metrics import serve_metrics
 from shared.settings import configure_logging
 
 KIND = "config_ui"
@@ -81,6 +82,7 @@ def run(settings: ConfigUiSettings) -> int:
         settings=settings, store=store, users=users, live=live, bridge=bridge, history=history
     )
     stop = threading.Event()
+    metrics = serve_metrics(bus, settings)
     bus.start()
     bridge.start()
     threading.Thread(target=settle_config, args=(ctx, bus, stop), daemon=True).start()
@@ -96,6 +98,7 @@ def run(settings: ConfigUiSettings) -> int:
     finally:
         stop.set()
         bridge.stop()
+        metrics.stop()
         bus.stop()
         store.close()
         users.close()

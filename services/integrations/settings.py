@@ -48,7 +48,6 @@ class IntegrationsSettings(ServiceSettings):
     metrics_port: int = Field(
         DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus /metrics port (0: off)"
     )
-    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
 
     @model_validator(mode="after")
     def _discovery_needs_the_mirror(self) -> Self:

@@ -243,3 +243,83 @@ def test_prometheus_scrapes_the_bridge(
         prom.terminate()
         prom.wait(10)
         log.close()
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed")
+def test_prometheus_scrapes_every_service_of_the_stack(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """Slave agent, master, Modbus gateway and the bridge, each with its own /metrics: a real
+    Prometheus scrapes all four; the master's cycle time and the gateway's request time are
+    histograms, and the bridge exports the real master's pack values."""
+    from pymodbus.client import ModbusTcpClient
+
+    from shared.config import SystemConfig
+
+    from .agents import publish_config
+
+    config = SystemConfig.from_preset("NMC", system_id=system_id, modules=2, cells_per_module=4)
+    ui = publish_config(mosquitto.url, config)
+    ports = {name: free_port() for name in ("slave_agent", "master_core", "modbus_gateway",
+                                            "integrations")}  # fmt: skip
+    modbus_port = free_port()
+    extra: dict[str, dict[str, str]] = {
+        "master_core": {"data_dir": str(tmp_path / "data"), "load_profile": "constant:-10"},
+        "modbus_gateway": {"tcp_port": str(modbus_port)},
+        "integrations": {"all_systems": "false"},
+    }
+    procs = [
+        ServiceProcess(name, mosquitto.url, system_id, tmp_path, metrics_port=str(port),
+                       **extra.get(name, {}))
+        for name, port in ports.items()
+    ]  # fmt: skip
+    prom_port = free_port()
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports.values())
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        f"scrape_configs:\n  - job_name: stack\n    static_configs: [{{targets: [{targets}]}}]\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def value(expr: str) -> float | None:
+        args = urllib.parse.urlencode({"query": expr})
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?{args}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                result = json.load(r)["data"]["result"]
+        except OSError:
+            return None
+        return float(result[0]["value"][1]) if result else None
+
+    try:
+        wait_for_port("127.0.0.1", prom_port, 30)
+        assert wait_until(lambda: value('sum(up{job="stack"})') == 4, 60, 0.5), [
+            p.log()[-2000:] for p in procs
+        ]
+        assert wait_until(lambda: (value("bms_master_cycle_seconds_count") or 0) > 10, 60, 0.5)
+        wait_for_port("127.0.0.1", modbus_port, 30)
+        client = ModbusTcpClient("127.0.0.1", port=modbus_port)
+        assert client.connect()
+        for _ in range(5):
+            client.read_holding_registers(40000, count=2, device_id=1)
+        client.close()
+        assert wait_until(lambda: value("bms_modbus_request_seconds_count") == 5, 30, 0.5)
+        for service in ports:
+            received = f'bms_bus_received_total{{service="{service}"}}'
+            assert wait_until(lambda: (value(received) or 0) > 0, 30, 0.5), service  # noqa: B023
+        soc = f'bms_pack_soc_percent{{system="{system_id}"}}'
+        assert wait_until(lambda: value(soc) is not None, 60, 0.5)
+        assert 0 < (value(soc) or 0) <= 100
+    finally:
+        prom.terminate()
+        prom.wait(10)
+        log.close()
+        for proc in procs:
+            proc.stop()
+        ui.stop()
