@@ -23,7 +23,12 @@ def run(settings: IntegrationsSettings) -> int:
     bridge.attach()
     metrics = MetricsServer(bridge.registry, settings.metrics_host, settings.metrics_port)
     metrics.start()
-    return run_until_signalled(bus, bridge.run, metrics.stop)
+
+    def cleanup() -> None:
+        bridge.close()
+        metrics.stop()
+
+    return run_until_signalled(bus, bridge.run, cleanup)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
+from services.integrations.alerts import AlertPolicy
 from services.integrations.ha import DiscoveryOptions, discovery
 from services.integrations.metrics import PackCollector
 from services.integrations.mirror import RateGate
+from services.integrations.notify import Notifier
 from services.integrations.settings import IntegrationsSettings
 from shared.bus import BusCore, Delivery
 from shared.codec import EncodeError
@@ -72,6 +74,8 @@ class IntegrationsBridge:
             version=version,
         )
         self._log = LimitedLog(log, every_s=60.0)
+        self.alerts = AlertPolicy(tuple(settings.alert_rules))
+        self.notifier = Notifier(bus.counters) if settings.alert_rules else None
         self.registry: CollectorRegistry = service_registry(bus)
         self.registry.register(PackCollector(self, clock))
         self.handle_s = Histogram(
@@ -126,6 +130,14 @@ class IntegrationsBridge:
     def on_event(self, d: Delivery[Event]) -> None:
         if self.settings.json_mirror:
             self.mirror(JSON_EVENTS, d.message, d.system)
+        if self.notifier is not None:
+            state = self.states.get(d.system)
+            alerts = self.alerts.consider(
+                d.system, d.message, state[0] if state else None, self.clock()
+            )
+            for alert in alerts:
+                self.notifier.submit(alert)
+            self.bus.counters["alerts_suppressed"] = self.alerts.suppressed
 
     def on_status(self, d: Delivery[ServiceStatus]) -> None:
         service = d.params["service"]
@@ -176,6 +188,10 @@ class IntegrationsBridge:
 
     def presence(self) -> dict[tuple[str, str], bool]:
         return dict(self.online)
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
 
     # --- loop -------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:

@@ -11,6 +11,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.integrations.alerts import AlertRule
 from shared.settings import ServiceSettings
 from shared.topics import HA_DISCOVERY_PREFIX
 
@@ -47,6 +48,12 @@ class IntegrationsSettings(ServiceSettings):
     )
     metrics_port: int = Field(
         DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus /metrics port (0: off)"
+    )
+
+    alert_rules: list[AlertRule] = Field(
+        default_factory=list,
+        description='alert notifications, JSON: [{"urls": ["mailto://..."], "min_level": '
+        '"alarm", "codes": [], "quiet_period_s": 300, "notify_clear": true}]',
     )
 
     @model_validator(mode="after")

@@ -28,9 +28,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services.integrations.ha import BINARY_SENSORS, SENSORS
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
-from shared.messages import CellSnapshot, Event, ModuleCells
+from shared.messages import CellLocation, CellSnapshot, Event, ModuleCells
 from shared.settings import parse_mqtt_url
-from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
+from shared.topics import EVENTS, JSON_PACK_STATE, PACK_CELLS, PACK_STATE
 from tests.deploy.test_grafana import queries as dashboard_queries
 from tests.factories import pack_state
 from tests.integrations.test_ha import (
@@ -323,3 +323,106 @@ def test_prometheus_scrapes_every_service_of_the_stack(
         for proc in procs:
             proc.stop()
         ui.stop()
+
+
+class Webhook:
+    """A local webhook receiver: every POST body as JSON."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        posts = self.posts = []  # type: list[dict[str, Any]]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers["Content-Length"])
+                posts.append(json.loads(self.rfile.read(size)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_alerts_reach_a_webhook_and_a_mail_server_exactly_once(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    from email import message_from_bytes
+    from email.message import Message as Mail
+
+    from aiosmtpd.controller import Controller
+
+    mails: list[Mail] = []
+
+    class Smtp:
+        async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+            mails.append(message_from_bytes(envelope.content))
+            return "250 OK"
+
+    smtp = Controller(Smtp(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    hook = Webhook()
+    rules = [
+        {"name": "ops", "urls": [f"json://127.0.0.1:{hook.port}/bms"], "min_level": "alarm",
+         "quiet_period_s": 60},
+        {"name": "cells", "min_level": "warning", "codes": ["cell_overvoltage"],
+         "urls": [f"mailto://127.0.0.1:{smtp.port}?from=bms@example.com&to=ops@example.com"
+                  "&mode=insecure"]},
+    ]  # fmt: skip
+    proc = ServiceProcess("integrations", mosquitto.url, system_id, tmp_path,
+                          all_systems="false", metrics_port="0",
+                          alert_rules=json.dumps(rules))  # fmt: skip
+    master = MqttBus(parse_mqtt_url(mosquitto.url), system=system_id, service="master_core",
+                     kind="master_core")  # fmt: skip
+    assert master.start(wait_s=10)
+
+    def emit(code: str, level: str, kind: str, value: float | None = 4.251) -> None:
+        master.publish(EVENTS, Event(level=level, kind=kind, code=code,  # type: ignore[arg-type]
+                                     text=f"{code} {level} {kind}",
+                                     values={"value": value, "threshold": 4.2}))  # fmt: skip
+
+    try:
+        state = pack_state(cell_v_max_at=CellLocation(module=1, index=3))
+        watcher = Consumer(mosquitto, JSON_PACK_STATE.topic(system_id))
+        # the bridge is up and has the state (its location) once it mirrors it
+        mirrored = lambda: bool(watcher.on(JSON_PACK_STATE.topic(system_id)))  # noqa: E731
+        assert wait_until(lambda: master.publish(PACK_STATE, state) or mirrored(), 20, 0.3)
+        watcher.close()
+        emit("cell_overvoltage", "warning", "raise")  # mail only
+        emit("cell_overvoltage", "alarm", "raise")  # both
+        emit("cell_overvoltage", "alarm", "raise")  # both quiet (60 s; mail rule 300 s)
+        emit("cell_overvoltage", "alarm", "clear")  # both
+        emit("cell_overvoltage", "alarm", "clear")  # nobody: already cleared
+        emit("insulation_low", "fault", "raise", 12_000.0)  # webhook only
+        emit("pack_undervoltage", "warning", "raise")  # nobody
+        assert wait_until(lambda: len(hook.posts) >= 3 and len(mails) >= 3, 30), proc.log()
+        time.sleep(2.0)  # anything extra would arrive now
+        assert [p["title"] for p in hook.posts] == [
+            f"[BMS {system_id}] ALARM raised: Highest cell voltage too high",
+            f"[BMS {system_id}] ALARM cleared: Highest cell voltage too high",
+            f"[BMS {system_id}] FAULT raised: Insulation resistance between the pack and earth "
+            "too low",
+        ]
+        assert sorted(str(m["Subject"]) for m in mails) == sorted([
+            f"[BMS {system_id}] WARNING raised: Highest cell voltage too high",
+            f"[BMS {system_id}] ALARM raised: Highest cell voltage too high",
+            f"[BMS {system_id}] ALARM cleared: Highest cell voltage too high",
+        ])  # fmt: skip
+        body = hook.posts[0]["message"]
+        assert f"System {system_id}" in body and "module 2, cell 4" in body
+        assert "Value: 4.251, threshold: 4.2." in body
+        assert mails[0]["To"] == "ops@example.com"
+    finally:
+        master.stop()
+        assert proc.stop() == 0, proc.log()
+        hook.close()
+        smtp.stop()
+    assert "Traceback" not in proc.log()
