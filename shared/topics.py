@@ -26,6 +26,7 @@ from shared.messages import (
     ConfigMessage,
     Event,
     GroundTruth,
+    HaCommand,
     Message,
     PackState,
     PlantControl,
@@ -50,6 +51,9 @@ THIRD_PARTY = "third_party"
 ANY = "any_service"
 SIM = "simulation"
 PLANT = "plant"
+INTEGRATIONS_COMMANDS = "integrations_commands"
+"""The integrations bridge's second broker user, only with BMS_HA_COMMANDS: it may send exactly
+the commands Home Assistant may ask for (`HA_COMMANDS`), and read those requests."""
 
 
 class TopicError(ValueError):
@@ -220,7 +224,7 @@ COMMAND = TopicSpec(
     CommandRequest,
     1,
     False,
-    (MODBUS, CAN, UI),
+    (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     (MASTER,),
     "on demand",
     "A command to the master; the reply goes to `reply_to` before `expires_at` or not at all.",
@@ -228,8 +232,8 @@ COMMAND = TopicSpec(
 )
 COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "contactors": (MODBUS, CAN, UI),
-    "reset_faults": (MODBUS, CAN, UI),
-    "set_mode": (MODBUS, CAN, UI),
+    "reset_faults": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
+    "set_mode": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     "heartbeat": (MODBUS, CAN, UI),
     "events_query": (UI,),
     "service_reset": (UI,),
@@ -388,8 +392,26 @@ JSON_SERVICE_STATUS = TopicSpec(
     content_type=JSON_CONTENT_TYPE,
     payload_bytes=_json_limit(SERVICE_STATUS),
 )
+HOME_ASSISTANT = "home_assistant"
+"""Home Assistant's broker user: reads what a third party reads and the discovery documents,
+asks for `HA_COMMANDS` on `ha/cmd/{command}`."""
+HA_COMMANDS = ("reset_faults", "set_mode")
+"""Commands Home Assistant may ask for (opt-in); never contactors, never a service reset."""
+HA_COMMAND = TopicSpec(
+    "ha_command",
+    "ha/cmd/{command}",
+    HaCommand,
+    1,
+    False,
+    (HOME_ASSISTANT,),
+    (INTEGRATIONS_COMMANDS,),
+    "on demand",
+    "A button press or a choice in Home Assistant (BMS_HA_COMMANDS): the bridge sends the "
+    "master's command of the same name (reset_faults, set_mode).",
+    content_type=JSON_CONTENT_TYPE,
+)
 INTEGRATION_TOPICS: tuple[TopicSpec[Message], ...] = (
-    JSON_PACK_STATE, JSON_PACK_CELLS, JSON_EVENTS, JSON_SERVICE_STATUS,
+    JSON_PACK_STATE, JSON_PACK_CELLS, JSON_EVENTS, JSON_SERVICE_STATUS, HA_COMMAND,
 )  # fmt: skip
 
 HA_DISCOVERY_PREFIX = "homeassistant"
@@ -397,10 +419,16 @@ HA_DISCOVERY_PREFIX = "homeassistant"
 #mqtt-discovery); another one needs BMS_HA_PREFIX and a matching broker ACL."""
 HA_DISCOVERY_FILTER = f"{HA_DISCOVERY_PREFIX}/+/+/+/config"
 """`<prefix>/<component>/<node_id>/<object_id>/config`, retained JSON: one entity each."""
-OUTSIDE_ROOT_WRITES: dict[str, tuple[str, ...]] = {INTEGRATIONS: (HA_DISCOVERY_FILTER,)}
-"""Topics outside `bms/v1/` a role may publish (the broker ACL grants them as they are)."""
-READS_AS: dict[str, str] = {INTEGRATIONS: THIRD_PARTY}
-"""A role that reads exactly what another reads: the bridge reads what a third party may."""
+HA_STATUS = f"{HA_DISCOVERY_PREFIX}/status"
+"""Home Assistant's birth and last will ("online" / "offline")."""
+OUTSIDE_ROOT: dict[str, tuple[tuple[str, Literal["read", "write", "readwrite"]], ...]] = {
+    INTEGRATIONS: ((HA_DISCOVERY_FILTER, "write"),),
+    HOME_ASSISTANT: ((HA_DISCOVERY_FILTER, "read"), (HA_STATUS, "readwrite")),
+}
+"""Topics outside `bms/v1/` a role may use (the broker ACL grants them as they are)."""
+READS_AS: dict[str, str] = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY}
+"""A role that reads what another reads: the bridge and Home Assistant read what a third party
+may."""
 
 
 TOPICS: tuple[TopicSpec[Message], ...] = (

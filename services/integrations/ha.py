@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.topics import JSON_PACK_CELLS, JSON_PACK_STATE, JSON_SERVICE_STATUS
+from shared.topics import HA_COMMAND, JSON_PACK_CELLS, JSON_PACK_STATE, JSON_SERVICE_STATUS
 
 ORIGIN = {"name": "bms-stack"}
 
@@ -130,6 +130,7 @@ class DiscoveryOptions:
     availability_service: str = "master_core"
     expire_after_s: int = 30
     cell_sensors: bool = False
+    commands: bool = False
     version: str = ""
 
 
@@ -219,6 +220,8 @@ def discovery(
         )
         for e in (*SENSORS, *BINARY_SENSORS)
     ]
+    if opts.commands:
+        out += command_documents(system, opts)
     if opts.cell_sensors and cells_per_module:
         cells = JSON_PACK_CELLS.topic(system)
         out += [
@@ -226,3 +229,46 @@ def discovery(
             for e, _m, _i in cell_entities(cells_per_module)
         ]
     return out
+
+
+def command_documents(system: str, opts: DiscoveryOptions) -> list[tuple[str, dict[str, Any]]]:
+    """Opt-in (BMS_HA_COMMANDS): a "Reset faults" button and a "Mode" select. They publish on
+    `ha/cmd/{command}`, which the bridge's command user turns into the master's command; the
+    master decides as for any other sender (a reset never clears a latch needing service)."""
+    node = node_id(system)
+    common = {
+        "availability_topic": JSON_SERVICE_STATUS.topic(system, instance=opts.availability_service),
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device(system, opts.version),
+        "origin": ORIGIN,
+        "qos": 1,
+        "retain": False,
+    }
+    button = {
+        "name": "Reset faults",
+        "unique_id": f"{node}_reset_faults",
+        "object_id": f"{node}_reset_faults",
+        "command_topic": HA_COMMAND.topic(system, command="reset_faults"),
+        "payload_press": "{}",
+        "icon": "mdi:restore-alert",
+        "entity_category": "config",
+        **common,
+    }
+    select = {
+        "name": "Mode",
+        "unique_id": f"{node}_mode_select",
+        "object_id": f"{node}_mode_select",
+        "command_topic": HA_COMMAND.topic(system, command="set_mode"),
+        "command_template": '{"mode": "{{ value }}"}',
+        "state_topic": JSON_PACK_STATE.topic(system),
+        "value_template": "{{ value_json.mode }}",
+        "options": list(MODES),
+        "entity_category": "config",
+        **common,
+    }
+    return [
+        (f"{opts.prefix}/button/{node}/reset_faults/config", button),
+        (f"{opts.prefix}/select/{node}/mode_select/config", select),
+    ]

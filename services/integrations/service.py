@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 
 from services.integrations.alerts import AlertPolicy
+from services.integrations.commands import HaCommandRelay
 from services.integrations.ha import DiscoveryOptions, discovery
 from services.integrations.metrics import PackCollector
 from services.integrations.mirror import RateGate
@@ -55,8 +56,11 @@ class IntegrationsBridge:
         *,
         clock: Callable[[], float] = time.time,
         version: str = "",
+        commands_bus: BusCore | None = None,
     ) -> None:
         self.bus = bus
+        self.commands_bus = commands_bus
+        """Its own broker connection (user `integrations_commands`), with BMS_HA_COMMANDS."""
         self.settings = settings
         self.clock = clock
         self.states: dict[str, tuple[PackState, float]] = {}
@@ -71,6 +75,7 @@ class IntegrationsBridge:
             availability_service=settings.ha_availability_service,
             expire_after_s=settings.ha_expire_after_s,
             cell_sensors=settings.ha_cell_sensors,
+            commands=settings.ha_commands and commands_bus is not None,
             version=version,
         )
         self._log = LimitedLog(log, every_s=60.0)
@@ -95,6 +100,8 @@ class IntegrationsBridge:
         self.bus.subscribe(
             SERVICE_STATUS, self._timed(SERVICE_STATUS, self.on_status), system=system
         )
+        if self.commands_bus is not None:
+            HaCommandRelay(self.commands_bus, self.clock).attach(system)
 
     def _timed(
         self, spec: TopicSpec[Any], handler: Callable[[Delivery[Any]], None]
@@ -198,6 +205,8 @@ class IntegrationsBridge:
         next_status = time.monotonic() + STATUS_EVERY_S
         while not should_stop():
             self.bus.process(timeout_s=0.2, budget_s=0.1)
+            if self.commands_bus is not None and self.commands_bus is not self.bus:
+                self.commands_bus.process(budget_s=0.05)
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
                 if self.bus.connected:

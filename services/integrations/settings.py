@@ -6,13 +6,14 @@ so none of it is in the system configuration.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.integrations.alerts import AlertRule
-from shared.settings import ServiceSettings
+from shared.settings import MqttEndpoint, ServiceSettings, read_secret
 from shared.topics import HA_DISCOVERY_PREFIX
 
 DEFAULT_METRICS_PORT = 9108
@@ -38,6 +39,15 @@ class IntegrationsSettings(ServiceSettings):
         description="Home Assistant's discovery prefix (the broker ACL grants 'homeassistant')",
     )
     ha_cell_sensors: bool = Field(False, description="one Home Assistant sensor per cell")
+    ha_commands: bool = Field(
+        False, description="a Reset faults button and a Mode select in Home Assistant"
+    )
+    ha_commands_username: str | None = Field(
+        None, description="broker user sending those commands (default: the bridge's own)"
+    )
+    ha_commands_password_file: str | None = Field(
+        None, description="file holding that user's password"
+    )
     ha_availability_service: str = Field(
         "master_core",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
@@ -60,4 +70,18 @@ class IntegrationsSettings(ServiceSettings):
     def _discovery_needs_the_mirror(self) -> Self:
         if self.ha_discovery and not self.json_mirror:
             raise ValueError("ha_discovery reads the JSON mirror: set json_mirror as well")
+        if self.ha_commands and not self.ha_discovery:
+            raise ValueError("ha_commands announces its entities: set ha_discovery as well")
+        self.commands_endpoint  # noqa: B018 - an unreadable secret fails at start-up
         return self
+
+    @property
+    def commands_endpoint(self) -> MqttEndpoint:
+        """The command user's login: its own user name and password when set (the broker
+        lets only `integrations_commands` send commands), else the bridge's."""
+        if not self.ha_commands_username:
+            return self.endpoint
+        password = (
+            read_secret(self.ha_commands_password_file) if self.ha_commands_password_file else None
+        )
+        return replace(self.endpoint, username=self.ha_commands_username, password=password)

@@ -26,10 +26,12 @@ from shared.topics import (
     CAN,
     COMMAND,
     COMMAND_SENDERS,
+    HOME_ASSISTANT,
     INTEGRATIONS,
+    INTEGRATIONS_COMMANDS,
     MASTER,
     MODBUS,
-    OUTSIDE_ROOT_WRITES,
+    OUTSIDE_ROOT,
     READS_AS,
     ROOT,
     SERVICE_STATUS,
@@ -42,7 +44,9 @@ from shared.topics import (
 )
 
 SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
-CENTRAL_USERS = (MASTER, MODBUS, CAN, UI, INTEGRATIONS, THIRD_PARTY, SIM)
+CENTRAL_USERS = (
+    MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY, SIM,
+)  # fmt: skip
 """Broker users besides the racks: one per central service, a read-only one for third
 parties, and the simulation's fault injection (demo stacks only)."""
 
@@ -138,7 +142,7 @@ def grants(user: str, layout: RackLayout = DEFAULT_LAYOUT) -> list[Grant]:
             out += [Grant(spec.filter("+", module=m), read, write) for m in modules]
         else:
             out.append(Grant(pattern(spec), read, write))
-    out += [Grant(p, False, True) for p in OUTSIDE_ROOT_WRITES.get(role, ())]
+    out += [Grant(p, "read" in a, "write" in a) for p, a in OUTSIDE_ROOT.get(role, ())]
     return out
 
 

@@ -318,3 +318,25 @@ def test_the_integrations_bridge_writes_only_its_own_prefixes(broker: tuple[int,
         assert bridge.publish("homeassistant/status") == NOT_AUTHORIZED
     finally:
         bridge.close()
+
+
+def test_home_assistant_and_the_command_user_get_exactly_the_opt_in_commands(
+    broker: tuple[int, Path],
+) -> None:
+    """Home Assistant asks on `ha/cmd/...` and cannot command the master itself; the bridge's
+    command user may send reset_faults and set_mode and nothing else."""
+    ha = login(broker, "home_assistant")
+    commands = login(broker, "integrations_commands")
+    try:
+        for command in ("reset_faults", "set_mode"):
+            assert ha.publish(f"bms/v1/{SYSTEM}/ha/cmd/{command}") < ACCEPTED_BELOW
+            assert ha.publish(f"bms/v1/{SYSTEM}/cmd/{command}") == NOT_AUTHORIZED
+            assert commands.publish(f"bms/v1/{SYSTEM}/cmd/{command}") < ACCEPTED_BELOW
+        assert ha.publish("homeassistant/status") < ACCEPTED_BELOW
+        assert ha.publish("homeassistant/sensor/x/y/config") == NOT_AUTHORIZED
+        others = ("cmd/contactors", "cmd/service_reset", "cmd/heartbeat", "json/events", "events")
+        for topic in (*others, "service/integrations_commands/status", "ha/cmd/set_mode"):
+            assert commands.publish(f"bms/v1/{SYSTEM}/{topic}") == NOT_AUTHORIZED, topic
+    finally:
+        ha.close()
+        commands.close()

@@ -10,12 +10,12 @@ from typing import Any
 
 import jinja2
 import pytest
-from ha_mqtt_discoverable.sensors import BinarySensorInfo, SensorInfo
+from ha_mqtt_discoverable.sensors import BinarySensorInfo, ButtonInfo, SelectInfo, SensorInfo
 from pydantic import ConfigDict
 
 from services.integrations.ha import BINARY_SENSORS, SENSORS, DiscoveryOptions, discovery
 from shared.codec import encode_json
-from shared.messages import CellSnapshot, ModuleCells
+from shared.messages import CellSnapshot, HaCommand, ModuleCells
 from shared.topics import JSON_PACK_CELLS, JSON_PACK_STATE, JSON_SERVICE_STATUS
 from tests.factories import pack_state
 
@@ -24,9 +24,6 @@ TRANSPORT_KEYS = {
     "payload_not_available", "origin",
 }  # fmt: skip
 """Keys of the MQTT discovery schema the library fills in itself (its models leave them out)."""
-BINARY_EXTRA = {"value_template"}
-"""Documented for the MQTT binary sensor (https://www.home-assistant.io/integrations/
-binary_sensor.mqtt/), absent from the library's BinarySensorInfo."""
 
 
 class StrictSensor(SensorInfo):
@@ -35,6 +32,25 @@ class StrictSensor(SensorInfo):
 
 class StrictBinarySensor(BinarySensorInfo):
     model_config = ConfigDict(extra="forbid")
+
+
+class StrictButton(ButtonInfo):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrictSelect(SelectInfo):
+    model_config = ConfigDict(extra="forbid")
+
+
+MODELS = {"sensor": StrictSensor, "binary_sensor": StrictBinarySensor, "button": StrictButton,
+          "select": StrictSelect}  # fmt: skip
+EXTRA_KEYS = {
+    "binary_sensor": {"value_template"},
+    "button": {"command_topic"},
+    "select": {"command_topic", "command_template", "state_topic", "value_template"},
+}
+"""Documented for each MQTT entity (https://www.home-assistant.io/integrations/<component>.mqtt/)
+but absent from the library's models, which fill in topics themselves."""
 
 
 UNITS = {
@@ -52,17 +68,21 @@ STATE_CLASSES = {"measurement", "total", "total_increasing", None}
 BINARY_CLASSES = {"problem", "power", "connectivity", "running", "safety", "battery"}
 
 
+def validate(component: str, doc: dict[str, Any]) -> Any:
+    """The document through the library's model for its component, no unknown key allowed."""
+    skip = TRANSPORT_KEYS | EXTRA_KEYS.get(component, set())
+    fields = {k: v for k, v in doc.items() if k not in skip}
+    return MODELS[component].model_validate({"component": component, **fields})
+
+
 def docs(**opts: Any) -> list[tuple[str, dict[str, Any]]]:
     return discovery("site-1", DiscoveryOptions(**opts), [3, 2])
 
 
 def test_every_document_is_valid_for_the_library_with_no_unknown_key() -> None:
-    for topic, doc in docs(cell_sensors=True):
+    for topic, doc in docs(cell_sensors=True, commands=True):
         component = topic.split("/")[1]
-        model = StrictSensor if component == "sensor" else StrictBinarySensor
-        skip = TRANSPORT_KEYS | (BINARY_EXTRA if component == "binary_sensor" else set())
-        fields = {k: v for k, v in doc.items() if k not in skip}
-        entity = model.model_validate({"component": component, **fields})
+        entity = validate(component, doc)
         assert entity.unique_id and entity.device is not None, topic
 
 
@@ -103,6 +123,13 @@ def test_the_entities_the_issue_asks_for_are_there() -> None:
     assert wanted <= ids
     assert not any("cell_00" in t for t, _d in docs())  # per-cell sensors are opt-in
     assert sum("cell_0" in t for t, _d in docs(cell_sensors=True)) == 5
+    assert not any("/button/" in t or "/select/" in t for t, _d in docs())  # commands: opt-in
+    found = by_id(docs(commands=True))
+    assert found["reset_faults"]["command_topic"] == "bms/v1/site-1/ha/cmd/reset_faults"
+    assert found["mode_select"]["options"] == ["working", "standby"]
+    command = ENV.from_string(found["mode_select"]["command_template"]).render(value="standby")
+    assert HaCommand.model_validate_json(command).mode == "standby"
+    assert HaCommand.model_validate_json(found["reset_faults"]["payload_press"]).mode is None
 
 
 ENV = jinja2.Environment(undefined=jinja2.StrictUndefined)

@@ -30,15 +30,10 @@ from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.messages import CellLocation, CellSnapshot, Event, ModuleCells
 from shared.settings import parse_mqtt_url
-from shared.topics import EVENTS, JSON_PACK_STATE, PACK_CELLS, PACK_STATE
+from shared.topics import COMMAND, EVENTS, JSON_PACK_STATE, PACK_CELLS, PACK_STATE
 from tests.deploy.test_grafana import queries as dashboard_queries
 from tests.factories import pack_state
-from tests.integrations.test_ha import (
-    BINARY_EXTRA,
-    TRANSPORT_KEYS,
-    StrictBinarySensor,
-    StrictSensor,
-)
+from tests.integrations.test_ha import validate
 
 from .agents import ServiceProcess, wait_until
 
@@ -170,10 +165,7 @@ def test_json_mirror_and_home_assistant_discovery(
         rendered = {}
         for topic, doc in configs().items():
             component, obj = topic.split("/")[1], topic.split("/")[3]
-            model = StrictSensor if component == "sensor" else StrictBinarySensor
-            skip = TRANSPORT_KEYS | (BINARY_EXTRA if component == "binary_sensor" else set())
-            keep = {k: v for k, v in doc.items() if k not in skip}
-            model.model_validate({"component": component, **keep})
+            validate(component, doc)
             source = consumer.on(doc["state_topic"])[-1]
             rendered[obj] = env.from_string(doc["value_template"]).render(value_json=source)
         assert rendered["soc"] == "61.5" and rendered["power"] == "-208.0"
@@ -302,19 +294,25 @@ def test_prometheus_scrapes_every_service_of_the_stack(
         assert wait_until(lambda: value('sum(up{job="stack"})') == 4, 60, 0.5), [
             p.log()[-2000:] for p in procs
         ]
-        assert wait_until(lambda: (value("bms_master_cycle_seconds_count") or 0) > 10, 60, 0.5)
+        assert wait_until(lambda: (value("bms_master_cycle_seconds_count") or 0) > 10, 60, 0.5), [
+            p.log()[-1500:] for p in procs
+        ]
         wait_for_port("127.0.0.1", modbus_port, 30)
         client = ModbusTcpClient("127.0.0.1", port=modbus_port)
         assert client.connect()
         for _ in range(5):
             client.read_holding_registers(40000, count=2, device_id=1)
         client.close()
-        assert wait_until(lambda: value("bms_modbus_request_seconds_count") == 5, 30, 0.5)
+        logs = lambda: "\n".join(p.log()[-1500:] for p in procs)  # noqa: E731
+        # pymodbus may retry a request on a loaded machine: at least the five sent
+        assert wait_until(lambda: (value("bms_modbus_request_seconds_count") or 0) >= 5, 30, 0.5), (
+            logs()
+        )
         for service in ports:
             received = f'bms_bus_received_total{{service="{service}"}}'
             assert wait_until(lambda: (value(received) or 0) > 0, 30, 0.5), service  # noqa: B023
         soc = f'bms_pack_soc_percent{{system="{system_id}"}}'
-        assert wait_until(lambda: value(soc) is not None, 60, 0.5)
+        assert wait_until(lambda: value(soc) is not None, 60, 0.5), logs()
         assert 0 < (value(soc) or 0) <= 100
     finally:
         prom.terminate()
@@ -426,3 +424,37 @@ def test_alerts_reach_a_webhook_and_a_mail_server_exactly_once(
         hook.close()
         smtp.stop()
     assert "Traceback" not in proc.log()
+
+
+def test_home_assistant_button_and_select_reach_the_master(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """What Home Assistant publishes for the button and the select (the documents' own
+    payload and command template) arrives at the master as its commands."""
+    proc = ServiceProcess("integrations", mosquitto.url, system_id, tmp_path,
+                          all_systems="false", metrics_port="0", ha_discovery="true",
+                          ha_commands="true")  # fmt: skip
+    master = MqttBus(parse_mqtt_url(mosquitto.url), system=system_id, service="master_core",
+                     kind="master_core")  # fmt: skip
+    got: list[tuple[str, dict[str, Any]]] = []
+    master.subscribe(COMMAND, lambda d: got.append((d.params["command"], d.message.args)))
+    assert master.start(wait_s=10)
+    node = f"bms_{system_id}"
+    ha = Consumer(mosquitto, f"homeassistant/+/{node}/+/config")
+    try:
+        docs = lambda: {t.split("/")[1]: v[-1][1] for t, v in ha.got.items()}  # noqa: E731
+        assert wait_until(lambda: master.publish(PACK_STATE, pack_state()) or
+                          {"button", "select"} <= set(docs()), 20, 0.3), proc.log()  # fmt: skip
+        button, select = docs()["button"], docs()["select"]
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        ha.c.publish(button["command_topic"], button["payload_press"], qos=1)
+        choice = env.from_string(select["command_template"]).render(value="standby")
+        ha.c.publish(select["command_topic"], choice, qos=1)
+        assert wait_until(lambda: (master.process(), len(got))[1] >= 2, 15), proc.log()
+        assert sorted(got, key=lambda g: g[0]) == [
+            ("reset_faults", {}), ("set_mode", {"mode": "standby"})
+        ]  # fmt: skip
+    finally:
+        ha.close()
+        master.stop()
+        assert proc.stop() == 0, proc.log()
