@@ -72,7 +72,8 @@ class IntegrationsSettings(ServiceSettings):
             raise ValueError("ha_discovery reads the JSON mirror: set json_mirror as well")
         if self.ha_commands and not self.ha_discovery:
             raise ValueError("ha_commands announces its entities: set ha_discovery as well")
-        self.commands_endpoint  # noqa: B018 - an unreadable secret fails at start-up
+        if self.ha_commands:
+            self.commands_endpoint  # noqa: B018 - an unreadable secret fails at start-up
         return self
 
     @property

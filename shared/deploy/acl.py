@@ -47,8 +47,11 @@ SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
 CENTRAL_USERS = (
     MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY, SIM,
 )  # fmt: skip
-"""Broker users besides the racks: one per central service, a read-only one for third
-parties, and the simulation's fault injection (demo stacks only)."""
+"""Broker users besides the racks: one per central service, the integrations bridge's command
+user and Home Assistant's (both only with BMS_HA_COMMANDS), a read-only one for third parties,
+and the simulation's fault injection (demo stacks only)."""
+SERVICE_LOGINS = (INTEGRATIONS_COMMANDS,)
+"""Users a service container logs in as besides its own (its secret belongs to the service)."""
 
 
 @dataclass(frozen=True)

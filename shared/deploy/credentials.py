@@ -23,7 +23,15 @@ import secrets
 import sys
 from pathlib import Path
 
-from shared.deploy.acl import DEFAULT_LAYOUT, SERVICE_ROLES, RackLayout, render, role_of, users
+from shared.deploy.acl import (
+    DEFAULT_LAYOUT,
+    SERVICE_LOGINS,
+    SERVICE_ROLES,
+    RackLayout,
+    render,
+    role_of,
+    users,
+)
 from shared.topics import UI
 
 SERVICE_UID = 10001
@@ -79,7 +87,7 @@ def init(
     made: list[str] = []
     passwords: dict[str, str] = {}
     for user in users(layout):
-        owner = uid if role_of(user) in SERVICE_ROLES else None
+        owner = uid if role_of(user) in SERVICE_ROLES or user in SERVICE_LOGINS else None
         passwords[user], new = _ensure(store / user / "password", owner)
         if new:
             made.append(user)
