@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +18,7 @@ from services.integrations.mirror import RateGate
 from services.integrations.service import IntegrationsBridge
 from services.integrations.settings import IntegrationsSettings
 from shared.bus import InMemoryBroker, InMemoryBus
+from shared.codec import encode_json
 from shared.messages import CellSnapshot, Event, ModuleCells, PackState, ServiceStatus
 from shared.topics import (
     EVENTS,
@@ -26,6 +30,7 @@ from shared.topics import (
     PACK_STATE,
 )
 from tests.factories import pack_state
+from tests.shared import strategies
 
 
 class Clock:
@@ -168,3 +173,24 @@ def test_rate_gate_passes_the_first_message_and_never_two_within_a_period(
             passed.append(now)
     assert passed and passed[0] == steps[0]
     assert all(b - a >= period for a, b in itertools.pairwise(passed))
+
+
+ASYNCAPI = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs/asyncapi.yaml").read_text())
+
+
+def schema_of(model: str) -> dict[str, Any]:
+    """The payload schema of the published AsyncAPI document, references resolved in it."""
+    return {"$ref": f"#/components/schemas/{model}", "components": ASYNCAPI["components"]}
+
+
+@given(message=st.one_of(strategies.pack_state(), strategies.event()))
+def test_json_round_trips_every_valid_state_and_event_and_fits_the_published_schema(
+    message: PackState | Event,
+) -> None:
+    payload = encode_json(message, source="master_core", seq=7, ts=1.0)
+    data = json.loads(payload)
+    assert type(message).model_validate(data) == message.model_copy(
+        update={"source": message.source or "master_core", "seq": message.seq if message.seq
+                is not None else 7, "ts": message.ts if message.ts is not None else 1.0}
+    )  # fmt: skip
+    jsonschema.validate(data, schema_of(type(message).__name__))

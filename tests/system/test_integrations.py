@@ -22,7 +22,6 @@ import jinja2
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.integrations.ha import BINARY_SENSORS, SENSORS
@@ -33,12 +32,12 @@ from shared.settings import parse_mqtt_url
 from shared.topics import COMMAND, EVENTS, JSON_PACK_STATE, PACK_CELLS, PACK_STATE
 from tests.deploy.test_grafana import queries as dashboard_queries
 from tests.factories import pack_state
+from tests.integrations.test_bridge import schema_of
 from tests.integrations.test_ha import validate
 
 from .agents import ServiceProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-ASYNCAPI = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 
 
 class Consumer:
@@ -65,11 +64,6 @@ class Consumer:
     def close(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def schema_of(model: str) -> dict[str, Any]:
-    """The payload schema of the AsyncAPI document, references resolved in the document."""
-    return {"$ref": f"#/components/schemas/{model}", "components": ASYNCAPI["components"]}
 
 
 def snapshot() -> CellSnapshot:
