@@ -9,6 +9,7 @@ have mosquitto || want+=(mosquitto)
 have socat || want+=(socat)
 have mbpoll || want+=(mbpoll)
 have openssl || want+=(openssl)
+have prometheus || want+=(prometheus)  # scrapes the integrations bridge in its system test
 have chromium || want+=(chromium)  # the UI's browser test (Playwright drives Debian's build)
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 
@@ -34,4 +35,5 @@ export DEBIAN_FRONTEND=noninteractive
 # the Debian package starts a system-wide broker on 1883; the stack starts its own
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi

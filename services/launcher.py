@@ -45,6 +45,8 @@ MODBUS_TCP_BASE_PORT = 5020
 """System i serves Modbus TCP on 5020 + i (502 needs root)."""
 UI_BASE_PORT = 8000
 """System i serves its user access application on 8000 + i."""
+METRICS_PORT = 9108
+"""The integrations bridge (one for every system) serves Prometheus metrics here."""
 ADMIN_PASSWORD_LINE = re.compile(r"first start: user '(\w+)', password '([^']+)'")
 
 
@@ -66,6 +68,7 @@ PLAN = (
     ServicePlan("modbus_gateway"),
     ServicePlan("can_gateway"),
     ServicePlan("config_ui"),
+    ServicePlan("integrations", per_system=False),
 )
 
 
@@ -128,6 +131,7 @@ class Launcher:
         self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
         self.children: list[Child] = []
         self.endpoints: list[str] = []
+        self.metrics_ports: list[str] = []
         self.buses: list[MqttBus] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -253,6 +257,19 @@ class Launcher:
                     env.setdefault("BMS_UI_SEED_INDEX", str(index))
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
+                    )
+                if plan.name != "integrations":
+                    # every service serves its own /metrics; the bridge's port is the known one
+                    env.setdefault("BMS_METRICS_PORT", str(free_port()))
+                    self.metrics_ports.append(f"{label} {env['BMS_METRICS_PORT']}")
+                if plan.name == "integrations":
+                    env.setdefault("BMS_METRICS_PORT", str(_free_or(METRICS_PORT)))
+                    self.endpoints.append(
+                        f"Metrics:        http://127.0.0.1:{env['BMS_METRICS_PORT']}/metrics"
+                    )
+                    self.endpoints.append(
+                        f"JSON mirror:    bms/v1/<system>/json/# (Home Assistant: "
+                        f"BMS_HA_DISCOVERY={env.get('BMS_HA_DISCOVERY', 'false')})"
                     )
                 env.update(self._wiring(plan.name, index, system))
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
@@ -383,6 +400,11 @@ class Launcher:
                     f"stack is up: broker {url}, systems {systems}",
                     f"  services:     {', '.join(c.label for c in self.children) or 'none yet'}",
                     *(f"  {e}" for e in self.endpoints),
+                    *(
+                        [f"  /metrics:      {', '.join(self.metrics_ports)}"]
+                        if self.metrics_ports
+                        else []
+                    ),
                     f"  watch it:     {tap} --mqtt-url {url} 'bms/v1/{first}/#'",
                     *(
                         [
@@ -415,6 +437,14 @@ def _port_in_use(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_or(port: int) -> int:
+    """`port` when nothing listens there, else a free one."""
+    with contextlib.suppress(OSError):
+        if not _port_in_use(port):
+            return port
+    return free_port()
 
 
 def _describe(config: SystemConfig) -> str:

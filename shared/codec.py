@@ -8,6 +8,7 @@ so a refusal builds a handful of errors, never one per item.
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 import msgpack
@@ -21,6 +22,7 @@ M = TypeVar("M", bound=Message)
 MAX_PAYLOAD_BYTES = 1 << 20
 """Absolute cap for callers without a topic limit (tools); topics have their own, smaller."""
 CONTENT_TYPE = "application/msgpack"
+JSON_CONTENT_TYPE = "application/json"
 
 
 class PayloadError(ValueError):
@@ -43,6 +45,21 @@ def encode(message: Message, *, source: str, seq: int, ts: float) -> bytes:
         return _pack(message.stamped(source=source, seq=seq, ts=ts))
     except (OverflowError, TypeError, ValueError) as exc:
         raise EncodeError(f"cannot encode {type(message).__name__}: {exc}") from exc
+
+
+def encode_json(message: Message, *, source: str, seq: int, ts: float) -> bytes:
+    """The same map as `encode`, as compact UTF-8 JSON (the integrations bridge's mirror);
+    unknown values are `null`, never a number."""
+    try:
+        text = json.dumps(
+            message.stamped(source=source, seq=seq, ts=ts),
+            separators=(",", ":"),
+            allow_nan=False,
+            ensure_ascii=False,
+        )
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"cannot encode {type(message).__name__} as JSON: {exc}") from exc
+    return text.encode()
 
 
 def _pack(data: dict[str, Any]) -> bytes:

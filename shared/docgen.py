@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared import SCHEMA_VERSION
-from shared.codec import CONTENT_TYPE
+from shared.codec import CONTENT_TYPE, JSON_CONTENT_TYPE
 from shared.docgen_codes import (
     config_fields_markdown,
     event_codes_markdown,
@@ -24,7 +24,14 @@ from shared.docgen_codes import (
 )
 from shared.fault_matrix import load as load_matrix
 from shared.messages import COMMAND_ARGS
-from shared.topics import BROKER_MESSAGE_SIZE_LIMIT, COMMAND_SENDERS, ROOT, TOPICS, TopicSpec
+from shared.topics import (
+    BROKER_MESSAGE_SIZE_LIMIT,
+    COMMAND_SENDERS,
+    HA_DISCOVERY_FILTER,
+    ROOT,
+    TOPICS,
+    TopicSpec,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 REF = "#/components/schemas/{model}"
@@ -39,6 +46,7 @@ PARAM_TEXT = {
     "service": "Service instance name, e.g. `master_core` or `slave_agent-rack1`.",
     "source": "The publishing service instance (`master_core`, `can_gateway`, ...): filled in "
     "by the bus, and the broker ACL lets each user publish under its own name only.",
+    "instance": "The service instance whose presence the integrations bridge mirrors.",
 }
 
 
@@ -69,10 +77,11 @@ def asyncapi() -> dict[str, Any]:
     messages: dict[str, Any] = {}
     for spec in TOPICS:
         model = spec.payload.__name__
-        messages[model] = {
-            "name": model,
+        message_name = model if spec.content_type == CONTENT_TYPE else f"{model}Json"
+        messages[message_name] = {
+            "name": message_name,
             "title": model,
-            "contentType": CONTENT_TYPE,
+            "contentType": spec.content_type,
             "summary": (spec.payload.__doc__ or model).strip().splitlines()[0],
             "payload": {"$ref": REF.format(model=model)},
         }
@@ -81,7 +90,7 @@ def asyncapi() -> dict[str, Any]:
             "address": _address(spec),
             "description": spec.description,
             "parameters": {p: {"description": PARAM_TEXT[p]} for p in params},
-            "messages": {model: {"$ref": f"#/components/messages/{model}"}},
+            "messages": {message_name: {"$ref": f"#/components/messages/{message_name}"}},
             "x-publishers": list(spec.publishers),
             "x-subscribers": list(spec.subscribers),
             "x-rate": spec.rate,
@@ -96,7 +105,7 @@ def asyncapi() -> dict[str, Any]:
             "action": "send",
             "summary": f"Published by {', '.join(spec.publishers)} ({spec.rate}).",
             "channel": {"$ref": f"#/channels/{spec.name}"},
-            "messages": [{"$ref": f"#/channels/{spec.name}/messages/{model}"}],
+            "messages": [{"$ref": f"#/channels/{spec.name}/messages/{message_name}"}],
             "bindings": {"mqtt": operation_binding},
         }
     return {
@@ -107,7 +116,8 @@ def asyncapi() -> dict[str, Any]:
             "description": (
                 "Topic tree of the battery management system. Payloads are msgpack maps with "
                 "string keys; every message carries `schema_version`, `source`, a per-topic "
-                "monotonic `seq` and a Unix time stamp `ts`. Commands carry their correlation "
+                "monotonic `seq` and a Unix time stamp `ts`; the `json/` topics of the "
+                "integrations bridge carry the same maps as JSON. Commands carry their correlation "
                 "id, reply topic and expiry in the payload, so MQTT 3.1.1 clients can use them."
             ),
         },
@@ -157,6 +167,12 @@ def topics_markdown() -> str:
         "`schema_version`, `source` (the publishing service instance), `seq` (monotonic per "
         "topic and publisher) and `ts` (Unix seconds).",
         "",
+        f"The integrations bridge (`services/integrations`) mirrors some topics under `json/` "
+        f"as JSON (`{JSON_CONTENT_TYPE}`) with the same schema and the original envelope, and "
+        f"publishes Home Assistant discovery documents on `{HA_DISCOVERY_FILTER}` (retained "
+        "JSON, Home Assistant's schema; see the README). It reads what a third party may read "
+        "and publishes nothing else.",
+        "",
         "Each topic has a byte limit, derived from the length bounds of its payload model "
         "(every list, map and string has one) with room for fields of newer publishers: a "
         "larger payload is refused before it is decoded, counted and logged. The broker drops "
@@ -167,8 +183,9 @@ def topics_markdown() -> str:
     ]
     for spec in TOPICS:
         retained = "yes" + (", last will" if spec.last_will else "") if spec.retain else "no"
+        payload = spec.payload.__name__ + ("" if spec.content_type == CONTENT_TYPE else " (JSON)")
         lines.append(
-            f"| `{_address(spec)}` | {spec.payload.__name__} | {spec.qos} | {retained} | "
+            f"| `{_address(spec)}` | {payload} | {spec.qos} | {retained} | "
             f"{', '.join(spec.publishers)} | {', '.join(spec.subscribers)} | {spec.rate} | "
             f"{spec.byte_limit} |"
         )

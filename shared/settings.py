@@ -58,6 +58,8 @@ class ServiceSettings(BaseSettings):
     system: str = Field("demo", description="system id: one string of up to 196 series cells")
     instance: str | None = Field(None, description="instance name (default: the service name)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0: off)")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
 
     @field_validator(
         "mqtt_username", "mqtt_password_file", "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from shared.bounds import max_encoded_bytes, topic_limit_bytes
+from shared.codec import CONTENT_TYPE, JSON_CONTENT_TYPE
 from shared.config import SYSTEM_ID_RE
 from shared.messages import (
     BalanceCommand,
@@ -25,6 +26,7 @@ from shared.messages import (
     ConfigMessage,
     Event,
     GroundTruth,
+    HaCommand,
     Message,
     PackState,
     PlantControl,
@@ -49,6 +51,9 @@ THIRD_PARTY = "third_party"
 ANY = "any_service"
 SIM = "simulation"
 PLANT = "plant"
+INTEGRATIONS_COMMANDS = "integrations_commands"
+"""The integrations bridge's second broker user, only with BMS_HA_COMMANDS: it may send exactly
+the commands Home Assistant may ask for (`HA_COMMANDS`), and read those requests."""
 
 
 class TopicError(ValueError):
@@ -72,6 +77,8 @@ class TopicSpec(Generic[M]):
     """Message expiry set on MQTT 5 brokers; never relied upon (payloads carry their own)."""
     payload_bytes: int | None = None
     """The largest valid payload; None derives it from the model's bounds."""
+    content_type: str = CONTENT_TYPE
+    """msgpack on every bus topic; JSON on the integrations bridge's mirror."""
     params: tuple[str, ...] = field(init=False)
     byte_limit: int = field(init=False)
     """Payloads above this are refused before decoding (the largest valid one plus room for
@@ -222,7 +229,7 @@ COMMAND = TopicSpec(
     CommandRequest,
     1,
     False,
-    (MODBUS, CAN, UI),
+    (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     (MASTER,),
     "on demand",
     "A command to the master; the reply goes to `reply_to` before `expires_at` or not at all.",
@@ -230,8 +237,8 @@ COMMAND = TopicSpec(
 )
 COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "contactors": (MODBUS, CAN, UI),
-    "reset_faults": (MODBUS, CAN, UI),
-    "set_mode": (MODBUS, CAN, UI),
+    "reset_faults": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
+    "set_mode": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     "heartbeat": (MODBUS, CAN, UI),
     "events_query": (UI,),
     "service_reset": (UI,),
@@ -324,10 +331,116 @@ SIM_TRUTH = TopicSpec(
     "True SOC, cell voltage and temperature of the simulated cells (simulation only).",
 )
 
+# --- The integrations bridge (services/integrations) ---------------------------------------
+# It reads what a third party may read and publishes only under its own prefixes: `json/` below
+# each system, and Home Assistant's discovery prefix. It is never on the protection path.
+INTEGRATIONS = "integrations"
+
+
+def _json_limit(spec: TopicSpec[Message]) -> int:
+    """The mirrored topic's own bound: the broker's `message_size_limit` stays as it is, and the
+    bridge counts and drops a JSON text above it (far above any real pack: the bounds assume
+    every string and list at its longest)."""
+    return spec.payload_bytes or max_encoded_bytes(spec.payload)
+
+
+JSON_PACK_STATE = TopicSpec(
+    "json_pack_state",
+    "json/pack/state",
+    PackState,
+    0,
+    True,
+    (INTEGRATIONS,),
+    (THIRD_PARTY,),
+    "1 Hz (BMS_JSON_STATE_PERIOD_S)",
+    "JSON mirror of `pack/state` (the original envelope), at a configurable rate, for tools "
+    "that cannot read msgpack.",
+    content_type=JSON_CONTENT_TYPE,
+    payload_bytes=_json_limit(PACK_STATE),
+)
+JSON_PACK_CELLS = TopicSpec(
+    "json_pack_cells",
+    "json/pack/cells",
+    CellSnapshot,
+    0,
+    True,
+    (INTEGRATIONS,),
+    (THIRD_PARTY,),
+    "1 Hz (BMS_JSON_CELLS_PERIOD_S)",
+    "JSON mirror of `pack/cells` (the original envelope), at a configurable rate.",
+    content_type=JSON_CONTENT_TYPE,
+    payload_bytes=_json_limit(PACK_CELLS),
+)
+JSON_EVENTS = TopicSpec(
+    "json_events",
+    "json/events",
+    Event,
+    1,
+    False,
+    (INTEGRATIONS,),
+    (THIRD_PARTY,),
+    "on event",
+    "JSON mirror of every event (the original envelope).",
+    content_type=JSON_CONTENT_TYPE,
+    payload_bytes=_json_limit(EVENTS),
+)
+JSON_SERVICE_STATUS = TopicSpec(
+    "json_service_status",
+    "json/service/{instance}/status",
+    ServiceStatus,
+    1,
+    True,
+    (INTEGRATIONS,),
+    (THIRD_PARTY,),
+    "on change",
+    "JSON mirror of each service's presence; Home Assistant's availability reads it.",
+    content_type=JSON_CONTENT_TYPE,
+    payload_bytes=_json_limit(SERVICE_STATUS),
+)
+HOME_ASSISTANT = "home_assistant"
+"""Home Assistant's broker user: reads what a third party reads and the discovery documents,
+asks for `HA_COMMANDS` on `ha/cmd/{command}`."""
+HA_COMMANDS = ("reset_faults", "set_mode")
+"""Commands Home Assistant may ask for (opt-in); never contactors, never a service reset."""
+HA_COMMAND = TopicSpec(
+    "ha_command",
+    "ha/cmd/{command}",
+    HaCommand,
+    1,
+    False,
+    (HOME_ASSISTANT,),
+    (INTEGRATIONS_COMMANDS,),
+    "on demand",
+    "A button press or a choice in Home Assistant (BMS_HA_COMMANDS): the bridge sends the "
+    "master's command of the same name (reset_faults, set_mode).",
+    content_type=JSON_CONTENT_TYPE,
+)
+INTEGRATION_TOPICS: tuple[TopicSpec[Message], ...] = (
+    JSON_PACK_STATE, JSON_PACK_CELLS, JSON_EVENTS, JSON_SERVICE_STATUS, HA_COMMAND,
+)  # fmt: skip
+
+HA_DISCOVERY_PREFIX = "homeassistant"
+"""Home Assistant's default discovery prefix (https://www.home-assistant.io/integrations/mqtt/
+#mqtt-discovery); another one needs BMS_HA_PREFIX and a matching broker ACL."""
+HA_DISCOVERY_FILTER = f"{HA_DISCOVERY_PREFIX}/+/+/+/config"
+"""`<prefix>/<component>/<node_id>/<object_id>/config`, retained JSON: one entity each."""
+HA_STATUS = f"{HA_DISCOVERY_PREFIX}/status"
+"""Home Assistant's birth and last will ("online" / "offline")."""
+OUTSIDE_ROOT: dict[str, tuple[tuple[str, Literal["read", "write", "readwrite"]], ...]] = {
+    INTEGRATIONS: ((HA_DISCOVERY_FILTER, "write"),),
+    HOME_ASSISTANT: ((HA_DISCOVERY_FILTER, "read"), (HA_STATUS, "readwrite")),
+}
+"""Topics outside `bms/v1/` a role may use (the broker ACL grants them as they are)."""
+READS_AS: dict[str, str] = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY}
+"""A role that reads what another reads: the bridge and Home Assistant read what a third party
+may."""
+
+
 TOPICS: tuple[TopicSpec[Message], ...] = (
     SLAVE_TELEMETRY, SLAVE_STATUS, SLAVE_BALANCE, SLAVE_MODE,
     PACK_STATE, PACK_CELLS, EVENTS, COMMAND, COMMAND_REPLY,
     CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, PLANT_CONTROL, SIM_TRUTH,
+    *INTEGRATION_TOPICS,
 )  # fmt: skip
 
 

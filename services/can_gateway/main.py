@@ -20,6 +20,7 @@ from services.can_gateway.service import CanGateway
 from services.can_gateway.settings import CanGatewaySettings
 from shared.bus import MqttBus
 from shared.config import SystemConfig
+from shared.metrics import serve_metrics
 from shared.settings import configure_logging
 from shared.topics import CONFIG
 
@@ -36,6 +37,7 @@ def run(settings: CanGatewaySettings) -> int:
     first: list[SystemConfig] = []
     bus.subscribe(CONFIG, lambda d: first.append(d.message.config) if not first else None)
     bus.start()
+    metrics = serve_metrics(bus, settings)
     opener = ChannelOpener(settings.can_interface, settings.can_channel, settings.can_bitrate)
     gateway: CanGateway | None = None
     try:
@@ -64,6 +66,7 @@ def run(settings: CanGatewaySettings) -> int:
         if gateway is not None:
             gateway.close()
             gateway.can.shutdown()
+        metrics.stop()
         bus.stop()
     return 0
 

@@ -21,6 +21,7 @@ from services.config_ui.settings import ConfigUiSettings
 from services.config_ui.users import UserError, UserStore
 from shared.bus import MqttBus
 from shared.config import demo_config, plant_demo_config
+from shared.metrics import serve_metrics
 from shared.settings import configure_logging
 
 KIND = "config_ui"
@@ -92,6 +93,7 @@ def run(settings: ConfigUiSettings) -> int:
     )
     stop = threading.Event()
     note_stop_signals(stop)
+    metrics = serve_metrics(bus, settings)
     bus.start()
     bridge.start()
     threading.Thread(target=settle_config, args=(ctx, bus, stop), daemon=True).start()
@@ -109,6 +111,7 @@ def run(settings: ConfigUiSettings) -> int:
     finally:
         stop.set()
         bridge.stop()
+        metrics.stop()
         bus.stop()
         store.close()
         users.close()

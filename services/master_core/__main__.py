@@ -8,10 +8,11 @@ from pathlib import Path
 from pydantic_settings import CliApp
 
 from services.master_core.hardware import PackIoFactory
-from services.master_core.service import MasterCore
+from services.master_core.service import CYCLE_SECONDS, MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import BusCore, MqttBus
+from shared.metrics import serve_metrics
 from shared.runtime import run_until_signalled
 from shared.settings import configure_logging
 
@@ -34,8 +35,14 @@ def run(settings: MasterCoreSettings) -> int:
     bus = MqttBus.from_settings(settings, kind=KIND)
     store = Store(Path(settings.data_dir) / f"master_core-{settings.system}.sqlite")
     master = MasterCore(settings, bus, store, make_io(settings, bus))
+    metrics = serve_metrics(bus, settings, CYCLE_SECONDS)
+
+    def cleanup() -> None:
+        master.stop()
+        metrics.stop()
+
     try:
-        return run_until_signalled(bus, master.run, master.stop)
+        return run_until_signalled(bus, master.run, cleanup)
     finally:
         store.close()
 

@@ -9,9 +9,11 @@ import sys
 
 from pydantic_settings import CliApp
 
+from services.modbus_gateway.server import REQUEST_SECONDS
 from services.modbus_gateway.service import ModbusGateway, NothingToServeError
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import MqttBus
+from shared.metrics import serve_metrics
 from shared.settings import configure_logging
 
 KIND = "modbus_gateway"
@@ -26,6 +28,7 @@ async def run(settings: ModbusGatewaySettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics = serve_metrics(bus, settings, REQUEST_SECONDS)
     bus.start()
     pump = asyncio.create_task(gateway.pump_bus(stop))
     serve = asyncio.create_task(gateway.serve())
@@ -50,6 +53,7 @@ async def run(settings: ModbusGatewaySettings) -> int:
         serve.cancel()
         await gateway.close()
         await pump
+        metrics.stop()
         bus.stop()
     return exit_code
 

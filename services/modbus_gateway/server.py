@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client import Histogram
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -134,6 +135,13 @@ class GatewayData:
 
 
 ADDRESS_SPACE = 0x10000
+REQUEST_SECONDS = Histogram(
+    "bms_modbus_request_seconds",
+    "Time to answer one Modbus request (a write includes the master's reply to its command).",
+    buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+    registry=None,
+)
+"""Served by `python -m services.modbus_gateway` on BMS_METRICS_PORT."""
 
 
 def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevice:
@@ -147,6 +155,21 @@ def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevi
     """
 
     async def action(
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        started = time.perf_counter()
+        try:
+            return await answer(function_code, start_address, address, count, registers,
+                                set_values)  # fmt: skip
+        finally:
+            REQUEST_SECONDS.observe(time.perf_counter() - started)
+
+    async def answer(
         function_code: int,
         start_address: int,
         address: int,

@@ -14,6 +14,7 @@ from services.plant.registry import CanInverter
 from services.plant.service import PlantService
 from services.plant.settings import DEFAULT_BOARD_MAP, PlantSettings
 from shared.bus import MqttBus
+from shared.metrics import serve_metrics
 from shared.runtime import run_until_signalled
 from shared.settings import configure_logging
 
@@ -25,7 +26,13 @@ def run(settings: PlantSettings) -> int:
     settings = settings.model_copy(update={"instance": settings.instance or KIND})
     bus = MqttBus.from_settings(settings, kind=KIND)
     plant = PlantService(settings, bus, inverter=CanInverter if settings.inverter else None)
-    return run_until_signalled(bus, plant.run, plant.stop)
+    metrics = serve_metrics(bus, settings)
+
+    def cleanup() -> None:
+        plant.stop()
+        metrics.stop()
+
+    return run_until_signalled(bus, plant.run, cleanup)
 
 
 def main(argv: list[str] | None = None) -> int:

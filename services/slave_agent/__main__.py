@@ -17,6 +17,7 @@ from shared.bus.presence import PresenceLink
 from shared.codec import encode
 from shared.config import SystemConfig
 from shared.messages import SlaveStatus
+from shared.metrics import serve_metrics
 from shared.runtime import run_until_signalled
 from shared.settings import configure_logging
 from shared.topics import SLAVE_STATUS
@@ -67,8 +68,11 @@ def run(settings: SlaveAgentSettings) -> int:
         settings, bus, lambda c, m: make_driver(settings, c, m), on_modules=start_presence
     )
 
+    metrics = serve_metrics(bus, settings)
+
     def cleanup() -> None:
         agent.stop()
+        metrics.stop()
         for link in presence:
             link.stop()
 

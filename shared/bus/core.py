@@ -22,7 +22,15 @@ from typing import Any, Generic, TypeVar
 
 from paho.mqtt.client import topic_matches_sub
 
-from shared.codec import EncodeError, PayloadError, decode, encode
+from shared.codec import (
+    CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    EncodeError,
+    PayloadError,
+    decode,
+    encode,
+    encode_json,
+)
 from shared.log_limit import LimitedLog
 from shared.messages import Message, ServiceStatus
 from shared.messages.service import COUNTER_NAME_MAX, COUNTERS_MAX
@@ -112,7 +120,7 @@ class BusCore:
                 message = message.model_copy(update={"seq_epoch": self.started_ts})
         topic = spec.topic(system or self.system, **params)
         try:
-            payload = self.encode_for(topic, message)
+            payload = self.encode_for(topic, message, spec.content_type)
         except EncodeError:
             self.counters["publish_errors"] += 1
             log.exception("not published on %s", topic)
@@ -120,11 +128,27 @@ class BusCore:
         self.counters["published"] += 1
         self._send(topic, payload, spec.qos, spec.retain, spec)
 
-    def encode_for(self, topic: str, message: Message) -> bytes:
+    def encode_for(self, topic: str, message: Message, content_type: str = CONTENT_TYPE) -> bytes:
         with self._lock:
             seq = self._seq.get(topic, -1) + 1
             self._seq[topic] = seq
-        return encode(message, source=self.service, seq=seq, ts=self.clock())
+        encoder = encode_json if content_type == JSON_CONTENT_TYPE else encode
+        return encoder(message, source=self.service, seq=seq, ts=self.clock())
+
+    def publish_raw(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        spec: TopicSpec[Any] | None = None,
+    ) -> None:
+        """Bytes encoded by the caller (the integrations bridge checks its JSON against the
+        topic's byte limit first), or on a topic outside the registry (Home Assistant's
+        discovery documents); counted as published."""
+        self.counters["published"] += 1
+        self._send(topic, payload, qos, retain, spec)
 
     def status_message(self, state: str) -> ServiceStatus:
         return ServiceStatus(

@@ -251,7 +251,7 @@ class MqttBus(BusCore):
         props = self._props.get(key)
         if props is None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.ContentType = CONTENT_TYPE
+            props.ContentType = spec.content_type if spec is not None else CONTENT_TYPE
             if spec is not None and spec.expiry_s:
                 props.MessageExpiryInterval = spec.expiry_s
             self._props[key] = props

@@ -35,8 +35,13 @@ from shared.topics import (
     CAN,
     COMMAND,
     COMMAND_SENDERS,
+    HOME_ASSISTANT,
+    INTEGRATIONS,
+    INTEGRATIONS_COMMANDS,
     MASTER,
     MODBUS,
+    OUTSIDE_ROOT,
+    READS_AS,
     ROOT,
     SERVICE_STATUS,
     SIM,
@@ -47,10 +52,15 @@ from shared.topics import (
     TopicSpec,
 )
 
-SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI)
-CENTRAL_USERS = (MASTER, MODBUS, CAN, UI, THIRD_PARTY, SIM)
-"""Broker users besides the racks: one per central service, a read-only one for third
-parties, and the simulation's fault injection (demo stacks only)."""
+SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
+CENTRAL_USERS = (
+    MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY, SIM,
+)  # fmt: skip
+"""Broker users besides the racks: one per central service, the integrations bridge's command
+user and Home Assistant's (both only with BMS_HA_COMMANDS), a read-only one for third parties,
+and the simulation's fault injection (demo stacks only)."""
+SERVICE_LOGINS = (INTEGRATIONS_COMMANDS,)
+"""Users a service container logs in as besides its own (its secret belongs to the service)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,9 @@ def grants(
     out: list[Grant] = []
     for spec in TOPICS:
         write = _has(spec.publishers, role)
-        read = _has(spec.subscribers, role) or (role in SERVICE_ROLES and spec in HEALTH_READS)
+        read = _has(spec.subscribers, READS_AS.get(role, role)) or (
+            role in SERVICE_ROLES and spec in HEALTH_READS
+        )
         if not (read or write):
             continue
         if write and spec.name in NARROWED_WRITES:
@@ -154,6 +166,7 @@ def grants(
             out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
         else:
             out.append(Grant(pattern(spec, system), read, write))
+    out += [Grant(p, "read" in a, "write" in a) for p, a in OUTSIDE_ROOT.get(role, ())]
     return out
 
 

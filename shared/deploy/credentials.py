@@ -27,6 +27,7 @@ from pathlib import Path
 from shared.deploy.acl import (
     DEFAULT_LAYOUT,
     DEFAULT_SYSTEM,
+    SERVICE_LOGINS,
     SERVICE_ROLES,
     RackLayout,
     env_system,
@@ -93,7 +94,7 @@ def init(
     made: list[str] = []
     passwords: dict[str, str] = {}
     for user in users(layout):
-        owner = uid if role_of(user) in SERVICE_ROLES else None
+        owner = uid if role_of(user) in SERVICE_ROLES or user in SERVICE_LOGINS else None
         passwords[user], new = _ensure(store / user / "password", owner)
         if new:
             made.append(user)

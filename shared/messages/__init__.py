@@ -16,6 +16,7 @@ from shared.messages.commands import (
 from shared.messages.config import ConfigAck, ConfigMessage
 from shared.messages.envelope import Message
 from shared.messages.events import Event
+from shared.messages.integrations import HaCommand
 from shared.messages.pack import (
     CellLocation,
     CellPoint,
@@ -52,6 +53,7 @@ __all__ = [
     "Event",
     "EventsQueryArgs",
     "GroundTruth",
+    "HaCommand",
     "HeartbeatArgs",
     "Limits",
     "Message",

@@ -19,7 +19,9 @@ from docker.errors import DockerException
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
-IMAGES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui")
+IMAGES = (
+    "slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui", "integrations",
+)  # fmt: skip
 ONE_SHOT = {"credentials"}
 """Services that run once and exit; every other one must become healthy."""
 

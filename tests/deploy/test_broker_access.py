@@ -321,3 +321,44 @@ def test_fault_injection_runs_as_the_simulation_user(broker: tuple[int, Path]) -
         assert rack0.received == {f"bms/v1/{SYSTEM}/sim/control"}
     finally:
         rack0.close()
+
+
+def test_the_integrations_bridge_writes_only_its_own_prefixes(broker: tuple[int, Path]) -> None:
+    """It reads what a third party reads, writes its JSON mirror and Home Assistant's discovery
+    documents, and cannot touch the protection path (state, commands, balancing)."""
+    reads = {g.pattern for g in acl.grants("integrations") if g.read}
+    assert reads >= {g.pattern for g in acl.grants("third_party") if g.read}
+    bridge = login(broker, "integrations")
+    try:
+        mirror = ("json/pack/state", "json/pack/cells", "json/events", "json/service/x/status")
+        for topic in (*mirror, "service/integrations/status"):
+            assert bridge.publish(f"bms/v1/{SYSTEM}/{topic}") < ACCEPTED_BELOW, topic
+        assert bridge.publish("homeassistant/sensor/bms_plant1/soc/config") < ACCEPTED_BELOW
+        for topic in ("pack/state", "cmd/reset_faults", "cmd/contactors", "slave/1/balance",
+                      "slaves/mode", "config", "service/master_core/status"):  # fmt: skip
+            assert bridge.publish(f"bms/v1/{SYSTEM}/{topic}") == NOT_AUTHORIZED, topic
+        assert bridge.publish("homeassistant/status") == NOT_AUTHORIZED
+    finally:
+        bridge.close()
+
+
+def test_home_assistant_and_the_command_user_get_exactly_the_opt_in_commands(
+    broker: tuple[int, Path],
+) -> None:
+    """Home Assistant asks on `ha/cmd/...` and cannot command the master itself; the bridge's
+    command user may send reset_faults and set_mode and nothing else."""
+    ha = login(broker, "home_assistant")
+    commands = login(broker, "integrations_commands")
+    try:
+        for command in ("reset_faults", "set_mode"):
+            assert ha.publish(f"bms/v1/{SYSTEM}/ha/cmd/{command}") < ACCEPTED_BELOW
+            assert ha.publish(f"bms/v1/{SYSTEM}/cmd/{command}") == NOT_AUTHORIZED
+            assert commands.publish(f"bms/v1/{SYSTEM}/cmd/{command}") < ACCEPTED_BELOW
+        assert ha.publish("homeassistant/status") < ACCEPTED_BELOW
+        assert ha.publish("homeassistant/sensor/x/y/config") == NOT_AUTHORIZED
+        others = ("cmd/contactors", "cmd/service_reset", "cmd/heartbeat", "json/events", "events")
+        for topic in (*others, "service/integrations_commands/status", "ha/cmd/set_mode"):
+            assert commands.publish(f"bms/v1/{SYSTEM}/{topic}") == NOT_AUTHORIZED, topic
+    finally:
+        ha.close()
+        commands.close()

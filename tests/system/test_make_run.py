@@ -7,6 +7,7 @@ not work) runs the same UI test on the simulation inside the master."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from shared.broker import MosquittoBroker, free_port
 from shared.bus import MqttBus
@@ -242,3 +245,41 @@ def _closes_the_loop(launched: Launched, watch: Watch, url: str) -> None:
     assert any("insulation" in f for f in state.faults), state.faults
     # with the contactors open the plant's string carries no current
     assert wait_until(lambda: abs(watch.truths[-1][1].current_a) < 0.5, 20, step_s=0.5), log()
+
+
+METRICS_LINE = re.compile(r"Metrics:\s+(http://127\.0\.0\.1:\d+/metrics)")
+
+
+@pytest.mark.parametrize("mode", ["in_process"], indirect=True)
+def test_make_run_starts_the_integrations_bridge_with_json_and_metrics(
+    launched: Launched,
+) -> None:
+    """The bridge comes up with the stack: Prometheus metrics of the demo system, and the
+    JSON mirror of its pack state readable by a plain MQTT client."""
+    url = launched.find(METRICS_LINE, 30)
+    broker = launched.find(BROKER_LINE, 30)
+
+    def soc_exported() -> bool:
+        try:
+            text = httpx.get(url, timeout=5).text
+        except httpx.HTTPError:
+            return False
+        return 'bms_pack_voltage_volts{system="demo"}' in text
+
+    assert wait_until(soc_exported, 90, step_s=1.0), "\n".join(launched.lines[-60:])
+    text = httpx.get(url, timeout=5).text
+    assert 'bms_cell_voltage_volts{cell="13",module="6",system="demo"}' in text
+    assert 'bms_bus_received_total{kind="integrations",service="integrations"}' in text
+    got: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    endpoint = parse_mqtt_url(broker)
+    client.connect(endpoint.host, endpoint.port)
+    client.subscribe("bms/v1/demo/json/pack/state")
+    client.loop_start()
+    try:
+        assert wait_until(lambda: bool(got), 20)
+        assert json.loads(got[-1])["source"] == "master_core"
+    finally:
+        client.loop_stop()
+        client.disconnect()

@@ -1,0 +1,5 @@
+import sys
+
+from services.integrations.main import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""The bridge: subscribes to pack state, cells, events and presence of every system and feeds
+the JSON mirror, Home Assistant discovery and the metrics collector.
+
+Handlers run in the bridge's own loop (`BusCore.process`) and only copy, encode and publish:
+nothing here waits for anyone, and no other service waits for the bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from services.integrations.alerts import AlertPolicy
+from services.integrations.commands import HaCommandRelay
+from services.integrations.ha import DiscoveryOptions, discovery
+from services.integrations.metrics import PackCollector
+from services.integrations.mirror import RateGate
+from services.integrations.notify import Notifier
+from services.integrations.settings import IntegrationsSettings
+from shared.bus import BusCore, Delivery
+from shared.codec import EncodeError
+from shared.log_limit import LimitedLog
+from shared.messages import CellSnapshot, Event, Message, PackState, ServiceStatus
+from shared.metrics import service_registry
+from shared.topics import (
+    EVENTS,
+    JSON_EVENTS,
+    JSON_PACK_CELLS,
+    JSON_PACK_STATE,
+    JSON_SERVICE_STATUS,
+    PACK_CELLS,
+    PACK_STATE,
+    SERVICE_STATUS,
+    TopicSpec,
+)
+
+log = logging.getLogger("integrations")
+STATUS_EVERY_S = 10.0
+"""The retained status with its counters is republished this often (health)."""
+STALE_AFTER_S = 10.0
+"""Pack values older than this are no longer exported as metrics (the master publishes at
+10 Hz; a gap of 10 s means it is gone, and a stale number must not look current)."""
+HANDLE_BUCKETS_S = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+class IntegrationsBridge:
+    def __init__(
+        self,
+        bus: BusCore,
+        settings: IntegrationsSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        version: str = "",
+        commands_bus: BusCore | None = None,
+    ) -> None:
+        self.bus = bus
+        self.commands_bus = commands_bus
+        """Its own broker connection (user `integrations_commands`), with BMS_HA_COMMANDS."""
+        self.settings = settings
+        self.clock = clock
+        self.states: dict[str, tuple[PackState, float]] = {}
+        self.cells: dict[str, tuple[CellSnapshot, float]] = {}
+        self.online: dict[tuple[str, str], bool] = {}
+        self.state_gate = RateGate(settings.json_state_period_s)
+        self.cells_gate = RateGate(settings.json_cells_period_s)
+        self.announced: dict[str, tuple[int, ...] | None] = {}
+        """System -> the cell layout its discovery documents were published for."""
+        self.ha = DiscoveryOptions(
+            prefix=settings.ha_prefix,
+            availability_service=settings.ha_availability_service,
+            expire_after_s=settings.ha_expire_after_s,
+            cell_sensors=settings.ha_cell_sensors,
+            commands=settings.ha_commands and commands_bus is not None,
+            version=version,
+        )
+        self._log = LimitedLog(log, every_s=60.0)
+        self.alerts = AlertPolicy(tuple(settings.alert_rules))
+        self.notifier = Notifier(bus.counters) if settings.alert_rules else None
+        self.registry: CollectorRegistry = service_registry(bus)
+        self.registry.register(PackCollector(self, clock))
+        self.handle_s = Histogram(
+            "bms_integrations_handle_seconds",
+            "Time to handle one message, by topic.",
+            ["topic"],
+            registry=self.registry,
+            buckets=HANDLE_BUCKETS_S,
+        )
+
+    # --- wiring -----------------------------------------------------------------------------
+    def attach(self) -> None:
+        system = "+" if self.settings.all_systems else self.settings.system
+        self.bus.subscribe(PACK_STATE, self._timed(PACK_STATE, self.on_state), system=system)
+        self.bus.subscribe(PACK_CELLS, self._timed(PACK_CELLS, self.on_cells), system=system)
+        self.bus.subscribe(EVENTS, self._timed(EVENTS, self.on_event), system=system)
+        self.bus.subscribe(
+            SERVICE_STATUS, self._timed(SERVICE_STATUS, self.on_status), system=system
+        )
+        if self.commands_bus is not None:
+            HaCommandRelay(self.commands_bus, self.clock).attach(system)
+
+    def _timed(
+        self, spec: TopicSpec[Any], handler: Callable[[Delivery[Any]], None]
+    ) -> Callable[[Delivery[Any]], None]:
+        observe = self.handle_s.labels(spec.name).observe
+
+        def run(delivery: Delivery[Any]) -> None:
+            start = time.perf_counter()
+            handler(delivery)
+            observe(time.perf_counter() - start)
+
+        return run
+
+    # --- handlers ---------------------------------------------------------------------------
+    def on_state(self, d: Delivery[PackState]) -> None:
+        now = self.clock()
+        self.states[d.system] = (d.message, now)
+        if self.settings.json_mirror and self.state_gate.due(d.system, now):
+            self.mirror(JSON_PACK_STATE, d.message, d.system)
+        if self.settings.ha_discovery and d.system not in self.announced:
+            self.announce(d.system, None)
+
+    def on_cells(self, d: Delivery[CellSnapshot]) -> None:
+        now = self.clock()
+        self.cells[d.system] = (d.message, now)
+        if self.settings.json_mirror and self.cells_gate.due(d.system, now):
+            self.mirror(JSON_PACK_CELLS, d.message, d.system)
+        if self.settings.ha_discovery and self.settings.ha_cell_sensors:
+            layout = tuple(len(m.cell_v) for m in d.message.modules)
+            if self.announced.get(d.system) != layout:
+                self.announce(d.system, layout)
+
+    def on_event(self, d: Delivery[Event]) -> None:
+        if self.settings.json_mirror:
+            self.mirror(JSON_EVENTS, d.message, d.system)
+        if self.notifier is not None:
+            state = self.states.get(d.system)
+            alerts = self.alerts.consider(
+                d.system, d.message, state[0] if state else None, self.clock()
+            )
+            for alert in alerts:
+                self.notifier.submit(alert)
+            self.bus.counters["alerts_suppressed"] = self.alerts.suppressed
+
+    def on_status(self, d: Delivery[ServiceStatus]) -> None:
+        service = d.params["service"]
+        self.online[(d.system, service)] = d.message.state == "online"
+        if self.settings.json_mirror:
+            self.mirror(JSON_SERVICE_STATUS, d.message, d.system, instance=service)
+
+    # --- outputs ----------------------------------------------------------------------------
+    def mirror(
+        self, spec: TopicSpec[Any], message: Message, system: str, **params: str | int
+    ) -> None:
+        """The message as JSON with its original envelope, unless it is over the topic's limit."""
+        topic = spec.topic(system, **params)
+        try:
+            payload = self.bus.encode_for(topic, message, spec.content_type)
+        except EncodeError as exc:
+            self.bus.counters["json_encode_errors"] += 1
+            self._log.warning(f"encode:{spec.name}", "not mirrored on %s: %s", topic, exc)
+            return
+        if len(payload) > spec.byte_limit:
+            self.bus.counters["json_oversize"] += 1
+            self._log.warning(
+                f"oversize:{spec.name}", "not mirrored on %s: %d bytes over the %d-byte limit",
+                topic, len(payload), spec.byte_limit,
+            )  # fmt: skip
+            return
+        self.bus.counters[f"json.{spec.name}"] += 1
+        self.bus.publish_raw(topic, payload, qos=spec.qos, retain=spec.retain, spec=spec)
+
+    def announce(self, system: str, layout: tuple[int, ...] | None) -> None:
+        """Home Assistant discovery documents of one system (retained, QoS 1)."""
+        docs = discovery(system, self.ha, list(layout) if layout else None)
+        for topic, doc in docs:
+            payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+            self.bus.publish_raw(topic, payload, qos=1, retain=True)
+        self.bus.counters["ha_discovery_published"] += len(docs)
+        self.announced[system] = layout
+        log.info("Home Assistant discovery: %d entities for system %s", len(docs), system)
+
+    # --- what the metrics collector reads ---------------------------------------------------
+    def fresh_states(self) -> dict[str, tuple[PackState, float]]:
+        now = self.clock()
+        return {s: v for s, v in self.states.items() if now - v[1] <= STALE_AFTER_S}
+
+    def fresh_cells(self) -> dict[str, CellSnapshot]:
+        now = self.clock()
+        return {s: c for s, (c, ts) in self.cells.items() if now - ts <= STALE_AFTER_S}
+
+    def presence(self) -> dict[tuple[str, str], bool]:
+        return dict(self.online)
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+
+    # --- loop -------------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        next_status = time.monotonic() + STATUS_EVERY_S
+        while not should_stop():
+            self.bus.process(timeout_s=0.2, budget_s=0.1)
+            if self.commands_bus is not None and self.commands_bus is not self.bus:
+                self.commands_bus.process(budget_s=0.05)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_EVERY_S
+                if self.bus.connected:
+                    self.bus.publish_status()

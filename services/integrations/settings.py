@@ -1,0 +1,88 @@
+"""Settings of the integrations bridge (flags or BMS_* variables).
+
+Everything here changes per site (which integrations run, their rates, ports and prefixes),
+so none of it is in the system configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.integrations.alerts import AlertRule
+from shared.settings import MqttEndpoint, ServiceSettings, read_secret
+from shared.topics import HA_DISCOVERY_PREFIX
+
+DEFAULT_METRICS_PORT = 9108
+
+
+class IntegrationsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(cli_prog_name="python -m services.integrations")
+
+    all_systems: bool = Field(
+        True, description="bridge every system on the broker (false: BMS_SYSTEM only)"
+    )
+    json_mirror: bool = Field(True, description="mirror pack state, cells, events, status as JSON")
+    json_state_period_s: float = Field(
+        1.0, ge=0.0, le=3600.0, description="least time between two JSON pack states (0: all)"
+    )
+    json_cells_period_s: float = Field(
+        1.0, ge=0.0, le=3600.0, description="least time between two JSON cell snapshots (0: all)"
+    )
+    ha_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery")
+    ha_prefix: str = Field(
+        HA_DISCOVERY_PREFIX,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Home Assistant's discovery prefix (the broker ACL grants 'homeassistant')",
+    )
+    ha_cell_sensors: bool = Field(False, description="one Home Assistant sensor per cell")
+    ha_commands: bool = Field(
+        False, description="a Reset faults button and a Mode select in Home Assistant"
+    )
+    ha_commands_username: str | None = Field(
+        None, description="broker user sending those commands (default: the bridge's own)"
+    )
+    ha_commands_password_file: str | None = Field(
+        None, description="file holding that user's password"
+    )
+    ha_availability_service: str = Field(
+        "master_core",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+        description="the service whose presence makes the entities available",
+    )
+    ha_expire_after_s: int = Field(
+        30, ge=0, le=86400, description="entities go unavailable without a state this long"
+    )
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus /metrics port (0: off)"
+    )
+
+    alert_rules: list[AlertRule] = Field(
+        default_factory=list,
+        description='alert notifications, JSON: [{"urls": ["mailto://..."], "min_level": '
+        '"alarm", "codes": [], "quiet_period_s": 300, "notify_clear": true}]',
+    )
+
+    @model_validator(mode="after")
+    def _discovery_needs_the_mirror(self) -> Self:
+        if self.ha_discovery and not self.json_mirror:
+            raise ValueError("ha_discovery reads the JSON mirror: set json_mirror as well")
+        if self.ha_commands and not self.ha_discovery:
+            raise ValueError("ha_commands announces its entities: set ha_discovery as well")
+        if self.ha_commands:
+            self.commands_endpoint  # noqa: B018 - an unreadable secret fails at start-up
+        return self
+
+    @property
+    def commands_endpoint(self) -> MqttEndpoint:
+        """The command user's login: its own user name and password when set (the broker
+        lets only `integrations_commands` send commands), else the bridge's."""
+        if not self.ha_commands_username:
+            return self.endpoint
+        password = (
+            read_secret(self.ha_commands_password_file) if self.ha_commands_password_file else None
+        )
+        return replace(self.endpoint, username=self.ha_commands_username, password=password)

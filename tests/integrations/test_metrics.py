@@ -1,0 +1,68 @@
+"""Metrics as a scraper reads them (OpenMetrics text, parsed by prometheus-client's parser)."""
+
+from __future__ import annotations
+
+from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from services.integrations.metrics import METRIC_NAMES, PACK_GAUGES
+from shared.messages import Event
+from shared.metrics import BUS_COUNTERS
+from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
+from tests.factories import pack_state
+
+from .test_bridge import Rig, snapshot
+
+
+def scrape(rig: Rig) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    text = generate_latest(rig.bridge.registry).decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_pack_and_cell_values_and_bus_counters_are_exported() -> None:
+    rig = Rig()
+    rig.master.publish(PACK_STATE, pack_state(soc=42.5, voltage=51.2, current=-3.0))
+    rig.master.publish(PACK_CELLS, snapshot())
+    rig.master.publish(EVENTS, Event(level="info", kind="info", code="x"))
+    rig.pump()
+    got = scrape(rig)
+    s1 = (("system", "s1"),)
+    assert got["bms_pack_soc_percent"][s1] == 42.5
+    assert got["bms_pack_power_watts"][s1] == 51.2 * -3.0
+    assert got["bms_pack_contactors_closed"][s1] == 1.0
+    assert (
+        got["bms_cell_voltage_volts"][(("cell", "3"), ("module", "1"), ("system", "s1"))] == 3.303
+    )
+    temps = got["bms_cell_temperature_celsius"]
+    assert len(temps) == 2  # the flagged (unknown) sensor of each module has no sample
+    assert got["bms_service_up"][(("service", "master_core"), ("system", "s1"))] == 1.0
+    me = (("kind", "integrations"), ("service", "integrations"))
+    assert got["bms_bus_received_total"][me] == rig.bus.counters["received"] >= 4
+    assert got["bms_bus_published_total"][me] == rig.bus.counters["published"] > 0
+    assert sum(got["bms_integrations_handle_seconds_count"].values()) >= 4
+    names = {n.removesuffix("_total") for n in got}
+    assert set(BUS_COUNTERS) <= names
+
+
+def test_unknown_and_stale_values_have_no_sample_never_zero() -> None:
+    rig = Rig()
+    rig.master.publish(PACK_STATE, pack_state(soc=None, current=None))
+    rig.pump()
+    got = scrape(rig)
+    assert "bms_pack_soc_percent" not in got and "bms_pack_power_watts" not in got
+    assert got["bms_pack_voltage_volts"][(("system", "s1"),)] == 30.0
+    rig.clock.now += 11.0  # the master went quiet
+    got = scrape(rig)
+    assert not any(n.startswith("bms_pack_") for n in got)
+
+
+def test_metric_names_follow_the_conventions() -> None:
+    units = ("_percent", "_volts", "_amperes", "_watts", "_celsius", "_watthours", "_seconds")
+    for name, _help, _f in PACK_GAUGES:
+        assert name.startswith("bms_pack_")
+    assert len(set(METRIC_NAMES)) == len(METRIC_NAMES)
+    assert sum(n.endswith(units) for n in METRIC_NAMES) > 15
