@@ -35,6 +35,8 @@ from shared.topics import (
     CAN,
     COMMAND,
     COMMAND_SENDERS,
+    HA_COMMAND,
+    HA_COMMANDS,
     HOME_ASSISTANT,
     INTEGRATIONS,
     INTEGRATIONS_COMMANDS,
@@ -98,6 +100,7 @@ def role_of(user: str) -> str:
 
 NARROWED_WRITES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     COMMAND.name: ("command", COMMAND_SENDERS),
+    HA_COMMAND.name: ("command", dict.fromkeys(HA_COMMANDS, (HOME_ASSISTANT,))),
 }
 """Topics whose publishers differ by the value of one parameter: spec -> (parameter, value ->
 roles). The ACL then grants each value's topic on its own (MQTT ACLs filter by topic only)."""

@@ -30,10 +30,16 @@ from shared.topics import (
     ANY,
     CAN,
     COMMAND_SENDERS,
+    HA_COMMAND,
+    HA_COMMANDS,
+    HOME_ASSISTANT,
+    INTEGRATIONS,
     MASTER,
     MODBUS,
+    OUTSIDE_ROOT,
     SERVICE_STATUS,
     SLAVE,
+    THIRD_PARTY,
     TOPICS,
     UI,
     TopicSpec,
@@ -56,7 +62,9 @@ topic write {SENTINEL}
 pattern read {SENTINEL}
 """
 WAIT_S = 10.0
-SERVICES = (SLAVE, MASTER, MODBUS, CAN, UI)  # the roles `any_service` stands for
+SERVICES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)  # the roles `any_service` stands for
+READS_LIKE = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY}
+"""The bridge and Home Assistant read what a third party reads."""
 
 
 def expected(user: str, access: str, topic: str) -> bool:
@@ -74,18 +82,22 @@ def expected(user: str, access: str, topic: str) -> bool:
         return False
     role = SLAVE if user.startswith(f"{SLAVE}-rack") else user
 
-    def listed(roles: tuple[str, ...]) -> bool:
-        return role in roles or (ANY in roles and role in SERVICES)
+    def listed(roles: tuple[str, ...], who: str = role) -> bool:
+        return who in roles or (ANY in roles and who in SERVICES)
 
     if access == "write":
         ok = listed(spec.publishers)
-        if "command" in params:
+        if spec is HA_COMMAND:  # Home Assistant asks for these only, never contactors
+            ok = ok and params["command"] in HA_COMMANDS
+        elif "command" in params:
             ok = ok and listed(COMMAND_SENDERS.get(params["command"], ()))
         for own in ("service", "source"):  # levels that name the publisher itself
             if own in params:
                 ok = ok and params[own] == user
     else:
-        ok = listed(spec.subscribers) or (spec is SERVICE_STATUS and role in SERVICES)
+        ok = listed(spec.subscribers, READS_LIKE.get(role, role)) or (
+            spec is SERVICE_STATUS and role in SERVICES
+        )
     if "module" in params and role == SLAVE:
         rack = int(user.rsplit("rack", 1)[1])
         ok = ok and int(params["module"]) in rack_module_range(rack, LAYOUT.modules_per_rack)
@@ -101,6 +113,7 @@ def topics_of(spec: TopicSpec[Any], services: tuple[str, ...]) -> set[str]:
         "service": list(services),
         "source": list(services),
         "client": ["c1"],
+        "instance": ["master_core"],
     }
     out: set[str] = set()
     for system in (OWN, FOREIGN):
@@ -217,7 +230,8 @@ def sentinel(injector: Client) -> str:
 def test_the_acl_names_the_deployed_system_only() -> None:
     text = acl.render(LAYOUT, OWN)
     rules = [line.split() for line in text.splitlines() if line.startswith("topic ")]
-    assert rules and all(r[2].startswith(f"bms/v1/{OWN}/") for r in rules)
+    outside = {p for grants in OUTSIDE_ROOT.values() for p, _ in grants}  # Home Assistant's
+    assert rules and all(r[2].startswith(f"bms/v1/{OWN}/") or r[2] in outside for r in rules)
 
 
 def test_the_generator_agrees_with_the_registry_everywhere() -> None:
@@ -292,6 +306,10 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
         ("third_party", "read", f"bms/v1/{OWN}/pack/state", True),
         ("third_party", "read", f"bms/v1/{FOREIGN}/pack/state", False),
         ("master_core", "read", f"bms/v1/{FOREIGN}/slave/1/telemetry", False),
+        ("home_assistant", "write", f"bms/v1/{OWN}/ha/cmd/reset_faults", True),
+        ("home_assistant", "write", f"bms/v1/{OWN}/ha/cmd/contactors", False),
+        ("integrations", "read", f"bms/v1/{OWN}/pack/state", True),
+        ("integrations", "write", f"bms/v1/{OWN}/pack/state", False),
     ],
 )
 def test_the_oracle_says_what_the_issue_asks(

@@ -20,7 +20,7 @@ from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_p
 from shared.bus import MqttBus
 from shared.deploy import acl, credentials
 from shared.endpoint import MqttEndpoint
-from shared.topics import COMMAND_SENDERS, TOPICS, TopicSpec
+from shared.topics import COMMAND_SENDERS, HA_COMMAND, HA_COMMANDS, TOPICS, TopicSpec
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
@@ -136,7 +136,8 @@ def test_each_user_reads_exactly_what_the_acl_grants(broker: tuple[int, Path]) -
         # each topic published by a user allowed to: the broker then decides who receives it
         published = []
         for spec in TOPICS:
-            for command in COMMAND_SENDERS if "command" in spec.params else ["set_mode"]:
+            names = HA_COMMANDS if spec is HA_COMMAND else COMMAND_SENDERS
+            for command in names if "command" in spec.params else ["set_mode"]:
                 writer = next(
                     u
                     for u in acl.users()
@@ -219,7 +220,8 @@ def test_only_the_master_publishes_events_as_the_master(broker: tuple[int, Path]
                 assert code < ACCEPTED_BELOW
             else:
                 assert code == NOT_AUTHORIZED, user
-            if user not in ("third_party", "simulation"):
+            # the users that publish no events: read-only ones, and the command-only logins
+            if user not in ("third_party", "simulation", "home_assistant", "integrations_commands"):
                 assert client.publish(f"bms/v1/{SYSTEM}/events/{user}") < ACCEPTED_BELOW, user
         finally:
             client.close()
