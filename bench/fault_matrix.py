@@ -56,7 +56,7 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.master_core.contactors import CONTACTORS  # noqa: E402
+from services.master_core.contactors import CONTACTORS, ContactorName  # noqa: E402
 from services.plant.core import PlantCore, PlantState  # noqa: E402
 from services.plant.load_profiles import parse_profile  # noqa: E402
 from services.plant.registry import Relay  # noqa: E402
@@ -66,7 +66,10 @@ from shared.broker import MosquittoBroker, find_mosquitto  # noqa: E402
 from shared.bus import Delivery, MqttBus  # noqa: E402
 from shared.commands import CommandClient  # noqa: E402
 from shared.config import SystemConfig  # noqa: E402
-from shared.config.protection import INSULATION_DELAYS_S  # noqa: E402
+from shared.config.protection import (  # noqa: E402
+    INSULATION_DELAYS_S,
+    STUCK_TEMPERATURE_SAMPLES,
+)
 from shared.fault_matrix import (  # noqa: E402
     DATA_FILE,
     FAULT_KINDS,
@@ -123,6 +126,7 @@ PRECHARGE_LINK_F = 0.006
 PRECHARGE_TIMEOUT_S = 6.0
 TEMPERATURE_RATE_C_PER_S = 10.0
 """How fast the bench's temperature faults move the cells (the plant's own rate is 2 °C/s)."""
+MATRIX_STUCK_TEMPERATURE_SAMPLES = 50
 LEVEL_RANK: dict[Level, int] = {"warning": 0, "alarm": 1, "fault": 2}
 AMBIENT_C = 25.0
 
@@ -178,7 +182,8 @@ class Row:
     id: str
     kind: str
     fault: str
-    """Arguments of `python -m services.plant inject`, or a bench action in parentheses."""
+    """Arguments of `python -m services.plant inject` (several injections joined by ` + `,
+    applied in that order), or a bench action in parentheses."""
     state: OperatingState
     expected: tuple[ProtectionCode, ...]
     level: Level
@@ -200,14 +205,17 @@ class Row:
     def controls(self) -> list[PlantControl]:
         if self.fault.startswith("("):
             return []
-        words = self.fault.split()
-        fields: dict[str, Any] = {"fault": words[0]}
-        for flag, value in zip(words[1::2], words[2::2], strict=True):
-            key = flag.removeprefix("--").replace("-", "_")
-            fields[key] = value if key in ("target", "contactor") else float(value)
-            if key in ("module", "channel"):
-                fields[key] = int(value)
-        return [PlantControl(**fields)]
+        controls = []
+        for one in self.fault.split(" + "):
+            words = one.split()
+            fields: dict[str, Any] = {"fault": words[0]}
+            for flag, value in zip(words[1::2], words[2::2], strict=True):
+                key = flag.removeprefix("--").replace("-", "_")
+                fields[key] = value if key in ("target", "contactor") else float(value)
+                if key in ("module", "channel"):
+                    fields[key] = int(value)
+            controls.append(PlantControl(**fields))
+        return controls
 
 
 @dataclass(frozen=True)
@@ -263,6 +271,7 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
         periods * config.timing.sample_period_standby_s + config.comm_loss.ride_through_s
     )
     feedback_s = config.contactors.feedback_timeout_s
+    stuck_temp_s = p.stuck_temperature_samples * config.timing.sample_period_working_s
     moved = ("the feedback timeout runs from the command: a contact that moves while its "
              "command holds drops the coils at the next read, the code follows its "
              "debounce")  # fmt: skip
@@ -372,6 +381,13 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
            expected=(C.STUCK_CELL_VOLTAGE_CHANNEL,), delay_s=None, **discrete,
            timeout_s=30.0, reps=1,
            note="the check needs its samples identical while current flows: one repetition"),
+        _k("stuck_temp", fault="stuck_sensor --module 0 --channel 1 --target temp",
+           expected=(C.STUCK_TEMPERATURE_CHANNEL,), delay_s=stuck_temp_s, **discrete,
+           timeout_s=30.0, reps=1,
+           note=f"stuck_temperature_samples set to {p.stuck_temperature_samples} for the matrix "
+           f"(default {STUCK_TEMPERATURE_SAMPLES}, a minute at 10 Hz): the check needs that "
+           f"many identical samples while current flows and the module's other sensor moves "
+           f"(its reading noise, 0.1 °C steps); one repetition"),
         _k("board_dropout", {
             "standby": {"fault": "board_dropout --module 0", "delay_s": comm_standby_s,
                         "timeout_s": 30.0, "reps": 1,
@@ -420,6 +436,15 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
            delay_s=feedback_s,
            note="welded while closed, then an operator open command: the coils drop on the "
            "command itself, so only detection is timed"),
+        _k("weld_pair", fault="contactor_weld --contactor main_positive + contactor_weld "
+           "--contactor main_negative", expected=(C.CONTACTOR_WELDED,), level="fault",
+           onset="open_command", onset_text="the open command after the weld",
+           delay_s=feedback_s, reps=2,
+           note="both mains welded while closed, then an operator open command: current keeps "
+           "flowing through the welded contacts; the coils drop on the command itself, so only "
+           "detection is timed. Safe state: coils off, contactors fault, limits 0/0 A, but the "
+           "BMS cannot stop a current through welded contacts (the inverter has to, on the "
+           "limits); cleared by a service reset; two repetitions"),
         _k("precharge_short", fault="precharge_short", expected=(C.PRECHARGE_FAILURE,),
            level="fault", onset="precharge_start", onset_text="the precharge coil's first "
            "on-write", delay_s=None, timeout_s=40.0, reps=1,
@@ -501,6 +526,9 @@ def matrix_config() -> SystemConfig:
     # precharge coil is on lands while the link charges, with time to be caught there.
     data["contactors"] |= {"dc_link_capacitance_f": PRECHARGE_LINK_F,
                            "precharge_timeout_s": PRECHARGE_TIMEOUT_S}  # fmt: skip
+    # The stuck-temperature check within the matrix's time bound: 5 s of samples at 10 Hz
+    # instead of a minute (row stuck_temp says so).
+    data["protection"]["stuck_temperature_samples"] = MATRIX_STUCK_TEMPERATURE_SAMPLES
     data["insulation_monitor"] = {
         "driver": "iso165c",
         "can": {"interface": "udp_multicast", "channel": ISO_CAN_GROUP, "stale_after_s": 2.0},
@@ -723,6 +751,10 @@ class Matrix:
         core = self.s.plant.core
         return core is not None and core.contactors.feedback.all_open
 
+    def _welded(self, name: ContactorName | None) -> bool:
+        core = self.s.plant.core
+        return core is not None and name is not None and core.contactors.is_welded(name)
+
     def precharging(self) -> bool:
         return self.s.coil("precharge") and not self.s.coil("main_positive")
 
@@ -752,7 +784,8 @@ class Matrix:
             s.plant.relay.module.silent = True
             onset = (time.monotonic(), time.time())
         if row.onset == "open_command":
-            wait_until(lambda: "contactor_weld" in s.plant.applied, 5)
+            welded = [c.contactor for c in row.controls() if c.fault == "contactor_weld"]
+            wait_until(lambda: all(self._welded(name) for name in welded), 5)
             time.sleep(0.3)
             if row.state == "precharge" and not self.precharging():
                 self.log(f"  not precharging at the open command: coils {s.coils()}")

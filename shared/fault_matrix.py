@@ -11,9 +11,8 @@ Each cell of the grid is either a row of the results or a reason in `NOT_APPLICA
 fault cannot occur, or cannot be told apart, in that state), never both: a test holds the grid
 to that.
 
-`NOT_REACHABLE` is the other half of the evidence for the code table: every protection code
-with no row in the results says here why no injection reaches it (yet). A test holds the two
-together: each code of `CODE_TABLE` is detected by at least one row, or has its reason here.
+The matrix is the evidence for the code table: a test holds every code of `CODE_TABLE` to at
+least one ok row that raised it (a row that reached its safe state).
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ FAULT_KINDS: Final[dict[str, str]] = {
     "sensor_fault": "open temperature sensor (`open_wire --target temp`)",
     "out_of_range": "out-of-range noise on one cell channel (`noisy_channel`)",
     "stuck_cell": "stuck cell voltage channel (`stuck_sensor`)",
+    "stuck_temp": "stuck temperature channel (`stuck_sensor --target temp`)",
     "board_dropout": "a slave board stops answering (`board_dropout`)",
     "current_dropout": "the current sensor falls silent (`current_dropout`)",
     "offset_open": "current-sensor offset of 5 A (`current_offset`)",
@@ -61,6 +61,7 @@ FAULT_KINDS: Final[dict[str, str]] = {
     "iso_silent": "the iso165C falls silent (`insulation_monitor_silent`)",
     "feedback_stuck": "an auxiliary contact stuck (`feedback_stuck`)",
     "weld": "a welded contactor, then an open command (`contactor_weld`)",
+    "weld_pair": "both main contactors welded, then an open command (`contactor_weld` twice)",
     "precharge_short": "a short across the DC link (`precharge_short`)",
     "relay_silent": "the relay module answers nothing (bench: the simulated module falls silent)",
 }
@@ -83,6 +84,19 @@ _STUCK_NEEDS_CURRENT = (
     "the stuck-channel check runs only while |current| > stuck_channel_current_a (5 A): at "
     "rest a cell voltage legitimately holds still"
 )
+_STUCK_TEMP_NEEDS_CURRENT = (
+    "the stuck-channel check runs only while |current| > stuck_channel_current_a (5 A): at "
+    "rest a cell temperature legitimately holds still"
+)
+_WELD_STANDBY = (
+    "a contact welds while it closes on or carries current; in standby every contact is "
+    "open and stays open (the plant's weld would close it, which no standby fault does)"
+)
+_WELD_PAIR_NEEDS_CURRENT = (
+    "with no current through the string a welded pair shows only as auxiliary contacts that "
+    "disagree with their coils (contactor_feedback_mismatch, row weld): the DC-link voltage "
+    "test is off by default (contactor_weld_discharge_s) as the link may hold its voltage"
+)
 _SHORT_ONLY_PRECHARGING = (
     "a short across the DC link shows as such only while precharging: with main positive "
     "closed it is a short of the pack (an over-current: rows chg_oc, dis_oc), with the string "
@@ -96,6 +110,9 @@ NOT_APPLICABLE: Final[dict[tuple[str, OperatingState], str]] = {
     ("stuck_cell", "standby"): _STUCK_NEEDS_CURRENT,
     ("stuck_cell", "precharge"): _STUCK_NEEDS_CURRENT + "; the precharge current is under 1 A",
     ("stuck_cell", "closed_idle"): _STUCK_NEEDS_CURRENT,
+    ("stuck_temp", "standby"): _STUCK_TEMP_NEEDS_CURRENT,
+    ("stuck_temp", "precharge"): _STUCK_TEMP_NEEDS_CURRENT + "; the precharge current is under 1 A",
+    ("stuck_temp", "closed_idle"): _STUCK_TEMP_NEEDS_CURRENT,
     **{
         ("offset_open", s): _OFFSET_OPEN_ONLY
         for s in ("precharge", "closed_idle", "charging", "discharging")
@@ -104,10 +121,14 @@ NOT_APPLICABLE: Final[dict[tuple[str, OperatingState], str]] = {
         ("offset_small", s): _OFFSET_OPEN_ONLY
         for s in ("precharge", "closed_idle", "charging", "discharging")
     },
-    ("weld", "standby"): (
-        "a contact welds while it closes on or carries current; in standby every contact is "
-        "open and stays open (the plant's weld would close it, which no standby fault does)"
+    ("weld", "standby"): _WELD_STANDBY,
+    ("weld_pair", "standby"): _WELD_STANDBY,
+    ("weld_pair", "precharge"): (
+        "main positive welding while the link charges bypasses the precharge resistor: the "
+        "precharge check (precharge_failure) sees the link jump before any open command; row "
+        "weld/precharge welds main negative alone"
     ),
+    ("weld_pair", "closed_idle"): _WELD_PAIR_NEEDS_CURRENT,
     **{
         ("precharge_short", s): _SHORT_ONLY_PRECHARGING
         for s in ("standby", "closed_idle", "charging", "discharging")
@@ -115,23 +136,6 @@ NOT_APPLICABLE: Final[dict[tuple[str, OperatingState], str]] = {
 }
 """(fault kind, state) -> why that fault has no row in that state: it cannot occur there, or
 the BMS cannot tell it from normal operation there (and says so by design)."""
-
-NOT_REACHABLE: Final[dict[ProtectionCode, str]] = {
-    ProtectionCode.CONTACTOR_WELDED: (
-        "caught first by another code: row weld/discharging welds main positive and opens; main "
-        "negative still breaks the string, so no current flows after the open and the DC-link "
-        "voltage test is off by default (contactor_weld_discharge_s); the auxiliary contact "
-        "disagrees with its coil and contactor_feedback_mismatch trips (safe state reached). "
-        "A welded pair is covered by tests/master_core/test_supervisor.py"
-    ),
-    ProtectionCode.STUCK_TEMPERATURE_CHANNEL: (
-        "not reachable within the matrix's time bound: the check needs 600 identical samples "
-        "(a minute at 10 Hz) while current flows and the other temperatures of the module move; "
-        "cell temperatures move by hundredths of a degree a minute at the matrix's currents"
-    ),
-}
-"""Code -> why no ok row of the matrix raises it: no injection reaches it, or (said so) the
-row that injects its cause is caught by another code."""
 
 KNOWN_GAPS: Final[dict[str, str]] = {}
 """Row id -> why that row, run as it should be, does not (yet) raise its code. A row listed
@@ -301,15 +305,7 @@ def matrix_markdown(results: MatrixResults | None) -> str:
             f"{r.detected_level or '-'} | {_ms(r.configured_delay_s)} | {reaction} | "
             f"{_ms(r.detection.p50_s)} | {shown} | {status} |"
         )
-    lines += [
-        "",
-        "### Codes no row raises",
-        "",
-        "| Code | Why |",
-        "|---|---|",
-        *(f"| `{code}` | {why} |" for code, why in NOT_REACHABLE.items()),
-        "",
-    ]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -95,6 +95,9 @@ class SimulatedContactors:
         contact.welded, contact.stuck_open = True, False
         contact.closed, contact.move_at_s = True, None
 
+    def is_welded(self, contactor: ContactorName) -> bool:
+        return self._contacts[contactor].welded
+
     def stuck_open(self, contactor: ContactorName) -> None:
         """The contact is (and stays) open whatever the coil does."""
         contact = self._contacts[contactor]

@@ -169,6 +169,10 @@ def test_welded_contactor_stays_closed_and_feedback_tells(config: SystemConfig) 
     run(core, 0.2)
     s = core.state()
     assert s.contacts.main_positive and s.feedback["main_positive"]
+    assert core.contactors.is_welded("main_positive")
+    assert not core.contactors.is_welded("main_negative")
+    core.inject(PlantControl(fault="clear"))
+    assert not core.contactors.is_welded("main_positive")
     with pytest.raises(ValueError, match="needs a contactor"):
         core.inject(PlantControl(fault="contactor_weld"))
 

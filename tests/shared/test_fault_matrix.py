@@ -1,8 +1,8 @@
 """The committed fault-injection matrix is a full fault x state grid and covers the code table:
 every fault kind has, in every operating state, a row or a reason in `NOT_APPLICABLE` (never
-both); every protection code is raised by at least one row that reached its safe state, or says
-why not: in `NOT_REACHABLE` (no injection reaches it) or through a row of `KNOWN_GAPS`
-(injected, not raised yet); the docs show the grid of the committed results."""
+both); every protection code is raised by at least one row that reached its safe state, and
+every row reached its safe state (but those of `KNOWN_GAPS`, injected, not raised yet); the
+docs show the grid of the committed results."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from shared.fault_matrix import (
     FAULT_KINDS,
     KNOWN_GAPS,
     NOT_APPLICABLE,
-    NOT_REACHABLE,
     OPERATING_STATES,
     MatrixResults,
     OperatingState,
@@ -43,20 +42,16 @@ def committed() -> MatrixResults:
     return results
 
 
-def test_every_code_has_a_row_or_a_reason() -> None:
+def test_every_code_has_an_ok_row_that_raised_it() -> None:
     results = committed()
     covered = covered_codes(results)
-    gaps = {c for r in results.rows if r.id in KNOWN_GAPS for c in r.expected}
     missing = [s.code.value for s in CODE_TABLE if s.code not in covered]
-    unexplained = [c for c in missing if ProtectionCode(c) not in NOT_REACHABLE and c not in gaps]
-    assert not unexplained, f"no matrix row and no reason in NOT_REACHABLE: {unexplained}"
+    assert not missing, f"no ok matrix row raises {missing}"
 
 
-def test_no_reason_is_kept_for_a_code_the_matrix_reaches() -> None:
+def test_known_gaps_are_rows_that_still_fail() -> None:
     results = committed()
-    stale = sorted(set(NOT_REACHABLE) & covered_codes(results))
-    assert not stale, f"reached by the matrix, drop from NOT_REACHABLE: {stale}"
-    assert all(len(why) > 40 for why in [*NOT_REACHABLE.values(), *KNOWN_GAPS.values()])
+    assert all(len(why) > 40 for why in KNOWN_GAPS.values())
     ids = {r.id for r in results.rows}
     assert set(KNOWN_GAPS) <= ids, f"known gaps without a row: {set(KNOWN_GAPS) - ids}"
     fixed = [r.id for r in results.rows if r.id in KNOWN_GAPS and r.status == "ok"]
@@ -140,8 +135,6 @@ def test_the_markdown_lists_every_row_and_every_reason() -> None:
     assert text == matrix_markdown(results)
     for row in results.rows:
         assert f"`{row.fault}` | {row.state.replace('_', ' ')} |" in text
-    for code in NOT_REACHABLE:
-        assert f"| `{code}` |" in text
     assert "No results committed yet." in matrix_markdown(None)
 
 
