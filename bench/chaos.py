@@ -312,12 +312,22 @@ class Stack:
         resets = 0
         t0 = time.monotonic()
         last_nudge = t0
+        bad_since: float | None = None
+        """When the fresh pack states (stamped after `since_wall`) began to show it not ready:
+        the operator waits RESET_AFTER_S of that, never of the silence before."""
         while time.monotonic() - t0 < timeout_s:
             if self.ready(since_wall):
                 return True, resets
             s = self.obs.latest()
             now = time.monotonic()
-            if s is not None and now - last_nudge > RESET_AFTER_S:
+            fresh = s is not None and (s.ts or 0.0) >= since_wall
+            bad_since = (bad_since or now) if fresh else None
+            if (
+                s is not None
+                and bad_since is not None
+                and now - bad_since > RESET_AFTER_S
+                and now - last_nudge > RESET_AFTER_S
+            ):
                 last_nudge = now
                 if s.mode == "standby":
                     self.obs.command("set_mode", SetModeArgs(mode="working"))
@@ -694,8 +704,14 @@ def mqtt_fuzz(run: Run, n: int) -> dict[str, Any]:
     time.sleep(1.0)
     fuzzer.loop_stop()
     fuzzer.disconnect()
-    arrivals = [a for a, _ in s.obs.arrivals_since(t0)]
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    seen = s.obs.arrivals_since(t0)
+    # the master's cadence: its own stamps (the observer's arrival times also carry the fuzz
+    # this process decodes on pack/state, and the broker's queueing: noted, not judged)
+    stamps = [st.ts for _, st in seen if st.ts is not None]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    arrival_gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
+    if arrival_gaps:
+        run.notes.append(f"longest gap between arrivals at the bench {max(arrival_gaps):.3f} s")
     faults = {c for _, st in s.obs.arrivals_since(t0) for c in st.faults}
     if faults:
         run.notes.append(f"faults during the fuzz: {sorted(faults)}")

@@ -125,8 +125,11 @@ def chaos_markdown(results: ChaosResults | None) -> str:
         "- **Duplicated commands executed**: captured `contactors close` bytes published again "
         "(at once, after a broker kill, after a master kill); executions counted in the "
         "master's event log. Must be 0.",
-        "- **Max pack-state gap**: the longest silence between two pack states at a subscriber "
-        "while the fuzz ran; must stay under the comm-loss timeout.",
+        "- **Max pack-state gap**: the longest interval between the time stamps of two "
+        "consecutive pack states the master published while the fuzz ran (its loop never "
+        "stalled longer); must stay under the comm-loss timeout. The longest gap between their "
+        "arrivals at the bench, which also decodes the fuzz sent to `pack/state`, is in the "
+        "notes.",
         f"- **SOC error**: the SOC the master publishes after a kill at 80 A against the last "
         f"SOC it published before it, in percentage points; at most {SOC_ERROR_LIMIT_PCT} %.",
         "- **Crashes**: service processes that exited without the bench killing them. Must be 0.",
