@@ -13,13 +13,14 @@ export UV_PYTHON_DOWNLOADS := never
 IMAGE_SERVICES := slave_agent master_core modbus_gateway can_gateway config_ui integrations
 EXPORT = $(UV) export --frozen --no-hashes --no-dev --no-emit-project --extra
 
-.PHONY: run test check lint typecheck docs docs-check requirements bench fault-matrix deps clean help
+.PHONY: run test check lint typecheck docs docs-check requirements bench fault-matrix chaos deps clean help
 
 help:
 	@echo "make run    start the whole stack with a simulated battery (SYSTEMS=N, MQTT_URL=...)"
 	@echo "make test   install what the tests need and run the suite"
 	@echo "make check  ruff + mypy;  make docs  regenerate docs/ from the code;  make bench"
 	@echo "make fault-matrix  inject every fault in every operating state into the plant (~30 min)"
+	@echo "make chaos  kill, cut and fuzz the running stack, write docs/data/chaos.json (CHAOS_ARGS=--quick)"
 
 # uv itself, when the machine has none: a private venv, so no system Python is touched
 $(CURDIR)/.tools/bin/uv:
@@ -71,6 +72,11 @@ bench: $(VENV)/.synced
 fault-matrix: $(VENV)/.synced
 	$(PY) bench/fault_matrix.py $(FAULT_MATRIX_ARGS)
 	$(PY) -m shared.docgen
+
+# Kills, network cuts and fuzz against the running stack (own network namespace, about 15 min;
+# CHAOS_ARGS=--quick for a few minutes), then the docs (docs/chaos.md).
+chaos: $(VENV)/.synced
+	@$(PY) bench/chaos.py $(CHAOS_ARGS); rc=$$?; $(PY) -m shared.docgen; exit $$rc
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1005,19 +1005,20 @@ def summarise(row: Row, reps: list[Rep], duration_s: float) -> RowResult:
 
 # --- the namespace --------------------------------------------------------------------------
 def skip(reason: str) -> int:
-    print(f"fault matrix skipped: {reason}", file=sys.stderr)
+    print(f"{Path(sys.argv[0]).stem} skipped: {reason}", file=sys.stderr)
     return EXIT_SKIP
 
 
-def enter_netns(argv: list[str]) -> int | None:
-    """Re-run this script in a network namespace of its own; None when already inside."""
-    if os.environ.get(NETNS_ENV) == "1":
+def enter_netns(argv: list[str], script: Path | None = None, marker: str = NETNS_ENV) -> int | None:
+    """Re-run `script` in a network namespace of its own; None when already inside (the
+    variable `marker` says so). bench/chaos.py enters its namespace through here too."""
+    if os.environ.get(marker) == "1":
         return None
     unshare = shutil.which("unshare")
     if unshare is None:
         return skip("unshare not found (util-linux)")
-    env = dict(os.environ, **{NETNS_ENV: "1"})
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+    env = dict(os.environ, **{marker: "1"})
+    cmd = [sys.executable, str(script or Path(__file__).resolve()), *argv]
     for flags in (["--net", "--map-root-user"], ["--net"]):
         probe = subprocess.run([unshare, *flags, "true"], capture_output=True)
         if probe.returncode == 0:

@@ -11,7 +11,12 @@ fingerprint of the request and the reply it got:
 * an id is remembered `REMEMBER_S` after it was answered, longer than any command may live
   (`MAX_LIFETIME_S`, checked by `refusal_reason`), so a duplicate is always caught before its
   expiry, and a reused id for a while after;
-* at most `CAPACITY` ids: beyond that the oldest is forgotten and counted (`evicted`).
+* at most `CAPACITY` ids: beyond that the oldest is forgotten and counted (`evicted`);
+* across a restart through a `LedgerJournal` (the master keeps it in its SQLite file): a
+  request is journalled before it runs, with a reply saying its outcome is unknown, and again
+  with its reply once answered. Captured bytes published again after a restart get the saved
+  reply and never run a second time (found by bench/chaos.py: a `contactors close` replayed
+  after a master kill closed the contactors again).
 
 Pure: the clock is passed in.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from shared.messages import CommandReply, CommandRequest
 
@@ -58,6 +63,35 @@ class Verdict:
 NEW: Final = Verdict("new")
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    correlation_id: str
+    fingerprint: str
+    reply: CommandReply
+    forget_at: float
+
+
+class LedgerJournal(Protocol):
+    """Where a ledger outlives its process."""
+
+    def save_command(self, entry: JournalEntry) -> None: ...
+
+    def load_commands(self, now: float, limit: int) -> list[JournalEntry]:
+        """Entries not yet forgotten at `now`, oldest answer first, at most `limit`."""
+        ...
+
+
+def unknown_outcome(req: CommandRequest) -> CommandReply:
+    """What a request journalled before it ran says when its process stopped before the reply."""
+    return CommandReply(
+        command=req.command,
+        correlation_id=req.correlation_id,
+        status="refused",
+        reason="outcome unknown: the master stopped while running this request (it may have "
+        "run); check the state and send a new command",
+    )
+
+
 class CommandLedger:
     def __init__(self, *, remember_s: float = REMEMBER_S, capacity: int = CAPACITY) -> None:
         if remember_s < MAX_LIFETIME_S:
@@ -79,9 +113,17 @@ class CommandLedger:
             return Verdict("duplicate", entry.reply)
         return Verdict("reused")
 
-    def record(self, req: CommandRequest, reply: CommandReply, now: float) -> None:
-        self._entries[req.correlation_id] = _Entry(fingerprint(req), reply, now + self.remember_s)
-        self._entries.move_to_end(req.correlation_id)
+    def record(self, req: CommandRequest, reply: CommandReply, now: float) -> JournalEntry:
+        """Remember the reply to `req`; the entry, for a journal."""
+        entry = JournalEntry(req.correlation_id, fingerprint(req), reply, now + self.remember_s)
+        self.restore(entry)
+        return entry
+
+    def restore(self, entry: JournalEntry) -> None:
+        """Take back an entry (from a journal, oldest first)."""
+        cid = entry.correlation_id
+        self._entries[cid] = _Entry(entry.fingerprint, entry.reply, entry.forget_at)
+        self._entries.move_to_end(cid)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
             self.evicted += 1

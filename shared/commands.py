@@ -19,7 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.bus.core import BusCore, Delivery
-from shared.command_ledger import MAX_LIFETIME_S, CommandLedger
+from shared.command_ledger import (
+    MAX_LIFETIME_S,
+    CommandLedger,
+    LedgerJournal,
+    unknown_outcome,
+)
 from shared.log_limit import LimitedLog
 from shared.messages import COMMAND_ARGS, CommandArgs, CommandReply, CommandRequest
 from shared.topics import COMMAND, COMMAND_REPLY
@@ -80,11 +85,18 @@ class CommandServer:
         handlers: dict[str, CommandHandler],
         *,
         clock: Callable[[], float] = time.time,
+        journal: LedgerJournal | None = None,
     ) -> None:
+        """`journal`: the ledger outlives the process (a request is journalled before it
+        runs, so it runs at most once even across a kill)."""
         self.bus = bus
         self.handlers = handlers
         self.clock = clock
         self.ledger = CommandLedger()
+        self.journal = journal
+        if journal is not None:
+            for entry in journal.load_commands(clock(), self.ledger.capacity):
+                self.ledger.restore(entry)
         bus.subscribe(COMMAND, self._on_request)
 
     def _on_request(self, delivery: Delivery[CommandRequest]) -> None:
@@ -118,6 +130,8 @@ class CommandServer:
                 False, f"correlation id {req.correlation_id!r} was already used by another request"
             )
         else:
+            if self.journal is not None:  # before it runs: a kill mid-way cannot run it twice
+                self.journal.save_command(self.ledger.record(req, unknown_outcome(req), now))
             try:
                 args = parse_args(req.command, req.args)
                 handler = self.handlers.get(req.command)
@@ -144,8 +158,10 @@ class CommandServer:
         )
         if verdict is not None and verdict.kind == "new":
             evicted = self.ledger.evicted
-            self.ledger.record(req, reply, now)
+            entry = self.ledger.record(req, reply, now)
             counters["commands_forgotten"] += self.ledger.evicted - evicted
+            if self.journal is not None:
+                self.journal.save_command(entry)
         self._reply(req, reply)
 
     def _reply(self, req: CommandRequest, reply: CommandReply) -> None:

@@ -2,7 +2,8 @@
 
 Writes `docs/asyncapi.yaml` (AsyncAPI 3), `docs/topics.md`, `docs/event-codes.md`,
 `docs/fault-matrix.md` (with the committed fault-injection results, docs/data/fault-matrix.json,
-which `bench/fault_matrix.py` writes: the docs never rerun it) and `docs/configuration-fields.md`;
+which `bench/fault_matrix.py` writes: the docs never rerun it), `docs/chaos.md` (from
+docs/data/chaos.json, which `bench/chaos.py` writes) and `docs/configuration-fields.md`;
 `--check` fails when the committed files differ from what the code gives.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared import SCHEMA_VERSION
+from shared.chaos import chaos_markdown
+from shared.chaos import load as load_chaos
 from shared.codec import CONTENT_TYPE, JSON_CONTENT_TYPE
 from shared.docgen_codes import (
     config_fields_markdown,
@@ -231,6 +234,7 @@ def render() -> dict[Path, str]:
         DOCS / "topics.md": topics_markdown(),
         DOCS / "event-codes.md": event_codes_markdown(),
         DOCS / "fault-matrix.md": fault_matrix_markdown(load_matrix()),
+        DOCS / "chaos.md": chaos_markdown(load_chaos()),
         DOCS / "configuration-fields.md": config_fields_markdown(),
     }
 

@@ -171,6 +171,7 @@ class MasterCore:
                 "events_query": self._cmd_events,
             },
             clock=wall,
+            journal=store,
         )
 
     @property

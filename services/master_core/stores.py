@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from shared.messages import Event
+from shared.command_ledger import REMEMBER_S, JournalEntry
+from shared.messages import CommandReply, Event
 
 LEVELS = ("info", "warning", "alarm", "fault")
 
@@ -38,6 +39,12 @@ CREATE TABLE IF NOT EXISTS source_events (
     PRIMARY KEY (source, seq_epoch, seq)
 );
 CREATE INDEX IF NOT EXISTS source_events_ts ON source_events (ts);
+CREATE TABLE IF NOT EXISTS commands (
+    correlation_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    reply_json TEXT NOT NULL,
+    forget_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value_json TEXT NOT NULL,
@@ -143,6 +150,37 @@ class Store:
             rows = self._db.execute(sql, (*params, limit)).fetchall()
         keys = ("id", "ts", "level", "kind", "code", "text", "source")
         return [dict(zip(keys, r[:7], strict=True)) | {"values": json.loads(r[7])} for r in rows]
+
+    def save_command(self, entry: JournalEntry) -> None:
+        """The command ledger's journal (shared/command_ledger.py): one row per correlation id."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO commands (correlation_id, fingerprint, reply_json, forget_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT(correlation_id) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, reply_json = excluded.reply_json,"
+                " forget_at = excluded.forget_at",
+                (entry.correlation_id, entry.fingerprint, entry.reply.model_dump_json(),
+                 entry.forget_at),
+            )  # fmt: skip
+            # the ledger forgets after REMEMBER_S: so does the table (a heartbeat a second
+            # keeps it at a few hundred rows)
+            self._db.execute(
+                "DELETE FROM commands WHERE forget_at <= ?", (entry.forget_at - REMEMBER_S,)
+            )
+
+    def load_commands(self, now: float, limit: int) -> list[JournalEntry]:
+        """Entries not yet forgotten, oldest first (the forgotten ones are deleted here)."""
+        with self._lock:
+            self._db.execute("DELETE FROM commands WHERE forget_at <= ?", (now,))
+            rows = self._db.execute(
+                "SELECT correlation_id, fingerprint, reply_json, forget_at FROM commands"
+                " ORDER BY forget_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            JournalEntry(str(c), str(f), CommandReply.model_validate_json(r), float(t))
+            for c, f, r, t in reversed(rows)
+        ]
 
     def put(self, key: str, value: Any, *, ts: float) -> None:
         with self._lock:

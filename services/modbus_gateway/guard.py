@@ -127,8 +127,14 @@ class _DropUnanswered(FramerBase):
     def handleFrame(  # noqa: N802  (pymodbus's name)
         self, data: bytes, exp_devid: int, exp_tid: int
     ) -> tuple[int, ModbusPDU | None]:
+        """pymodbus takes one frame per read and keeps the rest until more bytes arrive: after
+        a dropped frame, go on with the next one in the same read, or a request behind it
+        would wait for the client's next send."""
         used, pdu = super().handleFrame(data, exp_devid, exp_tid)
-        return used, None if isinstance(pdu, Unanswered) else pdu
+        while isinstance(pdu, Unanswered):
+            more, pdu = super().handleFrame(data[used:], exp_devid, exp_tid)
+            used += more
+        return used, pdu
 
 
 class GuardedSocketFramer(_DropUnanswered, FramerSocket):

@@ -125,10 +125,10 @@ def test_an_undecodable_line_costs_a_reopen_not_the_receiver(
     rig: tuple[CanGateway, Inverter, list[Event]],
 ) -> None:
     gateway, inverter, events = rig
-    assert heard_after(gateway, inverter, 0.0, 5)
+    assert heard_after(gateway, inverter, 0.0, 15)
     t0 = time.monotonic()
     inverter.write(b"\xff\r")
-    assert heard_after(gateway, inverter, t0, 10), gateway.bus.counters
+    assert heard_after(gateway, inverter, t0, 20), gateway.bus.counters
     counters = gateway.bus.counters
     assert counters["can_receive_errors"] >= 2 and counters["can_reopens"] == 1
     assert wait_until(lambda: [(e.code, e.kind) for e in events if e.code == "can_link_down"]
@@ -140,11 +140,11 @@ def test_a_malformed_line_between_good_frames_is_counted_without_a_reopen(
     rig: tuple[CanGateway, Inverter, list[Event]],
 ) -> None:
     gateway, inverter, events = rig
-    assert heard_after(gateway, inverter, 0.0, 5)
+    assert heard_after(gateway, inverter, 0.0, 15)
     for _ in range(5):
         t0 = time.monotonic()
         inverter.write(b"t1\r")  # too short: the driver raises on it, then reads on
-        assert heard_after(gateway, inverter, t0, 5)
+        assert heard_after(gateway, inverter, t0, 15)
     assert gateway.bus.counters["can_receive_errors"] == 5
     assert gateway.bus.counters["can_reopens"] == 0
     assert not [e for e in events if e.code == "can_link_down"]

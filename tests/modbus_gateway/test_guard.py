@@ -93,6 +93,23 @@ def test_an_exception_code_as_request_is_dropped_by_the_framer() -> None:
     assert tcp.handleFrame(mbap, 0, 0) == (len(mbap), None)
 
 
+def test_a_request_behind_an_unanswered_frame_in_the_same_read_is_served() -> None:
+    """Found by bench/chaos.py: pymodbus takes one frame per read and keeps the rest until more
+    bytes arrive; a dropped frame ended that call, so the request behind it (a pipelining
+    client, or two frames in one TCP segment) waited for the client's next request."""
+    clock = Clock()
+    tcp = GuardedSocketFramer(GuardedDecoder(make_guard(clock, "tcp")))
+    silent = bytes.fromhex("0001 0000 0007 01 ee5045e4da96")
+    read = bytes.fromhex("0002 0000 0006 01 03 0000 0001")
+    used, pdu = tcp.handleFrame(silent + read, 0, 0)
+    assert used == len(silent + read)
+    assert isinstance(pdu, ReadHoldingRegistersRequest) and pdu.transaction_id == 2
+    framer = rtu_framer(make_guard(clock), clock)
+    frames = adu(1, bytes([0x83, 2])) + adu(1, bytes.fromhex("03 0000 0001"))
+    used, pdu = framer.handleFrame(frames, 0, 0)
+    assert used == len(frames) and isinstance(pdu, ReadHoldingRegistersRequest)
+
+
 def test_rtu_bytes_held_through_a_silence_are_dropped() -> None:
     clock = Clock()
     guard = make_guard(clock)
