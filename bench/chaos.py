@@ -188,7 +188,7 @@ class EventSubscriber:
     def __init__(self, host: str, port: int) -> None:
         self.received: set[tuple[str, str, float]] = set()
         self.lock = threading.Lock()
-        self.filter = EVENTS.topic(SYSTEM) + "/#"  # also matches `events` itself
+        self.filter = EVENTS.filter(SYSTEM)  # events/+: every source
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id="chaos-persistent-events",
             protocol=mqtt.MQTTv5,
