@@ -164,17 +164,7 @@ class Observer:
             return {k: dict(v[-1][1].counters) for k, v in self.status.items() if v}
 
     def command(self, name: str, args: CommandArgs | None = None) -> CommandReply | None:
-        done = threading.Event()
-        box: list[CommandReply | None] = []
-
-        def got(reply: CommandReply | None) -> None:
-            box.append(reply)
-            done.set()
-
-        self.client.send(name, args, on_reply=got)
-        done.wait(6.0)
-        self.client.expire()
-        return box[0] if box else None
+        return self.client.request_pumped(name, args)
 
     def close(self) -> None:
         self._stop.set()

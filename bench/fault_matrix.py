@@ -637,17 +637,7 @@ class Stack:
             return [s for _, s in self.states if (s.ts or 0.0) >= wall_s]
 
     def command(self, name: str, args: CommandArgs | None = None) -> CommandReply | None:
-        done = threading.Event()
-        box: list[CommandReply | None] = []
-
-        def got(reply: CommandReply | None) -> None:
-            box.append(reply)
-            done.set()
-
-        self.client.send(name, args, on_reply=got)
-        done.wait(6.0)
-        self.client.expire()
-        return box[0] if box else None
+        return self.client.request_pumped(name, args)
 
     def inject(self, control: PlantControl) -> None:
         self.bus.publish(PLANT_CONTROL, control.model_copy(update={"expires_at": time.time() + 10}))

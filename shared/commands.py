@@ -231,6 +231,22 @@ class CommandClient:
         self.expire()
         return box[0] if box else None
 
+    def request_pumped(
+        self, command: str, args: CommandArgs | None = None, *, wait_s: float = 6.0
+    ) -> CommandReply | None:
+        """Send and wait for the reply while another thread processes the bus."""
+        done = threading.Event()
+        box: list[CommandReply | None] = []
+
+        def got(reply: CommandReply | None) -> None:
+            box.append(reply)
+            done.set()
+
+        self.send(command, args, on_reply=got)
+        done.wait(wait_s)
+        self.expire()
+        return box[0] if box else None
+
     async def request_async(
         self, command: str, args: CommandArgs | None = None, *, ttl_s: float = 5.0
     ) -> CommandReply | None:

@@ -151,7 +151,10 @@ def test_configuration_commands_reach_the_sensor_and_are_acknowledged(
         driver.close()
 
 
-def test_the_driver_over_slcan_on_a_serial_link(tmp_path: Path) -> None:
+@pytest.fixture
+def slcan_link(tmp_path: Path) -> Iterator[tuple[can.BusABC, can.BusABC, Path]]:
+    """slcan on both ends of a socat pty pair (a USB-CAN adapter on a serial link): the
+    driver's bus, the sensor's bus, and the sensor end's path for raw lines."""
     driver_end, sensor_end = tmp_path / "bms", tmp_path / "ivt"
     socat = subprocess.Popen(
         ["socat", f"pty,raw,echo=0,link={driver_end}", f"pty,raw,echo=0,link={sensor_end}"],
@@ -160,6 +163,28 @@ def test_the_driver_over_slcan_on_a_serial_link(tmp_path: Path) -> None:
     assert wait_until(lambda: driver_end.exists() and sensor_end.exists())
     driver_bus = can.Bus(interface="slcan", channel=str(driver_end), sleep_after_open=0)
     sensor_bus = can.Bus(interface="slcan", channel=str(sensor_end), sleep_after_open=0)
+    try:
+        yield driver_bus, sensor_bus, sensor_end
+    finally:
+        driver_bus.shutdown()
+        sensor_bus.shutdown()
+        socat.kill()
+        socat.wait()
+
+
+def write_line(end: Path, data: bytes) -> None:
+    """Raw bytes onto the serial line, as a garbled adapter would send them."""
+    line = os.open(end, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        os.write(line, data)
+    finally:
+        os.close(line)
+
+
+def test_the_driver_over_slcan_on_a_serial_link(
+    slcan_link: tuple[can.BusABC, can.BusABC, Path],
+) -> None:
+    driver_bus, sensor_bus, sensor_end = slcan_link
     driver, sim = IvtSCanDriver(driver_bus, stale_after_s=1.0), _sim()
     try:
         send(sensor_bus, sim.round())
@@ -167,11 +192,7 @@ def test_the_driver_over_slcan_on_a_serial_link(tmp_path: Path) -> None:
         assert driver.reading(time.monotonic()).current_a == pytest.approx(-12.345)
         # bad frames: an unknown id, a short result frame, and a garbled slcan line
         send(sensor_bus, [(0x530, bytes(6)), (0x522, bytes(2))])
-        line = os.open(sensor_end, os.O_WRONLY | os.O_NOCTTY)
-        try:
-            os.write(line, b"tZZZ6\r")
-        finally:
-            os.close(line)
+        write_line(sensor_end, b"tZZZ6\r")
         assert wait_until(lambda: driver.rejected() == {"unknown_id": 1, "wrong_length": 1})
         assert wait_until(lambda: driver.bus_errors == 1)
         sim.values[Quantity.U1_V] = 123.456
@@ -183,33 +204,20 @@ def test_the_driver_over_slcan_on_a_serial_link(tmp_path: Path) -> None:
         assert wait_until(lambda: driver.acknowledged(0x34) == 2 and driver.acknowledged(0x23) == 1)
     finally:
         driver.close()
-        driver_bus.shutdown()
-        sensor_bus.shutdown()
-        socat.kill()
-        socat.wait()
 
 
-def test_an_undecodable_serial_line_does_not_silence_the_sensor(tmp_path: Path) -> None:
+def test_an_undecodable_serial_line_does_not_silence_the_sensor(
+    slcan_link: tuple[can.BusABC, can.BusABC, Path],
+) -> None:
     """Found from outside on the CAN gateway: python-can's slcan keeps an undecodable line
     (`\\xff\\r`) in its buffer and fails on every later read. The driver's Notifier clears the
     line after an error, so the sensor's next results arrive."""
-    driver_end, sensor_end = tmp_path / "bms", tmp_path / "ivt"
-    socat = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={driver_end}", f"pty,raw,echo=0,link={sensor_end}"],
-        stderr=subprocess.DEVNULL,
-    )
-    assert wait_until(lambda: driver_end.exists() and sensor_end.exists())
-    driver_bus = can.Bus(interface="slcan", channel=str(driver_end), sleep_after_open=0)
-    sensor_bus = can.Bus(interface="slcan", channel=str(sensor_end), sleep_after_open=0)
+    driver_bus, sensor_bus, sensor_end = slcan_link
     driver, sim = IvtSCanDriver(driver_bus, stale_after_s=1.0), _sim()
     try:
         send(sensor_bus, sim.round())
         assert wait_until(lambda: not driver.reading(time.monotonic()).stale)
-        line = os.open(sensor_end, os.O_WRONLY | os.O_NOCTTY)
-        try:
-            os.write(line, b"\xff\r")
-        finally:
-            os.close(line)
+        write_line(sensor_end, b"\xff\r")
         assert wait_until(lambda: driver.bus_errors == 1)
         sim.values[Quantity.U1_V] = 111.0
 
@@ -221,7 +229,3 @@ def test_an_undecodable_serial_line_does_not_silence_the_sensor(tmp_path: Path) 
         assert driver.bus_errors == 1
     finally:
         driver.close()
-        driver_bus.shutdown()
-        sensor_bus.shutdown()
-        socat.kill()
-        socat.wait()

@@ -178,3 +178,27 @@ def test_raw_request_with_bad_args_gets_refused_with_reason() -> None:
     assert executed == []
     assert [r.status for r in replies] == ["refused"]
     assert "action" in replies[0].reason
+
+
+def test_request_pumped_waits_while_another_thread_processes_the_bus() -> None:
+    import threading
+
+    clock, master, ui, executed = setup()
+    client = CommandClient(ui, clock=clock)
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            master.process()
+            ui.process()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        reply = client.request_pumped("contactors", ContactorsArgs(action="open"), wait_s=5.0)
+    finally:
+        stop.set()
+        thread.join(2)
+    assert reply is not None and reply.status == "accepted" and len(executed) == 1
+    stop.clear()
+    assert client.request_pumped("set_mode", SetModeArgs(mode="standby"), wait_s=0.1) is None
