@@ -27,6 +27,9 @@ from shared.topics import CONFIG, PLANT_CONTROL, SIM_TRUTH
 log = logging.getLogger("plant")
 
 STATUS_PERIOD_S = 5.0
+CONFIG_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Back-off between attempts to apply a configuration whose devices did not open (a port still
+held, a CAN bus not there yet): the plant retries by itself, not only on a republish."""
 STEP_ERROR_LOG_EVERY = 1000
 InverterFactory = Callable[[LoadProfile, DeviceContext], LoadProfile]
 """Builds the inverter (a current demand within the BMS limits it reads) around its load
@@ -83,6 +86,9 @@ class PlantService:
         self._next_s = monotonic()
         self._last_truth_s = 0.0
         self._last_status_s = monotonic()
+        self._pending: SystemConfig | None = None
+        self._retry_at_s = 0.0
+        self._retries = 0
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(PLANT_CONTROL, self._on_control)
 
@@ -91,11 +97,26 @@ class PlantService:
         config = d.message.config
         if self.core is not None and self.core.config == config:
             return  # the same configuration again (a publisher's reconnect)
+        self._retries = 0
+        self._try_config(config)
+
+    def _try_config(self, config: SystemConfig) -> None:
         try:
             self.apply_config(config)
         except (OSError, ValueError, DriverError, can.CanError) as exc:
             self.bus.counters["config_errors"] += 1
-            log.error("configuration %d not applied: %s", config.config_version, exc)
+            delay_s = CONFIG_RETRY_S[min(self._retries, len(CONFIG_RETRY_S) - 1)]
+            self._retries += 1
+            self._pending, self._retry_at_s = config, self.monotonic() + delay_s
+            log.error("configuration %d not applied: %s; retrying in %.0f s",
+                      config.config_version, exc, delay_s)  # fmt: skip
+        else:
+            self._pending = None
+
+    def retry_pending(self, now_s: float) -> None:
+        """Applies again a configuration that failed, once its back-off has passed."""
+        if self._pending is not None and now_s >= self._retry_at_s:
+            self._try_config(self._pending)
 
     def apply_config(self, config: SystemConfig) -> None:
         now = self.monotonic()
@@ -198,6 +219,7 @@ class PlantService:
     def run(self, should_stop: Callable[[], bool]) -> None:
         period = self.settings.step_period_s
         while not should_stop():
+            self.retry_pending(self.monotonic())
             wait = self._next_s - self.monotonic()
             if self.core is None or wait > 0:
                 self.bus.process(timeout_s=min(max(wait, 0.0), 0.2) if self.core else 0.2)

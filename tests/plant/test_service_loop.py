@@ -141,6 +141,41 @@ def test_configuration_from_the_bus_opens_the_devices_once(rig: Rig, probes: lis
     assert rig.service.core.modules == [0, 1, 2]
 
 
+def test_devices_that_do_not_open_are_retried_with_back_off_until_they_do(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port still held when the configuration arrives: the plant retries by itself (it was
+    left serving nothing until somebody republished the same configuration)."""
+    failures = [OSError(98, "Address already in use")] * 2
+    opened: list[Probe] = []
+
+    def flaky(ctx: DeviceContext) -> Probe:
+        if failures:
+            raise failures.pop()
+        opened.append(Probe(ctx.config))
+        return opened[-1]
+
+    monkeypatch.setitem(registry.DEVICE_FACTORIES, "probe", flaky)
+    service, clock = rig.service, rig.clock
+
+    def after(seconds: float) -> None:
+        clock.now_s += seconds
+        service.retry_pending(clock.now_s)
+
+    rig.publish_config(demo_config())
+    assert service.core is None and service.bus.counters["config_errors"] == 1
+    after(0.9)  # the first back-off is 1 s
+    assert service.bus.counters["config_errors"] == 1
+    after(0.1)
+    assert service.core is None and service.bus.counters["config_errors"] == 2
+    after(1.9)  # the second is 2 s
+    assert service.core is None
+    after(0.1)
+    assert service.core is not None and len(opened) == 1
+    after(60.0)  # nothing pending any more
+    assert len(opened) == 1 and service.bus.counters["config_errors"] == 2
+
+
 def test_every_step_serves_the_state_and_truth_goes_out(rig: Rig, probes: list[Probe]) -> None:
     rig.publish_config(demo_config())
     rig.step(2.0)

@@ -318,7 +318,7 @@ class WireStack:
         inject_plant(self.url, self.system, *args)
 
     def logs(self, tail: int = 3000) -> str:
-        procs = {"plant": self.plant, **self.procs}
+        procs = {**self.procs, "plant": self.plant}  # the plant last: a CI tail shows it
         return "\n".join(f"--- {n}\n{p.log()[-tail:]}" for n, p in procs.items())
 
     def stop(self) -> None:
