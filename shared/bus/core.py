@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from paho.mqtt.client import topic_matches_sub
-
+from shared.bus.matching import SubscriptionIndex
 from shared.codec import (
     CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -97,7 +96,7 @@ class BusCore:
         self.clock = clock
         self.started_ts = clock()
         self.counters: Counter[str] = Counter()
-        self._subs: list[_Subscription] = []
+        self._subs: SubscriptionIndex[_Subscription] = SubscriptionIndex()
         self._inbox: queue.Queue[_Inbound] = queue.Queue(maxsize=max_inbox)
         self._seq: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -206,7 +205,7 @@ class BusCore:
 
     def _add(self, sub: _Subscription) -> None:
         with self._lock:
-            self._subs.append(sub)
+            self._subs.add(sub.filter, sub)
         self._subscribe_filter(sub.filter, sub.qos)
 
     # --- receiving --------------------------------------------------------------------------
@@ -261,11 +260,9 @@ class BusCore:
     def _dispatch(self, item: _Inbound) -> None:
         self.counters["received"] += 1
         with self._lock:
-            subs = list(self._subs)
+            subs = self._subs.match(item.topic)
         decoded: dict[int, Delivery[Any] | None] = {}
         for sub in subs:
-            if not topic_matches_sub(sub.filter, item.topic):
-                continue
             try:
                 if sub.spec is None:
                     sub.handler(item.topic, item.payload, item.retained)
