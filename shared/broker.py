@@ -27,6 +27,7 @@ from typing import Any, Self
 from shared.topics import BROKER_MESSAGE_SIZE_LIMIT
 
 __all__ = [
+    "LATENCY_SETTINGS",
     "PERSISTENCE_SETTINGS",
     "BrokerStartError",
     "EmbeddedBroker",
@@ -47,6 +48,11 @@ _MQTT311_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x00\x00\x00"
 _MQTT_DISCONNECT = b"\xe0\x00"
 _CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 
+
+LATENCY_SETTINGS = ("set_tcp_nodelay true",)
+"""The broker sends at once rather than batching small writes (Nagle's algorithm): a trip or
+telemetry message is one small packet, and the bus adapter sets TCP_NODELAY on the clients'
+side too. deploy/mosquitto/mosquitto.conf says the same (a test checks)."""
 
 PERSISTENCE_SETTINGS = ("autosave_on_changes true", "autosave_interval 1")
 """How the stack's mosquitto saves its database (deploy/mosquitto/mosquitto.conf says the
@@ -195,6 +201,7 @@ class MosquittoBroker:
             f"message_size_limit {BROKER_MESSAGE_SIZE_LIMIT}",
             "log_dest stderr",
             "log_timestamp_format %H:%M:%S",
+            *LATENCY_SETTINGS,
         ]
         # Started as root, mosquitto 2 drops to user "mosquitto", which cannot write our temp dirs.
         if os.geteuid() == 0:

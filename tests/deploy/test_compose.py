@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from services.slave_agent.settings import SlaveAgentSettings, parse_modules
-from shared.broker import PERSISTENCE_SETTINGS
+from shared.broker import LATENCY_SETTINGS, PERSISTENCE_SETTINGS
 from shared.config import demo_config
 from shared.deploy.acl import SERVICE_ROLES, RackLayout, role_of
 from shared.racks import rack_instance
@@ -144,6 +144,7 @@ def test_broker_requires_logins_and_keeps_retained_state() -> None:
     # saved after every change, as the test harness's broker (no event lost in a kill)
     settings = [line for line in conf.splitlines() if line.startswith("autosave")]
     assert settings == list(PERSISTENCE_SETTINGS)
+    assert all(line in conf.splitlines() for line in LATENCY_SETTINGS)
     assert any(v.startswith("broker-data:/mosquitto/data") for v in broker["volumes"])
     depends = broker["depends_on"]["credentials"]["condition"]
     assert depends == "service_completed_successfully"

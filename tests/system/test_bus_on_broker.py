@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.broker import EmbeddedBroker, MosquittoBroker
+from shared.broker import LATENCY_SETTINGS, EmbeddedBroker, MosquittoBroker
 from shared.bus import Delivery, MqttBus
 from shared.commands import CommandClient, CommandOutcome, CommandServer
 from shared.messages import ContactorsArgs, Event, ServiceStatus
@@ -347,3 +347,5 @@ def test_the_bus_socket_sends_without_nagle_delay(
     sock = bus._client.socket()
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    # the broker's side of the connection too (the setting is global in mosquitto 2)
+    assert all(line in mosquitto.config_path.read_text().splitlines() for line in LATENCY_SETTINGS)
