@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.bus.core import BusCore, Delivery
+from shared.codec import PayloadError, unpack
 from shared.command_ledger import (
     MAX_LIFETIME_S,
     CommandLedger,
@@ -26,7 +27,7 @@ from shared.command_ledger import (
     unknown_outcome,
 )
 from shared.log_limit import LimitedLog
-from shared.messages import COMMAND_ARGS, CommandArgs, CommandReply, CommandRequest
+from shared.messages import COMMAND_ARGS, CommandArgs, CommandHeader, CommandReply, CommandRequest
 from shared.topics import COMMAND, COMMAND_REPLY
 
 log = logging.getLogger("shared.commands")
@@ -97,7 +98,23 @@ class CommandServer:
         if journal is not None:
             for entry in journal.load_commands(clock(), self.ledger.capacity):
                 self.ledger.restore(entry)
-        bus.subscribe(COMMAND, self._on_request)
+        bus.subscribe(COMMAND, self._on_request, on_invalid=self._on_invalid_request)
+
+    def _on_invalid_request(self, topic: str, payload: bytes, err: PayloadError) -> None:
+        """A request that failed validation (already counted and logged by the bus) is refused
+        in words when its header is readable: the client learns why instead of timing out."""
+        try:
+            header = CommandHeader.model_validate(unpack(topic, payload, COMMAND.byte_limit))
+        except (PayloadError, ValidationError):
+            return  # nowhere trustworthy to reply to
+        now = self.clock()
+        if now > header.expires_at or header.expires_at - now > MAX_LIFETIME_S:
+            return
+        self.bus.counters["commands_refused"] += 1
+        self._reply(header, CommandReply(
+            command=header.command, correlation_id=header.correlation_id, status="refused",
+            reason=f"invalid request: {err.field}: {err.reason}"[:500],
+        ))  # fmt: skip
 
     def _on_request(self, delivery: Delivery[CommandRequest]) -> None:
         req = delivery.message
@@ -164,7 +181,7 @@ class CommandServer:
                 self.journal.save_command(entry)
         self._reply(req, reply)
 
-    def _reply(self, req: CommandRequest, reply: CommandReply) -> None:
+    def _reply(self, req: CommandRequest | CommandHeader, reply: CommandReply) -> None:
         parsed = COMMAND_REPLY.parse(req.reply_to)
         if parsed is None or parsed[0] != self.bus.system:
             return  # never publish to a topic a client chose freely

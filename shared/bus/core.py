@@ -58,6 +58,9 @@ class Delivery(Generic[M]):
 Handler = Callable[[Delivery[M]], None]
 RawHandler = Callable[[str, bytes, bool], None]
 ErrorHandler = Callable[[PayloadError], None]
+InvalidHandler = Callable[[str, bytes, PayloadError], None]
+"""Called with the topic, the raw payload and the error of a refused message on a
+subscription's own topic (already counted and logged): e.g. to reply to a bad request."""
 
 
 @dataclass
@@ -66,6 +69,7 @@ class _Subscription:
     spec: TopicSpec[Any] | None
     handler: Callable[..., None]
     qos: int
+    on_invalid: InvalidHandler | None = None
 
 
 @dataclass
@@ -186,14 +190,16 @@ class BusCore:
         handler: Handler[M],
         *,
         system: str | None = None,
+        on_invalid: InvalidHandler | None = None,
         **params: str | int,
     ) -> str:
         """Call `handler` with each valid message on `spec`; params left out match any value.
 
-        `system="+"` subscribes across every system on the broker.
+        `system="+"` subscribes across every system on the broker. `on_invalid`: called with
+        each refused message on `spec` (counted and logged as every refusal).
         """
         flt = spec.filter(system or self.system, **params)
-        self._add(_Subscription(flt, spec, handler, spec.qos))
+        self._add(_Subscription(flt, spec, handler, spec.qos, on_invalid))
         return flt
 
     def subscribe_raw(self, topic_filter: str, handler: RawHandler, qos: int = 0) -> None:
@@ -261,7 +267,7 @@ class BusCore:
         self.counters["received"] += 1
         with self._lock:
             subs = self._subs.match(item.topic)
-        decoded: dict[int, Delivery[Any] | None] = {}
+        decoded: dict[int, Delivery[Any] | PayloadError | None] = {}
         for sub in subs:
             try:
                 if sub.spec is None:
@@ -271,13 +277,17 @@ class BusCore:
                 if key not in decoded:
                     decoded[key] = self._decode(sub.spec, item)
                 delivery = decoded[key]
-                if delivery is not None:
+                if isinstance(delivery, PayloadError):
+                    if sub.on_invalid is not None:
+                        sub.on_invalid(item.topic, item.payload, delivery)
+                elif delivery is not None:
                     sub.handler(delivery)
             except Exception:
                 self.counters["handler_errors"] += 1
                 log.exception("handler for %s failed", item.topic)
 
-    def _decode(self, spec: TopicSpec[M], item: _Inbound) -> Delivery[M] | None:
+    def _decode(self, spec: TopicSpec[M], item: _Inbound) -> Delivery[M] | PayloadError | None:
+        """The delivery; the error when refused (counted, logged); None: not this topic."""
         parsed = spec.parse(item.topic)
         if parsed is None:
             return None
@@ -293,7 +303,7 @@ class BusCore:
             message = decode(spec.payload, item.topic, item.payload)
         except PayloadError as err:
             self._refused(spec, err, "payload_oversize" if size > spec.byte_limit else "")
-            return None
+            return err
         system, params = parsed
         return Delivery(item.topic, system, params, message, item.retained, item.received_ts)
 

@@ -3,6 +3,7 @@
 from shared.messages.commands import (
     COMMAND_ARGS,
     CommandArgs,
+    CommandHeader,
     CommandReply,
     CommandRequest,
     ContactorsArgs,
@@ -45,6 +46,7 @@ __all__ = [
     "CellTelemetry",
     "ChannelFlag",
     "CommandArgs",
+    "CommandHeader",
     "CommandReply",
     "CommandRequest",
     "ConfigAck",

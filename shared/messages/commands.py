@@ -121,6 +121,17 @@ class CommandRequest(Message):
     """Checked against the command's model in `COMMAND_ARGS` by the server."""
 
 
+class CommandHeader(BaseModel):
+    """What a request that failed validation still says about where to reply: read only to
+    refuse it in words (a client otherwise waits for its expiry). Nothing else is trusted."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    command: str = Field(max_length=32, pattern=r"^[a-z_]{1,32}$")
+    correlation_id: str = Field(min_length=1, max_length=64)
+    reply_to: str = Field(min_length=1, max_length=256)
+    expires_at: Timestamp
+
+
 class CommandReply(Message):
     """The reply to one command: accepted, or refused with the reason.
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared import SCHEMA_VERSION
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.command_ledger import MAX_LIFETIME_S
 from shared.commands import (
@@ -178,6 +180,53 @@ def test_raw_request_with_bad_args_gets_refused_with_reason() -> None:
     assert executed == []
     assert [r.status for r in replies] == ["refused"]
     assert "action" in replies[0].reason
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"action": [["close"]]}, "args.action"),  # a nested list: outside the envelope's shape
+        ({"service_override": {"a": {"b": 1}}}, "args.service_override"),
+    ],
+)
+def test_a_request_outside_the_envelope_is_refused_in_words_not_left_to_time_out(
+    args: dict[str, object], field: str
+) -> None:
+    clock, master, ui, executed = setup()
+    replies: list[CommandReply] = []
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    payload = {
+        "schema_version": SCHEMA_VERSION, "source": "raw", "seq": 1, "ts": clock.now,
+        "command": "contactors", "correlation_id": "nested-1",
+        "reply_to": COMMAND_REPLY.topic("demo", client="raw"), "expires_at": clock.now + 5,
+        "args": args,
+    }  # fmt: skip
+    topic = COMMAND.topic("demo", command="contactors")
+    ui.publish_raw(topic, msgpack.packb(payload), qos=1, retain=False)
+    master.process()
+    ui.process()
+    assert executed == []
+    [reply] = replies
+    assert reply.status == "refused" and reply.correlation_id == "nested-1"
+    assert reply.reason.startswith(f"invalid request: {field}"), reply.reason
+    assert master.counters["payload_errors"] == 1 and master.counters["commands_refused"] == 1
+
+
+def test_an_unreadable_or_expired_bad_request_gets_no_reply() -> None:
+    clock, master, ui, _ = setup()
+    replies: list[CommandReply] = []
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    topic = COMMAND.topic("demo", command="contactors")
+    reply_to = COMMAND_REPLY.topic("demo", client="raw")
+    ui.publish_raw(topic, b"\xc1junk", qos=1, retain=False)
+    stale = {
+        "schema_version": SCHEMA_VERSION, "command": "contactors", "correlation_id": "old",
+        "reply_to": reply_to, "expires_at": clock.now - 1, "args": {"action": [[1]]},
+    }  # fmt: skip
+    ui.publish_raw(topic, msgpack.packb(stale), qos=1, retain=False)
+    master.process()
+    ui.process()
+    assert replies == [] and master.counters["payload_errors"] == 2
 
 
 def test_request_pumped_waits_while_another_thread_processes_the_bus() -> None:
