@@ -95,7 +95,7 @@ def fault_matrix_markdown(results: MatrixResults | None = None) -> str:
                 f"{_can(spec, level)} |"
             )
     lines += ["", "## Codes", ""]
-    lines += [f"- `{spec.code.value}`: {spec.description}" for spec in CODE_TABLE]
+    lines += [f"- `{spec.code.value}` ({spec.title}): {spec.description}" for spec in CODE_TABLE]
     lines += ["", matrix_markdown(results)]
     return "\n".join(lines).rstrip() + "\n"
 

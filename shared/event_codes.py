@@ -37,7 +37,8 @@ def _protection() -> tuple[EventCode, ...]:
             MASTER,
             ("raise", "clear"),
             spec.levels,
-            f"{spec.description} Raised and cleared per level; values: value, threshold.",
+            f"{spec.description} Raised and cleared per level; "
+            "values: value, threshold, release, unit.",
         )
         for spec in CODE_TABLE
     )

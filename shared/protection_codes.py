@@ -33,6 +33,7 @@ K = TypeVar("K")
 
 Flow = Literal["charge", "discharge"]
 Level = Literal["warning", "alarm", "fault"]
+Located = Literal["cell_v_max_at", "cell_v_min_at", "temp_max_at", "temp_min_at"]
 Reset = Literal["operator", "service"]
 """operator: `reset_faults` clears the latch once the value is past its release;
 service: only a reset with `service_override` does."""
@@ -117,6 +118,11 @@ class CodeSpec:
     faults set Protect<flag>."""
     pylon_hv_error: str | None = None
     """0x4250 error bit: set by faults only."""
+    title: str = ""
+    """A few words for people (the web application, alerts): "Cell over-voltage"."""
+    located_at: Located | None = None
+    """The pack state's location of the extreme value this code judges, when it is one cell
+    or sensor (the highest cell for over-voltage); None when the code has no single place."""
 
     @property
     def three_level(self) -> bool:
@@ -144,107 +150,139 @@ def _spec(
     pylon: tuple[str, str] | None = None,
     hv_flag: str | None = None,
     hv_error: str | None = None,
+    title: str,
+    located_at: Located | None = None,
 ) -> CodeSpec:
     return CodeSpec(
-        code, bit, levels, reset, concerns, description, evt1, victron, pylon, hv_flag, hv_error
-    )
+        code, bit, levels, reset, concerns, description, evt1, victron, pylon, hv_flag, hv_error,
+        title, located_at,
+    )  # fmt: skip
 
 
 CODE_TABLE: tuple[CodeSpec, ...] = (
     _spec(C.CELL_OVERVOLTAGE, 0, THREE_LEVELS, CHARGE, "Highest cell voltage too high.",
-          evt1=(9, 10), victron="HighVoltage", pylon=_OV, hv_flag="CellHighVoltage"),
+          evt1=(9, 10), victron="HighVoltage", pylon=_OV, hv_flag="CellHighVoltage",
+          title="Cell over-voltage", located_at="cell_v_max_at"),
     _spec(C.CELL_UNDERVOLTAGE, 1, THREE_LEVELS, DISCHARGE, "Lowest cell voltage too low.",
-          evt1=(11, 12), victron="LowVoltage", pylon=_UV, hv_flag="CellLowVoltage"),
+          evt1=(11, 12), victron="LowVoltage", pylon=_UV, hv_flag="CellLowVoltage",
+          title="Cell under-voltage", located_at="cell_v_min_at"),
     _spec(C.PACK_OVERVOLTAGE, 2, THREE_LEVELS, CHARGE, "Pack voltage too high.",
-          evt1=(9, 10), victron="HighVoltage", pylon=_OV, hv_flag="SystemHighVoltage"),
+          evt1=(9, 10), victron="HighVoltage", pylon=_OV, hv_flag="SystemHighVoltage",
+          title="Pack over-voltage"),
     _spec(C.PACK_UNDERVOLTAGE, 3, THREE_LEVELS, DISCHARGE, "Pack voltage too low.",
-          evt1=(11, 12), victron="LowVoltage", pylon=_UV, hv_flag="SystemLowVoltage"),
+          evt1=(11, 12), victron="LowVoltage", pylon=_UV, hv_flag="SystemLowVoltage",
+          title="Pack under-voltage"),
     # The charge window only restricts charging; the discharge window bounds any current.
     _spec(C.CELL_OVERTEMP_CHARGE, 4, THREE_LEVELS, CHARGE,
           "Hottest cell above the charge temperature window (checked while charging).",
-          evt1=(1, 2), victron="HighTempCharge", pylon=_OT, hv_flag="ChargeHighTemp"),
+          evt1=(1, 2), victron="HighTempCharge", pylon=_OT, hv_flag="ChargeHighTemp",
+          title="Cell over-temperature while charging", located_at="temp_max_at"),
     _spec(C.CELL_OVERTEMP_DISCHARGE, 5, THREE_LEVELS, BOTH,
           "Hottest cell above the discharge temperature window.",
-          evt1=(1, 2), victron="HighTemp", pylon=_OT, hv_flag="DischargeHighTemp"),
+          evt1=(1, 2), victron="HighTemp", pylon=_OT, hv_flag="DischargeHighTemp",
+          title="Cell over-temperature", located_at="temp_max_at"),
     _spec(C.CELL_UNDERTEMP_CHARGE, 6, THREE_LEVELS, CHARGE,
           "Coldest cell below the charge temperature window (checked while charging).",
-          evt1=(3, 4), victron="LowTempCharge", pylon=_UT, hv_flag="ChargeLowTemp"),
+          evt1=(3, 4), victron="LowTempCharge", pylon=_UT, hv_flag="ChargeLowTemp",
+          title="Cell under-temperature while charging", located_at="temp_min_at"),
     _spec(C.CELL_UNDERTEMP_DISCHARGE, 7, THREE_LEVELS, BOTH,
           "Coldest cell below the discharge temperature window.",
-          evt1=(3, 4), victron="LowTemp", pylon=_UT, hv_flag="DischargeLowTemp"),
+          evt1=(3, 4), victron="LowTemp", pylon=_UT, hv_flag="DischargeLowTemp",
+          title="Cell under-temperature", located_at="temp_min_at"),
     _spec(C.CHARGE_OVERCURRENT, 8, THREE_LEVELS, CHARGE, "Charge current too high.",
           evt1=(5, 6), victron="HighChargeCurrent",
           pylon=("ProtectChargeOverCurrent", "AlarmChargeHighCurrent"),
-          hv_flag="ChargeOverCurrent"),
+          hv_flag="ChargeOverCurrent",
+          title="Charge over-current"),
     _spec(C.DISCHARGE_OVERCURRENT, 9, THREE_LEVELS, DISCHARGE, "Discharge current too high.",
           evt1=(7, 8), victron="HighDischargeCurrent",
           pylon=("ProtectDischargeOverCurrent", "AlarmDischargeHighCurrent"),
-          hv_flag="DischargeOverCurrent"),
+          hv_flag="DischargeOverCurrent",
+          title="Discharge over-current"),
     # Charging an imbalanced string drives its highest cell into over-voltage.
     _spec(C.CELL_IMBALANCE, 10, THREE_LEVELS, CHARGE,
           "Spread between the highest and lowest cell voltage too wide.",
-          evt1=(17, 17), victron="CellImbalance"),  # SunSpec has only a voltage-imbalance warning
+          evt1=(17, 17), victron="CellImbalance",
+          title="Cell voltage imbalance"),  # SunSpec has only a voltage-imbalance warning
     _spec(C.DEEP_DISCHARGE, 11, FAULT_ONLY, BOTH,
           "A cell fell below the deep-discharge voltage and may be damaged.",
           reset="service", evt1=(11, 12), victron="LowVoltage", pylon=_UV,
-          hv_flag="CellLowVoltage"),
+          hv_flag="CellLowVoltage",
+          title="Deep discharge", located_at="cell_v_min_at"),
     _spec(C.OPEN_WIRE, 12, FAULT_ONLY, BOTH, "A cell sense wire is open.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError",
+          title="Open sense wire"),
     _spec(C.MEASUREMENT_OUT_OF_RANGE, 13, FAULT_ONLY, BOTH,
           "A channel reads outside its measurement range.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="OtherError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="OtherError",
+          title="Measurement out of range"),
     _spec(C.SENSOR_FAULT, 14, FAULT_ONLY, BOTH, "A cell or temperature sensor reports a fault.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="TemperatureSensorError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="TemperatureSensorError",
+          title="Sensor fault"),
     _spec(C.PACK_VOLTAGE_PLAUSIBILITY, 15, FAULT_ONLY, BOTH,
           "Measured pack voltage and the sum of the cells disagree.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError",
+          title="Pack voltage implausible"),
     _spec(C.COMMUNICATION_LOSS, 16, FAULT_ONLY, BOTH, "Module telemetry stopped.",
-          evt1=(0, 0), victron="BmsInternal", pylon=_INTERNAL, hv_error="InternalCommError"),
+          evt1=(0, 0), victron="BmsInternal", pylon=_INTERNAL, hv_error="InternalCommError",
+          title="Module communication lost"),
     _spec(C.CURRENT_SENSOR_FAILURE, 17, FAULT_ONLY, BOTH, "The pack current sensor failed.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="OtherError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="OtherError",
+          title="Current sensor failure"),
     _spec(C.CONTACTOR_FEEDBACK_MISMATCH, 18, FAULT_ONLY, BOTH,
           "Contactor feedback disagrees with its command.",
-          evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError"),
+          evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError",
+          title="Contactor feedback mismatch"),
     # Below the warning level the pack still runs but must be inspected; at the fault level a
     # touchable part may be live: both directions stop at once.
     _spec(C.INSULATION_LOW, 19, WARNING_AND_FAULT, BOTH,
           "Insulation resistance between the pack and earth too low.",
-          evt1=(22, EVT1_OTHER_WARNING)),  # GROUND_FAULT; SunSpec has no insulation warning
+          evt1=(22, EVT1_OTHER_WARNING),
+          title="Insulation resistance low"),  # GROUND_FAULT; SunSpec has no insulation warning
     # Plausibility checks (services/master_core/plausibility.py). They cross-check quantities
     # that have codes of their own, so they concern no direction below fault.
     _spec(C.CURRENT_ON_OPEN_STRING, 20, FAULT_ONLY, NEITHER,
           "Current measured while every contactor reads open: a path bypasses the contactors "
-          "or the current sensor is wrong."),
+          "or the current sensor is wrong.",
+          title="Current on an open string"),
     # Coulomb counting drifts by the offset; nothing else is at risk, so it only flags.
     _spec(C.CURRENT_OFFSET_HIGH, 21, WARNING_ONLY, NEITHER,
-          "The current sensor's zero offset, measured while the string is open, is too large."),
+          "The current sensor's zero offset, measured while the string is open, is too large.",
+          title="Current sensor offset high"),
     # The string has lost one of its isolating breaks: inspect before it may close again.
     _spec(C.CONTACTOR_WELDED, 22, FAULT_ONLY, NEITHER,
           "After an open command the string still conducts (current, or the DC link follows "
           "the pack): a contactor is welded.",
-          reset="service", evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError"),
+          reset="service", evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError",
+          title="Contactor welded"),
     _spec(C.PRECHARGE_FAILURE, 23, FAULT_ONLY, NEITHER,
           "Precharge failed: the DC link did not rise as the precharge circuit predicts (short, "
-          "open resistor, bypassed resistor or no capacitor), or every try timed out."),
+          "open resistor, bypassed resistor or no capacitor), or every try timed out.",
+          title="Precharge failure"),
     _spec(C.INSULATION_MONITOR_FAILURE, 24, FAULT_ONLY, NEITHER,
-          "The insulation monitor stopped reporting or reports an error."),
+          "The insulation monitor stopped reporting or reports an error.",
+          title="Insulation monitor failure"),
     # The contactors can no longer be commanded or verified.
     _spec(C.CONTACTOR_IO_FAILURE, 25, FAULT_ONLY, NEITHER,
           "The contactor relay module stopped answering or reports errors.",
-          evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError"),
+          evt1=(20, 20), victron="Contactor", hv_error="RelayCheckError",
+          title="Contactor I/O failure"),
     # A hot spot, a cooling failure or a sensor off its cell: derate, then stop both ways.
     _spec(C.TEMPERATURE_SPREAD, 26, WARNING_AND_ALARM, BOTH,
           "Spread between the warmest and coldest sensor of one module too wide.",
-          evt1=(18, 19)),  # TEMPERATURE_IMBALANCE_ALARM / _WARNING
+          evt1=(18, 19),
+          title="Temperature spread in a module"),  # TEMPERATURE_IMBALANCE_ALARM / _WARNING
     # A frozen channel leaves its cell unsupervised, as a sensor fault does.
     _spec(C.STUCK_CELL_VOLTAGE_CHANNEL, 27, FAULT_ONLY, NEITHER,
           "A cell-voltage channel repeats the same reading while current flows and the other "
           "channels of its module move.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="VoltageSensorError",
+          title="Stuck cell-voltage channel"),
     _spec(C.STUCK_TEMPERATURE_CHANNEL, 28, FAULT_ONLY, NEITHER,
           "A temperature channel repeats the same reading while current flows and the other "
           "channels of its module move.",
-          victron="BmsInternal", pylon=_INTERNAL, hv_error="TemperatureSensorError"),
+          victron="BmsInternal", pylon=_INTERNAL, hv_error="TemperatureSensorError",
+          title="Stuck temperature channel"),
 )  # fmt: skip
 
 SPECS: Mapping[ProtectionCode, CodeSpec] = {s.code: s for s in CODE_TABLE}
@@ -340,6 +378,8 @@ def _check_table() -> None:
     for s in CODE_TABLE:
         if s.pylon_hv_flag is not None and s.pylon_hv_error is not None:
             raise RuntimeError(f"{s.code}: a Pylontech HV flag or an error bit, not both")
+        if not s.title:
+            raise RuntimeError(f"{s.code}: every code has a title for people")
 
 
 _check_table()

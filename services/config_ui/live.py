@@ -10,10 +10,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from typing import Any
 
+from shared.alarm_words import active_words
 from shared.config import SystemConfig
 from shared.messages import (
     CellSnapshot,
@@ -23,6 +24,7 @@ from shared.messages import (
     PackState,
     ServiceStatus,
 )
+from shared.protection_codes import spec_of
 
 STALE_AFTER_S = 2.0
 """The master publishes at 10 Hz; two seconds of silence means the values are not live."""
@@ -96,6 +98,9 @@ class LiveView:
         self._services: dict[str, ServiceView] = {}
         self._history: deque[HistoryPoint] = deque(maxlen=int(history_s / HISTORY_PERIOD_S) + 1)
         self._events: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        self._raised: dict[tuple[str, str], Event] = {}
+        """The newest raise event of each (code, level) of the master: what its alarm words
+        read (value, threshold, since when)."""
         self._lock = threading.Lock()
 
     # --- updates (bus thread) ---------------------------------------------------------------
@@ -130,6 +135,18 @@ class LiveView:
     def on_event(self, event: Event) -> None:
         with self._lock:
             self._events.append(event)
+            if event.kind in ("raise", "clear") and spec_of(event.code) is not None:
+                self._track_raise(event)  # bounded: codes of the table only
+
+    def _track_raise(self, event: Event) -> None:
+        key = (event.code, event.level)
+        known = self._raised.get(key)
+        if known is not None and (known.ts or 0.0) > (event.ts or 0.0):
+            return  # a gap's older event arriving late
+        if event.kind == "clear":
+            self._raised.pop(key, None)
+        else:
+            self._raised[key] = event
 
     # --- reads ------------------------------------------------------------------------------
     def stale(self) -> bool:
@@ -163,12 +180,20 @@ class LiveView:
         """Everything the dashboard shows, as JSON-ready data."""
         with self._lock:
             pack, cells, pack_ts = self.pack, self.cells, self.pack_ts
+            raised, config = dict(self._raised), self.broker_config
+        counts = (
+            [config.topology.cells_in_module(m) for m in range(config.topology.modules)]
+            if config is not None
+            else []
+        )
+        words = [] if pack is None else active_words(pack, raised, counts)
         out: dict[str, Any] = {
             "ts": self.clock(),
             "stale": self.stale(),
             "pack_age_s": None if pack_ts is None else round(self.clock() - pack_ts, 2),
             "pack": None if pack is None else pack_view(pack),
             "cells": None if cells is None else cells_view(cells),
+            "alarm_words": [asdict(w) for w in words],
         }
         return out
 

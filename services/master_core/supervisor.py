@@ -68,6 +68,7 @@ from shared.messages import Limits
 from shared.messages.events import EventKind, EventLevel
 from shared.messages.pack import ContactorState
 from shared.messages.slave import SlaveMode
+from shared.protection_codes import spec_of
 
 EventValue = str | int | float | bool | None
 
@@ -160,14 +161,29 @@ def _evidence(code: str, checks: PlausibilityValues | None) -> str:
     return ""
 
 
-def transition_event(t: Transition, checks: PlausibilityValues | None = None) -> SupervisorEvent:
+def _where(code: str, snap: PackSnapshot | None) -> dict[str, EventValue]:
+    """The cell or sensor (0-based, as the contract) holding the extreme value the code judged
+    when it was raised: later readings may move the extreme (the cell leaves its range)."""
+    spec = spec_of(code)
+    if snap is None or spec is None or spec.located_at is None:
+        return {}
+    location = getattr(snap, spec.located_at)
+    if location is None:
+        return {}
+    return {"module": location.module, "index": location.index}
+
+
+def transition_event(
+    t: Transition, checks: PlausibilityValues | None = None, snap: PackSnapshot | None = None
+) -> SupervisorEvent:
     verb = "raised" if t.kind == "raise" else "cleared"
     value = "unknown" if t.value is None else f"{t.value:.3f} {t.unit}"
     limits = f"threshold {t.threshold:g} {t.unit}, release {t.release:g}"
     evidence = _evidence(t.code, checks) if t.kind == "raise" else ""
     return SupervisorEvent(
         t.level, t.kind, t.code, f"{t.code} {t.level} {verb}: {value} ({limits}){evidence}",
-        {"value": t.value, "threshold": t.threshold},
+        {"value": t.value, "threshold": t.threshold, "release": t.release, "unit": t.unit,
+         **(_where(t.code, snap) if t.kind == "raise" else {})},
     )  # fmt: skip
 
 
@@ -339,7 +355,7 @@ class Supervisor:
             self._protection_inputs(inputs, current, checks, sensor_ok), now_s
         )
         for t in result.transitions:
-            self._events.append(transition_event(t, checks))
+            self._events.append(transition_event(t, checks, snap))
         latches_changed = any(t.level == "fault" for t in result.transitions)
         self._note_broker(inputs.broker_connected, now_s)
         if any(t.code == "communication_loss" and t.kind == "raise" and t.level == "fault"

@@ -7,7 +7,16 @@ import itertools
 import pytest
 
 from services.config_ui.live import STALE_AFTER_S, LiveView, cells_view
-from shared.messages import CellSnapshot, ChannelFlag, ConfigAck, ModuleCells, ServiceStatus
+from shared.config import SystemConfig
+from shared.messages import (
+    CellLocation,
+    CellSnapshot,
+    ChannelFlag,
+    ConfigAck,
+    Event,
+    ModuleCells,
+    ServiceStatus,
+)
 from tests.factories import pack_state
 
 
@@ -172,3 +181,33 @@ def test_cells_view_without_a_known_cell_has_no_extremes() -> None:
     )
     view = cells_view(cells)
     assert (view["min_index"], view["max_index"], view["spread_mv"]) == (None, None, None)
+
+
+# --- alarms in words (issue 14) -----------------------------------------------------------------
+def _event(kind: str, code: str, level: str, ts: float, **values: object) -> Event:
+    return Event(kind=kind, code=code, level=level, ts=ts, values=values)  # type: ignore[arg-type]
+
+
+def test_active_codes_come_with_words_from_their_raise_event_until_cleared() -> None:
+    live = LiveView()
+    live.on_config(SystemConfig.from_preset("NMC", modules=2, cells_per_module=4))
+    at = CellLocation(module=1, index=2)
+    live.on_pack(pack_state(faults=["cell_overvoltage"], cell_v_max_at=at))
+    [words] = live.snapshot()["alarm_words"]
+    assert words["title"] == "Cell over-voltage (fault)"
+    assert words["reading"] is None and words["since_ts"] is None  # raised before the UI started
+    raise_ = _event("raise", "cell_overvoltage", "fault", 50.0, value=4.31, threshold=4.25,
+                    release=4.2, unit="V", module=1, index=2)  # fmt: skip
+    live.on_event(raise_)
+    [words] = live.snapshot()["alarm_words"]
+    assert words["place_detail"] == "module 2, cell 3 (cell 7 in series)"
+    assert words["reading"] == "4.310 V against its 4.250 V threshold"
+    assert words["since_ts"] == 50.0
+    # a gap's older raise arriving late does not replace the newer one
+    live.on_event(_event("raise", "cell_overvoltage", "fault", 10.0, value=9.0, threshold=4.25))
+    assert live.snapshot()["alarm_words"][0]["since_ts"] == 50.0
+    live.on_event(_event("clear", "cell_overvoltage", "fault", 60.0))
+    live.on_event(_event("raise", "not_a_protection_code", "fault", 61.0))
+    assert live._raised == {}
+    live.on_pack(pack_state())
+    assert live.snapshot()["alarm_words"] == []

@@ -6,7 +6,7 @@ accepted while a fault latches; a dead relay module trips contactor_io_failure."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from hypothesis import given, settings
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.master_core.hardware import CONTACTOR_IO, CURRENT_SENSOR, HardwareReading
 from services.master_core.pack import PackSnapshot
+from services.master_core.protection import Transition
 from services.master_core.supervisor import (
     CURRENT_SENSOR_START_GRACE_S,
     NO_CURRENT_SENSOR_YET,
@@ -21,9 +22,11 @@ from services.master_core.supervisor import (
     Supervisor,
     SupervisorInputs,
     SupervisorOutputs,
+    transition_event,
 )
 from services.plant.contactors import SimulatedContactors
 from shared.config import demo_config
+from shared.messages import CellLocation
 
 CONFIG = demo_config()
 OV = CONFIG.protection.cell_overvoltage.fault
@@ -394,3 +397,20 @@ def test_unknown_voltages_never_complete_a_precharge() -> None:
         )  # fmt: skip
         rig.plant.step(DT_S, out.coils, 3.7 * CELLS)
         assert not out.coils.main_positive, out.coils.reason
+
+
+def test_a_raise_event_names_the_cell_that_held_the_extreme_then() -> None:
+    """The place goes with the raise: the live extreme may move later (a runaway cell leaves
+    its measurement range and the next-highest cell becomes the maximum)."""
+    at = CellLocation(module=1, index=3)
+    hottest = CellLocation(module=0, index=1)
+    snap = replace(snapshot(4.3, 25.0), cell_v_max_at=at, temp_max_at=hottest)
+    raised = Transition("raise", "fault", "cell_overvoltage", 4.3, 4.25, 4.2, "V", 0.0)
+    event = transition_event(raised, snap=snap)
+    assert event.values == {"value": 4.3, "threshold": 4.25, "release": 4.2, "unit": "V",
+                            "module": 1, "index": 3}  # fmt: skip
+    assert "module" not in transition_event(replace(raised, kind="clear"), snap=snap).values
+    pack_ov = Transition("raise", "fault", "pack_overvoltage", 60.0, 58.0, 57.0, "V", 0.0)
+    assert "module" not in transition_event(pack_ov, snap=snap).values  # no single place
+    hot = Transition("raise", "alarm", "cell_overtemp_discharge", 58.0, 55.0, 50.0, "°C", 0.0)
+    assert transition_event(hot, snap=snap).values["module"] == 0

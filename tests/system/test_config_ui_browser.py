@@ -252,11 +252,20 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             )
             page.screenshot(path=shots / "07-dashboard-opened.png", full_page=True)
 
-            # a cell runs away: the fault shows among the alarms, and a reset is refused
-            # while the cell is still high, with the master's reason
+            # a cell runs away: the fault shows among the alarms in words, at its cell, with
+            # its reading and what clears it; a reset is refused while the cell is still high,
+            # with the master's reason
             running.inject("cell_drift", "--module", "1", "--channel", "2", "--value", "1.0")
             alarms = page.locator('[data-testid="alarms"]')
-            expect(alarms).to_contain_text("fault: cell_overvoltage", timeout=15_000)
+            fault = alarms.locator('li.fault[data-code="cell_overvoltage"]')
+            expect(fault).to_contain_text("Cell over-voltage (fault) at M2 · C3", timeout=15_000)
+            expect(fault).to_contain_text(re.compile(r"V against its \d\.\d{3} V threshold"))
+            expect(fault).to_contain_text("Latched: an operator reset clears it")
+            expect(fault).to_contain_text(
+                re.compile(r"since \d{4}-\d\d-\d\d [\d:]{8} [+-]\d\d:\d\d")
+            )
+            banner = page.locator('[data-testid="alarm-banner"]')
+            expect(banner).to_contain_text("Cell over-voltage (fault) at M2 · C3")
             page.click('button[data-command="reset_faults"]')
             assert dialogs[-1] == "Reset latched faults whose cause has gone?"
             expect(reply).to_contain_text("refused", timeout=10_000)
@@ -265,6 +274,8 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             running.inject("clear")
 
             page.goto(f"{stack}/events")
+            # latched until a reset: the banner says so on every page
+            expect(banner).to_contain_text("Cell over-voltage (fault)", timeout=10_000)
             expect(page.locator('[data-testid="events-table"] tbody tr').first).to_be_visible()
             expect(page.locator('[data-testid="events-table"]')).to_contain_text("cell_overvoltage")
             page.screenshot(path=shots / "09-events.png", full_page=True)

@@ -18,6 +18,41 @@ async function api(method, url, body) {
   return { ok: response.ok, status: response.status, data };
 }
 
+// One time convention for people: the browser's local time with its offset ("+01:00").
+function localTime(ts) {
+  const d = new Date(ts * 1000);
+  const pad = (n) => String(Math.abs(n)).padStart(2, "0");
+  const off = -d.getTimezoneOffset();
+  const sign = off < 0 ? "-" : "+";
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ` +
+    `${sign}${pad(Math.trunc(off / 60))}:${pad(off % 60)}`;
+}
+
+// The active-alarm banner on every page: the most severe first, a link to the dashboard.
+function showBanner(words) {
+  const banner = document.getElementById("alarm-banner");
+  if (!banner) return;
+  if (!words.length) {
+    banner.hidden = true;
+    banner.replaceChildren();
+    return;
+  }
+  banner.hidden = false;
+  banner.className = `alarm-banner ${words[0].level}`;
+  const link = document.createElement("a");
+  link.href = "/";
+  const shown = words.slice(0, 3).map((w) => w.place ? `${w.title} at ${w.place}` : w.title);
+  const more = words.length > 3 ? ` and ${words.length - 3} more` : "";
+  link.textContent = `${words.length} active: ${shown.join("; ")}${more}`;
+  banner.replaceChildren(link);
+}
+
+async function pollBanner() {
+  const r = await api("GET", "/api/state");
+  if (r.ok && r.data) showBanner(r.data.alarm_words || []);
+}
+
 function describeReply(r) {
   if (!r.ok) return `error ${r.status}: ${(r.data && r.data.detail) || "request failed"}`;
   const d = r.data;
@@ -27,6 +62,11 @@ function describeReply(r) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // the dashboard's live stream updates the banner itself; other pages ask every 5 s
+  if (document.getElementById("alarm-banner") && !document.getElementById("alarms")) {
+    pollBanner();
+    setInterval(pollBanner, 5000);
+  }
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
     form.addEventListener("submit", (ev) => {
       const submitter = ev.submitter;

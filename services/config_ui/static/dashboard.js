@@ -122,20 +122,49 @@ function showHeatmap(modules) {
   }));
 }
 
-function showAlarms(pack) {
+function showAlarms(words, pack) {
+  // each active code in words (shared/alarm_words.py): title, place, reading, since, what clears it
   const list = document.getElementById("alarms");
-  const items = [
-    ...pack.faults.map((c) => ["fault", c]),
-    ...pack.alarms.map((c) => ["alarm", c]),
-    ...pack.warnings.map((c) => ["warning", c]),
-  ];
-  if (pack.stale_modules.length) items.push(["alarm", `no data from module(s) ${pack.stale_modules.map((m) => m + 1).join(", ")}`]);
-  list.replaceChildren(...(items.length ? items : [["none", "none"]]).map(([level, code]) => {
+  const items = words.map((w) => {
     const li = document.createElement("li");
-    li.className = level;
-    li.textContent = level === "none" ? "none" : `${level}: ${code}`;
+    li.className = w.level;
+    li.dataset.code = w.code;
+    const title = document.createElement("b");
+    title.textContent = w.title;
+    const parts = [title];
+    if (w.place) {
+      const place = document.createElement("span");
+      place.className = "place";
+      place.textContent = ` at ${w.place}`;
+      place.title = w.place_detail;
+      parts.push(place);
+    }
+    const detail = document.createElement("div");
+    detail.className = "detail";
+    detail.textContent = [
+      w.reading,
+      w.since_ts === null ? null : `since ${localTime(w.since_ts)}`,
+      w.clears,
+    ].filter((x) => x).join(" · ");
+    const why = document.createElement("div");
+    why.className = "why";
+    why.textContent = w.explanation;
+    li.replaceChildren(...parts, detail, why);
     return li;
-  }));
+  });
+  if (pack.stale_modules.length) {
+    const li = document.createElement("li");
+    li.className = "alarm";
+    li.textContent = `No data from module(s) ${pack.stale_modules.map((m) => m + 1).join(", ")}`;
+    items.push(li);
+  }
+  if (!items.length) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "none";
+    items.push(li);
+  }
+  list.replaceChildren(...items);
 }
 
 function showPack(p) {
@@ -157,7 +186,7 @@ function showPack(p) {
   setText("c-max", fmt(p.cell_v_max, 3));
   setText("t-min", fmt(p.temp_min_c, 1));
   setText("t-max", fmt(p.temp_max_c, 1));
-  showAlarms(p);
+
 }
 
 function historySpan() {
@@ -221,6 +250,8 @@ function connect() {
     const s = JSON.parse(ev.data);
     updates += 1;
     if (s.pack) showPack(s.pack);
+    if (s.pack) showAlarms(s.alarm_words, s.pack);
+    showBanner(s.alarm_words || []);
     if (s.pack && !s.stale) appendHistory(s.ts, s.pack);
     if (s.cells) showCells(s.cells);
     status.className = s.stale ? "stale" : "live";
