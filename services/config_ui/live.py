@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.alarm_words import active_words
 from shared.config import SystemConfig
+from shared.limit_reasons import words as limit_words
 from shared.messages import (
     CellSnapshot,
     ChannelFlag,
@@ -202,6 +203,12 @@ def pack_view(pack: PackState) -> dict[str, Any]:
     """The pack state as JSON: every unknown is null, and so is the power when voltage or
     current is unknown."""
     data = pack.model_dump(mode="json", exclude={"schema_version", "source", "seq"})
+    lim = pack.limits
+    data["limit_words"] = {
+        "charge": limit_words(lim.charge_reason),
+        "discharge": limit_words(lim.discharge_reason),
+        "charge_voltage": limit_words(lim.charge_voltage_reason),
+    }
     power_w = pack.power_w
     data["power_w"] = None if power_w is None else round(power_w, 1)
     return data

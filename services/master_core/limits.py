@@ -32,24 +32,29 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from services.master_core.derating_tables import DeratingTable, DeratingTables, derating_tables
+from shared import limit_reasons as reasons
 from shared.config import SystemConfig
 from shared.config.limits import CURRENT_MAX_A
 from shared.messages import Limits
 
-REASON_MAX_CURRENT: Final = "max_current"
+REASON_MAX_CURRENT: Final = reasons.MAX_CURRENT
 """Nothing derates: the configured maximum current limits."""
-REASON_STALE: Final = "stale_data"
-REASON_ALARM: Final = "protection_alarm"
-REASON_WARNING: Final = "protection_warning"
-REASON_CELL_VOLTAGE: Final = "cell_voltage"
-REASON_TEMPERATURE_LOW: Final = "temperature_low"
-REASON_TEMPERATURE_HIGH: Final = "temperature_high"
-REASON_SOC: Final = "soc"
-REASON_RAMP: Final = "ramp"
+REASON_STALE: Final = reasons.STALE
+REASON_ALARM: Final = reasons.ALARM
+REASON_WARNING: Final = reasons.WARNING
+REASON_CELL_VOLTAGE: Final = reasons.CELL_VOLTAGE
+REASON_TEMPERATURE_LOW: Final = reasons.TEMPERATURE_LOW
+REASON_TEMPERATURE_HIGH: Final = reasons.TEMPERATURE_HIGH
+REASON_SOC: Final = reasons.SOC
+REASON_RAMP: Final = reasons.RAMP
 """The limit is rising towards the computed value at the ramp rate."""
-REASON_CONTACTORS_FAULT: Final = "contactors_fault"
+REASON_CONTACTORS_FAULT: Final = reasons.CONTACTORS_FAULT
 """The contactors are in fault (opened by their own supervision: a feedback mismatch, a failed
 precharge): no current until a reset, whatever protection says."""
+REASON_FULL_CHARGE_VOLTAGE: Final = reasons.FULL_CHARGE_VOLTAGE
+"""CVL: the full value (cells x charge_v)."""
+REASON_CELL_HEADROOM: Final = reasons.CELL_HEADROOM
+"""CVL: lowered by the imbalance (the highest cell near or above charge_v)."""
 
 WARNING_DERATE_FRACTION: Final = 0.5
 """Derate factor while a protection warning concerns a direction (`LimitInputs.from_pack`)."""
@@ -329,8 +334,8 @@ class LimitCalculator:
         )
         charge = self._side(inputs, now_s, charge=True, stale=stale)
         discharge = self._side(inputs, now_s, charge=False, stale=stale)
-        cvl_target = self._cvl_target(inputs)
-        cvl, _ = self._cvl.step(cvl_target, "", now_s)
+        cvl_target, cvl_why = self._cvl_target(inputs)
+        cvl, cvl_reason = self._cvl.step(cvl_target, cvl_why, now_s)
         self._last = LimitBreakdown(charge, discharge, cvl_target)
         return Limits(
             charge_voltage_v=max(_floor_tenth(cvl), self.discharge_voltage_v),
@@ -339,6 +344,7 @@ class LimitCalculator:
             discharge_current_a=discharge.limit_a,
             charge_reason=charge.reason,
             discharge_reason=discharge.reason,
+            charge_voltage_reason=cvl_reason,
         )
 
     def fractions(self, inputs: LimitInputs, *, charge: bool) -> dict[str, float]:
@@ -382,10 +388,12 @@ class LimitCalculator:
         value, shown = limiter.step(target, reason, now_s)
         return SideBreakdown(fractions, target, reason, _floor_tenth(value), shown)
 
-    def _cvl_target(self, inputs: LimitInputs) -> float:
+    def _cvl_target(self, inputs: LimitInputs) -> tuple[float, str]:
         full = self.charge_voltage_full_v
         total, v_max = _value(inputs.sum_of_cells_v), _value(inputs.cell_v_max)
         if not self.settings.cvl_headroom or total is None or v_max is None:
-            return full
-        headroom = total + self.cells * (self.charge_v - v_max)
-        return max(self.discharge_voltage_v, min(full, _floor_tenth(headroom)))
+            return full, REASON_FULL_CHARGE_VOLTAGE
+        headroom = _floor_tenth(total + self.cells * (self.charge_v - v_max))
+        if headroom >= full:
+            return full, REASON_FULL_CHARGE_VOLTAGE
+        return max(self.discharge_voltage_v, headroom), REASON_CELL_HEADROOM

@@ -50,6 +50,9 @@ class Limits(BaseModel):
     discharge_current_a: NonNegAmps
     charge_reason: str = Field("", max_length=64)
     discharge_reason: str = Field("", max_length=64)
+    charge_voltage_reason: str = Field("", max_length=64)
+    """Why the CVL has its value: full, lowered for a high cell, or ramping back
+    (`shared.limit_reasons`; "" from a master that does not say)."""
 
 
 class PackState(Message):

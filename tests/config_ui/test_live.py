@@ -17,7 +17,7 @@ from shared.messages import (
     ModuleCells,
     ServiceStatus,
 )
-from tests.factories import pack_state
+from tests.factories import limits, pack_state
 
 
 class Clock:
@@ -211,3 +211,18 @@ def test_active_codes_come_with_words_from_their_raise_event_until_cleared() -> 
     assert live._raised == {}
     live.on_pack(pack_state())
     assert live.snapshot()["alarm_words"] == []
+
+
+def test_limit_reasons_come_in_words_with_their_codes_kept() -> None:
+    live = LiveView()
+    lim = limits()
+    lim = lim.model_copy(update={"charge_reason": "protection_alarm", "discharge_reason": "soc",
+                                 "charge_voltage_reason": "from_a_newer_master"})  # fmt: skip
+    live.on_pack(pack_state(limits_=lim))
+    pack = live.snapshot()["pack"]
+    assert pack["limit_words"] == {
+        "charge": "Stopped: a protection alarm concerns this direction",
+        "discharge": "Reduced by the state of charge",
+        "charge_voltage": "from_a_newer_master",
+    }
+    assert pack["limits"]["charge_reason"] == "protection_alarm"

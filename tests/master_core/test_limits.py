@@ -21,7 +21,9 @@ from services.master_core.derating_tables import (
 )
 from services.master_core.limits import (
     REASON_ALARM,
+    REASON_CELL_HEADROOM,
     REASON_CELL_VOLTAGE,
+    REASON_FULL_CHARGE_VOLTAGE,
     REASON_MAX_CURRENT,
     REASON_RAMP,
     REASON_SOC,
@@ -37,6 +39,7 @@ from services.master_core.limits import (
 )
 from shared.config import SystemConfig
 from shared.config.limits import CURRENT_MAX_A
+from shared.limit_reasons import words as limit_words
 from shared.messages import Limits
 
 CHEMISTRIES = ("LFP", "NMC", "NCA", "LCO", "LTO", "NA_ION")
@@ -301,13 +304,20 @@ def test_cvl_is_lowered_by_the_imbalance_near_the_top() -> None:
     n = config.total_cells
     full = n * config.cell_chemistry.charge_v
     balanced = nominal_inputs(config, cell_v_max=4.10, cell_v_min=4.10, sum_of_cells_v=4.10 * n)
-    assert LimitCalculator(config).update(balanced, 0.0).charge_voltage_v == pytest.approx(full)
+    limits = LimitCalculator(config).update(balanced, 0.0)
+    assert limits.charge_voltage_v == pytest.approx(full)
+    assert limits.charge_voltage_reason == REASON_FULL_CHARGE_VOLTAGE
     # One cell 60 mV above the others: charging must end when that cell reaches 4.20 V.
     total = 4.10 * (n - 1) + 4.16
     skewed = nominal_inputs(config, cell_v_max=4.16, cell_v_min=4.10, sum_of_cells_v=total)
-    cvl = LimitCalculator(config).update(skewed, 0.0).charge_voltage_v
+    calc = LimitCalculator(config)
+    limits = calc.update(skewed, 0.0)
+    cvl = limits.charge_voltage_v
     assert cvl == pytest.approx(total + n * (4.20 - 4.16), abs=0.1)
-    assert cvl < full
+    assert cvl < full and limits.charge_voltage_reason == REASON_CELL_HEADROOM
+    # balanced again: the CVL holds, then rises back at its ramp, and says so
+    reasons = [calc.update(balanced, 0.1 * i).charge_voltage_reason for i in range(1, 600)]
+    assert REASON_RAMP in reasons and reasons[-1] == REASON_FULL_CHARGE_VOLTAGE
     over = nominal_inputs(config, cell_v_max=4.22, cell_v_min=4.10, sum_of_cells_v=total + 0.06)
     assert LimitCalculator(config).update(over, 0.0).charge_voltage_v < total + 0.06
     plain = LimitCalculator(config, LimitSettings(cvl_headroom=False))
@@ -485,3 +495,9 @@ def test_reasons_fit_the_message() -> None:
             discharge_current_a=0.0,
             charge_reason=reason,
         )
+
+
+def test_every_reason_the_master_sets_has_words() -> None:
+    every = (*REASONS, REASON_FULL_CHARGE_VOLTAGE, REASON_CELL_HEADROOM)
+    assert all(limit_words(r) not in (None, r) for r in every)
+    assert limit_words("") is None

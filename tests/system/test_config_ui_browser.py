@@ -264,6 +264,11 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(fault).to_contain_text(
                 re.compile(r"since \d{4}-\d\d-\d\d [\d:]{8} [+-]\d\d:\d\d")
             )
+            # the limits say why, in words: the fault stops charging
+            charge_why = page.locator('[data-testid="limit-charge-reason"]')
+            expect(charge_why).to_contain_text("Stopped:", timeout=10_000)
+            cvl_why = page.locator('[data-testid="limit-charge-voltage-reason"]')
+            expect(cvl_why).to_contain_text(re.compile("charge voltage|Lowered|Rising"))
             banner = page.locator('[data-testid="alarm-banner"]')
             expect(banner).to_contain_text("Cell over-voltage (fault) at M2 · C3")
             page.click('button[data-command="reset_faults"]')

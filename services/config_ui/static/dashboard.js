@@ -180,8 +180,11 @@ function showPack(p) {
   setText("l-dvl", `${fmt(l.discharge_voltage_v, 1)} V`);
   setText("l-ccl", `${fmt(l.charge_current_a, 1)} A`);
   setText("l-dcl", `${fmt(l.discharge_current_a, 1)} A`);
-  setText("l-ccl-reason", l.charge_reason);
-  setText("l-dcl-reason", l.discharge_reason);
+  // the reason in words (shared/limit_reasons.py), its code on hover
+  for (const [id, side] of [["l-ccl-reason", "charge"], ["l-dcl-reason", "discharge"], ["l-cvl-reason", "charge_voltage"]]) {
+    setText(id, p.limit_words[side] || "");
+    document.getElementById(id).title = l[`${side}_reason`] || "";
+  }
   setText("c-min", fmt(p.cell_v_min, 3));
   setText("c-max", fmt(p.cell_v_max, 3));
   setText("t-min", fmt(p.temp_min_c, 1));
