@@ -71,6 +71,8 @@ CONFIG_RETRY_S: Final = 1.0
 """An unacknowledged IVT-S configuration is sent again after this long ..."""
 CONFIG_ATTEMPTS: Final = 3
 """... at most this many times in all (then logged; freshness still says whether values flow)."""
+RELEASE_ATTEMPTS: Final = 3
+"""Writes of every coil off when the master stops, while the module reports errors."""
 REOPEN_S: Final = 5.0
 """A CAN bus that failed to open is tried again this often."""
 COIL_REFRESH_S: Final = 1.0
@@ -397,8 +399,24 @@ class RelayWorker:
         self._wake.set()
         self._thread.join(timeout=5.0 + 4 * self.config.timeout_s)
         if release:
-            self.io.write(_Coils(ALL_OFF))
+            self._release()
         self.io.close()
+
+    def _release(self) -> None:
+        """Every coil off, tried again while the module reports an error: nobody supervises
+        the pack after this (a slow serial line once missed the one write that was made)."""
+        errors: tuple[str, ...] = ()
+        for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            try:
+                self.io.write(_Coils(ALL_OFF))
+                errors = self.io.read(self._clock()).errors
+            except Exception as exc:  # the last word must not be lost to a driver surprise
+                errors = (repr(exc),)
+            if not errors:
+                return
+            log.warning("contactor I/O: release attempt %d of %d failed: %s",
+                        attempt, RELEASE_ATTEMPTS, "; ".join(errors))  # fmt: skip
+        log.error("contactor I/O: the coils may still be on: %s", "; ".join(errors))
 
 
 # --- insulation monitor ----------------------------------------------------------------------

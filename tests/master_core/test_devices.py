@@ -5,6 +5,7 @@ factory across configuration changes, and a `MasterCore` closing its contactors 
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import threading
 import time
@@ -24,14 +25,17 @@ from services.master_core.devices import (
     CONFIG_ATTEMPTS,
     CONFIG_RETRY_S,
     CYCLIC,
+    RELEASE_ATTEMPTS,
     CanBuses,
     DevicePackIo,
     InsulationSample,
+    RelayWorker,
     device_factory,
     ivt_s_cycles,
     relay_sample,
     sensor_errors,
 )
+from services.master_core.drivers.contactor_io import CONTACTORS, ContactorIoFeedback
 from services.master_core.drivers.ivt_s import COMMAND_ID, Quantity, TriggerMode
 from services.master_core.hardware import (
     CONTACTOR_IO,
@@ -55,6 +59,8 @@ from tests.slave_agent.test_modbus_driver import SOCAT, SocatLink
 CYCLE_MS = 10
 BAUD = 115200
 MCAST_GROUP = "239.74.163.2"
+"""Only for the multicast probe; each test's rig takes a group of its own."""
+_groups = itertools.count(os.getpid())
 _channels = itertools.count()
 
 
@@ -177,7 +183,9 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     if can_interface == "udp_multicast":
         if not multicast_works():
             pytest.skip("no multicast route (ip link set lo multicast on; ip route add ...)")
-        channel = MCAST_GROUP
+        # a group per test: a frame of an earlier test's bus (or another run on this host)
+        # must never count here (an extra configuration round was seen under load)
+        channel = f"239.74.164.{next(_groups) % 250 + 1}"
     else:
         channel = f"devices-{next(_channels)}"
     relay = RelayModule(follow_delay_s=0.01)
@@ -577,3 +585,46 @@ def test_the_master_closes_through_the_relay_module_and_publishes_the_sensor_cur
         core.stop()
         store.close()
     assert rig.relay.coils()[:3] == [False, False, False]  # stopping releases the coils
+
+
+@dataclass
+class MissesWrites:
+    """A relay module whose first `misses` coil writes get no answer (a slow serial line)."""
+
+    misses: int
+    writes: list[dict[str, bool]]
+    error: str = ""
+
+    def write(self, coils: Any) -> None:
+        self.writes.append({n: bool(coils.commanded(n)) for n in CONTACTORS})
+        if self.misses:
+            self.misses -= 1
+            self.error = "write coil 0 (main_positive): no valid reply within 0.1 s"
+
+    def read(self, now_s: float) -> ContactorIoFeedback:
+        errors, self.error = ((self.error,) if self.error else ()), ""
+        return ContactorIoFeedback(False, False, False, stale=False, errors=errors)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("misses", [0, 1, RELEASE_ATTEMPTS - 1])
+def test_stopping_writes_the_coils_off_again_until_the_module_answers(misses: int) -> None:
+    module = MissesWrites(misses, [])
+    config = SystemConfig.from_preset("NMC", modules=2, cells_per_module=4).contactors.io
+    worker = RelayWorker(module, config, time.monotonic)  # type: ignore[arg-type]
+    worker.stop(release=True)
+    assert len(module.writes) == misses + 1
+    assert all(not any(w.values()) for w in module.writes)
+
+
+def test_stopping_gives_up_after_its_attempts_and_says_the_coils_may_be_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    module = MissesWrites(RELEASE_ATTEMPTS + 5, [])
+    config = SystemConfig.from_preset("NMC", modules=2, cells_per_module=4).contactors.io
+    worker = RelayWorker(module, config, time.monotonic)  # type: ignore[arg-type]
+    worker.stop(release=True)
+    assert len(module.writes) == RELEASE_ATTEMPTS
+    assert "the coils may still be on" in caplog.text
