@@ -529,7 +529,17 @@ def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text
-    assert r.headers["location"].startswith("/wizard/cells")
+    # a new chemistry derives the thresholds again: the step lists them before going on
+    assert r.headers["location"] == "/wizard/chemistry"
+    page = ui.client.get("/wizard/chemistry").text
+    assert 'data-testid="rederived-table"' in page and "Cell overvoltage fault threshold" in page
+    r = ui.client.post(
+        "/wizard/chemistry",
+        data={"csrf_token": token, "chemistry": "NMC", "name": "Rack A", "go": "next"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/wizard/cells"
+    assert 'data-testid="rederived"' not in ui.client.get("/wizard/cells").text
     page = ui.client.get("/wizard/protection")
     assert 'data-testid="level-chart-cell_overvoltage"' in page.text
     review = ui.client.get("/wizard/review").text
@@ -656,3 +666,104 @@ def test_long_history_comes_from_the_store_and_survives_a_restart(ui: UiHarness)
     # ago) what the store has
     hour = ui.client.get("/api/history?seconds=3600").json()
     assert [p["soc"] for p in hour] == [79.5, None, 42.0]
+
+
+# --- wizard: nothing changes behind the user's back (issue 14) --------------------------------
+def _wizard_post(ui: UiHarness, token: str, key: str, **fields: str) -> object:
+    data = {
+        "csrf_token": token,
+        "go": "next",
+        **{k.replace("__", "."): v for k, v in fields.items()},
+    }
+    return ui.client.post(f"/wizard/{key}", data=data, follow_redirects=False)
+
+
+def test_wizard_capacity_change_keeps_a_hand_tuned_threshold_and_offers_the_old_values(
+    ui: UiHarness,
+) -> None:
+    token = ui.login()
+    ov_warning = "protection.cell_overvoltage.warning.threshold"
+    r = _wizard_post(ui, token, "protection", **{ov_warning: "3.55"})
+    assert r.status_code == 303, r.text  # type: ignore[attr-defined]
+    r = _wizard_post(ui, token, "cells", cell_capacity_ah="200")
+    # the step stays to show what the new capacity derived
+    assert r.headers["location"] == "/wizard/cells"  # type: ignore[attr-defined]
+    draft = ui.ctx.draft_for("admin")
+    assert draft["protection"]["cell_overvoltage"]["warning"]["threshold"] == 3.55
+    assert draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 200.0
+    page = ui.client.get("/wizard/cells").text
+    row = 'data-path="protection.charge_overcurrent.fault.threshold" class="derived"'
+    assert row in page
+    assert "Charge over-current fault threshold" in page
+    assert "<td>100 A</td>" in page and "<td>200 A</td>" in page
+    assert ov_warning not in page.split('data-testid="rederived-table"')[1].split("</table>")[0]
+    # keep the old value of one of them
+    r = ui.client.post(
+        "/wizard/cells/derived",
+        data={"csrf_token": token, "path": "protection.charge_overcurrent.fault.threshold",
+              "keep": "old"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/wizard/cells"
+    assert ui.ctx.draft_for("admin")["protection"]["charge_overcurrent"]["fault"]["threshold"] == (
+        100.0
+    )
+    page = ui.client.get("/wizard/cells").text
+    assert 'data-path="protection.charge_overcurrent.fault.threshold" class="kept"' in page
+    assert "Use 200" in page
+    # going on: the list is gone, and a later size change keeps the chosen value
+    r = _wizard_post(ui, token, "cells", cell_capacity_ah="200")
+    assert r.headers["location"] == "/wizard/topology"  # type: ignore[attr-defined]
+    r = _wizard_post(ui, token, "cells", cell_capacity_ah="150")
+    draft = ui.ctx.draft_for("admin")
+    assert draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 100.0
+    assert draft["protection"]["cell_overvoltage"]["warning"]["threshold"] == 3.55
+    # a path the last step did not derive is not a choice
+    r = ui.client.post(
+        "/wizard/cells/derived",
+        data={"csrf_token": token, "path": "name", "keep": "old"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404
+
+
+def test_wizard_api_lists_and_chooses_derived_fields(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.put("/api/wizard/steps/cells", json={"cell_capacity_ah": "50"})
+    body = r.json()
+    assert r.status_code == 200 and body["rederived"] is True
+    fault = next(
+        c for c in body["changes"] if c["path"] == "protection.charge_overcurrent.fault.threshold"
+    )
+    assert fault == {
+        "path": "protection.charge_overcurrent.fault.threshold",
+        "label": "Charge over-current fault threshold", "unit": "A",
+        "old": 100.0, "new": 50.0, "kept": False,
+    }  # fmt: skip
+    r = ui.client.put("/api/wizard/derived", json={"path": fault["path"], "keep_old": True})
+    assert r.status_code == 200
+    assert next(c for c in r.json()["changes"] if c["path"] == fault["path"])["kept"] is True
+    draft = ui.client.get("/api/wizard/draft").json()["draft"]
+    assert draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 100.0
+    r = ui.client.put("/api/wizard/derived", json={"path": "name", "keep_old": True})
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("12.5", "&#39;12.5&#39; is not a whole number"),
+        ("twelve", "&#39;twelve&#39; is not a number"),
+    ],
+)
+def test_wizard_shows_invalid_input_as_typed_with_its_error(
+    ui: UiHarness, typed: str, message: str
+) -> None:
+    token = ui.login()
+    r = _wizard_post(ui, token, "topology", topology__modules=typed)
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    page = r.text  # type: ignore[attr-defined]
+    field = page.split('has-error" data-path="topology.modules"')[1].split("</div>")[0]
+    assert f'value="{typed}"' in field
+    assert message in field
+    assert ui.ctx.draft_for("admin")["topology"]["modules"] == 2  # the draft stays valid

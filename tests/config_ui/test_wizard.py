@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any, get_args
 
 import pytest
@@ -497,10 +498,11 @@ def test_non_number_reports_a_parse_error_and_keeps_the_old_value() -> None:
         "protection", draft, {**_form(fields_for_step("protection", draft)), path: "3,8x"}
     )
     assert result.errors == {path: ["not a number"]}
+    assert result.typed == {path: "3,8x"}
     assert _get(result.draft, path) == 3.8
     result = _post("topology", draft, topology__modules="2.5", topology__cells_per_module="")
     assert result.errors == {
-        "topology.modules": ["not a whole number"],
+        "topology.modules": ["'2.5' is not a whole number"],
         "topology.cells_per_module": ["a value is required"],
     }
     assert result.draft["topology"] == draft["topology"]
@@ -738,3 +740,133 @@ def test_validate_accepts_a_valid_draft() -> None:
     assert errors == {} and config is not None
     assert config.system_id == "site-1" and config.total_cells == 48
     assert wizard.draft_from_config(config) == draft
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing changes behind the user's back (issue 14)
+
+OV = "protection.cell_overvoltage"
+CHARGE_OC = "protection.charge_overcurrent"
+
+
+def test_capacity_change_keeps_hand_tuned_thresholds_and_lists_what_it_derives() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    tuned = _post(
+        "protection",
+        draft,
+        **{
+            "protection__cell_overvoltage__warning__threshold": "3.55",
+            "protection__cell_overvoltage__fault__threshold": "3.75",
+            "protection__pack_overvoltage__fault__threshold": "60",  # 16 x 3.75 V
+            "protection__charge_overcurrent__warning__threshold": "85",
+        },
+    )
+    assert tuned.edited == {
+        f"{OV}.warning.threshold",
+        f"{OV}.fault.threshold",
+        "protection.pack_overvoltage.fault.threshold",
+        f"{CHARGE_OC}.warning.threshold",
+    }
+    assert validate(tuned.draft)[1] == {}
+    result = apply_form(
+        "cells",
+        tuned.draft,
+        {**_form(fields_for_step("cells", tuned.draft)), "cell_capacity_ah": "200"},
+        edited=tuned.edited,
+    )
+    new = result.draft
+    assert result.rederived and result.errors == {}
+    # the hand-tuned voltages stay (the issue's example: 3.55 -> 3.5 and 3.75 -> 3.8)
+    assert _get(new, f"{OV}.warning.threshold") == 3.55
+    assert _get(new, f"{OV}.fault.threshold") == 3.75
+    # the current thresholds follow the capacity, but the hand-tuned one stays and is offered
+    assert _get(new, f"{CHARGE_OC}.fault.threshold") == 200.0
+    assert _get(new, f"{CHARGE_OC}.warning.threshold") == 85.0
+    # with its release: a level's threshold and release are one setting
+    assert _get(new, f"{CHARGE_OC}.warning.release") == 72.0
+    changes = {c.path: c for c in result.changes}
+    fault = changes[f"{CHARGE_OC}.fault.threshold"]
+    assert (fault.old, fault.new, fault.kept) == (100.0, 200.0, False)
+    warning = changes[f"{CHARGE_OC}.warning.threshold"]
+    assert (warning.old, warning.new, warning.kept) == (85.0, 160.0, True)
+    # only what the capacity moves is listed: no voltage level
+    assert not any(p.startswith(OV) for p in changes)
+    assert validate(new)[1] == {}
+
+
+def test_values_differing_from_the_old_derivation_count_as_hand_tuned() -> None:
+    """A draft opened from an applied version has no edit record: its tuned values differ
+    from what the preset derives, and that is what keeps them."""
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    draft["protection"]["cell_overvoltage"]["warning"]["threshold"] = 3.55
+    draft["protection"]["discharge_overcurrent"]["alarm"]["threshold"] = 95.0
+    result = _post("cells", draft, cell_capacity_ah="50")
+    assert _get(result.draft, f"{OV}.warning.threshold") == 3.55
+    assert _get(result.draft, "protection.discharge_overcurrent.alarm.threshold") == 95.0
+    assert _get(result.draft, "protection.discharge_overcurrent.fault.threshold") == 50.0
+    kept = {c.path for c in result.changes if c.kept}
+    assert kept == {
+        "protection.discharge_overcurrent.alarm.threshold",
+        "protection.discharge_overcurrent.alarm.release",
+    }
+
+
+def test_a_size_change_derives_from_the_chemistry_as_overridden() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, chemistry_overrides__balance_start_v="3.35")
+    assert result.draft["balancing"]["min_cell_voltage_v"] == 3.35
+    result = _post("cells", result.draft, cell_capacity_ah="200")
+    assert result.draft["balancing"]["min_cell_voltage_v"] == 3.35
+    assert result.draft["chemistry_overrides"]["balance_start_v"] == 3.35
+
+
+def test_each_rederived_field_can_keep_its_old_value_and_back() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, cell_capacity_ah="200")
+    path = f"{CHARGE_OC}.fault.threshold"
+    change = next(c for c in result.changes if c.path == path)
+    kept = wizard.choose(result.draft, frozenset(), result.changes, path, keep_old=True)
+    assert _get(kept.draft, path) == 100.0
+    assert path in kept.edited
+    assert next(c for c in kept.changes if c.path == path) == replace(change, kept=True)
+    # the other changes stay as they were
+    assert [c for c in kept.changes if c.path != path] == [
+        c for c in result.changes if c.path != path
+    ]
+    back = wizard.choose(kept.draft, kept.edited, kept.changes, path, keep_old=False)
+    assert _get(back.draft, path) == 200.0 and path not in back.edited
+    assert back.changes == result.changes
+    with pytest.raises(KeyError):
+        wizard.choose(result.draft, frozenset(), result.changes, "protection.nope", keep_old=True)
+
+
+def test_rederived_fields_are_labelled_for_people() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, cell_capacity_ah="200")
+    rows = {r.path: r for r in wizard.describe_changes(result.changes, result.draft)}
+    row = rows[f"{CHARGE_OC}.fault.threshold"]
+    assert (row.step, row.label, row.old, row.new, row.unit) == (
+        "protection", "Charge over-current fault threshold", "100", "200", "A"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "typed", "message"),
+    [
+        ("topology.modules", "12.5", "'12.5' is not a whole number"),
+        ("topology.modules", "twelve", "'twelve' is not a number"),
+        ("topology.cells_per_module", "", "a value is required"),
+    ],
+)
+def test_invalid_input_is_shown_as_typed_with_its_error(
+    path: str, typed: str, message: str
+) -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post("topology", draft, **{path.replace(".", "__"): typed})
+    assert result.errors == {path: [message]}
+    assert result.typed == {path: typed}
+    assert _get(result.draft, path) == _get(draft, path)  # the draft keeps a valid value
+    shown = next(
+        f for f in fields_for_step("topology", result.draft, result.typed) if f.path == path
+    )
+    assert shown.value == typed

@@ -179,9 +179,9 @@ def _to_int(text: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError("not a whole number") from None
+        raise ValueError(f"{text!r} is not a number") from None
     if not value.is_integer():
-        raise ValueError("not a whole number")
+        raise ValueError(f"{text!r} is not a whole number")
     return int(value)
 
 
@@ -342,6 +342,37 @@ def step_leaves(key: str) -> tuple[_Leaf, ...]:
 
 
 @cache
+def _leaf_index() -> dict[str, _Leaf]:
+    return {leaf.path: leaf for leaf in _leaves()}
+
+
+def leaf_of(path: str) -> _Leaf | None:
+    """The form field at `path`, or None if the wizard shows no field there."""
+    return _leaf_index().get(path)
+
+
+def full_label(leaf: _Leaf) -> str:
+    """The field's name with its group, as people say it: 'Balancing threshold',
+    'Charge over-current fault threshold', 'Cell capacity'."""
+    if not leaf.group:
+        return leaf.label
+    return f"{leaf.group} {leaf.label[:1].lower()}{leaf.label[1:]}"
+
+
+def unit_of(leaf: _Leaf, draft: Mapping[str, Any]) -> str:
+    """The field's unit as shown (ThreeLevel thresholds read theirs from the draft)."""
+    if not leaf.unit_path:
+        return leaf.unit
+    raw_unit = get_path(draft, leaf.unit_path)
+    return UNIT_NAMES.get(raw_unit, raw_unit) if isinstance(raw_unit, str) else ""
+
+
+def render_value(leaf: _Leaf, value: Any) -> str:
+    """A draft value as the form shows it."""
+    return _render(leaf, value)
+
+
+@cache
 def known_paths() -> frozenset[str]:
     """Every field and group path of the model (including the ones the wizard does not show)."""
     out: set[str] = set(SystemConfig.model_fields)
@@ -420,25 +451,32 @@ def _description(leaf: _Leaf, preset: ChemistryPreset | None, unit: str) -> str:
     return f"{leaf.description} Empty: {shown} is used.".strip()
 
 
-def fields_for_step(key: str, draft: Mapping[str, Any]) -> list[FieldSpec]:
-    """The form fields of step `key` with their current values from `draft` (may be invalid)."""
+def fields_for_step(
+    key: str, draft: Mapping[str, Any], typed: Mapping[str, str] | None = None
+) -> list[FieldSpec]:
+    """The form fields of step `key` with their current values from `draft` (may be invalid).
+
+    `typed`: text the user posted that did not parse, shown as typed instead of the draft's
+    value (which stays the last valid one), so the error sits beside what it is about.
+    """
     title = step(key).title
     chemistry = chemistry_name(draft)
     # the bare preset: an empty override falls back to it, not to the other overrides
     preset = get_preset(chemistry) if chemistry is not None else None
     out: list[FieldSpec] = []
+    typed = typed or {}
     for leaf in step_leaves(key):
-        unit = leaf.unit
-        if leaf.unit_path:
-            raw_unit = get_path(draft, leaf.unit_path)
-            unit = UNIT_NAMES.get(raw_unit, raw_unit) if isinstance(raw_unit, str) else ""
+        unit = unit_of(leaf, draft)
+        value = (
+            typed[leaf.path] if leaf.path in typed else _render(leaf, get_path(draft, leaf.path))
+        )
         out.append(
             FieldSpec(
                 path=leaf.path,
                 label=leaf.label,
                 group=leaf.group or title,
                 kind=leaf.kind,
-                value=_render(leaf, get_path(draft, leaf.path)),
+                value=value,
                 unit=unit,
                 choices=leaf.choices,
                 optional=leaf.optional,
