@@ -17,7 +17,14 @@ from services.config_ui.auth import SESSION_COOKIE, client_of, ctx_of, require, 
 from services.config_ui.config_diff import config_diff
 from services.config_ui.config_store import ConfigImportError, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
-from services.config_ui.users import LoginThrottled, Session, UserError, role_allows
+from services.config_ui.users import (
+    PASSWORD_MIN_CHARS,
+    USERNAME_RULE,
+    LoginThrottled,
+    Session,
+    UserError,
+    role_allows,
+)
 
 TEMPLATES = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -380,7 +387,10 @@ def _wizard_apply(request: Request, session: Session, ctx: UiContext, comment: s
 # --- users ------------------------------------------------------------------------------------
 @router.get("/users")
 def users_page(request: Request, session: Admin, ctx: Ctx, error: str = "") -> HTMLResponse:
-    return render(request, "users.html", session, users=ctx.users.list_users(), error=error)
+    return render(
+        request, "users.html", session, users=ctx.users.list_users(), error=error,
+        username_rule=USERNAME_RULE, password_min=PASSWORD_MIN_CHARS,
+    )  # fmt: skip
 
 
 @router.post("/users")

@@ -428,7 +428,8 @@ def test_event_filters_reach_past_the_newest_thousand(ui: UiHarness) -> None:
     assert [e["code"] for e in found] == ["welded_contactor"]
     window = ui.client.get(f"/api/events?since_ts={start}&until_ts={start + 10.5}&limit=1000")
     assert len(window.json()) == 11
-    assert ui.client.get("/api/events?code=Not-A-Code").status_code == 422
+    assert ui.client.get("/api/events?code=Not-A-Code").json() == []  # read as not_a_code
+    assert ui.client.get("/api/events?code=not%3Ba%3Bcode").status_code == 422
 
 
 def test_recent_bus_events_reach_the_live_view(ui: UiHarness) -> None:
@@ -767,3 +768,41 @@ def test_wizard_shows_invalid_input_as_typed_with_its_error(
     assert f'value="{typed}"' in field
     assert message in field
     assert ui.ctx.draft_for("admin")["topology"]["modules"] == 2  # the draft stays valid
+
+
+def test_wizard_range_message_names_the_field_with_units(ui: UiHarness) -> None:
+    token = ui.login()
+    r = _wizard_post(ui, token, "balancing", balancing__threshold_v="20")
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    field = r.text.split('has-error" data-path="balancing.threshold_v"')[1].split("</div>")[0]  # type: ignore[attr-defined]
+    assert "Balancing threshold must be at most 500 mV (got 20 V; 20 mV is 0.02 V)" in field
+    assert 'value="20"' in field
+
+
+def test_event_filters_take_text_as_typed(ui: UiHarness) -> None:
+    ui.login()
+    now = time.time()
+    add_event(ui, now - 1, "warning", "raise", "cell_imbalance", "spread")
+    add_event(ui, now, "fault", "raise", "cell_overvoltage", "cell 4 at 4.31 V", cell=4)
+    for query in ("code=cell%20over", "code=Cell-Overvoltage", "code=%20cell_over%20"):
+        r = ui.client.get(f"/api/events?{query}")
+        assert r.status_code == 200, (query, r.text)
+        assert [e["code"] for e in r.json()] == ["cell_overvoltage"], query
+    for blank in ("code=%20", "code=", "text=", "text=%20%20"):
+        r = ui.client.get(f"/api/events?{blank}")
+        assert r.status_code == 200 and len(r.json()) == 2, blank
+    r = ui.client.get("/api/events?code=ov%21")
+    assert r.status_code == 422
+    assert "letters, digits and '_' only" in r.json()["problems"][0]
+
+
+def test_the_user_name_rule_is_on_the_page_and_in_the_refusal(ui: UiHarness) -> None:
+    token = ui.login()
+    page = ui.client.get("/users").text
+    assert "lower-case letters, digits, &#39;_&#39;, &#39;.&#39; or &#39;-&#39;" in page
+    assert 'title="User name: 2 to 32 characters' in page
+    r = ui.client.post(
+        "/users", data={"csrf_token": token, "username": "J Smith", "password": "long-password-1",
+                        "role": "viewer"},
+    )  # fmt: skip
+    assert "starting with a letter" in r.text

@@ -473,7 +473,9 @@ def test_system_level_problems_land_on_their_field() -> None:
     # a field error: the system-level checks only run once every field is valid
     draft["cell_resistance_mohm"] = -1.0
     _, errors = validate(draft)
-    assert errors == {"cell_resistance_mohm": ["must be greater than 0.0 (got -1.0)"]}
+    assert errors == {
+        "cell_resistance_mohm": ["Cell resistance must be greater than 0 mΩ (got -1 mΩ)"]
+    }
     assert first_step_with_errors(errors) == "cells"
     assert errors_for_step("cells", errors) == errors
 
@@ -870,3 +872,42 @@ def test_invalid_input_is_shown_as_typed_with_its_error(
         f for f in fields_for_step("topology", result.draft, result.typed) if f.path == path
     )
     assert shown.value == typed
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("balancing.threshold_v", 20.0,
+         "Balancing threshold must be at most 500 mV (got 20 V; 20 mV is 0.02 V)"),
+        ("balancing.threshold_v", 0.0, "Balancing threshold must be greater than 0 V (got 0 V)"),
+        ("topology.temp_sensors_per_module", 65,
+         "Topology temperature sensors per module must be at most 64 (got 65)"),
+        ("protection.charge_overcurrent.fault.delay_s", -1.0,
+         "Charge over-current fault delay must be at least 0 s (got -1 s)"),
+        ("protection.insulation_fault_ohm", -5.0,
+         "Protection insulation fault must be greater than 0 Ω (got -5 Ω)"),
+    ],
+)  # fmt: skip
+def test_range_messages_name_the_field_and_carry_units(path: str, value: Any, message: str) -> None:
+    draft = new_draft("demo", "LFP")
+    node = draft
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    _, errors = validate(draft)
+    assert errors[path] == [message]
+
+
+def test_quantities_read_in_the_unit_people_use() -> None:
+    from services.config_ui.wizard.validation import quantity
+
+    assert quantity(0.5, "V") == "500 mV"
+    assert quantity(0.02, "V") == "20 mV"
+    assert quantity(3.65, "V") == "3.65 V"
+    assert quantity(0.0, "V") == "0 V"
+    assert quantity(50_000.0, "Ω") == "50 kΩ"
+    assert quantity(2e6, "Ω") == "2 MΩ"
+    assert quantity(0.2, "s") == "200 ms"
+    assert quantity(12, "") == "12"
+    assert quantity(45.0, "°C") == "45 °C"

@@ -55,6 +55,7 @@ _UNIT_SUFFIXES = (
     ("_ohm", "Ω"),
     ("_ah", "Ah"),
     ("_ma", "mA"),
+    ("_ms", "ms"),
     ("_pct", "%"),
     ("_v", "V"),
     ("_a", "A"),
@@ -69,6 +70,7 @@ _WORDS = {
     "comm": "communication",
     "dc": "DC",
     "id": "ID",
+    "io": "I/O",
     "max": "maximum",
     "min": "minimum",
     "ocv": "OCV",
@@ -356,7 +358,10 @@ def full_label(leaf: _Leaf) -> str:
     'Charge over-current fault threshold', 'Cell capacity'."""
     if not leaf.group:
         return leaf.label
-    return f"{leaf.group} {leaf.label[:1].lower()}{leaf.label[1:]}"
+    label = leaf.label
+    if not label[:2].isupper():  # 'OV warning', 'CAN channel' keep their capitals
+        label = label[:1].lower() + label[1:]
+    return f"{leaf.group} {label}"
 
 
 def unit_of(leaf: _Leaf, draft: Mapping[str, Any]) -> str:
