@@ -499,7 +499,7 @@ def test_non_number_reports_a_parse_error_and_keeps_the_old_value() -> None:
     result = apply_form(
         "protection", draft, {**_form(fields_for_step("protection", draft)), path: "3,8x"}
     )
-    assert result.errors == {path: ["not a number"]}
+    assert result.errors == {path: ["'3,8x' is not a number"]}
     assert result.typed == {path: "3,8x"}
     assert _get(result.draft, path) == 3.8
     result = _post("topology", draft, topology__modules="2.5", topology__cells_per_module="")
@@ -509,7 +509,7 @@ def test_non_number_reports_a_parse_error_and_keeps_the_old_value() -> None:
     }
     assert result.draft["topology"] == draft["topology"]
     result = _post("current_sensor", draft, current_sensor__gain="nan")
-    assert result.errors == {"current_sensor.gain": ["not a finite number"]}
+    assert result.errors == {"current_sensor.gain": ["'nan' is not a finite number"]}
 
 
 def test_empty_optional_is_none_and_lists_parse() -> None:
@@ -533,7 +533,7 @@ def test_empty_optional_is_none_and_lists_parse() -> None:
     assert back.draft["cell_resistance_mohm"] is None
     assert back.draft["chemistry_overrides"]["ocv_table_v"] is None
     bad = _post("cells", new, chemistry_overrides__ocv_table_v="2.8, x")
-    assert bad.errors == {"chemistry_overrides.ocv_table_v": ["'x': not a number"]}
+    assert bad.errors == {"chemistry_overrides.ocv_table_v": ["'x' is not a number"]}
 
 
 def test_select_accepts_only_its_choices() -> None:
@@ -831,12 +831,17 @@ def test_each_rederived_field_can_keep_its_old_value_and_back() -> None:
     assert _get(kept.draft, path) == 100.0
     assert path in kept.edited
     assert next(c for c in kept.changes if c.path == path) == replace(change, kept=True)
+    # its release goes with it (a level's threshold and release are one setting)
+    release = f"{CHARGE_OC}.fault.release"
+    assert _get(kept.draft, release) == 90.0 and release in kept.edited
     # the other changes stay as they were
-    assert [c for c in kept.changes if c.path != path] == [
-        c for c in result.changes if c.path != path
+    pair = {path, release}
+    assert [c for c in kept.changes if c.path not in pair] == [
+        c for c in result.changes if c.path not in pair
     ]
     back = wizard.choose(kept.draft, kept.edited, kept.changes, path, keep_old=False)
     assert _get(back.draft, path) == 200.0 and path not in back.edited
+    assert _get(back.draft, release) == 180.0 and release not in back.edited
     assert back.changes == result.changes
     with pytest.raises(KeyError):
         wizard.choose(result.draft, frozenset(), result.changes, "protection.nope", keep_old=True)

@@ -187,16 +187,18 @@ def choose(
     keep_old: bool,
 ) -> Choice:
     """Set the field at `path` of `changes` to its old value (then it counts as the user's)
-    or to the derived one (then it is derived again on the next change). KeyError if `path`
-    is not among `changes`."""
-    change = next((c for c in changes if c.path == path), None)
-    if change is None:
+    or to the derived one (then it is derived again on the next change); a level's release
+    goes with its threshold and back. KeyError if `path` is not among `changes`."""
+    if not any(c.path == path for c in changes):
         raise KeyError(path)
+    paths = {path, _pair_of(path)} & {c.path for c in changes}
     new = plain(draft)
-    set_path(new, path, plain(change.old if keep_old else change.new))
-    marked = edited | {path} if keep_old else edited - {path}
-    chosen = tuple(replace(c, kept=keep_old) if c.path == path else c for c in changes)
-    return Choice(new, marked, chosen)
+    for c in changes:
+        if c.path in paths:
+            set_path(new, c.path, plain(c.old if keep_old else c.new))
+    marked = edited | paths if keep_old else edited - paths
+    chosen = tuple(replace(c, kept=keep_old) if c.path in paths else c for c in changes)
+    return Choice(new, frozenset(marked), chosen)
 
 
 @dataclass(frozen=True)

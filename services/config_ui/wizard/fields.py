@@ -167,9 +167,9 @@ def _to_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError("not a number") from None
+        raise ValueError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError("not a finite number")
+        raise ValueError(f"{text!r} is not a finite number")
     return value
 
 
@@ -432,7 +432,8 @@ def parse_value(leaf: _Leaf, raw: str | None) -> Any:
             try:
                 values.append(leaf.item(t))
             except ValueError as exc:
-                raise ValueError(f"{t!r}: {exc}") from None
+                message = str(exc)
+                raise ValueError(message if repr(t) in message else f"{t!r}: {message}") from None
         return values
     if not text:
         if leaf.optional:

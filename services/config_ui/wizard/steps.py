@@ -24,7 +24,8 @@ STEPS: tuple[WizardStep, ...] = (
         "Chemistry preset",
         ("chemistry", "name"),
         "Choose the cell chemistry: every threshold is pre-filled from its preset. Changing it "
-        "later derives protection, balancing and the CAN profile again and clears the overrides.",
+        "later derives protection, balancing and the CAN profile again and clears the overrides; "
+        "each setting it changes is listed, and can keep its old value.",
     ),
     WizardStep(
         "cells",
@@ -32,7 +33,8 @@ STEPS: tuple[WizardStep, ...] = (
         ("cell_capacity_ah", "cell_resistance_mohm", "chemistry_overrides"),
         "Enter capacity and resistance from the cell datasheet, and override preset values only "
         "where the datasheet differs (empty = preset value). A new capacity derives the current "
-        "thresholds again; an overridden cell voltage level sets its protection levels.",
+        "thresholds again, and an overridden cell voltage level sets its protection levels, "
+        "except where you set a value yourself; each change is listed.",
     ),
     WizardStep(
         "topology",
@@ -40,7 +42,7 @@ STEPS: tuple[WizardStep, ...] = (
         ("topology",),
         f"Modules, cells per module and temperature sensors of the string (at most "
         f"{CELLS_IN_SERIES_MAX} cells in series). A new cell count derives the pack thresholds "
-        f"again.",
+        f"again, except the ones you set; each change is listed.",
     ),
     WizardStep(
         "protection",
