@@ -533,7 +533,7 @@ def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
     # a new chemistry derives the thresholds again: the step lists them before going on
     assert r.headers["location"] == "/wizard/chemistry"
     page = ui.client.get("/wizard/chemistry").text
-    assert 'data-testid="rederived-table"' in page and "Cell overvoltage fault threshold" in page
+    assert 'data-testid="rederived-table"' in page and "Cell over-voltage fault threshold" in page
     r = ui.client.post(
         "/wizard/chemistry",
         data={"csrf_token": token, "chemistry": "NMC", "name": "Rack A", "go": "next"},
@@ -556,17 +556,17 @@ def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
     assert retained_config(ui).name == "Rack A"
 
 
-def test_wizard_cell_data_override_becomes_the_applied_protection_level(ui: UiHarness) -> None:
+def test_wizard_cell_limit_override_becomes_the_applied_fault_level(ui: UiHarness) -> None:
     token = ui.login()
     page = ui.client.get("/wizard/cells").text
     chemistry = ui.ctx.draft_for("admin")["chemistry"]
     assert f'data-testid="ocv-source">OCV table source: {get_preset(chemistry).ocv_source}' in page
-    warning_v = round(get_preset(chemistry).ov_warning_v - 0.03, 3)
+    limit_v = round(get_preset(chemistry).ov_limit_v - 0.03, 3)
     r = ui.client.post(
         "/wizard/cells",
         data={
             "csrf_token": token, "go": "next",
-            "chemistry_overrides.ov_warning_v": str(warning_v),
+            "chemistry_overrides.ov_limit_v": str(limit_v),
             "chemistry_overrides.ocv_source": "Maker X datasheet rev 3",
         },
         follow_redirects=False,
@@ -581,8 +581,8 @@ def test_wizard_cell_data_override_becomes_the_applied_protection_level(ui: UiHa
     assert r.status_code == 303, r.text
     latest = ui.ctx.store.latest()
     assert latest is not None
-    assert latest.config.protection.cell_overvoltage.warning.threshold == warning_v
-    assert latest.config.chemistry_overrides.ov_warning_v == warning_v
+    assert latest.config.protection.cell_overvoltage.fault.threshold == limit_v
+    assert latest.config.chemistry_overrides.ov_limit_v == limit_v
 
 
 def test_wizard_shows_an_error_at_its_field(ui: UiHarness) -> None:

@@ -22,6 +22,7 @@ from services.config_ui.wizard import (
     new_draft,
     validate,
 )
+from services.config_ui.wizard.fields import LEVEL_OVERRIDES
 from shared.config import (
     CHEMISTRY_NAMES,
     CanProfile,
@@ -110,6 +111,7 @@ def test_every_config_leaf_appears_in_exactly_one_step() -> None:
         p
         for p in _leaves(draft)
         if p not in ("system_id", "config_version")
+        and p not in LEVEL_OVERRIDES  # their levels live on the Protection step only
         and not (p.startswith("protection.") and p.rsplit(".", 1)[1] in ("direction", "unit"))
     }
     seen: dict[str, list[str]] = {}
@@ -127,7 +129,7 @@ def test_fields_carry_kind_unit_choices_bounds_and_description() -> None:
     assert (ov.kind, ov.unit, ov.group, ov.label) == (
         "number",
         "V",
-        "Cell overvoltage",
+        "Cell over-voltage",
         "Fault threshold",
     )
     assert ov.group_path == "protection.cell_overvoltage"
@@ -330,25 +332,17 @@ def test_capacity_change_rederives_current_thresholds() -> None:
     assert not result.rederived and result.draft["cell_resistance_mohm"] == 0.25
 
 
-# override -> (value, protection levels it sets) for an NMC cell (warning 4.15, alarm 4.20,
-# reset 4.05; UV warning 3.30, alarm 3.20, reset 3.50)
-_HYST_V = 0.05
+# override -> (value, protection level it sets) for an NMC cell (absolute maximum 4.25 V,
+# absolute minimum 3.0 V, damage voltage 2.5 V)
 OVERRIDE_LEVELS = {
-    "ov_warning_v": (4.12, {"cell_overvoltage.warning.threshold": 4.12,
-                            "cell_overvoltage.warning.release": round(4.12 - _HYST_V, 3)}),
-    "ov_alarm_v": (4.22, {"cell_overvoltage.alarm.threshold": 4.22}),
-    "ov_reset_v": (4.0, {"cell_overvoltage.alarm.release": 4.0,
-                         "cell_overvoltage.fault.release": 4.0}),
-    "uv_warning_v": (3.35, {"cell_undervoltage.warning.threshold": 3.35,
-                            "cell_undervoltage.warning.release": round(3.35 + _HYST_V, 3)}),
-    "uv_alarm_v": (3.15, {"cell_undervoltage.alarm.threshold": 3.15}),
-    "uv_reset_v": (3.45, {"cell_undervoltage.alarm.release": 3.45,
-                          "cell_undervoltage.fault.release": 3.45}),
-}  # fmt: skip
+    "ov_limit_v": (4.22, {"cell_overvoltage.fault.threshold": 4.22}),
+    "uv_limit_v": (3.05, {"cell_undervoltage.fault.threshold": 3.05}),
+    "deep_discharge_v": (2.6, {"deep_discharge_v": 2.6}),
+}
 
 
 @pytest.mark.parametrize("override", sorted(OVERRIDE_LEVELS))
-def test_a_voltage_override_becomes_its_protection_level(override: str) -> None:
+def test_a_cell_limit_override_becomes_its_protection_level(override: str) -> None:
     draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
     # a hand-tuned value the override does not move
     draft["protection"]["cell_imbalance"]["warning"]["threshold"] = 0.09
@@ -357,15 +351,18 @@ def test_a_voltage_override_becomes_its_protection_level(override: str) -> None:
     new = result.draft
     assert result.rederived and result.errors == {}
     assert new["chemistry_overrides"][override] == value
+    expected_moved = set()
     for path, expected in levels.items():
         assert _get(new["protection"], path) == expected, path
-        cell_path = path.split(".", 1)[1]
-        pack = "pack_" + path.split(".")[0].removeprefix("cell_")
-        assert _get(new["protection"], f"{pack}.{cell_path}") == pytest.approx(16 * expected)
+        expected_moved.add(path)
+        if path.startswith("cell_"):
+            assert _get(new["protection"], _pack_of(path)) == pytest.approx(16 * expected)
+            expected_moved.add(_pack_of(path))
     # only what the override moves: every other protection value stays as it was
     before, after = dict(_protection_leaves(draft)), dict(_protection_leaves(new))
     moved = {p for p in before if before[p] != after[p]}
-    assert moved == {p for c in levels for p in (c, _pack_of(c))}
+    assert moved == expected_moved
+    assert {c.path.removeprefix("protection.") for c in result.changes} == expected_moved
     assert new["protection"]["cell_imbalance"]["warning"]["threshold"] == 0.09
     config, errors = validate(new)
     assert errors == {} and config is not None
@@ -384,15 +381,15 @@ def _protection_leaves(draft: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 def test_clearing_an_override_returns_its_level_to_the_preset() -> None:
     draft = new_draft("demo", "NMC")
-    draft = _post("cells", draft, chemistry_overrides__ov_warning_v="4.12").draft
-    result = _post("cells", draft, chemistry_overrides__ov_warning_v="")
+    draft = _post("cells", draft, chemistry_overrides__ov_limit_v="4.22").draft
+    result = _post("cells", draft, chemistry_overrides__ov_limit_v="")
     assert result.rederived
     assert result.draft["protection"] == new_draft("demo", "NMC")["protection"]
 
 
 def test_an_inconsistent_override_moves_no_level_and_is_reported() -> None:
     draft = new_draft("demo", "NMC")
-    result = _post("cells", draft, chemistry_overrides__ov_alarm_v="4.18")  # below charge_v 4.2
+    result = _post("cells", draft, chemistry_overrides__ov_limit_v="4.18")  # below the alarm
     assert not result.rederived
     assert result.draft["protection"] == draft["protection"]
     _, errors = validate(result.draft)
@@ -401,12 +398,12 @@ def test_an_inconsistent_override_moves_no_level_and_is_reported() -> None:
 
 def test_a_new_size_keeps_the_overridden_levels() -> None:
     draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
-    draft = _post("cells", draft, chemistry_overrides__uv_alarm_v="3.15").draft
+    draft = _post("cells", draft, chemistry_overrides__uv_limit_v="3.05").draft
     result = _post("topology", draft, topology__modules="3")
     assert result.rederived
-    assert result.draft["protection"]["cell_undervoltage"]["alarm"]["threshold"] == 3.15
-    assert result.draft["protection"]["pack_undervoltage"]["alarm"]["threshold"] == pytest.approx(
-        24 * 3.15
+    assert result.draft["protection"]["cell_undervoltage"]["fault"]["threshold"] == 3.05
+    assert result.draft["protection"]["pack_undervoltage"]["fault"]["threshold"] == pytest.approx(
+        24 * 3.05
     )
 
 
@@ -639,7 +636,7 @@ def test_level_charts_match_the_config() -> None:
         assert chart.axis[1] > max(values)
     preset = get_preset("NMC")
     assert charts["cell_overvoltage"].normal == (preset.discharge_cutoff_v, preset.charge_v)
-    assert charts["cell_overvoltage"].title == "Cell overvoltage"
+    assert charts["cell_overvoltage"].title == "Cell over-voltage"
     assert charts["cell_overvoltage"].unit == "V"
     assert charts["cell_overtemp_charge"].unit == "°C"
     assert charts["pack_undervoltage"].normal == pytest.approx(
@@ -916,3 +913,26 @@ def test_quantities_read_in_the_unit_people_use() -> None:
     assert quantity(0.2, "s") == "200 ms"
     assert quantity(12, "") == "12"
     assert quantity(45.0, "°C") == "45 °C"
+
+
+def test_each_threshold_lives_in_one_place_with_the_same_words() -> None:
+    draft = new_draft("demo", "LFP")
+    cells = {f.path: f for f in fields_for_step("cells", draft)}
+    protection = {f.path: f for f in fields_for_step("protection", draft)}
+    # the warning/alarm levels and their releases: on the Protection step only
+    assert not LEVEL_OVERRIDES & set(cells)
+    for quantity in ("cell_overvoltage", "cell_undervoltage"):
+        for level in ("warning", "alarm", "fault"):
+            for attr in ("threshold", "release"):
+                assert f"protection.{quantity}.{level}.{attr}" in protection
+    # the cell's datasheet limits stay with the cell data, named as limits that bound a fault
+    limit = cells["chemistry_overrides.ov_limit_v"]
+    assert limit.label == "Absolute maximum voltage"
+    assert "over-voltage fault threshold (Protection step)" in limit.description
+    assert cells["chemistry_overrides.deep_discharge_v"].label == "Damage voltage"
+    assert protection["protection.deep_discharge_v"].label == "Deep-discharge fault"
+    # one vocabulary: warning, alarm, fault, release (no 'reset' or 'OV limit' levels)
+    labels = [f.label for f in [*cells.values(), *protection.values()]]
+    assert not [label for label in labels if "reset" in label.lower() or "OV " in label]
+    groups = {f.group for f in protection.values()}
+    assert {"Cell over-voltage", "Cell under-voltage", "Pack over-voltage"} <= groups

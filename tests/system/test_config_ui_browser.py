@@ -179,7 +179,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.fill(capacity, "100")
             page.click('[data-testid="next"]')
             expect(changes).to_be_visible()
-            expect(changes).not_to_contain_text("Cell overvoltage")  # the tuned level stays
+            expect(changes).not_to_contain_text("Cell over-voltage")  # the tuned level stays
             # keep the old discharge warning level (its release goes with it)
             warning_row = changes.locator(
                 'tr[data-path="protection.discharge_overcurrent.warning.threshold"]'
@@ -204,7 +204,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             good = page.input_value(field)
             page.fill(field, "9")
             page.click('[data-testid="next"]')
-            group = page.locator("fieldset", has_text="Cell overvoltage").first
+            group = page.locator("fieldset", has_text="Cell over-voltage").first
             expect(group.locator(".field-error").first).to_contain_text("threshold")
             page.screenshot(path=shots / "03-wizard-protection-error.png", full_page=True)
             page.fill(field, good)

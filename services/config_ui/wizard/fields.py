@@ -47,7 +47,41 @@ class FieldSpec:
 
 
 # The app sets these; ThreeLevel's direction and unit are fixed by the quantity.
-_SKIPPED = frozenset({"system_id", "config_version"})
+# Chemistry overrides that only seed protection levels (ProtectionConfig.from_chemistry): each
+# of those levels lives in one place, the Protection step's cell over-/under-voltage levels,
+# which keep the user's values through any later derivation. They stay in the model (imported
+# files and the derivation still use them), but the wizard does not show them twice.
+LEVEL_OVERRIDES = frozenset(
+    f"chemistry_overrides.{name}"
+    for name in ("ov_warning_v", "ov_alarm_v", "ov_reset_v", "uv_warning_v", "uv_alarm_v",
+                 "uv_reset_v")
+)  # fmt: skip
+_SKIPPED = frozenset({"system_id", "config_version"}) | LEVEL_OVERRIDES
+# Name and help by path, where the field's own name says too little or the same as another's:
+# the cell's datasheet limits (Cell data) bound the protection faults (Protection).
+_PATH_TEXT: dict[str, tuple[str, str]] = {
+    "chemistry_overrides.ov_limit_v": (
+        "Absolute maximum voltage",
+        "The cell's absolute maximum (datasheet). The cell over-voltage fault threshold "
+        "(Protection step) is derived from it and may not be above it.",
+    ),
+    "chemistry_overrides.uv_limit_v": (
+        "Absolute minimum voltage",
+        "The cell's absolute minimum (datasheet). The cell under-voltage fault threshold "
+        "(Protection step) is derived from it and may not be below it.",
+    ),
+    "chemistry_overrides.deep_discharge_v": (
+        "Damage voltage",
+        "Below this the cell is damaged (datasheet). The deep-discharge fault (Protection step) "
+        "is derived from it and may not be below it.",
+    ),
+    "protection.deep_discharge_v": (
+        "Deep-discharge fault",
+        "A cell below this is damaged: a latched fault, cleared only by a service reset. At "
+        "least the cell's damage voltage (Cell data step), at most the cell under-voltage fault "
+        "threshold.",
+    ),
+}
 _FIXED_LEVEL_FIELDS = frozenset({"direction", "unit"})
 
 _UNIT_SUFFIXES = (
@@ -76,6 +110,8 @@ _WORDS = {
     "ocv": "OCV",
     "ov": "OV",
     "overcurrent": "over-current",
+    "overvoltage": "over-voltage",
+    "undervoltage": "under-voltage",
     "rtu": "RTU",
     "soc": "SOC",
     "tcp": "TCP",
@@ -297,6 +333,8 @@ def _walk(model: type[BaseModel], prefix: str, ctx: _Context) -> Iterator[_Leaf]
         low, high = _bounds(info.metadata)
         description = _clean(info.description)
         label = _label(name)
+        if path in _PATH_TEXT:
+            label, description = _PATH_TEXT[path]
         unit = _unit_of(name)
         unit_path = ""
         fallback = ""

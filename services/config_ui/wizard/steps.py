@@ -32,9 +32,10 @@ STEPS: tuple[WizardStep, ...] = (
         "Cell data",
         ("cell_capacity_ah", "cell_resistance_mohm", "chemistry_overrides"),
         "Enter capacity and resistance from the cell datasheet, and override preset values only "
-        "where the datasheet differs (empty = preset value). A new capacity derives the current "
-        "thresholds again, and an overridden cell voltage level sets its protection levels, "
-        "except where you set a value yourself; each change is listed.",
+        "where the datasheet differs (empty = preset value). The cell's limits here bound the "
+        "warning, alarm and fault levels, which are set on the Protection step only. A new "
+        "capacity or limit derives those levels again, except where you set a value yourself; "
+        "each change is listed.",
     ),
     WizardStep(
         "topology",
@@ -49,7 +50,9 @@ STEPS: tuple[WizardStep, ...] = (
         "Protection thresholds",
         ("protection",),
         "Each quantity has three levels: a warning derates, an alarm stops charge or discharge, "
-        "a fault opens the contactors. The values are pre-filled from the chemistry preset.",
+        "a fault opens the contactors; each level clears at its release. The values are "
+        "pre-filled from the chemistry preset and the cell's limits (Cell data step); the "
+        "values you set here stay when the capacity or size changes.",
     ),
     WizardStep(
         "balancing",
