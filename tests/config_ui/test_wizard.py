@@ -445,9 +445,11 @@ def test_alarm_above_fault_is_reported_at_the_quantity_in_the_protection_step() 
     result = _post("protection", draft, protection__cell_overvoltage__alarm__threshold="3.9")
     assert result.errors == {}
     assert result.draft["protection"]["cell_overvoltage"]["alarm"]["threshold"] == 3.9
+    # the pack alarm follows the cell's (16 x 3.9 V), and is then above the pack fault too
+    assert result.draft["protection"]["pack_overvoltage"]["alarm"]["threshold"] == 62.4
     config, errors = validate(result.draft)
     assert config is None
-    assert list(errors) == ["protection.cell_overvoltage"]
+    assert set(errors) == {"protection.cell_overvoltage", "protection.pack_overvoltage"}
     assert any(
         "alarm threshold" in m and "fault threshold" in m
         for m in errors["protection.cell_overvoltage"]
@@ -455,6 +457,7 @@ def test_alarm_above_fault_is_reported_at_the_quantity_in_the_protection_step() 
     assert errors_for_step("protection", errors) == errors
     assert errors_for_step("balancing", errors) == {}
     assert first_step_with_errors(errors) == "protection"
+    assert result.draft["protection"]["pack_overvoltage"]["fault"]["threshold"] == 60.8
     group_paths = {f.group_path for f in fields_for_step("protection", result.draft)}
     assert "protection.cell_overvoltage" in group_paths
 
@@ -936,3 +939,37 @@ def test_each_threshold_lives_in_one_place_with_the_same_words() -> None:
     assert not [label for label in labels if "reset" in label.lower() or "OV " in label]
     groups = {f.group for f in protection.values()}
     assert {"Cell over-voltage", "Cell under-voltage", "Pack over-voltage"} <= groups
+
+
+def test_pack_voltage_levels_follow_a_cell_level_the_user_sets() -> None:
+    draft = new_draft("demo", "LFP", modules=2, cells_per_module=8)  # 16 cells
+    result = _post("protection", draft, protection__cell_overvoltage__warning__threshold="3.55")
+    pack = "protection.pack_overvoltage.warning.threshold"
+    assert _get(result.draft, pack) == 56.8  # 16 x 3.55 V, was 16 x 3.5 V
+    assert [(c.path, c.old, c.new, c.kept) for c in result.changes] == [(pack, 56.0, 56.8, False)]
+    assert validate(result.draft)[1] == {}
+    # a pack level the user set stays, and is offered
+    result = _post(
+        "protection",
+        draft,
+        protection__cell_undervoltage__fault__threshold="2.6",
+        protection__pack_undervoltage__fault__threshold="41",
+    )
+    assert _get(result.draft, "protection.pack_undervoltage.fault.threshold") == 41.0
+    assert result.changes == ()
+    later = apply_form(
+        "protection",
+        result.draft,
+        {**_form(fields_for_step("protection", result.draft)),
+         "protection.cell_undervoltage.fault.threshold": "2.65"},
+        edited=result.edited,
+    )  # fmt: skip
+    assert _get(later.draft, "protection.pack_undervoltage.fault.threshold") == 41.0
+    assert [(c.path, c.new, c.kept) for c in later.changes] == [
+        ("protection.pack_undervoltage.fault.threshold", 42.4, True)
+    ]
+    # a pack level set apart from the cells (not n x the cell level) is left alone
+    draft["protection"]["pack_overvoltage"]["fault"]["threshold"] = 60.0
+    result = _post("protection", draft, protection__cell_overvoltage__fault__threshold="3.78")
+    assert _get(result.draft, "protection.pack_overvoltage.fault.threshold") == 60.0
+    assert result.changes == ()

@@ -173,8 +173,15 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             # a hand-tuned threshold (the example: 3.55 V, not the preset's 3.5 V)
             ov_warning = 'input[name="protection.cell_overvoltage.warning.threshold"]'
             page.fill(ov_warning, "3.55")
-            # back to the cell data through the step list: the capacity changes once more
+            # back to the cell data through the step list: first the step shows that the
+            # pack level follows the cell level (16 x 3.55 V)
             page.click('button[name="go"][value="cells"]')
+            pack_row = changes.locator(
+                'tr[data-path="protection.pack_overvoltage.warning.threshold"]'
+            )
+            expect(pack_row).to_contain_text("56.8 V (derived)")
+            page.click('button[name="go"][value="cells"]')
+            # the capacity changes once more
             expect(page.locator('[data-testid="wizard-title"]')).to_contain_text("Cell data")
             page.fill(capacity, "100")
             page.click('[data-testid="next"]')
@@ -208,6 +215,11 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(group.locator(".field-error").first).to_contain_text("threshold")
             page.screenshot(path=shots / "03-wizard-protection-error.png", full_page=True)
             page.fill(field, good)
+            page.click('[data-testid="next"]')
+            # the pack alarm followed the cell alarm to 16 x 9 V and back: listed, then on
+            expect(
+                changes.locator('tr[data-path="protection.pack_overvoltage.alarm.threshold"]')
+            ).to_contain_text("58.4 V (derived)")
             page.click('[data-testid="next"]')
             # 5-8: balancing and interfaces keep their defaults; the devices are where the
             # plant serves them

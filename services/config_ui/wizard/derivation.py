@@ -239,3 +239,45 @@ def describe_changes(
             )
         )
     return rows
+
+
+_CELL_TO_PACK = (
+    ("protection.cell_overvoltage", "protection.pack_overvoltage"),
+    ("protection.cell_undervoltage", "protection.pack_undervoltage"),
+)
+_LEVEL_ATTRS = tuple(
+    f"{level}.{attr}"
+    for level in ("warning", "alarm", "fault")
+    for attr in ("threshold", "release")
+)
+
+
+def follow_cell_levels(
+    old: Mapping[str, Any], new: dict[str, Any], changed: frozenset[str], edited: frozenset[str]
+) -> tuple[Rederivation, ...]:
+    """A pack voltage level that still is n x its cell level (as the preset derives it) follows
+    a new cell level the user set; a pack level the user set stays (and is listed as kept)."""
+    n = total_cells(new)
+    if n is None:
+        return ()
+    changes: list[Rederivation] = []
+    for cell, pack in _CELL_TO_PACK:
+        for attr in _LEVEL_ATTRS:
+            cell_path, pack_path = f"{cell}.{attr}", f"{pack}.{attr}"
+            if cell_path not in changed or pack_path in changed:
+                continue
+            try:
+                before, after = number(get_path(old, cell_path)), number(get_path(new, cell_path))
+                current = number(get_path(new, pack_path))
+            except ValueError:
+                continue
+            target = round(n * after, 3)  # as ProtectionConfig.from_chemistry scales them
+            if same(current, target):
+                continue
+            if pack_path in edited:
+                changes.append(Rederivation(pack_path, current, target, kept=True))
+            elif abs(current - n * before) <= 5e-4 + 1e-9:  # it followed the cell level
+                set_path(new, pack_path, target)
+                changes.append(Rederivation(pack_path, current, target, kept=False))
+            # else: a pack level set apart from the cells (e.g. an imported file): left alone
+    return tuple(changes)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.config_ui.wizard.derivation import Rederivation, rederive
+from services.config_ui.wizard.derivation import Rederivation, follow_cell_levels, rederive
 from services.config_ui.wizard.draft_access import MISSING, get_path, plain, same, set_path
 from services.config_ui.wizard.fields import parse_value, step_leaves
 from shared.config import SystemConfig
@@ -86,7 +86,12 @@ def apply_form(
         if old is MISSING or not same(old, value):
             set_path(new, leaf.path, value)
             changed.add(leaf.path)
-    changes = rederive(draft, new, edited | changed) if key in _SIZING_STEPS else ()
+    if key in _SIZING_STEPS:
+        changes = rederive(draft, new, edited | changed)
+    elif key == "protection":
+        changes = follow_cell_levels(draft, new, frozenset(changed), edited)
+    else:
+        changes = ()
     return FormResult(
         draft=new,
         errors=errors,
