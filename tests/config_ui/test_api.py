@@ -741,6 +741,9 @@ def test_wizard_api_lists_and_chooses_derived_fields(ui: UiHarness) -> None:
         "label": "Charge over-current fault threshold", "unit": "A",
         "old": 100.0, "new": 50.0, "kept": False,
     }  # fmt: skip
+    listed = ui.client.get("/api/wizard/steps/cells").json()["changes"]
+    assert listed == body["changes"]
+    assert ui.client.get("/api/wizard/steps/topology").json()["changes"] == []
     r = ui.client.put("/api/wizard/derived", json={"path": fault["path"], "keep_old": True})
     assert r.status_code == 200
     assert next(c for c in r.json()["changes"] if c["path"] == fault["path"])["kept"] is True

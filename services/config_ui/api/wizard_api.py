@@ -30,13 +30,17 @@ def wizard_draft(session: Admin, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/wizard/steps/{key}", tags=["wizard"])
 def wizard_fields(key: str, session: Admin, ctx: Ctx) -> dict[str, Any]:
-    """The fields of one step, with values from your draft and their problems."""
+    """The fields of one step, with values from your draft and their problems, and the
+    derived fields its last submission moved or kept."""
     _step(key)
     draft = ctx.draft_for(session.username)
     _, errors = wizard.validate(draft)
+    changed_in, changes = ctx.rederivations.get(session.username, ("", ()))
     return {
         "fields": [f.__dict__ for f in wizard.fields_for_step(key, draft)],
         "errors": wizard.errors_for_step(key, errors),
+        # what this step's last submission derived again (or kept), until the next one
+        "changes": _changes(changes, draft) if changed_in == key else [],
     }
 
 
