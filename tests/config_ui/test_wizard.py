@@ -973,3 +973,46 @@ def test_pack_voltage_levels_follow_a_cell_level_the_user_sets() -> None:
     result = _post("protection", draft, protection__cell_overvoltage__fault__threshold="3.78")
     assert _get(result.draft, "protection.pack_overvoltage.fault.threshold") == 60.0
     assert result.changes == ()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    draft=drafts(),
+    capacity=st.floats(1.0, 2000.0).map(lambda c: round(c, 1)),
+    modules=st.integers(1, 8),
+    data=st.data(),
+)
+def test_a_new_size_never_changes_a_field_the_user_set(
+    draft: dict[str, Any], capacity: float, modules: int, data: st.DataObject
+) -> None:
+    derived = sorted(
+        p for p in _leaves(draft)
+        if p.startswith(("protection.", "balancing.")) and p.rsplit(".", 1)[1] not in
+        ("direction", "unit")
+    )  # fmt: skip
+    edited = frozenset(data.draw(st.lists(st.sampled_from(derived), max_size=8)))
+    cells = apply_form(
+        "cells",
+        draft,
+        {**_form(fields_for_step("cells", draft)), "cell_capacity_ah": str(capacity)},
+        edited=edited,
+    )
+    result = apply_form(
+        "topology",
+        cells.draft,
+        {**_form(fields_for_step("topology", cells.draft)), "topology.modules": str(modules)},
+        edited=edited,
+    )
+    for path in edited:
+        assert _get(result.draft, path) == _get(draft, path), path
+    # every field that moved is listed, with where it came from
+    for step_result, before in ((cells, draft), (result, cells.draft)):
+        listed = {c.path: c for c in step_result.changes}
+        for path in derived:
+            if _get(step_result.draft, path) != _get(before, path):
+                change = listed[path]
+                assert (change.old, change.new, change.kept) == (
+                    _get(before, path),
+                    _get(step_result.draft, path),
+                    False,
+                )
