@@ -43,6 +43,12 @@ class UiContext:
     """The stored history beyond what the live view keeps in memory."""
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
+    edited: dict[str, frozenset[str]] = field(default_factory=dict)
+    """By user: the draft's fields the user set, which a new size or chemistry keeps."""
+    rederivations: dict[str, tuple[str, tuple[wizard.Rederivation, ...]]] = field(
+        default_factory=dict
+    )
+    """By user: the step whose last submission moved derived fields, and those fields."""
     _apply_lock: threading.Lock = field(default_factory=threading.Lock)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -133,6 +139,37 @@ class UiContext:
         if latest is not None:
             self.bridge.publish_config(latest.config)
         return latest
+
+    def submit_step(self, user: str, key: str, form: dict[str, str]) -> wizard.FormResult:
+        """Apply a wizard step's form to the user's draft, keeping the edit record and the
+        list of derived fields it moved (until the next submission)."""
+        edited = self.edited.get(user, frozenset())
+        result = wizard.apply_form(key, self.draft_for(user), form, edited=edited)
+        self.drafts[user] = result.draft
+        self.edited[user] = edited | result.edited
+        if result.changes:
+            self.rederivations[user] = (key, result.changes)
+        else:
+            self.rederivations.pop(user, None)
+        return result
+
+    def choose_derived(self, user: str, path: str, *, keep_old: bool) -> None:
+        """Keep the old value of a field the last submission derived again, or take the
+        derived one. KeyError if that submission did not move `path`."""
+        key, changes = self.rederivations.get(user, ("", ()))
+        chosen = wizard.choose(
+            self.draft_for(user), self.edited.get(user, frozenset()), changes, path,
+            keep_old=keep_old,
+        )  # fmt: skip
+        self.drafts[user] = chosen.draft
+        self.edited[user] = chosen.edited
+        self.rederivations[user] = (key, chosen.changes)
+
+    def drop_draft(self, user: str) -> None:
+        """Forget the user's draft, its edit record and its list of derived fields."""
+        self.drafts.pop(user, None)
+        self.edited.pop(user, None)
+        self.rederivations.pop(user, None)
 
     def draft_for(self, user: str) -> dict[str, Any]:
         draft = self.drafts.get(user)

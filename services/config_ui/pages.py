@@ -17,7 +17,14 @@ from services.config_ui.auth import SESSION_COOKIE, client_of, ctx_of, require, 
 from services.config_ui.config_diff import config_diff
 from services.config_ui.config_store import ConfigImportError, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
-from services.config_ui.users import LoginThrottled, Session, UserError, role_allows
+from services.config_ui.users import (
+    PASSWORD_MIN_CHARS,
+    USERNAME_RULE,
+    LoginThrottled,
+    Session,
+    UserError,
+    role_allows,
+)
 
 TEMPLATES = Jinja2Templates(directory=pathlib.Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -212,13 +219,30 @@ def wizard_start(session: Admin) -> Response:
 
 @router.post("/wizard/discard")
 def wizard_discard(session: Admin, ctx: Ctx) -> Response:
-    ctx.drafts.pop(session.username, None)
+    ctx.drop_draft(session.username)
     return redirect(f"/wizard/{wizard.STEPS[0].key}")
 
 
 @router.get("/wizard/{key}")
 def wizard_page(request: Request, key: str, session: Admin, ctx: Ctx) -> HTMLResponse:
-    return _wizard_render(request, key, session, ctx, {}, rederived=False)
+    return _wizard_render(request, key, session, ctx, {})
+
+
+@router.post("/wizard/{key}/derived")
+def wizard_choose_derived(
+    key: str,
+    session: Admin,
+    ctx: Ctx,
+    path: Annotated[str, Form(max_length=200)],
+    keep: Annotated[str, Form(max_length=8)],
+) -> Response:
+    """Keep a field's old value after a new chemistry or size derived it again, or take the
+    derived value after all."""
+    try:
+        ctx.choose_derived(session.username, path, keep_old=keep == "old")
+    except KeyError as exc:
+        raise HTTPException(404, f"the last step derived no field {path!r}") from exc
+    return redirect(f"/wizard/{quote(key)}")
 
 
 def _wizard_render(
@@ -228,7 +252,7 @@ def _wizard_render(
     ctx: UiContext,
     parse_errors: dict[str, list[str]],
     *,
-    rederived: bool,
+    typed: dict[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     try:
@@ -245,7 +269,8 @@ def _wizard_render(
     if step.key == "cells":
         values["ocv_source"] = wizard.ocv_source(draft)
     step_errors = {**wizard.errors_for_step(key, errors), **parse_errors}
-    fields = wizard.fields_for_step(key, draft)
+    fields = wizard.fields_for_step(key, draft, typed)
+    changed_in, changes = ctx.rederivations.get(session.username, ("", ()))
     known = {f.path for f in fields}
     groups = _grouped(fields, step_errors)
     placed = {p for _, _, group_errors in groups for p in group_errors}
@@ -264,7 +289,8 @@ def _wizard_render(
         steps_with_errors={s.key for s in wizard.STEPS if wizard.errors_for_step(s.key, errors)},
         prev=wizard.prev_step(key),
         next=wizard.next_step(key),
-        rederived=rederived,
+        changes=wizard.describe_changes(changes, draft) if changed_in == key else [],
+        chemistry=draft.get("chemistry"),
         **values,
     )
 
@@ -329,20 +355,21 @@ def _wizard_step(
         return redirect(
             f"/wizard/{wizard.prev_step(key) if go == 'prev' else go if go in keys else key}"
         )
-    result = wizard.apply_form(key, ctx.draft_for(session.username), values)
-    ctx.drafts[session.username] = result.draft
+    result = ctx.submit_step(session.username, key, values)
     _, errors = wizard.validate({**result.draft, "system_id": ctx.system})
     if result.errors or (go == "next" and wizard.errors_for_step(key, errors)):
         return _wizard_render(
-            request, key, session, ctx, result.errors, rederived=result.rederived, status=422
+            request, key, session, ctx, result.errors, typed=result.typed, status=422
         )
+    if result.changes:
+        # Derived fields moved: the user sees each, old -> new, before going on.
+        return redirect(f"/wizard/{key}")
     target = (
         wizard.next_step(key) if go == "next" else wizard.prev_step(key) if go == "prev" else key
     )
     if go not in ("next", "prev") and go in {s.key for s in wizard.STEPS}:
         target = go
-    suffix = "?rederived=1" if result.rederived else ""
-    return redirect(f"/wizard/{target or key}{suffix}")
+    return redirect(f"/wizard/{target or key}")
 
 
 def _wizard_apply(request: Request, session: Session, ctx: UiContext, comment: str) -> Response:
@@ -350,19 +377,20 @@ def _wizard_apply(request: Request, session: Session, ctx: UiContext, comment: s
         config = ctx.validate(ctx.draft_for(session.username))
         version = ctx.apply(config, user=session.username, source="wizard", comment=comment)
     except InvalidConfigError:
-        return _wizard_render(request, "review", session, ctx, {}, rederived=False, status=422)
+        return _wizard_render(request, "review", session, ctx, {}, status=422)
     except ValueError as exc:
-        return _wizard_render(
-            request, "review", session, ctx, {"": [str(exc)]}, rederived=False, status=409
-        )
-    ctx.drafts.pop(session.username, None)
+        return _wizard_render(request, "review", session, ctx, {"": [str(exc)]}, status=409)
+    ctx.drop_draft(session.username)
     return redirect(f"/config?applied={version.version}")
 
 
 # --- users ------------------------------------------------------------------------------------
 @router.get("/users")
 def users_page(request: Request, session: Admin, ctx: Ctx, error: str = "") -> HTMLResponse:
-    return render(request, "users.html", session, users=ctx.users.list_users(), error=error)
+    return render(
+        request, "users.html", session, users=ctx.users.list_users(), error=error,
+        username_rule=USERNAME_RULE, password_min=PASSWORD_MIN_CHARS,
+    )  # fmt: skip
 
 
 @router.post("/users")

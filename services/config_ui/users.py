@@ -28,6 +28,9 @@ ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
+USERNAME_RULE = (
+    "2 to 32 characters of lower-case letters, digits, '_', '.' or '-', starting with a letter"
+)
 PASSWORD_MIN_CHARS = 10
 PASSWORD_MAX_CHARS = 1024
 INITIAL_ADMIN = "admin"
@@ -146,10 +149,7 @@ def _check_role(role: str) -> Role:
 
 def check_username(username: str) -> None:
     if not USERNAME_RE.match(username):
-        raise UserError(
-            f"user name {username!r} is not valid: use 2 to 32 characters of lower-case "
-            f"letters, digits, '_', '.' or '-', starting with a letter"
-        )
+        raise UserError(f"user name {username!r} is not valid: use {USERNAME_RULE}")
 
 
 def check_password(username: str, password: str) -> None:

@@ -38,15 +38,19 @@ def explain_errors(exc: ValidationError) -> list[str]:
     Model-level checks report several problems in one error, one per line, each starting with
     the field it concerns; that field is joined to the error's location.
     """
+    return [line for err in exc.errors() for line in explain_error(err)]
+
+
+def explain_error(err: Any) -> list[str]:
+    """The lines of one of pydantic's `ValidationError.errors()` (see `explain_errors`)."""
     lines: list[str] = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"])
-        for text in _constraint_message(err).splitlines():
-            match = _FIELD_PREFIX.match(text)
-            if match and loc:
-                lines.append(f"{loc}.{match.group(1)}: {match.group(2)}")
-            elif loc:
-                lines.append(f"{loc}: {text}")
-            else:
-                lines.append(text)
+    loc = ".".join(str(part) for part in err["loc"])
+    for text in _constraint_message(err).splitlines():
+        match = _FIELD_PREFIX.match(text)
+        if match and loc:
+            lines.append(f"{loc}.{match.group(1)}: {match.group(2)}")
+        elif loc:
+            lines.append(f"{loc}: {text}")
+        else:
+            lines.append(text)
     return lines

@@ -79,9 +79,10 @@ _DEV = _MC + "devices.py"
 _PLAUS = _MC + "plausibility.py"
 _CU = "services/config_ui/"
 # The wizard derives the cell and pack voltage levels in `protection` from the overridden
-# chemistry (SystemConfig.cell_chemistry into ProtectionConfig.from_chemistry).
+# chemistry (SystemConfig.from_preset applies the overrides, then ProtectionConfig.from_chemistry).
 _LEVELS_FROM_OVERRIDE = (
-    _r(CONFIG_UI, _CU + "wizard/drafts.py", "live", "cell_chemistry", "from_chemistry"),
+    _r(CONFIG_UI, _CU + "wizard/derivation.py", "live", "from_preset"),
+    _r(CONFIG_UI, _SYS, "live", "apply", "from_chemistry"),
     _r(CONFIG_UI, "shared/config/protection.py"),
 )
 _SETS_LEVELS = "the wizard sets the protection levels from it; the master reads those levels"

@@ -580,12 +580,16 @@ class SystemConfig(ConfigModel):
         cell_capacity_ah: float = 100.0,
         max_current_a: float | None = None,
         config_version: int = 1,
+        overrides: ChemistryOverrides | None = None,
     ) -> SystemConfig:
         """A complete configuration with every threshold derived from the chemistry preset.
 
         `max_current_a` is the over-current fault level (default 1C, at most 200 A).
+        `overrides` (datasheet values of the actual cell) replace preset values before anything
+        is derived; ValidationError if they are inconsistent with the preset.
         """
-        preset = get_preset(chemistry)
+        overrides = overrides if overrides is not None else ChemistryOverrides()
+        preset = overrides.apply(get_preset(chemistry))
         topology = Topology(
             modules=modules,
             cells_per_module=cells_per_module,
@@ -602,6 +606,7 @@ class SystemConfig(ConfigModel):
             config_version=config_version,
             topology=topology,
             chemistry=cast(ChemistryName, preset.name),
+            chemistry_overrides=overrides,
             cell_capacity_ah=cell_capacity_ah,
             protection=ProtectionConfig.from_chemistry(
                 preset,

@@ -428,7 +428,8 @@ def test_event_filters_reach_past_the_newest_thousand(ui: UiHarness) -> None:
     assert [e["code"] for e in found] == ["welded_contactor"]
     window = ui.client.get(f"/api/events?since_ts={start}&until_ts={start + 10.5}&limit=1000")
     assert len(window.json()) == 11
-    assert ui.client.get("/api/events?code=Not-A-Code").status_code == 422
+    assert ui.client.get("/api/events?code=Not-A-Code").json() == []  # read as not_a_code
+    assert ui.client.get("/api/events?code=not%3Ba%3Bcode").status_code == 422
 
 
 def test_recent_bus_events_reach_the_live_view(ui: UiHarness) -> None:
@@ -529,7 +530,17 @@ def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text
-    assert r.headers["location"].startswith("/wizard/cells")
+    # a new chemistry derives the thresholds again: the step lists them before going on
+    assert r.headers["location"] == "/wizard/chemistry"
+    page = ui.client.get("/wizard/chemistry").text
+    assert 'data-testid="rederived-table"' in page and "Cell over-voltage fault threshold" in page
+    r = ui.client.post(
+        "/wizard/chemistry",
+        data={"csrf_token": token, "chemistry": "NMC", "name": "Rack A", "go": "next"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/wizard/cells"
+    assert 'data-testid="rederived"' not in ui.client.get("/wizard/cells").text
     page = ui.client.get("/wizard/protection")
     assert 'data-testid="level-chart-cell_overvoltage"' in page.text
     review = ui.client.get("/wizard/review").text
@@ -545,17 +556,17 @@ def test_wizard_pages_walk_to_apply(ui: UiHarness) -> None:
     assert retained_config(ui).name == "Rack A"
 
 
-def test_wizard_cell_data_override_becomes_the_applied_protection_level(ui: UiHarness) -> None:
+def test_wizard_cell_limit_override_becomes_the_applied_fault_level(ui: UiHarness) -> None:
     token = ui.login()
     page = ui.client.get("/wizard/cells").text
     chemistry = ui.ctx.draft_for("admin")["chemistry"]
     assert f'data-testid="ocv-source">OCV table source: {get_preset(chemistry).ocv_source}' in page
-    warning_v = round(get_preset(chemistry).ov_warning_v - 0.03, 3)
+    limit_v = round(get_preset(chemistry).ov_limit_v - 0.03, 3)
     r = ui.client.post(
         "/wizard/cells",
         data={
             "csrf_token": token, "go": "next",
-            "chemistry_overrides.ov_warning_v": str(warning_v),
+            "chemistry_overrides.ov_limit_v": str(limit_v),
             "chemistry_overrides.ocv_source": "Maker X datasheet rev 3",
         },
         follow_redirects=False,
@@ -570,8 +581,8 @@ def test_wizard_cell_data_override_becomes_the_applied_protection_level(ui: UiHa
     assert r.status_code == 303, r.text
     latest = ui.ctx.store.latest()
     assert latest is not None
-    assert latest.config.protection.cell_overvoltage.warning.threshold == warning_v
-    assert latest.config.chemistry_overrides.ov_warning_v == warning_v
+    assert latest.config.protection.cell_overvoltage.fault.threshold == limit_v
+    assert latest.config.chemistry_overrides.ov_limit_v == limit_v
 
 
 def test_wizard_shows_an_error_at_its_field(ui: UiHarness) -> None:
@@ -656,3 +667,145 @@ def test_long_history_comes_from_the_store_and_survives_a_restart(ui: UiHarness)
     # ago) what the store has
     hour = ui.client.get("/api/history?seconds=3600").json()
     assert [p["soc"] for p in hour] == [79.5, None, 42.0]
+
+
+# --- wizard: nothing changes behind the user's back (issue 14) --------------------------------
+def _wizard_post(ui: UiHarness, token: str, key: str, **fields: str) -> object:
+    data = {
+        "csrf_token": token,
+        "go": "next",
+        **{k.replace("__", "."): v for k, v in fields.items()},
+    }
+    return ui.client.post(f"/wizard/{key}", data=data, follow_redirects=False)
+
+
+def test_wizard_capacity_change_keeps_a_hand_tuned_threshold_and_offers_the_old_values(
+    ui: UiHarness,
+) -> None:
+    token = ui.login()
+    ov_warning = "protection.cell_overvoltage.warning.threshold"
+    r = _wizard_post(ui, token, "protection", **{ov_warning: "3.55"})
+    assert r.status_code == 303, r.text  # type: ignore[attr-defined]
+    r = _wizard_post(ui, token, "cells", cell_capacity_ah="200")
+    # the step stays to show what the new capacity derived
+    assert r.headers["location"] == "/wizard/cells"  # type: ignore[attr-defined]
+    draft = ui.ctx.draft_for("admin")
+    assert draft["protection"]["cell_overvoltage"]["warning"]["threshold"] == 3.55
+    assert draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 200.0
+    page = ui.client.get("/wizard/cells").text
+    row = 'data-path="protection.charge_overcurrent.fault.threshold" class="derived"'
+    assert row in page
+    assert "Charge over-current fault threshold" in page
+    assert "<td>100 A</td>" in page and "<td>200 A</td>" in page
+    assert ov_warning not in page.split('data-testid="rederived-table"')[1].split("</table>")[0]
+    # keep the old value of one of them
+    r = ui.client.post(
+        "/wizard/cells/derived",
+        data={"csrf_token": token, "path": "protection.charge_overcurrent.fault.threshold",
+              "keep": "old"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/wizard/cells"
+    assert ui.ctx.draft_for("admin")["protection"]["charge_overcurrent"]["fault"]["threshold"] == (
+        100.0
+    )
+    page = ui.client.get("/wizard/cells").text
+    assert 'data-path="protection.charge_overcurrent.fault.threshold" class="kept"' in page
+    assert "Use 200" in page
+    # going on: the list is gone, and a later size change keeps the chosen value
+    r = _wizard_post(ui, token, "cells", cell_capacity_ah="200")
+    assert r.headers["location"] == "/wizard/topology"  # type: ignore[attr-defined]
+    r = _wizard_post(ui, token, "cells", cell_capacity_ah="150")
+    draft = ui.ctx.draft_for("admin")
+    assert draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 100.0
+    assert draft["protection"]["cell_overvoltage"]["warning"]["threshold"] == 3.55
+    # a path the last step did not derive is not a choice
+    r = ui.client.post(
+        "/wizard/cells/derived",
+        data={"csrf_token": token, "path": "name", "keep": "old"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404
+
+
+def test_wizard_api_lists_and_chooses_derived_fields(ui: UiHarness) -> None:
+    ui.login()
+    r = ui.client.put("/api/wizard/steps/cells", json={"cell_capacity_ah": "50"})
+    body = r.json()
+    assert r.status_code == 200 and body["rederived"] is True
+    fault = next(
+        c for c in body["changes"] if c["path"] == "protection.charge_overcurrent.fault.threshold"
+    )
+    assert fault == {
+        "path": "protection.charge_overcurrent.fault.threshold",
+        "label": "Charge over-current fault threshold", "unit": "A",
+        "old": 100.0, "new": 50.0, "kept": False,
+    }  # fmt: skip
+    listed = ui.client.get("/api/wizard/steps/cells").json()["changes"]
+    assert listed == body["changes"]
+    assert ui.client.get("/api/wizard/steps/topology").json()["changes"] == []
+    r = ui.client.put("/api/wizard/derived", json={"path": fault["path"], "keep_old": True})
+    assert r.status_code == 200
+    assert next(c for c in r.json()["changes"] if c["path"] == fault["path"])["kept"] is True
+    draft = ui.client.get("/api/wizard/draft").json()["draft"]
+    assert draft["protection"]["charge_overcurrent"]["fault"]["threshold"] == 100.0
+    r = ui.client.put("/api/wizard/derived", json={"path": "name", "keep_old": True})
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("12.5", "&#39;12.5&#39; is not a whole number"),
+        ("twelve", "&#39;twelve&#39; is not a number"),
+    ],
+)
+def test_wizard_shows_invalid_input_as_typed_with_its_error(
+    ui: UiHarness, typed: str, message: str
+) -> None:
+    token = ui.login()
+    r = _wizard_post(ui, token, "topology", topology__modules=typed)
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    page = r.text  # type: ignore[attr-defined]
+    field = page.split('has-error" data-path="topology.modules"')[1].split("</div>")[0]
+    assert f'value="{typed}"' in field
+    assert message in field
+    assert ui.ctx.draft_for("admin")["topology"]["modules"] == 2  # the draft stays valid
+
+
+def test_wizard_range_message_names_the_field_with_units(ui: UiHarness) -> None:
+    token = ui.login()
+    r = _wizard_post(ui, token, "balancing", balancing__threshold_v="20")
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    field = r.text.split('has-error" data-path="balancing.threshold_v"')[1].split("</div>")[0]  # type: ignore[attr-defined]
+    assert "Balancing threshold must be at most 500 mV (got 20 V; 20 mV is 0.02 V)" in field
+    assert 'value="20"' in field
+
+
+def test_event_filters_take_text_as_typed(ui: UiHarness) -> None:
+    ui.login()
+    now = time.time()
+    add_event(ui, now - 1, "warning", "raise", "cell_imbalance", "spread")
+    add_event(ui, now, "fault", "raise", "cell_overvoltage", "cell 4 at 4.31 V", cell=4)
+    for query in ("code=cell%20over", "code=Cell-Overvoltage", "code=%20cell_over%20"):
+        r = ui.client.get(f"/api/events?{query}")
+        assert r.status_code == 200, (query, r.text)
+        assert [e["code"] for e in r.json()] == ["cell_overvoltage"], query
+    for blank in ("code=%20", "code=", "text=", "text=%20%20"):
+        r = ui.client.get(f"/api/events?{blank}")
+        assert r.status_code == 200 and len(r.json()) == 2, blank
+    r = ui.client.get("/api/events?code=ov%21")
+    assert r.status_code == 422
+    assert "letters, digits and '_' only" in r.json()["problems"][0]
+
+
+def test_the_user_name_rule_is_on_the_page_and_in_the_refusal(ui: UiHarness) -> None:
+    token = ui.login()
+    page = ui.client.get("/users").text
+    assert "lower-case letters, digits, &#39;_&#39;, &#39;.&#39; or &#39;-&#39;" in page
+    assert 'title="User name: 2 to 32 characters' in page
+    r = ui.client.post(
+        "/users", data={"csrf_token": token, "username": "J Smith", "password": "long-password-1",
+                        "role": "viewer"},
+    )  # fmt: skip
+    assert "starting with a letter" in r.text

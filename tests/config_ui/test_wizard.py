@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any, get_args
 
 import pytest
@@ -21,6 +22,7 @@ from services.config_ui.wizard import (
     new_draft,
     validate,
 )
+from services.config_ui.wizard.fields import LEVEL_OVERRIDES
 from shared.config import (
     CHEMISTRY_NAMES,
     CanProfile,
@@ -109,6 +111,7 @@ def test_every_config_leaf_appears_in_exactly_one_step() -> None:
         p
         for p in _leaves(draft)
         if p not in ("system_id", "config_version")
+        and p not in LEVEL_OVERRIDES  # their levels live on the Protection step only
         and not (p.startswith("protection.") and p.rsplit(".", 1)[1] in ("direction", "unit"))
     }
     seen: dict[str, list[str]] = {}
@@ -126,7 +129,7 @@ def test_fields_carry_kind_unit_choices_bounds_and_description() -> None:
     assert (ov.kind, ov.unit, ov.group, ov.label) == (
         "number",
         "V",
-        "Cell overvoltage",
+        "Cell over-voltage",
         "Fault threshold",
     )
     assert ov.group_path == "protection.cell_overvoltage"
@@ -329,25 +332,17 @@ def test_capacity_change_rederives_current_thresholds() -> None:
     assert not result.rederived and result.draft["cell_resistance_mohm"] == 0.25
 
 
-# override -> (value, protection levels it sets) for an NMC cell (warning 4.15, alarm 4.20,
-# reset 4.05; UV warning 3.30, alarm 3.20, reset 3.50)
-_HYST_V = 0.05
+# override -> (value, protection level it sets) for an NMC cell (absolute maximum 4.25 V,
+# absolute minimum 3.0 V, damage voltage 2.5 V)
 OVERRIDE_LEVELS = {
-    "ov_warning_v": (4.12, {"cell_overvoltage.warning.threshold": 4.12,
-                            "cell_overvoltage.warning.release": round(4.12 - _HYST_V, 3)}),
-    "ov_alarm_v": (4.22, {"cell_overvoltage.alarm.threshold": 4.22}),
-    "ov_reset_v": (4.0, {"cell_overvoltage.alarm.release": 4.0,
-                         "cell_overvoltage.fault.release": 4.0}),
-    "uv_warning_v": (3.35, {"cell_undervoltage.warning.threshold": 3.35,
-                            "cell_undervoltage.warning.release": round(3.35 + _HYST_V, 3)}),
-    "uv_alarm_v": (3.15, {"cell_undervoltage.alarm.threshold": 3.15}),
-    "uv_reset_v": (3.45, {"cell_undervoltage.alarm.release": 3.45,
-                          "cell_undervoltage.fault.release": 3.45}),
-}  # fmt: skip
+    "ov_limit_v": (4.22, {"cell_overvoltage.fault.threshold": 4.22}),
+    "uv_limit_v": (3.05, {"cell_undervoltage.fault.threshold": 3.05}),
+    "deep_discharge_v": (2.6, {"deep_discharge_v": 2.6}),
+}
 
 
 @pytest.mark.parametrize("override", sorted(OVERRIDE_LEVELS))
-def test_a_voltage_override_becomes_its_protection_level(override: str) -> None:
+def test_a_cell_limit_override_becomes_its_protection_level(override: str) -> None:
     draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
     # a hand-tuned value the override does not move
     draft["protection"]["cell_imbalance"]["warning"]["threshold"] = 0.09
@@ -356,15 +351,18 @@ def test_a_voltage_override_becomes_its_protection_level(override: str) -> None:
     new = result.draft
     assert result.rederived and result.errors == {}
     assert new["chemistry_overrides"][override] == value
+    expected_moved = set()
     for path, expected in levels.items():
         assert _get(new["protection"], path) == expected, path
-        cell_path = path.split(".", 1)[1]
-        pack = "pack_" + path.split(".")[0].removeprefix("cell_")
-        assert _get(new["protection"], f"{pack}.{cell_path}") == pytest.approx(16 * expected)
+        expected_moved.add(path)
+        if path.startswith("cell_"):
+            assert _get(new["protection"], _pack_of(path)) == pytest.approx(16 * expected)
+            expected_moved.add(_pack_of(path))
     # only what the override moves: every other protection value stays as it was
     before, after = dict(_protection_leaves(draft)), dict(_protection_leaves(new))
     moved = {p for p in before if before[p] != after[p]}
-    assert moved == {p for c in levels for p in (c, _pack_of(c))}
+    assert moved == expected_moved
+    assert {c.path.removeprefix("protection.") for c in result.changes} == expected_moved
     assert new["protection"]["cell_imbalance"]["warning"]["threshold"] == 0.09
     config, errors = validate(new)
     assert errors == {} and config is not None
@@ -383,15 +381,15 @@ def _protection_leaves(draft: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 def test_clearing_an_override_returns_its_level_to_the_preset() -> None:
     draft = new_draft("demo", "NMC")
-    draft = _post("cells", draft, chemistry_overrides__ov_warning_v="4.12").draft
-    result = _post("cells", draft, chemistry_overrides__ov_warning_v="")
+    draft = _post("cells", draft, chemistry_overrides__ov_limit_v="4.22").draft
+    result = _post("cells", draft, chemistry_overrides__ov_limit_v="")
     assert result.rederived
     assert result.draft["protection"] == new_draft("demo", "NMC")["protection"]
 
 
 def test_an_inconsistent_override_moves_no_level_and_is_reported() -> None:
     draft = new_draft("demo", "NMC")
-    result = _post("cells", draft, chemistry_overrides__ov_alarm_v="4.18")  # below charge_v 4.2
+    result = _post("cells", draft, chemistry_overrides__ov_limit_v="4.18")  # below the alarm
     assert not result.rederived
     assert result.draft["protection"] == draft["protection"]
     _, errors = validate(result.draft)
@@ -400,12 +398,12 @@ def test_an_inconsistent_override_moves_no_level_and_is_reported() -> None:
 
 def test_a_new_size_keeps_the_overridden_levels() -> None:
     draft = new_draft("demo", "NMC", modules=2, cells_per_module=8)
-    draft = _post("cells", draft, chemistry_overrides__uv_alarm_v="3.15").draft
+    draft = _post("cells", draft, chemistry_overrides__uv_limit_v="3.05").draft
     result = _post("topology", draft, topology__modules="3")
     assert result.rederived
-    assert result.draft["protection"]["cell_undervoltage"]["alarm"]["threshold"] == 3.15
-    assert result.draft["protection"]["pack_undervoltage"]["alarm"]["threshold"] == pytest.approx(
-        24 * 3.15
+    assert result.draft["protection"]["cell_undervoltage"]["fault"]["threshold"] == 3.05
+    assert result.draft["protection"]["pack_undervoltage"]["fault"]["threshold"] == pytest.approx(
+        24 * 3.05
     )
 
 
@@ -447,9 +445,11 @@ def test_alarm_above_fault_is_reported_at_the_quantity_in_the_protection_step() 
     result = _post("protection", draft, protection__cell_overvoltage__alarm__threshold="3.9")
     assert result.errors == {}
     assert result.draft["protection"]["cell_overvoltage"]["alarm"]["threshold"] == 3.9
+    # the pack alarm follows the cell's (16 x 3.9 V), and is then above the pack fault too
+    assert result.draft["protection"]["pack_overvoltage"]["alarm"]["threshold"] == 62.4
     config, errors = validate(result.draft)
     assert config is None
-    assert list(errors) == ["protection.cell_overvoltage"]
+    assert set(errors) == {"protection.cell_overvoltage", "protection.pack_overvoltage"}
     assert any(
         "alarm threshold" in m and "fault threshold" in m
         for m in errors["protection.cell_overvoltage"]
@@ -457,6 +457,7 @@ def test_alarm_above_fault_is_reported_at_the_quantity_in_the_protection_step() 
     assert errors_for_step("protection", errors) == errors
     assert errors_for_step("balancing", errors) == {}
     assert first_step_with_errors(errors) == "protection"
+    assert result.draft["protection"]["pack_overvoltage"]["fault"]["threshold"] == 60.8
     group_paths = {f.group_path for f in fields_for_step("protection", result.draft)}
     assert "protection.cell_overvoltage" in group_paths
 
@@ -472,7 +473,9 @@ def test_system_level_problems_land_on_their_field() -> None:
     # a field error: the system-level checks only run once every field is valid
     draft["cell_resistance_mohm"] = -1.0
     _, errors = validate(draft)
-    assert errors == {"cell_resistance_mohm": ["must be greater than 0.0 (got -1.0)"]}
+    assert errors == {
+        "cell_resistance_mohm": ["Cell resistance must be greater than 0 mΩ (got -1 mΩ)"]
+    }
     assert first_step_with_errors(errors) == "cells"
     assert errors_for_step("cells", errors) == errors
 
@@ -496,16 +499,17 @@ def test_non_number_reports_a_parse_error_and_keeps_the_old_value() -> None:
     result = apply_form(
         "protection", draft, {**_form(fields_for_step("protection", draft)), path: "3,8x"}
     )
-    assert result.errors == {path: ["not a number"]}
+    assert result.errors == {path: ["'3,8x' is not a number"]}
+    assert result.typed == {path: "3,8x"}
     assert _get(result.draft, path) == 3.8
     result = _post("topology", draft, topology__modules="2.5", topology__cells_per_module="")
     assert result.errors == {
-        "topology.modules": ["not a whole number"],
+        "topology.modules": ["'2.5' is not a whole number"],
         "topology.cells_per_module": ["a value is required"],
     }
     assert result.draft["topology"] == draft["topology"]
     result = _post("current_sensor", draft, current_sensor__gain="nan")
-    assert result.errors == {"current_sensor.gain": ["not a finite number"]}
+    assert result.errors == {"current_sensor.gain": ["'nan' is not a finite number"]}
 
 
 def test_empty_optional_is_none_and_lists_parse() -> None:
@@ -529,7 +533,7 @@ def test_empty_optional_is_none_and_lists_parse() -> None:
     assert back.draft["cell_resistance_mohm"] is None
     assert back.draft["chemistry_overrides"]["ocv_table_v"] is None
     bad = _post("cells", new, chemistry_overrides__ocv_table_v="2.8, x")
-    assert bad.errors == {"chemistry_overrides.ocv_table_v": ["'x': not a number"]}
+    assert bad.errors == {"chemistry_overrides.ocv_table_v": ["'x' is not a number"]}
 
 
 def test_select_accepts_only_its_choices() -> None:
@@ -635,7 +639,7 @@ def test_level_charts_match_the_config() -> None:
         assert chart.axis[1] > max(values)
     preset = get_preset("NMC")
     assert charts["cell_overvoltage"].normal == (preset.discharge_cutoff_v, preset.charge_v)
-    assert charts["cell_overvoltage"].title == "Cell overvoltage"
+    assert charts["cell_overvoltage"].title == "Cell over-voltage"
     assert charts["cell_overvoltage"].unit == "V"
     assert charts["cell_overtemp_charge"].unit == "°C"
     assert charts["pack_undervoltage"].normal == pytest.approx(
@@ -738,3 +742,277 @@ def test_validate_accepts_a_valid_draft() -> None:
     assert errors == {} and config is not None
     assert config.system_id == "site-1" and config.total_cells == 48
     assert wizard.draft_from_config(config) == draft
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing changes behind the user's back (issue 14)
+
+OV = "protection.cell_overvoltage"
+CHARGE_OC = "protection.charge_overcurrent"
+
+
+def test_capacity_change_keeps_hand_tuned_thresholds_and_lists_what_it_derives() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    tuned = _post(
+        "protection",
+        draft,
+        **{
+            "protection__cell_overvoltage__warning__threshold": "3.55",
+            "protection__cell_overvoltage__fault__threshold": "3.75",
+            "protection__pack_overvoltage__fault__threshold": "60",  # 16 x 3.75 V
+            "protection__charge_overcurrent__warning__threshold": "85",
+        },
+    )
+    assert tuned.edited == {
+        f"{OV}.warning.threshold",
+        f"{OV}.fault.threshold",
+        "protection.pack_overvoltage.fault.threshold",
+        f"{CHARGE_OC}.warning.threshold",
+    }
+    assert validate(tuned.draft)[1] == {}
+    result = apply_form(
+        "cells",
+        tuned.draft,
+        {**_form(fields_for_step("cells", tuned.draft)), "cell_capacity_ah": "200"},
+        edited=tuned.edited,
+    )
+    new = result.draft
+    assert result.rederived and result.errors == {}
+    # the hand-tuned voltages stay (the issue's example: 3.55 -> 3.5 and 3.75 -> 3.8)
+    assert _get(new, f"{OV}.warning.threshold") == 3.55
+    assert _get(new, f"{OV}.fault.threshold") == 3.75
+    # the current thresholds follow the capacity, but the hand-tuned one stays and is offered
+    assert _get(new, f"{CHARGE_OC}.fault.threshold") == 200.0
+    assert _get(new, f"{CHARGE_OC}.warning.threshold") == 85.0
+    # with its release: a level's threshold and release are one setting
+    assert _get(new, f"{CHARGE_OC}.warning.release") == 72.0
+    changes = {c.path: c for c in result.changes}
+    fault = changes[f"{CHARGE_OC}.fault.threshold"]
+    assert (fault.old, fault.new, fault.kept) == (100.0, 200.0, False)
+    warning = changes[f"{CHARGE_OC}.warning.threshold"]
+    assert (warning.old, warning.new, warning.kept) == (85.0, 160.0, True)
+    # only what the capacity moves is listed: no voltage level
+    assert not any(p.startswith(OV) for p in changes)
+    assert validate(new)[1] == {}
+
+
+def test_values_differing_from_the_old_derivation_count_as_hand_tuned() -> None:
+    """A draft opened from an applied version has no edit record: its tuned values differ
+    from what the preset derives, and that is what keeps them."""
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    draft["protection"]["cell_overvoltage"]["warning"]["threshold"] = 3.55
+    draft["protection"]["discharge_overcurrent"]["alarm"]["threshold"] = 95.0
+    result = _post("cells", draft, cell_capacity_ah="50")
+    assert _get(result.draft, f"{OV}.warning.threshold") == 3.55
+    assert _get(result.draft, "protection.discharge_overcurrent.alarm.threshold") == 95.0
+    assert _get(result.draft, "protection.discharge_overcurrent.fault.threshold") == 50.0
+    kept = {c.path for c in result.changes if c.kept}
+    assert kept == {
+        "protection.discharge_overcurrent.alarm.threshold",
+        "protection.discharge_overcurrent.alarm.release",
+    }
+
+
+def test_a_size_change_derives_from_the_chemistry_as_overridden() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, chemistry_overrides__balance_start_v="3.35")
+    assert result.draft["balancing"]["min_cell_voltage_v"] == 3.35
+    result = _post("cells", result.draft, cell_capacity_ah="200")
+    assert result.draft["balancing"]["min_cell_voltage_v"] == 3.35
+    assert result.draft["chemistry_overrides"]["balance_start_v"] == 3.35
+
+
+def test_each_rederived_field_can_keep_its_old_value_and_back() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, cell_capacity_ah="200")
+    path = f"{CHARGE_OC}.fault.threshold"
+    change = next(c for c in result.changes if c.path == path)
+    kept = wizard.choose(result.draft, frozenset(), result.changes, path, keep_old=True)
+    assert _get(kept.draft, path) == 100.0
+    assert path in kept.edited
+    assert next(c for c in kept.changes if c.path == path) == replace(change, kept=True)
+    # its release goes with it (a level's threshold and release are one setting)
+    release = f"{CHARGE_OC}.fault.release"
+    assert _get(kept.draft, release) == 90.0 and release in kept.edited
+    # the other changes stay as they were
+    pair = {path, release}
+    assert [c for c in kept.changes if c.path not in pair] == [
+        c for c in result.changes if c.path not in pair
+    ]
+    back = wizard.choose(kept.draft, kept.edited, kept.changes, path, keep_old=False)
+    assert _get(back.draft, path) == 200.0 and path not in back.edited
+    assert _get(back.draft, release) == 180.0 and release not in back.edited
+    assert back.changes == result.changes
+    with pytest.raises(KeyError):
+        wizard.choose(result.draft, frozenset(), result.changes, "protection.nope", keep_old=True)
+
+
+def test_rederived_fields_are_labelled_for_people() -> None:
+    draft = new_draft("demo", "LFP", cell_capacity_ah=100.0)
+    result = _post("cells", draft, cell_capacity_ah="200")
+    rows = {r.path: r for r in wizard.describe_changes(result.changes, result.draft)}
+    row = rows[f"{CHARGE_OC}.fault.threshold"]
+    assert (row.step, row.label, row.old, row.new, row.unit) == (
+        "protection", "Charge over-current fault threshold", "100", "200", "A"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "typed", "message"),
+    [
+        ("topology.modules", "12.5", "'12.5' is not a whole number"),
+        ("topology.modules", "twelve", "'twelve' is not a number"),
+        ("topology.cells_per_module", "", "a value is required"),
+    ],
+)
+def test_invalid_input_is_shown_as_typed_with_its_error(
+    path: str, typed: str, message: str
+) -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post("topology", draft, **{path.replace(".", "__"): typed})
+    assert result.errors == {path: [message]}
+    assert result.typed == {path: typed}
+    assert _get(result.draft, path) == _get(draft, path)  # the draft keeps a valid value
+    shown = next(
+        f for f in fields_for_step("topology", result.draft, result.typed) if f.path == path
+    )
+    assert shown.value == typed
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("balancing.threshold_v", 20.0,
+         "Balancing threshold must be at most 500 mV (got 20 V; 20 mV is 0.02 V)"),
+        ("balancing.threshold_v", 0.0, "Balancing threshold must be greater than 0 V (got 0 V)"),
+        ("topology.temp_sensors_per_module", 65,
+         "Topology temperature sensors per module must be at most 64 (got 65)"),
+        ("protection.charge_overcurrent.fault.delay_s", -1.0,
+         "Charge over-current fault delay must be at least 0 s (got -1 s)"),
+        ("protection.insulation_fault_ohm", -5.0,
+         "Protection insulation fault must be greater than 0 Ω (got -5 Ω)"),
+    ],
+)  # fmt: skip
+def test_range_messages_name_the_field_and_carry_units(path: str, value: Any, message: str) -> None:
+    draft = new_draft("demo", "LFP")
+    node = draft
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    _, errors = validate(draft)
+    assert errors[path] == [message]
+
+
+def test_quantities_read_in_the_unit_people_use() -> None:
+    from services.config_ui.wizard.validation import quantity
+
+    assert quantity(0.5, "V") == "500 mV"
+    assert quantity(0.02, "V") == "20 mV"
+    assert quantity(3.65, "V") == "3.65 V"
+    assert quantity(0.0, "V") == "0 V"
+    assert quantity(50_000.0, "Ω") == "50 kΩ"
+    assert quantity(2e6, "Ω") == "2 MΩ"
+    assert quantity(0.2, "s") == "200 ms"
+    assert quantity(12, "") == "12"
+    assert quantity(45.0, "°C") == "45 °C"
+
+
+def test_each_threshold_lives_in_one_place_with_the_same_words() -> None:
+    draft = new_draft("demo", "LFP")
+    cells = {f.path: f for f in fields_for_step("cells", draft)}
+    protection = {f.path: f for f in fields_for_step("protection", draft)}
+    # the warning/alarm levels and their releases: on the Protection step only
+    assert not LEVEL_OVERRIDES & set(cells)
+    for quantity in ("cell_overvoltage", "cell_undervoltage"):
+        for level in ("warning", "alarm", "fault"):
+            for attr in ("threshold", "release"):
+                assert f"protection.{quantity}.{level}.{attr}" in protection
+    # the cell's datasheet limits stay with the cell data, named as limits that bound a fault
+    limit = cells["chemistry_overrides.ov_limit_v"]
+    assert limit.label == "Absolute maximum voltage"
+    assert "over-voltage fault threshold (Protection step)" in limit.description
+    assert cells["chemistry_overrides.deep_discharge_v"].label == "Damage voltage"
+    assert protection["protection.deep_discharge_v"].label == "Deep-discharge fault"
+    # one vocabulary: warning, alarm, fault, release (no 'reset' or 'OV limit' levels)
+    labels = [f.label for f in [*cells.values(), *protection.values()]]
+    assert not [label for label in labels if "reset" in label.lower() or "OV " in label]
+    groups = {f.group for f in protection.values()}
+    assert {"Cell over-voltage", "Cell under-voltage", "Pack over-voltage"} <= groups
+
+
+def test_pack_voltage_levels_follow_a_cell_level_the_user_sets() -> None:
+    draft = new_draft("demo", "LFP", modules=2, cells_per_module=8)  # 16 cells
+    result = _post("protection", draft, protection__cell_overvoltage__warning__threshold="3.55")
+    pack = "protection.pack_overvoltage.warning.threshold"
+    assert _get(result.draft, pack) == 56.8  # 16 x 3.55 V, was 16 x 3.5 V
+    assert [(c.path, c.old, c.new, c.kept) for c in result.changes] == [(pack, 56.0, 56.8, False)]
+    assert validate(result.draft)[1] == {}
+    # a pack level the user set stays, and is offered
+    result = _post(
+        "protection",
+        draft,
+        protection__cell_undervoltage__fault__threshold="2.6",
+        protection__pack_undervoltage__fault__threshold="41",
+    )
+    assert _get(result.draft, "protection.pack_undervoltage.fault.threshold") == 41.0
+    assert result.changes == ()
+    later = apply_form(
+        "protection",
+        result.draft,
+        {**_form(fields_for_step("protection", result.draft)),
+         "protection.cell_undervoltage.fault.threshold": "2.65"},
+        edited=result.edited,
+    )  # fmt: skip
+    assert _get(later.draft, "protection.pack_undervoltage.fault.threshold") == 41.0
+    assert [(c.path, c.new, c.kept) for c in later.changes] == [
+        ("protection.pack_undervoltage.fault.threshold", 42.4, True)
+    ]
+    # a pack level set apart from the cells (not n x the cell level) is left alone
+    draft["protection"]["pack_overvoltage"]["fault"]["threshold"] = 60.0
+    result = _post("protection", draft, protection__cell_overvoltage__fault__threshold="3.78")
+    assert _get(result.draft, "protection.pack_overvoltage.fault.threshold") == 60.0
+    assert result.changes == ()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    draft=drafts(),
+    capacity=st.floats(1.0, 2000.0).map(lambda c: round(c, 1)),
+    modules=st.integers(1, 8),
+    data=st.data(),
+)
+def test_a_new_size_never_changes_a_field_the_user_set(
+    draft: dict[str, Any], capacity: float, modules: int, data: st.DataObject
+) -> None:
+    derived = sorted(
+        p for p in _leaves(draft)
+        if p.startswith(("protection.", "balancing.")) and p.rsplit(".", 1)[1] not in
+        ("direction", "unit")
+    )  # fmt: skip
+    edited = frozenset(data.draw(st.lists(st.sampled_from(derived), max_size=8)))
+    cells = apply_form(
+        "cells",
+        draft,
+        {**_form(fields_for_step("cells", draft)), "cell_capacity_ah": str(capacity)},
+        edited=edited,
+    )
+    result = apply_form(
+        "topology",
+        cells.draft,
+        {**_form(fields_for_step("topology", cells.draft)), "topology.modules": str(modules)},
+        edited=edited,
+    )
+    for path in edited:
+        assert _get(result.draft, path) == _get(draft, path), path
+    # every field that moved is listed, with where it came from
+    for step_result, before in ((cells, draft), (result, cells.draft)):
+        listed = {c.path: c for c in step_result.changes}
+        for path in derived:
+            if _get(step_result.draft, path) != _get(before, path):
+                change = listed[path]
+                assert (change.old, change.new, change.kept) == (
+                    _get(before, path),
+                    _get(step_result.draft, path),
+                    False,
+                )

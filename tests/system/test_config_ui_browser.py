@@ -138,22 +138,88 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.select_option('select[name="chemistry"]', "LFP")
             page.fill('input[name="name"]', "Browser rack")
             page.click('[data-testid="next"]')
-            page.fill('input[name="cell_capacity_ah"]', "50")
+            # bad input is shown as typed, beside its error, and the draft keeps a valid value
+            capacity = 'input[name="cell_capacity_ah"]'
+            page.fill(capacity, "fifty")
             page.click('[data-testid="next"]')
-            page.fill('input[name="topology.modules"]', "2")
+            expect(page.locator(capacity)).to_have_value("fifty")
+            expect(page.locator('.field[data-path="cell_capacity_ah"] .field-error')).to_have_text(
+                "'fifty' is not a number"
+            )
+            page.screenshot(path=shots / "02a-wizard-bad-input.png", full_page=True)
+            page.fill(capacity, "50")
+            page.click('[data-testid="next"]')
+            # a new capacity derives the current thresholds again: the step lists each
+            changes = page.locator('[data-testid="rederived-table"]')
+            fault_row = changes.locator(
+                'tr[data-path="protection.charge_overcurrent.fault.threshold"]'
+            )
+            expect(fault_row).to_contain_text("100 A")
+            expect(fault_row).to_contain_text("50 A (derived)")
+            page.click('[data-testid="next"]')
+            modules = 'input[name="topology.modules"]'
+            page.fill(modules, "12.5")
+            page.click('[data-testid="next"]')
+            expect(page.locator(modules)).to_have_value("12.5")
+            expect(page.locator('.field[data-path="topology.modules"] .field-error')).to_have_text(
+                "'12.5' is not a whole number"
+            )
+            page.fill(modules, "2")
             page.fill('input[name="topology.cells_per_module"]', "8")
             page.screenshot(path=shots / "02-wizard-topology.png", full_page=True)
             page.click('[data-testid="next"]')
             # 4: protection, three levels on one chart; a wrong value is shown at its field
             expect(page.locator('[data-testid="level-chart-cell_overvoltage"]')).to_be_visible()
+            # a hand-tuned threshold (the example: 3.55 V, not the preset's 3.5 V)
+            ov_warning = 'input[name="protection.cell_overvoltage.warning.threshold"]'
+            page.fill(ov_warning, "3.55")
+            # back to the cell data through the step list: first the step shows that the
+            # pack level follows the cell level (16 x 3.55 V)
+            page.click('button[name="go"][value="cells"]')
+            pack_row = changes.locator(
+                'tr[data-path="protection.pack_overvoltage.warning.threshold"]'
+            )
+            expect(pack_row).to_contain_text("56.8 V (derived)")
+            page.click('button[name="go"][value="cells"]')
+            # the capacity changes once more
+            expect(page.locator('[data-testid="wizard-title"]')).to_contain_text("Cell data")
+            page.fill(capacity, "100")
+            page.click('[data-testid="next"]')
+            expect(changes).to_be_visible()
+            expect(changes).not_to_contain_text("Cell over-voltage")  # the tuned level stays
+            # keep the old discharge warning level (its release goes with it)
+            warning_row = changes.locator(
+                'tr[data-path="protection.discharge_overcurrent.warning.threshold"]'
+            )
+            expect(warning_row).to_contain_text("40 A")
+            warning_row.locator('[data-testid="keep-old"]').click()
+            expect(warning_row).to_contain_text("40 A (kept)")
+            expect(
+                changes.locator('tr[data-path="protection.discharge_overcurrent.warning.release"]')
+            ).to_contain_text("(kept)")
+            page.screenshot(path=shots / "02b-wizard-capacity-rederived.png", full_page=True)
+            page.click('[data-testid="next"]')  # cell data
+            page.click('[data-testid="next"]')  # topology
+            expect(page.locator(ov_warning)).to_have_value("3.55")
+            expect(
+                page.locator('input[name="protection.discharge_overcurrent.warning.threshold"]')
+            ).to_have_value("40")
+            expect(
+                page.locator('input[name="protection.discharge_overcurrent.fault.threshold"]')
+            ).to_have_value("100")
             field = 'input[name="protection.cell_overvoltage.alarm.threshold"]'
             good = page.input_value(field)
             page.fill(field, "9")
             page.click('[data-testid="next"]')
-            group = page.locator("fieldset", has_text="Cell overvoltage").first
+            group = page.locator("fieldset", has_text="Cell over-voltage").first
             expect(group.locator(".field-error").first).to_contain_text("threshold")
             page.screenshot(path=shots / "03-wizard-protection-error.png", full_page=True)
             page.fill(field, good)
+            page.click('[data-testid="next"]')
+            # the pack alarm followed the cell alarm to 16 x 9 V and back: listed, then on
+            expect(
+                changes.locator('tr[data-path="protection.pack_overvoltage.alarm.threshold"]')
+            ).to_contain_text("58.4 V (derived)")
             page.click('[data-testid="next"]')
             # 5-8: balancing and interfaces keep their defaults; the devices are where the
             # plant serves them

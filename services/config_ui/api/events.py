@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from services.config_ui.api.deps import Ctx, Viewer
 from services.config_ui.context import UiContext
@@ -34,14 +35,45 @@ async def query_events(ctx: UiContext, f: EventFilter) -> list[dict[str, Any]]:
     return rows
 
 
+_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
+_CODE_SEPARATORS = re.compile(r"[\s-]+")
+
+
 class EventFilter(BaseModel):
+    """The event log's filters as the page's form sends them: text as typed, blank = any."""
+
     since_ts: float = Field(0.0, ge=0.0, le=1e10)
     until_ts: float | None = Field(None, ge=0.0, le=1e10)
     min_level: EventLevel = "info"
     kind: EventKind | None = None
-    code: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$", description="part of the code")
-    text: str | None = Field(None, min_length=1, max_length=100, description="part of the text")
+    code: str | None = Field(
+        None,
+        max_length=200,
+        description="part of the code; case, spaces and '-' are read as in the codes "
+        "('Cell over' finds cell_overvoltage)",
+    )
+    text: str | None = Field(None, max_length=100, description="part of the text")
     limit: int = Field(500, ge=1, le=1000)
+
+    @field_validator("code", "text", mode="before")
+    @classmethod
+    def _blank_is_any(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _as_in_the_codes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = _CODE_SEPARATORS.sub("_", value.casefold())
+        if not _CODE.match(code):
+            raise ValueError(
+                f"an event code has letters, digits and '_' only (e.g. cell_overvoltage); "
+                f"{value!r} cannot be part of one"
+            )
+        return code
 
 
 @router.get("/events", tags=["events"])

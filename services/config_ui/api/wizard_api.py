@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException
+from pydantic import BaseModel, Field
 
 from services.config_ui import wizard
 from services.config_ui.api.configuration import RollbackBody, diff_info, version_info
@@ -29,13 +30,17 @@ def wizard_draft(session: Admin, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/wizard/steps/{key}", tags=["wizard"])
 def wizard_fields(key: str, session: Admin, ctx: Ctx) -> dict[str, Any]:
-    """The fields of one step, with values from your draft and their problems."""
+    """The fields of one step, with values from your draft and their problems, and the
+    derived fields its last submission moved or kept."""
     _step(key)
     draft = ctx.draft_for(session.username)
     _, errors = wizard.validate(draft)
+    changed_in, changes = ctx.rederivations.get(session.username, ("", ()))
     return {
         "fields": [f.__dict__ for f in wizard.fields_for_step(key, draft)],
         "errors": wizard.errors_for_step(key, errors),
+        # what this step's last submission derived again (or kept), until the next one
+        "changes": _changes(changes, draft) if changed_in == key else [],
     }
 
 
@@ -45,17 +50,50 @@ def wizard_submit(
 ) -> dict[str, Any]:
     """Set the fields of one step (values as text, as a form sends them)."""
     _step(key)
-    result = wizard.apply_form(key, ctx.draft_for(session.username), form)
-    ctx.drafts[session.username] = result.draft
+    result = ctx.submit_step(session.username, key, form)
     _, errors = wizard.validate(result.draft)
     step_errors = {**wizard.errors_for_step(key, errors), **result.errors}
-    return {"errors": step_errors, "rederived": result.rederived, "next": wizard.next_step(key)}
+    return {
+        "errors": step_errors,
+        "rederived": result.rederived,
+        "changes": _changes(result.changes, result.draft),
+        "next": wizard.next_step(key),
+    }
+
+
+def _changes(
+    changes: tuple[wizard.Rederivation, ...], draft: dict[str, Any]
+) -> list[dict[str, Any]]:
+    rows = {r.path: r for r in wizard.describe_changes(changes, draft)}
+    return [
+        {"path": c.path, "label": rows[c.path].label, "unit": rows[c.path].unit,
+         "old": c.old, "new": c.new, "kept": c.kept}
+        for c in changes
+    ]  # fmt: skip
+
+
+class DerivedChoice(BaseModel):
+    path: str = Field(min_length=1, max_length=200)
+    keep_old: bool
+    """True: the field takes its value from before the change again; False: the derived one."""
+
+
+@router.put("/wizard/derived", tags=["wizard"])
+def wizard_choose_derived(session: Admin, ctx: Ctx, body: DerivedChoice) -> dict[str, Any]:
+    """For a field the last step submitted derived again (or kept): keep the old value or
+    take the derived one. The answer lists those fields with the choice made."""
+    try:
+        ctx.choose_derived(session.username, body.path, keep_old=body.keep_old)
+    except KeyError as exc:
+        raise HTTPException(404, f"the last step derived no field {body.path!r}") from exc
+    _, changes = ctx.rederivations[session.username]
+    return {"changes": _changes(changes, ctx.draft_for(session.username))}
 
 
 @router.delete("/wizard/draft", tags=["wizard"], status_code=204)
 def wizard_discard(session: Admin, ctx: Ctx) -> None:
     """Start again from the active configuration."""
-    ctx.drafts.pop(session.username, None)
+    ctx.drop_draft(session.username)
 
 
 @router.get("/wizard/review", tags=["wizard"])
@@ -92,7 +130,7 @@ def wizard_apply(session: Admin, ctx: Ctx, body: RollbackBody | None = None) -> 
         )
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from exc
-    ctx.drafts.pop(session.username, None)
+    ctx.drop_draft(session.username)
     return version_info(version)
 
 

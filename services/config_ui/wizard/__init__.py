@@ -9,6 +9,13 @@ step that owns its section without any change here.
 from __future__ import annotations
 
 from services.config_ui.wizard.charts import LevelChart, level_charts
+from services.config_ui.wizard.derivation import (
+    ChangeRow,
+    Choice,
+    Rederivation,
+    choose,
+    describe_changes,
+)
 from services.config_ui.wizard.draft_access import ocv_source
 from services.config_ui.wizard.drafts import FormResult, apply_form, draft_from_config, new_draft
 from services.config_ui.wizard.fields import FieldSpec, fields_for_step
@@ -24,11 +31,16 @@ from services.config_ui.wizard.validation import errors_for_step, first_step_wit
 
 __all__ = [
     "STEPS",
+    "ChangeRow",
+    "Choice",
     "FieldSpec",
     "FormResult",
     "LevelChart",
+    "Rederivation",
     "WizardStep",
     "apply_form",
+    "choose",
+    "describe_changes",
     "draft_from_config",
     "errors_for_step",
     "fields_for_step",

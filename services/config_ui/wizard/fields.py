@@ -47,7 +47,41 @@ class FieldSpec:
 
 
 # The app sets these; ThreeLevel's direction and unit are fixed by the quantity.
-_SKIPPED = frozenset({"system_id", "config_version"})
+# Chemistry overrides that only seed protection levels (ProtectionConfig.from_chemistry): each
+# of those levels lives in one place, the Protection step's cell over-/under-voltage levels,
+# which keep the user's values through any later derivation. They stay in the model (imported
+# files and the derivation still use them), but the wizard does not show them twice.
+LEVEL_OVERRIDES = frozenset(
+    f"chemistry_overrides.{name}"
+    for name in ("ov_warning_v", "ov_alarm_v", "ov_reset_v", "uv_warning_v", "uv_alarm_v",
+                 "uv_reset_v")
+)  # fmt: skip
+_SKIPPED = frozenset({"system_id", "config_version"}) | LEVEL_OVERRIDES
+# Name and help by path, where the field's own name says too little or the same as another's:
+# the cell's datasheet limits (Cell data) bound the protection faults (Protection).
+_PATH_TEXT: dict[str, tuple[str, str]] = {
+    "chemistry_overrides.ov_limit_v": (
+        "Absolute maximum voltage",
+        "The cell's absolute maximum (datasheet). The cell over-voltage fault threshold "
+        "(Protection step) is derived from it and may not be above it.",
+    ),
+    "chemistry_overrides.uv_limit_v": (
+        "Absolute minimum voltage",
+        "The cell's absolute minimum (datasheet). The cell under-voltage fault threshold "
+        "(Protection step) is derived from it and may not be below it.",
+    ),
+    "chemistry_overrides.deep_discharge_v": (
+        "Damage voltage",
+        "Below this the cell is damaged (datasheet). The deep-discharge fault (Protection step) "
+        "is derived from it and may not be below it.",
+    ),
+    "protection.deep_discharge_v": (
+        "Deep-discharge fault",
+        "A cell below this is damaged: a latched fault, cleared only by a service reset. At "
+        "least the cell's damage voltage (Cell data step), at most the cell under-voltage fault "
+        "threshold.",
+    ),
+}
 _FIXED_LEVEL_FIELDS = frozenset({"direction", "unit"})
 
 _UNIT_SUFFIXES = (
@@ -55,6 +89,7 @@ _UNIT_SUFFIXES = (
     ("_ohm", "Ω"),
     ("_ah", "Ah"),
     ("_ma", "mA"),
+    ("_ms", "ms"),
     ("_pct", "%"),
     ("_v", "V"),
     ("_a", "A"),
@@ -69,11 +104,14 @@ _WORDS = {
     "comm": "communication",
     "dc": "DC",
     "id": "ID",
+    "io": "I/O",
     "max": "maximum",
     "min": "minimum",
     "ocv": "OCV",
     "ov": "OV",
     "overcurrent": "over-current",
+    "overvoltage": "over-voltage",
+    "undervoltage": "under-voltage",
     "rtu": "RTU",
     "soc": "SOC",
     "tcp": "TCP",
@@ -165,9 +203,9 @@ def _to_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError("not a number") from None
+        raise ValueError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError("not a finite number")
+        raise ValueError(f"{text!r} is not a finite number")
     return value
 
 
@@ -179,9 +217,9 @@ def _to_int(text: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError("not a whole number") from None
+        raise ValueError(f"{text!r} is not a number") from None
     if not value.is_integer():
-        raise ValueError("not a whole number")
+        raise ValueError(f"{text!r} is not a whole number")
     return int(value)
 
 
@@ -295,6 +333,8 @@ def _walk(model: type[BaseModel], prefix: str, ctx: _Context) -> Iterator[_Leaf]
         low, high = _bounds(info.metadata)
         description = _clean(info.description)
         label = _label(name)
+        if path in _PATH_TEXT:
+            label, description = _PATH_TEXT[path]
         unit = _unit_of(name)
         unit_path = ""
         fallback = ""
@@ -339,6 +379,40 @@ def step_leaves(key: str) -> tuple[_Leaf, ...]:
     return tuple(
         leaf for section in sections for leaf in _leaves() if in_sections(leaf.path, (section,))
     )
+
+
+@cache
+def _leaf_index() -> dict[str, _Leaf]:
+    return {leaf.path: leaf for leaf in _leaves()}
+
+
+def leaf_of(path: str) -> _Leaf | None:
+    """The form field at `path`, or None if the wizard shows no field there."""
+    return _leaf_index().get(path)
+
+
+def full_label(leaf: _Leaf) -> str:
+    """The field's name with its group, as people say it: 'Balancing threshold',
+    'Charge over-current fault threshold', 'Cell capacity'."""
+    if not leaf.group:
+        return leaf.label
+    label = leaf.label
+    if not label[:2].isupper():  # 'OV warning', 'CAN channel' keep their capitals
+        label = label[:1].lower() + label[1:]
+    return f"{leaf.group} {label}"
+
+
+def unit_of(leaf: _Leaf, draft: Mapping[str, Any]) -> str:
+    """The field's unit as shown (ThreeLevel thresholds read theirs from the draft)."""
+    if not leaf.unit_path:
+        return leaf.unit
+    raw_unit = get_path(draft, leaf.unit_path)
+    return UNIT_NAMES.get(raw_unit, raw_unit) if isinstance(raw_unit, str) else ""
+
+
+def render_value(leaf: _Leaf, value: Any) -> str:
+    """A draft value as the form shows it."""
+    return _render(leaf, value)
 
 
 @cache
@@ -396,7 +470,8 @@ def parse_value(leaf: _Leaf, raw: str | None) -> Any:
             try:
                 values.append(leaf.item(t))
             except ValueError as exc:
-                raise ValueError(f"{t!r}: {exc}") from None
+                message = str(exc)
+                raise ValueError(message if repr(t) in message else f"{t!r}: {message}") from None
         return values
     if not text:
         if leaf.optional:
@@ -420,25 +495,32 @@ def _description(leaf: _Leaf, preset: ChemistryPreset | None, unit: str) -> str:
     return f"{leaf.description} Empty: {shown} is used.".strip()
 
 
-def fields_for_step(key: str, draft: Mapping[str, Any]) -> list[FieldSpec]:
-    """The form fields of step `key` with their current values from `draft` (may be invalid)."""
+def fields_for_step(
+    key: str, draft: Mapping[str, Any], typed: Mapping[str, str] | None = None
+) -> list[FieldSpec]:
+    """The form fields of step `key` with their current values from `draft` (may be invalid).
+
+    `typed`: text the user posted that did not parse, shown as typed instead of the draft's
+    value (which stays the last valid one), so the error sits beside what it is about.
+    """
     title = step(key).title
     chemistry = chemistry_name(draft)
     # the bare preset: an empty override falls back to it, not to the other overrides
     preset = get_preset(chemistry) if chemistry is not None else None
     out: list[FieldSpec] = []
+    typed = typed or {}
     for leaf in step_leaves(key):
-        unit = leaf.unit
-        if leaf.unit_path:
-            raw_unit = get_path(draft, leaf.unit_path)
-            unit = UNIT_NAMES.get(raw_unit, raw_unit) if isinstance(raw_unit, str) else ""
+        unit = unit_of(leaf, draft)
+        value = (
+            typed[leaf.path] if leaf.path in typed else _render(leaf, get_path(draft, leaf.path))
+        )
         out.append(
             FieldSpec(
                 path=leaf.path,
                 label=leaf.label,
                 group=leaf.group or title,
                 kind=leaf.kind,
-                value=_render(leaf, get_path(draft, leaf.path)),
+                value=value,
                 unit=unit,
                 choices=leaf.choices,
                 optional=leaf.optional,

@@ -24,15 +24,18 @@ STEPS: tuple[WizardStep, ...] = (
         "Chemistry preset",
         ("chemistry", "name"),
         "Choose the cell chemistry: every threshold is pre-filled from its preset. Changing it "
-        "later derives protection, balancing and the CAN profile again and clears the overrides.",
+        "later derives protection, balancing and the CAN profile again and clears the overrides; "
+        "each setting it changes is listed, and can keep its old value.",
     ),
     WizardStep(
         "cells",
         "Cell data",
         ("cell_capacity_ah", "cell_resistance_mohm", "chemistry_overrides"),
         "Enter capacity and resistance from the cell datasheet, and override preset values only "
-        "where the datasheet differs (empty = preset value). A new capacity derives the current "
-        "thresholds again; an overridden cell voltage level sets its protection levels.",
+        "where the datasheet differs (empty = preset value). The cell's limits here bound the "
+        "warning, alarm and fault levels, which are set on the Protection step only. A new "
+        "capacity or limit derives those levels again, except where you set a value yourself; "
+        "each change is listed.",
     ),
     WizardStep(
         "topology",
@@ -40,14 +43,16 @@ STEPS: tuple[WizardStep, ...] = (
         ("topology",),
         f"Modules, cells per module and temperature sensors of the string (at most "
         f"{CELLS_IN_SERIES_MAX} cells in series). A new cell count derives the pack thresholds "
-        f"again.",
+        f"again, except the ones you set; each change is listed.",
     ),
     WizardStep(
         "protection",
         "Protection thresholds",
         ("protection",),
         "Each quantity has three levels: a warning derates, an alarm stops charge or discharge, "
-        "a fault opens the contactors. The values are pre-filled from the chemistry preset.",
+        "a fault opens the contactors; each level clears at its release. The values are "
+        "pre-filled from the chemistry preset and the cell's limits (Cell data step); the "
+        "values you set here stay when the capacity or size changes.",
     ),
     WizardStep(
         "balancing",

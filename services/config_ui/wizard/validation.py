@@ -8,12 +8,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.config_ui.wizard.fields import hidden_paths, known_paths
-from services.config_ui.wizard.steps import STEPS, in_sections, step, step_of_path
-from shared.config import (
-    SystemConfig,
-    explain_errors,
+from services.config_ui.wizard.fields import (
+    full_label,
+    hidden_paths,
+    known_paths,
+    leaf_of,
+    unit_of,
 )
+from services.config_ui.wizard.steps import STEPS, in_sections, step, step_of_path
+from shared.config import SystemConfig
+from shared.config.errors import explain_error
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]]*): (.*)$", re.DOTALL)
 
@@ -43,6 +47,68 @@ def _place(line: str, known: frozenset[str] | set[str]) -> tuple[str, str]:
     return "", line  # unreachable: parts[0] is known
 
 
+# pydantic's range errors: (words, the bound's key in the error's ctx, input beyond it when)
+_RANGES: dict[str, tuple[str, str]] = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("greater than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+# Units people read in a smaller or larger form: (unit, factor, form), the first that fits.
+_FORMS: dict[str, tuple[tuple[float, float, str], ...]] = {
+    "V": ((1.0, 1.0, "V"), (0.0, 1e3, "mV")),
+    "A": ((1.0, 1.0, "A"), (0.0, 1e3, "mA")),
+    "Ω": ((1e6, 1e-6, "MΩ"), (1e3, 1e-3, "kΩ"), (0.0, 1.0, "Ω")),
+    "s": ((1.0, 1.0, "s"), (0.0, 1e3, "ms")),
+}
+_SMALLER = {"V": "mV", "A": "mA", "s": "ms"}
+
+
+def quantity(value: float, unit: str) -> str:
+    """A value with its unit in the form people read: 0.5 V -> '500 mV', 20000 Ω -> '20 kΩ'."""
+    if value == 0.0:
+        return f"0 {unit}".rstrip()
+    for at_least, factor, form in _FORMS.get(unit, ()):
+        if abs(value) >= at_least:
+            return f"{round(value * factor, 9):g} {form}"
+    return f"{value:g} {unit}".rstrip()
+
+
+def _beyond(value: float, kind: str, bound: float) -> bool:
+    return {
+        "ge": value < bound, "gt": value <= bound, "le": value > bound, "lt": value >= bound,
+    }[kind]  # fmt: skip
+
+
+def _range_message(err: Any, draft: Mapping[str, Any]) -> str | None:
+    """'Balancing threshold must be at most 500 mV (got 20 V; 20 mV is 0.02 V)' for a
+    range error at a form field; None for other errors."""
+    if err.get("type") not in _RANGES:
+        return None
+    leaf = leaf_of(".".join(str(part) for part in err["loc"]))
+    words, kind = _RANGES[err["type"]]
+    bound, got = (err.get("ctx") or {}).get(kind), err.get("input")
+    if leaf is None or not isinstance(bound, int | float):
+        return None
+    unit = unit_of(leaf, draft)
+    text = f"{full_label(leaf)} must be {words} {quantity(bound, unit)}"
+    if isinstance(got, int | float) and not isinstance(got, bool):
+        text += f" (got {quantity(got, unit)}"
+        smaller = _SMALLER.get(unit)
+        if smaller and not _beyond(got / 1e3, kind, bound):
+            # 20 typed for 20 mV: the field is in the larger unit
+            text += f"; {got:g} {smaller} is {got / 1e3:g} {unit}"
+        text += ")"
+    return text
+
+
+def _explain(err: Any, draft: Mapping[str, Any]) -> list[str]:
+    message = _range_message(err, draft)
+    if message is None:
+        return explain_error(err)
+    return [f"{'.'.join(str(part) for part in err['loc'])}: {message}"]
+
+
 def validate(draft: Mapping[str, Any]) -> tuple[SystemConfig | None, dict[str, list[str]]]:
     """The validated configuration, or None and the problems by field path. Never raises.
 
@@ -52,7 +118,7 @@ def validate(draft: Mapping[str, Any]) -> tuple[SystemConfig | None, dict[str, l
     try:
         return SystemConfig.model_validate(draft), {}
     except ValidationError as exc:
-        lines = explain_errors(exc)
+        lines = [line for err in exc.errors() for line in _explain(err, draft)]
     except Exception as exc:  # a validator tripping over garbage input; reported, not raised
         lines = [f"the configuration could not be checked: {exc}"]
     known = (set(_flat_keys(draft)) - hidden_paths()) | known_paths()
