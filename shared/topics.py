@@ -442,6 +442,8 @@ OUTSIDE_ROOT: dict[str, tuple[tuple[str, Literal["read", "write", "readwrite"]],
         (SPARKPLUG_DEVICE_FILTER, "readwrite"),
     ),
     HOME_ASSISTANT: ((HA_DISCOVERY_FILTER, "read"), (HA_STATUS, "readwrite")),
+    # a SCADA host reading as the third party (sending a rebirth needs a user of its own)
+    THIRD_PARTY: ((SPARKPLUG_NODE_FILTER, "read"), (SPARKPLUG_DEVICE_FILTER, "read")),
 }
 """Topics outside `bms/v1/` a role may use (the broker ACL grants them with `{system}` the
 deployed system: the bridge writes and reads the Sparkplug topics of its own system only)."""

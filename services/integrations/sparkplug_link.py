@@ -61,7 +61,7 @@ class SparkplugLink:
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._connect_bd_seq = -1
         self._log = LimitedLog(log, every_s=60.0)
-        v5 = protocol == "5"
+        v5 = self._v5 = protocol == "5"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=unique_client_id("sparkplug", node.edge, node.group),
@@ -91,7 +91,11 @@ class SparkplugLink:
         if not self._started:
             self._started = True
             self._client.connect_async(
-                self.endpoint.host, self.endpoint.port, ping_interval_s(self.keepalive_s)
+                self.endpoint.host,
+                self.endpoint.port,
+                ping_interval_s(self.keepalive_s),
+                # every CONNECT, reconnects too (paho's default cleans only the first)
+                clean_start=True if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             )
             self._client.loop_start()
 
