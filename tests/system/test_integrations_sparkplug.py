@@ -1,12 +1,15 @@
 """Sparkplug B from the bridge as its own process on mosquitto, read by a host of its own: a
 plain paho 2 client decoding every message with the protobuf classes of the official
-sparkplug_b.proto and checking the spec's rules itself (topics, seq, bdSeq, aliases, nulls):
+sparkplug_b.proto (NBIRTH and NDEATH also with protoc's own decoder) and checking the spec's
+rules itself (topics, seq, bdSeq, aliases, nulls):
 births, data by exception, the rebirth request, a new birth after a broker restart and the
 NDEATH will when the bridge is killed."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ from tests.factories import pack_state
 from .agents import ServiceProcess, wait_until
 
 GROUP = "scada"
+PROTO = Path(__file__).resolve().parents[2] / "services/integrations/sparkplug_b.proto"
 WAIT_S = 30.0
 
 
@@ -42,6 +46,7 @@ class Got:
     payload: Payload
     qos: int
     retain: bool
+    raw: bytes
 
 
 class Host:
@@ -70,7 +75,8 @@ class Host:
         if parts[3] != self.edge:
             return
         got = Got(time.monotonic(), parts[2], parts[4] if len(parts) > 4 else None,
-                  Payload.FromString(msg.payload), msg.qos, bool(msg.retain))  # fmt: skip
+                  Payload.FromString(msg.payload), msg.qos, bool(msg.retain),
+                  bytes(msg.payload))  # fmt: skip
         with self.lock:
             self.got.append(got)
 
@@ -119,6 +125,16 @@ def check_session(messages: list[Got]) -> dict[int, tuple[str | None, str, int]]
                 assert not m.name and m.alias in declared, m
                 assert declared[m.alias][0] == g.device, (g.device, declared[m.alias])
     return declared
+
+
+def protoc_decode(raw: bytes) -> str:
+    """protoc's own decoder (C++, from the .proto text): neither the Python runtime nor the
+    generated module."""
+    return subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I", str(PROTO.parent),
+         "--decode=org.eclipse.tahu.protobuf.Payload", str(PROTO)],
+        input=raw, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
 
 
 def value(m: Payload.Metric) -> Any:
@@ -214,6 +230,9 @@ def test_births_data_rebirth_reconnect_and_death_as_a_host_sees_them(
     assert bd_seq(nbirth) == 0
     assert {g.device for g in first if g.kind == "DBIRTH"} == {"module_00", "module_01"}
     declared = check_session(first)
+    text = protoc_decode(nbirth.raw)
+    assert 'name: "bdSeq"' in text and "long_value: 0" in text and "seq: 0" in text
+    assert 'name: "Pack/SOH"' in text and "is_null: true" in text
     names = {m.name: m for m in nbirth.payload.metrics}
     assert value(names["Node Control/Rebirth"]) is False
     assert names["Pack/SOH"].is_null and names["Pack/Voltage"].double_value == 52.0
@@ -262,6 +281,8 @@ def test_births_data_rebirth_reconnect_and_death_as_a_host_sees_them(
     death = host.all("NDEATH")[-1]
     assert bd_seq(death) == 1 and death.qos == 1 and not death.payload.HasField("seq")
     assert [m.name for m in death.payload.metrics] == ["bdSeq"]
+    text = protoc_decode(death.raw)
+    assert 'name: "bdSeq"' in text and "long_value: 1" in text and "seq:" not in text
 
 
 def test_a_stopped_bridge_says_ndeath_itself_and_a_silent_master_turns_metrics_null(
