@@ -2,7 +2,8 @@
 98-cell snapshot at 2 Hz (the demo system), with presence; the bridge (its own process, as
 deployed) mirrors JSON at the default 1 Hz, announces Home Assistant discovery, serves
 /metrics (scraped every second here, as a Prometheus would at its finest), on a real
-mosquitto. CPU time from /proc. Figures only: no pass/fail."""
+mosquitto; then the same with Sparkplug B on (an edge node per system, a device per module).
+CPU time from /proc. Figures only: no pass/fail. `--systems 1` measures one count only."""
 
 from __future__ import annotations
 
@@ -83,12 +84,12 @@ def publish(url: str, systems: list[str], stop: threading.Event) -> tuple[int, i
     return counts[0], counts[1]
 
 
-def measure(url: str, n: int) -> None:
+def measure(url: str, n: int, sparkplug: bool) -> None:
     systems = [f"bench{k}" for k in range(n)]
     port = free_port()
     env = dict(os.environ, BMS_MQTT_URL=url, BMS_SYSTEM=systems[0], BMS_HA_DISCOVERY="true",
-               BMS_METRICS_PORT=str(port), PYTHONPATH=str(ROOT),
-               BMS_LOG_LEVEL="WARNING")  # fmt: skip
+               BMS_METRICS_PORT=str(port), PYTHONPATH=str(ROOT), BMS_LOG_LEVEL="WARNING",
+               BMS_SPARKPLUG=str(sparkplug).lower())  # fmt: skip
     bridge = subprocess.Popen([sys.executable, "-m", "services.integrations"], cwd=ROOT, env=env)
     stop = threading.Event()
     result: list[tuple[int, int]] = []
@@ -109,7 +110,8 @@ def measure(url: str, n: int) -> None:
         bridge.terminate()
         bridge.wait(10)
     states, snaps = result[0]
-    print(f"{n:2d} system(s): bridge CPU {cpu:5.1f}% of one core; in: {states} states, "
+    label = "with Sparkplug B" if sparkplug else "without Sparkplug"
+    print(f"{n:2d} system(s), {label}: bridge CPU {cpu:5.1f}% of one core; in: {states} states, "
           f"{snaps} cell snapshots over {WARMUP_S + MEASURE_S:.0f} s; "
           f"/metrics {scrape_bytes} bytes")  # fmt: skip
 
@@ -118,9 +120,13 @@ def main() -> None:
     if find_mosquitto() is None:
         print("mosquitto not installed: skipped")
         return
+    counts = (1, 10)
+    if "--systems" in sys.argv:
+        counts = (int(sys.argv[sys.argv.index("--systems") + 1]),)
     with MosquittoBroker() as broker:
-        for n in (1, 10):
-            measure(broker.url, n)
+        for n in counts:
+            for sparkplug in (False, True):
+                measure(broker.url, n, sparkplug)
 
 
 if __name__ == "__main__":

@@ -271,6 +271,10 @@ class Launcher:
                         f"JSON mirror:    bms/v1/<system>/json/# (Home Assistant: "
                         f"BMS_HA_DISCOVERY={env.get('BMS_HA_DISCOVERY', 'false')})"
                     )
+                    self.endpoints.append(
+                        f"Sparkplug B:    spBv1.0/{env.get('BMS_SPARKPLUG_GROUP', 'bms')}/# "
+                        f"(BMS_SPARKPLUG={env.get('BMS_SPARKPLUG', 'false')})"
+                    )
                 env.update(self._wiring(plan.name, index, system))
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))

@@ -32,6 +32,8 @@ from shared.topics import (
     COMMAND_SENDERS,
     HA_DISCOVERY_FILTER,
     ROOT,
+    SPARKPLUG_DEVICE_FILTER,
+    SPARKPLUG_NODE_FILTER,
     TOPICS,
     TopicSpec,
 )
@@ -173,8 +175,12 @@ def topics_markdown() -> str:
         f"The integrations bridge (`services/integrations`) mirrors some topics under `json/` "
         f"as JSON (`{JSON_CONTENT_TYPE}`) with the same schema and the original envelope, and "
         f"publishes Home Assistant discovery documents on `{HA_DISCOVERY_FILTER}` (retained "
-        "JSON, Home Assistant's schema; see the README). It reads what a third party may read "
-        "and publishes nothing else.",
+        "JSON, Home Assistant's schema; see the README) and, with `BMS_SPARKPLUG`, a Sparkplug "
+        f"B edge node per system on `{SPARKPLUG_NODE_FILTER}` (NBIRTH, NDATA, NDEATH, NCMD) "
+        f"with a device per module on `{SPARKPLUG_DEVICE_FILTER}` (DBIRTH, DDATA, DDEATH, "
+        "DCMD), Sparkplug B 3.0 protobuf payloads, group id `BMS_SPARKPLUG_GROUP` (its metrics: "
+        "`services/integrations/sparkplug.py`). It reads what a third party may read and "
+        "publishes nothing else.",
         "",
         "Each topic has a byte limit, derived from the length bounds of its payload model "
         "(every list, map and string has one) with room for fields of newer publishers: a "

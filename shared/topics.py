@@ -426,11 +426,27 @@ HA_DISCOVERY_FILTER = f"{HA_DISCOVERY_PREFIX}/+/+/+/config"
 """`<prefix>/<component>/<node_id>/<object_id>/config`, retained JSON: one entity each."""
 HA_STATUS = f"{HA_DISCOVERY_PREFIX}/status"
 """Home Assistant's birth and last will ("online" / "offline")."""
+SPARKPLUG_NAMESPACE = "spBv1.0"
+SPARKPLUG_GROUP = "bms"
+"""The bridge's default Sparkplug group id (BMS_SPARKPLUG_GROUP); another one needs a matching
+broker ACL."""
+SPARKPLUG_NODE_FILTER = f"{SPARKPLUG_NAMESPACE}/{SPARKPLUG_GROUP}/+/{{system}}"
+"""`spBv1.0/<group>/<NBIRTH|NDATA|NDEATH|NCMD>/<system>`: the edge node of each system
+(Sparkplug B protobuf; see services/integrations/sparkplug.py)."""
+SPARKPLUG_DEVICE_FILTER = f"{SPARKPLUG_NAMESPACE}/{SPARKPLUG_GROUP}/+/{{system}}/+"
+"""`spBv1.0/<group>/<DBIRTH|DDATA|DDEATH|DCMD>/<system>/module_NN`: a device per module."""
 OUTSIDE_ROOT: dict[str, tuple[tuple[str, Literal["read", "write", "readwrite"]], ...]] = {
-    INTEGRATIONS: ((HA_DISCOVERY_FILTER, "write"),),
+    INTEGRATIONS: (
+        (HA_DISCOVERY_FILTER, "write"),
+        (SPARKPLUG_NODE_FILTER, "readwrite"),
+        (SPARKPLUG_DEVICE_FILTER, "readwrite"),
+    ),
     HOME_ASSISTANT: ((HA_DISCOVERY_FILTER, "read"), (HA_STATUS, "readwrite")),
+    # a SCADA host reading as the third party (sending a rebirth needs a user of its own)
+    THIRD_PARTY: ((SPARKPLUG_NODE_FILTER, "read"), (SPARKPLUG_DEVICE_FILTER, "read")),
 }
-"""Topics outside `bms/v1/` a role may use (the broker ACL grants them as they are)."""
+"""Topics outside `bms/v1/` a role may use (the broker ACL grants them with `{system}` the
+deployed system: the bridge writes and reads the Sparkplug topics of its own system only)."""
 READS_AS: dict[str, str] = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY}
 """A role that reads what another reads: the bridge and Home Assistant read what a third party
 may."""

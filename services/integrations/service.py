@@ -22,6 +22,8 @@ from services.integrations.metrics import PackCollector
 from services.integrations.mirror import RateGate
 from services.integrations.notify import Notifier
 from services.integrations.settings import IntegrationsSettings
+from services.integrations.sparkplug import EdgeNode
+from services.integrations.sparkplug_link import SparkplugLink
 from shared.bus import BusCore, Delivery
 from shared.codec import EncodeError
 from shared.log_limit import LimitedLog
@@ -33,6 +35,7 @@ from shared.topics import (
     JSON_PACK_CELLS,
     JSON_PACK_STATE,
     JSON_SERVICE_STATUS,
+    MASTER,
     PACK_CELLS,
     PACK_STATE,
     SERVICE_STATUS,
@@ -45,6 +48,8 @@ STATUS_EVERY_S = 10.0
 STALE_AFTER_S = 10.0
 """Pack values older than this are no longer exported as metrics (the master publishes at
 10 Hz; a gap of 10 s means it is gone, and a stale number must not look current)."""
+SPARKPLUG_CHECK_EVERY_S = 1.0
+"""How often the Sparkplug edge nodes look for a system gone silent."""
 HANDLE_BUCKETS_S = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -57,7 +62,10 @@ class IntegrationsBridge:
         clock: Callable[[], float] = time.time,
         version: str = "",
         commands_bus: BusCore | None = None,
+        sparkplug_link: Callable[[EdgeNode], SparkplugLink] | None = None,
     ) -> None:
+        """`sparkplug_link`: the MQTT session of a new edge node (default: a paho client on
+        the bridge's broker with the bridge's login)."""
         self.bus = bus
         self.commands_bus = commands_bus
         """Its own broker connection (user `integrations_commands`), with BMS_HA_COMMANDS."""
@@ -79,6 +87,11 @@ class IntegrationsBridge:
             version=version,
         )
         self._log = LimitedLog(log, every_s=60.0)
+        self.edges: dict[str, SparkplugLink] = {}
+        """System -> its Sparkplug edge node, made at the system's first pack state."""
+        self._sparkplug_link = sparkplug_link or self._default_link
+        self._silent: set[str] = set()
+        """Systems whose edge node shows the master gone (metrics null, devices dead)."""
         self.alerts = AlertPolicy(tuple(settings.alert_rules))
         self.notifier = Notifier(bus.counters) if settings.alert_rules else None
         self.registry: CollectorRegistry = service_registry(bus)
@@ -123,6 +136,10 @@ class IntegrationsBridge:
             self.mirror(JSON_PACK_STATE, d.message, d.system)
         if self.settings.ha_discovery and d.system not in self.announced:
             self.announce(d.system, None)
+        if self.settings.sparkplug:
+            self._silent.discard(d.system)
+            edge = self.edge(d.system)
+            edge.send(edge.node.pack(d.message, True, now))
 
     def on_cells(self, d: Delivery[CellSnapshot]) -> None:
         now = self.clock()
@@ -133,6 +150,10 @@ class IntegrationsBridge:
             layout = tuple(len(m.cell_v) for m in d.message.modules)
             if self.announced.get(d.system) != layout:
                 self.announce(d.system, layout)
+        sparkplug = self.settings.sparkplug and self.settings.sparkplug_modules
+        if sparkplug and d.system not in self._silent:
+            edge = self.edge(d.system)
+            edge.send(edge.node.cells(d.message, now))
 
     def on_event(self, d: Delivery[Event]) -> None:
         if self.settings.json_mirror:
@@ -149,6 +170,8 @@ class IntegrationsBridge:
     def on_status(self, d: Delivery[ServiceStatus]) -> None:
         service = d.params["service"]
         self.online[(d.system, service)] = d.message.state == "online"
+        if service == MASTER and d.message.state != "online" and d.system in self.edges:
+            self.master_gone(d.system)
         if self.settings.json_mirror:
             self.mirror(JSON_SERVICE_STATUS, d.message, d.system, instance=service)
 
@@ -184,6 +207,42 @@ class IntegrationsBridge:
         self.announced[system] = layout
         log.info("Home Assistant discovery: %d entities for system %s", len(docs), system)
 
+    # --- Sparkplug ---------------------------------------------------------------------------
+    def _default_link(self, node: EdgeNode) -> SparkplugLink:
+        s = self.settings
+        return SparkplugLink(
+            node, s.endpoint, self.bus.counters, self.clock, protocol=s.mqtt_protocol,
+            keepalive_s=s.mqtt_keepalive_s, tls_ca_file=s.mqtt_ca_file,
+            tls_cert_file=s.mqtt_cert_file, tls_key_file=s.mqtt_key_file,
+        )  # fmt: skip
+
+    def edge(self, system: str) -> SparkplugLink:
+        """The system's edge node, connecting on first use (its birth follows the CONNECT)."""
+        link = self.edges.get(system)
+        if link is None:
+            link = self._sparkplug_link(EdgeNode(self.settings.sparkplug_group, system))
+            self.edges[system] = link
+            link.start()
+            log.info("Sparkplug edge node %s/%s", self.settings.sparkplug_group, system)
+        return link
+
+    def master_gone(self, system: str) -> None:
+        """The master is offline or silent: every pack metric null, every module device dead,
+        until its next pack state."""
+        if system in self._silent:
+            return
+        self._silent.add(system)
+        edge = self.edges[system]
+        now = self.clock()
+        edge.send(edge.node.pack(None, False, now) + edge.node.all_devices_dead(now))
+
+    def sparkplug_tick(self) -> None:
+        now = self.clock()
+        for system in self.edges:
+            last = self.states.get(system)
+            if last is None or now - last[1] > STALE_AFTER_S:
+                self.master_gone(system)
+
     # --- what the metrics collector reads ---------------------------------------------------
     def fresh_states(self) -> dict[str, tuple[PackState, float]]:
         now = self.clock()
@@ -199,12 +258,20 @@ class IntegrationsBridge:
     def close(self) -> None:
         if self.notifier is not None:
             self.notifier.stop()
+        for link in self.edges.values():
+            link.stop()
 
     # --- loop -------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
         next_status = time.monotonic() + STATUS_EVERY_S
+        next_sparkplug = time.monotonic() + SPARKPLUG_CHECK_EVERY_S
         while not should_stop():
             self.bus.process(timeout_s=0.2, budget_s=0.1)
+            for link in self.edges.values():
+                link.pump()
+            if self.edges and time.monotonic() >= next_sparkplug:
+                next_sparkplug = time.monotonic() + SPARKPLUG_CHECK_EVERY_S
+                self.sparkplug_tick()
             if self.commands_bus is not None and self.commands_bus is not self.bus:
                 self.commands_bus.process(budget_s=0.05)
             if time.monotonic() >= next_status:

@@ -14,7 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.integrations.alerts import AlertRule
 from shared.settings import MqttEndpoint, ServiceSettings, read_secret
-from shared.topics import HA_DISCOVERY_PREFIX
+from shared.topics import HA_DISCOVERY_PREFIX, SPARKPLUG_GROUP
 
 DEFAULT_METRICS_PORT = 9108
 
@@ -55,6 +55,17 @@ class IntegrationsSettings(ServiceSettings):
     )
     ha_expire_after_s: int = Field(
         30, ge=0, le=86400, description="entities go unavailable without a state this long"
+    )
+    sparkplug: bool = Field(
+        False, description="a Sparkplug B edge node per system (spBv1.0/{group}/N*/{system})"
+    )
+    sparkplug_group: str = Field(
+        SPARKPLUG_GROUP,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+        description="Sparkplug group id (the broker ACL grants 'bms')",
+    )
+    sparkplug_modules: bool = Field(
+        True, description="a Sparkplug device per module with its cells and temperatures"
     )
     metrics_port: int = Field(
         DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus /metrics port (0: off)"

@@ -169,7 +169,10 @@ def grants(
             out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
         else:
             out.append(Grant(pattern(spec, system), read, write))
-    out += [Grant(p, "read" in a, "write" in a) for p, a in OUTSIDE_ROOT.get(role, ())]
+    out += [
+        Grant(p.format(system=system), "read" in a, "write" in a)
+        for p, a in OUTSIDE_ROOT.get(role, ())
+    ]
     return out
 
 

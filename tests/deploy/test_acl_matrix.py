@@ -230,7 +230,9 @@ def sentinel(injector: Client) -> str:
 def test_the_acl_names_the_deployed_system_only() -> None:
     text = acl.render(LAYOUT, OWN)
     rules = [line.split() for line in text.splitlines() if line.startswith("topic ")]
-    outside = {p for grants in OUTSIDE_ROOT.values() for p, _ in grants}  # Home Assistant's
+    outside = {  # Home Assistant's, Sparkplug's
+        p.format(system=OWN) for grants in OUTSIDE_ROOT.values() for p, _ in grants
+    }
     assert rules and all(r[2].startswith(f"bms/v1/{OWN}/") or r[2] in outside for r in rules)
 
 

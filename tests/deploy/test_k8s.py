@@ -93,7 +93,9 @@ def test_the_acl_secret_grants_the_system_the_pods_run() -> None:
     (system,) = systems
     acl_text = SECRETS["bms-broker-passwd"]["stringData"]["acl"]
     topics = [line.split()[-1] for line in acl_text.splitlines() if line.startswith("topic ")]
-    outside = {p for grants in OUTSIDE_ROOT.values() for p, _ in grants}  # Home Assistant's
+    outside = {  # Home Assistant's, Sparkplug's
+        p.format(system=system) for grants in OUTSIDE_ROOT.values() for p, _ in grants
+    }
     assert topics and all(t.startswith(f"bms/v1/{system}/") or t in outside for t in topics)
 
 

@@ -180,6 +180,14 @@ def test_json_mirror_and_home_assistant_discovery(
         consumer.close()
 
 
+def prometheus_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+            return bool(r.status == 200)
+    except OSError:  # URLError, HTTPError (503), a refused or reset connection
+        return False
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed")
 def test_prometheus_scrapes_the_bridge(
     mosquitto: MosquittoBroker, system_id: str, bridge: tuple[ServiceProcess, int], tmp_path: Path
@@ -210,6 +218,8 @@ def test_prometheus_scrapes_the_bridge(
 
     try:
         wait_for_port("127.0.0.1", prom_port, 30)
+        # its API answers 503 until its storage is up, later than the port on a loaded machine
+        assert wait_until(lambda: prometheus_ready(prom_port), 60, 0.5)
         soc = f'bms_pack_soc_percent{{system="{system_id}"}}'
         assert wait_until(lambda: bool(query(soc)), 60, 0.5), proc.log()
         assert float(query(soc)[0]["value"][1]) == 61.5
@@ -285,6 +295,8 @@ def test_prometheus_scrapes_every_service_of_the_stack(
 
     try:
         wait_for_port("127.0.0.1", prom_port, 30)
+        # its API answers 503 until its storage is up, later than the port on a loaded machine
+        assert wait_until(lambda: prometheus_ready(prom_port), 60, 0.5)
         assert wait_until(lambda: value('sum(up{job="stack"})') == 4, 60, 0.5), [
             p.log()[-2000:] for p in procs
         ]
