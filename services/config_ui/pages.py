@@ -17,8 +17,8 @@ from services.config_ui.auth import SESSION_COOKIE, client_of, ctx_of, require, 
 from services.config_ui.config_diff import config_diff
 from services.config_ui.config_store import ConfigImportError, unwrap_import
 from services.config_ui.context import InvalidConfigError, UiContext
+from services.config_ui.password_policy import PASSWORD_MIN_CHARS
 from services.config_ui.users import (
-    PASSWORD_MIN_CHARS,
     USERNAME_RULE,
     LoginThrottled,
     Session,
@@ -111,18 +111,22 @@ def account_submit(
     ctx: Ctx,
     current_password: Annotated[str, Form(max_length=256)],
     new_password: Annotated[str, Form(max_length=256)],
+    confirm_password: Annotated[str, Form(max_length=256)],
 ) -> HTMLResponse:
     user = ctx.users.get_user(session.username)
     error = ""
-    if ctx.users.authenticate(session.username, current_password) is None:
+    if new_password != confirm_password:
+        error = "The new password and its confirmation differ."
+    elif ctx.users.authenticate(session.username, current_password) is None:
         error = "The current password is wrong."
     else:
         try:
             ctx.users.set_password(
-                session.username, new_password, by=session.username, keep_token=session.token
-            )
+                session.username, new_password, by=session.username, keep_token=session.token,
+                current=current_password,
+            )  # fmt: skip
         except UserError as exc:
-            error = str(exc)
+            error = str(exc).capitalize() + "."
     user = ctx.users.get_user(session.username)
     return render(
         request, "account.html", session, 422 if error else 200, user=user, error=error,

@@ -168,6 +168,42 @@ def test_password_change_needs_the_current_one(ui: UiHarness) -> None:
     assert ui.ctx.users.authenticate("admin", "brand-new-pass-1") is not None
 
 
+@pytest.mark.parametrize(
+    ("new", "words"),
+    [
+        (ADMIN_PASSWORD, "must differ from the current one"),
+        ("password1234", "too easy to guess"),
+        ("qwertyuiop12", "too easy to guess"),
+        ("admin-admin-admin", "too easy to guess"),
+        ("short", "at least 10 characters"),
+    ],
+)
+def test_a_chosen_password_must_be_new_and_hard_to_guess(
+    ui: UiHarness, new: str, words: str
+) -> None:
+    ui.login()
+    r = ui.client.post(
+        "/api/account/password", json={"current_password": ADMIN_PASSWORD, "new_password": new}
+    )
+    assert r.status_code == 422 and words in r.json()["detail"], r.json()
+    assert ui.ctx.users.authenticate("admin", ADMIN_PASSWORD) is not None
+
+
+def test_the_account_page_wants_the_new_password_twice(ui: UiHarness) -> None:
+    ui.login()
+    token = ui.client.headers["X-CSRF-Token"]
+    form = {
+        "csrf_token": token, "current_password": ADMIN_PASSWORD,
+        "new_password": "a-lighthouse-keeper", "confirm_password": "a-lighthouse-keepr",
+    }  # fmt: skip
+    page = ui.client.post("/account", data=form)
+    assert page.status_code == 422 and "confirmation differ" in page.text
+    assert ui.ctx.users.authenticate("admin", ADMIN_PASSWORD) is not None
+    page = ui.client.post("/account", data=form | {"confirm_password": "a-lighthouse-keeper"})
+    assert page.status_code == 200 and "Password changed" in page.text
+    assert ui.ctx.users.authenticate("admin", "a-lighthouse-keeper") is not None
+
+
 def test_a_password_set_by_someone_else_must_be_changed_before_anything_else(
     ui: UiHarness,
 ) -> None:

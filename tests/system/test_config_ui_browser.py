@@ -125,8 +125,23 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.click('button[type="submit"]')
             # the password from the secret file only opens the door: choose your own first
             expect(page).to_have_url(re.compile(r"/account$"))
+            # the one-time password again, a common one, or a confirmation that differs: each
+            # refused in words
+            error = page.locator('p.error[role="alert"]')
+            for new, again, words in (
+                (PASSWORD, PASSWORD, "must differ from the current one"),
+                ("password1234", "password1234", "too easy to guess"),
+                ("admins-own-password", "admins-own-pasword", "confirmation differ"),
+            ):
+                page.fill('input[name="current_password"]', PASSWORD)
+                page.fill('input[name="new_password"]', new)
+                page.fill('input[name="confirm_password"]', again)
+                page.click('[data-testid="change-password"]')
+                expect(error).to_contain_text(words)
+            page.screenshot(path=shots / "00-password-refused.png", full_page=True)
             page.fill('input[name="current_password"]', PASSWORD)
             page.fill('input[name="new_password"]', "admins-own-password")
+            page.fill('input[name="confirm_password"]', "admins-own-password")
             page.click('[data-testid="change-password"]')
             expect(page.get_by_text("Password changed")).to_be_visible()
             page.goto(f"{stack}/")
