@@ -24,6 +24,7 @@ from services.master_core.events import EventLog
 from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
+    CommRecoveryRecord,
     CyclesRecord,
     LatchesRecord,
     PersistedRecord,
@@ -32,7 +33,6 @@ from services.master_core.persisted import (
     SohRecord,
     ThroughputRecord,
     load,
-    save,
     save_all,
 )
 from services.master_core.settings import MasterCoreSettings
@@ -220,6 +220,8 @@ class MasterCore:
         if self.supervisor.adopt(decisions, self.monotonic()):
             assert old is not None
             rt.aggregator = old.aggregator  # the same modules: their samples stay valid
+        if old is None:  # the supervisor outlives configurations: its count is restored once
+            self._restore_recoveries(config)
         self.rt = rt
         self.events.emit(
             "info",
@@ -404,8 +406,13 @@ class MasterCore:
         assert d is not None
         return LatchesRecord.model_validate(d.protection.latched_state())
 
+    def _recoveries(self) -> CommRecoveryRecord:
+        times, exhausted = self.supervisor.recovery.stored(self.monotonic(), self.wall())
+        return CommRecoveryRecord(recoveries_wall_s=times, exhausted=exhausted)
+
     def _persist_latches(self) -> None:
-        save(self.store, self._latches(), ts=self.wall())
+        """At once when a latch changes: a recovery clears one, so its count goes with it."""
+        save_all(self.store, [self._latches(), self._recoveries()], ts=self.wall())
 
     def _persist(self, rt: _Runtime) -> None:
         """The estimator's records (none before it has started) and the latched faults, in one
@@ -414,7 +421,8 @@ class MasterCore:
         try:
             records = rt.estimator.records()
             estimated: list[PersistedRecord] = list(records.all()) if records else []
-            save_all(self.store, [*estimated, self._latches()], ts=self.wall())
+            records_now = [*estimated, self._latches(), self._recoveries()]
+            save_all(self.store, records_now, ts=self.wall())
         except (ValidationError, sqlite3.Error, TypeError, ValueError):
             self.bus.counters["persist_errors"] += 1
             log.exception("saving the state failed")
@@ -431,6 +439,25 @@ class MasterCore:
             raise ValueError(f"stored {cls.KEY} cannot be read ({loaded.refusal})")
         log.warning("stored %s refused (%s): starting it afresh", cls.KEY, loaded.refusal)
         return None
+
+    def _restore_recoveries(self, config: SystemConfig) -> None:
+        recovery = self.supervisor.recovery
+        loaded = load(self.store, CommRecoveryRecord, config)
+        if loaded.refusal is not None:
+            self.bus.counters["persisted_refused"] += 1
+            log.error(
+                "stored %s refused (%s): this hour's automatic recoveries are taken as used up",
+                CommRecoveryRecord.KEY,
+                loaded.refusal,
+            )
+            recovery.spent(self.monotonic())
+        elif loaded.record is not None:
+            r = loaded.record
+            recovery.restore(
+                r.recoveries_wall_s, r.exhausted, now_s=self.monotonic(), wall_s=self.wall()
+            )
+            if r.recoveries_wall_s:
+                log.info("restored %d automatic recoveries", recovery.used(self.monotonic()))
 
     def _restore(self, config: SystemConfig, d: Decisions, estimator: PackEstimator) -> None:
         """Latched faults first: one that cannot be read back refuses the configuration, so
