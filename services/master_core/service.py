@@ -35,6 +35,7 @@ from services.master_core.persisted import (
     load,
     save_all,
 )
+from services.master_core.query_limit import THIRD_PARTY_BUDGET, QueryLimiter, budget_of
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from services.master_core.supervisor import (
@@ -45,13 +46,14 @@ from services.master_core.supervisor import (
     SupervisorOutputs,
 )
 from shared.bus import BusCore, Delivery
-from shared.commands import CommandOutcome, CommandServer
+from shared.commands import CommandOutcome, CommandServer, requester
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
 from shared.log_limit import LimitedLog
 from shared.messages import (
     CellTelemetry,
     CommandArgs,
+    CommandRequest,
     ConfigMessage,
     ContactorsArgs,
     EventsQueryArgs,
@@ -157,6 +159,9 @@ class MasterCore:
         self._last_publish_s = 0.0
         self._fresh = False
         self._published_contactors = ""
+        self.queries = QueryLimiter()
+        self._page_rows = THIRD_PARTY_BUDGET.page_rows
+        """The admitted requester's page size, for the query that runs right after."""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
         bus.subscribe(EVENTS, self.events.on_event)
@@ -172,6 +177,7 @@ class MasterCore:
             },
             clock=wall,
             journal=store,
+            admit={"events_query": self._admit_query},
         )
 
     @property
@@ -313,13 +319,34 @@ class MasterCore:
         self._log_events()
         return CommandOutcome(True)
 
+    def _admit_query(self, req: CommandRequest, _wall_s: float) -> CommandOutcome | None:
+        """`query_limit`: the requester's budget, or a refusal saying when to ask again."""
+        user = requester(req)
+        if user is None:
+            return None  # refused before this for its reply topic
+        budget = budget_of(user)
+        self._page_rows = budget.page_rows
+        wait_s = self.queries.admit(user, self.monotonic())
+        if wait_s is None:
+            return None
+        self.bus.counters["events_query_rate_limited"] += 1
+        return CommandOutcome(
+            False,
+            f"rate limited: {user} may ask the event log {budget.burst} times at once, then "
+            f"once every {1.0 / budget.rate_per_s:g} s; ask again in {wait_s:.1f} s",
+            result={"retry_after_s": round(wait_s, 3)},
+        )
+
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, EventsQueryArgs)
+        page_rows, self._page_rows = self._page_rows, THIRD_PARTY_BUDGET.page_rows
+        asked = args.limit
+        args = args.model_copy(update={"limit": min(asked, page_rows)})
         result: dict[str, Any] = dict(self.events.query(args))
         rows = result["events"]
         kept = fit_rows(rows, EVENTS_REPLY_BUDGET_BYTES)
         result["events"] = kept
-        if len(kept) < len(rows):
+        if len(kept) < len(rows) or (asked > page_rows and len(rows) == page_rows):
             # the leading rows (newest, or oldest after an after_id): ask again from the last
             result["truncated"] = True
         return CommandOutcome(True, result=result)
