@@ -166,7 +166,7 @@ def test_third_party_can_publish_nothing(third_party: ThirdParty) -> None:
     assert wait_until(lambda: closed(third_party), 60)  # closed before: an open would show
     request = CommandRequest(
         command="contactors", correlation_id=uuid.uuid4().hex,
-        reply_to=f"bms/v1/{SYSTEM}/reply/tp", expires_at=time.time() + 30,
+        reply_to=f"bms/v1/{SYSTEM}/reply/third_party/tp", expires_at=time.time() + 30,
         args=ContactorsArgs(action="open").model_dump(),
     )  # fmt: skip
     cmd = COMMAND.topic(SYSTEM, command="contactors")

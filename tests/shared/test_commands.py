@@ -38,7 +38,7 @@ class Clock:
 
 def request(expires_at: float, **kw: object) -> CommandRequest:
     base: dict[str, object] = dict(
-        command="contactors", correlation_id="c1", reply_to="bms/v1/demo/reply/ui-1",
+        command="contactors", correlation_id="c1", reply_to="bms/v1/demo/reply/config_ui/ui-1",
         expires_at=expires_at, args={"action": "close"}, source="ui", seq=0, ts=1.0,
     )  # fmt: skip
     return CommandRequest.model_validate(base | kw)
@@ -56,7 +56,12 @@ def test_expired_requests_are_refused_and_fresh_ones_pass(expires_at: float, now
 
 
 def test_reply_topic_of_another_system_or_tree_is_refused() -> None:
-    for reply_to in ("bms/v1/other/reply/x", "bms/v1/demo/cmd/contactors", "elsewhere"):
+    for reply_to in (
+        "bms/v1/other/reply/config_ui/x",
+        "bms/v1/demo/reply/x",
+        "bms/v1/demo/cmd/contactors",
+        "elsewhere",
+    ):
         reason = refusal_reason(
             request(1050.0, reply_to=reply_to),
             topic_command="contactors",
@@ -166,11 +171,11 @@ def test_command_not_served_is_refused() -> None:
 def test_raw_request_with_bad_args_gets_refused_with_reason() -> None:
     _clock, master, ui, executed = setup()
     replies: list[CommandReply] = []
-    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="raw")
     req = CommandRequest(
         command="contactors",
         correlation_id="raw-1",
-        reply_to=COMMAND_REPLY.topic("demo", client="raw"),
+        reply_to=COMMAND_REPLY.topic("demo", user="config_ui", client="raw"),
         expires_at=1050.0,
         args={"action": 1},
     )
@@ -194,11 +199,12 @@ def test_a_request_outside_the_envelope_is_refused_in_words_not_left_to_time_out
 ) -> None:
     clock, master, ui, executed = setup()
     replies: list[CommandReply] = []
-    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="raw")
     payload = {
         "schema_version": SCHEMA_VERSION, "source": "raw", "seq": 1, "ts": clock.now,
         "command": "contactors", "correlation_id": "nested-1",
-        "reply_to": COMMAND_REPLY.topic("demo", client="raw"), "expires_at": clock.now + 5,
+        "reply_to": COMMAND_REPLY.topic("demo", user="config_ui", client="raw"),
+        "expires_at": clock.now + 5,
         "args": args,
     }  # fmt: skip
     topic = COMMAND.topic("demo", command="contactors")
@@ -215,9 +221,9 @@ def test_a_request_outside_the_envelope_is_refused_in_words_not_left_to_time_out
 def test_an_unreadable_or_expired_bad_request_gets_no_reply() -> None:
     clock, master, ui, _ = setup()
     replies: list[CommandReply] = []
-    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="raw")
     topic = COMMAND.topic("demo", command="contactors")
-    reply_to = COMMAND_REPLY.topic("demo", client="raw")
+    reply_to = COMMAND_REPLY.topic("demo", user="config_ui", client="raw")
     ui.publish_raw(topic, b"\xc1junk", qos=1, retain=False)
     stale = {
         "schema_version": SCHEMA_VERSION, "command": "contactors", "correlation_id": "old",
