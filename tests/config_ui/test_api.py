@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import re
 import time
+from urllib.parse import unquote
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -845,3 +849,60 @@ def test_the_user_name_rule_is_on_the_page_and_in_the_refusal(ui: UiHarness) -> 
                         "role": "viewer"},
     )  # fmt: skip
     assert "starting with a letter" in r.text
+
+
+# --- import: reviewed before it applies, another system's file only when confirmed (issue 14) ---
+def _upload(ui: UiHarness, data: dict[str, object], name: str = "site.json") -> httpx.Response:
+    token = ui.client.headers["X-CSRF-Token"]
+    files = {"file": (name, json.dumps(data).encode(), "application/json")}
+    return ui.client.post("/config/import", data={"csrf_token": token}, files=files)
+
+
+def _token(page_html: str) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', page_html)
+    assert match is not None, page_html
+    return match.group(1)
+
+
+def test_an_imported_file_is_shown_with_its_changes_and_applied_only_on_apply(
+    ui: UiHarness,
+) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    review = _upload(ui, config_json(cell_capacity_ah=120.0))
+    assert review.status_code == 200 and "cell_capacity_ah" in review.text
+    assert "the active version 1" in review.text and "other-system" not in review.text
+    assert retained_config(ui).cell_capacity_ah != 120.0  # nothing applied yet
+    csrf = ui.client.headers["X-CSRF-Token"]
+    done = ui.client.post("/config/import/apply", data={"csrf_token": csrf,
+                          "token": _token(review.text)}, follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303
+    page = ui.client.get(done.headers["location"])
+    assert "Imported site.json as version 2" in page.text
+    assert retained_config(ui).cell_capacity_ah == 120.0
+    # the same review cannot be applied twice
+    again = ui.client.post("/config/import/apply", data={"csrf_token": csrf,
+                           "token": _token(review.text)}, follow_redirects=False)  # fmt: skip
+    assert "no longer waiting" in unquote(again.headers["location"])
+
+
+def test_a_file_for_another_system_needs_the_admins_confirmation(ui: UiHarness) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    foreign = config_json(system_id="plant-b", cell_capacity_ah=90.0)
+    review = _upload(ui, foreign)
+    assert 'data-testid="other-system"' in review.text and "plant-b" in review.text
+    csrf = ui.client.headers["X-CSRF-Token"]
+    form = {"csrf_token": csrf, "token": _token(review.text)}
+    refused = ui.client.post("/config/import/apply", data=form)
+    assert refused.status_code == 422 and "tick the box" in refused.text
+    assert retained_config(ui).cell_capacity_ah != 90.0
+    ui.client.post("/config/import/apply", data=form | {"confirm_other_system": "yes"})
+    applied = retained_config(ui)
+    assert applied.cell_capacity_ah == 90.0 and applied.system_id == SYSTEM
+    # the API: 409 unless confirmed
+    r = ui.client.post("/api/config/import", json=config_json(system_id="plant-b"))
+    assert r.status_code == 409 and "plant-b" in r.json()["detail"]
+    r = ui.client.post("/api/config/import?confirm_other_system=true",
+                       json=config_json(system_id="plant-b"))  # fmt: skip
+    assert r.status_code == 201

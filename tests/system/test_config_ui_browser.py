@@ -11,6 +11,7 @@ serves them, as a commissioner enters where the devices are. Faults go to the pl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -365,6 +366,28 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(page.locator('[data-testid="events-table"] tbody tr').first).to_be_visible()
             expect(page.locator('[data-testid="events-table"]')).to_contain_text("cell_overvoltage")
             page.screenshot(path=shots / "09-events.png", full_page=True)
+
+            # a file made for another system: reviewed with its changes, applied only when
+            # the admin ticks that they mean it, and the success names the new version
+            exported = page.request.get(f"{stack}/api/config/export").json()
+            exported["config"]["system_id"] = "plant-b"
+            exported["config"]["cell_capacity_ah"] = 55.0
+            page.goto(f"{stack}/config")
+            page.set_input_files('[data-testid="import-file"]', files=[{
+                "name": "plant-b.json", "mimeType": "application/json",
+                "buffer": json.dumps(exported).encode(),
+            }])  # fmt: skip
+            page.click('[data-testid="import-review"]')
+            expect(page.locator('[data-testid="other-system"]')).to_contain_text("plant-b")
+            expect(page.locator('[data-testid="diff-table"]')).to_contain_text("cell_capacity_ah")
+            page.screenshot(path=shots / "09a-import-other-system.png", full_page=True)
+            page.click('[data-testid="import-apply"]')
+            expect(page.locator('p.error[role="alert"]')).to_contain_text("tick the box")
+            page.check('[data-testid="confirm-other-system"]')
+            page.click('[data-testid="import-apply"]')
+            expect(page.locator('[data-testid="import-done"]')).to_contain_text(
+                re.compile(r"Imported plant-b\.json as version \d+")
+            )
 
             # the API documentation renders from the site's own files
             page.goto(f"{stack}/docs")
