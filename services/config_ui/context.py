@@ -9,6 +9,7 @@ from typing import Any
 
 from services.config_ui import wizard
 from services.config_ui.bridge import BusBridge
+from services.config_ui.cell_history import CellHistoryStore
 from services.config_ui.config_store import (
     ConfigSource,
     ConfigStore,
@@ -59,6 +60,8 @@ class UiContext:
     bridge: BusBridge
     history: HistoryStore | None = None
     """The stored history beyond what the live view keeps in memory."""
+    cell_history: CellHistoryStore | None = None
+    """Each cell's minutes (voltage, temperatures, balancing time)."""
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
     edited: dict[str, frozenset[str]] = field(default_factory=dict)

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from urllib.parse import unquote
 
 import httpx
@@ -22,16 +23,18 @@ from shared.bus import InMemoryBus
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config, get_preset
 from shared.messages import (
+    CellSnapshot,
     ConfigAck,
     ConfigMessage,
     Event,
     EventsQueryArgs,
+    ModuleCells,
     ServiceOverride,
     ServiceResetArgs,
     ServiceStatus,
 )
 from shared.messages.events import EventKind, EventLevel, EventValue
-from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE, SERVICE_STATUS
+from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_CELLS, PACK_STATE, SERVICE_STATUS
 from tests.config_ui.conftest import ADMIN_PASSWORD, SYSTEM, UiHarness
 from tests.factories import pack_state
 
@@ -906,3 +909,51 @@ def test_a_file_for_another_system_needs_the_admins_confirmation(ui: UiHarness) 
     r = ui.client.post("/api/config/import?confirm_other_system=true",
                        json=config_json(system_id="plant-b"))  # fmt: skip
     assert r.status_code == 201
+
+
+# --- per-cell history (issue 14) --------------------------------------------------------------
+def wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_cells_history_balancing_trend_and_csv_come_from_the_published_cells(
+    ui: UiHarness,
+) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})  # 2 modules x 8 cells
+    now = time.time()
+    start = now - now % 60 - 180  # three whole minutes ago
+    for k in range(181):  # 1 Hz; module 1 cell 3 high and balancing
+        modules = [
+            ModuleCells(module=m, fresh=True, cell_v=[3.30] * 8, cell_flags=[0] * 8,
+                        balancing=[False] * 8, temp_c=[25.0, 25.0], temp_flags=[0, 0])
+            for m in range(2)
+        ]  # fmt: skip
+        modules[1].cell_v[3] = 3.35
+        modules[1].balancing[3] = True
+        ui.master.bus.publish(PACK_CELLS, CellSnapshot(modules=modules, ts=start + k))
+    store = ui.ctx.cell_history
+    assert store is not None
+    assert wait_until(lambda: len(store.cell(1, 3, start, now)) == 3, 5)
+    got = ui.client.get("/api/cells/1/3/history?seconds=600").json()
+    assert got["label"] == "M2 · C4"
+    assert [p["voltage_v"] for p in got["points"]] == [3.35] * 3
+    assert [p["balancing_s"] for p in got["points"]] == [60.0] * 3
+    totals = ui.client.get("/api/cells/balancing?seconds=600").json()
+    assert totals["1"][3] == 180.0 and sum(totals["0"]) == 0.0
+    [day] = ui.client.get("/api/cells/imbalance?days=1").json()
+    assert day["spread_mv"] == 50.0
+    csv_text = ui.client.get(f"/api/cells/history.csv?since_ts={start}").text
+    rows = [r.split(",") for r in csv_text.strip().splitlines()]
+    assert rows[0] == ["ts", "time_utc", "module", "cell", "series", "voltage_v", "balancing_s"]
+    high = [r for r in rows[1:] if r[2:4] == ["2", "4"]]
+    assert len(high) == 3 and all(r[4] == "12" and r[5] == "3.3500" for r in high)
+    assert len(rows) == 1 + 3 * 16
+    assert ui.client.get("/api/cells/0/999/history").status_code == 422
+    too_long = ui.client.get(f"/api/cells/history.csv?since_ts={now - 40 * 86400}")
+    assert too_long.status_code == 422

@@ -315,6 +315,28 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             highest = {c for v, c in zip(volts, colours, strict=True) if v == max(volts)}
             assert MIN_COLOUR in lowest and MAX_COLOUR in highest, (volts, colours)
             assert page.locator('[data-testid="cells-chart"]').bounding_box() is not None
+            # a click on a cell opens its history: its place in words, its minutes, a CSV
+            page.locator('[data-testid="cells-chart"]').scroll_into_view_if_needed()
+            at = page.evaluate(
+                "(() => { const e = cellsChart.getDatasetMeta(0).data[10];"
+                " const r = cellsChart.canvas.getBoundingClientRect();"
+                " const bottom = Math.min(e.base, cellsChart.chartArea.bottom);"
+                " return [r.left + e.x, r.top + (e.y + bottom) / 2]; })()"
+            )
+            page.mouse.click(at[0], at[1])
+            panel = page.locator('[data-testid="cell-panel"]')
+            expect(panel).to_be_visible()
+            expect(page.locator('[data-testid="cell-title"]')).to_have_text(
+                "M2 · C3 (cell 11 in series)"
+            )
+            expect(page.locator('[data-testid="cell-summary"]')).to_contain_text(
+                re.compile(r"minute")
+            )
+            csv_href = page.locator('[data-testid="cell-csv"]').get_attribute("href")
+            exported = page.request.get(f"{stack}{csv_href}")
+            assert exported.ok and exported.text().startswith("ts,time_utc,module,cell,series")
+            page.screenshot(path=shots / "06a-cell-history.png", full_page=True)
+
             # the history plot grows with the live values
             points = page.evaluate("historyChart.data.datasets.map((d) => d.data.length)")
             time.sleep(2.5)
@@ -400,7 +422,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
 
             # a phone (390 px): the event log becomes cards and no page scrolls sideways
             page.set_viewport_size({"width": 390, "height": 844})
-            for path, name in (("/events", "11-events-390px"), ("/", "12-dashboard-390px")):
+            for path, name in (("/events", "09b-events-390px"), ("/", "09c-dashboard-390px")):
                 page.goto(f"{stack}{path}")
                 if path == "/events":
                     row = page.locator('[data-testid="events-table"] tbody tr').first
@@ -577,7 +599,7 @@ def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
             expect(first).to_have_attribute("data-flags", re.compile(r"\bsensor_fault\b"))
             assert wait_until(lambda: bars()[10] is None, 15)
             expect(page.locator('[data-testid="cells-unknown"]')).to_have_text(
-                re.compile(r"^unknown: M2 C3 \(open wire[^)]*\)$")
+                re.compile(r"^unknown: M2 · C3 \(open wire[^)]*\)$")
             )
             page.screenshot(path=shots / "13-sensor-fault-and-open-wire.png", full_page=True)
             cells = state()["cells"]
