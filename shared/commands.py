@@ -220,11 +220,12 @@ class CommandClient:
     def __init__(
         self, bus: BusCore, *, clock: Callable[[], float] = time.time, user: str | None = None
     ) -> None:
-        """`user`: the broker user this bus logs in as (default: the instance name, as every
-        service's), which the reply topic names: the ACL lets that user alone read it."""
+        """`user`: the broker user this bus logs in as (default: the bus's own login, else the
+        instance name, as every service's), which the reply topic names: the ACL lets that user
+        alone read it."""
         self.bus = bus
         self.clock = clock
-        self.user = user or bus.service
+        self.user = user or bus.broker_user or bus.service
         self.client = uuid.uuid4().hex[:12]
         self.reply_topic = COMMAND_REPLY.topic(bus.system, user=self.user, client=self.client)
         self._pending: dict[str, _Pending] = {}

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import SCHEMA_VERSION
-from shared.bus import InMemoryBroker, InMemoryBus
+from shared.bus import InMemoryBroker, InMemoryBus, MqttBus
 from shared.command_ledger import MAX_LIFETIME_S
 from shared.commands import (
     CommandClient,
@@ -25,6 +25,7 @@ from shared.messages import (
     ResetFaultsArgs,
     SetModeArgs,
 )
+from shared.settings import MqttEndpoint
 from shared.topics import COMMAND, COMMAND_REPLY
 
 
@@ -257,3 +258,15 @@ def test_request_pumped_waits_while_another_thread_processes_the_bus() -> None:
     assert reply is not None and reply.status == "accepted" and len(executed) == 1
     stop.clear()
     assert client.request_pumped("set_mode", SetModeArgs(mode="standby"), wait_s=0.1) is None
+
+
+def test_a_command_client_names_its_broker_login_in_its_reply_topic() -> None:
+    """The ACL lets a user read only reply/<its login>/+: a client logged in as config_ui
+    under another instance name (an operator's tool) must still get its replies."""
+    endpoint = MqttEndpoint("127.0.0.1", 1883, False, "config_ui", "unused-here")
+    bus = MqttBus(endpoint, system="demo", service="ops-tool", kind="test", presence=False)
+    assert bus.broker_user == "config_ui"
+    assert CommandClient(bus).reply_topic.startswith("bms/v1/demo/reply/config_ui/")
+    anonymous = MqttBus(MqttEndpoint("127.0.0.1", 1883, False), system="demo", service="tool",
+                        kind="x")  # fmt: skip
+    assert CommandClient(anonymous).reply_topic.startswith("bms/v1/demo/reply/tool/")
