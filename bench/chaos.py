@@ -214,8 +214,9 @@ class EventSubscriber:
 
 # --- the stack ----------------------------------------------------------------------------------
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, persist_period_s: float = 1.0) -> None:
         self.tmp = tmp
+        self.persist_period_s = persist_period_s
         self.config = chaos_config()
         self.broker = MosquittoBroker(
             persistence_dir=tmp / "mosquitto", extra_config="autosave_interval 1"
@@ -250,7 +251,8 @@ class Stack:
         return {
             "slave_agent": {"initial_soc_pct": "50"},
             "master_core": {"hardware": "simulated", "data_dir": str(self.data_dir),
-                            "load_profile": LOAD_PROFILE},
+                            "load_profile": LOAD_PROFILE,
+                            "persist_period_s": str(self.persist_period_s)},
             "modbus_gateway": {},
             "can_gateway": {"can_interface": "slcan", "can_channel": str(self.gw_end),
                             "keepalive_timeout_s": "3"},
@@ -983,6 +985,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DATA_FILE, help="results JSON")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--no-netns", action="store_true", help="run in this network namespace")
+    parser.add_argument(
+        "--persist-period-s", type=float, default=1.0,
+        help="the master's persist_period_s (10 was the old period: SOC after a kill shows it)",
+    )  # fmt: skip
     args = parser.parse_args(args_in)
     specs = list(SCENARIOS)
     if args.list:
@@ -1010,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     results: list[ScenarioResult] = []
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp))
+        stack = Stack(Path(tmp), persist_period_s=args.persist_period_s)
         try:
             ready, _ = stack.wait_ready(90)
             if not ready:
@@ -1026,7 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
     only = f" --only {args.only}" if args.only else ""
     out = ChaosResults(
         command=f"python bench/chaos.py{mode}{only}",
-        setup=f"NMC preset, 2 modules x 4 cells, load {LOAD_PROFILE}, persist every 1 s, "
+        setup=f"NMC preset, 2 modules x 4 cells, load {LOAD_PROFILE}, "
+        f"persist every {args.persist_period_s:g} s, "
         "comm_loss.auto_recoveries_per_hour 20, over-current warning 95 A (limits allow 80 A)",
         duration_s=round(time.monotonic() - start),
         scenarios=results,
