@@ -4,6 +4,7 @@ generated protobuf classes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,17 @@ from services.integrations.sparkplug import (
     next_bd_seq,
 )
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
+from shared.deploy import acl
 from shared.messages import CellSnapshot, ModuleCells, PackState
-from shared.topics import BROKER_MESSAGE_SIZE_LIMIT
+from shared.topics import (
+    BROKER_MESSAGE_SIZE_LIMIT,
+    INTEGRATIONS,
+    SPARKPLUG_DEVICE,
+    SPARKPLUG_GROUP,
+    SPARKPLUG_NODE,
+    THIRD_PARTY,
+    spec_for,
+)
 from tests.factories import pack_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -395,3 +405,31 @@ def test_generated_protobuf_matches_the_proto(tmp_path: Path) -> None:
         assert (tmp_path / name).read_text() == (
             ROOT / "services/integrations" / name
         ).read_text(), f"{name} is stale: run {PROTOC}"
+
+
+# --- registry and ACL -----------------------------------------------------------------------
+def test_every_topic_of_the_edge_node_is_in_the_registry_and_granted_by_the_acl() -> None:
+    """What the edge node publishes and subscribes matches `OUTSIDE_TOPICS`, and the ACL of
+    the deployed system lets the bridge do exactly that, a third party read it, and nobody
+    touch another system's device."""
+    node = EdgeNode(SPARKPLUG_GROUP, "site")
+    node.pack("demo", state(), T0)
+    node.cells("demo", snapshot(), T0)
+    node.session(0)
+    sent = [t for t, _p in node.birth(T0)]
+    sent += [t for t, _p in node.pack("demo", state(soc=1.0), T0)]
+    sent += [t for t, _p in node.gone("demo", T0)] + [node.topic("NDEATH")]
+    assert {t.split("/")[2] for t in sent} == {"NBIRTH", "DBIRTH", "DDATA", "DDEATH", "NDATA",
+                                               "NDEATH"}  # fmt: skip
+    for topic in sent:
+        spec = SPARKPLUG_DEVICE if topic.count("/") == 4 else SPARKPLUG_NODE
+        assert re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(spec.address)), topic)
+        assert acl.may(INTEGRATIONS, "write", topic, system="demo"), topic
+        assert acl.may(THIRD_PARTY, "read", topic, system="demo"), topic
+        assert not acl.may(THIRD_PARTY, "write", topic, system="demo"), topic
+        assert spec_for(topic) is None  # the bus never decodes it as msgpack
+    ncmd, dcmd = node.command_filters
+    assert acl.may(INTEGRATIONS, "read", ncmd, system="demo")
+    assert acl.may(INTEGRATIONS, "read", dcmd.replace("+", "demo"), system="demo")
+    assert not acl.may(INTEGRATIONS, "write", node.topic("DDATA", "other"), system="demo")
+    assert not acl.may(THIRD_PARTY, "read", node.topic("DDATA", "other"), system="demo")
