@@ -9,7 +9,8 @@ overhead beyond the configured delay. Figures only: no pass/fail.
 with everything that costs (JSON mirror, Home Assistant discovery with per-cell sensors,
 Sparkplug B with module folders, /metrics), its own process on the same broker and cores as
 the master; prints both and their ratio (issue 16: turning the bridge on must not change the
-master's fault reaction). BENCH_ROUNDS trips per system and setting (default 5).
+master's fault reaction). Off and on alternate BENCH_BLOCKS times (default 2), BENCH_ROUNDS
+trips per system each time (default 5).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from shared.settings import parse_mqtt_url  # noqa: E402
 from shared.topics import CONFIG, PACK_STATE, SIM_CONTROL, SLAVE_TELEMETRY  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+BLOCKS = int(os.environ.get("BENCH_BLOCKS", "2"))
+"""With --bridge: off and on alternate this many times, BENCH_ROUNDS trips each."""
 
 
 class System:
@@ -182,9 +185,12 @@ def main() -> None:
     print("fault reaction: cell over-voltage -> contactors open (sample 0.1 s)")
     if "--bridge" in sys.argv:
         n = int(sys.argv[sys.argv.index("--systems") + 1]) if "--systems" in sys.argv else 1
+        off: list[float] = []
+        on: list[float] = []
         with MosquittoBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-            off = run(n, broker.url, Path(tmp) / "off")
-            on = run(n, broker.url, Path(tmp) / "on", bridge=True)
+            for block in range(BLOCKS):  # alternated, so a drift of the machine hits both
+                off += run(n, broker.url, Path(tmp) / f"off{block}")
+                on += run(n, broker.url, Path(tmp) / f"on{block}", bridge=True)
         report(n, off, delay, ", bridge off")
         report(n, on, delay, ", bridge on (JSON, HA with cells, Sparkplug with modules)")
         if off and on:

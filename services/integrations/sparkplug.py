@@ -307,7 +307,8 @@ class EdgeNode:
         self.born = False
 
     def birth(self, now_s: float) -> list[tuple[str, bytes]]:
-        """NBIRTH (seq 0, bdSeq of this session) and a DBIRTH per system that is online."""
+        """NBIRTH (seq 0, bdSeq of this session) and a DBIRTH per system that is online (but
+        one still waiting for its first cells)."""
         if self.bd_seq < 0:
             raise RuntimeError("birth before the first CONNECT's will")
         now_ms = ms(now_s)
@@ -326,7 +327,7 @@ class EdgeNode:
         out = [(self.topic("NBIRTH"), p.SerializeToString())]
         for system, dev in self.devices.items():
             dev.alive = False
-            if dev.online:
+            if dev.online and not self._cells_due(dev, now_s):
                 out.append(self._device_birth(system, dev, now_s))
         return out
 

@@ -270,6 +270,15 @@ def test_a_new_system_after_the_birth_gets_its_dbirth_with_its_cells() -> None:
     assert topic == "spBv1.0/bms/DBIRTH/site/s2" and "Module 01/Fresh" in by_name(p)
 
 
+def test_a_birth_leaves_out_a_system_still_waiting_for_its_cells() -> None:
+    node = EdgeNode("bms", "site")
+    node.pack("s1", state(), T0)
+    node.session(0)
+    assert [t for t, _p in node.birth(T0 + 1)] == ["spBv1.0/bms/NBIRTH/site"]
+    (dbirth,) = node.cells("s1", snapshot(), T0 + 1.5)
+    assert dbirth[0] == "spBv1.0/bms/DBIRTH/site/s1"
+
+
 def test_a_system_without_cells_is_born_without_module_folders_after_the_wait() -> None:
     node, _msgs = born()
     assert len(node.pack("s2", state(), T0 + 1)) == 1  # NDATA
