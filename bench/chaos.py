@@ -566,7 +566,7 @@ def _capture(stack: Stack, command: str, args: CommandArgs, ttl_s: float) -> tup
     """The bytes of one command request, as a client would publish them."""
     req = CommandRequest(
         command=command, correlation_id=uuid.uuid4().hex,
-        reply_to=COMMAND_REPLY.topic(SYSTEM, client="chaos-replay"),
+        reply_to=COMMAND_REPLY.topic(SYSTEM, user="chaos", client="replay"),
         expires_at=time.time() + ttl_s, args=args.model_dump(mode="json"),
     )  # fmt: skip
     topic = COMMAND.topic(SYSTEM, command=command)

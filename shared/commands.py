@@ -42,6 +42,17 @@ class CommandOutcome:
 
 
 CommandHandler = Callable[[CommandArgs], CommandOutcome]
+Admission = Callable[[CommandRequest, float], CommandOutcome | None]
+"""Asked before a request runs (request, now): a refusal to reply with instead (a rate limit),
+or None to run it."""
+
+
+def requester(req: CommandRequest) -> str | None:
+    """The broker user a request's replies go to (`reply/{user}/{client}`): the only one able
+    to read them, so the one a per-requester limit counts against; None when not a reply
+    topic."""
+    parsed = COMMAND_REPLY.parse(req.reply_to)
+    return None if parsed is None else parsed[1]["user"]
 
 
 def refusal_reason(
@@ -87,11 +98,14 @@ class CommandServer:
         *,
         clock: Callable[[], float] = time.time,
         journal: LedgerJournal | None = None,
+        admit: dict[str, Admission] | None = None,
     ) -> None:
         """`journal`: the ledger outlives the process (a request is journalled before it
-        runs, so it runs at most once even across a kill)."""
+        runs, so it runs at most once even across a kill). `admit`: per command, a gate asked
+        before it runs (a refusal is counted as `commands_rate_limited`)."""
         self.bus = bus
         self.handlers = handlers
+        self.admit = admit or {}
         self.clock = clock
         self.ledger = CommandLedger()
         self.journal = journal
@@ -146,6 +160,12 @@ class CommandServer:
             outcome = CommandOutcome(
                 False, f"correlation id {req.correlation_id!r} was already used by another request"
             )
+        elif (gate := self.admit.get(req.command)) is not None and (
+            refused := gate(req, now)
+        ) is not None:
+            counters["commands_refused"] += 1
+            counters["commands_rate_limited"] += 1
+            outcome = refused
         else:
             if self.journal is not None:  # before it runs: a kill mid-way cannot run it twice
                 self.journal.save_command(self.ledger.record(req, unknown_outcome(req), now))
@@ -185,7 +205,7 @@ class CommandServer:
         parsed = COMMAND_REPLY.parse(req.reply_to)
         if parsed is None or parsed[0] != self.bus.system:
             return  # never publish to a topic a client chose freely
-        self.bus.publish(COMMAND_REPLY, reply, client=parsed[1]["client"])
+        self.bus.publish(COMMAND_REPLY, reply, **parsed[1])
 
 
 @dataclass
@@ -197,14 +217,20 @@ class _Pending:
 class CommandClient:
     """Sends commands and matches replies by correlation id."""
 
-    def __init__(self, bus: BusCore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, bus: BusCore, *, clock: Callable[[], float] = time.time, user: str | None = None
+    ) -> None:
+        """`user`: the broker user this bus logs in as (default: the bus's own login, else the
+        instance name, as every service's), which the reply topic names: the ACL lets that user
+        alone read it."""
         self.bus = bus
         self.clock = clock
-        self.client = f"{bus.service}-{uuid.uuid4().hex[:8]}"
-        self.reply_topic = COMMAND_REPLY.topic(bus.system, client=self.client)
+        self.user = user or bus.broker_user or bus.service
+        self.client = uuid.uuid4().hex[:12]
+        self.reply_topic = COMMAND_REPLY.topic(bus.system, user=self.user, client=self.client)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        bus.subscribe(COMMAND_REPLY, self._on_reply, client=self.client)
+        bus.subscribe(COMMAND_REPLY, self._on_reply, user=self.user, client=self.client)
 
     def send(
         self,

@@ -50,6 +50,8 @@ PARAM_TEXT = {
     + "; ".join(f"{c} ({', '.join(COMMAND_SENDERS[c])})" for c in sorted(COMMAND_ARGS))
     + ".",
     "client": "Reply channel of one command client, named in the request's `reply_to`.",
+    "user": "The requester's broker user: the broker ACL lets that user alone read the "
+    "replies under it (the master writes them all).",
     "service": "Service instance name, e.g. `master_core` or `slave_agent-rack1`.",
     "source": "The publishing service instance (`master_core`, `can_gateway`, ...): filled in "
     "by the bus, and the broker ACL lets each user publish under its own name only.",

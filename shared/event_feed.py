@@ -7,6 +7,12 @@ missing ones with `events_query` (`after_id`; for a source other than the master
 `source` and `seq_epoch`: the master keeps the events it received from the others) and hands
 them on as they come. What the master's log lacks is counted as lost.
 
+A consumer that keeps its place across restarts (`positions()` after each event, `resume()`
+at start) calls `catch_up()` once connected: it pages through what each source logged after
+that place (and fetches the gaps it had left open), so what happened while it was down is
+handed on once, in order, before or among the live events (a live event already fetched is a
+duplicate and dropped).
+
 The logic is `shared.event_sequence.EventSequencer`; this adapter only wires it. It runs in
 the thread that drives the bus (`process`); call `poll()` from that loop to retry fetches.
 """
@@ -25,7 +31,7 @@ from shared.commands import CommandClient
 from shared.event_sequence import EventSequencer, Gap
 from shared.log_limit import LimitedLog
 from shared.messages import CommandReply, Event, EventsQueryArgs
-from shared.topics import EVENTS, MASTER
+from shared.topics import EVENTS, LEVEL_RE, MASTER
 
 log = logging.getLogger("shared.event_feed")
 
@@ -33,6 +39,8 @@ FETCH_ROWS = 500
 """Rows per `events_query` page (the command allows up to 1000)."""
 FETCH_TTL_S = 5.0
 RETRY_S = 5.0
+MAX_RETRY_S = 60.0
+"""The longest a rate limit's `retry_after_s` is waited for."""
 FIRST_SEQ: Mapping[str, int] = {MASTER: 1}
 """SQLite row ids start at 1; the bus's per-process counters at 0."""
 
@@ -57,6 +65,9 @@ class EventFeed:
         self.sequencer = EventSequencer(first_seq={master: FIRST_SEQ[MASTER]})
         self._retry_at: float | None = None
         self._sources_with_gaps: set[str] = set()
+        self._probes: dict[str, tuple[float | None, int]] = {}
+        """Source -> (epoch, seq) to page on after (`catch_up`), until a page comes back short."""
+        self._probing: set[str] = set()
         self._log = LimitedLog(log)
         bus.subscribe(EVENTS, self._on_delivery)
 
@@ -100,11 +111,134 @@ class EventFeed:
             return
         self.on_event(event)
 
+    # --- a place kept across restarts ------------------------------------------------------
+    def positions(self) -> dict[str, dict[str, Any]]:
+        """Each source's place (JSON): its epoch, the highest seq handed on and the ranges
+        below it still missing; `resume` takes it back."""
+        out: dict[str, dict[str, Any]] = {}
+        for source in self.sequencer.sources():
+            pos = self.sequencer.position(source)
+            assert pos is not None
+            missing = [[g.first, g.last] for g in self.sequencer.missing(source)]
+            out[source] = {"epoch_s": pos[0], "seq": pos[1], "missing": missing}
+        return out
+
+    def resume(self, positions: Mapping[str, Any]) -> int:
+        """Continue from `positions()` of an earlier run; an entry that cannot be read is
+        skipped, counted (`events_positions_bad`) and logged. Returns how many were taken."""
+        taken = 0
+        for source, pos in positions.items():
+            try:
+                epoch = pos["epoch_s"]
+                seq = pos["seq"]
+                missing = [(int(a), int(b)) for a, b in pos.get("missing", [])]
+                if not isinstance(seq, int) or not isinstance(epoch, float | int | None):
+                    raise TypeError(f"seq {seq!r}, epoch {epoch!r}")
+                if not LEVEL_RE.match(source):
+                    raise ValueError(f"source {source!r}")
+            except (KeyError, TypeError, ValueError) as exc:
+                self.bus.counters["events_positions_bad"] += 1
+                self._log.warning("positions", "kept place of %r not used: %s", source, exc)
+                continue
+            self.sequencer.resume(source, None if epoch is None else float(epoch), seq, missing)
+            taken += 1
+        return taken
+
+    def catch_up(self) -> None:
+        """Fetch what every known source logged after its place, and its open gaps (call once
+        connected, after `resume`)."""
+        for source in self.sequencer.sources():
+            pos = self.sequencer.position(source)
+            assert pos is not None
+            self._probes[source] = pos
+            if self.sequencer.missing(source):
+                self._sources_with_gaps.add(source)
+        self._probe()
+        self._fetch()
+
+    def _probe(self) -> None:
+        if self.commands is None or self._retry_at is not None:
+            return
+        for source, (epoch, after) in sorted(self._probes.items()):
+            if source in self._probing:
+                continue
+            if source != self.master and epoch is None:
+                del self._probes[source]  # an unsequenced stream cannot be asked for
+                continue
+            self._probing.add(source)
+            args = EventsQueryArgs(
+                after_id=after,
+                source=source,
+                seq_epoch=None if source == self.master else epoch,
+                limit=FETCH_ROWS,
+            )
+            self.commands.send(
+                "events_query",
+                args,
+                ttl_s=FETCH_TTL_S,
+                on_reply=functools.partial(self._probed, source, epoch, after),
+            )
+
+    def _probed(
+        self, source: str, epoch: float | None, after: int, reply: CommandReply | None
+    ) -> None:
+        self._probing.discard(source)
+        if reply is None or reply.status != "accepted":
+            self._failed(f"{source} after seq {after}", reply)
+            return
+        rows = reply.result.get("events")
+        answered = reply.result.get("seq_epoch")
+        if not isinstance(rows, list):
+            self.bus.counters["events_fetch_bad_rows"] += 1
+            self._probes.pop(source, None)
+            return
+        if answered != epoch:
+            # the master's log was replaced while we were away: its new count, from the start
+            self.bus.counters["events_fetch_other_epoch"] += 1
+            if source == self.master and isinstance(answered, float | int):
+                self._probes[source] = (float(answered), FIRST_SEQ[MASTER] - 1)
+            else:
+                self._probes.pop(source, None)
+            self._probe()
+            return
+        last = after
+        for row in rows:
+            event = _event_of(row, epoch)
+            if event is None or event.seq is None or event.seq <= after:
+                self.bus.counters["events_fetch_bad_rows"] += 1
+                continue
+            last = max(last, event.seq)
+            self.bus.counters["events_fetched"] += 1
+            self._accept(source, event.model_copy(update={"source": source}))
+        if rows and (reply.result.get("truncated") or len(rows) >= FETCH_ROWS):
+            self._probes[source] = (epoch, last)  # a full page: there may be more
+        else:
+            self._probes.pop(source, None)
+        self._probe()
+        self._fetch()
+
+    def _failed(self, what: str, reply: CommandReply | None) -> None:
+        """No answer, or refused (a rate limit says how long to wait): try again later."""
+        self.bus.counters["events_fetch_failed"] += 1
+        self._log.warning(
+            "fetch_failed",
+            "events_query for %s: %s",
+            what,
+            "no reply" if reply is None else reply.reason,
+        )
+        wait_s = RETRY_S
+        if reply is not None:
+            retry_after = reply.result.get("retry_after_s")
+            if isinstance(retry_after, float | int) and retry_after > wait_s:
+                wait_s = min(float(retry_after), MAX_RETRY_S)
+        self._retry_at = self.clock() + wait_s
+
     # --- fetching the master's gaps ---------------------------------------------------------
     def poll(self) -> None:
         """Retry a failed fetch once its wait is over (call from the bus loop)."""
         if self._retry_at is not None and self.clock() >= self._retry_at:
             self._retry_at = None
+            self._probe()
             self._fetch()
 
     def _fetch(self) -> None:
@@ -136,17 +270,8 @@ class EventFeed:
 
     def _fetched(self, gap: Gap, reply: CommandReply | None) -> None:
         if reply is None or reply.status != "accepted":
-            self.bus.counters["events_fetch_failed"] += 1
-            self._log.warning(
-                "fetch_failed",
-                "events_query for %s seq %d-%d: %s",
-                gap.source,
-                gap.first,
-                gap.last,
-                "no reply" if reply is None else reply.reason,
-            )
             self.sequencer.fetch_failed(gap)
-            self._retry_at = self.clock() + RETRY_S
+            self._failed(f"{gap.source} seq {gap.first}-{gap.last}", reply)
             return
         rows = reply.result.get("events")
         epoch = reply.result.get("seq_epoch")
@@ -165,7 +290,10 @@ class EventFeed:
             if gap.first <= event.seq <= gap.last:
                 self.bus.counters["events_fetched"] += 1
                 self._accept(gap.source, event.model_copy(update={"source": gap.source}))
-        covered = gap.last if len(rows) < gap.size else last
+        # a page cut by the master (its page size or the reply's byte limit) covers only what
+        # it returned: the rest is asked for next, not given up
+        cut = bool(reply.result.get("truncated")) or len(rows) >= gap.size
+        covered = last if cut else gap.last
         self.bus.counters["events_lost"] += self.sequencer.fetch_done(gap, covered_to=covered)
         self._fetch()  # the next page or the next gap
 

@@ -91,14 +91,27 @@ class EventSequencer:
         self._max_missing = max_missing
         self._streams: dict[str, _Stream] = {}
 
-    def resume(self, source: str, epoch_s: float | None, last_seq: int) -> None:
-        """Continue from a position the consumer kept (a gap after it is then detected)."""
-        self._streams[source] = _Stream(epoch_s, last_seq)
+    def resume(
+        self,
+        source: str,
+        epoch_s: float | None,
+        last_seq: int,
+        missing: list[tuple[int, int]] | None = None,
+    ) -> None:
+        """Continue from a position the consumer kept (a gap after it is then detected), with
+        the ranges it still missed below it (fetched again)."""
+        stream = _Stream(epoch_s, last_seq)
+        stream.missing = sorted([a, b] for a, b in missing or () if a <= b < last_seq)
+        stream.trim(self._max_missing)
+        self._streams[source] = stream
 
     def position(self, source: str) -> tuple[float | None, int] | None:
         """(epoch, highest seq seen) of a source, to be kept for `resume`."""
         s = self._streams.get(source)
         return None if s is None else (s.epoch_s, s.high)
+
+    def sources(self) -> list[str]:
+        return sorted(self._streams)
 
     def observe(self, source: str, epoch_s: float | None, seq: int | None) -> Observation:
         if seq is None:

@@ -16,6 +16,7 @@ MAX_CURRENT: Final = "max_current"
 STALE: Final = "stale_data"
 ALARM: Final = "protection_alarm"
 WARNING: Final = "protection_warning"
+INPUT_UNKNOWN: Final = "protection_input_unknown"
 CELL_VOLTAGE: Final = "cell_voltage"
 TEMPERATURE_LOW: Final = "temperature_low"
 TEMPERATURE_HIGH: Final = "temperature_high"
@@ -31,6 +32,7 @@ WORDS: Mapping[str, str] = MappingProxyType({
     STALE: "Stopped: cell data missing or stale",
     ALARM: "Stopped: a protection alarm concerns this direction",
     WARNING: "Reduced: a protection warning concerns this direction",
+    INPUT_UNKNOWN: "Stopped: a value protection needs is unknown (not measured yet or lost)",
     CELL_VOLTAGE: "Reduced near the cell voltage limit",
     TEMPERATURE_LOW: "Reduced: cells cold",
     TEMPERATURE_HIGH: "Reduced: cells hot",

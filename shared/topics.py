@@ -51,6 +51,11 @@ THIRD_PARTY = "third_party"
 ANY = "any_service"
 SIM = "simulation"
 PLANT = "plant"
+INTEGRATIONS = "integrations"
+EVENTS_READER = "events_reader"
+"""A third party that reads what `third_party` reads and may also fetch the events it missed
+with `events_query` (its own broker user, so the master's rate limit and the reply topic are
+its own)."""
 INTEGRATIONS_COMMANDS = "integrations_commands"
 """The integrations bridge's second broker user, only with BMS_HA_COMMANDS: it may send exactly
 the commands Home Assistant may ask for (`HA_COMMANDS`), and read those requests."""
@@ -229,10 +234,12 @@ COMMAND = TopicSpec(
     CommandRequest,
     1,
     False,
-    (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
+    (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER),
     (MASTER,),
     "on demand",
-    "A command to the master; the reply goes to `reply_to` before `expires_at` or not at all.",
+    "A command to the master; the reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
+    "the requester's broker user) before `expires_at` or not at all. `events_query` is rate "
+    "limited per requester (`reply_to`'s user): a refused query's reply says when to ask again.",
     expiry_s=30,
 )
 COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
@@ -240,25 +247,28 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "reset_faults": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     "set_mode": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     "heartbeat": (MODBUS, CAN, UI),
-    "events_query": (UI,),
+    "events_query": (UI, INTEGRATIONS, EVENTS_READER),
     "service_reset": (UI,),
 }
 """Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
-alone, which sends it for its admin role only."""
+alone, which sends it for its admin role only. `events_query` is also open to the integrations
+bridge (its backfill) and to third parties with the `events_reader` user."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""
 COMMAND_REPLY = TopicSpec(
     "command_reply",
-    "reply/{client}",
+    "reply/{user}/{client}",
     CommandReply,
     1,
     False,
     (MASTER,),
-    (MODBUS, CAN, UI),
+    (MODBUS, CAN, UI, INTEGRATIONS, EVENTS_READER),
     "on demand",
-    "Reply to a command: accepted, or refused with the reason.",
+    "Reply to a command: accepted, or refused with the reason. `{user}` is the requester's "
+    "broker user: the ACL lets each user read its own replies only; `{client}` tells its "
+    "clients apart.",
     expiry_s=30,
     payload_bytes=COMMAND_REPLY_MAX_BYTES,
 )
@@ -334,7 +344,6 @@ SIM_TRUTH = TopicSpec(
 # --- The integrations bridge (services/integrations) ---------------------------------------
 # It reads what a third party may read and publishes only under its own prefixes: `json/` below
 # each system, and Home Assistant's discovery prefix. It is never on the protection path.
-INTEGRATIONS = "integrations"
 
 
 def _json_limit(spec: TopicSpec[Message]) -> int:
@@ -643,9 +652,11 @@ OUTSIDE_ROOT = _outside_root()
 with `{system}` the deployed system). The bridge writes and reads the Sparkplug topics of any
 edge node of its group (the edge node id is the site, a setting of the bridge) and of its own
 system's device only; a third party reads them."""
-READS_AS: dict[str, str] = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY}
-"""A role that reads what another reads: the bridge and Home Assistant read what a third party
-may."""
+READS_AS: dict[str, str] = {
+    INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY, EVENTS_READER: THIRD_PARTY,
+}  # fmt: skip
+"""A role that reads what another reads: the bridge, Home Assistant and the events reader read
+what a third party may (and, besides, what they are named a subscriber of)."""
 
 
 TOPICS: tuple[TopicSpec[Message], ...] = (

@@ -4,7 +4,8 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 RUN groupadd --system --gid 10001 bms \
- && useradd --system --uid 10001 --gid bms --no-create-home --home-dir /app bms
+ && useradd --system --uid 10001 --gid bms --no-create-home --home-dir /app bms \
+ && mkdir /data && chown bms:bms /data
 WORKDIR /app
 # dependencies first: this layer is rebuilt only when uv.lock changes
 COPY deploy/requirements/integrations.txt /tmp/requirements.txt

@@ -13,6 +13,7 @@ from pydantic_settings import CliApp
 
 from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
+from services.config_ui.cell_history import CellHistoryStore
 from services.config_ui.config_store import ConfigStore
 from services.config_ui.context import UiContext
 from services.config_ui.history_store import HistoryStore
@@ -87,10 +88,15 @@ def run(settings: ConfigUiSettings) -> int:
     live = LiveView(history_s=settings.ui_history_s)
     bus = MqttBus.from_settings(settings, kind=KIND)
     history = HistoryStore(db, retention_s=settings.ui_history_retention_days * 86400)
-    bridge = BusBridge(bus, live, command_timeout_s=settings.ui_command_timeout_s, history=history)
+    cell_history = CellHistoryStore(db, retention_s=settings.ui_cell_history_days * 86400)
+    bridge = BusBridge(
+        bus, live, command_timeout_s=settings.ui_command_timeout_s, history=history,
+        cell_history=cell_history,
+    )  # fmt: skip
     ctx = UiContext(
-        settings=settings, store=store, users=users, live=live, bridge=bridge, history=history
-    )
+        settings=settings, store=store, users=users, live=live, bridge=bridge, history=history,
+        cell_history=cell_history,
+    )  # fmt: skip
     stop = threading.Event()
     note_stop_signals(stop)
     metrics = serve_metrics(bus, settings)
@@ -116,6 +122,7 @@ def run(settings: ConfigUiSettings) -> int:
         store.close()
         users.close()
         history.close()
+        cell_history.close()
     return 0
 
 

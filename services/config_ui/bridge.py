@@ -6,15 +6,23 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from services.config_ui.cell_history import CellHistoryStore, MinuteAccumulator, ModuleMinute
 from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import LiveView
-from shared.bus import BusCore
+from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
 from shared.config import SystemConfig
 from shared.event_feed import EventFeed
-from shared.messages import CommandArgs, CommandReply, ConfigMessage, EventsQueryArgs
+from shared.messages import (
+    CellSnapshot,
+    CommandArgs,
+    CommandReply,
+    ConfigMessage,
+    EventsQueryArgs,
+)
 from shared.topics import CONFIG, CONFIG_ACK, PACK_CELLS, PACK_STATE, SERVICE_STATUS
 
 log = logging.getLogger("config_ui.bridge")
@@ -30,22 +38,44 @@ class BusBridge:
         *,
         command_timeout_s: float = 5.0,
         history: HistoryStore | None = None,
+        cell_history: CellHistoryStore | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
         self.live = live
         self.history = history
+        self.cell_history = cell_history
+        self.minutes = MinuteAccumulator()
+        self.wall = wall
         self.command_timeout_s = command_timeout_s
         self.commands = CommandClient(bus)
         self.config_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         bus.subscribe(PACK_STATE, lambda d: live.on_pack(d.message))
-        bus.subscribe(PACK_CELLS, lambda d: live.on_cells(d.message))
+        bus.subscribe(PACK_CELLS, self._on_cells)
         bus.subscribe(SERVICE_STATUS, lambda d: live.on_status(d.message))
         bus.subscribe(CONFIG_ACK, lambda d: live.on_ack(d.message))
         # events once each, source as the topic says, the master's gaps fetched from its log
         self.events_feed = EventFeed(bus, live.on_event, commands=self.commands)
         bus.subscribe(CONFIG, self._on_config)
+
+    def _on_cells(self, d: Delivery[CellSnapshot]) -> None:
+        self.live.on_cells(d.message)
+        if self.cell_history is not None:
+            # the snapshot's own time (the master's), so a backlog lands in its minutes
+            at_s = d.message.ts if d.message.ts is not None else self.wall()
+            self.store_minutes(self.minutes.add(d.message, at_s))
+
+    def store_minutes(self, minutes: list[ModuleMinute]) -> None:
+        """Completed minutes to SQLite; a failure is logged and counted, never fatal."""
+        if not minutes or self.cell_history is None:
+            return
+        try:
+            self.cell_history.add(minutes)
+        except sqlite3.Error as exc:
+            self.bus.counters["cell_history_errors"] += 1
+            log.error("cannot store the cell history: %s", exc)
 
     def _on_config(self, d: Any) -> None:
         self.live.on_config(d.message.config)
@@ -85,6 +115,8 @@ class BusBridge:
                 self.history.add(point)
             if prune:
                 self.history.prune(time.time())
+                if self.cell_history is not None:
+                    self.cell_history.prune(time.time())
         except sqlite3.Error as exc:
             self.bus.counters["history_errors"] += 1
             log.error("cannot store the SOC and voltage history: %s", exc)
@@ -93,6 +125,7 @@ class BusBridge:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        self.store_minutes(self.minutes.flush())  # the minute in progress, not lost
 
     # --- actions ----------------------------------------------------------------------------
     def publish_config(self, config: SystemConfig) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from services.config_ui import wizard
 from services.config_ui.bridge import BusBridge
+from services.config_ui.cell_history import CellHistoryStore
 from services.config_ui.config_store import (
     ConfigSource,
     ConfigStore,
@@ -32,6 +33,24 @@ class InvalidConfigError(ValueError):
         self.errors = errors
 
 
+@dataclass(frozen=True)
+class PendingImport:
+    """A file an admin imported: valid, shown with its diff, not applied yet."""
+
+    config: SystemConfig
+    filename: str
+    file_system: str | None
+    """The `system_id` the file was made for (None: it names none)."""
+    token: str
+    """Ties "Apply" to the review the admin saw (a second import replaces it)."""
+
+
+def file_system_id(data: Any) -> str | None:
+    """The system id an imported configuration names, if any (before it is replaced by ours)."""
+    value = data.get("system_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
 @dataclass
 class UiContext:
     settings: ConfigUiSettings
@@ -41,6 +60,8 @@ class UiContext:
     bridge: BusBridge
     history: HistoryStore | None = None
     """The stored history beyond what the live view keeps in memory."""
+    cell_history: CellHistoryStore | None = None
+    """Each cell's minutes (voltage, temperatures, balancing time)."""
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
     edited: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -49,6 +70,8 @@ class UiContext:
         default_factory=dict
     )
     """By user: the step whose last submission moved derived fields, and those fields."""
+    pending_imports: dict[str, PendingImport] = field(default_factory=dict)
+    """By user: an imported file checked and shown with its diff, waiting for "Apply"."""
     _apply_lock: threading.Lock = field(default_factory=threading.Lock)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
 

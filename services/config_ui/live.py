@@ -44,17 +44,35 @@ class ServiceView:
     ack_version: int | None = None
     ack_accepted: bool | None = None
     ack_errors: list[str] = field(default_factory=list)
+    restart_required: list[str] = field(default_factory=list)
+    """Accepted fields this service applies only after a restart (from its last ack)."""
+    started_ts: float | None = None
+    restarts: int = 0
+    """New start times seen since the web application started (not the service's lifetime)."""
 
-    def as_dict(self) -> dict[str, Any]:
+    def started(self, started_ts: float) -> None:
+        if started_ts <= 0.0:
+            return  # a service that does not say when it started
+        if self.started_ts is not None and started_ts > self.started_ts:
+            self.restarts += 1
+        if self.started_ts is None or started_ts > self.started_ts:
+            self.started_ts = started_ts
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        started = self.started_ts
+        uptime_s = round(max(now - started, 0.0)) if self.state == "online" and started else None
         return {
             "service": self.service,
             "kind": self.kind,
             "state": self.state,
             "host": self.host,
             "version": self.version,
+            "uptime_s": uptime_s,
+            "restarts": self.restarts,
             "config_version": self.ack_version,
             "config_accepted": self.ack_accepted,
             "config_errors": self.ack_errors,
+            "restart_required": self.restart_required,
             "counters": self.counters,
         }
 
@@ -126,12 +144,14 @@ class LiveView:
             view = self._services.setdefault(status.service, ServiceView(status.service))
             view.kind, view.state, view.host = status.kind, status.state, status.host
             view.version, view.counters = status.version, dict(status.counters)
+            view.started(status.started_ts)
 
     def on_ack(self, ack: ConfigAck) -> None:
         with self._lock:
             view = self._services.setdefault(ack.service, ServiceView(ack.service))
             view.ack_version, view.ack_accepted = ack.config_version, ack.accepted
             view.ack_errors = list(ack.errors)
+            view.restart_required = list(ack.restart_required)
 
     def on_event(self, event: Event) -> None:
         with self._lock:
@@ -155,7 +175,8 @@ class LiveView:
 
     def services(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [v.as_dict() for _, v in sorted(self._services.items())]
+            now = self.clock()
+            return [v.as_dict(now) for _, v in sorted(self._services.items())]
 
     def history(self, seconds: float) -> list[HistoryPoint]:
         since = self.clock() - seconds

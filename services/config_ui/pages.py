@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import secrets
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -16,9 +17,14 @@ from services.config_ui.api import MAX_VERSION, diff_info, review, set_session_c
 from services.config_ui.auth import SESSION_COOKIE, client_of, ctx_of, require, session_of
 from services.config_ui.config_diff import config_diff
 from services.config_ui.config_store import ConfigImportError, unwrap_import
-from services.config_ui.context import InvalidConfigError, UiContext
+from services.config_ui.context import (
+    InvalidConfigError,
+    PendingImport,
+    UiContext,
+    file_system_id,
+)
+from services.config_ui.password_policy import PASSWORD_MIN_CHARS
 from services.config_ui.users import (
-    PASSWORD_MIN_CHARS,
     USERNAME_RULE,
     LoginThrottled,
     Session,
@@ -111,18 +117,22 @@ def account_submit(
     ctx: Ctx,
     current_password: Annotated[str, Form(max_length=256)],
     new_password: Annotated[str, Form(max_length=256)],
+    confirm_password: Annotated[str, Form(max_length=256)],
 ) -> HTMLResponse:
     user = ctx.users.get_user(session.username)
     error = ""
-    if ctx.users.authenticate(session.username, current_password) is None:
+    if new_password != confirm_password:
+        error = "The new password and its confirmation differ."
+    elif ctx.users.authenticate(session.username, current_password) is None:
         error = "The current password is wrong."
     else:
         try:
             ctx.users.set_password(
-                session.username, new_password, by=session.username, keep_token=session.token
-            )
+                session.username, new_password, by=session.username, keep_token=session.token,
+                current=current_password,
+            )  # fmt: skip
         except UserError as exc:
-            error = str(exc)
+            error = str(exc).capitalize() + "."
     user = ctx.users.get_user(session.username)
     return render(
         request, "account.html", session, 422 if error else 200, user=user, error=error,
@@ -150,7 +160,9 @@ def events_page(request: Request, session: Viewer) -> HTMLResponse:
 
 # --- configuration ----------------------------------------------------------------------------
 @router.get("/config")
-def config_page(request: Request, session: Viewer, ctx: Ctx, error: str = "") -> HTMLResponse:
+def config_page(
+    request: Request, session: Viewer, ctx: Ctx, error: str = "", done: str = ""
+) -> HTMLResponse:
     history = ctx.store.history(200)
     return render(
         request,
@@ -161,6 +173,7 @@ def config_page(request: Request, session: Viewer, ctx: Ctx, error: str = "") ->
         services=ctx.live.services(),
         active=None if (latest := ctx.latest()) is None else latest.version,
         error=error,
+        done=done[:300],
     )
 
 
@@ -196,19 +209,72 @@ def config_rollback(version: VersionPath, session: Admin, ctx: Ctx) -> Response:
 
 
 @router.post("/config/import")
-async def config_import(file: UploadFile, session: Admin, ctx: Ctx) -> Response:
+async def config_import(request: Request, file: UploadFile, session: Admin, ctx: Ctx) -> Response:
+    """Check an imported file and show what it would change; nothing is applied yet."""
     try:
-        config = ctx.validate(unwrap_import(await file.read(MAX_IMPORT_BYTES + 1)))
-        await run_in_threadpool(
-            ctx.apply,
-            config, user=session.username, source="import", comment=f"imported {file.filename}",
-        )  # fmt: skip
+        data = unwrap_import(await file.read(MAX_IMPORT_BYTES + 1))
+        config = ctx.validate(data)
     except ConfigImportError as exc:
         return redirect(f"/config?error={quote('; '.join(exc.lines)[:1500])}")
     except InvalidConfigError as exc:
         return redirect(f"/config?error={quote(str(exc)[:1500])}")
     except ValueError as exc:
         return redirect(f"/config?error={quote(str(exc))}")
+    pending = PendingImport(
+        config, file.filename or "the file", file_system_id(data), secrets.token_urlsafe(16)
+    )
+    ctx.pending_imports[session.username] = pending
+    return _import_review(request, session, ctx, pending)
+
+
+def _import_review(
+    request: Request, session: Session, ctx: UiContext, pending: PendingImport, error: str = ""
+) -> HTMLResponse:
+    latest = ctx.latest()
+    old = None if latest is None else latest.config.model_dump(mode="json")
+    entries = config_diff(old, pending.config.model_dump(mode="json"))
+    other = pending.file_system is not None and pending.file_system != ctx.system
+    return render(
+        request, "import_review.html", session, 422 if error else 200, pending=pending,
+        entries=diff_info(entries), active=None if latest is None else latest.version,
+        other_system=other, error=error,
+    )  # fmt: skip
+
+
+@router.post("/config/import/apply")
+def config_import_apply(
+    request: Request,
+    session: Admin,
+    ctx: Ctx,
+    token: Annotated[str, Form(max_length=64)],
+    confirm_other_system: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """Apply the file reviewed with `token`; a file made for another system only when the
+    admin ticked that they mean it."""
+    pending = ctx.pending_imports.get(session.username)
+    if pending is None or not secrets.compare_digest(pending.token, token):
+        return redirect(f"/config?error={quote('that import is no longer waiting: import again')}")
+    if pending.file_system not in (None, ctx.system) and confirm_other_system != "yes":
+        why = (
+            f"This file was made for system {pending.file_system!r}, not {ctx.system!r}: tick "
+            "the box to import it anyway."
+        )
+        return _import_review(request, session, ctx, pending, why)
+    ctx.pending_imports.pop(session.username, None)
+    try:
+        version = ctx.apply(
+            pending.config, user=session.username, source="import",
+            comment=f"imported {pending.filename}",
+        )  # fmt: skip
+    except ValueError as exc:
+        return redirect(f"/config?error={quote(str(exc))}")
+    done = f"Imported {pending.filename} as version {version.version}, published to every service."
+    return redirect(f"/config?done={quote(done)}")
+
+
+@router.post("/config/import/cancel")
+def config_import_cancel(session: Admin, ctx: Ctx) -> Response:
+    ctx.pending_imports.pop(session.username, None)
     return redirect("/config")
 
 

@@ -41,6 +41,9 @@ class ConfigUiSettings(ServiceSettings):
     ui_history_retention_days: float = Field(
         30.0, gt=0.0, le=3660.0, description="days of the stored 10 s history"
     )
+    ui_cell_history_days: float = Field(
+        30.0, gt=0.0, le=3660.0, description="days of the stored per-cell minutes"
+    )
     ui_command_timeout_s: float = Field(
         5.0, gt=0.0, le=60.0, description="how long to wait for the master's reply"
     )

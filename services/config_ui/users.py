@@ -22,6 +22,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.config_ui.config_store import migrate, open_database, transaction
+from services.config_ui.password_policy import (
+    chosen_password_problem,
+    length_problem,
+)
 
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
@@ -31,8 +35,6 @@ USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 USERNAME_RULE = (
     "2 to 32 characters of lower-case letters, digits, '_', '.' or '-', starting with a letter"
 )
-PASSWORD_MIN_CHARS = 10
-PASSWORD_MAX_CHARS = 1024
 INITIAL_ADMIN = "admin"
 
 THROTTLE_AFTER_FAILURES = 5
@@ -153,12 +155,10 @@ def check_username(username: str) -> None:
 
 
 def check_password(username: str, password: str) -> None:
-    if len(password) < PASSWORD_MIN_CHARS:
-        raise UserError(f"the password needs at least {PASSWORD_MIN_CHARS} characters")
-    if len(password) > PASSWORD_MAX_CHARS:
-        raise UserError(f"the password may have at most {PASSWORD_MAX_CHARS} characters")
-    if password.strip().lower() == username.strip().lower():
-        raise UserError("the password must not be the user name")
+    """The rules of every password (one-time ones too); see `password_policy`."""
+    problem = length_problem(username, password)
+    if problem is not None:
+        raise UserError(problem)
 
 
 class UserStore:
@@ -299,13 +299,25 @@ class UserStore:
         return _user(updated)
 
     def set_password(
-        self, username: str, password: str, *, by: str, keep_token: str | None = None
+        self,
+        username: str,
+        password: str,
+        *,
+        by: str,
+        keep_token: str | None = None,
+        current: str | None = None,
     ) -> None:
         """Set a new password and end the user's sessions (all but `keep_token`).
 
-        Set by the user: must_change_password is cleared. Set by someone else (an admin
-        resetting it): the user must change it at the next login, as another person knows it.
+        Set by the user: it must also pass the strength check and differ from `current` (the
+        password it replaces), and must_change_password is cleared. Set by someone else (an
+        admin resetting it): the user must change it at the next login, as another person
+        knows it.
         """
+        if by == username:
+            problem = chosen_password_problem(username, password, current=current)
+            if problem is not None:
+                raise UserError(problem)
         check_password(username, password)
         with self._lock:
             self._existing(username)

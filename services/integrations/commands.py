@@ -20,7 +20,7 @@ from services.integrations.mirror import RateGate
 from shared.bus import BusCore
 from shared.log_limit import LimitedLog
 from shared.messages import COMMAND_ARGS, CommandRequest, HaCommand
-from shared.topics import COMMAND, COMMAND_REPLY, HA_COMMAND, HA_COMMANDS
+from shared.topics import COMMAND, COMMAND_REPLY, HA_COMMAND, HA_COMMANDS, INTEGRATIONS_COMMANDS
 
 log = logging.getLogger("integrations.commands")
 EXPIRY_S = 10.0
@@ -70,7 +70,9 @@ class HaCommandRelay:
             CommandRequest(
                 command=command,
                 correlation_id=uuid.uuid4().hex,
-                reply_to=COMMAND_REPLY.topic(system, client=REPLY_CLIENT),
+                reply_to=COMMAND_REPLY.topic(
+                    system, user=INTEGRATIONS_COMMANDS, client=REPLY_CLIENT
+                ),
                 expires_at=now + EXPIRY_S,
                 args=args,
             ),

@@ -1,6 +1,12 @@
 """The bridge: subscribes to pack state, cells, events and presence of every system and feeds
 the JSON mirror, Home Assistant discovery and the metrics collector.
 
+Its own system's events (BMS_SYSTEM) come through `shared.event_feed.EventFeed`: each once,
+and what it missed (a gap, a reconnect, a restart with BMS_EVENTS_STATE_FILE) fetched from the
+master's log with `events_query` (`backfill.py`). Other systems' events (BMS_ALL_SYSTEMS) are
+passed on as they come: the broker's ACL of a system lets the bridge ask that system's master
+only.
+
 Handlers run in the bridge's own loop (`BusCore.process`) and only copy, encode and publish:
 nothing here waits for anyone, and no other service waits for the bridge.
 """
@@ -16,6 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 
 from services.integrations.alerts import AlertPolicy
+from services.integrations.backfill import PlaceFile
 from services.integrations.commands import HaCommandRelay
 from services.integrations.ha import DiscoveryOptions, discovery
 from services.integrations.metrics import PackCollector
@@ -26,6 +33,8 @@ from services.integrations.sparkplug import EdgeNode
 from services.integrations.sparkplug_link import SparkplugLink
 from shared.bus import BusCore, Delivery
 from shared.codec import EncodeError
+from shared.commands import CommandClient
+from shared.event_feed import EventFeed
 from shared.log_limit import LimitedLog
 from shared.messages import CellSnapshot, Event, Message, PackState, ServiceStatus
 from shared.metrics import service_registry
@@ -95,6 +104,13 @@ class IntegrationsBridge:
         self.notifier = Notifier(bus.counters) if settings.alert_rules else None
         self.registry: CollectorRegistry = service_registry(bus)
         self.registry.register(PackCollector(self, clock))
+        self.feed: EventFeed | None = None
+        self.places = (
+            PlaceFile(settings.events_state_file, bus.counters)
+            if settings.events_state_file
+            else None
+        )
+        self._was_connected = False
         self.handle_s = Histogram(
             "bms_integrations_handle_seconds",
             "Time to handle one message, by topic.",
@@ -108,7 +124,17 @@ class IntegrationsBridge:
         system = "+" if self.settings.all_systems else self.settings.system
         self.bus.subscribe(PACK_STATE, self._timed(PACK_STATE, self.on_state), system=system)
         self.bus.subscribe(PACK_CELLS, self._timed(PACK_CELLS, self.on_cells), system=system)
-        self.bus.subscribe(EVENTS, self._timed(EVENTS, self.on_event), system=system)
+        own = self.settings.system
+        self.feed = EventFeed(
+            self.bus,
+            lambda event: self.handle_event(own, event),
+            commands=CommandClient(self.bus, clock=self.clock),
+            clock=self.clock,
+        )
+        if self.places is not None:
+            self.feed.resume(self.places.load())
+        if system == "+":
+            self.bus.subscribe(EVENTS, self._timed(EVENTS, self.on_event), system=system)
         self.bus.subscribe(
             SERVICE_STATUS, self._timed(SERVICE_STATUS, self.on_status), system=system
         )
@@ -157,16 +183,34 @@ class IntegrationsBridge:
             self.sparkplug.send(self.sparkplug.node.cells(d.system, d.message, now))
 
     def on_event(self, d: Delivery[Event]) -> None:
+        """Another system's event (the own system's come through the feed, each once)."""
+        if self.feed is not None and d.system == self.settings.system:
+            return
+        self.handle_event(d.system, d.message)
+
+    def handle_event(self, system: str, event: Event) -> None:
         if self.settings.json_mirror:
-            self.mirror(JSON_EVENTS, d.message, d.system)
+            self.mirror(JSON_EVENTS, event, system)
         if self.notifier is not None:
-            state = self.states.get(d.system)
-            alerts = self.alerts.consider(
-                d.system, d.message, state[0] if state else None, self.clock()
-            )
+            state = self.states.get(system)
+            alerts = self.alerts.consider(system, event, state[0] if state else None, self.clock())
             for alert in alerts:
                 self.notifier.submit(alert)
             self.bus.counters["alerts_suppressed"] = self.alerts.suppressed
+        if self.places is not None and self.feed is not None and system == self.settings.system:
+            self.places.save(self.feed.positions())
+
+    def poll_feed(self) -> None:
+        """On each (re)connection fetch what was logged meanwhile; retry failed fetches."""
+        if self.feed is None:
+            return
+        connected = self.bus.connected
+        if connected and not self._was_connected:
+            self.feed.catch_up()
+        self._was_connected = connected
+        assert self.feed.commands is not None
+        self.feed.commands.expire()
+        self.feed.poll()
 
     def on_status(self, d: Delivery[ServiceStatus]) -> None:
         service = d.params["service"]
@@ -263,6 +307,7 @@ class IntegrationsBridge:
             if self.sparkplug is not None and time.monotonic() >= next_sparkplug:
                 next_sparkplug = time.monotonic() + SPARKPLUG_CHECK_EVERY_S
                 self.sparkplug_tick()
+            self.poll_feed()
             if self.commands_bus is not None and self.commands_bus is not self.bus:
                 self.commands_bus.process(budget_s=0.05)
             if time.monotonic() >= next_status:

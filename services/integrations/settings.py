@@ -34,6 +34,12 @@ class IntegrationsSettings(ServiceSettings):
     json_cells_period_s: float = Field(
         1.0, ge=0.0, le=3600.0, description="least time between two JSON cell snapshots (0: all)"
     )
+    events_state_file: str | None = Field(
+        None,
+        description="where the bridge keeps its place in the event streams, so that events "
+        "logged while it was down are fetched at start (alerts and the JSON mirror lose none); "
+        "empty: only gaps seen while running are fetched",
+    )
     ha_discovery: bool = Field(False, description="publish Home Assistant MQTT discovery")
     ha_prefix: str = Field(
         HA_DISCOVERY_PREFIX,

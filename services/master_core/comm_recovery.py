@@ -15,6 +15,10 @@ only decides what happens once the modules are back.
 
 Each recovery and the refusal are events, with the cause when it is known: a broker outage
 seen by the master itself (its own connection down) is named as such.
+
+The hour's recoveries outlive a master restart (`persisted.CommRecoveryRecord`), or a restart
+loop would recover without limit: `stored` gives them as wall-clock times (the monotonic
+clock starts again with the process), `restore` takes them back.
 """
 
 from __future__ import annotations
@@ -60,6 +64,27 @@ class CommLossRecovery:
             return "recover"
         self.exhausted_said = True
         return "exhausted"
+
+    def stored(self, now_s: float, wall_s: float) -> tuple[list[float], bool]:
+        """(wall-clock time of each recovery of the last hour, whether the current latch is
+        the operator's), for the store; `now_s` on this object's clock, `wall_s` the wall
+        clock at the same instant."""
+        self.used(now_s)
+        return [wall_s - (now_s - t) for t in self.recoveries_s], self.exhausted_said
+
+    def restore(
+        self, recoveries_wall_s: list[float], exhausted: bool, *, now_s: float, wall_s: float
+    ) -> None:
+        """Take back what `stored` gave. A time ahead of the wall clock (set back since) counts
+        as now: it still counts for a whole hour, never less."""
+        ages_s = sorted((max(0.0, wall_s - t) for t in recoveries_wall_s), reverse=True)
+        self.recoveries_s = deque(now_s - age for age in ages_s if age < WINDOW_S)
+        self.exhausted_said = exhausted
+
+    def spent(self, now_s: float) -> None:
+        """The count is unknown (a stored one that cannot be read): take the hour as used up,
+        so an unreadable record never buys a restart loop more recoveries."""
+        self.recoveries_s = deque([now_s] * self.per_hour)
 
     def recovered(self, now_s: float) -> int:
         """Record a recovery; returns how many the last hour holds, this one included."""

@@ -28,6 +28,7 @@ rise is held back.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -42,6 +43,9 @@ REASON_MAX_CURRENT: Final = reasons.MAX_CURRENT
 REASON_STALE: Final = reasons.STALE
 REASON_ALARM: Final = reasons.ALARM
 REASON_WARNING: Final = reasons.WARNING
+REASON_INPUT_UNKNOWN: Final = reasons.INPUT_UNKNOWN
+"""Stopped because a value protection needs is unknown (e.g. the current before the sensor
+reports): nothing is judged safe that was not measured."""
 REASON_CELL_VOLTAGE: Final = reasons.CELL_VOLTAGE
 REASON_TEMPERATURE_LOW: Final = reasons.TEMPERATURE_LOW
 REASON_TEMPERATURE_HIGH: Final = reasons.TEMPERATURE_HIGH
@@ -63,6 +67,7 @@ REASONS: Final = (
     REASON_MAX_CURRENT,
     REASON_STALE,
     REASON_ALARM,
+    REASON_INPUT_UNKNOWN,
     REASON_WARNING,
     REASON_CELL_VOLTAGE,
     REASON_TEMPERATURE_LOW,
@@ -116,6 +121,9 @@ class LimitInputs:
     stop_charge: bool = False
     """A protection alarm forbids charging: CCL = 0."""
     stop_discharge: bool = False
+    stop_unknown_only: frozenset[str] = frozenset()
+    """The directions ("charge", "discharge") stopped only because a value protection needs
+    is unknown (no alarm active): reported as such, not as an alarm."""
     charge_derate: float = 1.0
     """Fraction (0..1) asked for by protection warnings on the charge side."""
     discharge_derate: float = 1.0
@@ -134,8 +142,19 @@ class LimitInputs:
         stale: bool,
         contactors_fault: bool = False,
         warning_derate: float = WARNING_DERATE_FRACTION,
+        unknown: Iterable[str] = (),
     ) -> LimitInputs:
-        """From the pack snapshot and the protection actions (codes per direction)."""
+        """From the pack snapshot and the protection actions (codes per direction);
+        `unknown`: the codes not evaluated because their value is unknown."""
+        missing = set(unknown)
+        only_unknown = frozenset(
+            flow
+            for flow, codes in (
+                ("charge", actions.stop_charge),
+                ("discharge", actions.stop_discharge),
+            )
+            if codes and set(codes) <= missing
+        )
         return cls(
             cell_v_max=snapshot.cell_v_max,
             cell_v_min=snapshot.cell_v_min,
@@ -149,6 +168,7 @@ class LimitInputs:
             discharge_derate=warning_derate if actions.derate_discharge else 1.0,
             stale=stale,
             contactors_fault=contactors_fault,
+            stop_unknown_only=only_unknown,
         )
 
 
@@ -374,7 +394,8 @@ class LimitCalculator:
         if stale:
             target, reason = 0.0, REASON_STALE
         elif stop:
-            target, reason = 0.0, REASON_ALARM
+            unknown = ("charge" if charge else "discharge") in inputs.stop_unknown_only
+            target, reason = 0.0, REASON_INPUT_UNKNOWN if unknown else REASON_ALARM
         elif inputs.contactors_fault:
             target, reason = 0.0, REASON_CONTACTORS_FAULT
         else:

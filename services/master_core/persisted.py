@@ -12,6 +12,9 @@ other item with it. What a record that does not fit means is decided per item (`
   the system, so only another version is refused; a new cell count keeps them.
 - Latched faults (`LatchesRecord`): a record that cannot be read is never dropped: the master
   refuses the configuration and its contactors stay open.
+- Automatic recoveries from a communication loss of the last hour (`CommRecoveryRecord`): a
+  record that cannot be read counts as the hour's recoveries used up (`comm_recovery`), so a
+  restart loop never recovers without limit. A master without it (an older one) starts at 0.
 
 A refused record is logged and counted, and stays stored: the estimator saves nothing before it
 has started on the new layout (`PackEstimator.records`).
@@ -168,6 +171,20 @@ class LatchesRecord(PersistedRecord):
     ON_REFUSAL: ClassVar[OnRefusal] = "refuse_to_run"
     version: Literal[1] = 1
     faults: dict[str, LatchedFault]
+
+
+MAX_RECOVERIES_STORED = 20
+"""`comm_loss.auto_recoveries_per_hour` allows at most 20 (shared/config/system.py)."""
+
+
+class CommRecoveryRecord(PersistedRecord):
+    """`comm_recovery.CommLossRecovery`: the automatic recoveries of the last hour, as wall-clock
+    times (s since the epoch), and whether the current latch is left to an operator."""
+
+    KEY: ClassVar[str] = "comm_loss_recoveries"
+    version: Literal[1] = 1
+    recoveries_wall_s: list[Finite] = Field(max_length=MAX_RECOVERIES_STORED)
+    exhausted: bool = False
 
 
 R = TypeVar("R", bound=PersistedRecord)

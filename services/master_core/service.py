@@ -24,6 +24,7 @@ from services.master_core.events import EventLog
 from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
+    CommRecoveryRecord,
     CyclesRecord,
     LatchesRecord,
     PersistedRecord,
@@ -32,9 +33,9 @@ from services.master_core.persisted import (
     SohRecord,
     ThroughputRecord,
     load,
-    save,
     save_all,
 )
+from services.master_core.query_limit import THIRD_PARTY_BUDGET, QueryLimiter, budget_of
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from services.master_core.supervisor import (
@@ -45,13 +46,14 @@ from services.master_core.supervisor import (
     SupervisorOutputs,
 )
 from shared.bus import BusCore, Delivery
-from shared.commands import CommandOutcome, CommandServer
+from shared.commands import CommandOutcome, CommandServer, requester
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
 from shared.log_limit import LimitedLog
 from shared.messages import (
     CellTelemetry,
     CommandArgs,
+    CommandRequest,
     ConfigMessage,
     ContactorsArgs,
     EventsQueryArgs,
@@ -157,6 +159,9 @@ class MasterCore:
         self._last_publish_s = 0.0
         self._fresh = False
         self._published_contactors = ""
+        self.queries = QueryLimiter()
+        self._page_rows = THIRD_PARTY_BUDGET.page_rows
+        """The admitted requester's page size, for the query that runs right after."""
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
         bus.subscribe(EVENTS, self.events.on_event)
@@ -172,6 +177,7 @@ class MasterCore:
             },
             clock=wall,
             journal=store,
+            admit={"events_query": self._admit_query},
         )
 
     @property
@@ -220,6 +226,8 @@ class MasterCore:
         if self.supervisor.adopt(decisions, self.monotonic()):
             assert old is not None
             rt.aggregator = old.aggregator  # the same modules: their samples stay valid
+        if old is None:  # the supervisor outlives configurations: its count is restored once
+            self._restore_recoveries(config)
         self.rt = rt
         self.events.emit(
             "info",
@@ -311,13 +319,34 @@ class MasterCore:
         self._log_events()
         return CommandOutcome(True)
 
+    def _admit_query(self, req: CommandRequest, _wall_s: float) -> CommandOutcome | None:
+        """`query_limit`: the requester's budget, or a refusal saying when to ask again."""
+        user = requester(req)
+        if user is None:
+            return None  # refused before this for its reply topic
+        budget = budget_of(user)
+        self._page_rows = budget.page_rows
+        wait_s = self.queries.admit(user, self.monotonic())
+        if wait_s is None:
+            return None
+        self.bus.counters["events_query_rate_limited"] += 1
+        return CommandOutcome(
+            False,
+            f"rate limited: {user} may ask the event log {budget.burst} times at once, then "
+            f"once every {1.0 / budget.rate_per_s:g} s; ask again in {wait_s:.1f} s",
+            result={"retry_after_s": round(wait_s, 3)},
+        )
+
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
         assert isinstance(args, EventsQueryArgs)
+        page_rows, self._page_rows = self._page_rows, THIRD_PARTY_BUDGET.page_rows
+        asked = args.limit
+        args = args.model_copy(update={"limit": min(asked, page_rows)})
         result: dict[str, Any] = dict(self.events.query(args))
         rows = result["events"]
         kept = fit_rows(rows, EVENTS_REPLY_BUDGET_BYTES)
         result["events"] = kept
-        if len(kept) < len(rows):
+        if len(kept) < len(rows) or (asked > page_rows and len(rows) == page_rows):
             # the leading rows (newest, or oldest after an after_id): ask again from the last
             result["truncated"] = True
         return CommandOutcome(True, result=result)
@@ -404,8 +433,13 @@ class MasterCore:
         assert d is not None
         return LatchesRecord.model_validate(d.protection.latched_state())
 
+    def _recoveries(self) -> CommRecoveryRecord:
+        times, exhausted = self.supervisor.recovery.stored(self.monotonic(), self.wall())
+        return CommRecoveryRecord(recoveries_wall_s=times, exhausted=exhausted)
+
     def _persist_latches(self) -> None:
-        save(self.store, self._latches(), ts=self.wall())
+        """At once when a latch changes: a recovery clears one, so its count goes with it."""
+        save_all(self.store, [self._latches(), self._recoveries()], ts=self.wall())
 
     def _persist(self, rt: _Runtime) -> None:
         """The estimator's records (none before it has started) and the latched faults, in one
@@ -414,7 +448,8 @@ class MasterCore:
         try:
             records = rt.estimator.records()
             estimated: list[PersistedRecord] = list(records.all()) if records else []
-            save_all(self.store, [*estimated, self._latches()], ts=self.wall())
+            records_now = [*estimated, self._latches(), self._recoveries()]
+            save_all(self.store, records_now, ts=self.wall())
         except (ValidationError, sqlite3.Error, TypeError, ValueError):
             self.bus.counters["persist_errors"] += 1
             log.exception("saving the state failed")
@@ -431,6 +466,25 @@ class MasterCore:
             raise ValueError(f"stored {cls.KEY} cannot be read ({loaded.refusal})")
         log.warning("stored %s refused (%s): starting it afresh", cls.KEY, loaded.refusal)
         return None
+
+    def _restore_recoveries(self, config: SystemConfig) -> None:
+        recovery = self.supervisor.recovery
+        loaded = load(self.store, CommRecoveryRecord, config)
+        if loaded.refusal is not None:
+            self.bus.counters["persisted_refused"] += 1
+            log.error(
+                "stored %s refused (%s): this hour's automatic recoveries are taken as used up",
+                CommRecoveryRecord.KEY,
+                loaded.refusal,
+            )
+            recovery.spent(self.monotonic())
+        elif loaded.record is not None:
+            r = loaded.record
+            recovery.restore(
+                r.recoveries_wall_s, r.exhausted, now_s=self.monotonic(), wall_s=self.wall()
+            )
+            if r.recoveries_wall_s:
+                log.info("restored %d automatic recoveries", recovery.used(self.monotonic()))
 
     def _restore(self, config: SystemConfig, d: Decisions, estimator: PackEstimator) -> None:
         """Latched faults first: one that cannot be read back refuses the configuration, so

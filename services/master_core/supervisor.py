@@ -430,6 +430,7 @@ class Supervisor:
                 actions=result.actions,
                 stale=stale,
                 contactors_fault=contactors.state == "fault",
+                unknown=result.unknown,
             ),
             now_s,
         )

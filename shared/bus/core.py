@@ -174,6 +174,11 @@ class BusCore:
         """Connected to the broker now (adapters override)."""
         return True
 
+    @property
+    def broker_user(self) -> str | None:
+        """The user this bus logs in to the broker as (None: none, or no broker)."""
+        return None
+
     def publish_status(self) -> None:
         """Re-publish the retained online status with the current counters (health)."""
         topic, payload = self.status_payload("online")

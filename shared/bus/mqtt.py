@@ -172,6 +172,10 @@ class MqttBus(BusCore):
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def broker_user(self) -> str | None:
+        return self.endpoint.username or None
+
     def stop(self, timeout_s: float = 2.0) -> None:
         """Say offline (retained), then disconnect; the last will is not sent."""
         if not self._started:

@@ -7,7 +7,9 @@ registry lists it as a publisher of, and read what it lists it as a subscriber o
 publishes its presence, configuration acknowledgement and events under its own name only (the
 user name is the instance name), so nobody else can publish an event as the master; and a
 rack (`slave_agent-rack<r>`) only the topics of its own modules, so a rack cannot speak for
-another's cells. Third parties only read.
+another's cells. A command's reply (`reply/{user}/{client}`) is readable by the user it names
+only. Third parties only read; the `events_reader` user also fetches the events it missed
+(`cmd/events_query`, and its own replies).
 
 Outside `bms/v1/` (`OUTSIDE_TOPICS`): Home Assistant's discovery prefix, and Sparkplug B's
 `spBv1.0/bms/...`. A Sparkplug device is a system (`spBv1.0/bms/+/+/<system>`: the deployed
@@ -43,6 +45,7 @@ from shared.topics import (
     CAN,
     COMMAND,
     COMMAND_SENDERS,
+    EVENTS_READER,
     HA_COMMAND,
     HA_COMMANDS,
     HOME_ASSISTANT,
@@ -64,11 +67,13 @@ from shared.topics import (
 
 SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
 CENTRAL_USERS = (
-    MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY, SIM,
+    MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY,
+    EVENTS_READER, SIM,
 )  # fmt: skip
 """Broker users besides the racks: one per central service, the integrations bridge's command
 user and Home Assistant's (both only with BMS_HA_COMMANDS), a read-only one for third parties,
-and the simulation's fault injection (demo stacks only)."""
+one for third parties that also fetch the events they missed (`events_query`, its own replies
+only), and the simulation's fault injection (demo stacks only)."""
 SERVICE_LOGINS = (INTEGRATIONS_COMMANDS,)
 """Users a service container logs in as besides its own (its secret belongs to the service)."""
 
@@ -117,6 +122,11 @@ OWN_NAME_LEVELS = frozenset({"service", "source"})
 """Levels that name the publisher: a user may write them under its own name only, so an
 event on `events/master_core` comes from the master's user and no other."""
 
+OWN_READ_LEVELS = frozenset({"user"})
+"""Levels that name the reader: a user may read them under its own name only, so a command's
+reply on `reply/config_ui/...` is the web application's to read and no other user's (the
+master, which writes every reply, is not narrowed)."""
+
 HEALTH_READS: tuple[TopicSpec[Any], ...] = (SERVICE_STATUS,)
 """Every service also reads presence: its container health check reads its own status."""
 
@@ -155,8 +165,10 @@ def grants(
     out: list[Grant] = []
     for spec in TOPICS:
         write = _has(spec.publishers, role)
-        read = _has(spec.subscribers, READS_AS.get(role, role)) or (
-            role in SERVICE_ROLES and spec in HEALTH_READS
+        read = (
+            _has(spec.subscribers, READS_AS.get(role, role))
+            or role in spec.subscribers
+            or (role in SERVICE_ROLES and spec in HEALTH_READS)
         )
         if not (read or write):
             continue
@@ -169,6 +181,8 @@ def grants(
                 for value, roles in writers.items()
                 if _has(roles, role)
             ]
+        elif read and not write and (mine := OWN_READ_LEVELS & set(spec.params)):
+            out.append(Grant(spec.filter(system, **dict.fromkeys(mine, user)), True, False))
         elif write and (own := OWN_NAME_LEVELS & set(spec.params)):
             if read:
                 out.append(Grant(pattern(spec, system), True, False))

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
+from services.config_ui.cell_history import CellHistoryStore
 from services.config_ui.config_store import ConfigStore
 from services.config_ui.context import UiContext
 from services.config_ui.history_store import HistoryStore
@@ -82,10 +83,13 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     live = LiveView(history_s=600)
     bus = InMemoryBus(broker, system=SYSTEM, service="config_ui", kind="config_ui")
     history = HistoryStore(db, retention_s=30 * 86400)
-    bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s, history=history)
+    cell_history = CellHistoryStore(db, retention_s=30 * 86400)
+    bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s, history=history,
+                       cell_history=cell_history)  # fmt: skip
     ctx = UiContext(
-        settings=settings, store=store, users=users, live=live, bridge=bridge, history=history
-    )
+        settings=settings, store=store, users=users, live=live, bridge=bridge, history=history,
+        cell_history=cell_history,
+    )  # fmt: skip
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
     master.log = EventLog(master.events, master_bus, time.time)
@@ -113,6 +117,7 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     users.close()
     master.events.close()
     history.close()
+    cell_history.close()
 
 
 @pytest.fixture

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import re
 import time
+from collections.abc import Callable
+from urllib.parse import unquote
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,16 +23,18 @@ from shared.bus import InMemoryBus
 from shared.codec import decode
 from shared.config import SystemConfig, demo_config, get_preset
 from shared.messages import (
+    CellSnapshot,
     ConfigAck,
     ConfigMessage,
     Event,
     EventsQueryArgs,
+    ModuleCells,
     ServiceOverride,
     ServiceResetArgs,
     ServiceStatus,
 )
 from shared.messages.events import EventKind, EventLevel, EventValue
-from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE, SERVICE_STATUS
+from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_CELLS, PACK_STATE, SERVICE_STATUS
 from tests.config_ui.conftest import ADMIN_PASSWORD, SYSTEM, UiHarness
 from tests.factories import pack_state
 
@@ -166,6 +173,42 @@ def test_password_change_needs_the_current_one(ui: UiHarness) -> None:
     )
     assert r.status_code == 204
     assert ui.ctx.users.authenticate("admin", "brand-new-pass-1") is not None
+
+
+@pytest.mark.parametrize(
+    ("new", "words"),
+    [
+        (ADMIN_PASSWORD, "must differ from the current one"),
+        ("password1234", "too easy to guess"),
+        ("qwertyuiop12", "too easy to guess"),
+        ("admin-admin-admin", "too easy to guess"),
+        ("short", "at least 10 characters"),
+    ],
+)
+def test_a_chosen_password_must_be_new_and_hard_to_guess(
+    ui: UiHarness, new: str, words: str
+) -> None:
+    ui.login()
+    r = ui.client.post(
+        "/api/account/password", json={"current_password": ADMIN_PASSWORD, "new_password": new}
+    )
+    assert r.status_code == 422 and words in r.json()["detail"], r.json()
+    assert ui.ctx.users.authenticate("admin", ADMIN_PASSWORD) is not None
+
+
+def test_the_account_page_wants_the_new_password_twice(ui: UiHarness) -> None:
+    ui.login()
+    token = ui.client.headers["X-CSRF-Token"]
+    form = {
+        "csrf_token": token, "current_password": ADMIN_PASSWORD,
+        "new_password": "a-lighthouse-keeper", "confirm_password": "a-lighthouse-keepr",
+    }  # fmt: skip
+    page = ui.client.post("/account", data=form)
+    assert page.status_code == 422 and "confirmation differ" in page.text
+    assert ui.ctx.users.authenticate("admin", ADMIN_PASSWORD) is not None
+    page = ui.client.post("/account", data=form | {"confirm_password": "a-lighthouse-keeper"})
+    assert page.status_code == 200 and "Password changed" in page.text
+    assert ui.ctx.users.authenticate("admin", "a-lighthouse-keeper") is not None
 
 
 def test_a_password_set_by_someone_else_must_be_changed_before_anything_else(
@@ -809,3 +852,108 @@ def test_the_user_name_rule_is_on_the_page_and_in_the_refusal(ui: UiHarness) -> 
                         "role": "viewer"},
     )  # fmt: skip
     assert "starting with a letter" in r.text
+
+
+# --- import: reviewed before it applies, another system's file only when confirmed (issue 14) ---
+def _upload(ui: UiHarness, data: dict[str, object], name: str = "site.json") -> httpx.Response:
+    token = ui.client.headers["X-CSRF-Token"]
+    files = {"file": (name, json.dumps(data).encode(), "application/json")}
+    return ui.client.post("/config/import", data={"csrf_token": token}, files=files)
+
+
+def _token(page_html: str) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', page_html)
+    assert match is not None, page_html
+    return match.group(1)
+
+
+def test_an_imported_file_is_shown_with_its_changes_and_applied_only_on_apply(
+    ui: UiHarness,
+) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    review = _upload(ui, config_json(cell_capacity_ah=120.0))
+    assert review.status_code == 200 and "cell_capacity_ah" in review.text
+    assert "the active version 1" in review.text and "other-system" not in review.text
+    assert retained_config(ui).cell_capacity_ah != 120.0  # nothing applied yet
+    csrf = ui.client.headers["X-CSRF-Token"]
+    done = ui.client.post("/config/import/apply", data={"csrf_token": csrf,
+                          "token": _token(review.text)}, follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303
+    page = ui.client.get(done.headers["location"])
+    assert "Imported site.json as version 2" in page.text
+    assert retained_config(ui).cell_capacity_ah == 120.0
+    # the same review cannot be applied twice
+    again = ui.client.post("/config/import/apply", data={"csrf_token": csrf,
+                           "token": _token(review.text)}, follow_redirects=False)  # fmt: skip
+    assert "no longer waiting" in unquote(again.headers["location"])
+
+
+def test_a_file_for_another_system_needs_the_admins_confirmation(ui: UiHarness) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    foreign = config_json(system_id="plant-b", cell_capacity_ah=90.0)
+    review = _upload(ui, foreign)
+    assert 'data-testid="other-system"' in review.text and "plant-b" in review.text
+    csrf = ui.client.headers["X-CSRF-Token"]
+    form = {"csrf_token": csrf, "token": _token(review.text)}
+    refused = ui.client.post("/config/import/apply", data=form)
+    assert refused.status_code == 422 and "tick the box" in refused.text
+    assert retained_config(ui).cell_capacity_ah != 90.0
+    ui.client.post("/config/import/apply", data=form | {"confirm_other_system": "yes"})
+    applied = retained_config(ui)
+    assert applied.cell_capacity_ah == 90.0 and applied.system_id == SYSTEM
+    # the API: 409 unless confirmed
+    r = ui.client.post("/api/config/import", json=config_json(system_id="plant-b"))
+    assert r.status_code == 409 and "plant-b" in r.json()["detail"]
+    r = ui.client.post("/api/config/import?confirm_other_system=true",
+                       json=config_json(system_id="plant-b"))  # fmt: skip
+    assert r.status_code == 201
+
+
+# --- per-cell history (issue 14) --------------------------------------------------------------
+def wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_cells_history_balancing_trend_and_csv_come_from_the_published_cells(
+    ui: UiHarness,
+) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})  # 2 modules x 8 cells
+    now = time.time()
+    start = now - now % 60 - 180  # three whole minutes ago
+    for k in range(181):  # 1 Hz; module 1 cell 3 high and balancing
+        modules = [
+            ModuleCells(module=m, fresh=True, cell_v=[3.30] * 8, cell_flags=[0] * 8,
+                        balancing=[False] * 8, temp_c=[25.0, 25.0], temp_flags=[0, 0])
+            for m in range(2)
+        ]  # fmt: skip
+        modules[1].cell_v[3] = 3.35
+        modules[1].balancing[3] = True
+        ui.master.bus.publish(PACK_CELLS, CellSnapshot(modules=modules, ts=start + k))
+    store = ui.ctx.cell_history
+    assert store is not None
+    assert wait_until(lambda: len(store.cell(1, 3, start, now)) == 3, 5)
+    got = ui.client.get("/api/cells/1/3/history?seconds=600").json()
+    assert got["label"] == "M2 · C4"
+    assert [p["voltage_v"] for p in got["points"]] == [3.35] * 3
+    assert [p["balancing_s"] for p in got["points"]] == [60.0] * 3
+    totals = ui.client.get("/api/cells/balancing?seconds=600").json()
+    assert totals["1"][3] == 180.0 and sum(totals["0"]) == 0.0
+    [day] = ui.client.get("/api/cells/imbalance?days=1").json()
+    assert day["spread_mv"] == 50.0
+    csv_text = ui.client.get(f"/api/cells/history.csv?since_ts={start}").text
+    rows = [r.split(",") for r in csv_text.strip().splitlines()]
+    assert rows[0] == ["ts", "time_utc", "module", "cell", "series", "voltage_v", "balancing_s"]
+    high = [r for r in rows[1:] if r[2:4] == ["2", "4"]]
+    assert len(high) == 3 and all(r[4] == "12" and r[5] == "3.3500" for r in high)
+    assert len(rows) == 1 + 3 * 16
+    assert ui.client.get("/api/cells/0/999/history").status_code == 422
+    too_long = ui.client.get(f"/api/cells/history.csv?since_ts={now - 40 * 86400}")
+    assert too_long.status_code == 422

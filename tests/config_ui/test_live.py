@@ -226,3 +226,25 @@ def test_limit_reasons_come_in_words_with_their_codes_kept() -> None:
         "charge_voltage": "from_a_newer_master",
     }
     assert pack["limits"]["charge_reason"] == "protection_alarm"
+
+
+def test_services_show_uptime_restarts_and_fields_waiting_for_a_restart() -> None:
+    clock = Clock()
+    live = LiveView(clock=clock)
+    status = ServiceStatus(service="mb", kind="modbus_gateway", state="online", started_ts=900.0)
+    live.on_status(status)
+    live.on_status(status)  # its periodic status: the same start, no restart
+    live.on_ack(ConfigAck(service="mb", config_version=2, accepted=True,
+                          restart_required=["interfaces.modbus.tcp_port"]))  # fmt: skip
+    (mb,) = live.services()
+    assert (mb["uptime_s"], mb["restarts"]) == (100, 0)
+    assert mb["restart_required"] == ["interfaces.modbus.tcp_port"]
+    live.on_status(status.model_copy(update={"started_ts": 995.0}))  # it restarted
+    live.on_status(status)  # a late retained copy of the old start: not a restart
+    (mb,) = live.services()
+    assert (mb["uptime_s"], mb["restarts"]) == (5, 1)
+    live.on_status(status.model_copy(update={"state": "offline", "started_ts": 995.0}))
+    assert live.services()[0]["uptime_s"] is None
+    unknown = ServiceStatus(service="old", kind="can_gateway", state="online")  # no start time
+    live.on_status(unknown)
+    assert next(s for s in live.services() if s["service"] == "old")["uptime_s"] is None

@@ -163,9 +163,10 @@ def test_third_party_reads_state_configuration_and_presence(third_party: ThirdPa
 
 def test_third_party_can_publish_nothing(third_party: ThirdParty) -> None:
     """Refused by the broker (MQTT 5 PUBACK 0x87), so the master never sees the command."""
+    assert wait_until(lambda: closed(third_party), 60)  # closed before: an open would show
     request = CommandRequest(
         command="contactors", correlation_id=uuid.uuid4().hex,
-        reply_to=f"bms/v1/{SYSTEM}/reply/tp", expires_at=time.time() + 30,
+        reply_to=f"bms/v1/{SYSTEM}/reply/third_party/tp", expires_at=time.time() + 30,
         args=ContactorsArgs(action="open").model_dump(),
     )  # fmt: skip
     cmd = COMMAND.topic(SYSTEM, command="contactors")

@@ -30,6 +30,7 @@ from shared.topics import (
     ANY,
     CAN,
     COMMAND_SENDERS,
+    EVENTS_READER,
     HA_COMMAND,
     HA_COMMANDS,
     HOME_ASSISTANT,
@@ -63,8 +64,9 @@ pattern read {SENTINEL}
 """
 WAIT_S = 10.0
 SERVICES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)  # the roles `any_service` stands for
-READS_LIKE = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY}
-"""The bridge and Home Assistant read what a third party reads."""
+READS_LIKE = {INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY, EVENTS_READER: THIRD_PARTY}
+"""The bridge, Home Assistant and the events reader read what a third party reads (and what
+they are named a subscriber of)."""
 
 
 def expected(user: str, access: str, topic: str) -> bool:
@@ -95,9 +97,13 @@ def expected(user: str, access: str, topic: str) -> bool:
             if own in params:
                 ok = ok and params[own] == user
     else:
-        ok = listed(spec.subscribers, READS_LIKE.get(role, role)) or (
-            spec is SERVICE_STATUS and role in SERVICES
+        ok = (
+            listed(spec.subscribers, READS_LIKE.get(role, role))
+            or role in spec.subscribers
+            or (spec is SERVICE_STATUS and role in SERVICES)
         )
+        if "user" in params and role != MASTER:  # a reply: the user it names reads it alone
+            ok = ok and params["user"] == user
     if "module" in params and role == SLAVE:
         rack = int(user.rsplit("rack", 1)[1])
         ok = ok and int(params["module"]) in rack_module_range(rack, LAYOUT.modules_per_rack)
@@ -113,6 +119,7 @@ def topics_of(spec: TopicSpec[Any], services: tuple[str, ...]) -> set[str]:
         "service": list(services),
         "source": list(services),
         "client": ["c1"],
+        "user": list(services),
         "instance": ["master_core"],
     }
     out: set[str] = set()
@@ -275,7 +282,7 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
     try:
         for reader in readers.values():
             reader.subscribe("bms/#", SENTINEL)
-        topics = all_topics(("master_core", "slave_agent-rack1"))
+        topics = all_topics(("master_core", "slave_agent-rack1", UI, INTEGRATIONS, EVENTS_READER))
         injector.publish_all(topics)
         token = sentinel(injector)
         for user, reader in readers.items():
@@ -312,6 +319,29 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
         ("home_assistant", "write", f"bms/v1/{OWN}/ha/cmd/contactors", False),
         ("integrations", "read", f"bms/v1/{OWN}/pack/state", True),
         ("integrations", "write", f"bms/v1/{OWN}/pack/state", False),
+        # events_query: the bridge and the events reader fetch what they missed, each reading
+        # its own replies only; the read-only third party and Home Assistant ask nothing
+        ("integrations", "write", f"bms/v1/{OWN}/cmd/events_query", True),
+        ("integrations", "write", f"bms/v1/{OWN}/cmd/reset_faults", False),
+        ("integrations", "read", f"bms/v1/{OWN}/reply/integrations/c1", True),
+        ("integrations", "read", f"bms/v1/{OWN}/reply/events_reader/c1", False),
+        ("events_reader", "write", f"bms/v1/{OWN}/cmd/events_query", True),
+        ("events_reader", "write", f"bms/v1/{FOREIGN}/cmd/events_query", False),
+        ("events_reader", "write", f"bms/v1/{OWN}/cmd/contactors", False),
+        ("events_reader", "write", f"bms/v1/{OWN}/events/events_reader", False),
+        ("events_reader", "read", f"bms/v1/{OWN}/events/master_core", True),
+        ("events_reader", "read", f"bms/v1/{OWN}/reply/events_reader/c1", True),
+        ("events_reader", "read", f"bms/v1/{OWN}/reply/config_ui/c1", False),
+        ("events_reader", "read", f"bms/v1/{FOREIGN}/reply/events_reader/c1", False),
+        ("config_ui", "read", f"bms/v1/{OWN}/reply/config_ui/c1", True),
+        ("config_ui", "read", f"bms/v1/{OWN}/reply/events_reader/c1", False),
+        ("modbus_gateway", "read", f"bms/v1/{OWN}/reply/config_ui/c1", False),
+        ("master_core", "write", f"bms/v1/{OWN}/reply/events_reader/c1", True),
+        ("master_core", "read", f"bms/v1/{OWN}/reply/events_reader/c1", False),
+        ("third_party", "write", f"bms/v1/{OWN}/cmd/events_query", False),
+        ("third_party", "read", f"bms/v1/{OWN}/reply/third_party/c1", False),
+        ("home_assistant", "write", f"bms/v1/{OWN}/cmd/events_query", False),
+        ("home_assistant", "read", f"bms/v1/{OWN}/reply/events_reader/c1", False),
     ],
 )
 def test_the_oracle_says_what_the_issue_asks(
@@ -319,3 +349,4 @@ def test_the_oracle_says_what_the_issue_asks(
 ) -> None:
     """Spelled out, so that the oracle above cannot drift into agreeing with a wrong ACL."""
     assert expected(user, access, topic) == allowed
+    assert acl.may(user, access, topic, LAYOUT, OWN) == allowed

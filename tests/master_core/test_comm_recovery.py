@@ -167,3 +167,36 @@ def test_broker_outages_name_the_cause_only_when_they_overlap_the_loss() -> None
     assert "down for 3.0 s" in outages.cause(12.0)
     assert outages.cause(20.0) == "module telemetry stopped"
     assert outages.cause(None) == "module telemetry stopped"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ages_s=st.lists(st.floats(0.0, 2 * WINDOW_S), max_size=20),
+    down_s=st.floats(0.0, 2 * WINDOW_S),
+    wall_skew_s=st.floats(-1e6, 1e6),
+)
+def test_the_stored_count_is_the_count_after_the_time_spent_down(
+    ages_s: list[float], down_s: float, wall_skew_s: float
+) -> None:
+    """Stored by one process, restored by the next (another monotonic clock) `down_s` later:
+    the same recoveries count, minus those that have left the hour meanwhile."""
+    first = CommLossRecovery(policy="auto", per_hour=20)
+    now_s, wall_s = 5000.0, 1.7e9 + wall_skew_s
+    for age in sorted(ages_s, reverse=True):
+        first.recoveries_s.append(now_s - age)
+    times, exhausted = first.stored(now_s, wall_s)
+    second = CommLossRecovery(policy="auto", per_hour=20)
+    second.restore(times, exhausted, now_s=7.0, wall_s=wall_s + down_s)
+    expected = sum(1 for a in ages_s if a + down_s < WINDOW_S)
+    assert abs(second.used(7.0) - expected) <= sum(
+        1 for a in ages_s if abs(a + down_s - WINDOW_S) < 1e-6
+    )
+
+
+def test_a_recovery_stored_ahead_of_the_wall_clock_counts_a_whole_hour() -> None:
+    """The wall clock was set back between two runs: never fewer recoveries for it."""
+    r = CommLossRecovery(policy="auto", per_hour=3)
+    r.restore([2000.0, 2000.0], False, now_s=10.0, wall_s=1000.0)
+    assert r.used(10.0) == 2
+    assert r.used(10.0 + WINDOW_S - 1.0) == 2
+    assert r.used(10.0 + WINDOW_S) == 0

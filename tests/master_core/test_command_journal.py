@@ -26,7 +26,7 @@ class Clock:
 def request(cid: str) -> CommandRequest:
     return CommandRequest(
         command="contactors", correlation_id=cid,
-        reply_to=COMMAND_REPLY.topic("demo", client="ui-1"), expires_at=1_100.0,
+        reply_to=COMMAND_REPLY.topic("demo", user="config_ui", client="ui-1"), expires_at=1_100.0,
         args={"action": "close"},
     )  # fmt: skip
 
@@ -55,7 +55,9 @@ class Master:
 def deliver(broker: InMemoryBroker, master: Master, req: CommandRequest) -> CommandReply:
     sender = InMemoryBus(broker, system="demo", service="ui", kind="ui")
     replies: list[CommandReply] = []
-    sender.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="ui-1")
+    sender.subscribe(
+        COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="ui-1"
+    )
     sender.start()
     sender.publish(COMMAND, req, command="contactors")
     master.bus.process()

@@ -24,6 +24,7 @@ from services.master_core.limits import (
     REASON_CELL_HEADROOM,
     REASON_CELL_VOLTAGE,
     REASON_FULL_CHARGE_VOLTAGE,
+    REASON_INPUT_UNKNOWN,
     REASON_MAX_CURRENT,
     REASON_RAMP,
     REASON_SOC,
@@ -484,6 +485,21 @@ def test_inputs_from_pack_and_protection_actions() -> None:
     assert inputs.cell_v_max == 3.3 and inputs.sum_of_cells_v == 3.25 * 16
     quiet = LimitInputs.from_pack(snap, soc_pct=None, actions=_Actions(), stale=True)
     assert quiet.charge_derate == 1.0 and quiet.stale
+
+
+def test_a_stop_for_an_unknown_value_says_so_and_an_alarm_beside_it_wins() -> None:
+    """No alarm is active before the current sensor reports: the limit must not say one is."""
+    snap = _Snapshot(3.3, 3.2, 20.0, 25.0, 3.25 * 16)
+    config = CONFIGS["LFP"]
+    blind = _Actions(stop_charge=("charge_overcurrent",),
+                     stop_discharge=("cell_undervoltage", "discharge_overcurrent"))  # fmt: skip
+    inputs = LimitInputs.from_pack(
+        snap, soc_pct=55.0, actions=blind, stale=False,
+        unknown=("charge_overcurrent", "discharge_overcurrent"),
+    )  # fmt: skip
+    limits = LimitCalculator(config).update(inputs, 0.0)
+    assert limits.charge_current_a == 0.0 and limits.charge_reason == REASON_INPUT_UNKNOWN
+    assert limits.discharge_current_a == 0.0 and limits.discharge_reason == REASON_ALARM
 
 
 def test_reasons_fit_the_message() -> None:

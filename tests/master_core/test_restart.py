@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from services.master_core.estimator import SOH_PRIOR_PCT
-from services.master_core.persisted import LatchesRecord, SohRecord, load
+from services.master_core.persisted import CommRecoveryRecord, LatchesRecord, SohRecord, load
 from services.master_core.service import MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
@@ -20,7 +20,7 @@ from services.plant.in_process import in_process_factory
 from shared.bus import Delivery, InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, ConfigAck, ConfigMessage, PackState
-from shared.topics import CONFIG, CONFIG_ACK, PACK_STATE, SLAVE_TELEMETRY
+from shared.topics import CONFIG, CONFIG_ACK, EVENTS, PACK_STATE, SLAVE_TELEMETRY
 
 CONFIG_8 = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
 SOH_92 = SohRecord(
@@ -215,3 +215,85 @@ def test_a_failing_save_is_counted_and_stops_neither_the_loop_nor_a_configuratio
     assert rig.core.bus.counters["persist_errors"] >= 2
     rig.configure(CONFIG_8.model_copy(update={"config_version": 2}))
     assert rig.acks[-1].accepted and rig.acks[-1].config_version == 2
+
+
+def comm_loss_and_back(rig: Rig, events: list[str]) -> list[str]:
+    """Every module silent past its timeout, then back for a while: the events this raised."""
+    before = len(events)
+    rig.run(3.0, modules=0)
+    assert "communication_loss" in rig.states[-1].faults
+    rig.run(3.0)
+    return events[before:]
+
+
+def test_the_hours_automatic_recoveries_outlive_a_restart(tmp_path: Path) -> None:
+    """A restart loop must not buy more recoveries than `auto_recoveries_per_hour` (3)."""
+    rig = Rig(tmp_path / "m.sqlite")
+    events: list[str] = []
+    rig.slave.subscribe(EVENTS, lambda d: events.append(d.message.code))
+    rig.configure(CONFIG_8)
+    rig.run(3.0)
+    for n in range(2):
+        assert "communication_loss_recovered" in comm_loss_and_back(rig, events), n
+    rig.restart()
+    rig.configure(CONFIG_8)
+    rig.run(1.0)
+    assert "communication_loss_recovered" in comm_loss_and_back(rig, events)  # the third
+    rig.restart()
+    rig.configure(CONFIG_8)
+    rig.run(1.0)
+    fourth = comm_loss_and_back(rig, events)
+    assert "communication_loss_recovered" not in fourth
+    assert "communication_loss_recovery_exhausted" in fourth
+    assert "communication_loss" in rig.states[-1].faults
+    rig.restart()  # the latch is the operator's now, also after a restart
+    rig.configure(CONFIG_8)
+    rig.clock.now += 3600.0
+    rig.run(3.0)
+    assert "communication_loss" in rig.states[-1].faults
+    assert rig.core.bus.counters["persisted_refused"] == 0
+
+
+def test_the_recoveries_of_an_hour_ago_are_forgotten_after_a_restart(tmp_path: Path) -> None:
+    rig = Rig(tmp_path / "m.sqlite")
+    events: list[str] = []
+    rig.slave.subscribe(EVENTS, lambda d: events.append(d.message.code))
+    rig.configure(CONFIG_8)
+    rig.run(3.0)
+    for _ in range(3):
+        comm_loss_and_back(rig, events)
+    rig.restart()
+    rig.clock.now += 3600.0
+    rig.configure(CONFIG_8)
+    rig.run(1.0)
+    assert "communication_loss_recovered" in comm_loss_and_back(rig, events)
+
+
+def test_a_store_of_an_older_master_starts_the_count_at_zero(tmp_path: Path) -> None:
+    """A store without the record (an older master wrote it) loads, the others with it."""
+    seed = Store(tmp_path / "m.sqlite")
+    seed.put(SohRecord.KEY, SOH_92.model_dump(mode="json"), ts=1.0)
+    seed.close()
+    rig = Rig(tmp_path / "m.sqlite")
+    events: list[str] = []
+    rig.slave.subscribe(EVENTS, lambda d: events.append(d.message.code))
+    rig.configure(CONFIG_8)
+    rig.run(3.0)
+    assert rig.states[-1].soh == pytest.approx(92.0)
+    assert "communication_loss_recovered" in comm_loss_and_back(rig, events)
+    assert rig.core.bus.counters["persisted_refused"] == 0
+    stored = load(rig.core.store, CommRecoveryRecord, CONFIG_8).record
+    assert stored is not None and len(stored.recoveries_wall_s) == 1
+
+
+def test_an_unreadable_count_takes_the_hour_as_used_up(tmp_path: Path) -> None:
+    seed = Store(tmp_path / "m.sqlite")
+    seed.put(CommRecoveryRecord.KEY, {"version": 9, "recoveries_wall_s": "?"}, ts=1.0)
+    seed.close()
+    rig = Rig(tmp_path / "m.sqlite")
+    events: list[str] = []
+    rig.slave.subscribe(EVENTS, lambda d: events.append(d.message.code))
+    rig.configure(CONFIG_8)
+    rig.run(3.0)
+    assert rig.core.bus.counters["persisted_refused"] == 1
+    assert "communication_loss_recovery_exhausted" in comm_loss_and_back(rig, events)

@@ -91,7 +91,7 @@ def command_request(draw: st.DrawFn) -> CommandRequest:
     return CommandRequest(
         command=draw(st.sampled_from(["contactors", "reset_faults", "set_mode", "heartbeat"])),
         correlation_id=draw(st.text(min_size=1, max_size=64)),
-        reply_to="bms/v1/demo/reply/x",
+        reply_to="bms/v1/demo/reply/config_ui/x",
         expires_at=draw(ts),
         args=draw(
             st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**64 - 1), max_size=3)

@@ -12,7 +12,7 @@ from shared.commands import CommandOutcome, CommandServer, refusal_reason
 from shared.messages import CommandArgs, CommandReply, CommandRequest
 from shared.topics import COMMAND, COMMAND_REPLY
 
-REPLY_TO = COMMAND_REPLY.topic("demo", client="ui-1")
+REPLY_TO = COMMAND_REPLY.topic("demo", user="config_ui", client="ui-1")
 
 
 def request(cid: str, action: str = "close", expires_at: float = 1_030.0) -> CommandRequest:
@@ -126,7 +126,9 @@ def test_every_delivery_gets_one_reply_and_no_request_runs_twice(
 
     CommandServer(master, {"contactors": handler}, clock=clock)
     replies: list[CommandReply] = []
-    sender.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="ui-1")
+    sender.subscribe(
+        COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="ui-1"
+    )
     first_seen: dict[str, tuple[float, CommandRequest, CommandReply]] = {}
     current = [""]
     for sent, (index, action, ttl_s, gap_s) in enumerate(plan):

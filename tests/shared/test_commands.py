@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import SCHEMA_VERSION
-from shared.bus import InMemoryBroker, InMemoryBus
+from shared.bus import InMemoryBroker, InMemoryBus, MqttBus
 from shared.command_ledger import MAX_LIFETIME_S
 from shared.commands import (
     CommandClient,
@@ -25,6 +25,7 @@ from shared.messages import (
     ResetFaultsArgs,
     SetModeArgs,
 )
+from shared.settings import MqttEndpoint
 from shared.topics import COMMAND, COMMAND_REPLY
 
 
@@ -38,7 +39,7 @@ class Clock:
 
 def request(expires_at: float, **kw: object) -> CommandRequest:
     base: dict[str, object] = dict(
-        command="contactors", correlation_id="c1", reply_to="bms/v1/demo/reply/ui-1",
+        command="contactors", correlation_id="c1", reply_to="bms/v1/demo/reply/config_ui/ui-1",
         expires_at=expires_at, args={"action": "close"}, source="ui", seq=0, ts=1.0,
     )  # fmt: skip
     return CommandRequest.model_validate(base | kw)
@@ -56,7 +57,12 @@ def test_expired_requests_are_refused_and_fresh_ones_pass(expires_at: float, now
 
 
 def test_reply_topic_of_another_system_or_tree_is_refused() -> None:
-    for reply_to in ("bms/v1/other/reply/x", "bms/v1/demo/cmd/contactors", "elsewhere"):
+    for reply_to in (
+        "bms/v1/other/reply/config_ui/x",
+        "bms/v1/demo/reply/x",
+        "bms/v1/demo/cmd/contactors",
+        "elsewhere",
+    ):
         reason = refusal_reason(
             request(1050.0, reply_to=reply_to),
             topic_command="contactors",
@@ -166,11 +172,11 @@ def test_command_not_served_is_refused() -> None:
 def test_raw_request_with_bad_args_gets_refused_with_reason() -> None:
     _clock, master, ui, executed = setup()
     replies: list[CommandReply] = []
-    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="raw")
     req = CommandRequest(
         command="contactors",
         correlation_id="raw-1",
-        reply_to=COMMAND_REPLY.topic("demo", client="raw"),
+        reply_to=COMMAND_REPLY.topic("demo", user="config_ui", client="raw"),
         expires_at=1050.0,
         args={"action": 1},
     )
@@ -194,11 +200,12 @@ def test_a_request_outside_the_envelope_is_refused_in_words_not_left_to_time_out
 ) -> None:
     clock, master, ui, executed = setup()
     replies: list[CommandReply] = []
-    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="raw")
     payload = {
         "schema_version": SCHEMA_VERSION, "source": "raw", "seq": 1, "ts": clock.now,
         "command": "contactors", "correlation_id": "nested-1",
-        "reply_to": COMMAND_REPLY.topic("demo", client="raw"), "expires_at": clock.now + 5,
+        "reply_to": COMMAND_REPLY.topic("demo", user="config_ui", client="raw"),
+        "expires_at": clock.now + 5,
         "args": args,
     }  # fmt: skip
     topic = COMMAND.topic("demo", command="contactors")
@@ -215,9 +222,9 @@ def test_a_request_outside_the_envelope_is_refused_in_words_not_left_to_time_out
 def test_an_unreadable_or_expired_bad_request_gets_no_reply() -> None:
     clock, master, ui, _ = setup()
     replies: list[CommandReply] = []
-    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), client="raw")
+    ui.subscribe(COMMAND_REPLY, lambda d: replies.append(d.message), user="config_ui", client="raw")
     topic = COMMAND.topic("demo", command="contactors")
-    reply_to = COMMAND_REPLY.topic("demo", client="raw")
+    reply_to = COMMAND_REPLY.topic("demo", user="config_ui", client="raw")
     ui.publish_raw(topic, b"\xc1junk", qos=1, retain=False)
     stale = {
         "schema_version": SCHEMA_VERSION, "command": "contactors", "correlation_id": "old",
@@ -251,3 +258,15 @@ def test_request_pumped_waits_while_another_thread_processes_the_bus() -> None:
     assert reply is not None and reply.status == "accepted" and len(executed) == 1
     stop.clear()
     assert client.request_pumped("set_mode", SetModeArgs(mode="standby"), wait_s=0.1) is None
+
+
+def test_a_command_client_names_its_broker_login_in_its_reply_topic() -> None:
+    """The ACL lets a user read only reply/<its login>/+: a client logged in as config_ui
+    under another instance name (an operator's tool) must still get its replies."""
+    endpoint = MqttEndpoint("127.0.0.1", 1883, False, "config_ui", "unused-here")
+    bus = MqttBus(endpoint, system="demo", service="ops-tool", kind="test", presence=False)
+    assert bus.broker_user == "config_ui"
+    assert CommandClient(bus).reply_topic.startswith("bms/v1/demo/reply/config_ui/")
+    anonymous = MqttBus(MqttEndpoint("127.0.0.1", 1883, False), system="demo", service="tool",
+                        kind="x")  # fmt: skip
+    assert CommandClient(anonymous).reply_topic.startswith("bms/v1/demo/reply/tool/")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,9 @@ class Master:
         self.bus.start()
         self.store = Store(path)
         self.log = EventLog(self.store, self.bus, lambda: 1000.0 + self.bus.counters["published"])
-        CommandServer(self.bus, {"events_query": self._query})
+        self.answer: Callable[[CommandArgs], CommandOutcome] = self._query
+        """What `events_query` runs (a test swaps in a refusing one)."""
+        CommandServer(self.bus, {"events_query": lambda args: self.answer(args)})
         self.bus.subscribe(EVENTS, self.log.on_event)  # as master_core does
 
     def _query(self, args: CommandArgs) -> CommandOutcome:
@@ -211,3 +215,122 @@ def test_an_event_claiming_the_master_is_shown_as_its_real_source(
     assert ui.bus.counters["events_source_mismatch"] == 1
     # nor does its made-up seq open a gap in the master's stream
     assert ui.bus.counters["events_gaps"] == 0
+
+
+def test_a_consumer_that_kept_its_place_gets_what_was_logged_while_it_was_down_once(
+    pair: tuple[InMemoryBroker, Master, Ui], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart of the consumer: it resumes from `positions()` and `catch_up()` pages through
+    what the master and another source logged meanwhile; the broker's redelivery of some of
+    them (a persistent session) and the live events are not handed on twice."""
+    monkeypatch.setattr("shared.event_feed.FETCH_ROWS", 3)
+    broker, master, ui = pair
+    gateway = InMemoryBus(broker, system="demo", service="can_gateway", kind="can_gateway")
+    gateway.start()
+    master.log.emit("info", "info", "m1")
+    gateway.publish(EVENTS, Event(level="warning", kind="raise", code="g0"))
+    settle(master.bus, ui.bus, gateway)
+    kept = json.loads(json.dumps(ui.feed.positions()))  # as a file would hold it
+    broker.detach(ui.bus)  # the consumer is down
+    for i in range(2, 9):
+        master.log.emit("info", "info", f"m{i}")
+    gateway.publish(EVENTS, Event(level="warning", kind="raise", code="g1"))
+    settle(master.bus, gateway)
+
+    again = Ui(broker)
+    assert again.feed.resume(kept) == 2
+    again.feed.catch_up()
+    master.log.emit("info", "info", "m9")  # live, while catching up
+    settle(master.bus, again.bus)
+    codes = [e.code for e in again.got]
+    assert sorted(codes) == sorted([f"m{i}" for i in range(2, 10)] + ["g1"])
+    assert again.bus.counters["events_lost"] == 0
+    assert again.feed.positions()["master_core"]["seq"] == 9
+
+
+def test_a_kept_place_of_a_replaced_master_log_starts_from_the_new_logs_start(
+    tmp_path: Path,
+) -> None:
+    broker = InMemoryBroker()
+    master = Master(broker, tmp_path / "new.db")
+    for code in ("n1", "n2"):
+        master.log.emit("info", "info", code)
+    ui = Ui(broker)
+    ui.feed.resume({"master_core": {"epoch_s": 1.0, "seq": 40, "missing": []}})
+    ui.feed.catch_up()
+    settle(master.bus, ui.bus)
+    assert [e.code for e in ui.got] == ["n1", "n2"]
+    assert ui.bus.counters["events_fetch_other_epoch"] == 1
+
+
+def test_an_unreadable_kept_place_is_skipped_and_counted(
+    pair: tuple[InMemoryBroker, Master, Ui],
+) -> None:
+    _, _, ui = pair
+    taken = ui.feed.resume(
+        {
+            "master_core": {"seq": "x"},
+            "a/b": {"epoch_s": 1.0, "seq": 1},
+            "ok": {"epoch_s": 1.0, "seq": 3},
+        }
+    )
+    assert taken == 1 and ui.bus.counters["events_positions_bad"] == 2
+
+
+def test_a_page_cut_by_the_master_is_asked_on_not_given_up(
+    pair: tuple[InMemoryBroker, Master, Ui], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master cuts a page to its size or the reply's byte limit (`truncated`): the rows
+    after it exist and are fetched next, never counted lost."""
+    broker, master, ui = pair
+    real = master.log.query
+
+    def cut(args: EventsQueryArgs) -> dict[str, object]:
+        result = real(args.model_copy(update={"limit": min(args.limit, 2)}))
+        return {**result, "truncated": True} if len(result["events"]) == 2 else result
+
+    monkeypatch.setattr(master.log, "query", cut)
+    master.log.emit("info", "info", "first")
+    settle(master.bus, ui.bus)
+    broker.detach(ui.bus)
+    for i in range(7):
+        master.log.emit("info", "info", f"m{i}")
+    broker.attach(ui.bus)
+    master.log.emit("info", "info", "last")
+    settle(master.bus, ui.bus)
+    assert sorted(e.seq or 0 for e in ui.got) == list(range(1, 10))
+    assert ui.bus.counters["events_lost"] == 0
+
+
+def test_a_rate_limited_fetch_waits_as_long_as_it_is_told(
+    pair: tuple[InMemoryBroker, Master, Ui],
+) -> None:
+    broker, master, ui = pair
+    now = [time.time()]
+    assert ui.feed.commands is not None
+    ui.feed.clock = lambda: now[0]
+    refusals = [True]
+
+    def query(args: CommandArgs) -> CommandOutcome:
+        if refusals.pop() if refusals else False:
+            return CommandOutcome(False, "rate limited: ...", result={"retry_after_s": 12.0})
+        assert isinstance(args, EventsQueryArgs)
+        return CommandOutcome(True, result=master.log.query(args))
+
+    master.answer = query
+    master.log.emit("info", "info", "a")
+    settle(master.bus, ui.bus)
+    broker.detach(ui.bus)
+    master.log.emit("info", "info", "b")
+    broker.attach(ui.bus)
+    master.log.emit("info", "info", "c")
+    settle(master.bus, ui.bus)
+    assert ui.bus.counters["events_fetch_failed"] == 1
+    now[0] += RETRY_S
+    ui.feed.poll()
+    settle(master.bus, ui.bus)
+    assert sorted(e.code for e in ui.got) == ["a", "c"]  # told to wait 12 s, not 5
+    now[0] += 12.0 - RETRY_S
+    ui.feed.poll()
+    settle(master.bus, ui.bus)
+    assert sorted(e.code for e in ui.got) == ["a", "b", "c"]

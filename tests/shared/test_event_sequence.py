@@ -105,3 +105,29 @@ def test_every_event_is_handed_on_once_whatever_the_order_and_repeats(
             handed.append(seq)
     assert sorted(handed) == list(range(first, max(handed) + 1))
     assert len(handed) == len(set(handed))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(st.integers(0, 60), min_size=1, max_size=40),
+    after=st.lists(st.integers(0, 80), max_size=40),
+)
+def test_a_resumed_sequencer_hands_on_what_the_first_did_not_and_nothing_twice(
+    before: list[int], after: list[int]
+) -> None:
+    """A consumer restarted from `position` and `missing`: across both runs each seq from the
+    first one seen is handed on at most once, and every seq the first run missed is still
+    missing (to be fetched) or handed on by the second."""
+    first = EventSequencer()
+    handed = [q for q in before if first.observe(M, 1.0, q).new]
+    pos = first.position(M)
+    assert pos is not None
+    gaps = [(g.first, g.last) for g in first.missing(M)]
+    second = EventSequencer()
+    second.resume(M, pos[0], pos[1], gaps)
+    assert second.missing(M) == first.missing(M) and second.position(M) == pos
+    handed += [q for q in after if second.observe(M, 1.0, q).new]
+    assert len(handed) == len(set(handed))
+    still = {q for g in second.missing(M) for q in range(g.first, g.last + 1)}
+    top = max(handed)
+    assert set(handed) | still == set(range(before[0], top + 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.config_ui.api import (
+    cells,
     commands,
     configuration,
     events,
@@ -19,7 +20,7 @@ from services.config_ui.api.session import set_session_cookie
 from services.config_ui.api.wizard_api import review
 
 router = APIRouter(prefix="/api")
-for module in (session, live, events, commands, configuration, wizard_api, users):
+for module in (session, live, cells, events, commands, configuration, wizard_api, users):
     router.include_router(module.router)
 
 __all__ = ["MAX_VERSION", "diff_info", "review", "router", "set_session_cookie", "summary"]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from services.config_ui.api.deps import MAX_VERSION, Admin, Ctx, Viewer, rejected
 from services.config_ui.config_diff import DiffEntry
 from services.config_ui.config_store import ConfigImportError, ConfigVersion, unwrap_import
-from services.config_ui.context import InvalidConfigError, UiContext
+from services.config_ui.context import InvalidConfigError, UiContext, file_system_id
 from shared.config import CHEMISTRY_PRESETS
 
 router = APIRouter()
@@ -171,14 +171,29 @@ def export(
 
 
 @router.post("/config/import", tags=["config"], status_code=201)
-def import_config(session: Admin, ctx: Ctx, data: Annotated[dict[str, Any], Body()]) -> Any:
-    """Import an exported file (or a bare configuration) as a new version and apply it."""
+def import_config(
+    session: Admin,
+    ctx: Ctx,
+    data: Annotated[dict[str, Any], Body()],
+    confirm_other_system: bool = False,
+) -> Any:
+    """Import an exported file (or a bare configuration) as a new version and apply it. A
+    file made for another system (its `system_id`) is refused with 409 unless
+    `confirm_other_system=true`; it then runs as this system's."""
     try:
-        config = ctx.validate(unwrap_import(data))
+        body = unwrap_import(data)
+        config = ctx.validate(body)
     except ConfigImportError as exc:
         return rejected({"": exc.lines})
     except InvalidConfigError as exc:
         return rejected(exc.errors)
+    made_for = file_system_id(body)
+    if made_for not in (None, ctx.system) and not confirm_other_system:
+        raise HTTPException(
+            409,
+            f"the file was made for system {made_for!r}, not {ctx.system!r}: send it again with "
+            "confirm_other_system=true to import it anyway",
+        )
     try:
         version = ctx.apply(config, user=session.username, source="import", comment="imported")
     except ValueError as exc:

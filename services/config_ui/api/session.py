@@ -81,7 +81,8 @@ def change_password(body: PasswordChange, session: AccountOwner, ctx: Ctx) -> No
         raise HTTPException(403, "the current password is wrong")
     try:
         ctx.users.set_password(
-            session.username, body.new_password, by=session.username, keep_token=session.token
-        )
+            session.username, body.new_password, by=session.username, keep_token=session.token,
+            current=body.current_password,
+        )  # fmt: skip
     except UserError as exc:
         raise HTTPException(422, str(exc)) from exc

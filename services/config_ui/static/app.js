@@ -98,6 +98,6 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
   document.querySelectorAll("[data-ts]").forEach((el) => {
-    el.textContent = new Date(parseFloat(el.dataset.ts) * 1000).toISOString().replace("T", " ").slice(0, 19);
+    el.textContent = localTime(parseFloat(el.dataset.ts));
   });
 });

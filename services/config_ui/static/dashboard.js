@@ -25,7 +25,8 @@ function cellColours(cells) {
 }
 
 function cellName(cells, i) {
-  return `M${cells.module_of_cell[i] + 1} C${cells.index_in_module[i] + 1}`;
+  // modules and cells from 1 for people; the series number is in the tooltip
+  return `M${cells.module_of_cell[i] + 1} · C${cells.index_in_module[i] + 1}`;
 }
 
 function whyUnknown(flags) {
@@ -52,6 +53,11 @@ function showCells(cells) {
       },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false,
+        onClick: (_ev, elements) => {
+          if (!elements.length) return;
+          const c = cellsChart.$cells, i = elements[0].index;
+          openCell(c.module_of_cell[i], c.index_in_module[i], i + 1);
+        },
         plugins: {
           legend: { display: false },
           tooltip: {
@@ -59,6 +65,7 @@ function showCells(cells) {
               label: (c) => (cellsChart.data.datasets[0].data[c.dataIndex] === null
                 ? `unknown: ${whyUnknown(cellsChart.$cells.cell_flags[c.dataIndex])}`
                 : `${Number(c.raw).toFixed(3)} V`),
+              footer: (items) => items.length ? `cell ${items[0].dataIndex + 1} in series` : "",
             },
           },
         },
@@ -279,4 +286,74 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(loadHistory, 10000);
   const range = document.getElementById("history-range");
   if (range) range.addEventListener("change", loadHistory);
+});
+
+// --- one cell's history (GET /api/cells/{module}/{index}/history), the imbalance trend ---
+let cellChart = null, spreadChart = null, openedCell = null;
+
+async function openCell(module, index, series) {
+  openedCell = { module, index, series };
+  document.getElementById("cell-panel").hidden = false;
+  await loadCell();
+  document.getElementById("cell-panel").scrollIntoView({ block: "nearest" });
+}
+
+async function loadCell() {
+  if (!openedCell) return;
+  const { module, index, series } = openedCell;
+  const seconds = Number(document.getElementById("cell-range").value);
+  const since = Date.now() / 1000 - Math.min(seconds, 31 * 86400);
+  document.getElementById("cell-csv").href = `/api/cells/history.csv?since_ts=${Math.floor(since)}`;
+  const [r, b, s] = await Promise.all([
+    api("GET", `/api/cells/${module}/${index}/history?seconds=${seconds}`),
+    api("GET", `/api/cells/balancing?seconds=${seconds}`),
+    api("GET", `/api/cells/imbalance?days=${Math.max(seconds / 86400, 1)}`),
+  ]);
+  const title = `M${module + 1} · C${index + 1} (cell ${series} in series)`;
+  setText("cell-title", title);
+  if (!r.ok) {
+    setText("cell-summary", `no history: error ${r.status}: ${(r.data && r.data.detail) || ""}`);
+    return;
+  }
+  const points = r.data.points;
+  const known = points.map((p) => p.voltage_v).filter((v) => v !== null);
+  const balanced = b.ok && b.data[String(module)] ? b.data[String(module)][index] : null;
+  const volts = known.length ? `voltage ${fmt(Math.min(...known), 3)} … ${fmt(Math.max(...known), 3)} V` : "voltage unknown";
+  setText("cell-summary", points.length
+    ? `${points.length} minute(s); ${volts}; balanced ${balanced === null ? "–" : fmt(balanced / 60, 1)} min in this span`
+    : "no minutes stored for this span yet (one is kept each minute)");
+  const labels = points.map((p) => localTime(p.ts).slice(5, 16));
+  const data = {
+    labels,
+    datasets: [
+      { type: "line", label: "voltage (V)", data: points.map((p) => p.voltage_v), yAxisID: "v", borderColor: "#1f6feb", pointRadius: 0, spanGaps: false },
+      { type: "bar", label: "balancing (s per minute)", data: points.map((p) => p.balancing_s), yAxisID: "s", backgroundColor: "#bf8700" },
+    ],
+  };
+  if (cellChart) { cellChart.data = data; cellChart.update("none"); }
+  else {
+    cellChart = new Chart(document.getElementById("cell-chart"), {
+      data,
+      options: { animation: false, responsive: true, maintainAspectRatio: false,
+        scales: { v: { position: "left", title: { display: true, text: "V" } },
+                  s: { position: "right", min: 0, max: 60, title: { display: true, text: "s" }, grid: { drawOnChartArea: false } } } },
+    });
+  }
+  const days = s.ok ? s.data : [];
+  const spread = { labels: days.map((d) => d.day), datasets: [{ label: "spread (mV)", data: days.map((d) => d.spread_mv), borderColor: "#d1242f", pointRadius: 2 }] };
+  if (spreadChart) { spreadChart.data = spread; spreadChart.update("none"); }
+  else {
+    spreadChart = new Chart(document.getElementById("spread-chart"), { type: "line", data: spread,
+      options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { display: false } } } });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const range = document.getElementById("cell-range");
+  if (!range) return;
+  range.addEventListener("change", loadCell);
+  document.getElementById("cell-close").addEventListener("click", () => {
+    openedCell = null;
+    document.getElementById("cell-panel").hidden = true;
+  });
 });

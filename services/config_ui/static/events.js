@@ -1,6 +1,8 @@
 // Event log: filters become query parameters of /api/events and of the CSV export.
 "use strict";
 
+const LABELS = ["Time", "Level", "Kind", "Code", "Text", "Source"];
+
 function filterParams(form) {
   const params = new URLSearchParams();
   const data = new FormData(form);
@@ -29,12 +31,14 @@ async function loadEvents(form) {
   body.replaceChildren(...r.data.map((e) => {
     const tr = document.createElement("tr");
     tr.className = e.level;
-    const cells = [new Date(e.ts * 1000).toISOString().replace("T", " ").slice(0, 23), e.level, e.kind, e.code, e.text, e.source];
-    for (const text of cells) {
+    // local time with its offset, as every page shows it (the CSV export stays ISO UTC)
+    const cells = [localTime(e.ts), e.level, e.kind, e.code, e.text, e.source];
+    cells.forEach((text, i) => {
       const td = document.createElement("td");
       td.textContent = text;
+      td.dataset.label = LABELS[i];  // the card layout on narrow screens names each field
       tr.appendChild(td);
-    }
+    });
     return tr;
   }));
 }
