@@ -4,6 +4,13 @@ Each system runs a real slave agent and a real master on one mosquitto. A cell i
 over its fault threshold; the latency runs from the first telemetry sample beyond the
 threshold to the first pack state with the contactors in fault. Prints p50/p99 and the
 overhead beyond the configured delay. Figures only: no pass/fail.
+
+`--bridge [--systems N]` (default 1): the same figure with the integrations bridge off, then on
+with everything that costs (JSON mirror, Home Assistant discovery with per-cell sensors,
+Sparkplug B with module folders, /metrics), its own process on the same broker and cores as
+the master; prints both and their ratio (issue 16: turning the bridge on must not change the
+master's fault reaction). Off and on alternate BENCH_BLOCKS times (default 2), BENCH_ROUNDS
+trips per system each time (default 5).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from shared.settings import parse_mqtt_url  # noqa: E402
 from shared.topics import CONFIG, PACK_STATE, SIM_CONTROL, SLAVE_TELEMETRY  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+BLOCKS = int(os.environ.get("BENCH_BLOCKS", "2"))
+"""With --bridge: off and on alternate this many times, BENCH_ROUNDS trips each."""
 
 
 class System:
@@ -95,7 +104,30 @@ def pump(systems: list[System], seconds: float, until: object = None) -> None:
         time.sleep(0.005)
 
 
-def run(n: int, url: str, tmp: Path) -> list[float]:
+BRIDGE_ENV = {
+    "BMS_JSON_MIRROR": "true",
+    "BMS_HA_DISCOVERY": "true",
+    "BMS_HA_CELL_SENSORS": "true",
+    "BMS_SPARKPLUG": "true",
+    "BMS_SPARKPLUG_MODULES": "true",
+    "BMS_SPARKPLUG_EDGE_NODE": "bench-site",
+    "BMS_METRICS_PORT": "0",
+    "BMS_LOG_LEVEL": "WARNING",
+}
+"""The bridge with every integration on (alerts need a receiver: left out)."""
+
+
+def start_bridge(url: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, BMS_MQTT_URL=url, BMS_SYSTEM="bench0", PYTHONPATH=str(ROOT),
+               **BRIDGE_ENV)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.integrations"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def run(n: int, url: str, tmp: Path, bridge: bool = False) -> list[float]:
+    proc = start_bridge(url) if bridge else None
     systems = [System(url, f"bench{i}", tmp) for i in range(n)]
     latencies: list[float] = []
     try:
@@ -119,19 +151,26 @@ def run(n: int, url: str, tmp: Path) -> list[float]:
     finally:
         for s in systems:
             s.close()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
     return latencies
 
 
-def report(n: int, latencies: list[float], delay_s: float) -> None:
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def report(n: int, latencies: list[float], delay_s: float, label: str = "") -> None:
     if not latencies:
-        print(f"{n:>2} system(s): no trips measured")
+        print(f"{n:>2} system(s){label}: no trips measured")
         return
     ordered = sorted(latencies)
-    p50 = statistics.median(ordered)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    p50, p99 = percentiles(ordered)
     ms = [1000 * x for x in (p50, p99, delay_s, p50 - delay_s, p99 - delay_s)]
     print(
-        f"{n:>2} system(s), {len(ordered)} trips: p50 {ms[0]:6.0f} ms  p99 {ms[1]:6.0f} ms"
+        f"{n:>2} system(s){label}, {len(ordered)} trips: p50 {ms[0]:6.0f} ms  p99 {ms[1]:6.0f} ms"
         f"  overhead beyond the {ms[2]:.0f} ms delay: p50 {ms[3]:5.0f} ms  p99 {ms[4]:5.0f} ms"
     )
 
@@ -144,6 +183,23 @@ def main() -> None:
         "NMC", modules=2, cells_per_module=4
     ).protection.cell_overvoltage.fault.delay_s
     print("fault reaction: cell over-voltage -> contactors open (sample 0.1 s)")
+    if "--bridge" in sys.argv:
+        n = int(sys.argv[sys.argv.index("--systems") + 1]) if "--systems" in sys.argv else 1
+        off: list[float] = []
+        on: list[float] = []
+        with MosquittoBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+            for block in range(BLOCKS):  # alternated, so a drift of the machine hits both
+                off += run(n, broker.url, Path(tmp) / f"off{block}")
+                on += run(n, broker.url, Path(tmp) / f"on{block}", bridge=True)
+        report(n, off, delay, ", bridge off")
+        report(n, on, delay, ", bridge on (JSON, HA with cells, Sparkplug with modules)")
+        if off and on:
+            (off50, off99), (on50, on99) = percentiles(off), percentiles(on)
+            print(f"ratio on/off: p50 {on50 / off50:.3f}  p99 {on99 / off99:.3f}; overhead "
+                  f"beyond the delay on/off: p50 {1000 * (on50 - delay):.0f} / "
+                  f"{1000 * (off50 - delay):.0f} ms, p99 {1000 * (on99 - delay):.0f} / "
+                  f"{1000 * (off99 - delay):.0f} ms")  # fmt: skip
+        return
     with MosquittoBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         for n in (1, 10):
             report(n, run(n, broker.url, Path(tmp)), delay)

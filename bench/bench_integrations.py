@@ -2,7 +2,7 @@
 98-cell snapshot at 2 Hz (the demo system), with presence; the bridge (its own process, as
 deployed) mirrors JSON at the default 1 Hz, announces Home Assistant discovery, serves
 /metrics (scraped every second here, as a Prometheus would at its finest), on a real
-mosquitto; then the same with Sparkplug B on (an edge node per system, a device per module).
+mosquitto; then the same with Sparkplug B on (one edge node, a device per system with its modules).
 CPU time from /proc. Figures only: no pass/fail. `--systems 1` measures one count only."""
 
 from __future__ import annotations

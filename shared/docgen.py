@@ -30,15 +30,17 @@ from shared.messages import COMMAND_ARGS
 from shared.topics import (
     BROKER_MESSAGE_SIZE_LIMIT,
     COMMAND_SENDERS,
-    HA_DISCOVERY_FILTER,
+    OUTSIDE_TOPICS,
+    PROTOBUF_CONTENT_TYPE,
     ROOT,
-    SPARKPLUG_DEVICE_FILTER,
-    SPARKPLUG_NODE_FILTER,
+    SPARKPLUG_PROTO,
     TOPICS,
+    OutsideTopic,
     TopicSpec,
 )
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
 REF = "#/components/schemas/{model}"
 
 PARAM_TEXT = {
@@ -115,6 +117,7 @@ def asyncapi() -> dict[str, Any]:
             "messages": [{"$ref": f"#/channels/{spec.name}/messages/{message_name}"}],
             "bindings": {"mqtt": operation_binding},
         }
+    _outside_channels(channels, operations, messages)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -125,7 +128,10 @@ def asyncapi() -> dict[str, Any]:
                 "string keys; every message carries `schema_version`, `source`, a per-topic "
                 "monotonic `seq` and a Unix time stamp `ts`; the `json/` topics of the "
                 "integrations bridge carry the same maps as JSON. Commands carry their correlation "
-                "id, reply topic and expiry in the payload, so MQTT 3.1.1 clients can use them."
+                "id, reply topic and expiry in the payload, so MQTT 3.1.1 clients can use them. "
+                "The channels outside `bms/v1/` (`x-outside-root`) follow their consumers' "
+                "conventions: Home Assistant discovery (JSON) and Sparkplug B (protobuf, "
+                "schema `sparkplug_b.proto` inline)."
             ),
         },
         "defaultContentType": CONTENT_TYPE,
@@ -141,6 +147,64 @@ def asyncapi() -> dict[str, Any]:
         "operations": operations,
         "components": {"messages": messages, "schemas": _schemas()},
     }
+
+
+def _outside_message(topic: OutsideTopic) -> tuple[str, dict[str, Any]]:
+    """The component message of an outside topic: Sparkplug's protobuf `Payload` (its .proto
+    inline, AsyncAPI 3's Multi Format Schema Object), or a JSON / text payload."""
+    if topic.content_type == PROTOBUF_CONTENT_TYPE:
+        return "SparkplugPayload", {
+            "name": "SparkplugPayload",
+            "title": "Sparkplug B Payload",
+            "contentType": PROTOBUF_CONTENT_TYPE,
+            "summary": "Sparkplug B 3.0 protobuf message org.eclipse.tahu.protobuf.Payload; "
+            "not msgpack.",
+            "payload": {
+                "schemaFormat": topic.schema_format,
+                "schema": (REPO / SPARKPLUG_PROTO).read_text(),
+            },
+        }
+    name = "".join(w.title() for w in topic.name.split("_"))
+    schema: dict[str, Any] = (
+        {"type": "object", "description": topic.payload}
+        if topic.content_type == JSON_CONTENT_TYPE
+        else {"type": "string", "enum": ["online", "offline"], "description": topic.payload}
+    )
+    return name, {
+        "name": name,
+        "title": name,
+        "contentType": topic.content_type,
+        "summary": topic.payload,
+        "payload": schema,
+    }
+
+
+def _outside_channels(
+    channels: dict[str, Any], operations: dict[str, Any], messages: dict[str, Any]
+) -> None:
+    for topic in OUTSIDE_TOPICS:
+        message_name, message = _outside_message(topic)
+        messages[message_name] = message
+        channels[topic.name] = {
+            "address": topic.address,
+            "description": topic.description,
+            "parameters": {p: {"description": d} for p, d in topic.params.items()},
+            "messages": {message_name: {"$ref": f"#/components/messages/{message_name}"}},
+            "x-publishers": list(topic.publishers),
+            "x-subscribers": list(topic.subscribers),
+            "x-rate": topic.rate,
+            "x-outside-root": True,
+            **({"x-last-will": True} if topic.last_will else {}),
+        }
+        operations[topic.name] = {
+            "action": "send",
+            "summary": f"Published by {', '.join(topic.publishers)} ({topic.rate}).",
+            "channel": {"$ref": f"#/channels/{topic.name}"},
+            "messages": [{"$ref": f"#/channels/{topic.name}/messages/{message_name}"}],
+            "bindings": {
+                "mqtt": {"qos": topic.qos, "retain": topic.retain, "bindingVersion": "0.2.0"}
+            },
+        }
 
 
 def _type_text(schema: dict[str, Any] | bool) -> str:
@@ -176,12 +240,9 @@ def topics_markdown() -> str:
         "",
         f"The integrations bridge (`services/integrations`) mirrors some topics under `json/` "
         f"as JSON (`{JSON_CONTENT_TYPE}`) with the same schema and the original envelope, and "
-        f"publishes Home Assistant discovery documents on `{HA_DISCOVERY_FILTER}` (retained "
-        "JSON, Home Assistant's schema; see the README) and, with `BMS_SPARKPLUG`, a Sparkplug "
-        f"B edge node per system on `{SPARKPLUG_NODE_FILTER}` (NBIRTH, NDATA, NDEATH, NCMD) "
-        f"with a device per module on `{SPARKPLUG_DEVICE_FILTER}` (DBIRTH, DDATA, DDEATH, "
-        "DCMD), Sparkplug B 3.0 protobuf payloads, group id `BMS_SPARKPLUG_GROUP` (its metrics: "
-        "`services/integrations/sparkplug.py`). It reads what a third party may read and "
+        "publishes Home Assistant discovery documents and, with `BMS_SPARKPLUG`, a Sparkplug "
+        "B edge node (the site) with a device per system, in Sparkplug B 3.0 protobuf (see "
+        "[Topics outside](#topics-outside-bmsv1)). It reads what a third party may read and "
         "publishes nothing else.",
         "",
         "Each topic has a byte limit, derived from the length bounds of its payload model "
@@ -213,6 +274,28 @@ def topics_markdown() -> str:
                 for c in sorted(COMMAND_ARGS)
             ]
             lines.append("")
+    lines += [
+        f"## Topics outside `{ROOT}/`",
+        "",
+        "Declared in `shared/topics.py` (`OUTSIDE_TOPICS`) for these docs and the broker ACL; "
+        "the bus never subscribes to them, and their payloads are not msgpack. The ACL "
+        "column is the filter the broker grants (`{system}`: the deployed system).",
+        "",
+        "| Topic | Payload | Content type | QoS | Retained | Published by | Read by | Rate "
+        "| ACL filter |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in OUTSIDE_TOPICS:
+        retained = "yes" if t.retain else "no"
+        lines.append(
+            f"| `{t.address}` | {t.payload} | `{t.content_type}` | {t.qos} | {retained} | "
+            f"{', '.join(t.publishers)} | {', '.join(t.subscribers)} | {t.rate} | "
+            f"`{t.acl_filter}` |"
+        )
+    lines.append("")
+    for t in OUTSIDE_TOPICS:
+        lines += [f"### `{t.address}`", "", t.description, ""]
+        lines += [f"- `{p}`: {d}" for p, d in t.params.items()] + [""]
     lines += ["## Payloads", ""]
     schemas = _schemas()
     for name, schema in schemas.items():

@@ -431,31 +431,227 @@ INTEGRATION_TOPICS: tuple[TopicSpec[Message], ...] = (
 HA_DISCOVERY_PREFIX = "homeassistant"
 """Home Assistant's default discovery prefix (https://www.home-assistant.io/integrations/mqtt/
 #mqtt-discovery); another one needs BMS_HA_PREFIX and a matching broker ACL."""
-HA_DISCOVERY_FILTER = f"{HA_DISCOVERY_PREFIX}/+/+/+/config"
-"""`<prefix>/<component>/<node_id>/<object_id>/config`, retained JSON: one entity each."""
-HA_STATUS = f"{HA_DISCOVERY_PREFIX}/status"
-"""Home Assistant's birth and last will ("online" / "offline")."""
 SPARKPLUG_NAMESPACE = "spBv1.0"
 SPARKPLUG_GROUP = "bms"
 """The bridge's default Sparkplug group id (BMS_SPARKPLUG_GROUP); another one needs a matching
 broker ACL."""
-SPARKPLUG_NODE_FILTER = f"{SPARKPLUG_NAMESPACE}/{SPARKPLUG_GROUP}/+/{{system}}"
-"""`spBv1.0/<group>/<NBIRTH|NDATA|NDEATH|NCMD>/<system>`: the edge node of each system
-(Sparkplug B protobuf; see services/integrations/sparkplug.py)."""
-SPARKPLUG_DEVICE_FILTER = f"{SPARKPLUG_NAMESPACE}/{SPARKPLUG_GROUP}/+/{{system}}/+"
-"""`spBv1.0/<group>/<DBIRTH|DDATA|DDEATH|DCMD>/<system>/module_NN`: a device per module."""
-OUTSIDE_ROOT: dict[str, tuple[tuple[str, Literal["read", "write", "readwrite"]], ...]] = {
-    INTEGRATIONS: (
-        (HA_DISCOVERY_FILTER, "write"),
-        (SPARKPLUG_NODE_FILTER, "readwrite"),
-        (SPARKPLUG_DEVICE_FILTER, "readwrite"),
-    ),
-    HOME_ASSISTANT: ((HA_DISCOVERY_FILTER, "read"), (HA_STATUS, "readwrite")),
-    # a SCADA host reading as the third party (sending a rebirth needs a user of its own)
-    THIRD_PARTY: ((SPARKPLUG_NODE_FILTER, "read"), (SPARKPLUG_DEVICE_FILTER, "read")),
-}
-"""Topics outside `bms/v1/` a role may use (the broker ACL grants them with `{system}` the
-deployed system: the bridge writes and reads the Sparkplug topics of its own system only)."""
+SPARKPLUG_HOST = "sparkplug_host"
+"""A Sparkplug host application (SCADA): reads as the third party; sending NCMD (a rebirth
+request) needs a broker user of its own, which the generated ACL does not make."""
+PROTOBUF_CONTENT_TYPE = "application/protobuf"
+"""Sparkplug B payloads: protobuf (the `application/protobuf` of draft-ietf-dispatch-mime-
+protobuf); the Sparkplug spec names no media type, and the bridge sets no MQTT 5 content type
+(Sparkplug 3.0 clients need not send properties)."""
+PROTOBUF_SCHEMA_FORMAT = "application/vnd.google.protobuf;version=2"
+"""AsyncAPI 3 `schemaFormat` of a proto2 schema (the form AsyncAPI's protobuf schema parser
+reads); `sparkplug_b.proto` is proto2."""
+SPARKPLUG_PROTO = "services/integrations/sparkplug_b.proto"
+"""The official Sparkplug B payload schema (Eclipse Tahu), relative to the repository."""
+
+
+@dataclass(frozen=True)
+class OutsideTopic:
+    """A topic outside `bms/v1/`, for a consumer with its own conventions (Home Assistant,
+    Sparkplug B). The bus never subscribes to these (`spec_for` finds no spec for them, so
+    nothing tries to decode them as msgpack); they are declared here for the docs and the
+    broker ACL only.
+    """
+
+    name: str
+    address: str
+    """The topic with `{param}` placeholders, e.g. `spBv1.0/{group}/{node_message}/{edge_node}`."""
+    params: dict[str, str]
+    """Parameter -> its description (the docs' parameter table)."""
+    acl_values: dict[str, str]
+    """Parameter -> what the broker ACL puts in its place: a fixed value, `+`, or
+    `{system}` (the deployed system)."""
+    content_type: str
+    qos: Literal[0, 1, 2]
+    retain: bool
+    publishers: tuple[str, ...]
+    subscribers: tuple[str, ...]
+    rate: str
+    description: str
+    payload: str
+    """What the payload is (and its schema, for the docs)."""
+    schema_format: str | None = None
+    """AsyncAPI `schemaFormat` when the schema is not JSON Schema (protobuf)."""
+    last_will: bool = False
+
+    @property
+    def acl_filter(self) -> str:
+        """The topic filter the broker ACL grants, `{system}` still to be filled in."""
+        return self.address.format(**self.acl_values)
+
+    def example(self, system: str, **params: str) -> str:
+        """A concrete topic (tests): each parameter given, else its ACL value with `+` as
+        `x` and `{system}` as `system`."""
+        values = {
+            k: params.get(k, v.replace("{system}", system).replace("+", "x"))
+            for k, v in self.acl_values.items()
+        }
+        return self.address.format(**values)
+
+
+_SP_GROUP = "Sparkplug group id (BMS_SPARKPLUG_GROUP; the broker ACL grants `bms`)."
+_SP_EDGE = (
+    "Sparkplug edge node id: the site, one per bridge (BMS_SPARKPLUG_EDGE_NODE, default the "
+    "host name). The ACL cannot know it and grants any edge node of the group."
+)
+_SP_SYSTEM = "Sparkplug device id: the system id; the ACL grants the deployed system only."
+_SP_PARAMS = {"group": SPARKPLUG_GROUP, "edge_node": "+"}
+_SP_PROTO_TEXT = "Sparkplug B 3.0 protobuf `Payload` (sparkplug_b.proto, Eclipse Tahu)"
+SPARKPLUG_NODE = OutsideTopic(
+    "sparkplug_node",
+    f"{SPARKPLUG_NAMESPACE}/{{group}}/{{node_message}}/{{edge_node}}",
+    {"group": _SP_GROUP, "node_message": "NBIRTH, NDATA or NDEATH.", "edge_node": _SP_EDGE},
+    {**_SP_PARAMS, "node_message": "+"},
+    PROTOBUF_CONTENT_TYPE,
+    0,
+    False,
+    (INTEGRATIONS,),
+    (THIRD_PARTY, SPARKPLUG_HOST),
+    "on change (BMS_SPARKPLUG)",
+    "The integrations bridge's Sparkplug B edge node (the site). NBIRTH (seq 0) carries "
+    "bdSeq, `Node Control/Rebirth` and `Systems/Known`, `Systems/Online`, each metric named "
+    "with its alias; NDATA the node metrics that changed, by alias; NDEATH (QoS 1, the "
+    "session's will, or sent on a clean stop) only bdSeq, the same as the session's NBIRTH. "
+    "Metrics: services/integrations/sparkplug.py.",
+    _SP_PROTO_TEXT,
+    PROTOBUF_SCHEMA_FORMAT,
+    last_will=True,
+)
+SPARKPLUG_NODE_COMMAND = OutsideTopic(
+    "sparkplug_node_command",
+    f"{SPARKPLUG_NAMESPACE}/{{group}}/NCMD/{{edge_node}}",
+    {"group": _SP_GROUP, "edge_node": _SP_EDGE},
+    _SP_PARAMS,
+    PROTOBUF_CONTENT_TYPE,
+    1,
+    False,
+    (SPARKPLUG_HOST,),
+    (INTEGRATIONS,),
+    "on demand",
+    "A host's node command: `Node Control/Rebirth` true makes the edge node send NBIRTH and "
+    "every online system's DBIRTH again (same bdSeq, seq from 0); nothing else is writable.",
+    _SP_PROTO_TEXT,
+    PROTOBUF_SCHEMA_FORMAT,
+)
+SPARKPLUG_DEVICE = OutsideTopic(
+    "sparkplug_device",
+    f"{SPARKPLUG_NAMESPACE}/{{group}}/{{device_message}}/{{edge_node}}/{{system}}",
+    {
+        "group": _SP_GROUP,
+        "device_message": "DBIRTH, DDATA or DDEATH.",
+        "edge_node": _SP_EDGE,
+        "system": _SP_SYSTEM,
+    },
+    {**_SP_PARAMS, "device_message": "+", "system": "{system}"},
+    PROTOBUF_CONTENT_TYPE,
+    0,
+    False,
+    (INTEGRATIONS,),
+    (THIRD_PARTY, SPARKPLUG_HOST),
+    "pack at up to 10 Hz, cells 1-10 Hz, by exception with deadbands",
+    "A system as a device of the edge node: DBIRTH with every pack metric (and, with "
+    "BMS_SPARKPLUG_MODULES, `Module NN/Cell NN/Voltage`, `.../Balancing`, `Module NN/"
+    "Temperature NN`, `Module NN/Fresh`) named, aliased and typed; DDATA the metrics that "
+    "moved past their deadband, by alias; DDEATH when the system's master goes offline or "
+    "silent (a new DBIRTH follows its next pack state). Unknown values are `is_null`. seq "
+    "counts over the edge node and all its devices.",
+    _SP_PROTO_TEXT,
+    PROTOBUF_SCHEMA_FORMAT,
+)
+SPARKPLUG_DEVICE_COMMAND = OutsideTopic(
+    "sparkplug_device_command",
+    f"{SPARKPLUG_NAMESPACE}/{{group}}/DCMD/{{edge_node}}/{{system}}",
+    {"group": _SP_GROUP, "edge_node": _SP_EDGE, "system": _SP_SYSTEM},
+    {**_SP_PARAMS, "system": "{system}"},
+    PROTOBUF_CONTENT_TYPE,
+    1,
+    False,
+    (SPARKPLUG_HOST,),
+    (INTEGRATIONS,),
+    "on demand",
+    "A host's device command: subscribed as the spec asks, but no device metric is writable, "
+    "so it changes nothing.",
+    _SP_PROTO_TEXT,
+    PROTOBUF_SCHEMA_FORMAT,
+)
+HA_DISCOVERY = OutsideTopic(
+    "ha_discovery",
+    "{ha_prefix}/{component}/{node_id}/{object_id}/config",
+    {
+        "ha_prefix": "Home Assistant's discovery prefix (BMS_HA_PREFIX; the ACL grants "
+        "`homeassistant`).",
+        "component": "sensor, binary_sensor, button or select.",
+        "node_id": "bms_<system>.",
+        "object_id": "The entity, e.g. `soc`.",
+    },
+    {"ha_prefix": HA_DISCOVERY_PREFIX, "component": "+", "node_id": "+", "object_id": "+"},
+    JSON_CONTENT_TYPE,
+    1,
+    True,
+    (INTEGRATIONS,),
+    (HOME_ASSISTANT,),
+    "at a system's first pack state and when its cell layout changes (BMS_HA_DISCOVERY)",
+    "Home Assistant MQTT discovery: one retained document per entity, a device per system "
+    "(services/integrations/ha.py; see the README).",
+    "JSON object, Home Assistant's MQTT discovery schema",
+)
+HA_STATUS_TOPIC = OutsideTopic(
+    "ha_status",
+    "{ha_prefix}/status",
+    {"ha_prefix": "Home Assistant's discovery prefix."},
+    {"ha_prefix": HA_DISCOVERY_PREFIX},
+    "text/plain",
+    1,
+    True,
+    (HOME_ASSISTANT,),
+    (HOME_ASSISTANT,),
+    "on change",
+    "Home Assistant's own birth and last will (`online` / `offline`).",
+    "`online` or `offline`",
+)
+OUTSIDE_TOPICS: tuple[OutsideTopic, ...] = (
+    SPARKPLUG_NODE, SPARKPLUG_NODE_COMMAND, SPARKPLUG_DEVICE, SPARKPLUG_DEVICE_COMMAND,
+    HA_DISCOVERY, HA_STATUS_TOPIC,
+)  # fmt: skip
+HA_DISCOVERY_FILTER = HA_DISCOVERY.acl_filter
+"""`<prefix>/<component>/<node_id>/<object_id>/config`, retained JSON: one entity each."""
+HA_STATUS = HA_STATUS_TOPIC.acl_filter
+"""Home Assistant's birth and last will ("online" / "offline")."""
+SPARKPLUG_NODE_FILTER = SPARKPLUG_NODE.acl_filter
+"""`spBv1.0/bms/<NBIRTH|NDATA|NDEATH|NCMD>/<edge node>`: any edge node of the group."""
+SPARKPLUG_DEVICE_FILTER = SPARKPLUG_DEVICE.acl_filter
+"""`spBv1.0/bms/<DBIRTH|DDATA|DDEATH|DCMD>/<edge node>/{system}`: the deployed system's
+device."""
+
+
+def _outside_root() -> dict[str, tuple[tuple[str, Literal["read", "write", "readwrite"]], ...]]:
+    access: dict[str, dict[str, set[str]]] = {}
+    for t in OUTSIDE_TOPICS:
+        for role, kind in [(r, "write") for r in t.publishers] + [
+            (r, "read") for r in t.subscribers
+        ]:
+            access.setdefault(role, {}).setdefault(t.acl_filter, set()).add(kind)
+    word: dict[frozenset[str], Literal["read", "write", "readwrite"]] = {
+        frozenset({"read"}): "read",
+        frozenset({"write"}): "write",
+        frozenset({"read", "write"}): "readwrite",
+    }
+    return {
+        role: tuple((f, word[frozenset(kinds)]) for f, kinds in filters.items())
+        for role, filters in access.items()
+        if role != SPARKPLUG_HOST  # no broker user of the stack's (it reads as a third party)
+    }
+
+
+OUTSIDE_ROOT = _outside_root()
+"""Topics outside `bms/v1/` a role may use, from `OUTSIDE_TOPICS` (the broker ACL grants them
+with `{system}` the deployed system). The bridge writes and reads the Sparkplug topics of any
+edge node of its group (the edge node id is the site, a setting of the bridge) and of its own
+system's device only; a third party reads them."""
 READS_AS: dict[str, str] = {
     INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY, EVENTS_READER: THIRD_PARTY,
 }  # fmt: skip

@@ -58,7 +58,7 @@ STALE_AFTER_S = 10.0
 """Pack values older than this are no longer exported as metrics (the master publishes at
 10 Hz; a gap of 10 s means it is gone, and a stale number must not look current)."""
 SPARKPLUG_CHECK_EVERY_S = 1.0
-"""How often the Sparkplug edge nodes look for a system gone silent."""
+"""How often the Sparkplug edge node looks for a system gone silent."""
 HANDLE_BUCKETS_S = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -73,7 +73,7 @@ class IntegrationsBridge:
         commands_bus: BusCore | None = None,
         sparkplug_link: Callable[[EdgeNode], SparkplugLink] | None = None,
     ) -> None:
-        """`sparkplug_link`: the MQTT session of a new edge node (default: a paho client on
+        """`sparkplug_link`: the MQTT session of the edge node (default: a paho client on
         the bridge's broker with the bridge's login)."""
         self.bus = bus
         self.commands_bus = commands_bus
@@ -96,11 +96,10 @@ class IntegrationsBridge:
             version=version,
         )
         self._log = LimitedLog(log, every_s=60.0)
-        self.edges: dict[str, SparkplugLink] = {}
-        """System -> its Sparkplug edge node, made at the system's first pack state."""
+        self.sparkplug: SparkplugLink | None = None
+        """The bridge's Sparkplug edge node (the site), every system a device of it; it
+        connects in `attach`."""
         self._sparkplug_link = sparkplug_link or self._default_link
-        self._silent: set[str] = set()
-        """Systems whose edge node shows the master gone (metrics null, devices dead)."""
         self.alerts = AlertPolicy(tuple(settings.alert_rules))
         self.notifier = Notifier(bus.counters) if settings.alert_rules else None
         self.registry: CollectorRegistry = service_registry(bus)
@@ -141,6 +140,12 @@ class IntegrationsBridge:
         )
         if self.commands_bus is not None:
             HaCommandRelay(self.commands_bus, self.clock).attach(system)
+        if self.settings.sparkplug and self.sparkplug is None:
+            s = self.settings
+            node = EdgeNode(s.sparkplug_group, s.edge_node, modules=s.sparkplug_modules)
+            self.sparkplug = self._sparkplug_link(node)
+            self.sparkplug.start()
+            log.info("Sparkplug edge node %s/%s", node.group, node.edge)
 
     def _timed(
         self, spec: TopicSpec[Any], handler: Callable[[Delivery[Any]], None]
@@ -162,10 +167,8 @@ class IntegrationsBridge:
             self.mirror(JSON_PACK_STATE, d.message, d.system)
         if self.settings.ha_discovery and d.system not in self.announced:
             self.announce(d.system, None)
-        if self.settings.sparkplug:
-            self._silent.discard(d.system)
-            edge = self.edge(d.system)
-            edge.send(edge.node.pack(d.message, True, now))
+        if self.sparkplug is not None:
+            self.sparkplug.send(self.sparkplug.node.pack(d.system, d.message, now))
 
     def on_cells(self, d: Delivery[CellSnapshot]) -> None:
         now = self.clock()
@@ -176,10 +179,8 @@ class IntegrationsBridge:
             layout = tuple(len(m.cell_v) for m in d.message.modules)
             if self.announced.get(d.system) != layout:
                 self.announce(d.system, layout)
-        sparkplug = self.settings.sparkplug and self.settings.sparkplug_modules
-        if sparkplug and d.system not in self._silent:
-            edge = self.edge(d.system)
-            edge.send(edge.node.cells(d.message, now))
+        if self.sparkplug is not None:
+            self.sparkplug.send(self.sparkplug.node.cells(d.system, d.message, now))
 
     def on_event(self, d: Delivery[Event]) -> None:
         """Another system's event (the own system's come through the feed, each once)."""
@@ -214,7 +215,7 @@ class IntegrationsBridge:
     def on_status(self, d: Delivery[ServiceStatus]) -> None:
         service = d.params["service"]
         self.online[(d.system, service)] = d.message.state == "online"
-        if service == MASTER and d.message.state != "online" and d.system in self.edges:
+        if service == MASTER and d.message.state != "online":
             self.master_gone(d.system)
         if self.settings.json_mirror:
             self.mirror(JSON_SERVICE_STATUS, d.message, d.system, instance=service)
@@ -260,31 +261,21 @@ class IntegrationsBridge:
             tls_cert_file=s.mqtt_cert_file, tls_key_file=s.mqtt_key_file,
         )  # fmt: skip
 
-    def edge(self, system: str) -> SparkplugLink:
-        """The system's edge node, connecting on first use (its birth follows the CONNECT)."""
-        link = self.edges.get(system)
-        if link is None:
-            link = self._sparkplug_link(EdgeNode(self.settings.sparkplug_group, system))
-            self.edges[system] = link
-            link.start()
-            log.info("Sparkplug edge node %s/%s", self.settings.sparkplug_group, system)
-        return link
-
     def master_gone(self, system: str) -> None:
-        """The master is offline or silent: every pack metric null, every module device dead,
-        until its next pack state."""
-        if system in self._silent:
-            return
-        self._silent.add(system)
-        edge = self.edges[system]
-        now = self.clock()
-        edge.send(edge.node.pack(None, False, now) + edge.node.all_devices_dead(now))
+        """The system's master is offline or silent: its device dies until its next pack
+        state (once: the edge node knows whether it is online)."""
+        if self.sparkplug is not None:
+            self.sparkplug.send(self.sparkplug.node.gone(system, self.clock()))
 
     def sparkplug_tick(self) -> None:
+        if self.sparkplug is None:
+            return
         now = self.clock()
-        for system in self.edges:
+        for system in list(self.sparkplug.node.devices):
             last = self.states.get(system)
-            if last is None or now - last[1] > STALE_AFTER_S:
+            if self.sparkplug.node.online(system) and (
+                last is None or now - last[1] > STALE_AFTER_S
+            ):
                 self.master_gone(system)
 
     # --- what the metrics collector reads ---------------------------------------------------
@@ -302,8 +293,8 @@ class IntegrationsBridge:
     def close(self) -> None:
         if self.notifier is not None:
             self.notifier.stop()
-        for link in self.edges.values():
-            link.stop()
+        if self.sparkplug is not None:
+            self.sparkplug.stop()
 
     # --- loop -------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
@@ -311,9 +302,9 @@ class IntegrationsBridge:
         next_sparkplug = time.monotonic() + SPARKPLUG_CHECK_EVERY_S
         while not should_stop():
             self.bus.process(timeout_s=0.2, budget_s=0.1)
-            for link in self.edges.values():
-                link.pump()
-            if self.edges and time.monotonic() >= next_sparkplug:
+            if self.sparkplug is not None:
+                self.sparkplug.pump()
+            if self.sparkplug is not None and time.monotonic() >= next_sparkplug:
                 next_sparkplug = time.monotonic() + SPARKPLUG_CHECK_EVERY_S
                 self.sparkplug_tick()
             self.poll_feed()

@@ -6,6 +6,7 @@ so none of it is in the system configuration.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from typing import Self
 
@@ -13,6 +14,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.integrations.alerts import AlertRule
+from services.integrations.sparkplug import ID_FORBIDDEN, check_id
 from shared.settings import MqttEndpoint, ServiceSettings, read_secret
 from shared.topics import HA_DISCOVERY_PREFIX, SPARKPLUG_GROUP
 
@@ -63,15 +65,23 @@ class IntegrationsSettings(ServiceSettings):
         30, ge=0, le=86400, description="entities go unavailable without a state this long"
     )
     sparkplug: bool = Field(
-        False, description="a Sparkplug B edge node per system (spBv1.0/{group}/N*/{system})"
+        False,
+        description="a Sparkplug B edge node (spBv1.0/{group}/N*/{edge_node}) with a device "
+        "per system (spBv1.0/{group}/D*/{edge_node}/{system})",
     )
     sparkplug_group: str = Field(
         SPARKPLUG_GROUP,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
         description="Sparkplug group id (the broker ACL grants 'bms')",
     )
+    sparkplug_edge_node: str | None = Field(
+        None,
+        max_length=64,
+        description="Sparkplug edge node id: the site (default: the host name; no '/', '+', "
+        "'#'). Set it where the host name changes, as in a container",
+    )
     sparkplug_modules: bool = Field(
-        True, description="a Sparkplug device per module with its cells and temperatures"
+        True, description="each module's cells and temperatures on its system's Sparkplug device"
     )
     metrics_port: int = Field(
         DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus /metrics port (0: off)"
@@ -89,9 +99,19 @@ class IntegrationsSettings(ServiceSettings):
             raise ValueError("ha_discovery reads the JSON mirror: set json_mirror as well")
         if self.ha_commands and not self.ha_discovery:
             raise ValueError("ha_commands announces its entities: set ha_discovery as well")
+        if self.sparkplug_edge_node is not None:
+            check_id("edge node id", self.sparkplug_edge_node)
         if self.ha_commands:
             self.commands_endpoint  # noqa: B018 - an unreadable secret fails at start-up
         return self
+
+    @property
+    def edge_node(self) -> str:
+        """The Sparkplug edge node id: BMS_SPARKPLUG_EDGE_NODE, else the host's short name."""
+        if self.sparkplug_edge_node:
+            return self.sparkplug_edge_node
+        host = socket.gethostname().split(".")[0]
+        return "".join(c for c in host if c not in ID_FORBIDDEN and c.isprintable()) or "bms"
 
     @property
     def commands_endpoint(self) -> MqttEndpoint:

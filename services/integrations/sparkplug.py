@@ -1,4 +1,4 @@
-"""Sparkplug B 3.0 edge node of one system (pure: no I/O, times passed in).
+"""Sparkplug B 3.0 edge node of one site (pure: no I/O, times passed in).
 
 Spec: Eclipse Sparkplug 3.0.0 (https://sparkplug.eclipse.org/specification/version/3.0/),
 chapters 4 (topics), 5 (operational behaviour) and 6 (payloads); the tck-ids below name its
@@ -14,24 +14,32 @@ what every Sparkplug host decodes, with no hand-written wire format and no secon
 library; what the libraries add (session and sequence rules) is this module, tested rule by
 rule, and the MQTT session is a plain paho 2 client (`sparkplug_link.py`).
 
-Layout: one edge node per system, `spBv1.0/{group}/N*/{system}` (group BMS_SPARKPLUG_GROUP,
-edge node id the system id), carrying the pack (state of charge, voltages, currents, limits,
-extremes, active codes: `NODE_METRICS`); one device per module, `D*/{system}/module_NN`,
-carrying its cells and temperatures (`module_metrics`). Each edge node has its own MQTT
-session (`sparkplug_link.py`), because its NDEATH must be that session's will.
+Layout (issue 16: "an edge node per site and a device per system"): the bridge process is one
+edge node, `spBv1.0/{group}/N*/{edge_node}` (group BMS_SPARKPLUG_GROUP, edge node id
+BMS_SPARKPLUG_EDGE_NODE), with one MQTT session, so one will (NDEATH) and one bdSeq. Its own
+metrics: bdSeq, 'Node Control/Rebirth' and the count of systems (`NODE_METRICS`). Each system
+is a device, `D*/{edge_node}/{system}`, carrying the pack (`PACK_METRICS`) and, with
+BMS_SPARKPLUG_MODULES, every module's cells and temperatures in folders
+('Module 01/Cell 03/Voltage', numbered from 1 for people as in Home Assistant;
+`module_metrics`). A system's device is born with its master's first pack state and dies
+(DDEATH) when the master goes offline or silent; it is born again with the next pack state.
 
 Rules kept here:
 - bdSeq (Int64) is 0 for the first CONNECT and one more (mod 256) for each further one; the
   will (NDEATH, only bdSeq) of a CONNECT and the NBIRTHs of that session carry the same value
   (message-flow-edge-node-birth-publish-will-message-payload-bdSeq, payloads-nbirth-bdseq-repeat).
-- seq: NBIRTH starts at 0, every later NDATA/DBIRTH/DDATA/DDEATH of the node is one more, 255
-  wraps to 0 (payloads-sequence-num-incrementing); NDEATH has none.
+- seq: NBIRTH starts at 0, every later NDATA/DBIRTH/DDATA/DDEATH of the node, whichever device
+  it is about, is one more, 255 wraps to 0 (payloads-sequence-num-incrementing); NDEATH has none.
 - Births name every metric with its alias and datatype and the current value; data messages
   carry only the aliases of metrics that changed (report by exception), a number only once it
-  moved by more than its deadband from the value last sent.
+  moved by more than its deadband from the value last sent. Aliases are unique over the node
+  and its devices and kept for the node's life (payloads-alias-uniqueness).
+- A device's metric set changes only with a new DBIRTH, after a DDEATH: a changed module
+  layout kills and rebirths the device.
 - Unknown (None) values go out as `is_null` with no value (payloads-metric-is-null), never 0.
 - 'Node Control/Rebirth' (Boolean, false in NBIRTH); an NCMD setting it true makes a complete
-  new birth (NBIRTH, then every DBIRTH) with the session's bdSeq (data-commands-rebirth-action-*).
+  new birth (NBIRTH, then the DBIRTH of every system that is online) with the session's bdSeq
+  (data-commands-rebirth-action-*).
 - Timestamps are ms since the epoch (UTC): metric timestamps the sample's own `ts`, payload
   timestamps the time of publishing.
 """
@@ -43,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
-from shared.messages import CellSnapshot, ModuleCells, PackState
+from shared.messages import CellSnapshot, PackState
 
 PROTOC = (
     "python -m grpc_tools.protoc -I services/integrations --python_out=services/integrations "
@@ -95,7 +103,7 @@ def _at(loc: Any) -> str | None:
 
 # plain ints: reading DataType.X goes through protobuf's enum wrapper, ~1 us each, per metric
 D, B, S, I32 = (int(DataType.Value(n)) for n in ("Double", "Boolean", "String", "Int32"))
-NODE_METRICS: tuple[MetricDef, ...] = (
+PACK_METRICS: tuple[MetricDef, ...] = (
     MetricDef("Pack/SOC", D, lambda s: s.soc, "%", 0.05),
     MetricDef("Pack/SOH", D, lambda s: s.soh, "%", 0.05),
     MetricDef("Pack/Voltage", D, lambda s: s.voltage, "V", 0.05),
@@ -134,34 +142,57 @@ NODE_METRICS: tuple[MetricDef, ...] = (
     MetricDef("Energy/Discharged", D, lambda s: s.energy_out_wh, "Wh", 0.5),
     MetricDef("Energy/Equivalent cycles", D, lambda s: s.equivalent_cycles, None, 0.005),
 )  # fmt: skip
-"""The pack, on the edge node (NBIRTH/NDATA), read from `PackState`. Codes are the active
-codes of each level, comma-separated ("" when none)."""
-ONLINE = MetricDef("BMS/Online", B, lambda online: online)
-"""The master's presence: false (and every pack metric null) while it is offline or silent."""
+"""A system's pack, on its device, read from `PackState`. Codes are the active codes of each
+level, comma-separated ("" when none)."""
+SYSTEMS = MetricDef("Systems/Known", I32, lambda n: n)
+SYSTEMS_ONLINE = MetricDef("Systems/Online", I32, lambda n: n)
+NODE_METRICS: tuple[MetricDef, ...] = (SYSTEMS, SYSTEMS_ONLINE)
+"""The edge node's own metrics besides bdSeq and the rebirth control: how many systems it
+has seen, and how many of them have a device alive (their master present)."""
+CELLS_WAIT_S = 3.0
+"""How long a system's DBIRTH waits for its first cells (the master sends them at 1-10 Hz)."""
+ID_FORBIDDEN = frozenset("/+#")
+"""Characters a Sparkplug group, edge node or device id must not hold (spec 4.1.1)."""
 
 
-def device_id(module: int) -> str:
-    return f"module_{module:02d}"
+def check_id(kind: str, value: str) -> str:
+    """`value` when it is a usable Sparkplug id, else a ValueError naming it."""
+    if not value or ID_FORBIDDEN & set(value) or not value.isprintable():
+        raise ValueError(f"Sparkplug {kind} {value!r} must be printable, without '/', '+', '#'")
+    return value
 
 
-def module_metrics(cells: int, temps: int) -> tuple[MetricDef, ...]:
-    """A module's device metrics for its channel counts (read from its `ModuleCells`)."""
+def module_metrics(layout: tuple[tuple[int, int, int], ...]) -> tuple[MetricDef, ...]:
+    """The module folders of a system's device for its layout, (module, cells, temperature
+    sensors) per module in snapshot order; each reads the snapshot's module at that place."""
 
-    def cell(i: int) -> Callable[[Any], Value]:
-        return lambda m: m.cell_v[i]
+    def cell(k: int, i: int) -> Callable[[Any], Value]:
+        return lambda s: s.modules[k].cell_v[i]
 
-    def balancing(i: int) -> Callable[[Any], Value]:
-        return lambda m: m.balancing[i]
+    def balancing(k: int, i: int) -> Callable[[Any], Value]:
+        return lambda s: s.modules[k].balancing[i]
 
-    def temp(i: int) -> Callable[[Any], Value]:
-        return lambda m: m.temp_c[i]
+    def temp(k: int, i: int) -> Callable[[Any], Value]:
+        return lambda s: s.modules[k].temp_c[i]
 
-    return (
-        MetricDef("Fresh", B, lambda m: m.fresh),
-        *(MetricDef(f"Cells/{i:02d}/Voltage", D, cell(i), "V", 0.0005) for i in range(cells)),
-        *(MetricDef(f"Cells/{i:02d}/Balancing", B, balancing(i)) for i in range(cells)),
-        *(MetricDef(f"Temperatures/{i:02d}", D, temp(i), "°C", 0.05) for i in range(temps)),
-    )
+    def fresh(k: int) -> Callable[[Any], Value]:
+        return lambda s: s.modules[k].fresh
+
+    out: list[MetricDef] = []
+    for k, (module, cells, temps) in enumerate(layout):
+        m = f"Module {module + 1:02d}"
+        out.append(MetricDef(f"{m}/Fresh", B, fresh(k)))
+        out += [MetricDef(f"{m}/Cell {i + 1:02d}/Voltage", D, cell(k, i), "V", 0.0005)
+                for i in range(cells)]  # fmt: skip
+        out += [MetricDef(f"{m}/Cell {i + 1:02d}/Balancing", B, balancing(k, i))
+                for i in range(cells)]  # fmt: skip
+        out += [MetricDef(f"{m}/Temperature {i + 1:02d}", D, temp(k, i), "°C", 0.05)
+                for i in range(temps)]  # fmt: skip
+    return tuple(out)
+
+
+def layout_of(snapshot: CellSnapshot) -> tuple[tuple[int, int, int], ...]:
+    return tuple((m.module, len(m.cell_v), len(m.temp_c)) for m in snapshot.modules)
 
 
 def _changed(d: MetricDef, old: Value, new: Value) -> bool:
@@ -201,19 +232,30 @@ class CommandError(ValueError):
 
 @dataclass
 class _Device:
-    shape: tuple[int, int]
-    """(cells, temperature sensors) its metrics were made for."""
-    defs: tuple[MetricDef, ...]
-    values: dict[str, Value]
-    ts_ms: int
+    """One system: its metric values (with the sample's time), what its device last sent."""
+
+    layout: tuple[tuple[int, int, int], ...] = ()
+    """The module layout its module metrics were made for (() without module metrics)."""
+    module_defs: tuple[MetricDef, ...] = ()
+    values: dict[str, tuple[Value, int]] = field(default_factory=dict)
     sent: dict[str, Value] = field(default_factory=dict)
+    online: bool = False
+    """Its master is present: a pack state since the last time it went offline or silent."""
     alive: bool = False
     """A DBIRTH went out in this birth cycle and no DDEATH since."""
+    online_since_s: float = 0.0
+
+    @property
+    def defs(self) -> tuple[MetricDef, ...]:
+        return PACK_METRICS + self.module_defs
+
+    def value(self, name: str) -> Value:
+        return self.values.get(name, (None, 0))[0]
 
 
 @dataclass
 class EdgeNode:
-    """The Sparkplug state of one edge node: what it sent, what it must send next.
+    """The Sparkplug state of the bridge's edge node: what it sent, what it must send next.
 
     Every method returns the (topic, payload) pairs to publish, in order, at QoS 0 without
     retain (the will is QoS 1, not retained). The adapter registers `death_payload(bdSeq)`
@@ -224,19 +266,21 @@ class EdgeNode:
 
     group: str
     edge: str
+    modules: bool = True
+    """Module folders (cells, temperatures) on each system's device."""
     bd_seq: int = -1
     """The current session's bdSeq (-1 before the first CONNECT)."""
     seq: int = 0
     born: bool = False
-    node_values: dict[str, Value] = field(default_factory=dict)
-    node_ts_ms: int = 0
     node_sent: dict[str, Value] = field(default_factory=dict)
     devices: dict[str, _Device] = field(default_factory=dict)
+    """System id -> its device."""
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     """(device or "", metric name) -> alias, unique over the node and kept for its life."""
 
     def __post_init__(self) -> None:
-        self.node_values = {d.name: None for d in (ONLINE, *NODE_METRICS)}
+        check_id("group id", self.group)
+        check_id("edge node id", self.edge)
 
     # --- topics -----------------------------------------------------------------------------
     def topic(self, kind: str, device: str | None = None) -> str:
@@ -263,24 +307,28 @@ class EdgeNode:
         self.born = False
 
     def birth(self, now_s: float) -> list[tuple[str, bytes]]:
-        """NBIRTH (seq 0, bdSeq of this session) and a DBIRTH per known device."""
+        """NBIRTH (seq 0, bdSeq of this session) and a DBIRTH per system that is online (but
+        one still waiting for its first cells)."""
         if self.bd_seq < 0:
             raise RuntimeError("birth before the first CONNECT's will")
+        now_ms = ms(now_s)
         self.seq = 0
-        p = Payload(timestamp=ms(now_s), seq=self.seq)
+        p = Payload(timestamp=now_ms, seq=self.seq)
         m = p.metrics.add(name=BD_SEQ, datatype=DataType.Int64, long_value=self.bd_seq)
-        m.timestamp = ms(now_s)
+        m.timestamp = now_ms
         m = p.metrics.add(name=REBIRTH, datatype=DataType.Boolean, boolean_value=False)
         m.alias = self._alias("", REBIRTH)
-        m.timestamp = ms(now_s)
-        for d in (ONLINE, *NODE_METRICS):
-            self._define(p, "", d, self.node_values[d.name], self.node_ts_ms or ms(now_s))
-        self.node_sent = dict(self.node_values)
+        m.timestamp = now_ms
+        values = self._node_values()
+        for d in NODE_METRICS:
+            self._define(p, "", d, values[d.name], now_ms)
+        self.node_sent = values
         self.born = True
         out = [(self.topic("NBIRTH"), p.SerializeToString())]
-        for name, dev in self.devices.items():
+        for system, dev in self.devices.items():
             dev.alive = False
-            out.append(self._device_birth(name, dev, now_s))
+            if dev.online and not self._cells_due(dev, now_s):
+                out.append(self._device_birth(system, dev, now_s))
         return out
 
     def command(self, topic: str, payload: bytes, now_s: float) -> list[tuple[str, bytes]]:
@@ -300,94 +348,119 @@ class EdgeNode:
         return []
 
     # --- data -------------------------------------------------------------------------------
-    def pack(self, state: PackState | None, online: bool, now_s: float) -> list[tuple[str, bytes]]:
-        """New pack values (None: the master is gone: every pack metric becomes null): an
-        NDATA with the metrics that changed, if any and if born."""
-        values: dict[str, Value] = {ONLINE.name: online}
-        for d in NODE_METRICS:
-            values[d.name] = d.read(state) if state is not None else None
-        self.node_values = values
-        ts = ms(state.ts) if state is not None and state.ts is not None else ms(now_s)
-        self.node_ts_ms = ts
+    def pack(self, system: str, state: PackState, now_s: float) -> list[tuple[str, bytes]]:
+        """A system's new pack state: its DBIRTH when its device is not alive (new, or back
+        after its master was gone), else a DDATA with the metrics that changed, if any."""
+        check_id("device id", system)
+        dev = self.devices.setdefault(system, _Device())
+        ts = ms(state.ts) if state.ts is not None else ms(now_s)
+        for d in PACK_METRICS:
+            dev.values[d.name] = (d.read(state), ts)
+        was_online, dev.online = dev.online, True
+        if not was_online:
+            dev.online_since_s = now_s
         if not self.born:
             return []
-        changed = [
-            d
-            for d in (ONLINE, *NODE_METRICS)
-            if _changed(d, self.node_sent.get(d.name), values[d.name])
-        ]
+        if not dev.alive and self._cells_due(dev, now_s):
+            return self._node_data(now_s) if not was_online else []
+        if not dev.alive:
+            return [self._device_birth(system, dev, now_s), *self._node_data(now_s)]
+        out = self._device_data(system, dev, PACK_METRICS, now_s)
+        return out if was_online else [*out, *self._node_data(now_s)]
+
+    def cells(self, system: str, snapshot: CellSnapshot, now_s: float) -> list[tuple[str, bytes]]:
+        """A system's cells into its module folders (with `modules` only): a DDATA with what
+        changed, or, when the layout changed, DDEATH and a DBIRTH with the new metric set.
+        Cells of a system without a pack state are kept for its birth, not sent."""
+        if not self.modules:
+            return []
+        check_id("device id", system)
+        dev = self.devices.setdefault(system, _Device())
+        ts = ms(snapshot.ts) if snapshot.ts is not None else ms(now_s)
+        layout = layout_of(snapshot)
+        relayout = layout != dev.layout
+        if relayout:
+            for d in dev.module_defs:
+                dev.values.pop(d.name, None)
+            dev.layout, dev.module_defs = layout, module_metrics(layout)
+        for d in dev.module_defs:
+            dev.values[d.name] = (d.read(snapshot), ts)
+        if self.born and dev.online and not dev.alive:  # its birth waited for these cells
+            return [self._device_birth(system, dev, now_s), *self._node_data(now_s)]
+        if not (self.born and dev.alive):
+            return []
+        if relayout:
+            out = self._device_death(system, dev, now_s)
+            return [*out, self._device_birth(system, dev, now_s)]
+        return self._device_data(system, dev, dev.module_defs, now_s)
+
+    def gone(self, system: str, now_s: float) -> list[tuple[str, bytes]]:
+        """The system's master is offline or silent: its device dies (DDEATH; a host shows
+        its metrics stale), its values become unknown, until its next pack state."""
+        dev = self.devices.get(system)
+        if dev is None or not dev.online:
+            return []
+        dev.online = False
+        dev.values = {name: (None, ts) for name, (_v, ts) in dev.values.items()}
+        if not self.born:
+            return []
+        return [*self._device_death(system, dev, now_s), *self._node_data(now_s)]
+
+    def online(self, system: str) -> bool:
+        dev = self.devices.get(system)
+        return dev is not None and dev.online
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _cells_due(self, dev: _Device, now_s: float) -> bool:
+        """A device with module folders waits up to `CELLS_WAIT_S` for its first cells, so
+        its DBIRTH has them and it is not reborn at once with a new metric set."""
+        return self.modules and not dev.layout and now_s - dev.online_since_s < CELLS_WAIT_S
+
+    def _node_values(self) -> dict[str, Value]:
+        online = sum(1 for d in self.devices.values() if d.online)
+        return {SYSTEMS.name: len(self.devices), SYSTEMS_ONLINE.name: online}
+
+    def _node_data(self, now_s: float) -> list[tuple[str, bytes]]:
+        """NDATA with the node metrics that changed, if any."""
+        values = self._node_values()
+        changed = [d for d in NODE_METRICS if values[d.name] != self.node_sent.get(d.name)]
         if not changed:
             return []
         p = Payload(timestamp=ms(now_s), seq=self._next_seq())
         for d in changed:
-            self._data(p, "", d, values[d.name], ts)
+            self._data(p, "", d, values[d.name], ms(now_s))
             self.node_sent[d.name] = values[d.name]
         return [(self.topic("NDATA"), p.SerializeToString())]
 
-    def cells(self, snapshot: CellSnapshot, now_s: float) -> list[tuple[str, bytes]]:
-        """A device per module: DBIRTH for a new one or one whose channel count changed,
-        DDATA with what changed otherwise."""
-        ts = ms(snapshot.ts) if snapshot.ts is not None else ms(now_s)
-        out: list[tuple[str, bytes]] = []
-        seen = set()
-        for module in snapshot.modules:
-            name = device_id(module.module)
-            seen.add(name)
-            out += self._module(name, module, ts, now_s)
-        for name in [n for n in self.devices if n not in seen]:  # a module left the layout
-            out += self.device_death(name, now_s)
-            del self.devices[name]
-        return out
-
-    def _module(
-        self, name: str, module: ModuleCells, ts: int, now_s: float
+    def _device_data(
+        self, system: str, dev: _Device, defs: tuple[MetricDef, ...], now_s: float
     ) -> list[tuple[str, bytes]]:
-        dev = self.devices.get(name)
-        shape = (len(module.cell_v), len(module.temp_c))
-        if dev is None or dev.shape != shape:
-            out = self.device_death(name, now_s) if dev is not None else []
-            defs = module_metrics(*shape)
-            dev = _Device(shape, defs, {d.name: d.read(module) for d in defs}, ts)
-            self.devices[name] = dev
-            if self.born:
-                out.append(self._device_birth(name, dev, now_s))
-            return out
-        dev.values = {d.name: d.read(module) for d in dev.defs}
-        dev.ts_ms = ts
-        if not self.born:
-            return []
-        if not dev.alive:  # back after a DDEATH
-            return [self._device_birth(name, dev, now_s)]
-        changed = [d for d in dev.defs if _changed(d, dev.sent.get(d.name), dev.values[d.name])]
+        changed = [d for d in defs if _changed(d, dev.sent.get(d.name), dev.value(d.name))]
         if not changed:
             return []
         p = Payload(timestamp=ms(now_s), seq=self._next_seq())
         for d in changed:
-            self._data(p, name, d, dev.values[d.name], ts)
-            dev.sent[d.name] = dev.values[d.name]
-        return [(self.topic("DDATA", name), p.SerializeToString())]
+            value, ts = dev.values[d.name]
+            self._data(p, system, d, value, ts)
+            dev.sent[d.name] = value
+        return [(self.topic("DDATA", system), p.SerializeToString())]
 
-    def device_death(self, name: str, now_s: float) -> list[tuple[str, bytes]]:
-        """DDEATH (with seq: payloads-ddeath-seq) of a device that was born; it is born again
-        with its next data."""
-        dev = self.devices.get(name)
-        if dev is None or not dev.alive or not self.born:
+    def _device_death(self, system: str, dev: _Device, now_s: float) -> list[tuple[str, bytes]]:
+        """DDEATH (with seq: payloads-ddeath-seq) of a device that is alive."""
+        if not dev.alive:
             return []
         dev.alive = False
         p = Payload(timestamp=ms(now_s), seq=self._next_seq())
-        return [(self.topic("DDEATH", name), p.SerializeToString())]
+        return [(self.topic("DDEATH", system), p.SerializeToString())]
 
-    def all_devices_dead(self, now_s: float) -> list[tuple[str, bytes]]:
-        return [msg for name in list(self.devices) for msg in self.device_death(name, now_s)]
-
-    # --- helpers ----------------------------------------------------------------------------
-    def _device_birth(self, name: str, dev: _Device, now_s: float) -> tuple[str, bytes]:
+    def _device_birth(self, system: str, dev: _Device, now_s: float) -> tuple[str, bytes]:
         p = Payload(timestamp=ms(now_s), seq=self._next_seq())
         for d in dev.defs:
-            self._define(p, name, d, dev.values[d.name], dev.ts_ms)
-        dev.sent = dict(dev.values)
+            value, ts = dev.values.get(d.name, (None, ms(now_s)))
+            self._define(p, system, d, value, ts or ms(now_s))
+        dev.sent = {d.name: dev.value(d.name) for d in dev.defs}
         dev.alive = True
-        return self.topic("DBIRTH", name), p.SerializeToString()
+        return self.topic("DBIRTH", system), p.SerializeToString()
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) % SEQ_MODULO

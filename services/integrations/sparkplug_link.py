@@ -1,7 +1,9 @@
-"""The MQTT session of one Sparkplug edge node: its own paho 2 client, whose will is the NDEATH.
+"""The MQTT session of the bridge's Sparkplug edge node: its own paho 2 client, whose will is the
+NDEATH.
 
 The bridge's bus connection already has a will (its presence), and MQTT allows one per
-connection, so each edge node connects on its own, as Sparkplug edge nodes do: clean start
+connection, so the edge node (one per bridge, every system a device of it) connects on its
+own, as Sparkplug edge nodes do: clean start
 and no session expiry (spec 5.1.1: every Sparkplug client MUST use a clean session), the
 NDEATH as will (QoS 1, not retained), the NCMD and DCMD subscriptions (QoS 1) made before
 the NBIRTH.

@@ -11,6 +11,14 @@ another's cells. A command's reply (`reply/{user}/{client}`) is readable by the 
 only. Third parties only read; the `events_reader` user also fetches the events it missed
 (`cmd/events_query`, and its own replies).
 
+Outside `bms/v1/` (`OUTSIDE_TOPICS`): Home Assistant's discovery prefix, and Sparkplug B's
+`spBv1.0/bms/...`. A Sparkplug device is a system (`spBv1.0/bms/+/+/<system>`: the deployed
+system's only), but the edge node is the site, a setting of the bridge
+(BMS_SPARKPLUG_EDGE_NODE) that the ACL does not know: its node topics are granted for any
+edge node of the group (`spBv1.0/bms/+/+`), so the bridge could also write another site's
+node topics on a broker it shares; per-system scoping (`--system`) still holds for every
+device.
+
 Every entry names the deployed system (`bms/v1/<system>/...`, never `+`): the users of a
 broker act for that one system and can neither publish nor read another system's topics.
 mosquitto's `pattern` substitution (`%u`, `%c`) is not used: it must fill a whole topic level
@@ -183,11 +191,23 @@ def grants(
             out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
         else:
             out.append(Grant(pattern(spec, system), read, write))
-    out += [
-        Grant(p.format(system=system), "read" in a, "write" in a)
-        for p, a in OUTSIDE_ROOT.get(role, ())
+    return out + _outside_grants(role, system)
+
+
+def _outside_grants(role: str, system: str) -> list[Grant]:
+    """Topics outside `bms/v1/` (Home Assistant, Sparkplug): the role's own, and the reads of
+    the role it reads as, one grant per filter."""
+    access: dict[str, set[str]] = {}
+    for p, a in OUTSIDE_ROOT.get(role, ()):
+        access.setdefault(p, set()).update(k for k in ("read", "write") if k in a)
+    if role in READS_AS:
+        for p, a in OUTSIDE_ROOT.get(READS_AS[role], ()):
+            if "read" in a:
+                access.setdefault(p, set()).add("read")
+    return [
+        Grant(p.format(system=system), "read" in kinds, "write" in kinds)
+        for p, kinds in access.items()
     ]
-    return out
 
 
 def may(

@@ -1,8 +1,10 @@
-"""The Sparkplug B edge node core: births, data by exception, nulls, seq and bdSeq rules,
-rebirth; every payload decoded again with the generated protobuf classes."""
+"""The Sparkplug B edge node core (the site; a device per system): births, data by exception,
+nulls, seq and bdSeq rules, device deaths, rebirth; every payload decoded again with the
+generated protobuf classes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,8 @@ from hypothesis import strategies as st
 
 from services.integrations.sparkplug import (
     BD_SEQ,
-    NODE_METRICS,
+    CELLS_WAIT_S,
+    PACK_METRICS,
     PROTOC,
     REBIRTH,
     CommandError,
@@ -23,7 +26,17 @@ from services.integrations.sparkplug import (
     next_bd_seq,
 )
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
+from shared.deploy import acl
 from shared.messages import CellSnapshot, ModuleCells, PackState
+from shared.topics import (
+    BROKER_MESSAGE_SIZE_LIMIT,
+    INTEGRATIONS,
+    SPARKPLUG_DEVICE,
+    SPARKPLUG_GROUP,
+    SPARKPLUG_NODE,
+    THIRD_PARTY,
+    spec_for,
+)
 from tests.factories import pack_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,12 +62,16 @@ def decode(msgs: list[tuple[str, bytes]]) -> list[tuple[str, Payload]]:
     return [(t, Payload.FromString(p)) for t, p in msgs]
 
 
-def born(bd_seq: int = 0) -> tuple[EdgeNode, list[tuple[str, Payload]]]:
-    node = EdgeNode("bms", "s1")
-    node.pack(state(), True, T0)
-    node.cells(snapshot(), T0)
+def born(bd_seq: int = 0, systems: tuple[str, ...] = ("s1",)) -> tuple[EdgeNode, Msgs]:
+    node = EdgeNode("bms", "site")
+    for system in systems:
+        node.pack(system, state(), T0)
+        node.cells(system, snapshot(), T0)
     node.session(bd_seq)
     return node, decode(node.birth(T0 + 0.5))
+
+
+Msgs = list[tuple[str, Payload]]
 
 
 def value(m: Payload.Metric) -> Any:
@@ -77,67 +94,85 @@ def rebirth_request(flag: bool = True, *, alias: int | None = None) -> bytes:
 
 
 # --- births ---------------------------------------------------------------------------------
-def test_nbirth_names_every_metric_with_alias_datatype_and_value() -> None:
-    _node, msgs = born(bd_seq=7)
-    topic, nbirth = msgs[0]
-    assert topic == "spBv1.0/bms/NBIRTH/s1"
+def test_nbirth_names_the_node_metrics_and_a_dbirth_per_system_names_the_pack() -> None:
+    _node, msgs = born(bd_seq=7, systems=("s1", "s2"))
+    assert [t for t, _p in msgs] == [
+        "spBv1.0/bms/NBIRTH/site", "spBv1.0/bms/DBIRTH/site/s1", "spBv1.0/bms/DBIRTH/site/s2",
+    ]  # fmt: skip
+    nbirth = msgs[0][1]
     assert nbirth.seq == 0 and nbirth.timestamp == round((T0 + 0.5) * 1000)
     metrics = by_name(nbirth)
     assert metrics[BD_SEQ].datatype == DataType.Int64 and metrics[BD_SEQ].long_value == 7
     assert metrics[REBIRTH].datatype == DataType.Boolean and metrics[REBIRTH].boolean_value is False
-    for d in NODE_METRICS:
-        m = metrics[d.name]
+    assert value(metrics["Systems/Known"]) == 2 and value(metrics["Systems/Online"]) == 2
+    assert [p.seq for _t, p in msgs] == [0, 1, 2]
+    dbirth = by_name(msgs[1][1])
+    for d in PACK_METRICS:
+        m = dbirth[d.name]
         assert m.datatype == d.datatype and m.alias > 0, d.name
         assert m.timestamp == round(T0 * 1000), d.name  # the sample's time, not the send's
-    assert value(metrics["Pack/SOC"]) == 50.0 and value(metrics["Pack/Contactors"]) == "closed"
-    assert value(metrics["BMS/Online"]) is True
-    unit = metrics["Pack/Voltage"].properties
+    assert value(dbirth["Pack/SOC"]) == 50.0 and value(dbirth["Pack/Contactors"]) == "closed"
+    unit = dbirth["Pack/Voltage"].properties
     assert list(unit.keys) == ["engUnit"] and unit.values[0].string_value == "V"
+    assert value(dbirth["Module 02/Cell 03/Voltage"]) == pytest.approx(3.3)
+    assert value(dbirth["Module 01/Fresh"]) is True
+    assert value(dbirth["Module 01/Temperature 01"]) == 25.0
+    assert "Module 03/Fresh" not in dbirth and "Module 01/Cell 04/Voltage" not in dbirth
 
 
-def test_births_declare_unique_aliases_over_the_node_and_its_devices() -> None:
-    _node, msgs = born()
-    kinds = [t.split("/")[2] for t, _p in msgs]
-    assert kinds == ["NBIRTH", "DBIRTH", "DBIRTH"]
-    assert [t.rsplit("/", 1)[1] for t, _p in msgs[1:]] == ["module_00", "module_01"]
-    assert [p.seq for _t, p in msgs] == [0, 1, 2]
+def test_aliases_are_unique_over_the_node_and_all_its_devices() -> None:
+    _node, msgs = born(systems=("s1", "s2", "s3"))
     aliases = [m.alias for _t, p in msgs for m in p.metrics if m.name != BD_SEQ]
-    assert len(aliases) == len(set(aliases))
-    dbirth = by_name(msgs[1][1])
-    assert value(dbirth["Cells/02/Voltage"]) == pytest.approx(3.3)
-    assert value(dbirth["Fresh"]) is True and value(dbirth["Temperatures/00"]) == 25.0
+    assert len(aliases) == len(set(aliases)) and min(aliases) >= 1
+
+
+def test_no_module_folders_unless_asked() -> None:
+    node = EdgeNode("bms", "site", modules=False)
+    node.pack("s1", state(), T0)
+    assert node.cells("s1", snapshot(), T0) == []
+    node.session(0)
+    msgs = decode(node.birth(T0))
+    assert not any(m.name.startswith("Module ") for m in msgs[1][1].metrics)
+
+
+def test_ids_must_be_sparkplug_ids() -> None:
+    for bad in ("a/b", "a+", "#", ""):
+        with pytest.raises(ValueError):
+            EdgeNode("bms", bad)
+    with pytest.raises(ValueError):
+        EdgeNode("bms", "site").pack("s/1", state(), T0)
 
 
 def test_unknown_values_are_null_never_zero() -> None:
-    node = EdgeNode("bms", "s1")
-    node.pack(state(soc=None, voltage=None, current=None), True, T0)
-    node.cells(snapshot(), T0)
+    node = EdgeNode("bms", "site")
+    node.pack("s1", state(soc=None, voltage=None, current=None), T0)
+    node.cells("s1", snapshot(), T0)
     node.session(0)
     msgs = decode(node.birth(T0))
-    nbirth, dbirth = by_name(msgs[0][1]), by_name(msgs[1][1])
-    for m in (nbirth["Pack/SOC"], nbirth["Pack/Voltage"], nbirth["Pack/Power"],
-              nbirth["Temperatures/Min"], dbirth["Temperatures/01"]):  # fmt: skip
+    dbirth = by_name(msgs[1][1])
+    for m in (dbirth["Pack/SOC"], dbirth["Pack/Voltage"], dbirth["Pack/Power"],
+              dbirth["Temperatures/Min"], dbirth["Module 01/Temperature 02"]):  # fmt: skip
         assert m.is_null and m.WhichOneof("value") is None, m.name
-    assert not nbirth["Pack/Current"].HasField("double_value")
+    assert not dbirth["Pack/Current"].HasField("double_value")
     # a value going unknown is reported, as null
-    (out,) = decode(node.pack(state(soc=40.0, voltage=None, current=None), True, T0 + 1))
+    (out,) = decode(node.pack("s1", state(soc=40.0, voltage=None, current=None), T0 + 1))
     assert [(m.alias, m.is_null, value(m)) for m in out[1].metrics] == [
-        (nbirth["Pack/SOC"].alias, False, 40.0)
+        (dbirth["Pack/SOC"].alias, False, 40.0)
     ]
-    (out,) = decode(node.pack(state(soc=None, voltage=None, current=None), True, T0 + 2))
+    (out,) = decode(node.pack("s1", state(soc=None, voltage=None, current=None), T0 + 2))
     assert [(m.alias, m.is_null, value(m)) for m in out[1].metrics] == [
-        (nbirth["Pack/SOC"].alias, True, None)
+        (dbirth["Pack/SOC"].alias, True, None)
     ]
 
 
 # --- data by exception ----------------------------------------------------------------------
-def test_ndata_carries_only_what_changed_by_alias() -> None:
-    node, msgs = born()
-    aliases = {m.name: m.alias for m in msgs[0][1].metrics}
-    assert node.pack(state(T0 + 0.1), True, T0 + 0.1) == []  # nothing changed: nothing sent
-    (out,) = decode(node.pack(state(T0 + 0.2, soc=51.0, alarms=["cell_ov"]), True, T0 + 0.3))
+def test_ddata_carries_only_what_changed_by_alias() -> None:
+    node, msgs = born(systems=("s1", "s2"))
+    aliases = {m.name: m.alias for m in msgs[2][1].metrics}
+    assert node.pack("s2", state(T0 + 0.1), T0 + 0.1) == []  # nothing changed: nothing sent
+    (out,) = decode(node.pack("s2", state(T0 + 0.2, soc=51.0, alarms=["cell_ov"]), T0 + 0.3))
     topic, p = out
-    assert topic == "spBv1.0/bms/NDATA/s1" and p.seq == 3  # after NBIRTH 0, DBIRTH 1 and 2
+    assert topic == "spBv1.0/bms/DDATA/site/s2" and p.seq == 3  # after NBIRTH 0, DBIRTH 1, 2
     got = {m.alias: value(m) for m in p.metrics}
     assert got == {
         aliases["Pack/SOC"]: 51.0,
@@ -151,104 +186,165 @@ def test_ndata_carries_only_what_changed_by_alias() -> None:
 
 def test_numbers_within_the_deadband_are_held_until_they_move_past_it() -> None:
     node, msgs = born()
-    alias = by_name(msgs[0][1])["Pack/Voltage"].alias
-    assert node.pack(state(voltage=30.04), True, T0) == []
-    assert node.pack(state(voltage=30.02), True, T0) == []
-    (out,) = decode(node.pack(state(voltage=30.06), True, T0))
+    alias = by_name(msgs[1][1])["Pack/Voltage"].alias
+    assert node.pack("s1", state(voltage=30.04), T0) == []
+    assert node.pack("s1", state(voltage=30.02), T0) == []
+    (out,) = decode(node.pack("s1", state(voltage=30.06), T0))
     assert [(m.alias, m.double_value) for m in out[1].metrics] == [(alias, 30.06)]
-    assert node.pack(state(voltage=30.02), True, T0) == []  # 0.04 from what was sent
+    assert node.pack("s1", state(voltage=30.02), T0) == []  # 0.04 from what was sent
 
 
 def test_ddata_carries_the_cells_that_changed() -> None:
     node, msgs = born()
-    alias = by_name(msgs[2][1])["Cells/01/Voltage"].alias
+    alias = by_name(msgs[1][1])["Module 02/Cell 02/Voltage"].alias
     snap = snapshot()
     cells = list(snap.modules[1].cell_v)
     cells[1] = 3.31
     mod = snap.modules[1].model_copy(update={"cell_v": cells})
     snap = snap.model_copy(update={"modules": [snap.modules[0], mod]})
-    (out,) = decode(node.cells(snap, T0 + 1))
-    assert out[0] == "spBv1.0/bms/DDATA/s1/module_01"
+    (out,) = decode(node.cells("s1", snap, T0 + 1))
+    assert out[0] == "spBv1.0/bms/DDATA/site/s1"
     assert [(m.alias, m.double_value) for m in out[1].metrics] == [(alias, 3.31)]
 
 
-def test_a_changed_layout_is_a_new_device_and_a_gone_module_dies() -> None:
-    node, _msgs = born()
-    out = decode(node.cells(snapshot(modules=2, cells=4), T0 + 1))
-    assert [t.split("/")[2:] for t, _p in out] == [
-        ["DDEATH", "s1", "module_00"], ["DBIRTH", "s1", "module_00"],
-        ["DDEATH", "s1", "module_01"], ["DBIRTH", "s1", "module_01"],
-    ]  # fmt: skip
-    assert "Cells/03/Voltage" in by_name(out[1][1])
-    out = decode(node.cells(snapshot(modules=1, cells=4), T0 + 2))
-    assert [t.split("/")[2:] for t, _p in out] == [["DDEATH", "s1", "module_01"]]
-
-
-def test_master_gone_nulls_the_pack_and_kills_the_devices_until_it_returns() -> None:
+def test_a_changed_layout_kills_the_device_and_births_it_with_the_new_metrics() -> None:
     node, msgs = born()
+    before = by_name(msgs[1][1])
+    out = decode(node.cells("s1", snapshot(modules=2, cells=4), T0 + 1))
+    assert [t.split("/")[2:] for t, _p in out] == [["DDEATH", "site", "s1"],
+                                                   ["DBIRTH", "site", "s1"]]  # fmt: skip
+    after = by_name(out[1][1])
+    assert "Module 01/Cell 04/Voltage" in after and "Pack/SOC" in after
+    assert after["Module 01/Cell 01/Voltage"].alias == before["Module 01/Cell 01/Voltage"].alias
+    out = decode(node.cells("s1", snapshot(modules=1, cells=4), T0 + 2))
+    assert [t.split("/")[2] for t, _p in out] == ["DDEATH", "DBIRTH"]
+    assert "Module 02/Fresh" not in by_name(out[1][1])
+
+
+def test_a_gone_master_kills_its_device_alone_until_it_is_back() -> None:
+    node, msgs = born(systems=("s1", "s2"))
     names = {m.alias: m.name for m in msgs[0][1].metrics}
-    (ndata,) = decode(node.pack(None, False, T0 + 20))
-    metrics = {names[m.alias]: m for m in ndata[1].metrics}
-    assert value(metrics["BMS/Online"]) is False
-    assert all(metrics[d.name].is_null for d in NODE_METRICS if d.name in metrics)
-    assert "Pack/SOC" in metrics and "Pack/DC link voltage" not in metrics  # was null already
-    deaths = decode(node.all_devices_dead(T0 + 20))
-    assert [t.split("/")[2] for t, _p in deaths] == ["DDEATH", "DDEATH"]
-    assert node.all_devices_dead(T0 + 21) == []  # once
-    back = decode(node.cells(snapshot(), T0 + 30))
-    assert [t.split("/")[2] for t, _p in back] == ["DBIRTH", "DBIRTH"]
+    out = decode(node.gone("s1", T0 + 20))
+    assert [t for t, _p in out] == ["spBv1.0/bms/DDEATH/site/s1", "spBv1.0/bms/NDATA/site"]
+    assert list(out[0][1].metrics) == [] and out[0][1].seq == 3
+    assert {names[m.alias]: value(m) for m in out[1][1].metrics} == {"Systems/Online": 1}
+    assert node.gone("s1", T0 + 21) == []  # once
+    assert node.cells("s1", snapshot(v=3.2), T0 + 22) == []  # cells without a state: still gone
+    assert len(node.pack("s2", state(soc=1.0), T0 + 22)) == 1  # the other system goes on
+    # a rebirth now leaves the dead device out
+    reborn = decode(node.command("spBv1.0/bms/NCMD/site", rebirth_request(), T0 + 25))
+    assert [t.rsplit("/", 1)[1] for t, _p in reborn] == ["site", "s2"]
+    back = decode(node.pack("s1", state(soc=42.0), T0 + 30))
+    assert [t.split("/")[2] for t, _p in back] == ["DBIRTH", "NDATA"]
+    dbirth = by_name(back[0][1])
+    assert value(dbirth["Pack/SOC"]) == 42.0
+    assert value(dbirth["Module 01/Cell 01/Voltage"]) == 3.2  # the cells that came meanwhile
+    node.gone("s2", T0 + 31)
+    (again, _ndata) = decode(node.pack("s2", state(), T0 + 32))
+    dbirth = by_name(again[1])
+    assert dbirth["Module 01/Cell 01/Voltage"].is_null  # cells from before are not current
 
 
 def test_nothing_is_sent_before_the_birth_and_the_birth_has_the_latest() -> None:
-    node = EdgeNode("bms", "s1")
-    assert node.pack(state(soc=10.0), True, T0) == []
-    assert node.cells(snapshot(), T0) == []
+    node = EdgeNode("bms", "site")
+    assert node.pack("s1", state(soc=10.0), T0) == []
+    assert node.cells("s1", snapshot(), T0) == []
     node.session(0)
-    node.pack(state(soc=11.0), True, T0)  # born is false until birth()
+    node.pack("s1", state(soc=11.0), T0)  # born is false until birth()
     msgs = decode(node.birth(T0))
-    assert value(by_name(msgs[0][1])["Pack/SOC"]) == 11.0
+    assert value(by_name(msgs[1][1])["Pack/SOC"]) == 11.0
     node.lost()
-    assert node.pack(state(soc=12.0), True, T0) == []
+    assert node.pack("s1", state(soc=12.0), T0) == []
+
+
+def test_a_new_system_after_the_birth_gets_its_dbirth_with_its_cells() -> None:
+    node, msgs = born()
+    names = {m.alias: m.name for m in msgs[0][1].metrics}
+    out = decode(node.pack("s2", state(), T0 + 1))  # its DBIRTH waits for its cells
+    assert [t for t, _p in out] == ["spBv1.0/bms/NDATA/site"]
+    assert {names[m.alias]: value(m) for m in out[0][1].metrics} == {
+        "Systems/Known": 2, "Systems/Online": 2,
+    }  # fmt: skip
+    assert node.pack("s2", state(), T0 + 1 + CELLS_WAIT_S / 2) == []
+    ((topic, p),) = decode(node.cells("s2", snapshot(), T0 + 2))
+    assert topic == "spBv1.0/bms/DBIRTH/site/s2" and "Module 01/Fresh" in by_name(p)
+
+
+def test_a_birth_leaves_out_a_system_still_waiting_for_its_cells() -> None:
+    node = EdgeNode("bms", "site")
+    node.pack("s1", state(), T0)
+    node.session(0)
+    assert [t for t, _p in node.birth(T0 + 1)] == ["spBv1.0/bms/NBIRTH/site"]
+    (dbirth,) = node.cells("s1", snapshot(), T0 + 1.5)
+    assert dbirth[0] == "spBv1.0/bms/DBIRTH/site/s1"
+
+
+def test_a_system_without_cells_is_born_without_module_folders_after_the_wait() -> None:
+    node, _msgs = born()
+    assert len(node.pack("s2", state(), T0 + 1)) == 1  # NDATA
+    ((topic, p),) = decode(node.pack("s2", state(), T0 + 1 + CELLS_WAIT_S))
+    assert topic == "spBv1.0/bms/DBIRTH/site/s2"
+    assert not any(n.startswith("Module ") for n in by_name(p))
+    out = decode(node.cells("s2", snapshot(), T0 + 10))  # late cells: a new metric set
+    assert [t.split("/")[2] for t, _p in out] == ["DDEATH", "DBIRTH"]
 
 
 # --- seq and bdSeq --------------------------------------------------------------------------
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.sampled_from(["pack", "cells", "rebirth", "gone"]), min_size=1, max_size=400))
-def test_seq_counts_every_message_after_nbirth_and_wraps(steps: list[str]) -> None:
-    node, msgs = born()
+STEP = st.tuples(st.sampled_from(["pack", "cells", "rebirth", "gone", "relayout"]),
+                 st.sampled_from(["s1", "s2", "s3"]))  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(STEP, min_size=1, max_size=400))
+def test_seq_counts_every_message_of_every_device_after_nbirth_and_wraps(
+    steps: list[tuple[str, str]],
+) -> None:
+    """Sequence rules as a host checks them: one seq over the node and its devices, DBIRTH
+    before any DDATA of a device (and again after its DDEATH), nothing for a dead device."""
+    node, msgs = born(systems=("s1", "s2"))
     seqs = [p.seq for _t, p in msgs]
+    alive = {t.rsplit("/", 1)[1] for t, _p in msgs[1:]}
     soc, v = 50.0, 3.3
-    for i, step in enumerate(steps):
+    for i, (step, system) in enumerate(steps):
         now = T0 + i
         if step == "pack":
             soc = 100.0 - soc
-            out = node.pack(state(now, soc=soc), True, now)
+            out = node.pack(system, state(now, soc=soc), now)
         elif step == "cells":
             v = 3.3 if v != 3.3 else 3.4
-            out = node.cells(snapshot(ts=now, v=v), now)
+            out = node.cells(system, snapshot(ts=now, v=v), now)
+        elif step == "relayout":
+            out = node.cells(system, snapshot(modules=1 + i % 3, ts=now), now)
         elif step == "gone":
-            out = node.pack(None, False, now) + node.all_devices_dead(now)
+            out = node.gone(system, now)
         else:
-            out = node.command("spBv1.0/bms/NCMD/s1", rebirth_request(), now)
-        for topic, payload in decode(out):
-            p = payload
-            if "/NBIRTH/" in topic:
+            out = node.command("spBv1.0/bms/NCMD/site", rebirth_request(), now)
+        for topic, p in decode(out):
+            kind = topic.split("/")[2]
+            device = topic.split("/")[4] if kind.startswith("D") else ""
+            if kind == "NBIRTH":
                 assert p.seq == 0
-                seqs = [0]
+                seqs, alive = [0], set()
                 continue
-            assert p.HasField("seq")
+            assert p.HasField("seq") and 0 <= p.seq <= 255
             assert p.seq == (seqs[-1] + 1) % 256, (topic, seqs[-3:])
-            assert 0 <= p.seq <= 255
             seqs.append(p.seq)
+            if kind == "DBIRTH":
+                assert device not in alive
+                alive.add(device)
+            elif kind in ("DDATA", "DDEATH"):
+                assert device in alive, (topic, alive)
+                if kind == "DDEATH":
+                    alive.discard(device)
 
 
 def test_seq_wraps_from_255_to_0() -> None:
     node, _msgs = born()
     seqs = []
     for i in range(300):
-        (out,) = decode(node.pack(state(soc=float(i % 2) * 10), True, T0 + i))
+        (out,) = decode(node.pack("s1", state(soc=float(i % 2) * 10), T0 + i))
         seqs.append(out[1].seq)
-    assert seqs[252:256] == [255, 0, 1, 2] and seqs[0] == 3
+    assert seqs[253:257] == [255, 0, 1, 2] and seqs[0] == 2
 
 
 def test_bd_seq_starts_at_0_counts_connects_and_wraps() -> None:
@@ -267,28 +363,45 @@ def test_ndeath_has_only_bd_seq_and_no_seq() -> None:
 
 # --- commands -------------------------------------------------------------------------------
 def test_rebirth_request_answers_with_a_complete_birth_and_the_same_bd_seq() -> None:
-    node, msgs = born(bd_seq=5)
-    node.pack(state(soc=70.0), True, T0 + 1)
-    out = decode(node.command("spBv1.0/bms/NCMD/s1", rebirth_request(), T0 + 2))
+    node, msgs = born(bd_seq=5, systems=("s1", "s2"))
+    node.pack("s1", state(soc=70.0), T0 + 1)
+    out = decode(node.command("spBv1.0/bms/NCMD/site", rebirth_request(), T0 + 2))
     assert [t.split("/")[2] for t, _p in out] == ["NBIRTH", "DBIRTH", "DBIRTH"]
     assert [p.seq for _t, p in out] == [0, 1, 2]
     nbirth = by_name(out[0][1])
-    assert nbirth[BD_SEQ].long_value == 5 and value(nbirth["Pack/SOC"]) == 70.0
+    assert nbirth[BD_SEQ].long_value == 5 and value(by_name(out[1][1])["Pack/SOC"]) == 70.0
     # same aliases as the first birth
-    assert {m.name: m.alias for m in out[0][1].metrics} == {
-        m.name: m.alias for m in msgs[0][1].metrics
-    }
+    assert [{m.name: m.alias for m in p.metrics} for _t, p in out] == [
+        {m.name: m.alias for m in p.metrics} for _t, p in msgs
+    ]
     alias = nbirth[REBIRTH].alias
-    assert [t for t, _p in node.command("spBv1.0/bms/NCMD/s1", rebirth_request(alias=alias),
-                                        T0)][:1] == ["spBv1.0/bms/NBIRTH/s1"]  # fmt: skip
+    again = node.command("spBv1.0/bms/NCMD/site", rebirth_request(alias=alias), T0)
+    assert [t for t, _p in again][:1] == ["spBv1.0/bms/NBIRTH/site"]
 
 
 def test_other_commands_change_nothing() -> None:
     node, _msgs = born()
-    assert node.command("spBv1.0/bms/NCMD/s1", rebirth_request(False), T0) == []
-    assert node.command("spBv1.0/bms/DCMD/s1/module_00", rebirth_request(), T0) == []
+    assert node.command("spBv1.0/bms/NCMD/site", rebirth_request(False), T0) == []
+    assert node.command("spBv1.0/bms/DCMD/site/s1", rebirth_request(), T0) == []
+    assert node.command("spBv1.0/bms/NCMD/other", rebirth_request(), T0) == []
     with pytest.raises(CommandError):
-        node.command("spBv1.0/bms/NCMD/s1", b"\xff\xff\xff", T0)
+        node.command("spBv1.0/bms/NCMD/site", b"\xff\xff\xff", T0)
+
+
+def test_a_full_system_dbirth_fits_the_broker_limit() -> None:
+    """196 cells in 14 modules with 4 sensors each: the largest DBIRTH stays below the broker's
+    `message_size_limit` (the broker would drop it silently)."""
+    node = EdgeNode("bms", "site")
+    node.pack("s1", state(), T0)
+    snap = CellSnapshot(modules=[
+        ModuleCells(module=m, fresh=True, cell_v=[3.3] * 14, cell_flags=[0] * 14,
+                    balancing=[False] * 14, temp_c=[25.0] * 4, temp_flags=[0] * 4)
+        for m in range(14)
+    ])  # fmt: skip
+    node.cells("s1", snap, T0)
+    node.session(0)
+    (_t, dbirth) = node.birth(T0)[1]
+    assert len(dbirth) < BROKER_MESSAGE_SIZE_LIMIT / 4, len(dbirth)
 
 
 # --- the generated code ---------------------------------------------------------------------
@@ -301,3 +414,31 @@ def test_generated_protobuf_matches_the_proto(tmp_path: Path) -> None:
         assert (tmp_path / name).read_text() == (
             ROOT / "services/integrations" / name
         ).read_text(), f"{name} is stale: run {PROTOC}"
+
+
+# --- registry and ACL -----------------------------------------------------------------------
+def test_every_topic_of_the_edge_node_is_in_the_registry_and_granted_by_the_acl() -> None:
+    """What the edge node publishes and subscribes matches `OUTSIDE_TOPICS`, and the ACL of
+    the deployed system lets the bridge do exactly that, a third party read it, and nobody
+    touch another system's device."""
+    node = EdgeNode(SPARKPLUG_GROUP, "site")
+    node.pack("demo", state(), T0)
+    node.cells("demo", snapshot(), T0)
+    node.session(0)
+    sent = [t for t, _p in node.birth(T0)]
+    sent += [t for t, _p in node.pack("demo", state(soc=1.0), T0)]
+    sent += [t for t, _p in node.gone("demo", T0)] + [node.topic("NDEATH")]
+    assert {t.split("/")[2] for t in sent} == {"NBIRTH", "DBIRTH", "DDATA", "DDEATH", "NDATA",
+                                               "NDEATH"}  # fmt: skip
+    for topic in sent:
+        spec = SPARKPLUG_DEVICE if topic.count("/") == 4 else SPARKPLUG_NODE
+        assert re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(spec.address)), topic)
+        assert acl.may(INTEGRATIONS, "write", topic, system="demo"), topic
+        assert acl.may(THIRD_PARTY, "read", topic, system="demo"), topic
+        assert not acl.may(THIRD_PARTY, "write", topic, system="demo"), topic
+        assert spec_for(topic) is None  # the bus never decodes it as msgpack
+    ncmd, dcmd = node.command_filters
+    assert acl.may(INTEGRATIONS, "read", ncmd, system="demo")
+    assert acl.may(INTEGRATIONS, "read", dcmd.replace("+", "demo"), system="demo")
+    assert not acl.may(INTEGRATIONS, "write", node.topic("DDATA", "other"), system="demo")
+    assert not acl.may(THIRD_PARTY, "read", node.topic("DDATA", "other"), system="demo")

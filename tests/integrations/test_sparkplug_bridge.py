@@ -1,6 +1,6 @@
 """The bridge's Sparkplug wiring on the in-memory bus, with a recording link in place of the
-edge node's MQTT session: an edge node per system, pack and cells into it, the master's
-absence (offline or silent) as null metrics and dead devices, and back."""
+edge node's MQTT session: one edge node, a device per system with pack and cells, the
+master's absence (offline or silent) as the death of its device, and back."""
 
 from __future__ import annotations
 
@@ -52,15 +52,21 @@ class Rig:
         self.bus = InMemoryBus(
             self.broker, system="s1", service="integrations", kind="integrations", clock=self.clock
         )
-        self.links: dict[str, Link] = {}
+        self.links: list[Link] = []
 
         def link(node: EdgeNode) -> Any:
-            self.links[node.edge] = Link(node)
-            return self.links[node.edge]
+            self.links.append(Link(node))
+            return self.links[-1]
 
         self.bridge = IntegrationsBridge(
             self.bus,
-            IntegrationsSettings(system="s1", json_mirror=False, metrics_port=0, **settings),
+            IntegrationsSettings(
+                system="s1",
+                json_mirror=False,
+                metrics_port=0,
+                sparkplug_edge_node="site",
+                **settings,
+            ),
             clock=self.clock,
             sparkplug_link=link,
         )
@@ -68,18 +74,29 @@ class Rig:
         self.bus.start()
         self.master.start()
 
+    @property
+    def link(self) -> Link:
+        (link,) = self.links
+        return link
+
     def pump(self) -> None:
         self.bus.process()
 
 
-def last_values(link: Link) -> dict[str, Any]:
-    """Name -> the value a host would show now (None: null)."""
+def last_values(link: Link, system: str) -> dict[str, Any]:
+    """Name -> the value a host would show now for a system's device (None: null; a dead
+    device shows nothing)."""
     names: dict[int, str] = {}
     shown: dict[str, Any] = {}
     for topic, p in link.sent:
-        if "/NBIRTH/" in topic:
-            names.update({m.alias: m.name for m in p.metrics if m.name != "bdSeq"})
-        if "/NBIRTH/" in topic or "/NDATA/" in topic:
+        parts = topic.split("/")
+        if len(parts) < 5 or parts[4] != system:
+            continue
+        if parts[2] == "DBIRTH":
+            names.update({m.alias: m.name for m in p.metrics})
+        if parts[2] == "DDEATH":
+            shown = {}
+        if parts[2] in ("DBIRTH", "DDATA"):
             for m in p.metrics:
                 name = m.name or names[m.alias]
                 field = m.WhichOneof("value")
@@ -87,63 +104,70 @@ def last_values(link: Link) -> dict[str, Any]:
     return shown
 
 
-def test_an_edge_node_per_system_with_pack_and_modules() -> None:
+def test_one_edge_node_with_a_device_per_system() -> None:
+    rig = Rig(sparkplug=True)
+    assert rig.link.kinds() == ["NBIRTH"]  # born at start, before any system
+    assert rig.link.node.edge == "site"
+    rig.master.publish(PACK_STATE, pack_state(soc=40.0))
+    rig.master.publish(PACK_CELLS, snapshot())
+    rig.master.publish(PACK_STATE, pack_state(soc=41.0), system="s2")
+    rig.master.publish(PACK_CELLS, snapshot(), system="s2")
+    rig.pump()
+    # each system counted online with its pack state, born with its cells
+    assert rig.link.kinds() == ["NBIRTH", "NDATA", "DBIRTH/s1", "NDATA", "DBIRTH/s2"]
+    assert last_values(rig.link, "s1")["Pack/SOC"] == 40.0
+    assert last_values(rig.link, "s1")["Module 01/Fresh"] is True
+    assert last_values(rig.link, "s2")["Pack/SOC"] == 41.0
+    seqs = [p.seq for _t, p in rig.link.sent]
+    assert seqs == list(range(len(seqs)))  # one seq over the node and both devices
+    rig.bridge.close()
+    assert rig.link.stopped
+
+
+def test_a_silent_master_kills_its_device_until_it_is_back() -> None:
     rig = Rig(sparkplug=True)
     rig.master.publish(PACK_STATE, pack_state(soc=40.0))
     rig.master.publish(PACK_CELLS, snapshot())
     rig.master.publish(PACK_STATE, pack_state(soc=41.0), system="s2")
+    rig.master.publish(PACK_CELLS, snapshot(), system="s2")
     rig.pump()
-    assert sorted(rig.links) == ["s1", "s2"]
-    s1 = rig.links["s1"]
-    assert s1.kinds() == ["NBIRTH", "NDATA", "DBIRTH/module_00", "DBIRTH/module_01"]
-    assert last_values(s1)["Pack/SOC"] == 40.0 and last_values(s1)["BMS/Online"] is True
-    assert last_values(rig.links["s2"])["Pack/SOC"] == 41.0
-    rig.bridge.close()
-    assert all(link.stopped for link in rig.links.values())
-
-
-def test_a_silent_master_nulls_the_pack_and_kills_the_modules_until_it_is_back() -> None:
-    rig = Rig(sparkplug=True)
-    rig.master.publish(PACK_STATE, pack_state(soc=40.0))
-    rig.master.publish(PACK_CELLS, snapshot())
-    rig.pump()
-    link = rig.links["s1"]
     rig.clock.now += STALE_AFTER_S / 2
+    rig.master.publish(PACK_STATE, pack_state(soc=41.0), system="s2")
+    rig.pump()
     rig.bridge.sparkplug_tick()
-    assert "DDEATH/module_00" not in link.kinds()
-    rig.clock.now += STALE_AFTER_S
+    assert "DDEATH/s1" not in rig.link.kinds()[4:]
+    rig.clock.now += STALE_AFTER_S / 2 + 1
     rig.bridge.sparkplug_tick()
     rig.bridge.sparkplug_tick()  # once
-    assert link.kinds()[-3:] == ["NDATA", "DDEATH/module_00", "DDEATH/module_01"]
-    shown = last_values(link)
-    assert shown["BMS/Online"] is False and shown["Pack/SOC"] is None
-    assert shown["Pack/Voltage"] is None
+    assert rig.link.kinds()[-2:] == ["DDEATH/s1", "NDATA"]
+    assert last_values(rig.link, "s1") == {} and last_values(rig.link, "s2")["Pack/SOC"] == 41.0
     rig.master.publish(PACK_CELLS, snapshot())  # cells without a state: still gone
     rig.pump()
-    assert link.kinds()[-1] == "DDEATH/module_01"
+    assert rig.link.kinds()[-1] == "NDATA"
     rig.master.publish(PACK_STATE, pack_state(soc=42.0))
-    rig.master.publish(PACK_CELLS, snapshot())
     rig.pump()
-    assert link.kinds()[-3:] == ["NDATA", "DBIRTH/module_00", "DBIRTH/module_01"]
-    assert last_values(link)["Pack/SOC"] == 42.0 and last_values(link)["BMS/Online"] is True
+    assert rig.link.kinds()[-2:] == ["DBIRTH/s1", "NDATA"]
+    assert last_values(rig.link, "s1")["Pack/SOC"] == 42.0
 
 
 def test_the_master_going_offline_counts_as_gone_at_once() -> None:
     rig = Rig(sparkplug=True)
     rig.master.publish(PACK_STATE, pack_state(soc=40.0))
+    rig.master.publish(PACK_CELLS, snapshot())
     rig.pump()
     rig.master.abort()  # its will: status offline
     rig.pump()
-    assert last_values(rig.links["s1"])["BMS/Online"] is False
+    assert rig.link.kinds()[-2:] == ["DDEATH/s1", "NDATA"]
 
 
 def test_no_edge_node_unless_switched_on_and_no_modules_when_not_asked() -> None:
     rig = Rig()
     rig.master.publish(PACK_STATE, pack_state())
     rig.pump()
-    assert rig.links == {}
+    assert rig.links == []
     rig = Rig(sparkplug=True, sparkplug_modules=False)
     rig.master.publish(PACK_STATE, pack_state())
     rig.master.publish(PACK_CELLS, snapshot())
     rig.pump()
-    assert rig.links["s1"].kinds() == ["NBIRTH", "NDATA"]
+    assert rig.link.kinds() == ["NBIRTH", "DBIRTH/s1", "NDATA"]
+    assert not any(n.startswith("Module ") for n in last_values(rig.link, "s1"))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from shared.docgen import asyncapi, render
-from shared.topics import TOPICS
+from shared.topics import OUTSIDE_TOPICS, SPARKPLUG_PROTO, TOPICS
 
 
 def test_committed_docs_match_the_code() -> None:
@@ -53,3 +55,25 @@ def test_every_topic_is_a_channel_with_its_bindings() -> None:
         assert (binding["qos"], binding["retain"]) == (spec.qos, spec.retain)
         schema = doc["components"]["schemas"][spec.payload.__name__]
         assert {"schema_version", "source", "seq", "ts"} <= set(schema["properties"])
+
+
+def test_every_outside_topic_is_a_channel_with_its_content_type() -> None:
+    """Home Assistant's and Sparkplug's topics are documented with what their payload really
+    is: Sparkplug's protobuf with the official .proto inline (AsyncAPI 3's Multi Format Schema
+    Object), never a msgpack model."""
+    doc = asyncapi()
+    proto = (Path(__file__).resolve().parents[2] / SPARKPLUG_PROTO).read_text()
+    for topic in OUTSIDE_TOPICS:
+        channel = doc["channels"][topic.name]
+        assert channel["address"] == topic.address and channel["x-outside-root"] is True
+        assert set(channel["parameters"]) == set(re.findall(r"{(\w+)}", topic.address))
+        (ref,) = [m["$ref"] for m in channel["messages"].values()]
+        message = _resolve(doc, ref)
+        assert message["contentType"] == topic.content_type
+        binding = doc["operations"][topic.name]["bindings"]["mqtt"]
+        assert (binding["qos"], binding["retain"]) == (topic.qos, topic.retain)
+        if topic.name.startswith("sparkplug"):
+            assert message["contentType"] == "application/protobuf"
+            assert message["payload"]["schemaFormat"].startswith("application/vnd.google.protobuf")
+            assert message["payload"]["schema"] == proto and 'syntax = "proto2"' in proto
+    assert {"sparkplug_node", "sparkplug_device", "ha_discovery"} <= set(doc["channels"])

@@ -9,8 +9,13 @@ from shared.messages import COMMAND_ARGS
 from shared.topics import (
     COMMAND,
     COMMAND_SENDERS,
+    OUTSIDE_ROOT,
+    OUTSIDE_TOPICS,
     ROOT,
     SLAVE_TELEMETRY,
+    SPARKPLUG_DEVICE,
+    SPARKPLUG_NODE,
+    THIRD_PARTY,
     TOPICS,
     UI,
     TopicError,
@@ -76,3 +81,21 @@ def test_every_command_names_its_senders_and_only_the_ui_sends_a_service_reset()
     senders = {role for roles in COMMAND_SENDERS.values() for role in roles}
     assert senders == set(COMMAND.publishers)
     assert COMMAND_SENDERS["service_reset"] == (UI,)
+
+
+def test_outside_topics_are_never_taken_for_bus_topics() -> None:
+    """No bus spec matches a Home Assistant or Sparkplug topic, so nothing on the bus tries to
+    decode their JSON or protobuf as msgpack; and their names do not clash with the bus's."""
+    for topic in OUTSIDE_TOPICS:
+        assert spec_for(topic.example("s1")) is None, topic.name
+        assert not topic.address.startswith(ROOT)
+    names = [t.name for t in (*TOPICS, *OUTSIDE_TOPICS)]
+    assert len(names) == len(set(names))
+
+
+def test_the_acl_filters_of_outside_topics_name_the_system_where_there_is_one() -> None:
+    assert SPARKPLUG_DEVICE.acl_filter == "spBv1.0/bms/+/+/{system}"
+    assert SPARKPLUG_NODE.acl_filter == "spBv1.0/bms/+/+"
+    assert OUTSIDE_ROOT[THIRD_PARTY] == (
+        ("spBv1.0/bms/+/+", "read"), ("spBv1.0/bms/+/+/{system}", "read"),
+    )  # fmt: skip

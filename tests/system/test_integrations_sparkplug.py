@@ -1,9 +1,11 @@
 """Sparkplug B from the bridge as its own process on mosquitto, read by a host of its own: a
 plain paho 2 client decoding every message with the protobuf classes of the official
-sparkplug_b.proto (NBIRTH and NDEATH also with protoc's own decoder) and checking the spec's
-rules itself (topics, seq, bdSeq, aliases, nulls):
-births, data by exception, the rebirth request, a new birth after a broker restart and the
-NDEATH will when the bridge is killed."""
+sparkplug_b.proto (NBIRTH, DBIRTH and NDEATH also with protoc's own decoder) and checking the
+spec's rules itself (topics, seq over the node and all its devices, bdSeq, DBIRTH before any
+DDATA of a device, aliases, nulls). One bridge, one edge node, two systems as its devices:
+births, data by exception, a silent master's DDEATH and its device's new DBIRTH, the
+rebirth request, a new birth after a broker restart and the NDEATH will when the bridge is
+killed."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from tests.factories import pack_state
 from .agents import ServiceProcess, wait_until
 
 GROUP = "scada"
+EDGE = "site-a"
 PROTO = Path(__file__).resolve().parents[2] / "services/integrations/sparkplug_b.proto"
 WAIT_S = 30.0
 
@@ -94,13 +97,19 @@ class Host:
         self.c.loop_stop()
 
 
-def check_session(messages: list[Got]) -> dict[int, tuple[str | None, str, int]]:
+Declared = dict[int, tuple[str | None, str, int]]
+
+
+def check_session(messages: list[Got]) -> Declared:
     """The spec's rules over one edge node's messages from an NBIRTH on: seq 0 in NBIRTH and
-    one more (mod 256) in every later message but NDEATH; data only by aliases the births
-    declared, each with its declared datatype; null metrics carry no value. Returns alias ->
-    (device, name, datatype)."""
+    one more (mod 256) in every later message of the node or any of its devices but NDEATH;
+    a device's DDATA and DDEATH only while it is born (after its DBIRTH of this birth cycle,
+    before its DDEATH); data only by aliases the births declared, each for its own device,
+    aliases unique over the node; null metrics carry no value. Returns alias -> (device,
+    name, datatype)."""
     assert messages and messages[0].kind == "NBIRTH", [m.kind for m in messages[:3]]
-    declared: dict[int, tuple[str | None, str, int]] = {}
+    declared: Declared = {}
+    alive: set[str | None] = set()
     seq = -1
     for g in messages:
         p = g.payload
@@ -111,19 +120,31 @@ def check_session(messages: list[Got]) -> dict[int, tuple[str | None, str, int]]
         assert g.qos == 0
         if g.kind == "NBIRTH":
             assert p.seq == 0
+            alive = set()
         else:
             assert p.seq == (seq + 1) % 256, (g.kind, g.device, p.seq, seq)
         seq = p.seq
+        if g.kind == "DBIRTH":
+            assert g.device not in alive, g.device
+            alive.add(g.device)
+        elif g.kind in ("DDATA", "DDEATH"):
+            assert g.device in alive, (g.kind, g.device, alive)
+            if g.kind == "DDEATH":
+                alive.discard(g.device)
+                assert not p.metrics
         for m in p.metrics:
             if m.is_null:
                 assert m.WhichOneof("value") is None, m
             if g.kind.endswith("BIRTH"):
                 assert m.name and m.datatype, m
                 if m.name != "bdSeq":
+                    known = declared.get(m.alias)
+                    assert known in (None, (g.device, m.name, m.datatype)), (m, known)
                     declared[m.alias] = (g.device, m.name, m.datatype)
             elif g.kind.endswith("DATA"):
                 assert not m.name and m.alias in declared, m
                 assert declared[m.alias][0] == g.device, (g.device, declared[m.alias])
+                assert declared[m.alias][2] == m.datatype, (m, declared[m.alias])
     return declared
 
 
@@ -150,19 +171,22 @@ def bd_seq(g: Got) -> int:
 
 class Master:
     """A stand-in master: pack state at 10 Hz with a moving SOC and current, cells at 2 Hz with
-    one moving cell, the SOH unknown."""
+    one moving cell, the SOH unknown. `paused`: it stays connected and says nothing (silent)."""
 
     def __init__(self, broker: MosquittoBroker, system: str) -> None:
         self.bus = MqttBus(parse_mqtt_url(broker.url), system=system, service="master_core",
                            kind="master_core")  # fmt: skip
         assert self.bus.start(wait_s=10)
         self.stop = threading.Event()
+        self.paused = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         i = 0
         while not self.stop.wait(0.1):
+            if self.paused.is_set():
+                continue
             state = pack_state(soc=50.0 + (i % 20), soh=None, voltage=52.0,
                                current=float(i % 7), alarms=["cell_ov"])  # fmt: skip
             self.bus.publish(PACK_STATE, state)
@@ -183,17 +207,6 @@ class Master:
 
 
 @pytest.fixture
-def bridge_env() -> dict[str, str]:
-    return dict(all_systems="false", json_mirror="false", sparkplug="true",
-                sparkplug_group=GROUP, metrics_port="0", mqtt_keepalive_s="4")  # fmt: skip
-
-
-def start_bridge(broker: MosquittoBroker, system: str, tmp: Path, env: dict[str, str],
-                 label: str = "") -> ServiceProcess:  # fmt: skip
-    return ServiceProcess("integrations", broker.url, system, tmp, label=label, **env)
-
-
-@pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A private mosquitto that keeps sessions across its restart (the host's)."""
     with MosquittoBroker(persistence_dir=tmp_path / "store",
@@ -201,61 +214,98 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
+Stack = tuple[MosquittoBroker, Host, dict[str, Master], ServiceProcess]
+
+
 @pytest.fixture
-def stack(
-    broker: MosquittoBroker, system_id: str, tmp_path: Path, bridge_env: dict[str, str],
-) -> Iterator[tuple[MosquittoBroker, Host, Master, ServiceProcess]]:  # fmt: skip
-    host = Host(broker, system_id)
+def stack(broker: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Stack]:
+    """Two systems, each with its master, on one bridge: one edge node, a device each."""
+    host = Host(broker, EDGE)
     assert wait_until(lambda: host.c.is_connected(), 10)
-    master = Master(broker, system_id)
-    proc = start_bridge(broker, system_id, tmp_path, bridge_env)
+    systems = (f"{system_id}-a", f"{system_id}-b")
+    masters = {s: Master(broker, s) for s in systems}
+    proc = ServiceProcess(
+        "integrations", broker.url, systems[0], tmp_path, all_systems="true",
+        json_mirror="false", sparkplug="true", sparkplug_group=GROUP,
+        sparkplug_edge_node=EDGE, metrics_port="0", mqtt_keepalive_s="4",
+    )  # fmt: skip
     try:
-        yield broker, host, master, proc
+        yield broker, host, masters, proc
     finally:
         proc.stop()
         assert "Traceback" not in proc.log(), proc.log()
-        master.close()
+        for master in masters.values():
+            master.close()
         host.close()
 
 
-def test_births_data_rebirth_reconnect_and_death_as_a_host_sees_them(
-    stack: tuple[MosquittoBroker, Host, Master, ServiceProcess],
+def test_births_data_silence_rebirth_reconnect_and_death_as_a_host_sees_them(
+    stack: Stack,
 ) -> None:
-    broker, host, _master, proc = stack
-    # birth: NBIRTH with bdSeq 0, a DBIRTH per module, then data by exception
-    assert wait_until(lambda: len(host.all("DDATA")) >= 2 and len(host.all("NDATA")) >= 5,
-                      WAIT_S), (proc.log(), [g.kind for g in host.all()])  # fmt: skip
+    broker, host, masters, proc = stack
+    a, b = masters
+    # birth: NBIRTH with bdSeq 0, a DBIRTH per system, then data by exception from both
+    assert wait_until(lambda: all(len(host.all("DDATA", s)) >= 3 for s in masters), WAIT_S), (
+        proc.log(), [(g.kind, g.device) for g in host.all()],
+    )  # fmt: skip
     first = host.all()
     (nbirth,) = [g for g in first if g.kind == "NBIRTH"]
     assert bd_seq(nbirth) == 0
-    assert {g.device for g in first if g.kind == "DBIRTH"} == {"module_00", "module_01"}
+    assert {g.device for g in first if g.kind == "DBIRTH"} == {a, b}
     declared = check_session(first)
     text = protoc_decode(nbirth.raw)
     assert 'name: "bdSeq"' in text and "long_value: 0" in text and "seq: 0" in text
-    assert 'name: "Pack/SOH"' in text and "is_null: true" in text
-    names = {m.name: m for m in nbirth.payload.metrics}
-    assert value(names["Node Control/Rebirth"]) is False
-    assert names["Pack/SOH"].is_null and names["Pack/Voltage"].double_value == 52.0
-    assert names["Codes/Alarms"].string_value == "cell_ov"
-    assert names["Pack/SOC"].datatype == DataType.Double
-    dbirth = {m.name: m for g in first if g.kind == "DBIRTH" for m in g.payload.metrics}
-    assert dbirth["Cells/02/Voltage"].is_null  # a flagged channel is unknown, not 0
-    # report by exception: the constant voltage is never in NDATA, SOC and current are
-    ndata_names = {declared[m.alias][1] for g in host.all("NDATA") for m in g.payload.metrics}
-    assert {"Pack/SOC", "Pack/Current"} <= ndata_names and "Pack/Voltage" not in ndata_names
+    assert 'name: "Node Control/Rebirth"' in text
+    node = {m.name: m for m in nbirth.payload.metrics}
+    assert value(node["Node Control/Rebirth"]) is False
+    dbirth_a = next(g for g in first if g.kind == "DBIRTH" and g.device == a)
+    text = protoc_decode(dbirth_a.raw)
+    assert 'name: "Pack/SOH"' in text and "is_null: true" in text and "seq: " in text
+    metrics = {m.name: m for m in dbirth_a.payload.metrics}
+    assert metrics["Pack/SOH"].is_null and metrics["Pack/Voltage"].double_value == 52.0
+    assert metrics["Codes/Alarms"].string_value == "cell_ov"
+    assert metrics["Pack/SOC"].datatype == DataType.Double
+    assert metrics["Module 02/Cell 03/Voltage"].is_null  # a flagged channel: unknown, not 0
+    assert metrics["Module 01/Cell 02/Voltage"].double_value == pytest.approx(3.31)
+    # the node counts its systems (in NBIRTH or the NDATA after it)
+    node_names = {al: n for al, (dev, n, _t) in declared.items() if dev is None}
+    online = [
+        value(m)
+        for g in first
+        if g.kind in ("NBIRTH", "NDATA")
+        for m in g.payload.metrics
+        if node_names.get(m.alias) == "Systems/Online"
+    ]
+    assert online[-1] == 2, online
+    # report by exception: the constant voltage is never in DDATA, SOC and current are
+    ddata = {declared[m.alias][1] for g in host.all("DDATA") for m in g.payload.metrics}
+    assert {"Pack/SOC", "Pack/Current"} <= ddata and "Pack/Voltage" not in ddata
     now_ms = time.time() * 1000
-    for g in host.all("NDATA"):
+    for g in host.all("DDATA"):
         for m in g.payload.metrics:  # the sample's time (ms), close to now, not after sending
             assert now_ms - 60_000 < m.timestamp <= g.payload.timestamp + 1
 
-    # a rebirth request: NBIRTH again, same bdSeq, seq from 0, every device reborn
+    # system b's master goes silent (connected, no word): its device dies, a's goes on;
+    # it speaks again: its device is born again
+    masters[b].paused.set()
+    assert wait_until(lambda: len(host.all("DDEATH", b)) == 1, WAIT_S), proc.log()
+    death_at = host.all("DDEATH", b)[0].at
+    assert wait_until(lambda: any(g.at > death_at for g in host.all("DDATA", a)), WAIT_S)
+    masters[b].paused.clear()
+    assert wait_until(lambda: len(host.all("DBIRTH", b)) == 2, WAIT_S), proc.log()
+    assert not [g for g in host.all("DDATA", b) if g.at > death_at and
+                g.at < host.all("DBIRTH", b)[1].at]  # fmt: skip
+    check_session(host.all())
+
+    # a rebirth request: NBIRTH again, same bdSeq, seq from 0, every system's device reborn
     before = len(host.all())
     host.rebirth()
     assert wait_until(lambda: len(host.all("NBIRTH")) == 2, WAIT_S), proc.log()
     reborn = host.all()[before:]
     start = next(i for i, g in enumerate(reborn) if g.kind == "NBIRTH")
     assert bd_seq(reborn[start]) == 0
-    assert wait_until(lambda: len(host.all("DBIRTH")) >= 4, WAIT_S)
+    assert wait_until(lambda: len(host.all("DBIRTH", a)) == 2 and len(host.all("DBIRTH", b)) == 3,
+                      WAIT_S)  # fmt: skip
     check_session(host.all()[before + start :])
 
     # the broker restarts: a new session, bdSeq 1, a new birth
@@ -265,8 +315,9 @@ def test_births_data_rebirth_reconnect_and_death_as_a_host_sees_them(
     )
     third = host.all("NBIRTH")[-1]
     assert bd_seq(third) == 1
-    assert wait_until(lambda: len(host.all("NDATA")) > len(
-        [g for g in host.all() if g.kind == "NDATA" and g.at < third.at]) + 3, WAIT_S)  # fmt: skip
+    assert wait_until(lambda: all(
+        len([g for g in host.all("DDATA", s) if g.at > third.at]) >= 3 for s in masters),
+        WAIT_S), proc.log()  # fmt: skip
     check_session([g for g in host.all() if g.at >= third.at])
 
     # (mosquitto sends the wills of its clients as it stops: the host may have seen the NDEATH
@@ -285,20 +336,20 @@ def test_births_data_rebirth_reconnect_and_death_as_a_host_sees_them(
     assert 'name: "bdSeq"' in text and "long_value: 1" in text and "seq:" not in text
 
 
-def test_a_stopped_bridge_says_ndeath_itself_and_a_silent_master_turns_metrics_null(
-    stack: tuple[MosquittoBroker, Host, Master, ServiceProcess],
+def test_a_stopped_master_kills_its_device_and_a_stopped_bridge_says_ndeath_itself(
+    stack: Stack,
 ) -> None:
-    _broker, host, master, proc = stack
-    assert wait_until(lambda: len(host.all("NDATA")) >= 3, WAIT_S), proc.log()
-    master.close()  # its status goes offline: every pack metric null, the modules dead
-    assert wait_until(lambda: len(host.all("DDEATH")) == 2, WAIT_S), proc.log()
-    declared = check_session(host.all())
-    last: dict[str, Payload.Metric] = {}
-    for g in host.all("NDATA"):
-        for m in g.payload.metrics:
-            last[declared[m.alias][1]] = m
-    assert value(last["BMS/Online"]) is False
-    assert last["Pack/SOC"].is_null and last["Pack/Current"].is_null
+    _broker, host, masters, proc = stack
+    a, b = masters
+    assert wait_until(lambda: all(len(host.all("DDATA", s)) >= 2 for s in masters), WAIT_S), (
+        proc.log()
+    )
+    masters[a].close()  # its status goes offline: its device dies at once, b's goes on
+    assert wait_until(lambda: len(host.all("DDEATH", a)) == 1, WAIT_S), proc.log()
+    assert host.all("DDEATH", b) == []
+    death_at = host.all("DDEATH", a)[0].at
+    assert wait_until(lambda: any(g.at > death_at for g in host.all("DDATA", b)), WAIT_S)
+    check_session(host.all())
     assert proc.stop() == 0
     assert wait_until(lambda: len(host.all("NDEATH")) == 1, WAIT_S), proc.log()
     assert bd_seq(host.all("NDEATH")[0]) == 0
