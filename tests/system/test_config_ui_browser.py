@@ -101,6 +101,19 @@ def device_fields(wiring: PlantWiring) -> dict[str, dict[str, str]]:
     }
 
 
+def serious_violations(page: Any) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now (WCAG 2 A/AA rules
+    and axe's best practices), one line each."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack) -> None:
     from playwright.sync_api import Dialog, expect, sync_playwright
 
@@ -151,6 +164,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
 
             # 1-3: chemistry, cells, topology
             page.goto(f"{stack}/wizard")
+            assert serious_violations(page) == [], "wizard"
             page.select_option('select[name="chemistry"]', "LFP")
             page.fill('input[name="name"]', "Browser rack")
             page.click('[data-testid="next"]')
@@ -279,6 +293,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.goto(f"{stack}/")
             status = page.locator('[data-testid="live-status"]')
             expect(status).to_have_class("live", timeout=30_000)
+            assert serious_violations(page) == [], "dashboard"
             volts = float(page.locator('[data-testid="pack-voltage"]').inner_text())
             assert 16 * 2.5 < volts < 16 * 3.65  # 16 LFP cells
             first = int(status.get_attribute("data-updates") or 0)
@@ -396,6 +411,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(banner).to_contain_text("Cell over-voltage (fault)", timeout=10_000)
             expect(page.locator('[data-testid="events-table"] tbody tr').first).to_be_visible()
             expect(page.locator('[data-testid="events-table"]')).to_contain_text("cell_overvoltage")
+            assert serious_violations(page) == [], "events"
             page.screenshot(path=shots / "09-events.png", full_page=True)
 
             # a file made for another system: reviewed with its changes, applied only when
@@ -433,6 +449,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
                     )
                 else:
                     expect(page.locator('[data-testid="alarms"]')).to_be_visible()
+                assert serious_violations(page) == [], f"{path} at 390 px"
                 wide = page.evaluate("document.documentElement.scrollWidth")
                 assert wide <= 390, f"{path} is {wide} px wide at 390 px"
                 page.screenshot(path=shots / f"{name}.png", full_page=True)
