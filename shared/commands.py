@@ -256,10 +256,10 @@ class CommandClient:
         self.bus.publish(COMMAND, req, command=command)
         return cid
 
-    def request(
-        self, command: str, args: CommandArgs | None = None, *, ttl_s: float = 5.0
-    ) -> CommandReply | None:
-        """Send and wait for the reply, driving the bus from this thread."""
+    def _send_awaited(
+        self, command: str, args: CommandArgs | None, *, ttl_s: float = 5.0
+    ) -> tuple[threading.Event, list[CommandReply | None]]:
+        """Send; the event is set once the reply (or None at the expiry) is in the list."""
         done = threading.Event()
         box: list[CommandReply | None] = []
 
@@ -268,6 +268,13 @@ class CommandClient:
             done.set()
 
         self.send(command, args, ttl_s=ttl_s, on_reply=got)
+        return done, box
+
+    def request(
+        self, command: str, args: CommandArgs | None = None, *, ttl_s: float = 5.0
+    ) -> CommandReply | None:
+        """Send and wait for the reply, driving the bus from this thread."""
+        done, box = self._send_awaited(command, args, ttl_s=ttl_s)
         deadline = time.monotonic() + ttl_s
         while not done.is_set() and time.monotonic() < deadline:
             self.bus.process(timeout_s=0.05)
@@ -278,14 +285,7 @@ class CommandClient:
         self, command: str, args: CommandArgs | None = None, *, wait_s: float = 6.0
     ) -> CommandReply | None:
         """Send and wait for the reply while another thread processes the bus."""
-        done = threading.Event()
-        box: list[CommandReply | None] = []
-
-        def got(reply: CommandReply | None) -> None:
-            box.append(reply)
-            done.set()
-
-        self.send(command, args, on_reply=got)
+        done, box = self._send_awaited(command, args)
         done.wait(wait_s)
         self.expire()
         return box[0] if box else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from services.integrations.sparkplug import CommandError, EdgeNode, death_payload, next_bd_seq
-from shared.bus.mqtt import ping_interval_s, unique_client_id
+from shared.bus.mqtt import ping_interval_s, set_credentials, unique_client_id
 from shared.log_limit import LimitedLog
 from shared.settings import MqttEndpoint
 
@@ -70,15 +69,7 @@ class SparkplugLink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
-        if endpoint.username:
-            self._client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            self._client.tls_set(
-                ca_certs=tls_ca_file,
-                certfile=tls_cert_file,
-                keyfile=tls_key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        set_credentials(self._client, endpoint, tls_ca_file, tls_cert_file, tls_key_file)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.max_queued_messages_set(1000)
         self._client.on_pre_connect = self._on_pre_connect

@@ -28,6 +28,26 @@ PAHO_LOOP_PERIOD_S = 1.0
 keepalive when no traffic wakes it."""
 
 
+def set_credentials(
+    client: mqtt.Client,
+    endpoint: MqttEndpoint,
+    tls_ca_file: str | None = None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+) -> None:
+    """The endpoint's login and, for mqtts, TLS with the server's certificate verified: one
+    place for every paho client the stack opens (the bus, a Sparkplug edge node's session)."""
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        client.tls_set(
+            ca_certs=tls_ca_file,
+            certfile=tls_cert_file,
+            keyfile=tls_key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+
+
 def ping_interval_s(keepalive_s: int) -> int:
     """The keepalive interval given to paho, hence to the broker in CONNECT, for a bus that
     must notice a dead connection within 1.5 x `keepalive_s` (0: keepalive off).
@@ -101,15 +121,7 @@ class MqttBus(BusCore):
             clean_session=None if self._v5 else session_expiry_s is None,
         )
         self._session_expiry_s = session_expiry_s
-        if endpoint.username:
-            self._client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            self._client.tls_set(
-                ca_certs=tls_ca_file,
-                certfile=tls_cert_file,
-                keyfile=tls_key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        set_credentials(self._client, endpoint, tls_ca_file, tls_cert_file, tls_key_file)
         self._client.reconnect_delay_set(
             min_delay=max(1, int(reconnect_min_s)), max_delay=int(reconnect_max_s)
         )
