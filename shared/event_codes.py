@@ -71,6 +71,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
     *_contactor_states(),
     EventCode("contactors_close", MASTER, ("command",), ("info",),
               "A close request (command or start-up), with the refusal if refused."),
+    EventCode("precharge_retry", MASTER, ("info",), ("warning",),
+              "A precharge try timed out and the sequence waits to try again; the text gives "
+              "|pack - DC link| at the timeout. After the last try the contactors fault."),
     EventCode("contactors_open", MASTER, ("command",), ("info",), "An open command."),
     EventCode("contactors_reset", MASTER, ("command",), ("warning",),
               "The contactor state machine refused the reset after a fault reset."),

@@ -209,6 +209,7 @@ class Supervisor:
         self._heartbeat_s: float | None = None
         self._hb_lost_reported = False
         self._contactor_state = "standby"
+        self._precharge_wait_reported = False
         self._mismatch_seen = False
         """The state machine saw a contact disagree with its coil: contactor_feedback_mismatch
         is held until protection has latched it (after its trip the contact may agree again,
@@ -396,6 +397,10 @@ class Supervisor:
             level: EventLevel = "fault" if coils.state == "fault" else "info"
             self._emit(level, "info", f"contactors_{coils.state}", coils.reason)
             self._contactor_state = coils.state
+        retrying = coils.state == "precharge" and contactors.precharge_phase == "wait"
+        if retrying and not self._precharge_wait_reported:
+            self._emit("warning", "info", "precharge_retry", coils.reason)
+        self._precharge_wait_reported = retrying
         if self._contactor_reset and not result.faults and reading.feedback is not None:
             # the state machine accepts a reset once it has seen the fault released
             refusal = contactors.reset(now_s)

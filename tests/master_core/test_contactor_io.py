@@ -198,7 +198,8 @@ def test_illegal_addresses_are_named_errors_and_stale_feedback(
     rig: tuple[RelayModule, MakeIo],
 ) -> None:
     _, make = rig
-    io = make(coil_precharge=40, input_precharge=40)
+    # a generous timeout: a pty on a loaded machine must not turn the exception into a timeout
+    io = make(coil_precharge=40, input_precharge=40, timeout_s=1.0)
     io.write(outputs(False, False, True))
     feedback = io.read(time.monotonic())
     assert feedback.stale and feedback.main_positive is None

@@ -75,6 +75,8 @@ class Rig:
     """What flows while both main contacts are closed (a welded contact conducts too)."""
     sensor_offset_a: float = 0.0
     broker_connected: bool = True
+    link_unknown: bool = False
+    """The DC link voltage reading is missing (a sensor frame that did not come)."""
     over_since: float | None = None
     """When the cells went above the overvoltage fault threshold (None: not above)."""
 
@@ -96,7 +98,7 @@ class Rig:
         reading = HardwareReading(
             current_a=None if self.sensor_silent else flowing + self.sensor_offset_a,
             pack_voltage_v=pack_v,
-            link_voltage_v=self.plant.bus_voltage_v,
+            link_voltage_v=None if self.link_unknown else self.plant.bus_voltage_v,
             feedback=None if self.io_dead else self.plant.feedback,
             device_errors=errors,
         )
@@ -317,6 +319,23 @@ def test_a_shorted_dc_link_fails_the_precharge_on_the_first_attempt() -> None:
     assert "precharge_failure" in out.protection.faults
     assert rig.sup.d is not None and rig.sup.d.contactors.precharge_attempt <= 1
     assert out.coils.all_off and out.coils.state == "fault"
+
+
+def test_a_timed_out_precharge_try_is_an_event_and_the_next_try_closes() -> None:
+    rig = Rig(link_unknown=True)
+    c = CONFIG.contactors
+    events = []
+    for _ in range(round(c.precharge_timeout_s / DT_S) + 5):
+        events += rig.step().events
+    retries = [e for e in events if e.code == "precharge_retry"]
+    assert len(retries) == 1, events
+    assert retries[0].level == "warning" and "try 1 timed out" in retries[0].text
+    rig.link_unknown = False
+    for _ in range(round((c.precharge_retry_wait_s + c.precharge_timeout_s) / DT_S) + 20):
+        out = rig.step()
+        events += out.events
+    assert out.coils.state == "closed", out.coils.reason
+    assert [e.code for e in events].count("precharge_retry") == 1
 
 
 def test_current_after_the_open_is_a_welded_contactor_that_needs_a_service_reset() -> None:

@@ -66,6 +66,19 @@ class Watch:
         with self.lock:
             return self.states[-1] if self.states else None
 
+    def story(self, events: int = 12) -> str:
+        """What a failed wait shows: the last state and the last events."""
+        with self.lock:
+            s = self.states[-1] if self.states else None
+            last = self.events[-events:]
+        head = (
+            "no state"
+            if s is None
+            else f"state at {s.ts}: mode {s.mode}, contactors {s.contactors}, faults {s.faults}, "
+            f"stale {s.stale_modules}"
+        )
+        return "\n".join([head, *(f"{e.ts}: {e.level} {e.code} {e.text}" for e in last)])
+
     def command(self, name: str, args: Any) -> Any:
         replies: list[Any] = []
         done = threading.Event()
