@@ -39,6 +39,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("BMS_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
 PASSWORD = "browser-test-password"
+MODULES, CELLS_PER_MODULE = 12, 16
+CELLS = MODULES * CELLS_PER_MODULE
+"""The issue's commissioning case: an LFP pack of 192 cells."""
 MIN_COLOUR, MAX_COLOUR = "#1f6feb", "#d1242f"  # as dashboard.js marks them
 
 
@@ -194,8 +197,14 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(page.locator('.field[data-path="topology.modules"] .field-error')).to_have_text(
                 "'12.5' is not a whole number"
             )
-            page.fill(modules, "2")
-            page.fill('input[name="topology.cells_per_module"]', "8")
+            page.fill(modules, str(MODULES))
+            page.fill('input[name="topology.cells_per_module"]', str(CELLS_PER_MODULE))
+            page.click('[data-testid="next"]')
+            # 192 cells make a high-voltage pack: the 48 V CAN profile gives way to Pylontech
+            # HV, and the pack thresholds follow the cells; each listed old -> new
+            profile_row = changes.locator('tr[data-path="interfaces.can.profiles"]')
+            expect(profile_row).to_contain_text("victron_0x35x")
+            expect(profile_row).to_contain_text("pylon_hv (derived)")
             page.screenshot(path=shots / "02-wizard-topology.png", full_page=True)
             page.click('[data-testid="next"]')
             # 4: protection, three levels on one chart; a wrong value is shown at its field
@@ -204,12 +213,12 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             ov_warning = 'input[name="protection.cell_overvoltage.warning.threshold"]'
             page.fill(ov_warning, "3.55")
             # back to the cell data through the step list: first the step shows that the
-            # pack level follows the cell level (16 x 3.55 V)
+            # pack level follows the cell level (192 x 3.55 V)
             page.click('button[name="go"][value="cells"]')
             pack_row = changes.locator(
                 'tr[data-path="protection.pack_overvoltage.warning.threshold"]'
             )
-            expect(pack_row).to_contain_text("56.8 V (derived)")
+            expect(pack_row).to_contain_text("681.6 V (derived)")
             page.click('button[name="go"][value="cells"]')
             # the capacity changes once more
             expect(page.locator('[data-testid="wizard-title"]')).to_contain_text("Cell data")
@@ -246,10 +255,10 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.screenshot(path=shots / "03-wizard-protection-error.png", full_page=True)
             page.fill(field, good)
             page.click('[data-testid="next"]')
-            # the pack alarm followed the cell alarm to 16 x 9 V and back: listed, then on
+            # the pack alarm followed the cell alarm to 192 x 9 V and back: listed, then on
             expect(
                 changes.locator('tr[data-path="protection.pack_overvoltage.alarm.threshold"]')
-            ).to_contain_text("58.4 V (derived)")
+            ).to_contain_text("700.8 V (derived)")
             page.click('[data-testid="next"]')
             # 5-8: balancing and interfaces keep their defaults; the devices are where the
             # plant serves them
@@ -295,13 +304,14 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(status).to_have_class("live", timeout=30_000)
             assert serious_violations(page) == [], "dashboard"
             volts = float(page.locator('[data-testid="pack-voltage"]').inner_text())
-            assert 16 * 2.5 < volts < 16 * 3.65  # 16 LFP cells
+            assert CELLS * 2.5 < volts < CELLS * 3.65  # 192 LFP cells
+            expect(page.locator("p.sub")).to_contain_text(f"{CELLS} cells in series")
             first = int(status.get_attribute("data-updates") or 0)
             time.sleep(2.0)
             updates = int(status.get_attribute("data-updates") or 0) - first
             assert updates >= 4, f"{updates} updates in 2 s"
             expect(page.locator('[data-testid="pack-contactors"]')).not_to_have_text("–")
-            expect(page.locator("#heatmap .hrow")).to_have_count(2)
+            expect(page.locator("#heatmap .hrow")).to_have_count(MODULES)
             expect(page.locator("#heatmap .hrow").first.locator(".hcell")).not_to_have_count(0)
             # the tiles show what the master publishes
             state = page.request.get(f"{stack}/api/state").json()["pack"]
@@ -319,12 +329,12 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(page.locator("#balancing-text")).to_have_text(
                 re.compile(r"^(balancing \d+ cell\(s\)|no cell balancing)$")
             )
-            # all 16 cells in the bar chart, the lowest and the highest marked
+            # all 192 cells in the bar chart, the lowest and the highest marked
             bars = page.evaluate(
                 "[cellsChart.data.datasets[0].data, cellsChart.data.datasets[0].backgroundColor]"
             )
             volts, colours = bars
-            assert len(volts) == len(colours) == 16
+            assert len(volts) == len(colours) == CELLS
             # (cells tie at the 1 mV resolution: the marked one is one of the lowest/highest)
             lowest = {c for v, c in zip(volts, colours, strict=True) if v == min(volts)}
             highest = {c for v, c in zip(volts, colours, strict=True) if v == max(volts)}
@@ -333,7 +343,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             # a click on a cell opens its history: its place in words, its minutes, a CSV
             page.locator('[data-testid="cells-chart"]').scroll_into_view_if_needed()
             at = page.evaluate(
-                "(() => { const e = cellsChart.getDatasetMeta(0).data[10];"
+                "(() => { const e = cellsChart.getDatasetMeta(0).data[36];"
                 " const r = cellsChart.canvas.getBoundingClientRect();"
                 " const bottom = Math.min(e.base, cellsChart.chartArea.bottom);"
                 " return [r.left + e.x, r.top + (e.y + bottom) / 2]; })()"
@@ -342,7 +352,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             panel = page.locator('[data-testid="cell-panel"]')
             expect(panel).to_be_visible()
             expect(page.locator('[data-testid="cell-title"]')).to_have_text(
-                "M2 · C3 (cell 11 in series)"
+                "M3 · C5 (cell 37 in series)"
             )
             expect(page.locator('[data-testid="cell-summary"]')).to_contain_text(
                 re.compile(r"minute")
@@ -413,6 +423,22 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             expect(page.locator('[data-testid="events-table"]')).to_contain_text("cell_overvoltage")
             assert serious_violations(page) == [], "events"
             page.screenshot(path=shots / "09-events.png", full_page=True)
+
+            # the cell is back below its release: the operator's reset is accepted, the
+            # banner clears
+            page.goto(f"{stack}/")
+            done = re.compile("accepted by the master|refused by the master|no reply")
+
+            def reset_accepted() -> bool:
+                page.evaluate("document.getElementById('command-reply').textContent = ''")
+                page.click('button[data-command="reset_faults"]')
+                expect(reply).to_contain_text(done, timeout=10_000)
+                return "accepted by the master" in reply.inner_text()
+
+            assert wait_until(reset_accepted, 60, step_s=1.0), reply.inner_text()
+            expect(banner).not_to_contain_text("Cell over-voltage", timeout=10_000)
+            expect(fault).to_have_count(0)
+            page.screenshot(path=shots / "09-reset.png", full_page=True)
 
             # a file made for another system: reviewed with its changes, applied only when
             # the admin ticks that they mean it, and the success names the new version
