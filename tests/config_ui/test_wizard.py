@@ -1129,3 +1129,16 @@ def test_the_wizard_refuses_a_48_v_can_profile_for_a_614_v_pack() -> None:
         assert first_step_with_errors(errors) == "interfaces"
     result = _post("interfaces", draft, interfaces__can__profiles="pylon_hv,native")
     assert validate(result.draft)[1] == {}
+
+
+def test_the_review_lists_a_problem_of_several_fields_once() -> None:
+    errors = {
+        "a.x": ["both", "only x"],
+        "a.y": ["both"],
+        "": ["no field"],
+    }
+    assert wizard.problems_once(errors) == [
+        ("a.x, a.y", "both"),
+        ("a.x", "only x"),
+        ("", "no field"),
+    ]

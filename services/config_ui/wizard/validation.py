@@ -160,3 +160,15 @@ def first_step_with_errors(errors: Mapping[str, list[str]]) -> str | None:
         if errors_for_step(s.key, errors):
             return s.key
     return None
+
+
+def problems_once(errors: Mapping[str, list[str]]) -> list[tuple[str, str]]:
+    """Each distinct message once, after the paths that show it ("a, b"; "" for none): a
+    problem of several settings sits at each field but is one line of a summary."""
+    paths: dict[str, list[str]] = {}
+    for path, messages in errors.items():
+        for message in messages:
+            found = paths.setdefault(message, [])
+            if path and path not in found:
+                found.append(path)
+    return [(", ".join(p), message) for message, p in paths.items()]
