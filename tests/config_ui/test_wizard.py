@@ -1142,3 +1142,18 @@ def test_the_review_lists_a_problem_of_several_fields_once() -> None:
         ("a.x", "only x"),
         ("", "no field"),
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chemistry=st.sampled_from(CHEMISTRY_NAMES),
+    resistor_ohm=st.floats(9.0, 1000.0).map(lambda r: round(r, 1)),
+)
+def test_any_new_bleed_resistor_leaves_a_valid_draft(chemistry: str, resistor_ohm: float) -> None:
+    draft = new_draft("demo", chemistry)
+    result = _post("balancing", draft, balancing__bleed_resistor_ohm=str(resistor_ohm))
+    assert validate(result.draft)[1] == {}
+    nominal_v = get_preset(chemistry).nominal_v
+    assert result.draft["balancing"]["current_ma"] == pytest.approx(
+        1000.0 * nominal_v / resistor_ohm, abs=0.05
+    )
