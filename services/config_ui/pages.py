@@ -330,6 +330,7 @@ def _wizard_render(
     values: dict[str, Any] = {}
     if step.key == "review":
         values["review"] = review(ctx, session.username)
+        values["review_problems"] = wizard.problems_once(values["review"]["errors"])
     if step.key == "protection":
         values["charts"] = wizard.level_charts(draft)
     if step.key == "cells":

@@ -102,7 +102,12 @@ class SlaveAgent:
             try:
                 self.apply_config(config)
             except (ValueError, DriverError) as exc:
-                errors = explain_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
+                # one problem per line (a DriverError may list several)
+                errors = (
+                    explain_errors(exc)
+                    if isinstance(exc, ValidationError)
+                    else str(exc).splitlines()
+                )
         acknowledge_config(self.bus, config.config_version, errors)
 
     def apply_config(self, config: SystemConfig) -> None:

@@ -36,7 +36,9 @@ def explain_errors(exc: ValidationError) -> list[str]:
     """One line per problem: the dotted field path, a colon and what is wrong.
 
     Model-level checks report several problems in one error, one per line, each starting with
-    the field it concerns; that field is joined to the error's location.
+    the field it concerns; that field is joined to the error's location. A problem of several
+    settings names each, comma-separated ("contactors.precharge_timeout_s,
+    contactors.precharge_resistor_ohm: ..."; only at the top level, where there is no location).
     """
     return [line for err in exc.errors() for line in explain_error(err)]
 

@@ -198,7 +198,10 @@ FIELD_USES: tuple[FieldUse, ...] = (
         ))
         for name in ("min_cell_voltage_v", "max_temperature_c")
     ),
-    FieldUse("balancing.current_ma", (_r(SLAVE, _SA + "sim_driver.py"),)),
+    FieldUse("balancing.current_ma", (
+        _r(SLAVE, _SA + "sim_driver.py"), _r(VALIDATION, _SYS),
+    ), "active: the converter's current; passive: must be what flows through the bleed "
+       "resistor (cell voltage / bleed_resistor_ohm)"),
     FieldUse("balancing.bleed_resistor_ohm", (_r(SLAVE, _SA + "sim_driver.py"),)),
     FieldUse("balancing.active_efficiency", (_r(SLAVE, _SA + "sim_driver.py"),)),
     FieldUse("current_sensor.range_a", (

@@ -35,11 +35,13 @@ from shared.config.limits import (
     CELL_TEMPERATURE_MIN_C,
     CELL_VOLTAGE_ACCURACY_V,
     CELLS_IN_SERIES_MAX,
+    CELLS_PER_MODULE_MAX,
     CURRENT_MAX_A,
     INSULATION_MIN_OHM_PER_V,
     MODULES_MAX,
     PACK_VOLTAGE_ACCURACY_V,
     PACK_VOLTAGE_MAX_V,
+    TEMP_SENSORS_PER_MODULE_MAX,
 )
 from shared.config.protection import ProtectionConfig, pack_plausibility_floor_v
 
@@ -51,15 +53,21 @@ COMM_LOSS_RIDE_THROUGH_MAX_S = 5.0
 
 DEFAULT_BLEED_RESISTOR_OHM = 33.0  # batterydesign.net: 30-40 Ω, ≈ 100 mA at 3.3 V
 LOW_VOLTAGE_CAN_MAX_V = 63.0  # SMA Sunny Island CVL range 41-63 V: 0x35x inverters are 48 V
+LOW_VOLTAGE_CAN_PROFILES = frozenset({"victron_0x35x", "pylon_v12"})
+"""Profiles spoken by 48 V inverters (Victron ESS, SMA Sunny Island, Pylontech US-series LV):
+their frames could carry up to 327 V, but no inverter that reads them takes more than 63 V."""
+BLEED_CURRENT_TOLERANCE = 0.1
+"""Passive balancing: the stated current may differ this much (resistor tolerance, wiring)
+from V/R between the nominal and the charge voltage of the cell."""
 
 
 class Topology(ConfigModel):
     """One string of series cells, split over identical slave modules."""
 
     modules: int = Field(ge=1)
-    cells_per_module: int = Field(ge=1)
+    cells_per_module: int = Field(ge=1, le=CELLS_PER_MODULE_MAX)
     """Cell channels of one module (the cell count of every module unless listed below)."""
-    temp_sensors_per_module: int = Field(2, ge=1, le=64)
+    temp_sensors_per_module: int = Field(2, ge=1, le=TEMP_SENSORS_PER_MODULE_MAX)
     module_cell_counts: tuple[int, ...] | None = Field(None, max_length=MODULES_MAX)
     """Cells of each module, for strings whose modules differ; each at most cells_per_module."""
 
@@ -119,6 +127,8 @@ class BalancingConfig(ConfigModel):
     compare cells); the others may still balance."""
     max_temperature_c: float
     current_ma: float = 100.0
+    """Active mode: the converter's balancing current. Passive mode: the bleed resistor sets
+    it (cell voltage / bleed_resistor_ohm); the value must agree with that."""
     bleed_resistor_ohm: float = Field(DEFAULT_BLEED_RESISTOR_OHM, gt=0.0, le=10_000.0)
     """Passive mode: the bleed resistor of one cell."""
     active_efficiency: float = Field(0.85, gt=0.0, le=1.0)
@@ -133,6 +143,41 @@ class BalancingConfig(ConfigModel):
                 f"below the hardware limit of {fmt(BALANCING_CURRENT_MAX_MA, 'mA')}"
             )
         return value
+
+
+def _bleed_current_problems(b: BalancingConfig, chem: ChemistryPreset) -> list[str]:
+    """Passive balancing: the current is the cell voltage over the bleed resistor, so the
+    stated `current_ma` must be what flows between the nominal and the charge voltage (with
+    `BLEED_CURRENT_TOLERANCE`); a value nothing can make true would mislead whoever reads it."""
+    ohm = b.bleed_resistor_ohm
+    nominal_ma = 1000.0 * chem.nominal_v / ohm
+    charge_ma = 1000.0 * chem.charge_v / ohm
+    low_ma = (1.0 - BLEED_CURRENT_TOLERANCE) * min(nominal_ma, charge_ma)
+    high_ma = (1.0 + BLEED_CURRENT_TOLERANCE) * max(nominal_ma, charge_ma)
+    if low_ma <= b.current_ma <= high_ma:
+        return []
+    return [
+        f"balancing.current_ma, balancing.bleed_resistor_ohm: {fmt(b.current_ma, 'mA')} cannot "
+        f"flow through the {fmt(ohm, 'ohm')} bleed resistor: at the nominal "
+        f"{fmt(chem.nominal_v, 'V')} it is {fmt(nominal_ma, 'mA')}, at the charge voltage "
+        f"{fmt(chem.charge_v, 'V')} {fmt(charge_ma, 'mA')}; in passive mode the resistor sets "
+        f"the current: enter {fmt(nominal_ma, 'mA')} or choose the resistor for "
+        f"{fmt(b.current_ma, 'mA')} ({fmt(1000.0 * chem.nominal_v / b.current_ma, 'ohm')})"
+    ]
+
+
+def bleed_current_ma(nominal_v: float, resistor_ohm: float) -> float:
+    """The passive balancing current stated for a bleed resistor: nominal voltage / R, to
+    0.1 mA (what `SystemConfig.from_preset` and the wizard set)."""
+    return round(1000.0 * nominal_v / resistor_ohm, 1)
+
+
+def farads(value_f: float) -> str:
+    """A capacitance as people write it: 0.002 -> '2 mF', 4.7e-4 -> '470 µF'."""
+    for factor, unit in ((1.0, "F"), (1e-3, "mF"), (1e-6, "µF")):
+        if value_f >= factor:
+            return f"{value_f / factor:.3g} {unit}"
+    return f"{value_f / 1e-9:.3g} nF"
 
 
 class CurrentSensorConfig(ConfigModel):
@@ -177,7 +222,11 @@ class ContactorConfig(ConfigModel):
     precharge_retries: int = Field(3, ge=0, le=10)
     precharge_retry_wait_s: float = Field(3.0, ge=0.0, le=600.0)
     precharge_resistor_ohm: float = Field(100.0, gt=0.0, le=100_000.0)
+    """In series with the precharge contactor; with the DC-link capacitance it sets the
+    precharge time constant R x C, which precharge_timeout_s must allow for."""
     dc_link_capacitance_f: float = Field(0.002, gt=0.0, le=1.0)
+    """Input capacitance of the inverter's DC link, charged through the precharge resistor
+    (datasheet; typically a few hundred µF to a few mF)."""
     feedback_timeout_s: float = Field(0.5, gt=0.0, le=10.0)
     """Time for a contactor's auxiliary contact to confirm a close or open command."""
     io: ContactorIoConfig = ContactorIoConfig()
@@ -498,6 +547,7 @@ class SystemConfig(ConfigModel):
                     f"{fmt(bleed_ma, 'mA')} at {fmt(chem.ov_limit_v, 'V')}; the hardware "
                     f"balancing current must stay below {fmt(BALANCING_CURRENT_MAX_MA, 'mA')}"
                 )
+            out.extend(_bleed_current_problems(b, chem))
         return out
 
     def _contactor_problems(self) -> list[str]:
@@ -512,11 +562,17 @@ class SystemConfig(ConfigModel):
             )
         needed = c.precharge_time_s(self.charge_pack_voltage_v)
         if needed > c.precharge_timeout_s:
+            tau_s = c.precharge_resistor_ohm * c.dc_link_capacitance_f
+            # one problem of three settings: shown at each of them
             out.append(
-                f"contactors.precharge_timeout_s: {c.precharge_timeout_s:g} s is too short: with "
-                f"{fmt(c.precharge_resistor_ohm, 'ohm')} and {c.dc_link_capacitance_f * 1000:g} mF "
-                f"the DC link needs {needed:.2f} s to come within "
-                f"{fmt(c.precharge_voltage_diff_v, 'V')} of {fmt(self.charge_pack_voltage_v, 'V')}"
+                "contactors.precharge_timeout_s, contactors.precharge_resistor_ohm, "
+                f"contactors.dc_link_capacitance_f: the precharge timeout "
+                f"{c.precharge_timeout_s:g} s is too short: through the "
+                f"{fmt(c.precharge_resistor_ohm, 'ohm')} precharge resistor, the "
+                f"{farads(c.dc_link_capacitance_f)} DC link (R x C = {tau_s:.3g} s) needs "
+                f"{needed:.2f} s to come within {fmt(c.precharge_voltage_diff_v, 'V')} of the "
+                f"full pack {fmt(self.charge_pack_voltage_v, 'V')}; raise the timeout or lower "
+                f"the resistor"
             )
         return out
 
@@ -554,6 +610,13 @@ class SystemConfig(ConfigModel):
         current_a = self.current_sensor.range_a
         out: list[str] = []
         for profile in can.profiles:
+            if profile in LOW_VOLTAGE_CAN_PROFILES and voltage_v > LOW_VOLTAGE_CAN_MAX_V:
+                out.append(
+                    f"interfaces.can.profiles: CAN profile {profile} is for 48 V inverters, "
+                    f"which take at most {LOW_VOLTAGE_CAN_MAX_V:g} V; this pack reaches "
+                    f"{fmt(voltage_v, 'V')} ({self.total_cells} cells x "
+                    f"{fmt(chem.ov_limit_v, 'V')}); choose pylon_hv or native"
+                )
             span = (
                 pylon_hv_range(can.pylon_hv_current_offset_a)
                 if profile == "pylon_hv"
@@ -618,7 +681,7 @@ class SystemConfig(ConfigModel):
                 mode="passive",
                 min_cell_voltage_v=preset.balance_start_v,
                 max_temperature_c=preset.discharge_temp_max_c - 10.0,
-                current_ma=round(1000.0 * preset.nominal_v / DEFAULT_BLEED_RESISTOR_OHM),
+                current_ma=bleed_current_ma(preset.nominal_v, DEFAULT_BLEED_RESISTOR_OHM),
                 bleed_resistor_ohm=DEFAULT_BLEED_RESISTOR_OHM,
             ),
             # 2 % of the pack (foxBMS 2: 1 V), so the RC time does not grow with the pack voltage.

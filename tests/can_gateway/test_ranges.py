@@ -93,7 +93,7 @@ def test_every_configurable_profile_is_registered_and_ranged() -> None:
     ("chemistry", "modules", "cells", "profile", "fits"),
     [
         ("LFP", 1, 16, "victron_0x35x", True),  # 60.8 V
-        ("LFP", 5, 16, "pylon_v12", True),  # 80 cells x 3.8 = 304 V
+        ("LFP", 5, 16, "pylon_v12", False),  # 80 cells x 3.8 = 304 V: no 48 V inverter
         ("LFP", 6, 16, "pylon_v12", False),  # 364.8 V
         ("NMC", 7, 14, "pylon_hv", True),
         ("NMC", 7, 14, "native", True),
@@ -107,7 +107,7 @@ def test_configuration_cross_check(
     if fits:
         assert SystemConfig.model_validate(data).interfaces.can.profiles == (profile,)
     else:
-        with pytest.raises(ValidationError, match=r"frames end at 327\.67 V"):
+        with pytest.raises(ValidationError, match=r"frames end at 327\.67 V|48 V inverters"):
             SystemConfig.model_validate(data)
     data["interfaces"]["can"]["enabled"] = False  # a disabled CAN bus carries nothing
     SystemConfig.model_validate(data)

@@ -825,6 +825,30 @@ def test_wizard_range_message_names_the_field_with_units(ui: UiHarness) -> None:
     assert 'value="20"' in field
 
 
+def test_wizard_shows_a_precharge_problem_at_its_three_fields_and_once_in_the_review(
+    ui: UiHarness,
+) -> None:
+    token = ui.login()
+    r = _wizard_post(ui, token, "contactors", contactors__dc_link_capacitance_f="50")  # mF
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    page: str = r.text  # type: ignore[attr-defined]
+    assert '<span class="unit">(mF)</span>' in page
+    for path in ("contactors.precharge_timeout_s", "contactors.precharge_resistor_ohm",
+                 "contactors.dc_link_capacitance_f"):  # fmt: skip
+        field = page.split(f'has-error" data-path="{path}"')[1].split("</div>")[0]
+        assert "the precharge timeout 2 s is too short" in field, path
+        assert "the 50 mF DC link (R x C = 5 s)" in field, path
+    review = ui.client.get("/wizard/review").text
+    assert review.count("the precharge timeout 2 s is too short") == 1
+    assert (
+        "contactors.precharge_timeout_s, contactors.precharge_resistor_ohm, "
+        "contactors.dc_link_capacitance_f: the precharge timeout" in review
+    )
+    api = ui.client.get("/api/wizard/review").json()["errors"]
+    assert set(api) == {"contactors.precharge_timeout_s", "contactors.precharge_resistor_ohm",
+                        "contactors.dc_link_capacitance_f"}  # fmt: skip
+
+
 def test_event_filters_take_text_as_typed(ui: UiHarness) -> None:
     ui.login()
     now = time.time()

@@ -143,7 +143,7 @@ def test_fields_carry_kind_unit_choices_bounds_and_description() -> None:
     units = {
         "cells": {"cell_capacity_ah": "Ah", "cell_resistance_mohm": "mΩ"},
         "balancing": {"balancing.bleed_resistor_ohm": "Ω", "balancing.current_ma": "mA"},
-        "contactors": {"contactors.dc_link_capacitance_f": "F", "comm_loss.ride_through_s": "s"},
+        "contactors": {"contactors.dc_link_capacitance_f": "mF", "comm_loss.ride_through_s": "s"},
         "current_sensor": {"current_sensor.gain": ""},
     }
     for key, by_path in units.items():
@@ -1016,3 +1016,144 @@ def test_a_new_size_never_changes_a_field_the_user_set(
                     _get(step_result.draft, path),
                     False,
                 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-field problems at every field they concern
+
+
+BLEED = "balancing.bleed_resistor_ohm"
+BALANCING_CURRENT = "balancing.current_ma"
+PRECHARGE_FIELDS = (
+    "contactors.precharge_timeout_s",
+    "contactors.precharge_resistor_ohm",
+    "contactors.dc_link_capacitance_f",
+)
+
+
+def test_a_bleed_current_that_cannot_flow_is_shown_at_the_current_and_the_resistor() -> None:
+    draft = new_draft("demo", "LFP")
+    assert _field("balancing", draft, BALANCING_CURRENT).value == "97"
+    result = _post("balancing", draft, balancing__current_ma="200")
+    assert result.changes == ()  # the user's current: nothing derived over it
+    config, errors = validate(result.draft)
+    assert config is None
+    message = (
+        "200 mA cannot flow through the 33 Ω bleed resistor: at the nominal 3.20 V it is 97 mA, "
+        "at the charge voltage 3.45 V 105 mA; in passive mode the resistor sets the current: "
+        "enter 97 mA or choose the resistor for 200 mA (16 Ω)"
+    )
+    assert errors == {BALANCING_CURRENT: [message], BLEED: [message]}
+    assert errors_for_step("balancing", errors) == errors
+    assert first_step_with_errors(errors) == "balancing"
+    units = {f.path: f.unit for f in fields_for_step("balancing", result.draft)}
+    assert (units[BALANCING_CURRENT], units[BLEED]) == ("mA", "Ω")
+
+
+def test_a_new_bleed_resistor_sets_the_passive_current() -> None:
+    draft = new_draft("demo", "LFP")
+    result = _post("balancing", draft, balancing__bleed_resistor_ohm="22")
+    assert result.draft["balancing"]["current_ma"] == 145.5  # 3.2 V / 22 Ω
+    assert result.changes == (wizard.Rederivation(BALANCING_CURRENT, 97.0, 145.5, kept=False),)
+    assert result.rederived
+    assert validate(result.draft)[1] == {}
+    rows = wizard.describe_changes(result.changes, result.draft)
+    assert [(r.label, r.old, r.new, r.unit) for r in rows] == [
+        ("Balancing current", "97", "145.5", "mA")
+    ]
+    # both set in one form: the user's current stays, and validation says if it cannot flow
+    both = _post("balancing", draft, balancing__bleed_resistor_ohm="22", balancing__current_ma="99")
+    assert both.changes == () and both.draft["balancing"]["current_ma"] == 99.0
+    assert (
+        "99 mA cannot flow through the 22 Ω bleed resistor: at the nominal 3.20 V it is "
+        "145 mA" in validate(both.draft)[1][BLEED][0]
+    )
+    # a current the user set earlier is kept, and listed as kept
+    kept = apply_form(
+        "balancing",
+        draft,
+        {**_form(fields_for_step("balancing", draft)), BLEED: "22"},
+        edited=frozenset({BALANCING_CURRENT}),
+    )
+    assert kept.changes == (wizard.Rederivation(BALANCING_CURRENT, 97.0, 145.5, kept=True),)
+    assert kept.draft["balancing"]["current_ma"] == 97.0
+    # active balancing: the converter sets the current, not the resistor
+    active = _post("balancing", draft, balancing__mode="active")
+    again = _post("balancing", active.draft, balancing__bleed_resistor_ohm="22")
+    assert again.changes == () and again.draft["balancing"]["current_ma"] == 97.0
+    assert validate(again.draft)[1] == {}
+
+
+def test_a_precharge_too_slow_for_its_timeout_is_shown_at_its_three_fields() -> None:
+    draft = new_draft("demo", "NMC", modules=7, cells_per_module=14)
+    shown = {f.path: (f.value, f.unit) for f in fields_for_step("contactors", draft)}
+    assert shown["contactors.precharge_resistor_ohm"] == ("100", "Ω")
+    assert shown["contactors.dc_link_capacitance_f"] == ("2", "mF")
+    assert shown["contactors.precharge_timeout_s"] == ("2", "s")
+    result = _post("contactors", draft, contactors__dc_link_capacitance_f="5.6")
+    assert result.draft["contactors"]["dc_link_capacitance_f"] == 0.0056
+    _, errors = validate(result.draft)
+    message = (
+        "the precharge timeout 2 s is too short: through the 100 Ω precharge resistor, the "
+        "5.6 mF DC link (R x C = 0.56 s) needs 2.27 s to come within 7.11 V of the full pack "
+        "411.6 V; raise the timeout or lower the resistor"
+    )
+    assert errors == {path: [message] for path in PRECHARGE_FIELDS}
+    assert first_step_with_errors(errors) == "contactors"
+    fixed = _post("contactors", result.draft, contactors__precharge_timeout_s="3")
+    assert validate(fixed.draft)[1] == {}
+
+
+def test_the_dc_link_capacitance_reads_in_millifarads() -> None:
+    draft = new_draft("demo", "LFP")
+    field = _field("contactors", draft, "contactors.dc_link_capacitance_f")
+    assert (field.minimum, field.maximum) == (0.0, 1000.0)  # the model's 0 to 1 F
+    for typed, farads in (("4.7", 0.0047), ("0.47", 0.00047), ("2", 0.002), ("2200", 2.2)):
+        result = _post("contactors", draft, contactors__dc_link_capacitance_f=typed)
+        assert result.draft["contactors"]["dc_link_capacitance_f"] == farads
+        assert _field("contactors", result.draft, field.path).value == typed
+    _, errors = validate(_post("contactors", draft, contactors__dc_link_capacitance_f="2200").draft)
+    assert errors[field.path] == ["Contactors DC link capacitance must be at most 1 F (got 2.2 F)"]
+
+
+def test_the_wizard_refuses_a_48_v_can_profile_for_a_614_v_pack() -> None:
+    draft = new_draft("demo", "LFP", modules=12, cells_per_module=16)
+    assert draft["interfaces"]["can"]["profiles"] == ["pylon_hv"]
+    for profile in ("victron_0x35x", "pylon_v12"):
+        result = _post("interfaces", draft, interfaces__can__profiles=profile)
+        _, errors = validate(result.draft)
+        assert errors["interfaces.can.profiles"][0] == (
+            f"CAN profile {profile} is for 48 V inverters, which take at most 63 V; this pack "
+            f"reaches 729.6 V (192 cells x 3.80 V); choose pylon_hv or native"
+        )
+        assert first_step_with_errors(errors) == "interfaces"
+    result = _post("interfaces", draft, interfaces__can__profiles="pylon_hv,native")
+    assert validate(result.draft)[1] == {}
+
+
+def test_the_review_lists_a_problem_of_several_fields_once() -> None:
+    errors = {
+        "a.x": ["both", "only x"],
+        "a.y": ["both"],
+        "": ["no field"],
+    }
+    assert wizard.problems_once(errors) == [
+        ("a.x, a.y", "both"),
+        ("a.x", "only x"),
+        ("", "no field"),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chemistry=st.sampled_from(CHEMISTRY_NAMES),
+    resistor_ohm=st.floats(9.0, 1000.0).map(lambda r: round(r, 1)),
+)
+def test_any_new_bleed_resistor_leaves_a_valid_draft(chemistry: str, resistor_ohm: float) -> None:
+    draft = new_draft("demo", chemistry)
+    result = _post("balancing", draft, balancing__bleed_resistor_ohm=str(resistor_ohm))
+    assert validate(result.draft)[1] == {}
+    nominal_v = get_preset(chemistry).nominal_v
+    assert result.draft["balancing"]["current_ma"] == pytest.approx(
+        1000.0 * nominal_v / resistor_ohm, abs=0.05
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -115,6 +115,42 @@ def test_can_profile_follows_pack_voltage() -> None:
     assert low.interfaces.can.profiles == ("victron_0x35x",)
     high = SystemConfig.from_preset("LFP", modules=10, cells_per_module=16)
     assert high.interfaces.can.profiles == ("pylon_hv",)
+
+
+def with_profiles(config: SystemConfig, *profiles: str) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    data["interfaces"]["can"]["profiles"] = list(profiles)
+    return data
+
+
+@pytest.mark.parametrize("profile", ["victron_0x35x", "pylon_v12"])
+def test_a_48_v_can_profile_is_refused_for_a_high_voltage_pack(profile: str) -> None:
+    hv = SystemConfig.from_preset("LFP", modules=12, cells_per_module=16)
+    assert hv.nominal_pack_voltage_v == pytest.approx(614.4)
+    assert hv.charge_pack_voltage_v == pytest.approx(662.4)
+    with pytest.raises(ValidationError) as info:
+        SystemConfig.model_validate(with_profiles(hv, profile))
+    lines = explain_errors(info.value)
+    assert lines[0] == (
+        f"interfaces.can.profiles: CAN profile {profile} is for 48 V inverters, which take at "
+        f"most 63 V; this pack reaches 729.6 V (192 cells x 3.80 V); choose pylon_hv or native"
+    )
+    assert "frames end at 327.67 V" in lines[1]
+    for high_voltage in (("pylon_hv",), ("native",), ("pylon_hv", "native")):
+        SystemConfig.model_validate(with_profiles(hv, *high_voltage))
+    # a 304 V pack fits the frames (327.67 V) but still no 48 V inverter
+    mid = SystemConfig.from_preset("LFP", modules=5, cells_per_module=16)
+    with pytest.raises(ValidationError, match="48 V inverters") as info:
+        SystemConfig.model_validate(with_profiles(mid, profile))
+    assert len(explain_errors(info.value)) == 1
+    # 16 LFP cells reach 60.8 V: a 48 V pack; 17 reach 64.6 V
+    SystemConfig.model_validate(with_profiles(LFP_16S, profile))
+    lfp_17s = SystemConfig.from_preset("LFP", modules=1, cells_per_module=17)
+    with pytest.raises(ValidationError, match=r"this pack reaches 64\.60 V"):
+        SystemConfig.model_validate(with_profiles(lfp_17s, profile))
+    disabled = with_profiles(hv, profile)
+    disabled["interfaces"]["can"]["enabled"] = False  # a disabled bus carries nothing
+    SystemConfig.model_validate(disabled)
 
 
 def test_demo_system() -> None:
@@ -325,6 +361,72 @@ def test_balancing_current_limit() -> None:
     assert SystemConfig.model_validate(data).balancing.current_ma == 499.0
 
 
+LFP_16S = SystemConfig.from_preset("LFP", modules=1, cells_per_module=16)
+
+
+def balancing(config: SystemConfig, **changes: Any) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    data["balancing"].update(changes)
+    return data
+
+
+def test_passive_balancing_current_is_what_flows_through_the_bleed_resistor() -> None:
+    assert LFP_16S.balancing.current_ma == 97.0  # 3.2 V / 33 Ω
+    with pytest.raises(ValidationError) as info:
+        SystemConfig.model_validate(balancing(LFP_16S, current_ma=200.0))
+    assert explain_errors(info.value) == [
+        "balancing.current_ma, balancing.bleed_resistor_ohm: 200 mA cannot flow through the "
+        "33 Ω bleed resistor: at the nominal 3.20 V it is 97 mA, at the charge voltage 3.45 V "
+        "105 mA; in passive mode the resistor sets the current: enter 97 mA or choose the "
+        "resistor for 200 mA (16 Ω)"
+    ]
+    # between the nominal and the charge voltage, 10 % either way: 87.3 to 115.0 mA
+    for current, fits in ((87.0, False), (87.5, True), (100.0, True), (115.0, True),
+                          (115.2, False), (50.0, False)):  # fmt: skip
+        data = balancing(LFP_16S, current_ma=current)
+        if fits:
+            assert SystemConfig.model_validate(data).balancing.current_ma == current
+        else:
+            with pytest.raises(ValidationError, match="cannot flow through the 33 Ω"):
+                SystemConfig.model_validate(data)
+    # a new resistor needs its own current
+    with pytest.raises(ValidationError, match=r"at the nominal 3\.20 V it is 145 mA"):
+        SystemConfig.model_validate(balancing(LFP_16S, bleed_resistor_ohm=22.0))
+    assert SystemConfig.model_validate(balancing(LFP_16S, bleed_resistor_ohm=22.0,
+                                                 current_ma=145.5))  # fmt: skip
+    # active: the converter sets the current; off: nothing flows
+    for mode in ("active", "off"):
+        assert SystemConfig.model_validate(balancing(LFP_16S, mode=mode, current_ma=200.0))
+
+
+@given(
+    chemistry=st.sampled_from(CHEMISTRY_NAMES),
+    resistor_ohm=st.floats(9.0, 1000.0),
+    factor=st.floats(0.0, 3.0),
+)
+def test_passive_bleed_current_accepted_exactly_within_v_over_r(
+    chemistry: str, resistor_ohm: float, factor: float
+) -> None:
+    from shared.config.system import BLEED_CURRENT_TOLERANCE, bleed_current_ma
+
+    base = SystemConfig.from_preset(chemistry, modules=1, cells_per_module=4)
+    chem = base.cell_chemistry
+    stated = bleed_current_ma(chem.nominal_v, resistor_ohm)
+    assert SystemConfig.model_validate(
+        balancing(base, bleed_resistor_ohm=resistor_ohm, current_ma=stated)
+    )
+    current = round(stated * factor, 3)
+    assume(0.0 < current < BALANCING_CURRENT_MAX_MA)
+    low = (1 - BLEED_CURRENT_TOLERANCE) * 1000.0 * chem.nominal_v / resistor_ohm
+    high = (1 + BLEED_CURRENT_TOLERANCE) * 1000.0 * chem.charge_v / resistor_ohm
+    data = balancing(base, bleed_resistor_ohm=resistor_ohm, current_ma=current)
+    if low <= current <= high:
+        SystemConfig.model_validate(data)
+    else:
+        with pytest.raises(ValidationError, match="cannot flow through"):
+            SystemConfig.model_validate(data)
+
+
 def test_balancing_consistency() -> None:
     def threshold(d: dict[str, Any]) -> None:
         d["balancing"]["threshold_v"] = 0.2
@@ -496,7 +598,24 @@ def test_precharge_checks() -> None:
     def timeout(d: dict[str, Any]) -> None:
         d["contactors"]["precharge_timeout_s"] = 0.3
 
-    one_line_with(rejected(timeout), "contactors.precharge_timeout_s: 0.3 s is too short")
+    # one problem of three settings: the line names each (the wizard shows it at each)
+    one_line_with(
+        rejected(timeout),
+        "contactors.precharge_timeout_s, contactors.precharge_resistor_ohm, "
+        "contactors.dc_link_capacitance_f: the precharge timeout 0.3 s is too short: through "
+        "the 100 Ω precharge resistor, the 2 mF DC link (R x C = 0.2 s) needs 0.81 s",
+        "411.6 V",
+    )
+
+    def big_capacitor(d: dict[str, Any]) -> None:
+        d["contactors"]["dc_link_capacitance_f"] = 0.0056
+
+    one_line_with(rejected(big_capacitor), "the 5.6 mF DC link (R x C = 0.56 s) needs 2.27 s")
+
+    def small_capacitor(d: dict[str, Any]) -> None:
+        d["contactors"].update(dc_link_capacitance_f=470e-6, precharge_timeout_s=0.1)
+
+    one_line_with(rejected(small_capacitor), "the 470 µF DC link")
 
     def diff(d: dict[str, Any]) -> None:
         d["contactors"]["precharge_voltage_diff_v"] = 50.0
@@ -642,3 +761,19 @@ def test_any_topology_within_limits_is_valid(
 def test_level_threshold_delay_must_not_be_negative() -> None:
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         LevelThreshold(threshold=1.0, delay_s=-1.0, release=0.5)
+
+
+def test_a_module_cannot_ask_for_more_channels_than_its_telemetry_carries() -> None:
+    from shared.messages.slave import MAX_CELLS_PER_MODULE, MAX_TEMPS_PER_MODULE
+
+    most = Topology(
+        modules=1,
+        cells_per_module=MAX_CELLS_PER_MODULE,
+        temp_sensors_per_module=MAX_TEMPS_PER_MODULE,
+    )
+    assert most.total_cells == MAX_CELLS_PER_MODULE
+    with pytest.raises(ValidationError, match=f"less than or equal to {MAX_TEMPS_PER_MODULE}"):
+        Topology(modules=1, cells_per_module=4, temp_sensors_per_module=MAX_TEMPS_PER_MODULE + 1)
+    # module_cell_counts keeps the string short; cells_per_module is still one board's channels
+    with pytest.raises(ValidationError, match=f"less than or equal to {MAX_CELLS_PER_MODULE}"):
+        Topology(modules=1, cells_per_module=MAX_CELLS_PER_MODULE + 1, module_cell_counts=(4,))

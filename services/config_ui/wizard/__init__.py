@@ -27,7 +27,12 @@ from services.config_ui.wizard.steps import (
     step,
     step_of_path,
 )
-from services.config_ui.wizard.validation import errors_for_step, first_step_with_errors, validate
+from services.config_ui.wizard.validation import (
+    errors_for_step,
+    first_step_with_errors,
+    problems_once,
+    validate,
+)
 
 __all__ = [
     "STEPS",
@@ -50,6 +55,7 @@ __all__ = [
     "next_step",
     "ocv_source",
     "prev_step",
+    "problems_once",
     "step",
     "step_of_path",
     "validate",

@@ -26,7 +26,10 @@ from services.config_ui.wizard.draft_access import (
     set_path,
     total_cells,
 )
-from shared.config import ChemistryOverrides, SystemConfig
+from shared.config import ChemistryOverrides, SystemConfig, get_preset
+from shared.config.system import bleed_current_ma
+
+_CURRENT = "balancing.current_ma"
 
 # Sections that follow from chemistry, capacity and cell count (see SystemConfig.from_preset).
 DERIVED_SECTIONS = (
@@ -281,3 +284,45 @@ def follow_cell_levels(
                 changes.append(Rederivation(pack_path, current, target, kept=False))
             # else: a pack level set apart from the cells (e.g. an imported file): left alone
     return tuple(changes)
+
+
+def _nominal_v(draft: Mapping[str, Any]) -> float | None:
+    """The cell's nominal voltage (as overridden), or None while the chemistry is unreadable."""
+    chem = chemistry_name(draft)
+    if chem is None:
+        return None
+    try:
+        return overrides_of(draft).apply(get_preset(chem)).nominal_v
+    except ValueError:  # inconsistent overrides: validation reports them
+        return get_preset(chem).nominal_v
+
+
+def follow_bleed_resistor(
+    old: Mapping[str, Any], new: dict[str, Any], changed: frozenset[str], edited: frozenset[str]
+) -> tuple[Rederivation, ...]:
+    """Passive balancing: the bleed resistor sets the current (nominal voltage / R). A current
+    that still is what the old resistor gave (as `SystemConfig.from_preset` derives it)
+    follows a new resistor; a current the user set stays (listed as kept), and validation
+    says when it cannot flow."""
+    if "balancing.bleed_resistor_ohm" not in changed or _CURRENT in changed:
+        return ()
+    if get_path(new, "balancing.mode") != "passive":
+        return ()  # active: the converter sets the current; off: nothing flows
+    nominal_v = _nominal_v(new)
+    try:
+        before = number(get_path(old, "balancing.bleed_resistor_ohm"))
+        after = number(get_path(new, "balancing.bleed_resistor_ohm"))
+        current = number(get_path(new, _CURRENT))
+    except ValueError:
+        return ()
+    if nominal_v is None or before <= 0.0 or after <= 0.0:
+        return ()
+    target = bleed_current_ma(nominal_v, after)
+    if same(current, target):
+        return ()
+    if _CURRENT in edited:
+        return (Rederivation(_CURRENT, current, target, kept=True),)
+    if abs(current - bleed_current_ma(nominal_v, before)) > 0.5:
+        return ()  # a current set apart from the resistor (e.g. an imported file): left alone
+    set_path(new, _CURRENT, target)
+    return (Rederivation(_CURRENT, current, target, kept=False),)

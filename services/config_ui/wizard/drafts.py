@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.config_ui.wizard.derivation import Rederivation, follow_cell_levels, rederive
+from services.config_ui.wizard.derivation import (
+    Rederivation,
+    follow_bleed_resistor,
+    follow_cell_levels,
+    rederive,
+)
 from services.config_ui.wizard.draft_access import MISSING, get_path, plain, same, set_path
 from services.config_ui.wizard.fields import parse_value, step_leaves
 from shared.config import SystemConfig
@@ -90,6 +95,8 @@ def apply_form(
         changes = rederive(draft, new, edited | changed)
     elif key == "protection":
         changes = follow_cell_levels(draft, new, frozenset(changed), edited)
+    elif key == "balancing":
+        changes = follow_bleed_resistor(draft, new, frozenset(changed), edited)
     else:
         changes = ()
     return FormResult(

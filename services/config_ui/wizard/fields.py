@@ -83,6 +83,9 @@ _PATH_TEXT: dict[str, tuple[str, str]] = {
     ),
 }
 _FIXED_LEVEL_FIELDS = frozenset({"direction", "unit"})
+# Fields shown in a smaller unit than the model keeps: (unit shown, model units per shown unit).
+# A DC link is a few hundred µF to a few mF: "2 mF", not "0.002 F".
+_SHOWN_IN: dict[str, tuple[str, float]] = {"contactors.dc_link_capacitance_f": ("mF", 1e-3)}
 
 _UNIT_SUFFIXES = (
     ("_mohm", "mΩ"),
@@ -197,6 +200,10 @@ class _Leaf:
     item: Callable[[str], Any]  # parses one value; ValueError carries the message
     sequence: bool
     fallback: str  # chemistry_overrides: preset field shown when empty
+    scale: float = 1.0
+    """Model units per unit shown (`_SHOWN_IN`): the form shows value / scale."""
+    model_unit: str = ""
+    """The unit the model keeps the value in (differs from `unit` when scale is not 1)."""
 
 
 def _to_float(text: str) -> float:
@@ -335,7 +342,12 @@ def _walk(model: type[BaseModel], prefix: str, ctx: _Context) -> Iterator[_Leaf]
         label = _label(name)
         if path in _PATH_TEXT:
             label, description = _PATH_TEXT[path]
-        unit = _unit_of(name)
+        unit = model_unit = _unit_of(name)
+        scale = 1.0
+        if path in _SHOWN_IN:
+            unit, scale = _SHOWN_IN[path]
+            low = None if low is None else _shown(low, scale)
+            high = None if high is None else _shown(high, scale)
         unit_path = ""
         fallback = ""
         if ctx.three_level:
@@ -364,6 +376,8 @@ def _walk(model: type[BaseModel], prefix: str, ctx: _Context) -> Iterator[_Leaf]
             item=item,
             sequence=sequence,
             fallback=fallback,
+            scale=scale,
+            model_unit=model_unit,
         )
 
 
@@ -444,9 +458,16 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
+def _shown(value: float, scale: float) -> float:
+    # rounded to drop the binary noise of the division (0.0047 / 1e-3 = 4.699999...)
+    return round(value / scale, 9)
+
+
 def _render(leaf: _Leaf, value: Any) -> str:
     if value is None or value is MISSING:
         return ""
+    if leaf.scale != 1.0 and isinstance(value, int | float) and not isinstance(value, bool):
+        return _scalar_text(_shown(float(value), leaf.scale))
     if leaf.kind == "checkbox":
         return "true" if value is True else ""
     if isinstance(value, list | tuple):
@@ -479,7 +500,10 @@ def parse_value(leaf: _Leaf, raw: str | None) -> Any:
         if leaf.kind == "text":
             return ""
         raise ValueError("a value is required")
-    return leaf.item(text)
+    value = leaf.item(text)
+    if leaf.scale != 1.0:
+        return round(value * leaf.scale, 15)  # 4.7 mF is 0.0047 F, not 0.0047000000000000005
+    return value
 
 
 def _description(leaf: _Leaf, preset: ChemistryPreset | None, unit: str) -> str:

@@ -59,7 +59,8 @@ STEPS: tuple[WizardStep, ...] = (
         "Balancing",
         ("balancing",),
         "When and how hard cells are balanced; a cell is bled only above the minimum voltage and "
-        "below the maximum temperature.",
+        "below the maximum temperature. Passive balancing: the bleed resistor sets the current "
+        "(nominal cell voltage / resistance); a new resistor sets it again.",
     ),
     WizardStep(
         "contactors",

@@ -19,7 +19,9 @@ from services.config_ui.wizard.steps import STEPS, in_sections, step, step_of_pa
 from shared.config import SystemConfig
 from shared.config.errors import explain_error
 
-_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]]*): (.*)$", re.DOTALL)
+_PATH = r"[A-Za-z_][A-Za-z0-9_.\[\]]*"
+# "path: message", or "path, path, ...: message" for one problem of several settings
+_LINE = re.compile(rf"^({_PATH}(?:, {_PATH})*): (.*)$", re.DOTALL)
 
 
 def _flat_keys(node: Any, prefix: str = "") -> Iterator[str]:
@@ -30,12 +32,9 @@ def _flat_keys(node: Any, prefix: str = "") -> Iterator[str]:
             yield from _flat_keys(v, path)
 
 
-def _place(line: str, known: frozenset[str] | set[str]) -> tuple[str, str]:
-    """(path, message) of one `explain_errors` line."""
-    match = _LINE.match(line)
-    if match is None:
-        return "", line
-    raw, message = match.groups()
+def _place_one(
+    raw: str, message: str, line: str, known: frozenset[str] | set[str]
+) -> tuple[str, str]:
     parts = raw.split(".")
     if parts[0] not in known:
         return "", line
@@ -45,6 +44,16 @@ def _place(line: str, known: frozenset[str] | set[str]) -> tuple[str, str]:
             rest = ".".join(parts[i:])
             return path, f"{rest}: {message}" if rest else message
     return "", line  # unreachable: parts[0] is known
+
+
+def _place(line: str, known: frozenset[str] | set[str]) -> list[tuple[str, str]]:
+    """(path, message) of one `explain_errors` line: one per field a cross-field problem
+    names, so it shows at each of them."""
+    match = _LINE.match(line)
+    if match is None:
+        return [("", line)]
+    raws, message = match.groups()
+    return [_place_one(raw, message, line, known) for raw in raws.split(", ")]
 
 
 # pydantic's range errors: (words, the bound's key in the error's ctx, input beyond it when)
@@ -60,6 +69,7 @@ _FORMS: dict[str, tuple[tuple[float, float, str], ...]] = {
     "A": ((1.0, 1.0, "A"), (0.0, 1e3, "mA")),
     "Ω": ((1e6, 1e-6, "MΩ"), (1e3, 1e-3, "kΩ"), (0.0, 1.0, "Ω")),
     "s": ((1.0, 1.0, "s"), (0.0, 1e3, "ms")),
+    "F": ((1.0, 1.0, "F"), (1e-3, 1e3, "mF"), (0.0, 1e6, "µF")),
 }
 _SMALLER = {"V": "mV", "A": "mA", "s": "ms"}
 
@@ -90,7 +100,8 @@ def _range_message(err: Any, draft: Mapping[str, Any]) -> str | None:
     bound, got = (err.get("ctx") or {}).get(kind), err.get("input")
     if leaf is None or not isinstance(bound, int | float):
         return None
-    unit = unit_of(leaf, draft)
+    # the model's bound and input, in the model's unit (quantity() picks the form people read)
+    unit = leaf.model_unit if leaf.scale != 1.0 else unit_of(leaf, draft)
     text = f"{full_label(leaf)} must be {words} {quantity(bound, unit)}"
     if isinstance(got, int | float) and not isinstance(got, bool):
         text += f" (got {quantity(got, unit)}"
@@ -124,10 +135,10 @@ def validate(draft: Mapping[str, Any]) -> tuple[SystemConfig | None, dict[str, l
     known = (set(_flat_keys(draft)) - hidden_paths()) | known_paths()
     errors: dict[str, list[str]] = {}
     for line in lines:
-        path, message = _place(line, known)
-        found = errors.setdefault(path, [])
-        if message not in found:
-            found.append(message)
+        for path, message in _place(line, known):
+            found = errors.setdefault(path, [])
+            if message not in found:
+                found.append(message)
     return None, errors
 
 
@@ -149,3 +160,15 @@ def first_step_with_errors(errors: Mapping[str, list[str]]) -> str | None:
         if errors_for_step(s.key, errors):
             return s.key
     return None
+
+
+def problems_once(errors: Mapping[str, list[str]]) -> list[tuple[str, str]]:
+    """Each distinct message once, after the paths that show it ("a, b"; "" for none): a
+    problem of several settings sits at each field but is one line of a summary."""
+    paths: dict[str, list[str]] = {}
+    for path, messages in errors.items():
+        for message in messages:
+            found = paths.setdefault(message, [])
+            if path and path not in found:
+                found.append(path)
+    return [(", ".join(p), message) for message, p in paths.items()]
