@@ -48,7 +48,7 @@ class Ui:
         self.proc = ServiceProcess(
             "config_ui", self.url, self.system, self.tmp, **self.settings, **self.env
         )
-        assert wait_until(self._up, 20), self.proc.log()
+        assert wait_until(self._up, 60), self.proc.log()  # a loaded machine starts slowly
         password = PASSWORD if self.first_login else OWN_PASSWORD
         r = self.http.post("/api/session", json={"username": "admin", "password": password})
         r.raise_for_status()

@@ -260,11 +260,50 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
                 changes.locator('tr[data-path="protection.pack_overvoltage.alarm.threshold"]')
             ).to_contain_text("700.8 V (derived)")
             page.click('[data-testid="next"]')
-            # 5-8: balancing and interfaces keep their defaults; the devices are where the
-            # plant serves them
+            # 5-8: cross-field checks in words at every field they concern; the devices are
+            # where the plant serves them
+
+            def field_error(path: str) -> Any:
+                return page.locator(f'.field[data-path="{path}"] .field-error')
+
+            def bleed_current() -> None:
+                # 200 mA cannot flow through 33 Ω at 3.2 V: said at both fields
+                current, resistor = "balancing.current_ma", "balancing.bleed_resistor_ohm"
+                page.fill(f'input[name="{current}"]', "200")
+                page.click('[data-testid="next"]')
+                for path in (current, resistor):
+                    expect(field_error(path)).to_contain_text(
+                        "200 mA cannot flow through the 33 Ω bleed resistor"
+                    )
+                assert serious_violations(page) == [], "balancing error"
+                page.screenshot(path=shots / "03a-wizard-bleed-current.png", full_page=True)
+                # the message's own advice: the resistor for 200 mA
+                expect(field_error(current)).to_contain_text(
+                    "choose the resistor for 200 mA (16 Ω)"
+                )
+                page.fill(f'input[name="{resistor}"]', "16")  # the loop's "next" then passes
+
+            def precharge() -> None:
+                # 50 mF behind 100 Ω cannot charge within the timeout: said at all three
+                link = "contactors.dc_link_capacitance_f"
+                expect(page.locator(f'.field[data-path="{link}"]')).to_contain_text("mF")
+                before = page.input_value(f'input[name="{link}"]')
+                page.fill(f'input[name="{link}"]', "50")
+                page.click('[data-testid="next"]')
+                for path in (link, "contactors.precharge_resistor_ohm",
+                             "contactors.precharge_timeout_s"):  # fmt: skip
+                    expect(field_error(path)).to_contain_text("is too short")
+                page.screenshot(path=shots / "03b-wizard-precharge.png", full_page=True)
+                page.fill(f'input[name="{link}"]', before)
+
+            cross_field_checks: dict[str, Callable[[], None]] = {
+                "Balancing": bleed_current,
+                "Contactors": precharge,
+            }
             devices = device_fields(running.wire.wiring)
             for title in ("Balancing", "Contactors", "Current sensor", "Interfaces"):
                 expect(page.locator('[data-testid="wizard-title"]')).to_contain_text(title)
+                cross_field_checks.get(title, lambda: None)()
                 for name, value in devices.get(title, {}).items():
                     if page.locator(f'select[name="{name}"]').count():
                         page.select_option(f'select[name="{name}"]', value)
