@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 
@@ -58,6 +59,7 @@ def run(settings: CanGatewaySettings) -> int:
             stale_after_s=settings.stale_after_s,
             keepalive_timeout_s=settings.keepalive_timeout_s,
             protocol_overrides=settings.protocol_overrides(),
+            in_use=lambda config: settings.in_use(config, socket.gethostname()),
         )
         gateway.bus_params = params
         gateway.apply_config(first[0])

@@ -37,7 +37,14 @@ from shared.can_link import LinkEvent, LinkHealth
 from shared.commands import CommandClient
 from shared.config import CanConfig, SystemConfig
 from shared.config_ack import acknowledge_config
-from shared.messages import CellSnapshot, CommandReply, ConfigMessage, Event, PackState
+from shared.messages import (
+    CellSnapshot,
+    CommandReply,
+    ConfigMessage,
+    Event,
+    FieldInUse,
+    PackState,
+)
 from shared.topics import CONFIG, EVENTS, PACK_CELLS, PACK_STATE
 
 log = logging.getLogger("can_gateway")
@@ -94,6 +101,7 @@ class CanGateway:
         stale_after_s: float = 3.0,
         keepalive_timeout_s: float = 600.0,
         protocol_overrides: Mapping[str, object] | None = None,
+        in_use: Callable[[SystemConfig], dict[str, FieldInUse]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
@@ -104,6 +112,9 @@ class CanGateway:
         self.stale_after_s = stale_after_s
         self.keepalive_timeout_s = keepalive_timeout_s
         self.overrides = dict(protocol_overrides or {})
+        self.in_use = in_use
+        """The fields a configuration runs with another value here (`CanGatewaySettings.in_use`
+        with this host), for the acknowledgement."""
         self.monotonic = monotonic
         self.config: SystemConfig | None = None
         self.options = ProtocolOptions()
@@ -138,7 +149,10 @@ class CanGateway:
             errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
             acknowledge_config(self.bus, config.config_version, errors)
             return
-        acknowledge_config(self.bus, config.config_version, self.apply_config(config))
+        in_use = {} if self.in_use is None else self.in_use(config)
+        acknowledge_config(
+            self.bus, config.config_version, self.apply_config(config), in_use=in_use
+        )
 
     def apply_config(self, config: SystemConfig) -> list[str]:
         """Apply `config` live (channel, profiles, options); the problems, if any.

@@ -12,7 +12,22 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.config import SystemConfig
+from shared.host_settings import HostSetting, in_use
+from shared.messages import FieldInUse
 from shared.settings import ServiceSettings
+
+HOST_SETTINGS: tuple[HostSetting, ...] = (
+    HostSetting("can_interface", "interfaces.can.interface", device=True),
+    HostSetting("can_channel", "interfaces.can.channel", device=True),
+    HostSetting("can_bitrate", "interfaces.can.bitrate"),
+    HostSetting("pylon_hv_byte_order", "interfaces.can.pylon_hv_byte_order"),
+    HostSetting("pylon_hv_current_offset_a", "interfaces.can.pylon_hv_current_offset_a"),
+    HostSetting("pylon_hv_discharge_limit_sign", "interfaces.can.pylon_hv_discharge_limit_sign"),
+)
+"""The settings that stand in for `interfaces.can` fields; the acknowledgement reports each one
+that differs from the configuration (`ConfigAck.in_use`). Interface and channel name the
+adapter on this host; the bit rate and the Pylontech HV options change the protocol."""
 
 
 class CanGatewaySettings(ServiceSettings):
@@ -45,3 +60,9 @@ class CanGatewaySettings(ServiceSettings):
         """The protocol options set here (they override the configuration)."""
         names = [n for n in type(self).model_fields if n.startswith("pylon_hv_")]
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def in_use(self, config: SystemConfig, host: str) -> dict[str, FieldInUse]:
+        """The `interfaces.can` fields this host runs with another value than `config` says,
+        by dotted path (for the acknowledgement)."""
+        values = {row.setting: getattr(self, row.setting) for row in HOST_SETTINGS}
+        return in_use(HOST_SETTINGS, values, config, host)

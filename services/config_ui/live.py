@@ -22,6 +22,7 @@ from shared.messages import (
     ChannelFlag,
     ConfigAck,
     Event,
+    FieldInUse,
     PackState,
     ServiceStatus,
 )
@@ -46,6 +47,8 @@ class ServiceView:
     ack_errors: list[str] = field(default_factory=list)
     restart_required: list[str] = field(default_factory=list)
     """Accepted fields this service applies only after a restart (from its last ack)."""
+    in_use: dict[str, FieldInUse] = field(default_factory=dict)
+    """Fields it runs with a value set on its host, not the configured one (its last ack)."""
     started_ts: float | None = None
     restarts: int = 0
     """New start times seen since the web application started (not the service's lifetime)."""
@@ -73,8 +76,35 @@ class ServiceView:
             "config_accepted": self.ack_accepted,
             "config_errors": self.ack_errors,
             "restart_required": self.restart_required,
+            "in_use": self.uses(),
             "counters": self.counters,
         }
+
+    def uses(self) -> list[dict[str, Any]]:
+        """Each field in use with another value, with the sentence the UI shows at it."""
+        out = []
+        for path, used in sorted(self.in_use.items()):
+            host = used.host or self.host
+            out.append(
+                {
+                    "path": path,
+                    "service": self.service,
+                    "state": self.state,
+                    "config_version": self.ack_version,
+                    **used.model_dump(),
+                    "host": host,
+                    "note": in_use_note(self.service, host, used, self.state),
+                }
+            )
+        return out
+
+
+def in_use_note(service: str, host: str, used: FieldInUse, state: str = "online") -> str:
+    """ "modbus_gateway@ipc-2 uses 1502 (BMS_TCP_PORT)": who runs which value, set where."""
+    who = f"{service}@{host}" if host else service
+    why = f"device named by {used.source}" if used.device else used.source
+    gone = " (offline)" if state == "offline" else ""
+    return f"{who} uses {used.value} ({why}){gone}"
 
 
 @dataclass(frozen=True)
@@ -152,6 +182,7 @@ class LiveView:
             view.ack_version, view.ack_accepted = ack.config_version, ack.accepted
             view.ack_errors = list(ack.errors)
             view.restart_required = list(ack.restart_required)
+            view.in_use = dict(ack.in_use)
 
     def on_event(self, event: Event) -> None:
         with self._lock:
@@ -177,6 +208,16 @@ class LiveView:
         with self._lock:
             now = self.clock()
             return [v.as_dict(now) for _, v in sorted(self._services.items())]
+
+    def in_use(self) -> dict[str, list[dict[str, Any]]]:
+        """By field (dotted path): each service instance that runs it with another value than
+        the configuration, as its last acknowledgement says."""
+        with self._lock:
+            rows = [u for _, v in sorted(self._services.items()) for u in v.uses()]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            out.setdefault(row["path"], []).append(row)
+        return dict(sorted(out.items()))
 
     def history(self, seconds: float) -> list[HistoryPoint]:
         since = self.clock() - seconds

@@ -358,6 +358,8 @@ def _wizard_render(
         next=wizard.next_step(key),
         changes=wizard.describe_changes(changes, draft) if changed_in == key else [],
         chemistry=draft.get("chemistry"),
+        # services that run a field with a value set on their host (their acknowledgements)
+        in_use={p: u for p, u in ctx.live.in_use().items() if p in known},
         **values,
     )
 

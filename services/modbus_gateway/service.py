@@ -4,7 +4,9 @@ Every configuration is applied live: a new topology changes the register layout 
 (`GatewayData.replace_config`), and new interface parameters restart the affected server in
 this process. The acknowledgement names every interface that could not be started, and lists
 the changed fields that the field table (`shared.config.fields`) marks restart-required for
-this gateway (none today). A field that a BMS_* setting of this host pins is said in the log.
+this gateway (none today), and every interface field that a setting of this host (flag or
+BMS_* variable) runs with another value than the configured one (`ConfigAck.in_use`). A change
+of a field that such a setting pins is said in the log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,7 +34,7 @@ from shared.config.interfaces import ModbusConfig
 from shared.config.system import SystemConfig
 from shared.config_ack import acknowledge_config
 from shared.log_limit import LimitedLog
-from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, PackState
+from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, FieldInUse, PackState
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
 
 log = logging.getLogger("modbus_gateway")
@@ -83,12 +86,17 @@ class _Pending:
     version: int
     modbus: ModbusConfig
     restart_required: list[str]
+    in_use: dict[str, FieldInUse]
 
 
 class ModbusGateway:
-    def __init__(self, settings: ModbusGatewaySettings, bus: BusCore) -> None:
+    def __init__(
+        self, settings: ModbusGatewaySettings, bus: BusCore, *, host: str | None = None
+    ) -> None:
         self.settings = settings
         self.bus = bus
+        self.host = socket.gethostname() if host is None else host
+        """Named in the acknowledgement's fields in use."""
         self.client = CommandClient(bus)
         self.data: GatewayData | None = None
         self.servers: dict[str, tuple[Endpoint, Server]] = {}
@@ -117,7 +125,8 @@ class ModbusGateway:
         try:
             modbus, notes = self.settings.resolve(config.interfaces.modbus)
         except ValueError as exc:
-            acknowledge_config(self.bus, config.config_version, [str(exc)])
+            in_use = self.settings.in_use(config, self.host)
+            acknowledge_config(self.bus, config.config_version, [str(exc)], in_use=in_use)
             return
         if self.data is not None:
             for line in self.settings.pinned(
@@ -143,7 +152,8 @@ class ModbusGateway:
         if self.started_with is None:
             self.started_with = config
         restart = restart_required(MODBUS, self.started_with, config)
-        self._pending = _Pending(config.config_version, modbus, restart)
+        in_use = self.settings.in_use(config, self.host)
+        self._pending = _Pending(config.config_version, modbus, restart, in_use)
         self._changed.set()
 
     def _on_pack(self, d: Delivery[PackState]) -> None:
@@ -196,7 +206,11 @@ class ModbusGateway:
                 continue
             errors = await self._apply(pending.modbus)
             acknowledge_config(
-                self.bus, pending.version, errors, restart_required=pending.restart_required
+                self.bus,
+                pending.version,
+                errors,
+                restart_required=pending.restart_required,
+                in_use=pending.in_use,
             )
             if first and not self.servers:
                 raise NothingToServeError(

@@ -13,10 +13,30 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config.interfaces import MODBUS_BAUDRATES, ModbusConfig
+from shared.config.system import SystemConfig
+from shared.host_settings import HostSetting, in_use
+from shared.messages import FieldInUse
 from shared.settings import ServiceSettings
 
 DEVICE_NAMES = frozenset({"tcp_host", "rtu_port"})
 """Settings that name the device on this host rather than change the protocol."""
+
+HOST_SETTINGS: tuple[HostSetting, ...] = tuple(
+    HostSetting(name, f"interfaces.modbus.{name}", device=name in DEVICE_NAMES)
+    for name in (
+        "tcp_host",
+        "rtu_port",
+        "tcp_enabled",
+        "tcp_port",
+        "rtu_enabled",
+        "rtu_baudrate",
+        "rtu_parity",
+        "rtu_stop_bits",
+        "unit_id",
+    )
+)
+"""The settings that stand in for `interfaces.modbus` fields (same name on both sides); the
+acknowledgement reports each one that differs from the configuration (`ConfigAck.in_use`)."""
 
 
 class ModbusGatewaySettings(ServiceSettings):
@@ -58,8 +78,13 @@ class ModbusGatewaySettings(ServiceSettings):
 
     def overrides(self) -> dict[str, object]:
         """The `interfaces.modbus` fields this host sets, by field name."""
-        names = ModbusConfig.model_fields.keys() & type(self).model_fields.keys()
-        return {n: getattr(self, n) for n in sorted(names) if getattr(self, n) is not None}
+        names = sorted(row.setting for row in HOST_SETTINGS)
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def in_use(self, config: SystemConfig, host: str) -> dict[str, FieldInUse]:
+        """The `interfaces.modbus` fields this host runs with another value than `config`
+        says, by dotted path (for the acknowledgement)."""
+        return in_use(HOST_SETTINGS, self.overrides(), config, host)
 
     def resolve(self, configured: ModbusConfig) -> tuple[ModbusConfig, list[str]]:
         """The interface parameters in effect, and one line per setting that changed one.

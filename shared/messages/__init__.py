@@ -14,7 +14,7 @@ from shared.messages.commands import (
     ServiceResetArgs,
     SetModeArgs,
 )
-from shared.messages.config import ConfigAck, ConfigMessage
+from shared.messages.config import ConfigAck, ConfigMessage, FieldInUse
 from shared.messages.envelope import Message
 from shared.messages.events import Event
 from shared.messages.integrations import HaCommand
@@ -54,6 +54,7 @@ __all__ = [
     "ContactorsArgs",
     "Event",
     "EventsQueryArgs",
+    "FieldInUse",
     "GroundTruth",
     "HaCommand",
     "HeartbeatArgs",

@@ -16,9 +16,10 @@ from services.can_gateway import pylon_hv
 from services.can_gateway.channel import ChannelOpener
 from services.can_gateway.codec import load_dbc
 from services.can_gateway.service import CanGateway
+from services.can_gateway.settings import HOST_SETTINGS, CanGatewaySettings
 from shared.bus.memory import InMemoryBroker, InMemoryBus
-from shared.config import SystemConfig, demo_config
-from shared.messages import ConfigAck, ConfigMessage, PackState
+from shared.config import CanConfig, SystemConfig, demo_config
+from shared.messages import ConfigAck, ConfigMessage, FieldInUse, PackState
 from shared.topics import CONFIG, CONFIG_ACK, PACK_STATE, SERVICE_STATUS
 from tests.factories import pack_state
 
@@ -251,3 +252,49 @@ def test_the_status_with_its_counters_is_republished_while_running() -> None:
         assert all(s.get("can_frames_refused") == 7 for s in seen)
     finally:
         rig.close()
+
+
+def test_the_ack_names_each_field_a_host_setting_runs_differently() -> None:
+    settings = CanGatewaySettings.model_validate(
+        {"can_channel": "can1", "can_bitrate": 250_000, "pylon_hv_byte_order": "little"}
+    )
+    config = with_can(LV, channel="can0", bitrate=500_000, pylon_hv_byte_order="little")
+    broker = InMemoryBroker()
+    ui = InMemoryBus(broker, system="lv", service="config_ui", kind="test")
+    acks: list[ConfigAck] = []
+    ui.subscribe(CONFIG_ACK, lambda d: acks.append(d.message), service="can_gateway")
+    ui.start()
+    bus = InMemoryBus(broker, system="lv", service="can_gateway", kind="test")
+    bus.start()
+    channel = f"t-{uuid.uuid4().hex[:8]}"
+    gateway = CanGateway(
+        bus,
+        can.Bus(interface="virtual", channel=channel),
+        in_use=lambda c: settings.in_use(c, "ipc-3"),
+    )
+    try:
+        ui.publish(CONFIG, ConfigMessage(config=config))
+        bus.process(0.0)
+        ui.process(0.0)
+        assert acks[-1].accepted
+        # the byte order equals the configuration: not in use
+        assert acks[-1].in_use == {
+            "interfaces.can.bitrate": FieldInUse(
+                value="250000", source="BMS_CAN_BITRATE", host="ipc-3", device=False
+            ),
+            "interfaces.can.channel": FieldInUse(
+                value="can1", source="BMS_CAN_CHANNEL", host="ipc-3", device=True
+            ),
+        }
+    finally:
+        gateway.close()
+        gateway.can.shutdown()
+
+
+def test_the_table_holds_every_setting_that_stands_in_for_a_can_field() -> None:
+    stand_ins = {n for n in CanGatewaySettings.model_fields if n.startswith(("can_", "pylon_hv_"))}
+    assert {row.setting for row in HOST_SETTINGS} == stand_ins
+    for row in HOST_SETTINGS:
+        leaf = row.path.removeprefix("interfaces.can.")
+        assert leaf in CanConfig.model_fields, row
+        assert row.device is (leaf in {"interface", "channel"})

@@ -28,6 +28,7 @@ from shared.messages import (
     ConfigMessage,
     Event,
     EventsQueryArgs,
+    FieldInUse,
     ModuleCells,
     ServiceOverride,
     ServiceResetArgs,
@@ -351,6 +352,60 @@ def test_services_show_the_version_they_acknowledged(ui: UiHarness) -> None:
     assert acks()["master_core"] == (1, True)
     page = ui.client.get("/config").text
     assert "restart me" in page and "(refused)" in page
+
+
+def test_the_fields_a_gateway_runs_with_host_values_show_at_the_fields(ui: UiHarness) -> None:
+    ui.login()
+    ui.client.post("/api/config", json={"config": config_json()})
+    gw = ui.master.bus
+    status = ServiceStatus(service="modbus_gateway", kind="modbus_gateway", state="online",
+                           host="ipc-2")  # fmt: skip
+    gw.publish(SERVICE_STATUS, status, service="modbus_gateway")
+    ack = ConfigAck(
+        service="modbus_gateway", config_version=1, accepted=True,
+        in_use={
+            "interfaces.modbus.tcp_port": FieldInUse(value="1502", source="BMS_TCP_PORT"),
+            "interfaces.modbus.rtu_port": FieldInUse(
+                value="/dev/ttyS1", source="BMS_RTU_PORT", host="ipc-2", device=True
+            ),
+        },
+    )  # fmt: skip
+    gw.publish(CONFIG_ACK, ack, service="modbus_gateway")
+    tcp_port_note = "modbus_gateway@ipc-2 uses 1502 (BMS_TCP_PORT)"
+    rtu_port_note = "modbus_gateway@ipc-2 uses /dev/ttyS1 (device named by BMS_RTU_PORT)"
+
+    def by_path() -> dict[str, list[str]]:
+        got = ui.client.get("/api/services").json()["in_use"]
+        return {p: [u["note"] for u in us] for p, us in got.items()}
+
+    wait_for(lambda: "interfaces.modbus.tcp_port" in by_path())
+    assert by_path() == {
+        "interfaces.modbus.rtu_port": [rtu_port_note],
+        "interfaces.modbus.tcp_port": [tcp_port_note],
+    }
+    (row,) = [s for s in ui.client.get("/api/services").json()["services"]
+              if s["service"] == "modbus_gateway"]  # fmt: skip
+    assert [
+        (u["path"], u["value"], u["source"], u["host"], u["device"]) for u in row["in_use"]
+    ] == [
+        ("interfaces.modbus.rtu_port", "/dev/ttyS1", "BMS_RTU_PORT", "ipc-2", True),
+        ("interfaces.modbus.tcp_port", "1502", "BMS_TCP_PORT", "ipc-2", False),
+    ]
+    step = ui.client.get("/api/wizard/steps/interfaces").json()
+    assert set(step["in_use"]) == {"interfaces.modbus.tcp_port", "interfaces.modbus.rtu_port"}
+    assert ui.client.get("/api/wizard/steps/cells").json()["in_use"] == {}
+
+    page = ui.client.get("/wizard/interfaces").text
+    notes = re.findall(r'data-testid="in-use" data-path="([^"]+)"[^>]*>([^<]+)<', page)
+    assert sorted(notes) == [
+        ("interfaces.modbus.rtu_port", rtu_port_note),
+        ("interfaces.modbus.tcp_port", tcp_port_note),
+    ]
+    # each note sits in the div of its own field
+    field = page.split('data-path="interfaces.modbus.tcp_port"', 1)[1].split('class="field', 1)[0]
+    assert tcp_port_note in field and rtu_port_note not in field
+    config_page = ui.client.get("/config").text
+    assert "interfaces.modbus.tcp_port = 1502 (BMS_TCP_PORT on ipc-2)" in config_page
 
 
 # --- live values, commands and events ---------------------------------------------------------

@@ -14,6 +14,7 @@ from shared.messages import (
     ChannelFlag,
     ConfigAck,
     Event,
+    FieldInUse,
     ModuleCells,
     ServiceStatus,
 )
@@ -248,3 +249,23 @@ def test_services_show_uptime_restarts_and_fields_waiting_for_a_restart() -> Non
     unknown = ServiceStatus(service="old", kind="can_gateway", state="online")  # no start time
     live.on_status(unknown)
     assert next(s for s in live.services() if s["service"] == "old")["uptime_s"] is None
+
+
+def test_fields_in_use_follow_the_last_ack_and_name_the_host() -> None:
+    live = LiveView(clock=Clock())
+    live.on_status(ServiceStatus(service="mb", kind="modbus_gateway", state="online", host="h1"))
+    port = FieldInUse(value="1502", source="BMS_TCP_PORT")  # no host in the ack: the status's
+    live.on_ack(ConfigAck(service="mb", config_version=1, accepted=True,
+                          in_use={"interfaces.modbus.tcp_port": port}))  # fmt: skip
+    can = FieldInUse(value="can1", source="BMS_CAN_CHANNEL", host="h2", device=True)
+    live.on_ack(ConfigAck(service="cg", config_version=1, accepted=False, errors=["no can1"],
+                          in_use={"interfaces.can.channel": can}))  # fmt: skip
+    assert {p: [u["note"] for u in us] for p, us in live.in_use().items()} == {
+        "interfaces.can.channel": ["cg@h2 uses can1 (device named by BMS_CAN_CHANNEL)"],
+        "interfaces.modbus.tcp_port": ["mb@h1 uses 1502 (BMS_TCP_PORT)"],
+    }
+    live.on_status(ServiceStatus(service="mb", kind="modbus_gateway", state="offline", host="h1"))
+    assert live.in_use()["interfaces.modbus.tcp_port"][0]["note"].endswith("(offline)")
+    live.on_ack(ConfigAck(service="mb", config_version=2, accepted=True))  # the setting is gone
+    assert list(live.in_use()) == ["interfaces.can.channel"]
+    assert next(s for s in live.services() if s["service"] == "mb")["in_use"] == []

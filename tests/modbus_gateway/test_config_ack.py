@@ -18,7 +18,7 @@ from shared.bus import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
 from shared.config import fields as config_fields
 from shared.config.fields import MODBUS, FieldUse, Reader
-from shared.messages import ConfigAck, ConfigMessage
+from shared.messages import ConfigAck, ConfigMessage, FieldInUse
 from shared.topics import CONFIG, CONFIG_ACK
 
 SYSTEM = "acktest"
@@ -37,14 +37,16 @@ def config(version: int, **modbus: Any) -> SystemConfig:
     return SystemConfig.model_validate(data)
 
 
-def run(settings: dict[str, Any], configs: list[SystemConfig]) -> list[ConfigAck]:
+def run(
+    settings: dict[str, Any], configs: list[SystemConfig], host: str = "ipc-2"
+) -> list[ConfigAck]:
     """Feed `configs` to a gateway with BMS_* `settings`; the acknowledgements it sends."""
     broker = InMemoryBroker()
     bus = InMemoryBus(broker, system=SYSTEM, service="modbus_gateway", kind="modbus_gateway")
     ui = InMemoryBus(broker, system=SYSTEM, service="config_ui", kind="test")
     acks: list[ConfigAck] = []
     ui.subscribe(CONFIG_ACK, lambda d: acks.append(d.message))
-    gateway = ModbusGateway(ModbusGatewaySettings.model_validate(settings), bus)
+    gateway = ModbusGateway(ModbusGatewaySettings.model_validate(settings), bus, host=host)
 
     async def start(name: str, modbus: object) -> _Server:
         return _Server()
@@ -105,3 +107,32 @@ def test_a_change_pinned_by_a_host_setting_is_said(caplog: pytest.LogCaptureFixt
         "configuration 2: the configuration changes interfaces.modbus.tcp_port from 1502 to "
         "1503, but BMS_TCP_PORT=5020 on this host keeps 5020"
     ]
+
+
+def test_the_ack_names_each_field_a_host_setting_runs_differently() -> None:
+    acks = run(
+        {"tcp_port": 5020, "unit_id": 7, "rtu_port": "/dev/ttyS1", "tcp_host": "127.0.0.1"},
+        [config(1), config(2, tcp_port=5020, tcp_host="127.0.0.1")],
+    )
+    assert acks[0].in_use == {
+        "interfaces.modbus.rtu_port": FieldInUse(
+            value="/dev/ttyS1", source="BMS_RTU_PORT", host="ipc-2", device=True
+        ),
+        "interfaces.modbus.tcp_host": FieldInUse(
+            value="127.0.0.1", source="BMS_TCP_HOST", host="ipc-2", device=True
+        ),
+        "interfaces.modbus.tcp_port": FieldInUse(
+            value="5020", source="BMS_TCP_PORT", host="ipc-2", device=False
+        ),
+        "interfaces.modbus.unit_id": FieldInUse(
+            value="7", source="BMS_UNIT_ID", host="ipc-2", device=False
+        ),
+    }
+    # the configuration now says what the host sets: nothing differs there any more
+    assert set(acks[1].in_use) == {"interfaces.modbus.rtu_port", "interfaces.modbus.unit_id"}
+    assert all(a.accepted for a in acks)
+
+
+def test_without_host_settings_the_ack_names_no_field() -> None:
+    acks = run({}, [config(1)])
+    assert acks[0].in_use == {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.modbus_gateway.service import endpoints
-from services.modbus_gateway.settings import ModbusGatewaySettings
+from services.modbus_gateway.settings import DEVICE_NAMES, HOST_SETTINGS, ModbusGatewaySettings
 from shared.config.interfaces import ModbusConfig
 
 CONFIGURED = ModbusConfig(
@@ -68,3 +68,12 @@ def test_a_configured_change_that_a_setting_pins_is_said_once_per_field() -> Non
     ]
     assert host.pinned(CONFIGURED, CONFIGURED) == []
     assert settings().pinned(CONFIGURED, changed) == []  # unit_id is not pinned
+
+
+def test_the_table_holds_every_setting_that_stands_in_for_a_modbus_field() -> None:
+    stand_ins = ModbusConfig.model_fields.keys() & ModbusGatewaySettings.model_fields.keys()
+    assert {row.setting for row in HOST_SETTINGS} == stand_ins
+    for row in HOST_SETTINGS:
+        assert row.path == f"interfaces.modbus.{row.setting}"
+        assert row.device is (row.setting in DEVICE_NAMES)
+    assert {r.setting for r in HOST_SETTINGS if r.device} == {"tcp_host", "rtu_port"}

@@ -43,6 +43,7 @@ from shared.messages import (
     ServiceStatus,
 )
 from shared.messages.commands import ARGS_MAX
+from shared.messages.config import IN_USE_MAX
 from shared.topics import BROKER_MESSAGE_SIZE_LIMIT, COMMAND_REPLY, TOPICS
 
 from .strategies import any_message
@@ -104,6 +105,11 @@ LARGEST: dict[type[BaseModel], dict[str, Any]] = {
     ConfigAck: {
         **ENVELOPE, "service": "x", "config_version": 1, "accepted": False,
         "errors": ["e" * 500] * 50, "restart_required": ["a.b"] * 200,
+        "in_use": {
+            f"{i:03d}" + "p" * 125: {"value": "v" * 128, "source": "s" * 64, "host": "h" * 128,
+                                     "device": True}
+            for i in range(IN_USE_MAX)
+        },
     },
     Event: {
         **ENVELOPE, "level": "info", "kind": "info", "code": "c",

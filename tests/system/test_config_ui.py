@@ -12,6 +12,7 @@ plant's inverter on the configured bus.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +173,46 @@ def test_without_a_configuration_the_ui_waits_for_the_wizard(
         assert "open the wizard" in ui.proc.log()
     finally:
         ui.stop()
+
+
+def test_the_ui_reports_the_fields_a_gateway_runs_with_its_host_settings(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """Issue 14: a Modbus gateway started with BMS_TCP_PORT (and BMS_TCP_HOST) acknowledges the
+    configuration with the fields it runs otherwise, and the UI's REST API says so."""
+    port = free_port()
+    gateway = ServiceProcess("modbus_gateway", mosquitto.url, system_id, tmp_path,
+                             tcp_port=str(port), tcp_host="127.0.0.1")  # fmt: skip
+    ui = Ui(mosquitto.url, system_id, tmp_path, ui_seed_config="demo")
+    host = socket.gethostname()
+
+    def in_use() -> dict[str, Any]:
+        got: dict[str, Any] = ui.http.get("/api/services").json()["in_use"]
+        return got
+
+    try:
+        ui.start()
+        assert wait_until(lambda: ui.acks().get("modbus_gateway") == (1, True), 30), (
+            ui.acks(), gateway.log())  # fmt: skip
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # it serves where its host setting says
+        assert wait_until(lambda: "interfaces.modbus.tcp_port" in in_use(), 10), in_use()
+        (used,) = in_use()["interfaces.modbus.tcp_port"]
+        assert (used["service"], used["value"], used["source"], used["host"], used["device"]) == (
+            "modbus_gateway", str(port), "BMS_TCP_PORT", host, False)  # fmt: skip
+        assert used["note"] == f"modbus_gateway@{host} uses {port} (BMS_TCP_PORT)"
+        (listen,) = in_use()["interfaces.modbus.tcp_host"]
+        assert (listen["value"], listen["device"]) == ("127.0.0.1", True)
+        step = ui.http.get("/api/wizard/steps/interfaces").json()["in_use"]
+        assert step["interfaces.modbus.tcp_port"][0]["note"] == used["note"]
+
+        # once the configuration says what the host sets, that field is no longer reported
+        config = ui.http.get("/api/config").json()["config"]
+        config["interfaces"]["modbus"]["tcp_port"] = port
+        r = ui.http.post("/api/config", json={"config": config, "comment": "the port in use"})
+        assert r.status_code == 201, r.text
+        assert wait_until(lambda: ui.acks().get("modbus_gateway") == (2, True), 20), ui.acks()
+        assert set(in_use()) == {"interfaces.modbus.tcp_host"}
+    finally:
+        ui.stop()
+        gateway.stop()

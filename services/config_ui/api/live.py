@@ -64,11 +64,14 @@ def history(
 
 @router.get("/services", tags=["live"])
 def services(_: Viewer, ctx: Ctx) -> dict[str, Any]:
-    """Each service: online or not, and the configuration version it acknowledged."""
+    """Each service: online or not, the configuration version it acknowledged, and the
+    fields it runs with a value set on its host instead (`in_use`). `in_use` at the top lists
+    the same by field (dotted path), each with the sentence the pages show at that field."""
     latest = ctx.latest()
     return {
         "active_version": None if latest is None else latest.version,
         "services": ctx.live.services(),
+        "in_use": ctx.live.in_use(),
     }
 
 

@@ -30,14 +30,18 @@ def wizard_draft(session: Admin, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/wizard/steps/{key}", tags=["wizard"])
 def wizard_fields(key: str, session: Admin, ctx: Ctx) -> dict[str, Any]:
-    """The fields of one step, with values from your draft and their problems, and the
-    derived fields its last submission moved or kept."""
+    """The fields of one step, with values from your draft and their problems, the derived
+    fields its last submission moved or kept, and the services that run one of the step's
+    fields with a value set on their host (`in_use`, by field; see GET /api/services)."""
     _step(key)
     draft = ctx.draft_for(session.username)
     _, errors = wizard.validate(draft)
     changed_in, changes = ctx.rederivations.get(session.username, ("", ()))
+    fields = wizard.fields_for_step(key, draft)
+    paths = {f.path for f in fields}
     return {
-        "fields": [f.__dict__ for f in wizard.fields_for_step(key, draft)],
+        "fields": [f.__dict__ for f in fields],
+        "in_use": {p: u for p, u in ctx.live.in_use().items() if p in paths},
         "errors": wizard.errors_for_step(key, errors),
         # what this step's last submission derived again (or kept), until the next one
         "changes": _changes(changes, draft) if changed_in == key else [],

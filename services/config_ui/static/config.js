@@ -10,6 +10,11 @@ function uptime(s) {
   return `${s} s`;
 }
 
+// A field the service runs with a value set on its host (flag or BMS_* variable).
+function inUse(u) {
+  return `${u.path} = ${u.value} (${u.source}${u.host ? ` on ${u.host}` : ""})`;
+}
+
 function serviceRow(s, active) {
   const tr = document.createElement("tr");
   tr.dataset.service = s.service;
@@ -20,12 +25,15 @@ function serviceRow(s, active) {
     [s.service, ""], [s.kind, ""], [s.state, s.state === "online" ? "ok" : "error"],
     [uptime(s.uptime_s), ""], [String(s.restarts), ""],
     [runs, s.config_version === active && s.config_accepted ? "ok" : "warn"],
-    [s.restart_required.join(", "), "small"], [s.config_errors.join("; "), "small"],
+    [s.restart_required.join(", "), "small"],
+    [s.in_use.map(inUse).join("; "), "small", "in-use"],
+    [s.config_errors.join("; "), "small"],
   ];
-  for (const [text, cls] of cells) {
+  for (const [text, cls, testid] of cells) {
     const td = document.createElement("td");
     td.textContent = text;
     if (cls) td.className = cls;
+    if (testid) td.dataset.testid = testid;
     tr.appendChild(td);
   }
   return tr;
