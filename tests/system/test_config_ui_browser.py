@@ -51,6 +51,8 @@ class Stack:
     mqtt_url: str
     system: str
     wire: WireStack
+    modbus_port: int | None = None
+    """Where this host's Modbus gateway serves (BMS_TCP_PORT), not the configured port."""
 
     def inject(self, *args: str) -> None:
         self.wire.inject(*args)
@@ -67,6 +69,9 @@ def running(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
     wire = WireStack(mosquitto.url, system_id, tmp_path, load_profile="constant:-8")
     wire.agent()
     wire.master(data_dir=str(tmp_path / "master"))
+    # SCADA's port on this host is not the configured 502: set here, shown in the UI
+    modbus_port = free_port()
+    wire.service("modbus_gateway", tcp_host="127.0.0.1", tcp_port=str(modbus_port))
     ui = wire.service(
         "config_ui", data_dir=str(tmp_path / "ui"), ui_port=str(port),
         ui_admin_password_file=str(secret), ui_live_period_s="0.25",
@@ -81,7 +86,7 @@ def running(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
 
     try:
         assert wait_until(up, 20), ui.log()
-        yield Stack(base, mosquitto.url, system_id, wire)
+        yield Stack(base, mosquitto.url, system_id, wire, modbus_port)
     finally:
         wire.stop()
 
@@ -330,10 +335,21 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
                     )
                     for i in range(rows.count())
                 }
-                ours = [v for k, v in runs.items() if k.startswith(("master_core", "slave"))]
-                return len(ours) == 2 and all(v == "1" and u != "–" for v, u in ours)
+                ours = [
+                    v
+                    for k, v in runs.items()
+                    if k.startswith(("master_core", "slave", "modbus_gateway"))
+                ]
+                return len(ours) == 3 and all(v == "1" and u != "–" for v, u in ours)
 
             assert wait_until(acknowledged, 20, step_s=0.5)
+            # the gateway runs another port than configured: said on its row
+            port = running.modbus_port
+            assert port is not None
+            gateway = page.locator('[data-testid="services-table"] tbody tr', has_text="modbus")
+            expect(gateway.locator('[data-testid="in-use"]')).to_contain_text(
+                f"interfaces.modbus.tcp_port = {port} (BMS_TCP_PORT on"
+            )
             expect(page.locator('[data-testid="services-updated"]')).to_contain_text("updated")
             page.screenshot(path=shots / "05-config-acknowledged.png", full_page=True)
 
