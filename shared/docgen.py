@@ -279,7 +279,9 @@ def topics_markdown() -> str:
         "",
         "Declared in `shared/topics.py` (`OUTSIDE_TOPICS`) for these docs and the broker ACL; "
         "the bus never subscribes to them, and their payloads are not msgpack. The ACL "
-        "column is the filter the broker grants (`{system}`: the deployed system).",
+        "column is the filter the broker grants (`{system}`: the deployed system; "
+        "`{edge_node}`: the bridge's Sparkplug edge node id, `+` when the ACL is made "
+        "without one).",
         "",
         "| Topic | Payload | Content type | QoS | Retained | Published by | Read by | Rate "
         "| ACL filter |",

@@ -436,8 +436,21 @@ SPARKPLUG_GROUP = "bms"
 """The bridge's default Sparkplug group id (BMS_SPARKPLUG_GROUP); another one needs a matching
 broker ACL."""
 SPARKPLUG_HOST = "sparkplug_host"
-"""A Sparkplug host application (SCADA): reads as the third party; sending NCMD (a rebirth
-request) needs a broker user of its own, which the generated ACL does not make."""
+"""A Sparkplug host application (SCADA), a broker user of its own: it reads the Sparkplug
+topics, asks the bridge's edge node for a rebirth (NCMD) and publishes its own STATE; nothing
+under `bms/v1/`."""
+SPARKPLUG_ID_FORBIDDEN = frozenset("/+#")
+"""Characters a Sparkplug group, edge node or device id must not hold (Sparkplug B 3.0,
+4.1.1: MQTT's level separator and wildcards)."""
+
+
+def sparkplug_id(kind: str, value: str) -> str:
+    """`value` when it is a usable Sparkplug id, else a ValueError naming it."""
+    if not value or SPARKPLUG_ID_FORBIDDEN & set(value) or not value.isprintable():
+        raise ValueError(f"Sparkplug {kind} {value!r} must be printable, without '/', '+', '#'")
+    return value
+
+
 PROTOBUF_CONTENT_TYPE = "application/protobuf"
 """Sparkplug B payloads: protobuf (the `application/protobuf` of draft-ietf-dispatch-mime-
 protobuf); the Sparkplug spec names no media type, and the bridge sets no MQTT 5 content type
@@ -463,8 +476,9 @@ class OutsideTopic:
     params: dict[str, str]
     """Parameter -> its description (the docs' parameter table)."""
     acl_values: dict[str, str]
-    """Parameter -> what the broker ACL puts in its place: a fixed value, `+`, or
-    `{system}` (the deployed system)."""
+    """Parameter -> what the broker ACL puts in its place: a fixed value, `+`, `{system}` (the
+    deployed system) or `{edge_node}` (the bridge's Sparkplug edge node id when the ACL is
+    generated with one, else `+`)."""
     content_type: str
     qos: Literal[0, 1, 2]
     retain: bool
@@ -480,26 +494,35 @@ class OutsideTopic:
 
     @property
     def acl_filter(self) -> str:
-        """The topic filter the broker ACL grants, `{system}` still to be filled in."""
+        """The topic filter the broker ACL grants, `{system}` and `{edge_node}` still to be
+        filled in (`acl_filter_in`)."""
         return self.address.format(**self.acl_values)
 
     def example(self, system: str, **params: str) -> str:
-        """A concrete topic (tests): each parameter given, else its ACL value with `+` as
-        `x` and `{system}` as `system`."""
+        """A concrete topic (tests): each parameter given, else its ACL value with `+` and
+        `{edge_node}` as `x` and `{system}` as `system`."""
         values = {
-            k: params.get(k, v.replace("{system}", system).replace("+", "x"))
+            k: params.get(k, acl_filter_in(v, system, None).replace("+", "x"))
             for k, v in self.acl_values.items()
         }
         return self.address.format(**values)
 
 
+def acl_filter_in(acl_filter: str, system: str, edge_node: str | None) -> str:
+    """An outside topic's ACL filter for one deployment: `{system}` the deployed system,
+    `{edge_node}` the bridge's edge node id, or `+` (any edge node of the group) when the
+    deployment does not say it. Plain replacement: a topic filter holds no other braces."""
+    return acl_filter.replace("{system}", system).replace("{edge_node}", edge_node or "+")
+
+
 _SP_GROUP = "Sparkplug group id (BMS_SPARKPLUG_GROUP; the broker ACL grants `bms`)."
 _SP_EDGE = (
     "Sparkplug edge node id: the site, one per bridge (BMS_SPARKPLUG_EDGE_NODE, default the "
-    "host name). The ACL cannot know it and grants any edge node of the group."
+    "host name). The ACL grants the bridge's own (the credentials step's "
+    "BMS_SPARKPLUG_EDGE_NODE), or any edge node of the group when it is not given."
 )
 _SP_SYSTEM = "Sparkplug device id: the system id; the ACL grants the deployed system only."
-_SP_PARAMS = {"group": SPARKPLUG_GROUP, "edge_node": "+"}
+_SP_PARAMS = {"group": SPARKPLUG_GROUP, "edge_node": "{edge_node}"}
 _SP_PROTO_TEXT = "Sparkplug B 3.0 protobuf `Payload` (sparkplug_b.proto, Eclipse Tahu)"
 SPARKPLUG_NODE = OutsideTopic(
     "sparkplug_node",
@@ -578,6 +601,22 @@ SPARKPLUG_DEVICE_COMMAND = OutsideTopic(
     _SP_PROTO_TEXT,
     PROTOBUF_SCHEMA_FORMAT,
 )
+SPARKPLUG_STATE = OutsideTopic(
+    "sparkplug_state",
+    f"{SPARKPLUG_NAMESPACE}/STATE/{{host_id}}",
+    {"host_id": "Sparkplug host application id (the host's own setting)."},
+    {"host_id": "+"},
+    JSON_CONTENT_TYPE,
+    1,
+    True,
+    (SPARKPLUG_HOST,),
+    (SPARKPLUG_HOST,),
+    "on change",
+    "A Sparkplug 3.0 host application's birth and last will (retained); granted so that a "
+    "host can log in with its will. The bridge does not read it.",
+    'JSON `{"online": <bool>, "timestamp": <ms>}` (Sparkplug B 3.0, 7.5)',
+    last_will=True,
+)
 HA_DISCOVERY = OutsideTopic(
     "ha_discovery",
     "{ha_prefix}/{component}/{node_id}/{object_id}/config",
@@ -615,14 +654,14 @@ HA_STATUS_TOPIC = OutsideTopic(
 )
 OUTSIDE_TOPICS: tuple[OutsideTopic, ...] = (
     SPARKPLUG_NODE, SPARKPLUG_NODE_COMMAND, SPARKPLUG_DEVICE, SPARKPLUG_DEVICE_COMMAND,
-    HA_DISCOVERY, HA_STATUS_TOPIC,
+    SPARKPLUG_STATE, HA_DISCOVERY, HA_STATUS_TOPIC,
 )  # fmt: skip
 HA_DISCOVERY_FILTER = HA_DISCOVERY.acl_filter
 """`<prefix>/<component>/<node_id>/<object_id>/config`, retained JSON: one entity each."""
 HA_STATUS = HA_STATUS_TOPIC.acl_filter
 """Home Assistant's birth and last will ("online" / "offline")."""
 SPARKPLUG_NODE_FILTER = SPARKPLUG_NODE.acl_filter
-"""`spBv1.0/bms/<NBIRTH|NDATA|NDEATH|NCMD>/<edge node>`: any edge node of the group."""
+"""`spBv1.0/bms/<NBIRTH|NDATA|NDEATH|NCMD>/{edge_node}`: the bridge's edge node (or any)."""
 SPARKPLUG_DEVICE_FILTER = SPARKPLUG_DEVICE.acl_filter
 """`spBv1.0/bms/<DBIRTH|DDATA|DDEATH|DCMD>/<edge node>/{system}`: the deployed system's
 device."""
@@ -643,15 +682,15 @@ def _outside_root() -> dict[str, tuple[tuple[str, Literal["read", "write", "read
     return {
         role: tuple((f, word[frozenset(kinds)]) for f, kinds in filters.items())
         for role, filters in access.items()
-        if role != SPARKPLUG_HOST  # no broker user of the stack's (it reads as a third party)
     }
 
 
 OUTSIDE_ROOT = _outside_root()
 """Topics outside `bms/v1/` a role may use, from `OUTSIDE_TOPICS` (the broker ACL grants them
-with `{system}` the deployed system). The bridge writes and reads the Sparkplug topics of any
-edge node of its group (the edge node id is the site, a setting of the bridge) and of its own
-system's device only; a third party reads them."""
+through `acl_filter_in`: `{system}` the deployed system, `{edge_node}` the bridge's edge node
+id or `+`). The bridge writes the Sparkplug topics of its own edge node and of its own system's
+device only, and reads their commands; a third party reads them; the Sparkplug host reads them,
+sends the commands and publishes its STATE."""
 READS_AS: dict[str, str] = {
     INTEGRATIONS: THIRD_PARTY, HOME_ASSISTANT: THIRD_PARTY, EVENTS_READER: THIRD_PARTY,
 }  # fmt: skip

@@ -52,6 +52,7 @@ from typing import Any
 
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
 from shared.messages import CellSnapshot, PackState
+from shared.topics import SPARKPLUG_ID_FORBIDDEN, sparkplug_id
 
 PROTOC = (
     "python -m grpc_tools.protoc -I services/integrations --python_out=services/integrations "
@@ -151,15 +152,10 @@ NODE_METRICS: tuple[MetricDef, ...] = (SYSTEMS, SYSTEMS_ONLINE)
 has seen, and how many of them have a device alive (their master present)."""
 CELLS_WAIT_S = 3.0
 """How long a system's DBIRTH waits for its first cells (the master sends them at 1-10 Hz)."""
-ID_FORBIDDEN = frozenset("/+#")
-"""Characters a Sparkplug group, edge node or device id must not hold (spec 4.1.1)."""
-
-
-def check_id(kind: str, value: str) -> str:
-    """`value` when it is a usable Sparkplug id, else a ValueError naming it."""
-    if not value or ID_FORBIDDEN & set(value) or not value.isprintable():
-        raise ValueError(f"Sparkplug {kind} {value!r} must be printable, without '/', '+', '#'")
-    return value
+ID_FORBIDDEN = SPARKPLUG_ID_FORBIDDEN
+check_id = sparkplug_id
+"""The id rule lives with the topics (shared/topics.py): the broker ACL checks the edge node
+id it pins the bridge to by the same rule."""
 
 
 def module_metrics(layout: tuple[tuple[int, int, int], ...]) -> tuple[MetricDef, ...]:

@@ -12,12 +12,16 @@ only. Third parties only read; the `events_reader` user also fetches the events 
 (`cmd/events_query`, and its own replies).
 
 Outside `bms/v1/` (`OUTSIDE_TOPICS`): Home Assistant's discovery prefix, and Sparkplug B's
-`spBv1.0/bms/...`. A Sparkplug device is a system (`spBv1.0/bms/+/+/<system>`: the deployed
-system's only), but the edge node is the site, a setting of the bridge
-(BMS_SPARKPLUG_EDGE_NODE) that the ACL does not know: its node topics are granted for any
-edge node of the group (`spBv1.0/bms/+/+`), so the bridge could also write another site's
-node topics on a broker it shares; per-system scoping (`--system`) still holds for every
-device.
+`spBv1.0/bms/...`. A Sparkplug device is a system (`spBv1.0/bms/+/<edge node>/<system>`: the
+deployed system's only), and the edge node is the site, a setting of the bridge
+(BMS_SPARKPLUG_EDGE_NODE). With `--edge-node ID` (the credentials step passes the deployed
+BMS_SPARKPLUG_EDGE_NODE) the bridge may publish only `spBv1.0/bms/+/ID` and
+`spBv1.0/bms/+/ID/<system>` and read only its commands there, so on a broker shared by several
+sites it cannot write another site's topics; without it every such entry has `+` for the edge
+node (any edge node of the group). The `sparkplug_host` user is a Sparkplug host application
+(SCADA): it reads those topics, may send the edge node's commands (NCMD: a rebirth request;
+DCMD, which changes nothing) and publish its own STATE (`spBv1.0/STATE/+`), and has nothing
+under `bms/v1/`.
 
 Every entry names the deployed system (`bms/v1/<system>/...`, never `+`): the users of a
 broker act for that one system and can neither publish nor read another system's topics.
@@ -27,7 +31,8 @@ of any user or client name, and the third party must write nothing at all.
 
 The rack users depend on the layout (racks x modules per rack), so the ACL is not a file of
 the repository: the credentials step writes the deployed layout's at every start, and
-`python -m shared.deploy.acl --system S --racks N --modules-per-rack n` prints it.
+`python -m shared.deploy.acl --system S --racks N --modules-per-rack n [--edge-node ID]`
+prints it.
 """
 
 from __future__ import annotations
@@ -59,21 +64,25 @@ from shared.topics import (
     SERVICE_STATUS,
     SIM,
     SLAVE,
+    SPARKPLUG_HOST,
     THIRD_PARTY,
     TOPICS,
     UI,
     TopicSpec,
+    acl_filter_in,
+    sparkplug_id,
 )
 
 SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
 CENTRAL_USERS = (
     MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY,
-    EVENTS_READER, SIM,
+    EVENTS_READER, SPARKPLUG_HOST, SIM,
 )  # fmt: skip
 """Broker users besides the racks: one per central service, the integrations bridge's command
 user and Home Assistant's (both only with BMS_HA_COMMANDS), a read-only one for third parties,
 one for third parties that also fetch the events they missed (`events_query`, its own replies
-only), and the simulation's fault injection (demo stacks only)."""
+only), a Sparkplug host application's (Sparkplug topics and rebirth requests only), and the
+simulation's fault injection (demo stacks only)."""
 SERVICE_LOGINS = (INTEGRATIONS_COMMANDS,)
 """Users a service container logs in as besides its own (its secret belongs to the service)."""
 
@@ -101,6 +110,21 @@ class RackLayout:
 DEFAULT_LAYOUT = RackLayout()
 DEFAULT_SYSTEM = "demo"
 """The system a deployment serves unless BMS_SYSTEM says otherwise (as the services)."""
+EDGE_NODE_ENV = "BMS_SPARKPLUG_EDGE_NODE"
+"""The bridge's edge node id setting, read by the ACL generator as well (one name, one value)."""
+
+
+def check_edge_node(edge_node: str | None) -> str | None:
+    """The edge node id the ACL pins the bridge to, or None (any edge node: `+`). A Sparkplug
+    id (printable, no `/`, `+`, `#`: they would widen the grant to other edge nodes, or not be
+    one topic level), without a space at either end: mosquitto reads the rest of an ACL line
+    as the topic and trims its ends (2.0.11 keeps a space inside, `site a`)."""
+    if edge_node is None:
+        return None
+    sparkplug_id("edge node id", edge_node)
+    if edge_node != edge_node.strip():
+        raise ValueError(f"Sparkplug edge node id {edge_node!r} must not start or end with a space")
+    return edge_node
 
 
 def users(layout: RackLayout = DEFAULT_LAYOUT) -> tuple[str, ...]:
@@ -152,14 +176,19 @@ def _has(roles: tuple[str, ...], role: str) -> bool:
 
 
 def grants(
-    user: str, layout: RackLayout = DEFAULT_LAYOUT, system: str = DEFAULT_SYSTEM
+    user: str,
+    layout: RackLayout = DEFAULT_LAYOUT,
+    system: str = DEFAULT_SYSTEM,
+    edge_node: str | None = None,
 ) -> list[Grant]:
     """What `user` may read and write in `system`: its role's grants, narrowed to its own
-    name on per-service topics and, for a rack, to its own modules on per-module topics."""
+    name on per-service topics and, for a rack, to its own modules on per-module topics; the
+    Sparkplug topics to the edge node `edge_node` (None: any)."""
     if not SYSTEM_ID_RE.fullmatch(system):  # `+` or `#` would admit every system again
         raise ValueError(
             f"system id {system!r} must be 1-32 lower-case letters, digits, '-' or '_'"
         )
+    check_edge_node(edge_node)
     role = role_of(user)
     modules = layout.modules(int(user.rsplit("rack", 1)[1])) if role == SLAVE else None
     out: list[Grant] = []
@@ -191,10 +220,10 @@ def grants(
             out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
         else:
             out.append(Grant(pattern(spec, system), read, write))
-    return out + _outside_grants(role, system)
+    return out + _outside_grants(role, system, edge_node)
 
 
-def _outside_grants(role: str, system: str) -> list[Grant]:
+def _outside_grants(role: str, system: str, edge_node: str | None) -> list[Grant]:
     """Topics outside `bms/v1/` (Home Assistant, Sparkplug): the role's own, and the reads of
     the role it reads as, one grant per filter."""
     access: dict[str, set[str]] = {}
@@ -205,7 +234,7 @@ def _outside_grants(role: str, system: str) -> list[Grant]:
             if "read" in a:
                 access.setdefault(p, set()).add("read")
     return [
-        Grant(p.format(system=system), "read" in kinds, "write" in kinds)
+        Grant(acl_filter_in(p, system, edge_node), "read" in kinds, "write" in kinds)
         for p, kinds in access.items()
     ]
 
@@ -216,11 +245,13 @@ def may(
     topic: str,
     layout: RackLayout = DEFAULT_LAYOUT,
     system: str = DEFAULT_SYSTEM,
+    edge_node: str | None = None,
 ) -> bool:
-    """Whether the ACL of `system` lets `user` read or write `topic` (MQTT filter matching)."""
+    """Whether the ACL of `system` (and `edge_node`) lets `user` read or write `topic` (MQTT
+    filter matching)."""
     return any(
         (g.read if access == "read" else g.write) and _matches(g.pattern, topic)
-        for g in grants(user, layout, system)
+        for g in grants(user, layout, system, edge_node)
     )
 
 
@@ -229,16 +260,23 @@ def _matches(pattern: str, topic: str) -> bool:
     return len(p) == len(t) and all(a in ("+", b) for a, b in zip(p, t, strict=True))
 
 
-def render(layout: RackLayout = DEFAULT_LAYOUT, system: str = DEFAULT_SYSTEM) -> str:
+def render(
+    layout: RackLayout = DEFAULT_LAYOUT,
+    system: str = DEFAULT_SYSTEM,
+    edge_node: str | None = None,
+) -> str:
+    check_edge_node(edge_node)
+    node = f"edge node {edge_node}" if edge_node else "any edge node (no --edge-node)"
     lines = [
         "# Broker access control: one user per service and per rack. Generated from",
         "# shared/topics.py by `python -m shared.deploy.acl`; do not edit.",
         f"# System {system}, {layout.racks} racks of {layout.modules_per_rack} modules.",
         f"# Every entry is under {ROOT}/{system}/: no user may touch another system's topics.",
+        f"# Sparkplug B: {node}.",
     ]
     for user in users(layout):
         lines += ["", f"user {user}"]
-        lines += [f"topic {g.access} {g.pattern}" for g in grants(user, layout, system)]
+        lines += [f"topic {g.access} {g.pattern}" for g in grants(user, layout, system, edge_node)]
     return "\n".join(lines) + "\n"
 
 
@@ -247,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default=env_system(), help="the system id (BMS_SYSTEM)")
     parser.add_argument("--racks", type=int, default=DEFAULT_LAYOUT.racks)
     parser.add_argument("--modules-per-rack", type=int, default=DEFAULT_LAYOUT.modules_per_rack)
+    add_edge_node_option(parser)
     args = parser.parse_args(argv)
     try:
         layout = RackLayout(args.racks, args.modules_per_rack)
-        text = render(layout, args.system)
+        text = render(layout, args.system, args.edge_node)
     except ValueError as exc:
         parser.error(str(exc))
     sys.stdout.write(text)
@@ -260,6 +299,15 @@ def main(argv: list[str] | None = None) -> int:
 def env_system() -> str:
     """The system of the deployment: BMS_SYSTEM, as every service reads it."""
     return os.environ.get("BMS_SYSTEM") or DEFAULT_SYSTEM
+
+
+def add_edge_node_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--edge-node",
+        default=os.environ.get(EDGE_NODE_ENV) or None,
+        help=f"the bridge's Sparkplug edge node id ({EDGE_NODE_ENV}); the bridge may then "
+        "publish only that edge node's topics (default: any edge node of the group)",
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 `init STORE` makes one random password per broker user (`STORE/<user>/password`) when it is
 missing, the web UI's first admin password (`STORE/config_ui/admin_password`), and writes the
 broker's password file (`STORE/broker/passwd`, mosquitto's PBKDF2-SHA512 format) and its ACL
-(`STORE/broker/acl`) for the deployed system (`--system` or BMS_SYSTEM) and rack layout
-(`--racks`, `--modules-per-rack`, or BMS_RACKS and BMS_MODULES_PER_RACK). It runs again at
+(`STORE/broker/acl`) for the deployed system (`--system` or BMS_SYSTEM), rack layout
+(`--racks`, `--modules-per-rack`, or BMS_RACKS and BMS_MODULES_PER_RACK) and the bridge's
+Sparkplug edge node (`--edge-node` or BMS_SPARKPLUG_EDGE_NODE; unset: any). It runs again at
 every start: existing secrets are kept, the password file and ACL are rewritten, so a rack or
 user added later gets a secret without touching the others. Service secrets belong to the
 services' user (`--uid`), the rest to root only.
@@ -30,6 +31,7 @@ from shared.deploy.acl import (
     SERVICE_LOGINS,
     SERVICE_ROLES,
     RackLayout,
+    add_edge_node_option,
     env_system,
     render,
     role_of,
@@ -87,10 +89,11 @@ def init(
     uid: int | None = SERVICE_UID,
     layout: RackLayout = DEFAULT_LAYOUT,
     system: str = DEFAULT_SYSTEM,
+    edge_node: str | None = None,
 ) -> list[str]:
     """Make what is missing under `store`; returns the names of the new secrets. Service
     secrets go to `uid` when running as root (None: leave ownership alone)."""
-    acl = render(layout, system)  # refuses a bad system id before anything is written
+    acl = render(layout, system, edge_node)  # refuses a bad id before anything is written
     made: list[str] = []
     passwords: dict[str, str] = {}
     for user in users(layout):
@@ -123,7 +126,10 @@ RACKS_SECRET = "bms-mqtt-racks"
 
 
 def k8s_secrets(
-    namespace: str, layout: RackLayout = DEFAULT_LAYOUT, system: str = DEFAULT_SYSTEM
+    namespace: str,
+    layout: RackLayout = DEFAULT_LAYOUT,
+    system: str = DEFAULT_SYSTEM,
+    edge_node: str | None = None,
 ) -> str:
     """Secrets for the Kubernetes manifests in deploy/k8s, as a JSON list (valid YAML)."""
     passwords = {user: new_secret() for user in users(layout)}
@@ -144,7 +150,7 @@ def k8s_secrets(
         if u not in racks
     ]
     items.append(secret(RACKS_SECRET, racks))
-    broker = {"passwd": password_file(passwords), "acl": render(layout, system)}
+    broker = {"passwd": password_file(passwords), "acl": render(layout, system, edge_node)}
     items.append(secret("bms-broker-passwd", broker))
     items.append(secret("bms-ui-admin", {UI_ADMIN_FILE: new_secret()}))
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2)
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             type=int,
             default=_env_int("BMS_MODULES_PER_RACK", DEFAULT_LAYOUT.modules_per_rack),
         )
+        add_edge_node_option(p)
     p_show = sub.add_parser("show", help="print a password")
     p_show.add_argument("name", help=f"a broker user or {UI_ADMIN}")
     p_show.add_argument("--store", type=Path, default=Path("/credentials"))
@@ -178,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         layout = RackLayout(args.racks, args.modules_per_rack)
-        render(layout, args.system)
+        render(layout, args.system, args.edge_node)
     except ValueError as exc:
         parser.error(str(exc))
     if args.cmd == "init":
-        made = init(args.store, args.uid, layout, args.system)
+        made = init(args.store, args.uid, layout, args.system, args.edge_node)
         print(f"credentials in {args.store}: " + (f"made {', '.join(made)}" if made else "kept"))
     else:
-        print(k8s_secrets(args.namespace, layout, args.system))
+        print(k8s_secrets(args.namespace, layout, args.system, args.edge_node))
     return 0
 
 

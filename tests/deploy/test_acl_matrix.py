@@ -40,10 +40,12 @@ from shared.topics import (
     OUTSIDE_ROOT,
     SERVICE_STATUS,
     SLAVE,
+    SPARKPLUG_HOST,
     THIRD_PARTY,
     TOPICS,
     UI,
     TopicSpec,
+    acl_filter_in,
     spec_for,
 )
 
@@ -238,7 +240,7 @@ def test_the_acl_names_the_deployed_system_only() -> None:
     text = acl.render(LAYOUT, OWN)
     rules = [line.split() for line in text.splitlines() if line.startswith("topic ")]
     outside = {  # Home Assistant's, Sparkplug's
-        p.format(system=OWN) for grants in OUTSIDE_ROOT.values() for p, _ in grants
+        acl_filter_in(p, OWN, None) for grants in OUTSIDE_ROOT.values() for p, _ in grants
     }
     assert rules and all(r[2].startswith(f"bms/v1/{OWN}/") or r[2] in outside for r in rules)
 
@@ -268,7 +270,8 @@ def test_each_user_publishes_only_its_own_topics_of_its_own_system(
             f"allowed yet lost {sorted(allowed - set(delivered))}"
         )
         assert all(f"/{OWN}/" in t for t in allowed)
-        assert bool(allowed) == (user != "third_party")  # the third party only reads
+        # the third party only reads; the Sparkplug host has nothing under bms/v1/
+        assert bool(allowed) == (user not in (THIRD_PARTY, SPARKPLUG_HOST)), user
     finally:
         for c in (observer, injector, client):
             c.close()
@@ -292,7 +295,8 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
                 f"{user}: forbidden yet delivered {sorted(set(got) - allowed)}, "
                 f"allowed yet lost {sorted(allowed - set(got))}"
             )
-            assert allowed and all(f"/{OWN}/" in t for t in allowed), user
+            assert bool(allowed) == (user != SPARKPLUG_HOST), user  # it reads Sparkplug only
+            assert all(f"/{OWN}/" in t for t in allowed), user
     finally:
         for c in (*readers.values(), injector):
             c.close()
@@ -342,6 +346,8 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
         ("third_party", "read", f"bms/v1/{OWN}/reply/third_party/c1", False),
         ("home_assistant", "write", f"bms/v1/{OWN}/cmd/events_query", False),
         ("home_assistant", "read", f"bms/v1/{OWN}/reply/events_reader/c1", False),
+        ("sparkplug_host", "write", f"bms/v1/{OWN}/cmd/reset_faults", False),
+        ("sparkplug_host", "read", f"bms/v1/{OWN}/pack/state", False),
     ],
 )
 def test_the_oracle_says_what_the_issue_asks(

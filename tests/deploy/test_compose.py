@@ -130,6 +130,15 @@ def test_the_credentials_step_scopes_the_acl_to_the_system_the_services_run(
     assert set(systems.values()) == {"${BMS_SYSTEM:-demo}"}, systems
 
 
+def test_the_credentials_step_pins_the_acl_to_the_bridges_edge_node() -> None:
+    """The ACL grants the bridge its own Sparkplug edge node only: the credentials step must
+    be told the bridge's BMS_SPARKPLUG_EDGE_NODE (the same variable, the same default)."""
+    services = load("compose.yaml")["services"]
+    bridge = services["integrations"]["environment"]["BMS_SPARKPLUG_EDGE_NODE"]
+    assert bridge == "${BMS_SPARKPLUG_EDGE_NODE:-bms}"
+    assert services["credentials"]["environment"]["BMS_SPARKPLUG_EDGE_NODE"] == bridge
+
+
 def default_of(value: object) -> str:
     """`${VAR:-4}` -> '4' (what compose uses with VAR unset)."""
     return re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(value))

@@ -15,7 +15,7 @@ import pytest
 
 from shared.deploy import credentials
 from shared.deploy.acl import RackLayout, render, users
-from shared.topics import EVENTS_READER, HOME_ASSISTANT, SIM, THIRD_PARTY
+from shared.topics import EVENTS_READER, HOME_ASSISTANT, SIM, SPARKPLUG_HOST, THIRD_PARTY
 
 USERS = users()
 
@@ -90,7 +90,9 @@ def test_service_secrets_belong_to_the_service_user_the_rest_to_root(tmp_path: P
     for user in USERS:
         owner = (tmp_path / user / "password").stat().st_uid
         assert owner == (
-            0 if user in (THIRD_PARTY, EVENTS_READER, SIM, HOME_ASSISTANT) else 12345
+            0
+            if user in (THIRD_PARTY, EVENTS_READER, SIM, HOME_ASSISTANT, SPARKPLUG_HOST)
+            else 12345
         ), user
     assert (tmp_path / "broker" / "passwd").stat().st_uid == 0
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import yaml
 
 from shared.deploy import credentials
 from shared.deploy.acl import SERVICE_ROLES, RackLayout, render
-from shared.topics import OUTSIDE_ROOT, SLAVE
+from shared.topics import OUTSIDE_ROOT, SLAVE, acl_filter_in
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUSTOMIZATION = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
@@ -94,9 +95,25 @@ def test_the_acl_secret_grants_the_system_the_pods_run() -> None:
     acl_text = SECRETS["bms-broker-passwd"]["stringData"]["acl"]
     topics = [line.split()[-1] for line in acl_text.splitlines() if line.startswith("topic ")]
     outside = {  # Home Assistant's, Sparkplug's
-        p.format(system=system) for grants in OUTSIDE_ROOT.values() for p, _ in grants
+        acl_filter_in(p, system, None) for grants in OUTSIDE_ROOT.values() for p, _ in grants
     }
     assert topics and all(t.startswith(f"bms/v1/{system}/") or t in outside for t in topics)
+
+
+def test_the_documented_secrets_command_pins_the_acl_to_the_bridges_edge_node() -> None:
+    """`credentials k8s --edge-node` (docs, kustomization) is the bridge's
+    BMS_SPARKPLUG_EDGE_NODE, so the ACL grants the edge node the bridge publishes as."""
+    _, pod = next(p for p in pods() if p[0] == "bms-integrations")
+    (container,) = pod["containers"]
+    edge = {e["name"]: e["value"] for e in container["env"]}["BMS_SPARKPLUG_EDGE_NODE"]
+    for doc in (DEPLOY.parent / "docs/deployment.md", DEPLOY / "kustomization.yaml"):
+        commands = re.findall(r"deploy\.credentials k8s[^|`]*\| kubectl", doc.read_text())
+        assert commands, doc
+        for command in commands:
+            assert re.findall(r"--edge-node (\S+)", command) == [edge], (doc, command)
+    acl_text = json.loads(credentials.k8s_secrets("bms", edge_node=edge))["items"]
+    broker = next(i for i in acl_text if i["metadata"]["name"] == "bms-broker-passwd")
+    assert f"topic readwrite spBv1.0/bms/+/{edge}\n" in broker["stringData"]["acl"]
 
 
 def test_ui_admin_password_comes_from_its_secret() -> None:

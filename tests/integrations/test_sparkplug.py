@@ -442,3 +442,14 @@ def test_every_topic_of_the_edge_node_is_in_the_registry_and_granted_by_the_acl(
     assert acl.may(INTEGRATIONS, "read", dcmd.replace("+", "demo"), system="demo")
     assert not acl.may(INTEGRATIONS, "write", node.topic("DDATA", "other"), system="demo")
     assert not acl.may(THIRD_PARTY, "read", node.topic("DDATA", "other"), system="demo")
+    # pinned to its edge node (the credentials step's BMS_SPARKPLUG_EDGE_NODE): the same
+    # topics and commands, and nothing of another site's edge node
+    pinned = {"system": "demo", "edge_node": "site"}
+    for topic in sent:
+        assert acl.may(INTEGRATIONS, "write", topic, **pinned), topic
+    assert all(acl.may(INTEGRATIONS, "read", f.replace("+", "demo"), **pinned)
+               for f in node.command_filters)  # fmt: skip
+    other = EdgeNode(SPARKPLUG_GROUP, "other-site")
+    for topic in (other.topic("NBIRTH"), other.topic("DBIRTH", "demo")):
+        assert not acl.may(INTEGRATIONS, "write", topic, **pinned), topic
+    assert not acl.may(INTEGRATIONS, "read", other.command_filters[0], **pinned)

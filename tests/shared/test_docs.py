@@ -72,8 +72,10 @@ def test_every_outside_topic_is_a_channel_with_its_content_type() -> None:
         assert message["contentType"] == topic.content_type
         binding = doc["operations"][topic.name]["bindings"]["mqtt"]
         assert (binding["qos"], binding["retain"]) == (topic.qos, topic.retain)
-        if topic.name.startswith("sparkplug"):
+        if topic.address.startswith("spBv1.0/{group}/"):  # a host's STATE is JSON (3.0, 7.5)
             assert message["contentType"] == "application/protobuf"
             assert message["payload"]["schemaFormat"].startswith("application/vnd.google.protobuf")
             assert message["payload"]["schema"] == proto and 'syntax = "proto2"' in proto
     assert {"sparkplug_node", "sparkplug_device", "ha_discovery"} <= set(doc["channels"])
+    state = _resolve(doc, doc["channels"]["sparkplug_state"]["messages"]["SparkplugState"]["$ref"])
+    assert state["contentType"] == "application/json"

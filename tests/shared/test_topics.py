@@ -14,11 +14,14 @@ from shared.topics import (
     ROOT,
     SLAVE_TELEMETRY,
     SPARKPLUG_DEVICE,
+    SPARKPLUG_HOST,
     SPARKPLUG_NODE,
     THIRD_PARTY,
     TOPICS,
     UI,
     TopicError,
+    acl_filter_in,
+    sparkplug_id,
     spec_for,
 )
 
@@ -94,8 +97,29 @@ def test_outside_topics_are_never_taken_for_bus_topics() -> None:
 
 
 def test_the_acl_filters_of_outside_topics_name_the_system_where_there_is_one() -> None:
-    assert SPARKPLUG_DEVICE.acl_filter == "spBv1.0/bms/+/+/{system}"
-    assert SPARKPLUG_NODE.acl_filter == "spBv1.0/bms/+/+"
+    assert SPARKPLUG_DEVICE.acl_filter == "spBv1.0/bms/+/{edge_node}/{system}"
+    assert SPARKPLUG_NODE.acl_filter == "spBv1.0/bms/+/{edge_node}"
     assert OUTSIDE_ROOT[THIRD_PARTY] == (
-        ("spBv1.0/bms/+/+", "read"), ("spBv1.0/bms/+/+/{system}", "read"),
+        ("spBv1.0/bms/+/{edge_node}", "read"), ("spBv1.0/bms/+/{edge_node}/{system}", "read"),
     )  # fmt: skip
+    assert OUTSIDE_ROOT[SPARKPLUG_HOST] == (
+        ("spBv1.0/bms/+/{edge_node}", "read"),
+        ("spBv1.0/bms/NCMD/{edge_node}", "write"),
+        ("spBv1.0/bms/+/{edge_node}/{system}", "read"),
+        ("spBv1.0/bms/DCMD/{edge_node}/{system}", "write"),
+        ("spBv1.0/STATE/+", "readwrite"),
+    )
+
+
+def test_an_acl_filter_gets_the_system_and_the_edge_node_or_any() -> None:
+    f = SPARKPLUG_DEVICE.acl_filter
+    assert acl_filter_in(f, "plant1", "site-a") == "spBv1.0/bms/+/site-a/plant1"
+    assert acl_filter_in(f, "plant1", None) == "spBv1.0/bms/+/+/plant1"
+    assert acl_filter_in(SPARKPLUG_NODE.acl_filter, "s", "site a") == "spBv1.0/bms/+/site a"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a+", "#", "", "a\nb", "tab\there"])
+def test_a_sparkplug_id_holds_no_level_separator_wildcard_or_control(bad: str) -> None:
+    with pytest.raises(ValueError, match="Sparkplug edge node id"):
+        sparkplug_id("edge node id", bad)
+    assert sparkplug_id("edge node id", "site a.1") == "site a.1"

@@ -53,10 +53,18 @@ class Got:
 
 
 class Host:
-    """A Sparkplug host application in the small: records and decodes, nothing of the stack."""
+    """A Sparkplug host application in the small: records and decodes, nothing of the stack.
+    `login`: its broker user and password, on a broker with access control."""
 
-    def __init__(self, broker: MosquittoBroker, edge: str) -> None:
-        self.edge = edge
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        edge: str,
+        group: str = GROUP,
+        login: tuple[str, str] | None = None,
+    ) -> None:
+        self.edge, self.group = edge, group
         self.got: list[Got] = []
         self.lock = threading.Lock()
         # a persistent session on a broker that keeps it and queues QoS 0 for it: after a
@@ -64,17 +72,19 @@ class Host:
         self.c = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"host-{edge}", protocol=mqtt.MQTTv5
         )
-        self.c.on_connect = lambda c, *_a: c.subscribe(f"spBv1.0/{GROUP}/#", qos=1)
+        if login is not None:
+            self.c.username_pw_set(*login)
+        self.c.on_connect = lambda c, *_a: c.subscribe(f"spBv1.0/{group}/#", qos=1)
         self.c.on_message = self._on
         self.c.reconnect_delay_set(1, 2)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 600
-        self.c.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.c.connect(host, port, clean_start=False, properties=props)
         self.c.loop_start()
 
     def _on(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         parts = msg.topic.split("/")
-        assert parts[0] == "spBv1.0" and parts[1] == GROUP, msg.topic
+        assert parts[0] == "spBv1.0" and parts[1] == self.group, msg.topic
         if parts[3] != self.edge:
             return
         got = Got(time.monotonic(), parts[2], parts[4] if len(parts) > 4 else None,
@@ -90,7 +100,7 @@ class Host:
     def rebirth(self) -> None:
         p = Payload(timestamp=int(time.time() * 1000))
         p.metrics.add(name="Node Control/Rebirth", datatype=DataType.Boolean, boolean_value=True)
-        self.c.publish(f"spBv1.0/{GROUP}/NCMD/{self.edge}", p.SerializeToString(), qos=0)
+        self.c.publish(f"spBv1.0/{self.group}/NCMD/{self.edge}", p.SerializeToString(), qos=0)
 
     def close(self) -> None:
         self.c.disconnect()
@@ -173,8 +183,8 @@ class Master:
     """A stand-in master: pack state at 10 Hz with a moving SOC and current, cells at 2 Hz with
     one moving cell, the SOH unknown. `paused`: it stays connected and says nothing (silent)."""
 
-    def __init__(self, broker: MosquittoBroker, system: str) -> None:
-        self.bus = MqttBus(parse_mqtt_url(broker.url), system=system, service="master_core",
+    def __init__(self, url: str, system: str) -> None:
+        self.bus = MqttBus(parse_mqtt_url(url), system=system, service="master_core",
                            kind="master_core")  # fmt: skip
         assert self.bus.start(wait_s=10)
         self.stop = threading.Event()
@@ -220,10 +230,10 @@ Stack = tuple[MosquittoBroker, Host, dict[str, Master], ServiceProcess]
 @pytest.fixture
 def stack(broker: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Stack]:
     """Two systems, each with its master, on one bridge: one edge node, a device each."""
-    host = Host(broker, EDGE)
+    host = Host(broker.host, broker.port, EDGE)
     assert wait_until(lambda: host.c.is_connected(), 10)
     systems = (f"{system_id}-a", f"{system_id}-b")
-    masters = {s: Master(broker, s) for s in systems}
+    masters = {s: Master(broker.url, s) for s in systems}
     proc = ServiceProcess(
         "integrations", broker.url, systems[0], tmp_path, all_systems="true",
         json_mirror="false", sparkplug="true", sparkplug_group=GROUP,
