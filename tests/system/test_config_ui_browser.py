@@ -534,6 +534,30 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
                 wide = page.evaluate("document.documentElement.scrollWidth")
                 assert wide <= 390, f"{path} is {wide} px wide at 390 px"
                 page.screenshot(path=shots / f"{name}.png", full_page=True)
+            # the protection step on a phone: the fields first, each level chart folded; an
+            # opened chart is within the page and its labels do not overlap
+            page.goto(f"{stack}/wizard/protection")
+            fold = page.locator('[data-testid="chart-fold-cell_overvoltage"]')
+            expect(fold).to_be_visible()
+            assert fold.get_attribute("open") is None
+            fold.locator("summary").click()
+            chart = page.locator('[data-testid="level-chart-cell_overvoltage"]')
+            expect(chart).to_be_visible()
+            boxes = chart.locator("text").evaluate_all(
+                "ts => ts.map((t) => { const r = t.getBoundingClientRect();"
+                " return [r.left, r.top, r.right, r.bottom]; })"
+            )
+            overlaps = [
+                (a, b)
+                for i, a in enumerate(boxes)
+                for b in boxes[i + 1 :]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+            ]
+            assert len(boxes) >= 5 and not overlaps, overlaps
+            assert serious_violations(page) == [], "protection step at 390 px"
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 390, f"the protection step is {wide} px wide at 390 px"
+            page.screenshot(path=shots / "09d-protection-390px.png", full_page=True)
             page.set_viewport_size({"width": 1280, "height": 900})
 
             # the API documentation renders from the site's own files

@@ -62,6 +62,10 @@ function describeReply(r) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // a phone shows the protection step's fields first: each level chart folds
+  if (window.matchMedia("(max-width: 600px)").matches) {
+    document.querySelectorAll("details.chart-fold").forEach((d) => d.removeAttribute("open"));
+  }
   // the dashboard's live stream updates the banner itself; other pages ask every 5 s
   if (document.getElementById("alarm-banner") && !document.getElementById("alarms")) {
     pollBanner();
