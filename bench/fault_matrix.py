@@ -62,6 +62,7 @@ from services.plant.load_profiles import parse_profile  # noqa: E402
 from services.plant.registry import Relay  # noqa: E402
 from services.plant.service import PlantService  # noqa: E402
 from services.plant.settings import DEFAULT_BOARD_MAP, PlantSettings  # noqa: E402
+from services.slave_agent.inject import place_indices  # noqa: E402
 from shared.broker import MosquittoBroker, find_mosquitto  # noqa: E402
 from shared.bus import Delivery, MqttBus  # noqa: E402
 from shared.commands import CommandClient  # noqa: E402
@@ -214,6 +215,10 @@ class Row:
                 fields[key] = value if key in ("target", "contactor") else float(value)
                 if key in ("module", "channel"):
                     fields[key] = int(value)
+            # 1-based numbers, as a person types them, to the contract's indices
+            fields["module"], fields["channel"] = place_indices(
+                fields["fault"], fields.get("module"), fields.get("channel"), fields.get("target")
+            )
             controls.append(PlantControl(**fields))
         return controls
 
@@ -300,12 +305,12 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
               "profile_a": -OVERCURRENT_A}  # fmt: skip
     return [
         _k("cell_ov", {
-            "standby": {"fault": "cell_drift --module 0 --channel 1 --value 0.1", "reps": 2,
+            "standby": {"fault": "cell_drift --module 1 --channel 2 --value 0.1", "reps": 2,
                         "timeout_s": 20.0, "note": standby_drift},
             "charging": {"quick": True},
         }, note="0.5 V/s: 1.4 s from the fault threshold to 4.95 V (out of range, which hides "
            "the voltage codes) leaves room for a loaded machine",
-           fault="cell_drift --module 1 --channel 2 --value 0.5", expected=(C.CELL_OVERVOLTAGE,),
+           fault="cell_drift --module 2 --channel 3 --value 0.5", expected=(C.CELL_OVERVOLTAGE,),
            level="fault", **ov_v),
         _k("pack_ov", {
             "standby": {"fault": "cell_drift --value 0.1", "reps": 2, "timeout_s": 20.0,
@@ -315,16 +320,16 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
            note="every cell drifts up: the pack and the cell thresholds coincide "
            "(8 x 4.25 V = 34.0 V)"),
         _k("cell_uv", {
-            "standby": {"fault": "cell_drift --module 0 --channel 0 --value -0.1", "reps": 2,
+            "standby": {"fault": "cell_drift --module 1 --channel 1 --value -0.1", "reps": 2,
                         "timeout_s": 20.0, "note": standby_drift},
-        }, fault="cell_drift --module 0 --channel 0 --value -0.5",
+        }, fault="cell_drift --module 1 --channel 1 --value -0.5",
            expected=(C.CELL_UNDERVOLTAGE,), level="fault", **uv_v,
            note="0.5 V/s: 1.4 s from the fault threshold to 4.95 V (out of range, which hides "
            "the voltage codes) leaves room for a loaded machine"),
         _k("deep_discharge", {
-            "standby": {"fault": "cell_drift --module 1 --channel 1 --value -0.2", "reps": 2,
+            "standby": {"fault": "cell_drift --module 2 --channel 2 --value -0.2", "reps": 2,
                         "timeout_s": 25.0, "note": standby_drift},
-        }, fault="cell_drift --module 1 --channel 1 --value -1.0", expected=(C.DEEP_DISCHARGE,),
+        }, fault="cell_drift --module 2 --channel 2 --value -1.0", expected=(C.DEEP_DISCHARGE,),
            level="fault", onset=cell_v_below(p.deep_discharge_v),
            onset_text=f"true cell voltage < {p.deep_discharge_v:g} V", delay_s=uv.delay_s,
            note="the cell passes 3.0 V and 2.5 V within the under-voltage delay: both codes "
@@ -335,25 +340,25 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
         }, fault="cell_drift --value -0.5", expected=(C.PACK_UNDERVOLTAGE, C.CELL_UNDERVOLTAGE),
            level="fault", **uv_v,
            note="every cell drifts down: the pack and the cell thresholds coincide"),
-        _k("imbalance", fault="cell_drift --module 1 --channel 0 --value -0.04",
+        _k("imbalance", fault="cell_drift --module 2 --channel 1 --value -0.04",
            expected=(C.CELL_IMBALANCE,), level="fault", onset=cell_spread_above(imb.threshold),
            onset_text=f"true cell spread > {imb.threshold:g} V", delay_s=imb.delay_s,
            timeout_s=30.0, reps=1, note="slow: a 9 s drift, then the 5 s delay; one repetition"),
         _k("over_temp", {
-            "charging": {"fault": "over_temperature --module 0 --channel 0 --value 50",
+            "charging": {"fault": "over_temperature --module 1 --channel 1 --value 50",
                          "expected": (C.CELL_OVERTEMP_CHARGE,),
                          "onset": temp_above(otc.threshold), "delay_s": otc.delay_s,
                          "onset_text": f"true cell temperature > {otc.threshold:g} °C"},
-        }, fault="over_temperature --module 1 --channel 1 --value 64",
+        }, fault="over_temperature --module 2 --channel 2 --value 64",
            expected=(C.CELL_OVERTEMP_DISCHARGE,), **otd_c, **temp),
         _k("under_temp", {
-            "charging": {"fault": "under_temperature --module 0 --channel 1 --value -3",
+            "charging": {"fault": "under_temperature --module 1 --channel 2 --value -3",
                          "expected": (C.CELL_UNDERTEMP_CHARGE,),
                          "onset": temp_below(utc.threshold), "delay_s": utc.delay_s,
                          "onset_text": f"true cell temperature < {utc.threshold:g} °C"},
-        }, fault="under_temperature --module 1 --channel 0 --value -23",
+        }, fault="under_temperature --module 2 --channel 1 --value -23",
            expected=(C.CELL_UNDERTEMP_DISCHARGE,), **utd_c, **temp),
-        _k("spread", fault="over_temperature --module 0 --channel 0 --value 42",
+        _k("spread", fault="over_temperature --module 1 --channel 1 --value 42",
            expected=(C.TEMPERATURE_SPREAD,), level="alarm",
            onset=temp_spread_above(spread_c), onset_text=f"true sensor spread > {spread_c:g} °C",
            delay_s=None, timeout_s=25.0, temperature=True,
@@ -366,22 +371,22 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
             "charging": {"note": "the inverter swings from charging to discharging"},
         }, fault=f"(load profile -{OVERCURRENT_A:g} A; inverter_ignores_limits)", **oc_dis),
         _k("open_wire", {
-            "standby": {"fault": "open_wire --module 0 --channel 2",
+            "standby": {"fault": "open_wire --module 1 --channel 3",
                         "note": "standby: the boards are sampled every 2 s"},
-        }, fault="open_wire --module 1 --channel 3", expected=(C.OPEN_WIRE,),
+        }, fault="open_wire --module 2 --channel 4", expected=(C.OPEN_WIRE,),
            delay_s=hides_cells_s, **discrete),
-        _k("sensor_fault", fault="open_wire --module 0 --channel 1 --target temp",
+        _k("sensor_fault", fault="open_wire --module 1 --channel 2 --target temp",
            expected=(C.SENSOR_FAULT,), delay_s=hides_all_s, **discrete,
            note="an open temperature sensor: the board sets its sensor-fault bit"),
-        _k("out_of_range", fault="noisy_channel --module 1 --channel 1 --value 3.0",
+        _k("out_of_range", fault="noisy_channel --module 2 --channel 2 --value 3.0",
            expected=(C.MEASUREMENT_OUT_OF_RANGE,), delay_s=hides_all_s, **discrete, reps=2,
            timeout_s=25.0, note="3 V of noise on one cell: readings outside 1.00-4.95 V; two "
            "repetitions (detection waits for enough readings out of range)"),
-        _k("stuck_cell", fault="stuck_sensor --module 0 --channel 3",
+        _k("stuck_cell", fault="stuck_sensor --module 1 --channel 4",
            expected=(C.STUCK_CELL_VOLTAGE_CHANNEL,), delay_s=None, **discrete,
            timeout_s=30.0, reps=1,
            note="the check needs its samples identical while current flows: one repetition"),
-        _k("stuck_temp", fault="stuck_sensor --module 0 --channel 1 --target temp",
+        _k("stuck_temp", fault="stuck_sensor --module 1 --channel 2 --target temp",
            expected=(C.STUCK_TEMPERATURE_CHANNEL,), delay_s=stuck_temp_s, **discrete,
            timeout_s=30.0, reps=1,
            note=f"stuck_temperature_samples set to {p.stuck_temperature_samples} for the matrix "
@@ -389,11 +394,11 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
            f"many identical samples while current flows and the module's other sensor moves "
            f"(its reading noise, 0.1 °C steps); one repetition"),
         _k("board_dropout", {
-            "standby": {"fault": "board_dropout --module 0", "delay_s": comm_standby_s,
+            "standby": {"fault": "board_dropout --module 1", "delay_s": comm_standby_s,
                         "timeout_s": 30.0, "reps": 1,
                         "note": "standby: the boards are sampled every 2 s; one repetition"},
             "closed_idle": {"quick": True},
-        }, fault="board_dropout --module 1", expected=(C.COMMUNICATION_LOSS,), delay_s=comm_s,
+        }, fault="board_dropout --module 2", expected=(C.COMMUNICATION_LOSS,), delay_s=comm_s,
            **discrete, note="delay: module_timeout_periods samples, then the ride-through"),
         _k("current_dropout", fault="current_dropout", expected=(C.CURRENT_SENSOR_FAILURE,),
            delay_s=min(chg.delay_s, dis.delay_s), **discrete,

@@ -238,6 +238,12 @@ def topics_markdown() -> str:
         "`schema_version`, `source` (the publishing service instance), `seq` (monotonic per "
         "topic and publisher) and `ts` (Unix seconds).",
         "",
+        "Module, cell and sensor indices count from 0 in every payload (`module`, `index`, "
+        "`channel`, `stale_modules`, an event's `values`) and in topic levels "
+        "(`slave/{module}/...`); people see them from 1, as the web application shows them "
+        "(module 0, index 2 is M1 · C3). See [Numbering](architecture.md#numbering-people-count-"
+        "from-1-the-contract-from-0).",
+        "",
         f"The integrations bridge (`services/integrations`) mirrors some topics under `json/` "
         f"as JSON (`{JSON_CONTENT_TYPE}`) with the same schema and the original envelope, and "
         "publishes Home Assistant discovery documents and, with `BMS_SPARKPLUG`, a Sparkplug "

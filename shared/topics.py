@@ -279,9 +279,10 @@ CONFIG = TopicSpec(
     1,
     True,
     (UI,),
-    (ANY, THIRD_PARTY),
+    (ANY, THIRD_PARTY, SIM),
     "on change",
-    "The active system configuration, with its version.",
+    "The active system configuration, with its version. The simulation reads it too: `inject` "
+    "checks a person's module and channel numbers against the configured modules.",
 )
 CONFIG_ACK = TopicSpec(
     "config_ack",

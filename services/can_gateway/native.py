@@ -9,9 +9,10 @@ Sent by the BMS, every 100 ms (`pack_frames`):
 - 0x601 Limits: CVL, DVL (0.1 V), CCL, DCL (0.1 A). CCL and DCL are 0 unless the contactors
   are closed and there is no fault.
 - 0x602 CellVoltageExtremes: min/max cell voltage (mV) with module and index (255 = unknown);
-  only while both extremes are known.
+  only while both extremes are known. Module and index count from 0, as the message contract
+  does (0, 0 is the cell the web application shows as M1 · C1).
 - 0x603 TemperatureExtremes: min/max temperature (0.1 degC, raw 0x8000 = unknown) with
-  module and index (255 = unknown); only while a temperature is known.
+  module and index (from 0; 255 = unknown); only while a temperature is known.
 - 0x604 FaultsAlarms (FaultBits, AlarmBits) and 0x605 Warnings (WarningBits): each code's
   native bit (`shared.protection_codes.code_bits`, the same fields as the Modbus native
   block), bit 31 (`OTHER_CODE_BIT`) any code outside that table.

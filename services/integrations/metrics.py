@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared.messages import CellSnapshot, PackState
+from shared.numbering import number_of
 
 
 class Values(Protocol):
@@ -92,19 +93,25 @@ class PackCollector(Collector):
         for system, (_state, ts) in sorted(states.items()):
             age.add_metric([system], max(0.0, now - ts))
         yield age
+        # labels number modules, cells and sensors from 1, as the web application and the
+        # Sparkplug folders do: a dashboard's legend reads as people count
         volts = GaugeMetricFamily(
-            CELL_GAUGES[0], "Cell voltage.", labels=["system", "module", "cell"]
-        )
+            CELL_GAUGES[0], "Cell voltage (module and cell from 1).",
+            labels=["system", "module", "cell"],
+        )  # fmt: skip
         temps = GaugeMetricFamily(
-            CELL_GAUGES[1], "Temperature sensor.", labels=["system", "module", "sensor"]
-        )
+            CELL_GAUGES[1], "Temperature sensor (module and sensor from 1).",
+            labels=["system", "module", "sensor"],
+        )  # fmt: skip
         for system, snapshot in sorted(self.values.fresh_cells().items()):
             for c in snapshot.cells():
                 if c.voltage_v is not None:
-                    volts.add_metric([system, str(c.module), str(c.index)], c.voltage_v)
+                    place = [str(number_of(c.module)), str(number_of(c.index))]
+                    volts.add_metric([system, *place], c.voltage_v)
             for t in snapshot.temperatures():
                 if t.temp_c is not None:
-                    temps.add_metric([system, str(t.module), str(t.index)], t.temp_c)
+                    place = [str(number_of(t.module)), str(number_of(t.index))]
+                    temps.add_metric([system, *place], t.temp_c)
         yield volts
         yield temps
         up = GaugeMetricFamily(

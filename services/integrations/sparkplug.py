@@ -51,7 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
-from shared.messages import CellSnapshot, PackState
+from shared.alarm_words import place_of
+from shared.messages import CellLocation, CellSnapshot, PackState
 from shared.topics import SPARKPLUG_ID_FORBIDDEN, sparkplug_id
 
 PROTOC = (
@@ -98,8 +99,9 @@ def _spread_mv(s: PackState) -> float | None:
     return round((s.cell_v_max - s.cell_v_min) * 1000.0, 1)
 
 
-def _at(loc: Any) -> str | None:
-    return None if loc is None else f"{loc.module}.{loc.index}"
+def _at(loc: CellLocation | None, sensor: bool = False) -> str | None:
+    """ "M2 · C4" ("M1 · T2" for a sensor): numbered from 1, as the folders are."""
+    return None if loc is None else place_of(loc, sensor=sensor)[0]
 
 
 # plain ints: reading DataType.X goes through protobuf's enum wrapper, ~1 us each, per metric
@@ -130,8 +132,8 @@ PACK_METRICS: tuple[MetricDef, ...] = (
     MetricDef("Temperatures/Min", D, lambda s: s.temp_min_c, "°C", 0.05),
     MetricDef("Temperatures/Max", D, lambda s: s.temp_max_c, "°C", 0.05),
     MetricDef("Temperatures/Avg", D, lambda s: s.temp_avg_c, "°C", 0.05),
-    MetricDef("Temperatures/Min at", S, lambda s: _at(s.temp_min_at)),
-    MetricDef("Temperatures/Max at", S, lambda s: _at(s.temp_max_at)),
+    MetricDef("Temperatures/Min at", S, lambda s: _at(s.temp_min_at, sensor=True)),
+    MetricDef("Temperatures/Max at", S, lambda s: _at(s.temp_max_at, sensor=True)),
     MetricDef("Codes/Faults", S, lambda s: _codes(s.faults)),
     MetricDef("Codes/Alarms", S, lambda s: _codes(s.alarms)),
     MetricDef("Codes/Warnings", S, lambda s: _codes(s.warnings)),

@@ -63,11 +63,13 @@ from services.master_core.protection import (
     Transition,
 )
 from services.master_core.protection_inputs import ProtectionInputs
+from shared.alarm_words import place_of
 from shared.config import SystemConfig
-from shared.messages import Limits
+from shared.messages import CellLocation, Limits
 from shared.messages.events import EventKind, EventLevel
 from shared.messages.pack import ContactorState
 from shared.messages.slave import SlaveMode
+from shared.numbering import number_of
 from shared.protection_codes import spec_of
 
 EventValue = str | int | float | bool | None
@@ -135,8 +137,9 @@ NO_CURRENT_SENSOR_YET = "the current sensor has not answered yet: the current is
 
 
 def unsupervised(stale_modules: tuple[int, ...]) -> str:
-    """Why a close is refused while modules are stale."""
-    which = ", ".join(str(m) for m in stale_modules)
+    """Why a close is refused while modules are stale (0-based indices; the text numbers them
+    from 1, as people count: index 2 is "module 3")."""
+    which = ", ".join(str(number_of(m)) for m in stale_modules)
     verb = "module {} has" if len(stale_modules) == 1 else "modules {} have"
     return f"{verb.format(which)} not reported: the pack is not fully supervised"
 
@@ -146,8 +149,8 @@ def _nan_if_unknown(value_v: float | None) -> float:
 
 
 def _evidence(code: str, checks: PlausibilityValues | None) -> str:
-    """Where a plausibility fault is: the stuck channels (module/channel, from 0), or why the
-    precharge failed."""
+    """Where a plausibility fault is: the stuck channels ("M1 · C4", "M2 · T1": numbered from
+    1 for people), or why the precharge failed."""
     if checks is None:
         return ""
     stuck = {
@@ -155,7 +158,11 @@ def _evidence(code: str, checks: PlausibilityValues | None) -> str:
         "stuck_temperature_channel": checks.stuck_temperature_channels,
     }.get(code)
     if stuck:
-        return "; channels " + ", ".join(f"{m}/{c}" for m, c in sorted(stuck))
+        sensor = code == "stuck_temperature_channel"
+        places = (
+            place_of(CellLocation(module=m, index=c), sensor=sensor)[0] for m, c in sorted(stuck)
+        )
+        return "; channels " + ", ".join(places)
     if code == "precharge_failure" and checks.precharge_reason:
         return f"; {checks.precharge_reason}"
     return ""
@@ -173,6 +180,16 @@ def _where(code: str, snap: PackSnapshot | None) -> dict[str, EventValue]:
     return {"module": location.module, "index": location.index}
 
 
+def _place(code: str, where: dict[str, EventValue]) -> str:
+    """ " at M2 · C4" (" at M1 · T2" for a sensor): the place of `_where` in the event's text,
+    numbered from 1 for people."""
+    spec, module, index = spec_of(code), where.get("module"), where.get("index")
+    if spec is None or spec.located_at is None or type(module) is not int or type(index) is not int:
+        return ""
+    sensor = spec.located_at.startswith("temp")
+    return f" at {place_of(CellLocation(module=module, index=index), sensor=sensor)[0]}"
+
+
 def transition_event(
     t: Transition, checks: PlausibilityValues | None = None, snap: PackSnapshot | None = None
 ) -> SupervisorEvent:
@@ -180,10 +197,12 @@ def transition_event(
     value = "unknown" if t.value is None else f"{t.value:.3f} {t.unit}"
     limits = f"threshold {t.threshold:g} {t.unit}, release {t.release:g}"
     evidence = _evidence(t.code, checks) if t.kind == "raise" else ""
+    where = _where(t.code, snap) if t.kind == "raise" else {}
+    text = f"{t.code} {t.level} {verb}: {value} ({limits}){_place(t.code, where)}{evidence}"
     return SupervisorEvent(
-        t.level, t.kind, t.code, f"{t.code} {t.level} {verb}: {value} ({limits}){evidence}",
+        t.level, t.kind, t.code, text,
         {"value": t.value, "threshold": t.threshold, "release": t.release, "unit": t.unit,
-         **(_where(t.code, snap) if t.kind == "raise" else {})},
+         **where},
     )  # fmt: skip
 
 

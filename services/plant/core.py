@@ -42,6 +42,7 @@ from services.slave_agent.sim_driver import SimulatedDriver
 from shared.config import SystemConfig
 from shared.messages import PlantControl, SimControl
 from shared.messages.sim import PLANT_CELL_FAULTS, FaultKind
+from shared.numbering import number_of
 
 __all__ = [
     "HEALTHY_INSULATION_OHM",
@@ -350,7 +351,7 @@ class PlantCore:
         if control.contactor is not None:
             raise ValueError(f"{control.fault} takes no contactor")
         if control.module is not None and control.module not in self.cells.modules:
-            raise ValueError(f"module {control.module} is not in this plant")
+            raise ValueError(f"module {number_of(control.module)} is not in this plant")
         sim = SimControl(
             fault=cast(FaultKind, control.fault),
             module=control.module,
@@ -360,7 +361,7 @@ class PlantCore:
             duration_s=control.duration_s,
         )
         hit = self.cells.inject(sim)
-        return f"{control.fault} on modules {hit}"
+        return f"{control.fault} on modules {[number_of(m) for m in hit]} (numbered from 1)"
 
     def _clear(self, control: PlantControl) -> str:
         self.faults = _Faults()
@@ -373,9 +374,9 @@ class PlantCore:
             self.faults.all_boards_silent = True
             return "every board silent"
         if control.module not in self.cells.modules:
-            raise ValueError(f"module {control.module} is not in this plant")
+            raise ValueError(f"module {number_of(control.module)} is not in this plant")
         self.faults.silent_boards.add(control.module)
-        return f"board of module {control.module} silent"
+        return f"board of module {number_of(control.module)} silent"
 
     def _current_offset(self, control: PlantControl) -> str:
         if control.value is None:

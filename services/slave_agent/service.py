@@ -32,6 +32,7 @@ from shared.messages import (
     SlaveModeCommand,
     SlaveStatus,
 )
+from shared.numbering import number_of
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
@@ -186,8 +187,9 @@ class SlaveAgent:
         if ctrl.expires_at is not None and self.wall() > ctrl.expires_at:
             log.warning("fault injection %s refused: expired", ctrl.fault)
             return
-        log.warning("fault injection: %s module=%s channel=%s value=%s duration=%s",
-                    ctrl.fault, ctrl.module, ctrl.channel, ctrl.value, ctrl.duration_s)  # fmt: skip
+        log.warning("fault injection: %s module=%s channel=%s (numbered from 1) value=%s "
+                    "duration=%s", ctrl.fault, _number(ctrl.module), _number(ctrl.channel),
+                    ctrl.value, ctrl.duration_s)  # fmt: skip
         now = self.monotonic()
         if ctrl.fault == "clear":
             self._loop_faults.clear()
@@ -339,3 +341,8 @@ def _ranges(modules: list[int]) -> str:
         if modules == list(range(modules[0], modules[-1] + 1))
         else str(modules)
     )
+
+
+def _number(index: int | None) -> int | str:
+    """A module or channel as the person who injected it typed it (from 1); "all" for None."""
+    return "all" if index is None else number_of(index)

@@ -31,7 +31,8 @@ Code = Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]{1,64}$")]
 
 
 class CellLocation(BaseModel):
-    """Where an extreme value sits: module and index within the module."""
+    """Where an extreme value sits: module and index within the module, both from 0 (module 0,
+    index 2 is the cell people see as M1 · C3)."""
 
     model_config = ConfigDict(frozen=True, strict=True)
 

@@ -507,6 +507,29 @@ def test_events_are_filtered_and_exported_as_csv(ui: UiHarness) -> None:
     assert rows[0]["values"] == '{"cell": 4}'
 
 
+def test_the_events_csv_numbers_places_from_one(ui: UiHarness) -> None:
+    """A spreadsheet reads module 2, cell 4 where the contract's values say module 1, index 3;
+    a sensor's place goes to the sensor column; an event of no single place leaves them empty."""
+    ui.login()
+    now = time.time()
+    add_event(ui, now - 2, "fault", "raise", "cell_overvoltage", "at M2 · C4", value=4.3,
+              module=1, index=3)  # fmt: skip
+    add_event(ui, now - 1, "alarm", "raise", "cell_overtemp_discharge", "at M1 · T2",
+              module=0, index=1)  # fmt: skip
+    add_event(ui, now, "fault", "raise", "pack_overvoltage", "pack", value=60.0)
+    r = ui.client.get("/api/events.csv?kind=raise")
+    header = r.text.splitlines()[0]
+    assert header == "ts,time_utc,level,kind,code,text,source,module,cell,sensor,values"
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    places = [(row["code"], row["module"], row["cell"], row["sensor"]) for row in rows]
+    assert places == [
+        ("pack_overvoltage", "", "", ""),
+        ("cell_overtemp_discharge", "1", "", "2"),
+        ("cell_overvoltage", "2", "4", ""),
+    ]
+    assert json.loads(rows[2]["values"]) == {"value": 4.3, "module": 1, "index": 3}
+
+
 def test_a_refused_event_query_says_why(ui: UiHarness) -> None:
     ui.login()
     ui.master.refuse["events_query"] = "the event log is being rotated"

@@ -18,9 +18,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
 from shared.bus import MqttBus
+from shared.codec import encode
+from shared.config import demo_config
 from shared.deploy import acl, credentials
 from shared.endpoint import MqttEndpoint
-from shared.topics import COMMAND_SENDERS, HA_COMMAND, HA_COMMANDS, TOPICS, TopicSpec
+from shared.messages import ConfigMessage
+from shared.topics import COMMAND_SENDERS, CONFIG, HA_COMMAND, HA_COMMANDS, TOPICS, TopicSpec
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
@@ -326,6 +329,36 @@ def test_fault_injection_runs_as_the_simulation_user(broker: tuple[int, Path]) -
         assert rack0.received == {f"bms/v1/{SYSTEM}/sim/control"}
     finally:
         rack0.close()
+
+
+def test_fault_injection_reads_the_configuration_to_check_module_numbers(
+    broker: tuple[int, Path],
+) -> None:
+    """The simulation user may read the retained configuration: a module past the configured
+    ones (the demo's 7) is refused in words, and nothing is published."""
+    port, store = broker
+    ui = login(broker, "config_ui")
+    config = encode(ConfigMessage(config=demo_config(SYSTEM)), source="config_ui", seq=0,
+                    ts=time.time())  # fmt: skip
+    ui.c.publish(CONFIG.topic(SYSTEM), config, qos=1, retain=True).wait_for_publish(5)
+    rack0 = login(broker, "slave_agent-rack0")
+    rack0.c.subscribe(f"bms/v1/{SYSTEM}/sim/control", qos=1)
+    time.sleep(0.3)
+    url = f"mqtt://simulation:{credentials.show(store, 'simulation')}@127.0.0.1:{port}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "services.slave_agent", "inject", "dropout", "--module", "8",
+             "--mqtt-url", url, "--system", SYSTEM],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "module numbers run from 1 to 7 in the active configuration" in done.stderr
+        time.sleep(0.5)
+        assert not rack0.received
+    finally:
+        rack0.close()
+        ui.c.publish(CONFIG.topic(SYSTEM), b"", qos=1, retain=True).wait_for_publish(5)
+        ui.close()
 
 
 def test_the_integrations_bridge_writes_only_its_own_prefixes(broker: tuple[int, Path]) -> None:

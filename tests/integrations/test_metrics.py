@@ -34,11 +34,15 @@ def test_pack_and_cell_values_and_bus_counters_are_exported() -> None:
     assert got["bms_pack_soc_percent"][s1] == 42.5
     assert got["bms_pack_power_watts"][s1] == 51.2 * -3.0
     assert got["bms_pack_contactors_closed"][s1] == 1.0
-    assert (
-        got["bms_cell_voltage_volts"][(("cell", "3"), ("module", "1"), ("system", "s1"))] == 3.303
-    )
+    cells = got["bms_cell_voltage_volts"]  # labels from 1, as people count
+    assert cells[(("cell", "4"), ("module", "2"), ("system", "s1"))] == 3.303
+    assert cells[(("cell", "1"), ("module", "1"), ("system", "s1"))] == 3.3
+    assert {(dict(k)["module"], dict(k)["cell"]) for k in cells} == {
+        (str(m), str(c)) for m in (1, 2) for c in (1, 2, 3, 4)
+    }
     temps = got["bms_cell_temperature_celsius"]
-    assert len(temps) == 2  # the flagged (unknown) sensor of each module has no sample
+    # the flagged (unknown) second sensor of each module has no sample
+    assert set(temps) == {(("module", m), ("sensor", "1"), ("system", "s1")) for m in ("1", "2")}
     assert got["bms_service_up"][(("service", "master_core"), ("system", "s1"))] == 1.0
     me = (("kind", "integrations"), ("service", "integrations"))
     assert got["bms_bus_received_total"][me] == rig.bus.counters["received"] >= 4

@@ -27,7 +27,7 @@ from services.integrations.sparkplug import (
 )
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
 from shared.deploy import acl
-from shared.messages import CellSnapshot, ModuleCells, PackState
+from shared.messages import CellLocation, CellSnapshot, ModuleCells, PackState
 from shared.topics import (
     BROKER_MESSAGE_SIZE_LIMIT,
     INTEGRATIONS,
@@ -141,6 +141,20 @@ def test_ids_must_be_sparkplug_ids() -> None:
             EdgeNode("bms", bad)
     with pytest.raises(ValueError):
         EdgeNode("bms", "site").pack("s/1", state(), T0)
+
+
+def test_where_the_extremes_sit_is_numbered_from_one_as_the_folders_are() -> None:
+    node = EdgeNode("bms", "site")
+    extremes = {"cell_v_max_at": CellLocation(module=1, index=3),
+                "cell_v_min_at": CellLocation(module=0, index=0),
+                "temp_max_at": CellLocation(module=0, index=1)}  # fmt: skip
+    node.pack("s1", state(**extremes), T0)
+    node.cells("s1", snapshot(), T0)
+    node.session(0)
+    dbirth = by_name(decode(node.birth(T0))[1][1])
+    assert value(dbirth["Cells/Voltage max at"]) == "M2 · C4"
+    assert value(dbirth["Cells/Voltage min at"]) == "M1 · C1"
+    assert value(dbirth["Temperatures/Max at"]) == "M1 · T2"
 
 
 def test_unknown_values_are_null_never_zero() -> None:

@@ -145,7 +145,7 @@ def test_a_module_that_never_reports_is_waited_for_with_the_contactors_open(
     assert_waiting_for(rig, {2})
     reply = rig.core._cmd_contactors(ContactorsArgs(action="close"))
     assert not reply.accepted
-    assert "module 2 has not reported: the pack is not fully supervised" in reply.reason
+    assert "module 3 has not reported: the pack is not fully supervised" in reply.reason
     rig.run(0.5, range(2), 0.1, "working")
     assert rig.contactors == "standby"  # the refused command left nothing pending
     rig.run(3.0, range(3), 0.1, "working")  # the rack is up

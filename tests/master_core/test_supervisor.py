@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.master_core.hardware import CONTACTOR_IO, CURRENT_SENSOR, HardwareReading
 from services.master_core.pack import PackSnapshot
+from services.master_core.plausibility import PlausibilityValues
 from services.master_core.protection import Transition
 from services.master_core.supervisor import (
     CURRENT_SENSOR_START_GRACE_S,
@@ -23,6 +24,7 @@ from services.master_core.supervisor import (
     SupervisorInputs,
     SupervisorOutputs,
     transition_event,
+    unsupervised,
 )
 from services.plant.contactors import SimulatedContactors
 from shared.config import demo_config
@@ -433,3 +435,34 @@ def test_a_raise_event_names_the_cell_that_held_the_extreme_then() -> None:
     assert "module" not in transition_event(pack_ov, snap=snap).values  # no single place
     hot = Transition("raise", "alarm", "cell_overtemp_discharge", 58.0, 55.0, 50.0, "°C", 0.0)
     assert transition_event(hot, snap=snap).values["module"] == 0
+
+
+def test_event_texts_number_places_from_one_the_values_from_zero() -> None:
+    """People read the text ("M2 · C4"); programs read the contract's indices in the values."""
+    snap = replace(snapshot(4.3, 25.0), cell_v_max_at=CellLocation(module=1, index=3),
+                   temp_max_at=CellLocation(module=0, index=1))  # fmt: skip
+    raised = Transition("raise", "fault", "cell_overvoltage", 4.3, 4.25, 4.2, "V", 0.0)
+    event = transition_event(raised, snap=snap)
+    assert event.text == (
+        "cell_overvoltage fault raised: 4.300 V (threshold 4.25 V, release 4.2) at M2 · C4"
+    )
+    assert (event.values["module"], event.values["index"]) == (1, 3)
+    hot = Transition("raise", "alarm", "cell_overtemp_discharge", 58.0, 55.0, 50.0, "°C", 0.0)
+    assert transition_event(hot, snap=snap).text.endswith(" at M1 · T2")
+    cleared = transition_event(replace(raised, kind="clear"), snap=snap)
+    assert " at " not in cleared.text
+    stuck = PlausibilityValues(
+        open_string_current_a=None, current_offset_a=None, contactor_welded=None,
+        precharge_failed=None, insulation_monitor_age_s=None, contactor_io_age_s=None,
+        module_temp_spread_c=None, stuck_cell_voltage_channels=frozenset({(2, 0), (0, 5)}),
+        stuck_temperature_channels=frozenset({(1, 1)}),
+    )  # fmt: skip
+    cell = Transition("raise", "fault", "stuck_cell_voltage_channel", 1.0, 1.0, 0.0, "", 0.0)
+    assert transition_event(cell, stuck).text.endswith("; channels M1 · C6, M3 · C1")
+    temp = Transition("raise", "fault", "stuck_temperature_channel", 1.0, 1.0, 0.0, "", 0.0)
+    assert transition_event(temp, stuck).text.endswith("; channels M2 · T2")
+
+
+def test_a_close_refused_for_silent_modules_numbers_them_from_one() -> None:
+    assert unsupervised((2,)) == "module 3 has not reported: the pack is not fully supervised"
+    assert unsupervised((0, 4)).startswith("modules 1, 5 have not reported")

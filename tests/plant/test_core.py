@@ -232,8 +232,11 @@ def test_agent_loop_faults_are_refused(config: SystemConfig, fault: str) -> None
 
 
 def test_unknown_module_is_refused(config: SystemConfig) -> None:
-    with pytest.raises(ValueError, match="module 99"):
+    """The message names the module as the person who injected it typed it, from 1."""
+    with pytest.raises(ValueError, match=r"^module 100 is not in this plant$"):
         make(config).inject(PlantControl(fault="open_wire", module=99, channel=0))
+    with pytest.raises(ValueError, match=r"^module 8 is not in this plant$"):
+        make(config).inject(PlantControl(fault="board_dropout", module=7))
 
 
 def test_a_new_configuration_keeps_the_contacts_and_restarts_cells_only_when_needed(

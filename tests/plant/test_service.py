@@ -135,7 +135,7 @@ def test_the_agent_reads_the_plant_over_modbus_tcp_and_sees_injected_faults(
         relay.close()
 
     # A fault from the command line reaches the running plant, and the agent reports it.
-    inject(stack, "open_wire", "--module", "1", "--channel", "2")
+    inject(stack, "open_wire", "--module", "2", "--channel", "3")
 
     def flagged() -> bool:
         t = stack.recorder.latest(1)
@@ -146,7 +146,7 @@ def test_the_agent_reads_the_plant_over_modbus_tcp_and_sees_injected_faults(
     assert latest0 is not None and latest0.cell_flags == [0] * 4
 
     # A board that stops answering: the agent's telemetry of that module stops, not the other.
-    inject(stack, "board_dropout", "--module", "0")
+    inject(stack, "board_dropout", "--module", "1")
     time.sleep(1.0)
     since = time.time()
     assert wait_until(lambda: len(stack.recorder.since(1, since)) >= 3, 10.0)

@@ -169,7 +169,7 @@ def test_a_rack_that_boots_late_is_waited_for_with_the_contactors_open(
             assert s.soc is None and s.sum_of_cells_v is None
         reply = watch.command("contactors", ContactorsArgs(action="close"))
         assert reply.status == "refused"
-        assert reply.reason == "module 2 has not reported: the pack is not fully supervised"
+        assert reply.reason == "module 3 has not reported: the pack is not fully supervised"
         wire.agent(label="-2", modules="2")
         assert wait_until(lambda: watch.latest().contactors == "closed", 20), master.log()[-3000:]  # type: ignore[union-attr]
         assert not comm_losses(watch), comm_losses(watch)

@@ -448,7 +448,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             # a cell runs away: the fault shows among the alarms in words, at its cell, with
             # its reading and what clears it; a reset is refused while the cell is still high,
             # with the master's reason
-            running.inject("cell_drift", "--module", "1", "--channel", "2", "--value", "1.0")
+            running.inject("cell_drift", "--module", "2", "--channel", "3", "--value", "1.0")
             alarms = page.locator('[data-testid="alarms"]')
             fault = alarms.locator('li.fault[data-code="cell_overvoltage"]')
             expect(fault).to_contain_text("Cell over-voltage (fault) at M2 · C3", timeout=15_000)
@@ -712,8 +712,8 @@ def test_unknown_reads_as_a_dash_and_each_sensor_keeps_its_place(
 
             # the first temperature sensor of module 1 fails, and a cell wire of module 2
             # opens: each is marked at its own place, and every later channel stays at its own
-            stack.inject("open_wire", "--module", "0", "--channel", "0", "--target", "temp")
-            stack.inject("open_wire", "--module", "1", "--channel", "2")
+            stack.inject("open_wire", "--module", "1", "--channel", "1", "--target", "temp")
+            stack.inject("open_wire", "--module", "2", "--channel", "3")
             first = page.locator('#heatmap .hcell[data-sensor="0"]')
             expect(first).to_have_class(re.compile(r"\bflagged\b"), timeout=15_000)
             # the boards report an open thermistor in their sensor-fault mask (the register map

@@ -29,11 +29,11 @@ from .test_slave_agent import inject
 pytestmark = pytest.mark.broker
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-OPEN_WIRE = "open_wire --module 2 --channel 7"
-OVER_TEMPERATURE = "over_temperature --module 1 --channel 0 --value 70"
-COOL = "under_temperature --module 1 --channel 0 --value 25 --duration-s 30"
-DRIFT_UP = "cell_drift --module 3 --channel 5 --value 0.5"
-DRIFT_DOWN = "cell_drift --module 3 --channel 5 --value -0.5"
+OPEN_WIRE = "open_wire --module 3 --channel 8"
+OVER_TEMPERATURE = "over_temperature --module 2 --channel 1 --value 70"
+COOL = "under_temperature --module 2 --channel 1 --value 25 --duration-s 30"
+DRIFT_UP = "cell_drift --module 4 --channel 6 --value 0.5"
+DRIFT_DOWN = "cell_drift --module 4 --channel 6 --value -0.5"
 DEMO_LINES = (OPEN_WIRE, OVER_TEMPERATURE, COOL, DRIFT_UP, DRIFT_DOWN, "clear", "crash")
 """The README's demo lines, as these tests run them."""
 

@@ -259,7 +259,7 @@ def test_make_run_starts_the_integrations_bridge_with_json_and_metrics(
     url = launched.find(METRICS_LINE, 30)
     broker = launched.find(BROKER_LINE, 30)
 
-    cell = 'bms_cell_voltage_volts{cell="13",module="6",system="demo"}'
+    cell = 'bms_cell_voltage_volts{cell="14",module="7",system="demo"}'  # the last, from 1
 
     def exported() -> bool:
         # the pack and its cells: the cells come on their own topic, at their own rate

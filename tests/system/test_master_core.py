@@ -134,7 +134,7 @@ def test_overvoltage_opens_contactors_within_the_delay_plus_one_sample(
     rec: Recorder = system["rec"]
     fault = system["config"].protection.cell_overvoltage.fault
     wire: WireStack = system["wire"]
-    wire.inject("cell_drift", "--module", "1", "--channel", "2", "--value", "1.0")
+    wire.inject("cell_drift", "--module", "2", "--channel", "3", "--value", "1.0")
     assert wait_until(lambda: (s := watch.latest()) is not None and s.contactors == "fault", 10), (
         system["master"].log()
     )
@@ -175,7 +175,7 @@ def test_restart_restores_soc_and_latched_faults(
 ) -> None:
     watch: Watch = system["watch"]
     wire: WireStack = system["wire"]
-    wire.inject("cell_drift", "--module", "0", "--channel", "0", "--value", "1.0")
+    wire.inject("cell_drift", "--module", "1", "--channel", "1", "--value", "1.0")
     assert wait_until(lambda: watch.latest().contactors == "fault", 10)  # type: ignore[union-attr]
     wire.inject("clear")
     time.sleep(1.0)

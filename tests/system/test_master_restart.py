@@ -90,7 +90,7 @@ def trip_overvoltage_and_clear(stack: dict[str, Any], system_id: str) -> PackSta
     """A latched fault opens the contactors: nothing is counted any more, so the published
     state stays what was saved."""
     watch: Watch = stack["watch"]
-    drift = ("cell_drift", "--module", "0", "--channel", "1", "--value", "1.0")
+    drift = ("cell_drift", "--module", "1", "--channel", "2", "--value", "1.0")
     stack["wire"].inject(*drift)
     assert wait_until(lambda: watch.latest().contactors == "fault", 10)  # type: ignore[union-attr]
     stack["wire"].inject("clear")

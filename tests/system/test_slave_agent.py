@@ -165,34 +165,34 @@ def test_every_fault_injection(stack: dict, system_id: str) -> None:
         assert t is not None
         return t
 
-    inject(url, system_id, "cell_drift", "--module", "1", "--channel", "2", "--value", "2.0")
+    inject(url, system_id, "cell_drift", "--module", "2", "--channel", "3", "--value", "2.0")
     assert wait_until(lambda: latest().cell_mv[2] > 4950, 5)  # pushed out of range
     assert latest().cell_flags[2] & ChannelFlag.OUT_OF_RANGE
-    inject(url, system_id, "clear", "--module", "1")
+    inject(url, system_id, "clear", "--module", "2")
     assert wait_until(lambda: latest().cell_mv[2] < 4300, 5)
 
-    inject(url, system_id, "cell_drift", "--module", "1", "--channel", "0", "--value", "-2.0")
+    inject(url, system_id, "cell_drift", "--module", "2", "--channel", "1", "--value", "-2.0")
     assert wait_until(lambda: latest().cell_mv[0] < 2500, 5)
-    inject(url, system_id, "clear", "--module", "1")
+    inject(url, system_id, "clear", "--module", "2")
 
-    inject(url, system_id, "over_temperature", "--module", "1", "--channel", "0", "--value", "80")
+    inject(url, system_id, "over_temperature", "--module", "2", "--channel", "1", "--value", "80")
     assert wait_until(lambda: latest().temp_c[0] > 60, 30)
-    inject(url, system_id, "under_temperature", "--module", "1", "--channel", "1", "--value", "-25")
+    inject(url, system_id, "under_temperature", "--module", "2", "--channel", "2", "--value", "-25")
     assert wait_until(lambda: latest().temp_c[1] < -15, 30)
-    inject(url, system_id, "clear", "--module", "1")
+    inject(url, system_id, "clear", "--module", "2")
 
-    inject(url, system_id, "open_wire", "--module", "1", "--channel", "3")
+    inject(url, system_id, "open_wire", "--module", "2", "--channel", "4")
     assert wait_until(lambda: bool(latest().cell_flags[3] & ChannelFlag.OPEN_WIRE), 5)
     assert latest().cell_mv[3] < 1000
-    inject(url, system_id, "clear", "--module", "1")
+    inject(url, system_id, "clear", "--module", "2")
     assert wait_until(lambda: latest().cell_flags[3] == 0, 5)
 
-    inject(url, system_id, "stuck_sensor", "--module", "1", "--channel", "1")
+    inject(url, system_id, "stuck_sensor", "--module", "2", "--channel", "2")
     time.sleep(0.5)
     t0 = time.time()
     time.sleep(1.0)
     assert len({t.cell_mv[1] for t in rec.since(1, t0)}) == 1
-    inject(url, system_id, "noisy_channel", "--module", "1", "--channel", "0", "--value", "0.2")
+    inject(url, system_id, "noisy_channel", "--module", "2", "--channel", "1", "--value", "0.2")
     time.sleep(0.3)
     t0 = time.time()
     time.sleep(2.0)
@@ -201,7 +201,7 @@ def test_every_fault_injection(stack: dict, system_id: str) -> None:
     assert statistics.pstdev(noisy) > 5 * max(statistics.pstdev(quiet), 1.0)
     inject(url, system_id, "clear")
 
-    inject(url, system_id, "dropout", "--module", "1", "--duration-s", "1.0")
+    inject(url, system_id, "dropout", "--module", "2", "--duration-s", "1.0")
     time.sleep(2.0)
     seqs = [t.seq for t in rec.telemetry[1] if t.seq is not None]
     gaps = [b - a for a, b in itertools.pairwise(seqs) if b - a > 1]

@@ -496,7 +496,7 @@ def test_standby_and_working_ten_times(stack: Stack) -> None:
 
 def test_open_wire_then_clear_and_reset(stack: Stack) -> None:
     t0 = _running(stack)
-    stack.inject("open_wire", "--module", "1", "--channel", "2")
+    stack.inject("open_wire", "--module", "2", "--channel", "3")
     assert wait_until(lambda: "open_wire" in stack.watch.latest().faults, 10), stack.logs()  # type: ignore[union-attr]
     assert_truthful(stack, allowed_faults=frozenset({"open_wire"}))
     snap = stack.watch.cells
@@ -515,7 +515,7 @@ def test_open_wire_then_clear_and_reset(stack: Stack) -> None:
 
 def test_one_faulted_temperature_sensor_keeps_the_others_in_place(stack: Stack) -> None:
     _running(stack)
-    stack.inject("open_wire", "--module", "0", "--channel", "0",
+    stack.inject("open_wire", "--module", "1", "--channel", "1",
            "--target", "temp")  # fmt: skip
     assert wait_until(
         lambda: (c := stack.watch.cells) is not None and next(c.temperatures()).flags != 0,
@@ -536,14 +536,14 @@ def test_over_temperature_then_cool_and_reset(stack: Stack) -> None:
     t0 = _running(stack)
     config = system_config(stack.system)
     fault_c = config["protection"]["cell_overtemp_discharge"]["fault"]["threshold"]
-    stack.inject("over_temperature", "--module", "2", "--channel", "0",
+    stack.inject("over_temperature", "--module", "3", "--channel", "1",
            "--value", str(fault_c + 5))  # fmt: skip
     assert wait_until(lambda: "cell_overtemp_discharge" in stack.watch.latest().faults, 20)  # type: ignore[union-attr]
     assert_truthful(
         stack, allowed_faults=frozenset({"cell_overtemp_discharge", "cell_overtemp_charge"})
     )
     stack.inject("clear")  # the heat source is gone; now cool them
-    stack.inject("under_temperature", "--module", "2", "--channel", "0",
+    stack.inject("under_temperature", "--module", "3", "--channel", "1",
            "--value", "25", "--duration-s", "30")  # fmt: skip
     reset_until_accepted(stack, 60)
     assert wait_until(lambda: closed(stack), STEADY_S), stack.logs()

@@ -331,7 +331,7 @@ def test_pylon_cold_start_live_values_and_open_wire(stack: Stack, profile: str) 
     no_fault_raised(stack, t0)
 
     # (c) one open sense wire: the profile's own fault bit; clear and reset: closed again
-    stack.inject("open_wire", "--module", "1", "--channel", "2")
+    stack.inject("open_wire", "--module", "2", "--channel", "3")
     assert wait_until(lambda: "open_wire" in stack.watch.latest().faults, 10), stack.logs()  # type: ignore[union-attr]
     time.sleep(0.5)  # the gateway has the faulted state, too
     assert_open_wire_shown(stack, profile, read(stack, profile))

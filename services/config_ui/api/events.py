@@ -1,4 +1,9 @@
-"""The master's event log, filtered, as JSON and CSV."""
+"""The master's event log, filtered, as JSON and CSV.
+
+The CSV is for people with a spreadsheet: besides the master's `values` (JSON, the message
+contract's 0-based `module` and `index`), the place an event names is in `module` and `cell`
+or `sensor` columns numbered from 1, as the web application shows it (M2 · C4 is module 2,
+cell 4), and as the cell history CSV numbers them."""
 
 from __future__ import annotations
 
@@ -18,11 +23,29 @@ from shared.messages import (
     EventsQueryArgs,
 )
 from shared.messages.events import EventKind, EventLevel
+from shared.numbering import number_of
+from shared.protection_codes import spec_of
 
 router = APIRouter()
 
 
 EVENT_COLUMNS = ("ts", "level", "kind", "code", "text", "source", "values")
+PLACE_COLUMNS = ("module", "cell", "sensor")
+"""The CSV's place columns, numbered from 1 (empty: the event names no single place)."""
+
+
+def place_numbers(code: str, values: object) -> tuple[int | str, int | str, int | str]:
+    """(module, cell, sensor) of an event for people, from 1, or "" where it names none: a
+    raise event's `module` and `index` (0-based) are a cell or a sensor by its code."""
+    spec = spec_of(code)
+    if spec is None or spec.located_at is None or not isinstance(values, dict):
+        return "", "", ""
+    module, index = values.get("module"), values.get("index")
+    if type(module) is not int or type(index) is not int or module < 0 or index < 0:
+        return "", "", ""
+    if spec.located_at.startswith("temp"):
+        return number_of(module), "", number_of(index)
+    return number_of(module), number_of(index), ""
 
 
 async def query_events(ctx: UiContext, f: EventFilter) -> list[dict[str, Any]]:
@@ -87,15 +110,18 @@ async def events_csv(_: Viewer, ctx: Ctx, f: Annotated[EventFilter, Query()]) ->
     rows = await query_events(ctx, f)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([*EVENT_COLUMNS[:1], "time_utc", *EVENT_COLUMNS[1:]])
+    writer.writerow([*EVENT_COLUMNS[:1], "time_utc", *EVENT_COLUMNS[1:-1], *PLACE_COLUMNS,
+                     EVENT_COLUMNS[-1]])  # fmt: skip
     for row in rows:
         ts = float(row.get("ts", 0.0))
+        values = row.get("values", {})
         writer.writerow(
             [
                 f"{ts:.3f}",
                 _iso(ts),
                 *(row.get(c, "") for c in EVENT_COLUMNS[1:-1]),
-                json.dumps(row.get("values", {}), sort_keys=True),
+                *place_numbers(str(row.get("code", "")), values),
+                json.dumps(values, sort_keys=True),
             ]
         )
     name = f"events-{ctx.system}.csv"
