@@ -16,7 +16,9 @@ from fastapi.responses import Response
 from services.config_ui.api.deps import Ctx, Viewer
 from services.config_ui.cell_history import CellHistoryStore
 from services.config_ui.context import UiContext
+from shared.alarm_words import place_of
 from shared.config.limits import CELLS_IN_SERIES_MAX
+from shared.messages import CellLocation
 
 router = APIRouter(prefix="/cells", tags=["cells"])
 SPAN_MAX_S = 3660 * 86400
@@ -47,7 +49,7 @@ def cell_history(
     return {
         "module": module,
         "index": index,
-        "label": f"M{module + 1} · C{index + 1}",
+        "label": place_of(CellLocation(module=module, index=index), sensor=False)[0],
         "points": [
             {"ts": p.ts, "voltage_v": p.voltage_v, "balancing_s": p.balancing_s} for p in points
         ],
