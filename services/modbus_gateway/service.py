@@ -16,7 +16,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from pymodbus.framer import FramerType
@@ -25,7 +25,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from services.modbus_gateway.guard import RequestGuard, guard_server
 from services.modbus_gateway.register_map import Command, Identity
-from services.modbus_gateway.server import ForeignUnits, GatewayData, make_device
+from services.modbus_gateway.server import ForeignUnits, GatewayData, SiteData, make_device
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
@@ -35,7 +35,8 @@ from shared.config.system import SystemConfig
 from shared.config_ack import acknowledge_config
 from shared.log_limit import LimitedLog
 from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, FieldInUse, PackState
-from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
+from shared.messages.site import SiteConfigMessage, SiteState
+from shared.topics import CONFIG, PACK_CELLS, PACK_STATE, SITE_CONFIG, SITE_STATE
 
 log = logging.getLogger("modbus_gateway")
 
@@ -109,10 +110,49 @@ class ModbusGateway:
         self._changed = asyncio.Event()
         self._limited = LimitedLog(log)
         """One rate limit for what peers send, across restarts of the servers."""
-        bus.subscribe(CONFIG, self._on_config)
-        bus.subscribe(PACK_STATE, self._on_pack)
-        bus.subscribe(PACK_CELLS, self._on_cells)
+        self.site: SiteData | None = None
+        """Set with BMS_SITE: the site chain is served instead of the system's."""
+        if settings.site is None:
+            bus.subscribe(CONFIG, self._on_config)
+            bus.subscribe(PACK_STATE, self._on_pack)
+            bus.subscribe(PACK_CELLS, self._on_cells)
+            return
+        self.site = SiteData(
+            settings.site, Identity(serial=settings.site), settings.stale_after_s,
+            counters=bus.counters,
+        )  # fmt: skip
+        # Every system's topics: the strings are the site configuration's, which may change.
+        bus.subscribe(CONFIG, self._on_any_config, system="+")
+        bus.subscribe(PACK_STATE, self._on_string_pack, system="+")
+        bus.subscribe(PACK_CELLS, self._on_string_cells, system="+")
+        bus.subscribe(SITE_CONFIG, self._on_site_config, system=settings.site)
+        bus.subscribe(SITE_STATE, self._on_site_state, system=settings.site)
+        log.info("serving site %s (its strings as one battery)", settings.site)
 
+    # --- a site (BMS_SITE) ------------------------------------------------------------------
+    def _on_any_config(self, d: Delivery[ConfigMessage]) -> None:
+        assert self.site is not None
+        self.site.update_config(d.system, d.message.config)
+        if d.system == self.bus.system:
+            self._on_config(d)
+
+    def _on_string_pack(self, d: Delivery[PackState]) -> None:
+        assert self.site is not None
+        self.site.update_pack(d.system, d.message)
+
+    def _on_string_cells(self, d: Delivery[CellSnapshot]) -> None:
+        assert self.site is not None
+        self.site.update_cells(d.system, d.message)
+
+    def _on_site_config(self, d: Delivery[SiteConfigMessage]) -> None:
+        assert self.site is not None
+        self.site.update_site_config(d.message.config)
+
+    def _on_site_state(self, d: Delivery[SiteState]) -> None:
+        assert self.site is not None
+        self.site.update_site(d.message)
+
+    # --- the system -------------------------------------------------------------------------
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
         config = d.message.config
         if config.system_id != self.bus.system:
@@ -143,6 +183,8 @@ class ModbusGateway:
                     self.settings.rtu_port,
                 )
         identity = Identity(serial=config.system_id, device_address=modbus.unit_id)
+        if self.site is not None:
+            self.site.set_identity(replace(identity, serial=self.site.site_id))
         if self.data is None:
             self.data = GatewayData(
                 config, identity, self.settings.stale_after_s, counters=self.bus.counters
@@ -243,15 +285,15 @@ class ModbusGateway:
 
     async def _start(self, name: str, m: ModbusConfig) -> Server:
         assert self.data is not None
+        source = self.data if self.site is None else self.site
+        send = self.send if self.site is None else None
         server: Server
         if name == "tcp":
-            server = ModbusTcpServer(
-                make_device(self.data, 0, self.send), address=(m.tcp_host, m.tcp_port)
-            )
+            server = ModbusTcpServer(make_device(source, 0, send), address=(m.tcp_host, m.tcp_port))
         else:
             self.foreign_units = ForeignUnits(frozenset({m.unit_id}), self.bus.counters)
             server = ModbusSerialServer(
-                make_device(self.data, m.unit_id, self.send),
+                make_device(source, m.unit_id, send),
                 framer=FramerType.RTU,
                 port=m.rtu_port,
                 baudrate=m.rtu_baudrate,
