@@ -60,6 +60,7 @@ def run(settings: CanGatewaySettings) -> int:
             keepalive_timeout_s=settings.keepalive_timeout_s,
             protocol_overrides=settings.protocol_overrides(),
             in_use=lambda config: settings.in_use(config, socket.gethostname()),
+            site=settings.site,
         )
         gateway.bus_params = params
         gateway.apply_config(first[0])

@@ -31,11 +31,14 @@ from services.can_gateway.profile import (
     ProtocolOptions,
     is_extended,
 )
+from services.can_gateway.profiles import SITE_PROFILES
 from services.can_gateway.registry import UnknownProfileError, load_profile
+from services.can_gateway.site import site_facts, site_pack
 from shared.bus import BusCore, Delivery
 from shared.can_link import LinkEvent, LinkHealth
 from shared.commands import CommandClient
 from shared.config import CanConfig, SystemConfig
+from shared.config.site import SiteConfig
 from shared.config_ack import acknowledge_config
 from shared.messages import (
     CellSnapshot,
@@ -45,7 +48,8 @@ from shared.messages import (
     FieldInUse,
     PackState,
 )
-from shared.topics import CONFIG, EVENTS, PACK_CELLS, PACK_STATE
+from shared.messages.site import SiteConfigMessage, SiteState
+from shared.topics import CONFIG, EVENTS, PACK_CELLS, PACK_STATE, SITE_CONFIG, SITE_STATE
 
 log = logging.getLogger("can_gateway")
 
@@ -103,6 +107,7 @@ class CanGateway:
         protocol_overrides: Mapping[str, object] | None = None,
         in_use: Callable[[SystemConfig], dict[str, FieldInUse]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        site: str | None = None,
     ) -> None:
         self.bus = bus
         self.can = can_bus
@@ -134,9 +139,21 @@ class CanGateway:
         self._link_lock = threading.Lock()
         self._link_events: queue.SimpleQueue[tuple[LinkEvent, str]] = queue.SimpleQueue()
         self.status_due_s = monotonic() + STATUS_PERIOD_S
+        self.site = site
+        """BMS_SITE: the profiles send the site's values and limits (`site.site_pack`)."""
+        self.site_config: SiteConfig | None = None
+        self.site_state: SiteState | None = None
+        self.site_s: float | None = None
+        self.string_packs: dict[str, tuple[PackState, float]] = {}
         bus.subscribe(CONFIG, self._on_config)
-        bus.subscribe(PACK_STATE, self._on_pack)
-        bus.subscribe(PACK_CELLS, self._on_cells)
+        if site is None:
+            bus.subscribe(PACK_STATE, self._on_pack)
+            bus.subscribe(PACK_CELLS, self._on_cells)
+        else:
+            bus.subscribe(SITE_CONFIG, self._on_site_config, system=site)
+            bus.subscribe(SITE_STATE, self._on_site_state, system=site)
+            bus.subscribe(PACK_STATE, self._on_string_pack, system="+")
+            log.info("serving site %s (its strings as one battery)", site)
         self.notifier = self._listen(can_bus)
 
     def _listen(self, can_bus: can.BusABC) -> can.Notifier:
@@ -172,6 +189,14 @@ class CanGateway:
         if names != [p.name for p in self.profiles]:
             profiles: list[Profile] = []
             for name in names:
+                if self.site is not None and name not in SITE_PROFILES:
+                    problem = (
+                        f"CAN profile {name!r} does not serve a site (BMS_SITE={self.site}); "
+                        f"choose one of {', '.join(sorted(SITE_PROFILES))}"
+                    )
+                    log.warning("%s", problem)
+                    problems.append(f"interfaces.can.profiles: {problem}")
+                    continue
                 try:
                     profiles.append(load_profile(name))
                 except UnknownProfileError as err:
@@ -267,6 +292,19 @@ class CanGateway:
     def _on_cells(self, d: Delivery[CellSnapshot]) -> None:
         self.cells = d.message
 
+    def _on_site_config(self, d: Delivery[SiteConfigMessage]) -> None:
+        self.site_config = d.message.config
+        keep = set(self.site_config.system_ids)
+        for system in set(self.string_packs) - keep:
+            del self.string_packs[system]
+
+    def _on_site_state(self, d: Delivery[SiteState]) -> None:
+        self.site_state, self.site_s = d.message, self.monotonic()
+
+    def _on_string_pack(self, d: Delivery[PackState]) -> None:
+        if self.site_config is not None and d.system in self.site_config.system_ids:
+            self.string_packs[d.system] = (d.message, self.monotonic())
+
     def _on_frame(self, msg: can.Message) -> None:
         """CAN receive thread: refuse what is not classic CAN data, queue the rest."""
         with self._link_lock:
@@ -283,7 +321,33 @@ class CanGateway:
     def view(self) -> PackView | None:
         if self.config is None:
             return None
+        if self.site is not None:
+            return self.site_view(self.config)
         return PackView(self.config, self.pack, self.stale, self.cells, self.options)
+
+    def site_view(self, config: SystemConfig) -> PackView:
+        """The site as one battery: the last site state (stale after `stale_after_s`) with the
+        fresh pack states of its strings."""
+        now = self.monotonic()
+        fresh = {
+            system: pack
+            for system, (pack, at_s) in self.string_packs.items()
+            if now - at_s <= self.stale_after_s
+        }
+        state = self.site_state
+        stale = self.site_s is None or now - self.site_s > self.stale_after_s
+        assert self.site is not None
+        sc = self.site_config
+        name = (sc.name or sc.site) if sc is not None else self.site
+        strings = len(sc.strings) if sc is not None else 0
+        return PackView(
+            config,
+            None if state is None else site_pack(state, fresh),
+            stale,
+            None,
+            self.options,
+            site=site_facts(state, name, strings),
+        )
 
     # --- one cycle --------------------------------------------------------------------------
     def step(self) -> None:

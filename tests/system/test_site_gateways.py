@@ -2,19 +2,24 @@
 
 A real gateway process on a real mosquitto, fed by the test with each string's configuration,
 pack state and cell snapshot, and the site's configuration and state, as the masters and the
-site controller publish them; read by independent clients (pysunspec2 for Modbus).
+site controller publish them; read by independent clients (pysunspec2 for Modbus, an inverter
+decoding with cantools and the project DBC for CAN).
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import can
 import pytest
 from sunspec2.modbus import client as sunspec
 
+from services.can_gateway.codec import load_dbc
+from services.can_gateway.service import CanGateway
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.config.site import SiteConfig
@@ -153,3 +158,52 @@ def test_pysunspec2_reads_the_site_bank_and_its_three_strings(site_modbus: int) 
     assert d.models[804][2].SoC.cvalue is None  # string 3's SOC is unknown
     places = sorted((m.StrIdx.cvalue, m.ModIdx.cvalue) for m in d.models[805])
     assert places == [(k, m) for k in (1, 2, 3) for m in range(1, MODULES[k - 1] + 1)]
+
+
+def test_the_can_gateway_sends_the_site_values_to_the_inverter(
+    mosquitto: MosquittoBroker, system_id: str
+) -> None:
+    """Over a real broker; the inverter decodes with cantools and the project DBC."""
+    site, systems = f"{system_id}-site", [f"{system_id}-s{k}" for k in (1, 2, 3)]
+    feed = SiteFeed(mosquitto.url, site, systems, free_port())
+    channel = f"can-{uuid.uuid4().hex[:8]}"
+    bus = MqttBus(parse_mqtt_url(mosquitto.url), system=systems[0], service="can_gateway",
+                  kind="test")  # fmt: skip
+    gateway = CanGateway(bus, can.Bus(interface="virtual", channel=channel), site=site)
+    inverter = can.Bus(interface="virtual", channel=channel)
+    stop = threading.Event()
+    assert bus.start(wait_s=10)
+    runner = threading.Thread(target=gateway.run, args=(stop.is_set,), daemon=True)
+    runner.start()
+    db = load_dbc("victron_0x35x")
+    latest: dict[int, dict[str, Any]] = {}
+
+    def heard() -> bool:
+        while (msg := inverter.recv(timeout=0.1)) is not None:
+            latest[msg.arbitration_id] = dict(db.decode_message(msg.arbitration_id, msg.data))
+        return 0x356 in latest and latest.get(0x351, {}).get("ChargeCurrentLimit", 0) > 0
+
+    try:
+        assert wait_until(heard, 15), latest
+        assert latest[0x351]["ChargeCurrentLimit"] == pytest.approx(75.6, abs=0.05)
+        assert latest[0x351]["DischargeCurrentLimit"] == pytest.approx(111.6, abs=0.05)
+        assert latest[0x351]["ChargeVoltageLimit"] == pytest.approx(33.6, abs=0.05)
+        assert latest[0x356]["BatteryVoltage"] == pytest.approx(30.3, abs=0.005)
+        assert latest[0x356]["BatteryCurrent"] == pytest.approx(-15.0, abs=0.05)
+        assert 0x355 not in latest  # the site's SOH is unknown: SOC/SOH never go out as 0
+        assert latest[0x372]["ModulesOnline"] == 2 and latest[0x372]["ModulesOffline"] == 1
+        # The site controller stops: the inverter gets the fail-safe within the staleness
+        feed.close()
+        latest.clear()
+        assert wait_until(
+            lambda: (heard() or True) and latest.get(0x351, {}).get("ChargeCurrentLimit", -1) == 0,
+            15,
+        ), latest
+    finally:
+        stop.set()
+        runner.join(5)
+        gateway.close()
+        gateway.can.shutdown()
+        inverter.shutdown()
+        bus.stop()
+        feed.close()
