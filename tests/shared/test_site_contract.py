@@ -55,7 +55,7 @@ def test_unknown_is_none_and_limits_reach_sixteen_strings() -> None:
     limits = SiteLimits(
         charge_voltage_v=None,
         discharge_voltage_v=None,
-        charge_current_a=16 * 200.0,
+        charge_current_a=16 * 1000.0,
         discharge_current_a=0.0,
     )
     state = SiteState(
@@ -70,7 +70,7 @@ def test_unknown_is_none_and_limits_reach_sixteen_strings() -> None:
         SiteLimits(
             charge_voltage_v=None,
             discharge_voltage_v=None,
-            charge_current_a=16 * 200.0 + 1,
+            charge_current_a=16 * 1000.0 + 1,
             discharge_current_a=0.0,
         )
     summary = SiteSummary(site="site1", online=True, strings_total=3, strings_joined=2)
