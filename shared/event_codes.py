@@ -28,6 +28,7 @@ class EventCode:
 
 MASTER = "master_core"
 CAN = "can_gateway"
+SITE = "site_controller"
 
 
 def _protection() -> tuple[EventCode, ...]:
@@ -101,6 +102,31 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("can_link_down", CAN, ("raise", "clear"), ("warning",),
               "The CAN channel failed on receive (errors in a row) and is being reopened with "
               "back-off; cleared once it is open again."),
+    # a site (services/site_controller), on bms/v1/{site}/events/site_controller; every one
+    # names the string in values.system
+    EventCode("site_config_applied", SITE, ("config",), ("info",),
+              "A site configuration was applied; values: version, strings."),
+    EventCode("site_config_refused", SITE, ("config",), ("warning",),
+              "A site configuration was refused (the errors in the text); the previous one "
+              "stays in force."),
+    EventCode("site_bus_defined", SITE, ("info",), ("info",),
+              "The first string closed onto the empty DC bus and defines its voltage; values: "
+              "system, voltage_v."),
+    EventCode("site_string_joining", SITE, ("command",), ("info",),
+              "A string within the join window was asked to work (set_mode working): its "
+              "master precharges and closes; values: system, voltage_v, bus_v."),
+    EventCode("site_string_joined", SITE, ("info",), ("info",),
+              "A string closed onto the DC bus and counts in the site's limits; values: "
+              "system, voltage_v, bus_v."),
+    EventCode("site_string_waiting", SITE, ("info",), ("info",),
+              "A string waits to join, the reason in words (e.g. 3.4 V above the bus, waits "
+              "for the bus to rise); values: system, voltage_v, bus_v."),
+    EventCode("site_string_left", SITE, ("info",), ("info", "warning"),
+              "A string left the DC bus's sums: asked to stand by (info), or in fault or "
+              "stale (warning, at once); the text gives the reason; values: system."),
+    EventCode("site_command_failed", SITE, ("command",), ("warning",),
+              "A string's master refused set_mode or did not reply before it expired; it is "
+              "asked again; values: system, mode."),
 )  # fmt: skip
 
 BY_CODE: dict[str, EventCode] = {e.code: e for e in EVENT_CODES}

@@ -1,6 +1,9 @@
 """The topic tree: every topic declared once, with its payload, QoS, retain flag and rate.
 
-All topics live under `bms/v1/{system}/`, one system being one string of series cells.
+All topics live under `bms/v1/{system}/`, one system being one string of series cells. A
+site (up to 16 strings in parallel on one DC bus, `shared/config/site.py`) has its topics under
+`bms/v1/{site}/site/...`: the site id stands in the system position (the same rule, never one
+of its strings' ids), and its events are `bms/v1/{site}/events/site_controller`.
 Each topic has a byte limit derived from its bounded payload model (`shared/bounds.py`): the
 bus refuses a larger payload before decoding it, and the broker's `message_size_limit` is the
 largest of them (`BROKER_MESSAGE_SIZE_LIMIT`).
@@ -32,6 +35,9 @@ from shared.messages import (
     PlantControl,
     ServiceStatus,
     SimControl,
+    SiteConfigMessage,
+    SiteState,
+    SiteSummary,
     SlaveModeCommand,
     SlaveStatus,
 )
@@ -56,6 +62,10 @@ EVENTS_READER = "events_reader"
 """A third party that reads what `third_party` reads and may also fetch the events it missed
 with `events_query` (its own broker user, so the master's rate limit and the reply topic are
 its own)."""
+SITE = "site_controller"
+"""The site controller (services/site_controller): publishes under its site's id, reads the
+pack state, configuration and events of its site's strings and sends their masters `set_mode`
+(working to join the DC bus, standby to leave it), each under that string's system id."""
 INTEGRATIONS_COMMANDS = "integrations_commands"
 """The integrations bridge's second broker user, only with BMS_HA_COMMANDS: it may send exactly
 the commands Home Assistant may ask for (`HA_COMMANDS`), and read those requests."""
@@ -192,7 +202,7 @@ PACK_STATE = TopicSpec(
     0,
     True,
     (MASTER,),
-    (MODBUS, CAN, UI, SLAVE, THIRD_PARTY),
+    (MODBUS, CAN, UI, SLAVE, THIRD_PARTY, SITE),
     "10 Hz",
     "SOC, SOH, voltage, current (positive charging), contactors, mode, limits and active "
     "faults, alarms and warnings; None for every value that is unknown.",
@@ -218,15 +228,16 @@ EVENTS = TopicSpec(
     Event,
     1,
     False,
-    (MASTER, ANY),
-    (MASTER, UI, MODBUS, CAN, THIRD_PARTY),
+    (MASTER, ANY, SITE),
+    (MASTER, UI, MODBUS, CAN, THIRD_PARTY, SITE),
     "on event",
     "Raise and clear of every warning, alarm and fault; mode changes, commands, config changes. "
     "`{source}` is the publishing service (the bus fills it in, the broker ACL pins it to the "
     "user), so trust it over the payload's `source`. `seq` counts up within `seq_epoch` per "
     "source: the master's is its event log's row id; it also keeps the other sources' "
     "events, so fetch a gap of any source with `events_query` (`after_id`, `source`, "
-    "`seq_epoch`).",
+    "`seq_epoch`). A site's events are on `bms/v1/{site}/events/site_controller` (joins, "
+    "leaves, waits; `shared/event_codes.py`).",
 )
 COMMAND = TopicSpec(
     "command",
@@ -234,7 +245,7 @@ COMMAND = TopicSpec(
     CommandRequest,
     1,
     False,
-    (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER),
+    (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER, SITE),
     (MASTER,),
     "on demand",
     "A command to the master; the reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
@@ -245,7 +256,7 @@ COMMAND = TopicSpec(
 COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "contactors": (MODBUS, CAN, UI),
     "reset_faults": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
-    "set_mode": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
+    "set_mode": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, SITE),
     "heartbeat": (MODBUS, CAN, UI),
     "events_query": (UI, INTEGRATIONS, EVENTS_READER),
     "service_reset": (UI,),
@@ -253,7 +264,8 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
 """Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
 alone, which sends it for its admin role only. `events_query` is also open to the integrations
-bridge (its backfill) and to third parties with the `events_reader` user."""
+bridge (its backfill) and to third parties with the `events_reader` user. The site controller
+sends `set_mode` to the masters of its strings (working joins the DC bus, standby leaves it)."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""
@@ -264,7 +276,7 @@ COMMAND_REPLY = TopicSpec(
     1,
     False,
     (MASTER,),
-    (MODBUS, CAN, UI, INTEGRATIONS, EVENTS_READER),
+    (MODBUS, CAN, UI, INTEGRATIONS, EVENTS_READER, SITE),
     "on demand",
     "Reply to a command: accepted, or refused with the reason. `{user}` is the requester's "
     "broker user: the ACL lets each user read its own replies only; `{client}` tells its "
@@ -279,7 +291,7 @@ CONFIG = TopicSpec(
     1,
     True,
     (UI,),
-    (ANY, THIRD_PARTY, SIM),
+    (ANY, THIRD_PARTY, SIM, SITE),
     "on change",
     "The active system configuration, with its version. The simulation reads it too: `inject` "
     "checks a person's module and channel numbers against the configured modules.",
@@ -290,7 +302,7 @@ CONFIG_ACK = TopicSpec(
     ConfigAck,
     1,
     True,
-    (ANY,),
+    (ANY, SITE),
     (UI,),
     "on change",
     "A service's acknowledgement of a configuration version: applied, or refused with errors.",
@@ -301,7 +313,7 @@ SERVICE_STATUS = TopicSpec(
     ServiceStatus,
     1,
     True,
-    (ANY,),
+    (ANY, SITE),
     (UI, THIRD_PARTY),
     "on change",
     "Presence of each service instance; its last will sets it offline.",
@@ -341,6 +353,58 @@ SIM_TRUTH = TopicSpec(
     "1 Hz",
     "True SOC, cell voltage and temperature of the simulated cells (simulation only).",
 )
+
+# --- A site of parallel strings (services/site_controller) ----------------------------------
+# Under `bms/v1/{site}/`: the site id in the system position. The site controller also uses,
+# under each of its strings' system ids, `SITE_STRING_TOPICS`.
+
+SITE_CONFIG = TopicSpec(
+    "site_config",
+    "site/config",
+    SiteConfigMessage,
+    1,
+    True,
+    (UI,),
+    (SITE, UI, MODBUS, CAN, THIRD_PARTY),
+    "on change",
+    "The site configuration (shared/config/site.py): its strings (1-16 system ids, each with "
+    "an optional resistance for current sharing), the join window, the current-sharing "
+    "factor and the staleness timeout, with its version. The site controller acknowledges it "
+    "on `config/ack/site_controller` under the site id.",
+)
+SITE_STATE = TopicSpec(
+    "site_state",
+    "site/state",
+    SiteState,
+    0,
+    True,
+    (SITE,),
+    (MODBUS, CAN, UI, THIRD_PARTY),
+    "10 Hz, and on a change of membership",
+    "The site as one battery: SOC (weighted by usable capacity), SOH (by capacity), bus "
+    "voltage, summed current, power and energy, the site's limits (CVL the lowest of the "
+    "joined strings; CCL and DCL summed, derated by the current-sharing factor and capped so "
+    "that no string exceeds its own limit as current divides by resistance), active codes, "
+    "and every string's membership (joined, waiting, leaving, out, fault, stale) with its "
+    "reason in words and its own values. None for every value that is unknown.",
+    expiry_s=5,
+)
+SITE_SUMMARY = TopicSpec(
+    "site_summary",
+    "site/summary",
+    SiteSummary,
+    1,
+    False,
+    (SITE,),
+    (UI, THIRD_PARTY),
+    "every 10 s, and on a change of membership, worst level or online",
+    "The small record of a site for a fleet view: online, strings total and joined, SOC, "
+    "power, the worst active level and its code. The envelope `seq` counts up by one per "
+    "summary within `seq_epoch`: a receiver counts the ones it missed.",
+    expiry_s=60,
+)
+SITE_TOPICS: tuple[TopicSpec[Message], ...] = (SITE_CONFIG, SITE_STATE, SITE_SUMMARY)
+
 
 # --- The integrations bridge (services/integrations) ---------------------------------------
 # It reads what a third party may read and publishes only under its own prefixes: `json/` below
@@ -703,8 +767,20 @@ TOPICS: tuple[TopicSpec[Message], ...] = (
     SLAVE_TELEMETRY, SLAVE_STATUS, SLAVE_BALANCE, SLAVE_MODE,
     PACK_STATE, PACK_CELLS, EVENTS, COMMAND, COMMAND_REPLY,
     CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, PLANT_CONTROL, SIM_TRUTH,
-    *INTEGRATION_TOPICS,
+    *SITE_TOPICS, *INTEGRATION_TOPICS,
 )  # fmt: skip
+
+SITE_OWN_TOPICS: tuple[TopicSpec[Message], ...] = (
+    *SITE_TOPICS, EVENTS, CONFIG_ACK, SERVICE_STATUS,
+)  # fmt: skip
+"""What the site controller uses under its site's id: the site topics, its own events,
+its acknowledgement of the site configuration and its presence."""
+SITE_STRING_TOPICS: tuple[TopicSpec[Message], ...] = (
+    PACK_STATE, CONFIG, EVENTS, COMMAND, COMMAND_REPLY,
+)  # fmt: skip
+"""What the site controller uses under each of its strings' system ids: it reads the pack
+state, configuration (the capacity) and events, sends `set_mode` and reads its replies there,
+and writes nothing else (the broker ACL, `shared.deploy.acl.site_grants`)."""
 
 
 BROKER_MESSAGE_SIZE_LIMIT = -(-max(spec.byte_limit for spec in TOPICS) // 1024) * 1024

@@ -18,6 +18,7 @@ from shared.config.devices import DeviceCanConfig, InsulationMonitorConfig
 from shared.config.errors import explain_errors
 from shared.config.interfaces import CanConfig, CanProfile, InterfacesConfig, ModbusConfig
 from shared.config.protection import Direction, LevelThreshold, ProtectionConfig, ThreeLevel
+from shared.config.site import SiteConfig, SiteString
 from shared.config.system import (
     DEMO_SYSTEM,
     SYSTEM_ID_RE,
@@ -55,6 +56,8 @@ __all__ = [
     "LevelThreshold",
     "ModbusConfig",
     "ProtectionConfig",
+    "SiteConfig",
+    "SiteString",
     "SystemConfig",
     "ThreeLevel",
     "TimingConfig",

@@ -45,3 +45,6 @@ CELL_TEMPERATURE_MAX_C: Final = 125.0
 
 INSULATION_MIN_OHM_PER_V: Final = 100.0
 """Minimum DC isolation resistance per volt of the bus (UNECE R100 / ISO 6469-3)."""
+
+SITE_STRINGS_MAX: Final = 16
+"""Strings (systems) of one site in parallel on one DC bus (issue 17)."""

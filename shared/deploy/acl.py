@@ -63,6 +63,9 @@ from shared.topics import (
     ROOT,
     SERVICE_STATUS,
     SIM,
+    SITE,
+    SITE_OWN_TOPICS,
+    SITE_STRING_TOPICS,
     SLAVE,
     SPARKPLUG_HOST,
     THIRD_PARTY,
@@ -76,13 +79,14 @@ from shared.topics import (
 SERVICE_ROLES = (SLAVE, MASTER, MODBUS, CAN, UI, INTEGRATIONS)
 CENTRAL_USERS = (
     MASTER, MODBUS, CAN, UI, INTEGRATIONS, INTEGRATIONS_COMMANDS, HOME_ASSISTANT, THIRD_PARTY,
-    EVENTS_READER, SPARKPLUG_HOST, SIM,
+    EVENTS_READER, SPARKPLUG_HOST, SIM, SITE,
 )  # fmt: skip
 """Broker users besides the racks: one per central service, the integrations bridge's command
 user and Home Assistant's (both only with BMS_HA_COMMANDS), a read-only one for third parties,
 one for third parties that also fetch the events they missed (`events_query`, its own replies
 only), a Sparkplug host application's (Sparkplug topics and rebirth requests only), and the
-simulation's fault injection (demo stacks only)."""
+simulation's fault injection (demo stacks only), and the site controller's (its grants are
+`site_grants`: the deployed system is then the site, and the ACL names its strings)."""
 SERVICE_LOGINS = (INTEGRATIONS_COMMANDS,)
 """Users a service container logs in as besides its own (its secret belongs to the service)."""
 
@@ -180,47 +184,86 @@ def grants(
     layout: RackLayout = DEFAULT_LAYOUT,
     system: str = DEFAULT_SYSTEM,
     edge_node: str | None = None,
+    site_strings: tuple[str, ...] = (),
 ) -> list[Grant]:
     """What `user` may read and write in `system`: its role's grants, narrowed to its own
     name on per-service topics and, for a rack, to its own modules on per-module topics; the
-    Sparkplug topics to the edge node `edge_node` (None: any)."""
+    Sparkplug topics to the edge node `edge_node` (None: any). The site controller's are
+    `site_grants(system, site_strings)`: `system` is then the site."""
     if not SYSTEM_ID_RE.fullmatch(system):  # `+` or `#` would admit every system again
         raise ValueError(
             f"system id {system!r} must be 1-32 lower-case letters, digits, '-' or '_'"
         )
     check_edge_node(edge_node)
     role = role_of(user)
+    if role == SITE:
+        return site_grants(system, site_strings)
     modules = layout.modules(int(user.rsplit("rack", 1)[1])) if role == SLAVE else None
     out: list[Grant] = []
     for spec in TOPICS:
-        write = _has(spec.publishers, role)
-        read = (
-            _has(spec.subscribers, READS_AS.get(role, role))
-            or role in spec.subscribers
-            or (role in SERVICE_ROLES and spec in HEALTH_READS)
-        )
-        if not (read or write):
-            continue
-        if write and spec.name in NARROWED_WRITES:
-            param, writers = NARROWED_WRITES[spec.name]
-            if read:
-                out.append(Grant(pattern(spec, system), True, False))
-            out += [
-                Grant(spec.filter(system, **{param: value}), False, True)
-                for value, roles in writers.items()
-                if _has(roles, role)
-            ]
-        elif read and not write and (mine := OWN_READ_LEVELS & set(spec.params)):
-            out.append(Grant(spec.filter(system, **dict.fromkeys(mine, user)), True, False))
-        elif write and (own := OWN_NAME_LEVELS & set(spec.params)):
-            if read:
-                out.append(Grant(pattern(spec, system), True, False))
-            out.append(Grant(spec.filter(system, **dict.fromkeys(own, user)), False, True))
-        elif modules is not None and "module" in spec.params:
-            out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
-        else:
-            out.append(Grant(pattern(spec, system), read, write))
+        out += _spec_grants(spec, role, user, system, modules)
     return out + _outside_grants(role, system, edge_node)
+
+
+def _spec_grants(
+    spec: TopicSpec[Any], role: str, user: str, system: str, modules: range | None
+) -> list[Grant]:
+    """What `role` (as `user`) may do with one spec's topics in `system`."""
+    write = _has(spec.publishers, role)
+    read = (
+        _has(spec.subscribers, READS_AS.get(role, role))
+        or role in spec.subscribers
+        or (role in SERVICE_ROLES and spec in HEALTH_READS)
+    )
+    out: list[Grant] = []
+    if not (read or write):
+        return out
+    if write and spec.name in NARROWED_WRITES:
+        param, writers = NARROWED_WRITES[spec.name]
+        if read:
+            out.append(Grant(pattern(spec, system), True, False))
+        out += [
+            Grant(spec.filter(system, **{param: value}), False, True)
+            for value, roles in writers.items()
+            if _has(roles, role)
+        ]
+    elif read and not write and (mine := OWN_READ_LEVELS & set(spec.params)):
+        out.append(Grant(spec.filter(system, **dict.fromkeys(mine, user)), True, False))
+    elif write and (own := OWN_NAME_LEVELS & set(spec.params)):
+        if read:
+            out.append(Grant(pattern(spec, system), True, False))
+        out.append(Grant(spec.filter(system, **dict.fromkeys(own, user)), False, True))
+    elif modules is not None and "module" in spec.params:
+        out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
+    else:
+        out.append(Grant(pattern(spec, system), read, write))
+    return out
+
+
+def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
+    """The site controller's grants (user `site_controller`): under the site's id the site
+    topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
+    string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
+    its own replies, and writes `cmd/set_mode` only (`COMMAND_SENDERS`), nothing else."""
+    ids = (site, *strings)
+    bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
+    if bad:
+        raise ValueError(
+            f"site and string ids {bad} must be 1-32 lower-case letters, digits, '-' or '_'"
+        )
+    if site in strings or len(set(strings)) != len(strings):  # SiteConfig refuses it too
+        raise ValueError(f"site {site!r} and its strings {list(strings)} must be distinct ids")
+    out: list[Grant] = []
+    for spec in SITE_OWN_TOPICS:
+        out += _spec_grants(spec, SITE, SITE, site, None)
+    for system in strings:
+        for spec in SITE_STRING_TOPICS:
+            for g in _spec_grants(spec, SITE, SITE, system, None):
+                # it sends commands there; its events and presence belong under the site
+                write = g.write and spec is COMMAND
+                if g.read or write:
+                    out.append(Grant(g.pattern, g.read, write))
+    return out
 
 
 def _outside_grants(role: str, system: str, edge_node: str | None) -> list[Grant]:
@@ -246,12 +289,13 @@ def may(
     layout: RackLayout = DEFAULT_LAYOUT,
     system: str = DEFAULT_SYSTEM,
     edge_node: str | None = None,
+    site_strings: tuple[str, ...] = (),
 ) -> bool:
-    """Whether the ACL of `system` (and `edge_node`) lets `user` read or write `topic` (MQTT
-    filter matching)."""
+    """Whether the ACL of `system` (and `edge_node`, `site_strings`) lets `user` read or
+    write `topic` (MQTT filter matching)."""
     return any(
         (g.read if access == "read" else g.write) and _matches(g.pattern, topic)
-        for g in grants(user, layout, system, edge_node)
+        for g in grants(user, layout, system, edge_node, site_strings)
     )
 
 
@@ -264,19 +308,25 @@ def render(
     layout: RackLayout = DEFAULT_LAYOUT,
     system: str = DEFAULT_SYSTEM,
     edge_node: str | None = None,
+    site_strings: tuple[str, ...] = (),
 ) -> str:
     check_edge_node(edge_node)
     node = f"edge node {edge_node}" if edge_node else "any edge node (no --edge-node)"
+    site = f"strings {', '.join(site_strings)}" if site_strings else "no strings (--site-strings)"
     lines = [
         "# Broker access control: one user per service and per rack. Generated from",
         "# shared/topics.py by `python -m shared.deploy.acl`; do not edit.",
         f"# System {system}, {layout.racks} racks of {layout.modules_per_rack} modules.",
         f"# Every entry is under {ROOT}/{system}/: no user may touch another system's topics.",
         f"# Sparkplug B: {node}.",
+        f"# As a site, {system} has {site}: the site controller's grants under their ids.",
     ]
     for user in users(layout):
         lines += ["", f"user {user}"]
-        lines += [f"topic {g.access} {g.pattern}" for g in grants(user, layout, system, edge_node)]
+        lines += [
+            f"topic {g.access} {g.pattern}"
+            for g in grants(user, layout, system, edge_node, site_strings)
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -286,14 +336,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--racks", type=int, default=DEFAULT_LAYOUT.racks)
     parser.add_argument("--modules-per-rack", type=int, default=DEFAULT_LAYOUT.modules_per_rack)
     add_edge_node_option(parser)
+    parser.add_argument(
+        "--site-strings",
+        default=os.environ.get(SITE_STRINGS_ENV) or None,
+        help="comma-separated system ids of a site's strings (BMS_SITE_STRINGS): --system is "
+        "then the site id, and the site controller may read and command those strings",
+    )
     args = parser.parse_args(argv)
     try:
         layout = RackLayout(args.racks, args.modules_per_rack)
-        text = render(layout, args.system, args.edge_node)
+        text = render(layout, args.system, args.edge_node, site_strings(args.site_strings))
     except ValueError as exc:
         parser.error(str(exc))
     sys.stdout.write(text)
     return 0
+
+
+def site_strings(text: str | None) -> tuple[str, ...]:
+    """`--site-strings a,b,c` (or BMS_SITE_STRINGS) as a tuple of system ids."""
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
+SITE_STRINGS_ENV = "BMS_SITE_STRINGS"
 
 
 def env_system() -> str:

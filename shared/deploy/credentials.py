@@ -30,14 +30,16 @@ from shared.deploy.acl import (
     DEFAULT_SYSTEM,
     SERVICE_LOGINS,
     SERVICE_ROLES,
+    SITE_STRINGS_ENV,
     RackLayout,
     add_edge_node_option,
     env_system,
     render,
     role_of,
+    site_strings,
     users,
 )
-from shared.topics import UI
+from shared.topics import SITE, UI
 
 SERVICE_UID = 10001
 """The non-root user every service image runs as."""
@@ -90,14 +92,18 @@ def init(
     layout: RackLayout = DEFAULT_LAYOUT,
     system: str = DEFAULT_SYSTEM,
     edge_node: str | None = None,
+    site_strings: tuple[str, ...] = (),
 ) -> list[str]:
     """Make what is missing under `store`; returns the names of the new secrets. Service
-    secrets go to `uid` when running as root (None: leave ownership alone)."""
-    acl = render(layout, system, edge_node)  # refuses a bad id before anything is written
+    secrets go to `uid` when running as root (None: leave ownership alone). `site_strings`:
+    `system` is a site of these strings (the site controller's grants)."""
+    acl = render(
+        layout, system, edge_node, site_strings
+    )  # refuses a bad id before anything is written
     made: list[str] = []
     passwords: dict[str, str] = {}
     for user in users(layout):
-        owner = uid if role_of(user) in SERVICE_ROLES or user in SERVICE_LOGINS else None
+        owner = uid if role_of(user) in (*SERVICE_ROLES, SITE) or user in SERVICE_LOGINS else None
         passwords[user], new = _ensure(store / user / "password", owner)
         if new:
             made.append(user)
@@ -175,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             default=_env_int("BMS_MODULES_PER_RACK", DEFAULT_LAYOUT.modules_per_rack),
         )
         add_edge_node_option(p)
+    p_init.add_argument(
+        "--site-strings",
+        default=os.environ.get(SITE_STRINGS_ENV) or None,
+        help="comma-separated system ids of the site's strings (BMS_SITE_STRINGS)",
+    )
     p_show = sub.add_parser("show", help="print a password")
     p_show.add_argument("name", help=f"a broker user or {UI_ADMIN}")
     p_show.add_argument("--store", type=Path, default=Path("/credentials"))
@@ -185,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         layout = RackLayout(args.racks, args.modules_per_rack)
-        render(layout, args.system, args.edge_node)
+        strings = site_strings(getattr(args, "site_strings", None))
+        render(layout, args.system, args.edge_node, strings)
     except ValueError as exc:
         parser.error(str(exc))
     if args.cmd == "init":
-        made = init(args.store, args.uid, layout, args.system, args.edge_node)
+        made = init(args.store, args.uid, layout, args.system, args.edge_node, strings)
         print(f"credentials in {args.store}: " + (f"made {', '.join(made)}" if made else "kept"))
     else:
         print(k8s_secrets(args.namespace, layout, args.system, args.edge_node))

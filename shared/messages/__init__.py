@@ -29,6 +29,13 @@ from shared.messages.pack import (
 )
 from shared.messages.service import ServiceStatus
 from shared.messages.sim import GroundTruth, PlantControl, SimControl
+from shared.messages.site import (
+    SiteConfigMessage,
+    SiteLimits,
+    SiteState,
+    SiteSummary,
+    StringState,
+)
 from shared.messages.slave import (
     BalanceCommand,
     CellTelemetry,
@@ -69,7 +76,12 @@ __all__ = [
     "ServiceStatus",
     "SetModeArgs",
     "SimControl",
+    "SiteConfigMessage",
+    "SiteLimits",
+    "SiteState",
+    "SiteSummary",
     "SlaveModeCommand",
     "SlaveStatus",
+    "StringState",
     "TempPoint",
 ]

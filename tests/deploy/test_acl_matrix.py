@@ -39,6 +39,8 @@ from shared.topics import (
     MODBUS,
     OUTSIDE_ROOT,
     SERVICE_STATUS,
+    SITE,
+    SITE_OWN_TOPICS,
     SLAVE,
     SPARKPLUG_HOST,
     THIRD_PARTY,
@@ -85,6 +87,8 @@ def expected(user: str, access: str, topic: str) -> bool:
     if system != OWN:
         return False
     role = SLAVE if user.startswith(f"{SLAVE}-rack") else user
+    if role == SITE and spec not in SITE_OWN_TOPICS:  # a site without strings: its own only
+        return False
 
     def listed(roles: tuple[str, ...], who: str = role) -> bool:
         return who in roles or (ANY in roles and who in SERVICES)
@@ -348,6 +352,16 @@ def test_each_user_reads_only_its_own_topics_of_its_own_system(broker: Broker) -
         ("home_assistant", "read", f"bms/v1/{OWN}/reply/events_reader/c1", False),
         ("sparkplug_host", "write", f"bms/v1/{OWN}/cmd/reset_faults", False),
         ("sparkplug_host", "read", f"bms/v1/{OWN}/pack/state", False),
+        # a site controller of a site without strings: its own topics, nothing of a string
+        ("site_controller", "write", f"bms/v1/{OWN}/site/state", True),
+        ("site_controller", "write", f"bms/v1/{OWN}/events/site_controller", True),
+        ("site_controller", "read", f"bms/v1/{OWN}/site/config", True),
+        ("site_controller", "write", f"bms/v1/{OWN}/cmd/set_mode", False),
+        ("site_controller", "read", f"bms/v1/{OWN}/pack/state", False),
+        ("site_controller", "write", f"bms/v1/{FOREIGN}/site/state", False),
+        ("config_ui", "write", f"bms/v1/{OWN}/site/config", True),
+        ("modbus_gateway", "read", f"bms/v1/{OWN}/site/state", True),
+        ("modbus_gateway", "write", f"bms/v1/{OWN}/site/state", False),
     ],
 )
 def test_the_oracle_says_what_the_issue_asks(

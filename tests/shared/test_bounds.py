@@ -19,11 +19,12 @@ from shared import SCHEMA_VERSION
 from shared.bounds import UnboundedFieldError, max_encoded_bytes
 from shared.broker import MosquittoBroker
 from shared.codec import encode
-from shared.config import ChemistryOverrides, ChemistryPreset, get_preset
+from shared.config import ChemistryOverrides, ChemistryPreset, SiteConfig, get_preset
 from shared.config.interfaces import CanConfig
 from shared.config.limits import (
     CELLS_IN_SERIES_MAX,
     OCV_TABLE_POINTS_MAX,
+    SITE_STRINGS_MAX,
     TEMP_SENSORS_PER_MODULE_MAX,
 )
 from shared.config.system import Topology
@@ -41,6 +42,7 @@ from shared.messages import (
     ModuleCells,
     PackState,
     ServiceStatus,
+    SiteState,
 )
 from shared.messages.commands import ARGS_MAX
 from shared.messages.config import IN_USE_MAX
@@ -51,6 +53,7 @@ from .strategies import any_message
 ROOT = Path(__file__).resolve().parents[2]
 ENVELOPE = {"schema_version": SCHEMA_VERSION, "source": "s", "seq": 0, "ts": 1.0}
 N, T = CELLS_IN_SERIES_MAX, TEMP_SENSORS_PER_MODULE_MAX
+SITE_MAX = SITE_STRINGS_MAX
 
 
 def _ocv_points() -> tuple[list[float], list[float]]:
@@ -133,6 +136,14 @@ LARGEST: dict[type[BaseModel], dict[str, Any]] = {
     },
     ChemistryOverrides: {"ocv_table_soc_pct": OCV_SOC, "ocv_table_v": OCV_V},
     CanConfig: {"profiles": ["victron_0x35x", "pylon_hv", "native"]},
+    SiteConfig: {"site": "site", "strings": [{"system": f"s{i}"} for i in range(SITE_MAX)]},
+    SiteState: {
+        **ENVELOPE, "site": "site", "strings_total": SITE_MAX, "strings_joined": 0,
+        "limits": {"charge_voltage_v": None, "discharge_voltage_v": None,
+                   "charge_current_a": 0.0, "discharge_current_a": 0.0},
+        "faults": ["f"] * 64, "alarms": ["a"] * 64, "warnings": ["w"] * 64,
+        "strings": [{"system": f"s{i}", "membership": "out"} for i in range(SITE_MAX)],
+    },
 }  # fmt: skip
 """The largest valid instance of every model with a bounded collection: each at its bound."""
 
