@@ -45,10 +45,9 @@ from services.modbus_gateway.register_map import (
     system_values,
 )
 from services.modbus_gateway.sunspec import load_model
-from shared.config.limits import CURRENT_MAX_A
 from shared.config.system import SystemConfig
-from shared.messages.pack import CellSnapshot, PackState
-from shared.messages.site import SITE_CURRENT_MAX_A, SiteState
+from shared.messages.pack import PACK_AMPS_MAX, CellSnapshot, PackState
+from shared.messages.site import SiteState
 from shared.protection_codes import EVT1_COMMUNICATION_ERROR, code_bits, evt1_bits
 
 PACK_VOLTS_MAX = 1200.0
@@ -169,12 +168,14 @@ def _ratings(strings: Sequence[StringData], identity: Identity) -> dict[str, Val
     for name, sf in FIXED_SF.items():
         if any(p.name == name for p in load_model(802).points):
             v[f"battery.{name}"] = sf
-    # Sized for the largest current a site state may carry, so they never change.
-    v["battery.A_SF"] = fit_sf(SITE_CURRENT_MAX_A, 0x7FFF)
-    v["battery.AMax_SF"] = fit_sf(SITE_CURRENT_MAX_A, 0xFFFE)
+    # Sized for the most the strings can carry (each at most PACK_AMPS_MAX): they change only
+    # with the number of strings, i.e. with the layout.
+    amps_max = max(n, 1) * PACK_AMPS_MAX
+    v["battery.A_SF"] = fit_sf(amps_max, 0x7FFF)
+    v["battery.AMax_SF"] = fit_sf(amps_max, 0xFFFE)
     # Until every string's configuration is known, sized for the highest pack voltage.
     v_max = max((c.cell_chemistry.ov_limit_v * c.topology.total_cells for c in configs), default=0)
-    w_max = (v_max if len(configs) == n else PACK_VOLTS_MAX) * n * CURRENT_MAX_A
+    w_max = (v_max if len(configs) == n else PACK_VOLTS_MAX) * amps_max
     v["battery.W_SF"] = fit_sf(max(w_max, 1.0), 0x7FFF)
     if configs:
         v["battery.Typ"] = 99 if all(c.chemistry == "NA_ION" for c in configs) else 4

@@ -19,8 +19,8 @@ from services.modbus_gateway.site_map import (
 from services.modbus_gateway.sunspec import UNIMPLEMENTED
 from shared.config.site import SiteConfig
 from shared.config.system import SystemConfig
-from shared.messages.pack import CellLocation, CellSnapshot, ModuleCells
-from shared.messages.site import SITE_CURRENT_MAX_A, SiteLimits, SiteState, StringState
+from shared.messages.pack import PACK_AMPS_MAX, CellLocation, CellSnapshot, ModuleCells
+from shared.messages.site import SiteLimits, SiteState, StringState
 from shared.protection_codes import EVT1_COMMUNICATION_ERROR, code_bits
 from tests.factories import limits, pack_state
 from tests.modbus_gateway.test_pysunspec2_scan import scanned
@@ -175,8 +175,8 @@ def test_sixteen_strings_of_196_cells_fit_the_address_space() -> None:
 @given(
     soc=st.none() | st.floats(0, 100),
     voltage=st.none() | st.floats(0, 1200),
-    current=st.none() | st.floats(-SITE_CURRENT_MAX_A, SITE_CURRENT_MAX_A),
-    ccl=st.floats(0, SITE_CURRENT_MAX_A),
+    current=st.none() | st.floats(-3 * PACK_AMPS_MAX, 3 * PACK_AMPS_MAX),
+    ccl=st.floats(0, 3 * PACK_AMPS_MAX),
 )
 def test_each_site_value_reads_back_or_reads_not_implemented(
     soc: float | None, voltage: float | None, current: float | None, ccl: float
@@ -228,3 +228,12 @@ def test_site_data_keeps_configurations_that_come_before_the_site_configuration(
     d = scanned(data.image())
     assert d.models[802][0].SoC.cvalue is None and d.models[804][1].SoC.cvalue is None
     assert d.models[805][0].groups["lithium-ion-module-cell"][0].CellV.cvalue is None
+
+
+def test_a_current_beyond_what_the_strings_carry_is_refused_never_clamped() -> None:
+    refused: list[str] = []
+    site = site_state(current_a=-3500.0, power_w=None)  # three strings carry at most 3000 A
+    image = build_site_image(site, strings(), identity=IDENTITY, refused=refused)
+    rmap = site_map(layout_of(strings()))
+    assert refused == ["battery.A"]
+    assert read_raw(image, rmap.by_key["battery.A"]) is None
