@@ -145,7 +145,13 @@ class CanGateway:
         self.site_state: SiteState | None = None
         self.site_s: float | None = None
         self.string_packs: dict[str, tuple[PackState, float]] = {}
-        bus.subscribe(CONFIG, self._on_config)
+        self.configs: dict[str, SystemConfig] = {}
+        """In a site's own stack: every system's configuration (the first string's gives the
+        CAN interface, and it may come before the site configuration names it)."""
+        if site is not None and bus.system == site:
+            bus.subscribe(CONFIG, self._on_any_config, system="+")
+        else:
+            bus.subscribe(CONFIG, self._on_config)
         if site is None:
             bus.subscribe(PACK_STATE, self._on_pack)
             bus.subscribe(PACK_CELLS, self._on_cells)
@@ -160,10 +166,28 @@ class CanGateway:
         return can.Notifier(can_bus, [_Receiver(self)], timeout=0.1)
 
     # --- configuration ----------------------------------------------------------------------
+    def interface_system(self) -> str | None:
+        """The system whose configuration gives the CAN interface and the profiles: this
+        host's (BMS_SYSTEM); in a site's own stack (BMS_SYSTEM is the site id, which has no
+        system configuration) the site's first string's, once the site configuration names it.
+        """
+        if self.site is None or self.bus.system != self.site:
+            return self.bus.system
+        return None if self.site_config is None else self.site_config.system_ids[0]
+
+    def _on_any_config(self, d: Delivery[ConfigMessage]) -> None:
+        self.configs[d.system] = d.message.config
+        if d.system == self.interface_system():
+            self._on_config(d)
+
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
-        config = d.message.config
-        if config.system_id != self.bus.system:
-            errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
+        self.acknowledge(d.message.config)
+
+    def acknowledge(self, config: SystemConfig) -> None:
+        """Apply `config` and acknowledge it (refused when it is not the interface system's)."""
+        source = self.interface_system()
+        if config.system_id != source:
+            errors = [f"configuration is for system {config.system_id!r}, not {source!r}"]
             acknowledge_config(self.bus, config.config_version, errors)
             return
         in_use = {} if self.in_use is None else self.in_use(config)
@@ -297,6 +321,10 @@ class CanGateway:
         keep = set(self.site_config.system_ids)
         for system in set(self.string_packs) - keep:
             del self.string_packs[system]
+        source = self.interface_system()
+        config = None if source is None else self.configs.get(source)
+        if config is not None and config != self.config:
+            self.acknowledge(config)  # it came before the site configuration named it
 
     def _on_site_state(self, d: Delivery[SiteState]) -> None:
         self.site_state, self.site_s = d.message, self.monotonic()

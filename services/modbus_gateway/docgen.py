@@ -257,7 +257,8 @@ the chain grows when it arrives. Unknown values (no site state yet, or one older
 `BMS_STALE_AFTER_S`, a stale string, SOC or SOH unknown, CVL/DVL while no string is joined) read
 "not implemented", never 0, and 802 `Evt1` has COMMUNICATION_ERROR set while any part is
 unknown. There is no native block and no writable point: a write answers exception 02. The
-Modbus interface (port, unit id) still comes from the configuration of `BMS_SYSTEM`.
+Modbus interface (port, unit id) still comes from the configuration of `BMS_SYSTEM`; in a
+site's own stack (`BMS_SYSTEM` is the site id) from that of the site's first string.
 
 The chain for {SITE_EXAMPLE_STRINGS} strings of the demo configuration:
 

@@ -1,5 +1,10 @@
 """Wiring of the gateway: bus subscriptions, command replies, and the TCP and RTU servers.
 
+With BMS_SITE the gateway serves that site (`site_map`): the site state, and each string's
+configuration, pack state and cells under its own system id. The interface still comes from
+the configuration of BMS_SYSTEM; in a site's own stack, where BMS_SYSTEM is the site id, from
+that of the site's first string.
+
 Every configuration is applied live: a new topology changes the register layout at once
 (`GatewayData.replace_config`), and new interface parameters restart the affected server in
 this process. The acknowledgement names every interface that could not be started, and lists
@@ -130,10 +135,19 @@ class ModbusGateway:
         log.info("serving site %s (its strings as one battery)", settings.site)
 
     # --- a site (BMS_SITE) ------------------------------------------------------------------
+    def interface_system(self) -> str | None:
+        """The system whose configuration gives the Modbus interface: this host's
+        (BMS_SYSTEM); in a site's own stack (BMS_SYSTEM is the site id, which has no system
+        configuration) the site's first string's, once the site configuration names it."""
+        if self.site is None or self.bus.system != self.site.site_id:
+            return self.bus.system
+        config = self.site.site_config
+        return None if config is None else config.system_ids[0]
+
     def _on_any_config(self, d: Delivery[ConfigMessage]) -> None:
         assert self.site is not None
         self.site.update_config(d.system, d.message.config)
-        if d.system == self.bus.system:
+        if d.system == self.interface_system():
             self._on_config(d)
 
     def _on_string_pack(self, d: Delivery[PackState]) -> None:
@@ -147,6 +161,10 @@ class ModbusGateway:
     def _on_site_config(self, d: Delivery[SiteConfigMessage]) -> None:
         assert self.site is not None
         self.site.update_site_config(d.message.config)
+        source = self.interface_system()
+        config = None if source is None else self.site.configs.get(source)
+        if config is not None and (self.data is None or self.data.config != config):
+            self.apply_config(config)  # it came before the site configuration named it
 
     def _on_site_state(self, d: Delivery[SiteState]) -> None:
         assert self.site is not None
@@ -154,12 +172,16 @@ class ModbusGateway:
 
     # --- the system -------------------------------------------------------------------------
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
-        config = d.message.config
-        if config.system_id != self.bus.system:
+        self.apply_config(d.message.config)
+
+    def apply_config(self, config: SystemConfig) -> None:
+        """Apply the interface of `config` (the system's own, see `interface_system`)."""
+        source = self.interface_system()
+        if config.system_id != source:
             acknowledge_config(
                 self.bus,
                 config.config_version,
-                [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"],
+                [f"configuration is for system {config.system_id!r}, not {source!r}"],
             )
             return
         try:

@@ -68,7 +68,7 @@ class ModbusGatewaySettings(ServiceSettings):
         None,
         description="serve this site (its strings in parallel as one battery: 802 the site, "
         "one 804 per string) instead of the system; the Modbus interface still comes from "
-        "the system's configuration",
+        "the system's configuration (the site's first string's when BMS_SYSTEM is the site)",
     )
     stale_after_s: float = Field(
         3.0, gt=0, le=60, description="pack data older than this reads 'not implemented'"

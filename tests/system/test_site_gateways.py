@@ -8,6 +8,7 @@ decoding with cantools and the project DBC for CAN).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from services.can_gateway.codec import load_dbc
 from services.can_gateway.service import CanGateway
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
+from shared.can_bus import open_can
 from shared.config.site import SiteConfig
 from shared.messages import ConfigMessage, PackState
 from shared.messages.site import (
@@ -36,7 +38,7 @@ from shared.topics import CONFIG, PACK_CELLS, PACK_STATE, SITE_CONFIG, SITE_STAT
 from tests.factories import limits, pack_state
 from tests.system.test_modbus_gateway import gateway_config, snapshot
 
-from .agents import ServiceProcess, wait_until
+from .agents import ServiceProcess, skip_without_multicast, wait_until
 
 MODULES = (2, 3, 2)
 MEMBERSHIP: tuple[Membership, ...] = ("joined", "joined", "waiting")
@@ -97,14 +99,18 @@ class SiteFeed:
         self.bus.stop()
 
 
-@pytest.fixture
-def site_modbus(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(params=["string", "site"])
+def site_modbus(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     port = free_port()
     site, systems = f"{system_id}-site", [f"{system_id}-s{k}" for k in (1, 2, 3)]
     feed = SiteFeed(mosquitto.url, site, systems, port)
-    # The Modbus interface comes from the configuration of the host's system (string 1).
+    # The Modbus interface comes from the configuration of the host's system, string 1; in
+    # the site's own stack (BMS_SYSTEM is the site id) from the site's first string.
+    host = systems[0] if request.param == "string" else site
     proc = ServiceProcess(
-        "modbus_gateway", mosquitto.url, systems[0], tmp_path, site=site, stale_after_s="2"
+        "modbus_gateway", mosquitto.url, host, tmp_path, site=site, stale_after_s="2"
     )
     wait_for_port("127.0.0.1", port, 15)
     yield port
@@ -206,4 +212,40 @@ def test_the_can_gateway_sends_the_site_values_to_the_inverter(
         gateway.can.shutdown()
         inverter.shutdown()
         bus.stop()
+        feed.close()
+
+
+def test_the_can_gateway_process_in_a_sites_own_stack(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """`python -m services.can_gateway` with BMS_SYSTEM = BMS_SITE (compose.site.yaml): the
+    channel and profiles come from the site's first string's configuration; the inverter on
+    udp_multicast decodes the site's values with cantools and the project DBC."""
+    skip_without_multicast()
+    site, systems = f"{system_id}-site", [f"{system_id}-s{k}" for k in (1, 2, 3)]
+    digest = int(hashlib.sha256(system_id.encode()).hexdigest()[:4], 16)
+    group = f"239.84.{digest >> 8}.{digest & 0xFF}"
+    feed = SiteFeed(mosquitto.url, site, systems, free_port())
+    proc = ServiceProcess(
+        "can_gateway", mosquitto.url, site, tmp_path, site=site, can_interface="udp_multicast",
+        can_channel=group, stale_after_s="2",
+    )  # fmt: skip
+    inverter = open_can("udp_multicast", group)
+    db = load_dbc("victron_0x35x")
+    latest: dict[int, dict[str, Any]] = {}
+
+    def heard() -> bool:
+        while (msg := inverter.recv(timeout=0.1)) is not None:
+            latest[msg.arbitration_id] = dict(db.decode_message(msg.arbitration_id, msg.data))
+        return 0x356 in latest and latest.get(0x351, {}).get("ChargeCurrentLimit", 0) > 0
+
+    try:
+        assert wait_until(heard, 20), (latest, proc.log())
+        assert latest[0x351]["ChargeCurrentLimit"] == pytest.approx(75.6, abs=0.05)
+        assert latest[0x351]["DischargeCurrentLimit"] == pytest.approx(111.6, abs=0.05)
+        assert latest[0x356]["BatteryVoltage"] == pytest.approx(30.3, abs=0.005)
+        assert latest[0x372]["ModulesOnline"] == 2
+    finally:
+        inverter.shutdown()
+        proc.stop()
         feed.close()
