@@ -17,10 +17,12 @@ from typing import Any
 
 import can
 import pytest
+from pymodbus.client import ModbusTcpClient
 from sunspec2.modbus import client as sunspec
 
 from services.can_gateway.codec import load_dbc
 from services.can_gateway.service import CanGateway
+from services.modbus_gateway.register_map import writable_points
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.can_bus import open_can
@@ -164,6 +166,15 @@ def test_pysunspec2_reads_the_site_bank_and_its_three_strings(site_modbus: int) 
     assert d.models[804][2].SoC.cvalue is None  # string 3's SOC is unknown
     places = sorted((m.StrIdx.cvalue, m.ModIdx.cvalue) for m in d.models[805])
     assert places == [(k, m) for k in (1, 2, 3) for m in range(1, MODULES[k - 1] + 1)]
+    # A site has no writable point: SetOp (connect) answers exception 02, commands nothing
+    set_op = next(p for p in writable_points().values() if p.key == "battery.SetOp")
+    client = ModbusTcpClient("127.0.0.1", port=site_modbus)
+    assert client.connect()
+    try:
+        reply = client.write_register(set_op.address, 1, device_id=1)
+        assert reply.isError() and reply.exception_code == 2
+    finally:
+        client.close()
 
 
 def test_the_can_gateway_sends_the_site_values_to_the_inverter(
