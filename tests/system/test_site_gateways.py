@@ -38,9 +38,9 @@ from shared.messages.site import (
 from shared.settings import parse_mqtt_url
 from shared.topics import CONFIG, PACK_CELLS, PACK_STATE, SITE_CONFIG, SITE_STATE
 from tests.factories import limits, pack_state
-from tests.system.test_modbus_gateway import gateway_config, snapshot
+from tests.system.test_modbus_gateway import FakeMaster, gateway_config, snapshot
 
-from .agents import ServiceProcess, skip_without_multicast, wait_until
+from .agents import ServiceProcess, publish_config, skip_without_multicast, wait_until
 
 MODULES = (2, 3, 2)
 MEMBERSHIP: tuple[Membership, ...] = ("joined", "joined", "waiting")
@@ -260,3 +260,53 @@ def test_the_can_gateway_process_in_a_sites_own_stack(
         inverter.shutdown()
         proc.stop()
         feed.close()
+
+
+def test_end_to_end_with_the_site_controller(
+    mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """Three masters (stand-ins publishing their pack state and cells), the real site
+    controller and the real Modbus gateway in the site's own stack: pysunspec2 reads the
+    site the controller computed, with every string joined."""
+    port = free_port()
+    site, systems = f"{system_id}-site", [f"{system_id}-s{k}" for k in (1, 2, 3)]
+    configs = [gateway_config(s, tcp_port=port, rtu_port="/dev/null", rtu=False) for s in systems]
+    uis = [publish_config(mosquitto.url, c) for c in configs]
+    masters = [FakeMaster(mosquitto.url, s) for s in systems]
+    ui = MqttBus(parse_mqtt_url(mosquitto.url), system=site, service="config_ui", kind="test")
+    assert ui.start(wait_s=10)
+    config = SiteConfig.model_validate({"site": site, "strings": [{"system": s} for s in systems]})
+    ui.publish(SITE_CONFIG, SiteConfigMessage(config=config))
+    procs = [
+        ServiceProcess("site_controller", mosquitto.url, site, tmp_path),
+        ServiceProcess("modbus_gateway", mosquitto.url, site, tmp_path, site=site),
+    ]
+    found: list[Any] = []
+
+    def all_joined() -> bool:
+        d = sunspec.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port)
+        try:
+            d.scan()
+        finally:
+            d.close()
+        found[:] = [d]
+        strings = d.models.get(804, [])
+        return len(strings) == 3 and all(s.St.value is not None and s.St.value & 1
+                                         for s in strings)  # fmt: skip
+
+    try:
+        wait_for_port("127.0.0.1", port, 20)
+        assert wait_until(all_joined, 30), [p.log()[-3000:] for p in procs]
+        bank = found[0].models[802][0]
+        assert bank.V.cvalue == pytest.approx(30.2, abs=0.05)
+        assert bank.A.cvalue == pytest.approx(3 * -12.5, abs=0.05)
+        assert bank.SoC.cvalue == pytest.approx(63.4, abs=0.1)
+        assert bank.AChaMax.cvalue is not None and bank.AChaMax.cvalue > 0
+        assert len(found[0].models[805]) == 3 * 2
+    finally:
+        for p in procs:
+            p.stop()
+        for m in masters:
+            m.close()
+        for b in (*uis, ui):
+            b.stop()
