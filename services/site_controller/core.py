@@ -15,22 +15,29 @@ its reason in words, and the mode its master should be in:
 | |V - V_bus| <= join_window_v                           | waiting    | working |
 | |V - V_bus| > join_window_v                            | waiting    | standby |
 
-Working makes the master precharge and close (its own precharge checks |pack - DC link|
-again); standby opens its contactors. A string counts in the site's sums and limits only while
+A string that may join is set to working and, once working with its contactors open, sent
+`contactors close` (its master precharges and closes; its own precharge checks |pack - DC link|
+again). The masters of a site run with BMS_AUTO_CLOSE=false, so that none closes by itself at
+start or after a reset: the controller alone decides when a string meets the bus (a master
+that auto-closes still works, the close command is then not needed). Standby opens the
+contactors and keeps them open. A string counts in the site's sums and limits only while
 joined, so one that faults or goes stale leaves them at once, and the limits are recomputed
 from the strings that remain (`limits.site_limits`). The bus voltage is the mean of the joined
 strings'. With the bus empty, the string with the most others within the join window of its
 voltage closes first (ties: configuration order) and defines the bus; the others join as they
 come within the window. A string already precharging keeps going until it is
 `ABORT_WINDOW_FACTOR` windows away, so noise at the window's edge does not toggle its mode.
-Set_mode is sent when the master's reported mode differs from the wanted one, again every
-`RETRY_S` while it still differs.
+A command is sent when the master's reported state differs from the wanted one, again every
+`RETRY_S` while it still differs. Join decisions use each string's voltage averaged over
+`VOLTAGE_FILTER_S` (the pack voltage is measured to ±1 V, `PACK_VOLTAGE_ACCURACY_V`): one
+noisy sample neither opens nor closes a string.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from services.site_controller.limits import (
     StringLimits,
@@ -48,7 +55,9 @@ from shared.messages.site import Membership
 from shared.messages.slave import SlaveMode
 
 RETRY_S = 2.0
-"""Send set_mode again while the master's mode still differs this long after the last one."""
+"""Send a command again while the master's state still differs this long after the last."""
+VOLTAGE_FILTER_S = 1.0
+"""Time constant of the voltage average the join decisions use (10 pack states)."""
 ABORT_WINDOW_FACTOR = 2.0
 CODES_MAX = 64
 LEVELS: tuple[tuple[str, EventLevel], ...] = (
@@ -65,10 +74,16 @@ LEVEL_RANK: dict[EventLevel | None, int] = {
 }
 
 
+CommandName = Literal["set_mode", "contactors"]
+
+
 @dataclass(frozen=True)
-class ModeCommand:
+class StringCommand:
+    """A command to a string's master: `set_mode` with the mode, or `contactors` "close"."""
+
     system: str
-    mode: SlaveMode
+    command: CommandName
+    arg: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,7 @@ class SiteEvent:
 @dataclass(frozen=True)
 class Step:
     state: SiteState
-    commands: list[ModeCommand]
+    commands: list[StringCommand]
     events: list[SiteEvent]
     changed: bool
     """A membership changed in this step (publish a summary at once)."""
@@ -99,7 +114,9 @@ class _String:
     reason: str = "no pack state yet"
     topic: str = "none"
     """What kind of reason it is (a change of kind is an event, a new number is not)."""
-    sent_mode: SlaveMode | None = None
+    filtered_v: float | None = None
+    """The pack voltage averaged over `VOLTAGE_FILTER_S`."""
+    sent: tuple[CommandName, str] | None = None
     sent_s: float | None = None
 
 
@@ -146,6 +163,11 @@ class SiteCore:
         s = self._strings.get(system)
         if s is None:
             return False
+        if state.voltage is None or s.filtered_v is None or s.received_s is None:
+            s.filtered_v = state.voltage
+        else:
+            alpha = 1.0 - math.exp(-max(0.0, now_s - s.received_s) / VOLTAGE_FILTER_S)
+            s.filtered_v += alpha * (state.voltage - s.filtered_v)
         s.pack, s.received_s = state, now_s
         return True
 
@@ -154,16 +176,18 @@ class SiteCore:
         if s is not None:
             s.capacity_ah = capacity_ah
 
-    def command_result(self, system: str, mode: SlaveMode, accepted: bool, reason: str) -> None:
-        """The master's reply to set_mode (None reply: `accepted` False, "no reply")."""
+    def command_result(
+        self, system: str, command: StringCommand, accepted: bool, reason: str
+    ) -> None:
+        """The master's reply to a command (no reply: `accepted` False, "no reply")."""
         s = self._strings.get(system)
         if s is None or accepted:
             return
         s.sent_s = None  # ask again at the next step that still wants it
         self._pending_events.append(
             SiteEvent("warning", "command", "site_command_failed",
-                      f"{system}: set_mode {mode} failed: {reason}",
-                      {"system": system, "mode": mode})
+                      f"{system}: {command.command} {command.arg} failed: {reason}",
+                      {"system": system, "command": command.command, "arg": command.arg})
         )  # fmt: skip
 
     # --- the step -------------------------------------------------------------------------
@@ -177,11 +201,11 @@ class SiteCore:
             and s.pack.contactors == "closed" and s.pack.mode == "working"
         ]  # fmt: skip
         joined_values = [self._values(s) for s in joined]
-        bus_v = bus_voltage(joined_values)
+        bus_v = bus_voltage([self._values(s, filtered=True) for s in joined])
         definer = self._definer(strings, health) if bus_v is None else None
         events = self._pending_events
         self._pending_events = []
-        commands: list[ModeCommand] = []
+        commands: list[StringCommand] = []
         changed = False
         was_joined = {s.system for s in strings if s.membership == "joined"}
         for s in strings:
@@ -200,7 +224,7 @@ class SiteCore:
             site=cfg.site,
             soc=weighted_soc(joined_values),
             soh=weighted_soh(joined_values),
-            voltage_v=bus_v,
+            voltage_v=bus_voltage(joined_values),
             current_a=summed([v.current_a for v in joined_values]),
             power_w=summed([s.pack.power_w if s.pack else None for s in joined]),
             energy_in_wh=summed([s.pack.energy_in_wh if s.pack else None for s in strings]),
@@ -246,11 +270,10 @@ class SiteCore:
         window = self.config.join_window_v
 
         def near(s: _String) -> int:
-            v = s.pack.voltage if s.pack else None
+            v = s.filtered_v
             return sum(
                 1 for o in ready
-                if o.pack and o.pack.voltage is not None and v is not None
-                and abs(o.pack.voltage - v) <= window
+                if o.filtered_v is not None and v is not None and abs(o.filtered_v - v) <= window
             )  # fmt: skip
 
         best = max(ready, key=near, default=None)  # max keeps the first of equals
@@ -259,8 +282,8 @@ class SiteCore:
     def _placement(
         self, s: _String, bus_v: float | None, definer: str | None, joined: list[_String]
     ) -> _Decision:
-        p = s.pack
-        assert p is not None and p.voltage is not None  # healthy
+        p, v = s.pack, s.filtered_v
+        assert p is not None and v is not None  # healthy: a voltage is known
         if s in joined:
             return _Decision("joined", "on the bus", "joined", "working")
         if p.contactors in ("closed", "opening"):
@@ -273,7 +296,7 @@ class SiteCore:
             return _Decision(
                 "waiting", "waits for the first string to define the bus", "first", "standby"
             )
-        diff_v = p.voltage - bus_v
+        diff_v = v - bus_v
         window = self.config.join_window_v * (ABORT_WINDOW_FACTOR if closing else 1.0)
         if abs(diff_v) <= window:
             why = "precharging onto the bus" if closing else "closing"
@@ -301,7 +324,7 @@ class SiteCore:
         s.membership, s.reason, s.topic = d.membership, d.reason, d.topic
         if (before, before_topic) == (d.membership, d.topic):
             return False
-        v = s.pack.voltage if s.pack else None
+        v = s.filtered_v
         values = {"system": s.system, "voltage_v": v, "bus_v": bus_v}
         if d.membership == "joined":
             if not (was_joined - {s.system}):
@@ -331,23 +354,30 @@ class SiteCore:
             ))  # fmt: skip
         return before != d.membership
 
-    def _command(self, s: _String, d: _Decision, now_s: float) -> ModeCommand | None:
-        if d.mode is None or s.pack is None or s.pack.mode == d.mode:
-            if s.pack is not None and s.pack.mode == d.mode:
-                s.sent_mode = None  # done: a later difference is new
+    def _command(self, s: _String, d: _Decision, now_s: float) -> StringCommand | None:
+        """What the master still needs to be told: its mode first, then (to join) close."""
+        p = s.pack
+        want: tuple[CommandName, str] | None = None
+        if d.mode is not None and p is not None:
+            if p.mode != d.mode:
+                want = ("set_mode", d.mode)
+            elif d.mode == "working" and d.membership != "joined" and p.contactors == "standby":
+                want = ("contactors", "close")
+        if want is None:
+            s.sent = None  # done: a later difference is new
             return None
-        due = s.sent_mode != d.mode or s.sent_s is None or now_s - s.sent_s >= RETRY_S
-        if not due:
+        if s.sent == want and s.sent_s is not None and now_s - s.sent_s < RETRY_S:
             return None
-        s.sent_mode, s.sent_s = d.mode, now_s
-        return ModeCommand(s.system, d.mode)
+        s.sent, s.sent_s = want, now_s
+        return StringCommand(s.system, *want)
 
     # --- output ---------------------------------------------------------------------------
-    def _values(self, s: _String) -> StringValues:
+    def _values(self, s: _String, *, filtered: bool = False) -> StringValues:
         p = s.pack
         if p is None:
             return StringValues(None, None, None, None, s.capacity_ah)
-        return StringValues(p.soc, p.soh, p.voltage, p.current, s.capacity_ah)
+        v = s.filtered_v if filtered else p.voltage
+        return StringValues(p.soc, p.soh, v, p.current, s.capacity_ah)
 
     @staticmethod
     def _codes(strings: list[_String], name: str) -> list[str]:

@@ -2,7 +2,8 @@
 
 Reads the retained `site/config` under the site id (BMS_SYSTEM); for each string it names,
 subscribes to its `pack/state` (live ones only: a retained state says nothing of now) and its
-`config` (the capacity), and commands its master with `set_mode` under that string's id.
+`config` (the capacity), and commands its master (`set_mode`, `contactors` close) under that
+string's id.
 Publishes `site/state` every `state_period_s`, `site/summary` every `summary_period_s` and at
 once on a change, and the site's events on `events/site_controller`.
 """
@@ -13,16 +14,18 @@ import logging
 import time
 from collections.abc import Callable
 
-from services.site_controller.core import SiteCore, Step, worst_of
+from services.site_controller.core import SiteCore, Step, StringCommand, worst_of
 from services.site_controller.settings import SiteControllerSettings
 from shared.bus import BusCore, Delivery
 from shared.codec import PayloadError
 from shared.commands import CommandClient
 from shared.log_limit import LimitedLog
 from shared.messages import (
+    CommandArgs,
     CommandReply,
     ConfigAck,
     ConfigMessage,
+    ContactorsArgs,
     Event,
     PackState,
     SetModeArgs,
@@ -30,7 +33,6 @@ from shared.messages import (
     SiteState,
     SiteSummary,
 )
-from shared.messages.slave import SlaveMode
 from shared.topics import (
     CONFIG,
     CONFIG_ACK,
@@ -122,7 +124,7 @@ class SiteService:
             client.expire()
         step = self.core.step(now)
         for c in step.commands:
-            self._send_mode(c.system, c.mode)
+            self._send(c)
         for e in step.events:
             self._event(e.level, e.kind, e.code, e.text, e.values)
         self.bus.publish(SITE_STATE, step.state)
@@ -130,8 +132,8 @@ class SiteService:
         self._maybe_summary(step.state, now, online=True)
         return step
 
-    def _send_mode(self, system: str, mode: SlaveMode) -> None:
-        client = self.clients.get(system)
+    def _send(self, command: StringCommand) -> None:
+        client = self.clients.get(command.system)
         if client is None:
             return
 
@@ -139,12 +141,17 @@ class SiteService:
             if self.core is None:
                 return
             if reply is None:
-                self.core.command_result(system, mode, False, "no reply before it expired")
+                self.core.command_result(command.system, command, False, "no reply in time")
             else:
-                self.core.command_result(system, mode, reply.status == "accepted", reply.reason)
+                ok = reply.status == "accepted"
+                self.core.command_result(command.system, command, ok, reply.reason)
 
-        client.send("set_mode", SetModeArgs(mode=mode), ttl_s=self.settings.command_ttl_s,
-                    on_reply=replied)  # fmt: skip
+        args: CommandArgs = (
+            SetModeArgs(mode=command.arg)  # type: ignore[arg-type]  # a SlaveMode by the core
+            if command.command == "set_mode"
+            else ContactorsArgs(action="close")
+        )
+        client.send(command.command, args, ttl_s=self.settings.command_ttl_s, on_reply=replied)
 
     def _event(
         self, level: str, kind: str, code: str, text: str, values: dict[str, object]

@@ -265,7 +265,8 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     """The site controller's grants (user `site_controller`): under the site's id the site
     topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
     string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
-    its own replies, and writes `cmd/set_mode` only (`COMMAND_SENDERS`), nothing else."""
+    its own replies, and writes `cmd/set_mode` and `cmd/contactors` only (`COMMAND_SENDERS`),
+    nothing else."""
     ids = (site, *strings)
     bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
     if bad:

@@ -6,9 +6,17 @@ from typing import Any
 
 import pytest
 
-from services.site_controller.core import RETRY_S, ModeCommand, SiteCore, Step, worst_of
+from services.site_controller.core import RETRY_S, SiteCore, Step, StringCommand, worst_of
 from shared.config import SiteConfig
 from tests.factories import limits, pack_state
+
+
+def mode(system: str, m: str) -> StringCommand:
+    return StringCommand(system, "set_mode", m)
+
+
+def close(system: str) -> StringCommand:
+    return StringCommand(system, "contactors", "close")
 
 
 def _config(**kw: Any) -> SiteConfig:
@@ -23,7 +31,8 @@ def _config(**kw: Any) -> SiteConfig:
 
 
 class Site:
-    """The core with a clock and masters that obey set_mode at once (contactors follow)."""
+    """The core with a clock and masters that obey at once, as the masters of a site run
+    (BMS_AUTO_CLOSE=false): working does not close, `contactors close` does, standby opens."""
 
     def __init__(self, **kw: Any) -> None:
         self.core = SiteCore(_config(**kw))
@@ -39,10 +48,15 @@ class Site:
             self.core.pack_state(system, pack_state(**fields), self.now)
         out = self.core.step(self.now)
         for c in out.commands:
-            self.log.append(f"{c.system}:{c.mode}")
-            if obey:
-                contactors = "closed" if c.mode == "working" else "standby"
-                self.string(c.system, mode=c.mode, contactors=contactors)
+            self.log.append(f"{c.system}:{c.command}:{c.arg}")
+            if not obey:
+                continue
+            if c.command == "contactors":
+                self.string(c.system, contactors="closed")
+            elif c.arg == "standby":
+                self.string(c.system, mode="standby", contactors="standby")
+            else:
+                self.string(c.system, mode="working")
         self.now += 0.1
         return out
 
@@ -54,29 +68,48 @@ def test_the_first_string_defines_the_bus_and_a_mismatched_one_waits_until_it_is
     site = Site()
     site.string("s1", voltage=400.0, contactors="standby", mode="standby")
     site.string("s2", voltage=400.5, contactors="standby", mode="standby")
-    site.string("s3", voltage=403.4, contactors="standby", mode="standby")
-    first = site.step()
-    # s1 and s2 are within 2 V of each other: s1 (the first of the two) closes first
-    assert first.commands == [ModeCommand("s1", "working")]
-    assert site.members(first)["s3"] == "waiting"
-    second = site.step()
-    assert second.commands == [ModeCommand("s2", "working")]
-    s3 = next(s for s in second.state.strings if s.system == "s3")
-    assert s3.membership == "waiting"
+    site.string("s3", voltage=403.65, contactors="standby", mode="standby")
+    steps = [site.step() for _ in range(5)]
+    # s1 and s2 are within 2 V of each other: s1 (the first of the two) closes first and
+    # defines the bus; s2 follows; s3 is never asked
+    assert site.log == [
+        "s1:set_mode:working", "s1:contactors:close",
+        "s2:set_mode:working", "s2:contactors:close",
+    ]  # fmt: skip
+    last = steps[-1]
+    assert site.members(last) == {"s1": "joined", "s2": "joined", "s3": "waiting"}
+    s3 = next(s for s in last.state.strings if s.system == "s3")
     assert s3.reason == "3.4 V above the bus, waits for the bus to rise"
-    third = site.step()
-    assert site.members(third) == {"s1": "joined", "s2": "joined", "s3": "waiting"}
-    assert third.state.voltage_v == pytest.approx(400.25)
-    codes = [e.code for e in first.events + second.events + third.events]
+    assert last.state.voltage_v == pytest.approx(400.25)
+    codes = [e.code for step in steps for e in step.events]
     assert codes.count("site_bus_defined") == 1 and codes.count("site_string_joined") == 2
-    # the bus rises (charging): s3 comes within the window and joins
-    site.string("s1", voltage=401.6)
-    site.string("s2", voltage=401.8)
-    out = site.step()
-    assert out.commands == [ModeCommand("s3", "working")]
-    assert any(e.code == "site_string_joining" for e in out.events)
-    out = site.step()
+    # s2 and s3 wait for the bus to be defined, then s3 for the window
+    assert codes.count("site_string_waiting") == 3
+    # the bus rises (charging): s3 comes within the window (the filter follows in ~1 s)
+    site.string("s1", voltage=401.9)
+    site.string("s2", voltage=402.0)
+    for _ in range(40):
+        out = site.step()
+        if site.members(out)["s3"] == "joined":
+            break
+    assert site.log[-2:] == ["s3:set_mode:working", "s3:contactors:close"]
     assert out.state.strings_joined == 3 and out.changed
+
+
+def test_one_noisy_sample_does_not_close_a_string() -> None:
+    site = Site()
+    site.string("s1", voltage=400.0)
+    site.string("s2", voltage=400.0)
+    site.string("s3", voltage=404.0, contactors="standby", mode="standby")
+    for _ in range(20):
+        site.step()
+    site.string("s3", voltage=401.0)  # one sample within the window...
+    site.step()
+    site.string("s3", voltage=404.0)  # ...and back
+    for _ in range(5):
+        out = site.step()
+    assert not [c for c in site.log if c.startswith("s3")]
+    assert site.members(out)["s3"] == "waiting"
 
 
 def test_below_the_bus_waits_for_it_to_fall() -> None:
@@ -87,7 +120,7 @@ def test_below_the_bus_waits_for_it_to_fall() -> None:
     out = site.step()
     s2 = next(s for s in out.state.strings if s.system == "s2")
     assert s2.reason == "4.0 V below the bus, waits for the bus to fall"
-    assert ModeCommand("s2", "working") not in out.commands
+    assert mode("s2", "working") not in out.commands
 
 
 def test_a_string_that_closed_out_of_turn_is_sent_back_to_standby_while_waiting() -> None:
@@ -98,7 +131,7 @@ def test_a_string_that_closed_out_of_turn_is_sent_back_to_standby_while_waiting(
     site.string("s2", voltage=400.0)
     site.string("s3", voltage=410.0, contactors="standby", mode="working")
     out = site.step()
-    assert out.commands == [ModeCommand("s3", "standby")]
+    assert out.commands == [mode("s3", "standby")]
 
 
 def test_a_fault_or_silence_leaves_the_sums_at_once_and_the_limits_follow() -> None:
@@ -114,7 +147,7 @@ def test_a_fault_or_silence_leaves_the_sums_at_once_and_the_limits_follow() -> N
     assert out.state.limits.charge_current_a == pytest.approx(120.0)  # 2 x 60 A
     left = [e for e in out.events if e.code == "site_string_left"]
     assert left and left[0].level == "warning" and left[0].values["system"] == "s3"
-    assert ModeCommand("s3", "standby") in out.commands  # so a reset does not close it
+    assert mode("s3", "standby") in out.commands  # so nothing closes it after a reset
     assert out.state.faults == ["cell_overvoltage"]
     assert worst_of(out.state) == ("fault", "cell_overvoltage")
     # s2 goes silent: stale after 1 s, out of the sums; s1 alone
@@ -126,23 +159,32 @@ def test_a_fault_or_silence_leaves_the_sums_at_once_and_the_limits_follow() -> N
     # s3's fault is reset and its master stands by: it comes back through the window
     site.string("s3", faults=[], contactors="standby", mode="standby")
     out = site.step()
-    assert ModeCommand("s3", "working") in out.commands
+    assert mode("s3", "working") in out.commands
+    out = site.step()
+    assert close("s3") in out.commands
     out = site.step()
     assert site.members(out)["s3"] == "joined"
     assert out.state.limits.charge_current_a == pytest.approx(60.0)  # 2 x 30 A
 
 
-def test_set_mode_is_sent_again_while_the_master_does_not_follow() -> None:
+def test_a_command_is_sent_again_while_the_master_does_not_follow() -> None:
     site = Site()
     site.string("s1", voltage=400.0, contactors="standby", mode="standby")
-    assert site.step(obey=False).commands == [ModeCommand("s1", "working")]
+    assert site.step(obey=False).commands == [mode("s1", "working")]
     assert site.step(obey=False).commands == []
     site.now += RETRY_S
-    assert site.step(obey=False).commands == [ModeCommand("s1", "working")]
-    site.core.command_result("s1", "working", False, "no reply")
+    assert site.step(obey=False).commands == [mode("s1", "working")]
+    site.core.command_result("s1", mode("s1", "working"), False, "no reply in time")
     out = site.step(obey=False)
-    assert out.commands == [ModeCommand("s1", "working")]
-    assert any(e.code == "site_command_failed" for e in out.events)
+    assert out.commands == [mode("s1", "working")]
+    failed = [e for e in out.events if e.code == "site_command_failed"]
+    assert failed and failed[0].text == "s1: set_mode working failed: no reply in time"
+    # in working mode and still open: the close is asked for, again after RETRY_S
+    site.string("s1", mode="working")
+    assert site.step(obey=False).commands == [close("s1")]
+    assert site.step(obey=False).commands == []
+    site.now += RETRY_S
+    assert site.step(obey=False).commands == [close("s1")]
 
 
 def test_unknown_values_stay_unknown() -> None:
