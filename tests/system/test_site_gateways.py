@@ -273,6 +273,8 @@ def test_end_to_end_with_the_site_controller(
     configs = [gateway_config(s, tcp_port=port, rtu_port="/dev/null", rtu=False) for s in systems]
     uis = [publish_config(mosquitto.url, c) for c in configs]
     masters = [FakeMaster(mosquitto.url, s) for s in systems]
+    for master in masters:
+        master.refuse_close = False  # the controller joins a string with set_mode, then close
     ui = MqttBus(parse_mqtt_url(mosquitto.url), system=site, service="config_ui", kind="test")
     assert ui.start(wait_s=10)
     config = SiteConfig.model_validate({"site": site, "strings": [{"system": s} for s in systems]})
