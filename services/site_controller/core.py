@@ -221,7 +221,7 @@ class SiteCore:
             if command is not None:
                 commands.append(command)
         limits = site_limits(
-            [StringLimits(s.system, s.pack.limits, cfg.resistance_ohm(s.system))
+            [StringLimits(s.system, s.pack.limits, cfg.resistance_ohm(s.system), s.pack.current)
              for s in joined if s.pack is not None],
             cfg.current_sharing_factor,
         )  # fmt: skip
