@@ -301,6 +301,9 @@ class Launcher:
                         f"(BMS_SPARKPLUG={env.get('BMS_SPARKPLUG', 'false')})"
                     )
                 env.update(self._wiring(plan.name, index, system))
+                if self.site is not None and plan.name == "master_core":
+                    # the site controller alone closes a string onto the common bus
+                    env.setdefault("BMS_AUTO_CLOSE", "false")
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
         if not services:

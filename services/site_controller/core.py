@@ -208,14 +208,20 @@ class SiteCore:
         commands: list[StringCommand] = []
         changed = False
         was_joined = {s.system for s in strings if s.membership == "joined"}
+        decisions = {
+            s.system: health[s.system] or self._placement(s, bus_v, definer, joined)
+            for s in strings
+        }
+        # the strings on the bus first: their events (the bus defined) come before the
+        # events of the strings measured against it
+        for s in sorted(strings, key=lambda s: decisions[s.system].membership != "joined"):
+            changed |= self._transition(s, decisions[s.system], bus_v, was_joined, events)
         for s in strings:
-            d = health[s.system] or self._placement(s, bus_v, definer, joined)
-            changed |= self._transition(s, d, bus_v, was_joined, events)
-            command = self._command(s, d, now_s)
+            command = self._command(s, decisions[s.system], now_s)
             if command is not None:
                 commands.append(command)
         limits = site_limits(
-            [StringLimits(s.system, s.pack.limits, cfg.resistance_ohm(s.system))
+            [StringLimits(s.system, s.pack.limits, cfg.resistance_ohm(s.system), s.pack.current)
              for s in joined if s.pack is not None],
             cfg.current_sharing_factor,
         )  # fmt: skip
@@ -327,12 +333,13 @@ class SiteCore:
         v = s.filtered_v
         values = {"system": s.system, "voltage_v": v, "bus_v": bus_v}
         if d.membership == "joined":
-            if not (was_joined - {s.system}):
+            if not (was_joined - {s.system}):  # nothing on the bus before it (this step too)
                 events.append(SiteEvent(
                     "info", "info", "site_bus_defined",
                     f"{s.system} defines the bus at {_volts(v or 0.0)}",
                     {"system": s.system, "voltage_v": v},
                 ))  # fmt: skip
+            was_joined.add(s.system)
             events.append(
                 SiteEvent(
                     "info", "info", "site_string_joined", f"{s.system} joined the bus", values

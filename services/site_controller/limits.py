@@ -10,9 +10,17 @@ carry only as much as keeps every string within its own limit:
 and, where a resistance is unknown, equal sharing (G_k all alike: I_total <= n x min_k I_lim,k).
 The sum of the strings' limits is never exceeded (the bound above is at most that sum, a
 weighted mean of I_lim,k / share_k), and the result is derated by the current-sharing factor
-(resistances drift with temperature, age and contact wear). The charge voltage limit is the
-lowest of the joined strings' (each string's CVL protects its own highest cell, and the bus
-holds them all at one voltage), the discharge voltage limit the highest of theirs.
+(resistances drift with temperature, age and contact wear).
+
+The resistance share assumes the strings' open-circuit voltages alike. They are not while
+strings differ in SOC: the one at the lower OCV takes more (I_k = G_k (V_bus - OCV_k)), so
+while the site current flows in one direction (at least `MEASURED_SHARE_MIN_A`) each string's
+share is the larger of its resistance share and its measured share I_k / I_total: a string
+already carrying more than its resistance share limits the site by what it carries.
+
+The charge voltage limit is the lowest of the joined strings' (each string's CVL protects its
+own highest cell, and the bus holds them all at one voltage), the discharge voltage limit the
+highest of theirs.
 
 Capacity weighting: a site's SOC is the charge it holds over the charge it can hold, so each
 string counts by its usable capacity (nominal capacity x SOH); its SOH by nominal capacity.
@@ -26,6 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.messages import Limits, SiteLimits
+
+MEASURED_SHARE_MIN_A = 5.0
+"""Below this site current the measured shares are noise (±0.1 A per sensor, offsets)."""
 
 ZERO_LIMITS = SiteLimits(
     charge_voltage_v=None,
@@ -45,6 +56,8 @@ class StringLimits:
     system: str
     limits: Limits
     resistance_ohm: float | None
+    current_a: float | None = None
+    """Measured, positive charging; None: unknown."""
 
 
 def shares(strings: Sequence[StringLimits]) -> list[float]:
@@ -62,18 +75,42 @@ def shares(strings: Sequence[StringLimits]) -> list[float]:
     return [g / total for g in conductances]
 
 
+def measured_shares(strings: Sequence[StringLimits], direction: int) -> list[float] | None:
+    """Each string's part of the site current flowing in `direction` (+1 charge, -1
+    discharge), or None while that current is unknown or below `MEASURED_SHARE_MIN_A`."""
+    currents = [s.current_a for s in strings]
+    if not currents or any(i is None for i in currents):
+        return None
+    flows = [max(0.0, direction * i) for i in currents if i is not None]
+    total = sum(direction * i for i in currents if i is not None)
+    if total < MEASURED_SHARE_MIN_A:
+        return None
+    return [f / total for f in flows]
+
+
+def effective_shares(strings: Sequence[StringLimits], direction: int) -> list[float]:
+    """The share the limit assumes: the larger of the resistance share and the measured one."""
+    share = shares(strings)
+    measured = measured_shares(strings, direction)
+    if measured is None:
+        return share
+    return [max(w, m) for w, m in zip(share, measured, strict=True)]
+
+
 def _current_limit(
-    strings: Sequence[StringLimits], limits_a: Sequence[float], factor: float
+    strings: Sequence[StringLimits], limits_a: Sequence[float], factor: float, direction: int
 ) -> tuple[float, str]:
     """The largest site current that keeps every string within its own limit, derated."""
-    share = shares(strings)
+    plain = shares(strings)
+    share = effective_shares(strings, direction)
     best_a = sum(limits_a)
     reason = "sum of the strings"
-    for s, lim_a, w in zip(strings, limits_a, share, strict=True):
+    for s, lim_a, w, w0 in zip(strings, limits_a, share, plain, strict=True):
         at_a = lim_a / w
         if at_a < best_a:
             best_a = at_a
-            reason = f"{s.system}: {lim_a:.1f} A at a {100.0 * w:.0f} % share"
+            how = " measured" if w > w0 else ""
+            reason = f"{s.system}: {lim_a:.1f} A at a {100.0 * w:.0f} %{how} share"
     return factor * best_a, reason
 
 
@@ -85,10 +122,10 @@ def site_limits(strings: Sequence[StringLimits], factor: float) -> SiteLimits:
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"current-sharing factor {factor} must be above 0 and at most 1")
     charge_a, charge_why = _current_limit(
-        strings, [s.limits.charge_current_a for s in strings], factor
+        strings, [s.limits.charge_current_a for s in strings], factor, +1
     )
     discharge_a, discharge_why = _current_limit(
-        strings, [s.limits.discharge_current_a for s in strings], factor
+        strings, [s.limits.discharge_current_a for s in strings], factor, -1
     )
     cvl = min(strings, key=lambda s: s.limits.charge_voltage_v)
     dvl = max(strings, key=lambda s: s.limits.discharge_voltage_v)

@@ -227,3 +227,13 @@ def test_a_new_configuration_keeps_what_it_knows_of_the_strings_that_stay() -> N
     assert site.members(out)["s1"] == "joined"
     assert any(e.code == "site_config_applied" for e in out.events)
     assert not site.core.pack_state("s2", pack_state(), site.now)  # not one of the site's
+
+
+def test_strings_that_join_in_one_step_define_the_bus_once() -> None:
+    site = Site()
+    for name in ("s1", "s2", "s3"):
+        site.string(name, voltage=400.0)  # closed and working already (a restart)
+    out = site.step()
+    codes = [e.code for e in out.events]
+    assert codes.count("site_bus_defined") == 1 and codes.count("site_string_joined") == 3
+    assert codes.index("site_bus_defined") == 0

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from services.site_controller.limits import (
     StringLimits,
     StringValues,
+    effective_shares,
     shares,
     site_limits,
     summed,
@@ -22,27 +23,38 @@ from tests.factories import limits
 REL = 1e-9
 
 
-def _string(i: int, charge_a: float, discharge_a: float, r: float | None, cvl: float = 34.0):
+def _string(
+    i: int,
+    charge_a: float,
+    discharge_a: float,
+    r: float | None,
+    cvl: float = 34.0,
+    current_a: float | None = None,
+) -> StringLimits:
     return StringLimits(
         f"s{i}",
         limits(charge_current_a=charge_a, discharge_current_a=discharge_a, charge_voltage_v=cvl),
         r,
-    )
+        current_a,
+    )  # fmt: skip
 
 
 amps = st.floats(0.0, 1000.0, allow_nan=False)
 ohms = st.one_of(st.none(), st.floats(0.001, 10.0, allow_nan=False))
-strings_st = st.lists(st.tuples(amps, amps, ohms), min_size=1, max_size=16).map(
-    lambda rows: [_string(i, c, d, r) for i, (c, d, r) in enumerate(rows)]
+currents = st.one_of(st.none(), st.floats(-1000.0, 1000.0, allow_nan=False))
+strings_st = st.lists(st.tuples(amps, amps, ohms, currents), min_size=1, max_size=16).map(
+    lambda rows: [_string(i, c, d, r, current_a=a) for i, (c, d, r, a) in enumerate(rows)]
 )
 factors = st.floats(0.01, 1.0, allow_nan=False)
 
 
 def _within_every_share(strings: list[StringLimits], charge_a: float, discharge_a: float) -> bool:
+    """Within its resistance share and, while current flows, its measured share."""
+    charge_w, discharge_w = effective_shares(strings, +1), effective_shares(strings, -1)
     return all(
-        charge_a * w <= s.limits.charge_current_a * (1 + REL) + 1e-9
-        and discharge_a * w <= s.limits.discharge_current_a * (1 + REL) + 1e-9
-        for s, w in zip(strings, shares(strings), strict=True)
+        charge_a * max(w, cw) <= s.limits.charge_current_a * (1 + REL) + 1e-9
+        and discharge_a * max(w, dw) <= s.limits.discharge_current_a * (1 + REL) + 1e-9
+        for s, w, cw, dw in zip(strings, shares(strings), charge_w, discharge_w, strict=True)
     )
 
 
@@ -60,7 +72,7 @@ def test_without_derating_the_limit_is_tight(strings: list[StringLimits]) -> Non
     """Factor 1: some string is exactly at its limit, so the site never asks less than the
     strings can take."""
     lim = site_limits(strings, 1.0)
-    at = [lim.charge_current_a * w for w in shares(strings)]
+    at = [lim.charge_current_a * w for w in effective_shares(strings, +1)]
     assert any(
         math.isclose(a, s.limits.charge_current_a, rel_tol=1e-9, abs_tol=1e-9)
         for a, s in zip(at, strings, strict=True)
@@ -138,3 +150,18 @@ def test_weighted_soc_lies_between_the_strings(rows: list[tuple[float, float, fl
     soc = weighted_soc(values)
     assert soc is not None
     assert min(r[0] for r in rows) - 1e-9 <= soc <= max(r[0] for r in rows) + 1e-9
+
+
+def test_a_string_below_the_others_ocv_limits_by_what_it_carries() -> None:
+    """Equal resistances, but s0 (lower SOC) carries 101.5 A of 100 A: the measured share
+    (101.5 %) caps the site so that s0 stays within its 100 A."""
+    strings = [
+        _string(0, 100.0, 100.0, 0.1, current_a=101.5),
+        _string(1, 100.0, 100.0, 0.1, current_a=-1.5),
+    ]
+    lim = site_limits(strings, 1.0)
+    assert lim.charge_current_a == pytest.approx(100.0 / 1.015)
+    assert "measured share" in lim.charge_reason
+    # too little current to measure a share: the resistance share alone
+    idle = [_string(0, 100.0, 100.0, 0.1, current_a=3.0), _string(1, 100.0, 100.0, 0.1, 0.0)]
+    assert site_limits(idle, 1.0).charge_current_a == pytest.approx(200.0)
