@@ -57,9 +57,6 @@ from shared.config.system import SystemConfig
 from shared.messages.pack import PackState
 
 PROFILES = ("victron_0x35x", "pylon_v12")
-SITE_PROFILES = frozenset(PROFILES)
-"""The profiles that serve a site (BMS_SITE, `site.site_pack`); the others need one
-system's cells and are refused for a site."""
 
 PERIOD_S = 1.0
 """Inverter profiles send each frame once a second (never faster than 200 ms per id)."""

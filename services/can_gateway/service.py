@@ -31,8 +31,7 @@ from services.can_gateway.profile import (
     ProtocolOptions,
     is_extended,
 )
-from services.can_gateway.profiles import SITE_PROFILES
-from services.can_gateway.registry import UnknownProfileError, load_profile
+from services.can_gateway.registry import SITE_PROFILES, UnknownProfileError, load_profile
 from services.can_gateway.site import site_facts, site_pack
 from shared.bus import BusCore, Delivery
 from shared.can_link import LinkEvent, LinkHealth

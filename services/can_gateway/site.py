@@ -1,7 +1,7 @@
 """A site (BMS_SITE) as the inverter profiles see it: one battery. Pure: no bus I/O or clocks.
 
-The low-voltage inverter profiles (`profiles.SITE_PROFILES`) read a `PackState`; for a site
-they read the one `site_pack` builds from the site state (`shared.messages.site.SiteState`)
+The inverter profiles (`registry.SITE_PROFILES`) read a `PackState`; for a site they read
+the one `site_pack` builds from the site state (`shared.messages.site.SiteState`)
 and the pack states of its joined strings:
 
 * SOC, SOH, voltage (the DC bus), current (summed), energy, codes: the site state's;
@@ -11,7 +11,10 @@ and the pack states of its joined strings:
   of each profile;
 * cell voltage and temperature extremes: over the joined strings' fresh pack states, None
   while one of them is missing (the profile then sends its fail-safe: no limits, alarms);
-* Victron 0x372 counts strings as modules: online = joined, offline = the others.
+* Victron 0x372 counts strings as modules: online = joined, offline = the others;
+* Pylontech HV: no cell or module locations (0 = unknown), no module voltages (no cell
+  snapshot of a site), the site's capacity in 0x7320; the inverter's sleep, wake and relay
+  commands are refused (the site controller joins the strings, not the inverter).
 
 The site's values are validated by their own bounds (a site's current reaches 16 strings'
 worth), not by those of one pack: the site pack is built without re-validation, and a value

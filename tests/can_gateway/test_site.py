@@ -9,6 +9,7 @@ from typing import Any
 import can
 import pytest
 
+from services.can_gateway import pylon_hv
 from services.can_gateway.codec import load_dbc
 from services.can_gateway.profile import PackView
 from services.can_gateway.profiles import frames_for
@@ -16,7 +17,7 @@ from services.can_gateway.registry import load_profile
 from services.can_gateway.service import CanGateway
 from services.can_gateway.site import site_facts, site_pack
 from shared.bus.memory import InMemoryBroker, InMemoryBus
-from shared.config import SystemConfig
+from shared.config import SystemConfig, demo_config
 from shared.config.site import SiteConfig
 from shared.messages import ConfigAck, PackState
 from shared.messages.site import Membership, SiteConfigMessage, SiteLimits, SiteState, StringState
@@ -183,3 +184,53 @@ def test_a_profile_that_cannot_serve_a_site_is_refused() -> None:
         assert [p.name for p in rig.gateway.profiles] == ["victron_0x35x"]
     finally:
         rig.close()
+
+
+# --- Pylontech HV: a high-voltage site ------------------------------------------------------
+
+HV_CONFIG = demo_config("hv")
+
+
+def hv_view(site: SiteState, packs: dict[str, PackState], *, stale: bool = False) -> PackView:
+    return PackView(HV_CONFIG, site_pack(site, packs), stale,
+                    site=site_facts(site, "site-a", len(SYSTEMS)))  # fmt: skip
+
+
+def hv_site() -> SiteState:
+    return site_state(
+        voltage_v=620.5, current_a=-150.0, power_w=-93075.0,
+        limits=SiteLimits(charge_voltage_v=680.0, discharge_voltage_v=540.0,
+                          charge_current_a=250.0, discharge_current_a=300.0),
+    )  # fmt: skip
+
+
+def hv_decoded(request: bytes, view: PackView) -> dict[int, dict[str, Any]]:
+    db = pylon_hv.load_pylon_hv_dbc()
+    batch = pylon_hv.answer(request, view)
+    assert batch.refused == []
+    return {
+        fid: dict(db.get_message_by_frame_id(fid).decode(data, decode_choices=False))
+        for fid, data in batch.frames
+    }
+
+
+def test_pylon_hv_answers_with_the_site_values_and_capacity() -> None:
+    view = hv_view(hv_site(), PACKS)
+    f = hv_decoded(bytes([pylon_hv.REQUEST_ENSEMBLE]), view)
+    assert f[0x4210]["PileVoltage"] == pytest.approx(620.5, abs=0.05)
+    assert f[0x4210]["PileCurrent"] == pytest.approx(-150.0, abs=0.05)
+    assert f[0x4210]["StateOfCharge"] == 62
+    assert f[0x4220]["MaxChargeCurrent"] == pytest.approx(250.0, abs=0.05)
+    assert f[0x4220]["MaxDischargeCurrent"] == pytest.approx(-300.0, abs=0.05)  # diyBMS sign
+    assert f[0x4220]["ChargeCutoffVoltage"] == pytest.approx(680.0, abs=0.05)
+    assert f[0x4230]["MaxCellVoltageNumber"] == 0  # no location over parallel strings
+    assert 0x4260 not in f  # module voltages need one string's cells
+    system = hv_decoded(bytes([pylon_hv.REQUEST_SYSTEM]), view)
+    assert system[0x7320]["CapacityAh"] == 300  # the strings in parallel
+    assert system[0x7320]["TotalCells"] == HV_CONFIG.total_cells  # one string in series
+
+
+def test_pylon_hv_refuses_the_inverters_relay_command_for_a_site() -> None:
+    handling = pylon_hv.PylonHv().handle(pylon_hv.RELAY_ID, bytes([0xAA, 0xAA]),
+                                         hv_view(hv_site(), PACKS))  # fmt: skip
+    assert handling.requests == [] and "a site takes no" in handling.refused[0]
