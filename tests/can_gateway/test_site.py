@@ -8,6 +8,8 @@ from typing import Any
 
 import can
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.can_gateway import pylon_hv
 from services.can_gateway.codec import load_dbc
@@ -234,3 +236,43 @@ def test_pylon_hv_refuses_the_inverters_relay_command_for_a_site() -> None:
     handling = pylon_hv.PylonHv().handle(pylon_hv.RELAY_ID, bytes([0xAA, 0xAA]),
                                          hv_view(hv_site(), PACKS))  # fmt: skip
     assert handling.requests == [] and "a site takes no" in handling.refused[0]
+
+
+memberships = st.sampled_from(["joined", "waiting", "leaving", "out", "fault", "stale"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    soc=st.none() | st.floats(0, 100),
+    soh=st.none() | st.floats(0, 100),
+    voltage=st.none() | st.floats(40, 60),
+    current=st.none() | st.floats(-300, 300),
+    members=st.tuples(memberships, memberships, memberships),
+    reporting=st.sets(st.sampled_from(SYSTEMS)),
+    stale=st.booleans(),
+)
+def test_unknown_never_goes_out_as_a_number_and_limits_need_a_known_site(
+    soc: float | None,
+    soh: float | None,
+    voltage: float | None,
+    current: float | None,
+    members: tuple[Membership, ...],
+    reporting: set[str],
+    stale: bool,
+) -> None:
+    site = site_state(members, soc=soc, soh=soh, voltage_v=voltage, current_a=current,
+                      power_w=None)  # fmt: skip
+    packs = {s: PACKS[s] for s in reporting}
+    for profile in ("victron_0x35x", "pylon_v12"):
+        f = decoded(profile, site_view(site, packs, stale=stale))
+        assert (0x355 in f) == (not stale and soc is not None and soh is not None)
+        assert (0x356 in f) == (not stale and voltage is not None and current is not None)
+        joined = [s for s, m in zip(SYSTEMS, members, strict=True) if m == "joined"]
+        known = (
+            not stale and voltage is not None and current is not None
+            and bool(joined) and set(joined) <= reporting
+        )  # fmt: skip
+        if not known:  # the fail-safe: no current either way
+            assert f[0x351]["ChargeCurrentLimit"] == 0 == f[0x351]["DischargeCurrentLimit"]
+        else:
+            assert f[0x351]["ChargeCurrentLimit"] == pytest.approx(162.0, abs=0.05)
