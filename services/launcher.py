@@ -280,6 +280,8 @@ class Launcher:
                     # the UI owns the configuration; on a fresh store it seeds the demo system
                     env.setdefault("BMS_UI_SEED_CONFIG", "plant" if self.in_loop else "demo")
                     env.setdefault("BMS_UI_SEED_INDEX", str(index))
+                    if self.site:  # each string's web application has the Site page
+                        env.setdefault("BMS_SITE", self.site)
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
                     )

@@ -71,3 +71,16 @@ def test_a_stored_configuration_on_the_plant_stays_in_the_loop(
     run = make(tmp_path, monkeypatch)
     run.choose_simulation()
     assert run.in_loop
+
+
+def test_with_a_site_each_strings_web_application_shows_the_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BMS_SITE", raising=False)
+    monkeypatch.setenv("BMS_DATA_DIR", str(tmp_path))
+    run = Launcher(argparse.Namespace(in_process=True, systems=2, site="site1"))
+    run.plan_children("mqtt://127.0.0.1:1883")
+    uis = [c for c in run.children if c.env.get("BMS_UI_PORT")]
+    assert len(uis) == 2 and all(c.env["BMS_SITE"] == "site1" for c in uis)
+    others = [c for c in run.children if not c.env.get("BMS_UI_PORT")]
+    assert others and all("BMS_SITE" not in c.env for c in others)
