@@ -390,7 +390,7 @@ class SiteCore:
     def _codes(strings: list[_String], name: str) -> list[str]:
         seen: dict[str, None] = {}
         for s in strings:
-            if s.pack is not None:
+            if s.pack is not None and s.membership != "stale":  # a silent string's are unknown
                 seen.update(dict.fromkeys(getattr(s.pack, name)))
         return list(seen)[:CODES_MAX]
 

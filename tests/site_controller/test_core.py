@@ -156,6 +156,10 @@ def test_a_fault_or_silence_leaves_the_sums_at_once_and_the_limits_follow() -> N
     out = site.step()
     assert site.members(out)["s2"] == "stale"
     assert out.state.limits.charge_current_a == pytest.approx(100.0)
+    site.string("s2", warnings=["cell_imbalance"])
+    site.core.pack_state("s2", pack_state(**site.packs.pop("s2")), site.now - 10.0)
+    out = site.step()
+    assert out.state.warnings == []  # a stale string's codes are not known to be active
     # s3's fault is reset and its master stands by: it comes back through the window
     site.string("s3", faults=[], contactors="standby", mode="standby")
     out = site.step()
