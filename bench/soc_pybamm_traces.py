@@ -15,8 +15,31 @@ Writes tests/master_core/data/pybamm_<chem>.csv.gz (time_s, current_a positive =
 terminal_v, true_soc_pct) and pybamm_<chem>.json (capacity, 41-point OCV table from the same set,
 1RC parameters fitted to a PyBaMM 1C/30 s pulse at 50 % SOC, provenance).
 
+Field scenarios (`python bench/soc_pybamm_traces.py field`, bench/bench_soc_field.py): packs of
+four series cells from parameter sets the tests do not tune on, over three days of stationary
+storage, sampled every 10 s (`field_simulate`):
+
+    nmc_field  Mohtat2020 (NMC532/graphite, 5 Ah), SPMe lumped thermal, ambient 10 degC; cell
+               capacities 0.97 / 1.00 / 1.03 / 0.99 of the set's cell (electrode width scaled)
+    lfp_field  Prada2013 (LFP/graphite) at 35 degC, another profile than the tests'; one cell
+               aged 8 % by lithium-inventory loss (less lithium in the negative electrode), the
+               others fresh at 0.97 / 1.00 / 1.03; Prada2013 models no hysteresis (no shipped
+               PyBaMM 26.10 LFP set does), so none is in the trace
+
+    day 1 sunny   night rest, morning load, PV charge (sine, 60 s cloud flicker), evening load
+    day 2 cloudy  the same with a quarter of the sun and strong flicker: ends near 12 %
+    day 3 sunny   PV charge until the first cell reaches the shipped preset's charge_v, CV hold
+                  until C/20, rest 1 h, evening discharge at C/5 until the first cell reaches the
+                  preset's discharge_cutoff_v (one full cycle), night rest
+
+The smallest cell is simulated with the experiment (its limits end the CV and the discharge, as a
+BMS would stop there); the others replay its current. Stored per scenario:
+tests/master_core/data/field_<name>.csv.gz (time_s, current_a, v1..v4 on a uniform 10 s grid)
+and field_<name>.json (capacities, initial SOCs; the true SOC is the initial SOC plus the
+trapezoid integral of the current, exact for PyBaMM's linearly interpolated current).
+
 Needs PyBaMM, the `validation` dependency group: `uv sync --frozen --all-extras --group validation`.
-Usage: python bench/soc_pybamm_traces.py
+Usage: python bench/soc_pybamm_traces.py [nmc] [lfp] | field [nmc_field] [lfp_field]
 """
 
 from __future__ import annotations
@@ -37,6 +60,9 @@ os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 
 import pybamm
 from scipy.optimize import least_squares
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from shared.config.chemistry import get_preset
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "master_core" / "data"
 SEED = 20_240_611
@@ -243,7 +269,205 @@ def write(name: str, result: dict[str, Any]) -> None:
     print(f"{name}: {result['meta']['samples']} samples, {size / 1024:.0f} KB -> {csv_path.name}")
 
 
+FIELD_PERIOD_S = 10.0
+FIELD_SEED = 20_261_207
+FIELD_INITIAL_SOC = 0.45
+FIELD: dict[str, dict[str, Any]] = {
+    "nmc_field": {
+        "set": "Mohtat2020",
+        "chemistry": "NMC",
+        "options": {"thermal": "lumped"},
+        "temperature_c": 10.0,
+        "cell": "Mohtat2020 (NMC532/graphite pouch, 5 Ah)",
+        # width factors; the first is the smallest cell, simulated with the experiment
+        "width": (0.97, 1.00, 1.03, 0.99),
+        "lli_capacity": None,
+    },
+    "lfp_field": {
+        "set": "Prada2013",
+        "chemistry": "LFP",
+        "options": {},
+        "temperature_c": 35.0,
+        "cell": "Prada2013 (A123 ANR26650 LFP/graphite, 2.3 Ah)",
+        "width": (1.00, 0.97, 1.00, 1.03),
+        "lli_capacity": 0.92,
+    },
+}
+
+
+def _field_pv(spec: dict[str, Any], width: float, lli: float | None) -> pybamm.ParameterValues:
+    pv = pybamm.ParameterValues(spec["set"])
+    kelvin = 273.15 + float(spec["temperature_c"])
+    pv.update({"Ambient temperature [K]": kelvin, "Initial temperature [K]": kelvin})
+    pv["Electrode width [m]"] = pv["Electrode width [m]"] * width
+    if lli is not None:
+        fresh, _ = capacity_and_stoichiometry(pv)
+        key = "Initial concentration in negative electrode [mol.m-3]"
+        c0 = float(pv[key])
+        lo, hi = 0.5, 1.0
+        for _ in range(40):  # bisect the lithium left in the negative electrode
+            mid = 0.5 * (lo + hi)
+            pv[key] = c0 * mid
+            q, _ = capacity_and_stoichiometry(pv)
+            lo, hi = (mid, hi) if q < lli * fresh else (lo, mid)
+        pv[key] = c0 * hi
+    return pv
+
+
+def _day_c_rate(rng: np.random.Generator, sun: float) -> dict[str, FloatArray]:
+    """Shapes (C, positive = charging, one value per 10 s) of one day, before scaling."""
+    n = int(3600 / FIELD_PERIOD_S)
+
+    def flicker(k: int, depth: float) -> FloatArray:
+        steps = np.repeat(rng.uniform(1.0 - depth, 1.0, size=k // 6 + 1), 6)[:k]
+        return steps
+
+    morning = -flicker(2 * n, 0.6)
+    pv_t = np.linspace(0.0, np.pi, 7 * n)
+    solar = np.sin(pv_t) * flicker(7 * n, 0.2 if sun > 0.5 else 0.9)
+    evening = -np.repeat(rng.uniform(0.3, 1.7, size=5 * n // 12 + 1), 12)[: 5 * n]
+    return {"morning": morning, "solar": solar, "evening": evening}
+
+
+def _scaled(shape: FloatArray, d_soc: float) -> FloatArray:
+    """`shape` scaled so that it moves SOC by d_soc (fraction of the capacity)."""
+    charge = float(np.sum(shape)) * FIELD_PERIOD_S / 3600.0
+    return shape * (d_soc / charge)
+
+
+def field_profile(q_ah: float, v_min: float, v_max: float) -> list[Any]:
+    """Experiment steps of the three days for the smallest cell (capacity q_ah)."""
+    rng = np.random.default_rng(FIELD_SEED)
+    n = int(3600 / FIELD_PERIOD_S)
+    steps: list[Any] = []
+
+    def array_step(c_rate: FloatArray) -> Any:
+        t = np.arange(len(c_rate) + 1) * FIELD_PERIOD_S
+        amps = np.append(c_rate, c_rate[-1]) * q_ah
+        return pybamm.step.current(
+            np.column_stack([t, -amps]),
+            termination=[f"< {v_min} V", f"> {v_max} V"],
+        )
+
+    # SOC targets: (after the morning load, after the PV charge, after the evening load)
+    days = ((0.40, 0.80, 0.25, 1.0), (0.20, 0.32, 0.12, 0.25))
+    soc = FIELD_INITIAL_SOC
+    rest = np.zeros(1)
+    for morning_soc, pv_soc, evening_soc, sun in days:
+        shapes = _day_c_rate(rng, sun)
+        day = np.concatenate(
+            [
+                np.zeros(7 * n),
+                _scaled(shapes["morning"], morning_soc - soc),
+                _scaled(shapes["solar"], pv_soc - morning_soc),
+                np.zeros(n),
+                _scaled(shapes["evening"], evening_soc - pv_soc),
+                np.zeros(2 * n) if sun > 0.5 else rest,
+            ]
+        )
+        soc = evening_soc
+        steps.append(array_step(day))
+    # day 2 ends with 2 h of rest too; day 3: the full cycle
+    steps.append(array_step(np.zeros(2 * n)))
+    shapes = _day_c_rate(rng, 1.0)
+    steps.append(array_step(np.concatenate([np.zeros(7 * n), _scaled(shapes["morning"], -0.03)])))
+    steps += [
+        f"Charge at C/4 until {v_max} V",
+        f"Hold at {v_max} V until C/20",
+        "Rest for 1 hour",
+        f"Discharge at C/5 until {v_min} V",
+        "Rest for 4 hours",
+    ]
+    return steps
+
+
+def field_simulate(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    widths = spec["width"]
+    lli = spec["lli_capacity"]
+    base_pv = _field_pv(spec, widths[0], lli)
+    q_base, _ = capacity_and_stoichiometry(base_pv)
+    # The system's limits (the shipped preset), not the set's: the BMS stops charge and
+    # discharge there. The true SOC stays on the set's stoichiometry scale.
+    preset = get_preset(spec["chemistry"])
+    v_max, v_min = preset.charge_v, preset.discharge_cutoff_v
+    nominal_ah, _ = capacity_and_stoichiometry(_field_pv(spec, 1.0, None))
+    wall = time.perf_counter()
+
+    def solve(pv: pybamm.ParameterValues, steps: list[Any]) -> pybamm.Solution:
+        model = pybamm.lithium_ion.SPMe(spec["options"])
+        exp = pybamm.Experiment(steps, period=f"{FIELD_PERIOD_S:g} seconds")
+        sim = pybamm.Simulation(model, parameter_values=pv, experiment=exp)
+        return sim.solve(initial_soc=FIELD_INITIAL_SOC)
+
+    sol = solve(base_pv, field_profile(q_base, v_min, v_max))
+    t = sol["Time [s]"].entries
+    keep = np.append(np.diff(t) > 1e-6, True)
+    t = t[keep]
+    grid = np.arange(0.0, t[-1], FIELD_PERIOD_S)
+    current = np.interp(grid, t, -sol["Current [A]"].entries[keep])
+    volts = [np.interp(grid, t, sol["Terminal voltage [V]"].entries[keep])]
+    capacities = [q_base]
+    # The other cells replay the smallest cell's current (PyBaMM: positive = discharge).
+    replay = [pybamm.step.current(np.column_stack([grid, -current]))]
+    for width in widths[1:]:
+        pv = _field_pv(spec, width, None)
+        s = solve(pv, replay)
+        tk = s["Time [s]"].entries
+        k = np.append(np.diff(tk) > 1e-6, True)
+        volts.append(np.interp(grid, tk[k], s["Terminal voltage [V]"].entries[k]))
+        capacities.append(capacity_and_stoichiometry(pv)[0])
+    wall = time.perf_counter() - wall
+    return {
+        "time_s": grid,
+        "current_a": current,
+        "cell_v": np.column_stack(volts),
+        "meta": {
+            "source": f"PyBaMM {pybamm.__version__} SPMe, parameter set {spec['set']}",
+            "cell": spec["cell"],
+            "chemistry": spec["chemistry"],
+            "model_options": spec["options"],
+            "temperature_c": spec["temperature_c"],
+            "nominal_capacity_ah": round(nominal_ah, 5),
+            "capacity_ah": [round(q, 5) for q in capacities],
+            "lithium_inventory_loss_cell": 0 if lli is not None else None,
+            "initial_soc_pct": FIELD_INITIAL_SOC * 100.0,
+            "charge_v": v_max,
+            "discharge_cutoff_v": v_min,
+            "sample_period_s": FIELD_PERIOD_S,
+            "duration_s": float(grid[-1]),
+            "samples": len(grid),
+            "sim_wall_s": round(wall, 1),
+            "seed": FIELD_SEED,
+            "true_soc": "initial_soc_pct + 100 x trapezoid integral of current_a / capacity_ah",
+        },
+    }
+
+
+def field_write(name: str, result: dict[str, Any]) -> None:
+    csv_path = OUT_DIR / f"field_{name.removesuffix('_field')}.csv.gz"
+    cells = result["cell_v"].shape[1]
+    lines = ["time_s,current_a," + ",".join(f"v{k + 1}" for k in range(cells))]
+    for t, i, v in zip(result["time_s"], result["current_a"], result["cell_v"], strict=True):
+        lines.append(f"{t:.0f},{i:.4f}," + ",".join(f"{x:.4f}" for x in v))
+    with gzip.GzipFile(csv_path, "wb", mtime=0) as fh:
+        fh.write(("\n".join(lines) + "\n").encode())
+    meta_path = csv_path.with_name(csv_path.name.removesuffix(".csv.gz") + ".json")
+    meta_path.write_text(json.dumps(result["meta"], indent=1) + "\n", encoding="utf-8")
+    size = csv_path.stat().st_size
+    print(f"{name}: {result['meta']['samples']} samples, {size / 1024:.0f} KB -> {csv_path.name}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["field"]:
+        for name in sys.argv[2:] or list(FIELD):
+            result = field_simulate(name, FIELD[name])
+            meta = result["meta"]
+            print(
+                f"{name}: {meta['source']}, {meta['capacity_ah']} Ah, "
+                f"{meta['duration_s'] / 3600:.1f} h simulated in {meta['sim_wall_s']} s"
+            )
+            field_write(name, result)
+        return
     names = sys.argv[1:] or list(CELLS)
     for name in names:
         result = simulate(name, CELLS[name])

@@ -303,6 +303,11 @@ class Launcher:
                         f"(BMS_SPARKPLUG={env.get('BMS_SPARKPLUG', 'false')})"
                     )
                 env.update(self._wiring(plan.name, index, system))
+                if plan.name in SITE_ONLY and self.site is not None:
+                    self.endpoints.append(
+                        f"Site {self.site}:     bms/v1/{self.site}/site/state (strings "
+                        f"{', '.join(self.systems)})"
+                    )
                 if self.site is not None and plan.name == "master_core":
                     # the site controller alone closes a string onto the common bus
                     env.setdefault("BMS_AUTO_CLOSE", "false")

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from services.master_core.estimation.soc import CoulombCounter
+from services.master_core.estimation.soc import (
+    GENERIC_OCV_SOC_ERROR_PCT,
+    CoulombCounter,
+    CoulombParams,
+    OcvCurve,
+)
 from services.master_core.estimation.soh import SohEstimator, SohParams
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import (
@@ -23,6 +28,7 @@ from services.master_core.persisted import (
     ThroughputRecord,
 )
 from shared.config import SystemConfig
+from shared.config.chemistry import PRESET_OCV_ERROR_V
 
 SOH_PRIOR_PCT = 100.0
 """SOH before the first capacity measurement: the cells hold the capacity the configuration
@@ -33,7 +39,23 @@ knowledge there is, until the estimator measures one."""
 
 class PackEstimator:
     def __init__(self, config: SystemConfig) -> None:
-        self.counter = CoulombCounter.from_config(config)
+        # The shipped table is the chemistry's, not these cells': its error on other cells
+        # weighs every OCV reading (per point where the data gives it).
+        generic = config.chemistry_overrides.ocv_table_v is None
+        table_error = GENERIC_OCV_SOC_ERROR_PCT.get(config.chemistry, 0.0) if generic else 0.0
+        params = CoulombParams(table_soc_error_pct=table_error)
+        chem = config.cell_chemistry
+        point_error = PRESET_OCV_ERROR_V.get(config.chemistry) if generic else None
+        ocv = OcvCurve(chem.ocv_table_soc_pct, chem.ocv_table_v, point_error)
+        self.counter = CoulombCounter.from_config(config, params, ocv=ocv)
+        self.ocv_note: str | None = None
+        """Why the SOC relies on counting and anchors alone, for the user; None otherwise."""
+        if table_error > params.max_ocv_soc_error_pct:
+            self.ocv_note = (
+                f"generic {config.chemistry} OCV table (±{table_error:g} % SOC on other cells): "
+                f"no OCV corrections; the SOC is counted and set at full charge and at empty. "
+                f"Enter the cells' own OCV table for corrections at rest."
+            )
         self.soh = SohEstimator(
             config.total_cells,
             SohParams(
@@ -57,7 +79,8 @@ class PackEstimator:
 
     @property
     def soh_pct(self) -> float | None:
-        """The weakest cell's measured SOH, else the prior; None before the estimator starts."""
+        """The weakest measured cell's SOH, robust to noisy estimates
+        (`soh.robust_pack_soh_pct`), else the prior; None before the estimator starts."""
         if not self._started:
             return None
         value = self.soh.pack_soh_pct

@@ -24,9 +24,11 @@ contactors and keeps them open. A string counts in the site's sums and limits on
 joined, so one that faults or goes stale leaves them at once, and the limits are recomputed
 from the strings that remain (`limits.site_limits`). The bus voltage is the mean of the joined
 strings'. With the bus empty, the string with the most others within the join window of its
-voltage closes first (ties: configuration order) and defines the bus; the others join as they
-come within the window. A string already precharging keeps going until it is
-`ABORT_WINDOW_FACTOR` windows away, so noise at the window's edge does not toggle its mode.
+voltage closes first (ties: configuration order) and defines the bus, once every string is
+ready or `BUS_GATHER_S` has passed since the configuration (so that the first string to be
+ready does not choose the bus alone); the others join as they come within the window. A
+string asked to join (or precharging) keeps going until it is `ABORT_WINDOW_FACTOR` windows
+away, so noise at the window's edge does not toggle its mode.
 A command is sent when the master's reported state differs from the wanted one, again every
 `RETRY_S` while it still differs. Join decisions use each string's voltage averaged over
 `VOLTAGE_FILTER_S` (the pack voltage is measured to ±1 V, `PACK_VOLTAGE_ACCURACY_V`): one
@@ -56,6 +58,10 @@ from shared.messages.slave import SlaveMode
 
 RETRY_S = 2.0
 """Send a command again while the master's state still differs this long after the last."""
+BUS_GATHER_S = 10.0
+"""With the bus empty after a (new) configuration, wait this long for every string to be ready
+(reporting, healthy, its voltage known) before one is chosen to define it: a master starting
+slower than the others must not leave them below a bus that only rises."""
 VOLTAGE_FILTER_S = 1.0
 """Time constant of the voltage average the join decisions use (10 pack states)."""
 ABORT_WINDOW_FACTOR = 2.0
@@ -140,6 +146,9 @@ class SiteCore:
         self.config = config
         self._strings: dict[str, _String] = {s: _String(s) for s in config.system_ids}
         self._pending_events: list[SiteEvent] = []
+        self._since_s: float | None = None
+        """The first step with this configuration: the bus waits `BUS_GATHER_S` from it for
+        every string to be ready."""
 
     # --- inputs ---------------------------------------------------------------------------
     def apply_config(self, config: SiteConfig) -> list[str]:
@@ -148,6 +157,7 @@ class SiteCore:
         new = [s for s in config.system_ids if s not in self._strings]
         self._strings = {s: self._strings.get(s) or _String(s) for s in config.system_ids}
         self.config = config
+        self._since_s = None
         self._pending_events.append(
             SiteEvent(
                 "info", "config", "site_config_applied",
@@ -202,7 +212,12 @@ class SiteCore:
         ]  # fmt: skip
         joined_values = [self._values(s) for s in joined]
         bus_v = bus_voltage([self._values(s, filtered=True) for s in joined])
-        definer = self._definer(strings, health) if bus_v is None else None
+        if self._since_s is None:
+            self._since_s = now_s
+        gathering = any(health[s.system] is not None for s in strings) and (
+            now_s - self._since_s < BUS_GATHER_S
+        )
+        definer = self._definer(strings, health) if bus_v is None and not gathering else None
         events = self._pending_events
         self._pending_events = []
         commands: list[StringCommand] = []
@@ -294,14 +309,18 @@ class SiteCore:
             return _Decision("joined", "on the bus", "joined", "working")
         if p.contactors in ("closed", "opening"):
             return _Decision("leaving", "standing by: contactors opening", "leaving", "standby")
-        closing = p.contactors == "precharge"
+        # once asked to join, it keeps going until ABORT_WINDOW_FACTOR windows away
+        closing = p.contactors == "precharge" or s.topic in ("closing", "defines")
         if bus_v is None:
             if s.system == definer:
                 why = "precharging: defines the bus" if closing else "closes first, defines the bus"
                 return _Decision("waiting", why, "defines", "working")
-            return _Decision(
-                "waiting", "waits for the first string to define the bus", "first", "standby"
+            why = (
+                "waits for the first string to define the bus"
+                if definer is not None
+                else "waits for every string to be ready before one defines the bus"
             )
+            return _Decision("waiting", why, "first", "standby")
         diff_v = v - bus_v
         window = self.config.join_window_v * (ABORT_WINDOW_FACTOR if closing else 1.0)
         if abs(diff_v) <= window:
@@ -365,8 +384,11 @@ class SiteCore:
         """What the master still needs to be told: its mode first, then (to join) close."""
         p = s.pack
         want: tuple[CommandName, str] | None = None
+        recent = s.sent_s is not None and now_s - s.sent_s < RETRY_S
+        other_mode_sent = recent and s.sent is not None and s.sent[0] == "set_mode"
         if d.mode is not None and p is not None:
-            if p.mode != d.mode:
+            if p.mode != d.mode or (other_mode_sent and s.sent != ("set_mode", d.mode)):
+                # (a pack state older than the other mode just sent says nothing of now)
                 want = ("set_mode", d.mode)
             elif d.mode == "working" and d.membership != "joined" and p.contactors == "standby":
                 want = ("contactors", "close")
@@ -390,7 +412,7 @@ class SiteCore:
     def _codes(strings: list[_String], name: str) -> list[str]:
         seen: dict[str, None] = {}
         for s in strings:
-            if s.pack is not None:
+            if s.pack is not None and s.membership != "stale":  # a silent string's are unknown
                 seen.update(dict.fromkeys(getattr(s.pack, name)))
         return list(seen)[:CODES_MAX]
 

@@ -310,7 +310,8 @@ class _ChemistryFileEntry(ConfigModel):
     @field_validator("ocv")
     @classmethod
     def _ocv_keys(cls, value: dict[str, str | float]) -> dict[str, str | float]:
-        if set(value) != {"file", "soc_column", "soc_scale", "column", "source"}:
+        required = {"file", "soc_column", "soc_scale", "column", "source"}
+        if not required <= set(value) <= required | {"error_column"}:
             raise ValueError(f"unexpected OCV reference keys {sorted(value)}")
         return value
 
@@ -326,12 +327,13 @@ def _csv_columns(name: str) -> dict[str, list[float]]:
     return {col: [float(row[i]) for row in body] for i, col in enumerate(header)}
 
 
-def _load_presets() -> dict[str, ChemistryPreset]:
+def _load_presets() -> tuple[dict[str, ChemistryPreset], dict[str, tuple[float, ...]]]:
     raw: dict[str, Any] = json.loads(_read_text("chemistry_presets.json"))["presets"]
     if tuple(raw) != CHEMISTRY_NAMES:
         raise RuntimeError(f"chemistry_presets.json lists {tuple(raw)}, expected {CHEMISTRY_NAMES}")
     tables: dict[str, dict[str, list[float]]] = {}
     presets: dict[str, ChemistryPreset] = {}
+    errors: dict[str, tuple[float, ...]] = {}
     for key, item in raw.items():
         entry = _ChemistryFileEntry.model_validate(item)
         ocv = entry.ocv
@@ -345,8 +347,14 @@ def _load_presets() -> dict[str, ChemistryPreset]:
             ocv_source=str(ocv["source"]),
             **entry.values,
         )
-    return presets
+        if "error_column" in ocv:
+            errors[key] = tuple(columns[str(ocv["error_column"])])
+    return presets, errors
 
 
-CHEMISTRY_PRESETS: Mapping[str, ChemistryPreset] = MappingProxyType(_load_presets())
+_PRESETS, _OCV_ERRORS = _load_presets()
+CHEMISTRY_PRESETS: Mapping[str, ChemistryPreset] = MappingProxyType(_PRESETS)
 """The shipped presets by name: LFP, NMC, NCA, LCO, LTO, NA_ION."""
+PRESET_OCV_ERROR_V: Mapping[str, tuple[float, ...]] = MappingProxyType(_OCV_ERRORS)
+"""1-sigma error (V) of a shipped OCV table on a cell it was not measured on, per table point,
+where the data gives it (a generic table: the spread of the cells it is the mean of)."""

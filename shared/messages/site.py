@@ -125,7 +125,7 @@ class SiteState(Message):
     energy_out_wh: Energy | None = None
     limits: SiteLimits
     faults: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
-    """Codes active in any string of the site (each once), and the site's own."""
+    """Codes active in any string of the site that is not stale (each once)."""
     alarms: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
     warnings: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
     strings_total: int = Field(ge=0, le=SITE_STRINGS_MAX)

@@ -92,8 +92,8 @@ def test_ocv_curve_lookup_inverse_and_slope() -> None:
     assert ocv.voltage(-5.0) == NMC.ocv_table_v[0] and ocv.voltage(105.0) == NMC.ocv_table_v[-1]
     for s in (30.0, 62.5, 90.0):
         assert math.isclose(float(ocv.voltage(s)), NMC.ocv_v(s))
-    # 45-50 % and 50-55 % segments: 3.8 and 4.0 mV/%; the point between gets their mean.
-    assert math.isclose(float(ocv.slope_v_per_pct(50.0)), 0.0039, rel_tol=1e-9)
+    # 45-50 % and 50-55 % segments: 5.96 and 7.24 mV/%; the point between gets their mean.
+    assert math.isclose(float(ocv.slope_v_per_pct(50.0)), 0.0066, rel_tol=1e-9)
     with pytest.raises(ValueError):
         OcvCurve([0.0, 50.0], [3.0, 3.5])
 
@@ -149,7 +149,8 @@ def test_ocv_correction_after_rest_on_nmc() -> None:
     rng = np.random.default_rng(1)
     est = counter("NMC", n=4, soc=50.0, std=30.0)
     volts = NMC.ocv_v(75.0) + rng.uniform(-0.02, 0.02, 4)
-    t = rest(est, volts, 0.0, 800.0)
+    t = rest(est, volts, 0.0, 290.0)
+    assert est.rest_settled  # settled, but the rest is shorter than rest_time_s
     assert np.all(est.soc_pct == 50.0), "no correction before rest_time_s"
     rest(est, volts, t, 200.0)
     assert est.ocv_corrections == 4
@@ -158,6 +159,37 @@ def test_ocv_correction_after_rest_on_nmc() -> None:
     # Once per rest: the same offset is not counted twice.
     rest(est, volts + 0.05, 1000.0, 600.0)
     assert est.ocv_corrections == 4
+
+
+def test_rest_waits_for_the_voltage_to_settle() -> None:
+    # Relaxation after a discharge: +100 mV to go with tau 20 min (5 mV/min at first). Counted
+    # SOC is 50 % (sigma 30 %), the cell is at 75 %: the correction comes once the voltage
+    # moves < 2 mV/min.
+    est = counter("NMC", soc=50.0, std=30.0)
+    target = NMC.ocv_v(75.0)
+    t, corrected_at = 0.0, None
+    while t < 7200.0 and corrected_at is None:
+        t += 1.0
+        est.update(t, 0.0, np.array([target - 0.1 * math.exp(-t / 1200.0)]))
+        if est.ocv_corrections:
+            corrected_at = t
+    # 5 mV/min x exp(-t / 1200 s) < 2 mV/min from t = 1200 s x ln 2.5 = 1100 s (the slope is
+    # measured over 180 s, so a little later); the 5-min minimum would have read 78 mV low.
+    assert corrected_at is not None and 1000.0 <= corrected_at <= 1800.0
+    assert abs(est.soc_pct[0] - 75.0) < 5.0
+
+
+def test_ocv_correction_is_refused_beyond_three_sigma_then_confirmed() -> None:
+    # A count claiming 2 % that a steep OCV reading contradicts by 25 %: refused once (a bad
+    # reading must not pull a good count), the sigma widened, and the next rest confirms it.
+    est = counter("NMC", soc=65.0, std=2.0)
+    volts = np.array([NMC.ocv_v(90.0)])
+    t = rest(est, volts, 0.0, 600.0)
+    assert est.ocv_refused == 1 and est.ocv_corrections == 0 and est.soc_pct[0] == 65.0
+    assert est.soc_std_pct[0] >= 25.0 / 3.0 - 0.1
+    est.update(t + 1.0, -30.0, volts - 0.05)  # a load between both rests
+    rest(est, volts, t + 1.0, 600.0)
+    assert est.ocv_corrections == 1 and est.soc_pct[0] > 75.0
 
 
 def test_ocv_correction_is_weighted_by_confidence() -> None:
@@ -436,10 +468,11 @@ def test_state_round_trip_through_json_and_the_store(tmp_path: Path) -> None:
     assert json.loads(json.dumps(ekf.to_dict())) == ekf2.to_dict()
     assert json.loads(json.dumps(soh.to_dict())) == soh2.to_dict()
     assert np.array_equal(cc2.soc_pct, cc.soc_pct) and np.array_equal(ekf2.p12, ekf.p12)
-    # A restored filter continues like the original.
+    # A restored filter continues like the original (at the same instant: the time of the last
+    # sample is not state, a restart starts counting anew).
     v = 3.7 + rng.normal(0.0, 0.01, n)
-    ekf.update(10.0, -20.0, v)
-    ekf2.update(10.0, -20.0, v)
+    ekf.update(49 * 0.1, -20.0, v)
+    ekf2.update(49 * 0.1, -20.0, v)
     assert np.array_equal(ekf.soc_pct, ekf2.soc_pct)
     # The service path: current configuration, stored SOC.
     fresh = CoulombCounter.from_config(cfg)

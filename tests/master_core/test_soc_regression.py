@@ -17,10 +17,10 @@ from bench.bench_soc_accuracy import DATA_DIR, Errors, load_trace, run
 # measured with 8 cells, seed 7. The initial error is 20 %; on the LFP plateau nothing can
 # remove it before the full charge at the end, so those rows stay near 20 % until the anchor.
 MEASURED: dict[tuple[str, str], dict[str, tuple[float, float, float]]] = {
-    ("nmc", "good"): {"CC+OCV": (5.72, 20.01, 1.47), "EKF": (1.21, 2.46, 0.72)},
-    ("nmc", "spec"): {"CC+OCV": (6.25, 20.07, 1.95), "EKF": (3.00, 5.67, 1.35)},
-    ("nmc", "worst"): {"CC+OCV": (7.91, 20.58, 1.47), "EKF": (5.53, 7.90, 1.47)},
-    ("lfp", "good"): {"CC+OCV": (12.21, 20.02, 0.07), "EKF": (3.10, 9.48, 0.13)},
+    ("nmc", "good"): {"CC+OCV": (3.67, 20.01, 0.15), "EKF": (1.21, 2.46, 0.72)},
+    ("nmc", "spec"): {"CC+OCV": (5.15, 20.06, 1.74), "EKF": (3.00, 5.67, 1.35)},
+    ("nmc", "worst"): {"CC+OCV": (7.08, 20.48, 1.47), "EKF": (5.53, 7.90, 1.47)},
+    ("lfp", "good"): {"CC+OCV": (11.17, 20.02, 0.13), "EKF": (3.10, 9.48, 0.13)},
     ("lfp", "spec"): {"CC+OCV": (18.80, 20.25, 0.07), "EKF": (14.63, 22.63, 0.24)},
     ("lfp", "worst"): {"CC+OCV": (18.62, 22.56, 0.07), "EKF": (14.91, 27.38, 0.07)},
 }

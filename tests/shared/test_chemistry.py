@@ -21,6 +21,7 @@ from shared.config import (
     explain_errors,
     get_preset,
 )
+from shared.config.chemistry import PRESET_OCV_ERROR_V
 from shared.config.limits import CELL_VOLTAGE_MAX_V, CELL_VOLTAGE_MIN_V
 
 PRESETS = list(CHEMISTRY_PRESETS.values())
@@ -70,7 +71,10 @@ def test_reference_values_are_kept() -> None:
     # Sources: LibreSolar bms_common.c (via bms-practice §1.3/§4.3).
     nmc = CHEMISTRY_PRESETS["NMC"]
     assert (nmc.charge_v, nmc.ov_limit_v, nmc.ov_reset_v) == (4.20, 4.25, 4.05)
-    assert nmc.ocv_v(50.0) == pytest.approx(3.838)
+    # The generic NMC OCV: the mean of Chen2020 3.7509, ORegan2022 3.6856, Ecker2015 3.7873 V.
+    assert nmc.ocv_v(50.0) == pytest.approx(3.7413)
+    assert PRESET_OCV_ERROR_V["NMC"][10] == pytest.approx(3.7873 - 3.6856)
+    assert set(PRESET_OCV_ERROR_V) == {"NMC"}
     lfp = CHEMISTRY_PRESETS["LFP"]
     assert (lfp.ov_limit_v, lfp.ov_reset_v, lfp.uv_limit_v, lfp.uv_reset_v) == (3.8, 3.4, 2.5, 3.1)
     assert lfp.ocv_table_v[-1] == pytest.approx(3.392)
@@ -115,7 +119,7 @@ def test_ocv_table_of_another_chemistry_is_rejected() -> None:
         "ocv_table_v": CHEMISTRY_PRESETS["NMC"].ocv_table_v,
     }
     text = _errors(data)
-    assert "ocv_table_v: the OCV table starts at 2.80 V (0 % SOC)" in text
+    assert "ocv_table_v: the OCV table starts at 2.50 V (0 % SOC)" in text
     assert "discharge_cutoff_v 2.00 V" in text
     assert "does not span the operating window 2.00 V to 2.80 V" in text
 
@@ -171,10 +175,10 @@ def test_ocv_interpolation_and_clamping() -> None:
     assert nmc.ocv_v(0.0) == nmc.ocv_table_v[0]
     assert nmc.ocv_v(-5.0) == nmc.ocv_table_v[0]
     assert nmc.ocv_v(120.0) == nmc.ocv_table_v[-1]
-    assert nmc.ocv_v(2.5) == pytest.approx((2.8 + 3.588) / 2)
+    assert nmc.ocv_v(2.5) == pytest.approx((2.5 + 3.1564) / 2)
     assert nmc.soc_from_ocv_pct(1.0) == 0.0
     assert nmc.soc_from_ocv_pct(4.9) == 100.0
-    assert nmc.soc_from_ocv_pct(3.838) == pytest.approx(50.0)
+    assert nmc.soc_from_ocv_pct(3.7413) == pytest.approx(50.0)
 
 
 def test_flat_ocv_segment_returns_lowest_soc() -> None:

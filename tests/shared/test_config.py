@@ -502,7 +502,7 @@ def test_ocv_table_not_spanning_the_window() -> None:
 
     one_line_with(
         rejected(mutate),
-        "chemistry_overrides.ocv_table_v: the OCV table ends at 4.198 V (100 % SOC), below "
+        "chemistry_overrides.ocv_table_v: the OCV table ends at 4.212 V (100 % SOC), below "
         "charge_v 4.35 V",
         "does not span the operating window 3.20 V to 4.35 V",
     )

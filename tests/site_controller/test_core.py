@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from services.site_controller.core import RETRY_S, SiteCore, Step, StringCommand, worst_of
+from services.site_controller.core import (
+    BUS_GATHER_S,
+    RETRY_S,
+    SiteCore,
+    Step,
+    StringCommand,
+    worst_of,
+)
 from shared.config import SiteConfig
 from tests.factories import limits, pack_state
 
@@ -156,6 +163,10 @@ def test_a_fault_or_silence_leaves_the_sums_at_once_and_the_limits_follow() -> N
     out = site.step()
     assert site.members(out)["s2"] == "stale"
     assert out.state.limits.charge_current_a == pytest.approx(100.0)
+    site.string("s2", warnings=["cell_imbalance"])
+    site.core.pack_state("s2", pack_state(**site.packs.pop("s2")), site.now - 10.0)
+    out = site.step()
+    assert out.state.warnings == []  # a stale string's codes are not known to be active
     # s3's fault is reset and its master stands by: it comes back through the window
     site.string("s3", faults=[], contactors="standby", mode="standby")
     out = site.step()
@@ -168,7 +179,7 @@ def test_a_fault_or_silence_leaves_the_sums_at_once_and_the_limits_follow() -> N
 
 
 def test_a_command_is_sent_again_while_the_master_does_not_follow() -> None:
-    site = Site()
+    site = Site(strings=[{"system": "s1"}])  # alone: ready at once, no gathering
     site.string("s1", voltage=400.0, contactors="standby", mode="standby")
     assert site.step(obey=False).commands == [mode("s1", "working")]
     assert site.step(obey=False).commands == []
@@ -237,3 +248,52 @@ def test_strings_that_join_in_one_step_define_the_bus_once() -> None:
     codes = [e.code for e in out.events]
     assert codes.count("site_bus_defined") == 1 and codes.count("site_string_joined") == 3
     assert codes.index("site_bus_defined") == 0
+
+
+def test_the_bus_waits_for_every_string_to_be_ready_before_one_defines_it() -> None:
+    """The first string ready does not choose the bus alone: s3 (far above the others) is
+    ready first; once all are, s1 and s2 (near each other) define it."""
+    site = Site()
+    site.string("s3", voltage=410.0, contactors="standby", mode="standby")
+    out = site.step()
+    assert out.commands == []
+    s3 = next(s for s in out.state.strings if s.system == "s3")
+    assert s3.reason == "waits for every string to be ready before one defines the bus"
+    site.string("s1", voltage=None, contactors="standby", mode="standby")  # starting up
+    site.string("s2", voltage=400.5, contactors="standby", mode="standby")
+    assert site.step().commands == []
+    site.string("s1", voltage=400.0)
+    assert site.step().commands == [mode("s1", "working")]
+    # a string that never gets ready holds the bus back for BUS_GATHER_S only
+    lone = Site()
+    lone.string("s1", voltage=400.0, contactors="standby", mode="standby")
+    assert lone.step().commands == []
+    lone.now += BUS_GATHER_S
+    assert lone.step().commands == [mode("s1", "working")]
+
+
+def test_a_mode_just_sent_is_not_taken_back_by_an_older_pack_state() -> None:
+    """Standby was sent; a pack state from before it still says working: the controller asks
+    for working again rather than closing a master that is by now in standby."""
+    site = Site(strings=[{"system": "s1"}])
+    site.string("s1", voltage=400.0, contactors="standby", mode="working", faults=["x"])
+    assert site.step(obey=False).commands == [mode("s1", "standby")]
+    site.string("s1", faults=[])  # healthy again; the state still says working
+    assert site.step(obey=False).commands == [mode("s1", "working")]
+
+
+def test_a_string_asked_to_join_is_not_sent_back_by_noise_at_the_window_edge() -> None:
+    site = Site()
+    site.string("s1", voltage=400.0)
+    site.string("s2", voltage=400.0)
+    site.string("s3", voltage=401.9, contactors="standby", mode="standby")
+    assert mode("s3", "working") in site.step(obey=False).commands
+    site.string("s3", voltage=402.4, mode="working")  # 2.4 V: outside 2 V, inside 2 x 2 V
+    for _ in range(30):
+        out = site.step(obey=False)
+        assert mode("s3", "standby") not in out.commands
+    site.string("s3", voltage=404.5)  # beyond twice the window: it waits again
+    for _ in range(30):
+        out = site.step(obey=False)
+    assert site.log[-1] == "s3:set_mode:standby"
+    assert next(x for x in out.state.strings if x.system == "s3").reason.endswith("to rise")

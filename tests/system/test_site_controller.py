@@ -122,7 +122,7 @@ def rig_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Callable
         threading.Thread(target=pump, daemon=True).start()
         site = SiteConfig.model_validate({
             "site": site_id, "join_window_v": join_window_v, "current_sharing_factor": 0.9,
-            "stale_after_s": 3.0,
+            "stale_after_s": 6.0,  # 2 cores shared with other tests: states come late
             "strings": [
                 {"system": sys_id, "resistance_mohm": spec.resistance_mohm}
                 for sys_id, spec in zip(rig.strings, specs, strict=True)
@@ -162,22 +162,26 @@ def test_a_string_above_the_bus_waits_then_joins_as_the_bus_rises(
     a, b, c = rig.strings
     waits = "V above the bus, waits for the bus to rise"
 
-    def c_waits() -> bool:
-        s = rig.latest()
+    # the join takes about a minute here; a loaded machine (2 cores, other tests) is slower
+    assert wait_until(lambda: rig.members().get(c) == "joined", 300), rig.story()
+    s = rig.latest()
+    assert s is not None and s.strings_joined == 3, rig.story()
+    with rig.lock:
+        history = list(rig.states)
+
+    def c_waited(state: SiteState) -> bool:
+        m = {x.system: x for x in state.strings}
         return (
-            s is not None and s.strings_joined == 2
-            and rig.members().get(c) == "waiting" and waits in s.strings[2].reason
+            m[a].membership == m[b].membership == "joined"
+            and m[c].membership == "waiting" and waits in m[c].reason
         )  # fmt: skip
 
-    assert wait_until(c_waits, 60), rig.story()
-    assert rig.members() == {a: "joined", b: "joined", c: "waiting"}
-    assert wait_until(lambda: rig.members().get(c) == "joined", 150), rig.story()
-    s = rig.latest()
-    assert s is not None and s.strings_joined == 3
+    assert any(c_waited(x) for x in history), rig.story()
     print("\njoin sequence:\n  " + "\n  ".join(_sequence(rig)))
     with rig.lock:
         story = [(e.code, str(e.values.get("system")), e.text) for e in rig.events]
-    joined_order = [sys_id for code, sys_id, _ in story if code == "site_string_joined"]
+    # first joins (a string that goes stale on a loaded machine leaves and joins again)
+    joined_order = list(dict.fromkeys(i for code, i, _ in story if code == "site_string_joined"))
     assert sorted(joined_order[:2]) == sorted([a, b]) and joined_order[2:] == [c]
     first_join = next(i for i, x in enumerate(story) if x[0] == "site_string_joined")
     assert story[first_join - 1][0] == "site_bus_defined"

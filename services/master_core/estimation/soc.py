@@ -7,7 +7,9 @@ vectorised over cells; no Python loop per cell.
 
 Why voltage corrections are guarded: the cell-voltage accuracy is ±50 mV. A voltage error maps
 to a SOC error of error / (dOCV/dSOC): about 5 % on NMC (9 mV/%) but 20-250 % on the LFP plateau
-(0.2-2.4 mV/%). Both estimators therefore look at the OCV slope before trusting a voltage.
+(0.2-2.4 mV/%). Both estimators therefore look at the OCV slope before trusting a voltage. A
+chemistry's shipped table is not the cell's own either: NMC cells differ by 30-230 mV
+(`GENERIC_OCV_SOC_ERROR_PCT`, `OcvCurve.table_error_v`), which weighs every reading too.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ _FLAT_RAMP_V = 1e-9
 class OcvCurve:
     """OCV(SOC) table: vectorised lookup, inverse and slope (linear interpolation, clamped)."""
 
-    def __init__(self, soc_pct: Sequence[float], ocv_v: Sequence[float]) -> None:
+    def __init__(
+        self,
+        soc_pct: Sequence[float],
+        ocv_v: Sequence[float],
+        table_error_v: Sequence[float] | None = None,
+    ) -> None:
         soc = np.asarray(soc_pct, dtype=np.float64)
         volts = np.asarray(ocv_v, dtype=np.float64)
         if soc.ndim != 1 or soc.shape != volts.shape or len(soc) < 2:
@@ -47,6 +54,11 @@ class OcvCurve:
             raise ValueError("OCV table voltages must be finite and must not fall with SOC")
         self.soc_pct: FloatArray = soc
         self.ocv_v: FloatArray = volts
+        error = np.zeros_like(soc) if table_error_v is None else np.asarray(table_error_v, float)
+        if error.shape != soc.shape or not np.all(np.isfinite(error)) or np.any(error < 0.0):
+            raise ValueError("the OCV table error needs one finite, non-negative value per point")
+        self.table_error_v: FloatArray = error
+        """1-sigma error of the table itself per point (a generic table on another cell)."""
         self._v_inverse: FloatArray = volts + _FLAT_RAMP_V * np.arange(len(volts))
         segment = np.diff(volts) / np.diff(soc)
         # Slope at the table points = mean of the two segments: continuous in SOC, so the EKF
@@ -73,43 +85,97 @@ class OcvCurve:
         return np.interp(np.asarray(ocv_v, dtype=np.float64), self._v_inverse, self.soc_pct)
 
     def soc_spread_pct(self, ocv_v: ArrayLike, error_v: float) -> FloatArray:
-        """Half the SOC span that a voltage reading ± `error_v` is compatible with."""
+        """Half the SOC span that a voltage reading ± `error_v` is compatible with, the table's
+        own error at that reading added (root sum of squares)."""
         v = np.asarray(ocv_v, dtype=np.float64)
-        return 0.5 * (self.soc(v + error_v) - self.soc(v - error_v))
+        table = np.interp(self.soc(v), self.soc_pct, self.table_error_v)
+        error = np.sqrt(error_v**2 + table**2)
+        return 0.5 * (self.soc(v + error) - self.soc(v - error))
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {"soc_pct": self.soc_pct.tolist(), "ocv_v": self.ocv_v.tolist()}
+        return {
+            "soc_pct": self.soc_pct.tolist(),
+            "ocv_v": self.ocv_v.tolist(),
+            "table_error_v": self.table_error_v.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        return cls(data["soc_pct"], data["ocv_v"])
+        return cls(data["soc_pct"], data["ocv_v"], data.get("table_error_v"))
 
 
-def pack_soc_pct(cell_soc_pct: ArrayLike) -> float:
+GENERIC_OCV_SOC_ERROR_PCT: Mapping[str, float] = {
+    # The generic NMC table carries its error per point (`PRESET_OCV_ERROR_V`: the spread of the
+    # cells it is the mean of, 100-230 mV below 50 %, 10-65 mV above).
+    "NMC": 0.0,
+    # PyBaMM NCA_Kim2011 and Ai2020 LCO, one cell each, no spread known: about NMC's above 50 %.
+    "NCA": 5.0,
+    "LCO": 5.0,
+    # The knees of LFP cells sit at different SOC (LibreSolar's table: 0-5 %, Prada2013: 0-15 %;
+    # at 35 degC Prada2013 rests at 3.05 V with 12 % left, which the generic table reads as 4 %),
+    # and the plateau is flat: with a generic LFP table no OCV reading is worth a correction.
+    "LFP": 12.0,
+    # One source each, no second cell to compare with: as uncertain as NMC's spread at least.
+    "LTO": 8.0,
+    "NA_ION": 8.0,
+}
+"""1-sigma SOC error of a chemistry's shipped (generic) OCV table on a cell it was not measured
+on, for `CoulombParams.table_soc_error_pct` when the configuration has no OCV table of its
+own cells (`chemistry_overrides.ocv_table_v`)."""
+
+
+def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None) -> float:
     """SOC of a series string from its cell SOCs (NaN cells ignored; NaN if none is known).
 
     A series string is empty when its lowest cell is empty and full when its highest cell is
     full, so 0 % must mean "the first cell reached empty" and 100 % "the first cell reached
-    full": SOC = min / (min + (100 - max)) x 100, the share of the string's usable charge
-    (min x C still to deliver, (100 - max) x C still to take) that it can deliver. It equals the
-    cell SOC for a balanced string. With one cell empty and another full the string can do
-    neither; the result is then 0 % (discharge is the side that must stop first).
+    full": the limit rule SOC = min / (min + (100 - max)) x 100, the share of the string's
+    usable charge (min x C still to deliver, (100 - max) x C still to take) that it can deliver.
+    It equals the mean in the middle of a narrow spread, follows the weakest cell near empty and
+    the strongest near full. With one cell empty and another full the string can do neither; the
+    result is then 0 % (discharge is the side that must stop first).
+
+    With `cell_std_pct` (1-sigma per cell) a spread that the cells' own uncertainty explains is
+    noise, not imbalance: the minimum and maximum of noisy estimates sit below and above the
+    truth. The result is then the cells' mean, blending into the limit rule as the spread grows
+    from 2 to 4 x the RMS sigma. A cell at 0 % or 100 % still gives 0 % or 100 %.
     """
     soc = np.asarray(cell_soc_pct, dtype=np.float64)
-    known = soc[np.isfinite(soc)]
+    finite = np.isfinite(soc)
+    known = soc[finite]
     if known.size == 0:
         return math.nan
     low = float(np.clip(known.min(), 0.0, 100.0))
     high = float(np.clip(known.max(), 0.0, 100.0))
-    room = low + (100.0 - high)
-    if room <= 0.0:
+    # Exactly 0 % and 100 % at the limits (100 x low / low need not be 100.0 in floats).
+    if low <= 0.0:
         return 0.0
-    return 100.0 * low / room
+    if high >= 100.0:
+        return 100.0
+    limits = 100.0 * low / (low + (100.0 - high))
+    if cell_std_pct is None:
+        return limits
+    std = np.broadcast_to(np.asarray(cell_std_pct, dtype=np.float64), soc.shape)[finite]
+    sigma = float(np.sqrt(np.mean(np.square(std)))) if np.all(np.isfinite(std)) else 0.0
+    if sigma <= 0.0:
+        return limits
+    blend = min(max((high - low - 2.0 * sigma) / (2.0 * sigma), 0.0), 1.0)
+    mean = float(np.clip(known.mean(), 0.0, 100.0))
+    return (1.0 - blend) * mean + blend * limits
 
 
 def _clip_pct(x: FloatArray) -> FloatArray:
     # Two ufuncs: np.clip's Python wrapper costs more than the work on 196 cells.
     out: FloatArray = np.minimum(np.maximum(x, 0.0), 100.0)
+    return out
+
+
+def _average(mean: FloatArray, v: FloatArray, dt: float, tau_s: float) -> FloatArray:
+    """First-order average per cell; starts at the first finite sample, NaN samples skipped."""
+    alpha = dt / (tau_s + dt) if dt > 0.0 else 1.0
+    out: FloatArray = np.where(
+        np.isnan(mean), v, np.where(np.isfinite(v), mean + alpha * (v - mean), mean)
+    )
     return out
 
 
@@ -144,9 +210,22 @@ class CoulombParams:
     rest_c_rate: float = 0.02
     """|I| below this (x capacity) counts as rest: 2 A on 100 Ah, twenty times the 0.1 A
     accuracy (robust to a 1 %-of-C offset); the IR drop at C/50 is a few mV."""
-    rest_time_s: float = 900.0
-    """Rest needed before the OCV is trusted. The RC relaxation is over after 5 tau (1RC fits of
-    PyBaMM cells: tau 25-60 s); PyBaMM NMC/LFP cells are within 1 mV of OCV after 15 min."""
+    rest_time_s: float = 300.0
+    """Shortest rest before the OCV is trusted; the voltage must also have settled
+    (rest_settled_v_per_s), so a warm NMC cell is read after 5 min and a cold or diffusing one
+    later. 5 tau of the 1RC fits of PyBaMM cells (tau 25-60 s)."""
+    rest_settled_v_per_s: float = 2e-3 / 60.0
+    """The rested voltage has settled when no cell moves faster than this (2 mV/min). PyBaMM
+    cells get there after 5-10 min (Chen2020 NMC at 25 degC: 20 mV left after 5 min, 1 mV after
+    15); a cell relaxing with tau 10 min then has about 20 mV left, 2-3 % SOC on NMC's steep
+    parts, and the corrections come within a 20-min rest (SOC benchmarks: 3.7 % instead of
+    5.7 % RMSE with a fixed 15-min timer; 1 mV/min: 5.1 %)."""
+    rest_slope_window_s: float = 180.0
+    """The settling slope is the change of a slow voltage average (time constant a fifth of
+    this) over this window: 10 mV sample noise at 1 s gives 0.4 mV/min of slope noise."""
+    rest_max_s: float = 7200.0
+    """After this long a voltage that still moves is read anyway (the 3-sigma gate and the OCV
+    uncertainty weigh it); a rest of hours is rarely repeated soon."""
     ocv_average_s: float = 10.0
     """Time constant of the voltage average taken during rest (removes sample noise)."""
     voltage_error_v: float = 0.05
@@ -154,13 +233,23 @@ class CoulombParams:
     max_ocv_soc_error_pct: float = 10.0
     """No OCV correction where the reading ± voltage_error_v spans more than ± this SOC, i.e.
     where the mean OCV slope over that span is below voltage_error_v / this: 5 mV/% at ±50 mV
-    (`min_ocv_slope_mv_per_pct`). At ±50 mV the shipped presets are corrected at: LFP 0-7.5 %
-    and 100 % (the plateau, 0.2-2.4 mV/%, never), NMC 0-15 % and 57.5-100 %, NCA everywhere.
+    (`min_ocv_slope_mv_per_pct`). The table's own error counts too (`OcvCurve.table_error_v`,
+    table_soc_error_pct): at ±50 mV the shipped (generic) presets are corrected at NMC 0-12.5 %
+    and 57.5-100 %, LFP nowhere; with the cells' own LFP table at 0-7.5 % and 100 % (the
+    plateau, 0.2-2.4 mV/%, never).
     A flatter curve is skipped rather than weighted down: a weight treats the error as random,
     but a channel offset is the same at every rest; on the LFP plateau a +50 mV offset points
     30-40 % too high (bms-practice §2.3: +41.8 % after an OCV reset). Hysteresis is not
     modelled: for LFP, include it in voltage_error_v."""
 
+    table_soc_error_pct: float = 0.0
+    """1-sigma SOC error of the OCV table itself, added to the reading's: 0 for the cell's own
+    table, GENERIC_OCV_SOC_ERROR_PCT for a chemistry's generic one. When it alone exceeds
+    max_ocv_soc_error_pct, no OCV correction is made: the anchors carry the SOC."""
+    gate_sigma: float = 3.0
+    """An OCV correction must agree with the counted SOC within this many sigma of both; a
+    disagreeing one is refused and counted (`ocv_refused`), and the counted SOC's sigma is
+    widened to the disagreement / gate_sigma, so that a second rest that confirms it is taken."""
     current_error_a: float = 0.1
     """Current offset + noise: the SOC uncertainty grows by this x time / capacity."""
     current_gain_error: float = 0.01
@@ -233,10 +322,17 @@ class CoulombCounter:
         self._in_rest = False
         self._ocv_done = False
         self._rest_v = np.full(n_cells, np.nan)
+        self._slow_v = np.full(n_cells, np.nan)
+        self._slope_ref_v = np.full(n_cells, np.nan)
+        self._slope_ref_s = 0.0
+        self.rest_settled = False
+        """The cells rest (small current) and their voltages have stopped moving."""
         self._full_s = np.zeros(n_cells)
         self._since_charge_s = math.inf
         self._empty_s = np.zeros(n_cells)
         self.ocv_corrections = 0
+        self.ocv_refused = 0
+        """OCV corrections refused by the gate (cell x rest)."""
         self.anchors = 0
         self.reference_soc_pct = np.full(n_cells, np.nan)
         """SOC known independently of counting in the last update (OCV after rest or anchor),
@@ -251,12 +347,13 @@ class CoulombCounter:
         params: CoulombParams | None = None,
         initial_soc_pct: ArrayLike = 50.0,
         initial_std_pct: ArrayLike = 30.0,
+        ocv: OcvCurve | None = None,
     ) -> Self:
         chem = config.cell_chemistry
         return cls(
             n_cells=config.total_cells,
             capacity_ah=config.cell_capacity_ah,
-            ocv=OcvCurve.from_preset(chem),
+            ocv=ocv if ocv is not None else OcvCurve.from_preset(chem),
             charge_v=chem.charge_v,
             discharge_cutoff_v=chem.discharge_cutoff_v,
             params=params,
@@ -274,10 +371,20 @@ class CoulombCounter:
         v = _voltages(cell_v, self.n_cells)
         if v is None:
             raise ValueError("start_from_rest needs cell voltages")
+        p = self.params
         ok = np.isfinite(v)
-        spread = self.ocv.soc_spread_pct(np.where(ok, v, 0.0), self.params.voltage_error_v)
-        self.soc_pct = np.where(ok, self.ocv.soc(np.where(ok, v, 0.0)), self.soc_pct)
-        self.soc_std_pct = np.where(ok, np.maximum(spread, 0.5), self.soc_std_pct)
+        v0 = np.where(ok, v, 0.0)
+        spread = self.ocv.soc_spread_pct(v0, p.voltage_error_v)
+        std = np.sqrt(np.maximum(spread, 0.5) ** 2 + p.table_soc_error_pct**2)
+        guess = self.ocv.soc(v0)
+        # A reading worth less than max_ocv_soc_error_pct (a plateau, a generic table) says
+        # more about the pack than about its cell: the channel offsets differ from cell to cell,
+        # so the median of all readings is the better guess for each such cell.
+        vague = ok & (std > p.max_ocv_soc_error_pct)
+        if np.any(vague):
+            guess = np.where(vague, float(np.median(guess[ok])), guess)
+        self.soc_pct = np.where(ok, guess, self.soc_pct)
+        self.soc_std_pct = np.where(ok, std, self.soc_std_pct)
         return self.soc_pct
 
     def update(self, now_s: float, current_a: float, cell_v: ArrayLike | None = None) -> FloatArray:
@@ -296,10 +403,18 @@ class CoulombCounter:
             mean_a = 0.5 * (self._last_current_a + current)
             eff = p.charge_efficiency if mean_a > 0.0 else 1.0
             moved = 100.0 * eff * mean_a * dt / (3600.0 * self.capacity_ah)
-            self.soc_pct = _clip_pct(self.soc_pct + moved)
-            self.soc_std_pct = self.soc_std_pct + 100.0 * dt * (
-                p.current_error_a + p.current_gain_error * abs(mean_a)
-            ) / (3600.0 * self.capacity_ah)
+            counted = self.soc_pct + moved
+            self.soc_pct = _clip_pct(counted)
+            # A count that runs past full or empty without the anchor was wrong by at least the
+            # part cut off: its uncertainty grows by that, so the next reading is believed.
+            self.soc_std_pct = (
+                self.soc_std_pct
+                + np.abs(counted - self.soc_pct)
+                + 100.0
+                * dt
+                * (p.current_error_a + p.current_gain_error * abs(mean_a))
+                / (3600.0 * self.capacity_ah)
+            )
         elif dt > p.max_gap_s:
             worst = max(abs(self._last_current_a), abs(current)) + p.current_error_a
             self.soc_std_pct = self.soc_std_pct + 100.0 * worst * dt / (3600.0 * self.capacity_ah)
@@ -314,7 +429,7 @@ class CoulombCounter:
 
     @property
     def pack_soc_pct(self) -> float:
-        return pack_soc_pct(self.soc_pct)
+        return pack_soc_pct(self.soc_pct, self.soc_std_pct)
 
     def _track_rest(self, dt: float, current: float, v: FloatArray | None) -> None:
         p = self.params
@@ -324,20 +439,35 @@ class CoulombCounter:
                 self._in_rest = False
                 self.rest_s = 0.0
                 self._ocv_done = False
+                self.rest_settled = False
                 self._rest_v = np.full(self.n_cells, np.nan)
+                self._slow_v = np.full(self.n_cells, np.nan)
+                self._slope_ref_v = np.full(self.n_cells, np.nan)
+                self._slope_ref_s = 0.0
             return
         self._in_rest = True
         self.rest_s += dt
         if v is None:
             return
-        alpha = dt / (p.ocv_average_s + dt) if dt > 0.0 else 1.0
-        fresh = np.isnan(self._rest_v)
-        self._rest_v = np.where(
-            fresh,
-            v,
-            np.where(np.isfinite(v), self._rest_v + alpha * (v - self._rest_v), self._rest_v),
-        )
-        if self.rest_s >= p.rest_time_s and not self._ocv_done:
+        self._rest_v = _average(self._rest_v, v, dt, p.ocv_average_s)
+        window = min(p.rest_slope_window_s, p.rest_time_s)
+        self._slow_v = _average(self._slow_v, v, dt, window / 5.0)
+        if self.rest_s - self._slope_ref_s >= window:
+            moved = np.abs(self._slow_v - self._slope_ref_v)
+            known = np.isfinite(moved)
+            slope = (
+                float(moved[known].max()) / (self.rest_s - self._slope_ref_s)
+                if known.any()
+                else math.inf
+            )
+            self.rest_settled = slope <= p.rest_settled_v_per_s
+            self._slope_ref_v = self._slow_v.copy()
+            self._slope_ref_s = self.rest_s
+        elif np.all(np.isnan(self._slope_ref_v)):
+            self._slope_ref_v = self._slow_v.copy()
+            self._slope_ref_s = self.rest_s
+        ready = self.rest_settled or self.rest_s >= p.rest_max_s
+        if self.rest_s >= p.rest_time_s and ready and not self._ocv_done:
             self._ocv_done = True
             self._ocv_correct(self._rest_v)
 
@@ -345,21 +475,31 @@ class CoulombCounter:
         p = self.params
         ok = np.isfinite(v)
         v0 = np.where(ok, v, 0.0)
-        # The SOC span the reading ± error allows: the curve's slope at the sensor's resolution.
+        # The SOC span the reading ± error allows: the curve's slope at the sensor's resolution,
+        # and the table's own error (a generic table is not this cell's).
         spread = self.ocv.soc_spread_pct(v0, p.voltage_error_v)
-        use = ok & (spread <= p.max_ocv_soc_error_pct)
+        ocv_std = np.sqrt(np.maximum(spread, 1e-3) ** 2 + p.table_soc_error_pct**2)
+        use = ok & (ocv_std <= p.max_ocv_soc_error_pct)
         if not np.any(use):
             return
-        ocv_std = np.maximum(spread, 1e-3)
         var_cc = self.soc_std_pct**2
-        weight = var_cc / (var_cc + ocv_std**2)
         target = self.ocv.soc(v0)
+        disagree = np.abs(target - self.soc_pct)
+        refused = use & (disagree > p.gate_sigma * np.sqrt(var_cc + ocv_std**2))
+        if np.any(refused):
+            self.ocv_refused += int(np.count_nonzero(refused))
+            self.soc_std_pct = np.where(
+                refused, np.maximum(self.soc_std_pct, disagree / p.gate_sigma), self.soc_std_pct
+            )
+            use &= ~refused
+        weight = var_cc / (var_cc + ocv_std**2)
         self.soc_pct = np.where(use, self.soc_pct + weight * (target - self.soc_pct), self.soc_pct)
         self.soc_std_pct = np.where(use, np.sqrt((1.0 - weight) * var_cc), self.soc_std_pct)
         self.ocv_corrections += int(np.count_nonzero(use))
-        self.reference_soc_pct = np.where(use, target, self.reference_soc_pct)
-        self.reference_std_pct = np.where(use, ocv_std, self.reference_std_pct)
-        self._has_reference = True
+        if np.any(use):
+            self.reference_soc_pct = np.where(use, target, self.reference_soc_pct)
+            self.reference_std_pct = np.where(use, ocv_std, self.reference_std_pct)
+            self._has_reference = True
 
     def _anchors(self, dt: float, current: float, v: FloatArray) -> None:
         p = self.params

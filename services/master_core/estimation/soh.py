@@ -155,6 +155,8 @@ class SohEstimator:
             ) ** 2
             rel_err = np.sqrt(rel_var)
             ok = paired & (rel_err * 100.0 <= p.max_sample_error_pct)
+            # Zeros where not ok: NaN x 0 would warn and nothing of it is kept.
+            capacity = np.where(ok, capacity, 0.0)
             weight = np.where(ok, 1.0 / (rel_var * capacity**2), 0.0)
         taken = int(np.count_nonzero(ok))
         if taken:
@@ -225,9 +227,14 @@ class SohEstimator:
 
     @property
     def pack_soh_pct(self) -> float:
-        """The weakest measured cell: a series string holds no more than its smallest cell."""
-        soh = self.soh_pct
-        return float(np.nanmin(soh)) if np.any(np.isfinite(soh)) else math.nan
+        """The weakest measured cell, robustly: a series string holds no more than its smallest
+        cell, but the smallest of several noisy estimates is lower than the truth.
+
+        `robust_pack_soh_pct` of the measured cells and their uncertainties; NaN until a cell is
+        measured."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = 100.0 * self.capacity_std_ah / self.params.nominal_capacity_ah
+        return robust_pack_soh_pct(self.soh_pct, std)
 
     @property
     def resistance_ohm(self) -> FloatArray:
@@ -306,6 +313,29 @@ class SohEstimator:
         if not self.params.nominal_resistance_ohm > 0:
             self._r_ref = _array(record.resistance_ref_ohm, n)
         self.resistance_samples = np.asarray(record.resistance_samples, dtype=np.int64)
+
+
+def robust_pack_soh_pct(cell_soh_pct: ArrayLike, cell_std_pct: ArrayLike) -> float:
+    """The smallest cell SOH after shrinking each estimate toward the median of all measured
+    cells by its own uncertainty (empirical Bayes): x_i' = m + (x_i - m) t2 / (t2 + s_i2), with m
+    the median and t2 the spread of the cells beyond their noise (variance of the estimates
+    minus their mean noise variance, at least 0). A cell measured well keeps its value; a noisy
+    outlier moves toward the pack. The result lies between the raw minimum and the median.
+    NaN cells (not measured) are left out; NaN if none is measured."""
+    soh = np.asarray(cell_soh_pct, dtype=np.float64)
+    std = np.broadcast_to(np.asarray(cell_std_pct, dtype=np.float64), soh.shape)
+    known = np.isfinite(soh)
+    x = soh[known]
+    if x.size == 0:
+        return math.nan
+    if x.size == 1:
+        return float(x[0])
+    s2 = np.where(np.isfinite(std[known]), std[known], 0.0) ** 2
+    median = float(np.median(x))
+    t2 = max(float(np.var(x)) - float(np.mean(s2)), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = np.where(s2 > 0.0, t2 / (t2 + s2), 1.0)
+    return float(np.min(median + (x - median) * keep))
 
 
 def _nan_to_none(values: FloatArray) -> list[float | None]:
