@@ -142,16 +142,27 @@ class SiteSim:
 class FleetRig:
     """A cluster of `nodes` RabbitMQ nodes, `sites` sites of `strings` strings, the view."""
 
-    def __init__(self, *, sites: int, strings: int, nodes: int = 3, workdir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        sites: int,
+        strings: int,
+        workdir: Path,
+        cluster: RabbitCluster | None = None,
+        nodes: int = 3,
+    ) -> None:
+        """`cluster`: one already started (a test fixture's), else one of `nodes` is made."""
         self.workdir = workdir
-        self.cluster = RabbitCluster(nodes, base=workdir / "rabbit")
+        self._own_cluster = cluster is None
+        self.cluster = cluster or RabbitCluster(nodes, base=workdir / "rabbit")
         self.site_ids = [f"site-{chr(ord('a') + i)}" for i in range(sites)]
         self.strings = strings
         self.sites: list[SiteSim] = []
         self.view: FleetViewService | None = None
 
     def start(self) -> None:
-        self.cluster.start()
+        if self._own_cluster:
+            self.cluster.start()
         view_password = "view-secret"
         self.cluster.add_reader(VIEW_USER, view_password)
         node1 = self.cluster.nodes[0]
@@ -189,7 +200,8 @@ class FleetRig:
                 self.view.stop()
         for sim in self.sites:
             sim.close()
-        self.cluster.close()
+        if self._own_cluster:
+            self.cluster.close()
 
     def __enter__(self) -> Self:
         try:
