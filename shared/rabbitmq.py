@@ -317,3 +317,32 @@ class RabbitCluster:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shared.rabbitmq [--nodes 3] [--site ID:PASSWORD ...] [--reader U:P]`: a
+    cluster on this machine until Ctrl-C (a demo of the central tier; printed: the ports)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m shared.rabbitmq", description=main.__doc__)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--site", action="append", default=[], metavar="ID:PASSWORD")
+    parser.add_argument("--reader", metavar="USER:PASSWORD")
+    args = parser.parse_args(argv)
+    with RabbitCluster(args.nodes) as cluster:
+        for item in args.site:
+            site, password = item.split(":", 1)
+            cluster.add_site_user(site, password)
+        if args.reader:
+            user, password = args.reader.split(":", 1)
+            cluster.add_reader(user, password)
+        for node in cluster.nodes:
+            print(f"{node.name}: MQTT 127.0.0.1:{node.mqtt_port}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(n.running for n in cluster.nodes):
+                time.sleep(1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

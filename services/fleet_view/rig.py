@@ -97,10 +97,10 @@ class SiteSim:
         if self._local is not None:
             self._local.process()
 
-    def publish_events(self) -> None:
-        """One event per string."""
+    def publish_events(self, strings: int | None = None) -> None:
+        """One event per string (the first `strings` of them)."""
         assert self._bus is not None
-        for system in self.strings:
+        for system in self.strings[:strings]:
             n = self.published[system]
             event = Event(level="info", kind="info", code="fleet_probe", text=f"{system} #{n}")
             self._bus.publish(EVENTS, event, system=system)
