@@ -79,13 +79,21 @@ class NodePorts:
     amqp: int
     mqtt: int
     dist: int
+    mqtts: int | None = None
 
 
 class RabbitNode:
     """One RabbitMQ node (an Erlang VM) with its own directories under `base`."""
 
     def __init__(
-        self, index: int, base: Path, ports: NodePorts, *, epmd_port: int, sbin: Path
+        self,
+        index: int,
+        base: Path,
+        ports: NodePorts,
+        *,
+        epmd_port: int,
+        sbin: Path,
+        tls_dir: Path | None = None,
     ) -> None:
         self.index = index
         self.name = f"fleet{index}@localhost"
@@ -100,6 +108,8 @@ class RabbitNode:
             rabbitmq_conf(
                 amqp_listener=f"127.0.0.1:{ports.amqp}",
                 mqtt_listener=f"127.0.0.1:{ports.mqtt}",
+                mqtt_tls_listener=None if ports.mqtts is None else f"127.0.0.1:{ports.mqtts}",
+                tls_dir=str(tls_dir),
                 log_file=str(self._base / "log" / "rabbit.log"),
             )
         )
@@ -218,7 +228,11 @@ class RabbitCluster:
     `close()` kills every node's process group (epmd included, which was started in the
     first node's group) and removes the directories."""
 
-    def __init__(self, size: int = 3, *, base: Path | None = None) -> None:
+    def __init__(
+        self, size: int = 3, *, base: Path | None = None, tls_dir: Path | None = None
+    ) -> None:
+        """`tls_dir`: ca.crt, server.crt, server.key for an MQTT TLS listener on each node
+        (`RabbitNode.ports.mqtts`) beside the plain one."""
         sbin = find_rabbitmq()
         if sbin is None:
             raise FileNotFoundError(
@@ -236,9 +250,15 @@ class RabbitCluster:
             RabbitNode(
                 i + 1,
                 self.base,
-                NodePorts(free_port(), free_port(), free_port()),
+                NodePorts(
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    None if tls_dir is None else free_port(),
+                ),
                 epmd_port=epmd_port,
                 sbin=sbin,
+                tls_dir=tls_dir,
             )
             for i in range(size)
         ]

@@ -49,7 +49,10 @@ class SiteSim:
         workdir: Path,
         rotate: int = 0,
         keepalive_s: int = 5,
+        cafile: str | None = None,
     ) -> None:
+        """`central_ports`: the nodes' MQTT ports, TLS ones with `cafile` (the CA to check
+        them against)."""
         self.site = site
         self.strings = [f"{site}-s{i + 1}" for i in range(strings)]
         # rotated so that the sites spread over the nodes: site i starts at node i
@@ -60,7 +63,7 @@ class SiteSim:
                 site=site,
                 centre=tuple(f"127.0.0.1:{p.port}" for p in self.proxies),
                 password=password,
-                cafile=None,
+                cafile=cafile,
                 keepalive_s=keepalive_s,
                 restart_base_s=1,
                 restart_cap_s=3,

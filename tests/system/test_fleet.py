@@ -16,6 +16,8 @@ Slow (about 4 min): `pytest -m slow tests/system/test_fleet.py`, in a network na
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,8 +25,10 @@ from pathlib import Path
 import pytest
 
 from services.fleet_view.rig import FleetRig, SiteSim, wait_for
+from services.fleet_view.service import FleetViewService
 from shared.broker import find_mosquitto
-from shared.rabbitmq import RabbitCluster
+from shared.endpoint import MqttEndpoint
+from shared.rabbitmq import RabbitCluster, find_rabbitmq
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -151,3 +155,63 @@ def test_fleet_loses_nothing_through_a_node_kill_and_a_cut_site(
         rabbit_cluster.nodes[2].start()
         rabbit_cluster.nodes[2].wait_mqtt()
         rabbit_cluster.wait_running(3)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("certs")
+    script = Path(__file__).resolve().parents[2] / "deploy" / "make-test-certs.sh"
+    subprocess.run(["bash", str(script), str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.skipif(
+    find_mosquitto() is None or find_rabbitmq() is None or shutil.which("openssl") is None,
+    reason="needs mosquitto, rabbitmq-server and openssl",
+)
+def test_a_site_bridges_over_tls_and_refuses_a_centre_it_cannot_verify(
+    certs: Path, tmp_path: Path
+) -> None:
+    """The generated bridge with `bridge_cafile` against a node's TLS listener (the test CA of
+    deploy/make-test-certs.sh): a site checking the centre against its CA gets through; one
+    given another CA never connects, so nothing crosses."""
+    other_ca = tmp_path / "other"
+    script = Path(__file__).resolve().parents[2] / "deploy" / "make-test-certs.sh"
+    subprocess.run(["bash", str(script), str(other_ca)], check=True, capture_output=True)
+    with RabbitCluster(1, base=tmp_path / "rabbit", tls_dir=certs) as cluster:
+        node = cluster.nodes[0]
+        assert node.ports.mqtts is not None
+        cluster.add_reader("fleet_view", "v-pw")
+        view = FleetViewService(
+            MqttEndpoint("127.0.0.1", node.mqtt_port, False, "fleet_view", "v-pw")
+        )
+        assert view.start(wait_s=30.0)
+        sims = []
+        try:
+            for site, ca in (("site-a", certs / "ca.crt"), ("site-b", other_ca / "ca.crt")):
+                cluster.add_site_user(site, f"{site}-pw")
+                sim = SiteSim(
+                    site, 1, [node.ports.mqtts], password=f"{site}-pw",
+                    workdir=tmp_path, cafile=str(ca),
+                )  # fmt: skip
+                sims.append(sim)
+                sim.start()
+            for _ in range(5):
+                for sim in sims:
+                    sim.publish_events()
+                    sim.publish_summary()
+
+            def rows() -> dict[str, tuple[int, int]]:
+                return {v.site: (v.events, v.summaries) for v in view.sites()}
+
+            assert wait_for(lambda: rows().get("site-a") == (5, 5), 60), rows()
+            time.sleep(5.0)  # site B's bridge has retried (1-3 s) and failed its handshake
+            assert "site-b" not in rows()
+            assert "certificate verify failed" in sims[1].broker.log_tail(200)
+            # site B's own side still works: its local subscriber got everything
+            sims[1].pump_local()
+            assert sum(sims[1].local_received.values()) == 10
+        finally:
+            view.stop()
+            for sim in sims:
+                sim.close()
