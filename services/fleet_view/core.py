@@ -13,8 +13,11 @@ Sequence gaps are counted per site and stream with `shared.event_sequence.EventS
 what is still missing now, `gaps` how many jumps were seen. QoS 1 may deliver a message twice:
 `duplicates` counts those, and they change nothing else.
 
-A site is online when its bridge says so and its last summary is younger than
-`stale_after_s`; unknown (None) before either was seen.
+A site is online when its last summary is younger than `stale_after_s`, says so, and its
+bridge was not seen going down; unknown (None) before either was seen. The bridge's state stays
+unknown until its notification is seen: it is not retained at the centre
+(`bridge_outgoing_retain false`, RabbitMQ's retained store being node-local), so a view that
+subscribed after a bridge connected learns of it at the link's next change.
 """
 
 from __future__ import annotations
