@@ -105,7 +105,8 @@ class SiteSim:
         assert self._bus is not None
         for system in self.strings[:strings]:
             n = self.published[system]
-            event = Event(level="info", kind="info", code="fleet_probe", text=f"{system} #{n}")
+            # a catalogued code (shared/event_codes.py), as the site controller would send
+            event = Event(level="info", kind="info", code="site_string_joined", text=f"#{n}")
             self._bus.publish(EVENTS, event, system=system)
             self.published[system] += 1
 
