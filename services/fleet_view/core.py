@@ -10,8 +10,11 @@ Pure (no I/O, the clock passed in). It reads the central broker's `fleet/{site}/
 
 Sequence gaps are counted per site and stream with `shared.event_sequence.EventSequencer`
 (a summary's stream is `{site}:summary`, an event's `{site}:{system}/{source}`): `missing` is
-what is still missing now, `gaps` how many jumps were seen. QoS 1 may deliver a message twice:
-`duplicates` counts those, and they change nothing else.
+what is still missing now (lost, or not arrived yet), `gaps` how many jumps were seen, `late`
+how many messages arrived after a later one of their stream and closed a gap. After a
+reconnect a bridge resends what was in flight, so a few messages may arrive late: their gap
+opens and closes, and only `missing` says something was lost. QoS 1 may deliver a message
+twice: `duplicates` counts those, and they change nothing else.
 
 A site is online when its last summary is younger than `stale_after_s`, says so, and its
 bridge was not seen going down; unknown (None) before either was seen. The bridge's state stays
@@ -54,6 +57,7 @@ class SiteRow:
     events: int = 0
     duplicates: int = 0
     gaps: int = 0
+    late: int = 0
     worst_event_level: str | None = None
     """The highest level of the events seen (the summary's `worst_level` is what is active)."""
 
@@ -78,6 +82,7 @@ class SiteView:
     events: int
     duplicates: int
     gaps: int
+    late: int
     missing: int
 
 
@@ -135,11 +140,16 @@ class FleetView:
         row.bridge_up = state
 
     def _observe(self, row: SiteRow, stream: str, epoch_s: float | None, seq: int | None) -> bool:
-        seen = self._seq.observe(f"{row.site}:{stream}", epoch_s, seq)
+        key = f"{row.site}:{stream}"
+        before = self._seq.position(key)
+        seen = self._seq.observe(key, epoch_s, seq)
         if not seen.new:
             row.duplicates += 1
             self.counters["duplicates"] += 1
             return False
+        if before is not None and before[0] == epoch_s and seq is not None and seq <= before[1]:
+            row.late += 1
+            self.counters["late"] += 1
         if seen.gap is not None:
             row.gaps += 1
             self.counters["gaps"] += 1
@@ -196,5 +206,6 @@ class FleetView:
             events=row.events,
             duplicates=row.duplicates,
             gaps=row.gaps,
+            late=row.late,
             missing=self.missing(row.site),
         )

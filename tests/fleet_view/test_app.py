@@ -15,7 +15,7 @@ def row(**fields: object) -> SiteView:
         site="site-a", online=True, bridge_up=True, strings_total=3, strings_joined=2,
         soc=61.54, power_w=-4200.0, worst_level="alarm", worst_code="cell_overvoltage",
         last_seen_s=NOW - 4.0, age_s=4.0, web_url="https://a.example.net/?x=1&y=2",
-        summaries=5, events=9, duplicates=0, gaps=1, missing=2,
+        summaries=5, events=9, duplicates=0, gaps=1, late=0, missing=2,
     )  # fmt: skip
     values.update(fields)
     return SiteView(**values)  # type: ignore[arg-type]

@@ -116,3 +116,12 @@ def test_every_sequence_counted_once_and_every_loss_is_a_gap(n: int, data: st.Da
     assert row.missing == len([s for s in lost if s < top])
     runs = sum(1 for s in lost if s < top and s - 1 not in lost)
     assert row.gaps == runs
+
+
+def test_a_late_message_closes_its_gap() -> None:
+    """A bridge's resend after a reconnect: seq 3 arrives after 4; the gap opens and closes."""
+    view = FleetView()
+    for seq in (0, 1, 2, 4, 3, 5):
+        view.on_message(EVENT_TOPIC, event(seq), T0)
+    (row,) = view.sites(T0)
+    assert (row.events, row.gaps, row.late, row.missing, row.duplicates) == (6, 1, 1, 0, 0)

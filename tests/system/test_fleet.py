@@ -9,7 +9,8 @@ While they publish: node 3 (site C's first address) is killed with SIGKILL, and 
 cut for 60 s (blackholed: no FIN, no RST, as a cut cable). Site B's own broker keeps delivering
 locally throughout; the view sees its bridge go down (the bridge's will at the centre). After
 the link returns, every QoS 1 event and summary of every site has arrived: counts equal to
-what was published, no sequence gap open, none ever seen. Node 3 then rejoins the cluster.
+what was published, no sequence number missing (a message resent after the reconnect may
+arrive after a later one: its gap opens and closes, counted as late). Node 3 then rejoins.
 
 Slow (about 4 min): `pytest -m slow tests/system/test_fleet.py`, in a network namespace.
 """
@@ -140,14 +141,16 @@ def test_fleet_loses_nothing_through_a_node_kill_and_a_cut_site(
         assert arrived
         for sim in rig.sites:
             v = _view(rig, sim.site)
-            assert v["gaps"] == 0, v
             assert v["missing"] == 0, v
+            # a gap seen is a message that came late (a resend after the reconnect), not a loss
+            assert v["late"] >= v["gaps"], v
             # the local side delivered everything too
             assert sum(sim.local_received.values()) == sum(sim.published.values())
         print(
             f"\nfleet: {driver.ticks} ticks, published "
             f"{ {s.site: sum(s.published.values()) for s in rig.sites} }, "
             f"duplicates { {s.site: _view(rig, s.site)['duplicates'] for s in rig.sites} }, "
+            f"late { {s.site: _view(rig, s.site)['late'] for s in rig.sites} }, "
             f"site B caught up {catch_up_s:.1f} s after its link returned"
         )
 
