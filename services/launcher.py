@@ -3,7 +3,9 @@
 Starts a broker (local mosquitto, else the embedded amqtt broker) unless one is given, and
 runs every service as its own process with prefixed logs. The user access application of each
 system publishes the demo configuration at its first start and prints the admin password
-once. Ctrl-C stops everything.
+once. With `--site ID` the systems are the parallel strings of one site: the launcher
+publishes the site configuration and runs the site controller under the site id. Ctrl-C stops
+everything.
 
 Software in the loop (the default): per system the plant (`python -m services.plant`) serves
 the slave boards and the relay module on Modbus TCP and the IVT-S, the iso165C and an inverter
@@ -34,10 +36,10 @@ from typing import IO, Protocol
 from services.plant.settings import DEFAULT_BOARD_MAP
 from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port
 from shared.bus import MqttBus
-from shared.config import SystemConfig, demo_config, plant_demo_config
-from shared.messages import ConfigMessage
+from shared.config import SiteConfig, SystemConfig, demo_config, plant_demo_config
+from shared.messages import ConfigMessage, SiteConfigMessage
 from shared.settings import parse_mqtt_url
-from shared.topics import CONFIG
+from shared.topics import CONFIG, SITE_CONFIG
 
 SERVICES_DIR = Path(__file__).resolve().parent
 COLOURS = ("36", "33", "35", "32", "34", "31")
@@ -69,7 +71,10 @@ PLAN = (
     ServicePlan("can_gateway"),
     ServicePlan("config_ui"),
     ServicePlan("integrations", per_system=False),
+    ServicePlan("site_controller", per_system=False),
 )
+SITE_ONLY = frozenset({"site_controller"})
+"""Services started only with `--site`: under the site id, not a system's."""
 
 
 def available_services(*, plant: bool = True) -> list[ServicePlan]:
@@ -127,6 +132,8 @@ class Launcher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.systems = system_ids(args.systems)
+        self.site: str | None = getattr(args, "site", None)
+        """`--site`: the systems are the strings of this site (the site controller runs)."""
         self.broker: _Broker | None = None
         self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
         self.children: list[Child] = []
@@ -228,9 +235,27 @@ class Launcher:
             self.buses.append(bus)
             self.say(f"published the configuration of system {system!r} ({_describe(config)})")
 
+    def publish_site(self, url: str) -> None:
+        """`--site`: the site configuration of the systems (retained, as the web application
+        would publish it)."""
+        if self.site is None:
+            return
+        bus = MqttBus(
+            parse_mqtt_url(url), system=self.site, service="launcher", kind="launcher",
+            protocol=self.protocol,
+        )  # fmt: skip
+        if not bus.start(wait_s=10):
+            raise SystemExit(f"cannot reach the broker at {url}")
+        config = site_config(self.site, self.systems)
+        bus.publish(SITE_CONFIG, SiteConfigMessage(config=config))
+        self.buses.append(bus)
+        self.say(f"published site {self.site!r}: strings {', '.join(self.systems)}")
+
     def plan_children(self, url: str) -> None:
         services = available_services(plant=self.in_loop)
         for i, plan in enumerate(services):
+            if plan.name in SITE_ONLY and self.site is None:
+                continue
             for system in self.systems if plan.per_system else self.systems[:1]:
                 label = (
                     plan.name
@@ -240,7 +265,7 @@ class Launcher:
                 env = dict(os.environ)
                 env.update(
                     BMS_MQTT_URL=url,
-                    BMS_SYSTEM=system,
+                    BMS_SYSTEM=self.site if plan.name in SITE_ONLY and self.site else system,
                     BMS_MQTT_PROTOCOL=self.protocol,
                     PYTHONUNBUFFERED="1",
                 )
@@ -276,6 +301,14 @@ class Launcher:
                         f"(BMS_SPARKPLUG={env.get('BMS_SPARKPLUG', 'false')})"
                     )
                 env.update(self._wiring(plan.name, index, system))
+                if plan.name in SITE_ONLY and self.site is not None:
+                    self.endpoints.append(
+                        f"Site {self.site}:     bms/v1/{self.site}/site/state (strings "
+                        f"{', '.join(self.systems)})"
+                    )
+                if self.site is not None and plan.name == "master_core":
+                    # the site controller alone closes a string onto the common bus
+                    env.setdefault("BMS_AUTO_CLOSE", "false")
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
         if not services:
@@ -375,6 +408,7 @@ class Launcher:
         try:
             self.choose_simulation()
             self.publish_configs(url)
+            self.publish_site(url)
             self.plan_children(url)
             for child in self.children:
                 self.spawn(child)
@@ -423,6 +457,11 @@ class Launcher:
                 ]
             )
         )
+
+
+def site_config(site: str, systems: list[str]) -> SiteConfig:
+    """The demo site: every system a string, the defaults otherwise."""
+    return SiteConfig.model_validate({"site": site, "strings": [{"system": s} for s in systems]})
 
 
 def plant_wiring(config: SystemConfig) -> tuple[object, ...]:
@@ -481,8 +520,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="simulate the devices inside the master and the slave agent (no plant service)",
     )
+    parser.add_argument(
+        "--site",
+        default=os.environ.get("SITE") or None,
+        help="run the systems as the strings of one site with this id (its site controller "
+        "publishes bms/v1/<site>/site/...; at most 16 strings)",
+    )
     parser.add_argument("--exit-after-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.systems <= 50:
         parser.error("--systems must be between 1 and 50")
+    if args.site is not None:
+        try:
+            site_config(args.site, system_ids(args.systems))
+        except ValueError as exc:
+            parser.error(f"--site: {exc}")
     return Launcher(args).run()

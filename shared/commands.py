@@ -218,19 +218,29 @@ class CommandClient:
     """Sends commands and matches replies by correlation id."""
 
     def __init__(
-        self, bus: BusCore, *, clock: Callable[[], float] = time.time, user: str | None = None
+        self,
+        bus: BusCore,
+        *,
+        clock: Callable[[], float] = time.time,
+        user: str | None = None,
+        system: str | None = None,
     ) -> None:
         """`user`: the broker user this bus logs in as (default: the bus's own login, else the
         instance name, as every service's), which the reply topic names: the ACL lets that user
-        alone read it."""
+        alone read it. `system`: the system whose master it commands (default: the bus's own;
+        the site controller commands each of its strings' masters under their ids, and a
+        master replies only on a reply topic of its own system)."""
         self.bus = bus
         self.clock = clock
+        self.system = system or bus.system
         self.user = user or bus.broker_user or bus.service
         self.client = uuid.uuid4().hex[:12]
-        self.reply_topic = COMMAND_REPLY.topic(bus.system, user=self.user, client=self.client)
+        self.reply_topic = COMMAND_REPLY.topic(self.system, user=self.user, client=self.client)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        bus.subscribe(COMMAND_REPLY, self._on_reply, user=self.user, client=self.client)
+        bus.subscribe(
+            COMMAND_REPLY, self._on_reply, system=self.system, user=self.user, client=self.client
+        )
 
     def send(
         self,
@@ -253,7 +263,7 @@ class CommandClient:
             expires_at=expires_at,
             args=args.model_dump() if args is not None else {},
         )
-        self.bus.publish(COMMAND, req, command=command)
+        self.bus.publish(COMMAND, req, system=self.system, command=command)
         return cid
 
     def _send_awaited(

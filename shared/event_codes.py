@@ -113,8 +113,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "The first string closed onto the empty DC bus and defines its voltage; values: "
               "system, voltage_v."),
     EventCode("site_string_joining", SITE, ("command",), ("info",),
-              "A string within the join window was asked to work (set_mode working): its "
-              "master precharges and closes; values: system, voltage_v, bus_v."),
+              "A string within the join window is asked to join (set_mode working, then "
+              "contactors close): its master precharges and closes; values: system, "
+              "voltage_v, bus_v."),
     EventCode("site_string_joined", SITE, ("info",), ("info",),
               "A string closed onto the DC bus and counts in the site's limits; values: "
               "system, voltage_v, bus_v."),
@@ -125,8 +126,8 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "A string left the DC bus's sums: asked to stand by (info), or in fault or "
               "stale (warning, at once); the text gives the reason; values: system."),
     EventCode("site_command_failed", SITE, ("command",), ("warning",),
-              "A string's master refused set_mode or did not reply before it expired; it is "
-              "asked again; values: system, mode."),
+              "A string's master refused set_mode or contactors close, or did not reply "
+              "before it expired; it is asked again; values: system, command, arg."),
 )  # fmt: skip
 
 BY_CODE: dict[str, EventCode] = {e.code: e for e in EVENT_CODES}

@@ -65,7 +65,8 @@ its own)."""
 SITE = "site_controller"
 """The site controller (services/site_controller): publishes under its site's id, reads the
 pack state, configuration and events of its site's strings and sends their masters `set_mode`
-(working to join the DC bus, standby to leave it), each under that string's system id."""
+and `contactors` close (working and close to join the DC bus, standby to leave it), each under
+that string's system id."""
 INTEGRATIONS_COMMANDS = "integrations_commands"
 """The integrations bridge's second broker user, only with BMS_HA_COMMANDS: it may send exactly
 the commands Home Assistant may ask for (`HA_COMMANDS`), and read those requests."""
@@ -254,7 +255,7 @@ COMMAND = TopicSpec(
     expiry_s=30,
 )
 COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
-    "contactors": (MODBUS, CAN, UI),
+    "contactors": (MODBUS, CAN, UI, SITE),
     "reset_faults": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS),
     "set_mode": (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, SITE),
     "heartbeat": (MODBUS, CAN, UI),
@@ -265,7 +266,8 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
 alone, which sends it for its admin role only. `events_query` is also open to the integrations
 bridge (its backfill) and to third parties with the `events_reader` user. The site controller
-sends `set_mode` to the masters of its strings (working joins the DC bus, standby leaves it)."""
+sends the masters of its strings `set_mode` (standby leaves the DC bus) and `contactors` close
+(joins it, in working mode)."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""
@@ -781,7 +783,8 @@ SITE_STRING_TOPICS: tuple[TopicSpec[Message], ...] = (
     PACK_STATE, CONFIG, EVENTS, COMMAND, COMMAND_REPLY,
 )  # fmt: skip
 """What the site controller uses under each of its strings' system ids: it reads the pack
-state, configuration (the capacity) and events, sends `set_mode` and reads its replies there,
+state, configuration (the capacity) and events, sends `set_mode` and `contactors` and reads its
+replies there,
 and writes nothing else (the broker ACL, `shared.deploy.acl.site_grants`)."""
 
 

@@ -17,6 +17,8 @@ COPY services/master_core/ services/master_core/
 # the in-process simulated plant, for BMS_HARDWARE=simulated (the demo); a real installation
 # runs BMS_HARDWARE=devices and never imports it
 COPY services/plant/ services/plant/
+# the site controller (deploy/compose.site.yaml) runs from this image: it needs nothing more
+COPY services/site_controller/ services/site_controller/
 # compiled now: the non-root user cannot write __pycache__ at run time
 RUN python -m compileall -q shared services
 # numeric, so Kubernetes can verify runAsNonRoot

@@ -156,7 +156,8 @@ reply on `reply/config_ui/...` is the web application's to read and no other use
 master, which writes every reply, is not narrowed)."""
 
 HEALTH_READS: tuple[TopicSpec[Any], ...] = (SERVICE_STATUS,)
-"""Every service also reads presence: its container health check reads its own status."""
+"""Every service (and the site controller) also reads presence: its container health check
+reads its own status."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def _spec_grants(
     read = (
         _has(spec.subscribers, READS_AS.get(role, role))
         or role in spec.subscribers
-        or (role in SERVICE_ROLES and spec in HEALTH_READS)
+        or (role in (*SERVICE_ROLES, SITE) and spec in HEALTH_READS)
     )
     out: list[Grant] = []
     if not (read or write):
@@ -244,7 +245,8 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     """The site controller's grants (user `site_controller`): under the site's id the site
     topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
     string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
-    its own replies, and writes `cmd/set_mode` only (`COMMAND_SENDERS`), nothing else."""
+    its own replies, and writes `cmd/set_mode` and `cmd/contactors` only (`COMMAND_SENDERS`),
+    nothing else."""
     ids = (site, *strings)
     bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
     if bad:

@@ -23,9 +23,12 @@ from shared.messages.slave import (
 ContactorState = Literal["standby", "precharge", "closed", "opening", "fault"]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 PackVolts = Annotated[float, Field(ge=0.0, le=1200.0, allow_inf_nan=False)]
-PackAmps = Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
+PACK_AMPS_MAX = 1000.0
+"""Bound of a string's current and current limits on the bus (the hardware measures less,
+`CURRENT_MAX_A`; the payload leaves room for other sensors)."""
+PackAmps = Annotated[float, Field(ge=-PACK_AMPS_MAX, le=PACK_AMPS_MAX, allow_inf_nan=False)]
 CellVolts = Annotated[float, Field(ge=0.0, le=6.0, allow_inf_nan=False)]
-NonNegAmps = Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)]
+NonNegAmps = Annotated[float, Field(ge=0.0, le=PACK_AMPS_MAX, allow_inf_nan=False)]
 ModuleIndex = Annotated[int, Field(ge=0, lt=MAX_MODULES)]
 Code = Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9_]{1,64}$")]
 

@@ -13,15 +13,23 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.config.limits import CURRENT_MAX_A, SITE_STRINGS_MAX
+from shared.config.limits import SITE_STRINGS_MAX
 from shared.config.site import SiteConfig
 from shared.messages.envelope import Message, Timestamp
 from shared.messages.events import EventLevel
-from shared.messages.pack import Code, ContactorState, Limits, PackAmps, PackVolts, Percent
+from shared.messages.pack import (
+    PACK_AMPS_MAX,
+    Code,
+    ContactorState,
+    Limits,
+    PackAmps,
+    PackVolts,
+    Percent,
+)
 from shared.messages.slave import SlaveMode
 
-SITE_CURRENT_MAX_A = SITE_STRINGS_MAX * CURRENT_MAX_A
-"""16 strings x the per-string measurement range (`CURRENT_MAX_A`)."""
+SITE_CURRENT_MAX_A = SITE_STRINGS_MAX * PACK_AMPS_MAX
+"""16 strings x the bound of one string's current and limits in `PackState`."""
 SiteAmps = Annotated[
     float, Field(ge=-SITE_CURRENT_MAX_A, le=SITE_CURRENT_MAX_A, allow_inf_nan=False)
 ]
@@ -117,7 +125,7 @@ class SiteState(Message):
     energy_out_wh: Energy | None = None
     limits: SiteLimits
     faults: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
-    """Codes active in any string of the site (each once), and the site's own."""
+    """Codes active in any string of the site that is not stale (each once)."""
     alarms: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
     warnings: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
     strings_total: int = Field(ge=0, le=SITE_STRINGS_MAX)

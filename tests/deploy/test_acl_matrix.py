@@ -106,7 +106,7 @@ def expected(user: str, access: str, topic: str) -> bool:
         ok = (
             listed(spec.subscribers, READS_LIKE.get(role, role))
             or role in spec.subscribers
-            or (spec is SERVICE_STATUS and role in SERVICES)
+            or (spec is SERVICE_STATUS and role in (*SERVICES, SITE))
         )
         if "user" in params and role != MASTER:  # a reply: the user it names reads it alone
             ok = ok and params["user"] == user

@@ -17,7 +17,7 @@ from shared.broker import LATENCY_SETTINGS, PERSISTENCE_SETTINGS
 from shared.config import demo_config
 from shared.deploy.acl import SERVICE_ROLES, RackLayout, role_of
 from shared.racks import rack_instance
-from shared.topics import SLAVE
+from shared.topics import SITE, SLAVE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui")
@@ -159,9 +159,10 @@ def test_broker_requires_logins_and_keeps_retained_state() -> None:
     assert depends == "service_completed_successfully"
 
 
-ALSO_COPIED = {"master_core": {"plant"}}
+ALSO_COPIED = {"master_core": {"plant", "site_controller"}}
 """Besides its own service: the master image carries the in-process plant for the container
-demo (BMS_HARDWARE=simulated in compose.yaml); a real installation runs `devices`."""
+demo (BMS_HARDWARE=simulated in compose.yaml; a real installation runs `devices`) and the site
+controller (compose.site.yaml), which needs nothing the master does not."""
 
 
 def test_dockerfiles_are_slim_non_root_and_install_only_their_extra() -> None:
@@ -227,13 +228,14 @@ def test_tls_override_moves_every_service_to_mqtts_with_the_ca() -> None:
         ["compose.yaml", "compose.racks.yaml"],
         ["compose.yaml", "compose.tls.yaml"],
         ["compose.rack-remote.yaml"],
+        ["compose.yaml", "compose.site.yaml"],
     ],
 )
 def test_docker_compose_accepts_the_files(files: list[str]) -> None:
     argv = [str(shutil.which("docker-compose")), "-p", "bmscheck"]
     for f in files:
         argv += ["-f", str(DEPLOY / f)]
-    env = {"BMS_MQTT_URL": "mqtt://central:1883", "BMS_RACK": "2"}  # nothing else set
+    env = {"BMS_MQTT_URL": "mqtt://central:1883", "BMS_RACK": "2", "BMS_SITE_STRINGS": "s1,s2"}
     done = subprocess.run([*argv, "config", "-q"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -253,3 +255,19 @@ def test_ordinal_racks_cover_the_modules_of_a_scaled_statefulset(
         assert settings.instance_name() == f"slave_agent-rack{ordinal}"
         hosted += parse_modules(settings.modules)
     assert [m for m in hosted if m < DEMO_MODULES] == list(range(DEMO_MODULES))
+
+
+def test_the_site_controller_logs_in_as_its_own_user_made_by_the_credentials_step() -> None:
+    services = merged("compose.yaml", "compose.site.yaml")
+    svc = services["site-controller"]
+    env = svc["environment"]
+    assert env["BMS_MQTT_USERNAME"] == SITE and env["BMS_SYSTEM"] == "${BMS_SYSTEM:-demo}"
+    assert svc["command"] == ["python", "-m", "services.site_controller"]
+    assert svc["restart"] == "unless-stopped" and "site_controller" in svc["healthcheck"]["test"]
+    made = {mount(v)[1]: mount(v)[0] for v in services["credentials"]["volumes"]}
+    mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
+    assert made[f"/credentials/{SITE}"] == mounted["/run/secrets/bms"] == f"secret-{SITE}"
+    # the ACL names the strings the site controller may read and command
+    assert services["credentials"]["environment"]["BMS_SITE_STRINGS"].startswith(
+        "${BMS_SITE_STRINGS:?"
+    )

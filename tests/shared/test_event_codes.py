@@ -24,9 +24,10 @@ from shared.protection_codes import ProtectionCode
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
-EMITTERS = ("emit", "_emit")
-"""Methods taking (level, kind, code, ...): EventLog.emit and the supervisor's _emit."""
-EVENT_TYPES = ("Event", "SupervisorEvent")
+EMITTERS = ("emit", "_emit", "_event")
+"""Methods taking (level, kind, code, ...): EventLog.emit, the supervisor's _emit and the site
+controller's _event."""
+EVENT_TYPES = ("Event", "SupervisorEvent", "SiteEvent")
 """Constructors taking the code as keyword or third positional argument."""
 
 ROUTED = {
@@ -38,6 +39,8 @@ ROUTED = {
     ("master_core/supervisor.py", "code"),
     # the loop logs the supervisor's events, each built (and scanned) in supervisor.py
     ("master_core/service.py", "e.code"),
+    # the site controller publishes its core's events, each built (and scanned) in core.py
+    ("site_controller/service.py", "e.code"),
 }
 
 

@@ -55,7 +55,7 @@ def test_unknown_is_none_and_limits_reach_sixteen_strings() -> None:
     limits = SiteLimits(
         charge_voltage_v=None,
         discharge_voltage_v=None,
-        charge_current_a=16 * 200.0,
+        charge_current_a=16 * 1000.0,
         discharge_current_a=0.0,
     )
     state = SiteState(
@@ -70,7 +70,7 @@ def test_unknown_is_none_and_limits_reach_sixteen_strings() -> None:
         SiteLimits(
             charge_voltage_v=None,
             discharge_voltage_v=None,
-            charge_current_a=16 * 200.0 + 1,
+            charge_current_a=16 * 1000.0 + 1,
             discharge_current_a=0.0,
         )
     summary = SiteSummary(site="site1", online=True, strings_total=3, strings_joined=2)
@@ -82,7 +82,7 @@ def test_site_topics_live_under_the_site_id() -> None:
     assert spec_for("bms/v1/site1/site/summary") is SITE_SUMMARY
 
 
-def test_the_site_controller_reads_its_strings_and_sends_them_set_mode_only() -> None:
+def test_the_site_controller_reads_its_strings_and_sends_them_mode_and_close_only() -> None:
     strings = ("s1", "s2")
 
     def may(access: str, topic: str) -> bool:
@@ -100,8 +100,9 @@ def test_the_site_controller_reads_its_strings_and_sends_them_set_mode_only() ->
     assert may("write", "bms/v1/site1/site/summary")
     assert may("write", "bms/v1/site1/events/site_controller")
     assert may("read", "bms/v1/site1/site/config")
-    assert not may("write", "bms/v1/s1/cmd/contactors")
+    assert may("write", "bms/v1/s1/cmd/contactors")
     assert not may("write", "bms/v1/s1/cmd/reset_faults")
+    assert not may("write", "bms/v1/s1/cmd/service_reset")
     assert not may("write", "bms/v1/s1/events/site_controller")
     assert not may("write", "bms/v1/s1/pack/state")
     assert not may("read", "bms/v1/s1/reply/config_ui/c1")

@@ -71,3 +71,21 @@ def test_a_stored_configuration_on_the_plant_stays_in_the_loop(
     run = make(tmp_path, monkeypatch)
     run.choose_simulation()
     assert run.in_loop
+
+
+def test_a_site_runs_its_controller_under_the_site_id_and_masters_without_auto_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BMS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("BMS_AUTO_CLOSE", raising=False)
+    run = Launcher(argparse.Namespace(in_process=True, systems=2, site="site1"))
+    run.plan_children("mqtt://127.0.0.1:1")
+    env = {c.label: c.env for c in run.children}
+    assert env["site_controller"]["BMS_SYSTEM"] == "site1"
+    masters = [e for label, e in env.items() if label.startswith("master_core")]
+    assert len(masters) == 2 and all(e["BMS_AUTO_CLOSE"] == "false" for e in masters)
+    assert launcher.site_config("site1", run.systems).system_ids == ("demo1", "demo2")
+    plain = Launcher(argparse.Namespace(in_process=True, systems=2))
+    plain.plan_children("mqtt://127.0.0.1:1")
+    assert not any(c.label == "site_controller" for c in plain.children)
+    assert all("BMS_AUTO_CLOSE" not in c.env for c in plain.children)

@@ -1,0 +1,196 @@
+"""The site controller's adapter: the bus in, `SiteCore` in the middle, the bus out.
+
+Reads the retained `site/config` under the site id (BMS_SYSTEM); for each string it names,
+subscribes to its `pack/state` (live ones only: a retained state says nothing of now) and its
+`config` (the capacity), and commands its master (`set_mode`, `contactors` close) under that
+string's id.
+Publishes `site/state` every `state_period_s`, `site/summary` every `summary_period_s` and at
+once on a change, and the site's events on `events/site_controller`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from services.site_controller.core import SiteCore, Step, StringCommand, worst_of
+from services.site_controller.settings import SiteControllerSettings
+from shared.bus import BusCore, Delivery
+from shared.codec import PayloadError
+from shared.commands import CommandClient
+from shared.log_limit import LimitedLog
+from shared.messages import (
+    CommandArgs,
+    CommandReply,
+    ConfigAck,
+    ConfigMessage,
+    ContactorsArgs,
+    Event,
+    PackState,
+    SetModeArgs,
+    SiteConfigMessage,
+    SiteState,
+    SiteSummary,
+)
+from shared.topics import (
+    CONFIG,
+    CONFIG_ACK,
+    EVENTS,
+    PACK_STATE,
+    SITE_CONFIG,
+    SITE_STATE,
+    SITE_SUMMARY,
+)
+
+log = logging.getLogger("site_controller")
+limited = LimitedLog(log, every_s=10.0)
+
+
+class SiteService:
+    def __init__(
+        self,
+        bus: BusCore,
+        settings: SiteControllerSettings,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.monotonic = monotonic
+        self.core: SiteCore | None = None
+        self.clients: dict[str, CommandClient] = {}
+        self.last: SiteState | None = None
+        self._summary_key: tuple[object, ...] | None = None
+        self._summary_s: float | None = None
+        bus.subscribe(SITE_CONFIG, self._on_config, on_invalid=self._config_invalid)
+
+    # --- inputs ---------------------------------------------------------------------------
+    def _on_config(self, d: Delivery[SiteConfigMessage]) -> None:
+        config = d.message.config
+        if config.site != self.bus.system:
+            self._refuse(config.config_version, f"site {config.site!r} is not this site's id "
+                         f"{self.bus.system!r} (BMS_SYSTEM)")  # fmt: skip
+            return
+        if self.core is None:
+            self.core = SiteCore(config)
+            new = list(config.system_ids)
+            self.core.apply_config(config)  # its event
+        else:
+            new = self.core.apply_config(config)
+        for system in new:
+            self.bus.subscribe(PACK_STATE, self._on_pack, system=system)
+            self.bus.subscribe(CONFIG, self._on_string_config, system=system)
+            self.clients[system] = CommandClient(self.bus, system=system)
+        self.bus.publish(
+            CONFIG_ACK,
+            ConfigAck(service=self.bus.service, config_version=config.config_version,
+                      accepted=True),
+            service=self.bus.service,
+        )  # fmt: skip
+        log.info("site %s: strings %s", config.site, ", ".join(config.system_ids))
+
+    def _config_invalid(self, topic: str, _raw: bytes, err: PayloadError) -> None:
+        self.bus.counters["site_config_refused"] += 1
+        self._refuse(0, str(err))
+
+    def _refuse(self, version: int, why: str) -> None:
+        limited.warning("site configuration refused: %s", why)
+        self.bus.publish(
+            CONFIG_ACK,
+            ConfigAck(service=self.bus.service, config_version=version, accepted=False,
+                      errors=[why[:500]]),
+            service=self.bus.service,
+        )  # fmt: skip
+        self._event("warning", "config", "site_config_refused",
+                    f"site configuration refused: {why}"[:500], {})  # fmt: skip
+
+    def _on_pack(self, d: Delivery[PackState]) -> None:
+        if d.retained or self.core is None:
+            return
+        self.core.pack_state(d.system, d.message, self.monotonic())
+
+    def _on_string_config(self, d: Delivery[ConfigMessage]) -> None:
+        if self.core is not None:
+            self.core.capacity(d.system, d.message.config.cell_capacity_ah)
+
+    # --- the step -------------------------------------------------------------------------
+    def tick(self) -> Step | None:
+        """One step: commands, events, the state, and the summary when due."""
+        if self.core is None:
+            return None
+        now = self.monotonic()
+        for client in self.clients.values():
+            client.expire()
+        step = self.core.step(now)
+        for c in step.commands:
+            self._send(c)
+        for e in step.events:
+            self._event(e.level, e.kind, e.code, e.text, e.values)
+        self.bus.publish(SITE_STATE, step.state)
+        self.last = step.state
+        self._maybe_summary(step.state, now, online=True)
+        return step
+
+    def _send(self, command: StringCommand) -> None:
+        client = self.clients.get(command.system)
+        if client is None:
+            return
+
+        def replied(reply: CommandReply | None) -> None:
+            if self.core is None:
+                return
+            if reply is None:
+                self.core.command_result(command.system, command, False, "no reply in time")
+            else:
+                ok = reply.status == "accepted"
+                self.core.command_result(command.system, command, ok, reply.reason)
+
+        args: CommandArgs = (
+            SetModeArgs(mode=command.arg)  # type: ignore[arg-type]  # a SlaveMode by the core
+            if command.command == "set_mode"
+            else ContactorsArgs(action="close")
+        )
+        client.send(command.command, args, ttl_s=self.settings.command_ttl_s, on_reply=replied)
+
+    def _event(
+        self, level: str, kind: str, code: str, text: str, values: dict[str, object]
+    ) -> None:
+        event = Event.model_validate(
+            {"level": level, "kind": kind, "code": code, "text": text[:500], "values": values}
+        )
+        self.bus.publish(EVENTS, event)
+
+    def _maybe_summary(self, state: SiteState, now: float, *, online: bool) -> None:
+        level, code = worst_of(state)
+        key = (online, state.strings_total, state.strings_joined, level, code)
+        due = self._summary_s is None or now - self._summary_s >= self.settings.summary_period_s
+        if not due and key == self._summary_key:
+            return
+        self._summary_key, self._summary_s = key, now
+        self.bus.publish(
+            SITE_SUMMARY,
+            SiteSummary(
+                seq_epoch=self.bus.started_ts, site=state.site, online=online,
+                strings_total=state.strings_total, strings_joined=state.strings_joined,
+                soc=state.soc, power_w=state.power_w, worst_level=level, worst_code=code,
+            ),
+        )  # fmt: skip
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        period = self.settings.state_period_s
+        next_s = self.monotonic()
+        while not should_stop():
+            self.bus.process(max(0.0, next_s - self.monotonic()), budget_s=0.05)
+            if self.monotonic() >= next_s:
+                self.tick()
+                next_s += period
+                if next_s < self.monotonic():  # fell behind (a slow machine): no burst
+                    next_s = self.monotonic() + period
+
+    def stop(self) -> None:
+        """A clean stop says offline in one last summary."""
+        if self.last is not None:
+            self._summary_key = None
+            self._maybe_summary(self.last, self.monotonic(), online=False)

@@ -1,0 +1,105 @@
+"""The site controller's broker access on a real mosquitto: under the site its own topics,
+under each of its strings the pack state, configuration and events to read and exactly
+`cmd/set_mode` and `cmd/contactors` to send; nothing of another system. Judged by delivery,
+as tests/deploy/test_acl_matrix.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
+from shared.deploy import acl, credentials
+from shared.topics import SITE
+
+from .test_acl_matrix import SENTINEL, TEST_USERS, Broker, sentinel
+
+pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+
+SITE_ID, STRINGS, OTHER = "site1", ("s1", "s2"), "s3"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    store: Path = tmp_path_factory.mktemp("credentials")
+    credentials.init(store, uid=None, system=SITE_ID, site_strings=STRINGS)
+    extra_users = {u: credentials.new_secret() for u in ("observer", "injector")}
+    for user, password in extra_users.items():
+        (store / user).mkdir()
+        (store / user / "password").write_text(password)
+    passwd = store / "test-passwd"
+    passwd.write_text(
+        (store / "broker" / "passwd").read_text() + credentials.password_file(extra_users)
+    )
+    acl_file = store / "test-acl"
+    acl_file.write_text((store / "broker" / "acl").read_text() + TEST_USERS)
+    port = free_port()
+    extra = (
+        f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {passwd}\nacl_file {acl_file}\n"
+    )
+    with MosquittoBroker(extra_config=extra):
+        wait_for_port("127.0.0.1", port, 5)
+        yield Broker(port, store)
+
+
+WRITES = {
+    f"bms/v1/{SITE_ID}/site/state": True,
+    f"bms/v1/{SITE_ID}/site/summary": True,
+    f"bms/v1/{SITE_ID}/events/{SITE}": True,
+    f"bms/v1/{SITE_ID}/config/ack/{SITE}": True,
+    f"bms/v1/{SITE_ID}/site/config": False,
+    f"bms/v1/{SITE_ID}/events/master_core": False,
+    f"bms/v1/{SITE_ID}/cmd/set_mode": False,
+    **{f"bms/v1/{s}/cmd/set_mode": True for s in STRINGS},
+    **{f"bms/v1/{s}/cmd/contactors": True for s in STRINGS},
+    **{f"bms/v1/{s}/cmd/reset_faults": False for s in STRINGS},
+    **{f"bms/v1/{s}/cmd/service_reset": False for s in STRINGS},
+    **{f"bms/v1/{s}/pack/state": False for s in STRINGS},
+    **{f"bms/v1/{s}/events/{SITE}": False for s in STRINGS},
+    f"bms/v1/{OTHER}/cmd/set_mode": False,
+}
+READS = {
+    f"bms/v1/{SITE_ID}/site/config": True,
+    f"bms/v1/{SITE_ID}/site/state": False,
+    **{f"bms/v1/{s}/pack/state": True for s in STRINGS},
+    **{f"bms/v1/{s}/config": True for s in STRINGS},
+    **{f"bms/v1/{s}/events/master_core": True for s in STRINGS},
+    **{f"bms/v1/{s}/reply/{SITE}/c1": True for s in STRINGS},
+    **{f"bms/v1/{s}/reply/config_ui/c1": False for s in STRINGS},
+    **{f"bms/v1/{s}/pack/cells": False for s in STRINGS},
+    f"bms/v1/{OTHER}/pack/state": False,
+}
+
+
+def test_the_generator_says_the_same() -> None:
+    for topic, allowed in WRITES.items():
+        assert acl.may(SITE, "write", topic, system=SITE_ID, site_strings=STRINGS) == allowed
+    for topic, allowed in READS.items():
+        assert acl.may(SITE, "read", topic, system=SITE_ID, site_strings=STRINGS) == allowed
+
+
+def test_the_site_controller_publishes_only_what_it_may(broker: Broker) -> None:
+    observer, injector, site = (broker.login(u) for u in ("observer", "injector", SITE))
+    try:
+        observer.subscribe("bms/#", SENTINEL)
+        site.publish_all(list(WRITES))
+        delivered = set(observer.round_ended(sentinel(injector)))
+        assert delivered == {t for t, ok in WRITES.items() if ok}
+    finally:
+        for c in (observer, injector, site):
+            c.close()
+
+
+def test_the_site_controller_reads_only_what_it_may(broker: Broker) -> None:
+    injector, site = (broker.login(u) for u in ("injector", SITE))
+    try:
+        site.subscribe("bms/#", SENTINEL)
+        injector.publish_all(list(READS))
+        got = set(site.round_ended(sentinel(injector)))
+        assert got == {t for t, ok in READS.items() if ok}
+    finally:
+        for c in (injector, site):
+            c.close()

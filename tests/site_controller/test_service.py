@@ -1,0 +1,131 @@
+"""The site controller's adapter on an in-memory broker, with fake masters that serve
+set_mode through the real `CommandServer` (the master's reply-topic check included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.site_controller.service import SiteService
+from services.site_controller.settings import SiteControllerSettings
+from shared.bus import Delivery
+from shared.bus.memory import InMemoryBroker, InMemoryBus
+from shared.commands import CommandOutcome, CommandServer
+from shared.config import SiteConfig, SystemConfig
+from shared.messages import (
+    CommandArgs,
+    ConfigAck,
+    ConfigMessage,
+    Event,
+    SetModeArgs,
+    SiteConfigMessage,
+    SiteState,
+    SiteSummary,
+)
+from shared.topics import (
+    CONFIG,
+    CONFIG_ACK,
+    EVENTS,
+    PACK_STATE,
+    SITE_CONFIG,
+    SITE_STATE,
+    SITE_SUMMARY,
+)
+from tests.factories import pack_state
+
+
+class FakeMaster:
+    """Obeys set_mode at once as a master with auto-close: working closes, standby opens
+    (the controller then needs no close command)."""
+
+    def __init__(self, broker: InMemoryBroker, system: str, voltage: float) -> None:
+        self.bus = InMemoryBus(broker, system=system, service="master_core", kind="master_core")
+        self.bus.start()
+        self.fields: dict[str, Any] = dict(voltage=voltage, contactors="standby", mode="standby")
+        CommandServer(self.bus, {"set_mode": self._mode})
+        config = SystemConfig.from_preset(
+            "NMC", system_id=system, modules=1, cells_per_module=4, cell_capacity_ah=50.0
+        )
+        self.bus.publish(CONFIG, ConfigMessage(config=config))
+
+    def _mode(self, args: CommandArgs) -> CommandOutcome:
+        assert isinstance(args, SetModeArgs)
+        self.fields["mode"] = args.mode
+        self.fields["contactors"] = "closed" if args.mode == "working" else "standby"
+        return CommandOutcome(True)
+
+    def publish(self) -> None:
+        self.bus.process()
+        self.bus.publish(PACK_STATE, pack_state(**self.fields))
+
+
+def test_a_site_on_the_bus_joins_its_strings_through_the_window() -> None:
+    broker = InMemoryBroker()
+    clock = [0.0]
+    bus = InMemoryBus(broker, system="site1", service="site_controller", kind="site_controller")
+    bus.start()
+    service = SiteService(bus, SiteControllerSettings(system="site1"), monotonic=lambda: clock[0])
+    ui = InMemoryBus(broker, system="site1", service="config_ui", kind="config_ui")
+    ui.start()
+    seen: dict[str, list[Any]] = {"state": [], "summary": [], "events": [], "acks": []}
+    ui.subscribe(SITE_STATE, lambda d: seen["state"].append(d.message))
+    ui.subscribe(SITE_SUMMARY, lambda d: seen["summary"].append(d))
+    ui.subscribe(EVENTS, lambda d: seen["events"].append(d.message))
+    ui.subscribe(CONFIG_ACK, lambda d: seen["acks"].append(d.message))
+    masters = {s: FakeMaster(broker, s, v) for s, v in (("s1", 400.0), ("s2", 405.0))}
+    config = SiteConfig(
+        site="site1",
+        strings=({"system": "s1"}, {"system": "s2"}),  # type: ignore[arg-type]
+    )
+    ui.publish(SITE_CONFIG, SiteConfigMessage(config=config))
+
+    def cycle(n: int = 1) -> None:
+        for _ in range(n):
+            for m in masters.values():
+                m.publish()
+            bus.process()
+            service.tick()
+            clock[0] += 0.1
+            ui.process()
+
+    cycle(4)
+    last: SiteState = seen["state"][-1]
+    assert [s.membership for s in last.strings] == ["joined", "waiting"]
+    assert last.strings[1].reason == "5.0 V above the bus, waits for the bus to rise"
+    assert last.strings[0].capacity_ah == 50.0  # from the string's own configuration
+    masters["s1"].fields["voltage"] = 404.0
+    cycle(40)  # the join decision follows the voltage averaged over 1 s
+    last = seen["state"][-1]
+    assert last.strings_joined == 2, last.strings
+    codes = [e.code for e in seen["events"]]
+    assert "site_config_applied" in codes and "site_bus_defined" in codes
+    assert codes.count("site_string_joined") == 2
+    assert all(e.source == "site_controller" for e in seen["events"])
+    ack: ConfigAck = seen["acks"][-1]
+    assert ack.accepted and ack.service == "site_controller"
+    summaries: list[Delivery[SiteSummary]] = seen["summary"]
+    assert summaries[-1].message.strings_joined == 2 and summaries[-1].message.online
+    seqs = [d.message.seq for d in summaries]
+    assert seqs == list(range(len(seqs)))  # one count per topic: a gap would show
+    service.stop()
+    ui.process()
+    assert seen["summary"][-1].message.online is False
+
+
+def test_a_configuration_for_another_site_is_refused() -> None:
+    broker = InMemoryBroker()
+    bus = InMemoryBus(broker, system="site1", service="site_controller", kind="site_controller")
+    bus.start()
+    service = SiteService(bus, SiteControllerSettings(system="site1"))
+    ui = InMemoryBus(broker, system="site1", service="config_ui", kind="config_ui")
+    ui.start()
+    acks: list[ConfigAck] = []
+    events: list[Event] = []
+    ui.subscribe(CONFIG_ACK, lambda d: acks.append(d.message))
+    ui.subscribe(EVENTS, lambda d: events.append(d.message))
+    other = SiteConfig(site="site2", strings=({"system": "s1"},))  # type: ignore[arg-type]
+    ui.publish(SITE_CONFIG, SiteConfigMessage(config=other))
+    bus.process()
+    assert service.tick() is None
+    ui.process()
+    assert acks and not acks[-1].accepted and "not this site's id" in acks[-1].errors[0]
+    assert [e.code for e in events] == ["site_config_refused"]
