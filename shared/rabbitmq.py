@@ -224,9 +224,9 @@ class RabbitNode:
 class RabbitCluster:
     """`size` RabbitMQ nodes on loopback, clustered, the MQTT plugin on each.
 
-    Each node's epmd is started by the first VM with the cluster's private `ERL_EPMD_PORT`;
-    `close()` kills every node's process group (epmd included, which was started in the
-    first node's group) and removes the directories."""
+    The cluster's epmd (Erlang's port mapper, on a private `ERL_EPMD_PORT`) is a child of
+    this process; `close()` kills it and every node's process group, and removes the
+    directories."""
 
     def __init__(
         self, size: int = 3, *, base: Path | None = None, tls_dir: Path | None = None
@@ -245,7 +245,8 @@ class RabbitCluster:
         cookie = home / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16))
         cookie.chmod(0o400)
-        epmd_port = free_port()
+        epmd_port = self._epmd_port = free_port()
+        self._epmd: subprocess.Popen[bytes] | None = None
         self.nodes = [
             RabbitNode(
                 i + 1,
@@ -267,11 +268,26 @@ class RabbitCluster:
     def mqtt_ports(self) -> list[int]:
         return [n.mqtt_port for n in self.nodes]
 
+    def _start_epmd(self) -> None:
+        """Our own epmd in the foreground, a child we stop in `close()`: a VM that finds none
+        starts `epmd -daemon`, which detaches and would outlive the cluster."""
+        exe = shutil.which("epmd") or next(iter(Path("/usr/lib/erlang").glob("erts-*/bin/epmd")))
+        epmd = self._epmd = subprocess.Popen(
+            [str(exe), "-port", str(self._epmd_port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _live.add(epmd)
+        wait_for_port("127.0.0.1", self._epmd_port, 10.0, alive=lambda: epmd.poll() is None)
+
     def start(self) -> None:
-        """Start every node, join nodes 2..n to node 1, wait until all are running."""
+        """Start epmd and every node, join nodes 2..n to node 1, wait until all run."""
+        self._start_epmd()
         first, *others = self.nodes
         first.start()
-        first.wait_mqtt()  # the first VM starts epmd; the others find it
+        first.wait_mqtt()
         for node in others:
             node.start()
         with ThreadPoolExecutor(len(others) or 1) as pool:
@@ -319,6 +335,10 @@ class RabbitCluster:
     def close(self) -> None:
         for node in reversed(self.nodes):
             node.kill()
+        if self._epmd is not None:
+            self._epmd.kill()
+            self._epmd.wait()
+            _live.discard(self._epmd)
         if self._own_base:
             shutil.rmtree(self.base, ignore_errors=True)
 

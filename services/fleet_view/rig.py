@@ -24,17 +24,22 @@ from types import TracebackType
 from typing import Self
 
 from services.fleet_view.service import FleetViewService
+from services.site_controller.service import SiteService
+from services.site_controller.settings import SiteControllerSettings
 from shared.broker import MosquittoBroker
 from shared.bus import MqttBus
+from shared.config import SiteConfig
 from shared.deploy.fleet import BridgeSettings, bridge_conf
 from shared.endpoint import MqttEndpoint
-from shared.messages import Event
+from shared.messages import Event, SiteConfigMessage
 from shared.messages.site import SiteSummary
 from shared.netfault import TcpFaultProxy
 from shared.rabbitmq import RabbitCluster
-from shared.topics import EVENTS, SITE_SUMMARY
+from shared.topics import EVENTS, SITE_CONFIG, SITE_SUMMARY
 
 SOURCE = "site_sim"
+SUMMARY_PERIOD_S = 2.0
+"""The real site controller's summary period here (10 s deployed): more of them in a test."""
 VIEW_USER = "fleet_view"
 
 
@@ -50,9 +55,12 @@ class SiteSim:
         rotate: int = 0,
         keepalive_s: int = 5,
         cafile: str | None = None,
+        controller: bool = False,
     ) -> None:
         """`central_ports`: the nodes' MQTT ports, TLS ones with `cafile` (the CA to check
-        them against)."""
+        them against). `controller`: the real site controller publishes the site's summaries
+        (and its own events), from the site configuration this publishes; its strings have
+        no master here, so they are stale and the summary says 0 joined."""
         self.site = site
         self.strings = [f"{site}-s{i + 1}" for i in range(strings)]
         # rotated so that the sites spread over the nodes: site i starts at node i
@@ -76,6 +84,11 @@ class SiteSim:
         self._lock = threading.Lock()
         self._bus: MqttBus | None = None
         self._local: MqttBus | None = None
+        self.controller = controller
+        self._controller_stop = threading.Event()
+        self._controller_thread: threading.Thread | None = None
+        self._controller: SiteService | None = None
+        self._controller_bus: MqttBus | None = None
 
     def start(self) -> None:
         self.broker.start()
@@ -89,6 +102,30 @@ class SiteSim:
         for bus in (self._bus, self._local):
             if not bus.start(wait_s=10.0):
                 raise RuntimeError(f"{self.site}: no connection to its own broker")
+        if self.controller:
+            self._start_controller()
+
+    def _start_controller(self) -> None:
+        assert self._bus is not None
+        config = SiteConfig.model_validate(
+            {"site": self.site, "strings": [{"system": system} for system in self.strings]}
+        )
+        self._bus.publish(SITE_CONFIG, SiteConfigMessage(config=config))
+        settings = SiteControllerSettings(
+            system=self.site, mqtt_url=self.broker.url, summary_period_s=SUMMARY_PERIOD_S
+        )
+        bus = MqttBus.from_settings(settings, kind="site_controller")
+        self._controller = SiteService(bus, settings)
+        self._controller_bus = bus
+        if not bus.start(wait_s=10.0):
+            raise RuntimeError(f"{self.site}: the site controller did not connect")
+        self._controller_thread = threading.Thread(
+            target=self._controller.run,
+            args=(self._controller_stop.is_set,),
+            name=f"site-controller-{self.site}",
+            daemon=True,
+        )
+        self._controller_thread.start()
 
     def _on_local(self, topic: str, _payload: bytes, _retained: bool) -> None:
         stream = "summary" if SITE_SUMMARY.parse(topic) else topic.split("/")[2]
@@ -134,6 +171,13 @@ class SiteSim:
             proxy.restore()
 
     def close(self) -> None:
+        if self._controller is not None and self._controller_thread is not None:
+            self._controller_stop.set()
+            self._controller_thread.join(5.0)
+            with contextlib.suppress(Exception):
+                self._controller.stop()
+            if self._controller_bus is not None:
+                self._controller_bus.stop()
         for bus in (self._bus, self._local):
             if bus is not None:
                 with contextlib.suppress(Exception):
@@ -154,8 +198,11 @@ class FleetRig:
         workdir: Path,
         cluster: RabbitCluster | None = None,
         nodes: int = 3,
+        controller: bool = False,
     ) -> None:
-        """`cluster`: one already started (a test fixture's), else one of `nodes` is made."""
+        """`cluster`: one already started (a test fixture's), else one of `nodes` is made;
+        `controller`: each site's summaries from the real site controller."""
+        self.controller = controller
         self.workdir = workdir
         self._own_cluster = cluster is None
         self.cluster = cluster or RabbitCluster(nodes, base=workdir / "rabbit")
@@ -186,6 +233,7 @@ class FleetRig:
                 password=password,
                 workdir=self.workdir,
                 rotate=i % len(self.cluster.nodes),
+                controller=self.controller,
             )
             self.sites.append(sim)
             sim.start()
