@@ -109,11 +109,11 @@ class FleetView:
             return
         try:
             if rest == ["bridge", "state"]:
-                self._bridge(row, payload)
+                self._on_bridge(row, payload)
             elif len(rest) == 3 and rest[1:] == ["site", "summary"]:
-                self._summary(row, topic, payload)
+                self._on_summary(row, topic, payload)
             elif len(rest) == 3 and rest[1] == "events":
-                self._event(row, f"{rest[0]}/{rest[2]}", topic, payload)
+                self._on_event(row, f"{rest[0]}/{rest[2]}", topic, payload)
             else:
                 self.counters["ignored"] += 1
                 return
@@ -132,7 +132,7 @@ class FleetView:
             row = self._rows[site] = SiteRow(site, web_url=self.web_urls.get(site))
         return row
 
-    def _bridge(self, row: SiteRow, payload: bytes) -> None:
+    def _on_bridge(self, row: SiteRow, payload: bytes) -> None:
         # mosquitto's notification payload is the text "1" or "0"
         state = {b"1": True, b"0": False}.get(payload.strip())
         if state is None:
@@ -155,7 +155,7 @@ class FleetView:
             self.counters["gaps"] += 1
         return True
 
-    def _summary(self, row: SiteRow, topic: str, payload: bytes) -> None:
+    def _on_summary(self, row: SiteRow, topic: str, payload: bytes) -> None:
         summary = decode(SiteSummary, topic, payload)
         if not self._observe(row, "summary", summary.seq_epoch, summary.seq):
             return
@@ -164,7 +164,7 @@ class FleetView:
         if row.summary is None or (summary.ts or 0.0) >= (row.summary.ts or 0.0):
             row.summary = summary
 
-    def _event(self, row: SiteRow, stream: str, topic: str, payload: bytes) -> None:
+    def _on_event(self, row: SiteRow, stream: str, topic: str, payload: bytes) -> None:
         event = decode(Event, topic, payload)
         if not self._observe(row, stream, event.seq_epoch, event.seq):
             return
