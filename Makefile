@@ -65,6 +65,7 @@ requirements: | $(UV)
 	@mkdir -p deploy/requirements
 	@for s in $(IMAGE_SERVICES); do $(EXPORT) $$s > deploy/requirements/$$s.txt || exit 1; done
 
+# every bench/bench_*.py; bench_fleet.py (the fleet's central tier, ~5 min) needs rabbitmq-server
 bench: $(VENV)/.synced
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

@@ -11,6 +11,8 @@ have mbpoll || want+=(mbpoll)
 have openssl || want+=(openssl)
 have prometheus || want+=(prometheus)  # scrapes the integrations bridge in its system test
 have chromium || want+=(chromium)  # the UI's browser test (Playwright drives Debian's build)
+# the fleet's central tier (tests/system/test_fleet.py runs a three-node cluster of its own)
+have rabbitmq-server || want+=(rabbitmq-server)
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 
 if [ ${#want[@]} -eq 0 ]; then
@@ -36,4 +38,8 @@ export DEBIAN_FRONTEND=noninteractive
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
   "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+  "${sudo[@]}" systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+elif command -v invoke-rc.d >/dev/null 2>&1; then
+  # no systemd (a container): the package may have started its node through init.d
+  "${sudo[@]}" invoke-rc.d rabbitmq-server stop >/dev/null 2>&1 || true
 fi

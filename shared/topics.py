@@ -403,7 +403,9 @@ SITE_SUMMARY = TopicSpec(
     "The small record of a site for a fleet view: online, strings total and joined, SOC, "
     "power, the worst active level and its code. The envelope `seq` counts up by one per "
     "summary within `seq_epoch`: a receiver counts the ones it missed.",
-    expiry_s=60,
+    # No message expiry: a site's bridge to the fleet centre keeps its summaries through an
+    # outage (store and forward) and the fleet view counts every one; with 60 s, a 60 s cut
+    # lost the oldest 5 of 30 queued (tests/system/test_fleet.py). The view keeps the newest.
 )
 SITE_TOPICS: tuple[TopicSpec[Message], ...] = (SITE_CONFIG, SITE_STATE, SITE_SUMMARY)
 

@@ -11,6 +11,7 @@ import pytest
 
 from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto
 from shared.netfault import TcpFaultProxy
+from shared.rabbitmq import RabbitCluster, find_rabbitmq
 
 _NO_MOSQUITTO_ENV = "BMS_TEST_ALLOW_NO_MOSQUITTO"
 
@@ -88,3 +89,14 @@ def fault_proxy() -> Iterator[Callable[[BrokerAddress], TcpFaultProxy]]:
 def system_id() -> str:
     """Unique per test, so tests sharing the session broker never see each other's retained data."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes on loopback, clustered, the MQTT plugin on each (shared/rabbitmq.py).
+
+    About 40 s to start on two cores. Skipped where the Debian package is missing."""
+    if find_rabbitmq() is None:
+        pytest.skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+    with RabbitCluster(3, base=tmp_path_factory.mktemp("rabbit")) as cluster:
+        yield cluster
