@@ -35,6 +35,7 @@ from services.plant.settings import DEFAULT_BOARD_MAP
 from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port
 from shared.bus import MqttBus
 from shared.config import SystemConfig, demo_config, plant_demo_config
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.messages import ConfigMessage
 from shared.settings import parse_mqtt_url
 from shared.topics import CONFIG
@@ -128,7 +129,7 @@ class Launcher:
         self.args = args
         self.systems = system_ids(args.systems)
         self.broker: _Broker | None = None
-        self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
+        self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", DEFAULT_MQTT_PROTOCOL)
         self.children: list[Child] = []
         self.endpoints: list[str] = []
         self.metrics_ports: list[str] = []
@@ -395,7 +396,7 @@ class Launcher:
         first = self.systems[0]
         tap = f"{sys.executable} -m shared.tap"
         protocol = ""
-        if self.protocol != "5":
+        if self.protocol != DEFAULT_MQTT_PROTOCOL:
             tap += f" --protocol {self.protocol}"
             protocol = f" --mqtt-protocol {self.protocol}"
         self.say(
