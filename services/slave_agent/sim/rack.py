@@ -459,7 +459,7 @@ class SimulatedRack:
 
     # -- outputs -------------------------------------------------------------------------
 
-    def true_cell_v(self) -> FloatArray:
+    def _true_cell_v(self) -> FloatArray:
         """Terminal voltages with the `cell_drift` offsets (clipped as `SimulatedModule`)."""
         self._refresh_faults()
         v = self._v_term
@@ -533,7 +533,7 @@ class SimulatedRack:
         n, s = self.n_cells, self.n_temp_sensors
         # Every row (the usual case): slices are views, no fancy-index copies.
         sel: NDArray[np.intp] | slice = slice(None) if rows.size == self.n_modules else rows
-        true_v = self.true_cell_v()[sel]
+        true_v = self._true_cell_v()[sel]
         sensor_t = self.sensor_temp_c()[sel]
         noise, start = self._standard_normals(rows)
         # Offsets of this sample's segments in each row's stream (see the module docstring).
