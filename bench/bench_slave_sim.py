@@ -1,7 +1,10 @@
-"""Cost of the simulated slave hardware: 196 cells stepped and sampled at 10 Hz.
+"""Cost of the simulated slave hardware per module: per-module objects vs one vectorised rack.
 
-Runs each layout for 600 steps of 0.1 s (advance + read per module) and prints the time per
-step for all 196 cells and the share of one CPU core that 10 Hz real time needs.
+For racks of 1, 8 and 14 modules of 14 cells (4 temperature sensors each), runs `steps` steps
+of 0.1 s (advance, then read every module) with `SimulatedModule` objects (one Python pass per
+module: the simulator before issue 19) and with one `SimulatedRack`, and prints the CPU time
+per module and step of each, and the ratio. Both draw the same numbers (see
+tests/slave_agent/test_sim_rack.py), so they do the same work.
 Usage: python bench/bench_slave_sim.py [steps]
 """
 
@@ -19,87 +22,102 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.slave_agent.sim import (
     ActiveBalancer,
     CellBankParams,
+    FaultSet,
     MeasurementParams,
     SimulatedModule,
 )
+from services.slave_agent.sim.rack import SimulatedRack
 
 DT_S = 0.1
 WARMUP_STEPS = 50
+CELLS = 14
+SENSORS = 4
 
 
-def build(
-    n_modules: int, cells: int, sensors: int, *, active: bool, faults: bool
-) -> list[SimulatedModule]:
+def params(n_modules: int) -> tuple[list[CellBankParams], list[MeasurementParams]]:
+    cells = [CellBankParams(n_cells=CELLS, seed=m) for m in range(n_modules)]
+    return cells, [MeasurementParams(seed=500 + m) for m in range(n_modules)]
+
+
+def add_faults(faults: FaultSet) -> None:
+    faults.activate("noisy_channel", channel=1, value=0.02)
+    faults.activate("stuck_sensor", channel=2)
+    faults.activate("cell_drift", channel=3, value=1e-4)
+
+
+def masks(n_modules: int, active: bool) -> tuple[np.ndarray, np.ndarray]:
+    discharge = np.tile(np.arange(CELLS) % 3 == 0, (n_modules, 1))
+    charge = np.tile(np.arange(CELLS) % 3 == 1, (n_modules, 1)) & active
+    return discharge, charge
+
+
+def per_module_step(n_modules: int, *, active: bool, faults: bool) -> Callable[[float], None]:
+    cells, meas = params(n_modules)
     modules = [
-        SimulatedModule(
-            CellBankParams(n_cells=cells, seed=m),
-            n_temp_sensors=sensors,
-            measurement=MeasurementParams(seed=m),
-            active_balancer=ActiveBalancer() if active else None,
-        )
-        for m in range(n_modules)
-    ]
+        SimulatedModule(c, n_temp_sensors=SENSORS, measurement=p,
+                        active_balancer=ActiveBalancer() if active else None)
+        for c, p in zip(cells, meas, strict=True)
+    ]  # fmt: skip
     if faults:
         for module in modules:
-            module.faults.activate("noisy_channel", channel=1, value=0.02)
-            module.faults.activate("stuck_sensor", channel=2)
-            module.faults.activate("cell_drift", channel=3, value=1e-4)
-    return modules
+            add_faults(module.faults)
+    discharge, charge = masks(n_modules, active)
 
-
-def timed(modules: list[SimulatedModule], steps: int, part: str) -> tuple[float, float]:
-    """Wall and CPU seconds per step for `part` in {"both", "advance", "read"}."""
-    n = modules[0].n_cells
-    discharge = np.arange(n) % 3 == 0
-    charge = np.arange(n) % 3 == 1 if modules[0].active_balancer else None
-    current = 40.0 * np.sin(np.linspace(0.0, 6.0 * np.pi, steps + WARMUP_STEPS))
-
-    def step(k: int) -> None:
+    def step(current_a: float) -> None:
+        for k, module in enumerate(modules):
+            module.advance(DT_S, current_a, discharge[k], charge[k])
         for module in modules:
-            if part != "read":
-                module.advance(DT_S, float(current[k]), discharge, charge)
-            if part != "advance":
-                module.read()
+            module.read()
 
+    return step
+
+
+def rack_step(n_modules: int, *, active: bool, faults: bool) -> Callable[[float], None]:
+    cells, meas = params(n_modules)
+    rack = SimulatedRack(cells, n_temp_sensors=SENSORS, measurement=meas,
+                         active_balancer=ActiveBalancer() if active else None)  # fmt: skip
+    if faults:
+        for f in rack.faults:
+            add_faults(f)
+    discharge, charge = masks(n_modules, active)
+
+    def step(current_a: float) -> None:
+        rack.advance(DT_S, current_a, discharge, charge)
+        for k in range(n_modules):
+            rack.read(k)
+
+    return step
+
+
+def cpu_per_step(step: Callable[[float], None], steps: int) -> float:
+    current = 40.0 * np.sin(np.linspace(0.0, 6.0 * np.pi, steps + WARMUP_STEPS))
     for k in range(WARMUP_STEPS):
-        step(k)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+        step(float(current[k]))
+    cpu0 = time.process_time()
     for k in range(WARMUP_STEPS, WARMUP_STEPS + steps):
-        step(k)
-    return (time.perf_counter() - wall0) / steps, (time.process_time() - cpu0) / steps
-
-
-def report(name: str, make: Callable[[], list[SimulatedModule]], steps: int) -> None:
-    wall, cpu = timed(make(), steps, "both")
-    adv, _ = timed(make(), steps, "advance")
-    rd, _ = timed(make(), steps, "read")
-    print(
-        f"{name:<46} {wall * 1e6:8.0f} us/step  (advance {adv * 1e6:5.0f}, read {rd * 1e6:5.0f})"
-        f"  CPU {cpu / DT_S * 100:5.2f} % of a core at 10 Hz"
-    )
+        step(float(current[k]))
+    return (time.process_time() - cpu0) / steps
 
 
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 600
-    print(f"simulated slave hardware, 196 cells, {steps} steps of {DT_S} s, numpy {np.__version__}")
-    layouts: list[tuple[str, Callable[[], list[SimulatedModule]]]] = [
-        (
-            "14 modules x 14 cells, passive",
-            lambda: build(14, 14, 4, active=False, faults=False),
-        ),
-        (
-            "14 modules x 14 cells, active",
-            lambda: build(14, 14, 4, active=True, faults=False),
-        ),
-        (
-            "14 modules x 14 cells, passive, 3 faults each",
-            lambda: build(14, 14, 4, active=False, faults=True),
-        ),
-        ("1 module x 196 cells, passive", lambda: build(1, 196, 16, active=False, faults=False)),
-        ("1 module x 196 cells, active", lambda: build(1, 196, 16, active=True, faults=False)),
-    ]
-    for name, make in layouts:
-        report(name, make, steps)
+    print(
+        f"simulated slave hardware, {CELLS} cells and {SENSORS} sensors per module, "
+        f"{steps} steps of {DT_S} s, numpy {np.__version__}; CPU us per module and step"
+    )
+    print(f"{'layout':<34} {'per module':>10} {'rack':>8} {'ratio':>6}  rack CPU at 10 Hz")
+    for active, faults, label in (
+        (False, False, "passive"),
+        (True, False, "active"),
+        (False, True, "passive, 3 faults/module"),
+    ):
+        for n in (1, 8, 14):
+            before = cpu_per_step(per_module_step(n, active=active, faults=faults), steps) / n
+            after = cpu_per_step(rack_step(n, active=active, faults=faults), steps) / n
+            print(
+                f"{n:>2} x {CELLS} cells, {label:<25} {before * 1e6:8.1f}   {after * 1e6:7.1f}"
+                f" {before / after:5.1f}x  {after * n / DT_S * 100:5.2f} % of a core"
+            )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from services.plant.settings import DEFAULT_BOARD_MAP
 from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port
 from shared.bus import MqttBus
 from shared.config import SiteConfig, SystemConfig, demo_config, plant_demo_config
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.messages import ConfigMessage, SiteConfigMessage
 from shared.settings import parse_mqtt_url
 from shared.topics import CONFIG, SITE_CONFIG
@@ -135,7 +136,7 @@ class Launcher:
         self.site: str | None = getattr(args, "site", None)
         """`--site`: the systems are the strings of this site (the site controller runs)."""
         self.broker: _Broker | None = None
-        self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", "5")
+        self.protocol = os.environ.get("BMS_MQTT_PROTOCOL", DEFAULT_MQTT_PROTOCOL)
         self.children: list[Child] = []
         self.endpoints: list[str] = []
         self.metrics_ports: list[str] = []
@@ -451,7 +452,7 @@ class Launcher:
         first = self.systems[0]
         tap = f"{sys.executable} -m shared.tap"
         protocol = ""
-        if self.protocol != "5":
+        if self.protocol != DEFAULT_MQTT_PROTOCOL:
             tap += f" --protocol {self.protocol}"
             protocol = f" --mqtt-protocol {self.protocol}"
         self.say(

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_MQTT_PROTOCOL: Final = "3.1.1"
+"""The stack needs no MQTT 5 feature (deadlines travel in payloads, persistent sessions exist
+in both), and a 3.1.1 client receives for about half the CPU: paho parses the properties of
+every MQTT 5 PUBLISH (bench/bench_bus_receive.py, docs/architecture.md). "5" stays a choice."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from shared import SCHEMA_VERSION
-from shared.endpoint import DEFAULT_MQTT_URL, MqttEndpoint, parse_mqtt_url, with_credentials
+from shared.endpoint import (
+    DEFAULT_MQTT_PROTOCOL,
+    DEFAULT_MQTT_URL,
+    MqttEndpoint,
+    parse_mqtt_url,
+    with_credentials,
+)
 from shared.racks import rack_credentials
 
 STATUS_FILTER = "bms/v1/{system}/service/+/status"
@@ -61,7 +67,7 @@ def target_from_env(env: Mapping[str, str]) -> Target:
         username, password_file = rack_credentials(rack, password_dir, socket.gethostname())
     endpoint = with_credentials(parse_mqtt_url(url), username, password_file)
     return Target(
-        endpoint, opt("MQTT_PROTOCOL") or "5", opt("SYSTEM") or "demo",
+        endpoint, opt("MQTT_PROTOCOL") or DEFAULT_MQTT_PROTOCOL, opt("SYSTEM") or "demo",
         opt("MQTT_CA_FILE"), opt("MQTT_CERT_FILE"), opt("MQTT_KEY_FILE"),
     )  # fmt: skip
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.bus import MqttBus
 from shared.codec import PayloadError, unpack, validate
-from shared.settings import DEFAULT_MQTT_URL, parse_mqtt_url
+from shared.settings import DEFAULT_MQTT_PROTOCOL, DEFAULT_MQTT_URL, parse_mqtt_url
 from shared.topics import spec_for
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.tap", description=__doc__)
     parser.add_argument("filters", nargs="*", default=["bms/v1/#"], help="MQTT topic filters")
     parser.add_argument("--mqtt-url", default=DEFAULT_MQTT_URL)
-    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
+    parser.add_argument("--protocol", choices=("5", "3.1.1"), default=DEFAULT_MQTT_PROTOCOL)
     parser.add_argument("--count", type=int, default=0, help="exit after this many messages")
     args = parser.parse_args(argv)
     bus = MqttBus(

@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from services.integrations.sparkplug import CommandError, EdgeNode, death_payload, next_bd_seq
 from shared.bus.mqtt import ping_interval_s, set_credentials, unique_client_id
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.log_limit import LimitedLog
 from shared.settings import MqttEndpoint
 
@@ -48,7 +49,7 @@ class SparkplugLink:
         counters: Any,
         clock: Callable[[], float],
         *,
-        protocol: str = "5",
+        protocol: str = DEFAULT_MQTT_PROTOCOL,
         keepalive_s: int = 10,
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,

@@ -23,6 +23,7 @@ from services.slave_agent.inject import (
 )
 from shared.bus.oneshot import publish_once
 from shared.config import SystemConfig
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.messages import PlantControl
 from shared.messages.sim import PLANT_CELL_FAULTS, PlantFaultKind
 from shared.settings import DEFAULT_MQTT_URL
@@ -48,7 +49,9 @@ def inject_main(argv: list[str]) -> int:
                              "closed/open")  # fmt: skip
     parser.add_argument("--duration-s", type=float, help="cell faults: end after this long")
     parser.add_argument("--mqtt-url", default=os.environ.get("BMS_MQTT_URL", DEFAULT_MQTT_URL))
-    parser.add_argument("--mqtt-protocol", default=os.environ.get("BMS_MQTT_PROTOCOL", "5"))
+    parser.add_argument(
+        "--mqtt-protocol", default=os.environ.get("BMS_MQTT_PROTOCOL", DEFAULT_MQTT_PROTOCOL)
+    )
     parser.add_argument("--system", default=os.environ.get("BMS_SYSTEM", "demo"))
     args = parser.parse_args(argv)
 

@@ -16,6 +16,7 @@ from typing import get_args
 from services.slave_agent.sim.faults import DEFAULT_TARGET
 from shared.bus.oneshot import publish_once
 from shared.config import SystemConfig
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.messages import SimControl
 from shared.messages.sim import FaultKind
 from shared.messages.slave import MAX_CELLS_PER_MODULE, MAX_MODULES, MAX_TEMPS_PER_MODULE
@@ -113,7 +114,9 @@ def inject_main(argv: list[str]) -> int:
                              "noisy_channel, s for slow/late samples")  # fmt: skip
     parser.add_argument("--duration-s", type=float, help="end the fault after this long")
     parser.add_argument("--mqtt-url", default=os.environ.get("BMS_MQTT_URL", DEFAULT_MQTT_URL))
-    parser.add_argument("--mqtt-protocol", default=os.environ.get("BMS_MQTT_PROTOCOL", "5"))
+    parser.add_argument(
+        "--mqtt-protocol", default=os.environ.get("BMS_MQTT_PROTOCOL", DEFAULT_MQTT_PROTOCOL)
+    )
     parser.add_argument("--system", default=os.environ.get("BMS_SYSTEM", "demo"))
     args = parser.parse_args(argv)
 

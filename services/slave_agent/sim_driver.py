@@ -1,4 +1,8 @@
-"""The `simulated` driver: one physics model per hosted module, built from the system config."""
+"""The `simulated` driver: the hosted modules as vectorised racks, built from the system config.
+
+Modules with the same cell count share one `SimulatedRack` (usually the whole rack does), so
+one `advance` steps every cell in one numpy pass and a `read` is a row of the rack's sample.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from services.slave_agent.sim import (
     ActiveBalancer,
     CellBankParams,
     MeasurementParams,
-    SimulatedModule,
     Truth,
 )
+from services.slave_agent.sim.rack import RackModule, SimulatedRack
 from shared.config import SystemConfig
 from shared.messages import SimControl
 
@@ -40,37 +44,46 @@ class SimulatedDriver:
     ) -> None:
         chem = config.cell_chemistry
         balancing = config.balancing
-        self.modules: dict[int, SimulatedModule] = {}
+        active = (
+            ActiveBalancer(
+                current_a=balancing.current_ma / 1000.0, efficiency=balancing.active_efficiency
+            )
+            if balancing.mode == "active"
+            else None
+        )
+        by_size: dict[int, list[int]] = {}
         for m in modules:
-            params = CellBankParams(
-                n_cells=cells_of_module(config, m),
-                capacity_ah=config.cell_capacity_ah,
-                initial_soc_pct=initial_soc_pct,
-                ambient_c=ambient_c,
-                bleed_resistance_ohm=balancing.bleed_resistor_ohm,
-                ocv_soc_pct=chem.ocv_table_soc_pct,
-                ocv_v=chem.ocv_table_v,
-                seed=seed * 1000 + m,
-            )
-            active = (
-                ActiveBalancer(
-                    current_a=balancing.current_ma / 1000.0, efficiency=balancing.active_efficiency
-                )
-                if balancing.mode == "active"
-                else None
-            )
-            self.modules[m] = SimulatedModule(
-                params,
+            by_size.setdefault(cells_of_module(config, m), []).append(m)
+        self.racks: list[SimulatedRack] = []
+        self.modules: dict[int, RackModule] = {}
+        for n_cells, group in by_size.items():
+            rack = SimulatedRack(
+                [
+                    CellBankParams(
+                        n_cells=n_cells,
+                        capacity_ah=config.cell_capacity_ah,
+                        initial_soc_pct=initial_soc_pct,
+                        ambient_c=ambient_c,
+                        bleed_resistance_ohm=balancing.bleed_resistor_ohm,
+                        ocv_soc_pct=chem.ocv_table_soc_pct,
+                        ocv_v=chem.ocv_table_v,
+                        seed=seed * 1000 + m,
+                    )
+                    for m in group
+                ],
                 n_temp_sensors=config.topology.temp_sensors_per_module,
-                measurement=MeasurementParams(seed=seed * 1000 + 500 + m),
+                measurement=[MeasurementParams(seed=seed * 1000 + 500 + m) for m in group],
                 active_balancer=active,
             )
-        self._discharge = {
-            m: np.zeros(sim.n_cells, dtype=np.bool_) for m, sim in self.modules.items()
-        }
-        self._charge = {m: np.zeros(sim.n_cells, dtype=np.bool_) for m, sim in self.modules.items()}
+            self.racks.append(rack)
+            for row, m in enumerate(group):
+                self.modules[m] = RackModule(rack, row)
+        # Balancing switches as the racks take them: (modules, cells) per rack.
+        self._discharge = [np.zeros((r.n_modules, r.n_cells), dtype=np.bool_) for r in self.racks]
+        self._charge = [np.zeros((r.n_modules, r.n_cells), dtype=np.bool_) for r in self.racks]
+        self._rack_of = {m: self.racks.index(sim.rack) for m, sim in self.modules.items()}
 
-    def _module(self, module: int) -> SimulatedModule:
+    def _module(self, module: int) -> RackModule:
         sim = self.modules.get(module)
         if sim is None:
             raise DriverError(f"module {module} is not simulated here")
@@ -79,10 +92,10 @@ class SimulatedDriver:
     def read(self, module: int) -> ModuleReading:
         r = self._module(module).read()
         return ModuleReading(
-            cell_mv=[int(v) for v in r.cell_mv],
-            cell_flags=[int(f) for f in r.cell_flags],
-            temp_c=[round(float(t), 1) for t in r.temp_c],
-            temp_flags=[int(f) for f in r.temp_flags],
+            cell_mv=r.cell_mv.tolist(),
+            cell_flags=r.cell_flags.tolist(),
+            temp_c=[round(t, 1) for t in r.temp_c.tolist()],
+            temp_flags=r.temp_flags.tolist(),
         )
 
     def set_balancing(self, module: int, discharge: Sequence[bool], charge: Sequence[bool]) -> None:
@@ -92,12 +105,13 @@ class SimulatedDriver:
                 f"module {module}: {len(discharge)} discharge and {len(charge)} charge "
                 f"balancing switches given, the module has {sim.n_cells} cells"
             )
-        self._discharge[module] = np.array(discharge, dtype=np.bool_)
-        self._charge[module] = np.array(charge, dtype=np.bool_)
+        rack = self._rack_of[module]
+        self._discharge[rack][sim.row] = discharge
+        self._charge[rack][sim.row] = charge
 
     def advance(self, dt_s: float, current_a: float) -> None:
-        for m, sim in self.modules.items():
-            sim.advance(dt_s, current_a, self._discharge[m], self._charge[m])
+        for k, rack in enumerate(self.racks):
+            rack.advance(dt_s, current_a, self._discharge[k], self._charge[k])
 
     def truth(self, module: int) -> Truth:
         return self._module(module).truth()

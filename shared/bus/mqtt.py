@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 
 from shared.bus.core import BusCore
 from shared.codec import CONTENT_TYPE
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.settings import MqttEndpoint, ServiceSettings
 from shared.topics import TopicSpec
 
@@ -84,7 +85,7 @@ class MqttBus(BusCore):
         service: str,
         kind: str,
         version: str = "",
-        protocol: str = "5",
+        protocol: str = DEFAULT_MQTT_PROTOCOL,
         client_id: str | None = None,
         keepalive_s: int = 10,
         max_queued_out: int = 10_000,

@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.settings import MqttEndpoint
 
 
@@ -25,7 +26,7 @@ class PresenceLink:
         topic: str,
         online: bytes,
         offline: bytes,
-        protocol: str = "5",
+        protocol: str = DEFAULT_MQTT_PROTOCOL,
         keepalive_s: int = 10,
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,

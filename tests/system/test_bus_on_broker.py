@@ -20,7 +20,7 @@ from shared.bus import Delivery, MqttBus
 from shared.commands import CommandClient, CommandOutcome, CommandServer
 from shared.messages import ContactorsArgs, Event, ServiceStatus
 from shared.netfault import TcpFaultProxy
-from shared.settings import parse_mqtt_url
+from shared.settings import ServiceSettings, parse_mqtt_url
 from shared.topics import EVENTS, SERVICE_STATUS
 
 from .agents import ROOT, wait_until
@@ -349,3 +349,26 @@ def test_the_bus_socket_sends_without_nagle_delay(
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     # the broker's side of the connection too (the setting is global in mosquitto 2)
     assert all(line in mosquitto.config_path.read_text().splitlines() for line in LATENCY_SETTINGS)
+
+
+@pytest.mark.parametrize(("pub_protocol", "sub_protocol"), [("3.1.1", "5"), ("5", "3.1.1")])
+def test_mqtt_3_1_1_and_5_services_share_one_broker(
+    mosquitto: MosquittoBroker, system_id: str, buses: Any, pub_protocol: str, sub_protocol: str
+) -> None:
+    """The default (3.1.1) and MQTT 5 interwork: nothing on the bus depends on properties."""
+    got: list[str] = []
+    sub = buses(mosquitto.url, system_id, "sub", protocol=sub_protocol)
+    sub.subscribe(EVENTS, lambda d: got.append(d.message.code))
+    pub = buses(mosquitto.url, system_id, "pub", protocol=pub_protocol)
+    assert wait_until(lambda: sub.connected and pub.connected, 5)
+    time.sleep(0.3)  # the subscription reaches the broker
+    pub.publish(EVENTS, Event(level="info", kind="info", code="across"))
+    assert wait_until(lambda: got == ["across"], 5)
+
+
+def test_the_default_protocol_is_3_1_1_and_sends_no_properties(
+    mosquitto: MosquittoBroker, system_id: str
+) -> None:
+    bus = MqttBus(parse_mqtt_url(mosquitto.url), system=system_id, service="s", kind="test")
+    assert not bus._v5
+    assert ServiceSettings().mqtt_protocol == "3.1.1"

@@ -128,6 +128,9 @@ class FaultSet:
             "module": None,
         }
         self._faults: list[ActiveFault] = []
+        self.version = 0
+        """Counts changes of the set (a fault started, cleared or expired), so that a
+        vectorised simulator recomputes its fault masks only when they can have changed."""
 
     def __len__(self) -> int:
         return len(self._faults)
@@ -188,6 +191,7 @@ class FaultSet:
         )
         self._faults = [f for f in self._faults if not _same_slot(f, fault)]
         self._faults.append(fault)
+        self.version += 1
         return fault
 
     def clear(
@@ -200,6 +204,8 @@ class FaultSet:
             hit = (kind is None or f.kind == kind) and (channel is None or f.channel == channel)
             (gone if hit else kept).append(f)
         self._faults = kept
+        if gone:
+            self.version += 1
         return tuple(gone)
 
     def tick(self, dt_s: float) -> tuple[ActiveFault, ...]:
@@ -213,6 +219,8 @@ class FaultSet:
             aged = replace(f, elapsed_s=f.elapsed_s + dt_s, remaining_s=remaining)
             (expired if remaining is not None and remaining <= _EXPIRY_EPS_S else kept).append(aged)
         self._faults = kept
+        if expired:
+            self.version += 1
         return tuple(expired)
 
     def is_active(self, kind: FaultKind, channel: int | None = None) -> bool:
