@@ -259,8 +259,10 @@ class MasterCore:
         if reason is None:
             self.supervisor.comm.on_sample(msg.module, msg.mode, now)
             # the wall-clock time stamp on the monotonic clock (the clocks are synchronised,
-            # `freshness.py`); a module's older sample arriving late does not turn time back
-            sampled_s = msg.sample_ts - (wall - now)
+            # `freshness.py`), never later than the arrival: a slave clock running ahead is
+            # taken at the arrival, so its correction cannot hold the delays back; a module's
+            # older sample arriving late does not turn time back
+            sampled_s = min(msg.sample_ts - (wall - now), now)
             if self._sample_time_s is None or sampled_s > self._sample_time_s:
                 self._sample_time_s = sampled_s
             self._unjudged.add(msg.module)

@@ -180,6 +180,21 @@ def test_a_periodic_cycle_does_not_advance_a_telemetry_delay(master: Master) -> 
     assert master.tripped
 
 
+def test_a_slave_clock_ahead_then_corrected_does_not_hold_the_delay_back(master: Master) -> None:
+    """Module 1's clock runs 3 s ahead (within the admitted age), then is corrected: its samples
+    count at their arrival (0.01 s after they were taken) while ahead, so the delay ends with
+    the sample 0.6 s after the first beyond (the first 0.5 s after that one's arrival), not 3 s
+    later when the master's clock reaches the stamps of the future."""
+    t0 = master.clock.wall() + 0.1
+    for k in range(7):
+        sample_wall = t0 + 0.1 * k
+        master.clock.now = sample_wall - WALL_OFFSET_S + 0.01
+        master.send(0, sample_wall)
+        master.send(1, sample_wall + (3.0 if k < 3 else 0.0), OVER_MV)
+        master.judge()
+        assert master.tripped == (k >= 6), k
+
+
 def test_the_loop_judges_a_fresh_sample_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
