@@ -184,7 +184,11 @@ class System:
         for p in self.procs:
             p.terminate()
         for p in self.procs:
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:  # an overloaded machine: never leave it running
+                p.kill()
+                p.wait()
         self.bus.stop()
 
 
