@@ -1,8 +1,15 @@
 """Protection: three-level supervision of every quantity, latched faults and their reset.
 
-Pure: the caller builds `ProtectionInputs` from the pack state each cycle and passes the
-monotonic time; nothing here reads a clock, logs or does I/O. One evaluation costs a few
-dozen scalar comparisons (the caller supplies max/min over the cells).
+Pure: the caller builds `ProtectionInputs` from the pack state at each fresh sample and at
+each periodic cycle, and passes the monotonic time; nothing here reads a clock, logs or does
+I/O. One evaluation costs a few dozen scalar comparisons (the caller supplies max/min over the
+cells).
+
+- Time: the telemetry codes (`protection_inputs.SAMPLED`) count their delays in sample time,
+  `ProtectionInputs.sample_time_s`: a level trips at exactly the first sample whose time stamp
+  is at least its delay after the first sample beyond the threshold (every sample since beyond
+  too), whenever that sample is judged. Judging the same sample again (a periodic cycle)
+  changes nothing. The other codes count in `now_s`.
 
 - Three-level quantities (`ProtectionConfig.quantities()`): warning and alarm clear by
   themselves once past their release; faults latch until `reset()`.
@@ -32,6 +39,7 @@ from services.master_core.protection_actions import Actions, derive_actions
 from services.master_core.protection_inputs import (
     CHARGE_WINDOW,
     PLAUSIBILITY,
+    SAMPLED,
     VALUE_OF,
     ProtectionInputs,
     Reader,
@@ -101,6 +109,7 @@ class Transition:
     release: float
     unit: str
     at_s: float
+    """The sample time for a `SAMPLED` code's raise or clear, else the caller's time."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,8 @@ class _Quantity:
     unit: str
     read: Reader
     charge_window: bool
+    sampled: bool
+    """Judged in sample time (`SAMPLED`)."""
     levels: dict[Level, LevelMonitor]
     """In LEVEL_ORDER, so the last active one is the highest."""
 
@@ -146,7 +157,9 @@ def _build(
     out: list[_Quantity] = []
 
     def add(code: str, unit: str, levels: dict[Level, LevelMonitor]) -> None:
-        out.append(_Quantity(code, unit, VALUE_OF[code], code in CHARGE_WINDOW, levels))
+        out.append(
+            _Quantity(code, unit, VALUE_OF[code], code in CHARGE_WINDOW, code in SAMPLED, levels)
+        )
 
     for code, item in config.quantities():
         levels = {
@@ -318,7 +331,10 @@ class Protection:
         return self._by_code[code].levels
 
     def evaluate(self, inputs: ProtectionInputs, now_s: float) -> ProtectionResult:
+        """Judge every quantity: the `SAMPLED` ones at `inputs.sample_time_s` (when given), the
+        others at `now_s`."""
         charging = inputs.charging
+        sampled_s = now_s if inputs.sample_time_s is None else inputs.sample_time_s
         transitions: list[Transition] = []
         unknown: list[str] = []
         for q in self._quantities:
@@ -328,12 +344,13 @@ class Protection:
                 if q.code not in PLAUSIBILITY:
                     unknown.append(q.code)
             armed = charging or not q.charge_window
+            at_s = sampled_s if q.sampled else now_s
             for level, m in q.levels.items():
-                change = m.update(value, now_s, armed=armed)
+                change = m.update(value, at_s, armed=armed)
                 if change is not None:
                     transitions.append(
                         Transition(
-                            change, level, q.code, value, m.threshold, m.release, q.unit, now_s
+                            change, level, q.code, value, m.threshold, m.release, q.unit, at_s
                         )
                     )
         self._unknown = tuple(sorted(unknown))

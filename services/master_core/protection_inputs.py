@@ -12,6 +12,11 @@ check while the contactors are closed, or the caller has no such check). Their l
 for an unknown value (nothing trips or clears, a latch cannot be reset), but they are not
 listed as unknown and stop nothing: the quantities they cross-check are supervised, and
 stopped when unknown, by their own codes.
+
+Time: the codes in `SAMPLED` read slave telemetry alone; their delays count in the slaves'
+sample time (`sample_time_s`), so a trip follows the sample that completes its delay, however
+late the caller judges it. Every other code counts in the caller's time (`now_s`): its value
+is the master's own reading (current, pack voltage, insulation) or a timeout.
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ class ProtectionInputs:
     """Largest warmest-minus-coldest sensor spread within one module."""
     stuck_cell_voltage_channels: frozenset[ChannelPosition] | None = None
     stuck_temperature_channels: frozenset[ChannelPosition] | None = None
+    # --- time ---
+    sample_time_s: float | None = None
+    """When the newest slave sample behind the cell and temperature values was taken, on the
+    caller's clock (the `SAMPLED` codes are judged at this time); None: at `now_s`. It must
+    never go back (the caller keeps the newest)."""
 
     @property
     def charging(self) -> bool:
@@ -160,6 +170,24 @@ VALUE_OF: dict[str, Reader] = {
 CHARGE_WINDOW = frozenset({"cell_overtemp_charge", "cell_undertemp_charge"})
 """Trip only while charging. Their discharge-window twins are supervised always, and the
 charge window lies inside the discharge window, so the stricter bound is never skipped."""
+
+SAMPLED = frozenset(
+    {
+        "cell_overvoltage",
+        "cell_undervoltage",
+        "cell_overtemp_charge",
+        "cell_overtemp_discharge",
+        "cell_undertemp_charge",
+        "cell_undertemp_discharge",
+        "cell_imbalance",
+        "deep_discharge",
+        "open_wire",
+        "measurement_out_of_range",
+        "sensor_fault",
+    }
+)
+"""Codes whose value comes from slave telemetry alone: judged in sample time (`sample_time_s`).
+The charge window's arming reads the current, but only decides whether a level may trip."""
 
 PLAUSIBILITY = frozenset(
     {

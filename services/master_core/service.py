@@ -87,9 +87,9 @@ CYCLE_SECONDS = Histogram(
 log = logging.getLogger("master_core")
 
 PERIOD_S = 0.05
-"""The fixed grid of the loop; fresh telemetry also starts a cycle (see `run`)."""
-MIN_CYCLE_S = 0.02
-"""Telemetry of several modules arriving together is judged in one cycle."""
+"""The periodic cycle, for what no sample brings: timeouts (module freshness, the controller's
+heartbeat, device ages), the master's own readings and the periodic publishing. Fresh telemetry
+is judged at once, besides (see `run`)."""
 PUBLISH_PERIOD_S = 0.1
 """Pack state at 10 Hz, and at once when the contactors change."""
 STATUS_PERIOD_S = 5.0
@@ -158,6 +158,10 @@ class MasterCore:
         self._balancing_was_running = False
         self._last_publish_s = 0.0
         self._fresh = False
+        self._unjudged: set[int] = set()
+        """Modules with an admitted sample the protection has not judged yet."""
+        self._sample_time_s: float | None = None
+        """The newest admitted sample's time on the monotonic clock (it never goes back)."""
         self._published_contactors = ""
         self.queries = QueryLimiter()
         self._page_rows = THIRD_PARTY_BUDGET.page_rows
@@ -244,9 +248,24 @@ class MasterCore:
     def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
         if self.rt is None:
             return
-        reason = self.rt.aggregator.on_telemetry(d.message, self.wall())
+        msg = d.message
+        if msg.module in self._unjudged:
+            # a second sample of a module before its first was judged (the loop fell behind):
+            # judge the first now, so that no sample of a stretch beyond a threshold is skipped
+            self.bus.counters["telemetry_judged_in_catch_up"] += 1
+            self._cycle_counted()
+        wall, now = self.wall(), self.monotonic()
+        reason = self.rt.aggregator.on_telemetry(msg, wall)
         if reason is None:
-            self.supervisor.comm.on_sample(d.message.module, d.message.mode, self.monotonic())
+            self.supervisor.comm.on_sample(msg.module, msg.mode, now)
+            # the wall-clock time stamp on the monotonic clock (the clocks are synchronised,
+            # `freshness.py`), never later than the arrival: a slave clock running ahead is
+            # taken at the arrival, so its correction cannot hold the delays back; a module's
+            # older sample arriving late does not turn time back
+            sampled_s = min(msg.sample_ts - (wall - now), now)
+            if self._sample_time_s is None or sampled_s > self._sample_time_s:
+                self._sample_time_s = sampled_s
+            self._unjudged.add(msg.module)
             self._fresh = True
         else:
             kind = self.rt.aggregator.last_refusal
@@ -353,29 +372,34 @@ class MasterCore:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Cycle on the fixed grid, and also as soon as fresh telemetry arrives, so a limit
-        crossing is judged within milliseconds of its sample rather than at the next slot."""
+        """Judge each fresh sample at once: a wake-up that admitted telemetry cycles right after
+        taking what already waits in the inbox (one evaluation for them all, within
+        `INBOX_BUDGET_S`), with no hold-back. The fixed grid cycles besides, for timeouts and
+        the periodic publishing; a cycle for telemetry that falls on a due slot serves it."""
         while not should_stop():
-            now = self.monotonic()
-            wait = self.schedule.deadline_s - now
-            fresh = self._fresh and now - self._last_cycle_s >= MIN_CYCLE_S
-            if wait > 0 and not fresh:
-                timeout = wait if not self._fresh else min(wait, MIN_CYCLE_S)
-                self.bus.process(timeout_s=min(timeout, 0.2), budget_s=INBOX_BUDGET_S)
-                continue
-            self.bus.process(budget_s=INBOX_BUDGET_S)
-            self._fresh = False
-            started = perf_counter()
-            try:
-                self.cycle()
-                CYCLE_SECONDS.observe(perf_counter() - started)
-            except Exception:  # one bad cycle must not end supervision
-                self.bus.counters["cycle_errors"] += 1
-                log.exception("cycle failed")
-            if wait <= 0:
+            if self.schedule.deadline_s > self.monotonic() and not self._fresh:
+                wait = self.schedule.deadline_s - self.monotonic()
+                self.bus.process(timeout_s=min(wait, 0.2), budget_s=INBOX_BUDGET_S)
+                if not self._fresh and self.schedule.deadline_s > self.monotonic():
+                    continue
+            else:
+                self.bus.process(budget_s=INBOX_BUDGET_S)
+            due = self.monotonic() >= self.schedule.deadline_s
+            self._cycle_counted()
+            if due:
                 missed = self.schedule.advance(self.monotonic())
                 if missed:
                     self.bus.counters["overruns"] += missed
+
+    def _cycle_counted(self) -> None:
+        """One cycle, timed; a failure is counted and logged (it must not end supervision)."""
+        started = perf_counter()
+        try:
+            self.cycle()
+            CYCLE_SECONDS.observe(perf_counter() - started)
+        except Exception:
+            self.bus.counters["cycle_errors"] += 1
+            log.exception("cycle failed")
 
     def cycle(self) -> None:
         rt = self.rt
@@ -384,6 +408,8 @@ class MasterCore:
         now, wall = self.monotonic(), self.wall()
         dt = now - self._last_cycle_s
         self._last_cycle_s = now
+        self._fresh = False
+        self._unjudged.clear()
         sup = self.supervisor
         modules = sup.module_status(now)
         snap = rt.aggregator.snapshot(modules.stale_modules)
@@ -399,6 +425,7 @@ class MasterCore:
                 reading=reading,
                 soc_pct=rt.estimator.pack_soc_pct,
                 broker_connected=self.bus.connected,
+                sample_time_s=self._sample_time_s,
             ),
             now,
         )

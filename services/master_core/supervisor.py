@@ -8,7 +8,9 @@ state to the bus, events to the log). Commands are pure calls too (`close`, `ope
 
 What is decided here, and nowhere else:
 
-* trips: protection faults, and loss of module communication (`comm_supervision`);
+* trips: protection faults, and loss of module communication (`comm_supervision`); the
+  telemetry codes are judged in sample time (`SupervisorInputs.sample_time_s`), so the step
+  of the sample that completes a delay is the step that trips and drops the coils;
 * the contactor sequence and its coils (`contactors`); coils are all off in the same step as
   a trip, and never on while a fault latches (the state machine's own rule);
 * auto-close: at start-up once every module reported, back in working mode, and after the
@@ -96,6 +98,10 @@ class SupervisorInputs:
     soc_pct: float | None
     broker_connected: bool = True
     """The master's own broker connection (a loss it explains is named as the cause)."""
+    sample_time_s: float | None = None
+    """When the newest slave sample in the snapshot was taken, on the step's clock: the
+    telemetry codes count their delays in this time (`ProtectionInputs.sample_time_s`), so the
+    trip, and the coils off, come in the step of the sample that completes the delay."""
 
 
 @dataclass(frozen=True)
@@ -586,5 +592,6 @@ class Supervisor:
             current_sensor_ok=sensor_ok,
             contactor_mismatch=self.d.contactors.outputs.feedback_mismatch or self._mismatch_seen,
             insulation_ohm=reading.insulation_ohm,
+            sample_time_s=inputs.sample_time_s,
             **checks.inputs(),
         )

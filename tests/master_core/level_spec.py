@@ -1,5 +1,9 @@
 """The level rules written as checks on a sampled trace, shared by the monitor and the composed
 protection tests: no missed trip, no early trip, release only past hysteresis, latch and reset.
+
+Time is the samples' own (their time stamps, at any spacing, never going back): a level must
+trip at exactly the first sample stamped at least its delay after the first sample of the
+stretch beyond its threshold, and at no sample before.
 """
 
 from __future__ import annotations

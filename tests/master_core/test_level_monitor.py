@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.master_core.level_monitor import LevelMonitor
+from services.master_core.level_monitor import TIME_TOLERANCE_S, LevelMonitor
 from shared.config.protection import Direction
 from tests.master_core.level_spec import ZONES, LevelSpec, zone_value
 
@@ -43,16 +43,36 @@ def monitor_of(spec: LevelSpec) -> LevelMonitor:
     )
 
 
+@st.composite
+def sample_times(draw: st.DrawFn, n: int) -> list[float]:
+    """`n` sample time stamps, never going back: a steady period, a jittery one (a slave's
+    wake-up latency, either side of the period) or arbitrary gaps (late, lost and coalesced
+    samples, two modules sampled at the same instant)."""
+    t = draw(st.floats(0.0, 1e5))
+    kind = draw(st.sampled_from(("steady", "jitter", "irregular")))
+    period = draw(st.one_of(st.just(PERIOD_S), st.floats(0.01, 1.0)))
+    out = []
+    for _ in range(n):
+        out.append(t)
+        if kind == "steady":
+            t += period
+        elif kind == "jitter":
+            t += period + draw(st.floats(-0.005, 0.005))
+        else:
+            t += draw(st.one_of(st.just(0.0), st.floats(0.0, 1.5)))
+    return out
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_level_rules_hold_on_random_traces(data: st.DataObject) -> None:
+    """No missed trip, no early trip, release only past hysteresis, latch and reset: in sample
+    time, on samples at any time stamps (`level_spec.LevelSpec`)."""
     spec = data.draw(specs())
     trace = data.draw(traces(spec))
-    period = data.draw(st.one_of(st.just(PERIOD_S), st.floats(0.01, 1.0)))
-    t0 = data.draw(st.floats(0.0, 1e5))
+    times = data.draw(sample_times(len(trace)))
     m = monitor_of(spec)
-    for k, (value, armed, reset) in enumerate(trace):
-        now = t0 + k * period
+    for (value, armed, reset), now in zip(trace, times, strict=True):
         change = m.update(value, now, armed=armed)
         was = spec.active
         spec.step(value, now, m.active, armed=armed)
@@ -92,6 +112,30 @@ def test_no_early_trip_when_interrupted_just_before_the_delay(spec: LevelSpec, t
         assert not m.active
         m.update(spec.threshold, t0 + k * PERIOD_S)  # at the threshold is not beyond
         k += 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_trip_comes_at_exactly_the_first_sample_a_delay_after_the_crossing(
+    data: st.DataObject,
+) -> None:
+    """Every sample beyond, at irregular time stamps: the level raises at the first sample whose
+    time stamp is at least the delay after the first one, and at no other."""
+    spec = data.draw(specs())
+    times = data.draw(sample_times(data.draw(st.integers(1, 60))))
+    v = math.nextafter(spec.threshold, math.inf if spec.direction == "high" else -math.inf)
+    m = monitor_of(spec)
+    changes = [m.update(v, t) for t in times]
+    due = [k for k, t in enumerate(times) if t - times[0] >= spec.delay_s - TIME_TOLERANCE_S]
+    assert changes == ["raise" if k == (due or [None])[0] else None for k in range(len(times))]
+
+
+def test_a_late_jittered_sample_waits_for_the_next() -> None:
+    """The fifth sample 0.1 ms short of a 0.4 s delay does not trip (never early); the next
+    one does, though the stretch has lasted longer than the delay by then."""
+    m = LevelMonitor("high", 4.25, 4.05, 0.4, latching=True)
+    times = [10.0, 10.1003, 10.2, 10.3001, 10.3999, 10.5]
+    assert [m.update(4.3, t) for t in times] == [None] * 5 + ["raise"]
 
 
 def test_trip_time_counts_from_the_first_beyond_sample() -> None:

@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from services.master_core.level_monitor import LEVEL_ORDER, Level
 from services.master_core.protection import Protection, ProtectionResult, Transition
 from services.master_core.protection_actions import CONCERNS, Actions, derive_actions
-from services.master_core.protection_inputs import PLAUSIBILITY, VALUE_OF, ProtectionInputs
+from services.master_core.protection_inputs import (
+    PLAUSIBILITY,
+    SAMPLED,
+    VALUE_OF,
+    ProtectionInputs,
+)
 from shared.config.chemistry import CHEMISTRY_NAMES, get_preset
 from shared.config.protection import INSULATION_DELAYS_S, INSULATION_RELEASE_FACTOR, ThreeLevel
 from shared.config.system import CommLossPolicy, SystemConfig, demo_config
@@ -146,18 +151,22 @@ def test_nominal_pack_raises_nothing(config: SystemConfig) -> None:
 # --- the level rules through the composed protection ------------------------------------------
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_composed_levels_follow_the_rules(data: st.DataObject) -> None:
-    """Runs of one value each (the monitor tests vary values sample by sample)."""
+    """Runs of one value each (the monitor tests vary values sample by sample), at irregular
+    sample times, each judged some time after it was taken and again by periodic cycles: the
+    telemetry codes follow the rules in sample time, whenever they are judged; the others in
+    the caller's time."""
     config = data.draw(st.sampled_from(CONFIGS), label="config")
     code = data.draw(st.sampled_from(THREE_LEVEL), label="code")
     period = data.draw(st.sampled_from((0.1, 0.1, 0.5, 2.0)), label="period")
+    irregular = data.draw(st.booleans(), label="irregular")
     t0 = data.draw(st.floats(0.0, 1e5), label="t0")
     specs = level_specs(getattr(config.protection, code))
     p = Protection(config.protection)
     before = active_set(p.status())
-    k = 0
+    sample_s = now = t0
     for _ in range(data.draw(st.integers(1, 12), label="runs")):
         level = data.draw(st.sampled_from(LEVEL_ORDER))
         value = zone_value(data.draw, specs[level], data.draw(st.sampled_from(ZONES)))
@@ -169,21 +178,52 @@ def test_composed_levels_follow_the_rules(data: st.DataObject) -> None:
         samples = data.draw(st.integers(1, 60))
         reset_at = data.draw(st.integers(0, 2 * samples))
         for i in range(samples):
-            now = t0 + k * period
-            k += 1
-            result = p.evaluate(inputs_for(config, code, value, **extra), now)
-            for lv, spec in specs.items():
-                spec.step(value, now, code in getattr(result, PLURAL[lv]), armed=armed)
-            after = active_set(result)
-            changes = {(t.kind, t.level, t.code) for t in result.transitions}
-            assert changes == {("raise", lv, c) for lv, c in after - before} | {
-                ("clear", lv, c) for lv, c in before - after
-            }
-            before = after
+            gap = data.draw(st.floats(0.0, 3 * period)) if irregular else period
+            sample_s += gap
+            # judged after a lag (up to two periods), then by 0-2 periodic cycles
+            now = max(now, sample_s + data.draw(st.floats(0.0, 2 * period)))
+            for j in range(data.draw(st.integers(1, 3))):
+                now += data.draw(st.floats(0.0, period)) if j else 0.0
+                inputs = inputs_for(config, code, value, sample_time_s=sample_s, **extra)
+                result = p.evaluate(inputs, now)
+                at = sample_s if code in SAMPLED else now
+                for lv, spec in specs.items():
+                    spec.step(value, at, code in getattr(result, PLURAL[lv]), armed=armed)
+                after = active_set(result)
+                changes = {(t.kind, t.level, t.code, t.at_s) for t in result.transitions}
+                assert changes == {("raise", lv, c, at) for lv, c in after - before} | {
+                    ("clear", lv, c, at) for lv, c in before - after
+                }
+                before = after
             if i == reset_at:
                 reset = p.reset(now)
                 specs["fault"].reset(code in {t.code for t in reset.cleared})
                 before = active_set(p.status())
+
+
+def test_telemetry_codes_count_in_sample_time_and_the_others_in_the_callers() -> None:
+    """A cell 0.1 V over its fault threshold in samples 0.1 s apart, each judged 0.3 s late
+    and by a periodic cycle 0.05 s later, while the current is over its fault threshold from
+    the first judgement: cell_overvoltage raises at the sample 0.5 s after the first (whenever
+    it is judged), discharge_overcurrent 0.5 s after the first judgement of the caller."""
+    p = Protection(DEMO.protection)
+    ov = DEMO.protection.cell_overvoltage.fault
+    oc = DEMO.protection.discharge_overcurrent.fault
+    raised: dict[str, tuple[float, float]] = {}
+    for k in range(20):
+        sample_s = 100.0 + 0.1 * k
+        for now in (sample_s + 0.3, sample_s + 0.35):
+            bad = nominal(
+                DEMO, max_cell_v=ov.threshold + 0.1, current_a=-(oc.threshold + 1.0),
+                sample_time_s=sample_s,
+            )  # fmt: skip
+            for t in p.evaluate(bad, now).transitions:
+                if t.kind == "raise" and t.level == "fault":
+                    raised.setdefault(t.code, (sample_s, now))
+    assert raised["cell_overvoltage"] == pytest.approx((100.0 + ov.delay_s, 100.3 + ov.delay_s))
+    first_now = 100.3
+    _, oc_now = raised["discharge_overcurrent"]
+    assert first_now + oc.delay_s - 1e-6 <= oc_now < first_now + oc.delay_s + 0.1
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,235 @@
+"""The master judges telemetry in sample time: the delay of a telemetry code counts from the
+time stamp of the first sample beyond its threshold, the trip (coils off) comes in the cycle
+of the sample that completes the delay, and a fresh sample is judged at once by the loop.
+
+The master runs on an in-memory bus with its devices in process; the test plays the slaves,
+choosing each sample's time stamp and when it arrives. The master's wall clock runs far from
+its monotonic one, as on a real machine: sample times are mapped between the two.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services.master_core import service
+from services.master_core.service import MasterCore
+from services.master_core.settings import MasterCoreSettings
+from services.master_core.stores import Store
+from services.plant.in_process import in_process_factory
+from shared.bus import InMemoryBroker, InMemoryBus
+from shared.config import SystemConfig
+from shared.messages import CellTelemetry, ConfigMessage
+from shared.topics import CONFIG, SLAVE_TELEMETRY
+
+HEALTHY_MV = 3700
+WALL_OFFSET_S = 1.7e9
+"""The wall clock minus the monotonic one."""
+CONFIG_NMC = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+FAULT = CONFIG_NMC.protection.cell_overvoltage.fault
+OVER_MV = round(FAULT.threshold * 1000) + 50
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.now + WALL_OFFSET_S
+
+
+class Master:
+    """A master fed by the test, cycled by the test (`judge`) as its loop would."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        monotonic: Callable[[], float] | None = None,
+        wall: Callable[[], float] | None = None,
+    ) -> None:
+        broker = InMemoryBroker()
+        self.clock = Clock()
+        self.bus = InMemoryBus(broker, system="demo", service="master_core", kind="master_core")
+        self.bus.start()
+        self.core = MasterCore(
+            MasterCoreSettings(load_profile="constant:0", auto_close=True),
+            self.bus, Store(tmp_path / "master.sqlite"),
+            in_process_factory(self.bus, load_profile="constant:0"),
+            monotonic=monotonic or self.clock, wall=wall or self.clock.wall,
+        )  # fmt: skip
+        self.slaves = InMemoryBus(broker, system="demo", service="slaves", kind="test")
+        self.slaves.start()
+        self.slaves.publish(CONFIG, ConfigMessage(config=CONFIG_NMC))
+        self.bus.process()
+        self.seq = {0: 0, 1: 0}
+        self.wall = wall or self.clock.wall
+
+    def send(self, module: int, sample_wall_s: float, cell_mv: int = HEALTHY_MV) -> None:
+        self.seq[module] += 1
+        self.slaves.publish(
+            SLAVE_TELEMETRY,
+            CellTelemetry(
+                module=module, mode="working", sample_ts=sample_wall_s,
+                cell_mv=[HEALTHY_MV, HEALTHY_MV, cell_mv, HEALTHY_MV], cell_flags=[0] * 4,
+                balancing=[False] * 4, temp_c=[25.0, 25.0], temp_flags=[0, 0],
+                seq=self.seq[module], boot_id="0123abcd",
+            ),
+            module=module,
+        )  # fmt: skip
+
+    def judge(self) -> None:
+        """What the loop does on a wake-up: take what waits, then one cycle."""
+        self.bus.process()
+        self.core.cycle()
+
+    def healthy(self, seconds: float) -> None:
+        """Healthy samples every 0.1 s, judged at once, until the contactors are closed."""
+        for _ in range(round(seconds / 0.1)):
+            self.clock.now += 0.1
+            for m in (0, 1):
+                self.send(m, self.clock.wall())
+            self.judge()
+
+    @property
+    def tripped(self) -> bool:
+        out = self.core.last
+        return (
+            out is not None
+            and "cell_overvoltage" in out.protection.faults
+            and out.coils.all_off
+            and self.core.supervisor.contactor_state == "fault"
+        )
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Master:
+    m = Master(tmp_path)
+    m.healthy(6.0)
+    assert m.core.supervisor.contactor_state == "closed"
+    return m
+
+
+def test_the_delay_counts_from_the_samples_time_stamps_not_from_their_arrival(
+    master: Master,
+) -> None:
+    """Module 1's samples, 0.1 s apart, arrive late by 0.3 s, then 0.02 s, then 0.25 s: the
+    trip comes with the sample stamped 0.5 s after the first one beyond, in the cycle that
+    judges it (coils off there), never at a cycle counted from the first arrival."""
+    t0 = master.clock.wall() + 0.1
+    lags = [0.3, 0.02, 0.02, 0.25, 0.25, 0.02]
+    for k, lag in enumerate(lags):
+        sample_wall = t0 + 0.1 * k
+        master.clock.now = max(master.clock.now, sample_wall - WALL_OFFSET_S + lag)
+        master.send(0, sample_wall)
+        master.send(1, sample_wall, OVER_MV)
+        master.judge()
+        # by the cycle's clock 0.5 s have passed since the first arrival from k = 4 on (the
+        # 4th sample arrives at t0 + 0.65); by sample time only at k = 5
+        assert master.tripped == (k == 5), (k, master.core.last)
+        if k < 5:
+            assert master.core.supervisor.contactor_state == "closed", k
+    master.clock.now += 0.05
+    master.judge()  # a periodic cycle: the trip stays
+    assert master.tripped
+
+
+def test_a_dip_between_two_samples_taken_together_restarts_the_delay(master: Master) -> None:
+    """The loop fell behind: module 1's samples at +0.3 s (below the threshold) and +0.4 s
+    (beyond) wait in the inbox together. The dip is judged before the next sample is taken,
+    so the delay restarts at +0.4 s: no trip at +0.5 s, one at +0.9 s."""
+    t0 = master.clock.wall() + 0.1
+    beyond = {0.0, 0.1, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
+    for k in range(10):
+        offset_s = round(0.1 * k, 1)
+        master.clock.now = t0 + offset_s - WALL_OFFSET_S + 0.01
+        master.send(0, t0 + offset_s)
+        master.send(1, t0 + offset_s, OVER_MV if offset_s in beyond else HEALTHY_MV)
+        if offset_s == 0.3:
+            continue  # taken with the next one
+        master.judge()
+        assert master.tripped == (offset_s >= 0.9), offset_s
+        assert master.core.supervisor.contactor_state == ("fault" if offset_s >= 0.9 else "closed")
+    assert master.bus.counters["telemetry_judged_in_catch_up"] == 1  # one cycle for both
+
+
+def test_a_periodic_cycle_does_not_advance_a_telemetry_delay(master: Master) -> None:
+    """Samples beyond for 0.4 s of sample time, then none for a second of periodic cycles:
+    no trip (no sample has shown the condition for the delay)."""
+    t0 = master.clock.wall() + 0.1
+    for k in range(5):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.01
+        master.send(0, t0 + 0.1 * k)
+        master.send(1, t0 + 0.1 * k, OVER_MV)
+        master.judge()
+    for _ in range(4):  # within the module timeout: the module is still fresh
+        master.clock.now += 0.05
+        master.judge()
+        assert not master.tripped
+        assert master.core.supervisor.contactor_state == "closed"
+    master.clock.now = t0 + 0.5 - WALL_OFFSET_S + 0.01
+    master.send(0, t0 + 0.5)
+    master.send(1, t0 + 0.5, OVER_MV)
+    master.judge()
+    assert master.tripped
+
+
+def test_a_slave_clock_ahead_then_corrected_does_not_hold_the_delay_back(master: Master) -> None:
+    """Module 1's clock runs 3 s ahead (within the admitted age), then is corrected: its samples
+    count at their arrival (0.01 s after they were taken) while ahead, so the delay ends with
+    the sample 0.6 s after the first beyond (the first 0.5 s after that one's arrival), not 3 s
+    later when the master's clock reaches the stamps of the future."""
+    t0 = master.clock.wall() + 0.1
+    for k in range(7):
+        sample_wall = t0 + 0.1 * k
+        master.clock.now = sample_wall - WALL_OFFSET_S + 0.01
+        master.send(0, sample_wall)
+        master.send(1, sample_wall + (3.0 if k < 3 else 0.0), OVER_MV)
+        master.judge()
+        assert master.tripped == (k >= 6), k
+
+
+def test_the_loop_judges_a_fresh_sample_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the periodic cycle a minute apart, the loop on real clocks still trips on the
+    sample that completes the delay: fresh telemetry starts its own cycle."""
+    monkeypatch.setattr(service, "PERIOD_S", 60.0)
+    m = Master(tmp_path, monotonic=time.monotonic, wall=time.time)
+    stop = threading.Event()
+    loop = threading.Thread(target=m.core.run, args=(stop.is_set,), daemon=True)
+    loop.start()
+    try:
+        t0 = time.time()
+        for k in range(5):  # 0.4 s of sample time: not yet
+            m.send(1, t0 + 0.1 * k, OVER_MV)
+            m.send(0, t0 + 0.1 * k)
+        assert _within(10.0, lambda: m.core.last is not None)  # judged, with no slot due
+        assert not _within(1.0, lambda: "cell_overvoltage" in _faults(m))
+        m.send(1, t0 + 0.5, OVER_MV)
+        assert _within(10.0, lambda: "cell_overvoltage" in _faults(m))
+    finally:
+        stop.set()
+        loop.join(5.0)
+    assert m.bus.counters["cycle_errors"] == 0
+
+
+def _faults(m: Master) -> tuple[str, ...]:
+    d = m.core.supervisor.d
+    return () if d is None else d.protection.status().faults
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    """Whether `condition` holds within `seconds` (polled)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
