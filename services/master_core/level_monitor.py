@@ -28,8 +28,12 @@ Level = Literal["warning", "alarm", "fault"]
 LEVEL_ORDER: tuple[Level, ...] = ("warning", "alarm", "fault")
 Change = Literal["raise", "clear"]
 
-TIME_TOLERANCE_S = 1e-6
-"""Absorbs float rounding of sample times, so 6 samples 0.1 s apart satisfy a 0.5 s delay."""
+TIME_TOLERANCE_S = 1e-3
+"""The resolution of sample times for a delay: a slave stamps its samples with a few
+microseconds of scheduling jitter, so the span of 6 samples 0.1 s apart lands either side of
+0.5 s. Without this a 0.5 s delay would complete at the 6th or the 7th sample at random (a
+whole sample period, 100 ms, of spread in the reaction); 1 ms is far below the sample period
+and the cells' thermal and electrical time constants."""
 
 
 @dataclass

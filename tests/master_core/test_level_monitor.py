@@ -99,11 +99,12 @@ def test_no_missed_trip_on_a_steady_excursion(spec: LevelSpec, extra: int, t0: f
 @settings(max_examples=200, deadline=None)
 @given(specs(), st.floats(0.0, 1e4))
 def test_no_early_trip_when_interrupted_just_before_the_delay(spec: LevelSpec, t0: float) -> None:
-    """Beyond for just under the delay, back at the threshold, again: never trips."""
-    assume(spec.delay_s >= 1e-4)
+    """Beyond for just under the delay (by more than the resolution of sample times), back at
+    the threshold, again: never trips."""
+    assume(spec.delay_s >= 10 * TIME_TOLERANCE_S)
     m = monitor_of(spec)
     beyond = spec.threshold + (1.0 if spec.direction == "high" else -1.0)
-    run = math.floor((spec.delay_s - 1e-5) / PERIOD_S) + 1  # spans just under the delay
+    run = math.floor((spec.delay_s - 2 * TIME_TOLERANCE_S) / PERIOD_S) + 1  # just under the delay
     k = 0
     for _ in range(3):
         for _ in range(run):
@@ -131,11 +132,21 @@ def test_trip_comes_at_exactly_the_first_sample_a_delay_after_the_crossing(
 
 
 def test_a_late_jittered_sample_waits_for_the_next() -> None:
-    """The fifth sample 0.1 ms short of a 0.4 s delay does not trip (never early); the next
-    one does, though the stretch has lasted longer than the delay by then."""
+    """The fifth sample 2 ms short of a 0.4 s delay does not trip (never early, beyond the
+    1 ms resolution of sample times); the next one does, though the stretch has lasted longer
+    than the delay by then."""
     m = LevelMonitor("high", 4.25, 4.05, 0.4, latching=True)
-    times = [10.0, 10.1003, 10.2, 10.3001, 10.3999, 10.5]
+    times = [10.0, 10.1003, 10.2, 10.3001, 10.398, 10.5]
     assert [m.update(4.3, t) for t in times] == [None] * 5 + ["raise"]
+
+
+def test_a_whole_number_of_periods_completes_at_its_sample_despite_jitter() -> None:
+    """Six samples stamped with microseconds of scheduling jitter span 0.5 s give or take a
+    few microseconds: the sixth completes a 0.5 s delay either way, never the seventh."""
+    for jitter_s in (-5e-6, 0.0, 5e-6):
+        m = LevelMonitor("high", 4.25, 4.05, 0.5, latching=True)
+        times = [100.0 + k * PERIOD_S for k in range(5)] + [100.5 + jitter_s, 100.6]
+        assert [m.update(4.3, t) for t in times].index("raise") == 5
 
 
 def test_trip_time_counts_from_the_first_beyond_sample() -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.master_core.level_monitor import LEVEL_ORDER, Level
+from services.master_core.level_monitor import LEVEL_ORDER, TIME_TOLERANCE_S, Level
 from services.master_core.protection import Protection, ProtectionResult, Transition
 from services.master_core.protection_actions import CONCERNS, Actions, derive_actions
 from services.master_core.protection_inputs import (
@@ -223,7 +223,7 @@ def test_telemetry_codes_count_in_sample_time_and_the_others_in_the_callers() ->
     assert raised["cell_overvoltage"] == pytest.approx((100.0 + ov.delay_s, 100.3 + ov.delay_s))
     first_now = 100.3
     _, oc_now = raised["discharge_overcurrent"]
-    assert first_now + oc.delay_s - 1e-6 <= oc_now < first_now + oc.delay_s + 0.1
+    assert first_now + oc.delay_s - TIME_TOLERANCE_S <= oc_now < first_now + oc.delay_s + 0.1
 
 
 @settings(max_examples=60, deadline=None)
@@ -317,7 +317,7 @@ def test_single_level_fault_trips_after_its_delay_and_latches(
     t, result, seen = run(p, nominal(DEMO, **bad), t, delay + 1.0)
     raised = [at for at, tr in seen if tr.code == code and tr.kind == "raise"]
     assert raised, f"{code} never raised"
-    assert 1.1 + delay - 1e-6 <= raised[0] < 1.1 + delay + PERIOD_S
+    assert 1.1 + delay - TIME_TOLERANCE_S <= raised[0] < 1.1 + delay + PERIOD_S
     assert code in result.faults and code in result.actions.open_contactors
     assert p.reset(t).still_latched.get(code)  # condition still present
     t, result, _ = run(p, nominal(DEMO), t, 1.0)
