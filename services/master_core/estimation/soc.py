@@ -99,8 +99,9 @@ def pack_soc_pct(cell_soc_pct: ArrayLike) -> float:
     known = soc[np.isfinite(soc)]
     if known.size == 0:
         return math.nan
-    low = float(np.clip(known.min(), 0.0, 100.0))
-    high = float(np.clip(known.max(), 0.0, 100.0))
+    # min/max on floats: np.clip on a scalar costs more than the rest (issue 19)
+    low = min(max(float(known.min()), 0.0), 100.0)
+    high = min(max(float(known.max()), 0.0), 100.0)
     room = low + (100.0 - high)
     if room <= 0.0:
         return 0.0
