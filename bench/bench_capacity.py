@@ -74,7 +74,10 @@ KNEE_INTERARRIVAL_S = 0.150
 SAMPLE_PERIOD_S = 0.1
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") / 1024
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 60.0
+READY_PER_SYSTEM_S = 10.0
+"""A step waits this long, and this much more per system it starts, for every system to
+publish (three interpreters start per system, on cores others share)."""
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -360,16 +363,18 @@ def stack_steps(
     try:
         print(HEADER, flush=True)
         while n <= max_systems:
+            added = n - len(systems)
             for i in range(len(systems), n):
                 systems.append(f"cap{i}")
                 services += start_system(broker.url, systems[-1], tmp, publisher)
-            deadline = time.monotonic() + READY_TIMEOUT_S
+            wait_s = READY_TIMEOUT_S + READY_PER_SYSTEM_S * added
+            deadline = time.monotonic() + wait_s
             while not obs.ready(systems) and time.monotonic() < deadline:
                 publisher.process()
                 time.sleep(0.2)
             dead = [f"{s.kind}:{s.system}" for s in services if s.proc.poll() is not None]
             if not obs.ready(systems) or dead:
-                print(f"  {n:3d}  not every system publishes within {READY_TIMEOUT_S:.0f} s"
+                print(f"  {n:3d}  not every system publishes within {wait_s:.0f} s"
                       f"{' (exited: ' + ', '.join(dead) + ')' if dead else ''}")  # fmt: skip
                 break
             time.sleep(warmup_s)
@@ -485,7 +490,9 @@ def raw_ceiling(
         per_tick = max(1, round(msgs_per_system_s * n * SAMPLE_PERIOD_S))
         r = raw_step(broker, per_tick, size, seconds)
         lost = r["sent"] - r["received"]
-        ok = lost == 0 and r["ia_p99"] < KNEE_INTERARRIVAL_S and r["late_ticks"] == 0
+        # the stack's criteria: nothing lost, inter-arrival p99 within bounds (a publisher that
+        # falls behind shows there; its late ticks are shown apart)
+        ok = lost == 0 and r["ia_p99"] < KNEE_INTERARRIVAL_S
         verdict = "" if ok else f"  fails ({lost} lost)"
         line = (
             f"  {n:4d}  {per_tick / SAMPLE_PERIOD_S:8.0f}  {r['received']:8d}  "
