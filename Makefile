@@ -66,8 +66,13 @@ requirements: | $(UV)
 	@for s in $(IMAGE_SERVICES); do $(EXPORT) $$s > deploy/requirements/$$s.txt || exit 1; done
 
 # every bench/bench_*.py; bench_fleet.py (the fleet's central tier, ~5 min) needs rabbitmq-server
+# bench/bench_capacity.py steps up to the first system count past the knee (CAPACITY_ARGS, e.g.
+# --max-systems 16 --seconds 10; --help lists them).
+CAPACITY_ARGS ?=
 bench: $(VENV)/.synced
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/bench_*.py; do echo "== $$b"; \
+	  $(PY) $$b $(if $(CAPACITY_ARGS),$$([ $$b = bench/bench_capacity.py ] && echo $(CAPACITY_ARGS))) \
+	  || exit 1; done
 
 # Every injectable fault through the plant (own network namespace, about 10 min), then the docs.
 fault-matrix: $(VENV)/.synced

@@ -7,6 +7,7 @@ stored records after a restart (`persisted`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,8 @@ class PackEstimator:
             ),
         )
         self._started = False
+        self._cached: dict[str, float] = {}
+        """Derived values since the last update or restore (`pack_soc_pct`, `soh_pct`)."""
 
     @property
     def started(self) -> bool:
@@ -71,28 +74,33 @@ class PackEstimator:
 
     @property
     def pack_soc_pct(self) -> float | None:
-        """None until the estimator has started from a complete pack."""
+        """None until the estimator has started from a complete pack. Cached per update: the
+        loop reads it several times a cycle (issue 19)."""
         if not self._started:
             return None
-        # the counter may run a little past either end; the published SOC is a percentage
-        return float(np.clip(self.counter.pack_soc_pct, 0.0, 100.0))
+        if "soc" not in self._cached:
+            # the counter may run a little past either end; the published SOC is a percentage
+            self._cached["soc"] = _percent(self.counter.pack_soc_pct)
+        return self._cached["soc"]
 
     @property
     def soh_pct(self) -> float | None:
         """The weakest measured cell's SOH, robust to noisy estimates
-        (`soh.robust_pack_soh_pct`), else the prior; None before the estimator starts."""
+        (`soh.robust_pack_soh_pct`), else the prior; None before the estimator starts. Cached
+        per update."""
         if not self._started:
             return None
-        value = self.soh.pack_soh_pct
-        if not np.isfinite(value):
-            return SOH_PRIOR_PCT
-        return float(np.clip(value, 0.0, 100.0))
+        if "soh" not in self._cached:
+            value = self.soh.pack_soh_pct
+            self._cached["soh"] = _percent(value) if math.isfinite(value) else SOH_PRIOR_PCT
+        return self._cached["soh"]
 
     @property
     def cell_soc_pct(self) -> NDArray[np.float64] | None:
         return self.counter.soc_pct if self._started else None
 
     def update(self, snap: PackSnapshot, current_a: float, dt_s: float, now_s: float) -> None:
+        self._cached.clear()
         if not self._started:
             if not snap.complete:
                 return  # wait for every module: a partial start would guess missing cells
@@ -128,6 +136,7 @@ class PackEstimator:
     def restore(self, records: EstimatorRecords) -> None:
         """Take stored records that fit this configuration (`persisted.load`); a restored SOC
         starts the estimator, without one it starts from the rested OCV of a complete pack."""
+        self._cached.clear()
         if records.soh is not None:
             self.soh.load_health(records.soh)
         if records.throughput is not None:
@@ -140,6 +149,11 @@ class PackEstimator:
             if not self.counter.load_state(records.soc.model_dump()):
                 raise ValueError("the SOC record does not fit this configuration")
             self._started = True
+
+
+def _percent(value: float) -> float:
+    """Into 0..100; NaN stays NaN (min/max on floats: np.clip costs more than the work)."""
+    return value if value != value else min(max(value, 0.0), 100.0)
 
 
 @dataclass(frozen=True)

@@ -354,6 +354,8 @@ class StuckChannels:
         self.current_a = current_a
         self._last: list[list[float | None]] = []
         self._runs: list[list[int]] = []
+        self._stuck: frozenset[ChannelPosition] = frozenset()
+        """`stuck` as of the last update: it is read every cycle, fed only on new samples."""
 
     def update(
         self, by_module: Sequence[Sequence[Reading]], current_a: Reading
@@ -362,7 +364,8 @@ class StuckChannels:
         if [len(m) for m in values] != [len(m) for m in self._last]:
             self._last = values
             self._runs = [[0] * len(m) for m in values]
-            return self.stuck
+            self._stuck = frozenset()
+            return self._stuck
         current = _known(current_a)
         loaded = current is not None and abs(current) > self.current_a
         for now, last, runs in zip(values, self._last, self._runs, strict=True):
@@ -377,16 +380,17 @@ class StuckChannels:
                 elif loaded and live:
                     runs[i] += 1
         self._last = values
-        return self.stuck
-
-    @property
-    def stuck(self) -> frozenset[ChannelPosition]:
-        return frozenset(
+        self._stuck = frozenset(
             (module, index)
             for module, runs in enumerate(self._runs)
             for index, run in enumerate(runs)
             if run >= self.samples
         )
+        return self._stuck
+
+    @property
+    def stuck(self) -> frozenset[ChannelPosition]:
+        return self._stuck
 
 
 def by_module(values: Sequence[float], module_of: Sequence[int]) -> list[list[float]]:

@@ -267,6 +267,8 @@ class MasterCore:
                 self._sample_time_s = sampled_s
             self._unjudged.add(msg.module)
             self._fresh = True
+            # current for /metrics too, not only in the status every STATUS_PERIOD_S
+            self.bus.counters["telemetry_gaps"] = self.rt.aggregator.gaps
         else:
             kind = self.rt.aggregator.last_refusal
             self.bus.counters["telemetry_refused"] += 1
@@ -434,22 +436,41 @@ class MasterCore:
         self._log_events(out.events)
         if out.latches_changed:
             self._persist_latches()
+        self._publish_due(rt, snap, out, current or 0.0, wall, now)
+        if now - self._last_persist_s >= self.settings.persist_period_s:
+            self._last_persist_s = now
+            self._persist(rt)
+
+    def _publish_due(
+        self,
+        rt: _Runtime,
+        snap: PackSnapshot,
+        out: SupervisorOutputs,
+        current_a: float,
+        wall: float,
+        now: float,
+    ) -> None:
+        """Everything the master publishes on its own, each at its configured rate, from this
+        one place: the pack state every PUBLISH_PERIOD_S and at once when the contactors
+        change, the cells every `cells_period_s`, the balancing commands every
+        `balancing_period_s`, the service status every STATUS_PERIOD_S. The loop cycles more
+        often than any of these (fresh telemetry starts a cycle); a cycle with nothing due
+        publishes nothing, and the snapshot it reads was computed only if something changed
+        (`PackAggregator.snapshot`)."""
+        contactors = self.supervisor.contactor_state
         if (
             now - self._last_publish_s >= PUBLISH_PERIOD_S - 0.005
-            or self._published_contactors != sup.contactor_state
+            or self._published_contactors != contactors
         ):
             self._last_publish_s = now
-            self._published_contactors = sup.contactor_state
+            self._published_contactors = contactors
             self._publish_state(snap, out)
         if now - self._last_cells_s >= self.settings.cells_period_s:
             self._last_cells_s = now
             self._publish_cells(snap)
         if now - self._last_balance_s >= self.settings.balancing_period_s:
             self._last_balance_s = now
-            self._balance(snap, current or 0.0, wall, now, out.stale)
-        if now - self._last_persist_s >= self.settings.persist_period_s:
-            self._last_persist_s = now
-            self._persist(rt)
+            self._balance(snap, current_a, wall, now, out.stale)
         if now - self._last_status_s >= STATUS_PERIOD_S:
             self._last_status_s = now
             self.bus.counters["telemetry_gaps"] = rt.aggregator.gaps

@@ -252,6 +252,9 @@ class Supervisor:
         """The last step's protection latched a fault. The close checks it here: the contactor
         state machine learns it only in its own step, which is skipped while the relay module
         gives no feedback (a dead relay module latches contactor_io_failure just so)."""
+        self._fed_to: PlausibilityChecks | None = None
+        self._fed_snapshot: PackSnapshot | None = None
+        """The checks and the snapshot last fed to them (`_facts`)."""
 
     # --- configuration -------------------------------------------------------------------------
     @staticmethod
@@ -539,6 +542,10 @@ class Supervisor:
         elif reading.insulation_ohm is not None:
             insulation_good = True
         per_module = self.d.config.topology.temp_sensors_per_module
+        # the same snapshot object again: no sample arrived and the stale set held
+        # (`PackAggregator.snapshot`), so the checks have nothing new to count
+        fresh = self._fed_to is not self.d.plausibility or self._fed_snapshot is not snap
+        self._fed_to, self._fed_snapshot = self.d.plausibility, snap
         return PlausibilityFacts(
             current_a=current_a,
             pack_v=reading.pack_voltage_v,
@@ -551,8 +558,12 @@ class Supervisor:
             and fb.precharge
             and not fb.main_positive,
             precharge_failures=self.d.contactors.precharge_failures,
-            cells_by_module=by_module(snap.cell_v.tolist(), snap.module_of_cell.tolist()),
-            temps_by_module=split_even(snap.temp_c.tolist(), per_module) if per_module else None,
+            cells_by_module=(
+                by_module(snap.cell_v.tolist(), snap.module_of_cell.tolist()) if fresh else None
+            ),
+            temps_by_module=(
+                split_even(snap.temp_c.tolist(), per_module) if fresh and per_module else None
+            ),
             insulation_good=insulation_good,
             contactor_io_good=fb is not None and reading.device_ok(CONTACTOR_IO),
         )

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.master_core.pack import PackAggregator
+from services.master_core.pack import PackAggregator, PackSnapshot
 from shared.config import Topology
 from shared.messages import CellLocation, CellTelemetry
+from tests.master_core.pack_reference import reference_snapshot
 
 NOW = 1.0
 TOPO = Topology(modules=3, cells_per_module=4, temp_sensors_per_module=2)
@@ -111,3 +115,95 @@ def test_a_sample_missing_a_temperature_sensor_is_refused() -> None:
     )  # fmt: skip
     reason = agg.on_telemetry(short, NOW)
     assert reason is not None and "1 temperature sensors, the configuration has 2" in reason
+
+
+# --- incremental against from scratch (issue 19) ---------------------------------------------
+UNEVEN = Topology(modules=3, cells_per_module=4, temp_sensors_per_module=2,
+                  module_cell_counts=(3, 1, 4))  # fmt: skip
+
+flag = st.sampled_from([0, 0, 0, 0, 1, 2, 3, 4])
+
+
+@st.composite
+def sample(draw: st.DrawFn, topo: Topology) -> tuple[int, list[int], list[int], list[bool],
+                                                     list[float], list[int]]:  # fmt: skip
+    m = draw(st.integers(0, topo.modules - 1))
+    n = (topo.module_cell_counts or (topo.cells_per_module,) * topo.modules)[m]
+    per = topo.temp_sensors_per_module
+    # few distinct values, so equal extremes (the first one's place counts) happen often
+    mv = draw(st.lists(st.sampled_from([0, 3000, 3650, 3700, 3701, 4300]), min_size=n, max_size=n))
+    flags = draw(st.lists(flag, min_size=n, max_size=n))
+    bal = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    temps = draw(st.lists(st.sampled_from([-20.0, 25.0, 25.5, 60.0]), min_size=per, max_size=per))
+    tflags = draw(st.lists(flag, min_size=per, max_size=per))
+    return m, mv, flags, bal, temps, tflags
+
+
+def steps(topo: Topology) -> st.SearchStrategy[list[object]]:
+    stale = st.lists(st.integers(0, topo.modules - 1), max_size=topo.modules).map(
+        lambda ms: tuple(sorted(set(ms)))
+    )
+    return st.lists(st.one_of(sample(topo), stale.map(lambda s: ("stale", s))), max_size=30)
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray)
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12)
+    return a == b
+
+
+@given(st.sampled_from([TOPO, UNEVEN]).flatmap(lambda t: st.tuples(st.just(t), steps(t))))
+def test_the_incremental_snapshot_equals_one_from_scratch(
+    case: tuple[Topology, list[object]],
+) -> None:
+    """After any sequence of samples (flagged channels, balancing) and stale-set changes, with
+    a snapshot after every step as the loop takes them, the snapshot is the one computed from
+    the latest samples alone: every field, every channel in its place."""
+    topo, sequence = case
+    agg = PackAggregator(topo)
+    latest: dict[int, CellTelemetry] = {}
+    stale: tuple[int, ...] = ()
+    for seq, step in enumerate(sequence):
+        if isinstance(step, tuple) and step[0] == "stale":
+            stale = step[1]
+        else:
+            m, mv, flags, bal, temps, tflags = step  # type: ignore[misc]
+            msg = CellTelemetry(
+                module=m, mode="working", sample_ts=NOW, cell_mv=mv, cell_flags=flags,
+                balancing=bal, temp_c=temps, temp_flags=tflags, seq=seq,
+            )  # fmt: skip
+            assert agg.on_telemetry(msg, NOW) is None
+            latest[m] = msg
+        got, want = agg.snapshot(stale), reference_snapshot(topo, latest, stale)
+        for f in dataclasses.fields(PackSnapshot):
+            assert same(getattr(got, f.name), getattr(want, f.name)), f.name
+        assert agg.cell_snapshot(got) == agg.cell_snapshot(want)
+
+
+def test_a_snapshot_is_computed_again_only_when_something_changed() -> None:
+    agg = PackAggregator(TOPO)
+    full(agg)
+    first = agg.snapshot(())
+    assert agg.snapshot(()) is first  # nothing arrived, nothing went stale: the same picture
+    computed = agg.snapshots_computed
+    assert agg.snapshot((2,)) is not first and agg.snapshots_computed == computed + 1
+    agg.on_telemetry(tele(0, [3600, 3710, 3690, 3705], 1), NOW)
+    again = agg.snapshot((2,))
+    assert again.cell_v_min == 3.6 and agg.snapshots_computed == computed + 2
+
+
+def test_a_snapshot_handed_out_never_changes() -> None:
+    """The arrays are the snapshot's own and read only: the next sample, written in place into
+    the aggregator, leaves an earlier picture (kept by protection, balancing) as it was."""
+    agg = PackAggregator(TOPO)
+    full(agg)
+    s = agg.snapshot(())
+    before = s.cell_v.copy()
+    agg.on_telemetry(tele(0, [3000] * 4, 1), NOW)
+    assert agg.snapshot(()).cell_v_min == 3.0
+    assert np.array_equal(s.cell_v, before) and s.cell_v_min == 3.65
+    with pytest.raises(ValueError):
+        s.cell_v[0] = 0.0

@@ -466,3 +466,27 @@ def test_event_texts_number_places_from_one_the_values_from_zero() -> None:
 def test_a_close_refused_for_silent_modules_numbers_them_from_one() -> None:
     assert unsupervised((2,)) == "module 3 has not reported: the pack is not fully supervised"
     assert unsupervised((0, 4)).startswith("modules 1, 5 have not reported")
+
+
+def test_the_checks_are_fed_a_snapshot_once() -> None:
+    """The aggregator hands out the same snapshot object while no sample arrived and the stale
+    set held: the stuck-channel and temperature-spread checks get its vectors once, and again
+    from new checks (a new configuration)."""
+    rig = Rig()
+    rig.step()
+    modules = rig.sup.module_status(rig.now)
+    reading = HardwareReading(
+        current_a=0.0, pack_voltage_v=3.7 * CELLS, link_voltage_v=None, feedback=None
+    )
+    snap = snapshot(3.7, 25.0)
+    inputs = SupervisorInputs(
+        snapshot=snap, modules=modules, reading=reading, soc_pct=50.0, broker_connected=True
+    )
+    first = rig.sup._facts(inputs, 0.0)
+    assert first.cells_by_module is not None and first.temps_by_module is not None
+    again = rig.sup._facts(inputs, 0.0)
+    assert again.cells_by_module is None and again.temps_by_module is None
+    rig.sup.adopt(Supervisor.prepare(CONFIG, insulation_monitor=False), rig.now)
+    assert rig.sup._facts(inputs, 0.0).cells_by_module is not None
+    new = replace(inputs, snapshot=snapshot(3.7, 25.0))
+    assert rig.sup._facts(new, 0.0).cells_by_module is not None

@@ -145,8 +145,9 @@ def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None)
     known = soc[finite]
     if known.size == 0:
         return math.nan
-    low = float(np.clip(known.min(), 0.0, 100.0))
-    high = float(np.clip(known.max(), 0.0, 100.0))
+    # min/max on floats: np.clip on a scalar costs more than the rest (issue 19)
+    low = min(max(float(known.min()), 0.0), 100.0)
+    high = min(max(float(known.max()), 0.0), 100.0)
     # Exactly 0 % and 100 % at the limits (100 x low / low need not be 100.0 in floats).
     if low <= 0.0:
         return 0.0
@@ -160,7 +161,7 @@ def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None)
     if sigma <= 0.0:
         return limits
     blend = min(max((high - low - 2.0 * sigma) / (2.0 * sigma), 0.0), 1.0)
-    mean = float(np.clip(known.mean(), 0.0, 100.0))
+    mean = min(max(float(known.mean()), 0.0), 100.0)
     return (1.0 - blend) * mean + blend * limits
 
 
