@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
 # Each container image installs its service's extra, pinned from uv.lock.
-IMAGE_SERVICES := slave_agent master_core modbus_gateway can_gateway config_ui integrations
+IMAGE_SERVICES := slave_agent master_core modbus_gateway can_gateway config_ui integrations fleet_view
 EXPORT = $(UV) export --frozen --no-hashes --no-dev --no-emit-project --extra
 
 .PHONY: run test check lint typecheck docs docs-check requirements bench fault-matrix chaos deps clean help

@@ -1,4 +1,6 @@
-"""The fleet view's web application: `GET /api/sites` (JSON) and `GET /` (a plain table).
+"""The fleet view's web application: `GET /api/sites` (JSON), `GET /` (a plain table) and
+`GET /healthz` (the container's health check: 200 while the central broker is connected, 503
+while it is not, so an orchestrator sees a view that cannot hear the fleet as not ready).
 
 Read-only: it shows what `FleetView` holds and links each site to its own web application.
 """
@@ -10,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import HTMLResponse
 
 from services.fleet_view.core import SiteView
@@ -49,8 +51,20 @@ def render_table(sites: list[SiteView], now_s: float) -> str:
     )
 
 
-def create_app(snapshot: Snapshot, clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(
+    snapshot: Snapshot,
+    clock: Callable[[], float] = time.time,
+    connected: Callable[[], bool] | None = None,
+) -> FastAPI:
+    """`connected` says whether the central broker is connected; None: not known (200)."""
     app = FastAPI(title="BMS fleet view", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz(response: Response) -> dict[str, object]:
+        up = None if connected is None else connected()
+        if up is False:
+            response.status_code = 503
+        return {"status": "ok" if up is not False else "broker disconnected", "mqtt_connected": up}
 
     @app.get("/api/sites")
     def sites() -> list[dict[str, object]]:

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 IMAGES = (
     "slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui", "integrations",
+    "fleet_view",  # not in compose.yaml: deploy/compose.fleet.yaml (test_fleet_view.py)
 )  # fmt: skip
 ONE_SHOT = {"credentials"}
 """Services that run once and exit; every other one must become healthy."""

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.fleet_view.__main__ import parse_args
 from services.slave_agent.settings import SlaveAgentSettings, parse_modules
 from shared.broker import LATENCY_SETTINGS, PERSISTENCE_SETTINGS
 from shared.config import demo_config
@@ -20,7 +21,7 @@ from shared.racks import rack_instance
 from shared.topics import SITE, SLAVE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-IMAGES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui")
+IMAGES = ("slave_agent", "master_core", "modbus_gateway", "can_gateway", "config_ui", "fleet_view")
 DEMO_MODULES = demo_config().topology.modules
 
 
@@ -229,13 +230,15 @@ def test_tls_override_moves_every_service_to_mqtts_with_the_ca() -> None:
         ["compose.yaml", "compose.tls.yaml"],
         ["compose.rack-remote.yaml"],
         ["compose.yaml", "compose.site.yaml"],
+        ["compose.fleet.yaml"],
     ],
 )
 def test_docker_compose_accepts_the_files(files: list[str]) -> None:
     argv = [str(shutil.which("docker-compose")), "-p", "bmscheck"]
     for f in files:
         argv += ["-f", str(DEPLOY / f)]
-    env = {"BMS_MQTT_URL": "mqtt://central:1883", "BMS_RACK": "2", "BMS_SITE_STRINGS": "s1,s2"}
+    env = {"BMS_MQTT_URL": "mqtt://central:1883", "BMS_RACK": "2", "BMS_SITE_STRINGS": "s1,s2",
+           "BMS_FLEET_MQTT_URL": "mqtts://fleet-1:8883"}  # fmt: skip
     done = subprocess.run([*argv, "config", "-q"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -280,3 +283,30 @@ def test_the_gateways_and_the_web_application_of_a_site_stack_serve_the_site() -
         env = services[name]["environment"]
         assert env["BMS_SITE"] == env["BMS_SYSTEM"] == "${BMS_SYSTEM:-demo}", name
         assert env["BMS_MQTT_USERNAME"] == user  # the base file's, kept
+
+
+def compose_default(value: object) -> str:
+    """`${VAR:-x}` -> 'x', `${VAR:-}` -> '' (what compose uses with VAR unset)."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+
+
+def test_the_fleet_view_needs_the_central_broker_and_reads_its_password_from_a_file() -> None:
+    (name,) = load("compose.fleet.yaml")["services"]
+    svc = load("compose.fleet.yaml")["services"][name]
+    env = svc["environment"]
+    assert svc["image"].startswith("bms/fleet_view:") and svc["restart"] == "unless-stopped"
+    assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+    assert env["BMS_MQTT_URL"].startswith("${BMS_FLEET_MQTT_URL:?")
+    mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
+    assert str(Path(env["BMS_MQTT_PASSWORD_FILE"]).parent) in mounted
+    # the image's health check, on the port the image listens on and compose publishes
+    text = dockerfile(svc)
+    assert "test" not in svc["healthcheck"] and "/healthz" in text.split("\nHEALTHCHECK ")[1]
+    port = re.findall(r"BMS_FLEET_PORT=(\d+)", text)[0]
+    assert [p.rsplit(":", 1)[1] for p in svc["ports"]] == [port]
+    # the names are the ones `python -m services.fleet_view` reads
+    values = {k: compose_default(v) for k, v in env.items()}
+    values["BMS_MQTT_URL"] = "mqtts://fleet-1:8883"
+    args = parse_args([], {**values, "BMS_FLEET_HOST": "0.0.0.0", "BMS_FLEET_PORT": port})
+    assert args.username == "fleet_view" and args.ca_file is None
+    assert args.password_file == env["BMS_MQTT_PASSWORD_FILE"]

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from services.fleet_view.__main__ import parse_args
 from shared.deploy import credentials
 from shared.deploy.acl import SERVICE_ROLES, RackLayout, render
 from shared.topics import OUTSIDE_ROOT, SLAVE, acl_filter_in
@@ -125,3 +129,74 @@ def test_ui_admin_password_comes_from_its_secret() -> None:
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(path.parent)])
     assert volume["secret"]["secretName"] == "bms-ui-admin" in SECRETS
     assert path.name in SECRETS["bms-ui-admin"]["stringData"]
+
+
+FLEET = DEPLOY / "k8s" / "fleet"
+FLEET_KUSTOMIZATION = yaml.safe_load((FLEET / "kustomization.yaml").read_text())
+FLEET_DOCS = [d for f in FLEET_KUSTOMIZATION["resources"]
+              for d in yaml.safe_load_all((FLEET / f).read_text())]  # fmt: skip
+
+
+def fleet_view_pod() -> tuple[dict[str, Any], dict[str, Any]]:
+    (deployment,) = [d for d in FLEET_DOCS if d["kind"] == "Deployment"]
+    return deployment, deployment["spec"]["template"]["spec"]
+
+
+def test_the_fleet_view_is_a_kustomization_of_its_own_apart_from_the_sites() -> None:
+    """The centre's view reads the central broker: it is no part of a site's namespace."""
+    assert {Path(f).name for f in FLEET_KUSTOMIZATION["resources"]} == {
+        p.name for p in FLEET.glob("*.yaml") if p.name != "kustomization.yaml"
+    }
+    assert FLEET_KUSTOMIZATION["namespace"] == "bms-fleet" != KUSTOMIZATION["namespace"]
+    assert {i["name"] for i in FLEET_KUSTOMIZATION["images"]} == {"bms/fleet_view"}
+    assert not any("fleet" in str(f) for f in KUSTOMIZATION["resources"])
+
+
+def test_the_fleet_view_pod_is_non_root_probed_and_reads_its_secret() -> None:
+    deployment, pod = fleet_view_pod()
+    (container,) = pod["containers"]
+    assert container["image"].startswith("bms/fleet_view:")
+    dockerfile = (DEPLOY / "docker" / "fleet_view.Dockerfile").read_text()
+    uid = int(re.findall(r"^USER (\d+):", dockerfile, re.M)[0])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == uid
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e["value"] for e in container["env"]}
+    (port,) = container["ports"]
+    assert int(env["BMS_FLEET_PORT"]) == port["containerPort"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    # a broker outage makes it not ready; only a view that stops serving is restarted
+    assert container["livenessProbe"]["httpGet"]["path"] != "/healthz"
+    for key in ("BMS_MQTT_PASSWORD_FILE", "BMS_MQTT_CA_FILE"):
+        assert secret_of(pod, container, str(Path(env[key]).parent)) == "bms-fleet-view", key
+    assert env["BMS_MQTT_URL"].startswith("mqtts://")  # the centre over TLS, its CA mounted
+    # one client id, one persistent session: never two pods at once, not even in a rollout
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    (service,) = [d for d in FLEET_DOCS if d["kind"] == "Service"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+
+
+def test_the_fleet_view_reads_the_manifests_environment() -> None:
+    """The names in the manifest are the ones `python -m services.fleet_view` reads."""
+    _, pod = fleet_view_pod()
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    args = parse_args([], env)
+    assert args.mqtt_url == env["BMS_MQTT_URL"] and args.username == "fleet_view"
+    assert args.password_file == env["BMS_MQTT_PASSWORD_FILE"]
+    assert args.ca_file == env["BMS_MQTT_CA_FILE"]
+    assert (args.host, args.port) == ("0.0.0.0", 8090)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize(("root", "namespace"), [(DEPLOY, "bms"), (FLEET, "bms-fleet")])
+def test_kustomize_renders_the_manifests_into_their_namespace(root: Path, namespace: str) -> None:
+    done = subprocess.run([str(shutil.which("kubectl")), "kustomize", str(root)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rendered = [d for d in yaml.safe_load_all(done.stdout) if d["kind"] != "Namespace"]
+    assert rendered and {d["metadata"]["namespace"] for d in rendered} == {namespace}

@@ -47,3 +47,13 @@ def test_page_links_each_site_and_shows_a_dash_for_unknown() -> None:
 def test_page_escapes_what_a_site_sends() -> None:
     page = render_table([row(worst_code="<script>", web_url='"><script>')], NOW)
     assert "<script>" not in page
+
+
+def test_healthz_is_503_while_the_broker_is_disconnected() -> None:
+    up = [False]
+    client = TestClient(create_app(lambda now_s: [], clock=lambda: NOW, connected=lambda: up[0]))
+    down = client.get("/healthz")
+    assert down.status_code == 503 and down.json()["mqtt_connected"] is False
+    up[0] = True
+    ok = client.get("/healthz")
+    assert ok.status_code == 200 and ok.json()["mqtt_connected"] is True
