@@ -280,6 +280,8 @@ class Launcher:
                     # the UI owns the configuration; on a fresh store it seeds the demo system
                     env.setdefault("BMS_UI_SEED_CONFIG", "plant" if self.in_loop else "demo")
                     env.setdefault("BMS_UI_SEED_INDEX", str(index))
+                    if self.site:  # each string's web application has the Site page
+                        env.setdefault("BMS_SITE", self.site)
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
                     )
@@ -311,8 +313,28 @@ class Launcher:
                     env.setdefault("BMS_AUTO_CLOSE", "false")
                 argv = [sys.executable, "-m", f"services.{plan.name}"]
                 self.children.append(Child(label, argv, env, COLOURS[i % len(COLOURS)]))
+        if self.site is not None and any(p.name == "modbus_gateway" for p in services):
+            self.children.append(self._site_modbus(url))
         if not services:
             self.say("no services in this checkout yet; the broker and the configuration are up")
+
+    def _site_modbus(self, url: str) -> Child:
+        """`--site`: one more Modbus gateway serving the site as one battery (802 the site, an
+        804 per string), in the site's own stack: under the site id, its interface the first
+        string's but on the port after the systems' and without RTU (that line is the
+        string's)."""
+        assert self.site is not None
+        port = os.environ.get("BMS_SITE_TCP_PORT", str(MODBUS_TCP_BASE_PORT + len(self.systems)))
+        env = dict(os.environ)
+        env.update(
+            BMS_MQTT_URL=url, BMS_SYSTEM=self.site, BMS_SITE=self.site, BMS_TCP_PORT=port,
+            BMS_RTU_ENABLED="false", BMS_MQTT_PROTOCOL=self.protocol, PYTHONUNBUFFERED="1",
+        )  # fmt: skip
+        env.setdefault("BMS_METRICS_PORT", str(free_port()))
+        self.metrics_ports.append(f"modbus_gateway:{self.site} {env['BMS_METRICS_PORT']}")
+        self.endpoints.append(f"Modbus TCP site {self.site}: 127.0.0.1:{port}")
+        argv = [sys.executable, "-m", "services.modbus_gateway"]
+        return Child(f"modbus_gateway:{self.site}", argv, env, COLOURS[0])
 
     def _wiring(self, service: str, index: int, system: str) -> dict[str, str]:
         """How a service reaches the plant's devices (in the loop) or the simulation."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from services.can_gateway.codec import Frame, FrameBatch
+from services.can_gateway.site import SiteFacts
 from shared.config.system import SystemConfig
 from shared.messages import CellSnapshot, CommandArgs, CommandReply, PackState
 
@@ -33,6 +34,23 @@ class PackView:
     stale: bool = True
     cells: CellSnapshot | None = None
     options: ProtocolOptions = ProtocolOptions()
+    site: SiteFacts | None = None
+    """A site (BMS_SITE): `pack` is the site as one pack (`site.site_pack`), and these facts
+    stand in for the system's configuration where a profile counts modules or capacity."""
+
+    @property
+    def modules(self) -> int:
+        """Modules of the battery; a site's strings count as its modules."""
+        return self.config.topology.modules if self.site is None else self.site.strings
+
+    @property
+    def battery_name(self) -> str:
+        return (self.config.name or self.config.system_id) if self.site is None else self.site.name
+
+    @property
+    def capacity_ah(self) -> float | None:
+        """Nominal capacity; a site's is its strings' summed (None while one is unknown)."""
+        return self.config.cell_capacity_ah if self.site is None else self.site.capacity_ah
 
     @property
     def fresh(self) -> PackState | None:

@@ -13,6 +13,10 @@ Profile "pylon_v12" (Pylontech US protocol v1.2, read by Deye, Growatt, Sofar, V
 0x351 limits, 0x355 SOC/SOH (4 bytes), 0x356, 0x359 protection/alarm flags,
 0x35C charge/discharge enable, 0x35E "PYLON   " (inverters recognise the battery by this name).
 
+A site (BMS_SITE): both profiles send the site's values and limits, read from the site as one
+pack (`services.can_gateway.site`); 0x372 counts its strings as modules, 0x35F/0x379 its summed
+capacity.
+
 Normal operation:
 Unknown values (None in the pack state) are never sent as numbers: a measurement frame goes
 out only while its values are known (0x355 needs SOC and SOH, 0x356 voltage and current, 0x373
@@ -156,8 +160,9 @@ def _victron(view: PackView) -> FrameBatch:
     batch = FrameBatch(load_dbc("victron_0x35x"))
     faults, warnings = _codes(view.pack)
     limits = _limits(known, config)
-    modules = config.topology.modules
-    name = (config.name or config.system_id)[:16]
+    modules = view.modules
+    name = view.battery_name[:16]
+    capacity = view.capacity_ah
     batch.add(0x351, limits)
     _add_measurements(batch, fresh, hires=True)
     force = () if known is not None else ("General", "BmsInternal")
@@ -169,7 +174,7 @@ def _victron(view: PackView) -> FrameBatch:
             "BatteryType": BATTERY_TYPE_LI,
             "FirmwareMajor": FIRMWARE_VERSION[0],
             "FirmwareMinor": FIRMWARE_VERSION[1],
-            "CapacityAh": round(config.cell_capacity_ah),
+            "CapacityAh": None if capacity is None else round(capacity),
         },
     )
     batch.add(0x370, ascii_values(name[:8], pad="\0"))
@@ -211,7 +216,7 @@ def _victron(view: PackView) -> FrameBatch:
                 "DischargedEnergy": fresh.energy_out_wh / 1000.0,
             },
         )
-    batch.add(0x379, {"InstalledCapacity": round(config.cell_capacity_ah)})
+    batch.add(0x379, {"InstalledCapacity": None if capacity is None else round(capacity)})
     return batch
 
 
@@ -224,7 +229,9 @@ def _pylon(view: PackView) -> FrameBatch:
     _add_measurements(batch, view.fresh, hires=False)
     force = () if known is not None else ("ProtectSystemError", "AlarmInternalComm")
     flags: dict[str, float | None] = dict(pylon_flags(faults, warnings, force=force))
-    module_count = min(max(round(config.cell_capacity_ah / PYLON_MODULE_AH), 1), 255)
+    # A capacity not known yet counts as one module: the inverter derives the smallest limits.
+    capacity = view.capacity_ah or PYLON_MODULE_AH
+    module_count = min(max(round(capacity / PYLON_MODULE_AH), 1), 255)
     batch.add(0x359, {**flags, "ModuleCount": module_count, "MarkerP": ord("P"),
                       "MarkerN": ord("N")})  # fmt: skip
     batch.add(

@@ -192,7 +192,7 @@ def answer(request: bytes, view: PackView) -> FrameBatch:
     if request[0] == REQUEST_ENSEMBLE:
         batch = _ensemble(view)
     elif request[0] == REQUEST_SYSTEM:
-        batch = _system(view.config)
+        batch = _system(view)
     else:
         return FrameBatch(load_pylon_hv_dbc())
     if byte_order == "big":
@@ -250,6 +250,13 @@ class PylonHv:
         if command is None:
             first = f"0x{data[0]:02X}" if data else "missing"
             return Handling(refused=[f"0x{arbitration_id:X} byte 0 {first}: not 0x55 or 0xAA"])
+        if view.site is not None:
+            return Handling(
+                refused=[
+                    f"0x{arbitration_id:X}: a site takes no sleep, wake or relay command from the "
+                    f"inverter (the site controller joins its strings)"
+                ]
+            )
         requests: list[MasterRequest] = []
         if command.sleep is not None:
             mode = SetModeArgs(mode="standby" if command.sleep else "working")
@@ -496,10 +503,14 @@ def _ensemble(view: PackView) -> FrameBatch:
     return batch
 
 
-def _system(config: SystemConfig) -> FrameBatch:
+def _system(view: PackView) -> FrameBatch:
+    """A site's strings are in parallel: cells, modules and voltage level are one string's (its
+    configuration's), the capacity is the site's (None: unknown, the frame is withheld)."""
     batch = FrameBatch(load_pylon_hv_dbc())
+    config = view.config
     topo = config.topology
-    name = (config.name or config.system_id)[:16]
+    name = view.battery_name[:16]
+    capacity = view.capacity_ah
     for frame_id, values in (
         (
             0x7310,
@@ -517,7 +528,7 @@ def _system(config: SystemConfig) -> FrameBatch:
                 "ModulesInSeries": topo.modules,
                 "CellsPerModule": topo.cells_per_module,
                 "VoltageLevel": round(config.nominal_pack_voltage_v),
-                "CapacityAh": round(config.cell_capacity_ah),
+                "CapacityAh": None if capacity is None else round(capacity),
             },
         ),
         (0x7330, ascii_values(name[:8], pad="\0")),

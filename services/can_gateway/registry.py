@@ -22,6 +22,12 @@ PROFILES: Mapping[str, tuple[str, str]] = {
 }
 
 
+SITE_PROFILES = frozenset({"victron_0x35x", "pylon_v12", "pylon_hv"})
+"""The profiles that serve a site (BMS_SITE) from the site as one pack (`site.site_pack`):
+the inverter profiles. `native` carries one system's cells and commands and is refused for a
+site."""
+
+
 class UnknownProfileError(ValueError):
     pass
 

@@ -31,11 +31,13 @@ from services.can_gateway.profile import (
     ProtocolOptions,
     is_extended,
 )
-from services.can_gateway.registry import UnknownProfileError, load_profile
+from services.can_gateway.registry import SITE_PROFILES, UnknownProfileError, load_profile
+from services.can_gateway.site import site_facts, site_pack
 from shared.bus import BusCore, Delivery
 from shared.can_link import LinkEvent, LinkHealth
 from shared.commands import CommandClient
 from shared.config import CanConfig, SystemConfig
+from shared.config.site import SiteConfig
 from shared.config_ack import acknowledge_config
 from shared.messages import (
     CellSnapshot,
@@ -45,7 +47,8 @@ from shared.messages import (
     FieldInUse,
     PackState,
 )
-from shared.topics import CONFIG, EVENTS, PACK_CELLS, PACK_STATE
+from shared.messages.site import SiteConfigMessage, SiteState
+from shared.topics import CONFIG, EVENTS, PACK_CELLS, PACK_STATE, SITE_CONFIG, SITE_STATE
 
 log = logging.getLogger("can_gateway")
 
@@ -103,6 +106,7 @@ class CanGateway:
         protocol_overrides: Mapping[str, object] | None = None,
         in_use: Callable[[SystemConfig], dict[str, FieldInUse]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        site: str | None = None,
     ) -> None:
         self.bus = bus
         self.can = can_bus
@@ -134,19 +138,55 @@ class CanGateway:
         self._link_lock = threading.Lock()
         self._link_events: queue.SimpleQueue[tuple[LinkEvent, str]] = queue.SimpleQueue()
         self.status_due_s = monotonic() + STATUS_PERIOD_S
-        bus.subscribe(CONFIG, self._on_config)
-        bus.subscribe(PACK_STATE, self._on_pack)
-        bus.subscribe(PACK_CELLS, self._on_cells)
+        self.site = site
+        """BMS_SITE: the profiles send the site's values and limits (`site.site_pack`)."""
+        self.site_config: SiteConfig | None = None
+        self.site_state: SiteState | None = None
+        self.site_s: float | None = None
+        self.string_packs: dict[str, tuple[PackState, float]] = {}
+        self.configs: dict[str, SystemConfig] = {}
+        """In a site's own stack: every system's configuration (the first string's gives the
+        CAN interface, and it may come before the site configuration names it)."""
+        if site is not None and bus.system == site:
+            bus.subscribe(CONFIG, self._on_any_config, system="+")
+        else:
+            bus.subscribe(CONFIG, self._on_config)
+        if site is None:
+            bus.subscribe(PACK_STATE, self._on_pack)
+            bus.subscribe(PACK_CELLS, self._on_cells)
+        else:
+            bus.subscribe(SITE_CONFIG, self._on_site_config, system=site)
+            bus.subscribe(SITE_STATE, self._on_site_state, system=site)
+            bus.subscribe(PACK_STATE, self._on_string_pack, system="+")
+            log.info("serving site %s (its strings as one battery)", site)
         self.notifier = self._listen(can_bus)
 
     def _listen(self, can_bus: can.BusABC) -> can.Notifier:
         return can.Notifier(can_bus, [_Receiver(self)], timeout=0.1)
 
     # --- configuration ----------------------------------------------------------------------
+    def interface_system(self) -> str | None:
+        """The system whose configuration gives the CAN interface and the profiles: this
+        host's (BMS_SYSTEM); in a site's own stack (BMS_SYSTEM is the site id, which has no
+        system configuration) the site's first string's, once the site configuration names it.
+        """
+        if self.site is None or self.bus.system != self.site:
+            return self.bus.system
+        return None if self.site_config is None else self.site_config.system_ids[0]
+
+    def _on_any_config(self, d: Delivery[ConfigMessage]) -> None:
+        self.configs[d.system] = d.message.config
+        if d.system == self.interface_system():
+            self._on_config(d)
+
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
-        config = d.message.config
-        if config.system_id != self.bus.system:
-            errors = [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"]
+        self.acknowledge(d.message.config)
+
+    def acknowledge(self, config: SystemConfig) -> None:
+        """Apply `config` and acknowledge it (refused when it is not the interface system's)."""
+        source = self.interface_system()
+        if config.system_id != source:
+            errors = [f"configuration is for system {config.system_id!r}, not {source!r}"]
             acknowledge_config(self.bus, config.config_version, errors)
             return
         in_use = {} if self.in_use is None else self.in_use(config)
@@ -172,6 +212,14 @@ class CanGateway:
         if names != [p.name for p in self.profiles]:
             profiles: list[Profile] = []
             for name in names:
+                if self.site is not None and name not in SITE_PROFILES:
+                    problem = (
+                        f"CAN profile {name!r} does not serve a site (BMS_SITE={self.site}); "
+                        f"choose one of {', '.join(sorted(SITE_PROFILES))}"
+                    )
+                    log.warning("%s", problem)
+                    problems.append(f"interfaces.can.profiles: {problem}")
+                    continue
                 try:
                     profiles.append(load_profile(name))
                 except UnknownProfileError as err:
@@ -267,6 +315,23 @@ class CanGateway:
     def _on_cells(self, d: Delivery[CellSnapshot]) -> None:
         self.cells = d.message
 
+    def _on_site_config(self, d: Delivery[SiteConfigMessage]) -> None:
+        self.site_config = d.message.config
+        keep = set(self.site_config.system_ids)
+        for system in set(self.string_packs) - keep:
+            del self.string_packs[system]
+        source = self.interface_system()
+        config = None if source is None else self.configs.get(source)
+        if config is not None and config != self.config:
+            self.acknowledge(config)  # it came before the site configuration named it
+
+    def _on_site_state(self, d: Delivery[SiteState]) -> None:
+        self.site_state, self.site_s = d.message, self.monotonic()
+
+    def _on_string_pack(self, d: Delivery[PackState]) -> None:
+        if self.site_config is not None and d.system in self.site_config.system_ids:
+            self.string_packs[d.system] = (d.message, self.monotonic())
+
     def _on_frame(self, msg: can.Message) -> None:
         """CAN receive thread: refuse what is not classic CAN data, queue the rest."""
         with self._link_lock:
@@ -283,7 +348,33 @@ class CanGateway:
     def view(self) -> PackView | None:
         if self.config is None:
             return None
+        if self.site is not None:
+            return self.site_view(self.config)
         return PackView(self.config, self.pack, self.stale, self.cells, self.options)
+
+    def site_view(self, config: SystemConfig) -> PackView:
+        """The site as one battery: the last site state (stale after `stale_after_s`) with the
+        fresh pack states of its strings."""
+        now = self.monotonic()
+        fresh = {
+            system: pack
+            for system, (pack, at_s) in self.string_packs.items()
+            if now - at_s <= self.stale_after_s
+        }
+        state = self.site_state
+        stale = self.site_s is None or now - self.site_s > self.stale_after_s
+        assert self.site is not None
+        sc = self.site_config
+        name = (sc.name or sc.site) if sc is not None else self.site
+        strings = len(sc.strings) if sc is not None else 0
+        return PackView(
+            config,
+            None if state is None else site_pack(state, fresh),
+            stale,
+            None,
+            self.options,
+            site=site_facts(state, name, strings),
+        )
 
     # --- one cycle --------------------------------------------------------------------------
     def step(self) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config import SystemConfig
+from shared.config import SYSTEM_ID_RE, SystemConfig
 from shared.host_settings import HostSetting, in_use
 from shared.messages import FieldInUse
 from shared.settings import ServiceSettings
@@ -40,6 +40,12 @@ class CanGatewaySettings(ServiceSettings):
         None, description="CAN channel, e.g. can0 or /dev/ttyACM0; default: config"
     )
     can_bitrate: int | None = Field(None, description="override the configured bit rate")
+    site: str | None = Field(
+        None,
+        description="send this site's values and limits (its strings in parallel as one "
+        "battery) instead of the system's; the CAN interface still comes from the system's "
+        "configuration",
+    )
     stale_after_s: float = Field(
         3.0, gt=0, le=60, description="pack state older than this is stale"
     )
@@ -55,6 +61,15 @@ class CanGatewaySettings(ServiceSettings):
     pylon_hv_discharge_limit_sign: Literal["negative", "positive"] | None = Field(
         None, description="override interfaces.can.pylon_hv_discharge_limit_sign"
     )
+
+    @field_validator("site", mode="before")
+    @classmethod
+    def _site(cls, value: object) -> object:
+        if value == "":
+            return None  # compose files pass `${BMS_SITE:-}`
+        if isinstance(value, str) and not SYSTEM_ID_RE.match(value):
+            raise ValueError("must be 1-32 lower-case letters, digits, '-' or '_'")
+        return value
 
     def protocol_overrides(self) -> dict[str, object]:
         """The protocol options set here (they override the configuration)."""

@@ -19,6 +19,7 @@ from services.config_ui.context import UiContext
 from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.site_live import SiteLive
 from services.config_ui.users import UserError, UserStore
 from shared.bus import MqttBus
 from shared.config import demo_config, plant_demo_config
@@ -89,13 +90,14 @@ def run(settings: ConfigUiSettings) -> int:
     bus = MqttBus.from_settings(settings, kind=KIND)
     history = HistoryStore(db, retention_s=settings.ui_history_retention_days * 86400)
     cell_history = CellHistoryStore(db, retention_s=settings.ui_cell_history_days * 86400)
+    site = None if settings.site is None else SiteLive(settings.site)
     bridge = BusBridge(
         bus, live, command_timeout_s=settings.ui_command_timeout_s, history=history,
-        cell_history=cell_history,
+        cell_history=cell_history, site=site,
     )  # fmt: skip
     ctx = UiContext(
         settings=settings, store=store, users=users, live=live, bridge=bridge, history=history,
-        cell_history=cell_history,
+        cell_history=cell_history, site=site,
     )  # fmt: skip
     stop = threading.Event()
     note_stop_signals(stop)

@@ -12,6 +12,7 @@ from typing import Any
 from services.config_ui.cell_history import CellHistoryStore, MinuteAccumulator, ModuleMinute
 from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import LiveView
+from services.config_ui.site_live import SiteLive
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
 from shared.config import SystemConfig
@@ -23,7 +24,16 @@ from shared.messages import (
     ConfigMessage,
     EventsQueryArgs,
 )
-from shared.topics import CONFIG, CONFIG_ACK, PACK_CELLS, PACK_STATE, SERVICE_STATUS
+from shared.topics import (
+    CONFIG,
+    CONFIG_ACK,
+    EVENTS,
+    PACK_CELLS,
+    PACK_STATE,
+    SERVICE_STATUS,
+    SITE_CONFIG,
+    SITE_STATE,
+)
 
 log = logging.getLogger("config_ui.bridge")
 STATUS_PERIOD_S = 10.0
@@ -40,9 +50,11 @@ class BusBridge:
         history: HistoryStore | None = None,
         cell_history: CellHistoryStore | None = None,
         wall: Callable[[], float] = time.time,
+        site: SiteLive | None = None,
     ) -> None:
         self.bus = bus
         self.live = live
+        self.site = site
         self.history = history
         self.cell_history = cell_history
         self.minutes = MinuteAccumulator()
@@ -59,6 +71,10 @@ class BusBridge:
         # events once each, source as the topic says, the master's gaps fetched from its log
         self.events_feed = EventFeed(bus, live.on_event, commands=self.commands)
         bus.subscribe(CONFIG, self._on_config)
+        if site is not None:  # the site's own topics, under the site id
+            bus.subscribe(SITE_CONFIG, lambda d: site.on_config(d.message.config), system=site.site)
+            bus.subscribe(SITE_STATE, lambda d: site.on_state(d.message), system=site.site)
+            bus.subscribe(EVENTS, lambda d: site.on_event(d.message), system=site.site)
 
     def _on_cells(self, d: Delivery[CellSnapshot]) -> None:
         self.live.on_cells(d.message)

@@ -19,6 +19,7 @@ from services.config_ui.config_store import (
 from services.config_ui.history_store import GAP_BUCKETS, PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import HistoryPoint, LiveView, with_gaps
 from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.site_live import SiteLive
 from services.config_ui.users import LoginThrottled, User, UserStore
 from shared.config import SystemConfig
 
@@ -62,6 +63,8 @@ class UiContext:
     """The stored history beyond what the live view keeps in memory."""
     cell_history: CellHistoryStore | None = None
     """Each cell's minutes (voltage, temperatures, balancing time)."""
+    site: SiteLive | None = None
+    """The site this system is a string of (BMS_SITE), if any."""
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
     edited: dict[str, frozenset[str]] = field(default_factory=dict)

@@ -53,6 +53,7 @@ def render(
         can_operate=session is not None and role_allows(session.role, "operator"),
         is_admin=session is not None and role_allows(session.role, "admin"),
         path=request.url.path,
+        site=None if ctx.site is None else ctx.site.site,
     )
     return TEMPLATES.TemplateResponse(request, name, values, status_code=status_code)
 
@@ -151,6 +152,13 @@ def dashboard(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
         config=latest.config if latest else None,
         version=latest.version if latest else None,
     )
+
+
+@router.get("/site")
+def site_page(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
+    if ctx.site is None:
+        raise HTTPException(404, "this system is not a string of a site (BMS_SITE)")
+    return render(request, "site.html", session)
 
 
 @router.get("/events")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.config import SYSTEM_ID_RE
 from shared.config.system import PLANT_SYSTEMS_MAX
 from shared.settings import ServiceSettings
 
@@ -44,6 +45,20 @@ class ConfigUiSettings(ServiceSettings):
     ui_cell_history_days: float = Field(
         30.0, gt=0.0, le=3660.0, description="days of the stored per-cell minutes"
     )
+    site: str | None = Field(
+        None,
+        description="the site this system is a string of: the site page shows its strings "
+        "side by side, its values and limits, and its joins and leaves",
+    )
     ui_command_timeout_s: float = Field(
         5.0, gt=0.0, le=60.0, description="how long to wait for the master's reply"
     )
+
+    @field_validator("site", mode="before")
+    @classmethod
+    def _site(cls, value: object) -> object:
+        if value == "":
+            return None  # compose files pass `${BMS_SITE:-}`
+        if isinstance(value, str) and not SYSTEM_ID_RE.match(value):
+            raise ValueError("must be 1-32 lower-case letters, digits, '-' or '_'")
+        return value

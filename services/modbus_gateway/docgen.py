@@ -21,6 +21,7 @@ from services.modbus_gateway.register_map import (
     Point,
     register_map,
 )
+from services.modbus_gateway.site_map import StringData, layout_of, site_map
 from services.modbus_gateway.sunspec import BASE_ADDRESS
 from shared.config import demo_config
 from shared.config.system import SystemConfig
@@ -220,6 +221,61 @@ dead frame and dropped (`rtu_noise_dropped`), as RTU ends a frame with silence.
 """
 
 
+SITE_EXAMPLE_STRINGS = 3
+"""The example site of the site section: this many strings of the demo configuration."""
+
+
+def _site_section(config: SystemConfig) -> str:
+    """The site chain (BMS_SITE) for an example site, model by model."""
+    layout = layout_of([StringData(f"s{k}", config) for k in range(SITE_EXAMPLE_STRINGS)])
+    rmap = site_map(layout)
+    rows = []
+    for block in rmap.blocks():
+        points = [p for p in rmap.points if p.block == block]
+        first, last = points[0].address, points[-1].address + points[-1].size - 1
+        model = "" if points[0].model is None else str(points[0].model)
+        string, _, module = block.removeprefix("string").partition(".module")
+        what = _SITE_BLOCKS.get(block) or (
+            f"String {string}, module {module}" if module else f"String {string} (Idx {string})"
+        )
+        rows.append(f"| {first}–{last} | {model} | {block} | {what} |")
+    table = "\n".join(rows)
+    return f"""
+## A site (BMS_SITE)
+
+With `BMS_SITE=<site id>` the gateway serves a site, up to 16 strings in parallel on one DC
+bus (`shared/config/site.py`), as one battery: SunSpec's bank. Model 802 is the site: its
+SOC, SOH, bus voltage, summed current and power, its limits (`VMax`/`VMin` CVL/DVL,
+`AChaMax`/`ADisChaMax` CCL/DCL) and codes from the site state (`site/state`); its cell extremes
+are those of the strings' pack states, `CellVMaxStr`/`CellVMinStr` naming the string. Then,
+per string in the order of the site configuration, its 804 (from its own pack state, as above;
+`Idx` its position, `St` bit 0 STRING_ENABLED = joined to the DC bus, bit 1 = its contactors
+closed) followed by one 805 per module (`StrIdx`, `ModIdx`). Each model's points are those of
+the tables above; the scale factors of 802 `A_SF`/`AMax_SF` are sized for the largest site
+current. A string whose configuration is not known yet has an 804 with `NMod` 0 and no 805;
+the chain grows when it arrives. Unknown values (no site state yet, or one older than
+`BMS_STALE_AFTER_S`, a stale string, SOC or SOH unknown, CVL/DVL while no string is joined) read
+"not implemented", never 0, and 802 `Evt1` has COMMUNICATION_ERROR set while any part is
+unknown. There is no native block and no writable point: a write answers exception 02. The
+Modbus interface (port, unit id) still comes from the configuration of `BMS_SYSTEM`; in a
+site's own stack (`BMS_SYSTEM` is the site id) from that of the site's first string.
+
+The chain for {SITE_EXAMPLE_STRINGS} strings of the demo configuration:
+
+| Addresses | Model | Block | Contents |
+|---|---|---|---|
+{table}
+"""
+
+
+_SITE_BLOCKS = {
+    "chain": "SunSpec marker",
+    "common": "Common; SN = site id",
+    "battery": "Battery Base: the site",
+    "end": "End model",
+}
+
+
 def render(config: SystemConfig | None = None) -> tuple[str, str]:
     """(Markdown, CSV) for `config` (the demo configuration by default)."""
     config = config or demo_config()
@@ -240,6 +296,7 @@ def render(config: SystemConfig | None = None) -> tuple[str, str]:
                 f"| {p.address} | {p.register} | {p.name} | {p.type} | {p.size} | {p.units} | "
                 f"{_scale(p)} | {p.access} | {desc} |"
             )
+    parts.append(_site_section(config))
     md = "\n".join(parts) + "\n"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")

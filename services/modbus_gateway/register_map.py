@@ -77,7 +77,7 @@ IDLE_CURRENT_A = 0.5  # below this the battery counts as holding, not (dis)charg
 _SUNSPEC_WRITABLE = {802: frozenset({"SetOp", "AlmRst", "CtrlHb"})}
 
 # Scale factors that do not depend on the configuration.
-_FIXED_SF = {
+FIXED_SF = {
     "SoC_SF": -1,
     "DoD_SF": -1,
     "SoH_SF": -1,
@@ -410,10 +410,12 @@ def _native_points(config: SystemConfig) -> list[Point]:
     return out
 
 
-def _build_map(config: SystemConfig) -> RegisterMap:
-    topo = config.topology
-    if topo.total_cells > MAX_CELLS:
-        raise ValueError(f"{topo.total_cells} cells: the native block holds at most {MAX_CELLS}")
+Chain = list[tuple[int, str, int, str]]
+"""The SunSpec models in order: (model ID, block, repeats of its group, group prefix)."""
+
+
+def chain_points(chain: Chain) -> list[Point]:
+    """The "SunS" marker, every model of `chain` in order from 40002, and the end model."""
     points: list[Point] = [
         Point(
             "chain",
@@ -430,46 +432,34 @@ def _build_map(config: SystemConfig) -> RegisterMap:
         )
     ]
     address = BASE_ADDRESS + 2
-    chain: list[tuple[int, str, int, str]] = [(1, "common", 0, ""), (802, "battery", 0, "")]
-    chain.append((804, "string", topo.modules, "Mod"))
-    chain += [(805, f"module{m + 1}", topo.cells_in_module(m), "Cell") for m in range(topo.modules)]
     for model_id, block, repeats, prefix in chain:
         model = load_model(model_id)
         points += _model_points(model, block, address, repeats, prefix)
         address += 2 + model.length(repeats)
-    points += [
-        Point(
-            "end",
-            None,
-            "ID",
-            address,
-            1,
-            "uint16",
-            "",
-            None,
-            "R",
-            "End model: 0xFFFF.",
-            measured=False,
-        ),
-        Point(
-            "end",
-            None,
-            "L",
-            address + 1,
-            1,
-            "uint16",
-            "",
-            None,
-            "R",
-            "End model: 0.",
-            measured=False,
-        ),
-    ]
-    points += _native_points(config)
+    for offset, (name, text) in enumerate((("ID", "End model: 0xFFFF."), ("L", "End model: 0."))):
+        points.append(
+            Point("end", None, name, address + offset, 1, "uint16", "", None, "R", text,
+                  measured=False)
+        )  # fmt: skip
+    return points
+
+
+def make_map(points: list[Point]) -> RegisterMap:
+    """The map of `points`; refuses overlapping points."""
     by_address = {p.address + i: p for p in points for i in range(p.size)}
     if len(by_address) != sum(p.size for p in points):
         raise AssertionError("overlapping register points")
     return RegisterMap(tuple(points), {p.key: p for p in points}, by_address)
+
+
+def _build_map(config: SystemConfig) -> RegisterMap:
+    topo = config.topology
+    if topo.total_cells > MAX_CELLS:
+        raise ValueError(f"{topo.total_cells} cells: the native block holds at most {MAX_CELLS}")
+    chain: Chain = [(1, "common", 0, ""), (802, "battery", 0, "")]
+    chain.append((804, "string", topo.modules, "Mod"))
+    chain += [(805, f"module{m + 1}", topo.cells_in_module(m), "Cell") for m in range(topo.modules)]
+    return make_map(chain_points(chain) + _native_points(config))
 
 
 @cache
@@ -494,7 +484,7 @@ def model_lengths(config: SystemConfig) -> list[tuple[int, int]]:
 # --- encoding ---------------------------------------------------------------------------------
 
 
-def _fit_sf(max_abs: float, limit: int) -> int:
+def fit_sf(max_abs: float, limit: int) -> int:
     """The finest exponent (from -3) at which `max_abs` still fits under `limit`."""
     sf = -3
     while max_abs * 10.0 ** (-sf) > limit and sf < 10:
@@ -786,10 +776,10 @@ def _metadata(config: SystemConfig, identity: Identity) -> dict[str, Value]:
         "battery.WHRtg": wh,
         "battery.WChaRteMax": w_cha,
         "battery.WDisChaRteMax": w_dis,
-        "battery.AHRtg_SF": _fit_sf(config.cell_capacity_ah, 0xFFFE),
-        "battery.WHRtg_SF": _fit_sf(wh, 0xFFFE),
-        "battery.WChaDisChaMax_SF": _fit_sf(max(w_cha, w_dis), 0xFFFE),
-        "battery.W_SF": _fit_sf(w_max, 0x7FFF),
+        "battery.AHRtg_SF": fit_sf(config.cell_capacity_ah, 0xFFFE),
+        "battery.WHRtg_SF": fit_sf(wh, 0xFFFE),
+        "battery.WChaDisChaMax_SF": fit_sf(max(w_cha, w_dis), 0xFFFE),
+        "battery.W_SF": fit_sf(w_max, 0x7FFF),
         "battery.LocRemCtl": 0,
         "battery.Typ": 99 if config.chemistry == "NA_ION" else 4,
         "string.Idx": 1,
@@ -802,7 +792,7 @@ def _metadata(config: SystemConfig, identity: Identity) -> dict[str, Value]:
     blocks += [(f"module{m + 1}", 805) for m in range(topo.modules)]
     for block, model_id in blocks:
         names = {p.name for p in load_model(model_id).points}
-        for name, sf in _FIXED_SF.items():
+        for name, sf in FIXED_SF.items():
             if name in names:
                 v[f"{block}.{name}"] = sf
     for m in range(topo.modules):
@@ -813,7 +803,7 @@ def _metadata(config: SystemConfig, identity: Identity) -> dict[str, Value]:
     return v
 
 
-def _values(
+def system_values(
     config: SystemConfig, pack: PackState | None, cells: CellSnapshot | None, identity: Identity
 ) -> dict[str, Value]:
     v = _metadata(config, identity)
@@ -872,21 +862,34 @@ def build_image(
     `refused`.
     """
     rmap = register_map(config)
-    values = _values(config, None if stale else pack, None if stale else cells, identity)
+    values = system_values(config, None if stale else pack, None if stale else cells, identity)
     unresolved = set(values) - set(rmap.by_key)
     if unresolved:
         raise AssertionError(f"value sources without a point: {sorted(unresolved)}")
-    # The model IDs and lengths come from the layout itself.
-    for model_id, block in ((1, "common"), (802, "battery"), (804, "string")):
-        values[f"{block}.ID"] = model_id
-    for m in range(config.topology.modules):
-        values[f"module{m + 1}.ID"] = 805
-    image: dict[int, int] = {}
+    image = encode_image(rmap, values, refused)
     starts = [p for p in rmap.points if p.name == "ID" and p.model is not None]
-    for start, (model_id, length) in zip(starts, model_lengths(config), strict=False):
-        values[f"{start.block}.L"] = length
-        if model_id != start.model:
-            raise AssertionError("model chain out of order")
+    lengths = [(p.model, image[p.address + 1]) for p in starts] + [(END_MODEL_ID, 0)]
+    if lengths != model_lengths(config):
+        raise AssertionError("model chain out of order")
+    return image
+
+
+def encode_image(
+    rmap: RegisterMap, values: dict[str, Value], refused: list[str] | None = None
+) -> dict[int, int]:
+    """Every register of `rmap` holding `values` (by point key; a missing key reads "not
+    available"). Each model's ID and L come from the layout itself. A value that does not fit
+    its register reads "not available", and its key is appended to `refused`."""
+    values = dict(values)
+    lengths: dict[str, int] = {}
+    for point in rmap.points:
+        if point.model is not None:
+            lengths[point.block] = lengths.get(point.block, -2) + point.size
+            if point.name == "ID":
+                values[point.key] = point.model
+    for block, length in lengths.items():
+        values[f"{block}.L"] = length
+    image: dict[int, int] = {}
     for point in rmap.points:
         if point.block == "chain":
             regs: list[int] | None = list(MARKER)

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Histogram
 from pymodbus.constants import ExcCodes
@@ -27,8 +28,11 @@ from services.modbus_gateway.register_map import (
     decode_write,
     layout_matches,
 )
+from services.modbus_gateway.site_map import StringData, build_site_image
 from shared.config import SystemConfig
+from shared.config.site import SiteConfig
 from shared.messages import CellSnapshot, PackState
+from shared.messages.site import SiteState
 
 log = logging.getLogger("modbus_gateway")
 
@@ -134,6 +138,113 @@ class GatewayData:
         return self._image
 
 
+@dataclass
+class SiteData:
+    """A site's latest state, each string's configuration and data, and the register image of
+    the site chain built from them (`site_map`).
+
+    Each input keeps its own age: a site state or a string's pack state older than
+    `stale_after_s` is served as unknown, its cell snapshot with it. Only the strings of the
+    site configuration are kept.
+    """
+
+    site_id: str
+    identity: Identity
+    stale_after_s: float
+    monotonic: Callable[[], float] = time.monotonic
+    site_config: SiteConfig | None = None
+    site: SiteState | None = None
+    site_s: float | None = None
+    configs: dict[str, SystemConfig] = field(default_factory=dict)
+    packs: dict[str, tuple[PackState, float]] = field(default_factory=dict)
+    cells: dict[str, CellSnapshot] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
+    """Health counters: `values_refused` (values that did not fit their registers)."""
+    _image: dict[int, int] = field(default_factory=dict)
+    _key: tuple[object, ...] | None = None
+    _dirty: bool = True
+    _refused: frozenset[str] = frozenset()
+
+    def wants(self, system: str) -> bool:
+        """True for a system that is a string of the site."""
+        return self.site_config is not None and system in self.site_config.system_ids
+
+    def update_site_config(self, config: SiteConfig) -> None:
+        if config == self.site_config:
+            return
+        self.site_config, self._dirty = config, True
+        keep = set(config.system_ids)
+        for table in (self.packs, self.cells):
+            for system in set(table) - keep:
+                del table[system]
+        log.info("site %s: strings %s", config.site, ", ".join(config.system_ids))
+
+    def set_identity(self, identity: Identity) -> None:
+        if identity != self.identity:
+            self.identity, self._dirty = identity, True
+
+    def update_site(self, site: SiteState) -> None:
+        self.site, self.site_s, self._dirty = site, self.monotonic(), True
+
+    def update_config(self, system: str, config: SystemConfig) -> None:
+        """Every system's configuration is kept: it is retained, so it may arrive before the
+        site configuration that names the system a string."""
+        if self.configs.get(system) != config:
+            old = self.configs.get(system)
+            self.configs[system], self._dirty = config, True
+            if old is not None and old.topology != config.topology:
+                self.packs.pop(system, None)  # data of the old layout is never served
+                self.cells.pop(system, None)
+
+    def update_pack(self, system: str, pack: PackState) -> None:
+        if self.wants(system):
+            self.packs[system], self._dirty = (pack, self.monotonic()), True
+
+    def update_cells(self, system: str, cells: CellSnapshot) -> None:
+        if self.wants(system):
+            self.cells[system], self._dirty = cells, True
+
+    def _fresh(self, since_s: float | None) -> bool:
+        return since_s is not None and self.monotonic() - since_s <= self.stale_after_s
+
+    def strings(self) -> list[StringData]:
+        """Every string of the site in order, with only what is fresh."""
+        out = []
+        for system in () if self.site_config is None else self.site_config.system_ids:
+            entry = self.packs.get(system)
+            fresh = entry is not None and self._fresh(entry[1])
+            out.append(
+                StringData(
+                    system,
+                    self.configs.get(system),
+                    entry[0] if fresh and entry is not None else None,
+                    self.cells.get(system) if fresh else None,
+                )
+            )
+        return out
+
+    def image(self) -> dict[int, int]:
+        strings = self.strings()
+        site = self.site if self._fresh(self.site_s) else None
+        key = (site is None, tuple(s.pack is None for s in strings))
+        if self._dirty or key != self._key:
+            refused: list[str] = []
+            self._image = build_site_image(site, strings, identity=self.identity, refused=refused)
+            self._key, self._dirty = key, False
+            if new := frozenset(refused) - self._refused:
+                self.counters["values_refused"] += len(new)
+                log.warning(
+                    "values that do not fit their registers read 'not implemented': %s",
+                    ", ".join(refused),
+                )
+            self._refused = frozenset(refused)
+        return self._image
+
+
+class ImageSource(Protocol):
+    def image(self) -> dict[int, int]: ...
+
+
 ADDRESS_SPACE = 0x10000
 REQUEST_SECONDS = Histogram(
     "bms_modbus_request_seconds",
@@ -144,8 +255,9 @@ REQUEST_SECONDS = Histogram(
 """Served by `python -m services.modbus_gateway` on BMS_METRICS_PORT."""
 
 
-def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevice:
-    """`unit_id` 0 answers every unit id (TCP); a number answers only that one (RTU).
+def make_device(data: ImageSource, unit_id: int, send: CommandSender | None) -> SimDevice:
+    """`unit_id` 0 answers every unit id (TCP); a number answers only that one (RTU). `send`
+    None: nothing is writable (a site), every write answers exception 02.
 
     The device spans the whole address space and the action answers from the current image,
     so the layout can change while the server runs; an address outside the image answers
@@ -180,6 +292,9 @@ def make_device(data: GatewayData, unit_id: int, send: CommandSender) -> SimDevi
         if function_code not in SERVED:
             return ExcCodes.ILLEGAL_FUNCTION
         if set_values is not None and function_code in WRITE_CODES:
+            if send is None:
+                log.warning("write to %d refused: a site has no writable point", address)
+                return ExcCodes.ILLEGAL_ADDRESS
             return await _write(address, [int(v) for v in set_values], send)
         image = data.image()  # one image for the whole request: never a mix of two layouts
         if any(a not in image for a in range(address, address + count)):

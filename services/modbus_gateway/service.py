@@ -1,5 +1,10 @@
 """Wiring of the gateway: bus subscriptions, command replies, and the TCP and RTU servers.
 
+With BMS_SITE the gateway serves that site (`site_map`): the site state, and each string's
+configuration, pack state and cells under its own system id. The interface still comes from
+the configuration of BMS_SYSTEM; in a site's own stack, where BMS_SYSTEM is the site id, from
+that of the site's first string.
+
 Every configuration is applied live: a new topology changes the register layout at once
 (`GatewayData.replace_config`), and new interface parameters restart the affected server in
 this process. The acknowledgement names every interface that could not be started, and lists
@@ -16,7 +21,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from pymodbus.framer import FramerType
@@ -25,7 +30,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from services.modbus_gateway.guard import RequestGuard, guard_server
 from services.modbus_gateway.register_map import Command, Identity
-from services.modbus_gateway.server import ForeignUnits, GatewayData, make_device
+from services.modbus_gateway.server import ForeignUnits, GatewayData, SiteData, make_device
 from services.modbus_gateway.settings import ModbusGatewaySettings
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
@@ -35,7 +40,8 @@ from shared.config.system import SystemConfig
 from shared.config_ack import acknowledge_config
 from shared.log_limit import LimitedLog
 from shared.messages import COMMAND_ARGS, CellSnapshot, ConfigMessage, FieldInUse, PackState
-from shared.topics import CONFIG, PACK_CELLS, PACK_STATE
+from shared.messages.site import SiteConfigMessage, SiteState
+from shared.topics import CONFIG, PACK_CELLS, PACK_STATE, SITE_CONFIG, SITE_STATE
 
 log = logging.getLogger("modbus_gateway")
 
@@ -109,17 +115,73 @@ class ModbusGateway:
         self._changed = asyncio.Event()
         self._limited = LimitedLog(log)
         """One rate limit for what peers send, across restarts of the servers."""
-        bus.subscribe(CONFIG, self._on_config)
-        bus.subscribe(PACK_STATE, self._on_pack)
-        bus.subscribe(PACK_CELLS, self._on_cells)
+        self.site: SiteData | None = None
+        """Set with BMS_SITE: the site chain is served instead of the system's."""
+        if settings.site is None:
+            bus.subscribe(CONFIG, self._on_config)
+            bus.subscribe(PACK_STATE, self._on_pack)
+            bus.subscribe(PACK_CELLS, self._on_cells)
+            return
+        self.site = SiteData(
+            settings.site, Identity(serial=settings.site), settings.stale_after_s,
+            counters=bus.counters,
+        )  # fmt: skip
+        # Every system's topics: the strings are the site configuration's, which may change.
+        bus.subscribe(CONFIG, self._on_any_config, system="+")
+        bus.subscribe(PACK_STATE, self._on_string_pack, system="+")
+        bus.subscribe(PACK_CELLS, self._on_string_cells, system="+")
+        bus.subscribe(SITE_CONFIG, self._on_site_config, system=settings.site)
+        bus.subscribe(SITE_STATE, self._on_site_state, system=settings.site)
+        log.info("serving site %s (its strings as one battery)", settings.site)
 
+    # --- a site (BMS_SITE) ------------------------------------------------------------------
+    def interface_system(self) -> str | None:
+        """The system whose configuration gives the Modbus interface: this host's
+        (BMS_SYSTEM); in a site's own stack (BMS_SYSTEM is the site id, which has no system
+        configuration) the site's first string's, once the site configuration names it."""
+        if self.site is None or self.bus.system != self.site.site_id:
+            return self.bus.system
+        config = self.site.site_config
+        return None if config is None else config.system_ids[0]
+
+    def _on_any_config(self, d: Delivery[ConfigMessage]) -> None:
+        assert self.site is not None
+        self.site.update_config(d.system, d.message.config)
+        if d.system == self.interface_system():
+            self._on_config(d)
+
+    def _on_string_pack(self, d: Delivery[PackState]) -> None:
+        assert self.site is not None
+        self.site.update_pack(d.system, d.message)
+
+    def _on_string_cells(self, d: Delivery[CellSnapshot]) -> None:
+        assert self.site is not None
+        self.site.update_cells(d.system, d.message)
+
+    def _on_site_config(self, d: Delivery[SiteConfigMessage]) -> None:
+        assert self.site is not None
+        self.site.update_site_config(d.message.config)
+        source = self.interface_system()
+        config = None if source is None else self.site.configs.get(source)
+        if config is not None and (self.data is None or self.data.config != config):
+            self.apply_config(config)  # it came before the site configuration named it
+
+    def _on_site_state(self, d: Delivery[SiteState]) -> None:
+        assert self.site is not None
+        self.site.update_site(d.message)
+
+    # --- the system -------------------------------------------------------------------------
     def _on_config(self, d: Delivery[ConfigMessage]) -> None:
-        config = d.message.config
-        if config.system_id != self.bus.system:
+        self.apply_config(d.message.config)
+
+    def apply_config(self, config: SystemConfig) -> None:
+        """Apply the interface of `config` (the system's own, see `interface_system`)."""
+        source = self.interface_system()
+        if config.system_id != source:
             acknowledge_config(
                 self.bus,
                 config.config_version,
-                [f"configuration is for system {config.system_id!r}, not {self.bus.system!r}"],
+                [f"configuration is for system {config.system_id!r}, not {source!r}"],
             )
             return
         try:
@@ -143,6 +205,8 @@ class ModbusGateway:
                     self.settings.rtu_port,
                 )
         identity = Identity(serial=config.system_id, device_address=modbus.unit_id)
+        if self.site is not None:
+            self.site.set_identity(replace(identity, serial=self.site.site_id))
         if self.data is None:
             self.data = GatewayData(
                 config, identity, self.settings.stale_after_s, counters=self.bus.counters
@@ -243,15 +307,15 @@ class ModbusGateway:
 
     async def _start(self, name: str, m: ModbusConfig) -> Server:
         assert self.data is not None
+        source = self.data if self.site is None else self.site
+        send = self.send if self.site is None else None
         server: Server
         if name == "tcp":
-            server = ModbusTcpServer(
-                make_device(self.data, 0, self.send), address=(m.tcp_host, m.tcp_port)
-            )
+            server = ModbusTcpServer(make_device(source, 0, send), address=(m.tcp_host, m.tcp_port))
         else:
             self.foreign_units = ForeignUnits(frozenset({m.unit_id}), self.bus.counters)
             server = ModbusSerialServer(
-                make_device(self.data, m.unit_id, self.send),
+                make_device(source, m.unit_id, send),
                 framer=FramerType.RTU,
                 port=m.rtu_port,
                 baudrate=m.rtu_baudrate,

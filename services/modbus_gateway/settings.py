@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.config import SYSTEM_ID_RE
 from shared.config.interfaces import MODBUS_BAUDRATES, ModbusConfig
 from shared.config.system import SystemConfig
 from shared.host_settings import HostSetting, in_use
@@ -63,10 +64,25 @@ class ModbusGatewaySettings(ServiceSettings):
     unit_id: int | None = Field(
         None, ge=1, le=247, description="override interfaces.modbus.unit_id"
     )
+    site: str | None = Field(
+        None,
+        description="serve this site (its strings in parallel as one battery: 802 the site, "
+        "one 804 per string) instead of the system; the Modbus interface still comes from "
+        "the system's configuration (the site's first string's when BMS_SYSTEM is the site)",
+    )
     stale_after_s: float = Field(
         3.0, gt=0, le=60, description="pack data older than this reads 'not implemented'"
     )
     command_timeout_s: float = Field(2.0, gt=0, le=30, description="wait for the master's reply")
+
+    @field_validator("site", mode="before")
+    @classmethod
+    def _site(cls, value: object) -> object:
+        if value == "":
+            return None  # compose files pass `${BMS_SITE:-}`
+        if isinstance(value, str) and not SYSTEM_ID_RE.match(value):
+            raise ValueError("must be 1-32 lower-case letters, digits, '-' or '_'")
+        return value
 
     @field_validator("rtu_baudrate")
     @classmethod

@@ -96,7 +96,7 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("system_id", (
         _r(MASTER, _MC + "service.py", "restart"), _r(MODBUS, _MB + "service.py", "restart"),
     ), "the topic namespace: a configuration for another system is refused"),
-    FieldUse("name", (_r(CAN, _CG + "profiles.py"), _r(CAN, _CG + "pylon_hv.py"))),
+    FieldUse("name", (_r(CAN, _CG + "profile.py"),)),
     FieldUse("config_version", (_r(MASTER, _MC + "service.py"), _r(SLAVE, _SA + "service.py"))),
     FieldUse("topology.modules", (
         _r(MASTER, _MC + "pack.py"), _r(SLAVE, _SA + "service.py"), _LAYOUT,
@@ -150,7 +150,7 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("chemistry_overrides.ocv_source", (_r(CONFIG_UI, _CU + "wizard/draft_access.py"),),
              "a citation for the OCV table, shown with the cell data"),
     FieldUse("cell_capacity_ah", (
-        _r(MASTER, _MC + "estimator.py"), _r(CAN, _CG + "profiles.py"),
+        _r(MASTER, _MC + "estimator.py"), _r(CAN, _CG + "profile.py"),
         _r(MODBUS, _MB + "register_map.py"),
     )),
     FieldUse("cell_resistance_mohm", (_r(MASTER, _MC + "estimator.py"),)),

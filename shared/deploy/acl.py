@@ -24,7 +24,9 @@ DCMD, which changes nothing) and publish its own STATE (`spBv1.0/STATE/+`), and 
 under `bms/v1/`.
 
 Every entry names the deployed system (`bms/v1/<system>/...`, never `+`): the users of a
-broker act for that one system and can neither publish nor read another system's topics.
+broker act for that one system and can neither publish nor read another system's topics. In a
+site's stack (the deployed system is the site) the site controller's grants (`site_grants`)
+and the gateways' reads of what they serve (`SITE_SERVING_READS`) also name each string.
 mosquitto's `pattern` substitution (`%u`, `%c`) is not used: it must fill a whole topic level
 and applies to every user alike, while the system level is fixed per deployment and not part
 of any user or client name, and the third party must write nothing at all.
@@ -50,6 +52,7 @@ from shared.topics import (
     CAN,
     COMMAND,
     COMMAND_SENDERS,
+    CONFIG,
     EVENTS_READER,
     HA_COMMAND,
     HA_COMMANDS,
@@ -59,6 +62,8 @@ from shared.topics import (
     MASTER,
     MODBUS,
     OUTSIDE_ROOT,
+    PACK_CELLS,
+    PACK_STATE,
     READS_AS,
     ROOT,
     SERVICE_STATUS,
@@ -203,7 +208,22 @@ def grants(
     out: list[Grant] = []
     for spec in TOPICS:
         out += _spec_grants(spec, role, user, system, modules)
+    out += [
+        Grant(pattern(spec, string), True, False)
+        for string in site_strings
+        for spec in SITE_SERVING_READS.get(role, ())
+    ]
     return out + _outside_grants(role, system, edge_node)
+
+
+SITE_SERVING_READS: dict[str, tuple[TopicSpec[Any], ...]] = {
+    MODBUS: (CONFIG, PACK_STATE, PACK_CELLS),
+    CAN: (CONFIG, PACK_STATE),
+}
+"""In a site's stack (`system` is the site, `site_strings` its strings) the gateways serve the
+site (BMS_SITE): they read, under each string's id, what they serve of it (Modbus: 804/805
+from its pack state and cells, the layout from its configuration; CAN: the cell extremes of
+the joined strings; both: the interface from the first string's configuration). Read only."""
 
 
 def _spec_grants(

@@ -19,6 +19,7 @@ from services.config_ui.context import UiContext
 from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.site_live import SiteLive
 from services.config_ui.users import UserStore
 from services.master_core.events import EventLog
 from services.master_core.stores import Store as EventStore
@@ -72,9 +73,12 @@ class UiHarness:
         return token
 
 
-def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[UiHarness]:
+def make_harness(
+    tmp_path: Path, *, command_timeout_s: float = 2.0, site: str | None = None
+) -> Iterator[UiHarness]:
     broker = InMemoryBroker()
-    settings = ConfigUiSettings(system=SYSTEM, data_dir=str(tmp_path))
+    settings = ConfigUiSettings(system=SYSTEM, data_dir=str(tmp_path), site=site)
+    site_live = None if site is None else SiteLive(site)
     db = tmp_path / "ui.sqlite"
     users = UserStore(db, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     users.ensure_admin(ADMIN_PASSWORD)
@@ -85,10 +89,10 @@ def make_harness(tmp_path: Path, *, command_timeout_s: float = 2.0) -> Iterator[
     history = HistoryStore(db, retention_s=30 * 86400)
     cell_history = CellHistoryStore(db, retention_s=30 * 86400)
     bridge = BusBridge(bus, live, command_timeout_s=command_timeout_s, history=history,
-                       cell_history=cell_history)  # fmt: skip
+                       cell_history=cell_history, site=site_live)  # fmt: skip
     ctx = UiContext(
         settings=settings, store=store, users=users, live=live, bridge=bridge, history=history,
-        cell_history=cell_history,
+        cell_history=cell_history, site=site_live,
     )  # fmt: skip
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))

@@ -115,3 +115,22 @@ def test_the_site_controller_reads_its_strings_and_sends_them_mode_and_close_onl
     assert "topic write bms/v1/s2/cmd/set_mode" in text.split("user site_controller")[1]
     assert acl.may("site_controller", "read", "bms/v1/s2/pack/state", system="site1",
                    site_strings=strings)  # fmt: skip
+
+
+def test_the_gateways_of_a_site_read_what_they_serve_of_its_strings() -> None:
+    strings = ("s1", "s2")
+
+    def may(user: str, access: str, topic: str) -> bool:
+        return acl.may(user, access, topic, system="site1", site_strings=strings)
+
+    for topic in ("bms/v1/s1/config", "bms/v1/s2/pack/state", "bms/v1/s2/pack/cells"):
+        assert may("modbus_gateway", "read", topic), topic
+    assert may("can_gateway", "read", "bms/v1/s2/pack/state")
+    assert may("can_gateway", "read", "bms/v1/s1/config")
+    assert may("modbus_gateway", "read", "bms/v1/site1/site/state")
+    assert may("can_gateway", "read", "bms/v1/site1/site/config")
+    assert not may("can_gateway", "read", "bms/v1/s1/pack/cells")
+    assert not may("modbus_gateway", "write", "bms/v1/s1/cmd/contactors")
+    assert not may("modbus_gateway", "read", "bms/v1/s3/pack/state")
+    assert not may("config_ui", "read", "bms/v1/s1/pack/state")
+    assert not acl.may("modbus_gateway", "read", "bms/v1/s1/pack/state", system="site1")

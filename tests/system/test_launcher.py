@@ -89,3 +89,22 @@ def test_a_site_runs_its_controller_under_the_site_id_and_masters_without_auto_c
     plain.plan_children("mqtt://127.0.0.1:1")
     assert not any(c.label == "site_controller" for c in plain.children)
     assert all("BMS_AUTO_CLOSE" not in c.env for c in plain.children)
+
+
+def test_with_a_site_the_web_applications_and_one_modbus_gateway_serve_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BMS_SITE", raising=False)
+    monkeypatch.delenv("BMS_SITE_TCP_PORT", raising=False)
+    monkeypatch.setenv("BMS_DATA_DIR", str(tmp_path))
+    run = Launcher(argparse.Namespace(in_process=True, systems=2, site="site1"))
+    run.plan_children("mqtt://127.0.0.1:1883")
+    uis = [c for c in run.children if c.env.get("BMS_UI_PORT")]
+    assert len(uis) == 2 and all(c.env["BMS_SITE"] == "site1" for c in uis)
+    site_modbus = [c for c in run.children if c.label == "modbus_gateway:site1"]
+    assert len(site_modbus) == 1
+    env = site_modbus[0].env
+    assert env["BMS_SYSTEM"] == env["BMS_SITE"] == "site1"
+    assert env["BMS_TCP_PORT"] == "5022" and env["BMS_RTU_ENABLED"] == "false"
+    others = [c for c in run.children if c not in uis and c not in site_modbus]
+    assert others and all("BMS_SITE" not in c.env for c in others)
