@@ -26,8 +26,12 @@ def test_a_site_config_has_sourced_defaults() -> None:
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
-        ({"site": "s1"}, "site: 's1' is also the id of one of its strings"),
-        ({"strings": [{"system": "s1"}, {"system": "s1"}]}, "listed twice: ['s1']"),
+        ({"site": "s1"}, "site, strings.0.system: 's1' is also the id of one of its strings"),
+        (
+            {"strings": [{"system": "s1"}, {"system": "s1"}]},
+            "strings.1.system: each system id may appear once; 's1' is listed twice (also "
+            "string 1)",
+        ),
         ({"strings": []}, "strings"),
         ({"strings": [{"system": f"s{i}"} for i in range(17)]}, "strings"),
         ({"site": "Site 1"}, "site: 'Site 1' is not valid"),
