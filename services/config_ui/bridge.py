@@ -12,10 +12,11 @@ from typing import Any
 from services.config_ui.cell_history import CellHistoryStore, MinuteAccumulator, ModuleMinute
 from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import LiveView
+from services.config_ui.site_config import SiteAcks
 from services.config_ui.site_live import SiteLive
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
-from shared.config import SystemConfig
+from shared.config import SiteConfig, SystemConfig
 from shared.event_feed import EventFeed
 from shared.messages import (
     CellSnapshot,
@@ -23,6 +24,7 @@ from shared.messages import (
     CommandReply,
     ConfigMessage,
     EventsQueryArgs,
+    SiteConfigMessage,
 )
 from shared.topics import (
     CONFIG,
@@ -144,6 +146,15 @@ class BusBridge:
         self.store_minutes(self.minutes.flush())  # the minute in progress, not lost
 
     # --- actions ----------------------------------------------------------------------------
+    def watch_site_config(self, site: str, acks: SiteAcks) -> None:
+        """The site controller's acknowledgements of the site configuration (under the site id)."""
+        self.bus.subscribe(CONFIG_ACK, lambda d: acks.on_ack(d.message), system=site)
+
+    def publish_site_config(self, config: SiteConfig) -> None:
+        """Retained under the site id, where the site controller reads it."""
+        self.bus.publish(SITE_CONFIG, SiteConfigMessage(config=config), system=config.site)
+        log.info("published site configuration %d of %s", config.config_version, config.site)
+
     def publish_config(self, config: SystemConfig) -> None:
         self.bus.publish(CONFIG, ConfigMessage(config=config))
         log.info("published configuration %d", config.config_version)

@@ -12,6 +12,7 @@ from services.config_ui.api import (
     live,
     session,
     site,
+    site_config,
     users,
     wizard_api,
 )
@@ -21,7 +22,18 @@ from services.config_ui.api.session import set_session_cookie
 from services.config_ui.api.wizard_api import review
 
 router = APIRouter(prefix="/api")
-for module in (session, live, site, cells, events, commands, configuration, wizard_api, users):
+for module in (
+    session,
+    live,
+    site,
+    site_config,
+    cells,
+    events,
+    commands,
+    configuration,
+    wizard_api,
+    users,
+):
     router.include_router(module.router)
 
 __all__ = ["MAX_VERSION", "diff_info", "review", "router", "set_session_cookie", "summary"]
