@@ -152,3 +152,18 @@ def test_a_viewer_cannot_apply(keeper: UiHarness) -> None:
     keeper.client.headers.pop("X-CSRF-Token", None)
     keeper.login("vera", "a long password 1")
     assert keeper.client.post("/api/site/config", json=body("s1")).status_code == 403
+
+
+def test_the_page_is_served_where_the_configuration_is_kept(keeper: UiHarness) -> None:
+    keeper.login()
+    page = keeper.client.get("/site/config")
+    assert page.status_code == 200
+    assert 'data-testid="site-form"' in page.text and "/static/site_config.js" in page.text
+    assert 'href="/site/config"' in keeper.client.get("/").text
+
+
+def test_no_page_without_the_site_configuration(tmp_path: Path) -> None:
+    for ui in make_harness(tmp_path, site=SITE):
+        ui.login()
+        assert ui.client.get("/site/config").status_code == 404
+        assert 'href="/site/config"' not in ui.client.get("/").text
