@@ -72,7 +72,10 @@ class SiteConfig(ConfigModel):
     """The site id, the system level of the site's topics (`bms/v1/{site}/site/...`): the
     rule of a system id, and none of its strings' ids."""
     name: str = Field("", max_length=100)
+    """A name for people, shown on the site page."""
     config_version: int = Field(1, ge=0)
+    """Numbered by the configuration store, one more per applied version; the site controller
+    acknowledges it and carries it in `site/state`."""
     strings: tuple[SiteString, ...] = Field(min_length=1, max_length=SITE_STRINGS_MAX)
     """1 to 16 strings, each system id once."""
     join_window_v: float = Field(DEFAULT_JOIN_WINDOW_V, gt=0.0, le=JOIN_WINDOW_MAX_V)
