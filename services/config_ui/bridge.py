@@ -25,6 +25,7 @@ from shared.messages import (
     ConfigMessage,
     EventsQueryArgs,
     SiteConfigMessage,
+    SiteStringArgs,
 )
 from shared.topics import (
     CONFIG,
@@ -63,6 +64,8 @@ class BusBridge:
         self.wall = wall
         self.command_timeout_s = command_timeout_s
         self.commands = CommandClient(bus)
+        self.site_commands = None if site is None else CommandClient(bus, system=site.site)
+        """`site_string` to the site controller, under the site id."""
         self.config_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,6 +114,8 @@ class BusBridge:
         while not self._stop.is_set():
             self.bus.process(timeout_s=0.1)
             self.commands.expire()
+            if self.site_commands is not None:
+                self.site_commands.expire()
             self.events_feed.poll()
             now = time.monotonic()
             if now - last_status_s >= STATUS_PERIOD_S:
@@ -162,6 +167,13 @@ class BusBridge:
     async def command(self, name: str, args: CommandArgs | None = None) -> CommandReply | None:
         """The master's reply, or None when none came in time."""
         return await self.commands.request_async(name, args, ttl_s=self.command_timeout_s)
+
+    async def site_string(self, args: SiteStringArgs) -> CommandReply | None:
+        """An operator's `site_string` to the site controller; None without a reply in time."""
+        assert self.site_commands is not None
+        return await self.site_commands.request_async(
+            "site_string", args, ttl_s=self.command_timeout_s
+        )
 
     async def events(self, query: EventsQueryArgs) -> list[dict[str, Any]] | CommandReply | None:
         """The events; the master's reply when it refused the query; None without a reply."""

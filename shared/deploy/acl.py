@@ -51,6 +51,7 @@ from shared.topics import (
     ANY,
     CAN,
     COMMAND,
+    COMMAND_REPLY,
     COMMAND_SENDERS,
     CONFIG,
     EVENTS_READER,
@@ -266,7 +267,8 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
     string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
     its own replies, and writes `cmd/set_mode` and `cmd/contactors` only (`COMMAND_SENDERS`),
-    nothing else."""
+    nothing else. Under the site's id it also serves the operators' `cmd/site_string` (reads
+    it, writes the replies)."""
     ids = (site, *strings)
     bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
     if bad:
@@ -278,13 +280,22 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     out: list[Grant] = []
     for spec in SITE_OWN_TOPICS:
         out += _spec_grants(spec, SITE, SITE, site, None)
+    out += [
+        Grant(COMMAND.filter(site, command="site_string"), True, False),
+        Grant(COMMAND_REPLY.filter(site), False, True),
+    ]
     for system in strings:
         for spec in SITE_STRING_TOPICS:
+            if spec is COMMAND_REPLY:  # its own replies (it writes replies under the site only)
+                out.append(Grant(spec.filter(system, user=SITE), True, False))
+                continue
             for g in _spec_grants(spec, SITE, SITE, system, None):
-                # it sends commands there; its events and presence belong under the site
+                # it sends commands there (and reads no other's); its events and presence
+                # belong under the site
                 write = g.write and spec is COMMAND
-                if g.read or write:
-                    out.append(Grant(g.pattern, g.read, write))
+                read = g.read and spec is not COMMAND
+                if read or write:
+                    out.append(Grant(g.pattern, read, write))
     return out
 
 

@@ -167,3 +167,19 @@ def test_no_page_without_the_site_configuration(tmp_path: Path) -> None:
         ui.login()
         assert ui.client.get("/site/config").status_code == 404
         assert 'href="/site/config"' not in ui.client.get("/").text
+
+
+def test_an_operator_holds_a_string_out_and_asks_it_to_join(
+    keeper: UiHarness, controller: SiteService
+) -> None:
+    keeper.login()
+    assert keeper.client.post("/api/site/config", json=body("s1", "s2")).status_code == 201
+    wait_for(lambda: controller.core is not None)
+    r = keeper.client.post("/api/site/strings/s2/out")
+    assert r.status_code == 200, r.text
+    assert controller.core is not None and set(controller.core.held()) == {"s2"}
+    r = keeper.client.post("/api/site/strings/nope/join")
+    assert r.status_code == 502 and "not a string of site" in r.json()["detail"]
+    assert keeper.client.post("/api/site/strings/s2/join").status_code == 200
+    assert controller.core.held() == {}
+    assert keeper.client.post("/api/site/strings/s2/sideways").status_code == 422

@@ -53,6 +53,8 @@ WRITES = {
     f"bms/v1/{SITE_ID}/site/config": False,
     f"bms/v1/{SITE_ID}/events/master_core": False,
     f"bms/v1/{SITE_ID}/cmd/set_mode": False,
+    f"bms/v1/{SITE_ID}/reply/config_ui/c1": True,  # its replies to the operators' site_string
+    **{f"bms/v1/{s}/reply/config_ui/c1": False for s in STRINGS},
     **{f"bms/v1/{s}/cmd/set_mode": True for s in STRINGS},
     **{f"bms/v1/{s}/cmd/contactors": True for s in STRINGS},
     **{f"bms/v1/{s}/cmd/reset_faults": False for s in STRINGS},
@@ -64,6 +66,9 @@ WRITES = {
 READS = {
     f"bms/v1/{SITE_ID}/site/config": True,
     f"bms/v1/{SITE_ID}/site/state": False,
+    f"bms/v1/{SITE_ID}/cmd/site_string": True,  # the operators' command it serves
+    f"bms/v1/{SITE_ID}/cmd/set_mode": False,
+    **{f"bms/v1/{s}/cmd/set_mode": False for s in STRINGS},
     **{f"bms/v1/{s}/pack/state": True for s in STRINGS},
     **{f"bms/v1/{s}/config": True for s in STRINGS},
     **{f"bms/v1/{s}/events/master_core": True for s in STRINGS},

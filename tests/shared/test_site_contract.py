@@ -113,6 +113,10 @@ def test_the_site_controller_reads_its_strings_and_sends_them_mode_and_close_onl
     assert not may("read", "bms/v1/s3/pack/state")
     assert not may("write", "bms/v1/site1/site/config")
     assert not may("write", "bms/v1/site1/events/master_core")
+    assert may("read", "bms/v1/site1/cmd/site_string")
+    assert may("write", "bms/v1/site1/reply/config_ui/c1")
+    assert not may("read", "bms/v1/s1/cmd/set_mode")
+    assert not may("write", "bms/v1/s1/reply/config_ui/c1")
     with pytest.raises(ValueError, match="distinct"):
         acl.site_grants("s1", strings)
     text = acl.render(system="site1", site_strings=strings)

@@ -13,6 +13,7 @@ from services.config_ui.api import (
     session,
     site,
     site_config,
+    site_strings,
     users,
     wizard_api,
 )
@@ -27,6 +28,7 @@ for module in (
     live,
     site,
     site_config,
+    site_strings,
     cells,
     events,
     commands,
