@@ -183,3 +183,10 @@ def test_an_operator_holds_a_string_out_and_asks_it_to_join(
     assert keeper.client.post("/api/site/strings/s2/join").status_code == 200
     assert controller.core.held() == {}
     assert keeper.client.post("/api/site/strings/s2/sideways").status_code == 422
+
+
+def test_the_site_page_offers_operators_hold_and_join(tmp_path: Path) -> None:
+    for ui in make_harness(tmp_path, site=SITE):
+        ui.login()
+        page = ui.client.get("/site").text
+        assert 'data-testid="site-operator"' in page and "/static/site_operator.js" in page

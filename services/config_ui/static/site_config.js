@@ -13,18 +13,19 @@ function stringRow(s, i) {
   const num = document.createElement("span");
   num.textContent = String(i + 1);
   cell(num);
-  const mk = (kind, path, value) => {
+  const mk = (kind, path, value, label) => {
     const input = document.createElement("input");
     input.type = kind;
     input.dataset.path = path;
+    input.setAttribute("aria-label", `string ${i + 1}: ${label}`);
     if (kind === "checkbox") input.checked = value; else input.value = value;
     if (kind === "number") input.step = "any";
     return input;
   };
   const fields = [
-    mk("text", `strings.${i}.system`, s.system || ""),
-    mk("number", `strings.${i}.resistance_mohm`, s.resistance_mohm ?? ""),
-    mk("checkbox", `strings.${i}.in_service`, s.in_service !== false),
+    mk("text", `strings.${i}.system`, s.system || "", "system id"),
+    mk("number", `strings.${i}.resistance_mohm`, s.resistance_mohm ?? "", "resistance in mΩ"),
+    mk("checkbox", `strings.${i}.in_service`, s.in_service !== false, "in service"),
   ];
   for (const input of fields) {
     const td = cell(input);
