@@ -137,12 +137,26 @@ def check_edge_node(edge_node: str | None) -> str | None:
     return edge_node
 
 
-def users(layout: RackLayout = DEFAULT_LAYOUT) -> tuple[str, ...]:
-    return (*layout.users(), *CENTRAL_USERS)
+STRING_MASTER_PREFIX = f"{MASTER}-"
+
+
+def string_master(system: str) -> str:
+    """The broker user of a site string's master (`master_core-<system>`): the masters of
+    several strings share the site's broker, each confined to its own string's topics."""
+    return STRING_MASTER_PREFIX + system
+
+
+def users(
+    layout: RackLayout = DEFAULT_LAYOUT, site_strings: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The racks, the central users and, for a site, one master user per string."""
+    return (*layout.users(), *CENTRAL_USERS, *(string_master(s) for s in site_strings))
 
 
 def role_of(user: str) -> str:
-    return SLAVE if user.startswith(f"{SLAVE}-rack") else user
+    if user.startswith(f"{SLAVE}-rack"):
+        return SLAVE
+    return MASTER if user.startswith(STRING_MASTER_PREFIX) else user
 
 
 NARROWED_WRITES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
@@ -205,6 +219,8 @@ def grants(
     role = role_of(user)
     if role == SITE:
         return site_grants(system, site_strings)
+    if user.startswith(STRING_MASTER_PREFIX):
+        return string_master_grants(user.removeprefix(STRING_MASTER_PREFIX), site_strings)
     modules = layout.modules(int(user.rsplit("rack", 1)[1])) if role == SLAVE else None
     out: list[Grant] = []
     for spec in TOPICS:
@@ -259,6 +275,19 @@ def _spec_grants(
         out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
     else:
         out.append(Grant(pattern(spec, system), read, write))
+    return out
+
+
+def string_master_grants(string: str, site_strings: tuple[str, ...]) -> list[Grant]:
+    """A site string's master (user `master_core-<string>`): the master's grants under its
+    string's id, exactly as `master_core`'s in a stack of its own (its events and presence
+    under its service name `master_core`); nothing under the site's or another string's id.
+    None for a string the site does not have."""
+    if string not in site_strings or not SYSTEM_ID_RE.fullmatch(string):
+        return []
+    out: list[Grant] = []
+    for spec in TOPICS:
+        out += _spec_grants(spec, MASTER, MASTER, string, None)
     return out
 
 
@@ -354,7 +383,7 @@ def render(
         f"# Sparkplug B: {node}.",
         f"# As a site, {system} has {site}: the site controller's grants under their ids.",
     ]
-    for user in users(layout):
+    for user in users(layout, site_strings):
         lines += ["", f"user {user}"]
         lines += [
             f"topic {g.access} {g.pattern}"
