@@ -3,9 +3,10 @@
 Starts a broker (local mosquitto, else the embedded amqtt broker) unless one is given, and
 runs every service as its own process with prefixed logs. The user access application of each
 system publishes the demo configuration at its first start and prints the admin password
-once. With `--site ID` the systems are the parallel strings of one site: the launcher
-publishes the site configuration and runs the site controller under the site id. Ctrl-C stops
-everything.
+once. With `--site ID` the systems are the parallel strings of one site: the first string's
+web application keeps the site configuration (its Site configuration page; at its first start
+it seeds every system as a string and publishes it), and the site controller runs under the
+site id. Ctrl-C stops everything.
 
 Software in the loop (the default): per system the plant (`python -m services.plant`) serves
 the slave boards and the relay module on Modbus TCP and the IVT-S, the iso165C and an inverter
@@ -38,9 +39,9 @@ from shared.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_
 from shared.bus import MqttBus
 from shared.config import SiteConfig, SystemConfig, demo_config, plant_demo_config
 from shared.endpoint import DEFAULT_MQTT_PROTOCOL
-from shared.messages import ConfigMessage, SiteConfigMessage
+from shared.messages import ConfigMessage
 from shared.settings import parse_mqtt_url
-from shared.topics import CONFIG, SITE_CONFIG
+from shared.topics import CONFIG
 
 SERVICES_DIR = Path(__file__).resolve().parent
 COLOURS = ("36", "33", "35", "32", "34", "31")
@@ -236,22 +237,6 @@ class Launcher:
             self.buses.append(bus)
             self.say(f"published the configuration of system {system!r} ({_describe(config)})")
 
-    def publish_site(self, url: str) -> None:
-        """`--site`: the site configuration of the systems (retained, as the web application
-        would publish it)."""
-        if self.site is None:
-            return
-        bus = MqttBus(
-            parse_mqtt_url(url), system=self.site, service="launcher", kind="launcher",
-            protocol=self.protocol,
-        )  # fmt: skip
-        if not bus.start(wait_s=10):
-            raise SystemExit(f"cannot reach the broker at {url}")
-        config = site_config(self.site, self.systems)
-        bus.publish(SITE_CONFIG, SiteConfigMessage(config=config))
-        self.buses.append(bus)
-        self.say(f"published site {self.site!r}: strings {', '.join(self.systems)}")
-
     def plan_children(self, url: str) -> None:
         services = available_services(plant=self.in_loop)
         for i, plan in enumerate(services):
@@ -283,6 +268,13 @@ class Launcher:
                     env.setdefault("BMS_UI_SEED_INDEX", str(index))
                     if self.site:  # each string's web application has the Site page
                         env.setdefault("BMS_SITE", self.site)
+                    if self.site and index == 0:
+                        # the first keeps the site configuration (versioned, edited, published)
+                        env.setdefault("BMS_UI_SITE_CONFIG", "true")
+                        env.setdefault("BMS_UI_SEED_SITE_STRINGS", ",".join(self.systems))
+                        self.endpoints.append(
+                            f"Site config:    http://127.0.0.1:{env['BMS_UI_PORT']}/site/config"
+                        )
                     self.endpoints.append(
                         f"UI {system}:         http://127.0.0.1:{env['BMS_UI_PORT']}/"
                     )
@@ -431,7 +423,6 @@ class Launcher:
         try:
             self.choose_simulation()
             self.publish_configs(url)
-            self.publish_site(url)
             self.plan_children(url)
             for child in self.children:
                 self.spawn(child)

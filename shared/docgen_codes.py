@@ -3,7 +3,12 @@ table, for `shared.docgen`."""
 
 from __future__ import annotations
 
-from shared.config.fields import FIELD_USES
+from shared.config.fields import (
+    FIELD_USES,
+    site_field_description,
+    site_leaf_paths,
+    site_use_of,
+)
 from shared.event_codes import EVENT_CODES
 from shared.fault_matrix import MatrixResults, matrix_markdown
 from shared.protection_codes import (
@@ -141,4 +146,23 @@ def config_fields_markdown() -> str:
                 services[r.service] = r.apply
         readers = ", ".join(f"{s} ({a})" for s, a in services.items()) or "**nothing**"
         lines.append(f"| `{use.pattern}` | {readers} | {use.note} |")
+    lines += [
+        "",
+        "## Site configuration",
+        "",
+        "The site configuration (`shared/config/site.py`, `SiteConfig`): up to 16 strings in "
+        "parallel on one DC bus, published retained on `bms/v1/{site}/site/config` by the web "
+        "application that keeps it (BMS_UI_SITE_CONFIG). The description is the field's own "
+        "docstring; `*` is each string.",
+        "",
+        "| Field | Default | Read by | Description | Note |",
+        "|---|---|---|---|---|",
+    ]
+    for path in site_leaf_paths():
+        use = site_use_of(path)
+        readers = ", ".join(f"{r.service} ({r.apply})" for r in use.readers) or "**nothing**"
+        text, default = site_field_description(path)
+        text = text.replace("|", "\\|")
+        shown = f"`{default}`" if default else "required"
+        lines.append(f"| `{path}` | {shown} | {readers} | {text} | {use.note} |")
     return "\n".join(lines) + "\n"

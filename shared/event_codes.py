@@ -125,6 +125,14 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("site_string_left", SITE, ("info",), ("info", "warning"),
               "A string left the DC bus's sums: asked to stand by (info), or in fault or "
               "stale (warning, at once); the text gives the reason; values: system."),
+    EventCode("site_string_held", SITE, ("command",), ("info",),
+              "A string is held out of the bus: its master was put in standby by an operator "
+              "(not by the site controller), or an operator asked it out (site command "
+              "site_string out); it stays in standby until an operator asks it to join "
+              "again; values: system."),
+    EventCode("site_string_released", SITE, ("command",), ("info",),
+              "An operator asks a held string to join again (site command site_string join): "
+              "it joins by the controller's rules; values: system."),
     EventCode("site_command_failed", SITE, ("command",), ("warning",),
               "A string's master refused set_mode or contactors close, or did not reply "
               "before it expired; it is asked again; values: system, command, arg."),

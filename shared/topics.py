@@ -247,9 +247,10 @@ COMMAND = TopicSpec(
     1,
     False,
     (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER, SITE),
-    (MASTER,),
+    (MASTER, SITE),
     "on demand",
-    "A command to the master; the reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
+    "A command to the master (under a site's id: `site_string` to its site controller); the "
+    "reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
     "the requester's broker user) before `expires_at` or not at all. `events_query` is rate "
     "limited per requester (`reply_to`'s user): a refused query's reply says when to ask again.",
     expiry_s=30,
@@ -261,13 +262,15 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "heartbeat": (MODBUS, CAN, UI),
     "events_query": (UI, INTEGRATIONS, EVENTS_READER),
     "service_reset": (UI,),
+    "site_string": (UI,),
 }
 """Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
 alone, which sends it for its admin role only. `events_query` is also open to the integrations
 bridge (its backfill) and to third parties with the `events_reader` user. The site controller
 sends the masters of its strings `set_mode` (standby leaves the DC bus) and `contactors` close
-(joins it, in working mode)."""
+(joins it, in working mode). `site_string` goes to a site controller under its site's id: an
+operator holds a string out of the site or asks it to join again."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""
@@ -277,7 +280,7 @@ COMMAND_REPLY = TopicSpec(
     CommandReply,
     1,
     False,
-    (MASTER,),
+    (MASTER, SITE),
     (MODBUS, CAN, UI, INTEGRATIONS, EVENTS_READER, SITE),
     "on demand",
     "Reply to a command: accepted, or refused with the reason. `{user}` is the requester's "

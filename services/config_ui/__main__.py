@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -14,11 +15,12 @@ from pydantic_settings import CliApp
 from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
 from services.config_ui.cell_history import CellHistoryStore
-from services.config_ui.config_store import ConfigStore
-from services.config_ui.context import UiContext
+from services.config_ui.config_store import ConfigStore, SiteConfigStore
+from services.config_ui.context import InvalidConfigError, UiContext
 from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.site_config import SiteAcks
 from services.config_ui.site_live import SiteLive
 from services.config_ui.users import UserError, UserStore
 from shared.bus import MqttBus
@@ -66,6 +68,39 @@ def settle_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> None:
         log.warning("no configuration yet: open the wizard to configure system %r", ctx.system)
 
 
+def settle_site_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> None:
+    """The web application that keeps the site configuration: publish the stored one; with
+    none, adopt the broker's (a site configured before) or seed one from
+    BMS_UI_SEED_SITE_STRINGS."""
+    if ctx.site_store is None or ctx.site is None:
+        return
+    while not bus.wait_connected(1.0):
+        if stop.is_set():
+            return
+    latest = ctx.latest_site()
+    if latest is not None:
+        ctx.bridge.publish_site_config(latest.config)
+        return
+    deadline = time.monotonic() + ADOPT_WAIT_S
+    while ctx.site.config is None and time.monotonic() < deadline and not stop.is_set():
+        time.sleep(0.1)
+    seen = ctx.site.config
+    strings = [s.strip() for s in ctx.settings.ui_seed_site_strings.split(",") if s.strip()]
+    if seen is not None and seen.site == ctx.site.site:
+        ctx.apply_site(seen, user="system", source="adopted", comment="running on the broker")
+    elif strings:
+        data = {"site": ctx.site.site, "strings": [{"system": s} for s in strings]}
+        try:
+            config = ctx.validate_site(data)
+        except InvalidConfigError as exc:
+            log.error("BMS_UI_SEED_SITE_STRINGS is not a valid site: %s", exc)
+            return
+        ctx.apply_site(config, user="system", source="seed", comment="demo site")
+    else:
+        log.warning("no site configuration yet: open the Site configuration page of site %r",
+                    ctx.site.site)  # fmt: skip
+
+
 def note_stop_signals(stop: threading.Event) -> None:
     """SIGTERM and SIGINT only set `stop`. uvicorn takes both over while it serves and, once
     it has shut down, raises them again against the handlers it found: with the default ones
@@ -80,7 +115,11 @@ def run(settings: ConfigUiSettings) -> int:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     db = data_dir / f"config_ui-{settings.system}.sqlite"
+    if settings.ui_site_config and settings.site is None:
+        log.error("BMS_UI_SITE_CONFIG needs BMS_SITE: the site whose configuration is kept here")
+        return 2
     store, users = ConfigStore(db), UserStore(db)
+    site_store = SiteConfigStore(db) if settings.ui_site_config else None
     try:
         first_admin(users, settings)
     except (OSError, UserError) as exc:
@@ -97,14 +136,18 @@ def run(settings: ConfigUiSettings) -> int:
     )  # fmt: skip
     ctx = UiContext(
         settings=settings, store=store, users=users, live=live, bridge=bridge, history=history,
-        cell_history=cell_history, site=site,
+        cell_history=cell_history, site=site, site_store=site_store,
     )  # fmt: skip
+    if site_store is not None and settings.site is not None:
+        ctx.site_acks = SiteAcks(time.time)
+        bridge.watch_site_config(settings.site, ctx.site_acks)
     stop = threading.Event()
     note_stop_signals(stop)
     metrics = serve_metrics(bus, settings)
     bus.start()
     bridge.start()
     threading.Thread(target=settle_config, args=(ctx, bus, stop), daemon=True).start()
+    threading.Thread(target=settle_site_config, args=(ctx, bus, stop), daemon=True).start()
     print(f"UI at http://{settings.ui_host}:{settings.ui_port}/ (system {settings.system})")
     try:
         if stop.is_set():  # stopped while starting: uvicorn would not know
@@ -122,6 +165,8 @@ def run(settings: ConfigUiSettings) -> int:
         metrics.stop()
         bus.stop()
         store.close()
+        if site_store is not None:
+            site_store.close()
         users.close()
         history.close()
         cell_history.close()

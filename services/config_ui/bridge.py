@@ -12,10 +12,11 @@ from typing import Any
 from services.config_ui.cell_history import CellHistoryStore, MinuteAccumulator, ModuleMinute
 from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import LiveView
+from services.config_ui.site_config import SiteAcks
 from services.config_ui.site_live import SiteLive
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
-from shared.config import SystemConfig
+from shared.config import SiteConfig, SystemConfig
 from shared.event_feed import EventFeed
 from shared.messages import (
     CellSnapshot,
@@ -23,6 +24,8 @@ from shared.messages import (
     CommandReply,
     ConfigMessage,
     EventsQueryArgs,
+    SiteConfigMessage,
+    SiteStringArgs,
 )
 from shared.topics import (
     CONFIG,
@@ -61,6 +64,8 @@ class BusBridge:
         self.wall = wall
         self.command_timeout_s = command_timeout_s
         self.commands = CommandClient(bus)
+        self.site_commands = None if site is None else CommandClient(bus, system=site.site)
+        """`site_string` to the site controller, under the site id."""
         self.config_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,6 +114,8 @@ class BusBridge:
         while not self._stop.is_set():
             self.bus.process(timeout_s=0.1)
             self.commands.expire()
+            if self.site_commands is not None:
+                self.site_commands.expire()
             self.events_feed.poll()
             now = time.monotonic()
             if now - last_status_s >= STATUS_PERIOD_S:
@@ -144,6 +151,15 @@ class BusBridge:
         self.store_minutes(self.minutes.flush())  # the minute in progress, not lost
 
     # --- actions ----------------------------------------------------------------------------
+    def watch_site_config(self, site: str, acks: SiteAcks) -> None:
+        """The site controller's acknowledgements of the site configuration (under the site id)."""
+        self.bus.subscribe(CONFIG_ACK, lambda d: acks.on_ack(d.message), system=site)
+
+    def publish_site_config(self, config: SiteConfig) -> None:
+        """Retained under the site id, where the site controller reads it."""
+        self.bus.publish(SITE_CONFIG, SiteConfigMessage(config=config), system=config.site)
+        log.info("published site configuration %d of %s", config.config_version, config.site)
+
     def publish_config(self, config: SystemConfig) -> None:
         self.bus.publish(CONFIG, ConfigMessage(config=config))
         log.info("published configuration %d", config.config_version)
@@ -151,6 +167,13 @@ class BusBridge:
     async def command(self, name: str, args: CommandArgs | None = None) -> CommandReply | None:
         """The master's reply, or None when none came in time."""
         return await self.commands.request_async(name, args, ttl_s=self.command_timeout_s)
+
+    async def site_string(self, args: SiteStringArgs) -> CommandReply | None:
+        """An operator's `site_string` to the site controller; None without a reply in time."""
+        assert self.site_commands is not None
+        return await self.site_commands.request_async(
+            "site_string", args, ttl_s=self.command_timeout_s
+        )
 
     async def events(self, query: EventsQueryArgs) -> list[dict[str, Any]] | CommandReply | None:
         """The events; the master's reply when it refused the query; None without a reply."""

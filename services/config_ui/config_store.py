@@ -2,6 +2,10 @@
 
 Every save appends a new version with the user, the source and a comment; nothing is ever
 overwritten, so any earlier configuration can be inspected, compared or restored.
+
+Two kinds share the file and the rules, each numbered on its own: the system configuration
+(`ConfigStore`, `shared.config.SystemConfig`) and the site configuration (`SiteConfigStore`,
+`shared.config.SiteConfig`, kept by the web application of one string of the site).
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 from pydantic import ValidationError
 
 from services.config_ui.config_diff import DiffEntry, config_diff
-from shared.config import SystemConfig, explain_errors
+from shared.config import SiteConfig, SystemConfig, explain_errors
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,10 @@ CONFIG_SOURCES: tuple[str, ...] = get_args(ConfigSource)
 
 EXPORT_FORMAT = "bms-config"
 EXPORT_FORMAT_VERSION = 1
+SITE_EXPORT_FORMAT = "bms-site-config"
 
 SCHEMA_COMPONENT = "config_store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Migration n brings the schema from version n-1 to n; append new steps, never edit old ones.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -47,7 +52,38 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )
         """,
     ),
+    2: (
+        """
+        CREATE TABLE site_config_versions (
+            version     INTEGER PRIMARY KEY,
+            created_ts  REAL NOT NULL,
+            user        TEXT NOT NULL,
+            source      TEXT NOT NULL,
+            comment     TEXT NOT NULL DEFAULT '',
+            based_on    INTEGER,
+            config_json TEXT NOT NULL
+        )
+        """,
+    ),
 }
+
+C = TypeVar("C", SystemConfig, SiteConfig)
+"""A kind of configuration the store keeps (each has its `config_version`)."""
+
+
+@dataclass(frozen=True)
+class StoreKind(Generic[C]):
+    """What differs between the kinds: the table, the model, the words and the export format."""
+
+    table: str
+    model: type[C]
+    what: str
+    """How messages name it ("configuration", "site configuration")."""
+    export_format: str
+
+
+SYSTEM_KIND = StoreKind("config_versions", SystemConfig, "configuration", EXPORT_FORMAT)
+SITE_KIND = StoreKind("site_config_versions", SiteConfig, "site configuration", SITE_EXPORT_FORMAT)
 
 # Sources that may store content identical to the newest version: adopting a configuration
 # already running elsewhere, or seeding an empty store, records a fact rather than an edit.
@@ -55,17 +91,21 @@ _DUPLICATE_ALLOWED: frozenset[str] = frozenset({"adopted", "seed"})
 
 
 @dataclass(frozen=True)
-class ConfigVersion:
+class StoredVersion(Generic[C]):
     version: int
     created_ts: float
     """Unix seconds."""
     user: str
     source: ConfigSource
     comment: str
-    config: SystemConfig
+    config: C
     """Its config_version equals `version`."""
     based_on: int | None
     """Rollback: the version copied; otherwise the newest version when this one was saved."""
+
+
+ConfigVersion = StoredVersion[SystemConfig]
+SiteConfigVersion = StoredVersion[SiteConfig]
 
 
 class ConfigImportError(ValueError):
@@ -140,19 +180,23 @@ def migrate(
         )
 
 
-def _content(config: SystemConfig) -> dict[str, Any]:
+def _content(config: SystemConfig | SiteConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-class ConfigStore:
-    """Append-only configuration versions in one SQLite file; safe to call from threads.
+class VersionStore(Generic[C]):
+    """Append-only configuration versions of one kind in one SQLite file; safe to call from
+    threads.
 
     `save` refuses content identical to the newest version (ignoring config_version) with a
     ValueError, except for the sources "adopted" and "seed"; so does `rollback` to a version
     whose content is the newest one's.
     """
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path | str, kind: StoreKind[C], *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.kind: StoreKind[C] = kind
         self._clock = clock
         self._lock = threading.Lock()
         self._conn = open_database(path)
@@ -166,7 +210,7 @@ class ConfigStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> ConfigStore:
+    def __enter__(self) -> VersionStore[C]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,16 +218,15 @@ class ConfigStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _parse(row: sqlite3.Row) -> ConfigVersion:
+    def _parse(self, row: sqlite3.Row) -> StoredVersion[C]:
         version = int(row["version"])
         try:
-            config = SystemConfig.model_validate_json(row["config_json"])
+            config = self.kind.model.model_validate_json(row["config_json"])
         except ValidationError as exc:
             raise StoredConfigError(version, explain_errors(exc)) from exc
         if row["source"] not in CONFIG_SOURCES:
             raise StoredConfigError(version, [f"source: unknown source {row['source']!r}"])
-        return ConfigVersion(
+        return StoredVersion(
             version=version,
             created_ts=float(row["created_ts"]),
             user=str(row["user"]),
@@ -195,17 +238,17 @@ class ConfigStore:
 
     def _row(self, version: int) -> sqlite3.Row:
         row: sqlite3.Row | None = self._conn.execute(
-            "SELECT * FROM config_versions WHERE version = ?", (version,)
+            f"SELECT * FROM {self.kind.table} WHERE version = ?", (version,)
         ).fetchone()
         if row is None:
-            raise KeyError(f"configuration version {version} does not exist")
+            raise KeyError(f"{self.kind.what} version {version} does not exist")
         return row
 
     def _max_version(self) -> int | None:
-        row = self._conn.execute("SELECT MAX(version) FROM config_versions").fetchone()
+        row = self._conn.execute(f"SELECT MAX(version) FROM {self.kind.table}").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def latest(self) -> ConfigVersion | None:
+    def latest(self) -> StoredVersion[C] | None:
         """The newest version, the one to run; None when the store is empty.
 
         Raises StoredConfigError when the newest version no longer validates: running an
@@ -215,20 +258,20 @@ class ConfigStore:
             newest = self._max_version()
             return None if newest is None else self._parse(self._row(newest))
 
-    def get(self, version: int) -> ConfigVersion:
+    def get(self, version: int) -> StoredVersion[C]:
         """KeyError when there is no such version; StoredConfigError when it fails to load."""
         with self._lock:
             return self._parse(self._row(version))
 
-    def history(self, limit: int = 100, offset: int = 0) -> list[ConfigVersion]:
+    def history(self, limit: int = 100, offset: int = 0) -> list[StoredVersion[C]]:
         """Newest first. Versions that no longer validate are left out (see `invalid_versions`),
         so a page may hold fewer than `limit` entries."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT * FROM config_versions ORDER BY version DESC LIMIT ? OFFSET ?",
+                f"SELECT * FROM {self.kind.table} ORDER BY version DESC LIMIT ? OFFSET ?",
                 (max(0, limit), max(0, offset)),
             ).fetchall()
-        out: list[ConfigVersion] = []
+        out: list[StoredVersion[C]] = []
         for row in rows:
             try:
                 out.append(self._parse(row))
@@ -239,7 +282,9 @@ class ConfigStore:
     def invalid_versions(self) -> dict[int, list[str]]:
         """Stored versions that no longer validate, with the problems of each."""
         with self._lock:
-            rows = self._conn.execute("SELECT * FROM config_versions ORDER BY version").fetchall()
+            rows = self._conn.execute(
+                f"SELECT * FROM {self.kind.table} ORDER BY version"
+            ).fetchall()
         out: dict[int, list[str]] = {}
         for row in rows:
             try:
@@ -251,19 +296,19 @@ class ConfigStore:
     def count(self) -> int:
         """Stored versions, including any that no longer validate."""
         with self._lock:
-            row = self._conn.execute("SELECT COUNT(*) FROM config_versions").fetchone()
+            row = self._conn.execute(f"SELECT COUNT(*) FROM {self.kind.table}").fetchone()
             return int(row[0])
 
     # -- writing ---------------------------------------------------------------------------
 
     def save(
         self,
-        config: SystemConfig,
+        config: C,
         *,
         user: str,
         source: ConfigSource,
         comment: str = "",
-    ) -> ConfigVersion:
+    ) -> StoredVersion[C]:
         """Store `config` as a new version, numbered one above the newest.
 
         "adopted" keeps the configuration's own config_version when that is higher (it is
@@ -272,7 +317,7 @@ class ConfigStore:
         """
         return self._save(config, user=user, source=source, comment=comment, rollback_of=None)
 
-    def rollback(self, version: int, *, user: str, comment: str = "") -> ConfigVersion:
+    def rollback(self, version: int, *, user: str, comment: str = "") -> StoredVersion[C]:
         """A new version with the content of `version`; KeyError when it does not exist."""
         old = self.get(version)
         return self._save(
@@ -281,17 +326,17 @@ class ConfigStore:
 
     def _save(
         self,
-        config: SystemConfig,
+        config: C,
         *,
         user: str,
         source: str,
         comment: str,
         rollback_of: int | None,
-    ) -> ConfigVersion:
+    ) -> StoredVersion[C]:
         if source not in CONFIG_SOURCES:
             raise ValueError(f"unknown source {source!r}; use one of {', '.join(CONFIG_SOURCES)}")
         if not user.strip():
-            raise ValueError("a configuration change needs the user who made it")
+            raise ValueError(f"a {self.kind.what} change needs the user who made it")
         content = _content(config)
         with self._lock, transaction(self._conn):
             newest = self._max_version()
@@ -300,11 +345,11 @@ class ConfigStore:
             number = (newest or 0) + 1
             if source == "adopted":
                 number = max(number, config.config_version)
-            stored = SystemConfig.model_validate({**content, "config_version": number})
+            stored = self.kind.model.model_validate({**content, "config_version": number})
             created_ts = self._clock()
             based_on = rollback_of if rollback_of is not None else newest
             self._conn.execute(
-                "INSERT INTO config_versions "
+                f"INSERT INTO {self.kind.table} "
                 "(version, created_ts, user, source, comment, based_on, config_json) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -317,7 +362,7 @@ class ConfigStore:
                     json.dumps(_content(stored), allow_nan=False, separators=(",", ":")),
                 ),
             )
-        return ConfigVersion(
+        return StoredVersion(
             version=number,
             created_ts=created_ts,
             user=user,
@@ -334,7 +379,7 @@ class ConfigStore:
             return  # anything valid differs from a version that no longer loads
         if not config_diff(current, content):
             raise ValueError(
-                f"no change: the configuration equals version {newest}; nothing to save"
+                f"no change: the {self.kind.what} equals version {newest}; nothing to save"
             )
 
     # -- comparing, export and import ------------------------------------------------------
@@ -350,11 +395,11 @@ class ConfigStore:
         if version is None:
             entry = self.latest()
             if entry is None:
-                raise KeyError("the configuration store is empty; nothing to export")
+                raise KeyError(f"no {self.kind.what} is stored yet; nothing to export")
         else:
             entry = self.get(version)
         return {
-            "format": EXPORT_FORMAT,
+            "format": self.kind.export_format,
             "format_version": EXPORT_FORMAT_VERSION,
             "exported_ts": self._clock(),
             "version": entry.version,
@@ -366,19 +411,36 @@ class ConfigStore:
             "config": _content(entry.config),
         }
 
-    def import_json(self, data: Any, *, user: str, comment: str = "") -> ConfigVersion:
+    def import_json(self, data: Any, *, user: str, comment: str = "") -> StoredVersion[C]:
         """Save an exported document, or a bare configuration dict, as a new version.
 
         `data` may also be JSON text. ConfigImportError, one readable line per problem, when
         it is not usable or its content equals the newest version.
         """
-        config = parse_import(data)
+        try:
+            config = self.kind.model.model_validate(unwrap_import(data, self.kind.export_format))
+        except ValidationError as exc:
+            raise ConfigImportError(explain_errors(exc)) from exc
         try:
             return self.save(config, user=user, source="import", comment=comment)
         except ConfigImportError:
             raise
         except ValueError as exc:
             raise ConfigImportError([str(exc)]) from exc
+
+
+class ConfigStore(VersionStore[SystemConfig]):
+    """The system configuration's versions."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(path, SYSTEM_KIND, clock=clock)
+
+
+class SiteConfigStore(VersionStore[SiteConfig]):
+    """The site configuration's versions (in the same file as the system's, numbered apart)."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(path, SITE_KIND, clock=clock)
 
 
 def parse_import(data: Any) -> SystemConfig:
@@ -390,7 +452,7 @@ def parse_import(data: Any) -> SystemConfig:
         raise ConfigImportError(explain_errors(exc)) from exc
 
 
-def unwrap_import(data: Any) -> dict[str, Any]:
+def unwrap_import(data: Any, export_format: str = EXPORT_FORMAT) -> dict[str, Any]:
     """The configuration object in an export document (its format and version checked), a
     bare configuration dict or JSON text of either, not yet validated; ConfigImportError with
     one line per problem otherwise."""
@@ -414,11 +476,11 @@ def unwrap_import(data: Any) -> dict[str, Any]:
     if "format" in data or "config" in data:
         problems: list[str] = []
         fmt = data.get("format")
-        if fmt != EXPORT_FORMAT:
+        if fmt != export_format:
             problems.append(
-                f"format: expected {EXPORT_FORMAT!r}, got {fmt!r}"
+                f"format: expected {export_format!r}, got {fmt!r}"
                 if "format" in data
-                else f"format: missing; an exported configuration has format {EXPORT_FORMAT!r}"
+                else f"format: missing; an exported configuration has format {export_format!r}"
             )
         fmt_version = data.get("format_version", EXPORT_FORMAT_VERSION)
         if type(fmt_version) is not int or not 1 <= fmt_version <= EXPORT_FORMAT_VERSION:

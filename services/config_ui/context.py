@@ -14,14 +14,17 @@ from services.config_ui.config_store import (
     ConfigSource,
     ConfigStore,
     ConfigVersion,
+    SiteConfigStore,
+    SiteConfigVersion,
     StoredConfigError,
 )
 from services.config_ui.history_store import GAP_BUCKETS, PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import HistoryPoint, LiveView, with_gaps
 from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.site_config import SiteAcks, validate_site
 from services.config_ui.site_live import SiteLive
 from services.config_ui.users import LoginThrottled, User, UserStore
-from shared.config import SystemConfig
+from shared.config import SiteConfig, SystemConfig
 
 log = logging.getLogger("config_ui")
 
@@ -65,6 +68,11 @@ class UiContext:
     """Each cell's minutes (voltage, temperatures, balancing time)."""
     site: SiteLive | None = None
     """The site this system is a string of (BMS_SITE), if any."""
+    site_store: SiteConfigStore | None = None
+    """The site configuration's versions, in the web application that keeps them
+    (BMS_UI_SITE_CONFIG with BMS_SITE); None elsewhere."""
+    site_acks: SiteAcks | None = None
+    """The site controller's acknowledgements of the site configuration."""
     drafts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Wizard drafts by user name (kept in memory: a draft is work in progress)."""
     edited: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -127,6 +135,45 @@ class UiContext:
             self.bridge.publish_config(version.config)
         log.info("configuration %d applied by %s (%s)", version.version, user, source)
         return version
+
+    # --- the site configuration (`site_store`) ---------------------------------------------
+    def validate_site(self, data: Any) -> SiteConfig:
+        """InvalidConfigError with the problems by field (a site other than BMS_SITE too)."""
+        assert self.settings.site is not None
+        config, errors = validate_site(data, self.settings.site)
+        if config is None:
+            raise InvalidConfigError(errors or {"": ["invalid site configuration"]})
+        return config
+
+    def apply_site(
+        self, config: SiteConfig, *, user: str, source: ConfigSource, comment: str = ""
+    ) -> SiteConfigVersion:
+        """Store a new site configuration version and publish it (retained) under the site id;
+        the site controller acknowledges it."""
+        assert self.site_store is not None
+        with self._apply_lock:
+            version = self.site_store.save(config, user=user, source=source, comment=comment)
+            self.bridge.publish_site_config(version.config)
+        log.info("site configuration %d applied by %s (%s)", version.version, user, source)
+        return version
+
+    def rollback_site(self, version: int, *, user: str, comment: str = "") -> SiteConfigVersion:
+        assert self.site_store is not None
+        with self._apply_lock:
+            new = self.site_store.rollback(version, user=user, comment=comment)
+            self.bridge.publish_site_config(new.config)
+        log.info("site configuration %d (rollback to %d) applied by %s", new.version, version,
+                 user)  # fmt: skip
+        return new
+
+    def latest_site(self) -> SiteConfigVersion | None:
+        if self.site_store is None:
+            return None
+        try:
+            return self.site_store.latest()
+        except StoredConfigError as exc:
+            log.error("stored site configuration %d cannot be used: %s", exc.version, exc)
+            return None
 
     def history_points(self, seconds: float, max_points: int = 1500) -> list[HistoryPoint]:
         """The last hour at 1 s from memory; longer spans from the store, averaged. After a

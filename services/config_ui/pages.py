@@ -54,6 +54,7 @@ def render(
         is_admin=session is not None and role_allows(session.role, "admin"),
         path=request.url.path,
         site=None if ctx.site is None else ctx.site.site,
+        keeps_site_config=ctx.site_store is not None,
     )
     return TEMPLATES.TemplateResponse(request, name, values, status_code=status_code)
 
@@ -159,6 +160,14 @@ def site_page(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
     if ctx.site is None:
         raise HTTPException(404, "this system is not a string of a site (BMS_SITE)")
     return render(request, "site.html", session)
+
+
+@router.get("/site/config")
+def site_config_page(request: Request, session: Viewer, ctx: Ctx) -> HTMLResponse:
+    """The site configuration form (the data comes from /api/site/config)."""
+    if ctx.site_store is None or ctx.site is None:
+        raise HTTPException(404, "this web application does not keep a site configuration")
+    return render(request, "site_config.html", session)
 
 
 @router.get("/events")

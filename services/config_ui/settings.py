@@ -50,6 +50,17 @@ class ConfigUiSettings(ServiceSettings):
         description="the site this system is a string of: the site page shows its strings "
         "side by side, its values and limits, and its joins and leaves",
     )
+    ui_site_config: bool = Field(
+        False,
+        description="keep the site configuration of BMS_SITE here: versioned in this "
+        "application's store, edited on its Site configuration page and published retained "
+        "(one web application per site)",
+    )
+    ui_seed_site_strings: str = Field(
+        "",
+        description="with ui_site_config: when no site configuration is stored and the broker "
+        "has none, seed one with these strings (comma-separated system ids)",
+    )
     ui_command_timeout_s: float = Field(
         5.0, gt=0.0, le=60.0, description="how long to wait for the master's reply"
     )

@@ -8,6 +8,8 @@ its reason in words, and the mode its master should be in:
 | no pack state within `stale_after_s`                   | stale      | standby |
 | a fault, or contactors in fault                        | fault      | standby |
 | voltage unknown                                        | out        | standby |
+| taken out of service in the site configuration         | out        | standby |
+| put in standby by an operator (held out)               | out        | standby |
 | contactors closed, mode working                        | joined     | working |
 | contactors closed or opening, mode standby             | leaving    | standby |
 | bus empty, the string chosen to define it              | waiting    | working |
@@ -29,6 +31,13 @@ ready or `BUS_GATHER_S` has passed since the configuration (so that the first st
 ready does not choose the bus alone); the others join as they come within the window. A
 string asked to join (or precharging) keeps going until it is `ABORT_WINDOW_FACTOR` windows
 away, so noise at the window's edge does not toggle its mode.
+The operator's standby is respected: a string whose master goes from working to standby while
+the controller last asked it to work (or never asked) was put in standby by someone else, an
+operator; it is held out ("out", the reason in words) and kept in standby, whatever its
+master reports later (a master restarts in working mode), until the operator asks it to join
+again (`join`, the site command `site_string` join). `hold` holds a string out on request
+(the site command's out). A string with `in_service` false in the site configuration is out
+the same way, until a configuration puts it in service again.
 A command is sent when the master's reported state differs from the wanted one, again every
 `RETRY_S` while it still differs. Join decisions use each string's voltage averaged over
 `VOLTAGE_FILTER_S` (the pack voltage is measured to ±1 V, `PACK_VOLTAGE_ACCURACY_V`): one
@@ -124,6 +133,10 @@ class _String:
     """The pack voltage averaged over `VOLTAGE_FILTER_S`."""
     sent: tuple[CommandName, str] | None = None
     sent_s: float | None = None
+    asked_mode: SlaveMode | None = None
+    """The last mode the controller asked of the master (None: never asked)."""
+    held: str | None = None
+    """Why an operator holds the string out (None: not held): kept until `join`."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,9 @@ class SiteCore:
         s = self._strings.get(system)
         if s is None:
             return False
+        before = s.pack.mode if s.pack is not None else None
+        if before == "working" and state.mode == "standby" and s.asked_mode != "standby":
+            self._hold(s, "put in standby by an operator (not by the site controller)")
         if state.voltage is None or s.filtered_v is None or s.received_s is None:
             s.filtered_v = state.voltage
         else:
@@ -180,6 +196,43 @@ class SiteCore:
             s.filtered_v += alpha * (state.voltage - s.filtered_v)
         s.pack, s.received_s = state, now_s
         return True
+
+    def hold(self, system: str, why: str = "held out by an operator") -> bool:
+        """Hold a string out of the bus until `join` (an operator's request); False when it is
+        not a string of the site."""
+        s = self._strings.get(system)
+        if s is None:
+            return False
+        self._hold(s, why)
+        return True
+
+    def join(self, system: str) -> bool:
+        """An operator asks a held string to join again: it goes back to the controller's
+        rules (it joins when healthy and within the window). False when not a string of the
+        site; a string taken out in the configuration stays out."""
+        s = self._strings.get(system)
+        if s is None:
+            return False
+        if s.held is not None:
+            s.held = None
+            self._pending_events.append(SiteEvent(
+                "info", "command", "site_string_released",
+                f"{s.system}: an operator asks it to join again", {"system": s.system},
+            ))  # fmt: skip
+        return True
+
+    def _hold(self, s: _String, why: str) -> None:
+        if s.held is not None:
+            return
+        s.held = why
+        self._pending_events.append(SiteEvent(
+            "info", "command", "site_string_held", f"{s.system}: {why}; stays out until an "
+            "operator asks it to join again", {"system": s.system},
+        ))  # fmt: skip
+
+    def held(self) -> dict[str, str]:
+        """The strings an operator holds out, with the reason."""
+        return {s.system: s.held for s in self._strings.values() if s.held is not None}
 
     def capacity(self, system: str, capacity_ah: float) -> None:
         s = self._strings.get(system)
@@ -204,7 +257,8 @@ class SiteCore:
     def step(self, now_s: float) -> Step:
         cfg = self.config
         strings = list(self._strings.values())
-        health = {s.system: self._health(s, now_s) for s in strings}
+        # why each string cannot be on the bus: its health first, then a person's decision
+        health = {s.system: self._health(s, now_s) or self._out(s) for s in strings}
         joined = [
             s for s in strings
             if health[s.system] is None and s.pack is not None
@@ -214,7 +268,7 @@ class SiteCore:
         bus_v = bus_voltage([self._values(s, filtered=True) for s in joined])
         if self._since_s is None:
             self._since_s = now_s
-        gathering = any(health[s.system] is not None for s in strings) and (
+        gathering = any(health[s.system] is not None for s in strings if self._out(s) is None) and (
             now_s - self._since_s < BUS_GATHER_S
         )
         definer = self._definer(strings, health) if bus_v is None and not gathering else None
@@ -278,6 +332,21 @@ class SiteCore:
             return _Decision("fault", f"fault: {what}", "fault", "standby")
         if p.voltage is None:
             return _Decision("out", "its voltage is unknown", "out", "standby")
+        return None
+
+    def _out(self, s: _String) -> _Decision | None:
+        """Out by a person's decision: taken out in the configuration, or held by an operator
+        (standby: its contactors open and stay open)."""
+        if not self.config.in_service(s.system):
+            return _Decision(
+                "out", "taken out of service in the site configuration", "out_of_service",
+                "standby",
+            )  # fmt: skip
+        if s.held is not None:
+            return _Decision(
+                "out", f"{s.held}: stays out until an operator asks it to join again", "held",
+                "standby",
+            )  # fmt: skip
         return None
 
     def _definer(self, strings: list[_String], health: dict[str, _Decision | None]) -> str | None:
@@ -398,6 +467,8 @@ class SiteCore:
         if s.sent == want and s.sent_s is not None and now_s - s.sent_s < RETRY_S:
             return None
         s.sent, s.sent_s = want, now_s
+        if want[0] == "set_mode":
+            s.asked_mode = d.mode
         return StringCommand(s.system, *want)
 
     # --- output ---------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Reads the retained `site/config` under the site id (BMS_SYSTEM); for each string
 subscribes to its `pack/state` (live ones only: a retained state says nothing of now) and its
 `config` (the capacity), and commands its master (`set_mode`, `contactors` close) under that
 string's id.
-Publishes `site/state` every `state_period_s`, `site/summary` every `summary_period_s` and at
-once on a change, and the site's events on `events/site_controller`.
+Serves the operators' `site_string` command under the site id (hold a string out, or ask a
+held one to join again). Publishes `site/state` every `state_period_s`, `site/summary` every
+`summary_period_s` and at once on a change, and the site's events on `events/site_controller`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from services.site_controller.core import SiteCore, Step, StringCommand, worst_o
 from services.site_controller.settings import SiteControllerSettings
 from shared.bus import BusCore, Delivery
 from shared.codec import PayloadError
-from shared.commands import CommandClient
+from shared.commands import CommandClient, CommandOutcome, CommandServer
 from shared.log_limit import LimitedLog
 from shared.messages import (
     CommandArgs,
@@ -31,6 +32,7 @@ from shared.messages import (
     SetModeArgs,
     SiteConfigMessage,
     SiteState,
+    SiteStringArgs,
     SiteSummary,
 )
 from shared.topics import (
@@ -64,6 +66,7 @@ class SiteService:
         self._summary_key: tuple[object, ...] | None = None
         self._summary_s: float | None = None
         bus.subscribe(SITE_CONFIG, self._on_config, on_invalid=self._config_invalid)
+        self.server = CommandServer(bus, {"site_string": self._site_string})
 
     # --- inputs ---------------------------------------------------------------------------
     def _on_config(self, d: Delivery[SiteConfigMessage]) -> None:
@@ -104,6 +107,25 @@ class SiteService:
         )  # fmt: skip
         self._event("warning", "config", "site_config_refused",
                     f"site configuration refused: {why}"[:500], {})  # fmt: skip
+
+    def _site_string(self, args: CommandArgs) -> CommandOutcome:
+        """An operator's `site_string`: out holds the string out (standby) until join."""
+        assert isinstance(args, SiteStringArgs)
+        if self.core is None:
+            return CommandOutcome(False, "no site configuration yet")
+        if args.system not in self.core.config.system_ids:
+            return CommandOutcome(False, f"{args.system!r} is not a string of site "
+                                  f"{self.core.config.site!r}")  # fmt: skip
+        if args.action == "out":
+            self.core.hold(args.system, "held out by an operator")
+            return CommandOutcome(True, result={"held": True})
+        self.core.join(args.system)
+        if not self.core.config.in_service(args.system):
+            return CommandOutcome(
+                True, "taken out of service in the site configuration: it stays out until a "
+                "configuration puts it in service", {"held": False},
+            )  # fmt: skip
+        return CommandOutcome(True, result={"held": False})
 
     def _on_pack(self, d: Delivery[PackState]) -> None:
         if d.retained or self.core is None:

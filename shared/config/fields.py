@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from shared.config.site import SiteConfig
 from shared.config.system import SystemConfig
 
 Apply = Literal["live", "restart"]
@@ -35,6 +36,7 @@ VALIDATION = "validation"
 """Every service validates each configuration: a field that only bounds other fields."""
 CONFIG_UI = "config_ui"
 """The web application: its wizard derives other fields from the field, or shows it."""
+SITE = "site_controller"
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,70 @@ FIELD_USES: tuple[FieldUse, ...] = (
         _r(MASTER, _MC + "comm_supervision.py"), _r(SLAVE, _SA + "service.py"),
     )),
 )  # fmt: skip
+
+
+_SC = "services/site_controller/"
+SITE_FIELD_USES: tuple[FieldUse, ...] = (
+    FieldUse("site", (_r(SITE, _SC + "service.py"),),
+             "the site controller's BMS_SYSTEM: a configuration for another site is refused"),
+    FieldUse("name", (_r(CONFIG_UI, _CU + "site_live.py"),)),
+    FieldUse("config_version", (_r(SITE, _SC + "service.py"),)),
+    FieldUse("strings.*.system", (_r(SITE, _SC + "core.py"),)),
+    FieldUse("strings.*.resistance_mohm", (_r(SITE, _SC + "core.py", "live", "resistance_ohm"),),
+             "read as `SiteConfig.resistance_ohm` (Ω)"),
+    FieldUse("strings.*.in_service", (_r(SITE, _SC + "core.py"),)),
+    FieldUse("join_window_v", (_r(SITE, _SC + "core.py"),)),
+    FieldUse("current_sharing_factor", (_r(SITE, _SC + "core.py"),)),
+    FieldUse("stale_after_s", (_r(SITE, _SC + "core.py"),)),
+)  # fmt: skip
+"""Who reads each field of the site configuration (`shared.config.site.SiteConfig`): the site
+controller applies a new one at once (strings kept where they stay)."""
+
+
+def _sequence_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a `tuple[Model, ...]` field (the site's strings), else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _nested_model(args[0])
+    return None
+
+
+def site_leaf_paths(model: type[BaseModel] = SiteConfig, prefix: str = "") -> Iterator[str]:
+    """Every leaf of the site configuration; a sequence of models is one `*` segment
+    (`strings.*.system`)."""
+    for name, info in model.model_fields.items():
+        nested, each = _nested_model(info.annotation), _sequence_model(info.annotation)
+        if each is not None:
+            yield from site_leaf_paths(each, f"{prefix}{name}.*.")
+        elif nested is not None:
+            yield from site_leaf_paths(nested, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def site_field_description(path: str) -> tuple[str, str]:
+    """The field's docstring (the model's own words) on one line, and its default ("" when it
+    has none)."""
+    model: type[BaseModel] = SiteConfig
+    *parents, leaf = path.split(".")
+    for part in parents:
+        if part == "*":
+            continue
+        annotation = model.model_fields[part].annotation
+        found = _sequence_model(annotation) or _nested_model(annotation)
+        assert found is not None
+        model = found
+    info = model.model_fields[leaf]
+    default = "" if info.is_required() else repr(info.default)
+    return " ".join((info.description or "").split()), default
+
+
+def site_use_of(path: str) -> FieldUse:
+    """The entry of `SITE_FIELD_USES` matching `path` (KeyError when none does)."""
+    for use in SITE_FIELD_USES:
+        if use.matches(path):
+            return use
+    raise KeyError(f"site configuration field {path} has no entry in SITE_FIELD_USES")
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

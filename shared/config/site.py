@@ -51,6 +51,10 @@ class SiteString(ConfigModel):
     """DC resistance of the string from its cells to the common bus (cells, connectors,
     cabling, fuse), in mΩ: current divides between parallel strings in inverse proportion to
     it. Empty: unknown, equal sharing is assumed."""
+    in_service: bool = True
+    """False: taken out of the site (maintenance): the site controller puts its master in
+    standby, leaves it out of the bus and the sums ("out", with the reason), and never joins it
+    until it is in service again."""
 
     @field_validator("system")
     @classmethod
@@ -68,7 +72,10 @@ class SiteConfig(ConfigModel):
     """The site id, the system level of the site's topics (`bms/v1/{site}/site/...`): the
     rule of a system id, and none of its strings' ids."""
     name: str = Field("", max_length=100)
+    """A name for people, shown on the site page."""
     config_version: int = Field(1, ge=0)
+    """Numbered by the configuration store, one more per applied version; the site controller
+    acknowledges it and carries it in `site/state`."""
     strings: tuple[SiteString, ...] = Field(min_length=1, max_length=SITE_STRINGS_MAX)
     """1 to 16 strings, each system id once."""
     join_window_v: float = Field(DEFAULT_JOIN_WINDOW_V, gt=0.0, le=JOIN_WINDOW_MAX_V)
@@ -90,15 +97,21 @@ class SiteConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        # each problem names the field it is at (`strings.{i}.system`), for the form to show it
         problems: list[str] = []
         ids = [s.system for s in self.strings]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        if twice:
-            problems.append(f"strings: each system id may appear once; listed twice: {twice}")
+        for i, system in enumerate(ids):
+            first = ids.index(system)
+            if first != i:
+                problems.append(
+                    f"strings.{i}.system: each system id may appear once; {system!r} is listed "
+                    f"twice (also string {first + 1})"
+                )
         if self.site in ids:
             problems.append(
-                f"site: {self.site!r} is also the id of one of its strings; the site's topics "
-                f"would mix with that string's: give the site an id of its own"
+                f"site, strings.{ids.index(self.site)}.system: {self.site!r} is also the id of "
+                f"one of its strings; the site's topics would mix with that string's: give the "
+                f"site an id of its own"
             )
         raise_problems(problems)
         return self
@@ -106,6 +119,10 @@ class SiteConfig(ConfigModel):
     @property
     def system_ids(self) -> tuple[str, ...]:
         return tuple(s.system for s in self.strings)
+
+    def in_service(self, system: str) -> bool:
+        """False when the string is taken out in the configuration (or not a string of it)."""
+        return any(s.system == system and s.in_service for s in self.strings)
 
     def resistance_ohm(self, system: str) -> float | None:
         """The string's resistance in Ω, or None when unknown (or not a string of the site)."""

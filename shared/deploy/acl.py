@@ -51,6 +51,7 @@ from shared.topics import (
     ANY,
     CAN,
     COMMAND,
+    COMMAND_REPLY,
     COMMAND_SENDERS,
     CONFIG,
     EVENTS_READER,
@@ -136,12 +137,26 @@ def check_edge_node(edge_node: str | None) -> str | None:
     return edge_node
 
 
-def users(layout: RackLayout = DEFAULT_LAYOUT) -> tuple[str, ...]:
-    return (*layout.users(), *CENTRAL_USERS)
+STRING_MASTER_PREFIX = f"{MASTER}-"
+
+
+def string_master(system: str) -> str:
+    """The broker user of a site string's master (`master_core-<system>`): the masters of
+    several strings share the site's broker, each confined to its own string's topics."""
+    return STRING_MASTER_PREFIX + system
+
+
+def users(
+    layout: RackLayout = DEFAULT_LAYOUT, site_strings: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The racks, the central users and, for a site, one master user per string."""
+    return (*layout.users(), *CENTRAL_USERS, *(string_master(s) for s in site_strings))
 
 
 def role_of(user: str) -> str:
-    return SLAVE if user.startswith(f"{SLAVE}-rack") else user
+    if user.startswith(f"{SLAVE}-rack"):
+        return SLAVE
+    return MASTER if user.startswith(STRING_MASTER_PREFIX) else user
 
 
 NARROWED_WRITES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
@@ -204,6 +219,8 @@ def grants(
     role = role_of(user)
     if role == SITE:
         return site_grants(system, site_strings)
+    if user.startswith(STRING_MASTER_PREFIX):
+        return string_master_grants(user.removeprefix(STRING_MASTER_PREFIX), site_strings)
     modules = layout.modules(int(user.rsplit("rack", 1)[1])) if role == SLAVE else None
     out: list[Grant] = []
     for spec in TOPICS:
@@ -261,12 +278,26 @@ def _spec_grants(
     return out
 
 
+def string_master_grants(string: str, site_strings: tuple[str, ...]) -> list[Grant]:
+    """A site string's master (user `master_core-<string>`): the master's grants under its
+    string's id, exactly as `master_core`'s in a stack of its own (its events and presence
+    under its service name `master_core`); nothing under the site's or another string's id.
+    None for a string the site does not have."""
+    if string not in site_strings or not SYSTEM_ID_RE.fullmatch(string):
+        return []
+    out: list[Grant] = []
+    for spec in TOPICS:
+        out += _spec_grants(spec, MASTER, MASTER, string, None)
+    return out
+
+
 def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     """The site controller's grants (user `site_controller`): under the site's id the site
     topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
     string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
     its own replies, and writes `cmd/set_mode` and `cmd/contactors` only (`COMMAND_SENDERS`),
-    nothing else."""
+    nothing else. Under the site's id it also serves the operators' `cmd/site_string` (reads
+    it, writes the replies)."""
     ids = (site, *strings)
     bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
     if bad:
@@ -278,13 +309,22 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     out: list[Grant] = []
     for spec in SITE_OWN_TOPICS:
         out += _spec_grants(spec, SITE, SITE, site, None)
+    out += [
+        Grant(COMMAND.filter(site, command="site_string"), True, False),
+        Grant(COMMAND_REPLY.filter(site), False, True),
+    ]
     for system in strings:
         for spec in SITE_STRING_TOPICS:
+            if spec is COMMAND_REPLY:  # its own replies (it writes replies under the site only)
+                out.append(Grant(spec.filter(system, user=SITE), True, False))
+                continue
             for g in _spec_grants(spec, SITE, SITE, system, None):
-                # it sends commands there; its events and presence belong under the site
+                # it sends commands there (and reads no other's); its events and presence
+                # belong under the site
                 write = g.write and spec is COMMAND
-                if g.read or write:
-                    out.append(Grant(g.pattern, g.read, write))
+                read = g.read and spec is not COMMAND
+                if read or write:
+                    out.append(Grant(g.pattern, read, write))
     return out
 
 
@@ -343,7 +383,7 @@ def render(
         f"# Sparkplug B: {node}.",
         f"# As a site, {system} has {site}: the site controller's grants under their ids.",
     ]
-    for user in users(layout):
+    for user in users(layout, site_strings):
         lines += ["", f"user {user}"]
         lines += [
             f"topic {g.access} {g.pattern}"

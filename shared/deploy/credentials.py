@@ -102,7 +102,7 @@ def init(
     )  # refuses a bad id before anything is written
     made: list[str] = []
     passwords: dict[str, str] = {}
-    for user in users(layout):
+    for user in users(layout, site_strings):
         owner = uid if role_of(user) in (*SERVICE_ROLES, SITE) or user in SERVICE_LOGINS else None
         passwords[user], new = _ensure(store / user / "password", owner)
         if new:

@@ -13,6 +13,7 @@ from shared.messages.commands import (
     ServiceOverride,
     ServiceResetArgs,
     SetModeArgs,
+    SiteStringArgs,
 )
 from shared.messages.config import ConfigAck, ConfigMessage, FieldInUse
 from shared.messages.envelope import Message
@@ -79,6 +80,7 @@ __all__ = [
     "SiteConfigMessage",
     "SiteLimits",
     "SiteState",
+    "SiteStringArgs",
     "SiteSummary",
     "SlaveModeCommand",
     "SlaveStatus",

@@ -90,6 +90,15 @@ class EventsQueryArgs(CommandArgs):
     seq_epoch: Timestamp | None = Field(None, description="with `source`: its epoch")
 
 
+class SiteStringArgs(CommandArgs):
+    """`site_string`, to a site controller under the site id: an operator holds a string out
+    of the site's bus ("out": its master is put in standby and kept there) or asks a held
+    string to join again ("join": it joins by the controller's rules, within the window)."""
+
+    system: str = Field(max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    action: Literal["join", "out"]
+
+
 COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "contactors": ContactorsArgs,
     "reset_faults": ResetFaultsArgs,
@@ -97,8 +106,10 @@ COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "set_mode": SetModeArgs,
     "heartbeat": HeartbeatArgs,
     "events_query": EventsQueryArgs,
+    "site_string": SiteStringArgs,
 }
-"""Every command the master accepts, with its arguments."""
+"""Every command with its arguments: the master's, and `site_string`, the site controller's
+(under the site id)."""
 
 
 ARG_TEXT_MAX = 256

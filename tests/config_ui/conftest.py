@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
 from services.config_ui.cell_history import CellHistoryStore
-from services.config_ui.config_store import ConfigStore
+from services.config_ui.config_store import ConfigStore, SiteConfigStore
 from services.config_ui.context import UiContext
 from services.config_ui.history_store import HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.settings import ConfigUiSettings
+from services.config_ui.site_config import SiteAcks
 from services.config_ui.site_live import SiteLive
 from services.config_ui.users import UserStore
 from services.master_core.events import EventLog
@@ -74,16 +75,24 @@ class UiHarness:
 
 
 def make_harness(
-    tmp_path: Path, *, command_timeout_s: float = 2.0, site: str | None = None
+    tmp_path: Path,
+    *,
+    command_timeout_s: float = 2.0,
+    site: str | None = None,
+    site_config: bool = False,
 ) -> Iterator[UiHarness]:
+    """`site_config`: this application keeps the site configuration of `site`."""
     broker = InMemoryBroker()
-    settings = ConfigUiSettings(system=SYSTEM, data_dir=str(tmp_path), site=site)
+    settings = ConfigUiSettings(
+        system=SYSTEM, data_dir=str(tmp_path), site=site, ui_site_config=site_config
+    )
     site_live = None if site is None else SiteLive(site)
     db = tmp_path / "ui.sqlite"
     users = UserStore(db, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     users.ensure_admin(ADMIN_PASSWORD)
     users.set_password("admin", ADMIN_PASSWORD, by="admin")  # as after the first login
     store = ConfigStore(db)
+    site_store = SiteConfigStore(db) if site_config else None
     live = LiveView(history_s=600)
     bus = InMemoryBus(broker, system=SYSTEM, service="config_ui", kind="config_ui")
     history = HistoryStore(db, retention_s=30 * 86400)
@@ -92,8 +101,11 @@ def make_harness(
                        cell_history=cell_history, site=site_live)  # fmt: skip
     ctx = UiContext(
         settings=settings, store=store, users=users, live=live, bridge=bridge, history=history,
-        cell_history=cell_history, site=site_live,
+        cell_history=cell_history, site=site_live, site_store=site_store,
     )  # fmt: skip
+    if site_store is not None and site is not None:
+        ctx.site_acks = SiteAcks(time.time)
+        bridge.watch_site_config(site, ctx.site_acks)
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
     master.log = EventLog(master.events, master_bus, time.time)
@@ -118,6 +130,8 @@ def make_harness(
     thread.join(1)
     bridge.stop()
     store.close()
+    if site_store is not None:
+        site_store.close()
     users.close()
     master.events.close()
     history.close()

@@ -310,7 +310,7 @@ def test_user_store_can_share_the_file(db: Path) -> None:
         versions = dict(con.execute("SELECT component, version FROM schema_versions"))
     finally:
         con.close()
-    assert versions == {"config_store": 1, "users": 1}
+    assert versions == {"config_store": 2, "users": 1}
 
 
 def _corrupt(db: Path, version: int) -> None:

@@ -29,6 +29,8 @@ from shared.racks import rack_module_range
 from shared.topics import (
     ANY,
     CAN,
+    COMMAND,
+    COMMAND_REPLY,
     COMMAND_SENDERS,
     EVENTS_READER,
     HA_COMMAND,
@@ -87,8 +89,10 @@ def expected(user: str, access: str, topic: str) -> bool:
     if system != OWN:
         return False
     role = SLAVE if user.startswith(f"{SLAVE}-rack") else user
-    if role == SITE and spec not in SITE_OWN_TOPICS:  # a site without strings: its own only
-        return False
+    if role == SITE and spec not in SITE_OWN_TOPICS:  # a site without strings: its own only,
+        if spec is COMMAND:  # and it serves the operators' site_string under the site id
+            return access == "read" and params["command"] == "site_string"
+        return spec is COMMAND_REPLY and access == "write"
 
     def listed(roles: tuple[str, ...], who: str = role) -> bool:
         return who in roles or (ANY in roles and who in SERVICES)

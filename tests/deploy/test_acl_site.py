@@ -53,6 +53,8 @@ WRITES = {
     f"bms/v1/{SITE_ID}/site/config": False,
     f"bms/v1/{SITE_ID}/events/master_core": False,
     f"bms/v1/{SITE_ID}/cmd/set_mode": False,
+    f"bms/v1/{SITE_ID}/reply/config_ui/c1": True,  # its replies to the operators' site_string
+    **{f"bms/v1/{s}/reply/config_ui/c1": False for s in STRINGS},
     **{f"bms/v1/{s}/cmd/set_mode": True for s in STRINGS},
     **{f"bms/v1/{s}/cmd/contactors": True for s in STRINGS},
     **{f"bms/v1/{s}/cmd/reset_faults": False for s in STRINGS},
@@ -64,6 +66,9 @@ WRITES = {
 READS = {
     f"bms/v1/{SITE_ID}/site/config": True,
     f"bms/v1/{SITE_ID}/site/state": False,
+    f"bms/v1/{SITE_ID}/cmd/site_string": True,  # the operators' command it serves
+    f"bms/v1/{SITE_ID}/cmd/set_mode": False,
+    **{f"bms/v1/{s}/cmd/set_mode": False for s in STRINGS},
     **{f"bms/v1/{s}/pack/state": True for s in STRINGS},
     **{f"bms/v1/{s}/config": True for s in STRINGS},
     **{f"bms/v1/{s}/events/master_core": True for s in STRINGS},
@@ -102,4 +107,59 @@ def test_the_site_controller_reads_only_what_it_may(broker: Broker) -> None:
         assert got == {t for t, ok in READS.items() if ok}
     finally:
         for c in (injector, site):
+            c.close()
+
+
+# --- the strings' masters on the site's broker: one user each --------------------------------
+S1_MASTER = acl.string_master("s1")
+MASTER_WRITES = {
+    "bms/v1/s1/pack/state": True,
+    "bms/v1/s1/pack/cells": True,
+    "bms/v1/s1/events/master_core": True,
+    "bms/v1/s1/reply/site_controller/c1": True,
+    "bms/v1/s1/events/site_controller": False,  # not another service's name
+    "bms/v1/s1/config": False,  # the web application's
+    "bms/v1/s2/pack/state": False,  # another string
+    "bms/v1/s2/events/master_core": False,
+    f"bms/v1/{SITE_ID}/site/state": False,  # the site's
+    f"bms/v1/{SITE_ID}/pack/state": False,
+    f"bms/v1/{OTHER}/pack/state": False,
+}
+MASTER_READS = {
+    "bms/v1/s1/cmd/set_mode": True,
+    "bms/v1/s1/cmd/contactors": True,
+    "bms/v1/s1/config": True,
+    "bms/v1/s2/cmd/set_mode": False,
+    "bms/v1/s2/config": False,
+    f"bms/v1/{SITE_ID}/cmd/site_string": False,
+    f"bms/v1/{SITE_ID}/site/config": False,
+}
+
+
+def test_each_string_has_a_master_user_of_its_own() -> None:
+    assert acl.users(site_strings=STRINGS)[-2:] == ("master_core-s1", "master_core-s2")
+    assert acl.role_of(S1_MASTER) == "master_core"
+    for topic, allowed in MASTER_WRITES.items():
+        assert acl.may(S1_MASTER, "write", topic, system=SITE_ID, site_strings=STRINGS) == allowed
+    for topic, allowed in MASTER_READS.items():
+        assert acl.may(S1_MASTER, "read", topic, system=SITE_ID, site_strings=STRINGS) == allowed
+    # the same user names no string of another site
+    assert acl.grants(acl.string_master("s9"), system=SITE_ID, site_strings=STRINGS) == []
+    text = acl.render(system=SITE_ID, site_strings=STRINGS)
+    assert "user master_core-s2\ntopic " in text
+
+
+def test_a_string_master_publishes_and_reads_only_its_string(broker: Broker) -> None:
+    observer, injector, master = (broker.login(u) for u in ("observer", "injector", S1_MASTER))
+    try:
+        observer.subscribe("bms/#", SENTINEL)
+        master.publish_all(list(MASTER_WRITES))
+        delivered = set(observer.round_ended(sentinel(injector)))
+        assert delivered == {t for t, ok in MASTER_WRITES.items() if ok}
+        master.subscribe("bms/#", SENTINEL)
+        injector.publish_all(list(MASTER_READS))
+        got = set(master.round_ended(sentinel(injector)))
+        assert got == {t for t, ok in MASTER_READS.items() if ok}
+    finally:
+        for c in (observer, injector, master):
             c.close()

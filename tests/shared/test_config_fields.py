@@ -17,11 +17,15 @@ from shared.config.fields import (
     FIELD_USES,
     MASTER,
     MODBUS,
+    SITE_FIELD_USES,
     UNREAD,
     Reader,
     changed_fields,
     leaf_paths,
     restart_required,
+    site_field_description,
+    site_leaf_paths,
+    site_use_of,
     use_of,
 )
 from shared.config_ack import acknowledge_config
@@ -188,3 +192,25 @@ def test_changed_fields_are_exactly_the_differing_leaves(a: SystemConfig, b: Sys
             node = node[part]
         node[last] = c.new
     assert SystemConfig.model_validate(data) == b
+
+
+# --- the site configuration ----------------------------------------------------------------
+SITE_LEAVES = list(site_leaf_paths())
+
+
+def test_every_site_leaf_has_an_entry_a_reader_and_words() -> None:
+    assert "strings.*.system" in SITE_LEAVES and "join_window_v" in SITE_LEAVES
+    firsts = {site_use_of(path).pattern for path in SITE_LEAVES}
+    assert [u.pattern for u in SITE_FIELD_USES if u.pattern not in firsts] == []
+    for path in SITE_LEAVES:
+        use = site_use_of(path)
+        assert use.readers, f"{path}: no reader"
+        assert [p for r in use.readers for p in reader_problems(path, r)] == []
+        assert site_field_description(path)[0], f"{path}: no docstring in shared/config/site.py"
+
+
+def test_the_site_fields_are_in_the_generated_doc() -> None:
+    text = (ROOT / "docs" / "configuration-fields.md").read_text()
+    assert "## Site configuration" in text
+    for path in SITE_LEAVES:
+        assert f"| `{path}` |" in text

@@ -26,8 +26,12 @@ def test_a_site_config_has_sourced_defaults() -> None:
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
-        ({"site": "s1"}, "site: 's1' is also the id of one of its strings"),
-        ({"strings": [{"system": "s1"}, {"system": "s1"}]}, "listed twice: ['s1']"),
+        ({"site": "s1"}, "site, strings.0.system: 's1' is also the id of one of its strings"),
+        (
+            {"strings": [{"system": "s1"}, {"system": "s1"}]},
+            "strings.1.system: each system id may appear once; 's1' is listed twice (also "
+            "string 1)",
+        ),
         ({"strings": []}, "strings"),
         ({"strings": [{"system": f"s{i}"} for i in range(17)]}, "strings"),
         ({"site": "Site 1"}, "site: 'Site 1' is not valid"),
@@ -109,6 +113,10 @@ def test_the_site_controller_reads_its_strings_and_sends_them_mode_and_close_onl
     assert not may("read", "bms/v1/s3/pack/state")
     assert not may("write", "bms/v1/site1/site/config")
     assert not may("write", "bms/v1/site1/events/master_core")
+    assert may("read", "bms/v1/site1/cmd/site_string")
+    assert may("write", "bms/v1/site1/reply/config_ui/c1")
+    assert not may("read", "bms/v1/s1/cmd/set_mode")
+    assert not may("write", "bms/v1/s1/reply/config_ui/c1")
     with pytest.raises(ValueError, match="distinct"):
         acl.site_grants("s1", strings)
     text = acl.render(system="site1", site_strings=strings)

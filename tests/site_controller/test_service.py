@@ -9,16 +9,18 @@ from services.site_controller.service import SiteService
 from services.site_controller.settings import SiteControllerSettings
 from shared.bus import Delivery
 from shared.bus.memory import InMemoryBroker, InMemoryBus
-from shared.commands import CommandOutcome, CommandServer
+from shared.commands import CommandClient, CommandOutcome, CommandServer
 from shared.config import SiteConfig, SystemConfig
 from shared.messages import (
     CommandArgs,
+    CommandReply,
     ConfigAck,
     ConfigMessage,
     Event,
     SetModeArgs,
     SiteConfigMessage,
     SiteState,
+    SiteStringArgs,
     SiteSummary,
 )
 from shared.topics import (
@@ -129,3 +131,51 @@ def test_a_configuration_for_another_site_is_refused() -> None:
     ui.process()
     assert acks and not acks[-1].accepted and "not this site's id" in acks[-1].errors[0]
     assert [e.code for e in events] == ["site_config_refused"]
+
+
+def test_an_operator_holds_a_string_out_and_asks_it_to_join_with_site_string() -> None:
+    broker = InMemoryBroker()
+    clock = [0.0]
+    bus = InMemoryBus(broker, system="site1", service="site_controller", kind="site_controller")
+    bus.start()
+    service = SiteService(bus, SiteControllerSettings(system="site1"), monotonic=lambda: clock[0])
+    ui = InMemoryBus(broker, system="site1", service="config_ui", kind="config_ui")
+    ui.start()
+    states: list[SiteState] = []
+    ui.subscribe(SITE_STATE, lambda d: states.append(d.message))
+    masters = {s: FakeMaster(broker, s, 400.0) for s in ("s1", "s2")}
+    config = SiteConfig(site="site1", strings=({"system": "s1"}, {"system": "s2"}))  # type: ignore[arg-type]
+    ui.publish(SITE_CONFIG, SiteConfigMessage(config=config))
+    client = CommandClient(ui, system="site1")
+    replies: list[CommandReply | None] = []
+
+    def cycle(n: int = 1) -> None:
+        for _ in range(n):
+            for m in masters.values():
+                m.publish()
+            bus.process()
+            service.tick()
+            clock[0] += 0.1
+            ui.process()
+
+    def ask(system: str, action: str) -> CommandReply | None:
+        replies.clear()
+        client.send("site_string", SiteStringArgs(system=system, action=action),  # type: ignore[arg-type]
+                    on_reply=replies.append)  # fmt: skip
+        cycle(2)
+        return replies[-1] if replies else None
+
+    cycle(20)
+    assert states[-1].strings_joined == 2
+    reply = ask("s2", "out")
+    assert reply is not None and reply.status == "accepted"
+    cycle(20)
+    s2 = states[-1].strings[1]
+    assert s2.membership == "out" and s2.reason.startswith("held out by an operator")
+    assert masters["s2"].fields["mode"] == "standby" and states[-1].strings_joined == 1
+    refused = ask("nope", "join")
+    assert refused is not None and refused.status == "refused" and "not a string" in refused.reason
+    reply = ask("s2", "join")
+    assert reply is not None and reply.status == "accepted"
+    cycle(20)
+    assert states[-1].strings_joined == 2 and masters["s2"].fields["mode"] == "working"

@@ -101,6 +101,10 @@ def test_with_a_site_the_web_applications_and_one_modbus_gateway_serve_it(
     run.plan_children("mqtt://127.0.0.1:1883")
     uis = [c for c in run.children if c.env.get("BMS_UI_PORT")]
     assert len(uis) == 2 and all(c.env["BMS_SITE"] == "site1" for c in uis)
+    # the first string's web application keeps the site configuration, seeded with every string
+    keepers = [c for c in uis if c.env.get("BMS_UI_SITE_CONFIG") == "true"]
+    assert len(keepers) == 1 and keepers[0].env["BMS_SYSTEM"] == "demo1"
+    assert keepers[0].env["BMS_UI_SEED_SITE_STRINGS"] == "demo1,demo2"
     site_modbus = [c for c in run.children if c.label == "modbus_gateway:site1"]
     assert len(site_modbus) == 1
     env = site_modbus[0].env

@@ -12,6 +12,8 @@ from services.config_ui.api import (
     live,
     session,
     site,
+    site_config,
+    site_strings,
     users,
     wizard_api,
 )
@@ -21,7 +23,19 @@ from services.config_ui.api.session import set_session_cookie
 from services.config_ui.api.wizard_api import review
 
 router = APIRouter(prefix="/api")
-for module in (session, live, site, cells, events, commands, configuration, wizard_api, users):
+for module in (
+    session,
+    live,
+    site,
+    site_config,
+    site_strings,
+    cells,
+    events,
+    commands,
+    configuration,
+    wizard_api,
+    users,
+):
     router.include_router(module.router)
 
 __all__ = ["MAX_VERSION", "diff_info", "review", "router", "set_session_cookie", "summary"]
