@@ -18,7 +18,11 @@ from services.master_core.estimation.soc import (
     CoulombParams,
     OcvCurve,
 )
-from services.master_core.estimation.soh import SohEstimator, SohParams
+from services.master_core.estimation.soh import (
+    GENERIC_SOH_PRIOR_STD_PCT,
+    SohEstimator,
+    SohParams,
+)
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import (
     CyclesRecord,
@@ -35,6 +39,12 @@ SOH_PRIOR_PCT = 100.0
 names. SOH is defined against that capacity, so at commissioning (and when a stored health
 record is of other cells, or of another rated capacity) the configured capacity is the whole
 knowledge there is, until the estimator measures one."""
+
+
+CAPACITY_BOUNDS = (0.5, 1.1)
+"""Measured cell capacity the counter takes, as shares of the rated capacity: below half the
+cell is for replacement (and a worse estimate must not make the SOC race), above 110 % the
+sample is wrong rather than the cell."""
 
 
 class PackEstimator:
@@ -61,6 +71,7 @@ class PackEstimator:
             SohParams(
                 nominal_capacity_ah=config.cell_capacity_ah,
                 nominal_resistance_ohm=(config.cell_resistance_mohm or 0.0) / 1000.0,
+                prior_std_pct=GENERIC_SOH_PRIOR_STD_PCT if generic else 0.0,
             ),
         )
         self._started = False
@@ -102,7 +113,23 @@ class PackEstimator:
         self.counter.update(now_s, current_a, cell_v)
         self.soh.update(now_s, current_a, cell_v)
         # rested OCV points and full/empty anchors are the ends of a capacity measurement
-        self.soh.add_reference(self.counter.reference_soc_pct, self.counter.reference_std_pct)
+        taken = self.soh.add_reference(
+            self.counter.reference_soc_pct, self.counter.reference_std_pct
+        )
+        if taken:
+            self._feed_capacity()
+
+    def _feed_capacity(self) -> None:
+        """The counter counts in the measured capacity of each cell, within CAPACITY_BOUNDS of
+        the rated one; slow because the estimate is an average over cycles (and a generic
+        table's prior)."""
+        rated = self.soh.params.nominal_capacity_ah
+        measured = self.soh.capacity_ah
+        low, high = CAPACITY_BOUNDS
+        known = np.isfinite(measured)
+        self.counter.capacity_ah = np.where(
+            known, np.clip(measured, low * rated, high * rated), self.counter.capacity_ah
+        )
 
     def records(self) -> EstimatorRecords | None:
         """What a restart needs; None before the estimator has started: its SOC is a guess
@@ -130,6 +157,7 @@ class PackEstimator:
         starts the estimator, without one it starts from the rested OCV of a complete pack."""
         if records.soh is not None:
             self.soh.load_health(records.soh)
+            self._feed_capacity()
         if records.throughput is not None:
             t = records.throughput
             self.soh.charge_in_ah, self.soh.charge_out_ah = t.charge_in_ah, t.charge_out_ah

@@ -20,6 +20,7 @@ from services.master_core.persisted import (
 )
 from services.master_core.stores import Store
 from shared.config import SystemConfig
+from shared.config.chemistry import ChemistryOverrides
 from shared.messages import CellTelemetry
 
 TRUE_CAPACITY_SHARE = 0.9
@@ -71,7 +72,12 @@ def restore_all(store: Store, config: SystemConfig) -> EstimatorRecords:
 
 @pytest.fixture
 def config() -> SystemConfig:
-    return SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    # The cells' own OCV table (the one run_cycle's voltages come from): a generic table's
+    # error would leave one cycle's capacity sample near the rated prior.
+    base = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    chem = base.cell_chemistry
+    own = ChemistryOverrides(ocv_table_soc_pct=chem.ocv_table_soc_pct, ocv_table_v=chem.ocv_table_v)
+    return base.model_copy(update={"chemistry_overrides": own})
 
 
 def test_a_restored_estimator_publishes_what_the_saved_one_did(
