@@ -152,9 +152,14 @@ class PackEstimator:
             cycles=CyclesRecord(equivalent_cycles=soh.equivalent_cycles),
         )
 
-    def restore(self, records: EstimatorRecords) -> None:
+    def restore(self, records: EstimatorRecords, wall_s: float | None = None) -> None:
         """Take stored records that fit this configuration (`persisted.load`); a restored SOC
-        starts the estimator, without one it starts from the rested OCV of a complete pack."""
+        starts the estimator, without one it starts from the rested OCV of a complete pack.
+
+        `wall_s`: the wall-clock time now. With the SOC record's save time it gives the
+        downtime, over which the SOC went uncounted: its uncertainty grows by what the current
+        sensor's error could have moved in that time (`CoulombCounter.widen`); a clock that
+        went back counts as no downtime."""
         if records.soh is not None:
             self.soh.load_health(records.soh)
             self._feed_capacity()
@@ -167,6 +172,9 @@ class PackEstimator:
         if records.soc is not None:
             if not self.counter.load_state(records.soc.model_dump()):
                 raise ValueError("the SOC record does not fit this configuration")
+            saved = records.soc.saved_wall_s
+            if wall_s is not None and saved is not None and wall_s > saved:
+                self.counter.widen(wall_s - saved)
             self._started = True
 
 

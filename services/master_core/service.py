@@ -504,7 +504,7 @@ class MasterCore:
             throughput=self._load(ThroughputRecord, config),
             cycles=self._load(CyclesRecord, config),
         )
-        estimator.restore(records)
+        estimator.restore(records, wall_s=self.wall())  # downtime widens the SOC sigma
         if records.all():
             log.info("restored %s", ", ".join(r.KEY for r in records.all()))
 

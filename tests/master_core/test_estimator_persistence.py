@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.master_core.estimation.soc import OcvCurve
 from services.master_core.estimator import EstimatorRecords, PackEstimator
@@ -126,3 +128,46 @@ def test_soh_is_the_commissioning_prior_until_measured_and_unknown_before_start(
     assert estimator.soh_pct is None
     estimator._started = True  # as after a complete pack
     assert estimator.soh_pct == SOH_PRIOR_PCT
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    std=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=8),
+    first_s=st.floats(0.0, 1e8),
+    more_s=st.floats(0.0, 1e8),
+)
+def test_downtime_widens_the_soc_sigma_monotonically_and_within_100(
+    std: list[float], first_s: float, more_s: float
+) -> None:
+    config = SystemConfig.from_preset("NMC", system_id="s", modules=1, cells_per_module=len(std))
+    record = SocRecord(soc_pct=[50.0] * len(std), soc_std_pct=std, saved_wall_s=1000.0)
+    short, long = PackEstimator(config), PackEstimator(config)
+    short.restore(EstimatorRecords(soc=record), wall_s=1000.0 + first_s)
+    long.restore(EstimatorRecords(soc=record), wall_s=1000.0 + first_s + more_s)
+    before = np.asarray(std)
+    assert np.all(short.counter.soc_std_pct >= before - 1e-12)
+    assert np.all(long.counter.soc_std_pct >= short.counter.soc_std_pct - 1e-12)
+    assert np.all(long.counter.soc_std_pct <= 100.0)
+    assert np.array_equal(short.counter.soc_pct, long.counter.soc_pct)
+
+
+def test_a_day_down_adds_the_current_error_of_a_day_and_a_clock_going_back_adds_nothing(
+    tmp_path: Path,
+) -> None:
+    config = SystemConfig.from_preset("NMC", system_id="s", modules=1, cells_per_module=2)
+    store = Store(tmp_path / "m.sqlite")
+    save(store, SocRecord(soc_pct=[40.0, 41.0], soc_std_pct=[2.0, 3.0]), ts=5000.0)
+    loaded = load(store, SocRecord, config).record
+    store.close()
+    assert loaded is not None and loaded.saved_wall_s == 5000.0
+    est = PackEstimator(config)
+    est.restore(EstimatorRecords(soc=loaded), wall_s=5000.0 + 86400.0)
+    # 0.1 A for 24 h on the preset's cells
+    grown = 100.0 * 0.1 * 24.0 / config.cell_capacity_ah
+    assert est.counter.soc_std_pct == pytest.approx([2.0 + grown, 3.0 + grown])
+    back = PackEstimator(config)
+    back.restore(EstimatorRecords(soc=loaded), wall_s=4000.0)
+    assert back.counter.soc_std_pct.tolist() == [2.0, 3.0]
+    # a record of an older master (no save time) restores as before
+    old = SocRecord.model_validate({"soc_pct": [40.0, 41.0], "soc_std_pct": [2.0, 3.0]})
+    assert old.saved_wall_s is None

@@ -439,6 +439,18 @@ class CoulombCounter:
     def pack_soc_pct(self) -> float:
         return pack_soc_pct(self.soc_pct, self.soc_std_pct)
 
+    def widen(self, uncounted_s: float) -> None:
+        """Time without counting (the master was down): each cell's sigma grows by the charge
+        current_error_a moves in that time (0.1 A on 100 Ah: 0.1 %/h, 2.4 %/day), as for a
+        gap between samples with no current; a sigma stays within 100 %."""
+        if not uncounted_s > 0.0:
+            return
+        p = self.params
+        grown = self.soc_std_pct + 100.0 * p.current_error_a * uncounted_s / (
+            3600.0 * self.capacity_ah
+        )
+        self.soc_std_pct = _clip_pct(grown)
+
     def empty_anchor_pct(self) -> tuple[float, float]:
         """SOC (%) and its 1-sigma at the empty anchor: the table's SOC at the cut-off voltage,
         with the table's own error there and the anchor's (`anchor_std_pct`)."""
