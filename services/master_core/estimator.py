@@ -75,6 +75,7 @@ class PackEstimator:
             ),
         )
         self._started = False
+        self._now_s: float | None = None
 
     @property
     def started(self) -> bool:
@@ -87,6 +88,25 @@ class PackEstimator:
             return None
         # the counter may run a little past either end; the published SOC is a percentage
         return float(np.clip(self.counter.pack_soc_pct, 0.0, 100.0))
+
+    @property
+    def pack_soc_std_pct(self) -> float | None:
+        """1-sigma of the published SOC, in %: the RMS of the cells' sigmas (their errors share
+        the current offset and the table, so they do not shrink by averaging); None until the
+        estimator has started."""
+        if not self._started:
+            return None
+        std = self.counter.soc_std_pct
+        return float(np.clip(np.sqrt(np.mean(np.square(std))), 0.0, 100.0))
+
+    @property
+    def since_anchor_s(self) -> float | None:
+        """Seconds since the last full or empty anchor, at the last update; None before one
+        in this run (the anchor time is not stored across a restart)."""
+        last = self.counter.last_anchor_s
+        if not self._started or last is None or self._now_s is None:
+            return None
+        return max(self._now_s - last, 0.0)
 
     @property
     def soh_pct(self) -> float | None:
@@ -110,6 +130,7 @@ class PackEstimator:
             self.counter.start_from_rest(snap.cell_v)
             self._started = True
         cell_v = snap.cell_v if snap.complete else None
+        self._now_s = now_s
         self.counter.update(now_s, current_a, cell_v)
         self.soh.update(now_s, current_a, cell_v)
         # rested OCV points and full/empty anchors are the ends of a capacity measurement

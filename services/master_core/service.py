@@ -518,6 +518,8 @@ class MasterCore:
             PackState(
                 soc=rt.estimator.pack_soc_pct,
                 soh=rt.estimator.soh_pct,
+                soc_std=rt.estimator.pack_soc_std_pct,
+                since_anchor_s=rt.estimator.since_anchor_s,
                 voltage=out.pack_voltage_v,
                 current=out.current_a,
                 contactors=self.supervisor.contactor_state,

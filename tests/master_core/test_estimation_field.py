@@ -4,17 +4,19 @@ a robust pack SOH, and the field benchmark's figures (bench/bench_soc_field.py).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.bench_soc_field import load_field, run_field
+from bench.bench_soc_field import _Snap, load_field, run_field
 from services.master_core.estimation import CoulombCounter, CoulombParams, OcvCurve, pack_soc_pct
 from services.master_core.estimation.soc import GENERIC_OCV_SOC_ERROR_PCT
 from services.master_core.estimation.soh import robust_pack_soh_pct
 from services.master_core.estimator import PackEstimator
+from services.master_core.pack import PackSnapshot
 from shared.config import SystemConfig
 from shared.config.chemistry import ChemistryOverrides, get_preset
 
@@ -134,3 +136,22 @@ def test_field_benchmark_holds_its_figures(name: str, sensors: str, start: str) 
     assert got.hours_low <= hours_low
     assert abs(got.soh_error) <= SOH_GOAL_PCT, f"SOH error {got.soh_error:+.2f} %"
     assert got.soh_restart == 0.0
+
+
+def test_the_estimator_reports_its_soc_sigma_and_the_time_since_the_last_anchor() -> None:
+    est = PackEstimator(_config("NMC"))
+    assert est.pack_soc_std_pct is None and est.since_anchor_s is None
+    snap = _Snap(np.full(4, 4.19))
+    t = 0.0
+    est.update(cast(PackSnapshot, snap), 20.0, 0.0, t)  # charging at 4.19 V: not full yet
+    assert est.pack_soc_std_pct is not None and est.pack_soc_std_pct > 0.0
+    assert est.since_anchor_s is None
+    for _ in range(12):  # the tail current at charge_v: full
+        t += 1.0
+        est.update(cast(PackSnapshot, _Snap(np.full(4, 4.2))), 3.0, 1.0, t)
+    assert est.since_anchor_s == 0.0
+    assert est.pack_soc_std_pct == pytest.approx(est.counter.params.anchor_std_pct)
+    for _ in range(30):
+        t += 1.0
+        est.update(cast(PackSnapshot, _Snap(np.full(4, 4.1))), -20.0, 1.0, t)
+    assert est.since_anchor_s == pytest.approx(30.0)

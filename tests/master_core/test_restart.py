@@ -114,6 +114,9 @@ def test_a_restart_brings_back_every_persisted_field(tmp_path: Path) -> None:
     rig.run(5.0)
     before = rig.states[-1]
     assert before.soh == pytest.approx(92.0, abs=0.01)
+    # the SOC's uncertainty is published with it; no anchor was seen in this run
+    assert before.soc is not None and before.soc_std is not None and before.soc_std > 0.0
+    assert before.since_anchor_s is None
     assert before.energy_out_wh and before.energy_out_wh > 0.1  # discharging at 10 A
     assert before.equivalent_cycles and before.equivalent_cycles > 0
     est = rig.core.rt.estimator  # type: ignore[union-attr]
