@@ -76,6 +76,8 @@ class PackEstimator:
         )
         self._started = False
         self._now_s: float | None = None
+        self._first_now_s: float | None = None
+        self._restored_anchor_age_s: float | None = None
 
     @property
     def started(self) -> bool:
@@ -101,12 +103,17 @@ class PackEstimator:
 
     @property
     def since_anchor_s(self) -> float | None:
-        """Seconds since the last full or empty anchor, at the last update; None before one
-        in this run (the anchor time is not stored across a restart)."""
-        last = self.counter.last_anchor_s
-        if not self._started or last is None or self._now_s is None:
+        """Seconds since the last full or empty anchor, at the last update; None before one.
+        Across a restart the stored age plus the downtime (both clocks known), else None."""
+        if not self._started or self._now_s is None:
             return None
-        return max(self._now_s - last, 0.0)
+        last = self.counter.last_anchor_s
+        if last is not None:
+            return max(self._now_s - last, 0.0)
+        if self._restored_anchor_age_s is None or self._first_now_s is None:
+            return None
+        # a restored anchor age (with the downtime) plus the time run since
+        return self._restored_anchor_age_s + max(self._now_s - self._first_now_s, 0.0)
 
     @property
     def soh_pct(self) -> float | None:
@@ -131,6 +138,8 @@ class PackEstimator:
             self._started = True
         cell_v = snap.cell_v if snap.complete else None
         self._now_s = now_s
+        if self._first_now_s is None:
+            self._first_now_s = now_s
         self.counter.update(now_s, current_a, cell_v)
         self.soh.update(now_s, current_a, cell_v)
         # rested OCV points and full/empty anchors are the ends of a capacity measurement
@@ -161,7 +170,9 @@ class PackEstimator:
         soh = self.soh
         return EstimatorRecords(
             soc=SocRecord(
-                soc_pct=self.counter.soc_pct.tolist(), soc_std_pct=self.counter.soc_std_pct.tolist()
+                soc_pct=self.counter.soc_pct.tolist(),
+                soc_std_pct=self.counter.soc_std_pct.tolist(),
+                since_anchor_s=self.since_anchor_s,
             ),
             soh=soh.health_record(),
             throughput=ThroughputRecord(
@@ -194,8 +205,16 @@ class PackEstimator:
             if not self.counter.load_state(records.soc.model_dump()):
                 raise ValueError("the SOC record does not fit this configuration")
             saved = records.soc.saved_wall_s
-            if wall_s is not None and saved is not None and wall_s > saved:
-                self.counter.widen(wall_s - saved)
+            downtime_s = (
+                wall_s - saved
+                if wall_s is not None and saved is not None and wall_s > saved
+                else 0.0
+            )
+            self.counter.widen(downtime_s)
+            age = records.soc.since_anchor_s
+            # without both clocks the downtime is unknown, and so is the anchor's age
+            if age is not None and saved is not None and wall_s is not None:
+                self._restored_anchor_age_s = age + downtime_s
             self._started = True
 
 

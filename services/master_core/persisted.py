@@ -76,6 +76,8 @@ class SocRecord(PersistedRecord):
     version: Literal[1] = 1
     soc_pct: list[Percent] = Field(min_length=1)
     soc_std_pct: list[Percent] = Field(min_length=1)
+    since_anchor_s: NonNegative | None = None
+    """Seconds since the last full/empty anchor when saved; None before the first one."""
     saved_wall_s: Finite | None = None
     """Wall-clock time of the save (`save`/`save_all` stamp it with their ts), so a restart
     knows how long the SOC went uncounted; None from a master before this field."""

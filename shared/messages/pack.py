@@ -75,8 +75,9 @@ class PackState(Message):
     restart and on a generic OCV table, shrinks at anchors and rested-OCV corrections. None
     while `soc` is None (and from a master before this field)."""
     since_anchor_s: float | None = Field(None, ge=0.0, allow_inf_nan=False)
-    """Seconds since the SOC was last set at a full charge or at empty (an anchor); None
-    before the first anchor since the master started."""
+    """Seconds since the SOC was last set at a full charge or at empty (an anchor), the
+    master's downtime included; None before the first anchor (or when a restart cannot tell
+    how long it was down)."""
     voltage: PackVolts | None
     """Measured pack voltage; None while the sensor is unknown."""
     current: PackAmps | None

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.bench_soc_field import _Snap
 from services.master_core.estimation.soc import OcvCurve
 from services.master_core.estimator import EstimatorRecords, PackEstimator
-from services.master_core.pack import PackAggregator
+from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
     CyclesRecord,
     SocRecord,
@@ -171,3 +173,27 @@ def test_a_day_down_adds_the_current_error_of_a_day_and_a_clock_going_back_adds_
     # a record of an older master (no save time) restores as before
     old = SocRecord.model_validate({"soc_pct": [40.0, 41.0], "soc_std_pct": [2.0, 3.0]})
     assert old.saved_wall_s is None
+
+
+def test_the_anchor_age_survives_a_restart_with_the_downtime() -> None:
+    config = SystemConfig.from_preset("NMC", system_id="s", modules=1, cells_per_module=2)
+    record = SocRecord(
+        soc_pct=[40.0, 41.0], soc_std_pct=[2.0, 3.0], since_anchor_s=600.0, saved_wall_s=1e6
+    )
+    est = PackEstimator(config)
+    est.restore(EstimatorRecords(soc=record), wall_s=1e6 + 3600.0)
+    snap = cast(PackSnapshot, _Snap(np.full(2, 3.7)))
+    est.update(snap, 0.0, 0.0, 50.0)
+    assert est.since_anchor_s == pytest.approx(4200.0)
+    est.update(snap, 0.0, 1.0, 51.0)
+    assert est.since_anchor_s == pytest.approx(4201.0)
+    records = est.records()
+    assert records is not None and records.soc is not None
+    assert records.soc.since_anchor_s == pytest.approx(4201.0)
+    # no save time (an older master): the age is unknown
+    unknown = PackEstimator(config)
+    unknown.restore(
+        EstimatorRecords(soc=record.model_copy(update={"saved_wall_s": None})), wall_s=2e6
+    )
+    unknown.update(snap, 0.0, 0.0, 50.0)
+    assert unknown.since_anchor_s is None
