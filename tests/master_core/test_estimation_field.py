@@ -118,21 +118,23 @@ def test_a_generic_lfp_table_makes_no_ocv_corrections_and_says_so() -> None:
 
 
 # Field benchmark figures (bench/bench_soc_field.py, service path, shipped presets), % SOC:
-# (RMSE, max |error|, hours reading <= 5 % while the truth is > 15 %). Bounds: x 1.3 + 0.5.
-# SOH after the one full cycle: within SOH_GOAL_PCT of the truth (the goal).
-FIELD_MEASURED: dict[tuple[str, str, str], tuple[float, float, float]] = {
-    ("nmc", "spec", "rested"): (4.80, 10.49, 0.0),
-    ("lfp", "spec", "rested"): (2.65, 6.12, 0.0),
+# (RMSE, max |error|, RMSE after the first anchor, hours reading <= 5 % while the truth is
+# > 15 %). Bounds: x 1.3 + 0.5. SOH after the one full cycle: within SOH_GOAL_PCT of the truth
+# (the goal).
+FIELD_MEASURED: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
+    ("nmc", "spec", "rested"): (4.80, 10.49, 1.00, 0.0),
+    ("lfp", "spec", "rested"): (2.65, 6.12, 2.13, 0.0),
 }
 SOH_GOAL_PCT = 3.0
 
 
 @pytest.mark.parametrize(("name", "sensors", "start"), list(FIELD_MEASURED))
 def test_field_benchmark_holds_its_figures(name: str, sensors: str, start: str) -> None:
-    rmse, max_abs, hours_low = FIELD_MEASURED[(name, sensors, start)]
+    rmse, max_abs, rmse_anchored, hours_low = FIELD_MEASURED[(name, sensors, start)]
     got = run_field(load_field(name), sensors, start)
     assert got.rmse <= 1.3 * rmse + 0.5, f"RMSE {got.rmse:.2f} %"
     assert got.max_abs <= 1.3 * max_abs + 0.5, f"max {got.max_abs:.2f} %"
+    assert got.rmse_anchored <= 1.3 * rmse_anchored + 0.5, f"RMSE@a {got.rmse_anchored:.2f} %"
     assert got.hours_low <= hours_low
     assert abs(got.soh_error) <= SOH_GOAL_PCT, f"SOH error {got.soh_error:+.2f} %"
     assert got.soh_restart == 0.0
