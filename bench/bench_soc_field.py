@@ -29,7 +29,8 @@ capacity / the configured capacity.
 Columns: RMSE and max |error| of the published pack SOC (all samples, and after the first
 full/empty anchor), hours until the error stays within 5 % for good ("-" = never), hours reading
 <= 5 % while the truth is > 15 %, SOH error at the end (after the full cycle), and the SOH change
-across a restart (records() -> restore() into a new estimator).
+across a restart (records() -> restore() into a new estimator), and the share of samples whose
+error lies within twice the published 1-sigma (PackState.soc_std).
 Usage: python bench/bench_soc_field.py
 """
 
@@ -154,6 +155,9 @@ class FieldResult:
     hours_low: float
     soh_error: float
     soh_restart: float
+    within_2sigma: float
+    """Share of samples (%) whose error is within twice the published 1-sigma (`soc_std`):
+    about 95 % if the uncertainty is honest and the errors are roughly normal."""
     published: FloatArray
     truth: FloatArray
 
@@ -162,13 +166,13 @@ class FieldResult:
         return (
             f"{self.rmse:6.2f} {self.max_abs:6.2f} {self.rmse_anchored:7.2f} "
             f"{self.max_anchored:7.2f} {to5:>6} {self.hours_low:6.2f} {self.soh_error:+7.2f} "
-            f"{self.soh_restart:+7.2f}"
+            f"{self.soh_restart:+7.2f} {self.within_2sigma:6.1f}"
         )
 
 
 HEADER = (
     f"{'scenario':<24}{'RMSE':>6} {'max':>6} {'RMSE@a':>7} {'max@a':>7} {'to5%h':>6} "
-    f"{'low h':>6} {'SOH err':>7} {'restart':>7}"
+    f"{'low h':>6} {'SOH err':>7} {'restart':>7} {'in 2s%':>6}"
 )
 
 
@@ -198,6 +202,7 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
             )
         )
     published = np.full(len(t), np.nan)
+    sigma = np.full(len(t), np.nan)
     anchored_at = len(t)
     last = t[0]
     for k in range(len(t)):
@@ -206,6 +211,8 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
         last = t[k]
         soc = est.pack_soc_pct
         published[k] = np.nan if soc is None else soc
+        std = est.pack_soc_std_pct
+        sigma[k] = np.nan if std is None else std
         if anchored_at == len(t) and est.counter.anchors > 0:
             anchored_at = k
     err = published - truth
@@ -235,6 +242,7 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
         hours_low=float(np.count_nonzero(low) * step / 3600.0),
         soh_error=(soh_before or math.nan) - trace.soh_pct,
         soh_restart=(soh_after or math.nan) - (soh_before or math.nan),
+        within_2sigma=float(100.0 * np.mean(np.abs(err[ok]) <= 2.0 * sigma[ok])),
         published=published,
         truth=truth,
     )

@@ -19,7 +19,11 @@ from services.master_core.estimation.soc import (
     CoulombParams,
     OcvCurve,
 )
-from services.master_core.estimation.soh import SohEstimator, SohParams
+from services.master_core.estimation.soh import (
+    GENERIC_SOH_PRIOR_STD_PCT,
+    SohEstimator,
+    SohParams,
+)
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import (
     CyclesRecord,
@@ -36,6 +40,12 @@ SOH_PRIOR_PCT = 100.0
 names. SOH is defined against that capacity, so at commissioning (and when a stored health
 record is of other cells, or of another rated capacity) the configured capacity is the whole
 knowledge there is, until the estimator measures one."""
+
+
+CAPACITY_BOUNDS = (0.5, 1.1)
+"""Measured cell capacity the counter takes, as shares of the rated capacity: below half the
+cell is for replacement (and a worse estimate must not make the SOC race), above 110 % the
+sample is wrong rather than the cell."""
 
 
 class PackEstimator:
@@ -62,11 +72,15 @@ class PackEstimator:
             SohParams(
                 nominal_capacity_ah=config.cell_capacity_ah,
                 nominal_resistance_ohm=(config.cell_resistance_mohm or 0.0) / 1000.0,
+                prior_std_pct=GENERIC_SOH_PRIOR_STD_PCT if generic else 0.0,
             ),
         )
         self._started = False
         self._cached: dict[str, float] = {}
         """Derived values since the last update or restore (`pack_soc_pct`, `soh_pct`)."""
+        self._now_s: float | None = None
+        self._first_now_s: float | None = None
+        self._restored_anchor_age_s: float | None = None
 
     @property
     def started(self) -> bool:
@@ -82,6 +96,30 @@ class PackEstimator:
             # the counter may run a little past either end; the published SOC is a percentage
             self._cached["soc"] = _percent(self.counter.pack_soc_pct)
         return self._cached["soc"]
+
+    @property
+    def pack_soc_std_pct(self) -> float | None:
+        """1-sigma of the published SOC, in %: the RMS of the cells' sigmas (their errors share
+        the current offset and the table, so they do not shrink by averaging); None until the
+        estimator has started."""
+        if not self._started:
+            return None
+        std = self.counter.soc_std_pct
+        return float(np.clip(np.sqrt(np.mean(np.square(std))), 0.0, 100.0))
+
+    @property
+    def since_anchor_s(self) -> float | None:
+        """Seconds since the last full or empty anchor, at the last update; None before one.
+        Across a restart the stored age plus the downtime (both clocks known), else None."""
+        if not self._started or self._now_s is None:
+            return None
+        last = self.counter.last_anchor_s
+        if last is not None:
+            return max(self._now_s - last, 0.0)
+        if self._restored_anchor_age_s is None or self._first_now_s is None:
+            return None
+        # a restored anchor age (with the downtime) plus the time run since
+        return self._restored_anchor_age_s + max(self._now_s - self._first_now_s, 0.0)
 
     @property
     def soh_pct(self) -> float | None:
@@ -107,10 +145,29 @@ class PackEstimator:
             self.counter.start_from_rest(snap.cell_v)
             self._started = True
         cell_v = snap.cell_v if snap.complete else None
+        self._now_s = now_s
+        if self._first_now_s is None:
+            self._first_now_s = now_s
         self.counter.update(now_s, current_a, cell_v)
         self.soh.update(now_s, current_a, cell_v)
         # rested OCV points and full/empty anchors are the ends of a capacity measurement
-        self.soh.add_reference(self.counter.reference_soc_pct, self.counter.reference_std_pct)
+        taken = self.soh.add_reference(
+            self.counter.reference_soc_pct, self.counter.reference_std_pct
+        )
+        if taken:
+            self._feed_capacity()
+
+    def _feed_capacity(self) -> None:
+        """The counter counts in the measured capacity of each cell, within CAPACITY_BOUNDS of
+        the rated one; slow because the estimate is an average over cycles (and a generic
+        table's prior)."""
+        rated = self.soh.params.nominal_capacity_ah
+        measured = self.soh.capacity_ah
+        low, high = CAPACITY_BOUNDS
+        known = np.isfinite(measured)
+        self.counter.capacity_ah = np.where(
+            known, np.clip(measured, low * rated, high * rated), self.counter.capacity_ah
+        )
 
     def records(self) -> EstimatorRecords | None:
         """What a restart needs; None before the estimator has started: its SOC is a guess
@@ -121,7 +178,9 @@ class PackEstimator:
         soh = self.soh
         return EstimatorRecords(
             soc=SocRecord(
-                soc_pct=self.counter.soc_pct.tolist(), soc_std_pct=self.counter.soc_std_pct.tolist()
+                soc_pct=self.counter.soc_pct.tolist(),
+                soc_std_pct=self.counter.soc_std_pct.tolist(),
+                since_anchor_s=self.since_anchor_s,
             ),
             soh=soh.health_record(),
             throughput=ThroughputRecord(
@@ -133,12 +192,18 @@ class PackEstimator:
             cycles=CyclesRecord(equivalent_cycles=soh.equivalent_cycles),
         )
 
-    def restore(self, records: EstimatorRecords) -> None:
+    def restore(self, records: EstimatorRecords, wall_s: float | None = None) -> None:
         """Take stored records that fit this configuration (`persisted.load`); a restored SOC
-        starts the estimator, without one it starts from the rested OCV of a complete pack."""
+        starts the estimator, without one it starts from the rested OCV of a complete pack.
+
+        `wall_s`: the wall-clock time now. With the SOC record's save time it gives the
+        downtime, over which the SOC went uncounted: its uncertainty grows by what the current
+        sensor's error could have moved in that time (`CoulombCounter.widen`); a clock that
+        went back counts as no downtime."""
         self._cached.clear()
         if records.soh is not None:
             self.soh.load_health(records.soh)
+            self._feed_capacity()
         if records.throughput is not None:
             t = records.throughput
             self.soh.charge_in_ah, self.soh.charge_out_ah = t.charge_in_ah, t.charge_out_ah
@@ -148,6 +213,17 @@ class PackEstimator:
         if records.soc is not None:
             if not self.counter.load_state(records.soc.model_dump()):
                 raise ValueError("the SOC record does not fit this configuration")
+            saved = records.soc.saved_wall_s
+            downtime_s = (
+                wall_s - saved
+                if wall_s is not None and saved is not None and wall_s > saved
+                else 0.0
+            )
+            self.counter.widen(downtime_s)
+            age = records.soc.since_anchor_s
+            # without both clocks the downtime is unknown, and so is the anchor's age
+            if age is not None and saved is not None and wall_s is not None:
+                self._restored_anchor_age_s = age + downtime_s
             self._started = True
 
 

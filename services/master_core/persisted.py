@@ -4,7 +4,9 @@ Each item has its own key, version and fit check, so that a record that does not
 other item with it. What a record that does not fit means is decided per item (`ON_REFUSAL`):
 
 - SOC (`SocRecord`, per cell): another version or cell count is refused; the SOC starts from
-  the rested OCV, as on a first start. The SOC an older master stored is taken over.
+  the rested OCV, as on a first start. The SOC an older master stored is taken over. Saving
+  stamps it with the save time, so a restart widens its uncertainty by the downtime
+  (`PackEstimator.restore`).
 - SOH (`SohRecord`, per-cell capacity and resistance estimates): another version, cell count or
   nominal capacity (other cells) is refused; the estimate starts again from the configured
   capacity (SOH 100 %, `estimator.SOH_PRIOR_PCT`) until the estimator measures one.
@@ -74,6 +76,11 @@ class SocRecord(PersistedRecord):
     version: Literal[1] = 1
     soc_pct: list[Percent] = Field(min_length=1)
     soc_std_pct: list[Percent] = Field(min_length=1)
+    since_anchor_s: NonNegative | None = None
+    """Seconds since the last full/empty anchor when saved; None before the first one."""
+    saved_wall_s: Finite | None = None
+    """Wall-clock time of the save (`save`/`save_all` stamp it with their ts), so a restart
+    knows how long the SOC went uncounted; None from a master before this field."""
 
     @model_validator(mode="after")
     def _per_cell(self) -> Self:
@@ -211,10 +218,17 @@ def load(store: Store, cls: type[R], config: SystemConfig) -> Loaded[R]:
     return Loaded(refusal=why) if why else Loaded(record=record)
 
 
+def _stamped(record: PersistedRecord, ts: float) -> dict[str, Any]:
+    data = record.model_dump(mode="json")
+    if isinstance(record, SocRecord):
+        data["saved_wall_s"] = ts
+    return data
+
+
 def save(store: Store, record: PersistedRecord, *, ts: float) -> None:
-    store.put(record.KEY, record.model_dump(mode="json"), ts=ts)
+    store.put(record.KEY, _stamped(record, ts), ts=ts)
 
 
 def save_all(store: Store, records: list[PersistedRecord], *, ts: float) -> None:
     """All `records` in one transaction: SOC, SOH, counters and latches always belong together."""
-    store.put_many([(r.KEY, r.model_dump(mode="json")) for r in records], ts=ts)
+    store.put_many([(r.KEY, _stamped(r, ts)) for r in records], ts=ts)

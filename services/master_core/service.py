@@ -552,7 +552,7 @@ class MasterCore:
             throughput=self._load(ThroughputRecord, config),
             cycles=self._load(CyclesRecord, config),
         )
-        estimator.restore(records)
+        estimator.restore(records, wall_s=self.wall())  # downtime widens the SOC sigma
         if records.all():
             log.info("restored %s", ", ".join(r.KEY for r in records.all()))
 
@@ -566,6 +566,8 @@ class MasterCore:
             PackState(
                 soc=rt.estimator.pack_soc_pct,
                 soh=rt.estimator.soh_pct,
+                soc_std=rt.estimator.pack_soc_std_pct,
+                since_anchor_s=rt.estimator.since_anchor_s,
                 voltage=out.pack_voltage_v,
                 current=out.current_a,
                 contactors=self.supervisor.contactor_state,

@@ -60,6 +60,7 @@ NATIVE_NOT_AVAILABLE: dict[str, int] = {
     "uint16": 0xFFFF,
     "enum16": 0xFFFF,
     "int16": 0x8000,
+    "uint32": 0xFFFFFFFF,
     "bitfield32": 0xFFFFFFFF,
 }
 """The native block's raw "not available" value per type (documented in the register map)."""
@@ -346,6 +347,23 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
         None,
         "Active warnings, one bit per code.",
         lambda p: code_bits(p.warnings),
+    ),
+    # Appended: the addresses above stay where they were.
+    NativeField(
+        "SoCStd",
+        "uint16",
+        "%",
+        -1,
+        "1-sigma uncertainty of SoC, in % SOC.",
+        lambda p: p.soc_std,
+    ),
+    NativeField(
+        "SinceAnchor",
+        "uint32",
+        "s",
+        None,
+        "Seconds since the SOC was last set at full or empty.",
+        lambda p: p.since_anchor_s,
     ),
 )
 

@@ -70,6 +70,14 @@ class PackState(Message):
     soc: Percent | None
     """None until the estimator has started from a complete pack."""
     soh: Percent | None
+    soc_std: Percent | None = None
+    """1-sigma uncertainty of `soc`, in % SOC: grows while counting, with the downtime of a
+    restart and on a generic OCV table, shrinks at anchors and rested-OCV corrections. None
+    while `soc` is None (and from a master before this field)."""
+    since_anchor_s: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    """Seconds since the SOC was last set at a full charge or at empty (an anchor), the
+    master's downtime included; None before the first anchor (or when a restart cannot tell
+    how long it was down)."""
     voltage: PackVolts | None
     """Measured pack voltage; None while the sensor is unknown."""
     current: PackAmps | None

@@ -259,8 +259,49 @@ def test_empty_anchor_at_cutoff_with_small_current_only() -> None:
     for _ in range(12):
         t += 1.0
         est.update(t, -5.0, np.array([3.15, 3.4]))
-    assert est.soc_pct[0] == 0.0
+    # The table's SOC at the cut-off (the generic NMC table runs down to 2.5 V: 6 % at 3.2 V),
+    # taken almost fully from a count 30 % uncertain.
+    cut_soc, cut_std = est.empty_anchor_pct()
+    assert cut_soc == pytest.approx(6.25, abs=0.1) and cut_std >= 2.0
+    assert est.soc_pct[0] == pytest.approx(cut_soc, abs=0.5)
     assert est.soc_pct[1] > 10.0
+    assert est.anchors == 1 and est.last_anchor_s == t  # still at the anchor
+
+
+def test_empty_anchor_when_the_cutoff_ends_the_discharge() -> None:
+    # The discharge stops at the cut-off: one loaded sample there, not anchor_hold_s.
+    est = counter("LFP", n=2, soc=20.0, std=10.0)
+    est.update(0.0, -20.0, np.array([3.1, 3.2]))
+    est.update(1.0, -20.0, np.array([2.83, 3.2]))
+    assert est.anchors == 0
+    est.update(2.0, 0.0, np.array([2.95, 3.21]))
+    assert est.anchors == 1
+    cut_soc, _ = est.empty_anchor_pct()
+    assert cut_soc == 0.0  # the LFP preset's table ends at 2.833 V, below the 2.8 V cut-off + 0.05
+    assert est.soc_pct[0] < 5.0 and est.soc_pct[1] > 15.0
+    assert est.reference_soc_pct[0] == 0.0 and math.isnan(est.reference_soc_pct[1])
+    # a discharge that ends far above the cut-off is no anchor
+    other = counter("LFP", n=1, soc=20.0, std=10.0)
+    other.update(0.0, -20.0, np.array([3.1]))
+    other.update(1.0, 0.0, np.array([3.2]))
+    assert other.anchors == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    soc=st.floats(0.0, 100.0),
+    std=st.floats(0.1, 50.0),
+)
+def test_empty_anchor_blends_between_count_and_anchor(soc: float, std: float) -> None:
+    est = counter("NMC", n=1, soc=soc, std=std)
+    est.update(0.0, -5.0, np.array([3.1]))
+    est.update(1.0, 0.0, np.array([3.4]))
+    cut_soc, cut_std = est.empty_anchor_pct()
+    lo, hi = sorted((soc, cut_soc))
+    # 1 s at 5 A counts and widens by less than 0.01 %
+    assert lo - 0.01 <= est.soc_pct[0] <= hi + 0.01
+    assert est.soc_std_pct[0] <= std + 0.01
+    assert est.soc_std_pct[0] <= cut_std + 1e-6
 
 
 def test_nan_voltages_only_count() -> None:

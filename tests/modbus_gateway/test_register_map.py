@@ -53,6 +53,8 @@ def make_pack(**overrides: Any) -> PackState:
     fields: dict[str, Any] = {
         "soc": 55.5,
         "soh": 98.7,
+        "soc_std": 2.4,
+        "since_anchor_s": 93_600.0,
         "voltage": 356.2,
         "current": -12.3,
         "contactors": "closed",
@@ -575,6 +577,15 @@ def test_a_value_that_does_not_fit_is_refused_not_clamped() -> None:
 
 
 # --- value sources ----------------------------------------------------------------------------
+
+
+def test_soc_uncertainty_and_time_since_anchor_are_served_and_unknown_when_none() -> None:
+    img = image(make_pack(), make_cells())
+    assert value(img, "native.SoCStd") == pytest.approx(2.4)
+    assert value(img, "native.SinceAnchor") == 93_600
+    unknown = image(make_pack(soc_std=None, since_anchor_s=None), make_cells())
+    assert value(unknown, "native.SoCStd") is None
+    assert value(unknown, "native.SinceAnchor") is None
 
 
 def test_every_value_source_names_a_point_of_its_model() -> None:
