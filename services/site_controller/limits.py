@@ -16,7 +16,11 @@ The resistance share assumes the strings' open-circuit voltages alike. They are 
 strings differ in SOC: the one at the lower OCV takes more (I_k = G_k (V_bus - OCV_k)), so
 while the site current flows in one direction (at least `MEASURED_SHARE_MIN_A`) each string's
 share is the larger of its resistance share and its measured share I_k / I_total: a string
-already carrying more than its resistance share limits the site by what it carries.
+already carrying more than its resistance share limits the site by what it carries. (Measured
+on parallel lithium-ion cells: the current divides by impedance and by the difference of their
+OCVs, and the imbalance is largest at the ends of the SOC range; Bruen and Marco, "Modelling and
+experimental evaluation of parallel connected lithium ion cells for an electric vehicle battery
+system", J. Power Sources 310 (2016) 91-101.)
 
 The charge voltage limit is the lowest of the joined strings' (each string's CVL protects its
 own highest cell, and the bus holds them all at one voltage), the discharge voltage limit the
