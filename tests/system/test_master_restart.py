@@ -26,11 +26,12 @@ from .agents import ServiceProcess, WireStack, publish_config, wait_until
 from .test_master_core import Watch
 
 SOH_92 = SohRecord(
-    nominal_capacity_ah=100.0, capacity_num=[0.92] * 8, capacity_den=[0.01] * 8,
+    nominal_capacity_ah=100.0, capacity_num=[92.0 * 100.0] * 8, capacity_den=[100.0] * 8,
     capacity_samples=[3] * 8, resistance_ohm=[0.002] * 8, resistance_ref_ohm=[None] * 8,
     resistance_samples=[60] * 8,
 )  # fmt: skip
-"""Measured 92 Ah on 100 Ah cells: SOH 92 %, known to the store before the first start."""
+"""Measured 92 ± 0.1 Ah on 100 Ah cells: SOH 92 %, known to the store before the first start
+(the generic table's 10 % prior on the rated capacity moves it by 0.001 %)."""
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def test_soc_soh_throughput_cycles_and_latches_survive_sigkill_and_sigterm(
     )
     discharged(watch, more_than_wh=0.1)
     before_kill = trip_overvoltage_and_clear(stack, system_id)
-    assert before_kill.soh == pytest.approx(92.0)
+    assert before_kill.soh == pytest.approx(92.0, abs=0.01)
     assert (before_kill.equivalent_cycles or 0) > 0
 
     # SIGKILL: no persist at stop, only the periodic one
@@ -143,4 +144,4 @@ def test_soc_soh_throughput_cycles_and_latches_survive_sigkill_and_sigterm(
     assert stack["master"].stop() == 0
     after_term = restarted_state(stack)
     same_persisted_fields(after_term, before_term)
-    assert after_term.soh == pytest.approx(92.0)
+    assert after_term.soh == pytest.approx(92.0, abs=0.01)

@@ -28,9 +28,15 @@ from .agents import Recorder, ServiceProcess, publish_config, wait_until
 
 
 def small_config(system: str, modules: int = 2, cells: int = 4) -> SystemConfig:
-    return SystemConfig.from_preset(
+    """The NMC preset, balancing from 3.6 V: the simulated cells start at 50 % (3.74 V on the
+    NMC table), below the preset's balancing start (3.8 V), and these tests are about the
+    switches, commands and modes, not that threshold."""
+    config = SystemConfig.from_preset(
         "NMC", system_id=system, modules=modules, cells_per_module=cells
     )
+    data = config.model_dump()
+    data["balancing"]["min_cell_voltage_v"] = 3.6
+    return SystemConfig.model_validate(data)
 
 
 @pytest.fixture
