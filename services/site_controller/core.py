@@ -32,10 +32,11 @@ ready does not choose the bus alone); the others join as they come within the wi
 string asked to join (or precharging) keeps going until it is `ABORT_WINDOW_FACTOR` windows
 away, so noise at the window's edge does not toggle its mode.
 The operator's standby is respected: a string whose master goes from working to standby while
-the controller last asked it to work (or never asked) was put in standby by someone else, an
-operator; it is held out ("out", the reason in words) and kept in standby, whatever its
-master reports later (a master restarts in working mode), until the operator asks it to join
-again (`join`, the site command `site_string` join). `hold` holds a string out on request
+the controller last asked it to work (or never asked), and had not asked standby within
+`MODE_ECHO_S` without seeing it, was put in standby by someone else, an operator; it is
+held out ("out", the reason in words) and kept in standby, whatever its master reports later
+(a master restarts in working mode), until the operator asks it to join again (`join`, the
+site command `site_string` join). `hold` holds a string out on request
 (the site command's out). A string with `in_service` false in the site configuration is out
 the same way, until a configuration puts it in service again.
 A command is sent when the master's reported state differs from the wanted one, again every
@@ -71,6 +72,9 @@ BUS_GATHER_S = 10.0
 """With the bus empty after a (new) configuration, wait this long for every string to be ready
 (reporting, healthy, its voltage known) before one is chosen to define it: a master starting
 slower than the others must not leave them below a bus that only rises."""
+MODE_ECHO_S = 10.0
+"""A master's standby this soon after the controller asked it (and not yet seen since) answers
+the controller, even when a later command asked working: its states come late."""
 VOLTAGE_FILTER_S = 1.0
 """Time constant of the voltage average the join decisions use (10 pack states)."""
 ABORT_WINDOW_FACTOR = 2.0
@@ -137,6 +141,9 @@ class _String:
     """The last mode the controller asked of the master (None: never asked)."""
     held: str | None = None
     """Why an operator holds the string out (None: not held): kept until `join`."""
+    standby_asked_s: float | None = None
+    """When the controller last asked standby and has not seen it since (None: nothing
+    pending)."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +194,10 @@ class SiteCore:
         if s is None:
             return False
         before = s.pack.mode if s.pack is not None else None
-        if before == "working" and state.mode == "standby" and s.asked_mode != "standby":
+        if state.mode == "standby" and before == "working" and not self._asked_standby(s, now_s):
             self._hold(s, "put in standby by an operator (not by the site controller)")
+        if state.mode == "standby":
+            s.standby_asked_s = None  # answered
         if state.voltage is None or s.filtered_v is None or s.received_s is None:
             s.filtered_v = state.voltage
         else:
@@ -196,6 +205,14 @@ class SiteCore:
             s.filtered_v += alpha * (state.voltage - s.filtered_v)
         s.pack, s.received_s = state, now_s
         return True
+
+    @staticmethod
+    def _asked_standby(s: _String, now_s: float) -> bool:
+        """Whether a standby is the controller's own: asked last, or asked recently and not
+        yet seen (a late state answering it after a newer working command)."""
+        if s.asked_mode == "standby":
+            return True
+        return s.standby_asked_s is not None and now_s - s.standby_asked_s <= MODE_ECHO_S
 
     def hold(self, system: str, why: str = "held out by an operator") -> bool:
         """Hold a string out of the bus until `join` (an operator's request); False when it is
@@ -469,6 +486,8 @@ class SiteCore:
         s.sent, s.sent_s = want, now_s
         if want[0] == "set_mode":
             s.asked_mode = d.mode
+            if d.mode == "standby":
+                s.standby_asked_s = now_s
         return StringCommand(s.system, *want)
 
     # --- output ---------------------------------------------------------------------------

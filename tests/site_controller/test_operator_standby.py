@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.site_controller.core import BUS_GATHER_S, SiteCore
+from services.site_controller.core import BUS_GATHER_S, MODE_ECHO_S, SiteCore
 from shared.config import SiteConfig
 from tests.site_controller.test_core import Site, _config
 
@@ -167,3 +167,43 @@ def test_the_hold_survives_a_new_configuration() -> None:
     ))  # fmt: skip
     assert set(site.core.held()) == {"s3"}
     assert isinstance(site.core, SiteCore)
+
+
+def test_a_late_echo_of_the_controllers_own_standby_is_not_an_operators() -> None:
+    """CI found it: at start-up the controller sends a working master to standby (to gather),
+    then picks it to define the bus and asks working before the master's standby state
+    arrives. The late standby answers the controller's own command; it must not hold."""
+    site = Site()
+    site.string("s1", voltage=15.3, contactors="standby", mode="working")
+    site.step(obey=False)  # s1 alone: waits for the others, asked to stand by
+    assert site.log == ["s1:set_mode:standby"]
+    site.string("s2", voltage=15.3, contactors="standby", mode="standby")
+    site.string("s3", voltage=15.3, contactors="standby", mode="standby")
+    site.step(obey=False)  # every string ready: s1 defines the bus, asked to work
+    assert site.log[-1] == "s1:set_mode:working"
+    site.string("s1", mode="standby")  # the master's answer to the first command, late
+    site.step(obey=False)
+    assert site.core.held() == {}
+    site.string("s1", mode="working")  # then to the second
+    for _ in range(10):
+        out = site.step()
+    assert site.core.held() == {}
+    assert site.members(out) == {"s1": "joined", "s2": "joined", "s3": "joined"}
+
+
+def test_an_operators_standby_long_after_the_controllers_own_still_holds() -> None:
+    """The controller's standby, never answered (the master missed it), excuses a standby
+    only for `MODE_ECHO_S`: an operator's later standby holds."""
+    site = Site()
+    site.string("s1", voltage=15.3, contactors="standby", mode="working")
+    site.step(obey=False)
+    assert site.log == ["s1:set_mode:standby"]
+    site.string("s2", voltage=15.3, contactors="standby", mode="standby")
+    site.string("s3", voltage=15.3, contactors="standby", mode="standby")
+    for _ in range(10):  # s1 never stood by; it joins
+        out = site.step()
+    assert site.members(out)["s1"] == "joined"
+    site.now += MODE_ECHO_S
+    site.string("s1", mode="standby", contactors="standby")
+    site.step()
+    assert site.core.held() == {"s1": "put in standby by an operator (not by the site controller)"}
