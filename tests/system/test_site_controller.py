@@ -72,6 +72,13 @@ class Rig:
 
 @pytest.fixture
 def rig_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    yield from rigs_on(mosquitto, tmp_path)
+
+
+def rigs_on(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    """Makes site rigs on `broker`; stops every process made when resumed. `modbus_port`: the
+    first string's configuration serves Modbus TCP there (the site's own Modbus gateway reads
+    its interface from it)."""
     made: list[tuple[Rig, MqttBus, list[MqttBus]]] = []
     stop = threading.Event()
 
@@ -82,16 +89,19 @@ def rig_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Callable
         capacity_ah: float,
         load: str,
         join_window_v: float,
+        modbus_port: int | None = None,
     ) -> Rig:
         prefix = f"t{uuid.uuid4().hex[:6]}"
         site_id = f"{prefix}site"
-        rig = Rig(mosquitto.url, site_id, [f"{prefix}{s.suffix}" for s in specs])
+        rig = Rig(broker.url, site_id, [f"{prefix}{s.suffix}" for s in specs])
         uis: list[MqttBus] = []
         for i, (spec, system) in enumerate(zip(specs, rig.strings, strict=True)):
             config = SystemConfig.from_preset(
                 "NMC", system_id=system, modules=1, cells_per_module=cells,
                 cell_capacity_ah=capacity_ah, max_current_a=10.0,
             )  # fmt: skip
+            if modbus_port is not None and i == 0:
+                config = with_modbus_tcp(config, modbus_port)
             uis.append(publish_config(rig.url, config))
             rig.procs.append(ServiceProcess(
                 "slave_agent", rig.url, system, tmp_path, initial_soc_pct=str(spec.soc_pct),
@@ -141,6 +151,12 @@ def rig_factory(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Callable
         watch.stop(timeout_s=0.5)
         for ui in uis:
             ui.stop(timeout_s=0.5)
+
+
+def with_modbus_tcp(config: SystemConfig, port: int) -> SystemConfig:
+    data = config.model_dump(mode="json")
+    data["interfaces"]["modbus"].update(tcp_enabled=True, tcp_host="127.0.0.1", tcp_port=port)
+    return SystemConfig.model_validate(data)
 
 
 def _sequence(rig: Rig) -> list[str]:
