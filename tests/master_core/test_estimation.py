@@ -190,6 +190,26 @@ def test_ocv_correction_is_refused_beyond_three_sigma_then_confirmed() -> None:
     assert est.ocv_corrections == 1 and est.soc_pct[0] > 75.0
 
 
+def test_a_restored_soc_that_the_first_rested_reading_contradicts_is_reinitialised() -> None:
+    # The same disagreement as above, but the 65 % is a stored record (the pack was charged
+    # while the master was down): the reading wins at once, no second rest needed.
+    est = counter("NMC", soc=50.0, std=30.0)
+    assert est.load_state({"soc_pct": [65.0], "soc_std_pct": [2.0]})
+    volts = np.array([NMC.ocv_v(90.0)])
+    t = rest(est, volts, 0.0, 600.0)
+    assert est.reinitialised == 1 and est.ocv_refused == 0
+    assert est.soc_pct[0] == pytest.approx(90.0, abs=0.5)
+    # Confirmed once, the count is guarded again: a later contradicting reading is refused.
+    est.update(t + 1.0, -30.0, volts - 0.05)
+    rest(est, np.array([NMC.ocv_v(60.0)]), t + 1.0, 600.0)
+    assert est.ocv_refused == 1 and est.reinitialised == 1
+    # A restored record that the reading confirms within 3 sigma is blended, not replaced.
+    ok = counter("NMC", soc=50.0, std=30.0)
+    assert ok.load_state({"soc_pct": [88.0], "soc_std_pct": [2.0]})
+    rest(ok, volts, 0.0, 600.0)
+    assert ok.reinitialised == 0 and ok.ocv_corrections == 1 and 88.0 < ok.soc_pct[0] < 90.0
+
+
 def test_ocv_correction_is_weighted_by_confidence() -> None:
     # A count that is already good (std 1 %) barely moves towards a ±50 mV reading.
     est = counter("NMC", soc=70.0, std=1.0)
