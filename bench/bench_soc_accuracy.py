@@ -37,11 +37,10 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.soc_ekf import EkfParams, EkfSoc
 from services.master_core.estimation.soc import (
     CoulombCounter,
     CoulombParams,
-    EkfParams,
-    EkfSoc,
     OcvCurve,
 )
 

@@ -31,11 +31,18 @@ full/empty anchor), hours until the error stays within 5 % for good ("-" = never
 <= 5 % while the truth is > 15 %, SOH error at the end (after the full cycle), and the SOH change
 across a restart (records() -> restore() into a new estimator), and the share of samples whose
 error lies within twice the published 1-sigma (PackState.soc_std).
-Usage: python bench/bench_soc_field.py
+
+Side by side (`| EKF` columns): the same run with the 1RC EKF of bench/soc_ekf.py in the
+counter's place (`EkfPackEstimator`: the same start, restored records, anchors, SOH and pack
+rule; only the cells' SOC differs): RMSE, RMSE and max after the first anchor, low hours, and
+the in-2-sigma share. The better of the two is what the service publishes (the choice and its
+figures: services/master_core/estimator.py).
+Usage: python bench/bench_soc_field.py [--scenario nmc|lfp] [--no-ekf]
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import math
@@ -49,6 +56,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.soc_ekf import EkfPackEstimator
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import SocRecord
@@ -169,18 +177,33 @@ class FieldResult:
             f"{self.soh_restart:+7.2f} {self.within_2sigma:6.1f}"
         )
 
+    def short_row(self) -> str:
+        """The SOC columns only, for the side-by-side comparison."""
+        return (
+            f"{self.rmse:6.2f} {self.rmse_anchored:7.2f} {self.max_anchored:7.2f} "
+            f"{self.hours_low:6.2f} {self.within_2sigma:6.1f}"
+        )
+
 
 HEADER = (
     f"{'scenario':<24}{'RMSE':>6} {'max':>6} {'RMSE@a':>7} {'max@a':>7} {'to5%h':>6} "
     f"{'low h':>6} {'SOH err':>7} {'restart':>7} {'in 2s%':>6}"
 )
+EKF_HEADER = f" | EKF {'RMSE':>6} {'RMSE@a':>7} {'max@a':>7} {'low h':>6} {'in 2s%':>6}"
+ESTIMATORS: dict[str, type[PackEstimator]] = {
+    "counter": PackEstimator,
+    "ekf": EkfPackEstimator,
+}
 
 
-def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> FieldResult:
+def run_field(
+    trace: FieldTrace, sensors: str, start: str, seed: int = SEED, estimator: str = "counter"
+) -> FieldResult:
     rng = np.random.default_rng(seed)
     n_cells = trace.cell_v.shape[1]
     config = field_config(trace.chemistry, n_cells)
-    est = PackEstimator(config)
+    kind = ESTIMATORS[estimator]
+    est = kind(config)
     step = SERVICE_PERIOD_S
     t = np.arange(trace.time_s[0], trace.time_s[-1], step)
     current = np.interp(t, trace.time_s, trace.current_a)
@@ -229,7 +252,7 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
     low = (published <= 5.0) & (truth > 15.0)
     soh_before = est.soh_pct
     records = est.records()
-    again = PackEstimator(config)
+    again = kind(config)
     if records is not None:
         again.restore(records)
     soh_after = again.soh_pct
@@ -249,19 +272,27 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument("--no-ekf", action="store_true", help="the published estimator only")
+    args = parser.parse_args()
     print(__doc__.split("\n\n")[0])
     print(
         f"service period {SERVICE_PERIOD_S:g} s; spec bias {SPEC_BIAS_V} V, "
         f"current offset {SPEC_CURRENT_OFFSET_A} A\n"
     )
-    print(HEADER)
-    for name in SCENARIOS:
+    print(HEADER + ("" if args.no_ekf else EKF_HEADER))
+    for name in args.scenario or SCENARIOS:
         trace = load_field(name)
         for sensors in SENSORS:
             for start in STARTS:
                 result = run_field(trace, sensors, start)
                 label = f"{name} {sensors} {start}"
-                print(f"{label:<24}{result.row()}")
+                line = f"{label:<24}{result.row()}"
+                if not args.no_ekf:
+                    ekf = run_field(trace, sensors, start, estimator="ekf")
+                    line += f" |     {ekf.short_row()}"
+                print(line, flush=True)
         print(
             f"  ({trace.meta['source']}, {trace.meta['temperature_c']:g} degC, "
             f"{trace.meta['duration_s'] / 3600:.0f} h; true pack SOH {trace.soh_pct:.1f} %)"

@@ -3,6 +3,39 @@
 Coulomb counting with OCV correction after rest and full/empty anchors is the primary SOC, as
 in the field-proven BMSs; it is initialised from the rested OCV on a first start and from the
 stored records after a restart (`persisted`).
+
+Why the counter and not the EKF: both ran on the same field scenarios through this path
+(bench/bench_soc_field.py: the shipped presets, PyBaMM Mohtat2020 NMC at 10 degC and Prada2013
+LFP at 35 degC, four cells, three days; the EKF of bench/soc_ekf.py with a 1RC model, the
+generic tables' error in its measurement noise, this estimator's start, anchors and pack rule).
+Pack SOC RMSE %, all samples / after the first anchor, counter vs EKF:
+
+    nmc ideal rested      2.65 / 3.09   vs    3.55 / 6.84
+    nmc ideal restored   13.40 / 3.09   vs    5.17 / 6.84
+    nmc spec rested       4.78 / 1.00   vs    4.13 / 6.77
+    nmc spec restored    11.69 / 1.23   vs    5.33 / 6.77
+    lfp ideal rested      2.95 / 2.06   vs    6.96 / 5.74
+    lfp ideal restored   19.54 / 5.73   vs   13.43 / 5.74
+    lfp spec rested       2.66 / 2.22   vs    6.65 / 5.80
+    lfp spec restored    16.71 / 3.64   vs   13.94 / 5.80
+
+After the first anchor the counter wins every row (lfp ideal restored only just), and it never
+reads <= 5 % while the truth is above 15 % (the EKF did, for 0.1-0.6 h on every LFP row). The
+EKF reads the voltage all the time: with a generic table and a 1RC model of another cell at
+another temperature, the load's overpotential and the table's error pull it by up to 11-14 %. It
+wins the whole-run RMSE of the rows restored 20 % wrong, where its voltage updates remove part of
+that error before the first full charge; a correction the counter cannot make with one rested
+reading per rest (there, the first usable reading disagrees by 2.4 sigma: a blend, not the
+re-initialisation beyond 3 sigma). The EKF therefore left the service package;
+bench/soc_ekf.py keeps it as the comparison.
+
+Still short of the issue's goal: NMC after the first anchor with ideal sensors (3.09 %, goal
+2 %). With a generic table and the rated capacity nothing knows better within the first cycle:
+the full anchor takes all four cells (within full_margin_v of charge_v) while the first full one
+is at 97.9 % (10 degC, C/20 tail) and the others 95-97 %; the weakest cell holds 97 % of the
+rated capacity the counter counts in (+2.8 % by empty); and the generic table puts the 3.2 V
+cut-off at 6.2 % (1-sigma 5.4 %) where that cell has 2.9 %. The spec row's 1.00 % is the same
+errors cancelled by its -30 / -50 mV channels, which keep two cells out of the full anchor.
 """
 
 from __future__ import annotations

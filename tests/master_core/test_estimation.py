@@ -16,8 +16,6 @@ from numpy.typing import ArrayLike, NDArray
 from services.master_core.estimation import (
     CoulombCounter,
     CoulombParams,
-    EkfParams,
-    EkfSoc,
     OcvCurve,
     SohEstimator,
     SohParams,
@@ -192,6 +190,26 @@ def test_ocv_correction_is_refused_beyond_three_sigma_then_confirmed() -> None:
     assert est.ocv_corrections == 1 and est.soc_pct[0] > 75.0
 
 
+def test_a_restored_soc_that_the_first_rested_reading_contradicts_is_reinitialised() -> None:
+    # The same disagreement as above, but the 65 % is a stored record (the pack was charged
+    # while the master was down): the reading wins at once, no second rest needed.
+    est = counter("NMC", soc=50.0, std=30.0)
+    assert est.load_state({"soc_pct": [65.0], "soc_std_pct": [2.0]})
+    volts = np.array([NMC.ocv_v(90.0)])
+    t = rest(est, volts, 0.0, 600.0)
+    assert est.reinitialised == 1 and est.ocv_refused == 0
+    assert est.soc_pct[0] == pytest.approx(90.0, abs=0.5)
+    # Confirmed once, the count is guarded again: a later contradicting reading is refused.
+    est.update(t + 1.0, -30.0, volts - 0.05)
+    rest(est, np.array([NMC.ocv_v(60.0)]), t + 1.0, 600.0)
+    assert est.ocv_refused == 1 and est.reinitialised == 1
+    # A restored record that the reading confirms within 3 sigma is blended, not replaced.
+    ok = counter("NMC", soc=50.0, std=30.0)
+    assert ok.load_state({"soc_pct": [88.0], "soc_std_pct": [2.0]})
+    rest(ok, volts, 0.0, 600.0)
+    assert ok.reinitialised == 0 and ok.ocv_corrections == 1 and 88.0 < ok.soc_pct[0] < 90.0
+
+
 def test_ocv_correction_is_weighted_by_confidence() -> None:
     # A count that is already good (std 1 %) barely moves towards a ±50 mV reading.
     est = counter("NMC", soc=70.0, std=1.0)
@@ -314,85 +332,6 @@ def test_nan_voltages_only_count() -> None:
 # --- EKF --------------------------------------------------------------------------------------
 
 
-def test_ekf_converges_from_20_percent_error_on_nmc() -> None:
-    # 8 cells, true SOC 82-90 % and falling to ~60 % (the steep part of the NMC table),
-    # estimates start 20 % wrong either way; per-channel offset ±30 mV + 10 mV noise, current
-    # offset 0.1 A + 0.1 A noise.
-    rng = np.random.default_rng(3)
-    n = 8
-    ocv = OcvCurve.from_preset(NMC)
-    cells = EcmCells(ocv, np.linspace(82.0, 90.0, n))
-    start = np.clip(cells.soc_pct + np.where(np.arange(n) % 2 == 0, 20.0, -20.0), 0.0, 100.0)
-    ekf = EkfSoc(
-        n_cells=n,
-        capacity_ah=CAP_AH,
-        ocv=ocv,
-        params=EkfParams(**ECM),
-        initial_soc_pct=start,
-        initial_std_pct=20.0,
-    )
-    offset = rng.uniform(-0.03, 0.03, n)
-    t, dt = 0.0, 1.0
-    current = 0.0
-    errors = []
-    for k in range(3600):
-        if k % 30 == 0:
-            current = float(rng.uniform(-90.0, 30.0))
-        v = cells.step(dt, current) + offset + rng.normal(0.0, 0.01, n)
-        t += dt
-        ekf.update(t, current + 0.1 + float(rng.normal(0.0, 0.1)), v)
-        errors.append(ekf.soc_pct - cells.soc_pct)
-    err = np.array(errors)
-    assert np.all(np.abs(start - np.linspace(82.0, 90.0, n)) >= 10.0)
-    late = err[900:]  # after 15 min
-    assert np.sqrt(np.mean(late**2)) < 4.0
-    assert np.max(np.abs(late)) < 7.0  # offset / slope: 30 mV / ~6 mV/% = 5 %
-    assert np.all(ekf.soc_std_pct < 10.0)
-
-
-def test_ekf_gain_on_flat_ocv_and_the_gate() -> None:
-    """On the LFP plateau a single update moves SOC by only s^2 P / (s^2 P + R) of the way
-    the reading points (a few %), but 10 updates a second compound that: a +50 mV offset drags
-    an ungated filter far. The default gate skips the update entirely."""
-    ocv = OcvCurve.from_preset(LFP)
-
-    def ekf(max_err: float) -> EkfSoc:
-        params = EkfParams(**ECM, max_soc_error_pct=max_err)
-        return EkfSoc(n_cells=1, capacity_ah=CAP_AH, ocv=ocv, params=params, initial_soc_pct=60.0)
-
-    volts = np.array([LFP.ocv_v(60.0) + 0.05])
-    ungated = ekf(1e9)
-    ungated.update(0.0, 0.0, volts)
-    s = float(ocv.slope_v_per_pct(60.0))
-    fraction = ungated.gain_soc[0] * s  # share of the reading's implied SOC step
-    assert 0.0 < fraction < 0.1
-    for k in range(1, 600):
-        ungated.update(k * 0.1, 0.0, volts)
-    assert ungated.soc_pct[0] > 75.0
-
-    gated = ekf(10.0)
-    for k in range(600):
-        gated.update(k * 0.1, 0.0, volts)
-    assert gated.soc_pct[0] == pytest.approx(60.0, abs=1e-9)
-    assert not gated.updated[0] and gated.gain_soc[0] == 0.0
-    # On steep NMC the same filter does use the voltage.
-    nmc = EkfSoc(
-        n_cells=1, capacity_ah=CAP_AH, ocv=OcvCurve.from_preset(NMC), params=EkfParams(**ECM)
-    )
-    nmc.update(0.0, 0.0, np.array([NMC.ocv_v(75.0)]))
-    assert nmc.updated[0] and nmc.gain_soc[0] > 0.0
-
-
-def test_ekf_reading_on_a_knee_corrects_an_estimate_on_the_plateau() -> None:
-    ocv = OcvCurve.from_preset(LFP)
-    ekf = EkfSoc(
-        n_cells=1, capacity_ah=CAP_AH, ocv=ocv, params=EkfParams(**ECM), initial_soc_pct=60.0
-    )
-    for k in range(300):  # resting at 3 % SOC (60 mV/%)
-        ekf.update(float(k), 0.0, np.array([LFP.ocv_v(3.0)]))
-    assert abs(ekf.soc_pct[0] - 3.0) < 3.0
-
-
 # --- SOH --------------------------------------------------------------------------------------
 
 
@@ -484,43 +423,32 @@ def test_state_round_trip_through_json_and_the_store(tmp_path: Path) -> None:
     n = cfg.total_cells
     rng = np.random.default_rng(4)
     cc = CoulombCounter.from_config(cfg, initial_soc_pct=rng.uniform(20, 80, n))
-    ekf = EkfSoc.from_config(cfg, EkfParams(**ECM), initial_soc_pct=rng.uniform(20, 80, n))
     soh = SohEstimator(n, SohParams(nominal_capacity_ah=cfg.cell_capacity_ah))
     for k in range(50):
         v = 3.7 + rng.normal(0.0, 0.01, n)
         current = -60.0 if k % 10 < 5 else 10.0
-        for est in (cc, ekf):
-            est.update(k * 0.1, current, v)
+        cc.update(k * 0.1, current, v)
         soh.update(k * 0.1, current, v)
     soh.add_reference(np.full(n, 50.0), np.full(n, 2.0))
 
     store = Store(tmp_path / "state.sqlite")
-    for key, obj in (("cc", cc), ("ekf", ekf), ("soh", soh)):
+    for key, obj in (("cc", cc), ("soh", soh)):
         store.put(key, obj.to_dict(), ts=1.0)
     store.close()
     again = Store(tmp_path / "state.sqlite")
-    stored = {key: again.get(key) for key in ("cc", "ekf", "soh")}
+    stored = {key: again.get(key) for key in ("cc", "soh")}
     again.close()
     cc2 = CoulombCounter.from_dict(stored["cc"] or {})
-    ekf2 = EkfSoc.from_dict(stored["ekf"] or {})
     soh2 = SohEstimator.from_dict(stored["soh"] or {})
 
     assert json.loads(json.dumps(cc.to_dict())) == cc2.to_dict()
-    assert json.loads(json.dumps(ekf.to_dict())) == ekf2.to_dict()
     assert json.loads(json.dumps(soh.to_dict())) == soh2.to_dict()
-    assert np.array_equal(cc2.soc_pct, cc.soc_pct) and np.array_equal(ekf2.p12, ekf.p12)
-    # A restored filter continues like the original (at the same instant: the time of the last
-    # sample is not state, a restart starts counting anew).
-    v = 3.7 + rng.normal(0.0, 0.01, n)
-    ekf.update(49 * 0.1, -20.0, v)
-    ekf2.update(49 * 0.1, -20.0, v)
-    assert np.array_equal(ekf.soc_pct, ekf2.soc_pct)
+    assert np.array_equal(cc2.soc_pct, cc.soc_pct)
     # The service path: current configuration, stored SOC.
     fresh = CoulombCounter.from_config(cfg)
     assert fresh.load_state(cc.to_dict())
     assert np.array_equal(fresh.soc_pct, cc.soc_pct)
     assert not CoulombCounter.from_config(cfg).load_state({"soc_pct": [50.0]})
-    assert not EkfSoc.from_config(cfg, EkfParams(**ECM)).load_state({"soc_pct": [50.0] * 3})
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -541,20 +469,14 @@ _samples = st.lists(
 def test_soc_stays_in_range_for_any_trace(
     samples: list[tuple[float, float, float]], chem: str, start: float
 ) -> None:
-    preset = get_preset(chem)
-    ocv = OcvCurve.from_preset(preset)
     # A tiny capacity so that a short trace crosses 0 % and 100 %.
     cc = counter(chem, n=2, soc=start, rest_time_s=5.0)
     cc.capacity_ah = np.full(2, 0.01)
-    ekf = EkfSoc(
-        n_cells=2, capacity_ah=0.01, ocv=ocv, params=EkfParams(**ECM), initial_soc_pct=start
-    )
     t = 0.0
     for dt, current, volts in samples:
         t += dt
         v = np.array([volts, volts + 0.01])
-        for est in (cc, ekf):
-            soc = est.update(t, current, v)
-            assert np.all((soc >= 0.0) & (soc <= 100.0))
-            assert np.all(np.isfinite(est.soc_std_pct))
+        soc = cc.update(t, current, v)
+        assert np.all((soc >= 0.0) & (soc <= 100.0))
+        assert np.all(np.isfinite(cc.soc_std_pct))
         assert 0.0 <= cc.pack_soc_pct <= 100.0

@@ -122,8 +122,12 @@ def test_a_generic_lfp_table_makes_no_ocv_corrections_and_says_so() -> None:
 # > 15 %). Bounds: x 1.3 + 0.5. SOH after the one full cycle: within SOH_GOAL_PCT of the truth
 # (the issue's goal).
 FIELD_MEASURED: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
-    ("nmc", "spec", "rested"): (4.80, 10.49, 1.00, 0.0),
-    ("lfp", "spec", "rested"): (2.65, 6.12, 2.13, 0.0),
+    ("nmc", "ideal", "rested"): (2.65, 4.71, 3.09, 0.0),
+    ("nmc", "spec", "rested"): (4.78, 10.51, 1.00, 0.0),
+    ("nmc", "spec", "restored"): (11.69, 20.00, 1.23, 0.0),
+    ("lfp", "ideal", "rested"): (2.95, 7.91, 2.06, 0.0),
+    ("lfp", "spec", "rested"): (2.66, 6.12, 2.22, 0.0),
+    ("lfp", "spec", "restored"): (16.71, 20.00, 3.64, 0.0),
 }
 SOH_GOAL_PCT = 3.0
 
@@ -138,6 +142,21 @@ def test_field_benchmark_holds_its_figures(name: str, sensors: str, start: str) 
     assert got.hours_low <= hours_low
     assert abs(got.soh_error) <= SOH_GOAL_PCT, f"SOH error {got.soh_error:+.2f} %"
     assert got.soh_restart == 0.0
+
+
+@pytest.mark.parametrize("name", ["nmc", "lfp"])
+def test_the_published_counter_beats_the_ekf_after_the_first_anchor(name: str) -> None:
+    """Why the service publishes the counter (services/master_core/estimator.py): on the same
+    path the EKF of bench/soc_ekf.py is further off after the first anchor (spec sensors,
+    rested start: NMC 1.00 % against 6.77 %, LFP 2.22 % against 5.80 %) and reads LFP <= 5 %
+    while the truth is above 15 %."""
+    trace = load_field(name)
+    counter = run_field(trace, "spec", "rested")
+    ekf = run_field(trace, "spec", "rested", estimator="ekf")
+    assert counter.rmse_anchored < ekf.rmse_anchored - 2.0
+    assert counter.hours_low <= ekf.hours_low
+    if name == "lfp":
+        assert ekf.hours_low > 0.0
 
 
 def test_the_estimator_reports_its_soc_sigma_and_the_time_since_the_last_anchor() -> None:

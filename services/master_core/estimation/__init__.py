@@ -3,8 +3,6 @@
 from services.master_core.estimation.soc import (
     CoulombCounter,
     CoulombParams,
-    EkfParams,
-    EkfSoc,
     OcvCurve,
     pack_soc_pct,
 )
@@ -13,8 +11,6 @@ from services.master_core.estimation.soh import SohEstimator, SohParams
 __all__ = [
     "CoulombCounter",
     "CoulombParams",
-    "EkfParams",
-    "EkfSoc",
     "OcvCurve",
     "SohEstimator",
     "SohParams",

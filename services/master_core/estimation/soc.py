@@ -1,4 +1,4 @@
-"""Per-cell state of charge: coulomb counting with OCV and anchor corrections, and a 1RC EKF.
+"""Per-cell state of charge: coulomb counting with OCV and anchor corrections.
 
 Conventions: SOC in % (0-100) on the OCV table's scale, pack current in A (positive =
 charging, the same current flows through every series cell), cell voltages in V as a numpy array
@@ -7,7 +7,7 @@ vectorised over cells; no Python loop per cell.
 
 Why voltage corrections are guarded: the cell-voltage accuracy is ±50 mV. A voltage error maps
 to a SOC error of error / (dOCV/dSOC): about 5 % on NMC (9 mV/%) but 20-250 % on the LFP plateau
-(0.2-2.4 mV/%). Both estimators therefore look at the OCV slope before trusting a voltage. A
+(0.2-2.4 mV/%). The counter therefore looks at the OCV slope before trusting a voltage. A
 chemistry's shipped table is not the cell's own either: NMC cells differ by 30-230 mV
 (`GENERIC_OCV_SOC_ERROR_PCT`, `OcvCurve.table_error_v`), which weighs every reading too.
 """
@@ -61,7 +61,7 @@ class OcvCurve:
         """1-sigma error of the table itself per point (a generic table on another cell)."""
         self._v_inverse: FloatArray = volts + _FLAT_RAMP_V * np.arange(len(volts))
         segment = np.diff(volts) / np.diff(soc)
-        # Slope at the table points = mean of the two segments: continuous in SOC, so the EKF
+        # Slope at the table points = mean of the two segments: continuous in SOC, so a filter
         # gain does not jump when the estimate crosses a table point.
         knots = np.empty_like(soc)
         knots[0], knots[-1] = segment[0], segment[-1]
@@ -250,11 +250,16 @@ class CoulombParams:
     gate_sigma: float = 3.0
     """An OCV correction must agree with the counted SOC within this many sigma of both; a
     disagreeing one is refused and counted (`ocv_refused`), and the counted SOC's sigma is
-    widened to the disagreement / gate_sigma, so that a second rest that confirms it is taken."""
+    widened to the disagreement / gate_sigma, so that a second rest that confirms it is taken.
+    A restored SOC (`load_state`, its sigma widened by the downtime) that the first usable rested
+    reading contradicts beyond this is re-initialised to the reading (`reinitialised`)."""
     current_error_a: float = 0.1
     """Current offset + noise: the SOC uncertainty grows by this x time / capacity."""
-    current_gain_error: float = 0.01
-    """Relative error of the counted charge (sensor gain, capacity estimate)."""
+    current_gain_error: float = 0.03
+    """Relative error of the counted charge: the sensor's gain (1 %) and the capacity counted in,
+    the rated one until a capacity is measured (cells are sold within a few %; the field NMC
+    pack's cells lie 0.97-1.03 of rated). With 1 % a count over a full discharge claimed 1 %
+    where it was 3 % off, and the empty anchor and rested readings were weighed too little."""
     full_margin_v: float = 0.05
     """Full anchor: cell voltage >= charge_v - this while the current has fallen to the tail
     current within full_window_s of charging (end of the CV phase). The voltage accuracy: a cell
@@ -275,8 +280,13 @@ class CoulombParams:
     cut-off)."""
     anchor_hold_s: float = 10.0
     """An anchor condition must hold this long (filters single noisy samples)."""
-    anchor_std_pct: float = 2.0
-    """SOC uncertainty right after an anchor."""
+    anchor_std_pct: float = 3.0
+    """SOC uncertainty right after an anchor. A full anchor takes every cell within
+    full_margin_v of charge_v: the one at the limit, and others up to margin / slope below it
+    (NMC's top, 16 mV/%: 3 %); and the CV end at a C/20 tail is not the table's 100 % in the cold
+    (PyBaMM Mohtat2020 at 10 degC: 97.9 %). With 2 % the rested reading after a full charge,
+    as good as 2.5-4 % there on NMC, barely counted (field bench, nmc ideal: 3.50 % RMSE after
+    the first anchor, 3.09 % with 3 %)."""
     max_gap_s: float = 5.0
     """Longer gaps between samples are not integrated (the current in between is unknown);
     the SOC uncertainty grows by the charge the larger of both currents could have moved."""
@@ -339,6 +349,10 @@ class CoulombCounter:
         self._near_cutoff = np.zeros(n_cells, dtype=np.bool_)
         self.ocv_corrections = 0
         self.ocv_refused = 0
+        self.reinitialised = 0
+        """Restored cells that a rested reading contradicted beyond gate_sigma (`load_state`)."""
+        self._unconfirmed = np.zeros(n_cells, dtype=np.bool_)
+        """Cells whose SOC is a restored record not yet confirmed by a reading or an anchor."""
         """OCV corrections refused by the gate (cell x rest)."""
         self.anchors = 0
         self.last_anchor_s: float | None = None
@@ -517,6 +531,20 @@ class CoulombCounter:
         target = self.ocv.soc(v0)
         disagree = np.abs(target - self.soc_pct)
         refused = use & (disagree > p.gate_sigma * np.sqrt(var_cc + ocv_std**2))
+        # A restored record that the first rested reading contradicts is wrong (stale, or the
+        # pack was charged while the master was down): the reading re-initialises the cell. A
+        # running count that disagrees is refused instead (the reading may carry an offset).
+        reinit = refused & self._unconfirmed
+        self._unconfirmed &= ~use
+        if np.any(reinit):
+            self.reinitialised += int(np.count_nonzero(reinit))
+            self.soc_pct = np.where(reinit, target, self.soc_pct)
+            self.soc_std_pct = np.where(reinit, ocv_std, self.soc_std_pct)
+            self.reference_soc_pct = np.where(reinit, target, self.reference_soc_pct)
+            self.reference_std_pct = np.where(reinit, ocv_std, self.reference_std_pct)
+            self._has_reference = True
+            use &= ~reinit
+            refused &= ~reinit
         if np.any(refused):
             self.ocv_refused += int(np.count_nonzero(refused))
             self.soc_std_pct = np.where(
@@ -592,6 +620,7 @@ class CoulombCounter:
                 full, p.anchor_std_pct, np.where(new_empty, cut_std, self.reference_std_pct)
             )
             self._has_reference = bool(np.any(full | new_empty))
+            self._unconfirmed &= ~(full | new_empty)
             self.anchors += int(np.count_nonzero(first))
             self.last_anchor_s = self._last_s
 
@@ -609,6 +638,7 @@ class CoulombCounter:
             return False
         self.soc_pct = np.clip(soc, 0.0, 100.0)
         self.soc_std_pct = np.clip(np.abs(std), 0.0, 100.0)
+        self._unconfirmed = np.ones(self.n_cells, dtype=np.bool_)
         return True
 
     def to_dict(self) -> dict[str, Any]:
@@ -640,229 +670,3 @@ class CoulombCounter:
             initial_soc_pct=soc,
             initial_std_pct=data["soc_std_pct"],
         )
-
-
-@dataclass(frozen=True)
-class EkfParams:
-    """1RC cell model and noise settings of `EkfSoc` (defaults: ±50 mV, ±0.1 A hardware)."""
-
-    r0_ohm: float
-    r1_ohm: float
-    c1_f: float
-    charge_efficiency: float = 0.999
-    voltage_error_v: float = 0.05
-    """Measurement noise (1 sigma) of a cell voltage: sensor error plus 1RC model error."""
-    current_noise_a: float = 0.1
-    soc_walk_pct_per_sqrt_h: float = 0.5
-    """Process noise of SOC beyond the current noise (current offset, capacity error)."""
-    v_rc_walk_v_per_sqrt_s: float = 0.002
-    """Process noise of V_rc: the 1RC model misses diffusion and temperature effects."""
-    max_soc_error_pct: float = 10.0
-    """No voltage update where the OCV slope at the estimate is below voltage_error_v / this
-    (5 mV/% at ±50 mV, `min_ocv_slope_mv_per_pct`), unless the cell rests at a voltage whose
-    ± voltage_error_v span is within ± this SOC (a reading on a knee still corrects an estimate
-    stuck on a plateau). Without the cut the gain is small but not small enough: one update
-    moves SOC by slope^2 x p11 / S of the way the reading points (8 % on the LFP plateau from a
-    30 % uncertain start, tested), but 10 updates a second compound that, and a channel offset
-    is the same in every sample: the estimate converges to offset / slope. Here that is at most
-    10 % SOC; on the LFP plateau (0.2-2.4 mV/%) it would be 20-250 %."""
-    rest_c_rate: float = 0.02
-    """|I| below this (x capacity) is rest for the reading-side slope check. Under load the
-    1RC model misses tens of mV of LFP overpotential, which would fake a knee."""
-    max_gap_s: float = 5.0
-
-    @property
-    def min_ocv_slope_mv_per_pct(self) -> float:
-        return 1000.0 * self.voltage_error_v / self.max_soc_error_pct
-
-
-class EkfSoc:
-    """Extended Kalman filter on a 1RC model, one independent 2-state filter per cell.
-
-    State [SOC %, V_rc V]; terminal voltage = OCV(SOC) + V_rc + R0 x I (I positive charging),
-    H = [dOCV/dSOC, 1]. The 2 x 2 covariance of every cell is kept as three arrays (p11, p12,
-    p22), so one update is a few numpy operations for all cells. Cells on a flat part of the OCV
-    curve (or with a NaN voltage) only count coulombs; `updated` and `gain_soc` show which cells
-    used their voltage and with which gain.
-    """
-
-    def __init__(
-        self,
-        *,
-        n_cells: int,
-        capacity_ah: ArrayLike,
-        ocv: OcvCurve,
-        params: EkfParams,
-        initial_soc_pct: ArrayLike = 50.0,
-        initial_std_pct: ArrayLike = 30.0,
-    ) -> None:
-        if n_cells < 1:
-            raise ValueError("n_cells must be at least 1")
-        if min(params.r0_ohm, params.r1_ohm, params.c1_f) <= 0.0:
-            raise ValueError("R0, R1 and C1 must be positive")
-        self.n_cells = n_cells
-        self.ocv = ocv
-        self.params = params
-        self.capacity_ah = _cells(capacity_ah, n_cells, "capacity_ah")
-        if np.any(self.capacity_ah <= 0.0):
-            raise ValueError("capacity_ah must be positive")
-        self.soc_pct = np.clip(_cells(initial_soc_pct, n_cells, "initial_soc_pct"), 0.0, 100.0)
-        self.v_rc = np.zeros(n_cells)
-        std = np.abs(_cells(initial_std_pct, n_cells, "initial_std_pct"))
-        self.p11 = std**2
-        self.p12 = np.zeros(n_cells)
-        # V_rc is unknown at start: R1 x a 0.5C current as its sigma.
-        self.p22 = np.full(n_cells, (params.r1_ohm * 0.5 * float(self.capacity_ah.min())) ** 2)
-        self._last_s: float | None = None
-        self._last_current_a = 0.0
-        self.updated = np.zeros(n_cells, dtype=np.bool_)
-        """Cells whose voltage was used in the last update (False on flat OCV or NaN)."""
-        self.gain_soc = np.zeros(n_cells)
-        """Kalman gain of SOC (% per V) in the last update; 0 where no update was made."""
-
-    @classmethod
-    def from_config(
-        cls,
-        config: SystemConfig,
-        params: EkfParams,
-        initial_soc_pct: ArrayLike = 50.0,
-        initial_std_pct: ArrayLike = 30.0,
-    ) -> Self:
-        return cls(
-            n_cells=config.total_cells,
-            capacity_ah=config.cell_capacity_ah,
-            ocv=OcvCurve.from_preset(config.cell_chemistry),
-            params=params,
-            initial_soc_pct=initial_soc_pct,
-            initial_std_pct=initial_std_pct,
-        )
-
-    @property
-    def soc_std_pct(self) -> FloatArray:
-        """The filter's SOC sigma. It treats the voltage error as white noise, so a channel
-        offset adds up to offset / slope that this does not show."""
-        out: FloatArray = np.sqrt(np.maximum(self.p11, 0.0))
-        return out
-
-    @property
-    def pack_soc_pct(self) -> float:
-        return pack_soc_pct(self.soc_pct)
-
-    def update(self, now_s: float, current_a: float, cell_v: ArrayLike | None) -> FloatArray:
-        """Predict to `now_s` with the current, then correct with the cell voltages."""
-        current = float(current_a) if math.isfinite(current_a) else 0.0
-        dt = 0.0 if self._last_s is None else max(now_s - self._last_s, 0.0)
-        self._predict(dt, current)
-        self._last_s = now_s
-        self._last_current_a = current
-        v = _voltages(cell_v, self.n_cells)
-        if v is None:
-            self.updated = np.zeros(self.n_cells, dtype=np.bool_)
-            self.gain_soc = np.zeros(self.n_cells)
-        else:
-            self._correct(current, v)
-        return self.soc_pct
-
-    def _predict(self, dt: float, current: float) -> None:
-        p = self.params
-        if dt <= 0.0:
-            return
-        a = math.exp(-dt / (p.r1_ohm * p.c1_f))
-        as_pct = 100.0 / (3600.0 * self.capacity_ah)
-        if dt <= p.max_gap_s:
-            mean_a = 0.5 * (self._last_current_a + current)
-            eff = p.charge_efficiency if mean_a > 0.0 else 1.0
-            self.soc_pct = _clip_pct(self.soc_pct + eff * mean_a * dt * as_pct)
-            self.v_rc = a * self.v_rc + p.r1_ohm * (1.0 - a) * mean_a
-            q_soc = (p.current_noise_a * dt * as_pct) ** 2
-            q_rc = (p.r1_ohm * (1.0 - a) * p.current_noise_a) ** 2
-        else:
-            # The current during the gap is unknown: count nothing, widen by what it could do.
-            worst = max(abs(self._last_current_a), abs(current)) + p.current_noise_a
-            self.v_rc = a * self.v_rc
-            q_soc = (worst * dt * as_pct) ** 2
-            q_rc = (p.r1_ohm * (1.0 - a) * worst) ** 2
-        q_soc = q_soc + p.soc_walk_pct_per_sqrt_h**2 * dt / 3600.0
-        q_rc = q_rc + p.v_rc_walk_v_per_sqrt_s**2 * dt
-        # P = F P F' + Q with F = diag(1, a).
-        # Capped at (100 %)^2: beyond that SOC is simply unknown (months without a voltage).
-        self.p11 = np.minimum(self.p11 + q_soc, 1e4)
-        self.p12 = a * self.p12
-        self.p22 = a * a * self.p22 + q_rc
-
-    def _correct(self, current: float, v: FloatArray) -> None:
-        p = self.params
-        slope = self.ocv.slope_v_per_pct(self.soc_pct)
-        finite = np.isfinite(v)
-        ok = finite & (1000.0 * np.abs(slope) >= p.min_ocv_slope_mv_per_pct)
-        if abs(current) < p.rest_c_rate * float(self.capacity_ah.min()):
-            measured_ocv = np.where(finite, v, 0.0) - p.r0_ohm * current - self.v_rc
-            spread = self.ocv.soc_spread_pct(measured_ocv, p.voltage_error_v)
-            ok |= finite & (spread <= p.max_soc_error_pct)
-        self.updated = ok
-        if not np.any(ok):
-            self.gain_soc = np.zeros(self.n_cells)
-            return
-        innovation = v - (self.ocv.voltage(self.soc_pct) + self.v_rc + p.r0_ohm * current)
-        # H = [slope, 1]: m = P H', S = H P H' + R, K = m / S, P -= K m'.
-        m1 = slope * self.p11 + self.p12
-        m2 = slope * self.p12 + self.p22
-        s = slope * m1 + m2 + p.voltage_error_v**2
-        k1 = m1 / s
-        k2 = m2 / s
-        if not ok.all():
-            innovation = np.where(ok, innovation, 0.0)
-            k1 = np.where(ok, k1, 0.0)
-            k2 = np.where(ok, k2, 0.0)
-        self.soc_pct = _clip_pct(self.soc_pct + k1 * innovation)
-        self.v_rc = self.v_rc + k2 * innovation
-        self.p11 = np.maximum(self.p11 - k1 * m1, 1e-6)
-        self.p12 = self.p12 - k1 * m2
-        self.p22 = np.maximum(self.p22 - k2 * m2, 1e-12)
-        self.gain_soc = k1
-
-    def load_state(self, data: Mapping[str, Any]) -> bool:
-        """Take the filter state of a stored `to_dict()`; False if the cell count differs.
-
-        V_rc is taken too: it has decayed during a restart of seconds, and its variance covers
-        the rest. Parameters and capacity come from the current configuration.
-        """
-        keys = ("soc_pct", "v_rc", "p11", "p12", "p22")
-        arrays = {k: np.asarray(data.get(k, ()), dtype=np.float64) for k in keys}
-        if any(a.shape != (self.n_cells,) or not np.all(np.isfinite(a)) for a in arrays.values()):
-            return False
-        self.soc_pct = np.clip(arrays["soc_pct"], 0.0, 100.0)
-        self.v_rc = arrays["v_rc"]
-        self.p11 = np.maximum(arrays["p11"], 1e-6)
-        self.p12 = arrays["p12"]
-        self.p22 = np.maximum(arrays["p22"], 1e-12)
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able state (lists and floats), for the SQLite state store."""
-        return {
-            "kind": "ekf_soc",
-            "version": STATE_VERSION,
-            "soc_pct": self.soc_pct.tolist(),
-            "v_rc": self.v_rc.tolist(),
-            "p11": self.p11.tolist(),
-            "p12": self.p12.tolist(),
-            "p22": self.p22.tolist(),
-            "capacity_ah": self.capacity_ah.tolist(),
-            "ocv": self.ocv.to_dict(),
-            "params": asdict(self.params),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        if data.get("kind") != "ekf_soc" or data.get("version") != STATE_VERSION:
-            raise ValueError("not an EKF SOC state of this version")
-        ekf = cls(
-            n_cells=len(data["soc_pct"]),
-            capacity_ah=data["capacity_ah"],
-            ocv=OcvCurve.from_dict(data["ocv"]),
-            params=_params_from_dict(EkfParams, data["params"]),
-        )
-        if not ekf.load_state(data):
-            raise ValueError("EKF state arrays are inconsistent")
-        return ekf
