@@ -10,6 +10,7 @@ its reason in words, and the mode its master should be in:
 | voltage unknown                                        | out        | standby |
 | taken out of service in the site configuration         | out        | standby |
 | put in standby by an operator (held out)               | out        | standby |
+| the site disconnected (SCADA's SetOp, an operator)     | out        | standby |
 | contactors closed, mode working                        | joined     | working |
 | contactors closed or opening, mode standby             | leaving    | standby |
 | bus empty, the string chosen to define it              | waiting    | working |
@@ -44,7 +45,8 @@ from SCADA's 802 `SetOp` or an operator): `disconnect` holds every string out th
 (standby, the reason in words: "disconnected by SCADA"), strings added by a configuration
 meanwhile too, and no string is let join, whoever asks, until `connect`; `connect` releases the
 holds the disconnect made, and only those: a string an operator held out before (or while) the
-site was disconnected, or one out of service in the configuration, stays out.
+site was disconnected, or one out of service in the configuration, stays out. The disconnect, like
+the holds, lives in this object: a restart of the site controller forgets it.
 A command is sent when the master's reported state differs from the wanted one, again every
 `RETRY_S` while it still differs. Join decisions use each string's voltage averaged over
 `VOLTAGE_FILTER_S` (the pack voltage is measured to ±1 V, `PACK_VOLTAGE_ACCURACY_V`): one
