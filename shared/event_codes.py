@@ -133,6 +133,14 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("site_string_released", SITE, ("command",), ("info",),
               "An operator asks a held string to join again (site command site_string join): "
               "it joins by the controller's rules; values: system."),
+    EventCode("site_disconnected", SITE, ("command",), ("info",),
+              "SCADA (802 SetOp 2) or an operator disconnected the site (site command "
+              "site_operation disconnect): every string goes to standby and stays out until "
+              "the site is connected again; values: site."),
+    EventCode("site_connected", SITE, ("command",), ("info",),
+              "SCADA (802 SetOp 1) or an operator connected the site again (site command "
+              "site_operation connect): the strings the disconnect held join by the "
+              "controller's rules; values: site."),
     EventCode("site_command_failed", SITE, ("command",), ("warning",),
               "A string's master refused set_mode or contactors close, or did not reply "
               "before it expired; it is asked again; values: system, command, arg."),

@@ -249,7 +249,8 @@ COMMAND = TopicSpec(
     (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER, SITE),
     (MASTER, SITE),
     "on demand",
-    "A command to the master (under a site's id: `site_string` to its site controller); the "
+    "A command to the master (under a site's id: `site_string` and `site_operation` to its site "
+    "controller); the "
     "reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
     "the requester's broker user) before `expires_at` or not at all. `events_query` is rate "
     "limited per requester (`reply_to`'s user): a refused query's reply says when to ask again.",
@@ -263,6 +264,7 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "events_query": (UI, INTEGRATIONS, EVENTS_READER),
     "service_reset": (UI,),
     "site_string": (UI,),
+    "site_operation": (UI, MODBUS),
 }
 """Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
@@ -270,7 +272,11 @@ alone, which sends it for its admin role only. `events_query` is also open to th
 bridge (its backfill) and to third parties with the `events_reader` user. The site controller
 sends the masters of its strings `set_mode` (standby leaves the DC bus) and `contactors` close
 (joins it, in working mode). `site_string` goes to a site controller under its site's id: an
-operator holds a string out of the site or asks it to join again."""
+operator holds a string out of the site or asks it to join again. `site_operation` too: the
+Modbus gateway of a site's stack (SCADA's 802 `SetOp`) or an operator disconnects the whole
+site or connects it again."""
+SITE_COMMANDS = ("site_string", "site_operation")
+"""The commands a site controller serves under its site's id (`SiteService`)."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""

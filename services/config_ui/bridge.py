@@ -25,6 +25,7 @@ from shared.messages import (
     ConfigMessage,
     EventsQueryArgs,
     SiteConfigMessage,
+    SiteOperationArgs,
     SiteStringArgs,
 )
 from shared.topics import (
@@ -65,7 +66,7 @@ class BusBridge:
         self.command_timeout_s = command_timeout_s
         self.commands = CommandClient(bus)
         self.site_commands = None if site is None else CommandClient(bus, system=site.site)
-        """`site_string` to the site controller, under the site id."""
+        """`site_string` and `site_operation` to the site controller, under the site id."""
         self.config_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,12 +169,13 @@ class BusBridge:
         """The master's reply, or None when none came in time."""
         return await self.commands.request_async(name, args, ttl_s=self.command_timeout_s)
 
-    async def site_string(self, args: SiteStringArgs) -> CommandReply | None:
-        """An operator's `site_string` to the site controller; None without a reply in time."""
+    async def site_command(
+        self, name: str, args: SiteStringArgs | SiteOperationArgs
+    ) -> CommandReply | None:
+        """An operator's site command (`site_string`, `site_operation`) to the site
+        controller; None without a reply in time."""
         assert self.site_commands is not None
-        return await self.site_commands.request_async(
-            "site_string", args, ttl_s=self.command_timeout_s
-        )
+        return await self.site_commands.request_async(name, args, ttl_s=self.command_timeout_s)
 
     async def events(self, query: EventsQueryArgs) -> list[dict[str, Any]] | CommandReply | None:
         """The events; the master's reply when it refused the query; None without a reply."""

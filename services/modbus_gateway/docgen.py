@@ -256,8 +256,17 @@ current. A string whose configuration is not known yet has an 804 with `NMod` 0 
 the chain grows when it arrives. Unknown values (no site state yet, or one older than
 `BMS_STALE_AFTER_S`, a stale string, SOC or SOH unknown, CVL/DVL while no string is joined) read
 "not implemented", never 0, and 802 `Evt1` has COMMUNICATION_ERROR set while any part is
-unknown. There is no native block and no writable point: a write answers exception 02. The
-Modbus interface (port, unit id) still comes from the configuration of `BMS_SYSTEM`; in a
+unknown. There is no native block. The one writable point is 802 `SetOp` (1 CONNECT, 2
+DISCONNECT): SCADA connects or disconnects the whole site. The write becomes the site command
+`site_operation` to the site controller and is answered once the controller accepted it
+(exception 04 when it refuses or does not answer in time, 03 for another value): disconnect
+puts every string in standby and keeps it out ("disconnected by SCADA") until connect, which
+lets the strings join again by the controller's rules (a string an operator holds out, or out
+of service in the site configuration, stays out). 802 `State` says what the strings do: 3
+CONNECTED while a string is joined, 6 SUSPENDING while one is still joined after a disconnect,
+1 DISCONNECTED when none is, 99 FAULT with a fault; `SetOp` reads 2 while the site is
+disconnected or no string is joined, else 1. A write to any other point answers exception 02.
+The Modbus interface (port, unit id) still comes from the configuration of `BMS_SYSTEM`; in a
 site's own stack (`BMS_SYSTEM` is the site id) from that of the site's first string.
 
 The chain for {SITE_EXAMPLE_STRINGS} strings of the demo configuration:

@@ -206,9 +206,14 @@ def _description(model: ModelDef, mp: ModelPoint, writable: bool) -> str:
 
 
 def _model_points(
-    model: ModelDef, block: str, start: int, repeats: int, prefix: str
+    model: ModelDef,
+    block: str,
+    start: int,
+    repeats: int,
+    prefix: str,
+    writable_by_model: dict[int, frozenset[str]],
 ) -> list[Point]:
-    writable = _SUNSPEC_WRITABLE.get(model.id, frozenset())
+    writable = writable_by_model.get(model.id, frozenset())
     out: list[Point] = []
     address = start
     members = [("", mp) for mp in model.points]
@@ -432,8 +437,11 @@ Chain = list[tuple[int, str, int, str]]
 """The SunSpec models in order: (model ID, block, repeats of its group, group prefix)."""
 
 
-def chain_points(chain: Chain) -> list[Point]:
-    """The "SunS" marker, every model of `chain` in order from 40002, and the end model."""
+def chain_points(
+    chain: Chain, writable: dict[int, frozenset[str]] = _SUNSPEC_WRITABLE
+) -> list[Point]:
+    """The "SunS" marker, every model of `chain` in order from 40002, and the end model;
+    `writable`: the points of each model that accept writes (the others read-only)."""
     points: list[Point] = [
         Point(
             "chain",
@@ -452,7 +460,7 @@ def chain_points(chain: Chain) -> list[Point]:
     address = BASE_ADDRESS + 2
     for model_id, block, repeats, prefix in chain:
         model = load_model(model_id)
-        points += _model_points(model, block, address, repeats, prefix)
+        points += _model_points(model, block, address, repeats, prefix, writable)
         address += 2 + model.length(repeats)
     for offset, (name, text) in enumerate((("ID", "End model: 0xFFFF."), ("L", "End model: 0."))):
         points.append(

@@ -1,8 +1,8 @@
 """The Modbus server edge: pymodbus devices whose registers come from the register map.
 
 Every read refreshes the requested window from the latest pack data (pull pattern), so a TCP
-and an RTU server share one truth. Writes become master commands; a refused or unanswered
-command returns exception 04.
+and an RTU server share one truth. Writes become master commands (a site's: the site
+controller's `site_operation`); a refused or unanswered command returns exception 04.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ WRITE_CODES = frozenset(fc for fc, layout in SERVED.items() if layout.writes)
 
 CommandSender = Callable[[Command], Awaitable[str | None]]
 """Sends a command to the master; returns None when accepted, else why not."""
+WriteDecoder = Callable[[int, Sequence[int]], list[Command] | WriteError]
+"""A write (0-based address, values) to its commands, or the Modbus exception."""
 
 
 @dataclass
@@ -255,9 +257,16 @@ REQUEST_SECONDS = Histogram(
 """Served by `python -m services.modbus_gateway` on BMS_METRICS_PORT."""
 
 
-def make_device(data: ImageSource, unit_id: int, send: CommandSender | None) -> SimDevice:
+def make_device(
+    data: ImageSource,
+    unit_id: int,
+    send: CommandSender | None,
+    decode: WriteDecoder = decode_write,
+) -> SimDevice:
     """`unit_id` 0 answers every unit id (TCP); a number answers only that one (RTU). `send`
-    None: nothing is writable (a site), every write answers exception 02.
+    None: nothing is writable, every write answers exception 02. `decode` turns a write into
+    commands (a single system's: `decode_write`; a site's: `site_map.decode_site_write`), each
+    answered only once `send` has its reply.
 
     The device spans the whole address space and the action answers from the current image,
     so the layout can change while the server runs; an address outside the image answers
@@ -293,9 +302,9 @@ def make_device(data: ImageSource, unit_id: int, send: CommandSender | None) -> 
             return ExcCodes.ILLEGAL_FUNCTION
         if set_values is not None and function_code in WRITE_CODES:
             if send is None:
-                log.warning("write to %d refused: a site has no writable point", address)
+                log.warning("write to %d refused: nothing is writable here", address)
                 return ExcCodes.ILLEGAL_ADDRESS
-            return await _write(address, [int(v) for v in set_values], send)
+            return await _write(address, [int(v) for v in set_values], send, decode)
         image = data.image()  # one image for the whole request: never a mix of two layouts
         if any(a not in image for a in range(address, address + count)):
             return ExcCodes.ILLEGAL_ADDRESS
@@ -311,8 +320,10 @@ def make_device(data: ImageSource, unit_id: int, send: CommandSender | None) -> 
     return SimDevice(id=unit_id, simdata=simdata, action=action)
 
 
-async def _write(address: int, values: Sequence[int], send: CommandSender) -> ExcCodes | None:
-    decoded = decode_write(address, values)
+async def _write(
+    address: int, values: Sequence[int], send: CommandSender, decode: WriteDecoder
+) -> ExcCodes | None:
+    decoded = decode(address, values)
     if isinstance(decoded, WriteError):
         log.warning("write to %d refused: %s", address, decoded.reason)
         return ExcCodes(decoded.code)

@@ -1,9 +1,11 @@
 """Wiring of the gateway: bus subscriptions, command replies, and the TCP and RTU servers.
 
 With BMS_SITE the gateway serves that site (`site_map`): the site state, and each string's
-configuration, pack state and cells under its own system id. The interface still comes from
-the configuration of BMS_SYSTEM; in a site's own stack, where BMS_SYSTEM is the site id, from
-that of the site's first string.
+configuration, pack state and cells under its own system id. SCADA's 802 `SetOp` write
+becomes the site command `site_operation` to the site controller under the site id, answered
+once the controller accepted it (exception 04 when it refuses or does not answer in time).
+The interface still comes from the configuration of BMS_SYSTEM; in a site's own stack, where
+BMS_SYSTEM is the site id, from that of the site's first string.
 
 Every configuration is applied live: a new topology changes the register layout at once
 (`GatewayData.replace_config`), and new interface parameters restart the affected server in
@@ -29,9 +31,10 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from services.modbus_gateway.guard import RequestGuard, guard_server
-from services.modbus_gateway.register_map import Command, Identity
+from services.modbus_gateway.register_map import Command, Identity, decode_write
 from services.modbus_gateway.server import ForeignUnits, GatewayData, SiteData, make_device
 from services.modbus_gateway.settings import ModbusGatewaySettings
+from services.modbus_gateway.site_map import decode_site_write
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
 from shared.config.fields import MODBUS, restart_required
@@ -115,6 +118,8 @@ class ModbusGateway:
         self._changed = asyncio.Event()
         self._limited = LimitedLog(log)
         """One rate limit for what peers send, across restarts of the servers."""
+        self.site_client: CommandClient | None = None
+        """`site_operation` to the site controller, under the site id (BMS_SITE)."""
         self.site: SiteData | None = None
         """Set with BMS_SITE: the site chain is served instead of the system's."""
         if settings.site is None:
@@ -122,6 +127,7 @@ class ModbusGateway:
             bus.subscribe(PACK_STATE, self._on_pack)
             bus.subscribe(PACK_CELLS, self._on_cells)
             return
+        self.site_client = CommandClient(bus, system=settings.site)
         self.site = SiteData(
             settings.site, Identity(serial=settings.site), settings.stale_after_s,
             counters=bus.counters,
@@ -229,12 +235,21 @@ class ModbusGateway:
             self.data.update_cells(d.message)
 
     async def send(self, command: Command) -> str | None:
+        """A command to the master; None when accepted, else why not."""
+        return await self._request(self.client, command, "the master")
+
+    async def send_site(self, command: Command) -> str | None:
+        """A site command to the site controller; None when accepted, else why not."""
+        assert self.site_client is not None  # served with BMS_SITE only
+        return await self._request(self.site_client, command, "the site controller")
+
+    async def _request(self, client: CommandClient, command: Command, whom: str) -> str | None:
         args = COMMAND_ARGS[command.name].model_validate(command.args)
-        reply = await self.client.request_async(
+        reply = await client.request_async(
             command.name, args, ttl_s=self.settings.command_timeout_s
         )
         if reply is None:
-            return "no reply from the master"
+            return f"no reply from {whom}"
         return None if reply.status == "accepted" else reply.reason or "refused"
 
     async def pump_bus(self, stop: asyncio.Event) -> None:
@@ -308,14 +323,17 @@ class ModbusGateway:
     async def _start(self, name: str, m: ModbusConfig) -> Server:
         assert self.data is not None
         source = self.data if self.site is None else self.site
-        send = self.send if self.site is None else None
+        send = self.send if self.site is None else self.send_site
+        decode = decode_write if self.site is None else decode_site_write
         server: Server
         if name == "tcp":
-            server = ModbusTcpServer(make_device(source, 0, send), address=(m.tcp_host, m.tcp_port))
+            server = ModbusTcpServer(
+                make_device(source, 0, send, decode), address=(m.tcp_host, m.tcp_port)
+            )
         else:
             self.foreign_units = ForeignUnits(frozenset({m.unit_id}), self.bus.counters)
             server = ModbusSerialServer(
-                make_device(source, m.unit_id, send),
+                make_device(source, m.unit_id, send, decode),
                 framer=FramerType.RTU,
                 port=m.rtu_port,
                 baudrate=m.rtu_baudrate,

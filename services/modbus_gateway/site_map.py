@@ -19,24 +19,32 @@ no 805 (`NMod` 0, the count of groups served, so a client can still scan the cha
 layout grows when the configuration arrives (clients re-scan). A value the gateway does not
 know (no site state yet or a stale one, a stale string, a module that has not reported) reads
 "not implemented", never 0; 802/804 `Evt1` has COMMUNICATION_ERROR set while part of it is
-unknown. There is no native block
-and no writable point in site mode: the master of each string takes commands, the site
-controller decides joins.
+unknown. There is no native block. The one writable point is 802 `SetOp` (SunSpec: 1 CONNECT,
+2 DISCONNECT), SCADA's connect and disconnect of the whole bank: a write becomes the site
+command `site_operation` to the site controller (`decode_site_write`), which decides joins;
+every other point is read-only (the master of each string takes its own commands). 802 `State`
+(1 DISCONNECTED, 3 CONNECTED, 6 SUSPENDING, 99 FAULT) says what the strings do, `SetOp` reads
+2 while the site is disconnected (`SiteState.operation`) or no string is joined, else 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from services.modbus_gateway.register_map import (
     FIXED_SF,
     IDLE_CURRENT_A,
+    ILLEGAL_DATA_ADDRESS,
+    ILLEGAL_DATA_VALUE,
+    MAX_WRITE_REGISTERS,
     Chain,
+    Command,
     Identity,
     RegisterMap,
     Value,
+    WriteError,
     chain_points,
     encode_image,
     fit_sf,
@@ -95,7 +103,46 @@ def site_map(layout: Layout) -> RegisterMap:
         block = string_block(s)
         chain.append((804, block, len(modules or ()), "Mod"))
         chain += [(805, f"{block}.module{m}", n, "Cell") for m, n in enumerate(modules or (), 1)]
-    return make_map(chain_points(chain))
+    return make_map(chain_points(chain, SITE_WRITABLE))
+
+
+SITE_WRITABLE = {802: frozenset({"SetOp"})}
+"""The site chain's writable points: the bank's `SetOp` only."""
+
+SITE_OPERATIONS = {1: "connect", 2: "disconnect"}
+"""802 `SetOp` (SunSpec: 1 CONNECT, 2 DISCONNECT) to the site command's action."""
+
+
+def _site_set_op(value: int) -> list[Command] | None:
+    action = SITE_OPERATIONS.get(value)
+    return (
+        None if action is None else [Command("site_operation", {"action": action, "by": "scada"})]
+    )
+
+
+_SITE_DECODERS: dict[str, Callable[[int], list[Command] | None]] = {"battery.SetOp": _site_set_op}
+
+
+def decode_site_write(address: int, values: Sequence[int]) -> list[Command] | WriteError:
+    """The site commands for an FC6/FC16 write of `values` from `address` (0-based): 802
+    `SetOp` only (its address does not depend on the layout: models 1 and 802 come first);
+    any other register answers exception 02, a value other than 1 or 2 exception 03."""
+    if not 1 <= len(values) <= MAX_WRITE_REGISTERS:
+        return WriteError(ILLEGAL_DATA_VALUE, f"quantity {len(values)} outside 1..123")
+    rmap = site_map(())
+    commands: list[Command] = []
+    for offset, value in enumerate(values):
+        point = rmap.by_address.get(address + offset)
+        if point is None or point.access != "RW" or point.address != address + offset:
+            return WriteError(
+                ILLEGAL_DATA_ADDRESS,
+                f"register {address + offset} is not writable in a site (802 SetOp only)",
+            )
+        decoded = _SITE_DECODERS[point.key](value)
+        if decoded is None:
+            return WriteError(ILLEGAL_DATA_VALUE, f"{point.key}: value {value} not accepted")
+        commands += decoded
+    return commands
 
 
 def _string_values(index: int, s: StringData, membership: str | None) -> dict[str, Value]:
@@ -209,6 +256,17 @@ def _cha_st(site: SiteState, joined: bool) -> int | None:
     return 6
 
 
+def _bank_state(site: SiteState, joined: bool) -> int:
+    """802 `State`: FAULT with a fault; a string still on the bus while the site is
+    disconnected: SUSPENDING (its strings are leaving); CONNECTED while one is joined; else
+    DISCONNECTED."""
+    if site.faults:
+        return 99
+    if joined:
+        return 6 if site.operation == "disconnect" else 3
+    return 1
+
+
 def _site_values(site: SiteState) -> dict[str, Value]:
     """The 802 values of a fresh site state."""
     joined = any(s.membership == JOINED for s in site.strings)
@@ -225,8 +283,8 @@ def _site_values(site: SiteState) -> dict[str, Value]:
         "battery.AChaMax": lim.charge_current_a,
         "battery.ADisChaMax": lim.discharge_current_a,
         "battery.ChaSt": _cha_st(site, joined),
-        "battery.State": 99 if site.faults else (3 if joined else 1),
-        "battery.SetOp": 1 if joined else 2,
+        "battery.State": _bank_state(site, joined),
+        "battery.SetOp": 1 if joined and site.operation == "connect" else 2,
         "battery.Hb": None if site.ts is None else int(site.ts) % 0x10000,
         "battery.CtrlHb": 0,
         "battery.AlmRst": 0,

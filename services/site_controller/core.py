@@ -10,6 +10,7 @@ its reason in words, and the mode its master should be in:
 | voltage unknown                                        | out        | standby |
 | taken out of service in the site configuration         | out        | standby |
 | put in standby by an operator (held out)               | out        | standby |
+| the site disconnected (SCADA's SetOp, an operator)     | out        | standby |
 | contactors closed, mode working                        | joined     | working |
 | contactors closed or opening, mode standby             | leaving    | standby |
 | bus empty, the string chosen to define it              | waiting    | working |
@@ -39,6 +40,13 @@ held out ("out", the reason in words) and kept in standby, whatever its master r
 site command `site_string` join). `hold` holds a string out on request
 (the site command's out). A string with `in_service` false in the site configuration is out
 the same way, until a configuration puts it in service again.
+The whole site is disconnected and connected on request (the site command `site_operation`,
+from SCADA's 802 `SetOp` or an operator): `disconnect` holds every string out the same way
+(standby, the reason in words: "disconnected by SCADA"), strings added by a configuration
+meanwhile too, and no string is let join, whoever asks, until `connect`; `connect` releases the
+holds the disconnect made, and only those: a string an operator held out before (or while) the
+site was disconnected, or one out of service in the configuration, stays out. The disconnect, like
+the holds, lives in this object: a restart of the site controller forgets it.
 A command is sent when the master's reported state differs from the wanted one, again every
 `RETRY_S` while it still differs. Join decisions use each string's voltage averaged over
 `VOLTAGE_FILTER_S` (the pack voltage is measured to ±1 V, `PACK_VOLTAGE_ACCURACY_V`): one
@@ -144,6 +152,8 @@ class _String:
     standby_asked_s: float | None = None
     """When the controller last asked standby and has not seen it since (None: nothing
     pending)."""
+    by_disconnect: bool = False
+    """`held` was set by the site's disconnect (`connect` releases it), not by an operator."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,11 @@ class _Decision:
     topic: str
     mode: SlaveMode | None
     """None: leave the master's mode alone (nothing known of it)."""
+
+
+def _until(s: _String) -> str:
+    """What releases a held string."""
+    return "the site is connected again" if s.by_disconnect else "an operator asks it to join again"
 
 
 def _volts(value: float) -> str:
@@ -169,6 +184,8 @@ class SiteCore:
         self._since_s: float | None = None
         """The first step with this configuration: the bus waits `BUS_GATHER_S` from it for
         every string to be ready."""
+        self.disconnected: str | None = None
+        """Why the site is disconnected (`disconnect`), or None while connected."""
 
     # --- inputs ---------------------------------------------------------------------------
     def apply_config(self, config: SiteConfig) -> list[str]:
@@ -176,6 +193,9 @@ class SiteCore:
         are new (to subscribe to)."""
         new = [s for s in config.system_ids if s not in self._strings]
         self._strings = {s: self._strings.get(s) or _String(s) for s in config.system_ids}
+        if self.disconnected is not None:  # a string added meanwhile stays out too
+            for system in new:
+                self._hold(self._strings[system], self.disconnected, by_disconnect=True)
         self.config = config
         self._since_s = None
         self._pending_events.append(
@@ -220,17 +240,20 @@ class SiteCore:
         s = self._strings.get(system)
         if s is None:
             return False
+        if s.by_disconnect:  # now the operator's: `connect` no longer releases it
+            s.held, s.by_disconnect = why, False
         self._hold(s, why)
         return True
 
     def join(self, system: str) -> bool:
         """An operator asks a held string to join again: it goes back to the controller's
         rules (it joins when healthy and within the window). False when not a string of the
-        site; a string taken out in the configuration stays out."""
+        site; a string taken out in the configuration stays out, and every string while the
+        site is disconnected (`connect` first)."""
         s = self._strings.get(system)
         if s is None:
             return False
-        if s.held is not None:
+        if s.held is not None and self.disconnected is None:
             s.held = None
             self._pending_events.append(SiteEvent(
                 "info", "command", "site_string_released",
@@ -238,13 +261,44 @@ class SiteCore:
             ))  # fmt: skip
         return True
 
-    def _hold(self, s: _String, why: str) -> None:
+    def disconnect(self, why: str) -> list[str]:
+        """Disconnect the site: every string not yet held is held out (standby) by the
+        disconnect, `why` its reason, until `connect`. Returns the strings it holds (those an
+        operator already holds keep the operator's reason and stay held after `connect`)."""
+        if self.disconnected is None:
+            self.disconnected = why
+            self._pending_events.append(SiteEvent(
+                "info", "command", "site_disconnected",
+                f"site {self.config.site} {why}: every string goes to standby and stays out "
+                "until the site is connected again", {"site": self.config.site},
+            ))  # fmt: skip
+        for s in self._strings.values():
+            self._hold(s, self.disconnected, by_disconnect=True)
+        return [s.system for s in self._strings.values() if s.by_disconnect]
+
+    def connect(self, why: str) -> list[str]:
+        """Connect the site again: the holds the disconnect made are released (those strings
+        join by the controller's rules); returns them. An operator's holds and the
+        configuration's out of service stay."""
+        released = [s for s in self._strings.values() if s.by_disconnect]
+        for s in released:
+            s.held, s.by_disconnect = None, False
+        if self.disconnected is not None:
+            self.disconnected = None
+            self._pending_events.append(SiteEvent(
+                "info", "command", "site_connected",
+                f"site {self.config.site} {why}: its strings join by the controller's rules "
+                f"({len(released)} released)", {"site": self.config.site},
+            ))  # fmt: skip
+        return [s.system for s in released]
+
+    def _hold(self, s: _String, why: str, *, by_disconnect: bool = False) -> None:
         if s.held is not None:
             return
-        s.held = why
+        s.held, s.by_disconnect = why, by_disconnect
         self._pending_events.append(SiteEvent(
-            "info", "command", "site_string_held", f"{s.system}: {why}; stays out until an "
-            "operator asks it to join again", {"system": s.system},
+            "info", "command", "site_string_held", f"{s.system}: {why}; stays out until "
+            f"{_until(s)}", {"system": s.system},
         ))  # fmt: skip
 
     def held(self) -> dict[str, str]:
@@ -327,6 +381,7 @@ class SiteCore:
             warnings=codes["warnings"],
             strings_total=len(strings),
             strings_joined=len(joined),
+            operation="connect" if self.disconnected is None else "disconnect",
             config_version=cfg.config_version,
             strings=[self._string_state(s, now_s) for s in strings],
         )
@@ -360,10 +415,7 @@ class SiteCore:
                 "standby",
             )  # fmt: skip
         if s.held is not None:
-            return _Decision(
-                "out", f"{s.held}: stays out until an operator asks it to join again", "held",
-                "standby",
-            )  # fmt: skip
+            return _Decision("out", f"{s.held}: stays out until {_until(s)}", "held", "standby")
         return None
 
     def _definer(self, strings: list[_String], health: dict[str, _Decision | None]) -> str | None:

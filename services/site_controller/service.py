@@ -5,8 +5,10 @@ subscribes to its `pack/state` (live ones only: a retained state says nothing of
 `config` (the capacity), and commands its master (`set_mode`, `contactors` close) under that
 string's id.
 Serves the operators' `site_string` command under the site id (hold a string out, or ask a
-held one to join again). Publishes `site/state` every `state_period_s`, `site/summary` every
-`summary_period_s` and at once on a change, and the site's events on `events/site_controller`.
+held one to join again), and `site_operation` (SCADA through the Modbus gateway, or an
+operator: disconnect the whole site, or connect it again). Publishes `site/state` every
+`state_period_s`, `site/summary` every `summary_period_s` and at once on a change, and the
+site's events on `events/site_controller`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from shared.messages import (
     PackState,
     SetModeArgs,
     SiteConfigMessage,
+    SiteOperationArgs,
     SiteState,
     SiteStringArgs,
     SiteSummary,
@@ -66,7 +69,9 @@ class SiteService:
         self._summary_key: tuple[object, ...] | None = None
         self._summary_s: float | None = None
         bus.subscribe(SITE_CONFIG, self._on_config, on_invalid=self._config_invalid)
-        self.server = CommandServer(bus, {"site_string": self._site_string})
+        self.server = CommandServer(
+            bus, {"site_string": self._site_string, "site_operation": self._site_operation}
+        )
 
     # --- inputs ---------------------------------------------------------------------------
     def _on_config(self, d: Delivery[SiteConfigMessage]) -> None:
@@ -119,6 +124,9 @@ class SiteService:
         if args.action == "out":
             self.core.hold(args.system, "held out by an operator")
             return CommandOutcome(True, result={"held": True})
+        if self.core.disconnected is not None:
+            return CommandOutcome(False, f"the site is {self.core.disconnected}: connect it "
+                                  "first (site_operation connect)")  # fmt: skip
         self.core.join(args.system)
         if not self.core.config.in_service(args.system):
             return CommandOutcome(
@@ -126,6 +134,19 @@ class SiteService:
                 "configuration puts it in service", {"held": False},
             )  # fmt: skip
         return CommandOutcome(True, result={"held": False})
+
+    def _site_operation(self, args: CommandArgs) -> CommandOutcome:
+        """SCADA's or an operator's `site_operation`: disconnect holds every string out
+        (standby) until connect; connect releases what the disconnect held."""
+        assert isinstance(args, SiteOperationArgs)
+        if self.core is None:
+            return CommandOutcome(False, "no site configuration yet")
+        by = "SCADA" if args.by == "scada" else "an operator"
+        if args.action == "disconnect":
+            held = self.core.disconnect(f"disconnected by {by}")
+            return CommandOutcome(True, result={"operation": "disconnect", "held": len(held)})
+        released = self.core.connect(f"connected by {by}")
+        return CommandOutcome(True, result={"operation": "connect", "released": len(released)})
 
     def _on_pack(self, d: Delivery[PackState]) -> None:
         if d.retained or self.core is None:

@@ -13,6 +13,7 @@ from shared.messages.commands import (
     ServiceOverride,
     ServiceResetArgs,
     SetModeArgs,
+    SiteOperationArgs,
     SiteStringArgs,
 )
 from shared.messages.config import ConfigAck, ConfigMessage, FieldInUse
@@ -79,6 +80,7 @@ __all__ = [
     "SimControl",
     "SiteConfigMessage",
     "SiteLimits",
+    "SiteOperationArgs",
     "SiteState",
     "SiteStringArgs",
     "SiteSummary",

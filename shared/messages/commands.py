@@ -99,6 +99,18 @@ class SiteStringArgs(CommandArgs):
     action: Literal["join", "out"]
 
 
+class SiteOperationArgs(CommandArgs):
+    """`site_operation`, to a site controller under the site id: SCADA (802 `SetOp`, through
+    the Modbus gateway) or an operator disconnects the whole site ("disconnect": every string's
+    master is put in standby and kept there, none joins until "connect") or connects it again
+    ("connect": the strings the disconnect held join by the controller's rules; a string an
+    operator holds out, or out of service in the site configuration, stays out). `by` says who
+    asked, in the strings' reason ("disconnected by SCADA")."""
+
+    action: Literal["connect", "disconnect"]
+    by: Literal["scada", "operator"] = "operator"
+
+
 COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "contactors": ContactorsArgs,
     "reset_faults": ResetFaultsArgs,
@@ -107,9 +119,10 @@ COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "heartbeat": HeartbeatArgs,
     "events_query": EventsQueryArgs,
     "site_string": SiteStringArgs,
+    "site_operation": SiteOperationArgs,
 }
-"""Every command with its arguments: the master's, and `site_string`, the site controller's
-(under the site id)."""
+"""Every command with its arguments: the master's, and `site_string` and `site_operation`, the
+site controller's (under the site id)."""
 
 
 ARG_TEXT_MAX = 256

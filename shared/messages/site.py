@@ -39,6 +39,7 @@ SitePower = Annotated[float, Field(ge=-2.0e7, le=2.0e7, allow_inf_nan=False)]
 Energy = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 SystemId = Annotated[str, Field(max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 Reason = Annotated[str, Field(max_length=200)]
+SiteOperation = Literal["connect", "disconnect"]
 
 Membership = Literal["joined", "waiting", "leaving", "out", "fault", "stale"]
 """A string's place in the site:
@@ -132,6 +133,9 @@ class SiteState(Message):
     strings_joined: int = Field(ge=0, le=SITE_STRINGS_MAX)
     config_version: int | None = Field(None, ge=0)
     """The site configuration this state was computed with."""
+    operation: SiteOperation = "connect"
+    """What SCADA or an operator last asked of the site (the site command `site_operation`):
+    `disconnect` holds every string out (standby) until `connect`."""
     strings: list[StringState] = Field(
         default_factory=list, max_length=SITE_STRINGS_MAX, fail_fast=True
     )

@@ -190,3 +190,32 @@ def test_the_site_page_offers_operators_hold_and_join(tmp_path: Path) -> None:
         ui.login()
         page = ui.client.get("/site").text
         assert 'data-testid="site-operator"' in page and "/static/site_operator.js" in page
+
+
+def test_an_operator_disconnects_the_site_and_connects_it_again(
+    keeper: UiHarness, controller: SiteService
+) -> None:
+    keeper.login()
+    r = keeper.client.post("/api/site/operation/disconnect")
+    assert r.status_code == 502 and "no site configuration yet" in r.json()["detail"]
+    assert keeper.client.post("/api/site/config", json=body("s1", "s2")).status_code == 201
+    wait_for(lambda: controller.core is not None)
+    r = keeper.client.post("/api/site/operation/disconnect")
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == {"operation": "disconnect", "held": 2}
+    assert controller.core is not None
+    assert controller.core.held() == {"s1": "disconnected by an operator",
+                                      "s2": "disconnected by an operator"}  # fmt: skip
+    r = keeper.client.post("/api/site/strings/s2/join")  # one string cannot beat the site's
+    assert r.status_code == 502 and "connect it first" in r.json()["detail"]
+    r = keeper.client.post("/api/site/operation/connect")
+    assert r.status_code == 200 and r.json()["result"] == {"operation": "connect", "released": 2}
+    assert controller.core.held() == {} and controller.core.disconnected is None
+    assert keeper.client.post("/api/site/operation/sideways").status_code == 422
+
+
+def test_the_site_page_offers_operators_disconnect_and_connect(tmp_path: Path) -> None:
+    for ui in make_harness(tmp_path, site=SITE):
+        ui.login()
+        page = ui.client.get("/site").text
+        assert 'data-testid="op-disconnect"' in page and 'data-testid="op-connect"' in page

@@ -42,6 +42,7 @@ from shared.topics import (
     OUTSIDE_ROOT,
     SERVICE_STATUS,
     SITE,
+    SITE_COMMANDS,
     SITE_OWN_TOPICS,
     SLAVE,
     SPARKPLUG_HOST,
@@ -91,7 +92,7 @@ def expected(user: str, access: str, topic: str) -> bool:
     role = SLAVE if user.startswith(f"{SLAVE}-rack") else user
     if role == SITE and spec not in SITE_OWN_TOPICS:  # a site without strings: its own only,
         if spec is COMMAND:  # and it serves the operators' site_string under the site id
-            return access == "read" and params["command"] == "site_string"
+            return access == "read" and params["command"] in SITE_COMMANDS
         return spec is COMMAND_REPLY and access == "write"
 
     def listed(roles: tuple[str, ...], who: str = role) -> bool:

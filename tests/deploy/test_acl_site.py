@@ -12,7 +12,7 @@ import pytest
 
 from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
 from shared.deploy import acl, credentials
-from shared.topics import SITE
+from shared.topics import MODBUS, SITE
 
 from .test_acl_matrix import SENTINEL, TEST_USERS, Broker, sentinel
 
@@ -67,6 +67,7 @@ READS = {
     f"bms/v1/{SITE_ID}/site/config": True,
     f"bms/v1/{SITE_ID}/site/state": False,
     f"bms/v1/{SITE_ID}/cmd/site_string": True,  # the operators' command it serves
+    f"bms/v1/{SITE_ID}/cmd/site_operation": True,  # SCADA's and the operators' too
     f"bms/v1/{SITE_ID}/cmd/set_mode": False,
     **{f"bms/v1/{s}/cmd/set_mode": False for s in STRINGS},
     **{f"bms/v1/{s}/pack/state": True for s in STRINGS},
@@ -162,4 +163,27 @@ def test_a_string_master_publishes_and_reads_only_its_string(broker: Broker) -> 
         assert got == {t for t, ok in MASTER_READS.items() if ok}
     finally:
         for c in (observer, injector, master):
+            c.close()
+
+
+# --- SCADA's SetOp: the site's Modbus gateway sends the site command -------------------------
+MODBUS_WRITES = {
+    f"bms/v1/{SITE_ID}/cmd/site_operation": True,  # SCADA's 802 SetOp
+    f"bms/v1/{SITE_ID}/cmd/site_string": False,  # the operators' alone
+    "bms/v1/s1/cmd/site_operation": False,  # under the site's id only
+    "bms/v1/s1/cmd/contactors": False,  # a string's master takes no command from it
+}
+
+
+def test_the_modbus_gateway_of_a_site_sends_site_operation_only(broker: Broker) -> None:
+    for topic, allowed in MODBUS_WRITES.items():
+        assert acl.may(MODBUS, "write", topic, system=SITE_ID, site_strings=STRINGS) == allowed
+    observer, injector, gateway = (broker.login(u) for u in ("observer", "injector", MODBUS))
+    try:
+        observer.subscribe("bms/#", SENTINEL)
+        gateway.publish_all(list(MODBUS_WRITES))
+        delivered = set(observer.round_ended(sentinel(injector)))
+        assert delivered == {t for t, ok in MODBUS_WRITES.items() if ok}
+    finally:
+        for c in (observer, injector, gateway):
             c.close()

@@ -8,11 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.modbus_gateway.register_map import Identity, read_raw, read_value
+from services.modbus_gateway.register_map import (
+    Command,
+    Identity,
+    WriteError,
+    read_raw,
+    read_value,
+)
 from services.modbus_gateway.server import SiteData
 from services.modbus_gateway.site_map import (
     StringData,
     build_site_image,
+    decode_site_write,
     layout_of,
     site_map,
 )
@@ -237,3 +244,48 @@ def test_a_current_beyond_what_the_strings_carry_is_refused_never_clamped() -> N
     rmap = site_map(layout_of(strings()))
     assert refused == ["battery.A"]
     assert read_raw(image, rmap.by_key["battery.A"]) is None
+
+
+# --- SCADA's SetOp: the one writable point of a site ------------------------------------------
+
+
+def test_setop_is_the_only_writable_point_of_the_site_chain() -> None:
+    rmap = site_map(layout_of(strings()))
+    assert [p.key for p in rmap.points if p.access == "RW"] == ["battery.SetOp"]
+    set_op = rmap.by_key["battery.SetOp"]
+    assert set_op.address == site_map(()).by_key["battery.SetOp"].address  # layout-free
+    assert decode_site_write(set_op.address, [2]) == [
+        Command("site_operation", {"action": "disconnect", "by": "scada"})
+    ]
+    assert decode_site_write(set_op.address, [1]) == [
+        Command("site_operation", {"action": "connect", "by": "scada"})
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=4))
+def test_every_other_site_write_is_refused_with_an_exception(
+    address: int, values: list[int]
+) -> None:
+    set_op = site_map(()).by_key["battery.SetOp"].address
+    decoded = decode_site_write(address, values)
+    if address == set_op and len(values) == 1 and values[0] in (1, 2):
+        assert isinstance(decoded, list) and len(decoded) == 1
+    else:
+        assert isinstance(decoded, WriteError)
+        assert decoded.code == (3 if address == set_op and len(values) == 1 else 2)
+
+
+def test_the_bank_state_says_what_the_strings_do_and_setop_reads_the_operation() -> None:
+    rmap = site_map(layout_of(strings()))
+
+    def bank(**kw: Any) -> tuple[Any, Any]:
+        image = build_site_image(site_state(**kw), strings(), identity=IDENTITY)
+        raw = read_raw(image, rmap.by_key["battery.State"])
+        return raw, read_raw(image, rmap.by_key["battery.SetOp"])
+
+    out = [StringState(system=s, membership="out") for s in SYSTEMS]
+    assert bank() == (3, 1)  # CONNECTED, connect
+    assert bank(operation="disconnect") == (6, 2)  # SUSPENDING: strings still on the bus
+    assert bank(operation="disconnect", strings=out, strings_joined=0) == (1, 2)  # DISCONNECTED
+    assert bank(strings=out, strings_joined=0) == (1, 2)  # connected, none joined yet

@@ -19,6 +19,7 @@ from shared.messages import (
     Event,
     SetModeArgs,
     SiteConfigMessage,
+    SiteOperationArgs,
     SiteState,
     SiteStringArgs,
     SiteSummary,
@@ -179,3 +180,69 @@ def test_an_operator_holds_a_string_out_and_asks_it_to_join_with_site_string() -
     assert reply is not None and reply.status == "accepted"
     cycle(20)
     assert states[-1].strings_joined == 2 and masters["s2"].fields["mode"] == "working"
+
+
+def test_scada_disconnects_and_connects_the_site_with_site_operation() -> None:
+    broker = InMemoryBroker()
+    clock = [0.0]
+    bus = InMemoryBus(broker, system="site1", service="site_controller", kind="site_controller")
+    bus.start()
+    service = SiteService(bus, SiteControllerSettings(system="site1"), monotonic=lambda: clock[0])
+    gw = InMemoryBus(broker, system="site1", service="modbus_gateway", kind="modbus_gateway")
+    gw.start()
+    states: list[SiteState] = []
+    events: list[Event] = []
+    gw.subscribe(SITE_STATE, lambda d: states.append(d.message))
+    gw.subscribe(EVENTS, lambda d: events.append(d.message))
+    client = CommandClient(gw, system="site1")
+    replies: list[CommandReply | None] = []
+
+    def ask(name: str, args: CommandArgs) -> CommandReply | None:
+        replies.clear()
+        client.send(name, args, on_reply=replies.append)
+        cycle(2)
+        return replies[-1] if replies else None
+
+    def cycle(n: int = 1) -> None:
+        for _ in range(n):
+            for m in masters.values():
+                m.publish()
+            bus.process()
+            service.tick()
+            clock[0] += 0.1
+            gw.process()
+
+    masters: dict[str, FakeMaster] = {}
+    early = ask("site_operation", SiteOperationArgs(action="disconnect", by="scada"))
+    assert (
+        early is not None
+        and early.status == "refused"
+        and "no site configuration" in (early.reason)
+    )
+    masters = {s: FakeMaster(broker, s, 400.0) for s in ("s1", "s2")}
+    config = SiteConfig(site="site1", strings=({"system": "s1"}, {"system": "s2"}))  # type: ignore[arg-type]
+    gw.publish(SITE_CONFIG, SiteConfigMessage(config=config))
+    cycle(20)
+    assert states[-1].strings_joined == 2 and states[-1].operation == "connect"
+    reply = ask("site_operation", SiteOperationArgs(action="disconnect", by="scada"))
+    assert reply is not None and reply.status == "accepted", reply
+    assert reply.result == {"operation": "disconnect", "held": 2}
+    cycle(20)
+    last = states[-1]
+    assert last.operation == "disconnect" and last.strings_joined == 0
+    assert {s.membership for s in last.strings} == {"out"}
+    assert last.strings[0].reason == (
+        "disconnected by SCADA: stays out until the site is connected again"
+    )
+    assert all(m.fields["mode"] == "standby" for m in masters.values())
+    # an operator cannot let one string join a disconnected site
+    refused = ask("site_string", SiteStringArgs(system="s1", action="join"))
+    assert refused is not None and refused.status == "refused"
+    assert "disconnected by SCADA: connect it first" in refused.reason
+    reply = ask("site_operation", SiteOperationArgs(action="connect", by="scada"))
+    assert reply is not None and reply.status == "accepted"
+    assert reply.result == {"operation": "connect", "released": 2}
+    cycle(20)
+    assert states[-1].strings_joined == 2 and states[-1].operation == "connect"
+    codes = [e.code for e in events]
+    assert codes.count("site_disconnected") == 1 and codes.count("site_connected") == 1

@@ -22,7 +22,7 @@ from sunspec2.modbus import client as sunspec
 
 from services.can_gateway.codec import load_dbc
 from services.can_gateway.service import CanGateway
-from services.modbus_gateway.register_map import writable_points
+from services.modbus_gateway.site_map import site_map
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
 from shared.can_bus import open_can
@@ -166,13 +166,19 @@ def test_pysunspec2_reads_the_site_bank_and_its_three_strings(site_modbus: int) 
     assert d.models[804][2].SoC.cvalue is None  # string 3's SOC is unknown
     places = sorted((m.StrIdx.cvalue, m.ModIdx.cvalue) for m in d.models[805])
     assert places == [(k, m) for k in (1, 2, 3) for m in range(1, MODULES[k - 1] + 1)]
-    # A site has no writable point: SetOp (connect) answers exception 02, commands nothing
-    set_op = next(p for p in writable_points().values() if p.key == "battery.SetOp")
-    client = ModbusTcpClient("127.0.0.1", port=site_modbus)
+    # SetOp is the site's one writable point, a site command to the site controller; none
+    # runs here: no reply in time answers exception 04. Any other point answers 02, another
+    # SetOp value 03, both at once (nothing is sent).
+    rmap = site_map(())
+    client = ModbusTcpClient("127.0.0.1", port=site_modbus, timeout=10)
     assert client.connect()
     try:
-        reply = client.write_register(set_op.address, 1, device_id=1)
+        reply = client.write_register(rmap.by_key["battery.SetOp"].address, 1, device_id=1)
+        assert reply.isError() and reply.exception_code == 4
+        reply = client.write_register(rmap.by_key["battery.AlmRst"].address, 1, device_id=1)
         assert reply.isError() and reply.exception_code == 2
+        reply = client.write_register(rmap.by_key["battery.SetOp"].address, 3, device_id=1)
+        assert reply.isError() and reply.exception_code == 3
     finally:
         client.close()
 

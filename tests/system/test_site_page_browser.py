@@ -17,8 +17,9 @@ import pytest
 
 from shared.broker import MosquittoBroker, free_port
 from shared.bus import MqttBus
+from shared.commands import CommandOutcome, CommandServer
 from shared.config.site import SiteConfig
-from shared.messages import Event
+from shared.messages import CommandArgs, Event, SiteOperationArgs
 from shared.messages.pack import Limits
 from shared.messages.site import SiteConfigMessage, SiteLimits, SiteState, StringState
 from shared.settings import parse_mqtt_url
@@ -73,11 +74,19 @@ def site_ui(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
     config = SiteConfig.model_validate({"site": site, "strings": [{"system": s} for s in systems]})
     controller.publish(SITE_CONFIG, SiteConfigMessage(config=config))
     stop = threading.Event()
+    asked: list[SiteOperationArgs] = []
+
+    def operation(args: CommandArgs) -> CommandOutcome:
+        assert isinstance(args, SiteOperationArgs)
+        asked.append(args)
+        return CommandOutcome(True, result={"operation": args.action, "held": 3})
+
+    CommandServer(controller, {"site_operation": operation})
 
     def feed() -> None:
         while not stop.is_set():
             controller.publish(SITE_STATE, site_state(site, systems))
-            stop.wait(0.2)
+            controller.process(0.2)  # and answer the site commands
 
     threading.Thread(target=feed, daemon=True).start()
     base = f"http://127.0.0.1:{port}"
@@ -90,7 +99,7 @@ def site_ui(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
 
     try:
         assert wait_until(up, 20), ui.log()
-        yield base, controller, systems
+        yield base, controller, systems, asked
     finally:
         stop.set()
         controller.stop()
@@ -100,7 +109,7 @@ def site_ui(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
 def test_the_site_page_shows_the_strings_side_by_side_and_the_joins(site_ui: Any) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    base, controller, systems = site_ui
+    base, controller, systems, asked = site_ui
     shots = ARTIFACTS / "config_ui"
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -140,6 +149,12 @@ def test_the_site_page_shows_the_strings_side_by_side_and_the_joins(site_ui: Any
             events = page.locator('[data-testid="site-events"] tbody tr')
             expect(events.first).to_contain_text("site_string_joined")
             expect(events.first).to_contain_text(systems[1])
+            # an operator disconnects the whole site (the dialog asks first)
+            expect(page.get_by_test_id("op-operation")).to_have_text("connected")
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.click('[data-testid="op-disconnect"]')
+            expect(page.get_by_test_id("op-operation-result")).to_have_text("site disconnected")
+            assert [(a.action, a.by) for a in asked] == [("disconnect", "operator")]
             page.screenshot(path=shots / "site-page.png", full_page=True)
             assert serious_violations(page) == [], "site page"
         finally:

@@ -1,10 +1,14 @@
 // Site page, operators: hold a string out of the site's bus or let it join again
-// (POST /api/site/strings/{system}/{join|out}, the site command site_string).
+// (POST /api/site/strings/{system}/{join|out}, the site command site_string), and disconnect
+// the whole site or connect it (POST /api/site/operation/{disconnect|connect}, site_operation).
 "use strict";
 
 async function fillStrings() {
   const r = await api("GET", "/api/site");
   if (!r.ok || !r.data) return;
+  const operation = r.data.state ? r.data.state.operation : null;
+  document.getElementById("op-operation").textContent =
+    operation === "disconnect" ? "disconnected" : operation === "connect" ? "connected" : "–";
   const select = document.getElementById("op-string");
   const chosen = select.value;
   const names = r.data.config_strings || [];
@@ -20,6 +24,19 @@ async function fillStrings() {
 document.addEventListener("DOMContentLoaded", () => {
   fillStrings();
   setInterval(fillStrings, 5000);
+  for (const button of document.querySelectorAll("#site-operation button[data-operation]")) {
+    button.addEventListener("click", async () => {
+      const action = button.dataset.operation;
+      if (action === "disconnect" && !window.confirm("Disconnect every string of the site?")) return;
+      const r = await api("POST", `/api/site/operation/${action}`);
+      const out = document.getElementById("op-operation-result");
+      out.textContent = r.ok
+        ? `site ${action === "disconnect" ? "disconnected" : "connected"}`
+        : `${(r.data && r.data.detail) || `failed (${r.status})`}`;
+      out.className = r.ok ? "ok" : "error";
+      fillStrings();
+    });
+  }
   for (const button of document.querySelectorAll("#site-operator button[data-action]")) {
     button.addEventListener("click", async () => {
       const system = document.getElementById("op-string").value;
