@@ -97,6 +97,10 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("communication_loss_recovery_exhausted", MASTER, ("info",), ("warning",),
               "The hour's automatic recoveries are used up: communication_loss stays latched "
               "until an operator resets it."),
+    EventCode("full_charge_request", MASTER, ("raise", "clear"), ("info",),
+              "A full charge is requested (the SOC's last anchor is full_charge.interval_days "
+              "old), and the request's end: the anchor came, or a fault or a charge limit of "
+              "0 A holds it back; the text says why; values: since_anchor_s, interval_s."),
     EventCode("inverter_keepalive_lost", CAN, ("raise", "clear"), ("warning",),
               "No inverter keep-alive (0x305/0x307) within the timeout, and its return."),
     EventCode("can_link_down", CAN, ("raise", "clear"), ("warning",),

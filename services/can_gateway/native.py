@@ -4,8 +4,10 @@ The profile is defined by `dbc/native.dbc`: standard 11-bit ids in 0x600-0x6FF, 
 
 Sent by the BMS, every 100 ms (`pack_frames`):
 - 0x600 PackStatus: pack voltage (0.1 V), current (0.1 A, positive while charging), SOC and
-  SOH (0.1 %), contactor state, mode, DataStale bit. An unknown value is the DBC's
-  not-available raw value (`NotAvailableRaw`: 0xFFFF V, 0x8000 A, 1023 for SOC/SOH).
+  SOH (0.1 %), contactor state, mode, DataStale bit, FullChargeRequest (bits 58-59: 1 the
+  master asks for a full charge, `PackState.full_charge_requested`; 0 not; 3 not available).
+  An unknown value is the DBC's not-available raw value (`NotAvailableRaw`: 0xFFFF V,
+  0x8000 A, 1023 for SOC/SOH, 3 for FullChargeRequest).
 - 0x601 Limits: CVL, DVL (0.1 V), CCL, DCL (0.1 A). CCL and DCL are 0 unless the contactors
   are closed and there is no fault.
 - 0x602 CellVoltageExtremes: min/max cell voltage (mV) with module and index (255 = unknown);
@@ -172,6 +174,8 @@ def _pack_batch(
                 fresh.contactors],
             "Mode": MODE_UNKNOWN if fresh is None else MODES[fresh.mode],
             "DataStale": int(fresh is None),
+            "FullChargeRequest": None if fresh is None or fresh.full_charge_requested is None
+            else int(fresh.full_charge_requested),
         },
     )  # fmt: skip
     if known is None:

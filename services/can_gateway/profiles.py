@@ -31,7 +31,12 @@ Normal operation (the pack state is fresh and its voltage, current and cell extr
 - 0x356 temperature: the average cell temperature (else the mean of min and max).
 - 0x35A / 0x359: see `services.can_gateway.alarms` (faults -> alarm/protection,
   alarms and warnings -> warning/alarm bits).
-- 0x35C: charge enable = CCL as sent > 0, discharge enable = DCL as sent > 0.
+- 0x35C: charge enable = CCL as sent > 0, discharge enable = DCL as sent > 0. Full charge
+  request (byte 0 bit 3: "Pylon requests a full charge periodically to re-calibrate SOC",
+  can-inverter-protocol.md 1.3.7) = the master's `full_charge_requested` while charging is
+  enabled; the force charge requests I and II (waking or charging an emptied battery) stay 0.
+  The victron_0x35x profile has no request bit: the request reaches Victron and SMA only
+  through Modbus and the web application.
 
 Fail-safe (the pack state is stale, missing, or its voltage, current or cell extremes are
 unknown): no measurement is sent as if it were current.
@@ -112,6 +117,14 @@ def _limits(pack: PackState | None, config: SystemConfig) -> dict[str, float | N
 def _sent_positive(current_limit_a: float | None) -> bool:
     # Compare what 0x351 carries (0.1 A steps): 0.03 A goes out as 0 and must not enable.
     return current_limit_a is not None and round(current_limit_a * 10) > 0
+
+
+def full_charge_bit(pack: PackState | None, charge_enabled: bool) -> float:
+    """A protocol's full-charge request bit: the master's request, from a known pack state,
+    while the charge limit as sent lets the inverter follow it (never a request to charge a
+    pack the frames forbid to charge)."""
+    requested = pack is not None and pack.full_charge_requested is True
+    return float(requested and charge_enabled)
 
 
 def _pack_temperature(pack: PackState) -> float | None:
@@ -234,14 +247,15 @@ def _pylon(view: PackView) -> FrameBatch:
     module_count = min(max(round(capacity / PYLON_MODULE_AH), 1), 255)
     batch.add(0x359, {**flags, "ModuleCount": module_count, "MarkerP": ord("P"),
                       "MarkerN": ord("N")})  # fmt: skip
+    charge = _sent_positive(limits["ChargeCurrentLimit"])
     batch.add(
         0x35C,
         {
-            "ChargeEnable": float(_sent_positive(limits["ChargeCurrentLimit"])),
+            "ChargeEnable": float(charge),
             "DischargeEnable": float(_sent_positive(limits["DischargeCurrentLimit"])),
             "ForceChargeRequest1": 0,
             "ForceChargeRequest2": 0,
-            "FullChargeRequest": 0,
+            "FullChargeRequest": full_charge_bit(known, charge),
         },
     )
     batch.add(0x35E, ascii_values(PYLON_MANUFACTURER))

@@ -39,7 +39,11 @@ Normal operation:
 - 0x4230/0x4240: cell extremes with 1-based cell / sensor numbers (0 = location unknown).
 - 0x4250: status sleep/charge/discharge/idle from contactors and current; cycle count; error byte
   from the pack faults; alarm word from alarms and warnings, protection word from faults (the
-  bits of `shared.protection_codes`; a fault with no bit of its own sets OtherError).
+  bits of `shared.protection_codes`; a fault with no bit of its own sets OtherError). Byte 0
+  bit 4, balance-charge request (can-inverter-protocol.md 1.8): the master's
+  `full_charge_requested` while charging is allowed (a charge to full, where the cells are
+  balanced and the SOC anchored; `profiles.full_charge_bit`); bit 3, force-charge request (an
+  emptied battery), stays 0.
 - 0x4260: the highest and lowest module voltage (sum of the module's cells, from the cell
   snapshot) with 1-based module numbers, only while every cell is known; a module above
   65.535 V withholds the frame.
@@ -77,6 +81,7 @@ from services.can_gateway.codec import (
     load_dbc,
 )
 from services.can_gateway.profile import Handling, MasterRequest, PackView, ProtocolOptions
+from services.can_gateway.profiles import full_charge_bit
 from shared.config.system import SystemConfig, Topology
 from shared.messages import ContactorsArgs, SetModeArgs
 from shared.messages.pack import CellLocation, CellSnapshot, PackState
@@ -468,7 +473,8 @@ def _ensemble(view: PackView) -> FrameBatch:
             "CyclePeriod": None if cycles is None else round(cycles),
         }
         bits = hv_status(faults, warnings)
-    batch.add(0x4250, {**status, "ForceChargeRequest": 0, "BalanceChargeRequest": 0, **bits})
+    full = full_charge_bit(known, _sent_positive(ccl))
+    batch.add(0x4250, {**status, "ForceChargeRequest": 0, "BalanceChargeRequest": full, **bits})
     modules = _module_voltages(view)
     if modules:
         high = max(modules, key=lambda mv: mv[1])

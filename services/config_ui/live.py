@@ -273,7 +273,35 @@ def pack_view(pack: PackState) -> dict[str, Any]:
     }
     power_w = pack.power_w
     data["power_w"] = None if power_w is None else round(power_w, 1)
+    data["anchor_words"] = anchor_words(pack.since_anchor_s)
+    data["full_charge_words"] = FULL_CHARGE_WORDS[pack.full_charge_requested]
+    data["last_anchor_ts"] = (
+        None if pack.since_anchor_s is None or pack.ts is None else pack.ts - pack.since_anchor_s
+    )
     return data
+
+
+FULL_CHARGE_WORDS: dict[bool | None, str] = {
+    True: "requested: the SOC needs an anchor (full_charge.interval_days since the last)",
+    False: "not requested",
+    None: "unknown (no anchor known yet, or the SOC is not estimated)",
+}
+"""`PackState.full_charge_requested` in words, as the dashboard shows it."""
+
+
+def anchor_words(since_anchor_s: float | None) -> str:
+    """When the SOC was last set at a full charge or at empty, as people say it: "3 d 4 h ago",
+    "12 min ago"; the unknown age is said as such, never as 0."""
+    if since_anchor_s is None:
+        return "unknown: none since commissioning, or a restart could not tell"
+    minutes = int(since_anchor_s // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h ago"
+    if hours:
+        return f"{hours} h {mins} min ago"
+    return f"{mins} min ago" if mins else "just now"
 
 
 def flag_names(flags: int) -> list[str]:

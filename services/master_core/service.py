@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from services.master_core.balancing_strategy import BalancingStrategy
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.events import EventLog
+from services.master_core.full_charge import FullChargeInputs, FullChargeRequest
 from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
@@ -149,6 +150,8 @@ class MasterCore:
         )
         self.schedule = FixedRateSchedule(PERIOD_S, monotonic())
         self.last: SupervisorOutputs | None = None
+        self.full_charge = FullChargeRequest()
+        """Outlives configurations: a new one changes the interval, not the request's state."""
         self._last_cells_s = 0.0
         self._last_balance_s = 0.0
         self._last_persist_s = monotonic()
@@ -233,6 +236,7 @@ class MasterCore:
         if old is None:  # the supervisor outlives configurations: its count is restored once
             self._restore_recoveries(config)
         self.rt = rt
+        self.full_charge.configure(config)
         self.events.emit(
             "info",
             "config",
@@ -434,6 +438,16 @@ class MasterCore:
         rt.io.write_coils(out.coils, now)
         self.last = out
         self._log_events(out.events)
+        full = self.full_charge.step(
+            FullChargeInputs(
+                estimating=rt.estimator.started,
+                since_anchor_s=rt.estimator.since_anchor_s,
+                fault_active=bool(out.protection.faults),
+                charge_limit_a=out.limits.charge_current_a,
+            ),
+            now,
+        )
+        self._log_events(full.events)
         if out.latches_changed:
             self._persist_latches()
         self._publish_due(rt, snap, out, current or 0.0, wall, now)
@@ -568,6 +582,7 @@ class MasterCore:
                 soh=rt.estimator.soh_pct,
                 soc_std=rt.estimator.pack_soc_std_pct,
                 since_anchor_s=rt.estimator.since_anchor_s,
+                full_charge_requested=self.full_charge.requested,
                 voltage=out.pack_voltage_v,
                 current=out.current_a,
                 contactors=self.supervisor.contactor_state,

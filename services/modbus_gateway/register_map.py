@@ -267,6 +267,10 @@ def _mode_index(mode: str) -> int:
     return MODES.index(mode)
 
 
+def _full_charge(requested: bool | None) -> int | None:
+    return None if requested is None else int(requested)
+
+
 NATIVE_FIELDS: tuple[NativeField, ...] = (
     NativeField("LayoutVersion", "uint16", "", None, "Version of this native layout.", None),
     NativeField(
@@ -369,6 +373,17 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
         None,
         "Seconds since the SOC was last set at full or empty.",
         lambda p: p.since_anchor_s,
+    ),
+    NativeField(
+        "FullChargeReq",
+        "enum16",
+        "",
+        None,
+        "Full charge request: 1 = the BMS asks for a full charge, so that the SOC gets an "
+        "anchor (the last one is full_charge.interval_days old; ends at the next anchor); "
+        "0 = no request (no interval configured, a fault, or a charge limit of 0 A). Not "
+        "available while the SOC is not estimated, or no anchor is known yet.",
+        lambda p: _full_charge(p.full_charge_requested),
     ),
 )
 

@@ -104,6 +104,9 @@ class ChemistryPreset(ConfigModel):
     discharge_temp_max_c: float
     balance_start_v: float
     """Balancing only above this cell voltage (the OCV slope is too flat below)."""
+    full_charge_interval_days: float | None = Field(None, ge=1.0, le=365.0)
+    """The default of `full_charge.interval_days` for this chemistry (`SystemConfig.from_preset`):
+    None, no periodic full charge."""
     ocv_table_soc_pct: tuple[float, ...] = Field(max_length=OCV_TABLE_POINTS_MAX)
     ocv_table_v: tuple[float, ...] = Field(max_length=OCV_TABLE_POINTS_MAX)
     ocv_source: str = Field("", max_length=300)

@@ -249,6 +249,10 @@ FIELD_USES: tuple[FieldUse, ...] = (
     FieldUse("interfaces.can.channel", (_r(CAN, _CG + "channel.py"),)),
     FieldUse("interfaces.can.bitrate", (_r(CAN, _CG + "channel.py"),)),
     FieldUse("interfaces.can.pylon_hv_*", (_r(CAN, _CG + "pylon_hv.py"),)),
+    FieldUse("full_charge.interval_days", (
+        _r(MASTER, _MC + "full_charge.py"),
+        _r(CONFIG_UI, _CU + "wizard/derivation.py", "live", "from_preset"),
+    ), "the wizard sets it from the chemistry preset (full_charge_interval_days)"),
     FieldUse("timing.*", (
         _r(MASTER, _MC + "comm_supervision.py"), _r(SLAVE, _SA + "service.py"),
     )),

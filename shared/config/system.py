@@ -282,6 +282,19 @@ class TimingConfig(ConfigModel):
     """Cell sampling at rest."""
 
 
+class FullChargeConfig(ConfigModel):
+    """Full charges on request, so that the SOC gets an anchor (`services.master_core.full_charge`).
+
+    A flat OCV curve (LFP's plateau) gives no correction at rest: between full charges the SOC
+    is counted, and its error grows. When the SOC has gone `interval_days` without an anchor,
+    the master requests a full charge: the CAN profiles' request bits where the protocol has
+    them, a Modbus point, the web application. The request ends at the next anchor."""
+
+    interval_days: float | None = Field(None, ge=1.0, le=365.0)
+    """Request a full charge when the last anchor (full charge, or empty) is this many days
+    old. Empty: never. The chemistry preset gives the default (LFP: 5 days)."""
+
+
 class SystemConfig(ConfigModel):
     """Everything the services need to run one system (one string of series cells)."""
 
@@ -304,6 +317,7 @@ class SystemConfig(ConfigModel):
     comm_loss: CommLossPolicy = CommLossPolicy()
     interfaces: InterfacesConfig = InterfacesConfig()
     timing: TimingConfig = TimingConfig()
+    full_charge: FullChargeConfig = FullChargeConfig()
 
     @field_validator("system_id")
     @classmethod
@@ -689,6 +703,7 @@ class SystemConfig(ConfigModel):
                 precharge_voltage_diff_v=round(max(0.02 * nominal_v, 0.05), 2)
             ),
             interfaces=InterfacesConfig(can=CanConfig(profiles=(profile,))),
+            full_charge=FullChargeConfig(interval_days=preset.full_charge_interval_days),
         )
 
 

@@ -78,6 +78,12 @@ class PackState(Message):
     """Seconds since the SOC was last set at a full charge or at empty (an anchor), the
     master's downtime included; None before the first anchor (or when a restart cannot tell
     how long it was down)."""
+    full_charge_requested: bool | None = None
+    """The master asks for a full charge, so that the SOC gets an anchor: the last one is
+    `full_charge.interval_days` old (`services.master_core.full_charge`). False while no
+    interval is configured, a fault is active or the charge limit is 0 A; None while the SOC is
+    not estimated, or no anchor is known and the master has not yet run the interval without
+    one (and from a master before this field)."""
     voltage: PackVolts | None
     """Measured pack voltage; None while the sensor is unknown."""
     current: PackAmps | None

@@ -234,6 +234,16 @@ def test_pack_frames_round_trip(
     assert set(bits_codes(frames[0x605]["WarningBits"])) == set(warnings)
 
 
+@pytest.mark.parametrize(("requested", "raw"), [(True, 1), (False, 0), (None, 3)])
+def test_full_charge_request_in_pack_status(requested: bool | None, raw: int) -> None:
+    """0x600 bits 58-59, decoded through the DBC: the master's request; 3 = not available."""
+    sent = pack_frames(make_pack(full_charge_requested=requested), stale=False)
+    assert raw_values(sent)[STATUS_ID]["FullChargeRequest"] == raw
+    assert (dict(sent)[STATUS_ID][7] >> 2) & 0b11 == raw
+    stale = pack_frames(make_pack(full_charge_requested=requested), stale=True)
+    assert raw_values(stale)[STATUS_ID]["FullChargeRequest"] == 3
+
+
 @pytest.mark.parametrize("last", [None, "pack"])
 def test_fail_safe(last: str | None) -> None:
     pack = make_pack(faults=["cell_imbalance"], warnings=["charge_overcurrent"])

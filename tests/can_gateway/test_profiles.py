@@ -274,6 +274,53 @@ def test_cvl_zero_is_never_sent() -> None:
     assert d[0x351]["ChargeVoltageLimit"] == pytest.approx(CONFIG.charge_pack_voltage_v, abs=0.05)
 
 
+def test_pylon_full_charge_request_bit_carries_the_masters_request() -> None:
+    """0x35C byte 0 bit 3, decoded through the DBC: set while the master asks and charging is
+    enabled; the force charge requests never."""
+    asked = dict(frames_for("pylon_v12", make_pack(full_charge_requested=True), stale=False,
+                            config=CONFIG))  # fmt: skip
+    assert asked[0x35C] == bytes.fromhex("C800")  # charge + discharge enable + full charge
+    d = decoded("pylon_v12", list(asked.items()))[0x35C]
+    assert d["FullChargeRequest"] == 1 and d["ChargeEnable"] == 1
+    assert d["ForceChargeRequest1"] == d["ForceChargeRequest2"] == 0
+    for value in (False, None):
+        pack = make_pack(full_charge_requested=value)
+        d = decoded("pylon_v12", frames_for("pylon_v12", pack, stale=False, config=CONFIG))[0x35C]
+        assert d["FullChargeRequest"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"contactors": "standby"},
+        {"faults": ["cell_overvoltage"]},
+        {"limits": Limits(charge_voltage_v=55.2, discharge_voltage_v=48.0,
+                          charge_current_a=0.0, discharge_current_a=80.0)},
+        {"cell_v_min": None},  # not known: fail-safe
+    ],
+    ids=["open", "fault", "no_charge", "unknown"],
+)  # fmt: skip
+def test_pylon_full_charge_request_only_while_charging_is_enabled(
+    overrides: dict[str, Any],
+) -> None:
+    pack = make_pack(full_charge_requested=True, **overrides)
+    d = decoded("pylon_v12", frames_for("pylon_v12", pack, stale=False, config=CONFIG))[0x35C]
+    assert d["ChargeEnable"] == 0 and d["FullChargeRequest"] == 0
+
+
+def test_pylon_full_charge_request_not_sent_from_a_stale_pack() -> None:
+    pack = make_pack(full_charge_requested=True)
+    data = dict(frames_for("pylon_v12", pack, stale=True, config=CONFIG))
+    assert data[0x35C] == bytes(2)
+
+
+def test_victron_has_no_request_bit_and_its_frames_do_not_change() -> None:
+    asked = frames_for("victron_0x35x", make_pack(full_charge_requested=True), stale=False,
+                       config=CONFIG)  # fmt: skip
+    plain = frames_for("victron_0x35x", make_pack(), stale=False, config=CONFIG)
+    assert asked == plain
+
+
 # --- fail-safe ------------------------------------------------------------------------------
 
 

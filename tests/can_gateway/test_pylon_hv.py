@@ -231,6 +231,26 @@ def test_layout_is_the_dbc_signals_and_holds_the_table_signals() -> None:
     assert set(PYLON_HV_ERRORS) <= set(HV_ERRORS)
 
 
+def test_balance_charge_request_carries_the_masters_full_charge_request() -> None:
+    """0x4250 byte 0 bit 4, decoded through the DBC: the master's request while charging is
+    allowed; the force-charge request never."""
+    d = ensemble(make_pack(full_charge_requested=True))
+    assert d[0x4250]["BalanceChargeRequest"] == 1 and d[0x4250]["ForceChargeRequest"] == 0
+    raw = dict(responses_for(ENSEMBLE, make_pack(full_charge_requested=True), stale=False,
+                             config=CONFIG))  # fmt: skip
+    assert raw[0x4250][0] & 0x18 == 0x10
+    for value in (False, None):
+        assert ensemble(make_pack(full_charge_requested=value))[0x4250]["BalanceChargeRequest"] == 0
+    held = [
+        ensemble(make_pack(full_charge_requested=True, contactors="standby")),
+        ensemble(make_pack(full_charge_requested=True, faults=["cell_overvoltage"])),
+        ensemble(make_pack(full_charge_requested=True), stale=True),
+    ]
+    for frames in held:
+        assert frames[0x4280]["ChargeForbidden"] == FORBIDDEN
+        assert frames[0x4250]["BalanceChargeRequest"] == 0
+
+
 # --- dispatch -------------------------------------------------------------------------------
 
 

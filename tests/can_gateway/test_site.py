@@ -96,6 +96,24 @@ def test_pylon_sends_the_site_values_and_enables() -> None:
     assert f[0x359]["ModuleCount"] == round(300 / 74)
 
 
+def test_the_site_asks_for_a_full_charge_when_a_joined_string_asks() -> None:
+    def asked(*values: bool | None) -> dict[str, PackState]:
+        return {s: PACKS[s].model_copy(update={"full_charge_requested": v})
+                for s, v in zip(SYSTEMS, values, strict=True)}  # fmt: skip
+
+    one = site_pack(site_state(), asked(False, True, None))
+    assert one.full_charge_requested is True
+    f = decoded("pylon_v12", site_view(site_state(), asked(False, True, None)))
+    assert f[0x35C]["FullChargeRequest"] == 1
+    # a waiting string's request does not count; the joined ones' unknown is unknown
+    assert site_pack(site_state(), asked(False, False, True)).full_charge_requested is False
+    assert site_pack(site_state(), asked(None, False, True)).full_charge_requested is None
+    f = decoded("pylon_v12", site_view(site_state(), asked(False, False, True)))
+    assert f[0x35C]["FullChargeRequest"] == 0
+    idle = site_state(("waiting", "waiting", "waiting"))
+    assert site_pack(idle, asked(True, True, True)).full_charge_requested is None
+
+
 def test_a_joined_string_without_data_is_the_fail_safe() -> None:
     """A joined string's pack state missing: its cells are unknown, so no limits go out."""
     f = decoded("victron_0x35x", site_view(site_state(), {"s1": PACKS["s1"]}))

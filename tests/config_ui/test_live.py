@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from services.config_ui.live import STALE_AFTER_S, LiveView, cells_view
+from services.config_ui.live import STALE_AFTER_S, LiveView, anchor_words, cells_view
 from shared.config import SystemConfig
 from shared.messages import (
     CellLocation,
@@ -269,3 +269,36 @@ def test_fields_in_use_follow_the_last_ack_and_name_the_host() -> None:
     live.on_ack(ConfigAck(service="mb", config_version=2, accepted=True))  # the setting is gone
     assert list(live.in_use()) == ["interfaces.can.channel"]
     assert next(s for s in live.services() if s["service"] == "mb")["in_use"] == []
+
+
+@pytest.mark.parametrize(
+    ("since_s", "words"),
+    [
+        (None, "unknown: none since commissioning, or a restart could not tell"),
+        (0.0, "just now"),
+        (59.0, "just now"),
+        (12 * 60.0, "12 min ago"),
+        (3 * 3600.0 + 5 * 60.0, "3 h 5 min ago"),
+        (5 * 86400.0 + 4 * 3600.0 + 59.0, "5 d 4 h ago"),
+    ],
+)
+def test_the_last_anchor_in_words(since_s: float | None, words: str) -> None:
+    assert anchor_words(since_s) == words
+
+
+@pytest.mark.parametrize(
+    ("requested", "start"), [(True, "requested"), (False, "not requested"), (None, "unknown")]
+)
+def test_the_dashboard_shows_the_last_anchor_and_the_full_charge_request(
+    requested: bool | None, start: str
+) -> None:
+    live = LiveView()
+    live.on_pack(pack_state(since_anchor_s=7200.0, full_charge_requested=requested, ts=50_000.0))
+    pack = live.snapshot()["pack"]
+    assert pack["full_charge_requested"] is requested
+    assert pack["full_charge_words"].startswith(start)
+    assert pack["anchor_words"] == "2 h 0 min ago"
+    assert pack["last_anchor_ts"] == 50_000.0 - 7200.0
+    live.on_pack(pack_state(since_anchor_s=None, ts=50_001.0))
+    unknown = live.snapshot()["pack"]
+    assert unknown["last_anchor_ts"] is None and unknown["anchor_words"].startswith("unknown")

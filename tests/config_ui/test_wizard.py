@@ -255,6 +255,26 @@ def test_missing_text_fields_keep_their_value() -> None:
 # Re-derivation from the preset
 
 
+def test_the_full_charge_interval_follows_the_chemistry_unless_the_user_set_it() -> None:
+    draft = new_draft("demo", "LFP")
+    assert draft["full_charge"]["interval_days"] == 5.0
+    field = _field("cells", draft, "full_charge.interval_days")
+    assert (field.label, field.unit, field.optional) == ("Interval", "days", True)
+    nmc = _post("chemistry", draft, chemistry="NMC").draft
+    assert nmc["full_charge"]["interval_days"] is None  # never, for NMC
+    back = _post("chemistry", nmc, chemistry="LFP").draft
+    assert back["full_charge"]["interval_days"] == 5.0
+    # the user's interval stays through a resize (a chemistry change derives everything again)
+    mine = _post("cells", back, full_charge__interval_days="14").draft
+    assert mine["full_charge"]["interval_days"] == 14.0
+    resized = _post("topology", mine, topology__modules="3").draft
+    assert resized["full_charge"]["interval_days"] == 14.0
+    off = _post("cells", mine, full_charge__interval_days="").draft
+    assert off["full_charge"]["interval_days"] is None
+    config, errors = validate(off)
+    assert errors == {} and config is not None and config.full_charge.interval_days is None
+
+
 def test_chemistry_change_rederives_protection_and_clears_overrides() -> None:
     draft = new_draft("demo", "LFP")
     draft["chemistry_overrides"]["charge_v"] = 3.5

@@ -55,6 +55,7 @@ def make_pack(**overrides: Any) -> PackState:
         "soh": 98.7,
         "soc_std": 2.4,
         "since_anchor_s": 93_600.0,
+        "full_charge_requested": False,
         "voltage": 356.2,
         "current": -12.3,
         "contactors": "closed",
@@ -586,6 +587,17 @@ def test_soc_uncertainty_and_time_since_anchor_are_served_and_unknown_when_none(
     unknown = image(make_pack(soc_std=None, since_anchor_s=None), make_cells())
     assert value(unknown, "native.SoCStd") is None
     assert value(unknown, "native.SinceAnchor") is None
+
+
+@pytest.mark.parametrize(("requested", "raw"), [(True, 1), (False, 0), (None, 0xFFFF)])
+def test_full_charge_request_is_served_and_unknown_when_none(
+    requested: bool | None, raw: int
+) -> None:
+    img = image(make_pack(full_charge_requested=requested), make_cells())
+    point = register_map(CONFIG).by_key["native.FullChargeReq"]
+    assert point.address == 1029  # appended: the earlier addresses stay
+    assert img[point.address] == raw
+    assert read_raw(img, point) == (None if requested is None else raw)
 
 
 def test_every_value_source_names_a_point_of_its_model() -> None:

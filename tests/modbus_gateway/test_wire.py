@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.client import ModbusTcpClient
 
 from services.modbus_gateway.register_map import Command, register_map
 from services.modbus_gateway.server import GatewayData
@@ -324,6 +325,21 @@ def test_truncated_and_overlong_pdus_are_illegal_data_values(
 def test_a_valid_read_still_reads_the_map(ask: Callable[..., bytes]) -> None:
     assert ask(read(3, SUNS, 2)) == bytes.fromhex("03 04") + b"SunS"
     assert ask(read(4, SUNS, 2)) == bytes.fromhex("04 04") + b"SunS"
+
+
+def test_a_modbus_client_reads_the_full_charge_request(harness: Harness) -> None:
+    """pymodbus reads the native FullChargeReq register over TCP as the pack state changes."""
+    address = register_map(CONFIG).by_key["native.FullChargeReq"].address
+    client = ModbusTcpClient("127.0.0.1", port=harness.port, timeout=3)
+    assert client.connect()
+    try:
+        for requested, raw in ((True, 1), (False, 0), (None, 0xFFFF)):
+            harness.gateway.data.update_pack(make_pack(full_charge_requested=requested))
+            reply = client.read_holding_registers(address, count=1, device_id=UNIT)
+            assert not reply.isError() and reply.registers == [raw], requested
+    finally:
+        client.close()
+        harness.gateway.data.update_pack(make_pack())
 
 
 # --- no reply where the specification allows none ------------------------------------------

@@ -379,6 +379,14 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             else:
                 assert 0 < float(soh) <= 100 and abs(float(soh) - state["soh"]) < 0.2
             expect(page.locator('[data-testid="pack-mode"]')).to_have_text(state["mode"])
+            # the SOC card: a commissioned pack has seen no anchor yet, and says so in words
+            expect(page.locator('[data-testid="soc-with-std"]')).to_have_text(
+                re.compile(r"^\d+\.\d % ± \d+\.\d %$")
+            )
+            expect(page.locator('[data-testid="soc-anchor"]')).to_have_text(state["anchor_words"])
+            expect(page.locator('[data-testid="full-charge"]')).to_have_text(
+                state["full_charge_words"]
+            )
             expect(page.locator('[data-testid="limit-charge"]')).to_have_text(re.compile(r"\d"))
             expect(page.locator("#l-dcl-reason")).not_to_be_empty()
             expect(page.locator("#balancing-text")).to_have_text(

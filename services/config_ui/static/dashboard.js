@@ -193,6 +193,11 @@ function showPack(p) {
     setText(id, p.limit_words[side] || "");
     document.getElementById(id).title = l[`${side}_reason`] || "";
   }
+  setText("s-soc", p.soc === null ? "–" : `${fmt(p.soc, 1)} %${p.soc_std === null ? "" : ` ± ${fmt(p.soc_std, 1)} %`}`);
+  setText("s-anchor", p.anchor_words);
+  document.getElementById("s-anchor").title = p.last_anchor_ts === null ? "" : localTime(p.last_anchor_ts);
+  setText("s-full-charge", p.full_charge_words);
+  document.getElementById("s-full-charge").className = p.full_charge_requested ? "warn" : "";
   setText("c-min", fmt(p.cell_v_min, 3));
   setText("c-max", fmt(p.cell_v_max, 3));
   setText("t-min", fmt(p.temp_min_c, 1));

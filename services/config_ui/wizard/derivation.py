@@ -1,13 +1,14 @@
 """Derived settings follow chemistry, capacity and cell count, but never over the user's values.
 
-`SystemConfig.from_preset` derives protection, balancing, the precharge voltage difference and
-the CAN profile from the chemistry (as overridden by datasheet values), the capacity and the
-cell count. When one of those changes, each derived field is derived again only if the user
-has not set it: it is not in the draft's edit record and it still holds what the previous
-chemistry/size derived (a draft opened from an applied version has no edit record; its tuned
-values differ from the derivation). Every field the derivation moves is reported, old -> new,
-and either choice can be reversed (`choose`). A new chemistry derives everything again: a
-hand-tuned voltage of another chemistry is no setting for this one; it is listed all the same.
+`SystemConfig.from_preset` derives protection, balancing, the precharge voltage difference,
+the full-charge interval and the CAN profile from the chemistry (as overridden by datasheet
+values), the capacity and the cell count. When one of those changes, each derived field is
+derived again only if the user has not set it: it is not in the draft's edit record and it
+still holds what the previous chemistry/size derived (a draft opened from an applied version
+has no edit record; its tuned values differ from the derivation). Every field the derivation
+moves is reported, old -> new, and either choice can be reversed (`choose`). A new chemistry
+derives everything again: a hand-tuned voltage of another chemistry is no setting for this
+one; it is listed all the same.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DERIVED_SECTIONS = (
     "balancing",
     "contactors.precharge_voltage_diff_v",
     "interfaces.can.profiles",
+    "full_charge",
 )
 # Fixed by the quantity: never a user's setting, never a difference worth listing.
 _FIXED = frozenset({"direction", "unit"})

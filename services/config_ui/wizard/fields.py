@@ -99,6 +99,7 @@ _UNIT_SUFFIXES = (
     ("_c", "°C"),
     ("_s", "s"),
     ("_f", "F"),
+    ("_days", "days"),
 )
 UNIT_NAMES = {"degC": "°C"}
 

@@ -30,12 +30,14 @@ STEPS: tuple[WizardStep, ...] = (
     WizardStep(
         "cells",
         "Cell data",
-        ("cell_capacity_ah", "cell_resistance_mohm", "chemistry_overrides"),
+        ("cell_capacity_ah", "cell_resistance_mohm", "chemistry_overrides", "full_charge"),
         "Enter capacity and resistance from the cell datasheet, and override preset values only "
         "where the datasheet differs (empty = preset value). The cell's limits here bound the "
         "warning, alarm and fault levels, which are set on the Protection step only. A new "
         "capacity or limit derives those levels again, except where you set a value yourself; "
-        "each change is listed.",
+        "each change is listed. The full-charge interval asks the inverter for a full charge "
+        "when the SOC has gone that long without one (LFP's flat voltage gives no correction at "
+        "rest); empty = never.",
     ),
     WizardStep(
         "topology",
