@@ -249,7 +249,8 @@ COMMAND = TopicSpec(
     (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER, SITE),
     (MASTER, SITE),
     "on demand",
-    "A command to the master (under a site's id: `site_string` to its site controller); the "
+    "A command to the master (under a site's id: `site_string` and `events_query` to its site "
+    "controller); the "
     "reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
     "the requester's broker user) before `expires_at` or not at all. `events_query` is rate "
     "limited per requester (`reply_to`'s user): a refused query's reply says when to ask again.",
@@ -271,6 +272,10 @@ bridge (its backfill) and to third parties with the `events_reader` user. The si
 sends the masters of its strings `set_mode` (standby leaves the DC bus) and `contactors` close
 (joins it, in working mode). `site_string` goes to a site controller under its site's id: an
 operator holds a string out of the site or asks it to join again."""
+SITE_SERVED_COMMANDS: tuple[str, ...] = ("site_string", "events_query")
+"""The commands a site controller serves under its site's id (the ACL lets it read exactly
+these there): the operators' `site_string`, and `events_query` on the site's event log (the
+web application backfills its Site page from it)."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""

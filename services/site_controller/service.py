@@ -7,11 +7,15 @@ string's id.
 Serves the operators' `site_string` command under the site id (hold a string out, or ask a
 held one to join again). Publishes `site/state` every `state_period_s`, `site/summary` every
 `summary_period_s` and at once on a change, and the site's events on `events/site_controller`.
+The events are kept in SQLite first (`shared.event_log`, as the master's: `seq` is the row id,
+`seq_epoch` the log's creation) and served with `events_query` under the site id; the log is
+pruned to `events_retention_days` and `events_max_rows` at start and hourly.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -20,6 +24,8 @@ from services.site_controller.settings import SiteControllerSettings
 from shared.bus import BusCore, Delivery
 from shared.codec import PayloadError
 from shared.commands import CommandClient, CommandOutcome, CommandServer
+from shared.event_log import EventLog, EventQueries
+from shared.event_store import Store
 from shared.log_limit import LimitedLog
 from shared.messages import (
     CommandArgs,
@@ -47,6 +53,7 @@ from shared.topics import (
 
 log = logging.getLogger("site_controller")
 limited = LimitedLog(log, every_s=10.0)
+PRUNE_PERIOD_S = 3600.0
 
 
 class SiteService:
@@ -56,7 +63,10 @@ class SiteService:
         settings: SiteControllerSettings,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
+        """`store`: the event log's SQLite file (None: one in memory, kept for this run)."""
         self.bus = bus
         self.settings = settings
         self.monotonic = monotonic
@@ -65,8 +75,18 @@ class SiteService:
         self.last: SiteState | None = None
         self._summary_key: tuple[object, ...] | None = None
         self._summary_s: float | None = None
+        self.wall = wall
+        self.store = store if store is not None else Store(":memory:")
+        self.events = EventLog(self.store, bus, wall)
+        self.queries = EventQueries(self.events, bus, monotonic)
+        self._prune_s: float | None = None
+        self.prune_events()
         bus.subscribe(SITE_CONFIG, self._on_config, on_invalid=self._config_invalid)
-        self.server = CommandServer(bus, {"site_string": self._site_string})
+        self.server = CommandServer(
+            bus,
+            {"site_string": self._site_string, "events_query": self.queries.answer},
+            admit={"events_query": self.queries.admit},
+        )
 
     # --- inputs ---------------------------------------------------------------------------
     def _on_config(self, d: Delivery[SiteConfigMessage]) -> None:
@@ -142,6 +162,8 @@ class SiteService:
         if self.core is None:
             return None
         now = self.monotonic()
+        if self._prune_s is not None and now - self._prune_s >= PRUNE_PERIOD_S:
+            self.prune_events()
         for client in self.clients.values():
             client.expire()
         step = self.core.step(now)
@@ -178,10 +200,31 @@ class SiteService:
     def _event(
         self, level: str, kind: str, code: str, text: str, values: dict[str, object]
     ) -> None:
-        event = Event.model_validate(
-            {"level": level, "kind": kind, "code": code, "text": text[:500], "values": values}
-        )
-        self.bus.publish(EVENTS, event)
+        """Stored, then published with its row id as `seq` (`EventLog.emit`); a log that
+        cannot be written still publishes (unsequenced: the bus counts it), counted."""
+        try:
+            self.events.emit(level, kind, code, text, **values)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            self.bus.counters["event_log_errors"] += 1
+            limited.log(logging.ERROR, "event_log", "cannot store the event %s: %s", code, exc)
+            event = Event.model_validate(
+                {"level": level, "kind": kind, "code": code, "text": text[:500], "values": values}
+            )
+            self.bus.publish(EVENTS, event)
+
+    def prune_events(self) -> None:
+        """Forget events beyond the retention (age and rows); a failure is counted, logged."""
+        self._prune_s = self.monotonic()
+        days, rows = self.settings.events_retention_days, self.settings.events_max_rows
+        try:
+            gone = self.store.prune_events(before_ts=self.wall() - days * 86400.0, keep_rows=rows)
+        except sqlite3.Error as exc:
+            self.bus.counters["event_log_errors"] += 1
+            limited.log(logging.ERROR, "event_log_prune", "cannot prune the event log: %s", exc)
+            return
+        if gone:
+            self.bus.counters["events_pruned"] += gone
+            log.info("forgot %d events beyond %g days or %d rows", gone, days, rows)
 
     def _maybe_summary(self, state: SiteState, now: float, *, online: bool) -> None:
         level, code = worst_of(state)

@@ -71,6 +71,7 @@ from shared.topics import (
     SIM,
     SITE,
     SITE_OWN_TOPICS,
+    SITE_SERVED_COMMANDS,
     SITE_STRING_TOPICS,
     SLAVE,
     SPARKPLUG_HOST,
@@ -296,8 +297,9 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
     string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
     its own replies, and writes `cmd/set_mode` and `cmd/contactors` only (`COMMAND_SENDERS`),
-    nothing else. Under the site's id it also serves the operators' `cmd/site_string` (reads
-    it, writes the replies)."""
+    nothing else. Under the site's id it also serves the operators' `cmd/site_string` and the
+    site's event log (`cmd/events_query`): `SITE_SERVED_COMMANDS` (reads them, writes the
+    replies)."""
     ids = (site, *strings)
     bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
     if bad:
@@ -309,10 +311,8 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     out: list[Grant] = []
     for spec in SITE_OWN_TOPICS:
         out += _spec_grants(spec, SITE, SITE, site, None)
-    out += [
-        Grant(COMMAND.filter(site, command="site_string"), True, False),
-        Grant(COMMAND_REPLY.filter(site), False, True),
-    ]
+    out += [Grant(COMMAND.filter(site, command=c), True, False) for c in SITE_SERVED_COMMANDS]
+    out.append(Grant(COMMAND_REPLY.filter(site), False, True))
     for system in strings:
         for spec in SITE_STRING_TOPICS:
             if spec is COMMAND_REPLY:  # its own replies (it writes replies under the site only)

@@ -90,8 +90,8 @@ def expected(user: str, access: str, topic: str) -> bool:
         return False
     role = SLAVE if user.startswith(f"{SLAVE}-rack") else user
     if role == SITE and spec not in SITE_OWN_TOPICS:  # a site without strings: its own only,
-        if spec is COMMAND:  # and it serves the operators' site_string under the site id
-            return access == "read" and params["command"] == "site_string"
+        if spec is COMMAND:  # and it serves site_string and events_query under the site id
+            return access == "read" and params["command"] in ("site_string", "events_query")
         return spec is COMMAND_REPLY and access == "write"
 
     def listed(roles: tuple[str, ...], who: str = role) -> bool:

@@ -67,6 +67,8 @@ READS = {
     f"bms/v1/{SITE_ID}/site/config": True,
     f"bms/v1/{SITE_ID}/site/state": False,
     f"bms/v1/{SITE_ID}/cmd/site_string": True,  # the operators' command it serves
+    f"bms/v1/{SITE_ID}/cmd/events_query": True,  # and its event log
+    **{f"bms/v1/{s}/cmd/events_query": False for s in STRINGS},  # the masters' own
     f"bms/v1/{SITE_ID}/cmd/set_mode": False,
     **{f"bms/v1/{s}/cmd/set_mode": False for s in STRINGS},
     **{f"bms/v1/{s}/pack/state": True for s in STRINGS},
