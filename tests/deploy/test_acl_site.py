@@ -165,3 +165,14 @@ def test_a_string_master_publishes_and_reads_only_its_string(broker: Broker) -> 
     finally:
         for c in (observer, injector, master):
             c.close()
+
+
+def test_the_web_application_may_ask_the_sites_event_log_and_read_the_answer() -> None:
+    """The Site page's backfill: `cmd/events_query` under the site id, the reply on its own
+    reply topic, which the site controller may write."""
+    asks, answer = f"bms/v1/{SITE_ID}/cmd/events_query", f"bms/v1/{SITE_ID}/reply/config_ui/c1"
+    for user, access, topic in (
+        ("config_ui", "write", asks), (SITE, "read", asks),
+        (SITE, "write", answer), ("config_ui", "read", answer),
+    ):  # fmt: skip
+        assert acl.may(user, access, topic, system=SITE_ID, site_strings=STRINGS), (user, topic)
