@@ -158,6 +158,17 @@ def test_the_site_endpoint_shows_what_the_controller_logged_before_the_ui_starte
         events = ui.client.get("/api/site").json()["events"]
         assert [e["seq"] for e in events] == [4, 3, 2, 1]
         assert events[0]["system"] == "s1" and events[0]["source"] == "site_controller"
+
+        # the web application loses the broker; what the controller logs meanwhile is asked
+        # for once it is back (no live event shows the gap: the reconnection alone)
+        bridge.bus.abort()  # type: ignore[attr-defined]
+        wait_for(lambda: not bridge.site_backfill.was_connected, 10)
+        client.send("site_string", SiteStringArgs(system="s1", action="join"))  # type: ignore[arg-type]
+        wait_for(lambda: controller.store.events(limit=1)[0]["id"] == 5, 10)
+        bridge.bus.start()  # type: ignore[attr-defined]
+        wait_for(lambda: codes()[0] == "site_string_released", 10)
+        assert [e["seq"] for e in ui.client.get("/api/site").json()["events"]] == [5, 4, 3, 2, 1]
+        assert bridge.bus.counters["site_events_backfilled"] == 4
     finally:
         next(harness, None)
         controller.close()
