@@ -136,7 +136,7 @@ def test_the_site_endpoint_shows_what_the_controller_logged_before_the_ui_starte
     operator.publish(SITE_CONFIG, SiteConfigMessage(config=config))
     client = CommandClient(operator, system=SITE)
     for action in ("out", "join"):
-        client.send("site_string", SiteStringArgs(system="s1", action=action))  # type: ignore[arg-type]
+        client.send("site_string", SiteStringArgs(system="s1", action=action))
     expected = ["site_string_released", "site_string_held", "site_config_applied"]
     wait_for(lambda: [r["code"] for r in controller.store.events(limit=10)] == expected, 10)
     harness = make_harness(tmp_path, site=SITE, broker=broker)  # starts after those events
@@ -153,7 +153,7 @@ def test_the_site_endpoint_shows_what_the_controller_logged_before_the_ui_starte
         bridge = ui.ctx.bridge
         assert bridge.bus.counters["site_events_backfilled"] == 3
         # a live event after the backfill: merged, nothing twice
-        client.send("site_string", SiteStringArgs(system="s1", action="out"))  # type: ignore[arg-type]
+        client.send("site_string", SiteStringArgs(system="s1", action="out"))
         wait_for(lambda: codes() == ["site_string_held", *expected], 10)
         events = ui.client.get("/api/site").json()["events"]
         assert [e["seq"] for e in events] == [4, 3, 2, 1]
@@ -163,7 +163,7 @@ def test_the_site_endpoint_shows_what_the_controller_logged_before_the_ui_starte
         # for once it is back (no live event shows the gap: the reconnection alone)
         bridge.bus.abort()  # type: ignore[attr-defined]
         wait_for(lambda: not bridge.site_backfill.was_connected, 10)
-        client.send("site_string", SiteStringArgs(system="s1", action="join"))  # type: ignore[arg-type]
+        client.send("site_string", SiteStringArgs(system="s1", action="join"))
         wait_for(lambda: controller.store.events(limit=1)[0]["id"] == 5, 10)
         bridge.bus.start()  # type: ignore[attr-defined]
         wait_for(lambda: codes()[0] == "site_string_released", 10)

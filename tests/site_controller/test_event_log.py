@@ -71,14 +71,14 @@ class Site:
 
 
 def configure(site: Site) -> None:
-    config = SiteConfig(site="site1", strings=({"system": "s1"}, {"system": "s2"}))  # type: ignore[arg-type]
+    config = SiteConfig(site="site1", strings=({"system": "s1"}, {"system": "s2"}))
     site.ui.publish(SITE_CONFIG, SiteConfigMessage(config=config))
     site.cycle(2)
 
 
 def hold_and_join(site: Site, system: str) -> None:
     for action in ("out", "join"):
-        reply = site.ask("site_string", SiteStringArgs(system=system, action=action))  # type: ignore[arg-type]
+        reply = site.ask("site_string", SiteStringArgs(system=system, action=action))
         assert reply is not None and reply.status == "accepted", reply
     site.cycle(2)
 
@@ -119,7 +119,8 @@ def test_events_are_published_with_their_row_ids_and_answered_after_a_restart(
 def test_a_bad_or_excessive_query_is_refused_with_a_reason_and_counted(tmp_path: Path) -> None:
     site = Site(InMemoryBroker(), tmp_path / "log.sqlite")
     configure(site)
-    bad = site.ask("events_query", EventsQueryArgs.model_construct(limit=0, min_level="loud"))
+    bad_args = EventsQueryArgs.model_construct(limit=0, min_level="loud")  # type: ignore[arg-type]
+    bad = site.ask("events_query", bad_args)
     assert bad is not None and bad.status == "refused" and "limit" in bad.reason
     assert site.bus.counters["commands_refused"] == 1
     # a third party's budget (the config_ui user has a larger one): a burst, then a wait
