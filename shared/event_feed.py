@@ -203,7 +203,7 @@ class EventFeed:
             return
         last = after
         for row in rows:
-            event = _event_of(row, epoch)
+            event = event_from_row(row, epoch)
             if event is None or event.seq is None or event.seq <= after:
                 self.bus.counters["events_fetch_bad_rows"] += 1
                 continue
@@ -282,7 +282,7 @@ class EventFeed:
             return
         last = gap.first - 1
         for row in rows:
-            event = _event_of(row, epoch)
+            event = event_from_row(row, epoch)
             if event is None or event.seq is None:
                 self.bus.counters["events_fetch_bad_rows"] += 1
                 continue
@@ -298,7 +298,7 @@ class EventFeed:
         self._fetch()  # the next page or the next gap
 
 
-def _event_of(row: Any, epoch_s: float | None) -> Event | None:
+def event_from_row(row: Any, epoch_s: float | None) -> Event | None:
     """An `events_query` row as the event it was published as (`seq` = the row id)."""
     if not isinstance(row, dict):
         return None

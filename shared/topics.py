@@ -249,7 +249,8 @@ COMMAND = TopicSpec(
     (MODBUS, CAN, UI, INTEGRATIONS_COMMANDS, INTEGRATIONS, EVENTS_READER, SITE),
     (MASTER, SITE),
     "on demand",
-    "A command to the master (under a site's id: `site_string` and `site_operation` to its site "
+    "A command to the master (under a site's id: `site_string`, `site_operation` and "
+    "`events_query` to its site "
     "controller); the "
     "reply goes to `reply_to` (a `reply/{user}/{client}` topic of "
     "the requester's broker user) before `expires_at` or not at all. `events_query` is rate "
@@ -276,7 +277,11 @@ operator holds a string out of the site or asks it to join again. `site_operatio
 Modbus gateway of a site's stack (SCADA's 802 `SetOp`) or an operator disconnects the whole
 site or connects it again."""
 SITE_COMMANDS = ("site_string", "site_operation")
-"""The commands a site controller serves under its site's id (`SiteService`)."""
+"""The operators' and SCADA's commands to a site controller under its site's id."""
+SITE_SERVED_COMMANDS: tuple[str, ...] = (*SITE_COMMANDS, "events_query")
+"""The commands a site controller serves under its site's id (the ACL lets it read exactly
+these there): `SITE_COMMANDS`, and `events_query` on the site's event log (the web
+application backfills its Site page from it)."""
 COMMAND_REPLY_MAX_BYTES = 192 * 1024
 """Replies carry open results (an events query returns up to 1000 rows of the event log): the
 master trims rows to fit (services/master_core/service.py), everything else is far smaller."""

@@ -13,16 +13,18 @@ from services.config_ui.cell_history import CellHistoryStore, MinuteAccumulator,
 from services.config_ui.history_store import PERSIST_PERIOD_S, HistoryStore
 from services.config_ui.live import LiveView
 from services.config_ui.site_config import SiteAcks
-from services.config_ui.site_live import SiteLive
+from services.config_ui.site_live import RECENT_SITE_EVENTS, SiteBackfill, SiteLive
 from shared.bus import BusCore, Delivery
 from shared.commands import CommandClient
 from shared.config import SiteConfig, SystemConfig
 from shared.event_feed import EventFeed
+from shared.log_limit import LimitedLog
 from shared.messages import (
     CellSnapshot,
     CommandArgs,
     CommandReply,
     ConfigMessage,
+    Event,
     EventsQueryArgs,
     SiteConfigMessage,
     SiteOperationArgs,
@@ -40,6 +42,7 @@ from shared.topics import (
 )
 
 log = logging.getLogger("config_ui.bridge")
+limited = LimitedLog(log)
 STATUS_PERIOD_S = 10.0
 PRUNE_PERIOD_S = 3600.0
 
@@ -66,7 +69,10 @@ class BusBridge:
         self.command_timeout_s = command_timeout_s
         self.commands = CommandClient(bus)
         self.site_commands = None if site is None else CommandClient(bus, system=site.site)
-        """`site_string` and `site_operation` to the site controller, under the site id."""
+        """`site_string`, `site_operation` and `events_query` to the site controller, under the
+        site id."""
+        self.site_backfill = SiteBackfill()
+        """When to ask the site controller's log for the site's events."""
         self.config_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,7 +86,47 @@ class BusBridge:
         if site is not None:  # the site's own topics, under the site id
             bus.subscribe(SITE_CONFIG, lambda d: site.on_config(d.message.config), system=site.site)
             bus.subscribe(SITE_STATE, lambda d: site.on_state(d.message), system=site.site)
-            bus.subscribe(EVENTS, lambda d: site.on_event(d.message), system=site.site)
+            bus.subscribe(EVENTS, self._on_site_event, system=site.site)
+
+    def _on_site_event(self, d: Delivery[Event]) -> None:
+        assert self.site is not None
+        if self.site.on_event(d.message):  # a gap: the controller's log has what was missed
+            self.bus.counters["site_events_gaps"] += 1
+            self.site_backfill.want()
+
+    def backfill_site(self) -> None:
+        """Ask the site controller's log for the site's newest events when `SiteBackfill`
+        says so (at start, after a reconnection or a gap, again after a failure)."""
+        if self.site_commands is None:
+            return
+        if self.site_backfill.due(self.bus.connected, time.monotonic()):
+            self.site_commands.send(
+                "events_query",
+                EventsQueryArgs(limit=RECENT_SITE_EVENTS),
+                ttl_s=self.command_timeout_s,
+                on_reply=self._site_backfilled,
+            )
+
+    def _site_backfilled(self, reply: CommandReply | None) -> None:
+        assert self.site is not None
+        now = time.monotonic()
+        rows = None if reply is None else reply.result.get("events")
+        if reply is None or reply.status != "accepted" or not isinstance(rows, list):
+            self.bus.counters["site_events_backfill_failed"] += 1
+            why = "no reply" if reply is None else reply.reason or "no rows"
+            limited.warning("site_backfill", "the site controller's event log: %s", why)
+            retry = None if reply is None else reply.result.get("retry_after_s")
+            self.site_backfill.answered(
+                False, now, float(retry) if isinstance(retry, int | float) else None
+            )
+            return
+        epoch = reply.result.get("seq_epoch")
+        new, bad = self.site.merge_logged(
+            rows, float(epoch) if isinstance(epoch, int | float) else None
+        )
+        self.bus.counters["site_events_backfilled"] += new
+        self.bus.counters["site_events_backfill_bad_rows"] += bad
+        self.site_backfill.answered(True, now)
 
     def _on_cells(self, d: Delivery[CellSnapshot]) -> None:
         self.live.on_cells(d.message)
@@ -117,6 +163,7 @@ class BusBridge:
             self.commands.expire()
             if self.site_commands is not None:
                 self.site_commands.expire()
+                self.backfill_site()
             self.events_feed.poll()
             now = time.monotonic()
             if now - last_status_s >= STATUS_PERIOD_S:

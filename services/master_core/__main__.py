@@ -10,8 +10,8 @@ from pydantic_settings import CliApp
 from services.master_core.hardware import PackIoFactory
 from services.master_core.service import CYCLE_SECONDS, MasterCore
 from services.master_core.settings import MasterCoreSettings
-from services.master_core.stores import Store
 from shared.bus import BusCore, MqttBus
+from shared.event_store import Store
 from shared.metrics import serve_metrics
 from shared.runtime import run_until_signalled
 from shared.settings import configure_logging

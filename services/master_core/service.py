@@ -12,15 +12,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
 
-import msgpack
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from services.master_core.balancing_strategy import BalancingStrategy
 from services.master_core.estimator import EstimatorRecords, PackEstimator
-from services.master_core.events import EventLog
 from services.master_core.full_charge import FullChargeInputs, FullChargeRequest
 from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.pack import PackAggregator, PackSnapshot
@@ -36,9 +33,7 @@ from services.master_core.persisted import (
     load,
     save_all,
 )
-from services.master_core.query_limit import THIRD_PARTY_BUDGET, QueryLimiter, budget_of
 from services.master_core.settings import MasterCoreSettings
-from services.master_core.stores import Store
 from services.master_core.supervisor import (
     Decisions,
     Supervisor,
@@ -47,17 +42,19 @@ from services.master_core.supervisor import (
     SupervisorOutputs,
 )
 from shared.bus import BusCore, Delivery
-from shared.commands import CommandOutcome, CommandServer, requester
+from shared.commands import CommandOutcome, CommandServer
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
+from shared.event_log import EVENTS_REPLY_BUDGET_BYTES as EVENTS_REPLY_BUDGET_BYTES
+from shared.event_log import EventLog, EventQueries
+from shared.event_log import fit_rows as fit_rows  # older imports name it here
+from shared.event_store import Store
 from shared.log_limit import LimitedLog
 from shared.messages import (
     CellTelemetry,
     CommandArgs,
-    CommandRequest,
     ConfigMessage,
     ContactorsArgs,
-    EventsQueryArgs,
     Limits,
     PackState,
     ResetFaultsArgs,
@@ -68,7 +65,6 @@ from shared.messages import (
 from shared.messages.slave import SlaveMode
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
-    COMMAND_REPLY_MAX_BYTES,
     CONFIG,
     EVENTS,
     PACK_CELLS,
@@ -109,20 +105,6 @@ class _Runtime:
     estimator: PackEstimator
     balancing: BalancingStrategy
     io: PackIo
-
-
-EVENTS_REPLY_BUDGET_BYTES = COMMAND_REPLY_MAX_BYTES - 16 * 1024
-"""Rows of an events query that fit the reply topic's byte limit, with room for the rest."""
-
-
-def fit_rows(rows: list[dict[str, Any]], budget_bytes: int) -> list[dict[str, Any]]:
-    """The leading rows whose msgpack encodings add up to at most `budget_bytes`."""
-    used = 0
-    for i, row in enumerate(rows):
-        used += len(msgpack.packb(row, use_bin_type=True))
-        if used > budget_bytes:
-            return rows[:i]
-    return rows
 
 
 class MasterCore:
@@ -166,9 +148,7 @@ class MasterCore:
         self._sample_time_s: float | None = None
         """The newest admitted sample's time on the monotonic clock (it never goes back)."""
         self._published_contactors = ""
-        self.queries = QueryLimiter()
-        self._page_rows = THIRD_PARTY_BUDGET.page_rows
-        """The admitted requester's page size, for the query that runs right after."""
+        self.queries = EventQueries(self.events, bus, self.monotonic)
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
         bus.subscribe(EVENTS, self.events.on_event)
@@ -184,7 +164,7 @@ class MasterCore:
             },
             clock=wall,
             journal=store,
-            admit={"events_query": self._admit_query},
+            admit={"events_query": self.queries.admit},
         )
 
     @property
@@ -344,37 +324,9 @@ class MasterCore:
         self._log_events()
         return CommandOutcome(True)
 
-    def _admit_query(self, req: CommandRequest, _wall_s: float) -> CommandOutcome | None:
-        """`query_limit`: the requester's budget, or a refusal saying when to ask again."""
-        user = requester(req)
-        if user is None:
-            return None  # refused before this for its reply topic
-        budget = budget_of(user)
-        self._page_rows = budget.page_rows
-        wait_s = self.queries.admit(user, self.monotonic())
-        if wait_s is None:
-            return None
-        self.bus.counters["events_query_rate_limited"] += 1
-        return CommandOutcome(
-            False,
-            f"rate limited: {user} may ask the event log {budget.burst} times at once, then "
-            f"once every {1.0 / budget.rate_per_s:g} s; ask again in {wait_s:.1f} s",
-            result={"retry_after_s": round(wait_s, 3)},
-        )
-
     def _cmd_events(self, args: CommandArgs) -> CommandOutcome:
-        assert isinstance(args, EventsQueryArgs)
-        page_rows, self._page_rows = self._page_rows, THIRD_PARTY_BUDGET.page_rows
-        asked = args.limit
-        args = args.model_copy(update={"limit": min(asked, page_rows)})
-        result: dict[str, Any] = dict(self.events.query(args))
-        rows = result["events"]
-        kept = fit_rows(rows, EVENTS_REPLY_BUDGET_BYTES)
-        result["events"] = kept
-        if len(kept) < len(rows) or (asked > page_rows and len(rows) == page_rows):
-            # the leading rows (newest, or oldest after an after_id): ask again from the last
-            result["truncated"] = True
-        return CommandOutcome(True, result=result)
+        """`events_query` (`shared.event_log.EventQueries`: page, byte limit, truncation)."""
+        return self.queries.answer(args)
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:

@@ -9,11 +9,15 @@ held one to join again), and `site_operation` (SCADA through the Modbus gateway,
 operator: disconnect the whole site, or connect it again). Publishes `site/state` every
 `state_period_s`, `site/summary` every `summary_period_s` and at once on a change, and the
 site's events on `events/site_controller`.
+The events are kept in SQLite first (`shared.event_log`, as the master's: `seq` is the row id,
+`seq_epoch` the log's creation) and served with `events_query` under the site id; the log is
+pruned to `events_retention_days` and `events_max_rows` at start and hourly.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -22,6 +26,8 @@ from services.site_controller.settings import SiteControllerSettings
 from shared.bus import BusCore, Delivery
 from shared.codec import PayloadError
 from shared.commands import CommandClient, CommandOutcome, CommandServer
+from shared.event_log import EventLog, EventQueries
+from shared.event_store import Store
 from shared.log_limit import LimitedLog
 from shared.messages import (
     CommandArgs,
@@ -50,6 +56,7 @@ from shared.topics import (
 
 log = logging.getLogger("site_controller")
 limited = LimitedLog(log, every_s=10.0)
+PRUNE_PERIOD_S = 3600.0
 
 
 class SiteService:
@@ -59,7 +66,10 @@ class SiteService:
         settings: SiteControllerSettings,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
+        """`store`: the event log's SQLite file (None: one in memory, kept for this run)."""
         self.bus = bus
         self.settings = settings
         self.monotonic = monotonic
@@ -68,9 +78,21 @@ class SiteService:
         self.last: SiteState | None = None
         self._summary_key: tuple[object, ...] | None = None
         self._summary_s: float | None = None
+        self.wall = wall
+        self.store = store if store is not None else Store(":memory:")
+        self.events = EventLog(self.store, bus, wall)
+        self.queries = EventQueries(self.events, bus, monotonic)
+        self._prune_s: float | None = None
+        self.prune_events()
         bus.subscribe(SITE_CONFIG, self._on_config, on_invalid=self._config_invalid)
         self.server = CommandServer(
-            bus, {"site_string": self._site_string, "site_operation": self._site_operation}
+            bus,
+            {
+                "site_string": self._site_string,
+                "site_operation": self._site_operation,
+                "events_query": self.queries.answer,
+            },
+            admit={"events_query": self.queries.admit},
         )
 
     # --- inputs ---------------------------------------------------------------------------
@@ -163,6 +185,8 @@ class SiteService:
         if self.core is None:
             return None
         now = self.monotonic()
+        if self._prune_s is not None and now - self._prune_s >= PRUNE_PERIOD_S:
+            self.prune_events()
         for client in self.clients.values():
             client.expire()
         step = self.core.step(now)
@@ -199,10 +223,31 @@ class SiteService:
     def _event(
         self, level: str, kind: str, code: str, text: str, values: dict[str, object]
     ) -> None:
-        event = Event.model_validate(
-            {"level": level, "kind": kind, "code": code, "text": text[:500], "values": values}
-        )
-        self.bus.publish(EVENTS, event)
+        """Stored, then published with its row id as `seq` (`EventLog.emit`); a log that
+        cannot be written still publishes (unsequenced: the bus counts it), counted."""
+        try:
+            self.events.emit(level, kind, code, text, **values)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            self.bus.counters["event_log_errors"] += 1
+            limited.log(logging.ERROR, "event_log", "cannot store the event %s: %s", code, exc)
+            event = Event.model_validate(
+                {"level": level, "kind": kind, "code": code, "text": text[:500], "values": values}
+            )
+            self.bus.publish(EVENTS, event)
+
+    def prune_events(self) -> None:
+        """Forget events beyond the retention (age and rows); a failure is counted, logged."""
+        self._prune_s = self.monotonic()
+        days, rows = self.settings.events_retention_days, self.settings.events_max_rows
+        try:
+            gone = self.store.prune_events(before_ts=self.wall() - days * 86400.0, keep_rows=rows)
+        except sqlite3.Error as exc:
+            self.bus.counters["event_log_errors"] += 1
+            limited.log(logging.ERROR, "event_log_prune", "cannot prune the event log: %s", exc)
+            return
+        if gone:
+            self.bus.counters["events_pruned"] += gone
+            log.info("forgot %d events beyond %g days or %d rows", gone, days, rows)
 
     def _maybe_summary(self, state: SiteState, now: float, *, online: bool) -> None:
         level, code = worst_of(state)

@@ -70,8 +70,8 @@ from shared.topics import (
     SERVICE_STATUS,
     SIM,
     SITE,
-    SITE_COMMANDS,
     SITE_OWN_TOPICS,
+    SITE_SERVED_COMMANDS,
     SITE_STRING_TOPICS,
     SLAVE,
     SPARKPLUG_HOST,
@@ -297,9 +297,9 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     topics, its own events, acknowledgement and presence (`SITE_OWN_TOPICS`); under each
     string's id (`SITE_STRING_TOPICS`) it reads the pack state, configuration and events and
     its own replies, and writes `cmd/set_mode` and `cmd/contactors` only (`COMMAND_SENDERS`),
-    nothing else. Under the site's id it also serves the site commands (`SITE_COMMANDS`: the
-    operators' `cmd/site_string`, SCADA's and the operators' `cmd/site_operation`; reads them,
-    writes the replies)."""
+    nothing else. Under the site's id it also serves the site commands and the site's event
+    log (`SITE_SERVED_COMMANDS`: the operators' `cmd/site_string`, SCADA's and the operators'
+    `cmd/site_operation`, `cmd/events_query`; reads them, writes the replies)."""
     ids = (site, *strings)
     bad = [i for i in ids if not SYSTEM_ID_RE.fullmatch(i)]
     if bad:
@@ -311,7 +311,7 @@ def site_grants(site: str, strings: tuple[str, ...]) -> list[Grant]:
     out: list[Grant] = []
     for spec in SITE_OWN_TOPICS:
         out += _spec_grants(spec, SITE, SITE, site, None)
-    out += [Grant(COMMAND.filter(site, command=c), True, False) for c in SITE_COMMANDS]
+    out += [Grant(COMMAND.filter(site, command=c), True, False) for c in SITE_SERVED_COMMANDS]
     out.append(Grant(COMMAND_REPLY.filter(site), False, True))
     for system in strings:
         for spec in SITE_STRING_TOPICS:

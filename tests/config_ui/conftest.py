@@ -80,9 +80,11 @@ def make_harness(
     command_timeout_s: float = 2.0,
     site: str | None = None,
     site_config: bool = False,
+    broker: InMemoryBroker | None = None,
 ) -> Iterator[UiHarness]:
-    """`site_config`: this application keeps the site configuration of `site`."""
-    broker = InMemoryBroker()
+    """`site_config`: this application keeps the site configuration of `site`. `broker`: one
+    with other services on it already (default: a new one)."""
+    broker = broker if broker is not None else InMemoryBroker()
     settings = ConfigUiSettings(
         system=SYSTEM, data_dir=str(tmp_path), site=site, ui_site_config=site_config
     )

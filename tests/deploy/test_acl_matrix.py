@@ -42,8 +42,8 @@ from shared.topics import (
     OUTSIDE_ROOT,
     SERVICE_STATUS,
     SITE,
-    SITE_COMMANDS,
     SITE_OWN_TOPICS,
+    SITE_SERVED_COMMANDS,
     SLAVE,
     SPARKPLUG_HOST,
     THIRD_PARTY,
@@ -91,8 +91,8 @@ def expected(user: str, access: str, topic: str) -> bool:
         return False
     role = SLAVE if user.startswith(f"{SLAVE}-rack") else user
     if role == SITE and spec not in SITE_OWN_TOPICS:  # a site without strings: its own only,
-        if spec is COMMAND:  # and it serves the operators' site_string under the site id
-            return access == "read" and params["command"] in SITE_COMMANDS
+        if spec is COMMAND:  # it serves the site commands and its event log under the site id
+            return access == "read" and params["command"] in SITE_SERVED_COMMANDS
         return spec is COMMAND_REPLY and access == "write"
 
     def listed(roles: tuple[str, ...], who: str = role) -> bool:

@@ -68,6 +68,8 @@ READS = {
     f"bms/v1/{SITE_ID}/site/state": False,
     f"bms/v1/{SITE_ID}/cmd/site_string": True,  # the operators' command it serves
     f"bms/v1/{SITE_ID}/cmd/site_operation": True,  # SCADA's and the operators' too
+    f"bms/v1/{SITE_ID}/cmd/events_query": True,  # and its event log
+    **{f"bms/v1/{s}/cmd/events_query": False for s in STRINGS},  # the masters' own
     f"bms/v1/{SITE_ID}/cmd/set_mode": False,
     **{f"bms/v1/{s}/cmd/set_mode": False for s in STRINGS},
     **{f"bms/v1/{s}/pack/state": True for s in STRINGS},
@@ -187,3 +189,14 @@ def test_the_modbus_gateway_of_a_site_sends_site_operation_only(broker: Broker) 
     finally:
         for c in (observer, injector, gateway):
             c.close()
+
+
+def test_the_web_application_may_ask_the_sites_event_log_and_read_the_answer() -> None:
+    """The Site page's backfill: `cmd/events_query` under the site id, the reply on its own
+    reply topic, which the site controller may write."""
+    asks, answer = f"bms/v1/{SITE_ID}/cmd/events_query", f"bms/v1/{SITE_ID}/reply/config_ui/c1"
+    for user, access, topic in (
+        ("config_ui", "write", asks), (SITE, "read", asks),
+        (SITE, "write", answer), ("config_ui", "read", answer),
+    ):  # fmt: skip
+        assert acl.may(user, access, topic, system=SITE_ID, site_strings=STRINGS), (user, topic)

@@ -270,6 +270,10 @@ def test_the_site_controller_logs_in_as_its_own_user_made_by_the_credentials_ste
     made = {mount(v)[1]: mount(v)[0] for v in services["credentials"]["volumes"]}
     mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
     assert made[f"/credentials/{SITE}"] == mounted["/run/secrets/bms"] == f"secret-{SITE}"
+    # its event log outlives a restart: a volume where the image keeps its data (BMS_DATA_DIR)
+    assert mounted["/data"] == "site-data"
+    dockerfile = (DEPLOY / "docker" / "master_core.Dockerfile").read_text()
+    assert "ENV BMS_DATA_DIR=/data" in dockerfile
     # the ACL names the strings the site controller may read and command
     assert services["credentials"]["environment"]["BMS_SITE_STRINGS"].startswith(
         "${BMS_SITE_STRINGS:?"

@@ -41,6 +41,8 @@ ROUTED = {
     ("master_core/service.py", "e.code"),
     # the site controller publishes its core's events, each built (and scanned) in core.py
     ("site_controller/service.py", "e.code"),
+    # SiteService._event itself (its store-or-publish fallback): its callers are scanned here
+    ("site_controller/service.py", "code"),
 }
 
 

@@ -41,7 +41,9 @@ def keeper(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterat
         "config_ui", mosquitto.url, system_id, tmp_path, data_dir=str(tmp_path / "ui"),
         ui_port=str(port), ui_admin_password_file=str(secret), site=site, ui_site_config="true",
     )  # fmt: skip
-    controller = ServiceProcess("site_controller", mosquitto.url, site, tmp_path)
+    controller = ServiceProcess(
+        "site_controller", mosquitto.url, site, tmp_path, data_dir=str(tmp_path / "site")
+    )
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

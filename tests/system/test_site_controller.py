@@ -139,7 +139,9 @@ def rigs_on(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Callable[..., R
             ],
         })  # fmt: skip
         watch.publish(SITE_CONFIG, SiteConfigMessage(config=site))
-        rig.procs.append(ServiceProcess("site_controller", rig.url, site_id, tmp_path))
+        rig.procs.append(ServiceProcess(
+            "site_controller", rig.url, site_id, tmp_path, data_dir=str(tmp_path / site_id)
+        ))  # fmt: skip
         made.append((rig, watch, uis))
         return rig
 

@@ -286,7 +286,9 @@ def test_end_to_end_with_the_site_controller(
     config = SiteConfig.model_validate({"site": site, "strings": [{"system": s} for s in systems]})
     ui.publish(SITE_CONFIG, SiteConfigMessage(config=config))
     procs = [
-        ServiceProcess("site_controller", mosquitto.url, site, tmp_path),
+        ServiceProcess(
+            "site_controller", mosquitto.url, site, tmp_path, data_dir=str(tmp_path / "site")
+        ),
         ServiceProcess("modbus_gateway", mosquitto.url, site, tmp_path, site=site),
     ]
     found: list[Any] = []
