@@ -35,7 +35,7 @@ from services.master_core.persisted import (
     ThroughputRecord,
 )
 from shared.config import SystemConfig
-from shared.config.chemistry import PRESET_OCV_ERROR_V
+from shared.config.chemistry import PRESET_OCV_ERROR_V, ocv_accuracy_note
 
 SOH_PRIOR_PCT = 100.0
 """SOH before the first capacity measurement: the cells hold the capacity the configuration
@@ -72,14 +72,9 @@ class PackEstimator:
         # capacity at the reference temperature, scaled per cell at its temperature.
         self._capacity_by_temperature = branches is not None and len(branches.capacity_pct) > 0
         self._capacity_ref_ah = self.counter.capacity_ah.copy()
-        self.ocv_note: str | None = None
+        corrections, note = ocv_accuracy_note(chem, not generic, params.max_ocv_soc_error_pct)
+        self.ocv_note: str | None = None if corrections else note
         """Why the SOC relies on counting and anchors alone, for the user; None otherwise."""
-        if table_error > params.max_ocv_soc_error_pct:
-            self.ocv_note = (
-                f"generic {config.chemistry} OCV table (±{table_error:g} % SOC on other cells): "
-                f"no OCV corrections; the SOC is counted and set at full charge and at empty. "
-                f"Enter the cells' own OCV table for corrections at rest."
-            )
         self.soh = SohEstimator(
             config.total_cells,
             SohParams(

@@ -437,19 +437,20 @@ class ChemistryOverrides(ConfigModel):
             own.setdefault("capacity_temperature_pct", ())
         merged = {**preset.model_dump(), **own}
         if "ocv_charge_v" in own and "ocv_table_v" not in own:
-            merged["ocv_table_v"] = _branch_middle(merged)
+            merged["ocv_table_v"] = branch_middle(merged)
         return ChemistryPreset.model_validate(merged)
 
     @property
     def has_own_ocv(self) -> bool:
         """The configuration gives its cells' own OCV (a single curve or branches), not the
         chemistry's generic table."""
-        return self.ocv_table_v is not None or self.ocv_charge_v is not None
+        return self.ocv_table_v is not None or bool(self.ocv_charge_v)
 
 
-def _branch_middle(merged: Mapping[str, Any]) -> tuple[float, ...]:
-    """The single curve implied by branches: their middle at the block nearest 25 degC, rounded
-    to 0.1 mV. Inconsistent input is left to the preset's validation (it then names it)."""
+def branch_middle(merged: Mapping[str, Any]) -> tuple[float, ...]:
+    """The single curve implied by branches (`ocv_table_soc_pct`, `ocv_charge_v`, ... of a
+    preset's or the wizard's values): their middle at the block nearest 25 degC, rounded to
+    0.1 mV. Inconsistent input is left to the preset's validation (it then names it)."""
     soc = merged.get("ocv_table_soc_pct") or ()
     charge, discharge = merged.get("ocv_charge_v") or (), merged.get("ocv_discharge_v") or ()
     temps = merged.get("ocv_temperatures_c") or ()
@@ -535,3 +536,71 @@ CHEMISTRY_PRESETS: Mapping[str, ChemistryPreset] = MappingProxyType(_PRESETS)
 PRESET_OCV_ERROR_V: Mapping[str, tuple[float, ...]] = MappingProxyType(_OCV_ERRORS)
 """1-sigma error (V) of a shipped OCV table on a cell it was not measured on, per table point,
 where the data gives it (a generic table: the spread of the cells it is the mean of)."""
+
+GENERIC_OCV_SOC_ERROR_PCT: Mapping[str, float] = MappingProxyType(
+    {
+        # The generic NMC table carries its error per point (`PRESET_OCV_ERROR_V`: the spread of the
+        # cells it is the mean of, 100-230 mV below 50 %, 10-65 mV above).
+        "NMC": 0.0,
+        # PyBaMM NCA_Kim2011 and Ai2020 LCO, one cell each, no spread known: about NMC's above 50 %.
+        "NCA": 5.0,
+        "LCO": 5.0,
+        # The knees of LFP cells sit at different SOC (LibreSolar's table: 0-5 %, Prada2013:
+        # 0-15 %; at 35 degC Prada2013 rests at 3.05 V with 12 % left, which the generic table
+        # reads as 4 %), and the plateau is flat: with a generic LFP table no OCV reading is
+        # worth a correction.
+        "LFP": 12.0,
+        # One source each, no second cell to compare with: as uncertain as NMC's spread at least.
+        "LTO": 8.0,
+        "NA_ION": 8.0,
+    }
+)
+"""1-sigma SOC error of a chemistry's shipped (generic) OCV table on a cell it was not measured
+on, for `CoulombParams.table_soc_error_pct` when the configuration has no OCV table of its
+own cells (`ChemistryOverrides.has_own_ocv`)."""
+
+OCV_CORRECTION_LIMIT_SOC_PCT = 10.0
+"""An OCV reading worth less than +-this SOC (1 sigma) corrects nothing: the master's
+`CoulombParams.max_ocv_soc_error_pct` default, so that the wizard can say what the master does."""
+
+
+def ocv_accuracy_note(
+    preset: ChemistryPreset,
+    own_ocv: bool,
+    correction_limit_pct: float = OCV_CORRECTION_LIMIT_SOC_PCT,
+) -> tuple[bool, str]:
+    """(OCV corrections at rest possible, what the OCV table means for the SOC's accuracy), for
+    the user: the wizard shows it with the cell data, the master keeps it (`ocv_note`)."""
+    name = preset.name
+    if not own_ocv:
+        error = GENERIC_OCV_SOC_ERROR_PCT.get(name, 0.0)
+        points = PRESET_OCV_ERROR_V.get(name)
+        if points:
+            spread = f"±{1000.0 * min(points):.0f}-{1000.0 * max(points):.0f} mV depending on SOC"
+        else:
+            spread = f"±{error:g} % SOC"
+        head = f"generic {name} OCV table ({spread} on other cells, no hysteresis known)"
+        if error > correction_limit_pct:
+            return False, (
+                f"{head}: no OCV corrections; the SOC is counted and set at full charge and at "
+                f"empty, so it drifts between full charges. Enter the cells' own OCV table for "
+                f"corrections at rest."
+            )
+        return True, (
+            f"{head}: OCV corrections at rest are weighed by that error, so they are small where "
+            f"the cells differ most; the SOC relies on full charges and empty. Enter the cells' "
+            f"own OCV (both branches from a slow charge and discharge) for full corrections."
+        )
+    if preset.ocv_blocks == 0:
+        return True, (
+            "the cells' own OCV table, a single curve: hysteresis is not modelled. On a flat "
+            "curve (LFP) the 10-20 mV between the charge and discharge branches is tens of % "
+            "SOC; import both branches for corrections there."
+        )
+    temps = preset.ocv_temperatures_c
+    at = f" at {len(temps)} temperatures" if len(temps) > 1 else ""
+    return True, (
+        f"the cells' own OCV with charge and discharge branches{at}: the branch is picked from "
+        f"the charge moved since the last direction change (one-state hysteresis)"
+        + (", and OCV and capacity follow the cell temperature." if at else ".")
+    )

@@ -24,10 +24,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from services.master_core.estimation.hysteresis import HysteresisOcv
 from services.master_core.estimation.ocv import CellOcv
-from shared.config.chemistry import ChemistryPreset
+from shared.config.chemistry import GENERIC_OCV_SOC_ERROR_PCT, ChemistryPreset
 from shared.config.system import SystemConfig
 
 FloatArray = NDArray[np.float64]
+
+__all__ = ["GENERIC_OCV_SOC_ERROR_PCT"]  # defined with the presets (the wizard shows it too)
 
 STATE_VERSION = 1
 _P = TypeVar("_P")
@@ -104,26 +106,6 @@ class OcvCurve:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         return cls(data["soc_pct"], data["ocv_v"], data.get("table_error_v"))
-
-
-GENERIC_OCV_SOC_ERROR_PCT: Mapping[str, float] = {
-    # The generic NMC table carries its error per point (`PRESET_OCV_ERROR_V`: the spread of the
-    # cells it is the mean of, 100-230 mV below 50 %, 10-65 mV above).
-    "NMC": 0.0,
-    # PyBaMM NCA_Kim2011 and Ai2020 LCO, one cell each, no spread known: about NMC's above 50 %.
-    "NCA": 5.0,
-    "LCO": 5.0,
-    # The knees of LFP cells sit at different SOC (LibreSolar's table: 0-5 %, Prada2013: 0-15 %;
-    # at 35 degC Prada2013 rests at 3.05 V with 12 % left, which the generic table reads as 4 %),
-    # and the plateau is flat: with a generic LFP table no OCV reading is worth a correction.
-    "LFP": 12.0,
-    # One source each, no second cell to compare with: as uncertain as NMC's spread at least.
-    "LTO": 8.0,
-    "NA_ION": 8.0,
-}
-"""1-sigma SOC error of a chemistry's shipped (generic) OCV table on a cell it was not measured
-on, for `CoulombParams.table_soc_error_pct` when the configuration has no OCV table of its
-own cells (`chemistry_overrides.ocv_table_v`)."""
 
 
 def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None) -> float:
