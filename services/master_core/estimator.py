@@ -215,6 +215,9 @@ class PackEstimator:
                 soc_pct=self.counter.soc_pct.tolist(),
                 soc_std_pct=self.counter.soc_std_pct.tolist(),
                 since_anchor_s=self.since_anchor_s,
+                hysteresis=(
+                    None if self.counter.hysteresis is None else self.counter.hysteresis.h.tolist()
+                ),
             ),
             soh=soh.health_record(),
             throughput=ThroughputRecord(
@@ -254,6 +257,11 @@ class PackEstimator:
                 else 0.0
             )
             self.counter.widen(downtime_s)
+            h = records.soc.hysteresis
+            hysteresis = self.counter.hysteresis
+            # a record of the same cells: which branch each rested on (else the middle, unsure)
+            if hysteresis is not None and h is not None and len(h) == len(hysteresis.h):
+                hysteresis.h = np.asarray(h, dtype=np.float64)
             age = records.soc.since_anchor_s
             # without both clocks the downtime is unknown, and so is the anchor's age
             if age is not None and saved is not None and wall_s is not None:

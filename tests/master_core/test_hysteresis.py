@@ -240,3 +240,28 @@ def test_lfp_hysteresis_benchmark_branches_beat_the_mid_curve() -> None:
     assert branches.max_abs <= 1.3 * max_abs + 0.5, f"max {branches.max_abs:.2f} %"
     assert branches.hours_low == 0.0
     assert branches.rmse < mid.rmse and branches.max_abs < mid.max_abs
+
+
+def test_the_hysteresis_state_survives_a_restart() -> None:
+    base = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=2)
+    mid = base.cell_chemistry.ocv_table_v
+    config = _config(
+        ocv_charge_v=[v + 0.005 for v in mid], ocv_discharge_v=[v - 0.005 for v in mid]
+    )
+    est = PackEstimator(config)
+    est.update(_snap(np.full(4, 3.7), [25.0] * 4), 0.0, 0.0, 0.0)
+    for k in range(1, 600):  # 30 A for 10 min: +5 % SOC, h near +1
+        est.update(_snap(np.full(4, 3.8), [25.0] * 4), 30.0, 1.0, float(k))
+    assert est.counter.hysteresis is not None
+    saved = est.counter.hysteresis.h.copy()
+    assert np.all(saved > 0.9)
+    records = est.records()
+    assert records is not None and records.soc is not None
+    again = PackEstimator(config)
+    again.restore(records)
+    assert again.counter.hysteresis is not None
+    assert np.array_equal(again.counter.hysteresis.h, saved)
+    # a configuration without branches takes the SOC and leaves the state out
+    plain = PackEstimator(_config(ocv_table_v=mid))
+    plain.restore(records)
+    assert plain.counter.hysteresis is None and plain.cell_soc_pct is not None
