@@ -72,6 +72,8 @@ class PackEstimator:
         # capacity at the reference temperature, scaled per cell at its temperature.
         self._capacity_by_temperature = branches is not None and len(branches.capacity_pct) > 0
         self._capacity_ref_ah = self.counter.capacity_ah.copy()
+        self._capacity_factor = np.ones(config.total_cells)
+        """Usable capacity / capacity at the reference temperature per cell, now."""
         corrections, note = ocv_accuracy_note(chem, not generic, params.max_ocv_soc_error_pct)
         self.ocv_note: str | None = None if corrections else note
         """Why the SOC relies on counting and anchors alone, for the user; None otherwise."""
@@ -188,7 +190,8 @@ class PackEstimator:
         if hysteresis is not None:
             hysteresis.temperature_c = temp
         if self._capacity_by_temperature and self._branches is not None:
-            self.counter.capacity_ah = self._capacity_ref_ah * self._branches.capacity_factor(temp)
+            self._capacity_factor = self._branches.capacity_factor(temp)
+            self.counter.capacity_ah = self._capacity_ref_ah * self._capacity_factor
 
     def _feed_capacity(self) -> None:
         """The counter counts in the measured capacity of each cell, within CAPACITY_BOUNDS of
@@ -198,10 +201,13 @@ class PackEstimator:
         measured = self.soh.capacity_ah
         low, high = CAPACITY_BOUNDS
         known = np.isfinite(measured)
+        # A capacity measured at this temperature, at the reference one (the SOH's scale);
+        # the factor is 1 where the table gives no capacity per temperature.
+        at_reference = measured / self._capacity_factor
         self._capacity_ref_ah = np.where(
-            known, np.clip(measured, low * rated, high * rated), self._capacity_ref_ah
+            known, np.clip(at_reference, low * rated, high * rated), self._capacity_ref_ah
         )
-        self.counter.capacity_ah = self._capacity_ref_ah.copy()
+        self.counter.capacity_ah = self._capacity_ref_ah * self._capacity_factor
 
     def records(self) -> EstimatorRecords | None:
         """What a restart needs; None before the estimator has started: its SOC is a guess

@@ -265,3 +265,21 @@ def test_the_hysteresis_state_survives_a_restart() -> None:
     plain = PackEstimator(_config(ocv_table_v=mid))
     plain.restore(records)
     assert plain.counter.hysteresis is None and plain.cell_soc_pct is not None
+
+
+def test_a_capacity_measured_in_the_cold_is_kept_at_the_reference_temperature() -> None:
+    base = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=2)
+    mid = base.cell_chemistry.ocv_table_v
+    config = _config(
+        ocv_charge_v=[*mid, *mid], ocv_discharge_v=[*mid, *mid],
+        ocv_temperatures_c=[0.0, 25.0], capacity_temperature_pct=[80.0, 100.0],
+    )  # fmt: skip
+    est = PackEstimator(config)
+    est.update(_snap(np.full(4, 3.7), [0.0, 0.0, 25.0, 25.0]), 0.0, 0.0, 0.0)
+    # a measurement of 76 Ah on every cell, weighed far above the prior: 95 Ah at 25 degC in
+    # the cold cells (76 / 0.8), 76 Ah in the warm ones
+    est.soh._cap_num = np.full(4, 76.0e12)
+    est.soh._cap_den = np.full(4, 1.0e12)
+    est._feed_capacity()
+    assert est._capacity_ref_ah == pytest.approx([95.0, 95.0, 76.0, 76.0])
+    assert est.counter.capacity_ah == pytest.approx([76.0, 76.0, 76.0, 76.0])
