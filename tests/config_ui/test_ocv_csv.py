@@ -213,3 +213,15 @@ def test_the_cell_data_page_uploads_a_csv(ui: UiHarness) -> None:
     )
     assert r.status_code == 422
     assert 'data-testid="ocv-csv-error">line 3: ocv_v &#39;abc&#39; is not a number' in r.text
+
+
+def test_the_web_application_does_not_need_numpy() -> None:
+    # its image installs deploy/requirements/config_ui.txt, which has no numpy
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, services.config_ui.app, services.config_ui.pages; "
+        "sys.exit('numpy' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -19,11 +19,10 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from services.config_ui.wizard.draft_access import MISSING, chemistry_name, get_path
 from shared.config.chemistry import (
@@ -240,14 +239,13 @@ def _tables(rows: list[_Row], names: list[str], branches: bool, out: OcvImport) 
             f"{len(grid)} SOC points (over all temperatures); at most {OCV_TABLE_POINTS_MAX}"
         )
         return
-    soc = np.asarray(grid)
     up: list[float] = []
     down: list[float] = []
     for t in temps:
         group = groups[t]
         x = [r.soc for r in group]
-        up.extend(round(float(v), 5) for v in np.interp(soc, x, [r.up for r in group]))
-        down.extend(round(float(v), 5) for v in np.interp(soc, x, [r.down for r in group]))
+        up.extend(round(_interp(s, x, [r.up for r in group]), 5) for s in grid)
+        down.extend(round(_interp(s, x, [r.down for r in group]), 5) for s in grid)
     with_temps = "temperature_c" in names
     known = [t for t in temps if t is not None]
     values: dict[str, Any] = {
@@ -263,6 +261,14 @@ def _tables(rows: list[_Row], names: list[str], branches: bool, out: OcvImport) 
     out.values = {f"chemistry_overrides.{k}": v for k, v in values.items()}
     out.temperatures = len(known)
     out.points = len(grid)
+
+
+def _interp(x: float, xp: list[float], fp: list[float]) -> float:
+    """Linear interpolation on a strictly rising xp that spans x (pure Python: the web
+    application's image has no numpy)."""
+    i = min(max(bisect_right(xp, x), 1), len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    return f0 + (f1 - f0) * (x - x0) / (x1 - x0)
 
 
 def form_text(values: Mapping[str, Any]) -> dict[str, str]:

@@ -24,12 +24,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from services.master_core.estimation.hysteresis import HysteresisOcv
 from services.master_core.estimation.ocv import CellOcv
-from shared.config.chemistry import GENERIC_OCV_SOC_ERROR_PCT, ChemistryPreset
+from shared.config.chemistry import (  # defined with the presets: the wizard shows it too
+    GENERIC_OCV_SOC_ERROR_PCT as GENERIC_OCV_SOC_ERROR_PCT,
+)
+from shared.config.chemistry import ChemistryPreset
 from shared.config.system import SystemConfig
 
 FloatArray = NDArray[np.float64]
-
-__all__ = ["GENERIC_OCV_SOC_ERROR_PCT"]  # defined with the presets (the wizard shows it too)
 
 STATE_VERSION = 1
 _P = TypeVar("_P")
