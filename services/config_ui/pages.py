@@ -337,6 +337,7 @@ def _wizard_render(
     *,
     typed: dict[str, str] | None = None,
     status: int = 200,
+    ocv_csv_errors: list[str] | None = None,
 ) -> HTMLResponse:
     try:
         step = wizard.step(key)
@@ -352,6 +353,8 @@ def _wizard_render(
         values["charts"] = wizard.level_charts(draft)
     if step.key == "cells":
         values["ocv_source"] = wizard.ocv_source(draft)
+        values["ocv_note"] = wizard.ocv_note(draft)
+        values["ocv_csv_errors"] = ocv_csv_errors or []
     step_errors = {**wizard.errors_for_step(key, errors), **parse_errors}
     fields = wizard.fields_for_step(key, draft, typed)
     changed_in, changes = ctx.rederivations.get(session.username, ("", ()))
@@ -411,6 +414,39 @@ def _common_prefix(paths: list[str]) -> str:
     if len(paths) == 1:
         common = common[:-1]
     return ".".join(common)
+
+
+@router.post("/wizard/cells/ocv-csv")
+async def wizard_ocv_csv(
+    request: Request,
+    file: UploadFile,
+    session: Admin,
+    ctx: Ctx,
+    source: Annotated[str, Form(max_length=300)] = "",
+) -> Response:
+    """The Cell data step's OCV table from an uploaded CSV (`wizard.ocv_csv`); a bad file
+    changes nothing and shows one message per bad line."""
+    raw = await file.read(wizard.OCV_CSV_MAX_BYTES + 1)
+    if len(raw) > wizard.OCV_CSV_MAX_BYTES:
+        problems = [f"the file is larger than {wizard.OCV_CSV_MAX_BYTES // 1024} kB"]
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text, problems = "", ["the file is not UTF-8 text"]
+        else:
+            named = source.strip() or f"imported from {file.filename or 'a CSV file'}"
+            parsed = wizard.parse_ocv_csv(text, named)
+            problems = parsed.errors
+    if problems:
+        return await run_in_threadpool(
+            lambda: _wizard_render(
+                request, "cells", session, ctx, {}, status=422, ocv_csv_errors=problems
+            )
+        )
+    form = wizard.form_text(parsed.values)
+    await run_in_threadpool(ctx.submit_step, session.username, "cells", form)
+    return redirect("/wizard/cells")
 
 
 @router.post("/wizard/{key}")

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from services.master_core.estimation.hysteresis import HysteresisOcv
+from services.master_core.estimation.ocv import OcvBranches
 from services.master_core.estimation.soc import (
     GENERIC_OCV_SOC_ERROR_PCT,
     CoulombCounter,
@@ -66,7 +68,7 @@ from services.master_core.persisted import (
     ThroughputRecord,
 )
 from shared.config import SystemConfig
-from shared.config.chemistry import PRESET_OCV_ERROR_V
+from shared.config.chemistry import PRESET_OCV_ERROR_V, ocv_accuracy_note
 
 SOH_PRIOR_PCT = 100.0
 """SOH before the first capacity measurement: the cells hold the capacity the configuration
@@ -85,21 +87,29 @@ class PackEstimator:
     def __init__(self, config: SystemConfig) -> None:
         # The shipped table is the chemistry's, not these cells': its error on other cells
         # weighs every OCV reading (per point where the data gives it).
-        generic = config.chemistry_overrides.ocv_table_v is None
+        generic = not config.chemistry_overrides.has_own_ocv
         table_error = GENERIC_OCV_SOC_ERROR_PCT.get(config.chemistry, 0.0) if generic else 0.0
         params = CoulombParams(table_soc_error_pct=table_error)
         chem = config.cell_chemistry
         point_error = PRESET_OCV_ERROR_V.get(config.chemistry) if generic else None
         ocv = OcvCurve(chem.ocv_table_soc_pct, chem.ocv_table_v, point_error)
         self.counter = CoulombCounter.from_config(config, params, ocv=ocv)
-        self.ocv_note: str | None = None
+        branches = OcvBranches.from_preset(chem, point_error)
+        if branches is not None:
+            self.counter.hysteresis = HysteresisOcv(branches, config.total_cells)
+        self._branches = branches
+        topo = config.topology
+        self._sensors_per_module = topo.temp_sensors_per_module
+        self._modules = topo.modules
+        # Capacity vs temperature only where the table gives it: the rated (or measured)
+        # capacity at the reference temperature, scaled per cell at its temperature.
+        self._capacity_by_temperature = branches is not None and len(branches.capacity_pct) > 0
+        self._capacity_ref_ah = self.counter.capacity_ah.copy()
+        self._capacity_factor = np.ones(config.total_cells)
+        """Usable capacity / capacity at the reference temperature per cell, now."""
+        corrections, note = ocv_accuracy_note(chem, not generic, params.max_ocv_soc_error_pct)
+        self.ocv_note: str | None = None if corrections else note
         """Why the SOC relies on counting and anchors alone, for the user; None otherwise."""
-        if table_error > params.max_ocv_soc_error_pct:
-            self.ocv_note = (
-                f"generic {config.chemistry} OCV table (±{table_error:g} % SOC on other cells): "
-                f"no OCV corrections; the SOC is counted and set at full charge and at empty. "
-                f"Enter the cells' own OCV table for corrections at rest."
-            )
         self.soh = SohEstimator(
             config.total_cells,
             SohParams(
@@ -172,6 +182,8 @@ class PackEstimator:
 
     def update(self, snap: PackSnapshot, current_a: float, dt_s: float, now_s: float) -> None:
         self._cached.clear()
+        if self._branches is not None:
+            self._take_temperatures(snap)  # before the start: the first reading needs them
         if not self._started:
             if not snap.complete:
                 return  # wait for every module: a partial start would guess missing cells
@@ -190,6 +202,30 @@ class PackEstimator:
         if taken:
             self._feed_capacity()
 
+    def cell_temperature_c(self, snap: PackSnapshot) -> NDArray[np.float64]:
+        """Each cell's temperature: the mean of its module's sensors, else the pack's mean,
+        else NaN (the OCV model then takes its reference table)."""
+        per, modules = self._sensors_per_module, self._modules
+        pack = snap.temp_avg_c if snap.temp_avg_c is not None else math.nan
+        module_of_cell = snap.module_of_cell
+        if per <= 0 or snap.temp_c.shape != (per * modules,):
+            return np.full(module_of_cell.shape, pack)
+        temps = snap.temp_c.reshape(modules, per)
+        counted = np.isfinite(temps).sum(axis=1)
+        total = np.where(np.isfinite(temps), temps, 0.0).sum(axis=1)
+        module = np.where(counted > 0, total / np.maximum(counted, 1), pack)
+        out: NDArray[np.float64] = module[module_of_cell]
+        return out
+
+    def _take_temperatures(self, snap: PackSnapshot) -> None:
+        temp = self.cell_temperature_c(snap)
+        hysteresis = self.counter.hysteresis
+        if hysteresis is not None:
+            hysteresis.temperature_c = temp
+        if self._capacity_by_temperature and self._branches is not None:
+            self._capacity_factor = self._branches.capacity_factor(temp)
+            self.counter.capacity_ah = self._capacity_ref_ah * self._capacity_factor
+
     def _feed_capacity(self) -> None:
         """The counter counts in the measured capacity of each cell, within CAPACITY_BOUNDS of
         the rated one; slow because the estimate is an average over cycles (and a generic
@@ -198,9 +234,13 @@ class PackEstimator:
         measured = self.soh.capacity_ah
         low, high = CAPACITY_BOUNDS
         known = np.isfinite(measured)
-        self.counter.capacity_ah = np.where(
-            known, np.clip(measured, low * rated, high * rated), self.counter.capacity_ah
+        # A capacity measured at this temperature, at the reference one (the SOH's scale);
+        # the factor is 1 where the table gives no capacity per temperature.
+        at_reference = measured / self._capacity_factor
+        self._capacity_ref_ah = np.where(
+            known, np.clip(at_reference, low * rated, high * rated), self._capacity_ref_ah
         )
+        self.counter.capacity_ah = self._capacity_ref_ah * self._capacity_factor
 
     def records(self) -> EstimatorRecords | None:
         """What a restart needs; None before the estimator has started: its SOC is a guess
@@ -214,6 +254,9 @@ class PackEstimator:
                 soc_pct=self.counter.soc_pct.tolist(),
                 soc_std_pct=self.counter.soc_std_pct.tolist(),
                 since_anchor_s=self.since_anchor_s,
+                hysteresis=(
+                    None if self.counter.hysteresis is None else self.counter.hysteresis.h.tolist()
+                ),
             ),
             soh=soh.health_record(),
             throughput=ThroughputRecord(
@@ -253,6 +296,11 @@ class PackEstimator:
                 else 0.0
             )
             self.counter.widen(downtime_s)
+            h = records.soc.hysteresis
+            hysteresis = self.counter.hysteresis
+            # a record of the same cells: which branch each rested on (else the middle, unsure)
+            if hysteresis is not None and h is not None and len(h) == len(hysteresis.h):
+                hysteresis.h = np.asarray(h, dtype=np.float64)
             age = records.soc.since_anchor_s
             # without both clocks the downtime is unknown, and so is the anchor's age
             if age is not None and saved is not None and wall_s is not None:

@@ -35,6 +35,7 @@ from shared.event_store import Store
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
 OnRefusal = Literal["start_fresh", "refuse_to_run"]
 
@@ -81,10 +82,14 @@ class SocRecord(PersistedRecord):
     saved_wall_s: Finite | None = None
     """Wall-clock time of the save (`save`/`save_all` stamp it with their ts), so a restart
     knows how long the SOC went uncounted; None from a master before this field."""
+    hysteresis: list[Unit] | None = None
+    """The OCV hysteresis state per cell (-1 discharge branch .. +1 charge branch,
+    `estimation/hysteresis.py`) where the configuration gives both branches; None otherwise and
+    from a master before this field. It does not move while the master is down (no current)."""
 
     @model_validator(mode="after")
     def _per_cell(self) -> Self:
-        _same_lengths(self.soc_pct, self.soc_std_pct)
+        _same_lengths(self.soc_pct, self.soc_std_pct, *(x for x in (self.hysteresis,) if x))
         return self
 
     def misfit(self, config: SystemConfig) -> str | None:

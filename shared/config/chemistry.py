@@ -23,7 +23,9 @@ from shared.config.limits import (
     CELL_TEMPERATURE_MIN_C,
     CELL_VOLTAGE_MAX_V,
     CELL_VOLTAGE_MIN_V,
+    OCV_HYSTERESIS_MAX_V,
     OCV_TABLE_POINTS_MAX,
+    OCV_TEMPERATURES_MAX,
 )
 
 ChemistryName = Literal["LFP", "NMC", "NCA", "LCO", "LTO", "NA_ION"]
@@ -37,6 +39,14 @@ top is normal (LibreSolar NMC ends at 4.198 V for a 4.20 V charge); 0.1 V is abo
 cell-voltage accuracy. A table of another chemistry misses the window by far more (the foxBMS 2
 default pairs a 4.12 V NMC curve with 2.8 V LTO limits).
 """
+
+OCV_REFERENCE_TEMPERATURE_C = 25.0
+"""The single OCV curve (`ocv_table_v`) is the one at the branch temperature nearest this: the
+temperature of the shipped tables and of most datasheets."""
+OCV_MID_TOLERANCE_V = 0.001
+"""How far the single curve may lie outside the branches at the reference temperature (rounding
+of a table written with 3 decimals)."""
+_BRANCH_POINTS_MAX = OCV_TABLE_POINTS_MAX * OCV_TEMPERATURES_MAX
 
 # (lower field, upper field, strict) in ascending voltage order.
 _VOLTAGE_CHAIN: tuple[tuple[str, str, bool], ...] = (
@@ -110,6 +120,40 @@ class ChemistryPreset(ConfigModel):
     ocv_table_soc_pct: tuple[float, ...] = Field(max_length=OCV_TABLE_POINTS_MAX)
     ocv_table_v: tuple[float, ...] = Field(max_length=OCV_TABLE_POINTS_MAX)
     ocv_source: str = Field("", max_length=300)
+    ocv_charge_v: tuple[float, ...] = Field((), max_length=_BRANCH_POINTS_MAX)
+    """Charge branch of the OCV (rested after charging) on the ocv_table_soc_pct points; one block
+    of points per entry of ocv_temperatures_c, in that order. Empty: no hysteresis known, the
+    single curve ocv_table_v is used both ways."""
+    ocv_discharge_v: tuple[float, ...] = Field((), max_length=_BRANCH_POINTS_MAX)
+    """Discharge branch of the OCV (rested after discharging), laid out as ocv_charge_v."""
+    ocv_temperatures_c: tuple[float, ...] = Field((), max_length=OCV_TEMPERATURES_MAX)
+    """Cell temperatures of the branch blocks, rising. Empty: one block, temperature unknown.
+    The single curve ocv_table_v lies between the branches of the block nearest 25 degC."""
+    capacity_temperature_pct: tuple[float, ...] = Field((), max_length=OCV_TEMPERATURES_MAX)
+    """Usable capacity at each of ocv_temperatures_c, in % of the rated capacity (e.g. 90 at
+    0 degC); empty when not known (the capacity is then the same at every temperature)."""
+
+    @property
+    def ocv_blocks(self) -> int:
+        """Blocks of branch points: one per temperature, one without temperatures, 0 without
+        branches."""
+        if not self.ocv_charge_v:
+            return 0
+        return max(len(self.ocv_temperatures_c), 1)
+
+    def ocv_branch(self, block: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(charge, discharge) voltages of one block, on ocv_table_soc_pct."""
+        n = len(self.ocv_table_soc_pct)
+        cut = slice(block * n, (block + 1) * n)
+        return self.ocv_charge_v[cut], self.ocv_discharge_v[cut]
+
+    @property
+    def ocv_reference_block(self) -> int:
+        """The block whose branches the single curve lies between (nearest 25 degC)."""
+        temps = self.ocv_temperatures_c
+        if not temps:
+            return 0
+        return min(range(len(temps)), key=lambda i: abs(temps[i] - OCV_REFERENCE_TEMPERATURE_C))
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -133,7 +177,8 @@ class ChemistryPreset(ConfigModel):
                 word = "below" if strict else "at most"
                 out.append(f"{low}: {fmt(lo, 'V')} must be {word} {high} {fmt(hi, 'V')}")
         out.extend(self._temperature_problems())
-        out.extend(self._ocv_problems())
+        # Bad branches first: a single curve derived from them would only repeat their fault.
+        out.extend(self._branch_problems() or self._ocv_problems())
         return out
 
     def _temperature_problems(self) -> list[str]:
@@ -225,6 +270,103 @@ class ChemistryPreset(ConfigModel):
             )
         return out
 
+    def _branch_problems(self) -> list[str]:
+        charge, discharge, temps = self.ocv_charge_v, self.ocv_discharge_v, self.ocv_temperatures_c
+        if not charge and not discharge:
+            if temps or self.capacity_temperature_pct:
+                return [
+                    "ocv_temperatures_c: temperatures need the OCV branches "
+                    "(ocv_charge_v and ocv_discharge_v)"
+                ]
+            return []
+        if not charge or not discharge:
+            have, missing = ("ocv_charge_v", "ocv_discharge_v")[:: 1 if charge else -1]
+            return [f"{missing}: {have} is given, so {missing} is needed too (both branches)"]
+        out: list[str] = []
+        for i in range(1, len(temps)):
+            if temps[i] <= temps[i - 1]:
+                out.append(
+                    f"ocv_temperatures_c: temperatures must strictly rise, but "
+                    f"{fmt(temps[i], 'degC')} follows {fmt(temps[i - 1], 'degC')}"
+                )
+                break
+        for t in temps:
+            if not CELL_TEMPERATURE_MIN_C <= t <= CELL_TEMPERATURE_MAX_C:
+                out.append(
+                    f"ocv_temperatures_c: {fmt(t, 'degC')} is outside the temperature sensor "
+                    f"range {fmt(CELL_TEMPERATURE_MIN_C, 'degC')} to "
+                    f"{fmt(CELL_TEMPERATURE_MAX_C, 'degC')}"
+                )
+        capacity = self.capacity_temperature_pct
+        if capacity and len(capacity) != len(temps):
+            out.append(
+                f"capacity_temperature_pct: {len(capacity)} values for {len(temps)} "
+                f"temperatures (one per entry of ocv_temperatures_c)"
+            )
+        for c in capacity:
+            if not 10.0 <= c <= 150.0:
+                out.append(f"capacity_temperature_pct: {c:g} % is outside 10 % to 150 %")
+        n = len(self.ocv_table_soc_pct)
+        blocks = max(len(temps), 1)
+        for name, branch in (("ocv_charge_v", charge), ("ocv_discharge_v", discharge)):
+            if len(branch) != n * blocks:
+                out.append(
+                    f"{name}: {len(branch)} voltages, but {n} SOC points x {blocks} "
+                    f"temperature(s) need {n * blocks}"
+                )
+        if out:
+            return out
+        for block in range(blocks):
+            where = f" at {fmt(temps[block], 'degC')}" if temps else ""
+            up, down = self.ocv_branch(block)
+            out.extend(self._one_branch_problems("ocv_charge_v", up, where))
+            out.extend(self._one_branch_problems("ocv_discharge_v", down, where))
+            for s, c, d in zip(self.ocv_table_soc_pct, up, down, strict=True):
+                if c < d:
+                    out.append(
+                        f"ocv_charge_v: the charge branch {fmt(c, 'V')} lies below the discharge "
+                        f"branch {fmt(d, 'V')} at {s:g} %{where}; are the columns swapped?"
+                    )
+                    break
+                if c - d > OCV_HYSTERESIS_MAX_V:
+                    out.append(
+                        f"ocv_charge_v: the branches are {1000.0 * (c - d):.0f} mV apart at "
+                        f"{s:g} %{where}, more than {1000.0 * OCV_HYSTERESIS_MAX_V:.0f} mV: "
+                        f"rested OCV hysteresis is tens of mV; was a branch taken under load?"
+                    )
+                    break
+        if out or len(self.ocv_table_v) != n:
+            return out
+        ref = self.ocv_reference_block
+        up, down = self.ocv_branch(ref)
+        where = f" at {fmt(temps[ref], 'degC')}" if temps else ""
+        for s, v, c, d in zip(self.ocv_table_soc_pct, self.ocv_table_v, up, down, strict=True):
+            if not d - OCV_MID_TOLERANCE_V <= v <= c + OCV_MID_TOLERANCE_V:
+                out.append(
+                    f"ocv_table_v: the single curve {fmt(v, 'V')} at {s:g} % lies outside the "
+                    f"branches{where} ({fmt(d, 'V')} to {fmt(c, 'V')}); leave ocv_table_v out "
+                    f"to take their middle"
+                )
+                break
+        return out
+
+    def _one_branch_problems(self, name: str, volts: tuple[float, ...], where: str) -> list[str]:
+        soc = self.ocv_table_soc_pct
+        for i in range(1, len(volts)):
+            if volts[i] < volts[i - 1]:
+                return [
+                    f"{name}: OCV must not decrease with SOC, but {fmt(volts[i], 'V')} at "
+                    f"{soc[i]:g} % follows {fmt(volts[i - 1], 'V')} at {soc[i - 1]:g} %{where}"
+                ]
+        lo, hi = min(volts), max(volts)
+        if lo < CELL_VOLTAGE_MIN_V or hi > CELL_VOLTAGE_MAX_V:
+            return [
+                f"{name}: the branch{where} ({fmt(lo, 'V')} to {fmt(hi, 'V')}) leaves the "
+                f"cell-voltage measurement range {fmt(CELL_VOLTAGE_MIN_V, 'V')} to "
+                f"{fmt(CELL_VOLTAGE_MAX_V, 'V')}"
+            ]
+        return []
+
     def ocv_v(self, soc_pct: float) -> float:
         """Open-circuit voltage at `soc_pct` (linear interpolation, clamped to 0-100 %)."""
         soc, volts = self.ocv_table_soc_pct, self.ocv_table_v
@@ -276,6 +418,12 @@ class ChemistryOverrides(ConfigModel):
     ocv_table_soc_pct: tuple[float, ...] | None = Field(None, max_length=OCV_TABLE_POINTS_MAX)
     ocv_table_v: tuple[float, ...] | None = Field(None, max_length=OCV_TABLE_POINTS_MAX)
     ocv_source: str | None = Field(None, max_length=300)
+    ocv_charge_v: tuple[float, ...] | None = Field(None, max_length=_BRANCH_POINTS_MAX)
+    ocv_discharge_v: tuple[float, ...] | None = Field(None, max_length=_BRANCH_POINTS_MAX)
+    ocv_temperatures_c: tuple[float, ...] | None = Field(None, max_length=OCV_TEMPERATURES_MAX)
+    capacity_temperature_pct: tuple[float, ...] | None = Field(
+        None, max_length=OCV_TEMPERATURES_MAX
+    )
 
     def is_empty(self) -> bool:
         return not self.model_dump(exclude_none=True)
@@ -284,9 +432,39 @@ class ChemistryOverrides(ConfigModel):
         """The preset with these values replaced; raises ValidationError if inconsistent."""
         if self.is_empty():
             return preset
-        return ChemistryPreset.model_validate(
-            {**preset.model_dump(), **self.model_dump(exclude_none=True)}
-        )
+        own = self.model_dump(exclude_none=True)
+        if "ocv_table_soc_pct" in own and "ocv_charge_v" not in own:
+            # a table of other cells: the preset's branches (on its grid) are not theirs
+            for name in ("ocv_charge_v", "ocv_discharge_v", "ocv_temperatures_c"):
+                own.setdefault(name, ())
+            own.setdefault("capacity_temperature_pct", ())
+        merged = {**preset.model_dump(), **own}
+        if "ocv_charge_v" in own and "ocv_table_v" not in own:
+            merged["ocv_table_v"] = branch_middle(merged)
+        return ChemistryPreset.model_validate(merged)
+
+    @property
+    def has_own_ocv(self) -> bool:
+        """The configuration gives its cells' own OCV (a single curve or branches), not the
+        chemistry's generic table."""
+        return self.ocv_table_v is not None or bool(self.ocv_charge_v)
+
+
+def branch_middle(merged: Mapping[str, Any]) -> tuple[float, ...]:
+    """The single curve implied by branches (`ocv_table_soc_pct`, `ocv_charge_v`, ... of a
+    preset's or the wizard's values): their middle at the block nearest 25 degC, rounded to
+    0.1 mV. Inconsistent input is left to the preset's validation (it then names it)."""
+    soc = merged.get("ocv_table_soc_pct") or ()
+    charge, discharge = merged.get("ocv_charge_v") or (), merged.get("ocv_discharge_v") or ()
+    temps = merged.get("ocv_temperatures_c") or ()
+    n = len(soc)
+    block = 0
+    if temps:
+        block = min(range(len(temps)), key=lambda i: abs(temps[i] - OCV_REFERENCE_TEMPERATURE_C))
+    up, down = charge[block * n : (block + 1) * n], discharge[block * n : (block + 1) * n]
+    if n == 0 or len(up) != n or len(down) != n:
+        return tuple(up)
+    return tuple(round(0.5 * (c + d), 4) for c, d in zip(up, down, strict=True))
 
 
 def get_preset(name: str) -> ChemistryPreset:
@@ -361,3 +539,71 @@ CHEMISTRY_PRESETS: Mapping[str, ChemistryPreset] = MappingProxyType(_PRESETS)
 PRESET_OCV_ERROR_V: Mapping[str, tuple[float, ...]] = MappingProxyType(_OCV_ERRORS)
 """1-sigma error (V) of a shipped OCV table on a cell it was not measured on, per table point,
 where the data gives it (a generic table: the spread of the cells it is the mean of)."""
+
+GENERIC_OCV_SOC_ERROR_PCT: Mapping[str, float] = MappingProxyType(
+    {
+        # The generic NMC table carries its error per point (`PRESET_OCV_ERROR_V`: the spread of the
+        # cells it is the mean of, 100-230 mV below 50 %, 10-65 mV above).
+        "NMC": 0.0,
+        # PyBaMM NCA_Kim2011 and Ai2020 LCO, one cell each, no spread known: about NMC's above 50 %.
+        "NCA": 5.0,
+        "LCO": 5.0,
+        # The knees of LFP cells sit at different SOC (LibreSolar's table: 0-5 %, Prada2013:
+        # 0-15 %; at 35 degC Prada2013 rests at 3.05 V with 12 % left, which the generic table
+        # reads as 4 %), and the plateau is flat: with a generic LFP table no OCV reading is
+        # worth a correction.
+        "LFP": 12.0,
+        # One source each, no second cell to compare with: as uncertain as NMC's spread at least.
+        "LTO": 8.0,
+        "NA_ION": 8.0,
+    }
+)
+"""1-sigma SOC error of a chemistry's shipped (generic) OCV table on a cell it was not measured
+on, for `CoulombParams.table_soc_error_pct` when the configuration has no OCV table of its
+own cells (`ChemistryOverrides.has_own_ocv`)."""
+
+OCV_CORRECTION_LIMIT_SOC_PCT = 10.0
+"""An OCV reading worth less than +-this SOC (1 sigma) corrects nothing: the master's
+`CoulombParams.max_ocv_soc_error_pct` default, so that the wizard can say what the master does."""
+
+
+def ocv_accuracy_note(
+    preset: ChemistryPreset,
+    own_ocv: bool,
+    correction_limit_pct: float = OCV_CORRECTION_LIMIT_SOC_PCT,
+) -> tuple[bool, str]:
+    """(OCV corrections at rest possible, what the OCV table means for the SOC's accuracy), for
+    the user: the wizard shows it with the cell data, the master keeps it (`ocv_note`)."""
+    name = preset.name
+    if not own_ocv:
+        error = GENERIC_OCV_SOC_ERROR_PCT.get(name, 0.0)
+        points = PRESET_OCV_ERROR_V.get(name)
+        if points:
+            spread = f"±{1000.0 * min(points):.0f}-{1000.0 * max(points):.0f} mV depending on SOC"
+        else:
+            spread = f"±{error:g} % SOC"
+        head = f"generic {name} OCV table ({spread} on other cells, no hysteresis known)"
+        if error > correction_limit_pct:
+            return False, (
+                f"{head}: no OCV corrections; the SOC is counted and set at full charge and at "
+                f"empty, so it drifts between full charges. Enter the cells' own OCV table for "
+                f"corrections at rest."
+            )
+        return True, (
+            f"{head}: OCV corrections at rest are weighed by that error, so they are small where "
+            f"the cells differ most; the SOC relies on full charges and empty. Enter the cells' "
+            f"own OCV (both branches from a slow charge and discharge) for full corrections."
+        )
+    if preset.ocv_blocks == 0:
+        return True, (
+            "the cells' own OCV table, a single curve: hysteresis is not modelled. On a flat "
+            "curve (LFP) the 10-20 mV between the charge and discharge branches is tens of % "
+            "SOC; import both branches for corrections there."
+        )
+    temps = preset.ocv_temperatures_c
+    at = f" at {len(temps)} temperatures" if len(temps) > 1 else ""
+    return True, (
+        f"the cells' own OCV with charge and discharge branches{at}: the branch is picked from "
+        f"the charge moved since the last direction change (one-state hysteresis)"
+        + (", and OCV and capacity follow the cell temperature." if at else ".")
+    )

@@ -143,6 +143,12 @@ FIELD_USES: tuple[FieldUse, ...] = (
         _r(MASTER, _MC + "estimation/soc.py"), _r(SLAVE, _SA + "sim_driver.py"),
     )),
     *(
+        FieldUse(f"chemistry_overrides.{name}", (_r(MASTER, _MC + "estimation/ocv.py"),))
+        for name in (
+            "ocv_charge_v", "ocv_discharge_v", "ocv_temperatures_c", "capacity_temperature_pct",
+        )
+    ),
+    *(
         FieldUse(f"chemistry_overrides.{name}", _LEVELS_FROM_OVERRIDE, _SETS_LEVELS)
         for name in (
             "ov_warning_v", "ov_alarm_v", "ov_reset_v", "uv_warning_v", "uv_alarm_v",

@@ -38,6 +38,14 @@ TEMP_SENSORS_PER_MODULE_MAX: Final = 64
 OCV_TABLE_POINTS_MAX: Final = 101
 """Points of an OCV(SOC) table: one per percent of SOC at most. The shipped tables have 21 and
 22 points; a finer table adds nothing at the ±50 mV cell-voltage accuracy."""
+OCV_TEMPERATURES_MAX: Final = 8
+"""Temperatures an OCV table with branches may give (one block of points each): published cell
+data gives 3-6 (e.g. -10, 0, 10, 25, 45 degC), and OCV changes by about 0.1-0.5 mV/K."""
+OCV_HYSTERESIS_MAX_V: Final = 0.2
+"""Largest gap between the charge and the discharge OCV branch at one SOC. Rested hysteresis is
+10-20 mV on LFP and under 10 mV on NMC (Plett, Battery Management Systems Vol. 1, 2015, ch. 2;
+Dreyer et al., Nature Materials 9, 448-453, 2010, for LFP); a larger gap is a curve taken under
+load."""
 
 CELL_TEMPERATURE_MIN_C: Final = -40.0
 CELL_TEMPERATURE_MAX_C: Final = 125.0

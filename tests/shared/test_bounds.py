@@ -24,6 +24,7 @@ from shared.config.interfaces import CanConfig
 from shared.config.limits import (
     CELLS_IN_SERIES_MAX,
     OCV_TABLE_POINTS_MAX,
+    OCV_TEMPERATURES_MAX,
     SITE_STRINGS_MAX,
     TEMP_SENSORS_PER_MODULE_MAX,
 )
@@ -72,6 +73,19 @@ def _ocv_points() -> tuple[list[float], list[float]]:
 
 
 OCV_SOC, OCV_V = _ocv_points()
+# Branches at every temperature allowed, 10 mV either side of the table, 1 mV lower per block.
+OCV_TEMPS = [float(10 * k - 20) for k in range(OCV_TEMPERATURES_MAX)]
+_REF = min(range(len(OCV_TEMPS)), key=lambda k: abs(OCV_TEMPS[k] - 25.0))
+OCV_BRANCHES = {
+    "ocv_charge_v": [
+        round(v + 0.01 - 0.001 * (k - _REF), 4) for k in range(len(OCV_TEMPS)) for v in OCV_V
+    ],
+    "ocv_discharge_v": [
+        round(v - 0.01 - 0.001 * (k - _REF), 4) for k in range(len(OCV_TEMPS)) for v in OCV_V
+    ],
+    "ocv_temperatures_c": OCV_TEMPS,
+    "capacity_temperature_pct": [100.0] * len(OCV_TEMPS),
+}
 MODULE_CELLS_ONE = {
     "module": 0, "fresh": True, "cell_v": [3.3], "cell_flags": [0], "balancing": [False],
     "temp_c": [25.0] * T, "temp_flags": [0] * T,
@@ -132,9 +146,10 @@ LARGEST: dict[type[BaseModel], dict[str, Any]] = {
     },
     Topology: {"modules": N, "cells_per_module": 1, "module_cell_counts": [1] * N},
     ChemistryPreset: {
-        **get_preset("NMC").model_dump(), "ocv_table_soc_pct": OCV_SOC, "ocv_table_v": OCV_V
+        **get_preset("NMC").model_dump(), "ocv_table_soc_pct": OCV_SOC, "ocv_table_v": OCV_V,
+        **OCV_BRANCHES,
     },
-    ChemistryOverrides: {"ocv_table_soc_pct": OCV_SOC, "ocv_table_v": OCV_V},
+    ChemistryOverrides: {"ocv_table_soc_pct": OCV_SOC, "ocv_table_v": OCV_V, **OCV_BRANCHES},
     CanConfig: {"profiles": ["victron_0x35x", "pylon_hv", "native"]},
     SiteConfig: {"site": "site", "strings": [{"system": f"s{i}"} for i in range(SITE_MAX)]},
     SiteState: {

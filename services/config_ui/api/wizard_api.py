@@ -45,6 +45,8 @@ def wizard_fields(key: str, session: Admin, ctx: Ctx) -> dict[str, Any]:
         "errors": wizard.errors_for_step(key, errors),
         # what this step's last submission derived again (or kept), until the next one
         "changes": _changes(changes, draft) if changed_in == key else [],
+        # what the OCV table means for the SOC's accuracy (Cell data step)
+        **({"ocv_note": wizard.ocv_note(draft)} if key == "cells" else {}),
     }
 
 
@@ -74,6 +76,36 @@ def _changes(
          "old": c.old, "new": c.new, "kept": c.kept}
         for c in changes
     ]  # fmt: skip
+
+
+class OcvCsvBody(BaseModel):
+    csv: str = Field(min_length=1, max_length=wizard.OCV_CSV_MAX_BYTES)
+    """soc_pct,ocv_charge_v,ocv_discharge_v[,temperature_c][,capacity_pct], or soc_pct,ocv_v
+    (a single curve), one row per point (`wizard.ocv_csv`)."""
+    source: str = Field("", max_length=300)
+    """Where the table comes from (the cell's datasheet, a C/20 cycle of these cells)."""
+
+
+@router.put("/wizard/ocv-csv", tags=["wizard"])
+def wizard_ocv_csv(session: Admin, ctx: Ctx, body: OcvCsvBody) -> Any:
+    """Set the Cell data step's OCV table from a CSV file: charge and discharge branches (or a
+    single curve), per temperature where the file gives one. A bad file changes nothing and is
+    answered 422 with one message per bad line (`errors["csv"]`). The answer lists the step's
+    remaining problems (e.g. a table that does not span the cell's voltage window) and what the
+    table means for the SOC's accuracy (`ocv_note`)."""
+    parsed = wizard.parse_ocv_csv(body.csv, body.source.strip())
+    if parsed.errors:
+        return rejected({"csv": parsed.errors})
+    result = ctx.submit_step(session.username, "cells", wizard.form_text(parsed.values))
+    _, errors = wizard.validate(result.draft)
+    return {
+        "errors": {**wizard.errors_for_step("cells", errors), **result.errors},
+        "points": parsed.points,
+        "temperatures": parsed.temperatures,
+        "branches": parsed.branches,
+        "ocv_note": wizard.ocv_note(result.draft),
+        "changes": _changes(result.changes, result.draft),
+    }
 
 
 class DerivedChoice(BaseModel):

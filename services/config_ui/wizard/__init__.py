@@ -19,6 +19,13 @@ from services.config_ui.wizard.derivation import (
 from services.config_ui.wizard.draft_access import ocv_source
 from services.config_ui.wizard.drafts import FormResult, apply_form, draft_from_config, new_draft
 from services.config_ui.wizard.fields import FieldSpec, fields_for_step
+from services.config_ui.wizard.ocv_csv import (
+    OCV_CSV_MAX_BYTES,
+    OcvImport,
+    form_text,
+    ocv_note,
+    parse_ocv_csv,
+)
 from services.config_ui.wizard.steps import (
     STEPS,
     WizardStep,
@@ -35,12 +42,14 @@ from services.config_ui.wizard.validation import (
 )
 
 __all__ = [
+    "OCV_CSV_MAX_BYTES",
     "STEPS",
     "ChangeRow",
     "Choice",
     "FieldSpec",
     "FormResult",
     "LevelChart",
+    "OcvImport",
     "Rederivation",
     "WizardStep",
     "apply_form",
@@ -50,10 +59,13 @@ __all__ = [
     "errors_for_step",
     "fields_for_step",
     "first_step_with_errors",
+    "form_text",
     "level_charts",
     "new_draft",
     "next_step",
+    "ocv_note",
     "ocv_source",
+    "parse_ocv_csv",
     "prev_step",
     "problems_once",
     "step",

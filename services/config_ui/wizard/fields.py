@@ -130,6 +130,10 @@ _TITLES = {
     "module_cell_counts": "Cells of each module",
     "ocv_table_soc_pct": "OCV table SOC points",
     "ocv_table_v": "OCV table voltages",
+    "ocv_charge_v": "OCV charge branch",
+    "ocv_discharge_v": "OCV discharge branch",
+    "ocv_temperatures_c": "OCV branch temperatures",
+    "capacity_temperature_pct": "Capacity at those temperatures",
     "rtu_stop_bits": "RTU stop bits",
 }
 _LEVEL_TEXT = {

@@ -22,6 +22,11 @@ from typing import Any, Self, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from services.master_core.estimation.hysteresis import HysteresisOcv
+from services.master_core.estimation.ocv import CellOcv
+from shared.config.chemistry import (  # defined with the presets: the wizard shows it too
+    GENERIC_OCV_SOC_ERROR_PCT as GENERIC_OCV_SOC_ERROR_PCT,
+)
 from shared.config.chemistry import ChemistryPreset
 from shared.config.system import SystemConfig
 
@@ -102,26 +107,6 @@ class OcvCurve:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         return cls(data["soc_pct"], data["ocv_v"], data.get("table_error_v"))
-
-
-GENERIC_OCV_SOC_ERROR_PCT: Mapping[str, float] = {
-    # The generic NMC table carries its error per point (`PRESET_OCV_ERROR_V`: the spread of the
-    # cells it is the mean of, 100-230 mV below 50 %, 10-65 mV above).
-    "NMC": 0.0,
-    # PyBaMM NCA_Kim2011 and Ai2020 LCO, one cell each, no spread known: about NMC's above 50 %.
-    "NCA": 5.0,
-    "LCO": 5.0,
-    # The knees of LFP cells sit at different SOC (LibreSolar's table: 0-5 %, Prada2013: 0-15 %;
-    # at 35 degC Prada2013 rests at 3.05 V with 12 % left, which the generic table reads as 4 %),
-    # and the plateau is flat: with a generic LFP table no OCV reading is worth a correction.
-    "LFP": 12.0,
-    # One source each, no second cell to compare with: as uncertain as NMC's spread at least.
-    "LTO": 8.0,
-    "NA_ION": 8.0,
-}
-"""1-sigma SOC error of a chemistry's shipped (generic) OCV table on a cell it was not measured
-on, for `CoulombParams.table_soc_error_pct` when the configuration has no OCV table of its
-own cells (`chemistry_overrides.ocv_table_v`)."""
 
 
 def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None) -> float:
@@ -240,8 +225,9 @@ class CoulombParams:
     plateau, 0.2-2.4 mV/%, never).
     A flatter curve is skipped rather than weighted down: a weight treats the error as random,
     but a channel offset is the same at every rest; on the LFP plateau a +50 mV offset points
-    30-40 % too high (bms-practice §2.3: +41.8 % after an OCV reset). Hysteresis is not
-    modelled: for LFP, include it in voltage_error_v."""
+    30-40 % too high (bms-practice §2.3: +41.8 % after an OCV reset). Hysteresis is modelled
+    where the configuration gives both OCV branches (`CoulombCounter.hysteresis`); with a single
+    curve, include it in voltage_error_v."""
 
     table_soc_error_pct: float = 0.0
     """1-sigma SOC error of the OCV table itself, added to the reading's: 0 for the cell's own
@@ -362,6 +348,14 @@ class CoulombCounter:
         NaN elsewhere: the points a capacity estimate needs (`SohEstimator.add_reference`)."""
         self.reference_std_pct = np.full(n_cells, np.nan)
         self._has_reference = False
+        self.hysteresis: HysteresisOcv | None = None
+        """OCV branches and hysteresis state (`hysteresis.py`) where the configuration gives
+        branches; None: the single curve `ocv` both ways (no hysteresis known)."""
+
+    def _correction_ocv(self) -> OcvCurve | CellOcv:
+        """The OCV the rested readings are read against: the branch each cell's hysteresis
+        state and temperature select, else the single curve."""
+        return self.ocv if self.hysteresis is None else self.hysteresis.curves()
 
     @classmethod
     def from_config(
@@ -397,9 +391,10 @@ class CoulombCounter:
         p = self.params
         ok = np.isfinite(v)
         v0 = np.where(ok, v, 0.0)
-        spread = self.ocv.soc_spread_pct(v0, p.voltage_error_v)
+        ocv = self._correction_ocv()
+        spread = ocv.soc_spread_pct(v0, p.voltage_error_v)
         std = np.sqrt(np.maximum(spread, 0.5) ** 2 + p.table_soc_error_pct**2)
-        guess = self.ocv.soc(v0)
+        guess = ocv.soc(v0)
         # A reading worth less than max_ocv_soc_error_pct (a plateau, a generic table) says
         # more about the pack than about its cell: the channel offsets differ from cell to cell,
         # so the median of all readings is the better guess for each such cell.
@@ -427,6 +422,8 @@ class CoulombCounter:
             eff = p.charge_efficiency if mean_a > 0.0 else 1.0
             moved = 100.0 * eff * mean_a * dt / (3600.0 * self.capacity_ah)
             counted = self.soc_pct + moved
+            if self.hysteresis is not None:
+                self.hysteresis.count(moved)
             self.soc_pct = _clip_pct(counted)
             # A count that runs past full or empty without the anchor was wrong by at least the
             # part cut off: its uncertainty grows by that, so the next reading is believed.
@@ -522,13 +519,14 @@ class CoulombCounter:
         v0 = np.where(ok, v, 0.0)
         # The SOC span the reading ± error allows: the curve's slope at the sensor's resolution,
         # and the table's own error (a generic table is not this cell's).
-        spread = self.ocv.soc_spread_pct(v0, p.voltage_error_v)
+        ocv = self._correction_ocv()
+        spread = ocv.soc_spread_pct(v0, p.voltage_error_v)
         ocv_std = np.sqrt(np.maximum(spread, 1e-3) ** 2 + p.table_soc_error_pct**2)
         use = ok & (ocv_std <= p.max_ocv_soc_error_pct)
         if not np.any(use):
             return
         var_cc = self.soc_std_pct**2
-        target = self.ocv.soc(v0)
+        target = ocv.soc(v0)
         disagree = np.abs(target - self.soc_pct)
         refused = use & (disagree > p.gate_sigma * np.sqrt(var_cc + ocv_std**2))
         # A restored record that the first rested reading contradicts is wrong (stale, or the
