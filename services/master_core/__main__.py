@@ -1,4 +1,5 @@
-"""`python -m services.master_core [--help]`: the master of one system."""
+"""`python -m services.master_core [--help]`: the master of one system, or of several in one
+process (`--systems a,b,c` / BMS_SYSTEMS, see `host.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from pydantic_settings import CliApp
 
 from services.master_core.hardware import PackIoFactory
+from services.master_core.host import MasterHostSettings, run_host
 from services.master_core.service import CYCLE_SECONDS, MasterCore
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
@@ -49,7 +51,11 @@ def run(settings: MasterCoreSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    return run(CliApp.run(MasterCoreSettings, cli_args=args))
+    settings = CliApp.run(MasterHostSettings, cli_args=args)
+    if settings.systems:
+        configure_logging(settings.log_level)
+        return run_host(settings, make_io)
+    return run(settings)
 
 
 if __name__ == "__main__":
