@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     settings = CliApp.run(MasterHostSettings, cli_args=args)
     if settings.systems:
-        configure_logging(settings.log_level)
+        # the loop thread's name (master-<system>) tells the systems' lines apart
+        configure_logging(settings.log_level, prefix="[%(threadName)s]")
         return run_host(settings, make_io)
     return run(settings)
 
