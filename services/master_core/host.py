@@ -50,6 +50,7 @@ from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import BusCore, MqttBus
 from shared.config import SYSTEM_ID_RE, SystemConfig
+from shared.deploy.acl import string_master
 from shared.log_limit import LimitedLog
 from shared.messages.events import EventLevel
 from shared.metrics import BUS_COUNTERS, MetricsServer
@@ -64,9 +65,6 @@ FAILURE_LOG_EVERY_S = 10.0
 """One log line per system and kind of failure at most this often; the counters are exact."""
 LOOP_RESTART_S = 1.0
 """A loop that ended with an exception starts again after this long."""
-STRING_MASTER_PREFIX = "master_core-"
-"""The broker user of a system's master where several share a broker (shared/deploy/acl.py
-`string_master`)."""
 
 
 def parse_systems(text: str) -> list[str]:
@@ -112,7 +110,7 @@ class MasterHostSettings(MasterCoreSettings):
         client id of its own (a fixed one gets the system appended)."""
         update: dict[str, object] = {"system": system}
         if self.mqtt_password_dir:
-            user = STRING_MASTER_PREFIX + system
+            user = string_master(system)  # the ACL's master user of one system
             update |= {
                 "mqtt_username": user,
                 "mqtt_password_file": str(Path(self.mqtt_password_dir) / user),
