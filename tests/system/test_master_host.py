@@ -113,6 +113,10 @@ def test_one_process_hosts_three_systems_and_a_fault_in_one_leaves_the_others(ho
         assert len(since) >= 10, (s, len(since))  # 10 Hz for seconds
         assert all(st.contactors == "closed" and st.faults == [] for st in since), host.story()
     assert "Traceback" not in host.master.log(), host.master.log()[-3000:]
+    for s in host.systems:  # no system's cycle, save or loop failed
+        counters = host.recorders[s].service_status["master_core"][-1].counters
+        bad = {k: counters.get(k, 0) for k in ("cycle_errors", "persist_errors", "loop_errors")}
+        assert not any(bad.values()), (s, bad)
 
     assert host.master.stop() == 0
     for s in host.systems:
