@@ -79,7 +79,7 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("cycle_failed", MASTER, ("info",), ("warning", "fault"),
               "A system's cycle raised (warning, first of a stretch; counted in cycle_errors), "
               "or kept failing for 0.5 s so that its contactor coils were switched off "
-              "(fault; a master process hosting several systems, BMS_SYSTEMS)."),
+              "(fault)."),
     EventCode("contactors_reset", MASTER, ("command",), ("warning",),
               "The contactor state machine refused the reset after a fault reset."),
     EventCode("reset_faults", MASTER, ("command",), ("info", "warning"),

@@ -9,8 +9,8 @@ from pathlib import Path
 from pydantic_settings import CliApp
 
 from services.master_core.hardware import PackIoFactory
-from services.master_core.host import MasterHostSettings, run_host
-from services.master_core.service import CYCLE_SECONDS, MasterCore
+from services.master_core.host import HostedMaster, MasterHostSettings, run_host
+from services.master_core.service import CYCLE_SECONDS
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.stores import Store
 from shared.bus import BusCore, MqttBus
@@ -36,7 +36,8 @@ def run(settings: MasterCoreSettings) -> int:
     configure_logging(settings.log_level)
     bus = MqttBus.from_settings(settings, kind=KIND)
     store = Store(Path(settings.data_dir) / f"master_core-{settings.system}.sqlite")
-    master = MasterCore(settings, bus, store, make_io(settings, bus))
+    # a failing cycle is confined and fails safe as in a process of several systems
+    master = HostedMaster(settings, bus, store, make_io(settings, bus))
     metrics = serve_metrics(bus, settings, CYCLE_SECONDS)
 
     def cleanup() -> None:

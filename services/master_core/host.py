@@ -18,7 +18,8 @@ good cycle in between is judged unsupervised: its contactor coils are switched o
 the opened contacts, or an operator's open): a later close takes the normal path, precharge
 first. A loop that ends with an exception (a bug outside the cycle) is counted
 (`loop_errors`), logged and started again after `LOOP_RESTART_S`, as a process manager would
-restart a process.
+restart a process. A master process of one system runs a `HostedMaster` too, so a failing
+cycle fails safe the same way in both layouts.
 
 The trade-off (docs/deployment.md): a process per system isolates everything, memory and a
 crash of the interpreter included, and costs an interpreter per system; one process costs one
