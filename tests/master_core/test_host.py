@@ -257,3 +257,27 @@ def test_each_system_gets_its_own_settings(tmp_path: Path) -> None:
 def test_a_bad_list_of_systems_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_systems(text)
+
+
+def test_metrics_label_each_hosted_systems_counters() -> None:
+    """One /metrics for the process: every bus family and counter once per system, with its
+    `system` label (the same names twice would be one series)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from services.master_core.host import SystemsCollector
+
+    broker = InMemoryBroker()
+    buses = [InMemoryBus(broker, system=s, service="master_core", kind="master_core")
+             for s in ("a", "b")]  # fmt: skip
+    buses[0].counters["overruns"] = 3
+    buses[1].counters["cycle_errors"] = 2
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SystemsCollector(buses))
+    text = generate_latest(registry).decode()
+    assert 'bms_bus_overruns_total{kind="master_core",service="master_core",system="a"} 3.0' in text
+    assert 'bms_bus_overruns_total{kind="master_core",service="master_core",system="b"} 0.0' in text
+    assert (
+        'bms_service_counter_total{counter="cycle_errors",kind="master_core",'
+        'service="master_core",system="b"} 2.0'
+    ) in text
+    assert 'counter="cycle_errors",kind="master_core",service="master_core",system="a"' not in text
