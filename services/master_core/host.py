@@ -210,6 +210,7 @@ class HostedMaster(MasterCore):
         self.failing_since_s: float | None = None
         """When the current stretch of failing cycles began; None while cycles succeed."""
         self._failures = LimitedLog(log, every_s=FAILURE_LOG_EVERY_S, clock=monotonic)
+        self._last_report_s: float | None = None
         super().__init__(
             settings,
             bus,
@@ -245,7 +246,11 @@ class HostedMaster(MasterCore):
             self.bus.system, counters["cycle_errors"],
             "".join(traceback.format_exception(exc)).rstrip(),
         )  # fmt: skip
-        if first:
+        last = self._last_report_s
+        if first and (last is None or now - last >= FAILURE_LOG_EVERY_S):
+            # once a stretch, and not more often than the log: a cycle failing every other
+            # time must not flood the event log
+            self._last_report_s = now
             self._report("warning", f"cycle failed: {exc!r}")
             self.bus.publish_status()  # the counters now, not at the next status period
         if not self.fail_safe.latched and now - self.failing_since_s >= self.fail_safe_after_s:

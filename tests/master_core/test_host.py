@@ -281,3 +281,28 @@ def test_metrics_label_each_hosted_systems_counters() -> None:
         'service="master_core",system="b"} 2.0'
     ) in text
     assert 'counter="cycle_errors",kind="master_core",service="master_core",system="a"' not in text
+
+
+def test_a_cycle_failing_every_other_time_reports_once_per_ten_seconds(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b's cycle fails at every other step for 12 s: each failure counted, but a
+    cycle_failed event only every 10 s (two), and no fail-safe (good cycles between)."""
+    b = rig.masters["b"]
+    assert b.rt is not None
+    real = b.rt.aggregator.snapshot
+    calls = [0]
+
+    def flaky(*args: object) -> object:
+        calls[0] += 1
+        if calls[0] % 2:
+            raise RuntimeError("every other time")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(b.rt.aggregator, "snapshot", flaky)
+    events = len(rig.events["b"])
+    for _ in range(120):
+        rig.step()
+    assert b.bus.counters["cycle_errors"] == 60
+    assert [e.code for e in rig.events["b"][events:]] == ["cycle_failed", "cycle_failed"]
+    assert not b.fail_safe.latched and rig.contactors("b") == "closed"
