@@ -6,7 +6,8 @@ system publishes the demo configuration at its first start and prints the admin 
 once. With `--site ID` the systems are the parallel strings of one site: the first string's
 web application keeps the site configuration (its Site configuration page; at its first start
 it seeds every system as a string and publishes it), and the site controller runs under the
-site id. Ctrl-C stops everything.
+site id. Ctrl-C stops everything. `--master-layout shared` runs one master process for every
+system instead of one each (`BMS_SYSTEMS`, services/master_core/host.py).
 
 Software in the loop (the default): per system the plant (`python -m services.plant`) serves
 the slave boards and the relay module on Modbus TCP and the IVT-S, the iso165C and an inverter
@@ -144,6 +145,9 @@ class Launcher:
         self.buses: list[MqttBus] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.master_layout: str = getattr(args, "master_layout", "process")
+        """`process`: a master process per system; `shared`: one master process hosting every
+        system (`BMS_SYSTEMS`), each with its own connection, store and loop thread."""
         self.in_loop = False
         """True: the plant on the wire (software in the loop); False: the in-process simulation."""
 
@@ -242,10 +246,12 @@ class Launcher:
         for i, plan in enumerate(services):
             if plan.name in SITE_ONLY and self.site is None:
                 continue
-            for system in self.systems if plan.per_system else self.systems[:1]:
+            hosts_all = plan.name == "master_core" and self.master_layout == "shared"
+            per_system = plan.per_system and not hosts_all
+            for system in self.systems if per_system else self.systems[:1]:
                 label = (
                     plan.name
-                    if not plan.per_system or len(self.systems) == 1
+                    if not per_system or len(self.systems) == 1
                     else f"{plan.name}:{system}"
                 )
                 env = dict(os.environ)
@@ -301,6 +307,8 @@ class Launcher:
                         f"Site {self.site}:     bms/v1/{self.site}/site/state (strings "
                         f"{', '.join(self.systems)})"
                     )
+                if hosts_all:  # one process for every system (services/master_core/host.py)
+                    env["BMS_SYSTEMS"] = ",".join(self.systems)
                 if self.site is not None and plan.name == "master_core":
                     # the site controller alone closes a string onto the common bus
                     env.setdefault("BMS_AUTO_CLOSE", "false")
@@ -539,6 +547,14 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("SITE") or None,
         help="run the systems as the strings of one site with this id (its site controller "
         "publishes bms/v1/<site>/site/...; at most 16 strings)",
+    )
+    parser.add_argument(
+        "--master-layout",
+        choices=("process", "shared"),
+        default=os.environ.get("MASTER_LAYOUT", "process"),
+        help="process: a master process per system (each isolated, an interpreter each); "
+        "shared: one master process hosting every system, each with its own connection, "
+        "store and loop thread (less memory and CPU; one crash of the process stops them all)",
     )
     parser.add_argument("--exit-after-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

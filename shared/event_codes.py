@@ -76,6 +76,10 @@ EVENT_CODES: tuple[EventCode, ...] = (
               "A precharge try timed out and the sequence waits to try again; the text gives "
               "|pack - DC link| at the timeout. After the last try the contactors fault."),
     EventCode("contactors_open", MASTER, ("command",), ("info",), "An open command."),
+    EventCode("cycle_failed", MASTER, ("info",), ("warning", "fault"),
+              "A system's cycle raised (warning, first of a stretch; counted in cycle_errors), "
+              "or kept failing for 0.5 s so that its contactor coils were switched off "
+              "(fault)."),
     EventCode("contactors_reset", MASTER, ("command",), ("warning",),
               "The contactor state machine refused the reset after a fault reset."),
     EventCode("reset_faults", MASTER, ("command",), ("info", "warning"),

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -40,6 +41,8 @@ from shared.racks import rack_credentials
 
 STATUS_FILTER = "bms/v1/{system}/service/+/status"
 """`shared.topics.SERVICE_STATUS.filter(system)`, spelled out to keep the import light."""
+STRING_MASTER_PREFIX = "master_core-"
+"""`services.master_core.host.STRING_MASTER_PREFIX`, spelled out to keep the import light."""
 RETAINED_WAIT_S = 0.5
 """Retained messages follow the SUBACK at once; this is slack for a busy broker."""
 
@@ -63,11 +66,21 @@ def target_from_env(env: Mapping[str, str]) -> Target:
     url = opt("MQTT_URL") or DEFAULT_MQTT_URL
     username, password_file = opt("MQTT_USERNAME"), opt("MQTT_PASSWORD_FILE")
     rack, password_dir = opt("RACK"), opt("MQTT_PASSWORD_DIR")
-    if rack and password_dir:  # a rack of a StatefulSet: as SlaveAgentSettings.endpoint
+    system = opt("SYSTEM") or "demo"
+    hosted = [s.strip() for s in (opt("SYSTEMS") or "").split(",") if s.strip()]
+    if hosted:
+        # a master process hosting several systems: the first one's presence, and its own
+        # user with a password directory (as MasterHostSettings.for_system); the process is
+        # one, so are its systems' fates
+        system = hosted[0]
+        if password_dir:
+            username = STRING_MASTER_PREFIX + system
+            password_file = str(Path(password_dir) / username)
+    elif rack and password_dir:  # a rack of a StatefulSet: as SlaveAgentSettings.endpoint
         username, password_file = rack_credentials(rack, password_dir, socket.gethostname())
     endpoint = with_credentials(parse_mqtt_url(url), username, password_file)
     return Target(
-        endpoint, opt("MQTT_PROTOCOL") or DEFAULT_MQTT_PROTOCOL, opt("SYSTEM") or "demo",
+        endpoint, opt("MQTT_PROTOCOL") or DEFAULT_MQTT_PROTOCOL, system,
         opt("MQTT_CA_FILE"), opt("MQTT_CERT_FILE"), opt("MQTT_KEY_FILE"),
     )  # fmt: skip
 

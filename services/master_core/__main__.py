@@ -1,4 +1,5 @@
-"""`python -m services.master_core [--help]`: the master of one system."""
+"""`python -m services.master_core [--help]`: the master of one system, or of several in one
+process (`--systems a,b,c` / BMS_SYSTEMS, see `host.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from pydantic_settings import CliApp
 
 from services.master_core.hardware import PackIoFactory
-from services.master_core.service import CYCLE_SECONDS, MasterCore
+from services.master_core.host import HostedMaster, MasterHostSettings, run_host
+from services.master_core.service import CYCLE_SECONDS
 from services.master_core.settings import MasterCoreSettings
 from shared.bus import BusCore, MqttBus
 from shared.event_store import Store
@@ -34,7 +36,8 @@ def run(settings: MasterCoreSettings) -> int:
     configure_logging(settings.log_level)
     bus = MqttBus.from_settings(settings, kind=KIND)
     store = Store(Path(settings.data_dir) / f"master_core-{settings.system}.sqlite")
-    master = MasterCore(settings, bus, store, make_io(settings, bus))
+    # a failing cycle is confined and fails safe as in a process of several systems
+    master = HostedMaster(settings, bus, store, make_io(settings, bus))
     metrics = serve_metrics(bus, settings, CYCLE_SECONDS)
 
     def cleanup() -> None:
@@ -49,7 +52,12 @@ def run(settings: MasterCoreSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    return run(CliApp.run(MasterCoreSettings, cli_args=args))
+    settings = CliApp.run(MasterHostSettings, cli_args=args)
+    if settings.systems:
+        # the loop thread's name (master-<system>) tells the systems' lines apart
+        configure_logging(settings.log_level, prefix="[%(threadName)s]")
+        return run_host(settings, make_io)
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ missing, the web UI's first admin password (`STORE/config_ui/admin_password`), a
 broker's password file (`STORE/broker/passwd`, mosquitto's PBKDF2-SHA512 format) and its ACL
 (`STORE/broker/acl`) for the deployed system (`--system` or BMS_SYSTEM), rack layout
 (`--racks`, `--modules-per-rack`, or BMS_RACKS and BMS_MODULES_PER_RACK) and the bridge's
-Sparkplug edge node (`--edge-node` or BMS_SPARKPLUG_EDGE_NODE; unset: any). It runs again at
+Sparkplug edge node (`--edge-node` or BMS_SPARKPLUG_EDGE_NODE; unset: any); for a site's
+strings (`--site-strings`) also `STORE/string_masters/`, their masters' passwords in one
+directory (`STRING_MASTERS`). It runs again at
 every start: existing secrets are kept, the password file and ACL are rewritten, so a rack or
 user added later gets a secret without touching the others. Service secrets belong to the
 services' user (`--uid`), the rest to root only.
@@ -31,6 +33,7 @@ from shared.deploy.acl import (
     SERVICE_LOGINS,
     SERVICE_ROLES,
     SITE_STRINGS_ENV,
+    STRING_MASTER_PREFIX,
     RackLayout,
     add_edge_node_option,
     env_system,
@@ -109,12 +112,29 @@ def init(
             made.append(user)
         if owner is not None and os.geteuid() == 0:
             os.chown(store / user, owner, owner)  # the service reads its directory's volume
+    _hosted_masters(store, uid, passwords)
     _, new = _ensure(store / UI / UI_ADMIN_FILE, uid)
     if new:
         made.append(UI_ADMIN)
     _write(store / "broker" / "passwd", password_file(passwords), None, 0o600)
     _write(store / "broker" / "acl", acl, None, 0o600)
     return made
+
+
+STRING_MASTERS = "string_masters"
+"""`STORE/string_masters/master_core-<string>`: every string master's password in one
+directory, a file named after its user, for one master process hosting every string of a
+site (`BMS_SYSTEMS`, `BMS_MQTT_PASSWORD_DIR`; deploy/compose.masters.yaml)."""
+
+
+def _hosted_masters(store: Path, uid: int | None, passwords: dict[str, str]) -> None:
+    masters = {u: p for u, p in passwords.items() if u.startswith(STRING_MASTER_PREFIX)}
+    if not masters:
+        return
+    for user, password in masters.items():
+        _write(store / STRING_MASTERS / user, password + "\n", uid, 0o400)
+    if uid is not None and os.geteuid() == 0:
+        os.chown(store / STRING_MASTERS, uid, uid)
 
 
 def show(store: Path, name: str) -> str:

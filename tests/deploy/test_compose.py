@@ -230,6 +230,7 @@ def test_tls_override_moves_every_service_to_mqtts_with_the_ca() -> None:
         ["compose.yaml", "compose.tls.yaml"],
         ["compose.rack-remote.yaml"],
         ["compose.yaml", "compose.site.yaml"],
+        ["compose.yaml", "compose.site.yaml", "compose.masters.yaml"],
         ["compose.fleet.yaml"],
     ],
 )
@@ -314,3 +315,25 @@ def test_the_fleet_view_needs_the_central_broker_and_reads_its_password_from_a_f
     args = parse_args([], {**values, "BMS_FLEET_HOST": "0.0.0.0", "BMS_FLEET_PORT": port})
     assert args.username == "fleet_view" and args.ca_file is None
     assert args.password_file == env["BMS_MQTT_PASSWORD_FILE"]
+
+
+def test_one_container_masters_every_string_of_a_site_each_as_its_own_user() -> None:
+    """compose.masters.yaml: the strings of BMS_SITE_STRINGS in one master process, their
+    passwords in the directory the credentials step fills (a file per master user), without
+    auto-close (the site controller closes them), healthy-checked by the image."""
+    from services.master_core.host import MasterHostSettings
+    from shared.deploy.credentials import STRING_MASTERS
+
+    services = merged("compose.yaml", "compose.site.yaml", "compose.masters.yaml")
+    svc = services["string-masters"]
+    env = svc["environment"]
+    assert env["BMS_SYSTEMS"].startswith("${BMS_SITE_STRINGS:?")
+    assert env["BMS_AUTO_CLOSE"] == "false" and "BMS_MQTT_USERNAME" not in env
+    made = {mount(v)[1]: mount(v)[0] for v in services["credentials"]["volumes"]}
+    mounted = {mount(v)[1]: mount(v)[0] for v in svc["volumes"]}
+    password_dir = env["BMS_MQTT_PASSWORD_DIR"]
+    assert mounted[password_dir] == made[f"/credentials/{STRING_MASTERS}"]
+    assert svc["image"].startswith("bms/master_core:") and "\nHEALTHCHECK " in dockerfile(svc)
+    assert svc["restart"] == "unless-stopped"
+    # the variables are the settings' (BMS_ + the field's name)
+    assert {"systems", "mqtt_password_dir"} <= set(MasterHostSettings.model_fields)

@@ -136,3 +136,18 @@ def test_kubernetes_secrets_have_one_secret_per_user_and_the_password_file() -> 
     assert [line.split(":")[0] for line in passwd] == list(USERS)
     assert names["bms-ui-admin"][credentials.UI_ADMIN_FILE]
     assert {item["metadata"]["namespace"] for item in doc["items"]} == {"bms"}
+
+
+def test_a_sites_string_masters_get_their_passwords_in_one_directory(tmp_path: Path) -> None:
+    """For one master process hosting every string (deploy/compose.masters.yaml): a file per
+    string master, named after its user, holding its password; owner only; none without a
+    site."""
+    credentials.init(tmp_path / "plain", uid=None)
+    assert not (tmp_path / "plain" / credentials.STRING_MASTERS).exists()
+    credentials.init(tmp_path, uid=None, system="site1", site_strings=("s1", "s2"))
+    folder = tmp_path / credentials.STRING_MASTERS
+    assert sorted(p.name for p in folder.iterdir()) == ["master_core-s1", "master_core-s2"]
+    for user in ("master_core-s1", "master_core-s2"):
+        path = folder / user
+        assert path.read_text().strip() == credentials.show(tmp_path, user)
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0

@@ -118,3 +118,23 @@ def test_unusable_settings_are_unhealthy_not_a_crash(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("BMS_MQTT_USERNAME", "master_core")
     monkeypatch.setenv("BMS_MQTT_PASSWORD_FILE", "/nonexistent/password")
     assert main(["master_core"]) == 1
+
+
+def test_a_master_hosting_several_systems_checks_the_first_as_its_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BMS_SYSTEMS with a password directory: the first system, logged in as its master user,
+    as `MasterHostSettings.for_system` does."""
+    from services.master_core.host import MasterHostSettings
+
+    (tmp_path / "master_core-s1").write_text("s1-secret\n")
+    env = {"BMS_SYSTEMS": "s1,s2", "BMS_MQTT_PASSWORD_DIR": str(tmp_path),
+           "BMS_MQTT_URL": "mqtt://broker"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    target = target_from_env(env)
+    settings = MasterHostSettings().for_system("s1")
+    assert target == Target(settings.endpoint, settings.mqtt_protocol, "s1")
+    assert target.endpoint.username == "master_core-s1"
+    plain = target_from_env({"BMS_SYSTEMS": "s1,s2", "BMS_SYSTEM": "x"})
+    assert plain.system == "s1" and plain.endpoint.username is None

@@ -112,3 +112,29 @@ def test_with_a_site_the_web_applications_and_one_modbus_gateway_serve_it(
     assert env["BMS_TCP_PORT"] == "5022" and env["BMS_RTU_ENABLED"] == "false"
     others = [c for c in run.children if c not in uis and c not in site_modbus]
     assert others and all("BMS_SITE" not in c.env for c in others)
+
+
+@pytest.mark.parametrize("site", [None, "site1"])
+def test_the_shared_master_layout_runs_one_master_for_every_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, site: str | None
+) -> None:
+    """`--master-layout shared`: one master child hosting every system (BMS_SYSTEMS), with a
+    site's auto-close off as before; the other services stay one per system. The default
+    layout keeps a master per system."""
+    monkeypatch.setenv("BMS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("BMS_SYSTEMS", raising=False)
+    args = argparse.Namespace(in_process=True, systems=3, site=site, master_layout="shared")
+    run = Launcher(args)
+    run.plan_children("mqtt://127.0.0.1:1")
+    masters = [c for c in run.children if c.argv[-1] == "services.master_core"]
+    assert [c.label for c in masters] == ["master_core"]
+    assert masters[0].env["BMS_SYSTEMS"] == "demo1,demo2,demo3"
+    assert masters[0].env["BMS_HARDWARE"] == "simulated"
+    assert (masters[0].env.get("BMS_AUTO_CLOSE") == "false") == (site is not None)
+    agents = [c for c in run.children if c.argv[-1] == "services.slave_agent"]
+    assert len(agents) == 3
+    per_process = Launcher(argparse.Namespace(in_process=True, systems=3, site=site))
+    per_process.plan_children("mqtt://127.0.0.1:1")
+    labels = [c.label for c in per_process.children if c.argv[-1] == "services.master_core"]
+    assert labels == ["master_core:demo1", "master_core:demo2", "master_core:demo3"]
+    assert all("BMS_SYSTEMS" not in c.env for c in per_process.children)
