@@ -85,7 +85,7 @@ def running(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
             return False
 
     try:
-        assert wait_until(up, 20), ui.log()
+        assert wait_until(up, 60), ui.log()  # start-up imports are slow on a loaded machine
         yield Stack(base, mosquitto.url, system_id, wire, modbus_port)
     finally:
         wire.stop()

@@ -53,7 +53,7 @@ def keeper(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterat
             return False
 
     try:
-        assert wait_until(up, 20), ui.log()
+        assert wait_until(up, 60), ui.log()  # start-up imports are slow on a loaded machine
         yield base, site, system_id
     finally:
         controller.stop()

@@ -98,7 +98,7 @@ def site_ui(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Itera
             return False
 
     try:
-        assert wait_until(up, 20), ui.log()
+        assert wait_until(up, 60), ui.log()  # start-up imports are slow on a loaded machine
         yield base, controller, systems, asked
     finally:
         stop.set()
