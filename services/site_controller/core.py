@@ -45,8 +45,9 @@ from SCADA's 802 `SetOp` or an operator): `disconnect` holds every string out th
 (standby, the reason in words: "disconnected by SCADA"), strings added by a configuration
 meanwhile too, and no string is let join, whoever asks, until `connect`; `connect` releases the
 holds the disconnect made, and only those: a string an operator held out before (or while) the
-site was disconnected, or one out of service in the configuration, stays out. The disconnect, like
-the holds, lives in this object: a restart of the site controller forgets it.
+site was disconnected, or one out of service in the configuration, stays out. The disconnect
+and the holds survive a restart of the site controller: `holds` gives them for the service to
+keep, `restore_holds` takes them back before the first step.
 A command is sent when the master's reported state differs from the wanted one, again every
 `RETRY_S` while it still differs. Join decisions use each string's voltage averaged over
 `VOLTAGE_FILTER_S` (the pack voltage is measured to ±1 V, `PACK_VOLTAGE_ACCURACY_V`): one
@@ -56,6 +57,7 @@ noisy sample neither opens nor closes a string.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -291,6 +293,51 @@ class SiteCore:
                 f"({len(released)} released)", {"site": self.config.site},
             ))  # fmt: skip
         return [s.system for s in released]
+
+    def holds(self) -> dict[str, Any]:
+        """What people decided (the disconnect, each hold and whose it is), for a restart not
+        to forget: `restore_holds` takes it back."""
+        return {
+            "disconnected": self.disconnected,
+            "held": {
+                s.system: {"why": s.held, "by_disconnect": s.by_disconnect}
+                for s in self._strings.values()
+                if s.held is not None
+            },
+        }
+
+    def restore_holds(self, data: Mapping[str, Any]) -> list[str]:
+        """The holds kept before a restart (`holds`), before the first step: a site that was
+        disconnected stays disconnected, a held string stays out, whatever its master reports
+        (no event: nothing changed). Holds of strings no longer in the site are dropped.
+        ValueError on data of another shape (nothing restored)."""
+        if not isinstance(data, Mapping):
+            raise ValueError("kept holds: not a map")
+        disconnected = data.get("disconnected")
+        held = data.get("held")
+        if not (disconnected is None or isinstance(disconnected, str)) or not isinstance(
+            held, dict
+        ):
+            raise ValueError("kept holds: 'disconnected' must be text or null, 'held' a map")
+        parsed: dict[str, tuple[str, bool]] = {}
+        for system, entry in held.items():
+            why = entry.get("why") if isinstance(entry, dict) else None
+            if not isinstance(why, str):
+                raise ValueError(f"kept hold of {system!r}: 'why' must be text")
+            parsed[system] = (why, bool(entry.get("by_disconnect")))
+        self.disconnected = disconnected
+        restored = []
+        for system, (why, by_disconnect) in parsed.items():
+            s = self._strings.get(system)
+            if s is not None:
+                s.held, s.by_disconnect = why, by_disconnect
+                restored.append(system)
+        if disconnected is not None:  # a string added while the controller was down
+            for s in self._strings.values():
+                if s.held is None:
+                    s.held, s.by_disconnect = disconnected, True
+                    restored.append(s.system)
+        return restored
 
     def _hold(self, s: _String, why: str, *, by_disconnect: bool = False) -> None:
         if s.held is not None:

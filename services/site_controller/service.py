@@ -20,6 +20,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 from services.site_controller.core import SiteCore, Step, StringCommand, worst_of
 from services.site_controller.settings import SiteControllerSettings
@@ -57,6 +58,8 @@ from shared.topics import (
 log = logging.getLogger("site_controller")
 limited = LimitedLog(log, every_s=10.0)
 PRUNE_PERIOD_S = 3600.0
+HOLDS_KEY = "site_holds"
+"""Where the store keeps the disconnect and the holds (`SiteCore.holds`)."""
 
 
 class SiteService:
@@ -83,13 +86,14 @@ class SiteService:
         self.events = EventLog(self.store, bus, wall)
         self.queries = EventQueries(self.events, bus, monotonic)
         self._prune_s: float | None = None
+        self._kept_holds: dict[str, Any] | None = None
         self.prune_events()
         bus.subscribe(SITE_CONFIG, self._on_config, on_invalid=self._config_invalid)
         self.server = CommandServer(
             bus,
             {
-                "site_string": self._site_string,
-                "site_operation": self._site_operation,
+                "site_string": self._keeping(self._site_string),
+                "site_operation": self._keeping(self._site_operation),
                 "events_query": self.queries.answer,
             },
             admit={"events_query": self.queries.admit},
@@ -104,6 +108,7 @@ class SiteService:
             return
         if self.core is None:
             self.core = SiteCore(config)
+            self._restore_holds()
             new = list(config.system_ids)
             self.core.apply_config(config)  # its event
         else:
@@ -134,6 +139,56 @@ class SiteService:
         )  # fmt: skip
         self._event("warning", "config", "site_config_refused",
                     f"site configuration refused: {why}"[:500], {})  # fmt: skip
+
+    def _keeping(
+        self, handler: Callable[[CommandArgs], CommandOutcome]
+    ) -> Callable[[CommandArgs], CommandOutcome]:
+        """The handler, then its holds kept (before the reply goes out)."""
+
+        def run(args: CommandArgs) -> CommandOutcome:
+            outcome = handler(args)
+            self._keep_holds()
+            return outcome
+
+        return run
+
+    def _keep_holds(self) -> None:
+        """Store the disconnect and the holds when they changed: a restart must not let a
+        disconnected site or a held string join again."""
+        if self.core is None:
+            return
+        holds = self.core.holds()
+        if holds == self._kept_holds:
+            return
+        try:
+            self.store.put(HOLDS_KEY, holds, ts=self.wall())
+        except sqlite3.Error as exc:
+            self.bus.counters["holds_store_errors"] += 1
+            limited.log(logging.ERROR, "holds", "cannot keep the site's holds: %s", exc)
+            return
+        self._kept_holds = holds
+
+    def _restore_holds(self) -> None:
+        """The holds kept before a restart, into the new core (before its first step)."""
+        assert self.core is not None
+        try:
+            kept = self.store.get(HOLDS_KEY)
+        except sqlite3.Error as exc:
+            self.bus.counters["holds_store_errors"] += 1
+            log.error("cannot read the site's kept holds: %s", exc)
+            return
+        if kept is None:
+            return
+        try:
+            restored = self.core.restore_holds(kept)
+        except ValueError as exc:
+            self.bus.counters["holds_restore_refused"] += 1
+            log.error("kept holds not restored: %s", exc)
+            return
+        self._kept_holds = self.core.holds()
+        if restored:
+            log.info("kept from before the restart: %s held out (%s)", ", ".join(restored),
+                     self.core.disconnected or "the site is connected")  # fmt: skip
 
     def _site_string(self, args: CommandArgs) -> CommandOutcome:
         """An operator's `site_string`: out holds the string out (standby) until join."""
@@ -190,6 +245,7 @@ class SiteService:
         for client in self.clients.values():
             client.expire()
         step = self.core.step(now)
+        self._keep_holds()  # an operator's standby seen in a pack state: kept before commands
         for c in step.commands:
             self._send(c)
         for e in step.events:
