@@ -174,6 +174,8 @@ class MasterCore:
         self._sample_time_s: float | None = None
         """The newest admitted sample's time on the monotonic clock (it never goes back)."""
         self._published_contactors = ""
+        self._levels_changed = False
+        """A judgement raised or cleared a level: the cycle right after publishes the state."""
         self.queries = QueryLimiter()
         self._page_rows = THIRD_PARTY_BUDGET.page_rows
         """The admitted requester's page size, for the query that runs right after."""
@@ -453,6 +455,7 @@ class MasterCore:
         self._log_events(judgement.events)
         if judgement.latches_changed:
             self._persist_latches()
+        self._levels_changed = True
         self._cycle_counted()
 
     def cycle(self) -> None:
@@ -504,14 +507,16 @@ class MasterCore:
     ) -> None:
         """Everything the master does on its own besides its step, each at its configured rate
         (`cadence`), from this one place: the pack state every PUBLISH_PERIOD_S and at once
-        when the contactors change, the cells every `cells_period_s`, the balancing commands
-        every `balancing_period_s`, the service status every STATUS_PERIOD_S, and the save of
-        the estimator's records and the latches every `persist_period_s` (handed to the
-        writer thread, `RecordWriter`). The snapshot it reads was computed only if something
-        changed (`PackAggregator.snapshot`)."""
+        when the contactors change or a protection level is raised or cleared, the cells
+        every `cells_period_s`, the balancing commands every `balancing_period_s`, the service
+        status every STATUS_PERIOD_S, and the save of the estimator's records and the latches
+        every `persist_period_s` (handed to the writer thread, `RecordWriter`). The snapshot
+        it reads was computed only if something changed (`PackAggregator.snapshot`)."""
         due = self.cadence.due(now)
         contactors = self.supervisor.contactor_state
-        if "state" in due or self._published_contactors != contactors:
+        changed = self._levels_changed or bool(out.protection.transitions)
+        self._levels_changed = False
+        if "state" in due or self._published_contactors != contactors or changed:
             self.cadence.ran("state", now)
             self._published_contactors = contactors
             self._publish_state(snap, out)

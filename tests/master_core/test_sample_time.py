@@ -232,6 +232,35 @@ def test_a_sample_between_grid_slots_runs_the_protection_judgement_alone(
     assert "cell_overvoltage" in states[0].faults
 
 
+def test_a_level_a_sample_raises_is_published_at_once(master: Master) -> None:
+    """An alarm (no trip) raised by the judgement of a sample between grid slots: the state
+    goes out at once with it, though the last went out 20 ms before (not 10 Hz apart)."""
+    alarm = CONFIG_NMC.protection.cell_overvoltage.alarm
+    alarm_mv = round(alarm.threshold * 1000) + 10
+    states: list[PackState] = []
+    master.slaves.subscribe(PACK_STATE, lambda d: states.append(d.message))
+    master.slaves.process()
+    states.clear()  # the retained one
+    master.core.schedule = FixedRateSchedule(service.PERIOD_S, master.clock.now + 10.0)
+    t0 = master.clock.wall() + 0.1
+    samples = round(alarm.delay_s / 0.1) + 1
+    for k in range(samples):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.01
+        if k == samples - 1:  # a grid cycle 20 ms before publishes the state, no alarm yet
+            master.clock.now -= 0.02
+            master.core.cycle()
+            master.slaves.process()
+            assert [s.alarms for s in states] == [[]]
+            master.clock.now += 0.02
+        master.send(0, t0 + 0.1 * k)
+        master.send(1, t0 + 0.1 * k, alarm_mv)
+        master.bus.process()
+        assert master.core.serve() == "judge"
+        master.slaves.process()
+        assert len(states) == (2 if k == samples - 1 else 0), k
+    assert "cell_overvoltage" in states[-1].alarms and states[-1].contactors == "closed"
+
+
 def test_the_loop_judges_a_fresh_sample_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
