@@ -25,6 +25,7 @@ from shared.docgen_codes import (
     event_codes_markdown,
     fault_matrix_markdown,
 )
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.fault_matrix import load as load_matrix
 from shared.messages import COMMAND_ARGS
 from shared.topics import (
@@ -139,8 +140,13 @@ def asyncapi() -> dict[str, Any]:
             "local": {
                 "host": "localhost:1883",
                 "protocol": "mqtt",
-                "protocolVersion": "5",
-                "description": "The stack's broker; MQTT 3.1.1 clients are served as well.",
+                "protocolVersion": DEFAULT_MQTT_PROTOCOL,
+                "description": (
+                    f"The stack's broker. The services speak MQTT {DEFAULT_MQTT_PROTOCOL} by "
+                    "default (BMS_MQTT_PROTOCOL chooses 5 instead); the broker serves both. No "
+                    "channel needs an MQTT 5 feature: the bindings' messageExpiryInterval is "
+                    "set only on MQTT 5 connections, and payloads carry their own deadlines."
+                ),
             }
         },
         "channels": channels,

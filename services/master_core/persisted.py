@@ -24,6 +24,10 @@ has started on the new layout (`PackEstimator.records`).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
@@ -31,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.config import SystemConfig, explain_errors
 from shared.event_store import Store
+from shared.log_limit import LimitedLog
+
+log = logging.getLogger("master_core.persisted")
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -237,3 +244,117 @@ def save(store: Store, record: PersistedRecord, *, ts: float) -> None:
 def save_all(store: Store, records: list[PersistedRecord], *, ts: float) -> None:
     """All `records` in one transaction: SOC, SOH, counters and latches always belong together."""
     store.put_many([(r.KEY, _stamped(r, ts)) for r in records], ts=ts)
+
+
+WRITE_ERRORS = "persist_errors"
+"""The counter of failed writes (`RecordWriter`); only the writer's thread counts it."""
+
+
+class RecordWriter:
+    """Saves records on a thread of its own, so that SQLite never holds up the master's loop
+    (issue 19): the loop hands records over (`submit`: a lock and a notification) and goes
+    on; the thread turns them into JSON and writes them in one transaction (`save_all`).
+
+    - Order: what was handed over last wins. Records of the same key handed over before the
+      thread came round are written once, the newest (the master saves the whole set every
+      second, the latches also at once); records of different keys go together.
+    - Never lost at a stop: `close` writes everything handed over before it returns (within
+      its timeout); a record handed over after `close` is written at once, on the caller.
+    - `flush` waits until everything handed over so far is written (a configuration apply
+      reads back what the old runtime saved).
+    - A failed write is logged (once per `LOG_EVERY_S`) and counted (`errors`, and
+      `counters[WRITE_ERRORS]`); it never raises into the loop. Its records stay pending under
+      any newer ones and go with the next write (the next hand-over, or `close`).
+    """
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, store: Store, *, counters: Counter[str] | None = None) -> None:
+        self.store = store
+        self.counters = counters
+        self.errors = 0
+        """Failed writes."""
+        self.writes = 0
+        """Transactions written."""
+        self._pending: dict[str, tuple[PersistedRecord, float]] = {}
+        self._handed = 0
+        """Hand-overs so far; `_done` of them are written (or failed)."""
+        self._done = 0
+        self._failed_at = -1
+        """The hand-over count at the last failed write: its records are tried again after a
+        newer hand-over or at `close`, never in a loop."""
+        self._closed = False
+        self._cond = threading.Condition()
+        self._log = LimitedLog(log, every_s=self.LOG_EVERY_S)
+        self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, records: list[PersistedRecord], *, ts: float) -> None:
+        """Hand `records` over, stamped `ts` (`save_all`); never waits for SQLite."""
+        with self._cond:
+            if not self._closed:
+                self._pending.update((r.KEY, (r, ts)) for r in records)
+                self._handed += 1
+                self._cond.notify_all()
+                return
+        self._write({r.KEY: (r, ts) for r in records})  # after close: at once, here
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything handed over so far is written; False on timeout or when a
+        write failed meanwhile (the records stay pending)."""
+        with self._cond:
+            target = self._handed
+            done = self._cond.wait_for(lambda: self._done >= target, timeout_s)
+            return done and not self._pending
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Write what was handed over, then stop the thread; False when that did not finish
+        within `timeout_s` or a write failed (it is logged)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error(
+                "the record writer did not finish within %.1f s: records may be lost", timeout_s
+            )
+            return False
+        with self._cond:
+            return not self._pending
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._work)
+                if not self._pending:
+                    return  # closed, everything written
+                batch, self._pending = self._pending, {}
+                handed, closing = self._handed, self._closed
+            ok = self._write(batch)
+            with self._cond:
+                if not ok:  # kept for the next write, under anything newer
+                    self._pending = batch | self._pending
+                self._failed_at = -1 if ok else handed
+                self._done = handed
+                self._cond.notify_all()
+                if closing and not ok:
+                    return  # the last try at the stop failed (logged, counted)
+
+    def _work(self) -> bool:
+        """Something to do: the stop, or pending records not just failed."""
+        return self._closed or (bool(self._pending) and self._handed != self._failed_at)
+
+    def _write(self, batch: dict[str, tuple[PersistedRecord, float]]) -> bool:
+        try:
+            items = [(key, _stamped(record, ts)) for key, (record, ts) in batch.items()]
+            self.store.put_many(items, ts=max(ts for _, ts in batch.values()))
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            self.errors += 1
+            if self.counters is not None:
+                self.counters[WRITE_ERRORS] += 1
+            self._log.warning(
+                type(exc).__name__, "saving %s failed: %s", ", ".join(sorted(batch)), exc
+            )
+            return False
+        self.writes += 1
+        return True

@@ -309,6 +309,7 @@ class Protection:
         stop both directions for good)."""
         self._quantities = _build(config, comm_loss_ride_through_s, insulation_monitor)
         self._by_code = {q.code: q for q in self._quantities}
+        self._sampled = tuple(q for q in self._quantities if q.sampled)
         # Nothing has been measured yet.
         self._unknown: tuple[str, ...] = tuple(sorted(set(self._by_code) - PLAUSIBILITY))
 
@@ -345,6 +346,37 @@ class Protection:
                     unknown.append(q.code)
             armed = charging or not q.charge_window
             at_s = sampled_s if q.sampled else now_s
+            for level, m in q.levels.items():
+                change = m.update(value, at_s, armed=armed)
+                if change is not None:
+                    transitions.append(
+                        Transition(
+                            change, level, q.code, value, m.threshold, m.release, q.unit, at_s
+                        )
+                    )
+        self._unknown = tuple(sorted(unknown))
+        return self._result(tuple(transitions))
+
+    def judge_sample(self, inputs: ProtectionInputs) -> ProtectionResult:
+        """Judge only the `SAMPLED` codes, at `inputs.sample_time_s`: what a fresh telemetry
+        sample can change, and nothing else (the per-sample path of the master, issue 19). The
+        other codes keep their levels and their unknown state until the next `evaluate`.
+
+        It reaches the same levels as `evaluate` on the same inputs: a `SAMPLED` level depends
+        only on its value and the sample time, and judging the same sample again changes
+        nothing, so the periodic `evaluate` that follows adds no transition of its own."""
+        if inputs.sample_time_s is None:
+            raise ValueError("a sample is judged at its sample time: sample_time_s is None")
+        charging = inputs.charging
+        at_s = inputs.sample_time_s
+        transitions: list[Transition] = []
+        unknown = [code for code in self._unknown if code not in SAMPLED]
+        for q in self._sampled:
+            value = q.read(inputs)
+            if value is None or math.isnan(value):
+                value = None
+                unknown.append(q.code)
+            armed = charging or not q.charge_window
             for level, m in q.levels.items():
                 change = m.update(value, at_s, armed=armed)
                 if change is not None:

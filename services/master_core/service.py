@@ -7,16 +7,17 @@ estimation, limits, balancing_strategy); this file feeds them and carries out th
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Literal
 
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from services.master_core.balancing_strategy import BalancingStrategy
+from services.master_core.cadence import Cadence
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.full_charge import FullChargeInputs, FullChargeRequest
 from services.master_core.hardware import PackIo, PackIoFactory
@@ -27,11 +28,11 @@ from services.master_core.persisted import (
     LatchesRecord,
     PersistedRecord,
     R,
+    RecordWriter,
     SocRecord,
     SohRecord,
     ThroughputRecord,
     load,
-    save_all,
 )
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.supervisor import (
@@ -85,10 +86,12 @@ log = logging.getLogger("master_core")
 
 PERIOD_S = 0.05
 """The periodic cycle, for what no sample brings: timeouts (module freshness, the controller's
-heartbeat, device ages), the master's own readings and the periodic publishing. Fresh telemetry
-is judged at once, besides (see `run`)."""
+heartbeat, device ages), the master's own readings, the estimator and the limits, and the
+periodic work at its rates (`_periodic`). Fresh telemetry is judged at once, besides (see
+`run`)."""
 PUBLISH_PERIOD_S = 0.1
-"""Pack state at 10 Hz, and at once when the contactors change."""
+"""Pack state at 10 Hz, and at once when the contactors change or a protection level is
+raised or cleared."""
 STATUS_PERIOD_S = 5.0
 INBOX_BUDGET_S = 0.02
 """Time the loop spends on waiting messages before it cycles again. Decoding runs on this
@@ -126,6 +129,8 @@ class MasterCore:
         self.wall = wall
         self._limited_log = LimitedLog(log, every_s=10.0)
         self.events = EventLog(store, bus, wall)
+        self.writer = RecordWriter(store, counters=bus.counters)
+        """Saves the persisted records off the loop: the loop hands them over."""
         self.rt: _Runtime | None = None
         self.supervisor = Supervisor(
             auto_close=settings.auto_close, heartbeat_timeout_s=settings.heartbeat_timeout_s
@@ -134,20 +139,29 @@ class MasterCore:
         self.last: SupervisorOutputs | None = None
         self.full_charge = FullChargeRequest()
         """Outlives configurations: a new one changes the interval, not the request's state."""
-        self._last_cells_s = 0.0
-        self._last_balance_s = 0.0
-        self._last_persist_s = monotonic()
-        self._last_status_s = monotonic()
+        self.cadence = Cadence(
+            {
+                "state": PUBLISH_PERIOD_S,
+                "cells": settings.cells_period_s,
+                "balance": settings.balancing_period_s,
+                "status": STATUS_PERIOD_S,
+                "persist": settings.persist_period_s,
+            },
+            tolerance_s=PERIOD_S / 2,
+            last_s={"status": monotonic(), "persist": monotonic()},
+        )
+        """Everything the master does periodically besides its step, at its rates (`_periodic`)."""
         self._last_cycle_s = monotonic()
         self.balancing_reason = "no data yet"
         self._balancing_was_running = False
-        self._last_publish_s = 0.0
         self._fresh = False
         self._unjudged: set[int] = set()
         """Modules with an admitted sample the protection has not judged yet."""
         self._sample_time_s: float | None = None
         """The newest admitted sample's time on the monotonic clock (it never goes back)."""
         self._published_contactors = ""
+        self._levels_changed = False
+        """A judgement raised or cleared a level: the cycle right after publishes the state."""
         self.queries = EventQueries(self.events, bus, self.monotonic)
         bus.subscribe(CONFIG, self._on_config)
         bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
@@ -197,6 +211,8 @@ class MasterCore:
         old = self.rt
         if old is not None:
             self._persist(old)  # the new runtime restores what the old one has counted so far
+            if not self.writer.flush():
+                log.error("the old configuration's records are not saved: restoring older ones")
         io = self.make_io(config, old.io if old is not None else None)
         if old is not None and io is not old.io:
             old.io.close()
@@ -237,7 +253,7 @@ class MasterCore:
             # a second sample of a module before its first was judged (the loop fell behind):
             # judge the first now, so that no sample of a stretch beyond a threshold is skipped
             self.bus.counters["telemetry_judged_in_catch_up"] += 1
-            self._cycle_counted()
+            self._judge_counted()
         wall, now = self.wall(), self.monotonic()
         reason = self.rt.aggregator.on_telemetry(msg, wall)
         if reason is None:
@@ -330,24 +346,31 @@ class MasterCore:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Judge each fresh sample at once: a wake-up that admitted telemetry cycles right after
-        taking what already waits in the inbox (one evaluation for them all, within
-        `INBOX_BUDGET_S`), with no hold-back. The fixed grid cycles besides, for timeouts and
-        the periodic publishing; a cycle for telemetry that falls on a due slot serves it."""
+        """Judge each fresh sample at once: a wake-up that admitted telemetry judges it right
+        after taking what already waits in the inbox (one judgement for them all, within
+        `INBOX_BUDGET_S`), with no hold-back. The fixed grid cycles besides (`serve`)."""
         while not should_stop():
-            if self.schedule.deadline_s > self.monotonic() and not self._fresh:
-                wait = self.schedule.deadline_s - self.monotonic()
-                self.bus.process(timeout_s=min(wait, 0.2), budget_s=INBOX_BUDGET_S)
-                if not self._fresh and self.schedule.deadline_s > self.monotonic():
-                    continue
+            wait_s = self.schedule.deadline_s - self.monotonic()
+            if wait_s > 0 and not self._fresh:
+                self.bus.process(timeout_s=min(wait_s, 0.2), budget_s=INBOX_BUDGET_S)
             else:
                 self.bus.process(budget_s=INBOX_BUDGET_S)
-            due = self.monotonic() >= self.schedule.deadline_s
+            self.serve()
+
+    def serve(self) -> Literal["cycle", "judge"] | None:
+        """What a wake-up of the loop does once it has taken its inbox: the whole cycle when
+        the grid's slot is due (it judges any fresh sample too), else the judgement of the
+        fresh samples alone (`judge`), else nothing. Returns what ran."""
+        if self.monotonic() >= self.schedule.deadline_s:
             self._cycle_counted()
-            if due:
-                missed = self.schedule.advance(self.monotonic())
-                if missed:
-                    self.bus.counters["overruns"] += missed
+            missed = self.schedule.advance(self.monotonic())
+            if missed:
+                self.bus.counters["overruns"] += missed
+            return "cycle"
+        if self._fresh:
+            self._judge_counted()
+            return "judge"
+        return None
 
     def _cycle_counted(self) -> None:
         """One cycle, timed; a failure is counted and logged (it must not end supervision)."""
@@ -359,7 +382,43 @@ class MasterCore:
             self.bus.counters["cycle_errors"] += 1
             log.exception("cycle failed")
 
+    def _judge_counted(self) -> None:
+        """One judgement; a failure is counted and logged, and the next cycle judges again."""
+        try:
+            self.judge()
+        except Exception as exc:  # at the sample rate: rate-limited, the next cycle judges
+            self.bus.counters["judge_errors"] += 1
+            self._limited_log.log(logging.ERROR, "judge", "judging a sample failed: %r", exc)
+
+    def judge(self) -> None:
+        """The per-sample path (issue 19): the fresh samples' pack picture and the protection
+        judgement of the telemetry codes in sample time; a trip drops the coils here, at once
+        (`Supervisor.judge_sample`). Nothing else runs per sample. A level raised or cleared
+        runs the whole cycle right after, so that the state, the limits and the contactors
+        are published at once, as on a trip; every other sample waits for the grid."""
+        self._fresh = False
+        self._unjudged.clear()
+        rt = self.rt
+        if rt is None or self._sample_time_s is None:
+            return
+        now = self.monotonic()
+        sup = self.supervisor
+        snap = rt.aggregator.snapshot(sup.module_status(now).stale_modules)
+        judgement = sup.judge_sample(snap, self._sample_time_s, now)
+        if judgement is None or not judgement.changed:
+            return
+        if judgement.tripped is not None:
+            rt.io.write_coils(judgement.tripped, now)
+        self._log_events(judgement.events)
+        if judgement.latches_changed:
+            self._persist_latches()
+        self._levels_changed = True
+        self._cycle_counted()
+
     def cycle(self) -> None:
+        """The whole cycle: timeouts, the master's own readings, the supervisor's step (every
+        protection code, the contactor sequence, the limits), the estimator, and the
+        periodic work that is due (`_periodic`)."""
         rt = self.rt
         if rt is None:
             return
@@ -402,12 +461,9 @@ class MasterCore:
         self._log_events(full.events)
         if out.latches_changed:
             self._persist_latches()
-        self._publish_due(rt, snap, out, current or 0.0, wall, now)
-        if now - self._last_persist_s >= self.settings.persist_period_s:
-            self._last_persist_s = now
-            self._persist(rt)
+        self._periodic(rt, snap, out, current or 0.0, wall, now)
 
-    def _publish_due(
+    def _periodic(
         self,
         rt: _Runtime,
         snap: PackSnapshot,
@@ -416,31 +472,30 @@ class MasterCore:
         wall: float,
         now: float,
     ) -> None:
-        """Everything the master publishes on its own, each at its configured rate, from this
-        one place: the pack state every PUBLISH_PERIOD_S and at once when the contactors
-        change, the cells every `cells_period_s`, the balancing commands every
-        `balancing_period_s`, the service status every STATUS_PERIOD_S. The loop cycles more
-        often than any of these (fresh telemetry starts a cycle); a cycle with nothing due
-        publishes nothing, and the snapshot it reads was computed only if something changed
-        (`PackAggregator.snapshot`)."""
+        """Everything the master does on its own besides its step, each at its configured rate
+        (`cadence`), from this one place: the pack state every PUBLISH_PERIOD_S and at once
+        when the contactors change or a protection level is raised or cleared, the cells
+        every `cells_period_s`, the balancing commands every `balancing_period_s`, the service
+        status every STATUS_PERIOD_S, and the save of the estimator's records and the latches
+        every `persist_period_s` (handed to the writer thread, `RecordWriter`). The snapshot
+        it reads was computed only if something changed (`PackAggregator.snapshot`)."""
+        due = self.cadence.due(now)
         contactors = self.supervisor.contactor_state
-        if (
-            now - self._last_publish_s >= PUBLISH_PERIOD_S - 0.005
-            or self._published_contactors != contactors
-        ):
-            self._last_publish_s = now
+        changed = self._levels_changed or bool(out.protection.transitions)
+        self._levels_changed = False
+        if "state" in due or self._published_contactors != contactors or changed:
+            self.cadence.ran("state", now)
             self._published_contactors = contactors
             self._publish_state(snap, out)
-        if now - self._last_cells_s >= self.settings.cells_period_s:
-            self._last_cells_s = now
+        if "cells" in due:
             self._publish_cells(snap)
-        if now - self._last_balance_s >= self.settings.balancing_period_s:
-            self._last_balance_s = now
+        if "balance" in due:
             self._balance(snap, current_a, wall, now, out.stale)
-        if now - self._last_status_s >= STATUS_PERIOD_S:
-            self._last_status_s = now
+        if "status" in due:
             self.bus.counters["telemetry_gaps"] = rt.aggregator.gaps
             self.bus.publish_status()
+        if "persist" in due:
+            self._persist(rt)
 
     def _latches(self) -> LatchesRecord:
         d = self.supervisor.d
@@ -452,21 +507,24 @@ class MasterCore:
         return CommRecoveryRecord(recoveries_wall_s=times, exhausted=exhausted)
 
     def _persist_latches(self) -> None:
-        """At once when a latch changes: a recovery clears one, so its count goes with it."""
-        save_all(self.store, [self._latches(), self._recoveries()], ts=self.wall())
+        """At once when a latch changes: a recovery clears one, so its count goes with it.
+        Handed to the writer thread, which wakes for it at once."""
+        self.writer.submit([self._latches(), self._recoveries()], ts=self.wall())
 
     def _persist(self, rt: _Runtime) -> None:
-        """The estimator's records (none before it has started) and the latched faults, in one
-        transaction. A failure is logged and counted; it must stop neither the loop nor a
-        configuration."""
+        """The estimator's records (none before it has started) and the latched faults, handed
+        to the writer thread, which saves them in one transaction (`RecordWriter`: a failed
+        write is logged and counted there). A record that cannot be built is logged and
+        counted here; it must stop neither the loop nor a configuration."""
         try:
             records = rt.estimator.records()
             estimated: list[PersistedRecord] = list(records.all()) if records else []
             records_now = [*estimated, self._latches(), self._recoveries()]
-            save_all(self.store, records_now, ts=self.wall())
-        except (ValidationError, sqlite3.Error, TypeError, ValueError):
-            self.bus.counters["persist_errors"] += 1
+        except (ValidationError, TypeError, ValueError):
+            self.bus.counters["persist_build_errors"] += 1
             log.exception("saving the state failed")
+            return
+        self.writer.submit(records_now, ts=self.wall())
 
     def _load(self, cls: type[R], config: SystemConfig) -> R | None:
         """A stored record that fits `config`; a refusal is logged and counted, and where the
@@ -585,6 +643,10 @@ class MasterCore:
         self._balancing_was_running = decision.running
 
     def stop(self) -> None:
+        """Save the records and wait until they are written (`RecordWriter.close`)."""
         if self.rt is not None:
             self._persist(self.rt)
+        if not self.writer.close():
+            log.error("the last records may not be saved (see above)")
+        if self.rt is not None:
             self.rt.io.close()

@@ -33,7 +33,7 @@ before `adopt` switches over, keeping the contactors where layout and sequence a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from services.master_core.comm_recovery import BrokerOutages, CommLossRecovery
 from services.master_core.comm_supervision import (
@@ -119,6 +119,23 @@ class SupervisorOutputs:
     latches_changed: bool
     """A fault latched this step: the caller persists the latches at once."""
     events: tuple[SupervisorEvent, ...]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What `Supervisor.judge_sample` decided on a fresh sample."""
+
+    protection: ProtectionResult
+    tripped: ContactorOutputs | None
+    """The coils after a trip this judgement caused (all off); None when nothing tripped."""
+    latches_changed: bool
+    """A fault latched: the caller persists the latches at once."""
+    events: tuple[SupervisorEvent, ...]
+
+    @property
+    def changed(self) -> bool:
+        """A level was raised or cleared (the caller publishes at once)."""
+        return bool(self.protection.transitions)
 
 
 @dataclass
@@ -252,6 +269,11 @@ class Supervisor:
         """The last step's protection latched a fault. The close checks it here: the contactor
         state machine learns it only in its own step, which is skipped while the relay module
         gives no feedback (a dead relay module latches contactor_io_failure just so)."""
+        self._judged_with: ProtectionInputs | None = None
+        """The last step's protection inputs: a sample is judged against these, with its own
+        cell and temperature values (`judge_sample`)."""
+        self._checks: PlausibilityValues | None = None
+        """The last step's plausibility values (the evidence of an event)."""
         self._fed_to: PlausibilityChecks | None = None
         self._fed_snapshot: PackSnapshot | None = None
         """The checks and the snapshot last fed to them (`_facts`)."""
@@ -380,9 +402,9 @@ class Supervisor:
         current = d.calibration.measured_a(reading.current_a)
         checks = d.plausibility.update(now_s, self._facts(inputs, current))
         sensor_ok = self._current_sensor_ok(reading, now_s)
-        result = d.protection.evaluate(
-            self._protection_inputs(inputs, current, checks, sensor_ok), now_s
-        )
+        judged = self._protection_inputs(inputs, current, checks, sensor_ok)
+        self._judged_with, self._checks = judged, checks
+        result = d.protection.evaluate(judged, now_s)
         for t in result.transitions:
             self._events.append(transition_event(t, checks, snap))
         latches_changed = any(t.level == "fault" for t in result.transitions)
@@ -421,10 +443,7 @@ class Supervisor:
                 fault_latched=bool(result.faults),
             )
         self._mismatch_seen = self._mismatch_seen or coils.feedback_mismatch
-        if coils.state != self._contactor_state:
-            level: EventLevel = "fault" if coils.state == "fault" else "info"
-            self._emit(level, "info", f"contactors_{coils.state}", coils.reason)
-            self._contactor_state = coils.state
+        self._note_contactors(coils)
         retrying = coils.state == "precharge" and contactors.precharge_phase == "wait"
         if retrying and not self._precharge_wait_reported:
             self._emit("warning", "info", "precharge_retry", coils.reason)
@@ -479,6 +498,55 @@ class Supervisor:
             latches_changed=latches_changed,
             events=self.drain_events(),
         )
+
+    def judge_sample(
+        self, snapshot: PackSnapshot, sample_time_s: float, now_s: float
+    ) -> Judgement | None:
+        """The per-sample path (issue 19): judge the telemetry codes (`SAMPLED`) of a fresh
+        snapshot at its sample time, and trip (every coil off) when that completes a delay.
+        Nothing else: the master's own readings, the timeouts, the contactor sequence, the
+        limits and the other codes stay with `step` on the periodic grid. The sample is
+        judged against the last step's other inputs (the current arms the charge window);
+        None before the first step (that step judges it).
+
+        A sample judged here and again by the next `step` counts once (`Protection`): the
+        step reaches the same levels with no transition of its own."""
+        d, base = self.d, self._judged_with
+        if d is None or base is None:
+            return None
+        inputs = replace(
+            base,
+            max_cell_v=snapshot.cell_v_max,
+            min_cell_v=snapshot.cell_v_min,
+            max_temp_c=snapshot.temp_max_c,
+            min_temp_c=snapshot.temp_min_c,
+            cell_spread_v=snapshot.spread_v,
+            open_wire=snapshot.open_wire,
+            out_of_range=snapshot.out_of_range,
+            sensor_fault=snapshot.sensor_fault,
+            sample_time_s=sample_time_s,
+        )
+        self._judged_with = inputs
+        result = d.protection.judge_sample(inputs)
+        if not result.transitions:
+            return Judgement(result, None, False, ())
+        for t in result.transitions:
+            self._events.append(transition_event(t, self._checks, snapshot))
+        self._faults_latched = bool(result.faults)
+        tripped = None
+        contactors = d.contactors
+        reasons = result.actions.open_contactors
+        if reasons and contactors.state not in ("fault", "standby"):
+            tripped = contactors.trip(now_s, ", ".join(reasons))
+            self._note_contactors(tripped)
+        latches_changed = any(t.level == "fault" for t in result.transitions)
+        return Judgement(result, tripped, latches_changed, self.drain_events())
+
+    def _note_contactors(self, coils: ContactorOutputs) -> None:
+        if coils.state != self._contactor_state:
+            level: EventLevel = "fault" if coils.state == "fault" else "info"
+            self._emit(level, "info", f"contactors_{coils.state}", coils.reason)
+            self._contactor_state = coils.state
 
     def _note_broker(self, connected: bool, now_s: float) -> None:
         edge = self.broker.update(connected, now_s)

@@ -666,3 +666,51 @@ def test_evaluation_is_cheap() -> None:
 def test_the_contract_lists_every_code_protection_can_raise() -> None:
     codes = Protection.from_system(DEMO, insulation_monitor=True).codes
     assert set(codes) == set(ProtectionCode)
+
+
+def _levels(p: Protection) -> tuple[tuple[str, ...], ...]:
+    s = p.status()
+    return (s.warnings, s.alarms, s.faults, s.unknown)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_judging_samples_alone_reaches_the_levels_of_whole_evaluations(
+    data: st.DataObject,
+) -> None:
+    """The master's per-sample path (`judge_sample`, the telemetry codes alone) with a whole
+    `evaluate` of the same sample now and then (the periodic grid) raises and clears exactly
+    what a whole evaluation of every sample does, at the same sample times: the grid's
+    second look at a sample adds no transition, and nothing is missed or early."""
+    config = data.draw(st.sampled_from(CONFIGS))
+    p = config.protection
+    whole = Protection.from_system(config)
+    judged = Protection.from_system(config)
+    cell_v = st.sampled_from(
+        [p.cell_overvoltage.warning.threshold + d for d in (-0.06, 0.01, 0.06, 0.12)]
+        + [p.cell_undervoltage.fault.threshold - 0.05, None]
+    )
+    temp_c = st.sampled_from([25.0, p.cell_overtemp_discharge.fault.threshold + 1.0, None])
+    flag = st.sampled_from([False, False, False, True, None])
+    sample_s = 100.0
+    for p_ in (whole, judged):  # the master steps once before it judges a sample
+        p_.evaluate(nominal(config, sample_time_s=sample_s), sample_s)
+    for _ in range(data.draw(st.integers(1, 60))):
+        sample_s += data.draw(st.sampled_from([0.1, 0.1, 0.1, 0.0995, 0.3]))
+        high = data.draw(cell_v)
+        inputs = nominal(
+            config, max_cell_v=high, min_cell_v=None if high is None else min(high, 3.0),
+            cell_spread_v=None, max_temp_c=data.draw(temp_c), open_wire=data.draw(flag),
+            current_a=data.draw(st.sampled_from([10.0, -10.0])), sample_time_s=sample_s,
+        )  # fmt: skip
+        now_s = sample_s + data.draw(st.sampled_from([0.0, 0.02, 0.3]))
+        expected = whole.evaluate(inputs, now_s).transitions
+        assert judged.judge_sample(inputs).transitions == expected
+        if data.draw(st.booleans()):  # a grid slot before the next sample
+            assert judged.evaluate(inputs, now_s + 0.01).transitions == ()
+        assert _levels(judged) == _levels(whole)
+
+
+def test_a_sample_is_judged_at_its_sample_time() -> None:
+    with pytest.raises(ValueError, match="sample_time_s"):
+        Protection.from_system(DEMO).judge_sample(nominal(DEMO))

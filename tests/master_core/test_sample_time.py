@@ -23,8 +23,9 @@ from services.master_core.stores import Store
 from services.plant.in_process import in_process_factory
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
-from shared.messages import CellTelemetry, ConfigMessage
-from shared.topics import CONFIG, SLAVE_TELEMETRY
+from shared.messages import CellTelemetry, ConfigMessage, PackState
+from shared.schedule import FixedRateSchedule
+from shared.topics import CONFIG, PACK_STATE, SLAVE_TELEMETRY
 
 HEALTHY_MV = 3700
 WALL_OFFSET_S = 1.7e9
@@ -193,6 +194,71 @@ def test_a_slave_clock_ahead_then_corrected_does_not_hold_the_delay_back(master:
         master.send(1, sample_wall + (3.0 if k < 3 else 0.0), OVER_MV)
         master.judge()
         assert master.tripped == (k >= 6), k
+
+
+def test_a_sample_between_grid_slots_runs_the_protection_judgement_alone(
+    master: Master, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake-up for fresh telemetry with no grid slot due (`serve`) judges the sample and does
+    nothing else: no estimator, no limits, no publishing. The sample that completes the delay
+    trips there, coils off, and the whole cycle follows at once (the state goes out at once)."""
+    core = master.core
+    assert core.rt is not None
+    estimator = core.rt.estimator
+    steps: list[float] = []
+    update = estimator.update
+    monkeypatch.setattr(
+        estimator, "update", lambda *a, **kw: (steps.append(master.clock.now), update(*a, **kw))
+    )
+    states: list[PackState] = []
+    master.slaves.subscribe(PACK_STATE, lambda d: states.append(d.message))
+    master.slaves.process()
+    states.clear()  # the retained one
+    core.schedule = FixedRateSchedule(service.PERIOD_S, master.clock.now + 10.0)  # none due
+    t0 = master.clock.wall() + 0.1
+    for k in range(6):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.01
+        master.send(0, t0 + 0.1 * k)
+        master.send(1, t0 + 0.1 * k, OVER_MV)
+        master.bus.process()
+        assert core.serve() == "judge"
+        master.slaves.process()
+        if k < 5:
+            assert (steps, states) == ([], []), k
+            assert core.supervisor.contactor_state == "closed"
+    assert master.tripped
+    assert steps == [master.clock.now]  # the one whole cycle, right after the trip
+    assert [s.contactors for s in states] == ["fault"]
+    assert "cell_overvoltage" in states[0].faults
+
+
+def test_a_level_a_sample_raises_is_published_at_once(master: Master) -> None:
+    """An alarm (no trip) raised by the judgement of a sample between grid slots: the state
+    goes out at once with it, though the last went out 20 ms before (not 10 Hz apart)."""
+    alarm = CONFIG_NMC.protection.cell_overvoltage.alarm
+    alarm_mv = round(alarm.threshold * 1000) + 10
+    states: list[PackState] = []
+    master.slaves.subscribe(PACK_STATE, lambda d: states.append(d.message))
+    master.slaves.process()
+    states.clear()  # the retained one
+    master.core.schedule = FixedRateSchedule(service.PERIOD_S, master.clock.now + 10.0)
+    t0 = master.clock.wall() + 0.1
+    samples = round(alarm.delay_s / 0.1) + 1
+    for k in range(samples):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.01
+        if k == samples - 1:  # a grid cycle 20 ms before publishes the state, no alarm yet
+            master.clock.now -= 0.02
+            master.core.cycle()
+            master.slaves.process()
+            assert [s.alarms for s in states] == [[]]
+            master.clock.now += 0.02
+        master.send(0, t0 + 0.1 * k)
+        master.send(1, t0 + 0.1 * k, alarm_mv)
+        master.bus.process()
+        assert master.core.serve() == "judge"
+        master.slaves.process()
+        assert len(states) == (2 if k == samples - 1 else 0), k
+    assert "cell_overvoltage" in states[-1].alarms and states[-1].contactors == "closed"
 
 
 def test_the_loop_judges_a_fresh_sample_at_once(

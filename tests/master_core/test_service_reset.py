@@ -213,6 +213,7 @@ def test_a_deep_discharge_needs_the_service_reset(stack: Stack) -> None:
     assert audit.values["user"] == "alice"
     assert audit.values["reason"] == OVERRIDE.reason
     assert "deep_discharge" in str(audit.values["cleared"])
+    assert stack.core.writer.flush()  # the latches are handed over at once, written apart
     assert "deep_discharge" not in Store(stack.store_path).get("protection_latched")["faults"]
     stack.run(5.0)
     assert stack.contactors == "closed"
@@ -258,6 +259,7 @@ def test_a_deep_discharge_latched_before_a_restart_is_cleared_by_the_service_res
     assert reply.status == "accepted", reply.reason
     after.run(5.0)
     assert after.faults() == () and after.contactors == "closed"
+    assert after.core.writer.flush()
     assert Store(after.store_path).get("protection_latched")["faults"] == {}
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from shared.docgen import asyncapi, render
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL
+from shared.settings import ServiceSettings
 from shared.topics import OUTSIDE_TOPICS, SPARKPLUG_PROTO, TOPICS
 
 
@@ -55,6 +57,15 @@ def test_every_topic_is_a_channel_with_its_bindings() -> None:
         assert (binding["qos"], binding["retain"]) == (spec.qos, spec.retain)
         schema = doc["components"]["schemas"][spec.payload.__name__]
         assert {"schema_version", "source", "seq", "ts"} <= set(schema["properties"])
+
+
+def test_the_server_names_the_protocol_the_services_speak_by_default() -> None:
+    """The document's MQTT version is the one a service connects with unless told otherwise
+    (it once said 5 while the services spoke 3.1.1)."""
+    (server,) = asyncapi()["servers"].values()
+    assert server["protocolVersion"] == DEFAULT_MQTT_PROTOCOL
+    assert ServiceSettings.model_fields["mqtt_protocol"].default == DEFAULT_MQTT_PROTOCOL
+    assert f"MQTT {DEFAULT_MQTT_PROTOCOL} by default" in server["description"]
 
 
 def test_every_outside_topic_is_a_channel_with_its_content_type() -> None:
