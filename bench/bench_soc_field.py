@@ -31,11 +31,13 @@ full/empty anchor), hours until the error stays within 5 % for good ("-" = never
 <= 5 % while the truth is > 15 %, SOH error at the end (after the full cycle), and the SOH change
 across a restart (records() -> restore() into a new estimator), and the share of samples whose
 error lies within twice the published 1-sigma (PackState.soc_std).
-Usage: python bench/bench_soc_field.py
+Usage: python bench/bench_soc_field.py [--scenario nmc] [--sensors spec] [--start rested]
+(each option repeatable; all rows by default)
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import math
@@ -249,16 +251,21 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description="SOC field accuracy of the published estimator")
+    ap.add_argument("--scenario", action="append", choices=SCENARIOS)
+    ap.add_argument("--sensors", action="append", choices=SENSORS)
+    ap.add_argument("--start", action="append", choices=STARTS)
+    args = ap.parse_args()
     print(__doc__.split("\n\n")[0])
     print(
         f"service period {SERVICE_PERIOD_S:g} s; spec bias {SPEC_BIAS_V} V, "
         f"current offset {SPEC_CURRENT_OFFSET_A} A\n"
     )
     print(HEADER)
-    for name in SCENARIOS:
+    for name in args.scenario or SCENARIOS:
         trace = load_field(name)
-        for sensors in SENSORS:
-            for start in STARTS:
+        for sensors in args.sensors or SENSORS:
+            for start in args.start or STARTS:
                 result = run_field(trace, sensors, start)
                 label = f"{name} {sensors} {start}"
                 print(f"{label:<24}{result.row()}")
