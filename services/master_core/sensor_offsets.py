@@ -22,9 +22,10 @@ when the pack demonstrably rests:
   (an inverter's standby) cannot be told from an offset at rest; taking it for one errs by at
   most the sensor's own specification, which the counter's uncertainty already assumes, and
   the open-string samples pull it back.
-  A closed rest's samples are held back `hold_s` and taken only when the rest has gone on
-  that long after them: the start of a load or of PV charging passes through small currents
-  while the counter still rests (its rest ends at C/50), and those are real.
+  A closed rest's samples are taken only `hold_s` away from both of its ends: held back until
+  the rest has gone on that long after them, and not taken in its first `hold_s`. A load or
+  PV charging that starts or fades passes through small currents while the counter rests (its
+  rest is |I| < C/50), and those are real.
 - Anything else (closed and not resting, an unknown reading, a non-positive time step) is
   ignored, and ends the closed rest's held-back samples: a load current is never taken for an
   offset.
@@ -62,6 +63,9 @@ from typing import Any
 
 from shared.config.limits import CURRENT_ACCURACY_A
 
+RESOLUTION_A = 0.001
+"""The IVT-S reports its current in mA (its result frame, `drivers/ivt_s.py` and its DBC)."""
+
 
 @dataclass(frozen=True)
 class ZeroOffsetParams:
@@ -76,14 +80,17 @@ class ZeroOffsetParams:
     """Sampled time before the offset counts as learned (10 min: sensor noise averages out)."""
     max_step_s: float = 5.0
     """Longest time step one sample stands for (the counter's max_gap_s)."""
+    resolution_a: float = RESOLUTION_A
+    """The correction's step."""
     hold_s: float = 300.0
-    """A closed rest's sample is taken once the rest has gone on this long after it (PyBaMM
-    field traces: PV ramps pass 0-0.15 A within a minute or two)."""
+    """A closed rest's sample is taken once the rest has gone on this long before and after
+    it (PyBaMM field traces: PV ramps pass 0-0.15 A within a minute or two)."""
     chunk_s: float = 10.0
     """Held-back samples are kept as means over this long (the service samples at 20-50 Hz)."""
 
     def __post_init__(self) -> None:
-        for name in ("bound_a", "margin_factor", "time_constant_s", "max_step_s", "chunk_s"):
+        positive = ("bound_a", "margin_factor", "time_constant_s", "max_step_s", "chunk_s")
+        for name in (*positive, "resolution_a"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 raise ValueError(f"{name} {value!r} must be positive")
@@ -114,6 +121,8 @@ class ZeroOffsetLearner:
         self._held_s = 0.0
         self._chunk = (0.0, 0.0)
         """The chunk being filled: (time, charge in A s)."""
+        self._rest_s = 0.0
+        """How long the closed rest's samples have been within the margin."""
 
     def update(
         self, dt_s: float, current_a: float | None, *, string_open: bool, resting: bool
@@ -134,6 +143,9 @@ class ZeroOffsetLearner:
         if not (resting and abs(current_a) <= p.margin_a):
             self._drop_held()
             return False
+        self._rest_s += step_s
+        if self._rest_s <= p.hold_s:
+            return True  # the rest's start: a fading current may still flow
         chunk_s, chunk_as = self._chunk
         chunk_s, chunk_as = chunk_s + step_s, chunk_as + step_s * current_a
         self._chunk = (chunk_s, chunk_as)
@@ -148,6 +160,7 @@ class ZeroOffsetLearner:
         return True
 
     def _drop_held(self) -> None:
+        self._rest_s = 0.0
         self._held.clear()
         self._held_s = 0.0
         self._chunk = (0.0, 0.0)
@@ -170,12 +183,14 @@ class ZeroOffsetLearner:
 
     @property
     def correction_a(self) -> float:
-        """What to subtract from a measured current: the learned offset clipped to the
-        bound; 0 until learned and while beyond the margin."""
+        """What to subtract from a measured current: the learned offset in steps of the
+        resolution, clipped to the bound; 0 until learned and while beyond the margin."""
         learned = self.learned_a
         if learned is None or self.beyond_bound:
             return 0.0
-        return max(-self.params.bound_a, min(learned, self.params.bound_a))
+        p = self.params
+        steps = round(learned / p.resolution_a)
+        return max(-p.bound_a, min(steps * p.resolution_a, p.bound_a))
 
     def corrected_a(self, current_a: float) -> float:
         return current_a - self.correction_a

@@ -93,6 +93,15 @@ def test_an_offset_a_little_beyond_the_bound_is_subtracted_up_to_it() -> None:
     assert not z.beyond_bound and z.correction_a == -BOUND_A
 
 
+@settings(max_examples=100, deadline=None)
+@given(offset=st.floats(-0.0005, 0.0005))
+def test_an_offset_below_the_sensors_resolution_is_not_subtracted(offset: float) -> None:
+    z = learner()
+    for _ in range(1000):
+        z.update(1.0, offset, string_open=True, resting=False)
+    assert z.learned_a == pytest.approx(offset) and z.correction_a == 0.0
+
+
 def test_an_offset_at_the_specification_limit_is_subtracted() -> None:
     z = learner()
     for _ in range(1000):
@@ -115,10 +124,10 @@ def test_it_is_slow() -> None:
     z = learner()
     for _ in range(3600):
         z.update(1.0, 0.05, string_open=True, resting=False)
-    for _ in range(600):  # ten minutes at rest with a standing 0.14 A draw
+    for _ in range(1200):  # twenty minutes at rest with a standing 0.14 A draw
         z.update(1.0, 0.14, string_open=False, resting=True)
     learned = z.learned_a
-    assert learned is not None and 0.05 < learned < 0.05 + 0.09 * 600 / 3600
+    assert learned is not None and 0.05 < learned < 0.05 + 0.09 * 1200 / 3600
     z.update(86400.0, -0.1, string_open=True, resting=False)
     assert z.learned_a is not None and z.learned_a > 0.05 - 0.15 * 6 / 3600
 
@@ -134,6 +143,17 @@ def test_the_small_currents_that_end_a_rest_are_not_taken() -> None:
     for ramp_a in (0.05, 0.1, 0.14, 0.14):
         z.update(5.0, ramp_a, string_open=False, resting=True)
     assert not z.update(5.0, 0.5, string_open=False, resting=True)
+    assert z.learned_a == 0.0
+
+
+def test_the_small_currents_that_begin_a_rest_are_not_taken() -> None:
+    z = learner()
+    for _ in range(3600):
+        z.update(1.0, 0.0, string_open=True, resting=False)
+    for fading_a in (0.14, 0.1, 0.05, 0.02):  # the evening's PV fading out
+        z.update(5.0, fading_a, string_open=False, resting=True)
+    for _ in range(240):  # twenty minutes of rest at 5 s
+        assert z.update(5.0, 0.0, string_open=False, resting=True)
     assert z.learned_a == 0.0
 
 
