@@ -18,6 +18,7 @@ Cases per chemistry:
   sensors  ideal  1 mV voltage noise, no current offset
            spec   per-channel voltage bias +50 / -30 / +20 / -50 mV, 2 mV noise, current offset
                   -0.1 A (a discharge reads larger), the specification limits
+           spec+  the same with the current offset +0.1 A (a charge reads larger)
   start    rested    first start from the rested OCV (7 h night rest before the first load)
            restored  a stored SOC record 20 % above the truth on every cell (sigma 3 %)
 
@@ -62,7 +63,7 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "master_core" / "data
 SYSTEM_CELL_AH = 100.0
 SERVICE_PERIOD_S = 5.0
 SCENARIOS = ("nmc", "lfp")
-SENSORS = ("ideal", "spec")
+SENSORS = ("ideal", "spec", "spec+")
 STARTS = ("rested", "restored")
 SEED = 11
 SPEC_BIAS_V = (0.05, -0.03, 0.02, -0.05)
@@ -190,10 +191,10 @@ def run_field(trace: FieldTrace, sensors: str, start: str, seed: int = SEED) -> 
         [np.interp(t, trace.time_s, trace.cell_v[:, k]) for k in range(n_cells)]
     )
     truth = np.interp(t, trace.time_s, trace.pack_soc_pct)
-    if sensors == "spec":
+    if sensors in ("spec", "spec+"):
         volts = volts + np.asarray(SPEC_BIAS_V)[None, :n_cells]
         volts = volts + rng.normal(0.0, 0.002, size=volts.shape)
-        current = current + SPEC_CURRENT_OFFSET_A
+        current = current + SPEC_CURRENT_OFFSET_A * (-1.0 if sensors == "spec+" else 1.0)
     else:
         volts = volts + rng.normal(0.0, 0.001, size=volts.shape)
     if start == "restored":
