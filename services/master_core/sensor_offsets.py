@@ -44,7 +44,9 @@ a mean of 0.1001 A): it is subtracted up to the bound. Beyond `margin_factor` x 
 (only open-string samples can take it there: a rest sample is gated at that size) the sensor
 is out of its specification: nothing is subtracted (`correction_a` 0), the offset is still
 published, and `beyond_bound` is set for the caller to warn; the protection's own
-`current_offset_high` warning rises at `protection.current_offset_warning_a`.
+`current_offset_high` warning rises at `protection.current_offset_warning_a`. The correction
+is in steps of the sensor's resolution (`RESOLUTION_A`): less is no offset the sensor can show,
+and a fraction of a mA learned from a rest's last real trickle does not move the count.
 
 Protection, limits and the plausibility checks use the raw (calibrated) current, not the
 corrected one: their thresholds are amperes to hundreds of amperes, where 0.1 A changes
@@ -52,6 +54,18 @@ nothing; `current_on_open_string` and the weld check must see what the sensor re
 subtracted "offset" could hide a leak path); and a safety function must not depend on a
 learned state that wrong samples could have moved. The correction serves what integrates the
 current over hours: the SOC and the SOH's charge counts.
+
+## Cell-voltage offsets: not learned (yet)
+
+A per-channel offset would be learned from the rested voltages after a full anchor, as each
+channel's deviation from the median that persists across anchors. It is not, because the
+deviation there is not the offset: on the field traces (bench/bench_soc_field.py, ideal
+sensors, no balancing) the cells rested after the full anchor differ by 17-23 mV (NMC, 0.97-1.03
+capacities) and 120 mV (LFP, one cell aged 8 %) by their SOC alone, and that persists across
+anchors as well. After balancing it would not be the offset either: passive balancing
+equalises the readings, so at the top the readings agree and the true cells differ by the
+offsets. A learner needs a signature the SOC cannot give (e.g. a deviation that stays the same
+on the LFP plateau, where a few % SOC move a cell by under 5 mV).
 """
 
 from __future__ import annotations
