@@ -18,6 +18,7 @@ Cases per chemistry:
   sensors  ideal  1 mV voltage noise, no current offset
            spec   per-channel voltage bias +50 / -30 / +20 / -50 mV, 2 mV noise, current offset
                   -0.1 A (a discharge reads larger), the specification limits
+           spec+  the same with the current offset +0.1 A (a charge reads larger)
   start    rested    first start from the rested OCV (7 h night rest before the first load)
            restored  a stored SOC record 20 % above the truth on every cell (sigma 3 %)
 
@@ -50,7 +51,8 @@ shipped generic preset for reference. Sensors: ideal and spec as above, and fine
 and the estimator told voltage_error_v = 10 mV: a calibrated front end, where the OCV reads on
 LFP's slopes are worth a correction and the branch matters most).
 
-Usage: python bench/bench_soc_field.py [--scenario nmc|lfp] [--no-ekf] | hysteresis
+Usage: python bench/bench_soc_field.py [--scenario nmc] [--sensors spec] [--start rested]
+[--no-ekf] (each option but the last repeatable; all rows by default) | hysteresis
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "master_core" / "data
 SYSTEM_CELL_AH = 100.0
 SERVICE_PERIOD_S = 5.0
 SCENARIOS = ("nmc", "lfp")
-SENSORS = ("ideal", "spec")
+SENSORS = ("ideal", "spec", "spec+")
 STARTS = ("rested", "restored")
 SEED = 11
 SPEC_BIAS_V = (0.05, -0.03, 0.02, -0.05)
@@ -246,10 +248,10 @@ def run_field(
         [np.interp(t, trace.time_s, trace.cell_v[:, k]) for k in range(n_cells)]
     )
     truth = np.interp(t, trace.time_s, trace.pack_soc_pct)
-    if sensors == "spec":
+    if sensors in ("spec", "spec+"):
         volts = volts + np.asarray(SPEC_BIAS_V)[None, :n_cells]
         volts = volts + rng.normal(0.0, 0.002, size=volts.shape)
-        current = current + SPEC_CURRENT_OFFSET_A
+        current = current + SPEC_CURRENT_OFFSET_A * (-1.0 if sensors == "spec+" else 1.0)
     else:
         volts = volts + rng.normal(0.0, 0.001, size=volts.shape)
     if start == "restored":
@@ -366,6 +368,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument("--sensors", action="append", choices=SENSORS)
+    parser.add_argument("--start", action="append", choices=STARTS)
     parser.add_argument("--no-ekf", action="store_true", help="the published estimator only")
     args = parser.parse_args()
     print(__doc__.split("\n\n")[0])
@@ -376,8 +380,8 @@ def main() -> None:
     print(HEADER + ("" if args.no_ekf else EKF_HEADER))
     for name in args.scenario or SCENARIOS:
         trace = load_field(name)
-        for sensors in SENSORS:
-            for start in STARTS:
+        for sensors in args.sensors or SENSORS:
+            for start in args.start or STARTS:
                 result = run_field(trace, sensors, start)
                 label = f"{name} {sensors} {start}"
                 line = f"{label:<24}{result.row()}"

@@ -315,8 +315,18 @@ class EkfPackEstimator(PackEstimator):
             return None
         return float(np.clip(np.sqrt(np.mean(self.ekf.p11)), 0.0, 100.0))
 
-    def update(self, snap: PackSnapshot, current_a: float, dt_s: float, now_s: float) -> None:
-        super().update(snap, current_a, dt_s, now_s)
+    def update(
+        self,
+        snap: PackSnapshot,
+        current_a: float | None,
+        dt_s: float,
+        now_s: float,
+        *,
+        string_open: bool = False,
+    ) -> None:
+        super().update(snap, current_a, dt_s, now_s, string_open=string_open)
+        # the current the counter counted: less the learned zero offset, 0 with the string open
+        counted_a = 0.0 if string_open or current_a is None else self.zero.corrected_a(current_a)
         if not self.started:
             return
         if not self._ekf_started:
@@ -324,7 +334,7 @@ class EkfPackEstimator(PackEstimator):
             self.ekf.soc_pct = self.counter.soc_pct.copy()
             self.ekf.p11 = np.maximum(np.square(self.counter.soc_std_pct), 1e-6)
             self._ekf_started = True
-        self.ekf.update(now_s, current_a, snap.cell_v if snap.complete else None)
+        self.ekf.update(now_s, counted_a, snap.cell_v if snap.complete else None)
         if self.counter.anchors != self._anchors_seen:
             self._anchors_seen = self.counter.anchors
             # the cells the counter anchored in this update carry its reference SOC

@@ -62,11 +62,13 @@ from services.master_core.estimation.soh import (
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import (
     CyclesRecord,
+    OffsetsRecord,
     PersistedRecord,
     SocRecord,
     SohRecord,
     ThroughputRecord,
 )
+from services.master_core.sensor_offsets import ZeroOffsetLearner, ZeroOffsetParams
 from shared.config import SystemConfig
 from shared.config.chemistry import PRESET_OCV_ERROR_V, ocv_accuracy_note
 
@@ -118,6 +120,12 @@ class PackEstimator:
                 prior_std_pct=GENERIC_SOH_PRIOR_STD_PCT if generic else 0.0,
             ),
         )
+        sensor = config.current_sensor
+        self.zero = ZeroOffsetLearner(ZeroOffsetParams(bound_a=sensor.zero_offset_max_a))
+        """The current sensor's zero offset, learned open and at rest, subtracted from the
+        counted current (`sensor_offsets`)."""
+        self._calibration = (sensor.offset_a, sensor.gain)
+        """The calibration the offset is learned under: a new one makes it another offset."""
         self._started = False
         self._cached: dict[str, float] = {}
         """Derived values since the last update or restore (`pack_soc_pct`, `soh_pct`)."""
@@ -180,10 +188,27 @@ class PackEstimator:
     def cell_soc_pct(self) -> NDArray[np.float64] | None:
         return self.counter.soc_pct if self._started else None
 
-    def update(self, snap: PackSnapshot, current_a: float, dt_s: float, now_s: float) -> None:
+    def update(
+        self,
+        snap: PackSnapshot,
+        current_a: float | None,
+        dt_s: float,
+        now_s: float,
+        *,
+        string_open: bool = False,
+    ) -> None:
+        """One sample. `current_a`: the calibrated current through the string (None:
+        unknown, counted as 0); `string_open`: every contact reads open, so no current flows
+        and `current_a` is the sensor's zero reading (learned from, counted as 0). Otherwise
+        the current less the learned zero offset is counted."""
         self._cached.clear()
         if self._branches is not None:
             self._take_temperatures(snap)  # before the start: the first reading needs them
+        # dV/dt ~ 0 at a small current: the counter's settled rest, as of the last sample
+        self.zero.update(
+            dt_s, current_a, string_open=string_open, resting=self.counter.rest_settled
+        )
+        counted_a = 0.0 if string_open or current_a is None else self.zero.corrected_a(current_a)
         if not self._started:
             if not snap.complete:
                 return  # wait for every module: a partial start would guess missing cells
@@ -193,8 +218,8 @@ class PackEstimator:
         self._now_s = now_s
         if self._first_now_s is None:
             self._first_now_s = now_s
-        self.counter.update(now_s, current_a, cell_v)
-        self.soh.update(now_s, current_a, cell_v)
+        self.counter.update(now_s, counted_a, cell_v)
+        self.soh.update(now_s, counted_a, cell_v)
         # rested OCV points and full/empty anchors are the ends of a capacity measurement
         taken = self.soh.add_reference(
             self.counter.reference_soc_pct, self.counter.reference_std_pct
@@ -266,6 +291,17 @@ class PackEstimator:
                 energy_out_wh=soh.energy_out_wh,
             ),
             cycles=CyclesRecord(equivalent_cycles=soh.equivalent_cycles),
+            offsets=self._offsets_record(),
+        )
+
+    def _offsets_record(self) -> OffsetsRecord:
+        state = self.zero.state()
+        offset_a, gain = self._calibration
+        return OffsetsRecord(
+            zero_offset_a=state["mean_a"],
+            zero_evidence_s=state["evidence_s"],
+            calibration_offset_a=offset_a,
+            calibration_gain=gain,
         )
 
     def restore(self, records: EstimatorRecords, wall_s: float | None = None) -> None:
@@ -286,6 +322,10 @@ class PackEstimator:
             self.soh.energy_in_wh, self.soh.energy_out_wh = t.energy_in_wh, t.energy_out_wh
         if records.cycles is not None:
             self.soh.equivalent_cycles = records.cycles.equivalent_cycles
+        if records.offsets is not None:
+            o = records.offsets
+            if (o.calibration_offset_a, o.calibration_gain) == self._calibration:
+                self.zero.load_state(o.zero_offset_a, o.zero_evidence_s)
         if records.soc is not None:
             if not self.counter.load_state(records.soc.model_dump()):
                 raise ValueError("the SOC record does not fit this configuration")
@@ -319,6 +359,8 @@ class EstimatorRecords:
     soh: SohRecord | None = None
     throughput: ThroughputRecord | None = None
     cycles: CyclesRecord | None = None
+    offsets: OffsetsRecord | None = None
 
     def all(self) -> tuple[PersistedRecord, ...]:
-        return tuple(r for r in (self.soc, self.soh, self.throughput, self.cycles) if r is not None)
+        kept = (self.soc, self.soh, self.throughput, self.cycles, self.offsets)
+        return tuple(r for r in kept if r is not None)

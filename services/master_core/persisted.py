@@ -12,6 +12,8 @@ other item with it. What a record that does not fit means is decided per item (`
   capacity (SOH 100 %, `estimator.SOH_PRIOR_PCT`) until the estimator measures one.
 - Throughput and energy (`ThroughputRecord`) and equivalent cycles (`CyclesRecord`): counters of
   the system, so only another version is refused; a new cell count keeps them.
+- Sensor offsets (`OffsetsRecord`): another version is refused, and one learned under another
+  current calibration is not taken; the offset is learned again.
 - Latched faults (`LatchesRecord`): a record that cannot be read is never dropped: the master
   refuses the configuration and its contactors stay open.
 - Automatic recoveries from a communication loss of the last hour (`CommRecoveryRecord`): a
@@ -175,6 +177,31 @@ class CyclesRecord(PersistedRecord):
     KEY: ClassVar[str] = "equivalent_cycles"
     version: Literal[1] = 1
     equivalent_cycles: NonNegative
+
+
+class OffsetsRecord(PersistedRecord):
+    """Sensor offsets learned in the field (`sensor_offsets`): the current sensor's zero
+    offset left after the calibration, and the sampled time it was learned over."""
+
+    KEY: ClassVar[str] = "sensor_offsets"
+    version: Literal[1] = 1
+    zero_offset_a: Finite
+    zero_evidence_s: NonNegative
+    calibration_offset_a: Finite
+    calibration_gain: Finite
+    """The calibration (`current_sensor.offset_a`, `gain`) it was learned under: under
+    another one the learned offset is another sensor's, or already corrected
+    (`PackEstimator.restore` does not take it)."""
+
+    def misfit(self, config: SystemConfig) -> str | None:
+        sensor = config.current_sensor
+        if (self.calibration_offset_a, self.calibration_gain) != (sensor.offset_a, sensor.gain):
+            return (
+                f"zero offset learned under the calibration offset {self.calibration_offset_a:g} A"
+                f", gain {self.calibration_gain:g}; the configuration has {sensor.offset_a:g} A, "
+                f"{sensor.gain:g}"
+            )
+        return None
 
 
 class LatchedFault(BaseModel):

@@ -26,6 +26,7 @@ from services.master_core.persisted import (
     CommRecoveryRecord,
     CyclesRecord,
     LatchesRecord,
+    OffsetsRecord,
     PersistedRecord,
     R,
     RecordWriter,
@@ -434,7 +435,18 @@ class MasterCore:
         assert sup.d is not None
         current = sup.d.calibration.measured_a(reading.current_a)
         closed = sup.contactor_state == "closed"
-        rt.estimator.update(snap, (current or 0.0) if closed else 0.0, dt, now)
+        # No current flows while every contact reads open and every coil is off: the sensor's
+        # zero reading then, which the estimator learns its offset from. In between (precharge,
+        # opening) the string counts no current, as before.
+        fb = reading.feedback
+        string_open = (
+            not closed and sup.d.contactors.outputs.all_off and fb is not None and fb.all_open
+        )
+        if closed or string_open:
+            rt.estimator.update(snap, current, dt, now, string_open=string_open)
+        else:
+            rt.estimator.update(snap, 0.0, dt, now)
+        self._watch_zero_offset(rt)
         out = sup.step(
             SupervisorInputs(
                 snapshot=snap,
@@ -462,6 +474,19 @@ class MasterCore:
         if out.latches_changed:
             self._persist_latches()
         self._periodic(rt, snap, out, current or 0.0, wall, now)
+
+    def _watch_zero_offset(self, rt: _Runtime) -> None:
+        """A learned zero offset beyond the sensor's specification is not subtracted
+        (`sensor_offsets`): counted and logged, so that the sensor is checked."""
+        if rt.estimator.zero.beyond_bound:
+            self.bus.counters["current_offset_beyond_spec_cycles"] += 1
+            self._limited_log.warning(
+                "current_offset_beyond_spec",
+                "current sensor zero offset %.3f A beyond its specification ±%g A: not "
+                "subtracted from the counted current; check the sensor (or a standing load)",
+                rt.estimator.zero.learned_a,
+                rt.estimator.zero.params.bound_a,
+            )
 
     def _periodic(
         self,
@@ -575,6 +600,7 @@ class MasterCore:
             soh=self._load(SohRecord, config),
             throughput=self._load(ThroughputRecord, config),
             cycles=self._load(CyclesRecord, config),
+            offsets=self._load(OffsetsRecord, config),
         )
         estimator.restore(records, wall_s=self.wall())  # downtime widens the SOC sigma
         if records.all():
@@ -619,6 +645,7 @@ class MasterCore:
                 equivalent_cycles=rt.estimator.soh.equivalent_cycles if started else None,
                 dc_link_voltage=out.link_voltage_v,
                 current_offset_a=out.plausibility.current_offset_a,
+                current_zero_offset_a=rt.estimator.zero.learned_a,
             ),
         )
 

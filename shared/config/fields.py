@@ -224,6 +224,7 @@ FIELD_USES: tuple[FieldUse, ...] = (
              "hardware=devices: sent to the sensor at start"),
     FieldUse("current_sensor.offset_a", (_r(MASTER, _MC + "current_calibration.py"),)),
     FieldUse("current_sensor.gain", (_r(MASTER, _MC + "current_calibration.py"),)),
+    FieldUse("current_sensor.zero_offset_max_a", (_r(MASTER, _MC + "estimator.py"),)),
     FieldUse("contactors.precharge_resistor_ohm", (
         _r(MASTER, "services/plant/contactors.py"), _r(MASTER, _PLAUS),
     )),

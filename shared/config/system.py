@@ -36,6 +36,7 @@ from shared.config.limits import (
     CELL_VOLTAGE_ACCURACY_V,
     CELLS_IN_SERIES_MAX,
     CELLS_PER_MODULE_MAX,
+    CURRENT_ACCURACY_A,
     CURRENT_MAX_A,
     INSULATION_MIN_OHM_PER_V,
     MODULES_MAX,
@@ -192,6 +193,11 @@ class CurrentSensorConfig(ConfigModel):
     offset_a: float = 0.0
     gain: float = 1.0
     """Calibration: current = gain x raw + offset."""
+    zero_offset_max_a: float = Field(CURRENT_ACCURACY_A, gt=0.0, le=10.0)
+    """The sensor's zero-offset specification: the master learns the zero offset left after
+    the calibration while the string is open and at rest, and subtracts it from the current
+    the SOC counts while it is within ± this; beyond, it subtracts nothing
+    (`services/master_core/sensor_offsets.py`)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -119,8 +119,14 @@ class PackState(Message):
     dc_link_voltage: PackVolts | None = None
     """Measured DC-link (inverter side of the contactors) voltage; None while unknown."""
     current_offset_a: float | None = Field(None, allow_inf_nan=False)
-    """The current sensor's zero offset, estimated while the string is open; None until
-    estimated."""
+    """The current sensor's zero offset, estimated while the string is open (the mean of the
+    last `protection.current_offset_window_s`, what `current_offset_high` warns on); None
+    until estimated."""
+    current_zero_offset_a: float | None = Field(None, allow_inf_nan=False)
+    """The zero offset the master has learned, slowly, while the string is open and at rest:
+    subtracted from the current the SOC counts while within the sensor's specification
+    (`current_sensor.zero_offset_max_a`). None until learned (and from a master before this
+    field)."""
 
     @property
     def power_w(self) -> float | None:

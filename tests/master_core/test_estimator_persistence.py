@@ -16,6 +16,7 @@ from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
     CyclesRecord,
+    OffsetsRecord,
     SocRecord,
     SohRecord,
     ThroughputRecord,
@@ -66,12 +67,17 @@ def run_cycle(est: PackEstimator, config: SystemConfig) -> None:
 
 
 def restore_all(store: Store, config: SystemConfig) -> EstimatorRecords:
-    loaded = [
-        load(store, cls, config) for cls in (SocRecord, SohRecord, ThroughputRecord, CyclesRecord)
-    ]
+    kinds = (SocRecord, SohRecord, ThroughputRecord, CyclesRecord, OffsetsRecord)
+    loaded = [load(store, cls, config) for cls in kinds]
     assert all(x.refusal is None and x.record is not None for x in loaded)
-    soc, soh, throughput, cycles = (x.record for x in loaded)
-    return EstimatorRecords(soc=soc, soh=soh, throughput=throughput, cycles=cycles)  # type: ignore[arg-type]
+    soc, soh, throughput, cycles, offsets = (x.record for x in loaded)
+    return EstimatorRecords(
+        soc=soc,  # type: ignore[arg-type]
+        soh=soh,  # type: ignore[arg-type]
+        throughput=throughput,  # type: ignore[arg-type]
+        cycles=cycles,  # type: ignore[arg-type]
+        offsets=offsets,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
@@ -116,6 +122,7 @@ def test_a_restored_estimator_publishes_what_the_saved_one_did(
     assert again.soh.energy_in_wh == est.soh.energy_in_wh
     assert again.soh.energy_out_wh == est.soh.energy_out_wh
     assert again.soh.equivalent_cycles == est.soh.equivalent_cycles
+    assert again.zero.state() == est.zero.state() and est.zero.evidence_s > 0.0
     assert again.records() == records
 
 
