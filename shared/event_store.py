@@ -162,12 +162,16 @@ class Store:
         if before_ts is not None:
             where.append("ts < ?")
             params.append(before_ts)
-        if keep_rows is not None:
-            where.append("id <= (SELECT MAX(id) FROM events) - ?")
-            params.append(max(0, keep_rows))
-        if not where:
-            return 0
         with self._lock:
+            if keep_rows is not None:
+                # the newest id taken first: a subquery in the DELETE may be evaluated after
+                # the rows the other condition removed (SQLite's OR optimisation), and then
+                # keeps too many
+                (newest,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+                where.append("id <= ?")
+                params.append(int(newest) - max(0, keep_rows))
+            if not where:
+                return 0
             cur = self._db.execute(f"DELETE FROM events WHERE {' OR '.join(where)}", params)
             return int(cur.rowcount)
 

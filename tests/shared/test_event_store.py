@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared.event_store import Store
@@ -22,6 +22,9 @@ def _add(store: Store, ts: float) -> int:
     before=st.none() | st.integers(0, 110),
     keep=st.none() | st.integers(0, 40),
 )
+# found by this property in CI: the newest id, asked in a subquery of the DELETE, was read
+# after the old row went, and one row too many stayed
+@example(stamps=[1, 0], before=1, keep=1)
 def test_pruning_keeps_exactly_the_young_and_newest_rows_and_ids_never_repeat(
     stamps: list[int], before: int | None, keep: int | None
 ) -> None:
