@@ -104,7 +104,9 @@ def test_oversize_telemetry_is_refused_unread_and_pack_state_keeps_coming(
     over_broker = telemetry_bytes(900_000)  # the message: over the broker's limit
     assert SLAVE_TELEMETRY.byte_limit < len(over_topic) < BROKER_MESSAGE_SIZE_LIMIT
     assert len(over_broker) > BROKER_MESSAGE_SIZE_LIMIT
-    topology = {"module_cell_counts": [1] * 50_000}
+    # one byte per element: just past the configuration's limit (which grows with what a
+    # configuration may hold, e.g. OCV branches per temperature)
+    topology = {"module_cell_counts": [1] * (CONFIG.byte_limit + 64)}
     config_list = bytes(
         msgpack.packb({"schema_version": SCHEMA_VERSION, "config": {"topology": topology}})
     )
