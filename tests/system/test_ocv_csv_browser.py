@@ -12,12 +12,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.broker import MosquittoBroker, free_port
 from shared.config.chemistry import get_preset
-from tests.system.agents import ServiceProcess, wait_until
+from tests.system.agents import ServiceProcess
+from tests.system.browser import first_login, ui_is_up
 from tests.system.test_config_ui_browser import (
     ARTIFACTS,
     CHROMIUM,
@@ -43,14 +43,8 @@ def ui(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterator[s
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        assert wait_until(up, 60), service.log()
+        assert ui_is_up(base), service.log()
         yield base
     finally:
         service.stop()
@@ -78,17 +72,7 @@ def test_the_cell_data_step_imports_ocv_branches_from_a_csv(ui: str, tmp_path: P
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{ui}/wizard")
-            expect(page).to_have_url(re.compile(r"/login"))
-            page.fill('input[name="username"]', "admin")
-            page.fill('input[name="password"]', PASSWORD)
-            page.click('button[type="submit"]')
-            expect(page).to_have_url(re.compile(r"/account$"))
-            page.fill('input[name="current_password"]', PASSWORD)
-            page.fill('input[name="new_password"]', "admins-own-password")
-            page.fill('input[name="confirm_password"]', "admins-own-password")
-            page.click('[data-testid="change-password"]')
-            expect(page.get_by_text("Password changed")).to_be_visible()
+            first_login(page, ui, "/wizard", PASSWORD)
             page.goto(f"{ui}/wizard")
             page.select_option('select[name="chemistry"]', "LFP")
             page.click('[data-testid="next"]')

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shared.broker import MosquittoBroker, free_port
-from tests.system.agents import ServiceProcess, wait_until
+from tests.system.agents import ServiceProcess
+from tests.system.browser import first_login, ui_is_up
 from tests.system.test_config_ui_browser import (
     ARTIFACTS,
     CHROMIUM,
@@ -46,14 +46,8 @@ def keeper(mosquitto: MosquittoBroker, system_id: str, tmp_path: Path) -> Iterat
     )
     base = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        assert wait_until(up, 60), ui.log()  # start-up imports are slow on a loaded machine
+        assert ui_is_up(base), ui.log()
         yield base, site, system_id
     finally:
         controller.stop()
@@ -72,17 +66,7 @@ def test_the_site_configuration_page_shows_problems_at_their_field_and_the_ack(
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{base}/site/config")
-            expect(page).to_have_url(re.compile(r"/login"))
-            page.fill('input[name="username"]', "admin")
-            page.fill('input[name="password"]', PASSWORD)
-            page.click('button[type="submit"]')
-            expect(page).to_have_url(re.compile(r"/account$"))
-            page.fill('input[name="current_password"]', PASSWORD)
-            page.fill('input[name="new_password"]', "admins-own-password")
-            page.fill('input[name="confirm_password"]', "admins-own-password")
-            page.click('[data-testid="change-password"]')
-            expect(page.get_by_text("Password changed")).to_be_visible()
+            first_login(page, base, "/site/config", PASSWORD)
             page.goto(f"{base}/")
             page.click('nav a[href="/site/config"]')
             expect(page).to_have_url(re.compile(r"/site/config$"))
