@@ -118,7 +118,8 @@ METRIC_LINE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)$")
 
 
 def scrape(port: int) -> dict[str, float]:
-    """`overruns` and `telemetry_gaps` from a service's /metrics (absent: 0)."""
+    """`overruns` and `telemetry_gaps` from a service's /metrics, summed over the systems it
+    serves (one master process may host several; absent: 0)."""
     out: dict[str, float] = defaultdict(float)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -131,9 +132,9 @@ def scrape(port: int) -> dict[str, float]:
             continue
         name, labels, value = m.groups()
         if name == "bms_bus_overruns_total":
-            out["overruns"] = float(value)
+            out["overruns"] += float(value)
         elif name == "bms_service_counter_total" and 'counter="telemetry_gaps"' in labels:
-            out["telemetry_gaps"] = float(value)
+            out["telemetry_gaps"] += float(value)
     return out
 
 

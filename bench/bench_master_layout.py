@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_capacity import CELLS, MODULES, cpu_s, rss_mb, system_config  # noqa: E402
+from bench_capacity import CELLS, MODULES, cpu_s, rss_mb, scrape, system_config  # noqa: E402
 from fault_matrix import EXIT_SKIP, enter_netns, skip  # noqa: E402
 
 from shared.broker import MosquittoBroker, find_mosquitto, free_port  # noqa: E402
@@ -56,7 +54,6 @@ NETNS_ENV = "BMS_MASTER_LAYOUT_NETNS"
 LAYOUTS = ("process", "shared")
 READY_S = 30.0
 READY_PER_SYSTEM_S = 8.0
-METRIC_LINE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)$")
 
 
 @dataclass
@@ -102,26 +99,6 @@ class StateCounter:
     def stop(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Overruns and telemetry gaps summed over every system a master's /metrics shows."""
-    out: dict[str, float] = defaultdict(float)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return {"unreachable": 1.0}
-    for line in text.splitlines():
-        m = METRIC_LINE.match(line)
-        if m is None:
-            continue
-        name, labels, value = m.groups()
-        if name == "bms_bus_overruns_total":
-            out["overruns"] += float(value)
-        elif name == "bms_service_counter_total" and 'counter="telemetry_gaps"' in labels:
-            out["telemetry_gaps"] += float(value)
-    return out
 
 
 def spawn(kind: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
