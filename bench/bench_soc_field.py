@@ -47,9 +47,10 @@ branches 20 mV apart: the 10-20 mV cited for LFP, Dreyer et al., Nature Material
 gamma = HYST_GAMMA_TRUE = 40 (the estimator's default is 50: the model is not told the truth),
 h = -1 at the start (last moved by a discharge). The estimator gets the cell's own OCV
 (Prada2013, pybamm_lfp.json) either as a single mid curve or as branches mid +- M, and the
-shipped generic preset for reference. Sensors: ideal and spec as above, and fine (1 mV noise,
-and the estimator told voltage_error_v = 10 mV: a calibrated front end, where the OCV reads on
-LFP's slopes are worth a correction and the branch matters most).
+shipped generic preset for reference; the EKF beside it reads the same branches through the
+counter's hysteresis state (bench/soc_ekf.py). Sensors: ideal and spec as above, and fine (1 mV
+noise, and the estimator told voltage_error_v = 10 mV: a calibrated front end, where the OCV
+reads on LFP's slopes are worth a correction and the branch matters most).
 
 Usage: python bench/bench_soc_field.py [--scenario nmc] [--sensors spec] [--start rested]
 [--no-ekf] (each option but the last repeatable; all rows by default) | hysteresis
@@ -241,6 +242,8 @@ def run_field(
     est = ESTIMATORS[estimator](config)
     if sensors == "fine":
         est.counter.params = replace(est.counter.params, voltage_error_v=FINE_VOLTAGE_ERROR_V)
+        if isinstance(est, EkfPackEstimator):
+            est.ekf.params = replace(est.ekf.params, voltage_error_v=FINE_VOLTAGE_ERROR_V)
     step = SERVICE_PERIOD_S
     t = np.arange(trace.time_s[0], trace.time_s[-1], step)
     current = np.interp(t, trace.time_s, trace.current_a)
@@ -349,13 +352,14 @@ def main_hysteresis() -> None:
         f"LFP hysteresis: +-{1000 * HYST_HALF_GAP_V:g} mV (gamma {HYST_GAMMA_TRUE:g}, h0 "
         f"{HYST_H0:g}); service period {SERVICE_PERIOD_S:g} s\n"
     )
-    print(HEADER)
+    print(HEADER + EKF_HEADER)
     trace = with_hysteresis(load_field("lfp"))
     configs = hysteresis_configs(trace.cell_v.shape[1])
     for sensors in ("ideal", "fine", "spec"):
         for label, config in configs.items():
             result = run_field(trace, sensors, "rested", config=config)
-            print(f"{f'{sensors} {label}':<24}{result.row()}")
+            ekf = run_field(trace, sensors, "rested", estimator="ekf", config=config)
+            print(f"{f'{sensors} {label}':<24}{result.row()} |     {ekf.short_row()}", flush=True)
     print(
         f"  ({trace.meta['source']}, {trace.meta['temperature_c']:g} degC, "
         f"{trace.meta['duration_s'] / 3600:.0f} h; true pack SOH {trace.soh_pct:.1f} %)"

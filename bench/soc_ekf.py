@@ -9,19 +9,23 @@ bench/bench_soc_accuracy.py and the field benchmark's side-by-side column.
 `EkfPackEstimator` runs it on the service's path: the `PackEstimator` it extends supplies the
 start from rest, the restored records, the full and empty anchors (which the filter takes, having
 no end-of-charge model) and the SOH; the published pack SOC is `pack_soc_pct` of the filter's
-cells with their sigmas, as for the counter.
+cells with their sigmas, as for the counter. Where the configuration gives OCV branches, the
+filter reads each cell against the branch its hysteresis state selects (Plett's one-state model,
+`estimation/hysteresis.py`, driven by the counted current): `python bench/bench_soc_field.py
+hysteresis` compares both on LFP with hysteresis.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from services.master_core.estimation.ocv import CellOcv, _on_grid
 from services.master_core.estimation.soc import (
     STATE_VERSION,
     FloatArray,
@@ -111,6 +115,9 @@ class EkfSoc:
         if np.any(self.capacity_ah <= 0.0):
             raise ValueError("capacity_ah must be positive")
         self.soc_pct = np.clip(_cells(initial_soc_pct, n_cells, "initial_soc_pct"), 0.0, 100.0)
+        self.curves: Callable[[], CellOcv] | None = None
+        """Per-cell OCV curves of the hysteresis state (`HysteresisOcv.curves`: the branch each
+        cell is on, at its temperature), read at every correction; None: the single `ocv`."""
         self.v_rc = np.zeros(n_cells)
         std = np.abs(_cells(initial_std_pct, n_cells, "initial_std_pct"))
         self.p11 = std**2
@@ -194,24 +201,38 @@ class EkfSoc:
         self.p12 = a * self.p12
         self.p22 = a * a * self.p22 + q_rc
 
+    def _model(self) -> tuple[OcvCurve | CellOcv, FloatArray, FloatArray, FloatArray]:
+        """The OCV curve(s) now, and at the estimate: OCV, slope (V/%) and the curve's own
+        1-sigma error (a generic table's, and where h lies between the branches, the distance
+        to the farther one)."""
+        soc = self.soc_pct
+        if self.curves is None:
+            ocv = self.ocv
+            error = np.interp(soc, ocv.soc_pct, ocv.table_error_v)
+            return ocv, ocv.voltage(soc), ocv.slope_v_per_pct(soc), error
+        cells = self.curves()
+        # slope over +-1 % (clamped at the ends): the table's segments are 2.5-5 % wide
+        up, down = np.minimum(soc + 1.0, 100.0), np.maximum(soc - 1.0, 0.0)
+        slope = (cells.voltage(up) - cells.voltage(down)) / np.maximum(up - down, 1e-9)
+        return cells, cells.voltage(soc), slope, _on_grid(soc, cells.soc_pct, cells.error_v)
+
     def _correct(self, current: float, v: FloatArray) -> None:
         p = self.params
-        slope = self.ocv.slope_v_per_pct(self.soc_pct)
+        ocv, ocv_v, slope, table_v = self._model()
         # A generic table's own error at the estimate adds to the sensor's (the counter's
         # `OcvCurve.soc_spread_pct` does the same): both are offsets, not white noise.
-        table_v = np.interp(self.soc_pct, self.ocv.soc_pct, self.ocv.table_error_v)
         r = p.voltage_error_v**2 + table_v**2
         finite = np.isfinite(v)
         ok = finite & (np.sqrt(r) <= p.max_soc_error_pct * np.abs(slope))
         if abs(current) < p.rest_c_rate * float(self.capacity_ah.min()):
             measured_ocv = np.where(finite, v, 0.0) - p.r0_ohm * current - self.v_rc
-            spread = self.ocv.soc_spread_pct(measured_ocv, p.voltage_error_v)
+            spread = ocv.soc_spread_pct(measured_ocv, p.voltage_error_v)
             ok |= finite & (spread <= p.max_soc_error_pct)
         self.updated = ok
         if not np.any(ok):
             self.gain_soc = np.zeros(self.n_cells)
             return
-        innovation = v - (self.ocv.voltage(self.soc_pct) + self.v_rc + p.r0_ohm * current)
+        innovation = v - (ocv_v + self.v_rc + p.r0_ohm * current)
         # H = [slope, 1]: m = P H', S = H P H' + R, K = m / S, P -= K m'.
         m1 = slope * self.p11 + self.p12
         m2 = slope * self.p12 + self.p22
@@ -299,6 +320,12 @@ class EkfPackEstimator(PackEstimator):
             ocv=self.counter.ocv,
             params=EkfParams(r0_ohm=r0 * scale, r1_ohm=r1 * scale, c1_f=tau_s / (r1 * scale)),
         )
+        hysteresis = self.counter.hysteresis
+        if hysteresis is not None:
+            # Plett's one-state hysteresis, driven by the same counted current as the counter's
+            # (`CoulombCounter.update`): an input of the filter, its unsureness between the
+            # branches in the measurement noise (`OcvBranches.curves`)
+            self.ekf.curves = hysteresis.curves
         self._ekf_started = False
         self._anchors_seen = 0
 

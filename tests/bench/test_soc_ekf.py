@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import cast
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.bench_soc_field import _Snap, field_config
+from bench.bench_soc_field import _Snap, field_config, hysteresis_configs
 from bench.soc_ekf import EkfPackEstimator, EkfParams, EkfSoc
 from services.master_core.estimation import OcvCurve
 from services.master_core.pack import PackSnapshot
@@ -182,3 +183,28 @@ def test_the_pack_path_takes_the_counters_full_anchor() -> None:
     assert est.counter.anchors > 0
     assert np.all(est.ekf.soc_pct >= 99.0)
     assert est.pack_soc_pct == pytest.approx(100.0, abs=1.0)
+
+
+def test_the_filter_reads_the_branch_the_hysteresis_state_selects() -> None:
+    """With OCV branches in the configuration the filter reads against the counter's
+    hysteresis state: the same rested voltage is a lower SOC on the charge branch (after a
+    charge) than on the discharge branch (after a discharge)."""
+    config = hysteresis_configs(4)["own branches"]
+    soc_after: dict[float, float] = {}
+    for h in (1.0, -1.0):
+        est = EkfPackEstimator(config)
+        est.ekf.params = replace(est.ekf.params, voltage_error_v=0.01)
+        branches = est.counter.hysteresis
+        assert branches is not None and est.ekf.curves is not None
+        mid_v = float(np.interp(25.0, branches.branches.soc_pct, config.cell_chemistry.ocv_table_v))
+        t = 0.0
+        est.update(cast(PackSnapshot, _Snap(np.full(4, mid_v))), 0.0, 0.0, t)
+        branches.h = np.full(4, h)
+        _, model_v, _, _ = est.ekf._model()
+        on_branch = branches.curves().voltage(est.ekf.soc_pct)
+        np.testing.assert_allclose(model_v, on_branch)
+        for _ in range(600):
+            t += 1.0
+            est.update(cast(PackSnapshot, _Snap(np.full(4, mid_v))), 0.0, 1.0, t)
+        soc_after[h] = float(np.mean(est.ekf.soc_pct))
+    assert soc_after[1.0] < soc_after[-1.0] - 4.0, soc_after
