@@ -9,7 +9,10 @@ so Home Assistant needs no msgpack. A template yielding `None` is shown as unkno
 Assistant's MQTT sensor treats the payload "None" so): an unknown value never becomes 0.
 
 Availability is the mirrored presence of the master (`json/service/master_core/status`); if the
-bridge itself stops, `expire_after` turns the entities unavailable.
+bridge itself stops, `expire_after` turns the entities unavailable. An entity with `known` is
+also unavailable while that field of the pack state is None (or missing, from a master before
+it): its `availability` lists the master's presence and the field's presence in the pack
+state, both required (`availability_mode: all`, the MQTT integration's availability list).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Entity:
     icon: str | None = None
     options: tuple[str, ...] = ()
     category: str | None = None
+    known: str | None = None
+    """The pack state's field whose None makes the entity unavailable (not merely unknown)."""
 
 
 def _v(name: str) -> str:
@@ -96,6 +101,12 @@ SENSORS: tuple[Entity, ...] = (
     Entity("contactors", "Contactors", _v("contactors"), "enum", None, None,
            options=CONTACTOR_STATES),
     Entity("mode", "Mode", _v("mode"), "enum", None, None, options=MODES),
+    Entity("soc_std", "State of charge uncertainty", _v("soc_std"), None, "%", precision=1,
+           icon="mdi:plus-minus-variant", category="diagnostic", known="soc_std"),
+    Entity("since_anchor", "Time since SOC anchor", _v("since_anchor_s"), "duration", "s",
+           precision=0, category="diagnostic", known="since_anchor_s"),
+    Entity("current_zero_offset", "Current sensor zero offset", _v("current_zero_offset_a"),
+           "current", "A", precision=3, category="diagnostic", known="current_zero_offset_a"),
 )  # fmt: skip
 BINARY_SENSORS: tuple[Entity, ...] = (
     *(
@@ -119,9 +130,21 @@ BINARY_SENSORS: tuple[Entity, ...] = (
         None,
         component="binary_sensor",
     ),
+    Entity(
+        "full_charge_requested",
+        "Full charge requested",
+        "{{ 'None' if value_json.full_charge_requested is none else "
+        "('ON' if value_json.full_charge_requested else 'OFF') }}",
+        None,
+        None,
+        None,
+        component="binary_sensor",
+        icon="mdi:battery-sync",
+        known="full_charge_requested",
+    ),
 )
-"""One binary sensor per alarm level (on while any code of that level is active) and one for
-the contactors."""
+"""One binary sensor per alarm level (on while any code of that level is active), one for
+the contactors and one for the master's full-charge request (an LFP anchor every N days)."""
 
 
 @dataclass(frozen=True)
@@ -158,10 +181,7 @@ def _document(
         "object_id": f"{node}_{entity.object_id}",
         "state_topic": state_topic,
         "value_template": entity.template,
-        "availability_topic": JSON_SERVICE_STATUS.topic(system, instance=opts.availability_service),
-        "availability_template": "{{ value_json.state }}",
-        "payload_available": "online",
-        "payload_not_available": "offline",
+        **_availability(system, entity, state_topic, opts),
         "device": device(system, opts.version),
         "origin": ORIGIN,
         "qos": 0,
@@ -186,6 +206,32 @@ def _document(
         doc["payload_on"] = "ON"
         doc["payload_off"] = "OFF"
     return doc
+
+
+def _availability(
+    system: str, entity: Entity, state_topic: str, opts: DiscoveryOptions
+) -> dict[str, Any]:
+    """The master's presence; with `entity.known`, also that field's presence in the state."""
+    presence = {
+        "topic": JSON_SERVICE_STATUS.topic(system, instance=opts.availability_service),
+        "value_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    if entity.known is None:
+        return {
+            "availability_topic": presence["topic"],
+            "availability_template": presence["value_template"],
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        }
+    field = {
+        **presence,
+        "topic": state_topic,
+        "value_template": "{{ 'online' if value_json.get('" + entity.known + "') is not none "
+        "else 'offline' }}",
+    }
+    return {"availability": [presence, field], "availability_mode": "all"}
 
 
 def cell_entities(cells_per_module: list[int]) -> list[tuple[Entity, int, int]]:

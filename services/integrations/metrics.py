@@ -66,6 +66,14 @@ PACK_GAUGES: tuple[tuple[str, str, Callable[[PackState], float | None]], ...] = 
     ("bms_pack_warnings_active", "Active warning codes.", lambda s: float(len(s.warnings))),
     ("bms_pack_stale_modules", "Modules without fresh telemetry.",
      lambda s: float(len(s.stale_modules))),
+    ("bms_pack_soc_std_percent", "1-sigma uncertainty of the state of charge.",
+     lambda s: s.soc_std),
+    ("bms_pack_since_anchor_seconds", "Seconds since the SOC was last set at full or empty.",
+     lambda s: s.since_anchor_s),
+    ("bms_pack_full_charge_requested", "1 while the master asks for a full charge, else 0.",
+     lambda s: None if s.full_charge_requested is None else float(s.full_charge_requested)),
+    ("bms_pack_current_zero_offset_amperes", "The current sensor's learned zero offset.",
+     lambda s: s.current_zero_offset_a),
 )  # fmt: skip
 """Name, help, value (None: no sample)."""
 CELL_GAUGES = ("bms_cell_voltage_volts", "bms_cell_temperature_celsius")

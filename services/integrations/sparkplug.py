@@ -144,6 +144,11 @@ PACK_METRICS: tuple[MetricDef, ...] = (
     MetricDef("Energy/Charged", D, lambda s: s.energy_in_wh, "Wh", 0.5),
     MetricDef("Energy/Discharged", D, lambda s: s.energy_out_wh, "Wh", 0.5),
     MetricDef("Energy/Equivalent cycles", D, lambda s: s.equivalent_cycles, None, 0.005),
+    MetricDef("Pack/SOC uncertainty", D, lambda s: s.soc_std, "%", 0.05),
+    # grows 1 s per second: sent again each minute, not with every pack state
+    MetricDef("Pack/Since SOC anchor", D, lambda s: s.since_anchor_s, "s", 60.0),
+    MetricDef("Pack/Full charge requested", B, lambda s: s.full_charge_requested),
+    MetricDef("Pack/Current zero offset", D, lambda s: s.current_zero_offset_a, "A", 0.0005),
 )  # fmt: skip
 """A system's pack, on its device, read from `PackState`. Codes are the active codes of each
 level, comma-separated ("" when none)."""

@@ -231,6 +231,8 @@ def _site_section(config: SystemConfig) -> str:
     rmap = site_map(layout)
     rows = []
     for block in rmap.blocks():
+        if block == "native":
+            continue  # its own table below: its points are not contiguous
         points = [p for p in rmap.points if p.block == block]
         first, last = points[0].address, points[-1].address + points[-1].size - 1
         model = "" if points[0].model is None else str(points[0].model)
@@ -240,6 +242,12 @@ def _site_section(config: SystemConfig) -> str:
         )
         rows.append(f"| {first}–{last} | {model} | {block} | {what} |")
     table = "\n".join(rows)
+    native = "\n".join(
+        f"| {p.address} | {p.register} | {p.name} | {p.type} | {p.size} | {p.units} | "
+        f"{_scale(p)} | {p.access} | {p.description.replace('|', chr(92) + '|')} |"
+        for p in rmap.points
+        if p.block == "native"
+    )
     return f"""
 ## A site (BMS_SITE)
 
@@ -256,7 +264,8 @@ current. A string whose configuration is not known yet has an 804 with `NMod` 0 
 the chain grows when it arrives. Unknown values (no site state yet, or one older than
 `BMS_STALE_AFTER_S`, a stale string, SOC or SOH unknown, CVL/DVL while no string is joined) read
 "not implemented", never 0, and 802 `Evt1` has COMMUNICATION_ERROR set while any part is
-unknown. There is no native block. The one writable point is 802 `SetOp` (1 CONNECT, 2
+unknown. The native block serves only what SunSpec 802 has no point for (the table at the
+end of this section). The one writable point is 802 `SetOp` (1 CONNECT, 2
 DISCONNECT): SCADA connects or disconnects the whole site. The write becomes the site command
 `site_operation` to the site controller and is answered once the controller accepted it
 (exception 04 when it refuses or does not answer in time, 03 for another value): disconnect
@@ -274,6 +283,15 @@ The chain for {SITE_EXAMPLE_STRINGS} strings of the demo configuration:
 | Addresses | Model | Block | Contents |
 |---|---|---|---|
 {table}
+
+The site's native block: the SOC's uncertainty, the age of its anchor and the full-charge
+request, each at the address (and with the type and scale) of the same field of a system's
+native block, combined over the joined strings (`SiteState`). The header's other addresses
+answer exception 02 in a site. `Stale` reads 1 while there is no fresh site state.
+
+| Address | Register | Name | Type | Size | Units | Scale | Access | Description |
+|---|---|---|---|---|---|---|---|---|
+{native}
 """
 
 

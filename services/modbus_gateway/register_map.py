@@ -267,7 +267,8 @@ def _mode_index(mode: str) -> int:
     return MODES.index(mode)
 
 
-def _full_charge(requested: bool | None) -> int | None:
+def full_charge_code(requested: bool | None) -> int | None:
+    """`FullChargeReq`: 1 requested, 0 not, None unknown (reads not available)."""
     return None if requested is None else int(requested)
 
 
@@ -383,7 +384,7 @@ NATIVE_FIELDS: tuple[NativeField, ...] = (
         "anchor (the last one is full_charge.interval_days old; ends at the next anchor); "
         "0 = no request (no interval configured, a fault, or a charge limit of 0 A). Not "
         "available while the SOC is not estimated, or no anchor is known yet.",
-        lambda p: _full_charge(p.full_charge_requested),
+        lambda p: full_charge_code(p.full_charge_requested),
     ),
 )
 
@@ -392,27 +393,36 @@ def _na(typ: str) -> str:
     return f"Not available: 0x{NATIVE_NOT_AVAILABLE[typ]:X}."
 
 
-def _native_points(config: SystemConfig) -> list[Point]:
-    out: list[Point] = []
+def native_header() -> dict[str, tuple[NativeField, int]]:
+    """Each field of the native header with its address (from `NATIVE_BASE`, in the order of
+    `NATIVE_FIELDS`; the header does not depend on the configuration). A site's native block
+    (`site_map`) serves its fields at these same addresses."""
+    out: dict[str, tuple[NativeField, int]] = {}
     address = NATIVE_BASE
     for f in NATIVE_FIELDS:
-        size = 2 if f.type.endswith("32") else 1
-        out.append(
-            Point(
-                "native",
-                None,
-                f.name,
-                address,
-                size,
-                f.type,
-                f.units,
-                f.sf,
-                f.access,
-                f.description if f.source is None else f"{f.description} {_na(f.type)}",
-                f.source is not None,
-            )
-        )
-        address += size
+        out[f.name] = (f, address)
+        address += native_size(f.type)
+    return out
+
+
+def native_size(typ: str) -> int:
+    return 2 if typ.endswith("32") else 1
+
+
+def native_point(f: NativeField, address: int, description: str, measured: bool) -> Point:
+    """The point of a native field at `address`; a measured one says its "not available"."""
+    text = f"{description} {_na(f.type)}" if measured else description
+    return Point(
+        "native", None, f.name, address, native_size(f.type), f.type, f.units, f.sf, f.access,
+        text, measured,
+    )  # fmt: skip
+
+
+def _native_points(config: SystemConfig) -> list[Point]:
+    out = [
+        native_point(f, address, f.description, f.source is not None)
+        for f, address in native_header().values()
+    ]
     topo = config.topology
     for i in range(topo.total_cells):
         out.append(

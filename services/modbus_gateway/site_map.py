@@ -25,6 +25,14 @@ command `site_operation` to the site controller (`decode_site_write`), which dec
 every other point is read-only (the master of each string takes its own commands). 802 `State`
 (1 DISCONNECTED, 3 CONNECTED, 6 SUSPENDING, 99 FAULT) says what the strings do, `SetOp` reads
 2 while the site is disconnected (`SiteState.operation`) or no string is joined, else 1.
+
+SunSpec 802 has no point for the SOC's uncertainty, the age of its anchor or a full-charge
+request, so a site serves them where a single system does, in the native block at 1000: the
+fields of `SITE_NATIVE_FIELDS` only, each at the address, with the type, units and scale, of
+the same field of a system's native header (`register_map.native_header`), and its value
+source beside it. The header's other addresses are not served in a site (exception 02): the
+site's other values are in 802, with scale factors sized for the site. `Stale` reads 1 while
+there is no fresh site state, and the measured fields then read the native "not available".
 """
 
 from __future__ import annotations
@@ -39,16 +47,21 @@ from services.modbus_gateway.register_map import (
     ILLEGAL_DATA_ADDRESS,
     ILLEGAL_DATA_VALUE,
     MAX_WRITE_REGISTERS,
+    NATIVE_LAYOUT_VERSION,
     Chain,
     Command,
     Identity,
+    Point,
     RegisterMap,
     Value,
     WriteError,
     chain_points,
     encode_image,
     fit_sf,
+    full_charge_code,
     make_map,
+    native_header,
+    native_point,
     pack_data_unknown,
     system_values,
 )
@@ -95,15 +108,72 @@ def string_block(index: int) -> str:
     return f"string{index}"
 
 
+SiteSource = Callable[[SiteState], Value]
+"""A typed accessor of the site state: the value source of a point."""
+
+
+@dataclass(frozen=True)
+class SiteNativeField:
+    """A field of the site's native block: `name` is a field of a system's native header
+    (its address, type, units and scale come from there), `source` where its value comes
+    from (None: metadata, valid while the site state is stale)."""
+
+    name: str
+    description: str
+    source: SiteSource | None
+
+
+SITE_NATIVE_FIELDS: tuple[SiteNativeField, ...] = (
+    SiteNativeField(
+        "LayoutVersion",
+        "Version of the native layout. A site serves only LayoutVersion, Stale, SoCStd, "
+        "SinceAnchor and FullChargeReq here (the site's other values are in model 802).",
+        None,
+    ),
+    SiteNativeField("Stale", "1 = no fresh site state: the values below read not available.", None),
+    SiteNativeField(
+        "SoCStd",
+        "1-sigma uncertainty of the site's SoC (802 SoC), in % SOC: the largest of the joined "
+        "strings' (an upper bound of the weighted SOC's). Not available while no string is "
+        "joined or a joined string's is unknown.",
+        lambda s: s.soc_std,
+    ),
+    SiteNativeField(
+        "SinceAnchor",
+        "Seconds since the oldest of the joined strings' last anchors (SOC set at full or "
+        "empty). Not available while no string is joined or a joined string has no known "
+        "anchor.",
+        lambda s: s.since_anchor_s,
+    ),
+    SiteNativeField(
+        "FullChargeReq",
+        "Full charge request: 1 = a joined string asks for a full charge, so that its SOC "
+        "gets an anchor (the strings in parallel charge together: the site charges to full); "
+        "0 = every joined string says it does not. Not available while no string is joined, "
+        "or a joined string does not say and none asks.",
+        lambda s: full_charge_code(s.full_charge_requested),
+    ),
+)
+"""The site's native block (the module docstring): each field at its system address."""
+
+
+def site_native_points() -> list[Point]:
+    header = native_header()
+    return [
+        native_point(header[f.name][0], header[f.name][1], f.description, f.source is not None)
+        for f in SITE_NATIVE_FIELDS
+    ]
+
+
 @cache
 def site_map(layout: Layout) -> RegisterMap:
-    """The chain for `layout` (cached per layout)."""
+    """The chain for `layout`, and the site's native block (cached per layout)."""
     chain: Chain = [(1, "common", 0, ""), (802, "battery", 0, "")]
     for s, modules in enumerate(layout, start=1):
         block = string_block(s)
         chain.append((804, block, len(modules or ()), "Mod"))
         chain += [(805, f"{block}.module{m}", n, "Cell") for m, n in enumerate(modules or (), 1)]
-    return make_map(chain_points(chain, SITE_WRITABLE))
+    return make_map(chain_points(chain, SITE_WRITABLE) + site_native_points())
 
 
 SITE_WRITABLE = {802: frozenset({"SetOp"})}
@@ -193,7 +263,8 @@ def _extremes(strings: Sequence[StringData]) -> dict[str, Value]:
         for s in strings
         if (p := s.pack) is not None and s.config is not None
     ]
-    if len(weighted) == len(strings) and all(avg is not None for avg, _ in weighted):
+    # (no string known yet, e.g. the site state before the site configuration: no mean)
+    if strings and len(weighted) == len(strings) and all(a is not None for a, _ in weighted):
         total = sum(n for _, n in weighted)
         out["battery.CellVAvg"] = sum(avg * n for avg, n in weighted if avg is not None) / total
     return out
@@ -313,8 +384,11 @@ def site_values(
     for i, s in enumerate(strings, start=1):
         v.update(_string_values(i, s, membership.get(s.system_id)))
     v.update(_extremes(strings))
+    v["native.LayoutVersion"] = NATIVE_LAYOUT_VERSION
+    v["native.Stale"] = 1 if site is None else 0
     if site is not None:
         v.update(_site_values(site))
+        v.update({f"native.{f.name}": f.source(site) for f in SITE_NATIVE_FIELDS if f.source})
     comm = (1 << EVT1_COMMUNICATION_ERROR) if site_unknown(site, strings) else 0
     evt1 = v.get("battery.Evt1")
     v["battery.Evt1"] = comm | (evt1 if isinstance(evt1, int) else 0)

@@ -65,6 +65,8 @@ from services.site_controller.limits import (
     StringLimits,
     StringValues,
     bus_voltage,
+    largest,
+    requested,
     site_limits,
     summed,
     weighted_soc,
@@ -422,6 +424,11 @@ class SiteCore:
             power_w=summed([s.pack.power_w if s.pack else None for s in joined]),
             energy_in_wh=summed([s.pack.energy_in_wh if s.pack else None for s in strings]),
             energy_out_wh=summed([s.pack.energy_out_wh if s.pack else None for s in strings]),
+            soc_std=largest([s.pack.soc_std if s.pack else None for s in joined]),
+            since_anchor_s=largest([s.pack.since_anchor_s if s.pack else None for s in joined]),
+            full_charge_requested=requested(
+                [s.pack.full_charge_requested if s.pack else None for s in joined]
+            ),
             limits=limits,
             faults=codes["faults"],
             alarms=codes["alarms"],

@@ -30,6 +30,10 @@ Capacity weighting: a site's SOC is the charge it holds over the charge it can h
 string counts by its usable capacity (nominal capacity x SOH); its SOH by nominal capacity.
 Energy counters add. Unknown stays None: one joined string with an unknown value makes the
 site's value unknown.
+
+The SOC's uncertainty and the age of its anchor are the worst of the joined strings' (the
+largest sigma bounds the sigma of the weighted SOC from above; the oldest anchor is how stale
+the site's SOC may be), `largest`; the full-charge request is any joined string's, `requested`.
 """
 
 from __future__ import annotations
@@ -208,6 +212,22 @@ def summed(values: Sequence[float | None]) -> float | None:
     if not values or any(v is None for v in values):
         return None
     return sum(v for v in values if v is not None)
+
+
+def largest(values: Sequence[float | None]) -> float | None:
+    """The largest, or None when any is unknown (or there is none): the worst string's
+    uncertainty or anchor age, which an unknown one might exceed."""
+    if not values or any(v is None for v in values):
+        return None
+    return max(v for v in values if v is not None)
+
+
+def requested(values: Sequence[bool | None]) -> bool | None:
+    """True when any asks; False when every one says it does not; None otherwise (none, or
+    one does not say and none asks)."""
+    if True in values:
+        return True
+    return False if values and None not in values else None
 
 
 def bus_voltage(strings: Sequence[StringValues]) -> float | None:

@@ -124,6 +124,22 @@ class SiteState(Message):
     """Sum over every string of the site (energy counts whether or not a string is joined);
     None when one is unknown."""
     energy_out_wh: Energy | None = None
+    soc_std: Percent | None = None
+    """1-sigma uncertainty of `soc`, in % SOC: the largest of the joined strings'
+    (`PackState.soc_std`). The site's SOC is a weighted mean of theirs, and the sigma of a
+    weighted mean (weights summing to 1) is at most the weighted mean of the sigmas, whatever
+    the strings' errors have in common, so at most the largest: an upper bound, never an
+    understatement. None when a joined string's is unknown, or when no string is joined."""
+    since_anchor_s: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    """Seconds since the oldest of the joined strings' last anchors (`PackState.since_anchor_s`):
+    the site's SOC is only as fresh as its least recently anchored string. None when a joined
+    string has no known anchor, or when no string is joined."""
+    full_charge_requested: bool | None = None
+    """A joined string's master asks for a full charge (`PackState.full_charge_requested`;
+    the strings in parallel charge together, so one string's anchor needs the whole site
+    full): True when any joined string asks, False when every joined string says it does
+    not, None otherwise (no string joined, or a joined string does not say and none asks).
+    The site's CAN output (`services.can_gateway.site`) applies the same rule."""
     limits: SiteLimits
     faults: list[Code] = Field(default_factory=list, max_length=64, fail_fast=True)
     """Codes active in any string of the site that is not stale (each once)."""

@@ -21,7 +21,7 @@ from tests.factories import pack_state
 
 TRANSPORT_KEYS = {
     "state_topic", "availability_topic", "availability_template", "payload_available",
-    "payload_not_available", "origin",
+    "payload_not_available", "origin", "availability", "availability_mode",
 }  # fmt: skip
 """Keys of the MQTT discovery schema the library fills in itself (its models leave them out)."""
 
@@ -62,6 +62,7 @@ UNITS = {
     "temperature": {"°C", "°F", "K"},
     "energy": {"Wh", "kWh", "MWh", "GWh", "TWh", "MJ", "GJ", "mWh", "cal", "kcal", "Mcal", "Gcal"},
     "enum": {None},
+    "duration": {"d", "h", "min", "s", "ms"},
     None: {None, "%"},
 }
 STATE_CLASSES = {"measurement", "total", "total_increasing", None}
@@ -96,15 +97,18 @@ def test_topics_follow_the_discovery_scheme_and_ids_are_unique() -> None:
         assert (prefix, node, last) == ("homeassistant", "bms_site_1", "config")
         assert component in ("sensor", "binary_sensor") and doc["unique_id"] == f"{node}_{obj}"
         assert doc["device"]["identifiers"] == ["bms_site_1"]  # one device per system
-        assert doc["availability_topic"] == JSON_SERVICE_STATUS.topic(
-            "site-1", instance="master_core"
-        )
+        presence = JSON_SERVICE_STATUS.topic("site-1", instance="master_core")
+        if "availability" in doc:  # the master's presence and the field's, both required
+            assert doc["availability_mode"] == "all" and "availability_topic" not in doc
+            assert [a["topic"] for a in doc["availability"]] == [presence, doc["state_topic"]]
+        else:
+            assert doc["availability_topic"] == presence
 
 
 def test_device_class_unit_and_state_class_are_the_documented_ones() -> None:
     for _topic, doc in docs(cell_sensors=True):
         if "payload_on" in doc:
-            assert doc["device_class"] in BINARY_CLASSES
+            assert doc.get("device_class") in BINARY_CLASSES | {None}
             continue
         cls = doc.get("device_class")
         assert doc.get("unit_of_measurement") in UNITS[cls], doc["name"]
@@ -182,3 +186,58 @@ def test_cell_templates_pick_their_own_cell(cell: tuple[int, int]) -> None:
     doc = by_id(docs(cell_sensors=True))[f"cell_{module:02d}_{index:02d}"]
     assert doc["state_topic"] == JSON_PACK_CELLS.topic("site-1")
     assert float(render(doc, payload)) == pytest.approx(3.0 + module + 0.1 * index)
+
+
+def available(doc: dict[str, Any], payload: bytes) -> bool:
+    """Home Assistant's verdict from the availability list: every topic's template must
+    render its payload_available (`availability_mode: all`); the master is online here."""
+    assert doc["availability_mode"] == "all"
+    online = encode_json_status()
+    verdicts = []
+    for a in doc["availability"]:
+        body = payload if a["topic"] == doc["state_topic"] else online
+        rendered = ENV.from_string(a["value_template"]).render(value_json=json.loads(body))
+        assert rendered in (a["payload_available"], a["payload_not_available"])
+        verdicts.append(rendered == a["payload_available"])
+    return all(verdicts)
+
+
+def encode_json_status() -> bytes:
+    return json.dumps({"state": "online"}).encode()
+
+
+NEW_FIELDS = {
+    "soc_std": ("soc_std", 2.5, "2.5"),
+    "since_anchor": ("since_anchor_s", 86_400.0, "86400.0"),
+    "current_zero_offset": ("current_zero_offset_a", -0.125, "-0.125"),
+    "full_charge_requested": ("full_charge_requested", True, "ON"),
+}
+"""Entity: (pack state field, a known value, what the template renders of it)."""
+
+
+@pytest.mark.parametrize("entity", sorted(NEW_FIELDS))
+def test_the_anchor_entities_show_the_value_and_are_unavailable_while_unknown(entity: str) -> None:
+    field, known, shown = NEW_FIELDS[entity]
+    doc = by_id(docs())[entity]
+    assert render(doc, state_json(**{field: known})) == shown
+    assert available(doc, state_json(**{field: known}))
+    # unknown: unavailable in Home Assistant, never 0 (and the template itself says None)
+    assert not available(doc, state_json(**{field: None}))
+    assert render(doc, state_json(**{field: None})) == "None"
+    # a master from before the field: the mirror lacks it, still unavailable
+    old = json.loads(state_json(**{field: None}))
+    del old[field]
+    assert not available(doc, json.dumps(old).encode())
+
+
+def test_the_anchor_entities_are_declared_as_their_kind() -> None:
+    found = by_id(docs())
+    assert found["full_charge_requested"]["payload_on"] == "ON"
+    assert render(found["full_charge_requested"], state_json(full_charge_requested=False)) == "OFF"
+    offset = found["current_zero_offset"]
+    assert (offset["device_class"], offset["unit_of_measurement"]) == ("current", "A")
+    anchor = found["since_anchor"]
+    assert (anchor["device_class"], anchor["unit_of_measurement"]) == ("duration", "s")
+    assert found["soc_std"]["unit_of_measurement"] == "%"
+    # the entities that are always known keep the master's presence alone
+    assert "availability" not in found["soc"] and found["soc"]["availability_topic"]

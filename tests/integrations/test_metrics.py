@@ -70,3 +70,27 @@ def test_metric_names_follow_the_conventions() -> None:
         assert name.startswith("bms_pack_")
     assert len(set(METRIC_NAMES)) == len(METRIC_NAMES)
     assert sum(n.endswith(units) for n in METRIC_NAMES) > 15
+
+
+def test_the_anchor_and_offset_gauges_have_a_sample_only_while_known() -> None:
+    rig = Rig()
+    rig.master.publish(PACK_STATE, pack_state(soc_std=2.5, since_anchor_s=3600.0,
+                                              full_charge_requested=False,
+                                              current_zero_offset_a=-0.12))  # fmt: skip
+    rig.pump()
+    got = scrape(rig)
+    s1 = (("system", "s1"),)
+    assert got["bms_pack_soc_std_percent"][s1] == 2.5
+    assert got["bms_pack_since_anchor_seconds"][s1] == 3600.0
+    assert got["bms_pack_full_charge_requested"][s1] == 0.0  # known: not requested
+    assert got["bms_pack_current_zero_offset_amperes"][s1] == -0.12
+    rig.master.publish(PACK_STATE, pack_state(full_charge_requested=True))
+    rig.pump()
+    got = scrape(rig)
+    assert got["bms_pack_full_charge_requested"][s1] == 1.0
+    for name in ("bms_pack_soc_std_percent", "bms_pack_since_anchor_seconds",
+                 "bms_pack_current_zero_offset_amperes"):  # fmt: skip
+        assert name not in got, name  # unknown: no sample, never 0
+    rig.master.publish(PACK_STATE, pack_state())
+    rig.pump()
+    assert "bms_pack_full_charge_requested" not in scrape(rig)

@@ -179,6 +179,32 @@ def test_unknown_values_are_null_never_zero() -> None:
     ]
 
 
+def test_the_anchor_metrics_carry_the_values_and_null_while_unknown() -> None:
+    node = EdgeNode("bms", "site")
+    node.pack("s1", state(soc_std=2.5, since_anchor_s=3600.0, full_charge_requested=True,
+                          current_zero_offset_a=-0.12), T0)  # fmt: skip
+    node.cells("s1", snapshot(), T0)
+    node.session(0)
+    dbirth = by_name(decode(node.birth(T0))[1][1])
+    assert value(dbirth["Pack/SOC uncertainty"]) == 2.5
+    assert value(dbirth["Pack/Since SOC anchor"]) == 3600.0
+    assert value(dbirth["Pack/Full charge requested"]) is True
+    assert dbirth["Pack/Full charge requested"].datatype == DataType.Boolean
+    assert value(dbirth["Pack/Current zero offset"]) == pytest.approx(-0.12)
+    # the anchor's age grows every second: sent again only once it moved a minute
+    kept = dict(soc_std=2.5, full_charge_requested=True, current_zero_offset_a=-0.12)
+    assert node.pack("s1", state(since_anchor_s=3630.0, **kept), T0 + 30) == []
+    (out,) = decode(node.pack("s1", state(since_anchor_s=3661.0, **kept), T0 + 61))
+    assert [(m.alias, value(m)) for m in out[1].metrics] == [
+        (dbirth["Pack/Since SOC anchor"].alias, 3661.0)
+    ]
+    # unknown: null, never 0 or false
+    (out,) = decode(node.pack("s1", state(since_anchor_s=3661.0), T0 + 62))
+    nulls = {m.alias for m in out[1].metrics if m.is_null and m.WhichOneof("value") is None}
+    assert nulls == {dbirth[n].alias for n in ("Pack/SOC uncertainty",
+                     "Pack/Full charge requested", "Pack/Current zero offset")}  # fmt: skip
+
+
 # --- data by exception ----------------------------------------------------------------------
 def test_ddata_carries_only_what_changed_by_alias() -> None:
     node, msgs = born(systems=("s1", "s2"))

@@ -14,9 +14,11 @@ from services.modbus_gateway.register_map import (
     WriteError,
     read_raw,
     read_value,
+    register_map,
 )
 from services.modbus_gateway.server import SiteData
 from services.modbus_gateway.site_map import (
+    SITE_NATIVE_FIELDS,
     StringData,
     build_site_image,
     decode_site_write,
@@ -289,3 +291,77 @@ def test_the_bank_state_says_what_the_strings_do_and_setop_reads_the_operation()
     assert bank(operation="disconnect") == (6, 2)  # SUSPENDING: strings still on the bus
     assert bank(operation="disconnect", strings=out, strings_joined=0) == (1, 2)  # DISCONNECTED
     assert bank(strings=out, strings_joined=0) == (1, 2)  # connected, none joined yet
+
+
+# --- the site's native block: what 802 has no point for ----------------------------------------
+
+
+def test_the_site_native_fields_sit_where_a_system_serves_them_with_its_type_and_scale() -> None:
+    rmap = site_map(layout_of(strings()))
+    system = register_map(config("s1"))
+    native = [p for p in rmap.points if p.block == "native"]
+    assert [p.name for p in native] == [f.name for f in SITE_NATIVE_FIELDS]
+    for p in native:
+        mine = system.by_key[p.key]
+        assert (p.address, p.size, p.type, p.units, p.sf) == (
+            mine.address, mine.size, mine.type, mine.units, mine.sf,
+        ), p.name  # fmt: skip
+        assert p.access == "R"
+    assert rmap.by_key["native.FullChargeReq"].address == 1029
+    assert rmap.by_key["native.SoCStd"].address == 1026
+    assert rmap.by_key["native.SinceAnchor"].address == 1027
+    # the header's other addresses are not a site's: a read there answers exception 02
+    assert 1004 not in rmap.by_address  # a system's native SoC
+    assert site_map(()).by_key["native.FullChargeReq"].address == 1029  # layout-free
+
+
+@pytest.mark.parametrize(
+    ("requested", "raw"), [(True, 1), (False, 0), (None, None)]
+)  # fmt: skip
+def test_the_site_full_charge_request_reads_1_0_or_not_available_never_0(
+    requested: bool | None, raw: int | None
+) -> None:
+    rmap = site_map(layout_of(strings()))
+    site = site_state(full_charge_requested=requested, soc_std=3.25, since_anchor_s=86_400.0)
+    image = build_site_image(site, strings(), identity=IDENTITY)
+    point = rmap.by_key["native.FullChargeReq"]
+    assert read_raw(image, point) == raw
+    if raw is None:
+        assert image[point.address] == 0xFFFF  # the native "not available"
+    assert read_value(rmap, image, rmap.by_key["native.SoCStd"]) == pytest.approx(3.2, abs=0.051)
+    assert read_raw(image, rmap.by_key["native.SinceAnchor"]) == 86_400
+    assert read_raw(image, rmap.by_key["native.Stale"]) == 0
+
+
+def test_the_site_native_values_read_not_available_while_unknown_or_stale() -> None:
+    rmap = site_map(layout_of(strings()))
+    unknown = build_site_image(site_state(), strings(), identity=IDENTITY)
+    stale = build_site_image(None, strings(), identity=IDENTITY)
+    for image, flag in ((unknown, 0), (stale, 1)):
+        assert read_raw(image, rmap.by_key["native.Stale"]) == flag
+        assert read_raw(image, rmap.by_key["native.LayoutVersion"]) == 1
+        for name, raw in (("SoCStd", 0xFFFF), ("SinceAnchor", 0xFFFF), ("FullChargeReq", 0xFFFF)):
+            point = rmap.by_key[f"native.{name}"]
+            assert image[point.address] == raw, name
+            assert read_raw(image, point) is None, name
+    known = site_state(full_charge_requested=True, soc_std=1.0, since_anchor_s=5.0)
+    assert (
+        read_raw(build_site_image(None, strings(), identity=IDENTITY), rmap.by_key["native.SoCStd"])
+        is None
+    )  # no site state: nothing of it is served, whatever was known before
+    assert (
+        read_raw(
+            build_site_image(known, strings(), identity=IDENTITY), rmap.by_key["native.SoCStd"]
+        )
+        == 10
+    )
+
+
+def test_a_site_state_before_the_site_configuration_is_served_without_strings() -> None:
+    """The site state may arrive before the site configuration (no string known yet): the
+    bank is served, with no cell mean over no string (this once divided by zero, and every
+    read answered exception 04)."""
+    rmap = site_map(())
+    image = build_site_image(site_state(), [], identity=IDENTITY)
+    assert read_value(rmap, image, rmap.by_key["battery.SoC"]) == pytest.approx(41.5)
+    assert read_raw(image, rmap.by_key["battery.CellVAvg"]) is None

@@ -226,6 +226,42 @@ def test_soc_is_capacity_weighted_and_energy_summed() -> None:
     assert (out.state.energy_in_wh, out.state.energy_out_wh) == (12.0, 3.0)
 
 
+def test_the_soc_uncertainty_anchor_age_and_full_charge_request_are_the_joined_strings_worst() -> (
+    None
+):
+    site = Site()
+    out = site.step()
+    assert (out.state.soc_std, out.state.since_anchor_s, out.state.full_charge_requested) == (
+        None, None, None,
+    )  # fmt: skip
+    site.string("s1", voltage=400.0, soc_std=1.5, since_anchor_s=3600.0,
+                full_charge_requested=False)  # fmt: skip
+    site.string("s2", voltage=400.0, soc_std=4.0, since_anchor_s=7200.0,
+                full_charge_requested=True)  # fmt: skip
+    site.string("s3", voltage=400.0, soc_std=2.0, since_anchor_s=10.0,
+                full_charge_requested=False)  # fmt: skip
+    out = site.step()
+    assert out.state.strings_joined == 3
+    assert out.state.soc_std == 4.0 and out.state.since_anchor_s == 7200.0
+    assert out.state.full_charge_requested is True
+    # s2 faults: out of the sums, its request and its uncertainty with it
+    site.string("s2", faults=["cell_overvoltage"], contactors="fault")
+    out = site.step()
+    assert out.state.strings_joined == 2
+    assert out.state.soc_std == 2.0 and out.state.since_anchor_s == 3600.0
+    assert out.state.full_charge_requested is False
+    # a joined string that does not know makes the site's value unknown, never 0 or False
+    site.string("s3", soc_std=None, since_anchor_s=None, full_charge_requested=None)
+    out = site.step()
+    assert (out.state.soc_std, out.state.since_anchor_s, out.state.full_charge_requested) == (
+        None, None, None,
+    )  # fmt: skip
+    # ... unless another joined string asks: the request stands
+    site.string("s1", full_charge_requested=True)
+    out = site.step()
+    assert out.state.full_charge_requested is True
+
+
 def test_a_new_configuration_keeps_what_it_knows_of_the_strings_that_stay() -> None:
     site = Site()
     site.string("s1", voltage=400.0)

@@ -12,6 +12,8 @@ from services.site_controller.limits import (
     StringLimits,
     StringValues,
     effective_shares,
+    largest,
+    requested,
     shares,
     site_limits,
     summed,
@@ -165,3 +167,40 @@ def test_a_string_below_the_others_ocv_limits_by_what_it_carries() -> None:
     # too little current to measure a share: the resistance share alone
     idle = [_string(0, 100.0, 100.0, 0.1, current_a=3.0), _string(1, 100.0, 100.0, 0.1, 0.0)]
     assert site_limits(idle, 1.0).charge_current_a == pytest.approx(200.0)
+
+
+@given(st.lists(st.floats(0.0, 100.0, allow_nan=False), min_size=1, max_size=16))
+def test_the_worst_sigma_bounds_the_weighted_soc_sigma_from_above(sigmas: list[float]) -> None:
+    """Whatever the strings' errors share, the sigma of a weighted mean (weights summing to
+    1) is at most sum(w_i sigma_i): the largest sigma never understates it."""
+    worst = largest(sigmas)
+    assert worst is not None and all(s <= worst for s in sigmas)
+    weights = [1.0 / len(sigmas)] * len(sigmas)
+    assert sum(w * s for w, s in zip(weights, sigmas, strict=True)) <= worst + 1e-9
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(0.0, 1e9, allow_nan=False)), max_size=16))
+def test_the_worst_of_the_strings_is_unknown_while_one_is(values: list[float | None]) -> None:
+    worst = largest(values)
+    if not values or None in values:
+        assert worst is None
+    else:
+        assert worst == max(v for v in values if v is not None)
+
+
+@given(st.lists(st.one_of(st.none(), st.booleans()), max_size=16))
+def test_a_full_charge_is_asked_when_any_string_asks(values: list[bool | None]) -> None:
+    asked = requested(values)
+    if True in values:
+        assert asked is True
+    elif values and None not in values:
+        assert asked is False
+    else:
+        assert asked is None
+
+
+def test_a_full_charge_request_over_no_string_is_unknown_never_false() -> None:
+    assert requested([]) is None
+    assert requested([False, None]) is None
+    assert requested([None, True]) is True
+    assert requested([False, False]) is False

@@ -184,6 +184,8 @@ def test_a_string_above_the_bus_waits_then_joins_as_the_bus_rises(
     assert wait_until(lambda: rig.members().get(c) == "joined", 300), rig.story()
     s = rig.latest()
     assert s is not None and s.strings_joined == 3, rig.story()
+    # the masters estimate their SOC: the site carries the worst uncertainty of the three
+    assert s.soc_std is not None and 0.0 < s.soc_std <= 100.0, rig.story()
     with rig.lock:
         history = list(rig.states)
 

@@ -62,7 +62,8 @@ def site_state(site: str, systems: list[str]) -> SiteState:
         site=site, soc=51.4, soh=None, voltage_v=30.3, current_a=-15.0, power_w=-454.5,
         limits=SiteLimits(charge_voltage_v=33.6, discharge_voltage_v=24.0,
                           charge_current_a=75.6, discharge_current_a=111.6),
-        strings_total=3, strings_joined=2,
+        strings_total=3, strings_joined=2, soc_std=2.5, since_anchor_s=90_061.0,
+        full_charge_requested=True,
         strings=[
             StringState(system=s, membership=MEMBERSHIP[i], reason="" if i < 2 else
                         "1.2 V above the bus") for i, s in enumerate(systems)
@@ -179,6 +180,17 @@ def test_pysunspec2_reads_the_site_bank_and_its_three_strings(site_modbus: int) 
         assert reply.isError() and reply.exception_code == 2
         reply = client.write_register(rmap.by_key["battery.SetOp"].address, 3, device_id=1)
         assert reply.isError() and reply.exception_code == 3
+        # what 802 has no point for, in the native block where a single system serves it:
+        # SoCStd 1026 (0.1 %), SinceAnchor 1027-1028 (uint32, s), FullChargeReq 1029
+        first = rmap.by_key["native.SoCStd"].address
+        assert (first, rmap.by_key["native.FullChargeReq"].address) == (1026, 1029)
+        reply = client.read_holding_registers(first, count=4, device_id=1)
+        assert not reply.isError(), reply
+        assert reply.registers == [25, 90_061 >> 16, 90_061 & 0xFFFF, 1]
+        reply = client.read_holding_registers(1000, count=2, device_id=1)  # version, stale
+        assert not reply.isError() and reply.registers == [1, 0]
+        reply = client.read_holding_registers(1004, count=1, device_id=1)  # a system's SoC
+        assert reply.isError() and reply.exception_code == 2
     finally:
         client.close()
 
