@@ -473,6 +473,23 @@ class CoulombCounter:
         std = math.sqrt(p.anchor_std_pct**2 + table**2 + p.table_soc_error_pct**2)
         return soc, std
 
+    def full_anchor_pct(self, cell_v: FloatArray, full: NDArray[np.bool_]) -> FloatArray:
+        """SOC (%) of each `full` cell at the end of the CV phase, from its voltage: the highest
+        is the one at the limit, 100 % (so the pack reads 100 % when the charge limit is
+        reached); one below it is below full by what that distance is on the table's top (the
+        tail current flows through every cell alike, so the distance is theirs). At C/20 the
+        cells a full anchor takes lie within full_margin_v, up to 3 % on NMC's top (16 mV/%)."""
+        known = full & np.isfinite(cell_v)
+        if not np.any(known):
+            return np.full(self.n_cells, 100.0)
+        highest_v = float(cell_v[known].max())
+        below_v = np.where(known, np.maximum(highest_v - cell_v, 0.0), 0.0)
+        # the highest exactly 100 %: an inverse lookup on a flat top would land on its start
+        out: FloatArray = np.where(
+            below_v > 0.0, self.ocv.soc(float(self.ocv.ocv_v[-1]) - below_v), 100.0
+        )
+        return out
+
     def _track_rest(self, dt: float, current: float, v: FloatArray | None) -> None:
         p = self.params
         resting = abs(current) < p.rest_c_rate * float(self.capacity_ah.min())
@@ -605,14 +622,15 @@ class CoulombCounter:
             weight = var_cc / (var_cc + cut_std**2)
             blended = self.soc_pct + weight * (cut_soc - self.soc_pct)
             new_empty = empty & first
-            self.soc_pct = np.where(full, 100.0, np.where(new_empty, blended, self.soc_pct))
+            full_soc = self.full_anchor_pct(v, full)
+            self.soc_pct = np.where(full, full_soc, np.where(new_empty, blended, self.soc_pct))
             self.soc_std_pct = np.where(
                 full,
                 p.anchor_std_pct,
                 np.where(new_empty, np.sqrt((1.0 - weight) * var_cc), self.soc_std_pct),
             )
             self.reference_soc_pct = np.where(
-                full, 100.0, np.where(new_empty, cut_soc, self.reference_soc_pct)
+                full, full_soc, np.where(new_empty, cut_soc, self.reference_soc_pct)
             )
             self.reference_std_pct = np.where(
                 full, p.anchor_std_pct, np.where(new_empty, cut_std, self.reference_std_pct)
