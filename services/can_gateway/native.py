@@ -18,6 +18,9 @@ Sent by the BMS, every 100 ms (`pack_frames`):
 - 0x604 FaultsAlarms (FaultBits, AlarmBits) and 0x605 Warnings (WarningBits): each code's
   native bit (`shared.protection_codes.code_bits`, the same fields as the Modbus native
   block), bit 31 (`OTHER_CODE_BIT`) any code outside that table.
+- 0x606 SocQuality: how sure the SOC is: its 1-sigma (0.1 %), the seconds since its last full
+  or empty anchor, and the current sensor's learned zero offset (1 mA); each not available
+  (0xFFFF, 0xFFFFFFFF, 0x8000) while unknown, and all of them while the data is stale.
 
 Sent by the BMS, one frame per multiplexer group (`cell_frames`):
 - 0x610 CellVoltages: group g (byte 0, 0-65) carries cells 3g+1..3g+3 in series order as
@@ -60,6 +63,7 @@ CELL_VOLTAGE_EXTREMES_ID = 0x602
 TEMPERATURE_EXTREMES_ID = 0x603
 FAULTS_ALARMS_ID = 0x604
 WARNINGS_ID = 0x605
+SOC_QUALITY_ID = 0x606
 CELL_VOLTAGES_ID = 0x610
 CELL_TEMPERATURES_ID = 0x611
 COMMAND_ID = 0x620
@@ -142,7 +146,7 @@ def pack_frames(
     stale: bool,
     voltage_limits_v: tuple[float, float] | None = None,
 ) -> list[Frame]:
-    """Frames 0x600-0x605 of one 100 ms cycle (see the module docstring).
+    """Frames 0x600-0x606 of one 100 ms cycle (see the module docstring).
 
     `voltage_limits_v` (charge, discharge pack voltage from the configuration) is the CVL/DVL
     of the fail-safe frame: a controller must never read a 0 V charge limit.
@@ -200,6 +204,15 @@ def _pack_batch(
         _add_extremes(batch, fresh)
     batch.add(FAULTS_ALARMS_ID, {"FaultBits": code_bits(faults), "AlarmBits": code_bits(alarms)})
     batch.add(WARNINGS_ID, {"WarningBits": code_bits(warnings)})
+    since = None if fresh is None or fresh.since_anchor_s is None else fresh.since_anchor_s
+    batch.add(
+        SOC_QUALITY_ID,
+        {
+            "SocStd": None if fresh is None else fresh.soc_std,
+            "SinceAnchor": None if since is None else round(since),
+            "CurrentZeroOffset": None if fresh is None else fresh.current_zero_offset_a,
+        },
+    )
     return batch
 
 

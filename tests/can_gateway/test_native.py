@@ -18,6 +18,7 @@ from services.can_gateway.native import (
     COMMAND_ID,
     FAULTS_ALARMS_ID,
     LIMITS_ID,
+    SOC_QUALITY_ID,
     STATUS_ID,
     TEMP_GROUPS,
     TEMPERATURE_EXTREMES_ID,
@@ -110,7 +111,7 @@ def test_insulation_low_has_its_own_bit_19(level: str) -> None:
 
 def test_pack_frames_sample() -> None:
     frames = decoded(pack_frames(make_pack(), stale=False))
-    assert sorted(frames) == list(range(0x600, 0x606))
+    assert sorted(frames) == list(range(0x600, 0x607))
     status = frames[STATUS_ID]
     assert status["PackVoltage"] == pytest.approx(652.3)
     assert status["PackCurrent"] == pytest.approx(-27.4)
@@ -244,12 +245,37 @@ def test_full_charge_request_in_pack_status(requested: bool | None, raw: int) ->
     assert raw_values(stale)[STATUS_ID]["FullChargeRequest"] == 3
 
 
+@pytest.mark.parametrize(
+    ("std", "since_s", "offset_a"), [(2.4, 93_600.4, -0.037), (None, None, None), (0.0, 0.0, 0.0)]
+)
+def test_soc_quality_frame(
+    std: float | None, since_s: float | None, offset_a: float | None
+) -> None:
+    """0x606 through the DBC: the SOC's sigma, the time since its anchor and the learned zero
+    offset; unknown is each signal's not-available raw value, never 0."""
+    pack = make_pack(soc_std=std, since_anchor_s=since_s, current_zero_offset_a=offset_a)
+    sent = pack_frames(pack, stale=False)
+    raw = raw_values(sent)[SOC_QUALITY_ID]
+    got = decoded(sent)[SOC_QUALITY_ID]
+    if std is None:
+        assert raw == {"SocStd": 0xFFFF, "SinceAnchor": 0xFFFFFFFF, "CurrentZeroOffset": -32768}
+        return
+    assert got["SocStd"] == pytest.approx(std)
+    assert got["SinceAnchor"] == round(since_s or 0.0)
+    assert got["CurrentZeroOffset"] == pytest.approx(offset_a)
+
+
 @pytest.mark.parametrize("last", [None, "pack"])
 def test_fail_safe(last: str | None) -> None:
     pack = make_pack(faults=["cell_imbalance"], warnings=["charge_overcurrent"])
     sent = pack_frames(pack if last else None, stale=True, voltage_limits_v=(410.0, 300.0))
     frames = decoded(sent)
-    assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605]
+    assert sorted(frames) == [STATUS_ID, LIMITS_ID, FAULTS_ALARMS_ID, 0x605, SOC_QUALITY_ID]
+    assert raw_values(sent)[SOC_QUALITY_ID] == {
+        "SocStd": 0xFFFF,
+        "SinceAnchor": 0xFFFFFFFF,
+        "CurrentZeroOffset": -32768,
+    }
     status = raw_values(sent)[STATUS_ID]
     assert status["DataStale"] == 1
     assert (status["ContactorState"], status["Mode"]) == (7, 3)

@@ -198,6 +198,8 @@ def test_start_up_invents_nothing_and_the_frames_follow_a_topology_change(stack:
     if profile == "native":
         status = inv.latest(native.STATUS_ID, raw=True)
         assert (status["PackVoltage"], status["StateOfCharge"]) == (0xFFFF, 1023)  # N/A, not 0
+        quality = inv.latest(native.SOC_QUALITY_ID, raw=True)
+        assert (quality["SocStd"], quality["SinceAnchor"]) == (0xFFFF, 0xFFFFFFFF)
         cells = {k: v for f in inv.every(native.CELL_VOLTAGES_ID) for k, v in f.items()}
         assert cells["CellVoltage001"] == cells["CellVoltage016"] == 65535  # unknown, not 0 mV
 
