@@ -291,6 +291,21 @@ def test_a_full_anchor_keeps_the_order_of_the_cells_and_one_at_100(below_mv: lis
     assert np.all(np.diff(full[order]) >= -1e-9)
 
 
+def test_no_ocv_correction_where_the_curve_is_flat_at_the_estimate() -> None:
+    """A reading of 3.127 V is on LFP's steep bottom knee (about 5 %, +-3 % for +-50 mV), but
+    the estimate, 30 % +- 3 %, lies on the plateau (27 % +- 50 mV spans 11-67 %): an offset
+    channel, not a cell at 5 %. The reading is judged where the estimate lets the cell be
+    nearest to it, is worth nothing there, and neither corrects nor counts as refused."""
+    est = counter("LFP", soc=30.0, std=3.0)
+    rest(est, np.array([3.127]), 0.0, 1800.0)
+    assert (est.ocv_corrections, est.ocv_refused) == (0, 0)
+    assert est.soc_pct[0] == pytest.approx(30.0)
+    # an estimate unsure enough to be on the knee takes it (test_lfp_corrects_below_the_plateau)
+    vague = counter("LFP", soc=30.0, std=30.0)
+    rest(vague, np.array([3.127]), 0.0, 1800.0)
+    assert vague.ocv_corrections == 1 and vague.soc_pct[0] < 8.0
+
+
 def test_no_full_anchor_for_a_long_resting_high_cell() -> None:
     # 4.16 V after an hour of rest is ~96 %: the OCV correction decides, not the anchor.
     est = counter("NMC", soc=80.0, std=1.0)

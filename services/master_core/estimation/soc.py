@@ -538,6 +538,15 @@ class CoulombCounter:
         # and the table's own error (a generic table is not this cell's).
         ocv = self._correction_ocv()
         spread = ocv.soc_spread_pct(v0, p.voltage_error_v)
+        # Steepness at the estimate too: an offset reading can sit on a knee while the cell
+        # sits on the plateau (a +50 mV channel on LFP's plateau reads on the top knee). The
+        # curve is judged where the estimate allows the cell to be nearest to the reading
+        # (within its 1-sigma), and the reading is worth what the flatter place allows.
+        near_soc = np.clip(
+            ocv.soc(v0), self.soc_pct - self.soc_std_pct, self.soc_pct + self.soc_std_pct
+        )
+        at_estimate = ocv.soc_spread_pct(ocv.voltage(near_soc), p.voltage_error_v)
+        spread = np.maximum(spread, at_estimate)
         ocv_std = np.sqrt(np.maximum(spread, 1e-3) ** 2 + p.table_soc_error_pct**2)
         use = ok & (ocv_std <= p.max_ocv_soc_error_pct)
         if not np.any(use):
