@@ -589,12 +589,12 @@ def derive(phases: list[_Phase], n_cells: int, params: CaptureParams) -> Capture
         order = np.argsort(soc, kind="stable")
         soc, ocv = soc[order], ocv[order]
         # duplicate SOC (updates at one Ah, e.g. a brief rest with the current on the edge)
-        uniq, first = np.unique(soc, return_index=True)
+        uniq, at = np.unique(soc, return_index=True)
         if len(uniq) < 2:
             raise ValueError(f"the slow {ph.direction} has too few updates")
         table = np.empty((n_cells, len(grid)))
         for c in range(n_cells):
-            table[c] = np.interp(grid, uniq, ocv[first, c])
+            table[c] = np.interp(grid, uniq, ocv[at, c])
         tables[ph.direction] = table
         temps.append(np.vstack(ph.temp_c[sl]).astype(np.float64))
     up_cells = np.maximum.accumulate(tables["charge"], axis=1)
