@@ -4,15 +4,18 @@ a running capture; each change logged as an `ocv_capture` event."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from services.master_core.ocv_runner import cell_temperatures
+from services.master_core.estimation.ocv_capture import OcvCapture
+from services.master_core.ocv_runner import OcvRunner, cell_temperatures
 from services.master_core.pack import PackAggregator
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, ConfigMessage, OcvCaptureArgs
 from shared.topics import CONFIG
+from tests.master_core.test_ocv_capture import Pack, full_first_cycle
 from tests.master_core.test_service_reset import Stack
 
 
@@ -77,3 +80,42 @@ def test_cells_take_their_modules_mean_temperature() -> None:
         )  # fmt: skip
     temps = cell_temperatures(agg.snapshot(()))
     assert np.allclose(temps, [25.0] * 3 + [40.0] * 3)
+
+
+def test_a_whole_cycle_through_the_runner_ends_with_the_csv() -> None:
+    """The runner on the synthetic C/20 cycle of the core's tests (its readings in snapshots):
+    each change logged, and the status carries the CSV and the summary once done."""
+    config = SystemConfig.from_preset("NMC", system_id="demo", modules=1, cells_per_module=2)
+    agg = PackAggregator(config.topology)
+    agg.on_telemetry(
+        CellTelemetry(
+            module=0, mode="working", sample_ts=100.0, cell_mv=[3700] * 2,
+            cell_flags=[0] * 2, balancing=[False] * 2, temp_c=[21.0, 23.0],
+            temp_flags=[0, 0], seq=0,
+        ),
+        100.0,
+    )  # fmt: skip
+    base = agg.snapshot(())
+    runner = OcvRunner()
+    reply = runner.command(OcvCaptureArgs(action="start"), config, 0.0)
+    assert reply.accepted and len(reply.events) == 1
+    events = list(reply.events)
+
+    def fed(capture: OcvCapture, pack: Pack, i_a: float, v: np.ndarray) -> None:
+        events.extend(runner.step(replace(base, cell_v=v), i_a, pack.t_s))
+
+    pack = Pack(r_ohm=np.array([0.002, 0.003]), offset_v=np.zeros(2))
+    assert runner.capture is not None
+    full_first_cycle(runner.capture, pack, dt_s=10.0, fed=fed)
+    texts = [e.text for e in events]
+    assert [e.values["state"] for e in events] == [
+        "awaiting_start", "first", "second", "done"
+    ], texts  # fmt: skip
+    assert texts[-1].startswith("ocv capture done: capacity")
+    status = runner.command(OcvCaptureArgs(action="status"), config, pack.t_s)
+    assert status.result["state"] == "done"
+    assert status.result["csv"].splitlines()[1] == (
+        "soc_pct,ocv_charge_v,ocv_discharge_v,temperature_c"
+    )
+    assert ",22.0" in status.result["csv"]  # the module's mean temperature
+    assert status.result["summary"]["capacity_ah"] > 80.0
