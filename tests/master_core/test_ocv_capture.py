@@ -336,3 +336,19 @@ def test_progress_is_reported() -> None:
     assert status.phase == "discharge"
     assert status.moved_ah == pytest.approx(5.0, abs=0.05)
     assert status.progress_pct == pytest.approx(2.5, abs=0.05)
+
+
+def test_the_pack_may_go_back_to_work_right_after_the_last_anchor() -> None:
+    """Once the slow charge has reached full, a fast discharge ramped up at once (no rest, so
+    no end step within the wait) does not abort: the capture is complete."""
+    pack = Pack(r_ohm=np.full(2, 0.002), offset_v=np.zeros(2))
+    capture = OcvCapture(2, params(record_period_s=60.0))
+    capture.start(0.0)
+    charge_cv(capture, pack, dt_s=10.0)
+    run_segment(capture, pack, -4.8, 10.0, until=lambda v: v.min() <= CUTOFF_V)
+    run_segment(capture, pack, 0.0, 10.0, for_s=600.0)
+    charge_cv(capture, pack, 4.8, dt_s=10.0)
+    assert capture.state == "second"
+    for k in range(120):  # -1 A per update: no step (< 0.02C); past C/20 + 20 % after 70 s
+        run_segment(capture, pack, -1.0 * min(k, 30), 10.0, for_s=10.0)
+    assert capture.state == "done", capture.reason

@@ -437,8 +437,10 @@ class OcvCapture:
         phase = self._phases[-1]
         sign = 1.0 if phase.direction == "charge" else -1.0
         along = sign * u.i_a
-        # the pace and the direction, once the phase's current has started
-        if abs(u.i_a) > p.max_a:
+        # the pace and the direction; not once the last phase has reached its end anchor (the
+        # capture is complete: the pack may go back to work while the end step is awaited)
+        finishing = self.state == "second" and phase.end is not None
+        if abs(u.i_a) > p.max_a and not finishing:
             self._fast_since_s = u.t_s if self._fast_since_s is None else self._fast_since_s
             if u.t_s - self._fast_since_s > p.over_rate_hold_s:
                 self.abort(
