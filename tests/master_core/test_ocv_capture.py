@@ -352,3 +352,21 @@ def test_the_pack_may_go_back_to_work_right_after_the_last_anchor() -> None:
     for k in range(120):  # -1 A per update: no step (< 0.02C); past C/20 + 20 % after 70 s
         run_segment(capture, pack, -1.0 * min(k, 30), 10.0, for_s=10.0)
     assert capture.state == "done", capture.reason
+
+
+def test_a_current_unknown_for_too_long_aborts() -> None:
+    pack = Pack(r_ohm=np.full(2, 0.002), offset_v=np.zeros(2))
+    capture = OcvCapture(2, params(max_gap_s=30.0))
+    capture.start(0.0)
+    charge_cv(capture, pack)
+    run_segment(capture, pack, -4.8, 5.0, for_s=600.0)
+
+    def no_current(c: OcvCapture, p: Pack, i_a: float, v: np.ndarray) -> None:
+        c.update(p.t_s, None, v, np.full(len(v), 25.0))
+
+    run_segment(capture, pack, -4.8, 5.0, for_s=25.0, fed=no_current)
+    assert capture.state == "first"  # a short hole is bridged
+    run_segment(capture, pack, -4.8, 5.0, for_s=60.0)
+    run_segment(capture, pack, -4.8, 5.0, for_s=60.0, fed=no_current)
+    assert capture.state == "aborted" and capture.abort_reason == "gap"
+    assert "no current reading" in capture.reason

@@ -352,6 +352,8 @@ class OcvCapture:
         if self._check_gaps(now_s, current_a, v):
             return self.state
         last = self._last
+        # an unknown current (for less than max_gap_s: above) counts as the last known one;
+        # such an update is not kept on the grid (`_record`)
         i_a = current_a if current_a is not None else (last.i_a if last is not None else 0.0)
         if last is not None and self.state != "awaiting_start":
             # trapezoid: the current between two updates is their mean
