@@ -87,6 +87,11 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("service_reset", MASTER, ("command",), ("warning",),
               "A service reset (admin, with a reason): who, why and what it cleared; or an "
               "override refused because it came on the ordinary reset topic."),
+    EventCode("ocv_capture", MASTER, ("command", "info"), ("info", "warning"),
+              "The capture of a slow cycle for the OCV branches (`ocv_capture`): started or "
+              "aborted on request (command); each slow phase reached, done with the measured "
+              "capacity (info), or aborted with its reason (warning); values: state, "
+              "abort_reason."),
     *_modes(),
     EventCode("controller_heartbeat", MASTER, ("info",), ("info",),
               "A controller heartbeat is present (first, or again after a loss)."),

@@ -266,6 +266,7 @@ COMMAND_SENDERS: dict[str, tuple[str, ...]] = {
     "service_reset": (UI,),
     "site_string": (UI,),
     "site_operation": (UI, MODBUS),
+    "ocv_capture": (UI,),
 }
 """Who may send each command on `cmd/{command}`. The broker ACL grants each command topic
 from this, so `cmd/service_reset` (a reset with a service override) is the web application's
@@ -275,7 +276,8 @@ sends the masters of its strings `set_mode` (standby leaves the DC bus) and `con
 (joins it, in working mode). `site_string` goes to a site controller under its site's id: an
 operator holds a string out of the site or asks it to join again. `site_operation` too: the
 Modbus gateway of a site's stack (SCADA's 802 `SetOp`) or an operator disconnects the whole
-site or connects it again."""
+site or connects it again. `ocv_capture` (commissioning: the OCV branches from a slow cycle)
+is the web application's, for its admins (the wizard)."""
 SITE_COMMANDS = ("site_string", "site_operation")
 """The operators' and SCADA's commands to a site controller under its site's id."""
 SITE_SERVED_COMMANDS: tuple[str, ...] = (*SITE_COMMANDS, "events_query")

@@ -21,6 +21,7 @@ from services.master_core.cadence import Cadence
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.full_charge import FullChargeInputs, FullChargeRequest
 from services.master_core.hardware import PackIo, PackIoFactory
+from services.master_core.ocv_runner import OcvRunner
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
     CommRecoveryRecord,
@@ -58,6 +59,7 @@ from shared.messages import (
     ConfigMessage,
     ContactorsArgs,
     Limits,
+    OcvCaptureArgs,
     PackState,
     ResetFaultsArgs,
     ServiceResetArgs,
@@ -140,6 +142,8 @@ class MasterCore:
         self.last: SupervisorOutputs | None = None
         self.full_charge = FullChargeRequest()
         """Outlives configurations: a new one changes the interval, not the request's state."""
+        self.ocv = OcvRunner()
+        """The OCV capture at commissioning (`ocv_capture`); a new configuration ends it."""
         self.cadence = Cadence(
             {
                 "state": PUBLISH_PERIOD_S,
@@ -176,6 +180,7 @@ class MasterCore:
                 "set_mode": self._cmd_mode,
                 "heartbeat": self._cmd_heartbeat,
                 "events_query": self._cmd_events,
+                "ocv_capture": self._cmd_ocv_capture,
             },
             clock=wall,
             journal=store,
@@ -234,6 +239,7 @@ class MasterCore:
             self._restore_recoveries(config)
         self.rt = rt
         self.full_charge.configure(config)
+        self._log_events(self.ocv.configure())
         self.events.emit(
             "info",
             "config",
@@ -345,6 +351,15 @@ class MasterCore:
         """`events_query` (`shared.event_log.EventQueries`: page, byte limit, truncation)."""
         return self.queries.answer(args)
 
+    def _cmd_ocv_capture(self, args: CommandArgs) -> CommandOutcome:
+        """`ocv_capture`: start, abort or the status (`ocv_runner`; the capture decides)."""
+        assert isinstance(args, OcvCaptureArgs)
+        if self.rt is None:
+            return CommandOutcome(False, "no configuration yet")
+        reply = self.ocv.command(args, self.rt.config, self.monotonic())
+        self._log_events(reply.events)
+        return CommandOutcome(reply.accepted, reply.reason, reply.result)
+
     # --- the loop ---------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Judge each fresh sample at once: a wake-up that admitted telemetry judges it right
@@ -446,6 +461,7 @@ class MasterCore:
             rt.estimator.update(snap, current, dt, now, string_open=string_open)
         else:
             rt.estimator.update(snap, 0.0, dt, now)
+        self._log_events(self.ocv.step(snap, current if closed or string_open else 0.0, now))
         self._watch_zero_offset(rt)
         out = sup.step(
             SupervisorInputs(

@@ -111,6 +111,20 @@ class SiteOperationArgs(CommandArgs):
     by: Literal["scada", "operator"] = "operator"
 
 
+class OcvCaptureArgs(CommandArgs):
+    """`ocv_capture`: start, abort or ask about the master's capture of a slow (C/20) cycle
+    from which it derives the OCV branches (services/master_core/estimation/ocv_capture.py).
+    "start" drops any capture running or done and waits for the start anchor ("full_first":
+    a full charge, then a slow discharge to empty and a slow charge to full; "empty_first":
+    the other way round); the inverter (or the operator) drives the currents. Every reply's
+    `result` carries the status; once done also the CSV the wizard imports (`csv`) and the
+    measured capacity and cell spread (`summary`)."""
+
+    action: Literal["start", "abort", "status"]
+    order: Literal["full_first", "empty_first"] = "full_first"
+    max_c_rate: float = Field(0.05, gt=0.0, le=0.2, description="the slow rate (C/20: 0.05)")
+
+
 COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "contactors": ContactorsArgs,
     "reset_faults": ResetFaultsArgs,
@@ -120,6 +134,7 @@ COMMAND_ARGS: dict[str, type[CommandArgs]] = {
     "events_query": EventsQueryArgs,
     "site_string": SiteStringArgs,
     "site_operation": SiteOperationArgs,
+    "ocv_capture": OcvCaptureArgs,
 }
 """Every command with its arguments: the master's, and `site_string` and `site_operation`, the
 site controller's (under the site id)."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
@@ -44,11 +45,15 @@ class StandInMaster:
     """Commands to refuse, with the reason."""
     log: EventLog | None = None
     """The master's event log on that store (publishes with `seq`, answers `after_id`)."""
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Commands to accept with this result."""
 
     def handle(self, name: str, args: CommandArgs) -> CommandOutcome:
         self.received.append((name, args))
         if name in self.refuse:
             return CommandOutcome(False, self.refuse[name])
+        if name in self.results:
+            return CommandOutcome(True, result=self.results[name])
         if name == "events_query":
             assert isinstance(args, EventsQueryArgs)
             if self.log is not None:
@@ -111,7 +116,9 @@ def make_harness(
     master_bus = InMemoryBus(broker, system=SYSTEM, service="master_core", kind="master_core")
     master = StandInMaster(master_bus, [], EventStore(tmp_path / "master.sqlite"))
     master.log = EventLog(master.events, master_bus, time.time)
-    names = ("set_mode", "contactors", "reset_faults", "service_reset", "events_query")
+    names = (
+        "set_mode", "contactors", "reset_faults", "service_reset", "events_query", "ocv_capture"
+    )  # fmt: skip
     CommandServer(master_bus, {n: (lambda a, n=n: master.handle(n, a)) for n in names})
     bus.start()
     master_bus.start()

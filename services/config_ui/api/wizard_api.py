@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.config_ui import wizard
+from services.config_ui.api.commands import CommandResult, run_command
 from services.config_ui.api.configuration import RollbackBody, diff_info, version_info
 from services.config_ui.api.deps import Admin, Ctx, Viewer, rejected
 from services.config_ui.context import InvalidConfigError, UiContext
+from shared.messages import OcvCaptureArgs
 
 router = APIRouter()
 
@@ -106,6 +108,55 @@ def wizard_ocv_csv(session: Admin, ctx: Ctx, body: OcvCsvBody) -> Any:
         "ocv_note": wizard.ocv_note(result.draft),
         "changes": _changes(result.changes, result.draft),
     }
+
+
+class OcvCaptureBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["start", "abort"]
+    order: Literal["full_first", "empty_first"] = "full_first"
+    """full_first: a full charge, a slow discharge to empty, a slow charge to full;
+    empty_first: the other way round."""
+    max_c_rate: float = Field(0.05, gt=0.0, le=0.2)
+
+
+@router.post("/wizard/ocv-capture", tags=["wizard"])
+async def wizard_ocv_capture(session: Admin, ctx: Ctx, body: OcvCaptureBody) -> CommandResult:
+    """Start or abort the master's capture of a slow (C/20) cycle, from which it derives the
+    OCV branches (`ocv_capture`). The inverter (or you) drives the cycle: a full charge, a
+    discharge at <= C/20 to the cut-off, a charge at <= C/20 to full (or the other way
+    round); a faster current, a gap in the readings or a cell without voltage aborts it."""
+    del session
+    args = OcvCaptureArgs(action=body.action, order=body.order, max_c_rate=body.max_c_rate)
+    return await run_command(ctx, "ocv_capture", args)
+
+
+@router.get("/wizard/ocv-capture", tags=["wizard"])
+async def wizard_ocv_capture_status(session: Admin, ctx: Ctx) -> CommandResult:
+    """The capture's progress (`result`: state, phase, reason, progress_pct, ...); once done
+    also the CSV (`result.csv`) and the measured capacity and cell spread (`result.summary`)."""
+    del session
+    return await run_command(ctx, "ocv_capture", OcvCaptureArgs(action="status"))
+
+
+@router.get("/wizard/ocv-capture.csv", tags=["wizard"])
+async def wizard_ocv_capture_csv(session: Admin, ctx: Ctx) -> Response:
+    """The derived branches as the CSV PUT /api/wizard/ocv-csv imports; 409 until the capture
+    is done, 504 when the master does not answer."""
+    del session
+    reply = await run_command(ctx, "ocv_capture", OcvCaptureArgs(action="status"))
+    if reply.status == "no_reply":
+        raise HTTPException(504, reply.reason)
+    text = reply.result.get("csv")
+    if reply.status != "accepted" or not isinstance(text, str):
+        state = reply.result.get("state", "unknown")
+        why = reply.reason or reply.result.get("reason", "")
+        raise HTTPException(409, f"no derived branches: the capture is {state} ({why})")
+    return Response(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="ocv-c20-{ctx.system}.csv"'},
+    )
 
 
 class DerivedChoice(BaseModel):
