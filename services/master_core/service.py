@@ -23,6 +23,7 @@ from services.master_core.full_charge import FullChargeInputs, FullChargeRequest
 from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
+    CellOffsetsRecord,
     CommRecoveryRecord,
     CyclesRecord,
     LatchesRecord,
@@ -601,6 +602,7 @@ class MasterCore:
             throughput=self._load(ThroughputRecord, config),
             cycles=self._load(CyclesRecord, config),
             offsets=self._load(OffsetsRecord, config),
+            cell_offsets=self._load(CellOffsetsRecord, config),
         )
         estimator.restore(records, wall_s=self.wall())  # downtime widens the SOC sigma
         if records.all():
