@@ -648,6 +648,7 @@ class MasterCore:
                 dc_link_voltage=out.link_voltage_v,
                 current_offset_a=out.plausibility.current_offset_a,
                 current_zero_offset_a=rt.estimator.zero.learned_a,
+                cell_voltage_offset_max_v=rt.estimator.cell_offsets.max_abs_correction_v,
             ),
         )
 

@@ -23,6 +23,7 @@ from services.master_core.estimator import PackEstimator
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import CellOffsetsRecord, load, save
 from shared.config import SystemConfig
+from shared.config.chemistry import ChemistryOverrides
 from shared.event_store import Store
 
 BOUND_V = 0.05
@@ -209,3 +210,57 @@ def test_the_counter_reads_the_channels_less_their_offsets() -> None:
     assert est.counter.soc_pct == pytest.approx(plain.counter.soc_pct)
     assert np.ptp(est.counter.soc_pct) == pytest.approx(0.0, abs=1e-9)
     assert np.array_equal(snap.cell_v, readings)
+
+
+# A table of these cells with a flat top (2 mV/% above 90 %): the anchor's 3 % sigma moves the
+# OCV by 3 mV there, so the rest after a full anchor is taken (`max_soc_spread_v`).
+FLAT_TOP = ChemistryOverrides(
+    ocv_table_soc_pct=(0.0, 10.0, 50.0, 90.0, 100.0),
+    ocv_table_v=(3.2, 3.5, 3.7, 4.10, 4.12),
+)
+BIAS_V = np.array([0.02, -0.01, 0.0, -0.02, 0.015, 0.005])
+
+
+def _cycle(est: PackEstimator, t: float, rest_s: float) -> float:
+    """Discharge, charge, the CV end at the tail current (a full anchor), then a rest; each
+    channel reads its cell + BIAS_V. Returns the time at the end."""
+    phases = (
+        (1800.0, -20.0, 3.9),
+        (1800.0, 20.0, 4.1),
+        (60.0, 3.0, 4.2),  # the tail at charge_v: full after anchor_hold_s
+        (rest_s, 0.0, 4.12),  # rested at the table's 100 %
+    )
+    for duration_s, current_a, cell_v in phases:
+        for _ in range(int(duration_s / 5.0)):
+            t += 5.0
+            snap = _Snap(np.full(len(BIAS_V), cell_v) + BIAS_V)
+            est.update(cast(PackSnapshot, snap), current_a, 5.0, t)
+    return t
+
+
+def test_the_estimator_learns_the_offsets_at_rests_after_full_anchors() -> None:
+    config = SystemConfig.from_preset(
+        "NMC", system_id="s", modules=1, cells_per_module=6, overrides=FLAT_TOP
+    )
+    est = PackEstimator(config)
+    t = _cycle(est, 0.0, 1500.0)
+    assert est.cell_offsets.taken == 1 and est.cell_offsets.learned_count == 0
+    assert est.cell_offsets.max_abs_correction_v is None
+    for _ in range(2):
+        t = _cycle(est, t, 1500.0)
+    assert est.cell_offsets.taken == 3
+    expected = BIAS_V - np.median(BIAS_V)
+    assert est.cell_offsets.correction_v == pytest.approx(expected, abs=0.0011)
+    assert est.cell_offsets.max_abs_correction_v == pytest.approx(0.022, abs=0.0011)
+
+
+def test_no_offset_is_learned_from_a_rest_too_short_to_read() -> None:
+    config = SystemConfig.from_preset(
+        "NMC", system_id="s", modules=1, cells_per_module=6, overrides=FLAT_TOP
+    )
+    est = PackEstimator(config)
+    t = 0.0
+    for _ in range(3):
+        t = _cycle(est, t, 240.0)  # under rest_time_s
+    assert est.counter.anchors >= 3
+    assert est.cell_offsets.taken == 0 and est.cell_offsets.learned_count == 0

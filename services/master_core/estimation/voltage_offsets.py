@@ -21,9 +21,9 @@ is what is learned. The part of the SOC error a cell does not share with the oth
 that differ by a few %, so the cells stop 1-3 % apart) is indistinguishable from an offset in
 one reading, and it persists across anchors. So a cell is taken only where that part is small
 against the bound: its counted SOC's 1-sigma moves its OCV by at most `max_soc_spread_v`
-(half the span of OCV(SOC +- sigma); `soc_spread_v`). On the shipped presets' tops (NMC
-16 mV/%, LFP steeper) with the anchor's 3 % sigma that is 24 mV and more: nothing is taken
-there; a pack that knows its cells better (the cells' own table, a fine anchor) is.
+(half the span of OCV(SOC +- sigma); `soc_spread_v`). On the shipped presets' tops (NMC,
+LFP) with the anchor's 3 % sigma that is 23-24 mV: nothing is taken there; on a table whose
+top is flatter, or with a tighter anchor, it is.
 
 Field traces (bench/bench_soc_field.py, one full anchor per run, 60 h in): the NMC cells
 anchored at 100 % (Mohtat2020, 10 degC) were truly at 94.8-97.9 %; fed regardless (no spread
