@@ -141,6 +141,9 @@ class VoltageOffsetLearner:
         self._moved_pct: FloatArray = np.zeros(n_cells)
         self.taken = 0
         """Rests after a full anchor the learner took (for counters and tests)."""
+        self._correction_v: FloatArray = self._make_correction()
+        """`correction_v`, recomputed when the estimate changes: the service reads it on every
+        sample (at up to 50 Hz), the estimate changes at most once per full charge."""
 
     def full_anchor(self, cells: ArrayLike) -> None:
         """A full anchor holds for `cells` (a mask): their SOC is the anchor's from here."""
@@ -182,6 +185,7 @@ class VoltageOffsetLearner:
         weight = np.where(use, 1.0 / np.maximum(self.anchors, 1), 0.0)
         self._mean_v = self._mean_v + weight * (np.where(use, relative, 0.0) - self._mean_v)
         self.taken += 1
+        self._correction_v = self._make_correction()
         return True
 
     @property
@@ -206,12 +210,17 @@ class VoltageOffsetLearner:
     @property
     def correction_v(self) -> FloatArray:
         """What to subtract from each channel's reading: the learned offset in steps of the
-        resolution, clipped to the bound; 0 until learned and while beyond the margin."""
+        resolution, clipped to the bound; 0 until learned and while beyond the margin. A
+        read-only view: it is not to be changed in place."""
+        return self._correction_v
+
+    def _make_correction(self) -> FloatArray:
         p = self.params
         learned = self.learned_v
         known = np.isfinite(learned) & ~self.beyond_bound
         steps = np.round(np.where(known, learned, 0.0) / p.resolution_v) * p.resolution_v
         out: FloatArray = np.clip(steps, -p.bound_v, p.bound_v)
+        out.flags.writeable = False
         return out
 
     @property
@@ -241,3 +250,4 @@ class VoltageOffsetLearner:
             raise ValueError("anchor counts must be whole numbers")
         self.anchors = np.minimum(count.astype(np.int64), self.params.anchors_averaged)
         self._mean_v = np.where(self.anchors > 0, mean, 0.0)
+        self._correction_v = self._make_correction()
