@@ -52,8 +52,15 @@ counter's hysteresis state (bench/soc_ekf.py). Sensors: ideal and spec as above,
 noise, and the estimator told voltage_error_v = 10 mV: a calibrated front end, where the OCV
 reads on LFP's slopes are worth a correction and the branch matters most).
 
+Known offsets (`--known-offsets relative|exact`): the spec rows with the per-channel voltage
+offsets already learned from the start (`estimation.voltage_offsets`, loaded as a restart
+would): the bias less its median over the cells (what that learner can learn) or all of it.
+The upper bound of what learning the offsets can give these rows; on the field traces
+themselves the learner takes nothing (one full anchor, its cells' SOC not known well enough).
+
 Usage: python bench/bench_soc_field.py [--scenario nmc] [--sensors spec] [--start rested]
-[--no-ekf] (each option but the last repeatable; all rows by default) | hysteresis
+[--no-ekf] [--known-offsets relative] (each option but the last two repeatable; all rows by
+default) | hysteresis
 """
 
 from __future__ import annotations
@@ -234,12 +241,18 @@ def run_field(
     seed: int = SEED,
     estimator: str = "counter",
     config: SystemConfig | None = None,
+    known_offsets: str = "none",
 ) -> FieldResult:
     rng = np.random.default_rng(seed)
     n_cells = trace.cell_v.shape[1]
     if config is None:
         config = field_config(trace.chemistry, n_cells)
     est = ESTIMATORS[estimator](config)
+    if sensors in ("spec", "spec+") and known_offsets != "none":
+        bias = np.asarray(SPEC_BIAS_V)[:n_cells]
+        learned = bias - float(np.median(bias)) if known_offsets == "relative" else bias
+        averaged = est.cell_offsets.params.anchors_averaged
+        est.cell_offsets.load_state(learned, [averaged] * n_cells)
     if sensors == "fine":
         est.counter.params = replace(est.counter.params, voltage_error_v=FINE_VOLTAGE_ERROR_V)
         if isinstance(est, EkfPackEstimator):
@@ -375,6 +388,7 @@ def main() -> None:
     parser.add_argument("--sensors", action="append", choices=SENSORS)
     parser.add_argument("--start", action="append", choices=STARTS)
     parser.add_argument("--no-ekf", action="store_true", help="the published estimator only")
+    parser.add_argument("--known-offsets", choices=("none", "relative", "exact"), default="none")
     args = parser.parse_args()
     print(__doc__.split("\n\n")[0])
     print(
@@ -386,7 +400,7 @@ def main() -> None:
         trace = load_field(name)
         for sensors in args.sensors or SENSORS:
             for start in args.start or STARTS:
-                result = run_field(trace, sensors, start)
+                result = run_field(trace, sensors, start, known_offsets=args.known_offsets)
                 label = f"{name} {sensors} {start}"
                 line = f"{label:<24}{result.row()}"
                 if not args.no_ekf:

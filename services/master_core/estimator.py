@@ -59,8 +59,14 @@ from services.master_core.estimation.soh import (
     SohEstimator,
     SohParams,
 )
+from services.master_core.estimation.voltage_offsets import (
+    VoltageOffsetLearner,
+    VoltageOffsetParams,
+    soc_spread_v,
+)
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import (
+    CellOffsetsRecord,
     CyclesRecord,
     OffsetsRecord,
     PersistedRecord,
@@ -124,6 +130,13 @@ class PackEstimator:
         self.zero = ZeroOffsetLearner(ZeroOffsetParams(bound_a=sensor.zero_offset_max_a))
         """The current sensor's zero offset, learned open and at rest, subtracted from the
         counted current (`sensor_offsets`)."""
+        self.cell_offsets = VoltageOffsetLearner(
+            config.total_cells, VoltageOffsetParams(bound_v=params.voltage_error_v)
+        )
+        """Per-channel voltage offsets, learned at the rest after full anchors, subtracted
+        from the voltages the counter reads (`estimation.voltage_offsets`)."""
+        self._layout = (config.topology.modules, config.topology.cells_per_module)
+        self._chemistry = str(config.chemistry)
         self._calibration = (sensor.offset_a, sensor.gain)
         """The calibration the offset is learned under: a new one makes it another offset."""
         self._started = False
@@ -209,16 +222,20 @@ class PackEstimator:
             dt_s, current_a, string_open=string_open, resting=self.counter.rest_settled
         )
         counted_a = 0.0 if string_open or current_a is None else self.zero.corrected_a(current_a)
+        # the counter reads the channels less their learned offsets; protection the raw ones
+        correction_v = self.cell_offsets.correction_v
+        cell_v = snap.cell_v - correction_v if snap.complete else None
         if not self._started:
-            if not snap.complete:
+            if cell_v is None:
                 return  # wait for every module: a partial start would guess missing cells
-            self.counter.start_from_rest(snap.cell_v)
+            self.counter.start_from_rest(cell_v)
             self._started = True
-        cell_v = snap.cell_v if snap.complete else None
         self._now_s = now_s
         if self._first_now_s is None:
             self._first_now_s = now_s
+        soc_before, std_before = self.counter.soc_pct, self.counter.soc_std_pct
         self.counter.update(now_s, counted_a, cell_v)
+        self._learn_offsets(now_s, soc_before, std_before, correction_v)
         self.soh.update(now_s, counted_a, cell_v)
         # rested OCV points and full/empty anchors are the ends of a capacity measurement
         taken = self.soh.add_reference(
@@ -226,6 +243,32 @@ class PackEstimator:
         )
         if taken:
             self._feed_capacity()
+
+    def _learn_offsets(
+        self,
+        now_s: float,
+        soc_before: NDArray[np.float64],
+        std_before: NDArray[np.float64],
+        correction_v: NDArray[np.float64],
+    ) -> None:
+        """Feed the voltage offset learner: a full anchor arms it, the SOC moved since disarms
+        it, the rest's settled reading (against the SOC counted before this sample's OCV
+        correction, with the applied correction added back) is taken."""
+        counter, learner = self.counter, self.cell_offsets
+        if counter.last_anchor_s == now_s:
+            with np.errstate(invalid="ignore"):
+                full = counter.reference_soc_pct >= 100.0
+            if full.any():
+                learner.full_anchor(full)
+                return
+        if counter.rest_settled and counter.rest_s >= counter.params.rest_time_s and learner.armed:
+            rested_v, ocv = counter.rested_reading()
+            learner.settled_rest(
+                rested_v + correction_v,
+                ocv.voltage(soc_before),
+                soc_spread_v(ocv, soc_before, std_before),
+            )
+        learner.count(counter.soc_pct - soc_before)
 
     def cell_temperature_c(self, snap: PackSnapshot) -> NDArray[np.float64]:
         """Each cell's temperature: the mean of its module's sensors, else the pack's mean,
@@ -292,6 +335,18 @@ class PackEstimator:
             ),
             cycles=CyclesRecord(equivalent_cycles=soh.equivalent_cycles),
             offsets=self._offsets_record(),
+            cell_offsets=self._cell_offsets_record(),
+        )
+
+    def _cell_offsets_record(self) -> CellOffsetsRecord:
+        state = self.cell_offsets.state()
+        modules, per = self._layout
+        return CellOffsetsRecord(
+            offset_v=state["offset_v"],
+            anchors=state["anchors"],
+            modules=modules,
+            cells_per_module=per,
+            chemistry=self._chemistry,
         )
 
     def _offsets_record(self) -> OffsetsRecord:
@@ -326,6 +381,12 @@ class PackEstimator:
             o = records.offsets
             if (o.calibration_offset_a, o.calibration_gain) == self._calibration:
                 self.zero.load_state(o.zero_offset_a, o.zero_evidence_s)
+        c = records.cell_offsets
+        if c is not None and (c.modules, c.cells_per_module, c.chemistry) == (
+            *self._layout,
+            self._chemistry,
+        ):
+            self.cell_offsets.load_state(c.offset_v, c.anchors)
         if records.soc is not None:
             if not self.counter.load_state(records.soc.model_dump()):
                 raise ValueError("the SOC record does not fit this configuration")
@@ -360,7 +421,8 @@ class EstimatorRecords:
     throughput: ThroughputRecord | None = None
     cycles: CyclesRecord | None = None
     offsets: OffsetsRecord | None = None
+    cell_offsets: CellOffsetsRecord | None = None
 
     def all(self) -> tuple[PersistedRecord, ...]:
-        kept = (self.soc, self.soh, self.throughput, self.cycles, self.offsets)
+        kept = (self.soc, self.soh, self.throughput, self.cycles, self.offsets, self.cell_offsets)
         return tuple(r for r in kept if r is not None)

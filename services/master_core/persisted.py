@@ -14,6 +14,9 @@ other item with it. What a record that does not fit means is decided per item (`
   the system, so only another version is refused; a new cell count keeps them.
 - Sensor offsets (`OffsetsRecord`): another version is refused, and one learned under another
   current calibration is not taken; the offset is learned again.
+- Cell-voltage offsets (`CellOffsetsRecord`, per channel): another version, layout (modules x
+  cells per module) or chemistry is refused (other channels, or another OCV table's
+  residuals); they are learned again.
 - Latched faults (`LatchesRecord`): a record that cannot be read is never dropped: the master
   refuses the configuration and its contactors stay open.
 - Automatic recoveries from a communication loss of the last hour (`CommRecoveryRecord`): a
@@ -200,6 +203,38 @@ class OffsetsRecord(PersistedRecord):
                 f"zero offset learned under the calibration offset {self.calibration_offset_a:g} A"
                 f", gain {self.calibration_gain:g}; the configuration has {sensor.offset_a:g} A, "
                 f"{sensor.gain:g}"
+            )
+        return None
+
+
+class CellOffsetsRecord(PersistedRecord):
+    """Per-channel cell-voltage offsets learned at full anchors (`estimation.voltage_offsets`):
+    each channel's estimate in V and the anchors it was taken at, and the layout and chemistry
+    they were learned under."""
+
+    KEY: ClassVar[str] = "cell_voltage_offsets"
+    version: Literal[1] = 1
+    offset_v: list[Finite] = Field(min_length=1)
+    anchors: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    modules: Annotated[int, Field(ge=1)]
+    cells_per_module: Annotated[int, Field(ge=1)]
+    chemistry: str = Field(max_length=40)
+
+    @model_validator(mode="after")
+    def _per_cell(self) -> Self:
+        _same_lengths(self.offset_v, self.anchors)
+        if len(self.offset_v) != self.modules * self.cells_per_module:
+            raise ValueError("one offset per channel of the layout")
+        return self
+
+    def misfit(self, config: SystemConfig) -> str | None:
+        topo = config.topology
+        stored = (self.modules, self.cells_per_module, self.chemistry)
+        now = (topo.modules, topo.cells_per_module, str(config.chemistry))
+        if stored != now:
+            return (
+                f"cell-voltage offsets of {self.modules} x {self.cells_per_module} "
+                f"{self.chemistry} cells, the configuration has {now[0]} x {now[1]} {now[2]}"
             )
         return None
 

@@ -55,17 +55,20 @@ subtracted "offset" could hide a leak path); and a safety function must not depe
 learned state that wrong samples could have moved. The correction serves what integrates the
 current over hours: the SOC and the SOH's charge counts.
 
-## Cell-voltage offsets: not learned (yet)
+## Cell-voltage offsets
 
-A per-channel offset would be learned from the rested voltages after a full anchor, as each
-channel's deviation from the median that persists across anchors. It is not, because the
-deviation there is not the offset: on the field traces (bench/bench_soc_field.py, ideal
-sensors, no balancing) the cells rested after the full anchor differ by 17-23 mV (NMC, 0.97-1.03
-capacities) and 120 mV (LFP, one cell aged 8 %) by their SOC alone, and that persists across
-anchors as well. After balancing it would not be the offset either: passive balancing
-equalises the readings, so at the top the readings agree and the true cells differ by the
-offsets. A learner needs a signature the SOC cannot give (e.g. a deviation that stays the same
-on the LFP plateau, where a few % SOC move a cell by under 5 mV).
+Learned at full anchors, relative to the median of the cells and only where the counted SOC is
+known well enough: `estimation.voltage_offsets`. What follows is why that gate is needed.
+
+The rested voltages after a full anchor, as each channel's deviation from the median that
+persists across anchors, are not in general the offset: on the field traces
+(bench/bench_soc_field.py, ideal sensors, no balancing) the cells rested after the full anchor
+differ by 17-23 mV (NMC, 0.97-1.03 capacities) and 120 mV (LFP, one cell aged 8 %) by their SOC
+alone, and that persists across anchors as well. After balancing it would not be the offset
+either: passive balancing equalises the readings, so at the top the readings agree and the true
+cells differ by the offsets (and the learner, reading each against the same anchored 100 %,
+takes nothing). A learner of those needs a signature the SOC cannot give (e.g. a deviation that
+stays the same on the LFP plateau, where a few % SOC move a cell by under 5 mV).
 """
 
 from __future__ import annotations

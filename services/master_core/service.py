@@ -24,6 +24,7 @@ from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.ocv_runner import OcvRunner
 from services.master_core.pack import PackAggregator, PackSnapshot
 from services.master_core.persisted import (
+    CellOffsetsRecord,
     CommRecoveryRecord,
     CyclesRecord,
     LatchesRecord,
@@ -617,6 +618,7 @@ class MasterCore:
             throughput=self._load(ThroughputRecord, config),
             cycles=self._load(CyclesRecord, config),
             offsets=self._load(OffsetsRecord, config),
+            cell_offsets=self._load(CellOffsetsRecord, config),
         )
         estimator.restore(records, wall_s=self.wall())  # downtime widens the SOC sigma
         if records.all():
@@ -662,6 +664,7 @@ class MasterCore:
                 dc_link_voltage=out.link_voltage_v,
                 current_offset_a=out.plausibility.current_offset_a,
                 current_zero_offset_a=rt.estimator.zero.learned_a,
+                cell_voltage_offset_max_v=rt.estimator.cell_offsets.max_abs_correction_v,
             ),
         )
 

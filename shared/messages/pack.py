@@ -127,6 +127,11 @@ class PackState(Message):
     subtracted from the current the SOC counts while within the sensor's specification
     (`current_sensor.zero_offset_max_a`). None until learned (and from a master before this
     field)."""
+    cell_voltage_offset_max_v: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    """The largest per-channel cell-voltage offset the SOC counter subtracts (learned at the
+    rests after full anchors, relative to the median of the cells, within the ±50 mV channel
+    accuracy); None until a channel's offset is learned (and from a master before this
+    field). Protection and balancing read the channels as they are."""
 
     @property
     def power_w(self) -> float | None:

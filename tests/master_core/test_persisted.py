@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.master_core.persisted import (
+    CellOffsetsRecord,
     CyclesRecord,
     LatchedFault,
     LatchesRecord,
@@ -67,6 +68,18 @@ def soh_records(draw: st.DrawFn) -> SohRecord:
     )
 
 
+@st.composite
+def cell_offsets_records(draw: st.DrawFn) -> CellOffsetsRecord:
+    n = draw(st.integers(1, 24))
+    return CellOffsetsRecord(
+        offset_v=draw(st.lists(finite, min_size=n, max_size=n)),
+        anchors=draw(st.lists(st.integers(0, 100), min_size=n, max_size=n)),
+        modules=1,
+        cells_per_module=n,
+        chemistry="NMC",
+    )
+
+
 throughput_records = st.builds(
     ThroughputRecord,
     charge_in_ah=non_negative,
@@ -87,6 +100,8 @@ latches_records = st.builds(
 def fitting_config(record: PersistedRecord) -> SystemConfig:
     if isinstance(record, SocRecord):
         return config_for(len(record.soc_pct))
+    if isinstance(record, CellOffsetsRecord):
+        return config_for(len(record.offset_v))
     if isinstance(record, SohRecord):
         return config_for(len(record.capacity_num), record.nominal_capacity_ah)
     return config_for(4)
@@ -95,7 +110,12 @@ def fitting_config(record: PersistedRecord) -> SystemConfig:
 @settings(max_examples=200, deadline=None)
 @given(
     record=st.one_of(
-        soc_records(), soh_records(), throughput_records, cycles_records, latches_records
+        soc_records(),
+        soh_records(),
+        throughput_records,
+        cycles_records,
+        latches_records,
+        cell_offsets_records(),
     )
 )
 def test_a_record_comes_back_from_the_sqlite_file_unchanged(record: PersistedRecord) -> None:
@@ -130,6 +150,10 @@ SOH_8 = {
     "capacity_den": [0.01] * 8, "capacity_samples": [1] * 8, "resistance_ohm": [None] * 8,
     "resistance_ref_ohm": [None] * 8, "resistance_samples": [0] * 8,
 }  # fmt: skip
+CELL_OFFSETS = {
+    "version": 1, "offset_v": [0.01] * 8, "anchors": [2] * 8, "modules": 1,
+    "cells_per_module": 8, "chemistry": "NMC",
+}  # fmt: skip
 THROUGHPUT = {
     "version": 1, "charge_in_ah": 1.0, "charge_out_ah": 2.0, "energy_in_wh": 30.0,
     "energy_out_wh": 60.0,
@@ -150,6 +174,8 @@ THROUGHPUT = {
         (ThroughputRecord, THROUGHPUT | {"energy_in_wh": float("nan")}, config_for(8), "finite"),
         (ThroughputRecord, THROUGHPUT | {"cycles": 3}, config_for(8), "cycles"),
         (CyclesRecord, {"version": 2, "equivalent_cycles": 3.0}, config_for(8), "version"),
+        (CellOffsetsRecord, CELL_OFFSETS, config_for(4), "1 x 8 NMC cells"),
+        (CellOffsetsRecord, CELL_OFFSETS | {"anchors": [1] * 7}, config_for(8), "lengths"),
         (LatchesRecord, {"version": 2, "faults": {}}, config_for(8), "version"),
         (LatchesRecord, {"version": 1, "faults": []}, config_for(8), "faults"),
         (LatchesRecord, ["deep_discharge"], config_for(8), "LatchesRecord"),
@@ -202,6 +228,6 @@ def test_the_soc_an_older_master_stored_is_taken_over(tmp_path: Path) -> None:
 def test_the_architecture_page_lists_every_record() -> None:
     page = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
     keys = [cls.KEY for cls in PersistedRecord.__subclasses__()]
-    assert len(keys) == 7
+    assert len(keys) == 8
     for key in keys:
         assert f"| `{key}` |" in page, key

@@ -56,6 +56,8 @@ def test_the_zero_offset_is_learned_open_subtracted_closed_and_restored(tmp_path
     assert state.current_zero_offset_a == pytest.approx(OFFSET_A, abs=0.01)
     # the protection's own open-string estimate is published beside it, as before
     assert state.current_offset_a == pytest.approx(OFFSET_A, abs=0.03)
+    # no full charge yet: no cell-voltage offset learned, and the state says so (not 0)
+    assert state.cell_voltage_offset_max_v is None
 
     est = rig.core.rt.estimator  # type: ignore[union-attr]
     assert rig.core.supervisor.close(rig.clock.now, "command").ok

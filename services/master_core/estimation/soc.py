@@ -463,6 +463,11 @@ class CoulombCounter:
         )
         self.soc_std_pct = _clip_pct(grown)
 
+    def rested_reading(self) -> tuple[FloatArray, OcvCurve | CellOcv]:
+        """The current rest's averaged voltages (NaN outside a rest) and the OCV curves its
+        reading is taken against: what a voltage offset learner reads (`voltage_offsets`)."""
+        return self._rest_v.copy(), self._correction_ocv()
+
     def empty_anchor_pct(self) -> tuple[float, float]:
         """SOC (%) and its 1-sigma at the empty anchor: the table's SOC at the cut-off voltage,
         with the table's own error there and the anchor's (`anchor_std_pct`)."""
