@@ -135,6 +135,8 @@ class PackEstimator:
         )
         """Per-channel voltage offsets, learned at the rest after full anchors, subtracted
         from the voltages the counter reads (`estimation.voltage_offsets`)."""
+        self._anchor_gap_pct = np.zeros(config.total_cells)
+        """How far below 100 % the last full anchor put each cell it took."""
         self._layout = (config.topology.modules, config.topology.cells_per_module)
         self._chemistry = str(config.chemistry)
         self._calibration = (sensor.offset_a, sensor.gain)
@@ -255,18 +257,20 @@ class PackEstimator:
         it, the rest's settled reading (against the SOC counted before this sample's OCV
         correction, with the applied correction added back) is taken."""
         counter, learner = self.counter, self.cell_offsets
-        if counter.last_anchor_s == now_s:
-            with np.errstate(invalid="ignore"):
-                full = counter.reference_soc_pct >= 100.0
-            if full.any():
-                learner.full_anchor(full)
-                return
+        if counter.last_anchor_s == now_s and counter.full_anchored.any():
+            full = counter.full_anchored
+            learner.full_anchor(full)
+            # The anchor read a cell's distance below the highest as SOC; the learner tests the
+            # other reading of it, a channel offset on a full cell, so it expects 100 %.
+            self._anchor_gap_pct = np.where(full, 100.0 - counter.soc_pct, 0.0)
+            return
         if counter.rest_settled and counter.rest_s >= counter.params.rest_time_s and learner.armed:
             rested_v, ocv = counter.rested_reading()
+            full_soc = np.minimum(soc_before + self._anchor_gap_pct, 100.0)
             learner.settled_rest(
                 rested_v + correction_v,
-                ocv.voltage(soc_before),
-                soc_spread_v(ocv, soc_before, std_before),
+                ocv.voltage(full_soc),
+                soc_spread_v(ocv, full_soc, std_before),
             )
         learner.count(counter.soc_pct - soc_before)
 

@@ -264,6 +264,10 @@ class CoulombParams:
     cut-off long before the cell is empty (NMC 1RC: ~0.2 V at 1C). A C/5 discharge passes with
     the current sensor's gain error (PyBaMM Mohtat2020 at 10 degC, C/5: 2.8 % left at the
     cut-off)."""
+    full_below_max_pct: float = 6.0
+    """A full anchor puts a cell at most this far below 100 % for its distance below the
+    highest cell (`CoulombCounter.full_anchor_pct`): twice the anchor's sigma. Further is more
+    likely a channel offset, or a table with a flat top, than a cell that much emptier."""
     anchor_hold_s: float = 10.0
     """An anchor condition must hold this long (filters single noisy samples)."""
     anchor_std_pct: float = 3.0
@@ -341,6 +345,8 @@ class CoulombCounter:
         """Cells whose SOC is a restored record not yet confirmed by a reading or an anchor."""
         """OCV corrections refused by the gate (cell x rest)."""
         self.anchors = 0
+        self.full_anchored = np.zeros(n_cells, dtype=np.bool_)
+        """The cells the last full anchor took (`voltage_offsets` learns at its rest)."""
         self.last_anchor_s: float | None = None
         """Time (the caller's clock) of the last full or empty anchor; None before one."""
         self.reference_soc_pct = np.full(n_cells, np.nan)
@@ -490,9 +496,9 @@ class CoulombCounter:
         highest_v = float(cell_v[known].max())
         below_v = np.where(known, np.maximum(highest_v - cell_v, 0.0), 0.0)
         # the highest exactly 100 %: an inverse lookup on a flat top would land on its start
-        out: FloatArray = np.where(
-            below_v > 0.0, self.ocv.soc(float(self.ocv.ocv_v[-1]) - below_v), 100.0
-        )
+        lowest = 100.0 - self.params.full_below_max_pct
+        below = np.maximum(self.ocv.soc(float(self.ocv.ocv_v[-1]) - below_v), lowest)
+        out: FloatArray = np.where(below_v > 0.0, below, 100.0)
         return out
 
     def _track_rest(self, dt: float, current: float, v: FloatArray | None) -> None:
@@ -650,6 +656,8 @@ class CoulombCounter:
                 full, p.anchor_std_pct, np.where(new_empty, cut_std, self.reference_std_pct)
             )
             self._has_reference = bool(np.any(full | new_empty))
+            if np.any(full):
+                self.full_anchored = full.copy()
             self._unconfirmed &= ~(full | new_empty)
             self.anchors += int(np.count_nonzero(first))
             self.last_anchor_s = self._last_s
