@@ -167,11 +167,13 @@ class PackEstimator:
     def pack_soc_std_pct(self) -> float | None:
         """1-sigma of the published SOC, in %: the RMS of the cells' sigmas (their errors share
         the current offset and the table, so they do not shrink by averaging); None until the
-        estimator has started."""
+        estimator has started. Cached per update."""
         if not self._started:
             return None
-        std = self.counter.soc_std_pct
-        return float(np.clip(np.sqrt(np.mean(np.square(std))), 0.0, 100.0))
+        if "soc_std" not in self._cached:
+            std = self.counter.soc_std_pct
+            self._cached["soc_std"] = _percent(float(np.sqrt(np.mean(np.square(std)))))
+        return self._cached["soc_std"]
 
     @property
     def since_anchor_s(self) -> float | None:

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from services.master_core.freshness import Refusal, SampleGate
 from shared.config import Topology
-from shared.messages import CellLocation, CellSnapshot, CellTelemetry, ChannelFlag, ModuleCells
+from shared.messages import CellLocation, CellSnapshot, CellTelemetry, ChannelFlag
 
 
 @dataclass(frozen=True)
@@ -201,28 +201,30 @@ class PackAggregator:
         )  # fmt: skip
 
     def cell_snapshot(self, snap: PackSnapshot) -> CellSnapshot:
-        """The snapshot as published: per module, each channel in its place, None unknown."""
+        """The snapshot as published: per module, each channel in its place, None unknown.
+
+        Built as plain data and validated once, as a whole: a model built per module cost
+        three times as much (issue 19)."""
         per = self._per
+        offsets = self._offsets
         stale = set(snap.stale_modules)
-        cell_v = [_known(v, 3) for v in snap.cell_v.tolist()]
-        temp_c = [_known(t, 1) for t in snap.temp_c.tolist()]
+        cell_v = _rounded(snap.cell_v, 3)
+        temp_c = _rounded(snap.temp_c, 1)
         cell_flags, temp_flags = snap.cell_flags.tolist(), snap.temp_flags.tolist()
         balancing = snap.balancing.tolist()
-        modules = []
-        for m in range(len(self._counts)):
-            lo, hi = self._offsets[m], self._offsets[m + 1]
-            modules.append(
-                ModuleCells(
-                    module=m,
-                    fresh=m not in stale,
-                    cell_v=cell_v[lo:hi],
-                    cell_flags=cell_flags[lo:hi],
-                    balancing=balancing[lo:hi],
-                    temp_c=temp_c[m * per : (m + 1) * per],
-                    temp_flags=temp_flags[m * per : (m + 1) * per],
-                )
-            )
-        return CellSnapshot(modules=modules)
+        modules = [
+            {
+                "module": m,
+                "fresh": m not in stale,
+                "cell_v": cell_v[offsets[m] : offsets[m + 1]],
+                "cell_flags": cell_flags[offsets[m] : offsets[m + 1]],
+                "balancing": balancing[offsets[m] : offsets[m + 1]],
+                "temp_c": temp_c[m * per : (m + 1) * per],
+                "temp_flags": temp_flags[m * per : (m + 1) * per],
+            }
+            for m in range(len(self._counts))
+        ]
+        return CellSnapshot.model_validate({"modules": modules})
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,23 @@ class _Extremes:
 
 def _known(value: float, digits: int) -> float | None:
     return None if value != value else round(value, digits)  # NaN is not equal to itself
+
+
+def _rounded(values: NDArray[np.float64], digits: int) -> list[float | None]:
+    """`[_known(v, digits) for v in values]`, exactly, without Python's `round` (about 1.5 µs
+    a value) for the values already on the decimal grid, the usual case (millivolts / 1000):
+    `rint(v * 10**digits) / 10**digits` is the double nearest that decimal (IEEE division is
+    correctly rounded), and `round` returns such a double as it is."""
+    scale = 10.0**digits
+    with np.errstate(invalid="ignore", over="ignore"):
+        on_grid = np.rint(values * scale) / scale == values
+    out: list[float | None] = values.tolist()
+    if not on_grid.all():
+        for i in np.flatnonzero(~on_grid).tolist():
+            value = out[i]
+            assert value is not None
+            out[i] = _known(value, digits)
+    return out
 
 
 _OPEN_WIRE = int(ChannelFlag.OPEN_WIRE)

@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
+from numpy.typing import NDArray
 
 from services.master_core.level_monitor import TIME_TOLERANCE_S
 from services.master_core.protection_inputs import ChannelPosition
@@ -323,6 +326,14 @@ class DriverWatch:
 def module_temperature_spread_c(temps_by_module: Sequence[Sequence[Reading]]) -> float | None:
     """The largest warmest-minus-coldest spread within one module; modules with fewer than two
     known sensors do not count; None when no module has two."""
+    if isinstance(temps_by_module, ModuleVectors) and temps_by_module.even:
+        rows = temps_by_module.values.reshape(len(temps_by_module.counts), -1)
+        two = np.count_nonzero(~np.isnan(rows), axis=1) >= 2
+        if not two.any():
+            return None
+        # fmax/fmin skip NaN (unknown) without a warning
+        spread = np.fmax.reduce(rows[two], axis=1) - np.fmin.reduce(rows[two], axis=1)
+        return float(spread.max())
     spreads = []
     for sensors in temps_by_module:
         known = [t for t in (_known(v) for v in sensors) if t is not None]
@@ -345,6 +356,9 @@ class StuckChannels:
     such samples; any change of its reading, an unknown reading or a new layout restarts its
     count. Samples at low or unknown current neither count nor restart. A whole module frozen
     at once is not a stuck channel but stale telemetry (communication supervision).
+
+    Counted on arrays, every channel at once (`ModuleVectors`; lists are turned into one):
+    a Python loop over 196 cells at every sample cost more than the rest of the check.
     """
 
     def __init__(self, *, samples: int, current_a: float) -> None:
@@ -352,45 +366,108 @@ class StuckChannels:
             raise ValueError(f"samples {samples!r} must be at least 1")
         self.samples = samples
         self.current_a = current_a
-        self._last: list[list[float | None]] = []
-        self._runs: list[list[int]] = []
+        self._counts: tuple[int, ...] = ()
+        self._last: NDArray[np.float64] = np.zeros(0)
+        self._runs: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._module: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        """Each channel's module."""
+        self._first: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        """Each channel's module's first channel (its index within the module follows)."""
         self._stuck: frozenset[ChannelPosition] = frozenset()
         """`stuck` as of the last update: it is read every cycle, fed only on new samples."""
 
     def update(
         self, by_module: Sequence[Sequence[Reading]], current_a: Reading
     ) -> frozenset[ChannelPosition]:
-        values = [[_known(v) for v in m] for m in by_module]
-        if [len(m) for m in values] != [len(m) for m in self._last]:
+        vectors = by_module if isinstance(by_module, ModuleVectors) else ModuleVectors.of(by_module)
+        values = vectors.values
+        if vectors.counts != self._counts:
+            self._counts = vectors.counts
             self._last = values
-            self._runs = [[0] * len(m) for m in values]
+            self._runs = np.zeros(values.size, dtype=np.int64)
+            self._module = np.repeat(np.arange(len(vectors.counts)), vectors.counts)
+            counts = np.array(vectors.counts, dtype=np.intp)
+            self._first = np.repeat(np.cumsum(counts) - counts, counts)
             self._stuck = frozenset()
             return self._stuck
         current = _known(current_a)
         loaded = current is not None and abs(current) > self.current_a
-        for now, last, runs in zip(values, self._last, self._runs, strict=True):
-            changed = [
-                v is not None and prev is not None and v != prev
-                for v, prev in zip(now, last, strict=True)
-            ]
-            live = any(changed)
-            for i, (v, prev) in enumerate(zip(now, last, strict=True)):
-                if v is None or prev is None or changed[i]:
-                    runs[i] = 0
-                elif loaded and live:
-                    runs[i] += 1
+        both = ~np.isnan(values) & ~np.isnan(self._last)
+        changed = both & (values != self._last)
+        restart = ~both | changed
+        if loaded:
+            live = np.bincount(self._module, weights=changed, minlength=len(self._counts)) > 0
+            self._runs = np.where(restart, 0, self._runs + live[self._module])
+        else:
+            self._runs = np.where(restart, 0, self._runs)
         self._last = values
+        at = np.flatnonzero(self._runs >= self.samples)
         self._stuck = frozenset(
             (module, index)
-            for module, runs in enumerate(self._runs)
-            for index, run in enumerate(runs)
-            if run >= self.samples
+            for module, index in zip(
+                self._module[at].tolist(), (at - self._first[at]).tolist(), strict=True
+            )
         )
         return self._stuck
 
     @property
     def stuck(self) -> frozenset[ChannelPosition]:
         return self._stuck
+
+
+class ModuleVectors(Sequence[list[float]]):
+    """Per-module sample vectors held as one array, module by module (NaN: unknown), with the
+    channels per module: what `StuckChannels` and `module_temperature_spread_c` count on
+    without a Python loop over the channels. Reads as the list of per-module lists too."""
+
+    def __init__(self, values: NDArray[np.float64], counts: tuple[int, ...]) -> None:
+        if values.size != sum(counts):
+            raise ValueError(f"{values.size} values do not fill modules of {counts}")
+        self.values = values
+        self.counts = counts
+        self.even = len(set(counts)) == 1
+        """Every module has as many channels (a reshape gives one row per module)."""
+
+    @classmethod
+    def of(cls, by_module: Sequence[Sequence[Reading]]) -> ModuleVectors:
+        """From per-module lists; None is NaN."""
+        flat = [math.nan if v is None else v for m in by_module for v in m]
+        return cls(np.array(flat, dtype=np.float64), tuple(len(m) for m in by_module))
+
+    @classmethod
+    def of_pack(cls, values: NDArray[np.float64], module_of: NDArray[np.int64]) -> ModuleVectors:
+        """A pack-order vector split by module (`module_of[i]` = module of value i, as
+        `PackSnapshot.module_of_cell`), as `by_module` splits it; a copy."""
+        if values.size != module_of.size:
+            raise ValueError(f"{values.size} values, {module_of.size} modules")
+        counts = np.bincount(module_of) if module_of.size else np.zeros(0, dtype=np.int64)
+        order = np.argsort(module_of, kind="stable")
+        return cls(values.astype(np.float64)[order], tuple(counts.tolist()))
+
+    @classmethod
+    def of_even(cls, values: NDArray[np.float64], per_module: int) -> ModuleVectors:
+        """A module-by-module vector with `per_module` values each (`PackSnapshot.temp_c`), as
+        `split_even` splits it; a copy."""
+        if per_module < 1 or len(values) % per_module:
+            raise ValueError(f"{len(values)} values do not split into modules of {per_module}")
+        return cls(values.astype(np.float64), (per_module,) * (len(values) // per_module))
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __iter__(self) -> Iterator[list[float]]:
+        return iter(self._lists())
+
+    def _lists(self) -> list[list[float]]:
+        rows = np.split(self.values, np.cumsum(self.counts)[:-1]) if self.counts else []
+        return [row.tolist() for row in rows]
+
+    @overload
+    def __getitem__(self, index: int) -> list[float]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[list[float]]: ...
+    def __getitem__(self, index: int | slice) -> list[float] | list[list[float]]:
+        return self._lists()[index]
 
 
 def by_module(values: Sequence[float], module_of: Sequence[int]) -> list[list[float]]:

@@ -52,11 +52,10 @@ from services.master_core.hardware import (
 from services.master_core.limits import LimitCalculator, LimitInputs
 from services.master_core.pack import PackSnapshot
 from services.master_core.plausibility import (
+    ModuleVectors,
     PlausibilityChecks,
     PlausibilityFacts,
     PlausibilityValues,
-    by_module,
-    split_even,
 )
 from services.master_core.protection import (
     Protection,
@@ -627,10 +626,10 @@ class Supervisor:
             and not fb.main_positive,
             precharge_failures=self.d.contactors.precharge_failures,
             cells_by_module=(
-                by_module(snap.cell_v.tolist(), snap.module_of_cell.tolist()) if fresh else None
+                ModuleVectors.of_pack(snap.cell_v, snap.module_of_cell) if fresh else None
             ),
             temps_by_module=(
-                split_even(snap.temp_c.tolist(), per_module) if fresh and per_module else None
+                ModuleVectors.of_even(snap.temp_c, per_module) if fresh and per_module else None
             ),
             insulation_good=insulation_good,
             contactor_io_good=fb is not None and reading.device_ok(CONTACTOR_IO),

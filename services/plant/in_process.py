@@ -29,7 +29,8 @@ from shared.messages import CellTelemetry, PackState
 from shared.messages.slave import ChannelFlag
 from shared.topics import PACK_STATE, SLAVE_TELEMETRY
 
-_UNMEASURABLE = ChannelFlag.OPEN_WIRE | ChannelFlag.OUT_OF_RANGE | ChannelFlag.SENSOR_FAULT
+_UNMEASURABLE = int(ChannelFlag.OPEN_WIRE | ChannelFlag.OUT_OF_RANGE | ChannelFlag.SENSOR_FAULT)
+"""A plain int: `int & IntFlag` is a Python call per channel, at every module's sample."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,12 @@ class InProcessPlant:
     # --- what the inverter and the string voltage come from -----------------------------------
     def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
         t = d.message
-        valid = [mv for mv, f in zip(t.cell_mv, t.cell_flags, strict=True) if not f & _UNMEASURABLE]
+        if any(t.cell_flags):
+            valid = [
+                mv for mv, f in zip(t.cell_mv, t.cell_flags, strict=True) if not f & _UNMEASURABLE
+            ]
+        else:  # the usual case: every channel measured
+            valid = t.cell_mv
         self._modules[t.module] = _ModuleVoltage(sum(valid) / 1000.0, len(valid), len(t.cell_mv))
 
     def _on_state(self, d: Delivery[PackState]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.master_core.pack import PackAggregator, PackSnapshot
+from services.master_core.pack import PackAggregator, PackSnapshot, _known, _rounded
 from shared.config import Topology
 from shared.messages import CellLocation, CellTelemetry
 from tests.master_core.pack_reference import reference_snapshot
@@ -207,3 +207,25 @@ def test_a_snapshot_handed_out_never_changes() -> None:
     assert np.array_equal(s.cell_v, before) and s.cell_v_min == 3.65
     with pytest.raises(ValueError):
         s.cell_v[0] = 0.0
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(-10_000, 10_000).map(lambda mv: mv / 1000),  # on the grid: the usual
+            st.integers(-10_000, 10_000).map(lambda mv: (mv + 0.5) / 1000),  # half-way
+            st.integers(-1000, 1000).map(lambda dc: dc / 10),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([1, 3]),
+)
+def test_published_values_round_as_python_rounds(values: list[float], digits: int) -> None:
+    """The cell snapshot's rounding skips Python's `round` for values on the decimal grid:
+    the same floats (sign of zero included), None for NaN."""
+    got = _rounded(np.array(values, dtype=np.float64), digits)
+    want = [_known(v, digits) for v in values]
+    assert [None if g is None else (g, math.copysign(1.0, g)) for g in got] == [
+        None if w is None else (w, math.copysign(1.0, w)) for w in want
+    ]

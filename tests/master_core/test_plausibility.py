@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from services.master_core.plausibility import (
     PRECHARGE_MARGIN_V,
     CurrentOffsetEstimator,
     DriverWatch,
+    ModuleVectors,
     PlausibilityChecks,
     PlausibilityFacts,
     PrechargeCheck,
@@ -47,6 +49,7 @@ from shared.config.protection import (
     pack_plausibility_floor_v,
 )
 from tests.master_core.level_spec import ZONES, LevelSpec, zone_value
+from tests.master_core.stuck_reference import ReferenceStuckChannels
 from tests.master_core.test_protection import PLURAL, nominal, run
 
 DEMO = demo_config()
@@ -691,6 +694,21 @@ def test_temperature_spread_is_the_widest_module(modules: list[list[float | None
     assert module_temperature_spread_c(modules) == (max(spreads) if spreads else None)
 
 
+@given(
+    modules=st.integers(0, 5),
+    per_module=st.integers(1, 5),
+    data=st.data(),
+)
+def test_temperature_spread_on_arrays_is_the_spread_on_lists(
+    modules: int, per_module: int, data: st.DataObject
+) -> None:
+    """The supervisor passes the snapshot's temperatures as one array (`ModuleVectors`)."""
+    flat = data.draw(st.lists(temps, min_size=modules * per_module, max_size=modules * per_module))
+    lists = split_even([math.nan if t is None else t for t in flat], per_module)
+    array = ModuleVectors.of_even(np.array(flat, dtype=np.float64), per_module)
+    assert module_temperature_spread_c(array) == module_temperature_spread_c(lists)
+
+
 @given(st.lists(st.floats(20.0, 20.0 + P.temperature_spread_warning_c), min_size=2))
 def test_temperature_spread_within_its_bound_never_warns(module: list[float]) -> None:
     p = Protection(P)
@@ -766,6 +784,56 @@ def test_an_unknown_reading_restarts_the_count() -> None:
     seq = [3.30, 3.30, 3.30, None, 3.30, 3.30, 3.30, 3.30]
     got = [tracker.update([[v, 3.0 + 0.01 * k]], 50.0) for k, v in enumerate(seq)]
     assert [bool(g) for g in got] == [False, False, False, False, False, False, False, True]
+
+
+readings = st.one_of(
+    st.none(), st.just(math.nan), st.sampled_from([3.30, 3.31]), st.floats(3.0, 3.5)
+)
+"""Few distinct values, so that channels repeat and runs grow."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    samples=st.integers(1, 4),
+    layouts=st.lists(st.lists(st.integers(0, 4), min_size=0, max_size=4), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_stuck_channels_on_arrays_count_as_the_loop_over_channels_did(
+    samples: int, layouts: list[list[int]], data: st.DataObject
+) -> None:
+    """Any run of samples, layout changes, unknown readings and currents: the array version
+    (fed lists, or the snapshot's pack-order vector with its modules) finds what the Python
+    loop over every channel found (tests/master_core/stuck_reference.py)."""
+    reference = ReferenceStuckChannels(samples=samples, current_a=5.0)
+    reference_pack = ReferenceStuckChannels(samples=samples, current_a=5.0)
+    fed_lists = StuckChannels(samples=samples, current_a=5.0)
+    fed_arrays = StuckChannels(samples=samples, current_a=5.0)
+    for _ in range(data.draw(st.integers(1, 25))):
+        counts = data.draw(st.sampled_from(layouts))
+        vectors = [data.draw(st.lists(readings, min_size=n, max_size=n)) for n in counts]
+        current = data.draw(st.one_of(st.none(), st.just(math.nan), st.sampled_from([0.0, 50.0])))
+        assert fed_lists.update(vectors, current) == reference.update(vectors, current)
+        # the snapshot's pack order, as the supervisor passes it: a module's cells need not
+        # be adjacent, unknown is NaN
+        flat = [math.nan if v is None else v for m in vectors for v in m]
+        modules = [m for m, n in enumerate(counts) for _ in range(n)]
+        order = data.draw(st.permutations(range(len(flat))))
+        pack = [flat[k] for k in order]
+        module_of = [modules[k] for k in order]
+        arrays = ModuleVectors.of_pack(np.array(pack), np.array(module_of, dtype=np.int64))
+        expected = reference_pack.update(by_module(pack, module_of), current)
+        assert fed_arrays.update(arrays, current) == expected
+
+
+def test_module_vectors_read_as_the_lists_they_hold() -> None:
+    vectors = ModuleVectors.of_pack(np.array([1.0, 3.0, 2.0]), np.array([0, 1, 0]))
+    assert list(vectors) == by_module([1.0, 3.0, 2.0], [0, 1, 0]) == [[1.0, 2.0], [3.0]]
+    assert list(ModuleVectors.of_even(np.array([1.0, 2.0, 3.0, 4.0]), 2)) == [
+        [1.0, 2.0],
+        [3.0, 4.0],
+    ]
+    with pytest.raises(ValueError):
+        ModuleVectors.of_even(np.array([1.0, 2.0, 3.0]), 2)
 
 
 def test_module_vectors_from_a_snapshot() -> None:
