@@ -19,7 +19,6 @@ of a field that such a setting pins is said in the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -267,8 +266,13 @@ class ModbusGateway:
             if loop.time() >= status_due:
                 status_due = loop.time() + STATUS_PERIOD_S
                 self.bus.publish_status()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 0.2)
+            if not wake.is_set():
+                # a timer, not asyncio.wait_for: that made a task (and loop passes) per message
+                timer = loop.call_later(0.2, wake.set)
+                try:
+                    await wake.wait()
+                finally:
+                    timer.cancel()
             wake.clear()
 
     async def serve(self) -> None:

@@ -19,6 +19,7 @@ from services.slave_agent.core import AgentCore, BalancingLimits
 from services.slave_agent.driver import Driver, DriverError
 from services.slave_agent.settings import SlaveAgentSettings
 from services.slave_agent.sim_driver import LOOP_FAULTS, SimulatedDriver, cells_of_module
+from services.slave_agent.telemetry import fast_telemetry
 from shared.bus import BusCore, Delivery
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
@@ -82,6 +83,8 @@ class SlaveAgent:
         self.schedule: FixedRateSchedule | None = None
         self.modules: list[int] = []
         self._seq: dict[int, int] = {}
+        self._topics: dict[int, str] = {}
+        """Each hosted module's telemetry topic."""
         self.boot_id = uuid.uuid4().hex
         """This start of the agent: the master orders samples by (boot_id, seq)."""
         self._loop_faults: dict[str, _LoopFault] = {}
@@ -129,6 +132,7 @@ class SlaveAgent:
             mode=mode,
         )  # fmt: skip
         self._seq = {m: self._seq.get(m, 0) for m in modules}
+        self._topics = {m: SLAVE_TELEMETRY.topic(self.bus.system, module=m) for m in modules}
         self.schedule = FixedRateSchedule(self._period_s(), self.monotonic())
         self._last_advance_s = self.monotonic()
         for m in modules:
@@ -271,13 +275,28 @@ class SlaveAgent:
             self._seq[m] += 1
             if dropout is not None:
                 continue
+            sample_ts = wall - (late.value if late else 0.0)
+            balancing = decision.switched
+            payload = fast_telemetry(
+                source=self.bus.service, seq=seq, ts=self.bus.clock(), module=m,
+                mode=self.core.mode, sample_ts=sample_ts,
+                cell_mv=reading.cell_mv, cell_flags=reading.cell_flags, balancing=balancing,
+                temp_c=reading.temp_c, temp_flags=reading.temp_flags,
+                overruns=self.schedule.overruns, boot_id=self.boot_id,
+            )  # fmt: skip
+            if payload is not None:
+                self.bus.publish_raw(
+                    self._topics[m], payload, qos=SLAVE_TELEMETRY.qos,
+                    retain=SLAVE_TELEMETRY.retain, spec=SLAVE_TELEMETRY,
+                )  # fmt: skip
+                continue
+            # a value outside the contract: the model says what (and refuses it)
             self.bus.publish(
                 SLAVE_TELEMETRY,
                 CellTelemetry(
-                    module=m, mode=self.core.mode,
-                    sample_ts=wall - (late.value if late else 0.0),
+                    module=m, mode=self.core.mode, sample_ts=sample_ts,
                     cell_mv=reading.cell_mv, cell_flags=reading.cell_flags,
-                    balancing=decision.switched,
+                    balancing=balancing,
                     temp_c=reading.temp_c, temp_flags=reading.temp_flags,
                     overruns=self.schedule.overruns, seq=seq, boot_id=self.boot_id,
                 ),

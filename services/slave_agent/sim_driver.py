@@ -25,6 +25,12 @@ from shared.messages import SimControl
 LOOP_FAULTS = frozenset({"dropout", "slow_samples", "late_samples", "crash"})
 
 
+def _reading(
+    cell_mv: list[int], cell_flags: list[int], temp_c: list[float], temp_flags: list[int]
+) -> ModuleReading:
+    return ModuleReading(cell_mv, cell_flags, [round(t, 1) for t in temp_c], temp_flags)
+
+
 def cells_of_module(config: SystemConfig, module: int) -> int:
     topo = config.topology
     if topo.module_cell_counts is not None:
@@ -82,6 +88,12 @@ class SimulatedDriver:
         self._discharge = [np.zeros((r.n_modules, r.n_cells), dtype=np.bool_) for r in self.racks]
         self._charge = [np.zeros((r.n_modules, r.n_cells), dtype=np.bool_) for r in self.racks]
         self._rack_of = {m: self.racks.index(sim.rack) for m, sim in self.modules.items()}
+        self._modules_of = [[m for m in self.modules if self._rack_of[m] == k]
+                            for k in range(len(self.racks))]  # fmt: skip
+        """Each rack's modules by row."""
+        self._read_since_step = [False] * len(self.racks)
+        self._fresh: dict[int, ModuleReading] = {}
+        """Readings sampled with their rack and not yet read."""
 
     def _module(self, module: int) -> RackModule:
         sim = self.modules.get(module)
@@ -90,13 +102,22 @@ class SimulatedDriver:
         return sim
 
     def read(self, module: int) -> ModuleReading:
-        r = self._module(module).read()
-        return ModuleReading(
-            cell_mv=r.cell_mv.tolist(),
-            cell_flags=r.cell_flags.tolist(),
-            temp_c=[round(t, 1) for t in r.temp_c.tolist()],
-            temp_flags=r.temp_flags.tolist(),
-        )
+        reading = self._fresh.pop(module, None)
+        if reading is not None:
+            return reading
+        sim = self._module(module)
+        k = self._rack_of[module]
+        if not self._read_since_step[k]:
+            # the first read of a rack after a step samples all its modules in one pass;
+            # the others' readings wait here for their own read
+            self._read_since_step[k] = True
+            mv, flags, temp, temp_flags = (a.tolist() for a in sim.rack.read_all())
+            for row, m in enumerate(self._modules_of[k]):
+                self._fresh[m] = _reading(mv[row], flags[row], temp[row], temp_flags[row])
+            return self._fresh.pop(module)
+        r = sim.read()  # read again before the next step: a fresh sample of its own
+        return _reading(r.cell_mv.tolist(), r.cell_flags.tolist(), r.temp_c.tolist(),
+                        r.temp_flags.tolist())  # fmt: skip
 
     def set_balancing(self, module: int, discharge: Sequence[bool], charge: Sequence[bool]) -> None:
         sim = self._module(module)
@@ -110,8 +131,10 @@ class SimulatedDriver:
         self._charge[rack][sim.row] = charge
 
     def advance(self, dt_s: float, current_a: float) -> None:
+        self._fresh.clear()  # a sample prepared and not read is dropped, as in the rack
         for k, rack in enumerate(self.racks):
             rack.advance(dt_s, current_a, self._discharge[k], self._charge[k])
+            self._read_since_step[k] = False
 
     def truth(self, module: int) -> Truth:
         return self._module(module).truth()

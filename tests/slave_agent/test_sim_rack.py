@@ -227,3 +227,34 @@ def test_modules_of_a_rack_must_share_cell_count_and_ocv_table() -> None:
         SimulatedRack([CellBankParams(n_cells=4), CellBankParams(n_cells=5)])
     with pytest.raises(ValueError, match="share"):
         SimulatedRack([CellBankParams(), CellBankParams(ocv_v=LFP_OCV_V)])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenarios())
+def test_read_all_is_a_read_of_every_module_in_turn(sc: Scenario) -> None:
+    _, one_by_one = build(sc)
+    _, at_once = build(sc)
+    for step in sc.steps:
+        for f in step.faults:
+            for faults in (one_by_one.faults[f.module], at_once.faults[f.module]):
+                faults.activate(f.kind, channel=f.channel, value=f.value,
+                                duration_s=f.duration_s, target=f.target)  # fmt: skip
+        for rack in (one_by_one, at_once):
+            rack.advance(
+                step.dt_s,
+                step.current_a,
+                np.array(step.discharge, dtype=bool).reshape(sc.modules, sc.cells),
+                np.array(step.charge, dtype=bool).reshape(sc.modules, sc.cells),
+            )
+            for m in step.extra_reads:  # read before: those rows are sampled afresh
+                rack.read(m)
+        want = [one_by_one.read(m) for m in range(sc.modules)]
+        mv, flags, temp, temp_flags = at_once.read_all()
+        np.testing.assert_array_equal(mv, [r.cell_mv for r in want])
+        np.testing.assert_array_equal(flags, [r.cell_flags for r in want])
+        shape = temp.shape
+        np.testing.assert_array_equal(temp, np.array([r.temp_c for r in want]).reshape(shape))
+        want_flags = np.array([r.temp_flags for r in want]).reshape(shape)
+        np.testing.assert_array_equal(temp_flags, want_flags)
+        for m in step.clear:  # a read after read_all: fresh for both
+            np.testing.assert_array_equal(at_once.read(m).cell_mv, one_by_one.read(m).cell_mv)

@@ -519,6 +519,24 @@ class SimulatedRack:
             balancing=self._balancing[row].copy(),
         )
 
+    def read_all(self) -> tuple[IntArray, U8Array, FloatArray, U8Array]:
+        """Every module sampled once, as `read(row)` for each row in turn would sample them:
+        (cell_mv, cell_flags, temp_c, temp_flags), each (modules, channels), the agent's
+        per-tick read without a Python pass per module. Reading a row again before the next
+        `advance` samples it afresh, as after a `read`."""
+        if not self._sampled:
+            self._sample(np.arange(self.n_modules))
+            self._sampled = True
+        else:
+            # rows not read since the step are each sampled alone, in order, as `read` would
+            for row in np.flatnonzero(~self._prepared):
+                self._sample(np.array([row]))
+        self._prepared[:] = False
+        self._last_mv[:] = self._mv
+        self._last_temp[:] = self._temp
+        self._has_last[:] = True
+        return self._mv.copy(), self._cell_flags.copy(), self._temp.copy(), self._temp_flags.copy()
+
     def _standard_normals(self, rows: NDArray[np.intp]) -> tuple[FloatArray, NDArray[np.int64]]:
         """The noise buffer and where each row's numbers for this sample start."""
         at = self._noise_at
