@@ -80,6 +80,8 @@ from numpy.typing import NDArray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.soc_ekf import EkfPackEstimator
+from services.config_ui.wizard.ocv_csv import parse_ocv_csv
+from services.master_core.estimation.ocv_capture import CaptureParams, OcvCapture
 from services.master_core.estimator import EstimatorRecords, PackEstimator
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import SocRecord
@@ -103,6 +105,7 @@ HYST_HALF_GAP_V = 0.010
 HYST_GAMMA_TRUE = 40.0
 HYST_H0 = -1.0
 FINE_VOLTAGE_ERROR_V = 0.010
+COMMISSIONING_STEP_DT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,9 @@ def usable_soc_pct(cell_soc_pct: FloatArray, capacity_ah: FloatArray) -> FloatAr
     return cast(FloatArray, np.clip(share, 0.0, 100.0))
 
 
-def load_field(name: str) -> FieldTrace:
-    meta = json.loads((DATA_DIR / f"field_{name}.json").read_text(encoding="utf-8"))
-    with gzip.open(DATA_DIR / f"field_{name}.csv.gz", "rt") as fh:
+def load_field(name: str, prefix: str = "field") -> FieldTrace:
+    meta = json.loads((DATA_DIR / f"{prefix}_{name}.json").read_text(encoding="utf-8"))
+    with gzip.open(DATA_DIR / f"{prefix}_{name}.csv.gz", "rt") as fh:
         data = np.loadtxt(fh, delimiter=",", skiprows=1)
     t, i, v = data[:, 0], data[:, 1], data[:, 2:]
     cap = np.asarray(meta["capacity_ah"], dtype=np.float64)
@@ -264,12 +267,7 @@ def run_field(
         [np.interp(t, trace.time_s, trace.cell_v[:, k]) for k in range(n_cells)]
     )
     truth = np.interp(t, trace.time_s, trace.pack_soc_pct)
-    if sensors in ("spec", "spec+"):
-        volts = volts + np.asarray(SPEC_BIAS_V)[None, :n_cells]
-        volts = volts + rng.normal(0.0, 0.002, size=volts.shape)
-        current = current + SPEC_CURRENT_OFFSET_A * (-1.0 if sensors == "spec+" else 1.0)
-    else:
-        volts = volts + rng.normal(0.0, 0.001, size=volts.shape)
+    volts, current = _with_sensors(volts, current, sensors, rng)
     if start == "restored":
         cells0 = np.clip(trace.cell_soc_pct[0] + RESTORED_ERROR_PCT, 0.0, 100.0)
         est.restore(
@@ -322,6 +320,25 @@ def run_field(
         published=published,
         truth=truth,
     )
+
+
+def _with_sensors(
+    volts: FloatArray, current: FloatArray, sensors: str, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """What the sensors read (see the module docstring's sensor cases)."""
+    if sensors in ("spec", "spec+"):
+        volts = volts + np.asarray(SPEC_BIAS_V)[None, : volts.shape[1]]
+        volts = volts + rng.normal(0.0, 0.002, size=volts.shape)
+        current = current + SPEC_CURRENT_OFFSET_A * (-1.0 if sensors == "spec+" else 1.0)
+    else:
+        volts = volts + rng.normal(0.0, 0.001, size=volts.shape)
+    return volts, current
+
+
+def _sensed(
+    trace: FieldTrace, sensors: str, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    return _with_sensors(trace.cell_v, trace.current_a, sensors, rng)
 
 
 def with_hysteresis(trace: FieldTrace) -> FieldTrace:
@@ -379,9 +396,71 @@ def main_hysteresis() -> None:
     )
 
 
+def load_commissioning(name: str) -> FieldTrace:
+    """The C/20 capture of the same pack (bench/soc_pybamm_traces.py commissioning), scaled
+    as `load_field`; its true SOC is not needed."""
+    return load_field(name, prefix="c20")
+
+
+def commissioned_config(trace: FieldTrace, sensors: str, seed: int = SEED) -> SystemConfig:
+    """The configuration after commissioning: the shipped preset with the OCV branches the
+    stack derives from its own C/20 capture (`estimation/ocv_capture.py`, fed as the master
+    feeds it, with the same sensors as the field run) and imports through the wizard's CSV
+    (`config_ui/wizard/ocv_csv.py`): the user's path, nothing taken from the cell's data set."""
+    n_cells = trace.cell_v.shape[1]
+    base = field_config(trace.chemistry, n_cells)
+    chem = base.cell_chemistry
+    capture = OcvCapture(
+        n_cells,
+        CaptureParams(
+            capacity_ah=base.cell_capacity_ah,
+            charge_v=chem.charge_v,
+            discharge_cutoff_v=chem.discharge_cutoff_v,
+            soc_grid_pct=tuple(float(x) for x in chem.ocv_table_soc_pct),
+            # the trace's 10 s samples: the master's are 0.1 s apart
+            step_max_dt_s=COMMISSIONING_STEP_DT_S,
+        ),
+    )
+    volts, current = _sensed(trace, sensors, np.random.default_rng(seed))
+    capture.start(float(trace.time_s[0]))
+    temp = np.full(n_cells, float(trace.meta["temperature_c"]))
+    for k in range(len(trace.time_s)):
+        capture.update(float(trace.time_s[k]), float(current[k]), volts[k], temp)
+    if capture.result is None:
+        raise RuntimeError(f"the C/20 capture of {trace.name} did not complete: {capture.reason}")
+    parsed = parse_ocv_csv(capture.result.csv(), source="C/20 capture")
+    if parsed.errors:
+        raise RuntimeError(f"the wizard refuses the capture's CSV: {parsed.errors}")
+    prefix = "chemistry_overrides."
+    overrides = ChemistryOverrides.model_validate(
+        {k.removeprefix(prefix): v for k, v in parsed.values.items()}
+    )
+    return base.model_copy(update={"chemistry_overrides": overrides})
+
+
+def main_commissioned() -> None:
+    print(__doc__.split("\n\n")[0])
+    print(
+        "After commissioning: OCV branches from the stack's own C/20 capture (same sensors), "
+        f"service period {SERVICE_PERIOD_S:g} s\n"
+    )
+    print(HEADER)
+    for name in SCENARIOS:
+        trace = load_field(name)
+        capture = load_commissioning(name)
+        for sensors in ("ideal", "spec"):
+            config = commissioned_config(capture, sensors)
+            for start in STARTS:
+                result = run_field(trace, sensors, start, config=config)
+                print(f"{f'{name} {sensors} {start}':<24}{result.row()}", flush=True)
+
+
 def main() -> None:
     if sys.argv[1:] == ["hysteresis"]:
         main_hysteresis()
+        return
+    if sys.argv[1:] == ["commissioned"]:
+        main_commissioned()
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")

@@ -39,7 +39,13 @@ and field_<name>.json (capacities, initial SOCs; the true SOC is the initial SOC
 trapezoid integral of the current, exact for PyBaMM's linearly interpolated current).
 
 Needs PyBaMM, the `validation` dependency group: `uv sync --frozen --all-extras --group validation`.
+Commissioning (`python bench/soc_pybamm_traces.py commissioning`): the same packs through a
+C/20 capture of the OCV branches (`commissioning_profile`), sampled every 10 s, stored as
+tests/master_core/data/c20_<name>.csv.gz and .json: what the stack records at commissioning
+before the field days (bench/bench_soc_field.py `commissioned` rows).
+
 Usage: python bench/soc_pybamm_traces.py [nmc] [lfp] | field [nmc_field] [lfp_field]
+       | commissioning [nmc_field] [lfp_field]
 """
 
 from __future__ import annotations
@@ -381,7 +387,37 @@ def field_profile(q_ah: float, v_min: float, v_max: float) -> list[Any]:
     return steps
 
 
-def field_simulate(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+COMMISSIONING_PERIOD_S = 10.0
+"""The field traces' period: the capture's IR estimate needs the current steps' first seconds."""
+
+
+def commissioning_profile(q_ah: float, v_min: float, v_max: float) -> list[Any]:
+    """A commissioning capture of the OCV branches (`estimation/ocv_capture.py`, full first): a
+    full charge (CC C/4, CV to the capture's C/100 tail), 1 h rest, a C/20 discharge to the
+    cut-off, 1 h rest, a C/20 charge to charge_v and its CV end, 1 h rest. `q_ah` is unused:
+    the steps are in C."""
+    del q_ah
+    return [
+        f"Charge at C/4 until {v_max} V",
+        f"Hold at {v_max} V until C/100",
+        "Rest for 1 hour",
+        f"Discharge at C/20 until {v_min} V",
+        "Rest for 1 hour",
+        f"Charge at C/20 until {v_max} V",
+        f"Hold at {v_max} V until C/100",
+        "Rest for 1 hour",
+    ]
+
+
+def field_simulate(
+    name: str,
+    spec: dict[str, Any],
+    profile: Any = None,
+    period_s: float = FIELD_PERIOD_S,
+) -> dict[str, Any]:
+    """The pack of `spec` through `profile` (default: the five field days), sampled every
+    `period_s`."""
+    profile = profile or field_profile
     widths = spec["width"]
     lli = spec["lli_capacity"]
     base_pv = _field_pv(spec, widths[0], lli)
@@ -395,15 +431,15 @@ def field_simulate(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     def solve(pv: pybamm.ParameterValues, steps: list[Any]) -> pybamm.Solution:
         model = pybamm.lithium_ion.SPMe(spec["options"])
-        exp = pybamm.Experiment(steps, period=f"{FIELD_PERIOD_S:g} seconds")
+        exp = pybamm.Experiment(steps, period=f"{period_s:g} seconds")
         sim = pybamm.Simulation(model, parameter_values=pv, experiment=exp)
         return sim.solve(initial_soc=FIELD_INITIAL_SOC)
 
-    sol = solve(base_pv, field_profile(q_base, v_min, v_max))
+    sol = solve(base_pv, profile(q_base, v_min, v_max))
     t = sol["Time [s]"].entries
     keep = np.append(np.diff(t) > 1e-6, True)
     t = t[keep]
-    grid = np.arange(0.0, t[-1], FIELD_PERIOD_S)
+    grid = np.arange(0.0, t[-1], period_s)
     current = np.interp(grid, t, -sol["Current [A]"].entries[keep])
     volts = [np.interp(grid, t, sol["Terminal voltage [V]"].entries[keep])]
     capacities = [q_base]
@@ -433,7 +469,7 @@ def field_simulate(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "initial_soc_pct": FIELD_INITIAL_SOC * 100.0,
             "charge_v": v_max,
             "discharge_cutoff_v": v_min,
-            "sample_period_s": FIELD_PERIOD_S,
+            "sample_period_s": period_s,
             "duration_s": float(grid[-1]),
             "samples": len(grid),
             "sim_wall_s": round(wall, 1),
@@ -443,8 +479,8 @@ def field_simulate(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def field_write(name: str, result: dict[str, Any]) -> None:
-    csv_path = OUT_DIR / f"field_{name.removesuffix('_field')}.csv.gz"
+def field_write(name: str, result: dict[str, Any], prefix: str = "field") -> None:
+    csv_path = OUT_DIR / f"{prefix}_{name.removesuffix('_field')}.csv.gz"
     cells = result["cell_v"].shape[1]
     lines = ["time_s,current_a," + ",".join(f"v{k + 1}" for k in range(cells))]
     for t, i, v in zip(result["time_s"], result["current_a"], result["cell_v"], strict=True):
@@ -458,6 +494,14 @@ def field_write(name: str, result: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["commissioning"]:
+        for name in sys.argv[2:] or list(FIELD):
+            result = field_simulate(
+                name, FIELD[name], commissioning_profile, COMMISSIONING_PERIOD_S
+            )
+            print(f"{name}: C/20 capture, {result['meta']['sim_wall_s']} s")
+            field_write(name, result, prefix="c20")
+        return
     if sys.argv[1:2] == ["field"]:
         for name in sys.argv[2:] or list(FIELD):
             result = field_simulate(name, FIELD[name])

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from services.config_ui.wizard.ocv_csv import parse_ocv_csv
 from services.master_core.estimation.hysteresis import hysteresis_step
 from services.master_core.estimation.ocv_capture import CaptureParams, OcvCapture
+from shared.config.chemistry import OCV_WINDOW_TOLERANCE_V
 
 CAPACITY_AH = 100.0
 HALF_GAP_V = 0.015
@@ -208,7 +209,9 @@ def test_median_branches_match_for_any_cells(
     median_off = float(np.median(off))
     times = {d: (a, b) for d, a, b in result.phase_times_s}
     up = expected_branch(pack, *times["charge"], up=True) + median_off
-    assert np.abs(np.asarray(result.charge_v) - up)[2:].max() < 0.003
+    # 100 % is the highest cell's (the string's end is its limit), not the median's
+    assert np.abs(np.asarray(result.charge_v) - up)[2:-1].max() < 0.003
+    assert result.charge_v[-1] == pytest.approx(up[-1] - median_off + off.max(), abs=0.003)
     spread = float(np.ptp(off))
     assert max(result.spread_discharge_v[:-2]) == pytest.approx(spread, abs=0.003)
 
@@ -370,3 +373,39 @@ def test_a_current_unknown_for_too_long_aborts() -> None:
     run_segment(capture, pack, -4.8, 5.0, for_s=60.0, fed=no_current)
     assert capture.state == "aborted" and capture.abort_reason == "gap"
     assert "no current reading" in capture.reason
+
+
+def test_the_pack_branches_end_at_the_limiting_cells_so_the_configuration_takes_them() -> None:
+    """0 % is the first cell at the cut-off, 100 % the first at full. Two of three cells sit
+    150 mV above the third: the median cell is 150 mV above the cut-off at the string's 0 %, a
+    table the configuration refuses (it must span the operating window within
+    OCV_WINDOW_TOLERANCE_V). The pack branches end at the limiting cells instead."""
+    pack = Pack(r_ohm=np.full(3, 0.002), offset_v=np.array([0.0, 0.15, 0.15]))
+    capture = OcvCapture(3, params(record_period_s=60.0))
+    capture.start(0.0)
+    full_first_cycle(capture, pack, dt_s=10.0)
+    result = capture.result
+    assert result is not None, capture.reason
+    mid = 0.5 * (np.asarray(result.charge_v) + np.asarray(result.discharge_v))
+    # the empty anchor takes the lowest cell within empty_margin_v of the cut-off
+    low = CUTOFF_V + capture.params.empty_margin_v + 0.01
+    assert CUTOFF_V <= result.discharge_v[0] == result.charge_v[0] <= low
+    assert mid[0] <= CUTOFF_V + OCV_WINDOW_TOLERANCE_V
+    assert mid[-1] >= CHARGE_V - OCV_WINDOW_TOLERANCE_V
+    assert result.end_fix_v > OCV_WINDOW_TOLERANCE_V  # what the median would have left
+    assert result.summary()["end_fix_mv"] == pytest.approx(1000.0 * result.end_fix_v, abs=0.01)
+
+
+def test_a_channel_reading_high_still_ends_the_slow_discharge_at_the_cut_off() -> None:
+    """The discharge stops where the cell truly reaches the cut-off; every channel reads 80 mV
+    high, so no sample is within empty_margin_v of it. Near it (twice the margin) while
+    discharging, then the current stops: the empty anchor, as the coulomb counter takes it."""
+    pack = Pack(r_ohm=np.full(3, 0.002), offset_v=np.zeros(3))
+
+    def high(capture: OcvCapture, pack: Pack, i_a: float, v: np.ndarray) -> None:
+        capture.update(pack.t_s, i_a, v + 0.08, np.full(len(v), 25.0))
+
+    capture = OcvCapture(3, params(record_period_s=60.0))
+    capture.start(0.0)
+    full_first_cycle(capture, pack, dt_s=10.0, fed=high)
+    assert capture.state == "done", capture.reason

@@ -205,6 +205,9 @@ class CaptureResult:
     """The most a point of a pack branch was raised to keep it non-decreasing."""
     crossing_fix_v: float
     """The most a point of a pack branch moved where the charge lay below the discharge."""
+    end_fix_v: float = 0.0
+    """The most a branch's 0 % or 100 % point moved from the cells' median to the limiting
+    cell's voltage there (the string's ends are its limits)."""
     phase_times_s: tuple[tuple[Direction, float, float], ...] = ()
     """Each slow phase: its direction, the time of the anchor it starts from and of its end
     anchor (its 100 % and 0 %, or 0 % and 100 %)."""
@@ -243,6 +246,7 @@ class CaptureResult:
             "cells_without_resistance": len(self.resistance_ohm) - len(known),
             "monotone_fix_mv": round(1000.0 * self.monotone_fix_v, 2),
             "crossing_fix_mv": round(1000.0 * self.crossing_fix_v, 2),
+            "end_fix_mv": round(1000.0 * self.end_fix_v, 2),
         }
 
 
@@ -411,6 +415,19 @@ class OcvCapture:
                 np.nanmin(u.v, initial=math.inf) <= p.discharge_cutoff_v + p.empty_margin_v
                 and -p.max_a <= u.i_a < p.rest_a
             )
+            # A discharge the cut-off ends is at the cut-off for a sample or two, and a channel
+            # with a +50 mV offset reads up to twice the margin above it in its last loaded
+            # sample: near it while discharging, then the current stops, is empty too (the
+            # coulomb counter's "ended" anchor, `CoulombCounter._anchors`).
+            last = self._last
+            if (
+                last is not None
+                and last.i_a <= -p.rest_a
+                and u.i_a > -p.rest_a
+                and np.nanmin(last.v, initial=math.inf)
+                <= p.discharge_cutoff_v + 2.0 * p.empty_margin_v
+            ):
+                return True
         if not now:
             self._anchor_since_s = None
             return False
@@ -605,6 +622,17 @@ def derive(phases: list[_Phase], n_cells: int, params: CaptureParams) -> Capture
     down_cells = np.maximum.accumulate(tables["discharge"], axis=1)
     up_med = np.median(tables["charge"], axis=0)
     down_med = np.median(tables["discharge"], axis=0)
+    # The string's ends are its limits: 0 % is the first cell at the cut-off, 100 % the first
+    # at full, so the pack branches end at the cell that reached them (not the median, which
+    # would put the cut-off below 0 % and charge_v above 100 %, a table the configuration
+    # refuses as not spanning the operating window). Right after a reversal a cell is still on
+    # the branch it came from, so both branches share each end.
+    low_v = float(np.min(tables["discharge"][:, 0]))
+    high_v = float(np.max(tables["charge"][:, -1]))
+    ends = np.array([up_med[0], down_med[0], up_med[-1], down_med[-1]])
+    end_fix = float(np.max(np.abs(ends - np.array([low_v, low_v, high_v, high_v]))))
+    up_med[0] = down_med[0] = low_v
+    up_med[-1] = down_med[-1] = high_v
     up = np.maximum.accumulate(up_med)
     down = np.maximum.accumulate(down_med)
     monotone_fix = float(max(np.max(up - up_med), np.max(down - down_med)))
@@ -626,6 +654,7 @@ def derive(phases: list[_Phase], n_cells: int, params: CaptureParams) -> Capture
         spread_discharge_v=tuple(float(x) for x in np.ptp(down_cells, axis=0)),
         monotone_fix_v=monotone_fix,
         crossing_fix_v=crossing_fix,
+        end_fix_v=end_fix,
         phase_times_s=tuple(times),
     )
 
