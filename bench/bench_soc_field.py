@@ -58,9 +58,18 @@ would): the bias less its median over the cells (what that learner can learn) or
 The upper bound of what learning the offsets can give these rows; on the field traces
 themselves the learner takes nothing (one full anchor, its cells' SOC not known well enough).
 
+After commissioning (`python bench/bench_soc_field.py commissioned`): the same rows with the OCV
+branches the stack derives itself, as a user would commission it: the C/20 capture of the same
+pack (bench/soc_pybamm_traces.py commissioning: CC/CV full charge, C/20 discharge to the cut-off,
+C/20 charge to the CV end, 10 s samples, the same sensors as the row) fed to
+`estimation/ocv_capture.py` as the master feeds it, its CSV imported through the wizard's parser
+(`config_ui/wizard/ocv_csv.py`). Nothing is taken from the cell's data set. Its SOC scale is the
+string's C/20 window; the truth's is the data set's stoichiometry (LFP Prada2013 at 35 degC: the
+C/20 window holds 84 of the aged cell's 92 Ah, so there the derived table reads short).
+
 Usage: python bench/bench_soc_field.py [--scenario nmc] [--sensors spec] [--start rested]
 [--no-ekf] [--known-offsets relative] (each option but the last two repeatable; all rows by
-default) | hysteresis
+default) | hysteresis | commissioned
 """
 
 from __future__ import annotations
