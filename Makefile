@@ -73,6 +73,7 @@ bench: $(VENV)/.synced
 	@for b in bench/bench_*.py; do echo "== $$b"; \
 	  $(PY) $$b $(if $(CAPACITY_ARGS),$$([ $$b = bench/bench_capacity.py ] && echo $(CAPACITY_ARGS))) \
 	  || exit 1; done
+	@echo "== bench/bench_soc_field.py commissioned"; $(PY) bench/bench_soc_field.py commissioned
 
 # Every injectable fault through the plant (own network namespace, about 10 min), then the docs.
 fault-matrix: $(VENV)/.synced
