@@ -56,6 +56,8 @@ def settle_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> None:
     if ctx.publish_latest() is not None:
         return
     ctx.bridge.config_seen.wait(ADOPT_WAIT_S)
+    if ctx.latest() is not None:
+        return  # a user applied one meanwhile: it is the newest, and its echo is no adoption
     seen = ctx.live.broker_config
     if seen is not None and seen.system_id == ctx.system:
         ctx.apply(seen, user="system", source="adopted", comment="running on the broker")
@@ -84,6 +86,8 @@ def settle_site_config(ctx: UiContext, bus: MqttBus, stop: threading.Event) -> N
     deadline = time.monotonic() + ADOPT_WAIT_S
     while ctx.site.config is None and time.monotonic() < deadline and not stop.is_set():
         time.sleep(0.1)
+    if ctx.latest_site() is not None:
+        return  # a user applied one meanwhile: it is the newest, and its echo is no adoption
     seen = ctx.site.config
     strings = [s.strip() for s in ctx.settings.ui_seed_site_strings.split(",") if s.strip()]
     if seen is not None and seen.site == ctx.site.site:
