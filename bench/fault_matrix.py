@@ -202,6 +202,10 @@ class Row:
     note: str = ""
     quick: bool = False
     """One of the rows `--quick` runs."""
+    early_by_s: float = 0.0
+    """How much sooner than `delay_s` after the onset a reaction may rightly come: a delay
+    counted from the last sample the stack got starts up to one sample period before the
+    injection."""
 
     def controls(self) -> list[PlantControl]:
         if self.fault.startswith("("):
@@ -395,11 +399,14 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
            f"(its reading noise, 0.1 °C steps); one repetition"),
         _k("board_dropout", {
             "standby": {"fault": "board_dropout --module 1", "delay_s": comm_standby_s,
+                        "early_by_s": config.timing.sample_period_standby_s,
                         "timeout_s": 30.0, "reps": 1,
                         "note": "standby: the boards are sampled every 2 s; one repetition"},
             "closed_idle": {"quick": True},
         }, fault="board_dropout --module 2", expected=(C.COMMUNICATION_LOSS,), delay_s=comm_s,
-           **discrete, note="delay: module_timeout_periods samples, then the ride-through"),
+           early_by_s=config.timing.sample_period_working_s, **discrete,
+           note="delay: module_timeout_periods samples, then the ride-through; it runs from "
+           "the board's last sample, up to a sample period before the injection"),
         _k("current_dropout", fault="current_dropout", expected=(C.CURRENT_SENSOR_FAILURE,),
            delay_s=min(chg.delay_s, dis.delay_s), **discrete,
            note=f"delay: after the sensor's stale time ({stale_s:g} s)"),
@@ -984,6 +991,7 @@ def summarise(row: Row, reps: list[Rep], duration_s: float) -> RowResult:
         level=row.level,
         onset=row.onset_text,
         configured_delay_s=row.delay_s,
+        early_by_s=row.early_by_s,
         repetitions=max(len(reps), 1),
         detected=detected,
         detected_level=top(levels),

@@ -177,6 +177,10 @@ class RowResult(BaseModel):
     onset: str
     """What starts the reaction clock."""
     configured_delay_s: float | None
+    early_by_s: float = Field(default=0.0, ge=0.0)
+    """How much sooner than the configured delay a reaction may rightly come: a silent board's
+    delay counts from the last sample the master got, up to one sample period before the
+    injection."""
     repetitions: int = Field(ge=1)
     detected: list[str]
     """Every code raised at any level during the row (union over its repetitions)."""
