@@ -6,8 +6,11 @@ system publishes the demo configuration at its first start and prints the admin 
 once. With `--site ID` the systems are the parallel strings of one site: the first string's
 web application keeps the site configuration (its Site configuration page; at its first start
 it seeds every system as a string and publishes it), and the site controller runs under the
-site id. Ctrl-C stops everything. `--master-layout shared` runs one master process for every
-system instead of one each (`BMS_SYSTEMS`, services/master_core/host.py).
+site id. Ctrl-C (SIGINT) or SIGTERM stops everything: SIGTERM to every service at once,
+SIGKILL to those still running after a grace (`STOP_STEPS`); killed outright, the launcher
+takes its services and its broker with it (shared/parent_death.py). `--master-layout shared`
+runs one master process for every system instead of one each (`BMS_SYSTEMS`,
+services/master_core/host.py).
 
 Software in the loop (the default): per system the plant (`python -m services.plant`) serves
 the slave boards and the relay module on Modbus TCP and the IVT-S, the iso165C and an inverter
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -41,6 +44,7 @@ from shared.bus import MqttBus
 from shared.config import SiteConfig, SystemConfig, demo_config, plant_demo_config
 from shared.endpoint import DEFAULT_MQTT_PROTOCOL
 from shared.messages import ConfigMessage
+from shared.parent_death import with_parent_death
 from shared.settings import parse_mqtt_url
 from shared.topics import CONFIG
 
@@ -53,6 +57,48 @@ UI_BASE_PORT = 8000
 METRICS_PORT = 9108
 """The integrations bridge (one for every system) serves Prometheus metrics here."""
 ADMIN_PASSWORD_LINE = re.compile(r"first start: user '(\w+)', password '([^']+)'")
+
+
+@dataclass(frozen=True)
+class StopStep:
+    signal: signal.Signals
+    wait_s: float
+    """Up to this long for every service signalled to exit, before the next step."""
+
+
+STOP_STEPS = (StopStep(signal.SIGTERM, 5.0), StopStep(signal.SIGKILL, 2.0))
+"""How the launcher stops its services: each step's signal to every service still running (to
+its process group), all at once, then a wait. SIGKILL cannot be refused: 7 s at most."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, `docker stop`, systemd: the services, each in a session of its own, get neither
+from the terminal or the caller: the launcher stops them."""
+
+
+class StopRequested(BaseException):
+    """A stop signal arrived: whatever the launcher was doing, it stops everything (a
+    BaseException, as KeyboardInterrupt: no `except Exception` on the way swallows it)."""
+
+
+def stop_processes(
+    procs: Mapping[str, subprocess.Popen[bytes]], steps: Sequence[StopStep] = STOP_STEPS
+) -> dict[str, signal.Signals | None]:
+    """Stop `procs` (label: a process leading its own process group) by `steps`; for each, the
+    signal it exited on (the step's signal it got last), None when it was already gone or
+    survived every step."""
+    stopped_by: dict[str, signal.Signals | None] = {
+        label: None for label in procs if procs[label].poll() is not None
+    }
+    for step in steps:
+        running = [label for label in procs if label not in stopped_by]
+        for label in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(procs[label].pid, step.signal)
+        deadline = time.monotonic() + step.wait_s
+        for label in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                procs[label].wait(max(0.0, deadline - time.monotonic()))
+                stopped_by[label] = step.signal
+    return {label: stopped_by.get(label) for label in procs}
 
 
 @dataclass(frozen=True)
@@ -145,6 +191,8 @@ class Launcher:
         self.buses: list[MqttBus] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.stop_requested = False
+        """Set by the first stop signal (later ones are ignored) and by `stop`."""
         self.master_layout: str = getattr(args, "master_layout", "process")
         """`process`: a master process per system; `shared`: one master process hosting every
         system (`BMS_SYSTEMS`), each with its own connection, store and loop thread."""
@@ -167,7 +215,7 @@ class Launcher:
                 port = 0
         port = port or free_port()
         if find_mosquitto() and self.args.broker != "embedded":
-            self.broker = MosquittoBroker(port)
+            self.broker = MosquittoBroker(port, dies_with_parent=True)
             kind = "mosquitto"
         else:
             self.broker = EmbeddedBroker(port)
@@ -362,8 +410,12 @@ class Launcher:
         return wiring.get(service, {})
 
     def spawn(self, child: Child) -> None:
+        # A session of its own: the kernel's autogroup gives each service its own share of the
+        # CPU under load. Out of the launcher's process group, a service gets no Ctrl-C: `stop`
+        # stops it, and the kernel does when the launcher dies (spawned by the main thread,
+        # which lives as long as the launcher: shared/parent_death.py).
         child.proc = subprocess.Popen(
-            child.argv,
+            with_parent_death(child.argv),
             env=child.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -405,21 +457,23 @@ class Launcher:
                 child.next_start = time.monotonic() + delay
                 self.say(f"{child.label} exited with {code}; restarting in {delay:.0f} s")
 
+    def on_stop_signal(self, signum: int, _frame: object) -> None:
+        if self.stop_requested:
+            return  # stopping already: `stop` is bounded (STOP_STEPS)
+        self.stop_requested = True
+        raise StopRequested(signal.Signals(signum).name)
+
     def stop(self) -> None:
+        self.stop_requested = True
         self.stopping.set()
-        for child in self.children:
-            if child.proc and child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for child in self.children:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.proc.pid, signal.SIGKILL)
+        procs = {c.label: c.proc for c in self.children if c.proc is not None}
+        stopped_by = stop_processes(procs)
+        for label, sig in stopped_by.items():
+            if sig is not None and sig != STOP_STEPS[0].signal:
+                self.say(f"{label} needed {sig.name} (pid {procs[label].pid})")
+            elif sig is None and procs[label].poll() is None:
+                last = STOP_STEPS[-1].signal.name
+                self.say(f"{label} still runs after {last} (pid {procs[label].pid})")
         for bus in self.buses:
             bus.stop()
         if self.broker is not None:
@@ -427,8 +481,10 @@ class Launcher:
         self.say("stopped")
 
     def run(self) -> int:
-        url = self.start_broker()
+        for signum in STOP_SIGNALS:  # from the start: a service is never left behind
+            signal.signal(signum, self.on_stop_signal)
         try:
+            url = self.start_broker()
             self.choose_simulation()
             self.publish_configs(url)
             self.plan_children(url)
@@ -438,12 +494,13 @@ class Launcher:
             if self.args.exit_after_s:
                 self.stopping.wait(self.args.exit_after_s)
                 return 0
-            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
             self.supervise()
-        except KeyboardInterrupt:
-            pass
+        except StopRequested as exc:
+            self.say(f"{exc}: stopping every service")
         finally:
             self.stop()
+            for signum in STOP_SIGNALS:  # a late Ctrl-C does not turn the stop into a crash
+                signal.signal(signum, signal.SIG_IGN)
         return 0
 
     def where_to_look(self, url: str) -> None:

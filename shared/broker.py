@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from shared.parent_death import with_parent_death
 from shared.topics import BROKER_MESSAGE_SIZE_LIMIT
 
 __all__ = [
@@ -175,7 +176,10 @@ class MosquittoBroker:
         persistence_dir: Path | None = None,
         extra_config: str = "",
         executable: str | None = None,
+        dies_with_parent: bool = False,
     ) -> None:
+        """`dies_with_parent`: mosquitto gets SIGTERM when this process ends, even killed
+        outright (shared/parent_death.py; start it from the main thread)."""
         exe = executable or find_mosquitto()
         if exe is None:
             raise FileNotFoundError(
@@ -190,6 +194,7 @@ class MosquittoBroker:
         self._config_path = self._workdir / "mosquitto.conf"
         self._log_path = self._workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._dies_with_parent = dies_with_parent
         self._config_path.write_text(self._render_config(extra_config))
 
     def _render_config(self, extra_config: str) -> str:
@@ -260,9 +265,10 @@ class MosquittoBroker:
         if self.running:
             raise RuntimeError(f"mosquitto already running on {self.url}")
         # Appending keeps the log of earlier runs across restarts.
+        argv = [self._exe, "-c", str(self._config_path)]
         with self._log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [self._exe, "-c", str(self._config_path)],
+                with_parent_death(argv) if self._dies_with_parent else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
