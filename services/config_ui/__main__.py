@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
 from pydantic_settings import CliApp
+from uvicorn.config import STARTUP_FAILURE
 
 from services.config_ui.app import create_app
 from services.config_ui.bridge import BusBridge
@@ -114,6 +117,22 @@ def note_stop_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
+class StoppableServer(uvicorn.Server):
+    """uvicorn, told of a stop signal that came before it took the signals over: one between
+    the check before `run` and uvicorn's handlers was lost, and the service ran on."""
+
+    def __init__(self, config: uvicorn.Config, stop: threading.Event) -> None:
+        super().__init__(config)
+        self.stop = stop
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            if self.stop.is_set():
+                self.should_exit = True  # starts, then shuts down at once
+            yield
+
+
 def run(settings: ConfigUiSettings) -> int:
     configure_logging(settings.log_level)
     data_dir = Path(settings.data_dir)
@@ -156,13 +175,17 @@ def run(settings: ConfigUiSettings) -> int:
     try:
         if stop.is_set():  # stopped while starting: uvicorn would not know
             return 0
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(ctx),
             host=settings.ui_host,
             port=settings.ui_port,
             log_level=settings.log_level.lower(),
             access_log=settings.log_level == "DEBUG",
         )
+        server = StoppableServer(config, stop)
+        server.run()
+        if not server.started:  # e.g. its port taken: exit as `uvicorn.run` would
+            sys.exit(STARTUP_FAILURE)
     finally:
         stop.set()
         bridge.stop()

@@ -67,12 +67,10 @@ class StatusWatch:
         self.c.loop_stop()
 
 
-def test_sigterm_exits_0_after_saying_offline_and_disconnecting(
-    broker: MosquittoBroker, tmp_path: Path
-) -> None:
+def ui_env(broker: MosquittoBroker, tmp_path: Path) -> dict[str, str]:
     secret = tmp_path / "admin"
     secret.write_text("a-long-enough-admin-password\n")
-    env = {
+    return {
         **os.environ,
         "BMS_MQTT_URL": broker.url,
         "BMS_MQTT_CLIENT_ID": CLIENT_ID,
@@ -82,6 +80,12 @@ def test_sigterm_exits_0_after_saying_offline_and_disconnecting(
         "BMS_UI_ADMIN_PASSWORD_FILE": str(secret),
         "BMS_UI_SEED_CONFIG": "",
     }
+
+
+def test_sigterm_exits_0_after_saying_offline_and_disconnecting(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    env = ui_env(broker, tmp_path)
     watch = StatusWatch(broker)
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.config_ui"],
@@ -106,4 +110,30 @@ def test_sigterm_exits_0_after_saying_offline_and_disconnecting(
     log = broker.log_path.read_text(errors="replace")
     assert f"Client {CLIENT_ID} disconnected" in log, log[-2000:]
     assert f"Client {CLIENT_ID} closed its connection" not in log
+    assert "Traceback" not in text, text
+
+
+def test_sigterm_while_uvicorn_starts_stops_it(broker: MosquittoBroker, tmp_path: Path) -> None:
+    """SIGTERM just before uvicorn takes the stop signals over (as the launcher's, or the
+    kernel's when the launcher dies, may come): uvicorn is told, and stops once started."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.config_ui"], cwd=ROOT, env=ui_env(broker, tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    lines: list[bytes] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # printed just before uvicorn starts
+            lines.append(line)
+            if line.startswith(b"UI at "):
+                break
+        time.sleep(0.02)  # past the check before uvicorn: into its start
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=STOP_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = b"".join(lines).decode(errors="replace") + out.decode(errors="replace")
+    assert proc.returncode == 0, text
     assert "Traceback" not in text, text
