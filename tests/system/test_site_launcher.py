@@ -95,9 +95,10 @@ def test_the_launchers_site_is_configured_by_its_web_application(tmp_path: Path)
 
 def _kill_left_over(data_dir: Path) -> None:
     """The launcher starts each service in a session of its own (issue 19), out of reach of
-    its process group: any service still running with this test's data directory is killed,
-    so that none outlives the test (a left-over integrations bridge held port 9108 against
-    the container tests of a later run)."""
+    its process group; it stops them, and they die with it (tests/system/test_launcher_stop.py).
+    Should that ever fail, any service still running with this test's data directory is
+    killed, so that none outlives the test (a left-over integrations bridge held port 9108
+    against the container tests of a later run)."""
     marker = f"BMS_DATA_DIR={data_dir}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
