@@ -11,9 +11,9 @@ and the pack states of its joined strings:
   of each profile;
 * cell voltage and temperature extremes: over the joined strings' fresh pack states, None
   while one of them is missing (the profile then sends its fail-safe: no limits, alarms);
-* the full-charge request: asked when a joined string asks (the strings in parallel charge
-  together, and one string's anchor needs the whole site full), else False when every joined
-  string says so, None otherwise;
+* the full-charge request: the site state's (the site controller asks when a joined string
+  asks: the strings in parallel charge together, and one string's anchor needs the whole site
+  full);
 * Victron 0x372 counts strings as modules: online = joined, offline = the others;
 * Pylontech HV: no cell or module locations (0 = unknown), no module voltages (no cell
   snapshot of a site), the site's capacity in 0x7320; the inverter's sleep, wake and relay
@@ -53,13 +53,6 @@ def _extreme(values: list[float | None], pick: Callable[[Iterable[float]], float
     return pick(v for v in values if v is not None)
 
 
-def _full_charge(joined: int, known: list[PackState]) -> bool | None:
-    asked = [p.full_charge_requested for p in known]
-    if True in asked:
-        return True
-    return False if joined and len(known) == joined and None not in asked else None
-
-
 def site_pack(site: SiteState, packs: Mapping[str, PackState]) -> PackState:
     """The site as one pack. `packs`: the fresh pack state of each string, by system id."""
     joined = [s.system for s in site.strings if s.membership == JOINED]
@@ -95,7 +88,7 @@ def site_pack(site: SiteState, packs: Mapping[str, PackState]) -> PackState:
         stale_modules=[i for i, s in enumerate(site.strings) if s.membership != JOINED],
         energy_in_wh=site.energy_in_wh,
         energy_out_wh=site.energy_out_wh,
-        full_charge_requested=_full_charge(len(joined), known),
+        full_charge_requested=site.full_charge_requested,
         ts=site.ts,
     )
 

@@ -96,22 +96,22 @@ def test_pylon_sends_the_site_values_and_enables() -> None:
     assert f[0x359]["ModuleCount"] == round(300 / 74)
 
 
-def test_the_site_asks_for_a_full_charge_when_a_joined_string_asks() -> None:
+def test_the_site_asks_for_a_full_charge_when_the_site_state_does() -> None:
+    """The site controller decides (`SiteState.full_charge_requested`: a joined string asks);
+    the gateway sends that, whatever the strings' pack states it holds say."""
+
     def asked(*values: bool | None) -> dict[str, PackState]:
         return {s: PACKS[s].model_copy(update={"full_charge_requested": v})
                 for s, v in zip(SYSTEMS, values, strict=True)}  # fmt: skip
 
-    one = site_pack(site_state(), asked(False, True, None))
-    assert one.full_charge_requested is True
-    f = decoded("pylon_v12", site_view(site_state(), asked(False, True, None)))
-    assert f[0x35C]["FullChargeRequest"] == 1
-    # a waiting string's request does not count; the joined ones' unknown is unknown
-    assert site_pack(site_state(), asked(False, False, True)).full_charge_requested is False
-    assert site_pack(site_state(), asked(None, False, True)).full_charge_requested is None
-    f = decoded("pylon_v12", site_view(site_state(), asked(False, False, True)))
-    assert f[0x35C]["FullChargeRequest"] == 0
-    idle = site_state(("waiting", "waiting", "waiting"))
-    assert site_pack(idle, asked(True, True, True)).full_charge_requested is None
+    yes = site_state(full_charge_requested=True)
+    assert site_pack(yes, asked(False, False, False)).full_charge_requested is True
+    assert decoded("pylon_v12", site_view(yes, PACKS))[0x35C]["FullChargeRequest"] == 1
+    no = site_state(full_charge_requested=False)
+    assert site_pack(no, asked(True, True, True)).full_charge_requested is False
+    assert decoded("pylon_v12", site_view(no, PACKS))[0x35C]["FullChargeRequest"] == 0
+    unknown = site_state(full_charge_requested=None)
+    assert site_pack(unknown, asked(True, False, False)).full_charge_requested is None
 
 
 def test_a_joined_string_without_data_is_the_fail_safe() -> None:
