@@ -80,6 +80,10 @@ def cell_temperatures(snap: PackSnapshot) -> NDArray[np.float64]:
     return out
 
 
+def _state(cap: OcvCapture | None) -> str:
+    return "idle" if cap is None else cap.state
+
+
 def _params_of(saved: dict[str, Any]) -> CaptureParams:
     return CaptureParams(**{**saved, "soc_grid_pct": tuple(saved["soc_grid_pct"])})
 
@@ -92,11 +96,18 @@ class OcvRunner:
         self._handed: dict[tuple[int, int], int] = {}
         """Rows per (phase, chunk) handed to the store for this capture: a chunk is handed
         again only while it fills."""
+        self._handed_still: tuple[int, str] | None = None
+        """The capture and state last handed when it was not running (none, done, aborted):
+        it does not change until the next start, so it is handed once."""
 
     def records(self, now_s: float) -> list[PersistedRecord]:
         """The capture to store: the state, and the chunks of kept updates that changed."""
         cap = self.capture
+        still = None if cap is not None and cap.running else (self.capture_id, _state(cap))
+        if still is not None and still == self._handed_still:
+            return []
         if cap is None:
+            self._handed_still = still
             return [OcvCaptureRecord(capture_id=self.capture_id)]
         saved = cap.saved(now_s)
         out: list[PersistedRecord] = [
@@ -117,7 +128,7 @@ class OcvRunner:
                     OcvRowsRecord(capture_id=self.capture_id, phase=phase, chunk=chunk, **rows)
                 )
                 handed[(phase, chunk)] = stop - start
-        self._handed = handed
+        self._handed, self._handed_still = handed, still
         return out
 
     def restore(

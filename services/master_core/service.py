@@ -245,6 +245,8 @@ class MasterCore:
         self._log_events(self.ocv.configure())
         if old is None:  # a capture outlives a restart, not a new configuration
             self._restore_ocv_capture(config)
+        else:  # at once: a restart must not resume what the new configuration ended
+            self.writer.submit(self.ocv.records(self.monotonic()), ts=self.wall())
         self.events.emit(
             "info",
             "config",

@@ -169,6 +169,14 @@ def test_the_kept_updates_are_stored_in_chunks_written_again_only_while_they_fil
     runner.command(OcvCaptureArgs(action="start"), config, 1400.0)  # a new capture: none yet
     assert runner.capture_id == 2
     assert [r.store_key() for r in runner.records(1400.0)] == ["ocv_capture"]
+    assert [r.store_key() for r in runner.records(1401.0)] == ["ocv_capture"]  # running
+    # not running (aborted, done, none), the state does not change: handed once
+    runner.command(OcvCaptureArgs(action="abort"), config, 1402.0)
+    assert [r.store_key() for r in runner.records(1402.0)] == ["ocv_capture"]
+    assert runner.records(1403.0) == []
+    runner.configure()
+    assert [r.capture for r in runner.records(1404.0)] == [None]  # type: ignore[attr-defined]
+    assert runner.records(1405.0) == []
 
 
 def stored_and_restored(
