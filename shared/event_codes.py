@@ -90,8 +90,9 @@ EVENT_CODES: tuple[EventCode, ...] = (
     EventCode("ocv_capture", MASTER, ("command", "info"), ("info", "warning"),
               "The capture of a slow cycle for the OCV branches (`ocv_capture`): started or "
               "aborted on request (command); each slow phase reached, done with the measured "
-              "capacity (info), or aborted with its reason (warning); values: state, "
-              "abort_reason."),
+              "capacity (info), or aborted with its reason (warning); after a restart of the "
+              "master, resumed (info) or aborted with gap, or not resumed (warning); values: "
+              "state, abort_reason."),
     *_modes(),
     EventCode("controller_heartbeat", MASTER, ("info",), ("info",),
               "A controller heartbeat is present (first, or again after a loss)."),

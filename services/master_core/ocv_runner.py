@@ -6,13 +6,16 @@ Thin: the decisions are the capture's; this builds its parameters from the confi
 counter's anchor margins), maps the snapshot's temperature sensors to cells (the mean of the
 cell's module) and words what changed. Pure: the time is passed in.
 
-The capture lives in memory: a restart of the master, or a new configuration, ends it (a
-running capture is aborted; a finished result is kept until the next start, or the next
-configuration).
+The capture outlives a restart of the master (`records`, `restore`: the store's
+`OcvCaptureRecord` and `OcvRowsRecord`s): a finished result is offered again, a running capture
+resumes within its gap rule (else it aborts with "gap", `OcvCapture.restored`). A new
+configuration ends it (a running capture is aborted; a finished result is kept until the next
+start, or the next configuration).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,13 @@ from numpy.typing import NDArray
 from services.master_core.estimation.ocv_capture import CaptureParams, CaptureState, OcvCapture
 from services.master_core.estimation.soc import CoulombParams
 from services.master_core.pack import PackSnapshot
+from services.master_core.persisted import (
+    OCV_ROWS_PER_CHUNK,
+    OcvCaptureRecord,
+    OcvCaptureStored,
+    OcvRowsRecord,
+    PersistedRecord,
+)
 from services.master_core.supervisor import SupervisorEvent
 from shared.config import SystemConfig
 from shared.messages import OcvCaptureArgs
@@ -70,9 +80,102 @@ def cell_temperatures(snap: PackSnapshot) -> NDArray[np.float64]:
     return out
 
 
+def _state(cap: OcvCapture | None) -> str:
+    return "idle" if cap is None else cap.state
+
+
+def _params_of(saved: dict[str, Any]) -> CaptureParams:
+    return CaptureParams(**{**saved, "soc_grid_pct": tuple(saved["soc_grid_pct"])})
+
+
 class OcvRunner:
     def __init__(self) -> None:
         self.capture: OcvCapture | None = None
+        self.capture_id = 0
+        """Numbers the captures started (the stored rows carry it)."""
+        self._handed: dict[tuple[int, int], int] = {}
+        """Rows per (phase, chunk) handed to the store for this capture: a chunk is handed
+        again only while it fills."""
+        self._handed_still: tuple[int, str] | None = None
+        """The capture and state last handed when it was not running (none, done, aborted):
+        it does not change until the next start, so it is handed once."""
+
+    def records(self, now_s: float) -> list[PersistedRecord]:
+        """The capture to store: the state, and the chunks of kept updates that changed."""
+        cap = self.capture
+        still = None if cap is not None and cap.running else (self.capture_id, _state(cap))
+        if still is not None and still == self._handed_still:
+            return []
+        if cap is None:
+            self._handed_still = still
+            return [OcvCaptureRecord(capture_id=self.capture_id)]
+        saved = cap.saved(now_s)
+        out: list[PersistedRecord] = [
+            OcvCaptureRecord(
+                capture_id=self.capture_id,
+                params=dataclasses.asdict(cap.params),
+                capture=saved,
+            )
+        ]
+        handed = dict(self._handed)  # taken only once every record is built
+        for phase, ph in enumerate(saved["phases"]):
+            for chunk, start in enumerate(range(0, ph["rows"], OCV_ROWS_PER_CHUNK)):
+                stop = min(start + OCV_ROWS_PER_CHUNK, ph["rows"])
+                if handed.get((phase, chunk)) == stop - start:
+                    continue
+                rows = cap.saved_rows(phase, start, stop)
+                out.append(
+                    OcvRowsRecord(capture_id=self.capture_id, phase=phase, chunk=chunk, **rows)
+                )
+                handed[(phase, chunk)] = stop - start
+        self._handed, self._handed_still = handed, still
+        return out
+
+    def restore(
+        self,
+        stored: OcvCaptureStored | None,
+        refusal: str | None,
+        config: SystemConfig,
+        now_s: float,
+        wall_s: float,
+    ) -> tuple[SupervisorEvent, ...]:
+        """The capture stored before a restart (`persisted.load_ocv_capture`), `wall_s` -
+        its save time later; a refused one is not resumed (a running one reported aborted)."""
+        if stored is None:
+            if refusal is None:
+                return ()
+            text = f"ocv capture not resumed after a restart: {refusal}"
+            return (self._capture_event("warning", "info", text, "idle", None),)
+        record = stored.record
+        self.capture_id = record.capture_id
+        if record.capture is None or record.params is None:
+            return ()
+        saved = record.capture
+        try:
+            params = _params_of(record.params)
+            args = OcvCaptureArgs(action="start", order=params.order, max_c_rate=params.max_c_rate)
+            if capture_params(config, args) != params:
+                raise ValueError("the configuration's capture parameters changed")
+            down_s = None if record.saved_wall_s is None else wall_s - record.saved_wall_s
+            cap = OcvCapture.restored(params, saved, stored.rows, now_s=now_s, down_s=down_s)
+        except (KeyError, TypeError, ValueError) as exc:
+            if saved.get("state") not in ("awaiting_start", "first", "second"):
+                return ()
+            text = f"ocv capture not resumed after a restart: {exc}"
+            return (self._capture_event("warning", "info", text, "aborted", None),)
+        self.capture = cap
+        self._handed = {
+            (phase, chunk): min(OCV_ROWS_PER_CHUNK, count - start)
+            for phase, count in enumerate(record.rows_per_phase())
+            for chunk, start in enumerate(range(0, count, OCV_ROWS_PER_CHUNK))
+        }
+        if cap.state != saved["state"]:  # a running capture beyond its gap rule
+            text = f"ocv capture aborted ({cap.abort_reason}) after a restart: {cap.reason}"
+            return (self._capture_event("warning", "info", text, cap.state, cap.abort_reason),)
+        if cap.running:
+            text = f"ocv capture resumed after a restart ({cap.state}): {cap.reason}"
+            return (self._capture_event("info", "info", text, cap.state, None),)
+        return ()
 
     def configure(self) -> tuple[SupervisorEvent, ...]:
         """A new configuration ends a running capture (its capacity, limits or cells may
@@ -92,6 +195,8 @@ class OcvRunner:
                 return RunnerReply(False, f"cannot capture with this configuration: {exc}", {})
             self.capture = OcvCapture(config.total_cells, params)
             self.capture.start(now_s)
+            self.capture_id += 1
+            self._handed = {}
             text = (
                 f"ocv capture started ({args.order}, <= {args.max_c_rate:g} C): "
                 f"{self.capture.reason}"

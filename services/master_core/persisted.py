@@ -23,6 +23,12 @@ other item with it. What a record that does not fit means is decided per item (`
   record that cannot be read counts as the hour's recoveries used up (`comm_recovery`), so a
   restart loop never recovers without limit. A master without it (an older one) starts at 0.
 
+- The OCV capture at commissioning (`OcvCaptureRecord`, and its kept updates in
+  `OcvRowsRecord`s of `OCV_ROWS_PER_CHUNK` each): a record that cannot be read, or of another
+  cell count or capture parameters (another configuration), is refused and no capture is
+  resumed (a running one is reported aborted, `ocv_runner`). The kept updates only grow, so a
+  chunk is written again only while it fills (a 40 h capture of 196 cells keeps ~30 MB).
+
 A refused record is logged and counted, and stays stored: the estimator saves nothing before it
 has started on the new layout (`PackEstimator.records`).
 """
@@ -62,6 +68,10 @@ class PersistedRecord(BaseModel):
     def misfit(self, config: SystemConfig) -> str | None:
         """Why this record does not belong to `config`; None when it does."""
         return None
+
+    def store_key(self) -> str:
+        """The key it is stored under: `KEY`, unless the item is stored in parts."""
+        return self.KEY
 
     @classmethod
     def from_legacy(cls, store: Store) -> Self | None:
@@ -268,6 +278,74 @@ class CommRecoveryRecord(PersistedRecord):
     exhausted: bool = False
 
 
+OCV_ROWS_PER_CHUNK = 32
+"""Kept updates per `OcvRowsRecord`: 16 minutes at the capture's record period (30 s)."""
+
+
+class OcvCaptureRecord(PersistedRecord):
+    """The OCV capture (`OcvCapture.saved`) but its kept updates; `capture` None: none (none
+    started, or a new configuration ended it)."""
+
+    KEY: ClassVar[str] = "ocv_capture"
+    version: Literal[1] = 1
+    capture_id: Count
+    """Numbers the captures started; its rows carry it (rows of an older capture are not its)."""
+    params: dict[str, Any] | None = None
+    """The capture's parameters (`CaptureParams`, from the configuration and the command)."""
+    capture: dict[str, Any] | None = None
+    saved_wall_s: Finite | None = None
+    """Wall-clock time of the save (stamped as `SocRecord`'s): the downtime at a restart."""
+
+    def misfit(self, config: SystemConfig) -> str | None:
+        if self.capture is None:
+            return None
+        return _cell_count("OCV capture", int(self.capture.get("n_cells", -1)), config)
+
+    def rows_per_phase(self) -> list[int]:
+        if self.capture is None:
+            return []
+        return [int(ph["rows"]) for ph in self.capture["phases"]]
+
+
+MaybeFinite = Annotated[float | None, Field(allow_inf_nan=False)]
+
+
+class OcvRowsRecord(PersistedRecord):
+    """`OCV_ROWS_PER_CHUNK` kept updates of a phase of the capture (`OcvCapture.saved_rows`):
+    chunk `chunk` of phase `phase`; unknown values None."""
+
+    KEY: ClassVar[str] = "ocv_capture_rows"
+    version: Literal[1] = 1
+    capture_id: Count
+    phase: Annotated[int, Field(ge=0, le=1)]
+    chunk: Count
+    t_s: list[Finite] = Field(max_length=OCV_ROWS_PER_CHUNK)
+    ah: list[Finite] = Field(max_length=OCV_ROWS_PER_CHUNK)
+    current_a: list[Finite] = Field(max_length=OCV_ROWS_PER_CHUNK)
+    cell_v: list[list[MaybeFinite]] = Field(max_length=OCV_ROWS_PER_CHUNK)
+    temp_c: list[list[MaybeFinite]] = Field(max_length=OCV_ROWS_PER_CHUNK)
+
+    def store_key(self) -> str:
+        return self.key_of(self.phase, self.chunk)
+
+    @classmethod
+    def key_of(cls, phase: int, chunk: int) -> str:
+        return f"{cls.KEY}.{phase}.{chunk}"
+
+    def rows(self) -> dict[str, list[Any]]:
+        return {
+            "t_s": self.t_s, "ah": self.ah, "current_a": self.current_a, "cell_v": self.cell_v,
+            "temp_c": self.temp_c,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OcvCaptureStored:
+    record: OcvCaptureRecord
+    rows: tuple[dict[str, list[Any]], ...]
+    """Per phase, all its kept updates (the chunks joined)."""
+
+
 R = TypeVar("R", bound=PersistedRecord)
 
 
@@ -292,20 +370,52 @@ def load(store: Store, cls: type[R], config: SystemConfig) -> Loaded[R]:
     return Loaded(refusal=why) if why else Loaded(record=record)
 
 
+def load_ocv_capture(
+    store: Store, config: SystemConfig
+) -> tuple[OcvCaptureStored | None, str | None]:
+    """The stored capture with its rows, or why it was refused (both None: nothing stored).
+    Never raises on stored content."""
+    loaded = load(store, OcvCaptureRecord, config)
+    if loaded.record is None:
+        return None, loaded.refusal
+    record = loaded.record
+    phases: list[dict[str, list[Any]]] = []
+    try:
+        for phase, count in enumerate(record.rows_per_phase()):
+            joined: dict[str, list[Any]] = {
+                k: [] for k in ("t_s", "ah", "current_a", "cell_v", "temp_c")
+            }
+            for chunk in range(-(-count // OCV_ROWS_PER_CHUNK)):
+                raw = store.get(OcvRowsRecord.key_of(phase, chunk))
+                if raw is None:
+                    return None, f"chunk {chunk} of phase {phase} of the OCV capture is missing"
+                rows = OcvRowsRecord.model_validate(raw)
+                if rows.capture_id != record.capture_id:
+                    return None, f"chunk {chunk} of phase {phase} is of another OCV capture"
+                for key, values in rows.rows().items():
+                    joined[key].extend(values)
+            phases.append(joined)
+    except ValidationError as exc:
+        return None, "; ".join(explain_errors(exc))
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"the OCV capture cannot be read ({exc!r})"
+    return OcvCaptureStored(record, tuple(phases)), None
+
+
 def _stamped(record: PersistedRecord, ts: float) -> dict[str, Any]:
     data = record.model_dump(mode="json")
-    if isinstance(record, SocRecord):
+    if "saved_wall_s" in type(record).model_fields:
         data["saved_wall_s"] = ts
     return data
 
 
 def save(store: Store, record: PersistedRecord, *, ts: float) -> None:
-    store.put(record.KEY, _stamped(record, ts), ts=ts)
+    store.put(record.store_key(), _stamped(record, ts), ts=ts)
 
 
 def save_all(store: Store, records: list[PersistedRecord], *, ts: float) -> None:
     """All `records` in one transaction: SOC, SOH, counters and latches always belong together."""
-    store.put_many([(r.KEY, _stamped(r, ts)) for r in records], ts=ts)
+    store.put_many([(r.store_key(), _stamped(r, ts)) for r in records], ts=ts)
 
 
 WRITE_ERRORS = "persist_errors"
@@ -355,11 +465,11 @@ class RecordWriter:
         """Hand `records` over, stamped `ts` (`save_all`); never waits for SQLite."""
         with self._cond:
             if not self._closed:
-                self._pending.update((r.KEY, (r, ts)) for r in records)
+                self._pending.update((r.store_key(), (r, ts)) for r in records)
                 self._handed += 1
                 self._cond.notify_all()
                 return
-        self._write({r.KEY: (r, ts) for r in records})  # after close: at once, here
+        self._write({r.store_key(): (r, ts) for r in records})  # after close: at once, here
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything handed over so far is written; False on timeout or when a

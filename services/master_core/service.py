@@ -28,6 +28,7 @@ from services.master_core.persisted import (
     CommRecoveryRecord,
     CyclesRecord,
     LatchesRecord,
+    OcvCaptureRecord,
     OffsetsRecord,
     PersistedRecord,
     R,
@@ -36,6 +37,7 @@ from services.master_core.persisted import (
     SohRecord,
     ThroughputRecord,
     load,
+    load_ocv_capture,
 )
 from services.master_core.settings import MasterCoreSettings
 from services.master_core.supervisor import (
@@ -241,6 +243,10 @@ class MasterCore:
         self.rt = rt
         self.full_charge.configure(config)
         self._log_events(self.ocv.configure())
+        if old is None:  # a capture outlives a restart, not a new configuration
+            self._restore_ocv_capture(config)
+        else:  # at once: a restart must not resume what the new configuration ended
+            self.writer.submit(self.ocv.records(self.monotonic()), ts=self.wall())
         self.events.emit(
             "info",
             "config",
@@ -561,7 +567,12 @@ class MasterCore:
         try:
             records = rt.estimator.records()
             estimated: list[PersistedRecord] = list(records.all()) if records else []
-            records_now = [*estimated, self._latches(), self._recoveries()]
+            records_now = [
+                *estimated,
+                self._latches(),
+                self._recoveries(),
+                *self.ocv.records(self.monotonic()),
+            ]
         except (ValidationError, TypeError, ValueError):
             self.bus.counters["persist_build_errors"] += 1
             log.exception("saving the state failed")
@@ -599,6 +610,15 @@ class MasterCore:
             )
             if r.recoveries_wall_s:
                 log.info("restored %d automatic recoveries", recovery.used(self.monotonic()))
+
+    def _restore_ocv_capture(self, config: SystemConfig) -> None:
+        stored, refusal = load_ocv_capture(self.store, config)
+        if refusal is not None:
+            self.bus.counters["persisted_refused"] += 1
+            log.warning("stored %s refused (%s)", OcvCaptureRecord.KEY, refusal)
+        self._log_events(self.ocv.restore(stored, refusal, config, self.monotonic(), self.wall()))
+        if self.ocv.capture is not None:
+            log.info("restored the ocv capture (%s)", self.ocv.capture.state)
 
     def _restore(self, config: SystemConfig, d: Decisions, estimator: PackEstimator) -> None:
         """Latched faults first: one that cannot be read back refuses the configuration, so

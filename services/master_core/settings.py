@@ -39,9 +39,9 @@ class MasterCoreSettings(ServiceSettings):
         1.0,
         ge=0.5,
         le=3600,
-        description="period of saving SOC, SOH, throughput, cycles and latches in one "
-        "transaction (a power cut loses what was counted since; latched faults are also saved "
-        "at once)",
+        description="period of saving SOC, SOH, throughput, cycles, latches and the OCV capture "
+        "in one transaction (a power cut loses what was counted since; latched faults are also "
+        "saved at once; over 30 s, a power cut aborts a running OCV capture: its gap rule)",
     )
     heartbeat_timeout_s: float = Field(
         0.0, ge=0, description="fall back to safe limits without a controller heartbeat (0: off)"

@@ -118,7 +118,9 @@ class OcvCaptureArgs(CommandArgs):
     a full charge, then a slow discharge to empty and a slow charge to full; "empty_first":
     the other way round); the inverter (or the operator) drives the currents. Every reply's
     `result` carries the status; once done also the CSV the wizard imports (`csv`) and the
-    measured capacity and cell spread (`summary`)."""
+    measured capacity and cell spread (`summary`). The capture outlives a restart of the
+    master: a finished one is offered again; a running one resumes within its 30 s gap rule,
+    else it is aborted with `gap`."""
 
     action: Literal["start", "abort", "status"]
     order: Literal["full_first", "empty_first"] = "full_first"

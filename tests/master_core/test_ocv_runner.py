@@ -12,6 +12,13 @@ import numpy as np
 from services.master_core.estimation.ocv_capture import OcvCapture
 from services.master_core.ocv_runner import OcvRunner, cell_temperatures
 from services.master_core.pack import PackAggregator
+from services.master_core.persisted import (
+    OCV_ROWS_PER_CHUNK,
+    OcvCaptureRecord,
+    load_ocv_capture,
+    save_all,
+)
+from services.master_core.stores import Store
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, ConfigMessage, OcvCaptureArgs
 from shared.topics import CONFIG
@@ -119,3 +126,114 @@ def test_a_whole_cycle_through_the_runner_ends_with_the_csv() -> None:
     )
     assert ",22.0" in status.result["csv"]  # the module's mean temperature
     assert status.result["summary"]["capacity_ah"] > 80.0
+
+
+def first_phase_resting(config: SystemConfig, rest_s: float) -> OcvRunner:
+    """A capture at its full anchor, then resting (no current) for `rest_s`: an update kept
+    every 30 s (`record_period_s`)."""
+    runner = OcvRunner()
+    runner.command(OcvCaptureArgs(action="start"), config, 0.0)
+    cap = runner.capture
+    assert cap is not None
+    temps = np.full(config.total_cells, 25.0)
+    t = 0.0
+    while t < 15.0 + rest_s:
+        t += 1.0
+        cap.update(t, 0.0, np.full(config.total_cells, 4.16), temps)
+    assert cap.state == "first"
+    return runner
+
+
+def feed_rest(runner: OcvRunner, config: SystemConfig, until_s: float) -> None:
+    cap = runner.capture
+    assert cap is not None and cap._last is not None
+    t = cap._last.t_s
+    while t < until_s:
+        t += 1.0
+        cap.update(t, 0.0, np.full(config.total_cells, 4.16), np.full(config.total_cells, 25.0))
+
+
+def test_the_kept_updates_are_stored_in_chunks_written_again_only_while_they_fill(
+    tmp_path: Path,
+) -> None:
+    config = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    runner = first_phase_resting(config, rest_s=40 * 30.0)
+    keys = [r.store_key() for r in runner.records(1300.0)]
+    assert keys == ["ocv_capture", "ocv_capture_rows.0.0", "ocv_capture_rows.0.1"]
+    assert [r.store_key() for r in runner.records(1300.0)] == ["ocv_capture"]
+    feed_rest(runner, config, 1400.0)
+    assert [r.store_key() for r in runner.records(1400.0)] == [
+        "ocv_capture",
+        "ocv_capture_rows.0.1",
+    ]
+    runner.command(OcvCaptureArgs(action="start"), config, 1400.0)  # a new capture: none yet
+    assert runner.capture_id == 2
+    assert [r.store_key() for r in runner.records(1400.0)] == ["ocv_capture"]
+    assert [r.store_key() for r in runner.records(1401.0)] == ["ocv_capture"]  # running
+    # not running (aborted, done, none), the state does not change: handed once
+    runner.command(OcvCaptureArgs(action="abort"), config, 1402.0)
+    assert [r.store_key() for r in runner.records(1402.0)] == ["ocv_capture"]
+    assert runner.records(1403.0) == []
+    runner.configure()
+    assert [r.capture for r in runner.records(1404.0)] == [None]  # type: ignore[attr-defined]
+    assert runner.records(1405.0) == []
+
+
+def stored_and_restored(
+    tmp_path: Path, runner: OcvRunner, config: SystemConfig, now_s: float, down_s: float
+) -> tuple[OcvRunner, tuple[str, ...]]:
+    """`runner`'s records saved at wall time 5000 into a real store, read back by a master
+    started `down_s` later."""
+    store = Store(tmp_path / "master.sqlite")
+    save_all(store, runner.records(now_s), ts=5000.0)
+    stored, refusal = load_ocv_capture(store, config)
+    after = OcvRunner()
+    events = after.restore(stored, refusal, config, 10.0, 5000.0 + down_s)
+    store.close()
+    return after, tuple(e.text for e in events)
+
+
+def test_a_capture_stored_and_restored_resumes_or_aborts_with_gap(tmp_path: Path) -> None:
+    config = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    runner = first_phase_resting(config, rest_s=40 * 30.0)
+    samples = runner.capture.status(1216.0).samples  # type: ignore[union-attr]
+    assert samples > OCV_ROWS_PER_CHUNK
+    after, events = stored_and_restored(tmp_path, runner, config, 1216.0, down_s=12.0)
+    assert after.capture is not None and after.capture.state == "first"
+    assert after.capture.status(10.0).samples == samples
+    assert after.capture_id == runner.capture_id
+    assert events and events[0].startswith("ocv capture resumed after a restart (first)")
+    # nothing new to write but the state: its chunks are the stored ones
+    assert [r.store_key() for r in after.records(11.0)] == ["ocv_capture"]
+
+    after, events = stored_and_restored(tmp_path, runner, config, 1216.0, down_s=120.0)
+    assert after.capture is not None and after.capture.state == "aborted"
+    assert after.capture.abort_reason == "gap"
+    assert events and events[0].startswith("ocv capture aborted (gap) after a restart")
+
+
+def test_a_stored_capture_of_another_configuration_or_a_stale_chunk_is_not_resumed(
+    tmp_path: Path,
+) -> None:
+    config = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    runner = first_phase_resting(config, rest_s=40 * 30.0)
+    store = Store(tmp_path / "master.sqlite")
+    save_all(store, runner.records(1216.0), ts=5000.0)
+    # another capacity: other C-rates, the capture's parameters differ
+    other = SystemConfig.from_preset(
+        "NMC", system_id="demo", modules=2, cells_per_module=4, cell_capacity_ah=50.0
+    )
+    stored, refusal = load_ocv_capture(store, other)
+    after = OcvRunner()
+    events = after.restore(stored, refusal, other, 10.0, 5001.0)
+    assert after.capture is None
+    assert [e.text for e in events] == [
+        "ocv capture not resumed after a restart: the configuration's capture parameters changed"
+    ]
+    # the stored chunks are of another capture than the stored state
+    state = next(r for r in runner.records(1216.0) if r.KEY == "ocv_capture")
+    newer = OcvCaptureRecord.model_validate(state.model_dump() | {"capture_id": 7})
+    save_all(store, [newer], ts=5000.0)
+    stored, refusal = load_ocv_capture(store, config)
+    assert stored is None and refusal == "chunk 0 of phase 0 is of another OCV capture"
+    store.close()

@@ -52,15 +52,26 @@ Derivation (`derive`):
   SOC after the direction changes (hysteresis.py, gamma), so its first points lie between the
   branches; likewise the discharge branch after a charge (empty_first: the same at 100 %).
 
+Saving (`saved`, `saved_rows`, `OcvCapture.restored`): the state as JSON types (unknown:
+None), so that a capture outlives a restart of the master. The kept updates only grow (a phase
+appends; nothing kept is changed), so they are saved in row ranges apart from the small rest.
+The times are the caller's clock; a restore moves them onto the new clock so that the saved
+instant lies `down_s` before now. A running slow phase resumes only when the time without an
+update (before the save and while down) is within max_gap_s, as any gap; else it aborts with
+"gap". An unknown downtime (None) is a gap too long. Awaiting the start anchor survives any
+downtime (no anchor across it, as a gap).
+
 Pure: no clock, no I/O; the time is passed in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -336,6 +347,158 @@ class OcvCapture:
     @property
     def running(self) -> bool:
         return self.state in ("awaiting_start", "first", "second")
+
+    # --- saving -----------------------------------------------------------------------------
+    def saved(self, now_s: float) -> dict[str, Any]:
+        """Everything but the kept updates (`saved_rows`), as JSON types; `phases` gives each
+        phase's count of kept updates."""
+        last = self._last
+        return {
+            "n_cells": self.n_cells,
+            "state": self.state,
+            "reason": self.reason,
+            "abort_reason": self.abort_reason,
+            "result": None if self.result is None else dataclasses.asdict(self.result),
+            "saved_s": now_s,
+            "ah": self._ah,
+            "last": None
+            if last is None
+            else {
+                "t_s": last.t_s,
+                "i_a": last.i_a,
+                "v": _known(last.v),
+                "temp": _known(last.temp),
+                "ah": last.ah,
+                "kept": last.kept,
+            },
+            "anchor_since_s": self._anchor_since_s,
+            "started_s": self._started_s,
+            "fast_since_s": self._fast_since_s,
+            "wrong_since_s": self._wrong_since_s,
+            "no_current_since_s": self._no_current_since_s,
+            "unknown_since_s": _known(self._unknown_since_s),
+            "last_kept_s": None if math.isinf(self._last_kept_s) else self._last_kept_s,
+            "phases": [
+                {
+                    "direction": ph.direction,
+                    "start": ph.start,
+                    "end": ph.end,
+                    "steps": [list(st) for st in ph.steps],
+                    "rows": len(ph.t_s),
+                }
+                for ph in self._phases
+            ],
+        }
+
+    def saved_rows(self, phase: int, start: int, stop: int) -> dict[str, list[Any]]:
+        """The kept updates [start, stop) of a phase, as JSON types (unknown: None)."""
+        ph = self._phases[phase]
+        return {
+            "t_s": ph.t_s[start:stop],
+            "ah": ph.ah[start:stop],
+            "current_a": ph.current_a[start:stop],
+            "cell_v": [_known(v) for v in ph.cell_v[start:stop]],
+            "temp_c": [_known(t) for t in ph.temp_c[start:stop]],
+        }
+
+    @classmethod
+    def restored(
+        cls,
+        params: CaptureParams,
+        saved: dict[str, Any],
+        rows: Sequence[dict[str, list[Any]]],
+        *,
+        now_s: float,
+        down_s: float | None,
+    ) -> OcvCapture:
+        """The capture `saved` and its phases' `rows` (all of each) stood for, `down_s` after
+        the save (None: unknown), on a clock now at `now_s`. Raises ValueError (or KeyError,
+        TypeError) on a state that does not hold together."""
+        cap = cls(int(saved["n_cells"]), params)
+        n = cap.n_cells
+        state = saved["state"]
+        if state not in ("idle", "awaiting_start", "first", "second", "done", "aborted"):
+            raise ValueError(f"unknown state {state!r}")
+        reason = saved["abort_reason"]
+        if reason is not None and reason not in ABORT_REASONS:
+            raise ValueError(f"unknown abort reason {reason!r}")
+        cap.state, cap.reason, cap.abort_reason = state, str(saved["reason"]), reason
+        cap.result = None if saved["result"] is None else _result_of(saved["result"])
+        if cap.state == "done" and cap.result is None:
+            raise ValueError("a finished capture without its result")
+        # the saved instant lies down_s before now (an unknown downtime: any shift will do,
+        # the capture aborts below)
+        shift = now_s - (down_s or 0.0) - float(saved["saved_s"])
+
+        def moved(t: float | None) -> float | None:
+            return None if t is None else float(t) + shift
+
+        phases = saved["phases"]
+        if len(phases) != len(rows) or len(phases) > 2:
+            raise ValueError("a phase's rows are missing")
+        for ph_saved, ph_rows in zip(phases, rows, strict=True):
+            if ph_saved["direction"] not in ("charge", "discharge"):
+                raise ValueError(f"unknown direction {ph_saved['direction']!r}")
+            ph = _Phase(ph_saved["direction"])
+            count = int(ph_saved["rows"])
+            ph.t_s = [float(t) + shift for t in ph_rows["t_s"]]
+            ph.ah = [float(a) for a in ph_rows["ah"]]
+            ph.current_a = [float(i) for i in ph_rows["current_a"]]
+            ph.cell_v = [_array(v, n) for v in ph_rows["cell_v"]]
+            ph.temp_c = [_array(t, n).astype(np.float32) for t in ph_rows["temp_c"]]
+            lengths = {len(ph.t_s), len(ph.ah), len(ph.current_a), len(ph.cell_v), len(ph.temp_c)}
+            if lengths != {count}:
+                raise ValueError(f"a phase of {count} rows has {sorted(lengths)}")
+            ph.start, ph.end = ph_saved["start"], ph_saved["end"]
+            ph.steps = [(int(a), int(b)) for a, b in ph_saved["steps"]]
+            indices = [i for i in (ph.start, ph.end) if i is not None]
+            indices += [i for st in ph.steps for i in st]
+            if any(not 0 <= i < count for i in indices):
+                raise ValueError("an index beyond the phase's rows")
+            cap._phases.append(ph)
+        if (
+            cap.state in ("first", "second")
+            and len(cap._phases) != ("first", "second").index(cap.state) + 1
+        ):
+            raise ValueError(f"state {cap.state} with {len(cap._phases)} phases")
+        cap._ah = float(saved["ah"])
+        last = saved["last"]
+        if last is not None:
+            kept = last["kept"]
+            cap._last = _Update(
+                float(last["t_s"]) + shift, float(last["i_a"]), _array(last["v"], n),
+                _array(last["temp"], n), float(last["ah"]),
+                None if kept is None else int(kept),
+            )  # fmt: skip
+        cap._anchor_since_s = moved(saved["anchor_since_s"])
+        cap._started_s = moved(saved["started_s"])
+        cap._fast_since_s = moved(saved["fast_since_s"])
+        cap._wrong_since_s = moved(saved["wrong_since_s"])
+        cap._no_current_since_s = moved(saved["no_current_since_s"])
+        cap._unknown_since_s = _array(saved["unknown_since_s"], n) + shift
+        last_kept = moved(saved["last_kept_s"])
+        cap._last_kept_s = -math.inf if last_kept is None else last_kept
+        cap._after_downtime(now_s, down_s)
+        return cap
+
+    def _after_downtime(self, now_s: float, down_s: float | None) -> None:
+        """A slow phase resumes after a downtime within the gap rule; awaiting the start
+        anchor, any downtime only drops an anchor being held."""
+        if self.state == "awaiting_start":
+            self._anchor_since_s = None
+            return
+        if self.state not in ("first", "second"):
+            return
+        p = self.params
+        last = self._last
+        if down_s is None or down_s < 0.0:
+            self.abort("gap", "restarted after an unknown downtime (no update for an unknown time)")
+        elif last is not None and now_s - last.t_s > p.max_gap_s:
+            self.abort(
+                "gap",
+                f"restarted after {down_s:.0f} s down: no update for {now_s - last.t_s:.0f} s "
+                f"(max {p.max_gap_s:g} s)",
+            )
 
     # --- the cycle --------------------------------------------------------------------------
     def update(
@@ -685,6 +848,29 @@ def _resistance(phases: list[_Phase], n_cells: int) -> tuple[float | None, ...]:
         col = col[np.isfinite(col)]
         out.append(float(np.median(col)) if col.size else None)
     return tuple(out)
+
+
+def _known(x: FloatArray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in x.tolist()]
+
+
+def _array(values: Sequence[float | None], n: int) -> FloatArray:
+    out = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if out.shape != (n,):
+        raise ValueError(f"{out.size} values for {n} cells")
+    return out
+
+
+def _result_of(d: dict[str, Any]) -> CaptureResult:
+    """`dataclasses.asdict(result)` back (JSON made its tuples lists)."""
+
+    def tup(x: Any) -> Any:
+        return tuple(tup(y) for y in x) if isinstance(x, list | tuple) else x
+
+    names = {f.name for f in dataclasses.fields(CaptureResult)}
+    if set(d) != names:
+        raise ValueError(f"result fields {sorted(set(d) ^ names)} differ")
+    return CaptureResult(**{k: tup(v) for k, v in d.items()})
 
 
 def _round(x: float | None, digits: int) -> float | None:
