@@ -338,6 +338,8 @@ class Launcher:
                     self.metrics_ports.append(f"{label} {env['BMS_METRICS_PORT']}")
                 if plan.name == "integrations":
                     env.setdefault("BMS_METRICS_PORT", str(_free_or(METRICS_PORT)))
+                    if self.site:  # the site is one more device to HA, Prometheus, Sparkplug
+                        env.setdefault("BMS_SITE", self.site)
                     self.endpoints.append(
                         f"Metrics:        http://127.0.0.1:{env['BMS_METRICS_PORT']}/metrics"
                     )

@@ -491,6 +491,20 @@ JSON_SERVICE_STATUS = TopicSpec(
     content_type=JSON_CONTENT_TYPE,
     payload_bytes=_json_limit(SERVICE_STATUS),
 )
+JSON_SITE_STATE = TopicSpec(
+    "json_site_state",
+    "json/site/state",
+    SiteState,
+    0,
+    True,
+    (INTEGRATIONS,),
+    (THIRD_PARTY,),
+    "1 Hz (BMS_JSON_STATE_PERIOD_S)",
+    "JSON mirror of a site's `site/state` (the original envelope), under the site id, with "
+    "BMS_SITE; Home Assistant's site device reads it.",
+    content_type=JSON_CONTENT_TYPE,
+    payload_bytes=_json_limit(SITE_STATE),
+)
 HOME_ASSISTANT = "home_assistant"
 """Home Assistant's broker user: reads what a third party reads and the discovery documents,
 asks for `HA_COMMANDS` on `ha/cmd/{command}`."""
@@ -510,7 +524,8 @@ HA_COMMAND = TopicSpec(
     content_type=JSON_CONTENT_TYPE,
 )
 INTEGRATION_TOPICS: tuple[TopicSpec[Message], ...] = (
-    JSON_PACK_STATE, JSON_PACK_CELLS, JSON_EVENTS, JSON_SERVICE_STATUS, HA_COMMAND,
+    JSON_PACK_STATE, JSON_PACK_CELLS, JSON_EVENTS, JSON_SERVICE_STATUS, JSON_SITE_STATE,
+    HA_COMMAND,
 )  # fmt: skip
 
 HA_DISCOVERY_PREFIX = "homeassistant"
@@ -709,7 +724,7 @@ HA_DISCOVERY = OutsideTopic(
         "ha_prefix": "Home Assistant's discovery prefix (BMS_HA_PREFIX; the ACL grants "
         "`homeassistant`).",
         "component": "sensor, binary_sensor, button or select.",
-        "node_id": "bms_<system>.",
+        "node_id": "bms_<system>, or bms_site_<site> for a site (BMS_SITE).",
         "object_id": "The entity, e.g. `soc`.",
     },
     {"ha_prefix": HA_DISCOVERY_PREFIX, "component": "+", "node_id": "+", "object_id": "+"},
@@ -718,9 +733,10 @@ HA_DISCOVERY = OutsideTopic(
     True,
     (INTEGRATIONS,),
     (HOME_ASSISTANT,),
-    "at a system's first pack state and when its cell layout changes (BMS_HA_DISCOVERY)",
+    "at a system's first pack state and when its cell layout changes, at the site's first "
+    "site state (BMS_HA_DISCOVERY)",
     "Home Assistant MQTT discovery: one retained document per entity, a device per system "
-    "(services/integrations/ha.py; see the README).",
+    "and one for the site with BMS_SITE (services/integrations/ha.py; see the README).",
     "JSON object, Home Assistant's MQTT discovery schema",
 )
 HA_STATUS_TOPIC = OutsideTopic(

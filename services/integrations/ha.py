@@ -18,9 +18,17 @@ state, both required (`availability_mode: all`, the MQTT integration's availabil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from shared.topics import HA_COMMAND, JSON_PACK_CELLS, JSON_PACK_STATE, JSON_SERVICE_STATUS
+from shared.messages.site import SiteOperation
+from shared.topics import (
+    HA_COMMAND,
+    JSON_PACK_CELLS,
+    JSON_PACK_STATE,
+    JSON_SERVICE_STATUS,
+    JSON_SITE_STATE,
+    SITE,
+)
 
 ORIGIN = {"name": "bms-stack"}
 
@@ -42,6 +50,8 @@ class Entity:
     category: str | None = None
     known: str | None = None
     """The pack state's field whose None makes the entity unavailable (not merely unknown)."""
+    attributes: str | None = None
+    """A template of the entity's attributes (JSON), read from its state topic."""
 
 
 def _v(name: str) -> str:
@@ -147,6 +157,67 @@ BINARY_SENSORS: tuple[Entity, ...] = (
 the contactors and one for the master's full-charge request (an LFP anchor every N days)."""
 
 
+SITE_OPERATIONS: tuple[str, ...] = get_args(SiteOperation)
+SITE_SENSORS: tuple[Entity, ...] = (
+    Entity("soc", "State of charge", _v("soc"), "battery", "%", precision=1),
+    Entity("soh", "State of health", _v("soh"), None, "%", precision=1, icon="mdi:battery-heart"),
+    Entity("voltage", "Bus voltage", _v("voltage_v"), "voltage", "V", precision=1),
+    Entity("current", "Current", _v("current_a"), "current", "A", precision=1),
+    Entity("power", "Power", _v("power_w"), "power", "W", precision=0),
+    Entity("charge_voltage_limit", "Charge voltage limit", _limit("charge_voltage_v"),
+           "voltage", "V", precision=1, category="diagnostic"),
+    Entity("discharge_voltage_limit", "Discharge voltage limit", _limit("discharge_voltage_v"),
+           "voltage", "V", precision=1, category="diagnostic"),
+    Entity("charge_current_limit", "Charge current limit", _limit("charge_current_a"),
+           "current", "A", precision=1, category="diagnostic"),
+    Entity("discharge_current_limit", "Discharge current limit", _limit("discharge_current_a"),
+           "current", "A", precision=1, category="diagnostic"),
+    Entity("energy_in", "Energy charged", _v("energy_in_wh"), "energy", "Wh",
+           "total_increasing", precision=0),
+    Entity("energy_out", "Energy discharged", _v("energy_out_wh"), "energy", "Wh",
+           "total_increasing", precision=0),
+    Entity("strings_joined", "Strings joined", _v("strings_joined"), None, None,
+           precision=0, icon="mdi:battery-plus-variant"),
+    Entity("strings_total", "Strings total", _v("strings_total"), None, None,
+           precision=0, icon="mdi:battery-multiple", category="diagnostic"),
+    Entity("soc_std", "State of charge uncertainty", _v("soc_std"), None, "%", precision=1,
+           icon="mdi:plus-minus-variant", category="diagnostic"),
+    Entity("since_anchor", "Time since SOC anchor", _v("since_anchor_s"), "duration", "s",
+           precision=0, category="diagnostic"),
+    Entity("operation", "Operation", _v("operation"), "enum", None, None,
+           options=SITE_OPERATIONS),
+)  # fmt: skip
+SITE_BINARY_SENSORS: tuple[Entity, ...] = (
+    *(
+        Entity(
+            f"{level}_active",
+            f"{level.capitalize()} active",
+            "{{ 'ON' if value_json." + f"{level}s" + " else 'OFF' }}",
+            "problem",
+            None,
+            None,
+            component="binary_sensor",
+            attributes="{{ {'codes': value_json." + f"{level}s" + "} | tojson }}",
+        )
+        for level in ("warning", "alarm", "fault")
+    ),
+    Entity(
+        "full_charge_requested",
+        "Full charge requested",
+        "{{ 'None' if value_json.full_charge_requested is none else "
+        "('ON' if value_json.full_charge_requested else 'OFF') }}",
+        None,
+        None,
+        None,
+        component="binary_sensor",
+        icon="mdi:battery-sync",
+    ),
+)
+"""The site as one battery (`SiteState`, mirrored on `json/site/state`); a value the site does
+not know (no string joined, or a joined string's unknown) renders None, Home Assistant's
+unknown. A level's binary sensor lists the active codes in its `codes` attribute."""
+
+
 @dataclass(frozen=True)
 class DiscoveryOptions:
     prefix: str = "homeassistant"
@@ -171,18 +242,36 @@ def device(system: str, version: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The device an entity belongs to: its node id, its device block and the presence that
+    makes it available."""
+
+    node: str
+    device: dict[str, Any]
+    presence_topic: str
+
+
+def system_owner(system: str, opts: DiscoveryOptions) -> Owner:
+    return Owner(
+        node_id(system),
+        device(system, opts.version),
+        JSON_SERVICE_STATUS.topic(system, instance=opts.availability_service),
+    )
+
+
 def _document(
-    system: str, entity: Entity, state_topic: str, opts: DiscoveryOptions
+    owner: Owner, entity: Entity, state_topic: str, opts: DiscoveryOptions
 ) -> dict[str, Any]:
-    node = node_id(system)
+    node = owner.node
     doc: dict[str, Any] = {
         "name": entity.name,
         "unique_id": f"{node}_{entity.object_id}",
         "object_id": f"{node}_{entity.object_id}",
         "state_topic": state_topic,
         "value_template": entity.template,
-        **_availability(system, entity, state_topic, opts),
-        "device": device(system, opts.version),
+        **_availability(owner, entity, state_topic),
+        "device": owner.device,
         "origin": ORIGIN,
         "qos": 0,
     }
@@ -195,6 +284,9 @@ def _document(
         "entity_category": entity.category,
     }
     doc.update({k: v for k, v in optional.items() if v is not None})
+    if entity.attributes is not None:
+        doc["json_attributes_topic"] = state_topic
+        doc["json_attributes_template"] = entity.attributes
     if entity.component == "sensor":
         if entity.state_class is not None:
             doc["state_class"] = entity.state_class
@@ -208,12 +300,10 @@ def _document(
     return doc
 
 
-def _availability(
-    system: str, entity: Entity, state_topic: str, opts: DiscoveryOptions
-) -> dict[str, Any]:
-    """The master's presence; with `entity.known`, also that field's presence in the state."""
+def _availability(owner: Owner, entity: Entity, state_topic: str) -> dict[str, Any]:
+    """The owner's presence; with `entity.known`, also that field's presence in the state."""
     presence = {
-        "topic": JSON_SERVICE_STATUS.topic(system, instance=opts.availability_service),
+        "topic": owner.presence_topic,
         "value_template": "{{ value_json.state }}",
         "payload_available": "online",
         "payload_not_available": "offline",
@@ -258,11 +348,12 @@ def discovery(
     """(topic, document) of every entity of one system; per-cell sensors only when asked for
     and the cell layout is known."""
     node = node_id(system)
+    owner = system_owner(system, opts)
     state = JSON_PACK_STATE.topic(system)
     out = [
         (
             f"{opts.prefix}/{e.component}/{node}/{e.object_id}/config",
-            _document(system, e, state, opts),
+            _document(owner, e, state, opts),
         )
         for e in (*SENSORS, *BINARY_SENSORS)
     ]
@@ -271,7 +362,7 @@ def discovery(
     if opts.cell_sensors and cells_per_module:
         cells = JSON_PACK_CELLS.topic(system)
         out += [
-            (f"{opts.prefix}/sensor/{node}/{e.object_id}/config", _document(system, e, cells, opts))
+            (f"{opts.prefix}/sensor/{node}/{e.object_id}/config", _document(owner, e, cells, opts))
             for e, _m, _i in cell_entities(cells_per_module)
         ]
     return out
@@ -317,4 +408,34 @@ def command_documents(system: str, opts: DiscoveryOptions) -> list[tuple[str, di
     return [
         (f"{opts.prefix}/button/{node}/reset_faults/config", button),
         (f"{opts.prefix}/select/{node}/mode_select/config", select),
+    ]
+
+
+def site_node_id(site: str) -> str:
+    return f"bms_site_{site.replace('-', '_')}"
+
+
+def site_discovery(site: str, opts: DiscoveryOptions) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, document) of every entity of the site's device: available while the site
+    controller is present (its mirrored presence), unavailable after `expire_after` without a
+    site state (the bridge or the site controller gone silent)."""
+    node = site_node_id(site)
+    owner = Owner(
+        node,
+        {
+            "identifiers": [node],
+            "name": f"BMS site {site}",
+            "manufacturer": "bms-stack",
+            "model": "Site of parallel strings",
+            **({"sw_version": opts.version} if opts.version else {}),
+        },
+        JSON_SERVICE_STATUS.topic(site, instance=SITE),
+    )
+    state = JSON_SITE_STATE.topic(site)
+    return [
+        (
+            f"{opts.prefix}/{e.component}/{node}/{e.object_id}/config",
+            _document(owner, e, state, opts),
+        )
+        for e in (*SITE_SENSORS, *SITE_BINARY_SENSORS)
     ]

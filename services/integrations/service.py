@@ -1,5 +1,8 @@
 """The bridge: subscribes to pack state, cells, events and presence of every system and feeds
-the JSON mirror, Home Assistant discovery and the metrics collector.
+the JSON mirror, Home Assistant discovery and the metrics collector. With BMS_SITE it also
+follows that site's state and its site controller's presence, under the site id: the site is
+one more device (JSON mirror, Home Assistant, Prometheus, the Sparkplug edge node's metrics);
+its strings stay the systems they are.
 
 Its own system's events (BMS_SYSTEM) come through `shared.event_feed.EventFeed`: each once,
 and what it missed (a gap, a reconnect, a restart with BMS_EVENTS_STATE_FILE) fetched from the
@@ -24,7 +27,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from services.integrations.alerts import AlertPolicy
 from services.integrations.backfill import PlaceFile
 from services.integrations.commands import HaCommandRelay
-from services.integrations.ha import DiscoveryOptions, discovery
+from services.integrations.ha import DiscoveryOptions, discovery, site_discovery
 from services.integrations.metrics import PackCollector
 from services.integrations.mirror import RateGate
 from services.integrations.notify import Notifier
@@ -36,7 +39,7 @@ from shared.codec import EncodeError
 from shared.commands import CommandClient
 from shared.event_feed import EventFeed
 from shared.log_limit import LimitedLog
-from shared.messages import CellSnapshot, Event, Message, PackState, ServiceStatus
+from shared.messages import CellSnapshot, Event, Message, PackState, ServiceStatus, SiteState
 from shared.metrics import service_registry
 from shared.topics import (
     EVENTS,
@@ -44,10 +47,13 @@ from shared.topics import (
     JSON_PACK_CELLS,
     JSON_PACK_STATE,
     JSON_SERVICE_STATUS,
+    JSON_SITE_STATE,
     MASTER,
     PACK_CELLS,
     PACK_STATE,
     SERVICE_STATUS,
+    SITE,
+    SITE_STATE,
     TopicSpec,
 )
 
@@ -55,8 +61,9 @@ log = logging.getLogger("integrations")
 STATUS_EVERY_S = 10.0
 """The retained status with its counters is republished this often (health)."""
 STALE_AFTER_S = 10.0
-"""Pack values older than this are no longer exported as metrics (the master publishes at
-10 Hz; a gap of 10 s means it is gone, and a stale number must not look current)."""
+"""Pack and site values older than this are no longer exported as metrics (the master and the
+site controller publish at 10 Hz; a gap of 10 s means it is gone, and a stale number must not
+look current)."""
 SPARKPLUG_CHECK_EVERY_S = 1.0
 """How often the Sparkplug edge node looks for a system gone silent."""
 HANDLE_BUCKETS_S = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -85,6 +92,10 @@ class IntegrationsBridge:
         self.online: dict[tuple[str, str], bool] = {}
         self.state_gate = RateGate(settings.json_state_period_s)
         self.cells_gate = RateGate(settings.json_cells_period_s)
+        self.sites: dict[str, tuple[SiteState, float]] = {}
+        """The site's (BMS_SITE) latest state, with the time it came."""
+        self.site_gate = RateGate(settings.json_state_period_s)
+        self.site_announced = False
         self.announced: dict[str, tuple[int, ...] | None] = {}
         """System -> the cell layout its discovery documents were published for."""
         self.ha = DiscoveryOptions(
@@ -138,11 +149,20 @@ class IntegrationsBridge:
         self.bus.subscribe(
             SERVICE_STATUS, self._timed(SERVICE_STATUS, self.on_status), system=system
         )
+        site = self.settings.site
+        if site is not None:
+            self.bus.subscribe(SITE_STATE, self._timed(SITE_STATE, self.on_site), system=site)
+            if system not in ("+", site):  # the site controller's presence, under the site id
+                self.bus.subscribe(
+                    SERVICE_STATUS, self._timed(SERVICE_STATUS, self.on_status), system=site
+                )
         if self.commands_bus is not None:
             HaCommandRelay(self.commands_bus, self.clock).attach(system)
         if self.settings.sparkplug and self.sparkplug is None:
             s = self.settings
-            node = EdgeNode(s.sparkplug_group, s.edge_node, modules=s.sparkplug_modules)
+            node = EdgeNode(
+                s.sparkplug_group, s.edge_node, modules=s.sparkplug_modules, site=s.site is not None
+            )
             self.sparkplug = self._sparkplug_link(node)
             self.sparkplug.start()
             log.info("Sparkplug edge node %s/%s", node.group, node.edge)
@@ -182,6 +202,17 @@ class IntegrationsBridge:
         if self.sparkplug is not None:
             self.sparkplug.send(self.sparkplug.node.cells(d.system, d.message, now))
 
+    def on_site(self, d: Delivery[SiteState]) -> None:
+        """The site's state (BMS_SITE): kept for the metrics, mirrored, announced once."""
+        now = self.clock()
+        self.sites[d.system] = (d.message, now)
+        if self.settings.json_mirror and self.site_gate.due(d.system, now):
+            self.mirror(JSON_SITE_STATE, d.message, d.system)
+        if self.settings.ha_discovery and not self.site_announced:
+            self.announce_site(d.system)
+        if self.sparkplug is not None:
+            self.sparkplug.send(self.sparkplug.node.site_state(d.message, now))
+
     def on_event(self, d: Delivery[Event]) -> None:
         """Another system's event (the own system's come through the feed, each once)."""
         if self.feed is not None and d.system == self.settings.system:
@@ -217,6 +248,13 @@ class IntegrationsBridge:
         self.online[(d.system, service)] = d.message.state == "online"
         if service == MASTER and d.message.state != "online":
             self.master_gone(d.system)
+        if (
+            service == SITE
+            and d.system == self.settings.site
+            and d.message.state != "online"
+            and self.sparkplug is not None
+        ):
+            self.sparkplug.send(self.sparkplug.node.site_gone(self.clock()))
         if self.settings.json_mirror:
             self.mirror(JSON_SERVICE_STATUS, d.message, d.system, instance=service)
 
@@ -252,6 +290,16 @@ class IntegrationsBridge:
         self.announced[system] = layout
         log.info("Home Assistant discovery: %d entities for system %s", len(docs), system)
 
+    def announce_site(self, site: str) -> None:
+        """Home Assistant discovery documents of the site's device (retained, QoS 1)."""
+        docs = site_discovery(site, self.ha)
+        for topic, doc in docs:
+            payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+            self.bus.publish_raw(topic, payload, qos=1, retain=True)
+        self.bus.counters["ha_discovery_published"] += len(docs)
+        self.site_announced = True
+        log.info("Home Assistant discovery: %d entities for site %s", len(docs), site)
+
     # --- Sparkplug ---------------------------------------------------------------------------
     def _default_link(self, node: EdgeNode) -> SparkplugLink:
         s = self.settings
@@ -271,6 +319,9 @@ class IntegrationsBridge:
         if self.sparkplug is None:
             return
         now = self.clock()
+        site = self.sites.get(self.settings.site or "")
+        if self.sparkplug.node.site_online and (site is None or now - site[1] > STALE_AFTER_S):
+            self.sparkplug.send(self.sparkplug.node.site_gone(now))
         for system in list(self.sparkplug.node.devices):
             last = self.states.get(system)
             if self.sparkplug.node.online(system) and (
@@ -289,6 +340,10 @@ class IntegrationsBridge:
 
     def presence(self) -> dict[tuple[str, str], bool]:
         return dict(self.online)
+
+    def fresh_sites(self) -> dict[str, tuple[SiteState, float]]:
+        now = self.clock()
+        return {s: v for s, v in self.sites.items() if now - v[1] <= STALE_AFTER_S}
 
     def close(self) -> None:
         if self.notifier is not None:

@@ -10,11 +10,12 @@ import socket
 from dataclasses import replace
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.integrations.alerts import AlertRule
 from services.integrations.sparkplug import ID_FORBIDDEN, check_id
+from shared.config import SYSTEM_ID_RE
 from shared.settings import MqttEndpoint, ServiceSettings, read_secret
 from shared.topics import HA_DISCOVERY_PREFIX, SPARKPLUG_GROUP
 
@@ -26,6 +27,12 @@ class IntegrationsSettings(ServiceSettings):
 
     all_systems: bool = Field(
         True, description="bridge every system on the broker (false: BMS_SYSTEM only)"
+    )
+    site: str | None = Field(
+        None,
+        description="bridge this site as well (its site state under the site id: the JSON "
+        "mirror, a Home Assistant device, Prometheus gauges and the Sparkplug edge node's own "
+        "metrics); its strings stay the systems they are",
     )
     json_mirror: bool = Field(True, description="mirror pack state, cells, events, status as JSON")
     json_state_period_s: float = Field(
@@ -92,6 +99,15 @@ class IntegrationsSettings(ServiceSettings):
         description='alert notifications, JSON: [{"urls": ["mailto://..."], "min_level": '
         '"alarm", "codes": [], "quiet_period_s": 300, "notify_clear": true}]',
     )
+
+    @field_validator("site", mode="before")
+    @classmethod
+    def _site(cls, value: object) -> object:
+        if value == "":
+            return None  # compose files pass `${BMS_SITE:-}`
+        if isinstance(value, str) and not SYSTEM_ID_RE.match(value):
+            raise ValueError("must be 1-32 lower-case letters, digits, '-' or '_'")
+        return value
 
     @model_validator(mode="after")
     def _discovery_needs_the_mirror(self) -> Self:

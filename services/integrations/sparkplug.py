@@ -17,7 +17,11 @@ rule, and the MQTT session is a plain paho 2 client (`sparkplug_link.py`).
 Layout (issue 16: "an edge node per site and a device per system"): the bridge process is one
 edge node, `spBv1.0/{group}/N*/{edge_node}` (group BMS_SPARKPLUG_GROUP, edge node id
 BMS_SPARKPLUG_EDGE_NODE), with one MQTT session, so one will (NDEATH) and one bdSeq. Its own
-metrics: bdSeq, 'Node Control/Rebirth' and the count of systems (`NODE_METRICS`). Each system
+metrics: bdSeq, 'Node Control/Rebirth' and the count of systems (`NODE_METRICS`), and, when
+the bridge follows a site (BMS_SITE), the site's own values as one battery (`SITE_METRICS`,
+'Site/SOC', ...: the edge node is the site), in its NBIRTH from the start (null until the first
+site state) and in NDATA as they change, null again while the site controller is offline or
+silent. Each system
 is a device, `D*/{edge_node}/{system}`, carrying the pack (`PACK_METRICS`) and, with
 BMS_SPARKPLUG_MODULES, every module's cells and temperatures in folders
 ('Module 01/Cell 03/Voltage', numbered from 1 for people as in Home Assistant;
@@ -53,6 +57,7 @@ from typing import Any
 from services.integrations.sparkplug_b_pb2 import DataType, Payload
 from shared.alarm_words import place_of
 from shared.messages import CellLocation, CellSnapshot, PackState
+from shared.messages.site import SiteState
 from shared.topics import SPARKPLUG_ID_FORBIDDEN, sparkplug_id
 
 PROTOC = (
@@ -157,6 +162,36 @@ SYSTEMS_ONLINE = MetricDef("Systems/Online", I32, lambda n: n)
 NODE_METRICS: tuple[MetricDef, ...] = (SYSTEMS, SYSTEMS_ONLINE)
 """The edge node's own metrics besides bdSeq and the rebirth control: how many systems it
 has seen, and how many of them have a device alive (their master present)."""
+SITE_METRICS: tuple[MetricDef, ...] = (
+    MetricDef("Site/SOC", D, lambda s: s.soc, "%", 0.05),
+    MetricDef("Site/SOH", D, lambda s: s.soh, "%", 0.05),
+    MetricDef("Site/Bus voltage", D, lambda s: s.voltage_v, "V", 0.05),
+    MetricDef("Site/Current", D, lambda s: s.current_a, "A", 0.05),
+    MetricDef("Site/Power", D, lambda s: s.power_w, "W", 5.0),
+    MetricDef("Site/SOC uncertainty", D, lambda s: s.soc_std, "%", 0.05),
+    # grows 1 s per second: sent again each minute, as a pack's
+    MetricDef("Site/Since SOC anchor", D, lambda s: s.since_anchor_s, "s", 60.0),
+    MetricDef("Site/Full charge requested", B, lambda s: s.full_charge_requested),
+    MetricDef("Site/Operation", S, lambda s: s.operation),
+    MetricDef("Site/Strings joined", I32, lambda s: s.strings_joined),
+    MetricDef("Site/Strings total", I32, lambda s: s.strings_total),
+    MetricDef("Site/Energy charged", D, lambda s: s.energy_in_wh, "Wh", 0.5),
+    MetricDef("Site/Energy discharged", D, lambda s: s.energy_out_wh, "Wh", 0.5),
+    MetricDef("Site/Limits/Charge voltage (CVL)", D, lambda s: s.limits.charge_voltage_v, "V",
+              0.05),
+    MetricDef("Site/Limits/Discharge voltage", D, lambda s: s.limits.discharge_voltage_v, "V",
+              0.05),
+    MetricDef("Site/Limits/Charge current (CCL)", D, lambda s: s.limits.charge_current_a, "A",
+              0.05),
+    MetricDef("Site/Limits/Discharge current (DCL)", D, lambda s: s.limits.discharge_current_a,
+              "A", 0.05),
+    MetricDef("Site/Codes/Faults", S, lambda s: _codes(s.faults)),
+    MetricDef("Site/Codes/Alarms", S, lambda s: _codes(s.alarms)),
+    MetricDef("Site/Codes/Warnings", S, lambda s: _codes(s.warnings)),
+    MetricDef("Site/Codes/Fault active", B, lambda s: bool(s.faults)),
+    MetricDef("Site/Codes/Alarm active", B, lambda s: bool(s.alarms)),
+)  # fmt: skip
+"""The site as one battery, on the edge node itself, read from `SiteState`."""
 CELLS_WAIT_S = 3.0
 """How long a system's DBIRTH waits for its first cells (the master sends them at 1-10 Hz)."""
 ID_FORBIDDEN = SPARKPLUG_ID_FORBIDDEN
@@ -280,6 +315,11 @@ class EdgeNode:
     """System id -> its device."""
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     """(device or "", metric name) -> alias, unique over the node and kept for its life."""
+    site: bool = False
+    """The node carries its site's metrics (`SITE_METRICS`), fixed for the node's life."""
+    site_values: dict[str, tuple[Value, int]] = field(default_factory=dict)
+    """Site metric -> (value, the site state's time in ms); empty before the first."""
+    site_online: bool = False
 
     def __post_init__(self) -> None:
         check_id("group id", self.group)
@@ -323,8 +363,8 @@ class EdgeNode:
         m.alias = self._alias("", REBIRTH)
         m.timestamp = now_ms
         values = self._node_values()
-        for d in NODE_METRICS:
-            self._define(p, "", d, values[d.name], now_ms)
+        for d in self.node_defs:
+            self._define(p, "", d, values[d.name], self._node_ts(d, now_ms))
         self.node_sent = values
         self.born = True
         out = [(self.topic("NBIRTH"), p.SerializeToString())]
@@ -409,6 +449,26 @@ class EdgeNode:
             return []
         return [*self._device_death(system, dev, now_s), *self._node_data(now_s)]
 
+    def site_state(self, state: SiteState, now_s: float) -> list[tuple[str, bytes]]:
+        """The site's new state: an NDATA with the site metrics that changed (after the
+        birth; before it, kept for the birth)."""
+        if not self.site:
+            return []
+        ts = ms(state.ts) if state.ts is not None else ms(now_s)
+        self.site_values = {d.name: (d.read(state), ts) for d in SITE_METRICS}
+        self.site_online = True
+        return self._node_data(now_s) if self.born else []
+
+    def site_gone(self, now_s: float) -> list[tuple[str, bytes]]:
+        """The site controller is offline or silent: every site metric null (an NDATA), until
+        its next site state."""
+        if not self.site_online:
+            return []
+        self.site_online = False
+        now_ms = ms(now_s)
+        self.site_values = {d.name: (None, now_ms) for d in SITE_METRICS}
+        return self._node_data(now_s) if self.born else []
+
     def online(self, system: str) -> bool:
         dev = self.devices.get(system)
         return dev is not None and dev.online
@@ -419,19 +479,34 @@ class EdgeNode:
         its DBIRTH has them and it is not reborn at once with a new metric set."""
         return self.modules and not dev.layout and now_s - dev.online_since_s < CELLS_WAIT_S
 
+    @property
+    def node_defs(self) -> tuple[MetricDef, ...]:
+        return NODE_METRICS + SITE_METRICS if self.site else NODE_METRICS
+
     def _node_values(self) -> dict[str, Value]:
         online = sum(1 for d in self.devices.values() if d.online)
-        return {SYSTEMS.name: len(self.devices), SYSTEMS_ONLINE.name: online}
+        values: dict[str, Value] = {SYSTEMS.name: len(self.devices), SYSTEMS_ONLINE.name: online}
+        if self.site:
+            values.update(
+                {d.name: self.site_values.get(d.name, (None, 0))[0] for d in SITE_METRICS}
+            )
+        return values
+
+    def _node_ts(self, d: MetricDef, now_ms: int) -> int:
+        """A site metric's time is its site state's; the others' the time of sending."""
+        return self.site_values.get(d.name, (None, now_ms))[1] or now_ms
 
     def _node_data(self, now_s: float) -> list[tuple[str, bytes]]:
         """NDATA with the node metrics that changed, if any."""
         values = self._node_values()
-        changed = [d for d in NODE_METRICS if values[d.name] != self.node_sent.get(d.name)]
+        changed = [
+            d for d in self.node_defs if _changed(d, self.node_sent.get(d.name), values[d.name])
+        ]
         if not changed:
             return []
         p = Payload(timestamp=ms(now_s), seq=self._next_seq())
         for d in changed:
-            self._data(p, "", d, values[d.name], ms(now_s))
+            self._data(p, "", d, values[d.name], self._node_ts(d, ms(now_s)))
             self.node_sent[d.name] = values[d.name]
         return [(self.topic("NDATA"), p.SerializeToString())]
 

@@ -12,7 +12,7 @@ import pytest
 
 from shared.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
 from shared.deploy import acl, credentials
-from shared.topics import MODBUS, SITE
+from shared.topics import INTEGRATIONS, MODBUS, SITE
 
 from .test_acl_matrix import SENTINEL, TEST_USERS, Broker, sentinel
 
@@ -200,3 +200,36 @@ def test_the_web_application_may_ask_the_sites_event_log_and_read_the_answer() -
         (SITE, "write", answer), ("config_ui", "read", answer),
     ):  # fmt: skip
         assert acl.may(user, access, topic, system=SITE_ID, site_strings=STRINGS), (user, topic)
+
+
+BRIDGE_WRITES = {
+    f"bms/v1/{SITE_ID}/json/site/state": True,
+    f"bms/v1/{SITE_ID}/json/service/site_controller/status": True,
+    "homeassistant/sensor/bms_site_site1/soc/config": True,
+    f"bms/v1/{SITE_ID}/site/state": False,  # the site controller's
+    f"bms/v1/{OTHER}/json/site/state": False,  # another system's
+}
+BRIDGE_READS = {
+    f"bms/v1/{SITE_ID}/site/state": True,
+    f"bms/v1/{SITE_ID}/service/site_controller/status": True,
+    f"bms/v1/{OTHER}/site/state": False,
+}
+
+
+def test_the_integrations_bridge_of_a_site_reads_its_state_and_mirrors_it(broker: Broker) -> None:
+    """BMS_SITE on the bridge: under the site id it reads the site state and the site
+    controller's presence and writes their JSON mirror and the site device's discovery."""
+    for topic, allowed in BRIDGE_WRITES.items():
+        assert acl.may(INTEGRATIONS, "write", topic, system=SITE_ID) == allowed, topic
+    for topic, allowed in BRIDGE_READS.items():
+        assert acl.may(INTEGRATIONS, "read", topic, system=SITE_ID) == allowed, topic
+    observer, injector, bridge = (broker.login(u) for u in ("observer", "injector", INTEGRATIONS))
+    try:
+        observer.subscribe("bms/#", SENTINEL)  # the test's observer reads bms/# only
+        under_bms = [t for t in BRIDGE_WRITES if t.startswith("bms/")]
+        bridge.publish_all(under_bms)
+        delivered = set(observer.round_ended(sentinel(injector)))
+        assert delivered == {t for t in under_bms if BRIDGE_WRITES[t]}
+    finally:
+        for c in (observer, injector, bridge):
+            c.close()

@@ -281,10 +281,10 @@ def test_the_site_controller_logs_in_as_its_own_user_made_by_the_credentials_ste
     )
 
 
-def test_the_gateways_and_the_web_application_of_a_site_stack_serve_the_site() -> None:
+def test_the_gateways_web_application_and_bridge_of_a_site_stack_serve_the_site() -> None:
     services = merged("compose.yaml", "compose.site.yaml")
     for name, user in (("modbus-gateway", "modbus_gateway"), ("can-gateway", "can_gateway"),
-                       ("config-ui", "config_ui")):  # fmt: skip
+                       ("config-ui", "config_ui"), ("integrations", "integrations")):  # fmt: skip
         env = services[name]["environment"]
         assert env["BMS_SITE"] == env["BMS_SYSTEM"] == "${BMS_SYSTEM:-demo}", name
         assert env["BMS_MQTT_USERNAME"] == user  # the base file's, kept

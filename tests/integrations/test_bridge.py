@@ -19,17 +19,19 @@ from services.integrations.service import IntegrationsBridge
 from services.integrations.settings import IntegrationsSettings
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.codec import encode_json
-from shared.messages import CellSnapshot, Event, ModuleCells, PackState, ServiceStatus
+from shared.messages import CellSnapshot, Event, ModuleCells, PackState, ServiceStatus, SiteState
 from shared.topics import (
     EVENTS,
     JSON_EVENTS,
     JSON_PACK_CELLS,
     JSON_PACK_STATE,
     JSON_SERVICE_STATUS,
+    JSON_SITE_STATE,
     PACK_CELLS,
     PACK_STATE,
+    SITE_STATE,
 )
-from tests.factories import pack_state
+from tests.factories import pack_state, site_state
 from tests.shared import strategies
 
 
@@ -67,9 +69,18 @@ class Rig:
         self.bridge = IntegrationsBridge(
             self.bus, IntegrationsSettings(system="s1", **settings), clock=self.clock
         )
+        self.site: InMemoryBus | None = None
+        """The site controller, under the site id, with BMS_SITE."""
+        if settings.get("site"):
+            self.site = InMemoryBus(
+                self.broker, system=settings["site"], service="site_controller",
+                kind="site_controller",
+            )  # fmt: skip
         self.bridge.attach()
         self.bus.start()
         self.master.start()
+        if self.site is not None:
+            self.site.start()
 
     def pump(self) -> None:
         self.bus.process()
@@ -128,6 +139,62 @@ def test_systems_are_kept_apart_and_one_system_only_when_asked() -> None:
     assert [t for t, _d in rig.json_on("bms/v1/s2/json/")] == [JSON_PACK_STATE.topic("s2")]
 
 
+def test_the_site_state_is_mirrored_once_a_period_under_the_site_id() -> None:
+    rig = Rig(site="site1", json_state_period_s=1.0)
+    for i in range(25):  # 2.5 s at 10 Hz
+        assert rig.site is not None
+        rig.site.publish(SITE_STATE, site_state(soc=40.0 + i * 0.1, current_a=None))
+        rig.pump()
+        rig.clock.now += 0.1
+    got = rig.json_on(JSON_SITE_STATE.topic("site1"))
+    assert len(got) == 3  # t = 0, 1.0, 2.0
+    first = SiteState.model_validate(got[0][1])
+    assert first.source == "site_controller" and first.strings_joined == 2
+    assert got[0][1]["current_a"] is None  # unknown stays null
+    assert [round(d["soc"], 1) for _t, d in got] == [40.0, 41.0, 42.0]
+    # the site controller's presence is mirrored under the site id: Home Assistant's
+    # availability of the site device reads it
+    status = rig.json_on(JSON_SERVICE_STATUS.topic("site1", instance="site_controller"))
+    assert ServiceStatus.model_validate(status[-1][1]).state == "online"
+    assert rig.bridge.presence()[("site1", "site_controller")] is True
+
+
+def test_the_site_is_followed_with_one_system_only_and_not_without_bms_site() -> None:
+    rig = Rig(site="site1", all_systems=False, json_state_period_s=0.0)
+    assert rig.site is not None
+    rig.site.publish(SITE_STATE, site_state())
+    rig.site.publish(SITE_STATE, site_state(), system="other")
+    rig.pump()
+    assert [t for t, _d in rig.json_on("bms/v1/site1/json/")] == [
+        JSON_SERVICE_STATUS.topic("site1", instance="site_controller"),
+        JSON_SITE_STATE.topic("site1"),
+    ]
+    assert rig.json_on("bms/v1/other/") == []
+    rig = Rig(json_state_period_s=0.0)
+    rig.master.publish(SITE_STATE, site_state(), system="site1")
+    rig.pump()
+    assert rig.json_on("bms/v1/site1/json/site") == [] and rig.bridge.sites == {}
+
+
+def test_the_largest_site_state_fits_its_json_limit() -> None:
+    strings = [site_state().strings[0].model_copy(update={"system": f"string{i:02d}",
+               "reason": "x" * 200}) for i in range(16)]  # fmt: skip
+    big = site_state(strings=strings, faults=["cell_ov"] * 64, alarms=["cell_uv"] * 64)
+    rig = Rig(site="site1", json_state_period_s=0.0)
+    assert rig.site is not None
+    rig.site.publish(SITE_STATE, big)
+    rig.pump()
+    ((_t, data),) = rig.json_on(JSON_SITE_STATE.topic("site1"))
+    assert len(json.dumps(data)) < JSON_SITE_STATE.byte_limit
+
+
+def test_bms_site_takes_a_site_id_and_an_empty_one_is_none() -> None:
+    assert IntegrationsSettings(system="s1", site="").site is None
+    assert IntegrationsSettings(system="s1", site="site-1").site == "site-1"
+    with pytest.raises(ValueError, match="lower-case"):
+        IntegrationsSettings(system="s1", site="Site/1")
+
+
 def test_mirror_off_publishes_nothing_but_presence() -> None:
     rig = Rig(json_mirror=False)
     rig.master.publish(PACK_STATE, pack_state())
@@ -181,6 +248,22 @@ ASYNCAPI = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs/asyncapi.
 def schema_of(model: str) -> dict[str, Any]:
     """The payload schema of the published AsyncAPI document, references resolved in it."""
     return {"$ref": f"#/components/schemas/{model}", "components": ASYNCAPI["components"]}
+
+
+def test_the_mirrored_site_state_fits_the_published_schema() -> None:
+    for message in (
+        site_state(),
+        site_state(
+            soc=None,
+            voltage_v=None,
+            limits={"charge_voltage_v": None},
+            full_charge_requested=None,
+            operation="disconnect",
+        ),
+    ):
+        data = json.loads(encode_json(message, source="site_controller", seq=3, ts=1.0))
+        jsonschema.validate(data, schema_of("SiteState"))
+        assert SiteState.model_validate(data).soc == message.soc
 
 
 @given(message=st.one_of(strategies.pack_state(), strategies.event()))

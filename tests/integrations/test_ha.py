@@ -13,11 +13,19 @@ import pytest
 from ha_mqtt_discoverable.sensors import BinarySensorInfo, ButtonInfo, SelectInfo, SensorInfo
 from pydantic import ConfigDict
 
-from services.integrations.ha import BINARY_SENSORS, SENSORS, DiscoveryOptions, discovery
+from services.integrations.ha import (
+    BINARY_SENSORS,
+    SENSORS,
+    SITE_BINARY_SENSORS,
+    SITE_SENSORS,
+    DiscoveryOptions,
+    discovery,
+    site_discovery,
+)
 from shared.codec import encode_json
 from shared.messages import CellSnapshot, HaCommand, ModuleCells
-from shared.topics import JSON_PACK_CELLS, JSON_PACK_STATE, JSON_SERVICE_STATUS
-from tests.factories import pack_state
+from shared.topics import JSON_PACK_CELLS, JSON_PACK_STATE, JSON_SERVICE_STATUS, JSON_SITE_STATE
+from tests.factories import pack_state, site_state
 
 TRANSPORT_KEYS = {
     "state_topic", "availability_topic", "availability_template", "payload_available",
@@ -45,7 +53,7 @@ class StrictSelect(SelectInfo):
 MODELS = {"sensor": StrictSensor, "binary_sensor": StrictBinarySensor, "button": StrictButton,
           "select": StrictSelect}  # fmt: skip
 EXTRA_KEYS = {
-    "binary_sensor": {"value_template"},
+    "binary_sensor": {"value_template", "json_attributes_topic", "json_attributes_template"},
     "button": {"command_topic"},
     "select": {"command_topic", "command_template", "state_topic", "value_template"},
 }
@@ -241,3 +249,103 @@ def test_the_anchor_entities_are_declared_as_their_kind() -> None:
     assert found["soc_std"]["unit_of_measurement"] == "%"
     # the entities that are always known keep the master's presence alone
     assert "availability" not in found["soc"] and found["soc"]["availability_topic"]
+
+
+# --- the site (BMS_SITE) ---------------------------------------------------------------------
+
+
+def site_docs(**opts: Any) -> list[tuple[str, dict[str, Any]]]:
+    return site_discovery("site-1", DiscoveryOptions(**opts))
+
+
+def site_json(**overrides: Any) -> bytes:
+    return encode_json(site_state(**overrides), source="site_controller", seq=1, ts=1.0)
+
+
+def test_the_site_is_one_device_of_its_own_available_with_its_site_controller() -> None:
+    found = site_docs(version="1.2")
+    topics = [t for t, _d in found]
+    assert len(set(topics)) == len(topics) == len(SITE_SENSORS) + len(SITE_BINARY_SENSORS)
+    assert len({d["unique_id"] for _t, d in found}) == len(found)
+    system_ids = {d["unique_id"] for _t, d in docs(cell_sensors=True, commands=True)}
+    presence = JSON_SERVICE_STATUS.topic("site-1", instance="site_controller")
+    for topic, doc in found:
+        component = topic.split("/")[1]
+        validate(component, doc)
+        prefix, _c, node, obj, last = topic.split("/")
+        assert (prefix, node, last) == ("homeassistant", "bms_site_site_1", "config")
+        assert doc["unique_id"] == f"{node}_{obj}" and doc["unique_id"] not in system_ids
+        assert doc["device"]["identifiers"] == ["bms_site_site_1"]
+        assert doc["device"]["name"] == "BMS site site-1" and doc["device"]["sw_version"] == "1.2"
+        assert doc["state_topic"] == JSON_SITE_STATE.topic("site-1")
+        # present while the site controller is, unavailable without a state for 30 s
+        assert doc["availability_topic"] == presence and doc["expire_after"] == 30
+
+
+def test_the_site_entities_are_declared_as_the_systems_are() -> None:
+    for _topic, doc in site_docs():
+        if "payload_on" in doc:
+            assert doc.get("device_class") in BINARY_CLASSES | {None}
+            continue
+        cls = doc.get("device_class")
+        assert doc.get("unit_of_measurement") in UNITS[cls], doc["name"]
+        assert doc.get("state_class") in STATE_CLASSES
+        if cls == "energy":
+            assert doc["state_class"] == "total_increasing"
+        if cls == "enum":
+            assert "state_class" not in doc and doc["options"]
+    site, system = by_id(site_docs()), by_id(docs())
+    for same in (
+        "soc",
+        "soh",
+        "voltage",
+        "current",
+        "power",
+        "charge_current_limit",
+        "discharge_current_limit",
+        "charge_voltage_limit",
+        "soc_std",
+        "since_anchor",
+    ):
+        for key in ("device_class", "unit_of_measurement", "state_class", "entity_category"):
+            assert site[same].get(key) == system[same].get(key), (same, key)
+    assert site["operation"]["options"] == ["connect", "disconnect"]
+
+
+def test_the_site_entities_the_integrator_asks_for_are_there() -> None:
+    ids = {e.object_id for e in (*SITE_SENSORS, *SITE_BINARY_SENSORS)}
+    assert {"soc", "soh", "power", "current", "voltage", "charge_current_limit",
+            "discharge_current_limit", "charge_voltage_limit", "strings_joined",
+            "strings_total", "soc_std", "since_anchor", "full_charge_requested", "operation",
+            "fault_active", "alarm_active"} <= ids  # fmt: skip
+
+
+def test_site_templates_render_the_mirror_and_unknown_as_none_never_zero() -> None:
+    found = by_id(site_docs())
+    known = site_json(alarms=["cell_ov", "temp_high"], full_charge_requested=True)
+    shown = {name: render(doc, known) for name, doc in found.items()}
+    assert shown["soc"] == "41.5" and shown["voltage"] == "26.2" and shown["power"] == "-602.6"
+    assert shown["current"] == "-23.0" and shown["charge_current_limit"] == "75.5"
+    assert shown["charge_voltage_limit"] == "29.0" and shown["strings_joined"] == "2"
+    assert shown["strings_total"] == "3" and shown["soc_std"] == "2.5"
+    assert shown["since_anchor"] == "3600.0" and shown["operation"] == "connect"
+    assert shown["alarm_active"] == "ON" and shown["fault_active"] == "OFF"
+    assert shown["full_charge_requested"] == "ON"
+    attributes = ENV.from_string(found["alarm_active"]["json_attributes_template"])
+    assert json.loads(attributes.render(value_json=json.loads(known))) == {
+        "codes": ["cell_ov", "temp_high"]
+    }
+    # no string joined: the site knows no SOC, voltage, CVL...; Home Assistant's unknown
+    unknown = site_json(soc=None, soh=None, voltage_v=None, current_a=None, power_w=None,
+                        soc_std=None, since_anchor_s=None, full_charge_requested=None,
+                        energy_in_wh=None, limits={"charge_voltage_v": None,
+                        "discharge_voltage_v": None}, strings_joined=0)  # fmt: skip
+    for name in ("soc", "soh", "voltage", "current", "power", "soc_std", "since_anchor",
+                 "full_charge_requested", "energy_in", "charge_voltage_limit",
+                 "discharge_voltage_limit"):  # fmt: skip
+        assert render(found[name], unknown) == "None", name
+    # a real 0 stays 0: no string joined, and no current may flow
+    assert render(found["strings_joined"], unknown) == "0"
+    assert (
+        render(found["charge_current_limit"], site_json(limits={"charge_current_a": 0.0})) == "0.0"
+    )

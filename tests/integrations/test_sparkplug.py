@@ -20,6 +20,7 @@ from services.integrations.sparkplug import (
     PACK_METRICS,
     PROTOC,
     REBIRTH,
+    SITE_METRICS,
     CommandError,
     EdgeNode,
     death_payload,
@@ -37,7 +38,7 @@ from shared.topics import (
     THIRD_PARTY,
     spec_for,
 )
-from tests.factories import pack_state
+from tests.factories import pack_state, site_state
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -91,6 +92,79 @@ def rebirth_request(flag: bool = True, *, alias: int | None = None) -> bytes:
     else:
         m.alias = alias
     return bytes(p.SerializeToString())
+
+
+# --- the site's own metrics on the node (BMS_SITE) ------------------------------------------
+def site_node(**kw: Any) -> tuple[EdgeNode, Msgs]:
+    node = EdgeNode("bms", "site1", site=True, **kw)
+    node.session(0)
+    return node, decode(node.birth(T0))
+
+
+def node_values(msgs: Msgs, names: dict[int, str]) -> dict[str, Any]:
+    return {m.name or names[m.alias]: value(m) for _t, p in msgs for m in p.metrics}
+
+
+def test_the_site_metrics_are_born_with_the_node_null_until_the_first_site_state() -> None:
+    node, msgs = site_node()
+    ((topic, nbirth),) = msgs
+    assert topic == "spBv1.0/bms/NBIRTH/site1"
+    metrics = by_name(nbirth)
+    for d in SITE_METRICS:
+        m = metrics[d.name]
+        assert m.datatype == d.datatype and m.alias > 0 and m.is_null, d.name
+    assert metrics["Site/SOC"].properties.values[0].string_value == "%"
+    names = {m.alias: m.name for m in nbirth.metrics}
+    out = decode(node.site_state(site_state().model_copy(update={"ts": T0 + 1}), T0 + 1.1))
+    assert [t for t, _p in out] == ["spBv1.0/bms/NDATA/site1"] and out[0][1].seq == 1
+    shown = node_values(out, names)
+    assert shown["Site/SOC"] == 41.5 and shown["Site/Bus voltage"] == 26.2
+    assert shown["Site/Strings joined"] == 2 and shown["Site/Strings total"] == 3
+    assert shown["Site/Limits/Charge current (CCL)"] == 75.5
+    assert shown["Site/Codes/Alarms"] == "cell_ov" and shown["Site/Codes/Alarm active"] is True
+    assert shown["Site/Operation"] == "connect" and shown["Site/Full charge requested"] is False
+    assert shown["Site/SOC uncertainty"] == 2.5 and shown["Site/Since SOC anchor"] == 3600.0
+    # the sample's time, not the send's
+    assert {m.timestamp for m in out[0][1].metrics} == {round((T0 + 1) * 1000)}
+    assert "Systems/Known" not in shown  # unchanged
+
+
+def test_site_metrics_go_by_exception_null_while_unknown_and_null_when_gone() -> None:
+    node, msgs = site_node()
+    names = {m.alias: m.name for m in msgs[0][1].metrics}
+    node.site_state(site_state(), T0)
+    same = node.site_state(site_state(soc=41.52, current_a=None), T0 + 0.1)  # within 0.05 %
+    assert node_values(decode(same), names) == {"Site/Current": None}
+    assert node.site_state(site_state(soc=41.52, current_a=None), T0 + 0.2) == []
+    gone = node_values(decode(node.site_gone(T0 + 20)), names)
+    assert set(gone) == {d.name for d in SITE_METRICS} - {"Site/Current"}
+    assert set(gone.values()) == {None}  # null, never 0 or false
+    assert node.site_gone(T0 + 21) == []  # once
+    back = node_values(decode(node.site_state(site_state(), T0 + 30)), names)
+    assert back["Site/SOC"] == 41.5
+    # a rebirth carries the latest site values
+    reborn = decode(node.command("spBv1.0/bms/NCMD/site1", rebirth_request(), T0 + 31))
+    assert value(by_name(reborn[0][1])["Site/SOC"]) == 41.5
+
+
+def test_the_site_values_before_the_birth_are_kept_for_it_and_none_without_a_site() -> None:
+    node = EdgeNode("bms", "site1", site=True)
+    assert node.site_state(site_state(soc=12.0), T0) == []
+    node.session(0)
+    assert value(by_name(decode(node.birth(T0))[0][1])["Site/SOC"]) == 12.0
+    plain, msgs = born()
+    assert not any(m.name.startswith("Site/") for m in msgs[0][1].metrics)
+    assert plain.site_state(site_state(), T0) == [] and plain.site_gone(T0) == []
+
+
+def test_site_and_device_aliases_are_unique_over_the_node() -> None:
+    node = EdgeNode("bms", "site1", site=True)
+    node.pack("s1", state(), T0)
+    node.cells("s1", snapshot(), T0)
+    node.session(0)
+    msgs = decode(node.birth(T0))
+    aliases = [m.alias for _t, p in msgs for m in p.metrics if m.name != BD_SEQ]
+    assert len(aliases) == len(set(aliases))
 
 
 # --- births ---------------------------------------------------------------------------------

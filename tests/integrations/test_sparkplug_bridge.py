@@ -11,8 +11,8 @@ from services.integrations.settings import IntegrationsSettings
 from services.integrations.sparkplug import EdgeNode
 from services.integrations.sparkplug_b_pb2 import Payload
 from shared.bus import InMemoryBroker, InMemoryBus
-from shared.topics import PACK_CELLS, PACK_STATE
-from tests.factories import pack_state
+from shared.topics import PACK_CELLS, PACK_STATE, SITE_STATE
+from tests.factories import pack_state, site_state
 from tests.integrations.test_bridge import Clock, snapshot
 
 
@@ -70,9 +70,13 @@ class Rig:
             clock=self.clock,
             sparkplug_link=link,
         )
+        self.site = InMemoryBus(
+            self.broker, system="site1", service="site_controller", kind="site_controller"
+        )
         self.bridge.attach()
         self.bus.start()
         self.master.start()
+        self.site.start()
 
     @property
     def link(self) -> Link:
@@ -171,3 +175,52 @@ def test_no_edge_node_unless_switched_on_and_no_modules_when_not_asked() -> None
     rig.pump()
     assert rig.link.kinds() == ["NBIRTH", "DBIRTH/s1", "NDATA"]
     assert not any(n.startswith("Module ") for n in last_values(rig.link, "s1"))
+
+
+def node_values(link: Link) -> dict[str, Any]:
+    """Name -> the value a host shows now for the edge node's own metrics."""
+    names: dict[int, str] = {}
+    shown: dict[str, Any] = {}
+    for topic, p in link.sent:
+        kind = topic.split("/")[2]
+        if kind == "NBIRTH":
+            names.update({m.alias: m.name for m in p.metrics})
+        if kind in ("NBIRTH", "NDATA"):
+            for m in p.metrics:
+                field = m.WhichOneof("value")
+                shown[m.name or names[m.alias]] = None if field is None else getattr(m, field)
+    return shown
+
+
+def test_the_site_is_the_edge_node_its_metrics_on_the_node_null_when_it_is_gone() -> None:
+    rig = Rig(sparkplug=True, site="site1")
+    assert node_values(rig.link)["Site/SOC"] is None  # born before the first site state
+    rig.site.publish(SITE_STATE, site_state(soc=55.0))
+    rig.pump()
+    assert rig.link.kinds()[-1] == "NDATA"
+    assert node_values(rig.link)["Site/SOC"] == 55.0
+    assert node_values(rig.link)["Site/Strings joined"] == 2
+    rig.clock.now += STALE_AFTER_S / 2
+    rig.bridge.sparkplug_tick()
+    assert node_values(rig.link)["Site/SOC"] == 55.0
+    rig.clock.now += STALE_AFTER_S / 2 + 1  # the site controller went quiet
+    rig.bridge.sparkplug_tick()
+    sent = len(rig.link.sent)
+    rig.bridge.sparkplug_tick()  # once
+    assert len(rig.link.sent) == sent
+    assert node_values(rig.link)["Site/SOC"] is None
+    assert node_values(rig.link)["Site/Strings joined"] is None
+    rig.site.publish(SITE_STATE, site_state(soc=56.0))
+    rig.pump()
+    assert node_values(rig.link)["Site/SOC"] == 56.0
+    rig.site.abort()  # its will: status offline, null at once
+    rig.pump()
+    assert node_values(rig.link)["Site/SOC"] is None
+
+
+def test_without_bms_site_the_node_has_no_site_metrics() -> None:
+    rig = Rig(sparkplug=True)
+    rig.site.publish(SITE_STATE, site_state())
+    rig.pump()
+    assert rig.link.kinds() == ["NBIRTH"]
+    assert not any(n.startswith("Site/") for n in node_values(rig.link))

@@ -23,15 +23,22 @@ import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 
-from services.integrations.ha import BINARY_SENSORS, SENSORS
+from services.integrations.ha import (
+    BINARY_SENSORS,
+    SENSORS,
+    SITE_BINARY_SENSORS,
+    SITE_SENSORS,
+    site_node_id,
+)
 from shared.broker import MosquittoBroker, free_port, wait_for_port
 from shared.bus import MqttBus
-from shared.messages import CellLocation, CellSnapshot, Event, ModuleCells
+from shared.messages import CellLocation, CellSnapshot, Event, ModuleCells, SiteState
 from shared.settings import parse_mqtt_url
-from shared.topics import COMMAND, EVENTS, JSON_PACK_STATE, PACK_CELLS, PACK_STATE
+from shared.topics import COMMAND, EVENTS, JSON_PACK_STATE, PACK_CELLS, PACK_STATE, SITE_STATE
 from tests.deploy.test_grafana import queries as dashboard_queries
-from tests.factories import pack_state
+from tests.factories import pack_state, site_state
 from tests.integrations.test_bridge import schema_of
 from tests.integrations.test_ha import validate
 
@@ -103,6 +110,34 @@ class Master:
         self.bus.stop()
 
 
+class SiteController:
+    """A stand-in site controller publishing its site's state at 10 Hz (`state`, which the
+    test may change)."""
+
+    def __init__(self, broker: MosquittoBroker, site: str) -> None:
+        self.state: SiteState = site_state(site=site)
+        self.bus = MqttBus(parse_mqtt_url(broker.url), system=site, service="site_controller",
+                           kind="site_controller")  # fmt: skip
+        assert self.bus.start(wait_s=10)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.1):
+            self.bus.publish(SITE_STATE, self.state)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bus.stop()
+
+
+def site_of(system_id: str) -> str:
+    """The site the bridge follows (BMS_SITE), an id of its own beside the system's."""
+    return f"{system_id}-site"
+
+
 @pytest.fixture
 def bridge(
     mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
@@ -111,7 +146,7 @@ def bridge(
     proc = ServiceProcess(
         "integrations", mosquitto.url, system_id, tmp_path, all_systems="false",
         json_state_period_s="0.5", ha_discovery="true", ha_cell_sensors="true",
-        metrics_port=str(port),
+        metrics_port=str(port), site=site_of(system_id),
     )  # fmt: skip
     try:
         yield proc, port
@@ -180,6 +215,87 @@ def test_json_mirror_and_home_assistant_discovery(
         consumer.close()
 
 
+def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_the_site_in_the_json_mirror_home_assistant_and_metrics(
+    mosquitto: MosquittoBroker, system_id: str, bridge: tuple[ServiceProcess, int]
+) -> None:
+    proc, port = bridge
+    site = site_of(system_id)
+    node = site_node_id(site)
+    consumer = Consumer(mosquitto, f"bms/v1/{site}/json/#", f"homeassistant/+/{node}/+/config")
+    controller = SiteController(mosquitto, site)
+    mirror = f"bms/v1/{site}/json/site/state"
+    try:
+        assert wait_until(lambda: len(consumer.on(mirror)) >= 2, 20), proc.log()
+        for item in consumer.on(mirror):
+            jsonschema.validate(item, schema_of("SiteState"))
+        assert consumer.on(mirror)[-1]["source"] == "site_controller"
+
+        # Home Assistant: the site's device, every entity valid, its templates over the mirror
+        expected = len(SITE_SENSORS) + len(SITE_BINARY_SENSORS)
+        configs = lambda: {t: v[-1][1] for t, v in consumer.got.items() if t.endswith("/config")}  # noqa: E731
+        assert wait_until(lambda: len(configs()) == expected, 10), sorted(configs())
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+        def rendered() -> dict[str, str]:
+            out = {}
+            for topic, doc in configs().items():
+                assert doc["state_topic"] == mirror and doc["device"]["identifiers"] == [node]
+                source = consumer.on(doc["state_topic"])[-1]
+                out[topic.split("/")[3]] = env.from_string(doc["value_template"]).render(
+                    value_json=source
+                )
+            return out
+
+        for topic, doc in configs().items():
+            validate(topic.split("/")[1], doc)
+        shown = rendered()
+        assert shown["soc"] == "41.5" and shown["power"] == "-602.6"
+        assert shown["strings_joined"] == "2" and shown["strings_total"] == "3"
+        assert shown["alarm_active"] == "ON" and shown["full_charge_requested"] == "OFF"
+        assert shown["operation"] == "connect" and shown["since_anchor"] == "3600.0"
+
+        # Prometheus: the site's gauges, labelled by site
+        got = scrape(port)
+        where = (("site", site),)
+        assert got["bms_site_soc_percent"][where] == 41.5
+        assert got["bms_site_strings_joined"][where] == 2.0
+        assert got["bms_site_charge_current_limit_amperes"][where] == 75.5
+
+        # no string joined: unknown in Home Assistant, no sample in Prometheus, never 0
+        controller.state = site_state(site=site, soc=None, voltage_v=None, current_a=None,
+                                      power_w=None, strings_joined=0)  # fmt: skip
+        assert wait_until(lambda: consumer.on(mirror)[-1]["soc"] is None, 10)
+        shown = rendered()
+        assert shown["soc"] == shown["voltage"] == shown["power"] == "None"
+        assert shown["strings_joined"] == "0"
+        got = scrape(port)
+        assert "bms_site_soc_percent" not in got and "bms_site_power_watts" not in got
+        assert got["bms_site_strings_joined"][where] == 0.0
+
+        # availability follows the site controller's presence, mirrored under the site id
+        soc_doc = configs()[f"homeassistant/sensor/{node}/soc/config"]
+        avail = env.from_string(soc_doc["availability_template"])
+        status = lambda: consumer.on(soc_doc["availability_topic"])[-1]  # noqa: E731
+        assert avail.render(value_json=status()) == soc_doc["payload_available"]
+        controller.close()
+        assert wait_until(
+            lambda: avail.render(value_json=status()) == soc_doc["payload_not_available"], 10
+        )
+    finally:
+        controller.stop.set()
+        consumer.close()
+
+
 def prometheus_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
@@ -207,6 +323,7 @@ def test_prometheus_scrapes_the_bridge(
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     master = Master(mosquitto, system_id)
+    controller = SiteController(mosquitto, site_of(system_id))
 
     def query(expr: str) -> list[dict[str, Any]]:
         url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode(
@@ -223,6 +340,9 @@ def test_prometheus_scrapes_the_bridge(
         soc = f'bms_pack_soc_percent{{system="{system_id}"}}'
         assert wait_until(lambda: bool(query(soc)), 60, 0.5), proc.log()
         assert float(query(soc)[0]["value"][1]) == 61.5
+        site_soc = f'bms_site_soc_percent{{site="{site_of(system_id)}"}}'
+        assert wait_until(lambda: bool(query(site_soc)), 30, 0.5), proc.log()
+        assert float(query(site_soc)[0]["value"][1]) == 41.5
         cells = query(f'count(bms_cell_voltage_volts{{system="{system_id}"}})')
         assert float(cells[0]["value"][1]) == 6
         received = query('bms_bus_received_total{service="integrations"}')
@@ -236,6 +356,7 @@ def test_prometheus_scrapes_the_bridge(
                 assert wait_until(lambda: bool(query(concrete)), 15, 0.5), title  # noqa: B023
     finally:
         master.close()
+        controller.close()
         prom.terminate()
         prom.wait(10)
         log.close()

@@ -30,8 +30,8 @@ from shared.broker import MosquittoBroker
 from shared.bus import MqttBus
 from shared.messages import CellSnapshot, ModuleCells
 from shared.settings import parse_mqtt_url
-from shared.topics import PACK_CELLS, PACK_STATE
-from tests.factories import pack_state
+from shared.topics import PACK_CELLS, PACK_STATE, SITE_STATE
+from tests.factories import pack_state, site_state
 
 from .agents import ServiceProcess, wait_until
 
@@ -363,3 +363,75 @@ def test_a_stopped_master_kills_its_device_and_a_stopped_bridge_says_ndeath_itse
     assert proc.stop() == 0
     assert wait_until(lambda: len(host.all("NDEATH")) == 1, WAIT_S), proc.log()
     assert bd_seq(host.all("NDEATH")[0]) == 0
+
+
+class SiteController:
+    """A stand-in site controller: the site state at 10 Hz, the SOC moving."""
+
+    def __init__(self, url: str, site: str) -> None:
+        self.bus = MqttBus(parse_mqtt_url(url), system=site, service="site_controller",
+                           kind="site_controller")  # fmt: skip
+        assert self.bus.start(wait_s=10)
+        self.site = site
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.wait(0.1):
+            self.bus.publish(SITE_STATE, site_state(site=self.site, soc=40.0 + i % 10, soh=None))
+            i += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bus.stop()
+
+
+def test_the_site_is_the_edge_node_its_metrics_in_nbirth_and_ndata(
+    broker: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    host = Host(broker.host, broker.port, EDGE)
+    assert wait_until(lambda: host.c.is_connected(), 10)
+    site = f"{system_id}-site"
+    controller = SiteController(broker.url, site)
+    proc = ServiceProcess(
+        "integrations", broker.url, site, tmp_path, all_systems="true", json_mirror="false",
+        sparkplug="true", sparkplug_group=GROUP, sparkplug_edge_node=EDGE, metrics_port="0",
+        site=site,
+    )  # fmt: skip
+    try:
+
+        def node_values() -> dict[str, Any]:
+            if not host.all():
+                return {}
+            declared = check_session(host.all())
+            shown: dict[str, Any] = {}
+            for g in host.all():
+                if g.kind in ("NBIRTH", "NDATA"):
+                    for m in g.payload.metrics:
+                        shown[m.name or declared[m.alias][1]] = value(m)
+            return shown
+
+        assert wait_until(lambda: node_values().get("Site/SOC") is not None, WAIT_S), proc.log()
+        (nbirth,) = host.all("NBIRTH")
+        births = {m.name: m for m in nbirth.payload.metrics}
+        assert births["Site/SOC"].datatype == DataType.Double
+        assert births["Site/Strings joined"].datatype == DataType.Int32
+        text = protoc_decode(nbirth.raw)
+        assert 'name: "Site/Bus voltage"' in text and 'string_value: "V"' in text
+        shown = node_values()
+        assert shown["Site/SOH"] is None  # unknown: null, never 0
+        assert shown["Site/Strings joined"] == 2 and shown["Site/Bus voltage"] == 26.2
+        assert shown["Site/Codes/Alarms"] == "cell_ov"
+        assert host.all("DBIRTH") == []  # the site is the node, no device of it
+        assert wait_until(lambda: len(host.all("NDATA")) >= 3, WAIT_S)  # the SOC moves
+        controller.close()  # its status goes offline: the site's metrics null at once
+        assert wait_until(lambda: node_values()["Site/SOC"] is None, WAIT_S), proc.log()
+        assert node_values()["Site/Strings joined"] is None
+    finally:
+        controller.stop.set()
+        assert proc.stop() == 0
+        assert "Traceback" not in proc.log(), proc.log()
+        host.close()

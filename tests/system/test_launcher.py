@@ -91,7 +91,7 @@ def test_a_site_runs_its_controller_under_the_site_id_and_masters_without_auto_c
     assert all("BMS_AUTO_CLOSE" not in c.env for c in plain.children)
 
 
-def test_with_a_site_the_web_applications_and_one_modbus_gateway_serve_it(
+def test_with_a_site_the_web_applications_one_modbus_gateway_and_the_bridge_serve_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BMS_SITE", raising=False)
@@ -110,7 +110,10 @@ def test_with_a_site_the_web_applications_and_one_modbus_gateway_serve_it(
     env = site_modbus[0].env
     assert env["BMS_SYSTEM"] == env["BMS_SITE"] == "site1"
     assert env["BMS_TCP_PORT"] == "5022" and env["BMS_RTU_ENABLED"] == "false"
-    others = [c for c in run.children if c not in uis and c not in site_modbus]
+    # the integrations bridge follows the site as one more device
+    (bridge,) = [c for c in run.children if c.label == "integrations"]
+    assert bridge.env["BMS_SITE"] == "site1" and bridge.env["BMS_SYSTEM"] == "demo1"
+    others = [c for c in run.children if c not in (*uis, *site_modbus, bridge)]
     assert others and all("BMS_SITE" not in c.env for c in others)
 
 

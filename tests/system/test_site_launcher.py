@@ -1,7 +1,7 @@
 """`python -m services --systems 2 --site site1` end to end: the first string's web application
 seeds the site configuration in its store and publishes it (the launcher no longer does), the
 real site controller acknowledges it and joins both strings; the REST API shows the stored
-version and the acknowledgement."""
+version and the acknowledgement; the integrations bridge's /metrics has the site's gauges."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ pytestmark = [
 
 PASSWORD = "site-launcher-password"
 UI_PORT = 8000  # the first system's web application (services/launcher.py UI_BASE_PORT)
+METRICS_PORT = 9108  # the integrations bridge's /metrics (services/launcher.py METRICS_PORT)
 
 
 def test_the_launchers_site_is_configured_by_its_web_application(tmp_path: Path) -> None:
@@ -60,6 +61,15 @@ def test_the_launchers_site_is_configured_by_its_web_application(tmp_path: Path)
             return state is not None and state.strings_joined == 2
 
         assert wait_until(both_joined, 120), (tmp_path / "launcher.log").read_text()[-3000:]
+
+        def site_scraped() -> bool:  # the launcher's bridge follows the site (BMS_SITE)
+            try:
+                r = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5)
+            except httpx.HTTPError:
+                return False
+            return 'bms_site_strings_joined{site="site1"} 2.0' in r.text
+
+        assert wait_until(site_scraped, 30), (tmp_path / "launcher.log").read_text()[-3000:]
         config: SiteConfigMessage = seen["config"]
         assert config.config.system_ids == ("demo1", "demo2")
         assert config.config.config_version == 1
