@@ -312,6 +312,10 @@ class Protection:
         self._sampled = tuple(q for q in self._quantities if q.sampled)
         # Nothing has been measured yet.
         self._unknown: tuple[str, ...] = tuple(sorted(set(self._by_code) - PLAUSIBILITY))
+        self._quiet: ProtectionResult | None = None
+        """The last result without transitions: the levels only change through a transition,
+        a reset or a restore, so it is the result again while none came and the unknown codes
+        are the same (`_settled`)."""
 
     @classmethod
     def from_system(cls, system: SystemConfig, *, insulation_monitor: bool = False) -> Protection:
@@ -354,8 +358,7 @@ class Protection:
                             change, level, q.code, value, m.threshold, m.release, q.unit, at_s
                         )
                     )
-        self._unknown = tuple(sorted(unknown))
-        return self._result(tuple(transitions))
+        return self._settled(tuple(transitions), tuple(sorted(unknown)))
 
     def judge_sample(self, inputs: ProtectionInputs) -> ProtectionResult:
         """Judge only the `SAMPLED` codes, at `inputs.sample_time_s`: what a fresh telemetry
@@ -385,8 +388,7 @@ class Protection:
                             change, level, q.code, value, m.threshold, m.release, q.unit, at_s
                         )
                     )
-        self._unknown = tuple(sorted(unknown))
-        return self._result(tuple(transitions))
+        return self._settled(tuple(transitions), tuple(sorted(unknown)))
 
     def status(self) -> ProtectionResult:
         """The current state without evaluating (e.g. after `restore` or `reset`)."""
@@ -423,6 +425,7 @@ class Protection:
                 )
             else:
                 still[q.code] = _why_latched(q, m)
+        self._quiet = None
         return ResetResult(tuple(cleared), dict(sorted(still.items())))
 
     def _flag_present(self, code: str) -> bool:
@@ -460,7 +463,21 @@ class Protection:
             value = info.get("value") if isinstance(info, Mapping) else None
             if not m.active:
                 m.force_latched(float(value) if isinstance(value, int | float) else None)
+        self._quiet = None
         return tuple(sorted(faults))
+
+    def _settled(
+        self, transitions: tuple[Transition, ...], unknown: tuple[str, ...]
+    ) -> ProtectionResult:
+        """The result of an evaluation: the last quiet one again when nothing changed (a
+        cycle between samples, most samples), else worked out from every level."""
+        quiet = self._quiet
+        if not transitions and quiet is not None and unknown == self._unknown:
+            return quiet
+        self._unknown = unknown
+        result = self._result(transitions)
+        self._quiet = None if transitions else result
+        return result
 
     def _result(self, transitions: tuple[Transition, ...]) -> ProtectionResult:
         active: dict[Level, list[str]] = {level: [] for level in LEVEL_ORDER}

@@ -21,6 +21,7 @@ from services.master_core.estimation import (
     SohParams,
     pack_soc_pct,
 )
+from services.master_core.estimation.soh import robust_pack_soh_pct
 from services.master_core.stores import Store
 from shared.config import demo_config
 from shared.config.chemistry import get_preset
@@ -429,6 +430,25 @@ def test_soh_needs_a_wide_soc_span() -> None:
     soh.update(2.0, 0.0)
     assert soh.add_reference([70.0, 79.0], [2.0, 2.0]) == 0  # 10 % and 1 %: too short
     assert np.all(np.isnan(soh.capacity_ah))
+
+
+def test_pack_soh_follows_each_capacity_sample_and_restore() -> None:
+    """The pack SOH is kept between reads; a capacity sample or a restore renews it."""
+    soh = SohEstimator(2, SohParams(nominal_capacity_ah=CAP_AH))
+    assert math.isnan(soh.pack_soh_pct)
+    soh.update(0.0, 0.0)
+    soh.add_reference([80.0, 80.0], [1.0, 1.0])
+    soh.update(1.0, -3600.0 * 0.3 * CAP_AH)  # 30 % of the nominal capacity out
+    soh.update(2.0, 0.0)
+    assert math.isnan(soh.pack_soh_pct)  # read before the sample
+    assert soh.add_reference([50.0, 45.0], [1.0, 1.0]) == 2
+    expected = robust_pack_soh_pct(soh.soh_pct, 100.0 * soh.capacity_std_ah / CAP_AH)
+    assert soh.pack_soh_pct == expected
+    assert soh.pack_soh_pct < 100.0
+    again = SohEstimator(2, SohParams(nominal_capacity_ah=CAP_AH))
+    assert math.isnan(again.pack_soh_pct)
+    again.load_health(soh.health_record())
+    assert again.pack_soh_pct == expected
 
 
 def test_resistance_from_current_steps() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -714,3 +716,45 @@ def test_judging_samples_alone_reaches_the_levels_of_whole_evaluations(
 def test_a_sample_is_judged_at_its_sample_time() -> None:
     with pytest.raises(ValueError, match="sample_time_s"):
         Protection.from_system(DEMO).judge_sample(nominal(DEMO))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_result_is_the_one_its_levels_give(seed: int) -> None:
+    """An evaluation without a transition may give the last result again: after every step
+    of a random run (trips, clears, unknown values, resets, a restore) the result is the one
+    worked out afresh from the levels (`status`), transitions aside."""
+    rng = random.Random(seed)
+    p = Protection(DEMO.protection)
+    bad = {
+        "cell_overvoltage": [None, 4.3, 4.5],
+        "cell_undervoltage": [None, 2.9, 2.4],
+        "charge_overcurrent": [None, 150.0, 400.0],
+        "cell_imbalance": [None, 0.3],
+    }
+
+    def same_levels(result: ProtectionResult) -> None:
+        fresh = p.status()
+        for name in ("warnings", "alarms", "faults", "unknown", "actions"):
+            assert getattr(result, name) == getattr(fresh, name), name
+
+    t = 0.0
+    for _ in range(300):
+        t += PERIOD_S
+        step = rng.random()
+        if step < 0.05:
+            p.reset(t, service_override=rng.random() < 0.5)
+            continue
+        if step < 0.07:
+            q = Protection(DEMO.protection)
+            q.restore(p.latched_state())
+            p = q
+            continue
+        code = rng.choice(sorted(bad))
+        if rng.random() < 0.4:
+            inputs = inputs_for(DEMO, code, rng.choice(bad[code]))  # None: unknown
+        else:
+            inputs = nominal(DEMO)
+        if rng.random() < 0.5:
+            same_levels(p.evaluate(inputs, t))
+        else:
+            same_levels(p.judge_sample(dataclasses.replace(inputs, sample_time_s=t)))

@@ -127,7 +127,9 @@ def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None)
     """
     soc = np.asarray(cell_soc_pct, dtype=np.float64)
     finite = np.isfinite(soc)
-    known = soc[finite]
+    # every cell known (the usual case): the cells themselves, without a masked copy
+    every = bool(finite.all())
+    known = soc if every else soc[finite]
     if known.size == 0:
         return math.nan
     # min/max on floats: np.clip on a scalar costs more than the rest (issue 19)
@@ -141,8 +143,12 @@ def pack_soc_pct(cell_soc_pct: ArrayLike, cell_std_pct: ArrayLike | None = None)
     limits = 100.0 * low / (low + (100.0 - high))
     if cell_std_pct is None:
         return limits
-    std = np.broadcast_to(np.asarray(cell_std_pct, dtype=np.float64), soc.shape)[finite]
-    sigma = float(np.sqrt(np.mean(np.square(std)))) if np.all(np.isfinite(std)) else 0.0
+    std = np.asarray(cell_std_pct, dtype=np.float64)
+    if std.shape != soc.shape:
+        std = np.broadcast_to(std, soc.shape)
+    if not every:
+        std = std[finite]
+    sigma = float(np.sqrt(np.square(std).mean())) if np.isfinite(std).all() else 0.0
     if sigma <= 0.0:
         return limits
     blend = min(max((high - low - 2.0 * sigma) / (2.0 * sigma), 0.0), 1.0)

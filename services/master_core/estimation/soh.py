@@ -85,6 +85,7 @@ class SohEstimator:
         # Weighted capacity average: sum(w x C) and sum(w), w = 1 / var.
         self._cap_num = np.zeros(n_cells)
         self._cap_den = np.zeros(n_cells)
+        self._pack_soh_cache: tuple[tuple[FloatArray, FloatArray, SohParams], float] | None = None
         self.capacity_samples = np.zeros(n_cells, dtype=np.int64)
         self._r_mean = np.full(n_cells, np.nan)
         self.resistance_samples = np.zeros(n_cells, dtype=np.int64)
@@ -149,10 +150,9 @@ class SohEstimator:
         old point carries more current-offset drift.
         """
         p = self.params
-        soc = np.broadcast_to(np.asarray(soc_pct, dtype=np.float64), (self.n_cells,))
-        std = np.broadcast_to(np.asarray(std_pct, dtype=np.float64), (self.n_cells,))
+        soc, std = _per_cell(soc_pct, self.n_cells), _per_cell(std_pct, self.n_cells)
         new = np.isfinite(soc) & np.isfinite(std)
-        if not np.any(new):
+        if not new.any():
             return 0
         d_soc = soc - self._ref_soc
         d_ah = self._counted_ah - self._ref_ah
@@ -254,9 +254,17 @@ class SohEstimator:
 
         `robust_pack_soh_pct` of the measured cells and their uncertainties; NaN until a cell is
         measured."""
+        # the capacities change only where their sums are replaced (a capacity sample, a
+        # restore): the value is kept for the arrays and parameters it was worked out from
+        key = (self._cap_num, self._cap_den, self.params)
+        cached = self._pack_soh_cache
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             std = 100.0 * self.capacity_std_ah / self.params.nominal_capacity_ah
-        return robust_pack_soh_pct(self.soh_pct, std)
+        value = robust_pack_soh_pct(self.soh_pct, std)
+        self._pack_soh_cache = (key, value)
+        return value
 
     @property
     def resistance_ohm(self) -> FloatArray:
@@ -335,6 +343,14 @@ class SohEstimator:
         if not self.params.nominal_resistance_ohm > 0:
             self._r_ref = _array(record.resistance_ref_ohm, n)
         self.resistance_samples = np.asarray(record.resistance_samples, dtype=np.int64)
+
+
+def _per_cell(values: ArrayLike, n_cells: int) -> FloatArray:
+    """`values` as one float per cell (a scalar is broadcast, read-only)."""
+    out = np.asarray(values, dtype=np.float64)
+    if out.shape != (n_cells,):
+        out = np.broadcast_to(out, (n_cells,))
+    return out
 
 
 def robust_pack_soh_pct(cell_soh_pct: ArrayLike, cell_std_pct: ArrayLike) -> float:
