@@ -265,7 +265,7 @@ def test_a_full_anchor_puts_the_cells_it_does_not_take_below_full() -> None:
     the charge limit at the CV end is wrong: the cell is no fuller than the anchor would put a
     taken cell at its distance, and its sigma grows by the excess. A cell counted lower keeps
     its count (field bench, LFP restored 20 % high: after the first anchor the three cells off
-    the top had stayed at 100 % against 93-96 %, 5.73 -> 2.23 % RMSE)."""
+    the top had stayed at 100 % against 93-96 %, 5.73 -> 2.39 % RMSE)."""
     est = counter("LFP", n=3, soc=[100.0, 100.0, 60.0], std=30.0)
     volts = np.array([3.45, 3.32, 3.32])
     t = 0.0

@@ -135,13 +135,13 @@ def test_a_generic_lfp_table_makes_no_ocv_corrections_and_says_so() -> None:
 # puts each cell below the highest by its distance on the table's top (NMC after the first
 # anchor: ideal 3.09 -> 2.48, spec 1.52 -> 1.19). A full anchor puts the cells it does not take
 # below full (LFP after the first anchor: spec 3.33 -> 1.42, spec restored 3.96 -> 1.42, ideal
-# restored 5.73 -> 2.23; NMC spec restored 1.36 -> 1.28), so LFP meets the goal there.
+# restored 5.73 -> 2.39; NMC spec restored 1.36 -> 1.30), so LFP meets the goal there.
 FIELD_MEASURED: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
     ("nmc", "ideal", "rested"): (2.57, 4.71, 2.48, 0.0),
     ("nmc", "spec", "rested"): (2.78, 5.06, 1.19, 0.0),
-    ("nmc", "spec", "restored"): (13.69, 20.11, 1.28, 0.0),
+    ("nmc", "spec", "restored"): (13.69, 20.11, 1.30, 0.0),
     ("lfp", "ideal", "rested"): (2.95, 7.92, 2.06, 0.0),
-    ("lfp", "ideal", "restored"): (19.45, 22.83, 2.23, 0.0),
+    ("lfp", "ideal", "restored"): (19.45, 22.83, 2.39, 0.0),
     ("lfp", "spec", "rested"): (5.05, 7.15, 1.42, 0.0),
     ("lfp", "spec", "restored"): (19.40, 22.78, 1.42, 0.0),
 }
@@ -166,10 +166,13 @@ def test_field_benchmark_holds_its_figures(name: str, sensors: str, start: str) 
 # After commissioning (bench/bench_soc_field.py commissioned): the OCV branches the stack
 # derives from its own C/20 capture of the pack (estimation/ocv_capture.py, the same sensors),
 # imported through the wizard's CSV. NMC at 10 degC meets the goal after the first
-# anchor (<= 2 %); the figures as above.
+# anchor (<= 2 %); the figures as above. Spec after the first anchor 0.89 -> 0.99 since a full
+# anchor puts the cells it does not take below full: the -50 mV channel's cell, 1 % lower, is
+# the first to reach empty at the end of the last discharge (0 % published at 5.5 % true for
+# a sample earlier); LFP's commissioned restored rows gain (4.99 -> 4.27, 4.50 -> 3.61).
 COMMISSIONED_MEASURED: dict[tuple[str, str], tuple[float, float, float]] = {
     ("nmc", "ideal"): (1.33, 3.31, 0.97),
-    ("nmc", "spec"): (2.86, 9.74, 0.89),
+    ("nmc", "spec"): (2.87, 9.74, 0.99),
 }
 NMC_GOAL_AFTER_ANCHOR_PCT = 2.0
 

@@ -503,7 +503,8 @@ class CoulombCounter:
 
     def below_full_cap_pct(self, cell_v: FloatArray, full: NDArray[np.bool_]) -> FloatArray:
         """The highest SOC (%) a cell that a full anchor did not take can hold: what the anchor
-        gives a cell at its distance below the highest taken one (`full_anchor_pct`). A cell
+        gives a cell at its distance below the highest taken one (`full_anchor_pct`), less
+        full_margin_v (the voltage accuracy: its channel may read that much low). A cell
         further than full_margin_v below the charge limit at the CV end is not full, whatever its
         count says (a count restored too high, or counted past full, stays at 100 % otherwise);
         100 % where the voltage is unknown or no cell was taken."""
@@ -511,7 +512,8 @@ class CoulombCounter:
         if not np.any(known):
             return np.full(self.n_cells, 100.0)
         highest_v = float(cell_v[known].max())
-        below_v = np.where(np.isfinite(cell_v), np.maximum(highest_v - cell_v, 0.0), 0.0)
+        margin_v = self.params.full_margin_v
+        below_v = np.where(np.isfinite(cell_v), np.maximum(highest_v - cell_v - margin_v, 0.0), 0.0)
         lowest = 100.0 - self.params.full_below_max_pct
         below = np.maximum(self.ocv.soc(float(self.ocv.ocv_v[-1]) - below_v), lowest)
         out: FloatArray = np.where(full | (below_v <= 0.0), 100.0, below)
