@@ -261,6 +261,27 @@ def test_full_anchor_at_the_end_of_cv_charge() -> None:
     assert est.reference_soc_pct[0] == 100.0 and math.isnan(est.reference_soc_pct[1])
 
 
+def test_a_full_anchor_puts_the_cells_it_does_not_take_below_full() -> None:
+    """A count at 100 % (restored too high, or counted past full) on a cell that reads far below
+    the charge limit at the CV end is wrong: the cell is no fuller than the anchor would put a
+    taken cell at its distance, and its sigma grows by the excess. A cell counted lower keeps
+    its count (field bench, LFP restored 20 % high: after the first anchor the three cells off
+    the top had stayed at 100 % against 93-96 %, 5.73 -> 2.39 % RMSE)."""
+    est = counter("LFP", n=3, soc=[100.0, 100.0, 60.0], std=30.0)
+    volts = np.array([3.45, 3.32, 3.32])
+    t = 0.0
+    for current in (50.0, 30.0, 10.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.2, 1.0, 0.9, 0.8, 0.7, 0.6):
+        t += 1.0
+        est.update(t, current, volts)
+    assert est.anchors == 1
+    cap = 100.0 - est.params.full_below_max_pct
+    assert est.soc_pct[0] == 100.0
+    assert est.soc_pct[1] == pytest.approx(cap, abs=0.01)
+    assert est.soc_std_pct[1] >= 30.0 + (100.0 - cap) - 0.01
+    assert est.soc_pct[2] == pytest.approx(60.0, abs=0.5)
+    assert math.isnan(est.reference_soc_pct[1])
+
+
 def test_a_full_anchor_puts_the_cells_below_the_highest_by_their_distance_on_the_top() -> None:
     """At the CV end the tail current flows through every cell alike: the highest cell is at
     the limit (100 %, so the pack reads 100 %), one 30 mV below it is below full by what 30 mV

@@ -133,16 +133,20 @@ def test_a_generic_lfp_table_makes_no_ocv_corrections_and_says_so() -> None:
 # at -0.1 A and 1.76 % at +0.1 A, 1.76 % without; before 4.07 and 4.20 %), so these rows show
 # the voltage bias's cost (before: nmc 4.80, 10.49, 1.00; lfp 2.65, 6.12, 2.13). A full anchor
 # puts each cell below the highest by its distance on the table's top (NMC after the first
-# anchor: ideal 3.09 -> 2.48, spec 1.52 -> 1.19).
+# anchor: ideal 3.09 -> 2.48, spec 1.52 -> 1.19). A full anchor puts the cells it does not take
+# below full (LFP after the first anchor: spec 3.33 -> 1.42, spec restored 3.96 -> 1.42, ideal
+# restored 5.73 -> 2.39; NMC spec restored 1.36 -> 1.30), so LFP meets the goal there.
 FIELD_MEASURED: dict[tuple[str, str, str], tuple[float, float, float, float]] = {
     ("nmc", "ideal", "rested"): (2.57, 4.71, 2.48, 0.0),
     ("nmc", "spec", "rested"): (2.78, 5.06, 1.19, 0.0),
-    ("nmc", "spec", "restored"): (13.69, 20.11, 1.36, 0.0),
+    ("nmc", "spec", "restored"): (13.69, 20.11, 1.30, 0.0),
     ("lfp", "ideal", "rested"): (2.95, 7.92, 2.06, 0.0),
-    ("lfp", "spec", "rested"): (5.17, 7.27, 3.33, 0.0),
-    ("lfp", "spec", "restored"): (19.44, 22.78, 3.96, 0.0),
+    ("lfp", "ideal", "restored"): (19.45, 22.83, 2.39, 0.0),
+    ("lfp", "spec", "rested"): (5.05, 7.15, 1.42, 0.0),
+    ("lfp", "spec", "restored"): (19.40, 22.78, 1.42, 0.0),
 }
 SOH_GOAL_PCT = 3.0
+LFP_GOAL_AFTER_ANCHOR_PCT = 3.0
 
 
 @pytest.mark.parametrize(("name", "sensors", "start"), list(FIELD_MEASURED))
@@ -152,6 +156,8 @@ def test_field_benchmark_holds_its_figures(name: str, sensors: str, start: str) 
     assert got.rmse <= 1.3 * rmse + 0.5, f"RMSE {got.rmse:.2f} %"
     assert got.max_abs <= 1.3 * max_abs + 0.5, f"max {got.max_abs:.2f} %"
     assert got.rmse_anchored <= 1.3 * rmse_anchored + 0.5, f"RMSE@a {got.rmse_anchored:.2f} %"
+    if name == "lfp":
+        assert got.rmse_anchored <= LFP_GOAL_AFTER_ANCHOR_PCT, f"RMSE@a {got.rmse_anchored:.2f} %"
     assert got.hours_low <= hours_low
     assert abs(got.soh_error) <= SOH_GOAL_PCT, f"SOH error {got.soh_error:+.2f} %"
     assert got.soh_restart == 0.0
@@ -160,10 +166,13 @@ def test_field_benchmark_holds_its_figures(name: str, sensors: str, start: str) 
 # After commissioning (bench/bench_soc_field.py commissioned): the OCV branches the stack
 # derives from its own C/20 capture of the pack (estimation/ocv_capture.py, the same sensors),
 # imported through the wizard's CSV. NMC at 10 degC meets the goal after the first
-# anchor (<= 2 %); the figures as above.
+# anchor (<= 2 %); the figures as above. Spec after the first anchor 0.89 -> 0.99 since a full
+# anchor puts the cells it does not take below full: the -50 mV channel's cell, 1 % lower, is
+# the first to reach empty at the end of the last discharge (0 % published at 5.5 % true for
+# a sample earlier); LFP's commissioned restored rows gain (4.99 -> 4.27, 4.50 -> 3.61).
 COMMISSIONED_MEASURED: dict[tuple[str, str], tuple[float, float, float]] = {
     ("nmc", "ideal"): (1.33, 3.31, 0.97),
-    ("nmc", "spec"): (2.86, 9.74, 0.89),
+    ("nmc", "spec"): (2.87, 9.74, 0.99),
 }
 NMC_GOAL_AFTER_ANCHOR_PCT = 2.0
 

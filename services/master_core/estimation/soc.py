@@ -507,6 +507,24 @@ class CoulombCounter:
         out: FloatArray = np.where(below_v > 0.0, below, 100.0)
         return out
 
+    def below_full_cap_pct(self, cell_v: FloatArray, full: NDArray[np.bool_]) -> FloatArray:
+        """The highest SOC (%) a cell that a full anchor did not take can hold: what the anchor
+        gives a cell at its distance below the highest taken one (`full_anchor_pct`), less
+        full_margin_v (the voltage accuracy: its channel may read that much low). A cell
+        further than full_margin_v below the charge limit at the CV end is not full, whatever its
+        count says (a count restored too high, or counted past full, stays at 100 % otherwise);
+        100 % where the voltage is unknown or no cell was taken."""
+        known = full & np.isfinite(cell_v)
+        if not np.any(known):
+            return np.full(self.n_cells, 100.0)
+        highest_v = float(cell_v[known].max())
+        margin_v = self.params.full_margin_v
+        below_v = np.where(np.isfinite(cell_v), np.maximum(highest_v - cell_v - margin_v, 0.0), 0.0)
+        lowest = 100.0 - self.params.full_below_max_pct
+        below = np.maximum(self.ocv.soc(float(self.ocv.ocv_v[-1]) - below_v), lowest)
+        out: FloatArray = np.where(full | (below_v <= 0.0), 100.0, below)
+        return out
+
     def _track_rest(self, dt: float, current: float, v: FloatArray | None) -> None:
         p = self.params
         resting = abs(current) < p.rest_c_rate * float(self.capacity_ah.min())
@@ -649,6 +667,13 @@ class CoulombCounter:
             blended = self.soc_pct + weight * (cut_soc - self.soc_pct)
             new_empty = empty & first
             full_soc = self.full_anchor_pct(v, full)
+            if np.any(full):
+                # the cells it did not take are below full: a count above that was wrong by at
+                # least the excess, its uncertainty grows by it (as for a count run past full)
+                cap = self.below_full_cap_pct(v, full)
+                excess = np.where(full | new_empty, 0.0, np.maximum(self.soc_pct - cap, 0.0))
+                self.soc_pct = self.soc_pct - excess
+                self.soc_std_pct = _clip_pct(self.soc_std_pct + excess)
             self.soc_pct = np.where(full, full_soc, np.where(new_empty, blended, self.soc_pct))
             self.soc_std_pct = np.where(
                 full,

@@ -34,8 +34,8 @@ four (the aged one): no median. So with the default gate nothing is learned on t
 and their figures are unchanged.
 Nor would learning help these rows: with each channel's relative bias subtracted exactly from
 the start (an oracle) the spec rows after the first anchor read NMC 2.43 / 2.53 % (rested /
-restored; 1.52 / 1.76 % with the bias) and LFP 3.71 / 5.73 % (3.33 / 3.96 %); with the whole
-bias subtracted they read as the ideal rows (NMC 3.16 %, LFP 2.02 / 5.73 %). The spec rows'
+restored; 1.52 / 1.76 % with the bias) and LFP 3.71 / 2.23 % (1.42 / 1.42 %); with the whole
+bias subtracted they read as the ideal rows (NMC 3.16 %, LFP 2.02 / 2.38 %). The spec rows'
 better figures are the bias cancelling the anchor's and the table's errors (the -30/-50 mV
 channels stay out of the NMC full anchor, `estimator` docstring).
 
