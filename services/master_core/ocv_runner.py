@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from services.master_core.estimation.ocv_capture import CaptureParams, CaptureState, OcvCapture
+from services.master_core.estimation.ocv_capture import (
+    RUNNING_STATES,
+    CaptureParams,
+    CaptureState,
+    OcvCapture,
+)
 from services.master_core.estimation.soc import CoulombParams
 from services.master_core.pack import PackSnapshot
 from services.master_core.persisted import (
@@ -140,10 +145,13 @@ class OcvRunner:
         wall_s: float,
     ) -> tuple[SupervisorEvent, ...]:
         """The capture stored before a restart (`persisted.load_ocv_capture`), `wall_s` -
-        its save time later; a refused one is not resumed (a running one reported aborted)."""
+        its save time later. A running one resumes only with the same capture parameters (a
+        refused one is reported aborted); a finished one is kept as it was (its result is the
+        cells' measurement). One not taken back stays stored until a new capture starts."""
         if stored is None:
             if refusal is None:
                 return ()
+            self._keep_stored()
             text = f"ocv capture not resumed after a restart: {refusal}"
             return (self._capture_event("warning", "info", text, "idle", None),)
         record = stored.record
@@ -151,18 +159,21 @@ class OcvRunner:
         if record.capture is None or record.params is None:
             return ()
         saved = record.capture
+        running = saved.get("state") in RUNNING_STATES
         try:
             params = _params_of(record.params)
             args = OcvCaptureArgs(action="start", order=params.order, max_c_rate=params.max_c_rate)
-            if capture_params(config, args) != params:
+            if running and capture_params(config, args) != params:
                 raise ValueError("the configuration's capture parameters changed")
             down_s = None if record.saved_wall_s is None else wall_s - record.saved_wall_s
             cap = OcvCapture.restored(params, saved, stored.rows, now_s=now_s, down_s=down_s)
         except (KeyError, TypeError, ValueError) as exc:
-            if saved.get("state") not in ("awaiting_start", "first", "second"):
-                return ()
-            text = f"ocv capture not resumed after a restart: {exc}"
-            return (self._capture_event("warning", "info", text, "aborted", None),)
+            self._keep_stored()
+            if running:
+                text = f"ocv capture not resumed after a restart: {exc}"
+                return (self._capture_event("warning", "info", text, "aborted", None),)
+            text = f"ocv capture kept before the restart unreadable: {exc}"
+            return (self._capture_event("warning", "info", text, "idle", None),)
         self.capture = cap
         self._handed = {
             (phase, chunk): min(OCV_ROWS_PER_CHUNK, count - start)
@@ -176,6 +187,11 @@ class OcvRunner:
             text = f"ocv capture resumed after a restart ({cap.state}): {cap.reason}"
             return (self._capture_event("info", "info", text, cap.state, None),)
         return ()
+
+    def _keep_stored(self) -> None:
+        """The stored capture was not taken back: no "none" overwrites it (it may be read
+        again by a later version or by hand) until a new capture starts."""
+        self._handed_still = (self.capture_id, _state(None))
 
     def configure(self) -> tuple[SupervisorEvent, ...]:
         """A new configuration ends a running capture (its capacity, limits or cells may

@@ -128,6 +128,70 @@ def test_a_whole_cycle_through_the_runner_ends_with_the_csv() -> None:
     assert status.result["summary"]["capacity_ah"] > 80.0
 
 
+def finished(config: SystemConfig) -> tuple[OcvRunner, float]:
+    """A runner whose capture ran the synthetic C/20 cycle to done, and the time it ended."""
+    agg = PackAggregator(config.topology)
+    agg.on_telemetry(
+        CellTelemetry(
+            module=0, mode="working", sample_ts=100.0, cell_mv=[3700] * 2,
+            cell_flags=[0] * 2, balancing=[False] * 2, temp_c=[21.0, 23.0],
+            temp_flags=[0, 0], seq=0,
+        ),
+        100.0,
+    )  # fmt: skip
+    base = agg.snapshot(())
+    runner = OcvRunner()
+    runner.command(OcvCaptureArgs(action="start"), config, 0.0)
+
+    def fed(capture: OcvCapture, pack: Pack, i_a: float, v: np.ndarray) -> None:
+        runner.step(replace(base, cell_v=v), i_a, pack.t_s)
+
+    pack = Pack(r_ohm=np.array([0.002, 0.003]), offset_v=np.zeros(2))
+    assert runner.capture is not None
+    full_first_cycle(runner.capture, pack, dt_s=10.0, fed=fed)
+    assert runner.capture.state == "done"
+    return runner, pack.t_s
+
+
+def test_a_finished_capture_is_kept_across_a_restart_whatever_the_parameters_now(
+    tmp_path: Path,
+) -> None:
+    """Two days of capture, not imported yet: a restart whose capture parameters differ (an
+    update's defaults, another capacity) still offers the same result; only a running capture
+    needs them unchanged."""
+    config = SystemConfig.from_preset("NMC", system_id="demo", modules=1, cells_per_module=2)
+    runner, end_s = finished(config)
+    csv = runner.command(OcvCaptureArgs(action="status"), config, end_s).result["csv"]
+    other = SystemConfig.from_preset(
+        "NMC", system_id="demo", modules=1, cells_per_module=2, cell_capacity_ah=50.0
+    )
+    after, events = stored_and_restored(tmp_path, runner, other, end_s, down_s=3600.0)
+    assert events == ()
+    assert after.capture is not None and after.capture.state == "done"
+    assert after.command(OcvCaptureArgs(action="status"), other, 10.0).result["csv"] == csv
+
+
+def test_a_stored_capture_not_taken_back_stays_stored_until_a_new_one_starts(
+    tmp_path: Path,
+) -> None:
+    config = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
+    runner = first_phase_resting(config, rest_s=40 * 30.0)
+    store = Store(tmp_path / "master.sqlite")
+    save_all(store, runner.records(1216.0), ts=5000.0)
+    other = SystemConfig.from_preset(
+        "NMC", system_id="demo", modules=2, cells_per_module=4, cell_capacity_ah=50.0
+    )
+    stored, refusal = load_ocv_capture(store, other)
+    after = OcvRunner()
+    events = after.restore(stored, refusal, other, 10.0, 5001.0)
+    assert after.capture is None and len(events) == 1
+    assert after.records(11.0) == []  # the stored capture is not overwritten by "none"
+    after.command(OcvCaptureArgs(action="start"), other, 12.0)
+    assert after.capture_id == runner.capture_id + 1
+    assert [r.store_key() for r in after.records(13.0)] == ["ocv_capture"]
+    store.close()
+
+
 def first_phase_resting(config: SystemConfig, rest_s: float) -> OcvRunner:
     """A capture at its full anchor, then resting (no current) for `rest_s`: an update kept
     every 30 s (`record_period_s`)."""

@@ -80,6 +80,7 @@ FloatArray = NDArray[np.float64]
 
 CaptureOrder = Literal["full_first", "empty_first"]
 CaptureState = Literal["idle", "awaiting_start", "first", "second", "done", "aborted"]
+RUNNING_STATES: tuple[CaptureState, ...] = ("awaiting_start", "first", "second")
 AbortReason = Literal[
     "too_fast", "wrong_direction", "gap", "cell_unknown", "cells_changed", "aborted"
 ]
@@ -338,7 +339,7 @@ class OcvCapture:
         )
 
     def abort(self, reason: AbortReason = "aborted", text: str = "aborted on request") -> None:
-        if self.state in ("awaiting_start", "first", "second"):
+        if self.state in RUNNING_STATES:
             self.state = "aborted"
             self.abort_reason = reason
             self.reason = text
@@ -346,7 +347,7 @@ class OcvCapture:
 
     @property
     def running(self) -> bool:
-        return self.state in ("awaiting_start", "first", "second")
+        return self.state in RUNNING_STATES
 
     # --- saving -----------------------------------------------------------------------------
     def saved(self, now_s: float) -> dict[str, Any]:
