@@ -146,6 +146,8 @@ class MasterCore:
         self.full_charge = FullChargeRequest()
         """Outlives configurations: a new one changes the interval, not the request's state."""
         self.ocv = OcvRunner()
+        self._persist_log = LimitedLog(log)
+        """A record that cannot be built fails at every save: logged once a minute."""
         """The OCV capture at commissioning (`ocv_capture`); a new configuration ends it."""
         self.cadence = Cadence(
             {
@@ -246,7 +248,7 @@ class MasterCore:
         if old is None:  # a capture outlives a restart, not a new configuration
             self._restore_ocv_capture(config)
         else:  # at once: a restart must not resume what the new configuration ended
-            self.writer.submit(self.ocv.records(self.monotonic()), ts=self.wall())
+            self.writer.submit(self._ocv_records(), ts=self.wall())
         self.events.emit(
             "info",
             "config",
@@ -567,17 +569,22 @@ class MasterCore:
         try:
             records = rt.estimator.records()
             estimated: list[PersistedRecord] = list(records.all()) if records else []
-            records_now = [
-                *estimated,
-                self._latches(),
-                self._recoveries(),
-                *self.ocv.records(self.monotonic()),
-            ]
-        except (ValidationError, TypeError, ValueError):
+            records_now = [*estimated, self._latches(), self._recoveries()]
+        except (ValidationError, TypeError, ValueError) as exc:
             self.bus.counters["persist_build_errors"] += 1
-            log.exception("saving the state failed")
+            self._persist_log.log(logging.ERROR, "state", "saving the state failed: %r", exc)
             return
-        self.writer.submit(records_now, ts=self.wall())
+        self.writer.submit([*records_now, *self._ocv_records()], ts=self.wall())
+
+    def _ocv_records(self) -> list[PersistedRecord]:
+        """The OCV capture's records, built apart: one that cannot be built must not stop the
+        SOC, SOH and latches from being saved (nor a configuration from being applied)."""
+        try:
+            return self.ocv.records(self.monotonic())
+        except (ValidationError, TypeError, ValueError) as exc:
+            self.bus.counters["persist_build_errors"] += 1
+            self._persist_log.log(logging.ERROR, "ocv", "saving the ocv capture failed: %r", exc)
+            return []
 
     def _load(self, cls: type[R], config: SystemConfig) -> R | None:
         """A stored record that fits `config`; a refusal is logged and counted, and where the

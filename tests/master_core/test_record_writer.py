@@ -199,3 +199,28 @@ def test_the_master_cycles_on_while_sqlite_is_stuck_and_its_stop_saves_the_last(
     assert record is not None and record["saved_wall_s"] == stopped_at
     assert again.get(LatchesRecord.KEY) == {"version": 1, "faults": {}}
     assert core.bus.counters[WRITE_ERRORS] == 0
+
+
+def test_an_ocv_capture_that_cannot_be_saved_stops_no_other_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The capture's records are built apart: one that cannot be built is counted and logged
+    once a minute, and the SOC and the latches are saved all the same."""
+    store = Store(tmp_path / "m.sqlite")
+    clock = Clock()
+    core, slaves = master(store, clock)
+
+    def broken(now_s: float) -> list[Any]:
+        raise ValueError("a non-finite charge in a kept update")
+
+    monkeypatch.setattr(core.ocv, "records", broken)
+    with caplog.at_level(logging.ERROR, logger="master_core"):
+        run(core, slaves, clock, 5.0)
+        assert core.writer.flush()
+    assert store.get(SocRecord.KEY) is not None
+    assert store.get(LatchesRecord.KEY) == {"version": 1, "faults": {}}
+    assert core.bus.counters["persist_build_errors"] >= 4  # each save of the 5 s
+    failed = [r for r in caplog.records if "saving the ocv capture failed" in r.getMessage()]
+    assert len(failed) == 1
+    core.stop()
+    store.close()
