@@ -6,7 +6,7 @@ system publishes the demo configuration at its first start and prints the admin 
 once. With `--site ID` the systems are the parallel strings of one site: the first string's
 web application keeps the site configuration (its Site configuration page; at its first start
 it seeds every system as a string and publishes it), and the site controller runs under the
-site id. Ctrl-C (SIGINT) or SIGTERM stops everything: SIGTERM to every service at once,
+site id. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops everything: SIGTERM to every service at once,
 SIGKILL to those still running after a grace (`STOP_STEPS`); killed outright, the launcher
 takes its services and its broker with it (shared/parent_death.py). `--master-layout shared`
 runs one master process for every system instead of one each (`BMS_SYSTEMS`,
@@ -69,9 +69,10 @@ class StopStep:
 STOP_STEPS = (StopStep(signal.SIGTERM, 5.0), StopStep(signal.SIGKILL, 2.0))
 """How the launcher stops its services: each step's signal to every service still running (to
 its process group), all at once, then a wait. SIGKILL cannot be refused: 7 s at most."""
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-"""Ctrl-C, `docker stop`, systemd: the services, each in a session of its own, get neither
-from the terminal or the caller: the launcher stops them."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, `docker stop`, systemd, the terminal or SSH session closed: the services, each in a
+session of its own, get none of them from the terminal or the caller: the launcher stops
+them."""
 
 
 class StopRequested(BaseException):

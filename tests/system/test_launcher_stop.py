@@ -121,22 +121,28 @@ def run(launch: Callable[..., Run]) -> Run:
 
 @pytest.mark.parametrize(
     ("how", "args"),
-    [("sigterm", ()), ("sigterm", ("--exit-after-s", "300")), ("ctrl_c_twice", ())],
-    ids=["sigterm_to_the_launcher", "sigterm_to_a_run_of_bounded_length", "ctrl_c_twice"],
+    [("sigterm", ()), ("sigterm", ("--exit-after-s", "300")), ("ctrl_c_twice", ()), ("sighup", ())],
+    ids=[
+        "sigterm_to_the_launcher",
+        "sigterm_to_a_run_of_bounded_length",
+        "ctrl_c_twice",
+        "terminal_closed",
+    ],
 )
 def test_a_stopped_launcher_stops_every_service_and_exits(
     launch: Callable[..., Run], how: str, args: tuple[str, ...]
 ) -> None:
     """SIGTERM to the launcher alone (`docker stop`, systemd's main process); Ctrl-C to its
-    process group, pressed twice: the second does not cut the stop short."""
+    process group, pressed twice: the second does not cut the stop short; SIGHUP (the terminal
+    or the SSH session closed) stops it as SIGTERM does."""
     run = launch(*args)
     services = run.wait_until_up() - _brokers(run)
     # each service in a session of its own (its own autogroup: its own share of the CPU)
     sessions = {os.getsid(pid) for pid in services}
     assert len(sessions) == len(services) and os.getsid(run.proc.pid) not in sessions
-    sig = signal.SIGTERM if how == "sigterm" else signal.SIGINT
-    if how == "sigterm":
-        os.kill(run.proc.pid, signal.SIGTERM)
+    sig = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}.get(how, signal.SIGINT)
+    if how in ("sigterm", "sighup"):
+        os.kill(run.proc.pid, sig)
     else:
         os.killpg(run.proc.pid, signal.SIGINT)
         time.sleep(0.1)
