@@ -171,7 +171,10 @@ def run(settings: ConfigUiSettings) -> int:
     bridge.start()
     threading.Thread(target=settle_config, args=(ctx, bus, stop), daemon=True).start()
     threading.Thread(target=settle_site_config, args=(ctx, bus, stop), daemon=True).start()
-    print(f"UI at http://{settings.ui_host}:{settings.ui_port}/ (system {settings.system})")
+    print(
+        f"UI at http://{settings.ui_host}:{settings.ui_port}/ (system {settings.system})",
+        flush=True,
+    )
     try:
         if stop.is_set():  # stopped while starting: uvicorn would not know
             return 0

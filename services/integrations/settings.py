@@ -105,7 +105,7 @@ class IntegrationsSettings(ServiceSettings):
     def _site(cls, value: object) -> object:
         if value == "":
             return None  # compose files pass `${BMS_SITE:-}`
-        if isinstance(value, str) and not SYSTEM_ID_RE.match(value):
+        if isinstance(value, str) and not SYSTEM_ID_RE.fullmatch(value):
             raise ValueError("must be 1-32 lower-case letters, digits, '-' or '_'")
         return value
 

@@ -193,6 +193,8 @@ def test_bms_site_takes_a_site_id_and_an_empty_one_is_none() -> None:
     assert IntegrationsSettings(system="s1", site="site-1").site == "site-1"
     with pytest.raises(ValueError, match="lower-case"):
         IntegrationsSettings(system="s1", site="Site/1")
+    with pytest.raises(ValueError, match="lower-case"):  # `$` alone lets a newline through
+        IntegrationsSettings(system="s1", site="site1\n")
 
 
 def test_mirror_off_publishes_nothing_but_presence() -> None:
