@@ -724,7 +724,7 @@ HA_DISCOVERY = OutsideTopic(
         "ha_prefix": "Home Assistant's discovery prefix (BMS_HA_PREFIX; the ACL grants "
         "`homeassistant`).",
         "component": "sensor, binary_sensor, button or select.",
-        "node_id": "bms_<system>, or bms_site_<site> for a site (BMS_SITE).",
+        "node_id": "bms_<system>, or bms_site-<site> for a site (BMS_SITE).",
         "object_id": "The entity, e.g. `soc`.",
     },
     {"ha_prefix": HA_DISCOVERY_PREFIX, "component": "+", "node_id": "+", "object_id": "+"},

@@ -412,7 +412,9 @@ def command_documents(system: str, opts: DiscoveryOptions) -> list[tuple[str, di
 
 
 def site_node_id(site: str) -> str:
-    return f"bms_site_{site.replace('-', '_')}"
+    """`bms_site-<site>`: a system's node id (`node_id`) never holds a '-', so no system's
+    device can take the site's (`bms_site_a` is the node of a system `site_a`)."""
+    return f"bms_site-{site.replace('-', '_')}"
 
 
 def site_discovery(site: str, opts: DiscoveryOptions) -> list[tuple[str, dict[str, Any]]]:

@@ -205,7 +205,7 @@ def test_the_web_application_may_ask_the_sites_event_log_and_read_the_answer() -
 BRIDGE_WRITES = {
     f"bms/v1/{SITE_ID}/json/site/state": True,
     f"bms/v1/{SITE_ID}/json/service/site_controller/status": True,
-    "homeassistant/sensor/bms_site_site1/soc/config": True,
+    "homeassistant/sensor/bms_site-site1/soc/config": True,
     f"bms/v1/{SITE_ID}/site/state": False,  # the site controller's
     f"bms/v1/{OTHER}/json/site/state": False,  # another system's
 }

@@ -20,6 +20,7 @@ from services.integrations.ha import (
     SITE_SENSORS,
     DiscoveryOptions,
     discovery,
+    node_id,
     site_discovery,
 )
 from shared.codec import encode_json
@@ -273,9 +274,10 @@ def test_the_site_is_one_device_of_its_own_available_with_its_site_controller() 
         component = topic.split("/")[1]
         validate(component, doc)
         prefix, _c, node, obj, last = topic.split("/")
-        assert (prefix, node, last) == ("homeassistant", "bms_site_site_1", "config")
+        assert (prefix, node, last) == ("homeassistant", "bms_site-site_1", "config")
         assert doc["unique_id"] == f"{node}_{obj}" and doc["unique_id"] not in system_ids
-        assert doc["device"]["identifiers"] == ["bms_site_site_1"]
+        assert node != node_id("site_site-1")  # a system whose id reads like the site's
+        assert doc["device"]["identifiers"] == ["bms_site-site_1"]
         assert doc["device"]["name"] == "BMS site site-1" and doc["device"]["sw_version"] == "1.2"
         assert doc["state_topic"] == JSON_SITE_STATE.topic("site-1")
         # present while the site controller is, unavailable without a state for 30 s
