@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from shared.parent_death import with_parent_death
+from shared.ports import free_port
 from shared.topics import BROKER_MESSAGE_SIZE_LIMIT
 
 __all__ = [
@@ -79,14 +80,6 @@ def find_mosquitto() -> str | None:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the OS picks it; another process could still take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _port_accepts(host: str, port: int) -> bool:

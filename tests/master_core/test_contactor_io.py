@@ -3,7 +3,6 @@ against a simulated relay module."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from services.master_core.drivers.contactor_io import (
 )
 from services.plant.devices.relay import RelayModule
 from shared.config import ContactorIoConfig, SystemConfig, demo_config
+from shared.ports import free_port
 from tests.slave_agent.test_modbus_driver import SOCAT, SocatLink
 
 FOLLOW_S = 0.03
@@ -104,12 +104,6 @@ def test_addresses_out_of_range_are_refused() -> None:
 
 def outputs(positive: bool, negative: bool, precharge: bool) -> ContactorOutputs:
     return ContactorOutputs(positive, negative, precharge, state="precharge", reason="test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 MakeIo = Callable[..., ModbusContactorIo]

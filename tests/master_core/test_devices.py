@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +52,7 @@ from shared.config import CurrentSensorConfig, SystemConfig
 from shared.config.devices import bit_rate_conflicts
 from shared.config.errors import explain_errors
 from shared.messages import CellTelemetry, ConfigMessage, PackState
+from shared.ports import free_port
 from shared.topics import CONFIG, PACK_STATE, SLAVE_TELEMETRY
 from tests.slave_agent.test_modbus_driver import SOCAT, SocatLink
 
@@ -62,12 +62,6 @@ MCAST_GROUP = "239.74.163.2"
 """Only for the multicast probe; each test's rig takes a group of its own."""
 _groups = itertools.count(os.getpid())
 _channels = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 15.0) -> None:
