@@ -13,6 +13,9 @@ have prometheus || want+=(prometheus)  # scrapes the integrations bridge in its 
 have chromium || want+=(chromium)  # the UI's browser test (Playwright drives Debian's build)
 # the fleet's central tier (tests/system/test_fleet.py runs a three-node cluster of its own)
 have rabbitmq-server || want+=(rabbitmq-server)
+# each test worker's network namespace (tests/netns-python): unshare and ip
+have unshare || want+=(util-linux)
+have ip || want+=(iproute2)
 python3 -c 'import ensurepip, venv' 2>/dev/null || want+=(python3-venv)
 
 if [ ${#want[@]} -eq 0 ]; then
