@@ -172,7 +172,9 @@ class MosquittoBroker:
         dies_with_parent: bool = False,
     ) -> None:
         """`dies_with_parent`: mosquitto gets SIGTERM when this process ends, even killed
-        outright (shared/parent_death.py; start it from the main thread)."""
+        outright (shared/parent_death.py; start it from the main thread). Such a broker is
+        this process's to stop, so it runs in a session of its own: a terminal's Ctrl-C reaches
+        this process alone, which stops its clients first and the broker last."""
         exe = executable or find_mosquitto()
         if exe is None:
             raise FileNotFoundError(
@@ -265,6 +267,7 @@ class MosquittoBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self._dies_with_parent,
             )
         self._proc = proc
         _live_processes.add(proc)

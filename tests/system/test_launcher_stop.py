@@ -1,8 +1,9 @@
 """`python -m services` stops with its services: on SIGTERM (`docker stop`, systemd) and on
-Ctrl-C (SIGINT to the terminal's foreground process group: the launcher and its broker, not
-the services, each in a session of its own) the launcher stops every service and exits; killed
-outright (SIGKILL), its services and its broker die with it. A process of the run is one whose
-environment holds the run's BMS_DATA_DIR (the launcher hands its environment down)."""
+Ctrl-C (SIGINT to the terminal's foreground process group: the launcher alone, not its broker
+nor the services, each in a session of its own) the launcher stops every service and exits;
+killed outright (SIGKILL), its services and its broker die with it. A process of the run is
+one whose environment holds the run's BMS_DATA_DIR (the launcher hands its environment
+down)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from services.launcher import StopStep, stop_processes
 from shared.broker import find_mosquitto, free_port
+from shared.codec import decode
+from shared.messages.service import ServiceStatus
+from shared.topics import SERVICE_STATUS
 from tests.system.agents import ROOT, wait_until
 
 pytestmark = [
@@ -29,6 +34,7 @@ pytestmark = [
 ]
 
 SERVICES_LINE = re.compile(r"services:\s+(\S.*)$")
+BROKER_LINE = re.compile(r"\[launcher\] started \S+ at mqtt://([\d.]+):(\d+)")
 ANSI = re.compile(r"\033\[[0-9;]*m")
 STOPPED_WITHIN_S = 20.0
 """The launcher's grace for its services (services/launcher.py STOP_GRACE) and an interpreter's
@@ -91,7 +97,7 @@ class Run:
             return bool(labels)
 
         assert wait_until(listed, 60, step_s=0.2), self.log()
-        # every service and the broker (mosquitto, in the launcher's process group)
+        # every service and the broker (mosquitto)
         assert wait_until(lambda: len(self.services()) >= len(labels) + 1, 30), self.log()
         return self.services()
 
@@ -154,6 +160,36 @@ def test_a_stopped_launcher_stops_every_service_and_exits(
     assert code == 0, run.log()
     assert not processes_of(run.data_dir), run.log()
     assert any("[launcher] stopped" in line for line in run.lines), run.log()
+
+
+def test_ctrl_c_stops_the_services_before_their_broker(run: Run) -> None:
+    """Ctrl-C reaches the launcher's process group. The broker is not in it: the launcher stops
+    it after the services, so each service's last word (its retained `offline` status, as on
+    any clean stop) reaches the broker, rather than its last will or nothing."""
+    run.wait_until_up()
+    found = [m for line in list(run.lines) if (m := BROKER_LINE.search(line))]
+    assert found, run.log()
+    host, port = found[0].group(1), int(found[0].group(2))
+    offline: set[str] = set()
+    online: set[str] = set()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        status = decode(ServiceStatus, msg.topic, msg.payload)
+        (offline if status.state == "offline" else online).add(status.service)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    client.connect(host, port)
+    client.subscribe(SERVICE_STATUS.filter(), qos=1)
+    client.loop_start()
+    try:
+        assert wait_until(lambda: len(online) >= 3, 30), (online, run.log())
+        os.killpg(run.proc.pid, signal.SIGINT)
+        assert run.proc.wait(STOPPED_WITHIN_S) == 0, run.log()
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert online <= offline, (sorted(online - offline), run.log())
 
 
 def test_a_killed_launchers_services_die_with_it(run: Run) -> None:
