@@ -43,7 +43,8 @@ deps:
 # stack's ports. Both runs always run; exit code 5 (nothing selected by PYTEST_ARGS) is no failure.
 test: deps $(VENV)/.synced check docs-check
 	@rc=0; \
-	$(PY) -m pytest --dist loadfile --tx $(TEST_WORKERS)*popen//python=$(CURDIR)/tests/netns-python \
+	BMS_TEST_PYTHON=$(PY) $(PY) -m pytest --dist loadfile \
+	  --tx $(TEST_WORKERS)*popen//python=$(CURDIR)/tests/netns-python \
 	  --ignore=tests/containers $(PYTEST_ARGS) || rc=$$?; \
 	$(PY) -m pytest tests/containers $(PYTEST_ARGS) || { [ $$? -eq 5 ] || rc=1; }; \
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ]
