@@ -734,7 +734,8 @@ HA_DISCOVERY = OutsideTopic(
     (INTEGRATIONS,),
     (HOME_ASSISTANT,),
     "at a system's first pack state and when its cell layout changes, at the site's first "
-    "site state (BMS_HA_DISCOVERY)",
+    "site state, and again after each reconnection to the broker and at Home Assistant's "
+    "birth (BMS_HA_DISCOVERY)",
     "Home Assistant MQTT discovery: one retained document per entity, a device per system "
     "and one for the site with BMS_SITE (services/integrations/ha.py; see the README).",
     "JSON object, Home Assistant's MQTT discovery schema",
@@ -748,9 +749,10 @@ HA_STATUS_TOPIC = OutsideTopic(
     1,
     True,
     (HOME_ASSISTANT,),
-    (HOME_ASSISTANT,),
+    (HOME_ASSISTANT, INTEGRATIONS),
     "on change",
-    "Home Assistant's own birth and last will (`online` / `offline`).",
+    "Home Assistant's own birth and last will (`online` / `offline`); at `online` the bridge "
+    "publishes its discovery documents again.",
     "`online` or `offline`",
 )
 OUTSIDE_TOPICS: tuple[OutsideTopic, ...] = (

@@ -156,6 +156,10 @@ class IntegrationsBridge:
                 self.bus.subscribe(
                     SERVICE_STATUS, self._timed(SERVICE_STATUS, self.on_status), system=site
                 )
+        if self.settings.ha_discovery:
+            # Home Assistant's birth: it may have lost or dropped what it knew (a restart with
+            # its retained discovery documents deleted, a device removed by its user)
+            self.bus.subscribe_raw(f"{self.settings.ha_prefix}/status", self.on_ha_status, qos=1)
         if self.commands_bus is not None:
             HaCommandRelay(self.commands_bus, self.clock).attach(system)
         if self.settings.sparkplug and self.sparkplug is None:
@@ -231,14 +235,32 @@ class IntegrationsBridge:
         if self.places is not None and self.feed is not None and system == self.settings.system:
             self.places.save(self.feed.positions())
 
-    def poll_feed(self) -> None:
-        """On each (re)connection fetch what was logged meanwhile; retry failed fetches."""
-        if self.feed is None:
+    def on_ha_status(self, topic: str, payload: bytes, retained: bool) -> None:
+        if payload.strip() == b"online":
+            self.forget_announcements("Home Assistant's birth")
+
+    def forget_announcements(self, why: str) -> None:
+        """Publish every discovery document again, each at its device's next state: a broker
+        without persistence loses retained documents when it restarts, and Home Assistant asks
+        for them again with its birth message."""
+        if not self.settings.ha_discovery or not (self.announced or self.site_announced):
             return
+        self.announced.clear()
+        self.site_announced = False
+        self.bus.counters["ha_discovery_renewals"] += 1
+        log.info("Home Assistant discovery: published again at the next states (%s)", why)
+
+    def poll_feed(self) -> None:
+        """On each (re)connection fetch what was logged meanwhile, and publish the discovery
+        documents again; retry failed fetches."""
         connected = self.bus.connected
         if connected and not self._was_connected:
-            self.feed.catch_up()
+            self.forget_announcements("connected to the broker")
+            if self.feed is not None:
+                self.feed.catch_up()
         self._was_connected = connected
+        if self.feed is None:
+            return
         assert self.feed.commands is not None
         self.feed.commands.expire()
         self.feed.poll()

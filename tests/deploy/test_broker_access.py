@@ -392,7 +392,16 @@ def test_home_assistant_and_the_command_user_get_exactly_the_opt_in_commands(
             assert ha.publish(f"bms/v1/{SYSTEM}/ha/cmd/{command}") < ACCEPTED_BELOW
             assert ha.publish(f"bms/v1/{SYSTEM}/cmd/{command}") == NOT_AUTHORIZED
             assert commands.publish(f"bms/v1/{SYSTEM}/cmd/{command}") < ACCEPTED_BELOW
+        # the bridge hears Home Assistant's birth (it publishes its discovery again then)
+        bridge = login(broker, "integrations")
+        bridge.c.subscribe("homeassistant/status", qos=1)
+        time.sleep(0.3)
         assert ha.publish("homeassistant/status") < ACCEPTED_BELOW
+        deadline = time.monotonic() + 5
+        while not bridge.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bridge.close()
+        assert bridge.received == {"homeassistant/status"}
         assert ha.publish("homeassistant/sensor/x/y/config") == NOT_AUTHORIZED
         others = ("cmd/contactors", "cmd/service_reset", "cmd/heartbeat", "json/events", "events")
         for topic in (*others, "service/integrations_commands/status", "ha/cmd/set_mode"):

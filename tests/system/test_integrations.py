@@ -296,6 +296,74 @@ def test_the_site_in_the_json_mirror_home_assistant_and_metrics(
         consumer.close()
 
 
+def test_discovery_comes_back_after_a_broker_restart_and_at_home_assistants_birth(
+    restartable_mosquitto: MosquittoBroker, system_id: str, tmp_path: Path
+) -> None:
+    """A broker without persistence forgets the retained documents when it restarts; Home
+    Assistant asks for them again with its birth message (here after a user deleted them)."""
+    broker = restartable_mosquitto
+    site = site_of(system_id)
+    filters = (
+        f"homeassistant/+/bms_{system_id}/+/config",
+        f"homeassistant/+/{site_node_id(site)}/+/config",
+    )
+    proc = ServiceProcess(
+        "integrations", broker.url, system_id, tmp_path, all_systems="false",
+        ha_discovery="true", site=site, metrics_port=str(free_port()),
+    )  # fmt: skip
+    master, controller = Master(broker, system_id), SiteController(broker, site)
+    consumers: list[Consumer] = []
+    """Subscribers still connected at the end."""
+
+    def documents() -> set[str]:
+        """The documents retained now, as a subscriber arriving now gets them."""
+        consumer = Consumer(broker, *filters)
+        time.sleep(1.0)  # the retained ones arrive at once
+        consumer.close()
+        return set(consumer.got)
+
+    def seen(consumer: Consumer) -> set[str]:
+        with consumer.lock:
+            return {t for t, v in consumer.got.items() if v}
+
+    try:
+        assert wait_until(lambda: len(documents()) >= 2, 20), proc.log()
+        first = documents()
+        assert any("bms_site-" in t for t in first) and any(f"bms_{system_id}/" in t for t in first)
+
+        broker.kill()
+        broker.start()  # retained documents gone with it
+        watcher = Consumer(broker, *filters)
+        consumers.append(watcher)
+        assert wait_until(lambda: seen(watcher) >= first, 30), (
+            sorted(first - seen(watcher)),
+            proc.log(),
+        )
+        watcher.close()
+
+        # a user deletes the devices in Home Assistant: their retained documents are cleared
+        eraser = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        eraser.connect(broker.host, broker.port)
+        eraser.loop_start()
+        for topic in sorted(first):
+            eraser.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        assert documents() == set(), "the retained documents were not cleared"
+        time.sleep(2.0)
+        assert documents() == set(), "published again with no birth message"
+        # Home Assistant (re)starts: its birth message
+        eraser.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
+        eraser.loop_stop()
+        eraser.disconnect()
+        assert wait_until(lambda: documents() >= first, 20), proc.log()
+    finally:
+        for consumer in consumers:
+            consumer.close()
+        master.close()
+        controller.close()
+        assert proc.stop() == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
+
+
 def prometheus_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
