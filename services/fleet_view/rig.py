@@ -99,9 +99,21 @@ class SiteSim:
         )
         self._local.subscribe_raw(EVENTS.filter(), self._on_local, qos=1)
         self._local.subscribe_raw(SITE_SUMMARY.filter(self.site), self._on_local, qos=1)
+        probed = threading.Event()
+        probe = f"rig/{self.site}/probe"  # outside bms/v1/: never bridged, never counted
+        self._local.subscribe_raw(probe, lambda *_: probed.set(), qos=1)
         for bus in (self._bus, self._local):
             if not bus.start(wait_s=10.0):
                 raise RuntimeError(f"{self.site}: no connection to its own broker")
+        # Connected is not yet subscribed: a message published before the broker has the
+        # local subscriber's filters is not its to count. They go in one SUBSCRIBE with the
+        # probe's, so once a probe comes back, they are in place.
+        deadline = time.monotonic() + 10.0
+        while not probed.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.site}: its local subscriber never got a probe")
+            self._bus.publish_raw(probe, b"probe", qos=1, retain=False)
+            self._local.process(timeout_s=0.2)
         if self.controller:
             self._start_controller()
 
