@@ -339,13 +339,21 @@ def test_discovery_comes_back_after_a_broker_restart_and_at_home_assistants_birt
             sorted(first - seen(watcher)),
             proc.log(),
         )
+
+        def quiet_for(seconds: float) -> bool:
+            with watcher.lock:
+                last = max(t for v in watcher.got.values() for t, _d in v)
+            return time.monotonic() - last >= seconds
+
+        # every renewal done (a reconnection that flaps renews twice): nothing new for 3 s
+        assert wait_until(lambda: quiet_for(3.0), 30)
         watcher.close()
 
         # a user deletes the devices in Home Assistant: their retained documents are cleared
         eraser = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         eraser.connect(broker.host, broker.port)
         eraser.loop_start()
-        for topic in sorted(first):
+        for topic in sorted(documents()):
             eraser.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         assert documents() == set(), "the retained documents were not cleared"
         time.sleep(2.0)
