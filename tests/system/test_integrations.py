@@ -345,7 +345,7 @@ def test_discovery_comes_back_after_a_broker_restart_and_at_home_assistants_birt
                 last = max(t for v in watcher.got.values() for t, _d in v)
             return time.monotonic() - last >= seconds
 
-        # every renewal done (a reconnection that flaps renews twice): nothing new for 3 s
+        # every renewal done (a reconnection that flaps may renew twice): nothing new for 3 s
         assert wait_until(lambda: quiet_for(3.0), 30)
         watcher.close()
 
