@@ -15,8 +15,8 @@ which every figure is taken:
 - broker messages/s in and out (mosquitto's own `$SYS/broker/messages/received|sent`);
 - sequence gaps (the masters' `telemetry_gaps`), slave and master overruns (their bus
   counter `overruns`: loop slots missed), each read from the service's /metrics;
-- telemetry inter-arrival p99 (per module, the first and the last module of every system, the
-  last one published of a sample) and telemetry latency p99 (sample time to arrival), and
+- telemetry inter-arrival p99 (per agent: one message a sample with every module) and
+  telemetry latency p99 (the last module's sample time to arrival), and
   the pack state's inter-arrival p99, at an observer on the broker.
 
 The knee is the largest N with 0 gaps, 0 overruns and a telemetry inter-arrival p99 below
@@ -185,8 +185,7 @@ class Observer:
         self.latency_s: dict[str, list[float]] = defaultdict(list)
 
     def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
-        for m in (0, MODULES - 1):
-            client.subscribe(f"{TOPIC_ROOT}/+/slave/{m}/telemetry", qos=0)
+        client.subscribe(f"{TOPIC_ROOT}/+/slaves/+/telemetry", qos=0)
         client.subscribe(f"{TOPIC_ROOT}/+/pack/state", qos=0)
         for counter in ("messages/received", "messages/sent", "bytes/received"):
             client.subscribe(f"$SYS/broker/{counter}", qos=0)
@@ -198,14 +197,18 @@ class Observer:
             with self.lock:
                 self.sys[topic.removeprefix("$SYS/broker/")] = int(msg.payload)
             return
-        parts = topic.split("/")  # bms/v1/<system>/slave/<m>/telemetry | .../pack/state
+        parts = topic.split("/")  # bms/v1/<system>/slaves/<range>/telemetry | .../pack/state
         system = parts[2]
-        what = "state" if parts[3] == "pack" else f"m{parts[4]}"
+        what = "state" if parts[3] == "pack" else "rack"
         try:
             data = msgpack.unpackb(msg.payload)
         except ValueError:
             return
-        stamp = data.get("sample_ts") if what != "state" else data.get("ts")
+        if what == "state":
+            stamp = data.get("ts")
+        else:  # the sample of the last module (each agent samples its modules in turn)
+            samples = data.get("samples") or [{}]
+            stamp = samples[-1].get("sample_ts")
         with self.lock:
             self.seen.add((system, what))
             self.arrivals[(system, what)].append(now)
@@ -214,7 +217,7 @@ class Observer:
 
     def ready(self, systems: list[str]) -> bool:
         with self.lock:
-            return all((s, w) in self.seen for s in systems for w in ("state", f"m{MODULES - 1}"))
+            return all((s, w) in self.seen for s in systems for w in ("state", "rack"))
 
     def start_window(self) -> None:
         with self.lock:

@@ -58,8 +58,9 @@ from shared.messages import (  # noqa: E402
     ResetFaultsArgs,
     SimControl,
 )
+from shared.module_samples import subscribe_module_samples  # noqa: E402
 from shared.settings import parse_mqtt_url  # noqa: E402
-from shared.topics import CONFIG, PACK_STATE, SIM_CONTROL, SIM_TRUTH, SLAVE_TELEMETRY  # noqa: E402
+from shared.topics import CONFIG, PACK_STATE, SIM_CONTROL, SIM_TRUTH  # noqa: E402
 
 DRIFT_V_PER_S = 0.5
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -116,7 +117,7 @@ class System:
         self.other_trips = 0
         """Trips by another code than cell_overvoltage (not a measurement of its delay)."""
         self.state: PackState | None = None
-        self.bus.subscribe(SLAVE_TELEMETRY, self._telemetry, module=MODULE)
+        subscribe_module_samples(self.bus, self._telemetry, lambda _kind, _why: None)
         self.bus.subscribe(SIM_TRUTH, self._truth, module=MODULE)
         self.bus.subscribe(PACK_STATE, self._state)
         self.client = CommandClient(self.bus)
@@ -140,10 +141,12 @@ class System:
         self.truth, self.samples = [], []
         self.crossed = self.tripped = None
 
-    def _telemetry(self, d: Delivery[CellTelemetry]) -> None:
-        self.samples.append((d.message.sample_ts, d.message.cell_mv[CHANNEL] / 1000.0))
-        if self.crossed is None and d.message.cell_mv[CHANNEL] > self.threshold_v * 1000:
-            self.crossed = d.message.sample_ts
+    def _telemetry(self, sample: CellTelemetry) -> None:
+        if sample.module != MODULE:
+            return
+        self.samples.append((sample.sample_ts, sample.cell_mv[CHANNEL] / 1000.0))
+        if self.crossed is None and sample.cell_mv[CHANNEL] > self.threshold_v * 1000:
+            self.crossed = sample.sample_ts
 
     def _truth(self, d: Delivery[GroundTruth]) -> None:
         self.truth.append((d.message.sample_ts, d.message.cell_v[CHANNEL]))

@@ -2,8 +2,8 @@
 no broker, no clock but a simulated one (issue 19).
 
 The master's loop is replayed on a simulated clock: the slave agent sends every module of a
-sample at 10 Hz (13 ms after a grid slot), and the loop wakes
-for each batch of fresh telemetry and for each slot of its 50 ms grid. Each wake-up does what
+sample in one message at 10 Hz (13 ms after a grid slot), and the loop wakes
+for each message of fresh telemetry and for each slot of its 50 ms grid. Each wake-up does what
 `MasterCore.run` does after taking its inbox (`MasterCore.serve`). Prints, in µs:
 - `per sample`: a wake-up for fresh telemetry alone (no slot due): the protection judgement
   (`serve`), after taking the inbox (decoding the messages and writing the arrays; the
@@ -18,8 +18,8 @@ for each batch of fresh telemetry and for each slot of its 50 ms grid. Each wake
 A checkout from before `serve` (every wake-up a whole cycle) is replayed the way its loop ran.
 Times are CPU time (`time.thread_time`, `time.process_time`), not wall time: on a shared
 machine the time the thread waits for a core is not the master's cost. Figures only: no
-pass/fail. `--seconds S` of simulated time (default 100), `--batches N` wake-ups per sample
-(default 2).
+pass/fail. `--seconds S` of simulated time (default 100), `--batches N` racks, each its own
+message per sample (default 1).
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ from services.master_core.stores import Store  # noqa: E402
 from services.plant.in_process import in_process_factory  # noqa: E402
 from shared.bus import InMemoryBroker, InMemoryBus  # noqa: E402
 from shared.config import SystemConfig  # noqa: E402
-from shared.messages import CellTelemetry, ConfigMessage  # noqa: E402
-from shared.topics import CONFIG, SLAVE_TELEMETRY  # noqa: E402
+from shared.messages import CellTelemetry, ConfigMessage, RackTelemetry  # noqa: E402
+from shared.topics import CONFIG, RACK_TELEMETRY  # noqa: E402
 
 MODULES, CELLS, SENSORS = 14, 14, 2
 SAMPLE_S = 0.1
 SAMPLE_PHASE_S = 0.013
 """Telemetry arrives this long after a grid slot."""
 BATCH_GAP_S = 0.001
-"""The agent publishes its modules one after the other: a sample's messages reach the loop in
-`--batches` wake-ups this far apart (2: about the 40 wake-ups/s of the running master)."""
+"""With `--batches` racks, each an agent publishing its modules in one message a sample, the
+racks' messages reach the loop this far apart (1: one agent hosts the whole system)."""
 WARMUP_S = 20.0
 """Past the start-up grace: contactors closed, estimator running."""
 
@@ -88,7 +88,7 @@ def serve_legacy(core: MasterCore) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=100.0)
-    parser.add_argument("--batches", type=int, default=2, choices=range(1, MODULES + 1))
+    parser.add_argument("--batches", type=int, default=1, choices=range(1, MODULES + 1))
     args = parser.parse_args(argv)
     try:
         from tests.master_core.pack_reference import reference_snapshot
@@ -130,10 +130,14 @@ def main(argv: list[str] | None = None) -> None:
             # the next wake-up: a batch of telemetry or the grid's slot, whichever comes first
             clock.now = min(next_sample, core.schedule.deadline_s)
             if clock.now >= next_sample:
-                for m in batches[batch].tolist():
+                rack = batches[batch].tolist()
+                samples = []
+                for m in rack:
                     seq[m] += 1
                     sampled = next_sample - batch * BATCH_GAP_S
-                    peer.publish(SLAVE_TELEMETRY, telemetry(rng, m, seq[m], sampled), module=m)
+                    samples.append(telemetry(rng, m, seq[m], sampled))
+                peer.publish(RACK_TELEMETRY, RackTelemetry(samples=samples),
+                             modules=f"{rack[0]}-{rack[-1]}")  # fmt: skip
                 batch = (batch + 1) % args.batches
                 next_sample += BATCH_GAP_S if batch else SAMPLE_S - (args.batches - 1) * BATCH_GAP_S
             measured = clock.now >= start + WARMUP_S

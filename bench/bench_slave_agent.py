@@ -20,8 +20,9 @@ from shared.broker import MosquittoBroker, find_mosquitto  # noqa: E402
 from shared.bus import MqttBus  # noqa: E402
 from shared.config import SystemConfig  # noqa: E402
 from shared.messages import ConfigMessage  # noqa: E402
+from shared.module_samples import subscribe_module_samples  # noqa: E402
 from shared.settings import parse_mqtt_url  # noqa: E402
-from shared.topics import CONFIG, SLAVE_TELEMETRY  # noqa: E402
+from shared.topics import CONFIG  # noqa: E402
 
 MEASURE_S = 20.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,11 +42,11 @@ def main() -> None:
         bus = MqttBus(parse_mqtt_url(broker.url), system="bench", service="bench", kind="bench")
         received = 0
 
-        def count(_d: object) -> None:
+        def count(_sample: object) -> None:
             nonlocal received
             received += 1
 
-        bus.subscribe(SLAVE_TELEMETRY, count)
+        subscribe_module_samples(bus, count, lambda _kind, _why: None)
         bus.start(wait_s=10)
         bus.publish(CONFIG, ConfigMessage(config=config))
         env = dict(os.environ, BMS_MQTT_URL=broker.url, BMS_SYSTEM="bench", PYTHONPATH=str(ROOT))

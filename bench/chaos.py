@@ -80,6 +80,7 @@ from shared.topics import (  # noqa: E402
     COMMAND_REPLY,
     EVENTS,
     PACK_STATE,
+    RACK_TELEMETRY,
     SERVICE_STATUS,
     SLAVE_TELEMETRY,
     TOPICS,
@@ -658,12 +659,14 @@ def mqtt_fuzz(run: Run, n: int) -> dict[str, Any]:
     s = run.stack
     rng = random.Random(7)
     replays: list[bytes] = []
+    replay_topics: set[str] = set()
     lock = threading.Lock()
 
     def capture(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with lock:
             if len(replays) < 200:
                 replays.append(bytes(msg.payload))
+                replay_topics.add(msg.topic)
 
     host, port = s.broker.host, s.broker.port
     fuzzer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="chaos-fuzz")
@@ -671,9 +674,9 @@ def mqtt_fuzz(run: Run, n: int) -> dict[str, Any]:
     fuzzer.max_queued_messages_set(0)
     fuzzer.connect(host, port)
     fuzzer.loop_start()
-    fuzzer.subscribe(SLAVE_TELEMETRY.filter(SYSTEM), qos=0)
+    fuzzer.subscribe(RACK_TELEMETRY.filter(SYSTEM), qos=0)  # what the agent publishes
     wait_until(lambda: len(replays) >= 50, 10)
-    fuzzer.unsubscribe(SLAVE_TELEMETRY.filter(SYSTEM))
+    fuzzer.unsubscribe(RACK_TELEMETRY.filter(SYSTEM))
     targets: list[tuple[str, int]] = []
     for spec in TOPICS:
         values: dict[str, str | int] = {}
@@ -682,6 +685,8 @@ def mqtt_fuzz(run: Run, n: int) -> dict[str, Any]:
                          "client": "fuzz"}.get(p, "x")  # fmt: skip
         targets.append((spec.topic(SYSTEM, **values), spec.byte_limit))
     targets += [(SLAVE_TELEMETRY.topic(SYSTEM, module=1), SLAVE_TELEMETRY.byte_limit)] * 4
+    with lock:  # the agent's own topic, where its captured messages are replays
+        targets += [(t, RACK_TELEMETRY.byte_limit) for t in sorted(replay_topics)] * 4
     t0 = time.monotonic()
     sent = 0
     batch = 200

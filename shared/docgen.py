@@ -47,6 +47,8 @@ REF = "#/components/schemas/{model}"
 PARAM_TEXT = {
     "system": "System id: one string of up to 196 series cells (lower-case, digits, '-', '_').",
     "module": "Module index within the system, from 0.",
+    "modules": "The module range a slave agent hosts, `first-last` (e.g. `0-13`); the broker "
+    "ACL grants a rack its own range only.",
     "command": "Command name, with who may send it (the broker ACL grants each one): "
     + "; ".join(f"{c} ({', '.join(COMMAND_SENDERS[c])})" for c in sorted(COMMAND_ARGS))
     + ".",

@@ -11,6 +11,7 @@ Standard library only: the container health check imports it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 MAX_MODULE = 195
@@ -67,3 +68,20 @@ def rack_credentials(rack: str, password_dir: str, hostname: str) -> tuple[str, 
     a file per rack user (one Kubernetes Secret for a whole StatefulSet)."""
     user = rack_instance(rack_index(rack, hostname))
     return user, str(Path(password_dir) / user)
+
+
+def module_range_level(modules: Iterable[int]) -> str:
+    """The `{modules}` level of an agent's topic: `first-last` of the modules it hosts."""
+    ordered = sorted(modules)
+    if not ordered:
+        raise ValueError("an agent's topic needs at least one module")
+    return f"{ordered[0]}-{ordered[-1]}"
+
+
+def parse_module_range(level: str) -> range | None:
+    """The modules a `{modules}` level names, or None when it is no `first-last` range."""
+    first, sep, last = level.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit():
+        return None
+    a, b = int(first), int(last)
+    return range(a, b + 1) if a <= b else None

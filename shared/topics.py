@@ -33,6 +33,7 @@ from shared.messages import (
     Message,
     PackState,
     PlantControl,
+    RackTelemetry,
     ServiceStatus,
     SimControl,
     SiteConfigMessage,
@@ -160,6 +161,24 @@ SLAVE_TELEMETRY = TopicSpec(
     "10 Hz working, 0.2-1 Hz standby",
     "Cell voltages, temperatures, balancing state and measurement flags of one module.",
     expiry_s=5,
+)
+RACK_TELEMETRY = TopicSpec(
+    "rack_telemetry",
+    "slaves/{modules}/telemetry",
+    RackTelemetry,
+    0,
+    False,
+    (SLAVE,),
+    (MASTER, THIRD_PARTY),
+    "10 Hz working, 0.2-1 Hz standby",
+    "One sample of every module a slave agent hosts, in one message: each entry is that "
+    "module's `slave_telemetry` payload. `{modules}` is the agent's module range "
+    "(`first-last`, e.g. `0-13`); the master takes only the modules inside it, so a rack's "
+    "broker user, allowed its own range's topic only, cannot speak for another rack's cells. "
+    "What the stack's agents publish; `slave_telemetry` stays open to slaves that publish "
+    "module by module.",
+    expiry_s=5,
+    payload_bytes=RackTelemetry.max_encoded_bytes(),
 )
 SLAVE_STATUS = TopicSpec(
     "slave_status",
@@ -802,7 +821,7 @@ what a third party may (and, besides, what they are named a subscriber of)."""
 
 
 TOPICS: tuple[TopicSpec[Message], ...] = (
-    SLAVE_TELEMETRY, SLAVE_STATUS, SLAVE_BALANCE, SLAVE_MODE,
+    SLAVE_TELEMETRY, RACK_TELEMETRY, SLAVE_STATUS, SLAVE_BALANCE, SLAVE_MODE,
     PACK_STATE, PACK_CELLS, EVENTS, COMMAND, COMMAND_REPLY,
     CONFIG, CONFIG_ACK, SERVICE_STATUS, SIM_CONTROL, PLANT_CONTROL, SIM_TRUTH,
     *SITE_TOPICS, *INTEGRATION_TOPICS,

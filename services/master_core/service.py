@@ -70,6 +70,7 @@ from shared.messages import (
     SlaveModeCommand,
 )
 from shared.messages.slave import SlaveMode
+from shared.module_samples import subscribe_module_samples
 from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
@@ -78,7 +79,6 @@ from shared.topics import (
     PACK_STATE,
     SLAVE_BALANCE,
     SLAVE_MODE,
-    SLAVE_TELEMETRY,
 )
 
 CYCLE_SECONDS = Histogram(
@@ -174,7 +174,7 @@ class MasterCore:
         """A judgement raised or cleared a level: the cycle right after publishes the state."""
         self.queries = EventQueries(self.events, bus, self.monotonic)
         bus.subscribe(CONFIG, self._on_config)
-        bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        subscribe_module_samples(bus, self._on_sample, self._on_sample_refused)
         bus.subscribe(EVENTS, self.events.on_event)
         CommandServer(
             bus,
@@ -261,10 +261,14 @@ class MasterCore:
         self.bus.publish(SLAVE_MODE, SlaveModeCommand(mode=self.mode))
 
     # --- inputs -----------------------------------------------------------------------------
-    def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
+    def _on_sample_refused(self, kind: str, why: str) -> None:
+        self.bus.counters["telemetry_refused"] += 1
+        self.bus.counters[kind] += 1
+        self._limited_log.warning(kind, "telemetry refused: %s", why)
+
+    def _on_sample(self, msg: CellTelemetry) -> None:
         if self.rt is None:
             return
-        msg = d.message
         if msg.module in self._unjudged:
             # a second sample of a module before its first was judged (the loop fell behind):
             # judge the first now, so that no sample of a stretch beyond a threshold is skipped

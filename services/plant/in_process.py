@@ -27,7 +27,8 @@ from shared.bus import BusCore, Delivery
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, PackState
 from shared.messages.slave import ChannelFlag
-from shared.topics import PACK_STATE, SLAVE_TELEMETRY
+from shared.module_samples import subscribe_module_samples
+from shared.topics import PACK_STATE
 
 _UNMEASURABLE = int(ChannelFlag.OPEN_WIRE | ChannelFlag.OUT_OF_RANGE | ChannelFlag.SENSOR_FAULT)
 """A plain int: `int & IntFlag` is a Python call per channel, at every module's sample."""
@@ -68,7 +69,8 @@ class InProcessPlant:
         self._last_s: float | None = None
         self._coils = _Coils(dict.fromkeys(CONTACTORS, False))
         self.configure(config)
-        bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        # the master on the same bus counts and logs a refused sample
+        subscribe_module_samples(bus, self._on_sample, lambda _kind, _why: None)
         bus.subscribe(PACK_STATE, self._on_state)
 
     def configure(self, config: SystemConfig) -> None:
@@ -82,8 +84,7 @@ class InProcessPlant:
             del self._modules[m]
 
     # --- what the inverter and the string voltage come from -----------------------------------
-    def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
-        t = d.message
+    def _on_sample(self, t: CellTelemetry) -> None:
         if any(t.cell_flags):
             valid = [
                 mv for mv, f in zip(t.cell_mv, t.cell_flags, strict=True) if not f & _UNMEASURABLE

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -19,10 +20,11 @@ from services.slave_agent.core import AgentCore, BalancingLimits
 from services.slave_agent.driver import Driver, DriverError
 from services.slave_agent.settings import SlaveAgentSettings
 from services.slave_agent.sim_driver import LOOP_FAULTS, SimulatedDriver, cells_of_module
-from services.slave_agent.telemetry import fast_telemetry
+from services.slave_agent.telemetry import fast_rack_telemetry, telemetry_fields
 from shared.bus import BusCore, Delivery
 from shared.config import SystemConfig, explain_errors
 from shared.config_ack import acknowledge_config
+from shared.log_limit import LimitedLog
 from shared.messages import (
     BalanceCommand,
     CellTelemetry,
@@ -38,12 +40,12 @@ from shared.schedule import FixedRateSchedule
 from shared.topics import (
     CONFIG,
     PACK_STATE,
+    RACK_TELEMETRY,
     SIM_CONTROL,
     SIM_TRUTH,
     SLAVE_BALANCE,
     SLAVE_MODE,
     SLAVE_STATUS,
-    SLAVE_TELEMETRY,
 )
 
 log = logging.getLogger("slave_agent")
@@ -83,8 +85,11 @@ class SlaveAgent:
         self.schedule: FixedRateSchedule | None = None
         self.modules: list[int] = []
         self._seq: dict[int, int] = {}
-        self._topics: dict[int, str] = {}
-        """Each hosted module's telemetry topic."""
+        self._rack_topic = ""
+        """The hosted modules' telemetry topic (`slaves/{first-last}/telemetry`)."""
+        self._rack_seq = 0
+        """Messages on that topic since the start (each sample also counts per module)."""
+        self._limited_log = LimitedLog(log, every_s=10.0)
         self.boot_id = uuid.uuid4().hex
         """This start of the agent: the master orders samples by (boot_id, seq)."""
         self._loop_faults: dict[str, _LoopFault] = {}
@@ -132,7 +137,9 @@ class SlaveAgent:
             mode=mode,
         )  # fmt: skip
         self._seq = {m: self._seq.get(m, 0) for m in modules}
-        self._topics = {m: SLAVE_TELEMETRY.topic(self.bus.system, module=m) for m in modules}
+        self._rack_topic = RACK_TELEMETRY.topic(
+            self.bus.system, modules=self.settings.telemetry_range(config.topology.modules)
+        )
         self.schedule = FixedRateSchedule(self._period_s(), self.monotonic())
         self._last_advance_s = self.monotonic()
         for m in modules:
@@ -261,6 +268,8 @@ class SlaveAgent:
         wall = self.wall()
         late = self._fault("late_samples", now)
         dropout = self._fault("dropout", now)
+        stamp_ts = self.bus.clock()
+        samples: list[dict[str, Any]] = []
         for m in self.modules:
             try:
                 reading = self.driver.read(m)
@@ -276,32 +285,28 @@ class SlaveAgent:
             if dropout is not None:
                 continue
             sample_ts = wall - (late.value if late else 0.0)
-            balancing = decision.switched
-            payload = fast_telemetry(
-                source=self.bus.service, seq=seq, ts=self.bus.clock(), module=m,
+            values: dict[str, Any] = dict(
+                source=self.bus.service, seq=seq, ts=stamp_ts, module=m,
                 mode=self.core.mode, sample_ts=sample_ts,
-                cell_mv=reading.cell_mv, cell_flags=reading.cell_flags, balancing=balancing,
+                cell_mv=reading.cell_mv, cell_flags=reading.cell_flags,
+                balancing=decision.switched,
                 temp_c=reading.temp_c, temp_flags=reading.temp_flags,
                 overruns=self.schedule.overruns, boot_id=self.boot_id,
             )  # fmt: skip
-            if payload is not None:
-                self.bus.publish_raw(
-                    self._topics[m], payload, qos=SLAVE_TELEMETRY.qos,
-                    retain=SLAVE_TELEMETRY.retain, spec=SLAVE_TELEMETRY,
-                )  # fmt: skip
-                continue
-            # a value outside the contract: the model says what (and refuses it)
-            self.bus.publish(
-                SLAVE_TELEMETRY,
-                CellTelemetry(
-                    module=m, mode=self.core.mode, sample_ts=sample_ts,
-                    cell_mv=reading.cell_mv, cell_flags=reading.cell_flags,
-                    balancing=balancing,
-                    temp_c=reading.temp_c, temp_flags=reading.temp_flags,
-                    overruns=self.schedule.overruns, seq=seq, boot_id=self.boot_id,
+            fields = telemetry_fields(**values)
+            if fields is None:
+                fields = self._checked_sample(values)
+            if fields is not None:
+                samples.append(fields)
+        if samples:
+            self.bus.publish_raw(
+                self._rack_topic,
+                fast_rack_telemetry(
+                    source=self.bus.service, seq=self._rack_seq, ts=stamp_ts, samples=samples
                 ),
-                module=m,
+                qos=RACK_TELEMETRY.qos, retain=RACK_TELEMETRY.retain, spec=RACK_TELEMETRY,
             )  # fmt: skip
+            self._rack_seq += 1
         if (
             isinstance(self.driver, SimulatedDriver)
             and now - self._last_truth_s >= self.settings.truth_period_s
@@ -314,6 +319,21 @@ class SlaveAgent:
         slow = self._fault("slow_samples", now)
         if slow is not None:
             time.sleep(slow.value)
+
+    def _checked_sample(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """A sample the fast path would not take, through the model: its fields when the model
+        takes them; else None, counted and logged (the other modules' samples still go out)."""
+        envelope = {k: values.pop(k) for k in ("source", "ts")}
+        try:
+            sample = CellTelemetry(**values)
+        except ValidationError as exc:
+            self.bus.counters["telemetry_invalid"] += 1
+            self._limited_log.log(
+                logging.ERROR, "telemetry_invalid", "module %d: sample refused by the contract: %s",
+                values["module"], "; ".join(explain_errors(exc)),
+            )  # fmt: skip
+            return None
+        return sample.stamped(source=envelope["source"], seq=values["seq"], ts=envelope["ts"])
 
     def _set_balancing(self, module: int, discharge: list[bool], charge: list[bool]) -> None:
         assert self.driver is not None

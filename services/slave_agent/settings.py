@@ -9,7 +9,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.endpoint import MqttEndpoint, parse_mqtt_url, with_credentials
-from shared.racks import rack_credentials, rack_index, rack_instance, rack_modules
+from shared.racks import (
+    module_range_level,
+    rack_credentials,
+    rack_index,
+    rack_instance,
+    rack_modules,
+)
 from shared.settings import ServiceSettings
 
 
@@ -108,3 +114,10 @@ class SlaveAgentSettings(ServiceSettings):
         if self.modules == "all":
             return list(range(total_modules))
         return [m for m in parse_modules(self.modules) if m < total_modules]
+
+    def telemetry_range(self, total_modules: int) -> str:
+        """The `{modules}` level of the agent's telemetry topic: the range it is set to host,
+        whole, as the broker ACL grants a rack (a short last rack keeps its nominal range)."""
+        if self.modules == "all":
+            return module_range_level(range(total_modules))
+        return module_range_level(parse_modules(self.modules))

@@ -6,8 +6,9 @@ registry lists it as a publisher of, and read what it lists it as a subscriber o
 `COMMAND_SENDERS`, so only the web application may send `cmd/service_reset`. Each user
 publishes its presence, configuration acknowledgement and events under its own name only (the
 user name is the instance name), so nobody else can publish an event as the master; and a
-rack (`slave_agent-rack<r>`) only the topics of its own modules, so a rack cannot speak for
-another's cells. A command's reply (`reply/{user}/{client}`) is readable by the user it names
+rack (`slave_agent-rack<r>`) only the topics of its own modules (and of its own module range,
+`slaves/<first>-<last>/telemetry`), so a rack cannot speak for another's cells. A command's
+reply (`reply/{user}/{client}`) is readable by the user it names
 only. Third parties only read; the `events_reader` user also fetches the events it missed
 (`cmd/events_query`, and its own replies).
 
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import SYSTEM_ID_RE
-from shared.racks import rack_instance, rack_module_range
+from shared.racks import module_range_level, rack_instance, rack_module_range
 from shared.topics import (
     ANY,
     CAN,
@@ -274,6 +275,8 @@ def _spec_grants(
         out.append(Grant(spec.filter(system, **dict.fromkeys(own, user)), False, True))
     elif modules is not None and "module" in spec.params:
         out += [Grant(spec.filter(system, module=m), read, write) for m in modules]
+    elif modules is not None and "modules" in spec.params:  # the rack's own range only
+        out.append(Grant(spec.filter(system, modules=module_range_level(modules)), read, write))
     else:
         out.append(Grant(pattern(spec, system), read, write))
     return out

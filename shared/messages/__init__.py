@@ -43,6 +43,7 @@ from shared.messages.slave import (
     BalanceCommand,
     CellTelemetry,
     ChannelFlag,
+    RackTelemetry,
     SlaveModeCommand,
     SlaveStatus,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "OcvCaptureArgs",
     "PackState",
     "PlantControl",
+    "RackTelemetry",
     "ResetFaultsArgs",
     "ServiceOverride",
     "ServiceResetArgs",

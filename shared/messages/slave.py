@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from enum import IntFlag
+from itertools import pairwise
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
+from shared.bounds import list_item_bytes, max_encoded_bytes
+from shared.config.limits import CELLS_IN_SERIES_MAX as MAX_CELLS_IN_SERIES
 from shared.config.limits import CELLS_PER_MODULE_MAX, MODULES_MAX, TEMP_SENSORS_PER_MODULE_MAX
 from shared.messages.envelope import Message, Timestamp, TopicLevel
 
@@ -73,6 +76,37 @@ class CellTelemetry(Message):
                 f"({len(self.temp_c)})"
             )
         return self
+
+
+class RackTelemetry(Message):
+    """One sample of every module an agent hosts, in one message (`slaves/{modules}/telemetry`).
+
+    Each entry is the module's own `CellTelemetry`, envelope included: its `seq` counts that
+    module's samples, as on the per-module topic. The envelope of the whole counts the agent's
+    messages on its topic. One message per sample instead of one per module: the broker's and
+    each subscriber's cost is per message (issue 19)."""
+
+    samples: list[CellTelemetry] = Field(min_length=1, max_length=MAX_MODULES, fail_fast=True)
+
+    @model_validator(mode="after")
+    def _one_system(self) -> Self:
+        modules = [s.module for s in self.samples]
+        if any(b <= a for a, b in pairwise(modules)):
+            raise ValueError(f"samples must be in rising module order, each once: {modules}")
+        total = sum(len(s.cell_mv) for s in self.samples)
+        if total > MAX_CELLS_IN_SERIES:
+            raise ValueError(f"{total} cells exceed the {MAX_CELLS_IN_SERIES} cells of a system")
+        return self
+
+    @classmethod
+    def max_encoded_bytes(cls) -> int:
+        """The largest: every module with every temperature sensor, but at most
+        `MAX_CELLS_IN_SERIES` cells in all (the per-list bounds alone would allow 196 x 196)."""
+        per_cell = sum(
+            list_item_bytes(CellTelemetry, f) for f in ("cell_mv", "cell_flags", "balancing")
+        )
+        surplus = MAX_MODULES * MAX_CELLS_PER_MODULE - MAX_CELLS_IN_SERIES
+        return max_encoded_bytes(cls) - surplus * per_cell
 
 
 class SlaveStatus(Message):

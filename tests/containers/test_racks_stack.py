@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from shared.topics import SERVICE_STATUS, SLAVE_TELEMETRY
+from shared.topics import RACK_TELEMETRY, SERVICE_STATUS, SLAVE_TELEMETRY
 from tests.containers.conftest import TAG
 from tests.containers.stack import COMPOSE_FILE, ComposeStack
 from tests.containers.test_stack import NOT_AUTHORIZED, SYSTEM, ThirdParty, closed
@@ -55,5 +55,6 @@ def test_four_racks_each_log_in_as_their_own_user(racks_stack: ComposeStack) -> 
     rack3 = ThirdParty(racks_stack, user="slave_agent-rack3")
     try:
         assert rack3.publish(SLAVE_TELEMETRY.topic(SYSTEM, module=5), b"\x80") == NOT_AUTHORIZED
+        assert rack3.publish(RACK_TELEMETRY.topic(SYSTEM, modules="4-5"), b"\x80") == NOT_AUTHORIZED
     finally:
         rack3.close()

@@ -37,6 +37,7 @@ from shared.topics import (
     CONFIG,
     EVENTS,
     PACK_STATE,
+    RACK_TELEMETRY,
     SERVICE_STATUS,
     SLAVE_TELEMETRY,
     TOPICS,
@@ -189,6 +190,11 @@ def test_a_rack_cannot_speak_for_another_racks_modules(stack: ComposeStack) -> N
         foreign = SLAVE_TELEMETRY.topic(SYSTEM, module=5)
         assert rack0.publish(foreign, b"\x80") == NOT_AUTHORIZED
         assert rack0.publish(SLAVE_TELEMETRY.topic(SYSTEM, module=2), b"\x80") < 0x80
+        # the agents' own topic: rack 0's range only
+        assert rack0.publish(RACK_TELEMETRY.topic(SYSTEM, modules="0-3"), b"\x80") < 0x80
+        for other_range in ("4-7", "0-7"):
+            topic = RACK_TELEMETRY.topic(SYSTEM, modules=other_range)
+            assert rack0.publish(topic, b"\x80") == NOT_AUTHORIZED
         other = SERVICE_STATUS.topic(SYSTEM, service="master_core")
         assert rack0.publish(other, b"\x80") == NOT_AUTHORIZED
     finally:

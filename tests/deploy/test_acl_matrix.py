@@ -118,6 +118,10 @@ def expected(user: str, access: str, topic: str) -> bool:
     if "module" in params and role == SLAVE:
         rack = int(user.rsplit("rack", 1)[1])
         ok = ok and int(params["module"]) in rack_module_range(rack, LAYOUT.modules_per_rack)
+    if "modules" in params and role == SLAVE:  # an agent's range: the rack's own, exactly
+        rack = int(user.rsplit("rack", 1)[1])
+        first = rack * LAYOUT.modules_per_rack
+        ok = ok and params["modules"] == f"{first}-{first + LAYOUT.modules_per_rack - 1}"
     return ok
 
 
@@ -126,6 +130,7 @@ def topics_of(spec: TopicSpec[Any], services: tuple[str, ...]) -> set[str]:
     nobody sends, each of `services` as the publishing name."""
     values: dict[str, list[str]] = {
         "module": ["1", "5"],
+        "modules": ["0-3", "4-7", "0-7", "1-3"],
         "command": [*COMMAND_SENDERS, "unknown"],
         "service": list(services),
         "source": list(services),

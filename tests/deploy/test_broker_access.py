@@ -95,7 +95,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
 def concrete(
     spec: TopicSpec[Any], module: int = 1, service: str = "nobody", command: str = "set_mode"
 ) -> str:
-    values = {"module": module, "service": service, "source": service, "command": command}
+    layout = acl.DEFAULT_LAYOUT
+    rack = layout.modules(module // layout.modules_per_rack)  # the range that hosts `module`
+    values = {"module": module, "modules": f"{rack[0]}-{rack[-1]}", "service": service,
+              "source": service, "command": command}  # fmt: skip
     return spec.topic(SYSTEM, **{p: values.get(p, "1") for p in spec.params})
 
 

@@ -42,6 +42,7 @@ from shared.messages import (
     Message,
     ModuleCells,
     PackState,
+    RackTelemetry,
     ServiceStatus,
     SiteState,
 )
@@ -90,6 +91,11 @@ MODULE_CELLS_ONE = {
     "module": 0, "fresh": True, "cell_v": [3.3], "cell_flags": [0], "balancing": [False],
     "temp_c": [25.0] * T, "temp_flags": [0] * T,
 }  # fmt: skip
+TELEMETRY_ONE = {
+    **ENVELOPE, "module": 0, "mode": "working", "sample_ts": 1.0, "cell_mv": [3300],
+    "cell_flags": [7], "balancing": [True], "temp_c": [25.0] * T, "temp_flags": [7] * T,
+    "boot_id": "0123456789abcdef0123456789abcdef",
+}  # fmt: skip
 
 LARGEST: dict[type[BaseModel], dict[str, Any]] = {
     CellTelemetry: {
@@ -115,6 +121,7 @@ LARGEST: dict[type[BaseModel], dict[str, Any]] = {
         "balancing": [False] * N, "temp_c": [None] * T, "temp_flags": [4] * T,
     },
     CellSnapshot: {**ENVELOPE, "modules": [{**MODULE_CELLS_ONE, "module": i} for i in range(N)]},
+    RackTelemetry: {**ENVELOPE, "samples": [{**TELEMETRY_ONE, "module": i} for i in range(N)]},
     GroundTruth: {
         **ENVELOPE, "module": 0, "sample_ts": 1.0, "soc_pct": [50.0] * N, "cell_v": [3.3] * N,
         "temp_c": [25.0] * T, "current_a": 0.0,
@@ -276,6 +283,11 @@ def test_the_largest_payload_fits_its_topic(model: type[BaseModel]) -> None:
 def test_the_snapshot_bound_counts_cells_of_the_whole_system() -> None:
     raw = msgpack.packb(LARGEST[CellSnapshot], use_bin_type=True)
     assert len(raw) <= CellSnapshot.max_encoded_bytes() < max_encoded_bytes(CellSnapshot)
+
+
+def test_the_rack_bound_counts_cells_of_the_whole_system() -> None:
+    raw = msgpack.packb(LARGEST[RackTelemetry], use_bin_type=True)
+    assert len(raw) <= RackTelemetry.max_encoded_bytes() < max_encoded_bytes(RackTelemetry)
 
 
 def test_the_brokers_drop_payloads_over_the_largest_topic_limit() -> None:

@@ -1,5 +1,5 @@
-"""fast_telemetry gives the bytes of the model's way, or None where the model would not take the
-values as they are."""
+"""The agent's fast way (`telemetry_fields` in a `fast_rack_telemetry` message) gives the bytes
+of the model's way, or None where the model would not take the values as they are."""
 
 from __future__ import annotations
 
@@ -11,21 +11,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.slave_agent.telemetry import fast_telemetry
+from services.slave_agent.telemetry import fast_rack_telemetry, telemetry_fields
 from shared.codec import EncodeError, encode
-from shared.messages import CellTelemetry
+from shared.messages import CellTelemetry, RackTelemetry
 from shared.messages.slave import MAX_CELLS_PER_MODULE, MAX_TEMPS_PER_MODULE
 
 SOURCE = "slave_agent"
+RACK_SEQ, RACK_TS = 41, 1_765_000_000.5
 
 
-def model_bytes(kw: dict[str, Any]) -> bytes | None:
-    """The agent's former way: the model, stamped by the bus; None when it refuses."""
-    source, ts = kw.pop("source"), kw.pop("ts")
+def model_bytes(*samples: dict[str, Any]) -> bytes | None:
+    """The model's way: each sample's model in a rack message the bus stamps; None when the
+    model refuses."""
     try:
-        return encode(CellTelemetry(**kw), source=source, seq=kw["seq"], ts=ts)
+        rack = RackTelemetry(samples=[CellTelemetry(**kw) for kw in samples])
+        return encode(rack, source=SOURCE, seq=RACK_SEQ, ts=RACK_TS)
     except (ValidationError, EncodeError):
         return None
+
+
+def fast_telemetry(**kw: Any) -> bytes | None:
+    """The agent's way for one module's sample."""
+    fields = telemetry_fields(**kw)
+    if fields is None:
+        return None
+    return fast_rack_telemetry(source=SOURCE, seq=RACK_SEQ, ts=RACK_TS, samples=[fields])
 
 
 def plain(n: int = 14, sensors: int = 2) -> dict[str, Any]:
@@ -50,7 +60,7 @@ def test_the_usual_sample_is_the_models_bytes() -> None:
     kw = plain()
     fast = fast_telemetry(**kw)
     assert fast is not None
-    assert fast == model_bytes(dict(kw))
+    assert fast == model_bytes(kw)
 
 
 def test_every_field_of_the_contract_is_written() -> None:
@@ -59,7 +69,21 @@ def test_every_field_of_the_contract_is_written() -> None:
 
     fast = fast_telemetry(**plain())
     assert fast is not None
-    assert list(msgpack.unpackb(fast)) == list(CellTelemetry.model_fields)
+    rack = msgpack.unpackb(fast)
+    assert list(rack) == list(RackTelemetry.model_fields)
+    assert list(rack["samples"][0]) == list(CellTelemetry.model_fields)
+
+
+def test_a_rack_of_modules_is_the_models_bytes() -> None:
+    samples = []
+    for m in (0, 1, 5):
+        kw = plain()
+        kw["module"], kw["seq"] = m, 100 + m
+        samples.append(kw)
+    fields = [telemetry_fields(**kw) for kw in samples]
+    assert all(f is not None for f in fields)
+    fast = fast_rack_telemetry(source=SOURCE, seq=RACK_SEQ, ts=RACK_TS, samples=fields)  # type: ignore[arg-type]
+    assert fast == model_bytes(*samples)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +148,7 @@ def test_values_at_the_contracts_bounds_go_the_fast_way(field: str, value: Any) 
     kw[field] = value
     fast = fast_telemetry(**kw)
     assert fast is not None
-    assert fast == model_bytes(dict(kw))
+    assert fast == model_bytes(kw)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +158,7 @@ def test_sizes_of_modules_go_the_fast_way(cells: int, sensors: int) -> None:
     kw = plain(cells, sensors)
     fast = fast_telemetry(**kw)
     assert fast is not None
-    assert fast == model_bytes(dict(kw))
+    assert fast == model_bytes(kw)
 
 
 def edge_ints(lo: int, hi: int) -> st.SearchStrategy[Any]:
@@ -182,5 +206,5 @@ def test_fast_bytes_are_the_models_or_none(n: int, sensors: int, data: st.DataOb
     for name, strategy in valid.items():
         kw[name] = data.draw(wild[name] if name == odd else strategy)
     fast = fast_telemetry(**kw)
-    model = model_bytes(dict(kw))
+    model = model_bytes(kw)
     assert fast == model or (fast is None and odd is not None)

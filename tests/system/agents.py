@@ -26,8 +26,9 @@ from shared.can_bus import multicast_problem
 from shared.config import SystemConfig, plant_demo_config
 from shared.config.system import PLANT_SYSTEMS_MAX
 from shared.messages import CellTelemetry, ConfigMessage, Event, ServiceStatus, SlaveStatus
+from shared.module_samples import subscribe_module_samples
 from shared.settings import parse_mqtt_url
-from shared.topics import CONFIG, EVENTS, SERVICE_STATUS, SLAVE_STATUS, SLAVE_TELEMETRY
+from shared.topics import CONFIG, EVENTS, SERVICE_STATUS, SLAVE_STATUS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +84,8 @@ class Recorder:
         self.slave_status: dict[int, list[SlaveStatus]] = defaultdict(list)
         self.service_status: dict[str, list[ServiceStatus]] = defaultdict(list)
         self.lock = threading.Lock()
-        self.bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        self.refused: list[tuple[str, str]] = []
+        subscribe_module_samples(self.bus, self._on_telemetry, self._on_refused)
         self.bus.subscribe(SLAVE_STATUS, self._on_slave_status)
         self.bus.subscribe(SERVICE_STATUS, self._on_service_status)
         self._stop = threading.Event()
@@ -95,9 +97,13 @@ class Recorder:
         while not self._stop.is_set():
             self.bus.process(timeout_s=0.05)
 
-    def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
+    def _on_telemetry(self, sample: CellTelemetry) -> None:
         with self.lock:
-            self.telemetry[d.message.module].append(d.message)
+            self.telemetry[sample.module].append(sample)
+
+    def _on_refused(self, kind: str, why: str) -> None:
+        with self.lock:
+            self.refused.append((kind, why))
 
     def _on_slave_status(self, d: Delivery[SlaveStatus]) -> None:
         with self.lock:

@@ -42,9 +42,10 @@ from shared.bus import Delivery, MqttBus
 from shared.config import SystemConfig
 from shared.config.system import COMM_LOSS_RIDE_THROUGH_MAX_S
 from shared.messages import CellSnapshot, CellTelemetry, Event, PackState
+from shared.module_samples import subscribe_module_samples
 from shared.protection_codes import EVT1_COMMUNICATION_ERROR
 from shared.settings import parse_mqtt_url
-from shared.topics import EVENTS, PACK_CELLS, PACK_STATE, SLAVE_TELEMETRY
+from shared.topics import EVENTS, PACK_CELLS, PACK_STATE
 
 from .agents import ServiceProcess, WireStack, wait_until
 from .test_config_ui import Ui
@@ -91,12 +92,13 @@ class Watch:
         self.cells: CellSnapshot | None = None
         self.events: list[Event] = []
         self.telemetry: dict[int, CellTelemetry] = {}
+        self.refused: list[str] = []
         self.recent: dict[int, deque[CellTelemetry]] = defaultdict(lambda: deque(maxlen=40))
         """The last 4 s of samples of each module (a snapshot is up to 0.5 s old)."""
         self.bus.subscribe(PACK_STATE, self._on_state)
         self.bus.subscribe(PACK_CELLS, self._on_cells)
         self.bus.subscribe(EVENTS, self._on_event)
-        self.bus.subscribe(SLAVE_TELEMETRY, self._on_telemetry)
+        subscribe_module_samples(self.bus, self._on_telemetry, self._on_refused)
         self._stop = threading.Event()
         threading.Thread(target=self._pump, daemon=True).start()
         assert self.bus.start(wait_s=10)
@@ -117,10 +119,14 @@ class Watch:
         with self.lock:
             self.events.append(d.message)
 
-    def _on_telemetry(self, d: Delivery[CellTelemetry]) -> None:
+    def _on_telemetry(self, sample: CellTelemetry) -> None:
         with self.lock:
-            self.telemetry[d.message.module] = d.message
-            self.recent[d.message.module].append(d.message)
+            self.telemetry[sample.module] = sample
+            self.recent[sample.module].append(sample)
+
+    def _on_refused(self, kind: str, why: str) -> None:
+        with self.lock:
+            self.refused.append(f"{kind}: {why}")
 
     def latest(self) -> PackState | None:
         with self.lock:
