@@ -23,9 +23,9 @@ from services.master_core.stores import Store
 from services.plant.in_process import in_process_factory
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
-from shared.messages import CellTelemetry, ConfigMessage, PackState
+from shared.messages import CellTelemetry, ConfigMessage, PackState, RackTelemetry
 from shared.schedule import FixedRateSchedule
-from shared.topics import CONFIG, PACK_STATE, SLAVE_TELEMETRY
+from shared.topics import CONFIG, PACK_STATE, RACK_TELEMETRY, SLAVE_TELEMETRY
 
 HEALTHY_MV = 3700
 WALL_OFFSET_S = 1.7e9
@@ -85,6 +85,21 @@ class Master:
             module=module,
         )  # fmt: skip
 
+    def send_rack(self, sample_wall_s: float, cell_mv: dict[int, int], level: str) -> None:
+        """One message with a sample of each module in `cell_mv`, as an agent publishes."""
+        samples = []
+        for module, mv in sorted(cell_mv.items()):
+            self.seq[module] += 1
+            samples.append(
+                CellTelemetry(
+                    module=module, mode="working", sample_ts=sample_wall_s,
+                    cell_mv=[HEALTHY_MV, HEALTHY_MV, mv, HEALTHY_MV], cell_flags=[0] * 4,
+                    balancing=[False] * 4, temp_c=[25.0, 25.0], temp_flags=[0, 0],
+                    seq=self.seq[module], boot_id="0123abcd",
+                )
+            )  # fmt: skip
+        self.slaves.publish(RACK_TELEMETRY, RackTelemetry(samples=samples), modules=level)
+
     def judge(self) -> None:
         """What the loop does on a wake-up: take what waits, then one cycle."""
         self.bus.process()
@@ -139,6 +154,33 @@ def test_the_delay_counts_from_the_samples_time_stamps_not_from_their_arrival(
     master.clock.now += 0.05
     master.judge()  # a periodic cycle: the trip stays
     assert master.tripped
+
+
+def test_an_agents_message_is_judged_as_the_samples_of_its_modules(master: Master) -> None:
+    """Both modules in one message a sample: the trip comes with the sample stamped 0.5 s
+    after the first one beyond, in the cycle that judges it."""
+    t0 = master.clock.wall() + 0.1
+    for k in range(7):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.02
+        master.send_rack(t0 + 0.1 * k, {0: HEALTHY_MV, 1: OVER_MV}, "0-1")
+        master.judge()
+        assert master.tripped == (k >= 5), (k, master.core.last)
+    assert master.bus.counters["telemetry_outside_range"] == 0
+
+
+def test_a_module_outside_the_messages_range_is_refused_and_counted(master: Master) -> None:
+    """Module 1's cells over the threshold, on the topic of a range that holds module 0 only
+    (another rack's broker user could publish it): refused, counted, never judged."""
+    t0 = master.clock.wall() + 0.1
+    for k in range(8):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.02
+        master.send_rack(t0 + 0.1 * k, {0: HEALTHY_MV, 1: OVER_MV}, "0-0")
+        master.send(1, t0 + 0.1 * k)  # module 1's own, healthy, on its per-module topic
+        master.judge()
+    assert not master.tripped
+    assert master.core.supervisor.contactor_state == "closed"
+    assert master.bus.counters["telemetry_outside_range"] == 8
+    assert master.bus.counters["telemetry_refused"] == 8
 
 
 def test_a_dip_between_two_samples_taken_together_restarts_the_delay(master: Master) -> None:
