@@ -6,8 +6,9 @@ The stack's agents publish every module they host in one message per sample
 `subscribe_module_samples` and sees one `CellTelemetry` per module either way.
 
 The topic is the trust boundary: the broker lets a rack's user publish its own range's topic
-only, so a sample of a module outside the range named in the topic is refused here, as the
-broker refuses a rack's write to another rack's per-module topic.
+and its own modules' topics only, so a sample of a module outside the range named in the topic,
+or of another module than the per-module topic names, is refused here, as the broker refuses a
+rack's write to another rack's topics.
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ def samples_in_range(d: Delivery[RackTelemetry], on_refused: RefusalHandler) -> 
         return []
     inside = [s for s in d.message.samples if s.module in modules]
     if len(inside) < len(d.message.samples):
-        outside = sorted({s.module for s in d.message.samples} - set(modules))
+        outside = sorted({s.module for s in d.message.samples if s.module not in modules})
         on_refused(OUTSIDE_RANGE, f"{d.topic}: modules {outside} are outside {level}")
     return inside
+
+
+def sample_of_its_topic(
+    d: Delivery[CellTelemetry], on_refused: RefusalHandler
+) -> CellTelemetry | None:
+    """A per-module message's sample when its module is the one the topic names: a rack's
+    broker user may write its own modules' topics only, so the topic is what is trusted."""
+    if d.params.get("module") != str(d.message.module):
+        on_refused(OUTSIDE_RANGE, f"{d.topic}: module {d.message.module} is not the topic's module")
+        return None
+    return d.message
 
 
 def subscribe_module_samples(
@@ -50,5 +62,10 @@ def subscribe_module_samples(
         for sample in samples_in_range(d, on_refused):
             on_sample(sample)
 
-    bus.subscribe(SLAVE_TELEMETRY, lambda d: on_sample(d.message))
+    def on_module(d: Delivery[CellTelemetry]) -> None:
+        sample = sample_of_its_topic(d, on_refused)
+        if sample is not None:
+            on_sample(sample)
+
+    bus.subscribe(SLAVE_TELEMETRY, on_module)
     bus.subscribe(RACK_TELEMETRY, on_rack)

@@ -17,6 +17,7 @@ from pathlib import Path
 MAX_MODULE = 195
 ORDINAL = "ordinal"
 _ORDINAL_RE = re.compile(r"-(\d+)$")
+_RANGE_RE = re.compile(r"([0-9]{1,3})-([0-9]{1,3})")
 
 
 def ordinal_from_hostname(hostname: str) -> int:
@@ -79,9 +80,10 @@ def module_range_level(modules: Iterable[int]) -> str:
 
 
 def parse_module_range(level: str) -> range | None:
-    """The modules a `{modules}` level names, or None when it is no `first-last` range."""
-    first, sep, last = level.partition("-")
-    if not sep or not first.isdigit() or not last.isdigit():
+    """The modules a `{modules}` level names, or None when it is no `first-last` range of
+    modules 0..MAX_MODULE (ASCII digits only: a topic comes from anyone on an open broker)."""
+    m = _RANGE_RE.fullmatch(level)
+    if m is None:
         return None
-    a, b = int(first), int(last)
-    return range(a, b + 1) if a <= b else None
+    a, b = int(m.group(1)), int(m.group(2))
+    return range(a, b + 1) if a <= b <= MAX_MODULE else None

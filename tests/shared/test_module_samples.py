@@ -30,7 +30,11 @@ def test_a_racks_level_is_its_whole_range() -> None:
     assert parse_module_range(module_range_level(rack_module_range(2, 4))) == range(8, 12)
 
 
-@pytest.mark.parametrize("level", ["3", "5-2", "a-b", "-1-3", "1-", "1-2-3", "0x1-3", ""])
+@pytest.mark.parametrize(
+    "level",
+    ["3", "5-2", "a-b", "-1-3", "1-", "1-2-3", "0x1-3", "", "0-196", "1-99999999999", "\u00b2-3",
+     "\u0661-3", " 1-3", "1-3 "],
+)  # fmt: skip
 def test_anything_else_is_no_range(level: str) -> None:
     assert parse_module_range(level) is None
 
@@ -96,6 +100,25 @@ def test_modules_outside_the_topics_range_are_refused_and_the_others_kept() -> N
     assert len(sub.refused) == 1
     kind, why = sub.refused[0]
     assert kind == OUTSIDE_RANGE and "[4]" in why and "0-3" in why
+
+
+def test_a_range_past_the_last_module_is_refused_without_walking_it() -> None:
+    """A huge range on an open broker: refused at once, never a set of 10^11 numbers."""
+    sub = Subscriber()
+    sub.agent.publish(RACK_TELEMETRY, RackTelemetry(samples=[sample(0)]), modules="1-99999999999")
+    assert sub.modules() == []
+    assert [k for k, _ in sub.refused] == [BAD_RANGE]
+
+
+def test_a_sample_of_another_module_than_its_topic_names_is_refused() -> None:
+    """Rack 0 may write `slave/0/telemetry`: module 5's cells in it are rack 1's, refused."""
+    sub = Subscriber()
+    sub.agent.publish(SLAVE_TELEMETRY, sample(5), module=0)
+    sub.agent.publish(SLAVE_TELEMETRY, sample(0), module=0)
+    assert sub.modules() == [0]
+    assert len(sub.refused) == 1
+    kind, why = sub.refused[0]
+    assert kind == OUTSIDE_RANGE and "module 5" in why
 
 
 def test_a_topic_that_names_no_range_is_refused_whole() -> None:
