@@ -99,24 +99,6 @@ def list_item_bytes(model: type[BaseModel], field: str) -> int:
     return _bytes(arrays[0].get("items", {}), defs, f"{model.__name__}.{field}[]")
 
 
-def max_encoded_bytes_of_system(
-    model: type[BaseModel],
-    module_model: type[BaseModel],
-    cell_fields: tuple[str, ...],
-    *,
-    modules: int,
-    cells_per_module: int,
-    cells_in_all: int,
-) -> int:
-    """The largest encoding of `model`, a list of up to `modules` modules (`module_model`,
-    whose `cell_fields` lists hold one entry per cell, up to `cells_per_module`), with at most
-    `cells_in_all` cells over all of them: the per-list bounds alone would allow
-    modules x cells_per_module."""
-    per_cell = sum(list_item_bytes(module_model, f) for f in cell_fields)
-    surplus = modules * cells_per_module - cells_in_all
-    return max_encoded_bytes(model) - surplus * per_cell
-
-
 NEWER_FIELDS_SHARE: Final = 4
 NEWER_FIELDS_BYTES: Final = 1024
 """Headroom of a topic's byte limit over its model's largest payload: a newer publisher of the

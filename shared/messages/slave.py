@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from shared.bounds import max_encoded_bytes_of_system
+from shared.bounds import list_item_bytes, max_encoded_bytes
 from shared.config.limits import CELLS_IN_SERIES_MAX as MAX_CELLS_IN_SERIES
 from shared.config.limits import CELLS_PER_MODULE_MAX, MODULES_MAX, TEMP_SENSORS_PER_MODULE_MAX
 from shared.messages.envelope import Message, Timestamp, TopicLevel
@@ -101,11 +101,12 @@ class RackTelemetry(Message):
     @classmethod
     def max_encoded_bytes(cls) -> int:
         """The largest: every module with every temperature sensor, but at most
-        `MAX_CELLS_IN_SERIES` cells in all."""
-        return max_encoded_bytes_of_system(
-            cls, CellTelemetry, ("cell_mv", "cell_flags", "balancing"), modules=MAX_MODULES,
-            cells_per_module=MAX_CELLS_PER_MODULE, cells_in_all=MAX_CELLS_IN_SERIES,
-        )  # fmt: skip
+        `MAX_CELLS_IN_SERIES` cells in all (the per-list bounds alone would allow 196 x 196)."""
+        per_cell = sum(
+            list_item_bytes(CellTelemetry, f) for f in ("cell_mv", "cell_flags", "balancing")
+        )
+        surplus = MAX_MODULES * MAX_CELLS_PER_MODULE - MAX_CELLS_IN_SERIES
+        return max_encoded_bytes(cls) - surplus * per_cell
 
 
 class SlaveStatus(Message):
