@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from services.master_core.freshness import Refusal, SampleGate
 from shared.config import Topology
+from shared.config.limits import CELL_VOLTAGE_MAX_V
 from shared.messages import CellLocation, CellSnapshot, CellTelemetry, ChannelFlag
 
 
@@ -57,10 +58,27 @@ class PackSnapshot:
     open_wire: bool
     out_of_range: bool
     sensor_fault: bool
+    cell_v_above_range: float | None = None
+    """The highest reading of a cell flagged out of range only (no open wire) above the
+    measurement range; None when no cell reads above it."""
+    cell_v_above_range_at: CellLocation | None = None
 
     @property
     def complete(self) -> bool:
         return not self.stale_modules
+
+    @property
+    def cell_v_max_judged(self) -> float | None:
+        """The highest cell voltage over-voltage protection judges. A reading above the
+        measurement range is no value to publish, but the cell is above every over-voltage
+        threshold (they lie within the range): left out, the maximum of the other cells would
+        restart a pending over-voltage delay, and a cell rising through the range's top would
+        trip later, as measurement_out_of_range only."""
+        return self.cell_v_max if self.cell_v_above_range is None else self.cell_v_above_range
+
+    @property
+    def cell_v_max_judged_at(self) -> CellLocation | None:
+        return self.cell_v_max_at if self.cell_v_above_range is None else self.cell_v_above_range_at
 
 
 @dataclass
@@ -180,6 +198,7 @@ class PackAggregator:
         for a in (cell_v, temp_c, balancing, cell_flags, temp_flags):
             a.setflags(write=False)
         flags = _channel_faults(cell_flags) | _channel_faults(temp_flags)
+        above_at = _above_range_at(self._cell_v, cell_flags) if flags & _OUT_OF_RANGE else None
         v = _Extremes.of(cell_v)
         t = _Extremes.of(temp_c)
         complete = not stale and v.count == cell_v.size
@@ -198,6 +217,8 @@ class PackAggregator:
             open_wire=bool(flags & _OPEN_WIRE),
             out_of_range=bool(flags & _OUT_OF_RANGE),
             sensor_fault=bool(flags & _SENSOR_FAULT),
+            cell_v_above_range=None if above_at is None else float(self._cell_v[above_at]),
+            cell_v_above_range_at=None if above_at is None else self._cell_at[above_at],
         )  # fmt: skip
 
     def cell_snapshot(self, snap: PackSnapshot) -> CellSnapshot:
@@ -289,6 +310,15 @@ _OPEN_WIRE = int(ChannelFlag.OPEN_WIRE)
 _OUT_OF_RANGE = int(ChannelFlag.OUT_OF_RANGE)
 _SENSOR_FAULT = int(ChannelFlag.SENSOR_FAULT)
 """As plain ints: an IntFlag's `&` is a Python call."""
+
+
+def _above_range_at(cell_v: NDArray[np.float64], flags: NDArray[np.int64]) -> int | None:
+    """The cell with the highest reading above the measurement range among those flagged out
+    of range alone (an open wire's reading says nothing of the cell); None if there is none."""
+    above = (flags == _OUT_OF_RANGE) & (cell_v > CELL_VOLTAGE_MAX_V)
+    if not above.any():
+        return None
+    return int(np.where(above, cell_v, -np.inf).argmax())
 
 
 def _channel_faults(flags: NDArray[np.int64]) -> int:

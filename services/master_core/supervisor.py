@@ -196,7 +196,11 @@ def _where(code: str, snap: PackSnapshot | None) -> dict[str, EventValue]:
     spec = spec_of(code)
     if snap is None or spec is None or spec.located_at is None:
         return {}
-    location = getattr(snap, spec.located_at)
+    location = (  # the place of the value judged: a cell above the range holds the maximum
+        snap.cell_v_max_judged_at
+        if spec.located_at == "cell_v_max_at"
+        else getattr(snap, spec.located_at)
+    )
     if location is None:
         return {}
     return {"module": location.module, "index": location.index}
@@ -515,7 +519,7 @@ class Supervisor:
             return None
         inputs = replace(
             base,
-            max_cell_v=snapshot.cell_v_max,
+            max_cell_v=snapshot.cell_v_max_judged,
             min_cell_v=snapshot.cell_v_min,
             max_temp_c=snapshot.temp_max_c,
             min_temp_c=snapshot.temp_min_c,
@@ -655,7 +659,7 @@ class Supervisor:
         assert self.d is not None
         snap, reading = inputs.snapshot, inputs.reading
         return ProtectionInputs(
-            max_cell_v=snap.cell_v_max,
+            max_cell_v=snap.cell_v_max_judged,
             min_cell_v=snap.cell_v_min,
             pack_v=reading.pack_voltage_v,
             sum_of_cells_v=snap.sum_of_cells_v,

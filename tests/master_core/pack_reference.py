@@ -10,6 +10,7 @@ import numpy as np
 
 from services.master_core.pack import PackSnapshot, _channel_faults
 from shared.config import Topology
+from shared.config.limits import CELL_VOLTAGE_MAX_V
 from shared.messages import CellLocation, CellTelemetry, ChannelFlag
 
 
@@ -40,6 +41,12 @@ def reference_snapshot(
         balancing[lo:hi] = t.balancing
         temp_c[m * per : (m + 1) * per] = t.temp_c
         temp_flags[m * per : (m + 1) * per] = t.temp_flags
+    above = [  # (reading, cell): read above the range, flagged out of range and nothing else
+        (float(v), i)
+        for i, (v, f) in enumerate(zip(cell_v.tolist(), cell_flags.tolist(), strict=True))
+        if f == ChannelFlag.OUT_OF_RANGE and v > CELL_VOLTAGE_MAX_V
+    ]
+    highest = max(above, key=lambda a: (a[0], -a[1])) if above else None  # the first of equals
     cell_v[cell_flags != 0] = np.nan
     temp_c[temp_flags != 0] = np.nan
     flags = _channel_faults(cell_flags) | _channel_faults(temp_flags)
@@ -78,4 +85,6 @@ def reference_snapshot(
         open_wire=bool(flags & ChannelFlag.OPEN_WIRE),
         out_of_range=bool(flags & ChannelFlag.OUT_OF_RANGE),
         sensor_fault=bool(flags & ChannelFlag.SENSOR_FAULT),
+        cell_v_above_range=None if highest is None else highest[0],
+        cell_v_above_range_at=None if highest is None else location(highest[1]),
     )  # fmt: skip

@@ -131,7 +131,10 @@ def sample(draw: st.DrawFn, topo: Topology) -> tuple[int, list[int], list[int], 
     n = (topo.module_cell_counts or (topo.cells_per_module,) * topo.modules)[m]
     per = topo.temp_sensors_per_module
     # few distinct values, so equal extremes (the first one's place counts) happen often
-    mv = draw(st.lists(st.sampled_from([0, 3000, 3650, 3700, 3701, 4300]), min_size=n, max_size=n))
+    mv = draw(
+        st.lists(st.sampled_from([0, 3000, 3650, 3700, 3701, 4300, 4950, 5100, 5600]),
+                 min_size=n, max_size=n)
+    )  # fmt: skip
     flags = draw(st.lists(flag, min_size=n, max_size=n))
     bal = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     temps = draw(st.lists(st.sampled_from([-20.0, 25.0, 25.5, 60.0]), min_size=per, max_size=per))

@@ -23,9 +23,16 @@ from services.master_core.stores import Store
 from services.plant.in_process import in_process_factory
 from shared.bus import InMemoryBroker, InMemoryBus
 from shared.config import SystemConfig
-from shared.messages import CellTelemetry, ConfigMessage, PackState, RackTelemetry
+from shared.messages import (
+    CellTelemetry,
+    ChannelFlag,
+    ConfigMessage,
+    Event,
+    PackState,
+    RackTelemetry,
+)
 from shared.schedule import FixedRateSchedule
-from shared.topics import CONFIG, PACK_STATE, RACK_TELEMETRY, SLAVE_TELEMETRY
+from shared.topics import CONFIG, EVENTS, PACK_STATE, RACK_TELEMETRY, SLAVE_TELEMETRY
 
 HEALTHY_MV = 3700
 WALL_OFFSET_S = 1.7e9
@@ -72,15 +79,17 @@ class Master:
         self.seq = {0: 0, 1: 0}
         self.wall = wall or self.clock.wall
 
-    def send(self, module: int, sample_wall_s: float, cell_mv: int = HEALTHY_MV) -> None:
+    def send(
+        self, module: int, sample_wall_s: float, cell_mv: int = HEALTHY_MV, flag: int = 0
+    ) -> None:
         self.seq[module] += 1
         self.slaves.publish(
             SLAVE_TELEMETRY,
             CellTelemetry(
                 module=module, mode="working", sample_ts=sample_wall_s,
-                cell_mv=[HEALTHY_MV, HEALTHY_MV, cell_mv, HEALTHY_MV], cell_flags=[0] * 4,
-                balancing=[False] * 4, temp_c=[25.0, 25.0], temp_flags=[0, 0],
-                seq=self.seq[module], boot_id="0123abcd",
+                cell_mv=[HEALTHY_MV, HEALTHY_MV, cell_mv, HEALTHY_MV],
+                cell_flags=[0, 0, flag, 0], balancing=[False] * 4, temp_c=[25.0, 25.0],
+                temp_flags=[0, 0], seq=self.seq[module], boot_id="0123abcd",
             ),
             module=module,
         )  # fmt: skip
@@ -166,6 +175,34 @@ def test_an_agents_message_is_judged_as_the_samples_of_its_modules(master: Maste
         master.judge()
         assert master.tripped == (k >= 5), (k, master.core.last)
     assert master.bus.counters["telemetry_outside_range"] == 0
+
+
+def test_a_cell_read_above_the_measurement_range_still_completes_its_over_voltage_delay(
+    master: Master,
+) -> None:
+    """A cell rising 1 V/s (a failing cell, or a test's drift) passes 4.25 V, then reads above
+    the 4.95 V measurement range 0.2 s later: flagged out of range, its reading is no value to
+    publish, but it is above every over-voltage threshold. The over-voltage delay runs on and
+    trips with the sample 0.5 s after the first beyond (the measured maximum of the other cells,
+    3.7 V, must not restart it, nor leave the trip to measurement_out_of_range 0.5 s after the
+    cell left the range)."""
+    events: list[Event] = []
+    master.slaves.subscribe(EVENTS, lambda d: events.append(d.message))
+    t0 = master.clock.wall() + 0.1
+    out = int(ChannelFlag.OUT_OF_RANGE)
+    for k in range(7):
+        master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.02
+        mv, flag = (OVER_MV, 0) if k < 2 else (5100 + 100 * k, out)
+        master.send(0, t0 + 0.1 * k)
+        master.send(1, t0 + 0.1 * k, mv, flag)
+        master.judge()
+        assert master.tripped == (k >= 5), (k, master.core.last)
+    last = master.core.last
+    assert last is not None and "measurement_out_of_range" not in last.protection.faults
+    master.slaves.process()
+    raised = [e for e in events if e.code == "cell_overvoltage" and e.kind == "raise"]
+    assert [(e.level, e.values["module"], e.values["index"]) for e in raised][-1] == ("fault", 1, 2)
+    assert raised[-1].values["value"] == 5.6  # the reading that completed the delay
 
 
 def test_a_module_outside_the_messages_range_is_refused_and_counted(master: Master) -> None:
