@@ -574,6 +574,7 @@ def test_wizard_configures_the_system_and_the_dashboard_goes_live(running: Stack
             page.screenshot(path=shots / "10-api-docs.png")
         except Exception:
             page.screenshot(path=shots / "failure.png", full_page=True)
+            print(running.wire.logs())  # shown with the failure: what the services said
             raise
         finally:
             browser.close()
