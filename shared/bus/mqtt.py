@@ -19,10 +19,17 @@ from paho.mqtt.properties import Properties
 from shared.bus.core import BusCore
 from shared.codec import CONTENT_TYPE
 from shared.endpoint import DEFAULT_MQTT_PROTOCOL
+from shared.log_limit import LimitedLog
 from shared.settings import MqttEndpoint, ServiceSettings
 from shared.topics import TopicSpec
 
 log = logging.getLogger("shared.bus.mqtt")
+
+IN_FLIGHT_MAX = 4096
+"""QoS 1 publishes awaiting their PUBACK, by message id, for the topic of a refusal; an entry
+left behind (an acknowledgement that beat its own bookkeeping) is dropped with the rest past
+this many, and message ids wrap at 65535 anyway."""
+REFUSAL_LOG_EVERY_S = 60.0
 
 PAHO_LOOP_PERIOD_S = 1.0
 """How often paho's network loop (`loop_forever(timeout=1.0)`, run by `loop_start`) checks the
@@ -135,6 +142,11 @@ class MqttBus(BusCore):
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._in_flight: dict[int, str] = {}
+        """Message id -> topic of a QoS 1 publish not yet acknowledged (dict operations are
+        atomic: no lock against paho's, which it holds while calling back)."""
+        self._refusals = LimitedLog(log, every_s=REFUSAL_LOG_EVERY_S)
         self._connected = threading.Event()
         self._filters: dict[str, int] = {}
         self._retained: dict[str, tuple[bytes, int]] = {}
@@ -249,6 +261,23 @@ class MqttBus(BusCore):
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._enqueue(msg.topic, bytes(msg.payload), bool(msg.retain))
 
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        """A QoS 1 publish the broker refused (MQTT 5 PUBACK, e.g. 0x87 not authorized: the
+        ACL does not grant this user the topic) is counted and logged with its topic: else it
+        is lost without a trace, as a slave agent whose rack range is not its broker user's."""
+        topic = self._in_flight.pop(mid, None)
+        if not reason.is_failure:
+            return
+        self.counters["publish_refused_by_broker"] += 1
+        where = topic or "a topic"
+        self._refusals.log(
+            logging.ERROR, where,
+            "the broker refused a publish on %s: %s (reason code 0x%02x). This service's "
+            "broker user (%s) may not write there: check its credentials against its "
+            "settings (a slave agent's rack and BMS_MODULES_PER_RACK decide its topics)",
+            where, reason, int(getattr(reason, "value", 0)), self.endpoint.username or "anonymous",
+        )  # fmt: skip
+
     # --- adapter hooks ----------------------------------------------------------------------
     def _send(
         self, topic: str, payload: bytes, qos: int, retain: bool, spec: TopicSpec[Any] | None
@@ -258,6 +287,10 @@ class MqttBus(BusCore):
                 self._retained[topic] = (payload, qos)
         props = self._properties(spec) if self._v5 else None
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if qos and self._v5 and info.rc in _QUEUED:
+            if len(self._in_flight) >= IN_FLIGHT_MAX:
+                self._in_flight.clear()
+            self._in_flight[info.mid] = topic
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             self.counters["publish_dropped_queue_full"] += 1
         elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
@@ -280,6 +313,10 @@ class MqttBus(BusCore):
             up = self.connected
         if up:
             self._client.subscribe(topic_filter, qos)
+
+
+_QUEUED = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+"""paho sends a QoS 1 message now, or keeps it for the connection to come."""
 
 
 def _no_delay(sock: object) -> None:

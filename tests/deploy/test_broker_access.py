@@ -3,6 +3,7 @@ exactly what the topic registry grants it, and nobody gets in without a valid pa
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -21,9 +22,17 @@ from shared.bus import MqttBus
 from shared.codec import encode
 from shared.config import demo_config
 from shared.deploy import acl, credentials
-from shared.endpoint import MqttEndpoint
-from shared.messages import ConfigMessage
-from shared.topics import COMMAND_SENDERS, CONFIG, HA_COMMAND, HA_COMMANDS, TOPICS, TopicSpec
+from shared.endpoint import DEFAULT_MQTT_PROTOCOL, MqttEndpoint
+from shared.messages import ConfigMessage, SlaveStatus
+from shared.topics import (
+    COMMAND_SENDERS,
+    CONFIG,
+    HA_COMMAND,
+    HA_COMMANDS,
+    SLAVE_STATUS,
+    TOPICS,
+    TopicSpec,
+)
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
@@ -179,6 +188,37 @@ def test_a_rack_speaks_only_for_its_own_modules(broker: tuple[int, Path]) -> Non
         rack1.close()
 
 
+def test_a_publish_the_acl_refuses_is_counted_and_logged_with_its_topic(
+    broker: tuple[int, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rack 1's agent on MQTT 5, set up as if it hosted module 3 (a wrong BMS_MODULES_PER_RACK):
+    the broker refuses the status (PUBACK 0x87). The bus counts each refusal and logs the
+    topic and what to check, once a minute per topic; its own module 4 goes through. (MQTT
+    3.1.1, the default, has no reason code: a broker drops such a publish without a word.)"""
+    bus = bus_as(
+        broker, "slave_agent-rack1", presence=False, service="slave_agent-rack1", protocol="5"
+    )
+    try:
+        assert bus.start(wait_s=5)
+        with caplog.at_level(logging.ERROR, logger="shared.bus.mqtt"):
+            for _ in range(3):
+                bus.publish(SLAVE_STATUS, SlaveStatus(module=3, state="online"), module=3)
+            bus.publish(SLAVE_STATUS, SlaveStatus(module=4, state="online"), module=4)
+            deadline = time.monotonic() + 5
+            while bus.counters["publish_refused_by_broker"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)  # module 4's acknowledgement, had it been refused too
+        assert bus.counters["publish_refused_by_broker"] == 3
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1, lines
+        assert f"bms/v1/{SYSTEM}/slave/3/status" in lines[0]
+        assert "Not authorized" in lines[0] and "slave_agent-rack1" in lines[0]
+        assert "BMS_MODULES_PER_RACK" in lines[0]
+    finally:
+        bus.publish(SLAVE_STATUS, SlaveStatus(module=4, state="offline"), module=4)
+        bus.stop()
+
+
 def test_services_cannot_forge_each_others_presence(broker: tuple[int, Path]) -> None:
     gateway = login(broker, "modbus_gateway")
     try:
@@ -261,11 +301,19 @@ def test_a_wrong_password_or_anonymous_is_refused(broker: tuple[int, Path], pass
 
 
 def bus_as(
-    broker: tuple[int, Path], user: str, *, presence: bool, service: str = "tool"
+    broker: tuple[int, Path],
+    user: str,
+    *,
+    presence: bool,
+    service: str = "tool",
+    protocol: str = DEFAULT_MQTT_PROTOCOL,
 ) -> MqttBus:
     port, store = broker
     endpoint = MqttEndpoint("127.0.0.1", port, False, user, credentials.show(store, user))
-    return MqttBus(endpoint, system=SYSTEM, service=service, kind="tool", presence=presence)
+    return MqttBus(
+        endpoint, system=SYSTEM, service=service, kind="tool", presence=presence,
+        protocol=protocol,
+    )  # fmt: skip
 
 
 def test_tools_log_in_as_users_that_may_publish_no_presence(broker: tuple[int, Path]) -> None:

@@ -260,6 +260,8 @@ def stack(
     s = Stack(restartable_mosquitto, system_id, tmp_path)
     try:
         yield s
+        # through every transition, each sample the agents published is one a third party takes
+        assert s.watch.refused == [], s.watch.refused[:5]
     finally:
         s.close()
 
