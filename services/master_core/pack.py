@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from services.master_core.freshness import Refusal, SampleGate
 from shared.config import Topology
-from shared.config.limits import CELL_VOLTAGE_MAX_V
+from shared.config.limits import CELL_VOLTAGE_MAX_V, CELL_VOLTAGE_MIN_V
 from shared.messages import CellLocation, CellSnapshot, CellTelemetry, ChannelFlag
 
 
@@ -59,26 +59,18 @@ class PackSnapshot:
     out_of_range: bool
     sensor_fault: bool
     cell_v_above_range: float | None = None
-    """The highest reading of a cell flagged out of range only (no open wire) above the
-    measurement range; None when no cell reads above it."""
+    """The highest reading above the measurement range of a cell flagged out of range alone
+    (an open wire's reading says nothing of the cell); None when no cell reads above it. No
+    value to publish, but such a cell is above every over-voltage threshold (they lie within
+    the range): protection judges it (`protection_inputs`)."""
     cell_v_above_range_at: CellLocation | None = None
+    cell_v_below_range: float | None = None
+    """As `cell_v_above_range`, the lowest reading below the range."""
+    cell_v_below_range_at: CellLocation | None = None
 
     @property
     def complete(self) -> bool:
         return not self.stale_modules
-
-    @property
-    def cell_v_max_judged(self) -> float | None:
-        """The highest cell voltage over-voltage protection judges. A reading above the
-        measurement range is no value to publish, but the cell is above every over-voltage
-        threshold (they lie within the range): left out, the maximum of the other cells would
-        restart a pending over-voltage delay, and a cell rising through the range's top would
-        trip later, as measurement_out_of_range only."""
-        return self.cell_v_max if self.cell_v_above_range is None else self.cell_v_above_range
-
-    @property
-    def cell_v_max_judged_at(self) -> CellLocation | None:
-        return self.cell_v_max_at if self.cell_v_above_range is None else self.cell_v_above_range_at
 
 
 @dataclass
@@ -198,7 +190,9 @@ class PackAggregator:
         for a in (cell_v, temp_c, balancing, cell_flags, temp_flags):
             a.setflags(write=False)
         flags = _channel_faults(cell_flags) | _channel_faults(temp_flags)
-        above_at = _above_range_at(self._cell_v, cell_flags) if flags & _OUT_OF_RANGE else None
+        above_at, below_at = (
+            _beyond_range_at(self._cell_v, cell_flags) if flags & _OUT_OF_RANGE else (None, None)
+        )
         v = _Extremes.of(cell_v)
         t = _Extremes.of(temp_c)
         complete = not stale and v.count == cell_v.size
@@ -219,6 +213,8 @@ class PackAggregator:
             sensor_fault=bool(flags & _SENSOR_FAULT),
             cell_v_above_range=None if above_at is None else float(self._cell_v[above_at]),
             cell_v_above_range_at=None if above_at is None else self._cell_at[above_at],
+            cell_v_below_range=None if below_at is None else float(self._cell_v[below_at]),
+            cell_v_below_range_at=None if below_at is None else self._cell_at[below_at],
         )  # fmt: skip
 
     def cell_snapshot(self, snap: PackSnapshot) -> CellSnapshot:
@@ -312,13 +308,17 @@ _SENSOR_FAULT = int(ChannelFlag.SENSOR_FAULT)
 """As plain ints: an IntFlag's `&` is a Python call."""
 
 
-def _above_range_at(cell_v: NDArray[np.float64], flags: NDArray[np.int64]) -> int | None:
-    """The cell with the highest reading above the measurement range among those flagged out
-    of range alone (an open wire's reading says nothing of the cell); None if there is none."""
-    above = (flags == _OUT_OF_RANGE) & (cell_v > CELL_VOLTAGE_MAX_V)
-    if not above.any():
-        return None
-    return int(np.where(above, cell_v, -np.inf).argmax())
+def _beyond_range_at(
+    cell_v: NDArray[np.float64], flags: NDArray[np.int64]
+) -> tuple[int | None, int | None]:
+    """The cells with the highest reading above and the lowest below the measurement range,
+    among those flagged out of range alone (the first of equals); None where there is none."""
+    alone = flags == _OUT_OF_RANGE
+    above, below = alone & (cell_v > CELL_VOLTAGE_MAX_V), alone & (cell_v < CELL_VOLTAGE_MIN_V)
+    return (
+        int(np.where(above, cell_v, -np.inf).argmax()) if above.any() else None,
+        int(np.where(below, cell_v, np.inf).argmin()) if below.any() else None,
+    )
 
 
 def _channel_faults(flags: NDArray[np.int64]) -> int:

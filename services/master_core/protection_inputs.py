@@ -36,6 +36,15 @@ temperature quantities apply. Below it sensor offset and balancing currents domi
 class ProtectionInputs:
     max_cell_v: float | None = None
     min_cell_v: float | None = None
+    cell_v_above_range: float | None = None
+    """The highest reading above the cell measurement range (a channel flagged out of range,
+    no open wire), None when none: such a cell is above every over-voltage threshold, so
+    over-voltage judges it; without it the other cells' maximum would restart a pending delay
+    and a cell running away through the range's top would trip later, and only as
+    measurement_out_of_range."""
+    cell_v_below_range: float | None = None
+    """As `cell_v_above_range`, the lowest reading below the range, for under-voltage. Deep
+    discharge (latched until a service reset) reads measured cells only."""
     pack_v: float | None = None
     """Measured pack voltage."""
     sum_of_cells_v: float | None = None
@@ -93,6 +102,10 @@ def _flag(value: bool | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _first_known(value: float | None, otherwise: float | None) -> float | None:
+    return otherwise if value is None else value
+
+
 def _pack_v(i: ProtectionInputs) -> float | None:
     # The sum of cells is an equally valid pack voltage; plausibility compares the two.
     return i.pack_v if i.pack_v is not None else i.sum_of_cells_v
@@ -135,8 +148,8 @@ def _current_sensor_failed(i: ProtectionInputs) -> float | None:
 Reader = Callable[[ProtectionInputs], float | None]
 
 VALUE_OF: dict[str, Reader] = {
-    "cell_overvoltage": lambda i: i.max_cell_v,
-    "cell_undervoltage": lambda i: i.min_cell_v,
+    "cell_overvoltage": lambda i: _first_known(i.cell_v_above_range, i.max_cell_v),
+    "cell_undervoltage": lambda i: _first_known(i.cell_v_below_range, i.min_cell_v),
     "pack_overvoltage": _pack_v,
     "pack_undervoltage": _pack_v,
     "cell_overtemp_charge": lambda i: i.max_temp_c,

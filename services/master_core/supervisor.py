@@ -190,17 +190,24 @@ def _evidence(code: str, checks: PlausibilityValues | None) -> str:
     return ""
 
 
+JUDGED_BEYOND_RANGE_AT: dict[str, str] = {
+    "cell_overvoltage": "cell_v_above_range_at",
+    "cell_undervoltage": "cell_v_below_range_at",
+}
+"""Codes that judge a reading beyond the measurement range before the measured extreme
+(`protection_inputs`): that cell is the place of the value judged."""
+
+
 def _where(code: str, snap: PackSnapshot | None) -> dict[str, EventValue]:
     """The cell or sensor (0-based, as the contract) holding the extreme value the code judged
     when it was raised: later readings may move the extreme (the cell leaves its range)."""
     spec = spec_of(code)
     if snap is None or spec is None or spec.located_at is None:
         return {}
-    location = (  # the place of the value judged: a cell above the range holds the maximum
-        snap.cell_v_max_judged_at
-        if spec.located_at == "cell_v_max_at"
-        else getattr(snap, spec.located_at)
-    )
+    beyond = JUDGED_BEYOND_RANGE_AT.get(code)
+    location = getattr(snap, beyond) if beyond is not None else None
+    if location is None:
+        location = getattr(snap, spec.located_at)
     if location is None:
         return {}
     return {"module": location.module, "index": location.index}
@@ -519,7 +526,9 @@ class Supervisor:
             return None
         inputs = replace(
             base,
-            max_cell_v=snapshot.cell_v_max_judged,
+            max_cell_v=snapshot.cell_v_max,
+            cell_v_above_range=snapshot.cell_v_above_range,
+            cell_v_below_range=snapshot.cell_v_below_range,
             min_cell_v=snapshot.cell_v_min,
             max_temp_c=snapshot.temp_max_c,
             min_temp_c=snapshot.temp_min_c,
@@ -659,7 +668,9 @@ class Supervisor:
         assert self.d is not None
         snap, reading = inputs.snapshot, inputs.reading
         return ProtectionInputs(
-            max_cell_v=snap.cell_v_max_judged,
+            max_cell_v=snap.cell_v_max,
+            cell_v_above_range=snap.cell_v_above_range,
+            cell_v_below_range=snap.cell_v_below_range,
             min_cell_v=snap.cell_v_min,
             pack_v=reading.pack_voltage_v,
             sum_of_cells_v=snap.sum_of_cells_v,

@@ -10,7 +10,7 @@ import numpy as np
 
 from services.master_core.pack import PackSnapshot, _channel_faults
 from shared.config import Topology
-from shared.config.limits import CELL_VOLTAGE_MAX_V
+from shared.config.limits import CELL_VOLTAGE_MAX_V, CELL_VOLTAGE_MIN_V
 from shared.messages import CellLocation, CellTelemetry, ChannelFlag
 
 
@@ -47,6 +47,12 @@ def reference_snapshot(
         if f == ChannelFlag.OUT_OF_RANGE and v > CELL_VOLTAGE_MAX_V
     ]
     highest = max(above, key=lambda a: (a[0], -a[1])) if above else None  # the first of equals
+    below = [
+        (float(v), i)
+        for i, (v, f) in enumerate(zip(cell_v.tolist(), cell_flags.tolist(), strict=True))
+        if f == ChannelFlag.OUT_OF_RANGE and v < CELL_VOLTAGE_MIN_V
+    ]
+    lowest = min(below) if below else None  # (reading, cell): the first of equals
     cell_v[cell_flags != 0] = np.nan
     temp_c[temp_flags != 0] = np.nan
     flags = _channel_faults(cell_flags) | _channel_faults(temp_flags)
@@ -87,4 +93,6 @@ def reference_snapshot(
         sensor_fault=bool(flags & ChannelFlag.SENSOR_FAULT),
         cell_v_above_range=None if highest is None else highest[0],
         cell_v_above_range_at=None if highest is None else location(highest[1]),
+        cell_v_below_range=None if lowest is None else lowest[0],
+        cell_v_below_range_at=None if lowest is None else location(lowest[1]),
     )  # fmt: skip

@@ -203,6 +203,40 @@ def test_composed_levels_follow_the_rules(data: st.DataObject) -> None:
                 before = active_set(p.status())
 
 
+BEYOND_RANGE = {"cell_overvoltage": ("cell_v_above_range", 5.2), "cell_undervoltage":
+                ("cell_v_below_range", 0.4)}  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_reading_beyond_the_measurement_range_counts_as_beyond_every_voltage_level(
+    data: st.DataObject,
+) -> None:
+    """One cell's readings, sample by sample: a measured value in any zone of any level, or a
+    reading beyond the measurement range (flagged out of range: the measured extreme of the
+    other cells is nominal). Over- and under-voltage follow the level rules on the reading,
+    however the samples alternate: no delay restarted by a cell leaving the range, no trip
+    the reading does not justify, release only on a measured value past the hysteresis."""
+    config = data.draw(st.sampled_from(CONFIGS), label="config")
+    code = data.draw(st.sampled_from(sorted(BEYOND_RANGE)), label="code")
+    field, reading = BEYOND_RANGE[code]
+    specs = level_specs(getattr(config.protection, code))
+    p = Protection(config.protection)
+    sample_s = data.draw(st.floats(0.0, 1e5), label="t0")
+    for _ in range(data.draw(st.integers(1, 80), label="samples")):
+        sample_s += data.draw(st.sampled_from((0.0, 0.05, 0.1, 0.1, 0.3)))
+        if data.draw(st.booleans(), label="beyond the range"):
+            value: float | None = reading
+            inputs = nominal(config, sample_time_s=sample_s, out_of_range=True, **{field: reading})
+        else:
+            level = data.draw(st.sampled_from(LEVEL_ORDER))
+            value = zone_value(data.draw, specs[level], data.draw(st.sampled_from(ZONES)))
+            inputs = inputs_for(config, code, value, sample_time_s=sample_s)
+        result = p.evaluate(inputs, sample_s + 0.01)
+        for lv, spec in specs.items():
+            spec.step(value, sample_s, code in getattr(result, PLURAL[lv]), armed=True)
+
+
 def test_telemetry_codes_count_in_sample_time_and_the_others_in_the_callers() -> None:
     """A cell 0.1 V over its fault threshold in samples 0.1 s apart, each judged 0.3 s late
     and by a periodic cycle 0.05 s later, while the current is over its fault threshold from

@@ -40,6 +40,7 @@ WALL_OFFSET_S = 1.7e9
 CONFIG_NMC = SystemConfig.from_preset("NMC", system_id="demo", modules=2, cells_per_module=4)
 FAULT = CONFIG_NMC.protection.cell_overvoltage.fault
 OVER_MV = round(FAULT.threshold * 1000) + 50
+UNDER_MV = round(CONFIG_NMC.protection.cell_undervoltage.fault.threshold * 1000) - 50
 
 
 class Clock:
@@ -124,10 +125,13 @@ class Master:
 
     @property
     def tripped(self) -> bool:
+        return self.tripped_by("cell_overvoltage")
+
+    def tripped_by(self, code: str) -> bool:
         out = self.core.last
         return (
             out is not None
-            and "cell_overvoltage" in out.protection.faults
+            and code in out.protection.faults
             and out.coils.all_off
             and self.core.supervisor.contactor_state == "fault"
         )
@@ -177,32 +181,41 @@ def test_an_agents_message_is_judged_as_the_samples_of_its_modules(master: Maste
     assert master.bus.counters["telemetry_outside_range"] == 0
 
 
-def test_a_cell_read_above_the_measurement_range_still_completes_its_over_voltage_delay(
-    master: Master,
+@pytest.mark.parametrize(
+    ("code", "beyond_mv", "out_of_range_mv"),
+    [
+        ("cell_overvoltage", OVER_MV, lambda k: 5100 + 100 * k),
+        ("cell_undervoltage", UNDER_MV, lambda k: 900 - 100 * k),
+    ],
+)
+def test_a_cell_read_beyond_the_measurement_range_still_completes_its_delay(
+    master: Master, code: str, beyond_mv: int, out_of_range_mv: Callable[[int], int]
 ) -> None:
-    """A cell rising 1 V/s (a failing cell, or a test's drift) passes 4.25 V, then reads above
-    the 4.95 V measurement range 0.2 s later: flagged out of range, its reading is no value to
-    publish, but it is above every over-voltage threshold. The over-voltage delay runs on and
-    trips with the sample 0.5 s after the first beyond (the measured maximum of the other cells,
-    3.7 V, must not restart it, nor leave the trip to measurement_out_of_range 0.5 s after the
-    cell left the range)."""
+    """A cell running away at 1 V/s (a failing cell, or a test's drift) passes its limit,
+    then reads beyond the 1.00-4.95 V measurement range 0.2 s later: flagged out of range, its
+    reading is no value to publish, but it is beyond every voltage threshold (they lie within
+    the range). The delay runs on and trips with the sample 0.5 s after the first beyond: the
+    other cells' extreme (3.7 V) must not restart it and leave the trip to
+    measurement_out_of_range 0.5 s after the cell left the range. Deep discharge (latched for a
+    service reset) still reads measured cells only."""
     events: list[Event] = []
     master.slaves.subscribe(EVENTS, lambda d: events.append(d.message))
     t0 = master.clock.wall() + 0.1
     out = int(ChannelFlag.OUT_OF_RANGE)
     for k in range(7):
         master.clock.now = t0 + 0.1 * k - WALL_OFFSET_S + 0.02
-        mv, flag = (OVER_MV, 0) if k < 2 else (5100 + 100 * k, out)
+        mv, flag = (beyond_mv, 0) if k < 2 else (out_of_range_mv(k), out)
         master.send(0, t0 + 0.1 * k)
         master.send(1, t0 + 0.1 * k, mv, flag)
         master.judge()
-        assert master.tripped == (k >= 5), (k, master.core.last)
+        assert master.tripped_by(code) == (k >= 5), (k, master.core.last)
     last = master.core.last
-    assert last is not None and "measurement_out_of_range" not in last.protection.faults
+    assert last is not None
+    assert {"measurement_out_of_range", "deep_discharge"}.isdisjoint(last.protection.faults)
     master.slaves.process()
-    raised = [e for e in events if e.code == "cell_overvoltage" and e.kind == "raise"]
+    raised = [e for e in events if e.code == code and e.kind == "raise"]
     assert [(e.level, e.values["module"], e.values["index"]) for e in raised][-1] == ("fault", 1, 2)
-    assert raised[-1].values["value"] == 5.6  # the reading that completed the delay
+    assert raised[-1].values["value"] == out_of_range_mv(5) / 1000  # the reading at the trip
 
 
 def test_a_module_outside_the_messages_range_is_refused_and_counted(master: Master) -> None:
