@@ -284,8 +284,7 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
     moved = ("the feedback timeout runs from the command: a contact that moves while its "
              "command holds drops the coils at the next read, the code follows its "
              "debounce")  # fmt: skip
-    standby_drift = ("standby: a slower drift, as the boards are read every 2 s and a cell past "
-                     "4.95 V (below 1 V) reads out of range before it reads its fault; two "
+    standby_drift = ("standby: a slower drift, as the boards are read every 2 s; two "
                      "repetitions")  # fmt: skip
     heat = (f"heated (cooled) at {TEMPERATURE_RATE_C_PER_S:g} °C/s, the bench's rate, to keep "
             f"the matrix short")  # fmt: skip
@@ -312,8 +311,8 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
             "standby": {"fault": "cell_drift --module 1 --channel 2 --value 0.1", "reps": 2,
                         "timeout_s": 20.0, "note": standby_drift},
             "charging": {"quick": True},
-        }, note="0.5 V/s: 1.4 s from the fault threshold to 4.95 V (out of range, which hides "
-           "the voltage codes) leaves room for a loaded machine",
+        }, note="0.5 V/s: the delay ends with the cell still within the 1-4.95 V "
+           "measurement range (a reading beyond it counts as beyond the threshold too)",
            fault="cell_drift --module 2 --channel 3 --value 0.5", expected=(C.CELL_OVERVOLTAGE,),
            level="fault", **ov_v),
         _k("pack_ov", {
@@ -328,8 +327,8 @@ def kinds_of(config: SystemConfig) -> list[Kind]:
                         "timeout_s": 20.0, "note": standby_drift},
         }, fault="cell_drift --module 1 --channel 1 --value -0.5",
            expected=(C.CELL_UNDERVOLTAGE,), level="fault", **uv_v,
-           note="0.5 V/s: 1.4 s from the fault threshold to 4.95 V (out of range, which hides "
-           "the voltage codes) leaves room for a loaded machine"),
+           note="0.5 V/s: the delay ends with the cell still within the 1-4.95 V "
+           "measurement range (a reading beyond it counts as beyond the threshold too)"),
         _k("deep_discharge", {
             "standby": {"fault": "cell_drift --module 2 --channel 2 --value -0.2", "reps": 2,
                         "timeout_s": 25.0, "note": standby_drift},
