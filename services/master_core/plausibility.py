@@ -299,25 +299,39 @@ class PrechargeCheck:
 # --- driver health ------------------------------------------------------------------------------
 
 
+DEVICE_START_GRACE_S = 10.0
+"""How long a device not heard from since its check began (the master's start, a new
+configuration) may take to answer before its age counts: a relay module or an insulation
+monitor powered up with the master boots for seconds, and a container may start before it.
+Without it such a start latched contactor_io_failure (1 s timeout) for an operator to reset.
+Meanwhile nothing closes without the relay module: the contactor sequence needs its feedback.
+The current sensor has the same grace (`supervisor.CURRENT_SENSOR_START_GRACE_S`)."""
+
+
 class DriverWatch:
     """Seconds since a driver's last good reading (fresh and without errors).
 
-    Counted from the first update when there never was one; `Protection` trips the driver's
-    failure code once the age passes its timeout, so one bad read never trips.
+    Before the first good reading the device may still be booting: None (not evaluated) for
+    `start_grace_s` from the first update, then the time since that first update, so
+    `Protection` trips the driver's failure code at once. Once heard from, the age is the
+    time since the last good reading, and one bad read never trips.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start_grace_s: float = DEVICE_START_GRACE_S) -> None:
+        self.start_grace_s = start_grace_s
         self._last_good_s: float | None = None
         self._first_s: float | None = None
 
-    def update(self, now_s: float, good: bool | None) -> float:
+    def update(self, now_s: float, good: bool | None) -> float | None:
         """`good`: this cycle's reading is fresh and error-free; False or None: it is not."""
         if self._first_s is None:
             self._first_s = now_s
         if good is True:
             self._last_good_s = now_s
-        since = self._last_good_s if self._last_good_s is not None else self._first_s
-        return max(now_s - since, 0.0)
+        if self._last_good_s is None:
+            waited_s = max(now_s - self._first_s, 0.0)
+            return None if waited_s < self.start_grace_s else waited_s
+        return max(now_s - self._last_good_s, 0.0)
 
 
 # --- temperatures within a module ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from services.master_core.contactors import ContactorFeedback, ContactorStateMachine
 from services.master_core.level_monitor import Level
 from services.master_core.plausibility import (
+    DEVICE_START_GRACE_S,
     PRECHARGE_MARGIN_V,
     CurrentOffsetEstimator,
     DriverWatch,
@@ -651,15 +652,58 @@ def test_the_state_machine_counts_a_close_sequence_that_ran_out_of_tries() -> No
 # --- 6./9. driver health ------------------------------------------------------------------------
 
 
-@given(st.lists(st.sampled_from((True, False, None)), min_size=1, max_size=100))
-def test_driver_age_is_the_time_since_the_last_good_reading(reads: list[bool | None]) -> None:
+@given(
+    st.lists(st.sampled_from((True, False, None)), min_size=1, max_size=300),
+    st.sampled_from((0.1, 0.25, 1.0)),
+)
+def test_driver_age_is_the_time_since_the_last_good_reading(
+    reads: list[bool | None], period_s: float
+) -> None:
+    """Once a device has answered, its age is the time since its last good reading. Before,
+    it may still be booting: not evaluated for DEVICE_START_GRACE_S from the first update,
+    then counted from that first update."""
     watch = DriverWatch()
-    last_good = 0.0
+    first, last_good = 5.0, None
     for k, good in enumerate(reads):
-        now = 5.0 + k * PERIOD_S
+        now = first + k * period_s
         if good is True:
             last_good = now
-        assert watch.update(now, good) == pytest.approx(now - max(last_good, 5.0))
+        age = watch.update(now, good)
+        if last_good is None and now - first < DEVICE_START_GRACE_S:
+            assert age is None, k
+        else:
+            assert age == pytest.approx(now - (first if last_good is None else last_good))
+
+
+@pytest.mark.parametrize("answers_at_s", [3.0, 9.5, None])
+def test_a_relay_module_booting_after_the_master_latches_nothing(
+    answers_at_s: float | None,
+) -> None:
+    """Power-up order, or a master started first: a relay module (or an insulation monitor)
+    that answers within the start-up grace raises nothing; one that never answers latches its
+    failure when the grace ends; once heard from, its own timeout counts."""
+    checks = PlausibilityChecks.from_system(DEMO, contactor_io=True, insulation_monitor=True)
+    p = Protection(P, insulation_monitor=True)
+    raised: dict[str, float] = {}
+    period = 0.25  # exact in binary
+    for k in range(120):
+        now = k * period
+        up = answers_at_s is not None and answers_at_s <= now < answers_at_s + 5.0
+        values = checks.update(now, _facts(contactor_io_good=up, insulation_good=up))
+        result = p.evaluate(nominal(DEMO, **values.inputs()), now)
+        for tr in result.transitions:
+            raised.setdefault(tr.code, now)
+    # each trips at the first cycle whose age is past its timeout (1 s and 10 s)
+    assert (P.contactor_io_timeout_s, P.insulation_monitor_timeout_s) == (1.0, 10.0)
+    if answers_at_s is None:  # the grace's end: the age is 10 s from the start
+        assert DEVICE_START_GRACE_S == 10.0
+        assert raised == {"contactor_io_failure": 10.0, "insulation_monitor_failure": 10.25}
+    else:  # gone again after 5 s
+        last_good = answers_at_s + 5.0 - period
+        assert raised == {
+            "contactor_io_failure": last_good + 1.0 + period,
+            "insulation_monitor_failure": last_good + 10.0 + period,
+        }
 
 
 def test_a_stale_relay_module_trips_contactor_io_failure_after_its_timeout() -> None:
