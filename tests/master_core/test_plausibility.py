@@ -675,6 +675,22 @@ def test_driver_age_is_the_time_since_the_last_good_reading(
             assert age == pytest.approx(now - (first if last_good is None else last_good))
 
 
+def devices_raised(answering: Callable[[float], bool], cycles: int) -> dict[str, float]:
+    """Cycles 0.25 s apart (exact in binary) with a relay module and an insulation monitor
+    that answer while `answering(now)`: code -> when it was first raised."""
+    checks = PlausibilityChecks.from_system(DEMO, contactor_io=True, insulation_monitor=True)
+    p = Protection(P, insulation_monitor=True)
+    raised: dict[str, float] = {}
+    for k in range(cycles):
+        now = k * 0.25
+        up = answering(now)
+        values = checks.update(now, _facts(contactor_io_good=up, insulation_good=up))
+        result = p.evaluate(nominal(DEMO, **values.inputs()), now)
+        for tr in result.transitions:
+            raised.setdefault(tr.code, now)
+    return raised
+
+
 @pytest.mark.parametrize("answers_at_s", [3.0, 9.5, None])
 def test_a_relay_module_booting_after_the_master_latches_nothing(
     answers_at_s: float | None,
@@ -682,17 +698,11 @@ def test_a_relay_module_booting_after_the_master_latches_nothing(
     """Power-up order, or a master started first: a relay module (or an insulation monitor)
     that answers within the start-up grace raises nothing; one that never answers latches its
     failure when the grace ends; once heard from, its own timeout counts."""
-    checks = PlausibilityChecks.from_system(DEMO, contactor_io=True, insulation_monitor=True)
-    p = Protection(P, insulation_monitor=True)
-    raised: dict[str, float] = {}
-    period = 0.25  # exact in binary
-    for k in range(120):
-        now = k * period
-        up = answers_at_s is not None and answers_at_s <= now < answers_at_s + 5.0
-        values = checks.update(now, _facts(contactor_io_good=up, insulation_good=up))
-        result = p.evaluate(nominal(DEMO, **values.inputs()), now)
-        for tr in result.transitions:
-            raised.setdefault(tr.code, now)
+    period = 0.25
+    raised = devices_raised(
+        lambda now: answers_at_s is not None and answers_at_s <= now < answers_at_s + 5.0,
+        cycles=120,
+    )
     # each trips at the first cycle whose age is past its timeout (1 s and 10 s)
     assert (P.contactor_io_timeout_s, P.insulation_monitor_timeout_s) == (1.0, 10.0)
     if answers_at_s is None:  # the grace's end: the age is 10 s from the start
@@ -707,17 +717,8 @@ def test_a_relay_module_booting_after_the_master_latches_nothing(
 
 
 def test_a_stale_relay_module_trips_contactor_io_failure_after_its_timeout() -> None:
-    checks = PlausibilityChecks.from_system(DEMO, contactor_io=True, insulation_monitor=True)
-    p = Protection(P, insulation_monitor=True)
-    raised: dict[str, float] = {}
-    period = 0.25  # exact in binary
-    for k in range(40):
-        now = k * period
-        good = k < 4  # the relay module and the monitor last answer at 0.75 s
-        values = checks.update(now, _facts(contactor_io_good=good, insulation_good=good))
-        result = p.evaluate(nominal(DEMO, **values.inputs()), now)
-        for tr in result.transitions:
-            raised.setdefault(tr.code, now)
+    # the relay module and the monitor last answer at 0.75 s
+    raised = devices_raised(lambda now: now < 1.0, cycles=40)
     # the relay module after its 1 s timeout; the monitor's 10 s have not passed
     assert P.contactor_io_timeout_s == 1.0 and P.insulation_monitor_timeout_s == 10.0
     assert raised == {"contactor_io_failure": 2.0}
