@@ -295,7 +295,11 @@ def test_defaults_keep_existing_configurations_valid() -> None:
 def test_fresh_readings_after_configuring_the_sensor(rig: Rig) -> None:
     rig.ivt.set(current_a=-12.5, u1_v=29.6, u2_v=28.9)
     io = rig.make()
-    reading = read_until(io, lambda r: r.current_a is not None and r.feedback is not None)
+    # each result comes in its own frame: wait for the three, not the first of them
+    reading = read_until(
+        io,
+        lambda r: None not in (r.current_a, r.pack_voltage_v, r.link_voltage_v, r.feedback),
+    )
     assert reading.current_a == pytest.approx(-12.5, abs=1e-3)
     assert reading.pack_voltage_v == pytest.approx(29.6, abs=1e-3)
     assert reading.link_voltage_v == pytest.approx(28.9, abs=1e-3)
