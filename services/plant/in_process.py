@@ -23,7 +23,7 @@ from services.master_core.hardware import (
 from services.plant.contactors import SimulatedContactors
 from services.plant.load_profiles import parse_profile
 from services.plant.sensors import InverterState, SimulatedPackSensors
-from shared.bus import BusCore, Delivery
+from shared.bus import BusCore
 from shared.config import SystemConfig
 from shared.messages import CellTelemetry, PackState
 from shared.messages.slave import ChannelFlag
@@ -71,7 +71,8 @@ class InProcessPlant:
         self.configure(config)
         # the master on the same bus counts and logs a refused sample
         subscribe_module_samples(bus, self._on_sample, lambda _kind, _why: None)
-        bus.subscribe(PACK_STATE, self._on_state)
+        # what the master publishes, handed over in process (`BusCore.observe_own`)
+        bus.observe_own(PACK_STATE, self._on_state)
 
     def configure(self, config: SystemConfig) -> None:
         """The physics stays (the contacts do not move for a new configuration); the sensor
@@ -93,8 +94,8 @@ class InProcessPlant:
             valid = t.cell_mv
         self._modules[t.module] = _ModuleVoltage(sum(valid) / 1000.0, len(valid), len(t.cell_mv))
 
-    def _on_state(self, d: Delivery[PackState]) -> None:
-        self._state = d.message
+    def _on_state(self, state: PackState) -> None:
+        self._state = state
 
     def string_voltage_v(self) -> float | None:
         """The whole string: a cell nobody can measure counts at its module's mean."""

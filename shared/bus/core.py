@@ -107,6 +107,7 @@ class BusCore:
         self._wakeup: Callable[[], None] | None = None
         self._error_handlers: list[ErrorHandler] = []
         self._refusals = LimitedLog(log, every_s=REFUSAL_LOG_EVERY_S)
+        self._own_observers: dict[str, list[Callable[[Any], None]]] = {}
 
     # --- publishing -------------------------------------------------------------------------
     def publish(
@@ -130,6 +131,22 @@ class BusCore:
             return
         self.counters["published"] += 1
         self._send(topic, payload, spec.qos, spec.retain, spec)
+        observers = self._own_observers.get(spec.name)
+        if observers and system in (None, self.system) and self.connected:
+            for observer in observers:
+                try:
+                    observer(message)
+                except Exception:
+                    self.counters["handler_errors"] += 1
+                    log.exception("observer of %s failed", topic)
+
+    def observe_own(self, spec: TopicSpec[M], observer: Callable[[M], None]) -> None:
+        """Call `observer` with each message this bus publishes on `spec` for its own system,
+        in process, while connected (when the broker would deliver it): for a peer hosted in
+        the publisher's process (the in-process plant's inverter reads the master's pack
+        state), which would otherwise receive it back from the broker and decode what its own
+        process has just encoded."""
+        self._own_observers.setdefault(spec.name, []).append(observer)
 
     def encode_for(self, topic: str, message: Message, content_type: str = CONTENT_TYPE) -> bytes:
         with self._lock:

@@ -75,3 +75,26 @@ def test_a_full_inbox_drops_and_counts_without_blocking() -> None:
         bus.publish(EVENTS, Event(level="info", kind="info", code="x"))
     assert bus.counters["inbox_dropped"] == 3
     assert bus.process() == 5
+
+
+def test_own_messages_are_observed_in_process_for_the_own_system_while_connected() -> None:
+    """`observe_own`: what the bus publishes on the topic for its own system, handed over as
+    the message (no encoding round trip), only while connected; a failing observer is counted
+    and the others still run."""
+    broker = InMemoryBroker()
+    bus = make(broker, "a")
+    seen: list[str] = []
+
+    def explode(_e: Event) -> None:
+        raise RuntimeError("observer bug")
+
+    bus.observe_own(EVENTS, explode)
+    bus.observe_own(EVENTS, lambda e: seen.append(e.code))
+    bus.publish(EVENTS, Event(level="info", kind="info", code="own"))
+    bus.publish(EVENTS, Event(level="info", kind="info", code="other"), system="elsewhere")
+    bus.publish(SERVICE_STATUS, bus.status_message("online"), service="a")
+    assert seen == ["own"]
+    assert bus.counters["handler_errors"] == 1
+    bus.stop()
+    bus.publish(EVENTS, Event(level="info", kind="info", code="offline"))
+    assert seen == ["own"]
