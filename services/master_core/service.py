@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from services.master_core.balancing_strategy import BalancingStrategy
 from services.master_core.cadence import Cadence
 from services.master_core.estimator import EstimatorRecords, PackEstimator
+from services.master_core.estimator_feed import EstimatorFeed, EstimatorStep, StringState
 from services.master_core.full_charge import FullChargeInputs, FullChargeRequest
 from services.master_core.hardware import PackIo, PackIoFactory
 from services.master_core.ocv_runner import OcvRunner
@@ -114,6 +115,14 @@ class _Runtime:
     estimator: PackEstimator
     balancing: BalancingStrategy
     io: PackIo
+    feed: EstimatorFeed[PackSnapshot]
+    """When the estimator steps, with the current summed in between (`estimator_feed`)."""
+
+
+def _estimate(estimator: PackEstimator, step: EstimatorStep[PackSnapshot]) -> None:
+    estimator.update(
+        step.snapshot, step.current_a, step.dt_s, step.end_s, string_open=step.string_open
+    )
 
 
 class MasterCore:
@@ -221,6 +230,7 @@ class MasterCore:
     def apply_config(self, config: SystemConfig) -> None:
         old = self.rt
         if old is not None:
+            self._count_pending(old)
             self._persist(old)  # the new runtime restores what the old one has counted so far
             if not self.writer.flush():
                 log.error("the old configuration's records are not saved: restoring older ones")
@@ -236,6 +246,7 @@ class MasterCore:
             estimator=estimator,
             balancing=BalancingStrategy(config),
             io=io,
+            feed=EstimatorFeed(),
         )
         if self.supervisor.adopt(decisions, self.monotonic()):
             assert old is not None
@@ -470,10 +481,9 @@ class MasterCore:
         string_open = (
             not closed and sup.d.contactors.outputs.all_off and fb is not None and fb.all_open
         )
-        if closed or string_open:
-            rt.estimator.update(snap, current, dt, now, string_open=string_open)
-        else:
-            rt.estimator.update(snap, 0.0, dt, now)
+        state: StringState = "counted" if closed else "open" if string_open else "idle"
+        for step in rt.feed.add(snap, state, current, dt, now):
+            _estimate(rt.estimator, step)
         self._log_events(self.ocv.step(snap, current if closed or string_open else 0.0, now))
         self._watch_zero_offset(rt)
         out = sup.step(
@@ -564,6 +574,12 @@ class MasterCore:
         """At once when a latch changes: a recovery clears one, so its count goes with it.
         Handed to the writer thread, which wakes for it at once."""
         self.writer.submit([self._latches(), self._recoveries()], ts=self.wall())
+
+    def _count_pending(self, rt: _Runtime) -> None:
+        """The readings summed since the estimator's last step, counted before a final save."""
+        step = rt.feed.flush()
+        if step is not None:
+            _estimate(rt.estimator, step)
 
     def _persist(self, rt: _Runtime) -> None:
         """The estimator's records (none before it has started) and the latched faults, handed
@@ -722,6 +738,7 @@ class MasterCore:
     def stop(self) -> None:
         """Save the records and wait until they are written (`RecordWriter.close`)."""
         if self.rt is not None:
+            self._count_pending(self.rt)
             self._persist(self.rt)
         if not self.writer.close():
             log.error("the last records may not be saved (see above)")
