@@ -7,7 +7,9 @@ from address 0 to the end of the highest field in it; other addresses answer ILL
 
 `publish(readings)` writes the measurements and reads the balancing coils back in one round trip
 on the server's event loop (its own thread). A board in `silent` answers nothing (a TCP-to-RTU
-gateway's lost reply): its response is dropped by the packet trace.
+gateway's lost reply): its response is dropped by the packet trace. So is every response of a
+board before its first `publish`: its registers would read zeros (0 mV, flagged out of range),
+which no real board serves.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class BoardServer:
         self.silent: frozenset[int] = frozenset()
         """Modules whose board answers nothing."""
         self._silent_units: frozenset[int] = frozenset()
+        self._unwritten_units = frozenset(self.units.values())
+        """Boards not shown a reading yet: they answer nothing (read and changed on the loop)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="plant-boards")
         self._thread.start()
@@ -117,8 +121,10 @@ class BoardServer:
         return server
 
     def _gate(self, sending: bool, data: bytes) -> bytes:
-        if sending and len(data) > _MBAP_UNIT_BYTE and data[_MBAP_UNIT_BYTE] in self._silent_units:
-            return b""
+        if sending and len(data) > _MBAP_UNIT_BYTE:
+            unit = data[_MBAP_UNIT_BYTE]
+            if unit in self._silent_units or unit in self._unwritten_units:
+                return b""
         return data
 
     def set_silent(self, modules: frozenset[int]) -> None:
@@ -139,6 +145,7 @@ class BoardServer:
             for unit, blocks in writes.items():
                 for fc, address, values in blocks:
                     await server.async_setValues(unit, fc, address, values)
+            self._unwritten_units -= writes.keys()
             coils: dict[int, list[bool]] = {}
             for module, unit in self.units.items():
                 bits = await server.async_getValues(
