@@ -195,6 +195,10 @@ class PrechargeCheck:
       curve starts at the first sample whose feedback shows the precharge path closed (main
       negative and precharge relay closed, main positive open), with that sample's voltage.
 
+    A link still charged above the pack (held since the contactors opened under a charge,
+    while the pack relaxed) falls along the same curve: the bounds are mirrored, below the
+    fast curve it falls too fast, above the slow one it does not fall.
+
     A close sequence the state machine gave up on (every try timed out:
     `ContactorStateMachine.precharge_failures` grew) is a failure too.
 
@@ -231,16 +235,18 @@ class PrechargeCheck:
         """Why the last failure was raised (for the event text)."""
 
     def fast_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
-        """The highest plausible link voltage `elapsed_s` after the precharge command."""
+        """The link voltage furthest toward `pack_v` that is plausible `elapsed_s` after the
+        precharge command (an upper bound for a link below the pack, a lower one above it)."""
         elapsed_s += self.latency_s
         decay = math.exp(-max(elapsed_s, 0.0) * self.tau_tolerance / self.tau_s)
-        return pack_v - (pack_v - start_v) * decay + self.margin_v
+        return pack_v - (pack_v - start_v) * decay + _toward(pack_v, start_v) * self.margin_v
 
     def slow_bound_v(self, elapsed_s: float, pack_v: float, start_v: float) -> float:
-        """The lowest plausible link voltage `elapsed_s` after the path was seen closed."""
+        """The link voltage least far toward `pack_v` that is plausible `elapsed_s` after the
+        path was seen closed (a lower bound for a link below the pack, an upper one above)."""
         elapsed_s -= self.latency_s
         decay = math.exp(-max(elapsed_s, 0.0) / (self.tau_s * self.tau_tolerance))
-        return pack_v - (pack_v - start_v) * decay - self.margin_v
+        return pack_v - (pack_v - start_v) * decay - _toward(pack_v, start_v) * self.margin_v
 
     def update(
         self,
@@ -275,25 +281,36 @@ class PrechargeCheck:
             self._slow_from = (now_s, link)
         fast_s, fast_v = self._fast_from
         if fast_v is not None:
-            high = self.fast_bound_v(now_s - fast_s, pack, fast_v)
-            if link > high:
+            bound = self.fast_bound_v(now_s - fast_s, pack, fast_v)
+            toward = _toward(pack, fast_v)
+            if toward * (link - bound) > 0.0:
                 self._failed = True
                 self.reason = (
                     f"DC link {link:.1f} V {now_s - fast_s:.2f} s after the precharge command is "
-                    f"above {high:.1f} V: it rises faster than R x C allows (resistor bypassed or "
-                    f"no capacitance)"
+                    f"{'above' if toward > 0 else 'below'} {bound:.1f} V: it "
+                    f"{'rises' if toward > 0 else 'falls'} faster than R x C allows (resistor "
+                    f"bypassed or no capacitance)"
                 )
         if self._slow_from is not None and not self._failed:
             slow_s, slow_v = self._slow_from
-            low = self.slow_bound_v(now_s - slow_s, pack, slow_v)
-            if link < low:
+            bound = self.slow_bound_v(now_s - slow_s, pack, slow_v)
+            toward = _toward(pack, slow_v)
+            if toward * (link - bound) < 0.0:
                 self._failed = True
                 self.reason = (
                     f"DC link {link:.1f} V {now_s - slow_s:.2f} s after the precharge path "
-                    f"closed is below {low:.1f} V: it does not rise (short, open resistor or too "
-                    f"large a load)"
+                    f"closed is {'below' if toward > 0 else 'above'} {bound:.1f} V: it does not "
+                    f"{'rise' if toward > 0 else 'fall'} (short, open resistor or too large a "
+                    f"load)"
                 )
         return self._failed
+
+
+def _toward(pack_v: float, start_v: float) -> float:
+    """+1 for a link charging up to the pack, -1 for one still charged above it (held from a
+    charge: the pack has relaxed since the contactors opened), which falls through the
+    resistor to the pack voltage."""
+    return 1.0 if pack_v >= start_v else -1.0
 
 
 # --- driver health ------------------------------------------------------------------------------

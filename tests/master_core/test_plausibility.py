@@ -456,7 +456,8 @@ TAU_S = DEMO.contactors.precharge_resistor_ohm * DEMO.contactors.dc_link_capacit
 @settings(max_examples=80, deadline=None)
 @given(
     pack=st.floats(40.0, 980.0),
-    start_fraction=st.floats(0.0, 0.9),
+    # above 1: a link still charged above the pack (opened under a charge) falls to it
+    start_fraction=st.floats(0.0, 1.05),
     tau_factor=st.floats(0.5, 2.0),
     period=st.sampled_from((0.01, 0.05, 0.1)),
     noise=st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=20),
@@ -464,8 +465,8 @@ TAU_S = DEMO.contactors.precharge_resistor_ohm * DEMO.contactors.dc_link_capacit
 def test_a_healthy_precharge_never_fails(
     pack: float, start_fraction: float, tau_factor: float, period: float, noise: list[float]
 ) -> None:
-    """A link charging with a time constant within a factor 2 of R x C, read with both
-    sensors' error, stays inside the tolerance-3 envelope."""
+    """A link charging (or discharging, from above the pack) with a time constant within a
+    factor 2 of R x C, read with both sensors' error, stays inside the tolerance-3 envelope."""
     check = PrechargeCheck(tau_s=TAU_S, tau_tolerance=P.precharge_tau_tolerance)
     assert check.margin_v == PRECHARGE_MARGIN_V == 2 * PACK_VOLTAGE_ACCURACY_V
     v0 = start_fraction * pack
@@ -499,6 +500,28 @@ def test_a_link_that_does_not_rise_fails_within_a_few_time_constants(
     assert "does not rise" in (check.reason or "")
     # it stays failed until the path opens, then it is clear again
     assert check.update(5.0, commanded=False, path_closed=False, pack_v=pack, link_v=0.0) is False
+
+
+@settings(max_examples=60, deadline=None)
+@given(pack=st.floats(40.0, 980.0), above_v=st.floats(20.0, 60.0))
+def test_a_link_above_the_pack_that_does_not_fall_or_drops_at_once_fails(
+    pack: float, above_v: float
+) -> None:
+    """The mirrored bounds of a link held above the pack: one that stays there does not fall;
+    one that reaches the pack at once bypassed the resistor."""
+    tol = P.precharge_tau_tolerance
+    held = PrechargeCheck(tau_s=TAU_S, tau_tolerance=tol)
+    verdicts = [
+        held.update(k * 0.01, commanded=True, path_closed=True, pack_v=pack, link_v=pack + above_v)
+        for k in range(round(3 * tol * TAU_S / 0.01))
+    ]
+    assert verdicts[0] is False and verdicts[-1] is True
+    assert "does not fall" in (held.reason or "")
+    dropped = PrechargeCheck(tau_s=TAU_S, tau_tolerance=tol)
+    start = pack + above_v
+    assert dropped.update(0.0, commanded=True, path_closed=True, pack_v=pack, link_v=start) is False
+    assert dropped.update(0.01, commanded=True, path_closed=True, pack_v=pack, link_v=pack) is True
+    assert "falls faster" in (dropped.reason or "")
 
 
 @given(pack=st.floats(40.0, 980.0))
